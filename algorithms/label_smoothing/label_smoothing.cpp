@@ -1,0 +1,80 @@
+#include "label_smoothing.h"
+
+#include <ATen/ATen.h>
+
+#include <tessera/error.h>
+
+namespace tessera::algorithms {
+namespace {
+
+bool is_integer(const at::Tensor& t) { return !at::isFloatingType(t.scalar_type()) && !at::isComplexType(t.scalar_type()); }
+
+at::Tensor reduce(const at::Tensor& per_example, Reduction reduction) {
+  switch (reduction) {
+    case Reduction::Mean: return per_example.mean();
+    case Reduction::Sum: return per_example.sum();
+    case Reduction::None: return per_example;
+  }
+  return per_example;
+}
+
+}  // namespace
+
+at::Tensor smooth_labels(const at::Tensor& targets, int64_t num_classes, double alpha) {
+  if (num_classes < 1) throw InputError("smooth_labels: num_classes must be >= 1, got " + std::to_string(num_classes));
+  at::Tensor dense;
+  if (is_integer(targets)) {
+    dense = at::one_hot(targets.to(at::kLong), num_classes).to(at::kFloat);  // [N, ..., C]
+    if (dense.dim() > 2) dense = dense.movedim(-1, 1).contiguous();            // class dimension 1
+  } else {
+    if (targets.dim() < 2 || targets.size(1) != num_classes) {
+      throw InputError("smooth_labels: dense targets must be [N, C, ...] with C = " + std::to_string(num_classes) +
+                       ", got " + c10::str(targets.sizes()));
+    }
+    dense = targets;
+  }
+  return dense * (1.0 - alpha) + alpha / static_cast<double>(num_classes);
+}
+
+at::Tensor smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, double alpha, Reduction reduction) {
+  if (!is_integer(labels)) throw InputError("smoothed_cross_entropy: expected integer class labels, got " + std::string(c10::toString(labels.scalar_type())));
+  const at::Tensor logp = at::log_softmax(logits, 1);
+  // Per example (and position): −log p_y and the mean over classes of −log p_c.
+  const at::Tensor nll = -logp.gather(1, labels.to(at::kLong).unsqueeze(1)).squeeze(1);
+  const at::Tensor uniform = -logp.mean(1);
+  at::Tensor per = nll * (1.0 - alpha) + uniform * alpha;
+  if (per.dim() > 1 && reduction == Reduction::None) per = per.flatten(1).mean(1);  // one value per example
+  return reduce(per, reduction);
+}
+
+LabelSmoothing::LabelSmoothing(LabelSmoothingOptions options) : options_(std::move(options)) {
+  validate_options(options_, "label_smoothing");
+  spec_.name = "label_smoothing";
+  spec_.accesses = {{Event::BeforeLoss, {Resource::Targets, Resource::Outputs}, {Resource::Targets, Resource::Loss}},
+                    {Event::AfterLoss, {}, {Resource::Targets, Resource::Loss}}};
+  spec_.order.push_back({OrderRule::Relation::After, Selector::writers_of(Resource::Targets), Event::BeforeLoss,
+                         "it smooths the final targets, after every other change to them"});
+}
+
+void LabelSmoothing::apply(Event event, State& state, Logger&) {
+  const double alpha = options_.smoothing();
+  if (event == Event::BeforeLoss) {
+    const at::Tensor& targets = state.batch.target();
+    if (options_.fused() && is_integer(targets) && state.model->loss_is_cross_entropy()) {
+      state.loss_override = [alpha](const at::Tensor& out, const Batch& b, Reduction r) {
+        return smoothed_cross_entropy(out, b.target(), alpha, r);
+      };
+      return;
+    }
+    saved_targets_ = targets;
+    state.batch.set(Batch::kTarget, smooth_labels(targets, state.outputs.size(1), alpha));
+  } else if (event == Event::AfterLoss) {
+    state.loss_override = nullptr;
+    if (saved_targets_.defined()) {
+      state.batch.set(Batch::kTarget, saved_targets_);
+      saved_targets_ = at::Tensor();
+    }
+  }
+}
+
+}  // namespace tessera::algorithms

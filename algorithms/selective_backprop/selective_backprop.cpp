@@ -1,0 +1,128 @@
+#include "selective_backprop.h"
+
+#include <cmath>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/nn/modules/batchnorm.h>
+
+#include <tessera/error.h>
+
+namespace tessera::algorithms {
+namespace {
+
+/// Freezes batch-norm running statistics (momentum 0) for the lifetime of the guard, so that scoring in
+/// training mode uses batch statistics like a training forward but leaves the running estimates alone.
+class FrozenBatchNormStats {
+ public:
+  explicit FrozenBatchNormStats(torch::nn::Module& model) {
+    for (const auto& m : model.modules(/*include_self=*/true)) {
+      if (auto* bn = m->as<torch::nn::BatchNorm1dImpl>()) remember(bn->options);
+      if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) remember(bn->options);
+      if (auto* bn = m->as<torch::nn::BatchNorm3dImpl>()) remember(bn->options);
+    }
+  }
+  ~FrozenBatchNormStats() {
+    for (auto& [opts, momentum] : saved_) opts->momentum(momentum);
+  }
+
+ private:
+  void remember(torch::nn::BatchNormOptions& opts) {
+    saved_.emplace_back(&opts, opts.momentum());
+    opts.momentum(0.0);
+  }
+  std::vector<std::pair<torch::nn::BatchNormOptions*, c10::optional<double>>> saved_;
+};
+
+}  // namespace
+
+at::Tensor selection_weights(const at::Tensor& losses, double keep) {
+  const int64_t n = losses.numel();
+  const at::Tensor order = losses.flatten().to(at::kDouble).argsort();  // ascending loss
+  const at::Tensor pct = (at::arange(n, at::kDouble) + 0.5) / static_cast<double>(n);
+  const at::Tensor w_by_rank = pct.pow(1.0 / keep - 1.0);
+  at::Tensor w = at::empty({n}, at::kDouble);
+  w.index_put_({order}, w_by_rank);
+  return w / w.sum();
+}
+
+at::Tensor select_by_loss(const at::Tensor& losses, double keep, Rng& rng) {
+  const int64_t n = losses.numel();
+  const int64_t k = static_cast<int64_t>(std::floor(keep * static_cast<double>(n)));
+  const at::Tensor w = selection_weights(losses.detach().cpu(), keep);
+  const double* wp = w.data_ptr<double>();
+  // Efraimidis–Spirakis: keep the k largest log(u)/w.
+  at::Tensor keys = at::empty({n}, at::kDouble);
+  double* kp = keys.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    double u = rng.uniform();
+    if (u <= 0.0) u = 1e-300;
+    kp[i] = std::log(u) / wp[i];
+  }
+  at::Tensor chosen = std::get<1>(keys.topk(k));
+  return std::get<0>(chosen.sort());
+}
+
+SelectiveBackprop::SelectiveBackprop(SelectiveBackpropOptions options) : options_(std::move(options)) {
+  validate_options(options_, "selective_backprop");
+  if (options_.end() <= options_.start()) {
+    throw InputError("selective_backprop: end (" + std::to_string(options_.end()) + ") must be greater than start (" +
+                     std::to_string(options_.start()) + ")");
+  }
+  spec_.name = "selective_backprop";
+  spec_.accesses = {{Event::AfterDataloader, {Resource::Inputs, Resource::Targets, Resource::Parameters}, {Resource::BatchRows}}};
+  const char* why = "its scores must see the clean, full-resolution batch";
+  spec_.order.push_back({OrderRule::Relation::Before, Selector::writers_of(Resource::Inputs), Event::AfterDataloader, why});
+  spec_.order.push_back({OrderRule::Relation::Before, Selector::writers_of(Resource::Targets), Event::AfterDataloader, why});
+  spec_.order.push_back({OrderRule::Relation::Before, Selector::writers_of(Resource::Resolution), Event::AfterDataloader, why});
+}
+
+void SelectiveBackprop::check(const State& state) const {
+  if (!state.model->supports_per_example_loss()) {
+    throw InputError("the model's loss gives no per-example values (Reduction::None), which selective backprop needs "
+                     "to rank examples");
+  }
+}
+
+bool SelectiveBackprop::match(Event event, const State& state) const {
+  if (event != Event::AfterDataloader || options_.keep() >= 1.0) return false;
+  const double e = state.elapsed_fraction();
+  if (e < options_.start() || e >= options_.end()) return false;
+  const int64_t i = options_.interrupt();
+  return i == 0 || (state.timestamp.batch_in_epoch + 1) % i != 0;
+}
+
+at::Tensor SelectiveBackprop::score(State& state) const {
+  Batch scoring = state.batch;
+  if (options_.scale_factor() < 1.0) {
+    const at::Tensor& x = scoring.input();
+    const double s = options_.scale_factor();
+    at::Tensor small;
+    if (x.dim() == 4) {
+      small = at::upsample_bilinear2d(x, {static_cast<int64_t>(x.size(2) * s), static_cast<int64_t>(x.size(3) * s)}, false);
+    } else if (x.dim() == 3) {
+      small = at::upsample_linear1d(x, {static_cast<int64_t>(x.size(2) * s)}, false);
+    } else {
+      throw InputError("selective_backprop: scale_factor < 1 needs inputs [N, C, L] or [N, C, H, W], got " +
+                       c10::str(x.sizes()));
+    }
+    scoring.set(Batch::kInput, small);
+  }
+  at::NoGradGuard no_grad;
+  FrozenBatchNormStats frozen(*state.model);
+  const at::Tensor outputs = state.model->forward(scoring);
+  return state.model->loss(outputs, scoring, Reduction::None);
+}
+
+void SelectiveBackprop::apply(Event, State& state, Logger&) {
+  const at::Tensor losses = score(state);
+  const int64_t n = state.batch.size();
+  if (losses.dim() != 1 || losses.size(0) != n) {
+    throw Error("selective_backprop: the model's per-example loss has shape " + c10::str(losses.sizes()) +
+                "; expected [" + std::to_string(n) + "]");
+  }
+  Rng rng(state.seed, {kAlgorithmStream, 0x5e1ec7ULL, static_cast<uint64_t>(state.timestamp.batch)});
+  state.batch = state.batch.select(select_by_loss(losses, options_.keep(), rng));
+}
+
+}  // namespace tessera::algorithms

@@ -1,0 +1,170 @@
+// tessera-run: trains a model from a YAML recipe (schema: docs/recipes.md).
+//
+//   tessera-run RECIPE [key.path=value ...] [--plan] [--dry-run] [--print-recipe]
+//
+// Exit codes: 0 success, 2 bad input (recipe, overrides, refused algorithm combinations), 1 anything else.
+#include <fmt/format.h>
+#include <tessera/error.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
+#include <tessera/trainer.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string join(const std::vector<std::string>& items, const std::string& none = "none") {
+  if (items.empty()) return none;
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + items[i];
+  return out;
+}
+
+/// 1234567 -> "1,234,567".
+std::string grouped(int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string describe_loader(const tessera::data::DataLoader& loader) {
+  return fmt::format("{}: {} examples in {} batches of {}", loader.dataset().describe(), loader.num_samples(),
+                     loader.num_batches(), loader.options().batch_size());
+}
+
+/// The --dry-run paragraph.
+std::string summary(const tessera::Recipe& recipe, const tessera::Run& run) {
+  const tessera::Components& c = run.components;
+  int64_t params = 0;
+  for (const auto& p : c.model->parameters()) params += p.numel();
+  tessera::TimeContext time;
+  time.max_duration = run.trainer.max_duration();
+  time.batches_per_epoch = c.train_dataloader->num_batches();
+  time.samples_per_epoch = c.train_dataloader->num_samples();
+  const auto steps = static_cast<int64_t>(std::ceil(time.total_batches()));
+
+  std::string out = fmt::format(
+      "dry run of {}: model {} with {} parameters; training data {} per epoch; "
+      "max_duration {} = {} steps",
+      recipe.path(), run.model_name, grouped(params), describe_loader(*c.train_dataloader),
+      run.trainer.max_duration().str(), grouped(steps));
+  std::vector<std::string> train_metrics;
+  for (const auto& m : c.train_metrics) train_metrics.push_back(m->name());
+  out += "; train metrics: " + join(train_metrics);
+  for (const auto& ev : c.evaluators) {
+    std::vector<std::string> names;
+    for (const auto& m : ev.metrics) names.push_back(m->name());
+    out += fmt::format("; evaluator \"{}\" on {} every {}{} (metrics: {})", ev.label,
+                       describe_loader(*ev.dataloader), ev.interval.str(),
+                       ev.subset_batches >= 0 ? fmt::format(", at most {} batches", ev.subset_batches) : "",
+                       join(names));
+  }
+  std::vector<std::string> schedulers, algorithms, callbacks;
+  for (const auto& s : c.schedulers) schedulers.push_back(s->name());
+  for (const auto& a : c.algorithms) algorithms.push_back(a->name());
+  for (const auto& cb : c.callbacks) callbacks.push_back(cb->name());
+  out += fmt::format("; optimizer {}; schedulers: {}; algorithms: {}; callbacks and loggers: {}",
+                     c.optimizer->name(), join(schedulers), join(algorithms), join(callbacks));
+  out += "; metrics files: " + join(run.metric_files);
+  out +=
+      "; checkpoints: " + (run.checkpoint.folder().empty() ? std::string("none")
+                                                           : run.checkpoint.folder() + " (not yet acted on)");
+  out += ". Everything was validated and built; no training was run.\n";
+  return out;
+}
+
+/// "accuracy" values as percentages, everything else as a plain number.
+std::string format_metric(const std::string& name, double value) {
+  const std::string suffix = "accuracy";
+  const bool is_accuracy =
+      name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return is_accuracy ? fmt::format("{:.2f}%", 100.0 * value) : fmt::format("{:.4f}", value);
+}
+
+int run(const std::string& recipe_path, const std::vector<std::string>& overrides, bool plan, bool dry_run,
+        bool print_recipe) {
+  const tessera::Recipe recipe = tessera::Recipe::load(recipe_path, overrides);
+  if (print_recipe) std::cout << recipe.text() << std::flush;
+  tessera::Run run = tessera::build_run(recipe);
+  const std::vector<std::string> metric_files = run.metric_files;
+  const tessera::CheckpointOptions checkpoint = run.checkpoint;
+  const std::string dry_summary = dry_run ? summary(recipe, run) : "";
+  if (!checkpoint.folder().empty()) {
+    std::cerr
+        << "tessera-run: note: checkpoint settings are validated but not yet acted on; nothing is saved to "
+        << checkpoint.folder() << "\n";
+  }
+
+  tessera::Trainer trainer(run.trainer, std::move(run.components));
+  if (plan) {
+    std::cout << trainer.plan().table() << std::flush;
+    return 0;
+  }
+  if (dry_run) {
+    std::cout << dry_summary << std::flush;
+    return 0;
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  trainer.fit();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  // "metrics/<label>/<name>" -> "final <label> <name>: <value>"
+  const std::string prefix = "metrics/";
+  for (const auto& [key, value] : trainer.state().metrics) {
+    if (key.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = key.substr(prefix.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string label = rest.substr(0, slash), name = rest.substr(slash + 1);
+    std::cout << "final " << label << " " << name << ": " << format_metric(name, value) << "\n";
+  }
+  std::cout << fmt::format("wall time: {:.1f} s\n", seconds);
+  std::cout << "metrics written to: " << join(metric_files) << "\n";
+  std::cout << "checkpoints: none\n" << std::flush;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Trains a model from a YAML recipe (see docs/recipes.md).", "tessera-run"};
+  std::string recipe_path;
+  std::vector<std::string> overrides;
+  bool plan = false, dry_run = false, print_recipe = false;
+  app.add_option("recipe", recipe_path, "the YAML recipe")->required();
+  app.add_option("overrides", overrides,
+                 "overrides key.path=value (e.g. optimizer.sgd.lr=0.05 algorithms=[])");
+  auto* plan_flag =
+      app.add_flag("--plan", plan, "print the algorithm plan (per event, in run order) and exit");
+  app.add_flag("--dry-run", dry_run, "validate and build everything, print a summary, do not train")
+      ->excludes(plan_flag);
+  app.add_flag("--print-recipe", print_recipe, "print the recipe as run (overrides applied) first");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  try {
+    return run(recipe_path, overrides, plan, dry_run, print_recipe);
+  } catch (const tessera::InputError& e) {
+    std::cerr << "tessera-run: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "tessera-run: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,57 @@
+#pragma once
+/// Callbacks observe the run (they never change training) and logger destinations record it.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <tessera/algorithm.h>
+#include <tessera/event.h>
+#include <tessera/state.h>
+
+namespace tessera {
+
+class Logger;
+
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual std::string name() const = 0;
+  /// Called at every event, after the algorithms (loggers last; at Init loggers first).
+  virtual void run_event(Event event, State& state, Logger& logger) {}
+  /// Logger destinations return true.
+  virtual bool is_logger() const { return false; }
+  virtual StateDict state_dict() const { return {}; }
+  virtual void load_state_dict(const StateDict& state) {}
+  /// Flushes and closes files; called once at the end of the run, also after an error.
+  virtual void close() {}
+};
+
+/// Where logged values go (console, files, progress bar).
+class LoggerDestination : public Callback {
+ public:
+  bool is_logger() const override { return true; }
+  /// Numeric values at a point in time: "loss/train/total", "metrics/eval/accuracy", "time/batch"...
+  virtual void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) {}
+  /// Run settings, once at Init.
+  virtual void log_hyperparameters(const std::map<std::string, std::string>& values) {}
+  /// A warning or note from an algorithm or the engine.
+  virtual void log_text(const std::string& level, const std::string& text) {}
+};
+
+/// The facade algorithms and callbacks log through; it fans out to every destination.
+class Logger {
+ public:
+  explicit Logger(std::vector<LoggerDestination*> destinations = {}) : destinations_(std::move(destinations)) {}
+  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts);
+  void log_hyperparameters(const std::map<std::string, std::string>& values);
+  /// Warnings also go to stderr when there is no destination.
+  void warn(const std::string& text);
+  void info(const std::string& text);
+  const std::vector<LoggerDestination*>& destinations() const noexcept { return destinations_; }
+
+ private:
+  std::vector<LoggerDestination*> destinations_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,77 @@
+#pragma once
+/// Batch transforms applied by the DataLoader (in its prefetch threads) before a batch reaches the trainer.
+/// Randomness comes from the Rng the loader passes, derived from (seed, epoch, batch index), so a batch
+/// is the same whether it is produced first or after a resume.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <tessera/batch.h>
+#include <tessera/options.h>
+#include <tessera/rng.h>
+
+namespace tessera::data {
+
+class BatchTransform {
+ public:
+  virtual ~BatchTransform() = default;
+  /// Transforms a batch in place: replaces its parts, or overwrites their memory when the batch is the
+  /// only owner of it (as for the loader's freshly gathered batches); a tensor the caller still holds is
+  /// never modified.
+  virtual void apply(Batch& batch, Rng& rng) const = 0;
+  virtual std::string name() const = 0;
+};
+
+/// input <- (input - mean[c]) / std[c] per channel (one value broadcast to all channels when one is given).
+struct NormalizeOptions {
+  TESSERA_OPTION(std::vector<double>, mean) = std::vector<double>{0.0};
+  TESSERA_OPTION(std::vector<double>, std) = std::vector<double>{1.0};
+  template <class V>
+  void visit(V& v) {
+    v("mean", mean_, "per-channel mean", Range::any());
+    v("std", std_, "per-channel standard deviation", Range::positive());
+  }
+};
+class Normalize : public BatchTransform {
+ public:
+  explicit Normalize(NormalizeOptions options);
+  void apply(Batch& batch, Rng& rng) const override;
+  std::string name() const override { return "normalize"; }
+
+ private:
+  NormalizeOptions options_;
+};
+
+/// Zero-pads each image by `padding` and crops a random window of the original size (per example).
+struct RandomCropOptions {
+  TESSERA_OPTION(int64_t, padding) = 4;
+  template <class V>
+  void visit(V& v) { v("padding", padding_, "pixels of zero padding on each side", Range::at_least(0)); }
+};
+class RandomCrop : public BatchTransform {
+ public:
+  explicit RandomCrop(RandomCropOptions options);
+  void apply(Batch& batch, Rng& rng) const override;
+  std::string name() const override { return "random_crop"; }
+
+ private:
+  RandomCropOptions options_;
+};
+
+/// Flips each image left-right with probability `p` (per example).
+struct HorizontalFlipOptions {
+  TESSERA_OPTION(double, p) = 0.5;
+  template <class V>
+  void visit(V& v) { v("p", p_, "probability of flipping an example", Range::closed(0, 1)); }
+};
+class HorizontalFlip : public BatchTransform {
+ public:
+  explicit HorizontalFlip(HorizontalFlipOptions options);
+  void apply(Batch& batch, Rng& rng) const override;
+  std::string name() const override { return "horizontal_flip"; }
+
+ private:
+  HorizontalFlipOptions options_;
+};
+
+}  // namespace tessera::data

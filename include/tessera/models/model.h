@@ -1,0 +1,85 @@
+#pragma once
+/// The model contract: a torch module tree that maps a Batch to outputs and outputs to a loss.
+///
+/// Model surgery (BlurPool and friends) must be able to swap layers after construction. LibTorch forward
+/// functions usually call layers through member holders, which surgery cannot see, so Tessera models call
+/// swappable layers through *slots*: `register_slot("conv1", torch::nn::Conv2d(...))` registers the child
+/// under that name (state-dict keys are unchanged) and `slot("conv1").forward(x)` calls whatever module
+/// sits in the slot now. Surgery walks the module tree and swaps slots with `replace_slot`.
+#include <map>
+#include <memory>
+#include <string>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+
+#include <tessera/batch.h>
+
+namespace tessera {
+
+/// How a loss reduces over examples. `None` gives one loss per example (selective backprop scores with it).
+enum class Reduction { Mean, Sum, None };
+
+/// A module whose swappable layers live in named slots.
+class SlottedModule : public torch::nn::Module {
+ public:
+  using torch::nn::Module::Module;
+
+  /// Registers `module` as child `name` and as a slot of the same name. Returns the slot.
+  torch::nn::AnyModule& register_slot(const std::string& name, torch::nn::AnyModule module);
+  /// The module currently in slot `name` (an Error naming the slots if absent).
+  torch::nn::AnyModule& slot(const std::string& name);
+  /// Puts `module` into slot `name` and re-registers it as the child of that name.
+  void replace_slot(const std::string& name, torch::nn::AnyModule module);
+  /// All slots, by name.
+  const std::map<std::string, torch::nn::AnyModule>& slots() const noexcept { return slots_; }
+
+ private:
+  std::map<std::string, torch::nn::AnyModule> slots_;
+};
+
+/// A trainable model.
+class Model : public SlottedModule {
+ public:
+  using SlottedModule::SlottedModule;
+
+  /// Outputs (e.g. logits) for a batch.
+  virtual at::Tensor forward(const Batch& batch) = 0;
+  /// Loss of `outputs` against the batch's targets. Classification models accept integer class targets
+  /// and dense (soft) targets of the outputs' shape.
+  virtual at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction = Reduction::Mean) = 0;
+  /// Whether `loss(..., Reduction::None)` gives per-example losses (checked at plan time by algorithms
+  /// that need it).
+  virtual bool supports_per_example_loss() const { return true; }
+  /// Number of classes for classifiers (0 otherwise).
+  virtual int64_t num_classes() const { return 0; }
+  /// Whether `loss(outputs, batch, r)` is exactly `cross_entropy(outputs, batch.target(), r)`, so that
+  /// algorithms may substitute an equivalent fused loss (label smoothing).
+  virtual bool loss_is_cross_entropy() const { return false; }
+};
+
+/// Cross-entropy of logits [N, C, ...] against integer targets [N, ...] or dense targets [N, C, ...]
+/// (soft labels: -sum_c t_c log softmax(x)_c), reduced as asked (mean over examples).
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction = Reduction::Mean);
+
+/// A classifier around any torch module with `forward(Tensor) -> Tensor` (e.g. a user's own module):
+///
+///     auto model = std::make_shared<tessera::Classifier<MyNetImpl>>(std::make_shared<MyNetImpl>(), 10);
+template <class Net>
+class Classifier : public Model {
+ public:
+  Classifier(std::shared_ptr<Net> net, int64_t num_classes) : net_(register_module("net", std::move(net))), num_classes_(num_classes) {}
+  at::Tensor forward(const Batch& batch) override { return net_->forward(batch.input()); }
+  at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction = Reduction::Mean) override {
+    return cross_entropy(outputs, batch.target(), reduction);
+  }
+  int64_t num_classes() const override { return num_classes_; }
+  bool loss_is_cross_entropy() const override { return true; }
+  Net& net() { return *net_; }
+
+ private:
+  std::shared_ptr<Net> net_;
+  int64_t num_classes_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,72 @@
+#pragma once
+/// CIFAR-style ResNet (He et al. 2016, section 4.2) for images [N, C, H, W]: a conv3x3(w)-BN-ReLU stem,
+/// three stages of n basic blocks with widths w, 2w, 4w (stride 2 at the first block of stages 2 and 3,
+/// with a 1x1 conv + BN shortcut where the shape changes), global average pool, linear.
+/// depth = 6n + 2 (20, 32, 44, 56, 110).
+///
+///     auto model = std::make_shared<tessera::ResNet>(
+///         tessera::ResNetOptions().depth(20).in_channels(3).num_classes(10));
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <tessera/models/model.h>
+#include <tessera/options.h>
+
+namespace tessera {
+
+/// Options of `ResNet` (recipe name "resnet").
+struct ResNetOptions {
+  /// Number of weighted layers, 6n + 2.
+  TESSERA_OPTION(int64_t, depth) = 20;
+  /// Channels of the first stage w (then 2w and 4w).
+  TESSERA_OPTION(int64_t, width) = 16;
+  /// Input channels (0 = filled in from the data by the registry).
+  TESSERA_OPTION(int64_t, in_channels) = 0;
+  /// Number of classes (0 = filled in from the data by the registry).
+  TESSERA_OPTION(int64_t, num_classes) = 0;
+  template <class V>
+  void visit(V& v) {
+    v("depth", depth_, "number of layers, 6n+2 (20, 32, 44, 56, 110)", Range::at_least(8));
+    v("width", width_, "channels of the first stage", Range::at_least(1));
+    v("in_channels", in_channels_, "input channels (0 = from the data)", Range::at_least(0));
+    v("num_classes", num_classes_, "number of classes (0 = from the data)", Range::at_least(0));
+  }
+};
+
+/// A basic residual block: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the input (or a 1x1 conv(stride)-BN
+/// projection of it when the stride or width changes), then ReLU.
+/// Slots: conv1, bn1, conv2, bn2 and, with a projection, shortcut_conv, shortcut_bn.
+class BasicBlock : public SlottedModule {
+ public:
+  BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride);
+  at::Tensor forward(const at::Tensor& x);
+  /// Whether the shortcut is a projection (1x1 conv + BN).
+  bool has_projection() const noexcept { return projection_; }
+
+ private:
+  bool projection_;
+};
+
+/// CIFAR-style ResNet classifier. Slots of the model: conv1, bn1, fc; the blocks are children
+/// "layer1".."layer3" (ModuleLists), so parameter names read "layer2.0.conv1.weight".
+class ResNet : public Model {
+ public:
+  /// Throws InputError on invalid options (depth not 6n+2, in_channels or num_classes 0).
+  explicit ResNet(ResNetOptions options);
+  at::Tensor forward(const Batch& batch) override;
+  /// Cross-entropy (integer or dense targets).
+  at::Tensor loss(const at::Tensor& outputs, const Batch& batch,
+                  Reduction reduction = Reduction::Mean) override;
+  int64_t num_classes() const override { return options_.num_classes(); }
+  bool loss_is_cross_entropy() const override { return true; }
+  const ResNetOptions& options() const noexcept { return options_; }
+  /// The residual blocks in forward order.
+  const std::vector<std::shared_ptr<BasicBlock>>& blocks() const noexcept { return blocks_; }
+
+ private:
+  ResNetOptions options_;
+  std::vector<std::shared_ptr<BasicBlock>> blocks_;
+};
+
+}  // namespace tessera

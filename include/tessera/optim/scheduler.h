@@ -1,0 +1,125 @@
+#pragma once
+/// Learning-rate schedules as pure functions of training time.
+///
+/// A scheduler gives a multiplier alpha(t); the optimizer's lr is initial_lr times the product of all
+/// schedulers' alphas. The trainer sets the lr at the start of every batch from the timestamp of that
+/// batch (t = batches done so far), so batch 0 trains with alpha(0) and no batch is wasted at lr 0.
+/// Horizons and warmups are Times (`5ep`, `200ba`, `0.1dur`) converted to batches with the run's
+/// TimeContext.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <tessera/options.h>
+#include <tessera/time.h>
+
+namespace tessera::optim {
+
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
+  /// The lr multiplier at `now`.
+  virtual double alpha(const Timestamp& now, const TimeContext& ctx) const = 0;
+  virtual std::string name() const = 0;
+};
+
+/// alpha = 1.
+struct ConstantSchedulerOptions {
+  TESSERA_OPTION(double, alpha) = 1.0;
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("alpha", alpha_, "constant multiplier", Range::positive());
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// alpha = gamma^floor(t / step_size).
+struct StepSchedulerOptions {
+  TESSERA_OPTION(Time, step_size) = Time(1, TimeUnit::Epoch);
+  TESSERA_OPTION(double, gamma) = 0.1;
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("step_size", step_size_, "period of the decay (a Time)", Any{});
+    v("gamma", gamma_, "decay factor", Range::positive());
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// alpha = gamma^(number of milestones passed).
+struct MultiStepSchedulerOptions {
+  TESSERA_OPTION(std::vector<Time>, milestones) = std::vector<Time>{};
+  TESSERA_OPTION(double, gamma) = 0.1;
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("milestones", milestones_, "times at which alpha is multiplied by gamma", Any{});
+    v("gamma", gamma_, "decay factor", Range::positive());
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// After warmup: alpha = alpha_i + (alpha_f - alpha_i) * tau, tau = min(1, (t - warmup)/(t_max - warmup)).
+struct LinearSchedulerOptions {
+  TESSERA_OPTION(double, alpha_i) = 1.0;
+  TESSERA_OPTION(double, alpha_f) = 0.0;
+  TESSERA_OPTION(Time, t_max) = Time::fraction(1.0);
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("alpha_i", alpha_i_, "initial multiplier", Range::at_least(0));
+    v("alpha_f", alpha_f_, "final multiplier", Range::at_least(0));
+    v("t_max", t_max_, "end of the schedule (a Time)", Any{});
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// After warmup: alpha = alpha_f + (1 - alpha_f) * (1 + cos(pi * tau)) / 2, tau as for Linear.
+struct CosineSchedulerOptions {
+  TESSERA_OPTION(double, alpha_f) = 0.0;
+  TESSERA_OPTION(Time, t_max) = Time::fraction(1.0);
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("alpha_f", alpha_f_, "final multiplier", Range::at_least(0));
+    v("t_max", t_max_, "end of the schedule (a Time)", Any{});
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// One-cycle: alpha rises from max_alpha/div_factor to max_alpha over pct_start of t_max (cosine), then
+/// falls to max_alpha/(div_factor*final_div_factor) (cosine) at t_max and stays there. With T = t_max in
+/// batches and U = pct_start * T: alpha(t) = anneal(initial, max, t/U) for t <= U, else
+/// anneal(max, final, min(1, (t-U)/(T-U))), where anneal(a, b, p) = b + (a - b)(1 + cos(pi p))/2.
+struct OneCycleSchedulerOptions {
+  TESSERA_OPTION(double, max_alpha) = 1.0;
+  TESSERA_OPTION(double, pct_start) = 0.25;
+  TESSERA_OPTION(double, div_factor) = 25.0;
+  TESSERA_OPTION(double, final_div_factor) = 1e4;
+  TESSERA_OPTION(Time, t_max) = Time::fraction(1.0);
+  template <class V>
+  void visit(V& v) {
+    v("max_alpha", max_alpha_, "peak multiplier", Range::positive());
+    v("pct_start", pct_start_, "fraction of t_max spent rising", Range::open(0, 1));
+    v("div_factor", div_factor_, "initial = max_alpha / div_factor", Range::at_least(1));
+    v("final_div_factor", final_div_factor_, "final = initial / final_div_factor", Range::at_least(1));
+    v("t_max", t_max_, "end of the schedule (a Time)", Any{});
+  }
+};
+
+/// Warmup, shared by the schedules that have one: alpha is multiplied by min(1, (t + 1) / warmup) with t
+/// and warmup in batches, so the first batch trains at 1/warmup of the rate (never at 0).
+///
+/// The factories validate the options (InputError): ranges, token times (not convertible), step_size > 0,
+/// milestones of one unit strictly increasing, t_max > warmup when both have one unit. Checks that need
+/// the run's TimeContext (t_max > warmup across units) throw InputError from `alpha`. Scheduler names:
+/// "constant", "step", "multistep", "linear", "cosine", "onecycle".
+std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options);
+std::unique_ptr<Scheduler> make_step_scheduler(StepSchedulerOptions options);
+std::unique_ptr<Scheduler> make_multistep_scheduler(MultiStepSchedulerOptions options);
+std::unique_ptr<Scheduler> make_linear_scheduler(LinearSchedulerOptions options);
+std::unique_ptr<Scheduler> make_cosine_scheduler(CosineSchedulerOptions options);
+std::unique_ptr<Scheduler> make_onecycle_scheduler(OneCycleSchedulerOptions options);
+
+}  // namespace tessera::optim

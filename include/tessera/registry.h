@@ -1,0 +1,53 @@
+#pragma once
+/// The registry: recipe names -> components, and a whole run built from a recipe.
+///
+///     auto recipe = tessera::Recipe::load("examples/recipes/fashion_mnist_resnet.yaml", {"seed=7"});
+///     tessera::Run run = tessera::build_run(recipe);
+///     tessera::Trainer trainer(run.trainer, run.components);
+///     trainer.fit();
+///
+/// One explicit list per kind (src/registry.cpp) maps a recipe name to a factory that reads the
+/// component's Options from the recipe and constructs it. The kinds are "algorithms", "models", "datasets",
+/// "transforms", "optimizers", "schedulers", "callbacks", "loggers" and "metrics". The recipe schema is in
+/// docs/recipes.md.
+#include <tessera/algorithm.h>
+#include <tessera/checkpoint.h>
+#include <tessera/recipe.h>
+#include <tessera/trainer.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+/// Everything a recipe describes, built and ready for a Trainer.
+struct Run {
+  TrainerOptions trainer;
+  Components components;
+  CheckpointOptions checkpoint;
+  /// The recipe name of the model ("resnet").
+  std::string model_name;
+  /// The files the logger destinations write (paths resolved against run_dir), in recipe order.
+  std::vector<std::string> metric_files;
+};
+
+/// Builds a run from a recipe, in order: trainer and checkpoint options, data (train, then eval), model
+/// (in_channels/in_features/num_classes left at 0 are filled from the training data), optimizer over the
+/// model's parameters, schedulers, algorithms, callbacks, loggers, evaluators. Seeds torch from the recipe's
+/// seed before building the model so that initial weights are reproducible. Creates nothing on disk
+/// except through the loggers. Throws InputError with the location of the first problem.
+Run build_run(const Recipe& recipe);
+
+/// build_run, then a Trainer (whose constructor compiles the plan, so refused algorithm combinations throw
+/// InputError here).
+std::unique_ptr<Trainer> make_trainer(const Recipe& recipe);
+
+/// The recipe names registered for `kind` ("models", "algorithms", ...; the singular works too), sorted.
+/// InputError for an unknown kind.
+std::vector<std::string> registered_names(const std::string& kind);
+
+/// Builds one algorithm from a `{name: {options}}` node (or a bare name, for default options).
+std::shared_ptr<Algorithm> make_algorithm(const ConfigNode& node);
+
+}  // namespace tessera

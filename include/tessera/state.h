@@ -1,0 +1,81 @@
+#pragma once
+/// Everything an algorithm or callback may read or change during a run.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <tessera/batch.h>
+#include <tessera/evaluator.h>
+#include <tessera/models/model.h>
+#include <tessera/optim/optimizer.h>
+#include <tessera/optim/scheduler.h>
+#include <tessera/rng.h>
+#include <tessera/time.h>
+
+namespace tessera {
+
+namespace data { class DataLoader; }
+
+/// Numeric precision of the forward pass. Only Fp32 on the CPU for now (autocast comes later).
+enum class Precision { Fp32, AmpBf16, AmpFp16 };
+const char* precision_name(Precision p);
+
+struct State {
+  std::shared_ptr<Model> model;
+  std::shared_ptr<optim::Optimizer> optimizer;
+  std::vector<std::shared_ptr<optim::Scheduler>> schedulers;
+
+  /// The current batch: the full batch from AfterDataloader to BeforeTrainBatch and at AfterTrainBatch;
+  /// the current microbatch from BeforeForward to AfterBackward; the eval batch during evaluation.
+  Batch batch;
+  /// The model's outputs for `batch` (after the forward).
+  at::Tensor outputs;
+  /// The loss of the current microbatch (after the loss; scaled for accumulation only inside backward).
+  at::Tensor loss;
+  /// When set (by an algorithm, between BeforeLoss and AfterLoss), the trainer computes the loss with this
+  /// instead of `model->loss` (e.g. label smoothing's fused cross-entropy). Algorithms that install it
+  /// declare that they write the Loss at BeforeLoss and clear it at AfterLoss.
+  std::function<at::Tensor(const at::Tensor& outputs, const Batch& batch, Reduction reduction)> loss_override;
+  /// The loss as the trainer computes it: `loss_override` if set, else `model->loss`.
+  at::Tensor compute_loss(const at::Tensor& out, const Batch& b, Reduction r = Reduction::Mean) {
+    return loss_override ? loss_override(out, b, r) : model->loss(out, b, r);
+  }
+
+  Timestamp timestamp;
+  /// Run length and units conversion (max_duration, batches per epoch, samples per epoch).
+  TimeContext time;
+  /// Examples per microbatch (0 = the full batch).
+  int64_t microbatch_size = 0;
+  Precision precision = Precision::Fp32;
+  c10::Device device = c10::Device(c10::kCPU);
+
+  /// The run seed (rank 0's), and this rank's seed derived from it.
+  uint64_t seed = 0;
+  /// The project's generator for algorithms; streams derived from it are independent and checkpointed.
+  Rng rng;
+
+  std::shared_ptr<data::DataLoader> train_dataloader;
+  std::vector<Evaluator> evaluators;
+  /// Latest values: "loss/train/total", "metrics/train/accuracy", "metrics/eval/accuracy"...
+  std::map<std::string, double> metrics;
+
+  int rank = 0;
+  int world_size = 1;
+
+  /// Ends training after the current batch (the run then fires its end-of-fit events as usual).
+  void stop_training() noexcept { stop_requested_ = true; }
+  bool stop_requested() const noexcept { return stop_requested_; }
+  /// Fraction of max_duration elapsed.
+  double elapsed_fraction() const { return time.elapsed_fraction(timestamp); }
+
+ private:
+  bool stop_requested_ = false;
+};
+
+}  // namespace tessera

@@ -1,0 +1,37 @@
+#pragma once
+/// Model surgery: swap layers in the slots of a model tree and keep the optimizer consistent.
+///
+///     int64_t n = tessera::replace_slots(*state.model, state.optimizer.get(),
+///         [](const std::string& path, torch::nn::AnyModule& current) -> std::optional<torch::nn::AnyModule> {
+///           if (auto* conv = current.ptr()->as<torch::nn::Conv2dImpl>()) return make_replacement(*conv);
+///           return std::nullopt;   // keep
+///         });
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <torch/nn/modules/container/any.h>
+
+#include <tessera/models/model.h>
+#include <tessera/optim/optimizer.h>
+
+namespace tessera {
+
+/// Decides the fate of one slot: a replacement module, or nullopt to keep it. `path` is the slot's full
+/// name in the model ("stage2.block0.conv1").
+using SlotPolicy = std::function<std::optional<torch::nn::AnyModule>(const std::string& path, torch::nn::AnyModule& current)>;
+
+/// Applies `policy` to every slot of every SlottedModule in `model` (the model itself included), visiting
+/// the modules that existed before the call (replacements are not visited again). Then, when `optimizer` is
+/// given, parameters that left the model leave the optimizer (with their state) and new parameters join the
+/// first param group. Returns the number of slots replaced.
+int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, const SlotPolicy& policy);
+
+/// Makes `optimizer` hold exactly the parameters of `after` that it held in `before` plus the ones new in
+/// `after`: removed parameters (and their state) leave, new ones join the first group.
+void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after);
+
+}  // namespace tessera

@@ -1,0 +1,39 @@
+#pragma once
+/// Tessera's whole public API in one include.
+///
+///     #include <tessera/tessera.h>
+#include <tessera/version.h>
+
+#include <tessera/error.h>
+#include <tessera/event.h>
+#include <tessera/options.h>
+#include <tessera/time.h>
+#include <tessera/rng.h>
+#include <tessera/batch.h>
+#include <tessera/state.h>
+#include <tessera/algorithm.h>
+#include <tessera/callback.h>
+#include <tessera/engine.h>
+#include <tessera/metrics.h>
+#include <tessera/evaluator.h>
+#include <tessera/trainer.h>
+
+#include <tessera/data/dataset.h>
+#include <tessera/data/transforms.h>
+#include <tessera/data/dataloader.h>
+
+#include <tessera/models/model.h>
+#include <tessera/models/mlp.h>
+#include <tessera/models/cnn.h>
+#include <tessera/models/resnet.h>
+
+#include <tessera/optim/optimizer.h>
+#include <tessera/optim/scheduler.h>
+
+#include <tessera/callbacks/progress_bar.h>
+#include <tessera/callbacks/metric_writers.h>
+#include <tessera/callbacks/console_summary.h>
+
+#include <tessera/checkpoint.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>

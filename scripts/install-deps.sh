@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every Debian package Tessera needs to build, test and run its demo.
+# Idempotent: when everything is present it only runs dpkg-query and exits (well under a second).
+set -euo pipefail
+pkgs=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libyaml-cpp-dev libfmt-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libzstd-dev libxxhash-dev zlib1g-dev
+  python3-torch python3-pybind11 pybind11-dev python3-pytest python3-venv python3-pip
+  dataset-fashion-mnist
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,28 @@
+#include <tessera/callback.h>
+
+#include <iostream>
+
+namespace tessera {
+
+void Logger::log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) {
+  for (auto* destination : destinations_) destination->log_metrics(values, ts);
+}
+
+void Logger::log_hyperparameters(const std::map<std::string, std::string>& values) {
+  for (auto* destination : destinations_) destination->log_hyperparameters(values);
+}
+
+void Logger::warn(const std::string& text) {
+  if (destinations_.empty()) {
+    // Nobody would see it otherwise.
+    std::cerr << "tessera: warning: " << text << std::endl;
+    return;
+  }
+  for (auto* destination : destinations_) destination->log_text("warning", text);
+}
+
+void Logger::info(const std::string& text) {
+  for (auto* destination : destinations_) destination->log_text("info", text);
+}
+
+}  // namespace tessera

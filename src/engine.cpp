@@ -1,0 +1,290 @@
+#include <tessera/engine.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <tessera/error.h>
+
+namespace tessera {
+namespace {
+
+/// Does `candidate` satisfy a selector at event `at` (any event when nullopt)?
+bool selects(const Selector& sel, const Algorithm& candidate, std::optional<Event> at) {
+  if (!sel.algorithm.empty()) return candidate.name() == sel.algorithm;
+  if (sel.writes) return candidate.spec().writes(*sel.writes, at);
+  return false;
+}
+
+struct Edge {
+  size_t from, to;  // `from` runs before `to`
+  std::string reason;
+};
+
+/// Orders the algorithms acting on one event: default order (recipe order, reversed on after_* events),
+/// then the declared rules as edges, stable topological sort preferring the default position.
+std::vector<PlanEntry> order_event(Event event, const std::vector<Algorithm*>& algorithms) {
+  std::vector<Algorithm*> nodes;
+  for (Algorithm* a : algorithms) {
+    if (a->spec().acts_on(event)) nodes.push_back(a);
+  }
+  if (is_after_event(event)) std::reverse(nodes.begin(), nodes.end());
+  const size_t n = nodes.size();
+  if (n == 0) return {};
+
+  std::vector<Edge> edges;
+  for (size_t i = 0; i < n; ++i) {
+    for (const OrderRule& rule : nodes[i]->spec().order) {
+      if (rule.event && *rule.event != event) continue;
+      for (size_t j = 0; j < n; ++j) {
+        if (j == i || !selects(rule.other, *nodes[j], event)) continue;
+        std::string why = nodes[i]->name() + (rule.relation == OrderRule::Relation::Before ? " before " : " after ") +
+                          rule.other.describe() + ": " + rule.reason;
+        if (rule.relation == OrderRule::Relation::Before) {
+          edges.push_back({i, j, why});
+        } else {
+          edges.push_back({j, i, why});
+        }
+      }
+    }
+  }
+
+  std::vector<int> indegree(n, 0);
+  for (const Edge& e : edges) ++indegree[e.to];
+  std::vector<bool> placed(n, false);
+  std::vector<PlanEntry> out;
+  for (size_t step = 0; step < n; ++step) {
+    size_t pick = n;
+    for (size_t i = 0; i < n; ++i) {
+      if (!placed[i] && indegree[i] == 0) {
+        pick = i;
+        break;
+      }
+    }
+    if (pick == n) {
+      // A cycle among the unplaced nodes: walk predecessors until a node repeats.
+      size_t start = 0;
+      while (placed[start]) ++start;
+      std::vector<size_t> path{start};
+      std::vector<std::string> reasons;
+      for (;;) {
+        const Edge* back = nullptr;
+        for (const Edge& e : edges) {
+          if (e.to == path.back() && !placed[e.from]) {
+            back = &e;
+            break;
+          }
+        }
+        reasons.push_back(back->reason);
+        const size_t seen = static_cast<size_t>(std::find(path.begin(), path.end(), back->from) - path.begin());
+        path.push_back(back->from);
+        if (seen + 1 < path.size()) {
+          std::vector<size_t> cycle(path.begin() + static_cast<std::ptrdiff_t>(seen), path.end());
+          std::reverse(cycle.begin(), cycle.end());
+          std::ostringstream msg;
+          msg << "ordering cycle at " << event_name(event) << ": ";
+          for (size_t k = 0; k < cycle.size(); ++k) msg << (k ? " -> " : "") << nodes[cycle[k]]->name();
+          msg << " (rules:";
+          for (size_t k = reasons.size() - (cycle.size() - 1); k < reasons.size(); ++k) msg << " [" << reasons[k] << "]";
+          msg << ")";
+          throw InputError(msg.str());
+        }
+      }
+    }
+    placed[pick] = true;
+    PlanEntry entry{nodes[pick], {}};
+    for (const Edge& e : edges) {
+      if (e.to == pick || e.from == pick) {
+        if (std::find(entry.reasons.begin(), entry.reasons.end(), e.reason) == entry.reasons.end()) {
+          entry.reasons.push_back(e.reason);
+        }
+      }
+      if (e.from == pick) --indegree[e.to];
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+}  // namespace
+
+Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state) {
+  Plan plan;
+  std::vector<std::string> errors;
+
+  // The same algorithm twice.
+  std::map<std::string, std::vector<size_t>> positions;
+  for (size_t i = 0; i < algorithms.size(); ++i) positions[algorithms[i]->name()].push_back(i);
+  for (const auto& [name, where] : positions) {
+    if (where.size() < 2) continue;
+    if (algorithms[where[0]]->spec().may_repeat) continue;
+    std::ostringstream msg;
+    msg << name << " appears " << where.size() << " times (positions";
+    for (size_t p : where) msg << " " << p + 1;
+    msg << " in the algorithm list); it acts on shared state and may appear only once";
+    errors.push_back(msg.str());
+  }
+
+  // Declared conflicts: each unordered pair reported once.
+  std::set<std::pair<std::string, std::string>> reported;
+  for (Algorithm* a : algorithms) {
+    for (const Conflict& c : a->spec().conflicts) {
+      for (Algorithm* b : algorithms) {
+        if (a == b || !selects(c.other, *b, std::nullopt)) continue;
+        auto key = std::minmax(a->name(), b->name());
+        if (!reported.insert({key.first + (c.hard ? "!" : "?"), key.second}).second) continue;
+        std::string text = a->name() + " and " + b->name() + (c.hard ? " cannot be combined: " : " may not compose well: ") +
+                           c.reason;
+        (c.hard ? errors : plan.warnings_).push_back(text);
+      }
+    }
+  }
+
+  std::vector<std::string> interpolators;
+  for (Algorithm* a : algorithms) {
+    if (a->spec().interpolates_loss) interpolators.push_back(a->name());
+  }
+  if (interpolators.size() > 1) {
+    std::string names;
+    for (const auto& n : interpolators) names += (names.empty() ? "" : ", ") + n;
+    plan.warnings_.push_back("several algorithms interpolate the loss (" + names +
+                             "); their mixes compound and the result is rarely what was intended");
+  }
+
+  for (Event e : all_events()) {
+    try {
+      plan.per_event_[static_cast<int>(e)] = order_event(e, algorithms);
+    } catch (const InputError& err) {
+      errors.push_back(err.what());
+    }
+  }
+
+  if (state != nullptr) {
+    for (Algorithm* a : algorithms) {
+      try {
+        a->check(*state);
+      } catch (const InputError& err) {
+        errors.push_back(a->name() + ": " + err.what());
+      }
+    }
+  }
+
+  if (!errors.empty()) {
+    std::string msg = "the algorithms of this run cannot run together:";
+    for (const auto& e : errors) msg += "\n  - " + e;
+    throw InputError(msg);
+  }
+  return plan;
+}
+
+std::string Plan::table() const {
+  std::ostringstream out;
+  size_t width = 0;
+  for (Event e : all_events()) {
+    if (!at(e).empty()) width = std::max(width, std::string(event_name(e)).size());
+  }
+  out << "plan: algorithms per event, in run order\n";
+  bool any = false;
+  for (Event e : all_events()) {
+    const auto& entries = at(e);
+    if (entries.empty()) continue;
+    any = true;
+    std::string label = event_name(e);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      out << "  " << (i == 0 ? label : "") << std::string(width - (i == 0 ? label.size() : 0) + 2, ' ') << i + 1
+          << ". " << entries[i].algorithm->name();
+      if (i == 0 && is_after_event(e) && entries.size() > 1) out << "   (after_* event: reverse recipe order)";
+      out << "\n";
+      for (const auto& r : entries[i].reasons) out << "  " << std::string(width + 2, ' ') << "     why: " << r << "\n";
+    }
+  }
+  if (!any) out << "  (no algorithms)\n";
+  if (!warnings_.empty()) {
+    out << "warnings:\n";
+    for (const auto& w : warnings_) out << "  - " << w << "\n";
+  }
+  return out.str();
+}
+
+std::string Plan::to_json() const {
+  std::ostringstream out;
+  out << "{";
+  bool first = true;
+  for (Event e : all_events()) {
+    const auto& entries = at(e);
+    if (entries.empty()) continue;
+    out << (first ? "" : ", ") << "\"" << event_name(e) << "\": [";
+    first = false;
+    for (size_t i = 0; i < entries.size(); ++i) out << (i ? ", " : "") << "\"" << entries[i].algorithm->name() << "\"";
+    out << "]";
+  }
+  out << "}";
+  return out.str();
+}
+
+Engine::Engine(std::vector<std::shared_ptr<Algorithm>> algorithms, std::vector<std::shared_ptr<Callback>> callbacks)
+    : algorithms_(std::move(algorithms)), callbacks_(std::move(callbacks)) {
+  std::vector<LoggerDestination*> destinations;
+  for (const auto& cb : callbacks_) {
+    if (!cb) throw InputError("a callback is null");
+    if (cb->is_logger()) {
+      loggers_.push_back(cb.get());
+      if (auto* d = dynamic_cast<LoggerDestination*>(cb.get())) destinations.push_back(d);
+    } else {
+      plain_callbacks_.push_back(cb.get());
+    }
+  }
+  for (const auto& a : algorithms_) {
+    if (!a) throw InputError("an algorithm is null");
+  }
+  logger_ = Logger(std::move(destinations));
+}
+
+const Plan& Engine::compile(const State& state) {
+  std::vector<Algorithm*> raw;
+  for (const auto& a : algorithms_) raw.push_back(a.get());
+  plan_ = compile_plan(raw, &state);
+  trace_slots_.assign(kNumEvents, {});
+  for (Event e : all_events()) {
+    for (const PlanEntry& entry : plan_.at(e)) {
+      trace_slots_[static_cast<int>(e)].push_back(&trace_[entry.algorithm->name() + "/" + event_name(e)]);
+    }
+  }
+  for (const auto& w : plan_.warnings()) logger_.warn(w);
+  return plan_;
+}
+
+void Engine::run_event(Event event, State& state) {
+  if (closed_) throw Error(std::string("engine is closed; cannot run ") + event_name(event));
+  auto run_algorithms = [&] {
+    const auto& entries = plan_.at(event);
+    if (entries.empty()) return;
+    auto& slots = trace_slots_[static_cast<int>(event)];
+    for (size_t i = 0; i < entries.size(); ++i) {
+      Algorithm* a = entries[i].algorithm;
+      if (!a->match(event, state)) continue;
+      a->apply(event, state, logger_);
+      TraceRecord& rec = *slots[i];
+      if (rec.count++ == 0) rec.first_batch = state.timestamp.batch;
+      rec.last_batch = state.timestamp.batch;
+    }
+  };
+  if (event == Event::Init) {
+    for (Callback* cb : loggers_) cb->run_event(event, state, logger_);
+    for (Callback* cb : plain_callbacks_) cb->run_event(event, state, logger_);
+    run_algorithms();
+  } else {
+    run_algorithms();
+    for (Callback* cb : plain_callbacks_) cb->run_event(event, state, logger_);
+    for (Callback* cb : loggers_) cb->run_event(event, state, logger_);
+  }
+}
+
+void Engine::close() {
+  if (closed_) return;
+  closed_ = true;
+  for (const auto& cb : callbacks_) cb->close();
+}
+
+}  // namespace tessera

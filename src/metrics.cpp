@@ -1,0 +1,120 @@
+// Accuracy and cross-entropy metrics.
+#include <tessera/metrics.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <tessera/error.h>
+#include <tessera/models/model.h>
+
+namespace tessera {
+namespace {
+
+std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+
+/// The batch's targets as class indices [N] for logits [N, C]: integer targets as they are, dense targets
+/// [N, C] by their argmax.
+at::Tensor class_targets(const at::Tensor& outputs, const Batch& batch, const char* metric) {
+  if (!outputs.defined() || outputs.dim() != 2) {
+    throw InputError(fmt::format("{} metric: outputs must be logits [N, C], got {}", metric,
+                                 outputs.defined() ? shape(outputs) : std::string("an undefined tensor")));
+  }
+  const at::Tensor& target = batch.target();
+  if (at::isFloatingType(target.scalar_type())) {
+    if (target.sizes() != outputs.sizes()) {
+      throw InputError(fmt::format("{} metric: dense targets of shape {} do not match outputs of shape {}",
+                                   metric, shape(target), shape(outputs)));
+    }
+    return target.argmax(1);
+  }
+  if (target.dim() != 1 || target.size(0) != outputs.size(0)) {
+    throw InputError(
+        fmt::format("{} metric: targets of shape {} do not match outputs of shape {}; expected "
+                    "class indices [{}]",
+                    metric, shape(target), shape(outputs), outputs.size(0)));
+  }
+  return target;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------ Accuracy
+
+Accuracy::Accuracy(int64_t top_k) : top_k_(top_k) {
+  if (top_k < 1) throw InputError(fmt::format("accuracy metric: top_k is {}; expected >= 1", top_k));
+}
+
+void Accuracy::reset() {
+  correct_ = 0;
+  total_ = 0;
+}
+
+void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
+  at::NoGradGuard no_grad;
+  const at::Tensor target = class_targets(outputs, batch, "accuracy");
+  if (top_k_ > outputs.size(1)) {
+    throw InputError(fmt::format("{} metric: top_k = {} is larger than the number of classes ({})", name(),
+                                 top_k_, outputs.size(1)));
+  }
+  const at::Tensor index = target.to(outputs.device(), at::kLong);
+  at::Tensor hits;
+  if (top_k_ == 1) {
+    hits = outputs.argmax(1).eq(index).sum();
+  } else {
+    hits = std::get<1>(outputs.topk(top_k_, 1)).eq(index.unsqueeze(1)).sum();
+  }
+  correct_ += hits.item<int64_t>();
+  total_ += outputs.size(0);
+}
+
+double Accuracy::compute() const {
+  return total_ == 0 ? 0.0 : static_cast<double>(correct_) / static_cast<double>(total_);
+}
+
+std::string Accuracy::name() const {
+  return top_k_ == 1 ? "accuracy" : fmt::format("top{}_accuracy", top_k_);
+}
+
+// ------------------------------------------------------------------------------------------------
+// CrossEntropy
+
+void CrossEntropyMetric::reset() {
+  sum_ = 0.0;
+  total_ = 0;
+}
+
+void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
+  at::NoGradGuard no_grad;
+  const at::Tensor target = class_targets(outputs, batch, "cross_entropy");
+  sum_ += cross_entropy(outputs, target.to(outputs.device(), at::kLong), Reduction::Sum).item<double>();
+  total_ += outputs.size(0);
+}
+
+double CrossEntropyMetric::compute() const { return total_ == 0 ? 0.0 : sum_ / static_cast<double>(total_); }
+
+// ------------------------------------------------------------------------------------------------ factory
+
+std::unique_ptr<Metric> make_metric(const std::string& name) {
+  if (name == "accuracy") return std::make_unique<Accuracy>(1);
+  if (name == "cross_entropy") return std::make_unique<CrossEntropyMetric>();
+  // "top<K>_accuracy"
+  const std::string prefix = "top", suffix = "_accuracy";
+  if (name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    const bool numeric = digits.size() <= 9 && std::all_of(digits.begin(), digits.end(), [](unsigned char c) {
+                           return std::isdigit(c) != 0;
+                         });
+    if (numeric && std::stol(digits) >= 1) return std::make_unique<Accuracy>(std::stol(digits));
+  }
+  throw InputError(fmt::format(
+      "unknown metric \"{}\"; expected one of: accuracy, top5_accuracy (any topK_accuracy with K >= 1), "
+      "cross_entropy",
+      name));
+}
+
+}  // namespace tessera

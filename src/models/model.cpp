@@ -1,0 +1,102 @@
+// SlottedModule and the cross-entropy loss shared by the classifiers.
+#include <tessera/models/model.h>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <tessera/error.h>
+
+namespace tessera {
+namespace {
+
+std::string slot_names(const std::map<std::string, torch::nn::AnyModule>& slots) {
+  if (slots.empty()) return "none";
+  std::string out;
+  for (const auto& [name, module] : slots) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+
+}  // namespace
+
+torch::nn::AnyModule& SlottedModule::register_slot(const std::string& name, torch::nn::AnyModule module) {
+  if (module.is_empty()) throw Error(fmt::format("register_slot(\"{}\"): the module is empty", name));
+  if (slots_.count(name) != 0) {
+    throw Error(fmt::format("register_slot(\"{}\"): a slot of that name exists already (slots: {})", name,
+                            slot_names(slots_)));
+  }
+  register_module(name, module.ptr());
+  return slots_.emplace(name, std::move(module)).first->second;
+}
+
+torch::nn::AnyModule& SlottedModule::slot(const std::string& name) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) {
+    throw Error(
+        fmt::format("{} has no slot \"{}\"; its slots are: {}", this->name(), name, slot_names(slots_)));
+  }
+  return it->second;
+}
+
+void SlottedModule::replace_slot(const std::string& name, torch::nn::AnyModule module) {
+  auto& current = slot(name);
+  if (module.is_empty()) throw Error(fmt::format("replace_slot(\"{}\"): the module is empty", name));
+  replace_module(name, module.ptr());
+  current = std::move(module);
+}
+
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction) {
+  if (!logits.defined() || !targets.defined()) {
+    throw InputError("cross_entropy: logits and targets must be defined tensors");
+  }
+  if (logits.dim() < 2) {
+    throw InputError(fmt::format("cross_entropy: logits must have shape [N, C, ...], got {}", shape(logits)));
+  }
+  const auto type = targets.scalar_type();
+  if (!at::isFloatingType(type) && !at::isComplexType(type)) {
+    // Class indices [N, ...]: the logits' shape without the class dimension.
+    bool ok = targets.dim() == logits.dim() - 1 && targets.size(0) == logits.size(0);
+    for (int64_t d = 2; ok && d < logits.dim(); ++d) ok = targets.size(d - 1) == logits.size(d);
+    if (!ok) {
+      throw InputError(
+          fmt::format("cross_entropy: integer targets of shape {} do not match logits of shape {}; expected "
+                      "class indices "
+                      "of the logits' shape without dimension 1",
+                      shape(targets), shape(logits)));
+    }
+    const at::Tensor log_probs = at::log_softmax(logits, 1);
+    const at::Tensor index = type == at::kLong ? targets : targets.to(at::kLong);
+    switch (reduction) {
+      case Reduction::Mean:
+        return at::nll_loss_nd(log_probs, index, {}, at::Reduction::Mean);
+      case Reduction::Sum:
+        return at::nll_loss_nd(log_probs, index, {}, at::Reduction::Sum);
+      case Reduction::None: {
+        at::Tensor per = at::nll_loss_nd(log_probs, index, {}, at::Reduction::None);
+        return per.dim() > 1 ? per.flatten(1).mean(1) : per;
+      }
+    }
+  }
+  if (targets.sizes() != logits.sizes()) {
+    throw InputError(
+        fmt::format("cross_entropy: dense targets of shape {} do not match logits of shape {}; expected the "
+                    "logits' shape "
+                    "(or integer class indices without dimension 1)",
+                    shape(targets), shape(logits)));
+  }
+  // sum_c t_c log p_c per position; negated once after the reduction.
+  const at::Tensor per = (at::log_softmax(logits, 1) * targets).sum(1);
+  switch (reduction) {
+    case Reduction::Mean:
+      return per.mean().neg();
+    case Reduction::Sum:
+      return per.sum().neg();
+    case Reduction::None:
+      return per.dim() > 1 ? per.flatten(1).mean(1).neg() : per.neg();
+  }
+  return {};
+}
+
+}  // namespace tessera

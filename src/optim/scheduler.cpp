@@ -1,0 +1,207 @@
+// The built-in learning-rate schedules. Every Time is converted to (possibly fractional) batches with the
+// run's TimeContext at each call, so `dur` and `ep` horizons follow the run's length.
+#include <tessera/optim/scheduler.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <tessera/error.h>
+
+namespace tessera::optim {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+// Conversions of `dur`/`sp` times give fractional batches; a boundary that lands a rounding error away
+// from an integer still counts as reached.
+constexpr double kSlack = 1e-9;
+
+void check_convertible(const Time& t, const char* name) {
+  if (t.unit() == TimeUnit::Token) {
+    throw InputError(std::string("scheduler.") + name + ": " + t.str() +
+                     " is in tokens; schedulers take ep, ba, sp or dur times");
+  }
+}
+
+/// The shared warmup factor min(1, (t + 1) / W), 1 without warmup.
+double warmup_factor(double t, double warmup_batches) {
+  return warmup_batches > 0 ? std::min(1.0, (t + 1) / warmup_batches) : 1.0;
+}
+
+/// Progress tau in [0, 1] of the schedule after warmup; InputError when t_max <= warmup.
+double progress(double t, const Time& t_max, const Time& warmup, const TimeContext& ctx,
+                double* warmup_batches, const char* scheduler) {
+  const double w = ctx.to_batches(warmup);
+  const double end = ctx.to_batches(t_max);
+  if (!(end > w)) {
+    throw InputError(std::string(scheduler) + " scheduler: t_max (" + t_max.str() + " = " +
+                     std::to_string(end) + " batches) must be greater than warmup (" + warmup.str() + " = " +
+                     std::to_string(w) + " batches)");
+  }
+  *warmup_batches = w;
+  return std::clamp((t - w) / (end - w), 0.0, 1.0);
+}
+
+/// Cosine interpolation from `start` (pct 0) to `end` (pct 1), exact at both ends.
+double cosine_anneal(double start, double end, double pct) {
+  const double c = 0.5 * (1 + std::cos(kPi * pct));
+  return start * c + end * (1 - c);
+}
+
+class ConstantScheduler : public Scheduler {
+ public:
+  explicit ConstantScheduler(ConstantSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    return o_.alpha() * warmup_factor(static_cast<double>(now.batch), ctx.to_batches(o_.warmup()));
+  }
+  std::string name() const override { return "constant"; }
+
+ private:
+  ConstantSchedulerOptions o_;
+};
+
+class StepScheduler : public Scheduler {
+ public:
+  explicit StepScheduler(StepSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    const double steps = std::floor(t / ctx.to_batches(o_.step_size()) + kSlack);
+    return std::pow(o_.gamma(), steps) * warmup_factor(t, ctx.to_batches(o_.warmup()));
+  }
+  std::string name() const override { return "step"; }
+
+ private:
+  StepSchedulerOptions o_;
+};
+
+class MultiStepScheduler : public Scheduler {
+ public:
+  explicit MultiStepScheduler(MultiStepSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    int passed = 0;
+    for (const auto& m : o_.milestones()) passed += t + kSlack >= ctx.to_batches(m) ? 1 : 0;
+    return std::pow(o_.gamma(), passed) * warmup_factor(t, ctx.to_batches(o_.warmup()));
+  }
+  std::string name() const override { return "multistep"; }
+
+ private:
+  MultiStepSchedulerOptions o_;
+};
+
+class LinearScheduler : public Scheduler {
+ public:
+  explicit LinearScheduler(LinearSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    double w = 0;
+    const double tau = progress(t, o_.t_max(), o_.warmup(), ctx, &w, "linear");
+    return (o_.alpha_i() + (o_.alpha_f() - o_.alpha_i()) * tau) * warmup_factor(t, w);
+  }
+  std::string name() const override { return "linear"; }
+
+ private:
+  LinearSchedulerOptions o_;
+};
+
+class CosineScheduler : public Scheduler {
+ public:
+  explicit CosineScheduler(CosineSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    double w = 0;
+    const double tau = progress(t, o_.t_max(), o_.warmup(), ctx, &w, "cosine");
+    return cosine_anneal(1.0, o_.alpha_f(), tau) * warmup_factor(t, w);
+  }
+  std::string name() const override { return "cosine"; }
+
+ private:
+  CosineSchedulerOptions o_;
+};
+
+class OneCycleScheduler : public Scheduler {
+ public:
+  explicit OneCycleScheduler(OneCycleSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    const double end = ctx.to_batches(o_.t_max());
+    if (!(end > 0)) {
+      throw InputError("onecycle scheduler: t_max (" + o_.t_max().str() + ") is 0 batches; expected > 0");
+    }
+    const double peak = o_.max_alpha();
+    const double initial = peak / o_.div_factor();
+    const double final_alpha = initial / o_.final_div_factor();
+    const double up = o_.pct_start() * end;
+    if (t <= up) return cosine_anneal(initial, peak, t / up);
+    return cosine_anneal(peak, final_alpha, std::min(1.0, (t - up) / (end - up)));
+  }
+  std::string name() const override { return "onecycle"; }
+
+ private:
+  OneCycleSchedulerOptions o_;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  return std::make_unique<ConstantScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_step_scheduler(StepSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  check_convertible(options.step_size(), "step_size");
+  if (!(options.step_size().as_double() > 0)) {
+    throw InputError("scheduler.step_size: " + options.step_size().str() + " must be greater than 0");
+  }
+  return std::make_unique<StepScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_multistep_scheduler(MultiStepSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  const auto& ms = options.milestones();
+  for (size_t i = 0; i < ms.size(); ++i) {
+    check_convertible(ms[i], "milestones");
+    // Times of different units can only be ordered with the run's context; those are not checked here.
+    if (i > 0 && ms[i].unit() == ms[i - 1].unit() && !(ms[i - 1] < ms[i])) {
+      throw InputError("scheduler.milestones: " + ms[i - 1].str() + " is followed by " + ms[i].str() +
+                       "; expected strictly increasing milestones");
+    }
+  }
+  return std::make_unique<MultiStepScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_linear_scheduler(LinearSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  check_convertible(options.t_max(), "t_max");
+  if (options.t_max().unit() == options.warmup().unit() && !(options.warmup() < options.t_max())) {
+    throw InputError("scheduler.t_max: " + options.t_max().str() + " must be greater than warmup (" +
+                     options.warmup().str() + ")");
+  }
+  return std::make_unique<LinearScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_cosine_scheduler(CosineSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  check_convertible(options.t_max(), "t_max");
+  if (options.t_max().unit() == options.warmup().unit() && !(options.warmup() < options.t_max())) {
+    throw InputError("scheduler.t_max: " + options.t_max().str() + " must be greater than warmup (" +
+                     options.warmup().str() + ")");
+  }
+  return std::make_unique<CosineScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_onecycle_scheduler(OneCycleSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.t_max(), "t_max");
+  if (!(options.t_max().as_double() > 0)) {
+    throw InputError("scheduler.t_max: " + options.t_max().str() + " must be greater than 0");
+  }
+  return std::make_unique<OneCycleScheduler>(std::move(options));
+}
+
+}  // namespace tessera::optim

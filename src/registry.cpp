@@ -1,0 +1,614 @@
+// The registry: one explicit list per kind of component, mapping recipe names to factories, and
+// build_run, which assembles a whole run from a recipe (schema: docs/recipes.md).
+#include <tessera/callbacks/console_summary.h>
+#include <tessera/callbacks/metric_writers.h>
+#include <tessera/callbacks/progress_bar.h>
+#include <tessera/data/dataloader.h>
+#include <tessera/data/dataset.h>
+#include <tessera/data/transforms.h>
+#include <tessera/metrics.h>
+#include <tessera/models/cnn.h>
+#include <tessera/models/mlp.h>
+#include <tessera/models/resnet.h>
+#include <tessera/optim/optimizer.h>
+#include <tessera/optim/scheduler.h>
+#include <tessera/registry.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <numeric>
+#include <set>
+#include <utility>
+
+// ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
+//   #include <tessera/algorithms/<name>.h>
+
+namespace tessera {
+namespace {
+
+/// What factories may need besides their own options: the run's settings and what was built before them.
+struct Context {
+  TrainerOptions trainer;
+  std::shared_ptr<const data::Dataset> train_dataset;  ///< set before the model is built
+  std::shared_ptr<Model> model;                        ///< set before the optimizer is built
+  std::vector<std::string>* metric_files = nullptr;    ///< loggers record their files here
+};
+
+template <class Product>
+struct Entry {
+  std::string name;
+  /// Reads the options from `options` (the value under the name; absent for a bare name) and builds.
+  std::function<Product(const ConfigNode& options, Context& ctx)> make;
+};
+
+template <class Product>
+struct Kind {
+  const char* singular;  ///< "model"
+  const char* plural;    ///< "models"
+  std::vector<Entry<Product>> entries;
+
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& e : entries) out.push_back(e.name);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  const Entry<Product>* find(const std::string& name) const {
+    for (const auto& e : entries) {
+      if (e.name == name) return &e;
+    }
+    return nullptr;
+  }
+};
+
+/// "a model", "an optimizer".
+std::string with_article(const std::string& noun) {
+  const bool vowel = !noun.empty() && std::string("aeiou").find(noun[0]) != std::string::npos;
+  return (vowel ? "an " : "a ") + noun;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
+  return out;
+}
+
+/// Reads an Options struct from a node (absent or empty nodes give the defaults).
+template <class Options>
+Options read(const ConfigNode& node, Options options = {}) {
+  read_options(node, options, node.path());
+  return options;
+}
+
+/// Runs a constructor; InputErrors it throws (cross-field checks, missing files) get the node's location.
+template <class F>
+auto construct(const ConfigNode& node, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const InputError& e) {
+    node.fail(e.what());
+  }
+}
+
+/// The generic factory: read Options, construct T(options).
+template <class Base, class T, class Options>
+Entry<std::shared_ptr<Base>> simple(std::string name) {
+  return {std::move(name), [](const ConfigNode& node, Context&) -> std::shared_ptr<Base> {
+            const Options options = read<Options>(node);
+            return construct(node, [&] { return std::make_shared<T>(options); });
+          }};
+}
+
+/// Options without fields (for components that take none).
+struct NoOptions {
+  template <class V>
+  void visit(V&) {}
+};
+
+// =======================================================================================================
+// The lists. Names are the recipe names; keep each list alphabetical.
+
+// ---- ALGORITHMS (2/2): one line per algorithm, alphabetically, e.g.
+//   algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
+// (the same algorithm twice in a recipe is refused or allowed by the engine, not here).
+template <class A, class Options>
+Entry<std::shared_ptr<Algorithm>> algorithm(std::string name) {
+  return simple<Algorithm, A, Options>(std::move(name));
+}
+
+const Kind<std::shared_ptr<Algorithm>>& algorithms() {
+  static const Kind<std::shared_ptr<Algorithm>> kind{"algorithm",
+                                                     "algorithms",
+                                                     {
+                                                         // (none yet)
+                                                     }};
+  return kind;
+}
+
+/// Sets in_channels / in_features / num_classes left at 0 from the training data.
+struct FillFromData {
+  const data::Dataset& dataset;
+  template <class T, class Constraint>
+  void operator()(const char* name, T& field, const char*, const Constraint&) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      if (field != 0) return;
+      const std::string key = name;
+      const std::vector<int64_t> shape = dataset.input_shape();
+      if (key == "in_channels" && !shape.empty()) {
+        field = static_cast<T>(shape[0]);
+      } else if (key == "in_features") {
+        field = static_cast<T>(
+            std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>()));
+      } else if (key == "num_classes") {
+        field = static_cast<T>(dataset.num_classes());
+      }
+    }
+  }
+};
+
+template <class M, class Options>
+Entry<std::shared_ptr<Model>> model(std::string name) {
+  return {std::move(name), [](const ConfigNode& node, Context& ctx) -> std::shared_ptr<Model> {
+            Options options = read<Options>(node);
+            if (ctx.train_dataset) {
+              FillFromData fill{*ctx.train_dataset};
+              options.visit(fill);
+            }
+            return construct(node, [&] { return std::make_shared<M>(options); });
+          }};
+}
+
+const Kind<std::shared_ptr<Model>>& models() {
+  static const Kind<std::shared_ptr<Model>> kind{"model",
+                                                 "models",
+                                                 {
+                                                     model<CNN, CNNOptions>("cnn"),
+                                                     model<MLP, MLPOptions>("mlp"),
+                                                     model<ResNet, ResNetOptions>("resnet"),
+                                                 }};
+  return kind;
+}
+
+using DatasetPtr = std::shared_ptr<const data::Dataset>;
+const Kind<DatasetPtr>& datasets() {
+  static const Kind<DatasetPtr> kind{
+      "dataset",
+      "datasets",
+      {
+          {"fashion_mnist",
+           [](const ConfigNode& node, Context&) -> DatasetPtr {
+             const auto options = read<data::FashionMnistOptions>(node);
+             return construct(node, [&] { return DatasetPtr(data::load_fashion_mnist(options)); });
+           }},
+          {"synthetic",
+           [](const ConfigNode& node, Context&) -> DatasetPtr {
+             const auto options = read<data::SyntheticOptions>(node);
+             return construct(node, [&] { return DatasetPtr(data::make_synthetic(options)); });
+           }},
+      }};
+  return kind;
+}
+
+using TransformPtr = std::shared_ptr<const data::BatchTransform>;
+const Kind<TransformPtr>& transforms() {
+  static const Kind<TransformPtr> kind{
+      "transform",
+      "transforms",
+      {
+          simple<const data::BatchTransform, data::HorizontalFlip, data::HorizontalFlipOptions>(
+              "horizontal_flip"),
+          simple<const data::BatchTransform, data::Normalize, data::NormalizeOptions>("normalize"),
+          simple<const data::BatchTransform, data::RandomCrop, data::RandomCropOptions>("random_crop"),
+      }};
+  return kind;
+}
+
+template <class O, class Options>
+Entry<std::shared_ptr<optim::Optimizer>> optimizer(std::string name) {
+  return {std::move(name), [](const ConfigNode& node, Context& ctx) -> std::shared_ptr<optim::Optimizer> {
+            const Options options = read<Options>(node);
+            if (!ctx.model) node.fail("an optimizer needs a model, and none was built");
+            return construct(node, [&] { return std::make_shared<O>(ctx.model->parameters(), options); });
+          }};
+}
+
+const Kind<std::shared_ptr<optim::Optimizer>>& optimizers() {
+  static const Kind<std::shared_ptr<optim::Optimizer>> kind{
+      "optimizer",
+      "optimizers",
+      {
+          optimizer<optim::AdamW, optim::AdamWOptions>("adamw"),
+          optimizer<optim::SGD, optim::SGDOptions>("sgd"),
+      }};
+  return kind;
+}
+
+template <class Options>
+Entry<std::shared_ptr<optim::Scheduler>> scheduler(std::string name,
+                                                   std::unique_ptr<optim::Scheduler> (*make)(Options)) {
+  return {std::move(name), [make](const ConfigNode& node, Context&) -> std::shared_ptr<optim::Scheduler> {
+            const Options options = read<Options>(node);
+            return construct(node, [&] { return std::shared_ptr<optim::Scheduler>(make(options)); });
+          }};
+}
+
+const Kind<std::shared_ptr<optim::Scheduler>>& schedulers() {
+  static const Kind<std::shared_ptr<optim::Scheduler>> kind{
+      "scheduler",
+      "schedulers",
+      {
+          scheduler<optim::ConstantSchedulerOptions>("constant", &optim::make_constant_scheduler),
+          scheduler<optim::CosineSchedulerOptions>("cosine", &optim::make_cosine_scheduler),
+          scheduler<optim::LinearSchedulerOptions>("linear", &optim::make_linear_scheduler),
+          scheduler<optim::MultiStepSchedulerOptions>("multistep", &optim::make_multistep_scheduler),
+          scheduler<optim::OneCycleSchedulerOptions>("onecycle", &optim::make_onecycle_scheduler),
+          scheduler<optim::StepSchedulerOptions>("step", &optim::make_step_scheduler),
+      }};
+  return kind;
+}
+
+const Kind<std::shared_ptr<Callback>>& callback_kinds() {
+  static const Kind<std::shared_ptr<Callback>> kind{
+      "callback",
+      "callbacks",
+      {
+          simple<Callback, callbacks::ConsoleSummary, callbacks::ConsoleSummaryOptions>("console_summary"),
+          simple<Callback, callbacks::ProgressBar, callbacks::ProgressBarOptions>("progress_bar"),
+      }};
+  return kind;
+}
+
+/// File loggers: the path is resolved against run_dir and recorded for the runner's report.
+template <class W, class Options>
+Entry<std::shared_ptr<Callback>> file_logger(std::string name) {
+  return {std::move(name), [](const ConfigNode& node, Context& ctx) -> std::shared_ptr<Callback> {
+            Options options = read<Options>(node);
+            if (options.path().empty())
+              node.child("path").fail("the path is empty", "a file name such as metrics.jsonl");
+            std::filesystem::path path(options.path());
+            if (path.is_relative()) path = std::filesystem::path(ctx.trainer.run_dir()) / path;
+            options.path(path.lexically_normal().string());
+            if (ctx.metric_files) ctx.metric_files->push_back(options.path());
+            return construct(node, [&] { return std::make_shared<W>(options); });
+          }};
+}
+
+const Kind<std::shared_ptr<Callback>>& loggers() {
+  static const Kind<std::shared_ptr<Callback>> kind{
+      "logger",
+      "loggers",
+      {
+          file_logger<callbacks::CsvWriter, callbacks::CsvWriterOptions>("csv"),
+          file_logger<callbacks::JsonlWriter, callbacks::JsonlWriterOptions>("jsonl"),
+      }};
+  return kind;
+}
+
+Entry<std::shared_ptr<Metric>> metric(std::string name) {
+  return {name, [name](const ConfigNode& node, Context&) -> std::shared_ptr<Metric> {
+            read<NoOptions>(node);
+            return construct(node, [&] { return std::shared_ptr<Metric>(make_metric(name)); });
+          }};
+}
+
+const Kind<std::shared_ptr<Metric>>& metrics() {
+  static const Kind<std::shared_ptr<Metric>> kind{"metric",
+                                                  "metrics",
+                                                  {
+                                                      metric("accuracy"),
+                                                      metric("cross_entropy"),
+                                                      metric("top5_accuracy"),
+                                                  }};
+  return kind;
+}
+
+/// "top<K>_accuracy" for any K >= 1 besides the listed top5_accuracy.
+bool is_topk_accuracy(const std::string& name) {
+  const std::string prefix = "top", suffix = "_accuracy";
+  if (name.size() <= prefix.size() + suffix.size()) return false;
+  if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  return digits.size() <= 6 && digits[0] != '0' &&
+         std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
+}
+
+// =======================================================================================================
+// Selecting a component by name.
+
+/// A `{name: {options}}` node (or a bare `name`), resolved against a kind's list.
+template <class Product>
+std::pair<std::string, Product> build_named(const Kind<Product>& kind, const ConfigNode& node, Context& ctx) {
+  const std::string example = std::string("{name: {options}} with name one of: ") + join(kind.names());
+  std::string name;
+  ConfigNode options;
+  ConfigNode name_node;
+  bool at_key = false;
+  if (node.is_scalar()) {
+    name = node.scalar();
+    options = node.child(name);  // absent: default options
+    name_node = node;
+  } else if (node.is_map()) {
+    const auto keys = node.keys();
+    if (keys.empty()) node.fail(std::string("no ") + kind.singular + " given", example);
+    if (keys.size() > 1) {
+      node.fail(std::string("expected exactly one ") + kind.singular + ", got " +
+                    std::to_string(keys.size()) + " (" + join(keys) + ")",
+                example);
+    }
+    name = keys[0];
+    options = node.child(name);
+    name_node = options;
+    at_key = true;
+  } else {
+    node.fail("expected " + with_article(kind.singular) + " as {name: {options}}, got " + node.describe(),
+              example);
+  }
+
+  const Entry<Product>* entry = kind.find(name);
+  if (!entry) {
+    if constexpr (std::is_same_v<Product, std::shared_ptr<Metric>>) {
+      if (is_topk_accuracy(name)) {
+        read<NoOptions>(options);
+        return {name, construct(options, [&] { return std::shared_ptr<Metric>(make_metric(name)); })};
+      }
+    }
+    std::string problem = std::string("unknown ") + kind.singular + " \"" + name + "\"";
+    const std::string guess = suggest_name(name, kind.names());
+    if (!guess.empty()) problem += "; did you mean \"" + guess + "\"?";
+    problem += std::string(" (known ") + kind.plural + ": " +
+               (kind.entries.empty() ? "none yet" : join(kind.names())) + ")";
+    if (at_key) name_node.fail_at_key(problem);
+    name_node.fail(problem);
+  }
+  return {name, entry->make(options, ctx)};
+}
+
+/// The entries of a list section; absent or empty gives none.
+std::vector<ConfigNode> list_section(const ConfigNode& node, const std::string& what) {
+  if (!node.present() || node.is_null()) return {};
+  if (!node.is_sequence())
+    node.fail("expected a list of " + what + ", got " + node.describe(), "[{name: {options}}, ...]");
+  return node.elements();
+}
+
+template <class Product>
+std::vector<Product> build_list(const Kind<Product>& kind, const ConfigNode& node, Context& ctx) {
+  std::vector<Product> out;
+  for (const ConfigNode& e : list_section(node, kind.plural)) out.push_back(build_named(kind, e, ctx).second);
+  return out;
+}
+
+// =======================================================================================================
+// Recipe sections (read with read_options so unknown keys are caught with did-you-mean).
+
+struct Sections {
+  TrainerOptions trainer;
+  ConfigNode model, data, optimizer, schedulers, algorithms, callbacks, loggers, checkpoint;
+  template <class V>
+  void visit(V& v) {
+    trainer.visit(v);
+    v("model", model, "the model: {name: {options}}", Any{});
+    v("data", data, "training and evaluation data", Any{});
+    v("optimizer", optimizer, "the optimizer: {name: {options}}", Any{});
+    v("schedulers", schedulers, "learning-rate schedulers, multiplied", Any{});
+    v("algorithms", algorithms, "speed-up algorithms, in order", Any{});
+    v("callbacks", callbacks, "callbacks", Any{});
+    v("loggers", loggers, "logger destinations", Any{});
+    v("checkpoint", checkpoint, "checkpoint settings", Any{});
+  }
+};
+
+struct DataSection {
+  ConfigNode train, eval;
+  template <class V>
+  void visit(V& v) {
+    v("train", train, "training data", Any{});
+    v("eval", eval, "evaluation data (a map, or a list of maps)", Any{});
+  }
+};
+
+struct TrainDataSection {
+  ConfigNode dataset, loader, transforms, metrics;
+  template <class V>
+  void visit(V& v) {
+    v("dataset", dataset, "the data set: {name: {options}}", Any{});
+    v("loader", loader, "DataLoaderOptions", Any{});
+    v("transforms", transforms, "batch transforms, in order", Any{});
+    v("metrics", metrics, "metric names (default [accuracy])", Any{});
+  }
+};
+
+struct EvalDataSection {
+  std::string label = "eval";
+  Time interval;
+  int64_t subset_batches = -1;
+  ConfigNode dataset, loader, transforms, metrics;
+  template <class V>
+  void visit(V& v) {
+    v("label", label, "name in logs: metrics/<label>/<metric>", Any{});
+    v("interval", interval, "time between evaluations (default: eval_interval)", Any{});
+    v("subset_batches", subset_batches, "evaluate at most this many batches (-1 = all)", Range::at_least(-1));
+    v("dataset", dataset, "the data set: {name: {options}}", Any{});
+    v("loader", loader, "DataLoaderOptions", Any{});
+    v("transforms", transforms, "batch transforms, in order", Any{});
+    v("metrics", metrics, "metric names (default [accuracy])", Any{});
+  }
+};
+
+void require(const ConfigNode& parent, const ConfigNode& node, const std::string& key,
+             const std::string& example) {
+  if (node.present() && !node.is_null()) return;
+  if (node.present()) node.fail_at_key("\"" + key + "\" is empty", example);
+  parent.fail("missing key \"" + key + "\"", example);
+}
+
+/// A data loader from dataset + loader + transforms.
+std::shared_ptr<data::DataLoader> build_loader(const ConfigNode& dataset, const ConfigNode& loader,
+                                               const ConfigNode& transform_list, Context& ctx) {
+  DatasetPtr ds = build_named(datasets(), dataset, ctx).second;
+  const auto loader_options = read<data::DataLoaderOptions>(loader);
+  std::vector<TransformPtr> ts = build_list(transforms(), transform_list, ctx);
+  return construct(loader, [&] { return std::make_shared<data::DataLoader>(ds, loader_options, ts); });
+}
+
+std::vector<std::shared_ptr<Metric>> build_metrics(const ConfigNode& node, Context& ctx, bool allow_empty) {
+  if (!node.present()) return {std::make_shared<Accuracy>(1)};
+  auto out = build_list(metrics(), node, ctx);
+  if (out.empty() && !allow_empty)
+    node.fail("no metrics given", "a list of metric names such as [accuracy, cross_entropy]");
+  return out;
+}
+
+Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
+  EvalDataSection section;
+  section.interval = ctx.trainer.eval_interval();
+  if (!node.is_map())
+    node.fail("expected a map with dataset, loader, transforms, metrics, label, interval, got " +
+              node.describe());
+  read_options(node, section, node.path());
+  require(node, section.dataset, "dataset",
+          "dataset: {synthetic: {size: 256}} or dataset: {fashion_mnist: {split: test}}");
+  if (section.label.empty()) node.child("label").fail("the label is empty", "a name such as eval or test");
+  if (section.label == "train")
+    node.child("label").fail("\"train\" is the label of the training metrics",
+                             "another label such as eval or test");
+  if (section.interval.unit() == TimeUnit::Token) {
+    node.child("interval")
+        .fail("an evaluation interval in tokens is not supported", "epochs, batches, samples or a duration");
+  }
+  Evaluator ev;
+  ev.label = section.label;
+  ev.interval = section.interval;
+  ev.subset_batches = section.subset_batches;
+  ev.dataloader = build_loader(section.dataset, section.loader, section.transforms, ctx);
+  ev.metrics = build_metrics(section.metrics, ctx, /*allow_empty=*/false);
+  return ev;
+}
+
+void check_max_duration(const ConfigNode& node, const Time& max) {
+  if (max.unit() == TimeUnit::Duration || max.unit() == TimeUnit::Token) {
+    node.fail("\"" + max.str() + "\" is not allowed",
+              "epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)");
+  }
+  if (max.as_double() <= 0) node.fail(max.str() + " is out of range", "a time > 0 such as 10ep");
+}
+
+}  // namespace
+
+// =======================================================================================================
+
+Run build_run(const Recipe& recipe) {
+  const ConfigNode root = recipe.root();
+  Sections s;
+  read_options(root, s, "the recipe");
+  require(root, s.model, "model", "model: {mlp: {hidden: [256]}} (one of: " + join(models().names()) + ")");
+  require(root, s.data, "data", "data: {train: {dataset: {...}, loader: {...}}}");
+  require(root, s.optimizer, "optimizer",
+          "optimizer: {sgd: {lr: 0.1}} (one of: " + join(optimizers().names()) + ")");
+
+  Run run;
+  run.trainer = s.trainer;
+  if (root.has("max_duration")) check_max_duration(root.child("max_duration"), run.trainer.max_duration());
+  run.checkpoint = read<CheckpointOptions>(s.checkpoint);
+  if (!run.checkpoint.folder().empty() && std::filesystem::path(run.checkpoint.folder()).is_relative()) {
+    run.checkpoint.folder(
+        (std::filesystem::path(run.trainer.run_dir()) / run.checkpoint.folder()).lexically_normal().string());
+  }
+
+  Context ctx;
+  ctx.trainer = run.trainer;
+  ctx.metric_files = &run.metric_files;
+  Components& c = run.components;
+
+  // data (training; the evaluators are built last)
+  DataSection data_section;
+  if (!s.data.is_map()) s.data.fail("expected a map with train (and eval), got " + s.data.describe());
+  read_options(s.data, data_section, "data");
+  require(s.data, data_section.train, "train",
+          "train: {dataset: {synthetic: {}}, loader: {batch_size: 128}}");
+  TrainDataSection train;
+  if (!data_section.train.is_map()) {
+    data_section.train.fail("expected a map with dataset, loader, transforms, metrics, got " +
+                            data_section.train.describe());
+  }
+  read_options(data_section.train, train, "data.train");
+  require(data_section.train, train.dataset, "dataset",
+          "dataset: {synthetic: {size: 1024}} or dataset: {fashion_mnist: {}}");
+  c.train_dataloader = build_loader(train.dataset, train.loader, train.transforms, ctx);
+  ctx.train_dataset =
+      std::shared_ptr<const data::Dataset>(c.train_dataloader, &c.train_dataloader->dataset());
+  c.train_metrics = build_metrics(train.metrics, ctx, /*allow_empty=*/true);
+
+  // model: seeded so that its initial weights are a function of the recipe's seed
+  seed_everything(static_cast<uint64_t>(run.trainer.seed()));
+  auto [model_name, model] = build_named(models(), s.model, ctx);
+  run.model_name = model_name;
+  c.model = model;
+  ctx.model = model;
+
+  c.optimizer = build_named(optimizers(), s.optimizer, ctx).second;
+  c.schedulers = build_list(schedulers(), s.schedulers, ctx);
+  c.algorithms = build_list(algorithms(), s.algorithms, ctx);
+  c.callbacks = build_list(callback_kinds(), s.callbacks, ctx);
+  for (auto& logger : build_list(loggers(), s.loggers, ctx)) c.callbacks.push_back(std::move(logger));
+
+  // evaluators: one map, or a list of maps with distinct labels
+  if (data_section.eval.present() && !data_section.eval.is_null()) {
+    std::vector<ConfigNode> evals;
+    if (data_section.eval.is_sequence()) {
+      evals = data_section.eval.elements();
+    } else {
+      evals.push_back(data_section.eval);
+    }
+    std::set<std::string> labels;
+    for (const ConfigNode& e : evals) {
+      Evaluator ev = build_evaluator(e, ctx);
+      if (!labels.insert(ev.label).second) {
+        e.child("label").fail("label \"" + ev.label + "\" is used by another evaluator",
+                              "a distinct label per evaluator");
+      }
+      c.evaluators.push_back(std::move(ev));
+    }
+  }
+  return run;
+}
+
+std::unique_ptr<Trainer> make_trainer(const Recipe& recipe) {
+  Run run = build_run(recipe);
+  return std::make_unique<Trainer>(run.trainer, std::move(run.components));
+}
+
+std::vector<std::string> registered_names(const std::string& kind) {
+  const std::map<std::string, std::function<std::vector<std::string>()>> kinds = {
+      {"algorithms", [] { return algorithms().names(); }},
+      {"models", [] { return models().names(); }},
+      {"datasets", [] { return datasets().names(); }},
+      {"transforms", [] { return transforms().names(); }},
+      {"optimizers", [] { return optimizers().names(); }},
+      {"schedulers", [] { return schedulers().names(); }},
+      {"callbacks", [] { return callback_kinds().names(); }},
+      {"loggers", [] { return loggers().names(); }},
+      {"metrics", [] { return metrics().names(); }},
+  };
+  auto it = kinds.find(kind);
+  if (it == kinds.end()) it = kinds.find(kind + "s");
+  if (it == kinds.end()) {
+    std::vector<std::string> names;
+    for (const auto& [k, f] : kinds) names.push_back(k);
+    std::string msg = "unknown kind of component \"" + kind + "\"";
+    const std::string guess = suggest_name(kind, names);
+    if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+    throw InputError(msg + "; expected one of: " + join(names));
+  }
+  return it->second();
+}
+
+std::shared_ptr<Algorithm> make_algorithm(const ConfigNode& node) {
+  Context ctx;
+  return build_named(algorithms(), node, ctx).second;
+}
+
+}  // namespace tessera

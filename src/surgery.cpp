@@ -1,0 +1,45 @@
+#include <tessera/surgery.h>
+
+#include <unordered_set>
+
+namespace tessera {
+
+int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, const SlotPolicy& policy) {
+  const std::vector<at::Tensor> before = model.parameters();
+  // Snapshot of the tree first: replacements must not be visited again.
+  std::vector<std::pair<std::string, SlottedModule*>> owners;
+  if (auto* self = dynamic_cast<SlottedModule*>(&model)) owners.emplace_back("", self);
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    if (auto* slotted = dynamic_cast<SlottedModule*>(item.value().get())) owners.emplace_back(item.key(), slotted);
+  }
+  int64_t replaced = 0;
+  for (const auto& [prefix, owner] : owners) {
+    std::vector<std::string> names;
+    for (const auto& kv : owner->slots()) names.push_back(kv.first);
+    for (const auto& name : names) {
+      torch::nn::AnyModule& current = owner->slot(name);
+      std::optional<torch::nn::AnyModule> next = policy(prefix.empty() ? name : prefix + "." + name, current);
+      if (!next) continue;
+      owner->replace_slot(name, std::move(*next));
+      ++replaced;
+    }
+  }
+  if (optimizer != nullptr && replaced > 0) sync_optimizer(*optimizer, before, model.parameters());
+  return replaced;
+}
+
+void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after) {
+  std::unordered_set<const void*> after_ids, before_ids;
+  for (const auto& p : after) after_ids.insert(p.unsafeGetTensorImpl());
+  for (const auto& p : before) before_ids.insert(p.unsafeGetTensorImpl());
+  std::vector<at::Tensor> gone;
+  for (const auto& p : before) {
+    if (!after_ids.count(p.unsafeGetTensorImpl())) gone.push_back(p);
+  }
+  if (!gone.empty()) optimizer.remove_parameters(gone);
+  for (const auto& p : after) {
+    if (!before_ids.count(p.unsafeGetTensorImpl()) && !optimizer.contains(p)) optimizer.replace_parameter(at::Tensor(), p);
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,296 @@
+#include <tessera/trainer.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+
+#include <tessera/error.h>
+
+namespace tessera {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// Per-rank seed derived from the run seed (rank 0 uses the run seed itself).
+uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t>(rank); }
+
+}  // namespace
+
+void configure_runtime(int64_t threads, bool deterministic) {
+  int64_t n = threads;
+  if (n <= 0) n = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  if (at::get_num_threads() != n) at::set_num_threads(static_cast<int>(n));
+  at::globalContext().setDeterministicAlgorithms(deterministic, /*warn_only=*/false);
+  if (deterministic) {
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+  }
+}
+
+void seed_everything(uint64_t seed) { at::manual_seed(seed); }
+
+Trainer::Trainer(TrainerOptions options, Components components) : options_(std::move(options)) {
+  validate_options(options_, "trainer");
+  if (!components.model) throw InputError("trainer: no model given");
+  if (!components.train_dataloader) throw InputError("trainer: no training data given");
+  if (!components.optimizer) throw InputError("trainer: no optimizer given");
+  const Time& max = options_.max_duration();
+  if (max.unit() == TimeUnit::Duration || max.unit() == TimeUnit::Token) {
+    throw InputError("trainer.max_duration: \"" + max.str() + "\" is not allowed; expected epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)");
+  }
+  if (max.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + max.str());
+  if (components.train_dataloader->num_batches() <= 0) {
+    throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->dataset().describe() + ")");
+  }
+
+  configure_runtime(options_.threads(), options_.deterministic());
+  state_.seed = static_cast<uint64_t>(options_.seed());
+  seed_everything(rank_seed(state_.seed, state_.rank));
+  state_.rng = Rng(rank_seed(state_.seed, state_.rank), {kAlgorithmStream});
+
+  state_.model = std::move(components.model);
+  state_.optimizer = std::move(components.optimizer);
+  state_.schedulers = std::move(components.schedulers);
+  state_.train_dataloader = std::move(components.train_dataloader);
+  state_.evaluators = std::move(components.evaluators);
+  for (const auto& ev : state_.evaluators) {
+    if (!ev.dataloader) throw InputError("evaluator \"" + ev.label + "\": no data given");
+  }
+  state_.time.max_duration = max;
+  state_.time.batches_per_epoch = state_.train_dataloader->num_batches();
+  state_.time.samples_per_epoch = state_.train_dataloader->num_samples();
+  state_.microbatch_size = options_.microbatch_size();
+  state_.precision = Precision::Fp32;
+  train_metrics_ = std::move(components.train_metrics);
+  if (train_metrics_.empty()) train_metrics_.push_back(std::make_shared<Accuracy>(1));
+
+  engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
+  // The plan is compiled before Init so that refused combinations fail before any surgery.
+  engine_->compile(state_);
+  engine_->run_event(Event::Init, state_);
+  engine_->run_event(Event::BeforeLoad, state_);
+  engine_->run_event(Event::AfterLoad, state_);
+  // Re-seed so that random numbers consumed by surgery or loading do not shift the run.
+  seed_everything(rank_seed(state_.seed, state_.rank));
+}
+
+Trainer::~Trainer() {
+  if (engine_) engine_->close();
+}
+
+void Trainer::update_learning_rate() {
+  double alpha = 1.0;
+  for (const auto& s : state_.schedulers) alpha *= s->alpha(state_.timestamp, state_.time);
+  state_.optimizer->set_lr_factor(alpha);
+}
+
+void Trainer::fit() {
+  State& s = state_;
+  Engine& engine = *engine_;
+  data::DataLoader& loader = *s.train_dataloader;
+  const int64_t batches_per_epoch = loader.num_batches();
+  auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
+  if (finished()) {
+    throw InputError("trainer: nothing to train: the run is already at " + std::to_string(s.timestamp.batch) +
+                     " batches, max_duration is " + s.time.max_duration.str());
+  }
+  try {
+    engine.run_event(Event::FitStart, s);
+    s.model->train();
+    while (!finished()) {
+      if (s.timestamp.epoch_in_iteration == 0 && s.timestamp.batch_in_epoch == 0) engine.run_event(Event::IterationStart, s);
+      if (s.timestamp.batch_in_epoch == 0) engine.run_event(Event::EpochStart, s);
+      const auto epoch_t0 = Clock::now();
+      const double epoch_wct0 = s.timestamp.epoch_wct;
+      loader.start_epoch(s.seed, s.timestamp.epoch, s.timestamp.batch_in_epoch);
+      while (s.timestamp.batch_in_epoch < batches_per_epoch && !finished()) {
+        const auto t0 = Clock::now();
+        engine.run_event(Event::BeforeDataloader, s);
+        std::optional<Batch> next = loader.next();
+        if (!next) throw Error("trainer: the training data ended after " + std::to_string(s.timestamp.batch_in_epoch) +
+                               " batches; expected " + std::to_string(batches_per_epoch));
+        s.batch = std::move(*next);
+        const int64_t samples = s.batch.size();  // counted before algorithms change the batch
+        engine.run_event(Event::AfterDataloader, s);
+        engine.run_event(Event::BatchStart, s);
+        update_learning_rate();
+        train_batch();
+        Timestamp next_ts = s.timestamp.to_next_batch(samples, 0, seconds_since(t0));
+        next_ts.epoch_wct = epoch_wct0 + seconds_since(epoch_t0);
+        previous_timestamp_ = s.timestamp;
+        s.timestamp = next_ts;
+        engine.run_event(Event::BatchEnd, s);
+        run_evaluators(Event::BatchEnd);
+        engine.run_event(Event::BatchCheckpoint, s);
+      }
+      if (s.timestamp.batch_in_epoch >= batches_per_epoch) {
+        previous_timestamp_ = s.timestamp;
+        s.timestamp = s.timestamp.to_next_epoch();
+        engine.run_event(Event::EpochEnd, s);
+        run_evaluators(Event::EpochEnd);
+        engine.run_event(Event::EpochCheckpoint, s);
+      }
+    }
+    if (s.time.reached(s.timestamp, s.time.max_duration)) {
+      engine.run_event(Event::IterationEnd, s);
+      engine.run_event(Event::IterationCheckpoint, s);
+    }
+    engine.run_event(Event::FitEnd, s);
+    run_evaluators(Event::FitEnd);
+  } catch (...) {
+    engine.close();
+    throw;
+  }
+}
+
+void Trainer::train_batch() {
+  State& s = state_;
+  Engine& engine = *engine_;
+  engine.run_event(Event::BeforeTrainBatch, s);
+  s.optimizer->zero_grad(true);
+  const Batch full = s.batch;
+  const int64_t n = full.size();
+  if (n == 0) throw Error("trainer: batch " + std::to_string(s.timestamp.batch) + " is empty after the algorithms ran");
+  at::Tensor loss_sum;
+  const bool log_now = (s.timestamp.batch % options_.log_interval()) == 0;
+  if (log_now) {
+    for (auto& m : train_metrics_) m->reset();
+  }
+  for (Batch& mb : full.split(s.microbatch_size)) {
+    s.batch = std::move(mb);
+    engine.run_event(Event::BeforeForward, s);
+    s.outputs = s.model->forward(s.batch);
+    engine.run_event(Event::AfterForward, s);
+    engine.run_event(Event::BeforeLoss, s);
+    s.loss = s.compute_loss(s.outputs, s.batch);
+    engine.run_event(Event::AfterLoss, s);
+    engine.run_event(Event::BeforeBackward, s);
+    // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
+    // gradient of the full batch's mean loss.
+    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n);
+    at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
+    scaled.backward();
+    engine.run_event(Event::AfterBackward, s);
+    at::Tensor detached = scaled.detach();
+    loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
+    if (log_now) {
+      at::NoGradGuard no_grad;
+      at::Tensor outputs = s.outputs.detach();
+      for (auto& m : train_metrics_) m->update(outputs, s.batch);
+    }
+  }
+  s.batch = full;
+  engine.run_event(Event::AfterTrainBatch, s);
+  s.optimizer->step();
+
+  const double loss_value = loss_sum.item<double>();
+  s.metrics["loss/train/total"] = loss_value;
+  if (log_now) {
+    std::map<std::string, double> values{{"loss/train/total", loss_value}};
+    values["lr"] = s.optimizer->param_groups().empty() ? 0.0 : s.optimizer->param_groups()[0].lr;
+    for (auto& m : train_metrics_) {
+      const std::string key = "metrics/train/" + m->name();
+      values[key] = s.metrics[key] = m->compute();
+    }
+    engine.logger().log_metrics(values, s.timestamp);
+  }
+}
+
+bool Trainer::eval_due(const Evaluator& ev, Event event) const {
+  const State& s = state_;
+  const Time& every = ev.interval;
+  if (event == Event::FitEnd) return true;  // the caller skips evaluators already run at this batch
+  if (every.as_double() <= 0) return false;
+  if (every.unit() == TimeUnit::Epoch) {
+    return event == Event::EpochEnd && s.timestamp.epoch % every.value() == 0;
+  }
+  if (event != Event::BatchEnd) return false;
+  // Fires when the counter crosses a multiple of the interval during the last batch.
+  double before = 0, now = 0, step = every.as_double();
+  switch (every.unit()) {
+    case TimeUnit::Batch: before = previous_timestamp_.batch; now = s.timestamp.batch; break;
+    case TimeUnit::Sample: before = previous_timestamp_.sample; now = s.timestamp.sample; break;
+    case TimeUnit::Duration:
+      before = s.time.elapsed_fraction(previous_timestamp_);
+      now = s.time.elapsed_fraction(s.timestamp);
+      break;
+    default: throw InputError("evaluator \"" + ev.label + "\": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
+  }
+  return std::floor(before / step + 1e-9) != std::floor(now / step + 1e-9);
+}
+
+void Trainer::run_evaluators(Event event) {
+  State& s = state_;
+  if (last_eval_batch_.size() != s.evaluators.size()) last_eval_batch_.assign(s.evaluators.size(), -1);
+  std::vector<size_t> due;
+  for (size_t i = 0; i < s.evaluators.size(); ++i) {
+    if (event == Event::FitEnd && last_eval_batch_[i] == s.timestamp.batch) continue;
+    if (eval_due(s.evaluators[i], event)) due.push_back(i);
+  }
+  if (due.empty()) return;
+  engine_->run_event(Event::EvalBeforeAll, s);
+  for (size_t i : due) {
+    eval_loop(s.evaluators[i]);
+    last_eval_batch_[i] = s.timestamp.batch;
+  }
+  engine_->run_event(Event::EvalAfterAll, s);
+}
+
+void Trainer::eval_loop(Evaluator& ev) {
+  State& s = state_;
+  Engine& engine = *engine_;
+  const bool was_training = s.model->is_training();
+  s.model->eval();
+  Batch saved = std::move(s.batch);
+  {
+    at::NoGradGuard no_grad;
+    engine.run_event(Event::EvalStart, s);
+    for (auto& m : ev.metrics) m->reset();
+    ev.dataloader->start_epoch(s.seed, 0, 0);
+    int64_t done = 0;
+    while (ev.subset_batches < 0 || done < ev.subset_batches) {
+      std::optional<Batch> next = ev.dataloader->next();
+      if (!next) break;
+      s.batch = std::move(*next);
+      engine.run_event(Event::EvalBatchStart, s);
+      engine.run_event(Event::EvalBeforeForward, s);
+      s.outputs = s.model->forward(s.batch);
+      engine.run_event(Event::EvalAfterForward, s);
+      for (auto& m : ev.metrics) m->update(s.outputs, s.batch);
+      engine.run_event(Event::EvalBatchEnd, s);
+      ++done;
+    }
+    std::map<std::string, double> values;
+    for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
+    for (const auto& [k, v] : values) s.metrics[k] = v;
+    engine.logger().log_metrics(values, s.timestamp);
+    engine.run_event(Event::EvalEnd, s);
+  }
+  s.batch = std::move(saved);
+  if (was_training) s.model->train();
+}
+
+std::map<std::string, double> Trainer::evaluate() {
+  State& s = state_;
+  engine_->run_event(Event::EvalStandaloneStart, s);
+  std::map<std::string, double> out;
+  for (Evaluator& ev : s.evaluators) {
+    eval_loop(ev);
+    for (auto& m : ev.metrics) {
+      const std::string key = "metrics/" + ev.label + "/" + m->name();
+      out[key] = s.metrics[key];
+    }
+  }
+  engine_->run_event(Event::EvalStandaloneEnd, s);
+  return out;
+}
+
+}  // namespace tessera

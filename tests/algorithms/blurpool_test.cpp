@@ -1,0 +1,162 @@
+// BlurPool: the filter, the op against hand-computed values, shapes, surgery counts, optimizer
+// consistency, gradients, and the algorithm's warnings and validation.
+#include <gtest/gtest.h>
+
+#include <tessera/algorithms/blurpool.h>
+#include <tessera/surgery.h>
+
+#include "support.h"
+
+namespace tessera::algorithms {
+namespace {
+
+class TextCapture : public LoggerDestination {
+ public:
+  std::string name() const override { return "capture"; }
+  void log_text(const std::string& level, const std::string& text) override { lines.push_back(level + ": " + text); }
+  std::vector<std::string> lines;
+};
+
+TEST(BlurPool, FilterIsTheNormalisedBinomial) {
+  at::Tensor k = blur_filter(2, at::TensorOptions().dtype(at::kFloat));
+  ASSERT_EQ(k.sizes(), (at::IntArrayRef{2, 1, 3, 3}));
+  at::Tensor expected = at::tensor({1., 2., 1., 2., 4., 2., 1., 2., 1.}, at::kFloat).view({3, 3}) / 16.0;
+  EXPECT_TRUE(at::equal(k[0][0], expected));
+  EXPECT_TRUE(at::equal(k[1][0], expected));
+  EXPECT_FLOAT_EQ(k[0].sum().item<float>(), 1.0f);
+}
+
+TEST(BlurPool, Blur2dMatchesHandComputation) {
+  at::Tensor x = at::arange(9, at::kFloat).view({1, 1, 3, 3});
+  at::Tensor y = blur2d(x, 1);
+  ASSERT_EQ(y.sizes(), x.sizes());
+  // centre: (0·1 + 1·2 + 2·1 + 3·2 + 4·4 + 5·2 + 6·1 + 7·2 + 8·1)/16 = 64/16
+  EXPECT_FLOAT_EQ(y[0][0][1][1].item<float>(), 4.0f);
+  // corner (0,0) with zero padding: (0·4 + 1·2 + 3·2 + 4·1)/16 = 12/16
+  EXPECT_FLOAT_EQ(y[0][0][0][0].item<float>(), 0.75f);
+  // stride 2 keeps the (0,0) and (0,2), (2,0), (2,2) positions
+  at::Tensor z = blur2d(x, 2);
+  ASSERT_EQ(z.sizes(), (at::IntArrayRef{1, 1, 2, 2}));
+  EXPECT_TRUE(at::allclose(z, y.index({at::indexing::Slice(), at::indexing::Slice(), at::indexing::Slice(0, 3, 2),
+                                       at::indexing::Slice(0, 3, 2)})));
+}
+
+TEST(BlurPool, ChannelsAreBlurredIndependently) {
+  at::Tensor x = at::zeros({1, 2, 5, 5});
+  x[0][1][2][2] = 16.0;  // an impulse in channel 1 only
+  at::Tensor y = blur2d(x, 1);
+  EXPECT_EQ(y[0][0].abs().sum().item<float>(), 0.0f);
+  EXPECT_FLOAT_EQ(y[0][1][2][2].item<float>(), 4.0f);
+  EXPECT_FLOAT_EQ(y[0][1][1][1].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(y[0][1].sum().item<float>(), 16.0f);
+}
+
+TEST(BlurPool, ShapesForOddSizesAndPassThrough) {
+  at::Tensor x = at::randn({2, 3, 7, 9});
+  EXPECT_EQ(blur2d(x, 2).sizes(), (at::IntArrayRef{2, 3, 4, 5}));
+  EXPECT_EQ(blur2d(x, {1, 2}).sizes(), (at::IntArrayRef{2, 3, 7, 5}));
+  EXPECT_EQ(blur2d(x, 1).sizes(), x.sizes());
+  at::Tensor tiny = at::randn({1, 2, 2, 5});
+  EXPECT_TRUE(at::equal(blur2d(tiny, 2), tiny));
+}
+
+TEST(BlurPool, SurgeryCountsOnResNetAndCnn) {
+  ResNet resnet20(ResNetOptions().depth(20).width(16).in_channels(3).num_classes(10));
+  BlurPoolCounts c = apply_blurpool(resnet20, BlurPoolOptions());
+  EXPECT_EQ(c.convs, 4);  // first conv and projection of stages 2 and 3
+  EXPECT_EQ(c.maxpools, 0);
+  ResNet again(ResNetOptions().depth(20).width(16).in_channels(3).num_classes(10));
+  EXPECT_EQ(apply_blurpool(again, BlurPoolOptions().min_channels(32)).convs, 2);  // stage 3 only
+  CNN cnn(CNNOptions().in_channels(1).num_classes(10).width(16));
+  BlurPoolCounts cc = apply_blurpool(cnn, BlurPoolOptions());
+  EXPECT_EQ(cc.convs, 1);
+  EXPECT_EQ(cc.maxpools, 1);
+  CNN cnn2(CNNOptions().in_channels(1).num_classes(10).width(16));
+  EXPECT_EQ(apply_blurpool(cnn2, BlurPoolOptions().replace_convs(false)).convs, 0);
+}
+
+TEST(BlurPool, ReplacedModelComputesBlurThenConv) {
+  at::manual_seed(0);
+  auto model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(10).width(16));
+  at::Tensor x = at::randn({2, 1, 12, 12});
+  apply_blurpool(*model, BlurPoolOptions());
+  auto* bc = model->slot("conv2").ptr()->as<BlurConv2dImpl>();
+  ASSERT_NE(bc, nullptr);
+  at::Tensor h = at::randn({2, 16, 12, 12});
+  at::Tensor expected = at::conv2d(blur2d(h, 1), bc->conv->weight, bc->conv->bias, 2, 1);
+  EXPECT_TRUE(at::allclose(bc->forward(h), expected));
+  auto* bp = model->slot("pool").ptr()->as<BlurMaxPool2dImpl>();
+  ASSERT_NE(bp, nullptr);
+  at::Tensor p = at::randn({2, 4, 8, 8});
+  EXPECT_TRUE(at::allclose(bp->forward(p), blur2d(at::max_pool2d(p, {2, 2}, {1, 1}), 2)));
+  EXPECT_EQ(bp->forward(p).sizes(), at::max_pool2d(p, {2, 2}).sizes());
+  // blur_first = false: conv at stride 1, then blur with stride 2; same output shape as the original
+  auto late = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(10).width(16));
+  apply_blurpool(*late, BlurPoolOptions().blur_first(false));
+  auto* lc = late->slot("conv2").ptr()->as<BlurConv2dImpl>();
+  at::Tensor l_expected = blur2d(at::conv2d(h, lc->conv->weight, lc->conv->bias, 1, 1), 2);
+  EXPECT_TRUE(at::allclose(lc->forward(h), l_expected));
+  EXPECT_EQ(lc->forward(h).sizes(), (at::IntArrayRef{2, 32, 6, 6}));
+  EXPECT_EQ(model->forward(Batch(x, at::zeros({2}, at::kLong))).sizes(), (at::IntArrayRef{2, 10}));
+}
+
+TEST(BlurPool, OptimizerStaysConsistentAndGradientsFlow) {
+  auto model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(10).width(16));
+  optim::SGD opt(model->parameters(), optim::SGDOptions().lr(0.1));
+  apply_blurpool(*model, BlurPoolOptions(), &opt);
+  const auto params = model->parameters();
+  size_t in_opt = 0;
+  for (const auto& g : opt.param_groups()) in_opt += g.params.size();
+  EXPECT_EQ(in_opt, params.size());
+  for (const auto& p : params) EXPECT_TRUE(opt.contains(p));
+  at::Tensor x = at::randn({4, 1, 12, 12});
+  at::Tensor loss = model->loss(model->forward(Batch(x, at::tensor({1, 2, 3, 4}, at::kLong))), Batch(x, at::tensor({1, 2, 3, 4}, at::kLong)));
+  loss.backward();
+  for (const auto& p : params) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
+TEST(Surgery, NewParametersJoinTheOptimizerAndReplacedOnesLeave) {
+  // A model whose layer sits in a slot.
+  struct Slotted : SlottedModule {
+    Slotted() { register_slot("fc", torch::nn::AnyModule(torch::nn::Linear(4, 2))); }
+  } net;
+  optim::SGD opt(net.parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+  const auto old_params = net.parameters();
+  for (auto& p : old_params) {
+    p.mutable_grad() = at::ones_like(p);
+  }
+  opt.step();  // creates momentum state for the old parameters
+  int64_t n = replace_slots(net, &opt, [](const std::string& path, torch::nn::AnyModule&) {
+    EXPECT_EQ(path, "fc");
+    return std::optional<torch::nn::AnyModule>(torch::nn::AnyModule(torch::nn::Linear(4, 2)));
+  });
+  EXPECT_EQ(n, 1);
+  for (const auto& p : old_params) {
+    EXPECT_FALSE(opt.contains(p));
+    EXPECT_EQ(opt.state_of(p), nullptr);
+  }
+  for (const auto& p : net.parameters()) EXPECT_TRUE(opt.contains(p));
+}
+
+TEST(BlurPool, AlgorithmAppliesAtInitAndWarnsWhenNothingChanges) {
+  EXPECT_THROW(BlurPool(BlurPoolOptions().replace_convs(false).replace_maxpools(false)), InputError);
+  EXPECT_THROW(BlurPool(BlurPoolOptions().min_channels(0)), InputError);
+  BlurPool algo;
+  EXPECT_TRUE(algo.spec().required_on_load);
+  EXPECT_EQ(algo.spec().events(), std::vector<Event>{Event::Init});
+
+  auto capture = std::make_shared<TextCapture>();
+  Logger logger({capture.get()});
+  State state;
+  state.model = testing::tiny_model();  // an MLP: nothing to replace
+  state.optimizer = std::make_shared<optim::SGD>(state.model->parameters(), optim::SGDOptions());
+  algo.apply(Event::Init, state, logger);
+  ASSERT_EQ(capture->lines.size(), 1u);
+  EXPECT_NE(capture->lines[0].find("warning: blurpool: no layer was replaced"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera::algorithms

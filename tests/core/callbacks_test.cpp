@@ -1,0 +1,460 @@
+// Tests of the Logger facade and the logger destinations (progress bar, JSONL/CSV writers, summary).
+#include <gtest/gtest.h>
+#include <tessera/callback.h>
+#include <tessera/callbacks/console_summary.h>
+#include <tessera/callbacks/metric_writers.h>
+#include <tessera/callbacks/progress_bar.h>
+#include <tessera/error.h>
+#include <tessera/state.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using callbacks::ConsoleSummary;
+using callbacks::CsvWriter;
+using callbacks::CsvWriterOptions;
+using callbacks::JsonlWriter;
+using callbacks::JsonlWriterOptions;
+using callbacks::ProgressBar;
+using callbacks::ProgressBarOptions;
+
+/// A fresh folder under the system temp folder, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() /
+            ("tessera_callbacks_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<std::string> read_lines(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + what.size())) ++n;
+  return n;
+}
+
+Timestamp stamp(int64_t epoch, int64_t batch, int64_t sample, double wct) {
+  Timestamp ts;
+  ts.epoch = epoch;
+  ts.batch = batch;
+  ts.sample = sample;
+  ts.total_wct = wct;
+  return ts;
+}
+
+/// Records everything it receives.
+class RecordingDestination : public LoggerDestination {
+ public:
+  std::string name() const override { return "recording"; }
+  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override {
+    metrics.push_back(values);
+    batches.push_back(ts.batch);
+  }
+  void log_hyperparameters(const std::map<std::string, std::string>& values) override { hparams = values; }
+  void log_text(const std::string& level, const std::string& text) override {
+    texts.push_back(level + ":" + text);
+  }
+
+  std::vector<std::map<std::string, double>> metrics;
+  std::vector<int64_t> batches;
+  std::map<std::string, std::string> hparams;
+  std::vector<std::string> texts;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Logger
+
+TEST(Logger, FansOutToEveryDestination) {
+  RecordingDestination a, b;
+  Logger logger({&a, &b});
+  ASSERT_EQ(logger.destinations().size(), 2u);
+  logger.log_hyperparameters({{"optimizer.lr", "0.1"}});
+  logger.log_metrics({{"loss/train/total", 1.5}}, stamp(0, 3, 96, 0.5));
+  logger.warn("careful");
+  logger.info("note");
+  for (const auto* d : {&a, &b}) {
+    ASSERT_EQ(d->metrics.size(), 1u);
+    EXPECT_EQ(d->metrics[0].at("loss/train/total"), 1.5);
+    EXPECT_EQ(d->batches[0], 3);
+    EXPECT_EQ(d->hparams.at("optimizer.lr"), "0.1");
+    EXPECT_EQ(d->texts, (std::vector<std::string>{"warning:careful", "info:note"}));
+  }
+}
+
+TEST(Logger, WarningGoesToStderrOnlyWithoutDestinations) {
+  Logger empty;
+  ::testing::internal::CaptureStderr();
+  empty.warn("no destination");
+  empty.info("not shown");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tessera: warning: no destination\n");
+
+  RecordingDestination d;
+  Logger logger({&d});
+  ::testing::internal::CaptureStderr();
+  logger.warn("to the destination");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(d.texts, std::vector<std::string>{"warning:to the destination"});
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// JSONL
+
+TEST(JsonlWriter, WritesOneObjectPerCallAndCreatesFolders) {
+  TempDir dir;
+  const fs::path path = dir.path() / "nested" / "deeper" / "metrics.jsonl";
+  JsonlWriter writer(JsonlWriterOptions().path(path.string()));
+  EXPECT_EQ(writer.name(), "jsonl");
+  EXPECT_TRUE(writer.is_logger());
+  EXPECT_FALSE(fs::exists(dir.path() / "nested"));  // nothing on disk before the first use
+
+  State state;
+  Logger logger({&writer});
+  logger.log_hyperparameters({{"seed", "42"}, {"optimizer", "sgd"}});
+  logger.log_metrics({{"loss/train/total", 0.25}, {"metrics/train/accuracy", 0.5}}, stamp(0, 1, 32, 0.125));
+  logger.log_metrics({{"metrics/eval/accuracy", 0.75}}, stamp(1, 8, 256, 2.5));
+  logger.warn("he said \"hi\"");
+  writer.run_event(Event::EpochEnd, state, logger);  // flushes
+
+  const auto lines = read_lines(path);  // before close: the flush at EpochEnd made them visible
+  ASSERT_EQ(lines.size(), 4u);
+  const auto hp = nlohmann::json::parse(lines[0]);
+  EXPECT_EQ(hp.size(), 1u);
+  EXPECT_EQ(hp.at("hparams").at("seed"), "42");
+  EXPECT_EQ(hp.at("hparams").at("optimizer"), "sgd");
+
+  const auto m1 = nlohmann::json::parse(lines[1]);
+  EXPECT_EQ(m1.at("epoch").get<int64_t>(), 0);
+  EXPECT_EQ(m1.at("batch").get<int64_t>(), 1);
+  EXPECT_EQ(m1.at("sample").get<int64_t>(), 32);
+  EXPECT_EQ(m1.at("wct").get<double>(), 0.125);
+  EXPECT_EQ(m1.at("loss/train/total").get<double>(), 0.25);
+  EXPECT_EQ(m1.at("metrics/train/accuracy").get<double>(), 0.5);
+  EXPECT_EQ(m1.size(), 6u);
+
+  const auto m2 = nlohmann::json::parse(lines[2]);
+  EXPECT_EQ(m2.at("epoch").get<int64_t>(), 1);
+  EXPECT_EQ(m2.at("batch").get<int64_t>(), 8);
+  EXPECT_EQ(m2.at("metrics/eval/accuracy").get<double>(), 0.75);
+
+  const auto text = nlohmann::json::parse(lines[3]);
+  EXPECT_EQ(text.at("level"), "warning");
+  EXPECT_EQ(text.at("text"), "he said \"hi\"");
+
+  writer.close();
+  writer.close();                                                     // idempotent
+  logger.log_metrics({{"after/close", 1.0}}, stamp(2, 9, 288, 3.0));  // ignored once closed
+  EXPECT_EQ(read_lines(path).size(), 4u);
+}
+
+TEST(JsonlWriter, NonFiniteValuesBecomeNullAndDoublesRoundTrip) {
+  TempDir dir;
+  const fs::path path = dir.path() / "m.jsonl";
+  {
+    JsonlWriter writer(JsonlWriterOptions().path(path.string()));
+    writer.log_metrics({{"nan", std::nan("")}, {"third", 1.0 / 3.0}}, stamp(0, 0, 0, 0.0));
+    writer.close();
+  }
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 1u);
+  const auto m = nlohmann::json::parse(lines[0]);
+  EXPECT_TRUE(m.at("nan").is_null());
+  EXPECT_EQ(m.at("third").get<double>(), 1.0 / 3.0);  // bitwise: shortest round-trip text
+}
+
+TEST(MetricWriters, ConstructionAloneLeavesFilesAlone) {
+  // Building a run that never trains (tessera-run --plan) must not truncate the metrics of an earlier run.
+  TempDir dir;
+  const fs::path jsonl = dir.path() / "old.jsonl";
+  const fs::path csv = dir.path() / "old.csv";
+  std::ofstream(jsonl) << "{\"old\": 1}\n";
+  std::ofstream(csv) << "old\n";
+  {
+    JsonlWriter a(JsonlWriterOptions().path(jsonl.string()));
+    CsvWriter b(CsvWriterOptions().path(csv.string()));
+    a.close();
+    b.close();
+  }
+  EXPECT_EQ(read_lines(jsonl), std::vector<std::string>{"{\"old\": 1}"});
+  EXPECT_EQ(read_lines(csv), std::vector<std::string>{"old"});
+
+  // The first event starts a fresh file (the header only, for CSV).
+  State state;
+  Logger logger;
+  CsvWriter c(CsvWriterOptions().path(csv.string()));
+  c.run_event(Event::Init, state, logger);
+  c.close();
+  EXPECT_EQ(read_lines(csv), std::vector<std::string>{"epoch,batch,sample,wct,key,value"});
+}
+
+TEST(JsonlWriter, UnwritablePathIsInputErrorNamingIt) {
+  TempDir dir;
+  const fs::path blocker = dir.path() / "a_file";
+  std::ofstream(blocker) << "x";
+  const std::string bad = (blocker / "sub" / "metrics.jsonl").string();  // parent is a regular file
+  try {
+    JsonlWriter writer(JsonlWriterOptions().path(bad));
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+  }
+  // The path is an existing folder.
+  EXPECT_THROW(JsonlWriter(JsonlWriterOptions().path(dir.path().string())), InputError);
+  EXPECT_THROW(JsonlWriter(JsonlWriterOptions().path("")), InputError);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// CSV
+
+TEST(CsvWriter, WritesLongFormatRowsWithHeader) {
+  TempDir dir;
+  const fs::path path = dir.path() / "out" / "metrics.csv";
+  CsvWriter writer(CsvWriterOptions().path(path.string()));
+  EXPECT_EQ(writer.name(), "csv");
+  State state;
+  Logger logger({&writer});
+  logger.log_hyperparameters({{"seed", "1"}});  // not written
+  logger.log_metrics({{"loss/train/total", 0.5}, {"metrics/train/accuracy", 0.25}}, stamp(0, 2, 64, 1.5));
+  logger.log_metrics({{"odd,key \"q\"", -2.0}}, stamp(1, 4, 128, 3.0));
+  logger.warn("not written");
+  writer.run_event(Event::FitEnd, state, logger);  // flushes
+
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "epoch,batch,sample,wct,key,value");
+  EXPECT_EQ(lines[1], "0,2,64,1.5,loss/train/total,0.5");
+  EXPECT_EQ(lines[2], "0,2,64,1.5,metrics/train/accuracy,0.25");
+  EXPECT_EQ(lines[3], "1,4,128,3,\"odd,key \"\"q\"\"\",-2");
+  writer.close();
+}
+
+TEST(CsvWriter, UnwritablePathIsInputErrorNamingIt) {
+  TempDir dir;
+  const fs::path blocker = dir.path() / "a_file";
+  std::ofstream(blocker) << "x";
+  const std::string bad = (blocker / "metrics.csv").string();
+  try {
+    CsvWriter writer(CsvWriterOptions().path(bad));
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Progress bar
+
+/// Drives `dest` through one epoch of `n` batches of 32 samples taking 0.1 s each, loss 1/(batch+1).
+void run_epoch(Callback& dest, State& state, Logger& logger, int64_t epoch, int64_t n) {
+  state.timestamp.epoch = epoch;
+  state.timestamp.batch_in_epoch = 0;
+  state.timestamp.sample_in_epoch = 0;
+  state.timestamp.epoch_wct = 0;
+  dest.run_event(Event::EpochStart, state, logger);
+  for (int64_t i = 1; i <= n; ++i) {
+    state.timestamp.batch += 1;
+    state.timestamp.sample += 32;
+    state.timestamp.batch_in_epoch = i;
+    state.timestamp.sample_in_epoch = 32 * i;
+    state.timestamp.epoch_wct = 0.1 * static_cast<double>(i);
+    state.metrics["loss/train/total"] = 1.0 / static_cast<double>(state.timestamp.batch + 1);
+    dest.run_event(Event::BatchEnd, state, logger);
+  }
+  // as the trainer does: the epoch counters move on before EpochEnd
+  state.timestamp = state.timestamp.to_next_epoch();
+  dest.run_event(Event::EpochEnd, state, logger);
+}
+
+State bar_state(Time max_duration, int64_t batches_per_epoch) {
+  State state;
+  state.time.max_duration = max_duration;
+  state.time.batches_per_epoch = batches_per_epoch;
+  state.time.samples_per_epoch = 32 * batches_per_epoch;
+  return state;
+}
+
+TEST(ProgressBar, PlainModePrintsTenPercentStepsEpochLinesAndEval) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions().width(10), &out, /*terminal=*/false);
+  EXPECT_FALSE(bar.terminal());
+  EXPECT_EQ(bar.name(), "progress_bar");
+  State state = bar_state(Time(2, TimeUnit::Epoch), 20);
+  Logger logger({&bar});
+  bar.run_event(Event::FitStart, state, logger);
+  run_epoch(bar, state, logger, 0, 20);
+
+  // evaluation: the trainer logs the values and fires EvalEnd
+  bar.run_event(Event::EvalStart, state, logger);
+  logger.log_metrics({{"metrics/eval/accuracy", 0.75}, {"metrics/eval/cross_entropy", 0.5}}, state.timestamp);
+  bar.run_event(Event::EvalEnd, state, logger);
+
+  const std::string text = out.str();
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  const auto lines = split_lines(text);
+  // 9 lines at 10%..90% (every 2 batches), one at the end of the epoch, one for the evaluation
+  ASSERT_EQ(lines.size(), 11u) << text;
+  EXPECT_EQ(lines[0].rfind("epoch 1/2  batch  2/20 [#.........]", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[8].rfind("epoch 1/2  batch 18/20 [#########.]", 0), 0u) << lines[8];
+  // end of epoch: 20 batches, loss 1/21, 640 samples in 2 s, 20 batches left at 0.1 s each
+  EXPECT_EQ(lines[9], "epoch 1/2  batch 20/20 [##########]  loss 0.0476  320 samples/s  ETA 0:02");
+  EXPECT_EQ(lines[10], "eval @ 20ba: accuracy 0.7500  cross_entropy 0.5000");
+
+  // the second epoch ends the run: ETA 0
+  run_epoch(bar, state, logger, 1, 20);
+  const auto all = split_lines(out.str());
+  EXPECT_EQ(all.back(), "epoch 2/2  batch 20/20 [##########]  loss 0.0244  320 samples/s  ETA 0:00");
+}
+
+TEST(ProgressBar, EvalFallsBackToStateMetrics) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions(), &out, false);
+  State state = bar_state(Time(1, TimeUnit::Epoch), 4);
+  state.timestamp.batch = 4;
+  state.metrics = {
+      {"loss/train/total", 0.3}, {"metrics/train/accuracy", 0.9}, {"metrics/test/accuracy", 0.8}};
+  Logger logger({&bar});
+  bar.run_event(Event::EvalStart, state, logger);
+  bar.run_event(Event::EvalEnd, state, logger);
+  EXPECT_EQ(out.str(), "test @ 4ba: accuracy 0.8000\n");
+}
+
+TEST(ProgressBar, TerminalModeRedrawsInPlace) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions().width(8).refresh_seconds(0), &out, /*terminal=*/true);
+  EXPECT_TRUE(bar.terminal());
+  State state = bar_state(Time(1, TimeUnit::Epoch), 5);
+  Logger logger({&bar});
+  run_epoch(bar, state, logger, 0, 5);
+  const std::string text = out.str();
+  // every batch redraws, and the end of the epoch redraws once more and ends the line
+  EXPECT_EQ(count_of(text, "\r"), 6u) << text;
+  EXPECT_EQ(count_of(text, "\n"), 1u);
+  EXPECT_EQ(text.back(), '\n');
+  EXPECT_NE(text.find("\repoch 1/1  batch 3/5 [####....]"), std::string::npos) << text;
+  EXPECT_NE(text.find("\repoch 1/1  batch 5/5 [########]  loss 0.1667"), std::string::npos) << text;
+
+  // a warning while a line is open starts on a fresh line
+  std::ostringstream out2;
+  ProgressBar bar2(ProgressBarOptions().refresh_seconds(0), &out2, true);
+  Logger logger2({&bar2});
+  State state2 = bar_state(Time(1, TimeUnit::Epoch), 5);
+  bar2.run_event(Event::EpochStart, state2, logger2);
+  state2.timestamp.batch = state2.timestamp.batch_in_epoch = 1;
+  bar2.run_event(Event::BatchEnd, state2, logger2);
+  logger2.warn("slow data");
+  const std::string text2 = out2.str();
+  EXPECT_NE(text2.find("\ntessera: warning: slow data\n"), std::string::npos) << text2;
+}
+
+TEST(ProgressBar, TerminalModeThrottlesRedraws) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions().refresh_seconds(3600), &out, true);
+  State state = bar_state(Time(1, TimeUnit::Epoch), 50);
+  Logger logger({&bar});
+  run_epoch(bar, state, logger, 0, 50);
+  // the first batch, the last batch and the end of the epoch
+  EXPECT_EQ(count_of(out.str(), "\r"), 3u) << out.str();
+}
+
+TEST(ProgressBar, BatchDurationShortensTheLastEpoch) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions().width(4), &out, false);
+  State state = bar_state(Time(25, TimeUnit::Batch), 20);
+  Logger logger({&bar});
+  run_epoch(bar, state, logger, 0, 20);
+  run_epoch(bar, state, logger, 1, 5);
+  const auto lines = split_lines(out.str());
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back().rfind("epoch 2/2  batch 5/5 [####]", 0), 0u) << lines.back();
+}
+
+TEST(ProgressBar, OnlyRankZeroPrintsAndOptionsAreValidated) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions(), &out, false);
+  State state = bar_state(Time(1, TimeUnit::Epoch), 4);
+  state.rank = 1;
+  Logger logger({&bar});
+  run_epoch(bar, state, logger, 0, 4);
+  logger.warn("hidden");
+  EXPECT_EQ(out.str(), "");
+
+  EXPECT_THROW(ProgressBar(ProgressBarOptions().width(0), &out, false), InputError);
+  EXPECT_THROW(ProgressBar(ProgressBarOptions().refresh_seconds(-1), &out, false), InputError);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Console summary
+
+TEST(ConsoleSummary, PrintsTotalsLossMetricsAndThroughput) {
+  State state;
+  state.timestamp = stamp(2, 40, 1280, 4.0);
+  state.metrics = {{"loss/train/total", 0.25}, {"metrics/eval/accuracy", 0.875}, {"time/batch", 1.0}};
+  const std::string table = ConsoleSummary::summary(state);
+  const auto lines = split_lines(table);
+  ASSERT_EQ(lines.size(), 8u) << table;
+  EXPECT_EQ(lines[0], "tessera: training summary");
+  EXPECT_EQ(lines[1], "  epochs                 2");
+  EXPECT_EQ(lines[2], "  batches                40");
+  EXPECT_EQ(lines[3], "  samples                1280");
+  EXPECT_EQ(lines[4], "  wall time              4.00 s");
+  EXPECT_EQ(lines[5], "  throughput             320.0 samples/s");
+  EXPECT_EQ(lines[6], "  final train loss       0.2500");
+  EXPECT_EQ(lines[7], "  metrics/eval/accuracy  0.8750");
+}
+
+TEST(ConsoleSummary, PrintsAtFitEndOnly) {
+  std::ostringstream out;
+  ConsoleSummary summary(callbacks::ConsoleSummaryOptions(), &out);
+  EXPECT_EQ(summary.name(), "console_summary");
+  State state;
+  state.timestamp = stamp(1, 10, 320, 1.0);
+  state.metrics = {{"loss/train/total", 0.5}};
+  Logger logger({&summary});
+  summary.run_event(Event::FitStart, state, logger);
+  summary.run_event(Event::EpochEnd, state, logger);
+  EXPECT_EQ(out.str(), "");
+  summary.run_event(Event::FitEnd, state, logger);
+  const std::string text = out.str();
+  EXPECT_EQ(text.rfind("tessera: training summary\n", 0), 0u);
+  EXPECT_NE(text.find("  samples           320\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  train time        1.00 s\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  throughput        320.0 samples/s\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  final train loss  0.5000\n"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,265 @@
+// The composition engine: default order, FILO on after_* events, declared rules overriding both, cycles,
+// conflicts, repeats, plan printing, and the run order of algorithms, callbacks and loggers.
+#include <gtest/gtest.h>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+using testing::FakeAlgorithm;
+using testing::spec_on;
+
+std::vector<std::string> names_at(const Plan& plan, Event e) {
+  std::vector<std::string> out;
+  for (const auto& entry : plan.at(e)) out.push_back(entry.algorithm->name());
+  return out;
+}
+
+std::vector<Algorithm*> raw(const std::vector<std::shared_ptr<Algorithm>>& v) {
+  std::vector<Algorithm*> out;
+  for (const auto& a : v) out.push_back(a.get());
+  return out;
+}
+
+std::string compile_error(const std::vector<std::shared_ptr<Algorithm>>& algos) {
+  try {
+    compile_plan(raw(algos));
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Engine, RecipeOrderOnBeforeEventsAndReverseOnAfterEvents) {
+  std::vector<std::shared_ptr<Algorithm>> algos;
+  for (const char* n : {"a", "b", "c"}) {
+    algos.push_back(std::make_shared<FakeAlgorithm>(spec_on(n, {Event::BeforeLoss, Event::AfterLoss, Event::BatchEnd})));
+  }
+  Plan plan = compile_plan(raw(algos));
+  EXPECT_EQ(names_at(plan, Event::BeforeLoss), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(names_at(plan, Event::AfterLoss), (std::vector<std::string>{"c", "b", "a"}));
+  // *_end events are not after_* events: recipe order.
+  EXPECT_EQ(names_at(plan, Event::BatchEnd), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(plan.at(Event::Init).empty());
+}
+
+TEST(Engine, AfterEventsAreExactlyTheAfterPrefixedOnes) {
+  std::vector<std::string> after;
+  for (Event e : all_events()) {
+    if (is_after_event(e)) after.push_back(event_name(e));
+  }
+  EXPECT_EQ(after, (std::vector<std::string>{"after_load", "after_dataloader", "after_forward", "after_loss",
+                                             "after_backward", "after_train_batch"}));
+  EXPECT_EQ(kNumEvents, 40);
+  EXPECT_EQ(event_from_name("eval_after_forward"), Event::EvalAfterForward);
+  EXPECT_FALSE(event_from_name("after_dinner").has_value());
+}
+
+TEST(Engine, DeclaredRuleOverridesFiloOnAfterDataloader) {
+  // The Python original sorts selective backprop first and then reverses the list on AFTER_DATALOADER,
+  // so it ends up last. A declared rule must survive the reversal.
+  AlgorithmSpec sb = spec_on("selective_backprop", {Event::AfterDataloader});
+  sb.accesses[0].writes = {Resource::BatchRows};
+  sb.order.push_back({OrderRule::Relation::Before, Selector::writers_of(Resource::Inputs), Event::AfterDataloader,
+                      "its scores must see the clean batch"});
+  AlgorithmSpec pr = spec_on("progressive_resizing", {Event::AfterDataloader});
+  pr.accesses[0].writes = {Resource::Inputs, Resource::Resolution};
+  AlgorithmSpec other = spec_on("noop", {Event::AfterDataloader});
+  std::vector<std::shared_ptr<Algorithm>> algos{std::make_shared<FakeAlgorithm>(sb), std::make_shared<FakeAlgorithm>(pr),
+                                                std::make_shared<FakeAlgorithm>(other)};
+  Plan plan = compile_plan(raw(algos));
+  // FILO alone would give noop, progressive_resizing, selective_backprop.
+  EXPECT_EQ(names_at(plan, Event::AfterDataloader),
+            (std::vector<std::string>{"noop", "selective_backprop", "progressive_resizing"}));
+  const auto& entry = plan.at(Event::AfterDataloader)[1];
+  ASSERT_EQ(entry.reasons.size(), 1u);
+  EXPECT_NE(entry.reasons[0].find("its scores must see the clean batch"), std::string::npos);
+  EXPECT_NE(plan.table().find("why: selective_backprop before writers of inputs"), std::string::npos);
+}
+
+TEST(Engine, AfterRuleByNameOverridesRecipeOrder) {
+  AlgorithmSpec a = spec_on("a", {Event::BeforeLoss});
+  a.order.push_back({OrderRule::Relation::After, Selector::named("c"), std::nullopt, "needs c's targets"});
+  std::vector<std::shared_ptr<Algorithm>> algos{std::make_shared<FakeAlgorithm>(a),
+                                                std::make_shared<FakeAlgorithm>(spec_on("b", {Event::BeforeLoss})),
+                                                std::make_shared<FakeAlgorithm>(spec_on("c", {Event::BeforeLoss}))};
+  Plan plan = compile_plan(raw(algos));
+  // a must follow c; b keeps its place before c as far as allowed (stable: b, c, a).
+  EXPECT_EQ(names_at(plan, Event::BeforeLoss), (std::vector<std::string>{"b", "c", "a"}));
+}
+
+TEST(Engine, RuleForOtherEventDoesNotApply) {
+  AlgorithmSpec a = spec_on("a", {Event::BeforeLoss, Event::BatchEnd});
+  a.order.push_back({OrderRule::Relation::After, Selector::named("b"), Event::BatchEnd, "only at batch end"});
+  std::vector<std::shared_ptr<Algorithm>> algos{
+      std::make_shared<FakeAlgorithm>(a), std::make_shared<FakeAlgorithm>(spec_on("b", {Event::BeforeLoss, Event::BatchEnd}))};
+  Plan plan = compile_plan(raw(algos));
+  EXPECT_EQ(names_at(plan, Event::BeforeLoss), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(names_at(plan, Event::BatchEnd), (std::vector<std::string>{"b", "a"}));
+}
+
+TEST(Engine, CycleIsAnErrorNamingTheCycle) {
+  AlgorithmSpec a = spec_on("alpha", {Event::BeforeForward});
+  a.order.push_back({OrderRule::Relation::Before, Selector::named("beta"), std::nullopt, "alpha first"});
+  AlgorithmSpec b = spec_on("beta", {Event::BeforeForward});
+  b.order.push_back({OrderRule::Relation::Before, Selector::named("alpha"), std::nullopt, "beta first"});
+  std::string msg = compile_error({std::make_shared<FakeAlgorithm>(a), std::make_shared<FakeAlgorithm>(b)});
+  EXPECT_NE(msg.find("ordering cycle at before_forward"), std::string::npos) << msg;
+  const bool named = msg.find("alpha -> beta -> alpha") != std::string::npos ||
+                     msg.find("beta -> alpha -> beta") != std::string::npos;
+  EXPECT_TRUE(named) << msg;
+  EXPECT_NE(msg.find("alpha first"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("beta first"), std::string::npos) << msg;
+}
+
+TEST(Engine, ThreeWayCycle) {
+  auto make = [](const char* n, const char* before) {
+    AlgorithmSpec s = spec_on(n, {Event::AfterLoss});
+    s.order.push_back({OrderRule::Relation::Before, Selector::named(before), std::nullopt, std::string(n) + " rule"});
+    return std::make_shared<FakeAlgorithm>(s);
+  };
+  std::string msg = compile_error({make("x", "y"), make("y", "z"), make("z", "x")});
+  EXPECT_NE(msg.find("ordering cycle at after_loss"), std::string::npos) << msg;
+  EXPECT_TRUE(msg.find("x -> y -> z -> x") != std::string::npos || msg.find("y -> z -> x -> y") != std::string::npos ||
+              msg.find("z -> x -> y -> z") != std::string::npos)
+      << msg;
+}
+
+TEST(Engine, HardConflictIsRefusedWithReasonSoftIsWarned) {
+  AlgorithmSpec ema = spec_on("ema", {Event::BatchEnd});
+  ema.conflicts.push_back({Selector::named("swa"), false, "model-averaging methods do not compose well"});
+  AlgorithmSpec swa = spec_on("swa", {Event::EpochEnd});
+  Plan plan = compile_plan(raw({std::make_shared<FakeAlgorithm>(ema), std::make_shared<FakeAlgorithm>(swa)}));
+  ASSERT_EQ(plan.warnings().size(), 1u);
+  EXPECT_NE(plan.warnings()[0].find("ema and swa may not compose well: model-averaging"), std::string::npos);
+
+  AlgorithmSpec x = spec_on("x", {Event::Init});
+  x.conflicts.push_back({Selector::writers_of(Resource::ModelStructure), true, "x needs the original layers"});
+  AlgorithmSpec y = spec_on("y", {Event::Init});
+  y.accesses[0].writes = {Resource::ModelStructure};
+  std::string msg = compile_error({std::make_shared<FakeAlgorithm>(x), std::make_shared<FakeAlgorithm>(y)});
+  EXPECT_NE(msg.find("x and y cannot be combined: x needs the original layers"), std::string::npos) << msg;
+}
+
+TEST(Engine, RepeatedAlgorithmIsRefusedUnlessDeclared) {
+  auto a1 = std::make_shared<FakeAlgorithm>(spec_on("label_smoothing", {Event::BeforeLoss}));
+  auto a2 = std::make_shared<FakeAlgorithm>(spec_on("label_smoothing", {Event::BeforeLoss}));
+  std::string msg = compile_error({a1, a2});
+  EXPECT_NE(msg.find("label_smoothing appears 2 times (positions 1 2"), std::string::npos) << msg;
+
+  AlgorithmSpec rep = spec_on("hook", {Event::BatchEnd});
+  rep.may_repeat = true;
+  EXPECT_NO_THROW(compile_plan(raw({std::make_shared<FakeAlgorithm>(rep), std::make_shared<FakeAlgorithm>(rep)})));
+}
+
+TEST(Engine, SeveralLossInterpolatorsWarn) {
+  AlgorithmSpec m = spec_on("mixup", {Event::BeforeBackward});
+  m.interpolates_loss = true;
+  AlgorithmSpec c = spec_on("cutmix", {Event::BeforeBackward});
+  c.interpolates_loss = true;
+  Plan plan = compile_plan(raw({std::make_shared<FakeAlgorithm>(m), std::make_shared<FakeAlgorithm>(c)}));
+  ASSERT_EQ(plan.warnings().size(), 1u);
+  EXPECT_NE(plan.warnings()[0].find("mixup, cutmix"), std::string::npos);
+}
+
+class NeedsPerExampleLoss : public FakeAlgorithm {
+ public:
+  using FakeAlgorithm::FakeAlgorithm;
+  void check(const State& state) const override {
+    if (!state.model || !state.model->supports_per_example_loss()) throw InputError("the model has no per-example loss");
+  }
+};
+
+TEST(Engine, PlanTimeChecksReportEveryProblemAtOnce) {
+  auto a = std::make_shared<NeedsPerExampleLoss>(spec_on("picky", {Event::AfterDataloader}));
+  auto b1 = std::make_shared<FakeAlgorithm>(spec_on("dup", {Event::Init}));
+  auto b2 = std::make_shared<FakeAlgorithm>(spec_on("dup", {Event::Init}));
+  State state;  // no model
+  try {
+    compile_plan(raw({a, b1, b2}), &state);
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("picky: the model has no per-example loss"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("dup appears 2 times"), std::string::npos) << msg;
+  }
+}
+
+TEST(Engine, PlanTableAndJson) {
+  std::vector<std::shared_ptr<Algorithm>> algos{
+      std::make_shared<FakeAlgorithm>(spec_on("first", {Event::Init, Event::AfterForward})),
+      std::make_shared<FakeAlgorithm>(spec_on("second", {Event::AfterForward}))};
+  Plan plan = compile_plan(raw(algos));
+  const std::string table = plan.table();
+  EXPECT_NE(table.find("init"), std::string::npos);
+  EXPECT_NE(table.find("1. first"), std::string::npos);
+  EXPECT_NE(table.find("after_forward"), std::string::npos);
+  EXPECT_NE(table.find("1. second   (after_* event: reverse recipe order)"), std::string::npos) << table;
+  EXPECT_NE(table.find("2. first"), std::string::npos);
+  EXPECT_EQ(plan.to_json(), R"({"init": ["first"], "after_forward": ["second", "first"]})");
+}
+
+class RecordingCallback : public LoggerDestination {
+ public:
+  RecordingCallback(std::string name, bool logger, std::shared_ptr<std::vector<std::string>> log)
+      : name_(std::move(name)), logger_(logger), log_(std::move(log)) {}
+  std::string name() const override { return name_; }
+  bool is_logger() const override { return logger_; }
+  void run_event(Event event, State&, Logger&) override { log_->push_back(name_ + "@" + event_name(event)); }
+  void close() override { log_->push_back(name_ + "@close"); }
+
+ private:
+  std::string name_;
+  bool logger_;
+  std::shared_ptr<std::vector<std::string>> log_;
+};
+
+TEST(Engine, AlgorithmsThenCallbacksThenLoggersAndLoggersFirstAtInit) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  std::vector<std::shared_ptr<Algorithm>> algos{
+      std::make_shared<FakeAlgorithm>(spec_on("algo", {Event::Init, Event::BatchEnd}), log)};
+  std::vector<std::shared_ptr<Callback>> cbs{std::make_shared<RecordingCallback>("logger", true, log),
+                                             std::make_shared<RecordingCallback>("callback", false, log)};
+  Engine engine(algos, cbs);
+  State state;
+  engine.compile(state);
+  engine.run_event(Event::Init, state);
+  engine.run_event(Event::BatchEnd, state);
+  state.timestamp.batch = 5;
+  engine.run_event(Event::BatchEnd, state);
+  engine.close();
+  engine.close();  // idempotent
+  EXPECT_EQ(*log, (std::vector<std::string>{"logger@init", "callback@init", "algo@init", "algo@batch_end",
+                                            "callback@batch_end", "logger@batch_end", "algo@batch_end",
+                                            "callback@batch_end", "logger@batch_end", "logger@close",
+                                            "callback@close"}));
+  const auto& rec = engine.trace().at("algo/batch_end");
+  EXPECT_EQ(rec.count, 2);
+  EXPECT_EQ(rec.first_batch, 0);
+  EXPECT_EQ(rec.last_batch, 5);
+  EXPECT_EQ(engine.trace().at("algo/init").count, 1);
+  EXPECT_THROW(engine.run_event(Event::BatchEnd, state), Error);
+}
+
+class OnlyOnEvenBatches : public FakeAlgorithm {
+ public:
+  using FakeAlgorithm::FakeAlgorithm;
+  bool match(Event e, const State& s) const override { return s.timestamp.batch % 2 == 0; }
+};
+
+TEST(Engine, MatchFiltersAtRunTimeAndTraceCountsOnlyApplied) {
+  auto a = std::make_shared<OnlyOnEvenBatches>(spec_on("even", {Event::BatchStart}));
+  Engine engine({a}, {});
+  State state;
+  engine.compile(state);
+  for (int b = 0; b < 5; ++b) {
+    state.timestamp.batch = b;
+    engine.run_event(Event::BatchStart, state);
+  }
+  EXPECT_EQ(engine.trace().at("even/batch_start").count, 3);
+  EXPECT_EQ(engine.trace().at("even/batch_start").last_batch, 4);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,179 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+
+#include <tessera/error.h>
+#include <tessera/optim/scheduler.h>
+
+using tessera::Time;
+using tessera::TimeContext;
+using tessera::Timestamp;
+using ::testing::HasSubstr;
+using namespace tessera::optim;
+
+namespace {
+
+/// 10 epochs of 10 batches of 10 samples.
+TimeContext context() {
+  TimeContext ctx;
+  ctx.max_duration = Time::parse("10ep");
+  ctx.batches_per_epoch = 10;
+  ctx.samples_per_epoch = 100;
+  return ctx;
+}
+
+double at_batch(const Scheduler& s, int64_t batch, const TimeContext& ctx = context()) {
+  Timestamp ts;
+  ts.batch = batch;
+  ts.epoch = batch / ctx.batches_per_epoch;
+  ts.batch_in_epoch = batch % ctx.batches_per_epoch;
+  return s.alpha(ts, ctx);
+}
+
+template <class E = tessera::Error>
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
+
+}  // namespace
+
+TEST(Scheduler, ConstantWithWarmup) {
+  auto s = make_constant_scheduler(ConstantSchedulerOptions().alpha(0.5).warmup(Time::parse("4ba")));
+  EXPECT_EQ(s->name(), "constant");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 0.125);  // (0 + 1) / 4 * 0.5
+  EXPECT_DOUBLE_EQ(at_batch(*s, 1), 0.25);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 3), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 10), 0.5);
+  // Warmup in dur: 0.1 of 100 batches.
+  auto d = make_constant_scheduler(ConstantSchedulerOptions().alpha(0.5).warmup(Time::parse("0.1dur")));
+  EXPECT_DOUBLE_EQ(at_batch(*d, 4), 0.25);
+  EXPECT_DOUBLE_EQ(at_batch(*d, 9), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*make_constant_scheduler({}), 0), 1.0);
+}
+
+TEST(Scheduler, StepDecaysEveryStepSize) {
+  auto s = make_step_scheduler(StepSchedulerOptions().step_size(Time::parse("2ep")).gamma(0.1));
+  EXPECT_EQ(s->name(), "step");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 19), 1.0);
+  EXPECT_NEAR(at_batch(*s, 20), 0.1, 1e-15);
+  EXPECT_NEAR(at_batch(*s, 45), 0.01, 1e-15);
+  // 50 samples = 5 batches of 10; warmup 2ba.
+  auto sp = make_step_scheduler(
+      StepSchedulerOptions().step_size(Time::parse("50sp")).gamma(0.5).warmup(Time::parse("2ba")));
+  EXPECT_DOUBLE_EQ(at_batch(*sp, 0), 0.5);  // warmup 1/2
+  EXPECT_DOUBLE_EQ(at_batch(*sp, 4), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*sp, 12), 0.25);
+  // 0.3dur = 30 batches (a fractional conversion).
+  auto dur = make_step_scheduler(StepSchedulerOptions().step_size(Time::parse("0.3dur")).gamma(0.5));
+  EXPECT_DOUBLE_EQ(at_batch(*dur, 29), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*dur, 30), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*dur, 60), 0.25);
+  EXPECT_THAT(message_of<tessera::InputError>(
+                  [] { make_step_scheduler(StepSchedulerOptions().step_size(Time::parse("0ba"))); }),
+              HasSubstr("step_size"));
+  EXPECT_THROW(make_step_scheduler(StepSchedulerOptions().gamma(0)), tessera::InputError);
+}
+
+TEST(Scheduler, MultiStepCountsPassedMilestonesOfAnyUnit) {
+  auto s = make_multistep_scheduler(
+      MultiStepSchedulerOptions()
+          .milestones({Time::parse("30ba"), Time::parse("5ep"), Time::parse("0.8dur")})
+          .gamma(0.5));
+  EXPECT_EQ(s->name(), "multistep");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 29), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 30), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 49), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 50), 0.25);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 79), 0.25);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 80), 0.125);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 1000), 0.125);
+  auto w = make_multistep_scheduler(
+      MultiStepSchedulerOptions().milestones({Time::parse("2ba")}).gamma(0.1).warmup(Time::parse("5ba")));
+  EXPECT_DOUBLE_EQ(at_batch(*w, 1), 0.4);
+  EXPECT_NEAR(at_batch(*w, 2), 0.1 * 0.6, 1e-15);
+  EXPECT_NEAR(at_batch(*w, 7), 0.1, 1e-15);
+  const std::string msg = message_of<tessera::InputError>([] {
+    make_multistep_scheduler(
+        MultiStepSchedulerOptions().milestones({Time::parse("5ep"), Time::parse("3ep")}));
+  });
+  EXPECT_THAT(msg, HasSubstr("5ep"));
+  EXPECT_THAT(msg, HasSubstr("3ep"));
+}
+
+TEST(Scheduler, LinearAfterWarmup) {
+  auto s = make_linear_scheduler(LinearSchedulerOptions()
+                                     .alpha_i(1.0)
+                                     .alpha_f(0.2)
+                                     .t_max(Time::parse("1dur"))
+                                     .warmup(Time::parse("10ba")));
+  EXPECT_EQ(s->name(), "linear");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 0.1);  // tau = 0, warmup 1/10
+  EXPECT_DOUBLE_EQ(at_batch(*s, 4), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 9), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 10), 1.0);
+  EXPECT_NEAR(at_batch(*s, 55), 0.6, 1e-12);  // tau = 45 / 90
+  EXPECT_NEAR(at_batch(*s, 100), 0.2, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 150), 0.2, 1e-12);
+  // Default: 1 -> 0 over the run.
+  auto d = make_linear_scheduler({});
+  EXPECT_DOUBLE_EQ(at_batch(*d, 0), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*d, 25), 0.75);
+}
+
+TEST(Scheduler, CosineAfterWarmup) {
+  auto s = make_cosine_scheduler(CosineSchedulerOptions().alpha_f(0.1).t_max(Time::parse("50ba")));
+  EXPECT_EQ(s->name(), "cosine");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 1.0);
+  EXPECT_NEAR(at_batch(*s, 25), 0.55, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 50), 0.1, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 60), 0.1, 1e-12);
+  // tau = 1/4: 0.1 + 0.9 * (1 + cos(pi/4)) / 2.
+  auto w = make_cosine_scheduler(
+      CosineSchedulerOptions().alpha_f(0.1).t_max(Time::parse("5ep")).warmup(Time::parse("1ep")));
+  EXPECT_DOUBLE_EQ(at_batch(*w, 4), 0.5);
+  EXPECT_NEAR(at_batch(*w, 20), 0.1 + 0.9 * (1 + std::sqrt(0.5)) / 2, 1e-12);
+  EXPECT_NEAR(at_batch(*w, 30), 0.55, 1e-12);
+}
+
+TEST(Scheduler, HorizonNotAfterWarmupIsRejected) {
+  // Same units: at construction.
+  EXPECT_THROW(
+      make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("5ba")).warmup(Time::parse("5ba"))),
+      tessera::InputError);
+  // Different units need the run's context: when alpha is asked for, naming both.
+  auto s =
+      make_linear_scheduler(LinearSchedulerOptions().t_max(Time::parse("5ba")).warmup(Time::parse("1ep")));
+  const std::string msg = message_of([&] { at_batch(*s, 0); });
+  EXPECT_THAT(msg, HasSubstr("5ba"));
+  EXPECT_THAT(msg, HasSubstr("1ep"));
+  EXPECT_THROW(make_constant_scheduler(ConstantSchedulerOptions().warmup(Time::parse("100tok"))),
+               tessera::InputError);
+}
+
+TEST(Scheduler, OneCycleRisesThenFalls) {
+  auto s = make_onecycle_scheduler(OneCycleSchedulerOptions().t_max(Time::parse("80ba")));
+  EXPECT_EQ(s->name(), "onecycle");
+  const double initial = 1.0 / 25, final_alpha = initial / 1e4;
+  EXPECT_NEAR(at_batch(*s, 0), initial, 1e-15);
+  EXPECT_NEAR(at_batch(*s, 10), 0.52, 1e-12);  // halfway up: (0.04 + 1) / 2
+  EXPECT_DOUBLE_EQ(at_batch(*s, 20), 1.0);     // peak at pct_start * t_max
+  EXPECT_NEAR(at_batch(*s, 50), (1 + final_alpha) / 2, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 80), final_alpha, 1e-15);
+  EXPECT_NEAR(at_batch(*s, 200), final_alpha, 1e-15);
+  auto m = make_onecycle_scheduler(
+      OneCycleSchedulerOptions().max_alpha(2.0).div_factor(4).t_max(Time::parse("1dur")));
+  EXPECT_DOUBLE_EQ(at_batch(*m, 0), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*m, 25), 2.0);
+  EXPECT_THROW(make_onecycle_scheduler(OneCycleSchedulerOptions().pct_start(1.0)), tessera::InputError);
+  EXPECT_THROW(make_onecycle_scheduler(OneCycleSchedulerOptions().t_max(Time::parse("0ba"))),
+               tessera::InputError);
+}

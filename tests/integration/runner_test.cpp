@@ -1,0 +1,173 @@
+// tessera-run end to end: a tiny synthetic recipe trained by the built binary, --plan, --dry-run, and errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <tessera/engine.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// A fresh folder per test, removed afterwards.
+class RunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "tessera_runner_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  /// Writes the tiny recipe (an MLP on 256 synthetic examples, 8 batches per epoch, 3 epochs = 24 batches).
+  std::string write_recipe(const std::string& extra = "") {
+    const std::string text = R"(# a tiny run for the runner test
+max_duration: 3ep
+seed: 11
+threads: 1
+run_dir: )" + (dir_ / "run").string() +
+                             R"(
+model:
+  mlp: {hidden: [32]}
+data:
+  train:
+    dataset: {synthetic: {size: 256, input_shape: [1, 4, 4], num_classes: 3, noise: 0.5, seed: 2}}
+    loader: {batch_size: 32, workers: 0}
+  eval:
+    label: test
+    dataset: {synthetic: {size: 96, input_shape: [1, 4, 4], num_classes: 3, noise: 0.5, seed: 2}}
+    loader: {batch_size: 48, shuffle: false, workers: 0}
+    metrics: [accuracy, cross_entropy]
+optimizer:
+  sgd: {lr: 0.1, momentum: 0.9}
+loggers: [{jsonl: {}}, {csv: {}}]
+)" + extra;
+    const fs::path path = dir_ / "tiny.yaml";
+    std::ofstream(path) << text;
+    return path.string();
+  }
+
+  Result run(const std::string& args) {
+    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    const std::string command = std::string("'") + TESSERA_RUN_PATH + "' " + args + " >'" + out.string() +
+                                "' 2>'" + err.string() + "'";
+    const int status = std::system(command.c_str());
+    Result r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(RunnerTest, TrainsAndPrintsFinalLines) {
+  const std::string recipe = write_recipe();
+  const Result r = run("'" + recipe + "'");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(final test accuracy: (\d+\.\d\d)%)"))) << r.out;
+  const double accuracy = std::stod(m[1]);
+  EXPECT_GE(accuracy, 60.0) << "3 epochs on well-separated synthetic classes should learn them";
+  EXPECT_LE(accuracy, 100.0);
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(final test cross_entropy: \d+\.\d{4}\n)"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(final train accuracy: \d+\.\d\d%\n)"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(wall time: \d+\.\d s\n)"))) << r.out;
+  const std::string jsonl = (dir_ / "run" / "metrics.jsonl").string(),
+                    csv = (dir_ / "run" / "metrics.csv").string();
+  EXPECT_NE(r.out.find("metrics written to: " + jsonl + ", " + csv + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("checkpoints: none\n"), std::string::npos) << r.out;
+
+  // The logger files exist and hold the final evaluation.
+  ASSERT_TRUE(fs::exists(jsonl));
+  ASSERT_TRUE(fs::exists(csv));
+  EXPECT_NE(slurp(jsonl).find("metrics/test/accuracy"), std::string::npos);
+  EXPECT_EQ(slurp(csv).rfind("epoch,batch,sample,wct,key,value\n", 0), 0u);
+}
+
+TEST_F(RunnerTest, OverridesApply) {
+  const std::string recipe = write_recipe();
+  // 1 batch of training, evaluation on one metric only: the final lines reflect both overrides.
+  const Result r = run("'" + recipe + "' max_duration=1ba data.eval.metrics=[cross_entropy] loggers=[]");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("final test cross_entropy: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("final test accuracy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("metrics written to: none\n"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl"));
+}
+
+TEST_F(RunnerTest, PlanPrintsTheTable) {
+  const std::string recipe = write_recipe();
+  const Result r = run("'" + recipe + "' --plan");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, tessera::compile_plan({}).table());
+  EXPECT_NE(r.out.find("plan: "), std::string::npos);
+}
+
+TEST_F(RunnerTest, DryRunSummarisesWithoutTraining) {
+  const std::string recipe = write_recipe("checkpoint: {folder: ckpt}\n");
+  const Result r = run("'" + recipe + "' --dry-run");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // 16*32 + 32 + 32*3 + 3 parameters; 256 examples / 32 = 8 batches; 3 epochs = 24 steps.
+  EXPECT_NE(r.out.find("model mlp with 643 parameters"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("256 examples in 8 batches of 32"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("max_duration 3ep = 24 steps"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("evaluator \"test\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("final "), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("checkpoint settings are validated but not yet acted on"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "ckpt"));
+}
+
+TEST_F(RunnerTest, BadRecipeExitsTwoWithLocation) {
+  const std::string recipe = write_recipe();
+  std::string text = slurp(recipe);
+  text.replace(text.find("lr: 0.1"), 7, "lr: -0.1");
+  std::ofstream(recipe) << text;
+  const Result r = run("'" + recipe + "'");
+  EXPECT_EQ(r.code, 2);
+  // line 18 is "  sgd: {lr: -0.1, momentum: 0.9}"
+  EXPECT_EQ(r.err, "tessera-run: error: " + recipe +
+                       ":18:13: optimizer.sgd.lr: -0.1 is out of range; expected a number > 0\n");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(RunnerTest, BadOverrideAndMissingFileExitTwo) {
+  const std::string recipe = write_recipe();
+  Result r = run("'" + recipe + "' optimizer.sgd.lr0.05");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "tessera-run: error: override \"optimizer.sgd.lr0.05\": expected key.path=value\n");
+
+  r = run("'" + recipe + "' optimizer.sgd.momentom=0.5");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("tessera-run: error: <command line> override 1: optimizer.sgd.momentom: unknown key"),
+            std::string::npos)
+      << r.err;
+
+  r = run("'" + (dir_ / "missing.yaml").string() + "'");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err,
+            "tessera-run: error: recipe file \"" + (dir_ / "missing.yaml").string() + "\" not found\n");
+}
+
+}  // namespace

@@ -1,0 +1,213 @@
+// The Trainer loop: the exact event sequence, gradient accumulation, evaluation intervals, stopping,
+// learning-rate schedules applied per batch, and bitwise determinism.
+#include <gtest/gtest.h>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+using testing::FakeAlgorithm;
+using testing::spec_on;
+
+std::vector<Event> every_event() { return {all_events().begin(), all_events().end()}; }
+
+std::vector<std::string> expected_sequence(int epochs, int batches, int microbatches) {
+  std::vector<std::string> seq{"init", "before_load", "after_load", "fit_start"};
+  for (int e = 0; e < epochs; ++e) {
+    if (e == 0) seq.push_back("iteration_start");
+    seq.push_back("epoch_start");
+    for (int b = 0; b < batches; ++b) {
+      for (const char* ev : {"before_dataloader", "after_dataloader", "batch_start", "before_train_batch"}) seq.push_back(ev);
+      for (int m = 0; m < microbatches; ++m) {
+        for (const char* ev : {"before_forward", "after_forward", "before_loss", "after_loss", "before_backward",
+                               "after_backward"}) {
+          seq.push_back(ev);
+        }
+      }
+      for (const char* ev : {"after_train_batch", "batch_end", "batch_checkpoint"}) seq.push_back(ev);
+    }
+    seq.push_back("epoch_end");
+    for (const char* ev : {"eval_before_all", "eval_start", "eval_batch_start", "eval_before_forward",
+                           "eval_after_forward", "eval_batch_end", "eval_end", "eval_after_all"}) {
+      seq.push_back(ev);
+    }
+    seq.push_back("epoch_checkpoint");
+  }
+  for (const char* ev : {"iteration_end", "iteration_checkpoint", "fit_end"}) seq.push_back(ev);
+  return seq;
+}
+
+TEST(Trainer, EventSequenceTwoEpochsThreeBatchesTwoMicrobatchesEvalEveryEpoch) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  Components c = testing::tiny_components(/*train_size=*/12, /*batch_size=*/4);
+  c.algorithms.push_back(std::make_shared<FakeAlgorithm>(spec_on("rec", every_event()), log));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).microbatch_size(2).threads(1), std::move(c));
+  trainer.fit();
+  std::vector<std::string> seen;
+  for (const auto& s : *log) seen.push_back(s.substr(4));  // strip "rec@"
+  EXPECT_EQ(seen, expected_sequence(2, 3, 2));
+  EXPECT_EQ(trainer.state().timestamp.epoch, 2);
+  EXPECT_EQ(trainer.state().timestamp.batch, 6);
+  EXPECT_EQ(trainer.state().timestamp.sample, 24);
+  EXPECT_EQ(trainer.trace().at("rec/before_forward").count, 12);
+  EXPECT_EQ(trainer.trace().at("rec/after_dataloader").count, 6);
+  EXPECT_EQ(trainer.trace().at("rec/eval_start").count, 2);
+}
+
+/// Copies every parameter's gradient at AfterTrainBatch (the full batch's accumulated gradient).
+class GradCapture : public Algorithm {
+ public:
+  GradCapture() { spec_ = spec_on("grad_capture", {Event::AfterTrainBatch}); }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    grads.clear();
+    for (const auto& p : state.model->parameters()) grads.push_back(p.grad().clone());
+  }
+  std::vector<at::Tensor> grads;
+
+ private:
+  AlgorithmSpec spec_;
+};
+
+std::vector<at::Tensor> first_batch_grads(int64_t microbatch_size) {
+  Components c = testing::tiny_components(/*train_size=*/32, /*batch_size=*/32);
+  auto capture = std::make_shared<GradCapture>();
+  c.algorithms.push_back(capture);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("1ba")).microbatch_size(microbatch_size).threads(1),
+                  std::move(c));
+  trainer.fit();
+  return capture->grads;
+}
+
+TEST(Trainer, FourMicrobatchesGiveTheFullBatchGradient) {
+  auto full = first_batch_grads(0);
+  auto micro = first_batch_grads(8);
+  ASSERT_EQ(full.size(), micro.size());
+  ASSERT_FALSE(full.empty());
+  for (size_t i = 0; i < full.size(); ++i) {
+    // Summation order differs between one batch and four chunks: equal up to float rounding.
+    EXPECT_TRUE(at::allclose(full[i], micro[i], /*rtol=*/1e-5, /*atol=*/1e-7)) << "parameter " << i;
+    EXPECT_GT(full[i].abs().sum().item<double>(), 0.0);
+  }
+  // Uneven split (32 = 12 + 12 + 8) is weighted by chunk size too.
+  auto uneven = first_batch_grads(12);
+  for (size_t i = 0; i < full.size(); ++i) EXPECT_TRUE(at::allclose(full[i], uneven[i], 1e-5, 1e-7));
+}
+
+std::vector<at::Tensor> train_weights(uint64_t seed, int64_t workers) {
+  Components c = testing::tiny_components(64, 8, /*model seed=*/3);
+  c.train_dataloader = std::make_shared<data::DataLoader>(
+      testing::tiny_data(64), data::DataLoaderOptions().batch_size(8).workers(workers),
+      std::vector<std::shared_ptr<const data::BatchTransform>>{
+          std::make_shared<data::HorizontalFlip>(data::HorizontalFlipOptions())});
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("3ep")).seed(static_cast<int64_t>(seed)).threads(2),
+                  std::move(c));
+  trainer.fit();
+  std::vector<at::Tensor> out;
+  for (const auto& p : trainer.state().model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+TEST(Trainer, SameSeedGivesBitwiseIdenticalWeights) {
+  auto a = train_weights(11, 0);
+  auto b = train_weights(11, 2);
+  auto c = train_weights(12, 0);
+  ASSERT_EQ(a.size(), b.size());
+  bool any_diff = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::equal(a[i], b[i])) << "parameter " << i;
+    any_diff = any_diff || !at::equal(a[i], c[i]);
+  }
+  EXPECT_TRUE(any_diff) << "a different seed must give a different run";
+}
+
+TEST(Trainer, BatchDurationStopsMidEpochAndEvaluatesAtFitEnd) {
+  Components c = testing::tiny_components(40, 8);  // 5 batches per epoch
+  auto log = std::make_shared<std::vector<std::string>>();
+  c.algorithms.push_back(std::make_shared<FakeAlgorithm>(spec_on("rec", {Event::EpochEnd, Event::EvalStart}), log));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("7ba")).threads(1), std::move(c));
+  trainer.fit();
+  EXPECT_EQ(trainer.state().timestamp.batch, 7);
+  EXPECT_EQ(trainer.state().timestamp.epoch, 1);
+  EXPECT_EQ(trainer.state().timestamp.batch_in_epoch, 2);
+  // epoch end after batch 5 evaluates (interval 1ep), and fit end evaluates again at batch 7.
+  EXPECT_EQ(*log, (std::vector<std::string>{"rec@epoch_end", "rec@eval_start", "rec@eval_start"}));
+  EXPECT_TRUE(trainer.state().metrics.count("metrics/eval/accuracy"));
+}
+
+TEST(Trainer, BatchIntervalEvaluation) {
+  Components c = testing::tiny_components(40, 8);
+  c.evaluators[0].interval = Time::parse("2ba");
+  auto log = std::make_shared<std::vector<std::string>>();
+  c.algorithms.push_back(std::make_shared<FakeAlgorithm>(spec_on("rec", {Event::EvalStart}), log));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("6ba")).threads(1), std::move(c));
+  trainer.fit();
+  EXPECT_EQ(trainer.trace().at("rec/eval_start").count, 3);  // after batches 2, 4, 6; not again at fit end
+  EXPECT_EQ(trainer.trace().at("rec/eval_start").first_batch, 2);
+}
+
+class StopAt : public Algorithm {
+ public:
+  explicit StopAt(int64_t batch) : batch_(batch) { spec_ = spec_on("stop_at", {Event::BatchEnd}); }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& s, Logger&) override {
+    if (s.timestamp.batch == batch_) s.stop_training();
+  }
+
+ private:
+  int64_t batch_;
+  AlgorithmSpec spec_;
+};
+
+TEST(Trainer, StopTrainingEndsAfterTheCurrentBatch) {
+  Components c = testing::tiny_components(40, 8);
+  c.algorithms.push_back(std::make_shared<StopAt>(3));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("4ep")).threads(1), std::move(c));
+  trainer.fit();
+  EXPECT_EQ(trainer.state().timestamp.batch, 3);
+}
+
+class LrRecorder : public Algorithm {
+ public:
+  LrRecorder() { spec_ = spec_on("lr_recorder", {Event::BeforeTrainBatch}); }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& s, Logger&) override { lrs.push_back(s.optimizer->param_groups()[0].lr); }
+  std::vector<double> lrs;
+
+ private:
+  AlgorithmSpec spec_;
+};
+
+TEST(Trainer, SchedulerSetsTheRateOfEachBatchFromItsOwnTimestamp) {
+  Components c = testing::tiny_components(32, 8);  // 4 batches per epoch
+  c.schedulers.push_back(optim::make_linear_scheduler(
+      optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.0).t_max(Time::parse("8ba"))));
+  auto rec = std::make_shared<LrRecorder>();
+  c.algorithms.push_back(rec);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));
+  trainer.fit();
+  ASSERT_EQ(rec->lrs.size(), 8u);
+  for (int t = 0; t < 8; ++t) EXPECT_DOUBLE_EQ(rec->lrs[t], 0.1 * (1.0 - t / 8.0)) << "batch " << t;
+}
+
+TEST(Trainer, RejectsBadSetup) {
+  EXPECT_THROW(Trainer(TrainerOptions().max_duration(Time::parse("0.5dur")), testing::tiny_components()), InputError);
+  Components no_model = testing::tiny_components();
+  no_model.model = nullptr;
+  EXPECT_THROW(Trainer(TrainerOptions(), std::move(no_model)), InputError);
+  EXPECT_THROW(Trainer(TrainerOptions().microbatch_size(-1), testing::tiny_components()), InputError);
+}
+
+TEST(Trainer, TrainingLearnsTheSyntheticTask) {
+  Components c = testing::tiny_components(256, 16);
+  c.evaluators[0].dataloader = testing::loader(testing::tiny_data(128, 7), 64, false);  // same distribution
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("4ep")).threads(1), std::move(c));
+  trainer.fit();
+  EXPECT_GT(trainer.state().metrics.at("metrics/eval/accuracy"), 0.8);
+  auto values = trainer.evaluate();
+  EXPECT_DOUBLE_EQ(values.at("metrics/eval/accuracy"), trainer.state().metrics.at("metrics/eval/accuracy"));
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,78 @@
+#pragma once
+// Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+
+#include <tessera/tessera.h>
+
+namespace tessera::testing {
+
+/// A two-layer perceptron without batch statistics (so microbatching does not change the maths).
+struct TinyNetImpl : torch::nn::Module {
+  TinyNetImpl(int64_t in, int64_t hidden, int64_t out)
+      : fc1(register_module("fc1", torch::nn::Linear(in, hidden))),
+        fc2(register_module("fc2", torch::nn::Linear(hidden, out))) {}
+  at::Tensor forward(const at::Tensor& x) { return fc2->forward(at::relu(fc1->forward(x.flatten(1)))); }
+  torch::nn::Linear fc1, fc2;
+};
+
+/// A classifier on [1, 4, 4] inputs with 3 classes, initialised from torch's seeded generator.
+inline std::shared_ptr<Model> tiny_model(uint64_t seed = 0) {
+  at::manual_seed(seed);
+  return std::make_shared<Classifier<TinyNetImpl>>(std::make_shared<TinyNetImpl>(16, 8, 3), 3);
+}
+
+inline std::shared_ptr<data::TensorDataset> tiny_data(int64_t size, uint64_t seed = 7) {
+  return data::make_synthetic(data::SyntheticOptions().size(size).input_shape({1, 4, 4}).num_classes(3).seed(seed));
+}
+
+inline std::shared_ptr<data::DataLoader> loader(std::shared_ptr<data::TensorDataset> ds, int64_t batch_size,
+                                                bool shuffle = true, int64_t workers = 0) {
+  return std::make_shared<data::DataLoader>(
+      ds, data::DataLoaderOptions().batch_size(batch_size).shuffle(shuffle).workers(workers));
+}
+
+/// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
+inline Components tiny_components(int64_t train_size = 48, int64_t batch_size = 8, uint64_t seed = 0) {
+  Components c;
+  c.model = tiny_model(seed);
+  c.train_dataloader = loader(tiny_data(train_size), batch_size);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+  Evaluator ev;
+  ev.label = "eval";
+  ev.dataloader = loader(tiny_data(16, 99), 16, false);
+  ev.metrics = {std::make_shared<Accuracy>(1)};
+  c.evaluators.push_back(ev);
+  return c;
+}
+
+/// An algorithm whose spec is given by the test; it records every (event, batch) it was applied at into a
+/// shared log, tagged with its name.
+class FakeAlgorithm : public Algorithm {
+ public:
+  FakeAlgorithm(AlgorithmSpec spec, std::shared_ptr<std::vector<std::string>> log = nullptr)
+      : spec_(std::move(spec)), log_(std::move(log)) {}
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event event, State& state, Logger&) override {
+    if (log_) log_->push_back(spec_.name + "@" + event_name(event));
+  }
+
+ private:
+  AlgorithmSpec spec_;
+  std::shared_ptr<std::vector<std::string>> log_;
+};
+
+/// A spec acting on the given events with no reads or writes.
+inline AlgorithmSpec spec_on(std::string name, std::vector<Event> events) {
+  AlgorithmSpec s;
+  s.name = std::move(name);
+  for (Event e : events) s.accesses.push_back({e, {}, {}});
+  return s;
+}
+
+}  // namespace tessera::testing
