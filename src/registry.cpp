@@ -23,7 +23,11 @@
 #include <utility>
 
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
-//   #include <tessera/algorithms/<name>.h>
+#include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/selective_backprop.h>
 
 namespace tessera {
 namespace {
@@ -110,22 +114,25 @@ struct NoOptions {
 // =======================================================================================================
 // The lists. Names are the recipe names; keep each list alphabetical.
 
-// ---- ALGORITHMS (2/2): one line per algorithm, alphabetically, e.g.
-//   algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
-// (the same algorithm twice in a recipe is refused or allowed by the engine, not here).
 template <class A, class Options>
 Entry<std::shared_ptr<Algorithm>> algorithm(std::string name) {
   return simple<Algorithm, A, Options>(std::move(name));
 }
 
-const Kind<std::shared_ptr<Algorithm>>& algorithms() {
-  static const Kind<std::shared_ptr<Algorithm>> kind{"algorithm",
-                                                     "algorithms",
-                                                     {
-                                                         // (none yet)
-                                                     }};
+// clang-format off
+const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
+  static const Kind<std::shared_ptr<Algorithm>> kind{"algorithm", "algorithms", {
+      // ---- ALGORITHMS (2/2): one line per algorithm, alphabetically
+      // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
+      algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
+      algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
+      algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
+      algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
+      algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
+  }};
   return kind;
 }
+// clang-format on
 
 /// Sets in_channels / in_features / num_classes left at 0 from the training data.
 struct FillFromData {
@@ -160,16 +167,16 @@ Entry<std::shared_ptr<Model>> model(std::string name) {
           }};
 }
 
+// clang-format off
 const Kind<std::shared_ptr<Model>>& models() {
-  static const Kind<std::shared_ptr<Model>> kind{"model",
-                                                 "models",
-                                                 {
-                                                     model<CNN, CNNOptions>("cnn"),
-                                                     model<MLP, MLPOptions>("mlp"),
-                                                     model<ResNet, ResNetOptions>("resnet"),
-                                                 }};
+  static const Kind<std::shared_ptr<Model>> kind{"model", "models", {
+      model<CNN, CNNOptions>("cnn"),
+      model<MLP, MLPOptions>("mlp"),
+      model<ResNet, ResNetOptions>("resnet"),
+  }};
   return kind;
 }
+// clang-format on
 
 using DatasetPtr = std::shared_ptr<const data::Dataset>;
 const Kind<DatasetPtr>& datasets() {
@@ -551,7 +558,7 @@ Run build_run(const Recipe& recipe) {
 
   c.optimizer = build_named(optimizers(), s.optimizer, ctx).second;
   c.schedulers = build_list(schedulers(), s.schedulers, ctx);
-  c.algorithms = build_list(algorithms(), s.algorithms, ctx);
+  c.algorithms = build_list(algorithm_kinds(), s.algorithms, ctx);
   c.callbacks = build_list(callback_kinds(), s.callbacks, ctx);
   for (auto& logger : build_list(loggers(), s.loggers, ctx)) c.callbacks.push_back(std::move(logger));
 
@@ -583,7 +590,7 @@ std::unique_ptr<Trainer> make_trainer(const Recipe& recipe) {
 
 std::vector<std::string> registered_names(const std::string& kind) {
   const std::map<std::string, std::function<std::vector<std::string>()>> kinds = {
-      {"algorithms", [] { return algorithms().names(); }},
+      {"algorithms", [] { return algorithm_kinds().names(); }},
       {"models", [] { return models().names(); }},
       {"datasets", [] { return datasets().names(); }},
       {"transforms", [] { return transforms().names(); }},
@@ -608,7 +615,7 @@ std::vector<std::string> registered_names(const std::string& kind) {
 
 std::shared_ptr<Algorithm> make_algorithm(const ConfigNode& node) {
   Context ctx;
-  return build_named(algorithms(), node, ctx).second;
+  return build_named(algorithm_kinds(), node, ctx).second;
 }
 
 }  // namespace tessera

@@ -6,6 +6,8 @@
 #include <tessera/callback.h>
 #include <tessera/surgery.h>
 
+#include "blurpool_ops.h"
+
 namespace tessera::algorithms {
 namespace {
 
@@ -22,9 +24,7 @@ at::Tensor blur_filter(int64_t channels, const at::TensorOptions& options) {
 at::Tensor blur2d(const at::Tensor& x, std::array<int64_t, 2> stride) {
   TORCH_CHECK(x.dim() == 4, "blur2d: expected an input [N, C, H, W], got ", x.sizes());
   if (x.size(2) < 3 || x.size(3) < 3) return x;
-  const int64_t c = x.size(1);
-  return at::conv2d(x, blur_filter(c, x.options()), /*bias=*/{}, {stride[0], stride[1]}, /*padding=*/{1, 1},
-                    /*dilation=*/{1, 1}, /*groups=*/c);
+  return fused_blur2d(x, stride);  // the op tessera::blur2d (blurpool_ops.cpp); reference_blur2d is the conv
 }
 
 BlurConv2dImpl::BlurConv2dImpl(torch::nn::Conv2d original, bool blur_first_)
@@ -44,7 +44,7 @@ BlurMaxPool2dImpl::BlurMaxPool2dImpl(const torch::nn::MaxPool2dOptions& original
   pool = register_module("pool", torch::nn::MaxPool2d(opts));
 }
 
-at::Tensor BlurMaxPool2dImpl::forward(const at::Tensor& x) { return blur2d(pool->forward(x), stride); }
+at::Tensor BlurMaxPool2dImpl::forward(const at::Tensor& x) { return blur_maxpool2d_forward(x, pool->options, stride); }
 
 BlurPoolCounts apply_blurpool(torch::nn::Module& model, const BlurPoolOptions& options, optim::Optimizer* optimizer) {
   BlurPoolCounts counts;

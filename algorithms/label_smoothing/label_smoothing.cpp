@@ -4,6 +4,8 @@
 
 #include <tessera/error.h>
 
+#include "label_smoothing_ops.h"
+
 namespace tessera::algorithms {
 namespace {
 
@@ -38,6 +40,11 @@ at::Tensor smooth_labels(const at::Tensor& targets, int64_t num_classes, double 
 
 at::Tensor smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, double alpha, Reduction reduction) {
   if (!is_integer(labels)) throw InputError("smoothed_cross_entropy: expected integer class labels, got " + std::string(c10::toString(labels.scalar_type())));
+  if (logits.dim() == 2 && labels.dim() == 1 && at::isFloatingType(logits.scalar_type())) {
+    // The fused op tessera::smoothed_cross_entropy (label_smoothing_ops.cpp); [N, C, ...] keeps the stock ops below.
+    auto [mean, per] = fused_smoothed_cross_entropy(logits, labels, alpha);
+    return reduction == Reduction::Mean ? mean : reduce(per, reduction);
+  }
   const at::Tensor logp = at::log_softmax(logits, 1);
   // Per example (and position): −log p_y and the mean over classes of −log p_c.
   const at::Tensor nll = -logp.gather(1, labels.to(at::kLong).unsqueeze(1)).squeeze(1);

@@ -7,6 +7,9 @@
 #include <torch/nn/modules/batchnorm.h>
 
 #include <tessera/error.h>
+#include <tessera/ops/kernels.h>
+
+#include "selective_backprop_ops.h"
 
 namespace tessera::algorithms {
 namespace {
@@ -47,6 +50,7 @@ at::Tensor selection_weights(const at::Tensor& losses, double keep) {
 }
 
 at::Tensor select_by_loss(const at::Tensor& losses, double keep, Rng& rng) {
+  if (losses.is_cuda() && ops::cuda_kernels_available()) return fused_select_by_loss(losses, keep, rng);
   const int64_t n = losses.numel();
   const int64_t k = static_cast<int64_t>(std::floor(keep * static_cast<double>(n)));
   const at::Tensor w = selection_weights(losses.detach().cpu(), keep);
@@ -122,7 +126,7 @@ void SelectiveBackprop::apply(Event, State& state, Logger&) {
                 "; expected [" + std::to_string(n) + "]");
   }
   Rng rng(state.seed, {kAlgorithmStream, 0x5e1ec7ULL, static_cast<uint64_t>(state.timestamp.batch)});
-  state.batch = state.batch.select(select_by_loss(losses, options_.keep(), rng));
+  state.batch = select_batch_rows(state.batch, select_by_loss(losses, options_.keep(), rng));  // one launch on CUDA
 }
 
 }  // namespace tessera::algorithms

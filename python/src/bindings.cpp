@@ -1,0 +1,998 @@
+// The tessera._C extension: thin pybind11 bindings of the core. Validation stays in C++; tensors cross as
+// the same TensorImpl (torch's type caster); the GIL is released around training and taken back only inside
+// Python plugins (the trampolines below).
+#include "common.h"
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+#include <tessera/algorithm.h>
+#include <tessera/batch.h>
+#include <tessera/callback.h>
+#include <tessera/checkpoint.h>
+#include <tessera/data/dataloader.h>
+#include <tessera/data/dataset.h>
+#include <tessera/engine.h>
+#include <tessera/event.h>
+#include <tessera/models/model.h>
+#include <tessera/optim/optimizer.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
+#include <tessera/rng.h>
+#include <tessera/state.h>
+#include <tessera/time.h>
+#include <tessera/trainer.h>
+#include <tessera/version.h>
+#include <torch/version.h>
+
+namespace tessera::python {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// Small helpers
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+Event event_from_string(const std::string& text) {
+  if (auto e = event_from_name(text)) return *e;
+  std::vector<std::string> names;
+  for (Event e : all_events()) names.emplace_back(event_name(e));
+  std::string msg = "unknown event \"" + text + "\"";
+  const std::string guess = suggest_name(text, names);
+  if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+  throw InputError(msg + " (events: " + join(names) + ")");
+}
+
+const std::vector<Resource>& all_resources() {
+  static const std::vector<Resource> all = {
+      Resource::ModelStructure, Resource::Parameters, Resource::OptimizerGroups, Resource::Inputs,
+      Resource::Targets,        Resource::BatchRows,  Resource::Resolution,      Resource::Outputs,
+      Resource::Loss,           Resource::Gradients,  Resource::LearningRate};
+  return all;
+}
+
+/// "model structure" -> "model_structure".
+std::string resource_key(Resource r) {
+  std::string s = resource_name(r);
+  for (char& c : s) c = c == ' ' ? '_' : c;
+  return s;
+}
+
+Resource resource_from_string(std::string text) {
+  for (char& c : text) c = c == ' ' ? '_' : c;
+  std::vector<std::string> names;
+  for (Resource r : all_resources()) {
+    if (resource_key(r) == text) return r;
+    names.push_back(resource_key(r));
+  }
+  std::string msg = "unknown resource \"" + text + "\"";
+  const std::string guess = suggest_name(text, names);
+  if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+  throw InputError(msg + " (resources: " + join(names) + ")");
+}
+
+TimeUnit unit_from_string(const std::string& s) {
+  for (TimeUnit u : {TimeUnit::Epoch, TimeUnit::Batch, TimeUnit::Sample, TimeUnit::Token, TimeUnit::Duration}) {
+    if (s == unit_suffix(u)) return u;
+  }
+  throw InputError("unknown time unit \"" + s + "\"; expected one of: ep, ba, sp, tok, dur");
+}
+
+Reduction reduction_from_string(const std::string& s) {
+  if (s == "mean") return Reduction::Mean;
+  if (s == "sum") return Reduction::Sum;
+  if (s == "none") return Reduction::None;
+  throw InputError("reduction: \"" + s + "\" is not allowed; expected one of: mean, sum, none");
+}
+
+/// Rng(seed, {ids...}) for a runtime list of ids (the C++ API takes an initializer_list).
+Rng make_rng(uint64_t seed, const std::vector<uint64_t>& s) {
+  switch (s.size()) {
+    case 0: return Rng(seed);
+    case 1: return Rng(seed, {s[0]});
+    case 2: return Rng(seed, {s[0], s[1]});
+    case 3: return Rng(seed, {s[0], s[1], s[2]});
+    case 4: return Rng(seed, {s[0], s[1], s[2], s[3]});
+    default: throw InputError("Rng: at most 4 stream ids, got " + std::to_string(s.size()));
+  }
+}
+
+Rng derive_rng(const Rng& r, const std::vector<uint64_t>& s) {
+  switch (s.size()) {
+    case 0: return r.derive({});
+    case 1: return r.derive({s[0]});
+    case 2: return r.derive({s[0], s[1]});
+    case 3: return r.derive({s[0], s[1], s[2]});
+    case 4: return r.derive({s[0], s[1], s[2], s[3]});
+    default: throw InputError("Rng.derive: at most 4 stream ids, got " + std::to_string(s.size()));
+  }
+}
+
+py::dict tensor_dict(const torch::OrderedDict<std::string, at::Tensor>& items) {
+  py::dict out;
+  for (const auto& item : items) out[py::str(item.key())] = item.value();
+  return out;
+}
+
+/// FNV-1a (64 bit) over every parameter, then every buffer, in named_parameters()/named_buffers() order:
+/// the name's bytes, a 0 byte, then the tensor's bytes (contiguous, on the CPU). 16 lowercase hex digits.
+/// Two runs have the same fingerprint exactly when their final weights are bitwise equal (up to collisions).
+std::string weights_fingerprint(const torch::nn::Module& module) {
+  uint64_t h = 14695981039346656037ull;
+  auto feed = [&h](const void* data, size_t n) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= bytes[i];
+      h *= 1099511628211ull;
+    }
+  };
+  auto feed_tensor = [&](const std::string& name, const at::Tensor& t) {
+    feed(name.c_str(), name.size() + 1);
+    const at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    feed(c.data_ptr(), c.nbytes());
+  };
+  for (const auto& p : module.named_parameters(true)) feed_tensor(p.key(), p.value());
+  for (const auto& b : module.named_buffers(true)) feed_tensor(b.key(), b.value());
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Recipes as Python data
+
+/// A YAML scalar as Python: int, float, bool (true/false), None (null, ~, empty), else str.
+py::object scalar_to_python(const ConfigNode& node) {
+  if (node.is_null()) return py::none();
+  const std::string s = node.scalar();
+  if (s == "true" || s == "True") return py::bool_(true);
+  if (s == "false" || s == "False") return py::bool_(false);
+  if (!s.empty()) {
+    char* end = nullptr;
+    const long long i = std::strtoll(s.c_str(), &end, 10);
+    if (end && *end == '\0') return py::int_(i);
+    const double d = std::strtod(s.c_str(), &end);
+    if (end && *end == '\0' && s.find_first_of("0123456789") != std::string::npos) return py::float_(d);
+  }
+  return py::str(s);
+}
+
+py::object node_to_python(const ConfigNode& node) {
+  if (!node.present() || node.is_null()) return py::none();
+  if (node.is_map()) {
+    py::dict out;
+    for (const auto& k : node.keys()) out[py::str(k)] = node_to_python(node.child(k));
+    return std::move(out);
+  }
+  if (node.is_sequence()) {
+    py::list out;
+    for (const auto& e : node.elements()) out.append(node_to_python(e));
+    return std::move(out);
+  }
+  return scalar_to_python(node);
+}
+
+py::dict plan_to_python(const Plan& plan) {
+  py::dict events;
+  for (Event e : all_events()) {
+    const auto& entries = plan.at(e);
+    if (entries.empty()) continue;
+    py::list list;
+    for (const PlanEntry& entry : entries) {
+      list.append(py::make_tuple(entry.algorithm->name(), entry.reasons));
+    }
+    events[py::str(event_name(e))] = list;
+  }
+  py::dict out;
+  out["events"] = events;
+  out["warnings"] = plan.warnings();
+  out["table"] = plan.table();
+  out["json"] = plan.to_json();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Trampolines: Python subclasses of Algorithm and Callback run inside the C++ loop. The GIL is taken only
+// for the calls that reach Python; everything else (the spec, which events a callback wants, the default
+// `match`) is resolved once and answered from C++.
+
+py::handle python_self(const void* cpp, const std::type_info& base) {
+  return py::detail::get_object_handle(cpp, py::detail::get_type_info(base));
+}
+
+/// True when the Python class of `self` defines `name` itself (not inherited from the C++ binding `base`).
+bool overrides(py::handle self, const char* name, py::handle base) {
+  py::object mine = py::getattr(py::type::handle_of(self), name, py::none());
+  py::object theirs = py::getattr(base, name, py::none());
+  return !mine.is_none() && !mine.is(theirs);
+}
+
+class PyAlgorithm : public Algorithm {
+ public:
+  const AlgorithmSpec& spec() const override {
+    resolve();
+    return spec_;
+  }
+  bool match(Event event, const State& state) const override {
+    resolve();
+    if (!match_overridden_) return Algorithm::match(event, state);
+    py::gil_scoped_acquire gil;
+    return self().attr("match")(event, &state).cast<bool>();
+  }
+  void apply(Event event, State& state, Logger& logger) override {
+    PYBIND11_OVERRIDE_PURE(void, Algorithm, apply, event, &state, &logger);
+  }
+  void check(const State& state) const override {
+    resolve();
+    if (!check_overridden_) return;
+    py::gil_scoped_acquire gil;
+    self().attr("check")(&state);
+  }
+  StateDict state_dict() const override { PYBIND11_OVERRIDE(StateDict, Algorithm, state_dict, ); }
+  void load_state_dict(const StateDict& state) override {
+    PYBIND11_OVERRIDE(void, Algorithm, load_state_dict, state);
+  }
+
+  /// Reads the declared spec (a `spec` attribute holding an AlgorithmSpec, or a `spec()` method) once.
+  void resolve() const {
+    if (resolved_) return;
+    py::gil_scoped_acquire gil;
+    if (resolved_) return;
+    py::handle me = self();
+    if (!me) throw Error("a Python tessera.Algorithm was used after its Python object was destroyed");
+    py::handle base = py::type::of<Algorithm>();
+    const std::string cls = py::str(py::type::handle_of(me).attr("__qualname__")).cast<std::string>();
+    py::object attr = me.attr("spec");
+    if (py::isinstance<AlgorithmSpec>(attr)) {
+      spec_ = attr.cast<AlgorithmSpec>();
+    } else if (overrides(me, "spec", base)) {
+      py::object value = attr();
+      if (!py::isinstance<AlgorithmSpec>(value)) {
+        throw InputError(cls + ".spec() must return a tessera.AlgorithmSpec, got " + describe_value(value));
+      }
+      spec_ = value.cast<AlgorithmSpec>();
+    } else {
+      throw InputError(cls + ": a Python tessera.Algorithm must declare its spec: a class attribute "
+                             "`spec = tessera.AlgorithmSpec(...)` or a method `spec(self)`");
+    }
+    if (spec_.name.empty()) throw InputError(cls + ": the spec has no name");
+    match_overridden_ = overrides(me, "match", base);
+    check_overridden_ = overrides(me, "check", base);
+    resolved_ = true;
+  }
+
+ private:
+  py::handle self() const { return python_self(static_cast<const Algorithm*>(this), typeid(Algorithm)); }
+  mutable AlgorithmSpec spec_;
+  mutable bool resolved_ = false;
+  mutable bool match_overridden_ = false;
+  mutable bool check_overridden_ = false;
+};
+
+/// Callbacks and logger destinations written in Python. An event reaches Python when the class overrides
+/// `run_event`, or defines a method named after the event (`batch_end(self, state, logger)`), optionally
+/// restricted by an `events` attribute (an iterable of Events or names).
+template <class Base>
+class PyCallbackT : public Base {
+ public:
+  std::string name() const override {
+    resolve();
+    return name_;
+  }
+  void run_event(Event event, State& state, Logger& logger) override {
+    resolve();
+    if (!wanted_[static_cast<size_t>(event)]) return;
+    py::gil_scoped_acquire gil;
+    if (run_event_overridden_) {
+      self().attr("run_event")(event, &state, &logger);
+    } else {
+      self().attr(event_name(event))(&state, &logger);
+    }
+  }
+  void close() override { PYBIND11_OVERRIDE(void, Base, close, ); }
+  StateDict state_dict() const override { PYBIND11_OVERRIDE(StateDict, Base, state_dict, ); }
+  void load_state_dict(const StateDict& state) override { PYBIND11_OVERRIDE(void, Base, load_state_dict, state); }
+
+  void resolve() const {
+    if (resolved_) return;
+    py::gil_scoped_acquire gil;
+    if (resolved_) return;
+    py::handle me = self();
+    if (!me) throw Error("a Python tessera.Callback was used after its Python object was destroyed");
+    py::handle base = py::type::of<Base>();
+    py::handle cls = py::type::handle_of(me);
+    // name: a `name` string attribute, a method or property of the subclass, else the class name
+    py::object name_attr = py::getattr(cls, "name", py::none());
+    if (py::isinstance<py::str>(name_attr)) {
+      name_ = name_attr.cast<std::string>();
+    } else if (overrides(me, "name", base)) {
+      py::object v = me.attr("name");
+      if (PyCallable_Check(v.ptr())) v = v();
+      name_ = py::str(v).cast<std::string>();
+    } else {
+      name_ = py::str(cls.attr("__name__")).cast<std::string>();
+    }
+    run_event_overridden_ = overrides(me, "run_event", base);
+    std::vector<bool> wanted(kNumEvents, false);
+    for (Event e : all_events()) {
+      wanted[static_cast<size_t>(e)] =
+          run_event_overridden_ || (py::hasattr(me, event_name(e)) && PyCallable_Check(me.attr(event_name(e)).ptr()));
+    }
+    py::object events = py::getattr(me, "events", py::none());
+    if (!events.is_none()) {
+      std::vector<bool> only(kNumEvents, false);
+      for (py::handle e : events) {
+        const Event ev = py::isinstance<py::str>(e) ? event_from_string(e.cast<std::string>()) : e.cast<Event>();
+        only[static_cast<size_t>(ev)] = true;
+      }
+      for (size_t i = 0; i < wanted.size(); ++i) wanted[i] = wanted[i] && only[i];
+    }
+    wanted_ = std::move(wanted);
+    resolved_ = true;
+  }
+
+ protected:
+  py::handle self() const { return python_self(static_cast<const Base*>(this), typeid(Base)); }
+
+ private:
+  mutable std::string name_;
+  mutable std::vector<bool> wanted_;
+  mutable bool run_event_overridden_ = false;
+  mutable bool resolved_ = false;
+};
+
+using PyCallback = PyCallbackT<Callback>;
+
+class PyLoggerDestination : public PyCallbackT<LoggerDestination> {
+ public:
+  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override {
+    PYBIND11_OVERRIDE(void, LoggerDestination, log_metrics, values, ts);
+  }
+  void log_hyperparameters(const std::map<std::string, std::string>& values) override {
+    PYBIND11_OVERRIDE(void, LoggerDestination, log_hyperparameters, values);
+  }
+  void log_text(const std::string& level, const std::string& text) override {
+    PYBIND11_OVERRIDE(void, LoggerDestination, log_text, level, text);
+  }
+};
+
+/// Resolves Python plugins while the GIL is held (so that training never waits for it just to read a spec).
+void resolve_plugin(const std::shared_ptr<Algorithm>& a) {
+  if (auto* p = dynamic_cast<PyAlgorithm*>(a.get())) p->resolve();
+}
+void resolve_plugin(const std::shared_ptr<Callback>& c) {
+  if (auto* p = dynamic_cast<PyCallback*>(c.get())) p->resolve();
+  if (auto* p = dynamic_cast<PyLoggerDestination*>(c.get())) p->resolve();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ctrl-C during fit(): the GIL is released, so Python cannot raise KeyboardInterrupt there. A C handler sets a
+// flag, an internal callback stops training at the end of the current batch, and fit() raises
+// KeyboardInterrupt once the loop has ended cleanly. A second Ctrl-C kills the process as usual.
+
+std::atomic<bool> g_interrupted{false};
+
+void on_sigint(int) {
+  if (g_interrupted.exchange(true)) {
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+}
+
+class InterruptCallback : public Callback {
+ public:
+  std::string name() const override { return "python_interrupt"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (g_interrupted.load(std::memory_order_relaxed) &&
+        (event == Event::BatchEnd || event == Event::EpochEnd || event == Event::EvalBatchEnd)) {
+      state.stop_training();
+    }
+  }
+};
+
+class SigintGuard {
+ public:
+  SigintGuard() {
+    py::object threading = py::module_::import("threading");
+    if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return;
+    g_interrupted = false;
+    previous_ = std::signal(SIGINT, on_sigint);
+    installed_ = previous_ != SIG_ERR;
+  }
+  ~SigintGuard() {
+    if (installed_) std::signal(SIGINT, previous_);
+  }
+  bool interrupted() const { return installed_ && g_interrupted.load(); }
+
+ private:
+  void (*previous_)(int) = nullptr;
+  bool installed_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// The trainer as Python sees it: a Trainer built from a recipe, plus algorithm and callback objects.
+
+class PyTrainer {
+ public:
+  PyTrainer(const Recipe& recipe, const std::vector<py::object>& algorithms, const std::vector<py::object>& callbacks)
+      : recipe_(recipe) {
+    std::vector<std::shared_ptr<Algorithm>> algs;
+    std::vector<std::shared_ptr<Callback>> cbs;
+    for (const py::object& o : algorithms) {
+      if (!py::isinstance<Algorithm>(o)) throw InputError("algorithms: expected tessera.Algorithm objects, got " + describe_value(o));
+      algs.push_back(o.cast<std::shared_ptr<Algorithm>>());
+      resolve_plugin(algs.back());
+      plugins_.push_back(o);
+    }
+    for (const py::object& o : callbacks) {
+      if (!py::isinstance<Callback>(o)) throw InputError("callbacks: expected tessera.Callback objects, got " + describe_value(o));
+      cbs.push_back(o.cast<std::shared_ptr<Callback>>());
+      resolve_plugin(cbs.back());
+      plugins_.push_back(o);
+    }
+    py::gil_scoped_release release;
+    Run run = build_run(recipe);
+    for (auto& a : algs) run.components.algorithms.push_back(std::move(a));
+    for (auto& c : cbs) run.components.callbacks.push_back(std::move(c));
+    run.components.callbacks.push_back(std::make_shared<InterruptCallback>());
+    model_name_ = run.model_name;
+    metric_files_ = run.metric_files;
+    checkpoint_ = run.checkpoint;
+    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components));
+  }
+
+  void fit() {
+    SigintGuard guard;
+    {
+      py::gil_scoped_release release;
+      trainer_->fit();
+    }
+    if (guard.interrupted()) {
+      PyErr_SetNone(PyExc_KeyboardInterrupt);
+      throw py::error_already_set();
+    }
+  }
+
+  std::map<std::string, double> evaluate() {
+    py::gil_scoped_release release;
+    return trainer_->evaluate();
+  }
+
+  Trainer& trainer() { return *trainer_; }
+  const Recipe& recipe() const { return recipe_; }
+  const std::string& model_name() const { return model_name_; }
+  const std::vector<std::string>& metric_files() const { return metric_files_; }
+  const CheckpointOptions& checkpoint() const { return checkpoint_; }
+
+ private:
+  std::vector<py::object> plugins_;  // declared first: outlives the trainer, which calls into them
+  Recipe recipe_;
+  std::string model_name_;
+  std::vector<std::string> metric_files_;
+  CheckpointOptions checkpoint_;
+  std::unique_ptr<Trainer> trainer_;
+};
+
+/// The parts of every example of a dataset, as one Batch.
+Batch whole_dataset(const data::Dataset& ds) {
+  std::vector<int64_t> all(static_cast<size_t>(ds.size()));
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+  return ds.get_batch(all);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+void bind_enums(py::module_& m) {
+  py::enum_<Event> event(m, "Event", "The events a Trainer fires, in order (str(event) gives the snake_case name).");
+  for (Event e : all_events()) event.value(keep_doc(upper(event_name(e))), e);
+  event.def(py::init(&event_from_string), py::arg("name"), "An event from its snake_case name (\"after_dataloader\").")
+      .def("__str__", [](Event e) { return std::string(event_name(e)); })
+      .def_property_readonly("snake_name", [](Event e) { return std::string(event_name(e)); })
+      .def_property_readonly("is_after", &is_after_event, "after_* events (algorithm order reversed)")
+      .def_property_readonly("is_eval", &is_eval_event);
+  py::implicitly_convertible<py::str, Event>();
+
+  py::enum_<Resource> resource(m, "Resource", "What an algorithm reads or writes (spec accesses).");
+  for (Resource r : all_resources()) resource.value(keep_doc(upper(resource_key(r))), r);
+  resource.def(py::init(&resource_from_string), py::arg("name"), "A resource from its name (\"inputs\").")
+      .def("__str__", [](Resource r) { return resource_key(r); });
+  py::implicitly_convertible<py::str, Resource>();
+
+  py::enum_<TimeUnit>(m, "TimeUnit", "Units of training time.")
+      .value("EPOCH", TimeUnit::Epoch)
+      .value("BATCH", TimeUnit::Batch)
+      .value("SAMPLE", TimeUnit::Sample)
+      .value("TOKEN", TimeUnit::Token)
+      .value("DURATION", TimeUnit::Duration)
+      .def(py::init(&unit_from_string), py::arg("suffix"))
+      .def("__str__", [](TimeUnit u) { return std::string(unit_suffix(u)); });
+  py::implicitly_convertible<py::str, TimeUnit>();
+
+  py::enum_<Reduction>(m, "Reduction", "How a loss reduces over examples.")
+      .value("MEAN", Reduction::Mean)
+      .value("SUM", Reduction::Sum)
+      .value("NONE", Reduction::None)
+      .def(py::init(&reduction_from_string), py::arg("name"));
+  py::implicitly_convertible<py::str, Reduction>();
+}
+
+void bind_time(py::module_& m) {
+  py::class_<Time>(m, "Time", "An amount of training time: Time.parse('10ep'), Time(500, 'ba'), Time.fraction(0.3).")
+      .def(py::init<int64_t, TimeUnit>(), py::arg("value"), py::arg("unit"))
+      .def(py::init([](const std::string& s) { return Time::parse(s); }), py::arg("text"))
+      .def_static("parse", [](const std::string& s) { return Time::parse(s); }, py::arg("text"),
+                  "Parses '10ep', '500ba', '2048sp', '3e4tok', '0.3dur' (InputError otherwise).")
+      .def_static("fraction", &Time::fraction, py::arg("value"), "A fraction of max_duration.")
+      .def_property_readonly("unit", &Time::unit)
+      .def_property_readonly("value", &Time::value, "The integral count (0 for a duration).")
+      .def("as_double", &Time::as_double)
+      .def("__str__", &Time::str)
+      .def("__repr__", [](const Time& t) { return "Time('" + t.str() + "')"; })
+      .def(py::self == py::self)
+      .def(py::self != py::self)
+      .def(py::self < py::self)
+      .def(py::self <= py::self)
+      .def(py::self > py::self)
+      .def(py::self >= py::self)
+      .def(py::self + py::self)
+      .def(py::self - py::self);
+  py::implicitly_convertible<py::str, Time>();
+
+  py::class_<Timestamp>(m, "Timestamp", "Where a run is: counters of epochs, batches, samples, tokens and wall-clock.")
+      .def(py::init<>())
+      .def_readonly("iteration", &Timestamp::iteration)
+      .def_readonly("epoch", &Timestamp::epoch)
+      .def_readonly("batch", &Timestamp::batch)
+      .def_readonly("sample", &Timestamp::sample)
+      .def_readonly("token", &Timestamp::token)
+      .def_readonly("epoch_in_iteration", &Timestamp::epoch_in_iteration)
+      .def_readonly("batch_in_epoch", &Timestamp::batch_in_epoch)
+      .def_readonly("sample_in_epoch", &Timestamp::sample_in_epoch)
+      .def_readonly("token_in_epoch", &Timestamp::token_in_epoch)
+      .def_readonly("total_wct", &Timestamp::total_wct)
+      .def_readonly("epoch_wct", &Timestamp::epoch_wct)
+      .def_readonly("batch_wct", &Timestamp::batch_wct)
+      .def("get", &Timestamp::get, py::arg("unit"), "The counter of a unit (ep, ba, sp, tok).")
+      .def(py::self == py::self)
+      .def("__repr__", [](const Timestamp& t) {
+        return "Timestamp(epoch=" + std::to_string(t.epoch) + ", batch=" + std::to_string(t.batch) +
+               ", sample=" + std::to_string(t.sample) + ", batch_in_epoch=" + std::to_string(t.batch_in_epoch) + ")";
+      });
+
+  py::class_<Rng>(m, "Rng", "Tessera's counter-based generator (SplitMix64): a pure function of (seed, stream ids).")
+      .def(py::init([](uint64_t seed, const std::vector<uint64_t>& stream) { return make_rng(seed, stream); }),
+           py::arg("seed") = 0, py::arg("stream") = std::vector<uint64_t>{},
+           "Rng(seed, stream=[ids]) equals C++ Rng(seed, {ids...}) (up to 4 stream ids).")
+      .def("next_u64", &Rng::next_u64)
+      .def("uniform", &Rng::uniform, "Uniform in [0, 1).")
+      .def("below", &Rng::below, py::arg("n"), "Uniform integer in [0, n).")
+      .def("normal", &Rng::normal)
+      .def("permutation", &Rng::permutation, py::arg("n"))
+      .def("derive", &derive_rng, py::arg("stream"), "A generator on a derived stream (up to 4 ids); does not advance this one.")
+      .def_property_readonly("key", &Rng::key)
+      .def_property_readonly("counter", &Rng::counter)
+      .def("set_state", &Rng::set_state, py::arg("key"), py::arg("counter"))
+      .def(py::self == py::self);
+}
+
+void bind_batch_state(py::module_& m) {
+  py::class_<Batch>(m, "Batch",
+                    "Named tensor parts sharing their first dimension ('input', 'target' and any extras). "
+                    "Mapping-like: batch['input'], batch['mask'] = t, 'mask' in batch, batch.keys(). The "
+                    "tensors are shared with C++, never copied.")
+      .def(py::init<>())
+      .def(py::init<at::Tensor, at::Tensor>(), py::arg("input"), py::arg("target"))
+      .def(py::init([](const py::dict& parts) {
+             Batch b;
+             for (auto item : parts) b.set(py::str(item.first).cast<std::string>(), item.second.cast<at::Tensor>());
+             return b;
+           }),
+           py::arg("parts"))
+      .def("__getitem__", [](const Batch& b, const std::string& key) {
+        if (!b.has(key)) {
+          try {
+            (void)b.get(key);
+          } catch (const std::exception& e) {
+            throw py::key_error(e.what());
+          }
+        }
+        return b.get(key);
+      })
+      .def("__setitem__", &Batch::set)
+      .def("__delitem__", [](Batch& b, const std::string& key) {
+        if (!b.has(key)) throw py::key_error(key);
+        b.erase(key);
+      })
+      .def("__contains__", &Batch::has)
+      .def("__len__", [](const Batch& b) { return b.parts().size(); }, "Number of parts (see `size` for samples).")
+      .def("__iter__", [](const Batch& b) {
+        py::list keys;
+        for (const auto& p : b.parts()) keys.append(p.first);
+        return py::iter(keys);
+      })
+      .def("keys", [](const Batch& b) {
+        std::vector<std::string> keys;
+        for (const auto& p : b.parts()) keys.push_back(p.first);
+        return keys;
+      })
+      .def("items", [](const Batch& b) {
+        py::list out;
+        for (const auto& p : b.parts()) out.append(py::make_tuple(p.first, p.second));
+        return out;
+      })
+      .def_property("input", [](const Batch& b) { return b.input(); },
+                    [](Batch& b, const at::Tensor& t) { b.set(Batch::kInput, t); })
+      .def_property("target", [](const Batch& b) { return b.target(); },
+                    [](Batch& b, const at::Tensor& t) { b.set(Batch::kTarget, t); })
+      .def_property_readonly("size", &Batch::size, "Number of samples.")
+      .def("validate", &Batch::validate)
+      .def("split", &Batch::split, py::arg("microbatch_size"))
+      .def("select", &Batch::select, py::arg("index"))
+      .def("to", [](const Batch& b, const std::string& device) { return b.to(c10::Device(device)); }, py::arg("device"))
+      .def("__repr__", [](const Batch& b) {
+        std::string out = "Batch(";
+        bool first = true;
+        for (const auto& [k, v] : b.parts()) {
+          out += (first ? "" : ", ") + k + "=" + c10::toString(v.scalar_type()) + c10::str(v.sizes());
+          first = false;
+        }
+        return out + ")";
+      });
+
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model",
+                                            "A Tessera model (a LibTorch module tree). Its parameters and buffers "
+                                            "are the C++ tensors themselves.")
+      .def("forward", [](Model& model, const Batch& b) { return model.forward(b); }, py::arg("batch"))
+      .def("__call__", [](Model& model, const at::Tensor& x) {
+        Batch b;
+        b.set(Batch::kInput, x);
+        return model.forward(b);
+      }, py::arg("input"))
+      .def("loss", [](Model& model, const at::Tensor& out, const Batch& b, Reduction r) { return model.loss(out, b, r); },
+           py::arg("outputs"), py::arg("batch"), py::arg("reduction") = Reduction::Mean)
+      .def("named_parameters", [](const Model& model) { return tensor_dict(model.named_parameters(true)); })
+      .def("parameters", [](const Model& model) { return model.parameters(true); })
+      .def("named_buffers", [](const Model& model) { return tensor_dict(model.named_buffers(true)); })
+      .def("state_dict", [](const Model& model) {
+        py::dict out = tensor_dict(model.named_parameters(true));
+        for (const auto& b : model.named_buffers(true)) out[py::str(b.key())] = b.value();
+        return out;
+      }, "Parameters then buffers, by name (the live tensors).")
+      .def("load_state_dict", [](Model& model, const std::map<std::string, at::Tensor>& values, bool strict) {
+        at::NoGradGuard no_grad;
+        std::vector<std::string> missing;
+        size_t used = 0;
+        auto load = [&](const std::string& name, at::Tensor& t) {
+          auto it = values.find(name);
+          if (it == values.end()) {
+            missing.push_back(name);
+            return;
+          }
+          if (!it->second.sizes().equals(t.sizes())) {
+            throw InputError("load_state_dict: " + name + " has shape " + c10::str(it->second.sizes()) +
+                             ", the model's is " + c10::str(t.sizes()));
+          }
+          t.copy_(it->second);
+          ++used;
+        };
+        for (auto& p : model.named_parameters(true)) load(p.key(), p.value());
+        for (auto& b : model.named_buffers(true)) load(b.key(), b.value());
+        if (strict && (!missing.empty() || used != values.size())) {
+          throw InputError("load_state_dict: " + std::to_string(missing.size()) + " missing (" + join(missing) + ") and " +
+                           std::to_string(values.size() - used) + " unexpected entries");
+        }
+      }, py::arg("state_dict"), py::arg("strict") = true, "Copies values into the model's tensors in place.")
+      .def("train", [](Model& model, bool on) { model.train(on); }, py::arg("mode") = true)
+      .def("eval", [](Model& model) { model.eval(); })
+      .def_property_readonly("training", [](const Model& model) { return model.is_training(); })
+      .def_property_readonly("num_classes", &Model::num_classes)
+      .def("weights_fingerprint", [](const Model& model) { return weights_fingerprint(model); },
+           "FNV-1a 64 over the parameters then buffers (name, 0 byte, bytes), as 16 hex digits.")
+      .def("__repr__", [](const Model& model) {
+        std::ostringstream s;
+        s << model;
+        return s.str();
+      });
+
+  py::class_<optim::Optimizer, std::shared_ptr<optim::Optimizer>>(m, "Optimizer", "A Tessera optimizer (sgd, adamw).")
+      .def_property_readonly("name", &optim::Optimizer::name)
+      .def_property_readonly("param_groups", [](const optim::Optimizer& o) {
+        py::list out;
+        for (const auto& g : o.param_groups()) {
+          out.append(py::dict(py::arg("params") = g.params, py::arg("lr") = g.lr, py::arg("initial_lr") = g.initial_lr));
+        }
+        return out;
+      }, "A snapshot of the groups: [{'params': [...], 'lr': ..., 'initial_lr': ...}].")
+      .def_property_readonly("step_count", &optim::Optimizer::step_count)
+      .def("contains", &optim::Optimizer::contains, py::arg("param"));
+
+  py::class_<data::DataLoader, std::shared_ptr<data::DataLoader>>(m, "DataLoader")
+      .def_property_readonly("num_batches", &data::DataLoader::num_batches)
+      .def_property_readonly("num_samples", &data::DataLoader::num_samples)
+      .def_property_readonly("batch_size", [](const data::DataLoader& l) { return l.options().batch_size(); })
+      .def_property_readonly("dataset", [](const data::DataLoader& l) { return l.dataset().describe(); })
+      .def("batch_indices", &data::DataLoader::batch_indices, py::arg("seed"), py::arg("epoch"), py::arg("batch"));
+
+  py::class_<Logger>(m, "Logger", "What algorithms and callbacks log through.")
+      .def("log_metrics", &Logger::log_metrics, py::arg("values"), py::arg("timestamp"))
+      .def("log_hyperparameters", &Logger::log_hyperparameters, py::arg("values"))
+      .def("warn", &Logger::warn, py::arg("text"))
+      .def("info", &Logger::info, py::arg("text"));
+
+  py::class_<State>(m, "State",
+                    "Everything an algorithm or callback may read or change during a run. Tensors are the C++ ones "
+                    "(no copies): edit state.batch['input'] or assign state.loss and the trainer sees it.")
+      .def_readwrite("batch", &State::batch, "The current batch (full batch or microbatch, see docs/events.md).")
+      .def_readwrite("outputs", &State::outputs, "The model's outputs for the batch (None before the forward).")
+      .def_readwrite("loss", &State::loss, "The loss of the current microbatch (None before the loss).")
+      .def_readwrite("loss_override", &State::loss_override,
+                     "A callable (outputs, batch, reduction) -> loss replacing the model's loss, or None.")
+      .def("compute_loss", [](State& s, const at::Tensor& out, const Batch& b, Reduction r) { return s.compute_loss(out, b, r); },
+           py::arg("outputs"), py::arg("batch"), py::arg("reduction") = Reduction::Mean)
+      .def_property_readonly("timestamp", [](const State& s) { return s.timestamp; })
+      .def_property_readonly("max_duration", [](const State& s) { return s.time.max_duration; })
+      .def_property_readonly("batches_per_epoch", [](const State& s) { return s.time.batches_per_epoch; })
+      .def_property_readonly("samples_per_epoch", [](const State& s) { return s.time.samples_per_epoch; })
+      .def_property_readonly("elapsed_fraction", &State::elapsed_fraction)
+      .def_property_readonly("model", [](const State& s) { return s.model; })
+      .def_property_readonly("optimizer", [](const State& s) { return s.optimizer; })
+      .def_property_readonly("train_dataloader", [](const State& s) { return s.train_dataloader; })
+      .def_property_readonly("metrics", [](const State& s) { return s.metrics; }, "Latest metric values (a copy).")
+      .def_readwrite("microbatch_size", &State::microbatch_size)
+      .def_property_readonly("precision", [](const State& s) { return std::string(precision_name(s.precision)); })
+      .def_property_readonly("device", [](const State& s) { return s.device.str(); })
+      .def_readonly("seed", &State::seed)
+      .def_readonly("rank", &State::rank)
+      .def_readonly("world_size", &State::world_size)
+      .def_readwrite("rng", &State::rng, "The run's generator for algorithms.")
+      .def("stop_training", &State::stop_training, "Ends training after the current batch.")
+      .def_property_readonly("stop_requested", &State::stop_requested);
+}
+
+void bind_plugins(py::module_& m) {
+  py::class_<Selector>(m, "Selector", "Which algorithms a rule is about: one by name, or the writers of a resource.")
+      .def(py::init(&Selector::named), py::arg("algorithm"))
+      .def(py::init(&Selector::writers_of), py::arg("writes"))
+      .def_static("named", &Selector::named, py::arg("algorithm"))
+      .def_static("writers_of", &Selector::writers_of, py::arg("resource"))
+      .def_readonly("algorithm", &Selector::algorithm)
+      .def_readonly("writes", &Selector::writes)
+      .def("describe", &Selector::describe)
+      .def("__repr__", [](const Selector& s) { return "Selector(" + s.describe() + ")"; });
+  py::implicitly_convertible<py::str, Selector>();
+  py::implicitly_convertible<Resource, Selector>();
+
+  py::class_<Access>(m, "Access", "Reads and writes at one event.")
+      .def(py::init([](Event e, std::vector<Resource> reads, std::vector<Resource> writes) {
+             return Access{e, std::move(reads), std::move(writes)};
+           }),
+           py::arg("event"), py::arg("reads") = std::vector<Resource>{}, py::arg("writes") = std::vector<Resource>{})
+      .def_readonly("event", &Access::event)
+      .def_readonly("reads", &Access::reads)
+      .def_readonly("writes", &Access::writes);
+
+  py::class_<OrderRule>(m, "OrderRule", "Run before/after other algorithms, at one event or every shared event.")
+      .def(py::init([](const std::string& relation, Selector other, std::optional<Event> event, std::string reason) {
+             OrderRule r;
+             if (relation == "before") {
+               r.relation = OrderRule::Relation::Before;
+             } else if (relation == "after") {
+               r.relation = OrderRule::Relation::After;
+             } else {
+               throw InputError("OrderRule: relation \"" + relation + "\" is not allowed; expected one of: before, after");
+             }
+             r.other = std::move(other);
+             r.event = event;
+             r.reason = std::move(reason);
+             return r;
+           }),
+           py::arg("relation"), py::arg("other"), py::arg("event") = py::none(), py::arg("reason") = "")
+      .def_property_readonly("relation", [](const OrderRule& r) {
+        return std::string(r.relation == OrderRule::Relation::Before ? "before" : "after");
+      })
+      .def_readonly("other", &OrderRule::other)
+      .def_readonly("event", &OrderRule::event)
+      .def_readonly("reason", &OrderRule::reason);
+
+  py::class_<Conflict>(m, "Conflict", "A refused (hard) or warned-about (soft) combination.")
+      .def(py::init([](Selector other, bool hard, std::string reason) { return Conflict{std::move(other), hard, std::move(reason)}; }),
+           py::arg("other"), py::arg("hard") = true, py::arg("reason") = "")
+      .def_readonly("other", &Conflict::other)
+      .def_readonly("hard", &Conflict::hard)
+      .def_readonly("reason", &Conflict::reason);
+
+  py::class_<AlgorithmSpec>(m, "AlgorithmSpec",
+                            "What an algorithm declares: its events with reads/writes, ordering rules, conflicts "
+                            "and flags. The engine orders and checks algorithms from it before step 1.")
+      .def(py::init([](std::string name, std::vector<Access> accesses, std::vector<OrderRule> order,
+                       std::vector<Conflict> conflicts, bool required_on_load, bool interpolates_loss,
+                       bool leaves_parameters_unused, bool may_repeat) {
+             AlgorithmSpec s;
+             s.name = std::move(name);
+             s.accesses = std::move(accesses);
+             s.order = std::move(order);
+             s.conflicts = std::move(conflicts);
+             s.required_on_load = required_on_load;
+             s.interpolates_loss = interpolates_loss;
+             s.leaves_parameters_unused = leaves_parameters_unused;
+             s.may_repeat = may_repeat;
+             return s;
+           }),
+           py::arg("name"), py::arg("accesses") = std::vector<Access>{}, py::arg("order") = std::vector<OrderRule>{},
+           py::arg("conflicts") = std::vector<Conflict>{}, py::arg("required_on_load") = false,
+           py::arg("interpolates_loss") = false, py::arg("leaves_parameters_unused") = false,
+           py::arg("may_repeat") = false)
+      .def_readonly("name", &AlgorithmSpec::name)
+      .def_readonly("accesses", &AlgorithmSpec::accesses)
+      .def_readonly("order", &AlgorithmSpec::order)
+      .def_readonly("conflicts", &AlgorithmSpec::conflicts)
+      .def_readonly("required_on_load", &AlgorithmSpec::required_on_load)
+      .def_readonly("interpolates_loss", &AlgorithmSpec::interpolates_loss)
+      .def_readonly("leaves_parameters_unused", &AlgorithmSpec::leaves_parameters_unused)
+      .def_readonly("may_repeat", &AlgorithmSpec::may_repeat)
+      .def("events", &AlgorithmSpec::events)
+      .def("acts_on", &AlgorithmSpec::acts_on, py::arg("event"))
+      .def("writes", &AlgorithmSpec::writes, py::arg("resource"), py::arg("at") = py::none())
+      .def("reads", &AlgorithmSpec::reads, py::arg("resource"), py::arg("at") = py::none());
+
+  py::class_<Algorithm, PyAlgorithm, std::shared_ptr<Algorithm>>(
+      m, "Algorithm",
+      "Base of the algorithms. A Python subclass declares `spec` (a tessera.AlgorithmSpec, as a class attribute "
+      "or a method) and defines apply(self, event, state, logger); optionally match(self, event, state), "
+      "check(self, state), state_dict(self) and load_state_dict(self, state). It runs inside the C++ loop at its "
+      "events, ordered by the engine like any C++ algorithm. Call super().__init__() in __init__.")
+      .def(py::init<>())
+      .def("spec", &Algorithm::spec, py::return_value_policy::copy, "The declared spec.")
+      .def_property_readonly("name", [](const Algorithm& a) { return a.name(); })
+      .def("match", &Algorithm::match, py::arg("event"), py::arg("state"),
+           "Whether to act at `event` now (default: the event is one of the spec's).")
+      .def("apply", &Algorithm::apply, py::arg("event"), py::arg("state"), py::arg("logger"))
+      .def("check", &Algorithm::check, py::arg("state"), "Plan-time check against the run; raise to refuse it.")
+      .def("state_dict", &Algorithm::state_dict)
+      .def("load_state_dict", &Algorithm::load_state_dict, py::arg("state"));
+
+  py::class_<Callback, PyCallback, std::shared_ptr<Callback>>(
+      m, "Callback",
+      "Base of the callbacks (they observe, never change training). A Python subclass defines methods named "
+      "after events — batch_end(self, state, logger), after_loss(self, state, logger), ... — or "
+      "run_event(self, event, state, logger); an optional `events` attribute restricts which events reach "
+      "Python, and `name` names it (default: the class name). Callbacks run after the algorithms at every "
+      "event. Call super().__init__() in __init__.")
+      .def(py::init<>())
+      .def_property_readonly("callback_name", &Callback::name)
+      .def("close", &Callback::close)
+      .def("state_dict", &Callback::state_dict)
+      .def("load_state_dict", &Callback::load_state_dict, py::arg("state"));
+
+  py::class_<LoggerDestination, Callback, PyLoggerDestination, std::shared_ptr<LoggerDestination>>(
+      m, "LoggerDestination",
+      "Where logged values go. A Python subclass may define log_metrics(self, values, timestamp), "
+      "log_hyperparameters(self, values) and log_text(self, level, text), plus event methods as a Callback.")
+      .def(py::init<>())
+      .def("log_metrics", &LoggerDestination::log_metrics, py::arg("values"), py::arg("timestamp"))
+      .def("log_hyperparameters", &LoggerDestination::log_hyperparameters, py::arg("values"))
+      .def("log_text", &LoggerDestination::log_text, py::arg("level"), py::arg("text"));
+}
+
+void bind_recipe_trainer(py::module_& m) {
+  py::class_<Recipe>(m, "Recipe", "A YAML recipe with command-line style overrides applied (docs/recipes.md).")
+      .def_static("load", &Recipe::load, py::arg("path"), py::arg("overrides") = std::vector<std::string>{},
+                  "Reads a recipe file; errors are tessera.InputError with file:line:col.")
+      .def_static("parse", &Recipe::parse, py::arg("text"), py::arg("name") = "<string>",
+                  py::arg("overrides") = std::vector<std::string>{})
+      .def_property_readonly("path", &Recipe::path)
+      .def_property_readonly("overrides", &Recipe::overrides)
+      .def_property_readonly("text", &Recipe::text, "The recipe as run (overrides applied), as YAML.")
+      .def("to_dict", [](const Recipe& r) { return node_to_python(r.root()); },
+           "The recipe as Python data (scalars typed as YAML would: int, float, bool, None, str).")
+      .def("__str__", &Recipe::text)
+      .def("__repr__", [](const Recipe& r) { return "Recipe('" + r.path() + "')"; });
+
+  m.def("_compile_plan", [](const std::vector<std::shared_ptr<Algorithm>>& algorithms) {
+    std::vector<Algorithm*> ptrs;
+    for (const auto& a : algorithms) {
+      resolve_plugin(a);
+      ptrs.push_back(a.get());
+    }
+    return plan_to_python(compile_plan(ptrs, nullptr));
+  }, py::arg("algorithms"));
+
+  m.def("registered", &registered_names, py::arg("kind"),
+        "Recipe names registered for a kind: 'models', 'algorithms', 'datasets', 'optimizers', 'schedulers', ...");
+
+  py::class_<PyTrainer>(m, "_Trainer", "The C++ trainer; use tessera.Trainer.")
+      .def(py::init<const Recipe&, const std::vector<py::object>&, const std::vector<py::object>&>(), py::arg("recipe"),
+           py::arg("algorithms") = std::vector<py::object>{}, py::arg("callbacks") = std::vector<py::object>{})
+      .def("fit", &PyTrainer::fit,
+           "Trains until max_duration or state.stop_training(). The GIL is released; Python plugins take it "
+           "for their own calls. Ctrl-C stops at the end of the current batch and raises KeyboardInterrupt.")
+      .def("evaluate", &PyTrainer::evaluate, "Runs every evaluator once; returns {'metrics/<label>/<name>': value}.")
+      .def_property_readonly("state", [](PyTrainer& t) -> State& { return t.trainer().state(); },
+                             py::return_value_policy::reference_internal)
+      .def_property_readonly("_plan", [](PyTrainer& t) { return plan_to_python(t.trainer().plan()); })
+      .def_property_readonly("trace", [](PyTrainer& t) {
+        py::dict out;
+        for (const auto& [key, r] : t.trainer().trace()) {
+          out[py::str(key)] = py::dict(py::arg("count") = r.count, py::arg("first_batch") = r.first_batch,
+                                       py::arg("last_batch") = r.last_batch);
+        }
+        return out;
+      }, "What ran: {'algorithm/event': {'count', 'first_batch', 'last_batch'}}.")
+      .def_property_readonly("algorithms", [](PyTrainer& t) { return t.trainer().engine().algorithms(); })
+      .def_property_readonly("callbacks", [](PyTrainer& t) { return t.trainer().engine().callbacks(); })
+      .def_property_readonly("model", [](PyTrainer& t) { return t.trainer().state().model; })
+      .def_property_readonly("options", [](PyTrainer& t) { return options_to_dict(t.trainer().options()); })
+      .def_property_readonly("checkpoint", [](PyTrainer& t) { return options_to_dict(t.checkpoint()); },
+                             "The checkpoint settings (validated; saving and resume come later).")
+      .def_property_readonly("recipe", &PyTrainer::recipe)
+      .def_property_readonly("model_name", &PyTrainer::model_name)
+      .def_property_readonly("metric_files", &PyTrainer::metric_files)
+      .def("weights_fingerprint", [](PyTrainer& t) { return weights_fingerprint(*t.trainer().state().model); },
+           "FNV-1a 64 over the model's parameters then buffers (name, 0 byte, bytes), as 16 hex digits; "
+           "tessera-run prints the same value.")
+      .def("close", [](PyTrainer& t) { t.trainer().engine().close(); }, "Closes the callbacks (files are flushed).");
+}
+
+void bind_data(py::module_& d) {
+  d.def("synthetic", [](const py::kwargs& kwargs) {
+    const auto ds = data::make_synthetic(options_from_kwargs<data::SyntheticOptions>(kwargs, "synthetic"));
+    return whole_dataset(*ds);
+  }, keep_doc("The 'synthetic' dataset of recipes as one Batch ('input', 'target').\n\n" + options_doc<data::SyntheticOptions>()));
+  d.def("fashion_mnist", [](const py::kwargs& kwargs) {
+    const auto ds = data::load_fashion_mnist(options_from_kwargs<data::FashionMnistOptions>(kwargs, "fashion_mnist"));
+    return whole_dataset(*ds);
+  }, keep_doc("Fashion-MNIST (Debian's dataset-fashion-mnist) as one Batch.\n\n" + options_doc<data::FashionMnistOptions>()));
+}
+
+}  // namespace
+}  // namespace tessera::python
+
+PYBIND11_MODULE(_C, m) {
+  using namespace tessera::python;
+  m.doc() = "Tessera's C++ core (import tessera instead).";
+  m.attr("__version__") = TESSERA_VERSION_STRING;
+  m.attr("_torch_version") = TORCH_VERSION;
+
+  // tessera.Error(RuntimeError) and tessera.InputError(tessera.Error, ValueError). pybind11 tries the most
+  // recently registered translator first, so InputError (a subclass in C++) is registered last.
+  static py::exception<tessera::Error> error(m, "Error", PyExc_RuntimeError);
+  static py::exception<tessera::InputError> input_error(m, "InputError", py::make_tuple(error, py::handle(PyExc_ValueError)));
+  error.doc() = "A failure while running (tessera::Error).";
+  input_error.doc() = "Bad input: a recipe, an option value, an impossible combination (tessera::InputError).";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const tessera::InputError& e) {
+      PyErr_SetString(input_error.ptr(), e.what());
+    } catch (const tessera::Error& e) {
+      PyErr_SetString(error.ptr(), e.what());
+    }
+  });
+
+  bind_enums(m);
+  bind_time(m);
+  bind_batch_state(m);
+  bind_plugins(m);
+  bind_recipe_trainer(m);
+  py::module_ data = m.def_submodule("data", "Datasets as tensors.");
+  bind_data(data);
+  py::module_ algorithms = m.def_submodule("algorithms", "The algorithms, with their options as keyword arguments.");
+  py::module_ functional = m.def_submodule("functional", "Functional forms on plain tensors.");
+  bind_algorithms(algorithms, functional);
+}

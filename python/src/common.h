@@ -1,0 +1,211 @@
+#pragma once
+// Shared by the binding translation units: pybind11 with torch's tensor type caster (tensors cross as the
+// same TensorImpl, never copied), and the generic Options <-> keyword-arguments binder driven by each
+// Options struct's `visit` (the one list of option names, types, defaults, help and ranges).
+#include <torch/csrc/utils/pybind.h>
+
+#include <pybind11/functional.h>
+#include <pybind11/operators.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <tessera/error.h>
+#include <tessera/options.h>
+#include <tessera/recipe.h>
+#include <tessera/time.h>
+
+namespace py = pybind11;
+
+namespace tessera::python {
+
+/// Binds the core (errors, events, time, batch, state, plugins, recipes, the trainer): bindings.cpp.
+void bind_core(py::module_& m);
+/// Binds tessera.algorithms and tessera.functional: algorithms.cpp.
+void bind_algorithms(py::module_& algorithms, py::module_& functional);
+
+/// Keeps a generated docstring alive for the life of the process (pybind11 stores `const char*`).
+inline const char* keep_doc(std::string text) {
+  static std::deque<std::string> docs;
+  docs.push_back(std::move(text));
+  return docs.back().c_str();
+}
+
+/// "'abc' (str)" for messages.
+inline std::string describe_value(py::handle h) {
+  return py::repr(h).cast<std::string>() + " (" + py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>() +
+         ")";
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Python value -> option field. Type errors are InputErrors "<where>: expected ..., got ..."; ranges and
+// choices are checked afterwards by validate_options, with the C++ message.
+
+template <class T>
+struct IsVec : std::false_type {};
+template <class T, class A>
+struct IsVec<std::vector<T, A>> : std::true_type {
+  using element = T;
+};
+
+template <class T>
+T option_from_python(py::handle h, const std::string& where) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!PyBool_Check(h.ptr())) throw InputError(where + ": expected True or False, got " + describe_value(h));
+    return h.cast<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (PyBool_Check(h.ptr())) throw InputError(where + ": expected a whole number, got " + describe_value(h));
+    if (PyLong_Check(h.ptr())) return static_cast<T>(h.cast<int64_t>());
+    if (PyFloat_Check(h.ptr())) {
+      const double d = h.cast<double>();
+      if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<T>(d);
+    }
+    throw InputError(where + ": expected a whole number, got " + describe_value(h));
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (PyBool_Check(h.ptr()) || !(PyLong_Check(h.ptr()) || PyFloat_Check(h.ptr()))) {
+      throw InputError(where + ": expected a number, got " + describe_value(h));
+    }
+    return static_cast<T>(h.cast<double>());
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!PyUnicode_Check(h.ptr())) throw InputError(where + ": expected a string, got " + describe_value(h));
+    return h.cast<std::string>();
+  } else if constexpr (std::is_same_v<T, Time>) {
+    if (PyUnicode_Check(h.ptr())) {
+      try {
+        return Time::parse(h.cast<std::string>());
+      } catch (const InputError& e) {
+        throw InputError(where + ": " + e.what());
+      }
+    }
+    if (py::isinstance<Time>(h)) return h.cast<Time>();
+    throw InputError(where + ": expected a time such as \"10ep\", \"500ba\" or \"0.5dur\", got " + describe_value(h));
+  } else if constexpr (IsVec<T>::value) {
+    using E = typename IsVec<T>::element;
+    if (PyUnicode_Check(h.ptr()) || !(PyList_Check(h.ptr()) || PyTuple_Check(h.ptr()))) {
+      throw InputError(where + ": expected a list, got " + describe_value(h));
+    }
+    T out;
+    size_t i = 0;
+    for (py::handle e : py::reinterpret_borrow<py::sequence>(h)) {
+      out.push_back(option_from_python<E>(e, where + "[" + std::to_string(i++) + "]"));
+    }
+    return out;
+  } else {
+    throw InputError(where + ": this option cannot be set from Python");
+  }
+}
+
+template <class T>
+py::object option_to_python(const T& value) {
+  if constexpr (std::is_same_v<T, Time>) {
+    return py::str(value.str());
+  } else if constexpr (IsVec<T>::value) {
+    py::list out;
+    for (const auto& e : value) out.append(option_to_python(e));
+    return std::move(out);
+  } else if constexpr (std::is_same_v<T, ConfigNode>) {
+    return py::none();
+  } else {
+    return py::cast(value);
+  }
+}
+
+template <class T>
+std::string option_type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "bool";
+  else if constexpr (std::is_integral_v<T>) return "int";
+  else if constexpr (std::is_floating_point_v<T>) return "float";
+  else if constexpr (std::is_same_v<T, std::string>) return "str";
+  else if constexpr (std::is_same_v<T, Time>) return "str | Time";
+  else if constexpr (IsVec<T>::value) return "list[" + option_type_name<typename IsVec<T>::element>() + "]";
+  else return "object";
+}
+
+inline std::string constraint_text(const Range& r) { return r.describe(); }
+inline std::string constraint_text(const Choices& c) { return c.describe(); }
+inline std::string constraint_text(const Any&) { return ""; }
+
+struct KwargsReader {
+  const py::dict& kwargs;
+  const std::string& where;
+  std::vector<std::string> known;
+  template <class T, class C>
+  void operator()(const char* name, T& field, const char*, const C&) {
+    known.emplace_back(name);
+    if (kwargs.contains(name)) field = option_from_python<T>(kwargs[name], where + "." + name);
+  }
+};
+
+struct DictWriter {
+  py::dict out;
+  template <class T, class C>
+  void operator()(const char* name, T& field, const char*, const C&) {
+    out[name] = option_to_python(field);
+  }
+};
+
+struct DocWriter {
+  std::string text;
+  template <class T, class C>
+  void operator()(const char* name, T& field, const char* help, const C& constraint) {
+    std::string line = std::string("    ") + name + " (" + option_type_name<T>() + ", default " +
+                       py::repr(option_to_python(field)).template cast<std::string>() + "): " + help;
+    const std::string allowed = constraint_text(constraint);
+    if (!allowed.empty()) line += "; " + allowed;
+    text += line + "\n";
+  }
+};
+
+/// Options from keyword arguments: unknown names are rejected with a did-you-mean, values are converted by
+/// type, then every field is validated against its declared Range/Choices. `where` names the component.
+template <class Options>
+Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options = Options()) {
+  KwargsReader reader{kwargs, where, {}};
+  options.visit(reader);
+  for (auto item : kwargs) {
+    const std::string key = py::str(item.first).cast<std::string>();
+    if (std::find(reader.known.begin(), reader.known.end(), key) != reader.known.end()) continue;
+    std::string msg = where + ": unknown option \"" + key + "\"";
+    const std::string guess = suggest_name(key, reader.known);
+    if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+    std::string names;
+    for (const auto& k : reader.known) names += (names.empty() ? "" : ", ") + k;
+    throw InputError(msg + " (known options: " + (names.empty() ? "none" : names) + ")");
+  }
+  validate_options(options, where);
+  return options;
+}
+
+/// The fields of an Options struct as a dict (times as strings).
+template <class Options>
+py::dict options_to_dict(const Options& options) {
+  DictWriter w;
+  const_cast<Options&>(options).visit(w);
+  return w.out;
+}
+
+/// "Keyword arguments:" followed by one line per field, with its type, default, help and allowed range.
+template <class Options>
+std::string options_doc() {
+  Options defaults;
+  DocWriter w;
+  defaults.visit(w);
+  return "Keyword arguments (all optional):\n" + w.text;
+}
+
+/// "Name(a=1, b='x')".
+inline std::string call_repr(const std::string& name, const py::dict& fields) {
+  std::string out = name + "(";
+  bool first = true;
+  for (auto item : fields) {
+    out += (first ? "" : ", ") + py::str(item.first).cast<std::string>() + "=" + py::repr(item.second).cast<std::string>();
+    first = false;
+  }
+  return out + ")";
+}
+
+}  // namespace tessera::python

@@ -1,0 +1,134 @@
+"""tessera.Trainer: the C++ trainer built from a recipe (file, dict or Recipe) or from components."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from . import _C
+from ._plan import Plan
+from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
+
+AlgorithmLike = Union[_C.Algorithm, str, Mapping[str, Any]]
+CallbackLike = Union[_C.Callback, str, Mapping[str, Any]]
+
+# keyword -> recipe key path
+_SECTIONS = {
+    "model": "model",
+    "train_data": "data.train",
+    "eval_data": "data.eval",
+    "optimizer": "optimizer",
+    "schedulers": "schedulers",
+    "loggers": "loggers",
+    "checkpoint": "checkpoint",
+}
+
+
+def _is_entry(x: Any) -> bool:
+    return isinstance(x, (str, Mapping))
+
+
+class Trainer(_C._Trainer):
+    """Trains a model in Tessera's C++ loop.
+
+    From a recipe (a YAML path, a dict with the same schema, or a tessera.Recipe), with overrides:
+
+        trainer = tessera.Trainer("recipe.yaml", {"optimizer.sgd.lr": 0.05}, max_duration="2ep")
+
+    or from components, each given as in a recipe (`{name: {options}}` or a bare name):
+
+        trainer = tessera.Trainer(
+            model={"mlp": {"hidden": [64]}},
+            train_data={"dataset": {"synthetic": {"size": 512}}, "loader": {"batch_size": 64}},
+            optimizer={"sgd": {"lr": 0.1}},
+            algorithms=[tessera.algorithms.LabelSmoothing(smoothing=0.1), MyPythonAlgorithm()],
+            callbacks=[LossRecorder()],
+            max_duration="2ep", seed=0)
+
+    Other keyword arguments are TrainerOptions fields (max_duration, seed, threads, microbatch_size,
+    eval_interval, deterministic, precision, run_dir, log_interval). With a recipe, every keyword overrides
+    the recipe's value. `algorithms` and `callbacks` take objects (C++ or Python subclasses) and recipe
+    entries; they run after the recipe's own, in the order given (the engine then orders algorithms per
+    event by their declared specs). The plan is compiled, and INIT runs, in the constructor: refused
+    combinations raise tessera.InputError here, before any training.
+    """
+
+    def __init__(
+        self,
+        recipe: Optional[RecipeLike] = None,
+        overrides: Overrides = None,
+        *,
+        algorithms: Iterable[AlgorithmLike] = (),
+        callbacks: Iterable[CallbackLike] = (),
+        model: Any = None,
+        train_data: Optional[Mapping[str, Any]] = None,
+        eval_data: Any = None,
+        optimizer: Any = None,
+        schedulers: Optional[Sequence[Any]] = None,
+        loggers: Optional[Sequence[Any]] = None,
+        checkpoint: Optional[Mapping[str, Any]] = None,
+        **options: Any,
+    ) -> None:
+        sections = {
+            "model": model,
+            "train_data": train_data,
+            "eval_data": eval_data,
+            "optimizer": optimizer,
+            "schedulers": schedulers,
+            "loggers": loggers,
+            "checkpoint": checkpoint,
+        }
+        given = {k: v for k, v in sections.items() if v is not None}
+        callbacks = list(callbacks)
+        callback_entries = [c for c in callbacks if _is_entry(c)]
+        callback_objects = [c for c in callbacks if not _is_entry(c)]
+        if recipe is None:
+            missing = [k for k in ("model", "train_data", "optimizer") if k not in given]
+            if missing:
+                raise _C.InputError(
+                    "Trainer: give a recipe, or the components " + ", ".join(missing) + " (and optionally "
+                    "eval_data, schedulers, loggers, checkpoint, algorithms, callbacks)"
+                )
+            doc: Dict[str, Any] = dict(options)
+            doc["model"] = given["model"]
+            doc["data"] = {"train": given["train_data"]}
+            if "eval_data" in given:
+                doc["data"]["eval"] = given["eval_data"]
+            for key in ("optimizer", "schedulers", "loggers", "checkpoint"):
+                if key in given:
+                    doc[key] = given[key]
+            if callback_entries:
+                doc["callbacks"] = callback_entries
+            rec = load_recipe(doc, overrides, name="<components>")
+        else:
+            extra = overrides_list(overrides)
+            extra += overrides_list({_SECTIONS[k]: v for k, v in given.items()})
+            extra += overrides_list(options)
+            rec = load_recipe(recipe, extra)
+            if callback_entries:
+                existing = rec.to_dict().get("callbacks") or []
+                rec = load_recipe(rec, {"callbacks": list(existing) + callback_entries})
+        algorithm_objects: List[_C.Algorithm] = [
+            _C.algorithms.make(a) if _is_entry(a) else a for a in algorithms
+        ]
+        super().__init__(rec, algorithm_objects, callback_objects)
+
+    @property
+    def plan(self) -> Plan:
+        """The engine's plan for this run (per event, the algorithms in run order)."""
+        return Plan(self._plan)
+
+    def eval(self) -> Dict[str, float]:
+        """Alias of evaluate()."""
+        return self.evaluate()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ts = self.state.timestamp
+        return (
+            f"tessera.Trainer(model={self.model_name!r}, recipe={self.recipe.path!r}, "
+            f"epoch={ts.epoch}, batch={ts.batch})"
+        )

@@ -1,0 +1,30 @@
+"""The algorithms, each with its C++ Options as keyword arguments:
+
+    tessera.algorithms.LabelSmoothing(smoothing=0.1)
+    tessera.algorithms.SelectiveBackprop(start=0.5, end=0.9, keep=0.5)
+
+Unknown names and out-of-range values raise tessera.InputError with the C++ message. `make` builds one from a
+recipe entry ({"label_smoothing": {"smoothing": 0.2}}) through the registry.
+"""
+from ._C import Algorithm, AlgorithmSpec
+from ._C import algorithms as _native
+
+BlurPool = _native.BlurPool
+LabelSmoothing = _native.LabelSmoothing
+LayerFreezing = _native.LayerFreezing
+ProgressiveResizing = _native.ProgressiveResizing
+SelectiveBackprop = _native.SelectiveBackprop
+make = _native.make
+registered = _native.registered
+
+__all__ = [
+    "Algorithm",
+    "AlgorithmSpec",
+    "BlurPool",
+    "LabelSmoothing",
+    "LayerFreezing",
+    "ProgressiveResizing",
+    "SelectiveBackprop",
+    "make",
+    "registered",
+]

@@ -1,0 +1,112 @@
+"""tessera.functional: the C++ functional forms on plain torch tensors, checked against stock torch."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+import tessera.functional as TF
+
+
+def test_smooth_labels_matches_the_formula():
+    y = torch.tensor([0, 2, 1, 2])
+    out = TF.smooth_labels(y, num_classes=3, alpha=0.1)
+    expected = F.one_hot(y, 3).float() * 0.9 + 0.1 / 3
+    assert torch.equal(out, expected)
+    dense = torch.softmax(torch.randn(4, 3), 1)
+    assert torch.equal(TF.smooth_labels(dense, 3, 0.2), dense * 0.8 + 0.2 / 3)
+    with pytest.raises(tessera.InputError, match="num_classes"):
+        TF.smooth_labels(y, 0, 0.1)
+
+
+def test_smoothed_cross_entropy_matches_torch_and_has_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    ours = TF.smoothed_cross_entropy(logits, y, alpha=0.1)
+    stock = F.cross_entropy(logits, y, label_smoothing=0.1)
+    assert torch.allclose(ours, stock, rtol=1e-6, atol=1e-6)
+    # equal to the cross-entropy against the dense smoothed targets
+    dense = TF.cross_entropy(logits, TF.smooth_labels(y, 5, 0.1))
+    assert torch.allclose(ours, dense, rtol=1e-6, atol=1e-6)
+    per = TF.smoothed_cross_entropy(logits, y, 0.1, reduction="none")
+    assert per.shape == (8,) and torch.allclose(per.mean(), ours)
+    ours.backward()
+    g_ours = logits.grad.clone()
+    logits.grad = None
+    stock.backward()
+    assert torch.allclose(g_ours, logits.grad, rtol=1e-5, atol=1e-7)
+    with pytest.raises(tessera.InputError, match="reduction"):
+        TF.smoothed_cross_entropy(logits, y, 0.1, reduction="avg")
+
+
+def test_blur2d_is_the_depthwise_binomial_filter():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 9, 10)
+    k = torch.tensor([1.0, 2.0, 1.0])
+    weight = (torch.outer(k, k) / 16).expand(3, 1, 3, 3)
+    assert torch.equal(TF.blur_filter(3, x), weight)
+    for stride in (1, 2):
+        ours = TF.blur2d(x, stride)
+        stock = F.conv2d(x, weight, stride=stride, padding=1, groups=3)
+        assert ours.shape == stock.shape
+        assert torch.allclose(ours, stock, rtol=1e-6, atol=1e-6)
+    tiny = torch.randn(1, 1, 2, 2)
+    assert torch.equal(TF.blur2d(tiny), tiny)
+
+
+def test_select_by_loss():
+    losses = torch.arange(10, dtype=torch.float32)
+    a = TF.select_by_loss(losses, keep=0.5, rng=tessera.Rng(3))
+    b = TF.select_by_loss(losses, keep=0.5, rng=3)
+    assert torch.equal(a, b)  # an integer seed is Rng(seed)
+    assert a.dtype == torch.int64 and a.numel() == 5
+    assert torch.equal(a, a.sort().values) and a.unique().numel() == 5
+    rng = tessera.Rng(3)
+    first = TF.select_by_loss(losses, 0.5, rng)
+    assert torch.equal(first, a) and rng.counter > 0  # the generator advanced in place
+    # high-loss examples are chosen more often
+    counts = torch.zeros(10)
+    for seed in range(200):
+        counts[TF.select_by_loss(losses, 0.3, seed)] += 1
+    assert counts[7:].sum() > 3 * counts[:3].sum()
+    w = TF.selection_weights(losses, 0.5)
+    assert torch.allclose(w.sum(), torch.tensor(1.0, dtype=w.dtype))
+    assert bool((w[1:] >= w[:-1]).all())
+
+
+def test_resize_batch_matches_interpolate_and_crop_is_a_window():
+    torch.manual_seed(2)
+    x = torch.randn(3, 2, 16, 12)
+    small = TF.resize_batch(x, 0.5)
+    assert small.shape == (3, 2, 8, 6)
+    stock = F.interpolate(x, size=(8, 6), mode="bilinear", align_corners=False)
+    assert torch.allclose(small, stock, rtol=1e-6, atol=1e-6)
+    near = TF.resize_batch(x, 0.5, interpolation="nearest")
+    assert torch.equal(near, F.interpolate(x, size=(8, 6), mode="nearest"))
+    crop = TF.resize_batch(x, 0.5, mode="crop", rng=tessera.Rng(5))
+    assert crop.shape == (3, 2, 8, 6)
+    found = [(i, j) for i in range(9) for j in range(7) if torch.equal(x[:, :, i:i + 8, j:j + 6], crop)]
+    assert len(found) == 1  # one window for the whole batch
+    assert TF.resize_batch(x, 1.0) is x
+    assert TF.pinned_scale(0.5, 12, 4) == pytest.approx(8 / 12)
+    assert TF.progressive_scale(0.0, 0.5, 0.5, 0.2) == 0.5
+    assert TF.progressive_scale(0.9, 0.5, 0.5, 0.2) == 1.0
+
+
+def test_freeze_depth():
+    assert TF.freeze_depth(0.25, 5, 0.5, 1.0) == 0
+    assert TF.freeze_depth(1.0, 5, 0.5, 1.0) == 4
+
+
+def test_torch_operators_share_the_implementation():
+    """Where the library registers torch.ops.tessera.<name>, it gives the functional form's results."""
+    ops = torch.ops.tessera
+    x = torch.randn(1, 2, 6, 6)
+    checked = 0
+    try:
+        assert torch.equal(ops.blur2d(x, 2), TF.blur2d(x, 2)) if hasattr(ops, "blur2d") else True
+        checked += hasattr(ops, "blur2d")
+    except RuntimeError:
+        pass
+    if not checked:
+        pytest.skip("no torch.ops.tessera operators registered by the library")
