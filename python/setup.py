@@ -6,6 +6,8 @@ against the LibTorch of the Python running this build; they are copied into the 
 
 The CMake build folder is reused between builds (default: <repo>/build/python; set TESSERA_PYTHON_BUILD_DIR to
 change it), so a rebuild only compiles what changed. TESSERA_BUILD_JOBS sets the parallelism (default: cores).
+TESSERA_LIBRARY_BUILD_DIR=<a build folder of this repository> links the libtessera built there instead of
+compiling the library again (it is still copied into the package).
 """
 import os
 import pathlib
@@ -46,12 +48,16 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("TESSERA_BUILD_JOBS", str(os.cpu_count() or 2))
         # The interpreter itself, not a venv's symlink to it: the build folder stays valid across venvs.
         python = os.path.realpath(sys.executable)
+        # Optionally link the libtessera of an existing build folder instead of compiling it here.
+        prebuilt = os.environ.get("TESSERA_LIBRARY_BUILD_DIR", "")
+        prebuilt = str(pathlib.Path(prebuilt).resolve()) if prebuilt else ""
         args = [
             "cmake", "-S", str(HERE), "-B", str(build_dir),
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DPython_EXECUTABLE={python}",
             f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
             f"-DTESSERA_TORCH_LIB_DIR={pathlib.Path(torch.__file__).parent / 'lib'}",
+            f"-DTESSERA_LIBRARY_BUILD_DIR={prebuilt}",
         ]
         try:
             import pybind11
@@ -64,16 +70,14 @@ class CMakeBuild(build_ext):
         subprocess.run(args, check=True, stdout=None if self.verbose else subprocess.DEVNULL)
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "python_package", "-j", jobs], check=True)
 
-        def find(pattern: str) -> pathlib.Path:
-            found = sorted(p for p in build_dir.rglob(pattern) if p.is_file() and not p.is_symlink())
-            if not found:
-                raise RuntimeError(f"the CMake build did not produce {pattern} under {build_dir}")
-            return found[0]
-
-        shutil.copy2(find("_C*.so"), self.get_ext_fullpath(ext.name))
-        lib = find("libtessera.so.*.*.*")
-        shutil.copy2(lib, out_dir / re.sub(r"(\.so\.\d+).*", r"\1", lib.name))  # named as its SONAME
-        shutil.copy2(find("tessera-run"), out_dir / "tessera-run")
+        # the module, libtessera (named as its SONAME, libtessera.so.N) and the runner, as CMake built them
+        module, library, soname, runner = (build_dir / "package_files.txt").read_text().split()
+        shutil.copy2(module, self.get_ext_fullpath(ext.name))
+        shutil.copy2(library, out_dir / soname)
+        shutil.copy2(runner, out_dir / "tessera-run")
+        # Stubs whose keyword arguments come from the C++ Options, generated from the module just built.
+        env = dict(os.environ, PYTHONPATH=str(out_dir.parent))
+        subprocess.run([sys.executable, "-m", "tessera._stubgen", str(out_dir)], check=True, env=env, cwd=out_dir.parent)
         (out_dir / "_build_info.py").write_text(
             f'"""Written by setup.py."""\ntorch_version = {torch.__version__!r}\n'
             f"build_dir = {str(build_dir)!r}\n"

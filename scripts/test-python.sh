@@ -6,8 +6,10 @@
 #   scripts/test-python.sh -k functional   # extra arguments go to pytest
 #
 # The CMake build folder (build/python, or $TESSERA_PYTHON_BUILD_DIR) is kept between runs, so only the first
-# run compiles libtessera and the bindings; later runs relink nothing unless sources changed. Runs are
-# serialised with a lock (the in-tree pip build and the CMake folder are shared).
+# run compiles libtessera and the bindings; later runs recompile only what changed. With
+# TESSERA_LIBRARY_BUILD_DIR=<build folder> (e.g. the one `make` just built) the package links the libtessera
+# built there instead of compiling the library a second time. Runs are serialised with a lock (the in-tree pip
+# build and the CMake folder are shared).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=/usr/bin/python3  # not the first python3 on PATH: only Debian's sees python3-torch
@@ -16,6 +18,14 @@ if ! "$python" -c 'import torch, pytest, setuptools, wheel' 2>/dev/null; then
   echo "test-python: $python lacks torch, pytest, setuptools or wheel; run scripts/install-deps.sh" >&2
   exit 1
 fi
+
+if [ -n "${TESSERA_LIBRARY_BUILD_DIR:-}" ]; then
+  TESSERA_LIBRARY_BUILD_DIR=$(cd "$TESSERA_LIBRARY_BUILD_DIR" && pwd)
+  export TESSERA_LIBRARY_BUILD_DIR
+fi
+for var in TESSERA_PYTHON_BUILD_DIR; do
+  if [ -n "${!var:-}" ]; then mkdir -p "${!var}"; export "$var=$(cd "${!var}" && pwd)"; fi
+done
 
 mkdir -p "$root/build"
 exec 8>"$root/build/.test-python.lock"

@@ -619,3 +619,96 @@ std::shared_ptr<Algorithm> make_algorithm(const ConfigNode& node) {
 }
 
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+std::string join_resources(const std::vector<Resource>& rs) {
+  std::string out;
+  for (Resource r : rs) out += (out.empty() ? "" : ", ") + std::string(resource_name(r));
+  return out.empty() ? "-" : out;
+}
+
+std::string order_at(const Plan& plan, Event e) {
+  std::string out;
+  for (const auto& entry : plan.at(e)) out += (out.empty() ? "" : " → ") + entry.algorithm->name();
+  return out;
+}
+
+}  // namespace
+
+std::string interactions_markdown() {
+  const std::vector<std::string> names = registered_names("algorithms");
+  std::map<std::string, std::shared_ptr<Algorithm>> algos;
+  for (const auto& n : names) algos[n] = make_algorithm(Recipe::parse("x: " + n, "<interactions>").root().child("x"));
+  std::string out =
+      "# Algorithm interactions\n\nGenerated from the engine by `tessera-run --interactions` (default options); "
+      "a test fails when this file is stale.\n\n## Declared specs\n\n| algorithm | event | reads | writes |\n|---|---|---|---|\n";
+  for (const auto& n : names) {
+    for (const Access& a : algos[n]->spec().accesses) {
+      out += "| " + n + " | " + event_name(a.event) + " | " + join_resources(a.reads) + " | " + join_resources(a.writes) + " |\n";
+    }
+  }
+  out += "\n| algorithm | order rules | conflicts | flags |\n|---|---|---|---|\n";
+  for (const auto& n : names) {
+    const AlgorithmSpec& s = algos[n]->spec();
+    std::string rules, conflicts, flags;
+    for (const OrderRule& r : s.order) {
+      rules += (rules.empty() ? "" : "; ") + std::string(r.relation == OrderRule::Relation::Before ? "before " : "after ") +
+               r.other.describe() + (r.event ? std::string(" at ") + event_name(*r.event) : "") + " (" + r.reason + ")";
+    }
+    for (const Conflict& c : s.conflicts) {
+      conflicts += (conflicts.empty() ? "" : "; ") + std::string(c.hard ? "refuses " : "warns with ") + c.other.describe() + " (" + c.reason + ")";
+    }
+    if (s.required_on_load) flags += "required on load ";
+    if (s.interpolates_loss) flags += "interpolates loss ";
+    if (s.leaves_parameters_unused) flags += "leaves parameters unused ";
+    if (s.may_repeat) flags += "may repeat ";
+    out += "| " + n + " | " + (rules.empty() ? "-" : rules) + " | " + (conflicts.empty() ? "-" : conflicts) + " | " +
+           (flags.empty() ? "-" : flags) + " |\n";
+  }
+  out += "\n## Pairs\n\nFor each pair: the events both act on and the order there, for both recipe orders. "
+         "\"fixed\" means a declared rule decides the order whatever the recipe says.\n\n"
+         "| pair | shared events | order (recipe a, b) | order (recipe b, a) | verdict |\n|---|---|---|---|---|\n";
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t j = i + 1; j < names.size(); ++j) {
+      Algorithm* a = algos[names[i]].get();
+      Algorithm* b = algos[names[j]].get();
+      std::string shared, ab, ba, verdict;
+      try {
+        const Plan p1 = compile_plan({a, b});
+        const Plan p2 = compile_plan({b, a});
+        bool fixed = false;
+        std::vector<std::string> reasons;
+        for (Event e : all_events()) {
+          if (!a->spec().acts_on(e) || !b->spec().acts_on(e)) continue;
+          shared += (shared.empty() ? "" : ", ") + std::string(event_name(e));
+          ab += (ab.empty() ? "" : "; ") + std::string(event_name(e)) + ": " + order_at(p1, e);
+          ba += (ba.empty() ? "" : "; ") + std::string(event_name(e)) + ": " + order_at(p2, e);
+          if (order_at(p1, e) == order_at(p2, e)) fixed = true;
+          for (const auto& entry : p1.at(e)) {
+            for (const auto& r : entry.reasons) {
+              if (std::find(reasons.begin(), reasons.end(), r) == reasons.end()) reasons.push_back(r);
+            }
+          }
+        }
+        if (shared.empty()) {
+          verdict = "independent (no shared event)";
+        } else if (fixed) {
+          verdict = "fixed: ";
+          for (size_t k = 0; k < reasons.size(); ++k) verdict += (k ? "; " : "") + reasons[k];
+        } else {
+          verdict = "recipe order (FILO on after_* events)";
+        }
+        for (const auto& w : p1.warnings()) verdict += "; warning: " + w;
+      } catch (const InputError& err) {
+        verdict = std::string("refused: ") + err.what();
+      }
+      out += "| " + names[i] + " + " + names[j] + " | " + (shared.empty() ? "-" : shared) + " | " + (ab.empty() ? "-" : ab) +
+             " | " + (ba.empty() ? "-" : ba) + " | " + verdict + " |\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace tessera

@@ -122,6 +122,29 @@ TESSERA_ALWAYS_INLINE void hblur_transposed(const A* ub, T* out, int64_t out_w, 
     hblur<T, A>(ub, out, out_w, V, 1, scale);  // symmetric filter, zero padding: the same operation
     return;
   }
+  if (s == 2) {  // even w = 2m: 2·u[m]; odd w = 2m + 1: u[m] + u[m + 1] (padded: ub[m + 1], ub[m + 2])
+    if (V == 1) {
+      int64_t w = 0;
+      for (; w + 1 < out_w; w += 2) {
+        const int64_t m = w / 2;
+        out[w] = static_cast<T>(A(2) * ub[m + 1] * scale);
+        out[w + 1] = static_cast<T>((ub[m + 1] + ub[m + 2]) * scale);
+      }
+      if (w < out_w) out[w] = static_cast<T>(A(2) * ub[w / 2 + 1] * scale);
+      return;
+    }
+    for (int64_t w = 0; w < out_w; ++w) {
+      const int64_t m = w / 2;
+      const A* p = ub + (m + 1) * V;
+      T* q = out + w * V;
+      if (w % 2 == 0) {
+        for (int64_t v = 0; v < V; ++v) q[v] = static_cast<T>(A(2) * p[v] * scale);
+      } else {
+        for (int64_t v = 0; v < V; ++v) q[v] = static_cast<T>((p[v] + p[V + v]) * scale);
+      }
+    }
+    return;
+  }
   for (int64_t w = 0; w < out_w; ++w) {
     const A* taps[3];
     A weights[3];
@@ -200,23 +223,29 @@ TESSERA_CPU_CLONES void blur_backward_rows(const T* g_out, T* g_in, Geometry g, 
 // ----------------------------------------------------------------------------------------------------------
 // CPU: max-pool (stride 1) then blur, one image b (all its rows) at a time
 
-/// Scratch of one thread for maxblur_image.
+/// Scratch of one thread for maxblur_images. Window offsets are kept as small integers in the accumulation type
+/// so that the selection loops are plain float blends, which vectorise (bytes mixed with floats do not).
 template <class A>
 struct MaxScratch {
   MaxScratch(const MaxGeometry& g)
       : vmax((g.W + 2 * g.pad_w) * g.V, -std::numeric_limits<A>::infinity()),
-        vrow((g.W + 2 * g.pad_w) * g.V, uint8_t{255}),
+        vrow((g.W + 2 * g.pad_w) * g.V, A(255)),
         pooled(3 * g.PW * g.V),
-        blur((g.PW + 2) * g.V, A(0)) {}
-  std::vector<A> vmax;       ///< vertical maxima of the k rows of a window, padded by pad_w·V (−inf)
-  std::vector<uint8_t> vrow;  ///< their row offset in the window (255 in the padding: loses every tie)
-  std::vector<A> pooled;     ///< three pooled rows (a cache keyed by pooled row index)
-  std::vector<A> blur;       ///< vertical blur of three pooled rows, padded with V zeros on each side
+        blur((g.PW + 2) * g.V, A(0)),
+        best_row(g.PW * g.V),
+        best_col(g.PW * g.V) {}
+  std::vector<A> vmax;      ///< vertical maxima of the k rows of a window, padded by pad_w·V (−inf)
+  std::vector<A> vrow;      ///< their row offset in the window (255 in the padding: loses every tie)
+  std::vector<A> pooled;    ///< three pooled rows (a cache keyed by pooled row index)
+  std::vector<A> blur;      ///< vertical blur of three pooled rows, padded with V zeros on each side
+  std::vector<A> best_row;  ///< window row of the maxima of the pooled row being built
+  std::vector<A> best_col;  ///< and their window column
 };
 
+/// Whether `val` replaces the running maximum `best`: larger, or a NaN (which then stays). No branches.
 template <class A>
 TESSERA_ALWAYS_INLINE bool takes(A val, A best) {
-  return val > best || (std::isnan(val) && !std::isnan(best));
+  return (val > best) | ((val != val) & (best == best));
 }
 
 /// Pooled row ph into `out` (PW·V) and, if `arg` is not null, the window offsets of its maxima into `arg`.
@@ -225,13 +254,13 @@ TESSERA_ALWAYS_INLINE void pooled_row(const T* xb, const MaxGeometry& g, int64_t
                                       MaxScratch<A>& s) {
   const int64_t WV = g.W * g.V;
   A* vm = s.vmax.data() + g.pad_w * g.V;
-  uint8_t* vr = s.vrow.data() + g.pad_w * g.V;
+  A* vr = s.vrow.data() + g.pad_w * g.V;
   bool first = true;
   for (int64_t a = 0; a < g.kh; ++a) {
     const int64_t ih = ph - g.pad_h + a * g.dil_h;
     if (ih < 0 || ih >= g.H) continue;
     const T* xr = xb + ih * WV;
-    const uint8_t ra = static_cast<uint8_t>(a);
+    const A ra = static_cast<A>(a);
     if (first) {
       for (int64_t j = 0; j < WV; ++j) vm[j] = static_cast<A>(xr[j]);
       if (arg) std::fill(vr, vr + WV, ra);
@@ -252,30 +281,41 @@ TESSERA_ALWAYS_INLINE void pooled_row(const T* xb, const MaxGeometry& g, int64_t
   }
   if (first) {  // every window row is padding (not possible with padding <= kernel/2, kept for safety)
     std::fill(vm, vm + WV, -std::numeric_limits<A>::infinity());
-    std::fill(vr, vr + WV, uint8_t{0});
+    std::fill(vr, vr + WV, A(0));
   }
-  const A* vmp = s.vmax.data();  // padded: column iw lives at (iw + pad_w)·V
-  const uint8_t* vrp = s.vrow.data();
-  const int64_t V = g.V;
-  for (int64_t pw = 0; pw < g.PW; ++pw) {
-    for (int64_t v = 0; v < V; ++v) {
-      A best = -std::numeric_limits<A>::infinity();
-      uint8_t best_row = 255;
-      int64_t best_col = 0;
-      for (int64_t c = 0; c < g.kw; ++c) {
-        const int64_t at = (pw + c * g.dil_w) * V + v;
-        const A val = vmp[at];
-        const uint8_t row = vrp[at];
-        // Raster order like torch: among equal maxima the smallest window row, then the smallest column.
-        if (takes(val, best) || (val == best && row < best_row)) {
-          best = val;
-          best_row = row;
-          best_col = c;
-        }
-      }
-      out[pw * V + v] = best;
-      if (arg) arg[pw * V + v] = static_cast<uint8_t>((best_row == 255 ? 0 : best_row) * g.kw + best_col);
+  // Horizontal max: pooled value j = pw·V + v reads column pw − pad_w + c·dil_w, which lives at j + c·dil_w·V in
+  // the padded buffer, so every pass over c is a contiguous loop over j (both layouts).
+  const A* vmp = s.vmax.data();
+  const A* vrp = s.vrow.data();
+  const int64_t n = g.PW * g.V;
+  for (int64_t j = 0; j < n; ++j) out[j] = vmp[j];
+  if (!arg) {
+    for (int64_t c = 1; c < g.kw; ++c) {
+      const A* col = vmp + c * g.dil_w * g.V;
+      for (int64_t j = 0; j < n; ++j) out[j] = takes(col[j], out[j]) ? col[j] : out[j];
     }
+    return;
+  }
+  A* br = s.best_row.data();
+  A* bc = s.best_col.data();
+  for (int64_t j = 0; j < n; ++j) br[j] = vrp[j];
+  std::fill(bc, bc + n, A(0));
+  for (int64_t c = 1; c < g.kw; ++c) {
+    const A* col = vmp + c * g.dil_w * g.V;
+    const A* row = vrp + c * g.dil_w * g.V;
+    const A cc = static_cast<A>(c);
+    for (int64_t j = 0; j < n; ++j) {
+      // Raster order like torch: among equal maxima the smallest window row, then the smallest column.
+      const bool take = takes(col[j], out[j]) | ((col[j] == out[j]) & (row[j] < br[j]));
+      out[j] = take ? col[j] : out[j];
+      br[j] = take ? row[j] : br[j];
+      bc[j] = take ? cc : bc[j];
+    }
+  }
+  const A kw = static_cast<A>(g.kw);
+  for (int64_t j = 0; j < n; ++j) {
+    const A r = br[j] == A(255) ? A(0) : br[j];
+    arg[j] = static_cast<uint8_t>(static_cast<int>(r * kw + bc[j]));
   }
 }
 
@@ -318,35 +358,42 @@ TESSERA_CPU_CLONES void maxblur_images(const T* x, T* y, uint8_t* argmax, MaxGeo
 }
 
 /// Images b in [begin, end) of grad_in: the transposed blur of grad_out gives the gradient of each pooled value,
-/// which goes to its argmax. `acc` holds one image of grad_in (H·W·V), `u` (OW + 2)·V and `gp` PW·V values.
+/// which goes to its argmax. The scatter is done as one masked, contiguous pass per window offset k into an image
+/// buffer padded like the pool (so no bounds checks): acc[window k of j] += (argmax[j] == k) ? gp[j] : 0.
+/// `acc` holds (H + 2·pad_h)·(W + 2·pad_w)·V values, `u` (OW + 2)·V, `gp` and `argf` PW·V.
 template <class T, class A>
 TESSERA_CPU_CLONES void maxblur_backward_images(const T* g_out, const uint8_t* argmax, T* g_in, MaxGeometry g,
-                                                int64_t begin, int64_t end, A* acc, A* u, A* gp) {
-  const int64_t OWV = g.OW * g.V, PWV = g.PW * g.V, HWV = g.H * g.W * g.V, V = g.V;
+                                                int64_t begin, int64_t end, A* acc, A* u, A* gp, A* argf) {
+  const int64_t OWV = g.OW * g.V, PWV = g.PW * g.V, V = g.V;
+  const int64_t Hp = g.H + 2 * g.pad_h, Wp = g.W + 2 * g.pad_w;
   for (int64_t b = begin; b < end; ++b) {
-    std::fill(acc, acc + HWV, A(0));
+    std::fill(acc, acc + Hp * Wp * V, A(0));
     for (int64_t ph = 0; ph < g.PH; ++ph) {
       int64_t oh[3];
       A w[3];
       const int n = transposed_taps<A>(ph, g.sh, g.OH, oh, w);
-      if (n == 0) continue;
+      if (n == 0) continue;  // no output reads this pooled row (stride > 3)
       const T* rows[3];
       for (int k = 0; k < n; ++k) rows[k] = g_out + (b * g.OH + oh[k]) * OWV;
       combine_rows<T, A>(u + V, rows, w, n, OWV);
       hblur_transposed<A, A>(u, gp, g.PW, V, g.sw, A(0.0625));
       const uint8_t* arg = argmax + (b * g.PH + ph) * PWV;
-      for (int64_t pw = 0; pw < g.PW; ++pw) {
-        for (int64_t v = 0; v < V; ++v) {
-          const A val = gp[pw * V + v];
-          if (val == A(0)) continue;  // also skips pooled values no output reads (stride > 3)
-          const int64_t k = arg[pw * V + v];
-          const int64_t ih = ph - g.pad_h + (k / g.kw) * g.dil_h, iw = pw - g.pad_w + (k % g.kw) * g.dil_w;
-          if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) acc[(ih * g.W + iw) * V + v] += val;
+      for (int64_t j = 0; j < PWV; ++j) argf[j] = static_cast<A>(arg[j]);
+      for (int64_t a = 0; a < g.kh; ++a) {
+        for (int64_t c = 0; c < g.kw; ++c) {
+          // input (ph − pad_h + a·dil_h, pw − pad_w + c·dil_w) is padded row ph + a·dil_h, column pw + c·dil_w
+          A* dst = acc + ((ph + a * g.dil_h) * Wp + c * g.dil_w) * V;
+          const A k = static_cast<A>(a * g.kw + c);
+          for (int64_t j = 0; j < PWV; ++j) dst[j] += argf[j] == k ? gp[j] : A(0);
         }
       }
     }
-    T* out = g_in + b * HWV;
-    for (int64_t j = 0; j < HWV; ++j) out[j] = static_cast<T>(acc[j]);
+    T* out = g_in + b * g.H * g.W * V;
+    for (int64_t ih = 0; ih < g.H; ++ih) {
+      const A* src = acc + ((ih + g.pad_h) * Wp + g.pad_w) * V;
+      T* dst = out + ih * g.W * V;
+      for (int64_t j = 0; j < g.W * V; ++j) dst[j] = static_cast<T>(src[j]);
+    }
   }
 }
 
@@ -530,8 +577,10 @@ at::Tensor blur_maxpool2d_backward_cpu(const at::Tensor& grad, const at::Tensor&
     const uint8_t* ap = argmax.data_ptr<uint8_t>();
     scalar_t* ip = gin.data_ptr<scalar_t>();
     at::parallel_for(0, g.B, grain_for(g.H * g.W * g.V * 2), [&](int64_t begin, int64_t end) {
-      std::vector<A> acc(g.H * g.W * g.V), u((g.OW + 2) * g.V, A(0)), pooled_grad(g.PW * g.V);
-      maxblur_backward_images<scalar_t, A>(gp, ap, ip, g, begin, end, acc.data(), u.data(), pooled_grad.data());
+      std::vector<A> acc((g.H + 2 * g.pad_h) * (g.W + 2 * g.pad_w) * g.V), u((g.OW + 2) * g.V, A(0));
+      std::vector<A> pooled_grad(g.PW * g.V), argf(g.PW * g.V);
+      maxblur_backward_images<scalar_t, A>(gp, ap, ip, g, begin, end, acc.data(), u.data(), pooled_grad.data(),
+                                           argf.data());
     });
   });
   return gin;

@@ -50,4 +50,9 @@ std::vector<std::string> registered_names(const std::string& kind);
 /// Builds one algorithm from a `{name: {options}}` node (or a bare name, for default options).
 std::shared_ptr<Algorithm> make_algorithm(const ConfigNode& node);
 
+/// docs/interactions.md, generated from the engine: every registered algorithm's declared spec, and for
+/// every pair (default options) the events both act on, their order there in either recipe order with the
+/// reasons, and refused or warned combinations. `tessera-run --interactions` prints it.
+std::string interactions_markdown();
+
 }  // namespace tessera

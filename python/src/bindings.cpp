@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -41,12 +42,6 @@ namespace {
 std::string upper(std::string s) {
   for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return s;
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
 }
 
 Event event_from_string(const std::string& text) {
@@ -87,18 +82,33 @@ Resource resource_from_string(std::string text) {
   throw InputError(msg + " (resources: " + join(names) + ")");
 }
 
+/// An Event from an Event or its snake_case name (InputError with a did-you-mean otherwise).
+Event to_event(py::handle h) {
+  if (py::isinstance<py::str>(h)) return event_from_string(h.cast<std::string>());
+  if (py::isinstance<Event>(h)) return h.cast<Event>();
+  throw InputError("expected an event (tessera.Event or its name), got " + describe_value(h));
+}
+
+std::vector<Resource> to_resources(py::handle h) {
+  if (py::isinstance<py::str>(h)) throw InputError("expected a list of resources, got " + describe_value(h));
+  std::vector<Resource> out;
+  for (py::handle r : h) {
+    if (py::isinstance<py::str>(r)) {
+      out.push_back(resource_from_string(r.cast<std::string>()));
+    } else if (py::isinstance<Resource>(r)) {
+      out.push_back(r.cast<Resource>());
+    } else {
+      throw InputError("expected a resource (tessera.Resource or its name), got " + describe_value(r));
+    }
+  }
+  return out;
+}
+
 TimeUnit unit_from_string(const std::string& s) {
   for (TimeUnit u : {TimeUnit::Epoch, TimeUnit::Batch, TimeUnit::Sample, TimeUnit::Token, TimeUnit::Duration}) {
     if (s == unit_suffix(u)) return u;
   }
   throw InputError("unknown time unit \"" + s + "\"; expected one of: ep, ba, sp, tok, dur");
-}
-
-Reduction reduction_from_string(const std::string& s) {
-  if (s == "mean") return Reduction::Mean;
-  if (s == "sum") return Reduction::Sum;
-  if (s == "none") return Reduction::None;
-  throw InputError("reduction: \"" + s + "\" is not allowed; expected one of: mean, sum, none");
 }
 
 /// Rng(seed, {ids...}) for a runtime list of ids (the C++ API takes an initializer_list).
@@ -124,36 +134,6 @@ Rng derive_rng(const Rng& r, const std::vector<uint64_t>& s) {
   }
 }
 
-py::dict tensor_dict(const torch::OrderedDict<std::string, at::Tensor>& items) {
-  py::dict out;
-  for (const auto& item : items) out[py::str(item.key())] = item.value();
-  return out;
-}
-
-/// FNV-1a (64 bit) over every parameter, then every buffer, in named_parameters()/named_buffers() order:
-/// the name's bytes, a 0 byte, then the tensor's bytes (contiguous, on the CPU). 16 lowercase hex digits.
-/// Two runs have the same fingerprint exactly when their final weights are bitwise equal (up to collisions).
-std::string weights_fingerprint(const torch::nn::Module& module) {
-  uint64_t h = 14695981039346656037ull;
-  auto feed = [&h](const void* data, size_t n) {
-    const auto* bytes = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= bytes[i];
-      h *= 1099511628211ull;
-    }
-  };
-  auto feed_tensor = [&](const std::string& name, const at::Tensor& t) {
-    feed(name.c_str(), name.size() + 1);
-    const at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    feed(c.data_ptr(), c.nbytes());
-  };
-  for (const auto& p : module.named_parameters(true)) feed_tensor(p.key(), p.value());
-  for (const auto& b : module.named_buffers(true)) feed_tensor(b.key(), b.value());
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return text;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Recipes as Python data
 
@@ -165,8 +145,10 @@ py::object scalar_to_python(const ConfigNode& node) {
   if (s == "false" || s == "False") return py::bool_(false);
   if (!s.empty()) {
     char* end = nullptr;
+    errno = 0;
     const long long i = std::strtoll(s.c_str(), &end, 10);
-    if (end && *end == '\0') return py::int_(i);
+    if (end && *end == '\0' && errno == 0) return py::int_(i);
+    if (end && *end == '\0') return py::module_::import("builtins").attr("int")(s);  // beyond 64 bits
     const double d = std::strtod(s.c_str(), &end);
     if (end && *end == '\0' && s.find_first_of("0123456789") != std::string::npos) return py::float_(d);
   }
@@ -338,8 +320,7 @@ class PyCallbackT : public Base {
     if (!events.is_none()) {
       std::vector<bool> only(kNumEvents, false);
       for (py::handle e : events) {
-        const Event ev = py::isinstance<py::str>(e) ? event_from_string(e.cast<std::string>()) : e.cast<Event>();
-        only[static_cast<size_t>(ev)] = true;
+        only[static_cast<size_t>(to_event(e))] = true;
       }
       for (size_t i = 0; i < wanted.size(); ++i) wanted[i] = wanted[i] && only[i];
     }
@@ -489,46 +470,40 @@ class PyTrainer {
   std::unique_ptr<Trainer> trainer_;
 };
 
-/// The parts of every example of a dataset, as one Batch.
-Batch whole_dataset(const data::Dataset& ds) {
-  std::vector<int64_t> all(static_cast<size_t>(ds.size()));
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
-  return ds.get_batch(all);
-}
-
-// ---------------------------------------------------------------------------------------------------------
 
 void bind_enums(py::module_& m) {
   py::enum_<Event> event(m, "Event", "The events a Trainer fires, in order (str(event) gives the snake_case name).");
   for (Event e : all_events()) event.value(keep_doc(upper(event_name(e))), e);
   event.def(py::init(&event_from_string), py::arg("name"), "An event from its snake_case name (\"after_dataloader\").")
-      .def("__str__", [](Event e) { return std::string(event_name(e)); })
       .def_property_readonly("snake_name", [](Event e) { return std::string(event_name(e)); })
       .def_property_readonly("is_after", &is_after_event, "after_* events (algorithm order reversed)")
       .def_property_readonly("is_eval", &is_eval_event);
+  // str(event) is the snake_case name (replacing, not overloading, the enum's own __str__)
+  event.attr("__str__") = py::cpp_function([](Event e) { return std::string(event_name(e)); }, py::is_method(event));
   py::implicitly_convertible<py::str, Event>();
 
   py::enum_<Resource> resource(m, "Resource", "What an algorithm reads or writes (spec accesses).");
   for (Resource r : all_resources()) resource.value(keep_doc(upper(resource_key(r))), r);
-  resource.def(py::init(&resource_from_string), py::arg("name"), "A resource from its name (\"inputs\").")
-      .def("__str__", [](Resource r) { return resource_key(r); });
+  resource.def(py::init(&resource_from_string), py::arg("name"), "A resource from its name (\"inputs\").");
+  resource.attr("__str__") = py::cpp_function([](Resource r) { return resource_key(r); }, py::is_method(resource));
   py::implicitly_convertible<py::str, Resource>();
 
-  py::enum_<TimeUnit>(m, "TimeUnit", "Units of training time.")
+  py::enum_<TimeUnit> unit(m, "TimeUnit", "Units of training time.");
+  unit
       .value("EPOCH", TimeUnit::Epoch)
       .value("BATCH", TimeUnit::Batch)
       .value("SAMPLE", TimeUnit::Sample)
       .value("TOKEN", TimeUnit::Token)
       .value("DURATION", TimeUnit::Duration)
-      .def(py::init(&unit_from_string), py::arg("suffix"))
-      .def("__str__", [](TimeUnit u) { return std::string(unit_suffix(u)); });
+      .def(py::init(&unit_from_string), py::arg("suffix"));
+  unit.attr("__str__") = py::cpp_function([](TimeUnit u) { return std::string(unit_suffix(u)); }, py::is_method(unit));
   py::implicitly_convertible<py::str, TimeUnit>();
 
   py::enum_<Reduction>(m, "Reduction", "How a loss reduces over examples.")
       .value("MEAN", Reduction::Mean)
       .value("SUM", Reduction::Sum)
       .value("NONE", Reduction::None)
-      .def(py::init(&reduction_from_string), py::arg("name"));
+      .def(py::init(&parse_reduction), py::arg("name"));
   py::implicitly_convertible<py::str, Reduction>();
 }
 
@@ -591,180 +566,6 @@ void bind_time(py::module_& m) {
       .def(py::self == py::self);
 }
 
-void bind_batch_state(py::module_& m) {
-  py::class_<Batch>(m, "Batch",
-                    "Named tensor parts sharing their first dimension ('input', 'target' and any extras). "
-                    "Mapping-like: batch['input'], batch['mask'] = t, 'mask' in batch, batch.keys(). The "
-                    "tensors are shared with C++, never copied.")
-      .def(py::init<>())
-      .def(py::init<at::Tensor, at::Tensor>(), py::arg("input"), py::arg("target"))
-      .def(py::init([](const py::dict& parts) {
-             Batch b;
-             for (auto item : parts) b.set(py::str(item.first).cast<std::string>(), item.second.cast<at::Tensor>());
-             return b;
-           }),
-           py::arg("parts"))
-      .def("__getitem__", [](const Batch& b, const std::string& key) {
-        if (!b.has(key)) {
-          try {
-            (void)b.get(key);
-          } catch (const std::exception& e) {
-            throw py::key_error(e.what());
-          }
-        }
-        return b.get(key);
-      })
-      .def("__setitem__", &Batch::set)
-      .def("__delitem__", [](Batch& b, const std::string& key) {
-        if (!b.has(key)) throw py::key_error(key);
-        b.erase(key);
-      })
-      .def("__contains__", &Batch::has)
-      .def("__len__", [](const Batch& b) { return b.parts().size(); }, "Number of parts (see `size` for samples).")
-      .def("__iter__", [](const Batch& b) {
-        py::list keys;
-        for (const auto& p : b.parts()) keys.append(p.first);
-        return py::iter(keys);
-      })
-      .def("keys", [](const Batch& b) {
-        std::vector<std::string> keys;
-        for (const auto& p : b.parts()) keys.push_back(p.first);
-        return keys;
-      })
-      .def("items", [](const Batch& b) {
-        py::list out;
-        for (const auto& p : b.parts()) out.append(py::make_tuple(p.first, p.second));
-        return out;
-      })
-      .def_property("input", [](const Batch& b) { return b.input(); },
-                    [](Batch& b, const at::Tensor& t) { b.set(Batch::kInput, t); })
-      .def_property("target", [](const Batch& b) { return b.target(); },
-                    [](Batch& b, const at::Tensor& t) { b.set(Batch::kTarget, t); })
-      .def_property_readonly("size", &Batch::size, "Number of samples.")
-      .def("validate", &Batch::validate)
-      .def("split", &Batch::split, py::arg("microbatch_size"))
-      .def("select", &Batch::select, py::arg("index"))
-      .def("to", [](const Batch& b, const std::string& device) { return b.to(c10::Device(device)); }, py::arg("device"))
-      .def("__repr__", [](const Batch& b) {
-        std::string out = "Batch(";
-        bool first = true;
-        for (const auto& [k, v] : b.parts()) {
-          out += (first ? "" : ", ") + k + "=" + c10::toString(v.scalar_type()) + c10::str(v.sizes());
-          first = false;
-        }
-        return out + ")";
-      });
-
-  py::class_<Model, std::shared_ptr<Model>>(m, "Model",
-                                            "A Tessera model (a LibTorch module tree). Its parameters and buffers "
-                                            "are the C++ tensors themselves.")
-      .def("forward", [](Model& model, const Batch& b) { return model.forward(b); }, py::arg("batch"))
-      .def("__call__", [](Model& model, const at::Tensor& x) {
-        Batch b;
-        b.set(Batch::kInput, x);
-        return model.forward(b);
-      }, py::arg("input"))
-      .def("loss", [](Model& model, const at::Tensor& out, const Batch& b, Reduction r) { return model.loss(out, b, r); },
-           py::arg("outputs"), py::arg("batch"), py::arg("reduction") = Reduction::Mean)
-      .def("named_parameters", [](const Model& model) { return tensor_dict(model.named_parameters(true)); })
-      .def("parameters", [](const Model& model) { return model.parameters(true); })
-      .def("named_buffers", [](const Model& model) { return tensor_dict(model.named_buffers(true)); })
-      .def("state_dict", [](const Model& model) {
-        py::dict out = tensor_dict(model.named_parameters(true));
-        for (const auto& b : model.named_buffers(true)) out[py::str(b.key())] = b.value();
-        return out;
-      }, "Parameters then buffers, by name (the live tensors).")
-      .def("load_state_dict", [](Model& model, const std::map<std::string, at::Tensor>& values, bool strict) {
-        at::NoGradGuard no_grad;
-        std::vector<std::string> missing;
-        size_t used = 0;
-        auto load = [&](const std::string& name, at::Tensor& t) {
-          auto it = values.find(name);
-          if (it == values.end()) {
-            missing.push_back(name);
-            return;
-          }
-          if (!it->second.sizes().equals(t.sizes())) {
-            throw InputError("load_state_dict: " + name + " has shape " + c10::str(it->second.sizes()) +
-                             ", the model's is " + c10::str(t.sizes()));
-          }
-          t.copy_(it->second);
-          ++used;
-        };
-        for (auto& p : model.named_parameters(true)) load(p.key(), p.value());
-        for (auto& b : model.named_buffers(true)) load(b.key(), b.value());
-        if (strict && (!missing.empty() || used != values.size())) {
-          throw InputError("load_state_dict: " + std::to_string(missing.size()) + " missing (" + join(missing) + ") and " +
-                           std::to_string(values.size() - used) + " unexpected entries");
-        }
-      }, py::arg("state_dict"), py::arg("strict") = true, "Copies values into the model's tensors in place.")
-      .def("train", [](Model& model, bool on) { model.train(on); }, py::arg("mode") = true)
-      .def("eval", [](Model& model) { model.eval(); })
-      .def_property_readonly("training", [](const Model& model) { return model.is_training(); })
-      .def_property_readonly("num_classes", &Model::num_classes)
-      .def("weights_fingerprint", [](const Model& model) { return weights_fingerprint(model); },
-           "FNV-1a 64 over the parameters then buffers (name, 0 byte, bytes), as 16 hex digits.")
-      .def("__repr__", [](const Model& model) {
-        std::ostringstream s;
-        s << model;
-        return s.str();
-      });
-
-  py::class_<optim::Optimizer, std::shared_ptr<optim::Optimizer>>(m, "Optimizer", "A Tessera optimizer (sgd, adamw).")
-      .def_property_readonly("name", &optim::Optimizer::name)
-      .def_property_readonly("param_groups", [](const optim::Optimizer& o) {
-        py::list out;
-        for (const auto& g : o.param_groups()) {
-          out.append(py::dict(py::arg("params") = g.params, py::arg("lr") = g.lr, py::arg("initial_lr") = g.initial_lr));
-        }
-        return out;
-      }, "A snapshot of the groups: [{'params': [...], 'lr': ..., 'initial_lr': ...}].")
-      .def_property_readonly("step_count", &optim::Optimizer::step_count)
-      .def("contains", &optim::Optimizer::contains, py::arg("param"));
-
-  py::class_<data::DataLoader, std::shared_ptr<data::DataLoader>>(m, "DataLoader")
-      .def_property_readonly("num_batches", &data::DataLoader::num_batches)
-      .def_property_readonly("num_samples", &data::DataLoader::num_samples)
-      .def_property_readonly("batch_size", [](const data::DataLoader& l) { return l.options().batch_size(); })
-      .def_property_readonly("dataset", [](const data::DataLoader& l) { return l.dataset().describe(); })
-      .def("batch_indices", &data::DataLoader::batch_indices, py::arg("seed"), py::arg("epoch"), py::arg("batch"));
-
-  py::class_<Logger>(m, "Logger", "What algorithms and callbacks log through.")
-      .def("log_metrics", &Logger::log_metrics, py::arg("values"), py::arg("timestamp"))
-      .def("log_hyperparameters", &Logger::log_hyperparameters, py::arg("values"))
-      .def("warn", &Logger::warn, py::arg("text"))
-      .def("info", &Logger::info, py::arg("text"));
-
-  py::class_<State>(m, "State",
-                    "Everything an algorithm or callback may read or change during a run. Tensors are the C++ ones "
-                    "(no copies): edit state.batch['input'] or assign state.loss and the trainer sees it.")
-      .def_readwrite("batch", &State::batch, "The current batch (full batch or microbatch, see docs/events.md).")
-      .def_readwrite("outputs", &State::outputs, "The model's outputs for the batch (None before the forward).")
-      .def_readwrite("loss", &State::loss, "The loss of the current microbatch (None before the loss).")
-      .def_readwrite("loss_override", &State::loss_override,
-                     "A callable (outputs, batch, reduction) -> loss replacing the model's loss, or None.")
-      .def("compute_loss", [](State& s, const at::Tensor& out, const Batch& b, Reduction r) { return s.compute_loss(out, b, r); },
-           py::arg("outputs"), py::arg("batch"), py::arg("reduction") = Reduction::Mean)
-      .def_property_readonly("timestamp", [](const State& s) { return s.timestamp; })
-      .def_property_readonly("max_duration", [](const State& s) { return s.time.max_duration; })
-      .def_property_readonly("batches_per_epoch", [](const State& s) { return s.time.batches_per_epoch; })
-      .def_property_readonly("samples_per_epoch", [](const State& s) { return s.time.samples_per_epoch; })
-      .def_property_readonly("elapsed_fraction", &State::elapsed_fraction)
-      .def_property_readonly("model", [](const State& s) { return s.model; })
-      .def_property_readonly("optimizer", [](const State& s) { return s.optimizer; })
-      .def_property_readonly("train_dataloader", [](const State& s) { return s.train_dataloader; })
-      .def_property_readonly("metrics", [](const State& s) { return s.metrics; }, "Latest metric values (a copy).")
-      .def_readwrite("microbatch_size", &State::microbatch_size)
-      .def_property_readonly("precision", [](const State& s) { return std::string(precision_name(s.precision)); })
-      .def_property_readonly("device", [](const State& s) { return s.device.str(); })
-      .def_readonly("seed", &State::seed)
-      .def_readonly("rank", &State::rank)
-      .def_readonly("world_size", &State::world_size)
-      .def_readwrite("rng", &State::rng, "The run's generator for algorithms.")
-      .def("stop_training", &State::stop_training, "Ends training after the current batch.")
-      .def_property_readonly("stop_requested", &State::stop_requested);
-}
-
 void bind_plugins(py::module_& m) {
   py::class_<Selector>(m, "Selector", "Which algorithms a rule is about: one by name, or the writers of a resource.")
       .def(py::init(&Selector::named), py::arg("algorithm"))
@@ -779,16 +580,19 @@ void bind_plugins(py::module_& m) {
   py::implicitly_convertible<Resource, Selector>();
 
   py::class_<Access>(m, "Access", "Reads and writes at one event.")
-      .def(py::init([](Event e, std::vector<Resource> reads, std::vector<Resource> writes) {
-             return Access{e, std::move(reads), std::move(writes)};
+      .def(py::init([](const py::object& event, const py::object& reads, const py::object& writes) {
+             return Access{to_event(event), to_resources(reads), to_resources(writes)};
            }),
-           py::arg("event"), py::arg("reads") = std::vector<Resource>{}, py::arg("writes") = std::vector<Resource>{})
+           py::arg("event"), py::arg("reads") = py::tuple(), py::arg("writes") = py::tuple(),
+           "Access(event, reads=[...], writes=[...]); events and resources as enums or names.")
       .def_readonly("event", &Access::event)
       .def_readonly("reads", &Access::reads)
       .def_readonly("writes", &Access::writes);
 
   py::class_<OrderRule>(m, "OrderRule", "Run before/after other algorithms, at one event or every shared event.")
-      .def(py::init([](const std::string& relation, Selector other, std::optional<Event> event, std::string reason) {
+      .def(py::init([](const std::string& relation, Selector other, const py::object& event_or_none, std::string reason) {
+             const std::optional<Event> event =
+                 event_or_none.is_none() ? std::nullopt : std::optional<Event>(to_event(event_or_none));
              OrderRule r;
              if (relation == "before") {
                r.relation = OrderRule::Relation::Before;
@@ -944,20 +748,9 @@ void bind_recipe_trainer(py::module_& m) {
       .def_property_readonly("model_name", &PyTrainer::model_name)
       .def_property_readonly("metric_files", &PyTrainer::metric_files)
       .def("weights_fingerprint", [](PyTrainer& t) { return weights_fingerprint(*t.trainer().state().model); },
-           "FNV-1a 64 over the model's parameters then buffers (name, 0 byte, bytes), as 16 hex digits; "
-           "tessera-run prints the same value.")
+           "FNV-1a 64 over the model's parameters then buffers (name, 0 byte, exact bytes), as 16 hex digits: "
+           "two runs agree exactly when their final weights are bitwise equal (up to hash collisions).")
       .def("close", [](PyTrainer& t) { t.trainer().engine().close(); }, "Closes the callbacks (files are flushed).");
-}
-
-void bind_data(py::module_& d) {
-  d.def("synthetic", [](const py::kwargs& kwargs) {
-    const auto ds = data::make_synthetic(options_from_kwargs<data::SyntheticOptions>(kwargs, "synthetic"));
-    return whole_dataset(*ds);
-  }, keep_doc("The 'synthetic' dataset of recipes as one Batch ('input', 'target').\n\n" + options_doc<data::SyntheticOptions>()));
-  d.def("fashion_mnist", [](const py::kwargs& kwargs) {
-    const auto ds = data::load_fashion_mnist(options_from_kwargs<data::FashionMnistOptions>(kwargs, "fashion_mnist"));
-    return whole_dataset(*ds);
-  }, keep_doc("Fashion-MNIST (Debian's dataset-fashion-mnist) as one Batch.\n\n" + options_doc<data::FashionMnistOptions>()));
 }
 
 }  // namespace
@@ -987,12 +780,11 @@ PYBIND11_MODULE(_C, m) {
 
   bind_enums(m);
   bind_time(m);
-  bind_batch_state(m);
+  bind_state(m);
   bind_plugins(m);
   bind_recipe_trainer(m);
   py::module_ data = m.def_submodule("data", "Datasets as tensors.");
-  bind_data(data);
   py::module_ algorithms = m.def_submodule("algorithms", "The algorithms, with their options as keyword arguments.");
   py::module_ functional = m.def_submodule("functional", "Functional forms on plain tensors.");
-  bind_algorithms(algorithms, functional);
+  bind_algorithms(algorithms, functional, data);
 }

@@ -14,7 +14,10 @@
 #include <type_traits>
 #include <vector>
 
+#include <torch/nn/module.h>
+
 #include <tessera/error.h>
+#include <tessera/models/model.h>
 #include <tessera/options.h>
 #include <tessera/recipe.h>
 #include <tessera/time.h>
@@ -23,10 +26,31 @@ namespace py = pybind11;
 
 namespace tessera::python {
 
-/// Binds the core (errors, events, time, batch, state, plugins, recipes, the trainer): bindings.cpp.
-void bind_core(py::module_& m);
-/// Binds tessera.algorithms and tessera.functional: algorithms.cpp.
-void bind_algorithms(py::module_& algorithms, py::module_& functional);
+/// Binds errors, events, time, plugins (Algorithm, Callback and their specs), recipes and the trainer, and
+/// creates the module: bindings.cpp.
+/// Binds Batch, Model, Optimizer, DataLoader, Logger and State: components.cpp.
+void bind_state(py::module_& m);
+/// Binds tessera.algorithms, tessera.functional and tessera.data: components.cpp.
+void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);
+
+/// FNV-1a (64 bit) over every parameter, then every buffer, in named_parameters()/named_buffers() order: the
+/// name's bytes, a 0 byte, then the tensor's bytes (contiguous, on the CPU); 16 lowercase hex digits.
+std::string weights_fingerprint(const torch::nn::Module& module);
+
+/// "a, b, c".
+inline std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+/// "mean" / "sum" / "none".
+inline Reduction parse_reduction(const std::string& s) {
+  if (s == "mean") return Reduction::Mean;
+  if (s == "sum") return Reduction::Sum;
+  if (s == "none") return Reduction::None;
+  throw InputError("reduction: \"" + s + "\" is not allowed; expected one of: mean, sum, none");
+}
 
 /// Keeps a generated docstring alive for the life of the process (pybind11 stores `const char*`).
 inline const char* keep_doc(std::string text) {
@@ -125,7 +149,10 @@ std::string option_type_name() {
   else return "object";
 }
 
-inline std::string constraint_text(const Range& r) { return r.describe(); }
+inline std::string constraint_text(const Range& r) {
+  const std::string text = r.describe();
+  return text == "any number" ? "" : "range " + text;
+}
 inline std::string constraint_text(const Choices& c) { return c.describe(); }
 inline std::string constraint_text(const Any&) { return ""; }
 
@@ -172,9 +199,7 @@ Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Op
     std::string msg = where + ": unknown option \"" + key + "\"";
     const std::string guess = suggest_name(key, reader.known);
     if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
-    std::string names;
-    for (const auto& k : reader.known) names += (names.empty() ? "" : ", ") + k;
-    throw InputError(msg + " (known options: " + (names.empty() ? "none" : names) + ")");
+    throw InputError(msg + " (known options: " + (reader.known.empty() ? "none" : join(reader.known)) + ")");
   }
   validate_options(options, where);
   return options;

@@ -6,26 +6,21 @@
     keep = tessera.functional.select_by_loss(per_example_losses, keep=0.5, rng=tessera.Rng(0))
     small = tessera.functional.resize_batch(images, scale=0.5)
 
-They call the same C++ code as the algorithms (no copy of the inputs; autograd flows through the torch ops they
-are made of). Where the library registers a function as a torch operator (torch.ops.tessera.<name>), that
-operator is used, so C++ and Python share one dispatcher entry.
+They are the C++ functions of the algorithms (no copy of the inputs; autograd flows through them). Those that
+have a kernel are registered once as torch operators by the library — torch.ops.tessera.blur2d,
+smoothed_cross_entropy, select_by_loss, blur_maxpool2d, gather_rows — and the C++ functions dispatch to them,
+so C++, these functions and the raw operators (also reachable as tessera.functional.ops) share one
+implementation. The functions add the conventions of the C++ API on top of the operators (a blur of an image
+smaller than 3x3 is the identity; reductions other than the mean; a tessera.Rng advanced in place).
 """
 from __future__ import annotations
-
-from typing import Any, Callable, Optional
 
 import torch
 
 from ._C import functional as _native
 
-
-def _operator(name: str) -> Optional[Callable[..., Any]]:
-    """torch.ops.tessera.<name> when the library registered it, else None."""
-    try:
-        return getattr(torch.ops.tessera, name)
-    except (AttributeError, RuntimeError):
-        return None
-
+#: The dispatcher operators the library registers (torch.ops.tessera.<name>).
+ops = torch.ops.tessera
 
 smooth_labels = _native.smooth_labels
 smoothed_cross_entropy = _native.smoothed_cross_entropy
@@ -42,6 +37,7 @@ apply_blurpool = _native.apply_blurpool
 freeze_layers = _native.freeze_layers
 
 __all__ = [
+    "ops",
     "apply_blurpool",
     "blur2d",
     "blur_filter",

@@ -56,4 +56,25 @@ def test_public_names_have_docstrings():
     for name in tessera.algorithms.__all__:
         assert getattr(tessera.algorithms, name).__doc__, name
     for name in tessera.functional.__all__:
-        assert getattr(tessera.functional, name).__doc__, name
+        if name != "ops":  # torch.ops.tessera, torch's namespace object
+            assert getattr(tessera.functional, name).__doc__, name
+
+
+def test_tessera_run_command_is_installed():
+    import os
+    import subprocess
+    import sys
+
+    command = os.path.join(os.path.dirname(sys.executable), "tessera-run")
+    proc = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "recipe" in proc.stdout
+
+
+def test_generated_stubs_list_the_cpp_options():
+    package = pathlib.Path(tessera.__file__).parent
+    stub = (package / "algorithms.pyi").read_text()
+    assert "class LabelSmoothing(Algorithm):" in stub
+    assert "smoothing: float = ..., fused: bool = ..." in stub
+    assert "input_shape: list[int] = ..." in (package / "data.pyi").read_text()
+    for name in ("_C.pyi", "functional.pyi", "py.typed"):
+        assert (package / name).is_file(), name

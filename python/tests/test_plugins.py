@@ -149,7 +149,7 @@ def test_python_algorithms_are_ordered_with_cpp_ones():
     plan = trainer.plan
     assert plan["after_dataloader"] == ["selective_backprop", "rescale"]
     assert plan["before_loss"] == ["before_ls", "label_smoothing", "after_ls"]
-    assert plan["after_loss"] == ["after_ls", "label_smoothing"]  # reversed recipe order
+    assert plan["after_loss"] == ["label_smoothing", "after_ls"]  # after_* events: reversed list order
     assert any("label_smoothing" in r for r in plan.reasons["before_loss"]["after_ls"])
     assert "after_ls" in str(plan) and "label_smoothing" in str(plan)
 
@@ -158,8 +158,8 @@ def test_python_algorithms_are_ordered_with_cpp_ones():
     assert [seen for name, ev, seen in log if name == "rescale"] == [8, 8]
     assert [(name, seen) for name, ev, seen in log if ev == "before_loss" and name != "callback"] == [
         ("before_ls", False), ("after_ls", True)] * 2
-    # at after_loss the Python algorithm runs before label smoothing clears its loss override
-    assert [seen for name, ev, seen in log if name == "after_ls" and ev == "after_loss"] == [True, True]
+    # at after_loss label smoothing (listed after it) runs first and has removed its loss override
+    assert [seen for name, ev, seen in log if name == "after_ls" and ev == "after_loss"] == [False, False]
     # at every event the algorithms run before the callbacks
     for i, entry in enumerate(log):
         if entry[0] == "callback":
@@ -212,7 +212,7 @@ def test_logger_destination_in_python():
     trainer = tessera.Trainer(**tiny_components(), callbacks=[sink])
     trainer.fit()
     train = [(b, v) for b, v in sink.values if "loss/train/total" in v]
-    assert [b for b, _ in train] == list(range(1, 9))
+    assert [b for b, _ in train] == list(range(8))  # logged with the timestamp of the batch
     assert train[-1][1]["loss/train/total"] == trainer.state.metrics["loss/train/total"]
 
 
@@ -277,3 +277,53 @@ def test_plan_of_algorithm_objects_without_a_run():
     assert plan["after_dataloader"] == ["selective_backprop", "cutter"]
     assert plan.reasons["after_dataloader"]["cutter"]
     assert isinstance(plan.to_dict(), dict) and "after_dataloader" in str(plan)
+
+
+def test_ctrl_c_stops_at_the_end_of_the_batch():
+    import signal
+    import threading
+
+    class Interrupt(tessera.Callback):
+        def batch_end(self, state, logger):
+            if state.timestamp.batch == 2:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # as if Ctrl-C were pressed
+
+    trainer = tessera.Trainer(**tiny_components(), callbacks=[Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.state.timestamp.batch == 2  # the batch finished, the next one did not start
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+
+
+def test_fit_releases_the_gil():
+    """Between FIT_START and FIT_END the C++ loop runs without the GIL: another Python thread makes progress."""
+    import threading
+
+    counter = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    class Window(tessera.Callback):
+        events = ["fit_start", "fit_end"]
+
+        def __init__(self):
+            super().__init__()
+            self.at = {}
+
+        def run_event(self, event, state, logger):
+            self.at[str(event)] = counter[0]
+
+    window = Window()
+    trainer = tessera.Trainer(**tiny_components(max_duration="4ep"), callbacks=[window])
+    helper = threading.Thread(target=spin)
+    helper.start()
+    try:
+        trainer.fit()
+    finally:
+        stop.set()
+        helper.join()
+    # with the GIL held through the loop, the helper could not run at all between the two events
+    assert window.at["fit_end"] > window.at["fit_start"]

@@ -74,6 +74,7 @@ def test_dict_recipe_and_components_equal_the_file(tiny_recipe_path, tmp_path):
         eval_data=d["data"]["eval"],
         optimizer=d["optimizer"],
         schedulers=d["schedulers"],
+        algorithms=d["algorithms"],
         max_duration=d["max_duration"],
         seed=d["seed"],
         threads=d["threads"],

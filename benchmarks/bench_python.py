@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""The same small training run driven from Python through Tessera, and as a plain PyTorch loop in Python.
+
+Both train the same architecture from the same initial weights on the same in-memory data, with the same
+optimizer settings, batch size, number of steps and intra-op threads, and both read the loss and the train
+accuracy of every batch (as Tessera's trainer logs them). The plain loop is a good one: the data stays in
+memory and batches are gathered by index (no per-example DataLoader). Runs alternate, and the median time of
+`fit()` (respectively the loop) is compared:
+
+    python benchmarks/bench_python.py               # after: pip install --no-build-isolation ./python
+    python benchmarks/bench_python.py --quick       # fewer steps
+
+Prints one line per model and the ratio tessera / plain (below 1: Tessera is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tessera
+
+
+class MLP(nn.Module):
+    """tessera's MLP: flatten, Linear-ReLU per hidden layer, Linear (same parameter names)."""
+
+    def __init__(self, in_features: int, hidden: List[int], num_classes: int):
+        super().__init__()
+        self.names = []
+        for i, width in enumerate(hidden, start=1):
+            setattr(self, f"fc{i}", nn.Linear(in_features, width))
+            self.names.append(f"fc{i}")
+            in_features = width
+        self.head = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for name in self.names:
+            x = getattr(self, name)(x).relu_()
+        return self.head(x)
+
+
+class CNN(nn.Module):
+    """tessera's CNN: conv-BN-ReLU, conv(stride 2)-BN-ReLU, maxpool 2, conv-BN-ReLU, global mean, linear."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int):
+        super().__init__()
+        w = width
+        self.conv1 = nn.Conv2d(in_channels, w, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.conv2 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * w)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(4 * w)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x)).relu_()
+        x = self.bn2(self.conv2(x)).relu_()
+        x = self.pool(x)
+        x = self.bn3(self.conv3(x)).relu_()
+        return self.fc(x.mean((2, 3)))
+
+
+def tessera_run(model: Dict, data: Dict, steps: int, batch_size: int, lr: float, threads: int
+                ) -> Tuple[Callable[[], float], tessera.Trainer]:
+    trainer = tessera.Trainer(
+        model=model,
+        train_data={"dataset": {"synthetic": data}, "loader": {"batch_size": batch_size, "workers": 1}},
+        optimizer={"sgd": {"lr": lr, "momentum": 0.9}},
+        max_duration=f"{steps}ba",
+        seed=0,
+        threads=threads,
+        run_dir="runs/bench_python",
+    )
+
+    def run() -> float:
+        start = time.perf_counter()
+        trainer.fit()
+        return time.perf_counter() - start
+
+    return run, trainer
+
+
+def plain_run(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float
+              ) -> Tuple[Callable[[], float], Dict[str, float]]:
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    result: Dict[str, float] = {}
+
+    def run() -> float:
+        gen = torch.Generator().manual_seed(0)
+        n = x.shape[0]
+        start = time.perf_counter()
+        done = 0
+        net.train()
+        while done < steps:
+            order = torch.randperm(n, generator=gen)
+            for b in range(0, n, batch_size):
+                if done == steps:
+                    break
+                idx = order[b:b + batch_size]
+                xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                opt.zero_grad(set_to_none=True)
+                out = net(xb)
+                loss = F.cross_entropy(out, yb)
+                loss.backward()
+                opt.step()
+                result["loss"] = loss.item()
+                result["accuracy"] = (out.detach().argmax(1) == yb).sum().item() / yb.numel()
+                done += 1
+        return time.perf_counter() - start
+
+    return run, result
+
+
+def compare(label: str, tessera_model: Dict, make_net: Callable[[], nn.Module], data: Dict, steps: int,
+            batch_size: int, lr: float, threads: int, repeats: int) -> float:
+    batch = tessera.data.synthetic(**data)
+    x, y = batch["input"], batch["target"]
+    tessera_times, plain_times = [], []
+    for _ in range(repeats):
+        run_t, trainer = tessera_run(tessera_model, data, steps, batch_size, lr, threads)
+        net = make_net()
+        net.load_state_dict({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+        run_p, plain_result = plain_run(net, x, y, steps, batch_size, lr)
+        torch.set_num_threads(threads)
+        plain_times.append(run_p())
+        tessera_times.append(run_t())
+        trainer.close()
+    t, p = statistics.median(tessera_times), statistics.median(plain_times)
+    print(f"{label}: {steps} steps of batch {batch_size}, {threads} threads: tessera {t:.3f} s "
+          f"({1e3 * t / steps:.2f} ms/step, final loss {trainer.state.metrics['loss/train/total']:.3f}), "
+          f"plain PyTorch {p:.3f} s ({1e3 * p / steps:.2f} ms/step, final loss {plain_result['loss']:.3f}); "
+          f"ratio tessera/plain = {t / p:.3f}")
+    return t / p
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    steps = 40 if args.quick else 200
+    repeats = 1 if args.quick else args.repeats
+    print(f"tessera {tessera.__version__}, torch {torch.__version__}")
+
+    mlp_data = {"size": 8192, "input_shape": [1, 28, 28], "num_classes": 10, "seed": 0}
+    compare("mlp 784-256-256-10", {"mlp": {"hidden": [256, 256]}}, lambda: MLP(784, [256, 256], 10), mlp_data,
+            steps, 128, 0.05, args.threads, repeats)
+    cnn_data = {"size": 4096, "input_shape": [1, 28, 28], "num_classes": 10, "seed": 0}
+    compare("cnn width 16", {"cnn": {"width": 16}}, lambda: CNN(1, 10, 16), cnn_data, steps // 4, 128, 0.05,
+            args.threads, repeats)
+
+
+if __name__ == "__main__":
+    main()

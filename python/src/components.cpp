@@ -1,0 +1,406 @@
+// The state classes (Batch, Model, Optimizer, DataLoader, Logger, State), tessera.algorithms (every algorithm
+// with its Options as keyword arguments), tessera.functional (the functional forms on plain tensors) and
+// tessera.data. Thin: the keyword arguments come from each Options' `visit`, the
+// validation is the C++ one.
+#include "common.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+#include <tessera/algorithm.h>
+#include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/selective_backprop.h>
+#include <tessera/batch.h>
+#include <tessera/callback.h>
+#include <tessera/data/dataloader.h>
+#include <tessera/data/dataset.h>
+#include <tessera/models/model.h>
+#include <tessera/optim/optimizer.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
+#include <tessera/rng.h>
+#include <tessera/state.h>
+
+namespace tessera::python {
+namespace {
+
+namespace alg = tessera::algorithms;
+
+/// Binds algorithm A built from Options given as keyword arguments; `options` reads them back as a dict.
+template <class A, class Options>
+py::class_<A, Algorithm, std::shared_ptr<A>> bind_algorithm(py::module_& m, const char* py_name,
+                                                            const char* recipe_name, const std::string& doc) {
+  const std::string name = recipe_name;
+  const std::string full_doc = doc + "\n\nRecipe name: \"" + name + "\".\n\n" + options_doc<Options>();
+  py::class_<A, Algorithm, std::shared_ptr<A>> cls(m, py_name, keep_doc(full_doc));
+  cls.def(py::init([name](const py::kwargs& kwargs) { return std::make_shared<A>(options_from_kwargs<Options>(kwargs, name)); }),
+          keep_doc("Builds the algorithm; every option is a keyword argument (see the class docstring). Unknown "
+                   "names and out-of-range values raise tessera.InputError with the C++ message."))
+      .def_property_readonly("options", [](const A& a) { return options_to_dict(a.options()); },
+                             "The options as a dict (times as strings).")
+      .def("__repr__", [py_name](const A& a) { return call_repr(py_name, options_to_dict(a.options())); });
+  return cls;
+}
+
+/// An Rng from a tessera.Rng or an integer seed.
+Rng rng_from(py::handle h, const char* where) {
+  if (py::isinstance<Rng>(h)) return h.cast<Rng>();
+  if (PyLong_Check(h.ptr()) && !PyBool_Check(h.ptr())) return Rng(h.cast<uint64_t>());
+  throw InputError(std::string(where) + ": rng: expected a tessera.Rng or an integer seed, got " + describe_value(h));
+}
+
+py::dict tensor_dict(const torch::OrderedDict<std::string, at::Tensor>& items) {
+  py::dict out;
+  for (const auto& item : items) out[py::str(item.key())] = item.value();
+  return out;
+}
+
+/// The parts of every example of a dataset, as one Batch.
+Batch whole_dataset(const data::Dataset& ds) {
+  std::vector<int64_t> all(static_cast<size_t>(ds.size()));
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+  return ds.get_batch(all);
+}
+
+}  // namespace
+
+// Two runs have the same fingerprint exactly when their final weights are bitwise equal (up to collisions).
+std::string weights_fingerprint(const torch::nn::Module& module) {
+  uint64_t h = 14695981039346656037ull;
+  auto feed = [&h](const void* data, size_t n) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= bytes[i];
+      h *= 1099511628211ull;
+    }
+  };
+  auto feed_tensor = [&](const std::string& name, const at::Tensor& t) {
+    feed(name.c_str(), name.size() + 1);
+    const at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    feed(c.data_ptr(), c.nbytes());
+  };
+  for (const auto& p : module.named_parameters(true)) feed_tensor(p.key(), p.value());
+  for (const auto& b : module.named_buffers(true)) feed_tensor(b.key(), b.value());
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+void bind_state(py::module_& m) {
+  py::class_<Batch>(m, "Batch",
+                    "Named tensor parts sharing their first dimension ('input', 'target' and any extras). "
+                    "Mapping-like: batch['input'], batch['mask'] = t, 'mask' in batch, batch.keys(). The "
+                    "tensors are shared with C++, never copied.")
+      .def(py::init<>())
+      .def(py::init<at::Tensor, at::Tensor>(), py::arg("input"), py::arg("target"))
+      .def(py::init([](const py::dict& parts) {
+             Batch b;
+             for (auto item : parts) b.set(py::str(item.first).cast<std::string>(), item.second.cast<at::Tensor>());
+             return b;
+           }),
+           py::arg("parts"))
+      .def("__getitem__", [](const Batch& b, const std::string& key) {
+        if (!b.has(key)) {
+          try {
+            (void)b.get(key);
+          } catch (const std::exception& e) {
+            throw py::key_error(e.what());
+          }
+        }
+        return b.get(key);
+      })
+      .def("__setitem__", &Batch::set)
+      .def("__delitem__", [](Batch& b, const std::string& key) {
+        if (!b.has(key)) throw py::key_error(key);
+        b.erase(key);
+      })
+      .def("__contains__", &Batch::has)
+      .def("__len__", [](const Batch& b) { return b.parts().size(); }, "Number of parts (see `size` for samples).")
+      .def("__iter__", [](const Batch& b) {
+        py::list keys;
+        for (const auto& p : b.parts()) keys.append(p.first);
+        return py::iter(keys);
+      })
+      .def("keys", [](const Batch& b) {
+        std::vector<std::string> keys;
+        for (const auto& p : b.parts()) keys.push_back(p.first);
+        return keys;
+      })
+      .def("items", [](const Batch& b) {
+        py::list out;
+        for (const auto& p : b.parts()) out.append(py::make_tuple(p.first, p.second));
+        return out;
+      })
+      .def_property("input", [](const Batch& b) { return b.input(); },
+                    [](Batch& b, const at::Tensor& t) { b.set(Batch::kInput, t); })
+      .def_property("target", [](const Batch& b) { return b.target(); },
+                    [](Batch& b, const at::Tensor& t) { b.set(Batch::kTarget, t); })
+      .def_property_readonly("size", &Batch::size, "Number of samples.")
+      .def("validate", &Batch::validate)
+      .def("split", &Batch::split, py::arg("microbatch_size"))
+      .def("select", &Batch::select, py::arg("index"))
+      .def("to", [](const Batch& b, const std::string& device) { return b.to(c10::Device(device)); }, py::arg("device"))
+      .def("__repr__", [](const Batch& b) {
+        std::string out = "Batch(";
+        bool first = true;
+        for (const auto& [k, v] : b.parts()) {
+          out += (first ? "" : ", ") + k + "=" + c10::toString(v.scalar_type()) + c10::str(v.sizes());
+          first = false;
+        }
+        return out + ")";
+      });
+
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model",
+                                            "A Tessera model (a LibTorch module tree). Its parameters and buffers "
+                                            "are the C++ tensors themselves.")
+      .def("forward", [](Model& model, const Batch& b) { return model.forward(b); }, py::arg("batch"))
+      .def("__call__", [](Model& model, const at::Tensor& x) {
+        Batch b;
+        b.set(Batch::kInput, x);
+        return model.forward(b);
+      }, py::arg("input"))
+      .def("loss", [](Model& model, const at::Tensor& out, const Batch& b, Reduction r) { return model.loss(out, b, r); },
+           py::arg("outputs"), py::arg("batch"), py::arg("reduction") = Reduction::Mean)
+      .def("named_parameters", [](const Model& model) { return tensor_dict(model.named_parameters(true)); })
+      .def("parameters", [](const Model& model) { return model.parameters(true); })
+      .def("named_buffers", [](const Model& model) { return tensor_dict(model.named_buffers(true)); })
+      .def("state_dict", [](const Model& model) {
+        py::dict out = tensor_dict(model.named_parameters(true));
+        for (const auto& b : model.named_buffers(true)) out[py::str(b.key())] = b.value();
+        return out;
+      }, "Parameters then buffers, by name (the live tensors).")
+      .def("load_state_dict", [](Model& model, const std::map<std::string, at::Tensor>& values, bool strict) {
+        at::NoGradGuard no_grad;
+        std::vector<std::string> missing;
+        size_t used = 0;
+        auto load = [&](const std::string& name, at::Tensor& t) {
+          auto it = values.find(name);
+          if (it == values.end()) {
+            missing.push_back(name);
+            return;
+          }
+          if (!it->second.sizes().equals(t.sizes())) {
+            throw InputError("load_state_dict: " + name + " has shape " + c10::str(it->second.sizes()) +
+                             ", the model's is " + c10::str(t.sizes()));
+          }
+          t.copy_(it->second);
+          ++used;
+        };
+        for (auto& p : model.named_parameters(true)) load(p.key(), p.value());
+        for (auto& b : model.named_buffers(true)) load(b.key(), b.value());
+        if (strict && (!missing.empty() || used != values.size())) {
+          throw InputError("load_state_dict: " + std::to_string(missing.size()) + " missing (" + join(missing) + ") and " +
+                           std::to_string(values.size() - used) + " unexpected entries");
+        }
+      }, py::arg("state_dict"), py::arg("strict") = true, "Copies values into the model's tensors in place.")
+      .def("train", [](Model& model, bool on) { model.train(on); }, py::arg("mode") = true)
+      .def("eval", [](Model& model) { model.eval(); })
+      .def_property_readonly("training", [](const Model& model) { return model.is_training(); })
+      .def_property_readonly("num_classes", &Model::num_classes)
+      .def("weights_fingerprint", [](const Model& model) { return weights_fingerprint(model); },
+           "FNV-1a 64 over the parameters then buffers (name, 0 byte, bytes), as 16 hex digits.")
+      .def("__repr__", [](const Model& model) {
+        std::ostringstream s;
+        s << model;
+        return s.str();
+      });
+
+  py::class_<optim::Optimizer, std::shared_ptr<optim::Optimizer>>(m, "Optimizer", "A Tessera optimizer (sgd, adamw).")
+      .def_property_readonly("name", &optim::Optimizer::name)
+      .def_property_readonly("param_groups", [](const optim::Optimizer& o) {
+        py::list out;
+        for (const auto& g : o.param_groups()) {
+          out.append(py::dict(py::arg("params") = g.params, py::arg("lr") = g.lr, py::arg("initial_lr") = g.initial_lr));
+        }
+        return out;
+      }, "A snapshot of the groups: [{'params': [...], 'lr': ..., 'initial_lr': ...}].")
+      .def_property_readonly("step_count", &optim::Optimizer::step_count)
+      .def("contains", &optim::Optimizer::contains, py::arg("param"));
+
+  py::class_<data::DataLoader, std::shared_ptr<data::DataLoader>>(m, "DataLoader", "The training data loader of a run (read-only view).")
+      .def_property_readonly("num_batches", &data::DataLoader::num_batches)
+      .def_property_readonly("num_samples", &data::DataLoader::num_samples)
+      .def_property_readonly("batch_size", [](const data::DataLoader& l) { return l.options().batch_size(); })
+      .def_property_readonly("dataset", [](const data::DataLoader& l) { return l.dataset().describe(); })
+      .def("batch_indices", &data::DataLoader::batch_indices, py::arg("seed"), py::arg("epoch"), py::arg("batch"));
+
+  py::class_<Logger>(m, "Logger", "What algorithms and callbacks log through.")
+      .def("log_metrics", &Logger::log_metrics, py::arg("values"), py::arg("timestamp"))
+      .def("log_hyperparameters", &Logger::log_hyperparameters, py::arg("values"))
+      .def("warn", &Logger::warn, py::arg("text"))
+      .def("info", &Logger::info, py::arg("text"));
+
+  py::class_<State>(m, "State",
+                    "Everything an algorithm or callback may read or change during a run. Tensors are the C++ ones "
+                    "(no copies): edit state.batch['input'] or assign state.loss and the trainer sees it.")
+      .def_readwrite("batch", &State::batch, "The current batch (full batch or microbatch, see docs/events.md).")
+      .def_readwrite("outputs", &State::outputs, "The model's outputs for the batch (None before the forward).")
+      .def_readwrite("loss", &State::loss, "The loss of the current microbatch (None before the loss).")
+      .def_readwrite("loss_override", &State::loss_override,
+                     "A callable (outputs, batch, reduction) -> loss replacing the model's loss, or None.")
+      .def("compute_loss", [](State& s, const at::Tensor& out, const Batch& b, Reduction r) { return s.compute_loss(out, b, r); },
+           py::arg("outputs"), py::arg("batch"), py::arg("reduction") = Reduction::Mean)
+      .def_property_readonly("timestamp", [](const State& s) { return s.timestamp; })
+      .def_property_readonly("max_duration", [](const State& s) { return s.time.max_duration; })
+      .def_property_readonly("batches_per_epoch", [](const State& s) { return s.time.batches_per_epoch; })
+      .def_property_readonly("samples_per_epoch", [](const State& s) { return s.time.samples_per_epoch; })
+      .def_property_readonly("elapsed_fraction", &State::elapsed_fraction)
+      .def_property_readonly("model", [](const State& s) { return s.model; })
+      .def_property_readonly("optimizer", [](const State& s) { return s.optimizer; })
+      .def_property_readonly("train_dataloader", [](const State& s) { return s.train_dataloader; })
+      .def_property_readonly("metrics", [](const State& s) { return s.metrics; }, "Latest metric values (a copy).")
+      .def_readwrite("microbatch_size", &State::microbatch_size)
+      .def_property_readonly("precision", [](const State& s) { return std::string(precision_name(s.precision)); })
+      .def_property_readonly("device", [](const State& s) { return s.device.str(); })
+      .def_readonly("seed", &State::seed)
+      .def_readonly("rank", &State::rank)
+      .def_readonly("world_size", &State::world_size)
+      .def_readwrite("rng", &State::rng, "The run's generator for algorithms.")
+      .def("stop_training", &State::stop_training, "Ends training after the current batch.")
+      .def_property_readonly("stop_requested", &State::stop_requested);
+}
+void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
+  // ---- the five algorithms --------------------------------------------------------------------------------
+  bind_algorithm<alg::BlurPool, alg::BlurPoolOptions>(
+      m, "BlurPool", "blurpool",
+      "BlurPool: anti-aliased downsampling by model surgery at INIT (Zhang 2019). Strided convolutions become "
+      "blur+conv and max-pools become max(stride 1)+blur, with the fixed filter (1/16)[1 2 1]^T[1 2 1].")
+      .def_property_readonly("counts", [](const alg::BlurPool& a) {
+        return py::dict(py::arg("convs") = a.counts().convs, py::arg("maxpools") = a.counts().maxpools);
+      }, "What the last application replaced: {'convs': n, 'maxpools': m}.");
+
+  bind_algorithm<alg::LabelSmoothing, alg::LabelSmoothingOptions>(
+      m, "LabelSmoothing", "label_smoothing",
+      "Label smoothing (Szegedy et al. 2016): trains against (1 - alpha) onehot(y) + alpha / C, by default with "
+      "the fused loss that never builds the dense targets.");
+
+  bind_algorithm<alg::LayerFreezing, alg::LayerFreezingOptions>(
+      m, "LayerFreezing", "layer_freezing",
+      "Layer freezing: progressively stops training the early layers at each EPOCH_END (their parameters leave "
+      "the optimizer with their state). Resumes exactly.")
+      .def_property_readonly("frozen_depth", &alg::LayerFreezing::frozen_depth, "Number of layers frozen so far.");
+
+  bind_algorithm<alg::ProgressiveResizing, alg::ProgressiveResizingOptions>(
+      m, "ProgressiveResizing", "progressive_resizing",
+      "Progressive resizing: trains on smaller images early and full-size ones at the end (AFTER_DATALOADER).")
+      .def_property_readonly("last_scale", &alg::ProgressiveResizing::last_scale,
+                             "The pinned scale used for the last batch.");
+
+  bind_algorithm<alg::SelectiveBackprop, alg::SelectiveBackpropOptions>(
+      m, "SelectiveBackprop", "selective_backprop",
+      "Selective backprop (Jiang et al. 2019): trains on the examples with the highest loss, chosen at "
+      "AFTER_DATALOADER on the full batch.");
+
+  m.def(
+      "make",
+      [](const py::object& entry) {
+        // {name: {options}} or a bare name, read exactly as a recipe's `algorithms:` entry.
+        const std::string text = py::module_::import("json").attr("dumps")(entry).cast<std::string>();
+        const Recipe recipe = Recipe::parse("{\"algorithm\": " + text + "}", "<algorithm>");
+        return make_algorithm(recipe.root().child("algorithm"));
+      },
+      py::arg("entry"),
+      "Builds an algorithm from a recipe entry: a name (\"blurpool\") or {name: {options}}, through the registry.");
+  m.def("registered", []() { return registered_names("algorithms"); },
+        "The recipe names of the registered algorithms.");
+
+  // ---- functional forms -----------------------------------------------------------------------------------
+  f.def(
+      "smooth_labels",
+      [](const at::Tensor& targets, int64_t num_classes, double alpha) {
+        return alg::smooth_labels(targets, num_classes, alpha);
+      },
+      py::arg("targets"), py::arg("num_classes"), py::arg("alpha") = 0.1,
+      "(1 - alpha) * onehot(targets) + alpha / num_classes for integer targets [N, ...] (class dimension 1 in "
+      "the result), or the same mix of dense targets [N, C, ...].");
+  f.def(
+      "smoothed_cross_entropy",
+      [](const at::Tensor& logits, const at::Tensor& labels, double alpha, const std::string& reduction) {
+        return alg::smoothed_cross_entropy(logits, labels, alpha, parse_reduction(reduction));
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("alpha") = 0.1, py::arg("reduction") = "mean",
+      "Fused label-smoothed cross-entropy of logits [N, C, ...] against integer labels [N, ...]: "
+      "(1 - alpha) CE + alpha mean_c(-log softmax), equal to the cross-entropy against smooth_labels() "
+      "without building it. reduction: 'mean', 'sum' or 'none'.");
+  f.def(
+      "cross_entropy",
+      [](const at::Tensor& logits, const at::Tensor& targets, const std::string& reduction) {
+        return tessera::cross_entropy(logits, targets, parse_reduction(reduction));
+      },
+      py::arg("logits"), py::arg("targets"), py::arg("reduction") = "mean",
+      "Cross-entropy of logits [N, C, ...] against integer targets [N, ...] or dense targets [N, C, ...].");
+  f.def(
+      "blur2d", [](const at::Tensor& x, int64_t stride) { return alg::blur2d(x, stride); }, py::arg("x"),
+      py::arg("stride") = 1,
+      "Depthwise blur of x [N, C, H, W] with the filter (1/16)[1 2 1]^T[1 2 1], zero padding 1 and the given "
+      "stride. Inputs smaller than 3x3 pass through.");
+  f.def("blur_filter",
+        [](int64_t channels, const at::Tensor& like) { return alg::blur_filter(channels, like.options()); },
+        py::arg("channels"), py::arg("like"),
+        "The [channels, 1, 3, 3] blur weight, with the dtype and device of `like`.");
+  f.def("selection_weights", &alg::selection_weights, py::arg("losses"), py::arg("keep"),
+        "Selective-backprop selection probabilities: p[i] ~ ((rank(i) + 0.5) / N)^(1/keep - 1), rank ascending "
+        "by loss.");
+  f.def(
+      "select_by_loss",
+      [](const at::Tensor& losses, double keep, const py::object& rng) {
+        if (py::isinstance<Rng>(rng)) return alg::select_by_loss(losses, keep, rng.cast<Rng&>());
+        Rng r = rng_from(rng, "select_by_loss");
+        return alg::select_by_loss(losses, keep, r);
+      },
+      py::arg("losses"), py::arg("keep"), py::arg("rng"),
+      "Indices (int64, ascending) of floor(keep * N) examples drawn without replacement with "
+      "selection_weights(). rng: a tessera.Rng (advanced in place) or an integer seed.");
+  f.def("progressive_scale", &alg::progressive_scale, py::arg("elapsed"), py::arg("initial_scale"),
+        py::arg("delay"), py::arg("finetune"),
+        "Progressive-resizing scale at an elapsed fraction of training (before pinning).");
+  f.def("pinned_scale", &alg::pinned_scale, py::arg("scale"), py::arg("width"), py::arg("increment"),
+        "A scale pinned on `width` to a multiple of `increment`, returned as W'/W.");
+  f.def(
+      "resize_batch",
+      [](const at::Tensor& x, double scale, const std::string& mode, const std::string& interpolation,
+         const py::object& rng) {
+        if (py::isinstance<Rng>(rng)) {
+          return alg::resize_batch_input(x, scale, mode, interpolation, rng.cast<Rng&>());
+        }
+        Rng r = rng.is_none() ? Rng(0) : rng_from(rng, "resize_batch");
+        return alg::resize_batch_input(x, scale, mode, interpolation, r);
+      },
+      py::arg("x"), py::arg("scale"), py::arg("mode") = "resize", py::arg("interpolation") = "bilinear",
+      py::arg("rng") = py::none(),
+      "Progressive resizing of a batch of images [N, C, H, W] to (floor(H*scale), floor(W*scale)): mode "
+      "'resize' (interpolation 'bilinear' or 'nearest') or 'crop' (one random window for the batch, its corner "
+      "from rng: a tessera.Rng or a seed; default seed 0). scale >= 1 returns x.");
+  f.def("freeze_depth", &alg::freeze_depth, py::arg("elapsed"), py::arg("num_layers"), py::arg("freeze_start"),
+        py::arg("freeze_level"), "Layer freezing: the number of layers to freeze at an elapsed fraction.");
+  f.def(
+      "apply_blurpool",
+      [](Model& model, const py::kwargs& kwargs) {
+        const auto counts = alg::apply_blurpool(model, options_from_kwargs<alg::BlurPoolOptions>(kwargs, "blurpool"));
+        return py::dict(py::arg("convs") = counts.convs, py::arg("maxpools") = counts.maxpools);
+      },
+      py::arg("model"),
+      "BlurPool surgery on a tessera.Model (keyword arguments as for tessera.algorithms.BlurPool); returns "
+      "{'convs': n, 'maxpools': m}.");
+  f.def(
+      "freeze_layers", [](Model& model, int64_t depth) { return alg::freeze_layers(model, nullptr, depth); },
+      py::arg("model"), py::arg("depth"),
+      "Freezes the first `depth` freezable layers of a tessera.Model (requires_grad off); returns the number frozen.");
+
+  // ---- data sets as tensors -------------------------------------------------------------------------------
+  d.def("synthetic", [](const py::kwargs& kwargs) {
+    const auto ds = data::make_synthetic(options_from_kwargs<data::SyntheticOptions>(kwargs, "synthetic"));
+    return whole_dataset(*ds);
+  }, keep_doc("The 'synthetic' dataset of recipes as one Batch ('input', 'target').\n\n" + options_doc<data::SyntheticOptions>()));
+  d.def("fashion_mnist", [](const py::kwargs& kwargs) {
+    const auto ds = data::load_fashion_mnist(options_from_kwargs<data::FashionMnistOptions>(kwargs, "fashion_mnist"));
+    return whole_dataset(*ds);
+  }, keep_doc("Fashion-MNIST (Debian's dataset-fashion-mnist) as one Batch.\n\n" + options_doc<data::FashionMnistOptions>()));
+}
+
+}  // namespace tessera::python

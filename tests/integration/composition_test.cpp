@@ -1,0 +1,152 @@
+// Composition of the five core algorithms: the pinned plan of the composed recipe, every pair training
+// together with its invariants, the generated interactions document, and repeats refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/selective_backprop.h>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+std::vector<std::string> order(const Plan& plan, Event e) {
+  std::vector<std::string> out;
+  for (const auto& entry : plan.at(e)) out.push_back(entry.algorithm->name());
+  return out;
+}
+
+/// The composed recipe with its data swapped for small synthetic images (the plan does not depend on it).
+Recipe mosaic_on_synthetic() {
+  return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_mosaic.yaml",
+                      {"data.train.dataset={synthetic: {size: 64, input_shape: [1, 16, 16], num_classes: 10}}",
+                       "data.eval.dataset={synthetic: {size: 32, input_shape: [1, 16, 16], num_classes: 10}}",
+                       "callbacks=[]", "loggers=[]"});
+}
+
+TEST(Composition, MosaicRecipePlanIsPinned) {
+  auto trainer = make_trainer(mosaic_on_synthetic());
+  const Plan& plan = trainer->plan();
+  EXPECT_EQ(order(plan, Event::Init), std::vector<std::string>{"blurpool"});
+  // after_* events reverse the recipe order, but selective backprop's declared rule keeps it first.
+  EXPECT_EQ(order(plan, Event::AfterDataloader), (std::vector<std::string>{"selective_backprop", "progressive_resizing"}));
+  EXPECT_EQ(order(plan, Event::BeforeLoss), std::vector<std::string>{"label_smoothing"});
+  EXPECT_EQ(order(plan, Event::AfterLoss), std::vector<std::string>{"label_smoothing"});
+  EXPECT_EQ(order(plan, Event::EpochEnd), std::vector<std::string>{"layer_freezing"});
+  EXPECT_EQ(order(plan, Event::AfterLoad), std::vector<std::string>{"layer_freezing"});
+  const std::string table = plan.table();
+  EXPECT_NE(table.find("why: selective_backprop before writers of inputs: its scores must see the clean, full-resolution batch"),
+            std::string::npos)
+      << table;
+  EXPECT_TRUE(plan.warnings().empty());
+}
+
+TEST(Composition, RepeatedAlgorithmInARecipeIsRefused) {
+  try {
+    make_trainer(Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_mosaic.yaml",
+                              {"data.train.dataset={synthetic: {size: 64, input_shape: [1, 16, 16]}}",
+                               "data.eval.dataset={synthetic: {size: 32, input_shape: [1, 16, 16]}}", "callbacks=[]",
+                               "loggers=[]", "algorithms=[label_smoothing, {label_smoothing: {smoothing: 0.2}}]"}));
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("label_smoothing appears 2 times"), std::string::npos) << e.what();
+  }
+}
+
+std::shared_ptr<Algorithm> eager(const std::string& name) {
+  // Options that make each algorithm act within a few batches.
+  using namespace algorithms;
+  if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
+  if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
+  if (name == "selective_backprop")
+    return std::make_shared<SelectiveBackprop>(SelectiveBackpropOptions().start(0).end(1).interrupt(0));
+  if (name == "progressive_resizing")
+    return std::make_shared<ProgressiveResizing>(
+        ProgressiveResizingOptions().initial_scale(0.5).delay_fraction(0).finetune_fraction(0.5));
+  return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0).freeze_level(1));
+}
+
+/// Checks per microbatch that the loss is finite and records batch sizes and widths.
+class Invariants : public Algorithm {
+ public:
+  Invariants() { spec_ = testing::spec_on("invariants", {Event::AfterLoss, Event::BeforeForward}); }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event e, State& s, Logger&) override {
+    if (e == Event::BeforeForward) {
+      sizes.push_back(s.batch.size());
+      widths.push_back(s.batch.input().size(3));
+    } else {
+      finite = finite && std::isfinite(s.loss.item<double>());
+    }
+  }
+  std::vector<int64_t> sizes, widths;
+  bool finite = true;
+  AlgorithmSpec spec_;
+};
+
+class Pairwise : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
+  const auto [first, second] = GetParam();
+  Components c;
+  at::manual_seed(0);
+  c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(8));
+  c.train_dataloader = testing::loader(
+      data::make_synthetic(data::SyntheticOptions().size(64).input_shape({1, 16, 16}).num_classes(4)), 16);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
+  auto inv = std::make_shared<Invariants>();
+  c.algorithms = {eager(first), eager(second), inv};
+  auto model = c.model;
+  auto opt = c.optimizer;
+  Trainer t(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));
+  t.fit();
+  EXPECT_TRUE(inv->finite);
+  for (const auto& p : model->parameters()) EXPECT_TRUE(p.isfinite().all().item<bool>());
+  for (const std::string& name : {first, second}) {
+    int64_t applied = 0;
+    for (const auto& [key, rec] : t.trace()) {
+      if (key.rfind(name + "/", 0) == 0 && key != name + "/after_load") applied += rec.count;
+    }
+    EXPECT_GT(applied, 0) << name << " never acted";
+  }
+  auto has = [&](const std::string& n) { return first == n || second == n; };
+  if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
+  if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
+  if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
+  if (has("layer_freezing")) {
+    // Every model parameter is either trainable and in the optimizer, or frozen and out of it.
+    for (const auto& p : model->parameters()) EXPECT_EQ(p.requires_grad(), opt->contains(p));
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> pairs() {
+  const std::vector<std::string> names{"blurpool", "label_smoothing", "layer_freezing", "progressive_resizing",
+                                       "selective_backprop"};
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(FiveAlgorithms, Pairwise, ::testing::ValuesIn(pairs()),
+                         [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
+TEST(Composition, InteractionsDocumentIsUpToDate) {
+  std::ifstream in(std::string(TESSERA_SOURCE_DIR) + "/docs/interactions.md");
+  ASSERT_TRUE(in.good()) << "docs/interactions.md is missing: run tessera-run --interactions > docs/interactions.md";
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), interactions_markdown())
+      << "docs/interactions.md is stale: run tessera-run --interactions > docs/interactions.md";
+}
+
+}  // namespace
+}  // namespace tessera
