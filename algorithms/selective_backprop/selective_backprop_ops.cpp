@@ -67,15 +67,17 @@ at::Tensor select_by_loss_cuda(const at::Tensor& losses, double keep, int64_t ke
 std::vector<at::Tensor> gather_rows_cuda(at::TensorList tensors, const at::Tensor& index_in) {
   const char* what = "tessera::gather_rows";
   TORCH_CHECK(index_in.dim() == 1, what, ": expected a 1-D index, got ", index_in.sizes());
-  const c10::Device device = index_in.device();
+  // the tensors' device (the dispatcher picked CUDA because one of them, or the index, is there)
+  const c10::Device device = tensors.empty() ? index_in.device() : tensors[0].device();
+  TORCH_CHECK(device.is_cuda(), what, ": the tensors are on ", device, " but the index on ", index_in.device());
   c10::cuda::CUDAGuard guard(device);
-  const at::Tensor index = index_in.to(at::kLong).contiguous();
+  const at::Tensor index = index_in.to(device, at::kLong).contiguous();
   const int64_t kept = index.numel();
   std::vector<at::Tensor> out, sources;
   std::vector<cuda::RowGather> table;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
-    TORCH_CHECK(t.device() == device, what, ": tensor ", i, " is on ", t.device(), ", the index on ", device);
+    TORCH_CHECK(t.device() == device, what, ": tensor ", i, " is on ", t.device(), ", tensor 0 on ", device);
     TORCH_CHECK(t.dim() >= 1, what, ": tensor ", i, " has no row dimension");
     at::Tensor src = t.contiguous();
     std::vector<int64_t> sizes = src.sizes().vec();
