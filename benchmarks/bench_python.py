@@ -10,7 +10,8 @@ memory and batches are gathered by index (no per-example DataLoader). Runs alter
     python benchmarks/bench_python.py               # after: pip install --no-build-isolation ./python
     python benchmarks/bench_python.py --quick       # fewer steps
 
-Prints one line per model and the ratio tessera / plain (below 1: Tessera is faster).
+Prints one line per model and the ratio tessera / plain (below 1: Tessera is faster). One intra-op thread
+unless --threads says otherwise.
 """
 from __future__ import annotations
 
@@ -145,17 +146,19 @@ def compare(label: str, tessera_model: Dict, make_net: Callable[[], nn.Module], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    # One intra-op thread by default: the comparison is about what drives the loop, and on a shared machine
+    # several OpenMP threads per process make both timings swing by 10x or more.
+    parser.add_argument("--threads", type=int, default=1, help=f"intra-op threads (this machine: {os.cpu_count()})")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     steps = 40 if args.quick else 200
     repeats = 1 if args.quick else args.repeats
     print(f"tessera {tessera.__version__}, torch {torch.__version__}")
 
-    mlp_data = {"size": 8192, "input_shape": [1, 28, 28], "num_classes": 10, "seed": 0}
+    mlp_data = {"size": 8192, "input_shape": [1, 28, 28], "num_classes": 10, "noise": 8.0, "seed": 0}
     compare("mlp 784-256-256-10", {"mlp": {"hidden": [256, 256]}}, lambda: MLP(784, [256, 256], 10), mlp_data,
             steps, 128, 0.05, args.threads, repeats)
-    cnn_data = {"size": 4096, "input_shape": [1, 28, 28], "num_classes": 10, "seed": 0}
+    cnn_data = {"size": 4096, "input_shape": [1, 28, 28], "num_classes": 10, "noise": 8.0, "seed": 0}
     compare("cnn width 16", {"cnn": {"width": 16}}, lambda: CNN(1, 10, 16), cnn_data, steps // 4, 128, 0.05,
             args.threads, repeats)
 

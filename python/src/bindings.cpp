@@ -390,8 +390,12 @@ class InterruptCallback : public Callback {
 class SigintGuard {
  public:
   SigintGuard() {
+    // Only Python's own Ctrl-C behaviour is replaced, and only on the main thread (where signals arrive);
+    // a custom or ignoring handler stays in place.
     py::object threading = py::module_::import("threading");
     if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return;
+    py::object signal = py::module_::import("signal");
+    if (!signal.attr("getsignal")(SIGINT).is(signal.attr("default_int_handler"))) return;
     g_interrupted = false;
     previous_ = std::signal(SIGINT, on_sigint);
     installed_ = previous_ != SIG_ERR;

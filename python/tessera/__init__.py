@@ -13,6 +13,16 @@ import torch  # noqa: F401  (loads libtorch and its Python bindings before the e
 try:
     from . import _C
 except ImportError as exc:  # pragma: no cover - depends on the installation
+    import glob as _glob
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if not _glob.glob(_os.path.join(_here, "_C*.so")):
+        raise ImportError(
+            f"tessera is imported from {_here}, which has no native module: this is the source folder. "
+            "Install the package (python -m pip install --no-build-isolation ./python) and import it from "
+            "another folder."
+        ) from exc
     try:
         from ._build_info import torch_version as _built_with
     except ImportError:

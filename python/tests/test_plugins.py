@@ -288,11 +288,15 @@ def test_ctrl_c_stops_at_the_end_of_the_batch():
             if state.timestamp.batch == 2:
                 signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # as if Ctrl-C were pressed
 
-    trainer = tessera.Trainer(**tiny_components(), callbacks=[Interrupt()])
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
-    assert trainer.state.timestamp.batch == 2  # the batch finished, the next one did not start
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive Python
+    try:
+        trainer = tessera.Trainer(**tiny_components(), callbacks=[Interrupt()])
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        assert trainer.state.timestamp.batch == 2  # the batch finished, the next one did not start
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_fit_releases_the_gil():

@@ -173,7 +173,9 @@ std::unique_ptr<Scheduler> make_multistep_scheduler(MultiStepSchedulerOptions op
   return std::make_unique<MultiStepScheduler>(std::move(options));
 }
 
-std::unique_ptr<Scheduler> make_linear_scheduler(LinearSchedulerOptions options) {
+/// Validation shared by the schedules with a warmup followed by a horizon (linear, cosine).
+template <class Options>
+void check_warmup_horizon(Options& options) {
   validate_options(options, "scheduler");
   check_convertible(options.warmup(), "warmup");
   check_convertible(options.t_max(), "t_max");
@@ -181,17 +183,15 @@ std::unique_ptr<Scheduler> make_linear_scheduler(LinearSchedulerOptions options)
     throw InputError("scheduler.t_max: " + options.t_max().str() + " must be greater than warmup (" +
                      options.warmup().str() + ")");
   }
+}
+
+std::unique_ptr<Scheduler> make_linear_scheduler(LinearSchedulerOptions options) {
+  check_warmup_horizon(options);
   return std::make_unique<LinearScheduler>(std::move(options));
 }
 
 std::unique_ptr<Scheduler> make_cosine_scheduler(CosineSchedulerOptions options) {
-  validate_options(options, "scheduler");
-  check_convertible(options.warmup(), "warmup");
-  check_convertible(options.t_max(), "t_max");
-  if (options.t_max().unit() == options.warmup().unit() && !(options.warmup() < options.t_max())) {
-    throw InputError("scheduler.t_max: " + options.t_max().str() + " must be greater than warmup (" +
-                     options.warmup().str() + ")");
-  }
+  check_warmup_horizon(options);
   return std::make_unique<CosineScheduler>(std::move(options));
 }
 
