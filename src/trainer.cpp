@@ -143,8 +143,9 @@ void Trainer::fit() {
       engine.run_event(Event::IterationEnd, s);
       engine.run_event(Event::IterationCheckpoint, s);
     }
-    engine.run_event(Event::FitEnd, s);
+    // Final evaluation before fit_end, so that loggers and summaries at fit_end see the final metrics.
     run_evaluators(Event::FitEnd);
+    engine.run_event(Event::FitEnd, s);
   } catch (...) {
     engine.close();
     throw;

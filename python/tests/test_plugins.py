@@ -300,15 +300,22 @@ def test_ctrl_c_stops_at_the_end_of_the_batch():
 
 
 def test_fit_releases_the_gil():
-    """Between FIT_START and FIT_END the C++ loop runs without the GIL: another Python thread makes progress."""
+    """Between FIT_START and FIT_END the C++ loop runs without the GIL: another Python thread makes progress.
+
+    Forced GIL switches are turned off (a huge switch interval), so the helper thread can run only when the
+    GIL is released explicitly; it releases it itself at every step, so the callbacks get it back at once."""
+    import sys
     import threading
+    import time
 
     counter = [0]
-    stop = threading.Event()
+    stop, ready = threading.Event(), threading.Event()
 
     def spin():
+        ready.set()
         while not stop.is_set():
             counter[0] += 1
+            time.sleep(0)
 
     class Window(tessera.Callback):
         events = ["fit_start", "fit_end"]
@@ -321,13 +328,21 @@ def test_fit_releases_the_gil():
             self.at[str(event)] = counter[0]
 
     window = Window()
-    trainer = tessera.Trainer(**tiny_components(max_duration="4ep"), callbacks=[window])
+    # a few hundred milliseconds of training: time enough for the helper thread to be scheduled
+    trainer = tessera.Trainer(**tiny_components(
+        max_duration="100ep", model={"cnn": {"width": 8}},
+        train_data={"dataset": {"synthetic": {"size": 64, "input_shape": [1, 16, 16], "num_classes": 4}},
+                    "loader": {"batch_size": 16, "workers": 0}}), callbacks=[window])
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
     helper = threading.Thread(target=spin)
-    helper.start()
     try:
+        helper.start()
+        ready.wait()
         trainer.fit()
     finally:
         stop.set()
         helper.join()
-    # with the GIL held through the loop, the helper could not run at all between the two events
+        sys.setswitchinterval(interval)
+    # were the GIL held through the loop, the helper could not have run between the two events
     assert window.at["fit_end"] > window.at["fit_start"]
