@@ -1,6 +1,9 @@
 #include <tessera/trainer.h>
 
 #include <chrono>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cmath>
 #include <thread>
 
@@ -25,6 +28,17 @@ uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t
 }  // namespace
 
 void configure_runtime(int64_t threads, bool deterministic) {
+#if defined(__GLIBC__)
+  // Activations of a training step are tens of MB; glibc serves such blocks with mmap and returns them to
+  // the kernel on free, so every step page-faults its memory in again (measured: an evaluation pass 10x
+  // slower). Keep blocks up to 256 MB in the heap and trim only above 1 GB of free memory.
+  static const bool malloc_tuned = [] {
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)malloc_tuned;
+#endif
   int64_t n = threads;
   if (n <= 0) n = std::max<int64_t>(1, std::thread::hardware_concurrency());
   if (at::get_num_threads() != n) at::set_num_threads(static_cast<int>(n));

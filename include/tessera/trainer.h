@@ -100,7 +100,9 @@ class Trainer {
   std::vector<int64_t> last_eval_batch_;  ///< per evaluator, the batch of its last run (-1 = never)
 };
 
-/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms.
+/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms. With glibc it also keeps
+/// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step
+/// page-faults its activations in again.
 void configure_runtime(int64_t threads, bool deterministic);
 /// Seeds torch's generators (CPU and CUDA) from `seed`.
 void seed_everything(uint64_t seed);

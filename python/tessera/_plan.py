@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Union
 
 from . import _C
-from ._recipe import Overrides, RecipeLike, load_recipe
+from ._recipe import Overrides, RecipeLike
 
 
 class Plan(Mapping[str, List[str]]):

@@ -1,7 +1,7 @@
 """Shorthands for declaring algorithm specs in Python."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 from ._C import Conflict, Event, OrderRule, Resource, Selector
 
