@@ -636,13 +636,16 @@ std::string apply_override(YAML::Node& root, const std::string& arg, int number)
     if (!cur.IsMap()) fail(here + " is not a map, so it has no key \"" + tok.key + "\"");
     auto found = find_key(cur, tok.key);
     if (!found) {
+      // A new section (checkpoint.folder=x on a recipe without checkpoint:) is created; a near miss of an
+      // existing key is taken for a typo. Unknown keys are caught later by the components' options.
       const auto keys = map_keys(cur);
-      std::string why = next_path + " does not exist";
       const std::string guess = suggest_name(tok.key, keys);
-      if (!guess.empty()) why += "; did you mean \"" + join_key(path, guess) + "\"?";
-      why += " (keys of " + here + ": " + (keys.empty() ? "none" : join_names(keys)) +
-             "); only the last key of a path may be new";
-      fail(why);
+      if (!guess.empty()) {
+        fail(next_path + " does not exist; did you mean \"" + join_key(path, guess) + "\"? (keys of " + here +
+             ": " + join_names(keys) + ")");
+      }
+      cur[tok.key] = YAML::Node(YAML::NodeType::Map);
+      found = find_key(cur, tok.key);
     }
     cur.reset(*found);
     path = next_path;

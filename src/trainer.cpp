@@ -5,13 +5,21 @@
 #include <malloc.h>
 #endif
 #include <cmath>
+#include <cstdlib>
 #include <thread>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+
 #include <tessera/error.h>
+
+#include "checkpoint/checkpoint_file.h"
+#include "checkpoint/checkpoint_folder.h"
 
 namespace tessera {
 namespace {
@@ -24,6 +32,24 @@ double seconds_since(Clock::time_point t0) {
 
 /// Per-rank seed derived from the run seed (rank 0 uses the run seed itself).
 uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t>(rank); }
+
+/// Whether a batch/sample/duration interval `every` was crossed by the last batch (from `before` to `now`).
+/// InputError naming `who` for units that cannot be used.
+bool interval_crossed(const Time& every, const Timestamp& before, const Timestamp& now, const TimeContext& time,
+                      const std::string& who) {
+  double a = 0, b = 0;
+  const double step = every.as_double();
+  switch (every.unit()) {
+    case TimeUnit::Batch: a = static_cast<double>(before.batch); b = static_cast<double>(now.batch); break;
+    case TimeUnit::Sample: a = static_cast<double>(before.sample); b = static_cast<double>(now.sample); break;
+    case TimeUnit::Duration:
+      a = time.elapsed_fraction(before);
+      b = time.elapsed_fraction(now);
+      break;
+    default: throw InputError(who + ": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
+  }
+  return std::floor(a / step + 1e-9) != std::floor(b / step + 1e-9);
+}
 
 }  // namespace
 
@@ -44,6 +70,9 @@ void configure_runtime(int64_t threads, bool deterministic) {
   if (at::get_num_threads() != n) at::set_num_threads(static_cast<int>(n));
   at::globalContext().setDeterministicAlgorithms(deterministic, /*warn_only=*/false);
   if (deterministic) {
+    // cuBLAS picks reduction orders per stream workspace unless told a fixed workspace; it reads this when
+    // its first handle is created, so it must be set before any CUDA work (no-op on the CPU).
+    ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
     at::globalContext().setDeterministicCuDNN(true);
     at::globalContext().setBenchmarkCuDNN(false);
   }
@@ -51,7 +80,13 @@ void configure_runtime(int64_t threads, bool deterministic) {
 
 void seed_everything(uint64_t seed) { at::manual_seed(seed); }
 
-Trainer::Trainer(TrainerOptions options, Components components) : options_(std::move(options)) {
+Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint)
+    : options_(std::move(options)), checkpoint_(std::move(checkpoint)) {
+  validate_options(checkpoint_, "checkpoint");
+  if (!checkpoint_.folder().empty() && checkpoint_.interval().unit() == TimeUnit::Token) {
+    throw InputError("checkpoint.interval: \"" + checkpoint_.interval().str() +
+                     "\" is not supported; expected epochs, batches, samples or a duration (e.g. 1ep, 200ba)");
+  }
   validate_options(options_, "trainer");
   if (!components.model) throw InputError("trainer: no model given");
   if (!components.train_dataloader) throw InputError("trainer: no training data given");
@@ -90,10 +125,11 @@ Trainer::Trainer(TrainerOptions options, Components components) : options_(std::
   // The plan is compiled before Init so that refused combinations fail before any surgery.
   engine_->compile(state_);
   engine_->run_event(Event::Init, state_);
-  engine_->run_event(Event::BeforeLoad, state_);
-  engine_->run_event(Event::AfterLoad, state_);
-  // Re-seed so that random numbers consumed by surgery or loading do not shift the run.
-  seed_everything(rank_seed(state_.seed, state_.rank));
+  // BeforeLoad, the checkpoint asked for (if any), AfterLoad.
+  load_initial_checkpoint();
+  // Re-seed so that random numbers consumed by surgery or loading do not shift the run (a resumed run has
+  // its generators from the checkpoint instead).
+  if (!restored_generators_) seed_everything(rank_seed(state_.seed, state_.rank));
 }
 
 Trainer::~Trainer() {
@@ -112,6 +148,12 @@ void Trainer::fit() {
   data::DataLoader& loader = *s.train_dataloader;
   const int64_t batches_per_epoch = loader.num_batches();
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
+  if (finished() && !loaded_checkpoint_.empty() && !s.stop_requested()) {
+    // Resumed from the checkpoint written at the end of training: there is nothing left to do.
+    engine.logger().info("the run is complete at " + std::to_string(s.timestamp.batch) + " batches (checkpoint " +
+                         loaded_checkpoint_ + "); nothing to train");
+    return;
+  }
   if (finished()) {
     throw InputError("trainer: nothing to train: the run is already at " + std::to_string(s.timestamp.batch) +
                      " batches, max_duration is " + s.time.max_duration.str());
@@ -144,6 +186,8 @@ void Trainer::fit() {
         engine.run_event(Event::BatchEnd, s);
         run_evaluators(Event::BatchEnd);
         engine.run_event(Event::BatchCheckpoint, s);
+        checkpoint_if_due(Event::BatchCheckpoint);
+        stop_if_signalled();
       }
       if (s.timestamp.batch_in_epoch >= batches_per_epoch) {
         previous_timestamp_ = s.timestamp;
@@ -151,6 +195,8 @@ void Trainer::fit() {
         engine.run_event(Event::EpochEnd, s);
         run_evaluators(Event::EpochEnd);
         engine.run_event(Event::EpochCheckpoint, s);
+        checkpoint_if_due(Event::EpochCheckpoint);
+        stop_if_signalled();
       }
     }
     if (s.time.reached(s.timestamp, s.time.max_duration)) {
@@ -159,6 +205,8 @@ void Trainer::fit() {
     }
     // Final evaluation before fit_end, so that loggers and summaries at fit_end see the final metrics.
     run_evaluators(Event::FitEnd);
+    checkpoint_if_due(Event::FitEnd);
+    engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
   } catch (...) {
     engine.close();
@@ -203,10 +251,27 @@ void Trainer::train_batch() {
     }
   }
   s.batch = full;
-  engine.run_event(Event::AfterTrainBatch, s);
-  s.optimizer->step();
-
   const double loss_value = loss_sum.item<double>();
+  const bool finite = std::isfinite(loss_value);
+  if (!finite && options_.nonfinite_loss() == "error") {
+    throw Error("trainer: the training loss is " + std::to_string(loss_value) + " at batch " +
+                std::to_string(s.timestamp.batch) + " (epoch " + std::to_string(s.timestamp.epoch) + ", batch " +
+                std::to_string(s.timestamp.batch_in_epoch) + " of the epoch); the run stops here" +
+                (last_checkpoint_.empty() ? std::string() : " (last good checkpoint: " + last_checkpoint_ + ")") +
+                ". Lower the learning rate, or set nonfinite_loss: skip to drop such batches");
+  }
+  engine.run_event(Event::AfterTrainBatch, s);
+  if (finite) {
+    s.optimizer->step();
+  } else {
+    s.optimizer->zero_grad(true);
+    ++skipped_batches_;
+    s.metrics["trainer/skipped_batches"] = static_cast<double>(skipped_batches_);
+    engine.logger().warn("batch " + std::to_string(s.timestamp.batch) + ": the loss is " +
+                         std::to_string(loss_value) + "; its update was skipped (" +
+                         std::to_string(skipped_batches_) + " skipped so far)");
+  }
+
   s.metrics["loss/train/total"] = loss_value;
   if (log_now) {
     std::map<std::string, double> values{{"loss/train/total", loss_value}};
@@ -228,18 +293,7 @@ bool Trainer::eval_due(const Evaluator& ev, Event event) const {
     return event == Event::EpochEnd && s.timestamp.epoch % every.value() == 0;
   }
   if (event != Event::BatchEnd) return false;
-  // Fires when the counter crosses a multiple of the interval during the last batch.
-  double before = 0, now = 0, step = every.as_double();
-  switch (every.unit()) {
-    case TimeUnit::Batch: before = previous_timestamp_.batch; now = s.timestamp.batch; break;
-    case TimeUnit::Sample: before = previous_timestamp_.sample; now = s.timestamp.sample; break;
-    case TimeUnit::Duration:
-      before = s.time.elapsed_fraction(previous_timestamp_);
-      now = s.time.elapsed_fraction(s.timestamp);
-      break;
-    default: throw InputError("evaluator \"" + ev.label + "\": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
-  }
-  return std::floor(before / step + 1e-9) != std::floor(now / step + 1e-9);
+  return interval_crossed(every, previous_timestamp_, s.timestamp, s.time, "evaluator \"" + ev.label + "\"");
 }
 
 void Trainer::run_evaluators(Event event) {
@@ -306,6 +360,80 @@ std::map<std::string, double> Trainer::evaluate() {
   }
   engine_->run_event(Event::EvalStandaloneEnd, s);
   return out;
+}
+
+}  // namespace tessera
+
+namespace tessera {
+
+void Trainer::load_initial_checkpoint() {
+  engine_->run_event(Event::BeforeLoad, state_);
+  const CheckpointOptions& c = checkpoint_;
+  std::string path;
+  bool weights_only = false;
+  if (c.autoresume()) {
+    if (c.folder().empty()) {
+      throw InputError("checkpoint.autoresume: needs checkpoint.folder (the folder to resume from)");
+    }
+    std::vector<std::string> rejected;
+    try {
+      path = newest_valid_checkpoint(c.folder(), &rejected);
+    } catch (const CheckpointError& e) {
+      if (!c.fresh_start_if_invalid()) {
+        throw CheckpointError(std::string(e.what()) +
+                              "; remove them or set checkpoint.fresh_start_if_invalid=true to start fresh");
+      }
+      engine_->logger().warn(std::string(e.what()) + "; starting fresh (fresh_start_if_invalid)");
+    }
+    for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
+  }
+  if (path.empty() && !c.load_path().empty()) {
+    path = c.load_path();
+    weights_only = c.weights_only();
+  }
+  if (!path.empty()) load_checkpoint_file(path, weights_only, c.strict());
+  engine_->run_event(Event::AfterLoad, state_);
+}
+
+void Trainer::checkpoint_if_due(Event event, bool force) {
+  const std::string& folder = checkpoint_.folder();
+  if (folder.empty()) return;
+  const State& s = state_;
+  const Time& every = checkpoint_.interval();
+  bool due = force || event == Event::FitEnd;
+  if (!due && every.as_double() > 0) {
+    if (event == Event::EpochCheckpoint) {
+      due = every.unit() == TimeUnit::Epoch && s.timestamp.epoch % every.value() == 0;
+    } else if (event == Event::BatchCheckpoint && every.unit() != TimeUnit::Epoch) {
+      due = interval_crossed(every, previous_timestamp_, s.timestamp, s.time, "checkpoint");
+    }
+  }
+  if (!due) return;
+  const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
+  if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  if (ec) throw Error("checkpoint.folder: cannot create '" + folder + "': " + ec.message());
+  save_checkpoint(path);
+  checkpoint::write_text_atomically((std::filesystem::path(folder) / "latest").string(),
+                                    std::filesystem::path(path).filename().string() + "\n");
+  last_checkpoint_ = path;
+  checkpoint::prune(folder, checkpoint_.keep(), path);
+}
+
+void Trainer::stop_if_signalled() {
+  const int sig = stop_signal();
+  if (sig == 0) return;
+  checkpoint_if_due(Event::BatchCheckpoint, /*force=*/true);
+  const std::string where = "after batch " + std::to_string(state_.timestamp.batch);
+  std::string saved = last_checkpoint_.empty() ? std::string("no checkpoint folder is set, so nothing was saved")
+                                               : "checkpoint " + last_checkpoint_;
+  if (!last_checkpoint_.empty() && last_checkpoint_ != (std::filesystem::path(checkpoint_.folder()) /
+                                                        checkpoint::file_name(state_.timestamp)).string()) {
+    saved = "the newest checkpoint is " + last_checkpoint_;
+  }
+  throw Interrupted(sig, std::string("stopped by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : strsignal(sig)) +
+                             " " + where + "; " + saved);
 }
 
 }  // namespace tessera

@@ -2,7 +2,9 @@
 //
 //   tessera-run RECIPE [key.path=value ...] [--plan] [--dry-run] [--print-recipe]
 //
-// Exit codes: 0 success, 2 bad input (recipe, overrides, refused algorithm combinations), 1 anything else.
+// Exit codes: 0 success, 2 bad input (recipe, overrides, refused algorithm combinations, invalid
+// checkpoints), 128 + signal when stopped by SIGTERM/SIGINT (after writing a checkpoint), 1 anything else.
+// The last line of a finished run is `weights-fingerprint: <16 hex digits>` (tessera::weights_fingerprint).
 #include <fmt/format.h>
 #include <tessera/error.h>
 #include <tessera/recipe.h>
@@ -79,9 +81,12 @@ std::string summary(const tessera::Recipe& recipe, const tessera::Run& run) {
   out += fmt::format("; optimizer {}; schedulers: {}; algorithms: {}; callbacks and loggers: {}",
                      c.optimizer->name(), join(schedulers), join(algorithms), join(callbacks));
   out += "; metrics files: " + join(run.metric_files);
-  out +=
-      "; checkpoints: " + (run.checkpoint.folder().empty() ? std::string("none")
-                                                           : run.checkpoint.folder() + " (not yet acted on)");
+  const tessera::CheckpointOptions& ck = run.checkpoint;
+  out += "; checkpoints: " +
+         (ck.folder().empty() ? std::string("none")
+                              : fmt::format("{} every {}, keeping {}{}", ck.folder(), ck.interval().str(), ck.keep(),
+                                            ck.autoresume() ? ", autoresume" : ""));
+  if (!ck.load_path().empty()) out += fmt::format("; loads {}{}", ck.load_path(), ck.weights_only() ? " (weights only)" : "");
   out += ". Everything was validated and built; no training was run.\n";
   return out;
 }
@@ -102,13 +107,12 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   const std::vector<std::string> metric_files = run.metric_files;
   const tessera::CheckpointOptions checkpoint = run.checkpoint;
   const std::string dry_summary = dry_run ? summary(recipe, run) : "";
-  if (!checkpoint.folder().empty()) {
-    std::cerr
-        << "tessera-run: note: checkpoint settings are validated but not yet acted on; nothing is saved to "
-        << checkpoint.folder() << "\n";
+  if (plan || dry_run) {
+    // No checkpoint is loaded: the plan and the summary depend on the recipe alone.
+    run.checkpoint.autoresume(false).load_path("");
   }
-
-  tessera::Trainer trainer(run.trainer, std::move(run.components));
+  tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
+  trainer.set_recipe_text(recipe.text());
   if (plan) {
     std::cout << trainer.plan().table() << std::flush;
     return 0;
@@ -118,6 +122,11 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     return 0;
   }
 
+  if (!trainer.loaded_checkpoint().empty()) {
+    const tessera::Timestamp& ts = trainer.state().timestamp;
+    std::cerr << fmt::format("tessera-run: resumed from {} (epoch {}, batch {})\n", trainer.loaded_checkpoint(),
+                             ts.epoch, ts.batch);
+  }
   const auto start = std::chrono::steady_clock::now();
   trainer.fit();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -134,7 +143,16 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   }
   std::cout << fmt::format("wall time: {:.1f} s\n", seconds);
   std::cout << "metrics written to: " << join(metric_files) << "\n";
-  std::cout << "checkpoints: none\n" << std::flush;
+  if (checkpoint.folder().empty()) {
+    std::cout << "checkpoints: none\n";
+  } else {
+    std::cout << "checkpoints: " << checkpoint.folder() << " (latest: "
+              << (trainer.last_checkpoint().empty() ? trainer.loaded_checkpoint() : trainer.last_checkpoint()) << ")\n";
+  }
+  if (trainer.skipped_batches() > 0) {
+    std::cout << "skipped batches (non-finite loss): " << trainer.skipped_batches() << "\n";
+  }
+  std::cout << "weights-fingerprint: " << tessera::weights_fingerprint(*trainer.state().model) << "\n" << std::flush;
   return 0;
 }
 
@@ -178,8 +196,12 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  tessera::install_stop_signal_handlers();
   try {
     return run(recipe_path, overrides, plan, dry_run, print_recipe);
+  } catch (const tessera::Interrupted& e) {
+    std::cerr << "tessera-run: " << e.what() << "\n";
+    return 128 + e.signal();
   } catch (const tessera::InputError& e) {
     std::cerr << "tessera-run: error: " << e.what() << "\n";
     return 2;

@@ -12,6 +12,7 @@
 
 #include <tessera/algorithm.h>
 #include <tessera/callback.h>
+#include <tessera/checkpoint.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/engine.h>
 #include <tessera/evaluator.h>
@@ -36,6 +37,9 @@ struct TrainerOptions {
   TESSERA_OPTION(std::string, run_dir) = "runs/tessera";
   /// Log train metrics every N batches (the loss is logged every batch).
   TESSERA_OPTION(int64_t, log_interval) = 1;
+  /// What a non-finite (NaN/Inf) training loss does: "error" stops the run naming the batch (the last good
+  /// checkpoint is kept); "skip" drops that batch's update, counts it and logs it.
+  TESSERA_OPTION(std::string, nonfinite_loss) = "error";
   template <class V>
   void visit(V& v) {
     v("max_duration", max_duration_, "length of training (ep, ba or sp)", Any{});
@@ -47,6 +51,7 @@ struct TrainerOptions {
     v("precision", precision_, "numeric precision", Choices{{"fp32"}});
     v("run_dir", run_dir_, "folder for metrics and checkpoints", Any{});
     v("log_interval", log_interval_, "batches between train-metric logs", Range::at_least(1));
+    v("nonfinite_loss", nonfinite_loss_, "on a NaN/Inf loss: error, or skip the batch", Choices{{"error", "skip"}});
   }
 };
 
@@ -63,11 +68,25 @@ struct Components {
   std::vector<std::shared_ptr<Metric>> train_metrics;
 };
 
+/// Thrown by Trainer::fit when a stop signal (SIGTERM, SIGINT) ended training after the current batch (and
+/// after writing a checkpoint when a checkpoint folder is set). `tessera-run` exits with 128 + signal.
+class Interrupted : public Error {
+ public:
+  Interrupted(int signal, const std::string& message) : Error(message), signal_(signal) {}
+  int signal() const noexcept { return signal_; }
+
+ private:
+  int signal_;
+};
+
 class Trainer {
  public:
-  /// Validates the options, seeds everything from `seed`, fires Init (model surgery happens there),
-  /// compiles the plan (refused combinations throw InputError here), then BeforeLoad/AfterLoad.
-  Trainer(TrainerOptions options, Components components);
+  /// Validates the options, seeds everything from `seed`, compiles the plan (refused combinations throw
+  /// InputError here), fires Init (model surgery happens there), then BeforeLoad, loads a checkpoint when
+  /// `checkpoint` asks for one (autoresume: the newest valid one in its folder; else load_path), and
+  /// AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and on a stop
+  /// signal.
+  Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -76,6 +95,23 @@ class Trainer {
   void fit();
   /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values.
   std::map<std::string, double> evaluate();
+
+  /// Writes the whole run state to `path` atomically (call it between batches: before or after fit()).
+  void save_checkpoint(const std::string& path) const;
+  /// Fires BeforeLoad, loads `path` and fires AfterLoad. Everything (weights, optimizer, time, generators,
+  /// algorithm and callback state, data position) unless `weights_only`; `strict` refuses parameter names or
+  /// shapes that differ from the model's. CheckpointError when the file is invalid; InputError when it does
+  /// not fit this run (other model, optimizer, algorithms or data size).
+  void load_checkpoint(const std::string& path, bool weights_only = false, bool strict = true);
+  /// The checkpoint this trainer resumed from or loaded ("" = none).
+  const std::string& loaded_checkpoint() const noexcept { return loaded_checkpoint_; }
+  /// The last checkpoint this trainer wrote ("" = none).
+  const std::string& last_checkpoint() const noexcept { return last_checkpoint_; }
+  const CheckpointOptions& checkpoint_options() const noexcept { return checkpoint_; }
+  /// The recipe text stored in checkpoints' metadata (tessera-run sets it).
+  void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
+  /// Training batches whose update was dropped because their loss was not finite (nonfinite_loss: skip).
+  int64_t skipped_batches() const noexcept { return skipped_batches_; }
 
   State& state() noexcept { return state_; }
   const State& state() const noexcept { return state_; }
@@ -91,6 +127,14 @@ class Trainer {
   void eval_loop(Evaluator& evaluator);
   bool eval_due(const Evaluator& evaluator, Event event) const;
   void update_learning_rate();
+  /// Resolves `checkpoint_` (autoresume, load_path) and loads, between BeforeLoad and AfterLoad.
+  void load_initial_checkpoint();
+  void load_checkpoint_file(const std::string& path, bool weights_only, bool strict);
+  /// Saves into the checkpoint folder when `event` (BatchCheckpoint, EpochCheckpoint, FitEnd or a stop)
+  /// calls for it; prunes to `keep`.
+  void checkpoint_if_due(Event event, bool force = false);
+  /// Throws Interrupted (after saving) when a stop signal arrived.
+  void stop_if_signalled();
 
   TrainerOptions options_;
   State state_;
@@ -98,7 +142,24 @@ class Trainer {
   std::unique_ptr<Engine> engine_;
   Timestamp previous_timestamp_;
   std::vector<int64_t> last_eval_batch_;  ///< per evaluator, the batch of its last run (-1 = never)
+  CheckpointOptions checkpoint_;
+  std::string recipe_text_;
+  std::string loaded_checkpoint_;
+  std::string last_checkpoint_;
+  int64_t last_checkpoint_batch_ = -1;
+  int64_t skipped_batches_ = 0;
+  bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
 };
+
+/// Installs SIGTERM and SIGINT handlers: the first signal asks every running Trainer to stop after its
+/// current batch (writing a checkpoint when it has a folder) and to throw Interrupted; a second signal exits
+/// the process at once with 128 + signal (the newest complete checkpoint stays intact: files are renamed
+/// into place only when complete). tessera-run installs them; library users may.
+void install_stop_signal_handlers();
+/// The stop signal received (0 = none).
+int stop_signal() noexcept;
+/// Clears a received stop signal (tests; a process that handled it and wants to train again).
+void clear_stop_signal() noexcept;
 
 /// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms. With glibc it also keeps
 /// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step

@@ -439,7 +439,8 @@ class PyTrainer {
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = run.checkpoint;
-    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components));
+    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint);
+    trainer_->set_recipe_text(recipe.text());
   }
 
   void fit() {

@@ -33,10 +33,6 @@ void bind_state(py::module_& m);
 /// Binds tessera.algorithms, tessera.functional and tessera.data: components.cpp.
 void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);
 
-/// FNV-1a (64 bit) over every parameter, then every buffer, in named_parameters()/named_buffers() order: the
-/// name's bytes, a 0 byte, then the tensor's bytes (contiguous, on the CPU); 16 lowercase hex digits.
-std::string weights_fingerprint(const torch::nn::Module& module);
-
 /// "a, b, c".
 inline std::string join(const std::vector<std::string>& items) {
   std::string out;

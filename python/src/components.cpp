@@ -69,28 +69,6 @@ Batch whole_dataset(const data::Dataset& ds) {
 
 }  // namespace
 
-// Two runs have the same fingerprint exactly when their final weights are bitwise equal (up to collisions).
-std::string weights_fingerprint(const torch::nn::Module& module) {
-  uint64_t h = 14695981039346656037ull;
-  auto feed = [&h](const void* data, size_t n) {
-    const auto* bytes = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= bytes[i];
-      h *= 1099511628211ull;
-    }
-  };
-  auto feed_tensor = [&](const std::string& name, const at::Tensor& t) {
-    feed(name.c_str(), name.size() + 1);
-    const at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    feed(c.data_ptr(), c.nbytes());
-  };
-  for (const auto& p : module.named_parameters(true)) feed_tensor(p.key(), p.value());
-  for (const auto& b : module.named_buffers(true)) feed_tensor(b.key(), b.value());
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return text;
-}
-
 void bind_state(py::module_& m) {
   py::class_<Batch>(m, "Batch",
                     "Named tensor parts sharing their first dimension ('input', 'target' and any extras). "

@@ -415,6 +415,23 @@ TEST(RecipeTest, OverridesReplaceAndCreate) {
   EXPECT_EQ(run.components.schedulers[0]->name(), "cosine");
 }
 
+TEST(RecipeTest, OverridesCreateMissingSections) {
+  // kBase has no checkpoint section: the command line must work as given.
+  const Recipe r = Recipe::parse(kBase, "base.yaml",
+                                 {"checkpoint.folder=runs/x", "checkpoint.interval=10ba", "checkpoint.autoresume=true"});
+  tessera::Run run = build_run(r);
+  EXPECT_NE(run.checkpoint.folder().find("runs/x"), std::string::npos);
+  EXPECT_EQ(run.checkpoint.interval(), Time(10, TimeUnit::Batch));
+  EXPECT_TRUE(run.checkpoint.autoresume());
+  // A created section is validated like any other: an unknown key is still caught.
+  try {
+    build_run(Recipe::parse(kBase, "base.yaml", {"checkpoint.foldr=x"}));
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("did you mean \"folder\""), std::string::npos) << e.what();
+  }
+}
+
 TEST(RecipeTest, TextIsTheRecipeAsRun) {
   const Recipe r = Recipe::parse(kBase, "base.yaml", {"optimizer.sgd.lr=0.05", "run_dir=\"\""});
   const Recipe again = Recipe::parse(r.text(), "again.yaml");

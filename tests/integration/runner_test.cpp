@@ -98,11 +98,15 @@ TEST_F(RunnerTest, TrainsAndPrintsFinalLines) {
                     csv = (dir_ / "run" / "metrics.csv").string();
   EXPECT_NE(r.out.find("metrics written to: " + jsonl + ", " + csv + "\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("checkpoints: none\n"), std::string::npos) << r.out;
+  // The last line: the fingerprint of the final weights, also logged to metrics.jsonl.
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(\nweights-fingerprint: ([0-9a-f]{16})\n$)"))) << r.out;
+  const std::string fingerprint = m[1];
 
   // The logger files exist and hold the final evaluation.
   ASSERT_TRUE(fs::exists(jsonl));
   ASSERT_TRUE(fs::exists(csv));
   EXPECT_NE(slurp(jsonl).find("metrics/test/accuracy"), std::string::npos);
+  EXPECT_NE(slurp(jsonl).find("\"weights_fingerprint\":\"" + fingerprint + "\""), std::string::npos);
   EXPECT_EQ(slurp(csv).rfind("epoch,batch,sample,wct,key,value\n", 0), 0u);
 }
 
@@ -135,7 +139,9 @@ TEST_F(RunnerTest, DryRunSummarisesWithoutTraining) {
   EXPECT_NE(r.out.find("max_duration 3ep = 24 steps"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("evaluator \"test\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("final "), std::string::npos) << r.out;
-  EXPECT_NE(r.err.find("checkpoint settings are validated but not yet acted on"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("checkpoints: " + (dir_ / "run" / "ckpt").string() + " every 1ep, keeping 3"),
+            std::string::npos)
+      << r.out;
   EXPECT_FALSE(fs::exists(dir_ / "run" / "ckpt"));
 }
 

@@ -62,6 +62,12 @@ class Model : public SlottedModule {
 /// (soft labels: -sum_c t_c log softmax(x)_c), reduced as asked (mean over examples).
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction = Reduction::Mean);
 
+/// A fingerprint of a module's exact weights: FNV-1a (64 bit) over every parameter, then every buffer, in
+/// named_parameters()/named_buffers() order: the name's bytes, a 0 byte, then the tensor's bytes (contiguous,
+/// on the CPU); 16 lowercase hex digits. Two models have the same fingerprint exactly when their weights are
+/// bitwise equal (up to hash collisions). `tessera-run` prints it as `weights-fingerprint: <hex>`.
+std::string weights_fingerprint(const torch::nn::Module& module);
+
 /// A classifier around any torch module with `forward(Tensor) -> Tensor` (e.g. a user's own module):
 ///
 ///     auto model = std::make_shared<tessera::Classifier<MyNetImpl>>(std::make_shared<MyNetImpl>(), 10);

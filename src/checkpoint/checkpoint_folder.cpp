@@ -1,0 +1,116 @@
+// A folder of checkpoints: names, newest first, the newest valid one, pruning; and the stop signals.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <regex>
+#include <tuple>
+
+#include <tessera/checkpoint.h>
+#include <tessera/trainer.h>
+
+#include "checkpoint/checkpoint_folder.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// (batch, epoch) parsed from "ep<E>-ba<B>.ckpt"; nullopt for other names.
+std::optional<std::pair<int64_t, int64_t>> parse_name(const std::string& name) {
+  static const std::regex pattern(R"(ep(\d{1,18})-ba(\d{1,18})\.ckpt)");
+  std::smatch m;
+  if (!std::regex_match(name, m, pattern)) return std::nullopt;
+  return std::make_pair(std::stoll(m[2].str()), std::stoll(m[1].str()));
+}
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) {
+  int expected = 0;
+  if (!g_stop_signal.compare_exchange_strong(expected, sig)) {
+    // Second signal: leave at once. Checkpoints are renamed into place only when complete, so the newest
+    // one stays intact; a temporary file may stay behind and is removed by the next run's pruning.
+    ::_exit(128 + sig);
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> checkpoint_files(const std::string& folder) {
+  std::vector<std::tuple<int64_t, int64_t, std::string>> found;
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) return {};
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    const std::string name = entry.path().filename().string();
+    if (auto key = parse_name(name)) found.emplace_back(key->first, key->second, entry.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a > b; });
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::get<2>(f));
+  return out;
+}
+
+std::string newest_valid_checkpoint(const std::string& folder, std::vector<std::string>* rejected) {
+  const std::vector<std::string> files = checkpoint_files(folder);
+  std::vector<std::string> problems;
+  for (const auto& path : files) {
+    try {
+      inspect_checkpoint(path);
+      if (rejected) rejected->insert(rejected->end(), problems.begin(), problems.end());
+      return path;
+    } catch (const CheckpointError& e) {
+      problems.push_back(e.what());
+    }
+  }
+  if (rejected) rejected->insert(rejected->end(), problems.begin(), problems.end());
+  if (files.empty()) return "";
+  throw CheckpointError(fmt::format("no valid checkpoint in '{}': {} file(s), all invalid; newest: {}", folder,
+                                    files.size(), problems.front()));
+}
+
+namespace checkpoint {
+
+std::string file_name(const Timestamp& ts) { return fmt::format("ep{}-ba{}.ckpt", ts.epoch, ts.batch); }
+
+std::vector<std::string> prune(const std::string& folder, int64_t keep, const std::string& newest) {
+  std::vector<std::string> removed;
+  int64_t kept = 0;
+  std::error_code ec;
+  for (const auto& path : checkpoint_files(folder)) {
+    if (path == newest || kept < keep - 1) {
+      kept += path == newest ? 0 : 1;
+      continue;
+    }
+    if (fs::remove(path, ec)) removed.push_back(path);
+  }
+  // Temporary files of runs that were killed while writing (this process writes none concurrently).
+  const std::string own = fmt::format(".tmp-{}", static_cast<long>(::getpid()));
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".ckpt.tmp-") != std::string::npos && name.find(own) == std::string::npos) {
+      fs::remove(entry.path(), ec);
+    }
+  }
+  return removed;
+}
+
+}  // namespace checkpoint
+
+void install_stop_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+int stop_signal() noexcept { return g_stop_signal.load(); }
+void clear_stop_signal() noexcept { g_stop_signal.store(0); }
+
+}  // namespace tessera

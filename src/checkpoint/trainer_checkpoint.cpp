@@ -1,0 +1,404 @@
+// Trainer::save_checkpoint / load_checkpoint: the run state <-> a checkpoint file (checkpoint_file.h).
+//
+// Tensors are named "model/<name>", "optimizer/<param name>/<slot>", "algorithm/<i>/<key>",
+// "callback/<i>/<key>" and "generator/<device>"; everything else is in the JSON metadata.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <fmt/format.h>
+#include <torch/autograd.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <mutex>
+#include <set>
+
+#include <tessera/data/dataloader.h>
+#include <tessera/trainer.h>
+#include <tessera/version.h>
+
+#include "checkpoint/checkpoint_file.h"
+
+namespace tessera {
+namespace {
+
+using nlohmann::json;
+using checkpoint::File;
+
+constexpr int kFormatVersion = 1;
+
+json timestamp_json(const Timestamp& t) {
+  return {{"iteration", t.iteration},
+          {"epoch", t.epoch},
+          {"batch", t.batch},
+          {"sample", t.sample},
+          {"token", t.token},
+          {"epoch_in_iteration", t.epoch_in_iteration},
+          {"batch_in_epoch", t.batch_in_epoch},
+          {"sample_in_epoch", t.sample_in_epoch},
+          {"token_in_epoch", t.token_in_epoch},
+          {"total_wct", t.total_wct},
+          {"epoch_wct", t.epoch_wct},
+          {"batch_wct", t.batch_wct}};
+}
+
+Timestamp timestamp_from(const json& j) {
+  Timestamp t;
+  t.iteration = j.at("iteration").get<int64_t>();
+  t.epoch = j.at("epoch").get<int64_t>();
+  t.batch = j.at("batch").get<int64_t>();
+  t.sample = j.at("sample").get<int64_t>();
+  t.token = j.at("token").get<int64_t>();
+  t.epoch_in_iteration = j.at("epoch_in_iteration").get<int64_t>();
+  t.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
+  t.sample_in_epoch = j.at("sample_in_epoch").get<int64_t>();
+  t.token_in_epoch = j.at("token_in_epoch").get<int64_t>();
+  t.total_wct = j.at("total_wct").get<double>();
+  t.epoch_wct = j.at("epoch_wct").get<double>();
+  t.batch_wct = j.at("batch_wct").get<double>();
+  return t;
+}
+
+std::string torch_version() {
+  return fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
+}
+
+/// Torch's default generators: "cpu", and "cuda:<i>" for each visible GPU.
+std::vector<std::pair<std::string, at::Generator>> torch_generators() {
+  std::vector<std::pair<std::string, at::Generator>> out;
+  out.emplace_back("cpu", at::globalContext().defaultGenerator(at::Device(at::kCPU)));
+  if (torch::cuda::is_available()) {
+    const auto n = static_cast<int>(torch::cuda::device_count());
+    for (int i = 0; i < n; ++i) {
+      out.emplace_back(fmt::format("cuda:{}", i),
+                       at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i))));
+    }
+  }
+  return out;
+}
+
+/// Model parameters and buffers by name, in the module's order.
+std::vector<std::pair<std::string, at::Tensor>> named_weights(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : model.named_parameters(true)) out.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_buffers(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+std::string shape_text(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+
+/// Names listed to a user: the first few, then a count.
+std::string first_names(const std::vector<std::string>& names) {
+  const size_t shown = std::min<size_t>(names.size(), 5);
+  std::string out = fmt::format("{}", fmt::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown), ", "));
+  if (names.size() > shown) out += fmt::format(" and {} more", names.size() - shown);
+  return out;
+}
+
+/// Copies the checkpoint's weights into the model (in place, so optimizer identities stay valid).
+void load_weights(torch::nn::Module& model, const File& file, const std::string& path, bool strict) {
+  std::map<std::string, at::Tensor> saved;
+  const std::string prefix = "model/";
+  for (const auto& [name, t] : file.tensors) {
+    if (name.compare(0, prefix.size(), prefix) == 0) saved.emplace(name.substr(prefix.size()), t);
+  }
+  std::vector<std::string> missing, mismatched, loaded;
+  std::set<std::string> seen;
+  at::NoGradGuard no_grad;
+  for (auto& [name, target] : named_weights(model)) {
+    seen.insert(name);
+    auto it = saved.find(name);
+    if (it == saved.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    const at::Tensor& src = it->second;
+    if (src.sizes() != target.sizes() || src.scalar_type() != target.scalar_type()) {
+      mismatched.push_back(fmt::format("{} (checkpoint {} {}, model {} {})", name, shape_text(src),
+                                       c10::toString(src.scalar_type()), shape_text(target),
+                                       c10::toString(target.scalar_type())));
+      continue;
+    }
+    target.copy_(src);
+    loaded.push_back(name);
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, t] : saved) {
+    if (!seen.count(name)) unexpected.push_back(name);
+  }
+  if (!mismatched.empty()) {
+    throw InputError(fmt::format("checkpoint '{}': shapes differ from the model's: {}", path, first_names(mismatched)));
+  }
+  if (strict && (!missing.empty() || !unexpected.empty())) {
+    std::string what;
+    if (!missing.empty()) what += "the model has weights the checkpoint lacks: " + first_names(missing);
+    if (!unexpected.empty()) what += std::string(what.empty() ? "" : "; ") + "the checkpoint has weights the model lacks: " + first_names(unexpected);
+    throw InputError(fmt::format("checkpoint '{}' does not fit the model ({}); set checkpoint.strict=false to load the "
+                                 "weights both have",
+                                 path, what));
+  }
+  if (loaded.empty()) throw InputError(fmt::format("checkpoint '{}': no weight matches the model's", path));
+}
+
+/// Saves a StateDict under `prefix`; its keys go to the metadata.
+json save_state_dict(const StateDict& state, const std::string& prefix, File& file) {
+  json keys = json::array();
+  for (const auto& [key, t] : state) {
+    keys.push_back(key);
+    file.tensors[prefix + key] = t;
+  }
+  return keys;
+}
+
+StateDict load_state_dict(const json& keys, const std::string& prefix, const File& file, const std::string& path) {
+  StateDict out;
+  for (const auto& key : keys) out[key.get<std::string>()] = file.tensor(prefix + key.get<std::string>(), path);
+  return out;
+}
+
+}  // namespace
+
+void Trainer::save_checkpoint(const std::string& path) const {
+  const State& s = state_;
+  File file;
+  json& m = file.meta;
+  m["format"] = kFormatVersion;
+  m["tessera_version"] = TESSERA_VERSION_STRING;
+  m["torch_version"] = torch_version();
+  m["recipe"] = recipe_text_;
+  m["seed"] = s.seed;
+  m["rank"] = s.rank;
+  m["world_size"] = s.world_size;
+  m["timestamp"] = timestamp_json(s.timestamp);
+  m["max_duration"] = s.time.max_duration.str();
+  m["data"] = {{"epoch", s.timestamp.epoch},
+               {"batch_in_epoch", s.timestamp.batch_in_epoch},
+               {"sample_in_epoch", s.timestamp.sample_in_epoch},
+               {"shuffle_seed", s.seed},
+               {"batches_per_epoch", s.time.batches_per_epoch},
+               {"samples_per_epoch", s.time.samples_per_epoch}};
+
+  // model
+  json params = json::array(), buffers = json::array();
+  for (const auto& item : s.model->named_parameters(true)) {
+    params.push_back(item.key());
+    file.tensors["model/" + item.key()] = item.value();
+  }
+  for (const auto& item : s.model->named_buffers(true)) {
+    buffers.push_back(item.key());
+    file.tensors["model/" + item.key()] = item.value();
+  }
+  m["model"] = {{"parameters", params}, {"buffers", buffers}};
+
+  // optimizer: groups and state by parameter name
+  std::map<const void*, std::string> name_of;
+  for (const auto& item : s.model->named_parameters(true)) name_of[item.value().unsafeGetTensorImpl()] = item.key();
+  auto param_name = [&](const at::Tensor& p) {
+    auto it = name_of.find(p.unsafeGetTensorImpl());
+    if (it == name_of.end()) throw Error("checkpoint: the optimizer holds a parameter that is not in the model");
+    return it->second;
+  };
+  const optim::Optimizer& opt = *s.optimizer;
+  json groups = json::array();
+  for (const auto& g : opt.param_groups()) {
+    json names = json::array();
+    for (const auto& p : g.params) names.push_back(param_name(p));
+    groups.push_back({{"params", names}, {"initial_lr", g.initial_lr}, {"lr", g.lr}});
+  }
+  json opt_state = json::object();
+  for (const auto& g : opt.param_groups()) {
+    for (const auto& p : g.params) {
+      auto it = opt.state().find(p.unsafeGetTensorImpl());
+      if (it == opt.state().end()) continue;
+      const std::string name = param_name(p);
+      json defined = json::array();
+      for (size_t i = 0; i < it->second.size(); ++i) {
+        defined.push_back(it->second[i].defined());
+        if (it->second[i].defined()) file.tensors[fmt::format("optimizer/{}/{}", name, i)] = it->second[i];
+      }
+      opt_state[name] = defined;
+    }
+  }
+  m["optimizer"] = {{"name", opt.name()}, {"step_count", opt.step_count()}, {"groups", groups}, {"state", opt_state}};
+
+  // algorithms and callbacks, in plan order
+  json algorithms = json::array();
+  const auto& algos = engine_->algorithms();
+  for (size_t i = 0; i < algos.size(); ++i) {
+    algorithms.push_back({{"name", algos[i]->name()},
+                          {"keys", save_state_dict(algos[i]->state_dict(), fmt::format("algorithm/{}/", i), file)}});
+  }
+  m["algorithms"] = algorithms;
+  json callbacks = json::array();
+  const auto& cbs = engine_->callbacks();
+  for (size_t i = 0; i < cbs.size(); ++i) {
+    callbacks.push_back({{"name", cbs[i]->name()},
+                         {"keys", save_state_dict(cbs[i]->state_dict(), fmt::format("callback/{}/", i), file)}});
+  }
+  m["callbacks"] = callbacks;
+
+  // generators: the project's and torch's
+  m["rng"] = {{"key", s.rng.key()}, {"counter", s.rng.counter()}};
+  json gens = json::array();
+  for (auto& [name, gen] : torch_generators()) {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    file.tensors["generator/" + name] = gen.get_state();
+    gens.push_back(name);
+  }
+  m["generators"] = gens;
+
+  // the trainer's own bookkeeping
+  m["trainer"] = {{"previous_timestamp", timestamp_json(previous_timestamp_)},
+                  {"last_eval_batch", last_eval_batch_},
+                  {"metrics", s.metrics},
+                  {"skipped_batches", skipped_batches_}};
+  checkpoint::write_file(file, path);
+}
+
+void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool strict) {
+  engine_->run_event(Event::BeforeLoad, state_);
+  load_checkpoint_file(path, weights_only, strict);
+  engine_->run_event(Event::AfterLoad, state_);
+}
+
+void Trainer::load_checkpoint_file(const std::string& path, bool weights_only, bool strict) {
+  const File file = checkpoint::read_file(path);
+  const json& m = file.meta;
+  State& s = state_;
+  try {
+    if (m.at("format").get<int>() != kFormatVersion) {
+      throw CheckpointError(fmt::format("checkpoint '{}': format {} is not supported (this Tessera reads format {})",
+                                        path, m.at("format").get<int>(), kFormatVersion));
+    }
+    if (weights_only) {
+      load_weights(*s.model, file, path, strict);
+      loaded_checkpoint_ = path;
+      return;
+    }
+    // A full resume must fit this run exactly, or the resumed run would silently differ: check everything
+    // before changing anything.
+    const json& data = m.at("data");
+    if (data.at("batches_per_epoch").get<int64_t>() != s.time.batches_per_epoch ||
+        data.at("samples_per_epoch").get<int64_t>() != s.time.samples_per_epoch) {
+      throw InputError(fmt::format(
+          "checkpoint '{}' was taken with {} samples in {} batches per epoch, this run has {} in {}: the data or "
+          "batch size changed, so the run cannot resume exactly (set checkpoint.weights_only=true to load the "
+          "weights alone)",
+          path, data.at("samples_per_epoch").get<int64_t>(), data.at("batches_per_epoch").get<int64_t>(),
+          s.time.samples_per_epoch, s.time.batches_per_epoch));
+    }
+    if (m.at("seed").get<uint64_t>() != s.seed) {
+      throw InputError(fmt::format("checkpoint '{}' was taken with seed {}, this run has seed {}: resume with the "
+                                   "same seed (or set checkpoint.weights_only=true to load the weights alone)",
+                                   path, m.at("seed").get<uint64_t>(), s.seed));
+    }
+    const auto& algos = engine_->algorithms();
+    std::vector<std::string> saved_algos, run_algos;
+    for (const auto& a : m.at("algorithms")) saved_algos.push_back(a.at("name").get<std::string>());
+    for (const auto& a : algos) run_algos.push_back(a->name());
+    if (saved_algos != run_algos) {
+      throw InputError(fmt::format("checkpoint '{}' was taken with algorithms [{}], this run has [{}]: resume with "
+                                   "the same algorithms in the same order (or set checkpoint.weights_only=true)",
+                                   path, fmt::join(saved_algos, ", "), fmt::join(run_algos, ", ")));
+    }
+    optim::Optimizer& opt = *s.optimizer;
+    const json& o = m.at("optimizer");
+    if (o.at("name").get<std::string>() != opt.name()) {
+      throw InputError(fmt::format("checkpoint '{}' was taken with optimizer {}, this run uses {}", path,
+                                   o.at("name").get<std::string>(), opt.name()));
+    }
+    load_weights(*s.model, file, path, strict);
+
+    // optimizer: groups and state, by parameter name
+    std::map<std::string, at::Tensor> params;
+    for (const auto& item : s.model->named_parameters(true)) params.emplace(item.key(), item.value());
+    auto param = [&](const std::string& name) {
+      auto it = params.find(name);
+      if (it == params.end()) {
+        throw InputError(fmt::format("checkpoint '{}': the optimizer state names parameter \"{}\", which this model "
+                                     "does not have",
+                                     path, name));
+      }
+      return it->second;
+    };
+    std::vector<optim::ParamGroup> groups;
+    for (const auto& g : o.at("groups")) {
+      optim::ParamGroup group;
+      for (const auto& name : g.at("params")) group.params.push_back(param(name.get<std::string>()));
+      group.initial_lr = g.at("initial_lr").get<double>();
+      group.lr = g.at("lr").get<double>();
+      groups.push_back(std::move(group));
+    }
+    opt.param_groups() = std::move(groups);
+    opt.state().clear();
+    for (const auto& [name, defined] : o.at("state").items()) {
+      const at::Tensor p = param(name);
+      std::vector<at::Tensor> slots;
+      for (size_t i = 0; i < defined.size(); ++i) {
+        if (!defined[i].get<bool>()) {
+          slots.emplace_back();
+          continue;
+        }
+        const at::Tensor& saved = file.tensor(fmt::format("optimizer/{}/{}", name, i), path);
+        // Step counters live on the CPU; moment buffers live with their parameter.
+        slots.push_back(saved.dim() == 0 && !saved.is_floating_point() ? saved.clone() : saved.to(p.device()).clone());
+      }
+      opt.state()[p.unsafeGetTensorImpl()] = std::move(slots);
+    }
+    opt.set_step_count(o.at("step_count").get<int64_t>());
+
+    // algorithms (same order, checked above) and callbacks (matched by name, in order; extra ones start fresh)
+    const json& saved_algorithms = m.at("algorithms");
+    for (size_t i = 0; i < algos.size(); ++i) {
+      algos[i]->load_state_dict(load_state_dict(saved_algorithms[i].at("keys"), fmt::format("algorithm/{}/", i), file, path));
+    }
+    const json& saved_callbacks = m.at("callbacks");
+    std::vector<bool> used(saved_callbacks.size(), false);
+    for (const auto& cb : engine_->callbacks()) {
+      for (size_t i = 0; i < saved_callbacks.size(); ++i) {
+        if (used[i] || saved_callbacks[i].at("name").get<std::string>() != cb->name()) continue;
+        used[i] = true;
+        cb->load_state_dict(load_state_dict(saved_callbacks[i].at("keys"), fmt::format("callback/{}/", i), file, path));
+        break;
+      }
+    }
+
+    // time, generators, bookkeeping
+    s.timestamp = timestamp_from(m.at("timestamp"));
+    s.rng.set_state(m.at("rng").at("key").get<uint64_t>(), m.at("rng").at("counter").get<uint64_t>());
+    for (auto& [name, gen] : torch_generators()) {
+      auto it = file.tensors.find("generator/" + name);
+      if (it == file.tensors.end()) continue;  // a GPU that the saving run did not have
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(it->second);
+    }
+    restored_generators_ = true;
+    const json& t = m.at("trainer");
+    previous_timestamp_ = timestamp_from(t.at("previous_timestamp"));
+    last_eval_batch_ = t.at("last_eval_batch").get<std::vector<int64_t>>();
+    s.metrics = t.at("metrics").get<std::map<std::string, double>>();
+    skipped_batches_ = t.at("skipped_batches").get<int64_t>();
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
+  }
+  loaded_checkpoint_ = path;
+}
+
+CheckpointInfo inspect_checkpoint(const std::string& path) {
+  const File file = checkpoint::read_file(path);
+  CheckpointInfo info;
+  info.path = path;
+  try {
+    const json& m = file.meta;
+    info.timestamp = timestamp_from(m.at("timestamp"));
+    info.tessera_version = m.at("tessera_version").get<std::string>();
+    info.torch_version = m.at("torch_version").get<std::string>();
+    info.recipe = m.at("recipe").get<std::string>();
+    info.seed = m.at("seed").get<int64_t>();
+    info.world_size = m.at("world_size").get<int>();
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
+  }
+  return info;
+}
+
+}  // namespace tessera
