@@ -1,6 +1,6 @@
 # Tessera: the two commands of the README, and a few helpers.
 #   make demo   installs what is missing (Debian packages), builds, trains the flagship recipe on Fashion-MNIST
-#   make test   installs what is missing, builds, runs every test
+#   make test   installs what is missing, builds, runs every test (C++ with ctest, then Python with pytest)
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
@@ -26,6 +26,7 @@ demo: build
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+	TESSERA_LIBRARY_BUILD_DIR=$(BUILD_DIR) scripts/test-python.sh
 
 bench: build
 	$(BUILD_DIR)/benchmarks/bench_trainer_overhead

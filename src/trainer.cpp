@@ -227,6 +227,11 @@ void Trainer::train_batch() {
   if (log_now) {
     for (auto& m : train_metrics_) m->reset();
   }
+  // A skipped batch must leave no trace: keep the buffers (batch-norm statistics) its forward passes update.
+  std::vector<at::Tensor> buffers_before;
+  if (options_.nonfinite_loss() == "skip") {
+    for (const auto& b : s.model->buffers(true)) buffers_before.push_back(b.detach().clone());
+  }
   for (Batch& mb : full.split(s.microbatch_size)) {
     s.batch = std::move(mb);
     engine.run_event(Event::BeforeForward, s);
@@ -265,6 +270,9 @@ void Trainer::train_batch() {
     s.optimizer->step();
   } else {
     s.optimizer->zero_grad(true);
+    at::NoGradGuard no_grad;
+    const auto buffers = s.model->buffers(true);
+    for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(buffers_before[i]);
     ++skipped_batches_;
     s.metrics["trainer/skipped_batches"] = static_cast<double>(skipped_batches_);
     engine.logger().warn("batch " + std::to_string(s.timestamp.batch) + ": the loss is " +

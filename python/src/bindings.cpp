@@ -39,6 +39,34 @@ namespace {
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers
 
+/// A file path from a str or an os.PathLike (os.fspath); InputError naming `where` otherwise.
+std::string path_from_python(py::handle h, const char* where) {
+  if (PyUnicode_Check(h.ptr())) return h.cast<std::string>();
+  py::object fspath = py::module_::import("os").attr("fspath");
+  try {
+    py::object p = fspath(h);
+    if (PyUnicode_Check(p.ptr())) return p.cast<std::string>();
+  } catch (const py::error_already_set&) {
+  }
+  throw InputError(std::string(where) + ": expected a path (str or os.PathLike), got " + describe_value(h));
+}
+
+/// tessera.inspect_checkpoint's dict.
+py::dict checkpoint_info_to_python(const CheckpointInfo& info) {
+  py::dict out;
+  out["path"] = info.path;
+  out["epoch"] = info.timestamp.epoch;
+  out["batch"] = info.timestamp.batch;
+  out["sample"] = info.timestamp.sample;
+  out["timestamp"] = info.timestamp;
+  out["tessera_version"] = info.tessera_version;
+  out["torch_version"] = info.torch_version;
+  out["seed"] = info.seed;
+  out["world_size"] = info.world_size;
+  out["recipe"] = info.recipe;
+  return out;
+}
+
 std::string upper(std::string s) {
   for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return s;
@@ -460,6 +488,16 @@ class PyTrainer {
     return trainer_->evaluate();
   }
 
+  void save_checkpoint(const std::string& path) {
+    py::gil_scoped_release release;
+    trainer_->save_checkpoint(path);
+  }
+
+  void load_checkpoint(const std::string& path, bool weights_only, bool strict) {
+    py::gil_scoped_release release;
+    trainer_->load_checkpoint(path, weights_only, strict);
+  }
+
   Trainer& trainer() { return *trainer_; }
   const Recipe& recipe() const { return recipe_; }
   const std::string& model_name() const { return model_name_; }
@@ -722,6 +760,22 @@ void bind_recipe_trainer(py::module_& m) {
     return plan_to_python(compile_plan(ptrs, nullptr));
   }, py::arg("algorithms"));
 
+  m.def(
+      "inspect_checkpoint",
+      [](py::object path) {
+        const std::string p = path_from_python(path, "inspect_checkpoint: path");
+        CheckpointInfo info;
+        {
+          py::gil_scoped_release release;
+          info = inspect_checkpoint(p);
+        }
+        return checkpoint_info_to_python(info);
+      },
+      py::arg("path"),
+      "Reads and verifies a checkpoint file (its checksum) and returns what it says about itself: {'path', "
+      "'epoch', 'batch', 'sample', 'timestamp' (a tessera.Timestamp), 'tessera_version', 'torch_version', 'seed', "
+      "'world_size', 'recipe' (the recipe as run, '' when the run did not come from one)}. "
+      "tessera.CheckpointError when the file is missing, truncated or corrupt.");
   m.def("registered", &registered_names, py::arg("kind"),
         "Recipe names registered for a kind: 'models', 'algorithms', 'datasets', 'optimizers', 'schedulers', ...");
 
@@ -748,7 +802,29 @@ void bind_recipe_trainer(py::module_& m) {
       .def_property_readonly("model", [](PyTrainer& t) { return t.trainer().state().model; })
       .def_property_readonly("options", [](PyTrainer& t) { return options_to_dict(t.trainer().options()); })
       .def_property_readonly("checkpoint", [](PyTrainer& t) { return options_to_dict(t.checkpoint()); },
-                             "The checkpoint settings (validated; saving and resume come later).")
+                             "The checkpoint settings (the recipe's checkpoint: section, as given to the trainer).")
+      .def("save_checkpoint",
+           [](PyTrainer& t, py::object path) { t.save_checkpoint(path_from_python(path, "save_checkpoint: path")); },
+           py::arg("path"),
+           "Writes the whole run state (weights, optimizer, time, generators, algorithm and callback state, data "
+           "position, metrics) to `path` atomically. Call it between batches: before or after fit(), or from a "
+           "callback at batch_checkpoint/epoch_checkpoint. With checkpoint.folder set, fit() also saves on its own.")
+      .def("load_checkpoint",
+           [](PyTrainer& t, py::object path, bool weights_only, bool strict) {
+             t.load_checkpoint(path_from_python(path, "load_checkpoint: path"), weights_only, strict);
+           },
+           py::arg("path"), py::arg("weights_only") = false, py::arg("strict") = true,
+           "Loads `path` (firing before_load and after_load): everything, so that fit() continues the saved run "
+           "exactly, or only the model weights with weights_only=True. strict=True refuses parameter names or "
+           "shapes that differ from the model's. tessera.CheckpointError when the file is missing, truncated or "
+           "corrupt; tessera.InputError when it does not fit this run.")
+      .def_property_readonly("loaded_checkpoint", [](PyTrainer& t) { return t.trainer().loaded_checkpoint(); },
+                             "The checkpoint this trainer resumed from or loaded ('' = none).")
+      .def_property_readonly("last_checkpoint", [](PyTrainer& t) { return t.trainer().last_checkpoint(); },
+                             "The last checkpoint fit() wrote into checkpoint.folder ('' = none).")
+      .def_property_readonly("skipped_batches", [](PyTrainer& t) { return t.trainer().skipped_batches(); },
+                             "Training batches whose update was dropped because their loss was not finite "
+                             "(nonfinite_loss: skip).")
       .def_property_readonly("recipe", &PyTrainer::recipe)
       .def_property_readonly("model_name", &PyTrainer::model_name)
       .def_property_readonly("metric_files", &PyTrainer::metric_files)
@@ -767,15 +843,21 @@ PYBIND11_MODULE(_C, m) {
   m.attr("__version__") = TESSERA_VERSION_STRING;
   m.attr("_torch_version") = TORCH_VERSION;
 
-  // tessera.Error(RuntimeError) and tessera.InputError(tessera.Error, ValueError). pybind11 tries the most
-  // recently registered translator first, so InputError (a subclass in C++) is registered last.
+  // tessera.Error(RuntimeError), tessera.InputError(tessera.Error, ValueError) and
+  // tessera.CheckpointError(tessera.InputError), as in C++; the most derived class is caught first.
   static py::exception<tessera::Error> error(m, "Error", PyExc_RuntimeError);
   static py::exception<tessera::InputError> input_error(m, "InputError", py::make_tuple(error, py::handle(PyExc_ValueError)));
+  static py::exception<tessera::CheckpointError> checkpoint_error(m, "CheckpointError", input_error);
   error.doc() = "A failure while running (tessera::Error).";
   input_error.doc() = "Bad input: a recipe, an option value, an impossible combination (tessera::InputError).";
+  checkpoint_error.doc() =
+      "A checkpoint file that is missing, truncated, corrupt or not a checkpoint; the message names the file and "
+      "the problem (tessera::CheckpointError).";
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const tessera::CheckpointError& e) {
+      PyErr_SetString(checkpoint_error.ptr(), e.what());
     } catch (const tessera::InputError& e) {
       PyErr_SetString(input_error.ptr(), e.what());
     } catch (const tessera::Error& e) {

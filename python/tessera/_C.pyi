@@ -1,5 +1,6 @@
 """Type hints of the native module tessera._C (re-exported by tessera; see its docstrings)."""
 import enum
+import os
 import types
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, overload
 
@@ -17,6 +18,10 @@ class Error(RuntimeError):
 
 class InputError(Error, ValueError):
     """Bad input: a recipe, an option value, an impossible combination (tessera::InputError)."""
+
+class CheckpointError(InputError):
+    """A checkpoint file that is missing, truncated, corrupt or not a checkpoint; the message names the file
+    and the problem (tessera::CheckpointError)."""
 
 class Event(enum.Enum):
     INIT = 0
@@ -384,6 +389,9 @@ class Recipe:
     def to_dict(self) -> Dict[str, Any]: ...
 
 def registered(kind: str) -> List[str]: ...
+def inspect_checkpoint(path: Union[str, os.PathLike[str]]) -> Dict[str, Any]:
+    """Reads and verifies a checkpoint file: {'path', 'epoch', 'batch', 'sample', 'timestamp', 'tessera_version',
+    'torch_version', 'seed', 'world_size', 'recipe'}. CheckpointError when it is missing, truncated or corrupt."""
 def _compile_plan(algorithms: Sequence[Algorithm]) -> Dict[str, Any]: ...
 
 class _Trainer:
@@ -406,6 +414,14 @@ class _Trainer:
     def options(self) -> Dict[str, Any]: ...
     @property
     def checkpoint(self) -> Dict[str, Any]: ...
+    def save_checkpoint(self, path: Union[str, os.PathLike[str]]) -> None: ...
+    def load_checkpoint(self, path: Union[str, os.PathLike[str]], weights_only: bool = ..., strict: bool = ...) -> None: ...
+    @property
+    def loaded_checkpoint(self) -> str: ...
+    @property
+    def last_checkpoint(self) -> str: ...
+    @property
+    def skipped_batches(self) -> int: ...
     @property
     def recipe(self) -> Recipe: ...
     @property

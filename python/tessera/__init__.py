@@ -39,6 +39,7 @@ from ._C import (
     AlgorithmSpec,
     Batch,
     Callback,
+    CheckpointError,
     Conflict,
     DataLoader,
     Error,
@@ -58,6 +59,7 @@ from ._C import (
     Time,
     Timestamp,
     TimeUnit,
+    inspect_checkpoint,
     registered,
 )
 from . import algorithms, data, functional
@@ -74,6 +76,7 @@ __all__ = [
     "AlgorithmSpec",
     "Batch",
     "Callback",
+    "CheckpointError",
     "Conflict",
     "DataLoader",
     "Error",
@@ -102,6 +105,7 @@ __all__ = [
     "conflicts_with",
     "data",
     "functional",
+    "inspect_checkpoint",
     "load_recipe",
     "plan",
     "registered",

@@ -49,6 +49,19 @@ class Trainer(_C._Trainer):
     entries; they run after the recipe's own, in the order given (the engine then orders algorithms per
     event by their declared specs). The plan is compiled, and INIT runs, in the constructor: refused
     combinations raise tessera.InputError here, before any training.
+
+    Checkpoints come from the recipe's `checkpoint:` section (or the `checkpoint` keyword, a dict of the same
+    keys: folder, interval, keep, autoresume, fresh_start_if_invalid, load_path, weights_only, strict). With a
+    folder, fit() saves every `interval` and at the end; with autoresume=True the constructor loads the newest
+    valid checkpoint of the folder, so that fit() continues that run exactly (same weights, bit for bit, as one
+    uninterrupted run):
+
+        trainer = tessera.Trainer("recipe.yaml", checkpoint={"folder": "ck", "interval": "1ep", "autoresume": True})
+        trainer.fit()
+        trainer.loaded_checkpoint   # the file it resumed from ('' = started fresh)
+
+    save_checkpoint(path) and load_checkpoint(path, weights_only=False, strict=True) do the same by hand;
+    tessera.inspect_checkpoint(path) reads a file's metadata. Invalid files raise tessera.CheckpointError.
     """
 
     def __init__(

@@ -29,10 +29,10 @@ def _run_cli(runner, recipe, run_dir, *overrides):
 
 
 def _cli_fingerprint(stdout):
-    for line in stdout.splitlines():
-        if line.startswith("weights-fingerprint:"):
-            return line.split(":", 1)[1].strip()
-    return None
+    """The fingerprint tessera-run prints as its last line: `weights-fingerprint: <16 hex digits>`."""
+    last = stdout.splitlines()[-1]
+    assert last.startswith("weights-fingerprint: "), stdout
+    return last.split(":", 1)[1].strip()
 
 
 def test_python_run_equals_tessera_run(runner, tiny_recipe_path, tmp_path):
@@ -49,11 +49,12 @@ def test_python_run_equals_tessera_run(runner, tiny_recipe_path, tmp_path):
     assert len(py_lines) > 0
     assert py_lines == cli_lines
 
-    # the final weights: tessera-run prints their fingerprint (FNV-1a over every parameter and buffer)
+    # the final weights: tessera-run prints their fingerprint (FNV-1a over every parameter and buffer), which
+    # it also logs as the weights_fingerprint hyperparameter, the last line of metrics.jsonl
     fingerprint = _cli_fingerprint(stdout)
-    if fingerprint is None:
-        pytest.skip("tessera-run does not print weights-fingerprint yet; compared the logged metrics only")
+    assert len(fingerprint) == 16
     assert trainer.weights_fingerprint() == fingerprint
+    assert py_lines[-1] == {"hparams": {"weights_fingerprint": fingerprint}}
 
 
 def test_dict_recipe_and_components_equal_the_file(tiny_recipe_path, tmp_path):

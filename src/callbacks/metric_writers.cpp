@@ -43,20 +43,46 @@ void check_writable(const std::string& path, const char* who) {
   }
 }
 
-/// Creates the parent folders of `path` and opens it for writing (truncating); InputError naming the path
-/// and the reason when that fails.
-void open_for_writing(std::ofstream& file, const std::string& path, const char* who) {
+/// Creates the parent folders of `path`; InputError naming the path and the reason when that fails.
+void create_parent_folders(const std::string& path, const std::string& who) {
   const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) {
+  if (parent.empty()) return;
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) {
+    throw InputError(fmt::format("{}.path: cannot create the folder '{}' for '{}': {}", who, parent.string(), path,
+                                 ec.message()));
+  }
+}
+
+/// Checks that `path` can be continued at `bytes`: it exists (unless `bytes` is 0) and is at least that long.
+void check_resumable(const std::string& path, int64_t bytes, const std::string& who) {
+  if (bytes == 0) return;
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) {
+    throw Error(fmt::format("{}: cannot resume '{}': {}; the checkpoint expects it to hold the {} bytes written "
+                            "before it (the file changed since the checkpoint; restore it or start a fresh run)",
+                            who, path, ec.message(), bytes));
+  }
+  if (size < static_cast<uintmax_t>(bytes)) {
+    throw Error(fmt::format("{}: cannot resume '{}': it has {} bytes, the checkpoint expects at least {} (the file "
+                            "changed since the checkpoint; restore it or start a fresh run)",
+                            who, path, size, bytes));
+  }
+}
+
+/// Opens `path` for writing: truncated to `keep` bytes and appended to, or (keep = 0) as a fresh file.
+void open_for_writing(std::ofstream& file, const std::string& path, int64_t keep, const std::string& who) {
+  create_parent_folders(path, who);
+  if (keep > 0) {
+    check_resumable(path, keep, who);
     std::error_code ec;
-    fs::create_directories(parent, ec);
-    if (ec) {
-      throw InputError(fmt::format("{}.path: cannot create the folder '{}' for '{}': {}", who,
-                                   parent.string(), path, ec.message()));
-    }
+    fs::resize_file(path, static_cast<uintmax_t>(keep), ec);
+    if (ec) throw Error(fmt::format("{}: cannot truncate '{}' to {} bytes: {}", who, path, keep, ec.message()));
   }
   errno = 0;
-  file.open(path, std::ios::out | std::ios::trunc);
+  file.open(path, keep > 0 ? std::ios::out | std::ios::app : std::ios::out | std::ios::trunc);
   if (!file.is_open()) {
     const int err = errno;
     throw InputError(fmt::format("{}.path: cannot open '{}' for writing{}", who, path,
@@ -76,6 +102,29 @@ void flush_and_close(std::ofstream& file, const std::string& path) {
   file.close();
   if (!ok) throw Error(fmt::format("cannot write to '{}' (disk full or file removed?)", path));
 }
+
+bool is_setup_event(Event event) {
+  return event == Event::Init || event == Event::BeforeLoad || event == Event::AfterLoad;
+}
+
+/// The "bytes" entry of a writer's state: a non-negative integer scalar.
+int64_t saved_bytes(const StateDict& state, const std::string& who) {
+  const auto it = state.find("bytes");
+  if (it == state.end()) {
+    throw InputError(fmt::format("{}: the checkpoint has no 'bytes' entry for this writer; expected the length of "
+                                 "its file at the checkpoint",
+                                 who));
+  }
+  const at::Tensor& t = it->second;
+  if (!t.defined() || t.numel() != 1 || t.is_floating_point() || t.is_complex()) {
+    throw InputError(fmt::format("{}: the checkpoint's 'bytes' entry is not an integer scalar", who));
+  }
+  const int64_t bytes = t.item<int64_t>();
+  if (bytes < 0) throw InputError(fmt::format("{}: the checkpoint's 'bytes' entry is negative ({})", who, bytes));
+  return bytes;
+}
+
+StateDict bytes_state(int64_t bytes) { return {{"bytes", at::scalar_tensor(bytes, at::kLong)}}; }
 
 /// A CSV field, quoted when needed (RFC 4180).
 std::string csv_field(const std::string& s) {
@@ -103,9 +152,94 @@ std::string dump(const nlohmann::ordered_json& j) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------
+// MetricFile
+
+namespace detail {
+
+MetricFile::MetricFile(std::string path, std::string who, std::string header)
+    : path_(std::move(path)), who_(std::move(who)), header_(std::move(header)) {}
+
+void MetricFile::append(const std::string& text) {
+  file_ << text;
+  check_written(file_, path_);
+  bytes_ += static_cast<int64_t>(text.size());
+}
+
+void MetricFile::open() {
+  const int64_t keep = resume_from_ > 0 ? resume_from_ : 0;
+  open_for_writing(file_, path_, keep, who_);
+  opened_ = true;
+  resume_from_ = -1;
+  bytes_ = keep;
+  if (bytes_ == 0) append(header_);
+  append(pending_);
+  pending_.clear();
+}
+
+void MetricFile::write(const std::string& text) {
+  if (closed_) return;
+  used_ = true;
+  if (opened_) {
+    append(text);
+  } else {
+    pending_ += text;
+  }
+}
+
+void MetricFile::event(Event event) {
+  if (closed_) return;
+  used_ = true;
+  if (is_setup_event(event)) {
+    setup_seen_ = true;
+    return;
+  }
+  if (!opened_) open();
+  if (event == Event::EpochEnd || event == Event::FitEnd) {
+    file_.flush();
+    check_written(file_, path_);
+  }
+}
+
+int64_t MetricFile::bytes() {
+  if (!opened_ && !closed_) open();
+  if (opened_) {
+    file_.flush();
+    check_written(file_, path_);
+  }
+  return bytes_;
+}
+
+void MetricFile::resume(int64_t bytes) {
+  if (closed_) return;  // nothing is written any more
+  if (opened_) {
+    // Already writing this file (a checkpoint loaded after training): rewind it now.
+    flush_and_close(file_, path_);
+    opened_ = false;
+    resume_from_ = bytes;
+    open();
+    return;
+  }
+  check_resumable(path_, bytes, who_);  // fail at the load, not at the first batch
+  pending_.clear();                     // the saving run's copy is in the file already
+  resume_from_ = bytes;
+}
+
+void MetricFile::close() {
+  if (closed_) return;
+  // A writer used on its own writes what it was given; one in a Trainer that never trained leaves the file alone.
+  if (!opened_ && used_ && !setup_seen_) open();
+  closed_ = true;
+  pending_.clear();
+  flush_and_close(file_, path_);
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------------------
 // JsonlWriter
 
-JsonlWriter::JsonlWriter(JsonlWriterOptions options) : options_(std::move(options)) {
+JsonlWriter::JsonlWriter(JsonlWriterOptions options)
+    : options_(std::move(options)), file_(options_.path(), "jsonl", "") {
   validate_options(options_, "jsonl");
   check_writable(options_.path(), "jsonl");
 }
@@ -118,28 +252,7 @@ JsonlWriter::~JsonlWriter() {
   }
 }
 
-bool JsonlWriter::ensure_open() {
-  if (closed_) return false;
-  if (!opened_) {
-    open_for_writing(file_, options_.path(), "jsonl");
-    opened_ = true;
-  }
-  return true;
-}
-
-void JsonlWriter::write_line(const std::string& line) {
-  if (!ensure_open()) return;
-  file_ << line << '\n';
-  check_written(file_, options_.path());
-}
-
-void JsonlWriter::run_event(Event event, State& state, Logger& logger) {
-  if (!ensure_open()) return;
-  if (event == Event::EpochEnd || event == Event::FitEnd) {
-    file_.flush();
-    check_written(file_, options_.path());
-  }
-}
+void JsonlWriter::run_event(Event event, State& state, Logger& logger) { file_.event(event); }
 
 void JsonlWriter::log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) {
   nlohmann::ordered_json line;
@@ -154,7 +267,7 @@ void JsonlWriter::log_metrics(const std::map<std::string, double>& values, const
       line[key] = nullptr;
     }
   }
-  write_line(dump(line));
+  file_.write(dump(line) + '\n');
 }
 
 void JsonlWriter::log_hyperparameters(const std::map<std::string, std::string>& values) {
@@ -162,25 +275,27 @@ void JsonlWriter::log_hyperparameters(const std::map<std::string, std::string>& 
   for (const auto& [key, value] : values) hparams[key] = value;
   nlohmann::ordered_json line;
   line["hparams"] = std::move(hparams);
-  write_line(dump(line));
+  file_.write(dump(line) + '\n');
 }
 
 void JsonlWriter::log_text(const std::string& level, const std::string& text) {
   nlohmann::ordered_json line;
   line["level"] = level;
   line["text"] = text;
-  write_line(dump(line));
+  file_.write(dump(line) + '\n');
 }
 
-void JsonlWriter::close() {
-  closed_ = true;
-  flush_and_close(file_, options_.path());
-}
+StateDict JsonlWriter::state_dict() const { return bytes_state(file_.bytes()); }
+
+void JsonlWriter::load_state_dict(const StateDict& state) { file_.resume(saved_bytes(state, "jsonl")); }
+
+void JsonlWriter::close() { file_.close(); }
 
 // ---------------------------------------------------------------------------------------------------------
 // CsvWriter
 
-CsvWriter::CsvWriter(CsvWriterOptions options) : options_(std::move(options)) {
+CsvWriter::CsvWriter(CsvWriterOptions options)
+    : options_(std::move(options)), file_(options_.path(), "csv", "epoch,batch,sample,wct,key,value\n") {
   validate_options(options_, "csv");
   check_writable(options_.path(), "csv");
 }
@@ -193,35 +308,19 @@ CsvWriter::~CsvWriter() {
   }
 }
 
-bool CsvWriter::ensure_open() {
-  if (closed_) return false;
-  if (!opened_) {
-    open_for_writing(file_, options_.path(), "csv");
-    opened_ = true;
-    file_ << "epoch,batch,sample,wct,key,value\n";
-    check_written(file_, options_.path());
-  }
-  return true;
-}
-
-void CsvWriter::run_event(Event event, State& state, Logger& logger) {
-  if (!ensure_open()) return;
-  if (event == Event::EpochEnd || event == Event::FitEnd) {
-    file_.flush();
-    check_written(file_, options_.path());
-  }
-}
+void CsvWriter::run_event(Event event, State& state, Logger& logger) { file_.event(event); }
 
 void CsvWriter::log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) {
-  if (!ensure_open()) return;
   const std::string prefix = fmt::format("{},{},{},{},", ts.epoch, ts.batch, ts.sample, number(ts.total_wct));
-  for (const auto& [key, value] : values) file_ << prefix << csv_field(key) << ',' << number(value) << '\n';
-  check_written(file_, options_.path());
+  std::string rows;
+  for (const auto& [key, value] : values) rows += prefix + csv_field(key) + ',' + number(value) + '\n';
+  file_.write(rows);
 }
 
-void CsvWriter::close() {
-  closed_ = true;
-  flush_and_close(file_, options_.path());
-}
+StateDict CsvWriter::state_dict() const { return bytes_state(file_.bytes()); }
+
+void CsvWriter::load_state_dict(const StateDict& state) { file_.resume(saved_bytes(state, "csv")); }
+
+void CsvWriter::close() { file_.close(); }
 
 }  // namespace tessera::callbacks

@@ -149,6 +149,17 @@ json save_state_dict(const StateDict& state, const std::string& prefix, File& fi
   return keys;
 }
 
+/// [{name, keys}] for algorithms or callbacks; their tensors go under "<kind>/<i>/<key>".
+template <class Plugin>
+json save_plugins(const std::vector<std::shared_ptr<Plugin>>& plugins, const char* kind, File& file) {
+  json out = json::array();
+  for (size_t i = 0; i < plugins.size(); ++i) {
+    out.push_back({{"name", plugins[i]->name()},
+                   {"keys", save_state_dict(plugins[i]->state_dict(), fmt::format("{}/{}/", kind, i), file)}});
+  }
+  return out;
+}
+
 StateDict load_state_dict(const json& keys, const std::string& prefix, const File& file, const std::string& path) {
   StateDict out;
   for (const auto& key : keys) out[key.get<std::string>()] = file.tensor(prefix + key.get<std::string>(), path);
@@ -220,21 +231,9 @@ void Trainer::save_checkpoint(const std::string& path) const {
   }
   m["optimizer"] = {{"name", opt.name()}, {"step_count", opt.step_count()}, {"groups", groups}, {"state", opt_state}};
 
-  // algorithms and callbacks, in plan order
-  json algorithms = json::array();
-  const auto& algos = engine_->algorithms();
-  for (size_t i = 0; i < algos.size(); ++i) {
-    algorithms.push_back({{"name", algos[i]->name()},
-                          {"keys", save_state_dict(algos[i]->state_dict(), fmt::format("algorithm/{}/", i), file)}});
-  }
-  m["algorithms"] = algorithms;
-  json callbacks = json::array();
-  const auto& cbs = engine_->callbacks();
-  for (size_t i = 0; i < cbs.size(); ++i) {
-    callbacks.push_back({{"name", cbs[i]->name()},
-                         {"keys", save_state_dict(cbs[i]->state_dict(), fmt::format("callback/{}/", i), file)}});
-  }
-  m["callbacks"] = callbacks;
+  // algorithms and callbacks, in recipe order
+  m["algorithms"] = save_plugins(engine_->algorithms(), "algorithm", file);
+  m["callbacks"] = save_plugins(engine_->callbacks(), "callback", file);
 
   // generators: the project's and torch's
   m["rng"] = {{"key", s.rng.key()}, {"counter", s.rng.counter()}};
@@ -246,10 +245,18 @@ void Trainer::save_checkpoint(const std::string& path) const {
   }
   m["generators"] = gens;
 
-  // the trainer's own bookkeeping
+  // the trainer's own bookkeeping; metric values as a float64 tensor (exact, and NaN/Inf survive)
+  json metric_names = json::array();
+  std::vector<double> metric_values;
+  for (const auto& [key, value] : s.metrics) {
+    metric_names.push_back(key);
+    metric_values.push_back(value);
+  }
+  file.tensors["trainer/metrics"] =
+      at::tensor(at::ArrayRef<double>(metric_values), at::TensorOptions().dtype(at::kDouble));
   m["trainer"] = {{"previous_timestamp", timestamp_json(previous_timestamp_)},
                   {"last_eval_batch", last_eval_batch_},
-                  {"metrics", s.metrics},
+                  {"metrics", metric_names},
                   {"skipped_batches", skipped_batches_}};
   checkpoint::write_file(file, path);
 }
@@ -375,7 +382,15 @@ void Trainer::load_checkpoint_file(const std::string& path, bool weights_only, b
     const json& t = m.at("trainer");
     previous_timestamp_ = timestamp_from(t.at("previous_timestamp"));
     last_eval_batch_ = t.at("last_eval_batch").get<std::vector<int64_t>>();
-    s.metrics = t.at("metrics").get<std::map<std::string, double>>();
+    const auto metric_names = t.at("metrics").get<std::vector<std::string>>();
+    const at::Tensor& metric_values = file.tensor("trainer/metrics", path);
+    if (metric_values.scalar_type() != at::kDouble || metric_values.numel() != static_cast<int64_t>(metric_names.size())) {
+      throw CheckpointError(fmt::format("checkpoint '{}': the metrics do not match their names", path));
+    }
+    s.metrics.clear();
+    for (size_t i = 0; i < metric_names.size(); ++i) {
+      s.metrics[metric_names[i]] = metric_values.data_ptr<double>()[i];
+    }
     skipped_batches_ = t.at("skipped_batches").get<int64_t>();
   } catch (const json::exception& e) {
     throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));

@@ -11,6 +11,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -212,13 +215,214 @@ TEST(MetricWriters, ConstructionAloneLeavesFilesAlone) {
   EXPECT_EQ(read_lines(jsonl), std::vector<std::string>{"{\"old\": 1}"});
   EXPECT_EQ(read_lines(csv), std::vector<std::string>{"old"});
 
-  // The first event starts a fresh file (the header only, for CSV).
+  // Nor does a Trainer that is built but never trains (setup events only, something logged at setup).
   State state;
   Logger logger;
+  {
+    CsvWriter c(CsvWriterOptions().path(csv.string()));
+    JsonlWriter j(JsonlWriterOptions().path(jsonl.string()));
+    for (Event e : {Event::Init, Event::BeforeLoad, Event::AfterLoad}) {
+      c.run_event(e, state, logger);
+      j.run_event(e, state, logger);
+    }
+    j.log_text("warning", "plan warning");
+    c.close();
+    j.close();
+  }
+  EXPECT_EQ(read_lines(jsonl), std::vector<std::string>{"{\"old\": 1}"});
+  EXPECT_EQ(read_lines(csv), std::vector<std::string>{"old"});
+
+  // Training starts a fresh file (the header only, for CSV).
   CsvWriter c(CsvWriterOptions().path(csv.string()));
   c.run_event(Event::Init, state, logger);
+  c.run_event(Event::FitStart, state, logger);
   c.close();
   EXPECT_EQ(read_lines(csv), std::vector<std::string>{"epoch,batch,sample,wct,key,value"});
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Resuming a metrics file (JSONL and CSV alike)
+
+using WriterFactory = std::function<std::unique_ptr<LoggerDestination>(const fs::path&)>;
+
+const std::vector<std::pair<std::string, WriterFactory>>& writer_kinds() {
+  static const std::vector<std::pair<std::string, WriterFactory>> kinds{
+      {"jsonl", [](const fs::path& p) { return std::make_unique<JsonlWriter>(JsonlWriterOptions().path(p.string())); }},
+      {"csv", [](const fs::path& p) { return std::make_unique<CsvWriter>(CsvWriterOptions().path(p.string())); }},
+  };
+  return kinds;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+int64_t bytes_of(const StateDict& state) { return state.at("bytes").item<int64_t>(); }
+
+/// What a Trainer does with its loggers while it is built: a plan warning (logged before Init), the setup
+/// events and, between before_load and after_load, the checkpoint's state when `resume_from` is given.
+void setup(LoggerDestination& w, State& state, Logger& logger, const StateDict* resume_from = nullptr) {
+  w.log_text("warning", "plan warning");
+  w.run_event(Event::Init, state, logger);
+  w.run_event(Event::BeforeLoad, state, logger);
+  if (resume_from) w.load_state_dict(*resume_from);
+  w.run_event(Event::AfterLoad, state, logger);
+}
+
+/// Batches [first, last] of 4 per epoch: loss and accuracy per batch, epoch_end after every 4th.
+void train(LoggerDestination& w, State& state, Logger& logger, int64_t first, int64_t last) {
+  for (int64_t b = first; b <= last; ++b) {
+    w.log_metrics({{"loss/train/total", 1.0 / static_cast<double>(b)}, {"metrics/train/accuracy", 0.125 * static_cast<double>(b)}},
+                  stamp((b - 1) / 4, b, 32 * b, 0.5 * static_cast<double>(b)));
+    if (b % 4 == 0) w.run_event(Event::EpochEnd, state, logger);
+  }
+}
+
+TEST(MetricWriters, ResumedFileEqualsAnUninterruptedRun) {
+  for (const auto& [kind, make] : writer_kinds()) {
+    SCOPED_TRACE(kind);
+    TempDir dir;
+    State state;
+    Logger logger;
+
+    // One run in one go.
+    const fs::path whole = dir.path() / "whole" / "metrics";
+    {
+      auto w = make(whole);
+      setup(*w, state, logger);
+      w->run_event(Event::FitStart, state, logger);
+      train(*w, state, logger, 1, 10);
+      w->run_event(Event::FitEnd, state, logger);
+      w->close();
+    }
+
+    // A run checkpointed after batch 6 and killed after batch 8 (its file then holds batches 7 and 8)...
+    const fs::path resumed = dir.path() / "resumed" / "metrics";
+    StateDict saved;
+    {
+      auto w = make(resumed);
+      setup(*w, state, logger);
+      w->run_event(Event::FitStart, state, logger);
+      train(*w, state, logger, 1, 6);
+      saved = w->state_dict();
+      EXPECT_EQ(bytes_of(saved), static_cast<int64_t>(fs::file_size(resumed)));  // flushed: on disk
+      train(*w, state, logger, 7, 8);
+      w->close();
+    }
+    EXPECT_GT(fs::file_size(resumed), static_cast<uintmax_t>(bytes_of(saved)));
+    // ... then resumed from the checkpoint by a fresh writer: batches 7-8 are dropped and written again, the
+    // plan warning and the CSV header are not repeated.
+    {
+      auto w = make(resumed);
+      setup(*w, state, logger, &saved);
+      w->run_event(Event::FitStart, state, logger);
+      train(*w, state, logger, 7, 10);
+      w->run_event(Event::FitEnd, state, logger);
+      w->close();
+    }
+    const std::string expected = read_file(whole);
+    EXPECT_EQ(read_file(resumed), expected);
+    EXPECT_EQ(count_of(expected, "plan warning"), kind == "jsonl" ? 1u : 0u);
+    EXPECT_EQ(count_of(expected, "epoch,batch,sample,wct,key,value"), kind == "csv" ? 1u : 0u);
+    EXPECT_EQ(split_lines(expected).size(), kind == "csv" ? 21u : 11u);  // header + 2 per batch; warning + 1 per batch
+  }
+}
+
+TEST(MetricWriters, ResumeBeforeAnythingWasWrittenStartsAFreshFile) {
+  // A checkpoint saved before the writer had written anything (bytes 0): the file is started afresh, with
+  // the CSV header.
+  for (const auto& [kind, make] : writer_kinds()) {
+    SCOPED_TRACE(kind);
+    TempDir dir;
+    State state;
+    Logger logger;
+    const fs::path path = dir.path() / "metrics";
+    std::ofstream(path) << "stale\n";
+    const StateDict nothing_written{{"bytes", at::scalar_tensor(int64_t{0}, at::kLong)}};
+    auto w = make(path);
+    setup(*w, state, logger, &nothing_written);
+    w->run_event(Event::FitStart, state, logger);
+    w->close();
+    EXPECT_EQ(read_file(path), kind == "csv" ? "epoch,batch,sample,wct,key,value\n" : "");
+  }
+}
+
+TEST(MetricWriters, StateDictBeforeTrainingWritesTheFile) {
+  // Trainer::save_checkpoint before fit: the file is started (with what was logged at setup) and counted.
+  TempDir dir;
+  State state;
+  Logger logger;
+  const fs::path path = dir.path() / "m.jsonl";
+  JsonlWriter w(JsonlWriterOptions().path(path.string()));
+  setup(w, state, logger);
+  EXPECT_FALSE(fs::exists(path));
+  const int64_t bytes = bytes_of(w.state_dict());
+  EXPECT_EQ(read_file(path), "{\"level\":\"warning\",\"text\":\"plan warning\"}\n");
+  EXPECT_EQ(bytes, static_cast<int64_t>(fs::file_size(path)));
+  w.close();
+  EXPECT_EQ(bytes_of(w.state_dict()), bytes);  // closed: no more writes, same count
+}
+
+TEST(MetricWriters, LoadingIntoAWriterAlreadyWritingRewindsItsFile) {
+  // trainer.fit(); trainer.load_checkpoint(earlier); trainer.fit(): the file goes back to the checkpoint.
+  TempDir dir;
+  State state;
+  Logger logger;
+  const fs::path path = dir.path() / "m.csv";
+  CsvWriter w(CsvWriterOptions().path(path.string()));
+  setup(w, state, logger);
+  w.run_event(Event::FitStart, state, logger);
+  train(w, state, logger, 1, 2);
+  const StateDict saved = w.state_dict();
+  const std::string at_checkpoint = read_file(path);
+  train(w, state, logger, 3, 4);
+  w.run_event(Event::BeforeLoad, state, logger);
+  w.load_state_dict(saved);
+  EXPECT_EQ(read_file(path), at_checkpoint);
+  w.run_event(Event::AfterLoad, state, logger);
+  w.run_event(Event::FitStart, state, logger);
+  train(w, state, logger, 3, 3);
+  w.close();
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 7u);
+  EXPECT_EQ(lines[0], "epoch,batch,sample,wct,key,value");
+  EXPECT_EQ(lines[5], "0,3,96,1.5,loss/train/total,0.3333333333333333");
+  EXPECT_EQ(lines[6], "0,3,96,1.5,metrics/train/accuracy,0.375");
+}
+
+TEST(MetricWriters, ResumeRefusesAFileShorterThanTheCheckpoint) {
+  for (const auto& [kind, make] : writer_kinds()) {
+    SCOPED_TRACE(kind);
+    TempDir dir;
+    State state;
+    Logger logger;
+    const fs::path path = dir.path() / "metrics";
+    const StateDict saved{{"bytes", at::scalar_tensor(int64_t{100}, at::kLong)}};
+    for (const bool exists : {false, true}) {
+      if (exists) std::ofstream(path) << "only 20 bytes here.\n";
+      auto w = make(path);
+      try {
+        setup(*w, state, logger, &saved);
+        FAIL() << "expected tessera::Error";
+      } catch (const InputError& e) {
+        FAIL() << "expected tessera::Error, not InputError: " << e.what();
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(path.string()), std::string::npos) << what;
+        EXPECT_NE(what.find("changed since the checkpoint"), std::string::npos) << what;
+        if (exists) EXPECT_NE(what.find("it has 20 bytes, the checkpoint expects at least 100"), std::string::npos) << what;
+      }
+      w->close();
+      EXPECT_EQ(fs::exists(path), exists);  // left alone
+      if (exists) EXPECT_EQ(read_file(path), "only 20 bytes here.\n");
+    }
+    // A state without the entry (or with a wrong one) is an InputError naming the writer.
+    auto w = make(path);
+    EXPECT_THROW(w->load_state_dict({}), InputError);
+    EXPECT_THROW(w->load_state_dict({{"bytes", at::scalar_tensor(-1, at::kLong)}}), InputError);
+    EXPECT_THROW(w->load_state_dict({{"bytes", at::scalar_tensor(1.5, at::kDouble)}}), InputError);
+  }
 }
 
 TEST(JsonlWriter, UnwritablePathIsInputErrorNamingIt) {

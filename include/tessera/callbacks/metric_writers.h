@@ -6,10 +6,23 @@
 ///
 /// Both check in the constructor that the file can be written (an InputError naming the path otherwise, so
 /// a bad path fails before training starts) without touching the disk, so that building a run that never
-/// trains (`tessera-run --plan`) leaves existing files alone. The file is created (with its parent folders,
-/// truncating an old one) at the first event or logged value, flushed at the end of every epoch and of fit,
-/// and closed by close(); values logged after close() are dropped. Relative paths are used as given (the
-/// registry resolves them against the run folder).
+/// trains (`tessera-run --plan`, a Trainer that is built and dropped, a resume that fails) leaves existing
+/// files alone. What is logged before training starts is held in memory; the file is created (with its
+/// parent folders, truncating an old one) at the first event other than the setup events (init,
+/// before_load, after_load): fit_start, or eval_standalone_start for a Trainer that only evaluates; or by
+/// state_dict(); or by close() for a writer used on its own (one that got no setup events). The file is
+/// flushed at the end of every epoch, of fit and by state_dict(), and closed by close(); values
+/// logged after close() are dropped. Relative paths are used as given (the registry resolves them against
+/// the run folder).
+///
+/// Resuming: state_dict() flushes and returns {"bytes": the file's length so far} (an int64 scalar), which
+/// the Trainer saves in checkpoints. load_state_dict() makes the writer continue that file instead of
+/// starting a fresh one: it is truncated to exactly that length (dropping what a killed run wrote after the
+/// checkpoint) and appended to, so a run stopped and resumed writes the same file as one run in one go
+/// (except the wall-clock "wct" fields). What was logged before the load is dropped (the file already has
+/// the saving run's copy), and the CSV header is not written again. An Error when the file is missing or
+/// shorter than the saved length (it changed since the checkpoint). A writer already writing its file
+/// rewinds it at once.
 #include <tessera/callback.h>
 #include <tessera/options.h>
 
@@ -19,6 +32,48 @@
 #include <string>
 
 namespace tessera::callbacks {
+
+namespace detail {
+
+/// The file of a metrics writer: buffering until training starts, a byte count, truncate-and-append resume
+/// (see the top of this header). `who` names the writer in messages; `header` is written at the top of a
+/// fresh file.
+class MetricFile {
+ public:
+  MetricFile(std::string path, std::string who, std::string header);
+  MetricFile(const MetricFile&) = delete;
+  MetricFile& operator=(const MetricFile&) = delete;
+
+  /// Appends `text` (to memory until the file is opened); dropped once closed.
+  void write(const std::string& text);
+  /// Setup events are noted; any other event opens the file; epoch_end and fit_end flush it.
+  void event(Event event);
+  /// Opens the file if needed, flushes it and returns its length in bytes (what this run has written).
+  int64_t bytes();
+  /// Continues the file at `bytes` (see the top of this header).
+  void resume(int64_t bytes);
+  /// Flushes and closes; an Error when buffered data could not be written. Idempotent.
+  void close();
+
+ private:
+  /// Opens the file (fresh, or truncated to `resume_from_`) and writes the header and pending text.
+  void open();
+  void append(const std::string& text);
+
+  std::string path_;
+  std::string who_;
+  std::string header_;
+  std::ofstream file_;
+  std::string pending_;       ///< logged before the file was opened
+  int64_t bytes_ = 0;         ///< length of the file including what the stream has buffered
+  int64_t resume_from_ = -1;  ///< length to truncate the file to when it is opened (-1 = start fresh)
+  bool used_ = false;         ///< something was logged or an event arrived
+  bool setup_seen_ = false;   ///< init, before_load or after_load arrived (the writer is in a Trainer)
+  bool opened_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace detail
 
 struct JsonlWriterOptions {
   /// File to write.
@@ -44,19 +99,17 @@ class JsonlWriter : public LoggerDestination {
   void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override;
   void log_hyperparameters(const std::map<std::string, std::string>& values) override;
   void log_text(const std::string& level, const std::string& text) override;
+  /// {"bytes": length of the file so far}; flushes (and opens the file if nothing opened it yet).
+  StateDict state_dict() const override;
+  /// Continues the file at the saved length (see the top of this header).
+  void load_state_dict(const StateDict& state) override;
   void close() override;
 
   const JsonlWriterOptions& options() const noexcept { return options_; }
 
  private:
-  void write_line(const std::string& line);
-  /// Opens the file on first use; false once closed.
-  bool ensure_open();
-
   JsonlWriterOptions options_;
-  std::ofstream file_;
-  bool opened_ = false;
-  bool closed_ = false;
+  mutable detail::MetricFile file_;  ///< state_dict() flushes it
 };
 
 struct CsvWriterOptions {
@@ -68,9 +121,9 @@ struct CsvWriterOptions {
   }
 };
 
-/// Writes metrics in long format ("csv" in recipes): a header `epoch,batch,sample,wct,key,value`, then one
-/// row per logged value. Keys containing commas or quotes are quoted (RFC 4180); non-finite values are
-/// written as nan, inf or -inf. Hyperparameters and text are not written.
+/// Writes metrics in long format ("csv" in recipes): a header `epoch,batch,sample,wct,key,value` (at the top
+/// of a fresh file only), then one row per logged value. Keys containing commas or quotes are quoted
+/// (RFC 4180); non-finite values are written as nan, inf or -inf. Hyperparameters and text are not written.
 class CsvWriter : public LoggerDestination {
  public:
   explicit CsvWriter(CsvWriterOptions options = {});
@@ -79,18 +132,17 @@ class CsvWriter : public LoggerDestination {
   std::string name() const override { return "csv"; }
   void run_event(Event event, State& state, Logger& logger) override;
   void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override;
+  /// {"bytes": length of the file so far}; flushes (and opens the file if nothing opened it yet).
+  StateDict state_dict() const override;
+  /// Continues the file at the saved length (see the top of this header); the header is not written again.
+  void load_state_dict(const StateDict& state) override;
   void close() override;
 
   const CsvWriterOptions& options() const noexcept { return options_; }
 
  private:
-  /// Opens the file and writes the header on first use; false once closed.
-  bool ensure_open();
-
   CsvWriterOptions options_;
-  std::ofstream file_;
-  bool opened_ = false;
-  bool closed_ = false;
+  mutable detail::MetricFile file_;  ///< state_dict() flushes it
 };
 
 }  // namespace tessera::callbacks
