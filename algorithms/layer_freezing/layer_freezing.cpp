@@ -21,7 +21,10 @@ std::vector<std::shared_ptr<torch::nn::Module>> freezable_layers(torch::nn::Modu
 int64_t freeze_depth(double e, int64_t num_layers, double freeze_start, double freeze_level) {
   if (e <= freeze_start || num_layers < 2) return 0;
   const double phi = freeze_level * (e - freeze_start) / (1.0 - freeze_start);
-  const int64_t d = static_cast<int64_t>(std::floor(std::min(phi, 1.0) * static_cast<double>(num_layers - 1)));
+  // The small tolerance makes exact boundaries exact: (1/3 - 0.2)/(1 - 0.2) * 6 is 0.9999999999999998 in
+  // floating point and must freeze 1 layer, not 0.
+  const int64_t d =
+      static_cast<int64_t>(std::floor(std::min(phi, 1.0) * static_cast<double>(num_layers - 1) + 1e-9));
   return std::clamp<int64_t>(d, 0, num_layers - 1);
 }
 

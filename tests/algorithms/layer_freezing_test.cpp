@@ -17,6 +17,8 @@ TEST(LayerFreezing, DepthFormula) {
   EXPECT_EQ(freeze_depth(1.0, 5, 0.5, 0.5), 2);
   EXPECT_EQ(freeze_depth(0.6, 5, 0.5, 1.0), 0);    // phi 0.2 -> floor(0.8)
   EXPECT_EQ(freeze_depth(1.0, 1, 0.0, 1.0), 0);
+  // An exact boundary in floating point: after epoch 1 of 3, start 0.2, 7 layers: (1/3 - 0.2)/0.8 * 6 = 1.
+  EXPECT_EQ(freeze_depth(1.0 / 3.0, 7, 0.2, 1.0), 1);
 }
 
 TEST(LayerFreezing, LayersAreParameterOwningLeavesDepthFirst) {

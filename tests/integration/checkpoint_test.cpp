@@ -1,0 +1,1165 @@
+// Checkpoints end to end through the C++ API: bitwise-exact resume (optimizers, gradient accumulation, each
+// algorithm and all five together, at several interruption points), the checkpoint folder (names, `latest`,
+// keep, intervals, inspect_checkpoint), corrupt files, runs that do not fit a checkpoint, non-finite losses,
+// stop signals, and seeded determinism.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <ATen/Context.h>
+#include <fmt/format.h>
+#include <torch/version.h>
+
+#include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/selective_backprop.h>
+#include <tessera/version.h>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr int64_t kBatchesPerEpoch = 6;  // 48 examples in batches of 8
+constexpr int64_t kEpochs = 3;
+constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
+
+// ------------------------------------------------------------------------------------------------ runs
+
+/// Everything a run is made of; `components(spec)` builds it afresh (same initial weights, same data).
+struct RunSpec {
+  std::string name;
+  std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn (3x8x8 images)
+  std::string optimizer = "sgd";  ///< sgd (momentum 0.9) or adamw
+  int64_t microbatch_size = 0;
+  std::vector<std::string> algorithms;
+  bool scheduler = false;  ///< a linear learning-rate decay over the run
+  bool evaluator = false;
+  int64_t train_size = 48;
+  int64_t batch_size = 8;
+  int64_t seed = 42;
+  std::string nonfinite_loss = "error";
+  int64_t nan_at_batch = -1;  ///< NanInputs poisons this batch (-1 = none)
+  bool deterministic = false;
+};
+
+void PrintTo(const RunSpec& spec, std::ostream* os) { *os << spec.name; }
+
+const std::vector<std::string> kAllFive = {"blurpool", "label_smoothing", "selective_backprop",
+                                           "progressive_resizing", "layer_freezing"};
+
+std::shared_ptr<Model> make_model(const std::string& kind) {
+  at::manual_seed(3);
+  auto mlp = [](std::vector<int64_t> hidden, double dropout) {
+    return std::make_shared<MLP>(
+        MLPOptions().in_features(16).hidden(std::move(hidden)).num_classes(3).dropout(dropout));
+  };
+  if (kind == "tiny") return testing::tiny_model(3);
+  if (kind == "tiny_wide") {
+    auto net = std::make_shared<testing::TinyNetImpl>(16, 10, 3);  // hidden width 10 instead of 8
+    return std::make_shared<Classifier<testing::TinyNetImpl>>(net, 3);
+  }
+  if (kind == "mlp_dropout") return mlp({12}, 0.25);
+  if (kind == "mlp1") return mlp({8}, 0.0);
+  if (kind == "mlp2") return mlp({8, 8}, 0.0);
+  if (kind == "cnn") return std::make_shared<CNN>(CNNOptions().in_channels(3).num_classes(4).width(4));
+  throw std::invalid_argument("unknown test model " + kind);
+}
+
+/// Options that make each algorithm act within this short run, before and after every interruption point.
+std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
+  using namespace algorithms;
+  if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(1));
+  if (name == "label_smoothing") {
+    return std::make_shared<LabelSmoothing>(LabelSmoothingOptions().smoothing(0.1));
+  }
+  if (name == "selective_backprop") {
+    // start 0, end 1, every 2nd batch in full: both modes alternate all run long.
+    return std::make_shared<SelectiveBackprop>(
+        SelectiveBackpropOptions().start(0).end(1).keep(0.5).interrupt(2));
+  }
+  if (name == "progressive_resizing") {
+    // Widths 4 -> 6 -> 8 of 8 over the run, random crops.
+    return std::make_shared<ProgressiveResizing>(ProgressiveResizingOptions()
+                                                     .mode("crop")
+                                                     .initial_scale(0.5)
+                                                     .delay_fraction(0.2)
+                                                     .finetune_fraction(0.2)
+                                                     .size_increment(2));
+  }
+  if (name == "layer_freezing") {
+    // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
+    return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
+  }
+  throw std::invalid_argument("unknown test algorithm " + name);
+}
+
+/// Fills the inputs of one batch with NaN (so its loss is NaN).
+class NanInputs : public Algorithm {
+ public:
+  explicit NanInputs(int64_t batch) : batch_(batch) {
+    spec_.name = "nan_inputs";
+    spec_.accesses.push_back({Event::AfterDataloader, {Resource::Inputs}, {Resource::Inputs}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    if (state.timestamp.batch == batch_) {
+      state.batch.input() = at::full_like(state.batch.input(), std::numeric_limits<float>::quiet_NaN());
+    }
+  }
+
+ private:
+  int64_t batch_;
+  AlgorithmSpec spec_;
+};
+
+Components components(const RunSpec& s) {
+  Components c;
+  c.model = make_model(s.model);
+  auto train = s.model == "cnn" ? data::make_synthetic(data::SyntheticOptions()
+                                                           .size(s.train_size)
+                                                           .input_shape(std::vector<int64_t>{3, 8, 8})
+                                                           .num_classes(4)
+                                                           .seed(7))
+                                : testing::tiny_data(s.train_size);
+  c.train_dataloader = testing::loader(train, s.batch_size);
+  if (s.optimizer == "adamw") {
+    c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  } else {
+    c.optimizer =
+        std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+  }
+  if (s.scheduler) {
+    c.schedulers.push_back(
+        optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.1)));
+  }
+  if (s.evaluator) {
+    Evaluator ev;
+    ev.label = "eval";
+    ev.dataloader = testing::loader(testing::tiny_data(16, 99), 16, false);
+    ev.metrics = {std::make_shared<Accuracy>(1)};
+    c.evaluators.push_back(ev);
+  }
+  for (const auto& name : s.algorithms) c.algorithms.push_back(make_algorithm(name));
+  if (s.nan_at_batch >= 0) c.algorithms.push_back(std::make_shared<NanInputs>(s.nan_at_batch));
+  return c;
+}
+
+TrainerOptions trainer_options(const RunSpec& s) {
+  return TrainerOptions()
+      .max_duration(Time(kEpochs, TimeUnit::Epoch))
+      .microbatch_size(s.microbatch_size)
+      .threads(1)
+      .seed(s.seed)
+      .deterministic(s.deterministic)
+      .nonfinite_loss(s.nonfinite_loss);
+}
+
+std::string fingerprint(const Trainer& t) { return weights_fingerprint(*t.state().model); }
+
+/// Records "ba<batch> step<optimizer steps> <weights fingerprint>" at FitStart and after every batch, and
+/// "ba<batch> [N, C, H, W]": the shape of each batch as trained (after selective backprop and resizing).
+class Recorder : public Callback {
+ public:
+  std::string name() const override { return "recorder"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event == Event::FitStart || event == Event::BatchEnd) {
+      lines.push_back(fmt::format("ba{} step{} {}", s.timestamp.batch, s.optimizer->step_count(),
+                                  weights_fingerprint(*s.model)));
+    }
+    if (event == Event::BatchEnd) {
+      shapes.push_back(fmt::format("ba{} {}", s.timestamp.batch, c10::str(s.batch.input().sizes())));
+    }
+  }
+  std::vector<std::string> lines;
+  std::vector<std::string> shapes;
+};
+
+/// At BatchEnd of batch `batch` (counted from 1): stops training (like a job whose time is up), or raises
+/// `signal` in this process.
+class StopAfter : public Callback {
+ public:
+  explicit StopAfter(int64_t batch, int signal = 0) : batch_(batch), signal_(signal) {}
+  std::string name() const override { return "stop_after"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event != Event::BatchEnd || s.timestamp.batch != batch_) return;
+    if (signal_ != 0) {
+      std::raise(signal_);
+    } else {
+      s.stop_training();
+    }
+  }
+
+ private:
+  int64_t batch_;
+  int signal_;
+};
+
+/// Copies every parameter and buffer (by name) at BatchEnd.
+class WeightsAtBatchEnd : public Callback {
+ public:
+  std::string name() const override { return "weights_at_batch_end"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event != Event::BatchEnd) return;
+    auto& out = by_batch[s.timestamp.batch];
+    for (const auto& item : s.model->named_parameters(true)) {
+      out.emplace_back("param " + item.key(), item.value().detach().clone());
+    }
+    for (const auto& item : s.model->named_buffers(true)) {
+      out.emplace_back("buffer " + item.key(), item.value().detach().clone());
+    }
+  }
+  std::map<int64_t, std::vector<std::pair<std::string, at::Tensor>>> by_batch;
+};
+
+struct TestRun {
+  std::shared_ptr<Recorder> recorder;
+  std::unique_ptr<Trainer> trainer;
+  Trainer* operator->() const { return trainer.get(); }
+};
+
+TestRun make_run(const RunSpec& spec, CheckpointOptions checkpoint = {},
+                 std::vector<std::shared_ptr<Callback>> extra = {}) {
+  Components c = components(spec);
+  TestRun run;
+  run.recorder = std::make_shared<Recorder>();
+  c.callbacks.push_back(run.recorder);
+  for (auto& cb : extra) c.callbacks.push_back(std::move(cb));
+  run.trainer = std::make_unique<Trainer>(trainer_options(spec), std::move(c), std::move(checkpoint));
+  return run;
+}
+
+/// The final weights fingerprint of an uninterrupted run without checkpoints.
+std::string uninterrupted_fingerprint(const RunSpec& spec) {
+  TestRun run = make_run(spec);
+  run->fit();
+  return fingerprint(*run.trainer);
+}
+
+// ------------------------------------------------------------------------------------------------ state
+
+std::string counters(const Timestamp& t) {
+  return fmt::format(
+      "iteration {} epoch {} batch {} sample {} token {} epoch_in_iteration {} batch_in_epoch {} "
+      "sample_in_epoch {} token_in_epoch {}",
+      t.iteration, t.epoch, t.batch, t.sample, t.token, t.epoch_in_iteration, t.batch_in_epoch,
+      t.sample_in_epoch, t.token_in_epoch);
+}
+
+/// The run state a checkpoint must carry, in comparable form.
+struct Snapshot {
+  Timestamp timestamp;
+  int64_t steps = 0;
+  std::vector<std::string> groups;                                 ///< "lr=.. initial_lr=.. params=a,b,"
+  std::map<std::string, std::vector<at::Tensor>> optimizer_state;  ///< by parameter name
+  std::string frozen;  ///< parameters that do not require gradients
+  std::string fingerprint;
+  uint64_t rng_key = 0;
+  uint64_t rng_counter = 0;
+  std::map<std::string, double> metrics;
+  int64_t skipped = 0;
+};
+
+Snapshot snapshot(const State& s, int64_t skipped_batches) {
+  Snapshot out;
+  out.timestamp = s.timestamp;
+  out.steps = s.optimizer->step_count();
+  std::map<const void*, std::string> names;
+  for (const auto& item : s.model->named_parameters(true)) {
+    names[item.value().unsafeGetTensorImpl()] = item.key();
+    if (!item.value().requires_grad()) out.frozen += item.key() + " ";
+  }
+  auto name_of = [&](const void* impl) {
+    auto it = names.find(impl);
+    return it == names.end() ? std::string("<not in the model>") : it->second;
+  };
+  for (const auto& g : s.optimizer->param_groups()) {
+    std::string line = fmt::format("lr={} initial_lr={} params=", g.lr, g.initial_lr);
+    for (const auto& p : g.params) line += name_of(p.unsafeGetTensorImpl()) + ",";
+    out.groups.push_back(line);
+  }
+  for (const auto& [impl, slots] : s.optimizer->state()) {
+    std::vector<at::Tensor> copies;
+    for (const auto& slot : slots) copies.push_back(slot.defined() ? slot.detach().clone() : at::Tensor());
+    out.optimizer_state[name_of(impl)] = std::move(copies);
+  }
+  out.fingerprint = weights_fingerprint(*s.model);
+  out.rng_key = s.rng.key();
+  out.rng_counter = s.rng.counter();
+  out.metrics = s.metrics;
+  out.skipped = skipped_batches;
+  return out;
+}
+
+Snapshot snapshot(const Trainer& t) { return snapshot(t.state(), t.skipped_batches()); }
+
+/// Snapshots of a run where a checkpoint could be taken: at FitStart, after each batch and after each
+/// epoch's end (which replaces the snapshot after that epoch's last batch), by batch.
+class SnapshotAt : public Callback {
+ public:
+  std::string name() const override { return "snapshot_at"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event != Event::FitStart && event != Event::BatchEnd && event != Event::EpochCheckpoint) return;
+    auto it = s.metrics.find("trainer/skipped_batches");
+    by_batch[s.timestamp.batch] = snapshot(s, it == s.metrics.end() ? 0 : static_cast<int64_t>(it->second));
+  }
+  std::map<int64_t, Snapshot> by_batch;
+};
+
+/// What expect_same_state compares beyond the training state proper.
+enum class Same {
+  Everything,             ///< a checkpoint's round trip: wall-clock times and metrics too
+  ExceptTimes,            ///< another run: wall-clock times differ
+  ExceptTimesAndMetrics,  ///< another run at a point where the other one had not evaluated yet
+};
+
+void expect_same_state(const Snapshot& actual, const Snapshot& expected, Same same) {
+  EXPECT_EQ(counters(actual.timestamp), counters(expected.timestamp));
+  if (same == Same::Everything) {
+    EXPECT_EQ(actual.timestamp.total_wct, expected.timestamp.total_wct);
+    EXPECT_EQ(actual.timestamp.epoch_wct, expected.timestamp.epoch_wct);
+    EXPECT_EQ(actual.timestamp.batch_wct, expected.timestamp.batch_wct);
+  }
+  EXPECT_EQ(actual.steps, expected.steps);
+  EXPECT_EQ(actual.groups, expected.groups);
+  EXPECT_EQ(actual.frozen, expected.frozen);
+  EXPECT_EQ(actual.fingerprint, expected.fingerprint);
+  EXPECT_EQ(actual.rng_key, expected.rng_key);
+  EXPECT_EQ(actual.rng_counter, expected.rng_counter);
+  if (same != Same::ExceptTimesAndMetrics) EXPECT_EQ(actual.metrics, expected.metrics);
+  EXPECT_EQ(actual.skipped, expected.skipped);
+  ASSERT_EQ(actual.optimizer_state.size(), expected.optimizer_state.size());
+  for (const auto& [name, slots] : expected.optimizer_state) {
+    auto it = actual.optimizer_state.find(name);
+    ASSERT_NE(it, actual.optimizer_state.end()) << "no optimizer state for " << name;
+    ASSERT_EQ(it->second.size(), slots.size()) << name;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const at::Tensor& a = it->second[i];
+      const at::Tensor& b = slots[i];
+      ASSERT_EQ(a.defined(), b.defined()) << name << " slot " << i;
+      if (!b.defined()) continue;
+      ASSERT_EQ(a.scalar_type(), b.scalar_type()) << name << " slot " << i;
+      EXPECT_TRUE(at::equal(a, b)) << "optimizer state of " << name << " slot " << i << " differs";
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ files
+
+/// A fresh temporary folder per test, removed afterwards.
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "tessera-checkpoint-test-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << "mkdtemp failed";
+    root_ = pattern;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!root_.empty()) fs::remove_all(root_, ec);
+  }
+  std::string folder(const std::string& name) const { return (fs::path(root_) / name).string(); }
+
+  std::string root_;
+};
+
+std::string join(const std::string& folder, const std::string& name) {
+  return (fs::path(folder) / name).string();
+}
+
+/// The file names (not paths) of checkpoint_files(folder), newest first.
+std::vector<std::string> names_in(const std::string& folder) {
+  std::vector<std::string> out;
+  for (const auto& path : checkpoint_files(folder)) out.push_back(fs::path(path).filename().string());
+  return out;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void truncate_to_half(const std::string& path) { fs::resize_file(path, fs::file_size(path) / 2); }
+
+void xor_byte(const std::string& path, std::streamoff offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.good()) << path;
+  f.seekg(offset);
+  char c = 0;
+  f.get(c);
+  f.seekp(offset);
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+
+void overwrite_start(const std::string& path, const std::string& bytes) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.good()) << path;
+  f.seekp(0);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// The message of the `E` that `f` throws (a test failure when it throws nothing).
+template <class E, class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an exception";
+  return "";
+}
+
+/// The message of the InputError `f` throws; a failure when it is a CheckpointError (the file is fine, the
+/// run does not fit it).
+template <class F>
+std::string mismatch_message(F&& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    ADD_FAILURE() << "expected a plain InputError, got a CheckpointError: " << e.what();
+    return e.what();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
+}
+
+// ------------------------------------------------------------------------------------------------ 1. resume
+
+class CheckpointResume : public CheckpointTest, public ::testing::WithParamInterface<RunSpec> {};
+class CheckpointSensitivity : public CheckpointTest {};
+
+bool has(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+/// The algorithms of `spec` did act in `run` (else an exact resume would prove little about them).
+void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const SnapshotAt& snapshots) {
+  std::set<int64_t> rows, widths;
+  for (const auto& line : run.recorder->shapes) {
+    const auto open = line.find('[');
+    std::vector<int64_t> dims;
+    std::stringstream ss(line.substr(open + 1));
+    for (std::string part; std::getline(ss, part, ',');) dims.push_back(std::stoll(part));
+    rows.insert(dims.front());
+    widths.insert(dims.back());
+  }
+  if (has(spec.algorithms, "selective_backprop")) {
+    EXPECT_EQ(rows, (std::set<int64_t>{4, 8})) << "selective backprop keeps 4 of 8 on every other batch";
+  } else {
+    EXPECT_EQ(rows, std::set<int64_t>{8});
+  }
+  if (has(spec.algorithms, "progressive_resizing")) {
+    EXPECT_EQ(widths, (std::set<int64_t>{4, 6, 8})) << "progressive resizing grows 4 -> 6 -> 8";
+  }
+  if (has(spec.algorithms, "layer_freezing")) {
+    // Freezing happens between the interruption points (4, 6, 13) and after the last one.
+    const auto& at = snapshots.by_batch;
+    EXPECT_EQ(at.at(4).frozen, "");
+    EXPECT_NE(at.at(6).frozen, "");
+    EXPECT_NE(at.at(13).frozen, at.at(6).frozen);
+    EXPECT_NE(snapshot(*run.trainer).frozen, at.at(13).frozen);
+  }
+  if (has(spec.algorithms, "blurpool")) {
+    int64_t blurred = 0;
+    for (const auto& m : run->state().model->modules()) {
+      if (dynamic_cast<algorithms::BlurConv2dImpl*>(m.get()) ||
+          dynamic_cast<algorithms::BlurMaxPool2dImpl*>(m.get())) {
+        ++blurred;
+      }
+    }
+    EXPECT_EQ(blurred, 2) << "blurpool replaces conv2 and the max-pool";
+  }
+}
+
+TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights) {
+  const RunSpec& spec = GetParam();
+  auto uninterrupted = std::make_shared<SnapshotAt>();
+  TestRun full = make_run(spec, {}, {uninterrupted});
+  full->fit();
+  const Snapshot end = snapshot(*full.trainer);
+  const std::vector<std::string>& trail = full.recorder->lines;  // FitStart, then after each batch
+  ASSERT_EQ(trail.size(), static_cast<size_t>(kTotalBatches + 1));
+  ASSERT_EQ(end.timestamp.batch, kTotalBatches);
+  expect_algorithms_acted(spec, full, *uninterrupted);
+
+  // 0: before any batch; 4: mid-epoch; 6: at the first epoch boundary; 13: mid-epoch, late in the run.
+  for (int64_t k : {0, 4, 6, 13}) {
+    SCOPED_TRACE("interrupted after batch " + std::to_string(k));
+    const std::string dir = folder("k" + std::to_string(k));
+    Snapshot at_k;
+    {
+      TestRun first = make_run(spec, CheckpointOptions().folder(dir), {std::make_shared<StopAfter>(k)});
+      if (k == 0) {
+        fs::create_directories(dir);
+        first->save_checkpoint(join(dir, "ep0-ba0.ckpt"));
+      } else {
+        first->fit();
+      }
+      at_k = snapshot(*first.trainer);
+    }
+    ASSERT_EQ(at_k.timestamp.batch, k);
+    EXPECT_EQ(trail[k], fmt::format("ba{} step{} {}", k, at_k.steps, at_k.fingerprint))
+        << "the interrupted run differs from the uninterrupted one before the interruption";
+
+    // A new trainer from freshly built components finds the checkpoint and continues exactly.
+    TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+    const std::string expected_file = fmt::format("ep{}-ba{}.ckpt", k / kBatchesPerEpoch, k);
+    EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, expected_file));
+    {
+      SCOPED_TRACE("resumed trainer vs the interrupted one");
+      expect_same_state(snapshot(*resumed.trainer), at_k, Same::Everything);
+    }
+    {
+      // (The interrupted run evaluated at its end, the uninterrupted one not at k: metrics differ there.)
+      SCOPED_TRACE("resumed trainer vs the uninterrupted run at the same point");
+      expect_same_state(snapshot(*resumed.trainer), uninterrupted->by_batch.at(k),
+                        Same::ExceptTimesAndMetrics);
+    }
+
+    resumed->fit();
+    EXPECT_EQ(resumed.recorder->lines, std::vector<std::string>(trail.begin() + k, trail.end()));
+    EXPECT_EQ(resumed.recorder->shapes,
+              std::vector<std::string>(full.recorder->shapes.begin() + k, full.recorder->shapes.end()));
+    EXPECT_EQ(fingerprint(*resumed.trainer), end.fingerprint);
+    expect_same_state(snapshot(*resumed.trainer), end, Same::ExceptTimes);
+  }
+}
+
+TEST_F(CheckpointSensitivity, ResumeWithoutOptimizerStateOrGeneratorsDiverges) {
+  // The exact-resume checks can tell: dropping the restored optimizer moments, or re-seeding torch's
+  // generator (dropout masks), changes the result.
+  RunSpec spec;
+  spec.name = "adamw_dropout";
+  spec.model = "mlp_dropout";
+  spec.optimizer = "adamw";
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string dir = folder("ckpt");
+  make_run(spec, CheckpointOptions().folder(dir), {std::make_shared<StopAfter>(8)}).trainer->fit();
+  for (const std::string& tamper : {"none", "optimizer state", "generator"}) {
+    SCOPED_TRACE(tamper);
+    TestRun resumed = make_run(spec, CheckpointOptions().load_path(join(dir, "ep1-ba8.ckpt")));
+    if (tamper == "optimizer state") resumed->state().optimizer->state().clear();
+    if (tamper == "generator") at::manual_seed(42);
+    resumed->fit();
+    if (tamper == "none") {
+      EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+    } else {
+      EXPECT_NE(fingerprint(*resumed.trainer), expected);
+    }
+  }
+}
+
+std::vector<RunSpec> resume_specs() {
+  std::vector<RunSpec> specs;
+  RunSpec sgd;
+  sgd.name = "sgd_momentum_schedule_eval";
+  sgd.scheduler = true;
+  sgd.evaluator = true;
+  specs.push_back(sgd);
+
+  RunSpec adamw;
+  adamw.name = "adamw_dropout";
+  adamw.model = "mlp_dropout";
+  adamw.optimizer = "adamw";
+  specs.push_back(adamw);
+
+  RunSpec accumulation;
+  accumulation.name = "gradient_accumulation";
+  accumulation.microbatch_size = 3;  // 8 = 3 + 3 + 2
+  specs.push_back(accumulation);
+
+  for (const auto& algorithm : kAllFive) {
+    RunSpec one;
+    one.name = algorithm;
+    one.model = "cnn";
+    one.algorithms = {algorithm};
+    specs.push_back(one);
+  }
+  RunSpec all;
+  all.name = "all_five";
+  all.model = "cnn";
+  all.algorithms = kAllFive;
+  specs.push_back(all);
+  return specs;
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoint, CheckpointResume, ::testing::ValuesIn(resume_specs()),
+                         [](const ::testing::TestParamInfo<RunSpec>& info) { return info.param.name; });
+
+// ------------------------------------------------------------------------------------------------ 2. files
+
+class CheckpointFiles : public CheckpointTest {};
+
+RunSpec tiny_spec() {
+  RunSpec spec;
+  spec.name = "tiny";
+  return spec;
+}
+
+RunSpec all_five_spec() {
+  RunSpec spec;
+  spec.name = "all_five";
+  spec.model = "cnn";
+  spec.algorithms = kAllFive;
+  return spec;
+}
+
+/// Records the checkpoint files of a folder at every BatchEnd (that is, after the previous batch's save).
+class FolderListing : public Callback {
+ public:
+  explicit FolderListing(std::string folder) : folder_(std::move(folder)) {}
+  std::string name() const override { return "folder_listing"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event == Event::BatchEnd) by_batch[s.timestamp.batch] = names_in(folder_);
+  }
+  std::map<int64_t, std::vector<std::string>> by_batch;
+
+ private:
+  std::string folder_;
+};
+
+using Names = std::vector<std::string>;
+
+TEST_F(CheckpointFiles, BatchIntervalNamesLatestAndKeepPruning) {
+  const std::string dir = folder("ckpt");
+  fs::create_directories(dir);
+  // A temporary file left by a killed run (another process id) is removed by the first pruning.
+  const std::string stale = join(dir, "ep0-ba1.ckpt.tmp-999999999");
+  std::ofstream(stale) << "partial";
+  auto listing = std::make_shared<FolderListing>(dir);
+  TestRun run =
+      make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("4ba")).keep(2), {listing});
+  run->fit();
+
+  // Saves after batches 4, 8, 12, 16 (named by the epoch they are in) and at the end, keeping two.
+  EXPECT_EQ(listing->by_batch.at(4), Names{});
+  EXPECT_EQ(listing->by_batch.at(5), Names{"ep0-ba4.ckpt"});
+  EXPECT_EQ(listing->by_batch.at(9), (Names{"ep1-ba8.ckpt", "ep0-ba4.ckpt"}));
+  EXPECT_EQ(listing->by_batch.at(13), (Names{"ep1-ba12.ckpt", "ep1-ba8.ckpt"}));
+  EXPECT_EQ(listing->by_batch.at(17), (Names{"ep2-ba16.ckpt", "ep1-ba12.ckpt"}));
+  for (const auto& [batch, names] : listing->by_batch) EXPECT_LE(names.size(), 2u) << "at batch " << batch;
+  EXPECT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba16.ckpt"}));
+  EXPECT_EQ(read_text(join(dir, "latest")), "ep3-ba18.ckpt\n");
+  EXPECT_EQ(run->last_checkpoint(), join(dir, "ep3-ba18.ckpt"));
+  EXPECT_EQ(newest_valid_checkpoint(dir), join(dir, "ep3-ba18.ckpt"));
+  EXPECT_FALSE(fs::exists(stale));
+  // Nothing else is left in the folder (no temporary files).
+  std::vector<std::string> all;
+  for (const auto& entry : fs::directory_iterator(dir)) all.push_back(entry.path().filename().string());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, (Names{"ep2-ba16.ckpt", "ep3-ba18.ckpt", "latest"}));
+}
+
+TEST_F(CheckpointFiles, KeepOneNeverDeletesTheNewest) {
+  const std::string dir = folder("ckpt");
+  auto listing = std::make_shared<FolderListing>(dir);
+  TestRun run =
+      make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("1ba")).keep(1), {listing});
+  run->fit();
+  for (int64_t b = 2; b <= kTotalBatches; ++b) {
+    const int64_t saved = b - 1;  // the checkpoint of the previous batch, named by the epoch it was taken in
+    EXPECT_EQ(listing->by_batch.at(b),
+              Names{fmt::format("ep{}-ba{}.ckpt", (saved - 1) / kBatchesPerEpoch, saved)})
+        << "at batch " << b;
+  }
+  EXPECT_EQ(names_in(dir), Names{"ep3-ba18.ckpt"});
+  EXPECT_EQ(read_text(join(dir, "latest")), "ep3-ba18.ckpt\n");
+}
+
+TEST_F(CheckpointFiles, EpochSampleAndDurationIntervals) {
+  {
+    const std::string dir = folder("ep");
+    make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("1ep")).keep(10))
+        .trainer->fit();
+    EXPECT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba12.ckpt", "ep1-ba6.ckpt"}));
+  }
+  {
+    const std::string dir = folder("ep2");
+    make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("2ep")).keep(10))
+        .trainer->fit();
+    EXPECT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba12.ckpt"}));
+  }
+  {
+    // Every 20 samples crossed (batches of 8): after samples 24, 40, 64, 80, 104, 120, 144; then the end
+    // (after the last epoch ends: the same batch in the next epoch).
+    const std::string dir = folder("sp");
+    make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("20sp")).keep(10))
+        .trainer->fit();
+    EXPECT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba18.ckpt", "ep2-ba15.ckpt", "ep2-ba13.ckpt",
+                                    "ep1-ba10.ckpt", "ep1-ba8.ckpt", "ep0-ba5.ckpt", "ep0-ba3.ckpt"}));
+  }
+  {
+    // Every quarter of the 18 batches: after batches 5 (0.28), 9 (0.5), 14 (0.78), 18 (1.0); then the end.
+    const std::string dir = folder("dur");
+    make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("0.25dur")).keep(10))
+        .trainer->fit();
+    EXPECT_EQ(names_in(dir),
+              (Names{"ep3-ba18.ckpt", "ep2-ba18.ckpt", "ep2-ba14.ckpt", "ep1-ba9.ckpt", "ep0-ba5.ckpt"}));
+  }
+}
+
+TEST_F(CheckpointFiles, InspectReportsTimestampVersionsSeedAndRecipe) {
+  const std::string dir = folder("ckpt");
+  RunSpec spec = tiny_spec();
+  spec.seed = 1234;
+  TestRun run = make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("4ba")).keep(10),
+                         {std::make_shared<StopAfter>(8)});
+  run->set_recipe_text("model: tiny\nseed: 1234\n");
+  run->fit();
+  const CheckpointInfo info = inspect_checkpoint(join(dir, "ep1-ba8.ckpt"));
+  EXPECT_EQ(info.path, join(dir, "ep1-ba8.ckpt"));
+  EXPECT_EQ(counters(info.timestamp), counters(run->state().timestamp));
+  EXPECT_EQ(info.timestamp.total_wct, run->state().timestamp.total_wct);
+  EXPECT_EQ(info.timestamp.batch, 8);
+  EXPECT_EQ(info.timestamp.epoch, 1);
+  EXPECT_EQ(info.timestamp.batch_in_epoch, 2);
+  EXPECT_EQ(info.timestamp.sample, 64);
+  EXPECT_EQ(info.tessera_version, TESSERA_VERSION_STRING);
+  EXPECT_EQ(info.torch_version,
+            fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH));
+  EXPECT_EQ(info.recipe, "model: tiny\nseed: 1234\n");
+  EXPECT_EQ(info.seed, 1234);
+  EXPECT_EQ(info.world_size, 1);
+  const CheckpointInfo earlier = inspect_checkpoint(join(dir, "ep0-ba4.ckpt"));
+  EXPECT_EQ(earlier.timestamp.batch, 4);
+  EXPECT_EQ(earlier.timestamp.epoch, 0);
+  EXPECT_EQ(earlier.timestamp.sample, 32);
+  EXPECT_EQ(checkpoint_files(dir), (Names{join(dir, "ep1-ba8.ckpt"), join(dir, "ep0-ba4.ckpt")}));
+  EXPECT_EQ(checkpoint_files(folder("does-not-exist")), Names{});
+}
+
+TEST_F(CheckpointFiles, EveryCheckpointOfARunResumesToItsFinalWeights) {
+  // Checkpoints every 3 batches include states taken before an epoch's end (ep0-ba6, ep1-ba12, ep2-ba18:
+  // EpochEnd and layer freezing still to come) and the final one (nothing left to train).
+  const RunSpec spec = all_five_spec();
+  const std::string dir = folder("ckpt");
+  TestRun full = make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("3ba")).keep(100));
+  full->fit();
+  const std::string expected = fingerprint(*full.trainer);
+  EXPECT_EQ(expected, uninterrupted_fingerprint(spec)) << "writing checkpoints changed the run";
+  ASSERT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba18.ckpt", "ep2-ba15.ckpt", "ep1-ba12.ckpt",
+                                  "ep1-ba9.ckpt", "ep0-ba6.ckpt", "ep0-ba3.ckpt"}));
+  for (const auto& path : checkpoint_files(dir)) {
+    SCOPED_TRACE(path);
+    const int64_t batch = inspect_checkpoint(path).timestamp.batch;
+    TestRun resumed = make_run(spec, CheckpointOptions().load_path(path));
+    EXPECT_EQ(resumed->loaded_checkpoint(), path);
+    resumed->fit();
+    EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+    EXPECT_EQ(resumed->state().timestamp.batch, kTotalBatches);
+    EXPECT_EQ(resumed->state().timestamp.epoch, kEpochs);
+    if (path == join(dir, "ep3-ba18.ckpt")) {
+      EXPECT_TRUE(resumed.recorder->lines.empty()) << "a complete run has nothing to train";
+    } else {
+      const auto& trail = full.recorder->lines;
+      EXPECT_EQ(resumed.recorder->lines, std::vector<std::string>(trail.begin() + batch, trail.end()));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ 3. corrupt
+
+class CheckpointCorruption : public CheckpointTest {};
+
+TEST_F(CheckpointCorruption, InvalidFilesAreNamedAndAutoresumeFallsBackToTheNewestValidOne) {
+  const RunSpec spec = tiny_spec();
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string dir = folder("ckpt");
+  make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("2ba")).keep(10),
+           {std::make_shared<StopAfter>(10)})
+      .trainer->fit();
+  ASSERT_EQ(names_in(dir),
+            (Names{"ep1-ba10.ckpt", "ep1-ba8.ckpt", "ep0-ba6.ckpt", "ep0-ba4.ckpt", "ep0-ba2.ckpt"}));
+
+  const std::string truncated = join(dir, "ep1-ba10.ckpt");
+  const std::string flipped = join(dir, "ep1-ba8.ckpt");
+  const std::string bad_magic = join(dir, "ep0-ba6.ckpt");
+  truncate_to_half(truncated);
+  xor_byte(flipped, static_cast<std::streamoff>(fs::file_size(flipped) / 2));
+  overwrite_start(bad_magic, "NOTACKPT");
+
+  std::string msg = message_of<CheckpointError>([&] { inspect_checkpoint(truncated); });
+  EXPECT_THAT(msg, HasSubstr(truncated));
+  EXPECT_THAT(msg, HasSubstr("truncated"));
+  msg = message_of<CheckpointError>([&] { inspect_checkpoint(flipped); });
+  EXPECT_THAT(msg, HasSubstr(flipped));
+  EXPECT_THAT(msg, HasSubstr("checksum mismatch"));
+  msg = message_of<CheckpointError>([&] { inspect_checkpoint(bad_magic); });
+  EXPECT_THAT(msg, HasSubstr(bad_magic));
+  EXPECT_THAT(msg, HasSubstr("not a Tessera checkpoint"));
+  msg = message_of<CheckpointError>([&] { inspect_checkpoint(join(dir, "missing.ckpt")); });
+  EXPECT_THAT(msg, HasSubstr(join(dir, "missing.ckpt")));
+
+  std::vector<std::string> rejected;
+  EXPECT_EQ(newest_valid_checkpoint(dir, &rejected), join(dir, "ep0-ba4.ckpt"));
+  ASSERT_EQ(rejected.size(), 3u);
+  EXPECT_THAT(rejected[0], HasSubstr(truncated));
+  EXPECT_THAT(rejected[1], HasSubstr(flipped));
+  EXPECT_THAT(rejected[2], HasSubstr(bad_magic));
+
+  // A corrupt file named by load_path is refused at construction.
+  msg = message_of<CheckpointError>([&] { make_run(spec, CheckpointOptions().load_path(flipped)); });
+  EXPECT_THAT(msg, HasSubstr(flipped));
+
+  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+  EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, "ep0-ba4.ckpt"));
+  EXPECT_EQ(resumed->state().timestamp.batch, 4);
+  resumed->fit();
+  EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+}
+
+TEST_F(CheckpointCorruption, OnlyInvalidFilesStopTheRunUnlessFreshStartIsAllowed) {
+  const RunSpec spec = tiny_spec();
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string dir = folder("ckpt");
+  make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("2ba")),
+           {std::make_shared<StopAfter>(4)})
+      .trainer->fit();
+  ASSERT_EQ(names_in(dir), (Names{"ep0-ba4.ckpt", "ep0-ba2.ckpt"}));
+  truncate_to_half(join(dir, "ep0-ba4.ckpt"));
+  xor_byte(join(dir, "ep0-ba2.ckpt"), 30);
+
+  const std::string msg =
+      message_of<CheckpointError>([&] { make_run(spec, CheckpointOptions().folder(dir).autoresume(true)); });
+  EXPECT_THAT(msg, HasSubstr("no valid checkpoint in '" + dir + "'"));
+  EXPECT_THAT(msg, HasSubstr("2 file(s)"));
+  EXPECT_THAT(msg, HasSubstr(join(dir, "ep0-ba4.ckpt")));
+  EXPECT_THAT(msg, HasSubstr("fresh_start_if_invalid"));
+
+  TestRun fresh =
+      make_run(spec, CheckpointOptions().folder(dir).autoresume(true).fresh_start_if_invalid(true));
+  EXPECT_EQ(fresh->loaded_checkpoint(), "");
+  EXPECT_EQ(fresh->state().timestamp.batch, 0);
+  EXPECT_EQ(fresh->state().optimizer->step_count(), 0);
+  fresh->fit();
+  EXPECT_EQ(fingerprint(*fresh.trainer), expected);
+  // The fresh run replaced the invalid files with valid ones.
+  EXPECT_EQ(newest_valid_checkpoint(dir), join(dir, "ep3-ba18.ckpt"));
+}
+
+TEST_F(CheckpointCorruption, EmptyOrMissingFolderStartsFresh) {
+  const RunSpec spec = tiny_spec();
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string empty = folder("empty");
+  fs::create_directories(empty);
+  for (const std::string& dir : {empty, folder("missing")}) {
+    SCOPED_TRACE(dir);
+    TestRun run = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+    EXPECT_EQ(run->loaded_checkpoint(), "");
+    EXPECT_EQ(run->state().timestamp.batch, 0);
+    run->fit();
+    EXPECT_EQ(fingerprint(*run.trainer), expected);
+    EXPECT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba12.ckpt", "ep1-ba6.ckpt"}));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ 4.
+// mismatch
+
+class CheckpointMismatch : public CheckpointTest {
+ protected:
+  /// A checkpoint of `spec` after 3 batches; returns its path.
+  std::string checkpoint_of(const RunSpec& spec, const std::string& name) {
+    const std::string dir = folder(name);
+    TestRun run = make_run(spec, CheckpointOptions().folder(dir), {std::make_shared<StopAfter>(3)});
+    run->fit();
+    source_fingerprint_ = fingerprint(*run.trainer);
+    return join(dir, "ep0-ba3.ckpt");
+  }
+  std::string source_fingerprint_;
+};
+
+TEST_F(CheckpointMismatch, SeedBatchSizeDataSizeAlgorithmsAndOptimizerMustMatch) {
+  const std::string path = checkpoint_of(tiny_spec(), "tiny");
+  ASSERT_TRUE(fs::exists(path));
+  const std::string dir = fs::path(path).parent_path().string();
+
+  RunSpec other_seed = tiny_spec();
+  other_seed.seed = 43;
+  std::string msg =
+      mismatch_message([&] { make_run(other_seed, CheckpointOptions().folder(dir).autoresume(true)); });
+  EXPECT_THAT(msg, HasSubstr(path));
+  EXPECT_THAT(msg, HasSubstr("was taken with seed 42, this run has seed 43"));
+
+  RunSpec other_batch = tiny_spec();
+  other_batch.batch_size = 12;
+  msg = mismatch_message([&] { make_run(other_batch, CheckpointOptions().load_path(path)); });
+  EXPECT_THAT(msg, HasSubstr("48 samples in 6 batches per epoch, this run has 48 in 4"));
+  EXPECT_THAT(msg, HasSubstr("weights_only"));
+
+  RunSpec other_size = tiny_spec();
+  other_size.train_size = 40;
+  msg = mismatch_message([&] { make_run(other_size, CheckpointOptions().load_path(path)); });
+  EXPECT_THAT(msg, HasSubstr("48 samples in 6 batches per epoch, this run has 40 in 5"));
+
+  RunSpec other_algorithms = tiny_spec();
+  other_algorithms.algorithms = {"label_smoothing"};
+  msg = mismatch_message([&] { make_run(other_algorithms, CheckpointOptions().load_path(path)); });
+  EXPECT_THAT(msg, HasSubstr("was taken with algorithms [], this run has [label_smoothing]"));
+
+  RunSpec other_optimizer = tiny_spec();
+  other_optimizer.optimizer = "adamw";
+  msg = mismatch_message([&] { make_run(other_optimizer, CheckpointOptions().load_path(path)); });
+  EXPECT_THAT(msg, HasSubstr("was taken with optimizer sgd, this run uses adamw"));
+
+  RunSpec other_shape = tiny_spec();
+  other_shape.model = "tiny_wide";
+  msg = mismatch_message([&] { make_run(other_shape, CheckpointOptions().load_path(path).strict(true)); });
+  EXPECT_THAT(msg, HasSubstr("shapes differ from the model's"));
+  EXPECT_THAT(msg, HasSubstr("net.fc1.weight (checkpoint [8, 16]"));
+  EXPECT_THAT(msg, HasSubstr("model [10, 16]"));
+}
+
+TEST_F(CheckpointMismatch, RefusedLoadLeavesTheTrainerUnchanged) {
+  const std::string path = checkpoint_of(tiny_spec(), "tiny");
+  RunSpec other_seed = tiny_spec();
+  other_seed.seed = 43;
+  TestRun run = make_run(other_seed);
+  const Snapshot before = snapshot(*run.trainer);
+  const std::string msg = mismatch_message([&] { run->load_checkpoint(path); });
+  EXPECT_THAT(msg, HasSubstr("seed"));
+  expect_same_state(snapshot(*run.trainer), before, Same::Everything);
+  EXPECT_EQ(run->loaded_checkpoint(), "");
+}
+
+TEST_F(CheckpointMismatch, StrictRefusesMissingWeightsAndNonStrictLoadsTheCommonOnes) {
+  RunSpec smaller = tiny_spec();
+  smaller.model = "mlp1";  // fc1, head
+  const std::string path = checkpoint_of(smaller, "mlp1");
+  RunSpec bigger = tiny_spec();  // fc1, fc2, head
+  bigger.model = "mlp2";
+  std::string msg =
+      mismatch_message([&] { make_run(bigger, CheckpointOptions().load_path(path).weights_only(true)); });
+  EXPECT_THAT(msg, HasSubstr("does not fit the model"));
+  EXPECT_THAT(msg, HasSubstr("the model has weights the checkpoint lacks: fc2.weight, fc2.bias"));
+  EXPECT_THAT(msg, HasSubstr("strict=false"));
+
+  TestRun fresh = make_run(bigger);
+  std::map<std::string, at::Tensor> initial;
+  for (const auto& item : fresh->state().model->named_parameters(true)) {
+    initial[item.key()] = item.value().detach().clone();
+  }
+  TestRun source = make_run(smaller, CheckpointOptions().load_path(path));
+  TestRun partial = make_run(bigger, CheckpointOptions().load_path(path).weights_only(true).strict(false));
+  EXPECT_EQ(partial->state().timestamp.batch, 0);
+  std::map<std::string, at::Tensor> saved;
+  for (const auto& item : source->state().model->named_parameters(true)) saved[item.key()] = item.value();
+  for (const auto& item : partial->state().model->named_parameters(true)) {
+    const bool common = saved.count(item.key()) > 0;
+    const at::Tensor& want = common ? saved.at(item.key()) : initial.at(item.key());
+    EXPECT_TRUE(at::equal(item.value(), want))
+        << item.key() << (common ? " should be the checkpoint's" : " should keep its initial value");
+  }
+}
+
+TEST_F(CheckpointMismatch, WeightsOnlyLoadsTheWeightsAndNothingElse) {
+  const std::string path = checkpoint_of(tiny_spec(), "tiny");
+  // Another seed and batch size would be refused by a full resume; the weights alone load.
+  RunSpec other = tiny_spec();
+  other.seed = 43;
+  other.batch_size = 12;
+  TestRun run = make_run(other, CheckpointOptions().load_path(path).weights_only(true));
+  EXPECT_EQ(run->loaded_checkpoint(), path);
+  EXPECT_EQ(fingerprint(*run.trainer), source_fingerprint_);
+  EXPECT_EQ(counters(run->state().timestamp), counters(Timestamp{}));
+  EXPECT_EQ(run->state().timestamp.total_wct, 0.0);
+  EXPECT_EQ(run->state().optimizer->step_count(), 0);
+  EXPECT_TRUE(run->state().optimizer->state().empty());
+  EXPECT_EQ(run->skipped_batches(), 0);
+  // It then trains its full length from those weights.
+  run->fit();
+  EXPECT_EQ(run->state().timestamp.batch, kEpochs * 4);
+  EXPECT_EQ(run->state().optimizer->step_count(), kEpochs * 4);
+}
+
+// ------------------------------------------------------------------------------------------------ 5. NaN
+
+class CheckpointNonfinite : public CheckpointTest {};
+
+TEST_F(CheckpointNonfinite, ErrorNamesTheBatchAndKeepsTheLastGoodCheckpoint) {
+  RunSpec spec = tiny_spec();
+  spec.nan_at_batch = 3;  // the fourth batch
+  const std::string dir = folder("ckpt");
+  TestRun run = make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("1ba")));
+  const std::string msg = message_of<Error>([&] { run->fit(); });
+  EXPECT_THAT(msg, HasSubstr("the training loss is nan at batch 3 (epoch 0, batch 3 of the epoch)"));
+  EXPECT_THAT(msg, HasSubstr("last good checkpoint: " + join(dir, "ep0-ba3.ckpt")));
+  EXPECT_THAT(msg, HasSubstr("nonfinite_loss: skip"));
+  EXPECT_EQ(names_in(dir).front(), "ep0-ba3.ckpt");
+  EXPECT_EQ(run->skipped_batches(), 0);
+  EXPECT_EQ(run->state().optimizer->step_count(), 3);
+}
+
+TEST_F(CheckpointNonfinite, SkipDropsTheUpdateAndCountsIt) {
+  RunSpec spec = tiny_spec();
+  spec.nan_at_batch = 3;
+  spec.nonfinite_loss = "skip";
+  auto weights = std::make_shared<WeightsAtBatchEnd>();
+  TestRun full = make_run(spec, {}, {weights});
+  full->fit();
+  EXPECT_EQ(full->skipped_batches(), 1);
+  EXPECT_EQ(full->state().metrics.at("trainer/skipped_batches"), 1.0);
+  EXPECT_EQ(full->state().timestamp.batch, kTotalBatches);  // the skipped batch still counts as trained time
+  EXPECT_EQ(full->state().optimizer->step_count(), kTotalBatches - 1);
+  const auto& trail = full.recorder->lines;
+  // The line after batch index 3 (i.e. after 4 batches) has the weights and step count of the line before.
+  EXPECT_EQ(trail[4], "ba4 " + trail[3].substr(trail[3].find(' ') + 1));
+  EXPECT_NE(trail[5].substr(trail[5].find(' ') + 1), trail[4].substr(trail[4].find(' ') + 1));
+  for (size_t i = 0; i < weights->by_batch.at(4).size(); ++i) {
+    EXPECT_TRUE(at::equal(weights->by_batch.at(4)[i].second, weights->by_batch.at(3)[i].second))
+        << weights->by_batch.at(4)[i].first << " changed in the skipped batch";
+  }
+}
+
+TEST_F(CheckpointNonfinite, CheckpointRightAfterASkippedBatchResumesExactly) {
+  // The latest loss metric at that point is NaN; the checkpoint must still load, and the run continue
+  // exactly, with the count.
+  RunSpec spec = tiny_spec();
+  spec.nan_at_batch = 3;
+  spec.nonfinite_loss = "skip";
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string dir = folder("ckpt");
+  make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("1ba")),
+           {std::make_shared<StopAfter>(4)})
+      .trainer->fit();
+  EXPECT_EQ(names_in(dir).front(), "ep0-ba4.ckpt");
+  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+  EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, "ep0-ba4.ckpt"));
+  EXPECT_EQ(resumed->skipped_batches(), 1);
+  resumed->fit();
+  EXPECT_EQ(resumed->skipped_batches(), 1);
+  EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+}
+
+TEST_F(CheckpointNonfinite, SkippedBatchLeavesBatchNormStatisticsUnchanged) {
+  // The CNN has batch norm: the skipped batch's forward must not leave NaN running statistics behind.
+  RunSpec spec;
+  spec.name = "cnn";
+  spec.model = "cnn";
+  spec.nan_at_batch = 3;
+  spec.nonfinite_loss = "skip";
+  auto weights = std::make_shared<WeightsAtBatchEnd>();
+  TestRun run = make_run(spec, {}, {weights});
+  run->fit();
+  EXPECT_EQ(run->skipped_batches(), 1);
+  const auto& before = weights->by_batch.at(3);
+  const auto& after = weights->by_batch.at(4);
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_TRUE(at::equal(after[i].second, before[i].second))
+        << after[i].first << " changed in the skipped batch";
+  }
+  for (const auto& item : run->state().model->named_buffers(true)) {
+    if (item.value().is_floating_point()) {
+      EXPECT_TRUE(at::isfinite(item.value()).all().item<bool>()) << item.key() << " is not finite at the end";
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ 6. signals
+
+class CheckpointSignal : public CheckpointTest {
+ protected:
+  void TearDown() override {
+    clear_stop_signal();
+    std::signal(SIGTERM, SIG_DFL);
+    std::signal(SIGINT, SIG_DFL);
+    CheckpointTest::TearDown();
+  }
+};
+
+TEST_F(CheckpointSignal, SigtermStopsAfterTheBatchWithACheckpointThatResumesExactly) {
+  const RunSpec spec = all_five_spec();
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string dir = folder("ckpt");
+  install_stop_signal_handlers();
+  // Batch 6 ends the first epoch: the checkpoint is taken before EpochEnd (layer freezing still to come).
+  TestRun run = make_run(spec, CheckpointOptions().folder(dir), {std::make_shared<StopAfter>(6, SIGTERM)});
+  try {
+    run->fit();
+    FAIL() << "expected tessera::Interrupted";
+  } catch (const Interrupted& e) {
+    EXPECT_EQ(e.signal(), SIGTERM);
+    EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGTERM after batch 6"));
+    EXPECT_THAT(std::string(e.what()), HasSubstr(join(dir, "ep0-ba6.ckpt")));
+  }
+  EXPECT_EQ(stop_signal(), SIGTERM);
+  EXPECT_EQ(run->state().timestamp.batch, 6);
+  EXPECT_EQ(run->last_checkpoint(), join(dir, "ep0-ba6.ckpt"));
+  EXPECT_EQ(names_in(dir), Names{"ep0-ba6.ckpt"});
+  EXPECT_EQ(read_text(join(dir, "latest")), "ep0-ba6.ckpt\n");
+  clear_stop_signal();
+  EXPECT_EQ(stop_signal(), 0);
+
+  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+  EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, "ep0-ba6.ckpt"));
+  resumed->fit();
+  EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+}
+
+TEST_F(CheckpointSignal, SigintWithoutAFolderSavesNothing) {
+  install_stop_signal_handlers();
+  TestRun run = make_run(tiny_spec(), {}, {std::make_shared<StopAfter>(2, SIGINT)});
+  try {
+    run->fit();
+    FAIL() << "expected tessera::Interrupted";
+  } catch (const Interrupted& e) {
+    EXPECT_EQ(e.signal(), SIGINT);
+    EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGINT after batch 2"));
+    EXPECT_THAT(std::string(e.what()), HasSubstr("nothing was saved"));
+  }
+  EXPECT_EQ(run->state().timestamp.batch, 2);
+  EXPECT_EQ(run->last_checkpoint(), "");
+}
+
+// ------------------------------------------------------------------------------------------------ 7. seeds
+
+class CheckpointDeterminism : public CheckpointTest {
+ protected:
+  void TearDown() override {
+    at::globalContext().setDeterministicAlgorithms(false, /*warn_only=*/false);
+    CheckpointTest::TearDown();
+  }
+};
+
+TEST_F(CheckpointDeterminism, SameSeedIsBitwiseIdenticalAndAnotherSeedDiffers) {
+  RunSpec spec = all_five_spec();
+  spec.deterministic = true;
+  TestRun a = make_run(spec);
+  a->fit();
+  TestRun b = make_run(spec);
+  b->fit();
+  EXPECT_EQ(a.recorder->lines, b.recorder->lines);
+  EXPECT_EQ(fingerprint(*a.trainer), fingerprint(*b.trainer));
+  expect_same_state(snapshot(*b.trainer), snapshot(*a.trainer), Same::ExceptTimes);
+
+  spec.seed = 43;
+  TestRun c = make_run(spec);
+  c->fit();
+  EXPECT_NE(fingerprint(*c.trainer), fingerprint(*a.trainer));
+  EXPECT_EQ(a.recorder->lines.front(), c.recorder->lines.front())
+      << "the seed should not change the initial weights";
+}
+
+}  // namespace
+}  // namespace tessera
