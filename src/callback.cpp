@@ -13,12 +13,13 @@ void Logger::log_hyperparameters(const std::map<std::string, std::string>& value
 }
 
 void Logger::warn(const std::string& text) {
-  if (destinations_.empty()) {
-    // Nobody would see it otherwise.
-    std::cerr << "tessera: warning: " << text << std::endl;
-    return;
+  bool shown = false;
+  for (auto* destination : destinations_) {
+    destination->log_text("warning", text);
+    shown = shown || destination->shows_text();
   }
-  for (auto* destination : destinations_) destination->log_text("warning", text);
+  // Nobody would see it otherwise (files are read later, if at all).
+  if (!shown) std::cerr << "tessera: warning: " << text << std::endl;
 }
 
 void Logger::info(const std::string& text) {

@@ -5,16 +5,15 @@
 #include <malloc.h>
 #endif
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
-
-#include <csignal>
-#include <cstring>
-#include <filesystem>
 
 #include <tessera/error.h>
 

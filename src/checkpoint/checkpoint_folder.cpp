@@ -88,11 +88,12 @@ std::vector<std::string> prune(const std::string& folder, int64_t keep, const st
     }
     if (fs::remove(path, ec)) removed.push_back(path);
   }
-  // Temporary files of runs that were killed while writing (this process writes none concurrently).
+  // Temporary files (checkpoints, `latest`) of runs that were killed while writing them.
   const std::string own = fmt::format(".tmp-{}", static_cast<long>(::getpid()));
   for (const auto& entry : fs::directory_iterator(folder, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.find(".ckpt.tmp-") != std::string::npos && name.find(own) == std::string::npos) {
+    const bool temporary = name.find(".ckpt.tmp-") != std::string::npos || name.rfind("latest.tmp-", 0) == 0;
+    if (temporary && name.find(own) == std::string::npos) {
       fs::remove(entry.path(), ec);
     }
   }

@@ -119,19 +119,33 @@ TEST(Logger, FansOutToEveryDestination) {
   }
 }
 
-TEST(Logger, WarningGoesToStderrOnlyWithoutDestinations) {
+/// A destination that shows text to the user (like the progress bar).
+class ShowingDestination : public RecordingDestination {
+ public:
+  bool shows_text() const override { return true; }
+};
+
+TEST(Logger, WarningGoesToStderrUnlessADestinationShowsIt) {
   Logger empty;
   ::testing::internal::CaptureStderr();
   empty.warn("no destination");
   empty.info("not shown");
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tessera: warning: no destination\n");
 
-  RecordingDestination d;
-  Logger logger({&d});
+  // Only file-like destinations: the warning goes to them and to stderr.
+  RecordingDestination file;
+  Logger to_files({&file});
+  ::testing::internal::CaptureStderr();
+  to_files.warn("to the file too");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tessera: warning: to the file too\n");
+  EXPECT_EQ(file.texts, std::vector<std::string>{"warning:to the file too"});
+
+  ShowingDestination shown;
+  Logger logger({&file, &shown});
   ::testing::internal::CaptureStderr();
   logger.warn("to the destination");
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
-  EXPECT_EQ(d.texts, std::vector<std::string>{"warning:to the destination"});
+  EXPECT_EQ(shown.texts, std::vector<std::string>{"warning:to the destination"});
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class ProgressBar : public LoggerDestination {
   void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override;
   /// Prints "tessera: <level>: <text>" on its own line.
   void log_text(const std::string& level, const std::string& text) override;
+  /// The bar shows warnings (on rank 0; other ranks stay silent on purpose).
+  bool shows_text() const override { return true; }
   /// Ends a line left open by an in-place redraw.
   void close() override;
 
