@@ -1,4 +1,5 @@
 """Shared fixtures of the Python tests (run by scripts/test-python.sh against the installed package)."""
+import json
 import os
 import pathlib
 
@@ -42,3 +43,14 @@ def tiny_components(**overrides):
     )
     kwargs.update(overrides)
     return kwargs
+
+
+def metrics_without_wct(path):
+    """The entries of a metrics.jsonl file, without the wall-clock field (what two equal runs share)."""
+    out = []
+    for line in pathlib.Path(path).read_text().splitlines():
+        entry = json.loads(line)
+        entry.pop("wct", None)
+        out.append(entry)
+    return out
+

@@ -1,11 +1,11 @@
 """Checkpoints from Python: a run trained in two halves (killed, then resumed) equals the run in one go, bit for
 bit; tessera.inspect_checkpoint; invalid files raise tessera.CheckpointError with the C++ message."""
-import json
 import shutil
 
 import pytest
 
 import tessera
+from conftest import metrics_without_wct
 
 
 class Killed(Exception):
@@ -40,16 +40,6 @@ class StopAt(tessera.Callback):
             state.stop_training()
 
 
-def _metrics(path):
-    """The lines of a metrics.jsonl file, without the wall-clock field."""
-    out = []
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        entry.pop("wct", None)
-        out.append(entry)
-    return out
-
-
 @pytest.fixture(scope="module")
 def one_go(tiny_recipe_path, tmp_path_factory):
     """The tiny recipe (3 epochs of 6 batches) in one go: (fingerprint, metrics lines)."""
@@ -58,7 +48,7 @@ def one_go(tiny_recipe_path, tmp_path_factory):
     trainer.fit()
     trainer.close()
     assert trainer.loaded_checkpoint == "" and trainer.last_checkpoint == ""
-    return trainer.weights_fingerprint(), _metrics(run_dir / "metrics.jsonl")
+    return trainer.weights_fingerprint(), metrics_without_wct(run_dir / "metrics.jsonl")
 
 
 def _resumable(tiny_recipe_path, run_dir, **kwargs):
@@ -86,7 +76,7 @@ def test_killed_and_autoresumed_run_equals_the_run_in_one_go(tiny_recipe_path, t
     assert second.last_checkpoint == str(tmp_path / "ck" / "ep3-ba18.ckpt")
     assert second.skipped_batches == 0
     # The metrics file: batch 9, logged by the killed run after its last checkpoint, is not there twice.
-    assert _metrics(tmp_path / "metrics.jsonl") == metrics
+    assert metrics_without_wct(tmp_path / "metrics.jsonl") == metrics
 
     # Resuming the finished run trains nothing and keeps the file.
     third = _resumable(tiny_recipe_path, tmp_path)
@@ -94,7 +84,7 @@ def test_killed_and_autoresumed_run_equals_the_run_in_one_go(tiny_recipe_path, t
     third.fit()
     third.close()
     assert third.weights_fingerprint() == fingerprint
-    assert _metrics(tmp_path / "metrics.jsonl") == metrics
+    assert metrics_without_wct(tmp_path / "metrics.jsonl") == metrics
 
 
 def test_save_and_load_by_hand(tiny_recipe_path, tmp_path, one_go):

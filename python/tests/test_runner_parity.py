@@ -1,20 +1,10 @@
 """A recipe trained from Python matches the same recipe run by tessera-run, bit for bit."""
-import json
 import subprocess
 
 import pytest
 
 import tessera
-
-
-def _metrics_lines(path):
-    """The logged metric values, without the wall-clock field."""
-    out = []
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        entry.pop("wct", None)
-        out.append(entry)
-    return out
+from conftest import metrics_without_wct
 
 
 def _run_cli(runner, recipe, run_dir, *overrides):
@@ -44,8 +34,8 @@ def test_python_run_equals_tessera_run(runner, tiny_recipe_path, tmp_path):
 
     # every logged value (the loss of every batch, train accuracy, lr, eval metrics) is bitwise equal: the
     # JSON numbers are written in their shortest round-trip form
-    cli_lines = _metrics_lines(tmp_path / "cli" / "metrics.jsonl")
-    py_lines = _metrics_lines(tmp_path / "py" / "metrics.jsonl")
+    cli_lines = metrics_without_wct(tmp_path / "cli" / "metrics.jsonl")
+    py_lines = metrics_without_wct(tmp_path / "py" / "metrics.jsonl")
     assert len(py_lines) > 0
     assert py_lines == cli_lines
 
