@@ -33,9 +33,10 @@ double seconds_since(Clock::time_point t0) {
 uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t>(rank); }
 
 /// Whether a batch/sample/duration interval `every` was crossed by the last batch (from `before` to `now`).
-/// InputError naming `who` for units that cannot be used.
+/// InputError naming `who` (only built then: this runs every batch) for units that cannot be used.
+template <class Who>
 bool interval_crossed(const Time& every, const Timestamp& before, const Timestamp& now, const TimeContext& time,
-                      const std::string& who) {
+                      const Who& who) {
   double a = 0, b = 0;
   const double step = every.as_double();
   switch (every.unit()) {
@@ -45,7 +46,7 @@ bool interval_crossed(const Time& every, const Timestamp& before, const Timestam
       a = time.elapsed_fraction(before);
       b = time.elapsed_fraction(now);
       break;
-    default: throw InputError(who + ": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
+    default: throw InputError(who() + ": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
   }
   return std::floor(a / step + 1e-9) != std::floor(b / step + 1e-9);
 }
@@ -228,7 +229,8 @@ void Trainer::train_batch() {
   }
   // A skipped batch must leave no trace: keep the buffers (batch-norm statistics) its forward passes update.
   std::vector<at::Tensor> buffers_before;
-  if (options_.nonfinite_loss() == "skip") {
+  const bool skip_nonfinite = options_.nonfinite_loss() == "skip";
+  if (skip_nonfinite) {
     for (const auto& b : s.model->buffers(true)) buffers_before.push_back(b.detach().clone());
   }
   for (Batch& mb : full.split(s.microbatch_size)) {
@@ -257,7 +259,7 @@ void Trainer::train_batch() {
   s.batch = full;
   const double loss_value = loss_sum.item<double>();
   const bool finite = std::isfinite(loss_value);
-  if (!finite && options_.nonfinite_loss() == "error") {
+  if (!finite && !skip_nonfinite) {
     throw Error("trainer: the training loss is " + std::to_string(loss_value) + " at batch " +
                 std::to_string(s.timestamp.batch) + " (epoch " + std::to_string(s.timestamp.epoch) + ", batch " +
                 std::to_string(s.timestamp.batch_in_epoch) + " of the epoch); the run stops here" +
@@ -300,7 +302,8 @@ bool Trainer::eval_due(const Evaluator& ev, Event event) const {
     return event == Event::EpochEnd && s.timestamp.epoch % every.value() == 0;
   }
   if (event != Event::BatchEnd) return false;
-  return interval_crossed(every, previous_timestamp_, s.timestamp, s.time, "evaluator \"" + ev.label + "\"");
+  return interval_crossed(every, previous_timestamp_, s.timestamp, s.time,
+                          [&] { return "evaluator \"" + ev.label + "\""; });
 }
 
 void Trainer::run_evaluators(Event event) {
@@ -412,7 +415,7 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
     if (event == Event::EpochCheckpoint) {
       due = every.unit() == TimeUnit::Epoch && s.timestamp.epoch % every.value() == 0;
     } else if (event == Event::BatchCheckpoint && every.unit() != TimeUnit::Epoch) {
-      due = interval_crossed(every, previous_timestamp_, s.timestamp, s.time, "checkpoint");
+      due = interval_crossed(every, previous_timestamp_, s.timestamp, s.time, [] { return std::string("checkpoint"); });
     }
   }
   if (!due) return;
