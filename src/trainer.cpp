@@ -379,15 +379,14 @@ namespace tessera {
 void Trainer::load_initial_checkpoint() {
   engine_->run_event(Event::BeforeLoad, state_);
   const CheckpointOptions& c = checkpoint_;
-  std::string path;
-  bool weights_only = false;
+  std::optional<std::pair<std::string, checkpoint::File>> found;
   if (c.autoresume()) {
     if (c.folder().empty()) {
       throw InputError("checkpoint.autoresume: needs checkpoint.folder (the folder to resume from)");
     }
     std::vector<std::string> rejected;
     try {
-      path = newest_valid_checkpoint(c.folder(), &rejected);
+      found = checkpoint::read_newest_valid(c.folder(), &rejected);
     } catch (const CheckpointError& e) {
       if (!c.fresh_start_if_invalid()) {
         throw CheckpointError(std::string(e.what()) +
@@ -397,11 +396,11 @@ void Trainer::load_initial_checkpoint() {
     }
     for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
   }
-  if (path.empty() && !c.load_path().empty()) {
-    path = c.load_path();
-    weights_only = c.weights_only();
+  if (found) {
+    apply_checkpoint(found->second, found->first, /*weights_only=*/false, c.strict());
+  } else if (!c.load_path().empty()) {
+    apply_checkpoint(checkpoint::read_file(c.load_path()), c.load_path(), c.weights_only(), c.strict());
   }
-  if (!path.empty()) load_checkpoint_file(path, weights_only, c.strict());
   engine_->run_event(Event::AfterLoad, state_);
 }
 

@@ -21,6 +21,8 @@
 
 namespace tessera {
 
+namespace checkpoint { struct File; }  // the parsed file (src/checkpoint/checkpoint_file.h)
+
 struct TrainerOptions {
   TESSERA_OPTION(Time, max_duration) = Time(1, TimeUnit::Epoch);
   /// Examples per microbatch for gradient accumulation (0 = the whole batch at once).
@@ -129,7 +131,8 @@ class Trainer {
   void update_learning_rate();
   /// Resolves `checkpoint_` (autoresume, load_path) and loads, between BeforeLoad and AfterLoad.
   void load_initial_checkpoint();
-  void load_checkpoint_file(const std::string& path, bool weights_only, bool strict);
+  /// Loads a checkpoint already read (and verified) from `path`.
+  void apply_checkpoint(const checkpoint::File& file, const std::string& path, bool weights_only, bool strict);
   /// Saves into the checkpoint folder when `event` (BatchCheckpoint, EpochCheckpoint, FitEnd or a stop)
   /// calls for it; prunes to `keep`.
   void checkpoint_if_due(Event event, bool force = false);

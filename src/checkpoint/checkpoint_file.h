@@ -10,10 +10,24 @@
 // The metadata's "tensors" member lists every tensor: name -> {dtype, shape, offset, nbytes}, offsets into
 // the tensor bytes. Tensors are stored contiguous, in CPU memory order, so a round trip is bitwise exact.
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/Tensor.h>
 #include <nlohmann/json.hpp>
+
+#include <tessera/checkpoint.h>
+#include <tessera/time.h>
+
+namespace tessera {
+
+// Timestamp <-> JSON, every field by name (in namespace tessera so that argument-dependent lookup finds it).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Timestamp, iteration, epoch, batch, sample, token, epoch_in_iteration,
+                                   batch_in_epoch, sample_in_epoch, token_in_epoch, total_wct, epoch_wct, batch_wct)
+
+}  // namespace tessera
 
 namespace tessera::checkpoint {
 
@@ -31,6 +45,15 @@ void write_file(const File& file, const std::string& path);
 /// Reads and verifies `path` (size, checksum, metadata, tensor bounds): CheckpointError naming the file
 /// and the problem.
 File read_file(const std::string& path);
+
+/// What `file` (read from `path`) says about itself; CheckpointError when its metadata is malformed.
+CheckpointInfo describe(const File& file, const std::string& path);
+
+/// The newest checkpoint file of `folder` that verifies, read once: its path and contents (nullopt when the
+/// folder holds no checkpoint files). Rejected files are reported as in tessera::newest_valid_checkpoint,
+/// and CheckpointError when there are files but none is valid.
+std::optional<std::pair<std::string, File>> read_newest_valid(const std::string& folder,
+                                                              std::vector<std::string>* rejected);
 
 /// Writes `text` to `path` atomically (the `latest` pointer).
 void write_text_atomically(const std::string& path, const std::string& text);

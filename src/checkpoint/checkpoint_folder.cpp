@@ -12,6 +12,7 @@
 #include <tessera/checkpoint.h>
 #include <tessera/trainer.h>
 
+#include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
 
 namespace tessera {
@@ -55,25 +56,56 @@ std::vector<std::string> checkpoint_files(const std::string& folder) {
   return out;
 }
 
+CheckpointInfo inspect_checkpoint(const std::string& path) {
+  return checkpoint::describe(checkpoint::read_file(path), path);
+}
+
 std::string newest_valid_checkpoint(const std::string& folder, std::vector<std::string>* rejected) {
+  const auto found = checkpoint::read_newest_valid(folder, rejected);
+  return found ? found->first : std::string();
+}
+
+namespace checkpoint {
+
+CheckpointInfo describe(const File& file, const std::string& path) {
+  CheckpointInfo info;
+  info.path = path;
+  try {
+    const nlohmann::json& m = file.meta;
+    info.timestamp = m.at("timestamp").get<Timestamp>();
+    info.tessera_version = m.at("tessera_version").get<std::string>();
+    info.torch_version = m.at("torch_version").get<std::string>();
+    info.recipe = m.at("recipe").get<std::string>();
+    info.seed = m.at("seed").get<int64_t>();
+    info.world_size = m.at("world_size").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
+  }
+  return info;
+}
+
+std::optional<std::pair<std::string, File>> read_newest_valid(const std::string& folder,
+                                                              std::vector<std::string>* rejected) {
   const std::vector<std::string> files = checkpoint_files(folder);
   std::vector<std::string> problems;
+  std::optional<std::pair<std::string, File>> found;
   for (const auto& path : files) {
     try {
-      inspect_checkpoint(path);
-      if (rejected) rejected->insert(rejected->end(), problems.begin(), problems.end());
-      return path;
+      File file = read_file(path);
+      describe(file, path);
+      found.emplace(path, std::move(file));
+      break;
     } catch (const CheckpointError& e) {
       problems.push_back(e.what());
     }
   }
   if (rejected) rejected->insert(rejected->end(), problems.begin(), problems.end());
-  if (files.empty()) return "";
-  throw CheckpointError(fmt::format("no valid checkpoint in '{}': {} file(s), all invalid; newest: {}", folder,
-                                    files.size(), problems.front()));
+  if (!found && !files.empty()) {
+    throw CheckpointError(fmt::format("no valid checkpoint in '{}': {} file(s), all invalid; newest: {}", folder,
+                                      files.size(), problems.front()));
+  }
+  return found;
 }
-
-namespace checkpoint {
 
 std::string file_name(const Timestamp& ts) { return fmt::format("ep{}-ba{}.ckpt", ts.epoch, ts.batch); }
 

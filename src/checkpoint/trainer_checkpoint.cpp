@@ -19,44 +19,13 @@
 #include "checkpoint/checkpoint_file.h"
 
 namespace tessera {
+
 namespace {
 
 using nlohmann::json;
 using checkpoint::File;
 
 constexpr int kFormatVersion = 1;
-
-json timestamp_json(const Timestamp& t) {
-  return {{"iteration", t.iteration},
-          {"epoch", t.epoch},
-          {"batch", t.batch},
-          {"sample", t.sample},
-          {"token", t.token},
-          {"epoch_in_iteration", t.epoch_in_iteration},
-          {"batch_in_epoch", t.batch_in_epoch},
-          {"sample_in_epoch", t.sample_in_epoch},
-          {"token_in_epoch", t.token_in_epoch},
-          {"total_wct", t.total_wct},
-          {"epoch_wct", t.epoch_wct},
-          {"batch_wct", t.batch_wct}};
-}
-
-Timestamp timestamp_from(const json& j) {
-  Timestamp t;
-  t.iteration = j.at("iteration").get<int64_t>();
-  t.epoch = j.at("epoch").get<int64_t>();
-  t.batch = j.at("batch").get<int64_t>();
-  t.sample = j.at("sample").get<int64_t>();
-  t.token = j.at("token").get<int64_t>();
-  t.epoch_in_iteration = j.at("epoch_in_iteration").get<int64_t>();
-  t.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
-  t.sample_in_epoch = j.at("sample_in_epoch").get<int64_t>();
-  t.token_in_epoch = j.at("token_in_epoch").get<int64_t>();
-  t.total_wct = j.at("total_wct").get<double>();
-  t.epoch_wct = j.at("epoch_wct").get<double>();
-  t.batch_wct = j.at("batch_wct").get<double>();
-  return t;
-}
 
 std::string torch_version() {
   return fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
@@ -179,7 +148,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   m["seed"] = s.seed;
   m["rank"] = s.rank;
   m["world_size"] = s.world_size;
-  m["timestamp"] = timestamp_json(s.timestamp);
+  m["timestamp"] = json(s.timestamp);
   m["max_duration"] = s.time.max_duration.str();
   m["data"] = {{"epoch", s.timestamp.epoch},
                {"batch_in_epoch", s.timestamp.batch_in_epoch},
@@ -254,7 +223,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   }
   file.tensors["trainer/metrics"] =
       at::tensor(at::ArrayRef<double>(metric_values), at::TensorOptions().dtype(at::kDouble));
-  m["trainer"] = {{"previous_timestamp", timestamp_json(previous_timestamp_)},
+  m["trainer"] = {{"previous_timestamp", json(previous_timestamp_)},
                   {"last_eval_batch", last_eval_batch_},
                   {"metrics", metric_names},
                   {"skipped_batches", skipped_batches_}};
@@ -263,12 +232,11 @@ void Trainer::save_checkpoint(const std::string& path) const {
 
 void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool strict) {
   engine_->run_event(Event::BeforeLoad, state_);
-  load_checkpoint_file(path, weights_only, strict);
+  apply_checkpoint(checkpoint::read_file(path), path, weights_only, strict);
   engine_->run_event(Event::AfterLoad, state_);
 }
 
-void Trainer::load_checkpoint_file(const std::string& path, bool weights_only, bool strict) {
-  const File file = checkpoint::read_file(path);
+void Trainer::apply_checkpoint(const File& file, const std::string& path, bool weights_only, bool strict) {
   const json& m = file.meta;
   State& s = state_;
   try {
@@ -370,7 +338,7 @@ void Trainer::load_checkpoint_file(const std::string& path, bool weights_only, b
     }
 
     // time, generators, bookkeeping
-    s.timestamp = timestamp_from(m.at("timestamp"));
+    s.timestamp = m.at("timestamp").get<Timestamp>();
     s.rng.set_state(m.at("rng").at("key").get<uint64_t>(), m.at("rng").at("counter").get<uint64_t>());
     for (auto& [name, gen] : torch_generators()) {
       auto it = file.tensors.find("generator/" + name);
@@ -380,7 +348,7 @@ void Trainer::load_checkpoint_file(const std::string& path, bool weights_only, b
     }
     restored_generators_ = true;
     const json& t = m.at("trainer");
-    previous_timestamp_ = timestamp_from(t.at("previous_timestamp"));
+    previous_timestamp_ = t.at("previous_timestamp").get<Timestamp>();
     last_eval_batch_ = t.at("last_eval_batch").get<std::vector<int64_t>>();
     const auto metric_names = t.at("metrics").get<std::vector<std::string>>();
     const at::Tensor& metric_values = file.tensor("trainer/metrics", path);
@@ -396,24 +364,6 @@ void Trainer::load_checkpoint_file(const std::string& path, bool weights_only, b
     throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
   }
   loaded_checkpoint_ = path;
-}
-
-CheckpointInfo inspect_checkpoint(const std::string& path) {
-  const File file = checkpoint::read_file(path);
-  CheckpointInfo info;
-  info.path = path;
-  try {
-    const json& m = file.meta;
-    info.timestamp = timestamp_from(m.at("timestamp"));
-    info.tessera_version = m.at("tessera_version").get<std::string>();
-    info.torch_version = m.at("torch_version").get<std::string>();
-    info.recipe = m.at("recipe").get<std::string>();
-    info.seed = m.at("seed").get<int64_t>();
-    info.world_size = m.at("world_size").get<int>();
-  } catch (const json::exception& e) {
-    throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
-  }
-  return info;
 }
 
 }  // namespace tessera
