@@ -12,7 +12,6 @@
 #include <mutex>
 #include <set>
 
-#include <tessera/data/dataloader.h>
 #include <tessera/trainer.h>
 #include <tessera/version.h>
 
