@@ -7,15 +7,19 @@
 // (baseline's median time to target / the recipe's), plus the recipe's accuracy against the baseline's at
 // equal time (the baseline's accuracy when the recipe finished).
 //
-//   bench_time_to_accuracy --baseline base.yaml --candidate a.yaml [--candidate b.yaml ...]
+//   bench_time_to_accuracy --baseline base.yaml --candidate a.yaml [--candidate "b.yaml key=value ..." ...]
 //                          [--seeds 3] [--set key=value ...] [--markdown out.md]
-//   (--set applies an override to every recipe, e.g. --set max_duration=2ep)
+//   (--set applies an override to every recipe, e.g. --set max_duration=2ep; overrides after a candidate's path,
+//   separated by spaces, apply to that candidate only. Checkpoints, callbacks and loggers are turned off; the
+//   harness sets the seed: 1000, 1001, ...)
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -62,12 +66,35 @@ struct Result {
   }
 };
 
-Result train(const std::string& path, uint64_t seed, const std::vector<std::string>& sets) {
+/// "path key=value ..." (a candidate with its own overrides) -> {path, overrides...}. A word that does not start
+/// with `key=` continues the previous override, so values may contain spaces: "r.yaml algorithms=[{a: {b: 1}}]".
+std::vector<std::string> split_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) {
+    const size_t eq = w.find('=');
+    const bool starts_override = eq != std::string::npos && eq > 0 &&
+                                 std::all_of(w.begin(), w.begin() + eq, [](char c) {
+                                   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+                                 });
+    if (words.size() > 1 && !starts_override) {
+      words.back() += " " + w;
+    } else {
+      words.push_back(w);
+    }
+  }
+  return words;
+}
+
+Result train(const std::string& candidate, uint64_t seed, const std::vector<std::string>& sets) {
+  std::vector<std::string> words = split_words(candidate);
   std::vector<std::string> overrides = sets;
+  overrides.insert(overrides.end(), words.begin() + 1, words.end());
   overrides.push_back("seed=" + std::to_string(seed));
   overrides.push_back("callbacks=[]");
   overrides.push_back("loggers=[]");
-  tessera::Run run = tessera::build_run(tessera::Recipe::load(path, overrides));
+  overrides.push_back("checkpoint={}");  // no autoresume from an earlier run of the same recipe
+  tessera::Run run = tessera::build_run(tessera::Recipe::load(words.front(), overrides));
   auto curve = std::make_shared<Curve>();
   run.components.callbacks.push_back(curve);
   tessera::Trainer trainer(run.trainer, std::move(run.components));
@@ -119,6 +146,13 @@ int main(int argc, char** argv) {
   }
   std::vector<std::string> recipes{baseline};
   recipes.insert(recipes.end(), candidates.begin(), candidates.end());
+  for (const auto& r : recipes) {
+    if (split_words(r).empty()) {
+      std::fprintf(stderr, "--baseline/--candidate: expected a recipe path and optional key=value overrides, got '%s'\n",
+                   r.c_str());
+      return 2;
+    }
+  }
   std::map<std::string, std::vector<Result>> results;
   try {
     for (int s = 0; s < seeds; ++s) {
@@ -127,6 +161,9 @@ int main(int argc, char** argv) {
         Result res = train(r, 1000 + s, sets);
         std::printf("seed %d  %-55s final %.2f%%  train %.1f s\n", 1000 + s, r.c_str(), 100 * res.final_accuracy,
                     res.train_seconds);
+        std::string curve = "    curve (s: %):";
+        for (const auto& [t, acc] : res.curve) curve += fmt::format(" {:.0f}: {:.2f}", t, 100 * acc);
+        std::printf("%s\n", curve.c_str());
         std::fflush(stdout);
         results[r].push_back(std::move(res));
       }
