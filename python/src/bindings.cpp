@@ -394,6 +394,8 @@ void resolve_plugin(const std::shared_ptr<Callback>& c) {
 // Ctrl-C during fit(): the GIL is released, so Python cannot raise KeyboardInterrupt there. A C handler sets a
 // flag, an internal callback stops training at the end of the current batch, and fit() raises
 // KeyboardInterrupt once the loop has ended cleanly. A second Ctrl-C kills the process as usual.
+// The callback acts only during a fit whose guard installed the handler: a fit that could not (SIGINT ignored,
+// as in a background job, or a fit on another thread) must not see a flag left by an earlier fit.
 
 std::atomic<bool> g_interrupted{false};
 
@@ -408,11 +410,13 @@ class InterruptCallback : public Callback {
  public:
   std::string name() const override { return "python_interrupt"; }
   void run_event(Event event, State& state, Logger&) override {
-    if (g_interrupted.load(std::memory_order_relaxed) &&
+    if (armed.load(std::memory_order_relaxed) && g_interrupted.load(std::memory_order_relaxed) &&
         (event == Event::BatchEnd || event == Event::EpochEnd || event == Event::EvalBatchEnd)) {
       state.stop_training();
     }
   }
+  /// True while a fit of this trainer runs with the Ctrl-C handler installed.
+  std::atomic<bool> armed{false};
 };
 
 class SigintGuard {
@@ -431,6 +435,7 @@ class SigintGuard {
   ~SigintGuard() {
     if (installed_) std::signal(SIGINT, previous_);
   }
+  bool installed() const { return installed_; }
   bool interrupted() const { return installed_ && g_interrupted.load(); }
 
  private:
@@ -463,7 +468,8 @@ class PyTrainer {
     Run run = build_run(recipe);
     for (auto& a : algs) run.components.algorithms.push_back(std::move(a));
     for (auto& c : cbs) run.components.callbacks.push_back(std::move(c));
-    run.components.callbacks.push_back(std::make_shared<InterruptCallback>());
+    interrupt_ = std::make_shared<InterruptCallback>();
+    run.components.callbacks.push_back(interrupt_);
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = run.checkpoint;
@@ -475,6 +481,8 @@ class PyTrainer {
     SigintGuard guard;
     {
       py::gil_scoped_release release;
+      interrupt_->armed = guard.installed();
+      const std::shared_ptr<void> disarm(nullptr, [this](void*) { interrupt_->armed = false; });
       trainer_->fit();
     }
     if (guard.interrupted()) {
@@ -510,6 +518,7 @@ class PyTrainer {
   std::string model_name_;
   std::vector<std::string> metric_files_;
   CheckpointOptions checkpoint_;
+  std::shared_ptr<InterruptCallback> interrupt_;
   std::unique_ptr<Trainer> trainer_;
 };
 

@@ -299,6 +299,30 @@ def test_ctrl_c_stops_at_the_end_of_the_batch():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_an_old_ctrl_c_does_not_stop_a_later_fit():
+    """A fit that cannot install its Ctrl-C handler (SIGINT ignored, as in a background job) trains to the end,
+    even though an earlier fit was stopped by Ctrl-C."""
+    import signal
+    import threading
+
+    class Interrupt(tessera.Callback):
+        def batch_end(self, state, logger):
+            if state.timestamp.batch == 2:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tessera.Trainer(**tiny_components(), callbacks=[Interrupt()]).fit()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        trainer = tessera.Trainer(**tiny_components())
+        trainer.fit()
+        ts = trainer.state.timestamp
+        assert (ts.epoch, ts.batch) == (2, 8)  # 2 epochs of 64 examples in batches of 16
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_fit_releases_the_gil():
     """Between FIT_START and FIT_END the C++ loop runs without the GIL: another Python thread makes progress.
 
