@@ -482,6 +482,7 @@ class PyTrainer {
     {
       py::gil_scoped_release release;
       interrupt_->armed = guard.installed();
+      // disarmed when fit() returns or throws (a shared_ptr with a null pointer still runs its deleter)
       const std::shared_ptr<void> disarm(nullptr, [this](void*) { interrupt_->armed = false; });
       trainer_->fit();
     }
