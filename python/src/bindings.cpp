@@ -415,13 +415,14 @@ class InterruptCallback : public Callback {
       state.stop_training();
     }
   }
-  /// True while a fit of this trainer runs with the Ctrl-C handler installed.
+  /// Set by SigintGuard while a fit of this trainer runs with the Ctrl-C handler installed.
   std::atomic<bool> armed{false};
 };
 
+/// For the length of one fit: installs the Ctrl-C handler when it may, and arms that trainer's callback then.
 class SigintGuard {
  public:
-  SigintGuard() {
+  explicit SigintGuard(InterruptCallback& callback) : callback_(callback) {
     // Only Python's own Ctrl-C behaviour is replaced, and only on the main thread (where signals arrive);
     // a custom or ignoring handler stays in place.
     py::object threading = py::module_::import("threading");
@@ -431,14 +432,16 @@ class SigintGuard {
     g_interrupted = false;
     previous_ = std::signal(SIGINT, on_sigint);
     installed_ = previous_ != SIG_ERR;
+    callback_.armed = installed_;
   }
   ~SigintGuard() {
+    callback_.armed = false;
     if (installed_) std::signal(SIGINT, previous_);
   }
-  bool installed() const { return installed_; }
   bool interrupted() const { return installed_ && g_interrupted.load(); }
 
  private:
+  InterruptCallback& callback_;
   void (*previous_)(int) = nullptr;
   bool installed_ = false;
 };
@@ -478,12 +481,9 @@ class PyTrainer {
   }
 
   void fit() {
-    SigintGuard guard;
+    SigintGuard guard(*interrupt_);
     {
       py::gil_scoped_release release;
-      interrupt_->armed = guard.installed();
-      // disarmed when fit() returns or throws (a shared_ptr with a null pointer still runs its deleter)
-      const std::shared_ptr<void> disarm(nullptr, [this](void*) { interrupt_->armed = false; });
       trainer_->fit();
     }
     if (guard.interrupted()) {

@@ -1,4 +1,7 @@
 """Python algorithms and callbacks run inside the C++ loop, at their events, in the declared order."""
+import signal
+import threading
+
 import pytest
 import torch
 
@@ -279,18 +282,16 @@ def test_plan_of_algorithm_objects_without_a_run():
     assert isinstance(plan.to_dict(), dict) and "after_dataloader" in str(plan)
 
 
+class _CtrlCAtBatch2(tessera.Callback):
+    def batch_end(self, state, logger):
+        if state.timestamp.batch == 2:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # as if Ctrl-C were pressed
+
+
 def test_ctrl_c_stops_at_the_end_of_the_batch():
-    import signal
-    import threading
-
-    class Interrupt(tessera.Callback):
-        def batch_end(self, state, logger):
-            if state.timestamp.batch == 2:
-                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # as if Ctrl-C were pressed
-
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive Python
     try:
-        trainer = tessera.Trainer(**tiny_components(), callbacks=[Interrupt()])
+        trainer = tessera.Trainer(**tiny_components(), callbacks=[_CtrlCAtBatch2()])
         with pytest.raises(KeyboardInterrupt):
             trainer.fit()
         assert trainer.state.timestamp.batch == 2  # the batch finished, the next one did not start
@@ -302,18 +303,10 @@ def test_ctrl_c_stops_at_the_end_of_the_batch():
 def test_an_old_ctrl_c_does_not_stop_a_later_fit():
     """A fit that cannot install its Ctrl-C handler (SIGINT ignored, as in a background job) trains to the end,
     even though an earlier fit was stopped by Ctrl-C."""
-    import signal
-    import threading
-
-    class Interrupt(tessera.Callback):
-        def batch_end(self, state, logger):
-            if state.timestamp.batch == 2:
-                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            tessera.Trainer(**tiny_components(), callbacks=[Interrupt()]).fit()
+            tessera.Trainer(**tiny_components(), callbacks=[_CtrlCAtBatch2()]).fit()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         trainer = tessera.Trainer(**tiny_components())
         trainer.fit()
@@ -329,7 +322,6 @@ def test_fit_releases_the_gil():
     Forced GIL switches are turned off (a huge switch interval), so the helper thread can run only when the
     GIL is released explicitly; it releases it itself at every step, so the callbacks get it back at once."""
     import sys
-    import threading
     import time
 
     counter = [0]
