@@ -189,13 +189,12 @@ int main(int argc, char** argv) {
       "|\n|---|---|---|---|---|---|---|\n",
       100 * target, seeds);
   for (const auto& r : recipes) {
-    std::vector<double> fin, tt, ttt, own, base_at;
+    std::vector<double> fin, tt, ttt, base_at;
     for (size_t i = 0; i < results[r].size(); ++i) {
       const Result& x = results[r][i];
       fin.push_back(x.final_accuracy);
       tt.push_back(x.train_seconds);
       ttt.push_back(x.time_to(target));
-      own.push_back(x.final_accuracy);
       base_at.push_back(results[baseline][i].accuracy_at(x.train_seconds));
     }
     const double t = median(ttt);
@@ -203,7 +202,7 @@ int main(int argc, char** argv) {
     table += fmt::format("| {} | {:.2f}% | {:.1f} s | {:.2f}x | {} ({}/{}) | {} | {:.2f}% vs {:.2f}% |\n", r,
                          100 * median(fin), median(tt), base_train / median(tt), seconds(t), reached, ttt.size(),
                          std::isinf(t) || std::isinf(base_time) ? std::string("-") : fmt::format("{:.2f}x", base_time / t),
-                         100 * median(own), 100 * median(base_at));
+                         100 * median(fin), 100 * median(base_at));
   }
   std::printf("\n%s", table.c_str());
   if (!markdown.empty()) std::ofstream(markdown) << table;
