@@ -14,7 +14,7 @@ add_test(NAME install_outside_project
                  -DWORK_DIR=${TESSERA_INSTALL_TEST_DIR}
                  -DGENERATOR=${CMAKE_GENERATOR}
                  -DCXX_COMPILER=${CMAKE_CXX_COMPILER}
-                 -DCXX_COMPILER_LAUNCHER=${CMAKE_CXX_COMPILER_LAUNCHER}
+                 -DCXX_COMPILER_LAUNCHER=${CCACHE_PROGRAM}
                  -DBUILD_TYPE=${CMAKE_BUILD_TYPE}
                  -DTORCH_DIR=${Torch_DIR}
                  -DCONFIG=$<CONFIG>
