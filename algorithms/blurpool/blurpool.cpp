@@ -24,7 +24,9 @@ at::Tensor blur_filter(int64_t channels, const at::TensorOptions& options) {
 at::Tensor blur2d(const at::Tensor& x, std::array<int64_t, 2> stride) {
   TORCH_CHECK(x.dim() == 4, "blur2d: expected an input [N, C, H, W], got ", x.sizes());
   if (x.size(2) < 3 || x.size(3) < 3) return x;
-  return fused_blur2d(x, stride);  // the op tessera::blur2d (blurpool_ops.cpp); reference_blur2d is the conv
+  // The op tessera::blur2d (blurpool_ops.cpp): the fused kernel where the library has one for x's device, else
+  // reference_blur2d (the depthwise conv).
+  return fused_blur2d(x, stride);
 }
 
 BlurConv2dImpl::BlurConv2dImpl(torch::nn::Conv2d original, bool blur_first_)

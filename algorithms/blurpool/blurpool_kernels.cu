@@ -5,8 +5,10 @@
 #include "blurpool_kernels.cuh"
 
 #include <cmath>
+#include <initializer_list>
 
 #include "../../src/ops/cuda_common.cuh"
+#include "blurpool_window.h"
 
 namespace tessera::algorithms::cuda {
 namespace {
@@ -110,11 +112,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class A>
-__device__ __forceinline__ bool takes(A val, A best) {
-  return val > best || (isnan(val) && !isnan(best));
-}
-
 template <class T, class Idx>
 __global__ void __launch_bounds__(kThreads)
     maxblur_forward_kernel(const T* __restrict__ x, T* __restrict__ y, uint8_t* __restrict__ argmax, MaxBlurShape s,
@@ -122,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
                            typename DivOf<Idx>::type div_oh, Idx total) {
   using A = acc_t<T>;
   const Idx H = s.H, W = s.W, V = s.V, PH = s.PH, PW = s.PW;
-  const int kh = static_cast<int>(s.kh), kw = static_cast<int>(s.kw);
+  const window::Window win{s.H, s.W, s.kh, s.kw, s.pad_h, s.pad_w, s.dil_h, s.dil_w};
   for (Idx i = blockIdx.x * static_cast<Idx>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
     Idx v, ow, oh;
@@ -130,6 +127,7 @@ __global__ void __launch_bounds__(kThreads)
     q = div_ow.divmod(q, ow);
     const Idx b = div_oh.divmod(q, oh);
     const T* xb = x + b * H * W * V + v;
+    const auto load = [xb, W, V](Idx ih, Idx iw) { return to_acc(xb[(ih * W + iw) * V]); };
     A acc = 0;
     for (int ty = 0; ty < 3; ++ty) {
       const Idx ph = oh * static_cast<Idx>(s.sh) - 1 + ty;  // may wrap: ph < PH fails
@@ -140,22 +138,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int tx = 0; tx < 3; ++tx) {
         const Idx pw = ow * static_cast<Idx>(s.sw) - 1 + tx;
         if (pw >= PW) continue;
-        A best = -INFINITY;
-        int best_k = 0;
-        for (int a = 0; a < kh; ++a) {
-          const Idx ih = ph - static_cast<Idx>(s.pad_h) + static_cast<Idx>(a * s.dil_h);
-          if (ih >= H) continue;  // includes the wrapped negatives (padding)
-          const T* row = xb + ih * W * V;
-          for (int c = 0; c < kw; ++c) {
-            const Idx iw = pw - static_cast<Idx>(s.pad_w) + static_cast<Idx>(c * s.dil_w);
-            if (iw >= W) continue;
-            const A val = to_acc(row[iw * V]);
-            if (takes(val, best)) {
-              best = val;
-              best_k = a * kw + c;
-            }
-          }
-        }
+        A best;
+        const int best_k = window::window_argmax<Idx>(ph, pw, win, load, best);
         r += (tx == 1 ? A(2) : A(1)) * best;
         if (argmax != nullptr && row_owner && (ow == 0 || tx + s.sw > 2)) {
           argmax[((b * PH + ph) * PW + pw) * V + v] = static_cast<uint8_t>(best_k);
@@ -230,7 +214,13 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-bool fits_32bit(int64_t a, int64_t b) { return a < (int64_t{1} << 31) && b < (int64_t{1} << 31); }
+/// Whether every index of the launch fits 32-bit arithmetic: each tensor's element count below 2^31.
+bool fits_32bit(std::initializer_list<int64_t> sizes) {
+  for (const int64_t n : sizes) {
+    if (n >= (int64_t{1} << 31)) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -241,7 +231,7 @@ cudaError_t launch_blur2d_forward(const void* x, void* y, const BlurShape& s, Ke
   const unsigned grid = ops::cuda::grid_for(total, kThreads);
   ops::cuda::visit_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (fits_32bit(total, s.B * s.H * s.W * s.V)) {
+    if (fits_32bit({total, s.B * s.H * s.W * s.V})) {
       blur_forward_kernel<T, uint32_t><<<grid, kThreads, 0, stream>>>(
           static_cast<const T*>(x), static_cast<T*>(y), s, FastDivmod(s.V), FastDivmod(s.OW), FastDivmod(s.OH),
           static_cast<uint32_t>(total));
@@ -261,7 +251,7 @@ cudaError_t launch_blur2d_backward(const void* grad_out, void* grad_in, const Bl
   const unsigned grid = ops::cuda::grid_for(total, kThreads);
   ops::cuda::visit_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (fits_32bit(total, s.B * s.OH * s.OW * s.V)) {
+    if (fits_32bit({total, s.B * s.OH * s.OW * s.V})) {
       blur_backward_kernel<T, uint32_t><<<grid, kThreads, 0, stream>>>(
           static_cast<const T*>(grad_out), static_cast<T*>(grad_in), s, FastDivmod(s.V), FastDivmod(s.W),
           FastDivmod(s.H), FastDivmod(s.sh), FastDivmod(s.sw), static_cast<uint32_t>(total));
@@ -281,7 +271,7 @@ cudaError_t launch_blur_maxpool2d_forward(const void* x, void* y, uint8_t* argma
   const unsigned grid = ops::cuda::grid_for(total, kThreads);
   ops::cuda::visit_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (fits_32bit(total, s.B * s.H * s.W * s.V)) {
+    if (fits_32bit({total, s.B * s.H * s.W * s.V, s.B * s.PH * s.PW * s.V})) {  // input, output, argmax
       maxblur_forward_kernel<T, uint32_t><<<grid, kThreads, 0, stream>>>(
           static_cast<const T*>(x), static_cast<T*>(y), argmax, s, FastDivmod(s.V), FastDivmod(s.OW),
           FastDivmod(s.OH), static_cast<uint32_t>(total));
@@ -301,7 +291,7 @@ cudaError_t launch_blur_maxpool2d_backward(const void* grad_out, const uint8_t* 
   const unsigned grid = ops::cuda::grid_for(total, kThreads);
   ops::cuda::visit_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (fits_32bit(total, s.B * s.PH * s.PW * s.V)) {
+    if (fits_32bit({total, s.B * s.OH * s.OW * s.V, s.B * s.PH * s.PW * s.V})) {
       maxblur_backward_kernel<T, uint32_t><<<grid, kThreads, 0, stream>>>(
           static_cast<const T*>(grad_out), argmax, static_cast<T*>(grad_in), s, FastDivmod(s.V), FastDivmod(s.W),
           FastDivmod(s.H), FastDivmod(s.sh), FastDivmod(s.sw), static_cast<uint32_t>(total));

@@ -305,8 +305,10 @@ TESSERA_ALWAYS_INLINE void pooled_row(const T* xb, const MaxGeometry& g, int64_t
     const A* row = vrp + c * g.dil_w * g.V;
     const A cc = static_cast<A>(c);
     for (int64_t j = 0; j < n; ++j) {
-      // Raster order like torch: among equal maxima the smallest window row, then the smallest column.
-      const bool take = takes(col[j], out[j]) | ((col[j] == out[j]) & (row[j] < br[j]));
+      // Raster order like torch: among equal maxima (or NaNs) the smallest window row, then the smallest column,
+      // which is also the CUDA kernel's choice (the first in raster order: blurpool_window.h).
+      const bool same = (col[j] == out[j]) | ((col[j] != col[j]) & (out[j] != out[j]));
+      const bool take = takes(col[j], out[j]) | (same & (row[j] < br[j]));
       out[j] = take ? col[j] : out[j];
       br[j] = take ? row[j] : br[j];
       bc[j] = take ? cc : bc[j];
@@ -490,6 +492,32 @@ MaxArgs max_args(const at::Tensor& x_in, at::IntArrayRef kernel_size, at::IntArr
   return a;
 }
 
+/// Checks and geometry of the max-pool+blur backward, shared by the CPU and CUDA kernels: grad_output [N, C, OH, OW]
+/// and the forward's argmax (dense uint8 [N, C, PH, PW]) on one device, for an input of `input_size`. `grad` comes
+/// back dense in argmax's layout.
+MaxArgs max_backward_args(const at::Tensor& grad, const at::Tensor& argmax, at::IntArrayRef input_size,
+                          at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                          at::IntArrayRef dilation, const char* what) {
+  ops::check_image(grad, what);
+  const auto in = ops::pair_arg(input_size, what, "input_size", 1);
+  MaxArgs a;
+  a.g = max_geometry(in[0], in[1], kernel_size, stride, padding, dilation, what);
+  TORCH_CHECK(argmax.device() == grad.device(), what, ": argmax is on ", argmax.device(), " but grad_output on ",
+              grad.device());
+  TORCH_CHECK(argmax.scalar_type() == at::kByte && argmax.dim() == 4 && argmax.size(0) == grad.size(0) &&
+                  argmax.size(1) == grad.size(1) && argmax.size(2) == a.g.PH && argmax.size(3) == a.g.PW,
+              what, ": argmax ", argmax.sizes(), " ", argmax.scalar_type(), " does not match grad_output ",
+              grad.sizes(), " and the pooled size ", a.g.PH, "x", a.g.PW, " (expected the forward's uint8 argmax)");
+  TORCH_CHECK(grad.size(2) == a.g.OH && grad.size(3) == a.g.OW, what, ": grad_output ", grad.sizes(),
+              " does not match the output size ", a.g.OH, "x", a.g.OW);
+  a.channels_last = stored_channels_last(argmax);
+  TORCH_CHECK(argmax.is_contiguous(ops::format_of(a.channels_last)), what,
+              ": argmax must be the forward's dense tensor (NCHW or channels-last)");
+  a.x = grad.contiguous(ops::format_of(a.channels_last));
+  bhwv(a.x.sizes(), a.channels_last, a.g.B, a.g.V);
+  return a;
+}
+
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item)); }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -557,19 +585,10 @@ at::Tensor blur_maxpool2d_backward_cpu(const at::Tensor& grad, const at::Tensor&
                                        at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                        at::IntArrayRef dilation) {
   const char* what = "tessera::blur_maxpool2d_backward";
-  ops::check_image(grad, what);
-  const auto in = ops::pair_arg(input_size, what, "input_size", 1);
-  MaxGeometry g = max_geometry(in[0], in[1], kernel_size, stride, padding, dilation, what);
-  TORCH_CHECK(argmax.scalar_type() == at::kByte && argmax.dim() == 4 && argmax.size(0) == grad.size(0) &&
-                  argmax.size(1) == grad.size(1) && argmax.size(2) == g.PH && argmax.size(3) == g.PW,
-              what, ": argmax ", argmax.sizes(), " does not match the pooled size ", g.PH, "x", g.PW);
-  TORCH_CHECK(grad.size(2) == g.OH && grad.size(3) == g.OW, what, ": grad_output ", grad.sizes(),
-              " does not match the output size ", g.OH, "x", g.OW);
-  const bool cl = stored_channels_last(argmax);
-  TORCH_CHECK(argmax.is_contiguous(ops::format_of(cl)), what, ": argmax must be the forward's dense tensor");
-  const at::Tensor go = grad.contiguous(ops::format_of(cl));
-  bhwv(go.sizes(), cl, g.B, g.V);
-  at::Tensor gin = at::empty({go.size(0), go.size(1), g.H, g.W}, go.options().memory_format(ops::format_of(cl)));
+  const MaxArgs a = max_backward_args(grad, argmax, input_size, kernel_size, stride, padding, dilation, what);
+  const MaxGeometry g = a.g;
+  const at::Tensor& go = a.x;
+  at::Tensor gin = at::empty({go.size(0), go.size(1), g.H, g.W}, go.options().memory_format(ops::format_of(a.channels_last)));
   if (gin.numel() == 0) return gin;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "tessera::blur_maxpool2d_backward", [&] {
     using A = acc_of<scalar_t>;
@@ -637,16 +656,10 @@ at::Tensor blur_maxpool2d_backward_cuda(const at::Tensor& grad, const at::Tensor
                                         at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                         at::IntArrayRef dilation) {
   const char* what = "tessera::blur_maxpool2d_backward";
-  ops::check_image(grad, what);
-  const auto in = ops::pair_arg(input_size, what, "input_size", 1);
-  MaxGeometry g = max_geometry(in[0], in[1], kernel_size, stride, padding, dilation, what);
-  TORCH_CHECK(argmax.scalar_type() == at::kByte && argmax.dim() == 4 && argmax.size(2) == g.PH &&
-                  argmax.size(3) == g.PW && grad.size(2) == g.OH && grad.size(3) == g.OW,
-              what, ": argmax ", argmax.sizes(), " or grad_output ", grad.sizes(), " does not match the geometry");
-  const bool cl = stored_channels_last(argmax);
-  const at::Tensor go = grad.contiguous(ops::format_of(cl));
-  bhwv(go.sizes(), cl, g.B, g.V);
-  at::Tensor gin = at::empty({go.size(0), go.size(1), g.H, g.W}, go.options().memory_format(ops::format_of(cl)));
+  const MaxArgs a = max_backward_args(grad, argmax, input_size, kernel_size, stride, padding, dilation, what);
+  const MaxGeometry& g = a.g;
+  const at::Tensor& go = a.x;
+  at::Tensor gin = at::empty({go.size(0), go.size(1), g.H, g.W}, go.options().memory_format(ops::format_of(a.channels_last)));
   c10::cuda::CUDAGuard guard(go.device());
   C10_CUDA_CHECK(cuda::launch_blur_maxpool2d_backward(go.data_ptr(), argmax.data_ptr<uint8_t>(), gin.data_ptr(),
                                                       cuda_shape(g), ops::kernel_dtype(go.scalar_type(), what),
@@ -700,19 +713,30 @@ struct Blur2dBackwardFunction : public torch::autograd::Function<Blur2dBackwardF
 
 bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
 
+/// The transpose of reference_blur2d (its gradient) as a stock transposed convolution.
+at::Tensor reference_blur2d_backward(const at::Tensor& grad, at::IntArrayRef input_size, at::IntArrayRef stride) {
+  const BlurArgs a = blur_backward_args(grad, input_size, stride, "tessera::blur2d_backward");  // the checks
+  const int64_t c = grad.size(1);
+  // output_padding recovers the rows and columns that the strided blur did not read
+  return at::conv_transpose2d(grad, blur_filter(c, grad.options()), /*bias=*/{}, {a.g.sh, a.g.sw}, /*padding=*/{1, 1},
+                              {a.g.H - 1 - (a.g.OH - 1) * a.g.sh, a.g.W - 1 - (a.g.OW - 1) * a.g.sw}, c);
+}
+
+// The public ops are CompositeImplicitAutograd, so they run for every backend: each takes the fused kernels only
+// where the internal op has one for the input's backend (ops::has_kernel), and the stock formulation elsewhere
+// (a CUDA tensor in a library built without TESSERA_CUDA, Meta, …), whose autograd is torch's.
+
 at::Tensor blur2d_op(const at::Tensor& x, at::IntArrayRef stride) {
-  if (!needs_grad(x)) {
-    static const auto op = typed_op<BlurSig>("tessera::_blur2d");
-    return op.call(x, stride);
-  }
+  static const auto op = typed_op<BlurSig>("tessera::_blur2d");
+  if (!ops::has_kernel(op, x)) return reference_blur2d(x, ops::pair_arg(stride, "tessera::blur2d", "stride", 1));
+  if (!needs_grad(x)) return op.call(x, stride);
   return Blur2dFunction::apply(x, stride);
 }
 
 at::Tensor blur2d_backward_op(const at::Tensor& grad, at::IntArrayRef input_size, at::IntArrayRef stride) {
-  if (!needs_grad(grad)) {
-    static const auto op = typed_op<BlurBackwardSig>("tessera::_blur2d_backward");
-    return op.call(grad, input_size, stride);
-  }
+  static const auto op = typed_op<BlurBackwardSig>("tessera::_blur2d_backward");
+  if (!ops::has_kernel(op, grad)) return reference_blur2d_backward(grad, input_size, stride);
+  if (!needs_grad(grad)) return op.call(grad, input_size, stride);
   return Blur2dBackwardFunction::apply(grad, input_size, stride);
 }
 
@@ -745,10 +769,14 @@ struct BlurMaxPool2dFunction : public torch::autograd::Function<BlurMaxPool2dFun
 
 at::Tensor blur_maxpool2d_op(const at::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation) {
-  if (!needs_grad(x)) {
-    static const auto op = typed_op<MaxSig>("tessera::_blur_maxpool2d");
-    return std::get<0>(op.call(x, kernel_size, stride, padding, dilation, /*save_argmax=*/false));
+  static const auto op = typed_op<MaxSig>("tessera::_blur_maxpool2d");
+  if (!ops::has_kernel(op, x)) {
+    const char* what = "tessera::blur_maxpool2d";
+    return reference_blur_maxpool2d(x, ops::pair_arg(kernel_size, what, "kernel_size", 1),
+                                    ops::pair_arg(stride, what, "stride", 1), ops::pair_arg(padding, what, "padding", 0),
+                                    ops::pair_arg(dilation, what, "dilation", 1));
   }
+  if (!needs_grad(x)) return std::get<0>(op.call(x, kernel_size, stride, padding, dilation, /*save_argmax=*/false));
   return BlurMaxPool2dFunction::apply(x, kernel_size, stride, padding, dilation);
 }
 

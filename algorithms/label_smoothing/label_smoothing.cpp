@@ -41,7 +41,8 @@ at::Tensor smooth_labels(const at::Tensor& targets, int64_t num_classes, double 
 at::Tensor smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, double alpha, Reduction reduction) {
   if (!is_integer(labels)) throw InputError("smoothed_cross_entropy: expected integer class labels, got " + std::string(c10::toString(labels.scalar_type())));
   if (logits.dim() == 2 && labels.dim() == 1 && at::isFloatingType(logits.scalar_type())) {
-    // The fused op tessera::smoothed_cross_entropy (label_smoothing_ops.cpp); [N, C, ...] keeps the stock ops below.
+    // The op tessera::smoothed_cross_entropy (label_smoothing_ops.cpp): fused where the library has a kernel for the
+    // logits' device, else the stock formula below. [N, C, ...] keeps the stock ops.
     auto [mean, per] = fused_smoothed_cross_entropy(logits, labels, alpha);
     return reduction == Reduction::Mean ? mean : reduce(per, reduction);
   }

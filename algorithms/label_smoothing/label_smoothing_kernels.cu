@@ -18,6 +18,9 @@ using ops::cuda::acc_t;
 using ops::cuda::from_acc;
 using ops::cuda::to_acc;
 
+/// The most threads a block-per-row launch uses (the kernels are compiled for it: __launch_bounds__).
+constexpr int kMaxThreads = 1024;
+
 template <class T, int V>
 struct alignas(sizeof(T) * V) Pack {
   T v[V];
@@ -83,9 +86,10 @@ __device__ __forceinline__ void reduce_row(A& m, A& s, A& sx) {
 }
 
 template <class T, int V, bool kWarpRows>
-__global__ void ce_forward_kernel(const T* __restrict__ logits, const int64_t* __restrict__ labels,
-                                  acc_t<T>* __restrict__ per_example, acc_t<T>* __restrict__ lse_out, int64_t N,
-                                  int64_t C, acc_t<T> alpha) {
+__global__ void __launch_bounds__(kMaxThreads)
+    ce_forward_kernel(const T* __restrict__ logits, const int64_t* __restrict__ labels,
+                      acc_t<T>* __restrict__ per_example, acc_t<T>* __restrict__ lse_out, int64_t N, int64_t C,
+                      acc_t<T> alpha) {
   using A = acc_t<T>;
   RowSlot r = row_slot<kWarpRows>();
   const int64_t packs = C / V;  // the host picks V > 1 only when V divides C and rows are aligned
@@ -132,9 +136,10 @@ __global__ void ce_forward_kernel(const T* __restrict__ logits, const int64_t* _
 }
 
 template <class T, int V, bool kWarpRows>
-__global__ void ce_backward_kernel(const acc_t<T>* __restrict__ grad, const T* __restrict__ logits,
-                                   const int64_t* __restrict__ labels, const acc_t<T>* __restrict__ lse,
-                                   T* __restrict__ grad_logits, int64_t N, int64_t C, acc_t<T> alpha) {
+__global__ void __launch_bounds__(kMaxThreads)
+    ce_backward_kernel(const acc_t<T>* __restrict__ grad, const T* __restrict__ logits,
+                       const int64_t* __restrict__ labels, const acc_t<T>* __restrict__ lse,
+                       T* __restrict__ grad_logits, int64_t N, int64_t C, acc_t<T> alpha) {
   using A = acc_t<T>;
   RowSlot r = row_slot<kWarpRows>();
   const int64_t packs = C / V;
@@ -177,7 +182,7 @@ void launch_rows(int64_t N, int64_t C, int V, Launch&& launch) {
     launch(std::integral_constant<bool, true>{}, static_cast<unsigned>(blocks), threads);
   } else {
     int threads = 128;
-    while (threads < 1024 && static_cast<int64_t>(threads) * V * 8 < C) threads *= 2;
+    while (threads < kMaxThreads && static_cast<int64_t>(threads) * V * 8 < C) threads *= 2;
     const int64_t blocks = std::min<int64_t>(N, int64_t{1} << 20);
     launch(std::integral_constant<bool, false>{}, static_cast<unsigned>(blocks), threads);
   }

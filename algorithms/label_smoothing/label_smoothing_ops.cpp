@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -164,6 +165,18 @@ void check_labels_cpu(const CeArgs& a, const char* what) {
   }
 }
 
+/// The backward's per-row inputs (∂L/∂loss_i and lse) in the row type, checked against the logits: one value per
+/// row, on the logits' device. Shared by the CPU and CUDA kernels.
+std::pair<at::Tensor, at::Tensor> backward_rows(const CeArgs& a, const at::Tensor& grad, const at::Tensor& lse,
+                                                const char* what) {
+  TORCH_CHECK(grad.device() == a.logits.device() && lse.device() == a.logits.device(), what, ": grad on ",
+              grad.device(), " and lse on ", lse.device(), " must be on the logits' device ", a.logits.device());
+  TORCH_CHECK(grad.numel() == a.N && lse.numel() == a.N, what, ": grad ", grad.sizes(), " and lse ", lse.sizes(),
+              " must have one value per row (", a.N, ")");
+  const at::ScalarType rt = row_type(a.logits.scalar_type());
+  return {grad.to(rt).contiguous(), lse.to(rt).contiguous()};
+}
+
 int64_t row_grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C)); }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -201,10 +214,8 @@ at::Tensor ce_backward_cpu(const at::Tensor& grad, const at::Tensor& logits, con
   const char* what = "tessera::smoothed_cross_entropy_backward";
   CeArgs a = ce_args(logits, labels, alpha, what);
   check_labels_cpu(a, what);
-  const at::ScalarType rt = row_type(a.logits.scalar_type());
-  const at::Tensor g = grad.to(rt).contiguous(), l = lse.to(rt).contiguous();
-  TORCH_CHECK(g.numel() == a.N && l.numel() == a.N, what, ": grad ", grad.sizes(), " and lse ", lse.sizes(),
-              " must have one value per row (", a.N, ")");
+  at::Tensor g, l;
+  std::tie(g, l) = backward_rows(a, grad, lse, what);
   at::Tensor out = at::empty_like(a.logits);
   const int64_t* y = a.labels.data_ptr<int64_t>();
   if (a.logits.scalar_type() == at::kFloat) {
@@ -250,9 +261,8 @@ at::Tensor ce_backward_cuda(const at::Tensor& grad, const at::Tensor& logits, co
                             const at::Tensor& lse, double alpha) {
   const char* what = "tessera::smoothed_cross_entropy_backward";
   CeArgs a = ce_args(logits, labels, alpha, what);
-  const at::ScalarType rt = row_type(a.logits.scalar_type());
-  const at::Tensor g = grad.to(rt).contiguous(), l = lse.to(rt).contiguous();
-  TORCH_CHECK(g.numel() == a.N && l.numel() == a.N, what, ": grad and lse must have one value per row");
+  at::Tensor g, l;
+  std::tie(g, l) = backward_rows(a, grad, lse, what);
   at::Tensor out = at::empty_like(a.logits);
   c10::cuda::CUDAGuard guard(a.logits.device());
   C10_CUDA_CHECK(cuda::launch_smoothed_ce_backward(g.data_ptr(), a.logits.data_ptr(), a.labels.data_ptr<int64_t>(),
@@ -304,8 +314,13 @@ std::tuple<at::Tensor, at::Tensor> smoothed_cross_entropy_op(const at::Tensor& l
   TORCH_CHECK(!at::isFloatingType(labels.scalar_type()) && labels.scalar_type() != at::kBool,
               "tessera::smoothed_cross_entropy: expected integer labels, got ", labels.scalar_type());
   const at::Tensor y = labels.scalar_type() == at::kLong ? labels : labels.to(at::kLong);
+  static const auto op = typed_op<ForwardSig>("tessera::_smoothed_cross_entropy_forward");
+  if (!ops::has_kernel(op, logits)) {  // no fused kernel for this device: the stock formula and torch's autograd
+    TORCH_CHECK(alpha >= 0.0 && alpha <= 1.0, "tessera::smoothed_cross_entropy: alpha must be in [0, 1], got ", alpha);
+    const at::Tensor per = reference_smoothed_cross_entropy(logits, y, alpha);
+    return {per.mean(), per};
+  }
   if (!(at::GradMode::is_enabled() && logits.requires_grad())) {
-    static const auto op = typed_op<ForwardSig>("tessera::_smoothed_cross_entropy_forward");
     auto [per, lse] = op.call(logits, y, alpha);
     auto out = outputs_of(per, logits.scalar_type());
     return {out[0], out[1]};

@@ -41,7 +41,8 @@ class FrozenBatchNormStats {
 
 at::Tensor selection_weights(const at::Tensor& losses, double keep) {
   const int64_t n = losses.numel();
-  const at::Tensor order = losses.flatten().to(at::kDouble).argsort();  // ascending loss
+  // Ascending loss; a stable sort ranks tied losses in index order, the same on every device.
+  const at::Tensor order = losses.flatten().to(at::kDouble).argsort(/*stable=*/true, 0, /*descending=*/false);
   const at::Tensor pct = (at::arange(n, at::kDouble) + 0.5) / static_cast<double>(n);
   const at::Tensor w_by_rank = pct.pow(1.0 / keep - 1.0);
   at::Tensor w = at::empty({n}, at::kDouble);

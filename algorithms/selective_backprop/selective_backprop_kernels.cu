@@ -4,6 +4,7 @@
 #include "selective_backprop_kernels.cuh"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <type_traits>
 
@@ -51,27 +52,21 @@ __device__ __forceinline__ void copy_row(const char* src, char* dst, int64_t byt
   for (int64_t k = threadIdx.x; k < n; k += blockDim.x) d[k] = s[k];
 }
 
-template <class U>
-__device__ __forceinline__ void zero_row(char* dst, int64_t bytes) {
-  const int64_t n = bytes / static_cast<int64_t>(sizeof(U));
-  U* d = reinterpret_cast<U*>(dst);
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) d[k] = U{};
-}
-
 __global__ void __launch_bounds__(kThreads)
     gather_rows_kernel(GatherTable table, const int64_t* __restrict__ index, int64_t kept) {
   const RowGather g = table.t[blockIdx.y];
   for (int64_t j = blockIdx.x; j < kept; j += gridDim.x) {
     const int64_t i = index[j];
+    if (i < 0 || i >= g.rows) {
+      // Like index_select on CUDA: an index out of range stops the kernel with a device-side assertion (reported
+      // by the next synchronising call), never a silent row of zeros and never a host sync in the hot path.
+      __assert_fail("gather_rows: index out of range", __FILE__, __LINE__, __func__);
+    }
     char* dst = static_cast<char*>(g.dst) + j * g.row_bytes;
-    const bool valid = i >= 0 && i < g.rows;
-    const char* src = static_cast<const char*>(g.src) + (valid ? i : 0) * g.row_bytes;
+    const char* src = static_cast<const char*>(g.src) + i * g.row_bytes;
     const uintptr_t bits = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) |
                            static_cast<uintptr_t>(g.row_bytes);
-    if (!valid) {
-      if (bits % 16 == 0) zero_row<uint4>(dst, g.row_bytes);
-      else zero_row<unsigned char>(dst, g.row_bytes);
-    } else if (bits % 16 == 0) {
+    if (bits % 16 == 0) {
       copy_row<uint4>(src, dst, g.row_bytes);
     } else if (bits % 8 == 0) {
       copy_row<uint2>(src, dst, g.row_bytes);

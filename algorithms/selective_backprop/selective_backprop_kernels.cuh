@@ -21,7 +21,8 @@ struct RowGather {
 };
 
 /// dst[j] = src[index[j]] for j < kept, for every tensor, in one launch per 32 tensors (a block per (row,
-/// tensor), 16-byte copies where the alignment allows). An index outside [0, rows) gives a row of zeros.
+/// tensor), 16-byte copies where the alignment allows). An index outside [0, rows) of a tensor stops the kernel with
+/// a device-side assertion (the launch fails; the error surfaces at the next synchronising call), like index_select.
 cudaError_t launch_gather_rows(const RowGather* tensors, int count, const int64_t* index, int64_t kept,
                                cudaStream_t stream);
 

@@ -137,6 +137,30 @@ void ema_update_cuda(at::TensorList averages, at::TensorList sources, double smo
 }
 #endif
 
+/// The stock formula for one device's tensors where the op has no kernel there (a CUDA tensor in a library built
+/// without TESSERA_CUDA, Meta, …): _foreach_mul_ + _foreach_add_ where torch has them for that device, else
+/// mul_ + add_ per tensor; integer tensors are copied, as by the op.
+void ema_stock(const std::vector<at::Tensor>& averages, const std::vector<at::Tensor>& sources, double smoothing) {
+  std::vector<at::Tensor> a, w;
+  for (size_t i = 0; i < averages.size(); ++i) {
+    if (at::isFloatingType(averages[i].scalar_type())) {
+      a.push_back(averages[i]);
+      w.push_back(sources[i]);
+    } else {
+      averages[i].copy_(sources[i]);
+    }
+  }
+  if (a.empty()) return;
+  static const auto mul = c10::Dispatcher::singleton().findSchemaOrThrow("aten::_foreach_mul_", "Scalar");
+  static const auto add = c10::Dispatcher::singleton().findSchemaOrThrow("aten::_foreach_add_", "List");
+  if (has_kernel(mul, a[0]) && has_kernel(add, a[0])) {
+    at::_foreach_mul_(a, smoothing);
+    at::_foreach_add_(a, w, 1.0 - smoothing);
+    return;
+  }
+  for (size_t i = 0; i < a.size(); ++i) ema_fallback(a[i], w[i], smoothing);
+}
+
 /// Autograd level: the update is never recorded (the averages are not part of any graph).
 void ema_update_autograd(at::TensorList averages, at::TensorList sources, double smoothing) {
   at::AutoDispatchBelowADInplaceOrView below;
@@ -170,7 +194,13 @@ void ema_update_(at::TensorList averages, at::TensorList sources, double smoothi
   }
   static const auto op = typed_op<void(at::TensorList, at::TensorList, double)>("tessera::ema_update_");
   at::NoGradGuard no_grad;
-  for (const auto& [device, lists] : by_device) op.call(lists.first, lists.second, smoothing);
+  for (const auto& [device, lists] : by_device) {
+    if (has_kernel(op, lists.first[0])) {
+      op.call(lists.first, lists.second, smoothing);
+    } else {
+      ema_stock(lists.first, lists.second, smoothing);
+    }
+  }
 }
 
 void ema_update_(torch::nn::Module& average, const torch::nn::Module& source, double smoothing) {

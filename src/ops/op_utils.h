@@ -21,6 +21,22 @@ c10::TypedOperatorHandle<Sig> typed_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
 }
 
+/// The backend dispatch key of a tensor's data (CPU, CUDA, Meta, SparseCPU, …): its key set without the autograd,
+/// ADInplaceOrView, autocast and Python keys.
+inline c10::DispatchKey backend_key(const at::Tensor& t) { return c10::legacyExtractDispatchKey(t.key_set()); }
+
+/// Whether the registered op has a kernel of its own for t's backend. The fused paths call an op only then and take
+/// the stock formula otherwise (a CUDA tensor in a library built without TESSERA_CUDA, Meta, XLA, sparse, …).
+/// Ask about the op that holds the per-device kernels ("tessera::_blur2d"), not its CompositeImplicitAutograd
+/// front ("tessera::blur2d"), which has no per-device kernel. A lookup in the op's kernel table: no lock, no copy.
+inline bool has_kernel(const c10::OperatorHandle& op, const at::Tensor& t) {
+  return t.defined() && op.hasKernelForDispatchKey(backend_key(t));
+}
+/// The same by name ("tessera::_blur2d", or an overload: has_kernel("aten::_foreach_mul_", t, "Scalar")).
+inline bool has_kernel(const char* name, const at::Tensor& t, const char* overload = "") {
+  return has_kernel(c10::Dispatcher::singleton().findSchemaOrThrow(name, overload), t);
+}
+
 /// The kernels' element type for a torch dtype; `what` names the op in the error.
 inline KernelDType kernel_dtype(at::ScalarType t, const char* what) {
   switch (t) {

@@ -1,15 +1,24 @@
 // The CUDA kernels against their CPU references (ctest label `gpu`): values and gradients for every op, odd
 // shapes, strides, channels-last and non-contiguous inputs, float32/float64/float16/bfloat16, large class
-// counts, the selection's distribution, and the multi-launch paths. Every test skips without a CUDA device or
+// counts, the selection's distribution, the multi-launch paths, and the edge cases of issue 21 (64-bit indices,
+// rows without vector loads, misaligned logits, −inf windows, tied losses, invalid gathers, a non-default stream). Every test skips without a CUDA device or
 // without a library built with TESSERA_CUDA. Run on the GPU machine: `ctest -L gpu` (docs/kernels.md).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+
+#ifdef TESSERA_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/selective_backprop.h>
@@ -241,6 +250,186 @@ TEST(KernelsGpu, EmaUpdateMatchesTheCpuOp) {
     const double tol = avg[i].scalar_type() == at::kDouble ? 1e-15 : avg[i].scalar_type() == at::kFloat ? 2e-7 : 1e-2;
     expect_close(avg_gpu[i], avg[i], tol, tol, std::to_string(i));
   }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Edge cases (issue 21)
+
+/// max |y − stock blur of x| for a [1, 1, H, W] x and its stride-1 blur y: the stock depthwise conv2d runs on strips
+/// of rows (each under 2^31 elements, with its halo rows), so that the reference does not depend on how the conv
+/// itself handles tensors above 2^31 elements (with N = 1 it cannot split the batch).
+float max_diff_to_stock_blur(const at::Tensor& x, const at::Tensor& y) {
+  const int64_t H = x.size(2), rows = 8192;
+  const at::Tensor w = blur_filter(1, x.options());
+  float worst = 0.0f;
+  for (int64_t a = 0; a < H; a += rows) {
+    const int64_t b = std::min(H, a + rows);
+    const int64_t lo = std::max<int64_t>(a - 1, 0), hi = std::min(H, b + 1);
+    const at::Tensor strip = at::constant_pad_nd(x.narrow(2, lo, hi - lo), {0, 0, a == 0 ? 1 : 0, b == H ? 1 : 0});
+    const std::vector<int64_t> one = {1, 1}, padding = {0, 1};  // the halo rows stand in for the row padding
+    const at::Tensor ref = at::conv2d(strip, w, /*bias=*/{}, one, padding, one, /*groups=*/1);
+    worst = std::max(worst, (y.narrow(2, a, b - a) - ref).abs().max().item<float>());
+  }
+  return worst;
+}
+
+TEST(KernelsGpu, BlurTakesTheSixtyFourBitIndexPathAboveTwoToTheThirtyOneElements) {
+  REQUIRE_CUDA_KERNELS();
+  // 46341² = 2 147 488 281 elements > 2^31: the kernels switch to 64-bit indices (8.6 GB per float32 tensor).
+  // cuDNN may run the float32 conv in TF32 (10-bit mantissa), hence 2e-3; a wrong index would be off by O(1).
+  at::manual_seed(40);
+  const int64_t H = 46341;
+  const at::Tensor x = at::rand({1, 1, H, H}, at::TensorOptions(kCuda).dtype(at::kFloat));
+  EXPECT_LE(max_diff_to_stock_blur(x, fused_blur2d(x, {1, 1})), 2e-3f) << "forward";
+  // The backward of a stride-2 blur, whose input gradient is the 64-bit tensor: the transposed blur of g is the
+  // stride-1 blur of g with zeros inserted between its samples (46341 = 2·23170 + 1).
+  const at::Tensor g = at::rand({1, 1, 23171, 23171}, at::TensorOptions(kCuda).dtype(at::kFloat));
+  at::Tensor leaf = at::zeros_like(x).requires_grad_(true);
+  fused_blur2d(leaf, {2, 2}).backward(g);
+  at::Tensor spread = at::zeros_like(x);
+  spread.slice(2, 0, H, 2).slice(3, 0, H, 2).copy_(g);
+  EXPECT_LE(max_diff_to_stock_blur(spread, leaf.grad()), 2e-3f) << "backward";
+}
+
+TEST(KernelsGpu, SmoothedCrossEntropyWithoutVectorLoadsAndOnMisalignedLogits) {
+  REQUIRE_CUDA_KERNELS();
+  at::manual_seed(41);
+  // C = 1025: a block per row, and no 16-byte vectors (C is not a multiple of 4); then rows that start 4 bytes past
+  // a 16-byte boundary (a view into a flat buffer), for a warp per row (C = 512) and a block per row (C = 4096)
+  struct Case {
+    int64_t n, c, offset;
+  };
+  for (const Case& k : {Case{7, 1025, 0}, Case{6, 512, 1}, Case{5, 4096, 1}, Case{3, 1025, 3}}) {
+    const std::string what = c10::str("[", k.n, ", ", k.c, "] offset ", k.offset);
+    const at::Tensor flat = at::randn({k.n * k.c + k.offset}, at::TensorOptions(kCuda).dtype(at::kFloat)) * 3;
+    at::Tensor logits = flat.narrow(0, k.offset, k.n * k.c).view({k.n, k.c});
+    ASSERT_TRUE(logits.is_contiguous());
+    logits.requires_grad_(true);
+    const at::Tensor labels = at::randint(0, k.c, {k.n}, at::kLong);
+    auto [mean, per] = fused_smoothed_cross_entropy(logits, labels.to(kCuda), 0.1);
+    at::Tensor ref_logits = logits.detach().cpu().to(at::kDouble).requires_grad_(true);
+    auto [rmean, rper] = fused_smoothed_cross_entropy(ref_logits, labels, 0.1);
+    expect_close(per, rper, 1e-5, 1e-5, what + " per example");
+    const at::Tensor r = at::randn({k.n}, at::kDouble);
+    (mean + (per * r.to(at::kFloat).to(kCuda)).sum()).backward();
+    (rmean + (rper * r).sum()).backward();
+    expect_close(logits.grad(), ref_logits.grad(), 1e-5, 1e-5, what + " gradient");
+  }
+}
+
+TEST(KernelsGpu, BlurMaxPoolWindowsOfMinusInfinityMatchTheCpu) {
+  REQUIRE_CUDA_KERNELS();
+  at::manual_seed(42);
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    S2 k, s, p, d;
+  };
+  for (const Case& c : {Case{{3, 3}, {2, 2}, {1, 1}, {1, 1}}, Case{{2, 2}, {1, 1}, {1, 1}, {1, 1}},
+                        Case{{3, 3}, {1, 2}, {1, 1}, {2, 2}}}) {
+    for (bool channels_last : {false, true}) {
+      const std::string what = c10::str("k", at::IntArrayRef(c.k), " d", at::IntArrayRef(c.d),
+                                        channels_last ? " NHWC" : " NCHW");
+      at::Tensor x = at::randn({2, 3, 9, 8});
+      x.narrow(2, 0, 4).fill_(-inf);
+      x.narrow(3, 0, 3).fill_(-inf);
+      x.select(1, 1).fill_(-inf);
+      if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      at::Tensor xc = x.to(kCuda).requires_grad_(true), xr = x.clone().requires_grad_(true);
+      const at::Tensor y = fused_blur_maxpool2d(xc, c.k, c.s, c.p, c.d), ref = fused_blur_maxpool2d(xr, c.k, c.s, c.p, c.d);
+      EXPECT_TRUE(at::allclose(y.cpu(), ref, 1e-6, 1e-6)) << what;  // −inf in the same places
+      const at::Tensor r = at::randn(ref.sizes());
+      (y * r.to(kCuda)).sum().backward();
+      (ref * r).sum().backward();
+      // the same window offsets on both devices: the first valid element of an all −inf window, never the padding
+      expect_close(xc.grad(), xr.grad(), 1e-6, 1e-6, what + " gradient");
+    }
+  }
+}
+
+TEST(KernelsGpu, SelectionOfTiedLossesEqualsTheCpu) {
+  REQUIRE_CUDA_KERNELS();
+  // four tied groups: both devices rank ties in index order (a stable sort), so they keep the same examples
+  const at::Tensor losses = (at::arange(257, at::kLong) % 4).to(at::kFloat);
+  for (double keep : {0.1, 0.5, 0.9}) {
+    Rng a(13, {1}), b(13, {1});
+    const at::Tensor cpu = select_by_loss(losses, keep, a);
+    const at::Tensor gpu = select_by_loss(losses.to(kCuda), keep, b);
+    EXPECT_TRUE(at::equal(gpu.cpu(), cpu)) << "keep " << keep;
+  }
+}
+
+TEST(KernelsGpu, GatherRowsRejectsSourcesWithoutRowsAndHostIndicesOutOfRange) {
+  REQUIRE_CUDA_KERNELS();
+  const at::Tensor rows = at::randn({4, 3}, kCuda), none = at::randn({0, 3}, kCuda);
+  EXPECT_THROW(gather_rows({rows, none}, at::tensor({1}, at::kLong).to(kCuda)), c10::IndexError);
+  EXPECT_EQ(gather_rows({rows, none}, at::empty({0}, at::TensorOptions(kCuda).dtype(at::kLong)))[1].size(0), 0);
+  EXPECT_THROW(gather_rows({rows}, at::tensor({0, 4}, at::kLong)), c10::IndexError);   // a host index: checked there
+  EXPECT_THROW(gather_rows({rows}, at::tensor({-1}, at::kLong)), c10::IndexError);
+}
+
+TEST(KernelsGpu, GatherRowsStopsOnADeviceIndexOutOfRange) {
+  REQUIRE_CUDA_KERNELS();
+  // A device-side assertion, like index_select's: the CUDA context is lost afterwards, so this runs in a child
+  // process (a re-executed test binary), which reports the error at its next synchronising call.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        try {
+          const at::Tensor index = at::tensor({1, 4}, at::kLong).to(kCuda);
+          const std::vector<at::Tensor> out = gather_rows({at::randn({4, 3}, kCuda)}, index);
+          (void)out[0].cpu();
+        } catch (const std::exception&) {
+          std::_Exit(3);
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(3), "");
+}
+
+#ifdef TESSERA_CUDA
+/// Every op forward and backward on the current stream; the results, copied to the host.
+std::vector<at::Tensor> run_every_op() {
+  at::manual_seed(43);
+  std::vector<at::Tensor> out;
+  at::Tensor x = at::randn({2, 3, 11, 10}, kCuda).requires_grad_(true);
+  at::Tensor y = fused_blur2d(x, {2, 2});
+  y.backward(at::ones_like(y));
+  out.push_back(y.cpu());
+  out.push_back(x.grad().cpu());
+  at::Tensor xm = at::randn({2, 3, 11, 10}, kCuda).requires_grad_(true);
+  at::Tensor ym = fused_blur_maxpool2d(xm, {3, 3}, {2, 2}, {1, 1}, {1, 1});
+  ym.backward(at::ones_like(ym));
+  out.push_back(ym.cpu());
+  out.push_back(xm.grad().cpu());
+  at::Tensor logits = at::randn({9, 2000}, kCuda).requires_grad_(true);
+  auto [mean, per] = fused_smoothed_cross_entropy(logits, at::randint(0, 2000, {9}, at::TensorOptions(kCuda).dtype(at::kLong)), 0.1);
+  mean.backward();
+  out.push_back(per.cpu());
+  out.push_back(logits.grad().cpu());
+  Rng rng(5);
+  const at::Tensor keep = select_by_loss(at::rand({300}, kCuda), 0.4, rng);
+  out.push_back(keep.cpu());
+  out.push_back(gather_rows({at::randn({300, 7}, kCuda)}, keep)[0].cpu());
+  at::Tensor avg = at::randn({5000}, kCuda);
+  ops::ema_update_({avg}, {at::randn({5000}, kCuda)}, 0.9);
+  out.push_back(avg.cpu());
+  return out;
+}
+#endif
+
+TEST(KernelsGpu, EveryOpOnANonDefaultStreamEqualsTheDefaultStream) {
+  REQUIRE_CUDA_KERNELS();
+#ifdef TESSERA_CUDA
+  const std::vector<at::Tensor> on_default = run_every_op();
+  std::vector<at::Tensor> on_side;
+  {
+    c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
+    ASSERT_NE(c10::cuda::getCurrentCUDAStream().id(), c10::cuda::getDefaultCUDAStream().id());
+    on_side = run_every_op();  // launched on the pool stream; .cpu() synchronises with it
+  }
+  ASSERT_EQ(on_side.size(), on_default.size());
+  for (size_t i = 0; i < on_side.size(); ++i) EXPECT_TRUE(at::equal(on_side[i], on_default[i])) << i;
+#endif
 }
 
 }  // namespace
