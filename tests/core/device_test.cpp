@@ -93,7 +93,7 @@ TEST(NonfiniteTracker, NamesTheFirstNonFiniteBatchAndItsLoss) {
 
 TEST(NonfiniteTracker, RecordsWithoutTouchingTheLossOrItsGraph) {
   NonfiniteTracker t;
-  at::Tensor w = at::ones({}, at::TensorOptions().requires_grad(true));
+  at::Tensor w = at::ones({}).requires_grad_(true);
   at::Tensor loss = w * 2;
   t.record(loss, 5);
   loss.backward();

@@ -1198,13 +1198,16 @@ class CheckpointDevice : public CheckpointTest {};
 
 TEST_F(CheckpointDevice, DeferredReadBackTrainsBitwiseLikeTheImmediateLoop) {
   RunSpec all_five = all_five_spec();
-  all_five.evaluator = true;
+  RunSpec evaluated = tiny_spec();
+  evaluated.name = "tiny_evaluated";
+  evaluated.evaluator = true;
+  evaluated.scheduler = true;
   RunSpec accumulate = tiny_spec();
   accumulate.name = "adamw_microbatches_log4";
   accumulate.optimizer = "adamw";
   accumulate.microbatch_size = 3;
   accumulate.log_interval = 4;
-  for (const RunSpec& spec : {all_five, accumulate}) {
+  for (const RunSpec& spec : {all_five, evaluated, accumulate}) {
     SCOPED_TRACE(spec.name);
     auto immediate_values = std::make_shared<Values>(), deferred_values = std::make_shared<Values>();
     TestRun immediate = make_run(spec, {}, {immediate_values});

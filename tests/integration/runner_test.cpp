@@ -169,7 +169,8 @@ TEST_F(RunnerTest, CudaWhereThereIsNoneExitsTwoBeforeTraining) {
 
   r = run("'" + write_recipe() + "' device=cuda:x");
   EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("device: \"cuda:x\" is not a device; expected cpu, cuda, cuda:N (N = 0, 1, ...) or auto"),
+  EXPECT_NE(r.err.find("device: \"cuda:x\" is not a device (did you mean \"cuda\"?); expected cpu, cuda, cuda:N (N = "
+                       "0, 1, ...) or auto"),
             std::string::npos)
       << r.err;
 

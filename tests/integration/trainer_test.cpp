@@ -233,7 +233,8 @@ TEST(TrainerDevice, CudaWhereThereIsNoneIsRefusedBeforeInit) {
     ADD_FAILURE() << "cuda:x was accepted";
   } catch (const InputError& e) {
     EXPECT_EQ(std::string(e.what()),
-              "trainer.device: \"cuda:x\" is not a device; expected cpu, cuda, cuda:N (N = 0, 1, ...) or auto");
+              "trainer.device: \"cuda:x\" is not a device (did you mean \"cuda\"?); expected cpu, cuda, cuda:N (N = 0, "
+              "1, ...) or auto");
   }
 }
 
