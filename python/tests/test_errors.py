@@ -77,7 +77,7 @@ def test_device_keyword():
     assert cpu.options["device"] == "cpu" and cpu.state.device == "cpu"
     cpu.fit()
     assert cpu.weights_fingerprint() == default.weights_fingerprint()
-    assert all(p.device.type == "cpu" for _, p in cpu.model.named_parameters())
+    assert all(p.device.type == "cpu" for p in cpu.model.named_parameters().values())
     assert default.options["device"] == "auto"
     if not torch.cuda.is_available():
         assert default.state.device == "cpu"
