@@ -51,6 +51,7 @@ Accuracy::Accuracy(int64_t top_k) : top_k_(top_k) {
 void Accuracy::reset() {
   correct_ = 0;
   total_ = 0;
+  correct_on_device_ = at::Tensor();
 }
 
 void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
@@ -67,12 +68,17 @@ void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
   } else {
     hits = std::get<1>(outputs.topk(top_k_, 1)).eq(index.unsqueeze(1)).sum();
   }
-  correct_ += hits.item<int64_t>();
+  if (deferred_) {
+    correct_on_device_ = correct_on_device_.defined() ? correct_on_device_ + hits : hits;
+  } else {
+    correct_ += hits.item<int64_t>();
+  }
   total_ += outputs.size(0);
 }
 
 double Accuracy::compute() const {
-  return total_ == 0 ? 0.0 : static_cast<double>(correct_) / static_cast<double>(total_);
+  const int64_t correct = correct_ + (correct_on_device_.defined() ? correct_on_device_.item<int64_t>() : 0);
+  return total_ == 0 ? 0.0 : static_cast<double>(correct) / static_cast<double>(total_);
 }
 
 std::string Accuracy::name() const {
@@ -85,16 +91,27 @@ std::string Accuracy::name() const {
 void CrossEntropyMetric::reset() {
   sum_ = 0.0;
   total_ = 0;
+  sum_on_device_ = at::Tensor();
 }
 
 void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
   at::NoGradGuard no_grad;
   const at::Tensor target = class_targets(outputs, batch, "cross_entropy");
-  sum_ += cross_entropy(outputs, target.to(outputs.device(), at::kLong), Reduction::Sum).item<double>();
+  const at::Tensor sum = cross_entropy(outputs, target.to(outputs.device(), at::kLong), Reduction::Sum);
+  if (deferred_) {
+    // Widened to float64 before adding, exactly as the host path adds item<double>() values.
+    const at::Tensor wide = sum.to(at::kDouble);
+    sum_on_device_ = sum_on_device_.defined() ? sum_on_device_ + wide : wide;
+  } else {
+    sum_ += sum.item<double>();
+  }
   total_ += outputs.size(0);
 }
 
-double CrossEntropyMetric::compute() const { return total_ == 0 ? 0.0 : sum_ / static_cast<double>(total_); }
+double CrossEntropyMetric::compute() const {
+  const double sum = sum_ + (sum_on_device_.defined() ? sum_on_device_.item<double>() : 0.0);
+  return total_ == 0 ? 0.0 : sum / static_cast<double>(total_);
+}
 
 // ------------------------------------------------------------------------------------------------ factory
 

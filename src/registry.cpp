@@ -6,6 +6,7 @@
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/transforms.h>
+#include <tessera/device.h>
 #include <tessera/metrics.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/mlp.h>
@@ -519,6 +520,12 @@ Run build_run(const Recipe& recipe) {
   Run run;
   run.trainer = s.trainer;
   if (root.has("max_duration")) check_max_duration(root.child("max_duration"), run.trainer.max_duration());
+  // A bad device, or CUDA where there is none, is reported at the recipe's line:column (the Trainer checks
+  // again for C++ callers).
+  if (root.has("device")) {
+    const std::string problem = device_problem(run.trainer.device());
+    if (!problem.empty()) root.child("device").fail(problem);
+  }
   run.checkpoint = read<CheckpointOptions>(s.checkpoint);
   if (!run.checkpoint.folder().empty() && std::filesystem::path(run.checkpoint.folder()).is_relative()) {
     run.checkpoint.folder(

@@ -51,6 +51,13 @@ bool interval_crossed(const Time& every, const Timestamp& before, const Timestam
   return std::floor(a / step + 1e-9) != std::floor(b / step + 1e-9);
 }
 
+/// Every part of `batch` on `device` (host to GPU: pinned, then copied asynchronously).
+Batch batch_to_device(const Batch& batch, c10::Device device) {
+  Batch out;
+  for (const auto& [key, t] : batch.parts()) out.set(key, to_device(t, device));
+  return out;
+}
+
 }  // namespace
 
 void configure_runtime(int64_t threads, bool deterministic) {
@@ -88,6 +95,10 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
                      "\" is not supported; expected epochs, batches, samples or a duration (e.g. 1ep, 200ba)");
   }
   validate_options(options_, "trainer");
+  // Before anything else happens: asking for CUDA where there is none fails here, before step 1.
+  state_.device = resolve_device(options_.device());
+  const char* hook = std::getenv("TESSERA_TEST_DEFERRED_READBACK");
+  deferred_ = state_.device.is_cuda() || (hook != nullptr && std::string(hook) == "1");
   if (!components.model) throw InputError("trainer: no model given");
   if (!components.train_dataloader) throw InputError("trainer: no training data given");
   if (!components.optimizer) throw InputError("trainer: no optimizer given");
@@ -120,11 +131,19 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   state_.precision = Precision::Fp32;
   train_metrics_ = std::move(components.train_metrics);
   if (train_metrics_.empty()) train_metrics_.push_back(std::make_shared<Accuracy>(1));
+  for (auto& m : train_metrics_) m->set_deferred(deferred_);
+  for (auto& ev : state_.evaluators) {
+    for (auto& m : ev.metrics) m->set_deferred(deferred_);
+  }
 
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   // The plan is compiled before Init so that refused combinations fail before any surgery.
   engine_->compile(state_);
   engine_->run_event(Event::Init, state_);
+  // After Init, so that modules made by surgery move too, and before loading, so that a checkpoint's tensors
+  // are copied to where the model is. The optimizer holds the same parameter tensors (Module::to replaces
+  // their data in place) and has no state yet unless the caller stepped it.
+  move_model_to_device();
   // BeforeLoad, the checkpoint asked for (if any), AfterLoad.
   load_initial_checkpoint();
   // Re-seed so that random numbers consumed by surgery or loading do not shift the run (a resumed run has
@@ -134,6 +153,49 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
 
 Trainer::~Trainer() {
   if (engine_) engine_->close();
+}
+
+void Trainer::move_model_to_device() {
+  const c10::Device device = state_.device;
+  bool elsewhere = false;
+  for (const auto& p : state_.model->parameters(true)) elsewhere = elsewhere || p.device() != device;
+  for (const auto& b : state_.model->buffers(true)) elsewhere = elsewhere || b.device() != device;
+  if (!elsewhere) return;  // the usual CPU run: nothing to do
+  state_.model->to(device);
+  // State made before the move (a caller that stepped the optimizer) follows its parameters; step counters
+  // (integer scalars) stay on the host, as the optimizers keep them.
+  for (auto& [key, slots] : state_.optimizer->state()) {
+    for (auto& t : slots) {
+      if (t.defined() && !(t.dim() == 0 && !t.is_floating_point())) t = to_device(t, device);
+    }
+  }
+}
+
+Error Trainer::nonfinite_error(int64_t batch, double loss) const {
+  const State& s = state_;
+  const bool now = batch == s.timestamp.batch;
+  const int64_t per_epoch = std::max<int64_t>(1, s.time.batches_per_epoch);
+  const int64_t epoch = now ? s.timestamp.epoch : batch / per_epoch;
+  const int64_t in_epoch = now ? s.timestamp.batch_in_epoch : batch % per_epoch;
+  std::string where = "at batch " + std::to_string(batch) + " (epoch " + std::to_string(epoch) + ", batch " +
+                      std::to_string(in_epoch) + " of the epoch)";
+  if (!now) {
+    where += ", found at the next read-back (on " + s.device.str() +
+             " the loss is read back only at log intervals, checkpoints, evaluations and the end)";
+  }
+  return Error("trainer: the training loss is " + std::to_string(loss) + " " + where + "; the run stops here" +
+               (last_checkpoint_.empty() ? std::string() : " (last good checkpoint: " + last_checkpoint_ + ")") +
+               ". Lower the learning rate, or set nonfinite_loss: skip to drop such batches");
+}
+
+void Trainer::read_back() {
+  if (!pending_loss_.defined()) return;
+  const double loss = pending_loss_.item<double>();
+  pending_loss_ = at::Tensor();
+  state_.metrics["loss/train/total"] = loss;
+  if (nonfinite_.recorded()) {
+    if (auto bad = nonfinite_.first()) throw nonfinite_error(bad->batch, bad->loss);
+  }
 }
 
 void Trainer::update_learning_rate() {
@@ -174,6 +236,7 @@ void Trainer::fit() {
         if (!next) throw Error("trainer: the training data ended after " + std::to_string(s.timestamp.batch_in_epoch) +
                                " batches; expected " + std::to_string(batches_per_epoch));
         s.batch = std::move(*next);
+        if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
         const int64_t samples = s.batch.size();  // counted before algorithms change the batch
         engine.run_event(Event::AfterDataloader, s);
         engine.run_event(Event::BatchStart, s);
@@ -199,6 +262,7 @@ void Trainer::fit() {
         stop_if_signalled();
       }
     }
+    read_back();  // deferred: the last loss, and a non-finite one since the last log
     if (s.time.reached(s.timestamp, s.time.max_duration)) {
       engine.run_event(Event::IterationEnd, s);
       engine.run_event(Event::IterationCheckpoint, s);
@@ -233,8 +297,13 @@ void Trainer::train_batch() {
   if (skip_nonfinite) {
     for (const auto& b : s.model->buffers(true)) buffers_before.push_back(b.detach().clone());
   }
-  for (Batch& mb : full.split(s.microbatch_size)) {
-    s.batch = std::move(mb);
+  // Deferred read-back (CUDA): the loss stays on the device. Only nonfinite_loss: skip needs a value on the
+  // host every batch (whether to step is the host's decision: the optimizers' first-step state and step
+  // counts live there), and it reads it before the last backward is queued, not after the whole batch.
+  bool finite = true;
+  std::vector<Batch> microbatches = full.split(s.microbatch_size);
+  for (size_t i = 0; i < microbatches.size(); ++i) {
+    s.batch = std::move(microbatches[i]);
     engine.run_event(Event::BeforeForward, s);
     s.outputs = s.model->forward(s.batch);
     engine.run_event(Event::AfterForward, s);
@@ -246,10 +315,18 @@ void Trainer::train_batch() {
     // gradient of the full batch's mean loss.
     const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n);
     at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
-    scaled.backward();
-    engine.run_event(Event::AfterBackward, s);
-    at::Tensor detached = scaled.detach();
-    loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
+    if (deferred_) {
+      at::Tensor detached = scaled.detach();
+      loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
+      if (skip_nonfinite && i + 1 == microbatches.size()) finite = at::isfinite(loss_sum).item<bool>();
+      scaled.backward();
+      engine.run_event(Event::AfterBackward, s);
+    } else {
+      scaled.backward();
+      engine.run_event(Event::AfterBackward, s);
+      at::Tensor detached = scaled.detach();
+      loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
+    }
     if (log_now) {
       at::NoGradGuard no_grad;
       at::Tensor outputs = s.outputs.detach();
@@ -257,14 +334,14 @@ void Trainer::train_batch() {
     }
   }
   s.batch = full;
-  const double loss_value = loss_sum.item<double>();
-  const bool finite = std::isfinite(loss_value);
-  if (!finite && !skip_nonfinite) {
-    throw Error("trainer: the training loss is " + std::to_string(loss_value) + " at batch " +
-                std::to_string(s.timestamp.batch) + " (epoch " + std::to_string(s.timestamp.epoch) + ", batch " +
-                std::to_string(s.timestamp.batch_in_epoch) + " of the epoch); the run stops here" +
-                (last_checkpoint_.empty() ? std::string() : " (last good checkpoint: " + last_checkpoint_ + ")") +
-                ". Lower the learning rate, or set nonfinite_loss: skip to drop such batches");
+  double loss_value = 0.0;
+  if (deferred_) {
+    if (!skip_nonfinite) nonfinite_.record(loss_sum, s.timestamp.batch);
+    if (!finite) loss_value = loss_sum.item<double>();  // only for the warning below
+  } else {
+    loss_value = loss_sum.item<double>();
+    finite = std::isfinite(loss_value);
+    if (!finite && !skip_nonfinite) throw nonfinite_error(s.timestamp.batch, loss_value);
   }
   engine.run_event(Event::AfterTrainBatch, s);
   if (finite) {
@@ -281,16 +358,22 @@ void Trainer::train_batch() {
                          std::to_string(skipped_batches_) + " skipped so far)");
   }
 
-  s.metrics["loss/train/total"] = loss_value;
-  if (log_now) {
-    std::map<std::string, double> values{{"loss/train/total", loss_value}};
-    values["lr"] = s.optimizer->param_groups().empty() ? 0.0 : s.optimizer->param_groups()[0].lr;
-    for (auto& m : train_metrics_) {
-      const std::string key = "metrics/train/" + m->name();
-      values[key] = s.metrics[key] = m->compute();
-    }
-    engine.logger().log_metrics(values, s.timestamp);
+  if (deferred_) {
+    pending_loss_ = loss_sum;
+    if (!log_now) return;  // metrics["loss/train/total"] keeps the value of the last read-back
+    read_back();           // the one synchronisation of a logged batch
+    loss_value = s.metrics["loss/train/total"];
+  } else {
+    s.metrics["loss/train/total"] = loss_value;
+    if (!log_now) return;
   }
+  std::map<std::string, double> values{{"loss/train/total", loss_value}};
+  values["lr"] = s.optimizer->param_groups().empty() ? 0.0 : s.optimizer->param_groups()[0].lr;
+  for (auto& m : train_metrics_) {
+    const std::string key = "metrics/train/" + m->name();
+    values[key] = s.metrics[key] = m->compute();
+  }
+  engine.logger().log_metrics(values, s.timestamp);
 }
 
 bool Trainer::eval_due(const Evaluator& ev, Event event) const {
@@ -315,6 +398,7 @@ void Trainer::run_evaluators(Event event) {
     if (eval_due(s.evaluators[i], event)) due.push_back(i);
   }
   if (due.empty()) return;
+  read_back();  // deferred: evaluate only weights that no non-finite loss went into
   engine_->run_event(Event::EvalBeforeAll, s);
   for (size_t i : due) {
     eval_loop(s.evaluators[i]);
@@ -339,6 +423,7 @@ void Trainer::eval_loop(Evaluator& ev) {
       std::optional<Batch> next = ev.dataloader->next();
       if (!next) break;
       s.batch = std::move(*next);
+      if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
       engine.run_event(Event::EvalBatchStart, s);
       engine.run_event(Event::EvalBeforeForward, s);
       s.outputs = s.model->forward(s.batch);
@@ -359,6 +444,7 @@ void Trainer::eval_loop(Evaluator& ev) {
 
 std::map<std::string, double> Trainer::evaluate() {
   State& s = state_;
+  read_back();
   engine_->run_event(Event::EvalStandaloneStart, s);
   std::map<std::string, double> out;
   for (Evaluator& ev : s.evaluators) {
@@ -420,6 +506,7 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
   if (!due) return;
   const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
   if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
+  read_back();  // deferred: never write weights that a non-finite loss went into; save the latest loss
   std::error_code ec;
   std::filesystem::create_directories(folder, ec);
   if (ec) throw Error("checkpoint.folder: cannot create '" + folder + "': " + ec.message());

@@ -6,6 +6,7 @@
 // checkpoints), 128 + signal when stopped by SIGTERM/SIGINT (after writing a checkpoint), 1 anything else.
 // The last line of a finished run is `weights-fingerprint: <16 hex digits>` (tessera::weights_fingerprint).
 #include <fmt/format.h>
+#include <tessera/device.h>
 #include <tessera/error.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
@@ -78,6 +79,7 @@ std::string summary(const tessera::Recipe& recipe, const tessera::Run& run) {
   for (const auto& s : c.schedulers) schedulers.push_back(s->name());
   for (const auto& a : c.algorithms) algorithms.push_back(a->name());
   for (const auto& cb : c.callbacks) callbacks.push_back(cb->name());
+  out += "; device " + tessera::resolve_device(run.trainer.device()).str();
   out += fmt::format("; optimizer {}; schedulers: {}; algorithms: {}; callbacks and loggers: {}",
                      c.optimizer->name(), join(schedulers), join(algorithms), join(callbacks));
   out += "; metrics files: " + join(run.metric_files);
@@ -141,6 +143,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     const std::string label = rest.substr(0, slash), name = rest.substr(slash + 1);
     std::cout << "final " << label << " " << name << ": " << format_metric(name, value) << "\n";
   }
+  std::cout << "device: " << trainer.state().device.str() << "\n";
   std::cout << fmt::format("wall time: {:.1f} s\n", seconds);
   std::cout << "metrics written to: " << join(metric_files) << "\n";
   if (checkpoint.folder().empty()) {

@@ -21,6 +21,15 @@ class Metric {
   virtual double compute() const = 0;
   /// "accuracy", "top5_accuracy", "cross_entropy".
   virtual std::string name() const = 0;
+
+  /// Deferred read-back (the trainer sets it on CUDA): update() keeps its sums as tensors on the outputs'
+  /// device and compute() reads them back once, so that no batch waits for the device. Off (the default, and
+  /// on the CPU), sums are read back at every update, which is cheaper there. Both give the same values.
+  void set_deferred(bool deferred) noexcept { deferred_ = deferred; }
+  bool deferred() const noexcept { return deferred_; }
+
+ protected:
+  bool deferred_ = false;
 };
 
 /// Fraction of examples whose target is among the k largest outputs.
@@ -36,6 +45,7 @@ class Accuracy : public Metric {
   int64_t top_k_;
   int64_t correct_ = 0;
   int64_t total_ = 0;
+  at::Tensor correct_on_device_;  ///< deferred hits (int64 scalar), added to correct_ by compute()
 };
 
 /// Mean cross-entropy per example.
@@ -49,6 +59,7 @@ class CrossEntropyMetric : public Metric {
  private:
   double sum_ = 0.0;
   int64_t total_ = 0;
+  at::Tensor sum_on_device_;  ///< deferred sum (float64 scalar), added to sum_ by compute()
 };
 
 /// Builds a metric from its recipe name ("accuracy", "top5_accuracy", "cross_entropy"); InputError otherwise.

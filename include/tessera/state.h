@@ -53,6 +53,8 @@ struct State {
   /// Examples per microbatch (0 = the full batch).
   int64_t microbatch_size = 0;
   Precision precision = Precision::Fp32;
+  /// Where the run trains (TrainerOptions::device, resolved): the model is there from BeforeLoad on, and every
+  /// batch from AfterDataloader on.
   c10::Device device = c10::Device(c10::kCPU);
 
   /// The run seed (rank 0's), and this rank's seed derived from it.

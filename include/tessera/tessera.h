@@ -10,6 +10,7 @@
 #include <tessera/time.h>
 #include <tessera/rng.h>
 #include <tessera/batch.h>
+#include <tessera/device.h>
 #include <tessera/state.h>
 #include <tessera/algorithm.h>
 #include <tessera/callback.h>

@@ -14,6 +14,7 @@
 #include <tessera/callback.h>
 #include <tessera/checkpoint.h>
 #include <tessera/data/dataloader.h>
+#include <tessera/device.h>
 #include <tessera/engine.h>
 #include <tessera/evaluator.h>
 #include <tessera/options.h>
@@ -42,6 +43,11 @@ struct TrainerOptions {
   /// What a non-finite (NaN/Inf) training loss does: "error" stops the run naming the batch (the last good
   /// checkpoint is kept); "skip" drops that batch's update, counts it and logs it.
   TESSERA_OPTION(std::string, nonfinite_loss) = "error";
+  /// Where to train: "cpu", "cuda" (= cuda:0), "cuda:N" or "auto" (cuda:0 when a CUDA device is visible, else
+  /// the CPU). The trainer moves the model, every batch and the metrics there; asking for CUDA where there is
+  /// none is an InputError before step 1. On CUDA, values are read back to the host only at log intervals,
+  /// checkpoints, evaluations and the end (docs/recipes.md, "Devices").
+  TESSERA_OPTION(std::string, device) = "auto";
   template <class V>
   void visit(V& v) {
     v("max_duration", max_duration_, "length of training (ep, ba or sp)", Any{});
@@ -54,6 +60,8 @@ struct TrainerOptions {
     v("run_dir", run_dir_, "folder for metrics and checkpoints", Any{});
     v("log_interval", log_interval_, "batches between train-metric logs", Range::at_least(1));
     v("nonfinite_loss", nonfinite_loss_, "on a NaN/Inf loss: error, or skip the batch", Choices{{"error", "skip"}});
+    // Checked by resolve_device (device.h): by the Trainer, and by build_run with the recipe's line:column.
+    v("device", device_, "where to train: cpu, cuda, cuda:N or auto", Any{});
   }
 };
 
@@ -83,11 +91,13 @@ class Interrupted : public Error {
 
 class Trainer {
  public:
-  /// Validates the options, seeds everything from `seed`, compiles the plan (refused combinations throw
-  /// InputError here), fires Init (model surgery happens there), then BeforeLoad, loads a checkpoint when
-  /// `checkpoint` asks for one (autoresume: the newest valid one in its folder; else load_path), and
-  /// AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and on a stop
-  /// signal.
+  /// Validates the options and resolves the device (CUDA asked for where there is none: InputError), seeds
+  /// everything from `seed`, compiles the plan (refused combinations throw InputError here), fires Init (model
+  /// surgery happens there, on the model where the caller built it), moves the model to the device (in place:
+  /// the optimizer's parameters stay the same tensors), then BeforeLoad, loads a checkpoint when `checkpoint`
+  /// asks for one (autoresume: the newest valid one in its folder; else load_path; tensors are mapped to the
+  /// device), and AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and
+  /// on a stop signal.
   Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -98,7 +108,8 @@ class Trainer {
   /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values.
   std::map<std::string, double> evaluate();
 
-  /// Writes the whole run state to `path` atomically (call it between batches: before or after fit()).
+  /// Writes the whole run state to `path` atomically (call it between batches: before or after fit()). Tensors
+  /// are written from the CPU whatever the device, so a file written on CUDA loads on a CPU-only machine.
   void save_checkpoint(const std::string& path) const;
   /// Fires BeforeLoad, loads `path` and fires AfterLoad. Everything (weights, optimizer, time, generators,
   /// algorithm and callback state, data position) unless `weights_only`; `strict` refuses parameter names or
@@ -129,6 +140,14 @@ class Trainer {
   void eval_loop(Evaluator& evaluator);
   bool eval_due(const Evaluator& evaluator, Event event) const;
   void update_learning_rate();
+  /// Moves the model (and any optimizer state) to state_.device; nothing when it is there already.
+  void move_model_to_device();
+  /// The deferred path (CUDA): reads the last batch's loss into metrics["loss/train/total"] and throws the
+  /// error of nonfinite_loss: error when a non-finite loss was recorded since the last read. No-op when
+  /// nothing is pending (and always on the immediate path).
+  void read_back();
+  /// The error for a non-finite loss at `batch` (detected at the current batch when that is later).
+  Error nonfinite_error(int64_t batch, double loss) const;
   /// Resolves `checkpoint_` (autoresume, load_path) and loads, between BeforeLoad and AfterLoad.
   void load_initial_checkpoint();
   /// Loads a checkpoint already read (and verified) from `path`.
@@ -152,6 +171,11 @@ class Trainer {
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
+  /// Deferred read-back (on CUDA, or forced by the test hook TESSERA_TEST_DEFERRED_READBACK=1): the loss and
+  /// the train metrics stay on the device between log intervals; non-finite losses are tracked there.
+  bool deferred_ = false;
+  at::Tensor pending_loss_;      ///< deferred: the last batch's loss, not yet read back
+  NonfiniteTracker nonfinite_;   ///< deferred, nonfinite_loss: error
 };
 
 /// Installs SIGTERM and SIGINT handlers: the first signal asks every running Trainer to stop after its

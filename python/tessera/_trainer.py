@@ -44,8 +44,9 @@ class Trainer(_C._Trainer):
             max_duration="2ep", seed=0)
 
     Other keyword arguments are TrainerOptions fields (max_duration, seed, threads, microbatch_size,
-    eval_interval, deterministic, precision, run_dir, log_interval). With a recipe, every keyword overrides
-    the recipe's value. `algorithms` and `callbacks` take objects (C++ or Python subclasses) and recipe
+    eval_interval, deterministic, precision, run_dir, log_interval, nonfinite_loss, device). With a recipe,
+    every keyword overrides the recipe's value. `device` is "cpu", "cuda", "cuda:N" or "auto" (the default: the
+    GPU when there is one); CUDA asked for where there is none raises tessera.InputError here. `algorithms` and `callbacks` take objects (C++ or Python subclasses) and recipe
     entries; they run after the recipe's own, in the order given (the engine then orders algorithms per
     event by their declared specs). The plan is compiled, and INIT runs, in the constructor: refused
     combinations raise tessera.InputError here, before any training.

@@ -64,3 +64,30 @@ def test_runtime_errors_are_tessera_errors():
     trainer = tessera.Trainer(**tiny_components())
     with pytest.raises(tessera.Error):
         trainer.state.model.forward(tessera.Batch())  # no "input" part: a C++ tessera::Error
+
+
+def test_device_keyword():
+    """device="cpu" trains bit for bit like the default (auto is the CPU without CUDA); bad or absent devices
+    are refused in the constructor, before anything runs."""
+    import torch
+
+    default = tessera.Trainer(**tiny_components())
+    default.fit()
+    cpu = tessera.Trainer(**tiny_components(device="cpu"))
+    assert cpu.options["device"] == "cpu" and cpu.state.device == "cpu"
+    cpu.fit()
+    assert cpu.weights_fingerprint() == default.weights_fingerprint()
+    assert all(p.device.type == "cpu" for p in cpu.model.named_parameters().values())
+    assert default.options["device"] == "auto"
+    if not torch.cuda.is_available():
+        assert default.state.device == "cpu"
+        with pytest.raises(tessera.InputError,
+                           match=r"device: cuda was requested but CUDA is not available here .*use device: cpu or auto"):
+            tessera.Trainer(**tiny_components(device="cuda"))
+        with pytest.raises(tessera.InputError, match=r"device: cuda:1 was requested but CUDA is not available"):
+            tessera.Trainer(tiny_components_recipe(), device="cuda:1")
+    with pytest.raises(tessera.InputError,
+                       match=r'device: "bogus" is not a device; expected cpu, cuda, cuda:N \(N = 0, 1, \.\.\.\) or auto'):
+        tessera.Trainer(**tiny_components(device="bogus"))
+    with pytest.raises(tessera.InputError, match=r'"cuda:x" is not a device'):
+        tessera.Trainer(tiny_components_recipe(), {"device": "cuda:x"})

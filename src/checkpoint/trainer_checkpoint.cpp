@@ -11,6 +11,7 @@
 #include <torch/version.h>
 
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include <tessera/trainer.h>
@@ -129,9 +130,15 @@ json save_plugins(const std::vector<std::shared_ptr<Plugin>>& plugins, const cha
   return out;
 }
 
-StateDict load_state_dict(const json& keys, const std::string& prefix, const File& file, const std::string& path) {
+/// The state dict saved under `prefix`. With a `device`, tensors with at least one dimension are mapped there
+/// (an algorithm's buffers live with the model); scalars stay on the host, where bookkeeping reads them.
+StateDict load_state_dict(const json& keys, const std::string& prefix, const File& file, const std::string& path,
+                          std::optional<c10::Device> device = std::nullopt) {
   StateDict out;
-  for (const auto& key : keys) out[key.get<std::string>()] = file.tensor(prefix + key.get<std::string>(), path);
+  for (const auto& key : keys) {
+    const at::Tensor& t = file.tensor(prefix + key.get<std::string>(), path);
+    out[key.get<std::string>()] = device && t.dim() > 0 ? to_device(t, *device) : t;
+  }
   return out;
 }
 
@@ -139,6 +146,13 @@ StateDict load_state_dict(const json& keys, const std::string& prefix, const Fil
 
 void Trainer::save_checkpoint(const std::string& path) const {
   const State& s = state_;
+  // Deferred read-back (CUDA): refuse weights that a non-finite loss went into, and save the latest loss
+  // (fit() reads both back before its own checkpoints; this covers a call from a callback).
+  if (nonfinite_.recorded()) {
+    if (auto bad = nonfinite_.first()) throw nonfinite_error(bad->batch, bad->loss);
+  }
+  std::map<std::string, double> metrics = s.metrics;
+  if (pending_loss_.defined()) metrics["loss/train/total"] = pending_loss_.item<double>();
   File file;
   json& m = file.meta;
   m["format"] = kFormatVersion;
@@ -217,7 +231,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   // the trainer's own bookkeeping; metric values as a float64 tensor (exact, and NaN/Inf survive)
   json metric_names = json::array();
   std::vector<double> metric_values;
-  for (const auto& [key, value] : s.metrics) {
+  for (const auto& [key, value] : metrics) {
     metric_names.push_back(key);
     metric_values.push_back(value);
   }
@@ -239,6 +253,11 @@ void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool s
 void Trainer::apply_checkpoint(const File& file, const std::string& path, bool weights_only, bool strict) {
   const json& m = file.meta;
   State& s = state_;
+  // Whatever the deferred loop had not read back belongs to the weights being replaced.
+  auto forget_pending = [&] {
+    pending_loss_ = at::Tensor();
+    nonfinite_.reset();
+  };
   try {
     if (m.at("format").get<int>() != kFormatVersion) {
       throw CheckpointError(fmt::format("checkpoint '{}': format {} is not supported (this Tessera reads format {})",
@@ -246,6 +265,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     }
     if (weights_only) {
       load_weights(*s.model, file, path, strict);
+      forget_pending();
       loaded_checkpoint_ = path;
       return;
     }
@@ -314,8 +334,10 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
           continue;
         }
         const at::Tensor& saved = file.tensor(fmt::format("optimizer/{}/{}", name, i), path);
-        // Step counters live on the CPU; moment buffers live with their parameter.
-        slots.push_back(saved.dim() == 0 && !saved.is_floating_point() ? saved.clone() : saved.to(p.device()).clone());
+        // Step counters live on the CPU; moment buffers live with their parameter (on its device: a file
+        // written on CUDA resumes on the CPU and the other way round).
+        const bool counter = saved.dim() == 0 && !saved.is_floating_point();
+        slots.push_back(counter || p.device().is_cpu() ? saved.clone() : to_device(saved, p.device()));
       }
       opt.state()[p.unsafeGetTensorImpl()] = std::move(slots);
     }
@@ -324,7 +346,8 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     // algorithms (same order, checked above) and callbacks (matched by name, in order; extra ones start fresh)
     const json& saved_algorithms = m.at("algorithms");
     for (size_t i = 0; i < algos.size(); ++i) {
-      algos[i]->load_state_dict(load_state_dict(saved_algorithms[i].at("keys"), fmt::format("algorithm/{}/", i), file, path));
+      algos[i]->load_state_dict(
+          load_state_dict(saved_algorithms[i].at("keys"), fmt::format("algorithm/{}/", i), file, path, s.device));
     }
     const json& saved_callbacks = m.at("callbacks");
     std::vector<bool> used(saved_callbacks.size(), false);
@@ -363,6 +386,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
   } catch (const json::exception& e) {
     throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
   }
+  forget_pending();
   loaded_checkpoint_ = path;
 }
 

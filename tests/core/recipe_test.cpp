@@ -1,5 +1,6 @@
 // Recipes: parsing, overrides, read_options, and building runs through the registry.
 #include <gtest/gtest.h>
+#include <ATen/Context.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/progress_bar.h>
 #include <tessera/checkpoint.h>
@@ -173,6 +174,22 @@ std::vector<BadRecipe> bad_recipes() {
        {},
        {"<string>:11:12: precision: \"fp61\" is not allowed; expected one of: fp32 (did you mean "
         "\"fp32\"?)"}},
+      {"device_not_a_device",
+       append("device: bogus\n"),
+       {},
+       {"<string>:11:9: device: \"bogus\" is not a device; expected cpu, cuda, cuda:N (N = 0, 1, ...) or auto"}},
+      {"device_cuda_index_not_a_number",
+       append("device: cuda:x\n"),
+       {},
+       {"<string>:11:9: device: \"cuda:x\" is not a device", "expected cpu, cuda, cuda:N"}},
+      {"device_misspelt",
+       append("device: cdua\n"),
+       {},
+       {"<string>:11:9: device: \"cdua\" is not a device (did you mean \"cuda\"?)"}},
+      {"device_override",
+       kBase,
+       {"device=gpu"},
+       {"<command line> override 1: device: \"gpu\" is not a device (did you mean \"cuda\"?)"}},
       {"split_choice",
        edit("{synthetic: {size: 64, input_shape: [1, 4, 4], num_classes: 3}}",
             "{fashion_mnist: {split: tset}}"),
@@ -601,6 +618,27 @@ TEST(RecipeTest, EvaluatorsAsAList) {
   EXPECT_NE(message.find("<string>:11:15: data.eval[1].label: label \"a\" is used by another evaluator"),
             std::string::npos)
       << message;
+}
+
+TEST(RecipeTest, DeviceDefaultsToAutoAndResolvesToTheCpuWithoutCuda) {
+  tessera::Run run = build_run(Recipe::parse(kBase));
+  EXPECT_EQ(run.trainer.device(), "auto");
+  if (at::hasCUDA()) GTEST_SKIP() << "a CUDA device is visible: auto means cuda:0 here";
+  EXPECT_EQ(make_trainer(Recipe::parse(kBase))->state().device, c10::Device(c10::kCPU));
+  EXPECT_EQ(make_trainer(Recipe::parse(append("device: auto\n")))->state().device, c10::Device(c10::kCPU));
+  EXPECT_EQ(make_trainer(Recipe::parse(append("device: cpu\n")))->state().device, c10::Device(c10::kCPU));
+}
+
+TEST(RecipeTest, CudaWithoutCudaFailsAtTheDeviceKey) {
+  if (at::hasCUDA()) GTEST_SKIP() << "a CUDA device is visible";
+  EXPECT_EQ(build_error(append("device: cuda\n")),
+            "<string>:11:9: device: cuda was requested but CUDA is not available here (no CUDA device is visible, "
+            "or this LibTorch was built without CUDA); use device: cpu or auto");
+  EXPECT_NE(build_error(append("device: cuda:1\n")).find("<string>:11:9: device: cuda:1 was requested but CUDA is "
+                                                          "not available here"),
+            std::string::npos);
+  EXPECT_NE(build_error(kBase, {"device=cuda"}).find("<command line> override 1: device: cuda was requested"),
+            std::string::npos);
 }
 
 TEST(RecipeTest, MakeTrainerCompilesThePlan) {

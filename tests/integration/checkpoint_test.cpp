@@ -13,6 +13,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -27,6 +28,7 @@
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/version.h>
 
+#include "../../src/checkpoint/checkpoint_file.h"
 #include "support.h"
 
 namespace tessera {
@@ -56,6 +58,7 @@ struct RunSpec {
   std::string nonfinite_loss = "error";
   int64_t nan_at_batch = -1;  ///< NanInputs poisons this batch (-1 = none)
   bool deterministic = false;
+  int64_t log_interval = 1;
 };
 
 void PrintTo(const RunSpec& spec, std::ostream* os) { *os << spec.name; }
@@ -167,7 +170,8 @@ TrainerOptions trainer_options(const RunSpec& s) {
       .threads(1)
       .seed(s.seed)
       .deterministic(s.deterministic)
-      .nonfinite_loss(s.nonfinite_loss);
+      .nonfinite_loss(s.nonfinite_loss)
+      .log_interval(s.log_interval);
 }
 
 std::string fingerprint(const Trainer& t) { return weights_fingerprint(*t.state().model); }
@@ -1159,6 +1163,180 @@ TEST_F(CheckpointDeterminism, SameSeedIsBitwiseIdenticalAndAnotherSeedDiffers) {
   EXPECT_NE(fingerprint(*c.trainer), fingerprint(*a.trainer));
   EXPECT_EQ(a.recorder->lines.front(), c.recorder->lines.front())
       << "the seed should not change the initial weights";
+}
+
+// ------------------------------------------------------------------------------------------------ 7. devices
+
+/// The trainer's deferred read-back (its CUDA loop: loss and metrics stay on the device between log intervals,
+/// non-finite losses are tracked there) forced on the CPU while the guard lives.
+class DeferredReadBack {
+ public:
+  DeferredReadBack() { ::setenv("TESSERA_TEST_DEFERRED_READBACK", "1", 1); }
+  ~DeferredReadBack() { ::unsetenv("TESSERA_TEST_DEFERRED_READBACK"); }
+  DeferredReadBack(const DeferredReadBack&) = delete;
+  DeferredReadBack& operator=(const DeferredReadBack&) = delete;
+};
+
+/// Every logged value ("ba<batch> <key> <value>", shortest round-trip form), and metrics["loss/train/total"] as
+/// callbacks see it at each BatchEnd.
+class Values : public LoggerDestination {
+ public:
+  std::string name() const override { return "values"; }
+  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override {
+    for (const auto& [key, value] : values) logged.push_back(fmt::format("ba{} {} {}", ts.batch, key, value));
+  }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event != Event::BatchEnd) return;
+    auto it = s.metrics.find("loss/train/total");
+    loss_at_batch_end.push_back(it == s.metrics.end() ? -1.0 : it->second);
+  }
+  std::vector<std::string> logged;
+  std::vector<double> loss_at_batch_end;
+};
+
+class CheckpointDevice : public CheckpointTest {};
+
+TEST_F(CheckpointDevice, DeferredReadBackTrainsBitwiseLikeTheImmediateLoop) {
+  RunSpec all_five = all_five_spec();
+  RunSpec evaluated = tiny_spec();
+  evaluated.name = "tiny_evaluated";
+  evaluated.evaluator = true;
+  evaluated.scheduler = true;
+  RunSpec accumulate = tiny_spec();
+  accumulate.name = "adamw_microbatches_log4";
+  accumulate.optimizer = "adamw";
+  accumulate.microbatch_size = 3;
+  accumulate.log_interval = 4;
+  for (const RunSpec& spec : {all_five, evaluated, accumulate}) {
+    SCOPED_TRACE(spec.name);
+    auto immediate_values = std::make_shared<Values>(), deferred_values = std::make_shared<Values>();
+    TestRun immediate = make_run(spec, {}, {immediate_values});
+    immediate->fit();
+    DeferredReadBack guard;
+    TestRun deferred = make_run(spec, {}, {deferred_values});
+    deferred->fit();
+    EXPECT_EQ(deferred.recorder->lines, immediate.recorder->lines);  // the weights after every batch
+    EXPECT_EQ(deferred_values->logged, immediate_values->logged);    // every logged loss, lr and metric
+    EXPECT_EQ(deferred->state().metrics, immediate->state().metrics);
+    // Between log intervals (and without evaluations or checkpoints, which read back too) callbacks see the
+    // loss of the last logged batch.
+    const auto& seen = deferred_values->loss_at_batch_end;
+    ASSERT_EQ(seen.size(), immediate_values->loss_at_batch_end.size());
+    for (size_t i = 0; i < seen.size(); ++i) {
+      const size_t expected = spec.evaluator ? i : i - i % static_cast<size_t>(spec.log_interval);
+      EXPECT_EQ(seen[i], immediate_values->loss_at_batch_end[expected]) << "batch " << i;
+    }
+  }
+}
+
+TEST_F(CheckpointDevice, DeferredNonfiniteErrorNamesTheExactBatchAndNeverSavesAfterIt) {
+  DeferredReadBack guard;
+  RunSpec spec = tiny_spec();
+  spec.nan_at_batch = 3;
+  {
+    // Logged every batch: found at the bad batch itself, with the immediate loop's message (its update was
+    // applied, though: the check comes after the step).
+    const std::string dir = folder("every_batch");
+    TestRun run = make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("1ba")));
+    const std::string msg = message_of<Error>([&] { run->fit(); });
+    EXPECT_THAT(msg, HasSubstr("the training loss is nan at batch 3 (epoch 0, batch 3 of the epoch); the run stops "
+                               "here (last good checkpoint: " + join(dir, "ep0-ba3.ckpt") + ")"));
+    EXPECT_EQ(names_in(dir).front(), "ep0-ba3.ckpt");
+    EXPECT_EQ(run->state().optimizer->step_count(), 4);
+  }
+  {
+    // Logged at batches 0 and 5, checkpoints every 2 batches: the checkpoint after batch 3 reads back first,
+    // finds batch 3 and is not written.
+    spec.log_interval = 5;
+    const std::string dir = folder("log5");
+    TestRun run = make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("2ba")));
+    const std::string msg = message_of<Error>([&] { run->fit(); });
+    EXPECT_THAT(msg, HasSubstr("the training loss is nan at batch 3 (epoch 0, batch 3 of the epoch), found at the "
+                               "next read-back (on cpu the loss is read back only at log intervals, checkpoints, "
+                               "evaluations and the end); the run stops here (last good checkpoint: " +
+                               join(dir, "ep0-ba2.ckpt") + ")"));
+    EXPECT_THAT(msg, HasSubstr("nonfinite_loss: skip"));
+    EXPECT_EQ(names_in(dir), Names({"ep0-ba2.ckpt"}));
+  }
+  {
+    // No checkpoints: found at the log of batch 5.
+    TestRun run = make_run(spec);
+    const std::string msg = message_of<Error>([&] { run->fit(); });
+    EXPECT_THAT(msg, HasSubstr("nan at batch 3 (epoch 0, batch 3 of the epoch), found at the next read-back"));
+    EXPECT_EQ(run->state().optimizer->step_count(), 6);
+    EXPECT_EQ(run->skipped_batches(), 0);
+  }
+}
+
+TEST_F(CheckpointDevice, DeferredSkipDropsTheSameUpdates) {
+  RunSpec spec;
+  spec.name = "cnn";
+  spec.model = "cnn";  // batch norm: the skipped batch's statistics must be restored too
+  spec.nan_at_batch = 3;
+  spec.nonfinite_loss = "skip";
+  spec.log_interval = 4;
+  TestRun immediate = make_run(spec);
+  immediate->fit();
+  DeferredReadBack guard;
+  TestRun deferred = make_run(spec);
+  deferred->fit();
+  EXPECT_EQ(deferred->skipped_batches(), 1);
+  EXPECT_EQ(deferred->state().optimizer->step_count(), kTotalBatches - 1);
+  EXPECT_EQ(deferred.recorder->lines, immediate.recorder->lines);
+  EXPECT_EQ(deferred->state().metrics, immediate->state().metrics);
+}
+
+TEST_F(CheckpointDevice, DeferredRunsCheckpointAndResumeExactlyEitherWay) {
+  RunSpec spec = all_five_spec();
+  const std::string expected = uninterrupted_fingerprint(spec);
+  for (bool deferred_first : {true, false}) {
+    SCOPED_TRACE(deferred_first ? "deferred, then immediate" : "immediate, then deferred");
+    const std::string dir = folder(deferred_first ? "a" : "b");
+    {
+      std::optional<DeferredReadBack> guard;
+      if (deferred_first) guard.emplace();
+      make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("1ba")), {std::make_shared<StopAfter>(5)})
+          .trainer->fit();
+    }
+    std::optional<DeferredReadBack> guard;
+    if (!deferred_first) guard.emplace();
+    TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+    EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, "ep0-ba5.ckpt"));
+    resumed->fit();
+    EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+  }
+}
+
+TEST_F(CheckpointDevice, SavedTensorsAreOnTheCpuAndLoadingPutsThemWithTheModel) {
+  RunSpec spec = tiny_spec();
+  spec.optimizer = "adamw";
+  const std::string dir = folder("ckpt");
+  TestRun run = make_run(spec, CheckpointOptions().folder(dir).interval(Time::parse("1ep")));
+  run->fit();
+  const checkpoint::File file = checkpoint::read_file(run->last_checkpoint());
+  ASSERT_FALSE(file.tensors.empty());
+  for (const auto& [name, t] : file.tensors) {
+    EXPECT_TRUE(t.is_cpu()) << name;
+    EXPECT_TRUE(t.is_contiguous()) << name;
+  }
+
+  TestRun loaded = make_run(spec);
+  loaded->load_checkpoint(run->last_checkpoint());
+  const c10::Device device = loaded->state().device;
+  EXPECT_EQ(device, c10::Device(c10::kCPU));
+  for (const auto& p : loaded->state().model->parameters()) EXPECT_EQ(p.device(), device);
+  for (const auto& b : loaded->state().model->buffers()) EXPECT_EQ(b.device(), device);
+  size_t slots = 0;
+  for (const auto& [param, state] : loaded->state().optimizer->state()) {
+    ASSERT_EQ(state.size(), 3u);  // AdamW: exp_avg, exp_avg_sq on the parameter's device; the step count on the host
+    EXPECT_EQ(state[0].device(), device);
+    EXPECT_EQ(state[1].device(), device);
+    EXPECT_TRUE(state[2].is_cpu());
+    EXPECT_EQ(state[2].scalar_type(), at::kLong);
+    slots += state.size();
+  }
+  EXPECT_GT(slots, 0u);
+  EXPECT_EQ(fingerprint(*loaded.trainer), fingerprint(*run.trainer));
 }
 
 }  // namespace

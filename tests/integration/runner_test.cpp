@@ -1,4 +1,5 @@
 // tessera-run end to end: a tiny synthetic recipe trained by the built binary, --plan, --dry-run, and errors.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <tessera/engine.h>
@@ -94,6 +95,8 @@ TEST_F(RunnerTest, TrainsAndPrintsFinalLines) {
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(final test cross_entropy: \d+\.\d{4}\n)"))) << r.out;
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(final train accuracy: \d+\.\d\d%\n)"))) << r.out;
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(wall time: \d+\.\d s\n)"))) << r.out;
+  // device: auto (the default) is the CPU on a machine without CUDA
+  EXPECT_NE(r.out.find(at::hasCUDA() ? "device: cuda:0\n" : "device: cpu\n"), std::string::npos) << r.out;
   const std::string jsonl = (dir_ / "run" / "metrics.jsonl").string(),
                     csv = (dir_ / "run" / "metrics.csv").string();
   EXPECT_NE(r.out.find("metrics written to: " + jsonl + ", " + csv + "\n"), std::string::npos) << r.out;
@@ -143,6 +146,37 @@ TEST_F(RunnerTest, DryRunSummarisesWithoutTraining) {
             std::string::npos)
       << r.out;
   EXPECT_FALSE(fs::exists(dir_ / "run" / "ckpt"));
+  EXPECT_NE(r.out.find(at::hasCUDA() ? "; device cuda:0;" : "; device cpu;"), std::string::npos) << r.out;
+}
+
+TEST_F(RunnerTest, CudaWhereThereIsNoneExitsTwoBeforeTraining) {
+  if (at::hasCUDA()) GTEST_SKIP() << "a CUDA device is visible";
+  const std::string recipe = write_recipe("device: cuda\n");  // line 20
+  Result r = run("'" + recipe + "'");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "tessera-run: error: " + recipe +
+                       ":20:9: device: cuda was requested but CUDA is not available here (no CUDA device is "
+                       "visible, or this LibTorch was built without CUDA); use device: cpu or auto\n");
+  EXPECT_EQ(r.out, "");
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl")) << "nothing may start before the error";
+
+  r = run("'" + write_recipe() + "' device=cuda:0");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("tessera-run: error: <command line> override 1: device: cuda:0 was requested but CUDA is "
+                       "not available here"),
+            std::string::npos)
+      << r.err;
+
+  r = run("'" + write_recipe() + "' device=cuda:x");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("device: \"cuda:x\" is not a device (did you mean \"cuda\"?); expected cpu, cuda, cuda:N (N = "
+                       "0, 1, ...) or auto"),
+            std::string::npos)
+      << r.err;
+
+  r = run("'" + write_recipe() + "' device=cpu max_duration=1ba loggers=[]");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("device: cpu\n"), std::string::npos) << r.out;
 }
 
 TEST_F(RunnerTest, BadRecipeExitsTwoWithLocation) {

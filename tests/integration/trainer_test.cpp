@@ -2,6 +2,8 @@
 // learning-rate schedules applied per batch, and bitwise determinism.
 #include <gtest/gtest.h>
 
+#include <ATen/Context.h>
+
 #include "support.h"
 
 namespace tessera {
@@ -207,6 +209,51 @@ TEST(Trainer, TrainingLearnsTheSyntheticTask) {
   EXPECT_GT(trainer.state().metrics.at("metrics/eval/accuracy"), 0.8);
   auto values = trainer.evaluate();
   EXPECT_DOUBLE_EQ(values.at("metrics/eval/accuracy"), trainer.state().metrics.at("metrics/eval/accuracy"));
+}
+
+TEST(TrainerDevice, CudaWhereThereIsNoneIsRefusedBeforeInit) {
+  if (at::hasCUDA()) GTEST_SKIP() << "a CUDA device is visible";
+  for (const std::string device : {"cuda", "cuda:0", "cuda:1"}) {
+    auto log = std::make_shared<std::vector<std::string>>();
+    Components c = testing::tiny_components();
+    c.algorithms.push_back(std::make_shared<FakeAlgorithm>(spec_on("probe", {Event::Init}), log));
+    try {
+      Trainer trainer(TrainerOptions().device(device), std::move(c));
+      ADD_FAILURE() << device << " was accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), "trainer.device: " + device +
+                                           " was requested but CUDA is not available here (no CUDA device is "
+                                           "visible, or this LibTorch was built without CUDA); use device: cpu "
+                                           "or auto");
+    }
+    EXPECT_TRUE(log->empty()) << "Init ran before the device was checked";
+  }
+  try {
+    Trainer trainer(TrainerOptions().device("cuda:x"), testing::tiny_components());
+    ADD_FAILURE() << "cuda:x was accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "trainer.device: \"cuda:x\" is not a device (did you mean \"cuda\"?); expected cpu, cuda, cuda:N (N = 0, "
+              "1, ...) or auto");
+  }
+}
+
+TEST(TrainerDevice, CpuAndAutoTrainBitwiseLikeTheDefault) {
+  auto train = [](const std::string* device) {
+    TrainerOptions options = TrainerOptions().max_duration(Time::parse("2ep")).threads(1);
+    if (device) options.device(*device);
+    Trainer trainer(options, testing::tiny_components());
+    trainer.fit();
+    EXPECT_EQ(trainer.state().device, c10::Device(c10::kCPU));
+    for (const auto& p : trainer.state().model->parameters()) EXPECT_TRUE(p.is_cpu());
+    return std::make_pair(weights_fingerprint(*trainer.state().model), trainer.state().metrics);
+  };
+  const std::string cpu = "cpu", automatic = "auto";
+  const auto reference = train(&cpu);
+  EXPECT_EQ(TrainerOptions().device(), "auto");
+  if (at::hasCUDA()) GTEST_SKIP() << "auto means cuda:0 here";
+  EXPECT_EQ(train(nullptr), reference);
+  EXPECT_EQ(train(&automatic), reference);
 }
 
 }  // namespace
