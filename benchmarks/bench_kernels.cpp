@@ -113,7 +113,10 @@ void row(const std::string& name, Timing t, double bytes = 0, double peak_gbs = 
 
 std::string shape_str(at::IntArrayRef s) {
   std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(s[i]);  // appended separately: GCC 12 -O3 warns (falsely) on "," + to_string
+  }
   return out + "]";
 }
 

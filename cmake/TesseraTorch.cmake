@@ -12,6 +12,12 @@ macro(tessera_prepare_torch_search)
             HINTS ${Torch_DIR} ${CMAKE_PREFIX_PATH} $ENV{CMAKE_PREFIX_PATH} $ENV{Torch_DIR}
             PATH_SUFFIXES Torch share/cmake/Torch lib/cmake/Torch NO_DEFAULT_PATH)
   if(TESSERA_TORCH_CONFIG)
+    # TorchConfig finds its Caffe2 dependency on the usual search path, where Debian's (1.13) may come first when only
+    # Torch_DIR points at another LibTorch: take the Caffe2 beside that TorchConfig.
+    get_filename_component(_tessera_caffe2 "${TESSERA_TORCH_CONFIG}/../../Caffe2" ABSOLUTE)
+    if(NOT Caffe2_DIR AND EXISTS "${_tessera_caffe2}/Caffe2Config.cmake")
+      set(Caffe2_DIR "${_tessera_caffe2}" CACHE PATH "the Caffe2 package of the LibTorch found")
+    endif()
     get_filename_component(_tessera_torch_root "${TESSERA_TORCH_CONFIG}/../../../.." ABSOLUTE)
     foreach(_tessera_pair "c10_LIBRARY;c10" "TORCH_LIBRARY;torch" "C10_CUDA_LIBRARY;c10_cuda" "kineto_LIBRARY;kineto")
       list(GET _tessera_pair 0 _tessera_var)

@@ -8,6 +8,13 @@
 #include <cmath>
 #include <type_traits>
 
+#ifdef NDEBUG
+// <cassert> declares the device-side assertion handler only without NDEBUG; the index check below must stay in
+// release builds, so declare it as torch's CUDA_KERNEL_ASSERT does.
+extern "C" __host__ __device__ void __assert_fail(const char* assertion, const char* file, unsigned int line,
+                                                  const char* function) noexcept __attribute__((__noreturn__));
+#endif
+
 namespace tessera::algorithms::cuda {
 namespace {
 

@@ -71,7 +71,7 @@ def test_event_methods_and_events_filter():
 
         def after_loss(self, state, logger):
             assert state.loss.requires_grad and state.loss.dim() == 0
-            self.after_loss_values.append(float(state.loss))
+            self.after_loss_values.append(float(state.loss.detach()))
 
         def batch_end(self, state, logger):
             self.batch_end_values.append(state.metrics["loss/train/total"])

@@ -59,7 +59,9 @@ TEST(Kernels, HasKernelAsksTheDispatcherAboutTheTensorsBackend) {
   EXPECT_TRUE(ops::has_kernel("tessera::_blur2d", at::zeros({1}).requires_grad_(true)));  // autograd keys ignored
   EXPECT_FALSE(ops::has_kernel("tessera::_blur2d", at::empty({1}, kMeta)));
   EXPECT_FALSE(ops::has_kernel("tessera::_blur2d", at::Tensor()));
-  EXPECT_FALSE(ops::has_kernel("tessera::blur2d", at::zeros({1})));  // the composite front: no per-device kernel
+  // The composite front serves every backend (by calling the device op): ask about the device op instead.
+  EXPECT_TRUE(ops::has_kernel("tessera::blur2d", at::zeros({1})));
+  EXPECT_TRUE(ops::has_kernel("tessera::blur2d", at::empty({1}, kMeta)));
   EXPECT_TRUE(ops::has_kernel("aten::_foreach_mul_", at::zeros({1}), "Scalar"));
 }
 

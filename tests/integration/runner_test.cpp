@@ -160,21 +160,22 @@ TEST_F(RunnerTest, CudaWhereThereIsNoneExitsTwoBeforeTraining) {
   EXPECT_EQ(r.out, "");
   EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl")) << "nothing may start before the error";
 
-  r = run("'" + write_recipe() + "' device=cuda:0");
+  const std::string plain = write_recipe();
+  r = run("'" + plain + "' device=cuda:0");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("tessera-run: error: <command line> override 1: device: cuda:0 was requested but CUDA is "
                        "not available here"),
             std::string::npos)
       << r.err;
 
-  r = run("'" + write_recipe() + "' device=cuda:x");
+  r = run("'" + plain + "' device=cuda:x");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("device: \"cuda:x\" is not a device (did you mean \"cuda\"?); expected cpu, cuda, cuda:N (N = "
                        "0, 1, ...) or auto"),
             std::string::npos)
       << r.err;
 
-  r = run("'" + write_recipe() + "' device=cpu max_duration=1ba loggers=[]");
+  r = run("'" + plain + "' device=cpu max_duration=1ba loggers=[]");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("device: cpu\n"), std::string::npos) << r.out;
 }
@@ -204,7 +205,8 @@ TEST_F(RunnerTest, BadOverrideAndMissingFileExitTwo) {
             std::string::npos)
       << r.err;
 
-  r = run("'" + (dir_ / "missing.yaml").string() + "'");
+  const std::string missing = (dir_ / "missing.yaml").string();
+  r = run("'" + missing + "'");
   EXPECT_EQ(r.code, 2);
   EXPECT_EQ(r.err,
             "tessera-run: error: recipe file \"" + (dir_ / "missing.yaml").string() + "\" not found\n");
