@@ -25,14 +25,17 @@ c10::TypedOperatorHandle<Sig> typed_op(const char* name) {
 /// ADInplaceOrView, autocast and Python keys.
 inline c10::DispatchKey backend_key(const at::Tensor& t) { return c10::legacyExtractDispatchKey(t.key_set()); }
 
-/// Whether the dispatcher has a kernel to run the op on t's backend (its computed dispatch table: a kernel registered
-/// for that key or one that serves it, such as a composite kernel; torch 2.x registers `_foreach_*` that way). The
-/// fused paths call an op only then and take the stock formula otherwise (a CUDA tensor in a library built without
-/// TESSERA_CUDA, Meta, XLA, sparse, …). Ask about the op that holds the per-device kernels ("tessera::_blur2d"), not
-/// its CompositeImplicitAutograd front ("tessera::blur2d"), which serves every backend by calling the device op. A
-/// lookup in the op's dispatch table: no lock, no copy.
+/// Whether the op has a kernel that runs on t's backend: one registered for that key, or a composite kernel that
+/// serves every backend (torch 2.x registers `_foreach_*` on CPU that way). The fused paths call an op only then and
+/// take the stock formula otherwise (a CUDA tensor in a library built without TESSERA_CUDA, Meta, XLA, sparse, …).
+/// Ask about the op that holds the per-device kernels ("tessera::_blur2d"), not its CompositeImplicitAutograd front
+/// ("tessera::blur2d"), which serves every backend by calling the device op. (Not the computed dispatch table: in
+/// torch 2.x it holds a fallback for Meta that makes every op look runnable there.) Lookups in the op's kernel
+/// table: no lock, no copy.
 inline bool has_kernel(const c10::OperatorHandle& op, const at::Tensor& t) {
-  return t.defined() && op.hasComputedKernelForDispatchKey(backend_key(t));
+  return t.defined() && (op.hasKernelForDispatchKey(backend_key(t)) ||
+                         op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) ||
+                         op.hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd));
 }
 /// The same by name ("tessera::_blur2d", or an overload: has_kernel("aten::_foreach_mul_", t, "Scalar")).
 inline bool has_kernel(const char* name, const at::Tensor& t, const char* overload = "") {
