@@ -5,8 +5,9 @@
 #
 #   benchmarks/compare_toolchains.sh [rounds=3] [recipe] [extra overrides...]
 #
-# Each run trains max_duration=1ep (override it after the recipe) with no checkpoints, no progress bar and no metric
-# files; "train time" is the trainer's own training wall time (evaluation excluded), from its console summary.
+# Each run trains max_duration=1ep (override it after the recipe) with no checkpoints, no progress bar, no metric
+# files and no scheduler (a warmup of 1ep would not fit in 1ep; the learning rate does not change the work);
+# "train time" is the trainer's own training wall time (evaluation excluded), from its console summary.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rounds=${1:-3}
@@ -21,7 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 declare -A times=([debian]="" [pypi]="")
 for r in $(seq 1 "$rounds"); do
   for t in debian pypi; do
-    "${bin[$t]}" "$recipe" max_duration=1ep "checkpoint={}" "callbacks=[console_summary]" "loggers=[]" \
+    "${bin[$t]}" "$recipe" max_duration=1ep "schedulers=[]" "checkpoint={}" "callbacks=[console_summary]" "loggers=[]" \
       run_dir="$tmp/$t" "$@" > "$tmp/$t.log" 2>&1 || { cat "$tmp/$t.log" >&2; exit 1; }
     s=$(grep -oE 'train time +[0-9.]+ s' "$tmp/$t.log" | grep -oE '[0-9.]+' | head -1)
     acc=$(grep -oE 'metrics/test/accuracy +[0-9.]+' "$tmp/$t.log" | grep -oE '[0-9.]+$' | head -1)
