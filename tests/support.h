@@ -1,5 +1,6 @@
 #pragma once
 // Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -74,5 +75,24 @@ inline AlgorithmSpec spec_on(std::string name, std::vector<Event> events) {
   for (Event e : events) s.accesses.push_back({e, {}, {}});
   return s;
 }
+
+/// Fills the inputs of one batch with NaN (so its loss is NaN).
+class NanInputs : public Algorithm {
+ public:
+  explicit NanInputs(int64_t batch) : batch_(batch) {
+    spec_.name = "nan_inputs";
+    spec_.accesses.push_back({Event::AfterDataloader, {Resource::Inputs}, {Resource::Inputs}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    if (state.timestamp.batch == batch_) {
+      state.batch.input() = at::full_like(state.batch.input(), std::numeric_limits<float>::quiet_NaN());
+    }
+  }
+
+ private:
+  int64_t batch_;
+  AlgorithmSpec spec_;
+};
 
 }  // namespace tessera::testing

@@ -23,6 +23,7 @@ namespace tessera {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::NanInputs;
 
 #define REQUIRE_CUDA()                                         \
   do {                                                         \
@@ -149,25 +150,6 @@ TEST(DeviceGpu, SurgeryAtInitEndsUpOnTheGpu) {
   trainer.fit();
   EXPECT_TRUE(std::isfinite(trainer.state().metrics.at("loss/train/total")));
 }
-
-/// Fills the inputs of one batch with NaN.
-class NanInputs : public Algorithm {
- public:
-  explicit NanInputs(int64_t batch) : batch_(batch) {
-    spec_.name = "nan_inputs";
-    spec_.accesses.push_back({Event::AfterDataloader, {Resource::Inputs}, {Resource::Inputs}});
-  }
-  const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& state, Logger&) override {
-    if (state.timestamp.batch == batch_) {
-      state.batch.input() = at::full_like(state.batch.input(), std::numeric_limits<float>::quiet_NaN());
-    }
-  }
-
- private:
-  int64_t batch_;
-  AlgorithmSpec spec_;
-};
 
 TEST(DeviceGpu, NonfiniteLossIsNamedByBatchOrSkipped) {
   REQUIRE_CUDA();

@@ -36,6 +36,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using testing::NanInputs;
 
 constexpr int64_t kBatchesPerEpoch = 6;  // 48 examples in batches of 8
 constexpr int64_t kEpochs = 3;
@@ -111,25 +112,6 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   }
   throw std::invalid_argument("unknown test algorithm " + name);
 }
-
-/// Fills the inputs of one batch with NaN (so its loss is NaN).
-class NanInputs : public Algorithm {
- public:
-  explicit NanInputs(int64_t batch) : batch_(batch) {
-    spec_.name = "nan_inputs";
-    spec_.accesses.push_back({Event::AfterDataloader, {Resource::Inputs}, {Resource::Inputs}});
-  }
-  const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& state, Logger&) override {
-    if (state.timestamp.batch == batch_) {
-      state.batch.input() = at::full_like(state.batch.input(), std::numeric_limits<float>::quiet_NaN());
-    }
-  }
-
- private:
-  int64_t batch_;
-  AlgorithmSpec spec_;
-};
 
 Components components(const RunSpec& s) {
   Components c;
