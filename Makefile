@@ -18,7 +18,8 @@ endif
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEMO_RECIPE ?= examples/recipes/fashion_mnist.yaml
-# Compiler-cache entries are keyed on paths relative to the clone, so every clone of the repository shares them.
+# Compiler-cache entries are keyed on paths relative to the clone, so that clones can share those that do not use the
+# precompiled header (which embeds the clone's absolute path).
 export CCACHE_BASEDIR ?= $(CURDIR)
 
 .PHONY: all deps configure build demo test bench clean
