@@ -14,7 +14,8 @@
 #                                     the logs under $OUT (or ./gpu-check-out).
 #
 # Settings (environment): ARCH (compute capability x 10 of the GPU, default: read from nvidia-smi), PEAK_GBS (the
-# card's copy bandwidth, default 4300 for an H200, 3000 otherwise), QUICK=1 (short benchmarks).
+# card's copy bandwidth, default 4300 for an H200, 3000 otherwise), QUICK=1 (short benchmarks), CMAKE_EXTRA (more
+# cmake arguments, e.g. -DCMAKE_CUDA_COMPILER=<an nvcc of torch's CUDA major version>).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -63,7 +64,7 @@ step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records ok/FAI
 
 step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
   -DTESSERA_CUDA_ARCHITECTURES="$arch" \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr;$prefix/usr/lib/x86_64-linux-gnu/cmake"
+  -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr;$prefix/usr/lib/x86_64-linux-gnu/cmake" ${CMAKE_EXTRA:-}
 step build cmake --build "$build" -j "$(nproc)" --target tessera tessera-run tessera_tests tessera_gpu_tests bench_kernels
 step gpu_tests ctest --test-dir "$build" -L gpu --output-on-failure
 step registration ctest --test-dir "$build" -R 'OpsRegistration|cuda_architectures' --output-on-failure
