@@ -526,11 +526,7 @@ Run build_run(const Recipe& recipe) {
     const std::string problem = device_problem(run.trainer.device());
     if (!problem.empty()) root.child("device").fail(problem);
   }
-  run.checkpoint = read<CheckpointOptions>(s.checkpoint);
-  if (!run.checkpoint.folder().empty() && std::filesystem::path(run.checkpoint.folder()).is_relative()) {
-    run.checkpoint.folder(
-        (std::filesystem::path(run.trainer.run_dir()) / run.checkpoint.folder()).lexically_normal().string());
-  }
+  run.checkpoint = resolve_against_run_dir(read<CheckpointOptions>(s.checkpoint), run.trainer.run_dir());
 
   Context ctx;
   ctx.trainer = run.trainer;

@@ -88,7 +88,7 @@ void configure_runtime(int64_t threads, bool deterministic) {
 void seed_everything(uint64_t seed) { at::manual_seed(seed); }
 
 Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint)
-    : options_(std::move(options)), checkpoint_(std::move(checkpoint)) {
+    : options_(std::move(options)), checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())) {
   validate_options(checkpoint_, "checkpoint");
   if (!checkpoint_.folder().empty() && checkpoint_.interval().unit() == TimeUnit::Token) {
     throw InputError("checkpoint.interval: \"" + checkpoint_.interval().str() +

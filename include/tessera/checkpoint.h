@@ -57,6 +57,10 @@ struct CheckpointOptions {
   }
 };
 
+/// `options` with a relative `folder` resolved against `run_dir` (the Trainer and the recipe runner both call it, so
+/// a folder "ck" of a run in "runs/b" is "runs/b/ck" whichever way the run was set up).
+CheckpointOptions resolve_against_run_dir(CheckpointOptions options, const std::string& run_dir);
+
 /// A checkpoint file that is missing, truncated, corrupt or not a checkpoint; what() names the file and
 /// the problem in one line.
 class CheckpointError : public InputError {

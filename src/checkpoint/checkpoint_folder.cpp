@@ -65,6 +65,13 @@ std::string newest_valid_checkpoint(const std::string& folder, std::vector<std::
   return found ? found->first : std::string();
 }
 
+CheckpointOptions resolve_against_run_dir(CheckpointOptions options, const std::string& run_dir) {
+  if (!options.folder().empty() && fs::path(options.folder()).is_relative()) {
+    options.folder((fs::path(run_dir) / options.folder()).lexically_normal().string());
+  }
+  return options;
+}
+
 namespace checkpoint {
 
 CheckpointInfo describe(const File& file, const std::string& path) {

@@ -656,6 +656,24 @@ TEST_F(CheckpointFiles, BatchIntervalNamesLatestAndKeepPruning) {
   EXPECT_EQ(all, (Names{"ep2-ba16.ckpt", "ep3-ba18.ckpt", "latest"}));
 }
 
+TEST_F(CheckpointFiles, RelativeFolderIsResolvedAgainstTheRunFolderFromCpp) {
+  // Issue 20: CheckpointOptions().folder("ck") with a run folder wrote to ./ck, and autoresume then looked there.
+  const std::string run_dir = folder("runs/b");
+  const CheckpointOptions ck = CheckpointOptions().folder("ck").autoresume(true);
+  const auto opts = [&](const char* duration) {
+    return TrainerOptions().run_dir(run_dir).max_duration(Time::parse(duration)).threads(1).seed(3);
+  };
+  {
+    Trainer first(opts("1ep"), testing::tiny_components(), ck);
+    EXPECT_EQ(first.checkpoint_options().folder(), join(run_dir, "ck"));
+    first.fit();
+  }
+  EXPECT_EQ(read_text(join(join(run_dir, "ck"), "latest")), "ep1-ba6.ckpt\n");
+  EXPECT_FALSE(fs::exists("ck")) << "nothing may land in the current directory";
+  Trainer again(opts("2ep"), testing::tiny_components(), ck);
+  EXPECT_EQ(again.loaded_checkpoint(), join(join(run_dir, "ck"), "ep1-ba6.ckpt"));
+}
+
 TEST_F(CheckpointFiles, KeepOneNeverDeletesTheNewest) {
   const std::string dir = folder("ckpt");
   auto listing = std::make_shared<FolderListing>(dir);
