@@ -507,10 +507,7 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
   const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
   if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
   read_back();  // deferred: never write weights that a non-finite loss went into; save the latest loss
-  std::error_code ec;
-  std::filesystem::create_directories(folder, ec);
-  if (ec) throw Error("checkpoint.folder: cannot create '" + folder + "': " + ec.message());
-  save_checkpoint(path);
+  save_checkpoint(path);  // creates the folder when it does not exist
   checkpoint::write_text_atomically((std::filesystem::path(folder) / "latest").string(),
                                     std::filesystem::path(path).filename().string() + "\n");
   last_checkpoint_ = path;

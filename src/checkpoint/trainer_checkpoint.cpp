@@ -10,6 +10,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -241,6 +242,14 @@ void Trainer::save_checkpoint(const std::string& path) const {
                   {"last_eval_batch", last_eval_batch_},
                   {"metrics", metric_names},
                   {"skipped_batches", skipped_batches_}};
+  // A folder that does not exist yet is created (issue 20: the write failed naming its temporary file).
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) {
+    throw Error("save_checkpoint: cannot create the folder '" + parent.string() + "' for " + path + ": " +
+                ec.message());
+  }
   checkpoint::write_file(file, path);
 }
 

@@ -674,6 +674,25 @@ TEST_F(CheckpointFiles, RelativeFolderIsResolvedAgainstTheRunFolderFromCpp) {
   EXPECT_EQ(again.loaded_checkpoint(), join(join(run_dir, "ck"), "ep1-ba6.ckpt"));
 }
 
+TEST_F(CheckpointFiles, SaveCheckpointCreatesAMissingFolderOrNamesIt) {
+  // Issue 20: saving into a folder that did not exist failed naming the temporary file.
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("1ep")).threads(1), testing::tiny_components());
+  const std::string path = join(folder("new/deeper"), "saved.ckpt");
+  trainer.save_checkpoint(path);
+  ASSERT_TRUE(fs::is_regular_file(path));
+  EXPECT_NO_THROW(trainer.load_checkpoint(path));  // a complete, valid file
+  // A folder that cannot be made (its parent is a file) is named, with the reason.
+  std::ofstream(folder("a_file")) << "x";
+  const std::string bad = join(join(folder("a_file"), "sub"), "x.ckpt");
+  try {
+    trainer.save_checkpoint(bad);
+    ADD_FAILURE() << "saving under a file succeeded";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("save_checkpoint: cannot create the folder '" + join(folder("a_file"), "sub") +
+                                    "' for " + bad));
+  }
+}
+
 TEST_F(CheckpointFiles, KeepOneNeverDeletesTheNewest) {
   const std::string dir = folder("ckpt");
   auto listing = std::make_shared<FolderListing>(dir);
