@@ -526,7 +526,7 @@ Run build_run(const Recipe& recipe) {
     const std::string problem = device_problem(run.trainer.device());
     if (!problem.empty()) root.child("device").fail(problem);
   }
-  run.checkpoint = resolve_against_run_dir(read<CheckpointOptions>(s.checkpoint), run.trainer.run_dir());
+  run.checkpoint = read<CheckpointOptions>(s.checkpoint);  // a relative folder: the Trainer resolves it against run_dir
 
   Context ctx;
   ctx.trainer = run.trainer;

@@ -83,7 +83,7 @@ std::string summary(const tessera::Recipe& recipe, const tessera::Run& run) {
   out += fmt::format("; optimizer {}; schedulers: {}; algorithms: {}; callbacks and loggers: {}",
                      c.optimizer->name(), join(schedulers), join(algorithms), join(callbacks));
   out += "; metrics files: " + join(run.metric_files);
-  const tessera::CheckpointOptions& ck = run.checkpoint;
+  const tessera::CheckpointOptions ck = tessera::resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
   out += "; checkpoints: " +
          (ck.folder().empty() ? std::string("none")
                               : fmt::format("{} every {}, keeping {}{}", ck.folder(), ck.interval().str(), ck.keep(),
@@ -107,7 +107,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   if (print_recipe) std::cout << recipe.text() << std::flush;
   tessera::Run run = tessera::build_run(recipe);
   const std::vector<std::string> metric_files = run.metric_files;
-  const tessera::CheckpointOptions checkpoint = run.checkpoint;
+  const tessera::CheckpointOptions checkpoint = tessera::resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
   const std::string dry_summary = dry_run ? summary(recipe, run) : "";
   if (plan || dry_run) {
     // No checkpoint is loaded: the plan and the summary depend on the recipe alone.

@@ -475,7 +475,7 @@ class PyTrainer {
     run.components.callbacks.push_back(interrupt_);
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
-    checkpoint_ = run.checkpoint;
+    checkpoint_ = resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
     trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint);
     trainer_->set_recipe_text(recipe.text());
   }

@@ -576,7 +576,7 @@ checkpoint: {folder: ckpt, interval: 2ep, keep: 2}
   EXPECT_EQ(run.metric_files,
             (std::vector<std::string>{(dir / "metrics.jsonl").string(), (dir / "sub" / "m.csv").string()}));
 
-  EXPECT_EQ(run.checkpoint.folder(), (dir / "ckpt").string());
+  EXPECT_EQ(resolve_against_run_dir(run.checkpoint, run.trainer.run_dir()).folder(), (dir / "ckpt").string());
   EXPECT_EQ(run.checkpoint.interval(), Time(2, TimeUnit::Epoch));
   EXPECT_EQ(run.checkpoint.keep(), 2);
   EXPECT_FALSE(std::filesystem::exists(dir / "ckpt"));  // nothing is created for checkpoints
