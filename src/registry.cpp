@@ -508,12 +508,16 @@ void check_max_duration(const ConfigNode& node, const Time& max) {
 
 // =======================================================================================================
 
-Run build_run(const Recipe& recipe) {
+Run build_run(const Recipe& recipe, const GivenParts& given) {
   const ConfigNode root = recipe.root();
   Sections s;
   read_options(root, s, "the recipe");
-  require(root, s.model, "model", "model: {mlp: {hidden: [256]}} (one of: " + join(models().names()) + ")");
-  require(root, s.data, "data", "data: {train: {dataset: {...}, loader: {...}}}");
+  if (given.model) {
+    if (s.model.present()) s.model.fail_at_key("the model is given as an object, so the recipe must not name one", "no model: key");
+  } else {
+    require(root, s.model, "model", "model: {mlp: {hidden: [256]}} (one of: " + join(models().names()) + ")");
+  }
+  if (!given.train_data) require(root, s.data, "data", "data: {train: {dataset: {...}, loader: {...}}}");
   require(root, s.optimizer, "optimizer",
           "optimizer: {sgd: {lr: 0.1}} (one of: " + join(optimizers().names()) + ")");
 
@@ -535,29 +539,43 @@ Run build_run(const Recipe& recipe) {
 
   // data (training; the evaluators are built last)
   DataSection data_section;
-  if (!s.data.is_map()) s.data.fail("expected a map with train (and eval), got " + s.data.describe());
-  read_options(s.data, data_section, "data");
-  require(s.data, data_section.train, "train",
-          "train: {dataset: {synthetic: {}}, loader: {batch_size: 128}}");
-  TrainDataSection train;
-  if (!data_section.train.is_map()) {
-    data_section.train.fail("expected a map with dataset, loader, transforms, metrics, got " +
-                            data_section.train.describe());
+  if (s.data.present() && !s.data.is_map()) s.data.fail("expected a map with train (and eval), got " + s.data.describe());
+  if (s.data.present()) read_options(s.data, data_section, "data");
+  if (given.train_data) {
+    if (data_section.train.present()) {
+      data_section.train.fail_at_key("the training data is given as an object, so the recipe must not describe it",
+                                     "no data.train: key");
+    }
+    c.train_dataloader = given.train_data;
+    c.train_metrics = build_metrics(ConfigNode(), ctx, /*allow_empty=*/true);
+  } else {
+    require(s.data, data_section.train, "train",
+            "train: {dataset: {synthetic: {}}, loader: {batch_size: 128}}");
+    TrainDataSection train;
+    if (!data_section.train.is_map()) {
+      data_section.train.fail("expected a map with dataset, loader, transforms, metrics, got " +
+                              data_section.train.describe());
+    }
+    read_options(data_section.train, train, "data.train");
+    require(data_section.train, train.dataset, "dataset",
+            "dataset: {synthetic: {size: 1024}} or dataset: {fashion_mnist: {}}");
+    auto train_loader = build_loader(train.dataset, train.loader, train.transforms, ctx);
+    ctx.train_dataset = std::shared_ptr<const data::Dataset>(train_loader, &train_loader->dataset());
+    c.train_dataloader = train_loader;
+    c.train_metrics = build_metrics(train.metrics, ctx, /*allow_empty=*/true);
   }
-  read_options(data_section.train, train, "data.train");
-  require(data_section.train, train.dataset, "dataset",
-          "dataset: {synthetic: {size: 1024}} or dataset: {fashion_mnist: {}}");
-  c.train_dataloader = build_loader(train.dataset, train.loader, train.transforms, ctx);
-  ctx.train_dataset =
-      std::shared_ptr<const data::Dataset>(c.train_dataloader, &c.train_dataloader->dataset());
-  c.train_metrics = build_metrics(train.metrics, ctx, /*allow_empty=*/true);
 
   // model: seeded so that its initial weights are a function of the recipe's seed
-  seed_everything(static_cast<uint64_t>(run.trainer.seed()));
-  auto [model_name, model] = build_named(models(), s.model, ctx);
-  run.model_name = model_name;
-  c.model = model;
-  ctx.model = model;
+  if (given.model) {
+    run.model_name = given.model_name;
+    c.model = given.model;
+  } else {
+    seed_everything(static_cast<uint64_t>(run.trainer.seed()));
+    auto [model_name, model] = build_named(models(), s.model, ctx);
+    run.model_name = model_name;
+    c.model = model;
+  }
+  ctx.model = c.model;
 
   c.optimizer = build_named(optimizers(), s.optimizer, ctx).second;
   c.schedulers = build_list(schedulers(), s.schedulers, ctx);
@@ -582,6 +600,15 @@ Run build_run(const Recipe& recipe) {
       }
       c.evaluators.push_back(std::move(ev));
     }
+  }
+  for (const Evaluator& ev : given.evaluators) {
+    for (const Evaluator& other : c.evaluators) {
+      if (other.label == ev.label) {
+        throw InputError("evaluator \"" + ev.label + "\" is given twice (the recipe's data.eval has one of that label)");
+      }
+    }
+    c.evaluators.push_back(ev);
+    c.evaluators.back().interval = run.trainer.eval_interval();
   }
   return run;
 }

@@ -108,7 +108,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   }
   if (max.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + max.str());
   if (components.train_dataloader->num_batches() <= 0) {
-    throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->dataset().describe() + ")");
+    throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
   }
 
   configure_runtime(options_.threads(), options_.deterministic());
@@ -207,7 +207,7 @@ void Trainer::update_learning_rate() {
 void Trainer::fit() {
   State& s = state_;
   Engine& engine = *engine_;
-  data::DataLoader& loader = *s.train_dataloader;
+  data::BatchSource& loader = *s.train_dataloader;
   const int64_t batches_per_epoch = loader.num_batches();
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
   if (finished() && !loaded_checkpoint_.empty() && !s.stop_requested()) {

@@ -2,6 +2,7 @@
 // Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
 #include <limits>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +40,13 @@ inline std::shared_ptr<data::DataLoader> loader(std::shared_ptr<data::TensorData
 }
 
 /// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
+/// The Tessera DataLoader behind a batch source (an assertion failure, as an exception, if it is another kind).
+inline const data::DataLoader& as_loader(const std::shared_ptr<data::BatchSource>& source) {
+  const auto* loader = dynamic_cast<const data::DataLoader*>(source.get());
+  if (loader == nullptr) throw std::logic_error("the batch source is not a tessera::data::DataLoader");
+  return *loader;
+}
+
 inline Components tiny_components(int64_t train_size = 48, int64_t batch_size = 8, uint64_t seed = 0) {
   Components c;
   c.model = tiny_model(seed);

@@ -46,7 +46,11 @@ BlurMaxPool2dImpl::BlurMaxPool2dImpl(const torch::nn::MaxPool2dOptions& original
   pool = register_module("pool", torch::nn::MaxPool2d(opts));
 }
 
-at::Tensor BlurMaxPool2dImpl::forward(const at::Tensor& x) { return blur_maxpool2d_forward(x, pool->options, stride); }
+at::Tensor blur_maxpool2d(const at::Tensor& x, const torch::nn::MaxPool2dOptions& pool, std::array<int64_t, 2> stride) {
+  return blur_maxpool2d_forward(x, pool, stride);
+}
+
+at::Tensor BlurMaxPool2dImpl::forward(const at::Tensor& x) { return blur_maxpool2d(x, pool->options, stride); }
 
 BlurPoolCounts apply_blurpool(torch::nn::Module& model, const BlurPoolOptions& options, optim::Optimizer* optimizer) {
   BlurPoolCounts counts;
@@ -84,7 +88,11 @@ BlurPool::BlurPool(BlurPoolOptions options) : options_(std::move(options)) {
 }
 
 void BlurPool::apply(Event, State& state, Logger& logger) {
-  counts_ = apply_blurpool(*state.model, options_, state.optimizer.get());
+  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
+    counts_ = BlurPoolCounts{(*external)["convs"], (*external)["maxpools"]};
+  } else {
+    counts_ = apply_blurpool(*state.model, options_, state.optimizer.get());
+  }
   if (counts_.convs + counts_.maxpools == 0) {
     logger.warn(fmt::format("blurpool: no layer was replaced (no strided Conv2d with >= {} input channels and no "
                             "MaxPool2d in a model slot); it has no effect",

@@ -48,6 +48,10 @@ at::Tensor blur_filter(int64_t channels, const at::TensorOptions& options);
 at::Tensor blur2d(const at::Tensor& x, std::array<int64_t, 2> stride);
 inline at::Tensor blur2d(const at::Tensor& x, int64_t stride = 1) { return blur2d(x, {stride, stride}); }
 
+/// Functional form of BlurMaxPool2d: the max-pool `pool` at stride 1, then the blur with `stride` (the fused
+/// kernel where it applies). The Python surgery's BlurMaxPool2d calls it.
+at::Tensor blur_maxpool2d(const at::Tensor& x, const torch::nn::MaxPool2dOptions& pool, std::array<int64_t, 2> stride);
+
 /// A strided convolution with anti-aliasing: blur (stride 1) then the original conv, or the conv at stride 1
 /// then blur with the original stride. The conv keeps its parameters (the same tensors).
 class BlurConv2dImpl : public torch::nn::Module {

@@ -64,6 +64,14 @@ LabelSmoothing::LabelSmoothing(LabelSmoothingOptions options) : options_(std::mo
                          "it smooths the final targets, after every other change to them"});
 }
 
+void LabelSmoothing::check(const State& state) const {
+  if (!state.model->loss_reads_targets()) {
+    throw InputError("label_smoothing: the model computes its loss inside forward() from the labels it was given, so "
+                     "smoothed targets would not reach it; compute the loss outside the model (the Python Trainer's "
+                     "loss_fn=(outputs, batch) -> loss) or leave label smoothing out");
+  }
+}
+
 void LabelSmoothing::apply(Event event, State& state, Logger&) {
   const double alpha = options_.smoothing();
   if (event == Event::BeforeLoss) {

@@ -45,6 +45,8 @@ class LabelSmoothing : public Algorithm {
   explicit LabelSmoothing(LabelSmoothingOptions options = LabelSmoothingOptions());
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event event, State& state, Logger& logger) override;
+  /// Refuses a model whose loss does not read the targets at BeforeLoss (it computes its loss in forward).
+  void check(const State& state) const override;
   const LabelSmoothingOptions& options() const noexcept { return options_; }
 
  private:

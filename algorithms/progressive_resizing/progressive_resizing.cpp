@@ -55,13 +55,18 @@ ProgressiveResizing::ProgressiveResizing(ProgressiveResizingOptions options) : o
 }
 
 void ProgressiveResizing::check(const State& state) const {
-  const auto& shape = state.train_dataloader->dataset().input_shape();
+  const Batch example = state.train_dataloader->example_batch();
+  if (!example.has(Batch::kInput)) {
+    throw InputError("progressive_resizing resizes the batch part \"input\"; the training batches have none (" +
+                     state.train_dataloader->describe() + ")");
+  }
+  const at::IntArrayRef shape = example.input().sizes().slice(1);
   if (shape.size() != 3) {
     throw InputError("progressive_resizing needs image inputs [C, H, W] per example; the training data has inputs of shape " +
-                     c10::str(at::IntArrayRef(shape)));
+                     c10::str(shape));
   }
   if (options_.resize_targets()) {
-    const at::Tensor y = state.train_dataloader->dataset().get_batch({0}).target();
+    const at::Tensor y = example.target();
     if (y.dim() != 3 && y.dim() != 4) {
       throw InputError("progressive_resizing.resize_targets: the targets are not images (shape per batch " +
                        c10::str(y.sizes()) + "); expected dense targets [N, H, W] or [N, C, H, W], or resize_targets: false");

@@ -43,9 +43,12 @@ std::string grouped(int64_t n) {
   return n < 0 ? "-" + out : out;
 }
 
-std::string describe_loader(const tessera::data::DataLoader& loader) {
-  return fmt::format("{}: {} examples in {} batches of {}", loader.dataset().describe(), loader.num_samples(),
-                     loader.num_batches(), loader.options().batch_size());
+std::string describe_loader(const tessera::data::BatchSource& source) {
+  if (const auto* loader = dynamic_cast<const tessera::data::DataLoader*>(&source)) {
+    return fmt::format("{}: {} examples in {} batches of {}", loader->dataset().describe(), loader->num_samples(),
+                       loader->num_batches(), loader->options().batch_size());
+  }
+  return fmt::format("{}: {} examples in {} batches", source.describe(), source.num_samples(), source.num_batches());
 }
 
 /// The --dry-run paragraph.

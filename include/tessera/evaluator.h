@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include <tessera/data/dataloader.h>
+#include <tessera/data/batch_source.h>
 #include <tessera/metrics.h>
 #include <tessera/time.h>
 
@@ -13,7 +13,8 @@ namespace tessera {
 struct Evaluator {
   /// Name in logs: metrics are logged as "metrics/<label>/<metric>".
   std::string label = "eval";
-  std::shared_ptr<data::DataLoader> dataloader;
+  /// Tessera's DataLoader, or any other data::BatchSource.
+  std::shared_ptr<data::BatchSource> dataloader;
   std::vector<std::shared_ptr<Metric>> metrics;
   /// Every `interval` (ep intervals fire at epoch end, ba/sp/dur at batch end); 0 = only at the end of fit.
   Time interval = Time(1, TimeUnit::Epoch);

@@ -32,12 +32,27 @@ struct Run {
   std::vector<std::string> metric_files;
 };
 
+/// Parts of a run given as objects instead of recipe sections: the user's own model and data (the Python API
+/// passes a torch.nn.Module and DataLoaders this way; C++ callers may too).
+struct GivenParts {
+  /// Replaces the recipe's `model:` section, which must then be absent; the optimizer is built over its
+  /// parameters.
+  std::shared_ptr<Model> model;
+  /// The name the run reports for `model` ("user").
+  std::string model_name = "user";
+  /// Replaces the recipe's `data.train`, which must then be absent.
+  std::shared_ptr<data::BatchSource> train_data;
+  /// Evaluators added after those of the recipe's `data.eval` (labels must stay distinct); they run every
+  /// `eval_interval` of the recipe.
+  std::vector<Evaluator> evaluators;
+};
+
 /// Builds a run from a recipe, in order: trainer and checkpoint options, data (train, then eval), model
 /// (in_channels/in_features/num_classes left at 0 are filled from the training data), optimizer over the
 /// model's parameters, schedulers, algorithms, callbacks, loggers, evaluators. Seeds torch from the recipe's
 /// seed before building the model so that initial weights are reproducible. Creates nothing on disk
 /// except through the loggers. Throws InputError with the location of the first problem.
-Run build_run(const Recipe& recipe);
+Run build_run(const Recipe& recipe, const GivenParts& given = {});
 
 /// build_run, then a Trainer (whose constructor compiles the plan, so refused algorithm combinations throw
 /// InputError here).

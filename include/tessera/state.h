@@ -20,7 +20,7 @@
 
 namespace tessera {
 
-namespace data { class DataLoader; }
+namespace data { class BatchSource; }
 
 /// Numeric precision of the forward pass. Only Fp32 on the CPU for now (autocast comes later).
 enum class Precision { Fp32, AmpBf16, AmpFp16 };
@@ -62,7 +62,7 @@ struct State {
   /// The project's generator for algorithms; streams derived from it are independent and checkpointed.
   Rng rng;
 
-  std::shared_ptr<data::DataLoader> train_dataloader;
+  std::shared_ptr<data::BatchSource> train_dataloader;
   std::vector<Evaluator> evaluators;
   /// Latest values: "loss/train/total", "metrics/train/accuracy", "metrics/eval/accuracy"...
   std::map<std::string, double> metrics;

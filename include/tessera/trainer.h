@@ -68,7 +68,8 @@ struct TrainerOptions {
 /// The parts of a run.
 struct Components {
   std::shared_ptr<Model> model;
-  std::shared_ptr<data::DataLoader> train_dataloader;
+  /// Tessera's DataLoader, or any other data::BatchSource (the Python adapters).
+  std::shared_ptr<data::BatchSource> train_dataloader;
   std::shared_ptr<optim::Optimizer> optimizer;
   std::vector<std::shared_ptr<optim::Scheduler>> schedulers;
   std::vector<std::shared_ptr<Algorithm>> algorithms;

@@ -2,6 +2,7 @@
 // the same TensorImpl (torch's type caster); the GIL is released around training and taken back only inside
 // Python plugins (the trampolines below).
 #include "common.h"
+#include "user_parts.h"
 
 #include <atomic>
 #include <cerrno>
@@ -447,11 +448,51 @@ class SigintGuard {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// The trainer as Python sees it: a Trainer built from a recipe, plus algorithm and callback objects.
+// The trainer as Python sees it: a Trainer built from a recipe, plus algorithm and callback objects, plus the
+// user's own model and data (user_parts.h).
+
+/// The parts tessera.Trainer passes as objects: {"module", "loss_fn", "model_call", "output_key",
+/// "train_dataloader", "eval_dataloaders": [(label, iterable)], "input_key", "target_key", "dataloader_resume"}.
+GivenParts given_parts(const py::dict& user, std::function<Batch()> example) {
+  GivenParts given;
+  if (user.empty()) return given;
+  const auto text = [&](const char* key, const char* fallback) {
+    return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
+  };
+  const std::string input_key = text("input_key", Batch::kInput);
+  const std::string target_key = text("target_key", Batch::kTarget);
+  const std::string resume = text("dataloader_resume", "refuse");
+  auto context = std::make_shared<BatchContext>();
+  if (user.contains("train_dataloader")) {
+    given.train_data = make_user_source(user["train_dataloader"], "train_dataloader", input_key, target_key, resume, context);
+  }
+  if (user.contains("eval_dataloaders")) {
+    for (const auto& item : user["eval_dataloaders"].cast<py::list>()) {
+      const py::tuple t = item.cast<py::tuple>();
+      Evaluator ev;
+      ev.label = t[0].cast<std::string>();
+      ev.dataloader = make_user_source(py::reinterpret_borrow<py::object>(t[1]), "eval_dataloader[\"" + ev.label + "\"]",
+                                       input_key, target_key, resume, context);
+      ev.metrics.push_back(std::make_shared<Accuracy>(1));
+      given.evaluators.push_back(std::move(ev));
+    }
+  }
+  if (user.contains("module")) {
+    UserModelOptions options;
+    options.module = user["module"];
+    options.loss_fn = user.contains("loss_fn") ? py::reinterpret_borrow<py::object>(user["loss_fn"]) : py::none();
+    options.call = text("model_call", "auto");
+    options.output_key = text("output_key", "logits");
+    given.model = make_user_model(options, context, std::move(example));
+    given.model_name = py::str(py::type::handle_of(options.module).attr("__name__")).cast<std::string>();
+  }
+  return given;
+}
 
 class PyTrainer {
  public:
-  PyTrainer(const Recipe& recipe, const std::vector<py::object>& algorithms, const std::vector<py::object>& callbacks)
+  PyTrainer(const Recipe& recipe, const std::vector<py::object>& algorithms, const std::vector<py::object>& callbacks,
+            const py::dict& user)
       : recipe_(recipe) {
     std::vector<std::shared_ptr<Algorithm>> algs;
     std::vector<std::shared_ptr<Callback>> cbs;
@@ -467,8 +508,12 @@ class PyTrainer {
       resolve_plugin(cbs.back());
       plugins_.push_back(o);
     }
+    // The user's own model and data (tessera.Trainer(model=<torch.nn.Module>, train_dataloader=...)).
+    auto train_source = std::make_shared<std::shared_ptr<data::BatchSource>>();  // set once the run is built
+    const GivenParts given = given_parts(user, [train_source] { return (*train_source)->example_batch(); });
     py::gil_scoped_release release;
-    Run run = build_run(recipe);
+    Run run = build_run(recipe, given);
+    *train_source = run.components.train_dataloader;
     for (auto& a : algs) run.components.algorithms.push_back(std::move(a));
     for (auto& c : cbs) run.components.callbacks.push_back(std::move(c));
     interrupt_ = std::make_shared<InterruptCallback>();
@@ -790,8 +835,9 @@ void bind_recipe_trainer(py::module_& m) {
         "Recipe names registered for a kind: 'models', 'algorithms', 'datasets', 'optimizers', 'schedulers', ...");
 
   py::class_<PyTrainer>(m, "_Trainer", "The C++ trainer; use tessera.Trainer.")
-      .def(py::init<const Recipe&, const std::vector<py::object>&, const std::vector<py::object>&>(), py::arg("recipe"),
-           py::arg("algorithms") = std::vector<py::object>{}, py::arg("callbacks") = std::vector<py::object>{})
+      .def(py::init<const Recipe&, const std::vector<py::object>&, const std::vector<py::object>&, const py::dict&>(),
+           py::arg("recipe"), py::arg("algorithms") = std::vector<py::object>{},
+           py::arg("callbacks") = std::vector<py::object>{}, py::arg("user") = py::dict())
       .def("fit", &PyTrainer::fit,
            "Trains until max_duration or state.stop_training(). The GIL is released; Python plugins take it "
            "for their own calls. Ctrl-C stops at the end of the current batch and raises KeyboardInterrupt.")
@@ -884,4 +930,5 @@ PYBIND11_MODULE(_C, m) {
   py::module_ algorithms = m.def_submodule("algorithms", "The algorithms, with their options as keyword arguments.");
   py::module_ functional = m.def_submodule("functional", "Functional forms on plain tensors.");
   bind_algorithms(algorithms, functional, data);
+  bind_user_parts(m);
 }

@@ -200,9 +200,13 @@ void bind_state(py::module_& m) {
       .def_property_readonly("step_count", &optim::Optimizer::step_count)
       .def("contains", &optim::Optimizer::contains, py::arg("param"));
 
-  py::class_<data::DataLoader, std::shared_ptr<data::DataLoader>>(m, "DataLoader", "The training data loader of a run (read-only view).")
-      .def_property_readonly("num_batches", &data::DataLoader::num_batches)
-      .def_property_readonly("num_samples", &data::DataLoader::num_samples)
+  py::class_<data::BatchSource, std::shared_ptr<data::BatchSource>>(
+      m, "BatchSource", "Where a run draws batches from: Tessera's DataLoader or an adapter around Python data (read-only view).")
+      .def_property_readonly("num_batches", &data::BatchSource::num_batches)
+      .def_property_readonly("num_samples", &data::BatchSource::num_samples)
+      .def("describe", &data::BatchSource::describe);
+  py::class_<data::DataLoader, data::BatchSource, std::shared_ptr<data::DataLoader>>(
+      m, "DataLoader", "Tessera's data loader of a run (read-only view).")
       .def_property_readonly("batch_size", [](const data::DataLoader& l) { return l.options().batch_size(); })
       .def_property_readonly("dataset", [](const data::DataLoader& l) { return l.dataset().describe(); })
       .def("batch_indices", &data::DataLoader::batch_indices, py::arg("seed"), py::arg("epoch"), py::arg("batch"));

@@ -1,7 +1,9 @@
 """tessera.Trainer: the C++ trainer built from a recipe (file, dict or Recipe) or from components."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import torch
 
 from . import _C
 from ._plan import Plan
@@ -26,12 +28,64 @@ def _is_entry(x: Any) -> bool:
     return isinstance(x, (str, Mapping))
 
 
+def _user_parts(
+    model: Any,
+    train_dataloader: Any,
+    eval_dataloader: Any,
+    loss_fn: Optional[Callable[..., Any]],
+    model_call: str,
+    output_key: str,
+    input_key: str,
+    target_key: str,
+    dataloader_resume: str,
+) -> Dict[str, Any]:
+    """The objects passed to the C++ trainer beside the recipe (python/src/user_parts.h)."""
+    user: Dict[str, Any] = {}
+    if isinstance(model, torch.nn.Module):
+        user["module"] = model
+    if train_dataloader is not None:
+        user["train_dataloader"] = train_dataloader
+    if eval_dataloader is not None:
+        if isinstance(eval_dataloader, Mapping):
+            user["eval_dataloaders"] = [(str(label), loader) for label, loader in eval_dataloader.items()]
+        else:
+            user["eval_dataloaders"] = [("eval", eval_dataloader)]
+    if loss_fn is not None:
+        if "module" not in user:
+            raise _C.InputError("loss_fn: applies to a model given as a torch.nn.Module; recipe models have their own loss")
+        user["loss_fn"] = loss_fn
+    if user:
+        user.update(model_call=model_call, output_key=output_key, input_key=input_key, target_key=target_key,
+                    dataloader_resume=dataloader_resume)
+    return user
+
+
 class Trainer(_C._Trainer):
     """Trains a model in Tessera's C++ loop.
 
     From a recipe (a YAML path, a dict with the same schema, or a tessera.Recipe), with overrides:
 
         trainer = tessera.Trainer("recipe.yaml", {"optimizer.sgd.lr": 0.05}, max_duration="2ep")
+
+    or from your own model and data, as with Composer (any torch.nn.Module, any DataLoader):
+
+        trainer = tessera.Trainer(
+            model=my_resnet,                                   # a torch.nn.Module (or torch.jit.script(...))
+            train_dataloader=DataLoader(train_set, batch_size=128, num_workers=2,
+                                        sampler=tessera.data.ResumableSampler(train_set)),
+            eval_dataloader=DataLoader(test_set, batch_size=256),
+            optimizer={"sgd": {"lr": 0.1, "momentum": 0.9}},
+            algorithms=[tessera.algorithms.BlurPool(), tessera.algorithms.LabelSmoothing(smoothing=0.1)],
+            max_duration="2ep")
+
+    The forward runs from the C++ loop (the GIL is taken for that call only); backward and the optimizer step
+    run in C++. `loss_fn(outputs, batch)` computes the loss (give it a `reduction` keyword for selective
+    backprop); without it the loss is the model's own (an output dict with "loss", as Hugging Face models) or
+    cross-entropy against the batch's target. Batches may be tensors, tuples (input, target, ...) or dicts
+    (`input_key`/`target_key` name the input and the labels; dicts go to the model as keyword arguments unless
+    `model_call` says "input" or "batch"). `output_key` names the outputs in a dict output ("logits").
+    `dataloader_resume`: what resuming inside an epoch does with a loader that has no ResumableSampler:
+    "refuse" (default) or "skip" (read and drop the batches before it). See docs/python.md.
 
     or from components, each given as in a recipe (`{name: {options}}` or a bare name):
 
@@ -73,6 +127,14 @@ class Trainer(_C._Trainer):
         algorithms: Iterable[AlgorithmLike] = (),
         callbacks: Iterable[CallbackLike] = (),
         model: Any = None,
+        train_dataloader: Any = None,
+        eval_dataloader: Any = None,
+        loss_fn: Optional[Callable[..., Any]] = None,
+        model_call: str = "auto",
+        output_key: str = "logits",
+        input_key: str = "input",
+        target_key: str = "target",
+        dataloader_resume: str = "refuse",
         train_data: Optional[Mapping[str, Any]] = None,
         eval_data: Any = None,
         optimizer: Any = None,
@@ -81,6 +143,19 @@ class Trainer(_C._Trainer):
         checkpoint: Optional[Mapping[str, Any]] = None,
         **options: Any,
     ) -> None:
+        if isinstance(optimizer, torch.optim.Optimizer):
+            raise _C.InputError(
+                f"optimizer: a {type(optimizer).__name__} (torch.optim) cannot drive Tessera's C++ step, and the "
+                "algorithms that edit parameter groups (blurpool, layer_freezing) work on Tessera's optimizers; give "
+                "one as a recipe entry, e.g. optimizer={'sgd': {'lr': 0.1, 'momentum': 0.9}} or "
+                "{'adamw': {'lr': 1e-3}} (tessera.registered('optimizers') lists them)"
+            )
+        if train_dataloader is not None and train_data is not None:
+            raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
+        user = _user_parts(model, train_dataloader, eval_dataloader, loss_fn, model_call, output_key, input_key,
+                           target_key, dataloader_resume)
+        if "module" in user:
+            model = None
         sections = {
             "model": model,
             "train_data": train_data,
@@ -95,17 +170,25 @@ class Trainer(_C._Trainer):
         callback_entries = [c for c in callbacks if _is_entry(c)]
         callback_objects = [c for c in callbacks if not _is_entry(c)]
         if recipe is None:
-            missing = [k for k in ("model", "train_data", "optimizer") if k not in given]
+            have = set(given)
+            if "module" in user:
+                have.add("model")
+            if "train_dataloader" in user:
+                have.add("train_data")
+            missing = [k for k in ("model", "train_data", "optimizer") if k not in have]
             if missing:
                 raise _C.InputError(
-                    "Trainer: give a recipe, or the components " + ", ".join(missing) + " (and optionally "
-                    "eval_data, schedulers, loggers, checkpoint, algorithms, callbacks)"
+                    "Trainer: give a recipe, or the components " + ", ".join(missing).replace(
+                        "train_data", "train_dataloader (or train_data)") + " (and optionally "
+                    "eval_dataloader/eval_data, schedulers, loggers, checkpoint, algorithms, callbacks)"
                 )
             doc: Dict[str, Any] = dict(options)
-            doc["model"] = given["model"]
-            doc["data"] = {"train": given["train_data"]}
+            if "model" in given:
+                doc["model"] = given["model"]
+            if "train_data" in given:
+                doc["data"] = {"train": given["train_data"]}
             if "eval_data" in given:
-                doc["data"]["eval"] = given["eval_data"]
+                doc.setdefault("data", {})["eval"] = given["eval_data"]
             for key in ("optimizer", "schedulers", "loggers", "checkpoint"):
                 if key in given:
                     doc[key] = given[key]
@@ -123,7 +206,14 @@ class Trainer(_C._Trainer):
         algorithm_objects: List[_C.Algorithm] = [
             _C.algorithms.make(a) if _is_entry(a) else a for a in algorithms
         ]
-        super().__init__(rec, algorithm_objects, callback_objects)
+        super().__init__(rec, algorithm_objects, callback_objects, user)
+        self._module = user.get("module")
+
+    @property
+    def module(self) -> Optional[torch.nn.Module]:
+        """The torch.nn.Module given as `model` (trained in place: its parameters are the ones Tessera trains), or
+        None for a recipe model (see `model`)."""
+        return self._module
 
     @property
     def plan(self) -> Plan:

@@ -1,12 +1,84 @@
-"""Tessera's datasets as tensors (one tessera.Batch with 'input' and 'target'), e.g. to feed a plain PyTorch
+"""Data for Tessera runs from Python.
+
+Your own data: pass a torch.utils.data.DataLoader (or any re-iterable of batches with a len()) as
+`train_dataloader=` / `eval_dataloader=` to tessera.Trainer. Build it with a ResumableSampler to make
+resuming exact and O(1):
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=128, num_workers=2,
+                                         sampler=tessera.data.ResumableSampler(dataset))
+
+Tessera's own datasets as tensors (one tessera.Batch with 'input' and 'target'), e.g. to feed a plain PyTorch
 loop the same data a recipe trains on:
 
     batch = tessera.data.synthetic(size=1024, input_shape=[1, 8, 8], num_classes=10, seed=0)
     x, y = batch["input"], batch["target"]
 """
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Sized, Union
+
+import torch
+
+from ._C import InputError
 from ._C import data as _native
 
 fashion_mnist = _native.fashion_mnist
 synthetic = _native.synthetic
+shuffled_order = _native.shuffled_order
 
-__all__ = ["fashion_mnist", "synthetic"]
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """A sampler whose order is a pure function of (seed, epoch) and that can start at any example.
+
+    The order is the one Tessera's own DataLoader uses (shuffled_order(seed, epoch, n), the same on every
+    platform and torch version), or 0..n-1 with shuffle=False. The Trainer sets the seed (the run's), the epoch
+    and, when it resumes inside an epoch, the first example; outside a Trainer, call set_epoch yourself.
+    len() is always the whole epoch, so len(DataLoader) does not change on resume.
+    """
+
+    def __init__(self, data_source: Union[Sized, int], shuffle: bool = True, seed: int = 0) -> None:
+        n = data_source if isinstance(data_source, int) else len(data_source)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InputError(f"ResumableSampler: expected a sized dataset or a count >= 0, got {data_source!r}")
+        self.num_samples = n
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, seed: Optional[int] = None, start: int = 0) -> None:
+        """The next pass is epoch `epoch` (of run seed `seed`, when given) from example `start` on."""
+        if epoch < 0:
+            raise InputError(f"ResumableSampler.set_epoch: epoch must be >= 0, got {epoch}")
+        if not 0 <= start <= self.num_samples:
+            raise InputError(f"ResumableSampler.set_epoch: start {start} is out of range [0, {self.num_samples}]")
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+        self.start = int(start)
+
+    def order(self) -> list:
+        """The whole order of the current epoch."""
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        return shuffled_order(self.seed, self.epoch, self.num_samples).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0  # a later pass without set_epoch is a whole epoch
+        return iter(self.order()[start:])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __repr__(self) -> str:
+        return f"tessera.data.ResumableSampler({self.num_samples}, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
+
+
+def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
+    """torch.utils.data.DataLoader(dataset, batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)."""
+    if "sampler" in kwargs or "batch_sampler" in kwargs or "shuffle" in kwargs:
+        raise InputError("resumable_loader: the sampler is Tessera's; do not pass sampler, batch_sampler or shuffle")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)
+
+
+__all__ = ["ResumableSampler", "fashion_mnist", "resumable_loader", "shuffled_order", "synthetic"]

@@ -58,11 +58,16 @@ const std::vector<int64_t> kIdentityOrder;  // `produce` reads an empty order as
 std::shared_ptr<const std::vector<int64_t>> epoch_order(bool shuffle, uint64_t seed, int64_t epoch,
                                                         int64_t n) {
   if (!shuffle) return nullptr;
-  return std::make_shared<const std::vector<int64_t>>(
-      Rng(seed, {kShuffleStream, static_cast<uint64_t>(epoch)}).permutation(n));
+  return std::make_shared<const std::vector<int64_t>>(shuffled_order(seed, epoch, n));
 }
 
 }  // namespace
+
+std::vector<int64_t> shuffled_order(uint64_t seed, int64_t epoch, int64_t n) {
+  if (epoch < 0) throw InputError("shuffled_order: epoch must be >= 0, got " + std::to_string(epoch));
+  if (n < 0) throw InputError("shuffled_order: the number of examples must be >= 0, got " + std::to_string(n));
+  return Rng(seed, {kShuffleStream, static_cast<uint64_t>(epoch)}).permutation(n);
+}
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions options,
                        std::vector<std::shared_ptr<const BatchTransform>> transforms)
@@ -94,6 +99,12 @@ int64_t DataLoader::num_batches() const {
 int64_t DataLoader::num_samples() const {
   return options_.drop_last() ? num_batches() * options_.batch_size() : dataset_->size();
 }
+
+std::string DataLoader::describe() const {
+  return dataset_->describe() + " in batches of " + std::to_string(options_.batch_size());
+}
+
+Batch DataLoader::example_batch() { return dataset_->get_batch({0}); }
 
 std::vector<int64_t> DataLoader::batch_indices(uint64_t seed, int64_t epoch, int64_t b) const {
   if (b < 0 || b >= num_batches())

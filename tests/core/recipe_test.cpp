@@ -12,6 +12,8 @@
 #include <tessera/registry.h>
 #include <unistd.h>
 
+#include "support.h"
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -426,7 +428,7 @@ TEST(RecipeTest, OverridesReplaceAndCreate) {
   EXPECT_EQ(cnn->options().width(), 4);
   EXPECT_EQ(cnn->options().in_channels(), 1);  // filled from the data
   EXPECT_EQ(cnn->options().num_classes(), 3);
-  EXPECT_EQ(run.components.train_dataloader->options().batch_size(), 8);
+  EXPECT_EQ(tessera::testing::as_loader(run.components.train_dataloader).options().batch_size(), 8);
   EXPECT_EQ(run.components.train_dataloader->num_batches(), 8);
   ASSERT_EQ(run.components.schedulers.size(), 1u);
   EXPECT_EQ(run.components.schedulers[0]->name(), "cosine");
@@ -474,7 +476,7 @@ TEST(RecipeTest, DefaultsFillIn) {
   EXPECT_EQ(run.checkpoint.folder(), "");
   EXPECT_EQ(run.checkpoint.keep(), 3);
   EXPECT_TRUE(run.checkpoint.strict());
-  const auto& loader = run.components.train_dataloader->options();
+  const auto& loader = tessera::testing::as_loader(run.components.train_dataloader).options();
   EXPECT_TRUE(loader.shuffle());
   EXPECT_FALSE(loader.drop_last());
   EXPECT_EQ(loader.prefetch(), 4);
@@ -533,7 +535,7 @@ checkpoint: {folder: ckpt, interval: 2ep, keep: 2}
   EXPECT_EQ(mlp->options().hidden(), (std::vector<int64_t>{8, 8}));
   EXPECT_DOUBLE_EQ(mlp->options().dropout(), 0.25);
 
-  const auto& train = *run.components.train_dataloader;
+  const auto& train = tessera::testing::as_loader(run.components.train_dataloader);
   EXPECT_EQ(train.dataset().size(), 40);
   EXPECT_EQ(train.dataset().input_shape(), (std::vector<int64_t>{2, 3, 3}));
   EXPECT_EQ(train.num_batches(), 4);

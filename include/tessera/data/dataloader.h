@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <tessera/batch.h>
+#include <tessera/data/batch_source.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/transforms.h>
 #include <tessera/options.h>
@@ -43,28 +44,37 @@ struct DataLoaderOptions {
   }
 };
 
-class DataLoader {
+/// The order of the examples of epoch `epoch` (a permutation of 0..n-1, a pure function of (seed, epoch)) when
+/// shuffling, as DataLoader uses it; tessera.data.ResumableSampler (Python) uses the same order.
+std::vector<int64_t> shuffled_order(uint64_t seed, int64_t epoch, int64_t n);
+
+class DataLoader : public BatchSource {
  public:
   DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions options,
              std::vector<std::shared_ptr<const BatchTransform>> transforms = {});
-  ~DataLoader();
+  ~DataLoader() override;
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
   /// Batches per epoch.
-  int64_t num_batches() const;
+  int64_t num_batches() const override;
   /// Examples per epoch actually produced (drop_last removes the remainder).
-  int64_t num_samples() const;
+  int64_t num_samples() const override;
+  /// "<dataset> in batches of <batch_size>".
+  std::string describe() const override;
+  /// The first example of the dataset (transforms not applied).
+  Batch example_batch() override;
+  int64_t num_classes() const override { return dataset_->num_classes(); }
   const DataLoaderOptions& options() const noexcept { return options_; }
   const Dataset& dataset() const noexcept { return *dataset_; }
 
   /// Starts (or restarts) iteration over epoch `epoch` at batch `first_batch` (0..num_batches(); the
   /// batches are exactly those of a full pass from there); cancels and joins any epoch in flight.
-  void start_epoch(uint64_t seed, int64_t epoch, int64_t first_batch = 0);
+  void start_epoch(uint64_t seed, int64_t epoch, int64_t first_batch = 0) override;
   /// The next batch of the current epoch, std::nullopt at its end. An exception from producing a batch
   /// (dataset or transform) is rethrown here, in batch order, and ends the epoch. An Error before the
   /// first start_epoch.
-  std::optional<Batch> next();
+  std::optional<Batch> next() override;
 
   /// The example indices of batch `b` of epoch `epoch` (pure function; used by tests and resume).
   std::vector<int64_t> batch_indices(uint64_t seed, int64_t epoch, int64_t b) const;

@@ -6,8 +6,10 @@
 /// swappable layers through *slots*: `register_slot("conv1", torch::nn::Conv2d(...))` registers the child
 /// under that name (state-dict keys are unchanged) and `slot("conv1").forward(x)` calls whatever module
 /// sits in the slot now. Surgery walks the module tree and swaps slots with `replace_slot`.
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <torch/nn/module.h>
@@ -16,6 +18,9 @@
 #include <tessera/batch.h>
 
 namespace tessera {
+
+class Algorithm;
+namespace optim { class Optimizer; }
 
 /// How a loss reduces over examples. `None` gives one loss per example (selective backprop scores with it).
 enum class Reduction { Mean, Sum, None };
@@ -56,6 +61,22 @@ class Model : public SlottedModule {
   /// Whether `loss(outputs, batch, r)` is exactly `cross_entropy(outputs, batch.target(), r)`, so that
   /// algorithms may substitute an equivalent fused loss (label smoothing).
   virtual bool loss_is_cross_entropy() const { return false; }
+  /// Whether `loss` reads the batch's targets as they are at BeforeLoss (false for a model that computes its
+  /// loss inside forward, from the labels it was given): algorithms that change the targets for the loss
+  /// (label smoothing) check it at plan time.
+  virtual bool loss_reads_targets() const { return true; }
+
+  /// Surgery on layers that are not LibTorch modules in slots. A model whose layers live elsewhere (a Python
+  /// torch.nn.Module: python/src/py_model.cpp) performs the surgery of `algorithm` (found by its spec name)
+  /// on them and returns the number of layers replaced, by kind ({"convs": 3, "maxpools": 1}); with `dry_run`
+  /// it only counts (plan-time checks). It throws InputError when it cannot do that surgery (say, a TorchScript
+  /// module), naming the algorithm and the reason. std::nullopt (the default) means the layers are C++ modules:
+  /// the algorithm does its surgery on the slots (surgery.h).
+  virtual std::optional<std::map<std::string, int64_t>> external_surgery(const Algorithm& algorithm,
+                                                                         optim::Optimizer* optimizer, bool dry_run) {
+    (void)algorithm, (void)optimizer, (void)dry_run;
+    return std::nullopt;
+  }
 };
 
 /// Cross-entropy of logits [N, C, ...] against integer targets [N, ...] or dense targets [N, C, ...]

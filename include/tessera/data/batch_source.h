@@ -1,0 +1,40 @@
+#pragma once
+/// Where a Trainer draws batches from: Tessera's own DataLoader, or an adapter around data the user already
+/// has (a Python torch.utils.data.DataLoader, any iterable of batches; see python/src/py_data.cpp).
+///
+/// The Trainer asks for epoch `e` from batch `b` on (`start_epoch`), then pulls batches with `next` until the
+/// epoch ends. A source that can start an epoch at any batch directly resumes a checkpoint in O(1); one that
+/// cannot says so in `start_epoch` (it skips, with a message, or refuses with an InputError) and never hands
+/// out other batches than an uninterrupted run would have seen without saying so.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <tessera/batch.h>
+
+namespace tessera::data {
+
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+
+  /// Batches per epoch (> 0 for training data).
+  virtual int64_t num_batches() const = 0;
+  /// Examples per epoch (the `sp` time unit and `dur` conversions count them).
+  virtual int64_t num_samples() const = 0;
+  /// Starts (or restarts) epoch `epoch` at batch `first_batch` (0..num_batches()); the batches from there on
+  /// are exactly those of a full pass over the epoch from its start.
+  virtual void start_epoch(uint64_t seed, int64_t epoch, int64_t first_batch = 0) = 0;
+  /// The next batch of the current epoch, std::nullopt at its end.
+  virtual std::optional<Batch> next() = 0;
+  /// Short description for logs and messages: "fashion_mnist(train, 60000) in batches of 128".
+  virtual std::string describe() const = 0;
+  /// A batch of the kind this source yields (its parts, their shapes per example and dtypes), for checks
+  /// before step 1 (e.g. progressive resizing needs image inputs). It may be small; it does not disturb the
+  /// iteration (a source that must read data for it caches what it read).
+  virtual Batch example_batch() = 0;
+  /// Number of classes when known (classification data), else 0.
+  virtual int64_t num_classes() const { return 0; }
+};
+
+}  // namespace tessera::data

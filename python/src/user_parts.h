@@ -1,0 +1,87 @@
+#pragma once
+// The user's own Python parts inside the C++ loop: a torch.nn.Module (or a TorchScript module) as a
+// tessera::Model (py_model.cpp), and a torch.utils.data.DataLoader or any iterable of batches as a
+// tessera::data::BatchSource (py_data.cpp). The policies that are easier to state in Python (where a DataLoader
+// can be positioned, how surgery replaces submodules) live in tessera/_adapters.py and tessera/_surgery.py;
+// these classes call them.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+#include <tessera/batch.h>
+#include <tessera/data/batch_source.h>
+#include <tessera/models/model.h>
+
+namespace tessera::python {
+
+/// How the user's batches look, so that a C++ Batch goes back to the same form for their model and loss:
+/// a tensor (the part "input"), a tuple/list (parts "input", "target", "item2", ...) or a dict (the dict's
+/// keys, `input_key`/`target_key` renamed to "input"/"target" so that algorithms find them).
+struct BatchLayout {
+  enum class Kind { Tensor, Sequence, Mapping };
+  Kind kind = Kind::Sequence;
+  std::string input_key = Batch::kInput;
+  std::string target_key = Batch::kTarget;
+};
+
+/// The layout of the batch the model sees next: set by every Python batch source when it hands out a batch
+/// (training and evaluation data may differ); C++ data leaves the default (a sequence).
+struct BatchContext {
+  BatchLayout current;
+};
+
+/// A user's batch (tensor, tuple/list, dict of tensors) as a C++ Batch; `layout` receives its form.
+/// InputError naming `where` and what was expected for anything else.
+Batch batch_from_python(py::handle batch, BatchLayout& layout, const std::string& where);
+/// The C++ batch in the user's form (`layout`).
+py::object batch_to_python(const Batch& batch, const BatchLayout& layout);
+
+/// A py::object that may be destroyed without the GIL (it takes it): C++ objects holding Python objects die
+/// wherever the trainer dies, also on a thread that released the GIL.
+class GilObject {
+ public:
+  GilObject() = default;
+  explicit GilObject(py::object o) : o_(std::move(o)) {}
+  GilObject(const GilObject&) = delete;
+  GilObject& operator=(const GilObject&) = delete;
+  ~GilObject() {
+    if (!o_) return;
+    py::gil_scoped_acquire gil;
+    o_ = py::object();
+  }
+  const py::object& get() const { return o_; }
+  void reset(py::object o = py::object()) {
+    py::gil_scoped_acquire gil;
+    o_ = std::move(o);
+  }
+  explicit operator bool() const { return static_cast<bool>(o_); }
+
+ private:
+  py::object o_;
+};
+
+/// What the Python Trainer passes for the user's model: the module, its loss and how to call it.
+struct UserModelOptions {
+  py::object module;             ///< a torch.nn.Module or a torch.jit.ScriptModule
+  py::object loss_fn;            ///< None, or a callable (outputs, batch[, reduction=]) -> loss
+  std::string call = "auto";     ///< "auto", "input", "batch" or "kwargs": how the batch is passed
+  std::string output_key = "logits";  ///< the outputs in a dict returned by the model
+};
+
+/// The user's module as a tessera::Model. `example` gives a training batch (for plan-time probes).
+std::shared_ptr<Model> make_user_model(const UserModelOptions& options, std::shared_ptr<BatchContext> context,
+                                       std::function<Batch()> example);
+
+/// The user's data as a batch source. `resume` is "refuse" or "skip": what a mid-epoch resume does when the
+/// loader cannot be positioned (docs/python.md).
+std::shared_ptr<data::BatchSource> make_user_source(py::object iterable, const std::string& what,
+                                                    const std::string& input_key, const std::string& target_key,
+                                                    const std::string& resume, std::shared_ptr<BatchContext> context);
+
+/// Binds the helpers the Python side of the adapters uses (tessera._C._shuffled_order, _blur2d, ...).
+void bind_user_parts(py::module_& m);
+
+}  // namespace tessera::python

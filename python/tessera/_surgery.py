@@ -1,0 +1,102 @@
+"""Model surgery on Python modules: the Python side of the surgery algorithms, for models given to the Trainer
+as a torch.nn.Module. The replacement modules call the same C++ functions (and so the same registered
+operators, torch.ops.tessera.*) as the C++ replacements, so a Python model gets the fused kernels too, with the
+same results; each mirrors its C++ twin in algorithms/<name>/ (names of submodules and parameters included, so
+checkpoints look alike).
+
+The Trainer calls apply(module, algorithm, dry_run) at INIT (dry_run=True at plan time, to count).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple
+
+import torch
+
+from . import _C
+from ._C import InputError
+
+
+def _pair(v: Any) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class BlurConv2d(torch.nn.Module):
+    """A strided convolution with anti-aliasing (algorithms/blurpool: BlurConv2dImpl): blur (stride 1) then the
+    original conv, or the conv at stride 1 then blur with the original stride. The conv keeps its parameters."""
+
+    def __init__(self, conv: torch.nn.Conv2d, blur_first: bool) -> None:
+        super().__init__()
+        self.stride = _pair(conv.stride)
+        self.blur_first = blur_first
+        if not blur_first:
+            conv.stride = (1, 1)
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blur_first:
+            return self.conv(_C._blur2d(x, [1, 1]))
+        return _C._blur2d(self.conv(x), list(self.stride))
+
+
+class BlurMaxPool2d(torch.nn.Module):
+    """max-pool with stride 1, then blur with the original stride (algorithms/blurpool: BlurMaxPool2dImpl)."""
+
+    def __init__(self, pool: torch.nn.MaxPool2d) -> None:
+        super().__init__()
+        if pool.return_indices:
+            raise InputError("blurpool: a MaxPool2d with return_indices=True cannot be replaced")
+        self.kernel_size = _pair(pool.kernel_size)
+        self.stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        self.padding = _pair(pool.padding)
+        self.dilation = _pair(pool.dilation)
+        self.ceil_mode = bool(pool.ceil_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C._blur_maxpool2d(x, list(self.kernel_size), list(self.stride), list(self.padding),
+                                  list(self.dilation), self.ceil_mode)
+
+
+def _replace(module: torch.nn.Module, policy: Callable[[torch.nn.Module], Any], dry_run: bool) -> Dict[str, int]:
+    """Applies `policy` (module -> (kind, replacement) or None) to every submodule that existed before."""
+    counts: Dict[str, int] = {}
+    targets = []
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            decision = policy(child)
+            if decision is not None:
+                targets.append((parent, name, decision))
+    for parent, name, (kind, make) in targets:
+        counts[kind] = counts.get(kind, 0) + 1
+        if not dry_run:
+            setattr(parent, name, make())
+    return counts
+
+
+def _blurpool(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+    def policy(m: torch.nn.Module) -> Any:
+        if options["replace_convs"] and type(m) is torch.nn.Conv2d:
+            if max(_pair(m.stride)) > 1 and m.in_channels >= options["min_channels"]:
+                return "convs", lambda: BlurConv2d(m, options["blur_first"])
+        if options["replace_maxpools"] and type(m) is torch.nn.MaxPool2d:
+            return "maxpools", lambda: BlurMaxPool2d(m)
+        return None
+
+    counts = _replace(module, policy, dry_run)
+    return {"convs": counts.get("convs", 0), "maxpools": counts.get("maxpools", 0)}
+
+
+#: The surgery of each algorithm (by its spec name) on Python modules.
+SURGERIES: Dict[str, Callable[[torch.nn.Module, Dict[str, Any], bool], Dict[str, int]]] = {
+    "blurpool": _blurpool,
+}
+
+
+def apply(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    name = algorithm.name
+    surgery = SURGERIES.get(name)
+    if surgery is None:
+        raise InputError(
+            f"{name}: changes the model's structure, and has no surgery for Python modules yet "
+            f"(those with one: {', '.join(sorted(SURGERIES))}); use a recipe model, or leave it out"
+        )
+    return surgery(module, algorithm.options, dry_run)

@@ -1,0 +1,362 @@
+"""The user's own model and data from Python (issue 12): a torchvision-style ResNet written in plain PyTorch,
+trained from a torch.utils.data.DataLoader with worker processes, with all five algorithms; killed and resumed
+bit for bit; a Hugging-Face-style dict model with its own loss; a TorchScript module; clear errors for what does
+not fit."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+from test_checkpoint import Killed, KillAt
+
+# ---------------------------------------------------------------------------------------------------------------
+# A ResNet written as torchvision writes it: no Tessera types anywhere.
+
+
+class BasicBlock(torch.nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                                  torch.nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class TinyResNet(torch.nn.Module):
+    def __init__(self, in_channels=3, num_classes=4, width=16):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(width)
+        self.maxpool = torch.nn.MaxPool2d(2)
+        self.layer1 = BasicBlock(width, width, 1)
+        self.layer2 = BasicBlock(width, 2 * width, 2)
+        self.fc = torch.nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def make_data(size, seed):
+    batch = tessera.data.synthetic(size=size, input_shape=[3, 16, 16], num_classes=4, noise=1.5, seed=seed)
+    return torch.utils.data.TensorDataset(batch["input"], batch["target"])
+
+
+@pytest.fixture(scope="module")
+def train_set():
+    return make_data(384, 3)
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return make_data(256, 4)
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return TinyResNet()
+
+
+def accuracy(model, dataset):
+    model.eval()
+    x, y = dataset.tensors
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def all_five():
+    return [
+        tessera.algorithms.BlurPool(),
+        tessera.algorithms.LabelSmoothing(smoothing=0.1),
+        tessera.algorithms.LayerFreezing(freeze_start=0.5, freeze_level=0.5),
+        tessera.algorithms.ProgressiveResizing(initial_scale=0.5, size_increment=4),
+        tessera.algorithms.SelectiveBackprop(start=0.3, end=0.8, keep=0.5, interrupt=2),
+    ]
+
+
+def loader(dataset, workers=0, batch_size=64):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                       sampler=tessera.data.ResumableSampler(dataset))
+
+
+def plain_loop(model, dataset, epochs, lr, seed):
+    """The same training in a plain PyTorch loop: the same order of examples, SGD with the same settings."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    sampler = tessera.data.ResumableSampler(dataset)
+    data = torch.utils.data.DataLoader(dataset, batch_size=64, sampler=sampler)
+    torch.manual_seed(seed)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch, seed=seed)
+        model.train()
+        for x, y in data:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    return model
+
+
+def test_a_plain_resnet_trains_like_a_plain_pytorch_loop(train_set, test_set, tmp_path):
+    reference = plain_loop(make_model(), train_set, epochs=3, lr=0.05, seed=5)
+    module = make_model()
+    trainer = tessera.Trainer(model=module, train_dataloader=loader(train_set, workers=2),
+                              optimizer={"sgd": {"lr": 0.05, "momentum": 0.9}}, max_duration="3ep", seed=5,
+                              run_dir=str(tmp_path))
+    assert trainer.module is module
+    assert trainer.model_name == "TinyResNet"
+    trainer.fit()
+    # The same model, data order and optimizer: the same weights up to floating-point reassociation.
+    for (name, a), (_, b) in zip(module.state_dict().items(), reference.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+    assert accuracy(module, test_set) == pytest.approx(accuracy(reference, test_set), abs=0.02)
+
+
+def test_all_five_algorithms_on_a_python_resnet_from_a_dataloader_with_workers(train_set, test_set, tmp_path):
+    reference = accuracy(plain_loop(make_model(), train_set, epochs=4, lr=0.05, seed=5), test_set)
+    module = make_model()
+    trainer = tessera.Trainer(model=module, train_dataloader=loader(train_set, workers=2),
+                              eval_dataloader=torch.utils.data.DataLoader(test_set, batch_size=128),
+                              optimizer={"sgd": {"lr": 0.05}}, algorithms=all_five(), max_duration="4ep", seed=5,
+                              run_dir=str(tmp_path))
+    # BlurPool replaced the strided conv (16 input channels) and the max-pool of the Python module itself.
+    assert type(module.maxpool).__name__ == "BlurMaxPool2d"
+    assert type(module.layer2.conv1).__name__ == "BlurConv2d"
+    assert trainer.algorithms[0].counts == {"convs": 2, "maxpools": 1}  # conv1 and the downsample conv
+    trainer.fit()
+    ran = trainer.trace
+    for name in ("blurpool/init", "label_smoothing/before_loss", "layer_freezing/epoch_end",
+                 "progressive_resizing/after_dataloader", "selective_backprop/after_dataloader"):
+        assert ran[name]["count"] > 0, name
+    # layer freezing froze the first layers of the user's module
+    assert not module.conv1.weight.requires_grad and module.fc.weight.requires_grad
+    result = trainer.evaluate()["metrics/eval/accuracy"]
+    assert result == pytest.approx(accuracy(module, test_set), abs=1e-6)
+    assert result >= reference - 0.06, (result, reference)
+
+
+def _resumable(train_set, tmp_path, callbacks=()):
+    return tessera.Trainer(model=make_model(1), train_dataloader=loader(train_set, workers=2),
+                           optimizer={"sgd": {"lr": 0.05, "momentum": 0.9}}, algorithms=all_five(),
+                           callbacks=list(callbacks), max_duration="3ep", seed=9, run_dir=str(tmp_path),
+                           checkpoint={"folder": "ck", "interval": "4ba", "autoresume": True})
+
+
+def test_killed_and_resumed_python_model_equals_the_run_in_one_go(train_set, tmp_path):
+    one_go = _resumable(train_set, tmp_path / "one")
+    one_go.fit()
+    expected = one_go.weights_fingerprint()
+    expected_state = {k: v.clone() for k, v in one_go.module.state_dict().items()}
+
+    first = _resumable(train_set, tmp_path / "two", callbacks=[KillAt(10)])  # mid-epoch 1 of 6 batches
+    with pytest.raises(Killed):
+        first.fit()
+    assert first.last_checkpoint.endswith("ep1-ba8.ckpt")
+    del first
+    second = _resumable(train_set, tmp_path / "two")
+    assert second.loaded_checkpoint.endswith("ep1-ba8.ckpt")
+    second.fit()
+    assert second.weights_fingerprint() == expected
+    for name, value in second.module.state_dict().items():
+        assert torch.equal(value, expected_state[name]), name
+
+
+def test_resuming_inside_an_epoch_without_a_resumable_sampler_is_refused_or_skips(train_set, tmp_path):
+    def make(resume, run_dir, callbacks=(), checkpoint=True):
+        data = torch.utils.data.DataLoader(train_set, batch_size=64)  # sequential order, no ResumableSampler
+        extra = {"checkpoint": {"folder": "ck", "interval": "4ba", "autoresume": True}} if checkpoint else {}
+        return tessera.Trainer(model=make_model(), train_dataloader=data, optimizer={"sgd": {"lr": 0.05}},
+                               callbacks=list(callbacks), max_duration="2ep", seed=1, run_dir=str(run_dir),
+                               dataloader_resume=resume, **extra)
+
+    one_go = make("refuse", tmp_path / "one", checkpoint=False)
+    one_go.fit()
+    first = make("refuse", tmp_path / "two", callbacks=[KillAt(5)])
+    with pytest.raises(Killed):
+        first.fit()
+    refused = make("refuse", tmp_path / "two")
+    assert refused.loaded_checkpoint.endswith("ep0-ba4.ckpt")
+    with pytest.raises(tessera.InputError, match="ResumableSampler"):
+        refused.fit()
+    skipped = make("skip", tmp_path / "two")
+    skipped.fit()  # a sequential loader gives the same batches on every pass: skipping is exact
+    assert skipped.weights_fingerprint() == one_go.weights_fingerprint()
+    with pytest.raises(tessera.InputError, match="dataloader_resume"):
+        make("maybe", tmp_path / "three")
+
+
+class DictModel(torch.nn.Module):
+    """A Hugging-Face-style model: called with the batch as keywords, returns {"logits", "loss"}."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+
+    def forward(self, pixel_values, labels=None):
+        logits = self.net(pixel_values)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = F.cross_entropy(logits, labels) * 2.0  # not the default loss: its own is used
+        return out
+
+
+class DictData(torch.utils.data.Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return {"pixel_values": x, "labels": y}
+
+
+class LossRecorder(tessera.Callback):
+    name = "loss_recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def after_loss(self, state, logger):
+        self.seen.append((state.loss.item(), state.outputs.detach().clone(), state.batch["target"].clone()))
+
+
+def test_a_dict_model_with_its_own_loss_and_with_a_custom_loss(train_set, tmp_path):
+    data = torch.utils.data.DataLoader(DictData(train_set), batch_size=64)
+    recorder = LossRecorder()
+    trainer = tessera.Trainer(model=DictModel(), train_dataloader=data, input_key="pixel_values",
+                              target_key="labels", optimizer={"sgd": {"lr": 0.01}}, callbacks=[recorder],
+                              max_duration="2ba", run_dir=str(tmp_path))
+    trainer.fit()
+    loss, logits, labels = recorder.seen[0]
+    assert loss == pytest.approx(2.0 * F.cross_entropy(logits, labels).item(), rel=1e-5)  # the model's own loss
+
+    calls = []
+
+    def loss_fn(outputs, batch, reduction="mean"):
+        calls.append((type(outputs).__name__, sorted(batch), reduction))
+        return F.cross_entropy(outputs["logits"], batch["labels"], reduction=reduction) * 3.0
+
+    recorder = LossRecorder()
+    trainer = tessera.Trainer(model=DictModel(), train_dataloader=data, input_key="pixel_values",
+                              target_key="labels", loss_fn=loss_fn, optimizer={"sgd": {"lr": 0.01}},
+                              algorithms=[tessera.algorithms.SelectiveBackprop(start=0.0, end=1.0, keep=0.5,
+                                                                                interrupt=0)],
+                              callbacks=[recorder], max_duration="2ba", run_dir=str(tmp_path))
+    trainer.fit()
+    loss, logits, labels = recorder.seen[0]
+    assert logits.shape[0] == 32  # selective backprop kept half, scoring with loss_fn per example
+    assert loss == pytest.approx(3.0 * F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert ("dict", ["labels", "pixel_values"], "none") in calls
+    assert ("dict", ["labels", "pixel_values"], "mean") in calls
+
+
+def test_algorithms_that_cannot_work_are_refused_before_step_1(train_set, tmp_path):
+    data = torch.utils.data.DataLoader(DictData(train_set), batch_size=64)
+    common = dict(model=DictModel(), train_dataloader=data, input_key="pixel_values", target_key="labels",
+                  optimizer={"sgd": {"lr": 0.01}}, max_duration="2ba", run_dir=str(tmp_path))
+    with pytest.raises(tessera.InputError, match="computes its loss inside forward"):
+        tessera.Trainer(algorithms=[tessera.algorithms.LabelSmoothing()], **common)
+    with pytest.raises(tessera.InputError, match="per-example"):
+        tessera.Trainer(algorithms=[tessera.algorithms.SelectiveBackprop()], **common)
+    with pytest.raises(tessera.InputError, match="torch.optim"):
+        tessera.Trainer(model=make_model(), train_dataloader=loader(train_set),
+                        optimizer=torch.optim.SGD(make_model().parameters(), lr=0.1))
+
+
+def test_a_scripted_module_trains_in_cpp_like_the_python_module(train_set, tmp_path):
+    eager = make_model(2)
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    results = []
+    for module in (eager, scripted):
+        trainer = tessera.Trainer(model=module, train_dataloader=loader(train_set),
+                                  optimizer={"sgd": {"lr": 0.05}}, max_duration="1ep", seed=3, run_dir=str(tmp_path))
+        trainer.fit()
+        results.append({k: v.clone() for k, v in module.state_dict().items()})
+    for name, value in results[0].items():  # the Python ScriptModule holds the trained weights
+        assert torch.allclose(value.float(), results[1][name].float(), rtol=1e-4, atol=1e-5), name
+    with pytest.raises(tessera.InputError, match="TorchScript"):
+        tessera.Trainer(model=torch.jit.script(make_model()), train_dataloader=loader(train_set),
+                        optimizer={"sgd": {"lr": 0.05}}, algorithms=[tessera.algorithms.BlurPool()])
+
+
+class Returns(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 16 * 16, 4)
+        self.value = value
+
+    def forward(self, x):
+        logits = self.lin(x.flatten(1))
+        return self.value(logits)
+
+
+@pytest.mark.parametrize("value, message", [
+    (lambda logits: "oops", "its output is a str; expected a tensor"),
+    (lambda logits: {"scores": logits}, "keys scores; expected a tensor under \"logits\""),
+    (lambda logits: (None, logits), "first element is not a tensor"),
+])
+def test_bad_model_outputs_are_clear_errors(train_set, value, message):
+    trainer = tessera.Trainer(model=Returns(value), train_dataloader=loader(train_set),
+                              optimizer={"sgd": {"lr": 0.05}}, max_duration="1ba")
+    with pytest.raises(tessera.InputError, match=message):
+        trainer.fit()
+
+
+def test_bad_losses_and_data_are_clear_errors(train_set):
+    common = dict(model=make_model(), optimizer={"sgd": {"lr": 0.05}}, max_duration="1ba")
+    trainer = tessera.Trainer(train_dataloader=loader(train_set), loss_fn=lambda out, batch: out, **common)
+    with pytest.raises(tessera.InputError, match=r"loss_fn returned shape \[64, 4\]; expected a scalar"):
+        trainer.fit()
+    with pytest.raises(tessera.InputError, match="can be read only once"):
+        tessera.Trainer(train_dataloader=(b for b in loader(train_set)), **common)
+    with pytest.raises(tessera.InputError, match="has no len"):
+        tessera.Trainer(train_dataloader=_NoLen(), **common)
+    with pytest.raises(tessera.InputError, match=r"batch 0\[1\] is a str; expected a tensor"):
+        tessera.Trainer(train_dataloader=[(torch.zeros(2, 3, 16, 16), "labels")], **common).fit()
+
+
+class _NoLen:
+    def __iter__(self):
+        return iter([])
+
+
+def test_python_blurpool_matches_the_cpp_functional_form():
+    conv = torch.nn.Conv2d(16, 8, 3, 2, 1)
+    x = torch.randn(2, 16, 9, 9)
+    module = torch.nn.Sequential(copy.deepcopy(conv), torch.nn.MaxPool2d(3, 2, 1))
+    counts = tessera._surgery.apply(module, tessera.algorithms.BlurPool(), dry_run=False)
+    assert counts == {"convs": 1, "maxpools": 1}
+    with torch.no_grad():
+        y = module[0](x)
+        assert torch.equal(y, conv(tessera.functional.blur2d(x, 1)))
+        pooled = module[1](y)
+        expected = tessera.functional.blur2d(F.max_pool2d(y, 3, 1, 1), 2)
+        assert torch.allclose(pooled, expected, atol=1e-6)
+    assert [n for n, _ in module.named_parameters()] == ["0.conv.weight", "0.conv.bias"]
+
+
+def test_resumable_sampler_order_is_tesseras_and_positionable():
+    sampler = tessera.data.ResumableSampler(10)
+    sampler.set_epoch(2, seed=7)
+    order = list(sampler)
+    assert sorted(order) == list(range(10))
+    assert order == tessera.data.shuffled_order(7, 2, 10).tolist()
+    sampler.set_epoch(2, seed=7, start=4)
+    assert list(sampler) == order[4:]
+    assert list(sampler) == order  # the next pass is a whole epoch again
+    assert len(sampler) == 10
+    with pytest.raises(tessera.InputError, match="out of range"):
+        sampler.set_epoch(0, start=11)
