@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Tessera against Composer and a plain PyTorch loop, all on PyPI's torch 2.15 (docs/results.md, "Against Composer").
+#
+#   benchmarks/run_composer_bench.sh steps --rounds 3            # step time and per-phase breakdown
+#   benchmarks/run_composer_bench.sh tta --duration 240ba        # time to a reduced accuracy target
+#
+# 1. scripts/install-peers.sh: Composer in its own venv on the project's torch 2.15 venv (idempotent);
+# 2. Tessera built against the same torch (`make build TORCH=pypi`, build/pypi) and its wheel (`pip wheel`, as
+#    scripts/test-python.sh does), unpacked into build/bench-composer/site (not into the peers venv);
+# 3. benchmarks/bench_composer.py with the peers venv's Python; extra arguments go to it.
+# Set TESSERA_BENCH_SKIP_BUILD=1 to reuse the wheel already unpacked.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+peers=$(bash scripts/install-peers.sh | tail -n 1)
+site=$root/build/bench-composer/site
+if [ "${TESSERA_BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -d "$site/tessera" ]; then
+  torch_venv=$(bash scripts/install-torch-pypi.sh | tail -n 1)
+  # The library only (the tests are not needed here).
+  make configure TORCH=pypi CMAKE_FLAGS=-DTESSERA_BUILD_BENCHMARKS=OFF >/dev/null
+  cmake --build build/pypi --target tessera tessera-run -j "$(nproc)"
+  rm -rf build/bench-composer/wheels "$site"
+  TESSERA_LIBRARY_BUILD_DIR=$root/build/pypi TESSERA_PYTHON_BUILD_DIR=$root/build/python-pypi \
+    "$torch_venv/bin/python" -m pip wheel --no-build-isolation --no-deps --no-index --disable-pip-version-check -q \
+    -w build/bench-composer/wheels ./python
+  "$peers/bin/python" -m pip install --no-deps --no-index --disable-pip-version-check -q --target "$site" \
+    build/bench-composer/wheels/tessera-*.whl
+fi
+PYTHONPATH=$site exec "$peers/bin/python" benchmarks/bench_composer.py "$@"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs the peers Tessera is benchmarked against (MosaicML Composer, PyPI `mosaicml`) into a venv of their own,
+# outside the source tree, on top of the project's PyPI torch venv (scripts/install-torch-pypi.sh), so that Composer
+# and Tessera's Python package run on the very same torch 2.15.0. Idempotent: when the venv already holds the pinned
+# versions it only checks them (about a second) and prints the venv's path. Benchmarks only, never a runtime
+# dependency of Tessera.
+#
+#   scripts/install-peers.sh            # prints the venv folder on its last line
+#   TESSERA_PEERS_VENV=/some/dir scripts/install-peers.sh
+#
+# How: a plain venv whose site-packages holds a .pth file naming the torch venv's site-packages (torch is not
+# copied: 3 GB), plus Composer and its dependencies. Composer 0.32.1 pins `torch<2.7.1`, `torchvision<0.22.1` and
+# `numpy<2.3`; PyPI's torch 2.15 is outside that pin, so Composer is installed with --no-deps and its dependencies
+# are installed explicitly (pinned below): numpy 2.2.6 in this venv shadows the torch venv's numpy 2.4, and
+# torchvision is the release built for torch 2.14+ (0.29.2), installed with --no-deps so that pip does not replace
+# torch. `mosaicml-cli` (which `import composer` imports, for its platform logger) does not depend on torch: it
+# is installed with its own dependencies resolved by pip.
+# Composer runs on torch 2.15 this way (see docs/results.md, "Against Composer").
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+COMPOSER_VERSION=0.32.1
+venv=${TESSERA_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/venv-peers-composer-$COMPOSER_VERSION}
+
+# Composer's own dependencies at versions inside its pins (mosaicml 0.32.1's METADATA), except torch/torchvision.
+deps="numpy==2.2.6 pyyaml==6.0.2 tqdm==4.67.1 torchmetrics==1.7.4 lightning-utilities==0.14.3 \
+torch-optimizer==0.3.0 pytorch-ranger==0.1.1 requests==2.32.4 psutil==7.0.0 coolname==2.2.0 tabulate==0.9.0 \
+py-cpuinfo==9.0.0 packaging==25.0 importlib-metadata==8.7.0 zipp==3.23.0 pillow==11.3.0 urllib3==2.5.0 idna==3.10 \
+charset-normalizer==3.4.2 certifi==2025.6.15"
+nodeps="mosaicml==$COMPOSER_VERSION torchvision==0.29.2"
+withdeps="mosaicml-cli==0.7.5"
+
+torch_venv=$(bash "$root/scripts/install-torch-pypi.sh" | tail -n 1)
+want="$nodeps $withdeps $deps torch-venv=$torch_venv"
+if [ -x "$venv/bin/python" ] && [ -f "$venv/.tessera-pins" ] && [ "$(cat "$venv/.tessera-pins")" = "$want" ] \
+   && "$venv/bin/python" -c 'import torch, composer, torchvision' 2>/dev/null; then
+  echo "$venv"
+  exit 0
+fi
+
+echo "install-peers: installing Composer $COMPOSER_VERSION into $venv (on $torch_venv's torch)" >&2
+mkdir -p "$(dirname "$venv")"
+"$torch_venv/bin/python" -m venv "$venv"
+site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+site_of "$torch_venv/bin/python" > "$(site_of "$venv/bin/python")/project-torch.pth"
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+# --no-deps everywhere: pip must not resolve Composer's torch pin (it would download torch 2.7 next to 2.15).
+"${pip[@]}" --no-deps $deps >&2
+"${pip[@]}" --no-deps $nodeps >&2
+"${pip[@]}" $withdeps 2>&1 | grep -v "mosaicml 0.32.1 requires\|dependency resolver does not" >&2 || true
+"$venv/bin/python" -c 'import torch, composer, composer.algorithms' >&2
+echo "$want" > "$venv/.tessera-pins"
+echo "install-peers: done: $("$venv/bin/python" -c 'import torch, composer; print("torch", torch.__version__, "composer", composer.__version__)' 2>/dev/null)" >&2
+echo "$venv"
