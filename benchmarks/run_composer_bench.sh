@@ -3,6 +3,7 @@
 #
 #   benchmarks/run_composer_bench.sh steps --rounds 3            # step time and per-phase breakdown
 #   benchmarks/run_composer_bench.sh tta --duration 240ba        # time to a reduced accuracy target
+#   benchmarks/run_composer_bench.sh --profile --configs none    # op-level profile (benchmarks/profile_composer.py)
 #
 # 1. scripts/install-peers.sh: Composer in its own venv on the project's torch 2.15 venv (idempotent);
 # 2. Tessera built against the same torch (`make build TORCH=pypi`, build/pypi) and its wheel (`pip wheel`, as
@@ -26,4 +27,6 @@ if [ "${TESSERA_BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -d "$site/tessera" ]; then
   "$peers/bin/python" -m pip install --no-deps --no-index --disable-pip-version-check -q --target "$site" \
     build/bench-composer/wheels/tessera-*.whl
 fi
-PYTHONPATH=$site exec "$peers/bin/python" benchmarks/bench_composer.py "$@"
+script=benchmarks/bench_composer.py
+if [ "${1:-}" = --profile ]; then script=benchmarks/profile_composer.py; shift; fi
+PYTHONPATH=$site:$root/benchmarks exec "$peers/bin/python" "$script" "$@"
