@@ -26,8 +26,9 @@ Composer: a composer.Callback, the plain loop: the same timestamps inline). From
              loggers, epoch ends)
 
 Modes:
-  steps  one short run per contender and config per round: `--subset` training examples for `--duration` (3ep)
-         (the whole schedule of every algorithm plays out, layer freezing included: it acts at epoch ends), no
+  steps  one short run per contender and config per round: `--subset` training examples for `--duration` (60ba, 3
+         epochs of the 2560-example subset: the whole schedule of every algorithm plays out, layer freezing included,
+         which acts at epoch ends), no
          evaluation; the first `--warmup` batches are left out; per round the median step time and the mean of
          each phase. Rounds alternate the contenders (the order rotates each round).
   tta    time to accuracy: the full training set for `--duration` (240ba; reduced from the recipes' 12ep; the warmup is
@@ -36,6 +37,10 @@ Modes:
 
     python benchmarks/bench_composer.py steps --rounds 5
     python benchmarks/bench_composer.py tta --duration 240ba --target 0.80 --rounds 1
+
+Durations are given in batches on purpose: Composer measures the elapsed fraction of the run that its algorithms'
+schedules read in the unit of max_duration, so with max_duration in epochs progressive resizing and selective
+backprop change only at epoch boundaries (Tessera's change every batch); in batches, both change every batch.
 
 Run it with the peers venv (scripts/install-peers.sh) holding Tessera's wheel: see benchmarks/run_composer_bench.sh.
 Prints a table and writes every measurement as JSON (--json).
@@ -489,7 +494,7 @@ def main() -> None:
     ap.add_argument("--contenders", default="tessera,composer,plain")
     ap.add_argument("--configs", default="none,five")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--duration", default=None, help="max_duration of every run (steps: 3ep on --subset; tta: 240ba)")
+    ap.add_argument("--duration", default=None, help="max_duration of every run (steps: 60ba, 3 epochs of --subset; tta: 240ba)")
     ap.add_argument("--subset", type=int, default=2560, help="steps: training examples (20 batches of 128)")
     ap.add_argument("--warmup", type=int, default=5, help="steps: batches left out at the start")
     ap.add_argument("--eval-every", type=int, default=60, help="tta: batches between evaluations")
@@ -500,7 +505,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.duration is None:
-        args.duration = "3ep" if args.mode == "steps" else "240ba"
+        args.duration = "60ba" if args.mode == "steps" else "240ba"
     assert args.duration.endswith(("ep", "ba")), "--duration: NNep or NNba"
     torch.set_num_threads(args.threads)
 
