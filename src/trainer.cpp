@@ -19,6 +19,7 @@
 
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
+#include "checkpoint/recipe_changes.h"
 
 namespace tessera {
 namespace {
@@ -87,8 +88,10 @@ void configure_runtime(int64_t threads, bool deterministic) {
 
 void seed_everything(uint64_t seed) { at::manual_seed(seed); }
 
-Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint)
-    : options_(std::move(options)), checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())) {
+Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint, std::string recipe_text)
+    : options_(std::move(options)),
+      checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())),
+      recipe_text_(std::move(recipe_text)) {
   validate_options(checkpoint_, "checkpoint");
   if (!checkpoint_.folder().empty() && checkpoint_.interval().unit() == TimeUnit::Token) {
     throw InputError("checkpoint.interval: \"" + checkpoint_.interval().str() +
@@ -483,11 +486,35 @@ void Trainer::load_initial_checkpoint() {
     for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
   }
   if (found) {
+    check_recipe_changes(found->second, found->first);
     apply_checkpoint(found->second, found->first, /*weights_only=*/false, c.strict());
   } else if (!c.load_path().empty()) {
     apply_checkpoint(checkpoint::read_file(c.load_path()), c.load_path(), c.weights_only(), c.strict());
   }
   engine_->run_event(Event::AfterLoad, state_);
+}
+
+void Trainer::check_recipe_changes(const checkpoint::File& file, const std::string& path) {
+  const std::string before = file.meta.value("recipe", std::string());
+  if (before.empty() || recipe_text_.empty()) return;  // not both runs came from a recipe
+  std::vector<checkpoint::RecipeChange> altering, harmless;
+  for (auto& change : checkpoint::recipe_changes(before, recipe_text_)) {
+    (change.alters_training ? altering : harmless).push_back(std::move(change));
+  }
+  if (!altering.empty() && !checkpoint_.resume_changed_recipe()) {
+    throw InputError("checkpoint.autoresume: " + path + " was written by a run whose recipe differs in what trains: " +
+                     checkpoint::describe(altering) +
+                     ". Resuming it would mix two runs. Use a new run folder (run_dir), or set checkpoint.autoresume to "
+                     "false to start this run fresh, or checkpoint.resume_changed_recipe to true to resume anyway");
+  }
+  if (!altering.empty()) {
+    engine_->logger().warn("resuming " + path + " although the recipe changed what trains (resume_changed_recipe): " +
+                           checkpoint::describe(altering));
+  }
+  if (!harmless.empty()) {
+    engine_->logger().info("resuming " + path + " with changes that do not alter the training: " +
+                           checkpoint::describe(harmless));
+  }
 }
 
 void Trainer::checkpoint_if_due(Event event, bool force) {

@@ -98,8 +98,10 @@ class Trainer {
   /// the optimizer's parameters stay the same tensors), then BeforeLoad, loads a checkpoint when `checkpoint`
   /// asks for one (autoresume: the newest valid one in its folder; else load_path; tensors are mapped to the
   /// device), and AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and
-  /// on a stop signal.
-  Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {});
+  /// on a stop signal. `recipe_text` (the recipe as run, when the run comes from one) is stored in checkpoints;
+  /// autoresume compares it with the checkpoint's and refuses a recipe that changed what trains
+  /// (CheckpointOptions::resume_changed_recipe).
+  Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {}, std::string recipe_text = "");
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -122,7 +124,8 @@ class Trainer {
   /// The last checkpoint this trainer wrote ("" = none).
   const std::string& last_checkpoint() const noexcept { return last_checkpoint_; }
   const CheckpointOptions& checkpoint_options() const noexcept { return checkpoint_; }
-  /// The recipe text stored in checkpoints' metadata (tessera-run sets it).
+  /// The recipe text stored in checkpoints' metadata (give it to the constructor instead for autoresume to
+  /// compare it with the checkpoint's).
   void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
   /// Training batches whose update was dropped because their loss was not finite (nonfinite_loss: skip).
   int64_t skipped_batches() const noexcept { return skipped_batches_; }
@@ -151,6 +154,8 @@ class Trainer {
   Error nonfinite_error(int64_t batch, double loss) const;
   /// Resolves `checkpoint_` (autoresume, load_path) and loads, between BeforeLoad and AfterLoad.
   void load_initial_checkpoint();
+  /// Autoresume: refuses (or reports) differences between the checkpoint's recipe and this run's.
+  void check_recipe_changes(const checkpoint::File& file, const std::string& path);
   /// Loads a checkpoint already read (and verified) from `path`.
   void apply_checkpoint(const checkpoint::File& file, const std::string& path, bool weights_only, bool strict);
   /// Saves into the checkpoint folder when `event` (BatchCheckpoint, EpochCheckpoint, FitEnd or a stop)

@@ -521,8 +521,7 @@ class PyTrainer {
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
-    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint);
-    trainer_->set_recipe_text(recipe.text());
+    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
   }
 
   void fit() {
