@@ -207,9 +207,43 @@ void Trainer::update_learning_rate() {
   state_.optimizer->set_lr_factor(alpha);
 }
 
+void Trainer::check_callable(const char* what, DuringFit during_fit) const {
+  if (!failure_.empty()) {
+    throw Error(std::string(what) + ": this trainer's fit() failed (" + failure_ +
+                "), which may have left it in the middle of a batch, so it can no longer train, evaluate or save. "
+                "Make a new Trainer; with checkpoint autoresume it continues from the last checkpoint" +
+                (last_checkpoint_.empty() ? std::string() : " (" + last_checkpoint_ + ")"));
+  }
+  if (!fitting_.load()) return;
+  if (std::this_thread::get_id() != fit_thread_) {
+    throw InputError(std::string(what) + ": called from another thread while fit() runs; call it from a callback "
+                     "(at batch_end or a checkpoint event) or after fit() returns");
+  }
+  if (during_fit == DuringFit::Refused) {
+    throw InputError(std::string(what) + ": not while fit() runs (it was called from a callback); call it before "
+                     "fit() or after it returns");
+  }
+  if (in_batch_) {
+    throw InputError(std::string(what) + ": called in the middle of batch " + std::to_string(state_.timestamp.batch) +
+                     ", where the weights, the batch and the data position do not describe one point of the run; "
+                     "call it from a callback at batch_end, batch_checkpoint, epoch_end, epoch_checkpoint or "
+                     "fit_end, or outside fit()");
+  }
+}
+
 void Trainer::fit() {
+  check_callable("fit", DuringFit::Refused);
   State& s = state_;
   Engine& engine = *engine_;
+  fit_thread_ = std::this_thread::get_id();
+  fitting_ = true;
+  struct Done {
+    Trainer& t;
+    ~Done() {
+      t.fitting_ = false;
+      t.in_batch_ = false;
+    }
+  } done{*this};
   data::BatchSource& loader = *s.train_dataloader;
   const int64_t batches_per_epoch = loader.num_batches();
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
@@ -239,6 +273,7 @@ void Trainer::fit() {
         if (!next) throw Error("trainer: the training data ended after " + std::to_string(s.timestamp.batch_in_epoch) +
                                " batches; expected " + std::to_string(batches_per_epoch));
         s.batch = std::move(*next);
+        in_batch_ = true;
         if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
         const int64_t samples = s.batch.size();  // counted before algorithms change the batch
         engine.run_event(Event::AfterDataloader, s);
@@ -249,6 +284,7 @@ void Trainer::fit() {
         next_ts.epoch_wct = epoch_wct0 + seconds_since(epoch_t0);
         previous_timestamp_ = s.timestamp;
         s.timestamp = next_ts;
+        in_batch_ = false;
         engine.run_event(Event::BatchEnd, s);
         run_evaluators(Event::BatchEnd);
         engine.run_event(Event::BatchCheckpoint, s);
@@ -275,7 +311,13 @@ void Trainer::fit() {
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
+    engine.close();
+    throw;
   } catch (...) {
+    failure_ = "an exception that is not a std::exception";
     engine.close();
     throw;
   }
@@ -446,6 +488,7 @@ void Trainer::eval_loop(Evaluator& ev) {
 }
 
 std::map<std::string, double> Trainer::evaluate() {
+  check_callable("evaluate", DuringFit::Refused);
   State& s = state_;
   read_back();
   engine_->run_event(Event::EvalStandaloneStart, s);

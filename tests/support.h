@@ -39,7 +39,6 @@ inline std::shared_ptr<data::DataLoader> loader(std::shared_ptr<data::TensorData
       ds, data::DataLoaderOptions().batch_size(batch_size).shuffle(shuffle).workers(workers));
 }
 
-/// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
 /// The Tessera DataLoader behind a batch source (an assertion failure, as an exception, if it is another kind).
 inline const data::DataLoader& as_loader(const std::shared_ptr<data::BatchSource>& source) {
   const auto* loader = dynamic_cast<const data::DataLoader*>(source.get());
@@ -47,6 +46,7 @@ inline const data::DataLoader& as_loader(const std::shared_ptr<data::BatchSource
   return *loader;
 }
 
+/// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
 inline Components tiny_components(int64_t train_size = 48, int64_t batch_size = 8, uint64_t seed = 0) {
   Components c;
   c.model = tiny_model(seed);

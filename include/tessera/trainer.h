@@ -4,10 +4,12 @@
 ///     tessera::Trainer trainer(tessera::TrainerOptions().max_duration(tessera::Time::parse("2ep")),
 ///                              {model, train_loader, optimizer, schedulers, algorithms, callbacks, evaluators});
 ///     trainer.fit();
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <tessera/algorithm.h>
@@ -106,15 +108,23 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  /// Trains until max_duration (or stop_training()).
+  /// Trains until max_duration (or stop_training()). When fit() throws (a bad loss, an error in a plugin, a
+  /// stop signal), the trainer is done: fit, evaluate, save_checkpoint and load_checkpoint then throw an Error
+  /// naming the failure, since the state may be in the middle of a batch; a new Trainer with autoresume
+  /// continues from the last checkpoint.
   void fit();
-  /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values.
+  /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values. Not while
+  /// fit() runs (evaluators run at their intervals there): InputError.
   std::map<std::string, double> evaluate();
 
-  /// Writes the whole run state to `path` atomically (call it between batches: before or after fit()). Tensors
-  /// are written from the CPU whatever the device, so a file written on CUDA loads on a CPU-only machine.
+  /// Writes the whole run state to `path` atomically. Only at a batch boundary: before or after fit(), or from
+  /// a callback at batch_end, batch_checkpoint, epoch_end, epoch_checkpoint or fit_end; anywhere inside a batch
+  /// (after_dataloader ... after_train_batch) it throws InputError, as does a call from another thread while
+  /// fit() runs. Tensors are written from the CPU whatever the device, so a file written on CUDA loads on a
+  /// CPU-only machine.
   void save_checkpoint(const std::string& path) const;
-  /// Fires BeforeLoad, loads `path` and fires AfterLoad. Everything (weights, optimizer, time, generators,
+  /// Fires BeforeLoad, loads `path` and fires AfterLoad. Not while fit() runs (InputError: loading would rewind
+  /// the run under the running loop). Everything (weights, optimizer, time, generators,
   /// algorithm and callback state, data position) unless `weights_only`; `strict` refuses parameter names or
   /// shapes that differ from the model's. CheckpointError when the file is invalid; InputError when it does
   /// not fit this run (other model, optimizer, algorithms or data size).
@@ -163,6 +173,10 @@ class Trainer {
   void checkpoint_if_due(Event event, bool force = false);
   /// Throws Interrupted (after saving) when a stop signal arrived.
   void stop_if_signalled();
+  /// Throws when `what` cannot be done now: after a failed fit(), or (`during_fit`: "refused"/"boundary") while
+  /// fit() runs.
+  enum class DuringFit { Refused, AtBoundary };
+  void check_callable(const char* what, DuringFit during_fit) const;
 
   TrainerOptions options_;
   State state_;
@@ -177,6 +191,10 @@ class Trainer {
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
+  std::atomic<bool> fitting_{false};  ///< fit() runs (read by calls from other threads)
+  std::thread::id fit_thread_;        ///< the thread running fit()
+  bool in_batch_ = false;             ///< between the data of a batch and the end of its step
+  std::string failure_;               ///< what made fit() throw ("" = it did not)
   /// Deferred read-back (on CUDA, or forced by the test hook TESSERA_TEST_DEFERRED_READBACK=1): the loss and
   /// the train metrics stay on the device between log intervals; non-finite losses are tracked there.
   bool deferred_ = false;

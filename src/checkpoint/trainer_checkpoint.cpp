@@ -146,6 +146,7 @@ StateDict load_state_dict(const json& keys, const std::string& prefix, const Fil
 }  // namespace
 
 void Trainer::save_checkpoint(const std::string& path) const {
+  check_callable("save_checkpoint", DuringFit::AtBoundary);
   const State& s = state_;
   // Deferred read-back (CUDA): refuse weights that a non-finite loss went into, and save the latest loss
   // (fit() reads both back before its own checkpoints; this covers a call from a callback).
@@ -254,6 +255,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool strict) {
+  check_callable("load_checkpoint", DuringFit::Refused);
   engine_->run_event(Event::BeforeLoad, state_);
   apply_checkpoint(checkpoint::read_file(path), path, weights_only, strict);
   engine_->run_event(Event::AfterLoad, state_);
