@@ -88,6 +88,37 @@ void configure_runtime(int64_t threads, bool deterministic) {
 
 void seed_everything(uint64_t seed) { at::manual_seed(seed); }
 
+namespace {
+
+/// The run's intra-op threads and deterministic settings for the life of the scope, and what was there before
+/// afterwards: a Trainer changes them while it works (constructor, fit, evaluate), not for the rest of the
+/// process (a Python session that trains, then runs its own code, gets its own settings back).
+class RuntimeScope {
+ public:
+  RuntimeScope(int64_t threads, bool deterministic)
+      : threads_(at::get_num_threads()),
+        deterministic_(at::globalContext().deterministicAlgorithms()),
+        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()),
+        deterministic_cudnn_(at::globalContext().deterministicCuDNN()),
+        benchmark_cudnn_(at::globalContext().benchmarkCuDNN()) {
+    configure_runtime(threads, deterministic);
+  }
+  ~RuntimeScope() {
+    if (at::get_num_threads() != threads_) at::set_num_threads(threads_);
+    at::globalContext().setDeterministicAlgorithms(deterministic_, warn_only_);
+    at::globalContext().setDeterministicCuDNN(deterministic_cudnn_);
+    at::globalContext().setBenchmarkCuDNN(benchmark_cudnn_);
+  }
+  RuntimeScope(const RuntimeScope&) = delete;
+  RuntimeScope& operator=(const RuntimeScope&) = delete;
+
+ private:
+  int threads_;
+  bool deterministic_, warn_only_, deterministic_cudnn_, benchmark_cudnn_;
+};
+
+}  // namespace
+
 Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint, std::string recipe_text)
     : options_(std::move(options)),
       checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())),
@@ -114,7 +145,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
   }
 
-  configure_runtime(options_.threads(), options_.deterministic());
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
   state_.seed = static_cast<uint64_t>(options_.seed());
   seed_everything(rank_seed(state_.seed, state_.rank));
   state_.rng = Rng(rank_seed(state_.seed, state_.rank), {kAlgorithmStream});
@@ -235,6 +266,7 @@ void Trainer::fit() {
   check_callable("fit", DuringFit::Refused);
   State& s = state_;
   Engine& engine = *engine_;
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
   fit_thread_ = std::this_thread::get_id();
   fitting_ = true;
   struct Done {
@@ -489,6 +521,7 @@ void Trainer::eval_loop(Evaluator& ev) {
 
 std::map<std::string, double> Trainer::evaluate() {
   check_callable("evaluate", DuringFit::Refused);
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
   State& s = state_;
   read_back();
   engine_->run_event(Event::EvalStandaloneStart, s);

@@ -212,7 +212,9 @@ int stop_signal() noexcept;
 /// Clears a received stop signal (tests; a process that handled it and wants to train again).
 void clear_stop_signal() noexcept;
 
-/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms. With glibc it also keeps
+/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms, for the process. (A Trainer
+/// applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and puts
+/// back the previous settings when they return.) With glibc it also keeps
 /// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step
 /// page-faults its activations in again.
 void configure_runtime(int64_t threads, bool deterministic);

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -153,6 +156,31 @@ TEST(TrainerCalls, AfterAFailedFitEveryCallNamesTheFailure) {
     }
   }
   EXPECT_FALSE(fs::exists(f.dir / "x.ckpt"));
+}
+
+TEST(TrainerCalls, ThreadsAndDeterminismApplyWhileTheTrainerWorksAndAreRestoredAfter) {
+  Fixture f;
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(1);
+  at::globalContext().setDeterministicAlgorithms(false, false);
+  int seen_threads = 0;
+  bool seen_deterministic = false;
+  auto cb = std::make_shared<CallAt>(Event::BatchEnd, 1, [&] {
+    seen_threads = at::get_num_threads();
+    seen_deterministic = at::globalContext().deterministicAlgorithms();
+  });
+  Components c = testing::tiny_components();
+  c.callbacks.push_back(cb);
+  Trainer t(TrainerOptions().max_duration(Time(2, TimeUnit::Batch)).threads(2).deterministic(true).run_dir(f.dir.string()),
+            std::move(c));
+  EXPECT_EQ(at::get_num_threads(), 1);  // the constructor put them back
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms());
+  t.fit();
+  EXPECT_EQ(seen_threads, 2);
+  EXPECT_TRUE(seen_deterministic);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms());
+  at::set_num_threads(threads_before);
 }
 
 }  // namespace
