@@ -114,7 +114,9 @@ TEST(UserApi, SeedEverythingBeforeBuildingGivesTheSameWeightsAndTheTrainerKeepsT
   auto b = build();
   auto unseeded = build();
   EXPECT_EQ(weights_fingerprint(*a), weights_fingerprint(*b));
-  for (const auto& [name, p] : a->named_parameters()) EXPECT_TRUE(at::equal(p, b->named_parameters()[name])) << name;
+  for (const auto& item : a->named_parameters()) {
+    EXPECT_TRUE(at::equal(item.value(), b->named_parameters()[item.key()])) << item.key();
+  }
   EXPECT_NE(weights_fingerprint(*a), weights_fingerprint(*unseeded));
 
   // The Trainer seeds its own run (another seed here) but never re-initialises the model it is given.
