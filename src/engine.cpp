@@ -113,6 +113,14 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
   Plan plan;
   std::vector<std::string> errors;
 
+  // A blank name would print as a blank line of the plan and could not be matched in traces or checkpoints.
+  for (size_t i = 0; i < algorithms.size(); ++i) {
+    if (algorithms[i]->name().empty()) {
+      throw InputError("an algorithm has an empty name in its spec (algorithm " + std::to_string(i + 1) +
+                       " of the list); set AlgorithmSpec::name to its recipe name (snake_case)");
+    }
+  }
+
   // The same algorithm twice.
   std::map<std::string, std::vector<size_t>> positions;
   for (size_t i = 0; i < algorithms.size(); ++i) positions[algorithms[i]->name()].push_back(i);

@@ -20,6 +20,7 @@
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
 #include "checkpoint/recipe_changes.h"
+#include "trainer_checks.h"
 
 namespace tessera {
 namespace {
@@ -124,6 +125,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
       checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())),
       recipe_text_(std::move(recipe_text)) {
   validate_options(checkpoint_, "checkpoint");
+  detail::check_checkpoint_options(checkpoint_);
   if (!checkpoint_.folder().empty() && checkpoint_.interval().unit() == TimeUnit::Token) {
     throw InputError("checkpoint.interval: \"" + checkpoint_.interval().str() +
                      "\" is not supported; expected epochs, batches, samples or a duration (e.g. 1ep, 200ba)");
@@ -169,6 +171,10 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   for (auto& ev : state_.evaluators) {
     for (auto& m : ev.metrics) m->set_deferred(deferred_);
   }
+
+  // The parts against each other, before the plan and before Init (so before any surgery).
+  detail::check_optimizer_matches_model(*state_.model, *state_.optimizer);
+  detail::check_class_counts(*state_.model, *state_.train_dataloader);
 
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   // The plan is compiled before Init so that refused combinations fail before any surgery.
@@ -219,7 +225,9 @@ Error Trainer::nonfinite_error(int64_t batch, double loss) const {
   }
   return Error("trainer: the training loss is " + std::to_string(loss) + " " + where + "; the run stops here" +
                (last_checkpoint_.empty() ? std::string() : " (last good checkpoint: " + last_checkpoint_ + ")") +
-               ". Lower the learning rate, or set nonfinite_loss: skip to drop such batches");
+               ". Lower the learning rate, or drop such batches with nonfinite_loss \"skip\" (" +
+               (recipe_text_.empty() ? "TrainerOptions().nonfinite_loss(\"skip\")" : "nonfinite_loss: skip in the recipe") +
+               ")");
 }
 
 void Trainer::read_back() {
@@ -309,8 +317,8 @@ void Trainer::fit() {
         if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
         const int64_t samples = s.batch.size();  // counted before algorithms change the batch
         engine.run_event(Event::AfterDataloader, s);
+        update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
         engine.run_event(Event::BatchStart, s);
-        update_learning_rate();
         train_batch();
         Timestamp next_ts = s.timestamp.to_next_batch(samples, 0, seconds_since(t0));
         next_ts.epoch_wct = epoch_wct0 + seconds_since(epoch_t0);
@@ -545,17 +553,14 @@ void Trainer::load_initial_checkpoint() {
   engine_->run_event(Event::BeforeLoad, state_);
   const CheckpointOptions& c = checkpoint_;
   std::optional<std::pair<std::string, checkpoint::File>> found;
-  if (c.autoresume()) {
-    if (c.folder().empty()) {
-      throw InputError("checkpoint.autoresume: needs checkpoint.folder (the folder to resume from)");
-    }
+  if (c.autoresume()) {  // with a folder: detail::check_checkpoint_options ran in the constructor
     std::vector<std::string> rejected;
     try {
       found = checkpoint::read_newest_valid(c.folder(), &rejected);
     } catch (const CheckpointError& e) {
       if (!c.fresh_start_if_invalid()) {
         throw CheckpointError(std::string(e.what()) +
-                              "; remove them or set checkpoint.fresh_start_if_invalid=true to start fresh");
+                              "; remove them or " + how_to_set("fresh_start_if_invalid", "true") + " to start fresh");
       }
       engine_->logger().warn(std::string(e.what()) + "; starting fresh (fresh_start_if_invalid)");
     }

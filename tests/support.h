@@ -1,5 +1,6 @@
 #pragma once
 // Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
+#include <functional>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -82,6 +83,16 @@ inline AlgorithmSpec spec_on(std::string name, std::vector<Event> events) {
   s.name = std::move(name);
   for (Event e : events) s.accesses.push_back({e, {}, {}});
   return s;
+}
+
+/// The message of the InputError that `f` throws (a test failure, as an exception, when it throws none).
+inline std::string input_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  throw std::logic_error("expected an InputError, got none");
 }
 
 /// Fills the inputs of one batch with NaN (so its loss is NaN).

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <torch/nn/modules/batchnorm.h>
 
 #include <tessera/error.h>
@@ -71,8 +72,8 @@ at::Tensor select_by_loss(const at::Tensor& losses, double keep, Rng& rng) {
 SelectiveBackprop::SelectiveBackprop(SelectiveBackpropOptions options) : options_(std::move(options)) {
   validate_options(options_, "selective_backprop");
   if (options_.end() <= options_.start()) {
-    throw InputError("selective_backprop: end (" + std::to_string(options_.end()) + ") must be greater than start (" +
-                     std::to_string(options_.start()) + ")");
+    throw InputError(fmt::format("selective_backprop: end ({:g}) must be greater than start ({:g})", options_.end(),
+                                 options_.start()));
   }
   spec_.name = "selective_backprop";
   spec_.accesses = {{Event::AfterDataloader, {Resource::Inputs, Resource::Targets, Resource::Parameters}, {Resource::BatchRows}}};
@@ -86,6 +87,29 @@ void SelectiveBackprop::check(const State& state) const {
   if (!state.model->supports_per_example_loss()) {
     throw InputError("the model's loss gives no per-example values (Reduction::None), which selective backprop needs "
                      "to rank examples");
+  }
+  // The model says it does: compute them on the example batch, so that a loss that ignores the reduction fails
+  // here rather than at the first scheduled batch.
+  Model& model = *state.model;
+  const Batch example = state.train_dataloader->example_batch();
+  at::Tensor losses;
+  const std::string error = try_on_example(model, example, [&](const Batch& b) {
+    losses = model.loss(model.forward(b), b, Reduction::None);
+  });
+  const std::string fix = "selective backprop ranks the examples of each batch by their loss, so "
+                          "Model::loss(outputs, batch, Reduction::None) must return one loss per example, shape [N]; "
+                          "implement Reduction::None in the model's loss (e.g. pass the reduction on to the loss "
+                          "function), or override supports_per_example_loss() to return false so that the algorithm "
+                          "is refused with this reason";
+  if (!error.empty()) {
+    throw InputError("the model's loss with Reduction::None fails on the training data's example batch (" + error +
+                     "); " + fix);
+  }
+  const int64_t n = example.size();
+  if (!losses.defined() || losses.dim() != 1 || losses.size(0) != n) {
+    throw InputError("the model's loss with Reduction::None has shape " +
+                     (losses.defined() ? c10::str(losses.sizes()) : std::string("(undefined)")) + " on a batch of " +
+                     std::to_string(n) + " example(s); expected [" + std::to_string(n) + "]: " + fix);
   }
 }
 
@@ -123,8 +147,9 @@ void SelectiveBackprop::apply(Event, State& state, Logger&) {
   const at::Tensor losses = score(state);
   const int64_t n = state.batch.size();
   if (losses.dim() != 1 || losses.size(0) != n) {
-    throw Error("selective_backprop: the model's per-example loss has shape " + c10::str(losses.sizes()) +
-                "; expected [" + std::to_string(n) + "]");
+    throw InputError("selective_backprop: the model's per-example loss (Reduction::None) has shape " +
+                     c10::str(losses.sizes()) + " at batch " + std::to_string(state.timestamp.batch) + "; expected [" +
+                     std::to_string(n) + "]: Model::loss must return one loss per example with Reduction::None");
   }
   Rng rng(state.seed, {kAlgorithmStream, 0x5e1ec7ULL, static_cast<uint64_t>(state.timestamp.batch)});
   state.batch = select_batch_rows(state.batch, select_by_loss(losses, options_.keep(), rng));  // one launch on CUDA

@@ -94,8 +94,12 @@ class Interrupted : public Error {
 
 class Trainer {
  public:
-  /// Validates the options and resolves the device (CUDA asked for where there is none: InputError), seeds
-  /// everything from `seed`, compiles the plan (refused combinations throw InputError here), fires Init (model
+  /// Validates the options and resolves the device (CUDA asked for where there is none: InputError), checks the
+  /// parts against each other (the optimizer holds the model's trainable parameters, the model's class count fits
+  /// the data's, autoresume has a folder: InputError otherwise), seeds torch's generators and the algorithms' from
+  /// `seed` for what happens from here on (data order, dropout, algorithms' draws; a model already built keeps its
+  /// weights: seed before building it with seed_everything(seed) for reproducible initial weights), compiles the
+  /// plan (refused combinations and algorithms' plan-time checks throw InputError here), fires Init (model
   /// surgery happens there, on the model where the caller built it), moves the model to the device (in place:
   /// the optimizer's parameters stay the same tensors), then BeforeLoad, loads a checkpoint when `checkpoint`
   /// asks for one (autoresume: the newest valid one in its folder; else load_path; tensors are mapped to the
@@ -177,6 +181,9 @@ class Trainer {
   /// fit() runs.
   enum class DuringFit { Refused, AtBoundary };
   void check_callable(const char* what, DuringFit during_fit) const;
+  /// How the user sets checkpoint option `option` to `value` in the API they called: load_checkpoint's argument,
+  /// the recipe's `checkpoint.<option>` (tessera-run), or the Trainer's CheckpointOptions.
+  std::string how_to_set(const std::string& option, const std::string& value) const;
 
   TrainerOptions options_;
   State state_;
@@ -190,6 +197,7 @@ class Trainer {
   std::string last_checkpoint_;
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
+  bool loading_by_call_ = false;      ///< inside load_checkpoint (for how_to_set)
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
   std::atomic<bool> fitting_{false};  ///< fit() runs (read by calls from other threads)
   std::thread::id fit_thread_;        ///< the thread running fit()
@@ -218,7 +226,12 @@ void clear_stop_signal() noexcept;
 /// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step
 /// page-faults its activations in again.
 void configure_runtime(int64_t threads, bool deterministic);
-/// Seeds torch's generators (CPU and CUDA) from `seed`.
+/// Seeds torch's generators (CPU and CUDA) from `seed`. Call it before building a model in C++ so that its initial
+/// weights are a function of the seed (the Trainer cannot re-seed a model that already exists):
+///
+///     tessera::seed_everything(17);
+///     auto model = std::make_shared<tessera::Classifier<Net>>(std::make_shared<Net>(), 10);  // same weights every run
+///     tessera::Trainer trainer(tessera::TrainerOptions().seed(17), {model, ...});
 void seed_everything(uint64_t seed);
 
 }  // namespace tessera

@@ -154,5 +154,27 @@ TEST(SelectiveBackprop, ModelWithoutPerExampleLossIsRefusedAtPlanTime) {
   }
 }
 
+/// A custom loss that ignores the reduction it is asked for (always the mean).
+class MeanOnlyLoss : public Classifier<testing::TinyNetImpl> {
+ public:
+  using Classifier::Classifier;
+  at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction) override {
+    return cross_entropy(outputs, batch.target(), Reduction::Mean);
+  }
+};
+
+TEST(SelectiveBackprop, ALossThatIgnoresReductionNoneIsRefusedAtPlanTimeWithTheFix) {
+  Components c = testing::tiny_components();
+  c.model = std::make_shared<MeanOnlyLoss>(std::make_shared<testing::TinyNetImpl>(16, 8, 3), 3);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions());
+  c.algorithms = {std::make_shared<SelectiveBackprop>()};
+  const std::string msg = testing::input_error_of([&] { Trainer t(TrainerOptions(), std::move(c)); });
+  for (const char* part : {"selective_backprop: the model's loss with Reduction::None has shape [] on a batch of 1 "
+                           "example(s); expected [1]",
+                           "implement Reduction::None in the model's loss", "supports_per_example_loss()"}) {
+    EXPECT_NE(msg.find(part), std::string::npos) << part << " missing from: " << msg;
+  }
+}
+
 }  // namespace
 }  // namespace tessera::algorithms
