@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <optional>
 #include <typeinfo>
 
 #include <c10/util/Exception.h>
@@ -199,6 +200,27 @@ void check_rules(const Algorithm& a, const std::vector<Algorithm*>& algorithms, 
   }
 }
 
+/// The dtype of the batch's inputs, when it has any.
+std::optional<at::ScalarType> input_dtype(const State& state) {
+  if (!state.batch.has(Batch::kInput)) return std::nullopt;
+  const at::Tensor& x = state.batch.input();
+  return x.defined() ? std::optional<at::ScalarType>(x.scalar_type()) : std::nullopt;
+}
+
+/// An algorithm that turns floating inputs into another floating type than the model's parameters makes the
+/// forward fail later with "expected scalar type Double but found Float", naming nobody: refused here, where
+/// the caller adds the algorithm and the event.
+void check_input_dtype(const State& state, at::ScalarType before, at::ScalarType after) {
+  if (before == after || !at::isFloatingType(before) || !at::isFloatingType(after) || !state.model) return;
+  for (const at::Tensor& p : state.model->parameters()) {
+    if (!at::isFloatingType(p.scalar_type())) continue;
+    if (p.scalar_type() == after) return;
+    throw InputError(std::string("the inputs were ") + c10::toString(before) + " and are now " + c10::toString(after) +
+                     ", but the model's parameters are " + c10::toString(p.scalar_type()) +
+                     " (its forward would fail); keep the inputs' dtype (x.to(" + c10::toString(before) + "))");
+  }
+}
+
 }  // namespace
 
 Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state) {
@@ -359,7 +381,11 @@ void Engine::run_event(Event event, State& state) {
       Algorithm* a = entries[i].algorithm;
       try {
         if (!a->match(event, state)) continue;
+        const std::optional<at::ScalarType> before = input_dtype(state);
         a->apply(event, state, logger_);
+        if (before) {
+          if (const std::optional<at::ScalarType> after = input_dtype(state)) check_input_dtype(state, *before, *after);
+        }
       } catch (...) {
         rethrow_with_context("algorithm \"" + a->name() + "\" at " + event_name(event));
       }

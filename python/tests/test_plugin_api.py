@@ -133,3 +133,17 @@ def test_state_loss_and_outputs_accept_none_as_no_tensor():
 
     tessera.Trainer(**tiny_components(max_duration="1ba"), callbacks=[Clears()]).fit()
     assert seen == [(None, None)]
+
+
+def test_inputs_cast_to_float64_are_refused_naming_the_algorithm_and_event():
+    class Doubles(tessera.Algorithm):
+        spec = tessera.AlgorithmSpec(name="doubles", accesses=[tessera.Access("after_dataloader", writes=["inputs"])])
+
+        def apply(self, event, state, logger):
+            state.batch["input"] = state.batch["input"].double()
+
+    trainer = tessera.Trainer(**tiny_components(), algorithms=[Doubles()])
+    with pytest.raises(tessera.InputError, match=r'algorithm "doubles" at after_dataloader: the inputs were Float and are '
+                                                 r"now Double, but the model's parameters are Float"):
+        trainer.fit()
+    assert trainer.state.timestamp.batch == 0

@@ -352,6 +352,38 @@ TEST(Engine, ErrorsFromApplyNameTheAlgorithmAndEventAndKeepTheirType) {
       std::out_of_range);
 }
 
+/// Turns the inputs into `dtype` at after_dataloader (an algorithm writing float64 inputs for a float32 model).
+class CastsInputs : public FakeAlgorithm {
+ public:
+  CastsInputs(at::ScalarType dtype) : FakeAlgorithm(spec_on("casts", {Event::AfterDataloader})), dtype_(dtype) {}
+  void apply(Event, State& state, Logger&) override { state.batch.set(Batch::kInput, state.batch.input().to(dtype_)); }
+
+ private:
+  at::ScalarType dtype_;
+};
+
+TEST(Engine, InputsCastAwayFromTheModelsDtypeAreRefusedNamingTheAlgorithm) {
+  auto run = [](at::ScalarType to) {
+    Engine engine({std::make_shared<CastsInputs>(to)}, {});
+    State state;
+    state.model = testing::tiny_model();
+    state.batch = Batch(at::zeros({2, 1, 8, 8}), at::zeros({2}, at::kLong));
+    engine.compile(state);
+    engine.run_event(Event::AfterDataloader, state);
+    return state.batch.input().scalar_type();
+  };
+  try {
+    run(at::kDouble);
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(),
+                 "algorithm \"casts\" at after_dataloader: the inputs were Float and are now Double, but the model's "
+                 "parameters are Float (its forward would fail); keep the inputs' dtype (x.to(Float))");
+  }
+  EXPECT_EQ(run(at::kFloat), at::kFloat);  // no change: nothing to say
+  EXPECT_EQ(run(at::kLong), at::kLong);    // not floating: not this check's business
+}
+
 TEST(Engine, ErrorsFromCallbacksNameTheCallbackAndEvent) {
   class Failing : public Callback {
    public:
