@@ -42,7 +42,7 @@ void add_note(py::error_already_set& e, const std::string& note) {
 }
 
 /// A Python plugin's state_dict() as named tensors (tessera/_plugin_state.py: plain values are kept exactly).
-/// `base` is the C++ class the trampoline binds; without an override the plugin has no state.
+/// `Base` is the C++ class the trampoline binds; without an override the plugin has no state.
 template <class Base>
 StateDict plugin_state_dict(const Base* plugin, const std::string& owner) {
   py::gil_scoped_acquire gil;
