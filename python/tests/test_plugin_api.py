@@ -66,8 +66,9 @@ def test_python_exceptions_keep_their_type_and_say_where_they_were_raised():
             raise ValueError("bad value")
 
     trainer = tessera.Trainer(**tiny_components(), algorithms=[Boom()])
-    with pytest.raises(ValueError, match="^bad value$") as info:
+    with pytest.raises(ValueError) as info:
         trainer.fit()
+    assert str(info.value) == "bad value"  # the user's own message (pytest 8 also matches notes: compare here)
     if sys.version_info >= (3, 11):
         assert info.value.__notes__ == ['in algorithm "boom" at after_loss']
 
