@@ -27,6 +27,10 @@ double pinned_scale(double scale, int64_t width, int64_t increment) {
 
 at::Tensor resize_batch_input(const at::Tensor& x, double scale, const std::string& mode, const std::string& interpolation,
                               Rng& rng) {
+  // The options of the algorithm, checked as it checks them (a typo must not silently mean "bilinear").
+  check_option_as<ProgressiveResizingOptions>("resize_batch", "mode", mode);
+  check_option_as<ProgressiveResizingOptions>("resize_batch", "interpolation", interpolation);
+  check_option("resize_batch", "scale", scale, Range::positive());
   if (scale >= 1.0) return x;
   if (x.dim() != 4) throw InputError("progressive_resizing: expected images [N, C, H, W], got " + c10::str(x.sizes()));
   const int64_t h = std::max<int64_t>(1, static_cast<int64_t>(x.size(2) * scale));

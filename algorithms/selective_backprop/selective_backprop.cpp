@@ -40,7 +40,19 @@ class FrozenBatchNormStats {
 
 }  // namespace
 
+namespace {
+/// The checks the functional forms share with the algorithm's options: keep in (0, 1], one loss per example.
+void check_selection_inputs(const char* where, const at::Tensor& losses, double keep) {
+  check_option_as<SelectiveBackpropOptions>(where, "keep", keep);
+  if (losses.dim() != 1) {
+    throw InputError(std::string(where) + ".losses: expected one loss per example, shape [N], got shape " +
+                     c10::str(losses.sizes()));
+  }
+}
+}  // namespace
+
 at::Tensor selection_weights(const at::Tensor& losses, double keep) {
+  check_selection_inputs("selection_weights", losses, keep);
   const int64_t n = losses.numel();
   // Ascending loss; a stable sort ranks tied losses in index order, the same on every device.
   const at::Tensor order = losses.flatten().to(at::kDouble).argsort(/*stable=*/true, 0, /*descending=*/false);
@@ -52,6 +64,7 @@ at::Tensor selection_weights(const at::Tensor& losses, double keep) {
 }
 
 at::Tensor select_by_loss(const at::Tensor& losses, double keep, Rng& rng) {
+  check_selection_inputs("select_by_loss", losses, keep);
   if (losses.is_cuda() && ops::cuda_kernels_available()) return fused_select_by_loss(losses, keep, rng);
   const int64_t n = losses.numel();
   const int64_t k = static_cast<int64_t>(std::floor(keep * static_cast<double>(n)));

@@ -160,5 +160,37 @@ TEST(ProgressiveResizing, PlanTimeForwardLeavesTheModelAsItWas) {
   EXPECT_EQ(weights_fingerprint(*state.model), before);
 }
 
+/// The message of the InputError `f` throws ("" when it throws none).
+template <class F>
+std::string input_error(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ProgressiveResizing, FunctionalFormValidatesLikeTheOptions) {
+  const at::Tensor x = at::rand({2, 1, 8, 8});
+  Rng rng(0);
+  EXPECT_EQ(input_error([&] { resize_batch_input(x, 0.5, "zoom", "bilinear", rng); }),
+            "resize_batch.mode: \"zoom\" is not allowed; expected one of: resize, crop");
+  EXPECT_EQ(input_error([&] { resize_batch_input(x, 0.5, "CROP", "bilinear", rng); }),
+            "resize_batch.mode: \"CROP\" is not allowed; expected one of: resize, crop");
+  const std::string cubic = input_error([&] { resize_batch_input(x, 0.5, "resize", "bicubic", rng); });
+  EXPECT_EQ(cubic.rfind("resize_batch.interpolation: \"bicubic\" is not allowed; expected one of: bilinear, nearest", 0),
+            0u)
+      << cubic;
+  EXPECT_NE(input_error([&] { resize_batch_input(x, 0.5, "resize", "cubicc", rng); }).find("\"cubicc\" is not allowed"),
+            std::string::npos);
+  // the same choices as the algorithm's options, even where the scale makes the call a no-op
+  EXPECT_NE(input_error([&] { resize_batch_input(x, 1.0, "zoom", "bilinear", rng); }), "");
+  EXPECT_EQ(input_error([&] { resize_batch_input(x, 0.0, "resize", "bilinear", rng); }),
+            "resize_batch.scale: 0 is out of range; expected a number > 0");
+  EXPECT_NE(input_error([&] { resize_batch_input(x, -0.5, "resize", "bilinear", rng); }), "");
+  EXPECT_EQ(resize_batch_input(x, 0.5, "crop", "nearest", rng).sizes(), at::IntArrayRef({2, 1, 4, 4}));
+}
+
 }  // namespace
 }  // namespace tessera::algorithms

@@ -25,6 +25,28 @@ TEST(SelectiveBackprop, WeightsFollowTheRankFormula) {
   EXPECT_NEAR((w3[2] / w3[1]).item<double>(), std::pow(7.0, 3.0), 1e-9);
 }
 
+TEST(SelectiveBackprop, FunctionalFormsValidateLikeTheOptions) {
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Rng rng(0);
+  // [4, 2] losses are not one per example: refused, rather than flattened into 8 (index 5 for a batch of 4)
+  EXPECT_EQ(message([&] { select_by_loss(at::rand({4, 2}), 0.5, rng); }),
+            "select_by_loss.losses: expected one loss per example, shape [N], got shape [4, 2]");
+  EXPECT_EQ(message([&] { select_by_loss(at::rand({4}), 1.5, rng); }),
+            "select_by_loss.keep: 1.5 is out of range; expected a number (0, 1]");
+  EXPECT_EQ(message([&] { select_by_loss(at::rand({4}), 0.0, rng); }),
+            "select_by_loss.keep: 0 is out of range; expected a number (0, 1]");
+  EXPECT_EQ(message([&] { selection_weights(at::rand({4}), -1.0); }),
+            "selection_weights.keep: -1 is out of range; expected a number (0, 1]");
+  EXPECT_EQ(select_by_loss(at::rand({4}), 1.0, rng).numel(), 4);
+}
+
 TEST(SelectiveBackprop, SelectionProbabilitiesMatchSequentialDrawsStatistically) {
   // N = 4, k = 2: the probability that example i is among the kept ones, for draws without replacement
   // with weights w, is sum over first picks. Compare 20000 seeded draws to the exact inclusion probabilities.
