@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The same small training run driven from Python through Tessera, and as a plain PyTorch loop in Python.
 
-Both train the same architecture from the same initial weights on the same in-memory data, with the same
+Tessera runs three ways: with its own C++ model (recipe entry), with the same architecture written as a plain
+torch.nn.Module (`model=<module>`: the forward is Python, called from the C++ loop), and with that module
+compiled by torch.jit.trace (the forward runs in C++, no Python in the step). All train the same architecture from the same initial weights on the same in-memory data, with the same
 optimizer settings, batch size, number of steps and intra-op threads, and both read the loss and the train
 accuracy of every batch (as Tessera's trainer logs them). The plain loop is a good one: the data stays in
 memory and batches are gathered by index (no per-example DataLoader). Runs alternate, and the median time of
@@ -70,7 +72,7 @@ class CNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def tessera_run(model: Dict, data: Dict, steps: int, batch_size: int, lr: float, threads: int
+def tessera_run(model: object, data: Dict, steps: int, batch_size: int, lr: float, threads: int
                 ) -> Tuple[Callable[[], float], tessera.Trainer]:
     trainer = tessera.Trainer(
         model=model,
@@ -125,22 +127,38 @@ def compare(label: str, tessera_model: Dict, make_net: Callable[[], nn.Module], 
             batch_size: int, lr: float, threads: int, repeats: int) -> float:
     batch = tessera.data.synthetic(**data)
     x, y = batch["input"], batch["target"]
-    tessera_times, plain_times = [], []
+    names = ["tessera", "tessera + Python module", "tessera + TorchScript", "plain"]
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    losses: Dict[str, float] = {}
     for _ in range(repeats):
         run_t, trainer = tessera_run(tessera_model, data, steps, batch_size, lr, threads)
-        net = make_net()
-        net.load_state_dict({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
-        run_p, plain_result = plain_run(net, x, y, steps, batch_size, lr)
+        weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+        def net_with_weights() -> nn.Module:
+            net = make_net()
+            net.load_state_dict(weights)
+            return net
+
+        run_m, trainer_m = tessera_run(net_with_weights(), data, steps, batch_size, lr, threads)
+        # torch.jit.trace (the MLP's forward loops over its layers by name, which torch.jit.script refuses); traced
+        # in training mode, which is all this benchmark runs.
+        traced = torch.jit.trace(net_with_weights().train(), x[:batch_size])
+        run_s, trainer_s = tessera_run(traced, data, steps, batch_size, lr, threads)
+        run_p, plain_result = plain_run(net_with_weights(), x, y, steps, batch_size, lr)
         torch.set_num_threads(threads)
-        plain_times.append(run_p())
-        tessera_times.append(run_t())
-        trainer.close()
-    t, p = statistics.median(tessera_times), statistics.median(plain_times)
-    print(f"{label}: {steps} steps of batch {batch_size}, {threads} threads: tessera {t:.3f} s "
-          f"({1e3 * t / steps:.2f} ms/step, final loss {trainer.state.metrics['loss/train/total']:.3f}), "
-          f"plain PyTorch {p:.3f} s ({1e3 * p / steps:.2f} ms/step, final loss {plain_result['loss']:.3f}); "
-          f"ratio tessera/plain = {t / p:.3f}")
-    return t / p
+        for name, run in zip(names, (run_t, run_m, run_s, run_p)):
+            times[name].append(run())
+        for name, t in zip(names, (trainer, trainer_m, trainer_s)):
+            losses[name] = t.state.metrics["loss/train/total"]
+            t.close()
+        losses["plain"] = plain_result["loss"]
+    med = {name: statistics.median(v) for name, v in times.items()}
+    p = med["plain"]
+    print(f"{label}: {steps} steps of batch {batch_size}, {threads} threads, median of {repeats}:")
+    for name in names:
+        print(f"  {name:24s} {med[name]:.3f} s ({1e3 * med[name] / steps:.2f} ms/step, final loss "
+              f"{losses[name]:.3f}); ratio to plain = {med[name] / p:.3f}")
+    return med["tessera"] / p
 
 
 def main() -> None:

@@ -12,18 +12,18 @@ void Logger::log_hyperparameters(const std::map<std::string, std::string>& value
   for (auto* destination : destinations_) destination->log_hyperparameters(values);
 }
 
-void Logger::warn(const std::string& text) {
+void Logger::text(const char* level, const std::string& text) {
   bool shown = false;
   for (auto* destination : destinations_) {
-    destination->log_text("warning", text);
+    destination->log_text(level, text);
     shown = shown || destination->shows_text();
   }
   // Nobody would see it otherwise (files are read later, if at all).
-  if (!shown) std::cerr << "tessera: warning: " << text << std::endl;
+  if (!shown) std::cerr << "tessera: " << level << ": " << text << std::endl;
 }
 
-void Logger::info(const std::string& text) {
-  for (auto* destination : destinations_) destination->log_text("info", text);
-}
+void Logger::warn(const std::string& text) { this->text("warning", text); }
+
+void Logger::info(const std::string& text) { this->text("info", text); }
 
 }  // namespace tessera

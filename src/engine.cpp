@@ -4,8 +4,14 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <optional>
+#include <typeinfo>
 
+#include <c10/util/Exception.h>
+#include <tessera/checkpoint.h>
 #include <tessera/error.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
 
 namespace tessera {
 namespace {
@@ -107,11 +113,127 @@ std::vector<PlanEntry> order_event(Event event, const std::vector<Algorithm*>& a
   return out;
 }
 
+/// "before selective_backprop at after_dataloader".
+std::string describe_rule(const OrderRule& rule) {
+  std::string out = std::string(rule.relation == OrderRule::Relation::Before ? "before " : "after ") +
+                    rule.other.describe();
+  if (rule.event) out += std::string(" at ") + event_name(*rule.event);
+  return out;
+}
+
+std::string event_list(const std::vector<Event>& events) {
+  std::string out;
+  for (Event e : events) out += (out.empty() ? "" : ", ") + std::string(event_name(e));
+  return out.empty() ? "no event" : out;
+}
+
+/// "; did you mean \"x\"?" when `name` is neither an algorithm of the run nor a registered one, and one of
+/// those is near it (a misspelling); "" otherwise.
+std::string did_you_mean(const std::string& name, const Algorithm& self, const std::vector<Algorithm*>& algorithms) {
+  std::vector<std::string> known = registered_names("algorithms");
+  for (const Algorithm* a : algorithms) known.push_back(a->name());
+  if (std::find(known.begin(), known.end(), name) != known.end()) return "";
+  known.erase(std::remove(known.begin(), known.end(), self.name()), known.end());
+  const std::string guess = suggest_name(name, known);
+  return guess.empty() ? "" : "; did you mean \"" + guess + "\"?";
+}
+
+/// Checks the rules an algorithm declares against the run: an ordering rule at an event its algorithm never
+/// acts on is an error (it could never apply); a rule naming an algorithm that shares no event with it in
+/// this run, or a conflict naming a misspelt algorithm, is a warning (with a did-you-mean).
+void check_rules(const Algorithm& a, const std::vector<Algorithm*>& algorithms, std::vector<std::string>& errors,
+                 std::vector<std::string>& warnings) {
+  const AlgorithmSpec& spec = a.spec();
+  for (const OrderRule& rule : spec.order) {
+    if (rule.event && !spec.acts_on(*rule.event)) {
+      errors.push_back(a.name() + ": the ordering rule \"" + describe_rule(rule) + "\" is at " +
+                       event_name(*rule.event) + ", an event " + a.name() + " does not act on (its events: " +
+                       event_list(spec.events()) + "); give one of those, or no event");
+      continue;
+    }
+    if (rule.other.algorithm.empty()) continue;  // "writers of X": a class of algorithms, often empty
+    bool named_in_run = false, matched = false;
+    for (const Algorithm* b : algorithms) {
+      if (b == &a || b->name() != rule.other.algorithm) continue;
+      named_in_run = true;
+      for (Event e : spec.events()) {
+        if ((!rule.event || *rule.event == e) && b->spec().acts_on(e)) matched = true;
+      }
+    }
+    if (matched) continue;
+    std::string text = a.name() + ": the ordering rule \"" + describe_rule(rule) + "\" matches no algorithm of this run";
+    if (named_in_run) {
+      text += " (" + rule.other.algorithm + " is in it, but acts at none of " +
+              (rule.event ? std::string(event_name(*rule.event)) : "the events of " + a.name()) + ")";
+    } else {
+      text += did_you_mean(rule.other.algorithm, a, algorithms);
+    }
+    warnings.push_back(text);
+  }
+  for (const Conflict& c : spec.conflicts) {
+    if (c.other.algorithm.empty()) continue;
+    const std::string guess = did_you_mean(c.other.algorithm, a, algorithms);
+    if (!guess.empty()) {
+      warnings.push_back(a.name() + ": the conflict with \"" + c.other.algorithm + "\" names no known algorithm" +
+                         guess);
+    }
+  }
+}
+
+/// Inside a catch block: rethrows the exception being handled with `where` ("algorithm \"x\" at after_loss")
+/// in its message, keeping its type (Tessera's errors get a prefix, torch's errors a context line). Other
+/// exceptions (a Python exception from a Python plugin, std::bad_alloc) pass through unchanged.
+[[noreturn]] void rethrow_with_context(const std::string& where) {
+  try {
+    throw;
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(where + ": " + e.what());
+  } catch (const InputError& e) {
+    if (typeid(e) != typeid(InputError)) throw;
+    throw InputError(where + ": " + e.what());
+  } catch (const Error& e) {
+    if (typeid(e) != typeid(Error)) throw;
+    throw Error(where + ": " + e.what());
+  } catch (c10::Error& e) {
+    e.add_context("in " + where);
+    throw;
+  }
+}
+
+/// The dtype of the batch's inputs, when it has any.
+std::optional<at::ScalarType> input_dtype(const State& state) {
+  if (!state.batch.has(Batch::kInput)) return std::nullopt;
+  const at::Tensor& x = state.batch.input();
+  return x.defined() ? std::optional<at::ScalarType>(x.scalar_type()) : std::nullopt;
+}
+
+/// An algorithm that turns floating inputs into another floating type than the model's parameters makes the
+/// forward fail later with "expected scalar type Double but found Float", naming nobody: refused here, where
+/// the caller adds the algorithm and the event.
+void check_input_dtype(const State& state, at::ScalarType before, at::ScalarType after) {
+  if (before == after || !at::isFloatingType(before) || !at::isFloatingType(after) || !state.model) return;
+  for (const at::Tensor& p : state.model->parameters()) {
+    if (!at::isFloatingType(p.scalar_type())) continue;
+    if (p.scalar_type() == after) return;
+    throw InputError(std::string("the inputs were ") + c10::toString(before) + " and are now " + c10::toString(after) +
+                     ", but the model's parameters are " + c10::toString(p.scalar_type()) +
+                     " (its forward would fail); keep the inputs' dtype (x.to(" + c10::toString(before) + "))");
+  }
+}
+
 }  // namespace
 
 Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state) {
   Plan plan;
   std::vector<std::string> errors;
+
+  // A blank name would print as a blank line of the plan and could not be matched in traces or checkpoints.
+  for (size_t i = 0; i < algorithms.size(); ++i) {
+    if (algorithms[i]->name().empty()) {
+      throw InputError("an algorithm has an empty name in its spec (algorithm " + std::to_string(i + 1) +
+                       " of the list); set AlgorithmSpec::name to its recipe name (snake_case)");
+    }
+  }
 
   // The same algorithm twice.
   std::map<std::string, std::vector<size_t>> positions;
@@ -140,6 +262,8 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
       }
     }
   }
+
+  for (Algorithm* a : algorithms) check_rules(*a, algorithms, errors, plan.warnings_);
 
   std::vector<std::string> interpolators;
   for (Algorithm* a : algorithms) {
@@ -263,21 +387,38 @@ void Engine::run_event(Event event, State& state) {
     auto& slots = trace_slots_[static_cast<int>(event)];
     for (size_t i = 0; i < entries.size(); ++i) {
       Algorithm* a = entries[i].algorithm;
-      if (!a->match(event, state)) continue;
-      a->apply(event, state, logger_);
+      try {
+        if (!a->match(event, state)) continue;
+        const std::optional<at::ScalarType> before = input_dtype(state);
+        a->apply(event, state, logger_);
+        if (before) {
+          if (const std::optional<at::ScalarType> after = input_dtype(state)) check_input_dtype(state, *before, *after);
+        }
+      } catch (...) {
+        rethrow_with_context("algorithm \"" + a->name() + "\" at " + event_name(event));
+      }
       TraceRecord& rec = *slots[i];
       if (rec.count++ == 0) rec.first_batch = state.timestamp.batch;
       rec.last_batch = state.timestamp.batch;
     }
   };
+  auto run_callbacks = [&](const std::vector<Callback*>& callbacks) {
+    for (Callback* cb : callbacks) {
+      try {
+        cb->run_event(event, state, logger_);
+      } catch (...) {
+        rethrow_with_context("callback \"" + cb->name() + "\" at " + event_name(event));
+      }
+    }
+  };
   if (event == Event::Init) {
-    for (Callback* cb : loggers_) cb->run_event(event, state, logger_);
-    for (Callback* cb : plain_callbacks_) cb->run_event(event, state, logger_);
+    run_callbacks(loggers_);
+    run_callbacks(plain_callbacks_);
     run_algorithms();
   } else {
     run_algorithms();
-    for (Callback* cb : plain_callbacks_) cb->run_event(event, state, logger_);
-    for (Callback* cb : loggers_) cb->run_event(event, state, logger_);
+    run_callbacks(plain_callbacks_);
+    run_callbacks(loggers_);
   }
 }
 

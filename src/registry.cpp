@@ -531,6 +531,12 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     if (!problem.empty()) root.child("device").fail(problem);
   }
   run.checkpoint = read<CheckpointOptions>(s.checkpoint);  // a relative folder: the Trainer resolves it against run_dir
+  // The Trainer checks it too, but here it can point at the recipe's line.
+  if (run.checkpoint.autoresume() && run.checkpoint.folder().empty()) {
+    s.checkpoint.child("autoresume").fail("autoresume is on but checkpoint.folder is empty, so there is nothing to "
+                                          "resume from",
+                                          "a checkpoint.folder, or autoresume: false");
+  }
 
   Context ctx;
   ctx.trainer = run.trainer;

@@ -19,6 +19,8 @@
 
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
+#include "checkpoint/recipe_changes.h"
+#include "trainer_checks.h"
 
 namespace tessera {
 namespace {
@@ -87,9 +89,43 @@ void configure_runtime(int64_t threads, bool deterministic) {
 
 void seed_everything(uint64_t seed) { at::manual_seed(seed); }
 
-Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint)
-    : options_(std::move(options)), checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())) {
+namespace {
+
+/// The run's intra-op threads and deterministic settings for the life of the scope, and what was there before
+/// afterwards: a Trainer changes them while it works (constructor, fit, evaluate), not for the rest of the
+/// process (a Python session that trains, then runs its own code, gets its own settings back).
+class RuntimeScope {
+ public:
+  RuntimeScope(int64_t threads, bool deterministic)
+      : threads_(at::get_num_threads()),
+        deterministic_(at::globalContext().deterministicAlgorithms()),
+        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()),
+        deterministic_cudnn_(at::globalContext().deterministicCuDNN()),
+        benchmark_cudnn_(at::globalContext().benchmarkCuDNN()) {
+    configure_runtime(threads, deterministic);
+  }
+  ~RuntimeScope() {
+    if (at::get_num_threads() != threads_) at::set_num_threads(threads_);
+    at::globalContext().setDeterministicAlgorithms(deterministic_, warn_only_);
+    at::globalContext().setDeterministicCuDNN(deterministic_cudnn_);
+    at::globalContext().setBenchmarkCuDNN(benchmark_cudnn_);
+  }
+  RuntimeScope(const RuntimeScope&) = delete;
+  RuntimeScope& operator=(const RuntimeScope&) = delete;
+
+ private:
+  int threads_;
+  bool deterministic_, warn_only_, deterministic_cudnn_, benchmark_cudnn_;
+};
+
+}  // namespace
+
+Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint, std::string recipe_text)
+    : options_(std::move(options)),
+      checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())),
+      recipe_text_(std::move(recipe_text)) {
   validate_options(checkpoint_, "checkpoint");
+  detail::check_checkpoint_options(checkpoint_);
   if (!checkpoint_.folder().empty() && checkpoint_.interval().unit() == TimeUnit::Token) {
     throw InputError("checkpoint.interval: \"" + checkpoint_.interval().str() +
                      "\" is not supported; expected epochs, batches, samples or a duration (e.g. 1ep, 200ba)");
@@ -111,7 +147,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
   }
 
-  configure_runtime(options_.threads(), options_.deterministic());
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
   state_.seed = static_cast<uint64_t>(options_.seed());
   seed_everything(rank_seed(state_.seed, state_.rank));
   state_.rng = Rng(rank_seed(state_.seed, state_.rank), {kAlgorithmStream});
@@ -135,6 +171,10 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   for (auto& ev : state_.evaluators) {
     for (auto& m : ev.metrics) m->set_deferred(deferred_);
   }
+
+  // The parts against each other, before the plan and before Init (so before any surgery).
+  detail::check_optimizer_matches_model(*state_.model, *state_.optimizer);
+  detail::check_class_counts(*state_.model, *state_.train_dataloader);
 
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   // The plan is compiled before Init so that refused combinations fail before any surgery.
@@ -185,7 +225,9 @@ Error Trainer::nonfinite_error(int64_t batch, double loss) const {
   }
   return Error("trainer: the training loss is " + std::to_string(loss) + " " + where + "; the run stops here" +
                (last_checkpoint_.empty() ? std::string() : " (last good checkpoint: " + last_checkpoint_ + ")") +
-               ". Lower the learning rate, or set nonfinite_loss: skip to drop such batches");
+               ". Lower the learning rate, or drop such batches with nonfinite_loss \"skip\" (" +
+               (recipe_text_.empty() ? "TrainerOptions().nonfinite_loss(\"skip\")" : "nonfinite_loss: skip in the recipe") +
+               ")");
 }
 
 void Trainer::read_back() {
@@ -204,9 +246,44 @@ void Trainer::update_learning_rate() {
   state_.optimizer->set_lr_factor(alpha);
 }
 
+void Trainer::check_callable(const char* what, DuringFit during_fit) const {
+  if (!failure_.empty()) {
+    throw Error(std::string(what) + ": this trainer's fit() failed (" + failure_ +
+                "), which may have left it in the middle of a batch, so it can no longer train, evaluate or save. "
+                "Make a new Trainer; with checkpoint autoresume it continues from the last checkpoint" +
+                (last_checkpoint_.empty() ? std::string() : " (" + last_checkpoint_ + ")"));
+  }
+  if (!fitting_.load()) return;
+  if (std::this_thread::get_id() != fit_thread_) {
+    throw InputError(std::string(what) + ": called from another thread while fit() runs; call it from a callback "
+                     "(at batch_end or a checkpoint event) or after fit() returns");
+  }
+  if (during_fit == DuringFit::Refused) {
+    throw InputError(std::string(what) + ": not while fit() runs (it was called from a callback); call it before "
+                     "fit() or after it returns");
+  }
+  if (in_batch_) {
+    throw InputError(std::string(what) + ": called in the middle of batch " + std::to_string(state_.timestamp.batch) +
+                     ", where the weights, the batch and the data position do not describe one point of the run; "
+                     "call it from a callback at batch_end, batch_checkpoint, epoch_end, epoch_checkpoint or "
+                     "fit_end, or outside fit()");
+  }
+}
+
 void Trainer::fit() {
+  check_callable("fit", DuringFit::Refused);
   State& s = state_;
   Engine& engine = *engine_;
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
+  fit_thread_ = std::this_thread::get_id();
+  fitting_ = true;
+  struct Done {
+    Trainer& t;
+    ~Done() {
+      t.fitting_ = false;
+      t.in_batch_ = false;
+    }
+  } done{*this};
   data::BatchSource& loader = *s.train_dataloader;
   const int64_t batches_per_epoch = loader.num_batches();
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
@@ -236,16 +313,18 @@ void Trainer::fit() {
         if (!next) throw Error("trainer: the training data ended after " + std::to_string(s.timestamp.batch_in_epoch) +
                                " batches; expected " + std::to_string(batches_per_epoch));
         s.batch = std::move(*next);
+        in_batch_ = true;
         if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
         const int64_t samples = s.batch.size();  // counted before algorithms change the batch
         engine.run_event(Event::AfterDataloader, s);
+        update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
         engine.run_event(Event::BatchStart, s);
-        update_learning_rate();
         train_batch();
         Timestamp next_ts = s.timestamp.to_next_batch(samples, 0, seconds_since(t0));
         next_ts.epoch_wct = epoch_wct0 + seconds_since(epoch_t0);
         previous_timestamp_ = s.timestamp;
         s.timestamp = next_ts;
+        in_batch_ = false;
         engine.run_event(Event::BatchEnd, s);
         run_evaluators(Event::BatchEnd);
         engine.run_event(Event::BatchCheckpoint, s);
@@ -272,7 +351,13 @@ void Trainer::fit() {
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
+    engine.close();
+    throw;
   } catch (...) {
+    failure_ = "an exception that is not a std::exception";
     engine.close();
     throw;
   }
@@ -443,6 +528,8 @@ void Trainer::eval_loop(Evaluator& ev) {
 }
 
 std::map<std::string, double> Trainer::evaluate() {
+  check_callable("evaluate", DuringFit::Refused);
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
   State& s = state_;
   read_back();
   engine_->run_event(Event::EvalStandaloneStart, s);
@@ -466,28 +553,49 @@ void Trainer::load_initial_checkpoint() {
   engine_->run_event(Event::BeforeLoad, state_);
   const CheckpointOptions& c = checkpoint_;
   std::optional<std::pair<std::string, checkpoint::File>> found;
-  if (c.autoresume()) {
-    if (c.folder().empty()) {
-      throw InputError("checkpoint.autoresume: needs checkpoint.folder (the folder to resume from)");
-    }
+  if (c.autoresume()) {  // with a folder: detail::check_checkpoint_options ran in the constructor
     std::vector<std::string> rejected;
     try {
       found = checkpoint::read_newest_valid(c.folder(), &rejected);
     } catch (const CheckpointError& e) {
       if (!c.fresh_start_if_invalid()) {
         throw CheckpointError(std::string(e.what()) +
-                              "; remove them or set checkpoint.fresh_start_if_invalid=true to start fresh");
+                              "; remove them or " + how_to_set("fresh_start_if_invalid", "true") + " to start fresh");
       }
       engine_->logger().warn(std::string(e.what()) + "; starting fresh (fresh_start_if_invalid)");
     }
     for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
   }
   if (found) {
+    check_recipe_changes(found->second, found->first);
     apply_checkpoint(found->second, found->first, /*weights_only=*/false, c.strict());
   } else if (!c.load_path().empty()) {
     apply_checkpoint(checkpoint::read_file(c.load_path()), c.load_path(), c.weights_only(), c.strict());
   }
   engine_->run_event(Event::AfterLoad, state_);
+}
+
+void Trainer::check_recipe_changes(const checkpoint::File& file, const std::string& path) {
+  const std::string before = file.meta.value("recipe", std::string());
+  if (before.empty() || recipe_text_.empty()) return;  // not both runs came from a recipe
+  std::vector<checkpoint::RecipeChange> altering, harmless;
+  for (auto& change : checkpoint::recipe_changes(before, recipe_text_)) {
+    (change.alters_training ? altering : harmless).push_back(std::move(change));
+  }
+  if (!altering.empty() && !checkpoint_.resume_changed_recipe()) {
+    throw InputError("checkpoint.autoresume: " + path + " was written by a run whose recipe differs in what trains: " +
+                     checkpoint::describe(altering) +
+                     ". Resuming it would mix two runs. Use a new run folder (run_dir), or set checkpoint.autoresume to "
+                     "false to start this run fresh, or checkpoint.resume_changed_recipe to true to resume anyway");
+  }
+  if (!altering.empty()) {
+    engine_->logger().warn("resuming " + path + " although the recipe changed what trains (resume_changed_recipe): " +
+                           checkpoint::describe(altering));
+  }
+  if (!harmless.empty()) {
+    engine_->logger().info("resuming " + path + " with changes that do not alter the training: " +
+                           checkpoint::describe(harmless));
+  }
 }
 
 void Trainer::checkpoint_if_due(Event event, bool force) {

@@ -1,5 +1,6 @@
 #pragma once
 // Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
+#include <functional>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -39,7 +40,6 @@ inline std::shared_ptr<data::DataLoader> loader(std::shared_ptr<data::TensorData
       ds, data::DataLoaderOptions().batch_size(batch_size).shuffle(shuffle).workers(workers));
 }
 
-/// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
 /// The Tessera DataLoader behind a batch source (an assertion failure, as an exception, if it is another kind).
 inline const data::DataLoader& as_loader(const std::shared_ptr<data::BatchSource>& source) {
   const auto* loader = dynamic_cast<const data::DataLoader*>(source.get());
@@ -47,6 +47,7 @@ inline const data::DataLoader& as_loader(const std::shared_ptr<data::BatchSource
   return *loader;
 }
 
+/// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
 inline Components tiny_components(int64_t train_size = 48, int64_t batch_size = 8, uint64_t seed = 0) {
   Components c;
   c.model = tiny_model(seed);
@@ -82,6 +83,16 @@ inline AlgorithmSpec spec_on(std::string name, std::vector<Event> events) {
   s.name = std::move(name);
   for (Event e : events) s.accesses.push_back({e, {}, {}});
   return s;
+}
+
+/// The message of the InputError that `f` throws (a test failure, as an exception, when it throws none).
+inline std::string input_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  throw std::logic_error("expected an InputError, got none");
 }
 
 /// Fills the inputs of one batch with NaN (so its loss is NaN).

@@ -1,9 +1,12 @@
 #include "blurpool.h"
 
+#include <set>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include <tessera/callback.h>
+#include <tessera/error.h>
 #include <tessera/surgery.h>
 
 #include "blurpool_ops.h"
@@ -12,6 +15,51 @@ namespace tessera::algorithms {
 namespace {
 
 std::array<int64_t, 2> pair_of(const torch::ExpandingArray<2>& a) { return {(*a)[0], (*a)[1]}; }
+
+enum class BlurKind { None, Conv, MaxPool };
+
+/// What apply_blurpool does with `module` when it sits in a slot.
+BlurKind blur_kind(const torch::nn::Module& module, const BlurPoolOptions& options) {
+  if (options.replace_convs()) {
+    if (const auto* conv = module.as<torch::nn::Conv2dImpl>()) {
+      const auto s = pair_of(conv->options.stride());
+      if (std::max(s[0], s[1]) > 1 && conv->options.in_channels() >= options.min_channels()) return BlurKind::Conv;
+    }
+  }
+  if (options.replace_maxpools() && module.as<torch::nn::MaxPool2dImpl>() != nullptr) return BlurKind::MaxPool;
+  return BlurKind::None;
+}
+
+/// replace_slots with blur_kind deciding; `build` makes the replacements (else it only counts).
+BlurPoolCounts blurpool_slots(torch::nn::Module& model, const BlurPoolOptions& options, optim::Optimizer* optimizer,
+                              bool build) {
+  BlurPoolCounts counts;
+  replace_slots(model, optimizer, [&](const std::string&, torch::nn::AnyModule& current) -> std::optional<torch::nn::AnyModule> {
+    const auto module = current.ptr();
+    switch (blur_kind(*module, options)) {
+      case BlurKind::Conv:
+        ++counts.convs;
+        if (!build) return std::nullopt;
+        return torch::nn::AnyModule(BlurConv2d(torch::nn::Conv2d(std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(module)),
+                                               options.blur_first()));
+      case BlurKind::MaxPool:
+        ++counts.maxpools;
+        if (!build) return std::nullopt;
+        return torch::nn::AnyModule(BlurMaxPool2d(module->as<torch::nn::MaxPool2dImpl>()->options));
+      case BlurKind::None: break;
+    }
+    return std::nullopt;
+  });
+  return counts;
+}
+
+/// "no strided Conv2d with >= 16 input channels and no MaxPool2d", for the kinds the options replace.
+std::string eligible_kinds(const BlurPoolOptions& options) {
+  std::string convs = fmt::format("strided Conv2d with >= {} input channels", options.min_channels());
+  if (!options.replace_maxpools()) return convs;
+  if (!options.replace_convs()) return "MaxPool2d";
+  return convs + " or MaxPool2d";
+}
 
 }  // namespace
 
@@ -53,27 +101,45 @@ at::Tensor blur_maxpool2d(const at::Tensor& x, const torch::nn::MaxPool2dOptions
 at::Tensor BlurMaxPool2dImpl::forward(const at::Tensor& x) { return blur_maxpool2d(x, pool->options, stride); }
 
 BlurPoolCounts apply_blurpool(torch::nn::Module& model, const BlurPoolOptions& options, optim::Optimizer* optimizer) {
-  BlurPoolCounts counts;
-  replace_slots(model, optimizer, [&](const std::string&, torch::nn::AnyModule& current) -> std::optional<torch::nn::AnyModule> {
-    const auto module = current.ptr();
-    if (options.replace_convs()) {
-      if (auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(module)) {
-        const auto s = pair_of(conv->options.stride());
-        if (std::max(s[0], s[1]) > 1 && conv->options.in_channels() >= options.min_channels()) {
-          ++counts.convs;
-          return torch::nn::AnyModule(BlurConv2d(torch::nn::Conv2d(conv), options.blur_first()));
-        }
-      }
+  return blurpool_slots(model, options, optimizer, /*build=*/true);
+}
+
+BlurPoolCounts count_blurpool(torch::nn::Module& model, const BlurPoolOptions& options) {
+  return blurpool_slots(model, options, nullptr, /*build=*/false);
+}
+
+std::vector<std::string> unslotted_blurpool_layers(const torch::nn::Module& model, const BlurPoolOptions& options) {
+  std::set<const torch::nn::Module*> in_slots;
+  auto note_slots = [&](const torch::nn::Module& m) {
+    if (const auto* slotted = dynamic_cast<const SlottedModule*>(&m)) {
+      for (const auto& [name, slot] : slotted->slots()) in_slots.insert(slot.ptr().get());
     }
-    if (options.replace_maxpools()) {
-      if (auto pool = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(module)) {
-        ++counts.maxpools;
-        return torch::nn::AnyModule(BlurMaxPool2d(pool->options));
+  };
+  note_slots(model);
+  const auto modules = model.named_modules("", /*include_self=*/false);
+  for (const auto& item : modules) note_slots(*item.value());
+  std::vector<std::string> found;
+  std::vector<std::string> blurred;  // the layers inside BlurConv2d/BlurMaxPool2d are done already
+  for (const auto& item : modules) {
+    const torch::nn::Module& m = *item.value();
+    const std::string& name = item.key();
+    if (m.as<BlurConv2dImpl>() != nullptr || m.as<BlurMaxPool2dImpl>() != nullptr) blurred.push_back(name + ".");
+    bool done = false;
+    for (const auto& prefix : blurred) done = done || name.rfind(prefix, 0) == 0;
+    if (done || in_slots.count(&m)) continue;
+    switch (blur_kind(m, options)) {
+      case BlurKind::Conv: {
+        const auto& o = m.as<torch::nn::Conv2dImpl>()->options;
+        const auto st = pair_of(o.stride());
+        found.push_back(fmt::format("{} (Conv2d, {} input channels, stride {})", name, o.in_channels(),
+                                    st[0] == st[1] ? std::to_string(st[0]) : fmt::format("{}x{}", st[0], st[1])));
+        break;
       }
+      case BlurKind::MaxPool: found.push_back(name + " (MaxPool2d)"); break;
+      case BlurKind::None: break;
     }
-    return std::nullopt;
-  });
-  return counts;
+  }
+  return found;
 }
 
 BlurPool::BlurPool(BlurPoolOptions options) : options_(std::move(options)) {
@@ -87,6 +153,36 @@ BlurPool::BlurPool(BlurPoolOptions options) : options_(std::move(options)) {
   spec_.required_on_load = true;
 }
 
+void BlurPool::check(const State& state) const {
+  if (options_.allow_no_change()) return;
+  BlurPoolCounts counts;
+  auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
+  if (external) {
+    counts = BlurPoolCounts{(*external)["convs"], (*external)["maxpools"]};
+  } else {
+    counts = count_blurpool(*state.model, options_);
+  }
+  if (counts.convs + counts.maxpools > 0) return;
+  const std::string allow = "set allow_no_change to run it anyway (BlurPoolOptions().allow_no_change(true); in a "
+                            "recipe, blurpool: {allow_no_change: true})";
+  const std::vector<std::string> outside = unslotted_blurpool_layers(*state.model, options_);
+  if (!outside.empty()) {
+    std::string names;
+    for (size_t i = 0; i < outside.size() && i < 5; ++i) names += (i ? ", " : "") + outside[i];
+    if (outside.size() > 5) names += fmt::format(" and {} more", outside.size() - 5);
+    throw InputError(fmt::format(
+        "the model's layers are not in slots, so surgery cannot replace them: {} layer(s) it would replace are "
+        "ordinary module members ({}). Model surgery swaps only layers that a tessera::SlottedModule registers "
+        "with register_slot(\"conv1\", torch::nn::Conv2d(...)) and calls through slot(\"conv1\").forward(x) (see "
+        "docs/cpp-own-model.md); make the network a SlottedModule and register those layers as slots, or {}",
+        outside.size(), names, allow));
+  }
+  throw InputError(fmt::format("the model has no layer to replace (no {}{}), so it would have no effect; remove "
+                               "it{}, or {}",
+                               eligible_kinds(options_), external ? "" : ", in a slot or elsewhere",
+                               options_.replace_convs() ? ", lower min_channels" : "", allow));
+}
+
 void BlurPool::apply(Event, State& state, Logger& logger) {
   if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
     counts_ = BlurPoolCounts{(*external)["convs"], (*external)["maxpools"]};
@@ -94,9 +190,9 @@ void BlurPool::apply(Event, State& state, Logger& logger) {
     counts_ = apply_blurpool(*state.model, options_, state.optimizer.get());
   }
   if (counts_.convs + counts_.maxpools == 0) {
-    logger.warn(fmt::format("blurpool: no layer was replaced (no strided Conv2d with >= {} input channels and no "
-                            "MaxPool2d in a model slot); it has no effect",
-                            options_.min_channels()));
+    logger.warn(fmt::format("blurpool: no layer was replaced (no {} in a model slot); it has no effect "
+                            "(allow_no_change)",
+                            eligible_kinds(options_)));
   } else {
     logger.info(fmt::format("blurpool: replaced {} strided convolutions and {} max-pools", counts_.convs,
                             counts_.maxpools));

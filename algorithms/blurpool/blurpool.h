@@ -10,6 +10,8 @@
 ///                         at::Tensor y = tessera::algorithms::blur2d(x, 2);
 #include <array>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include <ATen/Tensor.h>
 #include <torch/nn/module.h>
@@ -31,12 +33,16 @@ struct BlurPoolOptions {
   TESSERA_OPTION(bool, blur_first) = true;
   /// Convolutions with fewer input channels are left alone.
   TESSERA_OPTION(int64_t, min_channels) = 16;
+  /// Run even when the model has no layer to replace (else the plan refuses it: it would have no effect).
+  TESSERA_OPTION(bool, allow_no_change) = false;
   template <class V>
   void visit(V& v) {
     v("replace_convs", replace_convs_, "replace strided convolutions", Any{});
     v("replace_maxpools", replace_maxpools_, "replace max-pools", Any{});
     v("blur_first", blur_first_, "blur before the strided convolution (else after it)", Any{});
     v("min_channels", min_channels_, "minimum input channels of a replaced convolution", Range::at_least(1));
+    v("allow_no_change", allow_no_change_,
+      "run even when no layer would be replaced (else refused at plan time as having no effect)", Any{});
   }
 };
 
@@ -85,12 +91,21 @@ struct BlurPoolCounts {
 BlurPoolCounts apply_blurpool(torch::nn::Module& model, const BlurPoolOptions& options,
                               optim::Optimizer* optimizer = nullptr);
 
-/// The algorithm (recipe name "blurpool"): apply_blurpool at Init, warns when nothing was replaced.
+/// What apply_blurpool would replace in the slots of `model`, without replacing anything.
+BlurPoolCounts count_blurpool(torch::nn::Module& model, const BlurPoolOptions& options);
+
+/// The layers apply_blurpool would replace if they were in slots but are not (plain LibTorch members, called
+/// through their holders): "net.conv2 (Conv2d, 16 input channels, stride 2)", in module-tree order.
+std::vector<std::string> unslotted_blurpool_layers(const torch::nn::Module& model, const BlurPoolOptions& options);
+
+/// The algorithm (recipe name "blurpool"): apply_blurpool at Init. A model in which it would replace nothing is
+/// refused at plan time (check), saying whether eligible layers exist outside slots, unless allow_no_change.
 class BlurPool : public Algorithm {
  public:
   explicit BlurPool(BlurPoolOptions options = BlurPoolOptions());
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event event, State& state, Logger& logger) override;
+  void check(const State& state) const override;
   const BlurPoolOptions& options() const noexcept { return options_; }
   /// What the last application replaced.
   const BlurPoolCounts& counts() const noexcept { return counts_; }

@@ -23,6 +23,7 @@ at::Tensor reduce(const at::Tensor& per_example, Reduction reduction) {
 }  // namespace
 
 at::Tensor smooth_labels(const at::Tensor& targets, int64_t num_classes, double alpha) {
+  check_option_as<LabelSmoothingOptions>("smooth_labels", "smoothing", alpha);
   if (num_classes < 1) throw InputError("smooth_labels: num_classes must be >= 1, got " + std::to_string(num_classes));
   at::Tensor dense;
   if (is_integer(targets)) {
@@ -39,6 +40,7 @@ at::Tensor smooth_labels(const at::Tensor& targets, int64_t num_classes, double 
 }
 
 at::Tensor smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, double alpha, Reduction reduction) {
+  check_option_as<LabelSmoothingOptions>("smoothed_cross_entropy", "smoothing", alpha);
   if (!is_integer(labels)) throw InputError("smoothed_cross_entropy: expected integer class labels, got " + std::string(c10::toString(labels.scalar_type())));
   if (logits.dim() == 2 && labels.dim() == 1 && at::isFloatingType(logits.scalar_type())) {
     // The op tessera::smoothed_cross_entropy (label_smoothing_ops.cpp): fused where the library has a kernel for the

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <tessera/error.h>
 
@@ -26,6 +27,10 @@ double pinned_scale(double scale, int64_t width, int64_t increment) {
 
 at::Tensor resize_batch_input(const at::Tensor& x, double scale, const std::string& mode, const std::string& interpolation,
                               Rng& rng) {
+  // The options of the algorithm, checked as it checks them (a typo must not silently mean "bilinear").
+  check_option_as<ProgressiveResizingOptions>("resize_batch", "mode", mode);
+  check_option_as<ProgressiveResizingOptions>("resize_batch", "interpolation", interpolation);
+  check_option("resize_batch", "scale", scale, Range::positive());
   if (scale >= 1.0) return x;
   if (x.dim() != 4) throw InputError("progressive_resizing: expected images [N, C, H, W], got " + c10::str(x.sizes()));
   const int64_t h = std::max<int64_t>(1, static_cast<int64_t>(x.size(2) * scale));
@@ -45,8 +50,8 @@ at::Tensor resize_batch_input(const at::Tensor& x, double scale, const std::stri
 ProgressiveResizing::ProgressiveResizing(ProgressiveResizingOptions options) : options_(std::move(options)) {
   validate_options(options_, "progressive_resizing");
   if (options_.delay_fraction() + options_.finetune_fraction() > 1.0) {
-    throw InputError("progressive_resizing: delay_fraction + finetune_fraction = " +
-                     std::to_string(options_.delay_fraction() + options_.finetune_fraction()) + "; expected <= 1");
+    throw InputError(fmt::format("progressive_resizing: delay_fraction + finetune_fraction = {:g}; expected <= 1",
+                                 options_.delay_fraction() + options_.finetune_fraction()));
   }
   spec_.name = "progressive_resizing";
   std::vector<Resource> writes{Resource::Inputs, Resource::Resolution};
@@ -72,6 +77,35 @@ void ProgressiveResizing::check(const State& state) const {
                        c10::str(y.sizes()) + "); expected dense targets [N, H, W] or [N, C, H, W], or resize_targets: false");
     }
   }
+  check_smallest_inputs(state, example);
+}
+
+void ProgressiveResizing::check_smallest_inputs(const State& state, const Batch& example) const {
+  // The scale grows with time, so the smallest inputs are those of the start: try the model on them now rather
+  // than fail at batch 0 (e.g. a Linear after a flatten expects one input size).
+  const at::Tensor& x = example.input();
+  const double scale = pinned_scale(options_.initial_scale(), x.size(3), options_.size_increment());
+  if (scale >= 1.0) return;
+  Rng rng(state.seed, {kAlgorithmStream, 0x9e5123ULL, 0});
+  Batch small = example;
+  small.set(Batch::kInput, resize_batch_input(x, scale, options_.mode(), options_.interpolation(), rng));
+  Model& model = *state.model;
+  const std::string error = try_on_example(model, small, [&](const Batch& b) { model.forward(b); });
+  if (error.empty()) return;
+  const auto size = [](const at::Tensor& t) { return fmt::format("{}x{}", t.size(-2), t.size(-1)); };
+  const bool full_size_fails = !try_on_example(model, example, [&](const Batch& b) { model.forward(b); }).empty();
+  if (full_size_fails) {
+    throw InputError(fmt::format("the model fails on the training data's inputs even at their full size {} ({}), "
+                                 "before any resizing; fix the model or the data first",
+                                 size(x), error));
+  }
+  throw InputError(fmt::format(
+      "the model cannot take inputs of {} (initial_scale {:g} of the data's {}, the smallest size the schedule "
+      "uses): its forward fails with \"{}\". A network whose layer sizes depend on the input size (e.g. a Linear "
+      "after a flatten expects a fixed size) cannot train on resized inputs; end the convolutions with adaptive "
+      "pooling (torch::nn::AdaptiveAvgPool2d to a fixed size) before the flatten, or use a larger initial_scale "
+      "(1 turns resizing off)",
+      size(small.input()), options_.initial_scale(), size(x), error));
 }
 
 void ProgressiveResizing::apply(Event, State& state, Logger&) {

@@ -59,12 +59,16 @@ class ProgressiveResizing : public Algorithm {
   explicit ProgressiveResizing(ProgressiveResizingOptions options = ProgressiveResizingOptions());
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event event, State& state, Logger& logger) override;
+  /// Image inputs (and image targets with resize_targets), and a model that takes the smallest inputs the
+  /// schedule will give it (a forward on the example batch at that size, in eval mode, without gradient).
   void check(const State& state) const override;
   const ProgressiveResizingOptions& options() const noexcept { return options_; }
   /// The pinned scale used for the last batch.
   double last_scale() const noexcept { return last_scale_; }
 
  private:
+  /// Tries the model's forward on the example batch at the smallest scale of the schedule.
+  void check_smallest_inputs(const State& state, const Batch& example) const;
   ProgressiveResizingOptions options_;
   AlgorithmSpec spec_;
   double last_scale_ = 1.0;

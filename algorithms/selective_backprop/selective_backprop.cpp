@@ -4,6 +4,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <torch/nn/modules/batchnorm.h>
 
 #include <tessera/error.h>
@@ -39,7 +40,19 @@ class FrozenBatchNormStats {
 
 }  // namespace
 
+namespace {
+/// The checks the functional forms share with the algorithm's options: keep in (0, 1], one loss per example.
+void check_selection_inputs(const char* where, const at::Tensor& losses, double keep) {
+  check_option_as<SelectiveBackpropOptions>(where, "keep", keep);
+  if (losses.dim() != 1) {
+    throw InputError(std::string(where) + ".losses: expected one loss per example, shape [N], got shape " +
+                     c10::str(losses.sizes()));
+  }
+}
+}  // namespace
+
 at::Tensor selection_weights(const at::Tensor& losses, double keep) {
+  check_selection_inputs("selection_weights", losses, keep);
   const int64_t n = losses.numel();
   // Ascending loss; a stable sort ranks tied losses in index order, the same on every device.
   const at::Tensor order = losses.flatten().to(at::kDouble).argsort(/*stable=*/true, 0, /*descending=*/false);
@@ -51,6 +64,7 @@ at::Tensor selection_weights(const at::Tensor& losses, double keep) {
 }
 
 at::Tensor select_by_loss(const at::Tensor& losses, double keep, Rng& rng) {
+  check_selection_inputs("select_by_loss", losses, keep);
   if (losses.is_cuda() && ops::cuda_kernels_available()) return fused_select_by_loss(losses, keep, rng);
   const int64_t n = losses.numel();
   const int64_t k = static_cast<int64_t>(std::floor(keep * static_cast<double>(n)));
@@ -71,8 +85,8 @@ at::Tensor select_by_loss(const at::Tensor& losses, double keep, Rng& rng) {
 SelectiveBackprop::SelectiveBackprop(SelectiveBackpropOptions options) : options_(std::move(options)) {
   validate_options(options_, "selective_backprop");
   if (options_.end() <= options_.start()) {
-    throw InputError("selective_backprop: end (" + std::to_string(options_.end()) + ") must be greater than start (" +
-                     std::to_string(options_.start()) + ")");
+    throw InputError(fmt::format("selective_backprop: end ({:g}) must be greater than start ({:g})", options_.end(),
+                                 options_.start()));
   }
   spec_.name = "selective_backprop";
   spec_.accesses = {{Event::AfterDataloader, {Resource::Inputs, Resource::Targets, Resource::Parameters}, {Resource::BatchRows}}};
@@ -86,6 +100,29 @@ void SelectiveBackprop::check(const State& state) const {
   if (!state.model->supports_per_example_loss()) {
     throw InputError("the model's loss gives no per-example values (Reduction::None), which selective backprop needs "
                      "to rank examples");
+  }
+  // The model says it does: compute them on the example batch, so that a loss that ignores the reduction fails
+  // here rather than at the first scheduled batch.
+  Model& model = *state.model;
+  const Batch example = state.train_dataloader->example_batch();
+  at::Tensor losses;
+  const std::string error = try_on_example(model, example, [&](const Batch& b) {
+    losses = model.loss(model.forward(b), b, Reduction::None);
+  });
+  const std::string fix = "selective backprop ranks the examples of each batch by their loss, so "
+                          "Model::loss(outputs, batch, Reduction::None) must return one loss per example, shape [N]; "
+                          "implement Reduction::None in the model's loss (e.g. pass the reduction on to the loss "
+                          "function), or override supports_per_example_loss() to return false so that the algorithm "
+                          "is refused with this reason";
+  if (!error.empty()) {
+    throw InputError("the model's loss with Reduction::None fails on the training data's example batch (" + error +
+                     "); " + fix);
+  }
+  const int64_t n = example.size();
+  if (!losses.defined() || losses.dim() != 1 || losses.size(0) != n) {
+    throw InputError("the model's loss with Reduction::None has shape " +
+                     (losses.defined() ? c10::str(losses.sizes()) : std::string("(undefined)")) + " on a batch of " +
+                     std::to_string(n) + " example(s); expected [" + std::to_string(n) + "]: " + fix);
   }
 }
 
@@ -123,8 +160,9 @@ void SelectiveBackprop::apply(Event, State& state, Logger&) {
   const at::Tensor losses = score(state);
   const int64_t n = state.batch.size();
   if (losses.dim() != 1 || losses.size(0) != n) {
-    throw Error("selective_backprop: the model's per-example loss has shape " + c10::str(losses.sizes()) +
-                "; expected [" + std::to_string(n) + "]");
+    throw InputError("selective_backprop: the model's per-example loss (Reduction::None) has shape " +
+                     c10::str(losses.sizes()) + " at batch " + std::to_string(state.timestamp.batch) + "; expected [" +
+                     std::to_string(n) + "]: Model::loss must return one loss per example with Reduction::None");
   }
   Rng rng(state.seed, {kAlgorithmStream, 0x5e1ec7ULL, static_cast<uint64_t>(state.timestamp.batch)});
   state.batch = select_batch_rows(state.batch, select_by_loss(losses, options_.keep(), rng));  // one launch on CUDA

@@ -116,8 +116,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     // No checkpoint is loaded: the plan and the summary depend on the recipe alone.
     run.checkpoint.autoresume(false).load_path("");
   }
-  tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
-  trainer.set_recipe_text(recipe.text());
+  tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
   if (plan) {
     std::cout << trainer.plan().table() << std::flush;
     return 0;

@@ -37,7 +37,8 @@ class LoggerDestination : public Callback {
   virtual void log_hyperparameters(const std::map<std::string, std::string>& values) {}
   /// A warning or note from an algorithm or the engine.
   virtual void log_text(const std::string& level, const std::string& text) {}
-  /// True when log_text shows the text to the user (the console); otherwise warnings also go to stderr.
+  /// True when log_text shows the text to the user (the console); otherwise warnings and notes also go to
+  /// stderr.
   virtual bool shows_text() const { return false; }
 };
 
@@ -47,12 +48,14 @@ class Logger {
   explicit Logger(std::vector<LoggerDestination*> destinations = {}) : destinations_(std::move(destinations)) {}
   void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts);
   void log_hyperparameters(const std::map<std::string, std::string>& values);
-  /// Warnings also go to stderr when no destination shows text to the user (e.g. only file writers).
+  /// Warnings and notes go to every destination, and also to stderr ("tessera: warning: ...",
+  /// "tessera: info: ...") when no destination shows text to the user (no progress bar; only file writers).
   void warn(const std::string& text);
   void info(const std::string& text);
   const std::vector<LoggerDestination*>& destinations() const noexcept { return destinations_; }
 
  private:
+  void text(const char* level, const std::string& text);
   std::vector<LoggerDestination*> destinations_;
 };
 

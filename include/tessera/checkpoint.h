@@ -42,6 +42,11 @@ struct CheckpointOptions {
   TESSERA_OPTION(bool, weights_only) = false;
   /// Refuse a checkpoint whose parameter names or shapes differ from the model's (else: load the common ones).
   TESSERA_OPTION(bool, strict) = true;
+  /// Autoresume even when the recipe now differs from the checkpoint's in what trains (model, data, optimizer,
+  /// schedulers, algorithms, seed...). Off by default: such a resume mixes two runs, so it is refused, listing
+  /// the differences. Changes that do not alter the training (max_duration, loggers, callbacks, evaluation,
+  /// checkpoint settings, threads, device) are always allowed, and reported.
+  TESSERA_OPTION(bool, resume_changed_recipe) = false;
 
   template <class V>
   void visit(V& v) {
@@ -54,6 +59,8 @@ struct CheckpointOptions {
     v("load_path", load_path_, "checkpoint file to load before training (empty = none)", Any{});
     v("weights_only", weights_only_, "load only the model weights from load_path", Any{});
     v("strict", strict_, "refuse checkpoints whose parameters differ from the model's", Any{});
+    v("resume_changed_recipe", resume_changed_recipe_,
+      "autoresume even when the recipe changed what trains (default: refuse, listing the changes)", Any{});
   }
 };
 

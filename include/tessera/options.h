@@ -88,6 +88,25 @@ struct Validator {
   template <class T>
   void operator()(const char*, T&, const char*, const Any&) {}
 };
+
+/// Checks one value against the constraint of the field called `name` (ignores the other fields).
+template <class Value>
+struct OneOption {
+  const std::string& where;
+  const char* name;
+  const Value& value;
+  bool found = false;
+  template <class T, class C>
+  void operator()(const char* field, T&, const char*, const C& constraint) {
+    if (std::string(field) != name) return;
+    found = true;
+    if constexpr (std::is_same_v<C, Range> && std::is_arithmetic_v<Value>) {
+      check_option(where, name, static_cast<double>(value), constraint);
+    } else if constexpr (std::is_same_v<C, Choices> && std::is_convertible_v<Value, std::string>) {
+      check_option(where, name, std::string(value), constraint);
+    }
+  }
+};
 }  // namespace detail
 
 /// Validates every field of an options struct against the ranges its `visit` declares.
@@ -96,6 +115,19 @@ template <class Options>
 void validate_options(Options& options, const std::string& where) {
   detail::Validator v{where};
   options.visit(v);
+}
+
+/// Validates one value as the option `name` of `Options` would be (same ranges, choices and wording), for the
+/// functional forms that take an algorithm's options one by one:
+///
+///     check_option_as<ProgressiveResizingOptions>("resize_batch", "mode", mode);
+///     // InputError: resize_batch.mode: "zoom" is not allowed; expected one of: resize, crop
+template <class Options, class Value>
+void check_option_as(const std::string& where, const char* name, const Value& value) {
+  detail::OneOption<Value> v{where, name, value};
+  Options options;
+  options.visit(v);
+  if (!v.found) throw Error(where + ": internal error: no option \"" + name + "\" to validate against");
 }
 
 }  // namespace tessera

@@ -4,10 +4,12 @@
 ///     tessera::Trainer trainer(tessera::TrainerOptions().max_duration(tessera::Time::parse("2ep")),
 ///                              {model, train_loader, optimizer, schedulers, algorithms, callbacks, evaluators});
 ///     trainer.fit();
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <tessera/algorithm.h>
@@ -92,27 +94,41 @@ class Interrupted : public Error {
 
 class Trainer {
  public:
-  /// Validates the options and resolves the device (CUDA asked for where there is none: InputError), seeds
-  /// everything from `seed`, compiles the plan (refused combinations throw InputError here), fires Init (model
+  /// Validates the options and resolves the device (CUDA asked for where there is none: InputError), checks the
+  /// parts against each other (the optimizer holds the model's trainable parameters, the model's class count fits
+  /// the data's, autoresume has a folder: InputError otherwise), seeds torch's generators and the algorithms' from
+  /// `seed` for what happens from here on (data order, dropout, algorithms' draws; a model already built keeps its
+  /// weights: seed before building it with seed_everything(seed) for reproducible initial weights), compiles the
+  /// plan (refused combinations and algorithms' plan-time checks throw InputError here), fires Init (model
   /// surgery happens there, on the model where the caller built it), moves the model to the device (in place:
   /// the optimizer's parameters stay the same tensors), then BeforeLoad, loads a checkpoint when `checkpoint`
   /// asks for one (autoresume: the newest valid one in its folder; else load_path; tensors are mapped to the
   /// device), and AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and
-  /// on a stop signal.
-  Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {});
+  /// on a stop signal. `recipe_text` (the recipe as run, when the run comes from one) is stored in checkpoints;
+  /// autoresume compares it with the checkpoint's and refuses a recipe that changed what trains
+  /// (CheckpointOptions::resume_changed_recipe).
+  Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {}, std::string recipe_text = "");
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  /// Trains until max_duration (or stop_training()).
+  /// Trains until max_duration (or stop_training()). When fit() throws (a bad loss, an error in a plugin, a
+  /// stop signal), the trainer is done: fit, evaluate, save_checkpoint and load_checkpoint then throw an Error
+  /// naming the failure, since the state may be in the middle of a batch; a new Trainer with autoresume
+  /// continues from the last checkpoint.
   void fit();
-  /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values.
+  /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values. Not while
+  /// fit() runs (evaluators run at their intervals there): InputError.
   std::map<std::string, double> evaluate();
 
-  /// Writes the whole run state to `path` atomically (call it between batches: before or after fit()). Tensors
-  /// are written from the CPU whatever the device, so a file written on CUDA loads on a CPU-only machine.
+  /// Writes the whole run state to `path` atomically. Only at a batch boundary: before or after fit(), or from
+  /// a callback at batch_end, batch_checkpoint, epoch_end, epoch_checkpoint or fit_end; anywhere inside a batch
+  /// (after_dataloader ... after_train_batch) it throws InputError, as does a call from another thread while
+  /// fit() runs. Tensors are written from the CPU whatever the device, so a file written on CUDA loads on a
+  /// CPU-only machine.
   void save_checkpoint(const std::string& path) const;
-  /// Fires BeforeLoad, loads `path` and fires AfterLoad. Everything (weights, optimizer, time, generators,
+  /// Fires BeforeLoad, loads `path` and fires AfterLoad. Not while fit() runs (InputError: loading would rewind
+  /// the run under the running loop). Everything (weights, optimizer, time, generators,
   /// algorithm and callback state, data position) unless `weights_only`; `strict` refuses parameter names or
   /// shapes that differ from the model's. CheckpointError when the file is invalid; InputError when it does
   /// not fit this run (other model, optimizer, algorithms or data size).
@@ -122,7 +138,8 @@ class Trainer {
   /// The last checkpoint this trainer wrote ("" = none).
   const std::string& last_checkpoint() const noexcept { return last_checkpoint_; }
   const CheckpointOptions& checkpoint_options() const noexcept { return checkpoint_; }
-  /// The recipe text stored in checkpoints' metadata (tessera-run sets it).
+  /// The recipe text stored in checkpoints' metadata (give it to the constructor instead for autoresume to
+  /// compare it with the checkpoint's).
   void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
   /// Training batches whose update was dropped because their loss was not finite (nonfinite_loss: skip).
   int64_t skipped_batches() const noexcept { return skipped_batches_; }
@@ -151,6 +168,8 @@ class Trainer {
   Error nonfinite_error(int64_t batch, double loss) const;
   /// Resolves `checkpoint_` (autoresume, load_path) and loads, between BeforeLoad and AfterLoad.
   void load_initial_checkpoint();
+  /// Autoresume: refuses (or reports) differences between the checkpoint's recipe and this run's.
+  void check_recipe_changes(const checkpoint::File& file, const std::string& path);
   /// Loads a checkpoint already read (and verified) from `path`.
   void apply_checkpoint(const checkpoint::File& file, const std::string& path, bool weights_only, bool strict);
   /// Saves into the checkpoint folder when `event` (BatchCheckpoint, EpochCheckpoint, FitEnd or a stop)
@@ -158,6 +177,13 @@ class Trainer {
   void checkpoint_if_due(Event event, bool force = false);
   /// Throws Interrupted (after saving) when a stop signal arrived.
   void stop_if_signalled();
+  /// Throws when `what` cannot be done now: after a failed fit(), or (`during_fit`: "refused"/"boundary") while
+  /// fit() runs.
+  enum class DuringFit { Refused, AtBoundary };
+  void check_callable(const char* what, DuringFit during_fit) const;
+  /// How the user sets checkpoint option `option` to `value` in the API they called: load_checkpoint's argument,
+  /// the recipe's `checkpoint.<option>` (tessera-run), or the Trainer's CheckpointOptions.
+  std::string how_to_set(const std::string& option, const std::string& value) const;
 
   TrainerOptions options_;
   State state_;
@@ -171,7 +197,12 @@ class Trainer {
   std::string last_checkpoint_;
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
+  bool loading_by_call_ = false;      ///< inside load_checkpoint (for how_to_set)
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
+  std::atomic<bool> fitting_{false};  ///< fit() runs (read by calls from other threads)
+  std::thread::id fit_thread_;        ///< the thread running fit()
+  bool in_batch_ = false;             ///< between the data of a batch and the end of its step
+  std::string failure_;               ///< what made fit() throw ("" = it did not)
   /// Deferred read-back (on CUDA, or forced by the test hook TESSERA_TEST_DEFERRED_READBACK=1): the loss and
   /// the train metrics stay on the device between log intervals; non-finite losses are tracked there.
   bool deferred_ = false;
@@ -189,11 +220,18 @@ int stop_signal() noexcept;
 /// Clears a received stop signal (tests; a process that handled it and wants to train again).
 void clear_stop_signal() noexcept;
 
-/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms. With glibc it also keeps
+/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms, for the process. (A Trainer
+/// applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and puts
+/// back the previous settings when they return.) With glibc it also keeps
 /// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step
 /// page-faults its activations in again.
 void configure_runtime(int64_t threads, bool deterministic);
-/// Seeds torch's generators (CPU and CUDA) from `seed`.
+/// Seeds torch's generators (CPU and CUDA) from `seed`. Call it before building a model in C++ so that its initial
+/// weights are a function of the seed (the Trainer cannot re-seed a model that already exists):
+///
+///     tessera::seed_everything(17);
+///     auto model = std::make_shared<tessera::Classifier<Net>>(std::make_shared<Net>(), 10);  // same weights every run
+///     tessera::Trainer trainer(tessera::TrainerOptions().seed(17), {model, ...});
 void seed_everything(uint64_t seed);
 
 }  // namespace tessera

@@ -111,6 +111,8 @@ Resource resource_from_string(std::string text) {
   throw InputError(msg + " (resources: " + join(names) + ")");
 }
 
+}  // namespace
+
 /// An Event from an Event or its snake_case name (InputError with a did-you-mean otherwise).
 Event to_event(py::handle h) {
   if (py::isinstance<py::str>(h)) return event_from_string(h.cast<std::string>());
@@ -132,6 +134,8 @@ std::vector<Resource> to_resources(py::handle h) {
   }
   return out;
 }
+
+namespace {
 
 TimeUnit unit_from_string(const std::string& s) {
   for (TimeUnit u : {TimeUnit::Epoch, TimeUnit::Batch, TimeUnit::Sample, TimeUnit::Token, TimeUnit::Duration}) {
@@ -216,179 +220,6 @@ py::dict plan_to_python(const Plan& plan) {
   out["table"] = plan.table();
   out["json"] = plan.to_json();
   return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Trampolines: Python subclasses of Algorithm and Callback run inside the C++ loop. The GIL is taken only
-// for the calls that reach Python; everything else (the spec, which events a callback wants, the default
-// `match`) is resolved once and answered from C++.
-
-py::handle python_self(const void* cpp, const std::type_info& base) {
-  return py::detail::get_object_handle(cpp, py::detail::get_type_info(base));
-}
-
-/// True when the Python class of `self` defines `name` itself (not inherited from the C++ binding `base`).
-bool overrides(py::handle self, const char* name, py::handle base) {
-  py::object mine = py::getattr(py::type::handle_of(self), name, py::none());
-  py::object theirs = py::getattr(base, name, py::none());
-  return !mine.is_none() && !mine.is(theirs);
-}
-
-class PyAlgorithm : public Algorithm {
- public:
-  const AlgorithmSpec& spec() const override {
-    resolve();
-    return spec_;
-  }
-  bool match(Event event, const State& state) const override {
-    resolve();
-    if (!match_overridden_) return Algorithm::match(event, state);
-    py::gil_scoped_acquire gil;
-    return self().attr("match")(event, &state).cast<bool>();
-  }
-  void apply(Event event, State& state, Logger& logger) override {
-    PYBIND11_OVERRIDE_PURE(void, Algorithm, apply, event, &state, &logger);
-  }
-  void check(const State& state) const override {
-    resolve();
-    if (!check_overridden_) return;
-    py::gil_scoped_acquire gil;
-    self().attr("check")(&state);
-  }
-  StateDict state_dict() const override { PYBIND11_OVERRIDE(StateDict, Algorithm, state_dict, ); }
-  void load_state_dict(const StateDict& state) override {
-    PYBIND11_OVERRIDE(void, Algorithm, load_state_dict, state);
-  }
-
-  /// Reads the declared spec (a `spec` attribute holding an AlgorithmSpec, or a `spec()` method) once.
-  void resolve() const {
-    if (resolved_) return;
-    py::gil_scoped_acquire gil;
-    if (resolved_) return;
-    py::handle me = self();
-    if (!me) throw Error("a Python tessera.Algorithm was used after its Python object was destroyed");
-    py::handle base = py::type::of<Algorithm>();
-    const std::string cls = py::str(py::type::handle_of(me).attr("__qualname__")).cast<std::string>();
-    py::object attr = me.attr("spec");
-    if (py::isinstance<AlgorithmSpec>(attr)) {
-      spec_ = attr.cast<AlgorithmSpec>();
-    } else if (overrides(me, "spec", base)) {
-      py::object value = attr();
-      if (!py::isinstance<AlgorithmSpec>(value)) {
-        throw InputError(cls + ".spec() must return a tessera.AlgorithmSpec, got " + describe_value(value));
-      }
-      spec_ = value.cast<AlgorithmSpec>();
-    } else {
-      throw InputError(cls + ": a Python tessera.Algorithm must declare its spec: a class attribute "
-                             "`spec = tessera.AlgorithmSpec(...)` or a method `spec(self)`");
-    }
-    if (spec_.name.empty()) throw InputError(cls + ": the spec has no name");
-    match_overridden_ = overrides(me, "match", base);
-    check_overridden_ = overrides(me, "check", base);
-    resolved_ = true;
-  }
-
- private:
-  py::handle self() const { return python_self(static_cast<const Algorithm*>(this), typeid(Algorithm)); }
-  mutable AlgorithmSpec spec_;
-  mutable bool resolved_ = false;
-  mutable bool match_overridden_ = false;
-  mutable bool check_overridden_ = false;
-};
-
-/// Callbacks and logger destinations written in Python. An event reaches Python when the class overrides
-/// `run_event`, or defines a method named after the event (`batch_end(self, state, logger)`), optionally
-/// restricted by an `events` attribute (an iterable of Events or names).
-template <class Base>
-class PyCallbackT : public Base {
- public:
-  std::string name() const override {
-    resolve();
-    return name_;
-  }
-  void run_event(Event event, State& state, Logger& logger) override {
-    resolve();
-    if (!wanted_[static_cast<size_t>(event)]) return;
-    py::gil_scoped_acquire gil;
-    if (run_event_overridden_) {
-      self().attr("run_event")(event, &state, &logger);
-    } else {
-      self().attr(event_name(event))(&state, &logger);
-    }
-  }
-  void close() override { PYBIND11_OVERRIDE(void, Base, close, ); }
-  StateDict state_dict() const override { PYBIND11_OVERRIDE(StateDict, Base, state_dict, ); }
-  void load_state_dict(const StateDict& state) override { PYBIND11_OVERRIDE(void, Base, load_state_dict, state); }
-
-  void resolve() const {
-    if (resolved_) return;
-    py::gil_scoped_acquire gil;
-    if (resolved_) return;
-    py::handle me = self();
-    if (!me) throw Error("a Python tessera.Callback was used after its Python object was destroyed");
-    py::handle base = py::type::of<Base>();
-    py::handle cls = py::type::handle_of(me);
-    // name: a `name` string attribute, a method or property of the subclass, else the class name
-    py::object name_attr = py::getattr(cls, "name", py::none());
-    if (py::isinstance<py::str>(name_attr)) {
-      name_ = name_attr.cast<std::string>();
-    } else if (overrides(me, "name", base)) {
-      py::object v = me.attr("name");
-      if (PyCallable_Check(v.ptr())) v = v();
-      name_ = py::str(v).cast<std::string>();
-    } else {
-      name_ = py::str(cls.attr("__name__")).cast<std::string>();
-    }
-    run_event_overridden_ = overrides(me, "run_event", base);
-    std::vector<bool> wanted(kNumEvents, false);
-    for (Event e : all_events()) {
-      wanted[static_cast<size_t>(e)] =
-          run_event_overridden_ || (py::hasattr(me, event_name(e)) && PyCallable_Check(me.attr(event_name(e)).ptr()));
-    }
-    py::object events = py::getattr(me, "events", py::none());
-    if (!events.is_none()) {
-      std::vector<bool> only(kNumEvents, false);
-      for (py::handle e : events) {
-        only[static_cast<size_t>(to_event(e))] = true;
-      }
-      for (size_t i = 0; i < wanted.size(); ++i) wanted[i] = wanted[i] && only[i];
-    }
-    wanted_ = std::move(wanted);
-    resolved_ = true;
-  }
-
- protected:
-  py::handle self() const { return python_self(static_cast<const Base*>(this), typeid(Base)); }
-
- private:
-  mutable std::string name_;
-  mutable std::vector<bool> wanted_;
-  mutable bool run_event_overridden_ = false;
-  mutable bool resolved_ = false;
-};
-
-using PyCallback = PyCallbackT<Callback>;
-
-class PyLoggerDestination : public PyCallbackT<LoggerDestination> {
- public:
-  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override {
-    PYBIND11_OVERRIDE(void, LoggerDestination, log_metrics, values, ts);
-  }
-  void log_hyperparameters(const std::map<std::string, std::string>& values) override {
-    PYBIND11_OVERRIDE(void, LoggerDestination, log_hyperparameters, values);
-  }
-  void log_text(const std::string& level, const std::string& text) override {
-    PYBIND11_OVERRIDE(void, LoggerDestination, log_text, level, text);
-  }
-};
-
-/// Resolves Python plugins while the GIL is held (so that training never waits for it just to read a spec).
-void resolve_plugin(const std::shared_ptr<Algorithm>& a) {
-  if (auto* p = dynamic_cast<PyAlgorithm*>(a.get())) p->resolve();
-}
-void resolve_plugin(const std::shared_ptr<Callback>& c) {
-  if (auto* p = dynamic_cast<PyCallback*>(c.get())) p->resolve();
-  if (auto* p = dynamic_cast<PyLoggerDestination*>(c.get())) p->resolve();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -500,12 +331,14 @@ class PyTrainer {
       if (!py::isinstance<Algorithm>(o)) throw InputError("algorithms: expected tessera.Algorithm objects, got " + describe_value(o));
       algs.push_back(o.cast<std::shared_ptr<Algorithm>>());
       resolve_plugin(algs.back());
+      check_plugin_state(algs.back());
       plugins_.push_back(o);
     }
     for (const py::object& o : callbacks) {
       if (!py::isinstance<Callback>(o)) throw InputError("callbacks: expected tessera.Callback objects, got " + describe_value(o));
       cbs.push_back(o.cast<std::shared_ptr<Callback>>());
       resolve_plugin(cbs.back());
+      check_plugin_state(cbs.back());
       plugins_.push_back(o);
     }
     // The user's own model and data (tessera.Trainer(model=<torch.nn.Module>, train_dataloader=...)).
@@ -521,8 +354,7 @@ class PyTrainer {
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
-    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint);
-    trainer_->set_recipe_text(recipe.text());
+    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
   }
 
   void fit() {
@@ -664,134 +496,6 @@ void bind_time(py::module_& m) {
       .def(py::self == py::self);
 }
 
-void bind_plugins(py::module_& m) {
-  py::class_<Selector>(m, "Selector", "Which algorithms a rule is about: one by name, or the writers of a resource.")
-      .def(py::init(&Selector::named), py::arg("algorithm"))
-      .def(py::init(&Selector::writers_of), py::arg("writes"))
-      .def_static("named", &Selector::named, py::arg("algorithm"))
-      .def_static("writers_of", &Selector::writers_of, py::arg("resource"))
-      .def_readonly("algorithm", &Selector::algorithm)
-      .def_readonly("writes", &Selector::writes)
-      .def("describe", &Selector::describe)
-      .def("__repr__", [](const Selector& s) { return "Selector(" + s.describe() + ")"; });
-  py::implicitly_convertible<py::str, Selector>();
-  py::implicitly_convertible<Resource, Selector>();
-
-  py::class_<Access>(m, "Access", "Reads and writes at one event.")
-      .def(py::init([](const py::object& event, const py::object& reads, const py::object& writes) {
-             return Access{to_event(event), to_resources(reads), to_resources(writes)};
-           }),
-           py::arg("event"), py::arg("reads") = py::tuple(), py::arg("writes") = py::tuple(),
-           "Access(event, reads=[...], writes=[...]); events and resources as enums or names.")
-      .def_readonly("event", &Access::event)
-      .def_readonly("reads", &Access::reads)
-      .def_readonly("writes", &Access::writes);
-
-  py::class_<OrderRule>(m, "OrderRule", "Run before/after other algorithms, at one event or every shared event.")
-      .def(py::init([](const std::string& relation, Selector other, const py::object& event_or_none, std::string reason) {
-             const std::optional<Event> event =
-                 event_or_none.is_none() ? std::nullopt : std::optional<Event>(to_event(event_or_none));
-             OrderRule r;
-             if (relation == "before") {
-               r.relation = OrderRule::Relation::Before;
-             } else if (relation == "after") {
-               r.relation = OrderRule::Relation::After;
-             } else {
-               throw InputError("OrderRule: relation \"" + relation + "\" is not allowed; expected one of: before, after");
-             }
-             r.other = std::move(other);
-             r.event = event;
-             r.reason = std::move(reason);
-             return r;
-           }),
-           py::arg("relation"), py::arg("other"), py::arg("event") = py::none(), py::arg("reason") = "")
-      .def_property_readonly("relation", [](const OrderRule& r) {
-        return std::string(r.relation == OrderRule::Relation::Before ? "before" : "after");
-      })
-      .def_readonly("other", &OrderRule::other)
-      .def_readonly("event", &OrderRule::event)
-      .def_readonly("reason", &OrderRule::reason);
-
-  py::class_<Conflict>(m, "Conflict", "A refused (hard) or warned-about (soft) combination.")
-      .def(py::init([](Selector other, bool hard, std::string reason) { return Conflict{std::move(other), hard, std::move(reason)}; }),
-           py::arg("other"), py::arg("hard") = true, py::arg("reason") = "")
-      .def_readonly("other", &Conflict::other)
-      .def_readonly("hard", &Conflict::hard)
-      .def_readonly("reason", &Conflict::reason);
-
-  py::class_<AlgorithmSpec>(m, "AlgorithmSpec",
-                            "What an algorithm declares: its events with reads/writes, ordering rules, conflicts "
-                            "and flags. The engine orders and checks algorithms from it before step 1.")
-      .def(py::init([](std::string name, std::vector<Access> accesses, std::vector<OrderRule> order,
-                       std::vector<Conflict> conflicts, bool required_on_load, bool interpolates_loss,
-                       bool leaves_parameters_unused, bool may_repeat) {
-             AlgorithmSpec s;
-             s.name = std::move(name);
-             s.accesses = std::move(accesses);
-             s.order = std::move(order);
-             s.conflicts = std::move(conflicts);
-             s.required_on_load = required_on_load;
-             s.interpolates_loss = interpolates_loss;
-             s.leaves_parameters_unused = leaves_parameters_unused;
-             s.may_repeat = may_repeat;
-             return s;
-           }),
-           py::arg("name"), py::arg("accesses") = std::vector<Access>{}, py::arg("order") = std::vector<OrderRule>{},
-           py::arg("conflicts") = std::vector<Conflict>{}, py::arg("required_on_load") = false,
-           py::arg("interpolates_loss") = false, py::arg("leaves_parameters_unused") = false,
-           py::arg("may_repeat") = false)
-      .def_readonly("name", &AlgorithmSpec::name)
-      .def_readonly("accesses", &AlgorithmSpec::accesses)
-      .def_readonly("order", &AlgorithmSpec::order)
-      .def_readonly("conflicts", &AlgorithmSpec::conflicts)
-      .def_readonly("required_on_load", &AlgorithmSpec::required_on_load)
-      .def_readonly("interpolates_loss", &AlgorithmSpec::interpolates_loss)
-      .def_readonly("leaves_parameters_unused", &AlgorithmSpec::leaves_parameters_unused)
-      .def_readonly("may_repeat", &AlgorithmSpec::may_repeat)
-      .def("events", &AlgorithmSpec::events)
-      .def("acts_on", &AlgorithmSpec::acts_on, py::arg("event"))
-      .def("writes", &AlgorithmSpec::writes, py::arg("resource"), py::arg("at") = py::none())
-      .def("reads", &AlgorithmSpec::reads, py::arg("resource"), py::arg("at") = py::none());
-
-  py::class_<Algorithm, PyAlgorithm, std::shared_ptr<Algorithm>>(
-      m, "Algorithm",
-      "Base of the algorithms. A Python subclass declares `spec` (a tessera.AlgorithmSpec, as a class attribute "
-      "or a method) and defines apply(self, event, state, logger); optionally match(self, event, state), "
-      "check(self, state), state_dict(self) and load_state_dict(self, state). It runs inside the C++ loop at its "
-      "events, ordered by the engine like any C++ algorithm. Call super().__init__() in __init__.")
-      .def(py::init<>())
-      .def("spec", &Algorithm::spec, py::return_value_policy::copy, "The declared spec.")
-      .def_property_readonly("name", [](const Algorithm& a) { return a.name(); })
-      .def("match", &Algorithm::match, py::arg("event"), py::arg("state"),
-           "Whether to act at `event` now (default: the event is one of the spec's).")
-      .def("apply", &Algorithm::apply, py::arg("event"), py::arg("state"), py::arg("logger"))
-      .def("check", &Algorithm::check, py::arg("state"), "Plan-time check against the run; raise to refuse it.")
-      .def("state_dict", &Algorithm::state_dict)
-      .def("load_state_dict", &Algorithm::load_state_dict, py::arg("state"));
-
-  py::class_<Callback, PyCallback, std::shared_ptr<Callback>>(
-      m, "Callback",
-      "Base of the callbacks (they observe, never change training). A Python subclass defines methods named "
-      "after events — batch_end(self, state, logger), after_loss(self, state, logger), ... — or "
-      "run_event(self, event, state, logger); an optional `events` attribute restricts which events reach "
-      "Python, and `name` names it (default: the class name). Callbacks run after the algorithms at every "
-      "event. Call super().__init__() in __init__.")
-      .def(py::init<>())
-      .def_property_readonly("callback_name", &Callback::name)
-      .def("close", &Callback::close)
-      .def("state_dict", &Callback::state_dict)
-      .def("load_state_dict", &Callback::load_state_dict, py::arg("state"));
-
-  py::class_<LoggerDestination, Callback, PyLoggerDestination, std::shared_ptr<LoggerDestination>>(
-      m, "LoggerDestination",
-      "Where logged values go. A Python subclass may define log_metrics(self, values, timestamp), "
-      "log_hyperparameters(self, values) and log_text(self, level, text), plus event methods as a Callback.")
-      .def(py::init<>())
-      .def("log_metrics", &LoggerDestination::log_metrics, py::arg("values"), py::arg("timestamp"))
-      .def("log_hyperparameters", &LoggerDestination::log_hyperparameters, py::arg("values"))
-      .def("log_text", &LoggerDestination::log_text, py::arg("level"), py::arg("text"));
-}
-
 void bind_recipe_trainer(py::module_& m) {
   py::class_<Recipe>(m, "Recipe", "A YAML recipe with command-line style overrides applied (docs/recipes.md).")
       .def_static("load", &Recipe::load, py::arg("path"), py::arg("overrides") = std::vector<std::string>{},
@@ -898,6 +602,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Tessera's C++ core (import tessera instead).";
   m.attr("__version__") = TESSERA_VERSION_STRING;
   m.attr("_torch_version") = TORCH_VERSION;
+  // tessera/_stubgen.py writes the TrainerOptions TypedDict (_options.pyi) from it.
+  m.attr("_trainer_options_doc") = options_doc<tessera::TrainerOptions>();
 
   // tessera.Error(RuntimeError), tessera.InputError(tessera.Error, ValueError) and
   // tessera.CheckpointError(tessera.InputError), as in C++; the most derived class is caught first.
@@ -931,4 +637,5 @@ PYBIND11_MODULE(_C, m) {
   py::module_ functional = m.def_submodule("functional", "Functional forms on plain tensors.");
   bind_algorithms(algorithms, functional, data);
   bind_user_parts(m);
+  use_python_type_names(m);
 }

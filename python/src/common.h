@@ -10,13 +10,17 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include <torch/nn/module.h>
 
+#include <tessera/algorithm.h>
+#include <tessera/callback.h>
 #include <tessera/error.h>
+#include <tessera/event.h>
 #include <tessera/models/model.h>
 #include <tessera/options.h>
 #include <tessera/recipe.h>
@@ -28,10 +32,28 @@ namespace tessera::python {
 
 /// Binds errors, events, time, plugins (Algorithm, Callback and their specs), recipes and the trainer, and
 /// creates the module: bindings.cpp.
+/// Binds Selector, Access, OrderRule, Conflict, AlgorithmSpec and the Algorithm, Callback and
+/// LoggerDestination bases that Python subclasses: plugins.cpp.
+void bind_plugins(py::module_& m);
+/// Reads a Python plugin's spec, name and event methods once, while the GIL is held (no-op for C++ plugins).
+void resolve_plugin(const std::shared_ptr<Algorithm>& a);
+void resolve_plugin(const std::shared_ptr<Callback>& c);
+/// Before step 1: a Python plugin's state_dict() must be storable in a checkpoint (InputError naming the
+/// plugin, the key path and the type), rather than failing at the first checkpoint after hours of training.
+void check_plugin_state(const std::shared_ptr<Algorithm>& a);
+void check_plugin_state(const std::shared_ptr<Callback>& c);
+/// An Event from an Event or its snake_case name (InputError with a did-you-mean otherwise): bindings.cpp.
+Event to_event(py::handle h);
+/// Resources from a list of Resources or their names: bindings.cpp.
+std::vector<Resource> to_resources(py::handle h);
+
 /// Binds Batch, Model, Optimizer, DataLoader, Logger and State: components.cpp.
 void bind_state(py::module_& m);
 /// Binds tessera.algorithms, tessera.functional and tessera.data: components.cpp.
 void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);
+/// Rewrites LibTorch 1.13's "at::Tensor" as "torch.Tensor" in the signatures of every docstring of the module
+/// (call it last): signatures.cpp.
+void use_python_type_names(py::module_& m);
 
 /// "a, b, c".
 inline std::string join(const std::vector<std::string>& items) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/python_variable.h>
 
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
@@ -50,8 +51,26 @@ py::class_<A, Algorithm, std::shared_ptr<A>> bind_algorithm(py::module_& m, cons
 /// An Rng from a tessera.Rng or an integer seed.
 Rng rng_from(py::handle h, const char* where) {
   if (py::isinstance<Rng>(h)) return h.cast<Rng>();
-  if (PyLong_Check(h.ptr()) && !PyBool_Check(h.ptr())) return Rng(h.cast<uint64_t>());
-  throw InputError(std::string(where) + ": rng: expected a tessera.Rng or an integer seed, got " + describe_value(h));
+  if (PyLong_Check(h.ptr()) && !PyBool_Check(h.ptr())) {
+    const unsigned long long seed = PyLong_AsUnsignedLongLong(h.ptr());
+    if (!PyErr_Occurred()) return Rng(static_cast<uint64_t>(seed));
+    PyErr_Clear();  // negative or 64 bits exceeded
+    throw InputError(std::string(where) + ".rng: " + py::repr(h).cast<std::string>() +
+                     " is out of range; expected a tessera.Rng or an integer seed in [0, 2^64)");
+  }
+  throw InputError(std::string(where) + ".rng: expected a tessera.Rng or an integer seed, got " + describe_value(h));
+}
+
+/// A State tensor set from Python: a torch.Tensor, or None for "no tensor" (an undefined at::Tensor).
+template <at::Tensor State::*member>
+void set_optional_tensor(State& s, const py::object& value) {
+  if (value.is_none()) {
+    s.*member = at::Tensor();
+  } else if (THPVariable_Check(value.ptr())) {
+    s.*member = value.cast<at::Tensor>();
+  } else {
+    throw InputError("State: expected a torch.Tensor or None, got " + describe_value(value));
+  }
 }
 
 py::dict tensor_dict(const torch::OrderedDict<std::string, at::Tensor>& items) {
@@ -221,8 +240,10 @@ void bind_state(py::module_& m) {
                     "Everything an algorithm or callback may read or change during a run. Tensors are the C++ ones "
                     "(no copies): edit state.batch['input'] or assign state.loss and the trainer sees it.")
       .def_readwrite("batch", &State::batch, "The current batch (full batch or microbatch, see docs/events.md).")
-      .def_readwrite("outputs", &State::outputs, "The model's outputs for the batch (None before the forward).")
-      .def_readwrite("loss", &State::loss, "The loss of the current microbatch (None before the loss).")
+      .def_property("outputs", [](const State& s) { return s.outputs; }, &set_optional_tensor<&State::outputs>,
+                    "The model's outputs for the batch (None before the forward; assign None to clear them).")
+      .def_property("loss", [](const State& s) { return s.loss; }, &set_optional_tensor<&State::loss>,
+                    "The loss of the current microbatch (None before the loss; assign None to clear it).")
       .def_readwrite("loss_override", &State::loss_override,
                      "A callable (outputs, batch, reduction) -> loss replacing the model's loss, or None.")
       .def("compute_loss", [](State& s, const at::Tensor& out, const Batch& b, Reduction r) { return s.compute_loss(out, b, r); },

@@ -49,12 +49,17 @@ class Plan(Mapping[str, List[str]]):
         return f"Plan({json.dumps(self._order)})"
 
 
-def plan(recipe: Union[RecipeLike, Iterable["_C.Algorithm"]], overrides: Overrides = None) -> Plan:
+AlgorithmEntry = Union["_C.Algorithm", str, Mapping[str, Any]]
+
+
+def plan(recipe: Union[RecipeLike, Iterable[AlgorithmEntry]], overrides: Overrides = None) -> Plan:
     """The plan for a recipe (a path, a dict or a Recipe: the run is built, as `tessera-run --plan` does,
-    so run-specific checks apply), or for a list of algorithm objects (no run: ordering and conflicts only).
+    so run-specific checks apply), or for a list of algorithms (no run: ordering and conflicts only), each an
+    algorithm object, a recipe name ("label_smoothing") or {name: {options}}, as in Trainer(algorithms=...).
     Refused combinations raise tessera.InputError with every reason."""
     if isinstance(recipe, (list, tuple)):
-        return Plan(_C._compile_plan(list(recipe)))
+        algorithms = [_C.algorithms.make(a) if isinstance(a, (str, Mapping)) else a for a in recipe]
+        return Plan(_C._compile_plan(algorithms))
     from ._trainer import Trainer
 
     return Trainer(recipe, overrides).plan

@@ -6,31 +6,42 @@ import math
 import os
 from typing import Any, Iterable, Mapping, Optional, Union
 
-from ._C import InputError, Recipe
+from ._C import InputError, Recipe, Time
 
 RecipeLike = Union[str, "os.PathLike[str]", Mapping[str, Any], Recipe]
 Overrides = Union[None, Iterable[str], Mapping[str, Any]]
 
 
+def _plain(v: Any, path: str) -> Any:
+    """`v` as plain data a recipe can hold: a tessera.Time becomes its text ("2ba"), an os.PathLike its path,
+    a numpy scalar the Python number (`.item()`); InputError naming `path` for anything else."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise InputError(f"{path}: {v} is not a finite number")
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, Mapping):
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InputError(f"{path}: keys must be strings, got {k!r}")
+            out[k] = _plain(x, f"{path}.{k}" if path else k)
+        return out
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, f"{path}[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, Time):
+        return str(v)
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    # numpy scalars (np.int64, np.float32, np.bool_), without importing numpy
+    if type(v).__module__ == "numpy" and callable(getattr(v, "item", None)) and getattr(v, "ndim", None) == 0:
+        return _plain(v.item(), path)
+    raise InputError(f"{path}: cannot be written in a recipe: {v!r} ({type(v).__name__}); expected a str, number, "
+                     "bool, None, tessera.Time, path, or a list or dict of those")
+
+
 def _yaml_value(value: Any, where: str) -> str:
     """A Python value as recipe text (JSON is YAML)."""
-
-    def check(v: Any, path: str) -> None:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"{path}: {v} is not a finite number")
-        if isinstance(v, Mapping):
-            for k, x in v.items():
-                if not isinstance(k, str):
-                    raise InputError(f"{path}: keys must be strings, got {k!r}")
-                check(x, f"{path}.{k}" if path else k)
-        elif isinstance(v, (list, tuple)):
-            for i, x in enumerate(v):
-                check(x, f"{path}[{i}]")
-        elif not (v is None or isinstance(v, (str, bool, int, float))):
-            raise InputError(f"{path}: cannot be written in a recipe: {v!r} ({type(v).__name__})")
-
-    check(value, where)
-    return json.dumps(value, indent=1)
+    return json.dumps(_plain(value, where), indent=1)
 
 
 def overrides_list(overrides: Overrides) -> list[str]:

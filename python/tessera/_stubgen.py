@@ -1,4 +1,5 @@
-"""Writes the type stubs whose keyword arguments come from the C++ Options (algorithms.pyi, data.pyi).
+"""Writes the type stubs whose keyword arguments come from the C++ Options (algorithms.pyi, data.pyi,
+_options.pyi).
 
 setup.py runs this against the freshly built module, so the stubs list exactly the options each Options
 struct's `visit` declares (the docstrings carry them: "    name (type, default value): help"). Not for users.
@@ -73,10 +74,39 @@ def data_stub() -> str:
     ])
 
 
+# Types a keyword accepts beyond the C++ field's own (tessera._recipe converts them).
+_WIDER = {"run_dir": "Union[str, os.PathLike[str]]"}
+
+
+def options_stub() -> str:
+    """tessera._options.TrainerOptions: the Trainer's keyword arguments that are TrainerOptions fields, typed, so
+    that a type checker catches `max_duraton=` or `seed="abc"` (Trainer(**options: Unpack[TrainerOptions]))."""
+    from . import _C
+
+    lines = [
+        '"""Type hints of the Trainer\'s option keywords (generated from the C++ TrainerOptions by tessera/_stubgen.py)."""',
+        "import os",
+        "from typing import List, Literal, TypedDict, Union",
+        "",
+        "from ._C import Time",
+        "",
+        "class TrainerOptions(TypedDict, total=False):",
+    ]
+    choices = dict(re.findall(r"^    (\w+) \(str, .*; one of: (.*)$", _C._trainer_options_doc, re.M))
+    for name, kind in _options(_C._trainer_options_doc):
+        kind = _WIDER.get(name, "Union[str, Time]" if kind == "str | Time" else kind)
+        if name in choices:  # a fixed set of strings: Literal["error", "skip"]
+            kind = "Literal[" + ", ".join(repr(c.strip()) for c in choices[name].split(",")) + "]"
+        lines.append(f"    {name}: {kind}")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(folder: str) -> None:
     out = pathlib.Path(folder)
     (out / "algorithms.pyi").write_text(algorithms_stub())
     (out / "data.pyi").write_text(data_stub())
+    (out / "_options.pyi").write_text(options_stub())
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """tessera.Trainer: the C++ trainer built from a recipe (file, dict or Recipe) or from components."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
 from . import _C
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
+
+if TYPE_CHECKING:  # typed keyword arguments for checkers; nothing is imported at run time
+    from typing_extensions import Unpack
+
+    from ._options import TrainerOptions
 
 AlgorithmLike = Union[_C.Algorithm, str, Mapping[str, Any]]
 CallbackLike = Union[_C.Callback, str, Mapping[str, Any]]
@@ -141,7 +146,7 @@ class Trainer(_C._Trainer):
         schedulers: Optional[Sequence[Any]] = None,
         loggers: Optional[Sequence[Any]] = None,
         checkpoint: Optional[Mapping[str, Any]] = None,
-        **options: Any,
+        **options: Unpack[TrainerOptions],
     ) -> None:
         if isinstance(optimizer, torch.optim.Optimizer):
             raise _C.InputError(

@@ -5,7 +5,8 @@ import tessera
 from tessera.algorithms import BlurPool, LabelSmoothing, LayerFreezing, ProgressiveResizing, SelectiveBackprop
 
 DEFAULTS = {
-    BlurPool: {"replace_convs": True, "replace_maxpools": True, "blur_first": True, "min_channels": 16},
+    BlurPool: {"replace_convs": True, "replace_maxpools": True, "blur_first": True, "min_channels": 16,
+               "allow_no_change": False},
     LabelSmoothing: {"smoothing": 0.1, "fused": True},
     LayerFreezing: {"freeze_start": 0.5, "freeze_level": 1.0},
     ProgressiveResizing: {"mode": "resize", "interpolation": "bilinear", "initial_scale": 0.5, "delay_fraction": 0.5,

@@ -115,3 +115,24 @@ def test_torch_operators_share_the_implementation():
     signed_key = rng.key - 2**64 if rng.key >= 2**63 else rng.key  # the op's int is int64
     losses = torch.rand(12)
     assert torch.equal(ops.select_by_loss(losses, 0.5, signed_key, rng.counter), TF.select_by_loss(losses, 0.5, rng))
+
+
+def test_bad_options_are_refused_as_the_algorithms_refuse_them():
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(tessera.InputError, match=r'resize_batch.mode: "zoom" is not allowed; expected one of: resize, crop'):
+        TF.resize_batch(x, 0.5, mode="zoom")
+    with pytest.raises(tessera.InputError, match=r'resize_batch.mode: "CROP" is not allowed'):
+        TF.resize_batch(x, 0.5, mode="CROP")
+    for bad in ("bicubic", "cubicc"):
+        with pytest.raises(tessera.InputError, match=rf'resize_batch.interpolation: "{bad}" is not allowed; expected one of: bilinear, nearest'):
+            TF.resize_batch(x, 0.5, interpolation=bad)
+    with pytest.raises(tessera.InputError, match=r"resize_batch.scale: 0 is out of range; expected a number > 0"):
+        TF.resize_batch(x, 0.0)
+    with pytest.raises(tessera.InputError, match=r"select_by_loss.losses: expected one loss per example, shape \[N\], got shape \[4, 2\]"):
+        TF.select_by_loss(torch.rand(4, 2), 0.5, 0)
+    with pytest.raises(tessera.InputError, match=r"select_by_loss.keep: 1.5 is out of range; expected a number \(0, 1\]"):
+        TF.select_by_loss(torch.rand(4), 1.5, 0)
+    with pytest.raises(tessera.InputError, match=r"select_by_loss.rng: -1 is out of range; expected a tessera.Rng or an integer seed"):
+        TF.select_by_loss(torch.rand(4), 0.5, -1)
+    with pytest.raises(tessera.InputError, match=r"smooth_labels.smoothing: 1.5 is out of range; expected a number \[0, 1\)"):
+        TF.smooth_labels(torch.tensor([0, 1]), 2, alpha=1.5)

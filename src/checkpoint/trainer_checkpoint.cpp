@@ -65,8 +65,10 @@ std::string first_names(const std::vector<std::string>& names) {
   return out;
 }
 
-/// Copies the checkpoint's weights into the model (in place, so optimizer identities stay valid).
-void load_weights(torch::nn::Module& model, const File& file, const std::string& path, bool strict) {
+/// Copies the checkpoint's weights into the model (in place, so optimizer identities stay valid). `fix_strict`: how
+/// the user turns strict off, in the API they called.
+void load_weights(torch::nn::Module& model, const File& file, const std::string& path, bool strict,
+                  const std::string& fix_strict) {
   std::map<std::string, at::Tensor> saved;
   const std::string prefix = "model/";
   for (const auto& [name, t] : file.tensors) {
@@ -103,9 +105,8 @@ void load_weights(torch::nn::Module& model, const File& file, const std::string&
     std::string what;
     if (!missing.empty()) what += "the model has weights the checkpoint lacks: " + first_names(missing);
     if (!unexpected.empty()) what += std::string(what.empty() ? "" : "; ") + "the checkpoint has weights the model lacks: " + first_names(unexpected);
-    throw InputError(fmt::format("checkpoint '{}' does not fit the model ({}); set checkpoint.strict=false to load the "
-                                 "weights both have",
-                                 path, what));
+    throw InputError(fmt::format("checkpoint '{}' does not fit the model ({}); {} to load the weights both have",
+                                 path, what, fix_strict));
   }
   if (loaded.empty()) throw InputError(fmt::format("checkpoint '{}': no weight matches the model's", path));
 }
@@ -146,6 +147,7 @@ StateDict load_state_dict(const json& keys, const std::string& prefix, const Fil
 }  // namespace
 
 void Trainer::save_checkpoint(const std::string& path) const {
+  check_callable("save_checkpoint", DuringFit::AtBoundary);
   const State& s = state_;
   // Deferred read-back (CUDA): refuse weights that a non-finite loss went into, and save the latest loss
   // (fit() reads both back before its own checkpoints; this covers a call from a callback).
@@ -254,9 +256,24 @@ void Trainer::save_checkpoint(const std::string& path) const {
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool strict) {
+  check_callable("load_checkpoint", DuringFit::Refused);
   engine_->run_event(Event::BeforeLoad, state_);
-  apply_checkpoint(checkpoint::read_file(path), path, weights_only, strict);
+  loading_by_call_ = true;
+  try {
+    apply_checkpoint(checkpoint::read_file(path), path, weights_only, strict);
+  } catch (...) {
+    loading_by_call_ = false;
+    throw;
+  }
+  loading_by_call_ = false;
   engine_->run_event(Event::AfterLoad, state_);
+}
+
+std::string Trainer::how_to_set(const std::string& option, const std::string& value) const {
+  if (loading_by_call_) return fmt::format("pass {}={} to load_checkpoint", option, value);
+  if (!recipe_text_.empty()) return fmt::format("set checkpoint.{}={} (in the recipe or on the command line)", option, value);
+  return fmt::format("set {0}={1} in the Trainer's checkpoint options (C++: CheckpointOptions().{0}({1}))", option,
+                     value);
 }
 
 void Trainer::apply_checkpoint(const File& file, const std::string& path, bool weights_only, bool strict) {
@@ -273,7 +290,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
                                         path, m.at("format").get<int>(), kFormatVersion));
     }
     if (weights_only) {
-      load_weights(*s.model, file, path, strict);
+      load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
       forget_pending();
       loaded_checkpoint_ = path;
       return;
@@ -285,15 +302,14 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
         data.at("samples_per_epoch").get<int64_t>() != s.time.samples_per_epoch) {
       throw InputError(fmt::format(
           "checkpoint '{}' was taken with {} samples in {} batches per epoch, this run has {} in {}: the data or "
-          "batch size changed, so the run cannot resume exactly (set checkpoint.weights_only=true to load the "
-          "weights alone)",
+          "batch size changed, so the run cannot resume exactly ({} to load the weights alone)",
           path, data.at("samples_per_epoch").get<int64_t>(), data.at("batches_per_epoch").get<int64_t>(),
-          s.time.samples_per_epoch, s.time.batches_per_epoch));
+          s.time.samples_per_epoch, s.time.batches_per_epoch, how_to_set("weights_only", "true")));
     }
     if (m.at("seed").get<uint64_t>() != s.seed) {
       throw InputError(fmt::format("checkpoint '{}' was taken with seed {}, this run has seed {}: resume with the "
-                                   "same seed (or set checkpoint.weights_only=true to load the weights alone)",
-                                   path, m.at("seed").get<uint64_t>(), s.seed));
+                                   "same seed (or {} to load the weights alone)",
+                                   path, m.at("seed").get<uint64_t>(), s.seed, how_to_set("weights_only", "true")));
     }
     const auto& algos = engine_->algorithms();
     std::vector<std::string> saved_algos, run_algos;
@@ -301,8 +317,9 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     for (const auto& a : algos) run_algos.push_back(a->name());
     if (saved_algos != run_algos) {
       throw InputError(fmt::format("checkpoint '{}' was taken with algorithms [{}], this run has [{}]: resume with "
-                                   "the same algorithms in the same order (or set checkpoint.weights_only=true)",
-                                   path, fmt::join(saved_algos, ", "), fmt::join(run_algos, ", ")));
+                                   "the same algorithms in the same order (or {})",
+                                   path, fmt::join(saved_algos, ", "), fmt::join(run_algos, ", "),
+                                   how_to_set("weights_only", "true")));
     }
     optim::Optimizer& opt = *s.optimizer;
     const json& o = m.at("optimizer");
@@ -310,7 +327,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       throw InputError(fmt::format("checkpoint '{}' was taken with optimizer {}, this run uses {}", path,
                                    o.at("name").get<std::string>(), opt.name()));
     }
-    load_weights(*s.model, file, path, strict);
+    load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
 
     // optimizer: groups and state, by parameter name
     std::map<std::string, at::Tensor> params;

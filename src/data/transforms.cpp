@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <tessera/data/transforms.h>
 #include <tessera/error.h>
 
@@ -197,7 +198,7 @@ void RandomCrop::apply(Batch& batch, Rng& rng) const {
 
 HorizontalFlip::HorizontalFlip(HorizontalFlipOptions options) : options_(options) {
   if (!(options_.p() >= 0 && options_.p() <= 1))
-    throw InputError("horizontal_flip.p: " + std::to_string(options_.p()) + " is out of range [0, 1]");
+    throw InputError("horizontal_flip.p: " + fmt::format("{:g}", options_.p()) + " is out of range [0, 1]");
 }
 
 void HorizontalFlip::apply(Batch& batch, Rng& rng) const {

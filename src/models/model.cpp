@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <c10/util/Exception.h>
+
 #include <tessera/error.h>
 
 namespace tessera {
@@ -97,6 +99,29 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Re
       return per.dim() > 1 ? per.flatten(1).mean(1).neg() : per.neg();
   }
   return {};
+}
+
+std::string try_on_example(Model& model, const Batch& batch, const std::function<void(const Batch&)>& fn) {
+  Batch moved;
+  const auto params = model.parameters();
+  if (params.empty()) {
+    moved = batch;
+  } else {
+    for (const auto& [key, t] : batch.parts()) moved.set(key, t.defined() ? t.to(params.front().device()) : t);
+  }
+  const bool was_training = model.is_training();
+  model.eval();
+  std::string error;
+  try {
+    at::NoGradGuard no_grad;
+    fn(moved);
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  model.train(was_training);
+  return error.substr(0, error.find('\n'));
 }
 
 std::string weights_fingerprint(const torch::nn::Module& module) {

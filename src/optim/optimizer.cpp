@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <torch/autograd.h>
 
 #include <tessera/error.h>
@@ -123,7 +124,7 @@ SGD::SGD(std::vector<at::Tensor> params, SGDOptions options)
   if (options_.nesterov() && (options_.momentum() <= 0 || options_.dampening() != 0)) {
     throw InputError(
         "optimizer.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0 (got momentum " +
-        std::to_string(options_.momentum()) + ", dampening " + std::to_string(options_.dampening()) + ")");
+        fmt::format("{:g}, dampening {:g})", options_.momentum(), options_.dampening()));
   }
 }
 

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include <tessera/error.h>
 
 namespace tessera::optim {
@@ -33,9 +35,9 @@ double progress(double t, const Time& t_max, const Time& warmup, const TimeConte
   const double w = ctx.to_batches(warmup);
   const double end = ctx.to_batches(t_max);
   if (!(end > w)) {
-    throw InputError(std::string(scheduler) + " scheduler: t_max (" + t_max.str() + " = " +
-                     std::to_string(end) + " batches) must be greater than warmup (" + warmup.str() + " = " +
-                     std::to_string(w) + " batches)");
+    throw InputError(fmt::format("{} scheduler: t_max ({} = {:g} batches) must be greater than warmup ({} = {:g} "
+                                 "batches)",
+                                 scheduler, t_max.str(), end, warmup.str(), w));
   }
   *warmup_batches = w;
   return std::clamp((t - w) / (end - w), 0.0, 1.0);

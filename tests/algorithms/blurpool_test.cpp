@@ -1,5 +1,7 @@
 // BlurPool: the filter, the op against hand-computed values, shapes, surgery counts, optimizer
 // consistency, gradients, and the algorithm's warnings and validation.
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include <tessera/algorithms/blurpool.h>
@@ -156,6 +158,106 @@ TEST(BlurPool, AlgorithmAppliesAtInitAndWarnsWhenNothingChanges) {
   algo.apply(Event::Init, state, logger);
   ASSERT_EQ(capture->lines.size(), 1u);
   EXPECT_NE(capture->lines[0].find("warning: blurpool: no layer was replaced"), std::string::npos);
+}
+
+/// A user's LibTorch network written the usual way: its layers are members, called through their holders.
+struct PlainConvNetImpl : torch::nn::Module {
+  PlainConvNetImpl()
+      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 16, 3).padding(1)))),
+        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 16, 3).stride(2).padding(1)))),
+        pool(register_module("pool", torch::nn::MaxPool2d(2))),
+        fc(register_module("fc", torch::nn::Linear(16 * 2 * 2, 4))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    return fc->forward(pool->forward(at::relu(conv2->forward(at::relu(conv1->forward(x))))).flatten(1));
+  }
+  torch::nn::Conv2d conv1, conv2;
+  torch::nn::MaxPool2d pool;
+  torch::nn::Linear fc;
+};
+
+/// The same network made surgery-ready: the layers live in slots and are called through them.
+struct SlottedConvNetImpl : SlottedModule {
+  SlottedConvNetImpl() {
+    register_slot("conv1", torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 16, 3).padding(1))));
+    register_slot("conv2", torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 16, 3).stride(2).padding(1))));
+    register_slot("pool", torch::nn::AnyModule(torch::nn::MaxPool2d(2)));
+    register_slot("fc", torch::nn::AnyModule(torch::nn::Linear(16 * 2 * 2, 4)));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor h = at::relu(slot("conv2").forward(at::relu(slot("conv1").forward(x))));
+    return slot("fc").forward(slot("pool").forward(h).flatten(1));
+  }
+};
+
+/// Components for 8x8 RGB images of 4 classes around `model`.
+template <class Net>
+Components image_run(BlurPoolOptions options = BlurPoolOptions()) {
+  Components c = testing::tiny_components();
+  c.model = std::make_shared<Classifier<Net>>(std::make_shared<Net>(), 4);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1));
+  c.train_dataloader = testing::loader(
+      data::make_synthetic(data::SyntheticOptions().size(16).input_shape({3, 8, 8}).num_classes(4).seed(3)), 8);
+  c.evaluators.clear();
+  c.algorithms = {std::make_shared<BlurPool>(options)};
+  return c;
+}
+
+TEST(BlurPool, PlainLibTorchModuleIsRefusedSayingItsLayersAreNotInSlots) {
+  const std::string msg = testing::input_error_of([] { Trainer t(TrainerOptions(), image_run<PlainConvNetImpl>()); });
+  EXPECT_NE(msg.find("blurpool: the model's layers are not in slots, so surgery cannot replace them: 2 layer(s) it "
+                     "would replace are ordinary module members (net.conv2 (Conv2d, 16 input channels, stride 2), "
+                     "net.pool (MaxPool2d))"),
+            std::string::npos)
+      << msg;
+  for (const char* part : {"tessera::SlottedModule", "register_slot(", "slot(\"conv1\").forward(x)",
+                           "docs/cpp-own-model.md", "allow_no_change"}) {
+    EXPECT_NE(msg.find(part), std::string::npos) << part << " missing from: " << msg;
+  }
+  // conv1 (stride 1) is not eligible and is not listed.
+  EXPECT_EQ(msg.find("net.conv1"), std::string::npos) << msg;
+}
+
+TEST(BlurPool, NoEligibleLayerAtAllIsRefusedWithoutBlamingSlots) {
+  Components c = testing::tiny_components();  // an MLP
+  c.algorithms = {std::make_shared<BlurPool>()};
+  const std::string msg = testing::input_error_of([&] { Trainer t(TrainerOptions(), std::move(c)); });
+  EXPECT_NE(msg.find("blurpool: the model has no layer to replace (no strided Conv2d with >= 16 input channels or "
+                     "MaxPool2d, in a slot or elsewhere), so it would have no effect; remove it, lower min_channels, "
+                     "or set allow_no_change"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(msg.find("not in slots"), std::string::npos) << msg;
+}
+
+TEST(BlurPool, AllowNoChangeRunsAndWarnsOnAPlainModule) {
+  auto capture = std::make_shared<TextCapture>();
+  Components c = image_run<PlainConvNetImpl>(BlurPoolOptions().allow_no_change(true));
+  c.callbacks = {capture};
+  Trainer t(TrainerOptions(), std::move(c));
+  const auto& algo = dynamic_cast<const BlurPool&>(*t.engine().algorithms()[0]);
+  EXPECT_EQ(algo.counts().convs + algo.counts().maxpools, 0);
+  bool warned = false;
+  for (const auto& line : capture->lines) warned = warned || line.find("warning: blurpool: no layer was replaced") == 0;
+  EXPECT_TRUE(warned);
+}
+
+TEST(BlurPool, SlottedModuleLayersAreCountedThenReplaced) {
+  auto net = std::make_shared<SlottedConvNetImpl>();
+  const BlurPoolCounts dry = count_blurpool(*net, BlurPoolOptions());
+  EXPECT_EQ(dry.convs, 1);
+  EXPECT_EQ(dry.maxpools, 1);
+  EXPECT_TRUE(net->slot("conv2").ptr()->as<torch::nn::Conv2dImpl>() != nullptr) << "a dry run changed the model";
+  EXPECT_TRUE(unslotted_blurpool_layers(*net, BlurPoolOptions()).empty());
+
+  Trainer t(TrainerOptions().max_duration(Time::parse("1ba")), image_run<SlottedConvNetImpl>());
+  const auto& algo = dynamic_cast<const BlurPool&>(*t.engine().algorithms()[0]);
+  EXPECT_EQ(algo.counts().convs, 1);
+  EXPECT_EQ(algo.counts().maxpools, 1);
+  auto& model = dynamic_cast<Classifier<SlottedConvNetImpl>&>(*t.state().model);
+  EXPECT_TRUE(model.net().slot("conv2").ptr()->as<BlurConv2dImpl>() != nullptr);
+  EXPECT_TRUE(model.net().slot("pool").ptr()->as<BlurMaxPool2dImpl>() != nullptr);
+  t.fit();  // the replaced network trains (same output size)
+  EXPECT_TRUE(std::isfinite(t.state().metrics.at("loss/train/total")));
 }
 
 }  // namespace

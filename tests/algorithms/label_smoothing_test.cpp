@@ -124,6 +124,15 @@ TEST(LabelSmoothing, Validation) {
   EXPECT_THROW(LabelSmoothing(LabelSmoothingOptions().smoothing(1.0)), InputError);
   EXPECT_THROW(LabelSmoothing(LabelSmoothingOptions().smoothing(-0.1)), InputError);
   EXPECT_NO_THROW(LabelSmoothing(LabelSmoothingOptions().smoothing(0.0)));
+  // the functional forms take the same range
+  const at::Tensor y = at::tensor({0, 1}, at::kLong);
+  try {
+    smooth_labels(y, 2, 1.0);
+    FAIL() << "alpha 1 accepted";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "smooth_labels.smoothing: 1 is out of range; expected a number [0, 1)");
+  }
+  EXPECT_THROW(smoothed_cross_entropy(at::zeros({2, 2}), y, -0.1, Reduction::Mean), InputError);
 }
 
 }  // namespace

@@ -105,5 +105,92 @@ TEST(ProgressiveResizing, ValidationAndPlanChecks) {
   EXPECT_FALSE(pr.spec().writes(Resource::Targets));
 }
 
+/// A network whose Linear after the flatten fixes the input size: 3x8x8 images only.
+struct FlattenNetImpl : torch::nn::Module {
+  FlattenNetImpl() : fc(register_module("fc", torch::nn::Linear(3 * 8 * 8, 4))) {}
+  at::Tensor forward(const at::Tensor& x) { return fc->forward(x.flatten(1)); }
+  torch::nn::Linear fc;
+};
+
+/// The same with adaptive pooling to 8x8 first: any input size works.
+struct AdaptiveNetImpl : torch::nn::Module {
+  AdaptiveNetImpl() : fc(register_module("fc", torch::nn::Linear(3 * 8 * 8, 4))) {}
+  at::Tensor forward(const at::Tensor& x) { return fc->forward(at::adaptive_avg_pool2d(x, {8, 8}).flatten(1)); }
+  torch::nn::Linear fc;
+};
+
+template <class Net>
+Components rgb_run(ProgressiveResizingOptions options) {
+  Components c = testing::tiny_components();
+  c.model = std::make_shared<Classifier<Net>>(std::make_shared<Net>(), 4);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions());
+  c.train_dataloader = testing::loader(
+      data::make_synthetic(data::SyntheticOptions().size(16).input_shape({3, 8, 8}).num_classes(4).seed(3)), 8);
+  c.evaluators.clear();
+  c.algorithms = {std::make_shared<ProgressiveResizing>(options)};
+  return c;
+}
+
+TEST(ProgressiveResizing, ANetworkThatCannotTakeTheSmallestInputsIsRefusedAtPlanTime) {
+  const std::string msg = testing::input_error_of(
+      [] { Trainer t(TrainerOptions(), rgb_run<FlattenNetImpl>(ProgressiveResizingOptions().initial_scale(0.5))); });
+  for (const char* part : {"progressive_resizing: the model cannot take inputs of 4x4 (initial_scale 0.5 of the data's "
+                           "8x8, the smallest size the schedule uses)",
+                           "mat1 and mat2", "a Linear after a flatten expects a fixed size", "adaptive pooling",
+                           "larger initial_scale"}) {
+    EXPECT_NE(msg.find(part), std::string::npos) << part << " missing from: " << msg;
+  }
+  EXPECT_EQ(msg.find("Exception raised from"), std::string::npos) << "torch's backtrace leaked: " << msg;
+  // initial_scale 1: nothing is resized, nothing to refuse.
+  Trainer full(TrainerOptions(), rgb_run<FlattenNetImpl>(ProgressiveResizingOptions().initial_scale(1.0)));
+}
+
+TEST(ProgressiveResizing, PlanTimeForwardLeavesTheModelAsItWas) {
+  Components c = rgb_run<AdaptiveNetImpl>(ProgressiveResizingOptions().initial_scale(0.5));
+  c.model->train();
+  const std::string before = weights_fingerprint(*c.model);
+  State state;
+  state.model = c.model;
+  state.train_dataloader = c.train_dataloader;
+  c.algorithms[0]->check(state);  // passes: adaptive pooling takes 4x4
+  EXPECT_TRUE(state.model->is_training());
+  state.model->eval();
+  c.algorithms[0]->check(state);
+  EXPECT_FALSE(state.model->is_training());
+  EXPECT_EQ(weights_fingerprint(*state.model), before);
+}
+
+/// The message of the InputError `f` throws ("" when it throws none).
+template <class F>
+std::string input_error(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ProgressiveResizing, FunctionalFormValidatesLikeTheOptions) {
+  const at::Tensor x = at::rand({2, 1, 8, 8});
+  Rng rng(0);
+  EXPECT_EQ(input_error([&] { resize_batch_input(x, 0.5, "zoom", "bilinear", rng); }),
+            "resize_batch.mode: \"zoom\" is not allowed; expected one of: resize, crop");
+  EXPECT_EQ(input_error([&] { resize_batch_input(x, 0.5, "CROP", "bilinear", rng); }),
+            "resize_batch.mode: \"CROP\" is not allowed; expected one of: resize, crop");
+  const std::string cubic = input_error([&] { resize_batch_input(x, 0.5, "resize", "bicubic", rng); });
+  EXPECT_EQ(cubic.rfind("resize_batch.interpolation: \"bicubic\" is not allowed; expected one of: bilinear, nearest", 0),
+            0u)
+      << cubic;
+  EXPECT_NE(input_error([&] { resize_batch_input(x, 0.5, "resize", "cubicc", rng); }).find("\"cubicc\" is not allowed"),
+            std::string::npos);
+  // the same choices as the algorithm's options, even where the scale makes the call a no-op
+  EXPECT_NE(input_error([&] { resize_batch_input(x, 1.0, "zoom", "bilinear", rng); }), "");
+  EXPECT_EQ(input_error([&] { resize_batch_input(x, 0.0, "resize", "bilinear", rng); }),
+            "resize_batch.scale: 0 is out of range; expected a number > 0");
+  EXPECT_NE(input_error([&] { resize_batch_input(x, -0.5, "resize", "bilinear", rng); }), "");
+  EXPECT_EQ(resize_batch_input(x, 0.5, "crop", "nearest", rng).sizes(), at::IntArrayRef({2, 1, 4, 4}));
+}
+
 }  // namespace
 }  // namespace tessera::algorithms

@@ -25,6 +25,28 @@ TEST(SelectiveBackprop, WeightsFollowTheRankFormula) {
   EXPECT_NEAR((w3[2] / w3[1]).item<double>(), std::pow(7.0, 3.0), 1e-9);
 }
 
+TEST(SelectiveBackprop, FunctionalFormsValidateLikeTheOptions) {
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Rng rng(0);
+  // [4, 2] losses are not one per example: refused, rather than flattened into 8 (index 5 for a batch of 4)
+  EXPECT_EQ(message([&] { select_by_loss(at::rand({4, 2}), 0.5, rng); }),
+            "select_by_loss.losses: expected one loss per example, shape [N], got shape [4, 2]");
+  EXPECT_EQ(message([&] { select_by_loss(at::rand({4}), 1.5, rng); }),
+            "select_by_loss.keep: 1.5 is out of range; expected a number (0, 1]");
+  EXPECT_EQ(message([&] { select_by_loss(at::rand({4}), 0.0, rng); }),
+            "select_by_loss.keep: 0 is out of range; expected a number (0, 1]");
+  EXPECT_EQ(message([&] { selection_weights(at::rand({4}), -1.0); }),
+            "selection_weights.keep: -1 is out of range; expected a number (0, 1]");
+  EXPECT_EQ(select_by_loss(at::rand({4}), 1.0, rng).numel(), 4);
+}
+
 TEST(SelectiveBackprop, SelectionProbabilitiesMatchSequentialDrawsStatistically) {
   // N = 4, k = 2: the probability that example i is among the kept ones, for draws without replacement
   // with weights w, is sum over first picks. Compare 20000 seeded draws to the exact inclusion probabilities.
@@ -151,6 +173,28 @@ TEST(SelectiveBackprop, ModelWithoutPerExampleLossIsRefusedAtPlanTime) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("selective_backprop: the model's loss gives no per-example values"), std::string::npos)
         << e.what();
+  }
+}
+
+/// A custom loss that ignores the reduction it is asked for (always the mean).
+class MeanOnlyLoss : public Classifier<testing::TinyNetImpl> {
+ public:
+  using Classifier::Classifier;
+  at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction) override {
+    return cross_entropy(outputs, batch.target(), Reduction::Mean);
+  }
+};
+
+TEST(SelectiveBackprop, ALossThatIgnoresReductionNoneIsRefusedAtPlanTimeWithTheFix) {
+  Components c = testing::tiny_components();
+  c.model = std::make_shared<MeanOnlyLoss>(std::make_shared<testing::TinyNetImpl>(16, 8, 3), 3);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions());
+  c.algorithms = {std::make_shared<SelectiveBackprop>()};
+  const std::string msg = testing::input_error_of([&] { Trainer t(TrainerOptions(), std::move(c)); });
+  for (const char* part : {"selective_backprop: the model's loss with Reduction::None has shape [] on a batch of 1 "
+                           "example(s); expected [1]",
+                           "implement Reduction::None in the model's loss", "supports_per_example_loss()"}) {
+    EXPECT_NE(msg.find(part), std::string::npos) << part << " missing from: " << msg;
   }
 }
 

@@ -125,27 +125,30 @@ class ShowingDestination : public RecordingDestination {
   bool shows_text() const override { return true; }
 };
 
-TEST(Logger, WarningGoesToStderrUnlessADestinationShowsIt) {
+TEST(Logger, WarningsAndNotesGoToStderrUnlessADestinationShowsThem) {
   Logger empty;
   ::testing::internal::CaptureStderr();
   empty.warn("no destination");
-  empty.info("not shown");
-  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tessera: warning: no destination\n");
+  empty.info("a note");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tessera: warning: no destination\ntessera: info: a note\n");
 
   // Only file-like destinations: the warning goes to them and to stderr.
   RecordingDestination file;
   Logger to_files({&file});
   ::testing::internal::CaptureStderr();
   to_files.warn("to the file too");
-  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tessera: warning: to the file too\n");
-  EXPECT_EQ(file.texts, std::vector<std::string>{"warning:to the file too"});
+  to_files.info("a note to the file too");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(),
+            "tessera: warning: to the file too\ntessera: info: a note to the file too\n");
+  EXPECT_EQ(file.texts, (std::vector<std::string>{"warning:to the file too", "info:a note to the file too"}));
 
   ShowingDestination shown;
   Logger logger({&file, &shown});
   ::testing::internal::CaptureStderr();
   logger.warn("to the destination");
+  logger.info("a note to the destination");
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
-  EXPECT_EQ(shown.texts, std::vector<std::string>{"warning:to the destination"});
+  EXPECT_EQ(shown.texts, (std::vector<std::string>{"warning:to the destination", "info:a note to the destination"}));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -527,7 +530,7 @@ State bar_state(Time max_duration, int64_t batches_per_epoch) {
 
 TEST(ProgressBar, PlainModePrintsTenPercentStepsEpochLinesAndEval) {
   std::ostringstream out;
-  ProgressBar bar(ProgressBarOptions().width(10), &out, /*terminal=*/false);
+  ProgressBar bar(ProgressBarOptions().width(10).plain_seconds(0), &out, /*terminal=*/false);
   EXPECT_FALSE(bar.terminal());
   EXPECT_EQ(bar.name(), "progress_bar");
   State state = bar_state(Time(2, TimeUnit::Epoch), 20);
@@ -555,6 +558,31 @@ TEST(ProgressBar, PlainModePrintsTenPercentStepsEpochLinesAndEval) {
   run_epoch(bar, state, logger, 1, 20);
   const auto all = split_lines(out.str());
   EXPECT_EQ(all.back(), "epoch 2/2  batch 20/20 [##########]  loss 0.0244  320 samples/s  ETA 0:00");
+}
+
+TEST(ProgressBar, PlainModePrintsAtMostOneLinePerPlainSeconds) {
+  // 20 batches of 0.1 s: by default (10 s) a 2 s epoch prints its end line only; with 0.55 s, the 10% steps
+  // reached at 0.6 s, 1.2 s and 1.8 s (a step every 0.2 s, but 0.55 s apart at least: batches 6, 12, 18)
+  std::ostringstream quiet;
+  ProgressBar by_default(ProgressBarOptions().width(10), &quiet, /*terminal=*/false);
+  EXPECT_EQ(by_default.options().plain_seconds(), 10);
+  State state = bar_state(Time(1, TimeUnit::Epoch), 20);
+  Logger logger({&by_default});
+  run_epoch(by_default, state, logger, 0, 20);
+  ASSERT_EQ(split_lines(quiet.str()), std::vector<std::string>{"epoch 1/1  batch 20/20 [##########]  loss 0.0476  320 samples/s  ETA 0:00"});
+
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions().width(10).plain_seconds(0.55), &out, false);
+  State state2 = bar_state(Time(1, TimeUnit::Epoch), 20);
+  Logger logger2({&bar});
+  run_epoch(bar, state2, logger2, 0, 20);
+  const auto lines = split_lines(out.str());
+  ASSERT_EQ(lines.size(), 4u) << out.str();
+  EXPECT_EQ(lines[0].rfind("epoch 1/1  batch  6/20", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[1].rfind("epoch 1/1  batch 12/20", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[2].rfind("epoch 1/1  batch 18/20", 0), 0u) << lines[2];
+  EXPECT_EQ(lines[3].rfind("epoch 1/1  batch 20/20", 0), 0u) << lines[3];
+  EXPECT_THROW(ProgressBar(ProgressBarOptions().plain_seconds(-1), &out, false), InputError);
 }
 
 TEST(ProgressBar, EvalFallsBackToStateMetrics) {

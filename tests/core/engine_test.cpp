@@ -242,6 +242,168 @@ TEST(Engine, AlgorithmsThenCallbacksThenLoggersAndLoggersFirstAtInit) {
   EXPECT_THROW(engine.run_event(Event::BatchEnd, state), Error);
 }
 
+TEST(Engine, RuleNamingNoAlgorithmOfTheRunIsAWarningWithDidYouMean) {
+  AlgorithmSpec counter = spec_on("counter", {Event::AfterDataloader});
+  counter.order.push_back({OrderRule::Relation::Before, Selector::named("selectve_backprop"), std::nullopt, "typo"});
+  counter.order.push_back({OrderRule::Relation::After, Selector::named("label_smoothing"), std::nullopt, "absent"});
+  counter.order.push_back({OrderRule::Relation::After, Selector::named("late"), std::nullopt, "no shared event"});
+  counter.conflicts.push_back({Selector::named("blurpol"), true, "typo in a conflict"});
+  AlgorithmSpec sb = spec_on("selective_backprop", {Event::AfterDataloader});
+  AlgorithmSpec late = spec_on("late", {Event::BatchEnd});
+  Plan plan = compile_plan(raw({std::make_shared<FakeAlgorithm>(counter), std::make_shared<FakeAlgorithm>(sb),
+                                std::make_shared<FakeAlgorithm>(late)}));
+  ASSERT_EQ(plan.warnings().size(), 4u) << plan.table();
+  EXPECT_EQ(plan.warnings()[0],
+            "counter: the ordering rule \"before selectve_backprop\" matches no algorithm of this run; did you mean "
+            "\"selective_backprop\"?");
+  // a registered algorithm that is not in the run: no suggestion, the rule just matches nothing
+  EXPECT_EQ(plan.warnings()[1], "counter: the ordering rule \"after label_smoothing\" matches no algorithm of this run");
+  EXPECT_EQ(plan.warnings()[2],
+            "counter: the ordering rule \"after late\" matches no algorithm of this run (late is in it, but acts at "
+            "none of the events of counter)");
+  EXPECT_EQ(plan.warnings()[3], "counter: the conflict with \"blurpol\" names no known algorithm; did you mean \"blurpool\"?");
+  EXPECT_NE(plan.table().find("did you mean \"selective_backprop\""), std::string::npos);
+
+  // the same rule spelt right, with the algorithm in the run: no warning, and it orders
+  AlgorithmSpec right = spec_on("counter", {Event::AfterDataloader});
+  right.order.push_back({OrderRule::Relation::Before, Selector::named("selective_backprop"), std::nullopt, "first"});
+  const std::vector<std::shared_ptr<Algorithm>> both{std::make_shared<FakeAlgorithm>(sb),
+                                                     std::make_shared<FakeAlgorithm>(right)};
+  Plan ok = compile_plan(raw(both));
+  EXPECT_TRUE(ok.warnings().empty());
+  EXPECT_EQ(names_at(ok, Event::AfterDataloader), (std::vector<std::string>{"counter", "selective_backprop"}));
+}
+
+TEST(Engine, RuleAtAnEventTheAlgorithmDoesNotActOnIsRefused) {
+  AlgorithmSpec a = spec_on("counter", {Event::AfterDataloader, Event::BatchEnd});
+  a.order.push_back({OrderRule::Relation::Before, Selector::named("b"), Event::AfterLoss, "wrong event"});
+  std::string msg = compile_error({std::make_shared<FakeAlgorithm>(a),
+                                   std::make_shared<FakeAlgorithm>(spec_on("b", {Event::AfterLoss}))});
+  EXPECT_NE(msg.find("counter: the ordering rule \"before b at after_loss\" is at after_loss, an event counter does "
+                     "not act on (its events: after_dataloader, batch_end); give one of those, or no event"),
+            std::string::npos)
+      << msg;
+}
+
+/// Throws `E` from apply.
+template <class E>
+class Throwing : public FakeAlgorithm {
+ public:
+  using FakeAlgorithm::FakeAlgorithm;
+  void apply(Event, State&, Logger&) override { throw E("bad value"); }
+};
+
+class ThrowingCallback : public Callback {
+ public:
+  std::string name() const override { return "saver"; }
+  void run_event(Event, State&, Logger&) override { throw std::out_of_range("not wrapped"); }
+};
+
+TEST(Engine, ErrorsFromApplyNameTheAlgorithmAndEventAndKeepTheirType) {
+  auto run = [](std::shared_ptr<Algorithm> a) {
+    Engine engine({std::move(a)}, {});
+    State state;
+    engine.compile(state);
+    engine.run_event(Event::AfterLoss, state);
+  };
+  try {
+    run(std::make_shared<Throwing<InputError>>(spec_on("typed", {Event::AfterLoss})));
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "algorithm \"typed\" at after_loss: bad value");
+  }
+  try {
+    run(std::make_shared<Throwing<Error>>(spec_on("typed", {Event::AfterLoss})));
+    FAIL() << "no exception";
+  } catch (const InputError&) {
+    FAIL() << "an Error became an InputError";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "algorithm \"typed\" at after_loss: bad value");
+  }
+  // torch's errors keep their type too, with the algorithm and event added
+  class Doubles : public FakeAlgorithm {
+   public:
+    using FakeAlgorithm::FakeAlgorithm;
+    void apply(Event, State&, Logger&) override {
+      at::Tensor x = at::ones({2}, at::kDouble);
+      (void)x.mm(at::ones({2, 2}, at::kFloat));
+    }
+  };
+  try {
+    run(std::make_shared<Doubles>(spec_on("doubles", {Event::AfterLoss})));
+    FAIL() << "no exception";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("in algorithm \"doubles\" at after_loss"), std::string::npos)
+        << e.what_without_backtrace();
+  }
+  // other exceptions pass through unchanged (a Python exception from a Python plugin keeps its type and text)
+  Engine engine({}, {std::make_shared<ThrowingCallback>()});
+  State state;
+  engine.compile(state);
+  EXPECT_THROW(
+      {
+        try {
+          engine.run_event(Event::BatchEnd, state);
+        } catch (const std::out_of_range& e) {
+          EXPECT_STREQ(e.what(), "not wrapped");
+          throw;
+        }
+      },
+      std::out_of_range);
+}
+
+/// Turns the inputs into `dtype` at after_dataloader (an algorithm writing float64 inputs for a float32 model).
+class CastsInputs : public FakeAlgorithm {
+ public:
+  CastsInputs(at::ScalarType dtype) : FakeAlgorithm(spec_on("casts", {Event::AfterDataloader})), dtype_(dtype) {}
+  void apply(Event, State& state, Logger&) override { state.batch.set(Batch::kInput, state.batch.input().to(dtype_)); }
+
+ private:
+  at::ScalarType dtype_;
+};
+
+TEST(Engine, InputsCastAwayFromTheModelsDtypeAreRefusedNamingTheAlgorithm) {
+  auto run = [](at::ScalarType to) {
+    Engine engine({std::make_shared<CastsInputs>(to)}, {});
+    State state;
+    state.model = testing::tiny_model();
+    state.batch = Batch(at::zeros({2, 1, 8, 8}), at::zeros({2}, at::kLong));
+    engine.compile(state);
+    engine.run_event(Event::AfterDataloader, state);
+    return state.batch.input().scalar_type();
+  };
+  try {
+    run(at::kDouble);
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(),
+                 "algorithm \"casts\" at after_dataloader: the inputs were Float and are now Double, but the model's "
+                 "parameters are Float (its forward would fail); keep the inputs' dtype (x.to(Float))");
+  }
+  EXPECT_EQ(run(at::kFloat), at::kFloat);  // no change: nothing to say
+  EXPECT_EQ(run(at::kLong), at::kLong);    // not floating: not this check's business
+}
+
+TEST(Engine, ErrorsFromCallbacksNameTheCallbackAndEvent) {
+  class Failing : public Callback {
+   public:
+    std::string name() const override { return "writer"; }
+    void run_event(Event e, State&, Logger&) override {
+      if (e == Event::EpochEnd) throw InputError("cannot write");
+    }
+  };
+  Engine engine({}, {std::make_shared<Failing>()});
+  State state;
+  engine.compile(state);
+  engine.run_event(Event::BatchEnd, state);
+  try {
+    engine.run_event(Event::EpochEnd, state);
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "callback \"writer\" at epoch_end: cannot write");
+  }
+}
+
 class OnlyOnEvenBatches : public FakeAlgorithm {
  public:
   using FakeAlgorithm::FakeAlgorithm;

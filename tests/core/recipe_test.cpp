@@ -225,6 +225,11 @@ std::vector<BadRecipe> bad_recipes() {
        {"<string>:11:29: callbacks[0].progress_bar.widht: unknown key \"widht\" in "
         "callbacks[0].progress_bar; did you "
         "mean \"width\"?"}},
+      {"autoresume_without_folder",
+       append("checkpoint: {folder: ck, autoresume: true}\n"),
+       {"checkpoint.folder="},
+       {"<string>:11:", "checkpoint.autoresume: autoresume is on but checkpoint.folder is empty",
+        "expected a checkpoint.folder, or autoresume: false"}},
       {"checkpoint_keep_zero",
        append("checkpoint: {keep: 0}\n"),
        {},

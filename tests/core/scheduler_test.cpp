@@ -153,8 +153,8 @@ TEST(Scheduler, HorizonNotAfterWarmupIsRejected) {
   auto s =
       make_linear_scheduler(LinearSchedulerOptions().t_max(Time::parse("5ba")).warmup(Time::parse("1ep")));
   const std::string msg = message_of([&] { at_batch(*s, 0); });
-  EXPECT_THAT(msg, HasSubstr("5ba"));
-  EXPECT_THAT(msg, HasSubstr("1ep"));
+  // Whole numbers of batches print as such, not as 5.000000.
+  EXPECT_THAT(msg, HasSubstr("t_max (5ba = 5 batches) must be greater than warmup (1ep = 10 batches)"));
   EXPECT_THROW(make_constant_scheduler(ConstantSchedulerOptions().warmup(Time::parse("100tok"))),
                tessera::InputError);
 }

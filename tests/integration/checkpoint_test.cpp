@@ -1027,7 +1027,7 @@ TEST_F(CheckpointNonfinite, ErrorNamesTheBatchAndKeepsTheLastGoodCheckpoint) {
   const std::string msg = message_of<Error>([&] { run->fit(); });
   EXPECT_THAT(msg, HasSubstr("the training loss is nan at batch 3 (epoch 0, batch 3 of the epoch)"));
   EXPECT_THAT(msg, HasSubstr("last good checkpoint: " + join(dir, "ep0-ba3.ckpt")));
-  EXPECT_THAT(msg, HasSubstr("nonfinite_loss: skip"));
+  EXPECT_THAT(msg, HasSubstr("TrainerOptions().nonfinite_loss(\"skip\")"));
   EXPECT_EQ(names_in(dir).front(), "ep0-ba3.ckpt");
   EXPECT_EQ(run->skipped_batches(), 0);
   EXPECT_EQ(run->state().optimizer->step_count(), 3);
@@ -1274,7 +1274,7 @@ TEST_F(CheckpointDevice, DeferredNonfiniteErrorNamesTheExactBatchAndNeverSavesAf
                                "next read-back (on cpu the loss is read back only at log intervals, checkpoints, "
                                "evaluations and the end); the run stops here (last good checkpoint: " +
                                join(dir, "ep0-ba2.ckpt") + ")"));
-    EXPECT_THAT(msg, HasSubstr("nonfinite_loss: skip"));
+    EXPECT_THAT(msg, HasSubstr("TrainerOptions().nonfinite_loss(\"skip\")"));
     EXPECT_EQ(names_in(dir), Names({"ep0-ba2.ckpt"}));
   }
   {
@@ -1356,6 +1356,47 @@ TEST_F(CheckpointDevice, SavedTensorsAreOnTheCpuAndLoadingPutsThemWithTheModel) 
   }
   EXPECT_GT(slots, 0u);
   EXPECT_EQ(fingerprint(*loaded.trainer), fingerprint(*run.trainer));
+}
+
+}  // namespace
+}  // namespace tessera
+
+#include "../../src/checkpoint/recipe_changes.h"
+
+namespace tessera {
+namespace {
+
+TEST(RecipeChanges, ListsEveryValueThatDiffersAndWhetherItAltersTraining) {
+  const std::string before = R"(max_duration: 2ep
+seed: 1
+optimizer: {sgd: {lr: 0.1}}
+algorithms: [{label_smoothing: {smoothing: 0.1}}]
+data: {train: {loader: {batch_size: 8}}, eval: {loader: {batch_size: 8}}}
+loggers: [jsonl]
+)";
+  const std::string after = R"(max_duration: 4ep
+seed: 1
+optimizer: {sgd: {lr: 0.1, momentum: 0.5}}
+algorithms: [{label_smoothing: {smoothing: 0.2}}]
+data: {train: {loader: {batch_size: 8}}, eval: {loader: {batch_size: 16}}}
+)";
+  const auto changes = checkpoint::recipe_changes(before, after);
+  ASSERT_EQ(changes.size(), 5u) << checkpoint::describe(changes);
+  EXPECT_EQ(changes[0].path, "max_duration");
+  EXPECT_EQ(changes[0].before, "2ep");
+  EXPECT_EQ(changes[0].after, "4ep");
+  EXPECT_FALSE(changes[0].alters_training);
+  EXPECT_EQ(changes[1].path, "optimizer.sgd.momentum");
+  EXPECT_EQ(changes[1].before, "(absent)");
+  EXPECT_TRUE(changes[1].alters_training);
+  EXPECT_EQ(changes[2].path, "algorithms[0].label_smoothing.smoothing");
+  EXPECT_TRUE(changes[2].alters_training);
+  EXPECT_EQ(changes[3].path, "data.eval.loader.batch_size");
+  EXPECT_FALSE(changes[3].alters_training);
+  EXPECT_EQ(changes[4].path, "loggers[0]");
+  EXPECT_EQ(changes[4].after, "(absent)");
+  EXPECT_FALSE(changes[4].alters_training);
+  EXPECT_TRUE(checkpoint::recipe_changes(before, before).empty());
 }
 
 }  // namespace

@@ -213,3 +213,30 @@ TEST_F(RunnerTest, BadOverrideAndMissingFileExitTwo) {
 }
 
 }  // namespace
+
+TEST_F(RunnerTest, AutoresumeRefusesARecipeThatChangedWhatTrainsAndAllowsTheRest) {
+  const std::string recipe = write_recipe("checkpoint: {folder: ck, interval: 1ep, autoresume: true}\n");
+  const Result first = run("'" + recipe + "' max_duration=1ep");
+  ASSERT_EQ(first.code, 0) << first.out << first.err;
+
+  // A changed learning rate: refused before training, naming the change and the ways out; nothing is written.
+  const auto before = fs::last_write_time(dir_ / "run" / "ck" / "latest");
+  const Result changed = run("'" + recipe + "' max_duration=1ep optimizer.sgd.lr=0.3");
+  EXPECT_EQ(changed.code, 2) << changed.out << changed.err;
+  EXPECT_NE(changed.err.find("differs in what trains: optimizer.sgd.lr: 0.1 -> 0.3"), std::string::npos) << changed.err;
+  EXPECT_NE(changed.err.find("resume_changed_recipe"), std::string::npos) << changed.err;
+  EXPECT_EQ(fs::last_write_time(dir_ / "run" / "ck" / "latest"), before);
+
+  // An extended max_duration does not change what trains: it resumes, says so, and trains the second epoch.
+  const Result extended = run("'" + recipe + "' max_duration=2ep");
+  ASSERT_EQ(extended.code, 0) << extended.out << extended.err;
+  EXPECT_NE(extended.err.find("with changes that do not alter the training: max_duration: 1ep -> 2ep"),
+            std::string::npos)
+      << extended.err;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "ck" / "ep2-ba16.ckpt"));
+
+  // Asked for explicitly, a changed recipe resumes with a warning.
+  const Result forced = run("'" + recipe + "' max_duration=3ep optimizer.sgd.lr=0.3 checkpoint.resume_changed_recipe=true");
+  ASSERT_EQ(forced.code, 0) << forced.out << forced.err;
+  EXPECT_NE(forced.err.find("although the recipe changed what trains"), std::string::npos) << forced.err;
+}

@@ -6,7 +6,8 @@
 ///
 /// On a terminal it redraws one line in place ('\r'): epoch k/K, batch i/N of the epoch, a bar, the latest
 /// train loss, throughput and the estimated time left. When the stream is not a terminal (a log file, CI)
-/// it prints plain lines instead: at most one every 10% of an epoch plus one at the end of each epoch.
+/// it prints plain lines instead: at the 10% steps of an epoch, but at most one every `plain_seconds` of the
+/// epoch (10 s by default, so that a log is not flooded by short epochs), plus one at the end of each epoch.
 /// Evaluation results and warnings are printed on their own lines. Only rank 0 prints.
 #include <tessera/callback.h>
 #include <tessera/options.h>
@@ -26,10 +27,15 @@ struct ProgressBarOptions {
   TESSERA_OPTION(int64_t, width) = 30;
   /// Minimum seconds between two redraws on a terminal.
   TESSERA_OPTION(double, refresh_seconds) = 0.2;
+  /// Minimum seconds between two plain lines inside an epoch when not on a terminal (epoch ends always print).
+  TESSERA_OPTION(double, plain_seconds) = 10;
   template <class V>
   void visit(V& v) {
     v("width", width_, "characters of the bar", Range::closed(1, 500));
     v("refresh_seconds", refresh_seconds_, "minimum seconds between redraws on a terminal",
+      Range::at_least(0));
+    v("plain_seconds", plain_seconds_,
+      "minimum seconds between two in-epoch lines when not on a terminal (epoch ends always print)",
       Range::at_least(0));
   }
 };
@@ -90,6 +96,7 @@ class ProgressBar : public LoggerDestination {
   bool drawn_once_ = false;
   bool epoch_line_pending_ = false;  // batches ran since the last end-of-epoch line
   int64_t last_decile_ = 0;          // plain mode: last 10% step printed
+  double last_plain_seconds_ = 0.0;  // plain mode: epoch seconds at the last line (0 at the epoch start)
   double latest_loss_ = std::numeric_limits<double>::quiet_NaN();
   Snapshot snapshot_;
   std::map<std::string, double> pending_eval_;

@@ -7,6 +7,7 @@
 /// under that name (state-dict keys are unchanged) and `slot("conv1").forward(x)` calls whatever module
 /// sits in the slot now. Surgery walks the module tree and swaps slots with `replace_slot`.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -82,6 +83,14 @@ class Model : public SlottedModule {
 /// Cross-entropy of logits [N, C, ...] against integer targets [N, ...] or dense targets [N, C, ...]
 /// (soft labels: -sum_c t_c log softmax(x)_c), reduced as asked (mean over examples).
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction = Reduction::Mean);
+
+/// For plan-time checks of an algorithm against the model: runs `fn(batch)` with `model` in eval mode (no
+/// batch-norm statistics move, no dropout draws) and without gradient, `batch` moved to the device of the model's
+/// parameters, and restores the mode. Returns "" on success, else the first line of what `fn` threw (a torch error
+/// without its C++ backtrace), for a message that says why the model cannot take what the algorithm will give it.
+///
+///     std::string error = tessera::try_on_example(*model, small, [&](const Batch& b) { model->forward(b); });
+std::string try_on_example(Model& model, const Batch& batch, const std::function<void(const Batch&)>& fn);
 
 /// A fingerprint of a module's exact weights: FNV-1a (64 bit) over every parameter, then every buffer, in
 /// named_parameters()/named_buffers() order: the name's bytes, a 0 byte, then the tensor's bytes (contiguous,

@@ -1,0 +1,96 @@
+#include "trainer_checks.h"
+
+#include <string>
+#include <unordered_set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <tessera/error.h>
+
+namespace tessera::detail {
+namespace {
+
+/// "a, b, c" for the first `limit` items, then "and N more".
+std::string first_items(const std::vector<std::string>& items, size_t limit = 5) {
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < limit; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > limit) out += fmt::format(" and {} more", items.size() - limit);
+  return out;
+}
+
+}  // namespace
+
+void check_optimizer_matches_model(const Model& model, const optim::Optimizer& optimizer) {
+  std::unordered_set<const void*> held;
+  std::vector<at::Tensor> held_params;
+  for (const auto& group : optimizer.param_groups()) {
+    for (const auto& p : group.params) {
+      if (held.insert(p.unsafeGetTensorImpl()).second) held_params.push_back(p);
+    }
+  }
+  std::unordered_set<const void*> owned;
+  std::vector<std::string> missing;
+  int64_t trainable = 0;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    owned.insert(item.value().unsafeGetTensorImpl());
+    if (!item.value().requires_grad()) continue;  // frozen: an optimizer need not hold it
+    ++trainable;
+    if (!held.count(item.value().unsafeGetTensorImpl())) missing.push_back(item.key());
+  }
+  std::vector<std::string> foreign;
+  for (const auto& p : held_params) {
+    if (!owned.count(p.unsafeGetTensorImpl())) foreign.push_back("a tensor of shape " + c10::str(p.sizes()));
+  }
+  if (missing.empty() && foreign.empty()) return;
+  std::string what;
+  if (!missing.empty()) {
+    what += fmt::format("{} of the model's {} trainable parameters are missing from the optimizer ({}), so they "
+                        "would never train",
+                        missing.size(), trainable, first_items(missing));
+  }
+  if (!foreign.empty()) {
+    what += fmt::format("{}{} of the optimizer's {} parameters are not the model's ({}): it would update another "
+                        "module",
+                        what.empty() ? "" : "; ", foreign.size(), held_params.size(), first_items(foreign));
+  }
+  throw InputError("trainer: the optimizer does not hold the model's parameters: " + what +
+                   ". Build the optimizer over the parameters of the model given to the Trainer (e.g. "
+                   "optim::SGD(model->parameters(), ...)), after the model is complete");
+}
+
+void check_class_counts(const Model& model, data::BatchSource& train_data) {
+  const int64_t model_classes = model.num_classes();
+  if (model_classes <= 0) return;
+  const int64_t data_classes = train_data.num_classes();
+  if (data_classes > 0) {
+    if (data_classes != model_classes) {
+      throw InputError(fmt::format("trainer: the model classifies into {} classes, the training data has {} ({}); "
+                                   "build the model with num_classes {} (or use data of {} classes)",
+                                   model_classes, data_classes, train_data.describe(), data_classes, model_classes));
+    }
+    return;
+  }
+  // Unknown class count: the example batch's integer targets must be class ids of the model.
+  const Batch example = train_data.example_batch();
+  if (!example.has(Batch::kTarget)) return;
+  const at::Tensor& y = example.target();
+  if (!y.defined() || y.numel() == 0 || at::isFloatingType(y.scalar_type()) || y.scalar_type() == at::kBool) return;
+  const int64_t lo = y.min().item<int64_t>();
+  const int64_t hi = y.max().item<int64_t>();
+  if (lo < 0 || hi >= model_classes) {
+    throw InputError(fmt::format("trainer: the training data has class id {} (in its first batch), but the model "
+                                 "classifies into {} classes (ids 0..{}); build the model with as many classes as the "
+                                 "data has ({})",
+                                 lo < 0 ? lo : hi, model_classes, model_classes - 1, train_data.describe()));
+  }
+}
+
+void check_checkpoint_options(const CheckpointOptions& checkpoint) {
+  if (checkpoint.autoresume() && checkpoint.folder().empty()) {
+    throw InputError("checkpoint: autoresume is on but no checkpoint folder is set, so there is nothing to resume "
+                     "from; set a folder (CheckpointOptions().folder(\"checkpoints\")) or turn autoresume off");
+  }
+}
+
+}  // namespace tessera::detail

@@ -1,0 +1,26 @@
+#pragma once
+// Plan-time checks of the Trainer's parts against each other (src/trainer_checks.cpp): each throws InputError
+// with the reason and the fix, before Init (so before any surgery) and before step 1.
+#include <memory>
+#include <vector>
+
+#include <tessera/algorithm.h>
+#include <tessera/checkpoint.h>
+#include <tessera/data/batch_source.h>
+#include <tessera/models/model.h>
+#include <tessera/optim/optimizer.h>
+
+namespace tessera::detail {
+
+/// The optimizer holds the model's trainable parameters and no others (a model's frozen parameters, with
+/// requires_grad false, may be missing from it).
+void check_optimizer_matches_model(const Model& model, const optim::Optimizer& optimizer);
+
+/// The model's class count agrees with the training data's (when both are known), or, when the data's is
+/// unknown, with the example batch's integer targets.
+void check_class_counts(const Model& model, data::BatchSource& train_data);
+
+/// autoresume needs a checkpoint folder (checked before Init, so that no surgery runs first).
+void check_checkpoint_options(const CheckpointOptions& checkpoint);
+
+}  // namespace tessera::detail

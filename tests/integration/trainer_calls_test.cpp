@@ -1,0 +1,187 @@
+// What a Trainer may be asked, and when: save_checkpoint only at batch boundaries, load_checkpoint and evaluate
+// not while fit() runs, nothing from another thread during fit(), and nothing after a failed fit().
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <string>
+#include <thread>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// Calls `action` at `event` of batch `batch` (timestamp.batch as the event sees it).
+class CallAt : public Callback {
+ public:
+  CallAt(Event event, int64_t batch, std::function<void()> action)
+      : event_(event), batch_(batch), action_(std::move(action)) {}
+  std::string name() const override { return "call_at"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (event == event_ && state.timestamp.batch == batch_) action_();
+  }
+
+ private:
+  Event event_;
+  int64_t batch_;
+  std::function<void()> action_;
+};
+
+struct Fixture {
+  fs::path dir;
+  Fixture() {
+    dir = fs::temp_directory_path() / ("tessera_calls_" + std::to_string(::getpid()) + "_" +
+                                       std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    fs::create_directories(dir);
+  }
+  ~Fixture() { fs::remove_all(dir); }
+};
+
+std::unique_ptr<Trainer> make(std::shared_ptr<Callback> callback, const fs::path& dir) {
+  Components c = testing::tiny_components();
+  if (callback) c.callbacks.push_back(std::move(callback));
+  return std::make_unique<Trainer>(TrainerOptions().max_duration(Time(2, TimeUnit::Epoch)).threads(1).run_dir(dir.string()),
+                                   std::move(c));
+}
+
+TEST(TrainerCalls, SaveCheckpointInsideABatchIsRefusedAndAtItsEndWorks) {
+  Fixture f;
+  Trainer* trainer = nullptr;
+  std::string error;
+  auto inside = std::make_shared<CallAt>(Event::AfterForward, 3, [&] {
+    try {
+      trainer->save_checkpoint((f.dir / "inside.ckpt").string());
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  });
+  auto t = make(inside, f.dir);
+  trainer = t.get();
+  t->fit();
+  EXPECT_NE(error.find("save_checkpoint: called in the middle of batch 3"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(f.dir / "inside.ckpt"));
+
+  // At batch_end the state is one point of the run: the file resumes to the same weights as the run in one go.
+  auto at_end = std::make_shared<CallAt>(Event::BatchEnd, 4, [&] { trainer->save_checkpoint((f.dir / "end.ckpt").string()); });
+  auto u = make(at_end, f.dir);
+  trainer = u.get();
+  u->fit();
+  auto resumed = make(nullptr, f.dir);
+  resumed->load_checkpoint((f.dir / "end.ckpt").string());
+  EXPECT_EQ(resumed->state().timestamp.batch, 4);
+  resumed->fit();
+  EXPECT_EQ(weights_fingerprint(*resumed->state().model), weights_fingerprint(*u->state().model));
+}
+
+TEST(TrainerCalls, LoadCheckpointAndEvaluateAreRefusedWhileFitRuns) {
+  Fixture f;
+  auto first = make(nullptr, f.dir);
+  first->save_checkpoint((f.dir / "start.ckpt").string());
+  Trainer* trainer = nullptr;
+  std::string load_error, eval_error;
+  auto cb = std::make_shared<CallAt>(Event::BatchEnd, 2, [&] {
+    try {
+      trainer->load_checkpoint((f.dir / "start.ckpt").string());
+    } catch (const InputError& e) {
+      load_error = e.what();
+    }
+    try {
+      trainer->evaluate();
+    } catch (const InputError& e) {
+      eval_error = e.what();
+    }
+  });
+  auto t = make(cb, f.dir);
+  trainer = t.get();
+  t->fit();
+  EXPECT_NE(load_error.find("load_checkpoint: not while fit() runs"), std::string::npos) << load_error;
+  EXPECT_NE(eval_error.find("evaluate: not while fit() runs"), std::string::npos) << eval_error;
+  EXPECT_EQ(t->state().timestamp.batch, 12);  // nothing was rewound
+  EXPECT_NO_THROW(t->evaluate());             // after fit() it works
+}
+
+TEST(TrainerCalls, CallsFromAnotherThreadWhileFitRunsAreRefused) {
+  Fixture f;
+  std::promise<void> reached;
+  std::promise<void> tried;
+  std::shared_future<void> tried_future = tried.get_future().share();
+  auto cb = std::make_shared<CallAt>(Event::BatchEnd, 3, [&] {
+    reached.set_value();
+    tried_future.wait();  // fit() is held at a batch boundary while the other thread tries
+  });
+  auto t = make(cb, f.dir);
+  std::thread fitting([&] { t->fit(); });
+  reached.get_future().wait();
+  std::string save_error, eval_error;
+  try {
+    t->save_checkpoint((f.dir / "other.ckpt").string());
+  } catch (const InputError& e) {
+    save_error = e.what();
+  }
+  try {
+    t->evaluate();
+  } catch (const InputError& e) {
+    eval_error = e.what();
+  }
+  tried.set_value();
+  fitting.join();
+  EXPECT_NE(save_error.find("called from another thread while fit() runs"), std::string::npos) << save_error;
+  EXPECT_NE(eval_error.find("called from another thread while fit() runs"), std::string::npos) << eval_error;
+  EXPECT_FALSE(fs::exists(f.dir / "other.ckpt"));
+}
+
+TEST(TrainerCalls, AfterAFailedFitEveryCallNamesTheFailure) {
+  Fixture f;
+  auto boom = std::make_shared<CallAt>(Event::AfterForward, 2, [] { throw Error("boom in a plugin"); });
+  auto t = make(boom, f.dir);
+  EXPECT_THROW(t->fit(), Error);
+  for (const std::function<void()>& call : std::vector<std::function<void()>>{
+           [&] { t->fit(); }, [&] { t->evaluate(); }, [&] { t->save_checkpoint((f.dir / "x.ckpt").string()); },
+           [&] { t->load_checkpoint((f.dir / "x.ckpt").string()); }}) {
+    try {
+      call();
+      ADD_FAILURE() << "expected an Error";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("this trainer's fit() failed ("), std::string::npos) << what;
+      EXPECT_NE(what.find("boom in a plugin"), std::string::npos) << what;
+    }
+  }
+  EXPECT_FALSE(fs::exists(f.dir / "x.ckpt"));
+}
+
+TEST(TrainerCalls, ThreadsAndDeterminismApplyWhileTheTrainerWorksAndAreRestoredAfter) {
+  Fixture f;
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(1);
+  at::globalContext().setDeterministicAlgorithms(false, false);
+  int seen_threads = 0;
+  bool seen_deterministic = false;
+  auto cb = std::make_shared<CallAt>(Event::BatchEnd, 1, [&] {
+    seen_threads = at::get_num_threads();
+    seen_deterministic = at::globalContext().deterministicAlgorithms();
+  });
+  Components c = testing::tiny_components();
+  c.callbacks.push_back(cb);
+  Trainer t(TrainerOptions().max_duration(Time(2, TimeUnit::Batch)).threads(2).deterministic(true).run_dir(f.dir.string()),
+            std::move(c));
+  EXPECT_EQ(at::get_num_threads(), 1);  // the constructor put them back
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms());
+  t.fit();
+  EXPECT_EQ(seen_threads, 2);
+  EXPECT_TRUE(seen_deterministic);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms());
+  at::set_num_threads(threads_before);
+}
+
+}  // namespace
+}  // namespace tessera
