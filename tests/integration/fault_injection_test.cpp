@@ -357,7 +357,12 @@ TEST_F(FaultInjection, KillsAtRandomMomentsThenResumeToTheReference) {
     const int write_kill = attempt == 3 ? 1 : attempt == 7 ? 3 : 0;
     std::optional<double> kill_after;
     if (!write_kill && random_kills < kRandomKills) {
-      const double horizon = random_kills < 2 ? startup : startup + training / 8;
+      double horizon = random_kills < 2 ? startup : startup + training / 8;
+      // A restart can start faster than the measured start-up (the machine's load changes), so a kill drawn
+      // late could come after it has finished the run. It cannot finish sooner than 0.2 s (loading LibTorch)
+      // plus the training still to do: kills stay before 0.2 s plus half of that.
+      const double remaining = static_cast<double>(384 - std::max<int64_t>(0, newest_batch(ckpt(folder)))) / 384.0;
+      horizon = std::min(horizon, 0.2 + remaining * training / 2);
       kill_after = draws.uniform() * horizon;
     }
     const std::vector<std::string> env =
