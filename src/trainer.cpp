@@ -31,6 +31,10 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+std::string signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : std::string(strsignal(sig));
+}
+
 /// Per-rank seed derived from the run seed (rank 0 uses the run seed itself).
 uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t>(rank); }
 
@@ -248,9 +252,11 @@ void Trainer::update_learning_rate() {
 
 void Trainer::check_callable(const char* what, DuringFit during_fit) const {
   if (!failure_.empty()) {
-    throw Error(std::string(what) + ": this trainer's fit() failed (" + failure_ +
-                "), which may have left it in the middle of a batch, so it can no longer train, evaluate or save. "
-                "Make a new Trainer; with checkpoint autoresume it continues from the last checkpoint" +
+    const std::string why = interrupted_ ? "was " + failure_ + "; its callbacks and loggers were closed"
+                                         : "failed (" + failure_ + "), which may have left it in the middle of a batch";
+    throw Error(std::string(what) + ": this trainer's fit() " + why +
+                ", so it can no longer train, evaluate or save. Make a new Trainer; with checkpoint autoresume it "
+                "continues from the last checkpoint" +
                 (last_checkpoint_.empty() ? std::string() : " (" + last_checkpoint_ + ")"));
   }
   if (!fitting_.load()) return;
@@ -351,6 +357,11 @@ void Trainer::fit() {
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
+  } catch (const Interrupted& e) {
+    failure_ = e.what();
+    interrupted_ = true;
+    engine.close();
+    throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
@@ -505,6 +516,7 @@ void Trainer::eval_loop(Evaluator& ev) {
     ev.dataloader->start_epoch(s.seed, 0, 0);
     int64_t done = 0;
     while (ev.subset_batches < 0 || done < ev.subset_batches) {
+      if (stop_signal() != 0) break;  // Ctrl-C or SIGTERM: stop at the next batch, log nothing partial
       std::optional<Batch> next = ev.dataloader->next();
       if (!next) break;
       s.batch = std::move(*next);
@@ -516,6 +528,13 @@ void Trainer::eval_loop(Evaluator& ev) {
       for (auto& m : ev.metrics) m->update(s.outputs, s.batch);
       engine.run_event(Event::EvalBatchEnd, s);
       ++done;
+    }
+    if (const int sig = stop_signal(); sig != 0) {
+      s.batch = std::move(saved);
+      if (was_training) s.model->train();
+      if (fitting_) stop_if_signalled();  // a checkpoint of the training state, then Interrupted
+      throw Interrupted(sig, "stopped by " + signal_name(sig) + " during evaluation \"" + ev.label + "\" after " +
+                                 std::to_string(done) + " batches; its metrics were not computed");
     }
     std::map<std::string, double> values;
     for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
@@ -633,8 +652,7 @@ void Trainer::stop_if_signalled() {
                                                         checkpoint::file_name(state_.timestamp)).string()) {
     saved = "the newest checkpoint is " + last_checkpoint_;
   }
-  throw Interrupted(sig, std::string("stopped by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : strsignal(sig)) +
-                             " " + where + "; " + saved);
+  throw Interrupted(sig, "stopped by " + signal_name(sig) + " " + where + "; " + saved);
 }
 
 }  // namespace tessera

@@ -203,6 +203,7 @@ class Trainer {
   std::thread::id fit_thread_;        ///< the thread running fit()
   bool in_batch_ = false;             ///< between the data of a batch and the end of its step
   std::string failure_;               ///< what made fit() throw ("" = it did not)
+  bool interrupted_ = false;          ///< fit() was stopped by a signal (failure_ says which), at a batch boundary
   /// Deferred read-back (on CUDA, or forced by the test hook TESSERA_TEST_DEFERRED_READBACK=1): the loss and
   /// the train metrics stay on the device between log intervals; non-finite losses are tracked there.
   bool deferred_ = false;
@@ -219,6 +220,21 @@ void install_stop_signal_handlers();
 int stop_signal() noexcept;
 /// Clears a received stop signal (tests; a process that handled it and wants to train again).
 void clear_stop_signal() noexcept;
+
+/// For its lifetime, the stop handler above on each of `signals` (SIGINT, SIGTERM), with any stop signal received
+/// before cleared; at the end the handlers found are put back. The Python bindings hold one for each fit() and
+/// evaluate() on the main thread, so that Ctrl-C and SIGTERM stop there as they do in tessera-run.
+class StopSignalScope {
+ public:
+  explicit StopSignalScope(const std::vector<int>& signals);
+  ~StopSignalScope();
+  StopSignalScope(const StopSignalScope&) = delete;
+  StopSignalScope& operator=(const StopSignalScope&) = delete;
+
+ private:
+  struct Saved;
+  std::vector<std::unique_ptr<Saved>> saved_;
+};
 
 /// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms, for the process. (A Trainer
 /// applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and puts
