@@ -179,6 +179,14 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   // The parts against each other, before the plan and before Init (so before any surgery).
   detail::check_optimizer_matches_model(*state_.model, *state_.optimizer);
   detail::check_class_counts(*state_.model, *state_.train_dataloader);
+  for (size_t i = 0; i < state_.schedulers.size(); ++i) {
+    // The schedules against the run's length (a horizon that ends before its warmup): errors now, not at step 1.
+    try {
+      (void)state_.schedulers[i]->alpha(Timestamp(), state_.time);
+    } catch (const InputError& e) {
+      throw InputError("schedulers[" + std::to_string(i) + "] (" + state_.schedulers[i]->name() + "): " + e.what());
+    }
+  }
 
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   // The plan is compiled before Init so that refused combinations fail before any surgery.
