@@ -365,19 +365,23 @@ void Trainer::fit() {
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
+    write_run_summary(s.stop_requested() ? "stopped" : "complete");
   } catch (const Interrupted& e) {
     failure_ = e.what();
     interrupted_ = true;
     engine.close();
+    write_run_summary("interrupted");
     throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
     engine.close();
+    write_run_summary("failed");
     throw;
   } catch (...) {
     failure_ = "an exception that is not a std::exception";
     engine.close();
+    write_run_summary("failed");
     throw;
   }
 }

@@ -153,7 +153,6 @@ class Trainer {
 
  private:
   void train_batch();
-  void train_microbatch(Batch& microbatch, int64_t full_batch_size);
   void run_evaluators(Event event);
   void eval_loop(Evaluator& evaluator);
   bool eval_due(const Evaluator& evaluator, Event event) const;
@@ -177,6 +176,9 @@ class Trainer {
   void checkpoint_if_due(Event event, bool force = false);
   /// Throws Interrupted (after saving) when a stop signal arrived.
   void stop_if_signalled();
+  /// Writes run_dir/run.json (src/run_summary.cpp) with `status` ("complete", "stopped", "interrupted",
+  /// "failed"); a failure to write it is a warning.
+  void write_run_summary(const std::string& status) const noexcept;
   /// Throws when `what` cannot be done now: after a failed fit(), or (`during_fit`: "refused"/"boundary") while
   /// fit() runs.
   enum class DuringFit { Refused, AtBoundary };

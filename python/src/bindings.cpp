@@ -595,10 +595,11 @@ void bind_recipe_trainer(py::module_& m) {
         py::dict out;
         for (const auto& [key, r] : t.trainer().trace()) {
           out[py::str(key)] = py::dict(py::arg("count") = r.count, py::arg("first_batch") = r.first_batch,
-                                       py::arg("last_batch") = r.last_batch);
+                                       py::arg("last_batch") = r.last_batch, py::arg("seconds") = r.seconds);
         }
         return out;
-      }, "What ran: {'algorithm/event': {'count', 'first_batch', 'last_batch'}}.")
+      }, "What ran: {'algorithm/event': {'count', 'first_batch', 'last_batch', 'seconds'}} (seconds: host time "
+         "in apply()).")
       .def_property_readonly("algorithms", [](PyTrainer& t) { return t.trainer().engine().algorithms(); })
       .def_property_readonly("callbacks", [](PyTrainer& t) { return t.trainer().engine().callbacks(); })
       .def_property_readonly("model", [](PyTrainer& t) { return t.trainer().state().model; })
