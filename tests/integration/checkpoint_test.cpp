@@ -22,6 +22,7 @@
 #include <torch/version.h>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
@@ -105,6 +106,9 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
                                                      .delay_fraction(0.2)
                                                      .finetune_fraction(0.2)
                                                      .size_increment(2));
+  }
+  if (name == "gradient_clipping") {
+    return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_type("adaptive").clipping_threshold(0.05));
   }
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
@@ -581,6 +585,12 @@ std::vector<RunSpec> resume_specs() {
     one.algorithms = {algorithm};
     specs.push_back(one);
   }
+  RunSpec clipped;  // stateless, with microbatches: clipping once per step must resume exactly too
+  clipped.name = "gradient_clipping_microbatches";
+  clipped.model = "cnn";
+  clipped.microbatch_size = 3;
+  clipped.algorithms = {"gradient_clipping", "label_smoothing"};
+  specs.push_back(clipped);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";
