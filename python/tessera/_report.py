@@ -51,12 +51,12 @@ def _seconds(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
+def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
     """An HTML table; cells are already escaped; columns from `numeric_from` on are right-aligned."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<table data-table="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 class Report:
@@ -148,22 +148,23 @@ class Report:
         finals = run.final_metrics()
         if finals:
             parts.append("<h3>Final metrics</h3>")
-            parts.append(_table(["metric", "value"], [[_e(k), _num(v, 6)] for k, v in finals.items()]))
+            rows = [[_e(k), _num(v, 6)] for k, v in finals.items()]
+            parts.append(_table(f"run{index}-final", ["metric", "value"], rows))
         parts.append('<h3>Curves</h3><div class="charts">')
         parts.extend(render(chart) for chart in self.run_charts(index, run))
         parts.append("</div>")
         if run.batches_per_epoch is None and run.lines:
             parts.append('<p class="note">The epoch length is unknown (no run.json and no complete first epoch '
                          "in metrics.jsonl): no charts against epochs.</p>")
-        parts.append(self.plan_section(run))
-        parts.append(self.trace_section(run))
+        parts.append(self.plan_section(f"run{index}", run))
+        parts.append(self.trace_section(f"run{index}", run))
         if run.recipe:
             parts.append(f"<h3>Recipe</h3><pre>{_e(run.recipe)}</pre>")
         parts.append("</section>")
         return "\n".join(parts)
 
     @staticmethod
-    def plan_section(run: Run) -> str:
+    def plan_section(slug: str, run: Run) -> str:
         if run.summary is None:
             return ""
         events = run.plan_events()
@@ -172,15 +173,15 @@ class Report:
         rows = []
         for event in events:
             items = "".join(f"<li><b>{_e(a['name'])}</b>" +
-                            ("".join(f"<br><small>{_e(r)}</small>" for r in a.get("reasons", []))) + "</li>"
+                            "".join(f"<br>\n<small>{_e(r)}</small>" for r in a.get("reasons", [])) + "</li>"
                             for a in event.get("algorithms", []))
             rows.append([f"<code>{_e(event.get('event'))}</code>", f"<ol>{items}</ol>"])
         warnings = "".join(f'<p class="note">{_e(w)}</p>' for w in run.summary.get("plan", {}).get("warnings", []))
-        return "<h3>Plan: the order at each event, and why</h3>" + _table(["event", "algorithms in order"], rows, 2) \
-            + warnings
+        table = _table(f"{slug}-plan", ["event", "algorithms in order"], rows, 2)
+        return f"<h3>Plan: the order at each event, and why</h3>{table}{warnings}"
 
     @staticmethod
-    def trace_section(run: Run) -> str:
+    def trace_section(slug: str, run: Run) -> str:
         trace = run.trace()
         if not trace:
             return ""
@@ -194,8 +195,8 @@ class Report:
                          f"{_e(entry.get('first_batch'))}–{_e(entry.get('last_batch'))}", _seconds(seconds),
                          _seconds(seconds / count) if count else "—", share])
         return ("<h3>Time in each algorithm at each event</h3>" +
-                _table(["algorithm", "event", "calls", "batches", "time", "per call", "share of training time"],
-                       rows, 2))
+                _table(f"{slug}-trace", ["algorithm", "event", "calls", "batches", "time", "per call",
+                                         "share of training time"], rows, 2))
 
     # -- across runs --------------------------------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class Report:
                          _seconds(reached) if reached is not None else "not reached", speedup])
         return (f"<h3>Time to target</h3><p>Target: {_e(self.metric)} ≥ {_num(self.target, 6)} ({origin}). Time "
                 "to target is the training time (evaluation excluded) of the first evaluation that reached it.</p>" +
-                _table(["run", f"final {_e(self.metric)}", "training time", "time to target",
+                _table("time-to-target", ["run", f"final {_e(self.metric)}", "training time", "time to target",
                         "speed-up to target (baseline time / run time)"], rows))
 
     def cost_benefit_section(self) -> str:
@@ -278,7 +279,7 @@ class Report:
                 "(+ added, − removed), against the baseline. The algorithm's own time is what the engine's trace "
                 "measured inside it (in the run that has it); the rest of its cost or saving shows in the time to "
                 "target.</p>" +
-                _table(["algorithm (run)", f"change in final {_e(self.metric)}", "time to target",
+                _table("cost-benefit", ["algorithm (run)", f"change in final {_e(self.metric)}", "time to target",
                         "change in time to target", "algorithm's own time"], rows))
 
     def comparison_section(self) -> str:
