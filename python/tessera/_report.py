@@ -48,7 +48,11 @@ def _num(value: Optional[float], digits: int = 4, unit: str = "") -> str:
 
 
 def _seconds(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
+    if value is None:
+        return "—"
+    if value >= 1:
+        return f"{value:.2f} s"
+    return f"{value * 1e3:.1f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} µs"
 
 
 def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:

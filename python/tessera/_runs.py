@@ -46,8 +46,7 @@ class Run:
     series: Dict[str, Series] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     lines: int = 0
-    max_batch_in_first_epoch: int = 0
-    saw_second_epoch: bool = False
+    epoch_length_bound: Optional[float] = None  # the least batch / epoch over lines past the first epoch
 
     @property
     def status(self) -> str:
@@ -61,11 +60,15 @@ class Run:
 
     @property
     def batches_per_epoch(self) -> Optional[int]:
-        """From run.json, else from metrics.jsonl when a whole first epoch was logged; None when unknown."""
+        """From run.json, else from metrics.jsonl when it goes past the first epoch; None when unknown.
+
+        Without run.json: the first line of epoch e (an evaluation, or the first batch of the epoch) has
+        batch = e * batches_per_epoch, and every later line a larger batch / epoch.
+        """
         if self.summary and self.summary.get("batches_per_epoch"):
             return int(self.summary["batches_per_epoch"])
-        if self.saw_second_epoch and self.max_batch_in_first_epoch > 0:
-            return self.max_batch_in_first_epoch
+        if self.epoch_length_bound:
+            return int(self.epoch_length_bound)
         return None
 
     @property
@@ -187,10 +190,8 @@ def _add_entry(run: Run, entry: Dict[str, Any]) -> None:
         return
     epoch, batch, sample, wct = (float(v) for v in position)
     run.lines += 1
-    if epoch == 0:
-        run.max_batch_in_first_epoch = max(run.max_batch_in_first_epoch, int(batch))
-    else:
-        run.saw_second_epoch = True
+    if epoch >= 1 and (run.epoch_length_bound is None or batch / epoch < run.epoch_length_bound):
+        run.epoch_length_bound = batch / epoch
     for key, value in entry.items():
         if key in POSITION_KEYS or not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
