@@ -162,8 +162,11 @@ def render(chart: Chart) -> str:
         parts.append("</g>")
     if chart.highlight:
         (x, y), text = chart.highlight
+        right_half = px(x) > LEFT + plot_w / 2  # the label goes towards the middle, inside the frame
+        label_x, anchor = (px(x) - 10, "end") if right_half else (px(x) + 10, "start")
+        label_y = py(y) - 8 if py(y) > TOP + 16 else py(y) + 18
         parts.append(f'<g class="highlight"><circle cx="{px(x)}" cy="{py(y)}" r="8"/>'
-                     f'<text x="{px(x) + 10}" y="{py(y) - 8}">{html.escape(text)}</text></g>')
+                     f'<text x="{label_x}" y="{label_y}" text-anchor="{anchor}">{html.escape(text)}</text></g>')
     parts.append("</svg>")
     legend = "".join(f'<li><span class="swatch" style="background:{line.color}"></span>{html.escape(line.label)}</li>'
                      for line in chart.lines)
