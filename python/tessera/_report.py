@@ -130,7 +130,7 @@ class Report:
                               markers=not key.startswith(("metrics/train/", "loss/train/")))
                          for i, key in enumerate(keys)]
                 charts.append(Chart(f"{slug}-{kind}-{suffix}", f"{run.name}: {kind} against {x_label}", x_label,
-                                    y_label, [line for line in lines if line.points]))
+                                    y_label, lines))
         charts.append(Chart(f"{slug}-throughput", f"{run.name}: throughput", "training time (s)",
                             "samples per second", [Line("training throughput", run.name, "throughput",
                                                         self.throughput(run), color(0))], y_from_zero=True))
@@ -139,15 +139,14 @@ class Report:
         return charts
 
     def run_section(self, index: int, run: Run) -> str:
-        parts = [f'<section id="run{index}"><h2>Run {_e(run.name)}'
-                 f'{" (baseline)" if run is self.baseline else ""}</h2>',
-                 f"<p>Folder <code>{_e(run.path)}</code>; status {_e(run.status)}; training time "
-                 f"{_seconds(run.train_seconds)}"]
+        about = f"Folder <code>{_e(run.path)}</code>; status {_e(run.status)}; training time " \
+                f"{_seconds(run.train_seconds)}"
         if run.summary:
             ts = run.summary.get("timestamp", {})
-            parts.append(f"; ended at epoch {_e(ts.get('epoch'))}, batch {_e(ts.get('batch'))} of max_duration "
-                         f"{_e(run.summary.get('max_duration'))} on {_e(run.summary.get('device'))}")
-        parts.append(".</p>")
+            about += (f"; ended at epoch {_e(ts.get('epoch'))}, batch {_e(ts.get('batch'))} of max_duration "
+                      f"{_e(run.summary.get('max_duration'))} on {_e(run.summary.get('device'))}")
+        parts = [f'<section id="run{index}"><h2>Run {_e(run.name)}'
+                 f'{" (baseline)" if run is self.baseline else ""}</h2>', f"<p>{about}.</p>"]
         parts.extend(f'<p class="note">{_e(note)}</p>' for note in run.notes)
         finals = run.final_metrics()
         if finals:

@@ -15,7 +15,7 @@ Point = Tuple[float, float]
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
-WIDTH, HEIGHT = 640, 300
+WIDTH, HEIGHT = 600, 300
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 44
 
 
