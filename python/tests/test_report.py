@@ -258,3 +258,19 @@ def test_tessera_report_command(tmp_path):
     proc = subprocess.run([command, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("tessera-report: error: run folder") and "does not exist" in proc.stderr
+
+
+EXAMPLE_RUNS = "docs/runs/time_to_accuracy_1ep"
+EXAMPLE_REPORT = "docs/reports/time_to_accuracy_1ep.html"
+EXAMPLE_TITLE = "Time to accuracy, 1 epoch, Fashion-MNIST (docs/results.md)"
+
+
+def test_the_report_in_the_docs_is_the_one_its_runs_give(repo_root, tmp_path, monkeypatch):
+    """docs/results.md links a report of committed runs; a change to the page must regenerate it (docs/report.md)."""
+    monkeypatch.chdir(repo_root)
+    runs = sorted(p.relative_to(repo_root) for p in (repo_root / EXAMPLE_RUNS).iterdir())
+    out = tessera.report(runs, tmp_path / "r.html", baseline=pathlib.Path(EXAMPLE_RUNS) / "baseline",
+                         title=EXAMPLE_TITLE)
+    assert out.read_text() == (repo_root / EXAMPLE_REPORT).read_text(), (
+        f"{EXAMPLE_REPORT} is out of date; regenerate it from the repository root with: tessera-report "
+        f"{EXAMPLE_RUNS}/* --baseline {EXAMPLE_RUNS}/baseline --title '{EXAMPLE_TITLE}' -o {EXAMPLE_REPORT}")
