@@ -124,7 +124,8 @@ class Report:
             accuracy_keys = accuracy_keys[:1]
         charts = []
         for x, x_label, suffix in (("wct", "training time (s)", "time"), ("epoch", "epochs", "epoch")):
-            for kind, keys, y_label in (("accuracy", accuracy_keys, "accuracy (fraction)"),
+            accuracy_label = "accuracy (fraction)" if self.metric.endswith("accuracy") else "value"
+            for kind, keys, y_label in (("accuracy", accuracy_keys, accuracy_label),
                                         ("loss", self.loss_keys(run), "loss")):
                 lines = [Line(key, run.name, key, self.points(run, key, x), color(i),
                               markers=not key.startswith(("metrics/train/", "loss/train/")))
