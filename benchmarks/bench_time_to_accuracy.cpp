@@ -8,14 +8,17 @@
 // equal time (the baseline's accuracy when the recipe finished).
 //
 //   bench_time_to_accuracy --baseline base.yaml --candidate a.yaml [--candidate "b.yaml key=value ..." ...]
-//                          [--seeds 3] [--set key=value ...] [--markdown out.md]
+//                          [--seeds 3] [--set key=value ...] [--markdown out.md] [--runs DIR]
 //   (--set applies an override to every recipe, e.g. --set max_duration=2ep; overrides after a candidate's path,
 //   separated by spaces, apply to that candidate only. Checkpoints, callbacks and loggers are turned off; the
 //   harness sets the seed: 1000, 1001, ...)
+//   --runs DIR: each run writes DIR/<recipe name>-seed<seed>/ with metrics.jsonl and run.json (a JSONL logger is
+//   added), the folders tessera-report reads (docs/report.md); without it nothing is written.
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -86,13 +89,19 @@ std::vector<std::string> split_words(const std::string& text) {
   return words;
 }
 
-Result train(const std::string& candidate, uint64_t seed, const std::vector<std::string>& sets) {
+Result train(const std::string& candidate, uint64_t seed, const std::vector<std::string>& sets,
+             const std::string& run_dir) {
   std::vector<std::string> words = split_words(candidate);
   std::vector<std::string> overrides = sets;
   overrides.insert(overrides.end(), words.begin() + 1, words.end());
   overrides.push_back("seed=" + std::to_string(seed));
   overrides.push_back("callbacks=[]");
-  overrides.push_back("loggers=[]");
+  if (run_dir.empty()) {
+    overrides.push_back("loggers=[]");
+  } else {
+    overrides.push_back("run_dir=" + run_dir);
+    overrides.push_back("loggers=[{jsonl: {}}]");
+  }
   overrides.push_back("checkpoint={}");  // no autoresume from an earlier run of the same recipe
   tessera::Run run = tessera::build_run(tessera::Recipe::load(words.front(), overrides));
   auto curve = std::make_shared<Curve>();
@@ -118,7 +127,7 @@ std::string seconds(double s) { return std::isinf(s) ? std::string("not reached"
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string baseline, markdown;
+  std::string baseline, markdown, runs_dir;
   std::vector<std::string> candidates, sets;
   int seeds = 3;
   for (int i = 1; i < argc; ++i) {
@@ -135,13 +144,14 @@ int main(int argc, char** argv) {
     else if (a == "--seeds") seeds = std::stoi(value());
     else if (a == "--set") sets.push_back(value());
     else if (a == "--markdown") markdown = value();
+    else if (a == "--runs") runs_dir = value();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
     }
   }
   if (baseline.empty()) {
-    std::fprintf(stderr, "usage: %s --baseline base.yaml --candidate a.yaml [--seeds 3] [--set k=v] [--markdown out.md]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s --baseline base.yaml --candidate a.yaml [--seeds 3] [--set k=v] [--markdown out.md] [--runs DIR]\n", argv[0]);
     return 2;
   }
   std::vector<std::string> recipes{baseline};
@@ -153,12 +163,23 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // Run folder names: the recipe file's stem, with its position when two recipes share a stem.
+  std::map<std::string, std::string> names;
+  for (size_t k = 0; k < recipes.size(); ++k) {
+    std::string name = std::filesystem::path(split_words(recipes[k]).front()).stem().string();
+    for (size_t j = 0; j < k; ++j) {
+      if (names[recipes[j]] == name) name += "-" + std::to_string(k);
+    }
+    names[recipes[k]] = name;
+  }
   std::map<std::string, std::vector<Result>> results;
   try {
     for (int s = 0; s < seeds; ++s) {
       for (size_t k = 0; k < recipes.size(); ++k) {
         const std::string& r = recipes[(k + s) % recipes.size()];  // rotate the order with the seed
-        Result res = train(r, 1000 + s, sets);
+        const std::string run_dir =
+            runs_dir.empty() ? "" : fmt::format("{}/{}-seed{}", runs_dir, names[r], 1000 + s);
+        Result res = train(r, 1000 + s, sets, run_dir);
         std::printf("seed %d  %-55s final %.2f%%  train %.1f s\n", 1000 + s, r.c_str(), 100 * res.final_accuracy,
                     res.train_seconds);
         std::string curve = "    curve (s: %):";

@@ -10,6 +10,7 @@ pkgs=(
   python3-torch python3-pybind11 pybind11-dev python3-pytest python3-venv python3-pip
   python3-dev python3-setuptools python3-wheel
   dataset-fashion-mnist
+  chromium  # headless, for the report tests (python/tests/test_report.py render tessera-report's page)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -65,6 +65,7 @@ from ._C import (
 from . import algorithms, data, functional
 from ._plan import Plan, plan
 from ._recipe import load_recipe
+from ._report import ReportInputError, report
 from ._signals import Interrupted, Terminated
 from ._spec import after, before, conflicts_with
 from ._trainer import Trainer
@@ -92,6 +93,7 @@ __all__ = [
     "Plan",
     "Recipe",
     "Reduction",
+    "ReportInputError",
     "Resource",
     "Rng",
     "Selector",
@@ -112,4 +114,5 @@ __all__ = [
     "load_recipe",
     "plan",
     "registered",
+    "report",
 ]

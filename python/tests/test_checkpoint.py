@@ -104,7 +104,7 @@ def test_save_and_load_by_hand(tiny_recipe_path, tmp_path, one_go):
     assert second.weights_fingerprint() == fingerprint
 
     # weights_only: the weights of batch 7, but time and optimizer start over
-    third = tessera.Trainer(tiny_recipe_path, {"run_dir": str(tmp_path / "c"), "loggers": [], "max_duration": "1ba"})
+    third = tessera.Trainer(tiny_recipe_path, {"run_dir": str(tmp_path / "c"), "loggers": [], "max_duration": "3ba"})
     third.load_checkpoint(path, weights_only=True)
     assert third.state.timestamp.batch == 0
     assert third.weights_fingerprint() == first.weights_fingerprint()

@@ -81,7 +81,7 @@ def test_dict_recipe_and_components_equal_the_file(tiny_recipe_path, tmp_path):
 
 
 def test_fingerprint_sees_every_bit(tiny_recipe_path, tmp_path):
-    trainer = tessera.Trainer(tiny_recipe_path, {"run_dir": str(tmp_path), "loggers": [], "max_duration": "1ba"})
+    trainer = tessera.Trainer(tiny_recipe_path, {"run_dir": str(tmp_path), "loggers": [], "max_duration": "3ba"})
     before = trainer.weights_fingerprint()
     assert trainer.model.weights_fingerprint() == before
     w = trainer.model.named_parameters()["fc.weight"]

@@ -1,0 +1,368 @@
+"""tessera-report: one self-contained HTML page that shows runs and compares them (docs/report.md).
+
+    tessera-report runs/baseline runs/label_smoothing -o report.html [--baseline DIR] [--target 0.9] [--metric KEY]
+    tessera.report(["runs/baseline", "runs/label_smoothing"], "report.html")
+
+The page has no scripts and loads nothing: charts are inline SVG (tessera._svg), styles are inline.
+"""
+import argparse
+import html
+import math
+import os
+import pathlib
+import sys
+from typing import List, Optional, Sequence, Union
+
+from ._runs import TRAIN_LOSS, ReportInputError, Run, eval_labels, name_runs, read_run, time_to_target
+from ._svg import Chart, Line, color, downsample, render, significant
+
+PathLike = Union[str, "os.PathLike[str]"]
+TRAIN_ACCURACY = "metrics/train/accuracy"
+THROUGHPUT_POINTS = 500
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1360px; padding: 0 1em; color: #222; }
+h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0 1em; } th, td { border: 1px solid #ccc; padding: .25em .6em; }
+th { background: #f3f3f3; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; max-height: 24em; }
+.note { background: #fff4d6; border-left: 4px solid #e6a700; padding: .3em .6em; margin: .3em 0; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
+figure.chart { margin: 0; } figcaption { font-size: .9em; }
+svg text { font-size: 11px; fill: #333; } svg text.label { font-size: 12px; }
+svg .grid { stroke: #e4e4e4; } svg .frame { fill: none; stroke: #888; }
+svg .series polyline { fill: none; stroke: currentColor; stroke-width: 1.6; }
+svg .series circle { fill: currentColor; } svg .guide { fill: none; stroke: #999; stroke-dasharray: 4 3; }
+svg .highlight circle { fill: none; stroke: #000; stroke-width: 1.5; }
+ul.legend { list-style: none; padding: 0; margin: .2em 0; display: flex; flex-wrap: wrap; gap: .3em 1em; }
+.swatch { display: inline-block; width: 1.6em; height: .4em; margin-right: .4em; vertical-align: middle; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Optional[float], digits: int = 4, unit: str = "") -> str:
+    return "—" if value is None else f"{significant(value, digits):g}{unit}"
+
+
+def _seconds(value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    if value >= 1:
+        return f"{value:.2f} s"
+    return f"{value * 1e3:.1f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} µs"
+
+
+def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
+    """An HTML table; cells are already escaped; columns from `numeric_from` on are right-aligned."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<table data-table="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+class Report:
+    """The runs, the metric and target they are compared on, and the page built from them."""
+
+    def __init__(self, runs: List[Run], metric: Optional[str], target: Optional[float]) -> None:
+        self.runs = runs
+        self.baseline = runs[0]
+        self.metric = metric or self._default_metric()
+        self.target_given = target is not None
+        self.target = target if target is not None else self.baseline.final(self.metric)
+
+    def _default_metric(self) -> str:
+        for label in eval_labels(self.runs):
+            key = f"metrics/{label}/accuracy"
+            if any(key in run.series or key in run.final_metrics() for run in self.runs):
+                return key
+        return TRAIN_ACCURACY
+
+    # -- series -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def points(run: Run, key: str, x: str) -> List[tuple]:
+        """`key`'s values against training time ("wct", seconds) or epochs ("epoch"), downsampled."""
+        series = run.series.get(key)
+        if series is None:
+            return []
+        if x == "wct":
+            xs = series.wct
+        else:
+            per_epoch = run.batches_per_epoch
+            if per_epoch is None:
+                return []
+            xs = [b / per_epoch for b in series.batch]
+        return downsample(list(zip(xs, series.value)))
+
+    @staticmethod
+    def throughput(run: Run) -> List[tuple]:
+        """Training samples per second over the run, each point over a window of about 1/500 of it."""
+        series = run.series.get(TRAIN_LOSS)
+        if series is None or len(series) < 2:
+            return []
+        stride = max(1, len(series) // THROUGHPUT_POINTS)
+        out = []
+        for i in range(stride, len(series), stride):
+            seconds = series.wct[i] - series.wct[i - stride]
+            if seconds > 0:
+                out.append((series.wct[i], (series.sample[i] - series.sample[i - stride]) / seconds))
+        return out
+
+    def loss_keys(self, run: Run) -> List[str]:
+        evaluation = self.metric.rsplit("/", 1)[0] + "/cross_entropy"
+        return [k for k in (TRAIN_LOSS, evaluation) if k in run.series and not k.startswith("metrics/train/")]
+
+    # -- per run ------------------------------------------------------------------------------------------
+
+    def run_charts(self, index: int, run: Run) -> List[Chart]:
+        slug = f"run{index}"
+        accuracy_keys = [k for k in (TRAIN_ACCURACY, self.metric) if k in run.series]
+        if self.metric == TRAIN_ACCURACY:
+            accuracy_keys = accuracy_keys[:1]
+        charts = []
+        for x, x_label, suffix in (("wct", "training time (s)", "time"), ("epoch", "epochs", "epoch")):
+            accuracy_label = "accuracy (fraction)" if self.metric.endswith("accuracy") else "value"
+            for kind, keys, y_label in (("accuracy", accuracy_keys, accuracy_label),
+                                        ("loss", self.loss_keys(run), "loss")):
+                lines = [Line(key, run.name, key, self.points(run, key, x), color(i),
+                              markers=not key.startswith(("metrics/train/", "loss/train/")))
+                         for i, key in enumerate(keys)]
+                charts.append(Chart(f"{slug}-{kind}-{suffix}", f"{run.name}: {kind} against {x_label}", x_label,
+                                    y_label, lines))
+        charts.append(Chart(f"{slug}-throughput", f"{run.name}: throughput", "training time (s)",
+                            "samples per second", [Line("training throughput", run.name, "throughput",
+                                                        self.throughput(run), color(0))], y_from_zero=True))
+        for chart in charts:
+            chart.lines = [line for line in chart.lines if line.points]
+        return charts
+
+    def run_section(self, index: int, run: Run) -> str:
+        about = f"Folder <code>{_e(run.path)}</code>; status {_e(run.status)}; training time " \
+                f"{_seconds(run.train_seconds)}"
+        if run.summary:
+            ts = run.summary.get("timestamp", {})
+            about += (f"; ended at epoch {_e(ts.get('epoch'))}, batch {_e(ts.get('batch'))} of max_duration "
+                      f"{_e(run.summary.get('max_duration'))} on {_e(run.summary.get('device'))}")
+        parts = [f'<section id="run{index}"><h2>Run {_e(run.name)}'
+                 f'{" (baseline)" if run is self.baseline else ""}</h2>', f"<p>{about}.</p>"]
+        parts.extend(f'<p class="note">{_e(note)}</p>' for note in run.notes)
+        finals = run.final_metrics()
+        if finals:
+            parts.append("<h3>Final metrics</h3>")
+            rows = [[_e(k), _num(v, 6)] for k, v in finals.items()]
+            parts.append(_table(f"run{index}-final", ["metric", "value"], rows))
+        parts.append('<h3>Curves</h3><div class="charts">')
+        parts.extend(render(chart) for chart in self.run_charts(index, run))
+        parts.append("</div>")
+        if run.batches_per_epoch is None and run.lines:
+            parts.append('<p class="note">The epoch length is unknown (no run.json and no complete first epoch '
+                         "in metrics.jsonl): no charts against epochs.</p>")
+        parts.append(self.plan_section(f"run{index}", run))
+        parts.append(self.trace_section(f"run{index}", run))
+        if run.recipe:
+            parts.append(f"<h3>Recipe</h3><pre>{_e(run.recipe)}</pre>")
+        parts.append("</section>")
+        return "\n".join(parts)
+
+    @staticmethod
+    def plan_section(slug: str, run: Run) -> str:
+        if run.summary is None:
+            return ""
+        events = run.plan_events()
+        if not events:
+            return "<h3>Plan</h3><p>No algorithms.</p>"
+        rows = []
+        for event in events:
+            items = "".join(f"<li><b>{_e(a['name'])}</b>" +
+                            "".join(f"<br>\n<small>{_e(r)}</small>" for r in a.get("reasons", [])) + "</li>"
+                            for a in event.get("algorithms", []))
+            rows.append([f"<code>{_e(event.get('event'))}</code>", f"<ol>{items}</ol>"])
+        warnings = "".join(f'<p class="note">{_e(w)}</p>' for w in run.summary.get("plan", {}).get("warnings", []))
+        table = _table(f"{slug}-plan", ["event", "algorithms in order"], rows, 2)
+        return f"<h3>Plan: the order at each event, and why</h3>{table}{warnings}"
+
+    @staticmethod
+    def trace_section(slug: str, run: Run) -> str:
+        trace = run.trace()
+        if not trace:
+            return ""
+        total = run.train_seconds
+        rows = []
+        for key, entry in trace.items():
+            seconds, count = float(entry.get("seconds", 0.0)), int(entry.get("count", 0))
+            algorithm, _, event = key.partition("/")
+            share = f"{100 * seconds / total:.2f}%" if total else "—"
+            rows.append([_e(algorithm), f"<code>{_e(event)}</code>", str(count),
+                         f"{_e(entry.get('first_batch'))}–{_e(entry.get('last_batch'))}", _seconds(seconds),
+                         _seconds(seconds / count) if count else "—", share])
+        return ("<h3>Time in each algorithm at each event</h3>" +
+                _table(f"{slug}-trace", ["algorithm", "event", "calls", "batches", "time", "per call",
+                                         "share of training time"], rows, 2))
+
+    # -- across runs --------------------------------------------------------------------------------------
+
+    def overlay_charts(self) -> List[Chart]:
+        specs = [("overlay-metric-time", self.metric, "wct", "training time (s)"),
+                 ("overlay-metric-epoch", self.metric, "epoch", "epochs"),
+                 ("overlay-loss-time", TRAIN_LOSS, "wct", "training time (s)"),
+                 ("overlay-loss-epoch", TRAIN_LOSS, "epoch", "epochs")]
+        charts = []
+        for chart_id, key, x, x_label in specs:
+            lines = [Line(run.name, run.name, key, self.points(run, key, x), color(i),
+                          markers=key != TRAIN_LOSS, dashed=run is self.baseline)
+                     for i, run in enumerate(self.runs)]
+            charts.append(Chart(chart_id, f"{key} against {x_label}, all runs", x_label, key,
+                                [line for line in lines if line.points]))
+        return charts
+
+    def pareto_chart(self) -> Chart:
+        lines, done = [], []
+        for i, run in enumerate(self.runs):
+            accuracy, seconds = run.final(self.metric), run.train_seconds
+            if accuracy is not None and seconds is not None:
+                lines.append(Line(run.name, run.name, self.metric, [(seconds, accuracy)], color(i)))
+                done.append((seconds, accuracy))
+        front, best = [], -math.inf
+        for seconds, accuracy in sorted(done, key=lambda p: (p[0], -p[1])):
+            if accuracy > best:
+                front.append((seconds, accuracy))
+                best = accuracy
+        base = (self.baseline.train_seconds, self.baseline.final(self.metric))
+        highlight = ((base[0], base[1]), "baseline") if None not in base else None
+        return Chart("pareto", f"final {self.metric} against training time (the dashed line joins the runs no "
+                     "other run beats on both)", "training time (s)", f"final {self.metric}", lines, connect=False,
+                     highlight=highlight, guide=front if len(front) > 1 else None)
+
+    def target_section(self) -> str:
+        if self.target is None:
+            return (f'<p class="note">No target: the baseline {_e(self.baseline.name)} has no final '
+                    f"{_e(self.metric)}; give one with --target.</p>")
+        origin = "given" if self.target_given else f"the baseline's final {_e(self.metric)}"
+        base_time = time_to_target(self.baseline, self.metric, self.target)
+        rows = []
+        for run in self.runs:
+            reached = time_to_target(run, self.metric, self.target)
+            speedup = f"{base_time / reached:.2f}×" if reached and base_time else "—"
+            rows.append([_e(run.name), _num(run.final(self.metric), 4), _seconds(run.train_seconds),
+                         _seconds(reached) if reached is not None else "not reached", speedup])
+        return (f"<h3>Time to target</h3><p>Target: {_e(self.metric)} ≥ {_num(self.target, 6)} ({origin}). Time "
+                "to target is the training time (evaluation excluded) of the first evaluation that reached it.</p>" +
+                _table("time-to-target", ["run", f"final {_e(self.metric)}", "training time", "time to target",
+                        "speed-up to target (baseline time / run time)"], rows))
+
+    def cost_benefit_section(self) -> str:
+        base_algorithms = self.baseline.algorithms
+        if base_algorithms is None:
+            return ('<p class="note">No per-algorithm cost and benefit: the baseline has no run.json, so its '
+                    "algorithms are not known.</p>")
+        base_accuracy = self.baseline.final(self.metric)
+        base_time = time_to_target(self.baseline, self.metric, self.target) if self.target is not None else None
+        rows = []
+        for run in self.runs[1:]:
+            algorithms = run.algorithms
+            if algorithms is None or len(algorithms ^ base_algorithms) != 1:
+                continue
+            (name,) = algorithms ^ base_algorithms
+            added = name in algorithms
+            accuracy = run.final(self.metric)
+            delta = None if accuracy is None or base_accuracy is None else accuracy - base_accuracy
+            reached = time_to_target(run, self.metric, self.target) if self.target is not None else None
+            change = None if reached is None or base_time is None else reached - base_time
+            own = (run if added else self.baseline).algorithm_seconds(name)
+            rows.append([f"{'+' if added else '−'} {_e(name)} ({_e(run.name)})",
+                         "—" if delta is None else f"{100 * delta:+.2f} pp",
+                         _seconds(reached) if reached is not None else "not reached",
+                         "—" if change is None else f"{change:+.2f} s", _seconds(own)])
+        if not rows:
+            return ("<p>No run differs from the baseline by exactly one algorithm: no per-algorithm cost and "
+                    "benefit table.</p>")
+        return ("<h3>Per algorithm: cost and benefit</h3><p>Runs that differ from the baseline by one algorithm "
+                "(+ added, − removed), against the baseline. The algorithm's own time is what the engine's trace "
+                "measured inside it (in the run that has it); the rest of its cost or saving shows in the time to "
+                "target.</p>" +
+                _table("cost-benefit", ["algorithm (run)", f"change in final {_e(self.metric)}", "time to target",
+                        "change in time to target", "algorithm's own time"], rows))
+
+    def comparison_section(self) -> str:
+        parts = ['<section id="comparison"><h2>Comparison</h2>',
+                 f"<p>Baseline: {_e(self.baseline.name)} (dashed in the overlays). Compared on "
+                 f"{_e(self.metric)}.</p>", '<div class="charts">']
+        parts.extend(render(chart) for chart in self.overlay_charts())
+        parts.append(render(self.pareto_chart()))
+        parts.append("</div>")
+        parts.append(self.target_section())
+        parts.append(self.cost_benefit_section())
+        parts.append("</section>")
+        return "\n".join(parts)
+
+    def html(self, title: str) -> str:
+        nav = " · ".join(f'<a href="#run{i}">{_e(run.name)}</a>' for i, run in enumerate(self.runs))
+        body = [f"<h1>{_e(title)}</h1>", f"<nav>Runs: {nav}</nav>"]
+        if len(self.runs) > 1:
+            body.append(self.comparison_section())
+        body.extend(self.run_section(i, run) for i, run in enumerate(self.runs))
+        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{_e(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) +
+                "\n</body></html>\n")
+
+
+def report(run_dirs: Union[PathLike, Sequence[PathLike]], output: PathLike = "report.html", *,
+           baseline: Optional[PathLike] = None, target: Optional[float] = None, metric: Optional[str] = None,
+           title: str = "Tessera runs") -> pathlib.Path:
+    """Writes one self-contained HTML page that shows the runs in `run_dirs` and compares them; returns its path.
+
+    The baseline is `baseline` (added first if it is not among the runs), else the first run. The comparison
+    uses `metric` (default metrics/<label>/accuracy of the runs' evaluator) and `target` (default the baseline's
+    final value of it). Raises tessera.report's ReportInputError (a ValueError) for a folder that is not a run.
+    """
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    paths = [pathlib.Path(p) for p in run_dirs]
+    if not paths:
+        raise ReportInputError("no run folders given: expected one or more run_dir folders")
+    if baseline is not None:
+        base = pathlib.Path(baseline)
+        paths = [base] + [p for p in paths if p.resolve() != base.resolve()]
+    if target is not None and not math.isfinite(target):
+        raise ReportInputError(f"target {target} is not a finite number")
+    out = pathlib.Path(output)
+    if not out.parent.is_dir():
+        raise ReportInputError(f"cannot write {out}: the folder {out.parent} does not exist")
+    runs = [read_run(p) for p in paths]
+    name_runs(runs)
+    found = {key for run in runs for key in set(run.series) | set(run.final_metrics())}
+    if metric is not None and metric not in found:
+        raise ReportInputError(f"metric {metric!r} is in none of the runs; they have: {', '.join(sorted(found))}")
+    out.write_text(Report(runs, metric, target).html(title), encoding="utf-8")
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="tessera-report", description="Write one self-contained HTML page that "
+                                     "shows and compares training runs (their run_dir folders).")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (run.json and/or metrics.jsonl)")
+    parser.add_argument("-o", "--output", default="report.html", help="the HTML file to write (report.html)")
+    parser.add_argument("--baseline", metavar="DIR", help="the baseline run (default: the first RUN_DIR)")
+    parser.add_argument("--target", type=float, help="the target value of the metric (default: the baseline's "
+                        "final value)")
+    parser.add_argument("--metric", help="the evaluation metric to compare (default: metrics/<label>/accuracy)")
+    parser.add_argument("--title", default="Tessera runs", help="the page's title")
+    args = parser.parse_args(argv)
+    try:
+        out = report(args.runs, args.output, baseline=args.baseline, target=args.target, metric=args.metric,
+                     title=args.title)
+    except (ReportInputError, OSError) as exc:
+        print(f"tessera-report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"tessera-report: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["ReportInputError", "main", "report"]

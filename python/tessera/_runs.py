@@ -1,0 +1,241 @@
+"""Reading run folders for tessera-report (docs/report.md): run.json and metrics.jsonl, whatever state they are in.
+
+A run folder may be complete, killed mid-write, from an older Tessera without run.json, or not written at all.
+What cannot be read is not an exception: it becomes a note on the run, shown in the report. Only a folder that
+does not exist, or holds neither file, is an error (ReportInputError), since there is nothing to report.
+"""
+import json
+import math
+import pathlib
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Set
+
+SUMMARY_FORMAT = "tessera-run-summary/1"
+POSITION_KEYS = ("epoch", "batch", "sample", "wct")
+TRAIN_LOSS = "loss/train/total"
+
+
+class ReportInputError(ValueError):
+    """A report's input cannot be used: the message says which input, where, and what was expected."""
+
+
+class Series:
+    """The values of one metric in file order, with where (batch, sample, wct) each was logged."""
+
+    __slots__ = ("batch", "sample", "wct", "value")
+
+    def __init__(self) -> None:
+        self.batch = array("d")
+        self.sample = array("d")
+        self.wct = array("d")
+        self.value = array("d")
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def last(self) -> Optional[float]:
+        return self.value[-1] if self.value else None
+
+
+@dataclass
+class Run:
+    path: pathlib.Path
+    name: str = ""
+    summary: Optional[Dict[str, Any]] = None
+    series: Dict[str, Series] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+    lines: int = 0
+    epoch_length_bound: Optional[float] = None  # the least batch / epoch over lines past the first epoch
+
+    @property
+    def status(self) -> str:
+        if self.summary is None:
+            return "unknown (no run.json)"
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def recipe(self) -> Optional[str]:
+        return self.summary.get("recipe") if self.summary else None
+
+    @property
+    def batches_per_epoch(self) -> Optional[int]:
+        """From run.json, else from metrics.jsonl when it goes past the first epoch; None when unknown.
+
+        Without run.json: the first line of epoch e (an evaluation, or the first batch of the epoch) has
+        batch = e * batches_per_epoch, and every later line a larger batch / epoch.
+        """
+        if self.summary and self.summary.get("batches_per_epoch"):
+            return int(self.summary["batches_per_epoch"])
+        if self.epoch_length_bound:
+            return int(self.epoch_length_bound)
+        return None
+
+    @property
+    def train_seconds(self) -> Optional[float]:
+        """Training time at the end of the run (evaluation excluded): run.json, else the last logged wct."""
+        if self.summary:
+            seconds = self.summary.get("timestamp", {}).get("train_seconds")
+            if isinstance(seconds, (int, float)):
+                return float(seconds)
+        ends = [s.wct[-1] for s in self.series.values() if len(s)]
+        return max(ends) if ends else None
+
+    def final(self, key: str) -> Optional[float]:
+        """A metric's final value: run.json's, else the last value logged."""
+        if self.summary and isinstance(self.summary.get("metrics", {}).get(key), (int, float)):
+            return float(self.summary["metrics"][key])
+        series = self.series.get(key)
+        return series.last() if series is not None else None
+
+    def final_metrics(self) -> Dict[str, float]:
+        keys = set(self.series) | set((self.summary or {}).get("metrics", {}))
+        values = {k: self.final(k) for k in sorted(keys)}
+        return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def algorithms(self) -> Optional[Set[str]]:
+        """The algorithms the run used (run.json's plan); None when unknown (no run.json)."""
+        if self.summary is None or "plan" not in self.summary:
+            return None
+        names = set()
+        for event in self.summary["plan"].get("events", []):
+            names.update(a["name"] for a in event.get("algorithms", []))
+        return names
+
+    def plan_events(self) -> List[Dict[str, Any]]:
+        return list((self.summary or {}).get("plan", {}).get("events", []))
+
+    def trace(self) -> Dict[str, Dict[str, Any]]:
+        return dict((self.summary or {}).get("trace", {}))
+
+    def algorithm_seconds(self, algorithm: str) -> float:
+        """The host time the engine's trace measured in one algorithm, over all its events."""
+        return sum(float(entry.get("seconds", 0.0)) for key, entry in self.trace().items()
+                   if key.split("/", 1)[0] == algorithm)
+
+
+def read_run(path: pathlib.Path) -> Run:
+    """Reads one run folder. Raises ReportInputError if it is not a run folder; everything else becomes a note."""
+    if not path.exists():
+        raise ReportInputError(f"run folder {path} does not exist: expected a run's run_dir (the folder that holds "
+                               "run.json and metrics.jsonl)")
+    if not path.is_dir():
+        raise ReportInputError(f"{path} is a file, not a run folder: give the run's run_dir (the folder that holds "
+                               "run.json and metrics.jsonl)")
+    summary_path, metrics_path = path / "run.json", path / "metrics.jsonl"
+    if not summary_path.exists() and not metrics_path.exists():
+        csv = " (it has metrics.csv, which the report does not read: add `{jsonl: {}}` to the recipe's loggers)" \
+            if (path / "metrics.csv").exists() else ""
+        raise ReportInputError(f"{path} holds neither run.json nor metrics.jsonl{csv}: expected a run folder "
+                               "written by a run with run_dir set")
+    run = Run(path=path)
+    _read_summary(run, summary_path)
+    _read_metrics(run, metrics_path)
+    return run
+
+
+def _read_summary(run: Run, path: pathlib.Path) -> None:
+    if not path.exists():
+        run.notes.append("no run.json (written when fit() ends; an older Tessera, or the process was killed): the "
+                         "recipe, plan and algorithm times are not known; the rest comes from metrics.jsonl")
+        return
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        run.notes.append(f"run.json cannot be read ({exc}); the rest comes from metrics.jsonl")
+        return
+    if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
+        found = summary.get("format") if isinstance(summary, dict) else type(summary).__name__
+        run.notes.append(f"run.json has format {found!r}, expected {SUMMARY_FORMAT!r}; it is ignored")
+        return
+    run.summary = summary
+    if summary.get("status") != "complete":
+        error = f": {summary['error']}" if summary.get("error") else ""
+        run.notes.append(f"the run did not complete (status {summary.get('status')}{error})")
+
+
+def _read_metrics(run: Run, path: pathlib.Path) -> None:
+    if not path.exists():
+        csv = " (there is a metrics.csv, which the report does not read)" if (path.parent / "metrics.csv").exists() \
+            else ""
+        run.notes.append(f"no metrics.jsonl{csv}: no curves; add `{{jsonl: {{}}}}` to the recipe's loggers")
+        return
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        run.notes.append("metrics.jsonl ends without a newline: its last line may be half-written (a run killed "
+                         "mid-write)")
+    bad: List[int] = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            entry = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad.append(number)
+            continue
+        if isinstance(entry, dict) and "hparams" not in entry:
+            _add_entry(run, entry)
+    if bad:
+        where = "the last line" if bad == [len(lines)] else f"{len(bad)} line(s), first line {bad[0]}"
+        run.notes.append(f"metrics.jsonl: {where} is not JSON (half-written by a killed run?); skipped")
+    if run.lines == 0:
+        run.notes.append("metrics.jsonl has no metric lines: no curves")
+
+
+def _add_entry(run: Run, entry: Dict[str, Any]) -> None:
+    position = [entry.get(k) for k in POSITION_KEYS]
+    if not all(isinstance(v, (int, float)) for v in position):
+        return
+    epoch, batch, sample, wct = (float(v) for v in position)
+    run.lines += 1
+    if epoch >= 1 and (run.epoch_length_bound is None or batch / epoch < run.epoch_length_bound):
+        run.epoch_length_bound = batch / epoch
+    for key, value in entry.items():
+        if key in POSITION_KEYS or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if not math.isfinite(value):
+            continue
+        series = run.series.get(key)
+        if series is None:
+            series = run.series[key] = Series()
+        series.batch.append(batch)
+        series.sample.append(sample)
+        series.wct.append(wct)
+        series.value.append(float(value))
+
+
+def name_runs(runs: List[Run]) -> None:
+    """Gives each run the shortest trailing part of its path that no other run shares."""
+    parts = [r.path.resolve().parts for r in runs]
+    for run, own in zip(runs, parts):
+        for depth in range(1, len(own) + 1):
+            tail = own[-depth:]
+            if all(other[-depth:] != tail for other in parts if other is not own):
+                run.name = "/".join(tail)
+                break
+        else:
+            run.name = str(run.path)
+
+
+def eval_labels(runs: List[Run]) -> List[str]:
+    """The evaluators' labels found in the runs' metrics (metrics/<label>/...), besides train."""
+    labels = set()
+    for run in runs:
+        for key in run.series:
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "metrics" and parts[1] != "train":
+                labels.add(parts[1])
+    return sorted(labels)
+
+
+def time_to_target(run: Run, metric: str, target: float) -> Optional[float]:
+    """The training time (wct) of the first value of `metric` at or above `target`; None if never reached."""
+    series = run.series.get(metric)
+    if series is None:
+        return None
+    for wct, value in zip(series.wct, series.value):
+        if value >= target:
+            return wct
+    return None

@@ -1,0 +1,276 @@
+"""tessera-report (docs/report.md): the page of hand-written fixture runs, its chart data against a golden JSON,
+rendered by headless Chromium, and what it does with missing, empty, half-written and very long metric files."""
+import html.parser
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import tessera
+from report_fixtures import fixture_runs, metric_lines, write_run
+
+HERE = pathlib.Path(__file__).resolve().parent
+GOLDEN = HERE / "report_golden.json"
+
+
+class PageData(html.parser.HTMLParser):
+    """What a report page shows, taken back out of its HTML: each chart's series and each table's cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: dict = {}
+        self.tables: dict = {}
+        self.polylines: dict = {}  # (chart, run, metric) -> number of pixel points drawn
+        self.circles: dict = {}
+        self.tags: list = []
+        self._chart = self._series = self._table = None
+        self._cell: list = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "figure" and "data-chart" in a:
+            self._chart = a["data-chart"]
+            self.charts[self._chart] = []
+        elif tag == "g" and a.get("class") == "series":
+            self._series = (self._chart, a["data-run"], a["data-metric"])
+            self.charts[self._chart].append({"run": a["data-run"], "metric": a["data-metric"],
+                                             "points": json.loads(a["data-points"])})
+        elif tag == "polyline" and self._series:
+            self.polylines[self._series] = len(a["points"].split())
+        elif tag == "circle" and self._series:
+            self.circles[self._series] = self.circles.get(self._series, 0) + 1
+        elif tag == "table":
+            self._table = a.get("data-table")
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self._chart = None
+        elif tag == "g":
+            self._series = None
+        elif tag in ("td", "th") and self._table:
+            self.tables[self._table][-1].append(" ".join("".join(self._cell).split()))
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        self._cell.append(data)
+
+
+def page_data(text: str) -> PageData:
+    parser = PageData()
+    parser.feed(text)
+    return parser
+
+
+def chromium_command():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def chromium(tmp_path, *args):
+    """Runs headless Chromium; returns (stdout, the console messages it logged)."""
+    command = chromium_command()
+    if command is None:
+        pytest.skip("Debian's chromium is not installed (scripts/install-deps.sh installs it)")
+    proc = subprocess.run([command, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.fixture
+def page(tmp_path):
+    paths = fixture_runs(tmp_path / "runs")
+    out = tessera.report(paths, tmp_path / "report.html")
+    return out
+
+
+def golden_text(found: dict) -> str:
+    """The golden file: one line per chart or table, so that a change shows as a readable diff."""
+    groups = [f' "{group}": {{\n' + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(items.items()))
+              + "\n }" for group, items in sorted(found.items())]
+    return "{\n" + ",\n".join(groups) + "\n}\n"
+
+
+def test_chart_and_table_data_match_the_golden(page):
+    """The numbers the page shows; TESSERA_UPDATE_GOLDEN=1 rewrites report_golden.json (review its diff)."""
+    data = page_data(page.read_text())
+    found = {"charts": data.charts, "tables": data.tables}
+    if os.environ.get("TESSERA_UPDATE_GOLDEN"):
+        GOLDEN.write_text(golden_text(found))
+    assert found == json.loads(GOLDEN.read_text())
+
+
+def test_each_chart_draws_every_data_point(page):
+    data = page_data(page.read_text())
+    assert len(data.charts) == 5 + 5 * 5  # the comparison's overlays and Pareto chart, 5 charts per run
+    for chart, series in data.charts.items():
+        for s in series:
+            key = (chart, s["run"], s["metric"])
+            drawn = data.polylines.get(key) or data.circles.get(key)
+            assert drawn == len(s["points"]), key
+    runs = {"baseline", "label_smoothing", "blurpool", "both", "old_killed"}
+    assert {s["run"] for s in data.charts["overlay-metric-time"]} == runs
+    assert {s["run"] for s in data.charts["pareto"]} == runs
+    # the evaluation points are those in the files: one per epoch
+    base = next(s for s in data.charts["overlay-metric-epoch"] if s["run"] == "baseline")
+    assert [x for x, _ in base["points"]] == [1, 2, 3, 4]
+    assert base["points"][-1][1] == metric_lines(4, 8, 0.05, 1.0)[-1]["metrics/test/accuracy"]
+
+
+def test_tables_compare_with_the_baseline(page):
+    tables = page_data(page.read_text()).tables
+    ttt = {row[0]: row for row in tables["time-to-target"][1:]}
+    assert ttt["baseline"][3] == "1.60 s" and ttt["baseline"][4] == "1.00×"
+    assert ttt["blurpool"][3] == "not reached"
+    cost = [row[0] for row in tables["cost-benefit"][1:]]
+    assert cost == ["+ label_smoothing (label_smoothing)", "+ blurpool (blurpool)"]  # not "both": two algorithms
+
+
+def test_page_is_self_contained(page):
+    text = page.read_text()
+    data = page_data(text)
+    assert not [tag for tag, _ in data.tags if tag in ("script", "link", "img", "iframe", "object")]
+    assert not [a for _, a in data.tags if "src" in a or a.get("href", "#").partition("#")[0]]
+    assert re.findall(r"https?://[^\s\"')]+", text) == ["http://www.w3.org/2000/svg"] * text.count("<svg ")
+    assert "url(" not in text and "@import" not in text
+
+
+def test_chromium_renders_the_page_without_console_errors(page, tmp_path):
+    png = tmp_path / "report.png"
+    _, console = chromium(tmp_path, "--hide-scrollbars", "--window-size=1400,3000", f"--screenshot={png}",
+                          page.as_uri())
+    assert console == []
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    dom, console = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert console == []
+    rendered = page_data(dom)
+    assert rendered.charts == page_data(page.read_text()).charts  # the DOM Chromium built holds the same data
+
+
+def test_console_errors_are_caught(tmp_path):
+    """The check above can fail: a page that logs an error is seen."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><body><script>console.error("broken")</script></body></html>')
+    _, console = chromium(tmp_path, "--dump-dom", bad.as_uri())
+    assert len(console) == 1 and "broken" in console[0]
+
+
+def test_missing_empty_and_half_written_files_are_reported(tmp_path):
+    empty = write_run(tmp_path / "empty", [], 0.05, 1.0)
+    (empty / "metrics.jsonl").write_text("")
+    no_metrics = write_run(tmp_path / "no_metrics", [], 0.05, 1.0)
+    (no_metrics / "metrics.jsonl").unlink()
+    (no_metrics / "metrics.csv").write_text("epoch,batch\n")
+    killed = write_run(tmp_path / "killed", [], 0.05, 1.0, with_summary=False, tail='{"epoch":4,"bat')
+    middle = write_run(tmp_path / "bad_line", [], 0.05, 1.0)
+    lines = (middle / "metrics.jsonl").read_text().splitlines()
+    (middle / "metrics.jsonl").write_text("\n".join(lines[:5] + ["{not json"] + lines[5:]) + "\n")
+    stopped = write_run(tmp_path / "stopped", [], 0.05, 1.0)
+    summary = json.loads((stopped / "run.json").read_text())
+    summary.update(status="failed", error="loss is NaN at batch 12")
+    (stopped / "run.json").write_text(json.dumps(summary))
+    text = tessera.report([empty, no_metrics, killed, middle, stopped], tmp_path / "r.html").read_text()
+    assert "metrics.jsonl has no metric lines: no curves" in text
+    assert "no metrics.jsonl (there is a metrics.csv, which the report does not read)" in text
+    assert "metrics.jsonl ends without a newline: its last line may be half-written" in text
+    assert "metrics.jsonl: the last line is not JSON (half-written by a killed run?); skipped" in text
+    assert "no run.json (written when fit() ends" in text
+    assert "metrics.jsonl: 1 line(s), first line 6 is not JSON" in text
+    assert "the run did not complete (status failed: loss is NaN at batch 12)" in text
+    # the killed run's curves hold what was written before the broken line: 4 epochs of evaluations
+    data = page_data(text)
+    killed_eval = next(s for s in data.charts["overlay-metric-epoch"] if s["run"] == "killed")
+    assert len(killed_eval["points"]) == 4
+
+
+def test_bad_inputs_say_what_and_where(tmp_path):
+    with pytest.raises(tessera.ReportInputError, match=r"run folder .*nowhere does not exist"):
+        tessera.report([tmp_path / "nowhere"], tmp_path / "r.html")
+    (tmp_path / "csv_only").mkdir()
+    (tmp_path / "csv_only" / "metrics.csv").write_text("epoch\n")
+    with pytest.raises(tessera.ReportInputError, match=r"csv_only holds neither run.json nor metrics.jsonl \(it has "
+                       r"metrics.csv.*add `\{jsonl: \{\}\}` to the recipe's loggers"):
+        tessera.report([tmp_path / "csv_only"], tmp_path / "r.html")
+    run = write_run(tmp_path / "run", [], 0.05, 1.0)
+    with pytest.raises(tessera.ReportInputError, match=r"metric 'metrics/test/f1' is in none of the runs; they "
+                       r"have: .*metrics/test/accuracy"):
+        tessera.report([run], tmp_path / "r.html", metric="metrics/test/f1")
+    with pytest.raises(tessera.ReportInputError, match=r"cannot write .*r.html: the folder .*missing does not exist"):
+        tessera.report([run], tmp_path / "missing" / "r.html")
+
+
+def test_target_metric_and_baseline_options(tmp_path):
+    paths = fixture_runs(tmp_path / "runs")
+    out = tessera.report(paths[1:3], tmp_path / "r.html", baseline=paths[0], target=0.8,
+                         metric="metrics/test/accuracy")
+    tables = page_data(out.read_text()).tables
+    ttt = {row[0]: row[3] for row in tables["time-to-target"][1:]}
+    assert list(ttt) == ["baseline", "label_smoothing", "blurpool"]  # the baseline comes first
+    assert ttt == {"baseline": "1.60 s", "label_smoothing": "1.25 s", "blurpool": "1.44 s"}  # 32, 24, 32 batches
+
+
+def test_a_million_batches_are_downsampled(tmp_path):
+    folder = tmp_path / "long"
+    folder.mkdir()
+    batches = 1_000_000
+    with open(folder / "metrics.jsonl", "w") as f:
+        for b in range(1, batches + 1):
+            spike = 5.0 if b == 654_321 else 0.0
+            f.write(f'{{"epoch":{(b - 1) // 1000},"batch":{b},"sample":{32 * b},"wct":{b * 0.001:.3f},'
+                    f'"loss/train/total":{1 / (1 + b / 1000) + spike:.5f}}}\n')
+            if b % 100_000 == 0:
+                f.write(f'{{"epoch":{b // 1000},"batch":{b},"sample":{32 * b},"wct":{b * 0.001:.3f},'
+                        f'"metrics/eval/accuracy":{b / batches:.3f}}}\n')
+    out = tessera.report([folder], tmp_path / "r.html")
+    assert out.stat().st_size < 3_000_000
+    data = page_data(out.read_text())
+    loss = next(s for s in data.charts["run0-loss-time"] if s["metric"] == "loss/train/total")
+    assert 500 <= len(loss["points"]) <= 1000  # a flat bucket gives one point, not two
+    assert loss["points"][0] == [0.001, 0.999] and loss["points"][-1] == [1000, 0.001]
+    assert max(y for _, y in loss["points"]) > 5  # the one-batch spike survives downsampling
+    accuracy = next(s for s in data.charts["run0-accuracy-epoch"] if s["metric"] == "metrics/eval/accuracy")
+    assert [x for x, _ in accuracy["points"]] == [100 * k for k in range(1, 11)]
+
+
+def test_tessera_report_command(tmp_path):
+    paths = fixture_runs(tmp_path / "runs")
+    command = os.path.join(os.path.dirname(sys.executable), "tessera-report")
+    proc = subprocess.run([command, *map(str, paths), "-o", str(tmp_path / "r.html"), "--target", "0.85"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "metrics/test/accuracy ≥ 0.85 (given)" in (tmp_path / "r.html").read_text()
+    proc = subprocess.run([command, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("tessera-report: error: run folder") and "does not exist" in proc.stderr
+
+
+EXAMPLE_RUNS = "docs/runs/time_to_accuracy_1ep"
+EXAMPLE_REPORT = "docs/reports/time_to_accuracy_1ep.html"
+EXAMPLE_TITLE = "Time to accuracy, 1 epoch, Fashion-MNIST (docs/results.md)"
+
+
+def test_the_report_in_the_docs_is_the_one_its_runs_give(repo_root, tmp_path, monkeypatch):
+    """docs/results.md links a report of committed runs; a change to the page must regenerate it (docs/report.md)."""
+    monkeypatch.chdir(repo_root)
+    runs = sorted(p.relative_to(repo_root) for p in (repo_root / EXAMPLE_RUNS).iterdir())
+    out = tessera.report(runs, tmp_path / "r.html", baseline=pathlib.Path(EXAMPLE_RUNS) / "baseline",
+                         title=EXAMPLE_TITLE)
+    assert out.read_text() == (repo_root / EXAMPLE_REPORT).read_text(), (
+        f"{EXAMPLE_REPORT} is out of date; regenerate it from the repository root with: tessera-report "
+        f"{EXAMPLE_RUNS}/* --baseline {EXAMPLE_RUNS}/baseline --title '{EXAMPLE_TITLE}' -o {EXAMPLE_REPORT}")
