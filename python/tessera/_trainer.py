@@ -236,6 +236,8 @@ class Trainer(_C._Trainer):
         self.close()
 
     def __repr__(self) -> str:
+        if "_module" not in self.__dict__:  # the constructor raised: there is no native trainer to describe
+            return "tessera.Trainer(<not constructed: its constructor raised>)"
         ts = self.state.timestamp
         return (
             f"tessera.Trainer(model={self.model_name!r}, recipe={self.recipe.path!r}, "

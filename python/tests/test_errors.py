@@ -91,3 +91,9 @@ def test_device_keyword():
         tessera.Trainer(**tiny_components(device="bogus"))
     with pytest.raises(tessera.InputError, match=r'"cuda:x" is not a device'):
         tessera.Trainer(tiny_components_recipe(), {"device": "cuda:x"})
+
+
+def test_repr_of_a_trainer_whose_constructor_raised_does_not_crash():
+    """pytest and debuggers show `self` of a constructor that raised: there is no native trainer behind it."""
+    unbuilt = tessera.Trainer.__new__(tessera.Trainer)
+    assert repr(unbuilt) == "tessera.Trainer(<not constructed: its constructor raised>)"
