@@ -700,6 +700,8 @@ std::string interactions_markdown() {
     if (s.interpolates_loss) flags += "interpolates loss ";
     if (s.leaves_parameters_unused) flags += "leaves parameters unused ";
     if (s.may_repeat) flags += "may repeat ";
+    for (Precision p : s.refused_precisions) flags += std::string("refuses ") + precision_name(p) + " (" + s.precision_reason + ") ";
+    if (!s.precision_note.empty()) flags += "precision: " + s.precision_note + " ";
     out += "| " + n + " | " + (rules.empty() ? "-" : rules) + " | " + (conflicts.empty() ? "-" : conflicts) + " | " +
            (flags.empty() ? "-" : flags) + " |\n";
   }
