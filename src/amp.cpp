@@ -22,17 +22,23 @@ c10::ScalarType autocast_dtype(Precision p) {
   return c10::ScalarType::Float;
 }
 
-void check_precision_supported(Precision p, const c10::Device& device) {
+std::string precision_problem(Precision p, const c10::Device& device) {
   if (p == Precision::AmpFp16 && !device.is_cuda()) {
-    throw InputError("precision: amp_fp16 cannot run on " + device.str() +
-                     ": autocast on the CPU runs bfloat16 only (LibTorch 1.13 refuses float16 there, and CPUs have "
-                     "no fast float16 matrix products). Use precision amp_bf16 on the CPU, or train on CUDA "
-                     "(device: cuda) for amp_fp16");
+    return "amp_fp16 cannot run on " + device.str() +
+           ": autocast on the CPU runs bfloat16 only (LibTorch 1.13 refuses float16 there, and CPUs have no fast "
+           "float16 matrix products). Use precision amp_bf16 on the CPU, or train on CUDA (device: cuda) for "
+           "amp_fp16";
   }
   if (p != Precision::Fp32 && !device.is_cpu() && !device.is_cuda()) {
-    throw InputError(std::string("precision: ") + precision_name(p) + " is supported on cpu and cuda, not on " +
-                     device.str() + "; use precision fp32 there");
+    return std::string(precision_name(p)) + " is supported on cpu and cuda, not on " + device.str() +
+           "; use precision fp32 there";
   }
+  return "";
+}
+
+void check_precision_supported(Precision p, const c10::Device& device) {
+  const std::string problem = precision_problem(p, device);
+  if (!problem.empty()) throw InputError("precision: " + problem);
 }
 
 AutocastScope::AutocastScope(Precision p, const c10::Device& device) {

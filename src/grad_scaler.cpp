@@ -8,12 +8,11 @@
 #include <tessera/error.h>
 
 #include "amp_compat.h"
+#include "grad_scaler_ops.h"
 
 namespace tessera {
-namespace {
+namespace detail {
 
-/// The CPU path of LibTorch < 2.3, with the arithmetic of ATen's kernels: found_inf is set (never cleared) when
-/// a gradient holds inf/NaN; every gradient is multiplied by inv_scale in float32 unless inv_scale is 1.
 void unscale_with_tensor_ops(const std::vector<at::Tensor>& grads, at::Tensor& found_inf, const at::Tensor& inv_scale) {
   const bool identity = inv_scale.item<float>() == 1.0f;
   for (const at::Tensor& g : grads) {
@@ -22,18 +21,17 @@ void unscale_with_tensor_ops(const std::vector<at::Tensor>& grads, at::Tensor& f
   }
 }
 
-/// _amp_update_scale_'s rule on the host.
 void update_with_tensor_ops(at::Tensor& scale, at::Tensor& tracker, const at::Tensor& found_inf, double growth,
                             double backoff, int64_t interval) {
   const float current = scale.item<float>();
   if (found_inf.item<float>() > 0.0f) {
-    scale.fill_(current * static_cast<float>(backoff));
+    scale.fill_(static_cast<float>(current * backoff));
     tracker.fill_(0);
     return;
   }
   const int64_t clean = tracker.item<int32_t>() + 1;
   if (clean == interval) {
-    const float grown = current * static_cast<float>(growth);
+    const float grown = static_cast<float>(current * growth);
     if (std::isfinite(grown)) scale.fill_(grown);
     tracker.fill_(0);
   } else {
@@ -41,7 +39,10 @@ void update_with_tensor_ops(at::Tensor& scale, at::Tensor& tracker, const at::Te
   }
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::unscale_with_tensor_ops;
+using detail::update_with_tensor_ops;
 
 GradScaler::GradScaler(GradScalerOptions options, c10::Device device)
     : options_(std::move(options)), aten_ops_(compat::aten_scaler_ops_on(device.type())) {

@@ -24,9 +24,11 @@ Precision parse_precision(const std::string& name, const std::string& where = "p
 /// The autocast dtype of `p` (float32 for Fp32).
 c10::ScalarType autocast_dtype(Precision p);
 
-/// Throws InputError, with the reason and what to use instead, when `device` cannot run `p`: amp_fp16 on the
-/// CPU (CPU autocast runs bfloat16 only: LibTorch 1.13 refuses float16 there, and CPUs lack fast float16
-/// matrix products). The Trainer calls it before step 1.
+/// Why `device` cannot run `p`, with what to use instead ("" when it can): amp_fp16 on the CPU (CPU autocast
+/// runs bfloat16 only: LibTorch 1.13 refuses float16 there, and CPUs lack fast float16 matrix products).
+std::string precision_problem(Precision p, const c10::Device& device);
+/// InputError "precision: <problem>" when precision_problem finds one. The Trainer calls it before step 1
+/// (and build_run, at the recipe's line:column).
 void check_precision_supported(Precision p, const c10::Device& device);
 
 /// Autocast on `device` in the dtype of `p` for the life of the scope (nothing for Fp32). Restores the
