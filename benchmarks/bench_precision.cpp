@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -63,20 +63,25 @@ double seconds_per_step(const Setup& s, const std::string& model, const std::str
   return std::chrono::duration<double>(Clock::now() - timer->t0).count() / static_cast<double>(s.steps - 1);
 }
 
+/// The middle value (the upper one of an even count).
 double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  return *mid;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Setup s;
+  const std::map<std::string, int64_t*> counts{{"--steps", &s.steps}, {"--rounds", &s.rounds}, {"--threads", &s.threads}};
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--steps")) s.steps = std::atoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--rounds")) s.rounds = std::atoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--threads")) s.threads = std::atoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--models")) s.models = argv[i + 1];
+    const std::string flag = argv[i];
+    if (flag == "--models") {
+      s.models = argv[i + 1];
+    } else if (counts.count(flag) != 0) {
+      *counts.at(flag) = std::atoll(argv[i + 1]);
+    }
   }
   if (s.steps < 2) s.steps = 2;
   const auto ds = tessera::data::make_synthetic(
