@@ -287,6 +287,11 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
 
   if (state != nullptr) {
     for (Algorithm* a : algorithms) {
+      const auto& refused = a->spec().refused_precisions;
+      if (std::find(refused.begin(), refused.end(), state->precision) != refused.end()) {
+        errors.push_back(a->name() + ": cannot run under precision " + precision_name(state->precision) + ": " +
+                         a->spec().precision_reason + "; use another precision or leave " + a->name() + " out");
+      }
       try {
         a->check(*state);
       } catch (const InputError& err) {

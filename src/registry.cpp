@@ -1,5 +1,6 @@
 // The registry: one explicit list per kind of component, mapping recipe names to factories, and
 // build_run, which assembles a whole run from a recipe (schema: docs/recipes.md).
+#include <tessera/amp.h>
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/progress_bar.h>
@@ -545,6 +546,11 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     const std::string problem = device_problem(run.trainer.device());
     if (!problem.empty()) root.child("device").fail(problem);
   }
+  if (root.has("precision")) {  // choices were checked on reading; amp_fp16 on the CPU is refused here
+    const std::string problem =
+        precision_problem(parse_precision(run.trainer.precision()), resolve_device(run.trainer.device()));
+    if (!problem.empty()) root.child("precision").fail(problem);
+  }
   run.checkpoint = read<CheckpointOptions>(s.checkpoint);  // a relative folder: the Trainer resolves it against run_dir
   // The Trainer checks it too, but here it can point at the recipe's line.
   if (run.checkpoint.autoresume() && run.checkpoint.folder().empty()) {
@@ -728,6 +734,8 @@ std::string interactions_markdown() {
     if (s.interpolates_loss) flags += "interpolates loss ";
     if (s.leaves_parameters_unused) flags += "leaves parameters unused ";
     if (s.may_repeat) flags += "may repeat ";
+    for (Precision p : s.refused_precisions) flags += std::string("refuses ") + precision_name(p) + " (" + s.precision_reason + ") ";
+    if (!s.precision_note.empty()) flags += "precision: " + s.precision_note + " ";
     out += "| " + n + " | " + (rules.empty() ? "-" : rules) + " | " + (conflicts.empty() ? "-" : conflicts) + " | " +
            (flags.empty() ? "-" : flags) + " |\n";
   }

@@ -15,11 +15,13 @@
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
+#include <tessera/amp.h>
 #include <tessera/error.h>
 
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
 #include "checkpoint/recipe_changes.h"
+#include "retry_point.h"
 #include "trainer_checks.h"
 
 namespace tessera {
@@ -167,8 +169,12 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   state_.time.max_duration = max;
   state_.time.batches_per_epoch = state_.train_dataloader->num_batches();
   state_.time.samples_per_epoch = state_.train_dataloader->num_samples();
-  state_.microbatch_size = options_.microbatch_size();
-  state_.precision = Precision::Fp32;
+  state_.microbatch_size = options_.microbatch_size().examples();
+  state_.precision = parse_precision(options_.precision(), "trainer.precision");
+  check_precision_supported(state_.precision, state_.device);
+  if (options_.loss_scaling() == "dynamic" || (options_.loss_scaling() == "auto" && state_.precision == Precision::AmpFp16)) {
+    scaler_ = std::make_unique<GradScaler>(GradScalerOptions(), state_.device);
+  }
   train_metrics_ = std::move(components.train_metrics);
   if (train_metrics_.empty()) train_metrics_.push_back(std::make_shared<Accuracy>(1));
   for (auto& m : train_metrics_) m->set_deferred(deferred_);
@@ -392,53 +398,35 @@ void Trainer::train_batch() {
   engine.run_event(Event::BeforeTrainBatch, s);
   s.optimizer->zero_grad(true);
   const Batch full = s.batch;
-  const int64_t n = full.size();
-  if (n == 0) throw Error("trainer: batch " + std::to_string(s.timestamp.batch) + " is empty after the algorithms ran");
-  at::Tensor loss_sum;
+  if (full.size() == 0) throw Error("trainer: batch " + std::to_string(s.timestamp.batch) + " is empty after the algorithms ran");
   const bool log_now = (s.timestamp.batch % options_.log_interval()) == 0;
-  if (log_now) {
-    for (auto& m : train_metrics_) m->reset();
-  }
   // A skipped batch must leave no trace: keep the buffers (batch-norm statistics) its forward passes update.
   std::vector<at::Tensor> buffers_before;
   const bool skip_nonfinite = options_.nonfinite_loss() == "skip";
   if (skip_nonfinite) {
     for (const auto& b : s.model->buffers(true)) buffers_before.push_back(b.detach().clone());
   }
-  // Deferred read-back (CUDA): the loss stays on the device. Only nonfinite_loss: skip needs a value on the
-  // host every batch (whether to step is the host's decision: the optimizers' first-step state and step
-  // counts live there), and it reads it before the last backward is queued, not after the whole batch.
   bool finite = true;
-  std::vector<Batch> microbatches = full.split(s.microbatch_size);
-  for (size_t i = 0; i < microbatches.size(); ++i) {
-    s.batch = std::move(microbatches[i]);
-    engine.run_event(Event::BeforeForward, s);
-    s.outputs = s.model->forward(s.batch);
-    engine.run_event(Event::AfterForward, s);
-    engine.run_event(Event::BeforeLoss, s);
-    s.loss = s.compute_loss(s.outputs, s.batch);
-    engine.run_event(Event::AfterLoss, s);
-    engine.run_event(Event::BeforeBackward, s);
-    // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
-    // gradient of the full batch's mean loss.
-    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n);
-    at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
-    if (deferred_) {
-      at::Tensor detached = scaled.detach();
-      loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
-      if (skip_nonfinite && i + 1 == microbatches.size()) finite = at::isfinite(loss_sum).item<bool>();
-      scaled.backward();
-      engine.run_event(Event::AfterBackward, s);
-    } else {
-      scaled.backward();
-      engine.run_event(Event::AfterBackward, s);
-      at::Tensor detached = scaled.detach();
-      loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
-    }
-    if (log_now) {
-      at::NoGradGuard no_grad;
-      at::Tensor outputs = s.outputs.detach();
-      for (auto& m : train_metrics_) m->update(outputs, s.batch);
+  at::Tensor loss_sum;
+  if (!options_.microbatch_size().is_auto()) {
+    loss_sum = run_microbatches(full, log_now, skip_nonfinite, finite);
+  } else {
+    const detail::RetryPoint before(s);
+    for (;;) {
+      try {
+        loss_sum = run_microbatches(full, log_now, skip_nonfinite, finite);
+        break;
+      } catch (const c10::OutOfMemoryError&) {
+        const int64_t failed = s.microbatch_size <= 0 ? full.size() : s.microbatch_size;
+        s.microbatch_size = agree_microbatch_size(s, halve_microbatch_size(s.microbatch_size, full.size()));
+        before.restore(s);
+        s.optimizer->zero_grad(true);
+        if (scaler_) scaler_->clear_found_inf();
+        s.metrics["trainer/microbatch_size"] = static_cast<double>(s.microbatch_size);
+        engine.logger().warn("batch " + std::to_string(s.timestamp.batch) + ": out of memory with microbatches of " +
+                             std::to_string(failed) + " examples; microbatch_size auto retries the batch with " +
+                             std::to_string(s.microbatch_size) + " and keeps that size for the run");
+      }
     }
   }
   s.batch = full;
@@ -452,8 +440,22 @@ void Trainer::train_batch() {
     if (!finite && !skip_nonfinite) throw nonfinite_error(s.timestamp.batch, loss_value);
   }
   engine.run_event(Event::AfterTrainBatch, s);
-  if (finite) {
+  // With a loss scaler, inf/NaN gradients of a finite loss are its business: the step is skipped, the scale
+  // backs off, the batch still counts in time (schedules keep their time). A non-finite loss stays
+  // nonfinite_loss's (error, or skip with the buffers put back).
+  const bool overflow = finite && scaler_ && scaler_->found_inf();
+  if (scaler_) scaler_->update();
+  if (finite && !overflow) {
     s.optimizer->step();
+  } else if (overflow) {
+    s.optimizer->zero_grad(true);
+    ++skipped_steps_;
+    s.metrics["trainer/skipped_steps"] = static_cast<double>(skipped_steps_);
+    engine.logger().warn("batch " + std::to_string(s.timestamp.batch) + ": inf/NaN gradients at loss scale " +
+                         std::to_string(scaler_->scale_value() / scaler_->options().backoff_factor()) +
+                         "; the step was skipped and the scale backed off to " +
+                         std::to_string(scaler_->scale_value()) + " (" + std::to_string(skipped_steps_) +
+                         " skipped so far)");
   } else {
     s.optimizer->zero_grad(true);
     at::NoGradGuard no_grad;
@@ -482,6 +484,56 @@ void Trainer::train_batch() {
     values[key] = s.metrics[key] = m->compute();
   }
   engine.logger().log_metrics(values, s.timestamp);
+}
+
+at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_nonfinite, bool& finite) {
+  State& s = state_;
+  Engine& engine = *engine_;
+  const int64_t n = full.size();
+  if (log_now) {
+    for (auto& m : train_metrics_) m->reset();
+  }
+  std::vector<at::Tensor> params;
+  if (scaler_) params = s.model->parameters(true);
+  // Deferred read-back (CUDA): the loss stays on the device. Only nonfinite_loss: skip needs a value on the
+  // host every batch (whether to step is the host's decision: the optimizers' first-step state and step
+  // counts live there), and it reads it before the last backward is queued, not after the whole batch.
+  at::Tensor loss_sum;
+  std::vector<Batch> microbatches = full.split(s.microbatch_size);
+  for (size_t i = 0; i < microbatches.size(); ++i) {
+    s.batch = std::move(microbatches[i]);
+    {
+      const AutocastScope autocast(s.precision, s.device);  // the forward and the loss, not the backward
+      engine.run_event(Event::BeforeForward, s);
+      inject_out_of_memory(s.batch.size());
+      s.outputs = s.model->forward(s.batch);
+      engine.run_event(Event::AfterForward, s);
+      engine.run_event(Event::BeforeLoss, s);
+      s.loss = s.compute_loss(s.outputs, s.batch);
+      engine.run_event(Event::AfterLoss, s);
+    }
+    engine.run_event(Event::BeforeBackward, s);
+    // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
+    // gradient of the full batch's mean loss.
+    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n);
+    at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
+    at::Tensor detached = scaled.detach();
+    loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
+    if (deferred_ && skip_nonfinite && i + 1 == microbatches.size()) finite = at::isfinite(loss_sum).item<bool>();
+    // With a loss scaler, AfterBackward sees unscaled gradients (GradScaler::backward).
+    if (scaler_) {
+      scaler_->backward(scaled, params);
+    } else {
+      scaled.backward();
+    }
+    engine.run_event(Event::AfterBackward, s);
+    if (log_now) {
+      at::NoGradGuard no_grad;
+      at::Tensor outputs = s.outputs.detach();
+      for (auto& m : train_metrics_) m->update(outputs, s.batch);
+    }
+  }
+  return loss_sum;
 }
 
 bool Trainer::eval_due(const Evaluator& ev, Event event) const {

@@ -64,6 +64,7 @@ LabelSmoothing::LabelSmoothing(LabelSmoothingOptions options) : options_(std::mo
                     {Event::AfterLoss, {}, {Resource::Targets, Resource::Loss}}};
   spec_.order.push_back({OrderRule::Relation::After, Selector::writers_of(Resource::Targets), Event::BeforeLoss,
                          "it smooths the final targets, after every other change to them"});
+  spec_.precision_note = "under amp_bf16/amp_fp16 the smoothed cross-entropy runs in float32 (the logits are cast up)";
 }
 
 void LabelSmoothing::check(const State& state) const {
@@ -80,7 +81,10 @@ void LabelSmoothing::apply(Event event, State& state, Logger&) {
     const at::Tensor& targets = state.batch.target();
     if (options_.fused() && is_integer(targets) && state.model->loss_is_cross_entropy()) {
       state.loss_override = [alpha](const at::Tensor& out, const Batch& b, Reduction r) {
-        return smoothed_cross_entropy(out, b.target(), alpha, r);
+        // Under autocast the logits may be bfloat16/float16: the loss runs in float32, as autocast runs
+        // cross_entropy (its gradient flows back to the logits in their own dtype).
+        const bool low = out.scalar_type() == at::kHalf || out.scalar_type() == at::kBFloat16;
+        return smoothed_cross_entropy(low ? out.to(at::kFloat) : out, b.target(), alpha, r);
       };
       return;
     }

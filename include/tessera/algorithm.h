@@ -29,7 +29,8 @@ enum class Resource {
   Resolution,       ///< spatial size of the inputs
   Outputs,          ///< model outputs
   Loss,             ///< the loss tensor
-  Gradients,        ///< parameter gradients
+  Gradients,        ///< parameter gradients (always unscaled: with a loss scaler, the trainer unscales them
+                    ///< before AfterBackward fires, so readers such as clipping see true values)
   LearningRate,     ///< optimizer learning rates
 };
 const char* resource_name(Resource r);
@@ -79,6 +80,11 @@ struct AlgorithmSpec {
   bool interpolates_loss = false;         ///< replaces the loss by a mix of losses
   bool leaves_parameters_unused = false;  ///< some parameters get no gradient (DDP unused detection)
   bool may_repeat = false;                ///< may appear more than once in a recipe
+  /// Mixed precision: precisions the algorithm cannot run under (refused before step 1 with
+  /// `precision_reason`), and a note on the dtype its kernels or maths use under autocast (empty: none needed).
+  std::vector<Precision> refused_precisions;
+  std::string precision_reason;
+  std::string precision_note;
 
   /// The events of `accesses`.
   std::vector<Event> events() const;

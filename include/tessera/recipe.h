@@ -17,6 +17,7 @@
 /// run from it.
 #include <tessera/error.h>
 #include <tessera/options.h>
+#include <tessera/microbatching.h>
 #include <tessera/time.h>
 
 #include <cstddef>
@@ -193,6 +194,16 @@ std::string list_description() {
 inline void read_value(const ConfigNode& node, ConfigNode& out) { out = node; }
 inline void read_value(const ConfigNode& node, std::string& out) { out = node.as_string(); }
 inline void read_value(const ConfigNode& node, Time& out) { out = node.as_time(); }
+inline void read_value(const ConfigNode& node, MicrobatchSize& out) {
+  if (node.is_scalar() && node.scalar() == "auto") {
+    out = MicrobatchSize::automatic();
+    return;
+  }
+  if (!node.is_scalar() || node.scalar().find_first_not_of("0123456789") != std::string::npos) {
+    node.fail(node.describe() + " is not a microbatch size", "a whole number >= 0 (0 = the whole batch) or auto");
+  }
+  out = MicrobatchSize(node.as_int());
+}
 
 template <class T>
 void read_scalar(const ConfigNode& node, T& out) {

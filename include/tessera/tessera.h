@@ -18,6 +18,9 @@
 #include <tessera/metrics.h>
 #include <tessera/evaluator.h>
 #include <tessera/trainer.h>
+#include <tessera/amp.h>
+#include <tessera/grad_scaler.h>
+#include <tessera/microbatching.h>
 
 #include <tessera/data/dataset.h>
 #include <tessera/data/transforms.h>

@@ -19,6 +19,8 @@
 #include <tessera/device.h>
 #include <tessera/engine.h>
 #include <tessera/evaluator.h>
+#include <tessera/grad_scaler.h>
+#include <tessera/microbatching.h>
 #include <tessera/options.h>
 #include <tessera/state.h>
 
@@ -28,8 +30,9 @@ namespace checkpoint { struct File; }  // the parsed file (src/checkpoint/checkp
 
 struct TrainerOptions {
   TESSERA_OPTION(Time, max_duration) = Time(1, TimeUnit::Epoch);
-  /// Examples per microbatch for gradient accumulation (0 = the whole batch at once).
-  TESSERA_OPTION(int64_t, microbatch_size) = 0;
+  /// Examples per microbatch for gradient accumulation (0 = the whole batch at once), or
+  /// MicrobatchSize::automatic() ("auto": halve on out-of-memory errors, see microbatching.h).
+  TESSERA_OPTION(MicrobatchSize, microbatch_size) = 0;
   TESSERA_OPTION(int64_t, seed) = 42;
   /// Intra-op threads (0 = all cores).
   TESSERA_OPTION(int64_t, threads) = 0;
@@ -37,7 +40,11 @@ struct TrainerOptions {
   TESSERA_OPTION(Time, eval_interval) = Time(1, TimeUnit::Epoch);
   /// Use deterministic kernels (on CUDA: cuDNN/cuBLAS settings too).
   TESSERA_OPTION(bool, deterministic) = false;
+  /// "fp32", "amp_bf16" (CPU, CUDA) or "amp_fp16" (CUDA): autocast around the forward and the loss (amp.h).
   TESSERA_OPTION(std::string, precision) = "fp32";
+  /// Dynamic loss scaling (GradScaler, grad_scaler.h): "auto" = on for amp_fp16 only; "dynamic" = on for any
+  /// precision; "none" = off (amp_fp16 then risks gradients that underflow to zero).
+  TESSERA_OPTION(std::string, loss_scaling) = "auto";
   /// Folder for metrics files and (later) checkpoints.
   TESSERA_OPTION(std::string, run_dir) = "runs/tessera";
   /// Log train metrics every N batches (the loss is logged every batch).
@@ -53,12 +60,15 @@ struct TrainerOptions {
   template <class V>
   void visit(V& v) {
     v("max_duration", max_duration_, "length of training (ep, ba or sp)", Any{});
-    v("microbatch_size", microbatch_size_, "examples per microbatch (0 = whole batch)", Range::at_least(0));
+    v("microbatch_size", microbatch_size_, "examples per microbatch (0 = whole batch, auto = halve on out-of-memory)",
+      Any{});
     v("seed", seed_, "run seed", Range::closed(0, 4294967295.0));
     v("threads", threads_, "intra-op threads (0 = all cores)", Range::closed(0, 1024));
     v("eval_interval", eval_interval_, "default evaluation interval", Any{});
     v("deterministic", deterministic_, "deterministic kernels", Any{});
-    v("precision", precision_, "numeric precision", Choices{{"fp32"}});
+    v("precision", precision_, "numeric precision of the forward and the loss", Choices{{"fp32", "amp_bf16", "amp_fp16"}});
+    v("loss_scaling", loss_scaling_, "dynamic loss scaling: auto (amp_fp16 only), dynamic or none",
+      Choices{{"auto", "dynamic", "none"}});
     v("run_dir", run_dir_, "folder for metrics and checkpoints", Any{});
     v("log_interval", log_interval_, "batches between train-metric logs", Range::at_least(1));
     v("nonfinite_loss", nonfinite_loss_, "on a NaN/Inf loss: error, or skip the batch", Choices{{"error", "skip"}});
@@ -143,6 +153,10 @@ class Trainer {
   void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
   /// Training batches whose update was dropped because their loss was not finite (nonfinite_loss: skip).
   int64_t skipped_batches() const noexcept { return skipped_batches_; }
+  /// Optimizer steps the loss scaler skipped because a gradient was inf/NaN (the batch still counts in time).
+  int64_t skipped_steps() const noexcept { return skipped_steps_; }
+  /// The loss scaler (precision amp_fp16, or loss_scaling: dynamic); nullptr when there is none.
+  const GradScaler* grad_scaler() const noexcept { return scaler_.get(); }
 
   State& state() noexcept { return state_; }
   const State& state() const noexcept { return state_; }
@@ -153,6 +167,8 @@ class Trainer {
 
  private:
   void train_batch();
+  /// The forward, loss and backward of every microbatch of `full`; the summed (share-weighted) loss.
+  at::Tensor run_microbatches(const Batch& full, bool log_now, bool skip_nonfinite, bool& finite);
   void run_evaluators(Event event);
   void eval_loop(Evaluator& evaluator);
   bool eval_due(const Evaluator& evaluator, Event event) const;
@@ -199,6 +215,8 @@ class Trainer {
   std::string last_checkpoint_;
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
+  int64_t skipped_steps_ = 0;
+  std::unique_ptr<GradScaler> scaler_;
   bool loading_by_call_ = false;      ///< inside load_checkpoint (for how_to_set)
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
   std::atomic<bool> fitting_{false};  ///< fit() runs (read by calls from other threads)

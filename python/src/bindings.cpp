@@ -628,6 +628,17 @@ void bind_recipe_trainer(py::module_& m) {
       .def_property_readonly("skipped_batches", [](PyTrainer& t) { return t.trainer().skipped_batches(); },
                              "Training batches whose update was dropped because their loss was not finite "
                              "(nonfinite_loss: skip).")
+      .def_property_readonly("skipped_steps", [](PyTrainer& t) { return t.trainer().skipped_steps(); },
+                             "Optimizer steps the loss scaler skipped because a gradient was inf/NaN (the batch "
+                             "still counts in time).")
+      .def_property_readonly("loss_scale",
+                             [](PyTrainer& t) -> std::optional<double> {
+                               const GradScaler* scaler = t.trainer().grad_scaler();
+                               if (scaler == nullptr) return std::nullopt;
+                               return scaler->scale_value();
+                             },
+                             "The loss scaler's current scale (precision amp_fp16 or loss_scaling: dynamic); None "
+                             "without a scaler.")
       .def_property_readonly("recipe", &PyTrainer::recipe)
       .def_property_readonly("model_name", &PyTrainer::model_name)
       .def_property_readonly("metric_files", &PyTrainer::metric_files)

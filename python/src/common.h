@@ -125,6 +125,11 @@ T option_from_python(py::handle h, const std::string& where) {
     }
     if (py::isinstance<Time>(h)) return h.cast<Time>();
     throw InputError(where + ": expected a time such as \"10ep\", \"500ba\" or \"0.5dur\", got " + describe_value(h));
+  } else if constexpr (std::is_same_v<T, MicrobatchSize>) {
+    if (PyUnicode_Check(h.ptr())) return MicrobatchSize::parse(h.cast<std::string>(), where);
+    if (PyLong_Check(h.ptr()) && !PyBool_Check(h.ptr())) return MicrobatchSize(h.cast<int64_t>());
+    throw InputError(where + ": expected a whole number >= 0 (0 = the whole batch) or \"auto\", got " +
+                     describe_value(h));
   } else if constexpr (IsVec<T>::value) {
     using E = typename IsVec<T>::element;
     if (PyUnicode_Check(h.ptr()) || !(PyList_Check(h.ptr()) || PyTuple_Check(h.ptr()))) {
@@ -145,6 +150,9 @@ template <class T>
 py::object option_to_python(const T& value) {
   if constexpr (std::is_same_v<T, Time>) {
     return py::str(value.str());
+  } else if constexpr (std::is_same_v<T, MicrobatchSize>) {
+    if (value.is_auto()) return py::str("auto");
+    return py::int_(value.examples());
   } else if constexpr (IsVec<T>::value) {
     py::list out;
     for (const auto& e : value) out.append(option_to_python(e));
@@ -163,6 +171,7 @@ std::string option_type_name() {
   else if constexpr (std::is_floating_point_v<T>) return "float";
   else if constexpr (std::is_same_v<T, std::string>) return "str";
   else if constexpr (std::is_same_v<T, Time>) return "str | Time";
+  else if constexpr (std::is_same_v<T, MicrobatchSize>) return "int | 'auto'";
   else if constexpr (IsVec<T>::value) return "list[" + option_type_name<typename IsVec<T>::element>() + "]";
   else return "object";
 }

@@ -76,6 +76,8 @@ def data_stub() -> str:
 
 # Types a keyword accepts beyond the C++ field's own (tessera._recipe converts them).
 _WIDER = {"run_dir": "Union[str, os.PathLike[str]]"}
+# C++ option types with no Python type of the same name (python/src/common.h, option_type_name).
+_TYPES = {"str | Time": "Union[str, Time]", "int | 'auto'": "Union[int, Literal['auto']]"}
 
 
 def options_stub() -> str:
@@ -94,7 +96,7 @@ def options_stub() -> str:
     ]
     choices = dict(re.findall(r"^    (\w+) \(str, .*; one of: (.*)$", _C._trainer_options_doc, re.M))
     for name, kind in _options(_C._trainer_options_doc):
-        kind = _WIDER.get(name, "Union[str, Time]" if kind == "str | Time" else kind)
+        kind = _WIDER.get(name, _TYPES.get(kind, kind))
         if name in choices:  # a fixed set of strings: Literal["error", "skip"]
             kind = "Literal[" + ", ".join(repr(c.strip()) for c in choices[name].split(",")) + "]"
         lines.append(f"    {name}: {kind}")

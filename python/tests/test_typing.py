@@ -36,6 +36,9 @@ def test_trainer_options_typed_dict_lists_the_cpp_trainer_options():
     assert fields["run_dir"] == "Union[str, os.PathLike[str]]"
     assert fields["deterministic"] == "bool"
     assert fields["nonfinite_loss"] == "Literal['error', 'skip']"
+    assert fields["precision"] == "Literal['fp32', 'amp_bf16', 'amp_fp16']"
+    assert fields["loss_scaling"] == "Literal['auto', 'dynamic', 'none']"
+    assert fields["microbatch_size"] == "Union[int, Literal['auto']]"
     # the same keys as the C++ TrainerOptions the trainer reports
     from conftest import tiny_components
 

@@ -243,7 +243,10 @@ void Trainer::save_checkpoint(const std::string& path) const {
   m["trainer"] = {{"previous_timestamp", json(previous_timestamp_)},
                   {"last_eval_batch", last_eval_batch_},
                   {"metrics", metric_names},
-                  {"skipped_batches", skipped_batches_}};
+                  {"skipped_batches", skipped_batches_},
+                  {"skipped_steps", skipped_steps_},
+                  {"microbatch_size", s.microbatch_size}};
+  if (scaler_) m["grad_scaler"] = save_state_dict(scaler_->state_dict(), "grad_scaler/", file);
   // A folder that does not exist yet is created (issue 20: the write failed naming its temporary file).
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   std::error_code ec;
@@ -409,6 +412,15 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       s.metrics[metric_names[i]] = metric_values.data_ptr<double>()[i];
     }
     skipped_batches_ = t.at("skipped_batches").get<int64_t>();
+    skipped_steps_ = t.value("skipped_steps", int64_t{0});
+    // microbatch_size auto: the size found so far holds for the rest of the run.
+    if (options_.microbatch_size().is_auto()) s.microbatch_size = t.value("microbatch_size", int64_t{0});
+    if (scaler_ && m.contains("grad_scaler")) {
+      scaler_->load_state_dict(load_state_dict(m.at("grad_scaler"), "grad_scaler/", file, path));
+    } else if (scaler_) {
+      engine_->logger().warn(fmt::format("checkpoint '{}' has no loss-scaler state (its run did not scale the loss); "
+                                         "the scaler starts at its initial scale", path));
+    }
   } catch (const json::exception& e) {
     throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
   }

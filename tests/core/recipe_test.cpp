@@ -174,8 +174,22 @@ std::vector<BadRecipe> bad_recipes() {
       {"choice_not_allowed",
        append("precision: fp61\n"),
        {},
-       {"<string>:11:12: precision: \"fp61\" is not allowed; expected one of: fp32 (did you mean "
-        "\"fp32\"?)"}},
+       {"<string>:11:12: precision: \"fp61\" is not allowed; expected one of: fp32, amp_bf16, amp_fp16 (did you "
+        "mean \"fp32\"?)"}},
+      {"microbatch_size_not_a_size",
+       append("microbatch_size: half\n"),
+       {},
+       {"<string>:11:18: microbatch_size: \"half\" is not a microbatch size; expected a whole number >= 0 (0 = the "
+        "whole batch) or auto"}},
+      {"microbatch_size_negative",
+       append("microbatch_size: -4\n"),
+       {},
+       {"<string>:11:18: microbatch_size: \"-4\" is not a microbatch size; expected a whole number >= 0 (0 = the "
+        "whole batch) or auto"}},
+      {"loss_scaling_not_allowed",
+       append("loss_scaling: static\n"),
+       {},
+       {"<string>:11:15: loss_scaling: \"static\" is not allowed; expected one of: auto, dynamic, none"}},
       {"device_not_a_device",
        append("device: bogus\n"),
        {},
@@ -496,6 +510,7 @@ TEST(RecipeTest, DefaultsFillIn) {
   EXPECT_EQ(run.trainer.microbatch_size(), 0);
   EXPECT_EQ(run.trainer.eval_interval(), Time(1, TimeUnit::Epoch));
   EXPECT_EQ(run.trainer.precision(), "fp32");
+  EXPECT_EQ(run.trainer.loss_scaling(), "auto");
   EXPECT_EQ(run.trainer.log_interval(), 1);
   EXPECT_EQ(run.checkpoint.folder(), "");
   EXPECT_EQ(run.checkpoint.keep(), 3);

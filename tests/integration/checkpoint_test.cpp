@@ -51,6 +51,10 @@ struct RunSpec {
   std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn (3x8x8 images)
   std::string optimizer = "sgd";  ///< sgd (momentum 0.9) or adamw
   int64_t microbatch_size = 0;
+  bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
+  int64_t oom_above = -1;
+  std::string precision = "fp32";
+  std::string loss_scaling = "auto";
   std::vector<std::string> algorithms;
   bool scheduler = false;  ///< a linear learning-rate decay over the run
   bool evaluator = false;
@@ -152,7 +156,9 @@ Components components(const RunSpec& s) {
 TrainerOptions trainer_options(const RunSpec& s) {
   return TrainerOptions()
       .max_duration(Time(kEpochs, TimeUnit::Epoch))
-      .microbatch_size(s.microbatch_size)
+      .microbatch_size(s.auto_microbatch ? MicrobatchSize::automatic() : MicrobatchSize(s.microbatch_size))
+      .precision(s.precision)
+      .loss_scaling(s.loss_scaling)
       .threads(1)
       .seed(s.seed)
       .deterministic(s.deterministic)
@@ -483,6 +489,12 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
 
 TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights) {
   const RunSpec& spec = GetParam();
+  struct InjectedOom {  // every run of this spec, the resumed ones too
+    explicit InjectedOom(int64_t n) {
+      if (n >= 0) ::setenv("TESSERA_TEST_OOM_ABOVE", std::to_string(n).c_str(), 1);
+    }
+    ~InjectedOom() { ::unsetenv("TESSERA_TEST_OOM_ABOVE"); }
+  } oom(spec.oom_above);
   auto uninterrupted = std::make_shared<SnapshotAt>();
   TestRun full = make_run(spec, {}, {uninterrupted});
   full->fit();
@@ -596,6 +608,24 @@ std::vector<RunSpec> resume_specs() {
   all.model = "cnn";
   all.algorithms = kAllFive;
   specs.push_back(all);
+
+  // Mixed precision and automatic microbatching (issue 15): with every algorithm, and with the loss scaler
+  // (bfloat16 needs none, loss_scaling: dynamic forces it so that its state goes through the checkpoints).
+  RunSpec bf16 = sgd;
+  bf16.name = "amp_bf16";
+  bf16.precision = "amp_bf16";
+  specs.push_back(bf16);
+  RunSpec scaled = all;
+  scaled.name = "all_five_amp_bf16_loss_scaling";
+  scaled.precision = "amp_bf16";
+  scaled.loss_scaling = "dynamic";
+  specs.push_back(scaled);
+  RunSpec automatic = all;
+  automatic.name = "all_five_auto_microbatch_amp_bf16";
+  automatic.precision = "amp_bf16";
+  automatic.auto_microbatch = true;
+  automatic.oom_above = 3;  // 8 -> 4 -> 2 (selective backprop's batches of 4 -> 2)
+  specs.push_back(automatic);
   return specs;
 }
 

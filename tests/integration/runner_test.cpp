@@ -180,6 +180,18 @@ TEST_F(RunnerTest, CudaWhereThereIsNoneExitsTwoBeforeTraining) {
   EXPECT_NE(r.out.find("device: cpu\n"), std::string::npos) << r.out;
 }
 
+TEST_F(RunnerTest, AmpFp16OnTheCpuExitsTwoBeforeTrainingWithTheReason) {
+  const std::string recipe = write_recipe("device: cpu\nprecision: amp_fp16\n");  // line 21
+  const Result r = run("'" + recipe + "'");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "tessera-run: error: " + recipe +
+                       ":21:12: precision: amp_fp16 cannot run on cpu: autocast on the CPU runs bfloat16 only (LibTorch "
+                       "1.13 refuses float16 there, and CPUs have no fast float16 matrix products). Use precision "
+                       "amp_bf16 on the CPU, or train on CUDA (device: cuda) for amp_fp16\n");
+  EXPECT_EQ(r.out, "");
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl")) << "nothing may start before the error";
+}
+
 TEST_F(RunnerTest, BadRecipeExitsTwoWithLocation) {
   const std::string recipe = write_recipe();
   std::string text = slurp(recipe);

@@ -1,0 +1,423 @@
+// Mixed precision (autocast), the GradScaler and automatic microbatching (issue 15).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <tessera/tessera.h>
+
+#include "../../src/grad_scaler_ops.h"
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+// ------------------------------------------------------------------------------------------ GradScaler
+
+TEST(GradScaler, DefaultsArePyTorchs) {
+  GradScaler scaler;
+  EXPECT_EQ(scaler.scale_value(), 65536.0);
+  EXPECT_EQ(scaler.options().growth_factor(), 2.0);
+  EXPECT_EQ(scaler.options().backoff_factor(), 0.5);
+  EXPECT_EQ(scaler.options().growth_interval(), 2000);
+  EXPECT_EQ(scaler.growth_tracker(), 0);
+  EXPECT_FALSE(scaler.found_inf());
+}
+
+TEST(GradScaler, BadOptionsAreRefusedWithTheirRange) {
+  try {
+    GradScaler(GradScalerOptions().backoff_factor(1.5));
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("grad_scaler.backoff_factor"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(GradScaler(GradScalerOptions().growth_factor(1.0)), InputError);
+  EXPECT_THROW(GradScaler(GradScalerOptions().growth_interval(0)), InputError);
+}
+
+TEST(GradScaler, UnscaleDividesByTheScaleAndAnInfSkipsAndBacksOff) {
+  GradScaler scaler;
+  at::Tensor a = at::tensor({65536.0f * 3, -65536.0f}), b = at::tensor({131072.0f});
+  scaler.unscale({a, b});
+  EXPECT_TRUE(at::equal(a, at::tensor({3.0f, -1.0f})));
+  EXPECT_TRUE(at::equal(b, at::tensor({2.0f})));
+  EXPECT_FALSE(scaler.found_inf());
+  scaler.update();
+  EXPECT_EQ(scaler.scale_value(), 65536.0);
+  EXPECT_EQ(scaler.growth_tracker(), 1);
+
+  // Injected overflow: one inf among finite values.
+  at::Tensor c = at::tensor({1.0f, std::numeric_limits<float>::infinity()});
+  at::Tensor d = at::tensor({2.0f});
+  scaler.unscale({c, d});
+  EXPECT_TRUE(scaler.found_inf());
+  scaler.update();
+  EXPECT_EQ(scaler.scale_value(), 32768.0);
+  EXPECT_EQ(scaler.growth_tracker(), 0);
+  EXPECT_FALSE(scaler.found_inf()) << "update() clears the record";
+  at::Tensor e = at::tensor({std::numeric_limits<float>::quiet_NaN()});
+  scaler.unscale({e});
+  EXPECT_TRUE(scaler.found_inf()) << "NaN counts as an overflow too";
+}
+
+TEST(GradScaler, GrowsAfterTheIntervalOnlyToAFiniteScale) {
+  GradScaler scaler(GradScalerOptions().growth_interval(3).init_scale(4.0));
+  for (int step = 1; step <= 2; ++step) {
+    scaler.update();
+    EXPECT_EQ(scaler.scale_value(), 4.0);
+    EXPECT_EQ(scaler.growth_tracker(), step);
+  }
+  scaler.update();
+  EXPECT_EQ(scaler.scale_value(), 8.0);
+  EXPECT_EQ(scaler.growth_tracker(), 0);
+
+  GradScaler top(GradScalerOptions().growth_interval(1).init_scale(3.0e38));
+  top.update();
+  EXPECT_EQ(static_cast<float>(top.scale_value()), 3.0e38f) << "6e38 is not a float: the scale stays";
+  EXPECT_EQ(top.growth_tracker(), 0);
+}
+
+TEST(GradScaler, StateRoundTripContinuesIdentically) {
+  GradScaler a(GradScalerOptions().growth_interval(4));
+  a.update();
+  a.update();
+  at::Tensor inf = at::tensor({std::numeric_limits<float>::infinity()});
+  a.unscale({inf});
+  a.update();  // backs off: 32768, tracker 0
+  a.update();  // tracker 1
+  const StateDict saved = a.state_dict();
+  EXPECT_EQ(saved.at("scale").scalar_type(), at::kFloat);
+  EXPECT_EQ(saved.at("growth_tracker").scalar_type(), at::kInt);
+
+  GradScaler b(GradScalerOptions().growth_interval(4));
+  b.load_state_dict(saved);
+  EXPECT_EQ(b.scale_value(), 32768.0);
+  EXPECT_EQ(b.growth_tracker(), 1);
+  for (int i = 0; i < 5; ++i) {
+    a.update();
+    b.update();
+    EXPECT_EQ(a.scale_value(), b.scale_value());
+    EXPECT_EQ(a.growth_tracker(), b.growth_tracker());
+  }
+  EXPECT_EQ(b.scale_value(), 65536.0);
+
+  StateDict broken = saved;
+  broken.erase("growth_tracker");
+  try {
+    b.load_state_dict(broken);
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("\"growth_tracker\""), std::string::npos) << e.what();
+  }
+}
+
+TEST(GradScaler, TensorOpPathMatchesATenWhereATenHasACpuKernel) {
+  // The same gradients through both paths: equal results, bitwise.
+  at::manual_seed(5);
+  auto grads = [] {
+    at::Tensor g = at::randn({64}) * 1000;
+    g[7] = std::numeric_limits<float>::infinity();
+    return std::vector<at::Tensor>{at::randn({3, 5}) * 65536, g};
+  };
+  std::vector<at::Tensor> mine = grads(), theirs;
+  for (const auto& g : mine) theirs.push_back(g.clone());
+  const at::Tensor inv = at::full({}, 1.0f / 65536.0f);
+  at::Tensor found_mine = at::zeros({}), found_theirs = at::zeros({});
+  detail::unscale_with_tensor_ops({mine[0]}, found_mine, inv);
+  EXPECT_EQ(found_mine.item<float>(), 0.0f);
+  detail::unscale_with_tensor_ops({mine[1]}, found_mine, inv);
+  EXPECT_EQ(found_mine.item<float>(), 1.0f);
+  at::Tensor scale = at::full({}, 65536.0f), tracker = at::zeros({}, at::kInt);
+  detail::update_with_tensor_ops(scale, tracker, found_mine, 2.0, 0.5, 2000);
+  EXPECT_EQ(scale.item<float>(), 32768.0f);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  at::_amp_foreach_non_finite_check_and_unscale_(theirs, found_theirs, inv);
+  EXPECT_TRUE(at::equal(mine[0], theirs[0]));
+  EXPECT_TRUE(at::equal(mine[1].nan_to_num(0, 0, 0), theirs[1].nan_to_num(0, 0, 0)));
+  EXPECT_EQ(found_theirs.item<float>(), 1.0f);
+  at::Tensor scale2 = at::full({}, 65536.0f), tracker2 = at::zeros({}, at::kInt);
+  at::_amp_update_scale_(scale2, tracker2, found_theirs, 2.0, 0.5, 2000);
+  EXPECT_EQ(scale2.item<float>(), scale.item<float>());
+  EXPECT_EQ(tracker2.item<int>(), tracker.item<int>());
+#else
+  GTEST_SKIP() << "LibTorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR
+               << " has no CPU kernels for ATen's GradScaler ops (the tensor-op path above is what runs)";
+#endif
+}
+
+TEST(GradScaler, BackwardOverMicrobatchesGivesTheUnscaledGradientsBitwise) {
+  // A power-of-two scale commutes with float rounding: scaled backward + unscale = plain backward.
+  auto model = testing::tiny_model(1);
+  const Batch batch(at::randn({8, 1, 4, 4}), at::randint(0, 3, {8}));
+  auto grads_of = [&](bool scaled) {
+    for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
+    GradScaler scaler;
+    for (const Batch& mb : batch.split(3)) {
+      at::Tensor loss = model->loss(model->forward(mb), mb) * (static_cast<double>(mb.size()) / 8.0);
+      if (scaled) {
+        scaler.backward(loss, model->parameters());
+      } else {
+        loss.backward();
+      }
+    }
+    std::vector<at::Tensor> out;
+    for (auto& p : model->parameters()) out.push_back(p.grad().clone());
+    return out;
+  };
+  const auto plain = grads_of(false), scaled = grads_of(true);
+  ASSERT_EQ(plain.size(), scaled.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(at::equal(plain[i], scaled[i])) << "parameter " << i;
+}
+
+// ------------------------------------------------------------------------------------------ precision
+
+TEST(Precision, ParsesTheThreeNamesAndRefusesOthers) {
+  EXPECT_EQ(parse_precision("fp32"), Precision::Fp32);
+  EXPECT_EQ(parse_precision("amp_bf16"), Precision::AmpBf16);
+  EXPECT_EQ(parse_precision("amp_fp16"), Precision::AmpFp16);
+  EXPECT_THROW(parse_precision("bf16"), InputError);
+  EXPECT_THROW(Trainer(TrainerOptions().precision("fp16"), testing::tiny_components()), InputError);
+}
+
+TEST(Precision, AutocastScopeRunsMatmulsInBfloat16AndRestoresTheState) {
+  const at::Tensor a = at::randn({4, 4}), b = at::randn({4, 4});
+  {
+    const AutocastScope scope(Precision::AmpBf16, c10::Device(c10::kCPU));
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+  }
+  EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat) << "autocast is off again after the scope";
+  {
+    const AutocastScope scope(Precision::Fp32, c10::Device(c10::kCPU));
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+  }
+}
+
+TEST(Precision, AmpFp16OnTheCpuIsRefusedBeforeStep1WithTheReason) {
+  try {
+    Trainer trainer(TrainerOptions().precision("amp_fp16").device("cpu"), testing::tiny_components());
+    FAIL() << "no exception";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("amp_fp16 cannot run on cpu"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("amp_bf16"), std::string::npos) << msg;
+  }
+}
+
+/// Records, at every AfterBackward, the gradients it reads (it declares that it reads them there).
+class GradientReader : public Algorithm {
+ public:
+  GradientReader() {
+    spec_.name = "gradient_reader";
+    spec_.accesses.push_back({Event::AfterBackward, {Resource::Gradients}, {}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    for (const auto& p : state.model->parameters()) seen.push_back(p.grad().clone());
+  }
+  std::vector<at::Tensor> seen;
+
+ private:
+  AlgorithmSpec spec_;
+};
+
+TEST(Precision, GradientReadersSeeUnscaledGradientsUnderLossScaling) {
+  auto run = [](const std::string& scaling) {
+    auto reader = std::make_shared<GradientReader>();
+    Components c = testing::tiny_components(48, 8, 2);
+    c.algorithms.push_back(reader);
+    Trainer t(TrainerOptions().max_duration(Time::parse("4ba")).microbatch_size(3).threads(1).loss_scaling(scaling),
+              std::move(c));
+    t.fit();
+    EXPECT_EQ(t.grad_scaler() != nullptr, scaling == "dynamic");
+    return std::make_pair(reader->seen, weights_fingerprint(*t.state().model));
+  };
+  const auto [plain, plain_weights] = run("none");
+  const auto [scaled, scaled_weights] = run("dynamic");
+  ASSERT_EQ(plain.size(), scaled.size());
+  ASSERT_EQ(plain.size(), 4u * 3u * 4u) << "4 batches x 3 microbatches x 4 parameters";
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(at::equal(plain[i], scaled[i])) << "read " << i;
+  EXPECT_EQ(plain_weights, scaled_weights);
+}
+
+/// Multiplies the loss at one batch by 1e36: finite, but its gradient times the loss scale overflows float32.
+class OverflowAt : public Algorithm {
+ public:
+  explicit OverflowAt(int64_t batch) : batch_(batch) {
+    spec_.name = "overflow_at";
+    spec_.accesses.push_back({Event::AfterLoss, {Resource::Loss}, {Resource::Loss}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    if (state.timestamp.batch == batch_) state.loss = state.loss * 1e36;
+  }
+
+ private:
+  int64_t batch_;
+  AlgorithmSpec spec_;
+};
+
+/// Weights fingerprint, optimizer steps and learning rate at every BatchEnd.
+class StepLog : public Callback {
+ public:
+  std::string name() const override { return "step_log"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event != Event::BatchEnd) return;
+    weights.push_back(weights_fingerprint(*s.model));
+    steps.push_back(s.optimizer->step_count());
+    lr.push_back(s.optimizer->param_groups()[0].lr);
+  }
+  std::vector<std::string> weights;
+  std::vector<int64_t> steps;
+  std::vector<double> lr;
+};
+
+TEST(Precision, InjectedOverflowSkipsTheStepBacksOffAndKeepsTheScheduleTime) {
+  auto run = [](int64_t overflow_batch) {
+    auto log = std::make_shared<StepLog>();
+    Components c = testing::tiny_components(48, 8, 4);
+    c.schedulers.push_back(optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.1)));
+    c.algorithms.push_back(std::make_shared<OverflowAt>(overflow_batch));
+    c.callbacks.push_back(log);
+    auto t = std::make_unique<Trainer>(
+        TrainerOptions().max_duration(Time::parse("6ba")).threads(1).precision("amp_bf16").loss_scaling("dynamic"),
+        std::move(c));
+    t->fit();
+    return std::make_pair(std::move(t), log);
+  };
+  auto [clean, clean_log] = run(-1);
+  auto [hit, hit_log] = run(2);
+  EXPECT_EQ(clean->skipped_steps(), 0);
+  EXPECT_EQ(clean->grad_scaler()->scale_value(), 65536.0);
+  EXPECT_EQ(hit->skipped_steps(), 1);
+  EXPECT_EQ(hit->skipped_batches(), 0) << "the loss was finite: nonfinite_loss has nothing to do";
+  EXPECT_EQ(hit->grad_scaler()->scale_value(), 32768.0);
+  EXPECT_EQ(hit->grad_scaler()->growth_tracker(), 3) << "3 clean steps after the overflow";
+  EXPECT_EQ(hit->state().metrics.at("trainer/skipped_steps"), 1.0);
+  // Batch 2 (the third) changed nothing; its time still passed.
+  EXPECT_EQ(hit_log->weights[1], clean_log->weights[1]);
+  EXPECT_EQ(hit_log->weights[2], hit_log->weights[1]);
+  EXPECT_EQ(hit_log->steps, (std::vector<int64_t>{1, 2, 2, 3, 4, 5}));
+  EXPECT_EQ(hit_log->lr, clean_log->lr) << "the learning-rate schedule keeps its time";
+  EXPECT_EQ(hit->state().timestamp.batch, 6);
+}
+
+TEST(Precision, LossScalingOptionIsCheckedAndAutoScalesOnlyFp16) {
+  EXPECT_THROW(Trainer(TrainerOptions().loss_scaling("static"), testing::tiny_components()), InputError);
+  Trainer bf16(TrainerOptions().precision("amp_bf16"), testing::tiny_components());
+  EXPECT_EQ(bf16.grad_scaler(), nullptr) << "bfloat16 has float32's range: no scaler unless asked";
+  EXPECT_EQ(bf16.state().precision, Precision::AmpBf16);
+}
+
+/// The baseline recipe's data, optimizer and schedule (Fashion-MNIST, SGD with Nesterov, cosine) for one
+/// epoch with an MLP (ResNet-8 in bfloat16 on this CPU is ~9x slower than float32 with LibTorch 1.13: see
+/// docs/results.md), in fp32 and in amp_bf16.
+TEST(Precision, Bf16AutocastTrainsTheBaselineWithinHalfAPointOfFp32) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  }
+  auto accuracy = [](const std::string& precision) {
+    const Recipe recipe = Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_baseline.yaml",
+                                       {"max_duration=1ep", "threads=2", "precision=" + precision, "callbacks=[]",
+                                        "loggers=[]", "checkpoint={}", "model={mlp: {hidden: [128]}}",
+                                        "schedulers=[{cosine: {warmup: 0.1dur}}]",
+                                        "data.train.transforms=[{normalize: {mean: [0.2860], std: [0.3530]}}]",
+                                        "data.train.loader.workers=0"});
+    auto trainer = make_trainer(recipe);
+    trainer->fit();
+    return trainer->state().metrics.at("metrics/test/accuracy");
+  };
+  const double fp32 = accuracy("fp32"), bf16 = accuracy("amp_bf16");
+  EXPECT_GT(fp32, 0.80);
+  EXPECT_NEAR(bf16, fp32, 0.005) << "fp32 " << fp32 << ", amp_bf16 " << bf16;
+}
+
+// ------------------------------------------------------------------------------------------ microbatching
+
+TEST(Microbatching, SizeParsesAutoAndNumbersAndRefusesTheRest) {
+  EXPECT_TRUE(MicrobatchSize::parse("auto").is_auto());
+  EXPECT_EQ(MicrobatchSize::parse("16").examples(), 16);
+  EXPECT_EQ(MicrobatchSize(0), MicrobatchSize::parse("0"));
+  EXPECT_THROW(MicrobatchSize::parse("-2"), InputError);
+  EXPECT_THROW(MicrobatchSize::parse("auto2"), InputError);
+  EXPECT_THROW(MicrobatchSize(-1), InputError);
+  EXPECT_EQ(halve_microbatch_size(0, 8), 4);
+  EXPECT_EQ(halve_microbatch_size(3, 8), 1);
+  EXPECT_THROW(halve_microbatch_size(1, 8), Error);
+}
+
+/// Sets TESSERA_TEST_OOM_ABOVE for the life of the scope.
+struct OomAbove {
+  explicit OomAbove(int64_t n) { ::setenv("TESSERA_TEST_OOM_ABOVE", std::to_string(n).c_str(), 1); }
+  ~OomAbove() { ::unsetenv("TESSERA_TEST_OOM_ABOVE"); }
+};
+
+/// A run on the CNN (batch norm: the failed attempts' statistics must be put back), 8 examples per batch.
+std::unique_ptr<Trainer> cnn_run(MicrobatchSize microbatch, const std::string& precision = "fp32") {
+  Components c;
+  at::manual_seed(3);
+  c.model = std::make_shared<CNN>(CNNOptions().in_channels(3).num_classes(4).width(4));
+  c.train_dataloader = testing::loader(
+      data::make_synthetic(data::SyntheticOptions().size(48).input_shape(std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7)),
+      8);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+  return std::make_unique<Trainer>(
+      TrainerOptions().max_duration(Time::parse("2ep")).threads(1).microbatch_size(microbatch).precision(precision),
+      std::move(c));
+}
+
+TEST(Microbatching, AutoHalvesOnOutOfMemoryAndEqualsARunStartedAtTheFoundSize) {
+  for (const std::string precision : {"fp32", "amp_bf16"}) {
+    SCOPED_TRACE(precision);
+    auto fixed = cnn_run(2, precision);
+    fixed->fit();
+    std::unique_ptr<Trainer> automatic;
+    {
+      const OomAbove oom(3);  // 8 fails, 4 fails, 2 fits
+      automatic = cnn_run(MicrobatchSize::automatic(), precision);
+      automatic->fit();
+    }
+    EXPECT_EQ(automatic->state().microbatch_size, 2);
+    EXPECT_EQ(automatic->state().metrics.at("trainer/microbatch_size"), 2.0);
+    EXPECT_EQ(weights_fingerprint(*automatic->state().model), weights_fingerprint(*fixed->state().model));
+    EXPECT_EQ(automatic->state().metrics.at("loss/train/total"), fixed->state().metrics.at("loss/train/total"));
+  }
+}
+
+TEST(Microbatching, OutOfMemoryWithoutAutoOrAtSizeOneIsAnError) {
+  const OomAbove oom(0);  // nothing fits
+  auto fixed = cnn_run(4);
+  EXPECT_THROW(fixed->fit(), c10::OutOfMemoryError);
+  auto automatic = cnn_run(MicrobatchSize::automatic());
+  try {
+    automatic->fit();
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("microbatches of 1 example"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Microbatching, TheFoundSizeIsSavedAndKeptOnResume) {
+  const std::string dir = (std::filesystem::temp_directory_path() / "tessera_amp_auto_resume").string();
+  std::filesystem::remove_all(dir);
+  const OomAbove oom(5);  // 8 fails, 4 fits
+  {
+    auto t = cnn_run(MicrobatchSize::automatic());
+    t->fit();
+    t->save_checkpoint(dir + "/end.ckpt");
+  }
+  auto resumed = cnn_run(MicrobatchSize::automatic());
+  resumed->load_checkpoint(dir + "/end.ckpt");
+  EXPECT_EQ(resumed->state().microbatch_size, 4);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tessera
