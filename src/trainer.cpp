@@ -20,6 +20,7 @@
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
 #include "checkpoint/recipe_changes.h"
+#include "distributed/data_parallel.h"
 #include "trainer_checks.h"
 
 namespace tessera {
@@ -147,6 +148,19 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
   }
 
+  // Several ranks (torchrun, tessera-run --nproc, srun): a process group now, so that a bad environment fails
+  // before anything else; then each rank trains on its share of the data.
+  ddp_ = dist::DataParallel::from(components, state_.device);
+  if (ddp_) {
+    state_.rank = ddp_->rank();
+    state_.world_size = ddp_->world_size();
+    ddp_->setup(components, components.evaluators);
+    if (options_.threads() == 0) {  // "all cores" means this rank's share of them
+      const int64_t local = std::max(1, ddp_->comm().environment().local_world_size);
+      options_.threads(std::max<int64_t>(1, std::thread::hardware_concurrency() / local));
+    }
+  }
+
   const RuntimeScope runtime(options_.threads(), options_.deterministic());
   state_.seed = static_cast<uint64_t>(options_.seed());
   seed_everything(rank_seed(state_.seed, state_.rank));
@@ -186,6 +200,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   move_model_to_device();
   // BeforeLoad, the checkpoint asked for (if any), AfterLoad.
   load_initial_checkpoint();
+  if (ddp_) ddp_->broadcast_model(*state_.model);  // every rank starts from rank 0's weights
   // Re-seed so that random numbers consumed by surgery or loading do not shift the run (a resumed run has
   // its generators from the checkpoint instead).
   if (!restored_generators_) seed_everything(rank_seed(state_.seed, state_.rank));
@@ -315,7 +330,8 @@ void Trainer::fit() {
         s.batch = std::move(*next);
         in_batch_ = true;
         if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
-        const int64_t samples = s.batch.size();  // counted before algorithms change the batch
+        // Counted before algorithms change the batch; over all ranks.
+        const int64_t samples = ddp_ ? ddp_->global_batch_size() : s.batch.size();
         engine.run_event(Event::AfterDataloader, s);
         update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
         engine.run_event(Event::BatchStart, s);
@@ -368,6 +384,7 @@ void Trainer::train_batch() {
   Engine& engine = *engine_;
   engine.run_event(Event::BeforeTrainBatch, s);
   s.optimizer->zero_grad(true);
+  if (ddp_) ddp_->before_batch(*s.model);
   const Batch full = s.batch;
   const int64_t n = full.size();
   if (n == 0) throw Error("trainer: batch " + std::to_string(s.timestamp.batch) + " is empty after the algorithms ran");
@@ -398,16 +415,22 @@ void Trainer::train_batch() {
     engine.run_event(Event::BeforeBackward, s);
     // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
     // gradient of the full batch's mean loss.
-    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n);
+    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight(n) : 1.0);
     at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
+    // On several ranks the last microbatch's backward also averages the gradients over the ranks.
+    auto backward = [&] {
+      if (ddp_) ddp_->before_backward(*s.model, i + 1 == microbatches.size());
+      scaled.backward();
+      if (ddp_) ddp_->after_backward();
+    };
     if (deferred_) {
       at::Tensor detached = scaled.detach();
       loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
-      if (skip_nonfinite && i + 1 == microbatches.size()) finite = at::isfinite(loss_sum).item<bool>();
-      scaled.backward();
+      if (skip_nonfinite && i + 1 == microbatches.size() && !ddp_) finite = at::isfinite(loss_sum).item<bool>();
+      backward();
       engine.run_event(Event::AfterBackward, s);
     } else {
-      scaled.backward();
+      backward();
       engine.run_event(Event::AfterBackward, s);
       at::Tensor detached = scaled.detach();
       loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
@@ -419,6 +442,11 @@ void Trainer::train_batch() {
     }
   }
   s.batch = full;
+  if (ddp_) {  // the loss of the global batch, the same on every rank (so is the decision on a non-finite one)
+    loss_sum = loss_sum.clone();
+    ddp_->mean_over_ranks(loss_sum);
+    if (deferred_ && skip_nonfinite) finite = at::isfinite(loss_sum).item<bool>();
+  }
   double loss_value = 0.0;
   if (deferred_) {
     if (!skip_nonfinite) nonfinite_.record(loss_sum, s.timestamp.batch);
@@ -454,6 +482,7 @@ void Trainer::train_batch() {
   }
   std::map<std::string, double> values{{"loss/train/total", loss_value}};
   values["lr"] = s.optimizer->param_groups().empty() ? 0.0 : s.optimizer->param_groups()[0].lr;
+  if (ddp_) ddp_->reduce(train_metrics_);
   for (auto& m : train_metrics_) {
     const std::string key = "metrics/train/" + m->name();
     values[key] = s.metrics[key] = m->compute();
@@ -517,6 +546,7 @@ void Trainer::eval_loop(Evaluator& ev) {
       engine.run_event(Event::EvalBatchEnd, s);
       ++done;
     }
+    if (ddp_) ddp_->reduce(ev.metrics);  // sums over every rank's share
     std::map<std::string, double> values;
     for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
     for (const auto& [k, v] : values) s.metrics[k] = v;
@@ -615,6 +645,10 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
   const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
   if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
   read_back();  // deferred: never write weights that a non-finite loss went into; save the latest loss
+  if (state_.rank != 0) {  // rank 0 writes; every rank holds the same state
+    last_checkpoint_ = path;
+    return;
+  }
   save_checkpoint(path);  // creates the folder when it does not exist
   checkpoint::write_text_atomically((std::filesystem::path(folder) / "latest").string(),
                                     std::filesystem::path(path).filename().string() + "\n");
@@ -623,7 +657,9 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
 }
 
 void Trainer::stop_if_signalled() {
-  const int sig = stop_signal();
+  int sig = stop_signal();
+  // Every rank stops after the same batch, also when the signal reached only some of them.
+  if (ddp_ && ddp_->any(sig != 0) && sig == 0) sig = SIGTERM;
   if (sig == 0) return;
   checkpoint_if_due(Event::BatchCheckpoint, /*force=*/true);
   const std::string where = "after batch " + std::to_string(state_.timestamp.batch);
