@@ -415,7 +415,7 @@ void Trainer::train_batch() {
     engine.run_event(Event::BeforeBackward, s);
     // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
     // gradient of the full batch's mean loss.
-    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight(n) : 1.0);
+    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight() : 1.0);
     at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
     // On several ranks the last microbatch's backward also averages the gradients over the ranks.
     auto backward = [&] {

@@ -1,8 +1,9 @@
 // c10d process groups for Tessera. The headers of the Gloo process group are empty unless USE_C10D_GLOO is
-// defined, and need gloo's own headers (Debian: libgloo-dev, the same gloo that libtorch links); CMake defines
-// TESSERA_GLOO only where they match the LibTorch in use (see CMakeLists.txt), and TESSERA_NCCL in a CUDA build
-// whose LibTorch ships nccl.h.
+// defined, and need gloo's own headers (Debian: libgloo-dev, the same gloo that libtorch links); CMake sets
+// TESSERA_HAS_GLOO only where they match the LibTorch in use (see CMakeLists.txt), and TESSERA_HAS_NCCL in a CUDA
+// build whose LibTorch ships nccl.h.
 #include <tessera/distributed/comm.h>
+#include <tessera/detail/backends.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -18,13 +19,13 @@
 #else
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #endif
-#if defined(TESSERA_GLOO)
+#if TESSERA_HAS_GLOO
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
 #endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#if defined(TESSERA_NCCL)
+#if TESSERA_HAS_NCCL
 #ifndef USE_C10D_NCCL
 #define USE_C10D_NCCL
 #endif
@@ -42,7 +43,7 @@ using Group = c10d::ProcessGroup;
 #endif
 
 bool gloo_available() noexcept {
-#if defined(TESSERA_GLOO)
+#if TESSERA_HAS_GLOO
   return true;
 #else
   return false;
@@ -50,7 +51,7 @@ bool gloo_available() noexcept {
 }
 
 bool nccl_available() noexcept {
-#if defined(TESSERA_NCCL)
+#if TESSERA_HAS_NCCL
   return true;
 #else
   return false;
@@ -121,7 +122,7 @@ c10::intrusive_ptr<c10d::Store> connect_store(const Environment& env, const Dist
   return c10::make_intrusive<c10d::PrefixStore>("tessera/attempt_" + std::to_string(env.restart_count), store);
 }
 
-#if defined(TESSERA_GLOO)
+#if TESSERA_HAS_GLOO
 c10::intrusive_ptr<Group> make_gloo(const c10::intrusive_ptr<c10d::Store>& store, const Environment& env,
                                     const DistributedOptions& options) {
   auto opts = c10d::ProcessGroupGloo::Options::create(millis(options.timeout()));
@@ -148,7 +149,7 @@ c10::intrusive_ptr<Group> make_gloo(const c10::intrusive_ptr<c10d::Store>& store
 }
 #endif
 
-#if defined(TESSERA_NCCL)
+#if TESSERA_HAS_NCCL
 c10::intrusive_ptr<Group> make_nccl(const c10::intrusive_ptr<c10d::Store>& store, const Environment& env,
                                     const DistributedOptions& options) {
   auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -187,10 +188,10 @@ std::shared_ptr<Comm> Comm::create(const Environment& env, const DistributedOpti
   impl->device = device;
   impl->store = connect_store(env, options);
   try {
-#if defined(TESSERA_GLOO)
+#if TESSERA_HAS_GLOO
     if (backend == "gloo") impl->group = make_gloo(impl->store, env, options);
 #endif
-#if defined(TESSERA_NCCL)
+#if TESSERA_HAS_NCCL
     if (backend == "nccl") impl->group = make_nccl(impl->store, env, options);
 #endif
   } catch (const std::exception& e) {

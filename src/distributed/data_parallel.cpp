@@ -45,6 +45,8 @@ void DataParallel::setup(Components& c, std::vector<Evaluator>& evaluators) {
     }
   };
   check(c.train_metrics, "training");
+  for (const auto& a : c.algorithms) find_unused_ = find_unused_ || a->spec().leaves_parameters_unused;
+  grad_sync_->find_unused(find_unused_);
   for (const auto& ev : evaluators) check(ev.metrics, "evaluator \"" + ev.label + "\"");
 }
 
@@ -66,17 +68,20 @@ void DataParallel::before_batch(Model& model) {
 
 void DataParallel::before_backward(Model& model, bool last_microbatch) {
   std::vector<at::Tensor> trainable;
-  for (const auto& p : model.parameters(true)) {
-    if (p.requires_grad()) trainable.push_back(p);
+  std::vector<std::string> names;
+  for (const auto& item : model.named_parameters(true)) {
+    if (!item.value().requires_grad()) continue;
+    trainable.push_back(item.value());
+    names.push_back(item.key());
   }
-  grad_sync_->prepare(trainable);
+  grad_sync_->prepare(trainable, names);
   grad_sync_->arm(last_microbatch);
 }
 
-double DataParallel::loss_weight(int64_t local_n) const {
-  const int64_t global = global_batch_size();
-  if (global == local_n * world_size()) return 1.0;
-  return static_cast<double>(local_n) * world_size() / static_cast<double>(global);
+double DataParallel::loss_weight() const {
+  const int64_t global = global_batch_size(), share = train_ ? train_->last_share_size() : 0;
+  if (global == share * world_size()) return 1.0;
+  return static_cast<double>(share) * world_size() / static_cast<double>(global);
 }
 
 int64_t DataParallel::global_batch_size() const { return train_ ? train_->last_global_size() : 0; }

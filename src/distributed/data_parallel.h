@@ -38,8 +38,9 @@ class DataParallel {
   void before_backward(Model& model, bool last_microbatch);
   void after_backward() { grad_sync_->finish(); }
   /// The factor on this rank's loss so that averaging over ranks gives the global batch's mean when the shares
-  /// are uneven: local_n * world / global_n (1 for even shares).
-  double loss_weight(int64_t local_n) const;
+  /// are uneven: share * world / global batch (1 for even shares; algorithms that drop examples, such as
+  /// selective backprop, do so on each rank's share and do not change it).
+  double loss_weight() const;
   /// The global batch the last training batch was cut from.
   int64_t global_batch_size() const;
   /// The mean of `value` over the ranks (a loss), in place.
@@ -54,6 +55,7 @@ class DataParallel {
   DistributedOptions options_;
   std::unique_ptr<GradSync> grad_sync_;
   ShardedSource* train_ = nullptr;
+  bool find_unused_ = false;  ///< an algorithm declares leaves_parameters_unused
 };
 
 }  // namespace tessera::dist

@@ -1,5 +1,6 @@
 #include <tessera/distributed/grad_sync.h>
 
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -29,6 +30,10 @@ struct GradSync::Core {
   std::mutex mutex;
   uint64_t generation = 0;  ///< layout number; hooks of older layouts do nothing
   std::vector<at::Tensor> params;
+  std::vector<std::string> names;
+  bool find_unused = false;
+  bool overlap = true;
+  double exposed_wait = 0.0;
   std::vector<size_t> bucket_of;
   std::vector<int64_t> offset_of;
   std::vector<bool> ready;
@@ -130,7 +135,7 @@ void GradSync::Core::on_gradient(uint64_t gen, size_t index) {
   ready[index] = true;
   copy_in(index);
   Bucket& b = buckets[bucket_of[index]];
-  if (--b.pending == 0) launch_ready();
+  if (--b.pending == 0 && overlap) launch_ready();
 }
 
 GradSync::GradSync(std::shared_ptr<Comm> comm, int64_t bucket_cap_bytes) : core_(std::make_shared<Core>()) {
@@ -142,13 +147,16 @@ GradSync::GradSync(std::shared_ptr<Comm> comm, int64_t bucket_cap_bytes) : core_
 
 GradSync::~GradSync() = default;
 
-void GradSync::prepare(const std::vector<at::Tensor>& trainable) {
+void GradSync::find_unused(bool on) { core_->find_unused = on; }
+
+void GradSync::prepare(const std::vector<at::Tensor>& trainable, const std::vector<std::string>& names) {
   Core& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   bool same = trainable.size() == c.params.size();
   for (size_t k = 0; same && k < trainable.size(); ++k) same = trainable[k].is_same(c.params[k]);
   if (same && c.generation > 0) return;
   c.build(trainable);
+  c.names = names;
   for (size_t k = 0; k < c.params.size(); ++k) {
     c.accumulators[k]->add_post_hook(std::make_unique<ReadyHook>(core_, c.generation, k));
   }
@@ -177,8 +185,10 @@ void GradSync::finish() {
   c.armed = false;
   // Parameters whose hook did not fire (not used in this backward on this rank): their accumulated gradient
   // (earlier microbatches) or zeros, so that every rank launches every bucket, in the same order.
+  std::vector<size_t> unused;
   for (size_t k = 0; k < c.params.size(); ++k) {
     if (c.ready[k]) continue;
+    unused.push_back(k);
     c.ready[k] = true;
     c.copy_in(k);
     --c.buckets[c.bucket_of[k]].pending;
@@ -187,7 +197,9 @@ void GradSync::finish() {
   const double world = static_cast<double>(c.comm->world_size());
   at::NoGradGuard no_grad;
   for (auto& b : c.buckets) {
+    const auto t0 = std::chrono::steady_clock::now();
     b.wait();
+    c.exposed_wait += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     b.wait = nullptr;
     b.flat.div_(world);
     for (size_t k : b.members) {
@@ -200,7 +212,19 @@ void GradSync::finish() {
       }
     }
   }
+  if (!unused.empty() && !c.find_unused) {
+    const size_t k = unused.front();
+    const std::string name = k < c.names.size() ? c.names[k] : "#" + std::to_string(k);
+    throw Error("distributed: parameter \"" + name + "\" (and " + std::to_string(unused.size() - 1) +
+                " more) got no gradient in this backward on rank " + std::to_string(c.comm->rank()) +
+                "; data-parallel training needs every trainable parameter to take part in the loss, unless an "
+                "algorithm declares leaves_parameters_unused (then they contribute zeros). Freeze such parameters "
+                "(requires_grad false) or use them in forward");
+  }
 }
+
+void GradSync::set_overlap(bool on) { core_->overlap = on; }
+double GradSync::exposed_wait_seconds() const { return core_->exposed_wait; }
 
 size_t GradSync::num_buckets() const { return core_->buckets.size(); }
 int64_t GradSync::launched_during_backward() const { return core_->launched_in_backward; }

@@ -154,7 +154,7 @@ LaunchResult launch_local(int nproc, const std::string& program, const std::vect
   LaunchResult result;
   using Clock = std::chrono::steady_clock;
   Clock::time_point stop_sent{};
-  bool stopping = false, killed = false;
+  bool stopping = false, killed = false, first_by_signal = false;
   auto signal_all = [&](int sig) {
     for (auto& rk : ranks) {
       if (rk.running) ::kill(rk.pid, sig);
@@ -168,9 +168,9 @@ LaunchResult launch_local(int nproc, const std::string& program, const std::vect
       if (ranks[r].err >= 0) fds.push_back({ranks[r].err, POLLIN, 0}), owner.emplace_back(r, true);
     }
     if (fds.empty()) {
-      ::usleep(50 * 1000);
+      ::usleep(20 * 1000);
     } else {
-      ::poll(fds.data(), fds.size(), 100);
+      ::poll(fds.data(), fds.size(), 20);
     }
     for (size_t i = 0; i < fds.size(); ++i) {
       if (fds[i].revents == 0) continue;
@@ -191,9 +191,13 @@ LaunchResult launch_local(int nproc, const std::string& program, const std::vect
       if (done == rk.pid) {
         rk.running = false;
         rk.exit_code = exit_code_of(status);
-        if (rk.exit_code != 0 && result.failed_rank < 0) {
+        // The first failure is the cause. Ranks found dead in the same sweep: one that a signal ended (killed,
+        // crashed) is the likelier cause than one whose collective failed because of it (exit code 1).
+        const bool by_signal = WIFSIGNALED(status);
+        if (rk.exit_code != 0 && (result.failed_rank < 0 || (!stopping && by_signal && !first_by_signal))) {
           result.failed_rank = r;
           result.exit_code = rk.exit_code;
+          first_by_signal = by_signal;
         }
       } else {
         any_running = true;

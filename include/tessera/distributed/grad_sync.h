@@ -14,6 +14,7 @@
 ///     sync.finish();
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/Tensor.h>
@@ -35,14 +36,23 @@ class GradSync {
 
   /// (Re)builds the buckets and hooks when the model's trainable parameters differ from the last call (first
   /// call, layer freezing, surgery). Every rank must see the same parameters in the same order.
-  void prepare(const std::vector<at::Tensor>& trainable);
+  void prepare(const std::vector<at::Tensor>& trainable, const std::vector<std::string>& names = {});
+  /// Whether a parameter may get no gradient in a synchronised backward (an algorithm declares
+  /// leaves_parameters_unused): it then contributes its accumulated gradient or zeros. Off, such a parameter is
+  /// an Error naming it (after the all-reduce completes on every rank, so that no rank is left waiting).
+  void find_unused(bool on);
   /// Whether the next backward synchronises (true) or only accumulates locally (false).
   void arm(bool sync);
   /// After backward: completes an armed synchronisation (no-op otherwise).
   void finish();
 
+  /// Off: all-reduces start only in finish(), after backward (for measuring what the overlap hides).
+  void set_overlap(bool on);
+
   /// Buckets of the current layout (for tests and logs).
   size_t num_buckets() const;
+  /// Seconds finish() spent waiting for all-reduces, summed over calls: the communication backward did not hide.
+  double exposed_wait_seconds() const;
   /// Buckets whose all-reduce was started from inside backward during the last synchronised backward.
   int64_t launched_during_backward() const;
 

@@ -23,14 +23,17 @@ class ShardedSource : public data::BatchSource {
   Batch example_batch() override { return global_->example_batch(); }
   int64_t num_classes() const override { return global_->num_classes(); }
 
-  /// Size of the global batch the last next() was cut from (this rank's share is next()->size()).
+  /// Size of the global batch the last next() was cut from, and of this rank's share of it (before algorithms
+  /// change the batch).
   int64_t last_global_size() const noexcept { return last_global_size_; }
+  int64_t last_share_size() const noexcept { return last_share_size_; }
   const data::BatchSource& global() const noexcept { return *global_; }
 
  private:
   std::shared_ptr<data::BatchSource> global_;
   int rank_, world_size_;
   int64_t last_global_size_ = 0;
+  int64_t last_share_size_ = 0;
 };
 
 }  // namespace tessera::dist
