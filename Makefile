@@ -1,5 +1,5 @@
 # Tessera: the two commands of the README, and a few helpers.
-#   make demo   installs what is missing (Debian packages), builds, trains the flagship recipe on Fashion-MNIST
+#   make demo   installs what is missing (Debian packages), builds the runner (only), trains the flagship recipe on Fashion-MNIST
 #   make test   installs what is missing, builds, runs every test (C++ with ctest, then Python with pytest)
 #
 # TORCH selects the LibTorch to build against (README, "Supported LibTorch"):
@@ -46,7 +46,8 @@ configure: deps
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-demo: build
+demo: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target tessera-run
 	$(BUILD_DIR)/tessera-run $(DEMO_RECIPE)
 
 test: build

@@ -18,6 +18,7 @@
 # Composer runs on torch 2.15 this way (see docs/results.md, "Against Composer").
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$root/scripts/venv-pins.sh"
 COMPOSER_VERSION=0.32.1
 venv=${TESSERA_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/venv-peers-composer-$COMPOSER_VERSION}
 
@@ -31,15 +32,13 @@ withdeps="mosaicml-cli==0.7.5"
 
 torch_venv=$(bash "$root/scripts/install-torch-pypi.sh" | tail -n 1)
 want="$nodeps $withdeps $deps torch-venv=$torch_venv"
-if [ -x "$venv/bin/python" ] && [ -f "$venv/.tessera-pins" ] && [ "$(cat "$venv/.tessera-pins")" = "$want" ] \
-   && "$venv/bin/python" -c 'import torch, composer, torchvision' 2>/dev/null; then
+if venv_ready "$venv" "$want" "torch, composer, torchvision"; then
   echo "$venv"
   exit 0
 fi
 
 echo "install-peers: installing Composer $COMPOSER_VERSION into $venv (on $torch_venv's torch)" >&2
-mkdir -p "$(dirname "$venv")"
-"$torch_venv/bin/python" -m venv "$venv"
+venv_create "$torch_venv/bin/python" "$venv"
 site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 site_of "$torch_venv/bin/python" > "$(site_of "$venv/bin/python")/project-torch.pth"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)

@@ -8,6 +8,7 @@
 #
 # The versions are pinned here and only here (the Makefile and CI call this script).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/venv-pins.sh"
 TORCH_VERSION=2.15.0
 CUOBJDUMP_VERSION=13.4.92  # the CUDA build's test reads the architectures of libtessera with it
 PYBIND11_VERSION=3.1.0  # the version bundled in torch's include folder, so that the two agree
@@ -19,15 +20,13 @@ venv=${TESSERA_PYPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/venv-torch-$TO
 python=${TESSERA_PYPI_PYTHON:-python3}
 
 want="torch==$TORCH_VERSION pybind11==$PYBIND11_VERSION nvidia-cuda-cuobjdump==$CUOBJDUMP_VERSION"
-if [ -x "$venv/bin/python" ] && [ -f "$venv/.tessera-pins" ] && [ "$(cat "$venv/.tessera-pins")" = "$want" ] \
-   && "$venv/bin/python" -c 'import torch, pybind11, pytest, setuptools, wheel' 2>/dev/null; then
+if venv_ready "$venv" "$want" "torch, pybind11, pytest, setuptools, wheel"; then
   echo "$venv"
   exit 0
 fi
 
 echo "install-torch-pypi: installing $want into $venv (the first time downloads about 3 GB; pip's cache keeps it)" >&2
-mkdir -p "$(dirname "$venv")"
-"$python" -m venv "$venv"
+venv_create "$python" "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
   $want pytest setuptools wheel numpy >&2

@@ -1,6 +1,7 @@
 #include <tessera/engine.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
 #include <sstream>
@@ -390,7 +391,9 @@ void Engine::run_event(Event event, State& state) {
       try {
         if (!a->match(event, state)) continue;
         const std::optional<at::ScalarType> before = input_dtype(state);
+        const auto t0 = std::chrono::steady_clock::now();
         a->apply(event, state, logger_);
+        slots[i]->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (before) {
           if (const std::optional<at::ScalarType> after = input_dtype(state)) check_input_dtype(state, *before, *after);
         }

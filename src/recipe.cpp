@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -465,6 +466,18 @@ void check_range(const ConfigNode& node, double value, const Range& range, bool 
   if (range_contains(range, value)) return;
   const std::string text = node.is_scalar() ? trim(node.scalar()) : format_number(value);
   node.fail(text + " is out of range", describe_range(range, integral));
+}
+
+void check_huge_whole_number(const ConfigNode& node, const Range& range) {
+  if (!node.is_scalar()) return;
+  const std::string text = trim(node.scalar());
+  char* end = nullptr;
+  const double d = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !std::isfinite(d) || std::fabs(d) < 9223372036854775808.0) return;
+  check_range(node, d, range, true);  // outside the option's own range: says that range
+  const int64_t limit = d > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  node.fail(text + " is out of range",
+            describe_range(range, true) + " (" + (d > 0 ? "at most " : "at least ") + std::to_string(limit) + ")");
 }
 
 void check_choice(const ConfigNode& node, const std::string& value, const Choices& choices) {

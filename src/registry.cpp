@@ -25,6 +25,7 @@
 
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
@@ -87,12 +88,25 @@ Options read(const ConfigNode& node, Options options = {}) {
   return options;
 }
 
-/// Runs a constructor; InputErrors it throws (cross-field checks, missing files) get the node's location.
+/// The option an error message starts with ("model.depth: 9 is not ..." -> {"depth", "9 is not ..."}).
+std::optional<std::pair<std::string, std::string>> option_named_by(const std::string& message) {
+  const size_t colon = message.find(": ");
+  if (colon == std::string::npos) return std::nullopt;
+  const std::string head = message.substr(0, colon);
+  if (head.empty() || head.find(' ') != std::string::npos) return std::nullopt;
+  const size_t dot = head.rfind('.');
+  return std::make_pair(head.substr(dot == std::string::npos ? 0 : dot + 1), message.substr(colon + 2));
+}
+
+/// Runs a constructor; InputErrors it throws (cross-field checks, missing files) get the node's location, or
+/// the location of the option they name when the node has it (its own line, or the override that set it).
 template <class F>
 auto construct(const ConfigNode& node, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const InputError& e) {
+    const auto named = option_named_by(e.what());
+    if (named && node.is_map() && node.has(named->first)) node.child(named->first).fail(named->second);
     node.fail(e.what());
   }
 }
@@ -126,6 +140,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       // ---- ALGORITHMS (2/2): one line per algorithm, alphabetically
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
+      algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
@@ -588,6 +603,19 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
 
   c.optimizer = build_named(optimizers(), s.optimizer, ctx).second;
   c.schedulers = build_list(schedulers(), s.schedulers, ctx);
+  {
+    // The schedules against the run's length, known only now: a horizon that ends before its warmup (both in
+    // batches) is refused at its recipe line (or override) before anything runs, in --dry-run too.
+    TimeContext time;
+    time.max_duration = run.trainer.max_duration();
+    time.batches_per_epoch = c.train_dataloader->num_batches();
+    time.samples_per_epoch = c.train_dataloader->num_samples();
+    const std::vector<ConfigNode> nodes = list_section(s.schedulers, "schedulers");
+    for (size_t i = 0; i < c.schedulers.size(); ++i) {
+      const ConfigNode options = nodes[i].is_map() ? nodes[i].child(nodes[i].keys().front()) : ConfigNode();
+      construct(options.is_map() ? options : nodes[i], [&] { (void)c.schedulers[i]->alpha(Timestamp(), time); });
+    }
+  }
   c.algorithms = build_list(algorithm_kinds(), s.algorithms, ctx);
   c.callbacks = build_list(callback_kinds(), s.callbacks, ctx);
   for (auto& logger : build_list(loggers(), s.loggers, ctx)) c.callbacks.push_back(std::move(logger));

@@ -32,6 +32,10 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+std::string signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : std::string(strsignal(sig));
+}
+
 /// Per-rank seed derived from the run seed (rank 0 uses the run seed itself).
 uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t>(rank); }
 
@@ -189,6 +193,14 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   // The parts against each other, before the plan and before Init (so before any surgery).
   detail::check_optimizer_matches_model(*state_.model, *state_.optimizer);
   detail::check_class_counts(*state_.model, *state_.train_dataloader);
+  for (size_t i = 0; i < state_.schedulers.size(); ++i) {
+    // The schedules against the run's length (a horizon that ends before its warmup): errors now, not at step 1.
+    try {
+      (void)state_.schedulers[i]->alpha(Timestamp(), state_.time);
+    } catch (const InputError& e) {
+      throw InputError("schedulers[" + std::to_string(i) + "] (" + state_.schedulers[i]->name() + "): " + e.what());
+    }
+  }
 
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   // The plan is compiled before Init so that refused combinations fail before any surgery.
@@ -263,9 +275,11 @@ void Trainer::update_learning_rate() {
 
 void Trainer::check_callable(const char* what, DuringFit during_fit) const {
   if (!failure_.empty()) {
-    throw Error(std::string(what) + ": this trainer's fit() failed (" + failure_ +
-                "), which may have left it in the middle of a batch, so it can no longer train, evaluate or save. "
-                "Make a new Trainer; with checkpoint autoresume it continues from the last checkpoint" +
+    const std::string why = interrupted_ ? "was " + failure_ + "; its callbacks and loggers were closed"
+                                         : "failed (" + failure_ + "), which may have left it in the middle of a batch";
+    throw Error(std::string(what) + ": this trainer's fit() " + why +
+                ", so it can no longer train, evaluate or save. Make a new Trainer; with checkpoint autoresume it "
+                "continues from the last checkpoint" +
                 (last_checkpoint_.empty() ? std::string() : " (" + last_checkpoint_ + ")"));
   }
   if (!fitting_.load()) return;
@@ -367,14 +381,23 @@ void Trainer::fit() {
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
+    write_run_summary(s.stop_requested() ? "stopped" : "complete");
+  } catch (const Interrupted& e) {
+    failure_ = e.what();
+    interrupted_ = true;
+    engine.close();
+    write_run_summary("interrupted");
+    throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
     engine.close();
+    write_run_summary("failed");
     throw;
   } catch (...) {
     failure_ = "an exception that is not a std::exception";
     engine.close();
+    write_run_summary("failed");
     throw;
   }
 }
@@ -534,6 +557,7 @@ void Trainer::eval_loop(Evaluator& ev) {
     ev.dataloader->start_epoch(s.seed, 0, 0);
     int64_t done = 0;
     while (ev.subset_batches < 0 || done < ev.subset_batches) {
+      if (!ddp_ && stop_signal() != 0) break;  // Ctrl-C or SIGTERM: stop at the next batch, log nothing partial
       std::optional<Batch> next = ev.dataloader->next();
       if (!next) break;
       s.batch = std::move(*next);
@@ -545,6 +569,15 @@ void Trainer::eval_loop(Evaluator& ev) {
       for (auto& m : ev.metrics) m->update(s.outputs, s.batch);
       engine.run_event(Event::EvalBatchEnd, s);
       ++done;
+    }
+    // On several ranks a signal is acted on at the next batch boundary, where the ranks agree (stop_if_signalled):
+    // a rank leaving its evaluation alone would leave the others waiting in the metrics' all-reduce.
+    if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
+      s.batch = std::move(saved);
+      if (was_training) s.model->train();
+      if (fitting_) stop_if_signalled();  // a checkpoint of the training state, then Interrupted
+      throw Interrupted(sig, "stopped by " + signal_name(sig) + " during evaluation \"" + ev.label + "\" after " +
+                                 std::to_string(done) + " batches; its metrics were not computed");
     }
     if (ddp_) ddp_->reduce(ev.metrics);  // sums over every rank's share
     std::map<std::string, double> values;
@@ -669,8 +702,7 @@ void Trainer::stop_if_signalled() {
                                                         checkpoint::file_name(state_.timestamp)).string()) {
     saved = "the newest checkpoint is " + last_checkpoint_;
   }
-  throw Interrupted(sig, std::string("stopped by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : strsignal(sig)) +
-                             " " + where + "; " + saved);
+  throw Interrupted(sig, "stopped by " + signal_name(sig) + " " + where + "; " + saved);
 }
 
 }  // namespace tessera

@@ -49,11 +49,13 @@ class Plan {
 /// Throws InputError listing every refused combination with its reason.
 Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state = nullptr);
 
-/// What ran: per "algorithm/event", how many times and at which batches first and last.
+/// What ran: per "algorithm/event", how many times, at which batches first and last, and the host time its
+/// apply() took in all (on CUDA, kernels run asynchronously: their launch, not their run).
 struct TraceRecord {
   int64_t count = 0;
   int64_t first_batch = -1;
   int64_t last_batch = -1;
+  double seconds = 0.0;
 };
 using Trace = std::map<std::string, TraceRecord>;
 

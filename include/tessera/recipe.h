@@ -169,6 +169,9 @@ void reject_unknown_keys(const ConfigNode& node, const std::vector<std::string>&
 void expect_list(const ConfigNode& node, const std::string& what);
 /// Range check of a read value (`integral` words the message "a whole number").
 void check_range(const ConfigNode& node, double value, const Range& range, bool integral);
+/// A whole number beyond 64 bits (1e30, 100000000000000000000) for an option with a range: fails with that
+/// range, which is what the user needs, rather than int64's.
+void check_huge_whole_number(const ConfigNode& node, const Range& range);
 void check_choice(const ConfigNode& node, const std::string& value, const Choices& choices);
 
 template <class T>
@@ -236,6 +239,9 @@ void read_checked(const ConfigNode& node, T& field, const Constraint& constraint
     }
     field = std::move(result);
   } else {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool> && std::is_same_v<Constraint, Range>) {
+      check_huge_whole_number(node, constraint);
+    }
     read_scalar(node, field);
     apply_constraint(node, field, constraint);
   }

@@ -159,7 +159,6 @@ class Trainer {
 
  private:
   void train_batch();
-  void train_microbatch(Batch& microbatch, int64_t full_batch_size);
   void run_evaluators(Event event);
   void eval_loop(Evaluator& evaluator);
   bool eval_due(const Evaluator& evaluator, Event event) const;
@@ -183,6 +182,9 @@ class Trainer {
   void checkpoint_if_due(Event event, bool force = false);
   /// Throws Interrupted (after saving) when a stop signal arrived.
   void stop_if_signalled();
+  /// Writes run_dir/run.json (src/run_summary.cpp) with `status` ("complete", "stopped", "interrupted",
+  /// "failed"); a failure to write it is a warning.
+  void write_run_summary(const std::string& status) const noexcept;
   /// Throws when `what` cannot be done now: after a failed fit(), or (`during_fit`: "refused"/"boundary") while
   /// fit() runs.
   enum class DuringFit { Refused, AtBoundary };
@@ -209,6 +211,7 @@ class Trainer {
   std::thread::id fit_thread_;        ///< the thread running fit()
   bool in_batch_ = false;             ///< between the data of a batch and the end of its step
   std::string failure_;               ///< what made fit() throw ("" = it did not)
+  bool interrupted_ = false;          ///< fit() was stopped by a signal (failure_ says which), at a batch boundary
   /// Deferred read-back (on CUDA, or forced by the test hook TESSERA_TEST_DEFERRED_READBACK=1): the loss and
   /// the train metrics stay on the device between log intervals; non-finite losses are tracked there.
   bool deferred_ = false;
@@ -226,6 +229,21 @@ void install_stop_signal_handlers();
 int stop_signal() noexcept;
 /// Clears a received stop signal (tests; a process that handled it and wants to train again).
 void clear_stop_signal() noexcept;
+
+/// For its lifetime, the stop handler above on each of `signals` (SIGINT, SIGTERM), with any stop signal received
+/// before cleared; at the end the handlers found are put back. The Python bindings hold one for each fit() and
+/// evaluate() on the main thread, so that Ctrl-C and SIGTERM stop there as they do in tessera-run.
+class StopSignalScope {
+ public:
+  explicit StopSignalScope(const std::vector<int>& signals);
+  ~StopSignalScope();
+  StopSignalScope(const StopSignalScope&) = delete;
+  StopSignalScope& operator=(const StopSignalScope&) = delete;
+
+ private:
+  struct Saved;
+  std::vector<std::unique_ptr<Saved>> saved_;
+};
 
 /// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms, for the process. (A Trainer
 /// applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and puts

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <type_traits>
 
 #include <ATen/ATen.h>
 
@@ -223,60 +224,107 @@ py::dict plan_to_python(const Plan& plan) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Ctrl-C during fit(): the GIL is released, so Python cannot raise KeyboardInterrupt there. A C handler sets a
-// flag, an internal callback stops training at the end of the current batch, and fit() raises
-// KeyboardInterrupt once the loop has ended cleanly. A second Ctrl-C kills the process as usual.
-// The callback acts only during a fit whose guard installed the handler: a fit that could not (SIGINT ignored,
-// as in a background job, or a fit on another thread) must not see a flag left by an earlier fit.
+// Signals during fit() and evaluate(). The GIL is released there, so Python's own handlers could only run once the
+// call returned. For the length of a call made on the main thread (where signals are handled):
+// - a signal whose Python handling is the default (SIGINT's KeyboardInterrupt, SIGTERM's termination) gets
+//   Tessera's stop handler, as in tessera-run: the run stops at the next batch, training or evaluation, fit()
+//   writes a checkpoint when it has a folder, and the call raises tessera.Interrupted (a KeyboardInterrupt) for
+//   SIGINT or tessera.Terminated (a SystemExit, status 128 + 15) for SIGTERM. A second signal exits at once.
+// - a signal with the program's own Python handler keeps it: a C handler chained in front notes the signal, and
+//   at the next batch boundary the call takes the GIL to run Python's pending handlers; what they raise, the
+//   call raises.
+// - ignored signals, and calls on other threads, are left alone.
 
-std::atomic<bool> g_interrupted{false};
+std::atomic<bool> g_python_signal_pending{false};
+struct sigaction g_python_handlers[NSIG];  // Python's C-level handlers, chained behind on_python_signal
 
-void on_sigint(int) {
-  if (g_interrupted.exchange(true)) {
-    std::signal(SIGINT, SIG_DFL);
-    std::raise(SIGINT);
-  }
+extern "C" void on_python_signal(int sig) {
+  g_python_signal_pending.store(true);
+  const auto handler = g_python_handlers[sig].sa_handler;
+  if (handler != SIG_DFL && handler != SIG_IGN && handler != nullptr) handler(sig);  // Python notes it
 }
 
-class InterruptCallback : public Callback {
+/// Runs Python's pending signal handlers at batch boundaries while a guarded call chains them.
+class PythonSignalsCallback : public Callback {
  public:
-  std::string name() const override { return "python_interrupt"; }
-  void run_event(Event event, State& state, Logger&) override {
-    if (armed.load(std::memory_order_relaxed) && g_interrupted.load(std::memory_order_relaxed) &&
-        (event == Event::BatchEnd || event == Event::EpochEnd || event == Event::EvalBatchEnd)) {
-      state.stop_training();
-    }
+  std::string name() const override { return "python_signals"; }
+  void run_event(Event event, State&, Logger&) override {
+    if (event != Event::BatchEnd && event != Event::EpochEnd && event != Event::EvalBatchEnd) return;
+    if (!armed.load(std::memory_order_relaxed) || !g_python_signal_pending.exchange(false)) return;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
-  /// Set by SigintGuard while a fit of this trainer runs with the Ctrl-C handler installed.
-  std::atomic<bool> armed{false};
+  std::atomic<bool> armed{false};  ///< set by SignalGuard while it chains a Python handler
 };
 
-/// For the length of one fit: installs the Ctrl-C handler when it may, and arms that trainer's callback then.
-class SigintGuard {
+/// The signal handling above, for the length of one fit() or evaluate().
+class SignalGuard {
  public:
-  explicit SigintGuard(InterruptCallback& callback) : callback_(callback) {
-    // Only Python's own Ctrl-C behaviour is replaced, and only on the main thread (where signals arrive);
-    // a custom or ignoring handler stays in place.
+  explicit SignalGuard(PythonSignalsCallback& callback) : callback_(callback) {
     py::object threading = py::module_::import("threading");
     if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return;
     py::object signal = py::module_::import("signal");
-    if (!signal.attr("getsignal")(SIGINT).is(signal.attr("default_int_handler"))) return;
-    g_interrupted = false;
-    previous_ = std::signal(SIGINT, on_sigint);
-    installed_ = previous_ != SIG_ERR;
-    callback_.armed = installed_;
+    std::vector<int> stop;
+    for (int sig : {SIGINT, SIGTERM}) {
+      py::object handler = signal.attr("getsignal")(sig);
+      const py::object python_default = sig == SIGINT ? signal.attr("default_int_handler") : signal.attr("SIG_DFL");
+      if (handler.is(python_default) || handler.equal(python_default)) {
+        stop.push_back(sig);
+      } else if (PyCallable_Check(handler.ptr())) {
+        struct sigaction sa {};
+        sa.sa_handler = on_python_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART | SA_ONSTACK;
+        if (::sigaction(sig, &sa, &g_python_handlers[sig]) == 0) chained_.push_back(sig);
+      }
+    }
+    stop_.emplace(stop);
+    g_python_signal_pending = false;
+    callback_.armed = !chained_.empty();
   }
-  ~SigintGuard() {
+  ~SignalGuard() {
     callback_.armed = false;
-    if (installed_) std::signal(SIGINT, previous_);
+    for (int sig : chained_) ::sigaction(sig, &g_python_handlers[sig], nullptr);  // a late signal stays noted there
   }
-  bool interrupted() const { return installed_ && g_interrupted.load(); }
 
  private:
-  InterruptCallback& callback_;
-  void (*previous_)(int) = nullptr;
-  bool installed_ = false;
+  PythonSignalsCallback& callback_;
+  std::optional<StopSignalScope> stop_;
+  std::vector<int> chained_;
 };
+
+/// Raises tessera.Interrupted (SIGINT) or tessera.Terminated (SIGTERM) with `message`.
+[[noreturn]] void raise_stop(int sig, const std::string& message, const std::string& checkpoint) {
+  py::object exc = py::module_::import("tessera._signals").attr("stop_exception")(sig, message, checkpoint);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+  throw py::error_already_set();
+}
+
+/// `call()` (fit or evaluate) without the GIL, under a SignalGuard; a stop becomes the Python exception, which
+/// names the trainer's newest checkpoint when `checkpoints` (fit() writes one as it stops).
+template <class Call>
+auto call_with_signals(PythonSignalsCallback& callback, const Trainer& trainer, bool checkpoints, Call&& call) {
+  SignalGuard guard(callback);
+  using Result = decltype(call());
+  std::optional<std::conditional_t<std::is_void_v<Result>, bool, Result>> result;
+  try {
+    py::gil_scoped_release release;
+    if constexpr (std::is_void_v<Result>) {
+      call();
+      result = true;
+    } else {
+      result = call();
+    }
+  } catch (const Interrupted& e) {
+    raise_stop(e.signal(), e.what(), checkpoints ? trainer.last_checkpoint() : std::string());
+  }
+  // A signal after the last batch boundary: the call finished, and the program still asked to stop.
+  if (const int sig = stop_signal(); sig != 0) {
+    raise_stop(sig, std::string("stopped by ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + " as the call ended (it had finished)",
+               checkpoints ? trainer.last_checkpoint() : std::string());
+  }
+  if constexpr (!std::is_void_v<Result>) return std::move(*result);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // The trainer as Python sees it: a Trainer built from a recipe, plus algorithm and callback objects, plus the
@@ -349,8 +397,8 @@ class PyTrainer {
     *train_source = run.components.train_dataloader;
     for (auto& a : algs) run.components.algorithms.push_back(std::move(a));
     for (auto& c : cbs) run.components.callbacks.push_back(std::move(c));
-    interrupt_ = std::make_shared<InterruptCallback>();
-    run.components.callbacks.push_back(interrupt_);
+    signals_ = std::make_shared<PythonSignalsCallback>();
+    run.components.callbacks.push_back(signals_);
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
@@ -358,20 +406,11 @@ class PyTrainer {
   }
 
   void fit() {
-    SigintGuard guard(*interrupt_);
-    {
-      py::gil_scoped_release release;
-      trainer_->fit();
-    }
-    if (guard.interrupted()) {
-      PyErr_SetNone(PyExc_KeyboardInterrupt);
-      throw py::error_already_set();
-    }
+    call_with_signals(*signals_, *trainer_, true, [&] { trainer_->fit(); });
   }
 
   std::map<std::string, double> evaluate() {
-    py::gil_scoped_release release;
-    return trainer_->evaluate();
+    return call_with_signals(*signals_, *trainer_, false, [&] { return trainer_->evaluate(); });
   }
 
   void save_checkpoint(const std::string& path) {
@@ -396,7 +435,7 @@ class PyTrainer {
   std::string model_name_;
   std::vector<std::string> metric_files_;
   CheckpointOptions checkpoint_;
-  std::shared_ptr<InterruptCallback> interrupt_;
+  std::shared_ptr<PythonSignalsCallback> signals_;
   std::unique_ptr<Trainer> trainer_;
 };
 
@@ -544,8 +583,11 @@ void bind_recipe_trainer(py::module_& m) {
            py::arg("callbacks") = std::vector<py::object>{}, py::arg("user") = py::dict())
       .def("fit", &PyTrainer::fit,
            "Trains until max_duration or state.stop_training(). The GIL is released; Python plugins take it "
-           "for their own calls. Ctrl-C stops at the end of the current batch and raises KeyboardInterrupt.")
-      .def("evaluate", &PyTrainer::evaluate, "Runs every evaluator once; returns {'metrics/<label>/<name>': value}.")
+           "for their own calls. Ctrl-C (SIGINT) and SIGTERM stop it at the next batch, after a checkpoint when it has a "
+           "folder, and raise tessera.Interrupted / tessera.Terminated.")
+      .def("evaluate", &PyTrainer::evaluate,
+           "Runs every evaluator once; returns {'metrics/<label>/<name>': value}. Ctrl-C and SIGTERM stop it at the "
+           "next batch.")
       .def_property_readonly("state", [](PyTrainer& t) -> State& { return t.trainer().state(); },
                              py::return_value_policy::reference_internal)
       .def_property_readonly("_plan", [](PyTrainer& t) { return plan_to_python(t.trainer().plan()); })
@@ -553,10 +595,11 @@ void bind_recipe_trainer(py::module_& m) {
         py::dict out;
         for (const auto& [key, r] : t.trainer().trace()) {
           out[py::str(key)] = py::dict(py::arg("count") = r.count, py::arg("first_batch") = r.first_batch,
-                                       py::arg("last_batch") = r.last_batch);
+                                       py::arg("last_batch") = r.last_batch, py::arg("seconds") = r.seconds);
         }
         return out;
-      }, "What ran: {'algorithm/event': {'count', 'first_batch', 'last_batch'}}.")
+      }, "What ran: {'algorithm/event': {'count', 'first_batch', 'last_batch', 'seconds'}} (seconds: host time "
+         "in apply()).")
       .def_property_readonly("algorithms", [](PyTrainer& t) { return t.trainer().engine().algorithms(); })
       .def_property_readonly("callbacks", [](PyTrainer& t) { return t.trainer().engine().callbacks(); })
       .def_property_readonly("model", [](PyTrainer& t) { return t.trainer().state().model; })

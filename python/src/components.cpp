@@ -13,6 +13,7 @@
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
@@ -277,6 +278,12 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         return py::dict(py::arg("convs") = a.counts().convs, py::arg("maxpools") = a.counts().maxpools);
       }, "What the last application replaced: {'convs': n, 'maxpools': m}.");
 
+  bind_algorithm<alg::GradientClipping, alg::GradientClippingOptions>(
+      m, "GradientClipping", "gradient_clipping",
+      "Gradient clipping at AFTER_TRAIN_BATCH (after every microbatch, before the step): the global norm "
+      "('norm'), each value ('value') or each unit relative to its weights ('adaptive', AGC) bounded by "
+      "clipping_threshold.");
+
   bind_algorithm<alg::LabelSmoothing, alg::LabelSmoothingOptions>(
       m, "LabelSmoothing", "label_smoothing",
       "Label smoothing (Szegedy et al. 2016): trains against (1 - alpha) onehot(y) + alpha / C, by default with "
@@ -390,6 +397,17 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       py::arg("model"),
       "BlurPool surgery on a tessera.Model (keyword arguments as for tessera.algorithms.BlurPool); returns "
       "{'convs': n, 'maxpools': m}.");
+  f.def(
+      "clip_gradients",
+      [](const std::vector<at::Tensor>& parameters, const std::string& clipping_type, double clipping_threshold)
+          -> py::object {
+        const at::Tensor total = alg::clip_gradients(parameters, clipping_type, clipping_threshold);
+        return total.defined() ? py::cast(total) : py::none();
+      },
+      py::arg("parameters"), py::arg("clipping_type") = "norm", py::arg("clipping_threshold") = 1.0,
+      "Gradient clipping in place on the .grad of `parameters` (a list of tensors; those without a gradient are "
+      "skipped): 'norm' (global L2 norm, as torch.nn.utils.clip_grad_norm_), 'value' or 'adaptive' (AGC). "
+      "Returns the norm before clipping for 'norm', else None.");
   f.def(
       "freeze_layers", [](Model& model, int64_t depth) { return alg::freeze_layers(model, nullptr, depth); },
       py::arg("model"), py::arg("depth"),

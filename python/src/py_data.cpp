@@ -9,11 +9,18 @@
 #include "user_parts.h"
 
 namespace tessera::python {
-namespace {
 
 bool is_tensor(py::handle h) { return THPVariable_Check(h.ptr()); }
 
+bool is_mapping(py::handle h) {
+  if (PyDict_Check(h.ptr())) return true;
+  if (PyTuple_Check(h.ptr()) || PyList_Check(h.ptr()) || is_tensor(h)) return false;
+  return py::isinstance(h, py::module_::import("collections.abc").attr("Mapping"));
+}
+
 std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>(); }
+
+namespace {
 
 at::Tensor part_from_python(py::handle value, const std::string& where) {
   if (!is_tensor(value)) {
@@ -40,7 +47,7 @@ Batch batch_from_python(py::handle batch, BatchLayout& layout, const std::string
       const std::string key = i == 0 ? Batch::kInput : i == 1 ? Batch::kTarget : "item" + std::to_string(i);
       out.set(key, part_from_python(items[i], where + "[" + std::to_string(i) + "]"));
     }
-  } else if (py::isinstance(batch, py::module_::import("collections.abc").attr("Mapping"))) {
+  } else if (is_mapping(batch)) {
     layout.kind = BatchLayout::Kind::Mapping;
     const py::dict items(py::reinterpret_borrow<py::object>(batch));
     for (const auto& item : items) {

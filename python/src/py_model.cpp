@@ -33,10 +33,6 @@ class MirrorModule : public torch::nn::Module {
   MirrorModule() : torch::nn::Module("Mirror") {}
 };
 
-std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>(); }
-
-bool is_tensor(py::handle h) { return THPVariable_Check(h.ptr()); }
-
 py::module_ adapters() { return py::module_::import("tessera._adapters"); }
 
 /// Checks the loss a user's loss_fn (or model) returned: a tensor with one element for the mean, [N] per example.
@@ -179,7 +175,7 @@ class UserModel : public Model {
     at::Tensor primary;
     if (is_tensor(raw)) {
       primary = raw.cast<at::Tensor>();
-    } else if (py::isinstance(raw, py::module_::import("collections.abc").attr("Mapping"))) {
+    } else if (is_mapping(raw)) {
       const py::dict d(raw);
       if (d.contains("loss") && is_tensor(d["loss"])) last_loss_ = d["loss"].cast<at::Tensor>();
       if (!d.contains(output_key_.c_str()) || !is_tensor(d[output_key_.c_str()])) {

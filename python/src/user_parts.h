@@ -33,6 +33,13 @@ struct BatchContext {
   BatchLayout current;
 };
 
+/// Whether `h` is a torch.Tensor.
+bool is_tensor(py::handle h);
+/// Whether `h` is a mapping: a dict (no import on that common path) or another collections.abc.Mapping.
+bool is_mapping(py::handle h);
+/// The name of `h`'s type ("Tensor", "dict").
+std::string type_name(py::handle h);
+
 /// A user's batch (tensor, tuple/list, dict of tensors) as a C++ Batch; `layout` receives its form.
 /// InputError naming `where` and what was expected for anything else.
 Batch batch_from_python(py::handle batch, BatchLayout& layout, const std::string& where);

@@ -65,6 +65,7 @@ from ._C import (
 from . import algorithms, data, functional
 from ._plan import Plan, plan
 from ._recipe import load_recipe
+from ._signals import Interrupted, Terminated
 from ._spec import after, before, conflicts_with
 from ._trainer import Trainer
 
@@ -82,6 +83,7 @@ __all__ = [
     "Error",
     "Event",
     "InputError",
+    "Interrupted",
     "Logger",
     "LoggerDestination",
     "Model",
@@ -94,6 +96,7 @@ __all__ = [
     "Rng",
     "Selector",
     "State",
+    "Terminated",
     "Time",
     "TimeUnit",
     "Timestamp",

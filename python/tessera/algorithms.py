@@ -10,6 +10,7 @@ from ._C import Algorithm, AlgorithmSpec
 from ._C import algorithms as _native
 
 BlurPool = _native.BlurPool
+GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
 ProgressiveResizing = _native.ProgressiveResizing
@@ -21,6 +22,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmSpec",
     "BlurPool",
+    "GradientClipping",
     "LabelSmoothing",
     "LayerFreezing",
     "ProgressiveResizing",

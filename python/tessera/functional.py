@@ -36,11 +36,21 @@ freeze_depth = _native.freeze_depth
 apply_blurpool = _native.apply_blurpool
 freeze_layers = _native.freeze_layers
 
+
+def clip_gradients(parameters, clipping_type="norm", clipping_threshold=1.0):
+    """Gradient clipping in place on the ``.grad`` of ``parameters`` (any iterable of tensors, such as
+    ``model.parameters()``; those without a gradient are skipped): ``"norm"`` (the global L2 norm, as
+    ``torch.nn.utils.clip_grad_norm_``), ``"value"`` or ``"adaptive"`` (AGC). Returns the norm before clipping
+    for ``"norm"``, else None. The same code as the GradientClipping algorithm."""
+    return _native.clip_gradients(list(parameters), clipping_type, clipping_threshold)
+
+
 __all__ = [
     "ops",
     "apply_blurpool",
     "blur2d",
     "blur_filter",
+    "clip_gradients",
     "cross_entropy",
     "freeze_depth",
     "freeze_layers",

@@ -1,5 +1,5 @@
 """Type hints of tessera.functional."""
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Union
 
 import torch
 
@@ -28,3 +28,6 @@ def apply_blurpool(
     model: Model, *, replace_convs: bool = ..., replace_maxpools: bool = ..., blur_first: bool = ..., min_channels: int = ...
 ) -> Dict[str, int]: ...
 def freeze_layers(model: Model, depth: int) -> int: ...
+def clip_gradients(
+    parameters: Iterable[torch.Tensor], clipping_type: str = "norm", clipping_threshold: float = 1.0
+) -> Optional[torch.Tensor]: ...

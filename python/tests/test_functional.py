@@ -98,6 +98,45 @@ def test_freeze_depth():
     assert TF.freeze_depth(1.0, 5, 0.5, 1.0) == 4
 
 
+def _module_with_grads(seed):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    (net(torch.randn(8, 6)).pow(2).sum() * 10).backward()
+    return net
+
+
+def test_clip_gradients_matches_torch_and_the_agc_formula():
+    ours, theirs = _module_with_grads(0), _module_with_grads(0)
+    total = TF.clip_gradients(ours.parameters(), "norm", 0.5)
+    expected_total = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
+    assert total.item() == pytest.approx(expected_total.item(), rel=1e-6)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+
+    ours, theirs = _module_with_grads(1), _module_with_grads(1)
+    assert TF.clip_gradients(ours.parameters(), "value", 0.01) is None
+    torch.nn.utils.clip_grad_value_(theirs.parameters(), 0.01)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a.grad, b.grad)
+
+    net = _module_with_grads(2)
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in net.named_parameters()}
+    TF.clip_gradients(net.parameters(), "adaptive", 0.01)
+    for name, p in net.named_parameters():
+        w, g = before[name]
+        dims = tuple(range(1, w.dim()))
+        w_norm = w.norm(dim=dims, keepdim=True) if dims else w.norm()
+        g_norm = g.norm(dim=dims, keepdim=True) if dims else g.norm()
+        coefficient = (0.01 * w_norm / g_norm.clamp_min(1e-6)).nan_to_num(1.0).clamp_max(1.0)
+        assert torch.allclose(p.grad, g * coefficient, rtol=1e-5, atol=1e-8), name
+
+    with pytest.raises(tessera.InputError, match="clipping_type"):
+        TF.clip_gradients(net.parameters(), "l2", 1.0)
+    with pytest.raises(tessera.InputError, match="clipping_threshold"):
+        tessera.algorithms.GradientClipping(clipping_threshold=0)
+    assert tessera.algorithms.GradientClipping(clipping_type="adaptive").options["clipping_type"] == "adaptive"
+
+
 def test_torch_operators_share_the_implementation():
     """The library registers its kernels as torch operators; the functional forms give their results."""
     ops = TF.ops

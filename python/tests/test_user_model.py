@@ -263,6 +263,57 @@ def test_a_dict_model_with_its_own_loss_and_with_a_custom_loss(train_set, tmp_pa
     assert ("dict", ["labels", "pixel_values"], "mean") in calls
 
 
+class DictResNet(TinyResNet):
+    """TinyResNet called with the batch as keywords, returning {"logits"}."""
+
+    def forward(self, pixel_values, labels=None):
+        return {"logits": super().forward(pixel_values)}
+
+
+def _resumable_kind(kind, train_set, run_dir, callbacks=()):
+    """A run to kill and resume: dict batches into a keyword-called model with progressive resizing, or a
+    TorchScript module (whose forward runs in C++), each with the algorithms that apply to it."""
+    common = dict(optimizer={"sgd": {"lr": 0.05, "momentum": 0.9}}, callbacks=list(callbacks), max_duration="3ep",
+                  seed=9, run_dir=str(run_dir), checkpoint={"folder": "ck", "interval": "4ba", "autoresume": True})
+    resizing = tessera.algorithms.ProgressiveResizing(initial_scale=0.5, size_increment=4)
+    backprop = tessera.algorithms.SelectiveBackprop(start=0.3, end=0.8, keep=0.5, interrupt=2)
+    if kind == "dict":
+        torch.manual_seed(1)
+        data = torch.utils.data.DataLoader(DictData(train_set), batch_size=64,
+                                           sampler=tessera.data.ResumableSampler(train_set))
+        return tessera.Trainer(model=DictResNet(), train_dataloader=data, input_key="pixel_values",
+                               target_key="labels", algorithms=[resizing, backprop,
+                                                                tessera.algorithms.LabelSmoothing(smoothing=0.1)],
+                               **common)
+    return tessera.Trainer(model=torch.jit.script(make_model(1)), train_dataloader=loader(train_set),
+                           algorithms=[resizing, backprop, tessera.algorithms.LabelSmoothing(smoothing=0.1),
+                                       tessera.algorithms.LayerFreezing(freeze_start=0.5, freeze_level=0.5)],
+                           **common)
+
+
+@pytest.mark.parametrize("kind", ["dict", "script"])
+def test_killed_and_resumed_dict_batches_and_torchscript_equal_the_run_in_one_go(kind, train_set, tmp_path):
+    one_go = _resumable_kind(kind, train_set, tmp_path / "one")
+    one_go.fit()
+    ran = one_go.trace
+    for name in ("progressive_resizing/after_dataloader", "selective_backprop/after_dataloader",
+                 "label_smoothing/before_loss"):
+        assert ran[name]["count"] > 0, name
+    if kind == "script":
+        assert ran["layer_freezing/epoch_end"]["count"] > 0
+    first = _resumable_kind(kind, train_set, tmp_path / "two", callbacks=[KillAt(10)])
+    with pytest.raises(Killed):
+        first.fit()
+    assert first.last_checkpoint.endswith("ep1-ba8.ckpt")
+    del first
+    second = _resumable_kind(kind, train_set, tmp_path / "two")
+    assert second.loaded_checkpoint.endswith("ep1-ba8.ckpt")
+    second.fit()
+    assert second.weights_fingerprint() == one_go.weights_fingerprint()
+    for name, value in second.module.state_dict().items():
+        assert torch.equal(value, one_go.module.state_dict()[name]), name
+
+
 def test_algorithms_that_cannot_work_are_refused_before_step_1(train_set, tmp_path):
     data = torch.utils.data.DataLoader(DictData(train_set), batch_size=64)
     common = dict(model=DictModel(), train_dataloader=data, input_key="pixel_values", target_key="labels",

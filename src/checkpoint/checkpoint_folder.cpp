@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <regex>
 #include <tuple>
@@ -141,16 +143,45 @@ std::vector<std::string> prune(const std::string& folder, int64_t keep, const st
 
 }  // namespace checkpoint
 
-void install_stop_signal_handlers() {
+namespace {
+/// Installs on_stop_signal for `sig`, storing the handler found in `previous` when given.
+void install_stop_handler(int sig, struct sigaction* previous) {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::sigaction(SIGINT, &sa, nullptr);
+  if (::sigaction(sig, &sa, previous) != 0) {
+    throw Error(std::string("cannot install a handler for signal ") + std::to_string(sig) + ": " + std::strerror(errno));
+  }
+}
+}  // namespace
+
+void install_stop_signal_handlers() {
+  install_stop_handler(SIGTERM, nullptr);
+  install_stop_handler(SIGINT, nullptr);
 }
 
 int stop_signal() noexcept { return g_stop_signal.load(); }
 void clear_stop_signal() noexcept { g_stop_signal.store(0); }
+
+struct StopSignalScope::Saved {
+  int sig;
+  struct sigaction previous;
+};
+
+StopSignalScope::StopSignalScope(const std::vector<int>& signals) {
+  clear_stop_signal();
+  for (int sig : signals) {
+    auto saved = std::make_unique<Saved>();
+    saved->sig = sig;
+    install_stop_handler(sig, &saved->previous);
+    saved_.push_back(std::move(saved));
+  }
+}
+
+StopSignalScope::~StopSignalScope() {
+  for (const auto& saved : saved_) ::sigaction(saved->sig, &saved->previous, nullptr);
+  clear_stop_signal();
+}
 
 }  // namespace tessera

@@ -29,15 +29,22 @@ double warmup_factor(double t, double warmup_batches) {
   return warmup_batches > 0 ? std::min(1.0, (t + 1) / warmup_batches) : 1.0;
 }
 
+/// A number of batches as people write it: 469, 30, 12.5.
+std::string batch_count(double batches) {
+  return batches == std::floor(batches) && std::fabs(batches) < 1e15 ? std::to_string(static_cast<int64_t>(batches))
+                                                                     : fmt::format("{:.2f}", batches);
+}
+
 /// Progress tau in [0, 1] of the schedule after warmup; InputError when t_max <= warmup.
 double progress(double t, const Time& t_max, const Time& warmup, const TimeContext& ctx,
                 double* warmup_batches, const char* scheduler) {
   const double w = ctx.to_batches(warmup);
   const double end = ctx.to_batches(t_max);
   if (!(end > w)) {
-    throw InputError(fmt::format("{} scheduler: t_max ({} = {:g} batches) must be greater than warmup ({} = {:g} "
-                                 "batches)",
-                                 scheduler, t_max.str(), end, warmup.str(), w));
+    throw InputError(fmt::format("t_max: {} is {} batches in this run, not more than the {} scheduler's warmup {} ({} "
+                                 "batches); expected a t_max after the warmup: lengthen t_max (or max_duration, when "
+                                 "t_max is in dur), or shorten the warmup (a fraction such as 0.05dur scales with the run)",
+                                 t_max.str(), batch_count(end), scheduler, warmup.str(), batch_count(w)));
   }
   *warmup_batches = w;
   return std::clamp((t - w) / (end - w), 0.0, 1.0);
@@ -127,7 +134,7 @@ class OneCycleScheduler : public Scheduler {
     const double t = static_cast<double>(now.batch);
     const double end = ctx.to_batches(o_.t_max());
     if (!(end > 0)) {
-      throw InputError("onecycle scheduler: t_max (" + o_.t_max().str() + ") is 0 batches; expected > 0");
+      throw InputError("t_max: " + o_.t_max().str() + " is 0 batches in this run; expected more than 0");
     }
     const double peak = o_.max_alpha();
     const double initial = peak / o_.div_factor();

@@ -205,7 +205,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"whole_number_too_large",
        edit("seed: 1", "seed: 1e20"),
        {},
-       {"<string>:2:7: seed: 1e20 is out of range; expected a whole number in [-9223372036854775808, "}},
+       {"<string>:2:7: seed: 1e20 is out of range; expected a whole number in [0, 4294967295]"}},
       {"missing_model",
        edit("model:\n  mlp: {hidden: [16]}\n", ""),
        {},
@@ -247,7 +247,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"model_constructor_error",
        edit("mlp: {hidden: [16]}", "resnet: {depth: 9}"),
        {},
-       {"<string>:4:11: model.resnet: "}},
+       {"<string>:4:19: model.resnet.depth: 9 is not of the form 6n+2"}},  // at the option the error names
       {"yaml_syntax_error",
        edit("momentum: 0.9}", "momentum: 0.9"),
        {},
@@ -286,6 +286,25 @@ std::vector<BadRecipe> bad_recipes() {
        {"model={cnn: {widht: 4}}"},
        {"<command line> override 1: model.cnn.widht: unknown key \"widht\" in model.cnn; did you mean "
         "\"width\"?"}},
+      // checks that need the run's length or a constructor, located at the option they name
+      {"scheduler_horizon_before_warmup",
+       append("schedulers:\n  - cosine: {t_max: 1dur, warmup: 1ep}\n"),
+       {},
+       {"<string>:12:", "schedulers[0].cosine.t_max: 1dur is 2 batches in this run, not more than the cosine "
+        "scheduler's warmup 1ep (4 batches); expected a t_max after the warmup"}},
+      {"scheduler_horizon_from_an_override",
+       append("schedulers:\n  - cosine: {t_max: 4ep, warmup: 1ep}\n"),
+       {"schedulers[0].cosine.t_max=3ba"},
+       {"<command line> override 1: schedulers[0].cosine.t_max: 3ba is 3 batches in this run"}},
+      {"constructor_check_at_its_override",
+       edit("mlp: {hidden: [16]}", "resnet: {depth: 8}"),
+       {"model.resnet.depth=9"},
+       {"<command line> override 1: model.resnet.depth: 9 is not of the form 6n+2"}},
+      {"huge_whole_number_gets_the_options_range",
+       kBase,
+       {"data.train.loader.batch_size=100000000000000000000"},
+       {"<command line> override 1: data.train.loader.batch_size: 100000000000000000000 is out of range; expected "
+        "a whole number >= 1 (at most 9223372036854775807)"}},
       {"override_list_index_out_of_range",
        append("schedulers: []\n"),
        {"schedulers[3]={cosine: {}}"},

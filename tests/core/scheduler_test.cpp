@@ -154,7 +154,7 @@ TEST(Scheduler, HorizonNotAfterWarmupIsRejected) {
       make_linear_scheduler(LinearSchedulerOptions().t_max(Time::parse("5ba")).warmup(Time::parse("1ep")));
   const std::string msg = message_of([&] { at_batch(*s, 0); });
   // Whole numbers of batches print as such, not as 5.000000.
-  EXPECT_THAT(msg, HasSubstr("t_max (5ba = 5 batches) must be greater than warmup (1ep = 10 batches)"));
+  EXPECT_THAT(msg, HasSubstr("t_max: 5ba is 5 batches in this run, not more than the linear scheduler's warmup 1ep (10 batches)"));
   EXPECT_THROW(make_constant_scheduler(ConstantSchedulerOptions().warmup(Time::parse("100tok"))),
                tessera::InputError);
 }

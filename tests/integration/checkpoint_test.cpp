@@ -22,6 +22,7 @@
 #include <torch/version.h>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
@@ -106,6 +107,9 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
                                                      .finetune_fraction(0.2)
                                                      .size_increment(2));
   }
+  if (name == "gradient_clipping") {
+    return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_type("adaptive").clipping_threshold(0.05));
+  }
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -136,7 +140,7 @@ Components components(const RunSpec& s) {
   if (s.evaluator) {
     Evaluator ev;
     ev.label = "eval";
-    ev.dataloader = testing::loader(testing::tiny_data(16, 99), 16, false);
+    ev.dataloader = testing::loader(testing::tiny_data(16, 99), 4, false);  // 4 batches
     ev.metrics = {std::make_shared<Accuracy>(1)};
     c.evaluators.push_back(ev);
   }
@@ -581,6 +585,12 @@ std::vector<RunSpec> resume_specs() {
     one.algorithms = {algorithm};
     specs.push_back(one);
   }
+  RunSpec clipped;  // stateless, with microbatches: clipping once per step must resume exactly too
+  clipped.name = "gradient_clipping_microbatches";
+  clipped.model = "cnn";
+  clipped.microbatch_size = 3;
+  clipped.algorithms = {"gradient_clipping", "label_smoothing"};
+  specs.push_back(clipped);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";
@@ -1153,6 +1163,84 @@ TEST_F(CheckpointSignal, SigintWithoutAFolderSavesNothing) {
   }
   EXPECT_EQ(run->state().timestamp.batch, 2);
   EXPECT_EQ(run->last_checkpoint(), "");
+}
+
+/// Raises `signal` at the end of the first evaluation batch, and counts evaluation batches.
+class SignalInEvaluation : public Callback {
+ public:
+  explicit SignalInEvaluation(int signal) : signal_(signal) {}
+  std::string name() const override { return "signal_in_evaluation"; }
+  void run_event(Event event, State&, Logger&) override {
+    if (event != Event::EvalBatchEnd) return;
+    if (eval_batches++ == 0) std::raise(signal_);
+  }
+  int eval_batches = 0;
+
+ private:
+  int signal_;
+};
+
+TEST_F(CheckpointSignal, SigtermDuringTheEpochEndEvaluationStopsAtTheNextEvaluationBatchAndResumesExactly) {
+  RunSpec spec = tiny_spec();
+  spec.evaluator = true;  // at every epoch end, 4 batches
+  const std::string expected = uninterrupted_fingerprint(spec);
+  const std::string dir = folder("ckpt");
+  const StopSignalScope scope({SIGTERM});
+  auto signal = std::make_shared<SignalInEvaluation>(SIGTERM);
+  TestRun run = make_run(spec, CheckpointOptions().folder(dir), {signal});
+  try {
+    run->fit();
+    FAIL() << "expected tessera::Interrupted";
+  } catch (const Interrupted& e) {
+    EXPECT_EQ(e.signal(), SIGTERM);
+    EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGTERM after batch 6"));
+    EXPECT_THAT(std::string(e.what()), HasSubstr(join(dir, "ep1-ba6.ckpt")));
+  }
+  EXPECT_EQ(signal->eval_batches, 1);  // the evaluation stopped at its next batch, not at its end
+  EXPECT_EQ(run->state().metrics.count("metrics/eval/accuracy"), 0u);  // nothing partial was logged
+  EXPECT_EQ(names_in(dir), Names{"ep1-ba6.ckpt"});
+  // The trainer was stopped, not broken mid-batch, and says so.
+  try {
+    run->evaluate();
+    FAIL() << "expected tessera::Error";
+  } catch (const Error& e) {
+    EXPECT_THAT(std::string(e.what()), HasSubstr("fit() was stopped by SIGTERM after batch 6"));
+  }
+  clear_stop_signal();
+
+  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+  resumed->fit();
+  EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+}
+
+TEST_F(CheckpointSignal, SigintDuringEvaluateStopsAtTheNextBatchAndLeavesTheTrainerUsable) {
+  RunSpec spec = tiny_spec();
+  spec.evaluator = true;
+  auto signal = std::make_shared<SignalInEvaluation>(SIGINT);
+  TestRun run = make_run(spec, {}, {signal});
+  {
+    const StopSignalScope scope({SIGINT});
+    try {
+      run->evaluate();
+      FAIL() << "expected tessera::Interrupted";
+    } catch (const Interrupted& e) {
+      EXPECT_EQ(e.signal(), SIGINT);
+      EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGINT during evaluation \"eval\" after 1 batches"));
+    }
+    EXPECT_EQ(signal->eval_batches, 1);
+    EXPECT_EQ(stop_signal(), SIGINT);
+  }
+  EXPECT_EQ(stop_signal(), 0);  // the scope cleared it as it ended
+  // The scope put the previous handler back (the fixture's default): raising SIGINT now would end the test
+  // binary, so only check what is installed.
+  struct sigaction now {};
+  ::sigaction(SIGINT, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, SIG_DFL);
+  const auto metrics = run->evaluate();  // whole again; training is untouched
+  EXPECT_EQ(signal->eval_batches, 5);
+  EXPECT_EQ(metrics.count("metrics/eval/accuracy"), 1u);
+  run->fit();
+  EXPECT_EQ(run->state().timestamp.batch, 3 * 6);
 }
 
 // ------------------------------------------------------------------------------------------------ 7. seeds

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
@@ -65,6 +66,8 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   using namespace algorithms;
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
+  if (name == "gradient_clipping")
+    return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "selective_backprop")
     return std::make_shared<SelectiveBackprop>(SelectiveBackpropOptions().start(0).end(1).interrupt(0));
   if (name == "progressive_resizing")
@@ -120,6 +123,13 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
   if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
+  if (has("gradient_clipping")) {
+    double sum = 0;  // the last step's gradients were clipped (0.01) and are still there
+    for (const auto& p : model->parameters()) {
+      if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
+    }
+    EXPECT_LE(std::sqrt(sum), 0.01 + 1e-6);
+  }
   if (has("layer_freezing")) {
     // Every model parameter is either trainable and in the optimizer, or frozen and out of it.
     for (const auto& p : model->parameters()) EXPECT_EQ(p.requires_grad(), opt->contains(p));
@@ -127,8 +137,8 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool", "label_smoothing", "layer_freezing", "progressive_resizing",
-                                       "selective_backprop"};
+  const std::vector<std::string> names{"blurpool",        "gradient_clipping",    "label_smoothing",
+                                       "layer_freezing",  "progressive_resizing", "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);
@@ -136,7 +146,7 @@ std::vector<std::pair<std::string, std::string>> pairs() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(FiveAlgorithms, Pairwise, ::testing::ValuesIn(pairs()),
+INSTANTIATE_TEST_SUITE_P(ShippedAlgorithms, Pairwise, ::testing::ValuesIn(pairs()),
                          [](const auto& info) { return info.param.first + "_" + info.param.second; });
 
 TEST(Composition, InteractionsDocumentIsUpToDate) {
