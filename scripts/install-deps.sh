@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config
-  libtorch-dev libopenblas0-openmp libyaml-cpp-dev libfmt-dev
+  libtorch-dev libgloo-dev libopenblas0-openmp libyaml-cpp-dev libfmt-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libzstd-dev libxxhash-dev zlib1g-dev
   python3-torch python3-pybind11 pybind11-dev python3-pytest python3-venv python3-pip

@@ -108,6 +108,30 @@ void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
   total_ += outputs.size(0);
 }
 
+std::vector<double> Accuracy::counts() const {
+  const int64_t correct = correct_ + (correct_on_device_.defined() ? correct_on_device_.item<int64_t>() : 0);
+  return {static_cast<double>(correct), static_cast<double>(total_)};
+}
+
+void Accuracy::set_counts(const std::vector<double>& counts) {
+  if (counts.size() != 2) throw Error("Accuracy::set_counts: expected 2 counts (hits, examples)");
+  correct_on_device_ = at::Tensor();
+  correct_ = static_cast<int64_t>(counts[0]);
+  total_ = static_cast<int64_t>(counts[1]);
+}
+
+std::vector<double> CrossEntropyMetric::counts() const {
+  const double sum = sum_ + (sum_on_device_.defined() ? sum_on_device_.item<double>() : 0.0);
+  return {sum, static_cast<double>(total_)};
+}
+
+void CrossEntropyMetric::set_counts(const std::vector<double>& counts) {
+  if (counts.size() != 2) throw Error("CrossEntropyMetric::set_counts: expected 2 counts (sum, examples)");
+  sum_on_device_ = at::Tensor();
+  sum_ = counts[0];
+  total_ = static_cast<int64_t>(counts[1]);
+}
+
 double CrossEntropyMetric::compute() const {
   const double sum = sum_ + (sum_on_device_.defined() ? sum_on_device_.item<double>() : 0.0);
   return total_ == 0 ? 0.0 : sum / static_cast<double>(total_);

@@ -410,7 +410,7 @@ std::vector<Product> build_list(const Kind<Product>& kind, const ConfigNode& nod
 
 struct Sections {
   TrainerOptions trainer;
-  ConfigNode model, data, optimizer, schedulers, algorithms, callbacks, loggers, checkpoint;
+  ConfigNode model, data, optimizer, schedulers, algorithms, callbacks, loggers, checkpoint, distributed;
   template <class V>
   void visit(V& v) {
     trainer.visit(v);
@@ -422,6 +422,7 @@ struct Sections {
     v("callbacks", callbacks, "callbacks", Any{});
     v("loggers", loggers, "logger destinations", Any{});
     v("checkpoint", checkpoint, "checkpoint settings", Any{});
+    v("distributed", distributed, "data-parallel settings (docs/distributed.md)", Any{});
   }
 };
 
@@ -558,6 +559,8 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
                                           "resume from",
                                           "a checkpoint.folder, or autoresume: false");
   }
+
+  run.components.distributed = read<dist::DistributedOptions>(s.distributed);
 
   Context ctx;
   ctx.trainer = run.trainer;

@@ -15,6 +15,7 @@ namespace tessera {
 
 void Trainer::write_run_summary(const std::string& status) const noexcept {
   // Only into a run folder the run writes to (metric files, checkpoints): a Trainer used without files leaves none.
+  if (state_.rank != 0) return;  // data-parallel: rank 0 writes the run's files (docs/distributed.md)
   std::error_code ec;
   if (options_.run_dir().empty() || !std::filesystem::is_directory(options_.run_dir(), ec)) return;
   const std::string path = (std::filesystem::path(options_.run_dir()) / "run.json").string();

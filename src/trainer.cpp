@@ -21,6 +21,7 @@
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/checkpoint_folder.h"
 #include "checkpoint/recipe_changes.h"
+#include "distributed/data_parallel.h"
 #include "retry_point.h"
 #include "trainer_checks.h"
 
@@ -153,6 +154,19 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
   }
 
+  // Several ranks (torchrun, tessera-run --nproc, srun): a process group now, so that a bad environment fails
+  // before anything else; then each rank trains on its share of the data.
+  ddp_ = dist::DataParallel::from(components, state_.device);
+  if (ddp_) {
+    state_.rank = ddp_->rank();
+    state_.world_size = ddp_->world_size();
+    ddp_->setup(components, components.evaluators);
+    if (options_.threads() == 0) {  // "all cores" means this rank's share of them
+      const int64_t local = std::max(1, ddp_->comm().environment().local_world_size);
+      options_.threads(std::max<int64_t>(1, std::thread::hardware_concurrency() / local));
+    }
+  }
+
   const RuntimeScope runtime(options_.threads(), options_.deterministic());
   state_.seed = static_cast<uint64_t>(options_.seed());
   seed_everything(rank_seed(state_.seed, state_.rank));
@@ -174,6 +188,17 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   check_precision_supported(state_.precision, state_.device);
   if (options_.loss_scaling() == "dynamic" || (options_.loss_scaling() == "auto" && state_.precision == Precision::AmpFp16)) {
     scaler_ = std::make_unique<GradScaler>(GradScalerOptions(), state_.device);
+  }
+  if (ddp_ && scaler_) {
+    throw InputError("trainer.loss_scaling: loss scaling (" + options_.loss_scaling() + " with precision " +
+                     options_.precision() + ") is not supported with data-parallel training yet: the scaler unscales "
+                     "each microbatch's gradients before the ranks average them, which would mix scaled and unscaled "
+                     "values. Use precision: amp_bf16 (no scaler needed), or train on one rank");
+  }
+  if (ddp_ && options_.microbatch_size().is_auto()) {
+    throw InputError("trainer.microbatch_size: auto is not supported with data-parallel training yet: every rank "
+                     "must agree on the size before retrying a batch, and that agreement is not built; give a "
+                     "number (the largest that fits, found on one rank with auto)");
   }
   train_metrics_ = std::move(components.train_metrics);
   if (train_metrics_.empty()) train_metrics_.push_back(std::make_shared<Accuracy>(1));
@@ -204,6 +229,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   move_model_to_device();
   // BeforeLoad, the checkpoint asked for (if any), AfterLoad.
   load_initial_checkpoint();
+  if (ddp_) ddp_->broadcast_model(*state_.model);  // every rank starts from rank 0's weights
   // Re-seed so that random numbers consumed by surgery or loading do not shift the run (a resumed run has
   // its generators from the checkpoint instead).
   if (!restored_generators_) seed_everything(rank_seed(state_.seed, state_.rank));
@@ -335,7 +361,8 @@ void Trainer::fit() {
         s.batch = std::move(*next);
         in_batch_ = true;
         if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
-        const int64_t samples = s.batch.size();  // counted before algorithms change the batch
+        // Counted before algorithms change the batch; over all ranks.
+        const int64_t samples = ddp_ ? ddp_->global_batch_size() : s.batch.size();
         engine.run_event(Event::AfterDataloader, s);
         update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
         engine.run_event(Event::BatchStart, s);
@@ -397,6 +424,7 @@ void Trainer::train_batch() {
   Engine& engine = *engine_;
   engine.run_event(Event::BeforeTrainBatch, s);
   s.optimizer->zero_grad(true);
+  if (ddp_) ddp_->before_batch(*s.model);
   const Batch full = s.batch;
   if (full.size() == 0) throw Error("trainer: batch " + std::to_string(s.timestamp.batch) + " is empty after the algorithms ran");
   const bool log_now = (s.timestamp.batch % options_.log_interval()) == 0;
@@ -430,6 +458,11 @@ void Trainer::train_batch() {
     }
   }
   s.batch = full;
+  if (ddp_) {  // the loss of the global batch, the same on every rank (so is the decision on a non-finite one)
+    loss_sum = loss_sum.clone();
+    ddp_->mean_over_ranks(loss_sum);
+    if (deferred_ && skip_nonfinite) finite = at::isfinite(loss_sum).item<bool>();
+  }
   double loss_value = 0.0;
   if (deferred_) {
     if (!skip_nonfinite) nonfinite_.record(loss_sum, s.timestamp.batch);
@@ -479,6 +512,7 @@ void Trainer::train_batch() {
   }
   std::map<std::string, double> values{{"loss/train/total", loss_value}};
   values["lr"] = s.optimizer->param_groups().empty() ? 0.0 : s.optimizer->param_groups()[0].lr;
+  if (ddp_) ddp_->reduce(train_metrics_);
   for (auto& m : train_metrics_) {
     const std::string key = "metrics/train/" + m->name();
     values[key] = s.metrics[key] = m->compute();
@@ -515,17 +549,25 @@ at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_
     engine.run_event(Event::BeforeBackward, s);
     // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
     // gradient of the full batch's mean loss.
-    const double share = static_cast<double>(s.batch.size()) / static_cast<double>(n);
+    // On several ranks, the weight also makes uneven shares of the global batch average to its mean.
+    const double share =
+        static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight() : 1.0);
     at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
     at::Tensor detached = scaled.detach();
     loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
-    if (deferred_ && skip_nonfinite && i + 1 == microbatches.size()) finite = at::isfinite(loss_sum).item<bool>();
-    // With a loss scaler, AfterBackward sees unscaled gradients (GradScaler::backward).
+    const bool last = i + 1 == microbatches.size();
+    // Several ranks decide on a non-finite loss together, on the mean over ranks (train_batch).
+    if (deferred_ && skip_nonfinite && last && !ddp_) finite = at::isfinite(loss_sum).item<bool>();
+    // On several ranks the last microbatch's backward also averages the gradients over the ranks (a loss
+    // scaler is refused there: Trainer's constructor). With a loss scaler, AfterBackward sees unscaled
+    // gradients (GradScaler::backward).
+    if (ddp_) ddp_->before_backward(*s.model, last);
     if (scaler_) {
       scaler_->backward(scaled, params);
     } else {
       scaled.backward();
     }
+    if (ddp_) ddp_->after_backward();
     engine.run_event(Event::AfterBackward, s);
     if (log_now) {
       at::NoGradGuard no_grad;
@@ -580,7 +622,7 @@ void Trainer::eval_loop(Evaluator& ev) {
     ev.dataloader->start_epoch(s.seed, 0, 0);
     int64_t done = 0;
     while (ev.subset_batches < 0 || done < ev.subset_batches) {
-      if (stop_signal() != 0) break;  // Ctrl-C or SIGTERM: stop at the next batch, log nothing partial
+      if (!ddp_ && stop_signal() != 0) break;  // Ctrl-C or SIGTERM: stop at the next batch, log nothing partial
       std::optional<Batch> next = ev.dataloader->next();
       if (!next) break;
       s.batch = std::move(*next);
@@ -593,13 +635,16 @@ void Trainer::eval_loop(Evaluator& ev) {
       engine.run_event(Event::EvalBatchEnd, s);
       ++done;
     }
-    if (const int sig = stop_signal(); sig != 0) {
+    // On several ranks a signal is acted on at the next batch boundary, where the ranks agree (stop_if_signalled):
+    // a rank leaving its evaluation alone would leave the others waiting in the metrics' all-reduce.
+    if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
       s.batch = std::move(saved);
       if (was_training) s.model->train();
       if (fitting_) stop_if_signalled();  // a checkpoint of the training state, then Interrupted
       throw Interrupted(sig, "stopped by " + signal_name(sig) + " during evaluation \"" + ev.label + "\" after " +
                                  std::to_string(done) + " batches; its metrics were not computed");
     }
+    if (ddp_) ddp_->reduce(ev.metrics);  // sums over every rank's share
     std::map<std::string, double> values;
     for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
     for (const auto& [k, v] : values) s.metrics[k] = v;
@@ -698,6 +743,10 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
   const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
   if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
   read_back();  // deferred: never write weights that a non-finite loss went into; save the latest loss
+  if (state_.rank != 0) {  // rank 0 writes; every rank holds the same state
+    last_checkpoint_ = path;
+    return;
+  }
   save_checkpoint(path);  // creates the folder when it does not exist
   checkpoint::write_text_atomically((std::filesystem::path(folder) / "latest").string(),
                                     std::filesystem::path(path).filename().string() + "\n");
@@ -706,7 +755,9 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
 }
 
 void Trainer::stop_if_signalled() {
-  const int sig = stop_signal();
+  int sig = stop_signal();
+  // Every rank stops after the same batch, also when the signal reached only some of them.
+  if (ddp_ && ddp_->any(sig != 0) && sig == 0) sig = SIGTERM;
   if (sig == 0) return;
   checkpoint_if_due(Event::BatchCheckpoint, /*force=*/true);
   const std::string where = "after batch " + std::to_string(state_.timestamp.batch);

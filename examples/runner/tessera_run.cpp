@@ -1,12 +1,16 @@
 // tessera-run: trains a model from a YAML recipe (schema: docs/recipes.md).
 //
-//   tessera-run RECIPE [key.path=value ...] [--plan] [--dry-run] [--print-recipe]
+//   tessera-run RECIPE [key.path=value ...] [--plan] [--dry-run] [--print-recipe] [--nproc N]
+//
+// Under torchrun (or srun), each rank runs this program and the Trainer joins the process group from the
+// environment; --nproc N starts N local ranks itself (docs/distributed.md).
 //
 // Exit codes: 0 success, 2 bad input (recipe, overrides, refused algorithm combinations, invalid
 // checkpoints), 128 + signal when stopped by SIGTERM/SIGINT (after writing a checkpoint), 1 anything else.
 // The last line of a finished run is `weights-fingerprint: <16 hex digits>` (tessera::weights_fingerprint).
 #include <fmt/format.h>
 #include <tessera/device.h>
+#include <tessera/distributed/launcher.h>
 #include <tessera/error.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
@@ -176,6 +180,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool plan = false, dry_run = false, print_recipe = false;
   bool interactions = false;
+  int nproc = 0;
   app.add_option("recipe", recipe_path, "the YAML recipe");
   app.add_option("overrides", overrides,
                  "overrides key.path=value (e.g. optimizer.sgd.lr=0.05 algorithms=[])");
@@ -184,6 +189,8 @@ int main(int argc, char** argv) {
   app.add_flag("--dry-run", dry_run, "validate and build everything, print a summary, do not train")
       ->excludes(plan_flag);
   app.add_flag("--print-recipe", print_recipe, "print the recipe as run (overrides applied) first");
+  app.add_option("--nproc", nproc, "start N local ranks of data-parallel training (Gloo over loopback on the CPU)")
+      ->check(CLI::Range(1, 1024));
   app.add_flag("--interactions", interactions,
                "print docs/interactions.md (every pair of registered algorithms, from the engine) and exit");
   try {
@@ -199,6 +206,18 @@ int main(int argc, char** argv) {
   if (recipe_path.empty()) {
     std::cerr << "tessera-run: error: a recipe is required (tessera-run RECIPE [key.path=value ...]); see --help\n";
     return 2;
+  }
+
+  if (nproc > 0 && !plan && !dry_run) {
+    std::vector<std::string> args{recipe_path};
+    args.insert(args.end(), overrides.begin(), overrides.end());
+    if (print_recipe) args.emplace_back("--print-recipe");
+    try {
+      return tessera::dist::launch_local(nproc, "/proc/self/exe", args).exit_code;
+    } catch (const std::exception& e) {
+      std::cerr << "tessera-run: error: " << e.what() << "\n";
+      return 1;
+    }
   }
 
   tessera::install_stop_signal_handlers();

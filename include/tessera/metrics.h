@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/Tensor.h>
 
@@ -22,6 +23,13 @@ class Metric {
   /// "accuracy", "top5_accuracy", "cross_entropy".
   virtual std::string name() const = 0;
 
+  /// The accumulated sums behind compute() (e.g. hits and examples), which data-parallel training adds up
+  /// over the ranks so that the value is exact over all their examples (a sum of counts, not a mean of means).
+  /// Empty: the metric cannot be reduced (the Trainer refuses it when training on more than one rank).
+  virtual std::vector<double> counts() const { return {}; }
+  /// Replaces the accumulated sums with `counts` (as returned by counts(), summed over ranks).
+  virtual void set_counts(const std::vector<double>& counts) {}
+
   /// Deferred read-back (the trainer sets it on CUDA): update() keeps its sums as tensors on the outputs'
   /// device and compute() reads them back once, so that no batch waits for the device. Off (the default, and
   /// on the CPU), sums are read back at every update, which is cheaper there. Both give the same values.
@@ -40,6 +48,8 @@ class Accuracy : public Metric {
   void update(const at::Tensor& outputs, const Batch& batch) override;
   double compute() const override;
   std::string name() const override;
+  std::vector<double> counts() const override;
+  void set_counts(const std::vector<double>& counts) override;
 
  private:
   int64_t top_k_;
@@ -55,6 +65,8 @@ class CrossEntropyMetric : public Metric {
   void update(const at::Tensor& outputs, const Batch& batch) override;
   double compute() const override;
   std::string name() const override { return "cross_entropy"; }
+  std::vector<double> counts() const override;
+  void set_counts(const std::vector<double>& counts) override;
 
  private:
   double sum_ = 0.0;

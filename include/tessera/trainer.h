@@ -17,6 +17,7 @@
 #include <tessera/checkpoint.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/device.h>
+#include <tessera/distributed/comm.h>
 #include <tessera/engine.h>
 #include <tessera/evaluator.h>
 #include <tessera/grad_scaler.h>
@@ -27,6 +28,7 @@
 namespace tessera {
 
 namespace checkpoint { struct File; }  // the parsed file (src/checkpoint/checkpoint_file.h)
+namespace dist { class DataParallel; }  // src/distributed/data_parallel.h
 
 struct TrainerOptions {
   TESSERA_OPTION(Time, max_duration) = Time(1, TimeUnit::Epoch);
@@ -89,6 +91,10 @@ struct Components {
   std::vector<Evaluator> evaluators;
   /// Metrics computed on training batches (default: accuracy).
   std::vector<std::shared_ptr<Metric>> train_metrics;
+  /// Data-parallel training (docs/distributed.md): a process group, or none to let the Trainer make one when
+  /// the environment describes several ranks (torchrun, tessera-run --nproc, srun); and its settings.
+  std::shared_ptr<dist::Comm> comm;
+  dist::DistributedOptions distributed;
 };
 
 /// Thrown by Trainer::fit when a stop signal (SIGTERM, SIGINT) ended training after the current batch (and
@@ -229,6 +235,7 @@ class Trainer {
   bool deferred_ = false;
   at::Tensor pending_loss_;      ///< deferred: the last batch's loss, not yet read back
   NonfiniteTracker nonfinite_;   ///< deferred, nonfinite_loss: error
+  std::unique_ptr<dist::DataParallel> ddp_;  ///< more than one rank (docs/distributed.md); null otherwise
 };
 
 /// Installs SIGTERM and SIGINT handlers: the first signal asks every running Trainer to stop after its

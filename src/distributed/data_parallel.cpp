@@ -1,0 +1,121 @@
+#include "distributed/data_parallel.h"
+
+#include <ATen/ATen.h>
+
+#include <tessera/error.h>
+
+namespace tessera::dist {
+
+std::unique_ptr<DataParallel> DataParallel::from(Components& components, c10::Device& device) {
+  if (!components.comm) {
+    const Environment env = read_environment();
+    if (!env.distributed()) return nullptr;
+    if (device.is_cuda()) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    components.comm = Comm::create(env, components.distributed, device);
+  }
+  if (components.comm->world_size() <= 1) return nullptr;
+  return std::make_unique<DataParallel>(components.comm, components.distributed);
+}
+
+DataParallel::DataParallel(std::shared_ptr<Comm> comm, DistributedOptions options)
+    : comm_(std::move(comm)), options_(std::move(options)) {
+  validate_options(options_, "distributed");
+  grad_sync_ = std::make_unique<GradSync>(comm_, static_cast<int64_t>(options_.bucket_cap_mb() * 1024 * 1024));
+}
+
+void DataParallel::setup(Components& c, std::vector<Evaluator>& evaluators) {
+  auto sharded = std::make_shared<ShardedSource>(c.train_dataloader, rank(), world_size());
+  train_ = sharded.get();
+  c.train_dataloader = sharded;
+  for (auto& ev : evaluators) ev.dataloader = std::make_shared<ShardedSource>(ev.dataloader, rank(), world_size());
+  if (rank() != 0) {
+    std::vector<std::shared_ptr<Callback>> kept;
+    for (auto& cb : c.callbacks) {
+      if (!cb->is_logger()) kept.push_back(cb);
+    }
+    c.callbacks = std::move(kept);
+  }
+  auto check = [&](const std::vector<std::shared_ptr<Metric>>& metrics, const std::string& where) {
+    for (const auto& m : metrics) {
+      if (m->counts().empty()) {
+        throw InputError(where + " metric \"" + m->name() + "\" cannot be added up over " +
+                         std::to_string(world_size()) +
+                         " ranks (it does not implement Metric::counts); use it in a one-process run");
+      }
+    }
+  };
+  check(c.train_metrics, "training");
+  for (const auto& a : c.algorithms) find_unused_ = find_unused_ || a->spec().leaves_parameters_unused;
+  grad_sync_->find_unused(find_unused_);
+  for (const auto& ev : evaluators) check(ev.metrics, "evaluator \"" + ev.label + "\"");
+}
+
+void DataParallel::broadcast_model(Model& model) {
+  std::vector<at::Tensor> tensors;
+  for (const auto& p : model.parameters(true)) tensors.push_back(p);
+  for (const auto& b : model.buffers(true)) tensors.push_back(b);
+  comm_->broadcast(tensors, 0, "broadcast of rank 0's parameters and buffers");
+}
+
+void DataParallel::before_batch(Model& model) {
+  if (!options_.broadcast_buffers()) return;
+  std::vector<at::Tensor> buffers;
+  for (const auto& b : model.buffers(true)) {
+    if (b.is_floating_point()) buffers.push_back(b);  // running statistics; integer counters agree anyway
+  }
+  if (!buffers.empty()) comm_->broadcast(buffers, 0, "broadcast of rank 0's buffers");
+}
+
+void DataParallel::before_backward(Model& model, bool last_microbatch) {
+  std::vector<at::Tensor> trainable;
+  std::vector<std::string> names;
+  for (const auto& item : model.named_parameters(true)) {
+    if (!item.value().requires_grad()) continue;
+    trainable.push_back(item.value());
+    names.push_back(item.key());
+  }
+  grad_sync_->prepare(trainable, names);
+  grad_sync_->arm(last_microbatch);
+}
+
+double DataParallel::loss_weight() const {
+  const int64_t global = global_batch_size(), share = train_ ? train_->last_share_size() : 0;
+  if (global == share * world_size()) return 1.0;
+  return static_cast<double>(share) * world_size() / static_cast<double>(global);
+}
+
+int64_t DataParallel::global_batch_size() const { return train_ ? train_->last_global_size() : 0; }
+
+void DataParallel::mean_over_ranks(at::Tensor& value) {
+  comm_->all_reduce_sum(value, "all-reduce of the training loss");
+  value.div_(static_cast<double>(world_size()));
+}
+
+void DataParallel::reduce(const std::vector<std::shared_ptr<Metric>>& metrics) {
+  std::vector<double> all;
+  for (const auto& m : metrics) {
+    const auto c = m->counts();
+    all.insert(all.end(), c.begin(), c.end());
+  }
+  if (all.empty()) return;
+  at::Tensor t = at::tensor(all, at::TensorOptions().dtype(at::kDouble));
+  if (comm_->backend() == "nccl") t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(comm_->environment().local_rank)));
+  comm_->all_reduce_sum(t, "all-reduce of the metrics");
+  t = t.cpu();
+  const double* summed = t.data_ptr<double>();
+  size_t offset = 0;
+  for (const auto& m : metrics) {
+    const size_t n = m->counts().size();
+    m->set_counts(std::vector<double>(summed + offset, summed + offset + n));
+    offset += n;
+  }
+}
+
+bool DataParallel::any(bool flag) {
+  at::Tensor t = at::full({1}, flag ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat));
+  if (comm_->backend() == "nccl") t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(comm_->environment().local_rank)));
+  comm_->all_reduce_sum(t, "agreement on stopping");
+  return t.item<float>() > 0.0f;
+}
+
+}  // namespace tessera::dist

@@ -1,0 +1,461 @@
+// Data-parallel training on the CPU: Gloo over loopback, 1, 2 and 4 ranks started by the launcher of
+// `tessera-run --nproc`. The ranks are this test binary itself, running DistributedWorker.Run (skipped unless
+// the launcher's environment and TESSERA_TEST_DDP_OUT are set): it trains the recipe of TESSERA_TEST_DDP_RECIPE
+// and records, per batch, the weights' fingerprint and the examples this rank got.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <torch/serialize.h>
+
+#include <tessera/distributed/comm.h>
+#include <tessera/distributed/environment.h>
+#include <tessera/distributed/launcher.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
+#include <tessera/trainer.h>
+
+namespace fs = std::filesystem;
+using tessera::dist::Environment;
+using tessera::dist::read_environment;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// The environment
+
+std::function<std::optional<std::string>(const std::string&)> vars(std::map<std::string, std::string> values) {
+  return [values](const std::string& name) -> std::optional<std::string> {
+    auto it = values.find(name);
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+std::string input_error(const std::map<std::string, std::string>& values) {
+  try {
+    read_environment(vars(values));
+  } catch (const tessera::InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(DistributedEnvironment, NoLauncherIsOneProcess) {
+  const Environment env = read_environment(vars({}));
+  EXPECT_EQ(env.world_size, 1);
+  EXPECT_EQ(env.rank, 0);
+  EXPECT_FALSE(env.distributed());
+  EXPECT_EQ(env.launcher, "none");
+}
+
+TEST(DistributedEnvironment, Torchrun) {
+  const Environment env = read_environment(vars({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
+                                                 {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "10.0.0.5"},
+                                                 {"MASTER_PORT", "29400"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                                 {"TORCHELASTIC_RESTART_COUNT", "2"}}));
+  EXPECT_EQ(env.rank, 3);
+  EXPECT_EQ(env.world_size, 4);
+  EXPECT_EQ(env.local_rank, 1);
+  EXPECT_EQ(env.local_world_size, 2);
+  EXPECT_EQ(env.master_addr, "10.0.0.5");
+  EXPECT_EQ(env.master_port, 29400);
+  EXPECT_TRUE(env.agent_store);
+  EXPECT_EQ(env.restart_count, 2);
+  EXPECT_EQ(env.launcher, "torchrun");
+}
+
+TEST(DistributedEnvironment, SlurmMasterFromTheStepNodeList) {
+  const Environment env = read_environment(vars({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"},
+                                                 {"SLURM_NTASKS_PER_NODE", "4"},
+                                                 {"SLURM_STEP_NODELIST", "gpu[007-010,12],login1"},
+                                                 {"SLURM_JOB_NODELIST", "other[1-9]"}}));
+  EXPECT_EQ(env.launcher, "slurm");
+  EXPECT_EQ(env.rank, 5);
+  EXPECT_EQ(env.world_size, 8);
+  EXPECT_EQ(env.local_rank, 1);
+  EXPECT_EQ(env.local_world_size, 4);
+  EXPECT_EQ(env.master_addr, "gpu007");  // zero padding kept
+  EXPECT_EQ(env.master_port, 29500);
+  // MASTER_ADDR and MASTER_PORT win over the node list.
+  const Environment given = read_environment(vars({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"},
+                                                   {"SLURM_JOB_NODELIST", "n[1-2]"}, {"MASTER_ADDR", "head"},
+                                                   {"MASTER_PORT", "1234"}}));
+  EXPECT_EQ(given.master_addr, "head");
+  EXPECT_EQ(given.master_port, 1234);
+}
+
+TEST(DistributedEnvironment, FirstSlurmHost) {
+  EXPECT_EQ(tessera::dist::first_slurm_host("node[01-04,07],gpu7"), "node01");
+  EXPECT_EQ(tessera::dist::first_slurm_host("a,b"), "a");
+  EXPECT_EQ(tessera::dist::first_slurm_host("single"), "single");
+  EXPECT_EQ(tessera::dist::first_slurm_host("rack[3-4]-n[1-2]"), "rack3-n[1-2]");
+  EXPECT_THROW(tessera::dist::first_slurm_host("node[01-04"), tessera::InputError);
+  EXPECT_THROW(tessera::dist::first_slurm_host(""), tessera::InputError);
+}
+
+TEST(DistributedEnvironment, BadValuesAreClearErrors) {
+  const std::map<std::string, std::string> base{{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+  auto with = [&](std::map<std::string, std::string> more) {
+    more.insert(base.begin(), base.end());
+    return more;
+  };
+  EXPECT_EQ(input_error(with({{"RANK", "2"}, {"WORLD_SIZE", "2"}})),
+            "distributed environment: RANK=2 but WORLD_SIZE=2; expected a rank from 0 to 1");
+  EXPECT_EQ(input_error(with({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}})),
+            "distributed environment: SLURM_PROCID=4 but SLURM_NTASKS=4; expected a rank from 0 to 3");
+  EXPECT_EQ(input_error(with({{"RANK", "0"}})),
+            "distributed environment: RANK is set but WORLD_SIZE is not; a launcher (torchrun, tessera-run --nproc) "
+            "sets both, or neither for one process");
+  EXPECT_EQ(input_error(with({{"RANK", "x"}, {"WORLD_SIZE", "2"}})),
+            "distributed environment: RANK=\"x\" is not valid; expected a rank >= 0");
+  EXPECT_EQ(input_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}),
+            "distributed environment: MASTER_PORT=\"70000\" is not valid; expected a TCP port 1-65535");
+  EXPECT_EQ(input_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1"}}),
+            "distributed environment: WORLD_SIZE=2 but MASTER_ADDR is not set; expected the address of rank 0 "
+            "(torchrun sets it)");
+  EXPECT_EQ(input_error(with({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "2"}, {"LOCAL_WORLD_SIZE", "2"}})),
+            "distributed environment: LOCAL_RANK=2 but LOCAL_WORLD_SIZE=2; expected a local rank from 0 to 1");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The worker (one rank)
+
+std::string env_or(const char* name, const std::string& fallback = "") {
+  const char* v = std::getenv(name);
+  return v == nullptr ? fallback : std::string(v);
+}
+
+/// Per batch: "<batch> <fingerprint> <rows>", rows = "target:sum-of-input-row-as-hex-float" of this rank's share.
+class Recorder : public tessera::Callback {
+ public:
+  Recorder(std::string path, int64_t kill_at) : out_(path, std::ios::app), kill_at_(kill_at) {}
+  std::string name() const override { return "test_recorder"; }
+  void run_event(tessera::Event event, tessera::State& s, tessera::Logger&) override {
+    if (event == tessera::Event::AfterDataloader) {
+      batch_ = s.timestamp.batch;
+      rows_.clear();
+      const at::Tensor sums = s.batch.input().flatten(1).to(at::kDouble).sum(1);
+      const at::Tensor targets = s.batch.target();
+      for (int64_t i = 0; i < targets.size(0); ++i) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%lld:%a", static_cast<long long>(targets[i].item<int64_t>()),
+                      sums[i].item<double>());
+        rows_ += (i ? "," : "") + std::string(buf);
+      }
+    } else if (event == tessera::Event::BatchEnd) {
+      out_ << batch_ << " " << tessera::weights_fingerprint(*s.model) << " " << rows_ << "\n" << std::flush;
+      if (kill_at_ >= 0 && s.timestamp.batch == kill_at_) ::raise(SIGKILL);
+    }
+  }
+
+ private:
+  std::ofstream out_;
+  int64_t kill_at_;
+  int64_t batch_ = 0;
+  std::string rows_;
+};
+
+TEST(DistributedWorker, Run) {
+  const std::string out = env_or("TESSERA_TEST_DDP_OUT");
+  if (out.empty() || env_or("RANK").empty()) GTEST_SKIP() << "runs only as a rank started by the distributed tests";
+  const int rank = std::stoi(env_or("RANK"));
+  std::vector<std::string> overrides;
+  std::stringstream list(env_or("TESSERA_TEST_DDP_OVERRIDES"));
+  for (std::string item; std::getline(list, item, ';');) {
+    if (!item.empty()) overrides.push_back(item);
+  }
+  const auto recipe = tessera::Recipe::load(env_or("TESSERA_TEST_DDP_RECIPE"), overrides);
+  tessera::Run run = tessera::build_run(recipe);
+  const int64_t kill_at = env_or("TESSERA_TEST_DDP_KILL_RANK") == std::to_string(rank)
+                              ? std::stoll(env_or("TESSERA_TEST_DDP_KILL_AT", "-1"))
+                              : -1;
+  run.components.callbacks.push_back(
+      std::make_shared<Recorder>(out + "/rank" + std::to_string(rank) + ".txt", kill_at));
+  try {
+    tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
+    trainer.fit();
+    std::vector<at::Tensor> params;
+    for (const auto& p : trainer.state().model->parameters()) params.push_back(p.detach().clone());
+    torch::save(params, out + "/final" + std::to_string(rank) + ".pt");
+  } catch (const std::exception& e) {
+    std::ofstream(out + "/error" + std::to_string(rank) + ".txt") << e.what();
+    throw;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The runs
+
+struct Line {
+  std::string fingerprint, rows;
+};
+
+/// batch -> line of one rank's record (a batch recorded twice, before a kill and after the resume: the last).
+std::map<int64_t, Line> read_record(const fs::path& path) {
+  std::map<int64_t, Line> out;
+  std::ifstream in(path);
+  int64_t batch = 0;
+  Line line;
+  while (in >> batch >> line.fingerprint >> line.rows) out[batch] = line;
+  return out;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Distributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!tessera::dist::gloo_available()) {
+      GTEST_SKIP() << "this build has no Gloo process group (docs/distributed.md, Builds)";
+    }
+    dir_ = fs::temp_directory_path() /
+           ("tessera-ddp-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    recipe_ = (dir_ / "ddp.yaml").string();
+    std::ofstream(recipe_) << R"(# tiny data-parallel run: 8 global batches of 32
+max_duration: 8ba
+seed: 5
+threads: 1
+run_dir: )" << (dir_ / "run").string()
+                           << R"(
+model:
+  mlp: {hidden: [16]}
+data:
+  train:
+    dataset: {synthetic: {size: 256, input_shape: [1, 4, 4], num_classes: 3, noise: 0.5, seed: 2}}
+    loader: {batch_size: 32, workers: 0}
+  eval:
+    label: test
+    dataset: {synthetic: {size: 90, input_shape: [1, 4, 4], num_classes: 3, noise: 0.5, seed: 4}}
+    loader: {batch_size: 45, shuffle: false, workers: 0}
+    metrics: [accuracy, cross_entropy]
+optimizer:
+  sgd: {lr: 0.1, momentum: 0.9}
+distributed: {timeout: 30, connect_timeout: 30}
+)";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  /// Launches `nproc` ranks of the worker writing into `out` (a folder under the test's).
+  tessera::dist::LaunchResult launch(int nproc, const std::string& out, const std::string& overrides = "",
+                                     int kill_rank = -1, int kill_at = -1) {
+    fs::create_directories(dir_ / out);
+    ::setenv("TESSERA_TEST_DDP_OUT", (dir_ / out).c_str(), 1);
+    ::setenv("TESSERA_TEST_DDP_RECIPE", recipe_.c_str(), 1);
+    ::setenv("TESSERA_TEST_DDP_OVERRIDES", overrides.c_str(), 1);
+    ::setenv("TESSERA_TEST_DDP_KILL_RANK", std::to_string(kill_rank).c_str(), 1);
+    ::setenv("TESSERA_TEST_DDP_KILL_AT", std::to_string(kill_at).c_str(), 1);
+    ::unsetenv("MASTER_PORT");
+    auto result = tessera::dist::launch_local(nproc, "/proc/self/exe", {"--gtest_filter=DistributedWorker.Run"}, 5.0);
+    ::unsetenv("TESSERA_TEST_DDP_OUT");
+    return result;
+  }
+  std::map<int64_t, Line> record(const std::string& out, int rank) {
+    return read_record(dir_ / out / ("rank" + std::to_string(rank) + ".txt"));
+  }
+  /// The global batch b as the concatenation of the ranks' shares.
+  std::map<int64_t, std::string> global_rows(const std::string& out, int nproc) {
+    std::map<int64_t, std::string> rows;
+    for (int r = 0; r < nproc; ++r) {
+      for (const auto& [b, line] : record(out, r)) rows[b] += (r ? "," : "") + line.rows;
+    }
+    return rows;
+  }
+  std::vector<at::Tensor> final_params(const std::string& out, int rank) {
+    std::vector<at::Tensor> params;
+    torch::load(params, (dir_ / out / ("final" + std::to_string(rank) + ".pt")).string());
+    return params;
+  }
+  void expect_bitwise_identical_ranks(int nproc) {
+    const auto result = launch(nproc, "run");
+    ASSERT_EQ(result.exit_code, 0) << "rank " << result.failed_rank << " failed";
+    const auto first = record("run", 0);
+    ASSERT_EQ(first.size(), 8u);
+    for (int r = 1; r < nproc; ++r) {
+      const auto other = record("run", r);
+      ASSERT_EQ(other.size(), first.size()) << "rank " << r;
+      for (const auto& [b, line] : first) {
+        EXPECT_EQ(other.at(b).fingerprint, line.fingerprint) << "rank " << r << " differs from rank 0 after batch " << b;
+        EXPECT_NE(other.at(b).rows, line.rows) << "ranks " << r << " and 0 got the same examples at batch " << b;
+      }
+    }
+    // The weights changed at every step (the fingerprints are of a run that trains).
+    EXPECT_NE(first.at(0).fingerprint, first.at(7).fingerprint);
+  }
+
+  fs::path dir_;
+  std::string recipe_;
+};
+
+TEST_F(Distributed, TwoRanksStayBitwiseIdenticalAfterEveryStep) { expect_bitwise_identical_ranks(2); }
+
+TEST_F(Distributed, FourRanksStayBitwiseIdenticalAfterEveryStep) { expect_bitwise_identical_ranks(4); }
+
+TEST_F(Distributed, TwoRanksMatchOneRankWithTheSameGlobalBatch) {
+  ASSERT_EQ(launch(1, "one").exit_code, 0);
+  ASSERT_EQ(launch(2, "two").exit_code, 0);
+  // Same global order: the two shares of each batch are the one-rank batch, row for row.
+  EXPECT_EQ(global_rows("two", 2), global_rows("one", 1));
+  // Same training up to the order of floating-point sums (the gradient is averaged over ranks).
+  const auto a = final_params("one", 0), b = final_params("two", 0);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
+  }
+}
+
+TEST_F(Distributed, MicrobatchesSynchroniseOnlyTheLastAndMatchOneRank) {
+  // 2 ranks x 2 microbatches of 8, one-byte buckets (one per parameter, all-reduced during backward): the
+  // accumulated gradients of the first microbatch must not be all-reduced on their own.
+  const std::string overrides = "microbatch_size=8;distributed.bucket_cap_mb=0.000001";
+  ASSERT_EQ(launch(1, "one", overrides).exit_code, 0);
+  ASSERT_EQ(launch(2, "two", overrides).exit_code, 0);
+  EXPECT_EQ(record("two", 0).at(7).fingerprint, record("two", 1).at(7).fingerprint);
+  const auto a = final_params("one", 0), b = final_params("two", 0);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
+  }
+}
+
+TEST_F(Distributed, KilledRankStopsTheOthersAndAutoresumeCompletesBitwise) {
+  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
+  ASSERT_EQ(launch(2, "whole").exit_code, 0);
+  fs::remove_all(dir_ / "run");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto killed = launch(2, "parts", ck, /*kill_rank=*/1, /*kill_at=*/5);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL);
+  EXPECT_EQ(killed.failed_rank, 1);
+  EXPECT_LT(seconds, 120.0) << "the surviving rank must not wait for the dead one until a long timeout";
+  // Rank 0 stopped with an error that names the failed collective (or was stopped by the launcher first).
+  const std::string error0 = slurp(dir_ / "parts" / "error0.txt");
+  if (!error0.empty()) EXPECT_NE(error0.find("distributed:"), std::string::npos) << error0;
+  // Autoresume from the checkpoint at batch 4 completes the run, bitwise as the uninterrupted one.
+  ASSERT_EQ(launch(2, "parts", ck).exit_code, 0);
+  const auto whole = record("whole", 0), parts = record("parts", 0);
+  ASSERT_EQ(parts.size(), 8u);
+  for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  EXPECT_EQ(record("parts", 1).at(7).fingerprint, whole.at(7).fingerprint);
+}
+
+TEST_F(Distributed, ResumeOnAnotherNumberOfRanksContinuesTheGlobalOrder) {
+  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
+  ASSERT_EQ(launch(1, "reference").exit_code, 0);
+  const auto reference = global_rows("reference", 1);
+  for (const auto& [first, second] : {std::pair{2, 1}, std::pair{1, 2}}) {
+    SCOPED_TRACE(std::to_string(first) + " ranks, then " + std::to_string(second));
+    fs::remove_all(dir_ / "ck");
+    fs::remove_all(dir_ / "a");
+    fs::remove_all(dir_ / "b");
+    EXPECT_NE(launch(first, "a", ck, /*kill_rank=*/0, /*kill_at=*/3).exit_code, 0);
+    ASSERT_EQ(launch(second, "b", ck).exit_code, 0);
+    auto rows = global_rows("a", first);
+    const auto after = global_rows("b", second);
+    EXPECT_EQ(after.begin()->first, 2) << "resumed from the checkpoint after batch 2";
+    for (const auto& [b, r] : after) rows[b] = r;
+    EXPECT_EQ(rows, reference);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// tessera-run: the launcher and bad environments
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+class DistributedRunner : public Distributed {
+ protected:
+  Result run(const std::string& env, const std::string& args) {
+    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    const std::string command = "env " + env + " '" + std::string(TESSERA_RUN_PATH) + "' " + args + " >'" +
+                                out.string() + "' 2>'" + err.string() + "'";
+    const int status = std::system(command.c_str());
+    Result r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+};
+
+TEST_F(DistributedRunner, NprocTrainsWithPrefixedOutputAndRankZeroFiles) {
+  const Result r = run("-u MASTER_PORT -u RANK -u WORLD_SIZE", "--nproc 2 " + recipe_ + " 'loggers=[{jsonl: {}}]'");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // Both ranks end with the same weights.
+  const auto first = r.out.find("[rank 0] weights-fingerprint: ");
+  const auto second = r.out.find("[rank 1] weights-fingerprint: ");
+  ASSERT_NE(first, std::string::npos) << r.out;
+  ASSERT_NE(second, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.substr(first + 30, 16), r.out.substr(second + 30, 16));
+  // One metrics file (rank 0's), with the evaluation over all 90 examples.
+  int files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir_ / "run")) files += e.path().extension() == ".jsonl";
+  EXPECT_EQ(files, 1);
+}
+
+TEST_F(DistributedRunner, BadRecipeUnderNprocIsExit2WithEachRanksErrorPrefixed) {
+  const Result r = run("-u MASTER_PORT -u RANK -u WORLD_SIZE", "--nproc 2 " + recipe_ + " 'model={mlp: {hidden: [-1]}}'");
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("[rank 0] tessera-run: error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("failed with exit code 2"), std::string::npos) << r.err;
+}
+
+TEST_F(DistributedRunner, RankNotBelowWorldSizeIsExit2) {
+  const Result r = run("RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511", recipe_);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("RANK=2 but WORLD_SIZE=2; expected a rank from 0 to 1"), std::string::npos) << r.err;
+}
+
+TEST_F(DistributedRunner, UnreachableMasterIsExit2) {
+  const int port = tessera::dist::free_port();  // nothing listens there
+  const Result r = run("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port),
+                       recipe_ + " distributed.connect_timeout=2");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("could not reach the master at 127.0.0.1:" + std::to_string(port)), std::string::npos) << r.err;
+}
+
+TEST_F(DistributedRunner, PortInUseIsExit2) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  const Result r = run("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port),
+                       recipe_ + " distributed.connect_timeout=2");
+  ::close(fd);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("rank 0 could not listen on 127.0.0.1:" + std::to_string(port)), std::string::npos) << r.err;
+}
+
+}  // namespace
