@@ -1151,6 +1151,18 @@ class CheckpointSignal : public CheckpointTest {
   }
 };
 
+/// Runs fit() expecting Interrupted by `signal`, its message naming where it stopped and what was saved.
+void expect_interrupted(TestRun& run, int signal, const std::string& where, const std::string& saved) {
+  try {
+    run->fit();
+    FAIL() << "expected tessera::Interrupted";
+  } catch (const Interrupted& e) {
+    EXPECT_EQ(e.signal(), signal);
+    EXPECT_THAT(std::string(e.what()), HasSubstr(where));
+    EXPECT_THAT(std::string(e.what()), HasSubstr(saved));
+  }
+}
+
 TEST_F(CheckpointSignal, SigtermStopsAfterTheBatchWithACheckpointThatResumesExactly) {
   const RunSpec spec = all_five_spec();
   const std::string expected = uninterrupted_fingerprint(spec);
@@ -1158,14 +1170,7 @@ TEST_F(CheckpointSignal, SigtermStopsAfterTheBatchWithACheckpointThatResumesExac
   install_stop_signal_handlers();
   // Batch 6 ends the first epoch: the checkpoint is taken before EpochEnd (layer freezing still to come).
   TestRun run = make_run(spec, CheckpointOptions().folder(dir), {std::make_shared<StopAfter>(6, SIGTERM)});
-  try {
-    run->fit();
-    FAIL() << "expected tessera::Interrupted";
-  } catch (const Interrupted& e) {
-    EXPECT_EQ(e.signal(), SIGTERM);
-    EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGTERM after batch 6"));
-    EXPECT_THAT(std::string(e.what()), HasSubstr(join(dir, "ep0-ba6.ckpt")));
-  }
+  expect_interrupted(run, SIGTERM, "stopped by SIGTERM after batch 6", join(dir, "ep0-ba6.ckpt"));
   EXPECT_EQ(stop_signal(), SIGTERM);
   EXPECT_EQ(run->state().timestamp.batch, 6);
   EXPECT_EQ(run->last_checkpoint(), join(dir, "ep0-ba6.ckpt"));
@@ -1183,14 +1188,7 @@ TEST_F(CheckpointSignal, SigtermStopsAfterTheBatchWithACheckpointThatResumesExac
 TEST_F(CheckpointSignal, SigintWithoutAFolderSavesNothing) {
   install_stop_signal_handlers();
   TestRun run = make_run(tiny_spec(), {}, {std::make_shared<StopAfter>(2, SIGINT)});
-  try {
-    run->fit();
-    FAIL() << "expected tessera::Interrupted";
-  } catch (const Interrupted& e) {
-    EXPECT_EQ(e.signal(), SIGINT);
-    EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGINT after batch 2"));
-    EXPECT_THAT(std::string(e.what()), HasSubstr("nothing was saved"));
-  }
+  expect_interrupted(run, SIGINT, "stopped by SIGINT after batch 2", "nothing was saved");
   EXPECT_EQ(run->state().timestamp.batch, 2);
   EXPECT_EQ(run->last_checkpoint(), "");
 }
@@ -1218,14 +1216,7 @@ TEST_F(CheckpointSignal, SigtermDuringTheEpochEndEvaluationStopsAtTheNextEvaluat
   const StopSignalScope scope({SIGTERM});
   auto signal = std::make_shared<SignalInEvaluation>(SIGTERM);
   TestRun run = make_run(spec, CheckpointOptions().folder(dir), {signal});
-  try {
-    run->fit();
-    FAIL() << "expected tessera::Interrupted";
-  } catch (const Interrupted& e) {
-    EXPECT_EQ(e.signal(), SIGTERM);
-    EXPECT_THAT(std::string(e.what()), HasSubstr("stopped by SIGTERM after batch 6"));
-    EXPECT_THAT(std::string(e.what()), HasSubstr(join(dir, "ep1-ba6.ckpt")));
-  }
+  expect_interrupted(run, SIGTERM, "stopped by SIGTERM after batch 6", join(dir, "ep1-ba6.ckpt"));
   EXPECT_EQ(signal->eval_batches, 1);  // the evaluation stopped at its next batch, not at its end
   EXPECT_EQ(run->state().metrics.count("metrics/eval/accuracy"), 0u);  // nothing partial was logged
   EXPECT_EQ(names_in(dir), Names{"ep1-ba6.ckpt"});
