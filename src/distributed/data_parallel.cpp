@@ -68,13 +68,16 @@ void DataParallel::before_batch(Model& model) {
 
 void DataParallel::before_backward(Model& model, bool last_microbatch) {
   std::vector<at::Tensor> trainable;
-  std::vector<std::string> names;
-  for (const auto& item : model.named_parameters(true)) {
-    if (!item.value().requires_grad()) continue;
-    trainable.push_back(item.value());
-    names.push_back(item.key());
+  for (const auto& p : model.parameters(true)) {
+    if (p.requires_grad()) trainable.push_back(p);
   }
-  grad_sync_->prepare(trainable, names);
+  grad_sync_->prepare(trainable, [&model] {  // names for errors, built only when the buckets are rebuilt
+    std::vector<std::string> names;
+    for (const auto& item : model.named_parameters(true)) {
+      if (item.value().requires_grad()) names.push_back(item.key());
+    }
+    return names;
+  });
   grad_sync_->arm(last_microbatch);
 }
 

@@ -149,14 +149,15 @@ GradSync::~GradSync() = default;
 
 void GradSync::find_unused(bool on) { core_->find_unused = on; }
 
-void GradSync::prepare(const std::vector<at::Tensor>& trainable, const std::vector<std::string>& names) {
+void GradSync::prepare(const std::vector<at::Tensor>& trainable,
+                       const std::function<std::vector<std::string>()>& names) {
   Core& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   bool same = trainable.size() == c.params.size();
   for (size_t k = 0; same && k < trainable.size(); ++k) same = trainable[k].is_same(c.params[k]);
   if (same && c.generation > 0) return;
   c.build(trainable);
-  c.names = names;
+  c.names = names ? names() : std::vector<std::string>();  // only for errors: built only when the set changes
   for (size_t k = 0; k < c.params.size(); ++k) {
     c.accumulators[k]->add_post_hook(std::make_unique<ReadyHook>(core_, c.generation, k));
   }

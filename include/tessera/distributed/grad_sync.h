@@ -8,11 +8,12 @@
 /// this backward contributes zeros), waits for all, and writes sum / world_size back into each `.grad`.
 ///
 ///     GradSync sync(comm, 25 << 20);
-///     sync.prepare(model);        // before each backward: rebuilds buckets when the trainable set changed
+///     sync.prepare(trainable);    // before each backward: rebuilds buckets when the trainable set changed
 ///     sync.arm(last_microbatch);  // only the last microbatch's backward synchronises (the others accumulate)
 ///     loss.backward();
 ///     sync.finish();
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +37,8 @@ class GradSync {
 
   /// (Re)builds the buckets and hooks when the model's trainable parameters differ from the last call (first
   /// call, layer freezing, surgery). Every rank must see the same parameters in the same order.
-  void prepare(const std::vector<at::Tensor>& trainable, const std::vector<std::string>& names = {});
+  void prepare(const std::vector<at::Tensor>& trainable,
+               const std::function<std::vector<std::string>()>& names = {});
   /// Whether a parameter may get no gradient in a synchronised backward (an algorithm declares
   /// leaves_parameters_unused): it then contributes its accumulated gradient or zeros. Off, such a parameter is
   /// an Error naming it (after the all-reduce completes on every rank, so that no rank is left waiting).
