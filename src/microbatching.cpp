@@ -56,10 +56,12 @@ int64_t halve_microbatch_size(int64_t current, int64_t batch_size) {
 
 int64_t agree_microbatch_size(const State& /*state*/, int64_t local) { return local; }
 
-void inject_out_of_memory(int64_t microbatch_examples) {
+int64_t injected_out_of_memory_limit() {
   const char* value = std::getenv("TESSERA_TEST_OOM_ABOVE");
-  if (value == nullptr) return;
-  const int64_t limit = std::stoll(value);
+  return value == nullptr ? -1 : std::stoll(value);
+}
+
+void inject_out_of_memory(int64_t microbatch_examples, int64_t limit) {
   if (limit >= 0 && microbatch_examples > limit) {
     throw c10::OutOfMemoryError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
                                 "CUDA out of memory (injected by TESSERA_TEST_OOM_ABOVE=" + std::to_string(limit) +

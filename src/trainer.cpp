@@ -539,7 +539,7 @@ at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_
     {
       const AutocastScope autocast(s.precision, s.device);  // the forward and the loss, not the backward
       engine.run_event(Event::BeforeForward, s);
-      inject_out_of_memory(s.batch.size());
+      inject_out_of_memory(s.batch.size(), oom_test_limit_);
       s.outputs = s.model->forward(s.batch);
       engine.run_event(Event::AfterForward, s);
       engine.run_event(Event::BeforeLoss, s);

@@ -52,8 +52,10 @@ int64_t halve_microbatch_size(int64_t current, int64_t batch_size);
 /// (and ranks without an error must also retry the batch: the all-reduce tells them).
 int64_t agree_microbatch_size(const State& state, int64_t local);
 
-/// Test hook (no GPU needed): with the environment variable TESSERA_TEST_OOM_ABOVE=N, throws
-/// c10::OutOfMemoryError when a microbatch of more than N examples starts its forward.
-void inject_out_of_memory(int64_t microbatch_examples);
+/// Test hook (no GPU needed): the environment variable TESSERA_TEST_OOM_ABOVE=N, read once by each Trainer when
+/// it is made (-1 when unset): inject_out_of_memory then throws c10::OutOfMemoryError when a microbatch of more
+/// than N examples starts its forward.
+int64_t injected_out_of_memory_limit();
+void inject_out_of_memory(int64_t microbatch_examples, int64_t limit);
 
 }  // namespace tessera

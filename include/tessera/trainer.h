@@ -222,6 +222,7 @@ class Trainer {
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
   int64_t skipped_steps_ = 0;
+  const int64_t oom_test_limit_ = injected_out_of_memory_limit();  ///< the test hook's limit (-1: off), read once
   std::unique_ptr<GradScaler> scaler_;
   bool loading_by_call_ = false;      ///< inside load_checkpoint (for how_to_set)
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
