@@ -6,8 +6,10 @@ torch.nn.Module (`model=<module>`: the forward is Python, called from the C++ lo
 compiled by torch.jit.trace (the forward runs in C++, no Python in the step). All train the same architecture from the same initial weights on the same in-memory data, with the same
 optimizer settings, batch size, number of steps and intra-op threads, and both read the loss and the train
 accuracy of every batch (as Tessera's trainer logs them). The plain loop is a good one: the data stays in
-memory and batches are gathered by index (no per-example DataLoader). Runs alternate, and the median time of
-`fit()` (respectively the loop) is compared:
+memory and batches are gathered by index (no per-example DataLoader). The plain loop runs twice: in this
+process (where Tessera's Trainer has run, so LibTorch's BLAS uses the kernels Tessera chose for the processor:
+choose_blas_kernels in include/tessera/trainer.h), and in a process of its own where no Trainer ran (what a
+plain PyTorch user gets). Runs alternate, and the median time of `fit()` (respectively the loop) is compared:
 
     python benchmarks/bench_python.py               # after: pip install --no-build-isolation ./python
     python benchmarks/bench_python.py --quick       # fewer steps
@@ -18,6 +20,8 @@ unless --threads says otherwise.
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import os
 import statistics
 import time
@@ -123,11 +127,22 @@ def plain_run(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batc
     return run, result
 
 
+def plain_in_own_process(make_net: Callable[[], nn.Module], weights: Dict[str, torch.Tensor], x: torch.Tensor,
+                         y: torch.Tensor, steps: int, batch_size: int, lr: float, threads: int) -> float:
+    """The plain loop in a process where no Tessera Trainer ran (so LibTorch's BLAS runs as it chose for
+    itself: see choose_blas_kernels in include/tessera/trainer.h): what a user of plain PyTorch gets."""
+    torch.set_num_threads(threads)
+    net = make_net()
+    net.load_state_dict(weights)
+    run, _ = plain_run(net, x, y, steps, batch_size, lr)
+    return run()
+
+
 def compare(label: str, tessera_model: Dict, make_net: Callable[[], nn.Module], data: Dict, steps: int,
-            batch_size: int, lr: float, threads: int, repeats: int) -> float:
+            batch_size: int, lr: float, threads: int, repeats: int, pool) -> float:
     batch = tessera.data.synthetic(**data)
     x, y = batch["input"], batch["target"]
-    names = ["tessera", "tessera + Python module", "tessera + TorchScript", "plain"]
+    names = ["tessera", "tessera + Python module", "tessera + TorchScript", "plain", "plain, own process"]
     times: Dict[str, List[float]] = {name: [] for name in names}
     losses: Dict[str, float] = {}
     for _ in range(repeats):
@@ -148,6 +163,8 @@ def compare(label: str, tessera_model: Dict, make_net: Callable[[], nn.Module], 
         torch.set_num_threads(threads)
         for name, run in zip(names, (run_t, run_m, run_s, run_p)):
             times[name].append(run())
+        times["plain, own process"].append(pool.apply(
+            plain_in_own_process, (make_net, weights, x, y, steps, batch_size, lr, threads)))
         for name, t in zip(names, (trainer, trainer_m, trainer_s)):
             losses[name] = t.state.metrics["loss/train/total"]
             t.close()
@@ -156,8 +173,9 @@ def compare(label: str, tessera_model: Dict, make_net: Callable[[], nn.Module], 
     p = med["plain"]
     print(f"{label}: {steps} steps of batch {batch_size}, {threads} threads, median of {repeats}:")
     for name in names:
-        print(f"  {name:24s} {med[name]:.3f} s ({1e3 * med[name] / steps:.2f} ms/step, final loss "
-              f"{losses[name]:.3f}); ratio to plain = {med[name] / p:.3f}")
+        loss = f", final loss {losses[name]:.3f}" if name in losses else ""
+        print(f"  {name:24s} {med[name]:.3f} s ({1e3 * med[name] / steps:.2f} ms/step{loss}); "
+              f"ratio to plain = {med[name] / p:.3f}")
     return med["tessera"] / p
 
 
@@ -173,12 +191,14 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     print(f"tessera {tessera.__version__}, torch {torch.__version__}")
 
-    mlp_data = {"size": 8192, "input_shape": [1, 28, 28], "num_classes": 10, "noise": 8.0, "seed": 0}
-    compare("mlp 784-256-256-10", {"mlp": {"hidden": [256, 256]}}, lambda: MLP(784, [256, 256], 10), mlp_data,
-            steps, 128, 0.05, args.threads, repeats)
-    cnn_data = {"size": 4096, "input_shape": [1, 28, 28], "num_classes": 10, "noise": 8.0, "seed": 0}
-    compare("cnn width 16", {"cnn": {"width": 16}}, lambda: CNN(1, 10, 16), cnn_data, steps // 4, 128, 0.05,
-            args.threads, repeats)
+    # A process of its own for the plain loop as a plain-PyTorch user runs it (spawned: nothing inherited).
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        mlp_data = {"size": 8192, "input_shape": [1, 28, 28], "num_classes": 10, "noise": 8.0, "seed": 0}
+        compare("mlp 784-256-256-10", {"mlp": {"hidden": [256, 256]}}, functools.partial(MLP, 784, [256, 256], 10),
+                mlp_data, steps, 128, 0.05, args.threads, repeats, pool)
+        cnn_data = {"size": 4096, "input_shape": [1, 28, 28], "num_classes": 10, "noise": 8.0, "seed": 0}
+        compare("cnn width 16", {"cnn": {"width": 16}}, functools.partial(CNN, 1, 10, 16), cnn_data, steps // 4,
+                128, 0.05, args.threads, repeats, pool)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ void configure_runtime(int64_t threads, bool deterministic) {
   }();
   (void)malloc_tuned;
 #endif
+  choose_blas_kernels();
   int64_t n = threads;
   if (n <= 0) n = std::max<int64_t>(1, std::thread::hardware_concurrency());
   if (at::get_num_threads() != n) at::set_num_threads(static_cast<int>(n));

@@ -150,6 +150,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     std::cout << "final " << label << " " << name << ": " << format_metric(name, value) << "\n";
   }
   std::cout << "device: " << trainer.state().device.str() << "\n";
+  if (const std::string note = tessera::choose_blas_kernels(); !note.empty()) std::cout << "cpu kernels: " << note << "\n";
   std::cout << fmt::format("wall time: {:.1f} s\n", seconds);
   std::cout << "metrics written to: " << join(metric_files) << "\n";
   if (checkpoint.folder().empty()) {

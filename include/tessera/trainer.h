@@ -268,8 +268,17 @@ class StopSignalScope {
 /// applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and puts
 /// back the previous settings when they return.) With glibc it also keeps
 /// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step
-/// page-faults its activations in again.
+/// page-faults its activations in again. It also calls choose_blas_kernels().
 void configure_runtime(int64_t threads, bool deterministic);
+/// Where LibTorch's matrix products run on OpenBLAS (Debian's LibTorch) and OpenBLAS did not know the processor
+/// model, it falls back to its generic SSE3 ("Prescott") kernels: 2.5x slower training of an MLP on an
+/// AVX-512 Xeon that OpenBLAS 0.3.21 does not know (docs/results.md). This switches it, once per process, to the
+/// AVX-512 ("SkylakeX") or AVX2 ("Haswell") kernels when the processor has them, and returns a one-line note
+/// saying so ("" when nothing was changed: another BLAS, a processor OpenBLAS knows, or OPENBLAS_CORETYPE set by
+/// the user, which always wins). Results stay deterministic on a machine; they differ in the last bits from
+/// runs with the generic kernels. Call it before other threads run matrix products (the Trainer's constructor
+/// does).
+std::string choose_blas_kernels();
 /// Seeds torch's generators (CPU and CUDA) from `seed`. Call it before building a model in C++ so that its initial
 /// weights are a function of the seed (the Trainer cannot re-seed a model that already exists):
 ///
