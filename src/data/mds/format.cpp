@@ -1,0 +1,521 @@
+// The MDS format's vocabulary: dtypes, column encodings, index.json, hashes, compression, atomic files.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "data/mds/detail.h"
+
+namespace tessera::data::mds {
+
+namespace {
+
+struct DTypeRow {
+  DType dtype;
+  const char* name;
+  int64_t size;
+  c10::ScalarType tensor;
+};
+constexpr DTypeRow kDTypes[] = {
+    {DType::u8, "uint8", 1, c10::ScalarType::Byte},     {DType::i8, "int8", 1, c10::ScalarType::Char},
+    {DType::u16, "uint16", 2, c10::ScalarType::Int},    {DType::i16, "int16", 2, c10::ScalarType::Short},
+    {DType::u32, "uint32", 4, c10::ScalarType::Long},   {DType::i32, "int32", 4, c10::ScalarType::Int},
+    {DType::u64, "uint64", 8, c10::ScalarType::Long},   {DType::i64, "int64", 8, c10::ScalarType::Long},
+    {DType::f16, "float16", 2, c10::ScalarType::Half},  {DType::f32, "float32", 4, c10::ScalarType::Float},
+    {DType::f64, "float64", 8, c10::ScalarType::Double},
+};
+const DTypeRow& row(DType d) { return kDTypes[static_cast<int>(d)]; }
+
+std::optional<DType> dtype_by_name(const std::string& name) {
+  for (const auto& r : kDTypes)
+    if (name == r.name) return r.dtype;
+  return std::nullopt;
+}
+
+const char* kSupported =
+    "int, uint8, uint16, uint32, uint64, int8, int16, int32, int64, float16, float32, float64, str, bytes, "
+    "ndarray[:dtype[:d0,d1,...]], png, jpeg, pil";
+
+}  // namespace
+
+int64_t dtype_size(DType dtype) { return row(dtype).size; }
+std::string dtype_name(DType dtype) { return row(dtype).name; }
+c10::ScalarType tensor_dtype(DType dtype) { return row(dtype).tensor; }
+
+DType dtype_of(c10::ScalarType type, const std::string& what) {
+  switch (type) {
+    case c10::ScalarType::Byte: return DType::u8;
+    case c10::ScalarType::Char: return DType::i8;
+    case c10::ScalarType::Short: return DType::i16;
+    case c10::ScalarType::Int: return DType::i32;
+    case c10::ScalarType::Long: return DType::i64;
+    case c10::ScalarType::Half: return DType::f16;
+    case c10::ScalarType::Float: return DType::f32;
+    case c10::ScalarType::Double: return DType::f64;
+    default:
+      throw InputError(what + ": tensors of type " + std::string(c10::toString(type)) +
+                       " cannot be stored in MDS (it has no bool, bfloat16 or complex); convert them first, e.g. "
+                       "to uint8, float16 or float32");
+  }
+}
+
+std::optional<int64_t> Encoding::fixed_size() const {
+  switch (kind) {
+    case Kind::scalar: return dtype_size(*dtype);
+    case Kind::ndarray: {
+      if (!dtype || !shape) return std::nullopt;
+      int64_t n = dtype_size(*dtype);
+      for (int64_t d : *shape) n *= d;
+      return n;
+    }
+    default: return std::nullopt;
+  }
+}
+
+Encoding Encoding::parse(const std::string& name, const std::string& where) {
+  Encoding e;
+  e.name = name;
+  auto fail = [&](const std::string& why) -> InputError {
+    return InputError(where + ": column encoding \"" + name + "\" " + why + "; Tessera reads and writes: " +
+                      kSupported);
+  };
+  if (name == "int") {
+    e.kind = Kind::scalar;
+    e.dtype = DType::i64;
+  } else if (auto d = dtype_by_name(name)) {
+    e.kind = Kind::scalar;
+    e.dtype = d;
+  } else if (name == "str") {
+    e.kind = Kind::str;
+  } else if (name == "bytes") {
+    e.kind = Kind::bytes;
+  } else if (name == "png") {
+    e.kind = Kind::png;
+  } else if (name == "jpeg") {
+    e.kind = Kind::jpeg;
+  } else if (name == "pil") {
+    e.kind = Kind::pil;
+  } else if (name == "ndarray" || name.rfind("ndarray:", 0) == 0) {
+    e.kind = Kind::ndarray;
+    if (name.size() > 7) {
+      const std::string args = name.substr(8);
+      const auto colon = args.find(':');
+      const std::string dt = args.substr(0, colon);
+      e.dtype = dtype_by_name(dt);
+      if (!e.dtype) throw fail("has an unknown dtype \"" + dt + "\"");
+      if (colon != std::string::npos) {
+        std::vector<int64_t> shape;
+        std::stringstream ss(args.substr(colon + 1));
+        std::string part;
+        while (std::getline(ss, part, ',')) {
+          size_t used = 0;
+          int64_t v = 0;
+          try {
+            v = std::stoll(part, &used);
+          } catch (const std::exception&) {
+            used = std::string::npos;
+          }
+          if (used != part.size() || v < 1) throw fail("has a bad shape: \"" + part + "\" is not a dimension >= 1");
+          shape.push_back(v);
+        }
+        if (shape.empty() || shape.size() > 63) throw fail("has a shape of 1 to 63 dimensions expected");
+        e.shape = shape;
+      }
+    }
+  } else {
+    throw fail("is not supported");
+  }
+  return e;
+}
+
+int64_t Index::total_samples() const {
+  int64_t n = 0;
+  for (const auto& s : shards) n += s.samples;
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Hashes
+
+bool is_supported_hash(const std::string& algo) {
+  return algo == "xxh32" || algo == "xxh64" || algo == "xxh3_64" || algo == "xxh128" || algo == "xxh3_128";
+}
+
+std::string hash_hex(const std::string& algo, const void* data, size_t size) {
+  char buf[40];
+  if (algo == "xxh32") {
+    std::snprintf(buf, sizeof buf, "%08x", XXH32(data, size, 0));
+  } else if (algo == "xxh64") {
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(XXH64(data, size, 0)));
+  } else if (algo == "xxh3_64") {
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(XXH3_64bits(data, size)));
+  } else if (algo == "xxh128" || algo == "xxh3_128") {
+    const XXH128_hash_t h = XXH3_128bits(data, size);
+    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                  static_cast<unsigned long long>(h.low64));
+  } else {
+    throw InputError("hash algorithm \"" + algo +
+                     "\" is not supported by Tessera (supported: xxh32, xxh64, xxh3_64, xxh128, xxh3_128)");
+  }
+  return buf;
+}
+
+namespace detail {
+
+// ---------------------------------------------------------------------------------------------------------
+// Python-compatible JSON
+
+namespace {
+void put_string(std::string& out, const std::string& s) {
+  out += '"';
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    uint32_t cp = c;
+    size_t len = 1;
+    if (c >= 0x80) {  // UTF-8 sequence (nlohmann validated it when parsing or dumping)
+      len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+      cp = c & (0xFF >> (len + 1));
+      for (size_t k = 1; k < len && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    }
+    i += len;
+    char buf[16];
+    switch (cp) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (cp < 0x20 || (cp >= 0x7F && cp < 0x10000)) {
+          std::snprintf(buf, sizeof buf, "\\u%04x", cp);
+          out += buf;
+        } else if (cp >= 0x10000) {
+          const uint32_t v = cp - 0x10000;
+          std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+          out += buf;
+        } else {
+          out += static_cast<char>(cp);
+        }
+    }
+  }
+  out += '"';
+}
+
+void put(std::string& out, const nlohmann::json& v) {
+  switch (v.type()) {
+    case nlohmann::json::value_t::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [key, item] : v.items()) {  // std::map: sorted by UTF-8 bytes = by code point
+        if (!first) out += ", ";
+        first = false;
+        put_string(out, key);
+        out += ": ";
+        put(out, item);
+      }
+      out += '}';
+      break;
+    }
+    case nlohmann::json::value_t::array: {
+      out += '[';
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (i) out += ", ";
+        put(out, v[i]);
+      }
+      out += ']';
+      break;
+    }
+    case nlohmann::json::value_t::string: put_string(out, v.get<std::string>()); break;
+    case nlohmann::json::value_t::null: out += "null"; break;
+    case nlohmann::json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
+    default: out += v.dump(); break;  // integers (the index holds no floats)
+  }
+}
+}  // namespace
+
+std::string python_json(const nlohmann::json& value) {
+  std::string out;
+  put(out, value);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Compression
+
+Codec parse_compression(const std::string& text, const std::string& where) {
+  Codec c;
+  if (text.empty()) return c;
+  const auto colon = text.find(':');
+  const std::string algo = text.substr(0, colon);
+  if (algo != "zstd")
+    throw InputError(where + ": compression \"" + text +
+                     "\" is not supported; Tessera supports zstd and zstd:LEVEL (Streaming's br, gz, bz2 and "
+                     "snappy are not implemented)");
+  c.zstd = true;
+  if (colon != std::string::npos) {
+    const std::string lv = text.substr(colon + 1);
+    size_t used = 0;
+    int level = 0;
+    try {
+      level = std::stoi(lv, &used);
+    } catch (const std::exception&) {
+      used = std::string::npos;
+    }
+    if (used != lv.size() || level < 1 || level > 22)
+      throw InputError(where + ": compression \"" + text + "\": the zstd level must be an integer in 1..22");
+    c.level = level;
+  }
+  return c;
+}
+
+std::string zstd_compress(const std::string& raw, int level) {
+  std::string out(ZSTD_compressBound(raw.size()), '\0');
+  const size_t n = ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), level);
+  if (ZSTD_isError(n)) throw Error(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+  out.resize(n);
+  return out;
+}
+
+std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t size, size_t expected, const std::string& path) {
+  std::vector<uint8_t> out(expected);
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  ZSTD_inBuffer in{data, size, 0};
+  ZSTD_outBuffer ob{out.data(), out.size(), 0};
+  uint8_t extra = 0;
+  size_t r = 1;
+  while (in.pos < in.size) {
+    ZSTD_outBuffer probe{&extra, 1, 0};  // once the output is full: anything more is too much
+    ZSTD_outBuffer* target = ob.pos == ob.size ? &probe : &ob;
+    const size_t in_before = in.pos, out_before = target->pos;
+    r = ZSTD_decompressStream(ctx.get(), target, &in);
+    if (ZSTD_isError(r))
+      throw InputError("shard file " + path + " is not valid zstd data: " + ZSTD_getErrorName(r));
+    if (probe.pos > 0)
+      throw InputError("shard file " + path + " decompresses to more than the " + std::to_string(expected) +
+                       " bytes index.json gives as raw_data.bytes");
+    if (in.pos == in_before && target->pos == out_before) break;  // no progress
+  }
+  if (r != 0)
+    throw InputError("shard file " + path + " is truncated: it ends in the middle of a zstd frame");
+  if (ob.pos != expected)
+    throw InputError("shard file " + path + " decompresses to " + std::to_string(ob.pos) + " bytes, index.json says " +
+                     std::to_string(expected));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Files
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot create " + tmp + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw Error("cannot write " + tmp + ": " + std::strerror(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + tmp + ": " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("cannot rename " + tmp + " to " + path + ": " + std::strerror(err));
+  }
+}
+
+nlohmann::json shard_config(const ShardInfo& info) {
+  nlohmann::json sizes = nlohmann::json::array();
+  for (const auto& s : info.column_sizes) sizes.push_back(s ? nlohmann::json(*s) : nlohmann::json(nullptr));
+  return {{"column_encodings", info.column_encodings},
+          {"column_names", info.column_names},
+          {"column_sizes", sizes},
+          {"compression", info.compression.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.compression)},
+          {"format", "mds"},
+          {"hashes", info.hashes},
+          {"size_limit", info.size_limit},
+          {"version", 2}};
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------------------
+// index.json
+
+namespace {
+
+using nlohmann::json;
+
+struct IndexParser {
+  std::string path;
+  std::string where(int64_t shard) const { return path + ": shard " + std::to_string(shard); }
+  [[noreturn]] void fail(int64_t shard, const std::string& what) const { throw InputError(where(shard) + ": " + what); }
+
+  const json& key(const json& obj, const char* name, int64_t shard, const std::string& prefix = "") const {
+    auto it = obj.find(name);
+    if (it == obj.end()) fail(shard, "key \"" + prefix + name + "\" is missing");
+    return *it;
+  }
+  int64_t integer(const json& obj, const char* name, int64_t shard, const std::string& prefix = "") const {
+    const json& v = key(obj, name, shard, prefix);
+    if (!v.is_number_integer() || v.get<int64_t>() < 0)
+      fail(shard, "\"" + prefix + name + "\" must be a non-negative integer, got " + v.dump());
+    return v.get<int64_t>();
+  }
+  std::string string(const json& obj, const char* name, int64_t shard, const std::string& prefix = "") const {
+    const json& v = key(obj, name, shard, prefix);
+    if (!v.is_string()) fail(shard, "\"" + prefix + name + "\" must be a string, got " + v.dump());
+    return v.get<std::string>();
+  }
+  std::vector<std::string> strings(const json& obj, const char* name, int64_t shard) const {
+    const json& v = key(obj, name, shard);
+    if (!v.is_array()) fail(shard, std::string("\"") + name + "\" must be a list of strings, got " + v.dump());
+    std::vector<std::string> out;
+    for (const auto& s : v) {
+      if (!s.is_string()) fail(shard, std::string("\"") + name + "\" must be a list of strings, got " + v.dump());
+      out.push_back(s.get<std::string>());
+    }
+    return out;
+  }
+  FileInfo file(const json& v, const char* name, int64_t shard) const {
+    const std::string prefix = std::string(name) + ".";
+    if (!v.is_object()) fail(shard, std::string("\"") + name + "\" must be an object, got " + v.dump());
+    FileInfo f;
+    f.basename = string(v, "basename", shard, prefix);
+    const std::filesystem::path base(f.basename);
+    if (f.basename.empty() || base.is_absolute() || f.basename.find("..") != std::string::npos)
+      fail(shard, "\"" + prefix + "basename\" \"" + f.basename + "\" must be a relative path inside the dataset");
+    f.bytes = integer(v, "bytes", shard, prefix);
+    if (auto it = v.find("hashes"); it != v.end()) {
+      if (!it->is_object()) fail(shard, "\"" + prefix + "hashes\" must be an object, got " + it->dump());
+      for (const auto& [algo, digest] : it->items()) {
+        if (!digest.is_string()) fail(shard, "\"" + prefix + "hashes." + algo + "\" must be a hex string");
+        f.hashes[algo] = digest.get<std::string>();
+      }
+    }
+    return f;
+  }
+
+  ShardInfo shard(const json& s, int64_t k) const {
+    if (!s.is_object()) fail(k, "must be an object, got " + s.dump().substr(0, 80));
+    ShardInfo info;
+    const std::string format = string(s, "format", k);
+    if (format != "mds")
+      fail(k, "format \"" + format + "\" is not supported (Tessera reads MDS shards only, not jsonl/csv/tsv)");
+    const json& version = key(s, "version", k);
+    if (version != 2) fail(k, "version " + version.dump() + " is not supported (MDS version 2 expected)");
+    info.column_names = strings(s, "column_names", k);
+    info.column_encodings = strings(s, "column_encodings", k);
+    const json& sizes = key(s, "column_sizes", k);
+    if (!sizes.is_array()) fail(k, "\"column_sizes\" must be a list, got " + sizes.dump());
+    for (const auto& v : sizes) {
+      if (v.is_null()) info.column_sizes.push_back(std::nullopt);
+      else if (v.is_number_integer() && v.get<int64_t>() > 0) info.column_sizes.push_back(v.get<int64_t>());
+      else fail(k, "\"column_sizes\" entries must be positive integers or null, got " + v.dump());
+    }
+    if (info.column_names.empty()) fail(k, "\"column_names\" is empty");
+    if (info.column_encodings.size() != info.column_names.size() ||
+        info.column_sizes.size() != info.column_names.size())
+      fail(k, "\"column_names\", \"column_encodings\" and \"column_sizes\" have different lengths (" +
+                  std::to_string(info.column_names.size()) + ", " + std::to_string(info.column_encodings.size()) +
+                  ", " + std::to_string(info.column_sizes.size()) + ")");
+    for (size_t c = 0; c < info.column_names.size(); ++c) {
+      const Encoding e = Encoding::parse(info.column_encodings[c], where(k) + ": column \"" + info.column_names[c] + "\"");
+      if (e.fixed_size() != info.column_sizes[c])
+        fail(k, "column \"" + info.column_names[c] + "\" (" + e.name + ") has column_sizes " +
+                    (info.column_sizes[c] ? std::to_string(*info.column_sizes[c]) : "null") + ", expected " +
+                    (e.fixed_size() ? std::to_string(*e.fixed_size()) : "null"));
+    }
+    if (auto it = s.find("compression"); it != s.end() && !it->is_null()) {
+      if (!it->is_string()) fail(k, "\"compression\" must be a string or null, got " + it->dump());
+      info.compression = it->get<std::string>();
+    }
+    detail::parse_compression(info.compression, where(k));
+    if (auto it = s.find("hashes"); it != s.end()) info.hashes = strings(s, "hashes", k);
+    if (auto it = s.find("size_limit"); it != s.end() && !it->is_null()) info.size_limit = integer(s, "size_limit", k);
+    info.samples = integer(s, "samples", k);
+    info.raw_data = file(key(s, "raw_data", k), "raw_data", k);
+    if (auto it = s.find("zip_data"); it != s.end() && !it->is_null()) info.zip_data = file(*it, "zip_data", k);
+    if (!info.compression.empty() && !info.zip_data)
+      fail(k, "compression is \"" + info.compression + "\" but \"zip_data\" is null");
+    return info;
+  }
+};
+
+}  // namespace
+
+Index read_index(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "index.json").string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw InputError("MDS dataset " + dir + ": " + path +
+                     (std::filesystem::exists(dir) ? " not found (is this an MDS dataset folder?)"
+                                                   : " not found: the folder does not exist"));
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json doc;
+  try {
+    doc = json::parse(buf.str());
+  } catch (const json::parse_error& e) {
+    throw InputError(path + ": not valid JSON: " + e.what());
+  }
+  if (!doc.is_object()) throw InputError(path + ": the top level must be an object with \"version\" and \"shards\"");
+  auto version = doc.find("version");
+  if (version == doc.end() || *version != 2)
+    throw InputError(path + ": \"version\" must be 2 (MDS index version 2), got " +
+                     (version == doc.end() ? std::string("nothing") : version->dump()));
+  auto shards = doc.find("shards");
+  if (shards == doc.end() || !shards->is_array())
+    throw InputError(path + ": \"shards\" must be a list of shard entries");
+  if (shards->empty()) throw InputError(path + ": \"shards\" is empty: the dataset has no shards");
+  IndexParser parser{path};
+  Index index;
+  for (size_t k = 0; k < shards->size(); ++k) index.shards.push_back(parser.shard((*shards)[k], static_cast<int64_t>(k)));
+  const ShardInfo& first = index.shards.front();
+  for (size_t k = 1; k < index.shards.size(); ++k) {
+    const ShardInfo& s = index.shards[k];
+    if (s.column_names != first.column_names || s.column_encodings != first.column_encodings)
+      parser.fail(static_cast<int64_t>(k), "its columns differ from shard 0's (all shards of a dataset must agree)");
+  }
+  return index;
+}
+
+void write_index(const std::string& dir, const Index& index) {
+  json shards = json::array();
+  for (const ShardInfo& s : index.shards) {
+    json entry = detail::shard_config(s);
+    auto file = [](const FileInfo& f) {
+      json hashes = json::object();
+      for (const auto& [algo, digest] : f.hashes) hashes[algo] = digest;
+      return json{{"basename", f.basename}, {"bytes", f.bytes}, {"hashes", hashes}};
+    };
+    entry["raw_data"] = file(s.raw_data);
+    entry["samples"] = s.samples;
+    entry["zip_data"] = s.zip_data ? file(*s.zip_data) : json(nullptr);
+    shards.push_back(entry);
+  }
+  detail::write_file_atomic((std::filesystem::path(dir) / "index.json").string(),
+                            detail::python_json(json{{"shards", shards}, {"version", 2}}));
+}
+
+}  // namespace tessera::data::mds
