@@ -108,7 +108,8 @@ std::string hash_hex(const std::string& algo, const void* data, size_t size);
 // ---------------------------------------------------------------------------------------------------------
 // Reading
 
-/// A read-only view of bytes inside a shard (or inside a decompressed copy held in memory).
+/// A read-only view of bytes inside a shard (or inside a decompressed copy held in memory). It does not own them:
+/// they stay valid while the SampleView or Shard they came from lives.
 struct Bytes {
   const uint8_t* data = nullptr;
   size_t size = 0;
