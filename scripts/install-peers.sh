@@ -37,6 +37,21 @@ new_venv_on_torch() {
   site_of "$torch_venv/bin/python" > "$(site_of "$1/bin/python")/project-torch.pth"
 }
 
+# reuse_or_start VENV WANT MODULES LABEL: prints VENV and exits when it holds exactly WANT; else starts a new one.
+reuse_or_start() {
+  if venv_ready "$1" "$2" "$3"; then
+    echo "$1"
+    exit 0
+  fi
+  echo "install-peers: installing $4 into $1 (on $torch_venv's torch)" >&2
+  new_venv_on_torch "$1"
+}
+# mark_done VENV WANT MODULE: records the pins and reports torch's version and MODULE's.
+mark_done() {
+  echo "$2" > "$1/.tessera-pins"
+  echo "install-peers: done: $("$1/bin/python" -c "import torch, $3; print('torch', torch.__version__, '$3', $3.__version__)" 2>/dev/null)" >&2
+}
+
 case "$what" in
 composer)
   COMPOSER_VERSION=0.32.1
@@ -49,19 +64,13 @@ charset-normalizer==3.4.2 certifi==2025.6.15"
   nodeps="mosaicml==$COMPOSER_VERSION torchvision==0.29.2"
   withdeps="mosaicml-cli==0.7.5"
   want="$nodeps $withdeps $deps torch-venv=$torch_venv"
-  if venv_ready "$venv" "$want" "torch, composer, torchvision"; then
-    echo "$venv"
-    exit 0
-  fi
-  echo "install-peers: installing Composer $COMPOSER_VERSION into $venv (on $torch_venv's torch)" >&2
-  new_venv_on_torch "$venv"
+  reuse_or_start "$venv" "$want" "torch, composer, torchvision" "Composer $COMPOSER_VERSION"
   # --no-deps everywhere: pip must not resolve Composer's torch pin (it would download torch 2.7 next to 2.15).
   pip_in "$venv" --no-deps $deps >&2
   pip_in "$venv" --no-deps $nodeps >&2
   pip_in "$venv" $withdeps 2>&1 | grep -v "mosaicml 0.32.1 requires\|dependency resolver does not" >&2 || true
   "$venv/bin/python" -c 'import torch, composer, composer.algorithms' >&2
-  echo "$want" > "$venv/.tessera-pins"
-  echo "install-peers: done: $("$venv/bin/python" -c 'import torch, composer; print("torch", torch.__version__, "composer", composer.__version__)' 2>/dev/null)" >&2
+  mark_done "$venv" "$want" composer
   ;;
 streaming)
   STREAMING_VERSION=0.13.0
@@ -71,16 +80,10 @@ brotli==1.2.1 python-snappy==0.7.3 cramjam==2.14.0 catalogue==2.0.10 pillow==11.
 transformers==4.57.6 huggingface-hub==0.36.2 tokenizers==0.22.2 safetensors==0.8.0 regex==2026.11.19 \
 pyyaml==6.0.4 requests==2.34.2 urllib3==2.8.0 idna==3.20 charset-normalizer==3.5.3 certifi==2026.10.19.post1"
   want="$pins torch-venv=$torch_venv"
-  if venv_ready "$venv" "$want" "torch, streaming"; then
-    echo "$venv"
-    exit 0
-  fi
-  echo "install-peers: installing mosaicml-streaming $STREAMING_VERSION into $venv (on $torch_venv's torch)" >&2
-  new_venv_on_torch "$venv"
+  reuse_or_start "$venv" "$want" "torch, streaming" "mosaicml-streaming $STREAMING_VERSION"
   pip_in "$venv" --no-deps $pins >&2
   "$venv/bin/python" -c 'from streaming import MDSWriter, StreamingDataset' >&2
-  echo "$want" > "$venv/.tessera-pins"
-  echo "install-peers: done: $("$venv/bin/python" -c 'import torch, streaming; print("torch", torch.__version__, "streaming", streaming.__version__)' 2>/dev/null)" >&2
+  mark_done "$venv" "$want" streaming
   ;;
 *)
   echo "install-peers: unknown peer '$what' (expected composer or streaming)" >&2

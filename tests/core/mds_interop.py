@@ -88,8 +88,8 @@ def to_json(v):
 
 def dump(local, out):
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
-    clean_stale_shared_memory()
+    # No clean_stale_shared_memory(): it unlinks every Streaming segment, also those of a dump running beside
+    # this one (ctest -j). Each dump reads its own new folder, so a leftover segment never collides.
     ds = StreamingDataset(local=local, batch_size=1, shuffle=False)
     samples = [{k: to_json(v) for k, v in ds[i].items()} for i in range(len(ds))]
     with open(out, 'w') as f:

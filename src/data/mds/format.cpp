@@ -39,6 +39,17 @@ std::optional<DType> dtype_by_name(const std::string& name) {
   return std::nullopt;
 }
 
+/// The whole of `text` as a decimal integer, or nullopt.
+std::optional<int64_t> parse_integer(const std::string& text) {
+  size_t used = 0;
+  try {
+    const int64_t v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 const char* kSupported =
     "int, uint8, uint16, uint32, uint64, int8, int16, int32, int64, float16, float32, float64, str, bytes, "
     "ndarray[:dtype[:d0,d1,...]], png, jpeg, pil";
@@ -115,15 +126,9 @@ Encoding Encoding::parse(const std::string& name, const std::string& where) {
         std::stringstream ss(args.substr(colon + 1));
         std::string part;
         while (std::getline(ss, part, ',')) {
-          size_t used = 0;
-          int64_t v = 0;
-          try {
-            v = std::stoll(part, &used);
-          } catch (const std::exception&) {
-            used = std::string::npos;
-          }
-          if (used != part.size() || v < 1) throw fail("has a bad shape: \"" + part + "\" is not a dimension >= 1");
-          shape.push_back(v);
+          const auto v = parse_integer(part);
+          if (!v || *v < 1) throw fail("has a bad shape: \"" + part + "\" is not a dimension >= 1");
+          shape.push_back(*v);
         }
         if (shape.empty() || shape.size() > 63) throw fail("has a shape of 1 to 63 dimensions expected");
         e.shape = shape;
@@ -262,17 +267,10 @@ Codec parse_compression(const std::string& text, const std::string& where) {
                      "snappy are not implemented)");
   c.zstd = true;
   if (colon != std::string::npos) {
-    const std::string lv = text.substr(colon + 1);
-    size_t used = 0;
-    int level = 0;
-    try {
-      level = std::stoi(lv, &used);
-    } catch (const std::exception&) {
-      used = std::string::npos;
-    }
-    if (used != lv.size() || level < 1 || level > 22)
+    const auto level = parse_integer(text.substr(colon + 1));
+    if (!level || *level < 1 || *level > 22)
       throw InputError(where + ": compression \"" + text + "\": the zstd level must be an integer in 1..22");
-    c.level = level;
+    c.level = static_cast<int>(*level);
   }
   return c;
 }
