@@ -443,6 +443,8 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("num_shards", &mds::Reader::num_shards)
       .def("__getitem__", [](const mds::Reader& r, int64_t i) {
         if (i < 0) i += r.size();
+        if (i < 0 || i >= r.size())  // IndexError, so that `for sample in reader` ends
+          throw py::index_error("sample index out of range for an MDS data set of " + std::to_string(r.size()));
         const mds::SampleView s = r.sample(i);
         py::dict out;
         for (int64_t c = 0; c < s.num_columns(); ++c) {

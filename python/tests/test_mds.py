@@ -43,6 +43,9 @@ def test_mds_reader_reads_a_hand_built_shard(tmp_path):
         assert sample["x"].dtype == torch.float32 and sample["x"].shape == (2, 2)
         assert torch.equal(sample["x"], torch.tensor(x, dtype=torch.float32).view(2, 2))
     assert reader[-1]["name"] == SAMPLES[-1][1]
+    assert [s["name"] for s in reader] == [name for _, name, _ in SAMPLES]  # iteration ends with IndexError
+    with pytest.raises(IndexError):
+        reader[3]
     info = tessera.data.mds_inspect(tmp_path.as_posix())
     assert (info["samples"], info["shards"], info["compression"]) == (3, 1, "")
     assert len(info["checksum"]) == 16
