@@ -21,6 +21,7 @@
 #include <tessera/callback.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
+#include <tessera/data/mds.h>
 #include <tessera/models/model.h>
 #include <tessera/optim/optimizer.h>
 #include <tessera/recipe.h>
@@ -422,6 +423,39 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
     const auto ds = data::load_fashion_mnist(options_from_kwargs<data::FashionMnistOptions>(kwargs, "fashion_mnist"));
     return whole_dataset(*ds);
   }, keep_doc("Fashion-MNIST (Debian's dataset-fashion-mnist) as one Batch.\n\n" + options_doc<data::FashionMnistOptions>()));
+
+  // ---- MDS shards (docs/streaming.md): the C++ reader, thinly --------------------------------------------
+  namespace mds = data::mds;
+  d.def("mds_inspect", [](const std::string& dir, bool verify) {
+    const mds::Inspection r = mds::inspect(dir, mds::ReaderOptions().verify_hashes(verify));
+    return py::dict(py::arg("column_names") = r.column_names, py::arg("column_encodings") = r.column_encodings,
+                    py::arg("samples") = r.samples, py::arg("shards") = r.shards, py::arg("raw_bytes") = r.raw_bytes,
+                    py::arg("zip_bytes") = r.zip_bytes, py::arg("compression") = r.compression,
+                    py::arg("checksum") = r.checksum);
+  }, py::arg("dir"), py::arg("verify") = false, "What `tessera-shard inspect DIR` prints, as a dict.");
+  py::class_<mds::Reader>(d, "MdsReader", "An MDS data set folder, read with random access (the C++ mds::Reader).")
+      .def(py::init([](const std::string& dir, bool verify) {
+             return std::make_unique<mds::Reader>(dir, mds::ReaderOptions().verify_hashes(verify));
+           }), py::arg("dir"), py::arg("verify_hashes") = false)
+      .def("__len__", &mds::Reader::size)
+      .def_property_readonly("column_names", &mds::Reader::column_names)
+      .def_property_readonly("column_encodings", &mds::Reader::column_encodings)
+      .def_property_readonly("num_shards", &mds::Reader::num_shards)
+      .def("__getitem__", [](const mds::Reader& r, int64_t i) {
+        if (i < 0) i += r.size();
+        if (i < 0 || i >= r.size())  // IndexError, so that `for sample in reader` ends
+          throw py::index_error("sample index out of range for an MDS data set of " + std::to_string(r.size()));
+        const mds::SampleView s = r.sample(i);
+        py::dict out;
+        for (int64_t c = 0; c < s.num_columns(); ++c) {
+          const std::string& name = r.column_names()[static_cast<size_t>(c)];
+          const std::string& encoding = r.column_encodings()[static_cast<size_t>(c)];
+          if (encoding == "str") out[py::str(name)] = py::str(std::string(s.raw(c).view()));
+          else if (encoding == "bytes") out[py::str(name)] = py::bytes(std::string(s.raw(c).view()));
+          else out[py::str(name)] = s.tensor(c);
+        }
+        return out;
+      }, py::arg("index"), "Sample `index` as {column: value}: str, bytes, or a tensor (a view of the shard where aligned).");
 }
 
 }  // namespace tessera::python

@@ -23,6 +23,10 @@ from ._C import InputError
 from ._C import data as _native
 
 fashion_mnist = _native.fashion_mnist
+# MDS shards (MosaicML Streaming's format; docs/streaming.md): random access with the C++ reader, and what
+# `tessera-shard inspect` prints.
+MdsReader = _native.MdsReader
+mds_inspect = _native.mds_inspect
 synthetic = _native.synthetic
 shuffled_order = _native.shuffled_order
 
@@ -81,4 +85,4 @@ def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwar
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)
 
 
-__all__ = ["ResumableSampler", "fashion_mnist", "resumable_loader", "shuffled_order", "synthetic"]
+__all__ = ["MdsReader", "ResumableSampler", "fashion_mnist", "mds_inspect", "resumable_loader", "shuffled_order", "synthetic"]

@@ -1,0 +1,72 @@
+"""MDS shards from Python: tessera.data.MdsReader and mds_inspect on a data set built by hand with the standard
+library (struct + json), the layout MosaicML Streaming writes (docs/streaming.md)."""
+import json
+import struct
+
+import pytest
+import torch
+
+import tessera
+
+
+def write_mds(folder, samples):
+    """One uncompressed shard with columns label (int), name (str), x (ndarray:float32:2,2), sorted by name."""
+    config = {"column_encodings": ["int", "str", "ndarray:float32:2,2"], "column_names": ["label", "name", "x"],
+              "column_sizes": [8, None, 16], "compression": None, "format": "mds", "hashes": [],
+              "size_limit": 1 << 26, "version": 2}
+    records = [struct.pack("<I", len(name.encode())) + struct.pack("<q", label) + name.encode()
+               + struct.pack("<4f", *x) for label, name, x in samples]
+    head = json.dumps(config, sort_keys=True).encode()
+    offsets = [4 + 4 * (len(records) + 1) + len(head)]
+    for r in records:
+        offsets.append(offsets[-1] + len(r))
+    data = struct.pack("<I", len(records)) + struct.pack(f"<{len(offsets)}I", *offsets) + head + b"".join(records)
+    (folder / "shard.00000.mds").write_bytes(data)
+    entry = dict(config, raw_data={"basename": "shard.00000.mds", "bytes": len(data), "hashes": {}},
+                 samples=len(records), zip_data=None)
+    (folder / "index.json").write_text(json.dumps({"shards": [entry], "version": 2}, sort_keys=True))
+
+
+SAMPLES = [(3, "coat", [0.5, 1.0, -2.0, 4.25]), (-7, "", [1, 2, 3, 4]), (1 << 40, "h\u00e9", [0, 0, 0, 1e-3])]
+
+
+def test_mds_reader_reads_a_hand_built_shard(tmp_path):
+    write_mds(tmp_path, SAMPLES)
+    reader = tessera.data.MdsReader(tmp_path.as_posix())
+    assert len(reader) == 3 and reader.num_shards == 1
+    assert reader.column_names == ["label", "name", "x"]
+    assert reader.column_encodings == ["int", "str", "ndarray:float32:2,2"]
+    for i, (label, name, x) in enumerate(SAMPLES):
+        sample = reader[i]
+        assert sample["label"].dtype == torch.int64 and sample["label"].item() == label
+        assert sample["name"] == name
+        assert sample["x"].dtype == torch.float32 and sample["x"].shape == (2, 2)
+        assert torch.equal(sample["x"], torch.tensor(x, dtype=torch.float32).view(2, 2))
+    assert reader[-1]["name"] == SAMPLES[-1][1]
+    assert [s["name"] for s in reader] == [name for _, name, _ in SAMPLES]  # iteration ends with IndexError
+    with pytest.raises(IndexError):
+        reader[3]
+    info = tessera.data.mds_inspect(tmp_path.as_posix())
+    assert (info["samples"], info["shards"], info["compression"]) == (3, 1, "")
+    assert len(info["checksum"]) == 16
+
+
+def test_mds_checksum_follows_the_samples(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_mds(tmp_path / "a", SAMPLES)
+    write_mds(tmp_path / "b", SAMPLES[:2] + [(1 << 40, "h\u00e9", [0, 0, 0, 2e-3])])
+    a = tessera.data.mds_inspect((tmp_path / "a").as_posix())["checksum"]
+    b = tessera.data.mds_inspect((tmp_path / "b").as_posix())["checksum"]
+    assert a != b
+    assert a == tessera.data.mds_inspect((tmp_path / "a").as_posix())["checksum"]
+
+
+def test_mds_corrupt_shard_is_an_input_error_naming_the_file(tmp_path):
+    write_mds(tmp_path, SAMPLES)
+    shard = tmp_path / "shard.00000.mds"
+    shard.write_bytes(struct.pack("<I", 2) + shard.read_bytes()[4:])  # header says 2 samples, the index 3
+    with pytest.raises(tessera.InputError, match="shard.00000.mds: holds 2 samples, index.json says 3"):
+        tessera.data.MdsReader(tmp_path.as_posix())[0]
+    with pytest.raises(tessera.InputError, match="index.json not found"):
+        tessera.data.MdsReader((tmp_path / "missing").as_posix())

@@ -1,0 +1,171 @@
+// index.json: parsed with every field checked (errors name the file, the shard and the key), written atomically in
+// Streaming's exact layout.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/mds/detail.h"
+
+namespace tessera::data::mds {
+
+// ---------------------------------------------------------------------------------------------------------
+// index.json
+
+namespace {
+
+using nlohmann::json;
+
+struct IndexParser {
+  std::string path;
+  std::string where(int64_t shard) const { return path + ": shard " + std::to_string(shard); }
+  [[noreturn]] void fail(int64_t shard, const std::string& what) const { throw InputError(where(shard) + ": " + what); }
+
+  const json& key(const json& obj, const char* name, int64_t shard, const std::string& prefix = "") const {
+    auto it = obj.find(name);
+    if (it == obj.end()) fail(shard, "key \"" + prefix + name + "\" is missing");
+    return *it;
+  }
+  int64_t integer(const json& obj, const char* name, int64_t shard, const std::string& prefix = "") const {
+    const json& v = key(obj, name, shard, prefix);
+    if (!v.is_number_integer() || v.get<int64_t>() < 0)
+      fail(shard, "\"" + prefix + name + "\" must be a non-negative integer, got " + v.dump());
+    return v.get<int64_t>();
+  }
+  std::string string(const json& obj, const char* name, int64_t shard, const std::string& prefix = "") const {
+    const json& v = key(obj, name, shard, prefix);
+    if (!v.is_string()) fail(shard, "\"" + prefix + name + "\" must be a string, got " + v.dump());
+    return v.get<std::string>();
+  }
+  std::vector<std::string> strings(const json& obj, const char* name, int64_t shard) const {
+    const json& v = key(obj, name, shard);
+    if (!v.is_array()) fail(shard, std::string("\"") + name + "\" must be a list of strings, got " + v.dump());
+    std::vector<std::string> out;
+    for (const auto& s : v) {
+      if (!s.is_string()) fail(shard, std::string("\"") + name + "\" must be a list of strings, got " + v.dump());
+      out.push_back(s.get<std::string>());
+    }
+    return out;
+  }
+  FileInfo file(const json& v, const char* name, int64_t shard) const {
+    const std::string prefix = std::string(name) + ".";
+    if (!v.is_object()) fail(shard, std::string("\"") + name + "\" must be an object, got " + v.dump());
+    FileInfo f;
+    f.basename = string(v, "basename", shard, prefix);
+    const std::filesystem::path base(f.basename);
+    if (f.basename.empty() || base.is_absolute() || f.basename.find("..") != std::string::npos)
+      fail(shard, "\"" + prefix + "basename\" \"" + f.basename + "\" must be a relative path inside the dataset");
+    f.bytes = integer(v, "bytes", shard, prefix);
+    if (auto it = v.find("hashes"); it != v.end()) {
+      if (!it->is_object()) fail(shard, "\"" + prefix + "hashes\" must be an object, got " + it->dump());
+      for (const auto& [algo, digest] : it->items()) {
+        if (!digest.is_string()) fail(shard, "\"" + prefix + "hashes." + algo + "\" must be a hex string");
+        f.hashes[algo] = digest.get<std::string>();
+      }
+    }
+    return f;
+  }
+
+  ShardInfo shard(const json& s, int64_t k) const {
+    if (!s.is_object()) fail(k, "must be an object, got " + s.dump().substr(0, 80));
+    ShardInfo info;
+    const std::string format = string(s, "format", k);
+    if (format != "mds")
+      fail(k, "format \"" + format + "\" is not supported (Tessera reads MDS shards only, not jsonl/csv/tsv)");
+    const json& version = key(s, "version", k);
+    if (version != 2) fail(k, "version " + version.dump() + " is not supported (MDS version 2 expected)");
+    info.column_names = strings(s, "column_names", k);
+    info.column_encodings = strings(s, "column_encodings", k);
+    const json& sizes = key(s, "column_sizes", k);
+    if (!sizes.is_array()) fail(k, "\"column_sizes\" must be a list, got " + sizes.dump());
+    for (const auto& v : sizes) {
+      if (v.is_null()) info.column_sizes.push_back(std::nullopt);
+      else if (v.is_number_integer() && v.get<int64_t>() > 0) info.column_sizes.push_back(v.get<int64_t>());
+      else fail(k, "\"column_sizes\" entries must be positive integers or null, got " + v.dump());
+    }
+    if (info.column_names.empty()) fail(k, "\"column_names\" is empty");
+    if (info.column_encodings.size() != info.column_names.size() ||
+        info.column_sizes.size() != info.column_names.size())
+      fail(k, "\"column_names\", \"column_encodings\" and \"column_sizes\" have different lengths (" +
+                  std::to_string(info.column_names.size()) + ", " + std::to_string(info.column_encodings.size()) +
+                  ", " + std::to_string(info.column_sizes.size()) + ")");
+    for (size_t c = 0; c < info.column_names.size(); ++c) {
+      const Encoding e = Encoding::parse(info.column_encodings[c], where(k) + ": column \"" + info.column_names[c] + "\"");
+      if (e.fixed_size() != info.column_sizes[c])
+        fail(k, "column \"" + info.column_names[c] + "\" (" + e.name + ") has column_sizes " +
+                    (info.column_sizes[c] ? std::to_string(*info.column_sizes[c]) : "null") + ", expected " +
+                    (e.fixed_size() ? std::to_string(*e.fixed_size()) : "null"));
+    }
+    if (auto it = s.find("compression"); it != s.end() && !it->is_null()) {
+      if (!it->is_string()) fail(k, "\"compression\" must be a string or null, got " + it->dump());
+      info.compression = it->get<std::string>();
+    }
+    detail::parse_compression(info.compression, where(k));
+    if (auto it = s.find("hashes"); it != s.end()) info.hashes = strings(s, "hashes", k);
+    if (auto it = s.find("size_limit"); it != s.end() && !it->is_null()) info.size_limit = integer(s, "size_limit", k);
+    info.samples = integer(s, "samples", k);
+    info.raw_data = file(key(s, "raw_data", k), "raw_data", k);
+    if (auto it = s.find("zip_data"); it != s.end() && !it->is_null()) info.zip_data = file(*it, "zip_data", k);
+    if (!info.compression.empty() && !info.zip_data)
+      fail(k, "compression is \"" + info.compression + "\" but \"zip_data\" is null");
+    return info;
+  }
+};
+
+}  // namespace
+
+Index read_index(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "index.json").string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw InputError("MDS dataset " + dir + ": " + path +
+                     (std::filesystem::exists(dir) ? " not found (is this an MDS dataset folder?)"
+                                                   : " not found: the folder does not exist"));
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json doc;
+  try {
+    doc = json::parse(buf.str());
+  } catch (const json::parse_error& e) {
+    throw InputError(path + ": not valid JSON: " + e.what());
+  }
+  if (!doc.is_object()) throw InputError(path + ": the top level must be an object with \"version\" and \"shards\"");
+  auto version = doc.find("version");
+  if (version == doc.end() || *version != 2)
+    throw InputError(path + ": \"version\" must be 2 (MDS index version 2), got " +
+                     (version == doc.end() ? std::string("nothing") : version->dump()));
+  auto shards = doc.find("shards");
+  if (shards == doc.end() || !shards->is_array())
+    throw InputError(path + ": \"shards\" must be a list of shard entries");
+  if (shards->empty()) throw InputError(path + ": \"shards\" is empty: the dataset has no shards");
+  IndexParser parser{path};
+  Index index;
+  for (size_t k = 0; k < shards->size(); ++k) index.shards.push_back(parser.shard((*shards)[k], static_cast<int64_t>(k)));
+  const ShardInfo& first = index.shards.front();
+  for (size_t k = 1; k < index.shards.size(); ++k) {
+    const ShardInfo& s = index.shards[k];
+    if (s.column_names != first.column_names || s.column_encodings != first.column_encodings)
+      parser.fail(static_cast<int64_t>(k), "its columns differ from shard 0's (all shards of a dataset must agree)");
+  }
+  return index;
+}
+
+void write_index(const std::string& dir, const Index& index) {
+  json shards = json::array();
+  for (const ShardInfo& s : index.shards) {
+    json entry = detail::shard_config(s);
+    auto file = [](const FileInfo& f) {
+      json hashes = json::object();
+      for (const auto& [algo, digest] : f.hashes) hashes[algo] = digest;
+      return json{{"basename", f.basename}, {"bytes", f.bytes}, {"hashes", hashes}};
+    };
+    entry["raw_data"] = file(s.raw_data);
+    entry["samples"] = s.samples;
+    entry["zip_data"] = s.zip_data ? file(*s.zip_data) : json(nullptr);
+    shards.push_back(entry);
+  }
+  detail::write_file_atomic((std::filesystem::path(dir) / "index.json").string(),
+                            detail::python_json(json{{"shards", shards}, {"version", 2}}));
+}
+
+}  // namespace tessera::data::mds

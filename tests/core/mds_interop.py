@@ -1,0 +1,108 @@
+"""Helper of tests/core/mds_interop_test.cpp, run with the Python of the MosaicML Streaming venv
+(scripts/install-peers.sh streaming). Not a pytest file.
+
+  mds_interop.py write DIR COMPRESSION      writes samples of every encoding with streaming.MDSWriter
+  mds_interop.py fashion DIR LIMIT SIZE     writes the first LIMIT Fashion-MNIST training samples the way
+                                            `tessera-shard write --fashion-mnist` does
+  mds_interop.py dump DIR OUT.json          reads every sample with streaming.StreamingDataset, as JSON
+"""
+import gzip
+import json
+import sys
+
+import numpy as np
+from PIL import Image
+
+COLUMNS = {
+    'i': 'int', 'u8': 'uint8', 'u16': 'uint16', 'u32': 'uint32', 'u64': 'uint64', 'i8': 'int8', 'i16': 'int16',
+    'i32': 'int32', 'i64': 'int64', 'f16': 'float16', 'f32': 'float32', 'f64': 'float64', 's': 'str', 'b': 'bytes',
+    'a': 'ndarray', 'af': 'ndarray:float32', 'ax': 'ndarray:int16:2,3', 'png': 'png', 'jpg': 'jpeg', 'pil': 'pil',
+}
+DTYPES = ['uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'uint64', 'int64', 'float16', 'float32', 'float64']
+
+
+def image(rng, mode, h, w):
+    channels = {'L': 1, 'LA': 2, 'RGB': 3, 'RGBA': 4}[mode]
+    # Smooth content plus a little noise, so JPEG has something real to encode.
+    y, x = np.mgrid[0:h, 0:w]
+    base = (y * 7 + x * 3)[:, :, None] + np.arange(channels) * 40 + rng.integers(0, 8, (h, w, channels))
+    px = (base % 250).astype(np.uint8)
+    return Image.fromarray(px[:, :, 0] if channels == 1 else px)  # mode from the shape: L, LA, RGB, RGBA
+
+
+def sample(i):
+    rng = np.random.default_rng(1000 + i)
+    dtype = DTYPES[i % len(DTYPES)]
+    shape = tuple(int(d) for d in rng.integers(1, 5, 1 + i % 3))
+    if i == 7:
+        shape = (2, 300)  # a dimension >= 256: the shape is stored as uint16
+    values = rng.integers(0, 100, shape) if dtype[0] in 'ui' else rng.standard_normal(shape)
+    return {
+        'i': int(rng.integers(-2**62, 2**62)), 'u8': np.uint8(rng.integers(0, 256)),
+        'u16': np.uint16(rng.integers(0, 2**16)), 'u32': np.uint32(rng.integers(0, 2**32)),
+        'u64': np.uint64(rng.integers(0, 2**62)), 'i8': np.int8(rng.integers(-128, 128)),
+        'i16': np.int16(rng.integers(-2**15, 2**15)), 'i32': np.int32(rng.integers(-2**31, 2**31)),
+        'i64': np.int64(rng.integers(-2**62, 2**62)), 'f16': np.float16(rng.standard_normal()),
+        'f32': np.float32(rng.standard_normal()), 'f64': np.float64(rng.standard_normal()),
+        's': 'tessera \u00e9\u4e2d\U0001F600'[:i % 11], 'b': bytes(rng.integers(0, 256, i % 6, dtype=np.uint8)),
+        'a': values.astype(dtype), 'af': rng.standard_normal(1 + i % 5).astype(np.float32),
+        'ax': rng.integers(-1000, 1000, (2, 3)).astype(np.int16),
+        'png': image(rng, ['L', 'LA', 'RGB', 'RGBA'][i % 4], 5 + i % 3, 9),
+        'jpg': image(rng, ['L', 'RGB'][i % 2], 16, 8 + i % 9),
+        'pil': image(rng, ['L', 'RGB', 'RGBA'][i % 3], 3, 4 + i % 2),
+    }
+
+
+def write(out, compression):
+    from streaming import MDSWriter
+    with MDSWriter(out=out, columns=COLUMNS, compression=compression or None, hashes=['xxh3_64', 'xxh64'],
+                   size_limit=4000) as w:
+        for i in range(40):
+            w.write(sample(i))
+
+
+def fashion(out, limit, size_limit):
+    from streaming import MDSWriter
+    folder = '/usr/share/datasets/fashion-mnist/'
+    images = np.frombuffer(gzip.open(folder + 'train-images-idx3-ubyte.gz').read()[16:], np.uint8).reshape(-1, 28, 28)
+    labels = np.frombuffer(gzip.open(folder + 'train-labels-idx1-ubyte.gz').read()[8:], np.uint8)
+    with MDSWriter(out=out, columns={'image': 'ndarray:uint8:28,28', 'label': 'int'}, hashes=['xxh3_64'],
+                   size_limit=size_limit) as w:
+        for i in range(limit):
+            w.write({'image': images[i], 'label': int(labels[i])})
+
+
+def to_json(v):
+    if isinstance(v, Image.Image):
+        a = np.asarray(v)
+        a = a[:, :, None] if a.ndim == 2 else a
+        return {'shape': list(a.shape), 'data': a.ravel().tolist()}
+    if isinstance(v, np.ndarray):
+        return {'dtype': v.dtype.name, 'shape': list(v.shape), 'data': v.ravel().tolist()}
+    if isinstance(v, bytes):
+        return {'hex': v.hex()}
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def dump(local, out):
+    from streaming import StreamingDataset
+    # No clean_stale_shared_memory(): it unlinks every Streaming segment, also those of a dump running beside
+    # this one (ctest -j). Each dump reads its own new folder, so a leftover segment never collides.
+    ds = StreamingDataset(local=local, batch_size=1, shuffle=False)
+    samples = [{k: to_json(v) for k, v in ds[i].items()} for i in range(len(ds))]
+    with open(out, 'w') as f:
+        json.dump(samples, f)
+
+
+if __name__ == '__main__':
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == 'write':
+        write(args[0], args[1] if len(args) > 1 else '')
+    elif cmd == 'fashion':
+        fashion(args[0], int(args[1]), int(args[2]))
+    elif cmd == 'dump':
+        dump(args[0], args[1])
+    else:
+        sys.exit(f'unknown command {cmd}')

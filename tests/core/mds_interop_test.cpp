@@ -1,0 +1,186 @@
+// MDS interop with PyPI's mosaicml-streaming 0.13.0 (its venv: scripts/install-peers.sh streaming, or
+// $TESSERA_STREAMING_VENV): shards written by streaming.MDSWriter are read by Tessera sample for sample, Tessera's
+// shards are read by streaming.StreamingDataset, and both write the same bytes for the same samples. Each test
+// skips, saying why, when the venv is absent.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <tessera/data/mds.h>
+
+#include "mds_support.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+namespace mds = data::mds;
+using nlohmann::json;
+
+std::string streaming_python() {
+  const char* env = std::getenv("TESSERA_STREAMING_VENV");
+  const char* home = std::getenv("HOME");
+  const std::string venv = env ? env : std::string(home ? home : "/root") + "/.cache/tessera/venv-peers-streaming-0.13.0";
+  const std::string python = venv + "/bin/python";
+  return fs::exists(python) ? python : std::string();
+}
+
+#define REQUIRE_STREAMING(python)                                                                              \
+  const std::string python = streaming_python();                                                              \
+  if (python.empty())                                                                                          \
+  GTEST_SKIP() << "mosaicml-streaming's venv is absent: create it with scripts/install-peers.sh streaming "    \
+                  "(or point TESSERA_STREAMING_VENV at one)"
+
+/// Runs tests/core/mds_interop.py with the streaming venv's Python; a failure shows the script's output.
+void run_helper(const std::string& python, const std::string& args, const std::string& log) {
+  const std::string cmd = python + " " TESSERA_SOURCE_DIR "/tests/core/mds_interop.py " + args + " > " + log + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  ASSERT_EQ(rc, 0) << cmd << "\n" << test::read_file(log);
+}
+
+/// Every sample of the data set in `data` as StreamingDataset reads it. Streaming reads a copy: it decompresses
+/// shards into the folder it reads, and Tessera must read the original (only .zstd files when compressed).
+json read_with_streaming(const std::string& python, const std::string& data, const std::string& work) {
+  const std::string copy = work + "/streaming-copy", out = work + "/samples.json";
+  fs::copy(data, copy, fs::copy_options::recursive);
+  run_helper(python, "dump " + copy + " " + out, work + "/dump.log");
+  return json::parse(test::read_file(out));
+}
+
+c10::ScalarType tensor_type_of(const std::string& numpy_name) {
+  for (auto d : {mds::DType::u8, mds::DType::i8, mds::DType::u16, mds::DType::i16, mds::DType::u32, mds::DType::i32,
+                 mds::DType::u64, mds::DType::i64, mds::DType::f16, mds::DType::f32, mds::DType::f64})
+    if (mds::dtype_name(d) == numpy_name) return mds::tensor_dtype(d);
+  throw std::runtime_error("unknown dtype " + numpy_name);
+}
+
+at::Tensor values_of(const json& list) {
+  std::vector<double> v = list.get<std::vector<double>>();
+  return at::tensor(v, at::kDouble);
+}
+
+/// Checks a sample read by Tessera against the same sample read by Streaming (mds_interop.py's JSON).
+void expect_same(const mds::SampleView& got, const json& want, int64_t index) {
+  const mds::Shard& shard = got.shard();
+  for (size_t c = 0; c < shard.info().column_names.size(); ++c) {
+    const std::string& name = shard.info().column_names[c];
+    const mds::Encoding& e = shard.encodings()[c];
+    SCOPED_TRACE("sample " + std::to_string(index) + ", column " + name + " (" + e.name + ")");
+    const json& v = want.at(name);
+    const at::Tensor t = got.tensor(static_cast<int64_t>(c));
+    switch (e.kind) {
+      case mds::Encoding::Kind::scalar:
+        if (at::isFloatingType(t.scalar_type())) EXPECT_EQ(t.to(at::kDouble).item<double>(), v.get<double>());
+        else EXPECT_EQ(t.item<int64_t>(), v.get<int64_t>());
+        break;
+      case mds::Encoding::Kind::str: EXPECT_EQ(std::string(got.text(name)), v.get<std::string>()); break;
+      case mds::Encoding::Kind::bytes: {
+        std::string hex;
+        char buf[3];
+        for (size_t i = 0; i < got.raw(name).size; ++i) {
+          std::snprintf(buf, sizeof buf, "%02x", got.raw(name).data[i]);
+          hex += buf;
+        }
+        EXPECT_EQ(hex, v.at("hex").get<std::string>());
+        break;
+      }
+      case mds::Encoding::Kind::ndarray:
+        EXPECT_EQ(t.scalar_type(), tensor_type_of(v.at("dtype").get<std::string>()));
+        EXPECT_EQ(t.sizes().vec(), v.at("shape").get<std::vector<int64_t>>());
+        EXPECT_TRUE(at::equal(t.to(at::kDouble).flatten(), values_of(v.at("data"))));
+        break;
+      default:  // images: Pillow's pixels (libjpeg-turbo decodes JPEG the same way in both)
+        EXPECT_EQ(t.sizes().vec(), v.at("shape").get<std::vector<int64_t>>());
+        EXPECT_TRUE(at::equal(t.to(at::kDouble).flatten(), values_of(v.at("data"))));
+    }
+  }
+}
+
+TEST(MdsInterop, StreamingWritesTesseraReadsSampleForSample) {
+  REQUIRE_STREAMING(python);
+  for (const std::string compression : {"", "zstd:7"}) {
+    SCOPED_TRACE("compression '" + compression + "'");
+    test::TempDir dir("mds_from_streaming");
+    const std::string data = dir.path() + "/data";
+    run_helper(python, "write " + data + " '" + compression + "'", dir.path() + "/write.log");
+    const json want = read_with_streaming(python, data, dir.path());
+    EXPECT_EQ(fs::exists(data + "/shard.00000.mds"), compression.empty());
+
+    mds::Reader reader(data, mds::ReaderOptions());
+    ASSERT_EQ(reader.size(), 40);
+    ASSERT_EQ(static_cast<int64_t>(want.size()), reader.size());
+    EXPECT_GT(reader.num_shards(), 3);
+    for (int64_t i = 0; i < reader.size(); ++i) expect_same(reader.sample(i), want[static_cast<size_t>(i)], i);
+    if (compression.empty()) continue;
+    // The zip files' xxh3_64 and xxh64 hashes, as Streaming computed them, check out.
+    EXPECT_NO_THROW(mds::Reader(data, mds::ReaderOptions().verify_hashes(true)).sample(39));
+  }
+}
+
+TEST(MdsInterop, RewritingStreamingsShardsGivesTheSameBytes) {
+  REQUIRE_STREAMING(python);
+  test::TempDir dir("mds_rewrite");
+  const std::string data = dir.path() + "/data", copy = dir.path() + "/copy";
+  run_helper(python, "write " + data + " ''", dir.path() + "/write.log");
+  mds::Reader reader(data);
+  const mds::ShardInfo& first = reader.index().shards.front();
+  mds::Columns columns;
+  for (size_t c = 0; c < first.column_names.size(); ++c)
+    columns.emplace_back(first.column_names[c], first.column_encodings[c]);
+  mds::Writer writer(copy, mds::WriterOptions().columns(columns).hashes(first.hashes).size_limit(first.size_limit));
+  for (int64_t i = 0; i < reader.size(); ++i) writer.write_raw(reader.sample(i).record());
+  const mds::Index& written = writer.finish();
+  ASSERT_EQ(written.shards.size(), reader.index().shards.size());
+  for (size_t k = 0; k < written.shards.size(); ++k) {
+    const std::string name = written.shards[k].raw_data.basename;
+    EXPECT_EQ(test::read_file(data + "/" + name), test::read_file(copy + "/" + name)) << name;
+  }
+  EXPECT_EQ(test::read_file(data + "/index.json"), test::read_file(copy + "/index.json"));
+}
+
+TEST(MdsInterop, TesseraWritesStreamingReadsSampleForSample) {
+  REQUIRE_STREAMING(python);
+  for (const std::string compression : {"", "zstd"}) {
+    SCOPED_TRACE("compression '" + compression + "'");
+    test::TempDir dir("mds_to_streaming");
+    const std::string data = dir.path() + "/data";
+    {
+      mds::Writer w(data, mds::WriterOptions().columns(test::kAllColumns).compression(compression)
+                              .hashes({"xxh3_64", "xxh64"}).size_limit(4000));
+      for (int64_t i = 0; i < 40; ++i) w.write(test::sample_of(i));
+      w.finish();
+    }
+    mds::Reader reader(data);
+    const json got = read_with_streaming(python, data, dir.path());
+    ASSERT_EQ(static_cast<int64_t>(got.size()), reader.size());
+    for (int64_t i = 0; i < reader.size(); ++i) expect_same(reader.sample(i), got[static_cast<size_t>(i)], i);
+  }
+}
+
+TEST(MdsInterop, FashionMnistShardsAreByteIdenticalToStreamings) {
+  REQUIRE_STREAMING(python);
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  test::TempDir dir("mds_fashion");
+  const std::string theirs = dir.path() + "/streaming", ours = dir.path() + "/tessera";
+  run_helper(python, "fashion " + theirs + " 3000 500000", dir.path() + "/fashion.log");
+  mds::write_fashion_mnist(ours, mds::FashionMnistShardOptions().limit(3000),
+                           mds::WriterOptions().hashes({"xxh3_64"}).size_limit(500000));
+  auto files = [](const std::string& folder) {
+    std::vector<std::string> names;
+    for (const auto& f : fs::directory_iterator(folder)) names.push_back(f.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  const auto names = files(theirs);
+  ASSERT_EQ(names, files(ours));
+  ASSERT_GT(names.size(), 3u);  // several shards and index.json
+  for (const auto& name : names) EXPECT_EQ(test::read_file(theirs + "/" + name), test::read_file(ours + "/" + name)) << name;
+  EXPECT_EQ(mds::inspect(theirs).checksum, mds::inspect(ours).checksum);
+}
+
+}  // namespace
+}  // namespace tessera

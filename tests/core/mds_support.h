@@ -1,0 +1,90 @@
+#pragma once
+// Helpers of the MDS tests: a temporary folder, whole-file reads and writes, and samples of every encoding.
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <tessera/data/mds.h>
+
+namespace tessera::test {
+
+/// A fresh folder under the system's temp folder, removed with everything in it at the end of the scope.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / ("tessera_" + prefix + "_XXXXXX")).string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline void write_file(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+// Every encoding Tessera writes, with values that are a pure function of the sample index.
+inline const data::mds::Columns kAllColumns = {
+    {"i", "int"},         {"u8", "uint8"},     {"u16", "uint16"},   {"u32", "uint32"},   {"u64", "uint64"},
+    {"i8", "int8"},       {"i16", "int16"},    {"i32", "int32"},    {"i64", "int64"},    {"f16", "float16"},
+    {"f32", "float32"},   {"f64", "float64"},  {"s", "str"},        {"b", "bytes"},      {"a", "ndarray"},
+    {"af", "ndarray:float32"}, {"ax", "ndarray:int16:2,3"}, {"png", "png"}, {"jpg", "jpeg"}, {"pil", "pil"},
+};
+
+inline at::Tensor pixels(int64_t i, int64_t channels) {
+  // A smooth gradient (JPEG keeps it close) that differs per sample.
+  at::Tensor y = at::arange(8, at::kFloat).view({8, 1, 1}), x = at::arange(12, at::kFloat).view({1, 12, 1});
+  at::Tensor c = at::arange(channels, at::kFloat).view({1, 1, channels});
+  return (y * 9 + x * 5 + c * 30 + static_cast<double>(i % 10 * 3)).to(at::kByte);  // at most 235
+}
+
+inline data::mds::Sample sample_of(int64_t i) {
+  data::mds::Sample s;
+  s["i"] = int64_t{-1000000007} * i;
+  s["u8"] = i % 256;
+  s["u16"] = int64_t{65535} - i;
+  s["u32"] = int64_t{4000000000} + i;
+  s["u64"] = (int64_t{1} << 62) + i;
+  s["i8"] = -i;
+  s["i16"] = int64_t{-32768} + i;
+  s["i32"] = int64_t{2000000000} + i;
+  s["i64"] = -(int64_t{1} << 60) - i;
+  s["f16"] = 0.1 * static_cast<double>(i);
+  s["f32"] = 1.0 / (1.0 + static_cast<double>(i));
+  s["f64"] = 3.141592653589793 * static_cast<double>(i);
+  s["s"] = std::string(static_cast<size_t>(i % 5), 'x') + "h\xC3\xA9";  // UTF-8 "hé"
+  s["b"] = std::string(static_cast<size_t>(i % 4), static_cast<char>(i));  // sometimes empty
+  s["a"] = at::arange(1 + i % 300, at::kInt).mul(3).view({1, -1});        // dynamic dtype and shape
+  s["af"] = at::linspace(0, 1, 2 + i % 3, at::kFloat);
+  s["ax"] = at::arange(6, at::kShort).view({2, 3}).add(static_cast<int16_t>(i));
+  s["png"] = pixels(i, 1 + i % 4);
+  s["jpg"] = pixels(i, i % 2 ? 3 : 1);
+  s["pil"] = pixels(i, i % 2 ? 3 : 4);
+  return s;
+}
+
+}  // namespace tessera::test
