@@ -147,8 +147,8 @@ void compute_ema(const std::vector<at::Tensor>& ema, const std::vector<at::Tenso
   }
   at::NoGradGuard no_grad;
   for (auto& g : groups) {
-    at::_foreach_mul_(g.ema, smoothing);
-    at::_foreach_add_(g.ema, g.current, 1.0 - smoothing);
+    at::_foreach_mul_(g.ema, at::Scalar(smoothing));
+    at::_foreach_add_(g.ema, g.current, at::Scalar(1.0 - smoothing));
   }
   for (size_t i : copied) ema[i].copy_(current[i]);
 }
