@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 
 #include <ATen/ATen.h>
@@ -310,6 +312,47 @@ TEST(EMA, AModelChangedAfterTheStartIsRefusedWithTheReason) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("the model was changed after averaging started"), std::string::npos) << e.what();
   }
+}
+
+TEST(EMA, CheckpointsOfACompletedRunAndAfterFitResumeWithTheRightWeightsInTheModel) {
+  std::string root = (std::filesystem::temp_directory_path() / "tessera-ema-test-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(root.data()), nullptr);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{root};
+  auto run = [](const char* duration, CheckpointOptions checkpoint) {
+    auto ema = std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
+    Components c = cnn_components();
+    c.algorithms = {ema};
+    auto t = std::make_unique<Trainer>(TrainerOptions().max_duration(Time::parse(duration)).threads(1), std::move(c),
+                                       std::move(checkpoint));
+    return std::make_pair(std::move(t), ema);
+  };
+  const std::string folder = root + "/ck";
+  auto [first, first_ema] = run("1ep", CheckpointOptions().folder(folder));
+  first->fit();
+  ASSERT_TRUE(first_ema->holds_averaged_weights());
+  const std::string averaged = weights_fingerprint(*first->state().model);
+  // The final checkpoint was written before fit_end, with the training weights as the model's: resuming the
+  // completed run leaves the averages in the model, as at the end of the run.
+  auto [complete, complete_ema] = run("1ep", CheckpointOptions().folder(folder).autoresume(true));
+  EXPECT_EQ(complete->loaded_checkpoint(), folder + "/ep1-ba6.ckpt");
+  EXPECT_TRUE(complete_ema->holds_averaged_weights());
+  EXPECT_EQ(weights_fingerprint(*complete->state().model), averaged);
+  // A checkpoint saved after fit (the averages in the model) also keeps the training weights: a longer run
+  // resumed from it trains on from the training weights, bitwise as a run in one go.
+  first->save_checkpoint(root + "/after_fit.ckpt");
+  auto [longer, longer_ema] = run("2ep", CheckpointOptions().load_path(root + "/after_fit.ckpt"));
+  EXPECT_FALSE(longer_ema->holds_averaged_weights());
+  longer->fit();
+  auto [whole, whole_ema] = run("2ep", CheckpointOptions());
+  whole->fit();
+  EXPECT_EQ(weights_fingerprint(*longer->state().model), weights_fingerprint(*whole->state().model));
+  EXPECT_NE(weights_fingerprint(*whole->state().model), averaged);
 }
 
 TEST(EMA, SpecDeclaresItsEventsAndAccesses) {
