@@ -331,7 +331,10 @@ void EMA::after_load(State& state) {
   loaded.erase("started");
   loaded.erase("steps_at_update");
   if (!started_) {
-    if (!loaded.empty()) throw InputError("ema: the checkpoint has averages (" + loaded.begin()->first + ") but says averaging had not started");
+    if (!loaded.empty()) {
+      throw InputError("ema: the checkpoint has averages (" + loaded.begin()->first +
+                       ") but says averaging had not started");
+    }
     return;
   }
   std::vector<at::Tensor> training;

@@ -66,7 +66,8 @@ TEST(EMA, BadOptionsAreRefusedNamingTheOption) {
 
   const std::string range = testing::input_error_of([] { compute_ema({at::zeros({2})}, {at::ones({2})}, 1.5); });
   EXPECT_NE(range.find("compute_ema.smoothing"), std::string::npos) << range;
-  const std::string count = testing::input_error_of([] { compute_ema({at::zeros({2})}, {at::ones({2}), at::ones({2})}, 0.5); });
+  const std::string count =
+      testing::input_error_of([] { compute_ema({at::zeros({2})}, {at::ones({2}), at::ones({2})}, 0.5); });
   EXPECT_NE(count.find("compute_ema: 1 averages for 2 tensors"), std::string::npos) << count;
   const std::string shape = testing::input_error_of([] { compute_ema({at::zeros({2})}, {at::ones({3})}, 0.5); });
   EXPECT_NE(shape.find("compute_ema: tensor 0 does not match its average"), std::string::npos) << shape;
@@ -76,8 +77,8 @@ TEST(EMA, ComputeEmaIsTheFormulaAndCopiesIntegerTensors) {
   at::Tensor ema = at::tensor({1.0f, 2.0f, -4.0f});
   at::Tensor ema64 = at::tensor({1.0, 0.5}, at::kDouble);
   at::Tensor count = at::tensor({3}, at::kLong);
-  compute_ema({ema, ema64, count}, {at::tensor({3.0f, 2.0f, 0.0f}), at::tensor({0.0, 1.5}, at::kDouble), at::tensor({7}, at::kLong)},
-              0.75);
+  compute_ema({ema, ema64, count},
+              {at::tensor({3.0f, 2.0f, 0.0f}), at::tensor({0.0, 1.5}, at::kDouble), at::tensor({7}, at::kLong)}, 0.75);
   EXPECT_TRUE(at::allclose(ema, at::tensor({1.5f, 2.0f, -3.0f})));  // 0.75·ema + 0.25·w
   EXPECT_TRUE(at::allclose(ema64, at::tensor({0.75, 0.75}, at::kDouble)));
   EXPECT_EQ(count.item<int64_t>(), 7);
@@ -136,8 +137,12 @@ using Weights = std::vector<std::pair<std::string, at::Tensor>>;
 
 Weights copy_weights(Model& model) {
   Weights out;
-  for (const auto& item : model.named_parameters(true)) out.emplace_back("param/" + item.key(), item.value().detach().clone());
-  for (const auto& item : model.named_buffers(true)) out.emplace_back("buffer/" + item.key(), item.value().detach().clone());
+  for (const auto& item : model.named_parameters(true)) {
+    out.emplace_back("param/" + item.key(), item.value().detach().clone());
+  }
+  for (const auto& item : model.named_buffers(true)) {
+    out.emplace_back("buffer/" + item.key(), item.value().detach().clone());
+  }
   return out;
 }
 
@@ -310,7 +315,8 @@ TEST(EMA, AModelChangedAfterTheStartIsRefusedWithTheReason) {
     ema.apply(Event::BatchEnd, s, logger);
     ADD_FAILURE() << "expected an Error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("the model was changed after averaging started"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("the model was changed after averaging started"), std::string::npos)
+        << e.what();
   }
 }
 
