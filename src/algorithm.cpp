@@ -17,6 +17,7 @@ const char* resource_name(Resource r) {
     case Resource::Loss: return "loss";
     case Resource::Gradients: return "gradients";
     case Resource::LearningRate: return "learning rate";
+    case Resource::Buffers: return "buffers";
   }
   return "unknown resource";
 }

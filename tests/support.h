@@ -114,4 +114,22 @@ class NanInputs : public Algorithm {
   AlgorithmSpec spec_;
 };
 
+/// Multiplies the loss at one batch by 1e36: finite, but its gradient times the loss scale overflows float32, so
+/// a loss scaler skips that step.
+class OverflowAt : public Algorithm {
+ public:
+  explicit OverflowAt(int64_t batch) : batch_(batch) {
+    spec_.name = "overflow_at";
+    spec_.accesses.push_back({Event::AfterLoss, {Resource::Loss}, {Resource::Loss}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    if (state.timestamp.batch == batch_) state.loss = state.loss * 1e36;
+  }
+
+ private:
+  int64_t batch_;
+  AlgorithmSpec spec_;
+};
+
 }  // namespace tessera::testing

@@ -32,6 +32,7 @@ enum class Resource {
   Gradients,        ///< parameter gradients (always unscaled: with a loss scaler, the trainer unscales them
                     ///< before AfterBackward fires, so readers such as clipping see true values)
   LearningRate,     ///< optimizer learning rates
+  Buffers,          ///< module buffers that are not parameters (batch-norm running statistics)
 };
 const char* resource_name(Resource r);
 

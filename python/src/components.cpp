@@ -12,6 +12,7 @@
 
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -279,6 +280,27 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         return py::dict(py::arg("convs") = a.counts().convs, py::arg("maxpools") = a.counts().maxpools);
       }, "What the last application replaced: {'convs': n, 'maxpools': m}.");
 
+  bind_algorithm<alg::EMA, alg::EMAOptions>(
+      m, "EMA", "ema",
+      "Exponential moving average of the weights (parameters and batch-norm statistics), updated after the "
+      "optimizer step every update_interval once ema_start is reached: w_ema <- s w_ema + (1 - s) w with "
+      "s = 2^(-update_interval / half_life) (or smoothing). Evaluations run on the averages (the training weights "
+      "are restored bit for bit afterwards); a completed fit leaves the averages in the model. Checkpoints keep "
+      "both, so a resumed run continues exactly.")
+      .def_property_readonly("started", &alg::EMA::started, "Whether averaging has started (ema_start reached).")
+      .def_property_readonly("holds_averaged_weights", &alg::EMA::holds_averaged_weights,
+                             "Whether the model holds the averages now (during an evaluation, after a completed fit).")
+      .def(
+          "averages",
+          [](const alg::EMA& a) {
+            py::dict out;
+            for (const auto& [name, t] : a.averages()) out[py::str(name)] = t;
+            return out;
+          },
+          "The averages by name: {'param/<name>': tensor, 'buffer/<name>': tensor}; empty before the start.")
+      .def("copy_averages_to", [](const alg::EMA& a, Model& model) { a.copy_averages_to(model); }, py::arg("model"),
+           "Copies the averages into a tessera.Model with the same parameter and buffer names.");
+
   bind_algorithm<alg::GradientClipping, alg::GradientClippingOptions>(
       m, "GradientClipping", "gradient_clipping",
       "Gradient clipping at AFTER_TRAIN_BATCH (after every microbatch, before the step): the global norm "
@@ -409,6 +431,18 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "Gradient clipping in place on the .grad of `parameters` (a list of tensors; those without a gradient are "
       "skipped): 'norm' (global L2 norm, as torch.nn.utils.clip_grad_norm_), 'value' or 'adaptive' (AGC). "
       "Returns the norm before clipping for 'norm', else None.");
+  f.def("compute_ema", &alg::compute_ema_by_name, py::arg("weights"), py::arg("averages"), py::arg("smoothing"),
+        "averages <- smoothing * averages + (1 - smoothing) * weights, in place, on (name, tensor) lists matched by "
+        "name (floating-point tensors; others are copied). tessera.functional.compute_ema wraps it for modules.");
+  f.def(
+      "ema_smoothing",
+      [](const std::string& half_life, const std::string& update_interval) {
+        return alg::ema_smoothing(
+            alg::EMAOptions().half_life(Time::parse(half_life)).update_interval(Time::parse(update_interval)));
+      },
+      py::arg("half_life"), py::arg("update_interval") = "0ba",
+      "The EMA decay per update for a half-life and an update interval in the same unit: 2^(-update_interval / "
+      "half_life) ('0ba': one unit of half_life's unit).");
   f.def(
       "freeze_layers", [](Model& model, int64_t depth) { return alg::freeze_layers(model, nullptr, depth); },
       py::arg("model"), py::arg("depth"),

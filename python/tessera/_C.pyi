@@ -87,6 +87,7 @@ class Resource(enum.Enum):
     LOSS = 8
     GRADIENTS = 9
     LEARNING_RATE = 10
+    BUFFERS = 11
     def __init__(self, name: Union[str, int]) -> None: ...
 
 ResourceLike = Union[Resource, str]

@@ -38,7 +38,7 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "GradientClipping", "LabelSmoothing", "LayerFreezing", "ProgressiveResizing", "SelectiveBackprop"):
+    for name in ("BlurPool", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "ProgressiveResizing", "SelectiveBackprop"):
         cls = getattr(algorithms, name)
         lines += [
             f"class {name}(Algorithm):",

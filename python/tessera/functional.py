@@ -45,13 +45,33 @@ def clip_gradients(parameters, clipping_type="norm", clipping_threshold=1.0):
     return _native.clip_gradients(list(parameters), clipping_type, clipping_threshold)
 
 
+ema_smoothing = _native.ema_smoothing
+
+
+def _named_weights(module):
+    return [("param/" + n, t) for n, t in module.named_parameters()] + [
+        ("buffer/" + n, t) for n, t in module.named_buffers()
+    ]
+
+
+def compute_ema(model, ema_model, smoothing=0.99):
+    """Composer's ``compute_ema``: ``ema_model`` (a copy of ``model``, e.g. ``copy.deepcopy(model)``) becomes
+    ``smoothing * ema_model + (1 - smoothing) * model``, in place, parameter by parameter and buffer by buffer
+    (matched by name; integer buffers such as ``num_batches_tracked`` are copied), with one multi-tensor operation
+    per dtype and device. Call it after each ``optimizer.step()`` in your own loop; ``ema_smoothing("50ba")`` gives
+    the smoothing of a half-life. The same code as the EMA algorithm."""
+    _native.compute_ema(_named_weights(model), _named_weights(ema_model), smoothing)
+
+
 __all__ = [
     "ops",
     "apply_blurpool",
     "blur2d",
     "blur_filter",
     "clip_gradients",
+    "compute_ema",
     "cross_entropy",
+    "ema_smoothing",
     "freeze_depth",
     "freeze_layers",
     "pinned_scale",

@@ -1,4 +1,6 @@
 """tessera.functional: the C++ functional forms on plain torch tensors, checked against stock torch."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,3 +177,52 @@ def test_bad_options_are_refused_as_the_algorithms_refuse_them():
         TF.select_by_loss(torch.rand(4), 0.5, -1)
     with pytest.raises(tessera.InputError, match=r"smooth_labels.smoothing: 1.5 is out of range; expected a number \[0, 1\)"):
         TF.smooth_labels(torch.tensor([0, 1]), 2, alpha=1.5)
+
+
+def test_compute_ema_is_the_formula_on_parameters_and_buffers():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    ema = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net[1].running_mean.fill_(2.0)
+        net[1].num_batches_tracked.fill_(5)
+    before = {n: t.clone() for n, t in ema.state_dict().items()}
+    TF.compute_ema(net, ema, 0.9)
+    for name, t in ema.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            assert t.item() == 5  # integer buffers are copied
+        else:
+            assert torch.allclose(t, 0.9 * before[name] + 0.1 * net.state_dict()[name]), name
+    assert TF.ema_smoothing("50ba") == pytest.approx(2 ** (-1 / 50), rel=1e-15)
+    assert TF.ema_smoothing("10ep", "2ep") == pytest.approx(2 ** -0.2, rel=1e-15)
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    with pytest.raises(tessera.InputError, match=r"compute_ema: ema_model has no param/2\.weight"):
+        TF.compute_ema(wider, net, 0.9)
+    with pytest.raises(tessera.InputError, match=r"compute_ema\.smoothing"):
+        TF.compute_ema(net, ema, 1.5)
+    with pytest.raises(tessera.InputError, match=r'ema\.half_life: "10tok" is not supported'):
+        tessera.algorithms.EMA(half_life="10tok")
+    with pytest.raises(tessera.InputError, match="give half_life or smoothing, not both"):
+        tessera.algorithms.EMA(half_life="50ba", smoothing=0.9)
+    assert tessera.algorithms.EMA(half_life="50ba").options["half_life"] == "50ba"
+
+
+def test_ema_in_a_trainer_leaves_the_averages_in_the_users_module():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                              torch.nn.Linear(8, 3))
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(48, 1, 4, 4), torch.randint(0, 3, (48,))), batch_size=8)
+    ema = tessera.algorithms.EMA(half_life="2ba")
+    trainer = tessera.Trainer(model=net, train_dataloader=data, optimizer={"sgd": {"lr": 0.1}}, algorithms=[ema],
+                              max_duration="1ep", threads=1)
+    trainer.fit()
+    assert ema.started and ema.holds_averaged_weights
+    averages = ema.averages()
+    assert len(averages) == len(list(net.parameters())) + len(list(net.buffers()))
+    for name, p in net.named_parameters():
+        assert torch.equal(averages["param/" + name], p.detach()), name
+    for name, b in net.named_buffers():
+        assert torch.equal(averages["buffer/" + name], b), name

@@ -247,23 +247,6 @@ TEST(Precision, GradientReadersSeeUnscaledGradientsUnderLossScaling) {
   EXPECT_EQ(plain_weights, scaled_weights);
 }
 
-/// Multiplies the loss at one batch by 1e36: finite, but its gradient times the loss scale overflows float32.
-class OverflowAt : public Algorithm {
- public:
-  explicit OverflowAt(int64_t batch) : batch_(batch) {
-    spec_.name = "overflow_at";
-    spec_.accesses.push_back({Event::AfterLoss, {Resource::Loss}, {Resource::Loss}});
-  }
-  const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& state, Logger&) override {
-    if (state.timestamp.batch == batch_) state.loss = state.loss * 1e36;
-  }
-
- private:
-  int64_t batch_;
-  AlgorithmSpec spec_;
-};
-
 /// Weights fingerprint, optimizer steps and learning rate at every BatchEnd.
 class StepLog : public Callback {
  public:
@@ -284,7 +267,7 @@ TEST(Precision, InjectedOverflowSkipsTheStepBacksOffAndKeepsTheScheduleTime) {
     auto log = std::make_shared<StepLog>();
     Components c = testing::tiny_components(48, 8, 4);
     c.schedulers.push_back(optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.1)));
-    c.algorithms.push_back(std::make_shared<OverflowAt>(overflow_batch));
+    c.algorithms.push_back(std::make_shared<testing::OverflowAt>(overflow_batch));
     c.callbacks.push_back(log);
     auto t = std::make_unique<Trainer>(
         TrainerOptions().max_duration(Time::parse("6ba")).threads(1).precision("amp_bf16").loss_scaling("dynamic"),

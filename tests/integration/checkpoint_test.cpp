@@ -22,6 +22,7 @@
 #include <torch/version.h>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -113,6 +114,10 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   }
   if (name == "gradient_clipping") {
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_type("adaptive").clipping_threshold(0.05));
+  }
+  if (name == "ema") {
+    // Starts at 0.2 of 18 batches (after batch 4, an interruption point), then averages every batch.
+    return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("4ba")).ema_start(Time::parse("0.2dur")));
   }
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
@@ -603,6 +608,20 @@ std::vector<RunSpec> resume_specs() {
   clipped.microbatch_size = 3;
   clipped.algorithms = {"gradient_clipping", "label_smoothing"};
   specs.push_back(clipped);
+  // EMA: the training weights are the model's in the checkpoint, the averages the algorithm's; evaluations (on the
+  // averages) in between, microbatches; and with batch norm, surgery, layer freezing and a loss scaler's state.
+  RunSpec ema = sgd;
+  ema.name = "ema_eval_microbatches";
+  ema.microbatch_size = 3;
+  ema.algorithms = {"ema"};
+  specs.push_back(ema);
+  RunSpec ema_cnn;
+  ema_cnn.name = "ema_layer_freezing_amp_bf16_loss_scaling";
+  ema_cnn.model = "cnn";
+  ema_cnn.precision = "amp_bf16";
+  ema_cnn.loss_scaling = "dynamic";
+  ema_cnn.algorithms = {"blurpool", "ema", "layer_freezing"};
+  specs.push_back(ema_cnn);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

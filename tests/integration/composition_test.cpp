@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -66,6 +67,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   using namespace algorithms;
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
+  if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "selective_backprop")
@@ -105,7 +107,8 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       data::make_synthetic(data::SyntheticOptions().size(64).input_shape({1, 16, 16}).num_classes(4)), 16);
   c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
   auto inv = std::make_shared<Invariants>();
-  c.algorithms = {eager(first), eager(second), inv};
+  const std::vector<std::shared_ptr<Algorithm>> pair = {eager(first), eager(second)};
+  c.algorithms = {pair[0], pair[1], inv};
   auto model = c.model;
   auto opt = c.optimizer;
   Trainer t(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));
@@ -130,6 +133,25 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     }
     EXPECT_LE(std::sqrt(sum), 0.01 + 1e-6);
   }
+  for (const auto& a : pair) {
+    auto ema = std::dynamic_pointer_cast<algorithms::EMA>(a);
+    if (!ema) continue;
+    // The completed run left the averages in the model, over its final structure (after any surgery at init).
+    ASSERT_TRUE(ema->holds_averaged_weights());
+    const auto averages = ema->averages();
+    size_t i = 0;
+    for (const auto& item : model->named_parameters(true)) {
+      ASSERT_LT(i, averages.size());
+      EXPECT_EQ(averages[i].first, "param/" + item.key());
+      EXPECT_TRUE(at::equal(averages[i++].second, item.value())) << item.key();
+    }
+    for (const auto& item : model->named_buffers(true)) {
+      ASSERT_LT(i, averages.size());
+      EXPECT_EQ(averages[i].first, "buffer/" + item.key());
+      EXPECT_TRUE(at::equal(averages[i++].second, item.value())) << item.key();
+    }
+    EXPECT_EQ(i, averages.size());
+  }
   if (has("layer_freezing")) {
     // Every model parameter is either trainable and in the optimizer, or frozen and out of it.
     for (const auto& p : model->parameters()) EXPECT_EQ(p.requires_grad(), opt->contains(p));
@@ -137,8 +159,9 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "gradient_clipping",    "label_smoothing",
-                                       "layer_freezing",  "progressive_resizing", "selective_backprop"};
+  const std::vector<std::string> names{"blurpool",       "ema",                  "gradient_clipping",
+                                       "label_smoothing", "layer_freezing",       "progressive_resizing",
+                                       "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);
