@@ -10,6 +10,7 @@ from ._C import Algorithm, AlgorithmSpec
 from ._C import algorithms as _native
 
 BlurPool = _native.BlurPool
+ChannelsLast = _native.ChannelsLast
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
@@ -22,6 +23,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmSpec",
     "BlurPool",
+    "ChannelsLast",
     "GradientClipping",
     "LabelSmoothing",
     "LayerFreezing",

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -66,6 +67,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   using namespace algorithms;
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
+  if (name == "channels_last") return std::make_shared<ChannelsLast>();
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "selective_backprop")
@@ -123,6 +125,11 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
   if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
+  if (has("channels_last")) {
+    for (const auto& p : model->parameters()) {
+      if (p.dim() == 4) EXPECT_TRUE(algorithms::is_channels_last(p)) << "channels-last after training";
+    }
+  }
   if (has("gradient_clipping")) {
     double sum = 0;  // the last step's gradients were clipped (0.01) and are still there
     for (const auto& p : model->parameters()) {
@@ -137,8 +144,8 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "gradient_clipping",    "label_smoothing",
-                                       "layer_freezing",  "progressive_resizing", "selective_backprop"};
+  const std::vector<std::string> names{"blurpool",       "channels_last",        "gradient_clipping", "label_smoothing",
+                                       "layer_freezing", "progressive_resizing", "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);
