@@ -458,3 +458,15 @@ def test_channels_last_runs_after_python_blurpool_and_functional_form_keeps_para
     for k, v in net.state_dict().items():
         assert torch.equal(v, values[k]), k
     assert tessera.functional.apply_channels_last(net) == 2  # idempotent
+
+
+def test_channels_last_on_a_torchscript_module(train_set, tmp_path):
+    scripted = torch.jit.script(make_model())
+    trainer = tessera.Trainer(model=scripted, train_dataloader=loader(train_set), optimizer={"sgd": {"lr": 0.05}},
+                              algorithms=[tessera.algorithms.ChannelsLast()], max_duration="2ba",
+                              run_dir=str(tmp_path))
+    assert trainer.algorithms[0].converted == 6
+    trainer.fit()  # the C++ forward runs on the converted tensors, whose gradients come back channels-last
+    for name, p in scripted.named_parameters():
+        if p.dim() == 4:
+            assert _channels_last(p) and _channels_last(p.grad), name
