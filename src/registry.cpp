@@ -26,6 +26,7 @@
 
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -142,6 +143,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       // ---- ALGORITHMS (2/2): one line per algorithm, alphabetically
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
+      algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),

@@ -12,6 +12,7 @@
 
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/gradient_clipping.h>
@@ -280,6 +281,12 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         return py::dict(py::arg("convs") = a.counts().convs, py::arg("maxpools") = a.counts().maxpools);
       }, "What the last application replaced: {'convs': n, 'maxpools': m}.");
 
+  bind_algorithm<alg::ChannelsLast, alg::ChannelsLastOptions>(
+      m, "ChannelsLast", "channels_last",
+      "Channels-last at INIT (after surgery): the model's 4-D parameters and buffers are stored NHWC "
+      "(torch.channels_last) in place, so convolutions run their channels-last kernels; inputs are not converted.")
+      .def_property_readonly("converted", &alg::ChannelsLast::converted,
+                             "How many 4-D parameters and buffers the last application converted.");
   bind_algorithm<alg::EMA, alg::EMAOptions>(
       m, "EMA", "ema",
       "Exponential moving average of the weights (parameters and batch-norm statistics), updated after the "
@@ -420,6 +427,12 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       py::arg("model"),
       "BlurPool surgery on a tessera.Model (keyword arguments as for tessera.algorithms.BlurPool); returns "
       "{'convs': n, 'maxpools': m}.");
+  f.def(
+      "apply_channels_last", [](Model& model) { return alg::apply_channels_last(model); }, py::arg("model"),
+      "Channels-last on a tessera.Model: its 4-D parameters and buffers stored NHWC in place; returns how many.");
+  f.def("to_channels_last", &alg::to_channels_last, py::arg("tensors"),
+        "Stores each 4-D tensor of `tensors` (and its .grad) channels-last in place (the same tensor objects); "
+        "returns how many were 4-D.");
   f.def(
       "clip_gradients",
       [](const std::vector<at::Tensor>& parameters, const std::string& clipping_type, double clipping_threshold)

@@ -38,15 +38,16 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "ProgressiveResizing", "SelectiveBackprop"):
+    for name in ("BlurPool", "ChannelsLast", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "ProgressiveResizing", "SelectiveBackprop"):
         cls = getattr(algorithms, name)
+        kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [
             f"class {name}(Algorithm):",
-            f"    def __init__(self, *, {_kwargs(cls.__doc__)}) -> None: ...",
+            f"    def __init__(self, *, {kwargs}) -> None: ..." if kwargs else "    def __init__(self) -> None: ...",
             "    @property",
             "    def options(self) -> Dict[str, Any]: ...",
         ]
-        extra = {"BlurPool": ("counts", "Dict[str, int]"), "LayerFreezing": ("frozen_depth", "int"),
+        extra = {"BlurPool": ("counts", "Dict[str, int]"), "ChannelsLast": ("converted", "int"), "LayerFreezing": ("frozen_depth", "int"),
                  "ProgressiveResizing": ("last_scale", "float")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]

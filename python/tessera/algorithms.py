@@ -10,6 +10,7 @@ from ._C import Algorithm, AlgorithmSpec
 from ._C import algorithms as _native
 
 BlurPool = _native.BlurPool
+ChannelsLast = _native.ChannelsLast
 EMA = _native.EMA
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
@@ -23,6 +24,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmSpec",
     "BlurPool",
+    "ChannelsLast",
     "EMA",
     "GradientClipping",
     "LabelSmoothing",

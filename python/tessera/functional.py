@@ -37,6 +37,17 @@ apply_blurpool = _native.apply_blurpool
 freeze_layers = _native.freeze_layers
 
 
+def apply_channels_last(model):
+    """Channels-last on ``model`` (a ``torch.nn.Module`` or a ``tessera.Model``): its 4-D parameters and buffers
+    (convolution weights) are stored in ``torch.channels_last`` memory order in place — the same Parameter
+    objects, so an optimizer built on them keeps working — and existing gradients follow. Returns how many
+    tensors were 4-D. The same code as the ChannelsLast algorithm; like ``model.to(memory_format=
+    torch.channels_last)``, but the state of a ``torch.optim`` optimizer is not converted (it stays correct)."""
+    if isinstance(model, torch.nn.Module):
+        return _native.to_channels_last(list(model.parameters()) + list(model.buffers()))
+    return _native.apply_channels_last(model)
+
+
 def clip_gradients(parameters, clipping_type="norm", clipping_threshold=1.0):
     """Gradient clipping in place on the ``.grad`` of ``parameters`` (any iterable of tensors, such as
     ``model.parameters()``; those without a gradient are skipped): ``"norm"`` (the global L2 norm, as
@@ -66,6 +77,7 @@ def compute_ema(model, ema_model, smoothing=0.99):
 __all__ = [
     "ops",
     "apply_blurpool",
+    "apply_channels_last",
     "blur2d",
     "blur_filter",
     "clip_gradients",

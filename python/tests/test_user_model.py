@@ -411,3 +411,62 @@ def test_resumable_sampler_order_is_tesseras_and_positionable():
     assert len(sampler) == 10
     with pytest.raises(tessera.InputError, match="out of range"):
         sampler.set_epoch(0, start=11)
+
+
+def _channels_last(t):
+    """NHWC with the strides torch gives it (channels innermost: also for 1x1 kernels, which are both layouts)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and t.stride(1) == 1
+
+
+def test_channels_last_converts_the_python_module_in_place_and_trains_like_the_plain_loop(train_set, tmp_path):
+    reference = plain_loop(make_model(), train_set, epochs=2, lr=0.05, seed=5)  # NCHW, plain PyTorch
+    module = make_model()
+    before = dict(module.named_parameters())
+    trainer = tessera.Trainer(model=module, train_dataloader=loader(train_set),
+                              optimizer={"sgd": {"lr": 0.05, "momentum": 0.9}},
+                              algorithms=[tessera.algorithms.ChannelsLast()], max_duration="2ep", seed=5,
+                              run_dir=str(tmp_path))
+    assert trainer.algorithms[0].converted == 6  # the six convolutions' weights
+    for name, p in module.named_parameters():
+        assert p is before[name], name  # the user's Parameter objects, converted in place
+        assert _channels_last(p) == (p.dim() == 4), name
+    trainer.fit()
+    for name, p in module.named_parameters():
+        if p.dim() == 4:
+            assert _channels_last(p) and _channels_last(p.grad), name
+    # The same training as NCHW in a plain loop, up to the rounding of the NHWC kernels.
+    for (name, a), (_, b) in zip(module.state_dict().items(), reference.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+
+
+def test_channels_last_runs_after_python_blurpool_and_functional_form_keeps_parameters(train_set, tmp_path):
+    module = make_model()
+    trainer = tessera.Trainer(model=module, train_dataloader=loader(train_set), optimizer={"sgd": {"lr": 0.05}},
+                              algorithms=[tessera.algorithms.ChannelsLast(), tessera.algorithms.BlurPool()],
+                              max_duration="1ba", run_dir=str(tmp_path))
+    assert trainer.plan["init"] == ["blurpool", "channels_last"]
+    assert type(module.layer2.conv1).__name__ == "BlurConv2d"
+    assert _channels_last(module.layer2.conv1.conv.weight)  # a layer surgery rewrapped is converted too
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 4, 1))
+    net(torch.randn(2, 3, 6, 6)).sum().backward()
+    weight, grad = net[0].weight, net[0].weight.grad.clone()
+    values = {k: v.clone() for k, v in net.state_dict().items()}
+    assert tessera.functional.apply_channels_last(net) == 2
+    assert net[0].weight is weight and _channels_last(weight) and _channels_last(weight.grad)
+    assert torch.equal(weight.grad, grad)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, values[k]), k
+    assert tessera.functional.apply_channels_last(net) == 2  # idempotent
+
+
+def test_channels_last_on_a_torchscript_module(train_set, tmp_path):
+    scripted = torch.jit.script(make_model())
+    trainer = tessera.Trainer(model=scripted, train_dataloader=loader(train_set), optimizer={"sgd": {"lr": 0.05}},
+                              algorithms=[tessera.algorithms.ChannelsLast()], max_duration="2ba",
+                              run_dir=str(tmp_path))
+    assert trainer.algorithms[0].converted == 6
+    trainer.fit()  # the C++ forward runs on the converted tensors, whose gradients come back channels-last
+    for name, p in scripted.named_parameters():
+        if p.dim() == 4:
+            assert _channels_last(p) and _channels_last(p.grad), name

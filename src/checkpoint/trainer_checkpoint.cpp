@@ -366,6 +366,12 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
         // Step counters live on the CPU; moment buffers live with their parameter (on its device: a file
         // written on CUDA resumes on the CPU and the other way round).
         const bool counter = saved.dim() == 0 && !saved.is_floating_point();
+        if (!counter && saved.sizes() == p.sizes()) {
+          // A moment buffer takes its parameter's memory layout (the file holds logical order): after channels_last
+          // it stays NHWC like the parameter and its gradient, on the same fast elementwise path as before.
+          slots.push_back(at::empty_like(p, saved.options().device(p.device()), at::MemoryFormat::Preserve).copy_(saved));
+          continue;
+        }
         slots.push_back(counter || p.device().is_cpu() ? saved.clone() : to_device(saved, p.device()));
       }
       opt.state()[p.unsafeGetTensorImpl()] = std::move(slots);

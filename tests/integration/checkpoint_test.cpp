@@ -22,6 +22,7 @@
 #include <torch/version.h>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -112,6 +113,7 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
                                                      .finetune_fraction(0.2)
                                                      .size_increment(2));
   }
+  if (name == "channels_last") return std::make_shared<ChannelsLast>();
   if (name == "gradient_clipping") {
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_type("adaptive").clipping_threshold(0.05));
   }
@@ -454,7 +456,26 @@ bool has(const std::vector<std::string>& names, const std::string& name) {
 }
 
 /// The algorithms of `spec` did act in `run` (else an exact resume would prove little about them).
+/// The 4-D parameters of a channels_last run and their momentum buffers are stored channels-last (a resumed run
+/// too: the algorithm runs at Init, before the checkpoint loads into the same tensors).
+void expect_channels_last(const Trainer& trainer) {
+  const State& s = trainer.state();
+  int64_t four_d = 0;
+  for (const auto& p : s.model->parameters()) {
+    if (p.dim() != 4) continue;
+    ++four_d;
+    EXPECT_TRUE(algorithms::is_channels_last(p) && !p.is_contiguous());
+    auto it = s.optimizer->state().find(p.unsafeGetTensorImpl());
+    if (it == s.optimizer->state().end()) continue;
+    for (const auto& slot : it->second) {
+      if (slot.defined() && slot.dim() == 4) EXPECT_TRUE(algorithms::is_channels_last(slot) && !slot.is_contiguous());
+    }
+  }
+  EXPECT_GT(four_d, 0);
+}
+
 void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const SnapshotAt& snapshots) {
+  if (has(spec.algorithms, "channels_last")) expect_channels_last(*run.trainer);
   std::set<int64_t> rows, widths;
   for (const auto& line : run.recorder->shapes) {
     const auto open = line.find('[');
@@ -532,6 +553,7 @@ TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights
     TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
     const std::string expected_file = fmt::format("ep{}-ba{}.ckpt", k / kBatchesPerEpoch, k);
     EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, expected_file));
+    if (has(spec.algorithms, "channels_last")) expect_channels_last(*resumed.trainer);
     {
       SCOPED_TRACE("resumed trainer vs the interrupted one");
       expect_same_state(snapshot(*resumed.trainer), at_k, Same::Everything);
@@ -608,6 +630,12 @@ std::vector<RunSpec> resume_specs() {
   clipped.microbatch_size = 3;
   clipped.algorithms = {"gradient_clipping", "label_smoothing"};
   specs.push_back(clipped);
+  RunSpec channels_last;  // weights and momentum saved from NHWC tensors load bitwise into a fresh NHWC run
+  channels_last.name = "channels_last_blurpool_microbatches";
+  channels_last.model = "cnn";
+  channels_last.microbatch_size = 3;
+  channels_last.algorithms = {"channels_last", "blurpool", "gradient_clipping"};
+  specs.push_back(channels_last);
   // EMA: the training weights are the model's in the checkpoint, the averages the algorithm's; evaluations (on the
   // averages) in between, microbatches; and with batch norm, surgery, layer freezing and a loss scaler's state.
   RunSpec ema = sgd;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -67,6 +68,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   using namespace algorithms;
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
+  if (name == "channels_last") return std::make_shared<ChannelsLast>();
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
@@ -126,6 +128,11 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
   if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
+  if (has("channels_last")) {
+    for (const auto& p : model->parameters()) {
+      if (p.dim() == 4) EXPECT_TRUE(algorithms::is_channels_last(p)) << "channels-last after training";
+    }
+  }
   if (has("gradient_clipping")) {
     double sum = 0;  // the last step's gradients were clipped (0.01) and are still there
     for (const auto& p : model->parameters()) {
@@ -159,7 +166,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",       "ema",                  "gradient_clipping",
+  const std::vector<std::string> names{"blurpool",       "channels_last",        "ema",               "gradient_clipping",
                                        "label_smoothing", "layer_freezing",       "progressive_resizing",
                                        "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
