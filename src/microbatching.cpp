@@ -54,8 +54,6 @@ int64_t halve_microbatch_size(int64_t current, int64_t batch_size) {
   return size / 2;
 }
 
-int64_t agree_microbatch_size(const State& /*state*/, int64_t local) { return local; }
-
 int64_t injected_out_of_memory_limit() {
   const char* value = std::getenv("TESSERA_TEST_OOM_ABOVE");
   return value == nullptr ? -1 : std::stoll(value);

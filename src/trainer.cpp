@@ -190,17 +190,9 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   if (options_.loss_scaling() == "dynamic" || (options_.loss_scaling() == "auto" && state_.precision == Precision::AmpFp16)) {
     scaler_ = std::make_unique<GradScaler>(GradScalerOptions(), state_.device);
   }
-  if (ddp_ && scaler_) {
-    throw InputError("trainer.loss_scaling: loss scaling (" + options_.loss_scaling() + " with precision " +
-                     options_.precision() + ") is not supported with data-parallel training yet: the scaler unscales "
-                     "each microbatch's gradients before the ranks average them, which would mix scaled and unscaled "
-                     "values. Use precision: amp_bf16 (no scaler needed), or train on one rank");
-  }
-  if (ddp_ && options_.microbatch_size().is_auto()) {
-    throw InputError("trainer.microbatch_size: auto is not supported with data-parallel training yet: every rank "
-                     "must agree on the size before retrying a batch, and that agreement is not built; give a "
-                     "number (the largest that fits, found on one rank with auto)");
-  }
+  // A loss scaler unscales each microbatch's gradients as they come, and with microbatch_size auto a rank may
+  // abandon a batch midway: the gradients are then averaged over the ranks after the last backward, not during it.
+  if (ddp_) ddp_->set_sync_after_backward(scaler_ != nullptr || options_.microbatch_size().is_auto());
   train_metrics_ = std::move(components.train_metrics);
   if (train_metrics_.empty()) train_metrics_.push_back(std::make_shared<Accuracy>(1));
   for (auto& m : train_metrics_) m->set_deferred(deferred_);
@@ -399,6 +391,7 @@ void Trainer::fit() {
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
+    if (ddp_) ddp_->sync_buffers(*s.model);  // every rank ends with rank 0's model (EMA's averages, if swapped in)
     write_run_summary(s.stop_requested() ? "stopped" : "complete");
   } catch (const Interrupted& e) {
     failure_ = e.what();
@@ -425,7 +418,7 @@ void Trainer::train_batch() {
   Engine& engine = *engine_;
   engine.run_event(Event::BeforeTrainBatch, s);
   s.optimizer->zero_grad(true);
-  if (ddp_) ddp_->before_batch(*s.model);
+  if (ddp_) ddp_->sync_buffers(*s.model);
   const Batch full = s.batch;
   if (full.size() == 0) throw Error("trainer: batch " + std::to_string(s.timestamp.batch) + " is empty after the algorithms ran");
   const bool log_now = (s.timestamp.batch % options_.log_interval()) == 0;
@@ -442,21 +435,42 @@ void Trainer::train_batch() {
   } else {
     const detail::RetryPoint before(s);
     for (;;) {
+      bool here = false;  // this rank ran out of memory
       try {
         loss_sum = run_microbatches(full, log_now, skip_nonfinite, finite);
-        break;
       } catch (const c10::OutOfMemoryError&) {
-        const int64_t failed = s.microbatch_size <= 0 ? full.size() : s.microbatch_size;
-        s.microbatch_size = agree_microbatch_size(s, halve_microbatch_size(s.microbatch_size, full.size()));
-        before.restore(s);
-        s.optimizer->zero_grad(true);
-        if (scaler_) scaler_->clear_found_inf();
-        s.metrics["trainer/microbatch_size"] = static_cast<double>(s.microbatch_size);
-        engine.logger().warn("batch " + std::to_string(s.timestamp.batch) + ": out of memory with microbatches of " +
-                             std::to_string(failed) + " examples; microbatch_size auto retries the batch with " +
-                             std::to_string(s.microbatch_size) + " and keeps that size for the run");
+        here = true;
       }
+      // On several ranks every rank retries, or none: a rank whose batch fitted learns of another's error here
+      // (no collective ran during the backward passes: DataParallel::sync_after_backward).
+      if (!(ddp_ ? ddp_->any(here) : here)) break;
+      const int64_t failed = s.microbatch_size <= 0 ? full.size() : s.microbatch_size;
+      int64_t next = 0;  // 0: this rank cannot halve any more
+      std::string cannot;
+      try {
+        next = halve_microbatch_size(s.microbatch_size, full.size());
+      } catch (const Error& e) {
+        cannot = e.what();
+      }
+      if (ddp_) next = ddp_->min_over_ranks(next);  // one size for all (the shares may differ by an example)
+      if (next == 0) {  // every rank stops, after the agreement (none is left waiting in it)
+        throw Error(here && !cannot.empty() ? cannot
+                                            : "microbatch_size auto: another rank ran out of memory with microbatches "
+                                              "of 1 example; the model does not fit its device at all");
+      }
+      s.microbatch_size = next;
+      before.restore(s);
+      s.optimizer->zero_grad(true);
+      if (scaler_) scaler_->clear_found_inf();
+      s.metrics["trainer/microbatch_size"] = static_cast<double>(s.microbatch_size);
+      engine.logger().warn("batch " + std::to_string(s.timestamp.batch) + ": out of memory with microbatches of " +
+                           std::to_string(failed) + " examples; microbatch_size auto retries the batch with " +
+                           std::to_string(s.microbatch_size) + " and keeps that size for the run");
     }
+  }
+  if (ddp_) {
+    ddp_->sync_gradients();  // with sync_after_backward; done during the last backward otherwise
+    if (scaler_) ddp_->agree_on_overflow(scaler_->found_inf_record());
   }
   s.batch = full;
   if (ddp_) {  // the loss of the global batch, the same on every rank (so is the decision on a non-finite one)
@@ -559,9 +573,9 @@ at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_
     const bool last = i + 1 == microbatches.size();
     // Several ranks decide on a non-finite loss together, on the mean over ranks (train_batch).
     if (deferred_ && skip_nonfinite && last && !ddp_) finite = at::isfinite(loss_sum).item<bool>();
-    // On several ranks the last microbatch's backward also averages the gradients over the ranks (a loss
-    // scaler is refused there: Trainer's constructor). With a loss scaler, AfterBackward sees unscaled
-    // gradients (GradScaler::backward).
+    // On several ranks the last microbatch's backward also averages the gradients over the ranks (or
+    // train_batch does after it, with a loss scaler or microbatch_size auto). With a loss scaler, AfterBackward
+    // sees unscaled gradients (GradScaler::backward).
     if (ddp_) ddp_->before_backward(*s.model, last);
     if (scaler_) {
       scaler_->backward(scaled, params);
@@ -619,6 +633,7 @@ void Trainer::eval_loop(Evaluator& ev) {
   {
     at::NoGradGuard no_grad;
     engine.run_event(Event::EvalStart, s);
+    if (ddp_) ddp_->sync_buffers(*s.model);  // every rank evaluates with rank 0's statistics (EMA's, if swapped in)
     for (auto& m : ev.metrics) m->reset();
     ev.dataloader->start_epoch(s.seed, 0, 0);
     int64_t done = 0;
@@ -744,11 +759,13 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
   const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
   if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
   read_back();  // deferred: never write weights that a non-finite loss went into; save the latest loss
+  if (ddp_) rank_generators_ = gather_rank_generators();  // a collective: every rank, before rank 0 writes
   if (state_.rank != 0) {  // rank 0 writes; every rank holds the same state
     last_checkpoint_ = path;
     return;
   }
   save_checkpoint(path);  // creates the folder when it does not exist
+  rank_generators_.clear();
   checkpoint::write_text_atomically((std::filesystem::path(folder) / "latest").string(),
                                     std::filesystem::path(path).filename().string() + "\n");
   last_checkpoint_ = path;

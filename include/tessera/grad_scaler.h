@@ -56,6 +56,9 @@ class GradScaler {
   void update();
   /// Forgets a recorded inf/NaN without changing the scale (a batch that is retried from the start).
   void clear_found_inf();
+  /// The record itself (0-d float32 on the scaler's device; > 0 when an inf/NaN was seen), for processes that
+  /// must agree on it (data-parallel ranks sum it, then all skip the step together).
+  at::Tensor& found_inf_record() noexcept { return found_inf_; }
 
   double scale_value() const;
   int64_t growth_tracker() const;

@@ -15,8 +15,6 @@
 
 namespace tessera {
 
-struct State;
-
 class MicrobatchSize {
  public:
   /// Examples per microbatch; 0 = the whole batch. InputError for a negative size.
@@ -45,12 +43,6 @@ class MicrobatchSize {
 /// The size after an out-of-memory error with microbatches of `current` examples (the whole batch of
 /// `batch_size` when `current` is 0): half of it, at least 1. Error when `current` is already 1.
 int64_t halve_microbatch_size(int64_t current, int64_t batch_size);
-
-/// THE hook point for several ranks: every rank calls it with its own new size after an out-of-memory error
-/// (or with its unchanged size when it had none), and all ranks must continue with the returned size. In one
-/// process it returns `local`. Distributed training replaces its body with a MIN all-reduce over the ranks
-/// (and ranks without an error must also retry the batch: the all-reduce tells them).
-int64_t agree_microbatch_size(const State& state, int64_t local);
 
 /// Test hook (no GPU needed): the environment variable TESSERA_TEST_OOM_ABOVE=N, read once by each Trainer when
 /// it is made (-1 when unset): inject_out_of_memory then throws c10::OutOfMemoryError when a microbatch of more

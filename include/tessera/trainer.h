@@ -196,6 +196,8 @@ class Trainer {
   /// Saves into the checkpoint folder when `event` (BatchCheckpoint, EpochCheckpoint, FitEnd or a stop)
   /// calls for it; prunes to `keep`.
   void checkpoint_if_due(Event event, bool force = false);
+  /// Data-parallel: the torch generator states of ranks 1.. (a collective), keyed as in checkpoints.
+  std::map<std::string, at::Tensor> gather_rank_generators();
   /// Throws Interrupted (after saving) when a stop signal arrived.
   void stop_if_signalled();
   /// Writes run_dir/run.json (src/run_summary.cpp) with `status` ("complete", "stopped", "interrupted",
@@ -226,6 +228,9 @@ class Trainer {
   std::unique_ptr<GradScaler> scaler_;
   bool loading_by_call_ = false;      ///< inside load_checkpoint (for how_to_set)
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
+  /// Data-parallel: the other ranks' torch generator states ("generator/<device>@rank<r>"), gathered by every rank
+  /// for the checkpoint rank 0 is writing (checkpoint_if_due), so that each rank resumes its own.
+  std::map<std::string, at::Tensor> rank_generators_;
   std::atomic<bool> fitting_{false};  ///< fit() runs (read by calls from other threads)
   std::thread::id fit_thread_;        ///< the thread running fit()
   bool in_batch_ = false;             ///< between the data of a batch and the end of its step

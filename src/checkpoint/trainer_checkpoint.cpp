@@ -19,6 +19,7 @@
 #include <tessera/version.h>
 
 #include "checkpoint/checkpoint_file.h"
+#include "distributed/data_parallel.h"
 
 namespace tessera {
 
@@ -45,6 +46,20 @@ std::vector<std::pair<std::string, at::Generator>> torch_generators() {
     }
   }
   return out;
+}
+
+/// Where a checkpoint keeps rank `rank`'s state of torch's generator `name` (rank 0's: "generator/<name>"), or of
+/// the project's generator for name "tessera" (rank 0's: the metadata's "rng").
+std::string rank_generator_key(const std::string& name, int rank) {
+  return fmt::format("generator/{}@rank{}", name, rank);
+}
+
+/// The seed of a rank that resumes a checkpoint saved without it (more ranks than the saving run): a function
+/// of the run's seed, the rank and the batch, so that ranks draw differently and a rerun draws the same.
+uint64_t resume_seed(uint64_t seed, int rank, int64_t batch) {
+  uint64_t h = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(rank);
+  h = (h ^ (h >> 31)) * 0xBF58476D1CE4E5B9ULL + static_cast<uint64_t>(batch);
+  return h ^ (h >> 29);
 }
 
 /// Model parameters and buffers by name, in the module's order.
@@ -229,6 +244,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
     file.tensors["generator/" + name] = gen.get_state();
     gens.push_back(name);
   }
+  for (const auto& [key, state] : rank_generators_) file.tensors[key] = state;  // data-parallel: ranks 1..
   m["generators"] = gens;
 
   // the trainer's own bookkeeping; metric values as a float64 tensor (exact, and NaN/Inf survive)
@@ -398,10 +414,28 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     // time, generators, bookkeeping
     s.timestamp = m.at("timestamp").get<Timestamp>();
     s.rng.set_state(m.at("rng").at("key").get<uint64_t>(), m.at("rng").at("counter").get<uint64_t>());
+    if (s.rank > 0) {  // data-parallel: this rank's own stream (see the torch generators below)
+      auto own = file.tensors.find(rank_generator_key("tessera", s.rank));
+      if (own != file.tensors.end() && own->second.numel() == 16) {
+        const at::Tensor words = own->second.contiguous().view(at::kLong);
+        s.rng.set_state(static_cast<uint64_t>(words[0].item<int64_t>()), static_cast<uint64_t>(words[1].item<int64_t>()));
+      } else {
+        s.rng = Rng(resume_seed(s.seed, s.rank, s.timestamp.batch), {kAlgorithmStream});
+      }
+    }
     for (auto& [name, gen] : torch_generators()) {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      if (s.rank > 0) {  // data-parallel: this rank's own state; a rank the saving run did not have gets a new seed
+        auto own = file.tensors.find(rank_generator_key(name, s.rank));
+        if (own != file.tensors.end()) {
+          gen.set_state(own->second);
+        } else {
+          gen.set_current_seed(resume_seed(s.seed, s.rank, s.timestamp.batch));
+        }
+        continue;
+      }
       auto it = file.tensors.find("generator/" + name);
       if (it == file.tensors.end()) continue;  // a GPU that the saving run did not have
-      std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(it->second);
     }
     restored_generators_ = true;
@@ -432,6 +466,25 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
   }
   forget_pending();
   loaded_checkpoint_ = path;
+}
+
+std::map<std::string, at::Tensor> Trainer::gather_rank_generators() {
+  std::map<std::string, at::Tensor> out;
+  // The project's generator (State::rng, seeded per rank): its key and counter as 16 bytes.
+  const at::Tensor words = at::tensor(std::vector<int64_t>{static_cast<int64_t>(state_.rng.key()),
+                                                           static_cast<int64_t>(state_.rng.counter())});
+  const std::vector<at::Tensor> rngs = ddp_->all_gather_bytes(words.view(at::kByte));
+  for (int r = 1; r < static_cast<int>(rngs.size()); ++r) out[rank_generator_key("tessera", r)] = rngs[static_cast<size_t>(r)];
+  for (auto& [name, gen] : torch_generators()) {
+    at::Tensor state;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      state = gen.get_state();
+    }
+    const std::vector<at::Tensor> all = ddp_->all_gather_bytes(state);
+    for (int r = 1; r < static_cast<int>(all.size()); ++r) out[rank_generator_key(name, r)] = all[static_cast<size_t>(r)];
+  }
+  return out;
 }
 
 }  // namespace tessera

@@ -57,7 +57,7 @@ void DataParallel::broadcast_model(Model& model) {
   comm_->broadcast(tensors, 0, "broadcast of rank 0's parameters and buffers");
 }
 
-void DataParallel::before_batch(Model& model) {
+void DataParallel::sync_buffers(Model& model) {
   if (!options_.broadcast_buffers()) return;
   std::vector<at::Tensor> buffers;
   for (const auto& b : model.buffers(true)) {
@@ -78,7 +78,42 @@ void DataParallel::before_backward(Model& model, bool last_microbatch) {
     }
     return names;
   });
-  grad_sync_->arm(last_microbatch);
+  grad_sync_->arm(last_microbatch && !sync_after_backward_);
+}
+
+at::Tensor DataParallel::on_comm_device(const at::Tensor& t) const {
+  if (comm_->backend() != "nccl") return t;  // Gloo: CPU tensors
+  return t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(comm_->environment().local_rank)));
+}
+
+void DataParallel::sync_gradients() {
+  if (sync_after_backward_) grad_sync_->all_reduce_accumulated();
+}
+
+int64_t DataParallel::min_over_ranks(int64_t value) {
+  // As a sum of one-hot rows: every rank's value in its own slot, then the smallest (no MIN in Comm).
+  at::Tensor t = at::zeros({world_size()}, at::TensorOptions().dtype(at::kLong));
+  t[rank()] = value;
+  t = on_comm_device(t);
+  comm_->all_reduce_sum(t, "agreement on the microbatch size");
+  return t.min().item<int64_t>();
+}
+
+std::vector<at::Tensor> DataParallel::all_gather_bytes(const at::Tensor& bytes) {
+  // As a sum of rows, each rank filling its own (Comm has no all-gather); int32 holds bytes exactly.
+  const at::Tensor mine = bytes.reshape({-1}).to(at::kInt);
+  at::Tensor t = at::zeros({world_size(), mine.numel()}, at::TensorOptions().dtype(at::kInt));
+  t[rank()].copy_(mine);
+  t = on_comm_device(t);
+  comm_->all_reduce_sum(t, "all-gather of the ranks' generator states");
+  t = t.cpu().to(at::kByte);
+  std::vector<at::Tensor> out;
+  for (int r = 0; r < world_size(); ++r) out.push_back(t[r].clone());
+  return out;
+}
+
+void DataParallel::agree_on_overflow(at::Tensor& found_inf) {
+  comm_->all_reduce_sum(found_inf, "agreement on inf/NaN gradients (loss scaling)");
 }
 
 double DataParallel::loss_weight() const {
@@ -102,7 +137,7 @@ void DataParallel::reduce(const std::vector<std::shared_ptr<Metric>>& metrics) {
   }
   if (all.empty()) return;
   at::Tensor t = at::tensor(all, at::TensorOptions().dtype(at::kDouble));
-  if (comm_->backend() == "nccl") t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(comm_->environment().local_rank)));
+  t = on_comm_device(t);
   comm_->all_reduce_sum(t, "all-reduce of the metrics");
   t = t.cpu();
   const double* summed = t.data_ptr<double>();
@@ -116,7 +151,7 @@ void DataParallel::reduce(const std::vector<std::shared_ptr<Metric>>& metrics) {
 
 bool DataParallel::any(bool flag) {
   at::Tensor t = at::full({1}, flag ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat));
-  if (comm_->backend() == "nccl") t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(comm_->environment().local_rank)));
+  t = on_comm_device(t);
   comm_->all_reduce_sum(t, "agreement on stopping");
   return t.item<float>() > 0.0f;
 }

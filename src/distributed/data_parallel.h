@@ -32,11 +32,29 @@ class DataParallel {
   void setup(Components& components, std::vector<Evaluator>& evaluators);
   /// Rank 0's parameters and buffers to every rank (after Init's surgery and any checkpoint load).
   void broadcast_model(Model& model);
-  /// Before the first forward of a batch: rank 0's buffers (broadcast_buffers).
-  void before_batch(Model& model);
-  /// Before each backward: buckets for the current trainable parameters; only the last microbatch synchronises.
+  /// Rank 0's floating-point buffers (batch-norm running statistics) to every rank, when broadcast_buffers is on:
+  /// the Trainer calls it before the first forward of each batch, at the start of each evaluation (after eval_start,
+  /// so on the weights evaluated) and at the end of fit, so that every rank evaluates and ends with rank 0's.
+  void sync_buffers(Model& model);
+  /// Where the gradients are averaged: during the last microbatch's backward (false, the default: the all-reduces
+  /// overlap it), or in sync_gradients() after the last backward (true: with microbatch_size auto, where a rank may
+  /// abandon a batch midway on an out-of-memory error, and with a loss scaler, which unscales each microbatch's
+  /// gradients as they come; no collective runs inside backward then).
+  void set_sync_after_backward(bool on) { sync_after_backward_ = on; }
+  bool sync_after_backward() const noexcept { return sync_after_backward_; }
+  /// Before each backward: buckets for the current trainable parameters; only the last microbatch synchronises
+  /// (none with sync_after_backward).
   void before_backward(Model& model, bool last_microbatch);
   void after_backward() { grad_sync_->finish(); }
+  /// With sync_after_backward: the accumulated gradients averaged over the ranks (no-op otherwise).
+  void sync_gradients();
+  /// The smallest of the ranks' values (the microbatch size every rank retries with).
+  int64_t min_over_ranks(int64_t value);
+  /// Every rank's `bytes` (uint8, the same size on every rank), indexed by rank.
+  std::vector<at::Tensor> all_gather_bytes(const at::Tensor& bytes);
+  /// A loss scaler's inf/NaN record (0-d float on the run's device) summed over the ranks in place, so that
+  /// every rank skips the step and backs its scale off together.
+  void agree_on_overflow(at::Tensor& found_inf);
   /// The factor on this rank's loss so that averaging over ranks gives the global batch's mean when the shares
   /// are uneven: share * world / global batch (1 for even shares; algorithms that drop examples, such as
   /// selective backprop, do so on each rank's share and do not change it).
@@ -51,11 +69,15 @@ class DataParallel {
   bool any(bool flag);
 
  private:
+  /// `t` where the process group's collectives take it (cuda:LOCAL_RANK for NCCL).
+  at::Tensor on_comm_device(const at::Tensor& t) const;
+
   std::shared_ptr<Comm> comm_;
   DistributedOptions options_;
   std::unique_ptr<GradSync> grad_sync_;
   ShardedSource* train_ = nullptr;
   bool find_unused_ = false;  ///< an algorithm declares leaves_parameters_unused
+  bool sync_after_backward_ = false;
 };
 
 }  // namespace tessera::dist

@@ -56,6 +56,9 @@ struct GradSync::Core {
       slot.zero_();  // took no part in this backward on this rank
     }
   }
+  /// Launches what is left, waits for every bucket and writes sum / world_size into each `.grad`; then the error
+  /// for `unused` parameters unless find_unused. Called with the mutex held.
+  void complete(const std::vector<size_t>& unused);
   void launch_ready() {
     while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
       Bucket& b = buckets[next_launch];
@@ -194,6 +197,30 @@ void GradSync::finish() {
     c.copy_in(k);
     --c.buckets[c.bucket_of[k]].pending;
   }
+  c.complete(unused);
+}
+
+void GradSync::all_reduce_accumulated() {
+  Core& c = *core_;
+  std::unique_lock<std::mutex> lock(c.mutex);
+  c.armed = false;
+  c.in_backward = false;
+  c.next_launch = 0;
+  c.launched_in_backward = 0;
+  std::vector<size_t> unused;
+  for (auto& b : c.buckets) {
+    b.pending = 0;
+    b.wait = nullptr;
+  }
+  for (size_t k = 0; k < c.params.size(); ++k) {
+    if (!c.params[k].grad().defined()) unused.push_back(k);
+    c.copy_in(k);
+  }
+  c.complete(unused);
+}
+
+void GradSync::Core::complete(const std::vector<size_t>& unused) {
+  Core& c = *this;
   c.launch_ready();
   const double world = static_cast<double>(c.comm->world_size());
   at::NoGradGuard no_grad;

@@ -27,6 +27,8 @@
 #include <tessera/registry.h>
 #include <tessera/trainer.h>
 
+#include "../support.h"
+
 namespace fs = std::filesystem;
 using tessera::dist::Environment;
 using tessera::dist::read_environment;
@@ -138,10 +140,12 @@ std::string env_or(const char* name, const std::string& fallback = "") {
   return v == nullptr ? fallback : std::string(v);
 }
 
-/// Per batch: "<batch> <fingerprint> <rows>", rows = "target:sum-of-input-row-as-hex-float" of this rank's share.
+/// Per batch: "<batch> <fingerprint> <rows>", rows = "target:sum-of-input-row-as-hex-float" of this rank's share;
+/// per evaluation batch, into `eval_path`: "<batch> <fingerprint>" of the weights evaluated.
 class Recorder : public tessera::Callback {
  public:
-  Recorder(std::string path, int64_t kill_at) : out_(path, std::ios::app), kill_at_(kill_at) {}
+  Recorder(std::string path, const std::string& eval_path, int64_t kill_at)
+      : out_(path, std::ios::app), evals_(eval_path, std::ios::app), kill_at_(kill_at) {}
   std::string name() const override { return "test_recorder"; }
   void run_event(tessera::Event event, tessera::State& s, tessera::Logger&) override {
     if (event == tessera::Event::AfterDataloader) {
@@ -158,11 +162,13 @@ class Recorder : public tessera::Callback {
     } else if (event == tessera::Event::BatchEnd) {
       out_ << batch_ << " " << tessera::weights_fingerprint(*s.model) << " " << rows_ << "\n" << std::flush;
       if (kill_at_ >= 0 && s.timestamp.batch == kill_at_) ::raise(SIGKILL);
+    } else if (event == tessera::Event::EvalBeforeForward) {
+      evals_ << s.timestamp.batch << " " << tessera::weights_fingerprint(*s.model) << "\n" << std::flush;
     }
   }
 
  private:
-  std::ofstream out_;
+  std::ofstream out_, evals_;
   int64_t kill_at_;
   int64_t batch_ = 0;
   std::string rows_;
@@ -182,13 +188,23 @@ TEST(DistributedWorker, Run) {
   const int64_t kill_at = env_or("TESSERA_TEST_DDP_KILL_RANK") == std::to_string(rank)
                               ? std::stoll(env_or("TESSERA_TEST_DDP_KILL_AT", "-1"))
                               : -1;
+  // Faults on one rank only: an out-of-memory error above a microbatch size, a loss whose gradients overflow.
+  if (env_or("TESSERA_TEST_DDP_OOM_RANK") == std::to_string(rank)) {
+    ::setenv("TESSERA_TEST_OOM_ABOVE", env_or("TESSERA_TEST_DDP_OOM_ABOVE").c_str(), 1);
+  }
+  if (env_or("TESSERA_TEST_DDP_OVERFLOW_RANK") == std::to_string(rank)) {
+    run.components.algorithms.push_back(
+        std::make_shared<tessera::testing::OverflowAt>(std::stoll(env_or("TESSERA_TEST_DDP_OVERFLOW_AT"))));
+  }
   run.components.callbacks.push_back(
-      std::make_shared<Recorder>(out + "/rank" + std::to_string(rank) + ".txt", kill_at));
+      std::make_shared<Recorder>(out + "/rank" + std::to_string(rank) + ".txt",
+                                 out + "/evals" + std::to_string(rank) + ".txt", kill_at));
   try {
     tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
     trainer.fit();
-    std::vector<at::Tensor> params;
+    std::vector<at::Tensor> params;  // then the buffers
     for (const auto& p : trainer.state().model->parameters()) params.push_back(p.detach().clone());
+    for (const auto& b : trainer.state().model->buffers()) params.push_back(b.detach().clone());
     torch::save(params, out + "/final" + std::to_string(rank) + ".pt");
   } catch (const std::exception& e) {
     std::ofstream(out + "/error" + std::to_string(rank) + ".txt") << e.what();
@@ -283,6 +299,7 @@ distributed: {timeout: 30, connect_timeout: 30}
     }
     return rows;
   }
+  /// The final parameters, then buffers, of one rank.
   std::vector<at::Tensor> final_params(const std::string& out, int rank) {
     std::vector<at::Tensor> params;
     torch::load(params, (dir_ / out / ("final" + std::to_string(rank) + ".pt")).string());
@@ -342,6 +359,66 @@ TEST_F(Distributed, MicrobatchesSynchroniseOnlyTheLastAndMatchOneRank) {
   }
 }
 
+TEST_F(Distributed, AutoMicrobatchingOnOneRanksOutOfMemoryRetriesOnEveryRank) {
+  // Shares of 16: rank 1 runs out of memory above 8 examples, rank 0 never. Both must retry the first batch with 8
+  // and keep it: the run equals, bit for bit, one configured with microbatches of 8 from the start.
+  ASSERT_EQ(launch(2, "fixed", "microbatch_size=8").exit_code, 0) << slurp(dir_ / "fixed" / "error0.txt");
+  ASSERT_EQ(launch(2, "fits", "microbatch_size=auto").exit_code, 0) << slurp(dir_ / "fits" / "error0.txt");
+  ::setenv("TESSERA_TEST_DDP_OOM_RANK", "1", 1);
+  ::setenv("TESSERA_TEST_DDP_OOM_ABOVE", "8", 1);
+  const auto result = launch(2, "auto", "microbatch_size=auto");
+  ::unsetenv("TESSERA_TEST_DDP_OOM_RANK");
+  ASSERT_EQ(result.exit_code, 0) << slurp(dir_ / "auto" / "error0.txt") << slurp(dir_ / "auto" / "error1.txt");
+  const auto fixed = record("fixed", 0), fits = record("fits", 0);
+  ASSERT_EQ(fixed.size(), 8u);
+  for (int r = 0; r < 2; ++r) {
+    const auto retried = record("auto", r);
+    ASSERT_EQ(retried.size(), 8u) << "rank " << r;
+    for (const auto& [b, line] : fixed) {
+      EXPECT_EQ(retried.at(b).fingerprint, line.fingerprint) << "rank " << r << " batch " << b;
+    }
+  }
+  // Without the error, auto keeps whole shares of 16, whose sums round differently: the comparison above can fail.
+  EXPECT_NE(fits.at(7).fingerprint, fixed.at(7).fingerprint);
+  // On one rank only, the error at size 1 stops both ranks with it.
+  ::setenv("TESSERA_TEST_DDP_OOM_RANK", "0", 1);
+  ::setenv("TESSERA_TEST_DDP_OOM_ABOVE", "0", 1);
+  const auto hopeless = launch(2, "hopeless", "microbatch_size=auto");
+  ::unsetenv("TESSERA_TEST_DDP_OOM_RANK");
+  EXPECT_NE(hopeless.exit_code, 0);
+  EXPECT_NE(slurp(dir_ / "hopeless" / "error0.txt").find("microbatches of 1 example"), std::string::npos)
+      << slurp(dir_ / "hopeless" / "error0.txt");
+  EXPECT_NE(slurp(dir_ / "hopeless" / "error1.txt").find("another rank ran out of memory"), std::string::npos)
+      << slurp(dir_ / "hopeless" / "error1.txt");
+}
+
+TEST_F(Distributed, LossScalingAveragesUnscaledGradientsAndAllRanksSkipAnOverflow) {
+  // fp32 with a power-of-two scale: scaling and unscaling are exact, so with microbatches the run equals the one
+  // without a scaler bit for bit, although the gradients are averaged after backward instead of during it.
+  ASSERT_EQ(launch(2, "plain", "microbatch_size=8").exit_code, 0) << slurp(dir_ / "plain" / "error0.txt");
+  ASSERT_EQ(launch(2, "scaled", "microbatch_size=8;loss_scaling=dynamic").exit_code, 0)
+      << slurp(dir_ / "scaled" / "error0.txt");
+  const auto plain = record("plain", 0);
+  ASSERT_EQ(plain.size(), 8u);
+  for (int r = 0; r < 2; ++r) {
+    const auto scaled = record("scaled", r);
+    for (const auto& [b, line] : plain) EXPECT_EQ(scaled.at(b).fingerprint, line.fingerprint) << "rank " << r;
+  }
+  // Rank 1's gradients overflow at batch 3: both ranks skip that step (the weights stay as after batch 2) and stay
+  // identical; rank 0 alone would have stepped with the inf/NaN average.
+  ::setenv("TESSERA_TEST_DDP_OVERFLOW_RANK", "1", 1);
+  ::setenv("TESSERA_TEST_DDP_OVERFLOW_AT", "3", 1);
+  const auto result = launch(2, "overflow", "microbatch_size=8;loss_scaling=dynamic");
+  ::unsetenv("TESSERA_TEST_DDP_OVERFLOW_RANK");
+  ASSERT_EQ(result.exit_code, 0) << slurp(dir_ / "overflow" / "error0.txt") << slurp(dir_ / "overflow" / "error1.txt");
+  const auto rank0 = record("overflow", 0), rank1 = record("overflow", 1);
+  ASSERT_EQ(rank0.size(), 8u);
+  for (const auto& [b, line] : rank0) EXPECT_EQ(rank1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  EXPECT_EQ(rank0.at(2).fingerprint, plain.at(2).fingerprint);
+  EXPECT_EQ(rank0.at(3).fingerprint, rank0.at(2).fingerprint) << "the step of batch 3 was skipped";
+  EXPECT_NE(rank0.at(4).fingerprint, rank0.at(3).fingerprint);
+}
+
 TEST_F(Distributed, KilledRankStopsTheOthersAndAutoresumeCompletesBitwise) {
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole").exit_code, 0);
@@ -363,6 +440,20 @@ TEST_F(Distributed, KilledRankStopsTheOthersAndAutoresumeCompletesBitwise) {
   EXPECT_EQ(record("parts", 1).at(7).fingerprint, whole.at(7).fingerprint);
 }
 
+TEST_F(Distributed, EachRankResumesItsOwnGeneratorsBitwise) {
+  // Dropout draws from each rank's torch generator (seeded with seed + rank), and the averaged gradient depends on
+  // both ranks' draws: the checkpoint must keep rank 1's generator too for the resumed run to be the same.
+  const std::string setup = "model.mlp.dropout=0.5;";
+  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
+  ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
+  fs::remove_all(dir_ / "run");
+  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/0, /*kill_at=*/5).exit_code, 128 + SIGKILL);
+  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error1.txt");
+  const auto whole = record("whole", 0), parts = record("parts", 0);
+  ASSERT_EQ(parts.size(), 8u);
+  for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
+}
+
 TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // A CNN on 16x16 images, 2 epochs of 8 global batches, with every algorithm acting within the run (EMA from
   // batch 4: the final parameters compared below are its averages; channels_last: NHWC gradients go through the
@@ -379,12 +470,18 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
   ASSERT_EQ(whole.size(), 16u);
-  // The parameters are identical on both ranks. (The fingerprints in the records also cover the batch-norm
-  // running statistics, which each rank updates from its own share during a step and which rank 0's
-  // overwrite before the next one, as in PyTorch's DDP: they differ between ranks after a step.)
+  // The final parameters and buffers are identical on both ranks. (The fingerprints in the per-batch records also
+  // cover the batch-norm running statistics, which each rank updates from its own share during a step and which
+  // rank 0's overwrite before the next one, as in PyTorch's DDP: they differ between ranks after a step. They are
+  // rank 0's again on every rank at the end of fit and for each evaluation.)
   const auto params0 = final_params("whole", 0), params1 = final_params("whole", 1);
   ASSERT_EQ(params0.size(), params1.size());
-  for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(params0[i], params1[i])) << "parameter " << i;
+  for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(params0[i], params1[i])) << "tensor " << i;
+  // Both ranks evaluated the same weights (rank 0's statistics; EMA's averages in the second epoch), batch for batch.
+  const std::string evals0 = slurp(dir_ / "whole" / "evals0.txt");
+  EXPECT_EQ(evals0.rfind("8 ", 0), 0u) << "the first evaluation, after epoch 1 (batch 8):\n" << evals0;
+  EXPECT_NE(evals0.find("\n16 "), std::string::npos) << "the evaluation at the end of fit:\n" << evals0;
+  EXPECT_EQ(slurp(dir_ / "whole" / "evals1.txt"), evals0);
   fs::remove_all(dir_ / "run");
   EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/1, /*kill_at=*/11).exit_code, 128 + SIGKILL);
   ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error0.txt");

@@ -47,6 +47,12 @@ class GradSync {
   void arm(bool sync);
   /// After backward: completes an armed synchronisation (no-op otherwise).
   void finish();
+  /// Without hooks: averages every parameter's accumulated `.grad` over the ranks now (all buckets launched at
+  /// once, after the last backward). For runs where a rank may abandon a backward midway (an out-of-memory retry
+  /// with microbatch_size auto) or where gradients are unscaled per microbatch (a loss scaler): no collective runs
+  /// during backward, so no rank can be left waiting in one. A parameter without a gradient on this rank is
+  /// unused (zeros, or an Error naming it unless find_unused).
+  void all_reduce_accumulated();
 
   /// Off: all-reduces start only in finish(), after backward (for measuring what the overlap hides).
   void set_overlap(bool on);
