@@ -314,7 +314,7 @@ TEST(StreamingErrors, RecipeOptionsAreCheckedWithTheirPlace) {
   const auto error = [&](const std::string& dataset) {
     return testing::input_error_of([&] { build_run(Recipe::parse(recipe(dataset), "r.yaml")); });
   };
-  const Run run = build_run(Recipe::parse(recipe("{streaming: {local: " + dir.path() + ", split: train}}"), "r.yaml"));
+  const tessera::Run run = build_run(Recipe::parse(recipe("{streaming: {local: " + dir.path() + ", split: train}}"), "r.yaml"));
   EXPECT_EQ(run.components.train_dataloader->num_samples(), 40);
   EXPECT_EQ(run.components.train_dataloader->num_classes(), 3);
   EXPECT_THAT(error("{streaming: {local: " + dir.path() + ", split: train, shuffle_block_size: 0}}"),
