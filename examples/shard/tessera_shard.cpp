@@ -11,10 +11,8 @@
 #include <tessera/error.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -23,42 +21,20 @@ namespace mds = tessera::data::mds;
 
 namespace {
 
-/// For each world size: per rank, the shards it reads in an epoch (mean and max over ranks and epochs) and the
-/// distinct shards in one of its batch shares (mean): what a rank needs on disk, overall and at a time.
 std::string shards_per_rank(const std::string& dir, const tessera::data::StreamingOrderOptions& options,
                             int64_t batch_size, const std::vector<int>& worlds, int64_t epochs) {
   const mds::Reader reader(dir);
   const tessera::data::StreamingOrder order(reader.shard_offsets(), options);
-  const int64_t n = reader.size();
   std::ostringstream out;
-  out << dir << ": " << n << " samples in " << reader.num_shards() << " shards, batches of " << batch_size
-      << ", partitions " << options.partitions() << ", shuffle_block_size " << options.shuffle_block_size() << "\n";
+  out << dir << ": " << reader.size() << " samples in " << reader.num_shards() << " shards, batches of "
+      << batch_size << ", partitions " << options.partitions() << ", shuffle_block_size "
+      << options.shuffle_block_size() << "\n";
   for (int world : worlds) {
-    if (world < 1 || world > batch_size) throw tessera::InputError("--ranks: " + std::to_string(world) + " is not in [1, batch size]");
-    double sum_epoch = 0, sum_batch = 0;
-    int64_t max_epoch = 0, batch_shares = 0;
-    for (int64_t e = 0; e < epochs; ++e) {
-      const std::vector<int64_t> ids = order.range(0, e, batch_size, 0, n);
-      std::vector<std::set<int64_t>> touched(static_cast<size_t>(world));
-      for (int64_t b = 0; b * batch_size < n; ++b) {
-        const int64_t begin = b * batch_size, rows = std::min(batch_size, n - begin);
-        for (int r = 0; r < world; ++r) {
-          std::set<int64_t> here;
-          for (int64_t j = rows * r / world; j < rows * (r + 1) / world; ++j) here.insert(order.shard_of(ids[begin + j]));
-          touched[static_cast<size_t>(r)].insert(here.begin(), here.end());
-          sum_batch += static_cast<double>(here.size());
-          ++batch_shares;
-        }
-      }
-      for (const auto& t : touched) {
-        sum_epoch += static_cast<double>(t.size());
-        max_epoch = std::max<int64_t>(max_epoch, static_cast<int64_t>(t.size()));
-      }
-    }
+    const auto t = tessera::data::shards_touched(order, 0, batch_size, world, epochs);
     char line[200];
-    std::snprintf(line, sizeof line, "  %d rank(s): shards per rank per epoch %.1f (max %lld); per batch share %.2f\n",
-                  world, sum_epoch / static_cast<double>(world * epochs), static_cast<long long>(max_epoch),
-                  sum_batch / static_cast<double>(batch_shares));
+    std::snprintf(line, sizeof line,
+                  "  %d rank(s): shards per rank per epoch %.1f (max %lld); per batch share %.2f\n", world,
+                  t.per_rank_per_epoch, static_cast<long long>(t.max_per_rank_per_epoch), t.per_batch_share);
     out << line;
   }
   return out.str();

@@ -205,6 +205,45 @@ int64_t StreamingOrder::at(uint64_t seed, int64_t epoch, int64_t batch_size, int
   return range(seed, epoch, batch_size, position, position + 1).front();
 }
 
+ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t batch_size, int world_size,
+                             int64_t epochs) {
+  if (world_size < 1 || world_size > batch_size)
+    throw InputError("shards_touched: world size " + std::to_string(world_size) + " is not in [1, batch size " +
+                     std::to_string(batch_size) + "]");
+  if (epochs < 1) throw InputError("shards_touched: epochs must be >= 1, got " + std::to_string(epochs));
+  const int64_t n = order.size();
+  ShardsTouched out;
+  out.world_size = world_size;
+  double sum_epoch = 0, sum_share = 0;
+  int64_t shares = 0;
+  for (int64_t e = 0; e < epochs; ++e) {
+    const std::vector<int64_t> ids = order.range(seed, e, batch_size, 0, n);
+    std::vector<std::vector<char>> touched(static_cast<size_t>(world_size),
+                                           std::vector<char>(static_cast<size_t>(order.num_shards()), 0));
+    for (int64_t begin = 0; begin < n; begin += batch_size) {
+      const int64_t rows = std::min(batch_size, n - begin);
+      for (int r = 0; r < world_size; ++r) {
+        std::vector<int64_t> here;
+        for (int64_t j = rows * r / world_size; j < rows * (r + 1) / world_size; ++j)
+          here.push_back(order.shard_of(ids[static_cast<size_t>(begin + j)]));
+        std::sort(here.begin(), here.end());
+        here.erase(std::unique(here.begin(), here.end()), here.end());
+        for (int64_t s : here) touched[static_cast<size_t>(r)][static_cast<size_t>(s)] = 1;
+        sum_share += static_cast<double>(here.size());
+        ++shares;
+      }
+    }
+    for (const auto& t : touched) {
+      const int64_t count = std::count(t.begin(), t.end(), char{1});
+      sum_epoch += static_cast<double>(count);
+      out.max_per_rank_per_epoch = std::max(out.max_per_rank_per_epoch, count);
+    }
+  }
+  out.per_rank_per_epoch = sum_epoch / static_cast<double>(world_size * epochs);
+  out.per_batch_share = sum_share / static_cast<double>(shares);
+  return out;
+}
+
 // =====================================================================================================
 // StreamingDataset
 

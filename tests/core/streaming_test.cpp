@@ -253,6 +253,7 @@ TEST_F(StreamingData, EachRankTouchesOnlyItsPartitionsShards) {
     q = std::min(q, ds->reader().shard_offsets()[k + 1] - ds->reader().shard_offsets()[k]);
   for (int world : {1, 2, 4}) {
     std::set<int64_t> all;
+    int64_t sum = 0, most = 0;
     for (int r = 0; r < world; ++r) {
       dist::ShardedSource share(loader(16, 0), r, world);
       std::set<int64_t> touched;
@@ -263,7 +264,15 @@ TEST_F(StreamingData, EachRankTouchesOnlyItsPartitionsShards) {
       EXPECT_LE(static_cast<int64_t>(touched.size()), (237 / world + 4) / q + 2) << world << " ranks, rank " << r;
       if (world == 4) EXPECT_LT(static_cast<int64_t>(touched.size()), shards / 2);
       all.insert(touched.begin(), touched.end());
+      sum += static_cast<int64_t>(touched.size());
+      most = std::max(most, static_cast<int64_t>(touched.size()));
     }
+    // shards_touched (behind `tessera-shard order`) counts the same, from the order alone.
+    const data::ShardsTouched t = data::shards_touched(ds->order(), 1, 16, world, 1);
+    EXPECT_EQ(t.max_per_rank_per_epoch, most);
+    EXPECT_DOUBLE_EQ(t.per_rank_per_epoch, static_cast<double>(sum) / world);
+    EXPECT_GE(t.per_batch_share, 1.0);
+    EXPECT_LE(t.per_batch_share, static_cast<double>(t.max_per_rank_per_epoch));
     int64_t non_empty = 0;
     for (int64_t k = 0; k < shards; ++k) non_empty += ds->reader().shard_offsets()[k + 1] > ds->reader().shard_offsets()[k];
     EXPECT_EQ(static_cast<int64_t>(all.size()), non_empty) << "every non-empty shard is read";

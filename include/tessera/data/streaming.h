@@ -84,6 +84,19 @@ class StreamingOrder {
   mutable std::shared_ptr<const Plan> last_;
 };
 
+/// Shards a rank reads under a StreamingOrder when data-parallel ranks take rows [r*n/w, (r+1)*n/w) of each
+/// global batch of n (dist::ShardedSource): what `tessera-shard order` reports.
+struct ShardsTouched {
+  int world_size = 1;
+  double per_rank_per_epoch = 0;  ///< distinct shards of a rank's rows over an epoch, mean over ranks and epochs
+  int64_t max_per_rank_per_epoch = 0;
+  double per_batch_share = 0;     ///< distinct shards in one rank's rows of one batch, mean
+};
+/// For epochs [0, epochs) of `order` with run seed `seed` and global batches of `batch_size`. InputError when a
+/// world size is not in [1, batch_size].
+ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t batch_size, int world_size,
+                             int64_t epochs);
+
 /// Options of a streaming dataset (recipe: `dataset: {streaming: {local: DIR, split: train, ...}}`).
 struct StreamingOptions {
   /// The MDS folder (holding index.json, or a `split` subfolder that does).
