@@ -313,6 +313,7 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   if (target.kind != Encoding::Kind::scalar || !target.dtype || !is_integer(*target.dtype))
     throw InputError("streaming.target: column \"" + options_.target() + "\" of " + folder_ + " is \"" + target.name +
                      "\"; a class target must be an integer scalar (int, int8..int64, uint8..uint64)");
+  target_dtype_ = *target.dtype;
   const Encoding input = Encoding::parse(reader_->column_encodings()[static_cast<size_t>(input_column_)], where);
   if (input.kind == Encoding::Kind::str || input.kind == Encoding::Kind::bytes)
     throw InputError("streaming.input: column \"" + options_.input() + "\" of " + folder_ + " is \"" + input.name +
@@ -358,7 +359,6 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
   at::Tensor inputs = at::empty(shape, at::TensorOptions().dtype(stored_dtype_));
   at::Tensor targets = at::empty({n}, at::TensorOptions().dtype(at::kLong));
   int64_t* target_out = targets.data_ptr<int64_t>();
-  const Encoding target = Encoding::parse(reader_->column_encodings()[static_cast<size_t>(target_column_)], "");
   for (int64_t i = 0; i < n; ++i) {
     const int64_t id = indices[static_cast<size_t>(i)];
     if (id < 0 || id >= size())
@@ -371,7 +371,7 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
                        c10::str(x.sizes()) + ", the first sample's is " + c10::str(at::IntArrayRef(input_shape_)) +
                        "; every input must have the same shape");
     inputs[i].copy_(x);
-    target_out[i] = read_integer(s.raw(target_column_), *target.dtype);
+    target_out[i] = read_integer(s.raw(target_column_), target_dtype_);
   }
   if (stored_dtype_ == at::kByte) inputs = inputs.to(at::kFloat).div_(255.0);  // as the IDX loader
   return Batch(inputs, targets);

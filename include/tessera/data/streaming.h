@@ -160,6 +160,7 @@ class StreamingDataset : public Dataset {
   std::vector<int64_t> input_shape_;   // per example, as delivered ([C, H, W] for images)
   c10::ScalarType stored_dtype_{};     // of the input column's values
   bool image_hwc_ = false;             // png/jpeg/pil: [H, W, C] -> [C, H, W]
+  mds::DType target_dtype_ = mds::DType::i64;  // of the target column's integers
   int64_t num_classes_ = 0;
 };
 
