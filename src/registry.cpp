@@ -6,6 +6,7 @@
 #include <tessera/callbacks/progress_bar.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
+#include <tessera/data/streaming.h>
 #include <tessera/data/transforms.h>
 #include <tessera/device.h>
 #include <tessera/metrics.h>
@@ -214,6 +215,11 @@ const Kind<DatasetPtr>& datasets() {
            [](const ConfigNode& node, Context&) -> DatasetPtr {
              const auto options = read<data::SyntheticOptions>(node);
              return construct(node, [&] { return DatasetPtr(data::make_synthetic(options)); });
+           }},
+          {"streaming",  // MDS shards (docs/streaming.md)
+           [](const ConfigNode& node, Context&) -> DatasetPtr {
+             const auto options = read<data::StreamingOptions>(node);
+             return construct(node, [&] { return DatasetPtr(std::make_shared<data::StreamingDataset>(options)); });
            }},
       }};
   return kind;

@@ -3,18 +3,44 @@
 //   tessera-shard write --fashion-mnist [--folder DIR] [--split train|test] [--limit N] [--image-encoding ndarray|png]
 //                       --out DIR [--size-limit BYTES] [--compression zstd[:LEVEL]] [--hashes xxh3_64,...] [--exist-ok]
 //   tessera-shard inspect DIR [--verify]
+//   tessera-shard order DIR [--batch-size B] [--ranks 1,2,4,8] [--partitions L] [--shuffle-block-size K] [--epochs E]
 //
 // Exit codes: 0 success, 2 bad input (a missing or malformed dataset, bad options), 1 anything else.
 #include <tessera/data/mds.h>
+#include <tessera/data/streaming.h>
 #include <tessera/error.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 namespace mds = tessera::data::mds;
+
+namespace {
+
+std::string shards_per_rank(const std::string& dir, const tessera::data::StreamingOrderOptions& options,
+                            int64_t batch_size, const std::vector<int>& worlds, int64_t epochs) {
+  const mds::Reader reader(dir);
+  const tessera::data::StreamingOrder order(reader.shard_offsets(), options);
+  std::ostringstream out;
+  out << dir << ": " << reader.size() << " samples in " << reader.num_shards() << " shards, batches of "
+      << batch_size << ", partitions " << options.partitions() << ", shuffle_block_size "
+      << options.shuffle_block_size() << "\n";
+  for (int world : worlds) {
+    const auto t = tessera::data::shards_touched(order, 0, batch_size, world, epochs);
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "  %d rank(s): shards per rank per epoch %.1f (max %lld); per batch share %.2f\n", world,
+                  t.per_rank_per_epoch, static_cast<long long>(t.max_per_rank_per_epoch), t.per_batch_share);
+    out << line;
+  }
+  return out.str();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"tessera-shard: write and inspect MDS datasets (MosaicML Streaming's format)"};
@@ -43,7 +69,30 @@ int main(int argc, char** argv) {
   inspect->add_option("dir", dir, "dataset folder (holding index.json)")->required();
   inspect->add_flag("--verify", verify, "check every shard file against index.json's hashes");
 
+  CLI::App* order = app.add_subcommand(
+      "order", "shards each rank reads per epoch under the streaming dataset's order (docs/streaming.md)");
+  std::string order_dir;
+  int64_t batch_size = 128, epochs = 1;
+  std::vector<int> worlds{1, 2, 4, 8};
+  tessera::data::StreamingOrderOptions order_options;
+  order->add_option("dir", order_dir, "dataset folder (holding index.json)")->required();
+  order->add_option("--batch-size", batch_size, "global batch size")->capture_default_str();
+  order->add_option("--ranks", worlds, "world sizes to report")->delimiter(',')->capture_default_str();
+  order->add_option("--partitions", order_options.partitions(), "canonical partitions")->capture_default_str();
+  order->add_option("--shuffle-block-size", order_options.shuffle_block_size(), "samples shuffled together")
+      ->capture_default_str();
+  order->add_option("--epochs", epochs, "epochs to average over")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+  if (order->parsed()) {
+    try {
+      std::cout << shards_per_rank(order_dir, order_options, batch_size, worlds, epochs);
+      return 0;
+    } catch (const tessera::InputError& e) {
+      std::cerr << "tessera-shard: " << e.what() << "\n";
+      return 2;
+    }
+  }
   try {
     if (write->parsed()) {
       mds::WriterOptions options;

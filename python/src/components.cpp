@@ -24,6 +24,7 @@
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/mds.h>
+#include <tessera/data/streaming.h>
 #include <tessera/models/model.h>
 #include <tessera/optim/optimizer.h>
 #include <tessera/recipe.h>
@@ -480,6 +481,22 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
                     py::arg("zip_bytes") = r.zip_bytes, py::arg("compression") = r.compression,
                     py::arg("checksum") = r.checksum);
   }, py::arg("dir"), py::arg("verify") = false, "What `tessera-shard inspect DIR` prints, as a dict.");
+  d.def(
+      "streaming_order",
+      [](std::vector<int64_t> shard_offsets, uint64_t seed, int64_t epoch, int64_t batch_size, int64_t begin,
+         int64_t end, bool shuffle, int64_t shuffle_block_size, int64_t partitions) {
+        const data::StreamingOrder order(std::move(shard_offsets), data::StreamingOrderOptions()
+                                                                       .shuffle(shuffle)
+                                                                       .shuffle_block_size(shuffle_block_size)
+                                                                       .partitions(partitions));
+        return at::tensor(order.range(seed, epoch, batch_size, begin, end < 0 ? order.size() : end), at::kLong);
+      },
+      py::arg("shard_offsets"), py::arg("seed"), py::arg("epoch"), py::arg("batch_size"), py::arg("begin") = 0,
+      py::arg("end") = -1, py::arg("shuffle") = true, py::arg("shuffle_block_size") = 262144,
+      py::arg("partitions") = 8,
+      "Sample ids at positions [begin, end) (end -1: the epoch's end) of epoch `epoch`'s streaming order over shards "
+      "with these offsets (MdsReader.shard_offsets), for global batches of `batch_size`: the order the C++ "
+      "StreamingDataset gives its DataLoader (int64 tensor; docs/streaming.md).");
   py::class_<mds::Reader>(d, "MdsReader", "An MDS data set folder, read with random access (the C++ mds::Reader).")
       .def(py::init([](const std::string& dir, bool verify) {
              return std::make_unique<mds::Reader>(dir, mds::ReaderOptions().verify_hashes(verify));
@@ -488,6 +505,8 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("column_names", &mds::Reader::column_names)
       .def_property_readonly("column_encodings", &mds::Reader::column_encodings)
       .def_property_readonly("num_shards", &mds::Reader::num_shards)
+      .def_property_readonly("shard_offsets", &mds::Reader::shard_offsets,
+                             "Each shard's first global sample index, then len(reader).")
       .def("__getitem__", [](const mds::Reader& r, int64_t i) {
         if (i < 0) i += r.size();
         if (i < 0 || i >= r.size())  // IndexError, so that `for sample in reader` ends

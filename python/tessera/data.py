@@ -29,6 +29,7 @@ MdsReader = _native.MdsReader
 mds_inspect = _native.mds_inspect
 synthetic = _native.synthetic
 shuffled_order = _native.shuffled_order
+streaming_order = _native.streaming_order
 
 
 class ResumableSampler(torch.utils.data.Sampler):
@@ -78,6 +79,48 @@ class ResumableSampler(torch.utils.data.Sampler):
         return f"tessera.data.ResumableSampler({self.num_samples}, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
 
 
+class StreamingSampler(ResumableSampler):
+    """A ResumableSampler in the streaming order of MDS shards (docs/streaming.md): block-shuffled across shards,
+    cut into canonical partitions, the order the C++ StreamingDataset uses, for a torch DataLoader over an
+    MdsReader (or any dataset laid out as the shards). Pass the loader's batch size (the global batch: the order
+    gives each partition fixed rows of every batch). Starting at any example computes nothing before it.
+
+        reader = tessera.data.MdsReader("data/fmnist/train")
+        loader = torch.utils.data.DataLoader(MyDataset(reader), batch_size=128,
+                                             sampler=tessera.data.StreamingSampler(reader, batch_size=128))
+    """
+
+    def __init__(self, reader: Any, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 shuffle_block_size: int = 262144, partitions: int = 8) -> None:
+        offsets = list(reader.shard_offsets if hasattr(reader, "shard_offsets") else reader)
+        if not offsets or offsets[0] != 0:
+            raise InputError("StreamingSampler: expected an MdsReader or shard offsets starting at 0, got "
+                             f"{reader!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"StreamingSampler: batch_size must be an int >= 1, got {batch_size!r}")
+        super().__init__(offsets[-1], shuffle=shuffle, seed=seed)
+        self.shard_offsets = offsets
+        self.batch_size = batch_size
+        self.shuffle_block_size = int(shuffle_block_size)
+        self.partitions = int(partitions)
+
+    def _range(self, begin: int) -> list:
+        return streaming_order(self.shard_offsets, self.seed, self.epoch, self.batch_size, begin, -1, self.shuffle,
+                               self.shuffle_block_size, self.partitions).tolist()
+
+    def order(self) -> list:
+        """The whole order of the current epoch."""
+        return self._range(0)
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(self._range(start))
+
+    def __repr__(self) -> str:
+        return (f"tessera.data.StreamingSampler({self.num_samples} samples in {len(self.shard_offsets) - 1} shards, "
+                f"batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})")
+
+
 def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
     """torch.utils.data.DataLoader(dataset, batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)."""
     if "sampler" in kwargs or "batch_sampler" in kwargs or "shuffle" in kwargs:
@@ -85,4 +128,5 @@ def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwar
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)
 
 
-__all__ = ["MdsReader", "ResumableSampler", "fashion_mnist", "mds_inspect", "resumable_loader", "shuffled_order", "synthetic"]
+__all__ = ["MdsReader", "ResumableSampler", "StreamingSampler", "fashion_mnist", "mds_inspect", "resumable_loader",
+           "shuffled_order", "streaming_order", "synthetic"]

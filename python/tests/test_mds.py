@@ -70,3 +70,34 @@ def test_mds_corrupt_shard_is_an_input_error_naming_the_file(tmp_path):
         tessera.data.MdsReader(tmp_path.as_posix())[0]
     with pytest.raises(tessera.InputError, match="index.json not found"):
         tessera.data.MdsReader((tmp_path / "missing").as_posix())
+
+
+def test_streaming_order_is_a_resumable_permutation():
+    offsets = [0, 10, 35, 36, 80, 237]
+    full = tessera.data.streaming_order(offsets, seed=4, epoch=2, batch_size=16, partitions=4, shuffle_block_size=24)
+    assert full.dtype == torch.int64 and sorted(full.tolist()) == list(range(237))
+    assert not torch.equal(full, tessera.data.streaming_order(offsets, 4, 3, 16, partitions=4, shuffle_block_size=24))
+    for begin in (0, 1, 100, 236, 237):
+        rest = tessera.data.streaming_order(offsets, 4, 2, 16, begin, -1, True, 24, 4)
+        assert torch.equal(rest, full[begin:])
+    assert tessera.data.streaming_order(offsets, 4, 2, 16, shuffle=False).tolist() == list(range(237))
+    with pytest.raises(tessera.InputError, match="must not decrease"):
+        tessera.data.streaming_order([0, 5, 3], 0, 0, 8)
+
+
+def test_streaming_sampler_starts_anywhere_in_the_order(tmp_path):
+    write_mds(tmp_path, SAMPLES)
+    reader = tessera.data.MdsReader(tmp_path.as_posix())
+    assert reader.shard_offsets == [0, 3]
+    sampler = tessera.data.StreamingSampler([0, 10, 35, 36, 80, 237], batch_size=16, seed=4, partitions=4,
+                                            shuffle_block_size=24)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert full == tessera.data.streaming_order([0, 10, 35, 36, 80, 237], 4, 2, 16, partitions=4,
+                                                shuffle_block_size=24).tolist()
+    sampler.set_epoch(2, seed=4, start=50)
+    assert list(sampler) == full[50:]
+    assert list(sampler) == full  # the next pass is whole again
+    assert sorted(tessera.data.StreamingSampler(reader, batch_size=2)) == [0, 1, 2]
+    with pytest.raises(tessera.InputError, match="batch_size must be an int >= 1"):
+        tessera.data.StreamingSampler(reader, batch_size=0)

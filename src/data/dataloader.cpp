@@ -55,9 +55,9 @@ namespace {
 
 const std::vector<int64_t> kIdentityOrder;  // `produce` reads an empty order as 0, 1, 2, ...
 
-std::shared_ptr<const std::vector<int64_t>> epoch_order(bool shuffle, uint64_t seed, int64_t epoch,
-                                                        int64_t n) {
-  if (!shuffle) return nullptr;
+std::shared_ptr<const std::vector<int64_t>> epoch_order(const Dataset& dataset, bool shuffle, uint64_t seed,
+                                                        int64_t epoch, int64_t n) {
+  if (!shuffle || dataset.has_order()) return nullptr;  // a dataset with its own order is asked per batch
   return std::make_shared<const std::vector<int64_t>>(shuffled_order(seed, epoch, n));
 }
 
@@ -110,9 +110,11 @@ std::vector<int64_t> DataLoader::batch_indices(uint64_t seed, int64_t epoch, int
   if (b < 0 || b >= num_batches())
     throw Error("DataLoader::batch_indices: batch " + std::to_string(b) + " is out of range [0, " +
                 std::to_string(num_batches()) + ")");
-  const auto order = epoch_order(options_.shuffle(), seed, epoch, dataset_->size());
   const int64_t begin = b * options_.batch_size();
   const int64_t end = std::min(begin + options_.batch_size(), dataset_->size());
+  if (dataset_->has_order())
+    return dataset_->order_range(seed, epoch, options_.batch_size(), options_.shuffle(), begin, end);
+  const auto order = epoch_order(*dataset_, options_.shuffle(), seed, epoch, dataset_->size());
   std::vector<int64_t> out(static_cast<size_t>(end - begin));
   for (int64_t i = begin; i < end; ++i)
     out[static_cast<size_t>(i - begin)] = order ? (*order)[static_cast<size_t>(i)] : i;
@@ -123,7 +125,9 @@ Batch DataLoader::produce(uint64_t seed, int64_t epoch, int64_t b, const std::ve
   const int64_t begin = b * options_.batch_size();
   const int64_t end = std::min(begin + options_.batch_size(), dataset_->size());
   std::vector<int64_t> indices(static_cast<size_t>(end - begin));
-  if (order.empty()) {
+  if (dataset_->has_order()) {
+    indices = dataset_->order_range(seed, epoch, options_.batch_size(), options_.shuffle(), begin, end);
+  } else if (order.empty()) {
     for (int64_t i = begin; i < end; ++i) indices[static_cast<size_t>(i - begin)] = i;
   } else {
     std::copy(order.begin() + begin, order.begin() + end, indices.begin());
@@ -163,7 +167,7 @@ void DataLoader::start_epoch(uint64_t seed, int64_t epoch, int64_t first_batch) 
   s.started = true;
   s.seed = seed;
   s.epoch = epoch;
-  s.order = epoch_order(options_.shuffle(), seed, epoch, dataset_->size());
+  s.order = epoch_order(*dataset_, options_.shuffle(), seed, epoch, dataset_->size());
   s.next_to_claim = first_batch;
   s.next_to_deliver = first_batch;
   s.end = nb;

@@ -13,6 +13,10 @@
 
 namespace tessera::data {
 
+std::vector<int64_t> Dataset::order_range(uint64_t, int64_t, int64_t, bool, int64_t, int64_t) const {
+  throw Error("Dataset::order_range: " + describe() + " has no order of its own (has_order() is false)");
+}
+
 // ---------------------------------------------------------------------------------------------
 // TensorDataset
 

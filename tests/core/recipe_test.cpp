@@ -692,7 +692,7 @@ TEST(RecipeTest, MakeTrainerCompilesThePlan) {
 TEST(RegistryTest, RegisteredNames) {
   EXPECT_EQ(registered_names("models"), (std::vector<std::string>{"cnn", "mlp", "resnet"}));
   EXPECT_EQ(registered_names("model"), (std::vector<std::string>{"cnn", "mlp", "resnet"}));
-  EXPECT_EQ(registered_names("datasets"), (std::vector<std::string>{"fashion_mnist", "synthetic"}));
+  EXPECT_EQ(registered_names("datasets"), (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic"}));
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));

@@ -3,7 +3,8 @@
 ///
 /// The order of epoch e is a pure function of (seed, e) computed with the project's own Rng, so it is the
 /// same on every standard library, and a run can start at any (epoch, batch) position directly: there is
-/// no replay of already-seen batches on resume.
+/// no replay of already-seen batches on resume. A dataset with its own order (Dataset::has_order, e.g. a
+/// StreamingDataset) is asked for each batch's indices instead.
 ///
 ///     DataLoader loader(dataset, DataLoaderOptions().batch_size(128));
 ///     loader.start_epoch(/*seed=*/42, /*epoch=*/3, /*first_batch=*/17);

@@ -26,6 +26,14 @@ class Dataset {
   virtual std::vector<int64_t> input_shape() const = 0;
   /// Short description for logs: "fashion_mnist(train, 60000)".
   virtual std::string describe() const = 0;
+  /// True for a dataset that defines its own epoch order (a StreamingDataset: shards shuffled in blocks);
+  /// the DataLoader then takes each batch's indices from `order_range` instead of shuffling itself.
+  virtual bool has_order() const { return false; }
+  /// The example indices at positions [begin, end) of epoch `epoch`'s order, for global batches of
+  /// `batch_size` (`shuffle`: the loader's option). A pure function of its arguments; called for one batch at a
+  /// time, so it must not need the positions before `begin` (resuming is O(1)). The default is an Error.
+  virtual std::vector<int64_t> order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
+                                           int64_t begin, int64_t end) const;
 };
 
 /// In-memory examples: every part is a tensor whose first dimension indexes examples.
