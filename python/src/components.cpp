@@ -288,6 +288,7 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "(torch.channels_last) in place, so convolutions run their channels-last kernels; inputs are not converted.")
       .def_property_readonly("converted", &alg::ChannelsLast::converted,
                              "How many 4-D parameters and buffers the last application converted.");
+
   bind_algorithm<alg::EMA, alg::EMAOptions>(
       m, "EMA", "ema",
       "Exponential moving average of the weights (parameters and batch-norm statistics), updated after the "

@@ -288,6 +288,14 @@ distributed: {timeout: 30, connect_timeout: 30}
     ::unsetenv("TESSERA_TEST_DDP_OUT");
     return result;
   }
+  /// launch() with a fault on one rank (TESSERA_TEST_DDP_OOM_* or TESSERA_TEST_DDP_OVERFLOW_*), for this launch only.
+  tessera::dist::LaunchResult launch_with_fault(const std::map<std::string, std::string>& fault, int nproc,
+                                                const std::string& out, const std::string& overrides) {
+    for (const auto& [name, value] : fault) ::setenv(name.c_str(), value.c_str(), 1);
+    auto result = launch(nproc, out, overrides);
+    for (const auto& [name, value] : fault) ::unsetenv(name.c_str());
+    return result;
+  }
   std::map<int64_t, Line> record(const std::string& out, int rank) {
     return read_record(dir_ / out / ("rank" + std::to_string(rank) + ".txt"));
   }
@@ -364,10 +372,8 @@ TEST_F(Distributed, AutoMicrobatchingOnOneRanksOutOfMemoryRetriesOnEveryRank) {
   // and keep it: the run equals, bit for bit, one configured with microbatches of 8 from the start.
   ASSERT_EQ(launch(2, "fixed", "microbatch_size=8").exit_code, 0) << slurp(dir_ / "fixed" / "error0.txt");
   ASSERT_EQ(launch(2, "fits", "microbatch_size=auto").exit_code, 0) << slurp(dir_ / "fits" / "error0.txt");
-  ::setenv("TESSERA_TEST_DDP_OOM_RANK", "1", 1);
-  ::setenv("TESSERA_TEST_DDP_OOM_ABOVE", "8", 1);
-  const auto result = launch(2, "auto", "microbatch_size=auto");
-  ::unsetenv("TESSERA_TEST_DDP_OOM_RANK");
+  const auto result = launch_with_fault({{"TESSERA_TEST_DDP_OOM_RANK", "1"}, {"TESSERA_TEST_DDP_OOM_ABOVE", "8"}}, 2,
+                                       "auto", "microbatch_size=auto");
   ASSERT_EQ(result.exit_code, 0) << slurp(dir_ / "auto" / "error0.txt") << slurp(dir_ / "auto" / "error1.txt");
   const auto fixed = record("fixed", 0), fits = record("fits", 0);
   ASSERT_EQ(fixed.size(), 8u);
@@ -381,10 +387,8 @@ TEST_F(Distributed, AutoMicrobatchingOnOneRanksOutOfMemoryRetriesOnEveryRank) {
   // Without the error, auto keeps whole shares of 16, whose sums round differently: the comparison above can fail.
   EXPECT_NE(fits.at(7).fingerprint, fixed.at(7).fingerprint);
   // On one rank only, the error at size 1 stops both ranks with it.
-  ::setenv("TESSERA_TEST_DDP_OOM_RANK", "0", 1);
-  ::setenv("TESSERA_TEST_DDP_OOM_ABOVE", "0", 1);
-  const auto hopeless = launch(2, "hopeless", "microbatch_size=auto");
-  ::unsetenv("TESSERA_TEST_DDP_OOM_RANK");
+  const auto hopeless = launch_with_fault({{"TESSERA_TEST_DDP_OOM_RANK", "0"}, {"TESSERA_TEST_DDP_OOM_ABOVE", "0"}}, 2,
+                                         "hopeless", "microbatch_size=auto");
   EXPECT_NE(hopeless.exit_code, 0);
   EXPECT_NE(slurp(dir_ / "hopeless" / "error0.txt").find("microbatches of 1 example"), std::string::npos)
       << slurp(dir_ / "hopeless" / "error0.txt");
@@ -406,10 +410,8 @@ TEST_F(Distributed, LossScalingAveragesUnscaledGradientsAndAllRanksSkipAnOverflo
   }
   // Rank 1's gradients overflow at batch 3: both ranks skip that step (the weights stay as after batch 2) and stay
   // identical; rank 0 alone would have stepped with the inf/NaN average.
-  ::setenv("TESSERA_TEST_DDP_OVERFLOW_RANK", "1", 1);
-  ::setenv("TESSERA_TEST_DDP_OVERFLOW_AT", "3", 1);
-  const auto result = launch(2, "overflow", "microbatch_size=8;loss_scaling=dynamic");
-  ::unsetenv("TESSERA_TEST_DDP_OVERFLOW_RANK");
+  const auto result = launch_with_fault({{"TESSERA_TEST_DDP_OVERFLOW_RANK", "1"}, {"TESSERA_TEST_DDP_OVERFLOW_AT", "3"}},
+                                       2, "overflow", "microbatch_size=8;loss_scaling=dynamic");
   ASSERT_EQ(result.exit_code, 0) << slurp(dir_ / "overflow" / "error0.txt") << slurp(dir_ / "overflow" / "error1.txt");
   const auto rank0 = record("overflow", 0), rank1 = record("overflow", 1);
   ASSERT_EQ(rank0.size(), 8u);
