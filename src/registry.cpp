@@ -785,7 +785,12 @@ std::string interactions_markdown() {
         }
         for (const auto& w : p1.warnings()) verdict += "; warning: " + w;
       } catch (const InputError& err) {
-        verdict = std::string("refused: ") + err.what();
+        // One table cell: the plan's reasons ("...together:\n  - a\n  - b") on one line.
+        std::string what = err.what();
+        const std::string header = "the algorithms of this run cannot run together:\n  - ";
+        if (what.rfind(header, 0) == 0) what = what.substr(header.size());
+        for (size_t at = what.find("\n  - "); at != std::string::npos; at = what.find("\n  - ")) what.replace(at, 5, "; ");
+        verdict = "refused before step 1: " + what;
       }
       out += "| " + names[i] + " + " + names[j] + " | " + (shared.empty() ? "-" : shared) + " | " + (ab.empty() ? "-" : ab) +
              " | " + (ba.empty() ? "-" : ba) + " | " + verdict + " |\n";

@@ -1,6 +1,8 @@
 // CutMix: the box and the paste against hand computation, λ adjusted to the box, the interpolated loss in the
 // trainer, the box drawn on the size progressive resizing leaves, and the plan-time checks. (What CutMix shares
 // with MixUp, the loss wrapper and the Beta draws, is tested in mixup_test.cpp.)
+#include <algorithm>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -51,7 +53,7 @@ TEST(CutMix, UniformSamplingCoversTheCornersAsOftenAsTheCentre) {
     at::Tensor hits = at::zeros({16, 16}, at::kDouble);
     for (int i = 0; i < 4000; ++i) {
       const CutMixBox b = cutmix_box(16, 16, 0.75, rng, uniform);  // 8×8 boxes
-      hits.narrow(0, b.top, b.height).narrow(1, b.left, b.width) += 1;
+      hits.narrow(0, b.top, b.height).narrow(1, b.left, b.width).add_(1);
     }
     return std::make_pair(hits[0][0].item<double>() / 4000, hits[8][8].item<double>() / 4000);
   };
