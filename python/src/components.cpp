@@ -294,7 +294,7 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "CutMix (Yun et al. 2019) at AFTER_DATALOADER: one box of each image's partner in a permutation of the batch "
       "is pasted into it (sides sqrt(1 - lambda) of the image's, lambda ~ Beta(alpha, alpha)), lambda becomes the "
       "fraction of the image left, and the loss is lambda L(y) + (1 - lambda) L(y[perm]).")
-      .def_property_readonly("last_lambda", &alg::CutMix::last_lambda,
+      .def_property_readonly("last_lambda", [](const alg::CutMix& a) { return a.last_lambda(); },
                              "lambda of the last batch, adjusted to its box (the weight of the original targets).");
 
   bind_algorithm<alg::EMA, alg::EMAOptions>(
@@ -340,7 +340,7 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "MixUp (Zhang et al. 2018) at AFTER_DATALOADER: x <- lambda x + (1 - lambda) x[perm] with lambda ~ "
       "Beta(alpha, alpha) and a permutation of the whole batch, drawn from (seed, batch); the loss is "
       "lambda L(y) + (1 - lambda) L(y[perm]).")
-      .def_property_readonly("last_lambda", &alg::MixUp::last_lambda,
+      .def_property_readonly("last_lambda", [](const alg::MixUp& a) { return a.last_lambda(); },
                              "lambda of the last batch (the weight of the original examples).");
 
   bind_algorithm<alg::ProgressiveResizing, alg::ProgressiveResizingOptions>(
