@@ -28,10 +28,12 @@
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
 
@@ -145,10 +147,12 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
+      algorithm<algorithms::CutMix, algorithms::CutMixOptions>("cutmix"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
+      algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
   }};
@@ -787,7 +791,12 @@ std::string interactions_markdown() {
         }
         for (const auto& w : p1.warnings()) verdict += "; warning: " + w;
       } catch (const InputError& err) {
-        verdict = std::string("refused: ") + err.what();
+        // One table cell: the plan's reasons ("...together:\n  - a\n  - b") on one line.
+        std::string what = err.what();
+        const std::string header = "the algorithms of this run cannot run together:\n  - ";
+        if (what.rfind(header, 0) == 0) what = what.substr(header.size());
+        for (size_t at = what.find("\n  - "); at != std::string::npos; at = what.find("\n  - ")) what.replace(at, 5, "; ");
+        verdict = "refused before step 1: " + what;
       }
       out += "| " + names[i] + " + " + names[j] + " | " + (shared.empty() ? "-" : shared) + " | " + (ab.empty() ? "-" : ab) +
              " | " + (ba.empty() ? "-" : ba) + " | " + verdict + " |\n";

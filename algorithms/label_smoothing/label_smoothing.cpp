@@ -88,14 +88,19 @@ void LabelSmoothing::apply(Event event, State& state, Logger&) {
       };
       return;
     }
-    saved_targets_ = targets;
-    state.batch.set(Batch::kTarget, smooth_labels(targets, state.outputs.size(1), alpha));
+    // Dense path: the loss sees smoothed targets. Installed as a loss over whatever batch it is given (not by
+    // replacing the batch's targets), so that an algorithm that also computes the loss against other targets
+    // (MixUp, CutMix: permuted ones) gets those smoothed too.
+    auto previous = state.loss_override;
+    std::shared_ptr<Model> model = state.model;
+    const int64_t classes = state.outputs.size(1);
+    state.loss_override = [previous, model, classes, alpha](const at::Tensor& out, const Batch& b, Reduction r) {
+      Batch smoothed = b;
+      smoothed.set(Batch::kTarget, smooth_labels(b.target(), classes, alpha));
+      return previous ? previous(out, smoothed, r) : model->loss(out, smoothed, r);
+    };
   } else if (event == Event::AfterLoss) {
     state.loss_override = nullptr;
-    if (saved_targets_.defined()) {
-      state.batch.set(Batch::kTarget, saved_targets_);
-      saved_targets_ = at::Tensor();
-    }
   }
 }
 

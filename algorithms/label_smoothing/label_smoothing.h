@@ -4,8 +4,9 @@
 /// At BeforeLoss the loss is computed against smoothed targets; at AfterLoss the original targets are back.
 /// With integer class targets and a cross-entropy model the default `fused` path never builds the dense
 /// targets: it installs the loss (1 − α)·CE(x, y) + α·mean_c(−log softmax(x)_c), which is the same value.
-/// Dense targets (or a model whose loss is not cross-entropy) take the dense path: the targets themselves
-/// are replaced and restored.
+/// Dense targets (or a model whose loss is not cross-entropy) take the dense path: the loss is computed against
+/// smooth_labels() of the targets of the batch it is given (so an algorithm that also computes it against
+/// permuted targets, MixUp or CutMix, gets those smoothed as well).
 ///
 ///     at::Tensor t = tessera::algorithms::smooth_labels(targets, /*num_classes=*/10, /*alpha=*/0.1);
 ///     at::Tensor loss = tessera::algorithms::smoothed_cross_entropy(logits, labels, 0.1);
@@ -52,7 +53,6 @@ class LabelSmoothing : public Algorithm {
  private:
   LabelSmoothingOptions options_;
   AlgorithmSpec spec_;
-  at::Tensor saved_targets_;  ///< the original targets while the dense path is active
 };
 
 }  // namespace tessera::algorithms

@@ -13,8 +13,10 @@
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
@@ -289,6 +291,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("converted", &alg::ChannelsLast::converted,
                              "How many 4-D parameters and buffers the last application converted.");
 
+  bind_algorithm<alg::CutMix, alg::CutMixOptions>(
+      m, "CutMix", "cutmix",
+      "CutMix (Yun et al. 2019) at AFTER_DATALOADER: one box of each image's partner in a permutation of the batch "
+      "is pasted into it (sides sqrt(1 - lambda) of the image's, lambda ~ Beta(alpha, alpha)), lambda becomes the "
+      "fraction of the image left, and the loss is lambda L(y) + (1 - lambda) L(y[perm]).")
+      .def_property_readonly("last_lambda", [](const alg::CutMix& a) { return a.last_lambda(); },
+                             "lambda of the last batch, adjusted to its box (the weight of the original targets).");
+
   bind_algorithm<alg::EMA, alg::EMAOptions>(
       m, "EMA", "ema",
       "Exponential moving average of the weights (parameters and batch-norm statistics), updated after the "
@@ -326,6 +336,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "Layer freezing: progressively stops training the early layers at each EPOCH_END (their parameters leave "
       "the optimizer with their state). Resumes exactly.")
       .def_property_readonly("frozen_depth", &alg::LayerFreezing::frozen_depth, "Number of layers frozen so far.");
+
+  bind_algorithm<alg::MixUp, alg::MixUpOptions>(
+      m, "MixUp", "mixup",
+      "MixUp (Zhang et al. 2018) at AFTER_DATALOADER: x <- lambda x + (1 - lambda) x[perm] with lambda ~ "
+      "Beta(alpha, alpha) and a permutation of the whole batch, drawn from (seed, batch); the loss is "
+      "lambda L(y) + (1 - lambda) L(y[perm]).")
+      .def_property_readonly("last_lambda", [](const alg::MixUp& a) { return a.last_lambda(); },
+                             "lambda of the last batch (the weight of the original examples).");
 
   bind_algorithm<alg::ProgressiveResizing, alg::ProgressiveResizingOptions>(
       m, "ProgressiveResizing", "progressive_resizing",
@@ -418,6 +436,62 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "Progressive resizing of a batch of images [N, C, H, W] to (floor(H*scale), floor(W*scale)): mode "
       "'resize' (interpolation 'bilinear' or 'nearest') or 'crop' (one random window for the batch, its corner "
       "from rng: a tessera.Rng or a seed; default seed 0). scale >= 1 returns x.");
+  f.def(
+      "sample_mixing",
+      [](double alpha, const py::object& rng) {
+        Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "sample_mixing");
+        return alg::sample_mixing(alpha, py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own);
+      },
+      py::arg("alpha"), py::arg("rng") = py::none(),
+      "lambda ~ Beta(alpha, alpha) (alpha = 0 gives 1). rng: a tessera.Rng (advanced in place) or a seed; default 0.");
+  f.def(
+      "mixup_batch",
+      [](const at::Tensor& input, const at::Tensor& target, const py::object& mixing, double alpha,
+         const py::object& indices, const py::object& rng) {
+        Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "mixup_batch");
+        Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+        const double lambda = mixing.is_none() ? alg::sample_mixing(alpha, r) : mixing.cast<double>();
+        const at::Tensor idx =
+            indices.is_none() ? alg::mixing_permutation(input.dim() > 0 ? input.size(0) : 0, r) : indices.cast<at::Tensor>();
+        const alg::MixedBatch out = alg::mixup_batch(input, target, lambda, idx);
+        return py::make_tuple(out.input, out.target_perm, out.lambda);
+      },
+      py::arg("input"), py::arg("target"), py::arg("mixing") = py::none(), py::arg("alpha") = 0.2,
+      py::arg("indices") = py::none(), py::arg("rng") = py::none(),
+      "MixUp of a batch: returns (mixing * input + (1 - mixing) * input[indices], target[indices], mixing). "
+      "mixing (the weight of the original examples) defaults to a draw from Beta(alpha, alpha), indices to a "
+      "random permutation, both from rng (a tessera.Rng advanced in place, or a seed; default 0). Train with "
+      "mixed_loss(loss(out, target), loss(out, target_perm), mixing).");
+  f.def(
+      "cutmix_batch",
+      [](const at::Tensor& input, const at::Tensor& target, double alpha, const py::object& bbox,
+         const py::object& indices, bool uniform_sampling, const py::object& rng) {
+        Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "cutmix_batch");
+        Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+        alg::CutMixBatch out;
+        if (bbox.is_none() && indices.is_none()) {
+          out = alg::cutmix_batch(input, target, alpha, r, uniform_sampling);
+        } else {
+          if (bbox.is_none() || indices.is_none()) {
+            throw InputError("cutmix_batch: give both bbox and indices, or neither (both are then drawn)");
+          }
+          const auto b = bbox.cast<std::tuple<int64_t, int64_t, int64_t, int64_t>>();
+          const alg::CutMixBox box{std::get<0>(b), std::get<1>(b), std::get<2>(b) - std::get<0>(b),
+                                   std::get<3>(b) - std::get<1>(b)};
+          out = alg::cutmix_batch(input, target, box, indices.cast<at::Tensor>());
+        }
+        const auto& x = out.box;
+        return py::make_tuple(out.input, out.target_perm, out.lambda,
+                              py::make_tuple(x.top, x.left, x.top + x.height, x.left + x.width));
+      },
+      py::arg("input"), py::arg("target"), py::arg("alpha") = 1.0, py::arg("bbox") = py::none(),
+      py::arg("indices") = py::none(), py::arg("uniform_sampling") = false, py::arg("rng") = py::none(),
+      "CutMix of images [N, C, H, W]: returns (mixed, target[indices], lambda, bbox) where the box bbox = (top, "
+      "left, bottom, right) (end-exclusive) of input[indices] is pasted into every image and lambda = 1 - box "
+      "area / (H W). bbox and indices default to draws (Beta(alpha, alpha), then the permutation, then the box) "
+      "from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def("mixed_loss", &alg::mixed_loss, py::arg("loss_original"), py::arg("loss_permuted"), py::arg("mixing"),
+        "mixing * loss_original + (1 - mixing) * loss_permuted: the interpolated loss of MixUp and CutMix.");
   f.def("freeze_depth", &alg::freeze_depth, py::arg("elapsed"), py::arg("num_layers"), py::arg("freeze_start"),
         py::arg("freeze_level"), "Layer freezing: the number of layers to freeze at an elapsed fraction.");
   f.def(

@@ -11,10 +11,12 @@ from ._C import algorithms as _native
 
 BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
+CutMix = _native.CutMix
 EMA = _native.EMA
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
+MixUp = _native.MixUp
 ProgressiveResizing = _native.ProgressiveResizing
 SelectiveBackprop = _native.SelectiveBackprop
 make = _native.make
@@ -25,10 +27,12 @@ __all__ = [
     "AlgorithmSpec",
     "BlurPool",
     "ChannelsLast",
+    "CutMix",
     "EMA",
     "GradientClipping",
     "LabelSmoothing",
     "LayerFreezing",
+    "MixUp",
     "ProgressiveResizing",
     "SelectiveBackprop",
     "make",

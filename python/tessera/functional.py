@@ -5,6 +5,8 @@
     x = tessera.functional.blur2d(x, stride=2)
     keep = tessera.functional.select_by_loss(per_example_losses, keep=0.5, rng=tessera.Rng(0))
     small = tessera.functional.resize_batch(images, scale=0.5)
+    x_mix, y_perm, mixing = tessera.functional.mixup_batch(x, y, alpha=0.2, rng=tessera.Rng(0))
+    loss = tessera.functional.mixed_loss(ce(out, y), ce(out, y_perm), mixing)
 
 They are the C++ functions of the algorithms (no copy of the inputs; autograd flows through them). Those that
 have a kernel are registered once as torch operators by the library — torch.ops.tessera.blur2d,
@@ -33,6 +35,10 @@ progressive_scale = _native.progressive_scale
 pinned_scale = _native.pinned_scale
 resize_batch = _native.resize_batch
 freeze_depth = _native.freeze_depth
+sample_mixing = _native.sample_mixing
+mixup_batch = _native.mixup_batch
+cutmix_batch = _native.cutmix_batch
+mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
 freeze_layers = _native.freeze_layers
 
@@ -83,12 +89,16 @@ __all__ = [
     "clip_gradients",
     "compute_ema",
     "cross_entropy",
+    "cutmix_batch",
     "ema_smoothing",
     "freeze_depth",
     "freeze_layers",
+    "mixed_loss",
+    "mixup_batch",
     "pinned_scale",
     "progressive_scale",
     "resize_batch",
+    "sample_mixing",
     "select_by_loss",
     "selection_weights",
     "smooth_labels",

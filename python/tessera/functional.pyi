@@ -1,5 +1,5 @@
 """Type hints of tessera.functional."""
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
@@ -23,6 +23,25 @@ def pinned_scale(scale: float, width: int, increment: int) -> float: ...
 def resize_batch(
     x: torch.Tensor, scale: float, mode: str = "resize", interpolation: str = "bilinear", rng: Optional[RngLike] = None
 ) -> torch.Tensor: ...
+def sample_mixing(alpha: float, rng: Optional[RngLike] = None) -> float: ...
+def mixup_batch(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    mixing: Optional[float] = None,
+    alpha: float = 0.2,
+    indices: Optional[torch.Tensor] = None,
+    rng: Optional[RngLike] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, float]: ...
+def cutmix_batch(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 1.0,
+    bbox: Optional[Tuple[int, int, int, int]] = None,
+    indices: Optional[torch.Tensor] = None,
+    uniform_sampling: bool = False,
+    rng: Optional[RngLike] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, float, Tuple[int, int, int, int]]: ...
+def mixed_loss(loss_original: torch.Tensor, loss_permuted: torch.Tensor, mixing: float) -> torch.Tensor: ...
 def freeze_depth(elapsed: float, num_layers: int, freeze_start: float, freeze_level: float) -> int: ...
 def apply_blurpool(
     model: Model, *, replace_convs: bool = ..., replace_maxpools: bool = ..., blur_first: bool = ..., min_channels: int = ...

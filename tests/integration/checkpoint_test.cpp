@@ -23,10 +23,12 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/version.h>
@@ -121,6 +123,8 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     // Starts at 0.2 of 18 batches (after batch 4, an interruption point), then averages every batch.
     return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("4ba")).ema_start(Time::parse("0.2dur")));
   }
+  if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
+  if (name == "cutmix") return std::make_shared<CutMix>(CutMixOptions().uniform_sampling(true));
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -650,6 +654,27 @@ std::vector<RunSpec> resume_specs() {
   ema_cnn.loss_scaling = "dynamic";
   ema_cnn.algorithms = {"blurpool", "ema", "layer_freezing"};
   specs.push_back(ema_cnn);
+  // MixUp and CutMix draw from (seed, batch) and keep no state: a resumed run draws the same λ, permutations and
+  // boxes. With microbatches (the permuted targets travel with the rows), label smoothing on both target sets,
+  // selective backprop and progressive resizing before the mix, and under autocast.
+  for (const char* mixer : {"mixup", "cutmix"}) {
+    RunSpec one;
+    one.name = mixer;
+    one.model = "cnn";
+    one.algorithms = {mixer};
+    specs.push_back(one);
+  }
+  RunSpec mixed;
+  mixed.name = "mixup_label_smoothing_selective_backprop_resizing_microbatches";
+  mixed.model = "cnn";
+  mixed.microbatch_size = 2;  // selective backprop keeps 4 of 8: microbatches of 2 (batch norm needs 2 rows)
+  mixed.algorithms = {"mixup", "label_smoothing", "selective_backprop", "progressive_resizing"};
+  specs.push_back(mixed);
+  RunSpec cut = mixed;
+  cut.name = "cutmix_label_smoothing_resizing_amp_bf16";
+  cut.precision = "amp_bf16";
+  cut.algorithms = {"cutmix", "label_smoothing", "progressive_resizing"};
+  specs.push_back(cut);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

@@ -1,5 +1,6 @@
 // Composition of the five core algorithms: the pinned plan of the composed recipe, every pair training
 // together with its invariants, the generated interactions document, and repeats refused.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,10 +9,12 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
 
@@ -69,6 +72,8 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
   if (name == "channels_last") return std::make_shared<ChannelsLast>();
+  if (name == "cutmix") return std::make_shared<CutMix>();
+  if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
@@ -113,6 +118,11 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   c.algorithms = {pair[0], pair[1], inv};
   auto model = c.model;
   auto opt = c.optimizer;
+  if (first == "cutmix" && second == "mixup") {  // refused before step 1, with the reason
+    EXPECT_THAT(testing::input_error_of([&] { Trainer t(TrainerOptions().threads(1), std::move(c)); }),
+                ::testing::HasSubstr("cutmix and mixup cannot be combined: both mix each example with a permuted partner"));
+    return;
+  }
   Trainer t(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));
   t.fit();
   EXPECT_TRUE(inv->finite);
@@ -127,6 +137,14 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   auto has = [&](const std::string& n) { return first == n || second == n; };
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
+  for (const auto& a : pair) {  // the loss was interpolated with a mixing weight in [0, 1], the override removed
+    if (auto* m = dynamic_cast<algorithms::MixingAlgorithm*>(a.get())) {
+      EXPECT_GE(m->last_lambda(), 0.0);
+      EXPECT_LE(m->last_lambda(), 1.0);
+      EXPECT_EQ(m->last_indices().numel(), inv->sizes.back()) << "one partner per example of the last batch";
+      EXPECT_FALSE(static_cast<bool>(t.state().loss_override));
+    }
+  }
   if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
   if (has("channels_last")) {
     for (const auto& p : model->parameters()) {
@@ -166,9 +184,9 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",       "channels_last",        "ema",               "gradient_clipping",
-                                       "label_smoothing", "layer_freezing",       "progressive_resizing",
-                                       "selective_backprop"};
+  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "ema",
+                                       "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
+                                       "progressive_resizing", "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);
