@@ -224,6 +224,73 @@ void check_input_dtype(const State& state, at::ScalarType before, at::ScalarType
 
 }  // namespace
 
+std::vector<std::string> cross_event_dependencies(const AlgorithmSpec& a, const AlgorithmSpec& b) {
+  // Events where `s` reads (or writes) `r`.
+  auto events_of = [](const AlgorithmSpec& s, Resource r, bool writes) {
+    std::vector<Event> out;
+    for (const Access& x : s.accesses) {
+      const auto& rs = writes ? x.writes : x.reads;
+      if (std::find(rs.begin(), rs.end(), r) != rs.end()) out.push_back(x.event);
+    }
+    return out;
+  };
+  // The events of `from` that reach an event of `to` (another one, and not init, which precedes every other).
+  auto reaching = [](const std::vector<Event>& from, const std::vector<Event>& to) {
+    std::vector<Event> out;
+    for (Event e : from) {
+      for (Event t : to) {
+        if (t != e && t != Event::Init) {
+          out.push_back(e);
+          break;
+        }
+      }
+    }
+    return out;
+  };
+  // The events of `to` that an event of `from` reaches.
+  auto reached = [](const std::vector<Event>& to, const std::vector<Event>& from) {
+    std::vector<Event> out;
+    for (Event t : to) {
+      if (t == Event::Init) continue;
+      if (std::any_of(from.begin(), from.end(), [t](Event e) { return e != t; })) out.push_back(t);
+    }
+    return out;
+  };
+  auto list = [](const std::vector<Event>& events) {
+    std::string out;
+    for (Event e : events) out += (out.empty() ? "" : ", ") + std::string(event_name(e));
+    return out;
+  };
+  std::vector<Resource> resources;
+  for (const AlgorithmSpec* s : {&a, &b}) {
+    for (const Access& x : s->accesses) {
+      for (Resource r : x.writes) {
+        if (std::find(resources.begin(), resources.end(), r) == resources.end()) resources.push_back(r);
+      }
+    }
+  }
+  std::vector<std::string> out;
+  for (Resource r : resources) {
+    for (const auto& [w, o] : {std::pair{&a, &b}, std::pair{&b, &a}}) {
+      const std::vector<Event> reads = events_of(*o, r, false);
+      const std::vector<Event> from = reaching(events_of(*w, r, true), reads);
+      if (from.empty()) continue;
+      out.push_back(w->name + " writes " + resource_name(r) + " at " + list(from) + "; " + o->name + " reads it at " +
+                    list(reached(reads, from)));
+    }
+    // Two writers of it, neither reading it anywhere: the later event's value stands.
+    if (events_of(a, r, false).empty() && events_of(b, r, false).empty()) {
+      const std::vector<Event> writes_b = events_of(b, r, true);
+      const std::vector<Event> from = reaching(events_of(a, r, true), writes_b);
+      if (!from.empty()) {
+        out.push_back(a.name + " writes " + resource_name(r) + " at " + list(from) + "; " + b.name +
+                      " writes it too at " + list(reached(writes_b, from)));
+      }
+    }
+  }
+  return out;
+}
+
 Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state) {
   Plan plan;
   std::vector<std::string> errors;

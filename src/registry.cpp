@@ -756,14 +756,18 @@ std::string interactions_markdown() {
     out += "| " + n + " | " + (rules.empty() ? "-" : rules) + " | " + (conflicts.empty() ? "-" : conflicts) + " | " +
            (flags.empty() ? "-" : flags) + " |\n";
   }
-  out += "\n## Pairs\n\nFor each pair: the events both act on and the order there, for both recipe orders. "
-         "\"fixed\" means a declared rule decides the order whatever the recipe says.\n\n"
-         "| pair | shared events | order (recipe a, b) | order (recipe b, a) | verdict |\n|---|---|---|---|---|\n";
+  out += "\n## Pairs\n\nFor each pair: the events both act on and the order there, for both recipe orders; then "
+         "what one writes at one event that the other reads or writes at another (no per-event order governs "
+         "those: the events' order does; the pairwise composition test trains every pair). \"fixed\" means a "
+         "declared rule decides the order whatever the recipe says.\n\n"
+         "| pair | shared events | order (recipe a, b) | order (recipe b, a) | across events | verdict |\n"
+         "|---|---|---|---|---|---|\n";
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) {
       Algorithm* a = algos[names[i]].get();
       Algorithm* b = algos[names[j]].get();
       std::string shared, ab, ba, verdict;
+      const std::vector<std::string> across = cross_event_dependencies(a->spec(), b->spec());
       try {
         const Plan p1 = compile_plan({a, b});
         const Plan p2 = compile_plan({b, a});
@@ -781,8 +785,10 @@ std::string interactions_markdown() {
             }
           }
         }
-        if (shared.empty()) {
-          verdict = "independent (no shared event)";
+        if (shared.empty() && across.empty()) {
+          verdict = "independent (no shared event or resource)";
+        } else if (shared.empty()) {
+          verdict = "across events only (their order is the events' order)";
         } else if (fixed) {
           verdict = "fixed: ";
           for (size_t k = 0; k < reasons.size(); ++k) verdict += (k ? "; " : "") + reasons[k];
@@ -798,8 +804,10 @@ std::string interactions_markdown() {
         for (size_t at = what.find("\n  - "); at != std::string::npos; at = what.find("\n  - ")) what.replace(at, 5, "; ");
         verdict = "refused before step 1: " + what;
       }
+      std::string flows;
+      for (const auto& line : across) flows += (flows.empty() ? "" : "; ") + line;
       out += "| " + names[i] + " + " + names[j] + " | " + (shared.empty() ? "-" : shared) + " | " + (ab.empty() ? "-" : ab) +
-             " | " + (ba.empty() ? "-" : ba) + " | " + verdict + " |\n";
+             " | " + (ba.empty() ? "-" : ba) + " | " + (flows.empty() ? "-" : flows) + " | " + verdict + " |\n";
     }
   }
   return out;

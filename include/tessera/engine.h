@@ -49,6 +49,13 @@ class Plan {
 /// Throws InputError listing every refused combination with its reason.
 Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state = nullptr);
 
+/// Dependencies between two algorithms across events, which no per-event order governs: one writes a resource at
+/// one event that the other reads or writes at another event (blurpool's surgery at init changes the layers that
+/// layer freezing lists at epoch_end; layer freezing's requires_grad at epoch_end changes what EMA averages at
+/// batch_end). One line each, "<a> writes <resource> at <event>; <b> reads it at <event>", in the order of the
+/// specs' accesses; empty when the two share no resource across events.
+std::vector<std::string> cross_event_dependencies(const AlgorithmSpec& a, const AlgorithmSpec& b);
+
 /// What ran: per "algorithm/event", how many times, at which batches first and last, and the host time its
 /// apply() took in all (on CUDA, kernels run asynchronously: their launch, not their run).
 struct TraceRecord {

@@ -31,6 +31,39 @@ std::string compile_error(const std::vector<std::shared_ptr<Algorithm>>& algos) 
   return "";
 }
 
+TEST(Engine, CrossEventDependenciesListWhatOneWritesAndTheOtherUsesAtAnotherEvent) {
+  AlgorithmSpec surgery, freezing, smoother;
+  surgery.name = "surgery";
+  surgery.accesses = {{Event::Init, {Resource::ModelStructure}, {Resource::ModelStructure}},
+                      {Event::BatchEnd, {Resource::Parameters}, {}}};
+  freezing.name = "freezing";
+  freezing.accesses = {{Event::EpochEnd, {Resource::ModelStructure}, {Resource::Parameters}},
+                       {Event::Init, {}, {Resource::ModelStructure}}};
+  smoother.name = "smoother";
+  smoother.accesses = {{Event::BeforeLoss, {Resource::Targets}, {Resource::Targets}}};
+  EXPECT_EQ(cross_event_dependencies(surgery, freezing),
+            (std::vector<std::string>{
+                "surgery writes model structure at init; freezing reads it at epoch_end",
+                "freezing writes parameters at epoch_end; surgery reads it at batch_end",
+            }));
+  // Both writing model structure at init is a shared event (the plan orders it), not a dependency across events.
+  EXPECT_EQ(cross_event_dependencies(freezing, surgery).size(), 2u);
+  EXPECT_TRUE(cross_event_dependencies(surgery, smoother).empty());
+  // A writer and a reader-writer at two events: the reading is the dependency, whichever order they are given in.
+  AlgorithmSpec late;
+  late.name = "late";
+  late.accesses = {{Event::AfterLoss, {}, {Resource::Targets}}};
+  const std::vector<std::string> read{"late writes targets at after_loss; smoother reads it at before_loss"};
+  EXPECT_EQ(cross_event_dependencies(smoother, late), read);
+  EXPECT_EQ(cross_event_dependencies(late, smoother), read);
+  // Two writers, neither reading.
+  AlgorithmSpec early = late;
+  early.name = "early";
+  early.accesses = {{Event::BeforeLoss, {}, {Resource::Targets}}};
+  EXPECT_EQ(cross_event_dependencies(early, late),
+            (std::vector<std::string>{"early writes targets at before_loss; late writes it too at after_loss"}));
+}
+
 TEST(Engine, RecipeOrderOnBeforeEventsAndReverseOnAfterEvents) {
   std::vector<std::shared_ptr<Algorithm>> algos;
   for (const char* n : {"a", "b", "c"}) {
