@@ -337,6 +337,23 @@ TEST_F(MdsCorrupt, IndexBasenameEscapesTheDataset) {
   expect_has(read_error(), {index_, "relative path inside the dataset"});
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_mds_index/regress_*): the size of an ndarray column's value overflowed
+// int64 (undefined behaviour), and sample counts that add up past int64 overflowed the dataset's offsets.
+TEST_F(MdsCorrupt, IndexNdarrayShapeTooLargeForASample) {
+  replace_in_index("\"ndarray\"", "\"ndarray:uint8:9999999999,9999999999\"");
+  expect_has(read_error(), {index_, "column \"a\"", "ndarray:uint8:9999999999,9999999999", "more than 4 GiB"});
+  EXPECT_NE(testing::input_error_of([] { mds::Encoding::parse("ndarray:float64:65536,65536", "here"); })
+                .find("here: column encoding \"ndarray:float64:65536,65536\" has a shape of more than 4 GiB"),
+            std::string::npos);
+  EXPECT_EQ(mds::Encoding::parse("ndarray:uint8:65536,65535", "here").fixed_size(), int64_t{65536} * 65535);
+}
+
+TEST_F(MdsCorrupt, IndexSampleCountBeyondAShardHeader) {
+  replace_in_index("\"samples\": 4, ", "\"samples\": 9223372036854775807, ");
+  expect_has(read_error(), {index_, "shard 0", "\"samples\" is 9223372036854775807, more than a shard can hold",
+                            "at most 4294967295"});
+}
+
 TEST_F(MdsCorrupt, ShardMissing) {
   fs::remove(shard_);
   expect_has(read_error(), {shard_, "not found"});

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
 
@@ -129,6 +130,16 @@ Encoding Encoding::parse(const std::string& name, const std::string& where) {
           shape.push_back(*v);
         }
         if (shape.empty() || shape.size() > 63) throw fail("has a shape of 1 to 63 dimensions expected");
+        // A value lies inside one sample, whose offsets are u32: a shape of more bytes cannot be in a shard (and
+        // its size would overflow).
+        constexpr int64_t kMaxValue = int64_t{UINT32_MAX};
+        int64_t bytes = dtype_size(*e.dtype);
+        for (int64_t d : shape) {
+          if (d > kMaxValue / bytes)
+            throw fail("has a shape of more than 4 GiB per value (" + std::to_string(kMaxValue) +
+                       " bytes), more than an MDS sample can hold");
+          bytes *= d;
+        }
         e.shape = shape;
       }
     }
