@@ -129,7 +129,7 @@ Index read_index(const std::string& dir) {
   json doc;
   try {
     doc = json::parse(buf.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large for a double
     throw InputError(path + ": not valid JSON: " + e.what());
   }
   if (!doc.is_object()) throw InputError(path + ": the top level must be an object with \"version\" and \"shards\"");
