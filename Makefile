@@ -79,7 +79,7 @@ SAN_CMAKE_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_BUILD_BEN
                   -DTESSERA_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
 # Not run in the sanitizer builds: the install and configure tests (they build other projects, uninstrumented)
 # and the CUDA/GPU ones (no GPU code is sanitized here).
-SAN_CTEST_ARGS = --output-on-failure -j $(JOBS) -LE 'gpu|cuda-compile|configure' -E '^install_outside_project$$'
+SAN_CTEST_ARGS = --output-on-failure -j $(JOBS) -LE 'gpu|cuda-compile|configure|install'
 SAN_DIR = $(CURDIR)/tests/sanitizers
 
 fuzz:
