@@ -1,6 +1,10 @@
 # Tessera: the two commands of the README, and a few helpers.
 #   make demo   installs what is missing (Debian packages), builds the runner (only), trains the flagship recipe on Fashion-MNIST
 #   make test   installs what is missing, builds, runs every test (C++ with ctest, then Python with pytest)
+# Hardening (docs/hardening.md):
+#   make fuzz        builds the libFuzzer targets with clang (build/fuzz) and runs each for FUZZ_SECONDS
+#   make test-asan   AddressSanitizer + UndefinedBehaviorSanitizer build (build/asan) and its C++ tests
+#   make test-tsan   ThreadSanitizer build (build/tsan) and the tests of the threaded parts
 #
 # TORCH selects the LibTorch to build against (README, "Supported LibTorch"):
 #   TORCH=debian (default)  Debian's libtorch-dev 1.13.1 (CPU), build folder build/release
@@ -22,7 +26,7 @@ DEMO_RECIPE ?= examples/recipes/fashion_mnist.yaml
 # precompiled header (which embeds the clone's absolute path).
 export CCACHE_BASEDIR ?= $(CURDIR)
 
-.PHONY: all deps configure build demo test bench clean
+.PHONY: all deps configure build demo test bench clean fuzz test-asan test-tsan
 
 all: build
 
@@ -59,3 +63,46 @@ bench: build
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# ---------------------------------------------------------------------------------------------
+# Hardening (docs/hardening.md). Build folders of their own; suppressions (LibTorch's own reports only) are in
+# tests/sanitizers/.
+FUZZ_DIR ?= build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+ASAN_DIR ?= build/asan
+TSAN_DIR ?= build/tsan
+# Regular expressions over the test sources' file names (tests/CMakeLists.txt, TESSERA_TEST_FILTER); empty: all.
+ASAN_TESTS ?=
+TSAN_TESTS ?= data_test|checkpoint_test|distributed_test|fault_injection_test|mds_test
+SAN_CMAKE_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_BUILD_BENCHMARKS=OFF \
+                  -DTESSERA_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
+# Not run in the sanitizer builds: the install and configure tests (they build other projects, uninstrumented)
+# and the CUDA/GPU ones (no GPU code is sanitized here; the GPU test binary is not built: its placeholder entry is left out).
+SAN_CTEST_ARGS = --output-on-failure -j $(JOBS) -LE 'gpu|cuda-compile|configure|install' -E '_NOT_BUILT$$'
+SAN_DIR = $(CURDIR)/tests/sanitizers
+
+fuzz:
+	@bash scripts/install-deps.sh clang libclang-rt-14-dev
+	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then \
+	  CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
+	    -DTESSERA_BUILD_TESTS=OFF -DTESSERA_BUILD_BENCHMARKS=OFF -DTESSERA_BUILD_EXAMPLES=OFF -DTESSERA_USE_PCH=OFF || \
+	    { rm -f $(FUZZ_DIR)/build.ninja; exit 1; }; \
+	fi
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
+	bash scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+test-asan: export ASAN_OPTIONS = detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0
+test-asan: export LSAN_OPTIONS = suppressions=$(SAN_DIR)/lsan.supp:print_suppressions=0
+test-asan: export UBSAN_OPTIONS = halt_on_error=1:print_stacktrace=1:suppressions=$(SAN_DIR)/ubsan.supp
+test-asan: deps
+	cmake -S . -B $(ASAN_DIR) $(SAN_CMAKE_FLAGS) -DTESSERA_SANITIZE=address,undefined "-DTESSERA_TEST_FILTER=$(ASAN_TESTS)"
+	cmake --build $(ASAN_DIR) -j $(JOBS) --target tessera_tests
+	ctest --test-dir $(ASAN_DIR) $(SAN_CTEST_ARGS)
+
+test-tsan: export TSAN_OPTIONS = halt_on_error=1:second_deadlock_stack=1:suppressions=$(SAN_DIR)/tsan.supp
+test-tsan: export OMP_NUM_THREADS = 1
+test-tsan: deps
+	cmake -S . -B $(TSAN_DIR) $(SAN_CMAKE_FLAGS) -DTESSERA_SANITIZE=thread "-DTESSERA_TEST_FILTER=$(TSAN_TESTS)"
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target tessera_tests
+	ctest --test-dir $(TSAN_DIR) $(SAN_CTEST_ARGS)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package Tessera needs to build, test and run its demo.
+# Installs every Debian package Tessera needs to build, test and run its demo (and, given as arguments, the extra
+# packages of a make target such as make fuzz).
 # Idempotent: when everything is present it only runs dpkg-query and exits (well under a second).
 set -euo pipefail
 pkgs=(
@@ -13,6 +14,8 @@ pkgs=(
   dataset-fashion-mnist
   chromium  # headless, for the report tests (python/tests/test_report.py render tessera-report's page)
 )
+# Extra packages for one target (make fuzz: clang libclang-rt-14-dev), given as arguments.
+pkgs+=("$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

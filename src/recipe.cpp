@@ -518,6 +518,13 @@ bool all_digits(const std::string& s) {
                    "expected key.path=value");
 }
 
+/// A list index of an override (all digits); more than 9 digits is more entries than any recipe list has (and
+/// could overflow): an InputError, not std::stoul's out_of_range.
+size_t list_index(const std::string& arg, const std::string& digits) {
+  if (digits.size() > 9) bad_override_syntax(arg, "list index " + digits + " is too large");
+  return std::stoul(digits);
+}
+
 /// "optimizer.sgd.lr" -> [optimizer, sgd, lr]; "schedulers[0].cosine" -> [schedulers, #0, cosine].
 std::vector<PathToken> parse_key_path(const std::string& arg, const std::string& text) {
   std::vector<PathToken> tokens;
@@ -546,7 +553,7 @@ std::vector<PathToken> parse_key_path(const std::string& arg, const std::string&
       if (!all_digits(digits)) bad_override_syntax(arg, "list index \"" + digits + "\" is not a number");
       PathToken t;
       t.is_index = true;
-      t.index = std::stoul(digits);
+      t.index = list_index(arg, digits);
       tokens.push_back(t);
       i = close + 1;
     } else {
@@ -591,7 +598,7 @@ std::string apply_override(YAML::Node& root, const std::string& arg, int number)
     PathToken tok = tokens[t];
     if (!tok.is_index && cur.IsSequence() && all_digits(tok.key)) {
       tok.is_index = true;
-      tok.index = std::stoul(tok.key);
+      tok.index = list_index(arg, tok.key);
     }
     const std::string here = path.empty() ? "the recipe's top level" : path;
     if (tok.is_index) {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -232,14 +233,35 @@ File read_file(const std::string& path) {
       const std::string dtype = entry.at("dtype").get<std::string>();
       auto it = std::find_if(dtypes().begin(), dtypes().end(), [&](const auto& d) { return d.first == dtype; });
       if (it == dtypes().end()) corrupt(path, "tensor \"" + name + "\" has an unknown dtype \"" + dtype + "\"");
-      const auto shape = entry.at("shape").get<std::vector<int64_t>>();
-      const auto offset = entry.at("offset").get<uint64_t>();
-      const auto nbytes = entry.at("nbytes").get<uint64_t>();
-      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(it->second));
-      if (nbytes != static_cast<uint64_t>(t.numel() * t.element_size()) || offset > blob_size ||
-          nbytes > blob_size - offset) {
-        corrupt(path, "tensor \"" + name + "\" is out of bounds");
+      // Every number is checked before it is converted (nlohmann converts 1e300 or -1 to an integer type without
+      // a check) and the size before anything is allocated: a corrupt index is an error, never a huge allocation.
+      const std::string& tensor_name = name;  // (a structured binding cannot be captured in C++17)
+      const auto whole = [&](const nlohmann::json& v, const std::string& what) -> uint64_t {
+        if (!v.is_number_unsigned())
+          corrupt(path, "tensor \"" + tensor_name + "\": its " + what + " " + v.dump() + " is not a whole number >= 0");
+        return v.get<uint64_t>();
+      };
+      const nlohmann::json& shape_json = entry.at("shape");
+      if (!shape_json.is_array())
+        corrupt(path, "tensor \"" + name + "\": its shape " + shape_json.dump() + " is not a list of sizes");
+      std::vector<int64_t> shape;
+      const auto element_size = static_cast<uint64_t>(c10::elementSize(it->second));
+      uint64_t needed = element_size;  // bytes of the shape, saturated at blob_size + 1
+      for (const auto& d : shape_json) {
+        const uint64_t size = whole(d, "shape entry");
+        if (size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+          corrupt(path, "tensor \"" + name + "\": its shape entry " + d.dump() + " is too large");
+        shape.push_back(static_cast<int64_t>(size));
+        needed = (size != 0 && needed > (blob_size + 1) / size) ? blob_size + 1 : needed * size;
       }
+      const uint64_t offset = whole(entry.at("offset"), "offset");
+      const uint64_t nbytes = whole(entry.at("nbytes"), "nbytes");
+      if (needed > blob_size || nbytes != needed || offset > blob_size || nbytes > blob_size - offset) {
+        corrupt(path, fmt::format("tensor \"{}\" is out of bounds (shape {}, {} bytes at offset {}; the tensor data "
+                                  "holds {} bytes)",
+                                  name, shape_json.dump(), nbytes, offset, blob_size));
+      }
+      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(it->second));
       if (nbytes) std::memcpy(t.data_ptr(), blob + offset, nbytes);
       file.tensors.emplace(name, std::move(t));
     }

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <regex>
 #include <tuple>
 
@@ -81,7 +82,26 @@ CheckpointInfo describe(const File& file, const std::string& path) {
   info.path = path;
   try {
     const nlohmann::json& m = file.meta;
-    info.timestamp = m.at("timestamp").get<Timestamp>();
+    // Numbers are checked before they are converted: nlohmann converts 1e300 to an integer type unchecked.
+    const auto expect = [&](const nlohmann::json& v, const std::string& what, bool integral) {
+      if (integral ? !v.is_number_integer() : !v.is_number())
+        throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {} is {}, expected {}", path,
+                                          what, v.dump(), integral ? "a whole number" : "a number"));
+    };
+    const nlohmann::json& ts = m.at("timestamp");
+    for (const char* key : {"iteration", "epoch", "batch", "sample", "token", "epoch_in_iteration", "batch_in_epoch",
+                            "sample_in_epoch", "token_in_epoch"})
+      expect(ts.at(key), std::string("timestamp.") + key, true);
+    for (const char* key : {"total_wct", "epoch_wct", "batch_wct"})
+      expect(ts.at(key), std::string("timestamp.") + key, false);
+    expect(m.at("seed"), "seed", true);
+    const nlohmann::json& world_size = m.at("world_size");
+    if (!world_size.is_number_unsigned() || world_size.get<uint64_t>() < 1 ||
+        world_size.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int>::max()))
+      throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: world_size is {}, expected a "
+                                        "whole number >= 1",
+                                        path, world_size.dump()));
+    info.timestamp = ts.get<Timestamp>();
     info.tessera_version = m.at("tessera_version").get<std::string>();
     info.torch_version = m.at("torch_version").get<std::string>();
     info.recipe = m.at("recipe").get<std::string>();

@@ -6,10 +6,12 @@
 #include <tessera/rng.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <vector>
 
 namespace tessera::data {
 
@@ -122,6 +124,20 @@ class GzFile {
     }
   }
 
+  /// Reads `bytes` bytes into a buffer that grows as the data arrives, so that a header claiming more than the
+  /// file holds fails as truncated, after reading what is there, instead of allocating what the header says.
+  std::vector<uint8_t> read_counted(size_t bytes, const char* what) {
+    constexpr size_t kChunk = size_t{1} << 20;
+    std::vector<uint8_t> out;
+    while (out.size() < bytes) {
+      const size_t chunk = std::min(kChunk, bytes - out.size());
+      const size_t old_size = out.size();
+      out.resize(old_size + chunk);
+      read(out.data() + old_size, chunk, what);
+    }
+    return out;
+  }
+
   uint32_t read_be32(const char* what) {
     std::array<unsigned char, 4> b{};
     read(b.data(), b.size(), what);
@@ -166,11 +182,12 @@ std::shared_ptr<TensorDataset> load_fashion_mnist(FashionMnistOptions options) {
   int64_t n = n_images;
   if (options.limit() > 0) n = std::min<int64_t>(n, options.limit());
 
-  at::Tensor image_bytes = at::empty({n, 1, 28, 28}, at::TensorOptions(at::kByte));
-  images.read(image_bytes.data_ptr<uint8_t>(), static_cast<size_t>(n) * 28 * 28, "the images");
-  at::Tensor label_bytes = at::empty({n}, at::TensorOptions(at::kByte));
-  labels.read(label_bytes.data_ptr<uint8_t>(), static_cast<size_t>(n), "the labels");
-  const uint8_t* lp = label_bytes.data_ptr<uint8_t>();
+  // The counts come from the files: the bytes are read before any tensor of that size is allocated.
+  std::vector<uint8_t> label_data = labels.read_counted(static_cast<size_t>(n), "the labels");
+  std::vector<uint8_t> image_data = images.read_counted(static_cast<size_t>(n) * 28 * 28, "the images");
+  at::Tensor image_bytes = at::from_blob(image_data.data(), {n, 1, 28, 28}, at::TensorOptions(at::kByte));
+  at::Tensor label_bytes = at::from_blob(label_data.data(), {n}, at::TensorOptions(at::kByte));
+  const uint8_t* lp = label_data.data();
   for (int64_t i = 0; i < n; ++i) {
     if (lp[i] >= kFashionClasses)
       throw InputError("Fashion-MNIST file " + labels.path() + ": label " + std::to_string(lp[i]) +

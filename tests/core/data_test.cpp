@@ -129,6 +129,51 @@ TEST(FashionMnist, CorruptFileIsAnInputErrorNamingIt) {
   std::filesystem::remove_all(dir);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_idx/regress_idx_huge): the image count of the header was trusted and
+// a tensor of that size allocated (4294967295 images: 3 TB) before reading; now the file's bytes come first.
+TEST(FashionMnist, HeaderCountBeyondTheFileIsTruncationNotAnAllocation) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tessera-fmnist-count-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const char* name, const std::vector<uint32_t>& header, size_t payload) {
+    std::string bytes;
+    for (uint32_t v : header)
+      for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<char>((v >> shift) & 0xff));
+    bytes.append(payload, '\1');
+    FILE* f = std::fopen((dir / name).c_str(), "wb");
+    std::fwrite(bytes.data(), 1, bytes.size(), f);
+    std::fclose(f);
+  };
+  write("t10k-images-idx3-ubyte.gz", {0x803, 0xffffffffu, 28, 28}, 2 * 784);
+  write("t10k-labels-idx1-ubyte.gz", {0x801, 0xffffffffu}, 2);
+  auto error = [&]() -> std::string {
+    try {
+      load_fashion_mnist(FashionMnistOptions().folder(dir.string()).split("test"));
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "no InputError";
+  };
+  const std::string msg = error();
+  EXPECT_NE(msg.find("t10k-labels-idx1-ubyte.gz is truncated or corrupt while reading the labels"), std::string::npos)
+      << msg;
+  // With as many labels as the header says, the images file is the one found short.
+  write("t10k-images-idx3-ubyte.gz", {0x803, 3, 28, 28}, 2 * 784);
+  write("t10k-labels-idx1-ubyte.gz", {0x801, 3}, 3);
+  const std::string images = error();
+  EXPECT_NE(images.find("t10k-images-idx3-ubyte.gz is truncated or corrupt while reading the images"),
+            std::string::npos)
+      << images;
+  // And a complete pair of files reads: 3 images of value 1/255, labels 1.
+  write("t10k-images-idx3-ubyte.gz", {0x803, 3, 28, 28}, 3 * 784);
+  const auto ds = load_fashion_mnist(FashionMnistOptions().folder(dir.string()).split("test"));
+  const Batch b = ds->get_batch({0, 1, 2});
+  EXPECT_EQ(b.input().sizes(), (std::vector<int64_t>{3, 1, 28, 28}));
+  EXPECT_TRUE(b.input().eq(1.0f / 255.0f).all().item<bool>());
+  EXPECT_TRUE(b.target().eq(1).all().item<bool>());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(FashionMnist, ShapesTypesAndLabels) {
   if (!fashion_installed()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   auto test = load_fashion_mnist(FashionMnistOptions().split("test"));

@@ -337,6 +337,29 @@ TEST_F(MdsCorrupt, IndexBasenameEscapesTheDataset) {
   expect_has(read_error(), {index_, "relative path inside the dataset"});
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_mds_index/regress_*): the size of an ndarray column's value overflowed
+// int64 (undefined behaviour), and sample counts that add up past int64 overflowed the dataset's offsets.
+TEST_F(MdsCorrupt, IndexNdarrayShapeTooLargeForASample) {
+  replace_in_index("\"ndarray\"", "\"ndarray:uint8:9999999999,9999999999\"");
+  expect_has(read_error(), {index_, "column \"a\"", "ndarray:uint8:9999999999,9999999999", "more than 4 GiB"});
+  EXPECT_NE(testing::input_error_of([] { mds::Encoding::parse("ndarray:float64:65536,65536", "here"); })
+                .find("here: column encoding \"ndarray:float64:65536,65536\" has a shape of more than 4 GiB"),
+            std::string::npos);
+  EXPECT_EQ(mds::Encoding::parse("ndarray:uint8:65536,65535", "here").fixed_size().value_or(-1), int64_t{65536} * 65535);
+}
+
+// Found by fuzzing (regress_mds_number_overflow): a number beyond double's range escaped as nlohmann's out_of_range.
+TEST_F(MdsCorrupt, IndexNumberBeyondADouble) {
+  replace_in_index("\"samples\": 4, ", "\"samples\": 1e999, ");
+  expect_has(read_error(), {index_, "not valid JSON", "number overflow"});
+}
+
+TEST_F(MdsCorrupt, IndexSampleCountBeyondAShardHeader) {
+  replace_in_index("\"samples\": 4, ", "\"samples\": 9223372036854775807, ");
+  expect_has(read_error(), {index_, "shard 0", "\"samples\" is 9223372036854775807, more than a shard can hold",
+                            "at most 4294967295"});
+}
+
 TEST_F(MdsCorrupt, ShardMissing) {
   fs::remove(shard_);
   expect_has(read_error(), {shard_, "not found"});
@@ -442,6 +465,28 @@ TEST(MdsCorruptZip, BadZstdDataAndSizes) {
   EXPECT_TRUE(m.find("zstd") != std::string::npos || m.find("truncated") != std::string::npos) << m;
   fs::remove(zip);
   EXPECT_NE(message().find("not found, nor its decompressed form"), std::string::npos) << message();
+}
+
+// Found by fuzzing (tests/fuzz/corpus/fuzz_mds_shard/regress_zstd_claims_4gib): the decompressed size index.json
+// claims was allocated up front (4 GiB for a file of a few bytes; 2^62 bytes here, which no allocation survives); now
+// the output grows as the data decompresses.
+TEST(MdsCorruptZip, RawSizeTheZipDoesNotBackIsAMismatchNotAnAllocation) {
+  test::TempDir dir("mds_zip_size");
+  mds::Writer w(dir.path(), mds::WriterOptions().columns({{"n", "int"}}).compression("zstd"));
+  for (int64_t i = 0; i < 100; ++i) w.write({{"n", i}});
+  w.finish();
+  const std::string index = dir.path() + "/index.json";
+  const std::string text = test::read_file(index);
+  const std::string key = "\"basename\": \"shard.00000.mds\", \"bytes\": ";
+  const size_t at = text.find(key);
+  ASSERT_NE(at, std::string::npos) << text;
+  const size_t end = text.find(',', at + key.size());
+  const std::string raw_bytes = text.substr(at + key.size(), end - at - key.size());
+  test::write_file(index, text.substr(0, at + key.size()) + "4611686018427387904" + text.substr(end));
+  const std::string m = testing::input_error_of([&] { mds::Reader(dir.path()).sample(0); });
+  EXPECT_NE(m.find("shard.00000.mds.zstd decompresses to " + raw_bytes + " bytes, index.json says 4611686018427387904"),
+            std::string::npos)
+      << m;
 }
 
 }  // namespace

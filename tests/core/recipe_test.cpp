@@ -323,6 +323,17 @@ std::vector<BadRecipe> bad_recipes() {
        append("schedulers: []\n"),
        {"schedulers[3]={cosine: {}}"},
        {"override \"schedulers[3]={cosine: {}}\": schedulers has 0 entries"}},
+      // found by fuzzing (tests/fuzz/corpus/fuzz_recipe/regress_override_index_digits): std::stoul's out_of_range
+      {"override_list_index_too_large",
+       append("schedulers: []\n"),
+       {"schedulers[99999999999999999999]={cosine: {}}"},
+       {"override \"schedulers[99999999999999999999]={cosine: {}}\": list index 99999999999999999999 is too large; "
+        "expected key.path=value"}},
+      {"override_dotted_list_index_too_large",
+       append("schedulers: [{cosine: {t_max: 2ep}}]\n"),
+       {"schedulers.66666666666666666666666666666666666660=4"},
+       {"override \"schedulers.66666666666666666666666666666666666660=4\": list index "
+        "66666666666666666666666666666666666660 is too large"}},
   };
 }
 

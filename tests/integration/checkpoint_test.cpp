@@ -963,6 +963,77 @@ TEST_F(CheckpointCorruption, InvalidFilesAreNamedAndAutoresumeFallsBackToTheNewe
   EXPECT_EQ(fingerprint(*resumed.trainer), expected);
 }
 
+/// A checkpoint file with a valid header and checksum around `meta` (the metadata JSON) and `blob` (tensor bytes):
+/// what a bit flip that the checksum misses, or a buggy writer, could leave.
+void write_checkpoint_bytes(const std::string& path, const std::string& meta, const std::string& blob = "") {
+  auto u64 = [](uint64_t v) {
+    std::string out;
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return out;
+  };
+  const std::string payload = u64(meta.size()) + meta + blob;
+  uint32_t crc = 0xffffffffu;  // CRC-32 (zlib's), bit by bit
+  for (unsigned char c : payload) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  crc ^= 0xffffffffu;
+  std::string file = "TSRCKPT1" + u64(payload.size());
+  for (int i = 0; i < 4; ++i) file.push_back(static_cast<char>((crc >> (8 * i)) & 0xff));
+  file += std::string(4, '\0') + payload;
+  std::ofstream(path, std::ios::binary) << file;
+}
+
+// Found by fuzzing (tests/fuzz/corpus/fuzz_checkpoint/regress_*): a tensor index with a negative or huge shape threw
+// LibTorch's c10::Error (or allocated what the shape said) instead of a CheckpointError, and numbers of the wrong
+// kind (1e300 where a whole number belongs) were converted with undefined behaviour.
+TEST_F(CheckpointCorruption, MalformedTensorIndexAndMetadataAreCheckpointErrorsNamingTheField) {
+  fs::create_directories(root_);
+  const std::string path = folder("ep0-ba1.ckpt");
+  const std::string timestamp =
+      R"({"iteration": 0, "epoch": 0, "batch": 1, "sample": 8, "token": 0, "epoch_in_iteration": 0,)"
+      R"( "batch_in_epoch": 1, "sample_in_epoch": 8, "token_in_epoch": 0, "total_wct": 0.5, "epoch_wct": 0.5,)"
+      R"( "batch_wct": 0.5})";
+  auto meta = [&](const std::string& tensors, const std::string& seed = "7", const std::string& world_size = "1",
+                  const std::string& ts = "") {
+    return R"({"tensors": )" + tensors + R"(, "timestamp": )" + (ts.empty() ? timestamp : ts) +
+           R"(, "tessera_version": "0.1.0", "torch_version": "1.13.1", "recipe": "", "seed": )" + seed +
+           R"(, "world_size": )" + world_size + "}";
+  };
+  auto tensor = [](const std::string& shape, const std::string& offset, const std::string& nbytes) {
+    return R"({"w": {"dtype": "float32", "shape": )" + shape + R"(, "offset": )" + offset + R"(, "nbytes": )" +
+           nbytes + "}}";
+  };
+  const std::string blob(8, '\0');
+  // The well-formed file these are variations of reads.
+  write_checkpoint_bytes(path, meta(tensor("[2]", "0", "8")), blob);
+  const CheckpointInfo info = inspect_checkpoint(path);
+  EXPECT_EQ(info.timestamp.batch, 1);
+  EXPECT_EQ(info.seed, 7);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {meta(tensor("[-1]", "0", "0")), "tensor \"w\": its shape entry -1 is not a whole number >= 0"},
+      {meta(tensor("[1e+300]", "0", "0")), "tensor \"w\": its shape entry 1e+300 is not a whole number >= 0"},
+      {meta(tensor("2", "0", "8")), "tensor \"w\": its shape 2 is not a list of sizes"},
+      {meta(tensor("[1099511627776, 1099511627776]", "0", "0")),
+       "tensor \"w\" is out of bounds (shape [1099511627776,1099511627776], 0 bytes at offset 0; the tensor data "
+       "holds 8 bytes)"},
+      {meta(tensor("[2]", "-1", "8")), "tensor \"w\": its offset -1 is not a whole number >= 0"},
+      {meta(tensor("[2]", "0", "8.0")), "tensor \"w\": its nbytes 8.0 is not a whole number >= 0"},
+      {meta(tensor("[3]", "0", "12")), "tensor \"w\" is out of bounds"},
+      {meta("{}", "1e+300"), "the metadata is malformed: seed is 1e+300, expected a whole number"},
+      {meta("{}", "7", "1e+20"), "the metadata is malformed: world_size is 1e+20, expected a whole number >= 1"},
+      {meta("{}", "7", "0"), "world_size is 0, expected a whole number >= 1"},
+      {meta("{}", "7", "1", R"({"iteration": 0, "epoch": 0, "batch": -5.5e+30})"),
+       "the metadata is malformed: timestamp.batch is -5.5e+30, expected a whole number"},
+  };
+  for (const auto& [text, expected] : cases) {
+    write_checkpoint_bytes(path, text, blob);
+    const std::string msg = message_of<CheckpointError>([&] { inspect_checkpoint(path); });
+    EXPECT_THAT(msg, HasSubstr("checkpoint '" + path + "': ")) << text;
+    EXPECT_THAT(msg, HasSubstr(expected)) << text;
+  }
+}
+
 TEST_F(CheckpointCorruption, OnlyInvalidFilesStopTheRunUnlessFreshStartIsAllowed) {
   const RunSpec spec = tiny_spec();
   const std::string expected = uninterrupted_fingerprint(spec);

@@ -149,6 +149,24 @@ TEST_F(RunnerTest, DryRunSummarisesWithoutTraining) {
   EXPECT_NE(r.out.find(at::hasCUDA() ? "; device cuda:0;" : "; device cpu;"), std::string::npos) << r.out;
 }
 
+// Issue 18 (what a new user ran into): --dry-run said everything was valid for a schedule that ends before its warmup
+// once max_duration was shortened, and the run then failed at step 1 without a location. build_run checks the
+// schedules against the run's length, in --dry-run too: exit 2, at the recipe line, in whole batches, with the fix.
+TEST_F(RunnerTest, DryRunRefusesAScheduleThatEndsBeforeItsWarmup) {
+  const std::string recipe = write_recipe("schedulers:\n  - cosine: {t_max: 1dur, warmup: 1ep}\n");  // line 21
+  const Result ok = run("'" + recipe + "' --dry-run");
+  ASSERT_EQ(ok.code, 0) << ok.out << ok.err;  // 3ep = 24 batches after a warmup of 8
+  const Result r = run("'" + recipe + "' max_duration=5ba --dry-run");
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err.rfind("tessera-run: error: " + recipe + ":21:", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("schedulers[0].cosine.t_max: 1dur is 5 batches in this run, not more than the cosine "
+                       "scheduler's warmup 1ep (8 batches); expected a t_max after the warmup: lengthen t_max (or "
+                       "max_duration, when t_max is in dur), or shorten the warmup"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST_F(RunnerTest, CudaWhereThereIsNoneExitsTwoBeforeTraining) {
   if (at::hasCUDA()) GTEST_SKIP() << "a CUDA device is visible";
   const std::string recipe = write_recipe("device: cuda\n");  // line 20

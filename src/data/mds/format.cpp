@@ -2,7 +2,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
 
@@ -129,6 +131,16 @@ Encoding Encoding::parse(const std::string& name, const std::string& where) {
           shape.push_back(*v);
         }
         if (shape.empty() || shape.size() > 63) throw fail("has a shape of 1 to 63 dimensions expected");
+        // A value lies inside one sample, whose offsets are u32: a shape of more bytes cannot be in a shard (and
+        // its size would overflow).
+        constexpr int64_t kMaxValue = int64_t{UINT32_MAX};
+        int64_t bytes = dtype_size(*e.dtype);
+        for (int64_t d : shape) {
+          if (d > kMaxValue / bytes)
+            throw fail("has a shape of more than 4 GiB per value (" + std::to_string(kMaxValue) +
+                       " bytes), more than an MDS sample can hold");
+          bytes *= d;
+        }
         e.shape = shape;
       }
     }
@@ -282,13 +294,20 @@ std::string zstd_compress(const std::string& raw, int level) {
 }
 
 std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t size, size_t expected, const std::string& path) {
-  std::vector<uint8_t> out(expected);
+  // The output grows as the data decompresses (doubling, up to `expected`): a size in index.json that the file does
+  // not back fails as a mismatch instead of allocating what the index says.
+  std::vector<uint8_t> out(std::min(expected, std::max<size_t>(size_t{1} << 20, 4 * size)));
   std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
   ZSTD_inBuffer in{data, size, 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
   uint8_t extra = 0;
   size_t r = 1;
-  while (in.pos < in.size) {
+  while (true) {
+    if (ob.pos == ob.size && out.size() < expected) {
+      out.resize(std::min(expected, 2 * out.size()));
+      ob.dst = out.data();
+      ob.size = out.size();
+    }
     ZSTD_outBuffer probe{&extra, 1, 0};  // once the output is full: anything more is too much
     ZSTD_outBuffer* target = ob.pos == ob.size ? &probe : &ob;
     const size_t in_before = in.pos, out_before = target->pos;
@@ -298,13 +317,15 @@ std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t size, size_t ex
     if (probe.pos > 0)
       throw InputError("shard file " + path + " decompresses to more than the " + std::to_string(expected) +
                        " bytes index.json gives as raw_data.bytes");
-    if (in.pos == in_before && target->pos == out_before) break;  // no progress
+    if (r == 0 && in.pos == in.size) break;                        // the last frame is complete
+    if (in.pos == in_before && target->pos == out_before) break;  // no progress: truncated (r != 0) or done
   }
   if (r != 0)
     throw InputError("shard file " + path + " is truncated: it ends in the middle of a zstd frame");
   if (ob.pos != expected)
     throw InputError("shard file " + path + " decompresses to " + std::to_string(ob.pos) + " bytes, index.json says " +
                      std::to_string(expected));
+  out.resize(ob.pos);
   return out;
 }
 

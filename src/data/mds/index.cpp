@@ -103,6 +103,9 @@ struct IndexParser {
     if (auto it = s.find("hashes"); it != s.end()) info.hashes = strings(s, "hashes", k);
     if (auto it = s.find("size_limit"); it != s.end() && !it->is_null()) info.size_limit = integer(s, "size_limit", k);
     info.samples = integer(s, "samples", k);
+    if (info.samples > int64_t{UINT32_MAX})  // the shard header's count is a u32; also bounds the dataset's total
+      fail(k, "\"samples\" is " + std::to_string(info.samples) + ", more than a shard can hold (at most " +
+                  std::to_string(UINT32_MAX) + ")");
     info.raw_data = file(key(s, "raw_data", k), "raw_data", k);
     if (auto it = s.find("zip_data"); it != s.end() && !it->is_null()) info.zip_data = file(*it, "zip_data", k);
     if (!info.compression.empty() && !info.zip_data)
@@ -126,7 +129,7 @@ Index read_index(const std::string& dir) {
   json doc;
   try {
     doc = json::parse(buf.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large for a double
     throw InputError(path + ": not valid JSON: " + e.what());
   }
   if (!doc.is_object()) throw InputError(path + ": the top level must be an object with \"version\" and \"shards\"");

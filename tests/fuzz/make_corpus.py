@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the libFuzzer targets (tests/fuzz/corpus/<target>/), small valid and nearly valid
+inputs of each reader; the committed files are its output (docs/hardening.md), except regress_*: inputs that crashed
+a reader or made a sanitizer report before it was fixed, kept as they were found. Standard library only."""
+import gzip
+import io
+import json
+import pathlib
+import struct
+import zlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CORPUS = HERE / "corpus"
+
+
+def put(target, name, data):
+    folder = CORPUS / target
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+# --- Time -----------------------------------------------------------------------------------------------
+for i, text in enumerate(["10ep", "500ba", "2048sp", "3e4tok", "0.3dur", "1dur\x000.5dur", "7ba\x003ba",
+                          "12ep\x005ep", "1e18ba\x001ba", "0ep", "1.5ba", "ep", "-1ep", "10min"]):
+    put("fuzz_time", f"seed{i:02d}", text)
+
+# --- Recipes ---------------------------------------------------------------------------------------------
+for path in sorted((ROOT / "examples" / "recipes").glob("*.yaml")):
+    put("fuzz_recipe", path.stem, path.read_text())
+base = (ROOT / "examples" / "recipes" / "fashion_mnist_baseline.yaml").read_text()
+put("fuzz_recipe", "overrides", base + "\0optimizer.sgd.lr=0.05\0max_duration=30ba\0algorithms=[]")
+put("fuzz_recipe", "list_override", base + "\0schedulers[0].cosine.t_max=1dur\0model={mlp: {hidden: [64]}}")
+put("fuzz_recipe", "options",
+    "steps: 3\ndepth: 9\nsmall: 7\nlr: 0.5\nmomentum: 0.9\nnesterov: yes\nmode: eval\nname: x\n"
+    "max_duration: 2ep\nshape: [1, 28, 28]\nweights: [0.5, 1e3]\nmilestones: [10ep, 20ep]\n"
+    "columns: [a, b]\nmodel: {resnet: {depth: 20}}\n\0depth=100000000000000000000\0shape.0=4")
+put("fuzz_recipe", "anchors", "a: &x {b: [1, 2, {c: ~}]}\nd: *x\ne: !!str 5\nf: |\n  text\n\0a.b[2].c=1")
+
+# --- Checkpoints (mode byte 0: a whole file; 1: a payload; 2: metadata JSON, NUL, tensor bytes) ------------
+timestamp = {k: 0 for k in ["iteration", "epoch", "batch", "sample", "token", "epoch_in_iteration",
+                            "batch_in_epoch", "sample_in_epoch", "token_in_epoch"]}
+timestamp.update({"total_wct": 0.0, "epoch_wct": 0.0, "batch_wct": 0.0, "batch": 3})
+blob = struct.pack("<2f", 1.0, 2.0) + struct.pack("<q", 7) + bytes([1, 0])
+meta = {"tensors": {"model.w": {"dtype": "float32", "shape": [2], "offset": 0, "nbytes": 8},
+                    "rng": {"dtype": "int64", "shape": [], "offset": 8, "nbytes": 8},
+                    "mask": {"dtype": "bool", "shape": [1, 2], "offset": 16, "nbytes": 2}},
+        "timestamp": timestamp, "tessera_version": "0.1.0", "torch_version": "1.13.1", "recipe": "a: 1\n",
+        "seed": 17, "world_size": 1}
+meta_text = json.dumps(meta).encode()
+payload = struct.pack("<Q", len(meta_text)) + meta_text + blob
+header = b"TSRCKPT1" + struct.pack("<Q", len(payload)) + struct.pack("<I", zlib.crc32(payload)) + b"\0" * 4
+put("fuzz_checkpoint", "file", b"\x00" + header + payload)
+put("fuzz_checkpoint", "payload", b"\x01" + payload)
+put("fuzz_checkpoint", "meta_blob", b"\x02" + meta_text + b"\0" + blob)
+put("fuzz_checkpoint", "no_tensors", b"\x02" + json.dumps({"tensors": {}, "seed": 1}).encode() + b"\0")
+
+# --- IDX (option byte, images file, "\0IDX\0", labels file) ----------------------------------------------
+images = struct.pack(">IIII", 0x803, 2, 28, 28) + bytes(range(256)) * 6 + bytes(32)
+labels = struct.pack(">II", 0x801, 2) + bytes([3, 9])
+sep = b"\0IDX\0"
+put("fuzz_idx", "plain_train", b"\x01" + images + sep + labels)
+put("fuzz_idx", "plain_test_limit1", b"\x02" + images + sep + labels)
+put("fuzz_idx", "gzip", b"\x01" + gzip.compress(images, mtime=0) + sep + gzip.compress(labels, mtime=0))
+put("fuzz_idx", "truncated", b"\x01" + images[:100] + sep + labels)
+
+# --- MDS ---------------------------------------------------------------------------------------------------
+def shard(records):
+    """An MDS shard file: u32 count, u32 offsets (count + 1), the records."""
+    start = 4 + 4 * (len(records) + 1)
+    offsets, pos = [], start
+    for r in records:
+        offsets.append(pos)
+        pos += len(r)
+    offsets.append(pos)
+    return struct.pack("<I", len(records)) + struct.pack(f"<{len(offsets)}I", *offsets) + b"".join(records)
+
+
+def var(*values):
+    """A record of variable-size columns: their u32 lengths, then the values."""
+    return struct.pack(f"<{len(values)}I", *map(len, values)) + b"".join(values)
+
+
+# A tiny PNG (2x1 RGB) and a PIL value (mode RGB, 1x1).
+def png_rgb(w, h, pixels):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\0" + pixels[y * w * 3:(y + 1) * w * 3] for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+png = png_rgb(2, 1, bytes([255, 0, 0, 0, 255, 0]))
+pil = struct.pack("<III", 1, 1, 3) + b"RGB" + bytes([1, 2, 3])
+nd_var = bytes([34, (2 << 2) | 0, 2, 1]) + struct.pack("<2f", 0.5, 1.5)  # float32, 2 dims of u8 width: [2, 1]
+
+shard_sets = {
+    0: [bytes(range(16)) + struct.pack("<q", 3), bytes(16) + struct.pack("<q", 9)],
+    1: [var(nd_var), var(bytes([8, (1 << 2) | 0, 3]) + b"abc")],
+    2: [var(b"hello", b"\x00\x01") + struct.pack("<H", 65535) + struct.pack("<e", 1.5)],
+    3: [var(png)],
+    5: [var(pil) + struct.pack("<Q", 2**63 - 1)],
+    6: [var(struct.pack("<2f", 1, 2), struct.pack("<I", 4000000000))],
+    7: [struct.pack("<I", 7) + b"\xff" + struct.pack("<d", 2.5) + struct.pack("<h", -3)],
+}
+for selector, records in shard_sets.items():
+    put("fuzz_mds_shard", f"set{selector}", bytes([selector]) + shard(records))
+raw0 = shard(shard_sets[0])
+put("fuzz_mds_shard", "set0_empty", bytes([0]) + shard([]))
+# Compressed (bit 3): u32 raw size, then a zstd frame holding the shard in one raw (stored) block.
+def zstd_raw_frame(data):
+    # Frame header: magic, descriptor (single segment, FCS 4 bytes), content size; one raw last block.
+    fhd = bytes([0x20 | 0x80])  # Single_Segment_flag + FCS_Field_Size 2 -> 4 bytes
+    frame = struct.pack("<I", 0xFD2FB528) + fhd + struct.pack("<I", len(data))
+    block_header = (len(data) << 3) | (0 << 1) | 1  # Raw_Block, Last_Block
+    return frame + struct.pack("<I", block_header)[:3] + data
+
+
+put("fuzz_mds_shard", "set0_zstd", bytes([8]) + struct.pack("<I", len(raw0)) + zstd_raw_frame(raw0))
+
+index = {"version": 2, "shards": [{
+    "column_encodings": ["ndarray:uint8:4,4", "int"], "column_names": ["image", "label"],
+    "column_sizes": [16, 8], "compression": None, "format": "mds", "hashes": ["xxh64"],
+    "raw_data": {"basename": "shard.00000.mds", "bytes": len(raw0), "hashes": {}}, "samples": 2,
+    "size_limit": 67108864, "version": 2, "zip_data": None}]}
+put("fuzz_mds_index", "one_shard", json.dumps(index, sort_keys=True).encode() + b"\0" + raw0)
+two = json.loads(json.dumps(index))
+two["shards"].append(dict(two["shards"][0], raw_data={"basename": "shard.00001.mds", "bytes": 10}))
+put("fuzz_mds_index", "two_shards", json.dumps(two, sort_keys=True).encode() + b"\0" + raw0)
+put("fuzz_mds_index", "zstd", json.dumps(dict(index, shards=[dict(index["shards"][0], compression="zstd:7",
+    zip_data={"basename": "shard.00000.mds.zstd", "bytes": 100})]), sort_keys=True).encode())
+put("fuzz_mds_index", "ndarray_var", json.dumps(dict(index, shards=[dict(index["shards"][0],
+    column_encodings=["ndarray", "str"], column_names=["x", "y"], column_sizes=[None, None])])).encode())
