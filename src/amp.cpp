@@ -2,7 +2,13 @@
 
 #include <tessera/error.h>
 
+#include <utility>
+
 #include "amp_compat.h"
+
+#ifdef TESSERA_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace tessera {
 
@@ -22,12 +28,45 @@ c10::ScalarType autocast_dtype(Precision p) {
   return c10::ScalarType::Float;
 }
 
+std::string precision_problem_on_capability(Precision p, int major, int minor, const std::string& device_name) {
+  if (p == Precision::AmpBf16 && major < 8) {
+    return "amp_bf16 needs a GPU of compute capability 8.0 or newer (bfloat16 tensor cores, Ampere and later); " +
+           device_name + " has " + std::to_string(major) + "." + std::to_string(minor) +
+           ". Use precision amp_fp16 there (float16 autocast with a GradScaler), or fp32";
+  }
+  return "";
+}
+
+namespace {
+
+/// The compute capability of a CUDA device as {major, minor}, or {-1, -1} when it cannot be asked (a library built
+/// without its CUDA kernels, or a runtime error: then the device's own errors surface at its first use).
+std::pair<int, int> cuda_capability([[maybe_unused]] const c10::Device& device) {
+#ifdef TESSERA_CUDA
+  int index = device.has_index() ? device.index() : 0;
+  if (!device.has_index() && cudaGetDevice(&index) != cudaSuccess) index = 0;
+  int major = -1, minor = -1;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index) == cudaSuccess &&
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index) == cudaSuccess) {
+    return {major, minor};
+  }
+  (void)cudaGetLastError();  // clear the sticky error of a failed query
+#endif
+  return {-1, -1};
+}
+
+}  // namespace
+
 std::string precision_problem(Precision p, const c10::Device& device) {
   if (p == Precision::AmpFp16 && !device.is_cuda()) {
     return "amp_fp16 cannot run on " + device.str() +
            ": autocast on the CPU runs bfloat16 only (LibTorch 1.13 refuses float16 there, and CPUs have no fast "
            "float16 matrix products). Use precision amp_bf16 on the CPU, or train on CUDA (device: cuda) for "
            "amp_fp16";
+  }
+  if (p == Precision::AmpBf16 && device.is_cuda()) {
+    const auto [major, minor] = cuda_capability(device);
+    if (major >= 0) return precision_problem_on_capability(p, major, minor, device.str());
   }
   if (p != Precision::Fp32 && !device.is_cpu() && !device.is_cuda()) {
     return std::string(precision_name(p)) + " is supported on cpu and cuda, not on " + device.str() +

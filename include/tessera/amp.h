@@ -26,7 +26,12 @@ c10::ScalarType autocast_dtype(Precision p);
 
 /// Why `device` cannot run `p`, with what to use instead ("" when it can): amp_fp16 on the CPU (CPU autocast
 /// runs bfloat16 only: LibTorch 1.13 refuses float16 there, and CPUs lack fast float16 matrix products).
+/// amp_bf16 on a CUDA device older than compute capability 8.0 (no bfloat16 tensor cores) is refused too, when the
+/// library was built with its CUDA kernels (TESSERA_CUDA) and can ask the CUDA runtime; otherwise it is not checked.
 std::string precision_problem(Precision p, const c10::Device& device);
+/// The capability part of precision_problem, for a CUDA device `device_name` of compute capability major.minor
+/// ("" when it can run `p`): amp_bf16 needs 8.0 or newer, as torch.cuda.is_bf16_supported() says.
+std::string precision_problem_on_capability(Precision p, int major, int minor, const std::string& device_name);
 /// InputError "precision: <problem>" when precision_problem finds one. The Trainer calls it before step 1
 /// (and build_run, at the recipe's line:column).
 void check_precision_supported(Precision p, const c10::Device& device);

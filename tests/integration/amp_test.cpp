@@ -211,6 +211,17 @@ TEST(Precision, AmpFp16OnTheCpuIsRefusedBeforeStep1WithTheReason) {
   }
 }
 
+TEST(Precision, AmpBf16OnAGpuOlderThanAmpereIsRefusedWithTheReason) {
+  const std::string turing = precision_problem_on_capability(Precision::AmpBf16, 7, 5, "cuda:1");
+  EXPECT_NE(turing.find("amp_bf16 needs a GPU of compute capability 8.0 or newer"), std::string::npos) << turing;
+  EXPECT_NE(turing.find("cuda:1 has 7.5"), std::string::npos) << turing;
+  EXPECT_NE(turing.find("amp_fp16"), std::string::npos) << turing;
+  EXPECT_EQ(precision_problem_on_capability(Precision::AmpBf16, 8, 0, "cuda:0"), "");
+  EXPECT_EQ(precision_problem_on_capability(Precision::AmpBf16, 9, 0, "cuda:0"), "");
+  EXPECT_EQ(precision_problem_on_capability(Precision::AmpFp16, 7, 0, "cuda:0"), "") << "float16 runs on Volta";
+  EXPECT_EQ(precision_problem_on_capability(Precision::Fp32, 6, 1, "cuda:0"), "");
+}
+
 /// Records, at every AfterBackward, the gradients it reads (it declares that it reads them there).
 class GradientReader : public Algorithm {
  public:
