@@ -10,7 +10,10 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// Not under ThreadSanitizer (GCC defines __SANITIZE_THREAD__): the clones' ifunc resolvers are instrumented and run
+// while the dynamic loader relocates the library, before the TSan runtime is set up, which crashes at load time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
 #define TESSERA_CPU_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define TESSERA_CPU_CLONES
