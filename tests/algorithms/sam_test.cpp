@@ -236,6 +236,50 @@ TEST(SAM, AnOverflowInEitherPassSkipsTheStep) {
   }
 }
 
+/// Makes the loss NaN in SAM's second pass (the second after_loss call) of one batch.
+class NanInSecondPass : public Algorithm {
+ public:
+  explicit NanInSecondPass(int64_t batch) : batch_(batch) {
+    spec_.name = "nan_in_second_pass";
+    spec_.accesses.push_back({Event::AfterLoss, {Resource::Loss}, {Resource::Loss}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    if (state.timestamp.batch == batch_ && calls_++ == 1) state.loss = state.loss * std::nan("");
+  }
+
+ private:
+  int64_t batch_;
+  int64_t calls_ = 0;
+  AlgorithmSpec spec_;
+};
+
+TEST(SAM, ANonFiniteLossInTheSecondPassIsHandledAsNonfiniteLossSays) {
+  {  // skip: the batch's update is dropped, the run goes on
+    Components c = sgd_components();
+    auto recorder = std::make_shared<Recorder>();
+    c.callbacks = {recorder};
+    c.algorithms = {std::make_shared<SAM>(), std::make_shared<NanInSecondPass>(1)};
+    Trainer t(TrainerOptions().max_duration(Time::parse("3ba")).threads(1).nonfinite_loss("skip"), std::move(c));
+    t.fit();
+    EXPECT_EQ(t.skipped_batches(), 1);
+    ASSERT_EQ(recorder->weights.size(), 3u);
+    for (size_t i = 0; i < recorder->weights[0].size(); ++i) {
+      EXPECT_TRUE(at::equal(recorder->weights[1][i], recorder->weights[0][i])) << "batch 1 was skipped";
+      EXPECT_TRUE(recorder->weights[2][i].isfinite().all().item<bool>());
+    }
+  }
+  Components c = sgd_components();
+  c.algorithms = {std::make_shared<SAM>(), std::make_shared<NanInSecondPass>(1)};
+  Trainer t(TrainerOptions().max_duration(Time::parse("3ba")).threads(1), std::move(c));
+  try {
+    t.fit();
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("at batch 1"), std::string::npos) << e.what();
+  }
+}
+
 TEST(SAM, BatchNormStatisticsAreThoseOfTheFirstForward) {
   // The first forward is at the same weights on the same batch with or without SAM: the statistics after the step
   // are the same bits (the second forward's, at the perturbed weights, are dropped); the weights are not.
