@@ -35,6 +35,7 @@
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 
 namespace tessera {
@@ -154,6 +155,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
       algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
+      algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
   }};
   return kind;

@@ -468,26 +468,37 @@ void Trainer::train_batch() {
                            std::to_string(s.microbatch_size) + " and keeps that size for the run");
     }
   }
-  if (ddp_) {
-    ddp_->sync_gradients();  // with sync_after_backward; done during the last backward otherwise
-    if (scaler_) ddp_->agree_on_overflow(scaler_->found_inf_record());
-  }
   s.batch = full;
-  if (ddp_) {  // the loss of the global batch, the same on every rank (so is the decision on a non-finite one)
-    loss_sum = loss_sum.clone();
-    ddp_->mean_over_ranks(loss_sum);
-    if (deferred_ && skip_nonfinite) finite = at::isfinite(loss_sum).item<bool>();
+  double loss_value = finish_pass(loss_sum, skip_nonfinite, finite);
+  {
+    // SAM's second pass (or any algorithm's at after_train_batch): the same microbatches, at the parameters then.
+    s.recompute_gradients = [&]() -> at::Tensor {
+      s.optimizer->zero_grad(true);
+      bool again_finite = true;
+      at::Tensor again;
+      try {
+        again = run_microbatches(full, /*log_now=*/false, skip_nonfinite, again_finite);
+      } catch (const c10::OutOfMemoryError& e) {
+        // The first pass fitted at this microbatch size; retrying the batch from its start is not done here.
+        throw Error("trainer: out of memory in the second forward and backward of batch " +
+                    std::to_string(s.timestamp.batch) + " (recompute_gradients, at after_train_batch) with microbatches "
+                    "of " + std::to_string(s.microbatch_size <= 0 ? full.size() : s.microbatch_size) +
+                    " examples; set a smaller fixed microbatch_size");
+      }
+      s.batch = full;
+      const double again_value = finish_pass(again, skip_nonfinite, again_finite);
+      if (finite && !again_finite) {
+        finite = false;
+        loss_value = again_value;
+      }
+      return again;
+    };
+    struct Clear {
+      State& s;
+      ~Clear() { s.recompute_gradients = nullptr; }
+    } clear{s};
+    engine.run_event(Event::AfterTrainBatch, s);
   }
-  double loss_value = 0.0;
-  if (deferred_) {
-    if (!skip_nonfinite) nonfinite_.record(loss_sum, s.timestamp.batch);
-    if (!finite) loss_value = loss_sum.item<double>();  // only for the warning below
-  } else {
-    loss_value = loss_sum.item<double>();
-    finite = std::isfinite(loss_value);
-    if (!finite && !skip_nonfinite) throw nonfinite_error(s.timestamp.batch, loss_value);
-  }
-  engine.run_event(Event::AfterTrainBatch, s);
   // With a loss scaler, inf/NaN gradients of a finite loss are its business: the step is skipped, the scale
   // backs off, the batch still counts in time (schedules keep their time). A non-finite loss stays
   // nonfinite_loss's (error, or skip with the buffers put back).
@@ -533,6 +544,29 @@ void Trainer::train_batch() {
     values[key] = s.metrics[key] = m->compute();
   }
   engine.logger().log_metrics(values, s.timestamp);
+}
+
+double Trainer::finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& finite) {
+  const State& s = state_;
+  if (ddp_) {
+    ddp_->sync_gradients();  // with sync_after_backward; done during the last backward otherwise
+    if (scaler_) ddp_->agree_on_overflow(scaler_->found_inf_record());
+  }
+  if (ddp_) {  // the loss of the global batch, the same on every rank (so is the decision on a non-finite one)
+    loss_sum = loss_sum.clone();
+    ddp_->mean_over_ranks(loss_sum);
+    if (deferred_ && skip_nonfinite) finite = at::isfinite(loss_sum).item<bool>();
+  }
+  double loss_value = 0.0;
+  if (deferred_) {
+    if (!skip_nonfinite) nonfinite_.record(loss_sum, s.timestamp.batch);
+    if (!finite) loss_value = loss_sum.item<double>();  // only for the warning in train_batch
+  } else {
+    loss_value = loss_sum.item<double>();
+    finite = std::isfinite(loss_value);
+    if (!finite && !skip_nonfinite) throw nonfinite_error(s.timestamp.batch, loss_value);
+  }
+  return loss_value;
 }
 
 at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_nonfinite, bool& finite) {

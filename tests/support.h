@@ -1,5 +1,6 @@
 #pragma once
 // Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -115,21 +116,42 @@ class NanInputs : public Algorithm {
 };
 
 /// Multiplies the loss at one batch by 1e36: finite, but its gradient times the loss scale overflows float32, so
-/// a loss scaler skips that step.
+/// a loss scaler skips that step. With `only_call` >= 0, only at that call of the batch's after_loss (counted from
+/// 0 over its microbatches and passes: SAM's second pass comes after the first's).
 class OverflowAt : public Algorithm {
  public:
-  explicit OverflowAt(int64_t batch) : batch_(batch) {
+  explicit OverflowAt(int64_t batch, int64_t only_call = -1) : batch_(batch), only_call_(only_call) {
     spec_.name = "overflow_at";
     spec_.accesses.push_back({Event::AfterLoss, {Resource::Loss}, {Resource::Loss}});
   }
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event, State& state, Logger&) override {
-    if (state.timestamp.batch == batch_) state.loss = state.loss * 1e36;
+    if (state.timestamp.batch != batch_) return;
+    if (only_call_ >= 0 && calls_++ != only_call_) return;
+    state.loss = state.loss * 1e36;
   }
 
  private:
   int64_t batch_;
+  int64_t only_call_;
+  int64_t calls_ = 0;
   AlgorithmSpec spec_;
+};
+
+/// Records the global L2 norm of the gradients the optimizer step sees (a callback at after_train_batch runs after
+/// the algorithms there).
+class GradNormAtStep : public Callback {
+ public:
+  std::string name() const override { return "grad_norm_at_step"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (event != Event::AfterTrainBatch) return;
+    double sum = 0;
+    for (const auto& p : state.model->parameters()) {
+      if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
+    }
+    norms.push_back(std::sqrt(sum));
+  }
+  std::vector<double> norms;
 };
 
 }  // namespace tessera::testing

@@ -47,6 +47,16 @@ struct State {
     return loss_override ? loss_override(out, b, r) : model->loss(out, b, r);
   }
 
+  /// Set by the trainer while AfterTrainBatch runs, empty at every other event: zeroes the gradients and runs
+  /// the forward, loss and backward of every microbatch of the current batch again at the parameters as they
+  /// are now (firing BeforeForward to AfterBackward for each, so that the algorithms acting there act again),
+  /// then does to the new gradients what the trainer did to the first ones: averages them over the ranks and,
+  /// with a loss scaler, leaves them unscaled with any inf/NaN recorded (an overflow in either pass skips the
+  /// step). The train metrics are not updated and the logged loss stays the first pass's; a non-finite loss
+  /// is handled as nonfinite_loss says, like the first. Returns the batch's loss at these parameters (0-d, on
+  /// the device, not read back). Used by SAM for its second forward and backward.
+  std::function<at::Tensor()> recompute_gradients;
+
   Timestamp timestamp;
   /// Run length and units conversion (max_duration, batches per epoch, samples per epoch).
   TimeContext time;

@@ -175,6 +175,11 @@ class Trainer {
   void train_batch();
   /// The forward, loss and backward of every microbatch of `full`; the summed (share-weighted) loss.
   at::Tensor run_microbatches(const Batch& full, bool log_now, bool skip_nonfinite, bool& finite);
+  /// After a pass over every microbatch: the gradients averaged over the ranks (and the loss scaler's overflow
+  /// record agreed on), the loss averaged over the ranks, and the decision on a non-finite loss (`finite`; an
+  /// error for nonfinite_loss: error). Returns the loss on the host where it was read (immediate path, or a
+  /// non-finite one), else 0.
+  double finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& finite);
   void run_evaluators(Event event);
   void eval_loop(Evaluator& evaluator);
   bool eval_due(const Evaluator& evaluator, Event event) const;

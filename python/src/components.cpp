@@ -20,6 +20,7 @@
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/batch.h>
 #include <tessera/callback.h>
@@ -326,6 +327,13 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "('norm'), each value ('value') or each unit relative to its weights ('adaptive', AGC) bounded by "
       "clipping_threshold.");
 
+  bind_algorithm<alg::SAM, alg::SAMOptions>(
+      m, "SAM", "sam",
+      "Sharpness-aware minimisation (Foret et al. 2021) at AFTER_TRAIN_BATCH on every interval-th batch: the "
+      "weights move by rho * g / (||g|| + epsilon) along the whole batch's gradient, the trainer runs every "
+      "microbatch's forward and backward again there, the weights and batch-norm statistics are put back, and the "
+      "step uses the second gradients.");
+
   bind_algorithm<alg::LabelSmoothing, alg::LabelSmoothingOptions>(
       m, "LabelSmoothing", "label_smoothing",
       "Label smoothing (Szegedy et al. 2016): trains against (1 - alpha) onehot(y) + alpha / C, by default with "
@@ -520,6 +528,18 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "Gradient clipping in place on the .grad of `parameters` (a list of tensors; those without a gradient are "
       "skipped): 'norm' (global L2 norm, as torch.nn.utils.clip_grad_norm_), 'value' or 'adaptive' (AGC). "
       "Returns the norm before clipping for 'norm', else None.");
+  f.def(
+      "sam_gradients",
+      [](const std::vector<at::Tensor>& parameters, const py::function& closure, double rho, double epsilon)
+          -> py::object {
+        const at::Tensor norm = alg::sam_gradients(parameters, [&] { closure(); }, rho, epsilon);
+        return norm.defined() ? py::cast(norm) : py::none();
+      },
+      py::arg("parameters"), py::arg("closure"), py::arg("rho") = 0.05, py::arg("epsilon") = 1e-12,
+      "SAM's gradient: with the .grad of `parameters` (a list of tensors; those without one take no part) at w, "
+      "moves them to w + rho * g / (||g|| + epsilon) (not when ||g|| is not finite), calls closure(), which must "
+      "zero the gradients and run the backward again, and puts the exact weights back. Returns ||g||, or None "
+      "when no parameter has a gradient (closure is then not called).");
   f.def("compute_ema", &alg::compute_ema_by_name, py::arg("weights"), py::arg("averages"), py::arg("smoothing"),
         "averages <- smoothing * averages + (1 - smoothing) * weights, in place, on (name, tensor) lists matched by "
         "name (floating-point tensors; others are copied). tessera.functional.compute_ema wraps it for modules.");

@@ -39,7 +39,7 @@ def algorithms_stub() -> str:
         "",
     ]
     for name in ("BlurPool", "ChannelsLast", "CutMix", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp",
-                 "ProgressiveResizing", "SelectiveBackprop"):
+                 "ProgressiveResizing", "SAM", "SelectiveBackprop"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [

@@ -18,6 +18,7 @@ LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
 MixUp = _native.MixUp
 ProgressiveResizing = _native.ProgressiveResizing
+SAM = _native.SAM
 SelectiveBackprop = _native.SelectiveBackprop
 make = _native.make
 registered = _native.registered
@@ -34,6 +35,7 @@ __all__ = [
     "LayerFreezing",
     "MixUp",
     "ProgressiveResizing",
+    "SAM",
     "SelectiveBackprop",
     "make",
     "registered",

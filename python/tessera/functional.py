@@ -65,6 +65,16 @@ def clip_gradients(parameters, clipping_type="norm", clipping_threshold=1.0):
 ema_smoothing = _native.ema_smoothing
 
 
+def sam_gradients(parameters, closure, rho=0.05, epsilon=1e-12):
+    """Sharpness-aware minimisation's gradient in your own PyTorch loop, after ``loss.backward()``: moves the
+    parameters (any iterable of tensors, such as ``model.parameters()``; those without a gradient take no part)
+    by ``rho * g / (||g|| + epsilon)``, ``g`` their gradients and ``||g||`` its global L2 norm (no move when it is
+    not finite), calls ``closure()``, which must zero the gradients and run the forward and backward again, and
+    puts the exact weights back; then ``optimizer.step()`` uses the gradients ``closure`` left. Returns ``||g||``,
+    or None when no parameter has a gradient. The same code as the SAM algorithm."""
+    return _native.sam_gradients(list(parameters), closure, rho, epsilon)
+
+
 def _named_weights(module):
     return [("param/" + n, t) for n, t in module.named_parameters()] + [
         ("buffer/" + n, t) for n, t in module.named_buffers()
@@ -98,6 +108,7 @@ __all__ = [
     "pinned_scale",
     "progressive_scale",
     "resize_batch",
+    "sam_gradients",
     "sample_mixing",
     "select_by_loss",
     "selection_weights",

@@ -1,5 +1,5 @@
 """Type hints of tessera.functional."""
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
@@ -53,3 +53,6 @@ def clip_gradients(
 def apply_channels_last(model: Union[torch.nn.Module, Model]) -> int: ...
 def compute_ema(model: torch.nn.Module, ema_model: torch.nn.Module, smoothing: float = 0.99) -> None: ...
 def ema_smoothing(half_life: str, update_interval: str = "0ba") -> float: ...
+def sam_gradients(
+    parameters: Iterable[torch.Tensor], closure: Callable[[], Any], rho: float = 0.05, epsilon: float = 1e-12
+) -> Optional[torch.Tensor]: ...

@@ -62,27 +62,11 @@ TEST(GradientClipping, ParametersWithoutGradientsAreSkippedAndBadOptionsRefused)
   EXPECT_NE(threshold.find("clipping_threshold"), std::string::npos) << threshold;
 }
 
-/// Records the global gradient norm the optimizer step sees (a callback at after_train_batch runs after the
-/// algorithms there).
-class GradNormAtStep : public Callback {
- public:
-  std::string name() const override { return "grad_norm_at_step"; }
-  void run_event(Event event, State& state, Logger&) override {
-    if (event != Event::AfterTrainBatch) return;
-    double sum = 0;
-    for (const auto& p : state.model->parameters()) {
-      if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
-    }
-    norms.push_back(std::sqrt(sum));
-  }
-  std::vector<double> norms;
-};
-
 TEST(GradientClipping, InARunTheStepSeesTheWholeBatchsGradientClipped) {
   for (int64_t microbatch : {0, 3}) {  // 8 = 3 + 3 + 2: clipping once, after the last microbatch
     Components c = testing::tiny_components();
     c.algorithms = {std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.05))};
-    auto probe = std::make_shared<GradNormAtStep>();
+    auto probe = std::make_shared<testing::GradNormAtStep>();
     c.callbacks = {probe};
     Trainer t(TrainerOptions().max_duration(Time::parse("1ep")).threads(1).microbatch_size(microbatch), std::move(c));
     t.fit();

@@ -30,6 +30,7 @@
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/version.h>
 
@@ -125,6 +126,7 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   }
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "cutmix") return std::make_shared<CutMix>(CutMixOptions().uniform_sampling(true));
+  if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1).interval(2));  // odd batches: double pass
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -675,6 +677,15 @@ std::vector<RunSpec> resume_specs() {
   cut.precision = "amp_bf16";
   cut.algorithms = {"cutmix", "label_smoothing", "progressive_resizing"};
   specs.push_back(cut);
+  // SAM keeps no state: its schedule is the batch count. With batch norm (the second forward's statistics dropped),
+  // microbatches, clipping of the second pass's gradients, and a loss scaler over both passes.
+  RunSpec sam;
+  sam.name = "sam_clipping_microbatches_loss_scaling";
+  sam.model = "cnn";
+  sam.microbatch_size = 3;
+  sam.loss_scaling = "dynamic";
+  sam.algorithms = {"sam", "gradient_clipping", "label_smoothing"};
+  specs.push_back(sam);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

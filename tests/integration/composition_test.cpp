@@ -17,6 +17,7 @@
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/sam.h>
 
 #include "support.h"
 
@@ -77,6 +78,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
+  if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1));
   if (name == "selective_backprop")
     return std::make_shared<SelectiveBackprop>(SelectiveBackpropOptions().start(0).end(1).interrupt(0));
   if (name == "progressive_resizing")
@@ -158,6 +160,10 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     }
     EXPECT_LE(std::sqrt(sum), 0.01 + 1e-6);
   }
+  if (has("sam")) {  // the double pass on every batch: two forwards per batch, weights put back after the second
+    EXPECT_EQ(t.trace().at("sam/after_train_batch").count, 8);
+    EXPECT_EQ(inv->sizes.size(), 16u);
+  }
   for (const auto& a : pair) {
     auto ema = std::dynamic_pointer_cast<algorithms::EMA>(a);
     if (!ema) continue;
@@ -186,7 +192,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 std::vector<std::pair<std::string, std::string>> pairs() {
   const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "ema",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
-                                       "progressive_resizing", "selective_backprop"};
+                                       "progressive_resizing", "sam", "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);

@@ -421,6 +421,30 @@ TEST_F(Distributed, LossScalingAveragesUnscaledGradientsAndAllRanksSkipAnOverflo
   EXPECT_NE(rank0.at(4).fingerprint, rank0.at(3).fingerprint);
 }
 
+TEST_F(Distributed, SamPerturbsAlikeOnEveryRankAndMatchesOneRank) {
+  // SAM perturbs along the gradient averaged over the ranks, so every rank moves its weights alike and the second
+  // pass is the one-rank run's (up to the order of the sums); with microbatches of 8 on shares of 16, and with a
+  // power-of-two loss scale over both passes, which equals the run without one bit for bit.
+  const std::string overrides = "algorithms=[{sam: {rho: 0.1}}];microbatch_size=8";
+  ASSERT_EQ(launch(1, "one", overrides).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
+  ASSERT_EQ(launch(2, "two", overrides).exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
+  ASSERT_EQ(launch(2, "scaled", overrides + ";loss_scaling=dynamic").exit_code, 0)
+      << slurp(dir_ / "scaled" / "error0.txt");
+  const auto two = record("two", 0);
+  ASSERT_EQ(two.size(), 8u);
+  for (const auto& [b, line] : two) {
+    EXPECT_EQ(record("two", 1).at(b).fingerprint, line.fingerprint) << "batch " << b;
+    EXPECT_EQ(record("scaled", 0).at(b).fingerprint, line.fingerprint) << "batch " << b;
+    EXPECT_EQ(record("scaled", 1).at(b).fingerprint, line.fingerprint) << "batch " << b;
+  }
+  const auto a = final_params("one", 0), b = final_params("two", 0);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
+  }
+}
+
 TEST_F(Distributed, KilledRankStopsTheOthersAndAutoresumeCompletesBitwise) {
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole").exit_code, 0);
