@@ -13,12 +13,14 @@ BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
 CutMix = _native.CutMix
 EMA = _native.EMA
+GhostBatchNorm = _native.GhostBatchNorm
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
 MixUp = _native.MixUp
 ProgressiveResizing = _native.ProgressiveResizing
 SelectiveBackprop = _native.SelectiveBackprop
+SqueezeExcite = _native.SqueezeExcite
 make = _native.make
 registered = _native.registered
 
@@ -29,12 +31,14 @@ __all__ = [
     "ChannelsLast",
     "CutMix",
     "EMA",
+    "GhostBatchNorm",
     "GradientClipping",
     "LabelSmoothing",
     "LayerFreezing",
     "MixUp",
     "ProgressiveResizing",
     "SelectiveBackprop",
+    "SqueezeExcite",
     "make",
     "registered",
 ]
