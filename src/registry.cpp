@@ -30,6 +30,7 @@
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -37,6 +38,7 @@
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/squeeze_excite.h>
 
 namespace tessera {
 namespace {
@@ -150,6 +152,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
       algorithm<algorithms::CutMix, algorithms::CutMixOptions>("cutmix"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
+      algorithm<algorithms::GhostBatchNorm, algorithms::GhostBatchNormOptions>("ghost_batchnorm"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
@@ -157,6 +160,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
       algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
+      algorithm<algorithms::SqueezeExcite, algorithms::SqueezeExciteOptions>("squeeze_excite"),
   }};
   return kind;
 }

@@ -15,6 +15,7 @@
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/gradient_clipping.h>
@@ -22,6 +23,7 @@
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/batch.h>
 #include <tessera/callback.h>
 #include <tessera/data/dataloader.h>
@@ -321,6 +323,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def("copy_averages_to", [](const alg::EMA& a, Model& model) { a.copy_averages_to(model); }, py::arg("model"),
            "Copies the averages into a tessera.Model with the same parameter and buffer names.");
 
+  bind_algorithm<alg::GhostBatchNorm, alg::GhostBatchNormOptions>(
+      m, "GhostBatchNorm", "ghost_batchnorm",
+      "Ghost batch norm by model surgery at INIT (Hoffer et al. 2017): in training, every BatchNorm1d/2d/3d "
+      "normalises each chunk of ghost_batch_size examples by its own statistics (running statistics updated per "
+      "chunk with momentum / chunks); in evaluation it is the batch norm it replaced. Same parameters and keys.")
+      .def_property_readonly("replaced", &alg::GhostBatchNorm::replaced,
+                             "How many batch norms the last application replaced.");
+
   bind_algorithm<alg::GradientClipping, alg::GradientClippingOptions>(
       m, "GradientClipping", "gradient_clipping",
       "Gradient clipping at AFTER_TRAIN_BATCH (after every microbatch, before the step): the global norm "
@@ -363,6 +373,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       m, "SelectiveBackprop", "selective_backprop",
       "Selective backprop (Jiang et al. 2019): trains on the examples with the highest loss, chosen at "
       "AFTER_DATALOADER on the full batch.");
+
+  bind_algorithm<alg::SqueezeExcite, alg::SqueezeExciteOptions>(
+      m, "SqueezeExcite", "squeeze_excite",
+      "Squeeze-and-Excitation by model surgery at INIT (Hu et al. 2018): every Conv2d with at least min_channels "
+      "input and output channels is followed by y * sigmoid(W2 relu(W1 mean_hw(y))), W1: C -> d, W2: d -> C "
+      "without biases (d = latent_channels, or that fraction of C when below 1). Runs before blurpool.")
+      .def_property_readonly("replaced", &alg::SqueezeExcite::replaced,
+                             "How many convolutions the last application extended.");
 
   m.def(
       "make",
@@ -511,6 +529,44 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       py::arg("model"),
       "BlurPool surgery on a tessera.Model (keyword arguments as for tessera.algorithms.BlurPool); returns "
       "{'convs': n, 'maxpools': m}.");
+  f.def(
+      "apply_ghost_batchnorm",
+      [](Model& model, const py::kwargs& kwargs) {
+        return alg::apply_ghost_batchnorm(model, options_from_kwargs<alg::GhostBatchNormOptions>(kwargs, "ghost_batchnorm"));
+      },
+      py::arg("model"),
+      "Ghost batch norm surgery on a tessera.Model (keyword arguments as for tessera.algorithms.GhostBatchNorm); "
+      "returns how many batch norms were replaced.");
+  f.def("ghost_batch_norm",
+        [](const at::Tensor& input, const std::optional<at::Tensor>& running_mean,
+           const std::optional<at::Tensor>& running_var, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, bool training,
+           std::optional<double> momentum, double eps, int64_t ghost_batch_size,
+           const std::optional<at::Tensor>& num_batches_tracked) {
+          return alg::ghost_batch_norm(input, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()),
+                                       running_mean.value_or(at::Tensor()), running_var.value_or(at::Tensor()),
+                                       num_batches_tracked.value_or(at::Tensor()), training, momentum, eps, ghost_batch_size);
+        },
+        py::arg("input"), py::arg("running_mean"), py::arg("running_var"), py::arg("weight") = py::none(),
+        py::arg("bias") = py::none(), py::arg("training") = true, py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
+        py::arg("ghost_batch_size") = 32, py::arg("num_batches_tracked") = py::none(),
+        "Batch norm (as torch.nn.functional.batch_norm) of each chunk of ghost_batch_size examples when training, "
+        "the running statistics (updated in place, or None) moved once per chunk with momentum / chunks "
+        "(momentum None: a cumulative average; num_batches_tracked, if given, counts the chunks in place); not "
+        "training: torch's batch norm.");
+  f.def(
+      "apply_squeeze_excite",
+      [](Model& model, const py::kwargs& kwargs) {
+        return alg::apply_squeeze_excite(model, options_from_kwargs<alg::SqueezeExciteOptions>(kwargs, "squeeze_excite"));
+      },
+      py::arg("model"),
+      "Squeeze-Excite surgery on a tessera.Model (keyword arguments as for tessera.algorithms.SqueezeExcite); "
+      "returns how many convolutions got an SE block.");
+  f.def("squeeze_excite_latent", &alg::squeeze_excite_latent, py::arg("latent_channels"), py::arg("channels"),
+        "The SE bottleneck width for a conv with `channels` output channels: latent_channels when >= 1, else "
+        "max(1, int(latent_channels * channels)).");
+  f.def("squeeze_excite", &alg::squeeze_excite, py::arg("x"), py::arg("w1"), py::arg("w2"),
+        "The SE block on x [N, C, H, W]: x * sigmoid(relu(mean_hw(x) @ w1.T) @ w2.T)[:, :, None, None] with "
+        "w1 [d, C], w2 [C, d].");
   f.def(
       "apply_channels_last", [](Model& model) { return alg::apply_channels_last(model); }, py::arg("model"),
       "Channels-last on a tessera.Model: its 4-D parameters and buffers stored NHWC in place; returns how many.");

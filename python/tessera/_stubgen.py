@@ -38,8 +38,8 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "CutMix", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp",
-                 "ProgressiveResizing", "SAM", "SelectiveBackprop"):
+    for name in ("BlurPool", "ChannelsLast", "CutMix", "EMA", "GhostBatchNorm", "GradientClipping", "LabelSmoothing",
+                 "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop", "SqueezeExcite"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [
@@ -50,7 +50,8 @@ def algorithms_stub() -> str:
         ]
         extra = {"BlurPool": ("counts", "Dict[str, int]"), "ChannelsLast": ("converted", "int"), "LayerFreezing": ("frozen_depth", "int"),
                  "CutMix": ("last_lambda", "float"), "MixUp": ("last_lambda", "float"),
-                 "ProgressiveResizing": ("last_scale", "float")}.get(name)
+                 "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
+                 "SqueezeExcite": ("replaced", "int")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]
         lines.append("")

@@ -56,6 +56,58 @@ class BlurMaxPool2d(torch.nn.Module):
                                   list(self.dilation), self.ceil_mode)
 
 
+class GhostBatchNorm(torch.nn.Module):
+    """A batch norm over ghost batches (algorithms/ghost_batchnorm: GhostBatchNormLayerImpl), holding the tensors of
+    the BatchNorm1d/2d/3d it replaces under the same names."""
+
+    def __init__(self, bn: torch.nn.modules.batchnorm._BatchNorm, dims: Tuple[int, ...], ghost_batch_size: int) -> None:
+        super().__init__()
+        self.num_features = bn.num_features
+        self.eps = bn.eps
+        self.momentum = bn.momentum
+        self.dims = dims
+        self.ghost_batch_size = ghost_batch_size
+        self.weight = bn.weight
+        self.bias = bn.bias
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in self.dims:
+            raise InputError(
+                f"GhostBatchNorm: expected a {'- or '.join(map(str, self.dims))}-D input (as the batch norm it "
+                f"replaced), got {list(x.shape)}"
+            )
+        return _C.functional.ghost_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                              self.training, self.momentum, self.eps, self.ghost_batch_size,
+                                              self.num_batches_tracked)
+
+
+class SqueezeExcite2d(torch.nn.Module):
+    """The SE block (algorithms/squeeze_excite: SqueezeExcite2dImpl): bias-free fc1 (C -> d) and fc2 (d -> C)."""
+
+    def __init__(self, channels: int, latent: int, like: torch.Tensor) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(channels, latent, bias=False, device=like.device, dtype=like.dtype)
+        self.fc2 = torch.nn.Linear(latent, channels, bias=False, device=like.device, dtype=like.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C.functional.squeeze_excite(x, self.fc1.weight, self.fc2.weight)
+
+
+class SqueezeExciteConv2d(torch.nn.Module):
+    """A conv followed by an SE block (algorithms/squeeze_excite: SqueezeExciteConv2dImpl): children conv and se."""
+
+    def __init__(self, conv: torch.nn.Conv2d, latent: int) -> None:
+        super().__init__()
+        self.conv = conv
+        self.se = SqueezeExcite2d(conv.out_channels, latent, conv.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.conv(x))
+
+
 def _replace(module: torch.nn.Module, policy: Callable[[torch.nn.Module], Any], dry_run: bool) -> Dict[str, int]:
     """Applies `policy` (module -> (kind, replacement) or None) to every submodule that existed before."""
     counts: Dict[str, int] = {}
@@ -85,9 +137,32 @@ def _blurpool(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -
     return {"convs": counts.get("convs", 0), "maxpools": counts.get("maxpools", 0)}
 
 
+def _ghost_batchnorm(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+    dims = {torch.nn.BatchNorm1d: (2, 3), torch.nn.BatchNorm2d: (4,), torch.nn.BatchNorm3d: (5,)}
+
+    def policy(m: torch.nn.Module) -> Any:
+        if type(m) in dims:
+            return "batchnorms", lambda: GhostBatchNorm(m, dims[type(m)], options["ghost_batch_size"])
+        return None
+
+    return {"batchnorms": _replace(module, policy, dry_run).get("batchnorms", 0)}
+
+
+def _squeeze_excite(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+    def policy(m: torch.nn.Module) -> Any:
+        if type(m) is torch.nn.Conv2d and min(m.in_channels, m.out_channels) >= options["min_channels"]:
+            latent = _C.functional.squeeze_excite_latent(options["latent_channels"], m.out_channels)
+            return "convs", lambda: SqueezeExciteConv2d(m, latent)
+        return None
+
+    return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
+
+
 #: The surgery of each algorithm (by its spec name) on Python modules.
 SURGERIES: Dict[str, Callable[[torch.nn.Module, Dict[str, Any], bool], Dict[str, int]]] = {
     "blurpool": _blurpool,
+    "ghost_batchnorm": _ghost_batchnorm,
+    "squeeze_excite": _squeeze_excite,
 }
 
 

@@ -13,6 +13,7 @@ BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
 CutMix = _native.CutMix
 EMA = _native.EMA
+GhostBatchNorm = _native.GhostBatchNorm
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
@@ -20,6 +21,7 @@ MixUp = _native.MixUp
 ProgressiveResizing = _native.ProgressiveResizing
 SAM = _native.SAM
 SelectiveBackprop = _native.SelectiveBackprop
+SqueezeExcite = _native.SqueezeExcite
 make = _native.make
 registered = _native.registered
 
@@ -30,6 +32,7 @@ __all__ = [
     "ChannelsLast",
     "CutMix",
     "EMA",
+    "GhostBatchNorm",
     "GradientClipping",
     "LabelSmoothing",
     "LayerFreezing",
@@ -37,6 +40,7 @@ __all__ = [
     "ProgressiveResizing",
     "SAM",
     "SelectiveBackprop",
+    "SqueezeExcite",
     "make",
     "registered",
 ]

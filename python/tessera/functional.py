@@ -40,6 +40,11 @@ mixup_batch = _native.mixup_batch
 cutmix_batch = _native.cutmix_batch
 mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
+apply_ghost_batchnorm = _native.apply_ghost_batchnorm
+ghost_batch_norm = _native.ghost_batch_norm
+apply_squeeze_excite = _native.apply_squeeze_excite
+squeeze_excite = _native.squeeze_excite
+squeeze_excite_latent = _native.squeeze_excite_latent
 freeze_layers = _native.freeze_layers
 
 
@@ -94,6 +99,8 @@ __all__ = [
     "ops",
     "apply_blurpool",
     "apply_channels_last",
+    "apply_ghost_batchnorm",
+    "apply_squeeze_excite",
     "blur2d",
     "blur_filter",
     "clip_gradients",
@@ -103,6 +110,7 @@ __all__ = [
     "ema_smoothing",
     "freeze_depth",
     "freeze_layers",
+    "ghost_batch_norm",
     "mixed_loss",
     "mixup_batch",
     "pinned_scale",
@@ -113,5 +121,7 @@ __all__ = [
     "select_by_loss",
     "selection_weights",
     "smooth_labels",
+    "squeeze_excite",
+    "squeeze_excite_latent",
     "smoothed_cross_entropy",
 ]

@@ -25,6 +25,7 @@
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -32,6 +33,7 @@
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/version.h>
 
 #include "../../src/checkpoint/checkpoint_file.h"
@@ -125,6 +127,9 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("4ba")).ema_start(Time::parse("0.2dur")));
   }
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
+  if (name == "ghost_batchnorm") return std::make_shared<GhostBatchNorm>(GhostBatchNormOptions().ghost_batch_size(2));
+  // CNN width 4: conv2 (4 -> 8) and conv3 (8 -> 16) get SE blocks of 2 channels.
+  if (name == "squeeze_excite") return std::make_shared<SqueezeExcite>(SqueezeExciteOptions().min_channels(4).latent_channels(2));
   if (name == "cutmix") return std::make_shared<CutMix>(CutMixOptions().uniform_sampling(true));
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1).interval(2));  // odd batches: double pass
   if (name == "layer_freezing") {
@@ -517,6 +522,19 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
     }
     EXPECT_EQ(blurred, 2) << "blurpool replaces conv2 and the max-pool";
   }
+  // Surgery re-applied before loading: the resumed model has the same structure (the weights compared bitwise by the
+  // caller load into it by name).
+  auto count_modules = [&](auto* kind) {
+    int64_t n = 0;
+    for (const auto& m : run->state().model->modules()) n += dynamic_cast<decltype(kind)>(m.get()) != nullptr;
+    return n;
+  };
+  if (has(spec.algorithms, "ghost_batchnorm")) {
+    EXPECT_EQ(count_modules(static_cast<algorithms::GhostBatchNormLayerImpl*>(nullptr)), 3);
+  }
+  if (has(spec.algorithms, "squeeze_excite")) {
+    EXPECT_EQ(count_modules(static_cast<algorithms::SqueezeExciteConv2dImpl*>(nullptr)), 2);
+  }
 }
 
 TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights) {
@@ -686,6 +704,22 @@ std::vector<RunSpec> resume_specs() {
   sam.loss_scaling = "dynamic";
   sam.algorithms = {"sam", "gradient_clipping", "label_smoothing"};
   specs.push_back(sam);
+  // Ghost BatchNorm and Squeeze-Excite: surgery at Init in the fresh run, then the checkpoint loads by name into the
+  // new structure (SE's new layers, their momentum buffers and EMA's averages of them). Ghost batches of 2 in
+  // microbatches of 3 (chunks of 2 and 1); blurpool after SE blurs the conv inside it; under autocast with
+  // channels-last and layer freezing (which then counts the SE layers among the freezable ones).
+  RunSpec ghost;
+  ghost.name = "ghost_batchnorm_squeeze_excite_blurpool_ema_microbatches";
+  ghost.model = "cnn";
+  ghost.microbatch_size = 3;
+  ghost.algorithms = {"blurpool", "ghost_batchnorm", "squeeze_excite", "ema"};
+  specs.push_back(ghost);
+  RunSpec ghost_bf16;
+  ghost_bf16.name = "squeeze_excite_ghost_batchnorm_channels_last_layer_freezing_amp_bf16";
+  ghost_bf16.model = "cnn";
+  ghost_bf16.precision = "amp_bf16";
+  ghost_bf16.algorithms = {"squeeze_excite", "ghost_batchnorm", "channels_last", "layer_freezing"};
+  specs.push_back(ghost_bf16);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

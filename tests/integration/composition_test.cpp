@@ -11,6 +11,7 @@
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -18,6 +19,7 @@
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/sam.h>
+#include <tessera/algorithms/squeeze_excite.h>
 
 #include "support.h"
 
@@ -76,6 +78,8 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "cutmix") return std::make_shared<CutMix>();
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
+  if (name == "ghost_batchnorm") return std::make_shared<GhostBatchNorm>(GhostBatchNormOptions().ghost_batch_size(4));
+  if (name == "squeeze_excite") return std::make_shared<SqueezeExcite>(SqueezeExciteOptions().min_channels(8).latent_channels(4));
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1));
@@ -147,7 +151,25 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       EXPECT_FALSE(static_cast<bool>(t.state().loss_override));
     }
   }
-  if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
+  auto conv2 = model->slot("conv2").ptr();
+  if (has("squeeze_excite")) {  // conv2 (8 -> 16) and conv3 (16 -> 32) got SE blocks, conv1 (1 -> 8) none
+    auto* se = conv2->as<algorithms::SqueezeExciteConv2dImpl>();
+    ASSERT_NE(se, nullptr);
+    EXPECT_NE(model->slot("conv3").ptr()->as<algorithms::SqueezeExciteConv2dImpl>(), nullptr);
+    EXPECT_EQ(model->slot("conv1").ptr()->as<algorithms::SqueezeExciteConv2dImpl>(), nullptr);
+    conv2 = se->slot("conv").ptr();  // blurpool (ordered after it) blurs the conv inside
+    if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(se->se->fc1->weight)) << "new parameters in the optimizer";
+  }
+  if (has("blurpool")) EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>(), nullptr);
+  if (has("ghost_batchnorm")) {
+    for (const char* bn : {"bn1", "bn2", "bn3"}) {
+      auto* ghost = model->slot(bn).ptr()->as<algorithms::GhostBatchNormLayerImpl>();
+      ASSERT_NE(ghost, nullptr) << bn;
+      // At least one ghost batch per microbatch of 8 or 16 rows, so more updates than batches (4 per epoch).
+      if (!has("ema")) EXPECT_GT(ghost->num_batches_tracked.item<int64_t>(), 8) << bn;  // (EMA averages it)
+      EXPECT_TRUE(ghost->running_var.isfinite().all().item<bool>()) << bn;
+    }
+  }
   if (has("channels_last")) {
     for (const auto& p : model->parameters()) {
       if (p.dim() == 4) EXPECT_TRUE(algorithms::is_channels_last(p)) << "channels-last after training";
@@ -190,9 +212,9 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "ema",
+  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "ema", "ghost_batchnorm",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
-                                       "progressive_resizing", "sam", "selective_backprop"};
+                                       "progressive_resizing", "sam", "selective_backprop", "squeeze_excite"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);
