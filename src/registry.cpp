@@ -29,6 +29,7 @@
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -148,6 +149,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
       algorithm<algorithms::CutMix, algorithms::CutMixOptions>("cutmix"),
+      algorithm<algorithms::CutOut, algorithms::CutOutOptions>("cutout"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),

@@ -14,6 +14,7 @@
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/mixup.h>
@@ -299,6 +300,20 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("last_lambda", [](const alg::CutMix& a) { return a.last_lambda(); },
                              "lambda of the last batch, adjusted to its box (the weight of the original targets).");
 
+  bind_algorithm<alg::CutOut, alg::CutOutOptions>(
+      m, "CutOut", "cutout",
+      "CutOut (DeVries & Taylor 2017) at AFTER_DATALOADER: num_holes square holes of side length (a fraction of the "
+      "shorter image side if < 1, else pixels), centres drawn from (seed, batch), are zeroed in every image of the "
+      "batch; targets unchanged.")
+      .def_property_readonly(
+          "last_holes",
+          [](const alg::CutOut& a) {
+            py::list out;
+            for (const auto& h : a.last_holes()) out.append(py::make_tuple(h.top, h.left, h.top + h.height, h.left + h.width));
+            return out;
+          },
+          "The holes of the last batch as (top, left, bottom, right), end-exclusive.");
+
   bind_algorithm<alg::EMA, alg::EMAOptions>(
       m, "EMA", "ema",
       "Exponential moving average of the weights (parameters and batch-norm statistics), updated after the "
@@ -490,6 +505,32 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "left, bottom, right) (end-exclusive) of input[indices] is pasted into every image and lambda = 1 - box "
       "area / (H W). bbox and indices default to draws (Beta(alpha, alpha), then the permutation, then the box) "
       "from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def(
+      "cutout_batch",
+      [](const at::Tensor& input, int64_t num_holes, double length, const py::object& holes, bool uniform_sampling,
+         const py::object& rng) {
+        std::vector<alg::CutOutHole> hs;
+        if (holes.is_none()) {
+          Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "cutout_batch");
+          Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+          if (input.dim() < 2) return py::make_tuple(alg::cutout_batch(input, hs), py::list());
+          const int64_t height = input.size(-2), width = input.size(-1);
+          hs = alg::cutout_holes(height, width, num_holes, alg::cutout_length(height, width, length), r, uniform_sampling);
+        } else {
+          for (const auto& b : holes.cast<std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>>()) {
+            hs.push_back({std::get<0>(b), std::get<1>(b), std::get<2>(b) - std::get<0>(b), std::get<3>(b) - std::get<1>(b)});
+          }
+        }
+        py::list out;
+        for (const auto& h : hs) out.append(py::make_tuple(h.top, h.left, h.top + h.height, h.left + h.width));
+        return py::make_tuple(alg::cutout_batch(input, hs), out);
+      },
+      py::arg("input"), py::arg("num_holes") = 1, py::arg("length") = 0.5, py::arg("holes") = py::none(),
+      py::arg("uniform_sampling") = false, py::arg("rng") = py::none(),
+      "CutOut of images [..., H, W]: returns (cut, holes), a copy with the same square holes zeroed in every image "
+      "and channel, and the holes as (top, left, bottom, right) (end-exclusive). The side is length times the "
+      "shorter image side if length < 1, else length pixels; the holes default to draws (centre column, then row, "
+      "per hole) from rng (a tessera.Rng advanced in place, or a seed; default 0), or are given as holes=.");
   f.def("mixed_loss", &alg::mixed_loss, py::arg("loss_original"), py::arg("loss_permuted"), py::arg("mixing"),
         "mixing * loss_original + (1 - mixing) * loss_permuted: the interpolated loss of MixUp and CutMix.");
   f.def("freeze_depth", &alg::freeze_depth, py::arg("elapsed"), py::arg("num_layers"), py::arg("freeze_start"),

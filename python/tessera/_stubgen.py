@@ -33,12 +33,12 @@ def algorithms_stub() -> str:
 
     lines = [
         '"""Type hints of tessera.algorithms (generated from the C++ Options by tessera/_stubgen.py)."""',
-        "from typing import Any, Dict, List, Mapping, Union",
+        "from typing import Any, Dict, List, Mapping, Tuple, Union",
         "",
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "CutMix", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp",
+    for name in ("BlurPool", "ChannelsLast", "CutMix", "CutOut", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp",
                  "ProgressiveResizing", "SelectiveBackprop"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
@@ -49,7 +49,7 @@ def algorithms_stub() -> str:
             "    def options(self) -> Dict[str, Any]: ...",
         ]
         extra = {"BlurPool": ("counts", "Dict[str, int]"), "ChannelsLast": ("converted", "int"), "LayerFreezing": ("frozen_depth", "int"),
-                 "CutMix": ("last_lambda", "float"), "MixUp": ("last_lambda", "float"),
+                 "CutMix": ("last_lambda", "float"), "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]

@@ -12,6 +12,7 @@ from ._C import algorithms as _native
 BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
 CutMix = _native.CutMix
+CutOut = _native.CutOut
 EMA = _native.EMA
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
@@ -28,6 +29,7 @@ __all__ = [
     "BlurPool",
     "ChannelsLast",
     "CutMix",
+    "CutOut",
     "EMA",
     "GradientClipping",
     "LabelSmoothing",

@@ -38,6 +38,7 @@ freeze_depth = _native.freeze_depth
 sample_mixing = _native.sample_mixing
 mixup_batch = _native.mixup_batch
 cutmix_batch = _native.cutmix_batch
+cutout_batch = _native.cutout_batch
 mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
 freeze_layers = _native.freeze_layers
@@ -90,6 +91,7 @@ __all__ = [
     "compute_ema",
     "cross_entropy",
     "cutmix_batch",
+    "cutout_batch",
     "ema_smoothing",
     "freeze_depth",
     "freeze_layers",

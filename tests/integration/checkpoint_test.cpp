@@ -24,6 +24,7 @@
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -125,6 +126,7 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   }
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "cutmix") return std::make_shared<CutMix>(CutMixOptions().uniform_sampling(true));
+  if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2).uniform_sampling(true));
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -675,6 +677,13 @@ std::vector<RunSpec> resume_specs() {
   cut.precision = "amp_bf16";
   cut.algorithms = {"cutmix", "label_smoothing", "progressive_resizing"};
   specs.push_back(cut);
+  // CutOut draws its holes from (seed, batch) and keeps no state; on the resized images, with MixUp, microbatches
+  // and autocast.
+  RunSpec cutout = mixed;
+  cutout.name = "cutout_mixup_resizing_microbatches_amp_bf16";
+  cutout.precision = "amp_bf16";
+  cutout.algorithms = {"cutout", "mixup", "progressive_resizing"};
+  specs.push_back(cutout);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

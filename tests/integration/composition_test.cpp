@@ -10,6 +10,7 @@
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -73,6 +74,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
   if (name == "channels_last") return std::make_shared<ChannelsLast>();
   if (name == "cutmix") return std::make_shared<CutMix>();
+  if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2));
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "gradient_clipping")
@@ -94,11 +96,13 @@ class Invariants : public Algorithm {
     if (e == Event::BeforeForward) {
       sizes.push_back(s.batch.size());
       widths.push_back(s.batch.input().size(3));
+      last_input = s.batch.input().clone();
     } else {
       finite = finite && std::isfinite(s.loss.item<double>());
     }
   }
   std::vector<int64_t> sizes, widths;
+  at::Tensor last_input;
   bool finite = true;
   AlgorithmSpec spec_;
 };
@@ -145,6 +149,15 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       EXPECT_FALSE(static_cast<bool>(t.state().loss_override));
     }
   }
+  for (const auto& a : pair) {  // the last batch the model saw has CutOut's holes, on its final size
+    if (auto* cut = dynamic_cast<algorithms::CutOut*>(a.get())) {
+      ASSERT_EQ(cut->last_holes().size(), 2u);
+      for (const auto& h : cut->last_holes()) {
+        EXPECT_LE(h.left + h.width, inv->widths.back());
+        EXPECT_EQ(inv->last_input.narrow(2, h.top, h.height).narrow(3, h.left, h.width).ne(0).sum().item<int64_t>(), 0);
+      }
+    }
+  }
   if (has("blurpool")) EXPECT_NE(model->slot("conv2").ptr()->as<algorithms::BlurConv2dImpl>(), nullptr);
   if (has("channels_last")) {
     for (const auto& p : model->parameters()) {
@@ -184,7 +197,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "ema",
+  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "cutout", "ema",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
                                        "progressive_resizing", "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
