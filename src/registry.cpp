@@ -28,6 +28,7 @@
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
@@ -148,6 +149,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
+      algorithm<algorithms::ColOut, algorithms::ColOutOptions>("colout"),
       algorithm<algorithms::CutMix, algorithms::CutMixOptions>("cutmix"),
       algorithm<algorithms::CutOut, algorithms::CutOutOptions>("cutout"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),

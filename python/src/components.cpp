@@ -13,6 +13,7 @@
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
@@ -292,6 +293,20 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("converted", &alg::ChannelsLast::converted,
                              "How many 4-D parameters and buffers the last application converted.");
 
+  bind_algorithm<alg::ColOut, alg::ColOutOptions>(
+      m, "ColOut", "colout",
+      "ColOut at AFTER_DATALOADER: drops a fraction p_row of the rows and p_col of the columns of the images (the "
+      "same for the whole batch, or per example with batch=False), drawn from (seed, batch); dense targets of the "
+      "images' size lose them too (resize_target). Ordered before progressive resizing and after selective backprop.")
+      .def_property_readonly(
+          "last_kept",
+          [](const alg::ColOut& a) {
+            py::list out;
+            for (const auto& k : a.last_kept()) out.append(py::make_tuple(k.rows, k.cols));
+            return out;
+          },
+          "The (rows, columns) kept in the last batch: one pair with batch=True, else one per example.");
+
   bind_algorithm<alg::CutMix, alg::CutMixOptions>(
       m, "CutMix", "cutmix",
       "CutMix (Yun et al. 2019) at AFTER_DATALOADER: one box of each image's partner in a permutation of the batch "
@@ -505,6 +520,23 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "left, bottom, right) (end-exclusive) of input[indices] is pasted into every image and lambda = 1 - box "
       "area / (H W). bbox and indices default to draws (Beta(alpha, alpha), then the permutation, then the box) "
       "from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def(
+      "colout_batch",
+      [](const at::Tensor& input, const py::object& target, double p_row, double p_col, bool batch,
+         const std::string& resize_target, const py::object& rng) {
+        Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "colout_batch");
+        Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+        const at::Tensor y = target.is_none() ? at::Tensor() : target.cast<at::Tensor>();
+        alg::ColOutBatch out = alg::colout_batch(input, y, p_row, p_col, r, batch, resize_target);
+        return py::make_tuple(out.input, target.is_none() ? py::object(py::none()) : py::cast(out.target));
+      },
+      py::arg("input"), py::arg("target") = py::none(), py::arg("p_row") = 0.15, py::arg("p_col") = 0.15,
+      py::arg("batch") = true, py::arg("resize_target") = "auto", py::arg("rng") = py::none(),
+      "ColOut of images [N, ..., H, W]: returns (input, target) with max(1, floor((1 - p_row) H)) rows and "
+      "max(1, floor((1 - p_col) W)) columns kept in order (the same for the batch, or per example with "
+      "batch=False), drawn from rng (a tessera.Rng advanced in place, or a seed; default 0). Targets of the "
+      "images' size lose the same rows and columns (resize_target 'auto', 'true' or 'false'); others are returned "
+      "unchanged.");
   f.def(
       "cutout_batch",
       [](const at::Tensor& input, int64_t num_holes, double length, const py::object& holes, bool uniform_sampling,

@@ -38,7 +38,7 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "CutMix", "CutOut", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp",
+    for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp",
                  "ProgressiveResizing", "SelectiveBackprop"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
@@ -49,7 +49,7 @@ def algorithms_stub() -> str:
             "    def options(self) -> Dict[str, Any]: ...",
         ]
         extra = {"BlurPool": ("counts", "Dict[str, int]"), "ChannelsLast": ("converted", "int"), "LayerFreezing": ("frozen_depth", "int"),
-                 "CutMix": ("last_lambda", "float"), "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
+                 "ColOut": ("last_kept", "List[Tuple[List[int], List[int]]]"), "CutMix": ("last_lambda", "float"), "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]

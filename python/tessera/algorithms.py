@@ -11,6 +11,7 @@ from ._C import algorithms as _native
 
 BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
+ColOut = _native.ColOut
 CutMix = _native.CutMix
 CutOut = _native.CutOut
 EMA = _native.EMA
@@ -28,6 +29,7 @@ __all__ = [
     "AlgorithmSpec",
     "BlurPool",
     "ChannelsLast",
+    "ColOut",
     "CutMix",
     "CutOut",
     "EMA",

@@ -39,6 +39,7 @@ sample_mixing = _native.sample_mixing
 mixup_batch = _native.mixup_batch
 cutmix_batch = _native.cutmix_batch
 cutout_batch = _native.cutout_batch
+colout_batch = _native.colout_batch
 mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
 freeze_layers = _native.freeze_layers
@@ -88,6 +89,7 @@ __all__ = [
     "blur2d",
     "blur_filter",
     "clip_gradients",
+    "colout_batch",
     "compute_ema",
     "cross_entropy",
     "cutmix_batch",

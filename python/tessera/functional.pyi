@@ -41,6 +41,15 @@ def cutmix_batch(
     uniform_sampling: bool = False,
     rng: Optional[RngLike] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, float, Tuple[int, int, int, int]]: ...
+def colout_batch(
+    input: torch.Tensor,
+    target: Optional[torch.Tensor] = None,
+    p_row: float = 0.15,
+    p_col: float = 0.15,
+    batch: bool = True,
+    resize_target: str = "auto",
+    rng: Optional[RngLike] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]: ...
 def cutout_batch(
     input: torch.Tensor,
     num_holes: int = 1,

@@ -1,4 +1,4 @@
-"""CutOut (and ColOut) from Python: the classes with their keyword arguments, the functional forms against hand
+"""CutOut and ColOut from Python: the classes with their keyword arguments, the functional forms against hand
 computation, and training runs on a torch module."""
 import pytest
 import torch
@@ -60,3 +60,48 @@ def test_cutout_trains_a_torch_module_and_leaves_the_labels():
     assert torch.equal(targets, y[8:])
     assert bool((inputs[..., top:bottom, left:right] == 0).all())
     assert torch.equal(inputs, TF.cutout_batch(x[8:], holes=alg.last_holes)[0])
+
+
+def test_colout_class_and_functional_form():
+    from tessera.algorithms import ColOut
+
+    assert ColOut().options == {"p_row": 0.15, "p_col": 0.15, "batch": True, "resize_target": "auto"}
+    assert ColOut(batch=False).name == "colout"
+    with pytest.raises(tessera.InputError, match=r"colout\.p_row: 1 is out of range"):
+        ColOut(p_row=1)
+    with pytest.raises(tessera.InputError, match=r"colout\.resize_target"):
+        ColOut(resize_target="maybe")
+    x = torch.arange(2 * 3 * 10 * 8, dtype=torch.float32).view(2, 3, 10, 8)
+    y = torch.tensor([1, 0])
+    small, y_out = TF.colout_batch(x, y, p_row=0.3, p_col=0.5, rng=4)
+    assert small.shape == (2, 3, 7, 4) and torch.equal(y_out, y)  # class targets unchanged
+    # the kept rows and columns are in order: each kept pixel is the original at a strictly increasing position
+    rows = (small[0, 0, :, 0] // 8).long()
+    assert torch.all(rows[1:] > rows[:-1])
+    assert torch.equal(small, TF.colout_batch(x, y, p_row=0.3, p_col=0.5, rng=tessera.Rng(4))[0])
+    masks = torch.arange(2 * 10 * 8).view(2, 10, 8)
+    each, masks_out = TF.colout_batch(x, masks, p_row=0.3, p_col=0.5, batch=False, rng=1)
+    assert each.shape == (2, 3, 7, 4) and masks_out.shape == (2, 7, 4)
+    # each example its own rows and columns, the same in its mask: the mask holds the pixels' flat positions
+    pos = masks_out - torch.arange(2).view(2, 1, 1) * 80
+    assert torch.equal(each[:, 0], x[:, 0].flatten(1).gather(1, pos.flatten(1)).view(2, 7, 4))
+    assert TF.colout_batch(x, p_row=0.0, p_col=0.0)[1] is None
+
+
+def test_colout_trains_a_torch_module_on_smaller_images():
+    from tessera.algorithms import ColOut
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    shapes = []
+    net.register_forward_pre_hook(lambda m, inp: shapes.append(tuple(inp[0].shape)))
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(16, 1, 20, 20), torch.randint(0, 3, (16,))), batch_size=8)
+    alg = ColOut(p_row=0.25, p_col=0.5)
+    trainer = tessera.Trainer(model=net, train_dataloader=data, optimizer={"sgd": {"lr": 0.1}}, algorithms=[alg],
+                              max_duration="1ep", threads=1)
+    trainer.fit()
+    assert shapes == [(8, 1, 15, 10), (8, 1, 15, 10)]
+    (rows, cols), = alg.last_kept
+    assert len(rows) == 15 and len(cols) == 10 and rows == sorted(rows)

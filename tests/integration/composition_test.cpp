@@ -9,6 +9,7 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
@@ -73,6 +74,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
   if (name == "channels_last") return std::make_shared<ChannelsLast>();
+  if (name == "colout") return std::make_shared<ColOut>();
   if (name == "cutmix") return std::make_shared<CutMix>();
   if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2));
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
@@ -141,6 +143,10 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   auto has = [&](const std::string& n) { return first == n || second == n; };
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
+  if (has("colout")) {  // ⌊0.85·16⌋ = 13 rows and columns (then scaled by progressive resizing, pinned to 4)
+    EXPECT_EQ(inv->widths.front(), has("progressive_resizing") ? 8 : 13);
+    EXPECT_EQ(inv->last_input.size(2), inv->last_input.size(3));
+  }
   for (const auto& a : pair) {  // the loss was interpolated with a mixing weight in [0, 1], the override removed
     if (auto* m = dynamic_cast<algorithms::MixingAlgorithm*>(a.get())) {
       EXPECT_GE(m->last_lambda(), 0.0);
@@ -197,7 +203,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "cutout", "ema",
+  const std::vector<std::string> names{"blurpool",        "channels_last",  "colout", "cutmix", "cutout", "ema",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
                                        "progressive_resizing", "selective_backprop"};
   std::vector<std::pair<std::string, std::string>> out;
