@@ -28,7 +28,9 @@
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
@@ -150,7 +152,9 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
+      algorithm<algorithms::ColOut, algorithms::ColOutOptions>("colout"),
       algorithm<algorithms::CutMix, algorithms::CutMixOptions>("cutmix"),
+      algorithm<algorithms::CutOut, algorithms::CutOutOptions>("cutout"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
       algorithm<algorithms::GhostBatchNorm, algorithms::GhostBatchNormOptions>("ghost_batchnorm"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),

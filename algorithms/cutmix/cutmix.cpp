@@ -19,14 +19,15 @@ void check_images(const at::Tensor& input) {
 }
 }  // namespace
 
-CutMixBox cutmix_box(int64_t height, int64_t width, double lambda, Rng& rng, bool uniform_sampling) {
-  check_option("cutmix_box", "lambda", lambda, Range::closed(0, 1));
+CutMixBox random_box(int64_t height, int64_t width, int64_t box_height, int64_t box_width, Rng& rng,
+                     bool uniform_sampling) {
   if (height < 1 || width < 1) {
-    throw InputError(fmt::format("cutmix_box: the image is {}x{}; expected at least 1x1", height, width));
+    throw InputError(fmt::format("random_box: the image is {}x{}; expected at least 1x1", height, width));
   }
-  const double r = std::sqrt(1.0 - lambda);
-  const auto h = static_cast<int64_t>(static_cast<double>(height) * r);
-  const auto w = static_cast<int64_t>(static_cast<double>(width) * r);
+  if (box_height < 0 || box_width < 0) {
+    throw InputError(fmt::format("random_box: the box is {}x{}; expected sides >= 0", box_height, box_width));
+  }
+  const int64_t h = box_height, w = box_width;
   int64_t cx = 0, cy = 0;
   if (uniform_sampling) {
     cx = static_cast<int64_t>(rng.below(static_cast<uint64_t>(width + w))) - w / 2;
@@ -38,6 +39,16 @@ CutMixBox cutmix_box(int64_t height, int64_t width, double lambda, Rng& rng, boo
   const int64_t x1 = std::clamp<int64_t>(cx - w / 2, 0, width), x2 = std::clamp<int64_t>(cx + w / 2, 0, width);
   const int64_t y1 = std::clamp<int64_t>(cy - h / 2, 0, height), y2 = std::clamp<int64_t>(cy + h / 2, 0, height);
   return CutMixBox{y1, x1, y2 - y1, x2 - x1};
+}
+
+CutMixBox cutmix_box(int64_t height, int64_t width, double lambda, Rng& rng, bool uniform_sampling) {
+  check_option("cutmix_box", "lambda", lambda, Range::closed(0, 1));
+  if (height < 1 || width < 1) {
+    throw InputError(fmt::format("cutmix_box: the image is {}x{}; expected at least 1x1", height, width));
+  }
+  const double r = std::sqrt(1.0 - lambda);
+  return random_box(height, width, static_cast<int64_t>(static_cast<double>(height) * r),
+                    static_cast<int64_t>(static_cast<double>(width) * r), rng, uniform_sampling);
 }
 
 CutMixBatch cutmix_batch(const at::Tensor& input, const at::Tensor& target, const CutMixBox& box,

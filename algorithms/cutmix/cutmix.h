@@ -41,9 +41,14 @@ struct CutMixBox {
   int64_t top = 0, left = 0, height = 0, width = 0;
 };
 
-/// The box for λ on an image of height × width: sides h = ⌊height·√(1 − λ)⌋, w = ⌊width·√(1 − λ)⌋; centre column
-/// cx then row cy drawn from `rng`, uniform in [0, width) × [0, height) (with `uniform_sampling`: in
-/// [−⌊w/2⌋, width + w − ⌊w/2⌋) and likewise for rows); corners cx ± ⌊w/2⌋, cy ± ⌊h/2⌋ clipped to the image.
+/// A box of sides box_height × box_width on an image of height × width: centre column cx then row cy drawn from
+/// `rng`, uniform in [0, width) × [0, height) (with `uniform_sampling`: in [−⌊w/2⌋, width + w − ⌊w/2⌋) and
+/// likewise for rows, w = box_width); corners cx ± ⌊w/2⌋, cy ± ⌊h/2⌋ clipped to the image. (CutMix's box and
+/// CutOut's holes.)
+CutMixBox random_box(int64_t height, int64_t width, int64_t box_height, int64_t box_width, Rng& rng,
+                     bool uniform_sampling = false);
+
+/// The box for λ on an image of height × width: random_box with sides h = ⌊height·√(1 − λ)⌋, w = ⌊width·√(1 − λ)⌋.
 CutMixBox cutmix_box(int64_t height, int64_t width, double lambda, Rng& rng, bool uniform_sampling = false);
 
 /// A mixed batch with its box.

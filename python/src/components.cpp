@@ -13,7 +13,9 @@
 #include <tessera/algorithm.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -294,6 +296,20 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("converted", &alg::ChannelsLast::converted,
                              "How many 4-D parameters and buffers the last application converted.");
 
+  bind_algorithm<alg::ColOut, alg::ColOutOptions>(
+      m, "ColOut", "colout",
+      "ColOut at AFTER_DATALOADER: drops a fraction p_row of the rows and p_col of the columns of the images (the "
+      "same for the whole batch, or per example with batch=False), drawn from (seed, batch); dense targets of the "
+      "images' size lose them too (resize_target). Ordered before progressive resizing and after selective backprop.")
+      .def_property_readonly(
+          "last_kept",
+          [](const alg::ColOut& a) {
+            py::list out;
+            for (const auto& k : a.last_kept()) out.append(py::make_tuple(k.rows, k.cols));
+            return out;
+          },
+          "The (rows, columns) kept in the last batch: one pair with batch=True, else one per example.");
+
   bind_algorithm<alg::CutMix, alg::CutMixOptions>(
       m, "CutMix", "cutmix",
       "CutMix (Yun et al. 2019) at AFTER_DATALOADER: one box of each image's partner in a permutation of the batch "
@@ -301,6 +317,20 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "fraction of the image left, and the loss is lambda L(y) + (1 - lambda) L(y[perm]).")
       .def_property_readonly("last_lambda", [](const alg::CutMix& a) { return a.last_lambda(); },
                              "lambda of the last batch, adjusted to its box (the weight of the original targets).");
+
+  bind_algorithm<alg::CutOut, alg::CutOutOptions>(
+      m, "CutOut", "cutout",
+      "CutOut (DeVries & Taylor 2017) at AFTER_DATALOADER: num_holes square holes of side length (a fraction of the "
+      "shorter image side if < 1, else pixels), centres drawn from (seed, batch), are zeroed in every image of the "
+      "batch; targets unchanged.")
+      .def_property_readonly(
+          "last_holes",
+          [](const alg::CutOut& a) {
+            py::list out;
+            for (const auto& h : a.last_holes()) out.append(py::make_tuple(h.top, h.left, h.top + h.height, h.left + h.width));
+            return out;
+          },
+          "The holes of the last batch as (top, left, bottom, right), end-exclusive.");
 
   bind_algorithm<alg::EMA, alg::EMAOptions>(
       m, "EMA", "ema",
@@ -516,6 +546,49 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "left, bottom, right) (end-exclusive) of input[indices] is pasted into every image and lambda = 1 - box "
       "area / (H W). bbox and indices default to draws (Beta(alpha, alpha), then the permutation, then the box) "
       "from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def(
+      "colout_batch",
+      [](const at::Tensor& input, const py::object& target, double p_row, double p_col, bool batch,
+         const std::string& resize_target, const py::object& rng) {
+        Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "colout_batch");
+        Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+        const at::Tensor y = target.is_none() ? at::Tensor() : target.cast<at::Tensor>();
+        alg::ColOutBatch out = alg::colout_batch(input, y, p_row, p_col, r, batch, resize_target);
+        return py::make_tuple(out.input, target.is_none() ? py::object(py::none()) : py::cast(out.target));
+      },
+      py::arg("input"), py::arg("target") = py::none(), py::arg("p_row") = 0.15, py::arg("p_col") = 0.15,
+      py::arg("batch") = true, py::arg("resize_target") = "auto", py::arg("rng") = py::none(),
+      "ColOut of images [N, ..., H, W]: returns (input, target) with max(1, floor((1 - p_row) H)) rows and "
+      "max(1, floor((1 - p_col) W)) columns kept in order (the same for the batch, or per example with "
+      "batch=False), drawn from rng (a tessera.Rng advanced in place, or a seed; default 0). Targets of the "
+      "images' size lose the same rows and columns (resize_target 'auto', 'true' or 'false'); others are returned "
+      "unchanged.");
+  f.def(
+      "cutout_batch",
+      [](const at::Tensor& input, int64_t num_holes, double length, const py::object& holes, bool uniform_sampling,
+         const py::object& rng) {
+        std::vector<alg::CutOutHole> hs;
+        if (holes.is_none()) {
+          Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "cutout_batch");
+          Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+          if (input.dim() < 2) return py::make_tuple(alg::cutout_batch(input, hs), py::list());
+          const int64_t height = input.size(-2), width = input.size(-1);
+          hs = alg::cutout_holes(height, width, num_holes, alg::cutout_length(height, width, length), r, uniform_sampling);
+        } else {
+          for (const auto& b : holes.cast<std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>>()) {
+            hs.push_back({std::get<0>(b), std::get<1>(b), std::get<2>(b) - std::get<0>(b), std::get<3>(b) - std::get<1>(b)});
+          }
+        }
+        py::list out;
+        for (const auto& h : hs) out.append(py::make_tuple(h.top, h.left, h.top + h.height, h.left + h.width));
+        return py::make_tuple(alg::cutout_batch(input, hs), out);
+      },
+      py::arg("input"), py::arg("num_holes") = 1, py::arg("length") = 0.5, py::arg("holes") = py::none(),
+      py::arg("uniform_sampling") = false, py::arg("rng") = py::none(),
+      "CutOut of images [..., H, W]: returns (cut, holes), a copy with the same square holes zeroed in every image "
+      "and channel, and the holes as (top, left, bottom, right) (end-exclusive). The side is length times the "
+      "shorter image side if length < 1, else length pixels; the holes default to draws (centre column, then row, "
+      "per hole) from rng (a tessera.Rng advanced in place, or a seed; default 0), or are given as holes=.");
   f.def("mixed_loss", &alg::mixed_loss, py::arg("loss_original"), py::arg("loss_permuted"), py::arg("mixing"),
         "mixing * loss_original + (1 - mixing) * loss_permuted: the interpolated loss of MixUp and CutMix.");
   f.def("freeze_depth", &alg::freeze_depth, py::arg("elapsed"), py::arg("num_layers"), py::arg("freeze_start"),

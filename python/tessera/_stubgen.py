@@ -33,13 +33,14 @@ def algorithms_stub() -> str:
 
     lines = [
         '"""Type hints of tessera.algorithms (generated from the C++ Options by tessera/_stubgen.py)."""',
-        "from typing import Any, Dict, List, Mapping, Union",
+        "from typing import Any, Dict, List, Mapping, Tuple, Union",
         "",
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "CutMix", "EMA", "GhostBatchNorm", "GradientClipping", "LabelSmoothing",
-                 "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop", "SqueezeExcite"):
+    for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GhostBatchNorm", "GradientClipping",
+                 "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop",
+                 "SqueezeExcite"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [
@@ -49,7 +50,8 @@ def algorithms_stub() -> str:
             "    def options(self) -> Dict[str, Any]: ...",
         ]
         extra = {"BlurPool": ("counts", "Dict[str, int]"), "ChannelsLast": ("converted", "int"), "LayerFreezing": ("frozen_depth", "int"),
-                 "CutMix": ("last_lambda", "float"), "MixUp": ("last_lambda", "float"),
+                 "ColOut": ("last_kept", "List[Tuple[List[int], List[int]]]"), "CutMix": ("last_lambda", "float"),
+                 "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
                  "SqueezeExcite": ("replaced", "int")}.get(name)
         if extra:

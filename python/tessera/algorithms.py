@@ -11,7 +11,9 @@ from ._C import algorithms as _native
 
 BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
+ColOut = _native.ColOut
 CutMix = _native.CutMix
+CutOut = _native.CutOut
 EMA = _native.EMA
 GhostBatchNorm = _native.GhostBatchNorm
 GradientClipping = _native.GradientClipping
@@ -30,7 +32,9 @@ __all__ = [
     "AlgorithmSpec",
     "BlurPool",
     "ChannelsLast",
+    "ColOut",
     "CutMix",
+    "CutOut",
     "EMA",
     "GhostBatchNorm",
     "GradientClipping",

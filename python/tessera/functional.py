@@ -38,6 +38,8 @@ freeze_depth = _native.freeze_depth
 sample_mixing = _native.sample_mixing
 mixup_batch = _native.mixup_batch
 cutmix_batch = _native.cutmix_batch
+cutout_batch = _native.cutout_batch
+colout_batch = _native.colout_batch
 mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
 apply_ghost_batchnorm = _native.apply_ghost_batchnorm
@@ -104,9 +106,11 @@ __all__ = [
     "blur2d",
     "blur_filter",
     "clip_gradients",
+    "colout_batch",
     "compute_ema",
     "cross_entropy",
     "cutmix_batch",
+    "cutout_batch",
     "ema_smoothing",
     "freeze_depth",
     "freeze_layers",

@@ -1,5 +1,5 @@
 """Type hints of tessera.functional."""
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
@@ -41,6 +41,23 @@ def cutmix_batch(
     uniform_sampling: bool = False,
     rng: Optional[RngLike] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, float, Tuple[int, int, int, int]]: ...
+def colout_batch(
+    input: torch.Tensor,
+    target: Optional[torch.Tensor] = None,
+    p_row: float = 0.15,
+    p_col: float = 0.15,
+    batch: bool = True,
+    resize_target: str = "auto",
+    rng: Optional[RngLike] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]: ...
+def cutout_batch(
+    input: torch.Tensor,
+    num_holes: int = 1,
+    length: float = 0.5,
+    holes: Optional[List[Tuple[int, int, int, int]]] = None,
+    uniform_sampling: bool = False,
+    rng: Optional[RngLike] = None,
+) -> Tuple[torch.Tensor, List[Tuple[int, int, int, int]]]: ...
 def mixed_loss(loss_original: torch.Tensor, loss_permuted: torch.Tensor, mixing: float) -> torch.Tensor: ...
 def freeze_depth(elapsed: float, num_layers: int, freeze_start: float, freeze_level: float) -> int: ...
 def apply_blurpool(

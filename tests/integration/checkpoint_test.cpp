@@ -23,7 +23,9 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
@@ -132,6 +134,8 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   if (name == "squeeze_excite") return std::make_shared<SqueezeExcite>(SqueezeExciteOptions().min_channels(4).latent_channels(2));
   if (name == "cutmix") return std::make_shared<CutMix>(CutMixOptions().uniform_sampling(true));
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1).interval(2));  // odd batches: double pass
+  if (name == "colout") return std::make_shared<ColOut>(ColOutOptions().p_row(0.25).batch(false));
+  if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2).uniform_sampling(true));
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -501,7 +505,9 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
   } else {
     EXPECT_EQ(rows, std::set<int64_t>{8});
   }
-  if (has(spec.algorithms, "progressive_resizing")) {
+  if (has(spec.algorithms, "colout")) {  // ColOut first (8 -> 6 columns), then progressive resizing: 4 -> 6
+    EXPECT_EQ(widths, (has(spec.algorithms, "progressive_resizing") ? std::set<int64_t>{4, 6} : std::set<int64_t>{6}));
+  } else if (has(spec.algorithms, "progressive_resizing")) {
     EXPECT_EQ(widths, (std::set<int64_t>{4, 6, 8})) << "progressive resizing grows 4 -> 6 -> 8";
   }
   if (has(spec.algorithms, "layer_freezing")) {
@@ -720,6 +726,19 @@ std::vector<RunSpec> resume_specs() {
   ghost_bf16.precision = "amp_bf16";
   ghost_bf16.algorithms = {"squeeze_excite", "ghost_batchnorm", "channels_last", "layer_freezing"};
   specs.push_back(ghost_bf16);
+  // CutOut draws its holes from (seed, batch) and keeps no state; on the resized images, with MixUp, microbatches
+  // and autocast.
+  RunSpec cutout = mixed;
+  cutout.name = "cutout_mixup_resizing_microbatches_amp_bf16";
+  cutout.precision = "amp_bf16";
+  cutout.algorithms = {"cutout", "mixup", "progressive_resizing"};
+  specs.push_back(cutout);
+  // ColOut draws its rows and columns from (seed, batch) (here per example) and keeps no state; after selective
+  // backprop, before progressive resizing and CutOut (declared order), with microbatches and autocast.
+  RunSpec colout = cutout;
+  colout.name = "colout_selective_backprop_resizing_cutout_microbatches_amp_bf16";
+  colout.algorithms = {"colout", "selective_backprop", "progressive_resizing", "cutout"};
+  specs.push_back(colout);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

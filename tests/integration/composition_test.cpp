@@ -9,7 +9,9 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
 #include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
@@ -75,7 +77,9 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "blurpool") return std::make_shared<BlurPool>(BlurPoolOptions().min_channels(4));
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
   if (name == "channels_last") return std::make_shared<ChannelsLast>();
+  if (name == "colout") return std::make_shared<ColOut>();
   if (name == "cutmix") return std::make_shared<CutMix>();
+  if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2));
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "ghost_batchnorm") return std::make_shared<GhostBatchNorm>(GhostBatchNormOptions().ghost_batch_size(4));
@@ -100,11 +104,13 @@ class Invariants : public Algorithm {
     if (e == Event::BeforeForward) {
       sizes.push_back(s.batch.size());
       widths.push_back(s.batch.input().size(3));
+      last_input = s.batch.input().clone();
     } else {
       finite = finite && std::isfinite(s.loss.item<double>());
     }
   }
   std::vector<int64_t> sizes, widths;
+  at::Tensor last_input;
   bool finite = true;
   AlgorithmSpec spec_;
 };
@@ -143,6 +149,10 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   auto has = [&](const std::string& n) { return first == n || second == n; };
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
+  if (has("colout")) {  // ⌊0.85·16⌋ = 13 rows and columns (then scaled by progressive resizing, pinned to 4)
+    EXPECT_EQ(inv->widths.front(), has("progressive_resizing") ? 8 : 13);
+    EXPECT_EQ(inv->last_input.size(2), inv->last_input.size(3));
+  }
   for (const auto& a : pair) {  // the loss was interpolated with a mixing weight in [0, 1], the override removed
     if (auto* m = dynamic_cast<algorithms::MixingAlgorithm*>(a.get())) {
       EXPECT_GE(m->last_lambda(), 0.0);
@@ -160,7 +170,6 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     conv2 = se->slot("conv").ptr();  // blurpool (ordered after it) blurs the conv inside
     if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(se->se->fc1->weight)) << "new parameters in the optimizer";
   }
-  if (has("blurpool")) EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>(), nullptr);
   if (has("ghost_batchnorm")) {
     for (const char* bn : {"bn1", "bn2", "bn3"}) {
       auto* ghost = model->slot(bn).ptr()->as<algorithms::GhostBatchNormLayerImpl>();
@@ -170,6 +179,16 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       EXPECT_TRUE(ghost->running_var.isfinite().all().item<bool>()) << bn;
     }
   }
+  for (const auto& a : pair) {  // the last batch the model saw has CutOut's holes, on its final size
+    if (auto* cut = dynamic_cast<algorithms::CutOut*>(a.get())) {
+      ASSERT_EQ(cut->last_holes().size(), 2u);
+      for (const auto& h : cut->last_holes()) {
+        EXPECT_LE(h.left + h.width, inv->widths.back());
+        EXPECT_EQ(inv->last_input.narrow(2, h.top, h.height).narrow(3, h.left, h.width).ne(0).sum().item<int64_t>(), 0);
+      }
+    }
+  }
+  if (has("blurpool")) EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>(), nullptr);
   if (has("channels_last")) {
     for (const auto& p : model->parameters()) {
       if (p.dim() == 4) EXPECT_TRUE(algorithms::is_channels_last(p)) << "channels-last after training";
@@ -212,7 +231,8 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "channels_last",  "cutmix", "ema", "ghost_batchnorm",
+  const std::vector<std::string> names{"blurpool",        "channels_last",  "colout", "cutmix", "cutout", "ema",
+                                       "ghost_batchnorm",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
                                        "progressive_resizing", "sam", "selective_backprop", "squeeze_excite"};
   std::vector<std::pair<std::string, std::string>> out;

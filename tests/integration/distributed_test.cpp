@@ -482,7 +482,8 @@ TEST_F(Distributed, EachRankResumesItsOwnGeneratorsBitwise) {
 
 TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // A CNN on 16x16 images, 2 epochs of 8 global batches, with every algorithm acting within the run (CutMix, which
-  // cannot run with MixUp, is left out; MixUp permutes each rank's share with the same draws on every rank; EMA from
+  // cannot run with MixUp, is left out; MixUp permutes each rank's share with the same draws on every rank, CutOut
+  // cuts the same holes and ColOut drops the same rows on every rank; EMA from
   // batch 4: the final parameters compared below are its averages; channels_last: NHWC gradients go through the
   // flat buckets and NHWC weights through the broadcast; squeeze_excite's new layers, drawn from each rank's generator,
   // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2).
@@ -493,7 +494,7 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
       "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
       "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
       "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
-      "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, "
+      "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
       "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}];";
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
