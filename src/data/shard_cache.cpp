@@ -405,7 +405,7 @@ struct ShardCache::Impl {
   }
 
   /// Shard k present and pinned by this process, opened; nullptr when `wait` is false and there is no room.
-  std::shared_ptr<const mds::Shard> acquire(int64_t k, const mds::ReaderOptions& reader, bool wait) {
+  std::shared_ptr<const mds::Shard> acquire(int64_t k, bool wait) {
     if (k < 0 || k >= static_cast<int64_t>(names.size()))
       throw InputError("cache: shard " + std::to_string(k) + " is out of range [0, " + std::to_string(names.size()) +
                        ")");
@@ -443,7 +443,8 @@ struct ShardCache::Impl {
       download(k);
     }
     mark_used(final_path(k));
-    pin->shard = mds::Shard::open(options.local(), index.shards[static_cast<size_t>(k)], reader);
+    pin->shard = mds::Shard::open(options.local(), index.shards[static_cast<size_t>(k)],
+                                  mds::ReaderOptions().verify_hashes(options.verify_hashes()));
     std::lock_guard<std::mutex> g(mutex);
     pins[k] = pin;
     return std::shared_ptr<const mds::Shard>(pin, pin->shard.get());
@@ -478,7 +479,7 @@ struct ShardCache::Impl {
         if (have) continue;
         std::shared_ptr<const mds::Shard> shard;
         try {
-          shard = acquire(k, {}, false);
+          shard = acquire(k, false);
         } catch (const std::exception&) {
           break;  // the reader fetches it itself and reports the error
         }
@@ -547,8 +548,8 @@ ShardCache::~ShardCache() {
 const ShardCacheOptions& ShardCache::options() const { return impl_->options; }
 const mds::Index& ShardCache::index() const { return impl_->index; }
 
-std::shared_ptr<const mds::Shard> ShardCache::acquire(int64_t k, const mds::ReaderOptions& reader) {
-  return impl_->acquire(k, reader, true);
+std::shared_ptr<const mds::Shard> ShardCache::acquire(int64_t k) {
+  return impl_->acquire(k, true);
 }
 
 void ShardCache::prefetch(std::vector<int64_t> upcoming) {

@@ -312,7 +312,8 @@ void StreamingDataset::open_remote() {
                                               .download_retry(options_.download_retry())
                                               .retry_backoff(options_.retry_backoff())
                                               .download_timeout(options_.download_timeout())
-                                              .prefetch(options_.prefetch()));
+                                              .prefetch(options_.prefetch())
+                                              .verify_hashes(options_.verify_hashes()));
   } catch (const InputError& e) {
     throw InputError("streaming." + std::string(e.what()));  // "streaming.remote: ...", "streaming.cache_limit: ..."
   }
@@ -321,7 +322,7 @@ void StreamingDataset::open_remote() {
 
 std::shared_ptr<const mds::Shard> StreamingDataset::shard(int64_t k) const {
   if (!cache_) return reader_->shard(k);
-  return cache_->acquire(k, mds::ReaderOptions().verify_hashes(options_.verify_hashes()));
+  return cache_->acquire(k);
 }
 
 StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::move(options)) {

@@ -40,6 +40,8 @@ struct ShardCacheOptions {
   TESSERA_OPTION(double, download_timeout) = 60;
   /// Shards fetched ahead of the reader (0 = none: each shard is fetched when first read).
   TESSERA_OPTION(int64_t, prefetch) = 4;
+  /// Also check a shard file's hashes each time this process opens it (downloads are always checked).
+  TESSERA_OPTION(bool, verify_hashes) = false;
 };
 
 /// What a ShardCache did (this process only).
@@ -65,7 +67,7 @@ class ShardCache {
   /// Shard `k`, present in the cache and opened; it is pinned (never evicted, by any process) while the returned
   /// pointer or a copy of it lives. Fetches it now when missing (waiting while another process fetches it), and
   /// waits up to download_timeout for room when the cache is full of pinned shards. Marks it used (LRU).
-  std::shared_ptr<const mds::Shard> acquire(int64_t k, const mds::ReaderOptions& reader = {});
+  std::shared_ptr<const mds::Shard> acquire(int64_t k);
   /// The shards the reader will need next, in order: the background thread fetches and pins up to `prefetch` of
   /// them (fewer when they would pass half the limit) and unpins the ones no longer listed.
   void prefetch(std::vector<int64_t> upcoming);
