@@ -257,6 +257,18 @@ struct ShardCache::Impl {
   mutable std::mutex mutex;  // pins, stats, the prefetch state
   std::map<int64_t, std::weak_ptr<Pin>> pins;
   ShardCacheStats stats;
+  /// Shards opened recently, kept mapped between pins (opening costs a mapping and a header check), keyed by the
+  /// file they came from: (device, inode, last use). Dropped when this process evicts the shard, when the file
+  /// is replaced, and beyond kKeepOpen entries (least recently used first).
+  struct Opened {
+    dev_t dev;
+    ino_t ino;
+    uint64_t used;
+    std::shared_ptr<const mds::Shard> shard;
+  };
+  static constexpr size_t kKeepOpen = 16;
+  std::map<int64_t, Opened> opened;
+  uint64_t clock = 0;
 
   // Prefetching.
   std::thread thread;
@@ -349,6 +361,7 @@ struct ShardCache::Impl {
           usage -= e.size;
           std::lock_guard<std::mutex> g(mutex);
           stats.evicted.push_back(e.k);
+          opened.erase(e.k);
         }
         if (usage + need > limit) return false;
       }
@@ -425,7 +438,14 @@ struct ShardCache::Impl {
     for (;;) {
       lock(pin->lock, LOCK_SH, lp);
       if (present(k)) break;
-      lock(pin->lock, LOCK_EX, lp);  // one process downloads; the others wait here, then find it present
+      // One process downloads; the others wait on their shared lock above, then find it present. Never block on
+      // the exclusive lock: a holder of a shared lock may be a pin that just got the shard, and waiting for it to
+      // go would deadlock; so try, and on failure look again shortly.
+      if (::flock(pin->lock.fd, LOCK_EX | LOCK_NB) != 0) {
+        ::flock(pin->lock.fd, LOCK_UN);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        continue;
+      }
       if (present(k)) continue;
       while (!reserve(k)) {
         if (!wait) {
@@ -443,8 +463,32 @@ struct ShardCache::Impl {
       download(k);
     }
     mark_used(final_path(k));
-    pin->shard = mds::Shard::open(options.local(), index.shards[static_cast<size_t>(k)],
-                                  mds::ReaderOptions().verify_hashes(options.verify_hashes()));
+    struct stat st {};
+    const bool have_stat = ::stat(final_path(k).c_str(), &st) == 0;
+    {
+      std::lock_guard<std::mutex> g(mutex);
+      if (auto it = opened.find(k); it != opened.end() && have_stat && it->second.dev == st.st_dev &&
+                                    it->second.ino == st.st_ino) {
+        it->second.used = ++clock;
+        pin->shard = it->second.shard;
+      } else if (it != opened.end()) {
+        opened.erase(it);
+      }
+    }
+    if (!pin->shard) {
+      pin->shard = mds::Shard::open(options.local(), index.shards[static_cast<size_t>(k)],
+                                    mds::ReaderOptions().verify_hashes(options.verify_hashes()));
+      if (have_stat) {
+        std::lock_guard<std::mutex> g(mutex);
+        opened[k] = Opened{st.st_dev, st.st_ino, ++clock, pin->shard};
+        while (opened.size() > kKeepOpen) {
+          auto oldest = opened.begin();
+          for (auto it = opened.begin(); it != opened.end(); ++it)
+            if (it->second.used < oldest->second.used) oldest = it;
+          opened.erase(oldest);
+        }
+      }
+    }
     std::lock_guard<std::mutex> g(mutex);
     pins[k] = pin;
     return std::shared_ptr<const mds::Shard>(pin, pin->shard.get());
