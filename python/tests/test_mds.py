@@ -101,3 +101,28 @@ def test_streaming_sampler_starts_anywhere_in_the_order(tmp_path):
     assert sorted(tessera.data.StreamingSampler(reader, batch_size=2)) == [0, 1, 2]
     with pytest.raises(tessera.InputError, match="batch_size must be an int >= 1"):
         tessera.data.StreamingSampler(reader, batch_size=0)
+
+
+def test_streaming_recipe_fetches_a_remote_into_a_bounded_cache(tmp_path):
+    """A recipe's streaming dataset with a remote (file://) and a cache limit, from Python: the shard lands in the
+    cache byte for byte and training runs; a bad cache_limit is an InputError at its line and column."""
+    remote, cache = tmp_path / "remote", tmp_path / "cache"
+    remote.mkdir()
+    write_mds(remote, [(i % 2, f"s{i}", [float(i), 0.0, 0.0, 1.0]) for i in range(12)])
+
+    def recipe(cache_limit):
+        return {"max_duration": "1ep", "seed": 0, "model": {"mlp": {"hidden": [4]}},
+                "optimizer": {"sgd": {"lr": 0.1}},
+                "data": {"train": {"dataset": {"streaming": {"remote": "file://" + remote.as_posix(),
+                                                             "local": cache.as_posix(), "input": "x",
+                                                             "cache_limit": cache_limit, "download_retry": 1}},
+                                   "loader": {"batch_size": 4}}}}
+
+    trainer = tessera.Trainer(recipe("1mb"))
+    trainer.fit()
+    assert (cache / "shard.00000.mds").read_bytes() == (remote / "shard.00000.mds").read_bytes()
+    assert (cache / "index.json").read_bytes() == (remote / "index.json").read_bytes()
+    with pytest.raises(tessera.InputError, match=r"cache_limit: \"10 parsecs\" has an unknown unit"):
+        tessera.Trainer(recipe("10 parsecs"))
+    with pytest.raises(tessera.InputError, match="is less than reading needs at once"):
+        tessera.Trainer(recipe("100"))

@@ -2,6 +2,7 @@
 // docs/streaming.md "Order").
 #include <ATen/ATen.h>
 #include <tessera/data/streaming.h>
+#include <tessera/data/shard_cache.h>
 #include <tessera/error.h>
 #include <tessera/rng.h>
 
@@ -273,11 +274,8 @@ int64_t read_integer(mds::Bytes b, mds::DType t) {
 
 }  // namespace
 
-StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::move(options)) {
+void StreamingDataset::open_local() {
   namespace fs = std::filesystem;
-  if (options_.local().empty())
-    throw InputError("streaming.local: no folder given; expected the folder of an MDS data set (its index.json), "
-                     "e.g. one written by `tessera-shard write --fashion-mnist --out DIR`");
   if (!fs::is_directory(options_.local()))
     throw InputError("streaming.local: folder " + options_.local() + " does not exist");
   folder_ = options_.split().empty() ? options_.local() : (fs::path(options_.local()) / options_.split()).string();
@@ -294,8 +292,55 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
     throw InputError("streaming.local: " + folder_ + " holds no index.json, so it is not an MDS data set" +
                      (options_.split().empty() ? std::string(" (is the split a subfolder? set split)") : ""));
   reader_ = std::make_shared<mds::Reader>(folder_, mds::ReaderOptions().verify_hashes(options_.verify_hashes()));
-  if (reader_->size() < 1) throw InputError("streaming.local: " + folder_ + " holds no samples");
+}
 
+void StreamingDataset::open_remote() {
+  namespace fs = std::filesystem;
+  const int64_t limit =
+      options_.cache_limit().empty() ? 0 : parse_byte_size(options_.cache_limit(), "streaming.cache_limit");
+  std::string remote = options_.remote();
+  if (!options_.split().empty()) {
+    while (remote.size() > 1 && remote.back() == '/') remote.pop_back();
+    remote += "/" + options_.split();
+  }
+  folder_ = options_.split().empty() ? options_.local() : (fs::path(options_.local()) / options_.split()).string();
+  try {
+    cache_ = std::make_shared<ShardCache>(ShardCacheOptions()
+                                              .remote(remote)
+                                              .local(folder_)
+                                              .cache_limit(limit)
+                                              .download_retry(options_.download_retry())
+                                              .retry_backoff(options_.retry_backoff())
+                                              .download_timeout(options_.download_timeout())
+                                              .prefetch(options_.prefetch())
+                                              .verify_hashes(options_.verify_hashes()));
+  } catch (const InputError& e) {
+    throw InputError("streaming." + std::string(e.what()));  // "streaming.remote: ...", "streaming.cache_limit: ..."
+  }
+  reader_ = std::make_shared<mds::Reader>(folder_, mds::ReaderOptions().verify_hashes(options_.verify_hashes()));
+}
+
+std::shared_ptr<const mds::Shard> StreamingDataset::shard(int64_t k) const {
+  if (!cache_) return reader_->shard(k);
+  return cache_->acquire(k);
+}
+
+StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::move(options)) {
+  namespace fs = std::filesystem;
+  if (options_.local().empty())
+    throw InputError(options_.remote().empty()
+                         ? std::string("streaming.local: no folder given; expected the folder of an MDS data set (its "
+                                       "index.json), e.g. one written by `tessera-shard write --fashion-mnist --out DIR`")
+                         : std::string("streaming.local: no folder given; a remote needs a local cache folder to "
+                                       "fetch its shards into"));
+  if (options_.remote().empty()) {
+    if (!options_.cache_limit().empty())
+      throw InputError("streaming.cache_limit: set without a remote; the limit applies to a cache of remote shards "
+                       "(local is read in place)");
+    open_local();
+  } else {
+    open_remote();
+  }
   const auto& names = reader_->column_names();
   const auto column = [&](const std::string& option, const std::string& name) {
     const auto it = std::find(names.begin(), names.end(), name);
@@ -321,9 +366,10 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   image_hwc_ = input.kind == Encoding::Kind::png || input.kind == Encoding::Kind::jpeg ||
                input.kind == Encoding::Kind::pil;
 
-  const at::Tensor first = reader_->sample(0).tensor(input_column_);
-  stored_dtype_ = first.scalar_type();
-  const at::Tensor shaped = decode_input(reader_->sample(0));
+  const auto first_shard = shard(reader_->locate(0).first);
+  const mds::SampleView first_sample = first_shard->sample(reader_->locate(0).second);
+  stored_dtype_ = first_sample.tensor(input_column_).scalar_type();
+  const at::Tensor shaped = decode_input(first_sample);
   input_shape_ = shaped.sizes().vec();
   order_ = std::make_unique<StreamingOrder>(reader_->shard_offsets(), options_.order());
 
@@ -331,9 +377,9 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   if (num_classes_ == 0) {  // one pass over the label column
     int64_t largest = -1;
     for (int64_t s = 0; s < reader_->num_shards(); ++s) {
-      const auto shard = reader_->shard(s);
-      for (int64_t i = 0; i < shard->size(); ++i) {
-        const int64_t label = read_integer(shard->sample(i).raw(target_column_), *target.dtype);
+      const auto sh = shard(s);
+      for (int64_t i = 0; i < sh->size(); ++i) {
+        const int64_t label = read_integer(sh->sample(i).raw(target_column_), *target.dtype);
         if (label < 0)
           throw InputError("streaming.target: sample " + std::to_string(reader_->shard_offsets()[s] + i) + " of " +
                            folder_ + " has label " + std::to_string(label) + "; class ids must be >= 0");
@@ -364,7 +410,29 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
     if (id < 0 || id >= size())
       throw InputError("streaming: sample " + std::to_string(id) + " is out of range [0, " + std::to_string(size()) +
                        ") of " + folder_);
-    const mds::SampleView s = reader_->sample(id);
+  }
+  // Row by row, grouped by shard in the order the shards first appear (the order the cache prefetches them): one
+  // shard held at a time (with a remote, the one pinned in the cache).
+  std::vector<int64_t> first_seen;                        // shards by first appearance
+  std::vector<std::pair<int64_t, int64_t>> rows(static_cast<size_t>(n));  // (rank of the shard in first_seen, row)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = reader_->locate(indices[static_cast<size_t>(i)]).first;
+    auto it = std::find(first_seen.begin(), first_seen.end(), k);
+    if (it == first_seen.end()) it = first_seen.insert(first_seen.end(), k);
+    rows[static_cast<size_t>(i)] = {it - first_seen.begin(), i};
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::shared_ptr<const mds::Shard> held;
+  int64_t held_k = -1;
+  for (const auto& [rank, i] : rows) {
+    const int64_t k = first_seen[static_cast<size_t>(rank)];
+    const int64_t id = indices[static_cast<size_t>(i)];
+    if (k != held_k) {
+      held.reset();
+      held = shard(k);
+      held_k = k;
+    }
+    const mds::SampleView s = held->sample(id - reader_->shard_offsets()[static_cast<size_t>(k)]);
     const at::Tensor x = decode_input(s);
     if (x.sizes() != at::IntArrayRef(input_shape_))
       throw InputError("streaming: sample " + std::to_string(id) + " of " + folder_ + " has an input of shape " +
@@ -378,12 +446,32 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
 }
 
 std::string StreamingDataset::describe() const {
-  return "streaming(" + folder_ + ", " + std::to_string(size()) + " samples in " +
+  return "streaming(" + (cache_ ? cache_->options().remote() + " cached in " : std::string()) + folder_ + ", " +
+         std::to_string(size()) + " samples in " +
          std::to_string(reader_->num_shards()) + " shards)";
 }
 
 std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
                                                    int64_t begin, int64_t end) const {
+  if (cache_ && options_.prefetch() > 0 && begin >= 0 && begin <= end && end <= size()) {
+    // The shards of the coming positions (this batch and a few after), in the order they will be read: the cache
+    // fetches the first `prefetch` of them ahead.
+    const int64_t horizon = std::min(size(), begin + 4 * std::max<int64_t>(batch_size, 1));
+    std::vector<int64_t> ids;
+    if (shuffle) {
+      ids = order_->range(seed, epoch, batch_size, begin, horizon);
+    } else {
+      ids.resize(static_cast<size_t>(horizon - begin));
+      std::iota(ids.begin(), ids.end(), begin);
+    }
+    std::vector<int64_t> upcoming;
+    for (int64_t id : ids) {
+      const int64_t k = order_->shard_of(id);
+      if (std::find(upcoming.begin(), upcoming.end(), k) == upcoming.end()) upcoming.push_back(k);
+      if (static_cast<int64_t>(upcoming.size()) >= options_.prefetch()) break;
+    }
+    cache_->prefetch(std::move(upcoming));
+  }
   if (shuffle) return order_->range(seed, epoch, batch_size, begin, end);
   if (begin < 0 || begin > end || end > size())
     throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +

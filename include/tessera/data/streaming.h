@@ -7,8 +7,8 @@
 ///     auto ds = std::make_shared<StreamingDataset>(StreamingOptions().local("data/fmnist").split("train"));
 ///     DataLoader loader(ds, DataLoaderOptions().batch_size(128));   // the DataLoader asks ds for the order
 ///
-/// Only local shard folders are read so far; a `remote` source and a local cache would sit between the order
-/// and the Reader (the order already knows which shards each rank needs next, see `StreamingOrder::shard_of`).
+/// With a `remote` (a folder, file:// or http(s)://), `local` is a cache the shards are fetched into (ahead of
+/// the reader, in the order's sequence), bounded by `cache_limit` (see ShardCache, shard_cache.h).
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -20,6 +20,8 @@
 #include <tessera/options.h>
 
 namespace tessera::data {
+
+class ShardCache;
 
 /// How the global order of an epoch is built (see StreamingOrder).
 struct StreamingOrderOptions {
@@ -99,8 +101,21 @@ ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t
 
 /// Options of a streaming dataset (recipe: `dataset: {streaming: {local: DIR, split: train, ...}}`).
 struct StreamingOptions {
-  /// The MDS folder (holding index.json, or a `split` subfolder that does).
+  /// The MDS folder (holding index.json, or a `split` subfolder that does); with a remote, the cache folder the
+  /// shards are fetched into.
   TESSERA_OPTION(std::string, local) = "";
+  /// Where the shards are: "" (they are in `local`), a folder, `file://PATH` or `http(s)://URL` (libcurl).
+  TESSERA_OPTION(std::string, remote) = "";
+  /// Bytes the cache may hold with a remote: a count or "10gb", "512mib", ... ("" = no limit). Least-recently
+  /// used shards are evicted beyond it; it must hold two of the largest shard file.
+  TESSERA_OPTION(std::string, cache_limit) = "";
+  /// Retries of a failed or corrupt download, with exponential backoff from `retry_backoff` seconds.
+  TESSERA_OPTION(int64_t, download_retry) = 2;
+  TESSERA_OPTION(double, retry_backoff) = 0.5;
+  /// Seconds one download attempt may take.
+  TESSERA_OPTION(double, download_timeout) = 60;
+  /// Shards fetched ahead of the reader, in the order they will be read (0 = fetch each when first read).
+  TESSERA_OPTION(int64_t, prefetch) = 4;
   /// A subfolder of `local` ("train", "test", ...); "" reads `local` itself.
   TESSERA_OPTION(std::string, split) = "";
   /// The column decoded into the "input" part: uint8 images become float [C, H, W] in [0, 1] (an [H, W]
@@ -115,7 +130,13 @@ struct StreamingOptions {
   TESSERA_OPTION(StreamingOrderOptions, order);
   template <class V>
   void visit(V& v) {
-    v("local", local_, "folder of the MDS shards (index.json)", Any{});
+    v("local", local_, "folder of the MDS shards (index.json); with a remote, the cache folder", Any{});
+    v("remote", remote_, "folder, file:// or http(s):// URL the shards are fetched from (\"\" = none)", Any{});
+    v("cache_limit", cache_limit_, "bytes the cache may hold (\"10gb\", ...; \"\" = no limit)", Any{});
+    v("download_retry", download_retry_, "retries of a failed download", Range::at_least(0));
+    v("retry_backoff", retry_backoff_, "seconds before the first retry (doubled for each next)", Range::at_least(0));
+    v("download_timeout", download_timeout_, "seconds one download attempt may take", Range::positive());
+    v("prefetch", prefetch_, "shards fetched ahead of the reader", Range::at_least(0));
     v("split", split_, "subfolder of local holding the split (\"\" = local itself)", Any{});
     v("input", input_, "column decoded into the input", Any{});
     v("target", target_, "column decoded into the target (an integer class id)", Any{});
@@ -149,9 +170,15 @@ class StreamingDataset : public Dataset {
   const StreamingOrder& order() const { return *order_; }
   /// The folder read (local, or local/split).
   const std::string& folder() const { return folder_; }
+  /// The cache the shards are fetched into, when there is a remote (else nullptr).
+  ShardCache* cache() const { return cache_.get(); }
 
  private:
   at::Tensor decode_input(const mds::SampleView& s) const;
+  std::shared_ptr<const mds::Shard> shard(int64_t k) const;  // through the cache when there is one
+  void open_local();
+  void open_remote();
+  std::shared_ptr<ShardCache> cache_;
   StreamingOptions options_;
   std::string folder_;
   std::shared_ptr<mds::Reader> reader_;
