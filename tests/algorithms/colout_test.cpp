@@ -13,6 +13,7 @@
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/selective_backprop.h>
 
+#include "image_batch_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
@@ -85,36 +86,13 @@ TEST(ColOut, ShapesAndPixelsAfterColOut) {
               HasSubstr("colout.resize_target"));
 }
 
-/// Records the batch at after_dataloader: placed last in the recipe it runs before the algorithms there (after_*
-/// events run in reverse recipe order), first it runs after them.
-class Probe : public Algorithm {
- public:
-  explicit Probe(std::string name) { spec_ = testing::spec_on(std::move(name), {Event::AfterDataloader}); }
-  const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& s, Logger&) override {
-    inputs.push_back(s.batch.input().clone());
-    targets.push_back(s.batch.target().clone());
-  }
-  std::vector<at::Tensor> inputs, targets;
-  AlgorithmSpec spec_;
-};
-
-Components cnn_components() {
-  Components c;
-  at::manual_seed(0);
-  c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(4));
-  c.train_dataloader = testing::loader(
-      data::make_synthetic(data::SyntheticOptions().size(32).input_shape({1, 16, 16}).num_classes(4)), 8);
-  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
-  return c;
-}
-
 TEST(ColOut, InTheTrainerTheBatchShrinksAndTheLabelsStay) {
   for (bool batch : {true, false}) {
     auto run = [batch] {
-      Components c = cnn_components();
+      Components c = testing::small_cnn_components();
       auto colout = std::make_shared<ColOut>(ColOutOptions().batch(batch));
-      auto after = std::make_shared<Probe>("after"), before = std::make_shared<Probe>("before");
+      auto after = std::make_shared<testing::BatchProbe>("after");
+      auto before = std::make_shared<testing::BatchProbe>("before");
       c.algorithms = {after, colout, before};
       Trainer t(TrainerOptions().max_duration(Time::parse("3ba")).threads(1), std::move(c));
       t.fit();
@@ -140,14 +118,14 @@ TEST(ColOut, TheEngineOrdersItAsDeclared) {
   // Recipe order scrambled; the declared rules give: selective backprop (scores the full-size examples), ColOut
   // (drops rows and columns of the data's image), progressive resizing (scales what is left), then CutOut and
   // CutMix (draw in pixels of the final size).
-  Components c = cnn_components();
+  Components c = testing::small_cnn_components();
   auto pr = std::make_shared<ProgressiveResizing>(
       ProgressiveResizingOptions().initial_scale(0.5).delay_fraction(1).finetune_fraction(0));
   auto colout = std::make_shared<ColOut>();
   auto cutout = std::make_shared<CutOut>();
   auto cutmix = std::make_shared<CutMix>();
   auto sb = std::make_shared<SelectiveBackprop>(SelectiveBackpropOptions().start(0).end(1).interrupt(0));
-  auto after = std::make_shared<Probe>("after");
+  auto after = std::make_shared<testing::BatchProbe>("after");
   c.algorithms = {after, cutmix, cutout, pr, colout, sb};
   Trainer t(TrainerOptions().max_duration(Time::parse("2ba")).threads(1), std::move(c));
   std::vector<std::string> order;
@@ -202,7 +180,7 @@ TEST(ColOut, PlanTimeChecksNameTheProblem) {
                           "training data has inputs of shape [16] per example"));
   }
   {
-    Components c = cnn_components();
+    Components c = testing::small_cnn_components();
     c.algorithms = {std::make_shared<ColOut>(ColOutOptions().resize_target("true"))};
     EXPECT_THAT(testing::input_error_of([&] { Trainer t(TrainerOptions().threads(1), std::move(c)); }),
                 HasSubstr("colout.resize_target: true needs targets of the images' size"));

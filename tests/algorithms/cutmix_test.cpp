@@ -9,6 +9,7 @@
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/progressive_resizing.h>
 
+#include "image_batch_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
@@ -117,18 +118,8 @@ class Probe : public Algorithm {
   AlgorithmSpec spec_;
 };
 
-Components cnn_components() {
-  Components c;
-  at::manual_seed(0);
-  c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(4));
-  c.train_dataloader = testing::loader(
-      data::make_synthetic(data::SyntheticOptions().size(32).input_shape({1, 16, 16}).num_classes(4)), 8);
-  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
-  return c;
-}
-
 TEST(CutMix, InTheTrainerTheLossIsInterpolatedWithTheBoxLambda) {
-  Components c = cnn_components();
+  Components c = testing::small_cnn_components();
   auto cutmix = std::make_shared<CutMix>();
   auto probe = std::make_shared<Probe>();
   c.algorithms = {probe, cutmix};
@@ -145,7 +136,7 @@ TEST(CutMix, InTheTrainerTheLossIsInterpolatedWithTheBoxLambda) {
 }
 
 TEST(CutMix, TheBoxIsDrawnOnTheResizedImages) {
-  Components c = cnn_components();
+  Components c = testing::small_cnn_components();
   auto pr = std::make_shared<ProgressiveResizing>(
       ProgressiveResizingOptions().initial_scale(0.5).delay_fraction(1).finetune_fraction(0));
   auto cutmix = std::make_shared<CutMix>();
@@ -174,7 +165,7 @@ TEST(CutMix, PlanTimeChecksNameTheProblem) {
                           "the training data has inputs of shape [16] per example"));
   }
   {  // per-pixel targets
-    Components c = cnn_components();
+    Components c = testing::small_cnn_components();
     auto ds = std::make_shared<data::TensorDataset>(at::zeros({16, 1, 16, 16}), at::zeros({16, 16, 16}, at::kLong), 4);
     c.train_dataloader = testing::loader(ds, 8);
     c.algorithms = {std::make_shared<CutMix>()};

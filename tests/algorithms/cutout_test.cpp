@@ -13,6 +13,7 @@
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
 
+#include "image_batch_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
@@ -97,35 +98,12 @@ TEST(CutOut, CutoutBatchZeroesTheHolesInEveryImageAndChannel) {
   EXPECT_THAT(testing::input_error_of([] { CutOut(CutOutOptions().length(-1)); }), HasSubstr("cutout.length"));
 }
 
-/// Records the batch at after_dataloader: placed last in the recipe it runs before CutOut (after_* events run in
-/// reverse recipe order), first it runs after.
-class Probe : public Algorithm {
- public:
-  explicit Probe(std::string name) { spec_ = testing::spec_on(std::move(name), {Event::AfterDataloader}); }
-  const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& s, Logger&) override {
-    inputs.push_back(s.batch.input().clone());
-    targets.push_back(s.batch.target().clone());
-  }
-  std::vector<at::Tensor> inputs, targets;
-  AlgorithmSpec spec_;
-};
-
-Components cnn_components() {
-  Components c;
-  at::manual_seed(0);
-  c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(4));
-  c.train_dataloader = testing::loader(
-      data::make_synthetic(data::SyntheticOptions().size(32).input_shape({1, 16, 16}).num_classes(4)), 8);
-  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
-  return c;
-}
-
 TEST(CutOut, InTheTrainerEveryImageGetsTheBatchHolesAndTheTargetsAreUnchanged) {
   auto run = [] {
-    Components c = cnn_components();
+    Components c = testing::small_cnn_components();
     auto cutout = std::make_shared<CutOut>(CutOutOptions().num_holes(2).length(0.25));
-    auto after = std::make_shared<Probe>("after"), before = std::make_shared<Probe>("before");
+    auto after = std::make_shared<testing::BatchProbe>("after");
+    auto before = std::make_shared<testing::BatchProbe>("before");
     c.algorithms = {after, cutout, before};
     Trainer t(TrainerOptions().max_duration(Time::parse("4ba")).threads(1), std::move(c));
     EXPECT_EQ(t.plan().at(Event::AfterDataloader)[1].algorithm->name(), "cutout");
@@ -155,11 +133,11 @@ TEST(CutOut, InTheTrainerEveryImageGetsTheBatchHolesAndTheTargetsAreUnchanged) {
 }
 
 TEST(CutOut, TheHolesAreDrawnOnTheResizedImages) {
-  Components c = cnn_components();
+  Components c = testing::small_cnn_components();
   auto pr = std::make_shared<ProgressiveResizing>(
       ProgressiveResizingOptions().initial_scale(0.5).delay_fraction(1).finetune_fraction(0));
   auto cutout = std::make_shared<CutOut>(CutOutOptions().length(0.5));
-  auto after = std::make_shared<Probe>("after");
+  auto after = std::make_shared<testing::BatchProbe>("after");
   c.algorithms = {after, cutout, pr};  // recipe order puts cutout before resizing; the declared order after it
   Trainer t(TrainerOptions().max_duration(Time::parse("2ba")).threads(1), std::move(c));
   EXPECT_EQ(t.plan().at(Event::AfterDataloader)[0].algorithm->name(), "progressive_resizing");
@@ -180,7 +158,7 @@ TEST(CutOut, CommutesWithMixUpAndCutMixSoNoOrderIsDeclared) {
   // the mix gives the same batch, so both orders train to the same parameters, bitwise.
   for (const std::string mixer : {"mixup", "cutmix"}) {
     auto train = [&mixer](bool cutout_first) {  // after_dataloader runs in reverse recipe order
-      Components c = cnn_components();
+      Components c = testing::small_cnn_components();
       auto model = c.model;
       std::shared_ptr<Algorithm> cutout = std::make_shared<CutOut>(CutOutOptions().num_holes(3));
       std::shared_ptr<Algorithm> mix = mixer == "mixup" ? std::shared_ptr<Algorithm>(std::make_shared<MixUp>(MixUpOptions().alpha(1.0)))
