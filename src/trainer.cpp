@@ -551,8 +551,7 @@ double Trainer::finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& fin
   if (ddp_) {
     ddp_->sync_gradients();  // with sync_after_backward; done during the last backward otherwise
     if (scaler_) ddp_->agree_on_overflow(scaler_->found_inf_record());
-  }
-  if (ddp_) {  // the loss of the global batch, the same on every rank (so is the decision on a non-finite one)
+    // The loss of the global batch, the same on every rank (so is the decision on a non-finite one).
     loss_sum = loss_sum.clone();
     ddp_->mean_over_ranks(loss_sum);
     if (deferred_ && skip_nonfinite) finite = at::isfinite(loss_sum).item<bool>();

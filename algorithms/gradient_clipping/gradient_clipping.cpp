@@ -20,6 +20,13 @@ at::Tensor unitwise_norm(const at::Tensor& t) {
 
 }  // namespace
 
+at::Tensor global_norm(const std::vector<at::Tensor>& grads) {
+  std::vector<at::Tensor> norms;
+  norms.reserve(grads.size());
+  for (const auto& g : grads) norms.push_back(g.norm().to(at::kFloat));
+  return at::stack(norms).norm();
+}
+
 at::Tensor clip_gradients(const std::vector<at::Tensor>& parameters, const std::string& clipping_type,
                           double clipping_threshold) {
   GradientClippingOptions options;
@@ -46,10 +53,7 @@ at::Tensor clip_gradients(const std::vector<at::Tensor>& parameters, const std::
     }
     return {};
   }
-  std::vector<at::Tensor> norms;
-  norms.reserve(grads.size());
-  for (const auto& g : grads) norms.push_back(g.norm().to(at::kFloat));
-  const at::Tensor total = at::stack(norms).norm();
+  const at::Tensor total = global_norm(grads);
   // Multiplying by a coefficient clamped to 1 (no host read-back) leaves gradients below the bound unchanged.
   const at::Tensor coefficient = (clipping_threshold / (total + 1e-6)).clamp_max(1.0);
   for (auto& g : grads) g.mul_(coefficient.to(g.scalar_type()));

@@ -32,6 +32,10 @@ struct GradientClippingOptions {
   }
 };
 
+/// The global L2 norm of `grads` (torch.nn.utils.clip_grad_norm_'s total norm): the norm of the per-tensor norms,
+/// a 0-d float32 tensor on their device, not read back. `grads` must not be empty. (SAM's perturbation uses it too.)
+at::Tensor global_norm(const std::vector<at::Tensor>& grads);
+
 /// Functional form: clips the gradients of `parameters` (those without one are skipped) in place. Returns the
 /// global L2 norm of the gradients before clipping for "norm" (a 0-d tensor on their device; undefined when
 /// none has a gradient), and an undefined tensor for the other kinds. InputError for an unknown kind or a

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/error.h>
 #include <tessera/models/model.h>
 #include <tessera/state.h>
@@ -27,10 +28,7 @@ at::Tensor sam_gradients(const std::vector<at::Tensor>& parameters, const std::f
   at::Tensor norm;
   {
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> norms;
-    norms.reserve(grads.size());
-    for (const auto& g : grads) norms.push_back(g.norm().to(at::kFloat));
-    norm = at::stack(norms).norm();
+    norm = global_norm(grads);
     // Computed and applied on the device (no read-back): a norm that is inf/NaN (an overflow the loss scaler
     // skips the step for) gives a factor 0 and, through nan_to_num, no move at all.
     const at::Tensor factor = at::where(at::isfinite(norm), rho / (norm + epsilon), at::zeros_like(norm));
