@@ -6,8 +6,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
-#include <tessera/data/batch_source.h>
 #include <tessera/error.h>
+
+#include "../../src/algorithm_checks.h"
 
 namespace tessera::algorithms {
 namespace {
@@ -169,16 +170,8 @@ ColOut::ColOut(ColOutOptions options) : options_(std::move(options)) {
 }
 
 void ColOut::check(const State& state) const {
-  const Batch example = state.train_dataloader->example_batch();
-  if (!example.has(Batch::kInput)) {
-    throw InputError("colout drops rows and columns of the batch part \"input\"; the training batches have none (" +
-                     state.train_dataloader->describe() + ")");
-  }
+  const Batch example = example_image_batch(state, "colout drops rows and columns of");
   const at::Tensor& x = example.input();
-  if (x.dim() != 4) {
-    throw InputError("colout drops rows and columns of images and needs image inputs [C, H, W] per example; the "
-                     "training data has inputs of shape " + c10::str(x.sizes().slice(1)) + " per example");
-  }
   if (options_.resize_target() == "true") {
     colout_resizes_target(x, example.has(Batch::kTarget) ? example.target() : at::Tensor(), "true");
   }

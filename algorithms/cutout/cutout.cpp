@@ -7,8 +7,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
-#include <tessera/data/batch_source.h>
 #include <tessera/error.h>
+
+#include "../../src/algorithm_checks.h"
 
 namespace tessera::algorithms {
 namespace {
@@ -78,18 +79,7 @@ CutOut::CutOut(CutOutOptions options) : options_(std::move(options)) {
                          "it cuts the examples that train, after rows are dropped"});
 }
 
-void CutOut::check(const State& state) const {
-  const Batch example = state.train_dataloader->example_batch();
-  if (!example.has(Batch::kInput)) {
-    throw InputError("cutout zeroes holes of the batch part \"input\"; the training batches have none (" +
-                     state.train_dataloader->describe() + ")");
-  }
-  const at::Tensor& x = example.input();
-  if (x.dim() != 4) {
-    throw InputError("cutout zeroes square holes of images and needs image inputs [C, H, W] per example; the training "
-                     "data has inputs of shape " + c10::str(x.sizes().slice(1)) + " per example");
-  }
-}
+void CutOut::check(const State& state) const { example_image_batch(state, "cutout zeroes square holes of"); }
 
 void CutOut::apply(Event, State& state, Logger&) {
   Rng rng(state.seed, {kAlgorithmStream, kCutOutStream, static_cast<uint64_t>(state.timestamp.batch)});

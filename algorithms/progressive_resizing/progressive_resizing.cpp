@@ -8,6 +8,8 @@
 
 #include <tessera/error.h>
 
+#include "../../src/algorithm_checks.h"
+
 namespace tessera::algorithms {
 
 double progressive_scale(double e, double initial_scale, double delay, double finetune) {
@@ -60,16 +62,7 @@ ProgressiveResizing::ProgressiveResizing(ProgressiveResizingOptions options) : o
 }
 
 void ProgressiveResizing::check(const State& state) const {
-  const Batch example = state.train_dataloader->example_batch();
-  if (!example.has(Batch::kInput)) {
-    throw InputError("progressive_resizing resizes the batch part \"input\"; the training batches have none (" +
-                     state.train_dataloader->describe() + ")");
-  }
-  const at::IntArrayRef shape = example.input().sizes().slice(1);
-  if (shape.size() != 3) {
-    throw InputError("progressive_resizing needs image inputs [C, H, W] per example; the training data has inputs of shape " +
-                     c10::str(shape));
-  }
+  const Batch example = example_image_batch(state, "progressive_resizing resizes");
   if (options_.resize_targets()) {
     const at::Tensor y = example.target();
     if (y.dim() != 3 && y.dim() != 4) {
