@@ -1,5 +1,6 @@
 // The checkpoint file format: writing atomically, reading with verification (see checkpoint_file.h).
 #include "checkpoint/checkpoint_file.h"
+#include "posix_io.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -64,19 +65,12 @@ uint64_t get_u64(const unsigned char* in) {
   return v;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+using posix::errno_text;
 
 /// Writes all of `n` bytes or throws.
 void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw Error(fmt::format("checkpoint: cannot write '{}': {}", path, errno_text()));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
+  if (!posix::write_all(fd, data, n)) {
+    throw Error(fmt::format("checkpoint: cannot write '{}': {}", path, errno_text()));
   }
 }
 

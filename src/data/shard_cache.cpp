@@ -33,6 +33,8 @@
 
 #include <tessera/error.h>
 
+#include "posix_io.h"
+
 namespace tessera::data {
 
 namespace fs = std::filesystem;
@@ -75,7 +77,8 @@ int64_t parse_byte_size(const std::string& text, const std::string& what) {
 
 namespace {
 
-std::string errno_text() { return std::strerror(errno); }
+using posix::errno_text;
+using posix::write_all;
 
 bool is_http(const std::string& remote) { return remote.rfind("http://", 0) == 0 || remote.rfind("https://", 0) == 0; }
 
@@ -84,20 +87,6 @@ std::string remote_location(std::string remote, const std::string& name) {
   if (remote.rfind("file://", 0) == 0) remote = remote.substr(7);
   while (remote.size() > 1 && remote.back() == '/') remote.pop_back();
   return remote + "/" + name;
-}
-
-/// Writes all of [data, data + size) to fd at its current offset.
-bool write_all(int fd, const char* data, size_t size) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
 }
 
 struct CurlSink {
@@ -393,12 +382,7 @@ struct ShardCache::Impl {
         if (hashed && need > 0) {
           void* map = ::mmap(nullptr, static_cast<size_t>(need), PROT_READ, MAP_SHARED, fd.fd, 0);
           if (map == MAP_FAILED) throw std::runtime_error("cannot map " + tmp + ": " + errno_text());
-          std::string mismatch;
-          for (const auto& [algo, digest] : info.hashes) {
-            if (!mds::is_supported_hash(algo) || !mismatch.empty()) continue;
-            const std::string got_hash = mds::hash_hex(algo, map, static_cast<size_t>(need));
-            if (got_hash != digest) mismatch = "its " + algo + " hash is " + got_hash + ", index.json lists " + digest;
-          }
+          const std::string mismatch = mds::hash_mismatch(info, map, static_cast<size_t>(need));
           ::munmap(map, static_cast<size_t>(need));
           if (!mismatch.empty()) throw std::runtime_error("corrupt: " + mismatch);
         }
@@ -542,15 +526,7 @@ ShardCache::ShardCache(ShardCacheOptions options) : impl_(std::make_unique<Impl>
   if (s.options.remote().empty()) throw InputError("remote: no remote given");
   if (s.options.local().empty())
     throw InputError("local: a remote needs a local cache folder (local) to fetch its shards into");
-  if (s.options.download_retry() < 0)
-    throw InputError("download_retry: " + std::to_string(s.options.download_retry()) + " is below 0");
-  if (!(s.options.download_timeout() > 0))
-    throw InputError("download_timeout: " + std::to_string(s.options.download_timeout()) + " is not above 0");
-  if (!(s.options.retry_backoff() >= 0))
-    throw InputError("retry_backoff: " + std::to_string(s.options.retry_backoff()) + " is below 0");
-  if (s.options.prefetch() < 0) throw InputError("prefetch: " + std::to_string(s.options.prefetch()) + " is below 0");
-  if (s.options.cache_limit() < 0)
-    throw InputError("cache_limit: " + std::to_string(s.options.cache_limit()) + " is below 0");
+  validate_options(s.options, "ShardCache");
   std::error_code ec;
   fs::create_directories(s.options.local(), ec);
   if (!fs::is_directory(s.options.local()))

@@ -278,7 +278,6 @@ void StreamingDataset::open_local() {
   namespace fs = std::filesystem;
   if (!fs::is_directory(options_.local()))
     throw InputError("streaming.local: folder " + options_.local() + " does not exist");
-  folder_ = options_.split().empty() ? options_.local() : (fs::path(options_.local()) / options_.split()).string();
   if (!options_.split().empty() && !fs::is_directory(folder_)) {
     std::vector<std::string> subfolders;
     for (const auto& e : fs::directory_iterator(options_.local()))
@@ -295,7 +294,6 @@ void StreamingDataset::open_local() {
 }
 
 void StreamingDataset::open_remote() {
-  namespace fs = std::filesystem;
   const int64_t limit =
       options_.cache_limit().empty() ? 0 : parse_byte_size(options_.cache_limit(), "streaming.cache_limit");
   std::string remote = options_.remote();
@@ -303,7 +301,6 @@ void StreamingDataset::open_remote() {
     while (remote.size() > 1 && remote.back() == '/') remote.pop_back();
     remote += "/" + options_.split();
   }
-  folder_ = options_.split().empty() ? options_.local() : (fs::path(options_.local()) / options_.split()).string();
   try {
     cache_ = std::make_shared<ShardCache>(ShardCacheOptions()
                                               .remote(remote)
@@ -333,6 +330,7 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
                                        "index.json), e.g. one written by `tessera-shard write --fashion-mnist --out DIR`")
                          : std::string("streaming.local: no folder given; a remote needs a local cache folder to "
                                        "fetch its shards into"));
+  folder_ = options_.split().empty() ? options_.local() : (fs::path(options_.local()) / options_.split()).string();
   if (options_.remote().empty()) {
     if (!options_.cache_limit().empty())
       throw InputError("streaming.cache_limit: set without a remote; the limit applies to a cache of remote shards "
@@ -453,17 +451,21 @@ std::string StreamingDataset::describe() const {
 
 std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
                                                    int64_t begin, int64_t end) const {
-  if (cache_ && options_.prefetch() > 0 && begin >= 0 && begin <= end && end <= size()) {
-    // The shards of the coming positions (this batch and a few after), in the order they will be read: the cache
-    // fetches the first `prefetch` of them ahead.
-    const int64_t horizon = std::min(size(), begin + 4 * std::max<int64_t>(batch_size, 1));
-    std::vector<int64_t> ids;
-    if (shuffle) {
-      ids = order_->range(seed, epoch, batch_size, begin, horizon);
-    } else {
-      ids.resize(static_cast<size_t>(horizon - begin));
-      std::iota(ids.begin(), ids.end(), begin);
-    }
+  if (begin < 0 || begin > end || end > size())
+    throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
+                     std::to_string(end) + ") are not inside [0, " + std::to_string(size()) + "]");
+  // With a cache, the positions of this batch and of a few after it, computed once: the cache fetches the first
+  // `prefetch` shards they need ahead, in the order they will be read.
+  const bool ahead = cache_ && options_.prefetch() > 0;
+  const int64_t last = ahead ? std::max(end, std::min(size(), begin + 4 * std::max<int64_t>(batch_size, 1))) : end;
+  std::vector<int64_t> ids;
+  if (shuffle) {
+    ids = order_->range(seed, epoch, batch_size, begin, last);
+  } else {
+    ids.resize(static_cast<size_t>(last - begin));
+    std::iota(ids.begin(), ids.end(), begin);
+  }
+  if (ahead) {
     std::vector<int64_t> upcoming;
     for (int64_t id : ids) {
       const int64_t k = order_->shard_of(id);
@@ -472,13 +474,8 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
     }
     cache_->prefetch(std::move(upcoming));
   }
-  if (shuffle) return order_->range(seed, epoch, batch_size, begin, end);
-  if (begin < 0 || begin > end || end > size())
-    throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
-                     std::to_string(end) + ") are not inside [0, " + std::to_string(size()) + "]");
-  std::vector<int64_t> out(static_cast<size_t>(end - begin));
-  std::iota(out.begin(), out.end(), begin);
-  return out;
+  ids.resize(static_cast<size_t>(end - begin));
+  return ids;
 }
 
 }  // namespace tessera::data

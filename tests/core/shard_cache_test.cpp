@@ -327,7 +327,7 @@ TEST(ShardCache, CorruptDownloadIsNeverLeftUnderItsName) {
               ::testing::ThrowsMessage<InputError>(
                   ::testing::AllOf(HasSubstr("cannot fetch shard 2 (shard.00002.mds) from " + server.url() +
                                            "/shard.00002.mds (1 attempt; the last failed: corrupt: its xxh3_64 hash is"),
-                                 HasSubstr("index.json lists"))));
+                                 HasSubstr("index.json says"))));
   EXPECT_FALSE(fs::exists(cache.path() + "/shard.00002.mds"));
   EXPECT_FALSE(fs::exists(cache.path() + "/shard.00002.mds.tmp"));
   // The next read fetches it again and gets it right.

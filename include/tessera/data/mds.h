@@ -104,6 +104,9 @@ void write_index(const std::string& dir, const Index& index);
 bool is_supported_hash(const std::string& algo);
 /// The hex digest of `data` as Python's hashlib/xxhash `hexdigest()` writes it. InputError for other algorithms.
 std::string hash_hex(const std::string& algo, const void* data, size_t size);
+/// The first hash `info` lists that Tessera can compute and `data` does not match, as "its ALGO hash is GOT,
+/// index.json says WANT"; "" when every computable one matches (or none is computable).
+std::string hash_mismatch(const FileInfo& info, const void* data, size_t size);
 
 // ---------------------------------------------------------------------------------------------------------
 // Reading

@@ -42,6 +42,17 @@ struct ShardCacheOptions {
   TESSERA_OPTION(int64_t, prefetch) = 4;
   /// Also check a shard file's hashes each time this process opens it (downloads are always checked).
   TESSERA_OPTION(bool, verify_hashes) = false;
+  template <class V>
+  void visit(V& v) {
+    v("remote", remote_, "folder, file:// or http(s):// URL of index.json and the shards", Any{});
+    v("local", local_, "the cache folder", Any{});
+    v("cache_limit", cache_limit_, "bytes the shard files may take (0 = no limit)", Range::at_least(0));
+    v("download_retry", download_retry_, "retries of a failed download", Range::at_least(0));
+    v("retry_backoff", retry_backoff_, "seconds before the first retry (doubled for each next)", Range::at_least(0));
+    v("download_timeout", download_timeout_, "seconds one download attempt may take", Range::positive());
+    v("prefetch", prefetch_, "shards fetched ahead of the reader", Range::at_least(0));
+    v("verify_hashes", verify_hashes_, "check a shard's hashes each time it is opened", Any{});
+  }
 };
 
 /// What a ShardCache did (this process only).

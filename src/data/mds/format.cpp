@@ -12,6 +12,7 @@
 #include <zstd.h>
 
 #include "data/mds/detail.h"
+#include "posix_io.h"
 
 namespace tessera::data::mds {
 
@@ -161,6 +162,15 @@ int64_t Index::total_samples() const {
 
 bool is_supported_hash(const std::string& algo) {
   return algo == "xxh32" || algo == "xxh64" || algo == "xxh3_64" || algo == "xxh128" || algo == "xxh3_128";
+}
+
+std::string hash_mismatch(const FileInfo& info, const void* data, size_t size) {
+  for (const auto& [algo, expected] : info.hashes) {
+    if (!is_supported_hash(algo)) continue;
+    const std::string got = hash_hex(algo, data, size);
+    if (got != expected) return "its " + algo + " hash is " + got + ", index.json says " + expected;
+  }
+  return "";
 }
 
 std::string hash_hex(const std::string& algo, const void* data, size_t size) {
@@ -336,17 +346,11 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot create " + tmp + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error("cannot write " + tmp + ": " + std::strerror(err));
-    }
-    done += static_cast<size_t>(n);
+  if (!posix::write_all(fd, content.data(), content.size())) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + tmp + ": " + std::strerror(err));
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     const int err = errno;

@@ -1,0 +1,31 @@
+#pragma once
+// Small POSIX file helpers shared by the checkpoint writer, the MDS writer and the shard cache (private).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <string>
+
+namespace tessera::posix {
+
+/// strerror(errno), for messages.
+inline std::string errno_text() { return std::strerror(errno); }
+
+/// Writes all of [data, data + size) to `fd` at its current offset, retrying short writes and EINTR. False on
+/// an error, with errno set.
+inline bool write_all(int fd, const void* data, size_t size) {
+  const auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace tessera::posix
