@@ -381,11 +381,15 @@ class StopAfterBatch : public Callback {
 TEST(StreamingTrainer, CheckpointedRunOverShardsResumesExactly) {
   TempDir dir("streaming_trainer");
   write_ids(dir.path() + "/train", 52, 200, 3);  // [1, 4, 4] inputs, 3 classes: the tiny model's
-  const auto make = [&](CheckpointOptions checkpoint, std::vector<std::shared_ptr<Callback>> callbacks) {
+  // cache: "" reads the folder in place; otherwise the folder is a file:// remote fetched into that (fresh) cache.
+  const auto make = [&](CheckpointOptions checkpoint, std::vector<std::shared_ptr<Callback>> callbacks,
+                        const std::string& cache = "") {
     Components c;
     c.model = testing::tiny_model(3);
-    auto ds = std::make_shared<StreamingDataset>(StreamingOptions().local(dir.path()).split("train").order(
-        StreamingOrderOptions().partitions(2).shuffle_block_size(16)));
+    StreamingOptions options = StreamingOptions().local(dir.path()).split("train").order(
+        StreamingOrderOptions().partitions(2).shuffle_block_size(16));
+    if (!cache.empty()) options.remote("file://" + dir.path()).local(cache).prefetch(2);
+    auto ds = std::make_shared<StreamingDataset>(options);
     c.train_dataloader = std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(8).workers(1));
     c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
     c.callbacks = std::move(callbacks);
@@ -397,19 +401,24 @@ TEST(StreamingTrainer, CheckpointedRunOverShardsResumesExactly) {
   const std::string expected = weights_fingerprint(*full->state().model);
   ASSERT_EQ(full->state().timestamp.batch, 21);  // 7 batches (the last of 4) per epoch
 
-  for (int64_t k : {3, 7, 16}) {
-    SCOPED_TRACE("stopped after batch " + std::to_string(k));
-    const std::string ckpt = dir.path() + "/ckpt" + std::to_string(k);
-    {
-      auto first = make(CheckpointOptions().folder(ckpt), {std::make_shared<StopAfterBatch>(k)});
-      first->fit();
-      ASSERT_EQ(first->state().timestamp.batch, k);
+  // Read in place, and from a file:// remote fetched into a fresh cache for each run (stopped, then resumed).
+  for (const bool remote : {false, true}) {
+    for (int64_t k : {3, 7, 16}) {
+      SCOPED_TRACE((remote ? "remote, stopped after batch " : "stopped after batch ") + std::to_string(k));
+      const std::string tag = (remote ? "remote" : "") + std::to_string(k);
+      const std::string ckpt = dir.path() + "/ckpt" + tag;
+      const auto cache = [&](const char* run) { return remote ? dir.path() + "/cache_" + run + tag : std::string(); };
+      {
+        auto first = make(CheckpointOptions().folder(ckpt), {std::make_shared<StopAfterBatch>(k)}, cache("first"));
+        first->fit();
+        ASSERT_EQ(first->state().timestamp.batch, k);
+      }
+      auto resumed = make(CheckpointOptions().folder(ckpt).autoresume(true), {}, cache("resumed"));
+      EXPECT_FALSE(resumed->loaded_checkpoint().empty());
+      resumed->fit();
+      EXPECT_EQ(resumed->state().timestamp.batch, 21);
+      EXPECT_EQ(weights_fingerprint(*resumed->state().model), expected);
     }
-    auto resumed = make(CheckpointOptions().folder(ckpt).autoresume(true), {});
-    EXPECT_FALSE(resumed->loaded_checkpoint().empty());
-    resumed->fit();
-    EXPECT_EQ(resumed->state().timestamp.batch, 21);
-    EXPECT_EQ(weights_fingerprint(*resumed->state().model), expected);
   }
 }
 
