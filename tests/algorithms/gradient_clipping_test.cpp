@@ -7,16 +7,13 @@
 
 #include <tessera/algorithms/gradient_clipping.h>
 
+#include "gradient_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
 namespace {
 
-at::Tensor param_with_grad(at::Tensor value, at::Tensor grad) {
-  at::Tensor p = value.clone().set_requires_grad(true);
-  p.mutable_grad() = grad.clone();
-  return p;
-}
+using testing::param_with_grad;
 
 TEST(GradientClipping, NormScalesTheGlobalNormToTheThresholdAndKeepsTheDirection) {
   // ‖(3, 4)‖ = 5 across two parameters.

@@ -13,16 +13,13 @@
 #include <tessera/algorithms/sam.h>
 #include <tessera/models/cnn.h>
 
+#include "gradient_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
 namespace {
 
-at::Tensor param_with_grad(at::Tensor value, at::Tensor grad) {
-  at::Tensor p = value.clone().set_requires_grad(true);
-  p.mutable_grad() = grad.clone();
-  return p;
-}
+using testing::param_with_grad;
 
 TEST(SAM, FunctionalFormMovesAlongTheNormalisedGradientThenRestoresExactly) {
   // ‖(3, 4)‖ = 5 across two parameters; rho 0.5: e = 0.5·(3, 4)/5 = (0.3, 0.4).
