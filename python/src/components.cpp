@@ -566,7 +566,7 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
   f.def(
       "cutout_batch",
       [](const at::Tensor& input, int64_t num_holes, double length, const py::object& holes, bool uniform_sampling,
-         const py::object& rng) {
+         const py::object& rng) -> py::tuple {
         std::vector<alg::CutOutHole> hs;
         if (holes.is_none()) {
           Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "cutout_batch");
