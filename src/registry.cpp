@@ -41,6 +41,8 @@
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
+#include <tessera/algorithms/stochastic_depth.h>
+#include <tessera/algorithms/weight_standardization.h>
 
 namespace tessera {
 namespace {
@@ -165,6 +167,8 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
       algorithm<algorithms::SqueezeExcite, algorithms::SqueezeExciteOptions>("squeeze_excite"),
+      algorithm<algorithms::StochasticDepth, algorithms::StochasticDepthOptions>("stochastic_depth"),
+      algorithm<algorithms::WeightStandardization, algorithms::WeightStandardizationOptions>("weight_standardization"),
   }};
   return kind;
 }

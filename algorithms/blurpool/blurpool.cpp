@@ -80,12 +80,12 @@ at::Tensor blur2d(const at::Tensor& x, std::array<int64_t, 2> stride) {
 BlurConv2dImpl::BlurConv2dImpl(torch::nn::Conv2d original, bool blur_first_)
     : conv(std::move(original)), blur_first(blur_first_), stride(pair_of(conv->options.stride())) {
   if (!blur_first) conv->options.stride(1);  // the conv now runs at full resolution; the blur downsamples
-  register_module("conv", conv);
+  register_slot("conv", torch::nn::AnyModule(conv));
 }
 
 at::Tensor BlurConv2dImpl::forward(const at::Tensor& x) {
-  if (blur_first) return conv->forward(blur2d(x, 1));
-  return blur2d(conv->forward(x), stride);
+  if (blur_first) return slot("conv").forward(blur2d(x, 1));
+  return blur2d(slot("conv").forward(x), stride);
 }
 
 BlurMaxPool2dImpl::BlurMaxPool2dImpl(const torch::nn::MaxPool2dOptions& original) : stride(pair_of(original.stride())) {

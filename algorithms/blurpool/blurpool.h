@@ -20,6 +20,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <tessera/algorithm.h>
+#include <tessera/models/model.h>
 #include <tessera/options.h>
 
 namespace tessera::algorithms {
@@ -59,8 +60,9 @@ inline at::Tensor blur2d(const at::Tensor& x, int64_t stride = 1) { return blur2
 at::Tensor blur_maxpool2d(const at::Tensor& x, const torch::nn::MaxPool2dOptions& pool, std::array<int64_t, 2> stride);
 
 /// A strided convolution with anti-aliasing: blur (stride 1) then the original conv, or the conv at stride 1
-/// then blur with the original stride. The conv keeps its parameters (the same tensors).
-class BlurConv2dImpl : public torch::nn::Module {
+/// then blur with the original stride. The conv keeps its parameters (the same tensors) and sits in slot "conv", so
+/// that a later surgery (weight standardization) can still replace it; `conv` is the original conv.
+class BlurConv2dImpl : public SlottedModule {
  public:
   BlurConv2dImpl(torch::nn::Conv2d conv, bool blur_first);
   at::Tensor forward(const at::Tensor& x);

@@ -26,6 +26,8 @@
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
+#include <tessera/algorithms/stochastic_depth.h>
+#include <tessera/algorithms/weight_standardization.h>
 #include <tessera/batch.h>
 #include <tessera/callback.h>
 #include <tessera/data/dataloader.h>
@@ -412,6 +414,29 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("replaced", &alg::SqueezeExcite::replaced,
                              "How many convolutions the last application extended.");
 
+  bind_algorithm<alg::StochasticDepth, alg::StochasticDepthOptions>(
+      m, "StochasticDepth", "stochastic_depth",
+      "Stochastic depth by surgery at INIT (Huang et al. 2016): each residual block's gate drops its residual branch "
+      "in training with probability (i+1)/L * drop_rate (linear) or drop_rate (uniform), for the whole batch (block) "
+      "or per example (sample); in evaluation the branch is scaled by the survival probability. Optional warmup of "
+      "the rate (drop_warmup, a fraction of the run). Random draws per (seed, batch, rank).")
+      .def_property_readonly(
+          "drop_rates",
+          [](const alg::StochasticDepth& a) {
+            std::vector<double> rates;
+            for (const auto& g : a.gates()) rates.push_back(g->drop_rate);
+            return rates;
+          },
+          "The current drop rate of each residual gate, in block order (empty before INIT).");
+
+  bind_algorithm<alg::WeightStandardization, alg::WeightStandardizationOptions>(
+      m, "WeightStandardization", "weight_standardization",
+      "Weight standardization by surgery at INIT (Qiao et al. 2019): every Conv1d/2d/3d but the last "
+      "n_last_layers_ignore convolves with its weight standardized per output channel, (w - mean) / sqrt(var + eps). "
+      "Runs after blurpool and squeeze_excite.")
+      .def_property_readonly("replaced", &alg::WeightStandardization::replaced,
+                             "How many convolutions the last application replaced.");
+
   m.def(
       "make",
       [](const py::object& entry) {
@@ -640,6 +665,43 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
   f.def("squeeze_excite", &alg::squeeze_excite, py::arg("x"), py::arg("w1"), py::arg("w2"),
         "The SE block on x [N, C, H, W]: x * sigmoid(relu(mean_hw(x) @ w1.T) @ w2.T)[:, :, None, None] with "
         "w1 [d, C], w2 [C, d].");
+  f.def(
+      "apply_stochastic_depth",
+      [](Model& model, const py::kwargs& kwargs) {
+        return static_cast<int64_t>(
+            alg::apply_stochastic_depth(model, options_from_kwargs<alg::StochasticDepthOptions>(kwargs, "stochastic_depth"))
+                .size());
+      },
+      py::arg("model"),
+      "Stochastic-depth surgery on a tessera.Model (keyword arguments as for tessera.algorithms.StochasticDepth); "
+      "returns how many residual gates it replaced.");
+  f.def("stochastic_depth_drop_rates", &alg::stochastic_depth_drop_rates, py::arg("num_blocks"), py::arg("drop_rate"),
+        py::arg("drop_distribution") = "linear",
+        "The drop rate of each block: (i + 1) / num_blocks * drop_rate (linear) or drop_rate (uniform).");
+  f.def(
+      "stochastic_depth",
+      [](const at::Tensor& branch, double drop_rate, const std::string& mode, bool training, const py::object& rng) {
+        Rng own = py::isinstance<Rng>(rng) || rng.is_none() ? Rng(0) : rng_from(rng, "stochastic_depth");
+        Rng& r = py::isinstance<Rng>(rng) ? rng.cast<Rng&>() : own;
+        return alg::stochastic_depth(branch, drop_rate, mode, training, r);
+      },
+      py::arg("branch"), py::arg("drop_rate"), py::arg("mode") = "block", py::arg("training") = true,
+      py::arg("rng") = py::none(),
+      "The residual branch as a stochastic-depth gate passes it on, with draws from rng (a tessera.Rng advanced in "
+      "place, or a seed; default 0): training, "
+      "block mode keeps it iff floor(1 - p + u) = 1 (else branch * 0), sample mode multiplies example n by "
+      "floor(1 - p + u_n); not training: branch * (1 - p).");
+  f.def(
+      "apply_weight_standardization",
+      [](Model& model, const py::kwargs& kwargs) {
+        return alg::apply_weight_standardization(
+            model, options_from_kwargs<alg::WeightStandardizationOptions>(kwargs, "weight_standardization"));
+      },
+      py::arg("model"),
+      "Weight-standardization surgery on a tessera.Model (keyword arguments as for "
+      "tessera.algorithms.WeightStandardization); returns how many convolutions it replaced.");
+  f.def("standardize_weight", &alg::standardize_weight, py::arg("weight"), py::arg("eps") = 1e-5,
+        "(w - mean) / sqrt(var + eps) per output channel (dimension 0), population statistics over the others.");
   f.def(
       "apply_channels_last", [](Model& model) { return alg::apply_channels_last(model); }, py::arg("model"),
       "Channels-last on a tessera.Model: its 4-D parameters and buffers stored NHWC in place; returns how many.");

@@ -40,7 +40,7 @@ def algorithms_stub() -> str:
     ]
     for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GhostBatchNorm", "GradientClipping",
                  "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop",
-                 "SqueezeExcite"):
+                 "SqueezeExcite", "StochasticDepth", "WeightStandardization"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [
@@ -53,7 +53,8 @@ def algorithms_stub() -> str:
                  "ColOut": ("last_kept", "List[Tuple[List[int], List[int]]]"), "CutMix": ("last_lambda", "float"),
                  "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
-                 "SqueezeExcite": ("replaced", "int")}.get(name)
+                 "SqueezeExcite": ("replaced", "int"), "StochasticDepth": ("drop_rates", "List[float]"),
+                 "WeightStandardization": ("replaced", "int")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]
         lines.append("")

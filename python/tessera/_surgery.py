@@ -108,6 +108,24 @@ class SqueezeExciteConv2d(torch.nn.Module):
         return self.se(self.conv(x))
 
 
+class WeightStandardizedConv(torch.nn.Module):
+    """A convolution that standardizes its weight per output channel at every forward (algorithms/
+    weight_standardization: WeightStandardizedConvImpl), holding the conv's weight and bias under those names."""
+
+    def __init__(self, conv: torch.nn.Module, eps: float) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        if conv.bias is None:
+            self.register_parameter("bias", None)
+        else:
+            self.bias = conv.bias
+        self.eps = eps
+        self._conv = (conv,)  # the original, unregistered: its _conv_forward does padding modes and groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv[0]._conv_forward(x, _C.functional.standardize_weight(self.weight, self.eps), self.bias)
+
+
 def _replace(module: torch.nn.Module, policy: Callable[[torch.nn.Module], Any], dry_run: bool) -> Dict[str, int]:
     """Applies `policy` (module -> (kind, replacement) or None) to every submodule that existed before."""
     counts: Dict[str, int] = {}
@@ -158,11 +176,25 @@ def _squeeze_excite(module: torch.nn.Module, options: Dict[str, Any], dry_run: b
     return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
 
 
+def _weight_standardization(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    convs = [m for m in module.modules() if type(m) in kinds]
+    chosen = {id(m) for m in convs[: max(0, len(convs) - options["n_last_layers_ignore"])]}
+
+    def policy(m: torch.nn.Module) -> Any:
+        if id(m) in chosen:
+            return "convs", lambda: WeightStandardizedConv(m, options["eps"])
+        return None
+
+    return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
+
+
 #: The surgery of each algorithm (by its spec name) on Python modules.
 SURGERIES: Dict[str, Callable[[torch.nn.Module, Dict[str, Any], bool], Dict[str, int]]] = {
     "blurpool": _blurpool,
     "ghost_batchnorm": _ghost_batchnorm,
     "squeeze_excite": _squeeze_excite,
+    "weight_standardization": _weight_standardization,
 }
 
 

@@ -24,6 +24,8 @@ ProgressiveResizing = _native.ProgressiveResizing
 SAM = _native.SAM
 SelectiveBackprop = _native.SelectiveBackprop
 SqueezeExcite = _native.SqueezeExcite
+StochasticDepth = _native.StochasticDepth
+WeightStandardization = _native.WeightStandardization
 make = _native.make
 registered = _native.registered
 
@@ -45,6 +47,8 @@ __all__ = [
     "SAM",
     "SelectiveBackprop",
     "SqueezeExcite",
+    "StochasticDepth",
+    "WeightStandardization",
     "make",
     "registered",
 ]

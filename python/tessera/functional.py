@@ -47,6 +47,11 @@ ghost_batch_norm = _native.ghost_batch_norm
 apply_squeeze_excite = _native.apply_squeeze_excite
 squeeze_excite = _native.squeeze_excite
 squeeze_excite_latent = _native.squeeze_excite_latent
+apply_stochastic_depth = _native.apply_stochastic_depth
+stochastic_depth = _native.stochastic_depth
+stochastic_depth_drop_rates = _native.stochastic_depth_drop_rates
+apply_weight_standardization = _native.apply_weight_standardization
+standardize_weight = _native.standardize_weight
 freeze_layers = _native.freeze_layers
 
 
@@ -103,6 +108,8 @@ __all__ = [
     "apply_channels_last",
     "apply_ghost_batchnorm",
     "apply_squeeze_excite",
+    "apply_stochastic_depth",
+    "apply_weight_standardization",
     "blur2d",
     "blur_filter",
     "clip_gradients",
@@ -127,5 +134,8 @@ __all__ = [
     "smooth_labels",
     "squeeze_excite",
     "squeeze_excite_latent",
+    "standardize_weight",
+    "stochastic_depth",
+    "stochastic_depth_drop_rates",
     "smoothed_cross_entropy",
 ]

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
 
 #include <tessera/error.h>
 #include <tessera/models/cnn.h>
@@ -124,6 +125,7 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
   register_slot("bn1", nn::AnyModule(nn::BatchNorm2d(out_channels)));
   register_slot("conv2", nn::AnyModule(conv(out_channels, out_channels, 3, 1)));
   register_slot("bn2", nn::AnyModule(nn::BatchNorm2d(out_channels)));
+  register_slot("residual_gate", nn::AnyModule(nn::Identity()));
   if (projection_) {
     register_slot("shortcut_conv", nn::AnyModule(conv(in_channels, out_channels, 1, stride)));
     register_slot("shortcut_bn", nn::AnyModule(nn::BatchNorm2d(out_channels)));
@@ -132,7 +134,7 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
 
 at::Tensor BasicBlock::forward(const at::Tensor& x) {
   at::Tensor out = slot("bn1").forward(slot("conv1").forward(x)).relu_();
-  out = slot("bn2").forward(slot("conv2").forward(out));
+  out = slot("residual_gate").forward(slot("bn2").forward(slot("conv2").forward(out)));
   if (projection_) {
     out.add_(slot("shortcut_bn").forward(slot("shortcut_conv").forward(x)));
   } else {

@@ -36,6 +36,8 @@
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
+#include <tessera/algorithms/stochastic_depth.h>
+#include <tessera/algorithms/weight_standardization.h>
 #include <tessera/version.h>
 
 #include "../../src/checkpoint/checkpoint_file.h"
@@ -57,7 +59,7 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 /// Everything a run is made of; `components(spec)` builds it afresh (same initial weights, same data).
 struct RunSpec {
   std::string name;
-  std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn (3x8x8 images)
+  std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images)
   std::string optimizer = "sgd";  ///< sgd (momentum 0.9) or adamw
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
@@ -96,6 +98,7 @@ std::shared_ptr<Model> make_model(const std::string& kind) {
   if (kind == "mlp1") return mlp({8}, 0.0);
   if (kind == "mlp2") return mlp({8, 8}, 0.0);
   if (kind == "cnn") return std::make_shared<CNN>(CNNOptions().in_channels(3).num_classes(4).width(4));
+  if (kind == "resnet") return std::make_shared<ResNet>(ResNetOptions().depth(8).width(4).in_channels(3).num_classes(4));
   throw std::invalid_argument("unknown test model " + kind);
 }
 
@@ -140,13 +143,21 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
   }
+  // ResNet-8: 3 residual gates; drops drawn from (seed, batch, rank), the rate ramping over the first 0.3 of the run.
+  if (name == "stochastic_depth") {
+    return std::make_shared<StochasticDepth>(StochasticDepthOptions().drop_rate(0.5).drop_warmup(0.3));
+  }
+  if (name == "stochastic_depth_sample") {
+    return std::make_shared<StochasticDepth>(StochasticDepthOptions().stochastic_method("sample").drop_rate(0.5));
+  }
+  if (name == "weight_standardization") return std::make_shared<WeightStandardization>();
   throw std::invalid_argument("unknown test algorithm " + name);
 }
 
 Components components(const RunSpec& s) {
   Components c;
   c.model = make_model(s.model);
-  auto train = s.model == "cnn" ? data::make_synthetic(data::SyntheticOptions()
+  auto train = s.model == "cnn" || s.model == "resnet" ? data::make_synthetic(data::SyntheticOptions()
                                                            .size(s.train_size)
                                                            .input_shape(std::vector<int64_t>{3, 8, 8})
                                                            .num_classes(4)
@@ -541,6 +552,12 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
   if (has(spec.algorithms, "squeeze_excite")) {
     EXPECT_EQ(count_modules(static_cast<algorithms::SqueezeExciteConv2dImpl*>(nullptr)), 2);
   }
+  if (has(spec.algorithms, "stochastic_depth") || has(spec.algorithms, "stochastic_depth_sample")) {
+    EXPECT_EQ(count_modules(static_cast<algorithms::StochasticDepthGateImpl*>(nullptr)), 3);  // ResNet-8's blocks
+  }
+  if (has(spec.algorithms, "weight_standardization")) {  // CNN: 3 convs; ResNet-8: 7 and 2 projections
+    EXPECT_EQ(count_modules(static_cast<algorithms::WeightStandardizedConvImpl*>(nullptr)), spec.model == "cnn" ? 3 : 9);
+  }
 }
 
 TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights) {
@@ -726,6 +743,27 @@ std::vector<RunSpec> resume_specs() {
   ghost_bf16.precision = "amp_bf16";
   ghost_bf16.algorithms = {"squeeze_excite", "ghost_batchnorm", "channels_last", "layer_freezing"};
   specs.push_back(ghost_bf16);
+  // Stochastic depth keeps no state (its gates' rates and draws come from the batch count, the seed and the rank) and
+  // weight standardization none (the same parameter tensors): surgery at Init in the fresh run, then the checkpoint
+  // loads by name. Block mode with a warmup and microbatches (one draw per microbatch); sample mode under autocast,
+  // channels-last; weight standardization after blurpool and squeeze-excite on the CNN (the convs they wrap).
+  RunSpec depth;
+  depth.name = "stochastic_depth_weight_standardization_ema_microbatches";
+  depth.model = "resnet";
+  depth.microbatch_size = 3;
+  depth.algorithms = {"stochastic_depth", "weight_standardization", "ema"};
+  specs.push_back(depth);
+  RunSpec depth_bf16;
+  depth_bf16.name = "stochastic_depth_sample_weight_standardization_channels_last_amp_bf16";
+  depth_bf16.model = "resnet";
+  depth_bf16.precision = "amp_bf16";
+  depth_bf16.algorithms = {"stochastic_depth_sample", "weight_standardization", "channels_last"};
+  specs.push_back(depth_bf16);
+  RunSpec standardized;
+  standardized.name = "weight_standardization_blurpool_squeeze_excite";
+  standardized.model = "cnn";
+  standardized.algorithms = {"weight_standardization", "blurpool", "squeeze_excite"};
+  specs.push_back(standardized);
   // CutOut draws its holes from (seed, batch) and keeps no state; on the resized images, with MixUp, microbatches
   // and autocast.
   RunSpec cutout = mixed;

@@ -22,6 +22,8 @@
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/squeeze_excite.h>
+#include <tessera/algorithms/stochastic_depth.h>
+#include <tessera/algorithms/weight_standardization.h>
 
 #include "support.h"
 
@@ -84,6 +86,9 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
   if (name == "ghost_batchnorm") return std::make_shared<GhostBatchNorm>(GhostBatchNormOptions().ghost_batch_size(4));
   if (name == "squeeze_excite") return std::make_shared<SqueezeExcite>(SqueezeExciteOptions().min_channels(8).latent_channels(4));
+  if (name == "stochastic_depth")
+    return std::make_shared<StochasticDepth>(StochasticDepthOptions().drop_rate(0.5).drop_warmup(0.25));
+  if (name == "weight_standardization") return std::make_shared<WeightStandardization>();
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1));
@@ -121,7 +126,13 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   const auto [first, second] = GetParam();
   Components c;
   at::manual_seed(0);
-  c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(8));
+  // Stochastic depth needs residual blocks: a ResNet-8 for its pairs (the CNN's slot checks below are skipped).
+  const bool residual = first == "stochastic_depth" || second == "stochastic_depth";
+  if (residual) {
+    c.model = std::make_shared<ResNet>(ResNetOptions().depth(8).width(8).in_channels(1).num_classes(4));
+  } else {
+    c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(8));
+  }
   c.train_dataloader = testing::loader(
       data::make_synthetic(data::SyntheticOptions().size(64).input_shape({1, 16, 16}).num_classes(4)), 16);
   c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
@@ -161,8 +172,22 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       EXPECT_FALSE(static_cast<bool>(t.state().loss_override));
     }
   }
-  auto conv2 = model->slot("conv2").ptr();
-  if (has("squeeze_excite")) {  // conv2 (8 -> 16) and conv3 (16 -> 32) got SE blocks, conv1 (1 -> 8) none
+  if (residual) {  // one gate per block, at its full linear rate after the warmup (0.25 of the run)
+    auto sd = std::dynamic_pointer_cast<algorithms::StochasticDepth>(pair[first == "stochastic_depth" ? 0 : 1]);
+    ASSERT_EQ(sd->gates().size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_DOUBLE_EQ(sd->gates()[i]->drop_rate, (i + 1) / 3.0 * 0.5);
+      EXPECT_EQ(std::dynamic_pointer_cast<ResNet>(model)->blocks()[i]->slot("residual_gate").ptr().get(),
+                sd->gates()[i].ptr().get());
+    }
+  }
+  if (has("weight_standardization")) {  // every conv in a slot, also inside blurpool's and squeeze-excite's wrappers
+    int64_t standardized = 0;
+    for (const auto& m : model->modules()) standardized += m->as<algorithms::WeightStandardizedConvImpl>() != nullptr;
+    EXPECT_EQ(standardized, residual ? 9 : 3);  // ResNet-8: stem, 6 block convs, 2 projections; CNN: 3 convs
+  }
+  auto conv2 = residual ? nullptr : model->slot("conv2").ptr();
+  if (has("squeeze_excite") && !residual) {  // conv2 (8 -> 16) and conv3 (16 -> 32) got SE blocks, conv1 (1 -> 8) none
     auto* se = conv2->as<algorithms::SqueezeExciteConv2dImpl>();
     ASSERT_NE(se, nullptr);
     EXPECT_NE(model->slot("conv3").ptr()->as<algorithms::SqueezeExciteConv2dImpl>(), nullptr);
@@ -170,7 +195,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     conv2 = se->slot("conv").ptr();  // blurpool (ordered after it) blurs the conv inside
     if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(se->se->fc1->weight)) << "new parameters in the optimizer";
   }
-  if (has("ghost_batchnorm")) {
+  if (has("ghost_batchnorm") && !residual) {
     for (const char* bn : {"bn1", "bn2", "bn3"}) {
       auto* ghost = model->slot(bn).ptr()->as<algorithms::GhostBatchNormLayerImpl>();
       ASSERT_NE(ghost, nullptr) << bn;
@@ -188,7 +213,13 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       }
     }
   }
-  if (has("blurpool")) EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>(), nullptr);
+  if (has("blurpool") && !residual) {
+    EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>(), nullptr);
+    if (has("weight_standardization")) {  // ordered after blurpool: the blurred conv is standardized
+      EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>()->slot("conv").ptr()->as<algorithms::WeightStandardizedConvImpl>(),
+                nullptr);
+    }
+  }
   if (has("channels_last")) {
     for (const auto& p : model->parameters()) {
       if (p.dim() == 4) EXPECT_TRUE(algorithms::is_channels_last(p)) << "channels-last after training";
@@ -234,7 +265,8 @@ std::vector<std::pair<std::string, std::string>> pairs() {
   const std::vector<std::string> names{"blurpool",        "channels_last",  "colout", "cutmix", "cutout", "ema",
                                        "ghost_batchnorm",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
-                                       "progressive_resizing", "sam", "selective_backprop", "squeeze_excite"};
+                                       "progressive_resizing", "sam", "selective_backprop", "squeeze_excite",
+                                       "stochastic_depth", "weight_standardization"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);

@@ -486,7 +486,8 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // cuts the same holes and ColOut drops the same rows on every rank; EMA from
   // batch 4: the final parameters compared below are its averages; channels_last: NHWC gradients go through the
   // flat buckets and NHWC weights through the broadcast; squeeze_excite's new layers, drawn from each rank's generator,
-  // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2).
+  // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2;
+  // weight_standardization standardizes every conv, those inside blurpool's and squeeze-excite's wrappers too).
   const std::string setup =
       "model={cnn: {width: 8}};max_duration=16ba;"
       "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
@@ -495,7 +496,8 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
       "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
       "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
       "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
-      "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}];";
+      "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
+      "weight_standardization];";
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
@@ -520,6 +522,29 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
   const auto resumed1 = final_params("parts", 1);
   for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(resumed1[i], params0[i])) << "parameter " << i;
+}
+
+TEST_F(Distributed, StochasticDepthDrawsPerRankKeepsRanksIdenticalAndResumesBitwise) {
+  // A ResNet-8 (3 residual gates) with stochastic depth in sample mode: each rank draws its own masks from (seed,
+  // batch, rank); the averaged gradients keep the weights identical on both ranks; a rank killed mid-run resumes
+  // bitwise (no algorithm state: the gates are rebuilt by surgery before loading, the draws come from the batch).
+  const std::string setup =
+      "model={resnet: {depth: 8, width: 4}};"
+      "data.train.dataset.synthetic.input_shape=[1, 8, 8];data.eval.dataset.synthetic.input_shape=[1, 8, 8];"
+      "algorithms=[{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}, weight_standardization];";
+  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
+  ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
+  const auto whole = record("whole", 0);
+  ASSERT_EQ(whole.size(), 8u);
+  const auto params0 = final_params("whole", 0), params1 = final_params("whole", 1);
+  ASSERT_EQ(params0.size(), params1.size());
+  for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(params0[i], params1[i])) << "tensor " << i;
+  fs::remove_all(dir_ / "run");
+  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/0, /*kill_at=*/5).exit_code, 128 + SIGKILL);
+  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error1.txt");
+  const auto parts = record("parts", 0);
+  ASSERT_EQ(parts.size(), 8u);
+  for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
 
 TEST_F(Distributed, ResumeOnAnotherNumberOfRanksContinuesTheGlobalOrder) {

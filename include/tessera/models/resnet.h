@@ -34,9 +34,11 @@ struct ResNetOptions {
   }
 };
 
-/// A basic residual block: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the input (or a 1x1 conv(stride)-BN
-/// projection of it when the stride or width changes), then ReLU.
-/// Slots: conv1, bn1, conv2, bn2 and, with a projection, shortcut_conv, shortcut_bn.
+/// A basic residual block: conv3x3(stride)-BN-ReLU-conv3x3-BN, through the residual gate, plus the input (or a
+/// 1x1 conv(stride)-BN projection of it when the stride or width changes), then ReLU.
+/// Slots: conv1, bn1, conv2, bn2, residual_gate and, with a projection, shortcut_conv, shortcut_bn. The residual
+/// gate is a torch::nn::Identity (no parameters, so no state-dict keys) that surgery may replace to scale or drop
+/// the residual branch (stochastic depth: algorithms/stochastic_depth).
 class BasicBlock : public SlottedModule {
  public:
   BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride);
