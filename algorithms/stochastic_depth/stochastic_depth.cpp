@@ -127,10 +127,11 @@ int64_t count_stochastic_depth(torch::nn::Module& model) {
 StochasticDepth::StochasticDepth(StochasticDepthOptions options) : options_(std::move(options)) {
   validate_options(options_, "stochastic_depth");
   spec_.name = "stochastic_depth";
-  // The gates hold no parameters: no optimizer change. At BatchStart it sets the gates' rates and streams (part of
+  // The gates hold no parameters: no optimizer change. At BeforeDataloader (before selective backprop's scoring
+  // forward at AfterDataloader, which draws from them too) it sets the gates' rates and streams (part of
   // the module tree's behaviour, declared as the structure it changes).
   spec_.accesses = {{Event::Init, {Resource::ModelStructure}, {Resource::ModelStructure}},
-                    {Event::BatchStart, {Resource::ModelStructure}, {Resource::ModelStructure}}};
+                    {Event::BeforeDataloader, {Resource::ModelStructure}, {Resource::ModelStructure}}};
   spec_.required_on_load = true;
 }
 

@@ -14,9 +14,9 @@
 /// their running statistics); Composer skips computing it.
 ///
 /// With drop_warmup w > 0 the rates ramp from 0: at elapsed fraction e < w of the run, drop_rate is replaced by
-/// (e / w) · drop_rate (set at each BatchStart).
+/// (e / w) · drop_rate (set at each BeforeDataloader).
 ///
-/// Randomness: at BatchStart, gate i gets Rng(seed, {kAlgorithmStream, stream, batch, rank, i}); each training forward
+/// Randomness: at BeforeDataloader, gate i gets Rng(seed, {kAlgorithmStream, stream, batch, rank, i}); each training forward
 /// (every microbatch, SAM's second pass) draws from it in turn. Draws are a pure function of (seed, batch, rank), so
 /// resume is exact with no algorithm state, and every rank draws its own masks deterministically.
 ///
@@ -99,7 +99,7 @@ std::vector<StochasticDepthGate> apply_stochastic_depth(torch::nn::Module& model
 /// How many `residual_gate` slots `model` has (what apply_stochastic_depth would replace).
 int64_t count_stochastic_depth(torch::nn::Module& model);
 
-/// The algorithm (recipe name "stochastic_depth"): apply_stochastic_depth at Init; at each BatchStart, every gate's
+/// The algorithm (recipe name "stochastic_depth"): apply_stochastic_depth at Init; at each BeforeDataloader, every gate's
 /// drop rate (warmup) and random stream for the batch. A model without residual gates (no residual blocks: mlp,
 /// cnn) is refused at plan time.
 class StochasticDepth : public Algorithm {

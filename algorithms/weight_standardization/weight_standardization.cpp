@@ -76,7 +76,7 @@ std::unordered_set<const torch::nn::Module*> standardized_convs(torch::nn::Modul
     return std::optional<torch::nn::AnyModule>();
   });
   std::vector<const torch::nn::Module*> ordered;
-  for (const auto& m : model.modules(/*include_self=*/true)) {
+  for (const auto& m : model.modules(/*include_self=*/false)) {  // a conv in a slot is a child, never the root
     if (in_slots.count(m.get()) != 0) ordered.push_back(m.get());
   }
   const auto keep = static_cast<int64_t>(ordered.size()) - ignore;
@@ -155,12 +155,9 @@ WeightStandardization::WeightStandardization(WeightStandardizationOptions option
   spec_.name = "weight_standardization";
   // The parameters stay the same tensors: no optimizer change.
   spec_.accesses = {{Event::Init, {Resource::ModelStructure}, {Resource::ModelStructure}}};
-  spec_.order.push_back({OrderRule::Relation::After, Selector::named("blurpool"), Event::Init,
-                         "it standardizes the convs that blurpool keeps in BlurConv2d's slot; before, blurpool would "
-                         "find no Conv2d to blur"});
-  spec_.order.push_back({OrderRule::Relation::After, Selector::named("squeeze_excite"), Event::Init,
-                         "it standardizes the convs that squeeze-excite keeps in a slot; before, squeeze-excite would "
-                         "find no Conv2d to extend"});
+  spec_.order.push_back({OrderRule::Relation::After, Selector::writers_of(Resource::ModelStructure), Event::Init,
+                         "it standardizes the convs that other surgery keeps in slots (inside blurpool's BlurConv2d and "
+                         "squeeze-excite's SqueezeExciteConv2d); before them, they would find no Conv2d to wrap"});
   spec_.precision_note = "the weights are standardized in their own dtype (float32 parameters) before autocast casts "
                          "them for the convolution";
   spec_.required_on_load = true;

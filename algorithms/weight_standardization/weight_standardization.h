@@ -8,8 +8,8 @@
 /// optimizer are unchanged) and at every forward convolves with
 ///     Ŵ[o] = (W[o] − mean(W[o])) / sqrt(var(W[o]) + eps)
 /// the mean and (population, unbiased = false) variance taken over everything but the output channel o; the
-/// gradient flows through the standardization to W. Runs once at Init, after the other surgeries (so that the
-/// convs squeeze-excite and blurpool wrap in slots are standardized too); required on checkpoint load.
+/// gradient flows through the standardization to W. Runs once at Init, after the other writers of the model structure
+/// (so that the convs squeeze-excite and blurpool wrap in slots are standardized too); required on checkpoint load.
 ///
 ///     trainer components: algorithms.push_back(std::make_shared<tessera::algorithms::WeightStandardization>());
 ///     functional:         tessera::algorithms::apply_weight_standardization(model, WeightStandardizationOptions());

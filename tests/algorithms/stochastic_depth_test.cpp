@@ -146,7 +146,7 @@ TEST(StochasticDepth, TrainingIsDeterministicPerSeedAndTheWarmupRaisesTheRates) 
     Trainer t(TrainerOptions().max_duration(Time::parse("2ep")).threads(1).seed(9), std::move(c));
     ASSERT_EQ(sd->gates().size(), 3u);
     t.fit();
-    // 8 batches; the last BatchStart is at elapsed 7/8 >= the warmup: full rates.
+    // 8 batches; the last BeforeDataloader is at elapsed 7/8 >= the warmup: full rates.
     for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(sd->gates()[i]->drop_rate, (i + 1) / 3.0 * 0.5);
     for (const auto& p : model->parameters()) EXPECT_TRUE(p.isfinite().all().item<bool>());
     prints.push_back(weights_fingerprint(*model));
@@ -166,7 +166,7 @@ TEST(StochasticDepth, AlgorithmSpecValidationAndRefusalWithoutResidualBlocks) {
   EXPECT_EQ(algo.options().drop_distribution(), "linear");
   EXPECT_TRUE(algo.spec().required_on_load);
   EXPECT_TRUE(algo.spec().acts_on(Event::Init));
-  EXPECT_TRUE(algo.spec().acts_on(Event::BatchStart));
+  EXPECT_TRUE(algo.spec().acts_on(Event::BeforeDataloader));
   EXPECT_FALSE(algo.spec().writes(Resource::OptimizerGroups)) << "the gates have no parameters";
   Components c = testing::tiny_components();
   c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(3).width(4));

@@ -133,6 +133,9 @@ TEST(WeightStandardization, AlgorithmSpecValidationAndRefusals) {
   EXPECT_DOUBLE_EQ(algo.options().eps(), 1e-5);
   EXPECT_TRUE(algo.spec().required_on_load);
   EXPECT_FALSE(algo.spec().writes(Resource::OptimizerGroups)) << "the same parameter tensors";
+  ASSERT_EQ(algo.spec().order.size(), 1u);
+  EXPECT_EQ(algo.spec().order[0].relation, OrderRule::Relation::After);
+  EXPECT_EQ(algo.spec().order[0].other.writes, Resource::ModelStructure) << "after blurpool and squeeze-excite";
   {
     Components c = testing::tiny_components();  // an MLP: no convolution
     c.algorithms = {std::make_shared<WeightStandardization>()};
