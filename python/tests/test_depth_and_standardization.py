@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import tessera
 import tessera.functional as TF
+from conftest import tiny_components
 from tessera.algorithms import StochasticDepth, WeightStandardization
 
 
@@ -90,16 +91,15 @@ def test_weight_standardization_on_a_python_module_then_training(tmp_path):
 
 
 def test_stochastic_depth_on_the_recipe_resnet_and_refused_on_a_python_module(tmp_path):
-    batch = tessera.data.synthetic(size=32, input_shape=[3, 8, 8], num_classes=4, seed=1)
-    data = torch.utils.data.TensorDataset(batch["input"], batch["target"])
-    loader = torch.utils.data.DataLoader(data, batch_size=8)
     sd = StochasticDepth(drop_rate=0.3)
-    trainer = tessera.Trainer(model={"resnet": {"depth": 8, "width": 4}}, train_dataloader=loader,
-                              optimizer={"sgd": {"lr": 0.1}}, algorithms=[sd], max_duration="1ep", seed=3,
-                              run_dir=str(tmp_path / "a"))
+    trainer = tessera.Trainer(**tiny_components(model={"resnet": {"depth": 8, "width": 4}}, algorithms=[sd],
+                                                run_dir=str(tmp_path / "a")))
     trainer.fit()
     assert sd.drop_rates == pytest.approx([0.1, 0.2, 0.3])
+    batch = tessera.data.synthetic(size=32, input_shape=[3, 8, 8], num_classes=4, seed=1)
+    data = torch.utils.data.TensorDataset(batch["input"], batch["target"])
     with pytest.raises(tessera.InputError, match="stochastic_depth: changes the model's structure, and has no surgery "
                                                  "for Python modules"):
-        tessera.Trainer(model=Net(), train_dataloader=loader, optimizer={"sgd": {"lr": 0.1}},
-                        algorithms=[StochasticDepth()], max_duration="1ep", run_dir=str(tmp_path / "b"))
+        tessera.Trainer(model=Net(), train_dataloader=torch.utils.data.DataLoader(data, batch_size=8),
+                        optimizer={"sgd": {"lr": 0.1}}, algorithms=[StochasticDepth()], max_duration="1ep",
+                        run_dir=str(tmp_path / "b"))
