@@ -56,13 +56,15 @@ Decision decide(const torch::nn::Module& module, const FactorizeOptions& options
 /// The layers that sit in the slots of a factorized layer already (they are not factorized again).
 std::set<const torch::nn::Module*> factors_of(torch::nn::Module& model) {
   std::set<const torch::nn::Module*> out;
-  for (const auto& m : model.modules(/*include_self=*/true)) {
-    const auto* slotted = dynamic_cast<const SlottedModule*>(m.get());
-    if (slotted == nullptr || (m->as<FactorizedConv2dImpl>() == nullptr && m->as<FactorizedLinearImpl>() == nullptr)) {
-      continue;
+  auto note = [&](const torch::nn::Module& m) {
+    const auto* slotted = dynamic_cast<const SlottedModule*>(&m);
+    if (slotted == nullptr || (m.as<FactorizedConv2dImpl>() == nullptr && m.as<FactorizedLinearImpl>() == nullptr)) {
+      return;
     }
     for (const auto& [name, slot] : slotted->slots()) out.insert(slot.ptr().get());
-  }
+  };
+  note(model);  // (modules(include_self) would need the model in a shared_ptr; a functional call may pass one on the stack)
+  for (const auto& m : model.modules(/*include_self=*/false)) note(*m);
   return out;
 }
 
