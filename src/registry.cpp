@@ -32,6 +32,7 @@
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -158,6 +159,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::CutMix, algorithms::CutMixOptions>("cutmix"),
       algorithm<algorithms::CutOut, algorithms::CutOutOptions>("cutout"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
+      algorithm<algorithms::Factorize, algorithms::FactorizeOptions>("factorize"),
       algorithm<algorithms::GhostBatchNorm, algorithms::GhostBatchNormOptions>("ghost_batchnorm"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),

@@ -17,6 +17,7 @@
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/mixup.h>
@@ -355,6 +356,18 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def("copy_averages_to", [](const alg::EMA& a, Model& model) { a.copy_averages_to(model); }, py::arg("model"),
            "Copies the averages into a tessera.Model with the same parameter and buffer names.");
 
+  bind_algorithm<alg::Factorize, alg::FactorizeOptions>(
+      m, "Factorize", "factorize",
+      "Factorize by model surgery at INIT (Composer's Factorize): every Conv2d with at least min_channels input and "
+      "output channels becomes a k x k conv to r channels (no bias) then a 1x1 conv to the output channels (the "
+      "original bias), every Linear with at least min_features inputs and outputs a Linear to r features then one to "
+      "the outputs, when that reduces the multiply-adds (r (in k^2 + out) < in out k^2); r = latent_channels "
+      "(latent_features) or that fraction of min(in, out) when below 1. The factors start from the truncated SVD "
+      "of the weight. Runs after squeeze_excite, before blurpool.")
+      .def_property_readonly("counts", [](const alg::Factorize& a) {
+        return py::dict(py::arg("convs") = a.counts().convs, py::arg("linears") = a.counts().linears);
+      }, "What the last application factorized: {'convs': n, 'linears': m}.");
+
   bind_algorithm<alg::GhostBatchNorm, alg::GhostBatchNormOptions>(
       m, "GhostBatchNorm", "ghost_batchnorm",
       "Ghost batch norm by model surgery at INIT (Hoffer et al. 2017): in training, every BatchNorm1d/2d/3d "
@@ -627,6 +640,32 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       py::arg("model"),
       "BlurPool surgery on a tessera.Model (keyword arguments as for tessera.algorithms.BlurPool); returns "
       "{'convs': n, 'maxpools': m}.");
+  f.def(
+      "apply_factorize",
+      [](Model& model, const py::kwargs& kwargs) {
+        const auto counts = alg::apply_factorize(model, options_from_kwargs<alg::FactorizeOptions>(kwargs, "factorize"));
+        return py::dict(py::arg("convs") = counts.convs, py::arg("linears") = counts.linears);
+      },
+      py::arg("model"),
+      "Factorize surgery on a tessera.Model (keyword arguments as for tessera.algorithms.Factorize); returns "
+      "{'convs': n, 'linears': m}.");
+  f.def(
+      "factorize_matrix",
+      [](const at::Tensor& weight, int64_t rank) -> py::tuple {
+        const auto [first, second] = alg::factorize_matrix(weight, rank);
+        return py::make_tuple(first, second);
+      },
+      py::arg("weight"), py::arg("rank"),
+      "The truncated SVD of weight [out, in] = U S V^T as (first, second) = (S_r^1/2 V_r^T [rank, in], "
+      "U_r S_r^1/2 [out, rank]): second @ first is the best rank-`rank` approximation of weight (computed in "
+      "float64, returned in weight's dtype).");
+  f.def("factorize_latent", &alg::factorize_latent, py::arg("latent"), py::arg("in_size"), py::arg("out_size"),
+        "The rank for a layer with in_size inputs and out_size outputs: latent when >= 1, else "
+        "max(1, int(latent * min(in_size, out_size))).");
+  f.def("factorize_reduces_cost", &alg::factorize_reduces_cost, py::arg("in_size"), py::arg("out_size"),
+        py::arg("kernel_area"), py::arg("rank"),
+        "Whether rank * (in_size * kernel_area + out_size) < in_size * out_size * kernel_area (fewer multiply-adds "
+        "per output position).");
   f.def(
       "apply_ghost_batchnorm",
       [](Model& model, const py::kwargs& kwargs) {

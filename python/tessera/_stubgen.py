@@ -38,9 +38,9 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GhostBatchNorm", "GradientClipping",
-                 "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop",
-                 "SqueezeExcite", "StochasticDepth", "WeightStandardization"):
+    for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize", "GhostBatchNorm",
+                 "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM",
+                 "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "WeightStandardization"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [
@@ -54,7 +54,7 @@ def algorithms_stub() -> str:
                  "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
                  "SqueezeExcite": ("replaced", "int"), "StochasticDepth": ("drop_rates", "List[float]"),
-                 "WeightStandardization": ("replaced", "int")}.get(name)
+                 "WeightStandardization": ("replaced", "int"), "Factorize": ("counts", "Dict[str, int]")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]
         lines.append("")

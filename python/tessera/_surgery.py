@@ -124,6 +124,48 @@ class WeightStandardizedConv(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv[0]._conv_forward(x, _C.functional.standardize_weight(self.weight, self.eps), self.bias)
+class _Factorized(torch.nn.Module):
+    """Two layers in sequence, module0 then module1 (algorithms/factorize: FactorizedConv2dImpl and
+    FactorizedLinearImpl), initialised from the truncated SVD of the replaced layer's weight by the C++
+    factorize_matrix: module0's weight S_r^1/2 V_r^T, module1's U_r S_r^1/2 and the original bias."""
+
+    def __init__(self, layer: torch.nn.Module, module0: torch.nn.Module, module1: torch.nn.Module, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+        weight = layer.weight.detach()
+        module0.to(device=weight.device, dtype=weight.dtype)
+        module1.to(device=weight.device, dtype=weight.dtype)
+        first, second = _C.functional.factorize_matrix(weight.reshape(weight.shape[0], -1), rank)
+        with torch.no_grad():
+            module0.weight.copy_(first.view_as(module0.weight))
+            module1.weight.copy_(second.view_as(module1.weight))
+            if layer.bias is not None:
+                module1.bias.copy_(layer.bias.detach())
+        self.module0 = module0
+        self.module1 = module1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module1(self.module0(x))
+
+
+class FactorizedConv2d(_Factorized):
+    """A Conv2d as a k x k conv to `rank` channels (no bias; the conv's stride, padding, dilation and padding mode)
+    then a 1x1 conv to the output channels (the conv's bias)."""
+
+    def __init__(self, conv: torch.nn.Conv2d, rank: int) -> None:
+        first = torch.nn.Conv2d(conv.in_channels, rank, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                                dilation=conv.dilation, bias=False, padding_mode=conv.padding_mode)
+        second = torch.nn.Conv2d(rank, conv.out_channels, 1, bias=conv.bias is not None)
+        super().__init__(conv, first, second, rank)
+
+
+class FactorizedLinear(_Factorized):
+    """A Linear as a Linear to `rank` features (no bias) then one to the outputs (the layer's bias)."""
+
+    def __init__(self, linear: torch.nn.Linear, rank: int) -> None:
+        first = torch.nn.Linear(linear.in_features, rank, bias=False)
+        second = torch.nn.Linear(rank, linear.out_features, bias=linear.bias is not None)
+        super().__init__(linear, first, second, rank)
 
 
 def _replace(module: torch.nn.Module, policy: Callable[[torch.nn.Module], Any], dry_run: bool) -> Dict[str, int]:
@@ -187,11 +229,47 @@ def _weight_standardization(module: torch.nn.Module, options: Dict[str, Any], dr
         return None
 
     return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
+def _factorize(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+    # The layers inside a factorized layer are not factorized again.
+    factors = {id(child) for m in module.modules() if isinstance(m, _Factorized) for child in m.children()}
+    no_saving = [0]
+
+    def decide(m: torch.nn.Module) -> Any:
+        """(kind, rank) for a layer to factorize, else None (counting the wide layers that would save nothing)."""
+        if id(m) in factors:
+            return None
+        if type(m) is torch.nn.Conv2d and options["factorize_convs"] and m.groups == 1:
+            sizes, area = (m.in_channels, m.out_channels), m.kernel_size[0] * m.kernel_size[1]
+            kind, least, latent = "convs", options["min_channels"], options["latent_channels"]
+        elif type(m) is torch.nn.Linear and options["factorize_linears"]:
+            sizes, area = (m.in_features, m.out_features), 1
+            kind, least, latent = "linears", options["min_features"], options["latent_features"]
+        else:
+            return None
+        if min(sizes) < least:
+            return None
+        rank = _C.functional.factorize_latent(latent, *sizes)
+        if not _C.functional.factorize_reduces_cost(sizes[0], sizes[1], area, rank):
+            no_saving[0] += 1
+            return None
+        return kind, rank
+
+    def policy(m: torch.nn.Module) -> Any:
+        decision = decide(m)
+        if decision is None:
+            return None
+        kind, rank = decision
+        factorized = FactorizedConv2d if kind == "convs" else FactorizedLinear
+        return kind, lambda: factorized(m, rank)
+
+    counts = _replace(module, policy, dry_run)
+    return {"convs": counts.get("convs", 0), "linears": counts.get("linears", 0), "no_saving": no_saving[0]}
 
 
 #: The surgery of each algorithm (by its spec name) on Python modules.
 SURGERIES: Dict[str, Callable[[torch.nn.Module, Dict[str, Any], bool], Dict[str, int]]] = {
     "blurpool": _blurpool,
+    "factorize": _factorize,
     "ghost_batchnorm": _ghost_batchnorm,
     "squeeze_excite": _squeeze_excite,
     "weight_standardization": _weight_standardization,

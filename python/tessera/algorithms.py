@@ -15,6 +15,7 @@ ColOut = _native.ColOut
 CutMix = _native.CutMix
 CutOut = _native.CutOut
 EMA = _native.EMA
+Factorize = _native.Factorize
 GhostBatchNorm = _native.GhostBatchNorm
 GradientClipping = _native.GradientClipping
 LabelSmoothing = _native.LabelSmoothing
@@ -38,6 +39,7 @@ __all__ = [
     "CutMix",
     "CutOut",
     "EMA",
+    "Factorize",
     "GhostBatchNorm",
     "GradientClipping",
     "LabelSmoothing",

@@ -42,6 +42,10 @@ cutout_batch = _native.cutout_batch
 colout_batch = _native.colout_batch
 mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
+apply_factorize = _native.apply_factorize
+factorize_matrix = _native.factorize_matrix
+factorize_latent = _native.factorize_latent
+factorize_reduces_cost = _native.factorize_reduces_cost
 apply_ghost_batchnorm = _native.apply_ghost_batchnorm
 ghost_batch_norm = _native.ghost_batch_norm
 apply_squeeze_excite = _native.apply_squeeze_excite
@@ -106,6 +110,7 @@ __all__ = [
     "ops",
     "apply_blurpool",
     "apply_channels_last",
+    "apply_factorize",
     "apply_ghost_batchnorm",
     "apply_squeeze_excite",
     "apply_stochastic_depth",
@@ -119,6 +124,9 @@ __all__ = [
     "cutmix_batch",
     "cutout_batch",
     "ema_smoothing",
+    "factorize_latent",
+    "factorize_matrix",
+    "factorize_reduces_cost",
     "freeze_depth",
     "freeze_layers",
     "ghost_batch_norm",

@@ -27,6 +27,7 @@
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -132,6 +133,11 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("4ba")).ema_start(Time::parse("0.2dur")));
   }
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
+  // CNN width 4: conv2 (4 -> 8), conv3 (8 -> 16) and fc (16 -> 4) factorized at rank 2.
+  if (name == "factorize") {
+    return std::make_shared<Factorize>(
+        FactorizeOptions().min_channels(4).latent_channels(2).min_features(4).latent_features(2));
+  }
   if (name == "ghost_batchnorm") return std::make_shared<GhostBatchNorm>(GhostBatchNormOptions().ghost_batch_size(2));
   // CNN width 4: conv2 (4 -> 8) and conv3 (8 -> 16) get SE blocks of 2 channels.
   if (name == "squeeze_excite") return std::make_shared<SqueezeExcite>(SqueezeExciteOptions().min_channels(4).latent_channels(2));
@@ -562,6 +568,10 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
   if (has(spec.algorithms, "weight_standardization")) {  // CNN: 3 convs; ResNet-8: 7 and 2 projections
     EXPECT_EQ(count_modules(static_cast<algorithms::WeightStandardizedConvImpl*>(nullptr)), spec.model == "cnn" ? 3 : 9);
   }
+  if (has(spec.algorithms, "factorize")) {
+    EXPECT_EQ(count_modules(static_cast<algorithms::FactorizedConv2dImpl*>(nullptr)), 2);
+    EXPECT_EQ(count_modules(static_cast<algorithms::FactorizedLinearImpl*>(nullptr)), 1);
+  }
 }
 
 TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights) {
@@ -768,6 +778,16 @@ std::vector<RunSpec> resume_specs() {
   standardized.model = "cnn";
   standardized.algorithms = {"weight_standardization", "blurpool", "squeeze_excite"};
   specs.push_back(standardized);
+  // Factorize: surgery at Init (the factors initialised by SVD) in the fresh run, then the checkpoint loads by name
+  // into the factors (their momentum buffers and EMA's averages of them); inside SE's slot, the strided factor
+  // blurred by blurpool (declared order, whatever the recipe order); microbatches under autocast.
+  RunSpec factorize;
+  factorize.name = "factorize_squeeze_excite_blurpool_ema_microbatches_amp_bf16";
+  factorize.model = "cnn";
+  factorize.microbatch_size = 3;
+  factorize.precision = "amp_bf16";
+  factorize.algorithms = {"blurpool", "factorize", "squeeze_excite", "ema"};
+  specs.push_back(factorize);
   // CutOut draws its holes from (seed, batch) and keeps no state; on the resized images, with MixUp, microbatches
   // and autocast.
   RunSpec cutout = mixed;

@@ -13,6 +13,7 @@
 #include <tessera/algorithms/cutmix.h>
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/label_smoothing.h>
@@ -84,6 +85,10 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2));
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
   if (name == "ema") return std::make_shared<EMA>(EMAOptions().half_life(Time::parse("2ba")));
+  if (name == "factorize") {
+    return std::make_shared<Factorize>(
+        FactorizeOptions().min_channels(8).latent_channels(0.25).min_features(4).latent_features(2));
+  }
   if (name == "ghost_batchnorm") return std::make_shared<GhostBatchNorm>(GhostBatchNormOptions().ghost_batch_size(4));
   if (name == "squeeze_excite") return std::make_shared<SqueezeExcite>(SqueezeExciteOptions().min_channels(8).latent_channels(4));
   if (name == "stochastic_depth")
@@ -184,7 +189,8 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   if (has("weight_standardization")) {  // every conv in a slot, also inside blurpool's and squeeze-excite's wrappers
     int64_t standardized = 0;
     for (const auto& m : model->modules()) standardized += m->as<algorithms::WeightStandardizedConvImpl>() != nullptr;
-    EXPECT_EQ(standardized, residual ? 9 : 3);  // ResNet-8: stem, 6 block convs, 2 projections; CNN: 3 convs
+    // ResNet-8: stem, 6 block convs, 2 projections; CNN: 3 convs (5 when factorize splits conv2 and conv3)
+    EXPECT_EQ(standardized, residual ? 9 : has("factorize") ? 5 : 3);
   }
   auto conv2 = residual ? nullptr : model->slot("conv2").ptr();
   if (has("squeeze_excite") && !residual) {  // conv2 (8 -> 16) and conv3 (16 -> 32) got SE blocks, conv1 (1 -> 8) none
@@ -194,6 +200,19 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     EXPECT_EQ(model->slot("conv1").ptr()->as<algorithms::SqueezeExciteConv2dImpl>(), nullptr);
     conv2 = se->slot("conv").ptr();  // blurpool (ordered after it) blurs the conv inside
     if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(se->se->fc1->weight)) << "new parameters in the optimizer";
+  }
+  if (has("factorize") && !residual) {  // conv2 (8 -> 16, rank 2), conv3 (16 -> 32, rank 4) and fc (32 -> 4, rank 2); not conv1
+    auto* factors = conv2->as<algorithms::FactorizedConv2dImpl>();  // (inside SE's slot, ordered before it)
+    ASSERT_NE(factors, nullptr);
+    EXPECT_EQ(factors->rank(), 2);
+    EXPECT_NE(model->slot("fc").ptr()->as<algorithms::FactorizedLinearImpl>(), nullptr);
+    EXPECT_EQ(model->slot("conv1").ptr()->as<algorithms::FactorizedConv2dImpl>(), nullptr);
+    const auto second = factors->slot("module1").ptr();  // standardized by weight_standardization (ordered after it)
+    const at::Tensor second_weight = has("weight_standardization")
+                                         ? second->as<algorithms::WeightStandardizedConvImpl>()->weight
+                                         : second->as<torch::nn::Conv2dImpl>()->weight;
+    if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(second_weight)) << "the factors in the optimizer";
+    conv2 = factors->slot("module0").ptr();  // blurpool (ordered after it) blurs the strided factor
   }
   if (has("ghost_batchnorm") && !residual) {
     for (const char* bn : {"bn1", "bn2", "bn3"}) {
@@ -263,7 +282,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 
 std::vector<std::pair<std::string, std::string>> pairs() {
   const std::vector<std::string> names{"blurpool",        "channels_last",  "colout", "cutmix", "cutout", "ema",
-                                       "ghost_batchnorm",
+                                       "factorize", "ghost_batchnorm",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
                                        "progressive_resizing", "sam", "selective_backprop", "squeeze_excite",
                                        "stochastic_depth", "weight_standardization"};

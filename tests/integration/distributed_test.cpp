@@ -487,7 +487,9 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // batch 4: the final parameters compared below are its averages; channels_last: NHWC gradients go through the
   // flat buckets and NHWC weights through the broadcast; squeeze_excite's new layers, drawn from each rank's generator,
   // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2;
-  // weight_standardization standardizes every conv, those inside blurpool's and squeeze-excite's wrappers too).
+  // factorize splits conv2, conv3 and fc from the same SVD on every rank, broadcast from rank 0 all the same;
+  // weight_standardization standardizes every conv, the factors and those inside blurpool's and squeeze-excite's
+  // wrappers too).
   const std::string setup =
       "model={cnn: {width: 8}};max_duration=16ba;"
       "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
@@ -497,6 +499,7 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
       "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
       "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
       "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
+      "{factorize: {min_channels: 8, latent_channels: 0.25, min_features: 4, latent_features: 2}}, "
       "weight_standardization];";
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
