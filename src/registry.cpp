@@ -41,6 +41,7 @@
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
+#include <tessera/algorithms/swa.h>
 
 namespace tessera {
 namespace {
@@ -165,6 +166,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
       algorithm<algorithms::SqueezeExcite, algorithms::SqueezeExciteOptions>("squeeze_excite"),
+      algorithm<algorithms::SWA, algorithms::SWAOptions>("swa"),
   }};
   return kind;
 }

@@ -40,7 +40,7 @@ def algorithms_stub() -> str:
     ]
     for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GhostBatchNorm", "GradientClipping",
                  "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop",
-                 "SqueezeExcite"):
+                 "SqueezeExcite", "SWA"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [

@@ -24,6 +24,7 @@ ProgressiveResizing = _native.ProgressiveResizing
 SAM = _native.SAM
 SelectiveBackprop = _native.SelectiveBackprop
 SqueezeExcite = _native.SqueezeExcite
+SWA = _native.SWA
 make = _native.make
 registered = _native.registered
 
@@ -45,6 +46,7 @@ __all__ = [
     "SAM",
     "SelectiveBackprop",
     "SqueezeExcite",
+    "SWA",
     "make",
     "registered",
 ]

@@ -486,7 +486,9 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // cuts the same holes and ColOut drops the same rows on every rank; EMA from
   // batch 4: the final parameters compared below are its averages; channels_last: NHWC gradients go through the
   // flat buckets and NHWC weights through the broadcast; squeeze_excite's new layers, drawn from each rank's generator,
-  // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2).
+  // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2; SWA's
+  // average of batches 2 to 12 replaces the weights at 12, after the kill at 11, with the ghost batch norms'
+  // statistics recomputed over each rank's share and averaged over the ranks).
   const std::string setup =
       "model={cnn: {width: 8}};max_duration=16ba;"
       "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
@@ -495,7 +497,8 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
       "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
       "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
       "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
-      "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}];";
+      "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
+      "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
