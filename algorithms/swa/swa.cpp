@@ -43,8 +43,9 @@ std::vector<torch::nn::BatchNormOptions*> batchnorm_options(torch::nn::Module& m
     }
     const auto own = m.named_buffers(/*recurse=*/false);
     if (own.contains("running_mean") || own.contains("running_var")) {
-      throw InputError(fmt::format("swa: module '{}' ({}) keeps running statistics, but only torch's BatchNorm1d/2d/3d "
-                                   "and Ghost BatchNorm's layers can have theirs recomputed at swa_end (not a PyTorch "
+      throw InputError(fmt::format("recompute_batchnorm: module '{}' ({}) keeps running statistics, but only "
+                                   "torch's BatchNorm1d/2d/3d and Ghost BatchNorm's layers can have theirs "
+                                   "recomputed at swa_end (not a PyTorch "
                                    "model's: recompute them after fit, e.g. with torch.optim.swa_utils.update_bn); set "
                                    "recompute_batchnorm: false",
                                    item.key().empty() ? "<model>" : item.key(), m.name()));
@@ -83,13 +84,17 @@ void check_swa_options(const SWAOptions& o, const std::string& where) {
 }
 
 void swa_update(const std::vector<at::Tensor>& average, const std::vector<at::Tensor>& current, int64_t count) {
-  if (count < 0) throw InputError(fmt::format("swa_update: count must be >= 0 (snapshots already averaged), got {}", count));
+  if (count < 0) {
+    throw InputError(fmt::format("swa_update: count must be >= 0 (snapshots already averaged), got {}", count));
+  }
   compute_ema(average, current, static_cast<double>(count) / static_cast<double>(count + 1));
 }
 
 void swa_update_by_name(const std::vector<std::pair<std::string, at::Tensor>>& weights,
                         const std::vector<std::pair<std::string, at::Tensor>>& averages, int64_t count) {
-  if (count < 0) throw InputError(fmt::format("swa_update: count must be >= 0 (snapshots already averaged), got {}", count));
+  if (count < 0) {
+    throw InputError(fmt::format("swa_update: count must be >= 0 (snapshots already averaged), got {}", count));
+  }
   compute_ema_by_name(weights, averages, static_cast<double>(count) / static_cast<double>(count + 1));
 }
 
@@ -217,12 +222,12 @@ void SWA::check(const State& state) const {
   const TimeContext& t = state.time;
   const double start = t.to_batches(options_.swa_start()), end = t.to_batches(options_.swa_end());
   if (start >= end) {
-    throw InputError(fmt::format("swa_start {} ({} batches) is not before swa_end {} ({} batches)",
+    throw InputError(fmt::format("swa_start {} ({:g} batches) is not before swa_end {} ({:g} batches)",
                                  options_.swa_start().str(), start, options_.swa_end().str(), end));
   }
   if (end > t.total_batches() + 1e-9) {
-    throw InputError(fmt::format("swa_end {} ({} batches) is after max_duration {} ({} batches): the average would "
-                                 "never replace the weights",
+    throw InputError(fmt::format("swa_end {} ({:g} batches) is after max_duration {} ({:g} batches): the average "
+                                 "would never replace the weights",
                                  options_.swa_end().str(), end, t.max_duration.str(), t.total_batches()));
   }
   if (options_.recompute_batchnorm() && state.model) (void)count_batchnorm(*state.model);
@@ -292,7 +297,8 @@ void SWA::set_learning_rate(State& state) {
     lr_start_batch_ = state.timestamp.batch;
     lr_start_factor_ = alpha;
   }
-  const double anneal = static_cast<double>(options_.anneal_steps()) * state.time.to_batches(options_.update_interval());
+  const double anneal =
+      static_cast<double>(options_.anneal_steps()) * state.time.to_batches(options_.update_interval());
   const double since = static_cast<double>(state.timestamp.batch - lr_start_batch_);
   const double progress = anneal > 0 ? since / anneal : 1.0;
   for (auto& group : state.optimizer->param_groups()) {
@@ -345,7 +351,8 @@ void SWA::after_load(State& state) {
     for (auto& [name, t] : averaged_weights(*state.model)) {
       auto it = loaded.find(name);
       if (it == loaded.end()) {
-        throw InputError(fmt::format("swa: the checkpoint has no average for {}: not the model it was saved with", name));
+        throw InputError(
+            fmt::format("swa: the checkpoint has no average for {}: not the model it was saved with", name));
       }
       if (it->second.sizes() != t.sizes() || it->second.scalar_type() != t.scalar_type()) {
         throw InputError(fmt::format("swa: the checkpoint's {} is {} {}, the model's is {} {}: not the model it was "

@@ -343,10 +343,12 @@ TEST(SWA, RunsThatCannotAverageAreRefusedBeforeStepOne) {
   auto refused = [](SWAOptions o, const std::string& max) {
     Components c = cnn_components();
     c.algorithms = {std::make_shared<SWA>(o)};
-    return testing::input_error_of([&] { Trainer t(TrainerOptions().max_duration(Time::parse(max)).threads(1), std::move(c)); });
+    return testing::input_error_of(
+        [&] { Trainer t(TrainerOptions().max_duration(Time::parse(max)).threads(1), std::move(c)); });
   };
   const std::string late = refused(SWAOptions().swa_start(Time::parse("2ba")).swa_end(Time::parse("3ep")), "2ep");
-  EXPECT_NE(late.find("swa: swa_end 3ep (18 batches) is after max_duration 2ep (12 batches)"), std::string::npos) << late;
+  EXPECT_NE(late.find("swa: swa_end 3ep (18 batches) is after max_duration 2ep (12 batches)"), std::string::npos)
+      << late;
   const std::string order = refused(SWAOptions().swa_start(Time::parse("0.5dur")).swa_end(Time::parse("5ba")), "2ep");
   EXPECT_NE(order.find("swa: swa_start 0.5dur (6 batches) is not before swa_end 5ba (5 batches)"), std::string::npos)
       << order;
