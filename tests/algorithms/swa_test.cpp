@@ -13,6 +13,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 
+#include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/swa.h>
 
 #include "support.h"
@@ -243,7 +244,7 @@ TEST(SWA, BatchNormStatisticsRecomputedEqualAManualRecomputation) {
   auto [plain_t, plain_swa, plain] = run(false);
   EXPECT_EQ(swa->count(), 2);
   EXPECT_EQ(t->trace().at("swa/epoch_end").count, 2);
-  EXPECT_EQ(t->trace().count("swa/batch_end"), 0u) << "an epoch-interval average ends at the epoch's end";
+  EXPECT_EQ(t->trace().at("swa/batch_end").count, 0) << "an epoch-interval average ends at the epoch's end";
   const Weights& averaged = plain->at_epoch_end.at(2);  // the mean, statistics averaged too
   const Weights& recomputed = watch->at_epoch_end.at(2);
   ASSERT_EQ(recomputed.size(), averaged.size());
