@@ -44,6 +44,7 @@
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
+#include <tessera/algorithms/swa.h>
 
 namespace tessera {
 namespace {
@@ -171,6 +172,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::SqueezeExcite, algorithms::SqueezeExciteOptions>("squeeze_excite"),
       algorithm<algorithms::StochasticDepth, algorithms::StochasticDepthOptions>("stochastic_depth"),
       algorithm<algorithms::WeightStandardization, algorithms::WeightStandardizationOptions>("weight_standardization"),
+      algorithm<algorithms::SWA, algorithms::SWAOptions>("swa"),
   }};
   return kind;
 }

@@ -321,10 +321,32 @@ void Trainer::fit() {
     ~Done() {
       t.fitting_ = false;
       t.in_batch_ = false;
+      t.state_.pass_over_training_data = nullptr;
     }
   } done{*this};
   data::BatchSource& loader = *s.train_dataloader;
   const int64_t batches_per_epoch = loader.num_batches();
+  s.pass_over_training_data = [&](const std::function<void(const Batch&)>& visit,
+                                   const std::vector<at::Tensor>& average) -> int64_t {
+    if (in_batch_) {
+      throw Error("trainer: pass_over_training_data was called in the middle of batch " +
+                  std::to_string(s.timestamp.batch) + "; call it between batches (batch_end, epoch_end)");
+    }
+    int64_t n = 0;
+    loader.start_epoch(s.seed, s.timestamp.epoch, 0);
+    while (std::optional<Batch> b = loader.next()) {
+      visit(s.device.is_cpu() ? *b : batch_to_device(*b, s.device));
+      ++n;
+    }
+    if (ddp_) {
+      for (at::Tensor t : average) ddp_->mean_over_ranks(t);
+    }
+    // Back where training left it (at the end of an epoch the loop starts the next one itself).
+    if (s.timestamp.batch_in_epoch > 0 && s.timestamp.batch_in_epoch < batches_per_epoch) {
+      loader.start_epoch(s.seed, s.timestamp.epoch, s.timestamp.batch_in_epoch);
+    }
+    return n;
+  };
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
   if (finished() && !loaded_checkpoint_.empty() && !s.stop_requested()) {
     // Resumed from the checkpoint written at the end of training: there is nothing left to do.

@@ -16,8 +16,17 @@ const Time kDefaultHalfLife(1000, TimeUnit::Batch);
 
 bool same_time(const Time& a, const Time& b) { return a.unit() == b.unit() && a.as_double() == b.as_double(); }
 
-/// The model's defined parameters ("param/<name>") then buffers ("buffer/<name>"), in its order.
-std::vector<std::pair<std::string, at::Tensor>> weights_of(torch::nn::Module& model) {
+std::string describe(const at::Tensor& t) {
+  return fmt::format("{} {} on {}", c10::str(t.sizes()), c10::toString(t.scalar_type()), t.device().str());
+}
+
+bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device();
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> averaged_weights(torch::nn::Module& model) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     if (item.value().defined()) out.emplace_back("param/" + item.key(), item.value());
@@ -28,37 +37,26 @@ std::vector<std::pair<std::string, at::Tensor>> weights_of(torch::nn::Module& mo
   return out;
 }
 
-std::string describe(const at::Tensor& t) {
-  return fmt::format("{} {} on {}", c10::str(t.sizes()), c10::toString(t.scalar_type()), t.device().str());
-}
-
-bool same_layout(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device();
-}
-
-/// The model's weights, checked against the names and layouts the averages were made for: a model changed by
-/// surgery after averaging started would otherwise be averaged against the wrong tensors.
-std::vector<at::Tensor> matching_weights(torch::nn::Module& model, const std::vector<std::string>& names,
-                                         const std::vector<at::Tensor>& averages) {
+std::vector<at::Tensor> weights_matching(torch::nn::Module& model, const std::vector<std::string>& names,
+                                         const std::vector<at::Tensor>& averages, const std::string& who) {
+  // A model changed by surgery after averaging started would otherwise be averaged against the wrong tensors.
   std::vector<at::Tensor> out;
   out.reserve(names.size());
-  const auto weights = weights_of(model);
-  bool same = weights.size() == names.size();
+  const auto weights = averaged_weights(model);
+  bool same = weights.size() == names.size() && averages.size() == names.size();
   for (size_t i = 0; same && i < weights.size(); ++i) {
     same = weights[i].first == names[i] && same_layout(weights[i].second, averages[i]);
     out.push_back(weights[i].second);
   }
   if (!same) {
     throw Error(fmt::format(
-        "ema: the model's parameters and buffers ({} of them) are no longer those the average was started on ({}): "
-        "the model was changed after averaging started (surgery after ema_start?). Apply surgery at init (as "
-        "blurpool does), or start averaging after it (ema_start)",
-        weights.size(), names.size()));
+        "{}: the model's parameters and buffers ({} of them) are no longer those the average was started on ({}): "
+        "the model was changed after averaging started (surgery after the start?). Apply surgery at init (as "
+        "blurpool does), or start averaging after it",
+        who, weights.size(), names.size()));
   }
   return out;
 }
-
-}  // namespace
 
 void check_ema_options(const EMAOptions& o, const std::string& where) {
   const Time& h = o.half_life();
@@ -176,7 +174,7 @@ void compute_ema_by_name(const std::vector<std::pair<std::string, at::Tensor>>& 
 }
 
 void compute_ema(torch::nn::Module& model, torch::nn::Module& ema_model, double smoothing) {
-  compute_ema_by_name(weights_of(model), weights_of(ema_model), smoothing);
+  compute_ema_by_name(averaged_weights(model), averaged_weights(ema_model), smoothing);
 }
 
 EMA::EMA(EMAOptions options) : options_(std::move(options)) {
@@ -250,7 +248,7 @@ void EMA::update(State& state, Logger& logger) {
     names_.clear();
     ema_.clear();
     at::NoGradGuard no_grad;
-    for (auto& [name, t] : weights_of(*state.model)) {
+    for (auto& [name, t] : averaged_weights(*state.model)) {
       names_.push_back(name);
       ema_.push_back(t.detach().clone());
     }
@@ -261,12 +259,12 @@ void EMA::update(State& state, Logger& logger) {
     return;
   }
   steps_at_update_ = steps;
-  compute_ema(ema_, matching_weights(*state.model, names_, ema_), ema_smoothing(options_, &state.time));
+  compute_ema(ema_, weights_matching(*state.model, names_, ema_, "ema"), ema_smoothing(options_, &state.time));
 }
 
 void EMA::swap_in(torch::nn::Module& model) {
   if (holds_averaged_weights()) return;
-  const std::vector<at::Tensor> weights = matching_weights(model, names_, ema_);
+  const std::vector<at::Tensor> weights = weights_matching(model, names_, ema_, "ema");
   at::NoGradGuard no_grad;
   training_.reserve(weights.size());
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -277,7 +275,7 @@ void EMA::swap_in(torch::nn::Module& model) {
 
 void EMA::swap_out(torch::nn::Module& model) {
   if (!holds_averaged_weights()) return;
-  const std::vector<at::Tensor> weights = matching_weights(model, names_, ema_);
+  const std::vector<at::Tensor> weights = weights_matching(model, names_, ema_, "ema");
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < weights.size(); ++i) weights[i].detach().copy_(training_[i]);
   training_.clear();
@@ -291,7 +289,7 @@ std::vector<std::pair<std::string, at::Tensor>> EMA::averages() const {
 
 void EMA::copy_averages_to(torch::nn::Module& model) const {
   if (!started_) throw InputError("ema: averaging has not started yet (ema_start not reached); nothing to copy");
-  const std::vector<at::Tensor> weights = matching_weights(model, names_, ema_);
+  const std::vector<at::Tensor> weights = weights_matching(model, names_, ema_, "ema");
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < weights.size(); ++i) weights[i].detach().copy_(ema_[i]);
 }
@@ -338,7 +336,7 @@ void EMA::after_load(State& state) {
     return;
   }
   std::vector<at::Tensor> training;
-  for (auto& [name, t] : weights_of(model)) {
+  for (auto& [name, t] : averaged_weights(model)) {
     auto take = [&](const std::string& key) -> at::Tensor {
       auto it = loaded.find(key);
       if (it == loaded.end()) return {};

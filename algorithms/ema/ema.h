@@ -75,6 +75,15 @@ void compute_ema_by_name(const std::vector<std::pair<std::string, at::Tensor>>& 
 /// extra one).
 void compute_ema(torch::nn::Module& model, torch::nn::Module& ema_model, double smoothing);
 
+/// The tensors EMA and SWA average: the model's defined parameters ("param/<name>") then buffers
+/// ("buffer/<name>"), in its order.
+std::vector<std::pair<std::string, at::Tensor>> averaged_weights(torch::nn::Module& model);
+
+/// The model's averaged_weights() as tensors, checked against the names and layouts `averages` were started on
+/// (aligned with `names`): an Error naming `who` when the model changed since (surgery after averaging started).
+std::vector<at::Tensor> weights_matching(torch::nn::Module& model, const std::vector<std::string>& names,
+                                         const std::vector<at::Tensor>& averages, const std::string& who);
+
 /// The algorithm (recipe name "ema").
 class EMA : public Algorithm {
  public:

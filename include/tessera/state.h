@@ -56,6 +56,14 @@ struct State {
   /// is handled as nonfinite_loss says, like the first. Returns the batch's loss at these parameters (0-d, on
   /// the device, not read back). Used by SAM for its second forward and backward.
   std::function<at::Tensor()> recompute_gradients;
+  /// Set by the trainer during fit() between batches (BatchEnd to the next batch's data, EpochEnd; a call inside
+  /// a batch is an Error): hands `visit` every batch of one epoch of this rank's training data (the current
+  /// epoch's order, on the device, as the loader yields them: no event fires and no algorithm sees them), then
+  /// puts the loader back where training left it; on several ranks it then averages each of `average` (tensors
+  /// that `visit` computed, such as batch-norm statistics) over the ranks, in place. Returns the number of
+  /// batches. Used by SWA to recompute the batch-norm statistics of the averaged weights.
+  std::function<int64_t(const std::function<void(const Batch&)>& visit, const std::vector<at::Tensor>& average)>
+      pass_over_training_data;
 
   Timestamp timestamp;
   /// Run length and units conversion (max_duration, batches per epoch, samples per epoch).

@@ -29,6 +29,7 @@
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
+#include <tessera/algorithms/swa.h>
 #include <tessera/batch.h>
 #include <tessera/callback.h>
 #include <tessera/data/dataloader.h>
@@ -388,6 +389,27 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "weights move by rho * g / (||g|| + epsilon) along the whole batch's gradient, the trainer runs every "
       "microbatch's forward and backward again there, the weights and batch-norm statistics are put back, and the "
       "step uses the second gradients.");
+
+  bind_algorithm<alg::SWA, alg::SWAOptions>(
+      m, "SWA", "swa",
+      "Stochastic weight averaging (Izmailov et al. 2018): from swa_start on, every update_interval after the step, "
+      "the weights join an equal-weight running mean of the snapshots; at swa_end the mean replaces the weights "
+      "and the batch-norm statistics are recomputed with a pass over the training data (recompute_batchnorm). "
+      "With schedule_swa_lr the learning rate is annealed (linear or cos, over anneal_steps update intervals) from "
+      "its value at swa_start to swa_lr, then held. Checkpoints keep the averages, so a resumed run continues "
+      "exactly.")
+      .def_property_readonly("count", &alg::SWA::count, "Snapshots in the average so far.")
+      .def_property_readonly("finished", &alg::SWA::finished,
+                             "Whether swa_end was reached and the average went into the model.")
+      .def(
+          "averages",
+          [](const alg::SWA& a) {
+            py::dict out;
+            for (const auto& [name, t] : a.averages()) out[py::str(name)] = t;
+            return out;
+          },
+          "The averages by name: {'param/<name>': tensor, 'buffer/<name>': tensor}; empty before the first snapshot "
+          "and after they went into the model.");
 
   bind_algorithm<alg::LabelSmoothing, alg::LabelSmoothingOptions>(
       m, "LabelSmoothing", "label_smoothing",
@@ -773,6 +795,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
   f.def("compute_ema", &alg::compute_ema_by_name, py::arg("weights"), py::arg("averages"), py::arg("smoothing"),
         "averages <- smoothing * averages + (1 - smoothing) * weights, in place, on (name, tensor) lists matched by "
         "name (floating-point tensors; others are copied). tessera.functional.compute_ema wraps it for modules.");
+  f.def("swa_update", &alg::swa_update_by_name, py::arg("weights"), py::arg("averages"), py::arg("count"),
+        "averages <- (count * averages + weights) / (count + 1), in place, on (name, tensor) lists matched by name "
+        "(floating-point tensors; others are copied); count is the number of snapshots already averaged. "
+        "tessera.functional.swa_update wraps it for modules.");
+  f.def("swa_annealed_lr", &alg::swa_annealed_lr, py::arg("start_lr"), py::arg("swa_lr"), py::arg("progress"),
+        py::arg("strategy") = "linear",
+        "SWA's learning rate: (1 - f) * start_lr + f * swa_lr, f = p ('linear') or (1 - cos(pi p)) / 2 ('cos'), "
+        "p = progress clamped to [0, 1].");
   f.def(
       "ema_smoothing",
       [](const std::string& half_life, const std::string& update_interval) {

@@ -40,7 +40,7 @@ def algorithms_stub() -> str:
     ]
     for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize", "GhostBatchNorm",
                  "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM",
-                 "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "WeightStandardization"):
+                 "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "SWA", "WeightStandardization"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [

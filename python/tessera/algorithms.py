@@ -27,6 +27,7 @@ SelectiveBackprop = _native.SelectiveBackprop
 SqueezeExcite = _native.SqueezeExcite
 StochasticDepth = _native.StochasticDepth
 WeightStandardization = _native.WeightStandardization
+SWA = _native.SWA
 make = _native.make
 registered = _native.registered
 
@@ -51,6 +52,7 @@ __all__ = [
     "SqueezeExcite",
     "StochasticDepth",
     "WeightStandardization",
+    "SWA",
     "make",
     "registered",
 ]

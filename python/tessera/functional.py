@@ -106,6 +106,20 @@ def compute_ema(model, ema_model, smoothing=0.99):
     _native.compute_ema(_named_weights(model), _named_weights(ema_model), smoothing)
 
 
+
+def swa_update(average_model, model, count):
+    """Stochastic weight averaging's snapshot: ``average_model`` (a copy of ``model``, e.g. ``copy.deepcopy(model)``)
+    holding the mean of ``count`` snapshots becomes the mean of ``count + 1`` with ``model`` as the new one:
+    ``(count * average_model + model) / (count + 1)``, in place, parameter by parameter and buffer by buffer
+    (matched by name; integer buffers are copied). ``count=0`` copies. Call it every update interval from
+    ``swa_start`` on, then load ``average_model``'s weights and recompute its batch-norm statistics
+    (``torch.optim.swa_utils.update_bn``). EMA's multi-tensor update with smoothing ``count / (count + 1)``, the
+    same code as the SWA algorithm."""
+    _native.swa_update(_named_weights(model), _named_weights(average_model), count)
+
+
+swa_annealed_lr = _native.swa_annealed_lr
+
 __all__ = [
     "ops",
     "apply_blurpool",
@@ -145,5 +159,7 @@ __all__ = [
     "standardize_weight",
     "stochastic_depth",
     "stochastic_depth_drop_rates",
+    "swa_annealed_lr",
+    "swa_update",
     "smoothed_cross_entropy",
 ]

@@ -39,6 +39,7 @@
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
+#include <tessera/algorithms/swa.h>
 #include <tessera/version.h>
 
 #include "../../src/checkpoint/checkpoint_file.h"
@@ -145,6 +146,23 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1).interval(2));  // odd batches: double pass
   if (name == "colout") return std::make_shared<ColOut>(ColOutOptions().p_row(0.25).batch(false));
   if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2).uniform_sampling(true));
+  if (name == "swa") {
+    // Snapshots after every batch from batch 3, the average in at batch 15 (after the last interruption point, 13)
+    // with the statistics recomputed; the SWA learning rate annealed (cos) from batch 3 over 4 batches to 0.02.
+    return std::make_shared<SWA>(SWAOptions()
+                                     .swa_start(Time::parse("3ba"))
+                                     .swa_end(Time::parse("15ba"))
+                                     .update_interval(Time::parse("1ba"))
+                                     .schedule_swa_lr(true)
+                                     .anneal_strategy("cos")
+                                     .anneal_steps(4)
+                                     .swa_lr(0.02));
+  }
+  if (name == "swa_epochs") {
+    // Snapshots at the ends of epochs 1 and 2, the average in at the end of epoch 2 (batch 12): the run interrupted
+    // at 13 resumes from a finished average.
+    return std::make_shared<SWA>(SWAOptions().swa_start(Time::parse("1ep")).swa_end(Time::parse("2ep")));
+  }
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -531,6 +549,11 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
   } else if (has(spec.algorithms, "progressive_resizing")) {
     EXPECT_EQ(widths, (std::set<int64_t>{4, 6, 8})) << "progressive resizing grows 4 -> 6 -> 8";
   }
+  if (has(spec.algorithms, "swa")) {  // snapshots after batches 3 to 15, the last one with the end
+    EXPECT_EQ(run.trainer->trace().at("swa/batch_end").count, 13);
+    EXPECT_EQ(run.trainer->trace().at("swa/batch_start").count, 15) << "the SWA learning rate from batch 3 on";
+  }
+  if (has(spec.algorithms, "swa_epochs")) EXPECT_EQ(run.trainer->trace().at("swa/epoch_end").count, 2);
   if (has(spec.algorithms, "layer_freezing")) {
     // Freezing happens between the interruption points (4, 6, 13) and after the last one.
     const auto& at = snapshots.by_batch;
@@ -741,6 +764,23 @@ std::vector<RunSpec> resume_specs() {
   sam.loss_scaling = "dynamic";
   sam.algorithms = {"sam", "gradient_clipping", "label_smoothing"};
   specs.push_back(sam);
+  // SWA: the averages, their count and the SWA learning rate's start in checkpoints; the batch-norm pass over the
+  // training data at swa_end leaves the loader where it was. With a learning-rate schedule and microbatches; and with
+  // epoch snapshots, a finished average before the last interruption, layer freezing and a loss scaler.
+  RunSpec swa;
+  swa.name = "swa_schedule_microbatches";
+  swa.model = "cnn";
+  swa.scheduler = true;
+  swa.microbatch_size = 3;
+  swa.algorithms = {"swa"};
+  specs.push_back(swa);
+  RunSpec swa_epochs;
+  swa_epochs.name = "swa_epochs_layer_freezing_amp_bf16_loss_scaling";
+  swa_epochs.model = "cnn";
+  swa_epochs.precision = "amp_bf16";
+  swa_epochs.loss_scaling = "dynamic";
+  swa_epochs.algorithms = {"swa_epochs", "layer_freezing"};
+  specs.push_back(swa_epochs);
   // Ghost BatchNorm and Squeeze-Excite: surgery at Init in the fresh run, then the checkpoint loads by name into the
   // new structure (SE's new layers, their momentum buffers and EMA's averages of them). Ghost batches of 2 in
   // microbatches of 3 (chunks of 2 and 1); blurpool after SE blurs the conv inside it; under autocast with

@@ -25,6 +25,7 @@
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
+#include <tessera/algorithms/swa.h>
 
 #include "support.h"
 
@@ -97,6 +98,15 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1));
+  if (name == "swa") {  // snapshots after batches 2 to 6 of 8, the average in at 6, the SWA learning rate from 2
+    return std::make_shared<SWA>(SWAOptions()
+                                     .swa_start(Time::parse("2ba"))
+                                     .swa_end(Time::parse("6ba"))
+                                     .update_interval(Time::parse("1ba"))
+                                     .schedule_swa_lr(true)
+                                     .anneal_steps(2)
+                                     .swa_lr(0.01));
+  }
   if (name == "selective_backprop")
     return std::make_shared<SelectiveBackprop>(SelectiveBackpropOptions().start(0).end(1).interrupt(0));
   if (name == "progressive_resizing")
@@ -274,6 +284,13 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     }
     EXPECT_EQ(i, averages.size());
   }
+  for (const auto& a : pair) {  // the average replaced the weights; the SWA learning rate held to the end
+    auto swa = std::dynamic_pointer_cast<algorithms::SWA>(a);
+    if (!swa) continue;
+    EXPECT_TRUE(swa->finished());
+    EXPECT_GT(swa->count(), 0);
+    for (const auto& g : opt->param_groups()) EXPECT_DOUBLE_EQ(g.lr, 0.01);
+  }
   if (has("layer_freezing")) {
     // Every model parameter is either trainable and in the optimizer, or frozen and out of it.
     for (const auto& p : model->parameters()) EXPECT_EQ(p.requires_grad(), opt->contains(p));
@@ -285,7 +302,7 @@ std::vector<std::pair<std::string, std::string>> pairs() {
                                        "factorize", "ghost_batchnorm",
                                        "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
                                        "progressive_resizing", "sam", "selective_backprop", "squeeze_excite",
-                                       "stochastic_depth", "weight_standardization"};
+                                       "stochastic_depth", "swa", "weight_standardization"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);

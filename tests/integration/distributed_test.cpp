@@ -489,7 +489,8 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // are rank 0's after the broadcast; ghost_batchnorm normalises each rank's share in ghost batches of 2;
   // factorize splits conv2, conv3 and fc from the same SVD on every rank, broadcast from rank 0 all the same;
   // weight_standardization standardizes every conv, the factors and those inside blurpool's and squeeze-excite's
-  // wrappers too).
+  // wrappers too; SWA's average of batches 2 to 12 replaces the weights at 12, after the kill at 11, with the ghost
+  // batch norms' statistics recomputed over each rank's share and averaged over the ranks).
   const std::string setup =
       "model={cnn: {width: 8}};max_duration=16ba;"
       "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
@@ -500,7 +501,8 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
       "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
       "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
       "{factorize: {min_channels: 8, latent_channels: 0.25, min_features: 4, latent_features: 2}}, "
-      "weight_standardization];";
+      "weight_standardization, "
+      "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
