@@ -38,9 +38,9 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GhostBatchNorm", "GradientClipping",
-                 "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM", "SelectiveBackprop",
-                 "SqueezeExcite"):
+    for name in ("AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "GhostBatchNorm",
+                 "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "RandAugment",
+                 "SAM", "SelectiveBackprop", "SqueezeExcite"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [
