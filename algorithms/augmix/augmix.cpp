@@ -90,7 +90,8 @@ AugMix::AugMix(AugMixOptions options) : options_(std::move(options)) {
   transform_ = std::make_shared<AugMixTransform>(options_);
   spec_.name = "augmix";
   // The DataLoader's threads augment the batch the trainer takes after before_dataloader (see randaugment.h).
-  spec_.accesses = {{Event::BeforeDataloader, {Resource::Inputs}, {Resource::Inputs}}};
+  // It reads the dataset's images of a new batch, never what another algorithm wrote: no read declared.
+  spec_.accesses = {{Event::BeforeDataloader, {}, {Resource::Inputs}}};
   spec_.conflicts.push_back(
       {Selector::named("randaugment"), false,
        "both augment every image in the data pipeline with the same operations (AugMix mixes chains of them): "

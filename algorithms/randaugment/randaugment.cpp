@@ -147,8 +147,8 @@ at::Tensor equalize(const at::Tensor& images) {
   const at::Tensor offsets = at::arange(planes, q.options()).mul_(256).unsqueeze(1);
   const at::Tensor hist = at::bincount((q + offsets).flatten(), {}, planes * 256).view({planes, 256});
   const at::Tensor level_ids = at::arange(256, q.options()).unsqueeze(0);
-  const at::Tensor last = at::where(hist > 0, level_ids, at::full_like(level_ids, -1)).amax(1, true);  // [P, 1]
-  const at::Tensor step = at::div(hw - hist.gather(1, last), 255, "floor");                         // [P, 1]
+  const at::Tensor last = at::where(hist > 0, level_ids, at::full_like(level_ids, -1)).amax({1}, true);  // [P, 1]
+  const at::Tensor step = at::div(hist.gather(1, last).neg().add_(hw), 255, "floor");                         // [P, 1]
   const at::Tensor before = hist.cumsum(1) - hist;  // pixels below each level
   const at::Tensor lut =
       at::div(at::div(step, 2, "floor") + before, step.clamp_min(1), "floor").clamp_max_(255);  // [P, 256]
@@ -233,7 +233,8 @@ at::Tensor sharpness(const at::Tensor& images, double factor) {
                                 .view({1, 1, 3, 3})
                                 .expand({c, 1, 3, 3})
                                 .contiguous();
-  const at::Tensor smooth = at::conv2d(as_planes(images), kernel, {}, 1, 0, 1, c);  // [P, C, H - 2, W - 2]
+  const std::vector<int64_t> ones{1, 1}, zeros{0, 0};
+  const at::Tensor smooth = at::conv2d(as_planes(images), kernel, {}, ones, zeros, ones, c);  // [P, C, H - 2, W - 2]
   std::vector<int64_t> inner = images.sizes().vec();
   inner[inner.size() - 2] = h - 2;
   inner[inner.size() - 1] = w - 2;
@@ -361,7 +362,8 @@ RandAugment::RandAugment(RandAugmentOptions options) : options_(std::move(option
   transform_ = std::make_shared<RandAugmentTransform>(options_);
   spec_.name = "randaugment";
   // The DataLoader's threads augment the batch the trainer takes after before_dataloader (see the header).
-  spec_.accesses = {{Event::BeforeDataloader, {Resource::Inputs}, {Resource::Inputs}}};
+  // It reads the dataset's images of a new batch, never what another algorithm wrote: no read declared.
+  spec_.accesses = {{Event::BeforeDataloader, {}, {Resource::Inputs}}};
 }
 
 void RandAugment::check(const State& state) const {

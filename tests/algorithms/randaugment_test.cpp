@@ -114,32 +114,38 @@ TEST(RandAugment, EnhancementsBlendWithTheirDegenerateImagesAndClip) {
 
 TEST(RandAugment, MagnitudesAreDrawnAsDeclared) {
   const at::Tensor x = at::arange(36, at::TensorOptions(at::kFloat)).div(36).view({1, 6, 6});
+  // Composer's draws, in its arithmetic: a level l ~ U(0.1, severity), ⌊l·max/10⌋ or l·max/10, then a sign.
+  const auto level = [](double severity, Rng& r) { return 0.1 + (severity - 0.1) * r.uniform(); };
+  const auto signed_ = [](double v, Rng& r) { return r.uniform() > 0.5 ? -v : v; };
   for (uint64_t seed = 0; seed < 8; ++seed) {
     Rng rng(seed), copy(seed);
-    // rotate: l ~ U(0.1, 9), ±⌊l·3⌋ degrees
+    // rotate: ±⌊l·30/10⌋ degrees
     const at::Tensor got = augment::apply("rotate", x, 9, rng);
-    const double level = 0.1 + 8.9 * copy.uniform();
-    double degrees = std::trunc(level * 30 / 10);
-    if (copy.uniform() > 0.5) degrees = -degrees;
-    EXPECT_TRUE(at::equal(got, augment::rotate(x, degrees))) << seed;
+    const double degrees = std::trunc(level(9, copy) * 30 / 10.0);
+    EXPECT_TRUE(at::equal(got, augment::rotate(x, signed_(degrees, copy)))) << seed;
     EXPECT_EQ(rng, copy);
-    // translate_x: ±⌊l·(W/3)/10⌋ pixels
+    // translate_x: ±⌊l·(W/3)/10⌋ pixels (W = 6)
     const at::Tensor moved = augment::apply("translate_x", x, 9, rng);
-    double px = std::trunc((0.1 + 8.9 * copy.uniform()) * 2.0 / 10);
-    if (copy.uniform() > 0.5) px = -px;
-    EXPECT_TRUE(at::equal(moved, augment::translate_x(x, px))) << seed;
-    // posterize: 4 - ⌊l·4/10⌋ bits; solarize: threshold (256 - ⌊l·256/10⌋)/255
+    const double px = std::trunc(level(9, copy) * 2.0 / 10.0);
+    EXPECT_TRUE(at::equal(moved, augment::translate_x(x, signed_(px, copy)))) << seed;
+    // posterize: 4 − ⌊l·4/10⌋ bits; solarize: threshold (256 − ⌊l·256/10⌋)/255
     const at::Tensor poster = augment::apply("posterize", x, 5, rng);
-    EXPECT_TRUE(at::equal(poster, augment::posterize(x, 4 - static_cast<int64_t>((0.1 + 4.9 * copy.uniform()) * 0.4))));
+    EXPECT_TRUE(at::equal(poster, augment::posterize(x, 4 - static_cast<int64_t>(std::trunc(level(5, copy) * 4 / 10.0)))));
     const at::Tensor solar = augment::apply("solarize", x, 5, rng);
-    EXPECT_TRUE(at::equal(solar, augment::solarize(x, (256 - std::trunc((0.1 + 4.9 * copy.uniform()) * 25.6)) / 255)));
-    // brightness ("all"): with probability 1/2 U(1, severity), else U(1 - 0.09·severity, 1)
+    EXPECT_TRUE(at::equal(solar, augment::solarize(x, (256.0 - std::trunc(level(5, copy) * 256 / 10.0)) / 255.0)));
+    // brightness ("all"): with probability 1/2 U(1, severity), else U(1 − 0.09·severity, 1)
     const at::Tensor bright = augment::apply("brightness", x, 9, rng);
-    const double factor = copy.uniform() > 0.5 ? 1 + 8 * copy.uniform() : 0.19 + 0.81 * copy.uniform();
+    double factor = 0;
+    if (copy.uniform() > 0.5) {
+      factor = 1.0 + (9 - 1.0) * copy.uniform();
+    } else {
+      const double lo = 1.0 - 0.09 * 9;
+      factor = lo + (1.0 - lo) * copy.uniform();
+    }
     EXPECT_TRUE(at::equal(bright, augment::brightness(x, factor))) << seed;
-    // brightness_original: l·0.18 + 0.1
+    // brightness_original: l·1.8/10 + 0.1
     const at::Tensor original = augment::apply("brightness_original", x, 9, rng);
-    EXPECT_TRUE(at::equal(original, augment::brightness(x, (0.1 + 8.9 * copy.uniform()) * 0.18 + 0.1)));
+    EXPECT_TRUE(at::equal(original, augment::brightness(x, level(9, copy) * 1.8 / 10.0 + 0.1)));
     EXPECT_EQ(rng, copy);
   }
   Rng rng(0);
@@ -290,10 +296,10 @@ class OpaqueSource : public data::BatchSource {
   std::shared_ptr<data::DataLoader> inner_;
 };
 
-Components cnn_components(std::shared_ptr<data::BatchSource> source) {
+Components cnn_components(std::shared_ptr<data::BatchSource> source, int64_t channels = 1) {
   Components c;
   at::manual_seed(0);
-  c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(3).width(4));
+  c.model = std::make_shared<CNN>(CNNOptions().in_channels(channels).num_classes(3).width(4));
   c.train_dataloader = std::move(source);
   c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
   return c;
@@ -334,7 +340,8 @@ TEST(RandAugment, DataThatCannotRunTransformsIsRefusedBeforeInit) {
 
 TEST(RandAugment, PlanTimeChecksNameTheProblem) {
   auto refuse = [](std::shared_ptr<data::TensorDataset> ds, RandAugmentOptions o = RandAugmentOptions()) {
-    Components c = cnn_components(testing::loader(std::move(ds), 8));
+    const int64_t channels = ds->input_shape().size() == 3 ? ds->input_shape()[0] : 1;
+    Components c = cnn_components(testing::loader(std::move(ds), 8), channels);
     c.algorithms = {std::make_shared<RandAugment>(o)};
     return testing::input_error_of([&] { Trainer t(TrainerOptions().threads(1), std::move(c)); });
   };
@@ -351,6 +358,10 @@ TEST(RandAugment, PlanTimeChecksNameTheProblem) {
       *data::make_synthetic(data::SyntheticOptions().size(16).input_shape({5, 8, 8}).num_classes(3)));
   EXPECT_THAT(refuse(five), HasSubstr("randaugment: the colour operations (color, contrast) need 1 or 3 channels; the "
                                       "training images have 5; use augmentation_set \"safe\""));
+  Components safe = cnn_components(testing::loader(five, 8), 5);
+  safe.algorithms = {std::make_shared<RandAugment>(RandAugmentOptions().augmentation_set("safe"))};
+  Trainer t(TrainerOptions().max_duration(Time::parse("1ba")).threads(1), std::move(safe));
+  t.fit();
   EXPECT_THAT(testing::input_error_of([] { RandAugment(RandAugmentOptions().severity(11)); }),
               HasSubstr("randaugment.severity: 11 is out of range; expected a number [0, 10]"));
   EXPECT_THAT(testing::input_error_of([] { RandAugment(RandAugmentOptions().augmentation_set("most")); }),
