@@ -26,6 +26,7 @@
 #include <utility>
 
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
+#include <tessera/algorithms/augmix.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/colout.h>
@@ -39,6 +40,7 @@
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
@@ -154,6 +156,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
   static const Kind<std::shared_ptr<Algorithm>> kind{"algorithm", "algorithms", {
       // ---- ALGORITHMS (2/2): one line per algorithm, alphabetically
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
+      algorithm<algorithms::AugMix, algorithms::AugMixOptions>("augmix"),
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
       algorithm<algorithms::ColOut, algorithms::ColOutOptions>("colout"),
@@ -167,6 +170,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
       algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
+      algorithm<algorithms::RandAugment, algorithms::RandAugmentOptions>("randaugment"),
       algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
       algorithm<algorithms::SqueezeExcite, algorithms::SqueezeExciteOptions>("squeeze_excite"),

@@ -215,6 +215,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   // The plan is compiled before Init so that refused combinations fail before any surgery.
   engine_->compile(state_);
+  detail::install_data_transforms(engine_->plan(), *state_.train_dataloader);
   engine_->run_event(Event::Init, state_);
   // After Init, so that modules made by surgery move too, and before loading, so that a checkpoint's tensors
   // are copied to where the model is. The optimizer holds the same parameter tensors (Module::to replaces

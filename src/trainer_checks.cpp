@@ -93,4 +93,25 @@ void check_checkpoint_options(const CheckpointOptions& checkpoint) {
   }
 }
 
+void install_data_transforms(const Plan& plan, data::BatchSource& train_data) {
+  std::vector<std::shared_ptr<const data::BatchTransform>> transforms;
+  std::vector<std::string> names;
+  for (const PlanEntry& entry : plan.at(Event::BeforeDataloader)) {
+    if (auto t = entry.algorithm->data_transform()) {
+      transforms.push_back(std::move(t));
+      names.push_back(entry.algorithm->name());
+    }
+  }
+  if (train_data.set_algorithm_transforms(std::move(transforms))) return;
+  std::string list;
+  for (size_t i = 0; i < names.size(); ++i) list += (i ? ", " : "") + names[i];
+  throw InputError(fmt::format(
+      "{} {} in the data pipeline (a transform on the training DataLoader's threads, keyed by (seed, epoch, batch) "
+      "so that resuming is exact), but the training data ({}) cannot run transforms; give a Tessera DataLoader "
+      "(data.train in a recipe, tessera::data::DataLoader in C++, train_data= in Python), or augment the "
+      "images in your own pipeline with the functional form (randaugment_images, augmix_images) and leave the "
+      "algorithm out",
+      list, names.size() == 1 ? "runs" : "run", train_data.describe()));
+}
+
 }  // namespace tessera::detail

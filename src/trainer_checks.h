@@ -7,6 +7,7 @@
 #include <tessera/algorithm.h>
 #include <tessera/checkpoint.h>
 #include <tessera/data/batch_source.h>
+#include <tessera/engine.h>
 #include <tessera/models/model.h>
 #include <tessera/optim/optimizer.h>
 
@@ -22,5 +23,9 @@ void check_class_counts(const Model& model, data::BatchSource& train_data);
 
 /// autoresume needs a checkpoint folder (checked before Init, so that no surgery runs first).
 void check_checkpoint_options(const CheckpointOptions& checkpoint);
+
+/// Sets the data transforms of the algorithms in `plan` (Algorithm::data_transform, in plan order at
+/// before_dataloader) on the training data; an InputError naming them when the data cannot run transforms.
+void install_data_transforms(const Plan& plan, data::BatchSource& train_data);
 
 }  // namespace tessera::detail

@@ -35,6 +35,16 @@ inline std::shared_ptr<data::TensorDataset> tiny_data(int64_t size, uint64_t see
   return data::make_synthetic(data::SyntheticOptions().size(size).input_shape({1, 4, 4}).num_classes(3).seed(seed));
 }
 
+/// The same examples with their inputs squashed into (0, 1) by a sigmoid: images with intensities in [0, 1], as
+/// RandAugment and AugMix need.
+inline std::shared_ptr<data::TensorDataset> unit_interval(const data::TensorDataset& ds) {
+  std::vector<int64_t> all(static_cast<size_t>(ds.size()));
+  for (int64_t i = 0; i < ds.size(); ++i) all[static_cast<size_t>(i)] = i;
+  const Batch b = ds.get_batch(all);
+  return std::make_shared<data::TensorDataset>(b.input().sigmoid(), b.target(), ds.num_classes(),
+                                               ds.describe() + " in (0, 1)");
+}
+
 inline std::shared_ptr<data::DataLoader> loader(std::shared_ptr<data::TensorDataset> ds, int64_t batch_size,
                                                 bool shuffle = true, int64_t workers = 0) {
   return std::make_shared<data::DataLoader>(

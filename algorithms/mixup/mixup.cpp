@@ -10,9 +10,16 @@
 namespace tessera::algorithms {
 namespace {
 
-/// log of a Gamma(a, 1) draw (Marsaglia–Tsang 2000; for a < 1, Gamma(a) = Gamma(a + 1)·U^(1/a)), in log space so
-/// that small shapes do not underflow to 0.
+bool is_integer(const at::Tensor& t) { return !at::isFloatingType(t.scalar_type()) && !at::isComplexType(t.scalar_type()); }
+
+}  // namespace
+
+// Marsaglia–Tsang 2000; for a < 1, Gamma(a) = Gamma(a + 1)·U^(1/a), in log space so that small shapes do not
+// underflow to 0.
 double log_gamma_sample(double a, Rng& rng) {
+  if (!(a > 0.0) || !std::isfinite(a)) {
+    throw InputError(fmt::format("log_gamma_sample.shape: {:g}; expected a finite shape > 0", a));
+  }
   if (a < 1.0) {
     const double u = 1.0 - rng.uniform();  // (0, 1]
     return log_gamma_sample(a + 1.0, rng) + std::log(u) / a;
@@ -30,10 +37,6 @@ double log_gamma_sample(double a, Rng& rng) {
     }
   }
 }
-
-bool is_integer(const at::Tensor& t) { return !at::isFloatingType(t.scalar_type()) && !at::isComplexType(t.scalar_type()); }
-
-}  // namespace
 
 double sample_mixing(double alpha, Rng& rng) {
   check_option_as<MixUpOptions>("sample_mixing", "alpha", alpha);

@@ -49,6 +49,9 @@ struct MixedBatch {
   double lambda = 1.0;
 };
 
+/// log of a Gamma(shape, 1) draw from `rng` (shape > 0); MixUp's Beta draws and AugMix's Dirichlet weights use it.
+double log_gamma_sample(double shape, Rng& rng);
+
 /// λ ~ Beta(α, α) drawn from `rng` (two Gamma(α) draws, Marsaglia–Tsang); α = 0 gives 1 (no mixing).
 double sample_mixing(double alpha, Rng& rng);
 

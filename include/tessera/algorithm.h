@@ -5,6 +5,7 @@
 /// declares what it does in an AlgorithmSpec so the Engine can order it against the others and refuse
 /// impossible combinations before step 1 (see engine.h).
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 namespace tessera {
 
 class Logger;
+namespace data { class BatchTransform; }
 
 /// What an algorithm reads or writes.
 enum class Resource {
@@ -112,6 +114,11 @@ class Algorithm {
   /// Plan-time check against the run (model, data, options): throw InputError with the reason when the
   /// algorithm cannot work in this run, so that the error comes before step 1.
   virtual void check(const State& state) const {}
+  /// A transform the algorithm runs in the data pipeline (on the training DataLoader's threads), or null (the
+  /// default). The Trainer sets these on the training data before Init, in the plan's order at
+  /// before_dataloader (so such an algorithm declares an access there), and refuses the run before step 1
+  /// when the data cannot run transforms (see data::BatchSource::set_algorithm_transforms).
+  virtual std::shared_ptr<const data::BatchTransform> data_transform() const { return nullptr; }
 
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state) {}

@@ -11,6 +11,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <tessera/algorithm.h>
+#include <tessera/algorithms/augmix.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/colout.h>
@@ -24,6 +25,7 @@
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
@@ -283,6 +285,128 @@ void bind_state(py::module_& m) {
       .def("stop_training", &State::stop_training, "Ends training after the current batch.")
       .def_property_readonly("stop_requested", &State::stop_requested);
 }
+/// Calls f(rng) with the generator `rng` names: a tessera.Rng itself (advanced in place), or a new one from a seed
+/// (default 0).
+template <class F>
+auto with_rng(const py::object& rng, const char* where, F&& f) {
+  if (py::isinstance<Rng>(rng)) return f(rng.cast<Rng&>());
+  Rng own = rng.is_none() ? Rng(0) : rng_from(rng, where);
+  return f(own);
+}
+
+/// RandAugment and AugMix: the algorithms, and their operations and functional forms.
+void bind_data_augmentation(py::module_& m, py::module_& f) {
+  bind_algorithm<alg::AugMix, alg::AugMixOptions>(
+      m, "AugMix", "augmix",
+      "AugMix (Hendrycks et al. 2020) in the data pipeline: each training image becomes (1 - m) x + m sum_k w_k "
+      "chain_k(x), with w ~ Dirichlet(alpha) over width chains of depth operations (-1: 1 to 3) and m ~ Beta(alpha, "
+      "alpha), drawn per example from (seed, epoch, batch, example) on the DataLoader's threads. Needs Tessera's "
+      "DataLoader (train_data=) and images in [0, 1]; refused before step 1 otherwise.");
+  bind_algorithm<alg::RandAugment, alg::RandAugmentOptions>(
+      m, "RandAugment", "randaugment",
+      "RandAugment (Cubuk et al. 2020) in the data pipeline: depth operations per training image, drawn from the "
+      "augmentation set, at magnitudes growing with severity, per example from (seed, epoch, batch, example) on the "
+      "DataLoader's threads. Needs Tessera's DataLoader (train_data=) and images in [0, 1]; refused before step 1 "
+      "otherwise.");
+
+  const char* images_doc = " Images [..., C, H, W], float, intensities in [0, 1]; returns a new tensor.";
+  f.def("augment_autocontrast", &alg::augment::autocontrast, py::arg("images"),
+        (std::string("Each channel of each image stretched to [0, 1] (a constant one left as it is).") + images_doc).c_str());
+  f.def("augment_equalize", &alg::augment::equalize, py::arg("images"),
+        (std::string("PIL's histogram equalization per channel on the 256 levels round(255 x).") + images_doc).c_str());
+  f.def("augment_posterize", &alg::augment::posterize, py::arg("images"), py::arg("bits"),
+        (std::string("The 8-bit value with only its `bits` (0..8) high bits kept.") + images_doc).c_str());
+  f.def("augment_solarize", &alg::augment::solarize, py::arg("images"), py::arg("threshold"),
+        (std::string("1 - x where x >= threshold, else x.") + images_doc).c_str());
+  f.def("augment_rotate", &alg::augment::rotate, py::arg("images"), py::arg("degrees"),
+        (std::string("Counter-clockwise rotation about the centre, bilinear, zero fill.") + images_doc).c_str());
+  f.def("augment_shear_x", &alg::augment::shear_x, py::arg("images"), py::arg("factor"),
+        (std::string("Shear about the top-left corner: output (x, y) reads the input at (x + factor y, y).") + images_doc).c_str());
+  f.def("augment_shear_y", &alg::augment::shear_y, py::arg("images"), py::arg("factor"),
+        (std::string("Shear about the top-left corner: output (x, y) reads the input at (x, y + factor x).") + images_doc).c_str());
+  f.def("augment_translate_x", &alg::augment::translate_x, py::arg("images"), py::arg("pixels"),
+        (std::string("The content moves left by `pixels` (zero fill).") + images_doc).c_str());
+  f.def("augment_translate_y", &alg::augment::translate_y, py::arg("images"), py::arg("pixels"),
+        (std::string("The content moves up by `pixels` (zero fill).") + images_doc).c_str());
+  f.def("augment_color", &alg::augment::color, py::arg("images"), py::arg("factor"),
+        (std::string("PIL's ImageEnhance.Color: blend with the grey image (1 or 3 channels), clipped.") + images_doc).c_str());
+  f.def("augment_contrast", &alg::augment::contrast, py::arg("images"), py::arg("factor"),
+        (std::string("PIL's ImageEnhance.Contrast: blend with the mean grey, clipped.") + images_doc).c_str());
+  f.def("augment_brightness", &alg::augment::brightness, py::arg("images"), py::arg("factor"),
+        (std::string("PIL's ImageEnhance.Brightness: factor x, clipped.") + images_doc).c_str());
+  f.def("augment_sharpness", &alg::augment::sharpness, py::arg("images"), py::arg("factor"),
+        (std::string("PIL's ImageEnhance.Sharpness: blend with the 3x3 smoothing inside the border, clipped.") + images_doc).c_str());
+  f.def(
+      "augment_apply",
+      [](const std::string& op, const at::Tensor& images, double severity, const py::object& rng) {
+        return with_rng(rng, "augment_apply", [&](Rng& r) { return alg::augment::apply(op, images, severity, r); });
+      },
+      py::arg("op"), py::arg("images"), py::arg("severity"), py::arg("rng") = py::none(),
+      "Operation `op` (augmentation_set('original') and 'all' name them) at a magnitude drawn for severity (0..10) "
+      "as Composer's augmentation primitives draw it, from rng (a tessera.Rng advanced in place, or a seed; "
+      "default 0).");
+  f.def("augmentation_set", &alg::augmentation_set, py::arg("name"),
+        "The operations of an augmentation set: 'all', 'safe' (without the colour, contrast, brightness and "
+        "sharpness enhancements) or 'original' (the enhancements with their original magnitudes).");
+  f.def(
+      "randaugment_image",
+      [](const at::Tensor& image, int64_t severity, int64_t depth, const std::string& set, const py::object& rng) {
+        return with_rng(rng, "randaugment_image", [&](Rng& r) {
+          return alg::randaugment_image(image, severity, depth, alg::augmentation_set(set), r);
+        });
+      },
+      py::arg("image"), py::arg("severity") = 9, py::arg("depth") = 2, py::arg("augmentation_set") = "all",
+      py::arg("rng") = py::none(),
+      "RandAugment of one image [C, H, W] in [0, 1]: depth operations drawn uniformly from the set, each at a "
+      "magnitude drawn for severity, from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def(
+      "randaugment_images",
+      [](const at::Tensor& images, int64_t severity, int64_t depth, const std::string& set, const py::object& rng) {
+        return with_rng(rng, "randaugment_images", [&](Rng& r) {
+          return alg::randaugment_images(images, severity, depth, alg::augmentation_set(set), r);
+        });
+      },
+      py::arg("images"), py::arg("severity") = 9, py::arg("depth") = 2, py::arg("augmentation_set") = "all",
+      py::arg("rng") = py::none(),
+      "randaugment_image of every image of [N, C, H, W], example i with rng.derive([i]) (rng, a tessera.Rng or a "
+      "seed, is not advanced): what the RandAugment algorithm does to a batch in the DataLoader.");
+  f.def(
+      "augmix_weights",
+      [](int64_t width, double alpha, const py::object& rng) -> py::tuple {
+        return with_rng(rng, "augmix_weights", [&](Rng& r) {
+          const alg::AugMixWeights w = alg::augmix_weights(width, alpha, r);
+          return py::make_tuple(w.chains, w.mix);
+        });
+      },
+      py::arg("width") = 3, py::arg("alpha") = 1.0, py::arg("rng") = py::none(),
+      "AugMix's weights of one image: (chain weights ~ Dirichlet(alpha), summing to 1; skip weight m ~ Beta(alpha, "
+      "alpha)), drawn from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def(
+      "augmix_image",
+      [](const at::Tensor& image, int64_t severity, int64_t depth, int64_t width, double alpha, const std::string& set,
+         const py::object& rng) {
+        return with_rng(rng, "augmix_image", [&](Rng& r) {
+          return alg::augmix_image(image, severity, depth, width, alpha, alg::augmentation_set(set), r);
+        });
+      },
+      py::arg("image"), py::arg("severity") = 3, py::arg("depth") = -1, py::arg("width") = 3, py::arg("alpha") = 1.0,
+      py::arg("augmentation_set") = "all", py::arg("rng") = py::none(),
+      "AugMix of one image [C, H, W] in [0, 1]: (1 - m) x + m sum_k w_k chain_k(x) with augmix_weights, then each "
+      "chain's depth (-1: 1 to 3) and operations, from rng (a tessera.Rng advanced in place, or a seed; default 0).");
+  f.def(
+      "augmix_images",
+      [](const at::Tensor& images, int64_t severity, int64_t depth, int64_t width, double alpha, const std::string& set,
+         const py::object& rng) {
+        return with_rng(rng, "augmix_images", [&](Rng& r) {
+          return alg::augmix_images(images, severity, depth, width, alpha, alg::augmentation_set(set), r);
+        });
+      },
+      py::arg("images"), py::arg("severity") = 3, py::arg("depth") = -1, py::arg("width") = 3, py::arg("alpha") = 1.0,
+      py::arg("augmentation_set") = "all", py::arg("rng") = py::none(),
+      "augmix_image of every image of [N, C, H, W], example i with rng.derive([i]) (rng is not advanced): what the "
+      "AugMix algorithm does to a batch in the DataLoader.");
+}
+
 void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
   // ---- the five algorithms --------------------------------------------------------------------------------
   bind_algorithm<alg::BlurPool, alg::BlurPoolOptions>(
@@ -429,6 +553,8 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "lambda L(y) + (1 - lambda) L(y[perm]).")
       .def_property_readonly("last_lambda", [](const alg::MixUp& a) { return a.last_lambda(); },
                              "lambda of the last batch (the weight of the original examples).");
+
+  bind_data_augmentation(m, f);
 
   bind_algorithm<alg::ProgressiveResizing, alg::ProgressiveResizingOptions>(
       m, "ProgressiveResizing", "progressive_resizing",

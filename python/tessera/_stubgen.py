@@ -38,9 +38,10 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize", "GhostBatchNorm",
-                 "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing", "SAM",
-                 "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "SWA", "WeightStandardization"):
+    for name in ("AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
+                 "GhostBatchNorm", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing",
+                 "RandAugment", "SAM", "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "SWA",
+                 "WeightStandardization"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
         lines += [

@@ -9,6 +9,7 @@ recipe entry ({"label_smoothing": {"smoothing": 0.2}}) through the registry.
 from ._C import Algorithm, AlgorithmSpec
 from ._C import algorithms as _native
 
+AugMix = _native.AugMix
 BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
 ColOut = _native.ColOut
@@ -22,6 +23,7 @@ LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
 MixUp = _native.MixUp
 ProgressiveResizing = _native.ProgressiveResizing
+RandAugment = _native.RandAugment
 SAM = _native.SAM
 SelectiveBackprop = _native.SelectiveBackprop
 SqueezeExcite = _native.SqueezeExcite
@@ -34,6 +36,7 @@ registered = _native.registered
 __all__ = [
     "Algorithm",
     "AlgorithmSpec",
+    "AugMix",
     "BlurPool",
     "ChannelsLast",
     "ColOut",
@@ -47,6 +50,7 @@ __all__ = [
     "LayerFreezing",
     "MixUp",
     "ProgressiveResizing",
+    "RandAugment",
     "SAM",
     "SelectiveBackprop",
     "SqueezeExcite",

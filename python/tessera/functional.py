@@ -40,6 +40,26 @@ mixup_batch = _native.mixup_batch
 cutmix_batch = _native.cutmix_batch
 cutout_batch = _native.cutout_batch
 colout_batch = _native.colout_batch
+augment_autocontrast = _native.augment_autocontrast
+augment_equalize = _native.augment_equalize
+augment_posterize = _native.augment_posterize
+augment_solarize = _native.augment_solarize
+augment_rotate = _native.augment_rotate
+augment_shear_x = _native.augment_shear_x
+augment_shear_y = _native.augment_shear_y
+augment_translate_x = _native.augment_translate_x
+augment_translate_y = _native.augment_translate_y
+augment_color = _native.augment_color
+augment_contrast = _native.augment_contrast
+augment_brightness = _native.augment_brightness
+augment_sharpness = _native.augment_sharpness
+augment_apply = _native.augment_apply
+augmentation_set = _native.augmentation_set
+randaugment_image = _native.randaugment_image
+randaugment_images = _native.randaugment_images
+augmix_weights = _native.augmix_weights
+augmix_image = _native.augmix_image
+augmix_images = _native.augmix_images
 mixed_loss = _native.mixed_loss
 apply_blurpool = _native.apply_blurpool
 apply_factorize = _native.apply_factorize
@@ -129,6 +149,24 @@ __all__ = [
     "apply_squeeze_excite",
     "apply_stochastic_depth",
     "apply_weight_standardization",
+    "augment_apply",
+    "augment_autocontrast",
+    "augment_brightness",
+    "augment_color",
+    "augment_contrast",
+    "augment_equalize",
+    "augment_posterize",
+    "augment_rotate",
+    "augment_sharpness",
+    "augment_shear_x",
+    "augment_shear_y",
+    "augment_solarize",
+    "augment_translate_x",
+    "augment_translate_y",
+    "augmentation_set",
+    "augmix_image",
+    "augmix_images",
+    "augmix_weights",
     "blur2d",
     "blur_filter",
     "clip_gradients",
@@ -148,6 +186,8 @@ __all__ = [
     "mixup_batch",
     "pinned_scale",
     "progressive_scale",
+    "randaugment_image",
+    "randaugment_images",
     "resize_batch",
     "sam_gradients",
     "sample_mixing",

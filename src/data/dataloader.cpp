@@ -133,12 +133,27 @@ Batch DataLoader::produce(uint64_t seed, int64_t epoch, int64_t b, const std::ve
     std::copy(order.begin() + begin, order.begin() + end, indices.begin());
   }
   Batch batch = dataset_->get_batch(indices);
+  // Algorithms' transforms first, on the data as the dataset gives it, each with a generator of its own (so the
+  // loader's transforms draw the same numbers with or without them).
+  for (const auto& t : algorithm_transforms_) {
+    Rng rng(seed, {kAlgorithmStream, kTransformStream, static_cast<uint64_t>(epoch), static_cast<uint64_t>(b)});
+    t->apply(batch, rng);
+  }
   if (!transforms_.empty()) {
     // One stream per (seed, epoch, batch): the same batch whichever thread makes it, resumed or not.
     Rng rng(seed, {kTransformStream, static_cast<uint64_t>(epoch), static_cast<uint64_t>(b)});
     for (const auto& t : transforms_) t->apply(batch, rng);
   }
   return batch;
+}
+
+bool DataLoader::set_algorithm_transforms(std::vector<std::shared_ptr<const BatchTransform>> transforms) {
+  for (const auto& t : transforms)
+    if (!t) throw InputError("DataLoader::set_algorithm_transforms: a transform is null");
+  stop_workers();  // the workers read the list: none may be running while it changes
+  impl_->started = false;
+  algorithm_transforms_ = std::move(transforms);
+  return true;
 }
 
 void DataLoader::stop_workers() {

@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <torch/version.h>
 
+#include <tessera/algorithms/augmix.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/colout.h>
@@ -34,6 +35,7 @@
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/squeeze_excite.h>
@@ -163,6 +165,8 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     // at 13 resumes from a finished average.
     return std::make_shared<SWA>(SWAOptions().swa_start(Time::parse("1ep")).swa_end(Time::parse("2ep")));
   }
+  if (name == "randaugment") return std::make_shared<RandAugment>(RandAugmentOptions().depth(2).severity(9));
+  if (name == "augmix") return std::make_shared<AugMix>(AugMixOptions().width(2));
   if (name == "layer_freezing") {
     // CNN: 7 freezable layers; 1 frozen after epoch 1, 3 after epoch 2, 6 after epoch 3.
     return std::make_shared<LayerFreezing>(LayerFreezingOptions().freeze_start(0.1).freeze_level(1.0));
@@ -187,6 +191,12 @@ Components components(const RunSpec& s) {
                                                            .num_classes(4)
                                                            .seed(7))
                                 : testing::tiny_data(s.train_size);
+  for (const char* augmenter : {"randaugment", "augmix"}) {  // images with intensities in [0, 1]
+    if (std::find(s.algorithms.begin(), s.algorithms.end(), augmenter) != s.algorithms.end()) {
+      train = testing::unit_interval(*train);
+      break;
+    }
+  }
   c.train_dataloader = testing::loader(train, s.batch_size);
   if (s.optimizer == "adamw") {
     c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
@@ -841,6 +851,13 @@ std::vector<RunSpec> resume_specs() {
   colout.name = "colout_selective_backprop_resizing_cutout_microbatches_amp_bf16";
   colout.algorithms = {"colout", "selective_backprop", "progressive_resizing", "cutout"};
   specs.push_back(colout);
+  // RandAugment and AugMix run in the DataLoader, every example from a generator keyed by (seed, epoch, batch,
+  // example), and keep no state: the resumed loader produces the same augmented batches. Before MixUp and
+  // progressive resizing, with microbatches and autocast.
+  RunSpec augment = cutout;
+  augment.name = "randaugment_augmix_mixup_resizing_microbatches_amp_bf16";
+  augment.algorithms = {"randaugment", "augmix", "mixup", "progressive_resizing"};
+  specs.push_back(augment);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

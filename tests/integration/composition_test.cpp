@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <tessera/algorithms/augmix.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
 #include <tessera/algorithms/colout.h>
@@ -20,6 +21,7 @@
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/squeeze_excite.h>
@@ -82,6 +84,8 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "label_smoothing") return std::make_shared<LabelSmoothing>();
   if (name == "channels_last") return std::make_shared<ChannelsLast>();
   if (name == "colout") return std::make_shared<ColOut>();
+  if (name == "randaugment") return std::make_shared<RandAugment>();
+  if (name == "augmix") return std::make_shared<AugMix>(AugMixOptions().width(2));
   if (name == "cutmix") return std::make_shared<CutMix>();
   if (name == "cutout") return std::make_shared<CutOut>(CutOutOptions().num_holes(2));
   if (name == "mixup") return std::make_shared<MixUp>(MixUpOptions().alpha(1.0));
@@ -148,8 +152,10 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   } else {
     c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(8));
   }
-  c.train_dataloader = testing::loader(
-      data::make_synthetic(data::SyntheticOptions().size(64).input_shape({1, 16, 16}).num_classes(4)), 16);
+  auto synthetic = data::make_synthetic(data::SyntheticOptions().size(64).input_shape({1, 16, 16}).num_classes(4));
+  const bool augments = first == "augmix" || first == "randaugment" || second == "augmix" || second == "randaugment";
+  auto train_loader = testing::loader(augments ? testing::unit_interval(*synthetic) : synthetic, 16);  // [0, 1] images
+  c.train_dataloader = train_loader;
   c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.05));
   auto inv = std::make_shared<Invariants>();
   const std::vector<std::shared_ptr<Algorithm>> pair = {eager(first), eager(second)};
@@ -173,6 +179,14 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     EXPECT_GT(applied, 0) << name << " never acted";
   }
   auto has = [&](const std::string& n) { return first == n || second == n; };
+  // the data pipeline ran the augmentations (in recipe order), on the loader's threads
+  std::vector<std::string> in_loader;
+  for (const auto& tr : train_loader->algorithm_transforms()) in_loader.push_back(tr->name());
+  std::vector<std::string> augmenters;
+  for (const std::string& n : {first, second}) {
+    if (n == "augmix" || n == "randaugment") augmenters.push_back(n);
+  }
+  EXPECT_EQ(in_loader, augmenters);
   if (has("selective_backprop")) EXPECT_EQ(inv->sizes.front(), 8);  // half of 16 from the first batch
   if (has("progressive_resizing")) EXPECT_LT(inv->widths.front(), 16);
   if (has("colout")) {  // ⌊0.85·16⌋ = 13 rows and columns (then scaled by progressive resizing, pinned to 4)
@@ -298,11 +312,11 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 }
 
 std::vector<std::pair<std::string, std::string>> pairs() {
-  const std::vector<std::string> names{"blurpool",        "channels_last",  "colout", "cutmix", "cutout", "ema",
-                                       "factorize", "ghost_batchnorm",
-                                       "gradient_clipping", "label_smoothing", "layer_freezing", "mixup",
-                                       "progressive_resizing", "sam", "selective_backprop", "squeeze_excite",
-                                       "stochastic_depth", "swa", "weight_standardization"};
+  const std::vector<std::string> names{"augmix", "blurpool", "channels_last", "colout", "cutmix", "cutout", "ema",
+                                       "factorize", "ghost_batchnorm", "gradient_clipping", "label_smoothing",
+                                       "layer_freezing", "mixup", "progressive_resizing", "randaugment", "sam",
+                                       "selective_backprop", "squeeze_excite", "stochastic_depth", "swa",
+                                       "weight_standardization"};
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) out.emplace_back(names[i], names[j]);

@@ -7,12 +7,16 @@
 /// cannot says so in `start_epoch` (it skips, with a message, or refuses with an InputError) and never hands
 /// out other batches than an uninterrupted run would have seen without saying so.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <tessera/batch.h>
 
 namespace tessera::data {
+
+class BatchTransform;
 
 class BatchSource {
  public:
@@ -35,6 +39,15 @@ class BatchSource {
   virtual Batch example_batch() = 0;
   /// Number of classes when known (classification data), else 0.
   virtual int64_t num_classes() const { return 0; }
+  /// The transforms that algorithms run in the data pipeline (RandAugment, AugMix): the Trainer sets them before
+  /// Init, in plan order (an empty list clears them). A source that runs them applies them to every batch it
+  /// produces, before its own transforms, each with its own generator keyed by (seed, epoch, batch), so a batch
+  /// stays a pure function of its position; setting them cancels an epoch in flight. Returns false when the
+  /// source cannot run transforms (the default, e.g. a Python DataLoader): the Trainer then refuses those
+  /// algorithms before step 1.
+  virtual bool set_algorithm_transforms(std::vector<std::shared_ptr<const BatchTransform>> transforms) {
+    return transforms.empty();
+  }
 };
 
 }  // namespace tessera::data

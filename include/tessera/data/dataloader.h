@@ -77,6 +77,13 @@ class DataLoader : public BatchSource {
   /// first start_epoch.
   std::optional<Batch> next() override;
 
+  /// Runs `transforms` on every batch before the loader's own ones (see BatchSource); always true.
+  bool set_algorithm_transforms(std::vector<std::shared_ptr<const BatchTransform>> transforms) override;
+  /// The transforms set by set_algorithm_transforms.
+  const std::vector<std::shared_ptr<const BatchTransform>>& algorithm_transforms() const noexcept {
+    return algorithm_transforms_;
+  }
+
   /// The example indices of batch `b` of epoch `epoch` (pure function; used by tests and resume).
   std::vector<int64_t> batch_indices(uint64_t seed, int64_t epoch, int64_t b) const;
 
@@ -87,6 +94,7 @@ class DataLoader : public BatchSource {
   std::shared_ptr<const Dataset> dataset_;
   DataLoaderOptions options_;
   std::vector<std::shared_ptr<const BatchTransform>> transforms_;
+  std::vector<std::shared_ptr<const BatchTransform>> algorithm_transforms_;
 
   // iteration state (the implementation owns the details)
   struct Impl;

@@ -22,6 +22,10 @@ class ShardedSource : public data::BatchSource {
   std::string describe() const override;
   Batch example_batch() override { return global_->example_batch(); }
   int64_t num_classes() const override { return global_->num_classes(); }
+  /// Forwarded to the global source: the transforms see the global batch, as in a one-process run.
+  bool set_algorithm_transforms(std::vector<std::shared_ptr<const data::BatchTransform>> transforms) override {
+    return global_->set_algorithm_transforms(std::move(transforms));
+  }
 
   /// Size of the global batch the last next() was cut from, and of this rank's share of it (before algorithms
   /// change the batch).
