@@ -1,11 +1,18 @@
-// Composition of the five core algorithms: the pinned plan of the composed recipe, every pair training
-// together with its invariants, the generated interactions document, and repeats refused.
+// Composition of the algorithms: the pinned plan of the composed recipe, every pair training together with its
+// invariants, the recipe with every compatible algorithm (trains and resumes bitwise), the generated interactions
+// document, and repeats refused.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+
+#include <unistd.h>
 
 #include <tessera/algorithms/augmix.h>
 #include <tessera/algorithms/blurpool.h>
@@ -334,6 +341,99 @@ TEST(Composition, InteractionsDocumentIsUpToDate) {
   text << in.rdbuf();
   EXPECT_EQ(text.str(), interactions_markdown())
       << "docs/interactions.md is stale: run tessera-run --interactions > docs/interactions.md";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// examples/recipes/fashion_mnist_everything.yaml: every compatible algorithm at once (issue 16).
+
+/// Records "ba<batch> <weights fingerprint>" at FitStart and after every batch; at BatchEnd of `stop_after`
+/// (when > 0) stops training, as a job whose time is up.
+class FingerprintTrail : public Callback {
+ public:
+  explicit FingerprintTrail(int64_t stop_after = 0) : stop_after_(stop_after) {}
+  std::string name() const override { return "fingerprint_trail"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event != Event::FitStart && event != Event::BatchEnd) return;
+    lines.push_back(fmt::format("ba{} {}", s.timestamp.batch, weights_fingerprint(*s.model)));
+    if (event == Event::BatchEnd && s.timestamp.batch == stop_after_) s.stop_training();
+  }
+  std::vector<std::string> lines;
+
+ private:
+  int64_t stop_after_;
+};
+
+/// The recipe on 128 Fashion-MNIST training images in batches of 32 for 4 epochs (16 batches), so that every
+/// algorithm acts within the run: its time options are fractions of the run or in epochs.
+Recipe everything_recipe(std::vector<std::string> overrides = {}) {
+  overrides.insert(overrides.begin(),
+                   {"data.train.dataset={fashion_mnist: {split: train, limit: 128}}", "data.train.loader.batch_size=32",
+                    "data.eval.dataset={fashion_mnist: {split: test, limit: 64}}", "max_duration=4ep", "callbacks=[]",
+                    "loggers=[]", "run_dir=\"\"", "checkpoint={}"});
+  return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_everything.yaml", overrides);
+}
+
+bool fashion_mnist_installed() {
+  return std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+}
+
+TEST(Composition, EveryCompatibleAlgorithmRecipeHasThemAllAndNoWarning) {
+  if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  Run run = build_run(everything_recipe());
+  std::set<std::string> in_recipe;
+  for (const auto& a : run.components.algorithms) in_recipe.insert(a->name());
+  std::set<std::string> expected;
+  for (const auto& name : registered_names("algorithms")) {
+    if (name != "cutmix") expected.insert(name);  // refused beside mixup
+  }
+  EXPECT_EQ(in_recipe, expected) << "a new algorithm belongs in fashion_mnist_everything.yaml";
+  Trainer trainer(run.trainer, std::move(run.components));
+  EXPECT_TRUE(trainer.plan().warnings().empty()) << ::testing::PrintToString(trainer.plan().warnings());
+  // And the one left out is refused with the reason.
+  const std::string refused = testing::input_error_of([] {
+    make_trainer(everything_recipe({"algorithms=[mixup, cutmix]"}));
+  });
+  EXPECT_NE(refused.find("cutmix and mixup cannot be combined"), std::string::npos) << refused;
+}
+
+TEST(Composition, EveryCompatibleAlgorithmRecipeTrainsAndResumesBitwise) {
+  if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  auto trail = std::make_shared<FingerprintTrail>();
+  {
+    Run run = build_run(everything_recipe());
+    run.components.callbacks.push_back(trail);
+    Trainer trainer(run.trainer, std::move(run.components));
+    trainer.fit();
+    EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
+  }
+  ASSERT_EQ(trail->lines.size(), 17u);  // FitStart and 16 batches
+  // Stopped after batch 7 (mid-epoch, SAM's and selective backprop's schedules running) and after 13 (SWA averaging,
+  // layers frozen), then resumed by a trainer built afresh from the recipe: the same weights after every batch.
+  for (const int64_t k : {7, 13}) {
+    SCOPED_TRACE("stopped after batch " + std::to_string(k));
+    const std::string folder =
+        (std::filesystem::temp_directory_path() / ("tessera_everything_" + std::to_string(::getpid()) + "_" + std::to_string(k)))
+            .string();
+    std::filesystem::remove_all(folder);
+    const std::string ck = "checkpoint={folder: " + folder + ", interval: 1ep, autoresume: true}";
+    auto first = std::make_shared<FingerprintTrail>(k);
+    {
+      Run run = build_run(everything_recipe({ck}));
+      run.components.callbacks.push_back(first);
+      Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
+      trainer.fit();
+    }
+    EXPECT_EQ(first->lines, std::vector<std::string>(trail->lines.begin(), trail->lines.begin() + k + 1));
+    auto resumed = std::make_shared<FingerprintTrail>();
+    {
+      Run run = build_run(everything_recipe({ck}));
+      run.components.callbacks.push_back(resumed);
+      Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
+      trainer.fit();
+    }
+    EXPECT_EQ(resumed->lines, std::vector<std::string>(trail->lines.begin() + k, trail->lines.end()));
+    std::filesystem::remove_all(folder);
+  }
 }
 
 }  // namespace
