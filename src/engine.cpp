@@ -128,6 +128,11 @@ std::string event_list(const std::vector<Event>& events) {
   return out.empty() ? "no event" : out;
 }
 
+bool is_registered(const std::string& name) {
+  const std::vector<std::string> known = registered_names("algorithms");
+  return std::find(known.begin(), known.end(), name) != known.end();
+}
+
 /// "; did you mean \"x\"?" when `name` is neither an algorithm of the run nor a registered one, and one of
 /// those is near it (a misspelling); "" otherwise.
 std::string did_you_mean(const std::string& name, const Algorithm& self, const std::vector<Algorithm*>& algorithms) {
@@ -140,8 +145,9 @@ std::string did_you_mean(const std::string& name, const Algorithm& self, const s
 }
 
 /// Checks the rules an algorithm declares against the run: an ordering rule at an event its algorithm never
-/// acts on is an error (it could never apply); a rule naming an algorithm that shares no event with it in
-/// this run, or a conflict naming a misspelt algorithm, is a warning (with a did-you-mean).
+/// acts on is an error (it could never apply); a rule naming an algorithm that is in the run but shares no event
+/// with it, or a rule or conflict naming no known algorithm (misspelt), is a warning (with a did-you-mean). A rule
+/// naming a known algorithm that is simply not in this run is silent: it orders the pair when both are used.
 void check_rules(const Algorithm& a, const std::vector<Algorithm*>& algorithms, std::vector<std::string>& errors,
                  std::vector<std::string>& warnings) {
   const AlgorithmSpec& spec = a.spec();
@@ -162,6 +168,7 @@ void check_rules(const Algorithm& a, const std::vector<Algorithm*>& algorithms, 
       }
     }
     if (matched) continue;
+    if (!named_in_run && is_registered(rule.other.algorithm)) continue;  // a known partner, absent from this run
     std::string text = a.name() + ": the ordering rule \"" + describe_rule(rule) + "\" matches no algorithm of this run";
     if (named_in_run) {
       text += " (" + rule.other.algorithm + " is in it, but acts at none of " +
