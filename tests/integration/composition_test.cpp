@@ -388,7 +388,10 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeHasThemAllAndNoWarning) {
   }
   EXPECT_EQ(in_recipe, expected) << "a new algorithm belongs in fashion_mnist_everything.yaml";
   Trainer trainer(run.trainer, std::move(run.components));
-  EXPECT_TRUE(trainer.plan().warnings().empty()) << ::testing::PrintToString(trainer.plan().warnings());
+  // Compatible, with one warning: SWA's soft conflict with EMA (EMA's averages, not SWA's, are the final model).
+  ASSERT_EQ(trainer.plan().warnings().size(), 1u) << ::testing::PrintToString(trainer.plan().warnings());
+  EXPECT_THAT(trainer.plan().warnings()[0], ::testing::AnyOf(::testing::StartsWith("ema and swa may not compose well: "),
+                                                             ::testing::StartsWith("swa and ema may not compose well: ")));
   // And the one left out is refused with the reason.
   const std::string refused = testing::input_error_of([] {
     make_trainer(everything_recipe({"algorithms=[mixup, cutmix]"}));
