@@ -379,7 +379,7 @@ bool fashion_mnist_installed() {
 
 TEST(Composition, EveryCompatibleAlgorithmRecipeHasThemAllAndNoWarning) {
   if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
-  Run run = build_run(everything_recipe());
+  tessera::Run run = build_run(everything_recipe());
   std::set<std::string> in_recipe;
   for (const auto& a : run.components.algorithms) in_recipe.insert(a->name());
   std::set<std::string> expected;
@@ -403,7 +403,7 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeTrainsAndResumesBitwise) {
   if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
   auto trail = std::make_shared<FingerprintTrail>();
   {
-    Run run = build_run(everything_recipe());
+    tessera::Run run = build_run(everything_recipe());
     run.components.callbacks.push_back(trail);
     Trainer trainer(run.trainer, std::move(run.components));
     trainer.fit();
@@ -421,7 +421,7 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeTrainsAndResumesBitwise) {
     const std::string ck = "checkpoint={folder: " + folder + ", interval: 1ep, autoresume: true}";
     auto first = std::make_shared<FingerprintTrail>(k);
     {
-      Run run = build_run(everything_recipe({ck}));
+      tessera::Run run = build_run(everything_recipe({ck}));
       run.components.callbacks.push_back(first);
       Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
       trainer.fit();
@@ -429,7 +429,7 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeTrainsAndResumesBitwise) {
     EXPECT_EQ(first->lines, std::vector<std::string>(trail->lines.begin(), trail->lines.begin() + k + 1));
     auto resumed = std::make_shared<FingerprintTrail>();
     {
-      Run run = build_run(everything_recipe({ck}));
+      tessera::Run run = build_run(everything_recipe({ck}));
       run.components.callbacks.push_back(resumed);
       Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
       trainer.fit();
