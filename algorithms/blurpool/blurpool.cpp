@@ -10,6 +10,7 @@
 #include <tessera/surgery.h>
 
 #include "blurpool_ops.h"
+#include "src/slot_owners.h"
 
 namespace tessera::algorithms {
 namespace {
@@ -30,12 +31,16 @@ BlurKind blur_kind(const torch::nn::Module& module, const BlurPoolOptions& optio
   return BlurKind::None;
 }
 
-/// replace_slots with blur_kind deciding; `build` makes the replacements (else it only counts).
+/// replace_slots with blur_kind deciding; `build` makes the replacements (else it only counts). The convs that a
+/// BlurConv2d holds already (in its slot "conv", where weight standardization reaches them) are not wrapped again,
+/// so applying blurpool twice changes nothing the second time.
 BlurPoolCounts blurpool_slots(torch::nn::Module& model, const BlurPoolOptions& options, optim::Optimizer* optimizer,
                               bool build) {
+  const std::set<const torch::nn::Module*> blurred = detail::slots_of<BlurConv2dImpl>(model);
   BlurPoolCounts counts;
   replace_slots(model, optimizer, [&](const std::string&, torch::nn::AnyModule& current) -> std::optional<torch::nn::AnyModule> {
     const auto module = current.ptr();
+    if (blurred.count(module.get())) return std::nullopt;
     switch (blur_kind(*module, options)) {
       case BlurKind::Conv:
         ++counts.convs;

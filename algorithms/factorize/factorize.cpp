@@ -14,6 +14,8 @@
 #include <tessera/error.h>
 #include <tessera/surgery.h>
 
+#include "src/slot_owners.h"
+
 namespace tessera::algorithms {
 namespace {
 
@@ -53,26 +55,12 @@ Decision decide(const torch::nn::Module& module, const FactorizeOptions& options
   return {};
 }
 
-/// The layers that sit in the slots of a factorized layer already (they are not factorized again).
-std::set<const torch::nn::Module*> factors_of(torch::nn::Module& model) {
-  std::set<const torch::nn::Module*> out;
-  auto note = [&](const torch::nn::Module& m) {
-    const auto* slotted = dynamic_cast<const SlottedModule*>(&m);
-    if (slotted == nullptr || (m.as<FactorizedConv2dImpl>() == nullptr && m.as<FactorizedLinearImpl>() == nullptr)) {
-      return;
-    }
-    for (const auto& [name, slot] : slotted->slots()) out.insert(slot.ptr().get());
-  };
-  note(model);  // (modules(include_self) would need the model in a shared_ptr; a functional call may pass one on the stack)
-  for (const auto& m : model.modules(/*include_self=*/false)) note(*m);
-  return out;
-}
-
 /// replace_slots with `decide`; `build` makes the replacements (else it only counts). `no_saving` (when given)
 /// counts the layers that were wide enough but whose rank would not save multiply-adds.
 FactorizeCounts factorize_slots(torch::nn::Module& model, const FactorizeOptions& options,
                                 optim::Optimizer* optimizer, bool build, int64_t* no_saving = nullptr) {
-  const std::set<const torch::nn::Module*> done = factors_of(model);
+  // The factors of a factorized layer are not factorized again.
+  const std::set<const torch::nn::Module*> done = detail::slots_of<FactorizedConv2dImpl, FactorizedLinearImpl>(model);
   FactorizeCounts counts;
   replace_slots(model, optimizer, [&](const std::string&, torch::nn::AnyModule& current) -> std::optional<torch::nn::AnyModule> {
     const auto module = current.ptr();
@@ -218,8 +206,10 @@ Factorize::Factorize(FactorizeOptions options) : options_(std::move(options)) {
   // generic rule ("before the writers of the model structure") would form a cycle with squeeze_excite's, so the
   // two writers that must come later are named.
   spec_.order.push_back({OrderRule::Relation::Before, Selector::named("blurpool"), Event::Init,
-                         "blurpool keeps no slot for a conv it wraps, so after it the strided convs could not be "
-                         "factorized; before it, blurpool blurs the strided k x k factor (module0)"});
+                         "blurpool then wraps the strided k x k factor (module0) alone, so without blur_first the "
+                         "blur downsamples the r latent channels and the 1x1 factor runs at the lower resolution; "
+                         "in the other order factorize would split the conv inside BlurConv2d (stride 1 unless "
+                         "blur_first) and both factors would run at full resolution"});
   spec_.order.push_back({OrderRule::Relation::Before, Selector::named("weight_standardization"), Event::Init,
                          "the SVD must see the conv's own weight (a standardized conv is no longer a Conv2d); weight "
                          "standardization then standardizes both factors"});

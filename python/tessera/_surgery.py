@@ -184,8 +184,18 @@ def _replace(module: torch.nn.Module, policy: Callable[[torch.nn.Module], Any], 
     return counts
 
 
+def _wrapped(module: torch.nn.Module, wrapper: Any) -> set:
+    """The ids of the layers that the modules of type `wrapper` (a surgery's replacements) hold already, so that the
+    surgery does not wrap them again when it is applied twice."""
+    return {id(child) for m in module.modules() if isinstance(m, wrapper) for child in m.children()}
+
+
 def _blurpool(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+    blurred = _wrapped(module, BlurConv2d)
+
     def policy(m: torch.nn.Module) -> Any:
+        if id(m) in blurred:
+            return None
         if options["replace_convs"] and type(m) is torch.nn.Conv2d:
             if max(_pair(m.stride)) > 1 and m.in_channels >= options["min_channels"]:
                 return "convs", lambda: BlurConv2d(m, options["blur_first"])
@@ -231,7 +241,7 @@ def _weight_standardization(module: torch.nn.Module, options: Dict[str, Any], dr
     return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
 def _factorize(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
     # The layers inside a factorized layer are not factorized again.
-    factors = {id(child) for m in module.modules() if isinstance(m, _Factorized) for child in m.children()}
+    factors = _wrapped(module, _Factorized)
     no_saving = [0]
 
     def decide(m: torch.nn.Module) -> Any:

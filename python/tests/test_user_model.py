@@ -397,6 +397,11 @@ def test_python_blurpool_matches_the_cpp_functional_form():
         expected = tessera.functional.blur2d(F.max_pool2d(y, 3, 1, 1), 2)
         assert torch.allclose(pooled, expected, atol=1e-6)
     assert [n for n, _ in module.named_parameters()] == ["0.conv.weight", "0.conv.bias"]
+    # A second application changes nothing: the strided conv inside the BlurConv2d (blur_first) is not wrapped again.
+    again = tessera._surgery.apply(module, tessera.algorithms.BlurPool(), dry_run=False)
+    assert again == {"convs": 0, "maxpools": 0}
+    assert type(module[0].conv) is torch.nn.Conv2d
+    assert [n for n, _ in module.named_parameters()] == ["0.conv.weight", "0.conv.bias"]
 
 
 def test_resumable_sampler_order_is_tesseras_and_positionable():

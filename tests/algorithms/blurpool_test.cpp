@@ -77,6 +77,35 @@ TEST(BlurPool, SurgeryCountsOnResNetAndCnn) {
   EXPECT_EQ(apply_blurpool(cnn2, BlurPoolOptions().replace_convs(false)).convs, 0);
 }
 
+TEST(BlurPool, ApplyingItTwiceChangesNothingTheSecondTime) {
+  // blur_first keeps the conv strided inside BlurConv2d's slot "conv" (where weight standardization reaches it);
+  // a second application must not wrap it again (it would blur twice).
+  for (const bool blur_first : {true, false}) {
+    SCOPED_TRACE(blur_first ? "blur_first" : "blur after");
+    ResNet resnet(ResNetOptions().depth(20).width(16).in_channels(3).num_classes(10));
+    optim::SGD opt(resnet.parameters(), optim::SGDOptions().lr(0.1));
+    EXPECT_EQ(apply_blurpool(resnet, BlurPoolOptions().blur_first(blur_first), &opt).convs, 4);
+    const auto names_before = resnet.named_parameters().keys();
+    const BlurPoolCounts second = apply_blurpool(resnet, BlurPoolOptions().blur_first(blur_first), &opt);
+    EXPECT_EQ(second.convs, 0);
+    EXPECT_EQ(second.maxpools, 0);
+    EXPECT_EQ(count_blurpool(resnet, BlurPoolOptions()).convs, 0);
+    EXPECT_EQ(resnet.named_parameters().keys(), names_before);
+    int64_t wrappers = 0;
+    for (const auto& m : resnet.modules(/*include_self=*/false)) {
+      if (const auto* bc = m->as<BlurConv2dImpl>()) {
+        ++wrappers;
+        EXPECT_NE(bc->slots().at("conv").ptr()->as<torch::nn::Conv2dImpl>(), nullptr) << "a BlurConv2d in a BlurConv2d";
+      }
+    }
+    EXPECT_EQ(wrappers, 4);
+  }
+  CNN cnn(CNNOptions().in_channels(1).num_classes(10).width(16));
+  apply_blurpool(cnn, BlurPoolOptions());
+  const BlurPoolCounts again = apply_blurpool(cnn, BlurPoolOptions());
+  EXPECT_EQ(again.convs + again.maxpools, 0);
+}
+
 TEST(BlurPool, ReplacedModelComputesBlurThenConv) {
   at::manual_seed(0);
   auto model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(10).width(16));
