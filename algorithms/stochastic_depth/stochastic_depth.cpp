@@ -28,6 +28,9 @@ void check_rate(double drop_rate) {
   }
 }
 
+/// One draw: 1 (keep) with probability 1 - drop_rate, else 0: ⌊(1 − p) + u⌋ with u uniform in [0, 1).
+double keep_draw(double drop_rate, Rng& rng) { return std::floor((1.0 - drop_rate) + rng.uniform()); }
+
 /// Calls `fn(index, current)` on every residual gate slot in visiting order; `fn` returns the replacement or nullopt.
 int64_t gate_slots(torch::nn::Module& model,
                    const std::function<std::optional<torch::nn::AnyModule>(torch::nn::AnyModule&)>& fn) {
@@ -71,12 +74,11 @@ at::Tensor stochastic_depth(const at::Tensor& branch, double drop_rate, const st
               branch.defined() ? c10::str(branch.sizes()) : std::string("an undefined tensor"));
   if (!training) return drop_rate == 0.0 ? branch : branch * (1.0 - drop_rate);
   if (mode == "block") {
-    const double keep = std::floor((1.0 - drop_rate) + rng.uniform());
-    return keep >= 1.0 ? branch : branch * 0.0;
+    return keep_draw(drop_rate, rng) >= 1.0 ? branch : branch * 0.0;
   }
   const int64_t n = branch.size(0);
   std::vector<float> mask(static_cast<size_t>(n));
-  for (auto& m : mask) m = static_cast<float>(std::floor((1.0 - drop_rate) + rng.uniform()));
+  for (auto& m : mask) m = static_cast<float>(keep_draw(drop_rate, rng));
   std::vector<int64_t> shape(static_cast<size_t>(branch.dim()), 1);
   shape[0] = n;
   const at::Tensor m = at::tensor(mask, at::kFloat).view(shape).to(branch.device(), branch.scalar_type());
@@ -90,7 +92,18 @@ StochasticDepthGateImpl::StochasticDepthGateImpl(std::string mode_, double drop_
 }
 
 at::Tensor StochasticDepthGateImpl::forward(const at::Tensor& branch) {
+  if (kept_) {
+    kept_ = false;
+    return branch;
+  }
   return stochastic_depth(branch, drop_rate, mode, is_training(), rng);
+}
+
+bool StochasticDepthGateImpl::skip_branch() {
+  kept_ = false;
+  if (!is_training() || mode != "block") return false;
+  kept_ = keep_draw(drop_rate, rng) >= 1.0;  // the draw stochastic_depth's block mode makes
+  return !kept_;
 }
 
 void StochasticDepthGateImpl::pretty_print(std::ostream& stream) const {
@@ -133,6 +146,9 @@ StochasticDepth::StochasticDepth(StochasticDepthOptions options) : options_(std:
   spec_.accesses = {{Event::Init, {Resource::ModelStructure}, {Resource::ModelStructure}},
                     {Event::BeforeDataloader, {Resource::ModelStructure}, {Resource::ModelStructure}}};
   spec_.required_on_load = true;
+  // Block mode skips a dropped branch: its parameters get no gradient in that step (data-parallel training then
+  // contributes zeros for them).
+  spec_.leaves_parameters_unused = options_.stochastic_method() == "block";
 }
 
 void StochasticDepth::check(const State& state) const {

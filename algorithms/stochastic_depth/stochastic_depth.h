@@ -10,8 +10,10 @@
 /// kept iff ⌊(1 − p_i) + u⌋ = 1, u uniform in [0, 1)), else the branch is multiplied by 0; mode "sample" draws one
 /// u per example and multiplies the branch of example n by ⌊(1 − p_i) + u_n⌋ (no 1/(1 − p) rescale of the kept
 /// ones, as Composer). In evaluation the branch is scaled by the survival probability 1 − p_i (not at all when
-/// p_i = 0). A dropped branch is still computed (its parameters get zero gradients, its batch norms still update
-/// their running statistics); Composer skips computing it.
+/// p_i = 0). In block mode the gate is a tessera::BranchGate (models/branch_gate.h): the block asks it before
+/// computing the branch, and a branch dropped whole is not computed at all, as Composer does (its parameters get no
+/// gradient for that step, its batch norms keep their running statistics). In sample mode every branch is computed
+/// and multiplied by its mask.
 ///
 /// With drop_warmup w > 0 the rates ramp from 0: at elapsed fraction e < w of the run, drop_rate is replaced by
 /// (e / w) · drop_rate (set at each BeforeDataloader).
@@ -33,6 +35,7 @@
 #include <torch/nn/module.h>
 
 #include <tessera/algorithm.h>
+#include <tessera/models/branch_gate.h>
 #include <tessera/options.h>
 #include <tessera/rng.h>
 
@@ -77,15 +80,23 @@ at::Tensor stochastic_depth(const at::Tensor& branch, double drop_rate, const st
                             Rng& rng);
 
 /// The gate that replaces an Identity residual gate: holds its block's drop rate and random stream.
-class StochasticDepthGateImpl : public torch::nn::Module {
+class StochasticDepthGateImpl : public torch::nn::Module, public BranchGate {
  public:
   StochasticDepthGateImpl(std::string mode, double drop_rate, Rng rng = Rng());
+  /// The branch as stochastic_depth passes it on (drawing from `rng`), or unchanged when skip_branch() has drawn
+  /// for this forward already and kept it.
   at::Tensor forward(const at::Tensor& branch);
+  /// Block mode in training: draws this forward's u (the draw forward would make) and returns true when the branch
+  /// is dropped; otherwise false, without drawing.
+  bool skip_branch() override;
   void pretty_print(std::ostream& stream) const override;
 
   std::string mode;
   double drop_rate;
   Rng rng;
+
+ private:
+  bool kept_ = false;  ///< skip_branch() drew "keep" for the forward under way
 };
 TORCH_MODULE(StochasticDepthGate);
 

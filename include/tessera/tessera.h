@@ -30,6 +30,7 @@
 #include <tessera/models/mlp.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/resnet.h>
+#include <tessera/models/branch_gate.h>
 
 #include <tessera/optim/optimizer.h>
 #include <tessera/optim/scheduler.h>

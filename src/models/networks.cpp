@@ -5,6 +5,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include <tessera/error.h>
+#include <tessera/models/branch_gate.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/mlp.h>
 #include <tessera/models/resnet.h>
@@ -133,6 +134,11 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
 }
 
 at::Tensor BasicBlock::forward(const at::Tensor& x) {
+  auto* gate = dynamic_cast<BranchGate*>(slot("residual_gate").ptr().get());
+  if (gate != nullptr && gate->skip_branch()) {
+    // The branch adds exactly nothing (as multiplied by 0): only the shortcut is computed.
+    return (projection_ ? slot("shortcut_bn").forward(slot("shortcut_conv").forward(x)) : x).relu();
+  }
   at::Tensor out = slot("bn1").forward(slot("conv1").forward(x)).relu_();
   out = slot("residual_gate").forward(slot("bn2").forward(slot("conv2").forward(out)));
   if (projection_) {

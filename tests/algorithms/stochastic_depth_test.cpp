@@ -1,5 +1,6 @@
 // Stochastic depth: drop rates by depth and warmup, the gate against a hand computation with the same draws, the
-// residual gate slot of BasicBlock (no state-dict key, default output unchanged), surgery on ResNet, drop frequencies,
+// residual gate slot of BasicBlock (no state-dict key, default output unchanged), a dropped branch not computed in
+// block mode, surgery on ResNet, drop frequencies,
 // determinism per (seed, batch), and the plan-time refusal on a model without residual blocks.
 #include <gtest/gtest.h>
 
@@ -99,6 +100,71 @@ TEST(StochasticDepth, ResidualGateSlotChangesNoKeyAndNoOutput) {
   EXPECT_TRUE(at::equal(block.forward(x), x.relu()));
   block.eval();
   EXPECT_TRUE(at::equal(block.forward(x), x.relu())) << "evaluation scales the branch by 1 - p = 0";
+}
+
+TEST(StochasticDepth, BlockModeDoesNotComputeADroppedBranch) {
+  at::manual_seed(5);
+  for (const bool projection : {false, true}) {
+    SCOPED_TRACE(projection ? "projection shortcut" : "identity shortcut");
+    BasicBlock block(4, projection ? 8 : 4, projection ? 2 : 1);
+    block.train();
+    const at::Tensor x = at::randn({2, 4, 6, 6}).requires_grad_(true);
+    block.replace_slot("residual_gate", torch::nn::AnyModule(StochasticDepthGate("block", 1.0)));
+    auto shortcut_bn = projection ? std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(
+                                        block.slot("shortcut_bn").ptr()->clone())
+                                  : nullptr;
+    const at::Tensor expected =
+        projection ? shortcut_bn->forward(block.slot("shortcut_conv").forward(x)).relu() : x.relu();
+    auto* bn1 = block.slot("bn1").ptr()->as<torch::nn::BatchNorm2dImpl>();
+    auto* bn2 = block.slot("bn2").ptr()->as<torch::nn::BatchNorm2dImpl>();
+    const at::Tensor mean1 = bn1->running_mean.clone(), var2 = bn2->running_var.clone();
+    const at::Tensor y = block.forward(x);
+    EXPECT_TRUE(at::equal(y, expected)) << "the shortcut alone";
+    y.sum().backward();
+    for (const char* layer : {"conv1", "bn1", "conv2", "bn2"}) {
+      for (const auto& p : block.slot(layer).ptr()->parameters()) EXPECT_FALSE(p.grad().defined()) << layer;
+    }
+    EXPECT_TRUE(at::equal(bn1->running_mean, mean1)) << "the dropped branch's batch norms keep their statistics";
+    EXPECT_TRUE(at::equal(bn2->running_var, var2));
+    EXPECT_EQ(bn1->num_batches_tracked.item<int64_t>(), 0);
+    EXPECT_TRUE(x.grad().defined()) << "the gradient flows through the shortcut";
+    if (projection) {
+      for (const auto& p : block.slot("shortcut_conv").ptr()->parameters()) EXPECT_TRUE(p.grad().defined());
+    }
+  }
+  // Over many forwards at p = 0.5 the block drops exactly where the functional form, drawing from the same stream,
+  // gives a zero branch; a kept branch is computed (and passed through unchanged: one draw per forward).
+  BasicBlock block(4, 4, 1);
+  block.train();
+  const at::Tensor x = at::randn({2, 4, 5, 5});
+  block.replace_slot("residual_gate", torch::nn::AnyModule(StochasticDepthGate("block", 0.5, Rng(7, {1}))));
+  auto* bn1 = block.slot("bn1").ptr()->as<torch::nn::BatchNorm2dImpl>();
+  Rng reference(7, {1});
+  int dropped = 0;
+  for (int i = 0; i < 40; ++i) {
+    const bool keep = stochastic_depth(at::ones({1}), 0.5, "block", true, reference).item<float>() == 1.0f;
+    const int64_t tracked = bn1->num_batches_tracked.item<int64_t>();
+    const at::Tensor y = block.forward(x);
+    EXPECT_EQ(bn1->num_batches_tracked.item<int64_t>(), tracked + (keep ? 1 : 0)) << i;
+    if (!keep) {
+      ++dropped;
+      EXPECT_TRUE(at::equal(y, x.relu())) << i;
+    } else {
+      EXPECT_FALSE(at::equal(y, x.relu())) << i;
+    }
+  }
+  const auto* gate = block.slot("residual_gate").ptr()->as<StochasticDepthGateImpl>();
+  EXPECT_EQ(gate->rng, reference) << "one draw per forward, kept or dropped";
+  EXPECT_GT(dropped, 10);
+  EXPECT_LT(dropped, 30);
+  // Sample mode and evaluation compute every branch.
+  StochasticDepthGate sample("sample", 1.0);
+  EXPECT_FALSE(sample->skip_branch());
+  StochasticDepthGate evaluating("block", 1.0);
+  evaluating->eval();
+  EXPECT_FALSE(evaluating->skip_branch());
+  EXPECT_TRUE(StochasticDepth(StochasticDepthOptions()).spec().leaves_parameters_unused);
+  EXPECT_FALSE(StochasticDepth(StochasticDepthOptions().stochastic_method("sample")).spec().leaves_parameters_unused);
 }
 
 TEST(StochasticDepth, SurgeryOnResNetGivesEachBlockItsRate) {

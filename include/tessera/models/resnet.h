@@ -38,7 +38,8 @@ struct ResNetOptions {
 /// 1x1 conv(stride)-BN projection of it when the stride or width changes), then ReLU.
 /// Slots: conv1, bn1, conv2, bn2, residual_gate and, with a projection, shortcut_conv, shortcut_bn. The residual
 /// gate is a torch::nn::Identity (no parameters, so no state-dict keys) that surgery may replace to scale or drop
-/// the residual branch (stochastic depth: algorithms/stochastic_depth).
+/// the residual branch (stochastic depth: algorithms/stochastic_depth). A gate that is a tessera::BranchGate
+/// (models/branch_gate.h) is asked before the branch is computed, and a branch it drops whole is not computed.
 class BasicBlock : public SlottedModule {
  public:
   BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride);
