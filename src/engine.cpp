@@ -310,6 +310,16 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
     }
   }
 
+  // A data-pipeline transform takes its place in the pipeline from its algorithm's place at before_dataloader
+  // (detail::install_data_transforms); without an access there it would be left out without a word.
+  for (Algorithm* a : algorithms) {
+    if (a->data_transform() != nullptr && !a->spec().acts_on(Event::BeforeDataloader)) {
+      errors.push_back(a->name() + ": it has a data-pipeline transform (data_transform()) but declares no access at "
+                       "before_dataloader, where the engine orders such transforms; add one to its spec, e.g. "
+                       "accesses = {{Event::BeforeDataloader, {}, {Resource::Inputs}}}");
+    }
+  }
+
   // The same algorithm twice.
   std::map<std::string, std::vector<size_t>> positions;
   for (size_t i = 0; i < algorithms.size(); ++i) positions[algorithms[i]->name()].push_back(i);

@@ -186,6 +186,25 @@ TEST(Engine, RepeatedAlgorithmIsRefusedUnlessDeclared) {
   EXPECT_NO_THROW(compile_plan(raw({std::make_shared<FakeAlgorithm>(rep), std::make_shared<FakeAlgorithm>(rep)})));
 }
 
+TEST(Engine, DataTransformWithoutAnAccessAtBeforeDataloaderIsRefused) {
+  // The engine orders data-pipeline transforms by their algorithms' places at before_dataloader; one declared
+  // elsewhere would be left out of the pipeline without a word.
+  struct Noop : data::BatchTransform {
+    void apply(Batch&, Rng&) const override {}
+    std::string name() const override { return "noop"; }
+  };
+  struct WithTransform : FakeAlgorithm {
+    using FakeAlgorithm::FakeAlgorithm;
+    std::shared_ptr<const data::BatchTransform> data_transform() const override { return std::make_shared<Noop>(); }
+  };
+  const std::string msg = compile_error({std::make_shared<WithTransform>(spec_on("augmenter", {Event::AfterDataloader}))});
+  EXPECT_NE(msg.find("augmenter: it has a data-pipeline transform (data_transform()) but declares no access at "
+                     "before_dataloader"),
+            std::string::npos)
+      << msg;
+  EXPECT_NO_THROW(compile_plan(raw({std::make_shared<WithTransform>(spec_on("augmenter", {Event::BeforeDataloader}))})));
+}
+
 TEST(Engine, SeveralLossInterpolatorsWarn) {
   AlgorithmSpec m = spec_on("mixup", {Event::BeforeBackward});
   m.interpolates_loss = true;

@@ -58,7 +58,7 @@ Recipe mosaic_on_synthetic() {
 TEST(Composition, MosaicRecipePlanIsPinned) {
   auto trainer = make_trainer(mosaic_on_synthetic());
   const Plan& plan = trainer->plan();
-  EXPECT_EQ(order(plan, Event::Init), std::vector<std::string>{"blurpool"});
+  EXPECT_EQ(order(plan, Event::Init), (std::vector<std::string>{"blurpool", "channels_last"}));
   // after_* events reverse the recipe order, but selective backprop's declared rule keeps it first.
   EXPECT_EQ(order(plan, Event::AfterDataloader), (std::vector<std::string>{"selective_backprop", "progressive_resizing"}));
   EXPECT_EQ(order(plan, Event::BeforeLoss), std::vector<std::string>{"label_smoothing"});
