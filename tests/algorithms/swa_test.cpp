@@ -223,6 +223,37 @@ TEST(SWA, TheMeanOfTheSnapshotsReplacesTheWeightsAtSwaEnd) {
   EXPECT_FALSE(at::equal(watch->weights.at(10)[0].second, at_end[0].second));
 }
 
+TEST(SWA, TheStatisticsPassLeavesTheTrainingBatchesWhereTheyWere) {
+  // swa_end at batch 9, in the middle of epoch 2 (6 batches per epoch): the pass over one epoch of training batches
+  // for the batch-norm statistics runs there, and training must go on with batch 10 of the epoch's order, exactly
+  // the batches of a run without the pass.
+  struct Inputs : Callback {
+    std::string name() const override { return "inputs"; }
+    void run_event(Event event, State& state, Logger&) override {
+      if (event == Event::BeforeForward) seen.push_back(state.batch.input().clone());
+    }
+    std::vector<at::Tensor> seen;
+  };
+  auto run = [](bool recompute) {
+    auto inputs = std::make_shared<Inputs>();
+    Components c = cnn_components();
+    c.algorithms = {std::make_shared<SWA>(SWAOptions()
+                                              .swa_start(Time::parse("3ba"))
+                                              .swa_end(Time::parse("9ba"))
+                                              .update_interval(Time::parse("2ba"))
+                                              .recompute_batchnorm(recompute))};
+    c.callbacks = {inputs};
+    Trainer t(TrainerOptions().max_duration(Time::parse("3ep")).threads(1), std::move(c));
+    t.fit();
+    EXPECT_EQ(t.trace().at("swa/batch_end").count, 4);
+    return inputs->seen;
+  };
+  const std::vector<at::Tensor> with_pass = run(true), without = run(false);
+  ASSERT_EQ(with_pass.size(), 18u);
+  ASSERT_EQ(without.size(), 18u);
+  for (size_t b = 0; b < 18; ++b) EXPECT_TRUE(at::equal(with_pass[b], without[b])) << "batch " << b + 1;
+}
+
 TEST(SWA, BatchNormStatisticsRecomputedEqualAManualRecomputation) {
   // Snapshots at the end of epochs 1 and 2; at the end of epoch 2 (swa_end) the mean goes into the model and the
   // batch-norm statistics are recomputed over the batches of epoch 2's order (the epoch the timestamp is then in).
