@@ -221,6 +221,41 @@ TEST(StochasticDepth, TrainingIsDeterministicPerSeedAndTheWarmupRaisesTheRates) 
   EXPECT_NE(prints[0], prints[1]) << "sample mode draws other drops";
 }
 
+TEST(StochasticDepth, TheWarmupRampsEveryBlocksRateBatchByBatch) {
+  // drop_rate 0.6 over a warmup of half the run (8 batches): at elapsed fraction e < 0.5 block i of 3 drops with
+  // (e / 0.5) * 0.6 * (i + 1) / 3, from 0 at the first batch; from e = 0.5 on with 0.6 * (i + 1) / 3.
+  auto sd = std::make_shared<StochasticDepth>(StochasticDepthOptions().drop_rate(0.6).drop_warmup(0.5));
+  struct Rates : Callback {
+    explicit Rates(std::shared_ptr<StochasticDepth> a) : sd(std::move(a)) {}
+    std::string name() const override { return "rates"; }
+    void run_event(Event event, State& state, Logger&) override {
+      if (event != Event::BeforeForward) return;
+      elapsed.push_back(state.elapsed_fraction());
+      std::vector<double> r;
+      for (const auto& g : sd->gates()) r.push_back(g->drop_rate);
+      rates.push_back(r);
+    }
+    std::shared_ptr<StochasticDepth> sd;
+    std::vector<double> elapsed;
+    std::vector<std::vector<double>> rates;
+  };
+  auto rates = std::make_shared<Rates>(sd);
+  Components c = resnet_components(sd);
+  c.callbacks = {rates};
+  Trainer t(TrainerOptions().max_duration(Time::parse("2ep")).threads(1).seed(9), std::move(c));
+  t.fit();
+  ASSERT_EQ(rates->rates.size(), 8u);
+  for (size_t b = 0; b < 8; ++b) {
+    const double e = static_cast<double>(b) / 8.0;
+    EXPECT_DOUBLE_EQ(rates->elapsed[b], e);
+    const double scale = e < 0.5 ? e / 0.5 : 1.0;
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_NEAR(rates->rates[b][i], scale * 0.6 * static_cast<double>(i + 1) / 3.0, 1e-12) << "batch " << b << " block " << i;
+    }
+  }
+  EXPECT_EQ(rates->rates[0], (std::vector<double>{0.0, 0.0, 0.0})) << "nothing is dropped at the start";
+}
+
 TEST(StochasticDepth, AlgorithmSpecValidationAndRefusalWithoutResidualBlocks) {
   EXPECT_THROW(StochasticDepth(StochasticDepthOptions().stochastic_method("layer")), InputError);
   EXPECT_THROW(StochasticDepth(StochasticDepthOptions().drop_rate(1.5)), InputError);
