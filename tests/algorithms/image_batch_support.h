@@ -1,5 +1,5 @@
 #pragma once
-// Shared by the tests of the algorithms that change image batches (CutOut, ColOut, CutMix).
+// Shared by the tests of the algorithms that change image batches (CutOut, ColOut, CutMix, RandAugment, SWA).
 #include <string>
 #include <utility>
 #include <vector>

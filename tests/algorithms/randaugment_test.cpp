@@ -9,6 +9,7 @@
 
 #include <tessera/algorithms/randaugment.h>
 
+#include "image_batch_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
@@ -311,16 +312,8 @@ TEST(RandAugment, TheTrainerInstallsItAndTheModelSeesAugmentedImages) {
   Components c = cnn_components(l);
   auto ra = std::make_shared<RandAugment>(RandAugmentOptions().depth(1).severity(5));
   c.algorithms = {ra};
-  /// The inputs the model is given, batch by batch.
-  struct Inputs : Callback {
-    std::string name() const override { return "inputs"; }
-    void run_event(Event event, State& state, Logger&) override {
-      if (event == Event::BeforeForward) seen.push_back(state.batch.input().clone());
-    }
-    std::vector<at::Tensor> seen;
-  };
-  auto inputs = std::make_shared<Inputs>();
-  c.callbacks.push_back(inputs);
+  auto inputs = std::make_shared<testing::BatchProbe>("probe");  // the batches the step is given
+  c.algorithms.push_back(inputs);
   Trainer t(TrainerOptions().max_duration(Time::parse("2ba")).threads(1).seed(5), std::move(c));
   ASSERT_EQ(l->algorithm_transforms().size(), 1u);
   EXPECT_EQ(l->algorithm_transforms()[0], ra->data_transform());
@@ -329,7 +322,7 @@ TEST(RandAugment, TheTrainerInstallsItAndTheModelSeesAugmentedImages) {
   EXPECT_EQ(t.trace().at("randaugment/before_dataloader").count, 2);
   // The model saw exactly the augmented batches (another loader with the transform, same seed and epoch), not the
   // raw ones.
-  ASSERT_EQ(inputs->seen.size(), 2u);
+  ASSERT_EQ(inputs->inputs.size(), 2u);
   auto reference = testing::loader(ds, 8);
   reference->set_algorithm_transforms({ra->data_transform()});
   auto raw = testing::loader(ds, 8);
@@ -337,8 +330,8 @@ TEST(RandAugment, TheTrainerInstallsItAndTheModelSeesAugmentedImages) {
   raw->start_epoch(5, 0);
   for (size_t b = 0; b < 2; ++b) {
     const at::Tensor raw_input = raw->next()->input();
-    EXPECT_TRUE(at::equal(inputs->seen[b], reference->next()->input())) << b;
-    EXPECT_FALSE(at::equal(inputs->seen[b], raw_input)) << b;
+    EXPECT_TRUE(at::equal(inputs->inputs[b], reference->next()->input())) << b;
+    EXPECT_FALSE(at::equal(inputs->inputs[b], raw_input)) << b;
   }
   EXPECT_TRUE(ra->spec().writes(Resource::Inputs, Event::BeforeDataloader));
   // a second Trainer on the same loader without it clears it

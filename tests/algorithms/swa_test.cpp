@@ -16,6 +16,7 @@
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/swa.h>
 
+#include "image_batch_support.h"
 #include "support.h"
 
 namespace tessera::algorithms {
@@ -227,26 +228,19 @@ TEST(SWA, TheStatisticsPassLeavesTheTrainingBatchesWhereTheyWere) {
   // swa_end at batch 9, in the middle of epoch 2 (6 batches per epoch): the pass over one epoch of training batches
   // for the batch-norm statistics runs there, and training must go on with batch 10 of the epoch's order, exactly
   // the batches of a run without the pass.
-  struct Inputs : Callback {
-    std::string name() const override { return "inputs"; }
-    void run_event(Event event, State& state, Logger&) override {
-      if (event == Event::BeforeForward) seen.push_back(state.batch.input().clone());
-    }
-    std::vector<at::Tensor> seen;
-  };
   auto run = [](bool recompute) {
-    auto inputs = std::make_shared<Inputs>();
+    auto inputs = std::make_shared<testing::BatchProbe>("probe");  // the batches the steps are given
     Components c = cnn_components();
     c.algorithms = {std::make_shared<SWA>(SWAOptions()
                                               .swa_start(Time::parse("3ba"))
                                               .swa_end(Time::parse("9ba"))
                                               .update_interval(Time::parse("2ba"))
-                                              .recompute_batchnorm(recompute))};
-    c.callbacks = {inputs};
+                                              .recompute_batchnorm(recompute)),
+                    inputs};
     Trainer t(TrainerOptions().max_duration(Time::parse("3ep")).threads(1), std::move(c));
     t.fit();
     EXPECT_EQ(t.trace().at("swa/batch_end").count, 4);
-    return inputs->seen;
+    return inputs->inputs;
   };
   const std::vector<at::Tensor> with_pass = run(true), without = run(false);
   ASSERT_EQ(with_pass.size(), 18u);
