@@ -2,7 +2,7 @@
 #   make demo   installs what is missing (Debian packages), builds the runner (only), trains the flagship recipe on Fashion-MNIST
 #   make test   installs what is missing, builds, runs every test (C++ with ctest, then Python with pytest)
 # Hardening (docs/hardening.md):
-#   make fuzz        builds the libFuzzer targets with clang (build/fuzz) and runs each for FUZZ_SECONDS
+#   make fuzz        builds the libFuzzer targets with clang (build/fuzz) and runs each for FUZZ_SECONDS (or FUZZ_RUNS executions)
 #   make test-asan   AddressSanitizer + UndefinedBehaviorSanitizer build (build/asan) and its C++ tests
 #   make test-tsan   ThreadSanitizer build (build/tsan) and the tests of the threaded parts
 #
@@ -69,6 +69,7 @@ clean:
 # tests/sanitizers/.
 FUZZ_DIR ?= build/fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
 FUZZ_TARGETS ?=
 ASAN_DIR ?= build/asan
 TSAN_DIR ?= build/tsan
@@ -90,7 +91,7 @@ fuzz:
 	    { rm -f $(FUZZ_DIR)/build.ninja; exit 1; }; \
 	fi
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
-	bash scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	FUZZ_RUNS=$(FUZZ_RUNS) bash scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 test-asan: export ASAN_OPTIONS = detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0
 test-asan: export LSAN_OPTIONS = suppressions=$(SAN_DIR)/lsan.supp:print_suppressions=0

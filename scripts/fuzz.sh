@@ -4,6 +4,7 @@
 # or sanitizer report, naming the target and the input that caused it (kept under <build>/fuzz-artifacts/<target>/).
 #
 #   scripts/fuzz.sh BUILD_DIR SECONDS [TARGET...]
+#   FUZZ_RUNS=1000000 scripts/fuzz.sh BUILD_DIR 0 [TARGET...]    # a number of executions instead of a time
 #
 # The working corpus of each target is <build>/fuzz-corpus/<target> (kept between runs), seeded from the committed
 # tests/fuzz/corpus/<target>; new inputs go there, never into the source tree.
@@ -20,7 +21,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 # One LibTorch thread: the readers do not need more, and each target's executions are then comparable.
 export OMP_NUM_THREADS=1
-printf '%-16s %12s %10s %8s\n' target executions exec/s corpus
+# FUZZ_RUNS: stop each target after that many executions (-runs) rather than after SECONDS.
+limit=(-max_total_time="$seconds")
+[ -n "${FUZZ_RUNS:-}" ] && limit=(-runs="$FUZZ_RUNS")
+printf '%-16s %12s %10s %10s %8s\n' target executions seconds exec/s corpus
 status=0
 for t in "${targets[@]}"; do
   bin=$build/tests/fuzz/$t
@@ -30,12 +34,14 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$artifacts"
   log=$build/fuzz-logs/$t.log
   mkdir -p "$(dirname "$log")"
-  if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+  start=$(date +%s)
+  if "$bin" "${limit[@]}" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
        -artifact_prefix="$artifacts/" "$corpus" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    rate=$(( runs / (seconds > 0 ? seconds : 1) ))
+    took=$(( $(date +%s) - start ))
+    rate=$(( runs / (took > 0 ? took : 1) ))
     size=$(find "$corpus" -type f | wc -l)
-    printf '%-16s %12s %10s %8s\n' "$t" "$runs" "$rate" "$size"
+    printf '%-16s %12s %10s %10s %8s\n' "$t" "$runs" "$took" "$rate" "$size"
   else
     echo "fuzz.sh: $t FAILED (log: $log; input: $(ls -t "$artifacts" | head -n 1))" >&2
     grep -E 'ERROR|SUMMARY|runtime error|terminate called|what\(\)' "$log" | head -n 20 >&2 || true

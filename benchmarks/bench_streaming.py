@@ -1,0 +1,127 @@
+"""MosaicML Streaming's side of the streaming benchmark (benchmarks/bench_streaming.sh), run with the Python of the
+Streaming venv (scripts/install-peers.sh streaming): `streaming.StreamingDataset` over the same MDS folder as
+bench_streaming.cpp, in a PyTorch DataLoader, delivering the same batches (float [B, 1, 28, 28] images in [0, 1],
+int64 labels), measured the same way:
+
+  * throughput: samples/s over whole shuffled epochs, per number of DataLoader workers (median of the epochs;
+    persistent workers, so that epochs after the first do not pay for starting them);
+  * resume: seconds from constructing the dataset to holding the first batch of epoch 0 resumed at 90% of it
+    (`load_state_dict` with that `sample_in_epoch`, as Composer does on resume; median of fresh constructions).
+
+Then, given Tessera's JSON (--tessera), prints both side by side with the ratios.
+
+  python bench_streaming.py --folder DIR [--batch 128] [--epochs 3] [--workers 0,2] [--trials 5]
+                            [--tessera tessera.json] [--label raw]
+"""
+import argparse
+import glob
+import json
+import os
+import statistics
+import time
+
+import torch
+from streaming import StreamingDataset
+from streaming.base.util import clean_stale_shared_memory
+from torch.utils.data import DataLoader, default_collate
+
+
+class Images(StreamingDataset):
+    """Samples as (uint8 [28, 28], label); `collate` makes a batch of them what Tessera's StreamingDataset
+    delivers. Converting whole batches is the fast way: a per-sample torch conversion in __getitem__ ran at a
+    third of the rate here (each op gives up the GIL, which Streaming's background threads then hold)."""
+
+    def __getitem__(self, index):
+        sample = super().__getitem__(index)
+        return sample['image'], sample['label']
+
+
+def collate(samples):
+    images, labels = default_collate(samples)
+    return images.unsqueeze(1).float().div_(255), labels
+
+
+def make(folder, batch, shuffle_seed=42):
+    """A fresh dataset, as a new run makes it. Streaming decompresses a compressed shard into a file beside it
+    (`shard.N.mds` next to `shard.N.mds.zstd`) and reads that file from then on; they are removed first, so that
+    every construction starts from the compressed folder as Tessera's does (Tessera decompresses in memory)."""
+    for unzipped in glob.glob(os.path.join(folder, 'shard.*.mds')):
+        if os.path.exists(unzipped + '.zstd'):
+            os.remove(unzipped)
+    clean_stale_shared_memory()
+    return Images(local=folder, batch_size=batch, shuffle=True, shuffle_seed=shuffle_seed)
+
+
+def loader(dataset, batch, workers):
+    return DataLoader(dataset, batch_size=batch, num_workers=workers, persistent_workers=workers > 0,
+                      collate_fn=collate)
+
+
+def throughput(folder, batch, workers, epochs):
+    dataset = make(folder, batch)
+    batches = loader(dataset, batch, workers)
+    rates, samples = [], 0
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        samples = sum(len(labels) for _, labels in batches)
+        rates.append(samples / (time.perf_counter() - t0))
+    del batches
+    return statistics.median(rates), samples
+
+
+def resume(folder, batch, workers):
+    t0 = time.perf_counter()
+    dataset = make(folder, batch)
+    batches_per_epoch = -(-len(dataset) // batch)
+    first_batch = batches_per_epoch * 9 // 10
+    # num_canonical_nodes and initial_physical_nodes: what Streaming picks on one node with its default py1e.
+    dataset.load_state_dict({'epoch': 0, 'sample_in_epoch': first_batch * batch, 'num_canonical_nodes': 1,
+                             'shuffle_seed': 42, 'initial_physical_nodes': 1})
+    it = iter(loader(dataset, batch, workers))
+    images, labels = next(it)
+    seconds = time.perf_counter() - t0
+    assert images.shape == (batch, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    del it
+    return seconds, first_batch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('--folder', required=True)
+    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--epochs', type=int, default=3)
+    p.add_argument('--workers', default='0,2')
+    p.add_argument('--trials', type=int, default=5)
+    p.add_argument('--tessera', help="bench_streaming's --json output, to print the comparison")
+    p.add_argument('--label', default='')
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    mine = {}
+    print(f"{'streaming':10s}{'workers':10s} {'samples':>8s} {'samples/s':>14s} {'resume at 90% (s)':>22s}")
+    for w in [int(x) for x in a.workers.split(',')]:
+        rate, samples = throughput(a.folder, a.batch, w, a.epochs)
+        resumes = [resume(a.folder, a.batch, w) for _ in range(a.trials)]
+        first = statistics.median(s for s, _ in resumes)
+        mine[w] = {'samples_per_s': rate, 'resume_first_batch_s': first, 'samples': samples}
+        print(f"{'streaming':10s}{w:<10d} {samples:8d} {rate:14.0f} {first:22.4f}", flush=True)
+    clean_stale_shared_memory()
+    if not a.tessera:
+        return
+    with open(a.tessera) as f:
+        theirs = {r['workers']: r for r in json.load(f)['runs']}
+    print(f"\n| data | workers | Tessera samples/s | Streaming samples/s | Tessera / Streaming | "
+          f"Tessera first batch at 90% (s) | Streaming (s) | Streaming / Tessera |")
+    print('|---|---:|---:|---:|---:|---:|---:|---:|')
+    for w, s in mine.items():
+        t = theirs.get(w)
+        if t is None:
+            continue
+        if t['samples'] != s['samples']:
+            raise SystemExit(f'the two sides read different sample counts: {t["samples"]} vs {s["samples"]}')
+        print(f"| {a.label} | {w} | {t['samples_per_s']:.0f} | {s['samples_per_s']:.0f} | "
+              f"{t['samples_per_s'] / s['samples_per_s']:.2f}x | {t['resume_first_batch_s']:.4f} | "
+              f"{s['resume_first_batch_s']:.4f} | {s['resume_first_batch_s'] / t['resume_first_batch_s']:.1f}x |")
+
+
+if __name__ == '__main__':
+    main()

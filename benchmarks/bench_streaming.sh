@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Tessera's StreamingDataset and DataLoader against MosaicML Streaming's StreamingDataset in a PyTorch DataLoader,
+# over the same MDS shards of Fashion-MNIST's 60,000 training images (written by tessera-shard: 48 shards of
+# 1 MB, uncompressed, then zstd), side by side in one run: samples/s over shuffled epochs and seconds to the
+# first batch of a run resumed at 90% of an epoch, for 0 and 2 loader workers (docs/streaming.md, "Benchmark").
+#
+#   benchmarks/bench_streaming.sh [build dir] [work dir]
+#
+# Builds bench_streaming and tessera-shard when missing; creates the Streaming venv (scripts/install-peers.sh
+# streaming) when missing. Run it on a quiet machine: both sides share its cores.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build/release}
+work=${2:-$(mktemp -d)}
+cmake --build "$build" --target bench_streaming tessera-shard >/dev/null
+python=$(bash "$root/scripts/install-peers.sh" streaming | tail -n 1)/bin/python
+for kind in raw zstd; do
+  dir=$work/fmnist-$kind
+  if [ ! -f "$dir/index.json" ]; then
+    compression=()
+    [ "$kind" = zstd ] && compression=(--compression zstd)
+    "$build/tessera-shard" write --fashion-mnist --out "$dir" --size-limit 1000000 "${compression[@]}" >/dev/null
+  fi
+  echo "== $kind shards: $dir"
+  OMP_NUM_THREADS=1 "$build/benchmarks/bench_streaming" --folder "$dir" --json "$work/tessera-$kind.json"
+  "$python" "$root/benchmarks/bench_streaming.py" --folder "$dir" --tessera "$work/tessera-$kind.json" --label "$kind"
+  echo
+done
