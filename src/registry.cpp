@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -105,25 +106,56 @@ Options read(const ConfigNode& node, Options options = {}) {
   return options;
 }
 
-/// The option an error message starts with ("model.depth: 9 is not ..." -> {"depth", "9 is not ..."}).
+/// The option an error message starts with ("model.depth: 9 is not ..." -> {"model.depth", "9 is not ..."}).
 std::optional<std::pair<std::string, std::string>> option_named_by(const std::string& message) {
   const size_t colon = message.find(": ");
   if (colon == std::string::npos) return std::nullopt;
   const std::string head = message.substr(0, colon);
   if (head.empty() || head.find(' ') != std::string::npos) return std::nullopt;
-  const size_t dot = head.rfind('.');
-  return std::make_pair(head.substr(dot == std::string::npos ? 0 : dot + 1), message.substr(colon + 2));
+  return std::make_pair(head, message.substr(colon + 2));
+}
+
+/// The node at `parts` under `node` ("streams[1]", "local"), when it is there.
+std::optional<ConfigNode> find_path(ConfigNode node, const std::vector<std::string>& parts) {
+  for (const std::string& part : parts) {
+    const size_t bracket = part.find('[');
+    const std::string key = part.substr(0, bracket);
+    if (!node.is_map() || !node.has(key)) return std::nullopt;
+    node = node.child(key);
+    if (bracket == std::string::npos) continue;
+    const std::string digits = part.substr(bracket + 1, part.size() - bracket - 2);
+    if (part.back() != ']' || digits.empty() || digits.size() > 9 ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    const std::vector<ConfigNode> elements = node.elements();
+    const size_t index = std::stoul(digits);
+    if (index >= elements.size()) return std::nullopt;
+    node = elements[index];
+  }
+  return node;
 }
 
 /// Runs a constructor; InputErrors it throws (cross-field checks, missing files) get the node's location, or
-/// the location of the option they name when the node has it (its own line, or the override that set it).
+/// the location of the option they name when the node has it (its own line, or the override that set it): the
+/// longest tail of the named path found under the node ("streaming.streams[1].local" -> streams[1].local).
 template <class F>
 auto construct(const ConfigNode& node, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const InputError& e) {
-    const auto named = option_named_by(e.what());
-    if (named && node.is_map() && node.has(named->first)) node.child(named->first).fail(named->second);
+    if (const auto named = option_named_by(e.what())) {
+      std::vector<std::string> parts;
+      for (size_t begin = 0;;) {
+        const size_t dot = named->first.find('.', begin);
+        parts.push_back(named->first.substr(begin, dot - begin));
+        if (dot == std::string::npos) break;
+        begin = dot + 1;
+      }
+      for (size_t first = 0; first < parts.size(); ++first) {
+        if (const auto at = find_path(node, {parts.begin() + static_cast<std::ptrdiff_t>(first), parts.end()}))
+          at->fail(named->second);
+      }
+    }
     node.fail(e.what());
   }
 }

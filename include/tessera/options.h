@@ -18,6 +18,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <tessera/error.h>
@@ -72,6 +73,17 @@ void check_option(const std::string& where, const char* name, double value, cons
 void check_option(const std::string& where, const char* name, const std::string& value, const Choices& choices);
 
 namespace detail {
+/// True for an options struct (a type with a `visit` member): such structs nest, alone or in a std::vector
+/// (StreamingOptions::streams), and are read, validated and located field by field like the outer one.
+struct VisitProbe {
+  template <class T, class C>
+  void operator()(const char*, T&, const char*, const C&) {}
+};
+template <class T, class = void>
+struct HasVisit : std::false_type {};
+template <class T>
+struct HasVisit<T, std::void_t<decltype(std::declval<T&>().visit(std::declval<VisitProbe&>()))>> : std::true_type {};
+
 struct Validator {
   std::string where;
   template <class T>
@@ -86,7 +98,21 @@ struct Validator {
     check_option(where, name, value, choices);
   }
   template <class T>
-  void operator()(const char*, T&, const char*, const Any&) {}
+  void operator()(const char* name, T& value, const char*, const Any&) {
+    if constexpr (HasVisit<T>::value) {
+      Validator inner{where + "." + name};
+      value.visit(inner);
+    }
+  }
+  template <class T>
+  void operator()(const char* name, std::vector<T>& value, const char*, const Any&) {
+    if constexpr (HasVisit<T>::value) {
+      for (size_t i = 0; i < value.size(); ++i) {
+        Validator inner{where + "." + name + "[" + std::to_string(i) + "]"};
+        value[i].visit(inner);
+      }
+    }
+  }
 };
 
 /// Checks one value against the constraint of the field called `name` (ignores the other fields).

@@ -187,6 +187,8 @@ std::string list_description() {
     return "a list of times such as [10ep, 20ep]";
   else if constexpr (std::is_same_v<T, std::string>)
     return "a list of strings";
+  else if constexpr (HasVisit<T>::value)
+    return "a list of option maps";
   else
     return "a list";
 }
@@ -253,8 +255,12 @@ void read_checked(const ConfigNode& node, T& field, const Constraint& constraint
     if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool> && std::is_same_v<Constraint, Range>) {
       check_huge_whole_number(node, constraint);
     }
-    read_scalar(node, field);
-    apply_constraint(node, field, constraint);
+    if constexpr (HasVisit<T>::value) {
+      read_options(node, field, node.path());  // a nested options struct: its fields, checked where they are
+    } else {
+      read_scalar(node, field);
+      apply_constraint(node, field, constraint);
+    }
   }
 }
 

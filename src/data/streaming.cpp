@@ -7,6 +7,7 @@
 #include <tessera/rng.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <numeric>
@@ -16,7 +17,7 @@ namespace {
 
 // Random streams of the order, distinct from the project's RngStream ids (1..4): Rng(seed, {kOrderStream, ...}).
 constexpr uint64_t kOrderStream = 0x53545245414d0001ULL;  // "STREAM", 1
-constexpr uint64_t kShardLine = 0, kEpochKey = 1, kPieces = 2;
+constexpr uint64_t kShardLine = 0, kEpochKey = 1, kPieces = 2, kSubsets = 3;
 
 /// SplitMix64's finaliser: a bijective 64-bit mixer.
 uint64_t mix64(uint64_t z) {
@@ -274,113 +275,281 @@ int64_t read_integer(mds::Bytes b, mds::DType t) {
 
 }  // namespace
 
-void StreamingDataset::open_local() {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(options_.local()))
-    throw InputError("streaming.local: folder " + options_.local() + " does not exist");
-  if (!options_.split().empty() && !fs::is_directory(folder_)) {
-    std::vector<std::string> subfolders;
-    for (const auto& e : fs::directory_iterator(options_.local()))
-      if (e.is_directory()) subfolders.push_back(e.path().filename().string());
-    std::sort(subfolders.begin(), subfolders.end());
-    throw InputError("streaming.split: " + options_.local() + " has no subfolder \"" + options_.split() + "\" (" +
-                     (subfolders.empty() ? std::string("it has none") : "it has: " + join_names(subfolders)) +
-                     ")");
-  }
-  if (!fs::exists(fs::path(folder_) / "index.json"))
-    throw InputError("streaming.local: " + folder_ + " holds no index.json, so it is not an MDS data set" +
-                     (options_.split().empty() ? std::string(" (is the split a subfolder? set split)") : ""));
-  reader_ = std::make_shared<mds::Reader>(folder_, mds::ReaderOptions().verify_hashes(options_.verify_hashes()));
+/// One stream: its folder, reader and cache, where its samples and shards sit in the combined numbering, how
+/// its columns decode, and how many samples it gives each epoch.
+struct StreamingDataset::Source {
+  std::string where;   // option prefix of its messages: "streaming" or "streaming.streams[i]"
+  std::string folder;  // local, or local/split
+  std::shared_ptr<mds::Reader> reader;
+  std::shared_ptr<ShardCache> cache;  // with a remote
+  int64_t first_id = 0, first_shard = 0;
+  int64_t input_column = 0, target_column = 0;
+  mds::DType target_dtype = mds::DType::i64;
+  bool image_hwc = false;  // png/jpeg/pil: [H, W, C] -> [C, H, W]
+  int64_t take = 0;        // samples per epoch
+};
+
+/// The samples of one epoch laid end to end as pieces of shards (each stream's whole copies, then the part of
+/// it the epoch takes), and the StreamingOrder over that line. Without resampling the line is fixed for the
+/// run; when every stream is taken once it is the shards themselves (`identity`).
+struct StreamingDataset::Line {
+  struct Piece {
+    int64_t shard = 0;    // combined shard index
+    int64_t take = 0;     // samples of it on the line
+    bool subset = false;  // take < the shard's size: the samples at keyed positions [0, take) of the shard
+    uint64_t key = 0;
+  };
+  uint64_t seed = 0;
+  int64_t epoch = 0;
+  std::vector<Piece> pieces;
+  std::vector<int64_t> offsets;  // line position of each piece's first sample, then the total
+  bool identity = false;
+  std::unique_ptr<StreamingOrder> order;
+};
+
+StreamingDataset::~StreamingDataset() = default;
+
+const StreamingDataset::Source& StreamingDataset::source(int64_t stream) const {
+  if (stream < 0 || stream >= num_streams())
+    throw InputError("StreamingDataset: stream " + std::to_string(stream) + " is out of range [0, " +
+                     std::to_string(num_streams()) + ")");
+  return sources_[static_cast<size_t>(stream)];
 }
 
-void StreamingDataset::open_remote() {
-  const int64_t limit =
-      options_.cache_limit().empty() ? 0 : parse_byte_size(options_.cache_limit(), "streaming.cache_limit");
-  std::string remote = options_.remote();
-  if (!options_.split().empty()) {
-    while (remote.size() > 1 && remote.back() == '/') remote.pop_back();
-    remote += "/" + options_.split();
+int64_t StreamingDataset::num_streams() const { return static_cast<int64_t>(sources_.size()); }
+const mds::Reader& StreamingDataset::reader(int64_t stream) const { return *source(stream).reader; }
+const std::string& StreamingDataset::folder(int64_t stream) const { return source(stream).folder; }
+ShardCache* StreamingDataset::cache(int64_t stream) const { return source(stream).cache.get(); }
+int64_t StreamingDataset::stream_samples(int64_t stream) const { return source(stream).take; }
+
+StreamingDataset::Source StreamingDataset::open_source(const std::string& where, const std::string& local,
+                                                       const std::string& remote, const std::string& split,
+                                                       const std::string& cache_limit) const {
+  namespace fs = std::filesystem;
+  Source src;
+  src.where = where;
+  if (local.empty())
+    throw InputError(remote.empty()
+                         ? where + ".local: no folder given; expected the folder of an MDS data set (its index.json), "
+                                   "e.g. one written by `tessera-shard write --fashion-mnist --out DIR`"
+                         : where + ".local: no folder given; a remote needs a local cache folder to fetch its "
+                                   "shards into");
+  src.folder = split.empty() ? local : (fs::path(local) / split).string();
+  const mds::ReaderOptions reading = mds::ReaderOptions().verify_hashes(options_.verify_hashes());
+  if (remote.empty()) {
+    if (!cache_limit.empty())
+      throw InputError(where + ".cache_limit: set without a remote; the limit applies to a cache of remote shards "
+                               "(local is read in place)");
+    if (!fs::is_directory(local)) throw InputError(where + ".local: folder " + local + " does not exist");
+    if (!split.empty() && !fs::is_directory(src.folder)) {
+      std::vector<std::string> subfolders;
+      for (const auto& e : fs::directory_iterator(local))
+        if (e.is_directory()) subfolders.push_back(e.path().filename().string());
+      std::sort(subfolders.begin(), subfolders.end());
+      throw InputError(where + ".split: " + local + " has no subfolder \"" + split + "\" (" +
+                       (subfolders.empty() ? std::string("it has none") : "it has: " + join_names(subfolders)) + ")");
+    }
+    if (!fs::exists(fs::path(src.folder) / "index.json"))
+      throw InputError(where + ".local: " + src.folder + " holds no index.json, so it is not an MDS data set" +
+                       (split.empty() ? std::string(" (is the split a subfolder? set split)") : ""));
+    src.reader = std::make_shared<mds::Reader>(src.folder, reading);
+    return src;
+  }
+  const int64_t limit = cache_limit.empty() ? 0 : parse_byte_size(cache_limit, where + ".cache_limit");
+  std::string from = remote;
+  if (!split.empty()) {
+    while (from.size() > 1 && from.back() == '/') from.pop_back();
+    from += "/" + split;
   }
   try {
-    cache_ = std::make_shared<ShardCache>(ShardCacheOptions()
-                                              .remote(remote)
-                                              .local(folder_)
-                                              .cache_limit(limit)
-                                              .download_retry(options_.download_retry())
-                                              .retry_backoff(options_.retry_backoff())
-                                              .download_timeout(options_.download_timeout())
-                                              .prefetch(options_.prefetch())
-                                              .verify_hashes(options_.verify_hashes()));
+    src.cache = std::make_shared<ShardCache>(ShardCacheOptions()
+                                                 .remote(from)
+                                                 .local(src.folder)
+                                                 .cache_limit(limit)
+                                                 .download_retry(options_.download_retry())
+                                                 .retry_backoff(options_.retry_backoff())
+                                                 .download_timeout(options_.download_timeout())
+                                                 .prefetch(options_.prefetch())
+                                                 .verify_hashes(options_.verify_hashes()));
   } catch (const InputError& e) {
-    throw InputError("streaming." + std::string(e.what()));  // "streaming.remote: ...", "streaming.cache_limit: ..."
+    throw InputError(where + "." + e.what());  // "streaming.remote: ...", "streaming.cache_limit: ..."
   }
-  reader_ = std::make_shared<mds::Reader>(folder_, mds::ReaderOptions().verify_hashes(options_.verify_hashes()));
+  src.reader = std::make_shared<mds::Reader>(src.folder, reading);
+  return src;
 }
 
-std::shared_ptr<const mds::Shard> StreamingDataset::shard(int64_t k) const {
-  if (!cache_) return reader_->shard(k);
-  return cache_->acquire(k);
+void StreamingDataset::check_columns(Source& src, bool first) {
+  const auto& names = src.reader->column_names();
+  const auto column = [&](const std::string& option, const std::string& name) {
+    const auto it = std::find(names.begin(), names.end(), name);
+    if (it == names.end())
+      throw InputError(src.where + "." + option + ": " + src.folder + " has no column \"" + name +
+                       "\" (its columns: " + join_names(names) + ")");
+    return static_cast<int64_t>(it - names.begin());
+  };
+  // Column options are the dataset's, not a stream's: their messages name streaming.input/target.
+  src.input_column = column("input", options_.input());
+  src.target_column = column("target", options_.target());
+  if (src.input_column == src.target_column)
+    throw InputError("streaming.target: the input and the target are the same column \"" + options_.input() + "\"");
+  const std::string index = src.folder + "/index.json";
+  const auto encoding = [&](int64_t c) {
+    return Encoding::parse(src.reader->column_encodings()[static_cast<size_t>(c)], index);
+  };
+  const Encoding target = encoding(src.target_column);
+  if (target.kind != Encoding::Kind::scalar || !target.dtype || !is_integer(*target.dtype))
+    throw InputError("streaming.target: column \"" + options_.target() + "\" of " + src.folder + " is \"" +
+                     target.name + "\"; a class target must be an integer scalar (int, int8..int64, uint8..uint64)");
+  src.target_dtype = *target.dtype;
+  const Encoding input = encoding(src.input_column);
+  if (input.kind == Encoding::Kind::str || input.kind == Encoding::Kind::bytes)
+    throw InputError("streaming.input: column \"" + options_.input() + "\" of " + src.folder + " is \"" +
+                     input.name + "\"; an input must be numbers (ndarray, a scalar) or an image (png, jpeg, pil)");
+  src.image_hwc = input.kind == Encoding::Kind::png || input.kind == Encoding::Kind::jpeg ||
+                  input.kind == Encoding::Kind::pil;
+
+  const auto [k, i] = src.reader->locate(0);
+  const auto first_shard = src.cache ? src.cache->acquire(k) : src.reader->shard(k);
+  const mds::SampleView sample = first_shard->sample(i);
+  const c10::ScalarType dtype = sample.tensor(src.input_column).scalar_type();
+  const std::vector<int64_t> shape = decode_input(src, sample).sizes().vec();
+  if (first) {
+    stored_dtype_ = dtype;
+    input_shape_ = shape;
+  } else if (dtype != stored_dtype_ || shape != input_shape_) {
+    throw InputError(src.where + ": its input \"" + options_.input() + "\" is " + c10::toString(dtype) + " " +
+                     c10::str(at::IntArrayRef(shape)) + ", stream 0's is " + c10::toString(stored_dtype_) + " " +
+                     c10::str(at::IntArrayRef(input_shape_)) +
+                     "; mixed streams must deliver inputs of the same shape and type");
+  }
+}
+
+/// Samples per epoch of each stream (Source::take) from proportion / repeat / choose.
+void StreamingDataset::set_shares() {
+  const auto& streams = options_.streams();
+  int64_t total = 0;
+  for (const Source& s : sources_) total += s.reader->size();
+  if (streams.empty()) {
+    if (options_.epoch_size() != 0)
+      throw InputError("streaming.epoch_size: set without streams; an epoch of one folder is all its samples");
+    sources_.front().take = total;
+    epoch_size_ = total;
+    return;
+  }
+  bool relative = false;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const StreamOptions& o = streams[i];
+    const int set = (o.proportion() > 0) + (o.repeat() > 0) + (o.choose() > 0);
+    if (set > 1)
+      throw InputError(sources_[i].where + ": sets more than one of proportion, repeat and choose; expected at most one");
+    if (i == 0) relative = o.proportion() > 0;
+    if ((o.proportion() > 0) != relative)
+      throw InputError(sources_[i].where + ": " +
+                       (relative ? std::string("sets no proportion, but stream 0 does")
+                                 : std::string("sets a proportion, but stream 0 does not")) +
+                       "; expected a proportion on every stream (relative shares) or on none (repeat/choose)");
+  }
+  if (relative) {
+    const int64_t size = options_.epoch_size() > 0 ? options_.epoch_size() : total;
+    long double sum = 0;
+    for (const StreamOptions& o : streams) sum += o.proportion();
+    // Floors, then the samples left over one each to the largest remainders (ties: the earlier stream).
+    std::vector<std::pair<long double, size_t>> remainders;
+    int64_t given = 0;
+    for (size_t i = 0; i < streams.size(); ++i) {
+      const long double exact = static_cast<long double>(size) * streams[i].proportion() / sum;
+      sources_[i].take = static_cast<int64_t>(std::floor(exact));
+      given += sources_[i].take;
+      remainders.push_back({exact - std::floor(exact), i});
+    }
+    std::stable_sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t r = 0; given < size; ++r, ++given) ++sources_[remainders[r % remainders.size()].second].take;
+  } else {
+    if (options_.epoch_size() != 0)
+      throw InputError("streaming.epoch_size: set, but no stream sets a proportion; with repeat and choose an "
+                       "epoch is what they add up to (remove epoch_size, or give the streams proportions)");
+    for (size_t i = 0; i < streams.size(); ++i) {
+      const StreamOptions& o = streams[i];
+      const int64_t n = sources_[i].reader->size();
+      const long double repeat = o.repeat() > 0 ? o.repeat() : 1.0L;
+      const long double take = o.choose() > 0 ? static_cast<long double>(o.choose()) : std::round(repeat * n);
+      if (take > static_cast<long double>(int64_t{1} << 50))
+        throw InputError(sources_[i].where + ": " + c10::str(static_cast<double>(take)) +
+                         " samples per epoch is too many (at most 2^50)");
+      sources_[i].take = static_cast<int64_t>(take);
+    }
+  }
+  // Each whole copy of a stream is a copy of its shards on the epoch's line (make_line): keep that bounded.
+  constexpr int64_t kMaxPieces = int64_t{1} << 24;
+  int64_t pieces = 0;
+  for (const Source& s : sources_) {
+    const int64_t n = s.reader->size(), copies = s.take / n + (s.take % n != 0);
+    if (copies > (kMaxPieces - pieces) / s.reader->num_shards())
+      throw InputError(s.where + ": " + std::to_string(s.take) + " samples per epoch of a stream of " +
+                       std::to_string(n) + " in " + std::to_string(s.reader->num_shards()) +
+                       " shards makes more than 2^24 shard copies per epoch; expected a smaller share (or fewer, "
+                       "larger shards)");
+    pieces += copies * s.reader->num_shards();
+  }
+  epoch_size_ = 0;
+  for (const Source& s : sources_) epoch_size_ += s.take;
+  if (epoch_size_ == 0)
+    throw InputError("streaming.streams: the streams give no samples per epoch; expected shares that add up to at "
+                     "least one sample");
 }
 
 StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::move(options)) {
   namespace fs = std::filesystem;
-  if (options_.local().empty())
-    throw InputError(options_.remote().empty()
-                         ? std::string("streaming.local: no folder given; expected the folder of an MDS data set (its "
-                                       "index.json), e.g. one written by `tessera-shard write --fashion-mnist --out DIR`")
-                         : std::string("streaming.local: no folder given; a remote needs a local cache folder to "
-                                       "fetch its shards into"));
-  folder_ = options_.split().empty() ? options_.local() : (fs::path(options_.local()) / options_.split()).string();
-  if (options_.remote().empty()) {
-    if (!options_.cache_limit().empty())
-      throw InputError("streaming.cache_limit: set without a remote; the limit applies to a cache of remote shards "
-                       "(local is read in place)");
-    open_local();
+  const auto& streams = options_.streams();
+  if (streams.empty()) {
+    sources_.push_back(open_source("streaming", options_.local(), options_.remote(), options_.split(),
+                                   options_.cache_limit()));
   } else {
-    open_remote();
+    const std::pair<const char*, const std::string*> per_stream[] = {
+        {"local", &options_.local()}, {"remote", &options_.remote()}, {"cache_limit", &options_.cache_limit()}};
+    for (const auto& [name, value] : per_stream) {
+      if (!value->empty())
+        throw InputError("streaming." + std::string(name) + ": set together with streams; with streams, each stream "
+                         "has its own local, remote and cache_limit");
+    }
+    for (size_t i = 0; i < streams.size(); ++i) {
+      const StreamOptions& o = streams[i];
+      const std::string where = "streaming.streams[" + std::to_string(i) + "]";
+      sources_.push_back(open_source(where, o.local(), o.remote(), o.split().empty() ? options_.split() : o.split(),
+                                     o.cache_limit()));
+      for (size_t j = 0; j < i; ++j) {
+        if (fs::weakly_canonical(sources_[j].folder) == fs::weakly_canonical(sources_[i].folder))
+          throw InputError(where + ".local: stream " + std::to_string(j) + " reads the same folder " +
+                           sources_[i].folder + "; expected one stream per folder (repeat weighs a folder)");
+      }
+    }
   }
-  const auto& names = reader_->column_names();
-  const auto column = [&](const std::string& option, const std::string& name) {
-    const auto it = std::find(names.begin(), names.end(), name);
-    if (it == names.end())
-      throw InputError("streaming." + option + ": " + folder_ + " has no column \"" + name +
-                       "\" (its columns: " + join_names(names) + ")");
-    return static_cast<int64_t>(it - names.begin());
-  };
-  input_column_ = column("input", options_.input());
-  target_column_ = column("target", options_.target());
-  if (input_column_ == target_column_)
-    throw InputError("streaming.target: the input and the target are the same column \"" + options_.input() + "\"");
-  const std::string where = folder_ + "/index.json";
-  const Encoding target = Encoding::parse(reader_->column_encodings()[static_cast<size_t>(target_column_)], where);
-  if (target.kind != Encoding::Kind::scalar || !target.dtype || !is_integer(*target.dtype))
-    throw InputError("streaming.target: column \"" + options_.target() + "\" of " + folder_ + " is \"" + target.name +
-                     "\"; a class target must be an integer scalar (int, int8..int64, uint8..uint64)");
-  target_dtype_ = *target.dtype;
-  const Encoding input = Encoding::parse(reader_->column_encodings()[static_cast<size_t>(input_column_)], where);
-  if (input.kind == Encoding::Kind::str || input.kind == Encoding::Kind::bytes)
-    throw InputError("streaming.input: column \"" + options_.input() + "\" of " + folder_ + " is \"" + input.name +
-                     "\"; an input must be numbers (ndarray, a scalar) or an image (png, jpeg, pil)");
-  image_hwc_ = input.kind == Encoding::Kind::png || input.kind == Encoding::Kind::jpeg ||
-               input.kind == Encoding::Kind::pil;
-
-  const auto first_shard = shard(reader_->locate(0).first);
-  const mds::SampleView first_sample = first_shard->sample(reader_->locate(0).second);
-  stored_dtype_ = first_sample.tensor(input_column_).scalar_type();
-  const at::Tensor shaped = decode_input(first_sample);
-  input_shape_ = shaped.sizes().vec();
-  order_ = std::make_unique<StreamingOrder>(reader_->shard_offsets(), options_.order());
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    Source& src = sources_[i];
+    src.first_id = shard_offsets_.empty() ? 0 : shard_offsets_.back();
+    src.first_shard = static_cast<int64_t>(shard_source_.size());
+    if (!shard_offsets_.empty()) shard_offsets_.pop_back();
+    for (int64_t offset : src.reader->shard_offsets()) shard_offsets_.push_back(src.first_id + offset);
+    shard_source_.insert(shard_source_.end(), static_cast<size_t>(src.reader->num_shards()), static_cast<int64_t>(i));
+    check_columns(src, i == 0);
+  }
+  set_shares();
+  resampled_ = false;
+  for (const Source& s : sources_) resampled_ = resampled_ || s.take % s.reader->size() != 0;
+  if (!resampled_) fixed_line_ = make_line(0, 0);
 
   num_classes_ = options_.num_classes();
-  if (num_classes_ == 0) {  // one pass over the label column
+  if (num_classes_ == 0) {  // one pass over the label column of every stream
     int64_t largest = -1;
-    for (int64_t s = 0; s < reader_->num_shards(); ++s) {
-      const auto sh = shard(s);
+    for (int64_t k = 0; k + 1 < static_cast<int64_t>(shard_offsets_.size()); ++k) {
+      const Source& src = sources_[static_cast<size_t>(shard_source_[static_cast<size_t>(k)])];
+      const auto sh = shard(k);
       for (int64_t i = 0; i < sh->size(); ++i) {
-        const int64_t label = read_integer(sh->sample(i).raw(target_column_), *target.dtype);
+        const int64_t label = read_integer(sh->sample(i).raw(src.target_column), src.target_dtype);
         if (label < 0)
-          throw InputError("streaming.target: sample " + std::to_string(reader_->shard_offsets()[s] + i) + " of " +
-                           folder_ + " has label " + std::to_string(label) + "; class ids must be >= 0");
+          throw InputError("streaming.target: sample " + std::to_string(shard_offsets_[static_cast<size_t>(k)] + i -
+                                                                         src.first_id) +
+                           " of " + src.folder + " has label " + std::to_string(label) + "; class ids must be >= 0");
         largest = std::max(largest, label);
       }
     }
@@ -388,10 +557,99 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   }
 }
 
-at::Tensor StreamingDataset::decode_input(const mds::SampleView& s) const {
-  at::Tensor t = s.tensor(input_column_);
-  if (image_hwc_) return t.permute({2, 0, 1});  // [H, W, C] -> [C, H, W]
-  if (t.dim() == 2) return t.unsqueeze(0);       // a one-channel image
+std::shared_ptr<const StreamingDataset::Line> StreamingDataset::make_line(uint64_t seed, int64_t epoch) const {
+  auto line = std::make_shared<Line>();
+  line->seed = seed;
+  line->epoch = epoch;
+  line->identity = true;
+  const uint64_t epoch_key = Rng(seed, {kOrderStream, kSubsets, static_cast<uint64_t>(epoch)}).next_u64();
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    const Source& src = sources_[s];
+    const int64_t n = src.reader->size(), shards = src.reader->num_shards();
+    const auto size_of = [&](int64_t j) {
+      return shard_offsets_[static_cast<size_t>(src.first_shard + j + 1)] -
+             shard_offsets_[static_cast<size_t>(src.first_shard + j)];
+    };
+    const int64_t whole = src.take / n, part = src.take % n;
+    line->identity = line->identity && whole == 1 && part == 0;
+    for (int64_t w = 0; w < whole; ++w)
+      for (int64_t j = 0; j < shards; ++j) line->pieces.push_back({src.first_shard + j, size_of(j), false, 0});
+    if (part == 0) continue;
+    // The part: each shard gives its share of it rounded down, and the samples left over go one each to shards
+    // drawn in a keyed order of the epoch; within a shard, the samples at keyed positions. A different part of
+    // the stream each epoch, spread over its shards in proportion to their sizes.
+    std::vector<int64_t> takes(static_cast<size_t>(shards));
+    int64_t given = 0;
+    for (int64_t j = 0; j < shards; ++j) {
+      takes[static_cast<size_t>(j)] = static_cast<int64_t>(static_cast<unsigned __int128>(part) *
+                                                          static_cast<unsigned __int128>(size_of(j)) /
+                                                          static_cast<unsigned __int128>(n));
+      given += takes[static_cast<size_t>(j)];
+    }
+    Rng draw(seed, {kOrderStream, kSubsets, static_cast<uint64_t>(epoch), static_cast<uint64_t>(s)});
+    for (int64_t j : draw.permutation(shards)) {
+      if (given == part) break;
+      if (takes[static_cast<size_t>(j)] < size_of(j)) {
+        ++takes[static_cast<size_t>(j)];
+        ++given;
+      }
+    }
+    for (int64_t j = 0; j < shards; ++j) {
+      const int64_t k = src.first_shard + j;
+      line->pieces.push_back({k, takes[static_cast<size_t>(j)], true, mix64(epoch_key ^ mix64(static_cast<uint64_t>(k)))});
+    }
+  }
+  line->offsets.push_back(0);
+  for (const Line::Piece& p : line->pieces) line->offsets.push_back(line->offsets.back() + p.take);
+  line->order = std::make_unique<StreamingOrder>(line->offsets, options_.order());
+  return line;
+}
+
+std::shared_ptr<const StreamingDataset::Line> StreamingDataset::line(uint64_t seed, int64_t epoch) const {
+  if (!resampled_) return fixed_line_;
+  // Loader workers ask for the batches of one epoch, and at its end of the next: the last two are kept.
+  std::lock_guard<std::mutex> lock(lines_mutex_);
+  for (const auto& l : recent_lines_)
+    if (l->seed == seed && l->epoch == epoch) return l;
+  auto made = make_line(seed, epoch);
+  recent_lines_.insert(recent_lines_.begin(), made);
+  if (recent_lines_.size() > 2) recent_lines_.pop_back();
+  return made;
+}
+
+int64_t StreamingDataset::sample_of(const Line& line, int64_t position) const {
+  if (line.identity) return position;
+  const auto it = std::upper_bound(line.offsets.begin(), line.offsets.end(), position);
+  const size_t p = static_cast<size_t>(it - line.offsets.begin()) - 1;
+  const Line::Piece& piece = line.pieces[p];
+  const int64_t within = position - line.offsets[p];
+  const int64_t first = shard_offsets_[static_cast<size_t>(piece.shard)];
+  if (!piece.subset) return first + within;
+  const int64_t shard_size = shard_offsets_[static_cast<size_t>(piece.shard) + 1] - first;
+  return first + feistel_permute(static_cast<uint64_t>(within), static_cast<uint64_t>(shard_size), piece.key);
+}
+
+int64_t StreamingDataset::shard_of(int64_t id) const {
+  return std::upper_bound(shard_offsets_.begin(), shard_offsets_.end(), id) - shard_offsets_.begin() - 1;
+}
+
+std::shared_ptr<const mds::Shard> StreamingDataset::shard(int64_t k) const {
+  const Source& src = sources_[static_cast<size_t>(shard_source_[static_cast<size_t>(k)])];
+  const int64_t local = k - src.first_shard;
+  return src.cache ? src.cache->acquire(local) : src.reader->shard(local);
+}
+
+const StreamingOrder& StreamingDataset::order() const {
+  if (!fixed_line_ || !fixed_line_->identity)
+    throw Error("StreamingDataset::order: the epochs of these streams are not their samples each once (repeat, "
+                "choose or proportion), so positions do not map to sample ids through one order; use order_range");
+  return *fixed_line_->order;
+}
+
+at::Tensor StreamingDataset::decode_input(const Source& src, const mds::SampleView& s) const {
+  at::Tensor t = s.tensor(src.input_column);
+  if (src.image_hwc) return t.permute({2, 0, 1});  // [H, W, C] -> [C, H, W]
+  if (t.dim() == 2) return t.unsqueeze(0);           // a one-channel image
   if (t.dim() == 0) return t.reshape({1});
   return t;
 }
@@ -403,18 +661,19 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
   at::Tensor inputs = at::empty(shape, at::TensorOptions().dtype(stored_dtype_));
   at::Tensor targets = at::empty({n}, at::TensorOptions().dtype(at::kLong));
   int64_t* target_out = targets.data_ptr<int64_t>();
+  const int64_t samples = shard_offsets_.back();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t id = indices[static_cast<size_t>(i)];
-    if (id < 0 || id >= size())
-      throw InputError("streaming: sample " + std::to_string(id) + " is out of range [0, " + std::to_string(size()) +
-                       ") of " + folder_);
+    if (id < 0 || id >= samples)
+      throw InputError("streaming: sample " + std::to_string(id) + " is out of range [0, " + std::to_string(samples) +
+                       ") of " + (sources_.size() == 1 ? sources_.front().folder : std::string("the streams")));
   }
-  // Row by row, grouped by shard in the order the shards first appear (the order the cache prefetches them): one
-  // shard held at a time (with a remote, the one pinned in the cache).
-  std::vector<int64_t> first_seen;                        // shards by first appearance
+  // Row by row, grouped by shard in the order the shards first appear (the order the caches prefetch them): one
+  // shard held at a time (with a remote, the one pinned in its cache).
+  std::vector<int64_t> first_seen;                                          // shards by first appearance
   std::vector<std::pair<int64_t, int64_t>> rows(static_cast<size_t>(n));  // (rank of the shard in first_seen, row)
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t k = reader_->locate(indices[static_cast<size_t>(i)]).first;
+    const int64_t k = shard_of(indices[static_cast<size_t>(i)]);
     auto it = std::find(first_seen.begin(), first_seen.end(), k);
     if (it == first_seen.end()) it = first_seen.insert(first_seen.end(), k);
     rows[static_cast<size_t>(i)] = {it - first_seen.begin(), i};
@@ -424,29 +683,36 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
   int64_t held_k = -1;
   for (const auto& [rank, i] : rows) {
     const int64_t k = first_seen[static_cast<size_t>(rank)];
+    const Source& src = sources_[static_cast<size_t>(shard_source_[static_cast<size_t>(k)])];
     const int64_t id = indices[static_cast<size_t>(i)];
     if (k != held_k) {
       held.reset();
       held = shard(k);
       held_k = k;
     }
-    const mds::SampleView s = held->sample(id - reader_->shard_offsets()[static_cast<size_t>(k)]);
-    const at::Tensor x = decode_input(s);
+    const mds::SampleView s = held->sample(id - shard_offsets_[static_cast<size_t>(k)]);
+    const at::Tensor x = decode_input(src, s);
     if (x.sizes() != at::IntArrayRef(input_shape_))
-      throw InputError("streaming: sample " + std::to_string(id) + " of " + folder_ + " has an input of shape " +
-                       c10::str(x.sizes()) + ", the first sample's is " + c10::str(at::IntArrayRef(input_shape_)) +
-                       "; every input must have the same shape");
+      throw InputError("streaming: sample " + std::to_string(id - src.first_id) + " of " + src.folder +
+                       " has an input of shape " + c10::str(x.sizes()) + ", the first sample's is " +
+                       c10::str(at::IntArrayRef(input_shape_)) + "; every input must have the same shape");
     inputs[i].copy_(x);
-    target_out[i] = read_integer(s.raw(target_column_), target_dtype_);
+    target_out[i] = read_integer(s.raw(src.target_column), src.target_dtype);
   }
   if (stored_dtype_ == at::kByte) inputs = inputs.to(at::kFloat).div_(255.0);  // as the IDX loader
   return Batch(inputs, targets);
 }
 
 std::string StreamingDataset::describe() const {
-  return "streaming(" + (cache_ ? cache_->options().remote() + " cached in " : std::string()) + folder_ + ", " +
-         std::to_string(size()) + " samples in " +
-         std::to_string(reader_->num_shards()) + " shards)";
+  const auto one = [](const Source& s) {
+    return (s.cache ? s.cache->options().remote() + " cached in " : std::string()) + s.folder + ", " +
+           std::to_string(s.reader->size()) + " samples in " + std::to_string(s.reader->num_shards()) + " shards";
+  };
+  if (options_.streams().empty()) return "streaming(" + one(sources_.front()) + ")";
+  std::string out = "streaming(" + std::to_string(sources_.size()) + " streams: ";
+  for (size_t i = 0; i < sources_.size(); ++i)
+    out += (i ? "; " : "") + one(sources_[i]) + ", " + std::to_string(sources_[i].take) + " per epoch";
+  return out + "; " + std::to_string(epoch_size_) + " samples per epoch)";
 }
 
 std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
@@ -454,25 +720,34 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
   if (begin < 0 || begin > end || end > size())
     throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
                      std::to_string(end) + ") are not inside [0, " + std::to_string(size()) + "]");
-  // With a cache, the positions of this batch and of a few after it, computed once: the cache fetches the first
-  // `prefetch` shards they need ahead, in the order they will be read.
-  const bool ahead = cache_ && options_.prefetch() > 0;
+  // With caches, the positions of this batch and of a few after it, computed once: each cache fetches the first
+  // `prefetch` shards of its stream that they need ahead, in the order they will be read.
+  bool caches = false;
+  for (const Source& s : sources_) caches = caches || s.cache;
+  const bool ahead = caches && options_.prefetch() > 0;
   const int64_t last = ahead ? std::max(end, std::min(size(), begin + 4 * std::max<int64_t>(batch_size, 1))) : end;
+  const auto l = line(seed, epoch);
   std::vector<int64_t> ids;
   if (shuffle) {
-    ids = order_->range(seed, epoch, batch_size, begin, last);
+    ids = l->order->range(seed, epoch, batch_size, begin, last);
   } else {
     ids.resize(static_cast<size_t>(last - begin));
     std::iota(ids.begin(), ids.end(), begin);
   }
+  for (int64_t& id : ids) id = sample_of(*l, id);
   if (ahead) {
-    std::vector<int64_t> upcoming;
+    std::vector<std::vector<int64_t>> upcoming(sources_.size());
     for (int64_t id : ids) {
-      const int64_t k = order_->shard_of(id);
-      if (std::find(upcoming.begin(), upcoming.end(), k) == upcoming.end()) upcoming.push_back(k);
-      if (static_cast<int64_t>(upcoming.size()) >= options_.prefetch()) break;
+      const int64_t k = shard_of(id);
+      const size_t s = static_cast<size_t>(shard_source_[static_cast<size_t>(k)]);
+      auto& mine = upcoming[s];
+      const int64_t local = k - sources_[s].first_shard;
+      if (sources_[s].cache && static_cast<int64_t>(mine.size()) < options_.prefetch() &&
+          std::find(mine.begin(), mine.end(), local) == mine.end())
+        mine.push_back(local);
     }
-    cache_->prefetch(std::move(upcoming));
+    for (size_t s = 0; s < sources_.size(); ++s)
+      if (!upcoming[s].empty()) sources_[s].cache->prefetch(std::move(upcoming[s]));
   }
   ids.resize(static_cast<size_t>(end - begin));
   return ids;

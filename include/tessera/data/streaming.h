@@ -99,6 +99,35 @@ struct ShardsTouched {
 ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t batch_size, int world_size,
                              int64_t epochs);
 
+/// One source of a mixed streaming dataset (StreamingOptions::streams; recipe `streams: [{local: A, repeat: 2},
+/// {remote: URL, local: B, proportion: 0.3}, ...]`): a folder of MDS shards, how it is reached, and how much of
+/// it an epoch takes. At most one of proportion, repeat and choose; either every stream sets a proportion, or
+/// none does (repeat 1 unless set). See docs/streaming.md, "Mixing streams".
+struct StreamOptions {
+  /// As StreamingOptions' local, remote, split and cache_limit, for this stream (split "" = the dataset's).
+  TESSERA_OPTION(std::string, local) = "";
+  TESSERA_OPTION(std::string, remote) = "";
+  TESSERA_OPTION(std::string, split) = "";
+  TESSERA_OPTION(std::string, cache_limit) = "";
+  /// Relative share of each epoch (normalised over the streams; 0 = not set).
+  TESSERA_OPTION(double, proportion) = 0;
+  /// Samples per epoch as a multiple of the stream's size: 2 = every sample twice, 0.5 = a different half
+  /// each epoch (0 = not set; with no proportion, 1).
+  TESSERA_OPTION(double, repeat) = 0;
+  /// Samples per epoch as a count (0 = not set).
+  TESSERA_OPTION(int64_t, choose) = 0;
+  template <class V>
+  void visit(V& v) {
+    v("local", local_, "folder of the stream's MDS shards (index.json); with a remote, its cache folder", Any{});
+    v("remote", remote_, "folder, file:// or http(s):// URL the stream's shards are fetched from", Any{});
+    v("split", split_, "subfolder of local holding the split (\"\" = the dataset's split)", Any{});
+    v("cache_limit", cache_limit_, "bytes the stream's cache may hold (\"\" = no limit)", Any{});
+    v("proportion", proportion_, "relative share of each epoch (0 = not set)", Range::at_least(0));
+    v("repeat", repeat_, "samples per epoch as a multiple of the stream's size (0 = not set)", Range::at_least(0));
+    v("choose", choose_, "samples per epoch as a count (0 = not set)", Range::at_least(0));
+  }
+};
+
 /// Options of a streaming dataset (recipe: `dataset: {streaming: {local: DIR, split: train, ...}}`).
 struct StreamingOptions {
   /// The MDS folder (holding index.json, or a `split` subfolder that does); with a remote, the cache folder the
@@ -128,6 +157,11 @@ struct StreamingOptions {
   /// Check the shard files' hashes (index.json) when each is first opened.
   TESSERA_OPTION(bool, verify_hashes) = false;
   TESSERA_OPTION(StreamingOrderOptions, order);
+  /// Several sources mixed into one dataset (then local, remote and cache_limit stay empty: each stream has
+  /// its own); the other options apply to every stream.
+  TESSERA_OPTION(std::vector<StreamOptions>, streams);
+  /// Samples per epoch when the streams set proportions (0 = the streams' total).
+  TESSERA_OPTION(int64_t, epoch_size) = 0;
   template <class V>
   void visit(V& v) {
     v("local", local_, "folder of the MDS shards (index.json); with a remote, the cache folder", Any{});
@@ -143,51 +177,76 @@ struct StreamingOptions {
     v("num_classes", num_classes_, "number of classes (0 = largest label + 1)", Range::at_least(0));
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});
     order_.visit(v);
+    v("streams", streams_, "several MDS folders mixed by proportion, repeat or choose", Any{});
+    v("epoch_size", epoch_size_, "samples per epoch with proportions (0 = the streams' total)", Range::at_least(0));
   }
 };
 
-/// Samples of an MDS folder as a Dataset whose epochs follow a StreamingOrder: a DataLoader over it asks the
-/// dataset for each batch's ids (Dataset::has_order) instead of shuffling itself; its `shuffle: false`
-/// turns the shuffle off too. Thread-safe.
+/// Samples of an MDS folder, or of several mixed (`streams`), as a Dataset whose epochs follow a StreamingOrder:
+/// a DataLoader over it asks the dataset for each batch's ids (Dataset::has_order) instead of shuffling itself;
+/// its `shuffle: false` turns the shuffle off too. Thread-safe.
+///
+/// Sample ids (what get_batch takes) number the samples of every stream end to end: stream 0's, then stream
+/// 1's, ... An epoch has size() positions; with mixed streams a sample may come several times in an epoch
+/// (repeat > 1) or not at all (a share below the stream's size: a different subset each epoch).
 class StreamingDataset : public Dataset {
  public:
   /// InputError (naming the folder, file, option or column) for a missing or corrupt folder, unknown
-  /// columns, or columns that cannot be an input or a class target.
+  /// columns, or columns that cannot be an input or a class target; with streams, for streams whose inputs
+  /// differ in shape or type, or whose shares are set inconsistently.
   explicit StreamingDataset(StreamingOptions options);
+  ~StreamingDataset() override;
 
-  int64_t size() const override { return reader_->size(); }
+  /// Positions per epoch: the samples of the folder, or what the streams' shares add up to.
+  int64_t size() const override { return epoch_size_; }
   Batch get_batch(const std::vector<int64_t>& indices) const override;
   int64_t num_classes() const override { return num_classes_; }
   std::vector<int64_t> input_shape() const override { return input_shape_; }
-  /// "streaming(DIR, 60000 samples in 5 shards)".
+  /// "streaming(DIR, 60000 samples in 5 shards)"; with streams, each stream and its samples per epoch.
   std::string describe() const override;
   bool has_order() const override { return true; }
   std::vector<int64_t> order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle, int64_t begin,
                                    int64_t end) const override;
 
   const StreamingOptions& options() const { return options_; }
-  const mds::Reader& reader() const { return *reader_; }
-  const StreamingOrder& order() const { return *order_; }
-  /// The folder read (local, or local/split).
-  const std::string& folder() const { return folder_; }
-  /// The cache the shards are fetched into, when there is a remote (else nullptr).
-  ShardCache* cache() const { return cache_.get(); }
+  /// Streams: 1 without `streams`.
+  int64_t num_streams() const;
+  /// Stream `stream`'s reader, folder (local, or local/split) and cache (nullptr without a remote).
+  const mds::Reader& reader(int64_t stream = 0) const;
+  const std::string& folder(int64_t stream = 0) const;
+  ShardCache* cache(int64_t stream = 0) const;
+  /// Samples stream `stream` gives each epoch.
+  int64_t stream_samples(int64_t stream) const;
+  /// The order of the epochs when they are the samples themselves, each once (no streams, or streams without
+  /// repeat, choose or proportion): position -> sample id. Error otherwise (use order_range).
+  const StreamingOrder& order() const;
 
  private:
-  at::Tensor decode_input(const mds::SampleView& s) const;
-  std::shared_ptr<const mds::Shard> shard(int64_t k) const;  // through the cache when there is one
-  void open_local();
-  void open_remote();
-  std::shared_ptr<ShardCache> cache_;
+  struct Source;  // one stream
+  struct Line;    // an epoch's sample line: pieces of shards, and the StreamingOrder over it
+  const Source& source(int64_t stream) const;
+  Source open_source(const std::string& where, const std::string& local, const std::string& remote,
+                     const std::string& split, const std::string& cache_limit) const;
+  void check_columns(Source& src, bool first);
+  void set_shares();
+  std::shared_ptr<const Line> make_line(uint64_t seed, int64_t epoch) const;
+  std::shared_ptr<const Line> line(uint64_t seed, int64_t epoch) const;
+  int64_t sample_of(const Line& line, int64_t position) const;
+  int64_t shard_of(int64_t id) const;  // combined shard index of sample `id`
+  std::shared_ptr<const mds::Shard> shard(int64_t k) const;  // through the stream's cache when it has one
+  at::Tensor decode_input(const Source& src, const mds::SampleView& s) const;
+
   StreamingOptions options_;
-  std::string folder_;
-  std::shared_ptr<mds::Reader> reader_;
-  std::unique_ptr<StreamingOrder> order_;
-  int64_t input_column_ = 0, target_column_ = 0;
-  std::vector<int64_t> input_shape_;   // per example, as delivered ([C, H, W] for images)
-  c10::ScalarType stored_dtype_{};     // of the input column's values
-  bool image_hwc_ = false;             // png/jpeg/pil: [H, W, C] -> [C, H, W]
-  mds::DType target_dtype_ = mds::DType::i64;  // of the target column's integers
+  std::vector<Source> sources_;
+  std::vector<int64_t> shard_offsets_;  // every stream's shards end to end: each one's first id, then the total
+  std::vector<int64_t> shard_source_;   // the stream of each of those shards
+  int64_t epoch_size_ = 0;
+  bool resampled_ = false;              // a stream takes part of itself: the line changes every epoch
+  std::shared_ptr<const Line> fixed_line_;  // the line of every epoch, when !resampled_
+  mutable std::mutex lines_mutex_;
+  mutable std::vector<std::shared_ptr<const Line>> recent_lines_;  // when resampled_: the last two epochs'
+  std::vector<int64_t> input_shape_;    // per example, as delivered ([C, H, W] for images)
+  c10::ScalarType stored_dtype_{};      // of the input column's values
   int64_t num_classes_ = 0;
 };
 

@@ -1,0 +1,319 @@
+// Several MDS folders mixed into one streaming dataset (StreamingOptions::streams, docs/streaming.md "Mixing
+// streams"): each stream's share of every epoch (repeat, choose, proportion), a different part of a downsampled
+// stream each epoch, the same global order for any number of ranks and workers, resume at any batch, a stream
+// fetched from a remote, errors that name the stream (and its recipe line), and an exact checkpointed resume of
+// a Trainer run over mixed streams.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <tessera/data/mds.h>
+#include <tessera/data/streaming.h>
+#include <tessera/distributed/sharded_source.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
+
+#include "core/mds_support.h"
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+namespace mds = data::mds;
+using data::StreamingDataset;
+using data::StreamingOptions;
+using data::StreamOptions;
+using ::testing::HasSubstr;
+using test::TempDir;
+
+/// `n` samples labelled first, first + 1, ... (or label % classes when classes > 0), each image uint8 [4, 4] a
+/// function of its label; shards of at most `size_limit` bytes.
+void write_labels(const std::string& dir, int64_t first, int64_t n, int64_t size_limit, int64_t classes = 0,
+                  int64_t side = 4) {
+  mds::Writer writer(dir, mds::WriterOptions()
+                              .columns({{"image", "ndarray:uint8:" + std::to_string(side) + "," + std::to_string(side)},
+                                        {"label", "int"}})
+                              .size_limit(size_limit));
+  for (int64_t i = first; i < first + n; ++i) {
+    at::Tensor image = at::arange(side * side, at::kLong).add(i * 7).remainder(256).to(at::kByte).view({side, side});
+    writer.write({{"image", image}, {"label", classes == 0 ? i : i % classes}});
+  }
+  writer.finish();
+}
+
+/// The targets of every batch of epoch `epoch` from `first_batch` on.
+std::vector<std::vector<int64_t>> batches_of(data::BatchSource& source, uint64_t seed, int64_t epoch,
+                                            int64_t first_batch = 0) {
+  source.start_epoch(seed, epoch, first_batch);
+  std::vector<std::vector<int64_t>> out;
+  while (auto b = source.next()) {
+    const at::Tensor t = b->target().contiguous();
+    out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+  }
+  return out;
+}
+
+std::vector<int64_t> flat(const std::vector<std::vector<int64_t>>& batches) {
+  std::vector<int64_t> out;
+  for (const auto& b : batches) out.insert(out.end(), b.begin(), b.end());
+  return out;
+}
+
+/// Stream A: labels 0..49 (shards of about 7 samples); stream B: labels 1000..1029 (about 4 per shard).
+class StreamingMix : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_labels(dir_.path() + "/a", 0, 50, 200);
+    write_labels(dir_.path() + "/b", 1000, 30, 120);
+  }
+  StreamOptions a() const { return StreamOptions().local(dir_.path() + "/a"); }
+  StreamOptions b() const { return StreamOptions().local(dir_.path() + "/b"); }
+  std::shared_ptr<StreamingDataset> make(std::vector<StreamOptions> streams, int64_t epoch_size = 0) const {
+    return std::make_shared<StreamingDataset>(
+        StreamingOptions().streams(std::move(streams)).epoch_size(epoch_size).order(
+            data::StreamingOrderOptions().partitions(3).shuffle_block_size(16)));
+  }
+  static std::shared_ptr<data::DataLoader> loader(std::shared_ptr<StreamingDataset> ds, int64_t workers) {
+    return std::make_shared<data::DataLoader>(std::move(ds), data::DataLoaderOptions().batch_size(16).workers(workers));
+  }
+  TempDir dir_{"streaming_mix"};
+};
+
+std::map<int64_t, int> counts(const std::vector<int64_t>& labels) {
+  std::map<int64_t, int> out;
+  for (int64_t l : labels) ++out[l];
+  return out;
+}
+
+TEST_F(StreamingMix, RepeatAndChooseGiveEachStreamItsShareAndADifferentPartEachEpoch) {
+  // A twice over; B 45 times from its 30: all of it once, plus 15 drawn afresh each epoch.
+  const auto ds = make({a().repeat(2), b().choose(45)});
+  EXPECT_EQ(ds->num_streams(), 2);
+  EXPECT_EQ(ds->size(), 145);
+  EXPECT_EQ(ds->stream_samples(0), 100);
+  EXPECT_EQ(ds->stream_samples(1), 45);
+  EXPECT_EQ(ds->num_classes(), 1030);
+  EXPECT_THAT(ds->describe(), HasSubstr("2 streams"));
+  EXPECT_THAT(ds->describe(), HasSubstr("145 samples per epoch"));
+  std::set<std::set<int64_t>> extras;  // B's twice-read labels, per epoch
+  for (int64_t epoch = 0; epoch < 4; ++epoch) {
+    const std::vector<int64_t> labels = flat(batches_of(*loader(ds, 0), 3, epoch));
+    ASSERT_EQ(labels.size(), 145u);
+    const auto c = counts(labels);
+    std::set<int64_t> twice;
+    for (int64_t l = 0; l < 50; ++l) EXPECT_EQ(c.at(l), 2) << "A's sample " << l;
+    for (int64_t l = 1000; l < 1030; ++l) {
+      ASSERT_TRUE(c.count(l)) << "B's sample " << l << " is read at least once";
+      EXPECT_LE(c.at(l), 2);
+      if (c.at(l) == 2) twice.insert(l);
+    }
+    EXPECT_EQ(twice.size(), 15u);
+    extras.insert(twice);
+    // The epoch is shuffled across the streams: A's and B's samples are not in two runs.
+    const auto first_b = std::find_if(labels.begin(), labels.end(), [](int64_t l) { return l >= 1000; });
+    EXPECT_LT(first_b - labels.begin(), 100);
+  }
+  EXPECT_GT(extras.size(), 1u) << "the part of B drawn beyond its whole copy changes with the epoch";
+  // A pure function of (seed, epoch): another dataset gives the same epochs, another seed others.
+  const auto again = make({a().repeat(2), b().choose(45)});
+  EXPECT_EQ(batches_of(*loader(again, 2), 3, 1), batches_of(*loader(ds, 0), 3, 1));
+  EXPECT_NE(batches_of(*loader(again, 0), 4, 1), batches_of(*loader(ds, 0), 3, 1));
+}
+
+TEST_F(StreamingMix, ADownsampledStreamGivesEachSampleAtMostOncePerEpoch) {
+  const auto ds = make({a().repeat(0.5), b()});  // 25 of A's 50, a different 25 each epoch; all of B
+  EXPECT_EQ(ds->size(), 55);
+  std::set<std::set<int64_t>> parts;
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const auto c = counts(flat(batches_of(*loader(ds, 0), 9, epoch)));
+    std::set<int64_t> of_a;
+    for (const auto& [label, n] : c) {
+      EXPECT_EQ(n, 1) << "label " << label;
+      if (label < 1000) of_a.insert(label);
+    }
+    EXPECT_EQ(of_a.size(), 25u);
+    EXPECT_EQ(c.size(), 55u);
+    parts.insert(of_a);
+  }
+  EXPECT_EQ(parts.size(), 3u);
+}
+
+TEST_F(StreamingMix, ProportionsSplitTheEpochSize) {
+  const auto ds = make({a().proportion(3), b().proportion(1)}, 80);  // 60 of A (50 + 10), 20 of B
+  EXPECT_EQ(ds->size(), 80);
+  EXPECT_EQ(ds->stream_samples(0), 60);
+  EXPECT_EQ(ds->stream_samples(1), 20);
+  const auto c = counts(flat(batches_of(*loader(ds, 0), 1, 0)));
+  int from_a = 0, from_b = 0;
+  for (const auto& [label, n] : c) (label < 1000 ? from_a : from_b) += n;
+  EXPECT_EQ(from_a, 60);
+  EXPECT_EQ(from_b, 20);
+  // Without epoch_size the epoch is the streams' total (80); rounding leftovers go to the largest remainders.
+  const auto thirds = make({a().proportion(1), b().proportion(2)});
+  EXPECT_EQ(thirds->stream_samples(0), 27);  // 26.67
+  EXPECT_EQ(thirds->stream_samples(1), 53);  // 53.33
+  EXPECT_EQ(thirds->size(), 80);
+}
+
+TEST_F(StreamingMix, StreamsWithoutSharesAreTheirSamplesEachOnce) {
+  const auto ds = make({a(), b()});
+  EXPECT_EQ(ds->size(), 80);
+  const std::vector<int64_t> labels = flat(batches_of(*loader(ds, 0), 5, 2));
+  const auto ids = ds->order().range(5, 2, 16, 0, 80);  // ids number A's samples, then B's
+  ASSERT_EQ(labels.size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(labels[i], ids[i] < 50 ? ids[i] : ids[i] - 50 + 1000);
+  EXPECT_EQ(counts(labels).size(), 80u);
+  // With shares the order of positions is per epoch: order() says so.
+  EXPECT_THROW(make({a().repeat(2), b()})->order(), Error);
+}
+
+TEST_F(StreamingMix, RanksWorkersAndResumeSeeTheGlobalOrder) {
+  const auto ds = make({a().repeat(1.5), b().choose(10)});  // 75 + 10 = 85: 5 full batches and one of 5
+  const auto global = batches_of(*loader(ds, 0), 21, 1);
+  ASSERT_EQ(global.size(), 6u);
+  for (int world : {1, 2, 4}) {
+    for (int64_t workers : {0, 2}) {
+      SCOPED_TRACE(std::to_string(world) + " ranks, " + std::to_string(workers) + " workers");
+      std::vector<std::vector<std::vector<int64_t>>> per_rank;
+      for (int r = 0; r < world; ++r) {
+        dist::ShardedSource share(loader(ds, workers), r, world);
+        per_rank.push_back(batches_of(share, 21, 1));
+      }
+      for (size_t b = 0; b < global.size(); ++b) {
+        std::vector<int64_t> joined;
+        for (const auto& rank : per_rank) joined.insert(joined.end(), rank[b].begin(), rank[b].end());
+        EXPECT_EQ(joined, global[b]) << "batch " << b;
+      }
+    }
+  }
+  for (int64_t k = 0; k <= 6; ++k) {
+    const auto tail = batches_of(*loader(make({a().repeat(1.5), b().choose(10)}), 2), 21, 1, k);
+    EXPECT_EQ(tail, std::vector<std::vector<int64_t>>(global.begin() + k, global.end())) << "from batch " << k;
+  }
+}
+
+TEST_F(StreamingMix, AStreamFetchedFromARemoteReadsTheSameSamples) {
+  const auto local = make({a().repeat(0.5), b()});
+  const auto remote =
+      make({a().repeat(0.5), StreamOptions().remote("file://" + dir_.path() + "/b").local(dir_.path() + "/cache_b")});
+  ASSERT_NE(remote->cache(1), nullptr);
+  EXPECT_EQ(remote->cache(0), nullptr);
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    EXPECT_EQ(batches_of(*loader(remote, 1), 8, epoch), batches_of(*loader(local, 0), 8, epoch));
+    const Batch x = remote->get_batch({3, 60, 79}), y = local->get_batch({3, 60, 79});
+    EXPECT_TRUE(at::equal(x.input(), y.input()));
+  }
+}
+
+TEST_F(StreamingMix, BadStreamsAreClearErrorsNamingTheStream) {
+  const auto error = [&](std::vector<StreamOptions> streams, int64_t epoch_size = 0,
+                         StreamingOptions top = StreamingOptions()) {
+    return testing::input_error_of([&] {
+      StreamingDataset(top.streams(std::move(streams)).epoch_size(epoch_size));
+    });
+  };
+  EXPECT_THAT(error({a(), b().proportion(1).repeat(2)}),
+              HasSubstr("streaming.streams[1]: sets more than one of proportion, repeat and choose"));
+  EXPECT_THAT(error({a().proportion(1), b()}),
+              HasSubstr("streaming.streams[1]: sets no proportion, but stream 0 does; expected a proportion on every"));
+  EXPECT_THAT(error({a().repeat(2), b()}, 100), HasSubstr("streaming.epoch_size: set, but no stream sets a proportion"));
+  EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().local(dir_.path() + "/a")),
+              HasSubstr("streaming.local: set together with streams"));
+  EXPECT_THAT(error({a(), b(), a().repeat(2)}),
+              HasSubstr("streaming.streams[2].local: stream 0 reads the same folder"));
+  EXPECT_THAT(error({a(), StreamOptions().local(dir_.path() + "/nope")}),
+              HasSubstr("streaming.streams[1].local: folder " + dir_.path() + "/nope does not exist"));
+  EXPECT_THAT(error({a().repeat(0.001), b().choose(0).repeat(0.001)}),
+              HasSubstr("the streams give no samples per epoch"));
+  EXPECT_THAT(error({a().repeat(1e30), b()}), HasSubstr("streaming.streams[0]: 5e+31 samples per epoch is too many"));
+  EXPECT_THAT(error({a(), b().choose(int64_t{1} << 40)}),
+              HasSubstr("streaming.streams[1]: 1099511627776 samples per epoch of a stream of 30 in"));
+  write_labels(dir_.path() + "/big", 0, 5, 1000, 0, 5);
+  EXPECT_THAT(error({a(), StreamOptions().local(dir_.path() + "/big")}),
+              HasSubstr("streaming.streams[1]: its input \"image\" is Byte [1, 5, 5], stream 0's is Byte [1, 4, 4]"));
+  EXPECT_THAT(testing::input_error_of([&] { StreamingDataset(StreamingOptions().local(dir_.path() + "/a").epoch_size(9)); }),
+              HasSubstr("streaming.epoch_size: set without streams"));
+}
+
+TEST_F(StreamingMix, RecipeStreamsAreReadAndTheirErrorsPointAtTheirLines) {
+  const auto recipe = [&](const std::string& streams) {
+    return "max_duration: 1ep\nmodel: {mlp: {hidden: [8]}}\noptimizer: {sgd: {lr: 0.1}}\n"
+           "data:\n  train:\n    dataset:\n      streaming:\n        streams:\n" + streams +
+           "    loader: {batch_size: 8}\n";
+  };
+  const auto error = [&](const std::string& streams) {
+    return testing::input_error_of([&] { build_run(Recipe::parse(recipe(streams), "r.yaml")); });
+  };
+  const std::string ok = "          - {local: " + dir_.path() + "/a, repeat: 2}\n"
+                         "          - {local: " + dir_.path() + "/b, choose: 10}\n";
+  const tessera::Run run = build_run(Recipe::parse(recipe(ok), "r.yaml"));
+  EXPECT_EQ(run.components.train_dataloader->num_samples(), 110);
+  // A missing folder in stream 1 (line 11 of the recipe), at its local's column.
+  const std::string missing = "          - {local: " + dir_.path() + "/a}\n"
+                              "          - {local: " + dir_.path() + "/nope}\n";
+  EXPECT_THAT(error(missing), HasSubstr("r.yaml:10:21: data.train.dataset.streaming.streams[1].local: folder"));
+  EXPECT_THAT(error("          - {local: " + dir_.path() + "/a, repeet: 2}\n"),
+              HasSubstr("did you mean \"repeat\""));
+  EXPECT_THAT(error("          - {local: " + dir_.path() + "/a, repeat: -1}\n"),
+              HasSubstr("r.yaml:9:"));
+  EXPECT_THAT(error("          - {local: " + dir_.path() + "/a, repeat: -1}\n"),
+              HasSubstr("repeat: -1 is out of range"));
+  EXPECT_THAT(error("          - 3\n"), HasSubstr("r.yaml:9:"));
+}
+
+// ------------------------------------------------------------------------------------------------ Trainer
+
+class StopAfterBatch : public Callback {
+ public:
+  explicit StopAfterBatch(int64_t batch) : batch_(batch) {}
+  std::string name() const override { return "stop_after_batch"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event == Event::BatchEnd && s.timestamp.batch == batch_) s.stop_training();
+  }
+
+ private:
+  int64_t batch_;
+};
+
+TEST(StreamingMixTrainer, CheckpointedRunOverMixedStreamsResumesExactly) {
+  TempDir dir("streaming_mix_trainer");
+  write_labels(dir.path() + "/a", 0, 40, 200, 3);  // [1, 4, 4] inputs, 3 classes: the tiny model's
+  write_labels(dir.path() + "/b", 100, 21, 120, 3);
+  const auto make = [&](CheckpointOptions checkpoint, std::vector<std::shared_ptr<Callback>> callbacks) {
+    Components c;
+    c.model = testing::tiny_model(3);
+    auto ds = std::make_shared<StreamingDataset>(StreamingOptions().streams(
+        {StreamOptions().local(dir.path() + "/a").repeat(0.75), StreamOptions().local(dir.path() + "/b").choose(30)}));
+    c.train_dataloader = std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(8).workers(1));
+    c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+    c.callbacks = std::move(callbacks);
+    return std::make_unique<Trainer>(TrainerOptions().max_duration(Time(3, TimeUnit::Epoch)).threads(1).seed(5),
+                                     std::move(c), std::move(checkpoint));
+  };
+  auto full = make({}, {});
+  full->fit();
+  const std::string expected = weights_fingerprint(*full->state().model);
+  ASSERT_EQ(full->state().timestamp.batch, 24);  // 30 + 30 = 60 samples: 8 batches (the last of 4) per epoch
+  for (int64_t k : {3, 8, 13}) {
+    SCOPED_TRACE("stopped after batch " + std::to_string(k));
+    const std::string ckpt = dir.path() + "/ckpt" + std::to_string(k);
+    {
+      auto first = make(CheckpointOptions().folder(ckpt), {std::make_shared<StopAfterBatch>(k)});
+      first->fit();
+      ASSERT_EQ(first->state().timestamp.batch, k);
+    }
+    auto resumed = make(CheckpointOptions().folder(ckpt).autoresume(true), {});
+    EXPECT_FALSE(resumed->loaded_checkpoint().empty());
+    resumed->fit();
+    EXPECT_EQ(resumed->state().timestamp.batch, 24);
+    EXPECT_EQ(weights_fingerprint(*resumed->state().model), expected);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
