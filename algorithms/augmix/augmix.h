@@ -79,6 +79,8 @@ class AugMixTransform : public data::BatchTransform {
   explicit AugMixTransform(AugMixOptions options = AugMixOptions());
   void apply(Batch& batch, Rng& rng) const override;
   std::string name() const override { return "augmix"; }
+  /// Each image from a generator of its own derived from its row: a data-parallel rank may decode only its rows.
+  bool per_example() const override { return true; }
 
  private:
   AugMixOptions options_;

@@ -123,6 +123,8 @@ class RandAugmentTransform : public data::BatchTransform {
   explicit RandAugmentTransform(RandAugmentOptions options = RandAugmentOptions());
   void apply(Batch& batch, Rng& rng) const override;
   std::string name() const override { return "randaugment"; }
+  /// Each image from a generator of its own derived from its row: a data-parallel rank may decode only its rows.
+  bool per_example() const override { return true; }
 
  private:
   RandAugmentOptions options_;

@@ -6,6 +6,7 @@
 #include <tessera/rng.h>
 
 #include <exception>
+#include <numeric>
 #include <string>
 
 // OpenMP's per-thread setting, if the process has an OpenMP runtime (LibTorch's usual CPU backend).
@@ -54,6 +55,19 @@ struct DataLoader::Impl {
 namespace {
 
 const std::vector<int64_t> kIdentityOrder;  // `produce` reads an empty order as 0, 1, 2, ...
+
+/// The batch of `n` rows whose rows [first, first + rows.size()) are `rows` and the others zeros.
+Batch widened(const Batch& rows, int64_t n, int64_t first) {
+  Batch out;
+  for (const auto& [key, t] : rows.parts()) {
+    std::vector<int64_t> shape = t.sizes().vec();
+    shape[0] = n;
+    at::Tensor full = at::zeros(shape, t.options());
+    full.narrow(0, first, t.size(0)).copy_(t);
+    out.set(key, full);
+  }
+  return out;
+}
 
 std::shared_ptr<const std::vector<int64_t>> epoch_order(const Dataset& dataset, bool shuffle, uint64_t seed,
                                                         int64_t epoch, int64_t n) {
@@ -124,15 +138,21 @@ std::vector<int64_t> DataLoader::batch_indices(uint64_t seed, int64_t epoch, int
 Batch DataLoader::produce(uint64_t seed, int64_t epoch, int64_t b, const std::vector<int64_t>& order) const {
   const int64_t begin = b * options_.batch_size();
   const int64_t end = std::min(begin + options_.batch_size(), dataset_->size());
-  std::vector<int64_t> indices(static_cast<size_t>(end - begin));
+  // The positions decoded: the batch's, or with share_rows this rank's rows of it (a dataset with its own order,
+  // e.g. a StreamingDataset, is asked for those only, and prefetches only their shards).
+  const bool rows = rows_only();
+  const int64_t from = rows ? begin + (end - begin) * rank_ / world_size_ : begin;
+  const int64_t to = rows ? begin + (end - begin) * (rank_ + 1) / world_size_ : end;
+  std::vector<int64_t> indices(static_cast<size_t>(to - from));
   if (dataset_->has_order()) {
-    indices = dataset_->order_range(seed, epoch, options_.batch_size(), options_.shuffle(), begin, end);
+    indices = dataset_->order_range(seed, epoch, options_.batch_size(), options_.shuffle(), from, to);
   } else if (order.empty()) {
-    for (int64_t i = begin; i < end; ++i) indices[static_cast<size_t>(i - begin)] = i;
+    std::iota(indices.begin(), indices.end(), from);
   } else {
-    std::copy(order.begin() + begin, order.begin() + end, indices.begin());
+    std::copy(order.begin() + from, order.begin() + to, indices.begin());
   }
   Batch batch = dataset_->get_batch(indices);
+  if (rows) batch = widened(batch, end - begin, from - begin);
   // Algorithms' transforms first, on the data as the dataset gives it, each with a generator of its own (so the
   // loader's transforms draw the same numbers with or without them).
   for (const auto& t : algorithm_transforms_) {
@@ -145,6 +165,24 @@ Batch DataLoader::produce(uint64_t seed, int64_t epoch, int64_t b, const std::ve
     for (const auto& t : transforms_) t->apply(batch, rng);
   }
   return batch;
+}
+
+bool DataLoader::rows_only() const {
+  if (world_size_ == 1) return false;
+  for (const auto* list : {&algorithm_transforms_, &transforms_})
+    for (const auto& t : *list)
+      if (!t->per_example()) return false;
+  return true;
+}
+
+bool DataLoader::share_rows(int rank, int world_size) {
+  if (world_size < 1 || rank < 0 || rank >= world_size)
+    throw InputError("DataLoader::share_rows: rank " + std::to_string(rank) + " of " + std::to_string(world_size));
+  stop_workers();  // the workers read them
+  impl_->started = false;
+  rank_ = rank;
+  world_size_ = world_size;
+  return true;
 }
 
 bool DataLoader::set_algorithm_transforms(std::vector<std::shared_ptr<const BatchTransform>> transforms) {

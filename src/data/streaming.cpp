@@ -720,24 +720,33 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
   if (begin < 0 || begin > end || end > size())
     throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
                      std::to_string(end) + ") are not inside [0, " + std::to_string(size()) + "]");
-  // With caches, the positions of this batch and of a few after it, computed once: each cache fetches the first
-  // `prefetch` shards of its stream that they need ahead, in the order they will be read.
+  const auto l = line(seed, epoch);
+  const auto ids_at = [&](int64_t from, int64_t to) {
+    std::vector<int64_t> ids;
+    if (shuffle) {
+      ids = l->order->range(seed, epoch, batch_size, from, to);
+    } else {
+      ids.resize(static_cast<size_t>(to - from));
+      std::iota(ids.begin(), ids.end(), from);
+    }
+    for (int64_t& id : ids) id = sample_of(*l, id);
+    return ids;
+  };
+  std::vector<int64_t> ids = ids_at(begin, end);
+  // With caches: the same rows of the next three batches too (all of them for a whole batch; a data-parallel
+  // rank that decodes only its rows asks for those), and each cache fetches the first `prefetch` shards of its
+  // stream that they need ahead, in the order they will be read.
   bool caches = false;
   for (const Source& s : sources_) caches = caches || s.cache;
-  const bool ahead = caches && options_.prefetch() > 0;
-  const int64_t last = ahead ? std::max(end, std::min(size(), begin + 4 * std::max<int64_t>(batch_size, 1))) : end;
-  const auto l = line(seed, epoch);
-  std::vector<int64_t> ids;
-  if (shuffle) {
-    ids = l->order->range(seed, epoch, batch_size, begin, last);
-  } else {
-    ids.resize(static_cast<size_t>(last - begin));
-    std::iota(ids.begin(), ids.end(), begin);
-  }
-  for (int64_t& id : ids) id = sample_of(*l, id);
-  if (ahead) {
+  if (caches && options_.prefetch() > 0) {
+    std::vector<int64_t> soon = ids;
+    const int64_t step = std::max<int64_t>(batch_size, 1);
+    for (int64_t k = 1; k < 4 && begin + k * step < std::min(size(), end + k * step); ++k) {
+      const std::vector<int64_t> more = ids_at(begin + k * step, std::min(size(), end + k * step));
+      soon.insert(soon.end(), more.begin(), more.end());
+    }
     std::vector<std::vector<int64_t>> upcoming(sources_.size());
-    for (int64_t id : ids) {
+    for (int64_t id : soon) {
       const int64_t k = shard_of(id);
       const size_t s = static_cast<size_t>(shard_source_[static_cast<size_t>(k)]);
       auto& mine = upcoming[s];
@@ -749,7 +758,6 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
     for (size_t s = 0; s < sources_.size(); ++s)
       if (!upcoming[s].empty()) sources_[s].cache->prefetch(std::move(upcoming[s]));
   }
-  ids.resize(static_cast<size_t>(end - begin));
   return ids;
 }
 

@@ -12,6 +12,7 @@ ShardedSource::ShardedSource(std::shared_ptr<data::BatchSource> global, int rank
   if (world_size_ < 1 || rank_ < 0 || rank_ >= world_size_) {
     throw InputError("ShardedSource: rank " + std::to_string(rank_) + " of " + std::to_string(world_size_));
   }
+  if (world_size_ > 1) global_->share_rows(rank_, world_size_);
 }
 
 void ShardedSource::start_epoch(uint64_t seed, int64_t epoch, int64_t first_batch) {

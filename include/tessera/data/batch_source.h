@@ -48,6 +48,11 @@ class BatchSource {
   virtual bool set_algorithm_transforms(std::vector<std::shared_ptr<const BatchTransform>> transforms) {
     return transforms.empty();
   }
+  /// Data-parallel rank `rank` of `world_size` keeps only rows [n*rank/w, n*(rank+1)/w) of each batch of n
+  /// (dist::ShardedSource says so when it wraps this source). A source that can may then read and decode only
+  /// those rows and leave the others zero, provided the batches' kept rows stay bitwise what they would be;
+  /// it returns whether it will. The default reads whole batches.
+  virtual bool share_rows(int /*rank*/, int /*world_size*/) { return false; }
 };
 
 }  // namespace tessera::data

@@ -79,6 +79,11 @@ class DataLoader : public BatchSource {
 
   /// Runs `transforms` on every batch before the loader's own ones (see BatchSource); always true.
   bool set_algorithm_transforms(std::vector<std::shared_ptr<const BatchTransform>> transforms) override;
+  /// Decodes only rank `rank`'s rows of each batch (the others are zeros) while every transform is per-example
+  /// (BatchTransform::per_example), so the rows a ShardedSource keeps are bitwise the same and each rank reads
+  /// only the samples (and, from a StreamingDataset, the shards) it trains on; whole batches otherwise. Returns
+  /// true. Cancels an epoch in flight.
+  bool share_rows(int rank, int world_size) override;
   /// The transforms set by set_algorithm_transforms.
   const std::vector<std::shared_ptr<const BatchTransform>>& algorithm_transforms() const noexcept {
     return algorithm_transforms_;
@@ -89,12 +94,14 @@ class DataLoader : public BatchSource {
 
  private:
   Batch produce(uint64_t seed, int64_t epoch, int64_t b, const std::vector<int64_t>& order) const;
+  bool rows_only() const;  // share_rows is in effect
   void stop_workers();
 
   std::shared_ptr<const Dataset> dataset_;
   DataLoaderOptions options_;
   std::vector<std::shared_ptr<const BatchTransform>> transforms_;
   std::vector<std::shared_ptr<const BatchTransform>> algorithm_transforms_;
+  int rank_ = 0, world_size_ = 1;  // share_rows
 
   // iteration state (the implementation owns the details)
   struct Impl;

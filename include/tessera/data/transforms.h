@@ -20,6 +20,10 @@ class BatchTransform {
   /// never modified.
   virtual void apply(Batch& batch, Rng& rng) const = 0;
   virtual std::string name() const = 0;
+  /// True when each example's output depends only on that example and on draws from `rng` that do not depend
+  /// on the batch's contents (its size aside): then a loader may decode only some rows of a batch, leave the
+  /// others zero, and the rows it decoded come out exactly as in the full batch (DataLoader::share_rows).
+  virtual bool per_example() const { return false; }
 };
 
 /// input <- (input - mean[c]) / std[c] per channel (one value broadcast to all channels when one is given).
@@ -37,6 +41,7 @@ class Normalize : public BatchTransform {
   explicit Normalize(NormalizeOptions options);
   void apply(Batch& batch, Rng& rng) const override;
   std::string name() const override { return "normalize"; }
+  bool per_example() const override { return true; }
 
  private:
   NormalizeOptions options_;
@@ -53,6 +58,7 @@ class RandomCrop : public BatchTransform {
   explicit RandomCrop(RandomCropOptions options);
   void apply(Batch& batch, Rng& rng) const override;
   std::string name() const override { return "random_crop"; }
+  bool per_example() const override { return true; }
 
  private:
   RandomCropOptions options_;
@@ -69,6 +75,7 @@ class HorizontalFlip : public BatchTransform {
   explicit HorizontalFlip(HorizontalFlipOptions options);
   void apply(Batch& batch, Rng& rng) const override;
   std::string name() const override { return "horizontal_flip"; }
+  bool per_example() const override { return true; }
 
  private:
   HorizontalFlipOptions options_;
