@@ -1,8 +1,8 @@
 // Several MDS folders mixed into one streaming dataset (StreamingOptions::streams, docs/streaming.md "Mixing
 // streams"): each stream's share of every epoch (repeat, choose, proportion), a different part of a downsampled
 // stream each epoch, the same global order for any number of ranks and workers, resume at any batch, a stream
-// fetched from a remote, errors that name the stream (and its recipe line), and an exact checkpointed resume of
-// a Trainer run over mixed streams.
+// fetched from a remote, and errors that name the stream (and its recipe line). A Trainer run over mixed streams
+// resumes exactly: streaming_test.cpp, StreamingTrainer.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -264,55 +264,6 @@ TEST_F(StreamingMix, RecipeStreamsAreReadAndTheirErrorsPointAtTheirLines) {
   EXPECT_THAT(error("          - {local: " + dir_.path() + "/a, repeat: -1}\n"),
               HasSubstr("repeat: -1 is out of range"));
   EXPECT_THAT(error("          - 3\n"), HasSubstr("r.yaml:9:"));
-}
-
-// ------------------------------------------------------------------------------------------------ Trainer
-
-class StopAfterBatch : public Callback {
- public:
-  explicit StopAfterBatch(int64_t batch) : batch_(batch) {}
-  std::string name() const override { return "stop_after_batch"; }
-  void run_event(Event event, State& s, Logger&) override {
-    if (event == Event::BatchEnd && s.timestamp.batch == batch_) s.stop_training();
-  }
-
- private:
-  int64_t batch_;
-};
-
-TEST(StreamingMixTrainer, CheckpointedRunOverMixedStreamsResumesExactly) {
-  TempDir dir("streaming_mix_trainer");
-  write_labels(dir.path() + "/a", 0, 40, 200, 3);  // [1, 4, 4] inputs, 3 classes: the tiny model's
-  write_labels(dir.path() + "/b", 100, 21, 120, 3);
-  const auto make = [&](CheckpointOptions checkpoint, std::vector<std::shared_ptr<Callback>> callbacks) {
-    Components c;
-    c.model = testing::tiny_model(3);
-    auto ds = std::make_shared<StreamingDataset>(StreamingOptions().streams(
-        {StreamOptions().local(dir.path() + "/a").repeat(0.75), StreamOptions().local(dir.path() + "/b").choose(30)}));
-    c.train_dataloader = std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(8).workers(1));
-    c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
-    c.callbacks = std::move(callbacks);
-    return std::make_unique<Trainer>(TrainerOptions().max_duration(Time(3, TimeUnit::Epoch)).threads(1).seed(5),
-                                     std::move(c), std::move(checkpoint));
-  };
-  auto full = make({}, {});
-  full->fit();
-  const std::string expected = weights_fingerprint(*full->state().model);
-  ASSERT_EQ(full->state().timestamp.batch, 24);  // 30 + 30 = 60 samples: 8 batches (the last of 4) per epoch
-  for (int64_t k : {3, 8, 13}) {
-    SCOPED_TRACE("stopped after batch " + std::to_string(k));
-    const std::string ckpt = dir.path() + "/ckpt" + std::to_string(k);
-    {
-      auto first = make(CheckpointOptions().folder(ckpt), {std::make_shared<StopAfterBatch>(k)});
-      first->fit();
-      ASSERT_EQ(first->state().timestamp.batch, k);
-    }
-    auto resumed = make(CheckpointOptions().folder(ckpt).autoresume(true), {});
-    EXPECT_FALSE(resumed->loaded_checkpoint().empty());
-    resumed->fit();
-    EXPECT_EQ(resumed->state().timestamp.batch, 24);
-    EXPECT_EQ(weights_fingerprint(*resumed->state().model), expected);
-  }
 }
 
 }  // namespace

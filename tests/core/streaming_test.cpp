@@ -1,12 +1,14 @@
 // The streaming dataset over MDS shards (docs/streaming.md): its global order (a permutation, a pure function
 // of seed and epoch, the same for 1, 2 and 4 ranks and any number of loader workers, resumable at any sample
 // and across a change of world size), shards touched per rank, decoding (bitwise the IDX loader's Fashion-MNIST
-// inputs), errors, recipes, and an exact checkpointed resume of a Trainer run over shards.
+// inputs), errors, recipes, and an exact checkpointed resume of a Trainer run over shards (read in place, from a
+// remote, and over mixed streams).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <set>
@@ -378,48 +380,75 @@ class StopAfterBatch : public Callback {
   int64_t batch_;
 };
 
+/// The tiny model trained with SGD for 3 epochs (seed 5) on `data` in batches of 8.
+std::unique_ptr<Trainer> tiny_trainer(std::shared_ptr<const data::Dataset> data, CheckpointOptions checkpoint,
+                                      std::vector<std::shared_ptr<Callback>> callbacks = {}) {
+  Components c;
+  c.model = testing::tiny_model(3);
+  c.train_dataloader =
+      std::make_shared<data::DataLoader>(std::move(data), data::DataLoaderOptions().batch_size(8).workers(1));
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+  c.callbacks = std::move(callbacks);
+  return std::make_unique<Trainer>(TrainerOptions().max_duration(Time(3, TimeUnit::Epoch)).threads(1).seed(5),
+                                   std::move(c), std::move(checkpoint));
+}
+
+/// For each k of `stops`, a run over `data("first")` stopped after batch k with a checkpoint in `folder`, then a run
+/// over `data("resumed")` resumed from it: it ends after `batches` batches with the uninterrupted run's weights.
+void expect_exact_resumes(const std::function<std::shared_ptr<const data::Dataset>(const std::string&)>& data,
+                          const std::string& folder, const std::vector<int64_t>& stops, int64_t batches) {
+  auto full = tiny_trainer(data("full"), {});
+  full->fit();
+  ASSERT_EQ(full->state().timestamp.batch, batches);
+  const std::string expected = weights_fingerprint(*full->state().model);
+  for (int64_t k : stops) {
+    SCOPED_TRACE("stopped after batch " + std::to_string(k));
+    const std::string ckpt = folder + "/ckpt" + std::to_string(k);
+    {
+      auto first = tiny_trainer(data("first"), CheckpointOptions().folder(ckpt), {std::make_shared<StopAfterBatch>(k)});
+      first->fit();
+      ASSERT_EQ(first->state().timestamp.batch, k);
+    }
+    auto resumed = tiny_trainer(data("resumed"), CheckpointOptions().folder(ckpt).autoresume(true));
+    EXPECT_FALSE(resumed->loaded_checkpoint().empty());
+    resumed->fit();
+    EXPECT_EQ(resumed->state().timestamp.batch, batches);
+    EXPECT_EQ(weights_fingerprint(*resumed->state().model), expected);
+  }
+}
+
 TEST(StreamingTrainer, CheckpointedRunOverShardsResumesExactly) {
   TempDir dir("streaming_trainer");
   write_ids(dir.path() + "/train", 52, 200, 3);  // [1, 4, 4] inputs, 3 classes: the tiny model's
-  // cache: "" reads the folder in place; otherwise the folder is a file:// remote fetched into that (fresh) cache.
-  const auto make = [&](CheckpointOptions checkpoint, std::vector<std::shared_ptr<Callback>> callbacks,
-                        const std::string& cache = "") {
-    Components c;
-    c.model = testing::tiny_model(3);
-    StreamingOptions options = StreamingOptions().local(dir.path()).split("train").order(
+  const auto options = [&] {
+    return StreamingOptions().local(dir.path()).split("train").order(
         StreamingOrderOptions().partitions(2).shuffle_block_size(16));
-    if (!cache.empty()) options.remote("file://" + dir.path()).local(cache).prefetch(2);
-    auto ds = std::make_shared<StreamingDataset>(options);
-    c.train_dataloader = std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(8).workers(1));
-    c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
-    c.callbacks = std::move(callbacks);
-    return std::make_unique<Trainer>(TrainerOptions().max_duration(Time(3, TimeUnit::Epoch)).threads(1).seed(5),
-                                     std::move(c), std::move(checkpoint));
   };
-  auto full = make({}, {});
-  full->fit();
-  const std::string expected = weights_fingerprint(*full->state().model);
-  ASSERT_EQ(full->state().timestamp.batch, 21);  // 7 batches (the last of 4) per epoch
+  // 7 batches (the last of 4) per epoch. Read in place, then from a file:// remote fetched into a fresh cache for
+  // each run.
+  expect_exact_resumes([&](const std::string&) { return std::make_shared<StreamingDataset>(options()); },
+                       dir.path() + "/local", {3, 7, 16}, 21);
+  int runs = 0;
+  expect_exact_resumes(
+      [&](const std::string& run) {
+        const std::string cache = dir.path() + "/cache_" + run + std::to_string(runs++);
+        return std::make_shared<StreamingDataset>(options().remote("file://" + dir.path()).local(cache).prefetch(2));
+      },
+      dir.path() + "/remote", {3, 7, 16}, 21);
+}
 
-  // Read in place, and from a file:// remote fetched into a fresh cache for each run (stopped, then resumed).
-  for (const bool remote : {false, true}) {
-    for (int64_t k : {3, 7, 16}) {
-      SCOPED_TRACE((remote ? "remote, stopped after batch " : "stopped after batch ") + std::to_string(k));
-      const std::string tag = (remote ? "remote" : "") + std::to_string(k);
-      const std::string ckpt = dir.path() + "/ckpt" + tag;
-      const auto cache = [&](const char* run) { return remote ? dir.path() + "/cache_" + run + tag : std::string(); };
-      {
-        auto first = make(CheckpointOptions().folder(ckpt), {std::make_shared<StopAfterBatch>(k)}, cache("first"));
-        first->fit();
-        ASSERT_EQ(first->state().timestamp.batch, k);
-      }
-      auto resumed = make(CheckpointOptions().folder(ckpt).autoresume(true), {}, cache("resumed"));
-      EXPECT_FALSE(resumed->loaded_checkpoint().empty());
-      resumed->fit();
-      EXPECT_EQ(resumed->state().timestamp.batch, 21);
-      EXPECT_EQ(weights_fingerprint(*resumed->state().model), expected);
-    }
-  }
+TEST(StreamingTrainer, CheckpointedRunOverMixedStreamsResumesExactly) {
+  TempDir dir("streaming_mix_trainer");
+  write_ids(dir.path() + "/a", 40, 200, 3);
+  write_ids(dir.path() + "/b", 21, 120, 3);
+  // 30 of a (a different 30 each epoch), b's 21 and 9 of them again: 60 samples, 8 batches (the last of 4) per epoch.
+  expect_exact_resumes(
+      [&](const std::string&) {
+        return std::make_shared<StreamingDataset>(
+            StreamingOptions().streams({data::StreamOptions().local(dir.path() + "/a").repeat(0.75),
+                                        data::StreamOptions().local(dir.path() + "/b").choose(30)}));
+      },
+      dir.path(), {3, 8, 13}, 24);
 }
 
 }  // namespace
