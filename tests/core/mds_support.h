@@ -1,5 +1,6 @@
 #pragma once
-// Helpers of the MDS tests: a temporary folder, whole-file reads and writes, and samples of every encoding.
+// Helpers of the MDS and streaming tests: a temporary folder, whole-file reads and writes, samples of every
+// encoding, and the targets of an epoch's batches.
 #include <stdlib.h>
 
 #include <filesystem>
@@ -7,11 +8,26 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <tessera/data/batch_source.h>
 #include <tessera/data/mds.h>
 
 namespace tessera::test {
+
+/// The targets of every batch `source` yields in epoch `epoch` from `first_batch` on (with labels that are
+/// sample ids, the samples of each batch).
+inline std::vector<std::vector<int64_t>> batches_of(data::BatchSource& source, uint64_t seed, int64_t epoch,
+                                                   int64_t first_batch = 0) {
+  source.start_epoch(seed, epoch, first_batch);
+  std::vector<std::vector<int64_t>> out;
+  while (auto b = source.next()) {
+    const at::Tensor t = b->target().contiguous();
+    out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+  }
+  return out;
+}
 
 /// A fresh folder under the system's temp folder, removed with everything in it at the end of the scope.
 class TempDir {

@@ -29,6 +29,7 @@ using data::StreamingDataset;
 using data::StreamingOptions;
 using data::StreamOptions;
 using ::testing::HasSubstr;
+using test::batches_of;
 using test::TempDir;
 
 /// `n` samples labelled first, first + 1, ... (or label % classes when classes > 0), each image uint8 [4, 4] a
@@ -44,18 +45,6 @@ void write_labels(const std::string& dir, int64_t first, int64_t n, int64_t size
     writer.write({{"image", image}, {"label", classes == 0 ? i : i % classes}});
   }
   writer.finish();
-}
-
-/// The targets of every batch of epoch `epoch` from `first_batch` on.
-std::vector<std::vector<int64_t>> batches_of(data::BatchSource& source, uint64_t seed, int64_t epoch,
-                                            int64_t first_batch = 0) {
-  source.start_epoch(seed, epoch, first_batch);
-  std::vector<std::vector<int64_t>> out;
-  while (auto b = source.next()) {
-    const at::Tensor t = b->target().contiguous();
-    out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-  }
-  return out;
 }
 
 std::vector<int64_t> flat(const std::vector<std::vector<int64_t>>& batches) {

@@ -33,6 +33,7 @@ using data::StreamingOptions;
 using data::StreamingOrder;
 using data::StreamingOrderOptions;
 using ::testing::HasSubstr;
+using test::batches_of;
 using test::TempDir;
 
 /// Writes `n` samples into `dir`: image uint8 [4, 4] (a pure function of the id), label = id % classes, or the
@@ -156,18 +157,6 @@ class StreamingData : public ::testing::Test {
   TempDir dir_{"streaming"};
   StreamingOptions options_;
 };
-
-/// The sample ids (targets) of every batch a source yields from `first_batch` on.
-std::vector<std::vector<int64_t>> batches_of(data::BatchSource& source, uint64_t seed, int64_t epoch,
-                                            int64_t first_batch = 0) {
-  source.start_epoch(seed, epoch, first_batch);
-  std::vector<std::vector<int64_t>> out;
-  while (auto b = source.next()) {
-    const at::Tensor t = b->target().contiguous();
-    out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-  }
-  return out;
-}
 
 TEST_F(StreamingData, ReadsTheShardsInTheDatasetsOrder) {
   const auto ds = dataset();
