@@ -110,7 +110,11 @@ double resume_seconds(const Setup& s, int64_t workers, int64_t& first_batch) {
   loader->start_epoch(42, 0, first_batch);
   auto batch = loader->next();
   const double seconds = seconds_since(t0);
-  if (!batch || batch->input().size(0) != s.batch) usage("the resumed epoch gave no full batch");
+  if (!batch || batch->input().size(0) != s.batch) {
+    std::fprintf(stderr, "bench_streaming: the epoch resumed at batch %lld gave no full batch\n",
+                 static_cast<long long>(first_batch));
+    std::exit(1);
+  }
   return seconds;
 }
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, default_collate
 class Images(StreamingDataset):
     """Samples as (uint8 [28, 28], label); `collate` makes a batch of them what Tessera's StreamingDataset
     delivers. Converting whole batches is the fast way: a per-sample torch conversion in __getitem__ ran at a
-    third of the rate here (each op gives up the GIL, which Streaming's background threads then hold)."""
+    third of the rate here (measured; probably because each op releases the GIL to Streaming's threads)."""
 
     def __getitem__(self, index):
         sample = super().__getitem__(index)

@@ -534,9 +534,9 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
     check_columns(src, i == 0);
   }
   set_shares();
-  resampled_ = false;
-  for (const Source& s : sources_) resampled_ = resampled_ || s.take % s.reader->size() != 0;
-  if (!resampled_) fixed_line_ = make_line(0, 0);
+  const bool resampled = std::any_of(sources_.begin(), sources_.end(),
+                                     [](const Source& s) { return s.take % s.reader->size() != 0; });
+  if (!resampled) fixed_line_ = make_line(0, 0);
 
   num_classes_ = options_.num_classes();
   if (num_classes_ == 0) {  // one pass over the label column of every stream
@@ -606,7 +606,7 @@ std::shared_ptr<const StreamingDataset::Line> StreamingDataset::make_line(uint64
 }
 
 std::shared_ptr<const StreamingDataset::Line> StreamingDataset::line(uint64_t seed, int64_t epoch) const {
-  if (!resampled_) return fixed_line_;
+  if (fixed_line_) return fixed_line_;
   // Loader workers ask for the batches of one epoch, and at its end of the next: the last two are kept.
   std::lock_guard<std::mutex> lock(lines_mutex_);
   for (const auto& l : recent_lines_)

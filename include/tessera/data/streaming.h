@@ -241,10 +241,10 @@ class StreamingDataset : public Dataset {
   std::vector<int64_t> shard_offsets_;  // every stream's shards end to end: each one's first id, then the total
   std::vector<int64_t> shard_source_;   // the stream of each of those shards
   int64_t epoch_size_ = 0;
-  bool resampled_ = false;              // a stream takes part of itself: the line changes every epoch
-  std::shared_ptr<const Line> fixed_line_;  // the line of every epoch, when !resampled_
+  // The line of every epoch; null when a stream takes part of itself (the line then changes every epoch).
+  std::shared_ptr<const Line> fixed_line_;
   mutable std::mutex lines_mutex_;
-  mutable std::vector<std::shared_ptr<const Line>> recent_lines_;  // when resampled_: the last two epochs'
+  mutable std::vector<std::shared_ptr<const Line>> recent_lines_;  // without a fixed line: the last two epochs'
   std::vector<int64_t> input_shape_;    // per example, as delivered ([C, H, W] for images)
   c10::ScalarType stored_dtype_{};      // of the input column's values
   int64_t num_classes_ = 0;
