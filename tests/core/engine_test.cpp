@@ -163,7 +163,9 @@ TEST(Engine, HardConflictIsRefusedWithReasonSoftIsWarned) {
   AlgorithmSpec ema = spec_on("ema", {Event::BatchEnd});
   ema.conflicts.push_back({Selector::named("swa"), false, "model-averaging methods do not compose well"});
   AlgorithmSpec swa = spec_on("swa", {Event::EpochEnd});
-  Plan plan = compile_plan(raw({std::make_shared<FakeAlgorithm>(ema), std::make_shared<FakeAlgorithm>(swa)}));
+  const std::vector<std::shared_ptr<Algorithm>> pair{std::make_shared<FakeAlgorithm>(ema),
+                                                     std::make_shared<FakeAlgorithm>(swa)};
+  Plan plan = compile_plan(raw(pair));
   ASSERT_EQ(plan.warnings().size(), 1u);
   EXPECT_NE(plan.warnings()[0].find("ema and swa may not compose well: model-averaging"), std::string::npos);
 
@@ -210,7 +212,8 @@ TEST(Engine, SeveralLossInterpolatorsWarn) {
   m.interpolates_loss = true;
   AlgorithmSpec c = spec_on("cutmix", {Event::BeforeBackward});
   c.interpolates_loss = true;
-  Plan plan = compile_plan(raw({std::make_shared<FakeAlgorithm>(m), std::make_shared<FakeAlgorithm>(c)}));
+  const std::vector<std::shared_ptr<Algorithm>> pair{std::make_shared<FakeAlgorithm>(m), std::make_shared<FakeAlgorithm>(c)};
+  Plan plan = compile_plan(raw(pair));
   ASSERT_EQ(plan.warnings().size(), 1u);
   EXPECT_NE(plan.warnings()[0].find("mixup, cutmix"), std::string::npos);
 }
@@ -302,8 +305,12 @@ TEST(Engine, RuleNamingNoAlgorithmOfTheRunIsAWarningWithDidYouMean) {
   counter.conflicts.push_back({Selector::named("blurpol"), true, "typo in a conflict"});
   AlgorithmSpec sb = spec_on("selective_backprop", {Event::AfterDataloader});
   AlgorithmSpec late = spec_on("late", {Event::BatchEnd});
-  Plan plan = compile_plan(raw({std::make_shared<FakeAlgorithm>(counter), std::make_shared<FakeAlgorithm>(sb),
-                                std::make_shared<FakeAlgorithm>(late)}));
+  // The plan refers to its algorithms (PlanEntry::algorithm): they must outlive it (ASan found a temporary list
+  // here, freed before plan.table() read the names).
+  const std::vector<std::shared_ptr<Algorithm>> three{std::make_shared<FakeAlgorithm>(counter),
+                                                      std::make_shared<FakeAlgorithm>(sb),
+                                                      std::make_shared<FakeAlgorithm>(late)};
+  Plan plan = compile_plan(raw(three));
   ASSERT_EQ(plan.warnings().size(), 3u) << plan.table();
   EXPECT_EQ(plan.warnings()[0],
             "counter: the ordering rule \"before selectve_backprop\" matches no algorithm of this run; did you mean "
