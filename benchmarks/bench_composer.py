@@ -368,6 +368,7 @@ def initial_weights(s: Setup) -> Dict[str, torch.Tensor]:
     rec = dict(s.recipe)
     rec["algorithms"] = []
     rec["max_duration"] = "1ba"
+    rec["schedulers"] = []  # a 1-batch run is shorter than any warmup in batches or epochs (refused at build)
     with tessera.Trainer(rec) as t:
         return {k: v.detach().clone() for k, v in t.model.state_dict().items()}
 

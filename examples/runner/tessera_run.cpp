@@ -19,15 +19,27 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <sched.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
+
+/// The "cpu threads:" line: what choose_openmp_waiting chose, or what the user set.
+std::string openmp_waiting_note() {
+  if (const char* chosen = std::getenv("TESSERA_OPENMP_WAITING")) return chosen;
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const char* spins = std::getenv("GOMP_SPINCOUNT");
+  return fmt::format("OpenMP waiting as set in the environment: OMP_WAIT_POLICY={}, GOMP_SPINCOUNT={}",
+                     policy ? policy : "(unset)", spins ? spins : "(unset)");
+}
 
 std::string join(const std::vector<std::string>& items, const std::string& none = "none") {
   if (items.empty()) return none;
@@ -150,6 +162,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     std::cout << "final " << label << " " << name << ": " << format_metric(name, value) << "\n";
   }
   std::cout << "device: " << trainer.state().device.str() << "\n";
+  std::cout << "cpu threads: " << openmp_waiting_note() << "\n";
   if (const std::string note = tessera::choose_blas_kernels(); !note.empty()) std::cout << "cpu kernels: " << note << "\n";
   std::cout << fmt::format("wall time: {:.1f} s\n", seconds);
   std::cout << "metrics written to: " << join(metric_files) << "\n";
@@ -166,16 +179,63 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   return 0;
 }
 
+/// The CPUs this process may run on (its affinity mask; the machine's count when that cannot be read).
+int64_t usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+/// How OpenMP's threads wait between parallel regions, chosen for this run on this machine when the user has
+/// not chosen (neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set). Spinning wakes fastest but holds a core;
+/// sleeping frees the core but each wake-up costs microseconds. With R ranks on this machine, T intra-op threads
+/// and W loader threads each, and C cores:
+///   R*(T+W) <= C  every busy thread has a core of its own: spin (ACTIVE);
+///   R*T <= C      the compute threads fit, the loader's share them: spin up to 300,000 times (libgomp's own
+///                 default, a few milliseconds), then sleep;
+///   otherwise     more compute threads than cores: a spinning thread would take the time of one that has work,
+///                 so sleep at once (PASSIVE).
+/// Measured on a 2-core machine (benchmarks/bench_wait_policy.py, docs/results.md "OpenMP waiting"). libgomp
+/// reads these variables when it loads, before main, so the runner sets them and starts itself again; a recipe
+/// that cannot be read changes nothing here (the run then reports it).
+void choose_openmp_waiting(const std::string& recipe_path, const std::vector<std::string>& overrides,
+                           char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  int64_t threads = 0, workers = 1, ranks = 1;
+  try {
+    const tessera::ConfigNode root = tessera::Recipe::load(recipe_path, overrides).root();
+    if (root.child("threads").is_scalar()) threads = root.child("threads").as_int();
+    const tessera::ConfigNode loader = root.child("data").child("train").child("loader");
+    if (loader.child("workers").is_scalar()) workers = std::max<int64_t>(0, loader.child("workers").as_int());
+    if (const char* local = std::getenv("LOCAL_WORLD_SIZE")) ranks = std::max<int64_t>(1, std::atoll(local));
+  } catch (const std::exception&) {
+    return;
+  }
+  const int64_t cores = usable_cores();
+  if (threads <= 0) threads = std::max<int64_t>(1, cores / ranks);  // as the Trainer resolves 0
+  std::string how;
+  if (ranks * (threads + workers) <= cores) {
+    ::setenv("OMP_WAIT_POLICY", "ACTIVE", 1);
+    how = "spin (OMP_WAIT_POLICY=ACTIVE)";
+  } else if (ranks * threads <= cores) {
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    ::setenv("GOMP_SPINCOUNT", "300000", 1);
+    how = "spin, then sleep (OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=300000)";
+  } else {
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    how = "sleep (OMP_WAIT_POLICY=PASSIVE)";
+  }
+  const std::string note = fmt::format("{} intra-op + {} loader thread{}{} on {} cores: OpenMP threads {}", threads,
+                                       workers, workers == 1 ? "" : "s",
+                                       ranks > 1 ? fmt::format(" per rank, {} ranks", ranks) : "", cores, how);
+  ::setenv("TESSERA_OPENMP_WAITING", note.c_str(), 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // OpenMP threads that spin while waiting steal the cores from the data-loading threads (measured: a
-  // ResNet step 2x slower on 2 cores). libgomp reads OMP_WAIT_POLICY when it loads, before main, so when the
-  // user has not chosen, set it to passive and start again.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
-  }
   CLI::App app{"Trains a model from a YAML recipe (see docs/recipes.md).", "tessera-run"};
   std::string recipe_path;
   std::vector<std::string> overrides;
@@ -221,6 +281,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  choose_openmp_waiting(recipe_path, overrides, argv);
   tessera::install_stop_signal_handlers();
   try {
     return run(recipe_path, overrides, plan, dry_run, print_recipe);

@@ -11,6 +11,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -67,10 +68,13 @@ loggers: [{jsonl: {}}, {csv: {}}]
     return path.string();
   }
 
-  Result run(const std::string& args) {
+  Result run(const std::string& args) { return run_env("", args); }
+
+  /// The runner under `env` with `env_args` ("-u NAME NAME=value ...") in front of it.
+  Result run_env(const std::string& env_args, const std::string& args) {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string command = std::string("'") + TESSERA_RUN_PATH + "' " + args + " >'" + out.string() +
-                                "' 2>'" + err.string() + "'";
+    const std::string command = (env_args.empty() ? "" : "env " + env_args) + "'" + TESSERA_RUN_PATH + "' " +
+                                args + " >'" + out.string() + "' 2>'" + err.string() + "'";
     const int status = std::system(command.c_str());
     Result r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -122,6 +126,42 @@ TEST_F(RunnerTest, OverridesApply) {
   EXPECT_EQ(r.out.find("final test accuracy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("metrics written to: none\n"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl"));
+}
+
+// Issue 13: OpenMP's threads spin while every busy thread of the run has a core of its own, spin and then sleep
+// when the loader's threads share the cores, sleep at once when the compute threads alone are more than the
+// cores; a choice in the environment is the user's and is kept.
+TEST_F(RunnerTest, OpenMpWaitingIsChosenFromTheRunsThreadsAndCoresUnlessTheUserChose) {
+  const std::string recipe = write_recipe();
+  const std::string unset = "-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u TESSERA_OPENMP_WAITING -u LOCAL_WORLD_SIZE ";
+  const unsigned cores = std::thread::hardware_concurrency();
+  const Result own = run_env(unset, "'" + recipe + "' max_duration=1ba");  // 1 intra-op thread, no loader thread
+  ASSERT_EQ(own.code, 0) << own.out << own.err;
+  EXPECT_TRUE(std::regex_search(own.out, std::regex(R"(\ncpu threads: 1 intra-op \+ 0 loader threads on \d+ cores: )"
+                                                    R"(OpenMP threads spin \(OMP_WAIT_POLICY=ACTIVE\)\n)")))
+      << own.out;
+  if (cores < 64) {  // 1 + 63 loader threads share the cores
+    const Result shared = run_env(unset, "'" + recipe + "' max_duration=1ba data.train.loader.workers=63");
+    ASSERT_EQ(shared.code, 0) << shared.out << shared.err;
+    EXPECT_NE(shared.out.find("cpu threads: 1 intra-op + 63 loader threads on " + std::to_string(cores) +
+                              " cores: OpenMP threads spin, then sleep (OMP_WAIT_POLICY=PASSIVE, "
+                              "GOMP_SPINCOUNT=300000)\n"),
+              std::string::npos)
+        << shared.out;
+  }
+  const std::string more = std::to_string(cores + 1);  // more intra-op threads than cores
+  const Result over = run_env(unset, "'" + recipe + "' max_duration=1ba threads=" + more);
+  ASSERT_EQ(over.code, 0) << over.out << over.err;
+  EXPECT_NE(over.out.find("cpu threads: " + more + " intra-op + 0 loader threads on " + std::to_string(cores) +
+                          " cores: OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)\n"),
+            std::string::npos)
+      << over.out;
+  const Result user = run_env(unset + "OMP_WAIT_POLICY=passive ", "'" + recipe + "' max_duration=1ba");
+  ASSERT_EQ(user.code, 0) << user.out << user.err;
+  EXPECT_NE(user.out.find("\ncpu threads: OpenMP waiting as set in the environment: OMP_WAIT_POLICY=passive, "
+                          "GOMP_SPINCOUNT=(unset)\n"),
+            std::string::npos)
+      << user.out;
 }
 
 TEST_F(RunnerTest, PlanPrintsTheTable) {
