@@ -19,6 +19,8 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <cerrno>
 #include <sched.h>
 #include <unistd.h>
 #include <algorithm>
@@ -230,7 +232,12 @@ void choose_openmp_waiting(const std::string& recipe_path, const std::vector<std
                                        workers, workers == 1 ? "" : "s",
                                        ranks > 1 ? fmt::format(" per rank, {} ranks", ranks) : "", cores, how);
   ::setenv("TESSERA_OPENMP_WAITING", note.c_str(), 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
+  ::execv("/proc/self/exe", argv);
+  // Only on failure: libgomp keeps what it read at load; carry on, and say so.
+  ::setenv("TESSERA_OPENMP_WAITING",
+           fmt::format("OpenMP waiting left as it was: the restart to apply {} failed: {}", how, std::strerror(errno))
+               .c_str(),
+           1);
 }
 
 }  // namespace
