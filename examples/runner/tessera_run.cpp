@@ -21,7 +21,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <cerrno>
-#include <sched.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cmath>
@@ -181,14 +180,6 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   return 0;
 }
 
-/// The CPUs this process may run on (its affinity mask; the machine's count when that cannot be read).
-int64_t usable_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
 /// How OpenMP's threads wait between parallel regions, chosen for this run on this machine when the user has
 /// not chosen (neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set). Spinning wakes fastest but holds a core;
 /// sleeping frees the core but each wake-up costs microseconds. With R ranks on this machine, T intra-op threads
@@ -214,8 +205,9 @@ void choose_openmp_waiting(const std::string& recipe_path, const std::vector<std
   } catch (const std::exception&) {
     return;
   }
-  const int64_t cores = usable_cores();
-  if (threads <= 0) threads = std::max<int64_t>(1, cores / ranks);  // as the Trainer resolves 0
+  // Cores counted, and threads: 0 resolved, as the Trainer does (src/trainer.cpp).
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  if (threads <= 0) threads = std::max<int64_t>(1, cores / ranks);
   std::string how;
   if (ranks * (threads + workers) <= cores) {
     ::setenv("OMP_WAIT_POLICY", "ACTIVE", 1);
