@@ -1,7 +1,8 @@
 // c10d process groups for Tessera. The headers of the Gloo process group are empty unless USE_C10D_GLOO is
-// defined, and need gloo's own headers (Debian: libgloo-dev, the same gloo that libtorch links); CMake sets
-// TESSERA_HAS_GLOO only where they match the LibTorch in use (see CMakeLists.txt), and TESSERA_HAS_NCCL in a CUDA
-// build whose LibTorch ships nccl.h.
+// defined, and need gloo's own headers (Debian: libgloo-dev); CMake sets TESSERA_HAS_GLOO where a program making a
+// Gloo process group compiles and links with them against the LibTorch in use (see CMakeLists.txt: gloo's types
+// are met here only through shared_ptr, so the gloo inside a PyPI wheel serves as well as Debian's libgloo), and
+// TESSERA_HAS_NCCL in a CUDA build whose LibTorch ships nccl.h.
 #include <tessera/distributed/comm.h>
 #include <tessera/detail/backends.h>
 
@@ -170,9 +171,9 @@ std::shared_ptr<Comm> Comm::create(const Environment& env, const DistributedOpti
   if (backend == "auto") backend = device.is_cuda() && nccl_available() ? "nccl" : "gloo";
   if (backend == "gloo" && !gloo_available()) {
     throw InputError(
-        "distributed: this build of Tessera has no Gloo process group (gloo's headers were not found for this "
-        "LibTorch; on Debian install libgloo-dev and reconfigure; the PyPI torch wheel ships no gloo headers, so "
-        "there use distributed.backend: nccl on CUDA)");
+        "distributed: this build of Tessera has no Gloo process group (CMake found no gloo headers that compile "
+        "with this LibTorch: install libgloo-dev (Debian) and reconfigure; or use distributed.backend: nccl on "
+        "CUDA)");
   }
   if (backend == "nccl" && !nccl_available()) {
     throw InputError("distributed.backend: nccl is not in this build (it needs a CUDA LibTorch with nccl.h); use gloo");
