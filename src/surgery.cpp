@@ -2,7 +2,25 @@
 
 #include <unordered_set>
 
+#include <torch/nn/modules/batchnorm.h>
+
 namespace tessera {
+
+namespace {
+template <class Impl>
+std::optional<BatchNormParts> parts_of(torch::nn::Module& module, std::vector<int64_t> input_dims) {
+  auto* bn = module.as<Impl>();
+  if (bn == nullptr) return std::nullopt;
+  return BatchNormParts{&bn->options, std::move(input_dims), bn->weight, bn->bias, bn->running_mean,
+                        bn->running_var, bn->num_batches_tracked};
+}
+}  // namespace
+
+std::optional<BatchNormParts> find_batch_norm(torch::nn::Module& module) {
+  if (auto parts = parts_of<torch::nn::BatchNorm1dImpl>(module, {2, 3})) return parts;
+  if (auto parts = parts_of<torch::nn::BatchNorm2dImpl>(module, {4})) return parts;
+  return parts_of<torch::nn::BatchNorm3dImpl>(module, {5});
+}
 
 int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, const SlotPolicy& policy) {
   const std::vector<at::Tensor> before = model.parameters();

@@ -217,6 +217,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   engine_->compile(state_);
   detail::install_data_transforms(engine_->plan(), *state_.train_dataloader);
   engine_->run_event(Event::Init, state_);
+  if (ddp_) ddp_->sync_batch_norm(*state_.model, options_.microbatch_size().is_auto() || state_.microbatch_size > 0);
   // After Init, so that modules made by surgery move too, and before loading, so that a checkpoint's tensors
   // are copied to where the model is. The optimizer holds the same parameter tensors (Module::to replaces
   // their data in place) and has no state yet unless the caller stepped it.

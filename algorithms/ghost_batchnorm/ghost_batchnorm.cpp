@@ -12,40 +12,14 @@
 namespace tessera::algorithms {
 namespace {
 
-struct FoundBatchNorm {
-  std::shared_ptr<torch::nn::Module> module;
-  const torch::nn::BatchNormOptions* options = nullptr;
-  std::vector<int64_t> dims;
-  at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
-};
-
-template <class Impl>
-bool take(const std::shared_ptr<torch::nn::Module>& module, std::vector<int64_t> dims, FoundBatchNorm& out) {
-  auto* bn = module->as<Impl>();
-  if (bn == nullptr) return false;
-  out = FoundBatchNorm{module, &bn->options, std::move(dims), bn->weight, bn->bias, bn->running_mean,
-                       bn->running_var, bn->num_batches_tracked};
-  return true;
-}
-
-/// BatchNorm1d (inputs [N, C] or [N, C, L]), 2d ([N, C, H, W]) or 3d ([N, C, D, H, W]).
-std::optional<FoundBatchNorm> find_batchnorm(const std::shared_ptr<torch::nn::Module>& module) {
-  FoundBatchNorm found;
-  if (take<torch::nn::BatchNorm1dImpl>(module, {2, 3}, found) || take<torch::nn::BatchNorm2dImpl>(module, {4}, found) ||
-      take<torch::nn::BatchNorm3dImpl>(module, {5}, found)) {
-    return found;
-  }
-  return std::nullopt;
-}
-
 int64_t ghost_slots(torch::nn::Module& model, const GhostBatchNormOptions* options, optim::Optimizer* optimizer) {
   int64_t n = 0;
   replace_slots(model, optimizer, [&](const std::string&, torch::nn::AnyModule& current) -> std::optional<torch::nn::AnyModule> {
-    auto found = find_batchnorm(current.ptr());
+    auto found = find_batch_norm(*current.ptr());
     if (!found) return std::nullopt;
     ++n;
     if (options == nullptr) return std::nullopt;  // counting only
-    return torch::nn::AnyModule(GhostBatchNormLayer(*found->options, found->dims, found->weight, found->bias,
+    return torch::nn::AnyModule(GhostBatchNormLayer(*found->options, found->input_dims, found->weight, found->bias,
                                                     found->running_mean, found->running_var,
                                                     found->num_batches_tracked, options->ghost_batch_size()));
   });

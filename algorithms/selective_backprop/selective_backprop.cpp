@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <torch/nn/modules/batchnorm.h>
 
+#include <tessera/distributed/sync_batch_norm.h>
 #include <tessera/error.h>
 #include <tessera/ops/kernels.h>
 
@@ -24,6 +25,7 @@ class FrozenBatchNormStats {
       if (auto* bn = m->as<torch::nn::BatchNorm1dImpl>()) remember(bn->options);
       if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) remember(bn->options);
       if (auto* bn = m->as<torch::nn::BatchNorm3dImpl>()) remember(bn->options);
+      if (auto* bn = m->as<dist::SyncBatchNormImpl>()) remember(bn->options);
     }
   }
   ~FrozenBatchNormStats() {

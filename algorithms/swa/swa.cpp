@@ -9,6 +9,7 @@
 
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
+#include <tessera/distributed/sync_batch_norm.h>
 #include <tessera/amp.h>
 #include <tessera/callback.h>
 #include <tessera/error.h>
@@ -26,8 +27,8 @@ void check_time_unit(const std::string& where, const char* name, const Time& t) 
   }
 }
 
-/// The options of every batch norm of the model: torch's, and Ghost BatchNorm's layers (which keep the options of
-/// the batch norm they replaced). InputError naming a module with running statistics of another kind.
+/// The options of every batch norm of the model: torch's, and Ghost BatchNorm's and sync_batch_norm's layers (which
+/// keep the options of the batch norm they replaced). InputError naming a module with running statistics of another kind.
 std::vector<torch::nn::BatchNormOptions*> batchnorm_options(torch::nn::Module& model) {
   std::vector<torch::nn::BatchNormOptions*> out;
   for (const auto& item : model.named_modules("", /*include_self=*/true)) {
@@ -37,6 +38,7 @@ std::vector<torch::nn::BatchNormOptions*> batchnorm_options(torch::nn::Module& m
     if (auto* bn = m.as<torch::nn::BatchNorm2dImpl>()) options = &bn->options;
     if (auto* bn = m.as<torch::nn::BatchNorm3dImpl>()) options = &bn->options;
     if (auto* bn = m.as<GhostBatchNormLayerImpl>()) options = &bn->options;
+    if (auto* bn = m.as<dist::SyncBatchNormImpl>()) options = &bn->options;
     if (options != nullptr) {
       if (options->track_running_stats()) out.push_back(options);
       continue;
@@ -44,7 +46,8 @@ std::vector<torch::nn::BatchNormOptions*> batchnorm_options(torch::nn::Module& m
     const auto own = m.named_buffers(/*recurse=*/false);
     if (own.contains("running_mean") || own.contains("running_var")) {
       throw InputError(fmt::format("recompute_batchnorm: module '{}' ({}) keeps running statistics, but only "
-                                   "torch's BatchNorm1d/2d/3d and Ghost BatchNorm's layers can have theirs "
+                                   "torch's BatchNorm1d/2d/3d and Ghost BatchNorm's and SyncBatchNorm's layers "
+                                   "can have theirs "
                                    "recomputed at swa_end (not a PyTorch "
                                    "model's: recompute them after fit, e.g. with torch.optim.swa_utils.update_bn); set "
                                    "recompute_batchnorm: false",
@@ -121,6 +124,7 @@ std::vector<at::Tensor> recompute_batchnorm(torch::nn::Module& model, const std:
     if (auto* bn = m.as<torch::nn::BatchNorm1dImpl>()) bn->reset_running_stats();
     if (auto* bn = m.as<torch::nn::BatchNorm2dImpl>()) bn->reset_running_stats();
     if (auto* bn = m.as<torch::nn::BatchNorm3dImpl>()) bn->reset_running_stats();
+    if (auto* bn = m.as<dist::SyncBatchNormImpl>()) bn->reset_running_stats();
     if (auto* bn = m.as<GhostBatchNormLayerImpl>(); bn != nullptr && bn->running_mean.defined()) {
       at::NoGradGuard no_grad;
       bn->running_mean.zero_();

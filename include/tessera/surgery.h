@@ -14,6 +14,7 @@
 
 #include <ATen/Tensor.h>
 #include <torch/nn/modules/container/any.h>
+#include <torch/nn/options/batchnorm.h>
 
 #include <tessera/models/model.h>
 #include <tessera/optim/optimizer.h>
@@ -33,5 +34,16 @@ int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, con
 /// Makes `optimizer` hold exactly the parameters of `after` that it held in `before` plus the ones new in
 /// `after`: removed parameters (and their state) leave, new ones join the first group.
 void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after);
+
+/// The parts of a torch::nn::BatchNorm1d/2d/3d, for a layer that replaces it: such a layer registers the very same
+/// tensors under the same names (undefined ones too: not affine, no running statistics), so that the optimizer and
+/// the state-dict keys do not change (ghost_batchnorm, distributed.sync_batch_norm).
+struct BatchNormParts {
+  const torch::nn::BatchNormOptions* options = nullptr;
+  std::vector<int64_t> input_dims;  ///< the input ranks it takes: {2, 3} (1d), {4} (2d), {5} (3d)
+  at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+/// The parts of `module` when it is a torch BatchNorm1d, 2d or 3d; std::nullopt otherwise.
+std::optional<BatchNormParts> find_batch_norm(torch::nn::Module& module);
 
 }  // namespace tessera

@@ -16,11 +16,20 @@ import torch
 from conftest import metrics_without_wct
 
 WORKER = textwrap.dedent(
-    """
+    r"""
     import json, os, sys
     import tessera
     recipe, overrides, out = sys.argv[1:4]
-    trainer = tessera.Trainer(recipe, json.loads(overrides))
+    user_model = {}
+    if os.environ.get("TESSERA_TEST_PYTHON_BATCH_NORM"):  # the user's own torch.nn.Module, with a batch norm
+        import torch
+        user_model["model"] = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                                                  torch.nn.Flatten(), torch.nn.Linear(144, 4))
+        text = open(recipe).read()
+        assert "model:\n  cnn: {width: 4}\n" in text
+        recipe = out + ".recipe." + os.environ["RANK"] + ".yaml"  # the recipe without its model
+        open(recipe, "w").write(text.replace("model:\n  cnn: {width: 4}\n", ""))
+    trainer = tessera.Trainer(recipe, json.loads(overrides), **user_model)
     trainer.fit()
     state = trainer.state
     with open(out + "." + os.environ["RANK"], "w") as f:
@@ -39,14 +48,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path, recipe, overrides, nproc):
-    """Runs WORKER on nproc ranks with the recipe and overrides; returns (per-rank results, the launcher's output)."""
+def _launch(tmp_path, recipe, overrides, nproc, extra_env=None, fails=False):
+    """Runs WORKER on nproc ranks with the recipe and overrides; returns (per-rank results, the launcher's output),
+    or with `fails` the output of a launch that must fail."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     out = tmp_path / "result"
     args = [str(worker), str(recipe), json.dumps(overrides), str(out)]
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(extra_env or {})
     if TORCHRUN_WORKS:
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
                     "--master-addr=127.0.0.1", f"--master-port={port}"]
@@ -62,6 +73,9 @@ def _launch(tmp_path, recipe, overrides, nproc):
     log = "\n".join(d.stdout + d.stderr for d in done)
     if "has no Gloo process group" in log:
         pytest.skip("this build of Tessera has no Gloo process group (CMake: 'distributed backends: gloo OFF')")
+    if fails:
+        assert any(d.returncode != 0 for d in done), log
+        return log
     assert all(d.returncode == 0 for d in done), log
     results = [json.loads((tmp_path / f"result.{rank}").read_text()) for rank in range(nproc)]
     return results, log
@@ -83,12 +97,23 @@ def test_ranks_started_by_torchrun_stay_identical_with_the_algorithms_and_rank_z
     assert entries[-1] == {"hparams": {"weights_fingerprint": results[0]["fingerprint"]}}
 
 
-def test_two_ranks_started_by_torchrun_follow_one_process_with_the_same_global_batch(tmp_path, tiny_recipe_path):
+@pytest.mark.parametrize(
+    "model",
+    [
+        # No batch norm: each rank would normalise its share with the share's statistics.
+        {"mlp": {"hidden": [32]}},
+        # Batch norm over the global batch (distributed.sync_batch_norm): the CNN's three batch norms.
+        {"cnn": {"width": 4}},
+    ],
+    ids=["mlp", "cnn_sync_batch_norm"],
+)
+def test_two_ranks_started_by_torchrun_follow_one_process_with_the_same_global_batch(tmp_path, tiny_recipe_path,
+                                                                                      model):
     import tessera
 
-    # No algorithms (selective backprop picks within each rank's share) and no batch norm (each rank normalises its
-    # share with the share's statistics): what remains differs from one process only in the order of float sums.
-    overrides = {"algorithms": [], "model": {"mlp": {"hidden": [32]}}}
+    # No algorithms (selective backprop picks within each rank's share): what remains differs from one process only
+    # in the order of float sums.
+    overrides = {"algorithms": [], "model": model, "distributed": {"sync_batch_norm": True}}
     results, log = _launch(tmp_path, tiny_recipe_path, dict(overrides, run_dir=str(tmp_path / "two")), 2)
     assert results[0]["fingerprint"] == results[1]["fingerprint"], log
     one = tessera.Trainer(tiny_recipe_path, dict(overrides, run_dir=str(tmp_path / "one")))
@@ -107,3 +132,15 @@ def test_two_ranks_started_by_torchrun_follow_one_process_with_the_same_global_b
             elif not key.startswith("metrics/"):  # time, lr: exact
                 assert value == one_entry[key], (key, two, one_entry)
     assert losses == 18
+
+
+def test_sync_batch_norm_with_a_python_module_is_refused_before_training(tmp_path, tiny_recipe_path):
+    # Its batch norms are Python layers, out of reach of Tessera's process group: an error naming the layer, on
+    # every rank, before any batch (no metrics written).
+    run_dir = tmp_path / "run"
+    overrides = {"algorithms": [], "run_dir": str(run_dir), "distributed": {"sync_batch_norm": True}}
+    log = _launch(tmp_path, tiny_recipe_path, overrides, 2, extra_env={"TESSERA_TEST_PYTHON_BATCH_NORM": "1"},
+                  fails=True)
+    assert "distributed.sync_batch_norm: module '1' (" in log, log
+    assert "a Python or TorchScript model's layers are out of reach of Tessera's process group" in log, log
+    assert not (run_dir / "metrics.jsonl").exists() or (run_dir / "metrics.jsonl").read_text() == ""

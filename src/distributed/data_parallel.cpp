@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <tessera/distributed/sync_batch_norm.h>
 #include <tessera/error.h>
 
 namespace tessera::dist {
@@ -45,9 +46,26 @@ void DataParallel::setup(Components& c, std::vector<Evaluator>& evaluators) {
     }
   };
   check(c.train_metrics, "training");
-  for (const auto& a : c.algorithms) find_unused_ = find_unused_ || a->spec().leaves_parameters_unused;
+  for (const auto& a : c.algorithms) {
+    find_unused_ = find_unused_ || a->spec().leaves_parameters_unused;
+    if (options_.sync_batch_norm() && a->name() == "stochastic_depth" && a->spec().leaves_parameters_unused) {
+      throw InputError("distributed.sync_batch_norm: not with stochastic_depth's stochastic_method: block, which "
+                       "skips a residual branch on some ranks only: their batch norms would miss the statistics "
+                       "all-reduce the other ranks wait in; use stochastic_method: sample (every branch runs)");
+    }
+  }
   grad_sync_->find_unused(find_unused_);
   for (const auto& ev : evaluators) check(ev.metrics, "evaluator \"" + ev.label + "\"");
+}
+
+void DataParallel::sync_batch_norm(Model& model, bool microbatching) {
+  if (!options_.sync_batch_norm()) return;
+  if (microbatching) {
+    throw InputError("distributed.sync_batch_norm: not with microbatch_size: each microbatch's forward takes its "
+                     "statistics over the ranks, and a rank whose share is one example larger may run one more "
+                     "microbatch than the others, which would wait for it; drop microbatch_size or sync_batch_norm");
+  }
+  convert_sync_batch_norm(model, comm_);
 }
 
 void DataParallel::broadcast_model(Model& model) {

@@ -30,6 +30,9 @@ class DataParallel {
   /// Before the plan: the training and evaluation data become this rank's shares; logger destinations stay only
   /// on rank 0; metrics must be reducible (InputError otherwise).
   void setup(Components& components, std::vector<Evaluator>& evaluators);
+  /// With distributed.sync_batch_norm, after Init's surgery: the model's batch norms become SyncBatchNorm (refused
+  /// with microbatching, whose microbatch counts may differ between ranks).
+  void sync_batch_norm(Model& model, bool microbatching);
   /// Rank 0's parameters and buffers to every rank (after Init's surgery and any checkpoint load).
   void broadcast_model(Model& model);
   /// Rank 0's floating-point buffers (batch-norm running statistics) to every rank, when broadcast_buffers is on:

@@ -23,6 +23,7 @@
 #include <tessera/distributed/comm.h>
 #include <tessera/distributed/environment.h>
 #include <tessera/distributed/launcher.h>
+#include <tessera/distributed/sync_batch_norm.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/trainer.h>
@@ -527,6 +528,142 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
   const auto resumed1 = final_params("parts", 1);
   for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(resumed1[i], params0[i])) << "parameter " << i;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Synchronised batch norm (distributed.sync_batch_norm)
+
+TEST(SyncBatchNorm, OnOneRankEqualsTorchsBatchNormInValuesGradientsAndStatistics) {
+  // The synchronised path (double sums, one differentiable all-reduce) on a one-rank Gloo group against torch's
+  // batch norm on the same input: outputs, the input's, weight's and bias's gradients, and the running statistics
+  // after three steps (momentum 0.1, then the cumulative average of momentum None).
+  if (!tessera::dist::gloo_available()) GTEST_SKIP() << "this build has no Gloo process group";
+  Environment env;
+  env.master_port = tessera::dist::free_port();
+  tessera::dist::DistributedOptions options;
+  options.connect_timeout(30).timeout(30).backend("gloo");
+  const auto comm = tessera::dist::Comm::create(env, options, c10::Device("cpu"));
+  for (const bool cumulative : {false, true}) {
+    torch::manual_seed(3);
+    auto bn_options = torch::nn::BatchNormOptions(5);
+    if (cumulative) bn_options.momentum(c10::nullopt);
+    torch::nn::BatchNorm2d reference(bn_options);
+    torch::nn::BatchNorm2d source(bn_options);  // its tensors go to the synchronised layer
+    {
+      torch::NoGradGuard no_grad;
+      reference->weight.uniform_(0.5, 1.5);
+      reference->bias.uniform_(-0.5, 0.5);
+      source->weight.copy_(reference->weight);
+      source->bias.copy_(reference->bias);
+    }
+    tessera::dist::SyncBatchNorm synced(bn_options, std::vector<int64_t>{4}, source->weight, source->bias, source->running_mean,
+                                        source->running_var, source->num_batches_tracked, comm);
+    for (int step = 0; step < 3; ++step) {
+      // Far from zero mean, as after a ReLU with a bias: the shifted sums keep the variance exact.
+      const at::Tensor x = (at::randn({6, 5, 3, 4}, at::kFloat) * 0.5 + 40.0).requires_grad_(true);
+      const at::Tensor x2 = x.detach().clone().requires_grad_(true);
+      const at::Tensor upstream = at::randn({6, 5, 3, 4});
+      const at::Tensor y = reference->forward(x), y2 = synced->forward(x2);
+      EXPECT_TRUE(at::allclose(y2, y, 1e-4, 1e-4)) << (y2 - y).abs().max().item<double>();
+      (y * upstream).sum().backward();
+      (y2 * upstream).sum().backward();
+      EXPECT_TRUE(at::allclose(x2.grad(), x.grad(), 1e-3, 1e-4)) << (x2.grad() - x.grad()).abs().max().item<double>();
+    }
+    EXPECT_TRUE(at::allclose(synced->weight.grad(), reference->weight.grad(), 1e-4, 1e-4));
+    EXPECT_TRUE(at::allclose(synced->bias.grad(), reference->bias.grad(), 1e-4, 1e-4));
+    EXPECT_TRUE(at::allclose(synced->running_mean, reference->running_mean, 1e-5, 1e-5));
+    EXPECT_TRUE(at::allclose(synced->running_var, reference->running_var, 1e-4, 1e-5))
+        << synced->running_var << reference->running_var;
+    EXPECT_EQ(synced->num_batches_tracked.item<int64_t>(), 3);
+    // Evaluation: torch's batch norm with the running statistics, bitwise.
+    synced->eval();
+    reference->eval();
+    const at::Tensor x = at::randn({2, 5, 3, 4});
+    {
+      torch::NoGradGuard no_grad;
+      reference->running_mean.copy_(synced->running_mean);
+      reference->running_var.copy_(synced->running_var);
+    }
+    EXPECT_TRUE(at::equal(synced->forward(x), reference->forward(x)));
+  }
+}
+
+TEST_F(Distributed, SyncBatchNormTakesTheGlobalBatchsStatisticsAndMatchesOneRank) {
+  // A CNN with three batch norms. Plain batch norm on 2 ranks normalises each share with its own statistics and
+  // drifts from the one-rank run; with sync_batch_norm the 2 ranks follow it within float rounding, running
+  // statistics included, and hold bitwise the same statistics at every step without any broadcast of buffers.
+  const std::string cnn = "model={cnn: {width: 4}};data.train.dataset.synthetic.input_shape=[1, 8, 8];"
+                          "data.eval.dataset.synthetic.input_shape=[1, 8, 8];";
+  const std::string sync = cnn + "distributed.sync_batch_norm=true;distributed.broadcast_buffers=false";
+  ASSERT_EQ(launch(1, "one", sync).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
+  ASSERT_EQ(launch(2, "plain", cnn).exit_code, 0) << slurp(dir_ / "plain" / "error0.txt");
+  ASSERT_EQ(launch(2, "sync", sync).exit_code, 0) << slurp(dir_ / "sync" / "error0.txt");
+  const auto one = final_params("one", 0), plain = final_params("plain", 0), synced = final_params("sync", 0);
+  ASSERT_EQ(one.size(), synced.size());
+  double plain_gap = 0, sync_gap = 0;
+  for (size_t i = 0; i < one.size(); ++i) {
+    if (!one[i].is_floating_point()) continue;
+    plain_gap = std::max(plain_gap, (plain[i] - one[i]).abs().max().item<double>());
+    sync_gap = std::max(sync_gap, (synced[i] - one[i]).abs().max().item<double>());
+    EXPECT_TRUE(at::allclose(synced[i], one[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+        << "tensor " << i << " differs by " << (synced[i] - one[i]).abs().max().item<double>();
+  }
+  EXPECT_GT(plain_gap, 100 * sync_gap) << "plain " << plain_gap << ", synchronised " << sync_gap;
+  const auto rank0 = record("sync", 0), rank1 = record("sync", 1);
+  ASSERT_EQ(rank0.size(), 8u);
+  for (const auto& [b, line] : rank0) EXPECT_EQ(rank1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  const auto synced1 = final_params("sync", 1);
+  for (size_t i = 0; i < synced.size(); ++i) EXPECT_TRUE(at::equal(synced1[i], synced[i])) << "tensor " << i;
+}
+
+TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesBitwise) {
+  // A ResNet-8 with the algorithms of EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise but ghost_batchnorm
+  // (refused with sync_batch_norm), and stochastic depth in sample mode: selective backprop's scoring forward and
+  // SWA's statistics pass take the global statistics too; a rank killed at batch 11 resumes bitwise.
+  const std::string setup =
+      "model={resnet: {depth: 8, width: 8}};max_duration=16ba;distributed.sync_batch_norm=true;"
+      "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
+      "algorithms=[{blurpool: {min_channels: 1}}, {label_smoothing: {smoothing: 0.1}}, "
+      "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
+      "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
+      "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
+      "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
+      "{squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
+      "{factorize: {min_channels: 8, latent_channels: 0.25, min_features: 4, latent_features: 2}}, "
+      "weight_standardization, {stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}, "
+      "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
+  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
+  ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
+  const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
+  ASSERT_EQ(whole0.size(), 16u);
+  // Parameters and statistics: the same on both ranks after every step.
+  for (const auto& [b, line] : whole0) EXPECT_EQ(whole1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/1, /*kill_at=*/11).exit_code, 128 + SIGKILL);
+  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error0.txt");
+  const auto parts = record("parts", 1);
+  ASSERT_EQ(parts.size(), 16u);
+  for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
+}
+
+TEST_F(Distributed, SyncBatchNormIsRefusedWhereRanksWouldRunDifferentForwards) {
+  const std::string cnn = "model={cnn: {width: 4}};data.train.dataset.synthetic.input_shape=[1, 8, 8];"
+                          "data.eval.dataset.synthetic.input_shape=[1, 8, 8];distributed.sync_batch_norm=true;";
+  const std::map<std::string, std::string> refused{
+      {"microbatch_size=8", "distributed.sync_batch_norm: not with microbatch_size"},
+      {"algorithms=[{stochastic_depth: {stochastic_method: block}}];model={resnet: {depth: 8, width: 4}}",
+       "distributed.sync_batch_norm: not with stochastic_depth's stochastic_method: block"},
+      {"algorithms=[{ghost_batchnorm: {ghost_batch_size: 4}}]",
+       "distributed.sync_batch_norm: module 'bn1' ("},
+  };
+  int i = 0;
+  for (const auto& [overrides, expected] : refused) {
+    const std::string out = "refused" + std::to_string(i++);
+    const auto result = launch(2, out, cnn + overrides);
+    EXPECT_NE(result.exit_code, 0) << overrides;
+    const std::string error = slurp(dir_ / out / "error0.txt");
+    EXPECT_NE(error.find(expected), std::string::npos) << error;
+    EXPECT_EQ(slurp(dir_ / out / "rank0.txt"), "") << "a refused run trained: " << overrides;
+  }
 }
 
 TEST_F(Distributed, StochasticDepthDrawsPerRankKeepsRanksIdenticalAndResumesBitwise) {

@@ -51,6 +51,9 @@ struct DistributedOptions {
   /// Broadcast rank 0's buffers (batch-norm running statistics) to every rank before each training forward, as
   /// PyTorch's DDP does by default; off, each rank keeps its own statistics and rank 0's are checkpointed.
   TESSERA_OPTION(bool, broadcast_buffers) = true;
+  /// Batch norms take their training statistics over the global batch (every rank's share), as PyTorch's
+  /// SyncBatchNorm: the model's torch BatchNorm1d/2d/3d layers become dist::SyncBatchNorm after Init's surgery.
+  TESSERA_OPTION(bool, sync_batch_norm) = false;
   /// Seconds the ranks wait for each other at start (rendezvous) before giving up with an error.
   TESSERA_OPTION(double, connect_timeout) = 120.0;
   /// Seconds a collective may wait for a peer before the run fails (a dead or hung rank).
@@ -60,6 +63,7 @@ struct DistributedOptions {
     v("backend", backend_, "collective backend", Choices{{"auto", "gloo", "nccl"}});
     v("bucket_cap_mb", bucket_cap_mb_, "gradient bucket size in MiB", Range::open_closed(0, 4096));
     v("broadcast_buffers", broadcast_buffers_, "broadcast rank 0's buffers before each forward", Any{});
+    v("sync_batch_norm", sync_batch_norm_, "batch-norm statistics over every rank's share", Any{});
     v("connect_timeout", connect_timeout_, "seconds to wait for all ranks at start", Range::open_closed(0, 86400));
     v("timeout", timeout_, "seconds a collective waits for a peer", Range::open_closed(0, 86400));
   }
