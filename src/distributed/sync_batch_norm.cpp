@@ -16,30 +16,62 @@
 namespace tessera::dist {
 namespace {
 
-/// The all-reduce as an autograd function. The Comm travels as an address in the context (an IValue holds no
-/// pointer); it outlives the backward pass, which runs inside the training step that called forward.
-struct AllReduceSum : torch::autograd::Function<AllReduceSum> {
-  static at::Tensor reduce(const at::Tensor& t, Comm& comm) {
-    at::Tensor out = t.detach().clone();
-    comm.all_reduce_sum(out, "sync_batch_norm (batch-norm statistics)");
-    return out;
+/// Normalisation with statistics taken over every rank: y = (x - mean) * invstd * weight + bias, where mean and
+/// invstd (float [C], computed by the caller from the ranks' sums) depend on every rank's input. Backward is
+/// analytic, as PyTorch's SyncBatchNorm: with dy summed over the global batch (one all-reduce of [sum dy,
+/// sum dy (x - mean)]), dx = weight invstd (dy - mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))); the weight's and
+/// bias's gradients are this rank's sums (the ranks' parameter gradients are averaged afterwards as usual).
+struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> {
+  static std::vector<int64_t> reduced_dims(const at::Tensor& x) {
+    std::vector<int64_t> dims{0};
+    for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+    return dims;
   }
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& t, int64_t comm_address) {
+  static std::vector<int64_t> channel_shape(const at::Tensor& x) {
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[1] = x.size(1);
+    return shape;
+  }
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd,
+                            int64_t comm_address, double total) {
+    const auto shape = channel_shape(x);
+    const at::Tensor scale = weight.defined() ? invstd * weight.to(invstd.scalar_type()) : invstd;
+    at::Tensor y = (x - mean.view(shape)) * scale.view(shape);
+    if (bias.defined()) y = y + bias.to(y.scalar_type()).view(shape);
+    ctx->save_for_backward({x, weight, mean, invstd});
     ctx->saved_data["comm"] = comm_address;
-    return reduce(t, *reinterpret_cast<Comm*>(comm_address));
+    ctx->saved_data["total"] = total;
+    ctx->saved_data["bias"] = bias.defined();
+    return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto* comm = reinterpret_cast<Comm*>(ctx->saved_data["comm"].toInt());
-    return {reduce(grads[0], *comm), at::Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3];
+    const at::Tensor dy = grads[0].to(x.scalar_type());
+    const auto dims = reduced_dims(x);
+    const auto shape = channel_shape(x);
+    const int64_t channels = x.size(1);
+    const at::Tensor centred = x - mean.view(shape);
+    const at::Tensor sum_dy = dy.sum(dims);
+    const at::Tensor sum_dy_xmu = (dy * centred).sum(dims);
+    at::Tensor dx, dweight, dbias;
+    if (ctx->needs_input_grad(0)) {  // the same on every rank: all join the all-reduce or none
+      at::Tensor global = at::cat({sum_dy, sum_dy_xmu}).to(at::kDouble);
+      reinterpret_cast<Comm*>(ctx->saved_data["comm"].toInt())->all_reduce_sum(global, "sync_batch_norm (gradients)");
+      global = (global / ctx->saved_data["total"].toDouble()).to(x.scalar_type());
+      const at::Tensor mean_dy = global.narrow(0, 0, channels), mean_dy_xmu = global.narrow(0, channels, channels);
+      const at::Tensor k = weight.defined() ? invstd * weight.to(invstd.scalar_type()) : invstd;
+      dx = (dy - mean_dy.view(shape) - centred * (invstd * invstd * mean_dy_xmu).view(shape)) * k.view(shape);
+    }
+    if (weight.defined() && ctx->needs_input_grad(1)) dweight = (sum_dy_xmu * invstd).to(weight.scalar_type());
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) dbias = sum_dy;
+    return {dx, dweight, dbias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
-
-at::Tensor all_reduce_sum_differentiable(const at::Tensor& t, Comm& comm) {
-  return AllReduceSum::apply(t, static_cast<int64_t>(reinterpret_cast<intptr_t>(&comm)));
-}
 
 SyncBatchNormImpl::SyncBatchNormImpl(const torch::nn::BatchNormOptions& options_, std::vector<int64_t> input_dims_,
                                      at::Tensor weight_, at::Tensor bias_, at::Tensor running_mean_,
@@ -71,21 +103,27 @@ at::Tensor SyncBatchNormImpl::forward(const at::Tensor& x) {
                                                      is_training() || !tracks, factor, options.eps());
   }
 
-  // Per channel: the local sum and the local sum of squares, in double, shifted by a constant near the local mean
-  // (s2 = sum (x - m)^2 + m (2 s1 - n m) is exact for any constant m, and the shift keeps the squares small).
+  // Per channel: this share's sum s1 and its sum of squares around c = s1 / n, s2 = sum (x - c)^2 + c (2 s1 - n c),
+  // in double: the global variance S2 / N - (S1 / N)^2 then keeps its digits however far x is from zero (the
+  // rounding of s1 enters S2 and S1 alike and cancels). One all-reduce of [S1, S2, N]; the gradient through these
+  // statistics is SyncBatchNormFunction's.
   const int64_t channels = x.size(1);
-  std::vector<int64_t> dims{0};
-  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-  shape[1] = channels;
-  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  const bool reduced = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  const at::Tensor xf = reduced ? x.to(at::kFloat) : x;
   const int64_t n = channels > 0 ? x.numel() / channels : 0;
-  const at::Tensor s1 = x.sum(dims, /*keepdim=*/false, at::kDouble);
-  const at::Tensor shift = (n > 0 ? s1.detach() / static_cast<double>(n) : at::zeros_like(s1)).to(x.scalar_type());
-  const at::Tensor shift_d = shift.to(at::kDouble);
-  const at::Tensor s2 = (x - shift.view(shape)).pow(2).sum(dims, /*keepdim=*/false, at::kDouble) +
-                        shift_d * (2.0 * s1 - static_cast<double>(n) * shift_d);
-  const at::Tensor count = at::full({1}, static_cast<double>(n), s1.options());
-  const at::Tensor global = all_reduce_sum_differentiable(at::cat({s1, s2, count}), *comm);
+  const double nd = static_cast<double>(n);
+  at::Tensor global;
+  {
+    at::NoGradGuard no_grad;
+    const auto dims = SyncBatchNormFunction::reduced_dims(xf);
+    const at::Tensor s1f = xf.sum(dims);
+    const at::Tensor centre = n > 0 ? s1f / nd : at::zeros_like(s1f);
+    const at::Tensor centred = xf - centre.view(SyncBatchNormFunction::channel_shape(xf));
+    const at::Tensor s1 = s1f.to(at::kDouble), centre_d = centre.to(at::kDouble);
+    const at::Tensor s2 = (centred * centred).sum(dims).to(at::kDouble) + centre_d * (2.0 * s1 - nd * centre_d);
+    global = at::cat({s1, s2, at::full({1}, nd, s1.options())});
+    comm->all_reduce_sum(global, "sync_batch_norm (statistics)");
+  }
   const double total = global[2 * channels].item<double>();
   if (total <= 1) {
     throw InputError(fmt::format("SyncBatchNorm: expected more than 1 value per channel over all ranks when "
@@ -94,21 +132,18 @@ at::Tensor SyncBatchNormImpl::forward(const at::Tensor& x) {
   }
   const at::Tensor mean = global.narrow(0, 0, channels) / total;
   const at::Tensor var = (global.narrow(0, channels, channels) / total - mean * mean).clamp_min(0.0);
-
-  const bool reduced = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  const at::ScalarType compute = reduced ? at::kFloat : x.scalar_type();
-  at::Tensor scale = (var + options.eps()).rsqrt();
-  if (weight.defined()) scale = scale * weight.to(at::kDouble);
-  at::Tensor y = (x.to(compute) - mean.to(compute).view(shape)) * scale.to(compute).view(shape);
-  if (bias.defined()) y = y + bias.to(compute).view(shape);
+  const at::Tensor invstd = (var + options.eps()).rsqrt();
+  const at::Tensor y = SyncBatchNormFunction::apply(
+      xf, weight, bias, mean.to(xf.scalar_type()), invstd.to(xf.scalar_type()),
+      static_cast<int64_t>(reinterpret_cast<intptr_t>(comm.get())), total);
 
   if (tracks) {
     at::NoGradGuard no_grad;
     at::Tensor counter = num_batches_tracked;
     counter += 1;
     const double factor = options.momentum() ? *options.momentum() : 1.0 / counter.item<double>();
-    const at::Tensor unbiased = var.detach() * (total / (total - 1));
-    running_mean.mul_(1.0 - factor).add_(mean.detach().to(running_mean.scalar_type()), factor);
+    const at::Tensor unbiased = var * (total / (total - 1));
+    running_mean.mul_(1.0 - factor).add_(mean.to(running_mean.scalar_type()), factor);
     running_var.mul_(1.0 - factor).add_(unbiased.to(running_var.scalar_type()), factor);
   }
   return y.to(x.scalar_type());

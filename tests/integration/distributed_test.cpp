@@ -569,7 +569,10 @@ TEST(SyncBatchNorm, OnOneRankEqualsTorchsBatchNormInValuesGradientsAndStatistics
       (y2 * upstream).sum().backward();
       EXPECT_TRUE(at::allclose(x2.grad(), x.grad(), 1e-3, 1e-4)) << (x2.grad() - x.grad()).abs().max().item<double>();
     }
-    EXPECT_TRUE(at::allclose(synced->weight.grad(), reference->weight.grad(), 1e-4, 1e-4));
+    // Sums of 3 x 360 products dy (x - mean) / std with x around 40 and std 0.5: float rounding of the mean alone
+    // moves them by about 1e-4 in either implementation.
+    EXPECT_TRUE(at::allclose(synced->weight.grad(), reference->weight.grad(), 1e-4, 1e-3))
+        << synced->weight.grad() << reference->weight.grad();
     EXPECT_TRUE(at::allclose(synced->bias.grad(), reference->bias.grad(), 1e-4, 1e-4));
     EXPECT_TRUE(at::allclose(synced->running_mean, reference->running_mean, 1e-5, 1e-5));
     EXPECT_TRUE(at::allclose(synced->running_var, reference->running_var, 1e-4, 1e-5))

@@ -31,8 +31,9 @@ class SyncBatchNormImpl : public torch::nn::Module {
                     std::weak_ptr<Comm> comm);
 
   /// Training: normalises with the global batch's per-channel mean and (biased) variance, which every rank gets
-  /// from one all-reduce of double sums; the gradient flows through them to every rank (one more all-reduce in
-  /// backward); the running statistics move by the global mean and unbiased variance, the same on every rank.
+  /// from one all-reduce of double sums; backward takes the gradient through them over every rank (one more
+  /// all-reduce, of the sums of dy and dy (x - mean)); the running statistics move by the global mean and unbiased
+  /// variance, the same on every rank.
   at::Tensor forward(const at::Tensor& input);
   /// Running mean 0, variance 1, no batches tracked (as torch's BatchNorm::reset_running_stats).
   void reset_running_stats();
@@ -52,9 +53,5 @@ TORCH_MODULE(SyncBatchNorm);
 /// TorchScript model (its layers are not LibTorch modules), or another layer keeping running statistics (such as
 /// ghost_batchnorm's, which normalises each ghost batch of a rank's share by design).
 int64_t convert_sync_batch_norm(torch::nn::Module& model, const std::shared_ptr<Comm>& comm);
-
-/// The sum of `t` over the ranks of `comm`, differentiable: its gradient is the sum of the ranks' gradients (each
-/// rank's loss depends on every rank's `t`). Every rank must call it, in the same order, in forward and backward.
-at::Tensor all_reduce_sum_differentiable(const at::Tensor& t, Comm& comm);
 
 }  // namespace tessera::dist
