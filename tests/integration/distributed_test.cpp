@@ -617,6 +617,13 @@ TEST_F(Distributed, SyncBatchNormTakesTheGlobalBatchsStatisticsAndMatchesOneRank
   for (const auto& [b, line] : rank0) EXPECT_EQ(rank1.at(b).fingerprint, line.fingerprint) << "batch " << b;
   const auto synced1 = final_params("sync", 1);
   for (size_t i = 0; i < synced.size(); ++i) EXPECT_TRUE(at::equal(synced1[i], synced[i])) << "tensor " << i;
+  // Under bf16 autocast the layer takes bf16 convolution outputs (its sums in float and double): the ranks still
+  // hold bitwise the same parameters and statistics.
+  ASSERT_EQ(launch(2, "bf16", sync + ";precision=amp_bf16").exit_code, 0) << slurp(dir_ / "bf16" / "error0.txt");
+  const auto bf16_0 = record("bf16", 0), bf16_1 = record("bf16", 1);
+  ASSERT_EQ(bf16_0.size(), 8u);
+  for (const auto& [b, line] : bf16_0) EXPECT_EQ(bf16_1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  EXPECT_NE(bf16_0.at(7).fingerprint, rank0.at(7).fingerprint);  // it did run in bf16
 }
 
 TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesBitwise) {
