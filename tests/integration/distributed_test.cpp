@@ -237,6 +237,23 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
+/// The overrides of the two-rank runs with (nearly) every algorithm: `model` on 16 global batches of 16x16 images,
+/// with every algorithm that acts within such a run (CutMix, which cannot run with MixUp, left out) and `extra`.
+std::string every_algorithm_setup(const std::string& model, const std::string& extra) {
+  return "model=" + model + ";max_duration=16ba;"
+         "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
+         "algorithms=[{blurpool: {min_channels: 1}}, {label_smoothing: {smoothing: 0.1}}, "
+         "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
+         "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
+         "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
+         "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, " +
+         extra +
+         ", {squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
+         "{factorize: {min_channels: 8, latent_channels: 0.25, min_features: 4, latent_features: 2}}, "
+         "weight_standardization, "
+         "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
+}
+
 class Distributed : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -492,18 +509,7 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // weight_standardization standardizes every conv, the factors and those inside blurpool's and squeeze-excite's
   // wrappers too; SWA's average of batches 2 to 12 replaces the weights at 12, after the kill at 11, with the ghost
   // batch norms' statistics recomputed over each rank's share and averaged over the ranks).
-  const std::string setup =
-      "model={cnn: {width: 8}};max_duration=16ba;"
-      "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
-      "algorithms=[{blurpool: {min_channels: 1}}, {label_smoothing: {smoothing: 0.1}}, "
-      "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
-      "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
-      "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
-      "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
-      "{ghost_batchnorm: {ghost_batch_size: 2}}, {squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
-      "{factorize: {min_channels: 8, latent_channels: 0.25, min_features: 4, latent_features: 2}}, "
-      "weight_standardization, "
-      "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
+  const std::string setup = every_algorithm_setup("{cnn: {width: 8}}", "{ghost_batchnorm: {ghost_batch_size: 2}}");
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
@@ -631,17 +637,9 @@ TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesB
   // (refused with sync_batch_norm), and stochastic depth in sample mode: selective backprop's scoring forward and
   // SWA's statistics pass take the global statistics too; a rank killed at batch 11 resumes bitwise.
   const std::string setup =
-      "model={resnet: {depth: 8, width: 8}};max_duration=16ba;distributed.sync_batch_norm=true;"
-      "data.train.dataset.synthetic.input_shape=[1, 16, 16];data.eval.dataset.synthetic.input_shape=[1, 16, 16];"
-      "algorithms=[{blurpool: {min_channels: 1}}, {label_smoothing: {smoothing: 0.1}}, "
-      "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
-      "{progressive_resizing: {initial_scale: 0.5, delay_fraction: 0, finetune_fraction: 0.25}}, "
-      "{layer_freezing: {freeze_start: 0.1, freeze_level: 1}}, {gradient_clipping: {clipping_threshold: 0.5}}, "
-      "{ema: {half_life: 4ba, ema_start: 0.25dur}}, channels_last, {mixup: {alpha: 1}}, {cutout: {num_holes: 2}}, colout, "
-      "{squeeze_excite: {min_channels: 8, latent_channels: 4}}, "
-      "{factorize: {min_channels: 8, latent_channels: 0.25, min_features: 4, latent_features: 2}}, "
-      "weight_standardization, {stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}, "
-      "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
+      every_algorithm_setup("{resnet: {depth: 8, width: 8}}",
+                            "{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}") +
+      "distributed.sync_batch_norm=true;";
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
