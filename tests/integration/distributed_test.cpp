@@ -133,6 +133,15 @@ TEST(DistributedEnvironment, BadValuesAreClearErrors) {
             "distributed environment: LOCAL_RANK=2 but LOCAL_WORLD_SIZE=2; expected a local rank from 0 to 1");
 }
 
+TEST(DistributedBuild, GlooIsInTheBuildWhereGloosHeadersAreInstalled) {
+  // The multi-rank tests below skip on a build without Gloo; this keeps that from passing unnoticed where
+  // libgloo-dev is installed (scripts/install-deps.sh installs it for both toolchains).
+  if (!fs::exists("/usr/include/gloo/config.h")) GTEST_SKIP() << "no gloo headers installed (Debian: libgloo-dev)";
+  EXPECT_TRUE(tessera::dist::gloo_available())
+      << "gloo's headers are installed but CMake left Gloo out (see the 'Tessera: ... Gloo' lines of the configure "
+         "output and <build>/gloo_check.log)";
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The worker (one rank)
 
