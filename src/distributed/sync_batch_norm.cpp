@@ -20,7 +20,9 @@ namespace {
 /// invstd (float [C], computed by the caller from the ranks' sums) depend on every rank's input. Backward is
 /// analytic, as PyTorch's SyncBatchNorm: with dy summed over the global batch (one all-reduce of [sum dy,
 /// sum dy (x - mean)]), dx = weight invstd (dy - mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))); the weight's and
-/// bias's gradients are this rank's sums (the ranks' parameter gradients are averaged afterwards as usual).
+/// bias's gradients are this rank's sums (the ranks' parameter gradients are averaged afterwards as usual). The Comm
+/// travels as an address in the context (an IValue holds no pointer); the run's DataParallel keeps it alive through
+/// the training step whose backward uses it.
 struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> {
   static std::vector<int64_t> reduced_dims(const at::Tensor& x) {
     std::vector<int64_t> dims{0};
@@ -90,15 +92,17 @@ at::Tensor SyncBatchNormImpl::forward(const at::Tensor& x) {
                                  fmt::join(input_dims, "- or "), c10::str(x.sizes())));
   }
   const bool tracks = running_mean.defined();
+  // A training step with running statistics counts one more batch; the weight of this batch's statistics is the
+  // momentum, or 1/count for a cumulative average (momentum None), as in torch::nn::BatchNorm.
+  auto count_batch = [&] {
+    at::Tensor counter = num_batches_tracked;  // a handle on the buffer: += updates it in place
+    counter += 1;
+    return options.momentum() ? *options.momentum() : 1.0 / counter.item<double>();
+  };
   const std::shared_ptr<Comm> comm = is_training() ? comm_.lock() : nullptr;
   if (!comm) {
     // torch::nn::BatchNorm's forward (evaluation, or the run's process group is gone).
-    double factor = options.momentum().value_or(0.0);
-    if (is_training() && tracks) {
-      at::Tensor counter = num_batches_tracked;  // a handle on the buffer: += updates it in place
-      counter += 1;
-      if (!options.momentum()) factor = 1.0 / counter.item<double>();
-    }
+    const double factor = is_training() && tracks ? count_batch() : options.momentum().value_or(0.0);
     return torch::nn::functional::detail::batch_norm(x, running_mean, running_var, weight, bias,
                                                      is_training() || !tracks, factor, options.eps());
   }
@@ -139,9 +143,7 @@ at::Tensor SyncBatchNormImpl::forward(const at::Tensor& x) {
 
   if (tracks) {
     at::NoGradGuard no_grad;
-    at::Tensor counter = num_batches_tracked;
-    counter += 1;
-    const double factor = options.momentum() ? *options.momentum() : 1.0 / counter.item<double>();
+    const double factor = count_batch();
     const at::Tensor unbiased = var * (total / (total - 1));
     running_mean.mul_(1.0 - factor).add_(mean.to(running_mean.scalar_type()), factor);
     running_var.mul_(1.0 - factor).add_(unbiased.to(running_var.scalar_type()), factor);

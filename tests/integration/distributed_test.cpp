@@ -334,6 +334,15 @@ distributed: {timeout: 30, connect_timeout: 30}
     }
     return rows;
   }
+  /// `overrides` on 2 ranks with a checkpoint every 2 batches and autoresume, into "parts": rank `kill_rank` is
+  /// SIGKILLed after batch `kill_at`, then the run is started again and completes. Returns `rank`'s record.
+  std::map<int64_t, Line> killed_and_resumed(const std::string& overrides, int kill_rank, int kill_at, int rank) {
+    const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
+    EXPECT_EQ(launch(2, "parts", overrides + ck, kill_rank, kill_at).exit_code, 128 + SIGKILL);
+    EXPECT_EQ(launch(2, "parts", overrides + ck).exit_code, 0)
+        << slurp(dir_ / "parts" / "error0.txt") << slurp(dir_ / "parts" / "error1.txt");
+    return record("parts", rank);
+  }
   /// The final parameters, then buffers, of one rank.
   std::vector<at::Tensor> final_params(const std::string& out, int rank) {
     std::vector<at::Tensor> params;
@@ -519,7 +528,6 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // wrappers too; SWA's average of batches 2 to 12 replaces the weights at 12, after the kill at 11, with the ghost
   // batch norms' statistics recomputed over each rank's share and averaged over the ranks).
   const std::string setup = every_algorithm_setup("{cnn: {width: 8}}", "{ghost_batchnorm: {ghost_batch_size: 2}}");
-  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
   ASSERT_EQ(whole.size(), 16u);
@@ -536,9 +544,7 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
   EXPECT_NE(evals0.find("\n16 "), std::string::npos) << "the evaluation at the end of fit:\n" << evals0;
   EXPECT_EQ(slurp(dir_ / "whole" / "evals1.txt"), evals0);
   fs::remove_all(dir_ / "run");
-  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/1, /*kill_at=*/11).exit_code, 128 + SIGKILL);
-  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error0.txt");
-  const auto parts = record("parts", 0);
+  const auto parts = killed_and_resumed(setup, /*kill_rank=*/1, /*kill_at=*/11, /*rank=*/0);
   ASSERT_EQ(parts.size(), 16u);
   for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
   const auto resumed1 = final_params("parts", 1);
@@ -649,15 +655,12 @@ TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesB
       every_algorithm_setup("{resnet: {depth: 8, width: 8}}",
                             "{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}") +
       "distributed.sync_batch_norm=true;";
-  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
   ASSERT_EQ(whole0.size(), 16u);
   // Parameters and statistics: the same on both ranks after every step.
   for (const auto& [b, line] : whole0) EXPECT_EQ(whole1.at(b).fingerprint, line.fingerprint) << "batch " << b;
-  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/1, /*kill_at=*/11).exit_code, 128 + SIGKILL);
-  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error0.txt");
-  const auto parts = record("parts", 1);
+  const auto parts = killed_and_resumed(setup, /*kill_rank=*/1, /*kill_at=*/11, /*rank=*/1);
   ASSERT_EQ(parts.size(), 16u);
   for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
@@ -691,7 +694,6 @@ TEST_F(Distributed, StochasticDepthDrawsPerRankKeepsRanksIdenticalAndResumesBitw
       "model={resnet: {depth: 8, width: 4}};"
       "data.train.dataset.synthetic.input_shape=[1, 8, 8];data.eval.dataset.synthetic.input_shape=[1, 8, 8];"
       "algorithms=[{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}, weight_standardization];";
-  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole = record("whole", 0);
   ASSERT_EQ(whole.size(), 8u);
@@ -699,9 +701,7 @@ TEST_F(Distributed, StochasticDepthDrawsPerRankKeepsRanksIdenticalAndResumesBitw
   ASSERT_EQ(params0.size(), params1.size());
   for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(params0[i], params1[i])) << "tensor " << i;
   fs::remove_all(dir_ / "run");
-  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/0, /*kill_at=*/5).exit_code, 128 + SIGKILL);
-  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error1.txt");
-  const auto parts = record("parts", 0);
+  const auto parts = killed_and_resumed(setup, /*kill_rank=*/0, /*kill_at=*/5, /*rank=*/0);
   ASSERT_EQ(parts.size(), 8u);
   for (const auto& [b, line] : whole) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
@@ -725,10 +725,7 @@ TEST_F(Distributed, DataPipelineAugmentationsAreTheSameImagesOnOneOrTwoRanksAndR
   ASSERT_EQ(params0.size(), params1.size());
   for (size_t i = 0; i < params0.size(); ++i) EXPECT_TRUE(at::equal(params0[i], params1[i])) << "tensor " << i;
   const auto whole = record("whole", 0);
-  const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
-  EXPECT_EQ(launch(2, "parts", setup + ck, /*kill_rank=*/1, /*kill_at=*/5).exit_code, 128 + SIGKILL);
-  ASSERT_EQ(launch(2, "parts", setup + ck).exit_code, 0) << slurp(dir_ / "parts" / "error0.txt");
-  const auto parts = record("parts", 0);
+  const auto parts = killed_and_resumed(setup, /*kill_rank=*/1, /*kill_at=*/5, /*rank=*/0);
   ASSERT_EQ(parts.size(), 8u);
   for (const auto& [b, line] : whole) {
     EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
