@@ -663,6 +663,22 @@ TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesB
   for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
 
+TEST_F(Distributed, SyncBatchNormWithSamAndCutMixStaysIdenticalAndResumesBitwise) {
+  // The algorithms the test above leaves out: SAM's second forward and backward at the perturbed weights take the
+  // global statistics again on every rank; CutMix (which cannot run with MixUp) pastes the same boxes on each share.
+  const std::string setup = "model={cnn: {width: 4}};data.train.dataset.synthetic.input_shape=[1, 8, 8];"
+                            "data.eval.dataset.synthetic.input_shape=[1, 8, 8];distributed.sync_batch_norm=true;"
+                            "algorithms=[{sam: {rho: 0.1}}, {cutmix: {alpha: 1}}];";
+  ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
+  const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
+  ASSERT_EQ(whole0.size(), 8u);
+  for (const auto& [b, line] : whole0) EXPECT_EQ(whole1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  fs::remove_all(dir_ / "run");
+  const auto parts = killed_and_resumed(setup, /*kill_rank=*/0, /*kill_at=*/5, /*rank=*/1);
+  ASSERT_EQ(parts.size(), 8u);
+  for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
+}
+
 TEST_F(Distributed, SyncBatchNormIsRefusedWhereRanksWouldRunDifferentForwards) {
   const std::string cnn = "model={cnn: {width: 4}};data.train.dataset.synthetic.input_shape=[1, 8, 8];"
                           "data.eval.dataset.synthetic.input_shape=[1, 8, 8];distributed.sync_batch_norm=true;";
