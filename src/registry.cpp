@@ -37,6 +37,7 @@
 #include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
+#include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
@@ -198,6 +199,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::Factorize, algorithms::FactorizeOptions>("factorize"),
       algorithm<algorithms::GhostBatchNorm, algorithms::GhostBatchNormOptions>("ghost_batchnorm"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
+      algorithm<algorithms::GyroDropout, algorithms::GyroDropoutOptions>("gyro_dropout"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
       algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),

@@ -38,6 +38,7 @@ int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, con
       torch::nn::AnyModule& current = owner->slot(name);
       std::optional<torch::nn::AnyModule> next = policy(prefix.empty() ? name : prefix + "." + name, current);
       if (!next) continue;
+      next->ptr()->train(current.ptr()->is_training());  // a new module is made in training mode
       owner->replace_slot(name, std::move(*next));
       ++replaced;
     }

@@ -26,7 +26,8 @@ namespace tessera {
 using SlotPolicy = std::function<std::optional<torch::nn::AnyModule>(const std::string& path, torch::nn::AnyModule& current)>;
 
 /// Applies `policy` to every slot of every SlottedModule in `model` (the model itself included), visiting
-/// the modules that existed before the call (replacements are not visited again). Then, when `optimizer` is
+/// the modules that existed before the call (replacements are not visited again; each takes the training or
+/// evaluation mode of the module it replaces). Then, when `optimizer` is
 /// given, parameters that left the model leave the optimizer (with their state) and new parameters join the
 /// first param group. Returns the number of slots replaced.
 int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, const SlotPolicy& policy);

@@ -23,6 +23,7 @@
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/gradient_clipping.h>
+#include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/randaugment.h>
@@ -562,6 +563,31 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("last_scale", &alg::ProgressiveResizing::last_scale,
                              "The pinned scale used for the last batch.");
 
+  py::class_<alg::GyroDropoutMasks, std::shared_ptr<alg::GyroDropoutMasks>>(
+      m, "GyroDropoutMasks",
+      "The masks of one gyro dropout layer and the period it trains (the algorithm moves it before each batch); "
+      "the module that replaces a torch.nn.Dropout in a Python model calls forward(x, training).")
+      .def("forward", &alg::GyroDropoutMasks::forward, py::arg("x"), py::arg("training"),
+           "In training, x times the period's mask of each example (example n of N gets mask floor(n * tau / N)), "
+           "divided by 1 - p; otherwise x.")
+      .def("selected", &alg::GyroDropoutMasks::selected, py::arg("features"),
+           "The tau masks trained now, [tau, features] of 0 and 1.")
+      .def("select", &alg::GyroDropoutMasks::select, py::arg("seed"), py::arg("period"),
+           "Trains the masks of `period` of the run seeded `seed` from now on.")
+      .def_property_readonly("layer", &alg::GyroDropoutMasks::layer)
+      .def_property_readonly("period", &alg::GyroDropoutMasks::period);
+
+  bind_algorithm<alg::GyroDropout, alg::GyroDropoutOptions>(
+      m, "GyroDropout", "gyro_dropout",
+      "Gyro dropout by surgery at INIT (Lee et al. 2022): every dropout layer trains only sigma preselected masks, "
+      "tau of them at once (each on its share of the batch), a new choice of tau every max(1, T // sigma) * tau "
+      "batches (T: the run's length). Masks and choices from (seed, layer, period): exact resume, the same on every "
+      "rank. In evaluation the layers are the identity.")
+      .def("add_layer", &alg::GyroDropout::add_layer,
+           "A new layer's masks, numbered after the ones before (the surgery on a Python model calls it).")
+      .def_property_readonly("replaced", [](const alg::GyroDropout& a) { return a.layers().size(); },
+                             "How many dropout layers the last application replaced.");
+
   bind_algorithm<alg::SelectiveBackprop, alg::SelectiveBackpropOptions>(
       m, "SelectiveBackprop", "selective_backprop",
       "Selective backprop (Jiang et al. 2019): trains on the examples with the highest loss, chosen at "
@@ -838,6 +864,22 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         "the running statistics (updated in place, or None) moved once per chunk with momentum / chunks "
         "(momentum None: a cumulative average; num_batches_tracked, if given, counts the chunks in place); not "
         "training: torch's batch norm.");
+  f.def(
+      "apply_gyro_dropout",
+      [](Model& model, const py::kwargs& kwargs) {
+        return alg::apply_gyro_dropout(model, options_from_kwargs<alg::GyroDropoutOptions>(kwargs, "gyro_dropout"));
+      },
+      py::arg("model"),
+      "Gyro-dropout surgery on a tessera.Model (keyword arguments as for tessera.algorithms.GyroDropout); returns "
+      "the masks of the replaced layers (tessera.GyroDropoutMasks), in order.");
+  f.def("gyro_dropout", &alg::gyro_dropout, py::arg("x"), py::arg("selected"), py::arg("p"),
+        "x [N, F, ...] times selected [M, F]'s row floor(n * M / N) for example n, divided by 1 - p.");
+  f.def("gyro_dropout_masks", &alg::gyro_dropout_masks, py::arg("seed"), py::arg("layer"), py::arg("features"),
+        py::arg("p"), py::arg("sigma"), "The sigma preselected 0/1 masks [sigma, features] of a layer.");
+  f.def("gyro_dropout_selection", &alg::gyro_dropout_selection, py::arg("seed"), py::arg("layer"), py::arg("period"),
+        py::arg("sigma"), py::arg("tau"), "The tau distinct masks a layer trains in a period.");
+  f.def("gyro_dropout_period_length", &alg::gyro_dropout_period_length, py::arg("total_batches"), py::arg("sigma"),
+        py::arg("tau"), "Batches per period: max(1, total_batches // sigma) * tau.");
   f.def(
       "apply_squeeze_excite",
       [](Model& model, const py::kwargs& kwargs) {

@@ -35,11 +35,13 @@ def algorithms_stub() -> str:
         '"""Type hints of tessera.algorithms (generated from the C++ Options by tessera/_stubgen.py)."""',
         "from typing import Any, Dict, List, Mapping, Tuple, Union",
         "",
+        "import torch",
+        "",
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
     for name in ("AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
-                 "GhostBatchNorm", "GradientClipping", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing",
+                 "GhostBatchNorm", "GradientClipping", "GyroDropout", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing",
                  "RandAugment", "SAM", "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "SWA",
                  "WeightStandardization"):
         cls = getattr(algorithms, name)
@@ -54,12 +56,24 @@ def algorithms_stub() -> str:
                  "ColOut": ("last_kept", "List[Tuple[List[int], List[int]]]"), "CutMix": ("last_lambda", "float"),
                  "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
+                 "GyroDropout": ("replaced", "int"),
                  "SqueezeExcite": ("replaced", "int"), "StochasticDepth": ("drop_rates", "List[float]"),
                  "WeightStandardization": ("replaced", "int"), "Factorize": ("counts", "Dict[str, int]")}.get(name)
         if extra:
             lines += ["    @property", f"    def {extra[0]}(self) -> {extra[1]}: ..."]
+        if name == "GyroDropout":
+            lines.append("    def add_layer(self) -> GyroDropoutMasks: ...")
         lines.append("")
     lines += [
+        "class GyroDropoutMasks:",
+        "    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor: ...",
+        "    def selected(self, features: int) -> torch.Tensor: ...",
+        "    def select(self, seed: int, period: int) -> None: ...",
+        "    @property",
+        "    def layer(self) -> int: ...",
+        "    @property",
+        "    def period(self) -> int: ...",
+        "",
         "def make(entry: Union[str, Mapping[str, Any]]) -> Algorithm: ...",
         "def registered() -> List[str]: ...",
         "",

@@ -84,6 +84,21 @@ class GhostBatchNorm(torch.nn.Module):
                                               self.num_batches_tracked)
 
 
+class GyroDropout(torch.nn.Module):
+    """Gyro dropout in place of a torch.nn.Dropout (algorithms/gyro_dropout: GyroDropoutLayerImpl): the layer's masks
+    live in C++ (tessera.algorithms.GyroDropoutMasks), where the algorithm moves them to each batch's period."""
+
+    def __init__(self, masks: Any) -> None:
+        super().__init__()
+        self.masks = masks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.masks.forward(x, self.training)
+
+    def extra_repr(self) -> str:
+        return f"layer={self.masks.layer}"
+
+
 class SqueezeExcite2d(torch.nn.Module):
     """The SE block (algorithms/squeeze_excite: SqueezeExcite2dImpl): bias-free fc1 (C -> d) and fc2 (d -> C)."""
 
@@ -190,7 +205,8 @@ def _wrapped(module: torch.nn.Module, wrapper: Any) -> set:
     return {id(child) for m in module.modules() if isinstance(m, wrapper) for child in m.children()}
 
 
-def _blurpool(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+def _blurpool(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    options = algorithm.options
     blurred = _wrapped(module, BlurConv2d)
 
     def policy(m: torch.nn.Module) -> Any:
@@ -207,7 +223,8 @@ def _blurpool(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -
     return {"convs": counts.get("convs", 0), "maxpools": counts.get("maxpools", 0)}
 
 
-def _ghost_batchnorm(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+def _ghost_batchnorm(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    options = algorithm.options
     dims = {torch.nn.BatchNorm1d: (2, 3), torch.nn.BatchNorm2d: (4,), torch.nn.BatchNorm3d: (5,)}
 
     def policy(m: torch.nn.Module) -> Any:
@@ -218,7 +235,8 @@ def _ghost_batchnorm(module: torch.nn.Module, options: Dict[str, Any], dry_run: 
     return {"batchnorms": _replace(module, policy, dry_run).get("batchnorms", 0)}
 
 
-def _squeeze_excite(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+def _squeeze_excite(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    options = algorithm.options
     def policy(m: torch.nn.Module) -> Any:
         if type(m) is torch.nn.Conv2d and min(m.in_channels, m.out_channels) >= options["min_channels"]:
             latent = _C.functional.squeeze_excite_latent(options["latent_channels"], m.out_channels)
@@ -228,7 +246,8 @@ def _squeeze_excite(module: torch.nn.Module, options: Dict[str, Any], dry_run: b
     return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
 
 
-def _weight_standardization(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+def _weight_standardization(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    options = algorithm.options
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     convs = [m for m in module.modules() if type(m) in kinds]
     chosen = {id(m) for m in convs[: max(0, len(convs) - options["n_last_layers_ignore"])]}
@@ -239,7 +258,8 @@ def _weight_standardization(module: torch.nn.Module, options: Dict[str, Any], dr
         return None
 
     return {"convs": _replace(module, policy, dry_run).get("convs", 0)}
-def _factorize(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) -> Dict[str, int]:
+def _factorize(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    options = algorithm.options
     # The layers inside a factorized layer are not factorized again.
     factors = _wrapped(module, _Factorized)
     no_saving = [0]
@@ -276,11 +296,23 @@ def _factorize(module: torch.nn.Module, options: Dict[str, Any], dry_run: bool) 
     return {"convs": counts.get("convs", 0), "linears": counts.get("linears", 0), "no_saving": no_saving[0]}
 
 
+def _gyro_dropout(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    # Numbered in module order, as the C++ surgery numbers slots in visiting order; the algorithm keeps each layer's
+    # masks and moves them to the batch's period.
+    def policy(m: torch.nn.Module) -> Any:
+        if type(m) is torch.nn.Dropout:
+            return "dropouts", lambda: GyroDropout(algorithm.add_layer())
+        return None
+
+    return {"dropouts": _replace(module, policy, dry_run).get("dropouts", 0)}
+
+
 #: The surgery of each algorithm (by its spec name) on Python modules.
-SURGERIES: Dict[str, Callable[[torch.nn.Module, Dict[str, Any], bool], Dict[str, int]]] = {
+SURGERIES: Dict[str, Callable[[torch.nn.Module, Any, bool], Dict[str, int]]] = {
     "blurpool": _blurpool,
     "factorize": _factorize,
     "ghost_batchnorm": _ghost_batchnorm,
+    "gyro_dropout": _gyro_dropout,
     "squeeze_excite": _squeeze_excite,
     "weight_standardization": _weight_standardization,
 }
@@ -294,4 +326,4 @@ def apply(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, i
             f"{name}: changes the model's structure, and has no surgery for Python modules yet "
             f"(those with one: {', '.join(sorted(SURGERIES))}); use a recipe model, or leave it out"
         )
-    return surgery(module, algorithm.options, dry_run)
+    return surgery(module, algorithm, dry_run)

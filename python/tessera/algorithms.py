@@ -19,6 +19,8 @@ EMA = _native.EMA
 Factorize = _native.Factorize
 GhostBatchNorm = _native.GhostBatchNorm
 GradientClipping = _native.GradientClipping
+GyroDropout = _native.GyroDropout
+GyroDropoutMasks = _native.GyroDropoutMasks
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
 MixUp = _native.MixUp
@@ -46,6 +48,8 @@ __all__ = [
     "Factorize",
     "GhostBatchNorm",
     "GradientClipping",
+    "GyroDropout",
+    "GyroDropoutMasks",
     "LabelSmoothing",
     "LayerFreezing",
     "MixUp",

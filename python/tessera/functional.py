@@ -68,6 +68,11 @@ factorize_latent = _native.factorize_latent
 factorize_reduces_cost = _native.factorize_reduces_cost
 apply_ghost_batchnorm = _native.apply_ghost_batchnorm
 ghost_batch_norm = _native.ghost_batch_norm
+apply_gyro_dropout = _native.apply_gyro_dropout
+gyro_dropout = _native.gyro_dropout
+gyro_dropout_masks = _native.gyro_dropout_masks
+gyro_dropout_selection = _native.gyro_dropout_selection
+gyro_dropout_period_length = _native.gyro_dropout_period_length
 apply_squeeze_excite = _native.apply_squeeze_excite
 squeeze_excite = _native.squeeze_excite
 squeeze_excite_latent = _native.squeeze_excite_latent
@@ -146,6 +151,7 @@ __all__ = [
     "apply_channels_last",
     "apply_factorize",
     "apply_ghost_batchnorm",
+    "apply_gyro_dropout",
     "apply_squeeze_excite",
     "apply_stochastic_depth",
     "apply_weight_standardization",
@@ -182,6 +188,10 @@ __all__ = [
     "freeze_depth",
     "freeze_layers",
     "ghost_batch_norm",
+    "gyro_dropout",
+    "gyro_dropout_masks",
+    "gyro_dropout_period_length",
+    "gyro_dropout_selection",
     "mixed_loss",
     "mixup_batch",
     "pinned_scale",

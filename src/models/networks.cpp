@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 
 #include <tessera/error.h>
@@ -61,6 +62,10 @@ MLP::MLP(MLPOptions options) : options_(std::move(options)) {
     const int64_t out = options_.hidden()[i];
     layers_.push_back("fc" + std::to_string(i + 1));
     register_slot(layers_.back(), nn::AnyModule(nn::Linear(in, out)));
+    // A module in a slot (not a functional call), so that surgery can replace it (gyro_dropout).
+    if (options_.dropout() > 0) {
+      register_slot("dropout" + std::to_string(i + 1), nn::AnyModule(nn::Dropout(options_.dropout())));
+    }
     in = out;
   }
   register_slot("head", nn::AnyModule(nn::Linear(in, options_.num_classes())));
@@ -74,10 +79,9 @@ at::Tensor MLP::forward(const Batch& batch) {
                                  options_.in_features()));
   }
   at::Tensor x = input.flatten(1);
-  const double p = options_.dropout();
-  for (const auto& name : layers_) {
-    x = slot(name).forward(x).relu_();
-    if (p > 0) x = at::dropout(x, p, is_training());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    x = slot(layers_[i]).forward(x).relu_();
+    if (options_.dropout() > 0) x = slot("dropout" + std::to_string(i + 1)).forward(x);
   }
   return slot("head").forward(x);
 }
@@ -174,6 +178,7 @@ ResNet::ResNet(ResNetOptions options) : options_(std::move(options)) {
     }
     register_module("layer" + std::to_string(stage + 1), layer);
   }
+  if (options_.dropout() > 0) register_slot("dropout", nn::AnyModule(nn::Dropout(options_.dropout())));
   register_slot("fc", nn::AnyModule(nn::Linear(in, options_.num_classes())));
   init_convolutions(*this);
 }
@@ -183,7 +188,9 @@ at::Tensor ResNet::forward(const Batch& batch) {
   check_image(input, options_.in_channels(), "resnet");
   at::Tensor x = slot("bn1").forward(slot("conv1").forward(input)).relu_();
   for (const auto& block : blocks_) x = block->forward(x);
-  return slot("fc").forward(x.mean({2, 3}));
+  x = x.mean({2, 3});
+  if (options_.dropout() > 0) x = slot("dropout").forward(x);
+  return slot("fc").forward(x);
 }
 
 at::Tensor ResNet::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {

@@ -31,6 +31,7 @@
 #include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
+#include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
@@ -179,6 +180,8 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     return std::make_shared<StochasticDepth>(StochasticDepthOptions().stochastic_method("sample").drop_rate(0.5));
   }
   if (name == "weight_standardization") return std::make_shared<WeightStandardization>();
+  // 18 batches cut into periods of floor(18 / 4) * 2 = 8: new masks at batches 8 and 16, across the interruptions.
+  if (name == "gyro_dropout") return std::make_shared<GyroDropout>(GyroDropoutOptions().sigma(4).tau(2));
   throw std::invalid_argument("unknown test algorithm " + name);
 }
 
@@ -601,6 +604,9 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
   if (has(spec.algorithms, "weight_standardization")) {  // CNN: 3 convs; ResNet-8: 7 and 2 projections
     EXPECT_EQ(count_modules(static_cast<algorithms::WeightStandardizedConvImpl*>(nullptr)), spec.model == "cnn" ? 3 : 9);
   }
+  if (has(spec.algorithms, "gyro_dropout")) {  // the MLP's one dropout slot
+    EXPECT_EQ(count_modules(static_cast<algorithms::GyroDropoutLayerImpl*>(nullptr)), 1);
+  }
   if (has(spec.algorithms, "factorize")) {
     EXPECT_EQ(count_modules(static_cast<algorithms::FactorizedConv2dImpl*>(nullptr)), 2);
     EXPECT_EQ(count_modules(static_cast<algorithms::FactorizedLinearImpl*>(nullptr)), 1);
@@ -823,6 +829,16 @@ std::vector<RunSpec> resume_specs() {
   depth_bf16.precision = "amp_bf16";
   depth_bf16.algorithms = {"stochastic_depth_sample", "weight_standardization", "channels_last"};
   specs.push_back(depth_bf16);
+  // Gyro dropout keeps no state (its masks and their periods come from the seed and the batch count): surgery at
+  // Init in the fresh run; SAM's second pass and selective backprop's scoring use the batch's masks; microbatches
+  // (each spreads the masks over its own examples) under autocast.
+  RunSpec gyro;
+  gyro.name = "gyro_dropout_sam_selective_backprop_microbatches_amp_bf16";
+  gyro.model = "mlp_dropout";
+  gyro.microbatch_size = 3;
+  gyro.precision = "amp_bf16";
+  gyro.algorithms = {"gyro_dropout", "sam", "selective_backprop"};
+  specs.push_back(gyro);
   RunSpec standardized;
   standardized.name = "weight_standardization_blurpool_squeeze_excite";
   standardized.model = "cnn";

@@ -647,11 +647,13 @@ TEST_F(Distributed, SyncBatchNormTakesTheGlobalBatchsStatisticsAndMatchesOneRank
 
 TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesBitwise) {
   // A ResNet-8 with the algorithms of EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise but ghost_batchnorm
-  // (refused with sync_batch_norm), and stochastic depth in sample mode: selective backprop's scoring forward and
+  // (refused with sync_batch_norm), stochastic depth in sample mode and gyro dropout before the classifier (new
+  // masks at batch 8; each rank spreads the same 4 masks over its share): selective backprop's scoring forward and
   // SWA's statistics pass take the global statistics too; a rank killed at batch 11 resumes bitwise.
   const std::string setup =
-      every_algorithm_setup("{resnet: {depth: 8, width: 8}}",
-                            "{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}") +
+      every_algorithm_setup("{resnet: {depth: 8, width: 8, dropout: 0.25}}",
+                            "{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}, "
+                            "{gyro_dropout: {sigma: 8, tau: 4}}") +
       "distributed.sync_batch_norm=true;";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole0 = record("whole", 0), whole1 = record("whole", 1);

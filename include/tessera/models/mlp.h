@@ -29,8 +29,9 @@ struct MLPOptions {
   }
 };
 
-/// MLP classifier. Its Linear layers sit in slots "fc1", "fc2", ... and "head". The input is flattened
-/// from dimension 1 and must have `in_features` features per example.
+/// MLP classifier. Its Linear layers sit in slots "fc1", "fc2", ... and "head", and with dropout > 0 a
+/// torch::nn::Dropout after each hidden activation in slots "dropout1", "dropout2", ... (gyro_dropout replaces
+/// them). The input is flattened from dimension 1 and must have `in_features` features per example.
 class MLP : public Model {
  public:
   /// Throws InputError on invalid options, or when in_features or num_classes is 0.

@@ -25,12 +25,16 @@ struct ResNetOptions {
   TESSERA_OPTION(int64_t, in_channels) = 0;
   /// Number of classes (0 = filled in from the data by the registry).
   TESSERA_OPTION(int64_t, num_classes) = 0;
+  /// Dropout probability on the pooled features before the classifier (0 = none; a torch::nn::Dropout in slot
+  /// "dropout" when positive, which gyro_dropout replaces).
+  TESSERA_OPTION(double, dropout) = 0.0;
   template <class V>
   void visit(V& v) {
     v("depth", depth_, "number of layers, 6n+2 (20, 32, 44, 56, 110)", Range::at_least(8));
     v("width", width_, "channels of the first stage", Range::at_least(1));
     v("in_channels", in_channels_, "input channels (0 = from the data)", Range::at_least(0));
     v("num_classes", num_classes_, "number of classes (0 = from the data)", Range::at_least(0));
+    v("dropout", dropout_, "dropout probability before the classifier", Range::closed_open(0, 1));
   }
 };
 
@@ -51,8 +55,8 @@ class BasicBlock : public SlottedModule {
   bool projection_;
 };
 
-/// CIFAR-style ResNet classifier. Slots of the model: conv1, bn1, fc; the blocks are children
-/// "layer1".."layer3" (ModuleLists), so parameter names read "layer2.0.conv1.weight".
+/// CIFAR-style ResNet classifier. Slots of the model: conv1, bn1, fc (and dropout when dropout > 0); the blocks are
+/// children "layer1".."layer3" (ModuleLists), so parameter names read "layer2.0.conv1.weight".
 class ResNet : public Model {
  public:
   /// Throws InputError on invalid options (depth not 6n+2, in_channels or num_classes 0).
