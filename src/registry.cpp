@@ -806,6 +806,7 @@ std::string interactions_markdown() {
     if (s.required_on_load) flags += "required on load ";
     if (s.interpolates_loss) flags += "interpolates loss ";
     if (s.leaves_parameters_unused) flags += "leaves parameters unused ";
+    if (s.skips_modules) flags += "skips modules ";
     if (s.may_repeat) flags += "may repeat ";
     for (Precision p : s.refused_precisions) flags += std::string("refuses ") + precision_name(p) + " (" + s.precision_reason + ") ";
     if (!s.precision_note.empty()) flags += "precision: " + s.precision_note + " ";

@@ -83,7 +83,7 @@ void configure_runtime(int64_t threads, bool deterministic) {
 #endif
   choose_blas_kernels();
   int64_t n = threads;
-  if (n <= 0) n = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  if (n <= 0) n = default_threads();
   if (at::get_num_threads() != n) at::set_num_threads(static_cast<int>(n));
   at::globalContext().setDeterministicAlgorithms(deterministic, /*warn_only=*/false);
   if (deterministic) {
@@ -163,8 +163,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     state_.world_size = ddp_->world_size();
     ddp_->setup(components, components.evaluators);
     if (options_.threads() == 0) {  // "all cores" means this rank's share of them
-      const int64_t local = std::max(1, ddp_->comm().environment().local_world_size);
-      options_.threads(std::max<int64_t>(1, std::thread::hardware_concurrency() / local));
+      options_.threads(default_threads(ddp_->comm().environment().local_world_size));
     }
   }
 

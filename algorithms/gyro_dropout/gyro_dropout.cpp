@@ -36,16 +36,21 @@ at::Tensor apply_rows(const at::Tensor& x, const at::Tensor& scaled) {
   return x * mask.view(shape);
 }
 
+/// The input of layer `layer` (or, for layer -1, of the functional form) against the masks' number of features
+/// (-1: not made yet).
 void check_input(const at::Tensor& x, int64_t features, int64_t layer) {
+  const std::string who = layer < 0 ? "the input" : fmt::format("layer {}'s input", layer);
   if (x.dim() < 2) {
-    throw InputError(fmt::format("gyro_dropout: layer {} got an input of shape {}; expected [N, features, ...]", layer,
-                                 c10::str(x.sizes())));
+    throw InputError(fmt::format("gyro_dropout: {} has shape {}; expected [N, features, ...]", who, c10::str(x.sizes())));
   }
-  if (features >= 0 && x.size(1) != features) {
-    throw InputError(fmt::format("gyro_dropout: layer {} got {} features (dimension 1 of its input {}) after {}: its "
-                                 "masks are made once, for one number of features",
-                                 layer, x.size(1), c10::str(x.sizes()), features));
+  if (features < 0 || x.size(1) == features) return;
+  if (layer < 0) {
+    throw InputError(fmt::format("gyro_dropout: the input has {} features (dimension 1 of {}); the masks have {}",
+                                 x.size(1), c10::str(x.sizes()), features));
   }
+  throw InputError(fmt::format("gyro_dropout: {} has {} features (dimension 1 of {}), and had {} before: a layer's "
+                               "masks are made once, for one number of features",
+                               who, x.size(1), c10::str(x.sizes()), features));
 }
 
 }  // namespace
@@ -90,7 +95,7 @@ at::Tensor gyro_dropout(const at::Tensor& x, const at::Tensor& selected, double 
     throw InputError(fmt::format("gyro_dropout: expected selected masks [M, features] with M >= 1, got shape {}",
                                  c10::str(selected.sizes())));
   }
-  check_input(x, selected.size(1), 0);
+  check_input(x, selected.size(1), -1);
   if (x.size(0) == 0) return x.clone();
   return apply_rows(x, selected.to(x.device(), x.scalar_type()).mul(1.0 / (1.0 - p)));
 }
@@ -111,6 +116,10 @@ void GyroDropoutMasks::select(uint64_t seed, int64_t period) {
 }
 
 at::Tensor GyroDropoutMasks::selected(int64_t features) {
+  if (masks_.defined() && masks_.size(1) != features) {
+    throw InputError(fmt::format("gyro_dropout: layer {}'s masks were made for {} features, not {}", layer_,
+                                 masks_.size(1), features));
+  }
   if (!masks_.defined()) masks_ = gyro_dropout_masks(seed_, layer_, features, options_.p(), options_.sigma());
   const std::vector<int64_t> picks = gyro_dropout_selection(seed_, layer_, period_, options_.sigma(), options_.tau());
   return masks_.index_select(0, at::tensor(picks, at::kLong));

@@ -74,7 +74,8 @@ class GyroDropoutMasks {
   at::Tensor forward(const at::Tensor& x, bool training);
   int64_t layer() const noexcept { return layer_; }
   int64_t period() const noexcept { return period_; }
-  /// The masks trained now ([tau, features], 0/1, on the CPU), made for `features` if not made yet.
+  /// The masks trained now ([tau, features], 0/1, on the CPU), made for `features` if not made yet (InputError when
+  /// they were made for another number of features).
   at::Tensor selected(int64_t features);
 
  private:

@@ -149,6 +149,8 @@ StochasticDepth::StochasticDepth(StochasticDepthOptions options) : options_(std:
   // Block mode skips a dropped branch: its parameters get no gradient in that step (data-parallel training then
   // contributes zeros for them).
   spec_.leaves_parameters_unused = options_.stochastic_method() == "block";
+  // And each rank draws its own drops: a dropped branch's batch norms run on some ranks only.
+  spec_.skips_modules = options_.stochastic_method() == "block";
 }
 
 void StochasticDepth::check(const State& state) const {

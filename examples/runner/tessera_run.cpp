@@ -28,7 +28,6 @@
 #include <iostream>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -205,9 +204,9 @@ void choose_openmp_waiting(const std::string& recipe_path, const std::vector<std
   } catch (const std::exception&) {
     return;
   }
-  // Cores counted, and threads: 0 resolved, as the Trainer does (src/trainer.cpp).
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  if (threads <= 0) threads = std::max<int64_t>(1, cores / ranks);
+  // Cores counted, and threads: 0 resolved, as the Trainer does.
+  const int64_t cores = tessera::available_cores();
+  if (threads <= 0) threads = tessera::default_threads(ranks);
   std::string how;
   if (ranks * (threads + workers) <= cores) {
     ::setenv("OMP_WAIT_POLICY", "ACTIVE", 1);
@@ -220,9 +219,10 @@ void choose_openmp_waiting(const std::string& recipe_path, const std::vector<std
     ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     how = "sleep (OMP_WAIT_POLICY=PASSIVE)";
   }
-  const std::string note = fmt::format("{} intra-op + {} loader thread{}{} on {} cores: OpenMP threads {}", threads,
+  const std::string note = fmt::format("{} intra-op + {} loader thread{}{} on {} core{}: OpenMP threads {}", threads,
                                        workers, workers == 1 ? "" : "s",
-                                       ranks > 1 ? fmt::format(" per rank, {} ranks", ranks) : "", cores, how);
+                                       ranks > 1 ? fmt::format(" per rank, {} ranks", ranks) : "", cores,
+                                       cores == 1 ? "" : "s", how);
   ::setenv("TESSERA_OPENMP_WAITING", note.c_str(), 1);
   ::execv("/proc/self/exe", argv);
   // Only on failure: libgomp keeps what it read at load; carry on, and say so.

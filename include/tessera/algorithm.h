@@ -82,6 +82,9 @@ struct AlgorithmSpec {
   bool required_on_load = false;          ///< model surgery: re-applied before weights load on resume
   bool interpolates_loss = false;         ///< replaces the loss by a mix of losses
   bool leaves_parameters_unused = false;  ///< some parameters get no gradient (DDP unused detection)
+  /// A training forward may skip whole modules, and skip different ones on each rank (block-mode stochastic depth):
+  /// refused with collectives inside modules (distributed.sync_batch_norm), which every rank must enter.
+  bool skips_modules = false;
   bool may_repeat = false;                ///< may appear more than once in a recipe
   /// Mixed precision: precisions the algorithm cannot run under (refused before step 1 with
   /// `precision_reason`), and a note on the dtype its kernels or maths use under autocast (empty: none needed).

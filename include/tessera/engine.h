@@ -24,6 +24,8 @@ namespace tessera {
 
 /// One algorithm at one event in the plan, with why it is where it is when a rule moved it.
 struct PlanEntry {
+  /// Not owned: the algorithm passed to compile_plan (an Engine's, or a Trainer's through it). A Plan, and the
+  /// entries copied from it, are valid only while those algorithms live.
   Algorithm* algorithm = nullptr;
   std::vector<std::string> reasons;
 };

@@ -36,7 +36,7 @@ struct TrainerOptions {
   /// MicrobatchSize::automatic() ("auto": halve on out-of-memory errors, see microbatching.h).
   TESSERA_OPTION(MicrobatchSize, microbatch_size) = 0;
   TESSERA_OPTION(int64_t, seed) = 42;
-  /// Intra-op threads (0 = all cores).
+  /// Intra-op threads (0 = this rank's share of the cores the process may use: default_threads()).
   TESSERA_OPTION(int64_t, threads) = 0;
   /// Default interval of evaluators that do not set their own.
   TESSERA_OPTION(Time, eval_interval) = Time(1, TimeUnit::Epoch);
@@ -65,7 +65,8 @@ struct TrainerOptions {
     v("microbatch_size", microbatch_size_, "examples per microbatch (0 = whole batch, auto = halve on out-of-memory)",
       Any{});
     v("seed", seed_, "run seed", Range::closed(0, 4294967295.0));
-    v("threads", threads_, "intra-op threads (0 = all cores)", Range::closed(0, 1024));
+    v("threads", threads_, "intra-op threads (0 = this rank's share of the cores the process may use)",
+      Range::closed(0, 1024));
     v("eval_interval", eval_interval_, "default evaluation interval", Any{});
     v("deterministic", deterministic_, "deterministic kernels", Any{});
     v("precision", precision_, "numeric precision of the forward and the loss", Choices{{"fp32", "amp_bf16", "amp_fp16"}});
@@ -274,12 +275,19 @@ class StopSignalScope {
   std::vector<std::unique_ptr<Saved>> saved_;
 };
 
-/// Sets intra-op threads (0 = all cores) and, when asked, deterministic algorithms, for the process. (A Trainer
-/// applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and puts
-/// back the previous settings when they return.) With glibc it also keeps
+/// Sets intra-op threads (0 = default_threads()) and, when asked, deterministic algorithms, for the process.
+/// (A Trainer applies its `threads` and `deterministic` only while its constructor, fit() and evaluate() run, and
+/// puts back the previous settings when they return.) With glibc it also keeps
 /// large freed blocks in the heap (mmap threshold 256 MB, trim threshold 1 GB): without that, every step
 /// page-faults its activations in again. It also calls choose_blas_kernels().
 void configure_runtime(int64_t threads, bool deterministic);
+/// The cores this process may use: the CPUs of its affinity mask (which taskset, numactl, cpusets, SLURM and
+/// container runtimes restrict), fewer when a cgroup CPU quota (cgroup v2 cpu.max, v1 cpu.cfs_quota_us) allows fewer
+/// (its quota / period, rounded up); std::thread::hardware_concurrency() where neither can be read. At least 1.
+int64_t available_cores();
+/// What `threads: 0` means: the share of the available cores of one of `ranks_on_machine` ranks,
+/// max(1, available_cores() / ranks_on_machine).
+int64_t default_threads(int64_t ranks_on_machine = 1);
 /// Where LibTorch's matrix products run on OpenBLAS (Debian's LibTorch) and OpenBLAS did not know the processor
 /// model, it falls back to its generic SSE3 ("Prescott") kernels: 2.5x slower training of an MLP on an
 /// AVX-512 Xeon that OpenBLAS 0.3.21 does not know (docs/results.md). This switches it, once per process, to the

@@ -575,7 +575,13 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def("select", &alg::GyroDropoutMasks::select, py::arg("seed"), py::arg("period"),
            "Trains the masks of `period` of the run seeded `seed` from now on.")
       .def_property_readonly("layer", &alg::GyroDropoutMasks::layer)
-      .def_property_readonly("period", &alg::GyroDropoutMasks::period);
+      .def_property_readonly("period", &alg::GyroDropoutMasks::period)
+      // copy.deepcopy of a model after surgery (a user's own EMA or evaluation copy): the copy has the same masks
+      // and period, and is not moved by the algorithm afterwards.
+      .def("__copy__", [](const alg::GyroDropoutMasks& m) { return std::make_shared<alg::GyroDropoutMasks>(m); })
+      .def("__deepcopy__",
+           [](const alg::GyroDropoutMasks& m, const py::dict&) { return std::make_shared<alg::GyroDropoutMasks>(m); },
+           py::arg("memo"));
 
   bind_algorithm<alg::GyroDropout, alg::GyroDropoutOptions>(
       m, "GyroDropout", "gyro_dropout",

@@ -329,7 +329,7 @@ void bind_plugins(py::module_& m) {
                             "and flags. The engine orders and checks algorithms from it before step 1.")
       .def(py::init([](std::string name, std::vector<Access> accesses, std::vector<OrderRule> order,
                        std::vector<Conflict> conflicts, bool required_on_load, bool interpolates_loss,
-                       bool leaves_parameters_unused, bool may_repeat) {
+                       bool leaves_parameters_unused, bool may_repeat, bool skips_modules) {
              AlgorithmSpec s;
              s.name = std::move(name);
              s.accesses = std::move(accesses);
@@ -339,12 +339,13 @@ void bind_plugins(py::module_& m) {
              s.interpolates_loss = interpolates_loss;
              s.leaves_parameters_unused = leaves_parameters_unused;
              s.may_repeat = may_repeat;
+             s.skips_modules = skips_modules;
              return s;
            }),
            py::arg("name"), py::arg("accesses") = std::vector<Access>{}, py::arg("order") = std::vector<OrderRule>{},
            py::arg("conflicts") = std::vector<Conflict>{}, py::arg("required_on_load") = false,
            py::arg("interpolates_loss") = false, py::arg("leaves_parameters_unused") = false,
-           py::arg("may_repeat") = false)
+           py::arg("may_repeat") = false, py::arg("skips_modules") = false)
       .def_readonly("name", &AlgorithmSpec::name)
       .def_readonly("accesses", &AlgorithmSpec::accesses)
       .def_readonly("order", &AlgorithmSpec::order)
@@ -353,6 +354,7 @@ void bind_plugins(py::module_& m) {
       .def_readonly("interpolates_loss", &AlgorithmSpec::interpolates_loss)
       .def_readonly("leaves_parameters_unused", &AlgorithmSpec::leaves_parameters_unused)
       .def_readonly("may_repeat", &AlgorithmSpec::may_repeat)
+      .def_readonly("skips_modules", &AlgorithmSpec::skips_modules)
       .def("events", &AlgorithmSpec::events)
       .def("acts_on", &AlgorithmSpec::acts_on, py::arg("event"))
       .def("writes", &AlgorithmSpec::writes, py::arg("resource"), py::arg("at") = py::none())

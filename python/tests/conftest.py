@@ -54,3 +54,16 @@ def metrics_without_wct(path):
         out.append(entry)
     return out
 
+
+class StopAt(tessera.Callback):
+    """Asks the trainer to stop at the end of batch `batch`."""
+
+    name = "stop_at"
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def batch_end(self, state, logger):
+        if state.timestamp.batch == self.batch:
+            state.stop_training()

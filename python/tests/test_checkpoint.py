@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 import tessera
-from conftest import metrics_without_wct
+from conftest import StopAt, metrics_without_wct
 
 
 class Killed(Exception):
@@ -24,20 +24,6 @@ class KillAt(tessera.Callback):
     def batch_end(self, state, logger):
         if state.timestamp.batch == self.batch:
             raise Killed(f"killed after batch {self.batch}")
-
-
-class StopAt(tessera.Callback):
-    """Asks the trainer to stop at the end of batch `batch`."""
-
-    name = "stop_at"
-
-    def __init__(self, batch):
-        super().__init__()
-        self.batch = batch
-
-    def batch_end(self, state, logger):
-        if state.timestamp.batch == self.batch:
-            state.stop_training()
 
 
 @pytest.fixture(scope="module")

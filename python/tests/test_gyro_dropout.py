@@ -1,11 +1,14 @@
 """Gyro dropout from Python: the class and its options, the functional forms against a torch computation, the
 surgery on a user's torch.nn.Module (its torch.nn.Dropout replaced, no new state-dict key), the periods its layers
 go through in training, determinism, and a run stopped, saved and resumed that ends on the uninterrupted weights."""
+import copy
+
 import pytest
 import torch
 
 import tessera
 import tessera.functional as TF
+from conftest import StopAt
 from tessera.algorithms import GyroDropout
 
 
@@ -93,22 +96,15 @@ def test_surgery_on_a_python_module_and_the_periods(tmp_path):
     assert torch.equal(module.drop(x), expected)
     module.drop.eval()
     assert module.drop(x) is x
+    # A deep copy of the model (a user's own EMA, say) has the same masks and period, apart from the original's.
+    twin = copy.deepcopy(module)
+    assert twin.drop.masks is not module.drop.masks and twin.drop.masks.period == module.drop.masks.period
+    twin.drop.train()
+    assert torch.equal(twin.drop(x), expected)
     # The same seed trains the same weights.
     again = _net()
     _trainer(again, tmp_path / "again", algorithms=[GyroDropout(sigma=4, tau=2)]).fit()
     assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), again.state_dict().values()))
-
-
-class StopAt(tessera.Callback):
-    name = "stop_at"
-
-    def __init__(self, batch):
-        super().__init__()
-        self.batch = batch
-
-    def batch_end(self, state, logger):
-        if state.timestamp.batch == self.batch:
-            state.stop_training()
 
 
 def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(tmp_path):

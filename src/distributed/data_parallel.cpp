@@ -1,6 +1,7 @@
 #include "distributed/data_parallel.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <tessera/distributed/sync_batch_norm.h>
 #include <tessera/error.h>
@@ -48,10 +49,13 @@ void DataParallel::setup(Components& c, std::vector<Evaluator>& evaluators) {
   check(c.train_metrics, "training");
   for (const auto& a : c.algorithms) {
     find_unused_ = find_unused_ || a->spec().leaves_parameters_unused;
-    if (options_.sync_batch_norm() && a->name() == "stochastic_depth" && a->spec().leaves_parameters_unused) {
-      throw InputError("distributed.sync_batch_norm: not with stochastic_depth's stochastic_method: block, which "
-                       "skips a residual branch on some ranks only: their batch norms would miss the statistics "
-                       "all-reduce the other ranks wait in; use stochastic_method: sample (every branch runs)");
+    if (options_.sync_batch_norm() && a->spec().skips_modules) {
+      throw InputError(fmt::format(
+          "distributed.sync_batch_norm: not with {0} as configured, whose training forward skips whole modules, "
+          "different ones on each rank (its spec declares skips_modules): a skipped batch norm would miss the "
+          "statistics all-reduce the other ranks wait in; configure {0} to run every module (its method card says "
+          "how; stochastic_depth: stochastic_method: sample) or remove sync_batch_norm",
+          a->name()));
     }
   }
   grad_sync_->find_unused(find_unused_);

@@ -82,7 +82,9 @@ TEST(GyroDropout, FunctionalFormGivesExampleNMaskFloorOfNTauOverN) {
   EXPECT_TRUE(at::equal(gyro_dropout(x6, selected, 0.0), x6 * selected.repeat_interleave(2, 0)));
   EXPECT_EQ(gyro_dropout(at::randn({0, 4}), selected, 0.5).size(0), 0);
   const std::string features = testing::input_error_of([&] { gyro_dropout(at::randn({6, 5}), selected, 0.5); });
-  EXPECT_NE(features.find("got 5 features (dimension 1 of its input [6, 5]) after 4"), std::string::npos) << features;
+  EXPECT_NE(features.find("gyro_dropout: the input has 5 features (dimension 1 of [6, 5]); the masks have 4"),
+            std::string::npos)
+      << features;
   EXPECT_THROW(gyro_dropout(at::randn({6}), selected, 0.5), InputError);
   EXPECT_THROW(gyro_dropout(x6, selected, 1.0), InputError);
   EXPECT_THROW(gyro_dropout(x6, selected.flatten(), 0.5), InputError);
@@ -112,7 +114,10 @@ TEST(GyroDropoutLayer, IsTheIdentityInEvaluationAndTrainsThePeriodsMasks) {
   EXPECT_EQ(yb.scalar_type(), at::kBFloat16);
   EXPECT_TRUE(at::equal(yb, gyro_dropout(x.to(at::kBFloat16), expected_masks, 0.4)));
   const std::string msg = testing::input_error_of([&] { layer->forward(at::randn({9, 7})); });
-  EXPECT_NE(msg.find("gyro_dropout: layer 2 got 7 features"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gyro_dropout: layer 2's input has 7 features (dimension 1 of [9, 7]), and had 6 before"),
+            std::string::npos)
+      << msg;
+  EXPECT_THROW(masks.selected(5), InputError);
   EXPECT_THROW(GyroDropoutMasks(GyroDropoutOptions().sigma(2).tau(3), 0), InputError);
 }
 

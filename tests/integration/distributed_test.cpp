@@ -687,7 +687,8 @@ TEST_F(Distributed, SyncBatchNormIsRefusedWhereRanksWouldRunDifferentForwards) {
   const std::map<std::string, std::string> refused{
       {"microbatch_size=8", "distributed.sync_batch_norm: not with microbatch_size"},
       {"algorithms=[{stochastic_depth: {stochastic_method: block}}];model={resnet: {depth: 8, width: 4}}",
-       "distributed.sync_batch_norm: not with stochastic_depth's stochastic_method: block"},
+       "distributed.sync_batch_norm: not with stochastic_depth as configured, whose training forward skips whole "
+       "modules, different ones on each rank (its spec declares skips_modules)"},
       {"algorithms=[{ghost_batchnorm: {ghost_batch_size: 4}}]",
        "distributed.sync_batch_norm: module 'bn1' ("},
   };

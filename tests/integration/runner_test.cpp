@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <tessera/engine.h>
+#include <tessera/trainer.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -11,7 +12,6 @@
 #include <regex>
 #include <sstream>
 #include <string>
-#include <thread>
 
 namespace {
 
@@ -134,17 +134,18 @@ TEST_F(RunnerTest, OverridesApply) {
 TEST_F(RunnerTest, OpenMpWaitingIsChosenFromTheRunsThreadsAndCoresUnlessTheUserChose) {
   const std::string recipe = write_recipe();
   const std::string unset = "-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u TESSERA_OPENMP_WAITING -u LOCAL_WORLD_SIZE ";
-  const unsigned cores = std::thread::hardware_concurrency();
+  const int64_t cores = tessera::available_cores();
+  const std::string on_cores = " on " + std::to_string(cores) + (cores == 1 ? " core" : " cores");
   const Result own = run_env(unset, "'" + recipe + "' max_duration=1ba");  // 1 intra-op thread, no loader thread
   ASSERT_EQ(own.code, 0) << own.out << own.err;
-  EXPECT_TRUE(std::regex_search(own.out, std::regex(R"(\ncpu threads: 1 intra-op \+ 0 loader threads on \d+ cores: )"
+  EXPECT_TRUE(std::regex_search(own.out, std::regex(R"(\ncpu threads: 1 intra-op \+ 0 loader threads on \d+ cores?: )"
                                                     R"(OpenMP threads spin \(OMP_WAIT_POLICY=ACTIVE\)\n)")))
       << own.out;
   if (cores < 64) {  // 1 + 63 loader threads share the cores
     const Result shared = run_env(unset, "'" + recipe + "' max_duration=1ba data.train.loader.workers=63");
     ASSERT_EQ(shared.code, 0) << shared.out << shared.err;
-    EXPECT_NE(shared.out.find("cpu threads: 1 intra-op + 63 loader threads on " + std::to_string(cores) +
-                              " cores: OpenMP threads spin, then sleep (OMP_WAIT_POLICY=PASSIVE, "
+    EXPECT_NE(shared.out.find("cpu threads: 1 intra-op + 63 loader threads" + on_cores +
+                              ": OpenMP threads spin, then sleep (OMP_WAIT_POLICY=PASSIVE, "
                               "GOMP_SPINCOUNT=300000)\n"),
               std::string::npos)
         << shared.out;
@@ -152,10 +153,17 @@ TEST_F(RunnerTest, OpenMpWaitingIsChosenFromTheRunsThreadsAndCoresUnlessTheUserC
   const std::string more = std::to_string(cores + 1);  // more intra-op threads than cores
   const Result over = run_env(unset, "'" + recipe + "' max_duration=1ba threads=" + more);
   ASSERT_EQ(over.code, 0) << over.out << over.err;
-  EXPECT_NE(over.out.find("cpu threads: " + more + " intra-op + 0 loader threads on " + std::to_string(cores) +
-                          " cores: OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)\n"),
+  EXPECT_NE(over.out.find("cpu threads: " + more + " intra-op + 0 loader threads" + on_cores +
+                          ": OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)\n"),
             std::string::npos)
       << over.out;
+  // threads: 0 is this process's share of the cores it may use: pinned to one CPU, one thread on one core.
+  if (std::system("command -v taskset >/dev/null") == 0) {
+    const Result pinned = run_env(unset + "taskset -c 0 ", "'" + recipe + "' max_duration=1ba threads=0");
+    ASSERT_EQ(pinned.code, 0) << pinned.out << pinned.err;
+    EXPECT_NE(pinned.out.find("cpu threads: 1 intra-op + 0 loader threads on 1 core: "), std::string::npos)
+        << pinned.out;
+  }
   const Result user = run_env(unset + "OMP_WAIT_POLICY=passive ", "'" + recipe + "' max_duration=1ba");
   ASSERT_EQ(user.code, 0) << user.out << user.err;
   EXPECT_NE(user.out.find("\ncpu threads: OpenMP waiting as set in the environment: OMP_WAIT_POLICY=passive, "
