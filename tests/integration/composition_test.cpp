@@ -24,6 +24,7 @@
 #include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
+#include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/mixup.h>
@@ -106,6 +107,7 @@ std::shared_ptr<Algorithm> eager(const std::string& name) {
   if (name == "stochastic_depth")
     return std::make_shared<StochasticDepth>(StochasticDepthOptions().drop_rate(0.5).drop_warmup(0.25));
   if (name == "weight_standardization") return std::make_shared<WeightStandardization>();
+  if (name == "gyro_dropout") return std::make_shared<GyroDropout>(GyroDropoutOptions().sigma(4).tau(2));
   if (name == "gradient_clipping")
     return std::make_shared<GradientClipping>(GradientClippingOptions().clipping_threshold(0.01));
   if (name == "sam") return std::make_shared<SAM>(SAMOptions().rho(0.1));
@@ -152,10 +154,14 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
   const auto [first, second] = GetParam();
   Components c;
   at::manual_seed(0);
-  // Stochastic depth needs residual blocks: a ResNet-8 for its pairs (the CNN's slot checks below are skipped).
+  // Stochastic depth needs residual blocks, gyro dropout a dropout layer: a ResNet-8 (with dropout before its
+  // classifier) for their pairs (the CNN's slot checks below are skipped).
   const bool residual = first == "stochastic_depth" || second == "stochastic_depth";
-  if (residual) {
-    c.model = std::make_shared<ResNet>(ResNetOptions().depth(8).width(8).in_channels(1).num_classes(4));
+  const bool dropout = first == "gyro_dropout" || second == "gyro_dropout";
+  const bool resnet = residual || dropout;
+  if (resnet) {
+    c.model = std::make_shared<ResNet>(
+        ResNetOptions().depth(8).width(8).in_channels(1).num_classes(4).dropout(dropout ? 0.25 : 0.0));
   } else {
     c.model = std::make_shared<CNN>(CNNOptions().in_channels(1).num_classes(4).width(8));
   }
@@ -217,14 +223,22 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
                 sd->gates()[i].ptr().get());
     }
   }
+  if (dropout) {  // 8 batches in periods of floor(8 / 4) * 2 = 4: the last batch trained period 1's masks
+    auto gyro = std::dynamic_pointer_cast<algorithms::GyroDropout>(pair[first == "gyro_dropout" ? 0 : 1]);
+    ASSERT_EQ(gyro->layers().size(), 1u);
+    EXPECT_EQ(gyro->layers()[0]->period(), 1);
+    auto* layer = model->slot("dropout").ptr()->as<algorithms::GyroDropoutLayerImpl>();
+    ASSERT_NE(layer, nullptr);
+    EXPECT_EQ(layer->masks(), gyro->layers()[0]);
+  }
   if (has("weight_standardization")) {  // every conv in a slot, also inside blurpool's and squeeze-excite's wrappers
     int64_t standardized = 0;
     for (const auto& m : model->modules()) standardized += m->as<algorithms::WeightStandardizedConvImpl>() != nullptr;
     // ResNet-8: stem, 6 block convs, 2 projections; CNN: 3 convs (5 when factorize splits conv2 and conv3)
-    EXPECT_EQ(standardized, residual ? 9 : has("factorize") ? 5 : 3);
+    EXPECT_EQ(standardized, resnet ? 9 : has("factorize") ? 5 : 3);
   }
-  auto conv2 = residual ? nullptr : model->slot("conv2").ptr();
-  if (has("squeeze_excite") && !residual) {  // conv2 (8 -> 16) and conv3 (16 -> 32) got SE blocks, conv1 (1 -> 8) none
+  auto conv2 = resnet ? nullptr : model->slot("conv2").ptr();
+  if (has("squeeze_excite") && !resnet) {  // conv2 (8 -> 16) and conv3 (16 -> 32) got SE blocks, conv1 (1 -> 8) none
     auto* se = conv2->as<algorithms::SqueezeExciteConv2dImpl>();
     ASSERT_NE(se, nullptr);
     EXPECT_NE(model->slot("conv3").ptr()->as<algorithms::SqueezeExciteConv2dImpl>(), nullptr);
@@ -232,7 +246,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     conv2 = se->slot("conv").ptr();  // blurpool (ordered after it) blurs the conv inside
     if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(se->se->fc1->weight)) << "new parameters in the optimizer";
   }
-  if (has("factorize") && !residual) {  // conv2 (8 -> 16, rank 2), conv3 (16 -> 32, rank 4) and fc (32 -> 4, rank 2); not conv1
+  if (has("factorize") && !resnet) {  // conv2 (8 -> 16, rank 2), conv3 (16 -> 32, rank 4) and fc (32 -> 4, rank 2); not conv1
     auto* factors = conv2->as<algorithms::FactorizedConv2dImpl>();  // (inside SE's slot, ordered before it)
     ASSERT_NE(factors, nullptr);
     EXPECT_EQ(factors->rank(), 2);
@@ -245,7 +259,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
     if (!has("layer_freezing")) EXPECT_TRUE(opt->contains(second_weight)) << "the factors in the optimizer";
     conv2 = factors->slot("module0").ptr();  // blurpool (ordered after it) blurs the strided factor
   }
-  if (has("ghost_batchnorm") && !residual) {
+  if (has("ghost_batchnorm") && !resnet) {
     for (const char* bn : {"bn1", "bn2", "bn3"}) {
       auto* ghost = model->slot(bn).ptr()->as<algorithms::GhostBatchNormLayerImpl>();
       ASSERT_NE(ghost, nullptr) << bn;
@@ -263,7 +277,7 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
       }
     }
   }
-  if (has("blurpool") && !residual) {
+  if (has("blurpool") && !resnet) {
     EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>(), nullptr);
     if (has("weight_standardization")) {  // ordered after blurpool: the blurred conv is standardized
       EXPECT_NE(conv2->as<algorithms::BlurConv2dImpl>()->slot("conv").ptr()->as<algorithms::WeightStandardizedConvImpl>(),
@@ -320,7 +334,8 @@ TEST_P(Pairwise, TrainsWithBothAndKeepsTheirInvariants) {
 
 std::vector<std::pair<std::string, std::string>> pairs() {
   const std::vector<std::string> names{"augmix", "blurpool", "channels_last", "colout", "cutmix", "cutout", "ema",
-                                       "factorize", "ghost_batchnorm", "gradient_clipping", "label_smoothing",
+                                       "factorize", "ghost_batchnorm", "gradient_clipping", "gyro_dropout",
+                                       "label_smoothing",
                                        "layer_freezing", "mixup", "progressive_resizing", "randaugment", "sam",
                                        "selective_backprop", "squeeze_excite", "stochastic_depth", "swa",
                                        "weight_standardization"};
