@@ -1,6 +1,7 @@
 // The trainer on CUDA (ctest label `gpu`; every test skips without a CUDA device): the model, batches, metrics
 // and optimizer state live on the GPU, checkpoints written there load on the CPU and the other way round, the
-// deferred read-back logs the same values a CPU-style loop would, and non-finite losses are found by batch.
+// deferred read-back logs the same values a CPU-style loop would, non-finite losses are found by batch, and gyro
+// dropout's masks are the CPU's.
 // Run on the GPU machine: `ctest -L gpu`.
 #include <gtest/gtest.h>
 
@@ -16,6 +17,7 @@
 #include <ATen/Context.h>
 
 #include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/gyro_dropout.h>
 
 #include "support.h"
 
@@ -149,6 +151,30 @@ TEST(DeviceGpu, SurgeryAtInitEndsUpOnTheGpu) {
   for (const auto& b : trainer.state().model->buffers()) EXPECT_EQ(b.device(), kCuda);
   trainer.fit();
   EXPECT_TRUE(std::isfinite(trainer.state().metrics.at("loss/train/total")));
+}
+
+TEST(DeviceGpu, GyroDropoutTrainsTheSameMasksOnCudaAsOnTheCpu) {
+  REQUIRE_CUDA();
+  // The layer: bitwise the CPU's output (the same 0/1 masks, one multiplication).
+  algorithms::GyroDropoutLayer layer(
+      std::make_shared<algorithms::GyroDropoutMasks>(algorithms::GyroDropoutOptions().sigma(8).tau(3), 0));
+  layer->masks()->select(7, 2);
+  const at::Tensor x = at::randn({10, 6});
+  EXPECT_TRUE(at::equal(layer->forward(x.to(kCuda)).cpu(), layer->forward(x)));
+  // A run: the masks do not depend on the device (unlike dropout's draws), so CUDA follows the CPU closely.
+  std::vector<std::shared_ptr<Model>> models;
+  for (const char* device : {"cpu", "cuda"}) {
+    Components c = components();
+    at::manual_seed(3);
+    c.model = std::make_shared<MLP>(MLPOptions().in_features(16).hidden({12}).num_classes(3).dropout(0.5));
+    c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1));
+    c.algorithms.push_back(
+        std::make_shared<algorithms::GyroDropout>(algorithms::GyroDropoutOptions().sigma(4).tau(2)));
+    models.push_back(c.model);
+    Trainer trainer(options(device), std::move(c));
+    trainer.fit();
+  }
+  expect_close(*models[0], *models[1], 1e-4);
 }
 
 TEST(DeviceGpu, NonfiniteLossIsNamedByBatchOrSkipped) {
