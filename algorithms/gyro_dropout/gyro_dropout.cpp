@@ -39,11 +39,11 @@ at::Tensor apply_rows(const at::Tensor& x, const at::Tensor& scaled) {
 /// The input of layer `layer` (or, for layer -1, of the functional form) against the masks' number of features
 /// (-1: not made yet).
 void check_input(const at::Tensor& x, int64_t features, int64_t layer) {
+  if (x.dim() >= 2 && (features < 0 || x.size(1) == features)) return;  // every forward: no message built
   const std::string who = layer < 0 ? "the input" : fmt::format("layer {}'s input", layer);
   if (x.dim() < 2) {
     throw InputError(fmt::format("gyro_dropout: {} has shape {}; expected [N, features, ...]", who, c10::str(x.sizes())));
   }
-  if (features < 0 || x.size(1) == features) return;
   if (layer < 0) {
     throw InputError(fmt::format("gyro_dropout: the input has {} features (dimension 1 of {}); the masks have {}",
                                  x.size(1), c10::str(x.sizes()), features));
@@ -161,14 +161,13 @@ int64_t gyro_dropout_slots(torch::nn::Module& model, const std::function<std::sh
 }  // namespace
 
 std::vector<std::shared_ptr<GyroDropoutMasks>> apply_gyro_dropout(torch::nn::Module& model,
-                                                                  const GyroDropoutOptions& options,
-                                                                  int64_t first_layer) {
+                                                                  const GyroDropoutOptions& options) {
   GyroDropoutOptions checked = options;
   validate_options(checked, "gyro_dropout");
   check_sizes(checked);
   std::vector<std::shared_ptr<GyroDropoutMasks>> layers;
   gyro_dropout_slots(model, [&] {
-    layers.push_back(std::make_shared<GyroDropoutMasks>(checked, first_layer + static_cast<int64_t>(layers.size())));
+    layers.push_back(std::make_shared<GyroDropoutMasks>(checked, static_cast<int64_t>(layers.size())));
     return layers.back();
   });
   return layers;

@@ -101,10 +101,9 @@ class GyroDropoutLayerImpl : public torch::nn::Module {
 TORCH_MODULE(GyroDropoutLayer);
 
 /// Functional form: replaces every torch::nn::Dropout in the slots of any module tree (see models/model.h on slots),
-/// numbering the layers in visiting order from `first_layer`. Returns their masks, in that order.
+/// numbering the layers 0, 1, ... in visiting order. Returns their masks, in that order.
 std::vector<std::shared_ptr<GyroDropoutMasks>> apply_gyro_dropout(torch::nn::Module& model,
-                                                                  const GyroDropoutOptions& options,
-                                                                  int64_t first_layer = 0);
+                                                                  const GyroDropoutOptions& options);
 
 /// How many torch::nn::Dropout layers apply_gyro_dropout would replace in the slots of `model`, without changing it.
 int64_t count_gyro_dropout(torch::nn::Module& model);

@@ -131,7 +131,7 @@ TEST(GyroDropout, SurgeryReplacesTheDropoutSlotsOfMlpAndResNetAndNoKey) {
   mlp.eval();
   const Batch batch(at::randn({5, 1, 4, 4}), at::zeros({5}, at::kLong));
   const at::Tensor before = mlp.forward(batch);
-  const auto layers = apply_gyro_dropout(mlp, GyroDropoutOptions().sigma(4).tau(2), /*first_layer=*/0);
+  const auto layers = apply_gyro_dropout(mlp, GyroDropoutOptions().sigma(4).tau(2));
   ASSERT_EQ(layers.size(), 2u);
   EXPECT_EQ(layers[0]->layer(), 0);
   EXPECT_EQ(layers[1]->layer(), 1);
