@@ -13,6 +13,7 @@ pkgs=(
   python3-torch python3-pybind11 pybind11-dev python3-pytest python3-venv python3-pip
   python3-dev python3-setuptools python3-wheel
   dataset-fashion-mnist
+  fortunes  # English text for the language-model recipes (the text dataset's default, src/data/text.cpp)
   chromium  # headless, for the report tests (python/tests/test_report.py render tessera-report's page)
 )
 # Extra packages for one target (make fuzz: clang libclang-rt-14-dev), given as arguments.

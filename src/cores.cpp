@@ -95,7 +95,7 @@ std::optional<int64_t> cgroup_quota_cores(const std::string& proc_self_cgroup, c
     if (!cpu) continue;
     // cgroup v1's cpu controller, mounted as cpu,cpuacct or cpu; inside a container the process's path may not
     // exist under the mount (whose root is then the container's group): its ancestors, down to the root, are read.
-    for (const fs::path base : {fs::path(root) / controllers, fs::path(root) / "cpu"}) {
+    for (const fs::path& base : {fs::path(root) / controllers, fs::path(root) / "cpu"}) {
       if (!fs::exists(base)) continue;
       for (const auto& p : with_ancestors(path)) {
         const fs::path dir = base / p.substr(1);

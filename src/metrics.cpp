@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -16,28 +18,34 @@ namespace {
 
 std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
 
-/// The batch's targets as class indices [N] for logits [N, C]: integer targets as they are, dense targets
-/// [N, C] by their argmax.
-at::Tensor class_targets(const at::Tensor& outputs, const Batch& batch, const char* metric) {
-  if (!outputs.defined() || outputs.dim() != 2) {
-    throw InputError(fmt::format("{} metric: outputs must be logits [N, C], got {}", metric,
+/// Predictions as rows: logits [N, C] as they are, or [N, C, d...] as [N·d..., C] (one row per position); and the
+/// batch's targets as class indices of those rows (integer targets [N] or [N, d...] as they are, dense targets of
+/// the outputs' shape by their argmax over C).
+std::pair<at::Tensor, at::Tensor> prediction_rows(const at::Tensor& outputs, const Batch& batch, const char* metric) {
+  if (!outputs.defined() || outputs.dim() < 2) {
+    throw InputError(fmt::format("{} metric: outputs must be logits [N, C] or [N, C, d...], got {}", metric,
                                  outputs.defined() ? shape(outputs) : std::string("an undefined tensor")));
   }
   const at::Tensor& target = batch.target();
+  at::Tensor index;
   if (at::isFloatingType(target.scalar_type())) {
     if (target.sizes() != outputs.sizes()) {
       throw InputError(fmt::format("{} metric: dense targets of shape {} do not match outputs of shape {}",
                                    metric, shape(target), shape(outputs)));
     }
-    return target.argmax(1);
+    index = target.argmax(1);
+  } else {
+    bool ok = target.dim() == outputs.dim() - 1 && target.size(0) == outputs.size(0);
+    for (int64_t d = 2; ok && d < outputs.dim(); ++d) ok = target.size(d - 1) == outputs.size(d);
+    if (!ok) {
+      throw InputError(fmt::format("{} metric: targets of shape {} do not match outputs of shape {}; expected class "
+                                   "indices of the outputs' shape without dimension 1",
+                                   metric, shape(target), shape(outputs)));
+    }
+    index = target;
   }
-  if (target.dim() != 1 || target.size(0) != outputs.size(0)) {
-    throw InputError(
-        fmt::format("{} metric: targets of shape {} do not match outputs of shape {}; expected "
-                    "class indices [{}]",
-                    metric, shape(target), shape(outputs), outputs.size(0)));
-  }
-  return target;
+  if (outputs.dim() == 2) return {outputs, index};
+  return {outputs.movedim(1, -1).reshape({-1, outputs.size(1)}), index.reshape({-1})};
 }
 
 }  // namespace
@@ -56,24 +64,24 @@ void Accuracy::reset() {
 
 void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
   at::NoGradGuard no_grad;
-  const at::Tensor target = class_targets(outputs, batch, "accuracy");
-  if (top_k_ > outputs.size(1)) {
+  const auto [rows, target] = prediction_rows(outputs, batch, "accuracy");
+  if (top_k_ > rows.size(1)) {
     throw InputError(fmt::format("{} metric: top_k = {} is larger than the number of classes ({})", name(),
-                                 top_k_, outputs.size(1)));
+                                 top_k_, rows.size(1)));
   }
-  const at::Tensor index = target.to(outputs.device(), at::kLong);
+  const at::Tensor index = target.to(rows.device(), at::kLong);
   at::Tensor hits;
   if (top_k_ == 1) {
-    hits = outputs.argmax(1).eq(index).sum();
+    hits = rows.argmax(1).eq(index).sum();
   } else {
-    hits = std::get<1>(outputs.topk(top_k_, 1)).eq(index.unsqueeze(1)).sum();
+    hits = std::get<1>(rows.topk(top_k_, 1)).eq(index.unsqueeze(1)).sum();
   }
   if (deferred_) {
     correct_on_device_ = correct_on_device_.defined() ? correct_on_device_ + hits : hits;
   } else {
     correct_ += hits.item<int64_t>();
   }
-  total_ += outputs.size(0);
+  total_ += rows.size(0);
 }
 
 double Accuracy::compute() const {
@@ -96,8 +104,8 @@ void CrossEntropyMetric::reset() {
 
 void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
   at::NoGradGuard no_grad;
-  const at::Tensor target = class_targets(outputs, batch, "cross_entropy");
-  const at::Tensor sum = cross_entropy(outputs, target.to(outputs.device(), at::kLong), Reduction::Sum);
+  const auto [rows, target] = prediction_rows(outputs, batch, name().c_str());
+  const at::Tensor sum = cross_entropy(rows, target.to(rows.device(), at::kLong), Reduction::Sum);
   if (deferred_) {
     // Widened to float64 before adding, exactly as the host path adds item<double>() values.
     const at::Tensor wide = sum.to(at::kDouble);
@@ -105,7 +113,7 @@ void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
   } else {
     sum_ += sum.item<double>();
   }
-  total_ += outputs.size(0);
+  total_ += rows.size(0);
 }
 
 std::vector<double> Accuracy::counts() const {
@@ -137,11 +145,14 @@ double CrossEntropyMetric::compute() const {
   return total_ == 0 ? 0.0 : sum / static_cast<double>(total_);
 }
 
+double Perplexity::compute() const { return std::exp(CrossEntropyMetric::compute()); }
+
 // ------------------------------------------------------------------------------------------------ factory
 
 std::unique_ptr<Metric> make_metric(const std::string& name) {
   if (name == "accuracy") return std::make_unique<Accuracy>(1);
   if (name == "cross_entropy") return std::make_unique<CrossEntropyMetric>();
+  if (name == "perplexity") return std::make_unique<Perplexity>();
   // "top<K>_accuracy"
   const std::string prefix = "top", suffix = "_accuracy";
   if (name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
@@ -154,7 +165,7 @@ std::unique_ptr<Metric> make_metric(const std::string& name) {
   }
   throw InputError(fmt::format(
       "unknown metric \"{}\"; expected one of: accuracy, top5_accuracy (any topK_accuracy with K >= 1), "
-      "cross_entropy",
+      "cross_entropy, perplexity",
       name));
 }
 

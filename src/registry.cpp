@@ -7,10 +7,12 @@
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/streaming.h>
+#include <tessera/data/text.h>
 #include <tessera/data/transforms.h>
 #include <tessera/device.h>
 #include <tessera/metrics.h>
 #include <tessera/models/cnn.h>
+#include <tessera/models/gpt.h>
 #include <tessera/models/mlp.h>
 #include <tessera/models/resnet.h>
 #include <tessera/optim/optimizer.h>
@@ -216,7 +218,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
 }
 // clang-format on
 
-/// Sets in_channels / in_features / num_classes left at 0 from the training data.
+/// Sets in_channels / in_features / num_classes (vocab_size) / max_seq_length left at 0 from the training data.
 struct FillFromData {
   const data::Dataset& dataset;
   template <class T, class Constraint>
@@ -230,8 +232,10 @@ struct FillFromData {
       } else if (key == "in_features") {
         field = static_cast<T>(
             std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>()));
-      } else if (key == "num_classes") {
+      } else if (key == "num_classes" || key == "vocab_size") {
         field = static_cast<T>(dataset.num_classes());
+      } else if (key == "max_seq_length" && dataset.tokens_per_example() > 0) {
+        field = static_cast<T>(dataset.tokens_per_example());
       }
     }
   }
@@ -253,6 +257,7 @@ Entry<std::shared_ptr<Model>> model(std::string name) {
 const Kind<std::shared_ptr<Model>>& models() {
   static const Kind<std::shared_ptr<Model>> kind{"model", "models", {
       model<CNN, CNNOptions>("cnn"),
+      model<GPT, GPTOptions>("gpt"),
       model<MLP, MLPOptions>("mlp"),
       model<ResNet, ResNetOptions>("resnet"),
   }};
@@ -275,6 +280,11 @@ const Kind<DatasetPtr>& datasets() {
            [](const ConfigNode& node, Context&) -> DatasetPtr {
              const auto options = read<data::SyntheticOptions>(node);
              return construct(node, [&] { return DatasetPtr(data::make_synthetic(options)); });
+           }},
+          {"text",  // byte-level token sequences (language models)
+           [](const ConfigNode& node, Context&) -> DatasetPtr {
+             const auto options = read<data::TextOptions>(node);
+             return construct(node, [&] { return DatasetPtr(data::load_text(options)); });
            }},
           {"streaming",  // MDS shards (docs/streaming.md)
            [](const ConfigNode& node, Context&) -> DatasetPtr {
@@ -393,6 +403,7 @@ const Kind<std::shared_ptr<Metric>>& metrics() {
                                                   {
                                                       metric("accuracy"),
                                                       metric("cross_entropy"),
+                                                      metric("perplexity"),
                                                       metric("top5_accuracy"),
                                                   }};
   return kind;
@@ -583,10 +594,12 @@ Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
   return ev;
 }
 
-void check_max_duration(const ConfigNode& node, const Time& max) {
-  if (max.unit() == TimeUnit::Duration || max.unit() == TimeUnit::Token) {
-    node.fail("\"" + max.str() + "\" is not allowed",
-              "epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)");
+/// `tokens_per_sample` < 0: not known yet (the training data is built after this first check).
+void check_max_duration(const ConfigNode& node, const Time& max, int64_t tokens_per_sample = -1) {
+  if (max.unit() == TimeUnit::Duration || (max.unit() == TimeUnit::Token && tokens_per_sample == 0)) {
+    node.fail("\"" + max.str() + "\" is not allowed" +
+                  (max.unit() == TimeUnit::Token ? " (the training data is not token sequences)" : ""),
+              "epochs, batches or samples (e.g. 10ep, 500ba, 60000sp), or tokens for token-sequence data");
   }
   if (max.as_double() <= 0) node.fail(max.str() + " is out of range", "a time > 0 such as 10ep");
 }
@@ -676,6 +689,9 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     c.model = model;
   }
   ctx.model = c.model;
+  if (root.has("max_duration")) {
+    check_max_duration(root.child("max_duration"), run.trainer.max_duration(), c.train_dataloader->tokens_per_example());
+  }
 
   c.optimizer = build_named(optimizers(), s.optimizer, ctx).second;
   c.schedulers = build_list(schedulers(), s.schedulers, ctx);
@@ -686,6 +702,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     time.max_duration = run.trainer.max_duration();
     time.batches_per_epoch = c.train_dataloader->num_batches();
     time.samples_per_epoch = c.train_dataloader->num_samples();
+    time.tokens_per_sample = c.train_dataloader->tokens_per_example();
     const std::vector<ConfigNode> nodes = list_section(s.schedulers, "schedulers");
     for (size_t i = 0; i < c.schedulers.size(); ++i) {
       const ConfigNode options = nodes[i].is_map() ? nodes[i].child(nodes[i].keys().front()) : ConfigNode();

@@ -337,7 +337,13 @@ double TimeContext::to_batches(const Time& t) const {
       return static_cast<double>(t.value()) * static_cast<double>(batches_per_epoch) /
              static_cast<double>(samples_per_epoch);
     case TimeUnit::Token:
-      throw Error("cannot convert " + t.str() + " to batches: the number of tokens per batch is not known");
+      if (tokens_per_sample <= 0)
+        throw Error("cannot convert " + t.str() +
+                    " to batches: the training data is not token sequences (no tokens per sample); use ep, ba, sp "
+                    "or dur");
+      // As samples (fractional), in batches of the epoch's average batch size.
+      return to_batches(Time(1, TimeUnit::Sample)) * static_cast<double>(t.value()) /
+             static_cast<double>(tokens_per_sample);
     case TimeUnit::Duration:
       if (max_duration.unit() == TimeUnit::Duration)
         throw Error("max_duration cannot be a duration (" + max_duration.str() + ")");

@@ -147,8 +147,10 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   if (!components.train_dataloader) throw InputError("trainer: no training data given");
   if (!components.optimizer) throw InputError("trainer: no optimizer given");
   const Time& max = options_.max_duration();
-  if (max.unit() == TimeUnit::Duration || max.unit() == TimeUnit::Token) {
-    throw InputError("trainer.max_duration: \"" + max.str() + "\" is not allowed; expected epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)");
+  if (max.unit() == TimeUnit::Duration ||
+      (max.unit() == TimeUnit::Token && components.train_dataloader && components.train_dataloader->tokens_per_example() <= 0)) {
+    throw InputError("trainer.max_duration: \"" + max.str() + "\" is not allowed; expected epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)" +
+                     (max.unit() == TimeUnit::Token ? ", or tokens when the training data is token sequences (it is not)" : ""));
   }
   if (max.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + max.str());
   if (components.train_dataloader->num_batches() <= 0) {
@@ -183,6 +185,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   state_.time.max_duration = max;
   state_.time.batches_per_epoch = state_.train_dataloader->num_batches();
   state_.time.samples_per_epoch = state_.train_dataloader->num_samples();
+  state_.time.tokens_per_sample = state_.train_dataloader->tokens_per_example();
   state_.microbatch_size = options_.microbatch_size().examples();
   state_.precision = parse_precision(options_.precision(), "trainer.precision");
   check_precision_supported(state_.precision, state_.device);
@@ -383,7 +386,7 @@ void Trainer::fit() {
         update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
         engine.run_event(Event::BatchStart, s);
         train_batch();
-        Timestamp next_ts = s.timestamp.to_next_batch(samples, 0, seconds_since(t0));
+        Timestamp next_ts = s.timestamp.to_next_batch(samples, samples * s.time.tokens_per_sample, seconds_since(t0));
         next_ts.epoch_wct = epoch_wct0 + seconds_since(epoch_t0);
         previous_timestamp_ = s.timestamp;
         s.timestamp = next_ts;

@@ -35,6 +35,25 @@ inline std::shared_ptr<data::TensorDataset> tiny_data(int64_t size, uint64_t see
   return data::make_synthetic(data::SyntheticOptions().size(size).input_shape({1, 4, 4}).num_classes(3).seed(seed));
 }
 
+/// Token sequences [size, seq_length] over a vocabulary of `vocab` (a data::TextDataset, targets the inputs shifted
+/// by one): a stream with a repeating pattern (token i is (7·i + 3·⌊i/5⌋ + offset) mod vocab), so that a small
+/// language model learns it.
+inline std::shared_ptr<data::TextDataset> tiny_text(int64_t size, int64_t seq_length = 8, int64_t vocab = 16,
+                                                    int64_t offset = 0) {
+  const at::Tensor i = at::arange(size * seq_length + 1, at::kLong);
+  const at::Tensor stream = (i * 7 + i.div(5, "floor") * 3 + offset).remainder(vocab);
+  return std::make_shared<data::TextDataset>(stream.narrow(0, 0, size * seq_length).view({size, seq_length}).clone(),
+                                             stream.narrow(0, 1, size * seq_length).view({size, seq_length}).clone(),
+                                             vocab, "tiny_text");
+}
+
+/// A small GPT for tiny_text: 2 blocks of width 16, 2 heads.
+inline std::shared_ptr<GPT> tiny_gpt(int64_t vocab = 16, int64_t max_seq_length = 8, uint64_t seed = 3) {
+  at::manual_seed(seed);
+  return std::make_shared<GPT>(
+      GPTOptions().vocab_size(vocab).max_seq_length(max_seq_length).d_model(16).n_layers(2).n_heads(2));
+}
+
 /// The same examples with their inputs squashed into (0, 1) by a sigmoid: images with intensities in [0, 1], as
 /// RandAugment and AugMix need.
 inline std::shared_ptr<data::TensorDataset> unit_interval(const data::TensorDataset& ds) {

@@ -1,5 +1,9 @@
 #pragma once
-/// Metrics accumulated over batches: top-k accuracy and cross-entropy.
+/// Metrics accumulated over batches: top-k accuracy, cross-entropy and perplexity.
+///
+/// Outputs are logits [N, C] (one prediction per example) or [N, C, d...] (one per position, e.g. next-token
+/// logits [N, vocab, S] of a language model): every position is then counted as one prediction, so accuracy is
+/// token accuracy and cross-entropy is per token.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,11 +20,12 @@ class Metric {
   virtual ~Metric() = default;
   /// Clears the accumulated values.
   virtual void reset() = 0;
-  /// Adds one batch: outputs (logits [N, C]) against the batch's integer targets.
+  /// Adds one batch: outputs (logits [N, C] or [N, C, d...]) against the batch's targets (class ids [N] or
+  /// [N, d...], or dense targets of the outputs' shape, read by their argmax).
   virtual void update(const at::Tensor& outputs, const Batch& batch) = 0;
   /// The value over everything since reset (0 before any update).
   virtual double compute() const = 0;
-  /// "accuracy", "top5_accuracy", "cross_entropy".
+  /// "accuracy", "top5_accuracy", "cross_entropy", "perplexity".
   virtual std::string name() const = 0;
 
   /// The accumulated sums behind compute() (e.g. hits and examples), which data-parallel training adds up
@@ -40,7 +45,7 @@ class Metric {
   bool deferred_ = false;
 };
 
-/// Fraction of examples whose target is among the k largest outputs.
+/// Fraction of predictions (examples, or positions) whose target is among the k largest outputs.
 class Accuracy : public Metric {
  public:
   explicit Accuracy(int64_t top_k = 1);
@@ -58,7 +63,7 @@ class Accuracy : public Metric {
   at::Tensor correct_on_device_;  ///< deferred hits (int64 scalar), added to correct_ by compute()
 };
 
-/// Mean cross-entropy per example.
+/// Mean cross-entropy per prediction (example, or position), in nats.
 class CrossEntropyMetric : public Metric {
  public:
   void reset() override;
@@ -74,7 +79,16 @@ class CrossEntropyMetric : public Metric {
   at::Tensor sum_on_device_;  ///< deferred sum (float64 scalar), added to sum_ by compute()
 };
 
-/// Builds a metric from its recipe name ("accuracy", "top5_accuracy", "cross_entropy"); InputError otherwise.
+/// exp(mean cross-entropy per prediction): a language model's perplexity per token (the vocabulary size for
+/// uniform guesses, 1 for certainty). Reduced over ranks exactly as cross-entropy is (its sums).
+class Perplexity : public CrossEntropyMetric {
+ public:
+  double compute() const override;
+  std::string name() const override { return "perplexity"; }
+};
+
+/// Builds a metric from its recipe name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity");
+/// InputError otherwise.
 std::unique_ptr<Metric> make_metric(const std::string& name);
 
 }  // namespace tessera

@@ -25,11 +25,13 @@
 #include <tessera/data/dataset.h>
 #include <tessera/data/transforms.h>
 #include <tessera/data/dataloader.h>
+#include <tessera/data/text.h>
 
 #include <tessera/models/model.h>
 #include <tessera/models/mlp.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/resnet.h>
+#include <tessera/models/gpt.h>
 #include <tessera/models/branch_gate.h>
 
 #include <tessera/optim/optimizer.h>

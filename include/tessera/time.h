@@ -101,15 +101,18 @@ bool operator<=(const Timestamp& ts, const Time& t);
 bool operator>(const Timestamp& ts, const Time& t);
 bool operator>=(const Timestamp& ts, const Time& t);
 
-/// What is needed to convert between units during a run: the run's max_duration and the number of batches
-/// and samples per epoch of the training data.
+/// What is needed to convert between units during a run: the run's max_duration, the number of batches
+/// and samples per epoch of the training data, and its tokens per sample (sequence data).
 struct TimeContext {
   Time max_duration = Time(1, TimeUnit::Epoch);
   int64_t batches_per_epoch = 1;
   int64_t samples_per_epoch = 1;
+  /// Tokens per sample (0: the data is not token sequences, and `tok` times cannot be converted).
+  int64_t tokens_per_sample = 0;
 
   /// A time in batches (fractional for sample counts that do not fill batches): ep -> ep·batches_per_epoch,
-  /// sp -> sp/batch size, dur -> fraction of max_duration in batches. Tokens are an Error.
+  /// sp -> sp/batch size, tok -> tok/tokens_per_sample samples, dur -> fraction of max_duration in batches.
+  /// Tokens without tokens_per_sample are an Error.
   double to_batches(const Time& t) const;
   /// max_duration in batches.
   double total_batches() const { return to_batches(max_duration); }

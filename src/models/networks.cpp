@@ -11,19 +11,12 @@
 #include <tessera/models/mlp.h>
 #include <tessera/models/resnet.h>
 
+#include "option_checks.h"
+
 namespace tessera {
 namespace {
 
 namespace nn = torch::nn;
-
-void require_positive(int64_t value, const char* name) {
-  if (value <= 0) {
-    throw InputError(fmt::format(
-        "model.{}: {} must be > 0 when the model is constructed (a recipe fills it in from the data; set it "
-        "when building the model directly)",
-        name, value));
-  }
-}
 
 nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));

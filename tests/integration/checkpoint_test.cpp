@@ -64,7 +64,7 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 /// Everything a run is made of; `components(spec)` builds it afresh (same initial weights, same data).
 struct RunSpec {
   std::string name;
-  std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images)
+  std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images), gpt (text)
   std::string optimizer = "sgd";  ///< sgd (momentum 0.9) or adamw
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
@@ -104,6 +104,7 @@ std::shared_ptr<Model> make_model(const std::string& kind) {
   if (kind == "mlp2") return mlp({8, 8}, 0.0);
   if (kind == "cnn") return std::make_shared<CNN>(CNNOptions().in_channels(3).num_classes(4).width(4));
   if (kind == "resnet") return std::make_shared<ResNet>(ResNetOptions().depth(8).width(4).in_channels(3).num_classes(4));
+  if (kind == "gpt") return testing::tiny_gpt();
   throw std::invalid_argument("unknown test model " + kind);
 }
 
@@ -188,12 +189,13 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
 Components components(const RunSpec& s) {
   Components c;
   c.model = make_model(s.model);
-  auto train = s.model == "cnn" || s.model == "resnet" ? data::make_synthetic(data::SyntheticOptions()
-                                                           .size(s.train_size)
-                                                           .input_shape(std::vector<int64_t>{3, 8, 8})
-                                                           .num_classes(4)
-                                                           .seed(7))
-                                : testing::tiny_data(s.train_size);
+  std::shared_ptr<data::TensorDataset> train = testing::tiny_data(s.train_size);
+  if (s.model == "cnn" || s.model == "resnet") {
+    train = data::make_synthetic(
+        data::SyntheticOptions().size(s.train_size).input_shape(std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7));
+  } else if (s.model == "gpt") {
+    train = testing::tiny_text(s.train_size);
+  }
   for (const char* augmenter : {"randaugment", "augmix"}) {  // images with intensities in [0, 1]
     if (std::find(s.algorithms.begin(), s.algorithms.end(), augmenter) != s.algorithms.end()) {
       train = testing::unit_interval(*train);
@@ -839,6 +841,16 @@ std::vector<RunSpec> resume_specs() {
   gyro.precision = "amp_bf16";
   gyro.algorithms = {"gyro_dropout", "sam", "selective_backprop"};
   specs.push_back(gyro);
+  // A language model (a small GPT on token sequences, AdamW): selective backprop scores examples by their mean
+  // token loss; label smoothing over the vocabulary at every position; microbatches under autocast.
+  RunSpec gpt;
+  gpt.name = "gpt_label_smoothing_selective_backprop_microbatches_amp_bf16";
+  gpt.model = "gpt";
+  gpt.optimizer = "adamw";
+  gpt.microbatch_size = 3;
+  gpt.precision = "amp_bf16";
+  gpt.algorithms = {"label_smoothing", "selective_backprop"};
+  specs.push_back(gpt);
   RunSpec standardized;
   standardized.name = "weight_standardization_blurpool_squeeze_excite";
   standardized.model = "cnn";

@@ -39,6 +39,8 @@ class BatchSource {
   virtual Batch example_batch() = 0;
   /// Number of classes when known (classification data), else 0.
   virtual int64_t num_classes() const { return 0; }
+  /// Tokens per example of sequence data (Dataset::tokens_per_example); 0 when the data is not token sequences.
+  virtual int64_t tokens_per_example() const { return 0; }
   /// The transforms that algorithms run in the data pipeline (RandAugment, AugMix): the Trainer sets them before
   /// Init, in plan order (an empty list clears them). A source that runs them applies them to every batch it
   /// produces, before its own transforms, each with its own generator keyed by (seed, epoch, batch), so a batch

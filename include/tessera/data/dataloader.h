@@ -66,6 +66,7 @@ class DataLoader : public BatchSource {
   /// The first example of the dataset (transforms not applied).
   Batch example_batch() override;
   int64_t num_classes() const override { return dataset_->num_classes(); }
+  int64_t tokens_per_example() const override { return dataset_->tokens_per_example(); }
   const DataLoaderOptions& options() const noexcept { return options_; }
   const Dataset& dataset() const noexcept { return *dataset_; }
 

@@ -26,6 +26,9 @@ class Dataset {
   virtual std::vector<int64_t> input_shape() const = 0;
   /// Short description for logs: "fashion_mnist(train, 60000)".
   virtual std::string describe() const = 0;
+  /// Tokens in one example for sequence data (the trainer counts `tok` time with it); 0 when the data is not
+  /// token sequences.
+  virtual int64_t tokens_per_example() const { return 0; }
   /// True for a dataset that defines its own epoch order (a StreamingDataset: shards shuffled in blocks);
   /// the DataLoader then takes each batch's indices from `order_range` instead of shuffling itself.
   virtual bool has_order() const { return false; }

@@ -1,0 +1,94 @@
+#pragma once
+/// A small GPT (Radford et al. 2019): a decoder-only transformer language model over token ids [N, S].
+/// Token and learned position embeddings, `n_layers` pre-norm blocks (x + attn(ln1(x)), then x + mlp(ln2(x))),
+/// a final LayerNorm and a linear head to the vocabulary. Outputs are logits [N, vocab, S] (classes in dimension
+/// 1, as every Tessera loss and metric expects), trained with next-token cross-entropy.
+///
+///     auto model = std::make_shared<tessera::GPT>(
+///         tessera::GPTOptions().vocab_size(256).max_seq_length(128).d_model(128).n_layers(4).n_heads(4));
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <tessera/models/model.h>
+#include <tessera/options.h>
+
+namespace tessera {
+
+/// Options of `GPT` (recipe name "gpt").
+struct GPTOptions {
+  /// Vocabulary size (0 = filled in from the data's number of classes by the registry).
+  TESSERA_OPTION(int64_t, vocab_size) = 0;
+  /// Longest sequence the position embedding covers (0 = filled in from the data's sequence length).
+  TESSERA_OPTION(int64_t, max_seq_length) = 0;
+  /// Width of the residual stream.
+  TESSERA_OPTION(int64_t, d_model) = 128;
+  /// Number of transformer blocks.
+  TESSERA_OPTION(int64_t, n_layers) = 4;
+  /// Attention heads per block (must divide d_model).
+  TESSERA_OPTION(int64_t, n_heads) = 4;
+  /// Hidden width of each block's feed-forward network (0 = 4·d_model).
+  TESSERA_OPTION(int64_t, d_ff) = 0;
+  template <class V>
+  void visit(V& v) {
+    v("vocab_size", vocab_size_, "vocabulary size (0 = from the data)", Range::at_least(0));
+    v("max_seq_length", max_seq_length_, "longest sequence (0 = from the data)", Range::at_least(0));
+    v("d_model", d_model_, "width of the residual stream", Range::at_least(1));
+    v("n_layers", n_layers_, "number of transformer blocks", Range::at_least(1));
+    v("n_heads", n_heads_, "attention heads per block (must divide d_model)", Range::at_least(1));
+    v("d_ff", d_ff_, "hidden width of the feed-forward networks (0 = 4 * d_model)", Range::at_least(0));
+  }
+};
+
+/// Causal multi-head self-attention over x [N, S, D]: slots "qkv" (Linear D -> 3D) and "proj" (Linear D -> D).
+/// Position i attends to positions j <= i with softmax(q·k / sqrt(D/H)).
+class CausalSelfAttention : public SlottedModule {
+ public:
+  CausalSelfAttention(int64_t d_model, int64_t n_heads);
+  at::Tensor forward(const at::Tensor& x);
+  int64_t n_heads() const noexcept { return n_heads_; }
+
+ private:
+  int64_t n_heads_;
+};
+
+/// The feed-forward network of a block: slots "fc" (Linear D -> F), then GELU, then "proj" (Linear F -> D).
+class FeedForward : public SlottedModule {
+ public:
+  FeedForward(int64_t d_model, int64_t d_ff);
+  at::Tensor forward(const at::Tensor& x);
+};
+
+/// A pre-norm transformer block: slots "ln1" (LayerNorm), "attn" (CausalSelfAttention), "ln2" (LayerNorm),
+/// "mlp" (FeedForward); x + attn(ln1(x)), then x + mlp(ln2(x)).
+class GPTBlock : public SlottedModule {
+ public:
+  GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff);
+  at::Tensor forward(const at::Tensor& x);
+};
+
+/// The language model. Slots of the model: "embed" (Embedding vocab x D), "pos_embed" (Embedding max_seq_length x D),
+/// "ln_f" (LayerNorm), "head" (Linear D -> vocab, no bias); the blocks are the ModuleList "blocks", so parameter
+/// names read "blocks.0.attn.qkv.weight". Weights start as GPT-2's: normal(0, 0.02), the residual projections
+/// (attn.proj, mlp.proj) normal(0, 0.02/sqrt(2·n_layers)), biases 0, LayerNorms 1 and 0.
+class GPT : public Model {
+ public:
+  /// Throws InputError on invalid options (vocab_size or max_seq_length 0, n_heads not dividing d_model).
+  explicit GPT(GPTOptions options);
+  /// Logits [N, vocab, S] for token ids input [N, S] (any integer type, S <= max_seq_length).
+  at::Tensor forward(const Batch& batch) override;
+  /// Next-token cross-entropy against targets [N, S] (integer ids, or dense [N, vocab, S]); per-example losses are
+  /// the mean over the sequence.
+  at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction = Reduction::Mean) override;
+  int64_t num_classes() const override { return options_.vocab_size(); }
+  bool loss_is_cross_entropy() const override { return true; }
+  const GPTOptions& options() const noexcept { return options_; }
+  /// The blocks in forward order.
+  const std::vector<std::shared_ptr<GPTBlock>>& blocks() const noexcept { return blocks_; }
+
+ private:
+  GPTOptions options_;
+  std::vector<std::shared_ptr<GPTBlock>> blocks_;
+};
+
+}  // namespace tessera

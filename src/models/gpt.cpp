@@ -1,0 +1,126 @@
+// The registry's language model: a small GPT (include/tessera/models/gpt.h).
+#include <tessera/models/gpt.h>
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <tessera/error.h>
+
+#include "option_checks.h"
+
+namespace tessera {
+namespace {
+
+namespace nn = torch::nn;
+
+nn::LayerNorm layer_norm(int64_t d) { return nn::LayerNorm(nn::LayerNormOptions({d})); }
+
+/// GPT-2's initialisation: every Linear and Embedding weight normal(0, 0.02), biases 0; the projections that
+/// write into the residual stream normal(0, 0.02/sqrt(2·n_layers)).
+void init_gpt(nn::Module& model, int64_t n_layers) {
+  at::NoGradGuard no_grad;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const std::string& name = item.key();
+    if (auto* linear = item.value()->as<nn::LinearImpl>()) {
+      const bool residual = name.size() >= 5 && name.compare(name.size() - 5, 5, ".proj") == 0;
+      linear->weight.normal_(0.0, residual ? 0.02 / std::sqrt(2.0 * static_cast<double>(n_layers)) : 0.02);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* embedding = item.value()->as<nn::EmbeddingImpl>()) {
+      embedding->weight.normal_(0.0, 0.02);
+    }
+  }
+}
+
+}  // namespace
+
+CausalSelfAttention::CausalSelfAttention(int64_t d_model, int64_t n_heads) : n_heads_(n_heads) {
+  register_slot("qkv", nn::AnyModule(nn::Linear(d_model, 3 * d_model)));
+  register_slot("proj", nn::AnyModule(nn::Linear(d_model, d_model)));
+}
+
+at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
+  const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = n_heads_;
+  // [N, S, 3D] -> 3 x [N, H, S, D/H]
+  const at::Tensor qkv = slot("qkv").forward(x).view({n, s, 3, h, d / h}).permute({2, 0, 3, 1, 4});
+  const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(d / h)));
+  const at::Tensor future = at::ones({s, s}, x.options().dtype(at::kBool)).triu_(1);
+  scores.masked_fill_(future, -std::numeric_limits<double>::infinity());
+  const at::Tensor y = at::matmul(at::softmax(scores, -1), v);  // [N, H, S, D/H]
+  return slot("proj").forward(y.transpose(1, 2).reshape({n, s, d}));
+}
+
+FeedForward::FeedForward(int64_t d_model, int64_t d_ff) {
+  register_slot("fc", nn::AnyModule(nn::Linear(d_model, d_ff)));
+  register_slot("proj", nn::AnyModule(nn::Linear(d_ff, d_model)));
+}
+
+at::Tensor FeedForward::forward(const at::Tensor& x) {
+  return slot("proj").forward(at::gelu(slot("fc").forward(x)));
+}
+
+GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff) {
+  register_slot("ln1", nn::AnyModule(layer_norm(d_model)));
+  register_slot("attn", nn::AnyModule(std::make_shared<CausalSelfAttention>(d_model, n_heads)));
+  register_slot("ln2", nn::AnyModule(layer_norm(d_model)));
+  register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff)));
+}
+
+at::Tensor GPTBlock::forward(const at::Tensor& x) {
+  at::Tensor out = x + slot("attn").forward(slot("ln1").forward(x));
+  return out + slot("mlp").forward(slot("ln2").forward(out));
+}
+
+GPT::GPT(GPTOptions options) : options_(std::move(options)) {
+  validate_options(options_, "model");
+  require_positive(options_.vocab_size(), "vocab_size");
+  require_positive(options_.max_seq_length(), "max_seq_length");
+  const int64_t d = options_.d_model();
+  if (d % options_.n_heads() != 0) {
+    throw InputError(fmt::format("model.n_heads: {} does not divide d_model = {}; expected a divisor of d_model",
+                                 options_.n_heads(), d));
+  }
+  const int64_t d_ff = options_.d_ff() > 0 ? options_.d_ff() : 4 * d;
+  register_slot("embed", nn::AnyModule(nn::Embedding(options_.vocab_size(), d)));
+  register_slot("pos_embed", nn::AnyModule(nn::Embedding(options_.max_seq_length(), d)));
+  nn::ModuleList blocks;
+  for (int64_t i = 0; i < options_.n_layers(); ++i) {
+    auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff);
+    blocks->push_back(block);
+    blocks_.push_back(std::move(block));
+  }
+  register_module("blocks", blocks);
+  register_slot("ln_f", nn::AnyModule(layer_norm(d)));
+  register_slot("head", nn::AnyModule(nn::Linear(nn::LinearOptions(d, options_.vocab_size()).bias(false))));
+  init_gpt(*this, options_.n_layers());
+}
+
+at::Tensor GPT::forward(const Batch& batch) {
+  const at::Tensor& input = batch.input();
+  if (input.dim() != 2 || at::isFloatingType(input.scalar_type()) || input.scalar_type() == at::kBool ||
+      input.size(1) > options_.max_seq_length() || input.size(1) == 0) {
+    throw InputError(fmt::format("gpt: input of shape {} and type {}; expected integer token ids [N, S] with "
+                                 "1 <= S <= max_seq_length = {}",
+                                 c10::str(input.sizes()), c10::toString(input.scalar_type()),
+                                 options_.max_seq_length()));
+  }
+  const at::Tensor ids = input.scalar_type() == at::kLong ? input : input.to(at::kLong);
+  const at::Tensor positions = at::arange(input.size(1), ids.options());
+  at::Tensor x = slot("embed").forward(ids) + slot("pos_embed").forward(positions);
+  for (const auto& block : blocks_) x = block->forward(x);
+  return slot("head").forward(slot("ln_f").forward(x)).transpose(1, 2);
+}
+
+at::Tensor GPT::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {
+  return cross_entropy(outputs, batch.target(), reduction);
+}
+
+}  // namespace tessera

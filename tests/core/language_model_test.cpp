@@ -1,0 +1,260 @@
+// Language models: byte-level text data, the GPT model, metrics per token, and time counted in tokens.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string text_of(const at::Tensor& row) {
+  std::string s;
+  for (int64_t i = 0; i < row.numel(); ++i) s += static_cast<char>(row[i].item<int64_t>());
+  return s;
+}
+
+/// A folder with a.txt (20 bytes), b.txt (10 bytes), a fortune index a.dat and a link to b.txt (both skipped).
+fs::path text_folder() {
+  const fs::path dir = fs::temp_directory_path() / ("tessera_text_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "b.txt") << "0123456789";
+  std::ofstream(dir / "a.txt") << "abcdefghijklmnopqrst";
+  std::ofstream(dir / "a.dat") << "index";
+  fs::create_symlink(dir / "b.txt", dir / "c");
+  return dir;
+}
+
+TEST(TextData, ReadsFilesInNameOrderHoldsOutTheEndOfEachAndShiftsTargets) {
+  const fs::path dir = text_folder();
+  const auto opts = data::TextOptions().path(dir.string()).seq_length(4).test_fraction(0.2);
+  // train: "abcdefghijklmnop" + "01234567" (24 bytes) -> (24 - 1) / 4 = 5 examples
+  const auto train = data::load_text(opts);
+  ASSERT_EQ(train->size(), 5);
+  EXPECT_EQ(train->num_classes(), 256);
+  EXPECT_EQ(train->tokens_per_example(), 4);
+  EXPECT_EQ(train->input_shape(), std::vector<int64_t>{4});
+  const Batch all = train->get_batch({0, 1, 4});
+  EXPECT_EQ(all.input().scalar_type(), at::kLong);
+  EXPECT_EQ(text_of(all.input()[0]), "abcd");
+  EXPECT_EQ(text_of(all.target()[0]), "bcde");
+  EXPECT_EQ(text_of(all.input()[1]), "efgh");
+  EXPECT_EQ(text_of(all.input()[2]), "0123");
+  EXPECT_EQ(text_of(all.target()[2]), "1234");
+  // test: "qrst" + "89" (6 bytes) -> 1 example
+  auto test_opts = opts;
+  const auto test = data::load_text(test_opts.split("test"));
+  ASSERT_EQ(test->size(), 1);
+  EXPECT_EQ(text_of(test->get_batch({0}).input()[0]), "qrst");
+  EXPECT_EQ(text_of(test->get_batch({0}).target()[0]), "rst8");
+  EXPECT_EQ(data::read_text_split(test_opts.split("test")).size(), 6u);
+  auto limited = opts;
+  EXPECT_EQ(data::load_text(limited.limit(2))->size(), 2);
+  // A single file is read whole.
+  auto one = opts;
+  EXPECT_EQ(data::read_text_split(one.path((dir / "b.txt").string())).size(), 8u);
+  fs::remove_all(dir);
+}
+
+TEST(TextData, ErrorsNameThePathAndWhatToDo) {
+  const std::string missing = testing::input_error_of([] { data::load_text(data::TextOptions().path("/no/such/text")); });
+  EXPECT_NE(missing.find("/no/such/text does not exist"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("apt-get install fortunes"), std::string::npos) << missing;
+  const fs::path dir = text_folder();
+  const std::string short_split = testing::input_error_of(
+      [&] { data::load_text(data::TextOptions().path(dir.string()).split("test").seq_length(6).test_fraction(0.2)); });
+  EXPECT_NE(short_split.find("the test split of " + dir.string() + " has 6 bytes, too few for one example of "
+                             "seq_length + 1 = 7 tokens"),
+            std::string::npos)
+      << short_split;
+  const std::string bad_option = testing::input_error_of(
+      [&] { data::load_text(data::TextOptions().path(dir.string()).seq_length(1)); });
+  EXPECT_NE(bad_option.find("seq_length"), std::string::npos) << bad_option;
+  const fs::path empty = dir / "empty";
+  fs::create_directories(empty);
+  const std::string no_files = testing::input_error_of([&] { data::load_text(data::TextOptions().path(empty.string())); });
+  EXPECT_NE(no_files.find("holds no text files"), std::string::npos) << no_files;
+  fs::remove_all(dir);
+}
+
+TEST(GPT, GivesLogitsOverTheVocabularyAtEveryPosition) {
+  auto model = testing::tiny_gpt();
+  const auto data = testing::tiny_text(4);
+  const Batch b = data->get_batch({0, 1, 2});
+  const at::Tensor out = model->forward(b);
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 16, 8}));
+  // Shorter sequences (sequence-length warmup) and other integer types.
+  Batch shorter(b.input().narrow(1, 0, 5).to(at::kInt), b.target().narrow(1, 0, 5));
+  const at::Tensor short_out = model->forward(shorter);
+  EXPECT_EQ(short_out.sizes(), (std::vector<int64_t>{3, 16, 5}));
+  // Causality: the first 5 positions of the full sequence give exactly those logits.
+  EXPECT_TRUE(at::allclose(short_out, out.narrow(2, 0, 5), 1e-5, 1e-6));
+  EXPECT_EQ(model->num_classes(), 16);
+  EXPECT_TRUE(model->loss_is_cross_entropy());
+}
+
+TEST(GPT, APositionSeesOnlyItsPast) {
+  auto model = testing::tiny_gpt();
+  model->eval();
+  const Batch b = testing::tiny_text(2)->get_batch({0, 1});
+  Batch changed = b;
+  changed.set(Batch::kInput, b.input().clone());
+  changed.input()[0][5] = (changed.input()[0][5].item<int64_t>() + 1) % 16;
+  const at::Tensor before = model->forward(b), after = model->forward(changed);
+  EXPECT_TRUE(at::equal(before.narrow(2, 0, 5), after.narrow(2, 0, 5)));  // bitwise: positions 0..4 of example 0
+  EXPECT_FALSE(at::allclose(before[0].narrow(1, 5, 3), after[0].narrow(1, 5, 3)));
+  EXPECT_TRUE(at::equal(before[1], after[1]));  // the other example is untouched
+}
+
+TEST(GPT, LossIsNextTokenCrossEntropyPerExampleMeanOverPositions) {
+  auto model = testing::tiny_gpt();
+  const Batch b = testing::tiny_text(3)->get_batch({0, 1, 2});
+  const at::Tensor out = model->forward(b);
+  const at::Tensor flat = at::cross_entropy_loss(out.transpose(1, 2).reshape({-1, 16}), b.target().reshape({-1}));
+  EXPECT_NEAR(model->loss(out, b).item<double>(), flat.item<double>(), 1e-6);
+  const at::Tensor per = model->loss(out, b, Reduction::None);
+  ASSERT_EQ(per.sizes(), (std::vector<int64_t>{3}));
+  const at::Tensor first = at::cross_entropy_loss(out[0].transpose(0, 1), b.target()[0]);
+  EXPECT_NEAR(per[0].item<double>(), first.item<double>(), 1e-6);
+  // Untrained: close to the uniform guess ln(16).
+  EXPECT_NEAR(flat.item<double>(), std::log(16.0), 0.1);
+}
+
+TEST(GPT, RefusesWhatItCannotTake) {
+  auto model = testing::tiny_gpt();
+  const std::string floats = testing::input_error_of([&] { model->forward(Batch(at::zeros({2, 4}), at::zeros({2, 4}))); });
+  EXPECT_NE(floats.find("expected integer token ids [N, S] with 1 <= S <= max_seq_length = 8"), std::string::npos)
+      << floats;
+  const std::string too_long = testing::input_error_of(
+      [&] { model->forward(Batch(at::zeros({2, 9}, at::kLong), at::zeros({2, 9}, at::kLong))); });
+  EXPECT_NE(too_long.find("input of shape [2, 9]"), std::string::npos) << too_long;
+  const std::string heads = testing::input_error_of(
+      [] { GPT(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_heads(3)); });
+  EXPECT_NE(heads.find("model.n_heads: 3 does not divide d_model = 16"), std::string::npos) << heads;
+  const std::string vocab = testing::input_error_of([] { GPT(GPTOptions().max_seq_length(8)); });
+  EXPECT_NE(vocab.find("model.vocab_size: 0 must be > 0"), std::string::npos) << vocab;
+}
+
+TEST(GPT, StartsFromGpt2sInitialisation) {
+  auto model = testing::tiny_gpt(16, 8);
+  const auto params = model->named_parameters();
+  // 2 blocks: residual projections get 0.02 / sqrt(4) = 0.01.
+  EXPECT_NEAR(params["blocks.0.attn.qkv.weight"].std().item<double>(), 0.02, 0.004);
+  EXPECT_NEAR(params["blocks.1.mlp.proj.weight"].std().item<double>(), 0.01, 0.002);
+  EXPECT_EQ(params["blocks.0.mlp.fc.bias"].abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(params["blocks.0.ln1.weight"].min().item<double>(), 1.0);
+  EXPECT_FALSE(params.contains("head.bias"));
+}
+
+TEST(SequenceMetrics, CountEveryPositionAsOnePrediction) {
+  // 2 examples x 2 positions over 3 classes; argmax per position: [[0, 2], [1, 1]].
+  at::Tensor logits = at::zeros({2, 3, 2});
+  logits[0][0][0] = 2;
+  logits[0][2][1] = 2;
+  logits[1][1][0] = 2;
+  logits[1][1][1] = 2;
+  const Batch b(at::zeros({2, 2}, at::kLong), at::tensor({0, 1, 1, 0}, at::kLong).view({2, 2}));
+  Accuracy acc;
+  acc.update(logits, b);
+  EXPECT_DOUBLE_EQ(acc.compute(), 2.0 / 4.0);  // positions (0,0) and (1,0)
+  EXPECT_EQ(acc.counts(), (std::vector<double>{2, 4}));
+  CrossEntropyMetric ce;
+  Perplexity ppl;
+  ce.update(logits, b);
+  ppl.update(logits, b);
+  const double expected = at::cross_entropy_loss(logits, b.target()).item<double>();
+  EXPECT_NEAR(ce.compute(), expected, 1e-6);
+  EXPECT_NEAR(ppl.compute(), std::exp(expected), 1e-5);
+  EXPECT_EQ(make_metric("perplexity")->name(), "perplexity");
+  // Dense targets of the logits' shape are read by their argmax.
+  Accuracy dense;
+  dense.update(logits, Batch(b.input(), at::one_hot(b.target(), 3).permute({0, 2, 1}).to(at::kFloat)));
+  EXPECT_DOUBLE_EQ(dense.compute(), 0.5);
+  const std::string mismatch = testing::input_error_of([&] { acc.update(logits, Batch(b.input(), at::zeros({2, 3}, at::kLong))); });
+  EXPECT_NE(mismatch.find("expected class indices of the outputs' shape without dimension 1"), std::string::npos)
+      << mismatch;
+}
+
+TEST(TokenTime, TokensConvertThroughTokensPerSample) {
+  TimeContext time;
+  time.max_duration = Time::parse("1000tok");
+  time.batches_per_epoch = 10;
+  time.samples_per_epoch = 80;
+  const std::string unknown = [&] {
+    try {
+      time.to_batches(Time::parse("640tok"));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  }();
+  EXPECT_NE(unknown.find("the training data is not token sequences"), std::string::npos) << unknown;
+  time.tokens_per_sample = 8;
+  EXPECT_DOUBLE_EQ(time.to_batches(Time::parse("640tok")), 10.0);
+  EXPECT_DOUBLE_EQ(time.to_batches(Time::parse("4tok")), 0.0625);
+  EXPECT_DOUBLE_EQ(time.total_batches(), 15.625);
+}
+
+TEST(TokenTime, TheTrainerCountsTokensAndStopsAtATokenDuration) {
+  Components c;
+  c.model = testing::tiny_gpt();
+  c.train_dataloader = testing::loader(testing::tiny_text(32), 8);  // 4 batches of 64 tokens
+  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("640tok")).threads(1), std::move(c));
+  trainer.fit();
+  EXPECT_EQ(trainer.state().timestamp.token, 640);
+  EXPECT_EQ(trainer.state().timestamp.batch, 10);
+  EXPECT_EQ(trainer.state().timestamp.token_in_epoch, 128);  // 2 batches into the third epoch
+  EXPECT_EQ(trainer.state().time.tokens_per_sample, 8);
+}
+
+TEST(TokenTime, ASmallGptLearnsThePattern) {
+  Components c;
+  c.model = testing::tiny_gpt();
+  c.train_dataloader = testing::loader(testing::tiny_text(64), 8);
+  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  Evaluator ev;
+  ev.label = "eval";
+  ev.dataloader = testing::loader(testing::tiny_text(16), 16, false);  // the first 16 training sequences
+  ev.metrics = {std::make_shared<CrossEntropyMetric>(), std::make_shared<Accuracy>(1)};
+  c.evaluators.push_back(ev);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("8ep")).threads(1), std::move(c));
+  const double before = trainer.evaluate().at("metrics/eval/cross_entropy");
+  trainer.fit();
+  const auto after = trainer.evaluate();
+  EXPECT_NEAR(before, std::log(16.0), 0.1);
+  EXPECT_LT(after.at("metrics/eval/cross_entropy"), 0.5 * before);
+  EXPECT_GT(after.at("metrics/eval/accuracy"), 0.5);
+}
+
+TEST(TokenTime, ARecipeFillsTheModelFromTheText) {
+  const fs::path dir = text_folder();
+  const std::string recipe = fmt::format(R"(
+max_duration: 2ba
+model: {{gpt: {{d_model: 8, n_layers: 1, n_heads: 2}}}}
+data:
+  train:
+    dataset: {{text: {{path: {}, seq_length: 4, test_fraction: 0.2}}}}
+    loader: {{batch_size: 2}}
+optimizer: {{adamw: {{lr: 0.01}}}}
+)",
+                                         dir.string());
+  tessera::Run run = build_run(Recipe::parse(recipe, "<string>"));
+  const auto* gpt = dynamic_cast<const GPT*>(run.components.model.get());
+  ASSERT_NE(gpt, nullptr);
+  EXPECT_EQ(gpt->options().vocab_size(), 256);
+  EXPECT_EQ(gpt->options().max_seq_length(), 4);
+  EXPECT_EQ(run.components.train_dataloader->tokens_per_example(), 4);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tessera
