@@ -18,6 +18,7 @@ const char* resource_name(Resource r) {
     case Resource::Gradients: return "gradients";
     case Resource::LearningRate: return "learning rate";
     case Resource::Buffers: return "buffers";
+    case Resource::SequenceLength: return "sequence length";
   }
   return "unknown resource";
 }

@@ -47,6 +47,7 @@
 #include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
@@ -209,6 +210,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::RandAugment, algorithms::RandAugmentOptions>("randaugment"),
       algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),
       algorithm<algorithms::SelectiveBackprop, algorithms::SelectiveBackpropOptions>("selective_backprop"),
+      algorithm<algorithms::SeqLengthWarmup, algorithms::SeqLengthWarmupOptions>("seq_length_warmup"),
       algorithm<algorithms::SqueezeExcite, algorithms::SqueezeExciteOptions>("squeeze_excite"),
       algorithm<algorithms::StochasticDepth, algorithms::StochasticDepthOptions>("stochastic_depth"),
       algorithm<algorithms::WeightStandardization, algorithms::WeightStandardizationOptions>("weight_standardization"),

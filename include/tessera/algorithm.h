@@ -35,6 +35,7 @@ enum class Resource {
                     ///< before AfterBackward fires, so readers such as clipping see true values)
   LearningRate,     ///< optimizer learning rates
   Buffers,          ///< module buffers that are not parameters (batch-norm running statistics)
+  SequenceLength,   ///< length of the token sequences (dimension 1 of sequence inputs)
 };
 const char* resource_name(Resource r);
 

@@ -88,7 +88,8 @@ const std::vector<Resource>& all_resources() {
   static const std::vector<Resource> all = {
       Resource::ModelStructure, Resource::Parameters, Resource::OptimizerGroups, Resource::Inputs,
       Resource::Targets,        Resource::BatchRows,  Resource::Resolution,      Resource::Outputs,
-      Resource::Loss,           Resource::Gradients,  Resource::LearningRate,    Resource::Buffers};
+      Resource::Loss,           Resource::Gradients,  Resource::LearningRate,    Resource::Buffers,
+      Resource::SequenceLength};
   return all;
 }
 

@@ -29,6 +29,7 @@
 #include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
@@ -563,6 +564,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("last_scale", &alg::ProgressiveResizing::last_scale,
                              "The pinned scale used for the last batch.");
 
+  bind_algorithm<alg::SeqLengthWarmup, alg::SeqLengthWarmupOptions>(
+      m, "SeqLengthWarmup", "seq_length_warmup",
+      "Sequence-length warmup (Li et al. 2022) at AFTER_DATALOADER: token sequences [N, S] are cut (truncate) or "
+      "re-chunked to a length growing linearly from min_seq_length to max_seq_length over the first `duration` of "
+      "training (Composer's schedule). Keeps no state, so it resumes exactly.")
+      .def_property_readonly("last_seq_length", &alg::SeqLengthWarmup::last_seq_length,
+                             "The sequence length of the last batch (0 before the first).");
+
   py::class_<alg::GyroDropoutMasks, std::shared_ptr<alg::GyroDropoutMasks>>(
       m, "GyroDropoutMasks",
       "The masks of one gyro dropout layer and the period it trains (the algorithm moves it before each batch); "
@@ -886,6 +895,13 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         py::arg("sigma"), py::arg("tau"), "The tau distinct masks a layer trains in a period.");
   f.def("gyro_dropout_period_length", &alg::gyro_dropout_period_length, py::arg("total_batches"), py::arg("sigma"),
         py::arg("tau"), "Batches per period: max(1, total_batches // sigma) * tau.");
+  f.def("warmup_seq_length", &alg::warmup_seq_length, py::arg("batch"), py::arg("total_batches"),
+        py::arg("duration"), py::arg("min_seq_length"), py::arg("max_seq_length"), py::arg("step_size"),
+        "Sequence-length warmup's length at a batch: min(max, min + step * (batch // every)) with every = max(1, "
+        "W // max(1, (max - min) // step)), W = int(total_batches * duration); max when W = 0.");
+  f.def("set_seq_length", &alg::set_seq_length, py::arg("batch"), py::arg("length"), py::arg("truncate") = true,
+        "The tessera.Batch with sequences of `length`: every part [N, S, ...] of the input's length S cut to its first "
+        "`length` positions (truncate) or re-chunked into [N * S // length, length, ...] (the remainder dropped).");
   f.def(
       "apply_squeeze_excite",
       [](Model& model, const py::kwargs& kwargs) {

@@ -42,7 +42,7 @@ def algorithms_stub() -> str:
     ]
     for name in ("AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
                  "GhostBatchNorm", "GradientClipping", "GyroDropout", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing",
-                 "RandAugment", "SAM", "SelectiveBackprop", "SqueezeExcite", "StochasticDepth", "SWA",
+                 "RandAugment", "SAM", "SelectiveBackprop", "SeqLengthWarmup", "SqueezeExcite", "StochasticDepth", "SWA",
                  "WeightStandardization"):
         cls = getattr(algorithms, name)
         kwargs = _kwargs(cls.__doc__)  # an algorithm without options takes none
@@ -56,7 +56,7 @@ def algorithms_stub() -> str:
                  "ColOut": ("last_kept", "List[Tuple[List[int], List[int]]]"), "CutMix": ("last_lambda", "float"),
                  "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
-                 "GyroDropout": ("replaced", "int"),
+                 "GyroDropout": ("replaced", "int"), "SeqLengthWarmup": ("last_seq_length", "int"),
                  "SqueezeExcite": ("replaced", "int"), "StochasticDepth": ("drop_rates", "List[float]"),
                  "WeightStandardization": ("replaced", "int"), "Factorize": ("counts", "Dict[str, int]")}.get(name)
         if extra:

@@ -28,6 +28,7 @@ ProgressiveResizing = _native.ProgressiveResizing
 RandAugment = _native.RandAugment
 SAM = _native.SAM
 SelectiveBackprop = _native.SelectiveBackprop
+SeqLengthWarmup = _native.SeqLengthWarmup
 SqueezeExcite = _native.SqueezeExcite
 StochasticDepth = _native.StochasticDepth
 WeightStandardization = _native.WeightStandardization
@@ -57,6 +58,7 @@ __all__ = [
     "RandAugment",
     "SAM",
     "SelectiveBackprop",
+    "SeqLengthWarmup",
     "SqueezeExcite",
     "StochasticDepth",
     "WeightStandardization",

@@ -82,6 +82,8 @@ stochastic_depth_drop_rates = _native.stochastic_depth_drop_rates
 apply_weight_standardization = _native.apply_weight_standardization
 standardize_weight = _native.standardize_weight
 freeze_layers = _native.freeze_layers
+warmup_seq_length = _native.warmup_seq_length
+set_seq_length = _native.set_seq_length
 
 
 def apply_channels_last(model):
@@ -203,6 +205,7 @@ __all__ = [
     "sample_mixing",
     "select_by_loss",
     "selection_weights",
+    "set_seq_length",
     "smooth_labels",
     "squeeze_excite",
     "squeeze_excite_latent",
@@ -211,5 +214,6 @@ __all__ = [
     "stochastic_depth_drop_rates",
     "swa_annealed_lr",
     "swa_update",
+    "warmup_seq_length",
     "smoothed_cross_entropy",
 ]

@@ -101,7 +101,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"unknown_model",
        edit("mlp: {hidden: [16]}", "mpl: {hidden: [16]}"),
        {},
-       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: cnn, mlp, "
+       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: cnn, gpt, mlp, "
         "resnet)"}},
       {"model_given_twice",
        edit("mlp: {hidden: [16]}", "mlp: {}\n  cnn: {}"),

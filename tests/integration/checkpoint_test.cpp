@@ -39,6 +39,7 @@
 #include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
@@ -183,6 +184,10 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   if (name == "weight_standardization") return std::make_shared<WeightStandardization>();
   // 18 batches cut into periods of floor(18 / 4) * 2 = 8: new masks at batches 8 and 16, across the interruptions.
   if (name == "gyro_dropout") return std::make_shared<GyroDropout>(GyroDropoutOptions().sigma(4).tau(2));
+  // 18 batches, lengths 2, 4, 6, 8 of 8 for 3 batches each over the first 9, across the interruptions.
+  const auto warmup = SeqLengthWarmupOptions().duration(0.5).min_seq_length(2).step_size(2);
+  if (name == "seq_length_warmup") return std::make_shared<SeqLengthWarmup>(warmup);
+  if (name == "seq_length_warmup_rechunk") return std::make_shared<SeqLengthWarmup>(SeqLengthWarmupOptions(warmup).truncate(false));
   throw std::invalid_argument("unknown test algorithm " + name);
 }
 
@@ -554,7 +559,9 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
     rows.insert(dims.front());
     widths.insert(dims.back());
   }
-  if (has(spec.algorithms, "selective_backprop")) {
+  if (has(spec.algorithms, "seq_length_warmup_rechunk")) {
+    EXPECT_EQ(rows, (std::set<int64_t>{8, 10, 16, 32})) << "64 tokens per batch in rows of 2, 4, 6, then 8";
+  } else if (has(spec.algorithms, "selective_backprop")) {
     EXPECT_EQ(rows, (std::set<int64_t>{4, 8})) << "selective backprop keeps 4 of 8 on every other batch";
   } else {
     EXPECT_EQ(rows, std::set<int64_t>{8});
@@ -563,6 +570,9 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
     EXPECT_EQ(widths, (has(spec.algorithms, "progressive_resizing") ? std::set<int64_t>{4, 6} : std::set<int64_t>{6}));
   } else if (has(spec.algorithms, "progressive_resizing")) {
     EXPECT_EQ(widths, (std::set<int64_t>{4, 6, 8})) << "progressive resizing grows 4 -> 6 -> 8";
+  }
+  if (has(spec.algorithms, "seq_length_warmup") || has(spec.algorithms, "seq_length_warmup_rechunk")) {
+    EXPECT_EQ(widths, (std::set<int64_t>{2, 4, 6, 8})) << "sequences of 2, 4, 6, then 8 tokens";
   }
   if (has(spec.algorithms, "swa")) {  // snapshots after batches 3 to 15, the last one with the end
     EXPECT_EQ(run.trainer->trace().at("swa/batch_end").count, 13);
@@ -841,16 +851,23 @@ std::vector<RunSpec> resume_specs() {
   gyro.precision = "amp_bf16";
   gyro.algorithms = {"gyro_dropout", "sam", "selective_backprop"};
   specs.push_back(gyro);
-  // A language model (a small GPT on token sequences, AdamW): selective backprop scores examples by their mean
-  // token loss; label smoothing over the vocabulary at every position; microbatches under autocast.
+  // A language model (a small GPT on token sequences, AdamW): sequences lengthened on schedule; selective backprop
+  // scores examples by their mean token loss; label smoothing over the vocabulary at every position; microbatches
+  // under autocast. Then the tokens re-chunked into more, shorter rows (as many microbatches as they make) with SAM.
   RunSpec gpt;
-  gpt.name = "gpt_label_smoothing_selective_backprop_microbatches_amp_bf16";
+  gpt.name = "gpt_seq_length_warmup_label_smoothing_selective_backprop_microbatches_amp_bf16";
   gpt.model = "gpt";
   gpt.optimizer = "adamw";
   gpt.microbatch_size = 3;
   gpt.precision = "amp_bf16";
-  gpt.algorithms = {"label_smoothing", "selective_backprop"};
+  gpt.algorithms = {"seq_length_warmup", "label_smoothing", "selective_backprop"};
   specs.push_back(gpt);
+  RunSpec rechunk = gpt;
+  rechunk.name = "gpt_seq_length_warmup_rechunked_sam_microbatches";
+  rechunk.precision = "fp32";
+  rechunk.microbatch_size = 5;
+  rechunk.algorithms = {"seq_length_warmup_rechunk", "sam"};
+  specs.push_back(rechunk);
   RunSpec standardized;
   standardized.name = "weight_standardization_blurpool_squeeze_excite";
   standardized.model = "cnn";
