@@ -1,0 +1,110 @@
+"""Language models from Python: the text dataset and the GPT model from recipe entries, per-token metrics and
+perplexity, time in tokens, and sequence-length warmup (the class, its functional forms, a run whose lengths follow
+the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights)."""
+import math
+
+import pytest
+import torch
+
+import tessera
+import tessera.functional as TF
+from conftest import StopAt
+from tessera.algorithms import SeqLengthWarmup
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("".join(f"the quick brown fox {'jumps' if i % 7 == 0 else 'runs'}\n" for i in range(200)))
+    return str(path)
+
+
+def gpt_components(text, **overrides):
+    kwargs = dict(
+        model={"gpt": {"d_model": 16, "n_layers": 2, "n_heads": 2}},
+        train_data={"dataset": {"text": {"path": text, "seq_length": 16}}, "loader": {"batch_size": 8}},
+        eval_data={"dataset": {"text": {"path": text, "split": "test", "seq_length": 16}},
+                   "loader": {"batch_size": 8, "shuffle": False}, "metrics": ["accuracy", "perplexity"]},
+        optimizer={"adamw": {"lr": 0.01}},
+        max_duration="8ba",
+        seed=0,
+        threads=1,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+class Lengths(tessera.Callback):
+    name = "lengths"
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def before_forward(self, state, logger):
+        self.seen.append(tuple(state.batch["input"].shape))
+
+
+def test_class_takes_its_options_and_refuses_bad_ones():
+    assert SeqLengthWarmup().options == {"duration": 0.3, "min_seq_length": 8, "max_seq_length": 0, "step_size": 8,
+                                         "truncate": True}
+    assert not SeqLengthWarmup().spec().required_on_load
+    with pytest.raises(tessera.InputError, match="max_seq_length 4 is below min_seq_length 8"):
+        SeqLengthWarmup(max_seq_length=4)
+    assert isinstance(tessera.algorithms.make({"seq_length_warmup": {"duration": 0.5}}), SeqLengthWarmup)
+
+
+def test_functional_forms():
+    assert [TF.warmup_seq_length(b, 100, 0.3, 8, 64, 8) for b in (0, 4, 27, 28, 99)] == [8, 16, 56, 64, 64]
+    x = torch.arange(16).view(2, 8)
+    cut = TF.set_seq_length(tessera.Batch(x, x + 1), 3)
+    assert torch.equal(cut["input"], x[:, :3]) and torch.equal(cut["target"], x[:, :3] + 1)
+    chunks = TF.set_seq_length(tessera.Batch(x, x + 1), 3, truncate=False)
+    assert torch.equal(chunks["input"], torch.arange(15).view(5, 3))
+    assert torch.equal(chunks["target"], chunks["input"] + 1)
+
+
+def test_a_gpt_trains_on_text_counts_tokens_and_reports_perplexity(text):
+    trainer = tessera.Trainer(**gpt_components(text, max_duration="2048tok"))  # 2048 / (8 * 16) = 16 batches
+    before = trainer.eval()
+    trainer.fit()
+    after = trainer.eval()
+    assert trainer.state.timestamp.batch == 16 and trainer.state.timestamp.token == 2048
+    assert before["metrics/eval/perplexity"] == pytest.approx(256, rel=0.15)  # uniform over the bytes
+    assert after["metrics/eval/perplexity"] < 0.2 * before["metrics/eval/perplexity"]
+    assert after["metrics/eval/accuracy"] > before["metrics/eval/accuracy"]
+    assert math.isfinite(trainer.state.loss.item())
+
+
+def test_warmup_lengthens_the_sequences_on_schedule(text):
+    lengths = Lengths()
+    warmup = SeqLengthWarmup(duration=0.5, min_seq_length=4, step_size=4)
+    trainer = tessera.Trainer(**gpt_components(text), algorithms=[warmup], callbacks=[lengths])
+    trainer.fit()
+    # 8 batches, duration 0.5: 4 warmup batches, (16 - 4) / 4 = 3 steps, one a batch.
+    assert [s[1] for s in lengths.seen] == [4, 8, 12, 16, 16, 16, 16, 16]
+    assert warmup.last_seq_length == 16
+
+
+def test_warmup_on_images_is_refused_before_step_one():
+    from conftest import tiny_components
+
+    with pytest.raises(tessera.InputError, match=r"seq_length_warmup shortens token sequences and needs inputs \[S\]"):
+        tessera.Trainer(**tiny_components(), algorithms=[SeqLengthWarmup()])
+
+
+def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(text, tmp_path):
+    def components():
+        return gpt_components(text, algorithms=[SeqLengthWarmup(duration=0.5, min_seq_length=4, step_size=4,
+                                                                truncate=False)])
+
+    whole = tessera.Trainer(**components())
+    whole.fit()
+    first = tessera.Trainer(**components(), callbacks=[StopAt(3)])
+    first.fit()
+    first.save_checkpoint(str(tmp_path / "at3.ckpt"))
+    second = tessera.Trainer(**components())
+    second.load_checkpoint(str(tmp_path / "at3.ckpt"))
+    second.fit()
+    assert second.state.timestamp.batch == 8
+    assert second.weights_fingerprint() == whole.weights_fingerprint()

@@ -1,0 +1,162 @@
+// Algorithms on a language model: every registered algorithm either trains a small GPT on text or is refused before
+// step 1 with its reason; sequence-length warmup composes with each algorithm that trains it.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <cmath>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A text file of 4 KB (a pattern of lowercase words), written once per test binary.
+const std::string& text_file() {
+  static const std::string path = [] {
+    const fs::path p = fs::temp_directory_path() / fmt::format("tessera_lm_{}.txt", ::getpid());
+    std::ofstream out(p);
+    for (int i = 0; out.tellp() < 4096; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
+    return p.string();
+  }();
+  return path;
+}
+
+/// Recipe text for a GPT trained 6 batches on text_file() with `algorithm` (a recipe entry).
+std::string recipe(const std::string& algorithm) {
+  return fmt::format(R"(
+max_duration: 6ba
+seed: 1
+threads: 1
+run_dir: {}
+model: {{gpt: {{d_model: 16, n_layers: 2, n_heads: 2}}}}
+data:
+  train:
+    dataset: {{text: {{path: {}, seq_length: 16}}}}
+    loader: {{batch_size: 8}}
+optimizer: {{adamw: {{lr: 0.01}}}}
+algorithms: [{}]
+callbacks: []
+loggers: []
+)",
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), text_file(), algorithm);
+}
+
+/// Options that make each algorithm act within 6 batches of this model (d_model 16) where the defaults would not.
+std::string entry(const std::string& name) {
+  static const std::map<std::string, std::string> eager{
+      {"ema", "{ema: {half_life: 2ba}}"},
+      {"factorize", "{factorize: {min_features: 16, latent_features: 4}}"},
+      {"layer_freezing", "{layer_freezing: {freeze_start: 0, freeze_level: 1}}"},
+      {"selective_backprop", "{selective_backprop: {start: 0, end: 1, interrupt: 0}}"},
+      {"seq_length_warmup", "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5}}"},
+      {"swa", "{swa: {swa_start: 2ba, swa_end: 5ba, update_interval: 1ba}}"},
+      {"gradient_clipping", "{gradient_clipping: {clipping_type: norm, clipping_threshold: 0.5}}"},
+  };
+  const auto it = eager.find(name);
+  return it == eager.end() ? name : it->second;
+}
+
+/// The algorithms that cannot work on a language model, and the start of the reason each gives.
+const std::map<std::string, std::string>& refused_on_text() {
+  static const std::map<std::string, std::string> refused{
+      {"augmix", "augmix: augmix augments images and needs image inputs [C, H, W] per example; the training data has "
+                 "inputs of shape [16] per example"},
+      {"blurpool", "blurpool: the model has no layer to replace"},
+      {"channels_last", "channels_last: the model has no 4-D parameter or buffer (no convolution)"},
+      {"colout", "colout: colout drops rows and columns of images and needs image inputs [C, H, W] per example"},
+      {"cutmix", "cutmix: cutmix mixes the inputs, which must be floating point; the training data's inputs are Long"},
+      {"cutout", "cutout: cutout zeroes square holes of images and needs image inputs [C, H, W] per example"},
+      {"ghost_batchnorm", "ghost_batchnorm: the model has no BatchNorm1d, BatchNorm2d or BatchNorm3d in a slot"},
+      {"gyro_dropout", "gyro_dropout: the model has no dropout layer in a slot"},
+      {"mixup", "mixup: mixup mixes the inputs, which must be floating point; the training data's inputs are Long"},
+      {"progressive_resizing", "progressive_resizing: progressive_resizing resizes images and needs image inputs"},
+      {"randaugment", "randaugment: randaugment augments images and needs image inputs"},
+      {"squeeze_excite", "squeeze_excite: the model has no Conv2d in a slot"},
+      {"stochastic_depth", "stochastic_depth: the model has no residual_gate slot"},
+      {"weight_standardization", "weight_standardization: the model has no Conv1d, Conv2d or Conv3d in a slot"},
+  };
+  return refused;
+}
+
+class OnText : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OnText, TrainsOrIsRefusedBeforeStepOne) {
+  const std::string name = GetParam();
+  std::unique_ptr<Trainer> trainer;
+  std::string refusal;
+  try {
+    trainer = make_trainer(Recipe::parse(recipe(entry(name)), "<string>"));
+  } catch (const InputError& e) {
+    refusal = e.what();
+  }
+  const auto expected = refused_on_text().find(name);
+  if (expected != refused_on_text().end()) {
+    EXPECT_NE(refusal.find(expected->second), std::string::npos) << name << " refused with: " << refusal;
+    return;
+  }
+  ASSERT_TRUE(refusal.empty()) << name << " refused with: " << refusal;
+  trainer->fit();
+  EXPECT_EQ(trainer->state().timestamp.batch, 6);
+  EXPECT_EQ(trainer->state().timestamp.token, 6 * 8 * 16);
+  EXPECT_TRUE(std::isfinite(trainer->state().loss.item<double>()));
+  int64_t acted = 0;
+  for (const auto& [key, record] : trainer->trace()) acted += key.rfind(name + "/", 0) == 0 ? record.count : 0;
+  EXPECT_GT(acted, 0) << name << " never acted";
+}
+
+/// The sequence length of every microbatch trained.
+class Lengths : public Callback {
+ public:
+  std::string name() const override { return "lengths"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event == Event::BeforeForward) lengths.push_back(s.batch.input().size(1));
+  }
+  std::vector<int64_t> lengths;
+};
+
+std::vector<std::string> trains_on_text() {
+  std::vector<std::string> out;
+  for (const auto& name : registered_names("algorithms")) {
+    if (refused_on_text().count(name) == 0 && name != "seq_length_warmup") out.push_back(name);
+  }
+  return out;
+}
+
+class WithSeqLengthWarmup : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(WithSeqLengthWarmup, BothActAndTheLengthsFollowTheSchedule) {
+  const std::string name = GetParam();
+  tessera::Run run = build_run(Recipe::parse(recipe(entry("seq_length_warmup") + ", " + entry(name)), "<string>"));
+  auto lengths = std::make_shared<Lengths>();
+  run.components.callbacks.push_back(lengths);
+  Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
+  trainer.fit();
+  for (const std::string& algorithm : {std::string("seq_length_warmup"), name}) {
+    int64_t acted = 0;
+    for (const auto& [key, record] : trainer.trace()) acted += key.rfind(algorithm + "/", 0) == 0 ? record.count : 0;
+    EXPECT_GT(acted, 0) << algorithm << " never acted";
+  }
+  // 6 batches, duration 0.5: 3 warmup batches, (16 - 4) / 4 = 3 steps of 4 tokens, one per batch. SAM trains each
+  // batch twice.
+  std::vector<int64_t> expected;
+  for (int64_t len : {4, 8, 12, 16, 16, 16}) {
+    for (int pass = 0; pass < (name == "sam" ? 2 : 1); ++pass) expected.push_back(len);
+  }
+  EXPECT_EQ(lengths->lengths, expected);
+  EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
+}
+
+INSTANTIATE_TEST_SUITE_P(LanguageModel, WithSeqLengthWarmup, ::testing::ValuesIn(trains_on_text()),
+                         [](const auto& info) { return info.param; });
+
+INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText, ::testing::ValuesIn(registered_names("algorithms")),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace tessera
