@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 #include <tessera/batch.h>
+#include <fmt/format.h>
 #include <tessera/error.h>
+#include <tessera/options.h>
 
 namespace tessera {
 namespace {
@@ -112,6 +114,38 @@ Batch Batch::to(c10::Device device, bool non_blocking) const {
   Batch out;
   out.parts_.reserve(parts_.size());
   for (const auto& [key, tensor] : parts_) out.parts_.emplace_back(key, tensor.to(device, non_blocking));
+  return out;
+}
+
+Batch set_seq_length(const Batch& batch, int64_t length, bool truncate) {
+  check_option("set_seq_length", "length", static_cast<double>(length), Range::at_least(1));
+  const at::Tensor& x = batch.input();
+  if (x.dim() < 2) {
+    throw InputError(fmt::format("set_seq_length: the input has shape {}; expected sequences [N, S, ...]",
+                                 c10::str(x.sizes())));
+  }
+  const int64_t n = x.size(0), s = x.size(1);
+  if (length >= s) return batch;
+  const int64_t rows = n * s / length;
+  Batch out;
+  for (const auto& [key, t] : batch.parts()) {
+    const bool sequence = t.defined() && t.dim() >= 2 && t.size(1) == s;
+    if (!sequence) {
+      if (!truncate) {
+        throw InputError(fmt::format(
+            "set_seq_length: batch part \"{}\" of shape {} is not a sequence of the input's length {}, so it cannot "
+            "follow the tokens into new examples (truncate: false); use truncate: true",
+            key, t.defined() ? c10::str(t.sizes()) : std::string("undefined"), s));
+      }
+      out.set(key, t);
+    } else if (truncate) {
+      out.set(key, t.narrow(1, 0, length));
+    } else {
+      std::vector<int64_t> flat{n * s}, chunks{rows, length};
+      for (int64_t d = 2; d < t.dim(); ++d) flat.push_back(t.size(d)), chunks.push_back(t.size(d));
+      out.set(key, t.reshape(flat).narrow(0, 0, rows * length).reshape(chunks));
+    }
+  }
   return out;
 }
 

@@ -29,6 +29,7 @@
 #include <utility>
 
 // ---- ALGORITHMS (1/2): include each algorithm's header here, alphabetically:
+#include <tessera/algorithms/alibi.h>
 #include <tessera/algorithms/augmix.h>
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/channels_last.h>
@@ -37,11 +38,13 @@
 #include <tessera/algorithms/cutout.h>
 #include <tessera/algorithms/ema.h>
 #include <tessera/algorithms/factorize.h>
+#include <tessera/algorithms/gated_linear_units.h>
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/randaugment.h>
@@ -192,6 +195,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
   static const Kind<std::shared_ptr<Algorithm>> kind{"algorithm", "algorithms", {
       // ---- ALGORITHMS (2/2): one line per algorithm, alphabetically
       // (the same algorithm twice in a recipe is refused or allowed by the engine, not here)
+      algorithm<algorithms::Alibi, algorithms::AlibiOptions>("alibi"),
       algorithm<algorithms::AugMix, algorithms::AugMixOptions>("augmix"),
       algorithm<algorithms::BlurPool, algorithms::BlurPoolOptions>("blurpool"),
       algorithm<algorithms::ChannelsLast, algorithms::ChannelsLastOptions>("channels_last"),
@@ -200,11 +204,13 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::CutOut, algorithms::CutOutOptions>("cutout"),
       algorithm<algorithms::EMA, algorithms::EMAOptions>("ema"),
       algorithm<algorithms::Factorize, algorithms::FactorizeOptions>("factorize"),
+      algorithm<algorithms::GatedLinearUnits, algorithms::GatedLinearUnitsOptions>("gated_linear_units"),
       algorithm<algorithms::GhostBatchNorm, algorithms::GhostBatchNormOptions>("ghost_batchnorm"),
       algorithm<algorithms::GradientClipping, algorithms::GradientClippingOptions>("gradient_clipping"),
       algorithm<algorithms::GyroDropout, algorithms::GyroDropoutOptions>("gyro_dropout"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
+      algorithm<algorithms::LowPrecisionLayerNorm, algorithms::LowPrecisionLayerNormOptions>("low_precision_layernorm"),
       algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
       algorithm<algorithms::RandAugment, algorithms::RandAugmentOptions>("randaugment"),

@@ -1,5 +1,6 @@
 #include <tessera/surgery.h>
 
+#include <tuple>
 #include <unordered_set>
 
 #include <torch/nn/modules/batchnorm.h>
@@ -24,14 +25,18 @@ std::optional<BatchNormParts> find_batch_norm(torch::nn::Module& module) {
 
 int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, const SlotPolicy& policy) {
   const std::vector<at::Tensor> before = model.parameters();
-  // Snapshot of the tree first: replacements must not be visited again.
-  std::vector<std::pair<std::string, SlottedModule*>> owners;
-  if (auto* self = dynamic_cast<SlottedModule*>(&model)) owners.emplace_back("", self);
+  // Snapshot of the tree first: replacements must not be visited again. The snapshot keeps every module alive, and
+  // the modules inside a replaced slot (a whole network replaced by another: gated_linear_units) are skipped, so the
+  // policy never sees a module that has left the model.
+  std::vector<std::tuple<std::string, SlottedModule*, std::shared_ptr<torch::nn::Module>>> owners;
+  if (auto* self = dynamic_cast<SlottedModule*>(&model)) owners.emplace_back("", self, nullptr);
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    if (auto* slotted = dynamic_cast<SlottedModule*>(item.value().get())) owners.emplace_back(item.key(), slotted);
+    if (auto* slotted = dynamic_cast<SlottedModule*>(item.value().get())) owners.emplace_back(item.key(), slotted, item.value());
   }
+  std::unordered_set<const torch::nn::Module*> detached;
   int64_t replaced = 0;
-  for (const auto& [prefix, owner] : owners) {
+  for (const auto& [prefix, owner, keep_alive] : owners) {
+    if (detached.count(owner) != 0) continue;
     std::vector<std::string> names;
     for (const auto& kv : owner->slots()) names.push_back(kv.first);
     for (const auto& name : names) {
@@ -39,6 +44,11 @@ int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, con
       std::optional<torch::nn::AnyModule> next = policy(prefix.empty() ? name : prefix + "." + name, current);
       if (!next) continue;
       next->ptr()->train(current.ptr()->is_training());  // a new module is made in training mode
+      std::unordered_set<const torch::nn::Module*> kept;  // modules the replacement shares with the replaced one
+      for (const auto& inner : next->ptr()->modules(/*include_self=*/true)) kept.insert(inner.get());
+      for (const auto& inner : current.ptr()->modules(/*include_self=*/true)) {
+        if (kept.count(inner.get()) == 0) detached.insert(inner.get());
+      }
       owner->replace_slot(name, std::move(*next));
       ++replaced;
     }

@@ -29,38 +29,6 @@ int64_t warmup_seq_length(int64_t batch, int64_t total_batches, double duration,
   return std::min(max_seq_length, min_seq_length + step_size * grown);
 }
 
-Batch set_seq_length(const Batch& batch, int64_t length, bool truncate) {
-  check_option("set_seq_length", "length", static_cast<double>(length), Range::at_least(1));
-  const at::Tensor& x = batch.input();
-  if (x.dim() < 2) {
-    throw InputError(fmt::format("set_seq_length: the input has shape {}; expected sequences [N, S, ...]",
-                                 c10::str(x.sizes())));
-  }
-  const int64_t n = x.size(0), s = x.size(1);
-  if (length >= s) return batch;
-  const int64_t rows = n * s / length;
-  Batch out;
-  for (const auto& [key, t] : batch.parts()) {
-    const bool sequence = t.defined() && t.dim() >= 2 && t.size(1) == s;
-    if (!sequence) {
-      if (!truncate) {
-        throw InputError(fmt::format(
-            "set_seq_length: batch part \"{}\" of shape {} is not a sequence of the input's length {}, so it cannot "
-            "follow the tokens into new examples (truncate: false); use truncate: true",
-            key, t.defined() ? c10::str(t.sizes()) : std::string("undefined"), s));
-      }
-      out.set(key, t);
-    } else if (truncate) {
-      out.set(key, t.narrow(1, 0, length));
-    } else {
-      std::vector<int64_t> flat{n * s}, chunks{rows, length};
-      for (int64_t d = 2; d < t.dim(); ++d) flat.push_back(t.size(d)), chunks.push_back(t.size(d));
-      out.set(key, t.reshape(flat).narrow(0, 0, rows * length).reshape(chunks));
-    }
-  }
-  return out;
-}
-
 SeqLengthWarmup::SeqLengthWarmup(SeqLengthWarmupOptions options) : options_(std::move(options)) {
   validate_options(options_, "seq_length_warmup");
   if (options_.max_seq_length() > 0 && options_.max_seq_length() < options_.min_seq_length()) {

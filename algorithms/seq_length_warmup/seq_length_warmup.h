@@ -14,7 +14,7 @@
 /// aligned with inputs.
 ///
 ///     int64_t len = tessera::algorithms::warmup_seq_length(batch, total_batches, options);
-///     Batch shorter = tessera::algorithms::set_seq_length(batch, len, /*truncate=*/true);
+///     Batch shorter = tessera::set_seq_length(batch, len, /*truncate=*/true);   // batch.h
 #include <cstdint>
 
 #include <tessera/algorithm.h>
@@ -48,13 +48,6 @@ struct SeqLengthWarmupOptions {
 /// maximum (options().max_seq_length(), or the data's length when that is 0).
 int64_t warmup_seq_length(int64_t batch, int64_t total_batches, double duration, int64_t min_seq_length,
                           int64_t max_seq_length, int64_t step_size);
-
-/// The batch with its sequences of length `length`: every part whose dimension 1 equals the input's sequence
-/// length S is cut to its first `length` positions (`truncate`), or re-chunked into [⌊N·S/length⌋, length, ...]
-/// (the remainder dropped); other parts are left alone with `truncate` and are an InputError without it (they
-/// cannot follow the new examples). `length` >= S returns the batch unchanged. An input that is not [N, S, ...]
-/// is an InputError.
-Batch set_seq_length(const Batch& batch, int64_t length, bool truncate);
 
 /// The algorithm (recipe name "seq_length_warmup").
 class SeqLengthWarmup : public Algorithm {

@@ -59,4 +59,11 @@ class Batch {
   std::vector<std::pair<std::string, at::Tensor>> parts_;
 };
 
+/// The batch with its token sequences of length `length` (sequence-length warmup, ALiBi): every part whose dimension 1
+/// equals the input's sequence length S is cut to its first `length` positions (`truncate`), or re-chunked into
+/// [⌊N·S/length⌋, length, ...] (the remainder dropped), so that targets stay aligned with inputs; other parts are left
+/// alone with `truncate` and are an InputError without it (they cannot follow the tokens into new examples).
+/// `length` >= S returns the batch unchanged. An input that is not [N, S, ...] is an InputError.
+Batch set_seq_length(const Batch& batch, int64_t length, bool truncate);
+
 }  // namespace tessera

@@ -51,6 +51,9 @@ std::vector<Resource> to_resources(py::handle h);
 void bind_state(py::module_& m);
 /// Binds tessera.algorithms, tessera.functional and tessera.data: components.cpp.
 void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);
+/// The language-model algorithms (sequence-length warmup, ALiBi, gated linear units, low-precision LayerNorm) and
+/// their functional forms: language_models.cpp.
+void bind_language_model_algorithms(py::module_& algorithms, py::module_& functional);
 /// Rewrites LibTorch 1.13's "at::Tensor" as "torch.Tensor" in the signatures of every docstring of the module
 /// (call it last): signatures.cpp.
 void use_python_type_names(py::module_& m);
@@ -258,6 +261,22 @@ inline std::string call_repr(const std::string& name, const py::dict& fields) {
     first = false;
   }
   return out + ")";
+}
+
+/// Binds algorithm A built from Options given as keyword arguments; `options` reads them back as a dict.
+template <class A, class Options>
+py::class_<A, Algorithm, std::shared_ptr<A>> bind_algorithm(py::module_& m, const char* py_name,
+                                                            const char* recipe_name, const std::string& doc) {
+  const std::string name = recipe_name;
+  const std::string full_doc = doc + "\n\nRecipe name: \"" + name + "\".\n\n" + options_doc<Options>();
+  py::class_<A, Algorithm, std::shared_ptr<A>> cls(m, py_name, keep_doc(full_doc));
+  cls.def(py::init([name](const py::kwargs& kwargs) { return std::make_shared<A>(options_from_kwargs<Options>(kwargs, name)); }),
+          keep_doc("Builds the algorithm; every option is a keyword argument (see the class docstring). Unknown "
+                   "names and out-of-range values raise tessera.InputError with the C++ message."))
+      .def_property_readonly("options", [](const A& a) { return options_to_dict(a.options()); },
+                             "The options as a dict (times as strings).")
+      .def("__repr__", [py_name](const A& a) { return call_repr(py_name, options_to_dict(a.options())); });
+  return cls;
 }
 
 }  // namespace tessera::python

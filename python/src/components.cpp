@@ -29,7 +29,6 @@
 #include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
-#include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
@@ -51,22 +50,6 @@ namespace tessera::python {
 namespace {
 
 namespace alg = tessera::algorithms;
-
-/// Binds algorithm A built from Options given as keyword arguments; `options` reads them back as a dict.
-template <class A, class Options>
-py::class_<A, Algorithm, std::shared_ptr<A>> bind_algorithm(py::module_& m, const char* py_name,
-                                                            const char* recipe_name, const std::string& doc) {
-  const std::string name = recipe_name;
-  const std::string full_doc = doc + "\n\nRecipe name: \"" + name + "\".\n\n" + options_doc<Options>();
-  py::class_<A, Algorithm, std::shared_ptr<A>> cls(m, py_name, keep_doc(full_doc));
-  cls.def(py::init([name](const py::kwargs& kwargs) { return std::make_shared<A>(options_from_kwargs<Options>(kwargs, name)); }),
-          keep_doc("Builds the algorithm; every option is a keyword argument (see the class docstring). Unknown "
-                   "names and out-of-range values raise tessera.InputError with the C++ message."))
-      .def_property_readonly("options", [](const A& a) { return options_to_dict(a.options()); },
-                             "The options as a dict (times as strings).")
-      .def("__repr__", [py_name](const A& a) { return call_repr(py_name, options_to_dict(a.options())); });
-  return cls;
-}
 
 /// An Rng from a tessera.Rng or an integer seed.
 Rng rng_from(py::handle h, const char* where) {
@@ -557,20 +540,13 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
                              "lambda of the last batch (the weight of the original examples).");
 
   bind_data_augmentation(m, f);
+  bind_language_model_algorithms(m, f);
 
   bind_algorithm<alg::ProgressiveResizing, alg::ProgressiveResizingOptions>(
       m, "ProgressiveResizing", "progressive_resizing",
       "Progressive resizing: trains on smaller images early and full-size ones at the end (AFTER_DATALOADER).")
       .def_property_readonly("last_scale", &alg::ProgressiveResizing::last_scale,
                              "The pinned scale used for the last batch.");
-
-  bind_algorithm<alg::SeqLengthWarmup, alg::SeqLengthWarmupOptions>(
-      m, "SeqLengthWarmup", "seq_length_warmup",
-      "Sequence-length warmup (Li et al. 2022) at AFTER_DATALOADER: token sequences [N, S] are cut (truncate) or "
-      "re-chunked to a length growing linearly from min_seq_length to max_seq_length over the first `duration` of "
-      "training (Composer's schedule). Keeps no state, so it resumes exactly.")
-      .def_property_readonly("last_seq_length", &alg::SeqLengthWarmup::last_seq_length,
-                             "The sequence length of the last batch (0 before the first).");
 
   py::class_<alg::GyroDropoutMasks, std::shared_ptr<alg::GyroDropoutMasks>>(
       m, "GyroDropoutMasks",
@@ -895,13 +871,6 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         py::arg("sigma"), py::arg("tau"), "The tau distinct masks a layer trains in a period.");
   f.def("gyro_dropout_period_length", &alg::gyro_dropout_period_length, py::arg("total_batches"), py::arg("sigma"),
         py::arg("tau"), "Batches per period: max(1, total_batches // sigma) * tau.");
-  f.def("warmup_seq_length", &alg::warmup_seq_length, py::arg("batch"), py::arg("total_batches"),
-        py::arg("duration"), py::arg("min_seq_length"), py::arg("max_seq_length"), py::arg("step_size"),
-        "Sequence-length warmup's length at a batch: min(max, min + step * (batch // every)) with every = max(1, "
-        "W // max(1, (max - min) // step)), W = int(total_batches * duration); max when W = 0.");
-  f.def("set_seq_length", &alg::set_seq_length, py::arg("batch"), py::arg("length"), py::arg("truncate") = true,
-        "The tessera.Batch with sequences of `length`: every part [N, S, ...] of the input's length S cut to its first "
-        "`length` positions (truncate) or re-chunked into [N * S // length, length, ...] (the remainder dropped).");
   f.def(
       "apply_squeeze_excite",
       [](Model& model, const py::kwargs& kwargs) {

@@ -40,8 +40,9 @@ def algorithms_stub() -> str:
         "from ._C import Algorithm as Algorithm, AlgorithmSpec as AlgorithmSpec, Time",
         "",
     ]
-    for name in ("AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
-                 "GhostBatchNorm", "GradientClipping", "GyroDropout", "LabelSmoothing", "LayerFreezing", "MixUp", "ProgressiveResizing",
+    for name in ("Alibi", "AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
+                 "GatedLinearUnits", "GhostBatchNorm", "GradientClipping", "GyroDropout", "LabelSmoothing", "LayerFreezing",
+                 "LowPrecisionLayerNorm", "MixUp", "ProgressiveResizing",
                  "RandAugment", "SAM", "SelectiveBackprop", "SeqLengthWarmup", "SqueezeExcite", "StochasticDepth", "SWA",
                  "WeightStandardization"):
         cls = getattr(algorithms, name)
@@ -57,6 +58,8 @@ def algorithms_stub() -> str:
                  "CutOut": ("last_holes", "List[Tuple[int, int, int, int]]"), "MixUp": ("last_lambda", "float"),
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
                  "GyroDropout": ("replaced", "int"), "SeqLengthWarmup": ("last_seq_length", "int"),
+                 "Alibi": ("counts", "Dict[str, int]"), "GatedLinearUnits": ("replaced", "int"),
+                 "LowPrecisionLayerNorm": ("replaced", "int"),
                  "SqueezeExcite": ("replaced", "int"), "StochasticDepth": ("drop_rates", "List[float]"),
                  "WeightStandardization": ("replaced", "int"), "Factorize": ("counts", "Dict[str, int]")}.get(name)
         if extra:

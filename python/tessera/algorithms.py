@@ -9,6 +9,7 @@ recipe entry ({"label_smoothing": {"smoothing": 0.2}}) through the registry.
 from ._C import Algorithm, AlgorithmSpec
 from ._C import algorithms as _native
 
+Alibi = _native.Alibi
 AugMix = _native.AugMix
 BlurPool = _native.BlurPool
 ChannelsLast = _native.ChannelsLast
@@ -17,12 +18,14 @@ CutMix = _native.CutMix
 CutOut = _native.CutOut
 EMA = _native.EMA
 Factorize = _native.Factorize
+GatedLinearUnits = _native.GatedLinearUnits
 GhostBatchNorm = _native.GhostBatchNorm
 GradientClipping = _native.GradientClipping
 GyroDropout = _native.GyroDropout
 GyroDropoutMasks = _native.GyroDropoutMasks
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
+LowPrecisionLayerNorm = _native.LowPrecisionLayerNorm
 MixUp = _native.MixUp
 ProgressiveResizing = _native.ProgressiveResizing
 RandAugment = _native.RandAugment
@@ -39,6 +42,7 @@ registered = _native.registered
 __all__ = [
     "Algorithm",
     "AlgorithmSpec",
+    "Alibi",
     "AugMix",
     "BlurPool",
     "ChannelsLast",
@@ -47,12 +51,14 @@ __all__ = [
     "CutOut",
     "EMA",
     "Factorize",
+    "GatedLinearUnits",
     "GhostBatchNorm",
     "GradientClipping",
     "GyroDropout",
     "GyroDropoutMasks",
     "LabelSmoothing",
     "LayerFreezing",
+    "LowPrecisionLayerNorm",
     "MixUp",
     "ProgressiveResizing",
     "RandAugment",

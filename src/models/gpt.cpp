@@ -52,10 +52,30 @@ at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
   const at::Tensor qkv = slot("qkv").forward(x).view({n, s, 3, h, d / h}).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(d / h)));
+  if (alibi_) scores.add_(alibi_bias(h, s, scores.options()));
   const at::Tensor future = at::ones({s, s}, x.options().dtype(at::kBool)).triu_(1);
   scores.masked_fill_(future, -std::numeric_limits<double>::infinity());
   const at::Tensor y = at::matmul(at::softmax(scores, -1), v);  // [N, H, S, D/H]
   return slot("proj").forward(y.transpose(1, 2).reshape({n, s, d}));
+}
+
+at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options) {
+  if (n_heads < 1) throw InputError(fmt::format("alibi_slopes: n_heads is {}; expected >= 1", n_heads));
+  int64_t n = 1;
+  while (2 * n <= n_heads) n *= 2;
+  const auto opts = options.dtype(at::kFloat);
+  // Exponents e (slope 2^-e): 8(h+1)/n for the n heads of the power of two, then 4(2k+1)/n for the rest.
+  at::Tensor exponents = at::arange(1, n + 1, opts).mul_(8.0 / static_cast<double>(n));
+  if (n_heads > n) {
+    exponents = at::cat({exponents, at::arange(0, n_heads - n, opts).mul_(2).add_(1).mul_(4.0 / static_cast<double>(n))});
+  }
+  return at::exp2(exponents.neg_());
+}
+
+at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptions& options) {
+  const at::Tensor pos = at::arange(seq_length, options.dtype(at::kFloat));
+  const at::Tensor offset = pos.unsqueeze(0) - pos.unsqueeze(1);  // (i, j) -> j − i
+  return (alibi_slopes(n_heads, options).view({n_heads, 1, 1}) * offset.unsqueeze(0)).to(options.dtype());
 }
 
 FeedForward::FeedForward(int64_t d_model, int64_t d_ff) {

@@ -13,7 +13,6 @@ namespace {
 
 using algorithms::SeqLengthWarmup;
 using algorithms::SeqLengthWarmupOptions;
-using algorithms::set_seq_length;
 using algorithms::warmup_seq_length;
 
 TEST(SeqLengthWarmup, ScheduleFollowsComposersFormula) {

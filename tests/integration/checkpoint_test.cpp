@@ -40,6 +40,9 @@
 #include <tessera/algorithms/sam.h>
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/algorithms/seq_length_warmup.h>
+#include <tessera/algorithms/alibi.h>
+#include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
@@ -188,6 +191,9 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   const auto warmup = SeqLengthWarmupOptions().duration(0.5).min_seq_length(2).step_size(2);
   if (name == "seq_length_warmup") return std::make_shared<SeqLengthWarmup>(warmup);
   if (name == "seq_length_warmup_rechunk") return std::make_shared<SeqLengthWarmup>(SeqLengthWarmupOptions(warmup).truncate(false));
+  if (name == "alibi") return std::make_shared<Alibi>(AlibiOptions().train_sequence_length_scaling(0.5));
+  if (name == "gated_linear_units") return std::make_shared<GatedLinearUnits>();
+  if (name == "low_precision_layernorm") return std::make_shared<LowPrecisionLayerNorm>();
   throw std::invalid_argument("unknown test algorithm " + name);
 }
 
@@ -559,7 +565,10 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
     rows.insert(dims.front());
     widths.insert(dims.back());
   }
-  if (has(spec.algorithms, "seq_length_warmup_rechunk")) {
+  if (has(spec.algorithms, "alibi")) {  // ALiBi halves the warmup's lengths
+    // 64 tokens per batch in rows of 1, 2, 4; at length 3 the warmup's 10 rows of 6 (60 tokens) give 20.
+    EXPECT_EQ(rows, (std::set<int64_t>{16, 20, 32, 64})) << "rows of 1, 2, 3, then 4 tokens";
+  } else if (has(spec.algorithms, "seq_length_warmup_rechunk")) {
     EXPECT_EQ(rows, (std::set<int64_t>{8, 10, 16, 32})) << "64 tokens per batch in rows of 2, 4, 6, then 8";
   } else if (has(spec.algorithms, "selective_backprop")) {
     EXPECT_EQ(rows, (std::set<int64_t>{4, 8})) << "selective backprop keeps 4 of 8 on every other batch";
@@ -571,7 +580,9 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
   } else if (has(spec.algorithms, "progressive_resizing")) {
     EXPECT_EQ(widths, (std::set<int64_t>{4, 6, 8})) << "progressive resizing grows 4 -> 6 -> 8";
   }
-  if (has(spec.algorithms, "seq_length_warmup") || has(spec.algorithms, "seq_length_warmup_rechunk")) {
+  if (has(spec.algorithms, "alibi")) {
+    EXPECT_EQ(widths, (std::set<int64_t>{1, 2, 3, 4})) << "sequences of 1, 2, 3, then 4 tokens";
+  } else if (has(spec.algorithms, "seq_length_warmup") || has(spec.algorithms, "seq_length_warmup_rechunk")) {
     EXPECT_EQ(widths, (std::set<int64_t>{2, 4, 6, 8})) << "sequences of 2, 4, 6, then 8 tokens";
   }
   if (has(spec.algorithms, "swa")) {  // snapshots after batches 3 to 15, the last one with the end
@@ -855,18 +866,21 @@ std::vector<RunSpec> resume_specs() {
   // scores examples by their mean token loss; label smoothing over the vocabulary at every position; microbatches
   // under autocast. Then the tokens re-chunked into more, shorter rows (as many microbatches as they make) with SAM.
   RunSpec gpt;
-  gpt.name = "gpt_seq_length_warmup_label_smoothing_selective_backprop_microbatches_amp_bf16";
+  gpt.name = "gpt_seq_length_warmup_glu_low_precision_layernorm_label_smoothing_selective_backprop_microbatches_amp_bf16";
   gpt.model = "gpt";
   gpt.optimizer = "adamw";
   gpt.microbatch_size = 3;
   gpt.precision = "amp_bf16";
-  gpt.algorithms = {"seq_length_warmup", "label_smoothing", "selective_backprop"};
+  gpt.algorithms = {"seq_length_warmup", "gated_linear_units", "low_precision_layernorm", "label_smoothing",
+                    "selective_backprop"};
   specs.push_back(gpt);
+  // ALiBi's surgery re-applied before loading (its frozen position embedding out of the optimizer), its rows of half
+  // the warmup's length.
   RunSpec rechunk = gpt;
-  rechunk.name = "gpt_seq_length_warmup_rechunked_sam_microbatches";
+  rechunk.name = "gpt_seq_length_warmup_rechunked_alibi_sam_microbatches";
   rechunk.precision = "fp32";
   rechunk.microbatch_size = 5;
-  rechunk.algorithms = {"seq_length_warmup_rechunk", "sam"};
+  rechunk.algorithms = {"seq_length_warmup_rechunk", "alibi", "sam"};
   specs.push_back(rechunk);
   RunSpec standardized;
   standardized.name = "weight_standardization_blurpool_squeeze_excite";

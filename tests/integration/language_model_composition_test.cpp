@@ -57,6 +57,7 @@ std::string entry(const std::string& name) {
       {"seq_length_warmup", "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5}}"},
       {"swa", "{swa: {swa_start: 2ba, swa_end: 5ba, update_interval: 1ba}}"},
       {"gradient_clipping", "{gradient_clipping: {clipping_type: norm, clipping_threshold: 0.5}}"},
+      {"alibi", "{alibi: {train_sequence_length_scaling: 0.5}}"},
   };
   const auto it = eager.find(name);
   return it == eager.end() ? name : it->second;
@@ -73,6 +74,7 @@ const std::map<std::string, std::string>& refused_on_text() {
       {"cutmix", "cutmix: cutmix mixes the inputs, which must be floating point; the training data's inputs are Long"},
       {"cutout", "cutout: cutout zeroes square holes of images and needs image inputs [C, H, W] per example"},
       {"ghost_batchnorm", "ghost_batchnorm: the model has no BatchNorm1d, BatchNorm2d or BatchNorm3d in a slot"},
+      {"low_precision_layernorm", "without mixed precision it changes nothing"},
       {"gyro_dropout", "gyro_dropout: the model has no dropout layer in a slot"},
       {"mixup", "mixup: mixup mixes the inputs, which must be floating point; the training data's inputs are Long"},
       {"progressive_resizing", "progressive_resizing: progressive_resizing resizes images and needs image inputs"},
@@ -143,10 +145,10 @@ TEST_P(WithSeqLengthWarmup, BothActAndTheLengthsFollowTheSchedule) {
     EXPECT_GT(acted, 0) << algorithm << " never acted";
   }
   // 6 batches, duration 0.5: 3 warmup batches, (16 - 4) / 4 = 3 steps of 4 tokens, one per batch. SAM trains each
-  // batch twice.
+  // batch twice; ALiBi (after the warmup) halves each length.
   std::vector<int64_t> expected;
   for (int64_t len : {4, 8, 12, 16, 16, 16}) {
-    for (int pass = 0; pass < (name == "sam" ? 2 : 1); ++pass) expected.push_back(len);
+    for (int pass = 0; pass < (name == "sam" ? 2 : 1); ++pass) expected.push_back(name == "alibi" ? len / 2 : len);
   }
   EXPECT_EQ(lengths->lengths, expected);
   EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));

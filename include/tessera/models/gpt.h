@@ -41,16 +41,29 @@ struct GPTOptions {
 };
 
 /// Causal multi-head self-attention over x [N, S, D]: slots "qkv" (Linear D -> 3D) and "proj" (Linear D -> D).
-/// Position i attends to positions j <= i with softmax(q·k / sqrt(D/H)).
+/// Position i attends to positions j <= i with softmax(q·k / sqrt(D/H) + b), where b = 0, or with ALiBi on
+/// (algorithms/alibi) b = −m_h·(i − j), head h's slope m_h from `alibi_slopes`.
 class CausalSelfAttention : public SlottedModule {
  public:
   CausalSelfAttention(int64_t d_model, int64_t n_heads);
   at::Tensor forward(const at::Tensor& x);
   int64_t n_heads() const noexcept { return n_heads_; }
+  /// Turns the linear attention biases of ALiBi on or off (no parameters or buffers: the slopes follow from n_heads).
+  void set_alibi(bool on) noexcept { alibi_ = on; }
+  bool alibi() const noexcept { return alibi_; }
 
  private:
   int64_t n_heads_;
+  bool alibi_ = false;
 };
+
+/// ALiBi's head slopes (Press et al. 2022), float [n_heads] on `options`' device: for H a power of two,
+/// m_h = 2^(−8(h+1)/H); otherwise the slopes of the largest power of two n < H, then every other slope of 2n's
+/// (2^(−4(2k+1)/n), k = 0, 1, ...) up to H.
+at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options);
+/// The attention bias of ALiBi for causal attention over `seq_length` positions: [n_heads, S, S] with entry
+/// (h, i, j) = −m_h·(i − j) (positive above the diagonal, where the causal mask hides it).
+at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptions& options);
 
 /// The feed-forward network of a block: slots "fc" (Linear D -> F), then GELU, then "proj" (Linear F -> D).
 class FeedForward : public SlottedModule {

@@ -1,0 +1,89 @@
+#include "gated_linear_units.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/nn/modules/linear.h>
+
+#include <tessera/callback.h>
+#include <tessera/error.h>
+#include <tessera/surgery.h>
+
+namespace tessera::algorithms {
+namespace {
+
+namespace nn = torch::nn;
+
+nn::Linear gpt_linear(int64_t in, int64_t out, bool bias) {
+  nn::Linear layer(nn::LinearOptions(in, out).bias(bias));
+  at::NoGradGuard no_grad;
+  layer->weight.normal_(0.0, 0.02);
+  if (bias) layer->bias.zero_();
+  return layer;
+}
+
+/// Walks the slots of `model` the way the surgery does, counting (or replacing) FeedForward networks.
+int64_t count_feed_forwards(torch::nn::Module& model) {
+  int64_t n = 0;
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    const auto* slotted = dynamic_cast<SlottedModule*>(module.get());
+    if (slotted == nullptr) continue;
+    for (const auto& [name, slot] : slotted->slots()) n += dynamic_cast<FeedForward*>(slot.ptr().get()) != nullptr;
+  }
+  return n;
+}
+
+}  // namespace
+
+GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options) {
+  auto* fc = original.slot("fc").ptr()->as<nn::LinearImpl>();
+  if (fc == nullptr) {
+    throw InputError("gated_linear_units: the feed-forward network's fc slot holds no torch::nn::Linear (another "
+                     "surgery replaced it); put gated_linear_units before it");
+  }
+  const int64_t d_model = fc->options.in_features(), d_ff = fc->options.out_features();
+  register_slot("fc_gated", nn::AnyModule(gpt_linear(d_model, d_ff, options.gated_layer_bias())));
+  register_slot("fc_linear", nn::AnyModule(gpt_linear(d_model, d_ff, options.non_gated_layer_bias())));
+  register_slot("proj", original.slot("proj"));
+}
+
+at::Tensor GatedFeedForward::forward(const at::Tensor& x) {
+  return slot("proj").forward(at::gelu(slot("fc_gated").forward(x)) * slot("fc_linear").forward(x));
+}
+
+at::Tensor gated_linear_unit(const at::Tensor& x, const at::Tensor& w_gated, const at::Tensor& b_gated,
+                             const at::Tensor& w_linear, const at::Tensor& b_linear) {
+  return at::gelu(at::linear(x, w_gated, b_gated)) * at::linear(x, w_linear, b_linear);
+}
+
+int64_t apply_gated_linear_units(torch::nn::Module& model, const GatedLinearUnitsOptions& options,
+                                 optim::Optimizer* optimizer) {
+  return replace_slots(model, optimizer,
+                       [&](const std::string&, nn::AnyModule& current) -> std::optional<nn::AnyModule> {
+                         auto* ff = dynamic_cast<FeedForward*>(current.ptr().get());
+                         if (ff == nullptr) return std::nullopt;
+                         return nn::AnyModule(std::make_shared<GatedFeedForward>(*ff, options));
+                       });
+}
+
+GatedLinearUnits::GatedLinearUnits(GatedLinearUnitsOptions options) : options_(std::move(options)) {
+  validate_options(options_, "gated_linear_units");
+  spec_.name = "gated_linear_units";
+  spec_.accesses = {{Event::Init, {Resource::ModelStructure},
+                     {Resource::ModelStructure, Resource::Parameters, Resource::OptimizerGroups}}};
+  spec_.required_on_load = true;
+}
+
+void GatedLinearUnits::check(const State& state) const {
+  if (count_feed_forwards(*state.model) == 0) {
+    throw InputError(
+        "gated_linear_units: the model has no tessera::FeedForward in a slot (the feed-forward networks of the gpt "
+        "model, models/gpt.h), so it would have no effect; use the gpt model or remove it");
+  }
+}
+
+void GatedLinearUnits::apply(Event, State& state, Logger& logger) {
+  replaced_ = apply_gated_linear_units(*state.model, options_, state.optimizer.get());
+  logger.info(fmt::format("gated_linear_units: {} feed-forward networks are gated linear units now", replaced_));
+}
+
+}  // namespace tessera::algorithms

@@ -1,0 +1,90 @@
+// Python bindings of the language-model algorithms: sequence-length warmup, ALiBi, gated linear units and
+// low-precision LayerNorm (tessera.algorithms), and their functional forms (tessera.functional).
+#include "common.h"
+
+#include <tessera/algorithms/alibi.h>
+#include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/low_precision_layernorm.h>
+#include <tessera/algorithms/seq_length_warmup.h>
+#include <tessera/batch.h>
+#include <tessera/models/gpt.h>
+
+namespace tessera::python {
+
+namespace alg = tessera::algorithms;
+
+void bind_language_model_algorithms(py::module_& m, py::module_& f) {
+  bind_algorithm<alg::SeqLengthWarmup, alg::SeqLengthWarmupOptions>(
+      m, "SeqLengthWarmup", "seq_length_warmup",
+      "Sequence-length warmup (Li et al. 2022) at AFTER_DATALOADER: token sequences [N, S] are cut (truncate) or "
+      "re-chunked to a length growing linearly from min_seq_length to max_seq_length over the first `duration` of "
+      "training (Composer's schedule). Keeps no state, so it resumes exactly.")
+      .def_property_readonly("last_seq_length", &alg::SeqLengthWarmup::last_seq_length,
+                             "The sequence length of the last batch (0 before the first).");
+
+  bind_algorithm<alg::Alibi, alg::AlibiOptions>(
+      m, "Alibi", "alibi",
+      "ALiBi (Press et al. 2022) by surgery at INIT on the gpt model: each attention head adds -m_h * (i - j) to its "
+      "scores and the position embedding is zeroed and frozen; at AFTER_DATALOADER training sequences are re-chunked "
+      "to train_sequence_length_scaling of their length (evaluation keeps the full length).")
+      .def_property_readonly("counts", [](const alg::Alibi& a) {
+        return py::dict(py::arg("attentions") = a.counts().attentions,
+                        py::arg("position_embeddings") = a.counts().position_embeddings);
+      }, "What the last surgery changed: {'attentions': n, 'position_embeddings': m}.");
+
+  bind_algorithm<alg::GatedLinearUnits, alg::GatedLinearUnitsOptions>(
+      m, "GatedLinearUnits", "gated_linear_units",
+      "Gated linear units (Shazeer 2020) by surgery at INIT: every feed-forward network of the gpt model becomes "
+      "proj(gelu(fc_gated(x)) * fc_linear(x)); proj keeps its weights and optimizer state.")
+      .def_property_readonly("replaced", &alg::GatedLinearUnits::replaced,
+                             "Feed-forward networks replaced by the last surgery.");
+
+  bind_algorithm<alg::LowPrecisionLayerNorm, alg::LowPrecisionLayerNormOptions>(
+      m, "LowPrecisionLayerNorm", "low_precision_layernorm",
+      "Low-precision LayerNorm by surgery at INIT: under autocast, LayerNorms compute in the autocast dtype (bf16 or "
+      "fp16) instead of fp32; the same weights under the same names. Refused without mixed precision.")
+      .def_property_readonly("replaced", &alg::LowPrecisionLayerNorm::replaced,
+                             "LayerNorms replaced by the last surgery.");
+
+  f.def("warmup_seq_length", &alg::warmup_seq_length, py::arg("batch"), py::arg("total_batches"),
+        py::arg("duration"), py::arg("min_seq_length"), py::arg("max_seq_length"), py::arg("step_size"),
+        "Sequence-length warmup's length at a batch: min(max, min + step * (batch // every)) with every = max(1, "
+        "W // max(1, (max - min) // step)), W = int(total_batches * duration); max when W = 0.");
+  f.def("set_seq_length", &tessera::set_seq_length, py::arg("batch"), py::arg("length"), py::arg("truncate") = true,
+        "The tessera.Batch with sequences of `length`: every part [N, S, ...] of the input's length S cut to its first "
+        "`length` positions (truncate) or re-chunked into [N * S // length, length, ...] (the remainder dropped).");
+  f.def("alibi_slopes", [](int64_t n_heads) { return alibi_slopes(n_heads, at::TensorOptions()); },
+        py::arg("n_heads"), "ALiBi's head slopes, float [n_heads]: 2^(-8(h+1)/H) for H a power of two.");
+  f.def("alibi_bias", [](int64_t n_heads, int64_t seq_length) { return alibi_bias(n_heads, seq_length, at::TensorOptions()); },
+        py::arg("n_heads"), py::arg("seq_length"),
+        "ALiBi's causal attention bias [n_heads, S, S]: -m_h * (i - j) at (h, i, j).");
+  f.def(
+      "apply_alibi",
+      [](Model& model) {
+        const auto counts = alg::apply_alibi(model);
+        return py::dict(py::arg("attentions") = counts.attentions,
+                        py::arg("position_embeddings") = counts.position_embeddings);
+      },
+      py::arg("model"),
+      "ALiBi surgery on a tessera.Model: returns {'attentions': n, 'position_embeddings': m}.");
+  f.def(
+      "apply_gated_linear_units",
+      [](Model& model, const py::kwargs& kwargs) {
+        return alg::apply_gated_linear_units(
+            model, options_from_kwargs<alg::GatedLinearUnitsOptions>(kwargs, "gated_linear_units"));
+      },
+      py::arg("model"),
+      "Gated-linear-units surgery on a tessera.Model (keyword arguments as for "
+      "tessera.algorithms.GatedLinearUnits); returns how many feed-forward networks were replaced.");
+  f.def("gated_linear_unit", &alg::gated_linear_unit, py::arg("x"), py::arg("w_gated"), py::arg("b_gated"),
+        py::arg("w_linear"), py::arg("b_linear"),
+        "gelu(x @ w_gated.T + b_gated) * (x @ w_linear.T + b_linear) (biases may be None).");
+  f.def("apply_low_precision_layernorm", [](Model& model) { return alg::apply_low_precision_layernorm(model); },
+        py::arg("model"), "Low-precision LayerNorm surgery on a tessera.Model; returns how many were replaced.");
+  f.def("low_precision_layer_norm", &alg::low_precision_layer_norm, py::arg("x"), py::arg("normalized_shape"),
+        py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
+        "layer_norm computed in the autocast dtype of x's device when autocast is on there, else torch's "
+        "layer_norm.");
+}
+
+}  // namespace tessera::python

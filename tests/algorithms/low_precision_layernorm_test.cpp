@@ -1,0 +1,86 @@
+// Low-precision LayerNorm: the surgery keeps the very tensors, changes nothing outside autocast, computes in the
+// autocast dtype inside it, and is refused without mixed precision.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <tessera/algorithms/low_precision_layernorm.h>
+
+#include "../../src/amp_compat.h"
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+using algorithms::LowPrecisionLayerNorm;
+
+TEST(LowPrecisionLayerNorm, SurgeryKeepsTheTensorsAndTheOutputsInFp32) {
+  auto model = testing::tiny_gpt();
+  model->eval();
+  const Batch b = testing::tiny_text(4)->get_batch({0, 1, 2, 3});
+  const at::Tensor before = model->forward(b);
+  std::vector<at::Tensor> tensors;
+  std::vector<std::string> keys;
+  for (const auto& p : model->named_parameters()) keys.push_back(p.key()), tensors.push_back(p.value());
+  EXPECT_EQ(algorithms::apply_low_precision_layernorm(*model), 5);  // ln1, ln2 of 2 blocks, ln_f
+  size_t i = 0;
+  for (const auto& p : model->named_parameters()) {
+    ASSERT_LT(i, keys.size());
+    EXPECT_EQ(p.key(), keys[i]);
+    EXPECT_TRUE(p.value().is_same(tensors[i++]));
+  }
+  EXPECT_EQ(i, keys.size());
+  EXPECT_TRUE(at::equal(model->forward(b), before));  // bitwise: autocast is off
+  EXPECT_EQ(algorithms::apply_low_precision_layernorm(*model), 0);
+}
+
+TEST(LowPrecisionLayerNorm, UnderAutocastComputesInTheAutocastDtype) {
+  const at::Tensor x = at::randn({4, 6}), w = at::randn({6}).requires_grad_(), bias = at::randn({6});
+  using compat::set_autocast_enabled;
+  set_autocast_enabled(c10::DeviceType::CPU, true);
+  compat::set_autocast_dtype(c10::DeviceType::CPU, at::kBFloat16);
+  at::Tensor y;
+  try {
+    y = algorithms::low_precision_layer_norm(x, {6}, w, bias, 1e-5);
+  } catch (...) {
+    set_autocast_enabled(c10::DeviceType::CPU, false);
+    throw;
+  }
+  EXPECT_TRUE(compat::autocast_enabled(c10::DeviceType::CPU));  // restored after the call
+  set_autocast_enabled(c10::DeviceType::CPU, false);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  const at::Tensor expected = at::layer_norm(x.to(at::kBFloat16), {6}, w.to(at::kBFloat16), bias.to(at::kBFloat16), 1e-5);
+  EXPECT_TRUE(at::equal(y, expected));
+  y.sum().backward();
+  EXPECT_EQ(w.grad().scalar_type(), at::kFloat);  // the fp32 weight gets its gradient
+  // Outside autocast: torch's layer_norm exactly.
+  EXPECT_TRUE(at::equal(algorithms::low_precision_layer_norm(x, {6}, w, bias, 1e-5), at::layer_norm(x, {6}, w, bias, 1e-5)));
+}
+
+Components gpt_components() {
+  Components c;
+  c.model = testing::tiny_gpt();
+  c.train_dataloader = testing::loader(testing::tiny_text(16), 8);
+  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  c.algorithms.push_back(std::make_shared<LowPrecisionLayerNorm>());
+  return c;
+}
+
+TEST(LowPrecisionLayerNorm, TrainsUnderAmpAndIsRefusedWithoutIt) {
+  Trainer trainer(TrainerOptions().precision("amp_bf16").max_duration(Time::parse("2ba")).threads(1), gpt_components());
+  trainer.fit();
+  EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
+  const std::string fp32 = testing::input_error_of([] { Trainer t(TrainerOptions().threads(1), gpt_components()); });
+  EXPECT_NE(fp32.find("without mixed precision it changes nothing"), std::string::npos) << fp32;
+  const std::string no_norms = testing::input_error_of([] {
+    Components c = testing::tiny_components();
+    c.algorithms.push_back(std::make_shared<LowPrecisionLayerNorm>());
+    Trainer t(TrainerOptions().precision("amp_bf16").threads(1), std::move(c));
+  });
+  EXPECT_NE(no_norms.find("low_precision_layernorm: the model has no torch::nn::LayerNorm in a slot"),
+            std::string::npos)
+      << no_norms;
+}
+
+}  // namespace
+}  // namespace tessera
