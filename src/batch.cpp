@@ -1,6 +1,6 @@
 #include <ATen/ATen.h>
-#include <tessera/batch.h>
 #include <fmt/format.h>
+#include <tessera/batch.h>
 #include <tessera/error.h>
 #include <tessera/options.h>
 

@@ -147,10 +147,11 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   if (!components.train_dataloader) throw InputError("trainer: no training data given");
   if (!components.optimizer) throw InputError("trainer: no optimizer given");
   const Time& max = options_.max_duration();
-  if (max.unit() == TimeUnit::Duration ||
-      (max.unit() == TimeUnit::Token && components.train_dataloader && components.train_dataloader->tokens_per_example() <= 0)) {
-    throw InputError("trainer.max_duration: \"" + max.str() + "\" is not allowed; expected epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)" +
-                     (max.unit() == TimeUnit::Token ? ", or tokens when the training data is token sequences (it is not)" : ""));
+  const bool tokens_unknown = max.unit() == TimeUnit::Token && components.train_dataloader->tokens_per_example() <= 0;
+  if (max.unit() == TimeUnit::Duration || tokens_unknown) {
+    throw InputError("trainer.max_duration: \"" + max.str() +
+                     "\" is not allowed; expected epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)" +
+                     (tokens_unknown ? ", or tokens when the training data is token sequences (it is not)" : ""));
   }
   if (max.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + max.str());
   if (components.train_dataloader->num_batches() <= 0) {

@@ -74,20 +74,28 @@ LowPrecisionLayerNorm::LowPrecisionLayerNorm(LowPrecisionLayerNormOptions option
 }
 
 void LowPrecisionLayerNorm::check(const State& state) const {
-  int64_t layer_norms = 0;
-  for (const auto& module : state.model->modules(/*include_self=*/true)) {
-    const auto* slotted = dynamic_cast<SlottedModule*>(module.get());
-    if (slotted == nullptr) continue;
-    for (const auto& [name, slot] : slotted->slots()) layer_norms += slot.ptr()->as<torch::nn::LayerNormImpl>() != nullptr;
+  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
+  int64_t layer_norms = external && external->count("layernorms") ? external->at("layernorms") : 0;
+  if (!external) {
+    for (const auto& module : state.model->modules(/*include_self=*/true)) {
+      const auto* slotted = dynamic_cast<SlottedModule*>(module.get());
+      if (slotted == nullptr) continue;
+      for (const auto& [name, slot] : slotted->slots()) layer_norms += slot.ptr()->as<torch::nn::LayerNormImpl>() != nullptr;
+    }
   }
   if (layer_norms == 0) {
-    throw InputError("low_precision_layernorm: the model has no torch::nn::LayerNorm in a slot (the gpt model has "
-                     "them), so it would have no effect; remove it");
+    throw InputError(fmt::format("low_precision_layernorm: the model has no {} (the gpt model has them), so it would "
+                                 "have no effect; remove it",
+                                 external ? "torch.nn.LayerNorm" : "torch::nn::LayerNorm in a slot"));
   }
 }
 
 void LowPrecisionLayerNorm::apply(Event, State& state, Logger& logger) {
-  replaced_ = apply_low_precision_layernorm(*state.model);
+  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
+    replaced_ = (*external)["layernorms"];
+  } else {
+    replaced_ = apply_low_precision_layernorm(*state.model);
+  }
   logger.info(fmt::format("low_precision_layernorm: {} LayerNorms compute in {}", replaced_,
                           precision_name(state.precision)));
 }

@@ -8,13 +8,13 @@
 ///   L(b) = min(max, min + step·⌊b/every⌋)
 /// (the length reaches max near batch W), and L = max throughout when W = 0. Composer divides by zero when W < n
 /// or n = 0; here those runs lengthen by one step per batch.
-/// `truncate: true` keeps the first L tokens of every sequence part of the batch ([N, S] → [N, L]);
-/// `truncate: false` re-chunks them ([N, S] → [⌊N·S/L⌋, L], the remainder dropped), so a batch keeps its
-/// tokens. Every part whose second dimension is the input's sequence length changes the same way, so targets stay
+/// `truncate: false` (the default) re-chunks the batch's tokens ([N, S] → [⌊N·S/L⌋, L], the remainder dropped), so a
+/// batch keeps its tokens; `truncate: true` (Composer's default) keeps the first L tokens of every sequence part of
+/// the batch ([N, S] → [N, L]) and drops the rest (measured worse here: the card). Every part whose second dimension is the input's sequence length changes the same way, so targets stay
 /// aligned with inputs.
 ///
 ///     int64_t len = tessera::algorithms::warmup_seq_length(batch, total_batches, options);
-///     Batch shorter = tessera::set_seq_length(batch, len, /*truncate=*/true);   // batch.h
+///     Batch shorter = tessera::set_seq_length(batch, len, /*truncate=*/false);   // batch.h
 #include <cstdint>
 
 #include <tessera/algorithm.h>
@@ -32,8 +32,8 @@ struct SeqLengthWarmupOptions {
   TESSERA_OPTION(int64_t, max_seq_length) = 0;
   /// Lengths grow by this many tokens at a time.
   TESSERA_OPTION(int64_t, step_size) = 8;
-  /// true: cut every sequence to the length; false: re-chunk the batch's tokens into more, shorter sequences.
-  TESSERA_OPTION(bool, truncate) = true;
+  /// false: re-chunk the batch's tokens into more, shorter sequences; true: cut every sequence to the length.
+  TESSERA_OPTION(bool, truncate) = false;
   template <class V>
   void visit(V& v) {
     v("duration", duration_, "fraction of training over which the length grows", Range::closed(0, 1));

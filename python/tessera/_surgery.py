@@ -84,6 +84,25 @@ class GhostBatchNorm(torch.nn.Module):
                                               self.num_batches_tracked)
 
 
+class LowPrecisionLayerNorm(torch.nn.Module):
+    """A LayerNorm computed in the autocast dtype under autocast (algorithms/low_precision_layernorm:
+    LowPrecisionLayerNormImpl), holding the weight and bias of the torch.nn.LayerNorm it replaces under the same
+    names."""
+
+    def __init__(self, ln: torch.nn.LayerNorm) -> None:
+        super().__init__()
+        self.normalized_shape = tuple(ln.normalized_shape)
+        self.eps = ln.eps
+        self.weight = ln.weight
+        self.bias = ln.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C.functional.low_precision_layer_norm(x, list(self.normalized_shape), self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
 class GyroDropout(torch.nn.Module):
     """Gyro dropout in place of a torch.nn.Dropout (algorithms/gyro_dropout: GyroDropoutLayerImpl): the layer's masks
     live in C++ (tessera.algorithms.GyroDropoutMasks), where the algorithm moves them to each batch's period."""
@@ -307,12 +326,22 @@ def _gyro_dropout(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dic
     return {"dropouts": _replace(module, policy, dry_run).get("dropouts", 0)}
 
 
+def _low_precision_layernorm(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    def policy(m: torch.nn.Module) -> Any:
+        if type(m) is torch.nn.LayerNorm:
+            return "layernorms", lambda: LowPrecisionLayerNorm(m)
+        return None
+
+    return {"layernorms": _replace(module, policy, dry_run).get("layernorms", 0)}
+
+
 #: The surgery of each algorithm (by its spec name) on Python modules.
 SURGERIES: Dict[str, Callable[[torch.nn.Module, Any, bool], Dict[str, int]]] = {
     "blurpool": _blurpool,
     "factorize": _factorize,
     "ghost_batchnorm": _ghost_batchnorm,
     "gyro_dropout": _gyro_dropout,
+    "low_precision_layernorm": _low_precision_layernorm,
     "squeeze_excite": _squeeze_excite,
     "weight_standardization": _weight_standardization,
 }

@@ -47,7 +47,7 @@ class Lengths(tessera.Callback):
 
 def test_class_takes_its_options_and_refuses_bad_ones():
     assert SeqLengthWarmup().options == {"duration": 0.3, "min_seq_length": 8, "max_seq_length": 0, "step_size": 8,
-                                         "truncate": True}
+                                         "truncate": False}
     assert not SeqLengthWarmup().spec().required_on_load
     with pytest.raises(tessera.InputError, match="max_seq_length 4 is below min_seq_length 8"):
         SeqLengthWarmup(max_seq_length=4)
@@ -108,3 +108,59 @@ def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(text, tmp_p
     second.fit()
     assert second.state.timestamp.batch == 8
     assert second.weights_fingerprint() == whole.weights_fingerprint()
+
+
+def test_alibi_glu_and_low_precision_layernorm_from_python(text):
+    alibi = tessera.algorithms.Alibi(train_sequence_length_scaling=0.5)
+    glu = tessera.algorithms.GatedLinearUnits()
+    lpln = tessera.algorithms.LowPrecisionLayerNorm()
+    lengths = Lengths()
+    trainer = tessera.Trainer(**gpt_components(text, precision="amp_bf16"), algorithms=[alibi, glu, lpln],
+                              callbacks=[lengths])
+    trainer.fit()
+    assert alibi.counts == {"attentions": 2, "position_embeddings": 1}
+    assert glu.replaced == 2 and lpln.replaced == 5
+    assert {s for s in lengths.seen} == {(16, 8)}  # 8 x 16 tokens re-chunked into rows of 8
+    state = trainer.state.model.state_dict()
+    assert "blocks.0.mlp.fc_gated.weight" in state and "blocks.0.mlp.fc.weight" not in state
+    assert torch.count_nonzero(state["pos_embed.weight"]) == 0
+    with pytest.raises(tessera.InputError, match="without mixed precision it changes nothing"):
+        tessera.Trainer(**gpt_components(text), algorithms=[tessera.algorithms.LowPrecisionLayerNorm()])
+
+
+def test_sequence_method_functional_forms():
+    assert TF.alibi_slopes(4).tolist() == [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8]
+    bias = TF.alibi_bias(2, 3)
+    assert bias.shape == (2, 3, 3) and bias[0, 2, 0].item() == -2 * 2 ** -4
+    x, wg, wl = torch.randn(2, 4), torch.randn(6, 4), torch.randn(6, 4)
+    expected = torch.nn.functional.gelu(x @ wg.T) * (x @ wl.T)
+    assert torch.allclose(TF.gated_linear_unit(x, wg, None, wl, None), expected, atol=1e-6)
+    w, b = torch.ones(4), torch.zeros(4)
+    assert torch.equal(TF.low_precision_layer_norm(x, [4], w, b), torch.nn.functional.layer_norm(x, [4], w, b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert TF.low_precision_layer_norm(x, [4], w, b).dtype == torch.bfloat16
+
+
+def test_low_precision_layernorm_on_a_users_module():
+    from conftest import tiny_components
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(64, 16)
+            self.norm = torch.nn.LayerNorm(16)
+            self.fc2 = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc2(self.norm(self.fc1(x.flatten(1))))
+
+    net = Net()
+    weight = net.norm.weight
+    dtypes = []
+    trainer = tessera.Trainer(**tiny_components(model=net, precision="amp_bf16", max_duration="2ba"),
+                              algorithms=[tessera.algorithms.LowPrecisionLayerNorm()])
+    net.norm.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    trainer.fit()
+    assert type(net.norm).__name__ == "LowPrecisionLayerNorm" and net.norm.weight is weight
+    assert set(dtypes) == {torch.bfloat16}
+    assert set(net.state_dict()) == {"fc1.weight", "fc1.bias", "norm.weight", "norm.bias", "fc2.weight", "fc2.bias"}

@@ -119,7 +119,7 @@ TEST(Alibi, RunsAfterSequenceLengthWarmupWhateverTheRecipeOrder) {
   c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions());
   c.algorithms = {std::make_shared<Alibi>(AlibiOptions().train_sequence_length_scaling(0.5)),
                   std::make_shared<algorithms::SeqLengthWarmup>(
-                      algorithms::SeqLengthWarmupOptions().min_seq_length(4).step_size(4).duration(0.5))};
+                      algorithms::SeqLengthWarmupOptions().min_seq_length(4).step_size(4).duration(0.5).truncate(true))};
   auto shapes = std::make_shared<Shapes>();
   c.callbacks.push_back(shapes);
   Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));

@@ -98,7 +98,7 @@ std::vector<std::string> trained_shapes(SeqLengthWarmupOptions options, int64_t 
 
 TEST(SeqLengthWarmup, ARunLengthensItsSequencesOnSchedule) {
   // 12 batches, duration 0.5: W = 6; (8 - 2) / 2 = 3 steps, one every 2 batches; max from the data (8).
-  const auto options = SeqLengthWarmupOptions().duration(0.5).min_seq_length(2).step_size(2);
+  const auto options = SeqLengthWarmupOptions().duration(0.5).min_seq_length(2).step_size(2).truncate(true);
   std::vector<std::string> expected;
   for (int64_t len : {2, 2, 4, 4, 6, 6, 8, 8, 8, 8, 8, 8}) expected.push_back(fmt::format("[8, {}]", len));
   EXPECT_EQ(trained_shapes(options), expected);
@@ -137,21 +137,27 @@ TEST(SeqLengthWarmup, RefusesDataAndModelsItCannotServeBeforeStepOne) {
   at::manual_seed(0);
   auto fixed = std::make_shared<Classifier<testing::TinyNetImpl>>(std::make_shared<testing::TinyNetImpl>(8, 4, 3), 3);
   const auto vectors = data::make_synthetic(data::SyntheticOptions().size(16).input_shape({8}).num_classes(3));
-  const std::string model = refuse(fixed, vectors, SeqLengthWarmupOptions().min_seq_length(2));
+  const std::string model = refuse(fixed, vectors, SeqLengthWarmupOptions().min_seq_length(2).truncate(true));
   EXPECT_NE(model.find("seq_length_warmup: the model cannot take sequences of 2 tokens (min_seq_length), the first "
                        "length of the schedule: its forward fails with"),
             std::string::npos)
       << model;
+  // One target per example cannot follow re-chunked tokens (the default).
+  const std::string per_example = refuse(fixed, vectors, SeqLengthWarmupOptions().min_seq_length(2));
+  EXPECT_NE(per_example.find("is not a sequence of the input's length 8, so it cannot follow the tokens into new "
+                             "examples (truncate: false); use truncate: true"),
+            std::string::npos)
+      << per_example;
   const std::string options =
       testing::input_error_of([] { SeqLengthWarmup(SeqLengthWarmupOptions().min_seq_length(16).max_seq_length(8)); });
   EXPECT_NE(options.find("max_seq_length 8 is below min_seq_length 16"), std::string::npos) << options;
 }
 
 TEST(SeqLengthWarmup, DeclaresWhatItChanges) {
-  const SeqLengthWarmup cut;
+  const SeqLengthWarmup cut(SeqLengthWarmupOptions().truncate(true));
   EXPECT_TRUE(cut.spec().writes(Resource::SequenceLength, Event::AfterDataloader));
   EXPECT_FALSE(cut.spec().writes(Resource::BatchRows));
-  const SeqLengthWarmup chunks(SeqLengthWarmupOptions().truncate(false));
+  const SeqLengthWarmup chunks;  // re-chunks by default
   EXPECT_TRUE(chunks.spec().writes(Resource::BatchRows, Event::AfterDataloader));
   EXPECT_FALSE(cut.spec().required_on_load);
 }

@@ -189,7 +189,7 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   if (name == "gyro_dropout") return std::make_shared<GyroDropout>(GyroDropoutOptions().sigma(4).tau(2));
   // 18 batches, lengths 2, 4, 6, 8 of 8 for 3 batches each over the first 9, across the interruptions.
   const auto warmup = SeqLengthWarmupOptions().duration(0.5).min_seq_length(2).step_size(2);
-  if (name == "seq_length_warmup") return std::make_shared<SeqLengthWarmup>(warmup);
+  if (name == "seq_length_warmup") return std::make_shared<SeqLengthWarmup>(SeqLengthWarmupOptions(warmup).truncate(true));
   if (name == "seq_length_warmup_rechunk") return std::make_shared<SeqLengthWarmup>(SeqLengthWarmupOptions(warmup).truncate(false));
   if (name == "alibi") return std::make_shared<Alibi>(AlibiOptions().train_sequence_length_scaling(0.5));
   if (name == "gated_linear_units") return std::make_shared<GatedLinearUnits>();

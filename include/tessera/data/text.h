@@ -17,7 +17,7 @@ namespace tessera::data {
 /// Options of `load_text` (recipe name "text").
 struct TextOptions {
   /// A text file, or a folder whose regular files (not links, not `.dat` index files) are read in name order.
-  /// The default is the fortune cookies of Debian's `fortunes` package (about 2.4 MB of English text).
+  /// The default is the fortune cookies of Debian's `fortunes` package (2.6 MB of English text).
   TESSERA_OPTION(std::string, path) = "/usr/share/games/fortunes";
   /// "train": the first 1 − test_fraction of every file; "test": the rest of every file.
   TESSERA_OPTION(std::string, split) = "train";

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The sequence methods on the small GPT of examples/recipes/fortunes_gpt.yaml (4 blocks, d_model 128, Debian's fortunes
+# as bytes, sequences of 128), each against its baseline, side by side in one session: every configuration trains the
+# same number of epochs with the test split evaluated every 100 batches, and the table gives its training time, its
+# final test perplexity per byte, and the training time at which it first reached the baseline's final perplexity
+# (time to quality; "-" when it never did). The baselines are fp32 for the fp32 methods and amp_bf16 for
+# low_precision_layernorm. Times are training seconds (run.json's train_seconds, the metrics' wct: evaluation
+# excluded).
+#   benchmarks/bench_language_models.sh [epochs] [configurations...]
+#   configurations: baseline seq_length_warmup seq_length_warmup_rechunk alibi gated_linear_units amp_bf16
+#                   low_precision_layernorm (default: all)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+epochs=${1:-1}
+shift $(( $# < 1 ? $# : 1 ))
+configs=("${@:-baseline seq_length_warmup seq_length_warmup_rechunk alibi gated_linear_units amp_bf16 low_precision_layernorm}")
+configs=(${configs[@]})
+out=${BENCH_OUT:-$(mktemp -d)}
+mkdir -p "$out"
+for cfg in "${configs[@]}"; do
+  precision=fp32
+  case "$cfg" in
+    baseline) algs="[]" ;;
+    seq_length_warmup) algs="[{seq_length_warmup: {duration: 0.3, min_seq_length: 8, step_size: 8}}]" ;;
+    seq_length_warmup_rechunk)
+      algs="[{seq_length_warmup: {duration: 0.3, min_seq_length: 8, step_size: 8, truncate: false}}]" ;;
+    alibi) algs="[{alibi: {train_sequence_length_scaling: 0.25}}]" ;;
+    gated_linear_units) algs="[gated_linear_units]" ;;
+    amp_bf16) algs="[]"; precision=amp_bf16 ;;
+    low_precision_layernorm) algs="[low_precision_layernorm]"; precision=amp_bf16 ;;
+    *) echo "unknown configuration $cfg" >&2; exit 2 ;;
+  esac
+  "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_gpt.yaml" max_duration="${epochs}ep" \
+    precision="$precision" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
+    "loggers=[{jsonl: {}}]" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
+  echo "$cfg done" >&2
+done
+python3 - "$out" "${configs[@]}" <<'PY'
+import json, pathlib, sys
+out, configs = pathlib.Path(sys.argv[1]), sys.argv[2:]
+def load(cfg):
+    run = json.loads((out / cfg / "run.json").read_text())
+    evals = [json.loads(l) for l in (out / cfg / "metrics.jsonl").read_text().splitlines()]
+    # wct: the training seconds so far (the timestamp counts batches only, evaluations excluded)
+    return run["timestamp"]["train_seconds"], [(e["wct"], e["metrics/test/perplexity"]) for e in evals
+                                                if "metrics/test/perplexity" in e]
+runs = {c: load(c) for c in configs}
+def base_of(c):
+    return "amp_bf16" if c == "low_precision_layernorm" else "baseline"
+print(f"{'configuration':26} {'train s':>8} {'x base':>7} {'final ppl':>10} {'s to base ppl':>14}")
+for c in configs:
+    train, curve = runs[c]
+    b = base_of(c)
+    if b not in runs:
+        print(f"{c:26} {train:8.1f} {'':>7} {curve[-1][1]:10.3f}")
+        continue
+    target = runs[b][1][-1][1]
+    reach = next((t for t, p in curve if p <= target), None)
+    print(f"{c:26} {train:8.1f} {train / runs[b][0]:7.3f} {curve[-1][1]:10.3f} {('%.1f' % reach) if reach else '-':>14}")
+PY
