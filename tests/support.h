@@ -77,6 +77,16 @@ inline const data::DataLoader& as_loader(const std::shared_ptr<data::BatchSource
   return *loader;
 }
 
+/// Components for a small language-model run: tiny_gpt() trained with AdamW (lr 0.01) on tiny_text(train_size) in
+/// batches of 8 sequences of 8 tokens.
+inline Components gpt_components(int64_t train_size = 16) {
+  Components c;
+  c.model = tiny_gpt();
+  c.train_dataloader = loader(tiny_text(train_size), 8);
+  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  return c;
+}
+
 /// Components for a small synthetic run: a tiny model, SGD, shuffled data, an accuracy evaluator.
 inline Components tiny_components(int64_t train_size = 48, int64_t batch_size = 8, uint64_t seed = 0) {
   Components c;

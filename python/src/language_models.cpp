@@ -76,12 +76,23 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
       py::arg("model"),
       "Gated-linear-units surgery on a tessera.Model (keyword arguments as for "
       "tessera.algorithms.GatedLinearUnits); returns how many feed-forward networks were replaced.");
-  f.def("gated_linear_unit", &alg::gated_linear_unit, py::arg("x"), py::arg("w_gated"), py::arg("b_gated"),
+  const auto or_undefined = [](const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); };
+  f.def("gated_linear_unit",
+        [or_undefined](const at::Tensor& x, const at::Tensor& w_gated, const c10::optional<at::Tensor>& b_gated,
+                       const at::Tensor& w_linear, const c10::optional<at::Tensor>& b_linear) {
+          return alg::gated_linear_unit(x, w_gated, or_undefined(b_gated), w_linear, or_undefined(b_linear));
+        },
+        py::arg("x"), py::arg("w_gated"), py::arg("b_gated"),
         py::arg("w_linear"), py::arg("b_linear"),
         "gelu(x @ w_gated.T + b_gated) * (x @ w_linear.T + b_linear) (biases may be None).");
   f.def("apply_low_precision_layernorm", [](Model& model) { return alg::apply_low_precision_layernorm(model); },
         py::arg("model"), "Low-precision LayerNorm surgery on a tessera.Model; returns how many were replaced.");
-  f.def("low_precision_layer_norm", &alg::low_precision_layer_norm, py::arg("x"), py::arg("normalized_shape"),
+  f.def("low_precision_layer_norm",
+        [or_undefined](const at::Tensor& x, const std::vector<int64_t>& shape, const c10::optional<at::Tensor>& weight,
+                       const c10::optional<at::Tensor>& bias, double eps) {
+          return alg::low_precision_layer_norm(x, shape, or_undefined(weight), or_undefined(bias), eps);
+        },
+        py::arg("x"), py::arg("normalized_shape"),
         py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
         "layer_norm computed in the autocast dtype of x's device when autocast is on there, else torch's "
         "layer_norm.");

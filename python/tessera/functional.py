@@ -84,6 +84,13 @@ standardize_weight = _native.standardize_weight
 freeze_layers = _native.freeze_layers
 warmup_seq_length = _native.warmup_seq_length
 set_seq_length = _native.set_seq_length
+alibi_slopes = _native.alibi_slopes
+alibi_bias = _native.alibi_bias
+apply_alibi = _native.apply_alibi
+apply_gated_linear_units = _native.apply_gated_linear_units
+gated_linear_unit = _native.gated_linear_unit
+apply_low_precision_layernorm = _native.apply_low_precision_layernorm
+low_precision_layer_norm = _native.low_precision_layer_norm
 
 
 def apply_channels_last(model):

@@ -93,10 +93,7 @@ class Shapes : public Callback {
 };
 
 TEST(Alibi, TrainsOnShorterSequencesAndEvaluatesAtFullLength) {
-  Components c;
-  c.model = testing::tiny_gpt();
-  c.train_dataloader = testing::loader(testing::tiny_text(16), 8);
-  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  Components c = testing::gpt_components(16);
   Evaluator ev;
   ev.label = "eval";
   ev.dataloader = testing::loader(testing::tiny_text(8), 8, false);
@@ -113,10 +110,7 @@ TEST(Alibi, TrainsOnShorterSequencesAndEvaluatesAtFullLength) {
 }
 
 TEST(Alibi, RunsAfterSequenceLengthWarmupWhateverTheRecipeOrder) {
-  Components c;
-  c.model = testing::tiny_gpt();
-  c.train_dataloader = testing::loader(testing::tiny_text(16), 8);
-  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions());
+  Components c = testing::gpt_components(16);
   c.algorithms = {std::make_shared<Alibi>(AlibiOptions().train_sequence_length_scaling(0.5)),
                   std::make_shared<algorithms::SeqLengthWarmup>(
                       algorithms::SeqLengthWarmupOptions().min_seq_length(4).step_size(4).duration(0.5).truncate(true))};

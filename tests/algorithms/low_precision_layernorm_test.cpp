@@ -57,20 +57,19 @@ TEST(LowPrecisionLayerNorm, UnderAutocastComputesInTheAutocastDtype) {
   EXPECT_TRUE(at::equal(algorithms::low_precision_layer_norm(x, {6}, w, bias, 1e-5), at::layer_norm(x, {6}, w, bias, 1e-5)));
 }
 
-Components gpt_components() {
-  Components c;
-  c.model = testing::tiny_gpt();
-  c.train_dataloader = testing::loader(testing::tiny_text(16), 8);
-  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+Components gpt_with_low_precision_layernorm() {
+  Components c = testing::gpt_components(16);
   c.algorithms.push_back(std::make_shared<LowPrecisionLayerNorm>());
   return c;
 }
 
 TEST(LowPrecisionLayerNorm, TrainsUnderAmpAndIsRefusedWithoutIt) {
-  Trainer trainer(TrainerOptions().precision("amp_bf16").max_duration(Time::parse("2ba")).threads(1), gpt_components());
+  Trainer trainer(TrainerOptions().precision("amp_bf16").max_duration(Time::parse("2ba")).threads(1),
+                  gpt_with_low_precision_layernorm());
   trainer.fit();
   EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
-  const std::string fp32 = testing::input_error_of([] { Trainer t(TrainerOptions().threads(1), gpt_components()); });
+  const std::string fp32 =
+      testing::input_error_of([] { Trainer t(TrainerOptions().threads(1), gpt_with_low_precision_layernorm()); });
   EXPECT_NE(fp32.find("without mixed precision it changes nothing"), std::string::npos) << fp32;
   const std::string no_norms = testing::input_error_of([] {
     Components c = testing::tiny_components();

@@ -83,10 +83,7 @@ class ShapeLog : public Callback {
 };
 
 std::vector<std::string> trained_shapes(SeqLengthWarmupOptions options, int64_t microbatch = 0) {
-  Components c;
-  c.model = testing::tiny_gpt();
-  c.train_dataloader = testing::loader(testing::tiny_text(32), 8);  // 4 batches of [8, 8]
-  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  Components c = testing::gpt_components(32);  // 4 batches of [8, 8]
   c.algorithms.push_back(std::make_shared<SeqLengthWarmup>(options));
   auto log = std::make_shared<ShapeLog>();
   c.callbacks.push_back(log);

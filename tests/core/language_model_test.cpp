@@ -204,10 +204,7 @@ TEST(TokenTime, TokensConvertThroughTokensPerSample) {
 }
 
 TEST(TokenTime, TheTrainerCountsTokensAndStopsAtATokenDuration) {
-  Components c;
-  c.model = testing::tiny_gpt();
-  c.train_dataloader = testing::loader(testing::tiny_text(32), 8);  // 4 batches of 64 tokens
-  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  Components c = testing::gpt_components(32);  // 4 batches of 64 tokens
   Trainer trainer(TrainerOptions().max_duration(Time::parse("640tok")).threads(1), std::move(c));
   trainer.fit();
   EXPECT_EQ(trainer.state().timestamp.token, 640);
@@ -217,10 +214,7 @@ TEST(TokenTime, TheTrainerCountsTokensAndStopsAtATokenDuration) {
 }
 
 TEST(TokenTime, ASmallGptLearnsThePattern) {
-  Components c;
-  c.model = testing::tiny_gpt();
-  c.train_dataloader = testing::loader(testing::tiny_text(64), 8);
-  c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  Components c = testing::gpt_components(64);
   Evaluator ev;
   ev.label = "eval";
   ev.dataloader = testing::loader(testing::tiny_text(16), 16, false);  // the first 16 training sequences

@@ -701,9 +701,10 @@ TEST(RecipeTest, MakeTrainerCompilesThePlan) {
 }
 
 TEST(RegistryTest, RegisteredNames) {
-  EXPECT_EQ(registered_names("models"), (std::vector<std::string>{"cnn", "mlp", "resnet"}));
-  EXPECT_EQ(registered_names("model"), (std::vector<std::string>{"cnn", "mlp", "resnet"}));
-  EXPECT_EQ(registered_names("datasets"), (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic"}));
+  EXPECT_EQ(registered_names("models"), (std::vector<std::string>{"cnn", "gpt", "mlp", "resnet"}));
+  EXPECT_EQ(registered_names("model"), (std::vector<std::string>{"cnn", "gpt", "mlp", "resnet"}));
+  EXPECT_EQ(registered_names("datasets"),
+            (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text"}));
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));
@@ -712,7 +713,7 @@ TEST(RegistryTest, RegisteredNames) {
   EXPECT_EQ(registered_names("callbacks"), (std::vector<std::string>{"console_summary", "progress_bar"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl"}));
   EXPECT_EQ(registered_names("metrics"),
-            (std::vector<std::string>{"accuracy", "cross_entropy", "top5_accuracy"}));
+            (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));
   EXPECT_NO_THROW(registered_names("algorithms"));
   try {
     registered_names("modles");
