@@ -27,6 +27,7 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/models/gpt.h>
 #include <tessera/ops/kernels.h>
 #include <tessera/ops/multi_tensor.h>
 #include <tessera/rng.h>
@@ -253,6 +254,37 @@ Case ema_case(const at::TensorOptions& o) {
           [=] { tessera::ops::ema_update_(*avg, *src, s); }, 3 * values * static_cast<double>(avg->front().element_size())};
 }
 
+/// The causal self-attention of a GPT block (the fortunes GPT's: d_model 128, 4 heads) on x [N, S, 128], forward and
+/// backward to x and the weights. Stock: the formulation CausalSelfAttention used at first (q·kᵀ, then a scaling
+/// pass, ALiBi's biases, a masked fill, the softmax). Fused: CausalSelfAttention::forward (LibTorch 2.x: PyTorch's
+/// fused attention; 1.13: the scale and the mask folded into one product).
+Case attention_case(const at::Tensor& x, bool alibi) {
+  const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = 4;
+  auto attention = std::make_shared<tessera::CausalSelfAttention>(d, h);
+  attention->to(x.device(), x.scalar_type());
+  attention->set_alibi(alibi);
+  const auto params = attention->named_parameters();
+  const at::Tensor xg = x.detach().clone().requires_grad_(true);
+  auto stock = [=]() {
+    const at::Tensor qkv =
+        at::linear(xg, params["qkv.weight"], params["qkv.bias"]).view({n, s, 3, h, d / h}).permute({2, 0, 3, 1, 4});
+    at::Tensor scores = at::matmul(qkv[0], qkv[1].transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(d / h)));
+    if (alibi) scores.add_(tessera::alibi_bias(h, s, scores.options()));
+    scores.masked_fill_(at::ones({s, s}, x.options().dtype(at::kBool)).triu_(1), -INFINITY);
+    const at::Tensor y = at::matmul(at::softmax(scores, -1), qkv[2]).transpose(1, 2).reshape({n, s, d});
+    return at::linear(y, params["proj.weight"], params["proj.bias"]);
+  };
+  auto run = [=](bool fused) {
+    (fused ? attention->forward(xg) : stock()).sum().backward();
+    xg.mutable_grad() = at::Tensor();
+    for (auto& p : attention->parameters()) p.mutable_grad() = at::Tensor();
+  };
+  const std::string name = "causal attention " + shape_str(x.sizes()) + " 4 heads" + (alibi ? " ALiBi " : " ") +
+                           std::string(c10::toString(x.scalar_type())) + " fwd+bwd";
+  // forward reads x and writes the output; backward the same in reverse (the [N, H, S, S] scores not counted)
+  return {name, [=] { run(false); }, [=] { run(true); }, 4 * static_cast<double>(x.numel() * x.element_size())};
+}
+
 // ----------------------------------------------------------------------------------------------------------
 
 void cpu_row(const Case& c, const Settings& s, const std::string& suffix = "") {
@@ -293,6 +325,8 @@ void run_cpu(const Settings& s) {
   }
   header("multi-tensor EMA", false);
   cpu_row(ema_case(at::TensorOptions().dtype(at::kFloat)), s);
+  header("GPT causal self-attention (stock: product, scale, mask and softmax as separate passes)", false);
+  for (bool alibi : {false, true}) cpu_row(attention_case(at::randn({32, 128, 128}), alibi), s);
 }
 
 #ifdef TESSERA_CUDA
@@ -405,6 +439,15 @@ void run_gpu(const Settings& s) {
   for (at::ScalarType t : {at::kFloat, at::kBFloat16}) {
     Case e = ema_case(cuda.dtype(t));
     row(e.name, time_gpu(e.stock, e.fused, reps), e.bytes, peak, true);
+  }
+  header("GPT causal self-attention (stock: product, scale, mask and softmax as separate passes)", true);
+  for (at::ScalarType t : {at::kFloat, at::kBFloat16}) {
+    for (int64_t seq : {128, 1024}) {
+      for (bool alibi : {false, true}) {
+        Case a = attention_case(at::randn({32, seq, 128}, cuda.dtype(t)), alibi);
+        row(a.name, time_gpu(a.stock, a.fused, reps), a.bytes, peak, true);
+      }
+    }
   }
 }
 #endif

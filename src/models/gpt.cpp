@@ -5,12 +5,14 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <fmt/format.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
+#include <torch/version.h>
 
 #include <tessera/error.h>
 
@@ -39,6 +41,33 @@ void init_gpt(nn::Module& model, int64_t n_layers) {
   }
 }
 
+/// softmax(q·kᵀ/√(D/H) + causal mask [+ ALiBi's biases when `alibi`])·v for q, k, v [N, H, S, D/H]: PyTorch's fused
+/// attention with LibTorch 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool alibi) {
+  const int64_t n = q.size(0), h = q.size(1), s = q.size(2), dh = q.size(3);
+  // The additive mask of causal attention: 0 on and below the diagonal, −inf above; with ALiBi's biases, [H, S, S].
+  const auto mask = [&] {
+    at::Tensor causal = at::full({s, s}, -std::numeric_limits<double>::infinity(), q.options()).triu_(1);
+    return alibi ? alibi_bias(h, s, q.options()).add_(causal) : causal;
+  };
+#if TORCH_VERSION_MAJOR >= 2
+  // PyTorch's fused attention (flash attention on the CPU and CUDA), but for CUDA in deterministic mode, where its
+  // backward kernels may accumulate atomically.
+  if (!(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
+    return alibi ? at::scaled_dot_product_attention(q, k, v, mask(), 0.0, /*is_causal=*/false)
+                 : at::scaled_dot_product_attention(q, k, v, c10::nullopt, 0.0, /*is_causal=*/true);
+  }
+#endif
+  // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, S, S] scores: the scale
+  // and the causal mask go into the product (baddbmm); ALiBi's per-head biases take one pass more.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  const at::Tensor scores =
+      alibi ? at::matmul(q, k.transpose(-2, -1)).mul_(scale).add_(mask())
+            : at::baddbmm(mask(), q.reshape({n * h, s, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
+                  .view({n, h, s, s});
+  return at::matmul(at::softmax(scores, -1), v);
+}
+
 }  // namespace
 
 CausalSelfAttention::CausalSelfAttention(int64_t d_model, int64_t n_heads) : n_heads_(n_heads) {
@@ -50,12 +79,7 @@ at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
   const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = n_heads_;
   // [N, S, 3D] -> 3 x [N, H, S, D/H]
   const at::Tensor qkv = slot("qkv").forward(x).view({n, s, 3, h, d / h}).permute({2, 0, 3, 1, 4});
-  const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(d / h)));
-  if (alibi_) scores.add_(alibi_bias(h, s, scores.options()));
-  const at::Tensor future = at::ones({s, s}, x.options().dtype(at::kBool)).triu_(1);
-  scores.masked_fill_(future, -std::numeric_limits<double>::infinity());
-  const at::Tensor y = at::matmul(at::softmax(scores, -1), v);  // [N, H, S, D/H]
+  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], alibi_);  // [N, H, S, D/H]
   return slot("proj").forward(y.transpose(1, 2).reshape({n, s, d}));
 }
 

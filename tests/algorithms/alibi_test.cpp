@@ -46,15 +46,7 @@ TEST(Alibi, AttentionAddsTheBiasBeforeTheCausalSoftmax) {
   CausalSelfAttention attention(8, 2);
   attention.set_alibi(true);
   const at::Tensor x = at::randn({3, 5, 8});
-  const auto params = attention.named_parameters();
-  // By hand: [N, S, 3D] -> q, k, v [N, H, S, 4].
-  const at::Tensor qkv = at::linear(x, params["qkv.weight"], params["qkv.bias"]).view({3, 5, 3, 2, 4});
-  const at::Tensor q = qkv.select(2, 0).transpose(1, 2), k = qkv.select(2, 1).transpose(1, 2),
-                   v = qkv.select(2, 2).transpose(1, 2);
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) / 2.0 + alibi_bias(2, 5, x.options());
-  scores = scores.masked_fill(at::ones({5, 5}, at::kBool).triu(1), -INFINITY);
-  const at::Tensor y = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({3, 5, 8});
-  const at::Tensor expected = at::linear(y, params["proj.weight"], params["proj.bias"]);
+  const at::Tensor expected = testing::attention_by_hand(attention, x);
   EXPECT_TRUE(at::allclose(attention.forward(x), expected, 1e-5, 1e-6));
   attention.set_alibi(false);
   EXPECT_FALSE(at::allclose(attention.forward(x), expected, 1e-3, 1e-3));

@@ -7,7 +7,9 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
 
+#include "../../src/amp_compat.h"
 #include "support.h"
 
 namespace tessera {
@@ -112,6 +114,32 @@ TEST(GPT, APositionSeesOnlyItsPast) {
   EXPECT_TRUE(at::equal(before.narrow(2, 0, 5), after.narrow(2, 0, 5)));  // bitwise: positions 0..4 of example 0
   EXPECT_FALSE(at::allclose(before[0].narrow(1, 5, 3), after[0].narrow(1, 5, 3)));
   EXPECT_TRUE(at::equal(before[1], after[1]));  // the other example is untouched
+}
+
+TEST(GPT, AttentionIsTheCausalSoftmaxOfScaledProductsInValuesAndGradients) {
+  // Whichever way it is computed (LibTorch 2.x: PyTorch's fused attention; 1.13: one product with the mask), with
+  // and without ALiBi's biases, in fp32 and under bf16 autocast.
+  for (const bool alibi : {false, true}) {
+    at::manual_seed(2);
+    CausalSelfAttention attention(16, 4);
+    attention.set_alibi(alibi);
+    const at::Tensor x = at::randn({3, 7, 16}).requires_grad_(true);
+    const at::Tensor got = attention.forward(x);
+    const at::Tensor dx = torch::autograd::grad({got.square().sum()}, {x})[0];
+    const at::Tensor expected = testing::attention_by_hand(attention, x);
+    const at::Tensor expected_dx = torch::autograd::grad({expected.square().sum()}, {x})[0];
+    EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-6)) << "alibi " << alibi;
+    EXPECT_TRUE(at::allclose(dx, expected_dx, 1e-4, 1e-5)) << "alibi " << alibi;
+    // A different parameter draw gives a different output (the comparison above is not vacuous).
+    EXPECT_GT((got - expected.detach().roll(1, 1)).abs().max().item<double>(), 1e-3);
+    compat::set_autocast_enabled(c10::DeviceType::CPU, true);
+    compat::set_autocast_dtype(c10::DeviceType::CPU, at::kBFloat16);
+    const at::Tensor low = attention.forward(x.detach());
+    compat::set_autocast_enabled(c10::DeviceType::CPU, false);
+    at::autocast::clear_cache();
+    EXPECT_EQ(low.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::allclose(low.to(at::kFloat), expected, 0.05, 0.02)) << "alibi " << alibi;
+  }
 }
 
 TEST(GPT, LossIsNextTokenCrossEntropyPerExampleMeanOverPositions) {
