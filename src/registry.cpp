@@ -46,6 +46,7 @@
 #include <tessera/algorithms/layer_freezing.h>
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/mixup.h>
+#include <tessera/algorithms/no_op_model.h>
 #include <tessera/algorithms/progressive_resizing.h>
 #include <tessera/algorithms/randaugment.h>
 #include <tessera/algorithms/sam.h>
@@ -212,6 +213,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
       algorithm<algorithms::LowPrecisionLayerNorm, algorithms::LowPrecisionLayerNormOptions>("low_precision_layernorm"),
       algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),
+      algorithm<algorithms::NoOpModel, algorithms::NoOpModelOptions>("no_op_model"),
       algorithm<algorithms::ProgressiveResizing, algorithms::ProgressiveResizingOptions>("progressive_resizing"),
       algorithm<algorithms::RandAugment, algorithms::RandAugmentOptions>("randaugment"),
       algorithm<algorithms::SAM, algorithms::SAMOptions>("sam"),

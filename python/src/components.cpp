@@ -22,6 +22,7 @@
 #include <tessera/algorithms/ghost_batchnorm.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/mixup.h>
+#include <tessera/algorithms/no_op_model.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/layer_freezing.h>
@@ -615,6 +616,12 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       .def_property_readonly("replaced", &alg::WeightStandardization::replaced,
                              "How many convolutions the last application replaced.");
 
+  bind_algorithm<alg::NoOpModel, alg::NoOpModelOptions>(
+      m, "NoOpModel", "no_op_model",
+      "No-op model at INIT (Composer's NoOpModel): the model is replaced by a stand-in with one parameter whose "
+      "forward costs nothing (the targets' class scores), and the optimizer gets that parameter, so that the run "
+      "measures the data pipeline and the trainer. Its metrics and weights mean nothing. Refused with model surgery.");
+
   m.def(
       "make",
       [](const py::object& entry) {
@@ -629,6 +636,10 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         "The recipe names of the registered algorithms.");
 
   // ---- functional forms -----------------------------------------------------------------------------------
+  f.def("make_no_op_model", [](const Model& model) { return std::shared_ptr<Model>(alg::make_no_op_model(model)); },
+        py::arg("model"),
+        "The stand-in of no_op_model for a tessera.Model (a classifier): one parameter 'weight' = 1.5; outputs the "
+        "batch's targets as class scores times it; cross-entropy loss.");
   f.def(
       "smooth_labels",
       [](const at::Tensor& targets, int64_t num_classes, double alpha) {

@@ -42,7 +42,7 @@ def algorithms_stub() -> str:
     ]
     for name in ("Alibi", "AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
                  "GatedLinearUnits", "GhostBatchNorm", "GradientClipping", "GyroDropout", "LabelSmoothing", "LayerFreezing",
-                 "LowPrecisionLayerNorm", "MixUp", "ProgressiveResizing",
+                 "LowPrecisionLayerNorm", "MixUp", "NoOpModel", "ProgressiveResizing",
                  "RandAugment", "SAM", "SelectiveBackprop", "SeqLengthWarmup", "SqueezeExcite", "StochasticDepth", "SWA",
                  "WeightStandardization"):
         cls = getattr(algorithms, name)

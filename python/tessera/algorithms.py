@@ -27,6 +27,7 @@ LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
 LowPrecisionLayerNorm = _native.LowPrecisionLayerNorm
 MixUp = _native.MixUp
+NoOpModel = _native.NoOpModel
 ProgressiveResizing = _native.ProgressiveResizing
 RandAugment = _native.RandAugment
 SAM = _native.SAM
@@ -60,6 +61,7 @@ __all__ = [
     "LayerFreezing",
     "LowPrecisionLayerNorm",
     "MixUp",
+    "NoOpModel",
     "ProgressiveResizing",
     "RandAugment",
     "SAM",

@@ -91,6 +91,7 @@ apply_gated_linear_units = _native.apply_gated_linear_units
 gated_linear_unit = _native.gated_linear_unit
 apply_low_precision_layernorm = _native.apply_low_precision_layernorm
 low_precision_layer_norm = _native.low_precision_layer_norm
+make_no_op_model = _native.make_no_op_model
 
 
 def apply_channels_last(model):
@@ -208,6 +209,7 @@ __all__ = [
     "gyro_dropout_period_length",
     "gyro_dropout_selection",
     "low_precision_layer_norm",
+    "make_no_op_model",
     "mixed_loss",
     "mixup_batch",
     "pinned_scale",

@@ -3,6 +3,7 @@ trained from a torch.utils.data.DataLoader with worker processes, with all five 
 bit for bit; a Hugging-Face-style dict model with its own loss; a TorchScript module; clear errors for what does
 not fit."""
 import copy
+import math
 
 import pytest
 import torch
@@ -325,6 +326,28 @@ def test_algorithms_that_cannot_work_are_refused_before_step_1(train_set, tmp_pa
     with pytest.raises(tessera.InputError, match="torch.optim"):
         tessera.Trainer(model=make_model(), train_dataloader=loader(train_set),
                         optimizer=torch.optim.SGD(make_model().parameters(), lr=0.1))
+
+
+def test_no_op_model_stands_in_for_a_python_module_which_never_trains(train_set, tmp_path):
+    module = make_model()
+    before = copy.deepcopy(module.state_dict())
+    trainer = tessera.Trainer(model=module, train_dataloader=loader(train_set, workers=2),
+                              optimizer={"sgd": {"lr": 0.05, "momentum": 0.9}}, max_duration="4ba", seed=5,
+                              algorithms=[tessera.algorithms.NoOpModel(), tessera.algorithms.LabelSmoothing()],
+                              run_dir=str(tmp_path))
+    trainer.fit()
+    assert trainer.state.timestamp.batch == 4 and math.isfinite(trainer.state.loss.item())
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    # The stand-in (the functional form builds the same): one parameter, the targets' class scores.
+    stand_in = tessera.functional.make_no_op_model(trainer.model)
+    assert list(stand_in.named_parameters()) == ["weight"] and stand_in.num_classes == 4
+    batch = tessera.Batch(torch.zeros(3, 3, 16, 16), torch.tensor([0, 3, 1]))
+    assert torch.equal(stand_in.forward(batch).argmax(1), torch.tensor([0, 3, 1]))
+    with pytest.raises(tessera.InputError, match="no_op_model and blurpool cannot be combined"):
+        tessera.Trainer(model=make_model(), train_dataloader=loader(train_set), optimizer={"sgd": {"lr": 0.1}},
+                        algorithms=[tessera.algorithms.NoOpModel(), tessera.algorithms.BlurPool()],
+                        run_dir=str(tmp_path))
 
 
 def test_a_scripted_module_trains_in_cpp_like_the_python_module(train_set, tmp_path):

@@ -43,6 +43,7 @@
 #include <tessera/algorithms/alibi.h>
 #include <tessera/algorithms/gated_linear_units.h>
 #include <tessera/algorithms/low_precision_layernorm.h>
+#include <tessera/algorithms/no_op_model.h>
 #include <tessera/algorithms/squeeze_excite.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/algorithms/weight_standardization.h>
@@ -194,6 +195,7 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   if (name == "alibi") return std::make_shared<Alibi>(AlibiOptions().train_sequence_length_scaling(0.5));
   if (name == "gated_linear_units") return std::make_shared<GatedLinearUnits>();
   if (name == "low_precision_layernorm") return std::make_shared<LowPrecisionLayerNorm>();
+  if (name == "no_op_model") return std::make_shared<NoOpModel>();
   throw std::invalid_argument("unknown test algorithm " + name);
 }
 
@@ -917,6 +919,12 @@ std::vector<RunSpec> resume_specs() {
   augment.name = "randaugment_augmix_mixup_resizing_microbatches_amp_bf16";
   augment.algorithms = {"randaugment", "augmix", "mixup", "progressive_resizing"};
   specs.push_back(augment);
+  // The no-op model: its stand-in replaces the CNN at Init in the fresh run too, then the checkpoint loads its one
+  // parameter (and its momentum); the batch algorithms, EMA and microbatches act as with a real model.
+  RunSpec no_op = cutout;
+  no_op.name = "no_op_model_selective_backprop_resizing_ema_microbatches_amp_bf16";
+  no_op.algorithms = {"no_op_model", "selective_backprop", "progressive_resizing", "ema"};
+  specs.push_back(no_op);
   RunSpec all;
   all.name = "all_five";
   all.model = "cnn";

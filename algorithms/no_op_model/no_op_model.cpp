@@ -1,0 +1,79 @@
+#include "no_op_model.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <tessera/callback.h>
+#include <tessera/error.h>
+#include <tessera/optim/optimizer.h>
+#include <tessera/state.h>
+
+namespace tessera::algorithms {
+
+NoOpModelImpl::NoOpModelImpl(int64_t num_classes) : num_classes_(num_classes) {
+  if (num_classes < 1) {
+    throw InputError(fmt::format("no_op_model: num_classes is {}; expected >= 1 (the stand-in outputs class scores)",
+                                 num_classes));
+  }
+  weight_ = register_parameter("weight", at::full({1}, 1.5));
+}
+
+at::Tensor NoOpModelImpl::forward(const Batch& batch) {
+  const at::Tensor& targets = batch.target();
+  at::Tensor scores;
+  if (at::isFloatingType(targets.scalar_type())) {
+    scores = targets.to(weight_.options());  // dense targets [N, C, ...]: scores as they are
+  } else {
+    // [N, ...] class indices -> one-hot [N, ..., C] -> [N, C, ...], classes in dimension 1 as every loss expects.
+    scores = at::one_hot(targets.to(at::kLong), num_classes_).to(weight_.options());
+    if (scores.dim() > 2) scores = scores.movedim(-1, 1);
+  }
+  return scores * weight_;
+}
+
+at::Tensor NoOpModelImpl::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {
+  return cross_entropy(outputs, batch.target(), reduction);
+}
+
+std::shared_ptr<NoOpModelImpl> make_no_op_model(const Model& model) {
+  if (model.num_classes() < 1) {
+    throw InputError("no_op_model: the model is not a classifier (its num_classes() is 0), and the stand-in outputs "
+                     "class scores of the targets; remove no_op_model, or give the model its number of classes");
+  }
+  auto stand_in = std::make_shared<NoOpModelImpl>(model.num_classes());
+  const auto params = model.parameters();
+  const auto buffers = model.buffers();
+  if (!params.empty()) {
+    stand_in->to(params.front().device());
+  } else if (!buffers.empty()) {
+    stand_in->to(buffers.front().device());
+  }
+  return stand_in;
+}
+
+NoOpModel::NoOpModel(NoOpModelOptions options) : options_(std::move(options)) {
+  spec_.name = "no_op_model";
+  spec_.accesses = {{Event::Init, {}, {Resource::ModelStructure, Resource::Parameters, Resource::OptimizerGroups}}};
+  spec_.required_on_load = true;  // a checkpoint holds the stand-in's parameter
+  spec_.conflicts.push_back({Selector::writers_of(Resource::ModelStructure), true,
+                             "no_op_model replaces the whole model by a stand-in, so the other's model surgery would "
+                             "change a model that never trains; remove one of them"});
+}
+
+void NoOpModel::check(const State& state) const { (void)make_no_op_model(*state.model); }
+
+void NoOpModel::apply(Event, State& state, Logger& logger) {
+  std::shared_ptr<NoOpModelImpl> stand_in = make_no_op_model(*state.model);
+  const auto old = state.model->parameters();
+  int64_t values = 0;
+  for (const auto& p : old) values += p.numel();
+  state.optimizer->remove_parameters(old);
+  state.optimizer->replace_parameter(at::Tensor(), stand_in->weight());
+  state.model = stand_in;
+  logger.info(fmt::format("no_op_model: the model ({} parameters in {} tensors) is replaced by a stand-in with one "
+                          "parameter: this run measures the data pipeline and the trainer, its metrics and weights "
+                          "mean nothing",
+                          values, old.size()));
+}
+
+}  // namespace tessera::algorithms
