@@ -163,7 +163,7 @@ class Recorder : public tessera::Callback {
       rows_.clear();
       const at::Tensor sums = s.batch.input().flatten(1).to(at::kDouble).sum(1);
       // A class per example, or the sum of its tokens' classes (language models: targets [N, S]).
-      const at::Tensor targets = s.batch.target().flatten(1).sum(1);
+      const at::Tensor targets = s.batch.target().reshape({s.batch.target().size(0), -1}).sum(1);
       for (int64_t i = 0; i < targets.size(0); ++i) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%lld:%a", static_cast<long long>(targets[i].item<int64_t>()),
