@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <tessera/callback.h>
+#include <tessera/data/batch_source.h>
 #include <tessera/error.h>
 #include <tessera/optim/optimizer.h>
 #include <tessera/state.h>
@@ -35,12 +36,14 @@ at::Tensor NoOpModelImpl::loss(const at::Tensor& outputs, const Batch& batch, Re
   return cross_entropy(outputs, batch.target(), reduction);
 }
 
-std::shared_ptr<NoOpModelImpl> make_no_op_model(const Model& model) {
-  if (model.num_classes() < 1) {
-    throw InputError("no_op_model: the model is not a classifier (its num_classes() is 0), and the stand-in outputs "
-                     "class scores of the targets; remove no_op_model, or give the model its number of classes");
+std::shared_ptr<NoOpModelImpl> make_no_op_model(const Model& model, int64_t num_classes) {
+  const int64_t classes = model.num_classes() > 0 ? model.num_classes() : num_classes;
+  if (classes < 1) {
+    throw InputError("no_op_model needs the number of classes, for the stand-in outputs class scores of the targets, "
+                     "and neither the model nor the data says it (num_classes() is 0 for both); remove no_op_model, "
+                     "or give the model its number of classes");
   }
-  auto stand_in = std::make_shared<NoOpModelImpl>(model.num_classes());
+  auto stand_in = std::make_shared<NoOpModelImpl>(classes);
   const auto params = model.parameters();
   const auto buffers = model.buffers();
   if (!params.empty()) {
@@ -60,10 +63,27 @@ NoOpModel::NoOpModel(NoOpModelOptions options) : options_(std::move(options)) {
                              "change a model that never trains; remove one of them"});
 }
 
-void NoOpModel::check(const State& state) const { (void)make_no_op_model(*state.model); }
+namespace {
+/// The number of classes when the model does not say it: the training data's, else the class dimension of the model's
+/// outputs on an example batch (a user's module trained from a torch DataLoader); 0 when neither tells.
+int64_t data_classes(const State& state) {
+  if (!state.train_dataloader) return 0;
+  if (state.train_dataloader->num_classes() > 0 || state.model->num_classes() > 0) {
+    return state.train_dataloader->num_classes();
+  }
+  int64_t classes = 0;
+  (void)try_on_example(*state.model, state.train_dataloader->example_batch(), [&](const Batch& b) {
+    const at::Tensor out = state.model->forward(b);
+    if (out.dim() >= 2) classes = out.size(1);
+  });
+  return classes;
+}
+}  // namespace
+
+void NoOpModel::check(const State& state) const { (void)make_no_op_model(*state.model, data_classes(state)); }
 
 void NoOpModel::apply(Event, State& state, Logger& logger) {
-  std::shared_ptr<NoOpModelImpl> stand_in = make_no_op_model(*state.model);
+  std::shared_ptr<NoOpModelImpl> stand_in = make_no_op_model(*state.model, data_classes(state));
   const auto old = state.model->parameters();
   int64_t values = 0;
   for (const auto& p : old) values += p.numel();

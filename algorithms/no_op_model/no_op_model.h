@@ -8,8 +8,9 @@
 /// The stand-in outputs the batch's targets as class scores, one-hot (integer targets [N] or [N, S] give scores
 /// [N, C] or [N, C, S]; dense targets [N, C, ...] are used as they are), times its parameter `weight` (1.5, as
 /// Composer's), and its loss is cross-entropy against the targets, so every loss, metric and per-example loss
-/// works on it. The optimizer is given the stand-in's parameter instead of the model's. It needs a classifier
-/// (Model::num_classes() > 0), and no model surgery in the same run (refused before step 1: the surgery would change
+/// works on it. The optimizer is given the stand-in's parameter instead of the model's. It needs the number of classes
+/// (the model's, else the training data's, else the class dimension of the model's outputs on an example batch),
+/// and no model surgery in the same run (refused before step 1: the surgery would change
 /// a model that never trains).
 ///
 ///     auto stand_in = tessera::algorithms::make_no_op_model(*model);  // the functional form
@@ -45,9 +46,10 @@ class NoOpModelImpl : public Model {
   at::Tensor weight_;
 };
 
-/// The functional form: a stand-in for `model` (its number of classes, on the device of its first parameter or
-/// buffer). InputError when the model is not a classifier.
-std::shared_ptr<NoOpModelImpl> make_no_op_model(const Model& model);
+/// The functional form: a stand-in for `model` with the model's number of classes, or `num_classes` when the model
+/// does not say (a user's module: Model::num_classes() is 0; the algorithm passes the training data's), on the device
+/// of the model's first parameter or buffer. InputError when neither gives a number of classes.
+std::shared_ptr<NoOpModelImpl> make_no_op_model(const Model& model, int64_t num_classes = 0);
 
 /// The algorithm (recipe name "no_op_model").
 class NoOpModel : public Algorithm {
@@ -55,7 +57,7 @@ class NoOpModel : public Algorithm {
   explicit NoOpModel(NoOpModelOptions options = NoOpModelOptions());
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event event, State& state, Logger& logger) override;
-  /// A classifier.
+  /// A number of classes (the model's, the training data's, or the model's outputs').
   void check(const State& state) const override;
   const NoOpModelOptions& options() const noexcept { return options_; }
 

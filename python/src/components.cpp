@@ -636,10 +636,14 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
         "The recipe names of the registered algorithms.");
 
   // ---- functional forms -----------------------------------------------------------------------------------
-  f.def("make_no_op_model", [](const Model& model) { return std::shared_ptr<Model>(alg::make_no_op_model(model)); },
-        py::arg("model"),
-        "The stand-in of no_op_model for a tessera.Model (a classifier): one parameter 'weight' = 1.5; outputs the "
-        "batch's targets as class scores times it; cross-entropy loss.");
+  f.def("make_no_op_model",
+        [](const Model& model, int64_t num_classes) {
+          return std::shared_ptr<Model>(alg::make_no_op_model(model, num_classes));
+        },
+        py::arg("model"), py::arg("num_classes") = 0,
+        "The stand-in of no_op_model for a tessera.Model: one parameter 'weight' = 1.5; outputs the batch's targets "
+        "as class scores times it; cross-entropy loss. num_classes: used when the model does not say (0 = the "
+        "model's).");
   f.def(
       "smooth_labels",
       [](const at::Tensor& targets, int64_t num_classes, double alpha) {

@@ -82,6 +82,14 @@ TEST(NoOpModel, IsRefusedWithModelSurgeryAndOnAModelWithoutClasses) {
                       "stand-in, so the other's model surgery would change a model that never trains"),
             std::string::npos);
   EXPECT_NE(testing::input_error_of([] { NoOpModelImpl stand_in(0); }).find("expected >= 1"), std::string::npos);
+  // A model that does not say its classes (a user's module) takes the data's; without either, an error.
+  struct Unknown : Model {
+    at::Tensor forward(const Batch& b) override { return b.input(); }
+    at::Tensor loss(const at::Tensor& out, const Batch& b, Reduction r) override { return cross_entropy(out, b.target(), r); }
+  } unknown;
+  EXPECT_EQ(make_no_op_model(unknown, 7)->num_classes(), 7);
+  EXPECT_NE(testing::input_error_of([&] { make_no_op_model(unknown); }).find("no_op_model needs the number of classes"),
+            std::string::npos);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
