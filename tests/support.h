@@ -2,6 +2,7 @@
 // Shared helpers for the tests: small models, a synthetic run, and a configurable algorithm.
 #include <cmath>
 #include <functional>
+#include <map>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -148,6 +149,54 @@ inline std::string input_error_of(const std::function<void()>& f) {
     return e.what();
   }
   throw std::logic_error("expected an InputError, got none");
+}
+
+/// Recipe entries that make the scheduled algorithms act within a run of about 6 batches (the "every algorithm" tests
+/// add their own).
+inline std::map<std::string, std::string> short_run_entries() {
+  return {
+      {"ema", "{ema: {half_life: 2ba}}"},
+      {"layer_freezing", "{layer_freezing: {freeze_start: 0, freeze_level: 1}}"},
+      {"selective_backprop", "{selective_backprop: {start: 0, end: 1, interrupt: 0}}"},
+      {"swa", "{swa: {swa_start: 2ba, swa_end: 5ba, update_interval: 1ba}}"},
+      {"gradient_clipping", "{gradient_clipping: {clipping_type: norm, clipping_threshold: 0.5}}"},
+  };
+}
+
+/// The recipe entry of algorithm `name` in the "every algorithm" tests: its entry in `eager` (options that make it act
+/// within a short run), else its bare name.
+inline std::string entry_of(const std::string& name, const std::map<std::string, std::string>& eager) {
+  const auto it = eager.find(name);
+  return it == eager.end() ? name : it->second;
+}
+
+/// For the "every algorithm" tests: builds the trainer of algorithm `name` with `make`. Returns it, or null when it was
+/// refused (an InputError) as `refused` expects: with a message containing refused[name]. Throws std::logic_error
+/// (a test failure) on a refusal `refused` does not expect, a different message, or no refusal where it expects one.
+inline std::unique_ptr<Trainer> trainer_unless_refused(const std::string& name,
+                                                       const std::function<std::unique_ptr<Trainer>()>& make,
+                                                       const std::map<std::string, std::string>& refused) {
+  std::unique_ptr<Trainer> trainer;
+  std::string refusal;
+  try {
+    trainer = make();
+  } catch (const InputError& e) {
+    refusal = e.what();
+  }
+  const auto expected = refused.find(name);
+  if (expected == refused.end() && !refusal.empty()) throw std::logic_error(name + " refused with: " + refusal);
+  if (expected != refused.end() && refusal.find(expected->second) == std::string::npos) {
+    throw std::logic_error(name + ": expected a refusal with \"" + expected->second + "\", got: " +
+                           (refusal.empty() ? std::string("none") : refusal));
+  }
+  return trainer;
+}
+
+/// How many times algorithm `name` acted in a trainer's trace (every event).
+inline int64_t times_acted(const Trainer& trainer, const std::string& name) {
+  int64_t acted = 0;
+  for (const auto& [key, record] : trainer.trace()) acted += key.rfind(name + "/", 0) == 0 ? record.count : 0;
+  return acted;
 }
 
 /// Fills the inputs of one batch with NaN (so its loss is NaN).

@@ -118,17 +118,13 @@ loggers: []
 
 /// Options that make each algorithm act within 6 batches where the defaults would not.
 std::string entry(const std::string& name) {
-  static const std::map<std::string, std::string> eager{
-      {"ema", "{ema: {half_life: 2ba}}"},
-      {"layer_freezing", "{layer_freezing: {freeze_start: 0, freeze_level: 1}}"},
-      {"selective_backprop", "{selective_backprop: {start: 0, end: 1, interrupt: 0}}"},
-      {"progressive_resizing", "{progressive_resizing: {delay_fraction: 0}}"},
-      {"swa", "{swa: {swa_start: 2ba, swa_end: 5ba, update_interval: 1ba}}"},
-      {"gradient_clipping", "{gradient_clipping: {clipping_type: norm, clipping_threshold: 0.5}}"},
-      {"augmix", "{augmix: {width: 2}}"},
-  };
-  const auto it = eager.find(name);
-  return it == eager.end() ? name : it->second;
+  static const std::map<std::string, std::string> eager = [] {
+    auto out = testing::short_run_entries();
+    out["progressive_resizing"] = "{progressive_resizing: {delay_fraction: 0}}";
+    out["augmix"] = "{augmix: {width: 2}}";
+    return out;
+  }();
+  return testing::entry_of(name, eager);
 }
 
 /// The algorithms refused with the no-op model, and the start of the reason (model surgery, or a refusal of their
@@ -151,32 +147,22 @@ class WithNoOpModel : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(WithNoOpModel, TrainsOrIsRefusedBeforeStepOne) {
   const std::string name = GetParam();
-  std::unique_ptr<Trainer> trainer;
-  std::string refusal;
-  try {
+  auto make = [&] {
     tessera::Run run = build_run(Recipe::parse(recipe(entry(name)), "<string>"));
     // Images with intensities in [0, 1], as RandAugment and AugMix need.
     run.components.train_dataloader = testing::loader(
         testing::unit_interval(*data::make_synthetic(
             data::SyntheticOptions().size(48).input_shape({1, 16, 16}).num_classes(4))),
         8);
-    trainer = std::make_unique<Trainer>(run.trainer, std::move(run.components));
-  } catch (const InputError& e) {
-    refusal = e.what();
-  }
-  const auto expected = refused_with_no_op().find(name);
-  if (expected != refused_with_no_op().end()) {
-    EXPECT_NE(refusal.find(expected->second), std::string::npos) << name << " refused with: " << refusal;
-    return;
-  }
-  ASSERT_TRUE(refusal.empty()) << name << " refused with: " << refusal;
+    return std::make_unique<Trainer>(run.trainer, std::move(run.components));
+  };
+  auto trainer = testing::trainer_unless_refused(name, make, refused_with_no_op());
+  if (!trainer) return;  // refused, with the expected reason
   trainer->fit();
   EXPECT_EQ(trainer->state().timestamp.batch, 6);
   EXPECT_TRUE(std::isfinite(trainer->state().loss.item<double>()));
   EXPECT_NE(dynamic_cast<NoOpModelImpl*>(trainer->state().model.get()), nullptr);
-  int64_t acted = 0;
-  for (const auto& [key, record] : trainer->trace()) acted += key.rfind(name + "/", 0) == 0 ? record.count : 0;
-  EXPECT_GT(acted, 0) << name << " never acted";
+  EXPECT_GT(testing::times_acted(*trainer, name), 0) << name << " never acted";
 }
 
 std::vector<std::string> others() {

@@ -49,18 +49,14 @@ loggers: []
 
 /// Options that make each algorithm act within 6 batches of this model (d_model 16) where the defaults would not.
 std::string entry(const std::string& name) {
-  static const std::map<std::string, std::string> eager{
-      {"ema", "{ema: {half_life: 2ba}}"},
-      {"factorize", "{factorize: {min_features: 16, latent_features: 4}}"},
-      {"layer_freezing", "{layer_freezing: {freeze_start: 0, freeze_level: 1}}"},
-      {"selective_backprop", "{selective_backprop: {start: 0, end: 1, interrupt: 0}}"},
-      {"seq_length_warmup", "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5}}"},
-      {"swa", "{swa: {swa_start: 2ba, swa_end: 5ba, update_interval: 1ba}}"},
-      {"gradient_clipping", "{gradient_clipping: {clipping_type: norm, clipping_threshold: 0.5}}"},
-      {"alibi", "{alibi: {train_sequence_length_scaling: 0.5}}"},
-  };
-  const auto it = eager.find(name);
-  return it == eager.end() ? name : it->second;
+  static const std::map<std::string, std::string> eager = [] {
+    auto out = testing::short_run_entries();
+    out["factorize"] = "{factorize: {min_features: 16, latent_features: 4}}";
+    out["seq_length_warmup"] = "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5}}";
+    out["alibi"] = "{alibi: {train_sequence_length_scaling: 0.5}}";
+    return out;
+  }();
+  return testing::entry_of(name, eager);
 }
 
 /// The algorithms that cannot work on a language model, and the start of the reason each gives.
@@ -90,26 +86,14 @@ class OnText : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(OnText, TrainsOrIsRefusedBeforeStepOne) {
   const std::string name = GetParam();
-  std::unique_ptr<Trainer> trainer;
-  std::string refusal;
-  try {
-    trainer = make_trainer(Recipe::parse(recipe(entry(name)), "<string>"));
-  } catch (const InputError& e) {
-    refusal = e.what();
-  }
-  const auto expected = refused_on_text().find(name);
-  if (expected != refused_on_text().end()) {
-    EXPECT_NE(refusal.find(expected->second), std::string::npos) << name << " refused with: " << refusal;
-    return;
-  }
-  ASSERT_TRUE(refusal.empty()) << name << " refused with: " << refusal;
+  auto trainer = testing::trainer_unless_refused(
+      name, [&] { return make_trainer(Recipe::parse(recipe(entry(name)), "<string>")); }, refused_on_text());
+  if (!trainer) return;  // refused, with the expected reason
   trainer->fit();
   EXPECT_EQ(trainer->state().timestamp.batch, 6);
   EXPECT_EQ(trainer->state().timestamp.token, 6 * 8 * 16);
   EXPECT_TRUE(std::isfinite(trainer->state().loss.item<double>()));
-  int64_t acted = 0;
-  for (const auto& [key, record] : trainer->trace()) acted += key.rfind(name + "/", 0) == 0 ? record.count : 0;
-  EXPECT_GT(acted, 0) << name << " never acted";
+  EXPECT_GT(testing::times_acted(*trainer, name), 0) << name << " never acted";
 }
 
 /// The sequence length of every microbatch trained.
