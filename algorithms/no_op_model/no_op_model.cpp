@@ -40,8 +40,8 @@ std::shared_ptr<NoOpModelImpl> make_no_op_model(const Model& model, int64_t num_
   const int64_t classes = model.num_classes() > 0 ? model.num_classes() : num_classes;
   if (classes < 1) {
     throw InputError("no_op_model needs the number of classes, for the stand-in outputs class scores of the targets, "
-                     "and neither the model nor the data says it (num_classes() is 0 for both); remove no_op_model, "
-                     "or give the model its number of classes");
+                     "and found none (the model's num_classes() is 0, and neither the training data nor the model's "
+                     "outputs gave one); remove no_op_model, or give the model its number of classes");
   }
   auto stand_in = std::make_shared<NoOpModelImpl>(classes);
   const auto params = model.parameters();
