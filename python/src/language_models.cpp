@@ -76,11 +76,10 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
       py::arg("model"),
       "Gated-linear-units surgery on a tessera.Model (keyword arguments as for "
       "tessera.algorithms.GatedLinearUnits); returns how many feed-forward networks were replaced.");
-  const auto or_undefined = [](const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); };
   f.def("gated_linear_unit",
-        [or_undefined](const at::Tensor& x, const at::Tensor& w_gated, const c10::optional<at::Tensor>& b_gated,
+        [](const at::Tensor& x, const at::Tensor& w_gated, const c10::optional<at::Tensor>& b_gated,
                        const at::Tensor& w_linear, const c10::optional<at::Tensor>& b_linear) {
-          return alg::gated_linear_unit(x, w_gated, or_undefined(b_gated), w_linear, or_undefined(b_linear));
+          return alg::gated_linear_unit(x, w_gated, b_gated.value_or(at::Tensor()), w_linear, b_linear.value_or(at::Tensor()));
         },
         py::arg("x"), py::arg("w_gated"), py::arg("b_gated"),
         py::arg("w_linear"), py::arg("b_linear"),
@@ -88,9 +87,9 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
   f.def("apply_low_precision_layernorm", [](Model& model) { return alg::apply_low_precision_layernorm(model); },
         py::arg("model"), "Low-precision LayerNorm surgery on a tessera.Model; returns how many were replaced.");
   f.def("low_precision_layer_norm",
-        [or_undefined](const at::Tensor& x, const std::vector<int64_t>& shape, const c10::optional<at::Tensor>& weight,
+        [](const at::Tensor& x, const std::vector<int64_t>& shape, const c10::optional<at::Tensor>& weight,
                        const c10::optional<at::Tensor>& bias, double eps) {
-          return alg::low_precision_layer_norm(x, shape, or_undefined(weight), or_undefined(bias), eps);
+          return alg::low_precision_layer_norm(x, shape, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()), eps);
         },
         py::arg("x"), py::arg("normalized_shape"),
         py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
