@@ -130,7 +130,7 @@ TEST(GPT, AttentionIsTheCausalSoftmaxOfScaledProductsInValuesAndGradients) {
     const at::Tensor expected_dx = torch::autograd::grad({expected.square().sum()}, {x})[0];
     EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-6)) << "alibi " << alibi;
     EXPECT_TRUE(at::allclose(dx, expected_dx, 1e-4, 1e-5)) << "alibi " << alibi;
-    // A different parameter draw gives a different output (the comparison above is not vacuous).
+    // The outputs differ from position to position (the comparison above is not vacuous).
     EXPECT_GT((got - expected.detach().roll(1, 1)).abs().max().item<double>(), 1e-3);
     compat::set_autocast_enabled(c10::DeviceType::CPU, true);
     compat::set_autocast_dtype(c10::DeviceType::CPU, at::kBFloat16);
