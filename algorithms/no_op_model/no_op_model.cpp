@@ -64,13 +64,12 @@ NoOpModel::NoOpModel(NoOpModelOptions options) : options_(std::move(options)) {
 }
 
 namespace {
-/// The number of classes when the model does not say it: the training data's, else the class dimension of the model's
-/// outputs on an example batch (a user's module trained from a torch DataLoader); 0 when neither tells.
-int64_t data_classes(const State& state) {
+/// The run's number of classes: the model's, else the training data's, else the class dimension of the model's
+/// outputs on an example batch (a user's module trained from a torch DataLoader); 0 when none tells.
+int64_t run_classes(const State& state) {
+  if (state.model->num_classes() > 0) return state.model->num_classes();
   if (!state.train_dataloader) return 0;
-  if (state.train_dataloader->num_classes() > 0 || state.model->num_classes() > 0) {
-    return state.train_dataloader->num_classes();
-  }
+  if (state.train_dataloader->num_classes() > 0) return state.train_dataloader->num_classes();
   int64_t classes = 0;
   (void)try_on_example(*state.model, state.train_dataloader->example_batch(), [&](const Batch& b) {
     const at::Tensor out = state.model->forward(b);
@@ -80,10 +79,10 @@ int64_t data_classes(const State& state) {
 }
 }  // namespace
 
-void NoOpModel::check(const State& state) const { (void)make_no_op_model(*state.model, data_classes(state)); }
+void NoOpModel::check(const State& state) const { (void)make_no_op_model(*state.model, run_classes(state)); }
 
 void NoOpModel::apply(Event, State& state, Logger& logger) {
-  std::shared_ptr<NoOpModelImpl> stand_in = make_no_op_model(*state.model, data_classes(state));
+  std::shared_ptr<NoOpModelImpl> stand_in = make_no_op_model(*state.model, run_classes(state));
   const auto old = state.model->parameters();
   int64_t values = 0;
   for (const auto& p : old) values += p.numel();

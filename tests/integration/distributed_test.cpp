@@ -592,6 +592,21 @@ TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResume
   for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
 
+TEST_F(Distributed, NoOpModelStandsInAlikeOnEveryRank) {
+  // Each rank replaces its MLP by the one-parameter stand-in at Init; its gradient is averaged over the ranks.
+  ASSERT_EQ(launch(2, "run", "algorithms=[no_op_model]").exit_code, 0) << slurp(dir_ / "run" / "error0.txt");
+  const auto rank0 = record("run", 0), rank1 = record("run", 1);
+  ASSERT_EQ(rank0.size(), 8u);
+  for (const auto& [b, line] : rank0) {
+    EXPECT_EQ(rank1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+    EXPECT_NE(rank1.at(b).rows, line.rows) << "batch " << b;
+  }
+  EXPECT_NE(rank0.at(0).fingerprint, rank0.at(7).fingerprint);  // the stand-in's weight moved
+  const auto params = final_params("run", 0);
+  ASSERT_EQ(params.size(), 1u);  // the stand-in's one parameter, no buffer
+  EXPECT_TRUE(at::equal(params[0], final_params("run", 1)[0]));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Synchronised batch norm (distributed.sync_batch_norm)
 
