@@ -4,6 +4,7 @@
 // - GradScaler ops: _amp_foreach_non_finite_check_and_unscale_ and _amp_update_scale_ have CPU kernels only
 //   from 2.3 on; before that they raise "Could not run ... 'CPU' backend" on CPU tensors.
 #pragma once
+#include <ATen/Tensor.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
@@ -54,6 +55,25 @@ inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
   }
 #endif
 }
+
+/// Autocast off on one device type for a scope; its previous state restored on exit (exceptions included). For a
+/// layer that computes in a chosen dtype under autocast (the low-precision LayerNorm and GroupNorm).
+class AutocastOff {
+ public:
+  explicit AutocastOff(c10::DeviceType device) : device_(device), was_enabled_(autocast_enabled(device)) {
+    set_autocast_enabled(device_, false);
+  }
+  ~AutocastOff() { set_autocast_enabled(device_, was_enabled_); }
+  AutocastOff(const AutocastOff&) = delete;
+  AutocastOff& operator=(const AutocastOff&) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool was_enabled_;
+};
+
+/// `t` converted to `dtype` (an undefined tensor, an absent weight or bias, stays undefined).
+inline at::Tensor cast_if_defined(const at::Tensor& t, c10::ScalarType dtype) { return t.defined() ? t.to(dtype) : t; }
 
 /// Whether ATen's GradScaler ops have kernels for tensors on `device`.
 inline bool aten_scaler_ops_on(c10::DeviceType device) {

@@ -44,6 +44,7 @@
 #include <tessera/algorithms/gyro_dropout.h>
 #include <tessera/algorithms/label_smoothing.h>
 #include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/low_precision_groupnorm.h>
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/mixup.h>
 #include <tessera/algorithms/no_op_model.h>
@@ -211,6 +212,7 @@ const Kind<std::shared_ptr<Algorithm>>& algorithm_kinds() {
       algorithm<algorithms::GyroDropout, algorithms::GyroDropoutOptions>("gyro_dropout"),
       algorithm<algorithms::LabelSmoothing, algorithms::LabelSmoothingOptions>("label_smoothing"),
       algorithm<algorithms::LayerFreezing, algorithms::LayerFreezingOptions>("layer_freezing"),
+      algorithm<algorithms::LowPrecisionGroupNorm, algorithms::LowPrecisionGroupNormOptions>("low_precision_groupnorm"),
       algorithm<algorithms::LowPrecisionLayerNorm, algorithms::LowPrecisionLayerNormOptions>("low_precision_layernorm"),
       algorithm<algorithms::MixUp, algorithms::MixUpOptions>("mixup"),
       algorithm<algorithms::NoOpModel, algorithms::NoOpModelOptions>("no_op_model"),

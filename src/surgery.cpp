@@ -57,6 +57,16 @@ int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, con
   return replaced;
 }
 
+int64_t count_slots(torch::nn::Module& model, const std::function<bool(torch::nn::Module&)>& matches) {
+  int64_t n = 0;
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    const auto* slotted = dynamic_cast<SlottedModule*>(module.get());
+    if (slotted == nullptr) continue;
+    for (const auto& [name, slot] : slotted->slots()) n += matches(*slot.ptr());
+  }
+  return n;
+}
+
 void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after) {
   std::unordered_set<const void*> after_ids, before_ids;
   for (const auto& p : after) after_ids.insert(p.unsafeGetTensorImpl());

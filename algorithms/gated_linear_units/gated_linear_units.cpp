@@ -21,17 +21,6 @@ nn::Linear gpt_linear(int64_t in, int64_t out, bool bias) {
   return layer;
 }
 
-/// Walks the slots of `model` the way the surgery does, counting (or replacing) FeedForward networks.
-int64_t count_feed_forwards(torch::nn::Module& model) {
-  int64_t n = 0;
-  for (const auto& module : model.modules(/*include_self=*/true)) {
-    const auto* slotted = dynamic_cast<SlottedModule*>(module.get());
-    if (slotted == nullptr) continue;
-    for (const auto& [name, slot] : slotted->slots()) n += dynamic_cast<FeedForward*>(slot.ptr().get()) != nullptr;
-  }
-  return n;
-}
-
 }  // namespace
 
 GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options) {
@@ -74,7 +63,7 @@ GatedLinearUnits::GatedLinearUnits(GatedLinearUnitsOptions options) : options_(s
 }
 
 void GatedLinearUnits::check(const State& state) const {
-  if (count_feed_forwards(*state.model) == 0) {
+  if (count_slots(*state.model, [](torch::nn::Module& m) { return dynamic_cast<FeedForward*>(&m) != nullptr; }) == 0) {
     throw InputError(
         "gated_linear_units: the model has no tessera::FeedForward in a slot (the feed-forward networks of the gpt "
         "model, models/gpt.h), so it would have no effect; use the gpt model or remove it");

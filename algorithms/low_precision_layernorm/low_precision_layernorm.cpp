@@ -12,31 +12,15 @@
 #include "../../src/amp_compat.h"
 
 namespace tessera::algorithms {
-namespace {
-
-/// Autocast off on one device type for a scope (restored on exit, exceptions included).
-class AutocastOff {
- public:
-  explicit AutocastOff(c10::DeviceType device) : device_(device) { compat::set_autocast_enabled(device_, false); }
-  ~AutocastOff() { compat::set_autocast_enabled(device_, true); }
-  AutocastOff(const AutocastOff&) = delete;
-  AutocastOff& operator=(const AutocastOff&) = delete;
-
- private:
-  c10::DeviceType device_;
-};
-
-at::Tensor cast(const at::Tensor& t, c10::ScalarType dtype) { return t.defined() ? t.to(dtype) : t; }
-
-}  // namespace
 
 at::Tensor low_precision_layer_norm(const at::Tensor& x, const std::vector<int64_t>& normalized_shape,
                                     const at::Tensor& weight, const at::Tensor& bias, double eps) {
   const c10::DeviceType device = x.device().type();
   if (!compat::autocast_enabled(device)) return at::layer_norm(x, normalized_shape, weight, bias, eps);
   const c10::ScalarType dtype = compat::autocast_dtype(device);
-  const AutocastOff off(device);
-  return at::layer_norm(cast(x, dtype), normalized_shape, cast(weight, dtype), cast(bias, dtype), eps);
+  const compat::AutocastOff off(device);
+  return at::layer_norm(compat::cast_if_defined(x, dtype), normalized_shape, compat::cast_if_defined(weight, dtype),
+                        compat::cast_if_defined(bias, dtype), eps);
 }
 
 LowPrecisionLayerNormImpl::LowPrecisionLayerNormImpl(std::vector<int64_t> normalized_shape, double eps,
@@ -77,11 +61,8 @@ void LowPrecisionLayerNorm::check(const State& state) const {
   const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
   int64_t layer_norms = external && external->count("layernorms") ? external->at("layernorms") : 0;
   if (!external) {
-    for (const auto& module : state.model->modules(/*include_self=*/true)) {
-      const auto* slotted = dynamic_cast<SlottedModule*>(module.get());
-      if (slotted == nullptr) continue;
-      for (const auto& [name, slot] : slotted->slots()) layer_norms += slot.ptr()->as<torch::nn::LayerNormImpl>() != nullptr;
-    }
+    layer_norms =
+        count_slots(*state.model, [](torch::nn::Module& m) { return m.as<torch::nn::LayerNormImpl>() != nullptr; });
   }
   if (layer_norms == 0) {
     throw InputError(fmt::format("low_precision_layernorm: the model has no {} (the gpt model has them), so it would "

@@ -32,6 +32,10 @@ using SlotPolicy = std::function<std::optional<torch::nn::AnyModule>(const std::
 /// first param group. Returns the number of slots replaced.
 int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, const SlotPolicy& policy);
 
+/// The number of slots, over every SlottedModule in `model` (the model itself included), whose module `matches`:
+/// what a surgery with that test would replace (an algorithm's check before step 1).
+int64_t count_slots(torch::nn::Module& model, const std::function<bool(torch::nn::Module&)>& matches);
+
 /// Makes `optimizer` hold exactly the parameters of `after` that it held in `before` plus the ones new in
 /// `after`: removed parameters (and their state) leave, new ones join the first group.
 void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after);

@@ -1,9 +1,11 @@
 // Python bindings of the language-model algorithms: sequence-length warmup, ALiBi, gated linear units and
-// low-precision LayerNorm (tessera.algorithms), and their functional forms (tessera.functional).
+// low-precision LayerNorm, with its sibling for GroupNorm (tessera.algorithms), and their functional forms
+// (tessera.functional).
 #include "common.h"
 
 #include <tessera/algorithms/alibi.h>
 #include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/low_precision_groupnorm.h>
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/batch.h>
@@ -45,6 +47,13 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
       "fp16) instead of fp32; the same weights under the same names. Refused without mixed precision.")
       .def_property_readonly("replaced", &alg::LowPrecisionLayerNorm::replaced,
                              "LayerNorms replaced by the last surgery.");
+
+  bind_algorithm<alg::LowPrecisionGroupNorm, alg::LowPrecisionGroupNormOptions>(
+      m, "LowPrecisionGroupNorm", "low_precision_groupnorm",
+      "Low-precision GroupNorm by surgery at INIT: under autocast, GroupNorms compute in the autocast dtype (bf16 or "
+      "fp16) instead of fp32; the same weights under the same names. Refused without mixed precision.")
+      .def_property_readonly("replaced", &alg::LowPrecisionGroupNorm::replaced,
+                             "GroupNorms replaced by the last surgery.");
 
   f.def("warmup_seq_length", &alg::warmup_seq_length, py::arg("batch"), py::arg("total_batches"),
         py::arg("duration"), py::arg("min_seq_length"), py::arg("max_seq_length"), py::arg("step_size"),
@@ -95,6 +104,17 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
         "layer_norm computed in the autocast dtype of x's device when autocast is on there, else torch's "
         "layer_norm.");
+  f.def("apply_low_precision_groupnorm", [](Model& model) { return alg::apply_low_precision_groupnorm(model); },
+        py::arg("model"), "Low-precision GroupNorm surgery on a tessera.Model; returns how many were replaced.");
+  f.def("low_precision_group_norm",
+        [](const at::Tensor& x, int64_t num_groups, const c10::optional<at::Tensor>& weight,
+           const c10::optional<at::Tensor>& bias, double eps) {
+          return alg::low_precision_group_norm(x, num_groups, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()),
+                                               eps);
+        },
+        py::arg("x"), py::arg("num_groups"), py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
+        "group_norm computed in the autocast dtype of x's device when autocast is on there, else torch's "
+        "group_norm.");
 }
 
 }  // namespace tessera::python

@@ -42,7 +42,7 @@ def algorithms_stub() -> str:
     ]
     for name in ("Alibi", "AugMix", "BlurPool", "ChannelsLast", "ColOut", "CutMix", "CutOut", "EMA", "Factorize",
                  "GatedLinearUnits", "GhostBatchNorm", "GradientClipping", "GyroDropout", "LabelSmoothing", "LayerFreezing",
-                 "LowPrecisionLayerNorm", "MixUp", "NoOpModel", "ProgressiveResizing",
+                 "LowPrecisionGroupNorm", "LowPrecisionLayerNorm", "MixUp", "NoOpModel", "ProgressiveResizing",
                  "RandAugment", "SAM", "SelectiveBackprop", "SeqLengthWarmup", "SqueezeExcite", "StochasticDepth", "SWA",
                  "WeightStandardization"):
         cls = getattr(algorithms, name)
@@ -59,7 +59,7 @@ def algorithms_stub() -> str:
                  "ProgressiveResizing": ("last_scale", "float"), "GhostBatchNorm": ("replaced", "int"),
                  "GyroDropout": ("replaced", "int"), "SeqLengthWarmup": ("last_seq_length", "int"),
                  "Alibi": ("counts", "Dict[str, int]"), "GatedLinearUnits": ("replaced", "int"),
-                 "LowPrecisionLayerNorm": ("replaced", "int"),
+                 "LowPrecisionGroupNorm": ("replaced", "int"), "LowPrecisionLayerNorm": ("replaced", "int"),
                  "SqueezeExcite": ("replaced", "int"), "StochasticDepth": ("drop_rates", "List[float]"),
                  "WeightStandardization": ("replaced", "int"), "Factorize": ("counts", "Dict[str, int]")}.get(name)
         if extra:

@@ -103,6 +103,26 @@ class LowPrecisionLayerNorm(torch.nn.Module):
         return f"{self.normalized_shape}, eps={self.eps}"
 
 
+class LowPrecisionGroupNorm(torch.nn.Module):
+    """A GroupNorm computed in the autocast dtype under autocast (algorithms/low_precision_groupnorm:
+    LowPrecisionGroupNormImpl), holding the weight and bias of the torch.nn.GroupNorm it replaces under the same
+    names."""
+
+    def __init__(self, gn: torch.nn.GroupNorm) -> None:
+        super().__init__()
+        self.num_groups = gn.num_groups
+        self.num_channels = gn.num_channels
+        self.eps = gn.eps
+        self.weight = gn.weight
+        self.bias = gn.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C.functional.low_precision_group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+
+
 class GyroDropout(torch.nn.Module):
     """Gyro dropout in place of a torch.nn.Dropout (algorithms/gyro_dropout: GyroDropoutLayerImpl): the layer's masks
     live in C++ (tessera.algorithms.GyroDropoutMasks), where the algorithm moves them to each batch's period."""
@@ -335,12 +355,22 @@ def _low_precision_layernorm(module: torch.nn.Module, algorithm: Any, dry_run: b
     return {"layernorms": _replace(module, policy, dry_run).get("layernorms", 0)}
 
 
+def _low_precision_groupnorm(module: torch.nn.Module, algorithm: Any, dry_run: bool) -> Dict[str, int]:
+    def policy(m: torch.nn.Module) -> Any:
+        if type(m) is torch.nn.GroupNorm:
+            return "groupnorms", lambda: LowPrecisionGroupNorm(m)
+        return None
+
+    return {"groupnorms": _replace(module, policy, dry_run).get("groupnorms", 0)}
+
+
 #: The surgery of each algorithm (by its spec name) on Python modules.
 SURGERIES: Dict[str, Callable[[torch.nn.Module, Any, bool], Dict[str, int]]] = {
     "blurpool": _blurpool,
     "factorize": _factorize,
     "ghost_batchnorm": _ghost_batchnorm,
     "gyro_dropout": _gyro_dropout,
+    "low_precision_groupnorm": _low_precision_groupnorm,
     "low_precision_layernorm": _low_precision_layernorm,
     "squeeze_excite": _squeeze_excite,
     "weight_standardization": _weight_standardization,

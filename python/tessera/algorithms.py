@@ -25,6 +25,7 @@ GyroDropout = _native.GyroDropout
 GyroDropoutMasks = _native.GyroDropoutMasks
 LabelSmoothing = _native.LabelSmoothing
 LayerFreezing = _native.LayerFreezing
+LowPrecisionGroupNorm = _native.LowPrecisionGroupNorm
 LowPrecisionLayerNorm = _native.LowPrecisionLayerNorm
 MixUp = _native.MixUp
 NoOpModel = _native.NoOpModel
@@ -59,6 +60,7 @@ __all__ = [
     "GyroDropoutMasks",
     "LabelSmoothing",
     "LayerFreezing",
+    "LowPrecisionGroupNorm",
     "LowPrecisionLayerNorm",
     "MixUp",
     "NoOpModel",

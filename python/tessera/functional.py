@@ -89,7 +89,9 @@ alibi_bias = _native.alibi_bias
 apply_alibi = _native.apply_alibi
 apply_gated_linear_units = _native.apply_gated_linear_units
 gated_linear_unit = _native.gated_linear_unit
+apply_low_precision_groupnorm = _native.apply_low_precision_groupnorm
 apply_low_precision_layernorm = _native.apply_low_precision_layernorm
+low_precision_group_norm = _native.low_precision_group_norm
 low_precision_layer_norm = _native.low_precision_layer_norm
 make_no_op_model = _native.make_no_op_model
 
@@ -166,6 +168,7 @@ __all__ = [
     "apply_ghost_batchnorm",
     "apply_gated_linear_units",
     "apply_gyro_dropout",
+    "apply_low_precision_groupnorm",
     "apply_low_precision_layernorm",
     "apply_squeeze_excite",
     "apply_stochastic_depth",
@@ -208,6 +211,7 @@ __all__ = [
     "gyro_dropout_masks",
     "gyro_dropout_period_length",
     "gyro_dropout_selection",
+    "low_precision_group_norm",
     "low_precision_layer_norm",
     "make_no_op_model",
     "mixed_loss",

@@ -4,6 +4,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include <tessera/error.h>
 #include <tessera/models/branch_gate.h>
@@ -30,6 +31,25 @@ void init_convolutions(nn::Module& module) {
       nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
     }
   }
+}
+
+/// The normalisation of `channels` channels: BatchNorm2d, or GroupNorm with `groups` groups when positive.
+nn::AnyModule norm(int64_t channels, int64_t groups) {
+  if (groups > 0) return nn::AnyModule(nn::GroupNorm(nn::GroupNormOptions(groups, channels)));
+  return nn::AnyModule(nn::BatchNorm2d(channels));
+}
+
+/// `layer`'s forward on `x`. A torch::nn::GroupNorm given an input of another dtype than its weight (autocast's
+/// bf16 or fp16 activations) computes in its weight's dtype: on CUDA autocast runs group_norm in fp32 anyway, and
+/// LibTorch 1.13's CPU group_norm refuses a bf16 input with fp32 weights. Other layers (a BatchNorm2d, or a
+/// low-precision GroupNorm put in by surgery) take `x` as it is.
+at::Tensor normalize(nn::AnyModule& layer, const at::Tensor& x) {
+  if (const auto* gn = layer.ptr()->as<nn::GroupNormImpl>()) {
+    if (gn->weight.defined() && x.scalar_type() != gn->weight.scalar_type()) {
+      return layer.forward(x.to(gn->weight.scalar_type()));
+    }
+  }
+  return layer.forward(x);
 }
 
 /// Checks that `x` is [N, channels, H, W].
@@ -117,16 +137,16 @@ at::Tensor CNN::loss(const at::Tensor& outputs, const Batch& batch, Reduction re
 
 // ------------------------------------------------------------------------------------------------ ResNet
 
-BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride)
+BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, int64_t group_norm_groups)
     : projection_(stride != 1 || in_channels != out_channels) {
   register_slot("conv1", nn::AnyModule(conv(in_channels, out_channels, 3, stride)));
-  register_slot("bn1", nn::AnyModule(nn::BatchNorm2d(out_channels)));
+  register_slot("bn1", norm(out_channels, group_norm_groups));
   register_slot("conv2", nn::AnyModule(conv(out_channels, out_channels, 3, 1)));
-  register_slot("bn2", nn::AnyModule(nn::BatchNorm2d(out_channels)));
+  register_slot("bn2", norm(out_channels, group_norm_groups));
   register_slot("residual_gate", nn::AnyModule(nn::Identity()));
   if (projection_) {
     register_slot("shortcut_conv", nn::AnyModule(conv(in_channels, out_channels, 1, stride)));
-    register_slot("shortcut_bn", nn::AnyModule(nn::BatchNorm2d(out_channels)));
+    register_slot("shortcut_bn", norm(out_channels, group_norm_groups));
   }
 }
 
@@ -134,12 +154,12 @@ at::Tensor BasicBlock::forward(const at::Tensor& x) {
   auto* gate = dynamic_cast<BranchGate*>(slot("residual_gate").ptr().get());
   if (gate != nullptr && gate->skip_branch()) {
     // The branch adds exactly nothing (as multiplied by 0): only the shortcut is computed.
-    return (projection_ ? slot("shortcut_bn").forward(slot("shortcut_conv").forward(x)) : x).relu();
+    return (projection_ ? normalize(slot("shortcut_bn"), slot("shortcut_conv").forward(x)) : x).relu();
   }
-  at::Tensor out = slot("bn1").forward(slot("conv1").forward(x)).relu_();
-  out = slot("residual_gate").forward(slot("bn2").forward(slot("conv2").forward(out)));
+  at::Tensor out = normalize(slot("bn1"), slot("conv1").forward(x)).relu_();
+  out = slot("residual_gate").forward(normalize(slot("bn2"), slot("conv2").forward(out)));
   if (projection_) {
-    out.add_(slot("shortcut_bn").forward(slot("shortcut_conv").forward(x)));
+    out.add_(normalize(slot("shortcut_bn"), slot("shortcut_conv").forward(x)));
   } else {
     out.add_(x);
   }
@@ -157,14 +177,21 @@ ResNet::ResNet(ResNetOptions options) : options_(std::move(options)) {
   require_positive(options_.num_classes(), "num_classes");
   const int64_t n = (options_.depth() - 2) / 6;
   const int64_t w = options_.width();
+  const bool group = options_.norm() == "group";
+  if (group && w % options_.groups() != 0) {
+    throw InputError(fmt::format("model.groups: {} does not divide the width {}; expected a divisor of it (norm: group "
+                                 "splits the w, 2w and 4w channels of each stage into that many groups)",
+                                 options_.groups(), w));
+  }
+  const int64_t groups = group ? options_.groups() : 0;
   register_slot("conv1", nn::AnyModule(conv(options_.in_channels(), w, 3, 1)));
-  register_slot("bn1", nn::AnyModule(nn::BatchNorm2d(w)));
+  register_slot("bn1", norm(w, groups));
   int64_t in = w;
   for (int64_t stage = 0; stage < 3; ++stage) {
     const int64_t out = w << stage;
     nn::ModuleList layer;
     for (int64_t i = 0; i < n; ++i) {
-      auto block = std::make_shared<BasicBlock>(in, out, (stage > 0 && i == 0) ? 2 : 1);
+      auto block = std::make_shared<BasicBlock>(in, out, (stage > 0 && i == 0) ? 2 : 1, groups);
       layer->push_back(block);
       blocks_.push_back(std::move(block));
       in = out;
@@ -179,7 +206,7 @@ ResNet::ResNet(ResNetOptions options) : options_(std::move(options)) {
 at::Tensor ResNet::forward(const Batch& batch) {
   const at::Tensor& input = batch.input();
   check_image(input, options_.in_channels(), "resnet");
-  at::Tensor x = slot("bn1").forward(slot("conv1").forward(input)).relu_();
+  at::Tensor x = normalize(slot("bn1"), slot("conv1").forward(input)).relu_();
   for (const auto& block : blocks_) x = block->forward(x);
   x = x.mean({2, 3});
   if (options_.dropout() > 0) x = slot("dropout").forward(x);

@@ -136,6 +136,7 @@ const std::map<std::string, std::string>& refused_with_no_op() {
                              "gyro_dropout", "squeeze_excite", "stochastic_depth", "weight_standardization"}) {
       out[name] = fmt::format("no_op_model and {} cannot be combined: no_op_model replaces the whole model", name);
     }
+    out["low_precision_groupnorm"] = "no_op_model and low_precision_groupnorm cannot be combined";
     out["low_precision_layernorm"] = "no_op_model and low_precision_layernorm cannot be combined";
     out["seq_length_warmup"] = "seq_length_warmup: ";  // token sequences, not images
     return out;

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/nn/modules/pooling.h>
 
 #include <tessera/error.h>
@@ -258,6 +259,40 @@ TEST(Models, ResNetStructureForwardAndBackward) {
     ASSERT_TRUE(item.value().grad().defined()) << item.key();
     EXPECT_TRUE(at::isfinite(item.value().grad()).all().item<bool>()) << item.key();
   }
+}
+
+TEST(Models, ResNetWithGroupNormsNormalisesEachGroupOfEachExample) {
+  at::manual_seed(0);
+  tessera::ResNet net(
+      tessera::ResNetOptions().depth(8).width(4).in_channels(3).num_classes(10).norm("group").groups(2));
+  for (const auto& block : net.blocks()) {
+    for (const char* name : {"bn1", "bn2"}) {
+      const auto* gn = block->slot(name).ptr()->as<torch::nn::GroupNormImpl>();
+      ASSERT_NE(gn, nullptr) << name;
+      EXPECT_EQ(gn->options.num_groups(), 2);
+    }
+  }
+  // GroupNorm's weight and bias under the BN slots' names, and no running statistics (no buffers at all).
+  EXPECT_EQ(net.named_parameters()["layer3.0.shortcut_bn.weight"].sizes(), at::IntArrayRef({16}));
+  EXPECT_TRUE(net.buffers().empty());
+  // Per example: the output of one example does not depend on the others in the batch (BatchNorm's would).
+  net.train();
+  const at::Tensor x = at::randn({3, 3, 8, 8});
+  const at::Tensor all = net.forward(Batch(x, at::zeros({3}, at::kLong)));
+  const at::Tensor first = net.forward(Batch(x.slice(0, 0, 1), at::zeros({1}, at::kLong)));
+  EXPECT_TRUE(at::allclose(all.slice(0, 0, 1), first, 1e-4, 1e-5));
+  // The stem's GroupNorm: 2 groups of 2 channels, each of mean 0 and variance 1 per example.
+  const at::Tensor stem = net.slot("bn1").forward(net.slot("conv1").forward(x)).reshape({3, 2, -1});
+  EXPECT_TRUE(at::allclose(stem.mean({-1}), at::zeros({3, 2}), 0, 1e-5));
+  EXPECT_TRUE(at::allclose((stem - stem.mean({-1}, /*keepdim=*/true)).pow(2).mean({-1}), at::ones({3, 2}), 0, 1e-3));
+  const std::string bad = message_of<tessera::InputError>([] {
+    tessera::ResNet(tessera::ResNetOptions().width(6).in_channels(3).num_classes(10).norm("group").groups(4));
+  });
+  EXPECT_THAT(bad, HasSubstr("model.groups: 4 does not divide the width 6"));
+  EXPECT_THAT(message_of<tessera::InputError>([] {
+                tessera::ResNet(tessera::ResNetOptions().in_channels(3).num_classes(10).norm("layer"));
+              }),
+              HasSubstr("one of: batch, group"));
 }
 
 TEST(Models, SurgeryOnABlockSlotChangesTheForward) {

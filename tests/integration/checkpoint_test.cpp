@@ -42,6 +42,7 @@
 #include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/algorithms/alibi.h>
 #include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/low_precision_groupnorm.h>
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/no_op_model.h>
 #include <tessera/algorithms/squeeze_excite.h>
@@ -109,6 +110,10 @@ std::shared_ptr<Model> make_model(const std::string& kind) {
   if (kind == "mlp2") return mlp({8, 8}, 0.0);
   if (kind == "cnn") return std::make_shared<CNN>(CNNOptions().in_channels(3).num_classes(4).width(4));
   if (kind == "resnet") return std::make_shared<ResNet>(ResNetOptions().depth(8).width(4).in_channels(3).num_classes(4));
+  if (kind == "resnet_group") {
+    return std::make_shared<ResNet>(
+        ResNetOptions().depth(8).width(4).in_channels(3).num_classes(4).norm("group").groups(2));
+  }
   if (kind == "gpt") return testing::tiny_gpt();
   throw std::invalid_argument("unknown test model " + kind);
 }
@@ -195,6 +200,7 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
   if (name == "alibi") return std::make_shared<Alibi>(AlibiOptions().train_sequence_length_scaling(0.5));
   if (name == "gated_linear_units") return std::make_shared<GatedLinearUnits>();
   if (name == "low_precision_layernorm") return std::make_shared<LowPrecisionLayerNorm>();
+  if (name == "low_precision_groupnorm") return std::make_shared<LowPrecisionGroupNorm>();
   if (name == "no_op_model") return std::make_shared<NoOpModel>();
   throw std::invalid_argument("unknown test algorithm " + name);
 }
@@ -203,7 +209,7 @@ Components components(const RunSpec& s) {
   Components c;
   c.model = make_model(s.model);
   std::shared_ptr<data::TensorDataset> train = testing::tiny_data(s.train_size);
-  if (s.model == "cnn" || s.model == "resnet") {
+  if (s.model == "cnn" || s.model == "resnet" || s.model == "resnet_group") {
     train = data::make_synthetic(
         data::SyntheticOptions().size(s.train_size).input_shape(std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7));
   } else if (s.model == "gpt") {
@@ -889,6 +895,15 @@ std::vector<RunSpec> resume_specs() {
   standardized.model = "cnn";
   standardized.algorithms = {"weight_standardization", "blurpool", "squeeze_excite"};
   specs.push_back(standardized);
+  // A ResNet with GroupNorms computing in bf16 (the surgery re-applied before loading; it changes no tensor), their
+  // convolutions standardized, blocks dropped by stochastic depth, microbatches under autocast.
+  RunSpec group_norm;
+  group_norm.name = "resnet_low_precision_groupnorm_weight_standardization_stochastic_depth_microbatches_amp_bf16";
+  group_norm.model = "resnet_group";
+  group_norm.microbatch_size = 3;
+  group_norm.precision = "amp_bf16";
+  group_norm.algorithms = {"low_precision_groupnorm", "weight_standardization", "stochastic_depth"};
+  specs.push_back(group_norm);
   // Factorize: surgery at Init (the factors initialised by SVD) in the fresh run, then the checkpoint loads by name
   // into the factors (their momentum buffers and EMA's averages of them); inside SE's slot, the strided factor
   // blurred by blurpool (declared order, whatever the recipe order); microbatches under autocast.

@@ -390,6 +390,14 @@ Recipe everything_recipe(std::vector<std::string> overrides = {}) {
   return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_everything.yaml", overrides);
 }
 
+/// The everything recipe on a ResNet with GroupNorms under bf16 autocast, ghost batchnorm (which needs BatchNorms)
+/// swapped for low-precision GroupNorm (which needs GroupNorms and mixed precision): the sixth entry of its list.
+Recipe group_norm_everything_recipe(std::vector<std::string> overrides = {}) {
+  overrides.insert(overrides.begin(), {"model.resnet.norm=group", "precision=amp_bf16",
+                                       "algorithms[5]={low_precision_groupnorm: {}}"});
+  return everything_recipe(overrides);
+}
+
 /// The algorithms that only a language model takes (fortunes_gpt_everything.yaml composes them).
 const std::set<std::string> kSequenceMethods{"alibi", "gated_linear_units", "low_precision_layernorm",
                                              "seq_length_warmup"};
@@ -419,10 +427,22 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarn
   std::set<std::string> expected;
   for (const auto& name : registered_names("algorithms")) {
     // CutMix is refused beside MixUp, the no-op model beside model surgery; the sequence methods need a language
-    // model (the text recipe below has them).
-    if (name != "cutmix" && name != "no_op_model" && kSequenceMethods.count(name) == 0) expected.insert(name);
+    // model (the text recipe below has them); low-precision GroupNorm needs GroupNorms and mixed precision (the
+    // group-norm variant below has it).
+    if (name != "cutmix" && name != "no_op_model" && name != "low_precision_groupnorm" &&
+        kSequenceMethods.count(name) == 0) {
+      expected.insert(name);
+    }
   }
   EXPECT_EQ(in_recipe, expected) << "a new algorithm belongs in fashion_mnist_everything.yaml";
+  // The group-norm variant: the same but ghost batchnorm, swapped for low-precision GroupNorm.
+  std::set<std::string> in_group_norm_recipe;
+  for (const auto& a : build_run(group_norm_everything_recipe()).components.algorithms) {
+    in_group_norm_recipe.insert(a->name());
+  }
+  expected.erase("ghost_batchnorm");
+  expected.insert("low_precision_groupnorm");
+  EXPECT_EQ(in_group_norm_recipe, expected);
   Trainer trainer(run.trainer, std::move(run.components));
   // Compatible, with the two soft conflicts declared as warnings: AugMix with RandAugment (compounding distortions)
   // and SWA with EMA (EMA's averages, not SWA's, are the final model).
@@ -480,6 +500,11 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
 TEST(Composition, EveryCompatibleAlgorithmRecipeTrainsAndResumesBitwise) {
   if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
   expect_trains_and_resumes_bitwise(everything_recipe, "everything");
+}
+
+TEST(Composition, EveryCompatibleAlgorithmOnGroupNormsUnderAutocastTrainsAndResumesBitwise) {
+  if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  expect_trains_and_resumes_bitwise(group_norm_everything_recipe, "group_norm_everything");
 }
 
 TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarning) {

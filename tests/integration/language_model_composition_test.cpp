@@ -70,6 +70,7 @@ const std::map<std::string, std::string>& refused_on_text() {
       {"cutmix", "cutmix: cutmix mixes the inputs, which must be floating point; the training data's inputs are Long"},
       {"cutout", "cutout: cutout zeroes square holes of images and needs image inputs [C, H, W] per example"},
       {"ghost_batchnorm", "ghost_batchnorm: the model has no BatchNorm1d, BatchNorm2d or BatchNorm3d in a slot"},
+      {"low_precision_groupnorm", "without mixed precision it changes nothing"},
       {"low_precision_layernorm", "without mixed precision it changes nothing"},
       {"gyro_dropout", "gyro_dropout: the model has no dropout layer in a slot"},
       {"mixup", "mixup: mixup mixes the inputs, which must be floating point; the training data's inputs are Long"},
