@@ -8,7 +8,7 @@
 #include <tessera/models/resnet.h>
 
 #include "../../src/amp_compat.h"
-#include "support.h"
+#include "low_precision_support.h"
 
 namespace tessera {
 namespace {
@@ -102,21 +102,9 @@ Components resnet_with_low_precision_groupnorm() {
 }
 
 TEST(LowPrecisionGroupNorm, TrainsUnderAmpAndIsRefusedWithoutIt) {
-  Trainer trainer(TrainerOptions().precision("amp_bf16").max_duration(Time::parse("2ba")).threads(1),
-                  resnet_with_low_precision_groupnorm());
-  trainer.fit();
-  EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
-  const std::string fp32 =
-      testing::input_error_of([] { Trainer t(TrainerOptions().threads(1), resnet_with_low_precision_groupnorm()); });
-  EXPECT_NE(fp32.find("without mixed precision it changes nothing"), std::string::npos) << fp32;
-  const std::string no_norms = testing::input_error_of([] {
-    Components c = testing::tiny_components();
-    c.algorithms.push_back(std::make_shared<LowPrecisionGroupNorm>());
-    Trainer t(TrainerOptions().precision("amp_bf16").threads(1), std::move(c));
-  });
-  EXPECT_NE(no_norms.find("low_precision_groupnorm: the model has no torch::nn::GroupNorm in a slot"),
-            std::string::npos)
-      << no_norms;
+  testing::expect_trains_under_amp_only(
+      resnet_with_low_precision_groupnorm, [] { return std::make_shared<LowPrecisionGroupNorm>(); },
+      "low_precision_groupnorm: the model has no torch::nn::GroupNorm in a slot");
 }
 
 }  // namespace

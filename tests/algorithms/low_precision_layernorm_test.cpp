@@ -7,7 +7,7 @@
 #include <tessera/algorithms/low_precision_layernorm.h>
 
 #include "../../src/amp_compat.h"
-#include "support.h"
+#include "low_precision_support.h"
 
 namespace tessera {
 namespace {
@@ -64,21 +64,9 @@ Components gpt_with_low_precision_layernorm() {
 }
 
 TEST(LowPrecisionLayerNorm, TrainsUnderAmpAndIsRefusedWithoutIt) {
-  Trainer trainer(TrainerOptions().precision("amp_bf16").max_duration(Time::parse("2ba")).threads(1),
-                  gpt_with_low_precision_layernorm());
-  trainer.fit();
-  EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
-  const std::string fp32 =
-      testing::input_error_of([] { Trainer t(TrainerOptions().threads(1), gpt_with_low_precision_layernorm()); });
-  EXPECT_NE(fp32.find("without mixed precision it changes nothing"), std::string::npos) << fp32;
-  const std::string no_norms = testing::input_error_of([] {
-    Components c = testing::tiny_components();
-    c.algorithms.push_back(std::make_shared<LowPrecisionLayerNorm>());
-    Trainer t(TrainerOptions().precision("amp_bf16").threads(1), std::move(c));
-  });
-  EXPECT_NE(no_norms.find("low_precision_layernorm: the model has no torch::nn::LayerNorm in a slot"),
-            std::string::npos)
-      << no_norms;
+  testing::expect_trains_under_amp_only(
+      gpt_with_low_precision_layernorm, [] { return std::make_shared<LowPrecisionLayerNorm>(); },
+      "low_precision_layernorm: the model has no torch::nn::LayerNorm in a slot");
 }
 
 }  // namespace
