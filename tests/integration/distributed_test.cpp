@@ -723,6 +723,24 @@ TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesB
   for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
 
+TEST_F(Distributed, GroupNormsInLowPrecisionWithTheOtherAlgorithmsStayIdenticalAndResumeBitwise) {
+  // A ResNet-8 with GroupNorms computing in bf16 (low_precision_groupnorm under amp_bf16) in place of ghost_batchnorm,
+  // with the other algorithms of EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise and stochastic depth in
+  // sample mode: no running statistics, so parameters and every tensor are the same on both ranks after every step;
+  // a rank killed at batch 11 resumes bitwise.
+  const std::string setup =
+      every_algorithm_setup("{resnet: {depth: 8, width: 8, norm: group, groups: 4}}",
+                            "low_precision_groupnorm, {stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}") +
+      "precision=amp_bf16;";
+  ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
+  const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
+  ASSERT_EQ(whole0.size(), 16u);
+  for (const auto& [b, line] : whole0) EXPECT_EQ(whole1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  const auto parts = killed_and_resumed(setup, /*kill_rank=*/1, /*kill_at=*/11, /*rank=*/1);
+  ASSERT_EQ(parts.size(), 16u);
+  for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
+}
+
 TEST_F(Distributed, SyncBatchNormWithSamAndCutMixStaysIdenticalAndResumesBitwise) {
   // The algorithms the test above leaves out: SAM's second forward and backward at the perturbed weights take the
   // global statistics again on every rank; CutMix (which cannot run with MixUp) pastes the same boxes on each share.
