@@ -37,21 +37,9 @@ class CpuAutocast {
 TEST(LowPrecisionGroupNorm, SurgeryKeepsTheTensorsAndTheOutputsInFp32) {
   auto model = group_norm_resnet();
   const Batch b = testing::tiny_data(4)->get_batch({0, 1, 2, 3});
-  const at::Tensor before = model->forward(b);
-  std::vector<at::Tensor> tensors;
-  std::vector<std::string> keys;
-  for (const auto& p : model->named_parameters()) keys.push_back(p.key()), tensors.push_back(p.value());
   // The stem's, two in each of 3 blocks, and the projections of stages 2 and 3.
-  EXPECT_EQ(algorithms::apply_low_precision_groupnorm(*model), 9);
-  size_t i = 0;
-  for (const auto& p : model->named_parameters()) {
-    ASSERT_LT(i, keys.size());
-    EXPECT_EQ(p.key(), keys[i]);
-    EXPECT_TRUE(p.value().is_same(tensors[i++]));
-  }
-  EXPECT_EQ(i, keys.size());
-  EXPECT_TRUE(at::equal(model->forward(b), before));  // bitwise: autocast is off
-  EXPECT_EQ(algorithms::apply_low_precision_groupnorm(*model), 0);
+  testing::expect_surgery_keeps_the_tensors_and_the_outputs(
+      *model, b, [](Model& m) { return algorithms::apply_low_precision_groupnorm(m); }, 9);
 }
 
 TEST(LowPrecisionGroupNorm, UnderAutocastComputesInTheAutocastDtype) {

@@ -18,20 +18,9 @@ TEST(LowPrecisionLayerNorm, SurgeryKeepsTheTensorsAndTheOutputsInFp32) {
   auto model = testing::tiny_gpt();
   model->eval();
   const Batch b = testing::tiny_text(4)->get_batch({0, 1, 2, 3});
-  const at::Tensor before = model->forward(b);
-  std::vector<at::Tensor> tensors;
-  std::vector<std::string> keys;
-  for (const auto& p : model->named_parameters()) keys.push_back(p.key()), tensors.push_back(p.value());
-  EXPECT_EQ(algorithms::apply_low_precision_layernorm(*model), 5);  // ln1, ln2 of 2 blocks, ln_f
-  size_t i = 0;
-  for (const auto& p : model->named_parameters()) {
-    ASSERT_LT(i, keys.size());
-    EXPECT_EQ(p.key(), keys[i]);
-    EXPECT_TRUE(p.value().is_same(tensors[i++]));
-  }
-  EXPECT_EQ(i, keys.size());
-  EXPECT_TRUE(at::equal(model->forward(b), before));  // bitwise: autocast is off
-  EXPECT_EQ(algorithms::apply_low_precision_layernorm(*model), 0);
+  // ln1, ln2 of 2 blocks, ln_f.
+  testing::expect_surgery_keeps_the_tensors_and_the_outputs(
+      *model, b, [](Model& m) { return algorithms::apply_low_precision_layernorm(m); }, 5);
 }
 
 TEST(LowPrecisionLayerNorm, UnderAutocastComputesInTheAutocastDtype) {

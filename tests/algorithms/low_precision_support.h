@@ -5,12 +5,35 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "support.h"
 
 namespace tessera::testing {
+
+/// Runs `surgery(model)` (a low-precision normalisation's), which must replace `replaced` layers and keep every
+/// parameter: the very same tensors under the same names in the same order; the model's outputs on `batch` are
+/// bitwise the same (autocast is off); a second surgery replaces nothing.
+inline void expect_surgery_keeps_the_tensors_and_the_outputs(Model& model, const Batch& batch,
+                                                              const std::function<int64_t(Model&)>& surgery,
+                                                              int64_t replaced) {
+  const at::Tensor before = model.forward(batch);
+  std::vector<at::Tensor> tensors;
+  std::vector<std::string> keys;
+  for (const auto& p : model.named_parameters()) keys.push_back(p.key()), tensors.push_back(p.value());
+  EXPECT_EQ(surgery(model), replaced);
+  size_t i = 0;
+  for (const auto& p : model.named_parameters()) {
+    ASSERT_LT(i, keys.size());
+    EXPECT_EQ(p.key(), keys[i]);
+    EXPECT_TRUE(p.value().is_same(tensors[i++]));
+  }
+  EXPECT_EQ(i, keys.size());
+  EXPECT_TRUE(at::equal(model.forward(batch), before));
+  EXPECT_EQ(surgery(model), 0);
+}
 
 /// `with_it()` (components holding the algorithm) trains 2 batches under amp_bf16 to a finite loss and is refused under
 /// fp32 ("without mixed precision it changes nothing"); tiny_components() plus `make()` (a model without the layers)
