@@ -21,7 +21,8 @@ def test_on_the_resnet_with_group_norms():
     with pytest.raises(tessera.InputError, match="without mixed precision it changes nothing"):
         tessera.Trainer(**tiny_components(model=GROUP_RESNET), algorithms=[tessera.algorithms.LowPrecisionGroupNorm()])
     with pytest.raises(tessera.InputError, match="the model has no torch::nn::GroupNorm in a slot"):
-        tessera.Trainer(**tiny_components(precision="amp_bf16"), algorithms=[tessera.algorithms.LowPrecisionGroupNorm()])
+        tessera.Trainer(**tiny_components(precision="amp_bf16"),
+                        algorithms=[tessera.algorithms.LowPrecisionGroupNorm()])
     with pytest.raises(tessera.InputError, match="does not divide the width"):
         tessera.Trainer(**tiny_components(model={"resnet": {"width": 6, "norm": "group", "groups": 4}}))
 

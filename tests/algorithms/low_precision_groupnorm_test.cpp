@@ -56,7 +56,8 @@ TEST(LowPrecisionGroupNorm, UnderAutocastComputesInTheAutocastDtype) {
   y.sum().backward();
   EXPECT_EQ(w.grad().scalar_type(), at::kFloat);  // the fp32 weight gets its gradient
   // Outside autocast: torch's group_norm exactly.
-  EXPECT_TRUE(at::equal(algorithms::low_precision_group_norm(x, 3, w, bias, 1e-5), at::group_norm(x, 3, w, bias, 1e-5)));
+  EXPECT_TRUE(
+      at::equal(algorithms::low_precision_group_norm(x, 3, w, bias, 1e-5), at::group_norm(x, 3, w, bias, 1e-5)));
 }
 
 TEST(LowPrecisionGroupNorm, TheResNetsGroupNormsComputeInFp32UnderAutocastAndInBf16AfterTheSurgery) {

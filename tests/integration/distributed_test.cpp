@@ -729,8 +729,9 @@ TEST_F(Distributed, GroupNormsInLowPrecisionWithTheOtherAlgorithmsStayIdenticalA
   // sample mode: no running statistics, so parameters and every tensor are the same on both ranks after every step;
   // a rank killed at batch 11 resumes bitwise.
   const std::string setup =
-      every_algorithm_setup("{resnet: {depth: 8, width: 8, norm: group, groups: 4}}",
-                            "low_precision_groupnorm, {stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}") +
+      every_algorithm_setup(
+          "{resnet: {depth: 8, width: 8, norm: group, groups: 4}}",
+          "low_precision_groupnorm, {stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}") +
       "precision=amp_bf16;";
   ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
   const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
