@@ -6,6 +6,15 @@
 
 #include "amp_compat.h"
 
+#if !TESSERA_TORCH_AT_LEAST(2, 0)
+#include <ATen/ops/group_norm.h>
+#include <ATen/ops/layer_norm.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <memory>
+#endif
+
 #ifdef TESSERA_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -55,6 +64,60 @@ std::pair<int, int> cuda_capability([[maybe_unused]] const c10::Device& device) 
   return {-1, -1};
 }
 
+#if !TESSERA_TORCH_AT_LEAST(2, 0)
+// LibTorch 1.13's CPU layer_norm and group_norm refuse an input of lower precision than their weights ("expected
+// scalar type BFloat16 but found Float"), and that is what a Linear or a Conv2d under bfloat16 autocast hands a
+// LayerNorm or GroupNorm with float32 weights: a user's model with Conv2d -> GroupNorm could not run amp_bf16 on the
+// CPU at all. PyTorch 2.x's CPU kernels take the mix (they compute in float32 and return the input's dtype); these
+// AutocastCPU kernels do the same on 1.13: the input cast up to the weights' dtype, the result cast back. Any other
+// combination goes to torch's kernel unchanged.
+
+/// The dtype to compute a normalisation of `input` in: its weight's (else bias's) when that is wider than a
+/// bfloat16 or float16 input, otherwise the input's own.
+c10::ScalarType norm_compute_dtype(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                                   const c10::optional<at::Tensor>& bias) {
+  const c10::ScalarType in = input.scalar_type();
+  if (in != at::kBFloat16 && in != at::kHalf) return in;
+  for (const auto* affine : {&weight, &bias}) {
+    if (affine->has_value() && (*affine)->defined()) {
+      const c10::ScalarType dtype = (*affine)->scalar_type();
+      return dtype == at::kFloat || dtype == at::kDouble ? dtype : in;
+    }
+  }
+  return in;
+}
+
+at::Tensor layer_norm_of_mixed_dtypes(const at::Tensor& input, at::IntArrayRef normalized_shape,
+                                      const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+                                      double eps, bool cudnn_enable) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  const c10::ScalarType dtype = norm_compute_dtype(input, weight, bias);
+  if (dtype == input.scalar_type()) return at::layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable);
+  return at::layer_norm(input.to(dtype), normalized_shape, weight, bias, eps, cudnn_enable).to(input.scalar_type());
+}
+
+at::Tensor group_norm_of_mixed_dtypes(const at::Tensor& input, int64_t num_groups,
+                                      const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+                                      double eps, bool cudnn_enabled) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  const c10::ScalarType dtype = norm_compute_dtype(input, weight, bias);
+  if (dtype == input.scalar_type()) return at::group_norm(input, num_groups, weight, bias, eps, cudnn_enabled);
+  return at::group_norm(input.to(dtype), num_groups, weight, bias, eps, cudnn_enabled).to(input.scalar_type());
+}
+
+/// Registers the two kernels above, once per process, the first time CPU autocast is opened by Tessera.
+void take_mixed_dtype_norms_on_cpu() {
+  static const auto library = [] {
+    auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", c10::DispatchKey::AutocastCPU,
+                                                __FILE__, __LINE__);
+    lib->impl("layer_norm", TORCH_FN(layer_norm_of_mixed_dtypes));
+    lib->impl("group_norm", TORCH_FN(group_norm_of_mixed_dtypes));
+    return lib;
+  }();
+  (void)library;
+}
+#endif
+
 }  // namespace
 
 std::string precision_problem(Precision p, const c10::Device& device) {
@@ -84,6 +147,9 @@ AutocastScope::AutocastScope(Precision p, const c10::Device& device) {
   if (p == Precision::Fp32) return;
   active_ = true;
   device_type_ = device.type();
+#if !TESSERA_TORCH_AT_LEAST(2, 0)
+  if (device_type_ == c10::DeviceType::CPU) take_mixed_dtype_norms_on_cpu();
+#endif
   was_enabled_ = compat::autocast_enabled(device_type_);
   previous_dtype_ = compat::autocast_dtype(device_type_);
   compat::set_autocast_dtype(device_type_, autocast_dtype(p));

@@ -41,6 +41,22 @@ def test_a_python_model_runs_under_autocast_too():
     assert dtypes.seen == {torch.bfloat16}
 
 
+def test_a_python_model_with_group_and_layer_norms_trains_under_autocast():
+    # A GroupNorm after a convolution and a LayerNorm after a linear layer get bfloat16 inputs with float32 weights
+    # (torch 1.13's CPU kernels refuse that mix by themselves; Tessera's autocast fills it in there).
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.GroupNorm(2, 4), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(256, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    before = [p.detach().clone() for p in model.parameters()]
+    dtypes = OutputDtype()
+    kwargs = tiny_components(precision="amp_bf16", max_duration="2ba")
+    del kwargs["model"]
+    trainer = tessera.Trainer(**kwargs, model=model, callbacks=[dtypes])
+    trainer.fit()
+    assert dtypes.seen == {torch.bfloat16}
+    assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
 def test_loss_scaling_dynamic_reports_the_scale_and_skipped_steps():
     trainer = tessera.Trainer(**tiny_components(loss_scaling="dynamic", max_duration="2ba"))
     trainer.fit()

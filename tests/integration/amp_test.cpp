@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/version.h>
 
 #include <tessera/tessera.h>
@@ -197,6 +198,88 @@ TEST(Precision, AutocastScopeRunsMatmulsInBfloat16AndRestoresTheState) {
   {
     const AutocastScope scope(Precision::Fp32, c10::Device(c10::kCPU));
     EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+  }
+}
+
+/// A Linear into a LayerNorm and a Conv2d into a GroupNorm, as in a user's own model: under bfloat16 autocast on the
+/// CPU each norm gets a bfloat16 input and float32 weights, a mix LibTorch 1.13's CPU kernels refuse ("expected scalar
+/// type BFloat16 but found Float") and 2.x's take. With Tessera's autocast both versions give the norm computed in
+/// float32 on that input, returned in bfloat16, with float32 gradients for the float32 weights.
+TEST(Precision, LayerAndGroupNormsTakeABfloat16InputWithFloat32WeightsUnderCpuAutocast) {
+  at::manual_seed(0);
+  torch::nn::Linear linear(6, 8);
+  torch::nn::LayerNorm layer_norm(torch::nn::LayerNormOptions({8}));
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(3, 4, 3).padding(1));
+  torch::nn::GroupNorm group_norm(2, 4);
+  {
+    const at::NoGradGuard no_grad;
+    for (auto* norm : {&layer_norm->weight, &layer_norm->bias, &group_norm->weight, &group_norm->bias}) {
+      norm->copy_(at::randn_like(*norm));
+    }
+  }
+  const at::Tensor x = at::randn({5, 6}), image = at::randn({2, 3, 5, 5});
+  at::Tensor features, normed, maps, grouped;
+  {
+    const AutocastScope scope(Precision::AmpBf16, c10::Device(c10::kCPU));
+    features = linear->forward(x);
+    normed = layer_norm->forward(features);
+    maps = conv->forward(image);
+    grouped = group_norm->forward(maps);
+  }
+  ASSERT_EQ(features.scalar_type(), at::kBFloat16);
+  ASSERT_EQ(maps.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(normed.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(grouped.scalar_type(), at::kBFloat16);
+  const at::Tensor expected_normed =
+      at::layer_norm(features.to(at::kFloat), {8}, layer_norm->weight, layer_norm->bias).to(at::kBFloat16);
+  const at::Tensor expected_grouped =
+      at::group_norm(maps.to(at::kFloat), 2, group_norm->weight, group_norm->bias).to(at::kBFloat16);
+  EXPECT_TRUE(at::equal(normed, expected_normed)) << (normed - expected_normed).abs().max();
+  EXPECT_TRUE(at::equal(grouped, expected_grouped)) << (grouped - expected_grouped).abs().max();
+
+  (normed.to(at::kFloat) * at::randn({5, 8})).sum().backward();
+  (grouped.to(at::kFloat) * at::randn({2, 4, 5, 5})).sum().backward();
+  for (const at::Tensor& p : {layer_norm->weight, layer_norm->bias, group_norm->weight, group_norm->bias,
+                              linear->weight, conv->weight}) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_EQ(p.grad().scalar_type(), at::kFloat);
+    EXPECT_TRUE(p.grad().isfinite().all().item<bool>());
+    EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
+/// A user's own model with a GroupNorm after a convolution and a LayerNorm after a linear layer trains in amp_bf16
+/// on the CPU: finite losses, every parameter moved.
+struct NormedNetImpl : torch::nn::Module {
+  NormedNetImpl()
+      : conv(register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)))),
+        group_norm(register_module("group_norm", torch::nn::GroupNorm(2, 4))),
+        fc1(register_module("fc1", torch::nn::Linear(64, 8))),
+        layer_norm(register_module("layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({8})))),
+        fc2(register_module("fc2", torch::nn::Linear(8, 3))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    const at::Tensor h = at::relu(group_norm->forward(conv->forward(x))).flatten(1);
+    return fc2->forward(at::relu(layer_norm->forward(fc1->forward(h))));
+  }
+  torch::nn::Conv2d conv;
+  torch::nn::GroupNorm group_norm;
+  torch::nn::Linear fc1;
+  torch::nn::LayerNorm layer_norm;
+  torch::nn::Linear fc2;
+};
+
+TEST(Precision, AUsersModelWithLayerAndGroupNormsTrainsInAmpBf16OnTheCpu) {
+  at::manual_seed(0);
+  Components c = testing::tiny_components();
+  c.model = std::make_shared<Classifier<NormedNetImpl>>(std::make_shared<NormedNetImpl>(), 3);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1));
+  std::map<std::string, at::Tensor> before;
+  for (const auto& p : c.model->named_parameters()) before[p.key()] = p.value().detach().clone();
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("1ep")).threads(1).precision("amp_bf16"), c);
+  trainer.fit();
+  EXPECT_TRUE(std::isfinite(trainer.state().metrics.at("loss/train/total")));
+  for (const auto& p : trainer.state().model->named_parameters()) {
+    EXPECT_FALSE(at::equal(p.value(), before.at(p.key()))) << p.key() << " did not move";
   }
 }
 
