@@ -1,11 +1,13 @@
 // Mixed precision on the CPU: step time of precision amp_bf16 against fp32, same model, data and settings, in
-// one process, alternating, with the median ratio printed per model (MLP, CNN, ResNet-8 on 28x28 inputs).
+// one process, alternating, with the median ratio printed per model (MLP, CNN, ResNet-8 on 28x28 inputs); then
+// the same for an evaluation pass (eval_precision amp_bf16 against fp32, no gradients) over the same batches.
 //
 //   ./benchmarks/bench_precision [--steps 20] [--rounds 3] [--threads 2] [--models mlp,cnn,resnet]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -63,11 +65,50 @@ double seconds_per_step(const Setup& s, const std::string& model, const std::str
   return std::chrono::duration<double>(Clock::now() - timer->t0).count() / static_cast<double>(s.steps - 1);
 }
 
+/// Seconds per batch of an evaluation pass over `ds` in batches of the setup's size (Trainer::evaluate, timed after
+/// a first pass that warms up).
+double seconds_per_eval_batch(const Setup& s, const std::string& model, const std::string& eval_precision,
+                              const std::shared_ptr<tessera::data::TensorDataset>& ds) {
+  tessera::Components c;
+  c.model = make_model(model);
+  c.train_dataloader =
+      std::make_shared<tessera::data::DataLoader>(ds, tessera::data::DataLoaderOptions().batch_size(s.batch_size));
+  c.optimizer = std::make_shared<tessera::optim::SGD>(c.model->parameters(), tessera::optim::SGDOptions().lr(0.05));
+  tessera::Evaluator ev;
+  ev.label = "eval";
+  ev.dataloader = std::make_shared<tessera::data::DataLoader>(
+      ds, tessera::data::DataLoaderOptions().batch_size(s.batch_size).shuffle(false));
+  ev.metrics = {std::make_shared<tessera::Accuracy>(1)};
+  c.evaluators.push_back(ev);
+  tessera::Trainer trainer(tessera::TrainerOptions().threads(s.threads).eval_precision(eval_precision), std::move(c));
+  trainer.evaluate();
+  const auto t0 = Clock::now();
+  trainer.evaluate();
+  return std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(s.steps);
+}
+
 /// The middle value (the upper one of an even count).
 double median(std::vector<double> v) {
   const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
   std::nth_element(v.begin(), mid, v.end());
   return *mid;
+}
+
+/// One row per model of s.models: `seconds(model, "fp32")` and `seconds(model, "amp_bf16")` in ms (the median of
+/// s.rounds, alternating) and the median of their per-round ratios.
+void compare(const Setup& s, const std::function<double(const std::string&, const std::string&)>& seconds) {
+  std::string rest = s.models + ",";
+  for (size_t at = rest.find(','); at != std::string::npos; rest = rest.substr(at + 1), at = rest.find(',')) {
+    const std::string model = rest.substr(0, at);
+    if (model.empty()) continue;
+    std::vector<double> fp32, bf16, ratio;
+    for (int64_t r = 0; r < s.rounds; ++r) {
+      fp32.push_back(seconds(model, "fp32"));
+      bf16.push_back(seconds(model, "amp_bf16"));
+      ratio.push_back(bf16.back() / fp32.back());
+    }
+    std::printf("%-8s %14.1f %14.1f %10.2f\n", model.c_str(), 1e3 * median(fp32), 1e3 * median(bf16), median(ratio));
+  }
 }
 
 }  // namespace
@@ -90,17 +131,14 @@ int main(int argc, char** argv) {
               static_cast<long long>(s.steps), static_cast<long long>(s.batch_size), static_cast<long long>(s.rounds),
               static_cast<long long>(s.threads), TORCH_VERSION);
   std::printf("%-8s %14s %14s %10s\n", "model", "fp32 ms/step", "bf16 ms/step", "bf16/fp32");
-  std::string rest = s.models + ",";
-  for (size_t at = rest.find(','); at != std::string::npos; rest = rest.substr(at + 1), at = rest.find(',')) {
-    const std::string model = rest.substr(0, at);
-    if (model.empty()) continue;
-    std::vector<double> fp32, bf16, ratio;
-    for (int64_t r = 0; r < s.rounds; ++r) {
-      fp32.push_back(seconds_per_step(s, model, "fp32", ds));
-      bf16.push_back(seconds_per_step(s, model, "amp_bf16", ds));
-      ratio.push_back(bf16.back() / fp32.back());
-    }
-    std::printf("%-8s %14.1f %14.1f %10.2f\n", model.c_str(), 1e3 * median(fp32), 1e3 * median(bf16), median(ratio));
-  }
+  compare(s, [&](const std::string& model, const std::string& precision) {
+    return seconds_per_step(s, model, precision, ds);
+  });
+  std::printf("\nevaluation (eval_precision), %lld batches of %lld\n", static_cast<long long>(s.steps),
+              static_cast<long long>(s.batch_size));
+  std::printf("%-8s %14s %14s %10s\n", "model", "fp32 ms/batch", "bf16 ms/batch", "bf16/fp32");
+  compare(s, [&](const std::string& model, const std::string& precision) {
+    return seconds_per_eval_batch(s, model, precision, ds);
+  });
   return 0;
 }

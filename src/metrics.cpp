@@ -44,8 +44,12 @@ std::pair<at::Tensor, at::Tensor> prediction_rows(const at::Tensor& outputs, con
     }
     index = target;
   }
-  if (outputs.dim() == 2) return {outputs, index};
-  return {outputs.movedim(1, -1).reshape({-1, outputs.size(1)}), index.reshape({-1})};
+  // Logits from a forward under autocast (bfloat16, float16) are compared and summed in float32.
+  const at::Tensor logits = outputs.scalar_type() == at::kBFloat16 || outputs.scalar_type() == at::kHalf
+                                ? outputs.to(at::kFloat)
+                                : outputs;
+  if (logits.dim() == 2) return {logits, index};
+  return {logits.movedim(1, -1).reshape({-1, logits.size(1)}), index.reshape({-1})};
 }
 
 }  // namespace

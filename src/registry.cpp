@@ -642,10 +642,12 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     const std::string problem = device_problem(run.trainer.device());
     if (!problem.empty()) root.child("device").fail(problem);
   }
-  if (root.has("precision")) {  // choices were checked on reading; amp_fp16 on the CPU is refused here
-    const std::string problem =
-        precision_problem(parse_precision(run.trainer.precision()), resolve_device(run.trainer.device()));
-    if (!problem.empty()) root.child("precision").fail(problem);
+  // Choices were checked on reading; amp_fp16 on the CPU is refused here.
+  for (const auto& [key, name] : {std::pair{"precision", run.trainer.precision()},
+                                  std::pair{"eval_precision", run.trainer.eval_precision()}}) {
+    if (!root.has(key)) continue;
+    const std::string problem = precision_problem(parse_precision(name), resolve_device(run.trainer.device()));
+    if (!problem.empty()) root.child(key).fail(problem);
   }
   run.checkpoint = read<CheckpointOptions>(s.checkpoint);  // a relative folder: the Trainer resolves it against run_dir
   // The Trainer checks it too, but here it can point at the recipe's line.

@@ -190,6 +190,10 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   state_.microbatch_size = options_.microbatch_size().examples();
   state_.precision = parse_precision(options_.precision(), "trainer.precision");
   check_precision_supported(state_.precision, state_.device);
+  eval_precision_ = parse_precision(options_.eval_precision(), "trainer.eval_precision");
+  if (const std::string problem = precision_problem(eval_precision_, state_.device); !problem.empty()) {
+    throw InputError("eval_precision: " + problem);
+  }
   if (options_.loss_scaling() == "dynamic" || (options_.loss_scaling() == "auto" && state_.precision == Precision::AmpFp16)) {
     scaler_ = std::make_unique<GradScaler>(GradScalerOptions(), state_.device);
   }
@@ -705,7 +709,10 @@ void Trainer::eval_loop(Evaluator& ev) {
       if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
       engine.run_event(Event::EvalBatchStart, s);
       engine.run_event(Event::EvalBeforeForward, s);
-      s.outputs = s.model->forward(s.batch);
+      {
+        const AutocastScope autocast(eval_precision_, s.device);
+        s.outputs = s.model->forward(s.batch);
+      }
       engine.run_event(Event::EvalAfterForward, s);
       for (auto& m : ev.metrics) m->update(s.outputs, s.batch);
       engine.run_event(Event::EvalBatchEnd, s);

@@ -22,7 +22,7 @@ namespace tessera {
 
 namespace data { class BatchSource; }
 
-/// Numeric precision of the forward pass. Only Fp32 on the CPU for now (autocast comes later).
+/// Numeric precision of the forward pass and the loss: float32, or autocast in bfloat16 or float16 (amp.h).
 enum class Precision { Fp32, AmpBf16, AmpFp16 };
 const char* precision_name(Precision p);
 

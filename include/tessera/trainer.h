@@ -44,6 +44,10 @@ struct TrainerOptions {
   TESSERA_OPTION(bool, deterministic) = false;
   /// "fp32", "amp_bf16" (CPU, CUDA) or "amp_fp16" (CUDA): autocast around the forward and the loss (amp.h).
   TESSERA_OPTION(std::string, precision) = "fp32";
+  /// Precision of the evaluation forward: "fp32" (no autocast, whatever `precision` trains in), or "amp_bf16" /
+  /// "amp_fp16": autocast around each evaluation forward, as Composer evaluates in its training precision.
+  /// Metrics accumulate in float32 or wider either way.
+  TESSERA_OPTION(std::string, eval_precision) = "fp32";
   /// Dynamic loss scaling (GradScaler, grad_scaler.h): "auto" = on for amp_fp16 only; "dynamic" = on for any
   /// precision; "none" = off (amp_fp16 then risks gradients that underflow to zero).
   TESSERA_OPTION(std::string, loss_scaling) = "auto";
@@ -70,6 +74,8 @@ struct TrainerOptions {
     v("eval_interval", eval_interval_, "default evaluation interval", Any{});
     v("deterministic", deterministic_, "deterministic kernels", Any{});
     v("precision", precision_, "numeric precision of the forward and the loss", Choices{{"fp32", "amp_bf16", "amp_fp16"}});
+    v("eval_precision", eval_precision_, "numeric precision of the evaluation forward",
+      Choices{{"fp32", "amp_bf16", "amp_fp16"}});
     v("loss_scaling", loss_scaling_, "dynamic loss scaling: auto (amp_fp16 only), dynamic or none",
       Choices{{"auto", "dynamic", "none"}});
     v("run_dir", run_dir_, "folder for metrics and checkpoints", Any{});
@@ -232,6 +238,7 @@ class Trainer {
   int64_t skipped_steps_ = 0;
   const int64_t oom_test_limit_ = injected_out_of_memory_limit();  ///< the test hook's limit (-1: off), read once
   std::unique_ptr<GradScaler> scaler_;
+  Precision eval_precision_ = Precision::Fp32;  ///< options_.eval_precision, parsed and checked
   bool loading_by_call_ = false;      ///< inside load_checkpoint (for how_to_set)
   bool restored_generators_ = false;  ///< a full checkpoint set torch's generators: do not re-seed them
   /// Data-parallel: the other ranks' torch generator states ("generator/<device>@rank<r>"), gathered by every rank

@@ -103,8 +103,9 @@ class Trainer(_C._Trainer):
             max_duration="2ep", seed=0)
 
     Other keyword arguments are TrainerOptions fields (max_duration, seed, threads, microbatch_size,
-    eval_interval, deterministic, precision, loss_scaling, run_dir, log_interval, nonfinite_loss, device).
-    `precision` is "fp32", "amp_bf16" (CPU or CUDA) or "amp_fp16" (CUDA only; a GradScaler scales the loss);
+    eval_interval, deterministic, precision, eval_precision, loss_scaling, run_dir, log_interval, nonfinite_loss,
+    device). `precision` is "fp32", "amp_bf16" (CPU or CUDA) or "amp_fp16" (CUDA only; a GradScaler scales the loss);
+    `eval_precision` takes the same names for the evaluation forward (default "fp32");
     `microbatch_size` is a whole number or "auto" (halve on out-of-memory errors). With a recipe,
     every keyword overrides the recipe's value. `device` is "cpu", "cuda", "cuda:N" or "auto" (the default: the
     GPU when there is one); CUDA asked for where there is none raises tessera.InputError here. `algorithms` and `callbacks` take objects (C++ or Python subclasses) and recipe

@@ -57,6 +57,29 @@ def test_a_python_model_with_group_and_layer_norms_trains_under_autocast():
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
+def test_eval_precision_autocasts_the_evaluation_forward_only():
+    class Dtypes(tessera.Callback):
+        name = "dtypes"
+
+        def __init__(self):
+            super().__init__()
+            self.seen = {}
+
+        def run_event(self, event, state, logger):
+            if str(event) in ("after_forward", "eval_after_forward"):
+                self.seen.setdefault(str(event), set()).add(state.outputs.dtype)
+
+    dtypes = Dtypes()
+    eval_data = tiny_components()["train_data"]
+    trainer = tessera.Trainer(**tiny_components(eval_precision="amp_bf16", max_duration="2ba", eval_interval="1ba"),
+                              eval_data=eval_data, callbacks=[dtypes])
+    trainer.fit()
+    assert dtypes.seen == {"after_forward": {torch.float32}, "eval_after_forward": {torch.bfloat16}}
+    assert trainer.options["eval_precision"] == "amp_bf16"
+    with pytest.raises(tessera.InputError, match="eval_precision: amp_fp16 cannot run on cpu"):
+        tessera.Trainer(**tiny_components(eval_precision="amp_fp16", device="cpu"))
+
+
 def test_loss_scaling_dynamic_reports_the_scale_and_skipped_steps():
     trainer = tessera.Trainer(**tiny_components(loss_scaling="dynamic", max_duration="2ba"))
     trainer.fit()

@@ -37,6 +37,7 @@ def test_trainer_options_typed_dict_lists_the_cpp_trainer_options():
     assert fields["deterministic"] == "bool"
     assert fields["nonfinite_loss"] == "Literal['error', 'skip']"
     assert fields["precision"] == "Literal['fp32', 'amp_bf16', 'amp_fp16']"
+    assert fields["eval_precision"] == "Literal['fp32', 'amp_bf16', 'amp_fp16']"
     assert fields["loss_scaling"] == "Literal['auto', 'dynamic', 'none']"
     assert fields["microbatch_size"] == "Union[int, Literal['auto']]"
     # the same keys as the C++ TrainerOptions the trainer reports

@@ -256,6 +256,13 @@ TEST_F(RunnerTest, AmpFp16OnTheCpuExitsTwoBeforeTrainingWithTheReason) {
                        "amp_bf16 on the CPU, or train on CUDA (device: cuda) for amp_fp16\n");
   EXPECT_EQ(r.out, "");
   EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl")) << "nothing may start before the error";
+
+  const std::string eval = write_recipe("device: cpu\neval_precision: amp_fp16\n");
+  const Result e = run("'" + eval + "'");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_EQ(e.err.rfind("tessera-run: error: " + eval + ":21:17: eval_precision: amp_fp16 cannot run on cpu: ", 0), 0u)
+      << e.err;
+  EXPECT_EQ(e.out, "");
 }
 
 TEST_F(RunnerTest, BadRecipeExitsTwoWithLocation) {
