@@ -67,6 +67,15 @@ int64_t count_slots(torch::nn::Module& model, const std::function<bool(torch::nn
   return n;
 }
 
+SurgeryCount surgery(Model& model, const Algorithm& algorithm, optim::Optimizer* optimizer, bool dry_run,
+                     const std::string& key, const std::function<int64_t()>& on_slots) {
+  if (const auto external = model.external_surgery(algorithm, optimizer, dry_run)) {
+    const auto it = external->find(key);
+    return {it == external->end() ? 0 : it->second, true};
+  }
+  return {on_slots(), false};
+}
+
 void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after) {
   std::unordered_set<const void*> after_ids, before_ids;
   for (const auto& p : after) after_ids.insert(p.unsafeGetTensorImpl());

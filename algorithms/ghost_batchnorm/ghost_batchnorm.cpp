@@ -112,22 +112,20 @@ GhostBatchNorm::GhostBatchNorm(GhostBatchNormOptions options) : options_(std::mo
 }
 
 void GhostBatchNorm::check(const State& state) const {
-  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
-  const int64_t n = external ? (external->count("batchnorms") ? external->at("batchnorms") : 0) : count_ghost_batchnorm(*state.model);
-  if (n > 0) return;
+  const SurgeryCount planned = surgery(*state.model, *this, nullptr, /*dry_run=*/true, "batchnorms",
+                                       [&] { return count_ghost_batchnorm(*state.model); });
+  if (planned.layers > 0) return;
   throw InputError(fmt::format(
       "the model has no BatchNorm1d, BatchNorm2d or BatchNorm3d{} to replace, so it would have no effect; remove it "
       "from the algorithms{}",
-      external ? "" : " in a slot",
-      external ? "" : " (or register the model's batch norms as slots: docs/cpp-own-model.md)"));
+      planned.external ? "" : " in a slot",
+      planned.external ? "" : " (or register the model's batch norms as slots: docs/cpp-own-model.md)"));
 }
 
 void GhostBatchNorm::apply(Event, State& state, Logger& logger) {
-  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
-    replaced_ = (*external)["batchnorms"];
-  } else {
-    replaced_ = apply_ghost_batchnorm(*state.model, options_, state.optimizer.get());
-  }
+  replaced_ = surgery(*state.model, *this, state.optimizer.get(), /*dry_run=*/false, "batchnorms", [&] {
+                return apply_ghost_batchnorm(*state.model, options_, state.optimizer.get());
+              }).layers;
   logger.info(fmt::format("ghost_batchnorm: replaced {} batch norms (ghost batches of {})", replaced_,
                           options_.ghost_batch_size()));
 }

@@ -196,14 +196,13 @@ std::shared_ptr<GyroDropoutMasks> GyroDropout::add_layer() {
 
 void GyroDropout::check(const State& state) const {
   (void)gyro_dropout_period_length(state.time.total_batches(), options_.sigma(), options_.tau());
-  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
-  const int64_t n = external ? (external->count("dropouts") ? external->at("dropouts") : 0)
-                             : count_gyro_dropout(*state.model);
-  if (n > 0) return;
+  const SurgeryCount planned = surgery(*state.model, *this, nullptr, /*dry_run=*/true, "dropouts",
+                                       [&] { return count_gyro_dropout(*state.model); });
+  if (planned.layers > 0) return;
   throw InputError(fmt::format(
       "the model has no dropout layer{} (a torch::nn::Dropout module; a call of the dropout function cannot be "
       "replaced), so it would have no effect; give the model dropout (mlp and resnet: dropout: 0.1) or remove it",
-      external ? " (torch.nn.Dropout)" : " in a slot"));
+      planned.external ? " (torch.nn.Dropout)" : " in a slot"));
 }
 
 void GyroDropout::apply(Event event, State& state, Logger& logger) {

@@ -57,25 +57,20 @@ LowPrecisionGroupNorm::LowPrecisionGroupNorm(LowPrecisionGroupNormOptions option
 }
 
 void LowPrecisionGroupNorm::check(const State& state) const {
-  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
-  int64_t group_norms = external && external->count("groupnorms") ? external->at("groupnorms") : 0;
-  if (!external) {
-    group_norms =
-        count_slots(*state.model, [](torch::nn::Module& m) { return m.as<torch::nn::GroupNormImpl>() != nullptr; });
-  }
-  if (group_norms == 0) {
+  const SurgeryCount planned = surgery(*state.model, *this, nullptr, /*dry_run=*/true, "groupnorms", [&] {
+    return count_slots(*state.model, [](torch::nn::Module& m) { return m.as<torch::nn::GroupNormImpl>() != nullptr; });
+  });
+  if (planned.layers == 0) {
     throw InputError(fmt::format("low_precision_groupnorm: the model has no {} (the resnet model has them with norm: "
                                  "group), so it would have no effect; remove it",
-                                 external ? "torch.nn.GroupNorm" : "torch::nn::GroupNorm in a slot"));
+                                 planned.external ? "torch.nn.GroupNorm" : "torch::nn::GroupNorm in a slot"));
   }
 }
 
 void LowPrecisionGroupNorm::apply(Event, State& state, Logger& logger) {
-  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
-    replaced_ = (*external)["groupnorms"];
-  } else {
-    replaced_ = apply_low_precision_groupnorm(*state.model);
-  }
+  replaced_ = surgery(*state.model, *this, state.optimizer.get(), /*dry_run=*/false, "groupnorms", [&] {
+                return apply_low_precision_groupnorm(*state.model);
+              }).layers;
   logger.info(fmt::format("low_precision_groupnorm: {} GroupNorms compute in {}", replaced_,
                           precision_name(state.precision)));
 }

@@ -58,25 +58,20 @@ LowPrecisionLayerNorm::LowPrecisionLayerNorm(LowPrecisionLayerNormOptions option
 }
 
 void LowPrecisionLayerNorm::check(const State& state) const {
-  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
-  int64_t layer_norms = external && external->count("layernorms") ? external->at("layernorms") : 0;
-  if (!external) {
-    layer_norms =
-        count_slots(*state.model, [](torch::nn::Module& m) { return m.as<torch::nn::LayerNormImpl>() != nullptr; });
-  }
-  if (layer_norms == 0) {
+  const SurgeryCount planned = surgery(*state.model, *this, nullptr, /*dry_run=*/true, "layernorms", [&] {
+    return count_slots(*state.model, [](torch::nn::Module& m) { return m.as<torch::nn::LayerNormImpl>() != nullptr; });
+  });
+  if (planned.layers == 0) {
     throw InputError(fmt::format("low_precision_layernorm: the model has no {} (the gpt model has them), so it would "
                                  "have no effect; remove it",
-                                 external ? "torch.nn.LayerNorm" : "torch::nn::LayerNorm in a slot"));
+                                 planned.external ? "torch.nn.LayerNorm" : "torch::nn::LayerNorm in a slot"));
   }
 }
 
 void LowPrecisionLayerNorm::apply(Event, State& state, Logger& logger) {
-  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
-    replaced_ = (*external)["layernorms"];
-  } else {
-    replaced_ = apply_low_precision_layernorm(*state.model);
-  }
+  replaced_ = surgery(*state.model, *this, state.optimizer.get(), /*dry_run=*/false, "layernorms", [&] {
+                return apply_low_precision_layernorm(*state.model);
+              }).layers;
   logger.info(fmt::format("low_precision_layernorm: {} LayerNorms compute in {}", replaced_,
                           precision_name(state.precision)));
 }

@@ -99,21 +99,19 @@ SqueezeExcite::SqueezeExcite(SqueezeExciteOptions options) : options_(std::move(
 }
 
 void SqueezeExcite::check(const State& state) const {
-  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
-  const int64_t n = external ? (external->count("convs") ? external->at("convs") : 0) : count_squeeze_excite(*state.model, options_);
-  if (n > 0) return;
+  const SurgeryCount planned = surgery(*state.model, *this, nullptr, /*dry_run=*/true, "convs",
+                                       [&] { return count_squeeze_excite(*state.model, options_); });
+  if (planned.layers > 0) return;
   throw InputError(fmt::format(
       "the model has no Conv2d{} with at least {} input and output channels (min_channels), so it would have no "
       "effect; lower min_channels (in a recipe, squeeze_excite: {{min_channels: 16}}) or remove it",
-      external ? "" : " in a slot", options_.min_channels()));
+      planned.external ? "" : " in a slot", options_.min_channels()));
 }
 
 void SqueezeExcite::apply(Event, State& state, Logger& logger) {
-  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
-    replaced_ = (*external)["convs"];
-  } else {
-    replaced_ = apply_squeeze_excite(*state.model, options_, state.optimizer.get());
-  }
+  replaced_ = surgery(*state.model, *this, state.optimizer.get(), /*dry_run=*/false, "convs", [&] {
+                return apply_squeeze_excite(*state.model, options_, state.optimizer.get());
+              }).layers;
   logger.info(fmt::format("squeeze_excite: added an SE block after {} convolutions", replaced_));
 }
 

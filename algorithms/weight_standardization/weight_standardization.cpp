@@ -164,14 +164,13 @@ WeightStandardization::WeightStandardization(WeightStandardizationOptions option
 }
 
 void WeightStandardization::check(const State& state) const {
-  const auto external = state.model->external_surgery(*this, nullptr, /*dry_run=*/true);
-  const int64_t n = external ? (external->count("convs") ? external->at("convs") : 0)
-                             : count_weight_standardization(*state.model, options_);
-  if (n > 0) return;
+  const SurgeryCount planned = surgery(*state.model, *this, nullptr, /*dry_run=*/true, "convs",
+                                       [&] { return count_weight_standardization(*state.model, options_); });
+  if (planned.layers > 0) return;
   throw InputError(fmt::format(
       "the model has no Conv1d, Conv2d or Conv3d{} to standardize{}, so it would have no effect; remove it from the "
       "algorithms{}",
-      external ? "" : " in a slot",
+      planned.external ? "" : " in a slot",
       options_.n_last_layers_ignore() > 0 ? fmt::format(" once the last {} are ignored (n_last_layers_ignore)",
                                                         options_.n_last_layers_ignore())
                                           : "",
@@ -179,11 +178,9 @@ void WeightStandardization::check(const State& state) const {
 }
 
 void WeightStandardization::apply(Event, State& state, Logger& logger) {
-  if (auto external = state.model->external_surgery(*this, state.optimizer.get(), /*dry_run=*/false)) {
-    replaced_ = (*external)["convs"];
-  } else {
-    replaced_ = apply_weight_standardization(*state.model, options_, state.optimizer.get());
-  }
+  replaced_ = surgery(*state.model, *this, state.optimizer.get(), /*dry_run=*/false, "convs", [&] {
+                return apply_weight_standardization(*state.model, options_, state.optimizer.get());
+              }).layers;
   logger.info(fmt::format("weight_standardization: {} convolutions standardize their weights", replaced_));
 }
 

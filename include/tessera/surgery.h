@@ -36,6 +36,17 @@ int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, con
 /// what a surgery with that test would replace (an algorithm's check before step 1).
 int64_t count_slots(torch::nn::Module& model, const std::function<bool(torch::nn::Module&)>& matches);
 
+/// How many layers a surgery algorithm replaces (or, with `dry_run`, would replace) and who does it.
+struct SurgeryCount {
+  int64_t layers = 0;
+  bool external = false;  ///< the model's own surgery (a Python model's torch.nn layers), not the slots'
+};
+/// The surgery of `algorithm` on `model`: the model's own when it does it (Model::external_surgery; the count it
+/// reports under `key`, 0 when absent), else `on_slots()`, which replaces (or with `dry_run` counts) the slots'
+/// layers and returns how many. What an algorithm's check (dry_run) and its apply at init share.
+SurgeryCount surgery(Model& model, const Algorithm& algorithm, optim::Optimizer* optimizer, bool dry_run,
+                     const std::string& key, const std::function<int64_t()>& on_slots);
+
 /// Makes `optimizer` hold exactly the parameters of `after` that it held in `before` plus the ones new in
 /// `after`: removed parameters (and their state) leave, new ones join the first group.
 void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after);
