@@ -112,8 +112,9 @@ size_t curl_write(char* data, size_t size, size_t count, void* user) {
 }
 
 /// Copies `location` (a path or an http(s) URL) into `fd` from offset 0; returns the bytes written, or throws
-/// std::runtime_error with what went wrong. `max_bytes` >= 0 bounds what is accepted.
-int64_t fetch_into(const std::string& location, int fd, int64_t max_bytes, double timeout_s) {
+/// std::runtime_error with what went wrong. `max_bytes` >= 0 bounds what is accepted; `ca_bundle` (non-empty) is
+/// the PEM file an https server's certificate is checked against.
+int64_t fetch_into(const std::string& location, int fd, int64_t max_bytes, const ShardCacheOptions& options) {
   if (::lseek(fd, 0, SEEK_SET) != 0) throw std::runtime_error("cannot seek the download file: " + errno_text());
   if (is_http(location)) {
     static std::once_flag once;
@@ -122,7 +123,7 @@ int64_t fetch_into(const std::string& location, int fd, int64_t max_bytes, doubl
     if (curl == nullptr) throw std::runtime_error("curl_easy_init failed");
     CurlSink sink{fd, 0, max_bytes, {}};
     char error[CURL_ERROR_SIZE] = {0};
-    const long timeout_ms = static_cast<long>(timeout_s * 1000.0);
+    const long timeout_ms = static_cast<long>(options.download_timeout() * 1000.0);
     curl_easy_setopt(curl, CURLOPT_URL, location.c_str());
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
@@ -132,10 +133,17 @@ int64_t fetch_into(const std::string& location, int fd, int64_t max_bytes, doubl
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (!options.ca_bundle().empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_bundle().c_str());
     const CURLcode rc = curl_easy_perform(curl);
     curl_easy_cleanup(curl);
     if (rc != CURLE_OK) {
       std::string why = !sink.error.empty() ? sink.error : (error[0] != 0 ? error : curl_easy_strerror(rc));
+      if (rc == CURLE_PEER_FAILED_VERIFICATION) {
+        why += options.ca_bundle().empty()
+                   ? "; a server whose certificate your own authority signed needs that authority's PEM file as "
+                     "ca_bundle"
+                   : "; the certificate is not signed by an authority of ca_bundle " + options.ca_bundle();
+      }
       throw std::runtime_error(why);
     }
     return sink.written;
@@ -304,7 +312,7 @@ struct ShardCache::Impl {
     with_retries(location, "index.json", [&] {
       Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
       if (fd.fd < 0) throw std::runtime_error("cannot create " + tmp + ": " + errno_text());
-      fetch_into(location, fd.fd, -1, options.download_timeout());
+      fetch_into(location, fd.fd, -1, options);
       if (::ftruncate(fd.fd, ::lseek(fd.fd, 0, SEEK_CUR)) != 0)
         throw std::runtime_error("cannot truncate " + tmp + ": " + errno_text());
     });
@@ -373,7 +381,7 @@ struct ShardCache::Impl {
       with_retries(location, "shard " + std::to_string(k) + " (" + name + ")", [&] {
         Fd fd(::open(tmp.c_str(), O_RDWR | O_CLOEXEC));
         if (fd.fd < 0) throw std::runtime_error("cannot open " + tmp + ": " + errno_text());
-        const int64_t got = fetch_into(location, fd.fd, need, options.download_timeout());
+        const int64_t got = fetch_into(location, fd.fd, need, options);
         if (got != need)
           throw std::runtime_error("received " + std::to_string(got) + " bytes, index.json lists " +
                                    std::to_string(need) + " (truncated?)");
@@ -527,6 +535,10 @@ ShardCache::ShardCache(ShardCacheOptions options) : impl_(std::make_unique<Impl>
   if (s.options.local().empty())
     throw InputError("local: a remote needs a local cache folder (local) to fetch its shards into");
   validate_options(s.options, "ShardCache");
+  if (!s.options.ca_bundle().empty() && !fs::is_regular_file(s.options.ca_bundle())) {
+    throw InputError("ca_bundle: no file " + s.options.ca_bundle() +
+                     " (expected a PEM file of certificate authorities, for an https:// remote)");
+  }
   std::error_code ec;
   fs::create_directories(s.options.local(), ec);
   if (!fs::is_directory(s.options.local()))

@@ -370,7 +370,8 @@ StreamingDataset::Source StreamingDataset::open_source(const std::string& where,
                                                  .retry_backoff(options_.retry_backoff())
                                                  .download_timeout(options_.download_timeout())
                                                  .prefetch(options_.prefetch())
-                                                 .verify_hashes(options_.verify_hashes()));
+                                                 .verify_hashes(options_.verify_hashes())
+                                                 .ca_bundle(options_.ca_bundle()));
   } catch (const InputError& e) {
     throw InputError(where + "." + e.what());  // "streaming.remote: ...", "streaming.cache_limit: ..."
   }

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -371,6 +373,100 @@ TEST(ShardCache, RetryExhaustionIsAClearError) {
               ::testing::ThrowsMessage<InputError>(HasSubstr("cannot open /no/such/folder/index.json")));
 }
 
+/// An HTTPS server over a folder: Python's http.server behind TLS with a self-signed certificate for 127.0.0.1
+/// (made with the openssl command), in a child process stopped at destruction. `ok()` is false, with the reason in
+/// `why`, when python3 or openssl is missing or the server did not come up within 20 s.
+class HttpsServer {
+ public:
+  HttpsServer(const std::string& root, const std::string& dir) : cert_(dir + "/cert.pem") {
+    const std::string key = dir + "/key.pem", port_file = dir + "/port";
+    if (!fs::exists("/usr/bin/openssl") || !fs::exists("/usr/bin/python3")) {
+      why = "needs /usr/bin/openssl and /usr/bin/python3";
+      return;
+    }
+    const std::string make_cert = "/usr/bin/openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+                                  "-addext subjectAltName=IP:127.0.0.1 -keyout '" + key + "' -out '" + cert_ +
+                                  "' >/dev/null 2>&1";
+    if (std::system(make_cert.c_str()) != 0) {
+      why = "openssl could not make a certificate";
+      return;
+    }
+    const std::string script =
+        "import functools, http.server, ssl, sys\n"
+        "root, cert, key, port_file = sys.argv[1:5]\n"
+        "class Quiet(http.server.SimpleHTTPRequestHandler):\n"
+        "    def log_message(self, *args): pass\n"
+        "server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=root))\n"
+        "context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+        "context.load_cert_chain(cert, key)\n"
+        "server.socket = context.wrap_socket(server.socket, server_side=True)\n"
+        "open(port_file + '.tmp', 'w').write(str(server.server_address[1]))\n"
+        "import os; os.rename(port_file + '.tmp', port_file)\n"
+        "server.serve_forever()\n";
+    std::vector<std::string> args{"/usr/bin/python3", "-c", script, root, cert_, key, port_file};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (::posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+      why = "cannot start python3";
+      return;
+    }
+    for (int i = 0; i < 400 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!fs::exists(port_file)) {
+      why = "the HTTPS server did not start";
+      return;
+    }
+    url_ = "https://127.0.0.1:" + test::read_file(port_file);
+  }
+  ~HttpsServer() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  HttpsServer(const HttpsServer&) = delete;
+  HttpsServer& operator=(const HttpsServer&) = delete;
+  bool ok() const { return !url_.empty(); }
+  const std::string& url() const { return url_; }
+  /// The server's certificate, which is its own authority.
+  const std::string& cert() const { return cert_; }
+  std::string why;
+
+ private:
+  std::string cert_, url_;
+  pid_t pid_ = -1;
+};
+
+TEST(ShardCache, HttpsRemoteReadsAsTheRemoteWithItsAuthorityGivenAsCaBundle) {
+  TempDir remote("remote_src"), cache("remote_cache"), cache2("remote_cache"), certs("remote_certs");
+  write_data(remote.path(), 45, 10);
+  HttpsServer server(remote.path(), certs.path());
+  ASSERT_TRUE(server.ok()) << server.why;
+  const StreamingDataset direct(StreamingOptions().local(remote.path()));
+
+  // The system's authorities do not know a self-signed certificate: a clear error that says what to do.
+  EXPECT_THAT([&] { StreamingDataset(StreamingOptions().remote(server.url()).local(cache.path()).download_retry(0)); },
+              ::testing::ThrowsMessage<InputError>(::testing::AllOf(
+                  HasSubstr("streaming.remote: cannot fetch index.json from " + server.url() + "/index.json"),
+                  HasSubstr("certificate"), HasSubstr("as ca_bundle"))));
+  EXPECT_FALSE(fs::exists(cache.path() + "/index.json"));
+
+  const StreamingDataset ds(StreamingOptions().remote(server.url()).local(cache.path()).ca_bundle(server.cert()));
+  expect_same(read_epoch(ds, 16), read_epoch(direct, 16));
+  expect_same(read_all(ds), read_all(direct));
+  expect_cache_intact(remote.path(), cache.path());
+
+  // Another authority's file: refused too, naming it.
+  TempDir other_certs("remote_certs");
+  HttpsServer other(remote.path(), other_certs.path());
+  ASSERT_TRUE(other.ok()) << other.why;
+  EXPECT_THAT([&] {
+    StreamingDataset(StreamingOptions().remote(server.url()).local(cache2.path()).download_retry(0).ca_bundle(other.cert()));
+  },
+              ::testing::ThrowsMessage<InputError>(HasSubstr("not signed by an authority of ca_bundle " + other.cert())));
+}
+
 TEST(ShardCache, OptionErrors) {
   TempDir remote("remote_src"), cache("remote_cache");
   write_data(remote.path(), 30, 10);
@@ -414,6 +510,8 @@ TEST(ShardCache, RecipeKeysAreCheckedWithTheirPlace) {
   EXPECT_THAT(error_at("cache_limit: 100"), HasSubstr("is less than reading needs at once"));
   EXPECT_THAT(error_at("download_retry: -1"), HasSubstr("download_retry: -1 is out of range"));
   EXPECT_THAT(error_at("download_timeout: 0"), HasSubstr("download_timeout: 0 is out of range"));
+  EXPECT_THAT(error_at("ca_bundle: /no/such/authorities.pem"),
+              HasSubstr("ca_bundle: no file /no/such/authorities.pem (expected a PEM file of certificate authorities"));
 }
 
 TEST(ShardCache, LimitHoldsWithLeastRecentlyUsedEviction) {

@@ -42,6 +42,9 @@ struct ShardCacheOptions {
   TESSERA_OPTION(int64_t, prefetch) = 4;
   /// Also check a shard file's hashes each time this process opens it (downloads are always checked).
   TESSERA_OPTION(bool, verify_hashes) = false;
+  /// A PEM file of the certificate authorities an https:// remote's certificate is checked against ("" = the
+  /// system's, /etc/ssl/certs): a server whose certificate your own authority signed.
+  TESSERA_OPTION(std::string, ca_bundle) = "";
   template <class V>
   void visit(V& v) {
     v("remote", remote_, "folder, file:// or http(s):// URL of index.json and the shards", Any{});
@@ -52,6 +55,7 @@ struct ShardCacheOptions {
     v("download_timeout", download_timeout_, "seconds one download attempt may take", Range::positive());
     v("prefetch", prefetch_, "shards fetched ahead of the reader", Range::at_least(0));
     v("verify_hashes", verify_hashes_, "check a shard's hashes each time it is opened", Any{});
+    v("ca_bundle", ca_bundle_, "PEM file of certificate authorities for https:// remotes (\"\" = the system's)", Any{});
   }
 };
 

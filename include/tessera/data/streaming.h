@@ -156,6 +156,9 @@ struct StreamingOptions {
   TESSERA_OPTION(int64_t, num_classes) = 0;
   /// Check the shard files' hashes (index.json) when each is first opened.
   TESSERA_OPTION(bool, verify_hashes) = false;
+  /// A PEM file of the certificate authorities an https:// remote's certificate is checked against ("" = the
+  /// system's, /etc/ssl/certs): a server whose certificate your own authority signed.
+  TESSERA_OPTION(std::string, ca_bundle) = "";
   TESSERA_OPTION(StreamingOrderOptions, order);
   /// Several sources mixed into one dataset (then local, remote and cache_limit stay empty: each stream has
   /// its own); the other options apply to every stream.
@@ -176,6 +179,7 @@ struct StreamingOptions {
     v("target", target_, "column decoded into the target (an integer class id)", Any{});
     v("num_classes", num_classes_, "number of classes (0 = largest label + 1)", Range::at_least(0));
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});
+    v("ca_bundle", ca_bundle_, "PEM file of certificate authorities for https:// remotes (\"\" = the system's)", Any{});
     order_.visit(v);
     v("streams", streams_, "several MDS folders mixed by proportion, repeat or choose", Any{});
     v("epoch_size", epoch_size_, "samples per epoch with proportions (0 = the streams' total)", Range::at_least(0));
