@@ -10,6 +10,7 @@ pkgs=(
   libcli11-dev nlohmann-json3-dev libzstd-dev libxxhash-dev zlib1g-dev
   libpng-dev libjpeg62-turbo-dev  # MDS image columns (src/data/mds)
   libcurl4-openssl-dev  # http(s) remotes of streaming datasets (src/data/shard_cache.cpp)
+  openssl  # the self-signed certificate of the https remote test (tests/core/shard_cache_test.cpp)
   python3-torch python3-pybind11 pybind11-dev python3-pytest python3-venv python3-pip
   python3-dev python3-setuptools python3-wheel
   dataset-fashion-mnist
