@@ -390,10 +390,11 @@ Recipe everything_recipe(std::vector<std::string> overrides = {}) {
   return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_everything.yaml", overrides);
 }
 
-/// The everything recipe on a ResNet with GroupNorms under bf16 autocast, ghost batchnorm (which needs BatchNorms)
-/// swapped for low-precision GroupNorm (which needs GroupNorms and mixed precision): the sixth entry of its list.
+/// The everything recipe on a ResNet with GroupNorms under bf16 autocast (its evaluations too), ghost batchnorm
+/// (which needs BatchNorms) swapped for low-precision GroupNorm (which needs GroupNorms and mixed precision): the
+/// sixth entry of its list.
 Recipe group_norm_everything_recipe(std::vector<std::string> overrides = {}) {
-  overrides.insert(overrides.begin(), {"model.resnet.norm=group", "precision=amp_bf16",
+  overrides.insert(overrides.begin(), {"model.resnet.norm=group", "precision=amp_bf16", "eval_precision=amp_bf16",
                                        "algorithms[5]={low_precision_groupnorm: {}}"});
   return everything_recipe(overrides);
 }
