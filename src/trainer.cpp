@@ -699,25 +699,12 @@ void Trainer::eval_loop(Evaluator& ev) {
     engine.run_event(Event::EvalStart, s);
     if (ddp_) ddp_->sync_buffers(*s.model);  // every rank evaluates with rank 0's statistics (EMA's, if swapped in)
     for (auto& m : ev.metrics) m->reset();
-    ev.dataloader->start_epoch(s.seed, 0, 0);
-    int64_t done = 0;
-    while (ev.subset_batches < 0 || done < ev.subset_batches) {
-      if (!ddp_ && stop_signal() != 0) break;  // Ctrl-C or SIGTERM: stop at the next batch, log nothing partial
-      std::optional<Batch> next = ev.dataloader->next();
-      if (!next) break;
-      s.batch = std::move(*next);
-      if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
-      engine.run_event(Event::EvalBatchStart, s);
-      engine.run_event(Event::EvalBeforeForward, s);
-      {
-        const AutocastScope autocast(eval_precision_, s.device);
-        s.outputs = s.model->forward(s.batch);
-      }
-      engine.run_event(Event::EvalAfterForward, s);
-      for (auto& m : ev.metrics) m->update(s.outputs, s.batch);
-      engine.run_event(Event::EvalBatchEnd, s);
-      ++done;
-    }
+    const int64_t done = forward_batches(
+        *ev.dataloader, ev.subset_batches,
+        {Event::EvalBatchStart, Event::EvalBeforeForward, Event::EvalAfterForward, Event::EvalBatchEnd},
+        [&] {
+          for (auto& m : ev.metrics) m->update(s.outputs, s.batch);
+        });
     // On several ranks a signal is acted on at the next batch boundary, where the ranks agree (stop_if_signalled):
     // a rank leaving its evaluation alone would leave the others waiting in the metrics' all-reduce.
     if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
@@ -736,6 +723,59 @@ void Trainer::eval_loop(Evaluator& ev) {
   }
   s.batch = std::move(saved);
   if (was_training) s.model->train();
+}
+
+int64_t Trainer::forward_batches(data::BatchSource& data, int64_t limit, const std::array<Event, 4>& events,
+                                 const std::function<void()>& use) {
+  State& s = state_;
+  data.start_epoch(s.seed, 0, 0);
+  int64_t done = 0;
+  while (limit < 0 || done < limit) {
+    if (!ddp_ && stop_signal() != 0) break;  // Ctrl-C or SIGTERM: stop at the next batch, log nothing partial
+    std::optional<Batch> next = data.next();
+    if (!next) break;
+    s.batch = std::move(*next);
+    if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
+    engine_->run_event(events[0], s);
+    engine_->run_event(events[1], s);
+    {
+      const AutocastScope autocast(eval_precision_, s.device);
+      s.outputs = s.model->forward(s.batch);
+    }
+    engine_->run_event(events[2], s);
+    use();
+    engine_->run_event(events[3], s);
+    ++done;
+  }
+  return done;
+}
+
+std::vector<at::Tensor> Trainer::predict(data::BatchSource& data, int64_t subset_batches) {
+  check_callable("predict", DuringFit::Refused);
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
+  State& s = state_;
+  read_back();
+  const bool was_training = s.model->is_training();
+  s.model->eval();
+  Batch saved = std::move(s.batch);
+  std::vector<at::Tensor> outputs;
+  int64_t done = 0;
+  {
+    at::NoGradGuard no_grad;
+    engine_->run_event(Event::PredictStart, s);
+    done = forward_batches(data, subset_batches,
+                           {Event::PredictBatchStart, Event::PredictBeforeForward, Event::PredictAfterForward,
+                            Event::PredictBatchEnd},
+                           [&] { outputs.push_back(s.outputs.detach().to(c10::Device(c10::kCPU))); });
+    if (const int sig = ddp_ ? 0 : stop_signal(); sig == 0) engine_->run_event(Event::PredictEnd, s);
+  }
+  s.batch = std::move(saved);
+  if (was_training) s.model->train();
+  if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
+    throw Interrupted(sig, "stopped by " + signal_name(sig) + " during predict after " + std::to_string(done) +
+                               " batches");
+  }
+  return outputs;
 }
 
 std::map<std::string, double> Trainer::evaluate() {

@@ -4,7 +4,9 @@
 ///     tessera::Trainer trainer(tessera::TrainerOptions().max_duration(tessera::Time::parse("2ep")),
 ///                              {model, train_loader, optimizer, schedulers, algorithms, callbacks, evaluators});
 ///     trainer.fit();
+#include <array>
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -143,6 +145,14 @@ class Trainer {
   /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values. Not while
   /// fit() runs (evaluators run at their intervals there): InputError.
   std::map<std::string, double> evaluate();
+  /// The model's outputs for each batch of `data` (a data::DataLoader or any data::BatchSource; targets are not
+  /// needed), in order, detached and on the CPU; at most `subset_batches` batches when it is >= 0. The predict_*
+  /// events fire (PredictStart; per batch PredictBatchStart, PredictBeforeForward, PredictAfterForward,
+  /// PredictBatchEnd; PredictEnd), the forward runs in evaluation mode without gradients and in eval_precision, and
+  /// the model's mode is restored. After a fit the model holds what fit left (EMA's or SWA's averages). Not while
+  /// fit() runs: InputError. With several ranks each rank predicts what its `data` gives it. A stop signal ends it
+  /// at a batch boundary with Interrupted.
+  std::vector<at::Tensor> predict(data::BatchSource& data, int64_t subset_batches = -1);
 
   /// Writes the whole run state to `path` atomically. Only at a batch boundary: before or after fit(), or from
   /// a callback at batch_end, batch_checkpoint, epoch_end, epoch_checkpoint or fit_end; anywhere inside a batch
@@ -189,6 +199,12 @@ class Trainer {
   double finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& finite);
   void run_evaluators(Event event);
   void eval_loop(Evaluator& evaluator);
+  /// The batches of `data` (at most `limit`; < 0: all) through the model without gradients and in eval_precision:
+  /// per batch, the four `events` (batch start, before forward, after forward, batch end) with `use` after the third.
+  /// Stops early at a stop signal (without several ranks: they stop at a training batch boundary). Returns the
+  /// number of batches run. The caller puts the model in evaluation mode and restores the batch.
+  int64_t forward_batches(data::BatchSource& data, int64_t limit, const std::array<Event, 4>& events,
+                          const std::function<void()>& use);
   bool eval_due(const Evaluator& evaluator, Event event) const;
   void update_learning_rate();
   /// Moves the model (and any optimizer state) to state_.device; nothing when it is there already.

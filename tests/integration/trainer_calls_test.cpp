@@ -81,12 +81,12 @@ TEST(TrainerCalls, SaveCheckpointInsideABatchIsRefusedAndAtItsEndWorks) {
   EXPECT_EQ(weights_fingerprint(*resumed->state().model), weights_fingerprint(*u->state().model));
 }
 
-TEST(TrainerCalls, LoadCheckpointAndEvaluateAreRefusedWhileFitRuns) {
+TEST(TrainerCalls, LoadCheckpointEvaluateAndPredictAreRefusedWhileFitRuns) {
   Fixture f;
   auto first = make(nullptr, f.dir);
   first->save_checkpoint((f.dir / "start.ckpt").string());
   Trainer* trainer = nullptr;
-  std::string load_error, eval_error;
+  std::string load_error, eval_error, predict_error;
   auto cb = std::make_shared<CallAt>(Event::BatchEnd, 2, [&] {
     try {
       trainer->load_checkpoint((f.dir / "start.ckpt").string());
@@ -98,12 +98,18 @@ TEST(TrainerCalls, LoadCheckpointAndEvaluateAreRefusedWhileFitRuns) {
     } catch (const InputError& e) {
       eval_error = e.what();
     }
+    try {
+      trainer->predict(*trainer->state().train_dataloader);
+    } catch (const InputError& e) {
+      predict_error = e.what();
+    }
   });
   auto t = make(cb, f.dir);
   trainer = t.get();
   t->fit();
   EXPECT_NE(load_error.find("load_checkpoint: not while fit() runs"), std::string::npos) << load_error;
   EXPECT_NE(eval_error.find("evaluate: not while fit() runs"), std::string::npos) << eval_error;
+  EXPECT_NE(predict_error.find("predict: not while fit() runs"), std::string::npos) << predict_error;
   EXPECT_EQ(t->state().timestamp.batch, 12);  // nothing was rewound
   EXPECT_NO_THROW(t->evaluate());             // after fit() it works
 }

@@ -211,6 +211,47 @@ TEST(Trainer, TrainingLearnsTheSyntheticTask) {
   EXPECT_DOUBLE_EQ(values.at("metrics/eval/accuracy"), trainer.state().metrics.at("metrics/eval/accuracy"));
 }
 
+/// predict: each batch's outputs in order (the last batch short), bitwise the model's forward in evaluation mode, the
+/// predict events around each forward, the training mode restored; subset_batches stops early.
+TEST(Trainer, PredictReturnsEachBatchsOutputsAndFiresThePredictEvents) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  Components c = testing::tiny_components();
+  c.algorithms.push_back(std::make_shared<FakeAlgorithm>(
+      spec_on("probe", {Event::PredictStart, Event::PredictBatchStart, Event::PredictBeforeForward,
+                        Event::PredictAfterForward, Event::PredictBatchEnd, Event::PredictEnd}),
+      log));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));
+  trainer.fit();
+  const auto data = testing::tiny_data(40, 11);
+  data::DataLoader loader(data, data::DataLoaderOptions().batch_size(16).shuffle(false));
+  trainer.state().model->train();
+  const std::vector<at::Tensor> outputs = trainer.predict(loader);
+  EXPECT_TRUE(trainer.state().model->is_training()) << "predict restores the training mode";
+  ASSERT_EQ(outputs.size(), 3u);
+  trainer.state().model->eval();
+  for (int64_t b = 0; b < 3; ++b) {
+    std::vector<int64_t> ids;
+    for (int64_t i = 16 * b; i < std::min<int64_t>(40, 16 * (b + 1)); ++i) ids.push_back(i);
+    at::NoGradGuard no_grad;
+    const at::Tensor want = trainer.state().model->forward(data->get_batch(ids));
+    EXPECT_EQ(outputs[static_cast<size_t>(b)].sizes(), want.sizes());
+    EXPECT_TRUE(at::equal(outputs[static_cast<size_t>(b)], want)) << "batch " << b;
+    EXPECT_FALSE(outputs[static_cast<size_t>(b)].requires_grad());
+  }
+  std::vector<std::string> want_log{"probe@predict_start"};
+  for (int b = 0; b < 3; ++b) {
+    for (const char* e : {"predict_batch_start", "predict_before_forward", "predict_after_forward", "predict_batch_end"}) {
+      want_log.push_back(std::string("probe@") + e);
+    }
+  }
+  want_log.push_back("probe@predict_end");
+  EXPECT_EQ(*log, want_log);
+
+  const std::vector<at::Tensor> two = trainer.predict(loader, 2);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_TRUE(at::equal(two[1], outputs[1]));
+}
+
 TEST(TrainerDevice, CudaWhereThereIsNoneIsRefusedBeforeInit) {
   if (at::hasCUDA()) GTEST_SKIP() << "a CUDA device is visible";
   for (const std::string device : {"cuda", "cuda:0", "cuda:1"}) {
