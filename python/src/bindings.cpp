@@ -333,16 +333,19 @@ auto call_with_signals(PythonSignalsCallback& callback, const Trainer& trainer, 
 
 /// The parts tessera.Trainer passes as objects: {"module", "loss_fn", "model_call", "output_key",
 /// "train_dataloader", "eval_dataloaders": [(label, iterable)], "input_key", "target_key", "dataloader_resume"}.
-GivenParts given_parts(const py::dict& user, std::function<Batch()> example) {
+/// `user[key]`, or `fallback` when absent.
+std::string user_text(const py::dict& user, const char* key, const char* fallback) {
+  return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
+}
+
+/// `context` is shared by the user's data and model: the model sees each batch in the form its source gave.
+GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>& context, std::function<Batch()> example) {
   GivenParts given;
   if (user.empty()) return given;
-  const auto text = [&](const char* key, const char* fallback) {
-    return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
-  };
+  const auto text = [&](const char* key, const char* fallback) { return user_text(user, key, fallback); };
   const std::string input_key = text("input_key", Batch::kInput);
   const std::string target_key = text("target_key", Batch::kTarget);
   const std::string resume = text("dataloader_resume", "refuse");
-  auto context = std::make_shared<BatchContext>();
   if (user.contains("train_dataloader")) {
     given.train_data = make_user_source(user["train_dataloader"], "train_dataloader", input_key, target_key, resume, context);
   }
@@ -392,7 +395,10 @@ class PyTrainer {
     }
     // The user's own model and data (tessera.Trainer(model=<torch.nn.Module>, train_dataloader=...)).
     auto train_source = std::make_shared<std::shared_ptr<data::BatchSource>>();  // set once the run is built
-    const GivenParts given = given_parts(user, [train_source] { return (*train_source)->example_batch(); });
+    input_key_ = user_text(user, "input_key", Batch::kInput);
+    target_key_ = user_text(user, "target_key", Batch::kTarget);
+    const GivenParts given =
+        given_parts(user, context_, [train_source] { return (*train_source)->example_batch(); });
     py::gil_scoped_release release;
     Run run = build_run(recipe, given);
     *train_source = run.components.train_dataloader;
@@ -412,6 +418,21 @@ class PyTrainer {
 
   std::map<std::string, double> evaluate() {
     return call_with_signals(*signals_, *trainer_, false, [&] { return trainer_->evaluate(); });
+  }
+
+  std::vector<at::Tensor> predict(const py::object& data, int64_t subset_batches) {
+    std::shared_ptr<data::BatchSource> source;
+    if (py::isinstance<data::BatchSource>(data)) {
+      source = data.cast<std::shared_ptr<data::BatchSource>>();
+    } else if (is_mapping(data) || is_tensor(data) || data.is_none()) {
+      throw InputError("predict: data is a " + type_name(data) +
+                       "; expected a torch.utils.data.DataLoader or another iterable of batches with a len() (tensors, "
+                       "(input, ...) tuples or dicts of tensors), or a tessera BatchSource");
+    } else {
+      source = make_user_source(data, "predict data", input_key_, target_key_, "refuse", context_);
+    }
+    return call_with_signals(*signals_, *trainer_, false,
+                             [&] { return trainer_->predict(*source, subset_batches); });
   }
 
   void save_checkpoint(const std::string& path) {
@@ -437,6 +458,8 @@ class PyTrainer {
   std::vector<std::string> metric_files_;
   CheckpointOptions checkpoint_;
   std::shared_ptr<PythonSignalsCallback> signals_;
+  std::shared_ptr<BatchContext> context_ = std::make_shared<BatchContext>();  ///< the user's data and model share it
+  std::string input_key_, target_key_;  ///< the user's batch keys (dicts), for predict's data too
   std::unique_ptr<Trainer> trainer_;
 };
 
@@ -589,6 +612,12 @@ void bind_recipe_trainer(py::module_& m) {
       .def("evaluate", &PyTrainer::evaluate,
            "Runs every evaluator once; returns {'metrics/<label>/<name>': value}. Ctrl-C and SIGTERM stop it at the "
            "next batch.")
+      .def("predict", &PyTrainer::predict, py::arg("data"), py::arg("subset_batches") = -1,
+           "The model's outputs for each batch of `data` (a torch DataLoader or another iterable of batches with a "
+           "len(), targets not needed; or a tessera BatchSource), in order, detached and on the CPU: a list of "
+           "tensors. At most `subset_batches` batches when >= 0. The predict_* events fire; the forward runs in "
+           "evaluation mode without gradients and in eval_precision. Not while fit() runs. Ctrl-C and SIGTERM stop "
+           "it at the next batch.")
       .def_property_readonly("state", [](PyTrainer& t) -> State& { return t.trainer().state(); },
                              py::return_value_policy::reference_internal)
       .def_property_readonly("_plan", [](PyTrainer& t) { return plan_to_python(t.trainer().plan()); })
