@@ -7,8 +7,8 @@
 #include "amp_compat.h"
 
 #if !TESSERA_TORCH_AT_LEAST(2, 0)
-#include <ATen/ops/group_norm.h>
-#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/group_norm_ops.h>
+#include <ATen/ops/layer_norm_ops.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -87,31 +87,24 @@ c10::ScalarType norm_compute_dtype(const at::Tensor& input, const c10::optional<
   return in;
 }
 
-at::Tensor layer_norm_of_mixed_dtypes(const at::Tensor& input, at::IntArrayRef normalized_shape,
-                                      const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
-                                      double eps, bool cudnn_enable) {
+/// `norm` (torch's layer_norm or group_norm, `shape` its normalized shape or group count) in the dtype
+/// norm_compute_dtype picks, the result in the input's dtype; below autocast.
+template <auto norm, class Shape>
+at::Tensor norm_of_mixed_dtypes(const at::Tensor& input, Shape shape, const c10::optional<at::Tensor>& weight,
+                                const c10::optional<at::Tensor>& bias, double eps, bool cudnn_enabled) {
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   const c10::ScalarType dtype = norm_compute_dtype(input, weight, bias);
-  if (dtype == input.scalar_type()) return at::layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable);
-  return at::layer_norm(input.to(dtype), normalized_shape, weight, bias, eps, cudnn_enable).to(input.scalar_type());
+  if (dtype == input.scalar_type()) return norm(input, shape, weight, bias, eps, cudnn_enabled);
+  return norm(input.to(dtype), shape, weight, bias, eps, cudnn_enabled).to(input.scalar_type());
 }
 
-at::Tensor group_norm_of_mixed_dtypes(const at::Tensor& input, int64_t num_groups,
-                                      const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
-                                      double eps, bool cudnn_enabled) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-  const c10::ScalarType dtype = norm_compute_dtype(input, weight, bias);
-  if (dtype == input.scalar_type()) return at::group_norm(input, num_groups, weight, bias, eps, cudnn_enabled);
-  return at::group_norm(input.to(dtype), num_groups, weight, bias, eps, cudnn_enabled).to(input.scalar_type());
-}
-
-/// Registers the two kernels above, once per process, the first time CPU autocast is opened by Tessera.
+/// Registers the kernels (layer_norm, group_norm), once per process, the first time CPU autocast is opened by Tessera.
 void take_mixed_dtype_norms_on_cpu() {
   static const auto library = [] {
     auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", c10::DispatchKey::AutocastCPU,
                                                 __FILE__, __LINE__);
-    lib->impl("layer_norm", TORCH_FN(layer_norm_of_mixed_dtypes));
-    lib->impl("group_norm", TORCH_FN(group_norm_of_mixed_dtypes));
+    lib->impl("layer_norm", TORCH_FN((norm_of_mixed_dtypes<&at::_ops::layer_norm::call, at::IntArrayRef>)));
+    lib->impl("group_norm", TORCH_FN((norm_of_mixed_dtypes<&at::_ops::group_norm::call, int64_t>)));
     return lib;
   }();
   (void)library;
