@@ -4,6 +4,7 @@
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/progress_bar.h>
+#include <tessera/callbacks/stoppers.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/streaming.h>
@@ -372,6 +373,8 @@ const Kind<std::shared_ptr<Callback>>& callback_kinds() {
       {
           simple<Callback, callbacks::ConsoleSummary, callbacks::ConsoleSummaryOptions>("console_summary"),
           simple<Callback, callbacks::ProgressBar, callbacks::ProgressBarOptions>("progress_bar"),
+          simple<Callback, callbacks::EarlyStopper, callbacks::EarlyStopperOptions>("early_stopper"),
+          simple<Callback, callbacks::ThresholdStopper, callbacks::ThresholdStopperOptions>("threshold_stopper"),
       }};
   return kind;
 }

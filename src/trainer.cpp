@@ -694,6 +694,7 @@ void Trainer::eval_loop(Evaluator& ev) {
   const bool was_training = s.model->is_training();
   s.model->eval();
   Batch saved = std::move(s.batch);
+  s.eval_label = ev.label;
   {
     at::NoGradGuard no_grad;
     engine.run_event(Event::EvalStart, s);
@@ -708,6 +709,7 @@ void Trainer::eval_loop(Evaluator& ev) {
     // On several ranks a signal is acted on at the next batch boundary, where the ranks agree (stop_if_signalled):
     // a rank leaving its evaluation alone would leave the others waiting in the metrics' all-reduce.
     if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
+      s.eval_label.clear();
       s.batch = std::move(saved);
       if (was_training) s.model->train();
       if (fitting_) stop_if_signalled();  // a checkpoint of the training state, then Interrupted
@@ -721,6 +723,7 @@ void Trainer::eval_loop(Evaluator& ev) {
     engine.logger().log_metrics(values, s.timestamp);
     engine.run_event(Event::EvalEnd, s);
   }
+  s.eval_label.clear();
   s.batch = std::move(saved);
   if (was_training) s.model->train();
 }

@@ -82,6 +82,8 @@ struct State {
 
   std::shared_ptr<data::BatchSource> train_dataloader;
   std::vector<Evaluator> evaluators;
+  /// The label of the evaluator running, from EvalStart to EvalEnd ("" otherwise; Composer's dataloader_label).
+  std::string eval_label;
   /// Latest values: "loss/train/total", "metrics/train/accuracy", "metrics/eval/accuracy"...
   std::map<std::string, double> metrics;
 

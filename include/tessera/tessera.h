@@ -40,6 +40,7 @@
 #include <tessera/callbacks/progress_bar.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/console_summary.h>
+#include <tessera/callbacks/stoppers.h>
 
 #include <tessera/checkpoint.h>
 #include <tessera/recipe.h>

@@ -339,7 +339,8 @@ std::string user_text(const py::dict& user, const char* key, const char* fallbac
 }
 
 /// `context` is shared by the user's data and model: the model sees each batch in the form its source gave.
-GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>& context, std::function<Batch()> example) {
+GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>& context,
+                       std::function<Batch()> example) {
   GivenParts given;
   if (user.empty()) return given;
   const auto text = [&](const char* key, const char* fallback) { return user_text(user, key, fallback); };

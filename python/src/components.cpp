@@ -261,6 +261,8 @@ void bind_state(py::module_& m) {
       .def_property_readonly("optimizer", [](const State& s) { return s.optimizer; })
       .def_property_readonly("train_dataloader", [](const State& s) { return s.train_dataloader; })
       .def_property_readonly("metrics", [](const State& s) { return s.metrics; }, "Latest metric values (a copy).")
+      .def_readonly("eval_label", &State::eval_label,
+                    "The label of the evaluator running, from eval_start to eval_end ('' otherwise).")
       .def_readwrite("microbatch_size", &State::microbatch_size)
       .def_property_readonly("precision", [](const State& s) { return std::string(precision_name(s.precision)); })
       .def_property_readonly("device", [](const State& s) { return s.device.str(); })
