@@ -710,7 +710,8 @@ TEST(RegistryTest, RegisteredNames) {
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "linear", "multistep", "onecycle", "step"}));
-  EXPECT_EQ(registered_names("callbacks"), (std::vector<std::string>{"console_summary", "progress_bar"}));
+  EXPECT_EQ(registered_names("callbacks"),
+            (std::vector<std::string>{"console_summary", "early_stopper", "progress_bar", "threshold_stopper"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl"}));
   EXPECT_EQ(registered_names("metrics"),
             (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));
