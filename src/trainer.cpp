@@ -770,7 +770,7 @@ std::vector<at::Tensor> Trainer::predict(data::BatchSource& data, int64_t subset
                            {Event::PredictBatchStart, Event::PredictBeforeForward, Event::PredictAfterForward,
                             Event::PredictBatchEnd},
                            [&] { outputs.push_back(s.outputs.detach().to(c10::Device(c10::kCPU))); });
-    if (const int sig = ddp_ ? 0 : stop_signal(); sig == 0) engine_->run_event(Event::PredictEnd, s);
+    if (ddp_ || stop_signal() == 0) engine_->run_event(Event::PredictEnd, s);  // not after a stop signal
   }
   s.batch = std::move(saved);
   if (was_training) s.model->train();
