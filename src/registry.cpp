@@ -3,6 +3,7 @@
 #include <tessera/amp.h>
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/metric_writers.h>
+#include <tessera/callbacks/monitors.h>
 #include <tessera/callbacks/progress_bar.h>
 #include <tessera/callbacks/stoppers.h>
 #include <tessera/data/dataloader.h>
@@ -372,8 +373,12 @@ const Kind<std::shared_ptr<Callback>>& callback_kinds() {
       "callbacks",
       {
           simple<Callback, callbacks::ConsoleSummary, callbacks::ConsoleSummaryOptions>("console_summary"),
-          simple<Callback, callbacks::ProgressBar, callbacks::ProgressBarOptions>("progress_bar"),
           simple<Callback, callbacks::EarlyStopper, callbacks::EarlyStopperOptions>("early_stopper"),
+          simple<Callback, callbacks::LrMonitor, callbacks::LrMonitorOptions>("lr_monitor"),
+          simple<Callback, callbacks::MemoryMonitor, callbacks::MemoryMonitorOptions>("memory_monitor"),
+          simple<Callback, callbacks::OptimizerMonitor, callbacks::OptimizerMonitorOptions>("optimizer_monitor"),
+          simple<Callback, callbacks::ProgressBar, callbacks::ProgressBarOptions>("progress_bar"),
+          simple<Callback, callbacks::SpeedMonitor, callbacks::SpeedMonitorOptions>("speed_monitor"),
           simple<Callback, callbacks::ThresholdStopper, callbacks::ThresholdStopperOptions>("threshold_stopper"),
       }};
   return kind;

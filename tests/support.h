@@ -241,6 +241,25 @@ class OverflowAt : public Algorithm {
   AlgorithmSpec spec_;
 };
 
+/// Records everything it receives.
+class RecordingDestination : public LoggerDestination {
+ public:
+  std::string name() const override { return "recording"; }
+  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override {
+    metrics.push_back(values);
+    batches.push_back(ts.batch);
+  }
+  void log_hyperparameters(const std::map<std::string, std::string>& values) override { hparams = values; }
+  void log_text(const std::string& level, const std::string& text) override {
+    texts.push_back(level + ":" + text);
+  }
+
+  std::vector<std::map<std::string, double>> metrics;
+  std::vector<int64_t> batches;
+  std::map<std::string, std::string> hparams;
+  std::vector<std::string> texts;
+};
+
 /// Records the global L2 norm of the gradients the optimizer step sees (a callback at after_train_batch runs after
 /// the algorithms there).
 class GradNormAtStep : public Callback {

@@ -41,6 +41,7 @@
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/stoppers.h>
+#include <tessera/callbacks/monitors.h>
 
 #include <tessera/checkpoint.h>
 #include <tessera/recipe.h>

@@ -19,6 +19,14 @@ from ._svg import Chart, Line, color, downsample, render, significant
 PathLike = Union[str, "os.PathLike[str]"]
 TRAIN_ACCURACY = "metrics/train/accuracy"
 THROUGHPUT_POINTS = 500
+# Charts of what the monitor callbacks logged (docs/recipes.md, "Callbacks"), drawn when a run has their keys:
+# (id, title, y label, which keys).
+MONITOR_CHARTS = (
+    ("lr", "learning rates (lr_monitor)", "learning rate", lambda k: k.startswith("lr-")),
+    ("grad-norm", "gradient norm (optimizer_monitor)", "L2 norm", lambda k: k == "l2_norm/grad/global"),
+    ("param-norm", "weight norm (optimizer_monitor)", "L2 norm", lambda k: k == "l2_norm/param/global"),
+    ("memory", "memory (memory_monitor)", "GB", lambda k: k.startswith("memory/") and k.endswith("_mem")),
+)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1360px; padding: 0 1em; color: #222; }
@@ -135,6 +143,12 @@ class Report:
         charts.append(Chart(f"{slug}-throughput", f"{run.name}: throughput", "training time (s)",
                             "samples per second", [Line("training throughput", run.name, "throughput",
                                                         self.throughput(run), color(0))], y_from_zero=True))
+        for chart_id, title, y_label, wanted in MONITOR_CHARTS:
+            keys = sorted(k for k in run.series if wanted(k))
+            if keys:
+                charts.append(Chart(f"{slug}-{chart_id}", f"{run.name}: {title}", "training time (s)", y_label,
+                                    [Line(key, run.name, key, self.points(run, key, "wct"), color(i))
+                                     for i, key in enumerate(keys)], y_from_zero=chart_id == "memory"))
         for chart in charts:
             chart.lines = [line for line in chart.lines if line.points]
         return charts

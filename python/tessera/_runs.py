@@ -16,6 +16,10 @@ POSITION_KEYS = ("epoch", "batch", "sample", "wct")
 TRAIN_LOSS = "loss/train/total"
 
 
+def _per_parameter_norm(key: str) -> bool:
+    return key.startswith(("l2_norm/grad/", "l2_norm/param/")) and not key.endswith("/global")
+
+
 class ReportInputError(ValueError):
     """A report's input cannot be used: the message says which input, where, and what was expected."""
 
@@ -89,7 +93,8 @@ class Run:
         return series.last() if series is not None else None
 
     def final_metrics(self) -> Dict[str, float]:
-        keys = set(self.series) | set((self.summary or {}).get("metrics", {}))
+        """Final values of the run's metrics; optimizer_monitor's per-parameter norms (one a parameter) left out."""
+        keys = {k for k in self.series if not _per_parameter_norm(k)} | set((self.summary or {}).get("metrics", {}))
         values = {k: self.final(k) for k in sorted(keys)}
         return {k: v for k, v in values.items() if v is not None}
 

@@ -274,3 +274,32 @@ def test_the_report_in_the_docs_is_the_one_its_runs_give(repo_root, tmp_path, mo
     assert out.read_text() == (repo_root / EXAMPLE_REPORT).read_text(), (
         f"{EXAMPLE_REPORT} is out of date; regenerate it from the repository root with: tessera-report "
         f"{EXAMPLE_RUNS}/* --baseline {EXAMPLE_RUNS}/baseline --title '{EXAMPLE_TITLE}' -o {EXAMPLE_REPORT}")
+
+
+def test_what_the_monitors_logged_gets_charts_and_no_per_parameter_rows(tmp_path):
+    folder = tmp_path / "monitored"
+    folder.mkdir()
+    lines = metric_lines(2, 4, 0.5, 1.0)
+    for b in range(8):  # as lr_monitor, optimizer_monitor (interval 2) and memory_monitor write them
+        entry = {"epoch": b // 4, "batch": b, "sample": 32 * b, "wct": 0.5 * b,
+                 "lr-sgd/group0": 0.1 * (1 - b / 8), "lr-sgd/group1": 0.01, "memory/host_rss_mem": 0.5 + 0.01 * b,
+                 "memory/host_peak_rss_mem": 0.6 + 0.01 * b}
+        if b % 2 == 0:
+            entry.update({"l2_norm/grad/global": 1.0 / (b + 1), "l2_norm/grad/fc.weight": 0.5 / (b + 1),
+                          "l2_norm/param/global": 3.0 + b, "l2_norm/param/fc.weight": 2.0 + b})
+        lines.append(entry)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    data = page_data(tessera.report([folder], tmp_path / "r.html").read_text())
+    lr = {s["metric"]: s["points"] for s in data.charts["run0-lr"]}
+    assert sorted(lr) == ["lr-sgd/group0", "lr-sgd/group1"]
+    assert lr["lr-sgd/group0"][:2] == [[0, 0.1], [0.5, 0.0875]]
+    assert [s["points"] for s in data.charts["run0-grad-norm"]] == [[[0, 1.0], [1.0, 1 / 3], [2.0, 0.2],
+                                                                     [3.0, 1 / 7]]]
+    assert [s["metric"] for s in data.charts["run0-param-norm"]] == ["l2_norm/param/global"]
+    assert [s["metric"] for s in data.charts["run0-memory"]] == ["memory/host_peak_rss_mem", "memory/host_rss_mem"]
+    finals = {row[0] for row in data.tables["run0-final"][1:]}
+    assert {"l2_norm/grad/global", "l2_norm/param/global", "lr-sgd/group0"} <= finals
+    assert not any(k.endswith("fc.weight") for k in finals), "one row a parameter would bury the metrics"
+    # A run without monitors has none of these charts (the fixtures' golden page is unchanged).
+    plain = page_data(tessera.report(fixture_runs(tmp_path / "runs")[:1], tmp_path / "p.html").read_text())
+    assert not any(k.endswith(("-lr", "-grad-norm", "-param-norm", "-memory")) for k in plain.charts)

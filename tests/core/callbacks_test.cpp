@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "support.h"
+
 namespace tessera {
 namespace {
 
@@ -28,6 +30,7 @@ using callbacks::CsvWriter;
 using callbacks::CsvWriterOptions;
 using callbacks::JsonlWriter;
 using callbacks::JsonlWriterOptions;
+using testing::RecordingDestination;
 using callbacks::ProgressBar;
 using callbacks::ProgressBarOptions;
 
@@ -79,25 +82,6 @@ Timestamp stamp(int64_t epoch, int64_t batch, int64_t sample, double wct) {
   ts.total_wct = wct;
   return ts;
 }
-
-/// Records everything it receives.
-class RecordingDestination : public LoggerDestination {
- public:
-  std::string name() const override { return "recording"; }
-  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override {
-    metrics.push_back(values);
-    batches.push_back(ts.batch);
-  }
-  void log_hyperparameters(const std::map<std::string, std::string>& values) override { hparams = values; }
-  void log_text(const std::string& level, const std::string& text) override {
-    texts.push_back(level + ":" + text);
-  }
-
-  std::vector<std::map<std::string, double>> metrics;
-  std::vector<int64_t> batches;
-  std::map<std::string, std::string> hparams;
-  std::vector<std::string> texts;
-};
 
 // ---------------------------------------------------------------------------------------------------------
 // Logger

@@ -711,7 +711,8 @@ TEST(RegistryTest, RegisteredNames) {
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "linear", "multistep", "onecycle", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
-            (std::vector<std::string>{"console_summary", "early_stopper", "progress_bar", "threshold_stopper"}));
+            (std::vector<std::string>{"console_summary", "early_stopper", "lr_monitor", "memory_monitor",
+                                      "optimizer_monitor", "progress_bar", "speed_monitor", "threshold_stopper"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl"}));
   EXPECT_EQ(registered_names("metrics"),
             (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));

@@ -1,0 +1,153 @@
+#pragma once
+/// Monitors: callbacks that measure the run and log what they measure (Composer's SpeedMonitor, LRMonitor,
+/// OptimizerMonitor and MemoryMonitor, under the same metric names).
+///
+///     callbacks: [{speed_monitor: {window: 50}}, lr_monitor, {optimizer_monitor: {interval: 10}}, memory_monitor]
+///
+/// They only read: training is bitwise the same with or without them. Their values go to every logger destination
+/// (the jsonl and csv files, tessera-report) through Logger::log_metrics. With several ranks, rank 0 measures and
+/// logs (the other ranks have no logger destinations); its gradients and weights are every rank's.
+#include <tessera/callback.h>
+#include <tessera/options.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <string>
+
+namespace tessera::callbacks {
+
+struct SpeedMonitorOptions {
+  /// Batches the throughput is averaged over; nothing is logged before that many batches have run.
+  TESSERA_OPTION(int64_t, window) = 100;
+  /// Floating-point operations of one training sample (forward and backward); 0: no FLOP rates are logged.
+  TESSERA_OPTION(double, flops_per_sample) = 0;
+  /// Peak floating-point operations per second of one device, for the model FLOP utilisation; 0: not logged.
+  TESSERA_OPTION(double, peak_flops) = 0;
+  /// The unit of the time/* values.
+  TESSERA_OPTION(std::string, time_unit) = "hours";
+  template <class V>
+  void visit(V& v) {
+    v("window", window_, "batches the throughput is averaged over", Range::at_least(1));
+    v("flops_per_sample", flops_per_sample_, "FLOPs of one training sample (forward and backward); 0: none",
+      Range::at_least(0));
+    v("peak_flops", peak_flops_, "peak FLOP/s of one device, for throughput/device/mfu; 0: none", Range::at_least(0));
+    v("time_unit", time_unit_, "unit of time/train, time/eval and time/total",
+      Choices{{"seconds", "minutes", "hours", "days"}});
+  }
+};
+
+/// Throughput over the last `window` batches and the time spent training and evaluating ("speed_monitor" in
+/// recipes). At each batch end, once `window` batches have run:
+///   throughput/batches_per_sec, throughput/samples_per_sec (all ranks), throughput/device/batches_per_sec,
+///   throughput/device/samples_per_sec (one rank's share), throughput/tokens_per_sec and
+///   throughput/device/tokens_per_sec (when samples have tokens), throughput/flops_per_sec,
+///   throughput/device/flops_per_sec (with flops_per_sample), throughput/device/mfu (with peak_flops too);
+/// and at every batch end time/train (the timestamp's training time: data loading and the step, not evaluation or
+/// checkpoints), time/eval (the evaluations' time) and time/total (their sum), in `time_unit`. A batch's time is the
+/// trainer's (Timestamp::batch_wct, from asking for the batch to the end of its step). The evaluation time is kept
+/// in the callback's state, so the times continue across a resume; the window starts afresh.
+class SpeedMonitor : public Callback {
+ public:
+  explicit SpeedMonitor(SpeedMonitorOptions options = {});
+  std::string name() const override { return "speed_monitor"; }
+  void run_event(Event event, State& state, Logger& logger) override;
+  /// "eval_seconds": the evaluations' time so far.
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
+
+ private:
+  struct Step {
+    int64_t samples = 0, tokens = 0;
+    double seconds = 0;
+  };
+  SpeedMonitorOptions options_;
+  double unit_seconds_ = 3600;
+  std::deque<Step> window_;
+  int64_t sample_at_start_ = 0, token_at_start_ = 0;  // the counters when the current batch started
+  double eval_seconds_ = 0;
+  std::chrono::steady_clock::time_point eval_start_{};
+  bool in_eval_ = false;
+};
+
+struct LrMonitorOptions {
+  /// Logs every this many batches (at batch 0, interval, 2·interval, ...).
+  TESSERA_OPTION(int64_t, interval) = 1;
+  template <class V>
+  void visit(V& v) {
+    v("interval", interval_, "batches between two logged values", Range::at_least(1));
+  }
+};
+
+/// The learning rate of every parameter group ("lr_monitor" in recipes): lr-<optimizer>/group<i> (lr-sgd/group0,
+/// lr-adamw/group1, ...), logged at batch start, when the schedulers have set the rate this batch uses.
+class LrMonitor : public Callback {
+ public:
+  explicit LrMonitor(LrMonitorOptions options = {});
+  std::string name() const override { return "lr_monitor"; }
+  void run_event(Event event, State& state, Logger& logger) override;
+
+ private:
+  LrMonitorOptions options_;
+};
+
+struct OptimizerMonitorOptions {
+  /// Logs every this many batches (at batch 0, interval, 2·interval, ...).
+  TESSERA_OPTION(int64_t, interval) = 10;
+  /// Also each parameter's norms, under its name in the model; otherwise only the global ones.
+  TESSERA_OPTION(bool, per_parameter) = true;
+  template <class V>
+  void visit(V& v) {
+    v("interval", interval_, "batches between two logged values", Range::at_least(1));
+    v("per_parameter", per_parameter_, "also each parameter's norms (by its name in the model)", Any{});
+  }
+};
+
+/// L2 norms of the gradients and the weights ("optimizer_monitor" in recipes), at after_train_batch: after the
+/// algorithms there (gradient clipping, SAM's second pass), so the gradients are the ones the optimizer step takes,
+/// unscaled by the loss scaler and averaged over the ranks. Logged: l2_norm/grad/global and l2_norm/param/global (the
+/// norm of all of them together, as torch's clip_grad_norm_ computes it), and with per_parameter
+/// l2_norm/grad/<name> and l2_norm/param/<name> for each parameter the optimizer updates. Parameters without a
+/// gradient (frozen ones) are left out. The norms are computed on the device and read back once per logged batch.
+class OptimizerMonitor : public Callback {
+ public:
+  explicit OptimizerMonitor(OptimizerMonitorOptions options = {});
+  std::string name() const override { return "optimizer_monitor"; }
+  void run_event(Event event, State& state, Logger& logger) override;
+
+ private:
+  OptimizerMonitorOptions options_;
+};
+
+struct MemoryMonitorOptions {
+  /// Logs every this many batches (at batch 0, interval, 2·interval, ...).
+  TESSERA_OPTION(int64_t, interval) = 1;
+  template <class V>
+  void visit(V& v) {
+    v("interval", interval_, "batches between two logged values", Range::at_least(1));
+  }
+};
+
+/// Memory in use ("memory_monitor" in recipes), at after_train_batch, in GB (10^9 bytes) as Composer's: on a CUDA
+/// device the caching allocator's memory/current_allocated_mem, memory/peak_allocated_mem,
+/// memory/current_reserved_mem, memory/peak_reserved_mem (peaks since the process started) and memory/alloc_retries
+/// (cudaMalloc retries after freeing the cache: a sign of fragmentation or a batch close to the limit); on every
+/// device the process's memory/host_rss_mem and memory/host_peak_rss_mem (resident set, as the kernel counts it).
+class MemoryMonitor : public Callback {
+ public:
+  explicit MemoryMonitor(MemoryMonitorOptions options = {});
+  std::string name() const override { return "memory_monitor"; }
+  void run_event(Event event, State& state, Logger& logger) override;
+
+ private:
+  MemoryMonitorOptions options_;
+};
+
+/// The process's resident memory now and at its peak, in bytes (Linux: /proc/self/statm and getrusage).
+struct HostMemory {
+  int64_t rss_bytes = 0;
+  int64_t peak_rss_bytes = 0;
+};
+HostMemory host_memory();
+
+}  // namespace tessera::callbacks

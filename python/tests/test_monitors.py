@@ -1,0 +1,46 @@
+"""The monitors (speed, lr, optimizer, memory) as recipe entries from Python: what reaches metrics.jsonl."""
+import json
+import math
+
+import pytest
+
+import tessera
+from conftest import tiny_components
+
+
+def logged(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_monitors_write_their_values_to_the_metric_file(tmp_path):
+    trainer = tessera.Trainer(**tiny_components(max_duration="2ep"), run_dir=str(tmp_path), loggers=[{"jsonl": {}}],
+                              callbacks=[{"speed_monitor": {"window": 2, "time_unit": "seconds"}}, "lr_monitor",
+                                         {"optimizer_monitor": {"interval": 2}}, {"memory_monitor": {"interval": 4}}])
+    trainer.fit()
+    entries = logged(tmp_path)
+    speed = [e for e in entries if "time/train" in e]
+    assert [e["batch"] for e in speed] == list(range(1, 9))  # 4 batches an epoch, after each
+    assert "throughput/samples_per_sec" not in speed[0]
+    assert all(e["throughput/samples_per_sec"] > 0 for e in speed[1:])
+    assert speed[-1]["time/train"] == pytest.approx(trainer.state.timestamp.total_wct)
+
+    lrs = [e for e in entries if "lr-sgd/group0" in e]
+    assert [e["batch"] for e in lrs] == list(range(8))
+    assert all(e["lr-sgd/group0"] == 0.05 for e in lrs)
+
+    norms = [e for e in entries if "l2_norm/grad/global" in e]
+    assert [e["batch"] for e in norms] == [0, 2, 4, 6]
+    names = [k[len("l2_norm/grad/"):] for k in norms[0] if k.startswith("l2_norm/grad/") and k != "l2_norm/grad/global"]
+    assert len(names) > 1
+    for e in norms:
+        squares = sum(e["l2_norm/grad/" + n] ** 2 for n in names)
+        assert e["l2_norm/grad/global"] == pytest.approx(math.sqrt(squares), rel=1e-5)
+
+    memory = [e for e in entries if "memory/host_rss_mem" in e]
+    assert [e["batch"] for e in memory] == [0, 4]
+    assert all(0 < e["memory/host_rss_mem"] <= e["memory/host_peak_rss_mem"] for e in memory)
+
+
+def test_a_bad_monitor_setting_is_an_input_error():
+    with pytest.raises(tessera.InputError, match="speed_monitor.window"):
+        tessera.Trainer(**tiny_components(), callbacks=[{"speed_monitor": {"window": 0}}])

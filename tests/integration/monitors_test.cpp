@@ -1,0 +1,289 @@
+// The monitors (include/tessera/callbacks/monitors.h): what each logs, against what the run did.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <tessera/algorithms/gradient_clipping.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+using callbacks::LrMonitor;
+using callbacks::LrMonitorOptions;
+using callbacks::MemoryMonitor;
+using callbacks::MemoryMonitorOptions;
+using callbacks::OptimizerMonitor;
+using callbacks::OptimizerMonitorOptions;
+using callbacks::SpeedMonitor;
+using callbacks::SpeedMonitorOptions;
+using ::testing::HasSubstr;
+using testing::RecordingDestination;
+
+/// The logged entries that hold `key`, with the batch each was logged at.
+std::vector<std::pair<int64_t, std::map<std::string, double>>> entries_with(const RecordingDestination& d,
+                                                                            const std::string& key) {
+  std::vector<std::pair<int64_t, std::map<std::string, double>>> out;
+  for (size_t i = 0; i < d.metrics.size(); ++i) {
+    if (d.metrics[i].count(key)) out.emplace_back(d.batches[i], d.metrics[i]);
+  }
+  return out;
+}
+
+/// What the trainer's timestamp says at each BatchEnd.
+class Timestamps : public Callback {
+ public:
+  std::string name() const override { return "timestamps"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (event == Event::BatchEnd) at_batch_end.push_back(state.timestamp);
+  }
+  std::vector<Timestamp> at_batch_end;
+};
+
+TEST(SpeedMonitor, ThroughputIsTheWindowsSamplesOverItsBatchTimesAndTimesAddUp) {
+  Components c = testing::tiny_components();  // 6 batches of 8 an epoch, evaluated at each epoch end
+  auto stamps = std::make_shared<Timestamps>();
+  auto log = std::make_shared<RecordingDestination>();
+  c.callbacks = {stamps,
+                 std::make_shared<SpeedMonitor>(
+                     SpeedMonitorOptions().window(3).flops_per_sample(1000).peak_flops(1e6).time_unit("seconds")),
+                 log};
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), c);
+  trainer.fit();
+
+  const auto logged = entries_with(*log, "time/train");
+  ASSERT_EQ(logged.size(), 12u) << "one entry per batch end";
+  double eval_seconds = 0;
+  for (size_t i = 0; i < logged.size(); ++i) {
+    const auto& [batch, v] = logged[i];
+    const Timestamp& ts = stamps->at_batch_end[i];
+    EXPECT_EQ(batch, ts.batch);
+    EXPECT_EQ(v.at("time/train"), ts.total_wct);
+    EXPECT_EQ(v.at("time/total"), v.at("time/train") + v.at("time/eval"));
+    if (i < 6) {
+      EXPECT_EQ(v.at("time/eval"), 0.0) << "no evaluation has run before the first epoch ends";
+    } else {
+      if (i == 6) eval_seconds = v.at("time/eval");
+      EXPECT_GT(v.at("time/eval"), 0.0);
+      EXPECT_EQ(v.at("time/eval"), eval_seconds) << "the second evaluation runs after the last batch end";
+    }
+    if (i < 2) {
+      EXPECT_EQ(v.count("throughput/samples_per_sec"), 0u) << "the window of 3 batches is not full at batch " << i;
+      continue;
+    }
+    double seconds = 0;
+    for (size_t j = i - 2; j <= i; ++j) seconds += stamps->at_batch_end[j].batch_wct;
+    EXPECT_EQ(v.at("throughput/samples_per_sec"), 24.0 / seconds);
+    EXPECT_EQ(v.at("throughput/batches_per_sec"), 3.0 / seconds);
+    EXPECT_EQ(v.at("throughput/device/samples_per_sec"), v.at("throughput/samples_per_sec"));
+    EXPECT_EQ(v.at("throughput/flops_per_sec"), 24.0 / seconds * 1000);
+    EXPECT_EQ(v.at("throughput/device/mfu"), 24.0 / seconds * 1000 / 1e6);
+    EXPECT_EQ(v.count("throughput/tokens_per_sec"), 0u) << "the samples have no tokens";
+  }
+}
+
+/// Feeds a speed monitor batches by hand: `samples` and `tokens` a batch, each taking `seconds`.
+std::vector<std::map<std::string, double>> feed(SpeedMonitor& monitor, State& state, int64_t batches, int64_t samples,
+                                                int64_t tokens, double seconds) {
+  RecordingDestination d;
+  Logger logger({&d});
+  for (int64_t b = 0; b < batches; ++b) {
+    monitor.run_event(Event::BatchStart, state, logger);
+    state.timestamp = state.timestamp.to_next_batch(samples, tokens, seconds);
+    monitor.run_event(Event::BatchEnd, state, logger);
+  }
+  return d.metrics;
+}
+
+TEST(SpeedMonitor, TokensAndOneDevicesShareWithSeveralRanks) {
+  SpeedMonitor monitor(SpeedMonitorOptions().window(2).time_unit("minutes"));
+  State state;
+  state.world_size = 4;
+  const auto values = feed(monitor, state, 3, 32, 32 * 128, 0.5);
+  ASSERT_EQ(values.size(), 3u);
+  const auto& v = values.back();
+  EXPECT_EQ(v.at("throughput/samples_per_sec"), 64.0);
+  EXPECT_EQ(v.at("throughput/device/samples_per_sec"), 16.0);
+  EXPECT_EQ(v.at("throughput/batches_per_sec"), 2.0);
+  EXPECT_EQ(v.at("throughput/device/batches_per_sec"), 2.0);
+  EXPECT_EQ(v.at("throughput/tokens_per_sec"), 64.0 * 128);
+  EXPECT_EQ(v.at("throughput/device/tokens_per_sec"), 16.0 * 128);
+  EXPECT_EQ(v.count("throughput/flops_per_sec"), 0u) << "no flops_per_sample given";
+  EXPECT_EQ(v.at("time/train"), 1.5 / 60);
+
+  // Other ranks measure nothing (they have no logger destinations).
+  SpeedMonitor other(SpeedMonitorOptions().window(1));
+  State rank1;
+  rank1.rank = 1;
+  rank1.world_size = 2;
+  EXPECT_TRUE(feed(other, rank1, 2, 8, 0, 0.1).empty());
+}
+
+TEST(SpeedMonitor, TheEvaluationTimeIsKeptInItsStateAndTheWindowStartsAfreshOnResume) {
+  SpeedMonitor first(SpeedMonitorOptions().window(2).time_unit("seconds"));
+  RecordingDestination d;
+  Logger logger({&d});
+  State state;
+  first.run_event(Event::EvalStart, state, logger);
+  first.run_event(Event::EvalEnd, state, logger);
+  feed(first, state, 2, 8, 0, 0.25);
+  const StateDict saved = first.state_dict();
+  const double eval_seconds = saved.at("eval_seconds").item<double>();
+  EXPECT_GT(eval_seconds, 0.0);
+
+  SpeedMonitor resumed(SpeedMonitorOptions().window(2).time_unit("seconds"));
+  resumed.load_state_dict(saved);
+  resumed.run_event(Event::FitStart, state, logger);
+  const auto values = feed(resumed, state, 2, 8, 0, 0.25);
+  EXPECT_EQ(values[0].count("throughput/samples_per_sec"), 0u) << "the window holds the resumed run's batches only";
+  EXPECT_EQ(values[1].at("throughput/samples_per_sec"), 32.0);
+  EXPECT_EQ(values[1].at("time/eval"), eval_seconds);
+  EXPECT_EQ(values[1].at("time/train"), 1.0);
+}
+
+TEST(LrMonitor, LogsEveryGroupsRateAsTheScheduleSetsIt) {
+  Components c = testing::tiny_components();
+  auto params = c.model->parameters();
+  c.optimizer = std::make_shared<optim::SGD>(std::vector<at::Tensor>{params[0]}, optim::SGDOptions().lr(0.1));
+  optim::ParamGroup rest;
+  rest.params.assign(params.begin() + 1, params.end());
+  rest.initial_lr = rest.lr = 0.02;
+  c.optimizer->param_groups().push_back(rest);
+  c.schedulers.push_back(optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_f(0.5)));
+  auto log = std::make_shared<RecordingDestination>();
+  c.callbacks = {std::make_shared<LrMonitor>(LrMonitorOptions().interval(4)), log};
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), c);
+  trainer.fit();
+
+  const auto logged = entries_with(*log, "lr-sgd/group0");
+  ASSERT_EQ(logged.size(), 3u);  // batches 0, 4, 8 of 12
+  for (size_t i = 0; i < logged.size(); ++i) {
+    const auto& [batch, v] = logged[i];
+    EXPECT_EQ(batch, static_cast<int64_t>(4 * i));
+    const double alpha = 1.0 - 0.5 * static_cast<double>(batch) / 12.0;
+    EXPECT_DOUBLE_EQ(v.at("lr-sgd/group0"), 0.1 * alpha);
+    EXPECT_DOUBLE_EQ(v.at("lr-sgd/group1"), 0.02 * alpha);
+    EXPECT_EQ(v.size(), 2u);
+  }
+}
+
+/// Each parameter's gradient norm as the optimizer step sees it, by name, at after_train_batch.
+class GradNorms : public Callback {
+ public:
+  std::string name() const override { return "grad_norms"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (event != Event::AfterTrainBatch) return;
+    std::map<std::string, double> norms;
+    for (const auto& p : state.model->named_parameters()) {
+      if (p.value().grad().defined()) norms[p.key()] = p.value().grad().norm().item<double>();
+    }
+    at_step.push_back(norms);
+  }
+  std::vector<std::map<std::string, double>> at_step;
+};
+
+TEST(OptimizerMonitor, NormsAreThoseOfTheGradientsTheStepTakesAfterClipping) {
+  Components c = testing::tiny_components();
+  c.model->parameters()[0].requires_grad_(false);  // a frozen parameter has no gradient and no entry
+  c.algorithms.push_back(std::make_shared<algorithms::GradientClipping>(
+      algorithms::GradientClippingOptions().clipping_type("norm").clipping_threshold(0.05)));
+  auto norms = std::make_shared<GradNorms>();
+  auto log = std::make_shared<RecordingDestination>();
+  c.callbacks = {std::make_shared<OptimizerMonitor>(OptimizerMonitorOptions().interval(5)), norms, log};
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), c);
+  trainer.fit();
+
+  const auto logged = entries_with(*log, "l2_norm/grad/global");
+  ASSERT_EQ(logged.size(), 3u);  // batches 0, 5, 10
+  const auto named = c.model->named_parameters();
+  for (size_t i = 0; i < logged.size(); ++i) {
+    const auto& [batch, v] = logged[i];
+    EXPECT_EQ(batch, static_cast<int64_t>(5 * i));
+    const auto& expected = norms->at_step[static_cast<size_t>(batch)];
+    ASSERT_EQ(expected.size(), named.size() - 1);
+    double squares = 0;
+    for (const auto& [key, norm] : expected) {
+      EXPECT_FLOAT_EQ(v.at("l2_norm/grad/" + key), norm) << key;
+      EXPECT_EQ(v.count("l2_norm/param/" + key), 1u) << key;
+      squares += norm * norm;
+    }
+    EXPECT_NEAR(v.at("l2_norm/grad/global"), std::sqrt(squares), 1e-6);
+    EXPECT_LE(v.at("l2_norm/grad/global"), 0.05 * (1 + 1e-5)) << "gradient clipping ran before it";
+    EXPECT_EQ(v.count("l2_norm/grad/" + named[0].key()), 0u) << "the frozen parameter";
+    EXPECT_EQ(v.size(), 2 * expected.size() + 2);
+  }
+  // The weights after the run: their norms as logged at the last step were those before its update.
+  const auto& last = logged.back().second;
+  EXPECT_GT(last.at("l2_norm/param/global"), 0.0);
+
+  // Only the global norms without per_parameter.
+  Components g = testing::tiny_components();
+  auto global_log = std::make_shared<RecordingDestination>();
+  g.callbacks = {std::make_shared<OptimizerMonitor>(OptimizerMonitorOptions().interval(100).per_parameter(false)),
+                 global_log};
+  Trainer(TrainerOptions().max_duration(Time::parse("1ba")).threads(1), g).fit();
+  const auto global = entries_with(*global_log, "l2_norm/grad/global");
+  ASSERT_EQ(global.size(), 1u);
+  EXPECT_EQ(global[0].second.size(), 2u);
+}
+
+TEST(MemoryMonitor, LogsTheProcesssResidentMemoryInGigabytes) {
+  const callbacks::HostMemory host = callbacks::host_memory();
+  EXPECT_GT(host.rss_bytes, 1 << 20);
+  EXPECT_GE(host.peak_rss_bytes, host.rss_bytes);
+
+  Components c = testing::tiny_components();
+  auto log = std::make_shared<RecordingDestination>();
+  c.callbacks = {std::make_shared<MemoryMonitor>(MemoryMonitorOptions().interval(3)), log};
+  Trainer(TrainerOptions().max_duration(Time::parse("1ep")).threads(1), c).fit();
+  const auto logged = entries_with(*log, "memory/host_rss_mem");
+  ASSERT_EQ(logged.size(), 2u);  // batches 0 and 3 of 6
+  for (const auto& [batch, v] : logged) {
+    EXPECT_EQ(batch % 3, 0);
+    EXPECT_GT(v.at("memory/host_rss_mem"), 1e-3);  // over a megabyte
+    EXPECT_LT(v.at("memory/host_rss_mem"), 1e3);
+    EXPECT_GE(v.at("memory/host_peak_rss_mem"), v.at("memory/host_rss_mem"));
+    EXPECT_EQ(v.count("memory/current_allocated_mem"), 0u) << "the CUDA allocator's values only on a CUDA device";
+  }
+}
+
+TEST(Monitors, LeaveTrainingBitwiseAlone) {
+  auto run = [](bool monitored) {
+    Components c = testing::tiny_components();
+    if (monitored) {
+      c.callbacks = {std::make_shared<SpeedMonitor>(SpeedMonitorOptions().window(2)), std::make_shared<LrMonitor>(),
+                     std::make_shared<OptimizerMonitor>(OptimizerMonitorOptions().interval(1)),
+                     std::make_shared<MemoryMonitor>(), std::make_shared<RecordingDestination>()};
+    }
+    Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1).seed(5), c);
+    trainer.fit();
+    return c.model->parameters();
+  };
+  const auto plain = run(false), monitored = run(true);
+  ASSERT_EQ(plain.size(), monitored.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(plain[i].equal(monitored[i])) << "parameter " << i;
+}
+
+TEST(Monitors, BadSettingsAreClearErrors) {
+  EXPECT_THAT(testing::input_error_of([] { SpeedMonitor(SpeedMonitorOptions().window(0)); }),
+              HasSubstr("speed_monitor.window"));
+  EXPECT_THAT(testing::input_error_of([] { SpeedMonitor(SpeedMonitorOptions().time_unit("weeks")); }),
+              HasSubstr("one of: seconds, minutes, hours, days"));
+  EXPECT_THAT(testing::input_error_of([] { SpeedMonitor(SpeedMonitorOptions().peak_flops(-1)); }),
+              HasSubstr("speed_monitor.peak_flops"));
+  EXPECT_THAT(testing::input_error_of([] { OptimizerMonitor(OptimizerMonitorOptions().interval(0)); }),
+              HasSubstr("optimizer_monitor.interval"));
+  EXPECT_THAT(testing::input_error_of([] { LrMonitor(LrMonitorOptions().interval(-2)); }),
+              HasSubstr("lr_monitor.interval"));
+  EXPECT_THAT(testing::input_error_of([] { MemoryMonitor(MemoryMonitorOptions().interval(0)); }),
+              HasSubstr("memory_monitor.interval"));
+}
+
+}  // namespace
+}  // namespace tessera
