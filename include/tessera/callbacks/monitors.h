@@ -70,7 +70,8 @@ class SpeedMonitor : public Callback {
   bool in_eval_ = false;
 };
 
-struct LrMonitorOptions {
+/// The options of lr_monitor and memory_monitor.
+struct IntervalOptions {
   /// Logs every this many batches (at batch 0, interval, 2·interval, ...).
   TESSERA_OPTION(int64_t, interval) = 1;
   template <class V>
@@ -78,6 +79,7 @@ struct LrMonitorOptions {
     v("interval", interval_, "batches between two logged values", Range::at_least(1));
   }
 };
+using LrMonitorOptions = IntervalOptions;
 
 /// The learning rate of every parameter group ("lr_monitor" in recipes): lr-<optimizer>/group<i> (lr-sgd/group0,
 /// lr-adamw/group1, ...), logged at batch start, when the schedulers have set the rate this batch uses.
@@ -119,14 +121,7 @@ class OptimizerMonitor : public Callback {
   OptimizerMonitorOptions options_;
 };
 
-struct MemoryMonitorOptions {
-  /// Logs every this many batches (at batch 0, interval, 2·interval, ...).
-  TESSERA_OPTION(int64_t, interval) = 1;
-  template <class V>
-  void visit(V& v) {
-    v("interval", interval_, "batches between two logged values", Range::at_least(1));
-  }
-};
+using MemoryMonitorOptions = IntervalOptions;
 
 /// Memory in use ("memory_monitor" in recipes), at after_train_batch, in GB (10^9 bytes) as Composer's: on a CUDA
 /// device the caching allocator's memory/current_allocated_mem, memory/peak_allocated_mem,
