@@ -118,21 +118,18 @@ OptimizerMonitor::OptimizerMonitor(OptimizerMonitorOptions options) : options_(s
 
 void OptimizerMonitor::run_event(Event event, State& state, Logger& logger) {
   if (event != Event::AfterTrainBatch || state.rank != 0 || !due(state, options_.interval())) return;
+  at::NoGradGuard no_grad;
   std::vector<std::string> names;
   std::vector<at::Tensor> grad_norms, param_norms;
-  {
-    at::NoGradGuard no_grad;
-    for (const auto& item : state.model->named_parameters(/*recurse=*/true)) {
-      const at::Tensor& grad = item.value().grad();
-      if (!grad.defined()) continue;
-      names.push_back(item.key());
-      grad_norms.push_back(grad.detach().to(at::kFloat).norm());
-      param_norms.push_back(item.value().detach().to(at::kFloat).norm());
-    }
+  for (const auto& item : state.model->named_parameters(/*recurse=*/true)) {
+    const at::Tensor& grad = item.value().grad();
+    if (!grad.defined()) continue;
+    names.push_back(item.key());
+    grad_norms.push_back(grad.detach().to(at::kFloat).norm());
+    param_norms.push_back(item.value().detach().to(at::kFloat).norm());
   }
   if (names.empty()) return;
   // Every norm in one tensor, read back at once: [grad norms..., param norms..., global grad, global param].
-  at::NoGradGuard no_grad;
   const at::Tensor grads = at::stack(grad_norms), params = at::stack(param_norms);
   const at::Tensor all = at::cat({grads, params, grads.norm().unsqueeze(0), params.norm().unsqueeze(0)})
                              .to(at::kCPU, at::kDouble);

@@ -203,7 +203,13 @@ std::shared_ptr<Comm> Comm::create(const Environment& env, const DistributedOpti
                      "); did every rank start with the same WORLD_SIZE and MASTER_ADDR/MASTER_PORT?");
   }
   if (!impl->group) throw InputError("distributed: no process group for backend " + backend);
-  return std::shared_ptr<Comm>(new Comm(std::move(impl)));
+  auto comm = std::shared_ptr<Comm>(new Comm(std::move(impl)));
+  // Every rank finishes forming the group before any goes on. A rank that then refuses the run (the same refusal
+  // on every rank, before step 1) and exits would otherwise close its connections while another rank is still
+  // completing its handshakes with it, and that rank would report "connection closed by peer" instead of the
+  // refusal. (NCCL forms its communicator at the first collective.)
+  if (backend == "gloo") comm->barrier("forming the process group");
+  return comm;
 }
 
 int Comm::rank() const noexcept { return impl_->env.rank; }
