@@ -1,12 +1,17 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <tessera/callbacks/monitors.h>
+#include <tessera/error.h>
 #include <unistd.h>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <map>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -25,10 +30,113 @@ double gigabytes(int64_t bytes) { return static_cast<double>(bytes) / 1e9; }
 
 }  // namespace
 
+// ------------------------------------------------------------------------------------------------ FlopCounter
+
+struct FlopCounterAccess {
+  /// The innermost live counter of this thread, and how many counted ops are running on it.
+  static thread_local FlopCounter* current;
+  static thread_local int depth;
+
+  enum class Kind { None, Mm, AddMm, Bmm, BaddBmm, Convolution, Attention };
+  static Kind kind(const char* name) {
+    static const std::map<std::string, Kind, std::less<>> kinds{
+        {"aten::mm", Kind::Mm},
+        {"aten::addmm", Kind::AddMm},
+        {"aten::bmm", Kind::Bmm},
+        {"aten::baddbmm", Kind::BaddBmm},
+        {"aten::convolution", Kind::Convolution},
+        {"aten::_scaled_dot_product_flash_attention", Kind::Attention},
+        {"aten::_scaled_dot_product_flash_attention_for_cpu", Kind::Attention},
+        {"aten::_scaled_dot_product_efficient_attention", Kind::Attention},
+        {"aten::_scaled_dot_product_cudnn_attention", Kind::Attention},
+    };
+    const auto it = kinds.find(std::string_view(name));
+    return it == kinds.end() ? Kind::None : it->second;
+  }
+
+  static double product(c10::IntArrayRef sizes, size_t from = 0, size_t to = SIZE_MAX) {
+    double p = 1;
+    for (size_t i = from; i < std::min(to, sizes.size()); ++i) p *= static_cast<double>(sizes[i]);
+    return p;
+  }
+  static c10::IntArrayRef sizes(const c10::IValue& v) {
+    return v.isTensor() ? v.toTensor().sizes() : c10::IntArrayRef();
+  }
+
+  /// 2 per multiply-add of the op, from its inputs' (and a convolution's output's) shapes.
+  static double flops(Kind k, const at::RecordFunction& fn) {
+    const auto in = fn.inputs();
+    switch (k) {
+      case Kind::Mm:
+      case Kind::Bmm: {  // [(B,) M, K] x [(B,) K, N]
+        const auto a = sizes(in[0]), b = sizes(in[1]);
+        return a.empty() || b.empty() ? 0 : 2 * product(a) * static_cast<double>(b.back());
+      }
+      case Kind::AddMm:
+      case Kind::BaddBmm: {
+        const auto a = sizes(in[1]), b = sizes(in[2]);
+        return a.empty() || b.empty() ? 0 : 2 * product(a) * static_cast<double>(b.back());
+      }
+      case Kind::Convolution: {
+        // weight [C_out, C_in / groups, k...] (transposed: [C_in, C_out / groups, k...]): each output element (each
+        // input element, transposed) takes weight[0]'s size(1) · prod(k) multiply-adds.
+        const auto w = sizes(in[1]);
+        const bool transposed = in.size() > 6 && in[6].isBool() && in[6].toBool();
+        const auto& out = fn.outputs();
+        const auto each = transposed ? sizes(in[0]) : (out.empty() ? c10::IntArrayRef() : sizes(out[0]));
+        return w.size() < 2 ? 0 : 2 * product(each) * product(w, 1);
+      }
+      case Kind::Attention: {  // q [..., S, D], k [..., S_kv, D], v [..., S_kv, D_v]: q·kᵀ and softmax·v
+        const auto q = sizes(in[0]), key = sizes(in[1]), v = sizes(in[2]);
+        if (q.size() < 2 || key.size() < 2 || v.empty()) return 0;
+        const double rows = product(q, 0, q.size() - 1), keys = static_cast<double>(key[key.size() - 2]);
+        return 2 * rows * keys * (static_cast<double>(q.back()) + static_cast<double>(v.back()));
+      }
+      case Kind::None:
+        break;
+    }
+    return 0;
+  }
+
+  static std::unique_ptr<at::ObserverContext> start(const at::RecordFunction& fn) {
+    if (kind(fn.name()) != Kind::None) ++depth;
+    return nullptr;
+  }
+  static void end(const at::RecordFunction& fn, at::ObserverContext*) {
+    const Kind k = kind(fn.name());
+    if (k == Kind::None || --depth > 0) return;  // an op inside a counted one is part of it
+    const double f = flops(k, fn);
+    for (FlopCounter* c = current; c != nullptr; c = c->outer_) c->flops_ += f;
+  }
+};
+
+thread_local FlopCounter* FlopCounterAccess::current = nullptr;
+thread_local int FlopCounterAccess::depth = 0;
+
+FlopCounter::FlopCounter() : outer_(FlopCounterAccess::current) {
+  if (outer_ == nullptr) {
+    FlopCounterAccess::depth = 0;
+    handle_ = at::addThreadLocalCallback(at::RecordFunctionCallback(&FlopCounterAccess::start, &FlopCounterAccess::end)
+                                             .needsInputs(true)
+                                             .needsOutputs(true)
+                                             .scopes({at::RecordScope::FUNCTION}));
+  }
+  FlopCounterAccess::current = this;
+}
+
+FlopCounter::~FlopCounter() {
+  FlopCounterAccess::current = outer_;
+  if (outer_ == nullptr) at::removeCallback(handle_);
+}
+
 // ------------------------------------------------------------------------------------------------ SpeedMonitor
 
 SpeedMonitor::SpeedMonitor(SpeedMonitorOptions options) : options_(std::move(options)) {
   validate_options(options_, "speed_monitor");
+  if (options_.count_flops() && options_.flops_per_sample() > 0) {
+    throw InputError("speed_monitor: flops_per_sample and count_flops both say how many FLOPs a batch takes; give "
+                     "one of them");
+  }
   const std::map<std::string, double> seconds{{"seconds", 1}, {"minutes", 60}, {"hours", 3600}, {"days", 86400}};
   unit_seconds_ = seconds.at(options_.time_unit());
 }
@@ -46,20 +154,31 @@ void SpeedMonitor::run_event(Event event, State& state, Logger& logger) {
   } else if (event == Event::BatchStart) {
     sample_at_start_ = state.timestamp.sample;
     token_at_start_ = state.timestamp.token;
+    batch_flops_ = 0;
+  } else if (event == Event::BeforeForward && options_.count_flops()) {
+    counter_.reset();  // a forward that raised (an out-of-memory error retried smaller) is not counted
+    counter_ = std::make_unique<FlopCounter>();
+  } else if (event == Event::AfterForward && counter_) {
+    batch_flops_ += counter_->flops();
+    counter_.reset();
   } else if (event == Event::BatchEnd) {
+    counter_.reset();
     const Timestamp& ts = state.timestamp;
-    const Step step{ts.sample - sample_at_start_, ts.token - token_at_start_, ts.batch_wct};
+    // The backward of a matrix product or a convolution takes twice its forward (the input's and the weight's
+    // gradients).
+    const Step step{ts.sample - sample_at_start_, ts.token - token_at_start_, ts.batch_wct, 3 * batch_flops_};
     window_.push_back(step);
     if (static_cast<int64_t>(window_.size()) > options_.window()) window_.pop_front();
 
     std::map<std::string, double> values;
     if (static_cast<int64_t>(window_.size()) == options_.window()) {
-      double seconds = 0;
+      double seconds = 0, counted = 0;
       int64_t samples = 0, tokens = 0;
       for (const Step& s : window_) {
         seconds += s.seconds;
         samples += s.samples;
         tokens += s.tokens;
+        counted += s.flops;
       }
       if (seconds > 0) {
         const double devices = static_cast<double>(std::max(1, state.world_size));
@@ -73,8 +192,9 @@ void SpeedMonitor::run_event(Event event, State& state, Logger& logger) {
           values["throughput/tokens_per_sec"] = static_cast<double>(tokens) / seconds;
           values["throughput/device/tokens_per_sec"] = static_cast<double>(tokens) / seconds / devices;
         }
-        if (options_.flops_per_sample() > 0) {
-          const double flops = samples_per_sec * options_.flops_per_sample();
+        if (options_.flops_per_sample() > 0 || options_.count_flops()) {
+          const double flops = options_.count_flops() ? counted / seconds * devices
+                                                      : samples_per_sec * options_.flops_per_sample();
           values["throughput/flops_per_sec"] = flops;
           values["throughput/device/flops_per_sec"] = flops / devices;
           if (options_.peak_flops() > 0) values["throughput/device/mfu"] = flops / devices / options_.peak_flops();

@@ -2,9 +2,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ATen/record_function.h>
 #include <tessera/algorithms/gradient_clipping.h>
+#include <torch/version.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -88,6 +91,50 @@ TEST(SpeedMonitor, ThroughputIsTheWindowsSamplesOverItsBatchTimesAndTimesAddUp) 
   }
 }
 
+/// The FLOPs a FlopCounter counts while `run` runs.
+double counted(const std::function<void()>& run) {
+  callbacks::FlopCounter counter;
+  run();
+  return counter.flops();
+}
+
+TEST(FlopCounter, CountsMatrixProductsConvolutionsAndAttentionFromTheirShapes) {
+  at::manual_seed(0);
+  const at::Tensor a = at::randn({3, 5}), b = at::randn({5, 7});
+  EXPECT_EQ(counted([&] { at::mm(a, b); }), 2.0 * 3 * 5 * 7);
+  EXPECT_EQ(counted([&] { at::addmm(at::zeros({7}), a, b); }), 2.0 * 3 * 5 * 7);
+  const at::Tensor x = at::randn({2, 3, 5});
+  EXPECT_EQ(counted([&] { at::linear(x, b.t(), at::zeros({7})); }), 2.0 * 6 * 5 * 7) << "matmul's mm, once";
+  EXPECT_EQ(counted([&] { at::matmul(x, at::randn({2, 5, 4})); }), 2.0 * 2 * 3 * 5 * 4);
+  EXPECT_EQ(counted([&] { at::baddbmm(at::zeros({2, 3, 4}), x, at::randn({2, 5, 4})); }), 2.0 * 2 * 3 * 5 * 4);
+  // Convolutions: each output element takes C_in / groups · k_h · k_w multiply-adds; transposed, each input element.
+  const at::Tensor image = at::randn({2, 3, 8, 8});
+  EXPECT_EQ(counted([&] { at::conv2d(image, at::randn({4, 3, 3, 3}), {}, 1, 1); }), 2.0 * (2 * 4 * 8 * 8) * 27);
+  EXPECT_EQ(counted([&] { at::conv2d(image, at::randn({6, 1, 3, 3}), {}, 2, 1, 1, 3); }), 2.0 * (2 * 6 * 4 * 4) * 9);
+  EXPECT_EQ(counted([&] { at::conv_transpose2d(at::randn({2, 4, 5, 5}), at::randn({4, 3, 3, 3})); }),
+            2.0 * (2 * 4 * 5 * 5) * 27);
+#if TORCH_VERSION_MAJOR >= 2
+  // Fused or not (a fused kernel where there is one, else two matmuls): q·kᵀ and softmax·v.
+  const at::Tensor q = at::randn({2, 2, 6, 4}), k = at::randn({2, 2, 5, 4}), v = at::randn({2, 2, 5, 3});
+  EXPECT_EQ(counted([&] { at::scaled_dot_product_attention(q, k, v); }), 2.0 * (2 * 2 * 6) * 5 * (4 + 3));
+#endif
+  EXPECT_EQ(counted([&] { (a * 2).relu().sum(); }), 0.0) << "elementwise ops and reductions are not counted";
+
+  // Under autocast, mm runs again on the cast inputs: counted once. Counters nest, each counting what runs in it.
+  {
+    callbacks::FlopCounter outer;
+    {
+      AutocastScope bf16(Precision::AmpBf16, c10::Device(c10::kCPU));
+      callbacks::FlopCounter inner;
+      EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+      EXPECT_EQ(inner.flops(), 2.0 * 3 * 5 * 7);
+    }
+    at::mm(a, b);
+    EXPECT_EQ(outer.flops(), 2 * 2.0 * 3 * 5 * 7);
+  }
+  EXPECT_FALSE(at::hasThreadLocalCallbacks()) << "the op observer goes with the last counter";
+}
+
 /// Feeds a speed monitor batches by hand: `samples` and `tokens` a batch, each taking `seconds`.
 std::vector<std::map<std::string, double>> feed(SpeedMonitor& monitor, State& state, int64_t batches, int64_t samples,
                                                 int64_t tokens, double seconds) {
@@ -99,6 +146,29 @@ std::vector<std::map<std::string, double>> feed(SpeedMonitor& monitor, State& st
     monitor.run_event(Event::BatchEnd, state, logger);
   }
   return d.metrics;
+}
+
+TEST(SpeedMonitor, CountedFlopsAreThreeTimesEachBatchsForward) {
+  // The tiny model: Linear 16 → 8, ReLU, Linear 8 → 3 on batches of 8.
+  const double forward = 2.0 * 8 * (16 * 8 + 8 * 3);
+  Components c = testing::tiny_components();
+  auto stamps = std::make_shared<Timestamps>();
+  auto log = std::make_shared<RecordingDestination>();
+  c.callbacks = {stamps, std::make_shared<SpeedMonitor>(SpeedMonitorOptions().window(2).count_flops(true).peak_flops(1e9)),
+                 log};
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("4ba")).threads(1).microbatch_size(3), c);
+  trainer.fit();
+  const auto logged = entries_with(*log, "throughput/flops_per_sec");
+  ASSERT_EQ(logged.size(), 3u);
+  for (size_t i = 0; i < logged.size(); ++i) {
+    const double seconds = stamps->at_batch_end[i].batch_wct + stamps->at_batch_end[i + 1].batch_wct;
+    const auto& v = logged[i].second;
+    // Microbatches of 3, 3 and 2 examples: their forwards add up to the batch's.
+    EXPECT_DOUBLE_EQ(v.at("throughput/flops_per_sec"), 2 * 3 * forward / seconds);
+    EXPECT_DOUBLE_EQ(v.at("throughput/device/mfu"), 2 * 3 * forward / seconds / 1e9);
+  }
+  EXPECT_THAT(testing::input_error_of([] { SpeedMonitor(SpeedMonitorOptions().count_flops(true).flops_per_sample(5)); }),
+              HasSubstr("give one of them"));
 }
 
 TEST(SpeedMonitor, TokensAndOneDevicesShareWithSeveralRanks) {
@@ -257,7 +327,8 @@ TEST(Monitors, LeaveTrainingBitwiseAlone) {
   auto run = [](bool monitored) {
     Components c = testing::tiny_components();
     if (monitored) {
-      c.callbacks = {std::make_shared<SpeedMonitor>(SpeedMonitorOptions().window(2)), std::make_shared<LrMonitor>(),
+      c.callbacks = {std::make_shared<SpeedMonitor>(SpeedMonitorOptions().window(2).count_flops(true)),
+                     std::make_shared<LrMonitor>(),
                      std::make_shared<OptimizerMonitor>(OptimizerMonitorOptions().interval(1)),
                      std::make_shared<MemoryMonitor>(), std::make_shared<RecordingDestination>()};
     }

@@ -13,15 +13,40 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 
 namespace tessera::callbacks {
 
+/// Counts the floating-point operations of the matrix products (mm, addmm, bmm, baddbmm), convolutions (also
+/// transposed) and fused attention kernels (scaled_dot_product_attention's flash, efficient and cuDNN ones) that this
+/// thread runs while it lives: 2 per multiply-add, from the shapes, as torch's FLOP counter does. An op called from
+/// inside a counted one (autocast calling mm again on the cast inputs, a convolution done with mm) is counted once.
+/// Elementwise ops, normalisations and reductions are not counted. Counters nest: each counts what runs while it lives.
+class FlopCounter {
+ public:
+  FlopCounter();
+  ~FlopCounter();
+  FlopCounter(const FlopCounter&) = delete;
+  FlopCounter& operator=(const FlopCounter&) = delete;
+  /// The FLOPs counted so far.
+  double flops() const noexcept { return flops_; }
+
+ private:
+  friend struct FlopCounterAccess;
+  double flops_ = 0;
+  uint64_t handle_ = 0;            // the thread-local op observer (the outermost counter's)
+  FlopCounter* outer_ = nullptr;   // the counter that was live on this thread when this one began
+};
+
 struct SpeedMonitorOptions {
   /// Batches the throughput is averaged over; nothing is logged before that many batches have run.
   TESSERA_OPTION(int64_t, window) = 100;
-  /// Floating-point operations of one training sample (forward and backward); 0: no FLOP rates are logged.
+  /// Floating-point operations of one training sample (forward and backward); 0: no FLOP rates are logged, unless
+  /// count_flops.
   TESSERA_OPTION(double, flops_per_sample) = 0;
+  /// Count each batch's FLOPs as it trains (FlopCounter around each forward, the backward taken as twice it).
+  TESSERA_OPTION(bool, count_flops) = false;
   /// Peak floating-point operations per second of one device, for the model FLOP utilisation; 0: not logged.
   TESSERA_OPTION(double, peak_flops) = 0;
   /// The unit of the time/* values.
@@ -31,6 +56,7 @@ struct SpeedMonitorOptions {
     v("window", window_, "batches the throughput is averaged over", Range::at_least(1));
     v("flops_per_sample", flops_per_sample_, "FLOPs of one training sample (forward and backward); 0: none",
       Range::at_least(0));
+    v("count_flops", count_flops_, "count each batch's FLOPs (forward counted, backward taken as twice it)", Any{});
     v("peak_flops", peak_flops_, "peak FLOP/s of one device, for throughput/device/mfu; 0: none", Range::at_least(0));
     v("time_unit", time_unit_, "unit of time/train, time/eval and time/total",
       Choices{{"seconds", "minutes", "hours", "days"}});
@@ -42,11 +68,19 @@ struct SpeedMonitorOptions {
 ///   throughput/batches_per_sec, throughput/samples_per_sec (all ranks), throughput/device/batches_per_sec,
 ///   throughput/device/samples_per_sec (one rank's share), throughput/tokens_per_sec and
 ///   throughput/device/tokens_per_sec (when samples have tokens), throughput/flops_per_sec,
-///   throughput/device/flops_per_sec (with flops_per_sample), throughput/device/mfu (with peak_flops too);
+///   throughput/device/flops_per_sec (with flops_per_sample or count_flops), throughput/device/mfu (with peak_flops
+///   too);
 /// and at every batch end time/train (the timestamp's training time: data loading and the step, not evaluation or
 /// checkpoints), time/eval (the evaluations' time) and time/total (their sum), in `time_unit`. A batch's time is the
 /// trainer's (Timestamp::batch_wct, from asking for the batch to the end of its step). The evaluation time is kept
 /// in the callback's state, so the times continue across a resume; the window starts afresh.
+///
+/// With count_flops, a FlopCounter runs around every training forward (each microbatch's, SAM's second pass's) on
+/// rank 0, and a batch's FLOPs are three times its forward's (the backward of a matrix product or convolution
+/// computes two of the same size: the input's and the weight's gradients). That follows batches whose size or shape
+/// changes (progressive resizing, sequence-length warmup, selective backprop); throughput/flops_per_sec is rank 0's
+/// count times the number of ranks. Forwards outside the training step (selective backprop's scoring, evaluation)
+/// are not counted.
 class SpeedMonitor : public Callback {
  public:
   explicit SpeedMonitor(SpeedMonitorOptions options = {});
@@ -60,11 +94,14 @@ class SpeedMonitor : public Callback {
   struct Step {
     int64_t samples = 0, tokens = 0;
     double seconds = 0;
+    double flops = 0;  // counted (count_flops), rank 0's
   };
   SpeedMonitorOptions options_;
   double unit_seconds_ = 3600;
   std::deque<Step> window_;
   int64_t sample_at_start_ = 0, token_at_start_ = 0;  // the counters when the current batch started
+  std::unique_ptr<FlopCounter> counter_;                // during a training forward, with count_flops
+  double batch_flops_ = 0;                              // the current batch's forwards so far
   double eval_seconds_ = 0;
   std::chrono::steady_clock::time_point eval_start_{};
   bool in_eval_ = false;
