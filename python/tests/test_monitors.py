@@ -14,7 +14,7 @@ def logged(run_dir):
 
 def test_the_monitors_write_their_values_to_the_metric_file(tmp_path):
     trainer = tessera.Trainer(**tiny_components(max_duration="2ep"), run_dir=str(tmp_path), loggers=[{"jsonl": {}}],
-                              callbacks=[{"speed_monitor": {"window": 2, "time_unit": "seconds"}}, "lr_monitor",
+                              callbacks=[{"speed_monitor": {"window": 2, "time_unit": "seconds", "count_flops": True}}, "lr_monitor",
                                          {"optimizer_monitor": {"interval": 2}}, {"memory_monitor": {"interval": 4}}])
     trainer.fit()
     entries = logged(tmp_path)
@@ -22,6 +22,9 @@ def test_the_monitors_write_their_values_to_the_metric_file(tmp_path):
     assert [e["batch"] for e in speed] == list(range(1, 9))  # 4 batches an epoch, after each
     assert "throughput/samples_per_sec" not in speed[0]
     assert all(e["throughput/samples_per_sec"] > 0 for e in speed[1:])
+    # The CNN's FLOPs a sample, counted as it trains: the same for every batch (one shape throughout).
+    per_sample = {round(e["throughput/flops_per_sec"] / e["throughput/samples_per_sec"]) for e in speed[1:]}
+    assert len(per_sample) == 1 and per_sample.pop() > 0
     assert speed[-1]["time/train"] == pytest.approx(trainer.state.timestamp.total_wct)
 
     lrs = [e for e in entries if "lr-sgd/group0" in e]

@@ -62,8 +62,11 @@ struct FlopCounterAccess {
   static c10::IntArrayRef sizes(const c10::IValue& v) {
     return v.isTensor() ? v.toTensor().sizes() : c10::IntArrayRef();
   }
+  static std::vector<int64_t> ints(c10::ArrayRef<const c10::IValue> in, size_t i) {
+    return i < in.size() && in[i].isIntList() ? in[i].toIntVector() : std::vector<int64_t>{};
+  }
 
-  /// 2 per multiply-add of the op, from its inputs' (and a convolution's output's) shapes.
+  /// 2 per multiply-add of the op, from its inputs (read when it starts: LibTorch 2.x keeps them only then).
   static double flops(Kind k, const at::RecordFunction& fn) {
     const auto in = fn.inputs();
     switch (k) {
@@ -78,13 +81,24 @@ struct FlopCounterAccess {
         return a.empty() || b.empty() ? 0 : 2 * product(a) * static_cast<double>(b.back());
       }
       case Kind::Convolution: {
-        // weight [C_out, C_in / groups, k...] (transposed: [C_in, C_out / groups, k...]): each output element (each
-        // input element, transposed) takes weight[0]'s size(1) · prod(k) multiply-adds.
-        const auto w = sizes(in[1]);
-        const bool transposed = in.size() > 6 && in[6].isBool() && in[6].toBool();
-        const auto& out = fn.outputs();
-        const auto each = transposed ? sizes(in[0]) : (out.empty() ? c10::IntArrayRef() : sizes(out[0]));
-        return w.size() < 2 ? 0 : 2 * product(each) * product(w, 1);
+        // convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups): weight
+        // [C_out, C_in / groups, k...] (transposed: [C_in, C_out / groups, k...]); each output element (each input
+        // element, transposed) takes weight.size(1) · prod(k) multiply-adds.
+        const auto x = sizes(in[0]), w = sizes(in[1]);
+        if (x.size() < 3 || w.size() != x.size()) return 0;
+        const double per_element = 2 * product(w, 1);
+        if (in.size() > 6 && in[6].isBool() && in[6].toBool()) return product(x) * per_element;
+        const auto stride = ints(in, 3), padding = ints(in, 4), dilation = ints(in, 5);
+        double outputs = static_cast<double>(x[0]) * static_cast<double>(w[0]);
+        // One value in a list stands for every spatial dimension (conv2d(x, w, {}, 1, 1)).
+        auto at = [](const std::vector<int64_t>& v, size_t i, int64_t otherwise) {
+          return v.empty() ? otherwise : v.size() == 1 ? v[0] : i < v.size() ? v[i] : otherwise;
+        };
+        for (size_t d = 2; d < x.size(); ++d) {
+          const int64_t s = at(stride, d - 2, 1), p = at(padding, d - 2, 0), dil = at(dilation, d - 2, 1);
+          outputs *= static_cast<double>(std::max<int64_t>(0, (x[d] + 2 * p - dil * (w[d] - 1) - 1) / s + 1));
+        }
+        return outputs * per_element;
       }
       case Kind::Attention: {  // q [..., S, D], k [..., S_kv, D], v [..., S_kv, D_v]: q·kᵀ and softmax·v
         const auto q = sizes(in[0]), key = sizes(in[1]), v = sizes(in[2]);
@@ -99,14 +113,16 @@ struct FlopCounterAccess {
   }
 
   static std::unique_ptr<at::ObserverContext> start(const at::RecordFunction& fn) {
-    if (kind(fn.name()) != Kind::None) ++depth;
+    const Kind k = kind(fn.name());
+    if (k == Kind::None) return nullptr;
+    if (depth++ == 0) {  // an op inside a counted one is part of it
+      const double f = flops(k, fn);
+      for (FlopCounter* c = current; c != nullptr; c = c->outer_) c->flops_ += f;
+    }
     return nullptr;
   }
   static void end(const at::RecordFunction& fn, at::ObserverContext*) {
-    const Kind k = kind(fn.name());
-    if (k == Kind::None || --depth > 0) return;  // an op inside a counted one is part of it
-    const double f = flops(k, fn);
-    for (FlopCounter* c = current; c != nullptr; c = c->outer_) c->flops_ += f;
+    if (kind(fn.name()) != Kind::None) --depth;
   }
 };
 
@@ -118,7 +134,6 @@ FlopCounter::FlopCounter() : outer_(FlopCounterAccess::current) {
     FlopCounterAccess::depth = 0;
     handle_ = at::addThreadLocalCallback(at::RecordFunctionCallback(&FlopCounterAccess::start, &FlopCounterAccess::end)
                                              .needsInputs(true)
-                                             .needsOutputs(true)
                                              .scopes({at::RecordScope::FUNCTION}));
   }
   FlopCounterAccess::current = this;
