@@ -37,13 +37,14 @@ struct FlopCounterAccess {
   static thread_local FlopCounter* current;
   static thread_local int depth;
 
-  enum class Kind { None, Mm, AddMm, Bmm, BaddBmm, Convolution, Attention };
+  /// Product: mm, bmm ([(B,) M, K] x [(B,) K, N] from input 0); ProductWithBias: addmm, baddbmm (from input 1).
+  enum class Kind { None, Product, ProductWithBias, Convolution, Attention };
   static Kind kind(const char* name) {
     static const std::map<std::string, Kind, std::less<>> kinds{
-        {"aten::mm", Kind::Mm},
-        {"aten::addmm", Kind::AddMm},
-        {"aten::bmm", Kind::Bmm},
-        {"aten::baddbmm", Kind::BaddBmm},
+        {"aten::mm", Kind::Product},
+        {"aten::bmm", Kind::Product},
+        {"aten::addmm", Kind::ProductWithBias},
+        {"aten::baddbmm", Kind::ProductWithBias},
         {"aten::convolution", Kind::Convolution},
         {"aten::_scaled_dot_product_flash_attention", Kind::Attention},
         {"aten::_scaled_dot_product_flash_attention_for_cpu", Kind::Attention},
@@ -70,14 +71,10 @@ struct FlopCounterAccess {
   static double flops(Kind k, const at::RecordFunction& fn) {
     const auto in = fn.inputs();
     switch (k) {
-      case Kind::Mm:
-      case Kind::Bmm: {  // [(B,) M, K] x [(B,) K, N]
-        const auto a = sizes(in[0]), b = sizes(in[1]);
-        return a.empty() || b.empty() ? 0 : 2 * product(a) * static_cast<double>(b.back());
-      }
-      case Kind::AddMm:
-      case Kind::BaddBmm: {
-        const auto a = sizes(in[1]), b = sizes(in[2]);
+      case Kind::Product:
+      case Kind::ProductWithBias: {  // 2 · (B ·) M · K · N
+        const size_t first = k == Kind::Product ? 0 : 1;
+        const auto a = sizes(in[first]), b = sizes(in[first + 1]);
         return a.empty() || b.empty() ? 0 : 2 * product(a) * static_cast<double>(b.back());
       }
       case Kind::Convolution: {
@@ -112,6 +109,9 @@ struct FlopCounterAccess {
     return 0;
   }
 
+  /// A counted op's start returns one of these, so that its end knows without looking the name up again.
+  struct Counted : at::ObserverContext {};
+
   static std::unique_ptr<at::ObserverContext> start(const at::RecordFunction& fn) {
     const Kind k = kind(fn.name());
     if (k == Kind::None) return nullptr;
@@ -119,10 +119,10 @@ struct FlopCounterAccess {
       const double f = flops(k, fn);
       for (FlopCounter* c = current; c != nullptr; c = c->outer_) c->flops_ += f;
     }
-    return nullptr;
+    return std::make_unique<Counted>();
   }
-  static void end(const at::RecordFunction& fn, at::ObserverContext*) {
-    if (kind(fn.name()) != Kind::None) --depth;
+  static void end(const at::RecordFunction&, at::ObserverContext* counted) {
+    if (counted != nullptr) --depth;
   }
 };
 
