@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import tessera
 from conftest import tiny_components
@@ -42,6 +43,19 @@ def test_the_monitors_write_their_values_to_the_metric_file(tmp_path):
     memory = [e for e in entries if "memory/host_rss_mem" in e]
     assert [e["batch"] for e in memory] == [0, 4]
     assert all(0 < e["memory/host_rss_mem"] <= e["memory/host_peak_rss_mem"] for e in memory)
+
+
+def test_count_flops_counts_a_python_models_forward(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    kwargs = tiny_components(max_duration="3ba")
+    del kwargs["model"]
+    trainer = tessera.Trainer(**kwargs, model=model, run_dir=str(tmp_path), loggers=[{"jsonl": {}}],
+                              callbacks=[{"speed_monitor": {"window": 1, "count_flops": True}}])
+    trainer.fit()
+    speed = [e for e in logged(tmp_path) if "throughput/flops_per_sec" in e]
+    assert len(speed) == 3
+    for e in speed:  # forward 2 · (64 · 32 + 32 · 4) a sample, and the backward twice that
+        assert e["throughput/flops_per_sec"] / e["throughput/samples_per_sec"] == pytest.approx(3 * 2 * (64 * 32 + 32 * 4))
 
 
 def test_a_bad_monitor_setting_is_an_input_error():

@@ -243,19 +243,23 @@ TEST(LrMonitor, LogsEveryGroupsRateAsTheScheduleSetsIt) {
   }
 }
 
-/// Each parameter's gradient norm as the optimizer step sees it, by name, at after_train_batch.
+/// Each parameter's gradient norm as the optimizer step sees it, and its weight's norm before the step, by name, at
+/// after_train_batch.
 class GradNorms : public Callback {
  public:
   std::string name() const override { return "grad_norms"; }
   void run_event(Event event, State& state, Logger&) override {
     if (event != Event::AfterTrainBatch) return;
-    std::map<std::string, double> norms;
+    std::map<std::string, double> norms, weights;
     for (const auto& p : state.model->named_parameters()) {
-      if (p.value().grad().defined()) norms[p.key()] = p.value().grad().norm().item<double>();
+      if (!p.value().grad().defined()) continue;
+      norms[p.key()] = p.value().grad().norm().item<double>();
+      weights[p.key()] = p.value().norm().item<double>();
     }
     at_step.push_back(norms);
+    weights_at_step.push_back(weights);
   }
-  std::vector<std::map<std::string, double>> at_step;
+  std::vector<std::map<std::string, double>> at_step, weights_at_step;
 };
 
 TEST(OptimizerMonitor, NormsAreThoseOfTheGradientsTheStepTakesAfterClipping) {
@@ -278,19 +282,20 @@ TEST(OptimizerMonitor, NormsAreThoseOfTheGradientsTheStepTakesAfterClipping) {
     const auto& expected = norms->at_step[static_cast<size_t>(batch)];
     ASSERT_EQ(expected.size(), named.size() - 1);
     double squares = 0;
+    double weight_squares = 0;
     for (const auto& [key, norm] : expected) {
       EXPECT_FLOAT_EQ(v.at("l2_norm/grad/" + key), norm) << key;
-      EXPECT_EQ(v.count("l2_norm/param/" + key), 1u) << key;
+      const double weight = norms->weights_at_step[static_cast<size_t>(batch)].at(key);
+      EXPECT_FLOAT_EQ(v.at("l2_norm/param/" + key), weight) << key;
       squares += norm * norm;
+      weight_squares += weight * weight;
     }
+    EXPECT_NEAR(v.at("l2_norm/param/global"), std::sqrt(weight_squares), 1e-5);
     EXPECT_NEAR(v.at("l2_norm/grad/global"), std::sqrt(squares), 1e-6);
     EXPECT_LE(v.at("l2_norm/grad/global"), 0.05 * (1 + 1e-5)) << "gradient clipping ran before it";
     EXPECT_EQ(v.count("l2_norm/grad/" + named[0].key()), 0u) << "the frozen parameter";
     EXPECT_EQ(v.size(), 2 * expected.size() + 2);
   }
-  // The weights after the run: their norms as logged at the last step were those before its update.
-  const auto& last = logged.back().second;
-  EXPECT_GT(last.at("l2_norm/param/global"), 0.0);
 
   // Only the global norms without per_parameter.
   Components g = testing::tiny_components();
