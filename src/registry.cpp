@@ -359,9 +359,13 @@ const Kind<std::shared_ptr<optim::Scheduler>>& schedulers() {
       {
           scheduler<optim::ConstantSchedulerOptions>("constant", &optim::make_constant_scheduler),
           scheduler<optim::CosineSchedulerOptions>("cosine", &optim::make_cosine_scheduler),
+          scheduler<optim::CosineWarmRestartsSchedulerOptions>("cosine_warm_restarts",
+                                                               &optim::make_cosine_warm_restarts_scheduler),
+          scheduler<optim::ExponentialSchedulerOptions>("exponential", &optim::make_exponential_scheduler),
           scheduler<optim::LinearSchedulerOptions>("linear", &optim::make_linear_scheduler),
           scheduler<optim::MultiStepSchedulerOptions>("multistep", &optim::make_multistep_scheduler),
           scheduler<optim::OneCycleSchedulerOptions>("onecycle", &optim::make_onecycle_scheduler),
+          scheduler<optim::PolynomialSchedulerOptions>("polynomial", &optim::make_polynomial_scheduler),
           scheduler<optim::StepSchedulerOptions>("step", &optim::make_step_scheduler),
       }};
   return kind;

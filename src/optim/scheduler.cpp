@@ -50,6 +50,24 @@ double progress(double t, const Time& t_max, const Time& warmup, const TimeConte
   return std::clamp((t - w) / (end - w), 0.0, 1.0);
 }
 
+/// A period in batches for this run; InputError when it is not positive (such as 0.001dur of a short run).
+double positive_batches(const Time& period, const char* name, const TimeContext& ctx) {
+  const double batches = ctx.to_batches(period);
+  if (!(batches > 0)) {
+    throw InputError(fmt::format("scheduler.{}: {} is {} batches in this run; expected more than 0", name, period.str(),
+                                 batch_count(batches)));
+  }
+  return batches;
+}
+
+/// Construction-time checks of a period: convertible to batches and greater than 0.
+void check_period(const Time& period, const char* name) {
+  check_convertible(period, name);
+  if (!(period.as_double() > 0)) {
+    throw InputError(std::string("scheduler.") + name + ": " + period.str() + " must be greater than 0");
+  }
+}
+
 /// Cosine interpolation from `start` (pct 0) to `end` (pct 1), exact at both ends.
 double cosine_anneal(double start, double end, double pct) {
   const double c = 0.5 * (1 + std::cos(kPi * pct));
@@ -132,10 +150,7 @@ class OneCycleScheduler : public Scheduler {
   explicit OneCycleScheduler(OneCycleSchedulerOptions o) : o_(std::move(o)) {}
   double alpha(const Timestamp& now, const TimeContext& ctx) const override {
     const double t = static_cast<double>(now.batch);
-    const double end = ctx.to_batches(o_.t_max());
-    if (!(end > 0)) {
-      throw InputError("t_max: " + o_.t_max().str() + " is 0 batches in this run; expected more than 0");
-    }
+    const double end = positive_batches(o_.t_max(), "t_max", ctx);
     const double peak = o_.max_alpha();
     const double initial = peak / o_.div_factor();
     const double final_alpha = initial / o_.final_div_factor();
@@ -149,6 +164,60 @@ class OneCycleScheduler : public Scheduler {
   OneCycleSchedulerOptions o_;
 };
 
+class ExponentialScheduler : public Scheduler {
+ public:
+  explicit ExponentialScheduler(ExponentialSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    const double period = positive_batches(o_.decay_period(), "decay_period", ctx);
+    return std::pow(o_.gamma(), t / period) * warmup_factor(t, ctx.to_batches(o_.warmup()));
+  }
+  std::string name() const override { return "exponential"; }
+
+ private:
+  ExponentialSchedulerOptions o_;
+};
+
+class PolynomialScheduler : public Scheduler {
+ public:
+  explicit PolynomialScheduler(PolynomialSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    double w = 0;
+    const double tau = progress(t, o_.t_max(), o_.warmup(), ctx, &w, "polynomial");
+    return (o_.alpha_f() + (1 - o_.alpha_f()) * std::pow(1 - tau, o_.power())) * warmup_factor(t, w);
+  }
+  std::string name() const override { return "polynomial"; }
+
+ private:
+  PolynomialSchedulerOptions o_;
+};
+
+class CosineWarmRestartsScheduler : public Scheduler {
+ public:
+  explicit CosineWarmRestartsScheduler(CosineWarmRestartsSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    double length = positive_batches(o_.t_0(), "t_0", ctx);
+    double start = 0;
+    if (o_.t_mult() == 1.0) {
+      start = std::floor(t / length + kSlack) * length;
+    } else {
+      // Cycles grow geometrically, so this takes O(log t) steps.
+      while (start + length <= t + kSlack) {
+        start += length;
+        length *= o_.t_mult();
+      }
+    }
+    const double pct = std::clamp((t - start) / length, 0.0, 1.0);
+    return cosine_anneal(1.0, o_.alpha_f(), pct) * warmup_factor(t, ctx.to_batches(o_.warmup()));
+  }
+  std::string name() const override { return "cosine_warm_restarts"; }
+
+ private:
+  CosineWarmRestartsSchedulerOptions o_;
+};
+
 }  // namespace
 
 std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options) {
@@ -160,10 +229,7 @@ std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions opti
 std::unique_ptr<Scheduler> make_step_scheduler(StepSchedulerOptions options) {
   validate_options(options, "scheduler");
   check_convertible(options.warmup(), "warmup");
-  check_convertible(options.step_size(), "step_size");
-  if (!(options.step_size().as_double() > 0)) {
-    throw InputError("scheduler.step_size: " + options.step_size().str() + " must be greater than 0");
-  }
+  check_period(options.step_size(), "step_size");
   return std::make_unique<StepScheduler>(std::move(options));
 }
 
@@ -182,7 +248,7 @@ std::unique_ptr<Scheduler> make_multistep_scheduler(MultiStepSchedulerOptions op
   return std::make_unique<MultiStepScheduler>(std::move(options));
 }
 
-/// Validation shared by the schedules with a warmup followed by a horizon (linear, cosine).
+/// Validation shared by the schedules with a warmup followed by a horizon (linear, cosine, polynomial).
 template <class Options>
 void check_warmup_horizon(Options& options) {
   validate_options(options, "scheduler");
@@ -206,11 +272,27 @@ std::unique_ptr<Scheduler> make_cosine_scheduler(CosineSchedulerOptions options)
 
 std::unique_ptr<Scheduler> make_onecycle_scheduler(OneCycleSchedulerOptions options) {
   validate_options(options, "scheduler");
-  check_convertible(options.t_max(), "t_max");
-  if (!(options.t_max().as_double() > 0)) {
-    throw InputError("scheduler.t_max: " + options.t_max().str() + " must be greater than 0");
-  }
+  check_period(options.t_max(), "t_max");
   return std::make_unique<OneCycleScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_exponential_scheduler(ExponentialSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  check_period(options.decay_period(), "decay_period");
+  return std::make_unique<ExponentialScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_polynomial_scheduler(PolynomialSchedulerOptions options) {
+  check_warmup_horizon(options);
+  return std::make_unique<PolynomialScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  check_period(options.t_0(), "t_0");
+  return std::make_unique<CosineWarmRestartsScheduler>(std::move(options));
 }
 
 }  // namespace tessera::optim

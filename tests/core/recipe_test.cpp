@@ -709,7 +709,8 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"horizontal_flip", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
-            (std::vector<std::string>{"constant", "cosine", "linear", "multistep", "onecycle", "step"}));
+            (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
+                                      "onecycle", "polynomial", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
             (std::vector<std::string>{"console_summary", "early_stopper", "lr_monitor", "memory_monitor",
                                       "optimizer_monitor", "progress_bar", "speed_monitor", "threshold_stopper"}));

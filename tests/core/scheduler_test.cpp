@@ -43,6 +43,9 @@ std::string message_of(const std::function<void()>& f) {
   return "<no exception>";
 }
 
+/// The cosine schedule from 1 to 0.1 at fraction `pct` of its horizon.
+double cosine_of(double pct) { return 0.1 + 0.9 * (1 + std::cos(M_PI * pct)) / 2; }
+
 }  // namespace
 
 TEST(Scheduler, ConstantWithWarmup) {
@@ -176,4 +179,92 @@ TEST(Scheduler, OneCycleRisesThenFalls) {
   EXPECT_THROW(make_onecycle_scheduler(OneCycleSchedulerOptions().pct_start(1.0)), tessera::InputError);
   EXPECT_THROW(make_onecycle_scheduler(OneCycleSchedulerOptions().t_max(Time::parse("0ba"))),
                tessera::InputError);
+}
+
+TEST(Scheduler, ExponentialDecaysSmoothly) {
+  auto s = make_exponential_scheduler(ExponentialSchedulerOptions().gamma(0.5).decay_period(Time::parse("1ep")));
+  EXPECT_EQ(s->name(), "exponential");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 1.0);
+  EXPECT_NEAR(at_batch(*s, 5), std::sqrt(0.5), 1e-15);  // half an epoch: gamma^(1/2)
+  EXPECT_NEAR(at_batch(*s, 10), 0.5, 1e-15);
+  EXPECT_NEAR(at_batch(*s, 30), 0.125, 1e-15);
+  // Warmup multiplies the schedule, which runs from batch 0.
+  auto w = make_exponential_scheduler(
+      ExponentialSchedulerOptions().gamma(0.5).decay_period(Time::parse("10ba")).warmup(Time::parse("4ba")));
+  EXPECT_NEAR(at_batch(*w, 1), std::pow(0.5, 0.1) * 0.5, 1e-15);
+  EXPECT_NEAR(at_batch(*w, 20), 0.25, 1e-15);
+  EXPECT_THAT(message_of<tessera::InputError>([] {
+                make_exponential_scheduler(ExponentialSchedulerOptions().decay_period(Time::parse("0ep")));
+              }),
+              HasSubstr("scheduler.decay_period: 0ep must be greater than 0"));
+  EXPECT_THROW(make_exponential_scheduler(ExponentialSchedulerOptions().decay_period(Time::parse("8tok"))),
+               tessera::InputError);
+  EXPECT_THROW(make_exponential_scheduler(ExponentialSchedulerOptions().gamma(0)), tessera::InputError);
+}
+
+TEST(Scheduler, PolynomialAfterWarmup) {
+  auto s = make_polynomial_scheduler(
+      PolynomialSchedulerOptions().power(2).alpha_f(0.1).t_max(Time::parse("60ba")).warmup(Time::parse("20ba")));
+  EXPECT_EQ(s->name(), "polynomial");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 4), 0.25);  // warmup 5/20, tau = 0
+  EXPECT_DOUBLE_EQ(at_batch(*s, 20), 1.0);
+  EXPECT_NEAR(at_batch(*s, 30), 0.1 + 0.9 * 0.75 * 0.75, 1e-12);  // tau = 10 / 40
+  EXPECT_NEAR(at_batch(*s, 40), 0.1 + 0.9 * 0.25, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 60), 0.1, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 99), 0.1, 1e-12);
+  // power 1 is the linear schedule, batch for batch.
+  auto p1 = make_polynomial_scheduler(PolynomialSchedulerOptions().alpha_f(0.2).warmup(Time::parse("1ep")));
+  auto lin = make_linear_scheduler(LinearSchedulerOptions().alpha_f(0.2).warmup(Time::parse("1ep")));
+  for (int64_t b = 0; b <= 100; b += 7) EXPECT_NEAR(at_batch(*p1, b), at_batch(*lin, b), 1e-12) << b;
+  EXPECT_THROW(make_polynomial_scheduler(
+                   PolynomialSchedulerOptions().t_max(Time::parse("3ep")).warmup(Time::parse("3ep"))),
+               tessera::InputError);
+  EXPECT_THROW(make_polynomial_scheduler(PolynomialSchedulerOptions().power(0)), tessera::InputError);
+}
+
+TEST(Scheduler, CosineWarmRestartsRestartsEachCycle) {
+  auto s = make_cosine_warm_restarts_scheduler(
+      CosineWarmRestartsSchedulerOptions().t_0(Time::parse("20ba")).alpha_f(0.1));
+  EXPECT_EQ(s->name(), "cosine_warm_restarts");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 1.0);
+  EXPECT_NEAR(at_batch(*s, 10), 0.55, 1e-12);
+  EXPECT_NEAR(at_batch(*s, 19), cosine_of(19.0 / 20), 1e-12);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 20), 1.0);  // restart
+  EXPECT_NEAR(at_batch(*s, 50), 0.55, 1e-12);
+  // Cycles of 10, 20, 40 batches: restarts at 10 and 30, 70.
+  auto m = make_cosine_warm_restarts_scheduler(
+      CosineWarmRestartsSchedulerOptions().t_0(Time::parse("1ep")).t_mult(2).alpha_f(0.1));
+  EXPECT_NEAR(at_batch(*m, 5), 0.55, 1e-12);
+  EXPECT_DOUBLE_EQ(at_batch(*m, 10), 1.0);
+  EXPECT_NEAR(at_batch(*m, 20), 0.55, 1e-12);
+  EXPECT_DOUBLE_EQ(at_batch(*m, 30), 1.0);
+  EXPECT_NEAR(at_batch(*m, 50), 0.55, 1e-12);
+  EXPECT_NEAR(at_batch(*m, 60), cosine_of(30.0 / 40), 1e-12);
+  EXPECT_DOUBLE_EQ(at_batch(*m, 70), 1.0);
+  // Fractional cycles (0.15dur = 15 batches) restart where the conversion lands.
+  auto d = make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions().t_0(Time::parse("0.15dur")));
+  EXPECT_DOUBLE_EQ(at_batch(*d, 15), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*d, 45), 1.0);
+  EXPECT_NEAR(at_batch(*d, 30 + 7), (1 + std::cos(M_PI * 7 / 15)) / 2, 1e-12);
+  // A warmup multiplies the cycles.
+  auto w = make_cosine_warm_restarts_scheduler(
+      CosineWarmRestartsSchedulerOptions().t_0(Time::parse("20ba")).warmup(Time::parse("4ba")));
+  EXPECT_NEAR(at_batch(*w, 1), 0.5 * (1 + std::cos(M_PI / 20)) / 2, 1e-12);
+  EXPECT_THAT(message_of<tessera::InputError>([] {
+                make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions().t_0(Time::parse("0ba")));
+              }),
+              HasSubstr("scheduler.t_0: 0ba must be greater than 0"));
+  EXPECT_THROW(make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions().t_mult(0.5)),
+               tessera::InputError);
+}
+
+TEST(Scheduler, PeriodOfNoBatchesInThisRunIsRejectedWhenAsked) {
+  // A fraction of a run of 0 batches is 0 batches: no period to divide by.
+  TimeContext empty = context();
+  empty.max_duration = Time::parse("0ba");
+  auto s = make_exponential_scheduler(ExponentialSchedulerOptions().decay_period(Time::parse("0.5dur")));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*s, 0, empty); }),
+              HasSubstr("scheduler.decay_period: 0.5dur is 0 batches in this run; expected more than 0"));
+  auto c = make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions().t_0(Time::parse("0.5dur")));
+  EXPECT_THROW(at_batch(*c, 0, empty), tessera::InputError);
 }

@@ -88,6 +88,50 @@ struct CosineSchedulerOptions {
   }
 };
 
+/// alpha = gamma^(t / decay_period): a smooth step schedule (gamma per decay_period).
+struct ExponentialSchedulerOptions {
+  TESSERA_OPTION(double, gamma) = 0.9;
+  TESSERA_OPTION(Time, decay_period) = Time(1, TimeUnit::Epoch);
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("gamma", gamma_, "multiplier per decay_period", Range::positive());
+    v("decay_period", decay_period_, "time over which alpha is multiplied by gamma (a Time)", Any{});
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// After warmup: alpha = alpha_f + (1 - alpha_f) * (1 - tau)^power, tau as for Linear.
+struct PolynomialSchedulerOptions {
+  TESSERA_OPTION(double, power) = 1.0;
+  TESSERA_OPTION(double, alpha_f) = 0.0;
+  TESSERA_OPTION(Time, t_max) = Time::fraction(1.0);
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("power", power_, "exponent of the decay (1 = linear)", Range::positive());
+    v("alpha_f", alpha_f_, "final multiplier", Range::at_least(0));
+    v("t_max", t_max_, "end of the schedule (a Time)", Any{});
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
+/// Cosine annealing with warm restarts (SGDR): cycle k lasts t_0 * t_mult^k; within a cycle, alpha falls
+/// from 1 to alpha_f as for Cosine with tau the fraction of the cycle done, then restarts at 1.
+struct CosineWarmRestartsSchedulerOptions {
+  TESSERA_OPTION(Time, t_0) = Time(1, TimeUnit::Epoch);
+  TESSERA_OPTION(double, t_mult) = 1.0;
+  TESSERA_OPTION(double, alpha_f) = 0.0;
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("t_0", t_0_, "length of the first cycle (a Time)", Any{});
+    v("t_mult", t_mult_, "each cycle is t_mult times the length of the one before", Range::at_least(1));
+    v("alpha_f", alpha_f_, "multiplier at the end of each cycle", Range::at_least(0));
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
 /// One-cycle: alpha rises from max_alpha/div_factor to max_alpha over pct_start of t_max (cosine), then
 /// falls to max_alpha/(div_factor*final_div_factor) (cosine) at t_max and stays there. With T = t_max in
 /// batches and U = pct_start * T: alpha(t) = anneal(initial, max, t/U) for t <= U, else
@@ -109,17 +153,23 @@ struct OneCycleSchedulerOptions {
 };
 
 /// Warmup, shared by the schedules that have one: alpha is multiplied by min(1, (t + 1) / warmup) with t
-/// and warmup in batches, so the first batch trains at 1/warmup of the rate (never at 0).
+/// and warmup in batches, so the first batch trains at 1/warmup of the rate (never at 0). The schedules with
+/// a horizon (linear, cosine, polynomial) start after the warmup; the others (constant, step, multistep,
+/// exponential, cosine_warm_restarts) run on t from 0, the warmup multiplying them.
 ///
 /// The factories validate the options (InputError): ranges, token times (not convertible), step_size > 0,
 /// milestones of one unit strictly increasing, t_max > warmup when both have one unit. Checks that need
 /// the run's TimeContext (t_max > warmup across units) throw InputError from `alpha`. Scheduler names:
-/// "constant", "step", "multistep", "linear", "cosine", "onecycle".
+/// "constant", "step", "multistep", "linear", "cosine", "onecycle", "exponential", "polynomial",
+/// "cosine_warm_restarts".
 std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options);
 std::unique_ptr<Scheduler> make_step_scheduler(StepSchedulerOptions options);
 std::unique_ptr<Scheduler> make_multistep_scheduler(MultiStepSchedulerOptions options);
 std::unique_ptr<Scheduler> make_linear_scheduler(LinearSchedulerOptions options);
 std::unique_ptr<Scheduler> make_cosine_scheduler(CosineSchedulerOptions options);
 std::unique_ptr<Scheduler> make_onecycle_scheduler(OneCycleSchedulerOptions options);
+std::unique_ptr<Scheduler> make_exponential_scheduler(ExponentialSchedulerOptions options);
+std::unique_ptr<Scheduler> make_polynomial_scheduler(PolynomialSchedulerOptions options);
+std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions options);
 
 }  // namespace tessera::optim
