@@ -2,6 +2,7 @@
 // build_run, which assembles a whole run from a recipe (schema: docs/recipes.md).
 #include <tessera/amp.h>
 #include <tessera/callbacks/console_summary.h>
+#include <tessera/callbacks/generate.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/monitors.h>
 #include <tessera/callbacks/progress_bar.h>
@@ -378,6 +379,7 @@ const Kind<std::shared_ptr<Callback>>& callback_kinds() {
       {
           simple<Callback, callbacks::ConsoleSummary, callbacks::ConsoleSummaryOptions>("console_summary"),
           simple<Callback, callbacks::EarlyStopper, callbacks::EarlyStopperOptions>("early_stopper"),
+          simple<Callback, callbacks::Generate, callbacks::GenerateCallbackOptions>("generate"),
           simple<Callback, callbacks::LrMonitor, callbacks::LrMonitorOptions>("lr_monitor"),
           simple<Callback, callbacks::MemoryMonitor, callbacks::MemoryMonitorOptions>("memory_monitor"),
           simple<Callback, callbacks::OptimizerMonitor, callbacks::OptimizerMonitorOptions>("optimizer_monitor"),

@@ -352,6 +352,21 @@ double TimeContext::to_batches(const Time& t) const {
   throw Error("unknown time unit");
 }
 
+bool interval_crossed(const Time& every, const Timestamp& before, const Timestamp& now, const TimeContext& time) {
+  double a = 0, b = 0;
+  switch (every.unit()) {
+    case TimeUnit::Batch: a = static_cast<double>(before.batch); b = static_cast<double>(now.batch); break;
+    case TimeUnit::Sample: a = static_cast<double>(before.sample); b = static_cast<double>(now.sample); break;
+    case TimeUnit::Duration:
+      a = time.elapsed_fraction(before);
+      b = time.elapsed_fraction(now);
+      break;
+    default: throw Error("interval " + every.str() + " is not supported; use ep, ba, sp or dur");
+  }
+  const double step = every.as_double();
+  return std::floor(a / step + 1e-9) != std::floor(b / step + 1e-9);
+}
+
 double TimeContext::elapsed_fraction(const Timestamp& ts) const {
   const double max = max_duration.as_double();
   double elapsed = 0;

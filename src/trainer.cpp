@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -46,18 +47,27 @@ uint64_t rank_seed(uint64_t seed, int rank) { return seed + static_cast<uint64_t
 template <class Who>
 bool interval_crossed(const Time& every, const Timestamp& before, const Timestamp& now, const TimeContext& time,
                       const Who& who) {
-  double a = 0, b = 0;
-  const double step = every.as_double();
-  switch (every.unit()) {
-    case TimeUnit::Batch: a = static_cast<double>(before.batch); b = static_cast<double>(now.batch); break;
-    case TimeUnit::Sample: a = static_cast<double>(before.sample); b = static_cast<double>(now.sample); break;
-    case TimeUnit::Duration:
-      a = time.elapsed_fraction(before);
-      b = time.elapsed_fraction(now);
-      break;
-    default: throw InputError(who() + ": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
+  if (every.unit() == TimeUnit::Epoch || every.unit() == TimeUnit::Token) {
+    throw InputError(who() + ": interval " + every.str() + " is not supported; use ep, ba, sp or dur");
   }
-  return std::floor(a / step + 1e-9) != std::floor(b / step + 1e-9);
+  return tessera::interval_crossed(every, before, now, time);
+}
+
+/// max_duration scaled by scale_schedule_ratio: whole epochs when the product is whole, else batches (2ep x 0.75 =
+/// 1.5 epochs of batches, where Composer would truncate to 1ep), truncated; InputError when nothing is left.
+Time scaled_duration(const Time& max, double ratio, int64_t batches_per_epoch) {
+  if (ratio == 1.0) return max;
+  const double epochs = max.as_double() * ratio;
+  const Time scaled = max.unit() == TimeUnit::Epoch && epochs != std::floor(epochs)
+                          ? Time(static_cast<int64_t>(epochs * static_cast<double>(batches_per_epoch)), TimeUnit::Batch)
+                          : max * ratio;
+  if (scaled.as_double() <= 0) {
+    std::ostringstream r;
+    r << ratio;
+    throw InputError("trainer.scale_schedule_ratio: max_duration " + max.str() + " scaled by " + r.str() + " is " +
+                     scaled.str() + "; expected a ratio that leaves a training longer than 0");
+  }
+  return scaled;
 }
 
 /// Every part of `batch` on `device` (host to GPU: pinned, then copied asynchronously).
@@ -146,17 +156,18 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   if (!components.model) throw InputError("trainer: no model given");
   if (!components.train_dataloader) throw InputError("trainer: no training data given");
   if (!components.optimizer) throw InputError("trainer: no optimizer given");
-  const Time& max = options_.max_duration();
-  const bool tokens_unknown = max.unit() == TimeUnit::Token && components.train_dataloader->tokens_per_example() <= 0;
-  if (max.unit() == TimeUnit::Duration || tokens_unknown) {
-    throw InputError("trainer.max_duration: \"" + max.str() +
+  const Time& given = options_.max_duration();
+  const bool tokens_unknown = given.unit() == TimeUnit::Token && components.train_dataloader->tokens_per_example() <= 0;
+  if (given.unit() == TimeUnit::Duration || tokens_unknown) {
+    throw InputError("trainer.max_duration: \"" + given.str() +
                      "\" is not allowed; expected epochs, batches or samples (e.g. 10ep, 500ba, 60000sp)" +
                      (tokens_unknown ? ", or tokens when the training data is token sequences (it is not)" : ""));
   }
-  if (max.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + max.str());
+  if (given.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + given.str());
   if (components.train_dataloader->num_batches() <= 0) {
     throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
   }
+  const Time max = scaled_duration(given, options_.scale_schedule_ratio(), components.train_dataloader->num_batches());
 
   // Several ranks (torchrun, tessera-run --nproc, srun): a process group now, so that a bad environment fails
   // before anything else; then each rank trains on its share of the data.
@@ -184,6 +195,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     if (!ev.dataloader) throw InputError("evaluator \"" + ev.label + "\": no data given");
   }
   state_.time.max_duration = max;
+  state_.time.schedule_ratio = options_.scale_schedule_ratio();
   state_.time.batches_per_epoch = state_.train_dataloader->num_batches();
   state_.time.samples_per_epoch = state_.train_dataloader->num_samples();
   state_.time.tokens_per_sample = state_.train_dataloader->tokens_per_example();

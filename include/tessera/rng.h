@@ -48,6 +48,7 @@ enum RngStream : uint64_t {
   kTransformStream = 2,
   kAlgorithmStream = 3,
   kInitStream = 4,
+  kGenerateStream = 5,  ///< text generation (models/generate.h), with the row and step
 };
 
 }  // namespace tessera

@@ -33,6 +33,7 @@
 #include <tessera/models/resnet.h>
 #include <tessera/models/gpt.h>
 #include <tessera/models/branch_gate.h>
+#include <tessera/models/generate.h>
 
 #include <tessera/optim/optimizer.h>
 #include <tessera/optim/scheduler.h>
@@ -42,6 +43,7 @@
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/stoppers.h>
 #include <tessera/callbacks/monitors.h>
+#include <tessera/callbacks/generate.h>
 
 #include <tessera/checkpoint.h>
 #include <tessera/recipe.h>

@@ -109,6 +109,9 @@ struct TimeContext {
   int64_t samples_per_epoch = 1;
   /// Tokens per sample (0: the data is not token sequences, and `tok` times cannot be converted).
   int64_t tokens_per_sample = 0;
+  /// The trainer's scale_schedule_ratio: max_duration is already scaled by it; the schedulers' ep, ba, sp and tok
+  /// times (not their warmups) are scaled by it through `schedule_to_batches`.
+  double schedule_ratio = 1.0;
 
   /// A time in batches (fractional for sample counts that do not fill batches): ep -> ep·batches_per_epoch,
   /// sp -> sp/batch size, tok -> tok/tokens_per_sample samples, dur -> fraction of max_duration in batches.
@@ -116,10 +119,20 @@ struct TimeContext {
   double to_batches(const Time& t) const;
   /// max_duration in batches.
   double total_batches() const { return to_batches(max_duration); }
+  /// A scheduler's time in batches with the schedule scaled: `to_batches(t)`, times schedule_ratio unless t is a
+  /// fraction of max_duration (dur), which follows the scaled max_duration already (Composer's scale schedule).
+  double schedule_to_batches(const Time& t) const {
+    return t.unit() == TimeUnit::Duration ? to_batches(t) : to_batches(t) * schedule_ratio;
+  }
   /// Elapsed fraction of max_duration at `ts`, in max_duration's unit (can exceed 1 only past the end).
   double elapsed_fraction(const Timestamp& ts) const;
   /// True when `ts` has reached `t` (any unit, Duration included).
   bool reached(const Timestamp& ts, const Time& t) const;
 };
+
+/// Whether a batch from `before` to `now` crossed a multiple of `every` (a ba, sp or dur interval): what the
+/// trainer's evaluation and checkpoint intervals, and callbacks with intervals, test at each batch end. An Error for
+/// ep and tok (epoch intervals are tested at epoch ends, on the epoch counter).
+bool interval_crossed(const Time& every, const Timestamp& before, const Timestamp& now, const TimeContext& time);
 
 }  // namespace tessera

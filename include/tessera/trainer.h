@@ -34,6 +34,11 @@ namespace dist { class DataParallel; }  // src/distributed/data_parallel.h
 
 struct TrainerOptions {
   TESSERA_OPTION(Time, max_duration) = Time(1, TimeUnit::Epoch);
+  /// Composer's scale schedule: training lasts max_duration × ratio (in batches when whole epochs would not be exact:
+  /// 2ep × 0.75 is 1.5 epochs of batches; truncated to whole batches, samples or tokens) and every scheduler time but
+  /// the warmups is scaled by the ratio (times in dur follow the scaled max_duration). 0.5 trains half as long on the same schedule compressed; evaluation and checkpoint intervals
+  /// and the algorithms' own times are not scaled.
+  TESSERA_OPTION(double, scale_schedule_ratio) = 1.0;
   /// Examples per microbatch for gradient accumulation (0 = the whole batch at once), or
   /// MicrobatchSize::automatic() ("auto": halve on out-of-memory errors, see microbatching.h).
   TESSERA_OPTION(MicrobatchSize, microbatch_size) = 0;
@@ -68,6 +73,8 @@ struct TrainerOptions {
   template <class V>
   void visit(V& v) {
     v("max_duration", max_duration_, "length of training (ep, ba or sp)", Any{});
+    v("scale_schedule_ratio", scale_schedule_ratio_, "scales max_duration and the schedulers' times (not warmups)",
+      Range::positive());
     v("microbatch_size", microbatch_size_, "examples per microbatch (0 = whole batch, auto = halve on out-of-memory)",
       Any{});
     v("seed", seed_, "run seed", Range::closed(0, 4294967295.0));

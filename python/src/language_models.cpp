@@ -1,6 +1,6 @@
 // Python bindings of the language-model algorithms: sequence-length warmup, ALiBi, gated linear units and
-// low-precision LayerNorm, with its sibling for GroupNorm (tessera.algorithms), and their functional forms
-// (tessera.functional).
+// low-precision LayerNorm, with its sibling for GroupNorm (tessera.algorithms), their functional forms
+// (tessera.functional), and text generation (tessera.functional.generate; Trainer.generate wraps it).
 #include "common.h"
 
 #include <tessera/algorithms/alibi.h>
@@ -9,6 +9,7 @@
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/batch.h>
+#include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
 
 namespace tessera::python {
@@ -115,6 +116,17 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         py::arg("x"), py::arg("num_groups"), py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
         "group_norm computed in the autocast dtype of x's device when autocast is on there, else torch's "
         "group_norm.");
+  f.def(
+      "generate",
+      [](Model& model, const at::Tensor& prompt, const py::kwargs& kwargs) {
+        const auto options = options_from_kwargs<GenerateOptions>(kwargs, "generate");
+        py::gil_scoped_release release;  // a Python model takes the GIL for its own forward
+        return tessera::generate(model, prompt, options);
+      },
+      py::arg("model"), py::arg("prompt"),
+      std::string("The prompts (integer token ids [N, P]) followed by up to max_new_tokens tokens the language model "
+                  "generates, int64 [N, P + T] (fewer when every row reached eos_token). Keyword arguments:\n") +
+          options_doc<GenerateOptions>());
 }
 
 }  // namespace tessera::python

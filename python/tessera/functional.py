@@ -94,6 +94,7 @@ apply_low_precision_layernorm = _native.apply_low_precision_layernorm
 low_precision_group_norm = _native.low_precision_group_norm
 low_precision_layer_norm = _native.low_precision_layer_norm
 make_no_op_model = _native.make_no_op_model
+generate = _native.generate
 
 
 def apply_channels_last(model):

@@ -143,6 +143,18 @@ def set_seq_length(batch: Batch, length: int, truncate: bool = True) -> Batch: .
 def alibi_slopes(n_heads: int) -> torch.Tensor: ...
 def alibi_bias(n_heads: int, seq_length: int) -> torch.Tensor: ...
 def apply_alibi(model: Model) -> Dict[str, int]: ...
+def generate(
+    model: Model,
+    prompt: torch.Tensor,
+    *,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    top_k: int = ...,
+    top_p: float = ...,
+    seed: int = ...,
+    eos_token: int = ...,
+    max_context: int = ...,
+) -> torch.Tensor: ...
 def apply_gated_linear_units(model: Model, *, gated_layer_bias: bool = ..., non_gated_layer_bias: bool = ...) -> int: ...
 def gated_linear_unit(
     x: torch.Tensor,

@@ -1,6 +1,6 @@
 """Language models from Python: the text dataset and the GPT model from recipe entries, per-token metrics and
-perplexity, time in tokens, and sequence-length warmup (the class, its functional forms, a run whose lengths follow
-the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights)."""
+perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
+the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), and text generation."""
 import math
 
 import pytest
@@ -164,3 +164,41 @@ def test_low_precision_layernorm_on_a_users_module():
     assert type(net.norm).__name__ == "LowPrecisionLayerNorm" and net.norm.weight is weight
     assert set(dtypes) == {torch.bfloat16}
     assert set(net.state_dict()) == {"fc1.weight", "fc1.bias", "norm.weight", "norm.bias", "fc2.weight", "fc2.bias"}
+
+
+def test_a_trained_gpt_generates_text_bytes_and_ids(text):
+    trainer = tessera.Trainer(**gpt_components(text, max_duration="40ba"))
+    trainer.fit()
+    greedy = trainer.generate(b"the quick ", max_new_tokens=12, temperature=0)
+    assert isinstance(greedy, bytes) and len(greedy) == 22 and greedy.startswith(b"the quick ")
+    # It has learnt the pattern of the text: the most likely continuation is mostly its bytes.
+    assert set(greedy[10:]) <= set(b"the quick brown fox jumps runs\n")
+    as_text = trainer.generate("the ", max_new_tokens=5, seed=3)
+    assert isinstance(as_text, str) and as_text.startswith("the ")
+    assert trainer.generate("the ", max_new_tokens=5, seed=3) == as_text  # the same seed, the same text
+    ids = torch.tensor([[116, 104], [102, 111]])
+    out = trainer.generate(ids, max_new_tokens=4, top_k=5, top_p=0.9)
+    assert out.shape == (2, 6) and torch.equal(out[:, :2], ids)
+    one = trainer.generate(ids[0], max_new_tokens=4, temperature=0)
+    assert one.shape == (6,)
+    assert torch.equal(TF.generate(trainer.model, ids[:1], max_new_tokens=4, temperature=0)[0], one)
+    with pytest.raises(tessera.InputError, match="top_p"):
+        trainer.generate("the ", top_p=0)
+    with pytest.raises(tessera.InputError, match='unknown option "top"; did you mean "top_k"'):
+        trainer.generate("the ", top=3)
+
+
+def test_the_generate_callback_logs_what_the_model_writes(text, capfd):
+    callback = {"generate": {"prompts": ["the ", "fox"], "interval": "4ba", "max_new_tokens": 6}}
+    plain = tessera.Trainer(**gpt_components(text))
+    plain.fit()
+    trainer = tessera.Trainer(**gpt_components(text), callbacks=[callback])
+    trainer.fit()
+    assert trainer.weights_fingerprint() == plain.weights_fingerprint()  # generation leaves training alone
+    err = capfd.readouterr().err
+    assert err.count("generate @") == 4  # batches 4 and 8, two prompts
+    assert 'generate @ 0ep 8ba: "fox" -> "' in err
+    with pytest.raises(tessera.InputError, match="the model's vocabulary has 4 tokens"):
+        from conftest import tiny_components
+
+        tessera.Trainer(**tiny_components(), callbacks=[callback]).fit()

@@ -1,5 +1,6 @@
 // The built-in learning-rate schedules. Every Time is converted to (possibly fractional) batches with the
-// run's TimeContext at each call, so `dur` and `ep` horizons follow the run's length.
+// run's TimeContext at each call, so `dur` and `ep` horizons follow the run's length; every time but the warmups
+// through schedule_to_batches, which applies the trainer's scale_schedule_ratio.
 #include <tessera/optim/scheduler.h>
 
 #include <algorithm>
@@ -39,7 +40,7 @@ std::string batch_count(double batches) {
 double progress(double t, const Time& t_max, const Time& warmup, const TimeContext& ctx,
                 double* warmup_batches, const char* scheduler) {
   const double w = ctx.to_batches(warmup);
-  const double end = ctx.to_batches(t_max);
+  const double end = ctx.schedule_to_batches(t_max);
   if (!(end > w)) {
     throw InputError(fmt::format("t_max: {} is {} batches in this run, not more than the {} scheduler's warmup {} ({} "
                                  "batches); expected a t_max after the warmup: lengthen t_max (or max_duration, when "
@@ -50,9 +51,9 @@ double progress(double t, const Time& t_max, const Time& warmup, const TimeConte
   return std::clamp((t - w) / (end - w), 0.0, 1.0);
 }
 
-/// A period in batches for this run; InputError when it is not positive (such as 0.001dur of a short run).
+/// A period of the schedule in batches for this run (scaled by the run's schedule ratio); InputError when it is not positive (such as 0.001dur of a short run).
 double positive_batches(const Time& period, const char* name, const TimeContext& ctx) {
-  const double batches = ctx.to_batches(period);
+  const double batches = ctx.schedule_to_batches(period);
   if (!(batches > 0)) {
     throw InputError(fmt::format("scheduler.{}: {} is {} batches in this run; expected more than 0", name, period.str(),
                                  batch_count(batches)));
@@ -91,7 +92,7 @@ class StepScheduler : public Scheduler {
   explicit StepScheduler(StepSchedulerOptions o) : o_(std::move(o)) {}
   double alpha(const Timestamp& now, const TimeContext& ctx) const override {
     const double t = static_cast<double>(now.batch);
-    const double steps = std::floor(t / ctx.to_batches(o_.step_size()) + kSlack);
+    const double steps = std::floor(t / ctx.schedule_to_batches(o_.step_size()) + kSlack);
     return std::pow(o_.gamma(), steps) * warmup_factor(t, ctx.to_batches(o_.warmup()));
   }
   std::string name() const override { return "step"; }
@@ -106,7 +107,7 @@ class MultiStepScheduler : public Scheduler {
   double alpha(const Timestamp& now, const TimeContext& ctx) const override {
     const double t = static_cast<double>(now.batch);
     int passed = 0;
-    for (const auto& m : o_.milestones()) passed += t + kSlack >= ctx.to_batches(m) ? 1 : 0;
+    for (const auto& m : o_.milestones()) passed += t + kSlack >= ctx.schedule_to_batches(m) ? 1 : 0;
     return std::pow(o_.gamma(), passed) * warmup_factor(t, ctx.to_batches(o_.warmup()));
   }
   std::string name() const override { return "multistep"; }

@@ -712,7 +712,7 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
                                       "onecycle", "polynomial", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
-            (std::vector<std::string>{"console_summary", "early_stopper", "lr_monitor", "memory_monitor",
+            (std::vector<std::string>{"console_summary", "early_stopper", "generate", "lr_monitor", "memory_monitor",
                                       "optimizer_monitor", "progress_bar", "speed_monitor", "threshold_stopper"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl"}));
   EXPECT_EQ(registered_names("metrics"),

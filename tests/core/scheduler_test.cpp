@@ -268,3 +268,23 @@ TEST(Scheduler, PeriodOfNoBatchesInThisRunIsRejectedWhenAsked) {
   auto c = make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions().t_0(Time::parse("0.5dur")));
   EXPECT_THROW(at_batch(*c, 0, empty), tessera::InputError);
 }
+
+TEST(Scheduler, AScheduleRatioScalesEveryTimeButWarmupsAndFractions) {
+  TimeContext half = context();
+  half.schedule_ratio = 0.5;  // the trainer has scaled max_duration too: 10ep -> 5ep
+  half.max_duration = Time::parse("5ep");
+  EXPECT_DOUBLE_EQ(half.schedule_to_batches(Time::parse("4ep")), 20);
+  EXPECT_DOUBLE_EQ(half.schedule_to_batches(Time::parse("30ba")), 15);
+  EXPECT_DOUBLE_EQ(half.schedule_to_batches(Time::parse("0.5dur")), 25);  // half of the scaled run
+  auto cosine = make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("40ba")).warmup(Time::parse("4ba")));
+  EXPECT_DOUBLE_EQ(at_batch(*cosine, 1, half), 0.5);           // warmup 2/4: not scaled
+  EXPECT_NEAR(at_batch(*cosine, 12, half), 0.5, 1e-12);        // tau = (12 - 4) / (20 - 4)
+  EXPECT_NEAR(at_batch(*cosine, 20, half), 0.0, 1e-12);
+  auto milestones = make_multistep_scheduler(MultiStepSchedulerOptions().milestones({Time::parse("2ep")}).gamma(0.1));
+  EXPECT_DOUBLE_EQ(at_batch(*milestones, 9, half), 1.0);
+  EXPECT_NEAR(at_batch(*milestones, 10, half), 0.1, 1e-15);
+  auto restarts = make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions().t_0(Time::parse("2ep")));
+  EXPECT_DOUBLE_EQ(at_batch(*restarts, 10, half), 1.0);  // a restart after 10 batches, not 20
+  auto exponential = make_exponential_scheduler(ExponentialSchedulerOptions().gamma(0.5));
+  EXPECT_NEAR(at_batch(*exponential, 5, half), 0.5, 1e-15);  // gamma per scaled epoch
+}

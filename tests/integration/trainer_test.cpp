@@ -193,6 +193,42 @@ TEST(Trainer, SchedulerSetsTheRateOfEachBatchFromItsOwnTimestamp) {
   for (int t = 0; t < 8; ++t) EXPECT_DOUBLE_EQ(rec->lrs[t], 0.1 * (1.0 - t / 8.0)) << "batch " << t;
 }
 
+TEST(Trainer, ScaleScheduleRatioShortensTrainingAndCompressesTheSchedules) {
+  // 4 batches an epoch; 4ep x 0.5 = 2ep. The step schedule halves every 2ep (scaled: every 1ep = 4 batches), the
+  // cosine's 1dur follows the scaled run (8 batches), the 2ba warmup is not scaled.
+  Components c = testing::tiny_components(32, 8);
+  c.schedulers.push_back(optim::make_step_scheduler(
+      optim::StepSchedulerOptions().step_size(Time::parse("2ep")).gamma(0.5).warmup(Time::parse("2ba"))));
+  c.schedulers.push_back(optim::make_cosine_scheduler({}));
+  auto rec = std::make_shared<LrRecorder>();
+  c.algorithms.push_back(rec);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("4ep")).scale_schedule_ratio(0.5).threads(1),
+                  std::move(c));
+  EXPECT_EQ(trainer.state().time.max_duration, Time::parse("2ep"));
+  trainer.fit();
+  ASSERT_EQ(rec->lrs.size(), 8u);
+  for (int t = 0; t < 8; ++t) {
+    const double step = std::pow(0.5, t / 4) * std::min(1.0, (t + 1) / 2.0);
+    const double cosine = (1 + std::cos(M_PI * t / 8.0)) / 2;
+    EXPECT_NEAR(rec->lrs[t], 0.1 * step * cosine, 1e-15) << "batch " << t;
+  }
+  // Epochs that would not be whole become batches: 3ep x 0.5 = 1.5 epochs = 6 batches.
+  Trainer half(TrainerOptions().max_duration(Time::parse("3ep")).scale_schedule_ratio(0.5).threads(1),
+               testing::tiny_components(32, 8));
+  EXPECT_EQ(half.state().time.max_duration, Time::parse("6ba"));
+  half.fit();
+  EXPECT_EQ(half.state().timestamp.batch, 6);
+  // Nothing left: an error naming the option and both values.
+  try {
+    Trainer(TrainerOptions().max_duration(Time::parse("10ba")).scale_schedule_ratio(0.05), testing::tiny_components());
+    ADD_FAILURE() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "trainer.scale_schedule_ratio: max_duration 10ba scaled by 0.05 is 0ba; expected a ratio "
+                           "that leaves a training longer than 0");
+  }
+  EXPECT_THROW(Trainer(TrainerOptions().scale_schedule_ratio(0), testing::tiny_components()), InputError);
+}
+
 TEST(Trainer, RejectsBadSetup) {
   EXPECT_THROW(Trainer(TrainerOptions().max_duration(Time::parse("0.5dur")), testing::tiny_components()), InputError);
   Components no_model = testing::tiny_components();
