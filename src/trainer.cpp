@@ -214,7 +214,10 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   if (ddp_) ddp_->set_sync_after_backward(scaler_ != nullptr || options_.microbatch_size().is_auto());
   train_metrics_ = std::move(components.train_metrics);
   if (train_metrics_.empty()) train_metrics_.push_back(std::make_shared<Accuracy>(1));
-  for (auto& m : train_metrics_) m->set_deferred(deferred_);
+  for (auto& m : train_metrics_) {
+    m->set_deferred(deferred_);
+    state_.train_metric_names.push_back(m->name());
+  }
   for (auto& ev : state_.evaluators) {
     for (auto& m : ev.metrics) m->set_deferred(deferred_);
   }

@@ -86,6 +86,8 @@ struct State {
   std::string eval_label;
   /// Latest values: "loss/train/total", "metrics/train/accuracy", "metrics/eval/accuracy"...
   std::map<std::string, double> metrics;
+  /// The names of the training metrics the trainer computes ("accuracy", ...), logged as "metrics/train/<name>".
+  std::vector<std::string> train_metric_names;
 
   int rank = 0;
   int world_size = 1;

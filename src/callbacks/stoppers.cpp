@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -44,7 +45,14 @@ MetricStopper::MetricStopper(std::string name, WatchedMetric watched)
 }
 
 void MetricStopper::check_against_run(const State& state) const {
-  if (watched_.label == "train") return;  // the training metrics are named once they are logged (checked then)
+  if (watched_.label == "train") {
+    const auto& names = state.train_metric_names;
+    if (watched_.monitor == "loss" || std::find(names.begin(), names.end(), watched_.monitor) != names.end()) return;
+    std::string known = "loss";
+    for (const auto& n : names) known += ", " + n;
+    throw InputError(fmt::format("{}: the training metrics have no \"{}\"; they are: {}", name_, watched_.monitor,
+                                 known));
+  }
   std::string labels;
   for (const Evaluator& ev : state.evaluators) {
     if (ev.label == watched_.label) {
