@@ -116,6 +116,10 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         py::arg("x"), py::arg("num_groups"), py::arg("weight"), py::arg("bias"), py::arg("eps") = 1e-5,
         "group_norm computed in the autocast dtype of x's device when autocast is on there, else torch's "
         "group_norm.");
+  static const std::string generate_doc =
+      "The prompts (integer token ids [N, P]) followed by up to max_new_tokens tokens the language model generates, "
+      "int64 [N, P + T] (fewer when every row reached eos_token). Keyword arguments:\n" +
+      options_doc<GenerateOptions>();
   f.def(
       "generate",
       [](Model& model, const at::Tensor& prompt, const py::kwargs& kwargs) {
@@ -123,10 +127,7 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         py::gil_scoped_release release;  // a Python model takes the GIL for its own forward
         return tessera::generate(model, prompt, options);
       },
-      py::arg("model"), py::arg("prompt"),
-      std::string("The prompts (integer token ids [N, P]) followed by up to max_new_tokens tokens the language model "
-                  "generates, int64 [N, P + T] (fewer when every row reached eos_token). Keyword arguments:\n") +
-          options_doc<GenerateOptions>());
+      py::arg("model"), py::arg("prompt"), generate_doc.c_str());
 }
 
 }  // namespace tessera::python

@@ -195,9 +195,10 @@ def test_the_generate_callback_logs_what_the_model_writes(text, capfd):
     trainer = tessera.Trainer(**gpt_components(text), callbacks=[callback])
     trainer.fit()
     assert trainer.weights_fingerprint() == plain.weights_fingerprint()  # generation leaves training alone
-    err = capfd.readouterr().err
-    assert err.count("generate @") == 4  # batches 4 and 8, two prompts
-    assert 'generate @ 0ep 8ba: "fox" -> "' in err
+    captured = capfd.readouterr()
+    shown = captured.out + captured.err
+    assert shown.count("generate @") == 4  # batches 4 and 8, two prompts
+    assert 'generate @ 0ep 8ba: "fox" -> "' in shown
     with pytest.raises(tessera.InputError, match="the model's vocabulary has 4 tokens"):
         from conftest import tiny_components
 
