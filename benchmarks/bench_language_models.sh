@@ -5,21 +5,23 @@
 # final test perplexity per byte, and the training time at which it first reached the baseline's final perplexity
 # (time to quality; "-" when it never did). The baselines are fp32 for the fp32 methods (and for ALiBi under amp_bf16:
 # how much sooner the composition reaches the fp32 quality) and amp_bf16 for
-# low_precision_layernorm. Times are training seconds (run.json's train_seconds, the metrics' wct: evaluation
+# low_precision_layernorm, and the GPT with dropout 0.1 for gyro_dropout (which replaces its dropout layers). Times are
+# training seconds (run.json's train_seconds, the metrics' wct: evaluation
 # excluded).
 #   benchmarks/bench_language_models.sh [epochs] [configurations...]
 #   configurations: baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16
-#                   low_precision_layernorm alibi_amp_bf16 (default: all)
+#                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 epochs=${1:-1}
 shift $(( $# < 1 ? $# : 1 ))
-configs=("${@:-baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16 low_precision_layernorm alibi_amp_bf16}")
+configs=("${@:-baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16 low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout}")
 configs=(${configs[@]})
 out=${BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$out"
 for cfg in "${configs[@]}"; do
   precision=fp32
+  dropout=0
   case "$cfg" in
     baseline) algs="[]" ;;
     seq_length_warmup) algs="[{seq_length_warmup: {duration: 0.3, min_seq_length: 8, step_size: 8}}]" ;;  # re-chunks
@@ -30,10 +32,13 @@ for cfg in "${configs[@]}"; do
     gated_linear_units) algs="[gated_linear_units]" ;;
     amp_bf16) algs="[]"; precision=amp_bf16 ;;
     low_precision_layernorm) algs="[low_precision_layernorm]"; precision=amp_bf16 ;;
+    dropout) algs="[]"; dropout=0.1 ;;  # GPT-2's residual and embedding dropout
+    stochastic_depth) algs="[{stochastic_depth: {drop_rate: 0.1}}]" ;;  # whole blocks, linear in depth
+    gyro_dropout) algs="[{gyro_dropout: {p: 0.1}}]"; dropout=0.1 ;;  # the same rate, on 256 fixed masks (tau 16)
     *) echo "unknown configuration $cfg" >&2; exit 2 ;;
   esac
   "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_gpt.yaml" max_duration="${epochs}ep" \
-    precision="$precision" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
+    precision="$precision" model.gpt.dropout="$dropout" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
     "loggers=[{jsonl: {}}]" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
   echo "$cfg done" >&2
 done
@@ -48,7 +53,7 @@ def load(cfg):
                                                 if "metrics/test/perplexity" in e]
 runs = {c: load(c) for c in configs}
 def base_of(c):
-    return "amp_bf16" if c == "low_precision_layernorm" else "baseline"
+    return {"low_precision_layernorm": "amp_bf16", "gyro_dropout": "dropout"}.get(c, "baseline")
 print(f"{'configuration':26} {'train s':>8} {'x base':>7} {'final ppl':>10} {'s to base ppl':>14}")
 for c in configs:
     train, curve = runs[c]

@@ -201,7 +201,7 @@ void GyroDropout::check(const State& state) const {
   if (planned.layers > 0) return;
   throw InputError(fmt::format(
       "the model has no dropout layer{} (a torch::nn::Dropout module; a call of the dropout function cannot be "
-      "replaced), so it would have no effect; give the model dropout (mlp and resnet: dropout: 0.1) or remove it",
+      "replaced), so it would have no effect; give the model dropout (mlp, resnet and gpt: dropout: 0.1) or remove it",
       planned.external ? " (torch.nn.Dropout)" : " in a slot"));
 }
 

@@ -158,7 +158,8 @@ void StochasticDepth::check(const State& state) const {
   if (count_stochastic_depth(*state.model) > 0) return;
   throw InputError(
       "the model has no residual_gate slot (no residual block: stochastic depth drops residual branches, which "
-      "the resnet model has and mlp and cnn do not), so it would have no effect; use the resnet model or remove it "
+      "the resnet and gpt models have and mlp and cnn do not), so it would have no effect; use the resnet or gpt "
+      "model or remove it "
       "(a C++ model of one's own registers an Identity slot \"residual_gate\" on each residual branch: "
       "include/tessera/models/resnet.h)");
 }

@@ -234,7 +234,7 @@ class Trainer(_C._Trainer):
 
     def generate(self, prompt: Union[str, bytes, torch.Tensor], **options: Any) -> Union[str, bytes, torch.Tensor]:
         """The prompt continued by the language model (tessera.functional.generate; options max_new_tokens,
-        temperature, top_k, top_p, seed, eos_token, max_context). A str or bytes prompt is text in the byte-level
+        temperature, top_k, top_p, seed, eos_token, max_context, kv_cache). A str or bytes prompt is text in the byte-level
         vocabulary of the text dataset and gives the same type back (a str decodes the bytes as UTF-8, invalid bytes
         as U+FFFD); a tensor of token ids [P] or [N, P] gives the ids [.., P + T]. Call it outside fit() or from a
         callback at batch end."""

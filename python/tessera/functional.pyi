@@ -154,6 +154,7 @@ def generate(
     seed: int = ...,
     eos_token: int = ...,
     max_context: int = ...,
+    kv_cache: bool = ...,
 ) -> torch.Tensor: ...
 def apply_gated_linear_units(model: Model, *, gated_layer_bias: bool = ..., non_gated_layer_bias: bool = ...) -> int: ...
 def gated_linear_unit(

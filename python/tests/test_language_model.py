@@ -1,6 +1,7 @@
 """Language models from Python: the text dataset and the GPT model from recipe entries, per-token metrics and
 perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
-the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), and text generation."""
+the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), a GPT with dropout,
+stochastic depth and gyro dropout resumed bitwise, and text generation."""
 import math
 
 import pytest
@@ -108,6 +109,31 @@ def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(text, tmp_p
     second.fit()
     assert second.state.timestamp.batch == 8
     assert second.weights_fingerprint() == whole.weights_fingerprint()
+
+
+def test_a_gpt_with_dropout_stochastic_depth_and_gyro_dropout_resumes_bitwise(text, tmp_path):
+    made = []
+
+    def components():
+        made[:] = [tessera.algorithms.StochasticDepth(drop_rate=0.5), tessera.algorithms.GyroDropout(p=0.1, sigma=8, tau=2)]
+        return gpt_components(text, model={"gpt": {"d_model": 16, "n_layers": 2, "n_heads": 2, "dropout": 0.1,
+                                                   "attention_dropout": 0.1}}, algorithms=list(made))
+
+    whole = tessera.Trainer(**components())
+    whole.fit()
+    depth, gyro = made
+    assert depth.drop_rates == [0.25, 0.5]  # one gate per block, linear in depth
+    assert gyro.replaced == 5  # the embeddings' dropout and each block's two
+    first = tessera.Trainer(**components(), callbacks=[StopAt(3)])
+    first.fit()
+    first.save_checkpoint(str(tmp_path / "at3.ckpt"))
+    second = tessera.Trainer(**components())
+    second.load_checkpoint(str(tmp_path / "at3.ckpt"))
+    second.fit()
+    assert second.weights_fingerprint() == whole.weights_fingerprint()
+    plain = tessera.Trainer(**gpt_components(text))
+    plain.fit()
+    assert plain.weights_fingerprint() != whole.weights_fingerprint()
 
 
 def test_alibi_glu_and_low_precision_layernorm_from_python(text):

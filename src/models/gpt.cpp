@@ -9,12 +9,14 @@
 #include <fmt/format.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/version.h>
 
 #include <tessera/error.h>
+#include <tessera/models/branch_gate.h>
 
 #include "option_checks.h"
 
@@ -41,9 +43,10 @@ void init_gpt(nn::Module& model, int64_t n_layers) {
   }
 }
 
-/// softmax(q·kᵀ/√(D/H) + causal mask [+ ALiBi's biases when `alibi`])·v for q, k, v [N, H, S, D/H]: PyTorch's fused
-/// attention with LibTorch 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool alibi) {
+/// softmax(q·kᵀ/√(D/H) + causal mask [+ ALiBi's biases when `alibi`])·v for q, k, v [N, H, S, D/H], the
+/// probabilities dropped with probability `dropout` (> 0 in training only): PyTorch's fused attention with LibTorch
+/// 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool alibi, double dropout) {
   const int64_t n = q.size(0), h = q.size(1), s = q.size(2), dh = q.size(3);
   // The additive mask of causal attention: 0 on and below the diagonal, −inf above; with ALiBi's biases, [H, S, S].
   const auto mask = [&] {
@@ -54,8 +57,8 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   // PyTorch's fused attention (flash attention on the CPU and CUDA), but for CUDA in deterministic mode, where its
   // backward kernels may accumulate atomically.
   if (!(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
-    return alibi ? at::scaled_dot_product_attention(q, k, v, mask(), 0.0, /*is_causal=*/false)
-                 : at::scaled_dot_product_attention(q, k, v, c10::nullopt, 0.0, /*is_causal=*/true);
+    return alibi ? at::scaled_dot_product_attention(q, k, v, mask(), dropout, /*is_causal=*/false)
+                 : at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
   }
 #endif
   // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, S, S] scores: the scale
@@ -65,12 +68,20 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       alibi ? at::matmul(q, k.transpose(-2, -1)).mul_(scale).add_(mask())
             : at::baddbmm(mask(), q.reshape({n * h, s, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
                   .view({n, h, s, s});
-  return at::matmul(at::softmax(scores, -1), v);
+  const at::Tensor probabilities = at::softmax(scores, -1);
+  return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, v);
+}
+
+/// The dropout of slot `name` applied to x [N, S, D] as rows [N·S, D] (a token per row): what a feature-wise
+/// dropout such as gyro_dropout needs; the same draws as on [N, S, D] for torch's Dropout.
+at::Tensor dropout_rows(nn::AnyModule& dropout, const at::Tensor& x) {
+  return dropout.forward(x.reshape({x.size(0) * x.size(1), x.size(2)})).view(x.sizes());
 }
 
 }  // namespace
 
-CausalSelfAttention::CausalSelfAttention(int64_t d_model, int64_t n_heads) : n_heads_(n_heads) {
+CausalSelfAttention::CausalSelfAttention(int64_t d_model, int64_t n_heads, double dropout)
+    : n_heads_(n_heads), dropout_(dropout) {
   register_slot("qkv", nn::AnyModule(nn::Linear(d_model, 3 * d_model)));
   register_slot("proj", nn::AnyModule(nn::Linear(d_model, d_model)));
 }
@@ -79,7 +90,7 @@ at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
   const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = n_heads_;
   // [N, S, 3D] -> 3 x [N, H, S, D/H]
   const at::Tensor qkv = slot("qkv").forward(x).view({n, s, 3, h, d / h}).permute({2, 0, 3, 1, 4});
-  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], alibi_);  // [N, H, S, D/H]
+  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], alibi_, is_training() ? dropout_ : 0.0);  // [N, H, S, D/H]
   return slot("proj").forward(y.transpose(1, 2).reshape({n, s, d}));
 }
 
@@ -111,16 +122,29 @@ at::Tensor FeedForward::forward(const at::Tensor& x) {
   return slot("proj").forward(at::gelu(slot("fc").forward(x)));
 }
 
-GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff) {
+GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout, double attention_dropout) {
   register_slot("ln1", nn::AnyModule(layer_norm(d_model)));
-  register_slot("attn", nn::AnyModule(std::make_shared<CausalSelfAttention>(d_model, n_heads)));
+  register_slot("attn", nn::AnyModule(std::make_shared<CausalSelfAttention>(d_model, n_heads, attention_dropout)));
   register_slot("ln2", nn::AnyModule(layer_norm(d_model)));
   register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff)));
+  // Modules in slots (not functional calls), so that surgery can replace them (gyro_dropout, stochastic_depth).
+  if (dropout > 0) {
+    register_slot("attn_dropout", nn::AnyModule(nn::Dropout(dropout)));
+    register_slot("mlp_dropout", nn::AnyModule(nn::Dropout(dropout)));
+  }
+  register_slot("residual_gate", nn::AnyModule(nn::Identity()));
 }
 
 at::Tensor GPTBlock::forward(const at::Tensor& x) {
-  at::Tensor out = x + slot("attn").forward(slot("ln1").forward(x));
-  return out + slot("mlp").forward(slot("ln2").forward(out));
+  auto* gate = dynamic_cast<BranchGate*>(slot("residual_gate").ptr().get());
+  if (gate != nullptr && gate->skip_branch()) return x;  // the block is dropped whole: it adds exactly nothing
+  const bool dropout = slots().count("attn_dropout") > 0;
+  at::Tensor branch = slot("attn").forward(slot("ln1").forward(x));
+  at::Tensor out = x + (dropout ? dropout_rows(slot("attn_dropout"), branch) : branch);
+  branch = slot("mlp").forward(slot("ln2").forward(out));
+  out = out + (dropout ? dropout_rows(slot("mlp_dropout"), branch) : branch);
+  if (slot("residual_gate").ptr()->as<nn::IdentityImpl>() != nullptr) return out;  // exactly z
+  return x + slot("residual_gate").forward(out - x);
 }
 
 GPT::GPT(GPTOptions options) : options_(std::move(options)) {
@@ -135,9 +159,10 @@ GPT::GPT(GPTOptions options) : options_(std::move(options)) {
   const int64_t d_ff = options_.d_ff() > 0 ? options_.d_ff() : 4 * d;
   register_slot("embed", nn::AnyModule(nn::Embedding(options_.vocab_size(), d)));
   register_slot("pos_embed", nn::AnyModule(nn::Embedding(options_.max_seq_length(), d)));
+  if (options_.dropout() > 0) register_slot("embed_dropout", nn::AnyModule(nn::Dropout(options_.dropout())));
   nn::ModuleList blocks;
   for (int64_t i = 0; i < options_.n_layers(); ++i) {
-    auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff);
+    auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff, options_.dropout(), options_.attention_dropout());
     blocks->push_back(block);
     blocks_.push_back(std::move(block));
   }
@@ -159,6 +184,7 @@ at::Tensor GPT::forward(const Batch& batch) {
   const at::Tensor ids = input.scalar_type() == at::kLong ? input : input.to(at::kLong);
   const at::Tensor positions = at::arange(input.size(1), ids.options());
   at::Tensor x = slot("embed").forward(ids) + slot("pos_embed").forward(positions);
+  if (slots().count("embed_dropout") > 0) x = dropout_rows(slot("embed_dropout"), x);
   for (const auto& block : blocks_) x = block->forward(x);
   return slot("head").forward(slot("ln_f").forward(x)).transpose(1, 2);
 }

@@ -1,7 +1,8 @@
 // Gyro dropout: the preselected masks and the selections as documented (0/1, kept fraction 1 - p, distinct picks,
 // pure functions of seed, layer and period), the period length, the functional form against a hand computation
 // (rows floor(n · tau / N), broadcast over channels' positions, gradient), the layer (identity in evaluation, the
-// period's masks in training, one number of features), surgery on the MLP and ResNet slots (no new state-dict key),
+// period's masks in training, one number of features), surgery on the MLP, ResNet and GPT slots (no new state-dict key;
+// the GPT's tokens as rows),
 // the periods a training run goes through, determinism per seed, and the plan-time refusals.
 #include <gtest/gtest.h>
 
@@ -150,6 +151,30 @@ TEST(GyroDropout, SurgeryReplacesTheDropoutSlotsOfMlpAndResNetAndNoKey) {
   EXPECT_EQ(count_gyro_dropout(*std::make_shared<ResNet>(ResNetOptions().depth(8).width(4).in_channels(1).num_classes(3))), 0);
 }
 
+TEST(GyroDropout, OnTheGptEachTokenOfExampleNTrainsMaskFloorOfNTauOverN) {
+  at::manual_seed(4);
+  GPT gpt(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2).dropout(0.1));
+  ASSERT_EQ(count_gyro_dropout(gpt), 5) << "the embeddings' and each block's two branches'";
+  const Batch batch = testing::tiny_text(4)->get_batch({0, 1, 2, 3});
+  gpt.eval();
+  const at::Tensor before = gpt.forward(batch);
+  const auto layers = apply_gyro_dropout(gpt, GyroDropoutOptions().p(0.5).sigma(4).tau(2));
+  ASSERT_EQ(layers.size(), 5u);
+  EXPECT_TRUE(at::equal(gpt.forward(batch), before)) << "evaluation is unchanged";
+  // The embeddings' dropout layer by hand: the tokens [N·S, D] of examples 0-1 get mask 0, of examples 2-3 mask 1,
+  // each over the D = 16 features of a token.
+  gpt.train();
+  const at::Tensor ids = batch.input();
+  const at::Tensor x = (gpt.slot("embed").forward(ids) + gpt.slot("pos_embed").forward(at::arange(8))).reshape({32, 16});
+  auto* layer = dynamic_cast<GyroDropoutLayerImpl*>(gpt.slot("embed_dropout").ptr().get());
+  ASSERT_NE(layer, nullptr);
+  const at::Tensor masks = layer->masks()->selected(16);
+  ASSERT_EQ(masks.sizes(), (std::vector<int64_t>{2, 16}));
+  const at::Tensor expected = x * at::cat({masks[0].expand({16, 16}), masks[1].expand({16, 16})}) * 2.0;
+  EXPECT_TRUE(at::allclose(gpt.slot("embed_dropout").forward(x), expected, 1e-6, 1e-7));
+  EXPECT_FALSE(at::allclose(gpt.forward(batch), before, 1e-3, 1e-3)) << "training drops";
+}
+
 Components mlp_components(std::shared_ptr<Algorithm> algorithm, uint64_t seed = 0) {
   Components c = testing::tiny_components(/*train_size=*/48, /*batch_size=*/8, seed);
   at::manual_seed(seed);
@@ -211,7 +236,7 @@ TEST(GyroDropout, SpecDefaultsAndRefusals) {
   c.algorithms = {std::make_shared<GyroDropout>()};
   const std::string msg = testing::input_error_of([&] { Trainer t(TrainerOptions(), std::move(c)); });
   EXPECT_NE(msg.find("gyro_dropout: the model has no dropout layer in a slot"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("mlp and resnet: dropout: 0.1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mlp, resnet and gpt: dropout: 0.1"), std::string::npos) << msg;
 }
 
 }  // namespace

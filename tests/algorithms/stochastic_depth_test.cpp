@@ -1,6 +1,6 @@
 // Stochastic depth: drop rates by depth and warmup, the gate against a hand computation with the same draws, the
 // residual gate slot of BasicBlock (no state-dict key, default output unchanged), a dropped branch not computed in
-// block mode, surgery on ResNet, drop frequencies,
+// block mode, surgery on ResNet and the GPT (a whole block), drop frequencies,
 // determinism per (seed, batch), and the plan-time refusal on a model without residual blocks.
 #include <gtest/gtest.h>
 
@@ -165,6 +165,32 @@ TEST(StochasticDepth, BlockModeDoesNotComputeADroppedBranch) {
   EXPECT_FALSE(evaluating->skip_branch());
   EXPECT_TRUE(StochasticDepth(StochasticDepthOptions()).spec().leaves_parameters_unused);
   EXPECT_FALSE(StochasticDepth(StochasticDepthOptions().stochastic_method("sample")).spec().leaves_parameters_unused);
+}
+
+TEST(StochasticDepth, OnTheGptADroppedBlockIsNotComputedAndEachBlockGetsItsRate) {
+  at::manual_seed(6);
+  GPT gpt(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(3).n_heads(2));
+  EXPECT_EQ(count_stochastic_depth(gpt), 3) << "one gate per block";
+  const Batch batch = testing::tiny_text(2)->get_batch({0, 1});
+  gpt.eval();
+  const at::Tensor plain = gpt.forward(batch);
+  const auto gates = apply_stochastic_depth(gpt, StochasticDepthOptions().drop_rate(0.3));
+  ASSERT_EQ(gates.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(gates[i]->drop_rate, (i + 1) / 3.0 * 0.3) << i;
+  // Every block dropped: the model is its embeddings, final norm and head; the blocks get no gradient.
+  for (auto gate : gates) gate->drop_rate = 1.0;
+  gpt.train();
+  const at::Tensor y = gpt.forward(batch);
+  const at::Tensor x = gpt.slot("embed").forward(batch.input()) + gpt.slot("pos_embed").forward(at::arange(8));
+  EXPECT_TRUE(at::equal(y, gpt.slot("head").forward(gpt.slot("ln_f").forward(x)).transpose(1, 2)));
+  y.sum().backward();
+  for (const auto& item : gpt.named_parameters()) {
+    EXPECT_EQ(item.value().grad().defined(), item.key().rfind("blocks.", 0) != 0) << item.key();
+  }
+  // Evaluation scales each block's update by its survival probability: 0 drop rate, the plain model.
+  for (auto gate : gates) gate->drop_rate = 0.0;
+  gpt.eval();
+  EXPECT_TRUE(at::allclose(gpt.forward(batch), plain, 1e-5, 1e-6));
 }
 
 TEST(StochasticDepth, SurgeryOnResNetGivesEachBlockItsRate) {

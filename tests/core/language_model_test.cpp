@@ -9,7 +9,10 @@
 #include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <tessera/models/branch_gate.h>
+
 #include "../../src/amp_compat.h"
+
 #include "support.h"
 
 namespace tessera {
@@ -180,6 +183,95 @@ TEST(GPT, StartsFromGpt2sInitialisation) {
   EXPECT_EQ(params["blocks.0.mlp.fc.bias"].abs().sum().item<double>(), 0.0);
   EXPECT_EQ(params["blocks.0.ln1.weight"].min().item<double>(), 1.0);
   EXPECT_FALSE(params.contains("head.bias"));
+}
+
+/// A module that records the shapes it sees and passes its input on (in a dropout slot).
+struct ShapeRecorderImpl : torch::nn::Module {
+  at::Tensor forward(const at::Tensor& x) {
+    shapes.push_back(x.sizes().vec());
+    return x;
+  }
+  std::vector<std::vector<int64_t>> shapes;
+};
+TORCH_MODULE(ShapeRecorder);
+
+std::shared_ptr<GPT> gpt_with_dropout(double dropout, double attention_dropout) {
+  at::manual_seed(3);  // the seed of testing::tiny_gpt(): the same weights
+  return std::make_shared<GPT>(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2)
+                                   .dropout(dropout).attention_dropout(attention_dropout));
+}
+
+TEST(GPT, DropoutSitsInSlotsActsOnlyInTrainingAndChangesNoWeightOrKey) {
+  auto plain = testing::tiny_gpt();
+  auto model = gpt_with_dropout(0.2, 0.1);
+  const auto expected = plain->named_parameters(), got = model->named_parameters();
+  ASSERT_EQ(got.keys(), expected.keys()) << "dropout adds no parameter";
+  for (const auto& item : expected) EXPECT_TRUE(at::equal(got[item.key()], item.value())) << item.key();
+  EXPECT_EQ(model->slots().count("embed_dropout"), 1u);
+  EXPECT_EQ(plain->slots().count("embed_dropout"), 0u) << "dropout 0: no module at all";
+  for (const auto& block : model->blocks()) {
+    EXPECT_EQ(block->slots().count("attn_dropout") + block->slots().count("mlp_dropout"), 2u);
+  }
+  const Batch b = testing::tiny_text(4)->get_batch({0, 1, 2, 3});
+  model->eval();
+  plain->eval();
+  EXPECT_TRUE(at::equal(model->forward(b), plain->forward(b))) << "evaluation: no dropout";
+  model->train();
+  plain->train();
+  at::manual_seed(5);
+  const at::Tensor first = model->forward(b);
+  at::manual_seed(5);
+  EXPECT_TRUE(at::equal(model->forward(b), first)) << "the draws come from torch's generator";
+  EXPECT_FALSE(at::allclose(first, plain->forward(b), 1e-3, 1e-3)) << "training drops";
+  // The dropout slots see one row per token, [N·S, D].
+  ShapeRecorder recorder;
+  model->replace_slot("embed_dropout", torch::nn::AnyModule(recorder));
+  model->blocks()[1]->replace_slot("mlp_dropout", torch::nn::AnyModule(recorder));
+  (void)model->forward(Batch(b.input().narrow(1, 0, 5), b.target().narrow(1, 0, 5)));
+  EXPECT_EQ(recorder->shapes, (std::vector<std::vector<int64_t>>{{20, 16}, {20, 16}}));
+  const std::string bad = testing::input_error_of(
+      [] { GPT(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_heads(2).dropout(1.0)); });
+  EXPECT_NE(bad.find("dropout"), std::string::npos) << bad;
+}
+
+TEST(GPT, AttentionDropoutKeepsTheExpectedValueAndActsOnlyInTraining) {
+  at::manual_seed(2);
+  CausalSelfAttention attention(16, 4, /*dropout=*/0.3);
+  // 4000 copies of one sequence: each draws its own masks; their mean estimates the expectation, which inverted
+  // dropout keeps equal to the attention without dropout.
+  const at::Tensor x = at::randn({1, 5, 16});
+  const at::Tensor expected = testing::attention_by_hand(attention, x);
+  const at::Tensor dropped = attention.forward(x.expand({4000, 5, 16}).contiguous());
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_GT((dropped[0] - expected[0]).abs().max().item<double>(), 0.05 * scale) << "a single draw differs";
+  EXPECT_LT((dropped.mean(0) - expected[0]).abs().max().item<double>(), 0.03 * scale) << "the mean does not";
+  attention.eval();
+  EXPECT_TRUE(at::allclose(attention.forward(x), expected, 1e-5, 1e-6)) << "evaluation: no dropout";
+}
+
+/// A gate for a block's residual update: drops the block when `skip`, else scales the update by `factor`.
+struct ScaleGateImpl : torch::nn::Module, BranchGate {
+  bool skip_branch() override { return skip; }
+  at::Tensor forward(const at::Tensor& update) { return update * factor; }
+  bool skip = false;
+  double factor = 0.5;
+};
+TORCH_MODULE(ScaleGate);
+
+TEST(GPT, TheResidualGateGatesTheWholeBlock) {
+  auto model = testing::tiny_gpt();
+  GPTBlock& block = *model->blocks()[0];
+  EXPECT_EQ(model->named_parameters().size(), testing::tiny_gpt()->named_parameters().size());
+  const at::Tensor x = at::randn({2, 8, 16});
+  // The Identity gate: exactly the pre-norm block.
+  const at::Tensor y = x + block.slot("attn").forward(block.slot("ln1").forward(x));
+  const at::Tensor z = y + block.slot("mlp").forward(block.slot("ln2").forward(y));
+  EXPECT_TRUE(at::equal(block.forward(x), z));
+  ScaleGate gate;
+  block.replace_slot("residual_gate", torch::nn::AnyModule(gate));
+  EXPECT_TRUE(at::allclose(block.forward(x), x + (z - x) * 0.5, 1e-6, 1e-6)) << "x + g(z - x)";
+  gate->skip = true;
+  EXPECT_TRUE(at::equal(block.forward(x), x)) << "a dropped block adds nothing";
 }
 
 TEST(SequenceMetrics, CountEveryPositionAsOnePrediction) {

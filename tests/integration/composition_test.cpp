@@ -516,8 +516,8 @@ TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredW
   // Every algorithm that trains a GPT: the four sequence methods and those the language-model composition test
   // finds training on text.
   const std::set<std::string> expected{"alibi", "ema", "factorize", "gated_linear_units", "gradient_clipping",
-                                       "label_smoothing", "layer_freezing", "low_precision_layernorm", "sam",
-                                       "selective_backprop", "seq_length_warmup", "swa"};
+                                       "gyro_dropout", "label_smoothing", "layer_freezing", "low_precision_layernorm",
+                                       "sam", "selective_backprop", "seq_length_warmup", "stochastic_depth", "swa"};
   EXPECT_EQ(in_recipe, expected) << "a new algorithm that trains a GPT belongs in fortunes_gpt_everything.yaml";
   for (const auto& name : kSequenceMethods) EXPECT_EQ(expected.count(name), 1u) << name;
   Trainer trainer(run.trainer, std::move(run.components));

@@ -551,11 +551,13 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
 }
 
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
-  // A GPT on 2 epochs of 8 global batches of 32 byte sequences of 32, under amp_bf16, with the 12 algorithms that
-  // train a language model (fortunes_gpt_everything.yaml's): GLU's, ALiBi's and factorize's surgery before the
-  // gradient hooks are set up (ALiBi's frozen position embedding has no gradient to reduce), the warmup's shorter
-  // sequences and ALiBi's re-chunking the same on every rank, selective backprop per rank, SAM, layer freezing,
-  // EMA from batch 4 and SWA's average of batches 2 to 12; a rank killed at batch 11 resumes bitwise.
+  // A GPT with dropout on 2 epochs of 8 global batches of 32 byte sequences of 32, under amp_bf16, with the 14
+  // algorithms that train a language model (fortunes_gpt_everything.yaml's): GLU's, ALiBi's and factorize's surgery
+  // before the gradient hooks are set up (ALiBi's frozen position embedding has no gradient to reduce), the warmup's
+  // shorter sequences and ALiBi's re-chunking the same on every rank, selective backprop, dropout and stochastic
+  // depth's dropped blocks per rank (their parameters unused there), gyro dropout's masks the same on every rank,
+  // SAM, layer freezing, EMA from batch 4 and SWA's average of batches 2 to 12; a rank killed at batch 11 resumes
+  // bitwise.
   std::string text;
   for (int i = 0; text.size() < 12000; ++i) {
     text += "Fortune " + std::to_string(i * 7919 % 1000) + ": the quick brown fox jumps over " +
@@ -564,13 +566,15 @@ TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResume
   const fs::path corpus = dir_ / "corpus.txt";
   std::ofstream(corpus) << text;
   const std::string setup =
-      "model={gpt: {d_model: 32, n_layers: 2, n_heads: 2}};max_duration=16ba;precision=amp_bf16;"
+      "model={gpt: {d_model: 32, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}};max_duration=16ba;"
+      "precision=amp_bf16;"
       "data.train.dataset={text: {path: " + corpus.string() + ", split: train, seq_length: 32, limit: 256}};"
       "data.eval.dataset={text: {path: " + corpus.string() + ", split: test, seq_length: 32, limit: 30}};"
       "data.eval.loader.batch_size=15;data.eval.metrics=[accuracy, cross_entropy, perplexity];"
       "optimizer={adamw: {lr: 0.003}};"
       "algorithms=[gated_linear_units, low_precision_layernorm, {alibi: {train_sequence_length_scaling: 0.5}}, "
-      "{factorize: {min_features: 16, latent_features: 0.25}}, "
+      "{factorize: {min_features: 16, latent_features: 0.25}}, {stochastic_depth: {drop_rate: 0.5}}, "
+      "{gyro_dropout: {p: 0.1, sigma: 8, tau: 2}}, "
       "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
       "{seq_length_warmup: {duration: 0.5, min_seq_length: 8, step_size: 8}}, {label_smoothing: {smoothing: 0.1}}, "
       "{gradient_clipping: {clipping_type: norm, clipping_threshold: 1.0}}, {sam: {rho: 0.05, interval: 3}}, "

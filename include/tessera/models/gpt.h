@@ -29,6 +29,12 @@ struct GPTOptions {
   TESSERA_OPTION(int64_t, n_heads) = 4;
   /// Hidden width of each block's feed-forward network (0 = 4·d_model).
   TESSERA_OPTION(int64_t, d_ff) = 0;
+  /// GPT-2's residual and embedding dropout (its resid_pdrop and embd_pdrop; 0 = none): a torch::nn::Dropout in
+  /// slot "embed_dropout" of the model and in slots "attn_dropout" and "mlp_dropout" of every block, which
+  /// gyro_dropout replaces.
+  TESSERA_OPTION(double, dropout) = 0.0;
+  /// GPT-2's attention dropout (attn_pdrop; 0 = none): dropout of the attention probabilities in training.
+  TESSERA_OPTION(double, attention_dropout) = 0.0;
   template <class V>
   void visit(V& v) {
     v("vocab_size", vocab_size_, "vocabulary size (0 = from the data)", Range::at_least(0));
@@ -37,23 +43,29 @@ struct GPTOptions {
     v("n_layers", n_layers_, "number of transformer blocks", Range::at_least(1));
     v("n_heads", n_heads_, "attention heads per block (must divide d_model)", Range::at_least(1));
     v("d_ff", d_ff_, "hidden width of the feed-forward networks (0 = 4 * d_model)", Range::at_least(0));
+    v("dropout", dropout_, "dropout of the embeddings and of each residual branch (0 = none)", Range::closed_open(0, 1));
+    v("attention_dropout", attention_dropout_, "dropout of the attention probabilities (0 = none)",
+      Range::closed_open(0, 1));
   }
 };
 
 /// Causal multi-head self-attention over x [N, S, D]: slots "qkv" (Linear D -> 3D) and "proj" (Linear D -> D).
 /// Position i attends to positions j <= i with softmax(q·k / sqrt(D/H) + b), where b = 0, or with ALiBi on
-/// (algorithms/alibi) b = −m_h·(i − j), head h's slope m_h from `alibi_slopes`.
+/// (algorithms/alibi) b = −m_h·(i − j), head h's slope m_h from `alibi_slopes`. In training, `dropout` > 0 drops
+/// attention probabilities (scaling the kept ones by 1/(1 − dropout)), drawing from torch's generator.
 class CausalSelfAttention : public SlottedModule {
  public:
-  CausalSelfAttention(int64_t d_model, int64_t n_heads);
+  CausalSelfAttention(int64_t d_model, int64_t n_heads, double dropout = 0.0);
   at::Tensor forward(const at::Tensor& x);
   int64_t n_heads() const noexcept { return n_heads_; }
+  double dropout() const noexcept { return dropout_; }
   /// Turns the linear attention biases of ALiBi on or off (no parameters or buffers: the slopes follow from n_heads).
   void set_alibi(bool on) noexcept { alibi_ = on; }
   bool alibi() const noexcept { return alibi_; }
 
  private:
   int64_t n_heads_;
+  double dropout_;
   bool alibi_ = false;
 };
 
@@ -73,14 +85,21 @@ class FeedForward : public SlottedModule {
 };
 
 /// A pre-norm transformer block: slots "ln1" (LayerNorm), "attn" (CausalSelfAttention), "ln2" (LayerNorm),
-/// "mlp" (FeedForward); x + attn(ln1(x)), then x + mlp(ln2(x)).
+/// "mlp" (FeedForward); y = x + attn(ln1(x)), then y + mlp(ln2(y)). With dropout > 0 the two branches pass through
+/// the torch::nn::Dropout of slots "attn_dropout" and "mlp_dropout" before they are added, as rows [N·S, D] (one row
+/// per token, so that a feature-wise dropout such as gyro_dropout sees the D features of each token).
+///
+/// The whole block is one residual branch for stochastic depth: slot "residual_gate" (an Identity, models/
+/// branch_gate.h) gates the block's update z − x of its output z. A BranchGate that drops the block returns x
+/// without computing it (LayerDrop, Fan et al. 2020); another gate g gives x + g(z − x); the Identity gives z.
 class GPTBlock : public SlottedModule {
  public:
-  GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff);
+  GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout = 0.0, double attention_dropout = 0.0);
   at::Tensor forward(const at::Tensor& x);
 };
 
 /// The language model. Slots of the model: "embed" (Embedding vocab x D), "pos_embed" (Embedding max_seq_length x D),
+/// "embed_dropout" (with dropout > 0: a torch::nn::Dropout of the embeddings' sum, as rows [N·S, D]),
 /// "ln_f" (LayerNorm), "head" (Linear D -> vocab, no bias); the blocks are the ModuleList "blocks", so parameter
 /// names read "blocks.0.attn.qkv.weight". Weights start as GPT-2's: normal(0, 0.02), the residual projections
 /// (attn.proj, mlp.proj) normal(0, 0.02/sqrt(2·n_layers)), biases 0, LayerNorms 1 and 0.
