@@ -27,6 +27,7 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/selective_backprop.h>
+#include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
 #include <tessera/ops/kernels.h>
 #include <tessera/ops/multi_tensor.h>
@@ -285,6 +286,21 @@ Case attention_case(const at::Tensor& x, bool alibi) {
   return {name, [=] { run(false); }, [=] { run(true); }, 4 * static_cast<double>(x.numel() * x.element_size())};
 }
 
+/// Greedy generation with the fortunes GPT (4 blocks, d_model 128, 4 heads, vocabulary 256, context 128): 8 rows
+/// continuing a one-token prompt by 127 tokens. Stock: the whole sequence again each step (kv_cache: false); fused:
+/// the key/value cache (each step the new token only).
+Case generate_case(const at::Device& device) {
+  at::manual_seed(0);
+  auto gpt = std::make_shared<tessera::GPT>(
+      tessera::GPTOptions().vocab_size(256).max_seq_length(128).d_model(128).n_layers(4).n_heads(4));
+  gpt->to(device);
+  const at::Tensor prompt = at::zeros({8, 1}, at::TensorOptions(device).dtype(at::kLong));
+  const auto o = tessera::GenerateOptions().max_new_tokens(127).temperature(0);
+  return {"generate 8 x 127 tokens, GPT 4 x 128 (stock: the whole sequence each step)",
+          [=] { tessera::generate(*gpt, prompt, tessera::GenerateOptions(o).kv_cache(false)); },
+          [=] { tessera::generate(*gpt, prompt, o); }, 0};
+}
+
 // ----------------------------------------------------------------------------------------------------------
 
 void cpu_row(const Case& c, const Settings& s, const std::string& suffix = "") {
@@ -327,6 +343,8 @@ void run_cpu(const Settings& s) {
   cpu_row(ema_case(at::TensorOptions().dtype(at::kFloat)), s);
   header("GPT causal self-attention (stock: product, scale, mask and softmax as separate passes)", false);
   for (bool alibi : {false, true}) cpu_row(attention_case(at::randn({32, 128, 128}), alibi), s);
+  header("text generation (fused: the key/value cache)", false);
+  cpu_row(generate_case(at::kCPU), s);
 }
 
 #ifdef TESSERA_CUDA

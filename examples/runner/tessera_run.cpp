@@ -12,6 +12,7 @@
 #include <tessera/device.h>
 #include <tessera/distributed/launcher.h>
 #include <tessera/error.h>
+#include <tessera/models/generate.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/trainer.h>
@@ -120,10 +121,54 @@ std::string format_metric(const std::string& name, double value) {
   return is_accuracy ? fmt::format("{:.2f}%", 100.0 * value) : fmt::format("{:.4f}", value);
 }
 
-int run(const std::string& recipe_path, const std::vector<std::string>& overrides, bool plan, bool dry_run,
-        bool print_recipe) {
+/// What tessera-run does with the run it builds: train it (the default), or one of the flags.
+struct Actions {
+  bool plan = false, dry_run = false, print_recipe = false;
+  bool evaluate = false;             ///< --evaluate
+  std::vector<std::string> prompts;  ///< --generate
+  std::string generate_options;      ///< --generate-options: a YAML mapping of generate's options
+  bool uses_trained_weights() const { return evaluate || !prompts.empty(); }
+};
+
+/// --evaluate and --generate: the weights of the checkpoint the recipe loads, evaluated by every evaluator and
+/// continuing the prompts, without training.
+int use_trained_weights(tessera::Trainer& trainer, const Actions& actions) {
+  if (trainer.loaded_checkpoint().empty()) {
+    throw tessera::InputError(
+        "--evaluate and --generate use trained weights, and the recipe loads none: give checkpoint.load_path=FILE, "
+        "or a checkpoint.folder that holds checkpoints with checkpoint.autoresume=true");
+  }
+  const tessera::Timestamp& ts = trainer.state().timestamp;
+  std::cerr << fmt::format("tessera-run: weights from {} (epoch {}, batch {})\n", trainer.loaded_checkpoint(), ts.epoch,
+                           ts.batch);
+  tessera::GenerateOptions options;
+  if (!actions.generate_options.empty()) {
+    tessera::read_options(tessera::Recipe::parse(actions.generate_options, "--generate-options").root(), options,
+                          "--generate-options");
+  }
+  tessera::Model& model = *trainer.state().model;
+  if (!actions.prompts.empty() && model.num_classes() != 256) {
+    throw tessera::InputError(fmt::format(
+        "--generate continues text as bytes and needs a byte-level language model (a vocabulary of 256, as the gpt "
+        "model on text data has); this model has {} classes",
+        model.num_classes()));
+  }
+  if (actions.evaluate) {
+    for (const auto& [key, value] : trainer.evaluate()) std::cout << fmt::format("{}: {}\n", key, value);
+  }
+  for (const std::string& prompt : actions.prompts) {
+    if (prompt.empty()) throw tessera::InputError("--generate: the prompt is empty; give at least one byte of text");
+    const at::Tensor tokens = tessera::generate(model, tessera::text_to_bytes(prompt).unsqueeze(0), options);
+    std::cout << tessera::bytes_to_text(tokens[0]) << "\n";
+  }
+  std::cout << std::flush;
+  return 0;
+}
+
+int run(const std::string& recipe_path, const std::vector<std::string>& overrides, const Actions& actions) {
+  const bool plan = actions.plan, dry_run = actions.dry_run;
   const tessera::Recipe recipe = tessera::Recipe::load(recipe_path, overrides);
-  if (print_recipe) std::cout << recipe.text() << std::flush;
+  if (actions.print_recipe) std::cout << recipe.text() << std::flush;
   tessera::Run run = tessera::build_run(recipe);
   const std::vector<std::string> metric_files = run.metric_files;
   const tessera::CheckpointOptions checkpoint = tessera::resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
@@ -141,6 +186,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     std::cout << dry_summary << std::flush;
     return 0;
   }
+  if (actions.uses_trained_weights()) return use_trained_weights(trainer, actions);
 
   if (!trainer.loaded_checkpoint().empty()) {
     const tessera::Timestamp& ts = trainer.state().timestamp;
@@ -238,17 +284,29 @@ int main(int argc, char** argv) {
   CLI::App app{"Trains a model from a YAML recipe (see docs/recipes.md).", "tessera-run"};
   std::string recipe_path;
   std::vector<std::string> overrides;
-  bool plan = false, dry_run = false, print_recipe = false;
+  Actions actions;
   bool interactions = false;
   int nproc = 0;
   app.add_option("recipe", recipe_path, "the YAML recipe");
   app.add_option("overrides", overrides,
                  "overrides key.path=value (e.g. optimizer.sgd.lr=0.05 algorithms=[])");
   auto* plan_flag =
-      app.add_flag("--plan", plan, "print the algorithm plan (per event, in run order) and exit");
-  app.add_flag("--dry-run", dry_run, "validate and build everything, print a summary, do not train")
-      ->excludes(plan_flag);
-  app.add_flag("--print-recipe", print_recipe, "print the recipe as run (overrides applied) first");
+      app.add_flag("--plan", actions.plan, "print the algorithm plan (per event, in run order) and exit");
+  auto* dry_flag = app.add_flag("--dry-run", actions.dry_run, "validate and build everything, print a summary, do not train")
+                       ->excludes(plan_flag);
+  app.add_flag("--print-recipe", actions.print_recipe, "print the recipe as run (overrides applied) first");
+  app.add_flag("--evaluate", actions.evaluate,
+               "do not train: run every evaluator once on the weights of the checkpoint the recipe loads "
+               "(checkpoint.load_path, or autoresume) and print metrics/<label>/<name>: value")
+      ->excludes(plan_flag, dry_flag);
+  auto* generate_flag =
+      app.add_option("--generate", actions.prompts,
+                     "do not train: continue this text (repeatable) with the language model of the checkpoint the "
+                     "recipe loads and print it (docs/language-models.md)")
+          ->excludes(plan_flag, dry_flag);
+  app.add_option("--generate-options", actions.generate_options,
+                 "generate's options as a YAML mapping, e.g. '{max_new_tokens: 80, temperature: 0.8, top_k: 40}'")
+      ->needs(generate_flag);
   app.add_option("--nproc", nproc, "start N local ranks of data-parallel training (Gloo over loopback on the CPU)")
       ->check(CLI::Range(1, 1024));
   app.add_flag("--interactions", interactions,
@@ -268,10 +326,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (nproc > 0 && !plan && !dry_run) {
+  if (nproc > 0 && actions.uses_trained_weights()) {
+    std::cerr << "tessera-run: error: --evaluate and --generate run in one process; leave out --nproc\n";
+    return 2;
+  }
+  if (nproc > 0 && !actions.plan && !actions.dry_run) {
     std::vector<std::string> args{recipe_path};
     args.insert(args.end(), overrides.begin(), overrides.end());
-    if (print_recipe) args.emplace_back("--print-recipe");
+    if (actions.print_recipe) args.emplace_back("--print-recipe");
     try {
       return tessera::dist::launch_local(nproc, "/proc/self/exe", args).exit_code;
     } catch (const std::exception& e) {
@@ -283,7 +345,7 @@ int main(int argc, char** argv) {
   choose_openmp_waiting(recipe_path, overrides, argv);
   tessera::install_stop_signal_handlers();
   try {
-    return run(recipe_path, overrides, plan, dry_run, print_recipe);
+    return run(recipe_path, overrides, actions);
   } catch (const tessera::Interrupted& e) {
     std::cerr << "tessera-run: " << e.what() << "\n";
     return 128 + e.signal();

@@ -94,6 +94,18 @@ def test_warmup_on_images_is_refused_before_step_one():
         tessera.Trainer(**tiny_components(), algorithms=[SeqLengthWarmup()])
 
 
+def stopped_at_3_and_resumed(components, path):
+    """A trainer of `components()` stopped after batch 3 and saved, then a new one loaded from it and trained to the
+    end: the second."""
+    first = tessera.Trainer(**components(), callbacks=[StopAt(3)])
+    first.fit()
+    first.save_checkpoint(str(path))
+    second = tessera.Trainer(**components())
+    second.load_checkpoint(str(path))
+    second.fit()
+    return second
+
+
 def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(text, tmp_path):
     def components():
         return gpt_components(text, algorithms=[SeqLengthWarmup(duration=0.5, min_seq_length=4, step_size=4,
@@ -101,12 +113,7 @@ def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(text, tmp_p
 
     whole = tessera.Trainer(**components())
     whole.fit()
-    first = tessera.Trainer(**components(), callbacks=[StopAt(3)])
-    first.fit()
-    first.save_checkpoint(str(tmp_path / "at3.ckpt"))
-    second = tessera.Trainer(**components())
-    second.load_checkpoint(str(tmp_path / "at3.ckpt"))
-    second.fit()
+    second = stopped_at_3_and_resumed(components, tmp_path / "at3.ckpt")
     assert second.state.timestamp.batch == 8
     assert second.weights_fingerprint() == whole.weights_fingerprint()
 
@@ -115,7 +122,8 @@ def test_a_gpt_with_dropout_stochastic_depth_and_gyro_dropout_resumes_bitwise(te
     made = []
 
     def components():
-        made[:] = [tessera.algorithms.StochasticDepth(drop_rate=0.5), tessera.algorithms.GyroDropout(p=0.1, sigma=8, tau=2)]
+        made[:] = [tessera.algorithms.StochasticDepth(drop_rate=0.5),
+                   tessera.algorithms.GyroDropout(p=0.1, sigma=8, tau=2)]
         return gpt_components(text, model={"gpt": {"d_model": 16, "n_layers": 2, "n_heads": 2, "dropout": 0.1,
                                                    "attention_dropout": 0.1}}, algorithms=list(made))
 
@@ -124,13 +132,8 @@ def test_a_gpt_with_dropout_stochastic_depth_and_gyro_dropout_resumes_bitwise(te
     depth, gyro = made
     assert depth.drop_rates == [0.25, 0.5]  # one gate per block, linear in depth
     assert gyro.replaced == 5  # the embeddings' dropout and each block's two
-    first = tessera.Trainer(**components(), callbacks=[StopAt(3)])
-    first.fit()
-    first.save_checkpoint(str(tmp_path / "at3.ckpt"))
-    second = tessera.Trainer(**components())
-    second.load_checkpoint(str(tmp_path / "at3.ckpt"))
-    second.fit()
-    assert second.weights_fingerprint() == whole.weights_fingerprint()
+    assert stopped_at_3_and_resumed(components, tmp_path / "at3.ckpt").weights_fingerprint() == \
+        whole.weights_fingerprint()
     plain = tessera.Trainer(**gpt_components(text))
     plain.fit()
     assert plain.weights_fingerprint() != whole.weights_fingerprint()
@@ -202,6 +205,10 @@ def test_a_trained_gpt_generates_text_bytes_and_ids(text):
     as_text = trainer.generate("the ", max_new_tokens=5, seed=3)
     assert isinstance(as_text, str) and as_text.startswith("the ")
     assert trainer.generate("the ", max_new_tokens=5, seed=3) == as_text  # the same seed, the same text
+    # The key/value cache (on by default) gives the tokens of running the whole sequence each step, also past the
+    # context (16 tokens): 10 + 12 = 22.
+    assert trainer.generate(b"the quick ", max_new_tokens=12, temperature=0, kv_cache=False) == greedy
+    assert trainer.generate("the ", max_new_tokens=5, seed=3, kv_cache=False) == as_text
     ids = torch.tensor([[116, 104], [102, 111]])
     out = trainer.generate(ids, max_new_tokens=4, top_k=5, top_p=0.9)
     assert out.shape == (2, 6) and torch.equal(out[:, :2], ids)

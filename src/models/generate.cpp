@@ -85,10 +85,14 @@ at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOption
     throw InputError(fmt::format("generate.eos_token: {} is outside the model's vocabulary [0, {})", o.eos_token(),
                                  vocab));
   }
+  auto* gpt = dynamic_cast<GPT*>(&model);
   int64_t context = o.max_context();
-  if (context == 0) {
-    if (const auto* gpt = dynamic_cast<const GPT*>(&model)) context = gpt->options().max_seq_length();
-  }
+  if (context == 0 && gpt != nullptr) context = gpt->options().max_seq_length();
+  // The key/value cache serves while the whole sequence fits in the context (and in the position embedding); past
+  // that, every step runs the window again (its positions shift).
+  const int64_t cache_limit =
+      gpt != nullptr && o.kv_cache() && gpt->supports_kv_cache() ? std::min(context, gpt->options().max_seq_length()) : 0;
+  KVCache cache;
   const auto params = model.parameters();
   const at::Device device = params.empty() ? prompt.device() : params.front().device();
 
@@ -100,10 +104,16 @@ at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOption
   for (int64_t step = 0; step < o.max_new_tokens(); ++step) {
     const int64_t length = tokens.size(1);
     const at::Tensor window = context > 0 && length > context ? tokens.narrow(1, length - context, context) : tokens;
-    Batch batch;
-    batch.set(Batch::kInput, window);
-    const at::Tensor logits = model.forward(batch);
-    if (logits.dim() != 3 || logits.size(0) != rows || logits.size(2) != window.size(1) ||
+    at::Tensor logits;
+    if (length <= cache_limit) {
+      logits = gpt->forward_cached(tokens.narrow(1, cache.length, length - cache.length), cache);
+    } else {
+      cache = KVCache();  // past the context: not used again
+      Batch batch;
+      batch.set(Batch::kInput, window);
+      logits = model.forward(batch);
+    }
+    if (logits.dim() != 3 || logits.size(0) != rows || (logits.size(2) != window.size(1) && length > cache_limit) ||
         (vocab > 0 && logits.size(1) != vocab)) {
       throw InputError(fmt::format("generate: the model gave outputs of shape {} for token ids of shape {}; expected "
                                    "next-token logits [N, vocab, S] = [{}, {}, {}]",

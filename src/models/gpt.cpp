@@ -1,6 +1,7 @@
 // The registry's language model: a small GPT (include/tessera/models/gpt.h).
 #include <tessera/models/gpt.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -94,6 +95,28 @@ at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
   return slot("proj").forward(y.transpose(1, 2).reshape({n, s, d}));
 }
 
+at::Tensor CausalSelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
+  const int64_t n = x.size(0), t = x.size(1), d = x.size(2), h = n_heads_;
+  const at::Tensor qkv = slot("qkv").forward(x).view({n, t, 3, h, d / h}).permute({2, 0, 3, 1, 4});
+  const int64_t past = keys.defined() ? keys.size(2) : 0;
+  keys = past > 0 ? at::cat({keys, qkv[1]}, 2) : qkv[1].contiguous();
+  values = past > 0 ? at::cat({values, qkv[2]}, 2) : qkv[2].contiguous();
+  at::Tensor y;
+  if (past == 0) {
+    y = attend(qkv[0], qkv[1], qkv[2], alibi_, 0.0);  // the first positions: what forward computes
+  } else {
+    // Query i (position past + i) sees keys j <= past + i: −inf above the diagonal offset by `past`, and with ALiBi
+    // the biases' rows past .. past + t − 1.
+    const int64_t total = past + t;
+    at::Tensor mask = at::full({t, total}, -std::numeric_limits<double>::infinity(), x.options()).triu_(past + 1);
+    if (alibi_) mask = alibi_bias(h, total, x.options()).narrow(1, past, t).add_(mask);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d / h));
+    const at::Tensor scores = at::matmul(qkv[0], keys.transpose(-2, -1)).mul_(scale).add_(mask.to(qkv.scalar_type()));
+    y = at::matmul(at::softmax(scores, -1), values);
+  }
+  return slot("proj").forward(y.transpose(1, 2).reshape({n, t, d}));
+}
+
 at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options) {
   if (n_heads < 1) throw InputError(fmt::format("alibi_slopes: n_heads is {}; expected >= 1", n_heads));
   int64_t n = 1;
@@ -136,10 +159,23 @@ GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropou
 }
 
 at::Tensor GPTBlock::forward(const at::Tensor& x) {
+  return forward_with(x, [this](const at::Tensor& h) { return slot("attn").forward(h); });
+}
+
+at::Tensor GPTBlock::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
+  auto* attention = slot("attn").ptr()->as<CausalSelfAttention>();
+  if (attention == nullptr) {
+    throw InputError("gpt: this block's attention is not a tessera::CausalSelfAttention (replaced by surgery), so it "
+                     "has no key/value cache");
+  }
+  return forward_with(x, [&](const at::Tensor& h) { return attention->forward_cached(h, keys, values); });
+}
+
+at::Tensor GPTBlock::forward_with(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& attention) {
   auto* gate = dynamic_cast<BranchGate*>(slot("residual_gate").ptr().get());
   if (gate != nullptr && gate->skip_branch()) return x;  // the block is dropped whole: it adds exactly nothing
   const bool dropout = slots().count("attn_dropout") > 0;
-  at::Tensor branch = slot("attn").forward(slot("ln1").forward(x));
+  at::Tensor branch = attention(slot("ln1").forward(x));
   at::Tensor out = x + (dropout ? dropout_rows(slot("attn_dropout"), branch) : branch);
   branch = slot("mlp").forward(slot("ln2").forward(out));
   out = out + (dropout ? dropout_rows(slot("mlp_dropout"), branch) : branch);
@@ -172,21 +208,59 @@ GPT::GPT(GPTOptions options) : options_(std::move(options)) {
   init_gpt(*this, options_.n_layers());
 }
 
-at::Tensor GPT::forward(const Batch& batch) {
-  const at::Tensor& input = batch.input();
+at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
   if (input.dim() != 2 || at::isFloatingType(input.scalar_type()) || input.scalar_type() == at::kBool ||
-      input.size(1) > options_.max_seq_length() || input.size(1) == 0) {
-    throw InputError(fmt::format("gpt: input of shape {} and type {}; expected integer token ids [N, S] with "
-                                 "1 <= S <= max_seq_length = {}",
+      offset + input.size(1) > options_.max_seq_length() || input.size(1) == 0) {
+    throw InputError(fmt::format("gpt: input of shape {} and type {}{}; expected integer token ids [N, S] with "
+                                 "1 <= S <= {} = {}",
                                  c10::str(input.sizes()), c10::toString(input.scalar_type()),
-                                 options_.max_seq_length()));
+                                 offset > 0 ? fmt::format(" after {} cached tokens", offset) : "",
+                                 offset > 0 ? "max_seq_length - cached tokens" : "max_seq_length",
+                                 options_.max_seq_length() - offset));
   }
   const at::Tensor ids = input.scalar_type() == at::kLong ? input : input.to(at::kLong);
-  const at::Tensor positions = at::arange(input.size(1), ids.options());
+  const at::Tensor positions = at::arange(offset, offset + input.size(1), ids.options());
   at::Tensor x = slot("embed").forward(ids) + slot("pos_embed").forward(positions);
   if (slots().count("embed_dropout") > 0) x = dropout_rows(slot("embed_dropout"), x);
+  return x;
+}
+
+at::Tensor GPT::head(const at::Tensor& x) { return slot("head").forward(slot("ln_f").forward(x)).transpose(1, 2); }
+
+at::Tensor GPT::forward(const Batch& batch) {
+  at::Tensor x = embed(batch.input(), 0);
   for (const auto& block : blocks_) x = block->forward(x);
-  return slot("head").forward(slot("ln_f").forward(x)).transpose(1, 2);
+  return head(x);
+}
+
+bool GPT::supports_kv_cache() {
+  return std::all_of(blocks_.begin(), blocks_.end(), [](const std::shared_ptr<GPTBlock>& block) {
+    return block->slot("attn").ptr()->as<CausalSelfAttention>() != nullptr;
+  });
+}
+
+at::Tensor GPT::forward_cached(const at::Tensor& ids, KVCache& cache) {
+  if (is_training()) {
+    throw InputError("gpt: forward_cached runs in evaluation mode (model.eval()): in training, dropout and stochastic "
+                     "depth would make the cached keys and values differ from a forward's");
+  }
+  if (!supports_kv_cache()) {
+    throw InputError("gpt: a block's attention is not a tessera::CausalSelfAttention (replaced by surgery), so it has "
+                     "no key/value cache; generate without one (kv_cache: false)");
+  }
+  at::Tensor x = embed(ids, cache.length);  // checks the ids
+  const auto blocks = static_cast<size_t>(blocks_.size());
+  if (cache.length > 0 && (cache.keys.size() != blocks || cache.keys[0].size(0) != ids.size(0))) {
+    throw InputError(fmt::format("gpt: the key/value cache holds {} blocks of {} rows; expected {} blocks of the {} "
+                                 "rows of the new tokens",
+                                 cache.keys.size(), cache.keys.empty() ? 0 : cache.keys[0].size(0), blocks,
+                                 ids.size(0)));
+  }
+  cache.keys.resize(blocks);
+  cache.values.resize(blocks);
+  for (size_t i = 0; i < blocks; ++i) x = blocks_[i]->forward_cached(x, cache.keys[i], cache.values[i]);
+  cache.length += ids.size(1);
+  return head(x);
 }
 
 at::Tensor GPT::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {

@@ -1,5 +1,6 @@
-// Text generation: greedy and sampled next tokens, the context window, stopping at an end token, and the
-// generate callback in a training run.
+// Text generation: greedy and sampled next tokens, the context window, the gpt model's key/value cache (against the
+// whole forward, with the surgeries inside its blocks), stopping at an end token, and the generate callback in a
+// training run.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -7,6 +8,10 @@
 
 #include <ATen/ATen.h>
 
+#include <tessera/algorithms/alibi.h>
+#include <tessera/algorithms/factorize.h>
+#include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/callbacks/generate.h>
 #include <tessera/models/generate.h>
 
@@ -46,6 +51,12 @@ class ShiftModel : public Model {
   int64_t vocab_;
   std::vector<double> scores_;
 };
+
+/// An attention of one's own: the identity (for a GPT block's "attn" slot).
+struct IdentityAttentionImpl : torch::nn::Module {
+  at::Tensor forward(const at::Tensor& x) { return x; }
+};
+TORCH_MODULE(IdentityAttention);
 
 at::Tensor ids(std::vector<std::vector<int64_t>> rows) {
   at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, at::kLong);
@@ -101,6 +112,70 @@ TEST(Generate, TheSameSeedGivesTheSameTokens) {
   at::manual_seed(5);
   generate(*gpt, prompt, o);
   EXPECT_TRUE(at::equal(at::rand({3}), expected));
+}
+
+TEST(Generate, TheKeyValueCacheGivesTheLastPositionsOfTheWholeForward) {
+  // Plain, with ALiBi, with gated linear units and factorized layers (surgery inside the blocks), and with
+  // stochastic depth's gates (evaluation scales each block's update).
+  for (const std::string variant : {"plain", "alibi", "glu+factorize", "stochastic_depth"}) {
+    SCOPED_TRACE(variant);
+    auto gpt = testing::tiny_gpt(16, 8);
+    if (variant == "alibi") algorithms::apply_alibi(*gpt);
+    if (variant == "glu+factorize") {
+      algorithms::apply_gated_linear_units(*gpt, algorithms::GatedLinearUnitsOptions());
+      algorithms::apply_factorize(*gpt, algorithms::FactorizeOptions().min_features(8).latent_features(4));
+    }
+    if (variant == "stochastic_depth") algorithms::apply_stochastic_depth(*gpt, algorithms::StochasticDepthOptions().drop_rate(0.5));
+    gpt->eval();
+    at::manual_seed(1);
+    const at::Tensor tokens = at::randint(16, {3, 8}, at::kLong);
+    Batch whole;
+    whole.set(Batch::kInput, tokens);
+    const at::Tensor expected = gpt->forward(whole);
+    ASSERT_TRUE(gpt->supports_kv_cache());
+    KVCache cache;
+    std::vector<at::Tensor> parts;
+    for (const auto& [from, count] : std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 1}, {4, 1}, {5, 3}}) {
+      parts.push_back(gpt->forward_cached(tokens.narrow(1, from, count), cache));
+      EXPECT_EQ(cache.length, from + count);
+    }
+    const at::Tensor got = at::cat(parts, 2);
+    ASSERT_EQ(got.sizes(), expected.sizes());
+    Batch prompt;
+    prompt.set(Batch::kInput, tokens.narrow(1, 0, 3));
+    EXPECT_TRUE(at::equal(parts[0], gpt->forward(prompt))) << "the prompt: forward's own computation";
+    EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-5)) << (got - expected).abs().max().item<double>();
+    ASSERT_EQ(cache.keys.size(), 2u);
+    EXPECT_EQ(cache.keys[1].sizes(), (std::vector<int64_t>{3, 2, 8, 8}));  // [N, H, length, D/H]
+  }
+}
+
+TEST(Generate, TheKeyValueCacheGivesTheTokensOfTheWholeWindowAndIsRefusedWhereItCannotServe) {
+  auto gpt = testing::tiny_gpt(16, 8);
+  const at::Tensor prompt = ids({{1, 2, 3}, {4, 5, 6}});
+  // 12 new tokens: the cache serves up to 8, the window takes over past the context.
+  for (const auto& o : {GenerateOptions().max_new_tokens(12).temperature(0), GenerateOptions().max_new_tokens(12).seed(3),
+                        GenerateOptions().max_new_tokens(4).max_context(5).seed(4)}) {
+    EXPECT_TRUE(at::equal(generate(*gpt, prompt, o), generate(*gpt, prompt, GenerateOptions(o).kv_cache(false))));
+  }
+  gpt->train();
+  KVCache cache;
+  EXPECT_THAT(testing::input_error_of([&] { gpt->forward_cached(prompt, cache); }),
+              HasSubstr("forward_cached runs in evaluation mode"));
+  gpt->eval();
+  gpt->forward_cached(at::zeros({2, 6}, at::kLong), cache);
+  EXPECT_THAT(testing::input_error_of([&] { gpt->forward_cached(prompt, cache); }),
+              HasSubstr("input of shape [2, 3] and type Long after 6 cached tokens; expected integer token ids [N, S] "
+                        "with 1 <= S <= max_seq_length - cached tokens = 2"));
+  EXPECT_THAT(testing::input_error_of([&] { gpt->forward_cached(at::zeros({3, 1}, at::kLong), cache); }),
+              HasSubstr("the key/value cache holds 2 blocks of 2 rows; expected 2 blocks of the 3 rows"));
+  // An attention replaced by another module has no cache: generate runs the window, forward_cached refuses.
+  gpt->blocks()[1]->replace_slot("attn", torch::nn::AnyModule(IdentityAttention()));
+  EXPECT_FALSE(gpt->supports_kv_cache());
+  EXPECT_EQ(generate(*gpt, prompt, GenerateOptions().max_new_tokens(2)).size(1), 5);
+  KVCache fresh;
+  EXPECT_THAT(testing::input_error_of([&] { gpt->forward_cached(prompt, fresh); }),
+              HasSubstr("a block's attention is not a tessera::CausalSelfAttention"));
 }
 
 TEST(Generate, SamplesFromTheTemperedFilteredSoftmax) {

@@ -1,8 +1,12 @@
-// tessera-run end to end: a tiny synthetic recipe trained by the built binary, --plan, --dry-run, and errors.
+// tessera-run end to end: a tiny synthetic recipe trained by the built binary, --plan, --dry-run, --evaluate and
+// --generate on a checkpoint's weights, and errors.
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <tessera/engine.h>
+#include <tessera/models/generate.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
 #include <tessera/trainer.h>
 #include <unistd.h>
 
@@ -298,6 +302,78 @@ TEST_F(RunnerTest, BadOverrideAndMissingFileExitTwo) {
 }
 
 }  // namespace
+
+TEST_F(RunnerTest, EvaluateRunsTheEvaluatorsOnTheCheckpointsWeightsWithoutTraining) {
+  const std::string recipe = write_recipe("checkpoint: {folder: ck, interval: 1ep, autoresume: true}\n");
+  const Result trained = run("'" + recipe + "' max_duration=1ep loggers=[]");
+  ASSERT_EQ(trained.code, 0) << trained.out << trained.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(trained.out, m, std::regex(R"(final test accuracy: (\d+\.\d\d)%)"))) << trained.out;
+  const std::string final_accuracy = m[1];
+  const auto checkpoint_time = fs::last_write_time(dir_ / "run" / "ck" / "latest");
+  const Result evaluated = run("'" + recipe + "' max_duration=1ep loggers=[] --evaluate");
+  ASSERT_EQ(evaluated.code, 0) << evaluated.out << evaluated.err;
+  EXPECT_NE(evaluated.err.find("tessera-run: weights from "), std::string::npos) << evaluated.err;
+  ASSERT_TRUE(std::regex_search(evaluated.out, m, std::regex(R"(metrics/test/accuracy: ([0-9.e-]+)\n)"))) << evaluated.out;
+  char percent[32];
+  std::snprintf(percent, sizeof percent, "%.2f", 100.0 * std::stod(m[1]));
+  EXPECT_EQ(percent, final_accuracy) << "the weights the run ended with";
+  EXPECT_NE(evaluated.out.find("metrics/test/cross_entropy: "), std::string::npos) << evaluated.out;
+  EXPECT_EQ(evaluated.out.find("final "), std::string::npos) << "no training";
+  EXPECT_EQ(fs::last_write_time(dir_ / "run" / "ck" / "latest"), checkpoint_time) << "no checkpoint written";
+
+  // --generate on a classifier, --nproc with --evaluate, and no checkpoint to load: exit 2 with the reason.
+  const Result classifier = run("'" + recipe + "' max_duration=1ep loggers=[] --generate 'the '");
+  EXPECT_EQ(classifier.code, 2) << classifier.out << classifier.err;
+  EXPECT_NE(classifier.err.find("needs a byte-level language model (a vocabulary of 256"), std::string::npos)
+      << classifier.err;
+  const Result ranks = run("'" + recipe + "' --nproc 2 --evaluate");
+  EXPECT_EQ(ranks.code, 2) << ranks.out << ranks.err;
+  EXPECT_NE(ranks.err.find("leave out --nproc"), std::string::npos) << ranks.err;
+  const Result none = run("'" + write_recipe() + "' --evaluate");  // the recipe without its checkpoint section
+  EXPECT_EQ(none.code, 2) << none.out << none.err;
+  EXPECT_NE(none.err.find("--evaluate and --generate use trained weights, and the recipe loads none: give "
+                          "checkpoint.load_path=FILE"),
+            std::string::npos)
+      << none.err;
+}
+
+TEST_F(RunnerTest, GenerateContinuesPromptsWithTheCheckpointsLanguageModel) {
+  const fs::path text = dir_ / "words.txt";
+  {
+    std::ofstream out(text);
+    for (int i = 0; i < 300; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
+  }
+  const fs::path recipe = dir_ / "gpt.yaml";
+  std::ofstream(recipe) << "max_duration: 4ba\nseed: 3\nthreads: 1\nrun_dir: " << (dir_ / "gpt").string() << "\n"
+                        << "model: {gpt: {d_model: 16, n_layers: 2, n_heads: 2}}\n"
+                        << "data:\n  train:\n    dataset: {text: {path: " << text.string() << ", seq_length: 16}}\n"
+                        << "    loader: {batch_size: 8}\n"
+                        << "optimizer: {adamw: {lr: 0.01}}\nloggers: []\n"
+                        << "checkpoint: {folder: ck, interval: 2ba, autoresume: true}\n";
+  const std::string quoted = "'" + recipe.string() + "'";
+  ASSERT_EQ(run(quoted).code, 0);
+  const Result r = run(quoted + " --generate 'the ' --generate 'fox' --generate-options '{max_new_tokens: 6, temperature: 0}'");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // The same weights in this process: the same greedy continuations.
+  tessera::Run same = tessera::build_run(tessera::Recipe::load(recipe.string()));
+  tessera::Trainer trainer(same.trainer, std::move(same.components), same.checkpoint);
+  ASSERT_FALSE(trainer.loaded_checkpoint().empty());
+  std::string expected;
+  for (const std::string prompt : {"the ", "fox"}) {
+    const at::Tensor ids = tessera::generate(*trainer.state().model, tessera::text_to_bytes(prompt).unsqueeze(0),
+                                             tessera::GenerateOptions().max_new_tokens(6).temperature(0));
+    expected += tessera::bytes_to_text(ids[0]) + "\n";
+  }
+  EXPECT_EQ(r.out, expected);
+  EXPECT_EQ(r.out.size(), 10u + 1 + 9 + 1);
+  const Result bad = run(quoted + " --generate 'the ' --generate-options '{top: 3}'");
+  EXPECT_EQ(bad.code, 2) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find("--generate-options:1:2: top: unknown key \"top\" in --generate-options; did you mean "
+                         "\"top_k\"?"),
+            std::string::npos)
+      << bad.err;
+}
 
 TEST_F(RunnerTest, AutoresumeRefusesARecipeThatChangedWhatTrainsAndAllowsTheRest) {
   const std::string recipe = write_recipe("checkpoint: {folder: ck, interval: 1ep, autoresume: true}\n");

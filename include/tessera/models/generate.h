@@ -2,9 +2,10 @@
 /// Text generation from a language model: autoregressive sampling of next tokens.
 ///
 /// The model is any `Model` whose outputs are next-token logits [N, vocab, S] for token ids [N, S] (the `gpt`
-/// model, or a user's own language model). Each step runs the model on the last `max_context` tokens of every
-/// row (no key/value cache: the whole context again each step, simple and exact), takes the logits of the last
-/// position, and picks the next token of each row: the most likely one (temperature 0), or a draw from
+/// model, or a user's own language model). Each step takes the logits of the last position of the last
+/// `max_context` tokens of every row: for the gpt model, from a key/value cache (GPT::forward_cached: each step
+/// computes the new token's keys and values only) while the sequence fits in the context; otherwise by running
+/// the model on the whole window again. Then it picks the next token of each row: the most likely one (temperature 0), or a draw from
 /// softmax(logits / temperature) restricted to the top_k most likely tokens and then to the smallest set whose
 /// probability reaches top_p (nucleus sampling). The draws come from Tessera's counter-based generator
 /// (rng.h) on stream (seed, row, step), in float64 on the host: the same seed gives the same text on every
@@ -33,6 +34,7 @@ struct GenerateOptions {
   TESSERA_OPTION(int64_t, seed) = 0;
   TESSERA_OPTION(int64_t, eos_token) = -1;
   TESSERA_OPTION(int64_t, max_context) = 0;
+  TESSERA_OPTION(bool, kv_cache) = true;
   template <class V>
   void visit(V& v) {
     v("max_new_tokens", max_new_tokens_, "tokens to add to each prompt", Range::at_least(1));
@@ -43,6 +45,7 @@ struct GenerateOptions {
     v("eos_token", eos_token_, "a row stops after this token (-1 = none)", Range::at_least(-1));
     v("max_context", max_context_, "tokens the model sees (0 = the gpt model's max_seq_length, else all)",
       Range::at_least(0));
+    v("kv_cache", kv_cache_, "reuse the gpt model's attention keys and values from step to step", Any{});
   }
 };
 

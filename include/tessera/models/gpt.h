@@ -7,6 +7,7 @@
 ///     auto model = std::make_shared<tessera::GPT>(
 ///         tessera::GPTOptions().vocab_size(256).max_seq_length(128).d_model(128).n_layers(4).n_heads(4));
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -59,6 +60,11 @@ class CausalSelfAttention : public SlottedModule {
   at::Tensor forward(const at::Tensor& x);
   int64_t n_heads() const noexcept { return n_heads_; }
   double dropout() const noexcept { return dropout_; }
+  /// Incremental attention for generation: the attention of T new positions x [N, T, D], which follow the P
+  /// positions whose keys and values `keys` and `values` hold ([N, H, P, D/H]; undefined when P = 0), over those and
+  /// their own; appends their keys and values. What forward gives the last T positions of the whole sequence, up to
+  /// rounding (without dropout: for evaluation).
+  at::Tensor forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values);
   /// Turns the linear attention biases of ALiBi on or off (no parameters or buffers: the slopes follow from n_heads).
   void set_alibi(bool on) noexcept { alibi_ = on; }
   bool alibi() const noexcept { return alibi_; }
@@ -96,6 +102,19 @@ class GPTBlock : public SlottedModule {
  public:
   GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout = 0.0, double attention_dropout = 0.0);
   at::Tensor forward(const at::Tensor& x);
+  /// forward for T new positions x [N, T, D] after those whose attention keys and values are cached
+  /// (CausalSelfAttention::forward_cached; InputError when the "attn" slot holds another module).
+  at::Tensor forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values);
+
+ private:
+  /// The block around `attention` (the attention branch before its dropout).
+  at::Tensor forward_with(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& attention);
+};
+
+/// The attention keys and values of every block for the tokens a GPT has seen: what GPT::forward_cached extends.
+struct KVCache {
+  std::vector<at::Tensor> keys, values;  ///< per block, [N, H, length, D/H]
+  int64_t length = 0;                     ///< tokens seen
 };
 
 /// The language model. Slots of the model: "embed" (Embedding vocab x D), "pos_embed" (Embedding max_seq_length x D),
@@ -109,6 +128,13 @@ class GPT : public Model {
   explicit GPT(GPTOptions options);
   /// Logits [N, vocab, S] for token ids input [N, S] (any integer type, S <= max_seq_length).
   at::Tensor forward(const Batch& batch) override;
+  /// Logits [N, vocab, T] of T new tokens ids [N, T] that follow the cache's tokens, extending the cache: for
+  /// generation, in evaluation mode (one step costs the new tokens' work, not the whole sequence's). Up to rounding,
+  /// the last T positions of forward on the whole sequence. InputError in training mode, when the cache's length
+  /// plus T exceeds max_seq_length, or when a block's attention was replaced by another module.
+  at::Tensor forward_cached(const at::Tensor& ids, KVCache& cache);
+  /// Whether forward_cached can run: every block's "attn" slot holds a CausalSelfAttention.
+  bool supports_kv_cache();
   /// Next-token cross-entropy against targets [N, S] (integer ids, or dense [N, vocab, S]); per-example losses are
   /// the mean over the sequence.
   at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction = Reduction::Mean) override;
@@ -119,6 +145,11 @@ class GPT : public Model {
   const std::vector<std::shared_ptr<GPTBlock>>& blocks() const noexcept { return blocks_; }
 
  private:
+  /// Checks token ids [N, S] of positions offset .. offset + S − 1 and gives their embeddings [N, S, D].
+  at::Tensor embed(const at::Tensor& ids, int64_t offset);
+  /// The logits [N, vocab, S] of the last block's output [N, S, D].
+  at::Tensor head(const at::Tensor& x);
+
   GPTOptions options_;
   std::vector<std::shared_ptr<GPTBlock>> blocks_;
 };
