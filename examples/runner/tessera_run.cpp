@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <tessera/device.h>
 #include <tessera/distributed/launcher.h>
+#include <tessera/callbacks/metric_writers.h>
 #include <tessera/error.h>
 #include <tessera/models/generate.h>
 #include <tessera/recipe.h>
@@ -176,6 +177,16 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   if (plan || dry_run) {
     // No checkpoint is loaded: the plan and the summary depend on the recipe alone.
     run.checkpoint.autoresume(false).load_path("");
+  }
+  if (actions.uses_trained_weights()) {
+    // The run's metric files stay as the training left them (a loaded checkpoint would cut them back to its batch).
+    auto& callbacks = run.components.callbacks;
+    callbacks.erase(std::remove_if(callbacks.begin(), callbacks.end(),
+                                   [](const std::shared_ptr<tessera::Callback>& c) {
+                                     return dynamic_cast<tessera::callbacks::JsonlWriter*>(c.get()) != nullptr ||
+                                            dynamic_cast<tessera::callbacks::CsvWriter*>(c.get()) != nullptr;
+                                   }),
+                    callbacks.end());
   }
   tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
   if (plan) {

@@ -305,13 +305,14 @@ TEST_F(RunnerTest, BadOverrideAndMissingFileExitTwo) {
 
 TEST_F(RunnerTest, EvaluateRunsTheEvaluatorsOnTheCheckpointsWeightsWithoutTraining) {
   const std::string recipe = write_recipe("checkpoint: {folder: ck, interval: 1ep, autoresume: true}\n");
-  const Result trained = run("'" + recipe + "' max_duration=1ep loggers=[]");
+  const Result trained = run("'" + recipe + "' max_duration=1ep");
   ASSERT_EQ(trained.code, 0) << trained.out << trained.err;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(trained.out, m, std::regex(R"(final test accuracy: (\d+\.\d\d)%)"))) << trained.out;
   const std::string final_accuracy = m[1];
   const auto checkpoint_time = fs::last_write_time(dir_ / "run" / "ck" / "latest");
-  const Result evaluated = run("'" + recipe + "' max_duration=1ep loggers=[] --evaluate");
+  const std::string jsonl = slurp(dir_ / "run" / "metrics.jsonl"), csv = slurp(dir_ / "run" / "metrics.csv");
+  const Result evaluated = run("'" + recipe + "' max_duration=1ep --evaluate");
   ASSERT_EQ(evaluated.code, 0) << evaluated.out << evaluated.err;
   EXPECT_NE(evaluated.err.find("tessera-run: weights from "), std::string::npos) << evaluated.err;
   ASSERT_TRUE(std::regex_search(evaluated.out, m, std::regex(R"(metrics/test/accuracy: ([0-9.e-]+)\n)"))) << evaluated.out;
@@ -321,6 +322,8 @@ TEST_F(RunnerTest, EvaluateRunsTheEvaluatorsOnTheCheckpointsWeightsWithoutTraini
   EXPECT_NE(evaluated.out.find("metrics/test/cross_entropy: "), std::string::npos) << evaluated.out;
   EXPECT_EQ(evaluated.out.find("final "), std::string::npos) << "no training";
   EXPECT_EQ(fs::last_write_time(dir_ / "run" / "ck" / "latest"), checkpoint_time) << "no checkpoint written";
+  EXPECT_EQ(slurp(dir_ / "run" / "metrics.jsonl"), jsonl) << "the training's metric files are left as they were";
+  EXPECT_EQ(slurp(dir_ / "run" / "metrics.csv"), csv);
 
   // --generate on a classifier, --nproc with --evaluate, and no checkpoint to load: exit 2 with the reason.
   const Result classifier = run("'" + recipe + "' max_duration=1ep loggers=[] --generate 'the '");
