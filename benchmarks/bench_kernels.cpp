@@ -29,6 +29,7 @@
 #include <tessera/algorithms/selective_backprop.h>
 #include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
+#include <tessera/ops/dropout.h>
 #include <tessera/ops/kernels.h>
 #include <tessera/ops/multi_tensor.h>
 #include <tessera/rng.h>
@@ -286,6 +287,19 @@ Case attention_case(const at::Tensor& x, bool alibi) {
   return {name, [=] { run(false); }, [=] { run(true); }, 4 * static_cast<double>(x.numel() * x.element_size())};
 }
 
+/// Dropout with p 0.1 of x (the fortunes GPT's residual stream: 32 x 128 tokens of 128 features), forward and
+/// backward. Stock: torch's dropout (a Bernoulli draw per element, the mask stored for the backward); fused: the
+/// counter-based dropout (a hash per element, recomputed in the backward).
+Case dropout_case(const at::Tensor& x) {
+  const at::Tensor xg = x.detach().clone().requires_grad_(true);
+  auto run = [=](bool fused) {
+    (fused ? tessera::ops::counter_dropout(xg, 0.1, 1234) : at::dropout(xg, 0.1, true)).sum().backward();
+    xg.mutable_grad() = at::Tensor();
+  };
+  return {"dropout p 0.1 " + shape_str(x.sizes()) + " " + std::string(c10::toString(x.scalar_type())) + " fwd+bwd",
+          [=] { run(false); }, [=] { run(true); }, 4 * static_cast<double>(x.numel() * x.element_size())};
+}
+
 /// Greedy generation with the fortunes GPT (4 blocks, d_model 128, 4 heads, vocabulary 256, context 128): 8 rows
 /// continuing a one-token prompt by 127 tokens. Stock: the whole sequence again each step (kv_cache: false); fused:
 /// the key/value cache (each step the new token only).
@@ -343,6 +357,8 @@ void run_cpu(const Settings& s) {
   cpu_row(ema_case(at::TensorOptions().dtype(at::kFloat)), s);
   header("GPT causal self-attention (stock: product, scale, mask and softmax as separate passes)", false);
   for (bool alibi : {false, true}) cpu_row(attention_case(at::randn({32, 128, 128}), alibi), s);
+  header("dropout (stock: torch's dropout)", false);
+  for (const auto type : {at::kFloat, at::kBFloat16}) cpu_row(dropout_case(at::randn({4096, 128}).to(type)), s);
   header("text generation (fused: the key/value cache)", false);
   cpu_row(generate_case(at::kCPU), s);
 }
@@ -467,6 +483,9 @@ void run_gpu(const Settings& s) {
       }
     }
   }
+  header("text generation (fused: the key/value cache)", true);
+  Case g = generate_case(cuda.device());
+  row(g.name, time_gpu(g.stock, g.fused, std::max(1, reps / 10)), g.bytes, peak, true);
 }
 #endif
 

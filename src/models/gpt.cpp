@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
@@ -18,6 +17,7 @@
 
 #include <tessera/error.h>
 #include <tessera/models/branch_gate.h>
+#include <tessera/ops/dropout.h>
 
 #include "option_checks.h"
 
@@ -74,7 +74,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 }
 
 /// The dropout of slot `name` applied to x [N, S, D] as rows [N·S, D] (a token per row): what a feature-wise
-/// dropout such as gyro_dropout needs; the same draws as on [N, S, D] for torch's Dropout.
+/// dropout such as gyro_dropout needs (the same mask as on [N, S, D] for an elementwise dropout).
 at::Tensor dropout_rows(nn::AnyModule& dropout, const at::Tensor& x) {
   return dropout.forward(x.reshape({x.size(0) * x.size(1), x.size(2)})).view(x.sizes());
 }
@@ -152,8 +152,8 @@ GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropou
   register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff)));
   // Modules in slots (not functional calls), so that surgery can replace them (gyro_dropout, stochastic_depth).
   if (dropout > 0) {
-    register_slot("attn_dropout", nn::AnyModule(nn::Dropout(dropout)));
-    register_slot("mlp_dropout", nn::AnyModule(nn::Dropout(dropout)));
+    register_slot("attn_dropout", nn::AnyModule(CounterDropout(dropout)));
+    register_slot("mlp_dropout", nn::AnyModule(CounterDropout(dropout)));
   }
   register_slot("residual_gate", nn::AnyModule(nn::Identity()));
 }
@@ -195,7 +195,7 @@ GPT::GPT(GPTOptions options) : options_(std::move(options)) {
   const int64_t d_ff = options_.d_ff() > 0 ? options_.d_ff() : 4 * d;
   register_slot("embed", nn::AnyModule(nn::Embedding(options_.vocab_size(), d)));
   register_slot("pos_embed", nn::AnyModule(nn::Embedding(options_.max_seq_length(), d)));
-  if (options_.dropout() > 0) register_slot("embed_dropout", nn::AnyModule(nn::Dropout(options_.dropout())));
+  if (options_.dropout() > 0) register_slot("embed_dropout", nn::AnyModule(CounterDropout(options_.dropout())));
   nn::ModuleList blocks;
   for (int64_t i = 0; i < options_.n_layers(); ++i) {
     auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff, options_.dropout(), options_.attention_dropout());
