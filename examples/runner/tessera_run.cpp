@@ -154,11 +154,13 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions) {
         "model on text data has); this model has {} classes",
         model.num_classes()));
   }
+  for (const std::string& prompt : actions.prompts) {
+    if (prompt.empty()) throw tessera::InputError("--generate: a prompt is empty; give at least one byte of text");
+  }
   if (actions.evaluate) {
     for (const auto& [key, value] : trainer.evaluate()) std::cout << fmt::format("{}: {}\n", key, value);
   }
   for (const std::string& prompt : actions.prompts) {
-    if (prompt.empty()) throw tessera::InputError("--generate: the prompt is empty; give at least one byte of text");
     const at::Tensor tokens = tessera::generate(model, tessera::text_to_bytes(prompt).unsqueeze(0), options);
     std::cout << tessera::bytes_to_text(tokens[0]) << "\n";
   }
