@@ -103,22 +103,26 @@ at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOption
   std::vector<bool> done(static_cast<size_t>(rows), false);
   for (int64_t step = 0; step < o.max_new_tokens(); ++step) {
     const int64_t length = tokens.size(1);
-    const at::Tensor window = context > 0 && length > context ? tokens.narrow(1, length - context, context) : tokens;
+    const bool cached = length <= cache_limit;
+    // What the model runs on: the tokens the cache has not seen, or the last `context` tokens.
+    const at::Tensor input = cached                                ? tokens.narrow(1, cache.length, length - cache.length)
+                             : context > 0 && length > context ? tokens.narrow(1, length - context, context)
+                                                               : tokens;
     at::Tensor logits;
-    if (length <= cache_limit) {
-      logits = gpt->forward_cached(tokens.narrow(1, cache.length, length - cache.length), cache);
+    if (cached) {
+      logits = gpt->forward_cached(input, cache);
     } else {
       cache = KVCache();  // past the context: not used again
       Batch batch;
-      batch.set(Batch::kInput, window);
+      batch.set(Batch::kInput, input);
       logits = model.forward(batch);
     }
-    if (logits.dim() != 3 || logits.size(0) != rows || (logits.size(2) != window.size(1) && length > cache_limit) ||
+    if (logits.dim() != 3 || logits.size(0) != rows || logits.size(2) != input.size(1) ||
         (vocab > 0 && logits.size(1) != vocab)) {
       throw InputError(fmt::format("generate: the model gave outputs of shape {} for token ids of shape {}; expected "
                                    "next-token logits [N, vocab, S] = [{}, {}, {}]",
-                                   c10::str(logits.sizes()), c10::str(window.sizes()), rows,
-                                   vocab > 0 ? std::to_string(vocab) : "vocab", window.size(1)));
+                                   c10::str(logits.sizes()), c10::str(input.sizes()), rows,
+                                   vocab > 0 ? std::to_string(vocab) : "vocab", input.size(1)));
     }
     const at::Tensor last = logits.select(2, -1).to(at::kCPU, at::kDouble).contiguous();
     const int64_t width = last.size(1);

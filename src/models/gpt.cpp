@@ -44,33 +44,42 @@ void init_gpt(nn::Module& model, int64_t n_layers) {
   }
 }
 
-/// softmax(q·kᵀ/√(D/H) + causal mask [+ ALiBi's biases when `alibi`])·v for q, k, v [N, H, S, D/H], the
-/// probabilities dropped with probability `dropout` (> 0 in training only): PyTorch's fused attention with LibTorch
-/// 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool alibi, double dropout) {
-  const int64_t n = q.size(0), h = q.size(1), s = q.size(2), dh = q.size(3);
-  // The additive mask of causal attention: 0 on and below the diagonal, −inf above; with ALiBi's biases, [H, S, S].
+/// softmax(q·kᵀ/√(D/H) + causal mask [+ ALiBi's biases when `alibi`])·v for queries q [N, H, T, D/H] at positions
+/// past .. past + T − 1 and keys and values k, v [N, H, past + T, D/H], the probabilities dropped with probability
+/// `dropout` (> 0 in training only): PyTorch's fused attention with LibTorch 2.x (but on CUDA in deterministic mode),
+/// the explicit product and softmax otherwise. past > 0 (cached keys: generation) takes the explicit form.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool alibi, double dropout,
+                  int64_t past = 0) {
+  const int64_t n = q.size(0), h = q.size(1), t = q.size(2), dh = q.size(3), s = past + t;
+  // The additive mask: 0 where query i (position past + i) may see key j <= past + i, −inf above; with ALiBi's
+  // biases (their rows past .. past + T − 1), [H, T, S].
   const auto mask = [&] {
-    at::Tensor causal = at::full({s, s}, -std::numeric_limits<double>::infinity(), q.options()).triu_(1);
-    return alibi ? alibi_bias(h, s, q.options()).add_(causal) : causal;
+    at::Tensor causal = at::full({t, s}, -std::numeric_limits<double>::infinity(), q.options()).triu_(past + 1);
+    return alibi ? alibi_bias(h, s, q.options()).narrow(1, past, t).add_(causal) : causal;
   };
 #if TORCH_VERSION_MAJOR >= 2
   // PyTorch's fused attention (flash attention on the CPU and CUDA), but for CUDA in deterministic mode, where its
   // backward kernels may accumulate atomically.
-  if (!(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
+  if (past == 0 && !(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
     return alibi ? at::scaled_dot_product_attention(q, k, v, mask(), dropout, /*is_causal=*/false)
                  : at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
   }
 #endif
-  // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, S, S] scores: the scale
+  // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, T, S] scores: the scale
   // and the causal mask go into the product (baddbmm); ALiBi's per-head biases take one pass more.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const at::Tensor scores =
       alibi ? at::matmul(q, k.transpose(-2, -1)).mul_(scale).add_(mask())
-            : at::baddbmm(mask(), q.reshape({n * h, s, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
-                  .view({n, h, s, s});
+            : at::baddbmm(mask(), q.reshape({n * h, t, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
+                  .view({n, h, t, s});
   const at::Tensor probabilities = at::softmax(scores, -1);
   return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, v);
+}
+
+/// q, k, v [N, H, T, D/H] of x [N, T, D] through the "qkv" slot of `attention`.
+at::Tensor heads_of(SlottedModule& attention, const at::Tensor& x, int64_t h) {
+  const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
+  return attention.slot("qkv").forward(x).view({n, t, 3, h, d / h}).permute({2, 0, 3, 1, 4});
 }
 
 /// The dropout of slot `name` applied to x [N, S, D] as rows [N·S, D] (a token per row): what a feature-wise
@@ -88,33 +97,20 @@ CausalSelfAttention::CausalSelfAttention(int64_t d_model, int64_t n_heads, doubl
 }
 
 at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
-  const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = n_heads_;
-  // [N, S, 3D] -> 3 x [N, H, S, D/H]
-  const at::Tensor qkv = slot("qkv").forward(x).view({n, s, 3, h, d / h}).permute({2, 0, 3, 1, 4});
-  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], alibi_, is_training() ? dropout_ : 0.0);  // [N, H, S, D/H]
-  return slot("proj").forward(y.transpose(1, 2).reshape({n, s, d}));
+  const at::Tensor qkv = heads_of(*this, x, n_heads_);  // 3 x [N, H, S, D/H]
+  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], alibi_, is_training() ? dropout_ : 0.0);
+  return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
 }
 
 at::Tensor CausalSelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
-  const int64_t n = x.size(0), t = x.size(1), d = x.size(2), h = n_heads_;
-  const at::Tensor qkv = slot("qkv").forward(x).view({n, t, 3, h, d / h}).permute({2, 0, 3, 1, 4});
+  const at::Tensor qkv = heads_of(*this, x, n_heads_);
   const int64_t past = keys.defined() ? keys.size(2) : 0;
   keys = past > 0 ? at::cat({keys, qkv[1]}, 2) : qkv[1].contiguous();
   values = past > 0 ? at::cat({values, qkv[2]}, 2) : qkv[2].contiguous();
-  at::Tensor y;
-  if (past == 0) {
-    y = attend(qkv[0], qkv[1], qkv[2], alibi_, 0.0);  // the first positions: what forward computes
-  } else {
-    // Query i (position past + i) sees keys j <= past + i: −inf above the diagonal offset by `past`, and with ALiBi
-    // the biases' rows past .. past + t − 1.
-    const int64_t total = past + t;
-    at::Tensor mask = at::full({t, total}, -std::numeric_limits<double>::infinity(), x.options()).triu_(past + 1);
-    if (alibi_) mask = alibi_bias(h, total, x.options()).narrow(1, past, t).add_(mask);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d / h));
-    const at::Tensor scores = at::matmul(qkv[0], keys.transpose(-2, -1)).mul_(scale).add_(mask.to(qkv.scalar_type()));
-    y = at::matmul(at::softmax(scores, -1), values);
-  }
-  return slot("proj").forward(y.transpose(1, 2).reshape({n, t, d}));
+  // The first positions as forward computes them; later ones against the cached keys and values.
+  const at::Tensor y = past == 0 ? attend(qkv[0], qkv[1], qkv[2], alibi_, 0.0)
+                                 : attend(qkv[0], keys, values, alibi_, 0.0, past);
+  return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
 }
 
 at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options) {

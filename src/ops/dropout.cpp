@@ -16,7 +16,8 @@
 namespace tessera::ops {
 namespace {
 
-/// A 32-bit integer hash with full avalanche (Wellons' "lowbias32").
+/// A 32-bit integer hash with full avalanche (Wellons' "lowbias32"). Not rng.h's 64-bit SplitMix: AVX2 has no
+/// 64-bit multiply, and 32-bit lanes let the loop below run 8 elements at a time.
 TESSERA_ALWAYS_INLINE uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352dU;

@@ -11,6 +11,7 @@
 #include <tessera/algorithms/alibi.h>
 #include <tessera/algorithms/factorize.h>
 #include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/callbacks/generate.h>
 #include <tessera/models/generate.h>
@@ -115,15 +116,18 @@ TEST(Generate, TheSameSeedGivesTheSameTokens) {
 }
 
 TEST(Generate, TheKeyValueCacheGivesTheLastPositionsOfTheWholeForward) {
-  // Plain, with ALiBi, with gated linear units and factorized layers (surgery inside the blocks), and with
-  // stochastic depth's gates (evaluation scales each block's update).
-  for (const std::string variant : {"plain", "alibi", "glu+factorize", "stochastic_depth"}) {
+  // Plain, with ALiBi, with gated linear units and factorized layers (surgery inside the blocks), with low-precision
+  // LayerNorms (fp32 here: the replaced layers), and with stochastic depth's gates (evaluation scales each update).
+  for (const std::string variant : {"plain", "alibi", "glu+factorize", "low_precision_layernorm", "stochastic_depth"}) {
     SCOPED_TRACE(variant);
     auto gpt = testing::tiny_gpt(16, 8);
     if (variant == "alibi") algorithms::apply_alibi(*gpt);
     if (variant == "glu+factorize") {
       algorithms::apply_gated_linear_units(*gpt, algorithms::GatedLinearUnitsOptions());
       algorithms::apply_factorize(*gpt, algorithms::FactorizeOptions().min_features(8).latent_features(4));
+    }
+    if (variant == "low_precision_layernorm") {
+      ASSERT_EQ(algorithms::apply_low_precision_layernorm(*gpt), 5);  // two per block and the final one
     }
     if (variant == "stochastic_depth") algorithms::apply_stochastic_depth(*gpt, algorithms::StochasticDepthOptions().drop_rate(0.5));
     gpt->eval();
