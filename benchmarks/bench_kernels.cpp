@@ -257,12 +257,12 @@ Case ema_case(const at::TensorOptions& o) {
 }
 
 /// The causal self-attention of a GPT block (the fortunes GPT's: d_model 128, 4 heads) on x [N, S, 128], forward and
-/// backward to x and the weights. Stock: the formulation CausalSelfAttention used at first (q·kᵀ, then a scaling
-/// pass, ALiBi's biases, a masked fill, the softmax). Fused: CausalSelfAttention::forward (LibTorch 2.x: PyTorch's
+/// backward to x and the weights. Stock: the formulation SelfAttention used at first (q·kᵀ, then a scaling
+/// pass, ALiBi's biases, a masked fill, the softmax). Fused: SelfAttention::forward (LibTorch 2.x: PyTorch's
 /// fused attention; 1.13: the scale and the mask folded into one product).
 Case attention_case(const at::Tensor& x, bool alibi) {
   const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = 4;
-  auto attention = std::make_shared<tessera::CausalSelfAttention>(d, h);
+  auto attention = std::make_shared<tessera::SelfAttention>(d, h);
   attention->to(x.device(), x.scalar_type());
   attention->set_alibi(alibi);
   const auto params = attention->named_parameters();

@@ -52,6 +52,22 @@ std::pair<at::Tensor, at::Tensor> prediction_rows(const at::Tensor& outputs, con
   return {logits.movedim(1, -1).reshape({-1, logits.size(1)}), index.reshape({-1})};
 }
 
+/// Adds the number of rows of `index` with a target (not kIgnoreTarget) to `total`, or with `deferred` to the
+/// device tensor `on_device`, so that no batch waits for the device.
+void count_targeted(const at::Tensor& index, bool deferred, int64_t& total, at::Tensor& on_device) {
+  const at::Tensor targeted = index.ne(kIgnoreTarget).sum();
+  if (deferred) {
+    on_device = on_device.defined() ? on_device + targeted : targeted;
+  } else {
+    total += targeted.item<int64_t>();
+  }
+}
+
+/// `total` plus what `on_device` has deferred.
+int64_t with_deferred(int64_t total, const at::Tensor& on_device) {
+  return total + (on_device.defined() ? on_device.item<int64_t>() : 0);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ Accuracy
@@ -64,6 +80,7 @@ void Accuracy::reset() {
   correct_ = 0;
   total_ = 0;
   correct_on_device_ = at::Tensor();
+  total_on_device_ = at::Tensor();
 }
 
 void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
@@ -74,7 +91,7 @@ void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
                                  top_k_, rows.size(1)));
   }
   const at::Tensor index = target.to(rows.device(), at::kLong);
-  at::Tensor hits;
+  at::Tensor hits;  // a row whose target is kIgnoreTarget never hits
   if (top_k_ == 1) {
     hits = rows.argmax(1).eq(index).sum();
   } else {
@@ -85,12 +102,12 @@ void Accuracy::update(const at::Tensor& outputs, const Batch& batch) {
   } else {
     correct_ += hits.item<int64_t>();
   }
-  total_ += rows.size(0);
+  count_targeted(index, deferred_, total_, total_on_device_);
 }
 
 double Accuracy::compute() const {
-  const int64_t correct = correct_ + (correct_on_device_.defined() ? correct_on_device_.item<int64_t>() : 0);
-  return total_ == 0 ? 0.0 : static_cast<double>(correct) / static_cast<double>(total_);
+  const int64_t correct = with_deferred(correct_, correct_on_device_), total = with_deferred(total_, total_on_device_);
+  return total == 0 ? 0.0 : static_cast<double>(correct) / static_cast<double>(total);
 }
 
 std::string Accuracy::name() const {
@@ -104,6 +121,7 @@ void CrossEntropyMetric::reset() {
   sum_ = 0.0;
   total_ = 0;
   sum_on_device_ = at::Tensor();
+  total_on_device_ = at::Tensor();
 }
 
 void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
@@ -117,36 +135,39 @@ void CrossEntropyMetric::update(const at::Tensor& outputs, const Batch& batch) {
   } else {
     sum_ += sum.item<double>();
   }
-  total_ += rows.size(0);
+  count_targeted(target, deferred_, total_, total_on_device_);
 }
 
 std::vector<double> Accuracy::counts() const {
-  const int64_t correct = correct_ + (correct_on_device_.defined() ? correct_on_device_.item<int64_t>() : 0);
-  return {static_cast<double>(correct), static_cast<double>(total_)};
+  return {static_cast<double>(with_deferred(correct_, correct_on_device_)),
+          static_cast<double>(with_deferred(total_, total_on_device_))};
 }
 
 void Accuracy::set_counts(const std::vector<double>& counts) {
   if (counts.size() != 2) throw Error("Accuracy::set_counts: expected 2 counts (hits, examples)");
   correct_on_device_ = at::Tensor();
+  total_on_device_ = at::Tensor();
   correct_ = static_cast<int64_t>(counts[0]);
   total_ = static_cast<int64_t>(counts[1]);
 }
 
 std::vector<double> CrossEntropyMetric::counts() const {
   const double sum = sum_ + (sum_on_device_.defined() ? sum_on_device_.item<double>() : 0.0);
-  return {sum, static_cast<double>(total_)};
+  return {sum, static_cast<double>(with_deferred(total_, total_on_device_))};
 }
 
 void CrossEntropyMetric::set_counts(const std::vector<double>& counts) {
   if (counts.size() != 2) throw Error("CrossEntropyMetric::set_counts: expected 2 counts (sum, examples)");
   sum_on_device_ = at::Tensor();
+  total_on_device_ = at::Tensor();
   sum_ = counts[0];
   total_ = static_cast<int64_t>(counts[1]);
 }
 
 double CrossEntropyMetric::compute() const {
   const double sum = sum_ + (sum_on_device_.defined() ? sum_on_device_.item<double>() : 0.0);
-  return total_ == 0 ? 0.0 : sum / static_cast<double>(total_);
+  const int64_t total = with_deferred(total_, total_on_device_);
+  return total == 0 ? 0.0 : sum / static_cast<double>(total);
 }
 
 double Perplexity::compute() const { return std::exp(CrossEntropyMetric::compute()); }

@@ -1,5 +1,7 @@
 // The registry: one explicit list per kind of component, mapping recipe names to factories, and
 // build_run, which assembles a whole run from a recipe (schema: docs/recipes.md).
+#include <fmt/format.h>
+
 #include <tessera/amp.h>
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/generate.h>
@@ -14,6 +16,7 @@
 #include <tessera/data/transforms.h>
 #include <tessera/device.h>
 #include <tessera/metrics.h>
+#include <tessera/models/bert.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/gpt.h>
 #include <tessera/models/mlp.h>
@@ -271,6 +274,7 @@ Entry<std::shared_ptr<Model>> model(std::string name) {
 // clang-format off
 const Kind<std::shared_ptr<Model>>& models() {
   static const Kind<std::shared_ptr<Model>> kind{"model", "models", {
+      model<BERT, GPTOptions>("bert"),
       model<CNN, CNNOptions>("cnn"),
       model<GPT, GPTOptions>("gpt"),
       model<MLP, MLPOptions>("mlp"),
@@ -318,6 +322,7 @@ const Kind<TransformPtr>& transforms() {
       {
           simple<const data::BatchTransform, data::HorizontalFlip, data::HorizontalFlipOptions>(
               "horizontal_flip"),
+          simple<const data::BatchTransform, data::MaskTokens, data::MaskTokensOptions>("mask_tokens"),
           simple<const data::BatchTransform, data::Normalize, data::NormalizeOptions>("normalize"),
           simple<const data::BatchTransform, data::RandomCrop, data::RandomCropOptions>("random_crop"),
       }};
@@ -594,6 +599,30 @@ std::vector<std::shared_ptr<Metric>> build_metrics(const ConfigNode& node, Conte
   return out;
 }
 
+/// The bert model learns from masked tokens only: a data section (`section`) whose `transforms` have no mask_tokens
+/// for the model's vocabulary is refused at its recipe line (BERT::loss refuses unmasked batches too, at step 1).
+void require_masked_tokens(const ConfigNode& section, const ConfigNode& transforms, const Model* model) {
+  const auto* bert = dynamic_cast<const BERT*>(model);
+  if (bert == nullptr) return;
+  for (const ConfigNode& t : list_section(transforms, "transforms")) {
+    const std::string name = t.is_map() ? t.keys().front() : t.as_string();
+    if (name != "mask_tokens") continue;
+    const ConfigNode options_node = t.is_map() ? t.child(name) : ConfigNode();
+    const int64_t vocab = read<data::MaskTokensOptions>(options_node).vocab_size();
+    if (vocab != bert->options().vocab_size()) {
+      (t.is_map() ? t.child(name) : t)
+          .fail(fmt::format("mask_tokens.vocab_size is {} but the bert model's vocabulary has {} tokens",
+                            vocab, bert->options().vocab_size()),
+                "the model's vocab_size (its mask token is the id vocab_size)");
+    }
+    return;
+  }
+  (transforms.present() ? transforms : section)
+      .fail("the bert model learns from masked tokens, and this data has no mask_tokens transform (its targets would "
+            "be the next tokens, its inputs unmasked)",
+            "transforms: [mask_tokens] (docs/language-models.md)");
+}
+
 Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
   EvalDataSection section;
   section.interval = ctx.trainer.eval_interval();
@@ -616,6 +645,7 @@ Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
   ev.interval = section.interval;
   ev.subset_batches = section.subset_batches;
   ev.dataloader = build_loader(section.dataset, section.loader, section.transforms, ctx);
+  require_masked_tokens(node, section.transforms, ctx.model.get());
   ev.metrics = build_metrics(section.metrics, ctx, /*allow_empty=*/false);
   return ev;
 }
@@ -680,6 +710,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
 
   // data (training; the evaluators are built last)
   DataSection data_section;
+  TrainDataSection train;
   if (s.data.present() && !s.data.is_map()) s.data.fail("expected a map with train (and eval), got " + s.data.describe());
   if (s.data.present()) read_options(s.data, data_section, "data");
   if (given.train_data) {
@@ -692,7 +723,6 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
   } else {
     require(s.data, data_section.train, "train",
             "train: {dataset: {synthetic: {}}, loader: {batch_size: 128}}");
-    TrainDataSection train;
     if (!data_section.train.is_map()) {
       data_section.train.fail("expected a map with dataset, loader, transforms, metrics, got " +
                               data_section.train.describe());
@@ -717,6 +747,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     c.model = model;
   }
   ctx.model = c.model;
+  if (!given.train_data) require_masked_tokens(data_section.train, train.transforms, c.model.get());
   if (root.has("max_duration")) {
     check_max_duration(root.child("max_duration"), run.trainer.max_duration(), c.train_dataloader->tokens_per_example());
   }

@@ -55,9 +55,16 @@ inline std::shared_ptr<GPT> tiny_gpt(int64_t vocab = 16, int64_t max_seq_length 
       GPTOptions().vocab_size(vocab).max_seq_length(max_seq_length).d_model(16).n_layers(2).n_heads(2));
 }
 
+/// A small BERT for tiny_text: the tiny GPT's shape, bidirectional, with the mask token vocab.
+inline std::shared_ptr<BERT> tiny_bert(int64_t vocab = 16, int64_t max_seq_length = 8, uint64_t seed = 3) {
+  at::manual_seed(seed);
+  return std::make_shared<BERT>(
+      GPTOptions().vocab_size(vocab).max_seq_length(max_seq_length).d_model(16).n_layers(2).n_heads(2));
+}
+
 /// What `attention` computes for x [N, S, D], by hand: q, k, v from "qkv", softmax(q·kᵀ/√(D/H) + ALiBi's biases when
-/// the module has them, −inf above the diagonal)·v, through "proj".
-inline at::Tensor attention_by_hand(CausalSelfAttention& attention, const at::Tensor& x) {
+/// the module has them, −inf above the diagonal when it is causal)·v, through "proj".
+inline at::Tensor attention_by_hand(SelfAttention& attention, const at::Tensor& x) {
   const int64_t n = x.size(0), s = x.size(1), d = x.size(2), h = attention.n_heads();
   const auto params = attention.named_parameters();
   const at::Tensor qkv = at::linear(x, params["qkv.weight"], params["qkv.bias"]).view({n, s, 3, h, d / h});
@@ -65,7 +72,9 @@ inline at::Tensor attention_by_hand(CausalSelfAttention& attention, const at::Te
                    v = qkv.select(2, 2).transpose(1, 2);
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(d / h));
   if (attention.alibi()) scores = scores + alibi_bias(h, s, scores.options());
-  scores = scores.masked_fill(at::ones({s, s}, at::kBool).triu(1), -std::numeric_limits<double>::infinity());
+  if (attention.causal()) {
+    scores = scores.masked_fill(at::ones({s, s}, at::kBool).triu(1), -std::numeric_limits<double>::infinity());
+  }
   const at::Tensor y = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({n, s, d});
   return at::linear(y, params["proj.weight"], params["proj.bias"]);
 }

@@ -18,7 +18,7 @@ AlibiCounts apply_alibi(torch::nn::Module& model, optim::Optimizer* optimizer) {
   std::vector<at::Tensor> frozen;
   at::NoGradGuard no_grad;
   for (const auto& module : model.modules(/*include_self=*/true)) {
-    if (auto* attention = dynamic_cast<CausalSelfAttention*>(module.get())) {
+    if (auto* attention = dynamic_cast<SelfAttention*>(module.get())) {
       attention->set_alibi(true);
       ++counts.attentions;
     }
@@ -54,11 +54,11 @@ Alibi::Alibi(AlibiOptions options) : options_(std::move(options)) {
 void Alibi::check(const State& state) const {
   int64_t attentions = 0;
   for (const auto& module : state.model->modules(/*include_self=*/true)) {
-    attentions += dynamic_cast<CausalSelfAttention*>(module.get()) != nullptr;
+    attentions += dynamic_cast<SelfAttention*>(module.get()) != nullptr;
   }
   if (attentions == 0) {
     throw InputError(
-        "alibi: the model has no tessera::CausalSelfAttention (the attention of the gpt model, models/gpt.h), so it "
+        "alibi: the model has no tessera::SelfAttention (the attention of the gpt model, models/gpt.h), so it "
         "would have no effect; use the gpt model or remove it");
   }
   if (options_.train_sequence_length_scaling() >= 1.0) return;

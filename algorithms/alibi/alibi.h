@@ -1,9 +1,10 @@
 #pragma once
 /// ALiBi, attention with linear biases (Press et al. 2022, "Train Short, Test Long"; Composer's Alibi): no position
-/// embedding; each attention head h instead adds −m_h·(i − j) to the score of key j for query i, so a model trained
-/// on short sequences evaluates on longer ones.
+/// embedding; each attention head h instead adds −m_h·|i − j| to the score of key j for query i, so a model trained
+/// on short sequences evaluates on longer ones (causal attention sees j <= i only; bidirectional attention, the bert
+/// model's, both sides, as in Composer's BERT surgery).
 ///
-/// Surgery at Init on every tessera::CausalSelfAttention (the gpt model's attention, models/gpt.h): ALiBi turned on
+/// Surgery at Init on every tessera::SelfAttention (the gpt and bert models' attention, models/gpt.h): ALiBi on
 /// (the slopes follow from the head count: no new parameter or buffer). Every position embedding of the model (an
 /// Embedding in a slot named "pos_embed") is zeroed and frozen: it leaves the optimizer with its state, as in
 /// Composer, so the state-dict keys stay. At AfterDataloader every training batch of sequences [N, S] is re-chunked
@@ -35,7 +36,7 @@ struct AlibiCounts {
   int64_t position_embeddings = 0;  ///< position embeddings zeroed and frozen
 };
 
-/// The surgery: ALiBi on in every CausalSelfAttention of `model`, every "pos_embed" Embedding zeroed, frozen and
+/// The surgery: ALiBi on in every SelfAttention of `model`, every "pos_embed" Embedding zeroed, frozen and
 /// (with `optimizer`) removed from it. Idempotent.
 AlibiCounts apply_alibi(torch::nn::Module& model, optim::Optimizer* optimizer = nullptr);
 
@@ -45,7 +46,7 @@ class Alibi : public Algorithm {
   explicit Alibi(AlibiOptions options = AlibiOptions());
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event event, State& state, Logger& logger) override;
-  /// A model with at least one CausalSelfAttention (found with the surgery's own walk), and with a scaling below 1,
+  /// A model with at least one SelfAttention (found with the surgery's own walk), and with a scaling below 1,
   /// token sequences [N, S] as training inputs.
   void check(const State& state) const override;
   const AlibiOptions& options() const noexcept { return options_; }

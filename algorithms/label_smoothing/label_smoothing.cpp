@@ -27,6 +27,11 @@ at::Tensor smooth_labels(const at::Tensor& targets, int64_t num_classes, double 
   if (num_classes < 1) throw InputError("smooth_labels: num_classes must be >= 1, got " + std::to_string(num_classes));
   at::Tensor dense;
   if (is_integer(targets)) {
+    if (targets.lt(0).any().item<bool>()) {
+      throw InputError("smooth_labels: the targets hold negative ids (kIgnoreTarget -100 marks positions with "
+                       "nothing to predict: masked language modelling), which dense targets cannot express; smooth "
+                       "them inside the loss instead (label_smoothing with fused: true, or smoothed_cross_entropy)");
+    }
     dense = at::one_hot(targets.to(at::kLong), num_classes).to(at::kFloat);  // [N, ..., C]
     if (dense.dim() > 2) dense = dense.movedim(-1, 1).contiguous();            // class dimension 1
   } else {
@@ -49,12 +54,13 @@ at::Tensor smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& la
     return reduction == Reduction::Mean ? mean : reduce(per, reduction);
   }
   const at::Tensor logp = at::log_softmax(logits, 1);
-  // Per example (and position): −log p_y and the mean over classes of −log p_c.
-  const at::Tensor nll = -logp.gather(1, labels.to(at::kLong).unsqueeze(1)).squeeze(1);
+  // Per example (and position): −log p_y and the mean over classes of −log p_c; 0 where the label is kIgnoreTarget.
+  const at::Tensor index = labels.to(at::kLong);
+  const at::Tensor targeted = index.ne(kIgnoreTarget);
+  const at::Tensor nll = -logp.gather(1, index.masked_fill(targeted.logical_not(), 0).unsqueeze(1)).squeeze(1);
   const at::Tensor uniform = -logp.mean(1);
-  at::Tensor per = nll * (1.0 - alpha) + uniform * alpha;
-  if (per.dim() > 1 && reduction == Reduction::None) per = per.flatten(1).mean(1);  // one value per example
-  return reduce(per, reduction);
+  const at::Tensor per = (nll * (1.0 - alpha) + uniform * alpha) * targeted;
+  return reduce_over_targets(per, index, reduction);
 }
 
 LabelSmoothing::LabelSmoothing(LabelSmoothingOptions options) : options_(std::move(options)) {

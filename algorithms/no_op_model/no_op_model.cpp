@@ -25,8 +25,10 @@ at::Tensor NoOpModelImpl::forward(const Batch& batch) {
   if (at::isFloatingType(targets.scalar_type())) {
     scores = targets.to(weight_.options());  // dense targets [N, C, ...]: scores as they are
   } else {
-    // [N, ...] class indices -> one-hot [N, ..., C] -> [N, C, ...], classes in dimension 1 as every loss expects.
-    scores = at::one_hot(targets.to(at::kLong), num_classes_).to(weight_.options());
+    // [N, ...] class indices -> one-hot [N, ..., C] -> [N, C, ...], classes in dimension 1 as every loss expects;
+    // a position with nothing to predict (kIgnoreTarget) scores class 0, which no loss or metric reads.
+    const at::Tensor index = targets.to(at::kLong);
+    scores = at::one_hot(index.masked_fill(index.eq(kIgnoreTarget), 0), num_classes_).to(weight_.options());
     if (scores.dim() > 2) scores = scores.movedim(-1, 1);
   }
   return scores * weight_;

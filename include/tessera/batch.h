@@ -14,6 +14,11 @@
 
 namespace tessera {
 
+/// An integer target that marks a position with nothing to predict (PyTorch's ignore_index): the masked language
+/// model's targets hold it wherever no token was hidden (data/transforms.h: mask_tokens). cross_entropy
+/// (models/model.h), the metrics (metrics.h) and label smoothing leave such positions out.
+inline constexpr int64_t kIgnoreTarget = -100;
+
 class Batch {
  public:
   static constexpr const char* kInput = "input";

@@ -3,7 +3,8 @@
 ///
 /// Outputs are logits [N, C] (one prediction per example) or [N, C, d...] (one per position, e.g. next-token
 /// logits [N, vocab, S] of a language model): every position is then counted as one prediction, so accuracy is
-/// token accuracy and cross-entropy is per token.
+/// token accuracy and cross-entropy is per token. A position whose integer target is kIgnoreTarget (models/model.h;
+/// the masked language model's unmasked tokens) is not a prediction: it counts nowhere.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -61,6 +62,7 @@ class Accuracy : public Metric {
   int64_t correct_ = 0;
   int64_t total_ = 0;
   at::Tensor correct_on_device_;  ///< deferred hits (int64 scalar), added to correct_ by compute()
+  at::Tensor total_on_device_;    ///< deferred predictions (int64 scalar), added to total_ by compute()
 };
 
 /// Mean cross-entropy per prediction (example, or position), in nats.
@@ -76,7 +78,8 @@ class CrossEntropyMetric : public Metric {
  private:
   double sum_ = 0.0;
   int64_t total_ = 0;
-  at::Tensor sum_on_device_;  ///< deferred sum (float64 scalar), added to sum_ by compute()
+  at::Tensor sum_on_device_;    ///< deferred sum (float64 scalar), added to sum_ by compute()
+  at::Tensor total_on_device_;  ///< deferred predictions (int64 scalar), added to total_ by compute()
 };
 
 /// exp(mean cross-entropy per prediction): a language model's perplexity per token (the vocabulary size for

@@ -27,7 +27,7 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
 
   bind_algorithm<alg::Alibi, alg::AlibiOptions>(
       m, "Alibi", "alibi",
-      "ALiBi (Press et al. 2022) by surgery at INIT on the gpt model: each attention head adds -m_h * (i - j) to its "
+      "ALiBi (Press et al. 2022) by surgery at INIT on the gpt model: each attention head adds -m_h * |i - j| to its "
       "scores and the position embedding is zeroed and frozen; at AFTER_DATALOADER training sequences are re-chunked "
       "to train_sequence_length_scaling of their length (evaluation keeps the full length).")
       .def_property_readonly("counts", [](const alg::Alibi& a) {
@@ -67,7 +67,7 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         py::arg("n_heads"), "ALiBi's head slopes, float [n_heads]: 2^(-8(h+1)/H) for H a power of two.");
   f.def("alibi_bias", [](int64_t n_heads, int64_t seq_length) { return alibi_bias(n_heads, seq_length, at::TensorOptions()); },
         py::arg("n_heads"), py::arg("seq_length"),
-        "ALiBi's causal attention bias [n_heads, S, S]: -m_h * (i - j) at (h, i, j).");
+        "ALiBi's attention bias [n_heads, S, S]: -m_h * |i - j| at (h, i, j) (causal attention reads its lower half).");
   f.def(
       "apply_alibi",
       [](Model& model) {

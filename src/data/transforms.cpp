@@ -236,3 +236,62 @@ void HorizontalFlip::apply(Batch& batch, Rng& rng) const {
 }
 
 }  // namespace tessera::data
+
+namespace tessera::data {
+
+MaskTokens::MaskTokens(MaskTokensOptions options) : options_(std::move(options)) {
+  validate_options(options_, "mask_tokens");
+  if (options_.replace_with_mask() + options_.replace_with_random() > 1.0) {
+    throw InputError(fmt::format("mask_tokens: replace_with_mask ({}) + replace_with_random ({}) is more than 1; "
+                                 "expected shares of the hidden tokens adding up to at most 1",
+                                 options_.replace_with_mask(), options_.replace_with_random()));
+  }
+}
+
+void MaskTokens::apply(Batch& batch, Rng& rng) const {
+  at::Tensor& given = batch.input();
+  const auto type = given.scalar_type();
+  if (given.dim() != 2 || at::isFloatingType(type) || at::isComplexType(type) || type == at::kBool) {
+    throw InputError(fmt::format("mask_tokens: input of shape {} and type {}; expected integer token ids [N, S]",
+                                 c10::str(given.sizes()), c10::toString(type)));
+  }
+  const int64_t vocab = options_.vocab_size();
+  if (given.numel() > 0) {
+    const int64_t lo = given.min().item<int64_t>(), hi = given.max().item<int64_t>();
+    if (lo < 0 || hi >= vocab) {
+      throw InputError(fmt::format("mask_tokens: the input holds token {}; expected ids in [0, {}) (vocab_size; the "
+                                   "mask token is {})",
+                                   lo < 0 ? lo : hi, vocab, vocab));
+    }
+  }
+  // The input as int64 on the CPU, written in place when nobody else sees it (the loader's fresh batches).
+  const at::Device device = given.device();
+  const bool own = type == at::kLong && raw_cpu(given) && exclusively_owned(given);
+  at::Tensor input = own ? given : given.to(at::kCPU, at::kLong, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  at::Tensor target = at::empty_like(input);
+  const int64_t n = input.size(0), s = input.size(1);
+  int64_t* in = input.data_ptr<int64_t>();
+  int64_t* out = target.data_ptr<int64_t>();
+  const double p = options_.probability(), to_mask = options_.replace_with_mask(),
+               to_random = to_mask + options_.replace_with_random();
+  for (int64_t i = 0; i < n; ++i) {
+    Rng example = rng.derive({static_cast<uint64_t>(i)});
+    for (int64_t j = i * s; j < (i + 1) * s; ++j) {
+      if (example.uniform() >= p) {
+        out[j] = kIgnoreTarget;
+        continue;
+      }
+      out[j] = in[j];
+      const double u = example.uniform();
+      if (u < to_mask) {
+        in[j] = vocab;
+      } else if (u < to_random) {
+        in[j] = static_cast<int64_t>(example.below(static_cast<uint64_t>(vocab)));
+      }
+    }
+  }
+  batch.set(Batch::kInput, input.to(device));
+  batch.set(Batch::kTarget, target.to(device));
+}
+
+}  // namespace tessera::data

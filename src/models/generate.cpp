@@ -86,6 +86,10 @@ at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOption
                                  vocab));
   }
   auto* gpt = dynamic_cast<GPT*>(&model);
+  if (gpt != nullptr && !gpt->causal()) {
+    throw InputError("generate: the bert model is bidirectional: it fills in masked tokens from both sides and does "
+                     "not continue text; generate with the gpt model");
+  }
   int64_t context = o.max_context();
   if (context == 0 && gpt != nullptr) context = gpt->options().max_seq_length();
   // The key/value cache serves while the whole sequence fits in the context (and in the position embedding); past

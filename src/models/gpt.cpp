@@ -44,34 +44,44 @@ void init_gpt(nn::Module& model, int64_t n_layers) {
   }
 }
 
-/// softmax(q·kᵀ/√(D/H) + causal mask [+ ALiBi's biases when `alibi`])·v for queries q [N, H, T, D/H] at positions
-/// past .. past + T − 1 and keys and values k, v [N, H, past + T, D/H], the probabilities dropped with probability
-/// `dropout` (> 0 in training only): PyTorch's fused attention with LibTorch 2.x (but on CUDA in deterministic mode),
-/// the explicit product and softmax otherwise. past > 0 (cached keys: generation) takes the explicit form.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool alibi, double dropout,
-                  int64_t past = 0) {
+/// softmax(q·kᵀ/√(D/H) + mask)·v for queries q [N, H, T, D/H] at positions past .. past + T − 1 and keys and values
+/// k, v [N, H, past + T, D/H], the mask holding the causal mask when `causal` and ALiBi's biases when `alibi`, the
+/// probabilities dropped with probability `dropout` (> 0 in training only): PyTorch's fused attention with LibTorch
+/// 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise. past > 0 (cached keys:
+/// generation) takes the explicit form.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, bool alibi,
+                  double dropout, int64_t past = 0) {
   const int64_t n = q.size(0), h = q.size(1), t = q.size(2), dh = q.size(3), s = past + t;
-  // The additive mask: 0 where query i (position past + i) may see key j <= past + i, −inf above; with ALiBi's
-  // biases (their rows past .. past + T − 1), [H, T, S].
+  // The additive mask, [T, S] or with ALiBi's biases (their rows past .. past + T − 1) [H, T, S]: causal, 0 where
+  // query i (position past + i) may see key j <= past + i and −inf above; undefined for bidirectional attention
+  // without ALiBi.
   const auto mask = [&] {
-    at::Tensor causal = at::full({t, s}, -std::numeric_limits<double>::infinity(), q.options()).triu_(past + 1);
-    return alibi ? alibi_bias(h, s, q.options()).narrow(1, past, t).add_(causal) : causal;
+    const at::Tensor bias = alibi ? alibi_bias(h, s, q.options()).narrow(1, past, t) : at::Tensor();
+    if (!causal) return bias;
+    at::Tensor future = at::full({t, s}, -std::numeric_limits<double>::infinity(), q.options()).triu_(past + 1);
+    return alibi ? bias.add_(future) : future;
   };
 #if TORCH_VERSION_MAJOR >= 2
   // PyTorch's fused attention (flash attention on the CPU and CUDA), but for CUDA in deterministic mode, where its
   // backward kernels may accumulate atomically.
   if (past == 0 && !(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
-    return alibi ? at::scaled_dot_product_attention(q, k, v, mask(), dropout, /*is_causal=*/false)
-                 : at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
+    if (causal && !alibi) return at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
+    const at::Tensor m = mask();
+    return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
+                                            dropout, /*is_causal=*/false);
   }
 #endif
   // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, T, S] scores: the scale
-  // and the causal mask go into the product (baddbmm); ALiBi's per-head biases take one pass more.
+  // and a [T, S] mask go into the product (baddbmm); ALiBi's per-head biases take one pass more.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-  const at::Tensor scores =
-      alibi ? at::matmul(q, k.transpose(-2, -1)).mul_(scale).add_(mask())
-            : at::baddbmm(mask(), q.reshape({n * h, t, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
-                  .view({n, h, t, s});
+  at::Tensor scores;
+  if (causal && !alibi) {
+    scores = at::baddbmm(mask(), q.reshape({n * h, t, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
+                 .view({n, h, t, s});
+  } else {
+    scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
+    if (alibi) scores.add_(mask());
+  }
   const at::Tensor probabilities = at::softmax(scores, -1);
   return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, v);
 }
@@ -90,26 +100,30 @@ at::Tensor dropout_rows(nn::AnyModule& dropout, const at::Tensor& x) {
 
 }  // namespace
 
-CausalSelfAttention::CausalSelfAttention(int64_t d_model, int64_t n_heads, double dropout)
-    : n_heads_(n_heads), dropout_(dropout) {
+SelfAttention::SelfAttention(int64_t d_model, int64_t n_heads, double dropout, bool causal)
+    : n_heads_(n_heads), dropout_(dropout), causal_(causal) {
   register_slot("qkv", nn::AnyModule(nn::Linear(d_model, 3 * d_model)));
   register_slot("proj", nn::AnyModule(nn::Linear(d_model, d_model)));
 }
 
-at::Tensor CausalSelfAttention::forward(const at::Tensor& x) {
+at::Tensor SelfAttention::forward(const at::Tensor& x) {
   const at::Tensor qkv = heads_of(*this, x, n_heads_);  // 3 x [N, H, S, D/H]
-  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], alibi_, is_training() ? dropout_ : 0.0);
+  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], causal_, alibi_, is_training() ? dropout_ : 0.0);
   return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
 }
 
-at::Tensor CausalSelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
+at::Tensor SelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
+  if (!causal_) {
+    throw InputError("SelfAttention: bidirectional attention has no key/value cache (a position sees the positions "
+                     "after it, which generation has not written yet)");
+  }
   const at::Tensor qkv = heads_of(*this, x, n_heads_);
   const int64_t past = keys.defined() ? keys.size(2) : 0;
   keys = past > 0 ? at::cat({keys, qkv[1]}, 2) : qkv[1].contiguous();
   values = past > 0 ? at::cat({values, qkv[2]}, 2) : qkv[2].contiguous();
   // The first positions as forward computes them; later ones against the cached keys and values.
-  const at::Tensor y = past == 0 ? attend(qkv[0], qkv[1], qkv[2], alibi_, 0.0)
-                                 : attend(qkv[0], keys, values, alibi_, 0.0, past);
+  const at::Tensor y = past == 0 ? attend(qkv[0], qkv[1], qkv[2], true, alibi_, 0.0)
+                                 : attend(qkv[0], keys, values, true, alibi_, 0.0, past);
   return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
 }
 
@@ -128,8 +142,8 @@ at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options) {
 
 at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptions& options) {
   const at::Tensor pos = at::arange(seq_length, options.dtype(at::kFloat));
-  const at::Tensor offset = pos.unsqueeze(0) - pos.unsqueeze(1);  // (i, j) -> j − i
-  return (alibi_slopes(n_heads, options).view({n_heads, 1, 1}) * offset.unsqueeze(0)).to(options.dtype());
+  const at::Tensor distance = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs_().neg_();  // (i, j) -> −|i − j|
+  return (alibi_slopes(n_heads, options).view({n_heads, 1, 1}) * distance.unsqueeze(0)).to(options.dtype());
 }
 
 FeedForward::FeedForward(int64_t d_model, int64_t d_ff) {
@@ -141,9 +155,10 @@ at::Tensor FeedForward::forward(const at::Tensor& x) {
   return slot("proj").forward(at::gelu(slot("fc").forward(x)));
 }
 
-GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout, double attention_dropout) {
+GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout, double attention_dropout,
+                   bool causal) {
   register_slot("ln1", nn::AnyModule(layer_norm(d_model)));
-  register_slot("attn", nn::AnyModule(std::make_shared<CausalSelfAttention>(d_model, n_heads, attention_dropout)));
+  register_slot("attn", nn::AnyModule(std::make_shared<SelfAttention>(d_model, n_heads, attention_dropout, causal)));
   register_slot("ln2", nn::AnyModule(layer_norm(d_model)));
   register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff)));
   // Modules in slots (not functional calls), so that surgery can replace them (gyro_dropout, stochastic_depth).
@@ -159,9 +174,9 @@ at::Tensor GPTBlock::forward(const at::Tensor& x) {
 }
 
 at::Tensor GPTBlock::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
-  auto* attention = slot("attn").ptr()->as<CausalSelfAttention>();
+  auto* attention = slot("attn").ptr()->as<SelfAttention>();
   if (attention == nullptr) {
-    throw InputError("gpt: this block's attention is not a tessera::CausalSelfAttention (replaced by surgery), so it "
+    throw InputError("gpt: this block's attention is not a tessera::SelfAttention (replaced by surgery), so it "
                      "has no key/value cache");
   }
   return forward_with(x, [&](const at::Tensor& h) { return attention->forward_cached(h, keys, values); });
@@ -179,7 +194,9 @@ at::Tensor GPTBlock::forward_with(const at::Tensor& x, const std::function<at::T
   return x + slot("residual_gate").forward(out - x);
 }
 
-GPT::GPT(GPTOptions options) : options_(std::move(options)) {
+GPT::GPT(GPTOptions options) : GPT(std::move(options), /*causal=*/true) {}
+
+GPT::GPT(GPTOptions options, bool causal) : options_(std::move(options)), causal_(causal) {
   validate_options(options_, "model");
   require_positive(options_.vocab_size(), "vocab_size");
   require_positive(options_.max_seq_length(), "max_seq_length");
@@ -189,12 +206,14 @@ GPT::GPT(GPTOptions options) : options_(std::move(options)) {
                                  options_.n_heads(), d));
   }
   const int64_t d_ff = options_.d_ff() > 0 ? options_.d_ff() : 4 * d;
-  register_slot("embed", nn::AnyModule(nn::Embedding(options_.vocab_size(), d)));
+  // The bert model's mask token is the id after the vocabulary.
+  register_slot("embed", nn::AnyModule(nn::Embedding(options_.vocab_size() + (causal ? 0 : 1), d)));
   register_slot("pos_embed", nn::AnyModule(nn::Embedding(options_.max_seq_length(), d)));
   if (options_.dropout() > 0) register_slot("embed_dropout", nn::AnyModule(CounterDropout(options_.dropout())));
   nn::ModuleList blocks;
   for (int64_t i = 0; i < options_.n_layers(); ++i) {
-    auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff, options_.dropout(), options_.attention_dropout());
+    auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff, options_.dropout(),
+                                            options_.attention_dropout(), causal);
     blocks->push_back(block);
     blocks_.push_back(std::move(block));
   }
@@ -207,9 +226,9 @@ GPT::GPT(GPTOptions options) : options_(std::move(options)) {
 at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
   if (input.dim() != 2 || at::isFloatingType(input.scalar_type()) || input.scalar_type() == at::kBool ||
       offset + input.size(1) > options_.max_seq_length() || input.size(1) == 0) {
-    throw InputError(fmt::format("gpt: input of shape {} and type {}{}; expected integer token ids [N, S] with "
+    throw InputError(fmt::format("{}: input of shape {} and type {}{}; expected integer token ids [N, S] with "
                                  "1 <= S <= {} = {}",
-                                 c10::str(input.sizes()), c10::toString(input.scalar_type()),
+                                 model_name(), c10::str(input.sizes()), c10::toString(input.scalar_type()),
                                  offset > 0 ? fmt::format(" after {} cached tokens", offset) : "",
                                  offset > 0 ? "max_seq_length - cached tokens" : "max_seq_length",
                                  options_.max_seq_length() - offset));
@@ -230,18 +249,22 @@ at::Tensor GPT::forward(const Batch& batch) {
 }
 
 bool GPT::supports_kv_cache() {
-  return std::all_of(blocks_.begin(), blocks_.end(), [](const std::shared_ptr<GPTBlock>& block) {
-    return block->slot("attn").ptr()->as<CausalSelfAttention>() != nullptr;
+  return causal_ && std::all_of(blocks_.begin(), blocks_.end(), [](const std::shared_ptr<GPTBlock>& block) {
+    return block->slot("attn").ptr()->as<SelfAttention>() != nullptr;
   });
 }
 
 at::Tensor GPT::forward_cached(const at::Tensor& ids, KVCache& cache) {
+  if (!causal_) {
+    throw InputError("bert: a bidirectional model has no key/value cache: it fills in masked tokens, it does not "
+                     "continue text");
+  }
   if (is_training()) {
     throw InputError("gpt: forward_cached runs in evaluation mode (model.eval()): in training, dropout and stochastic "
                      "depth would make the cached keys and values differ from a forward's");
   }
   if (!supports_kv_cache()) {
-    throw InputError("gpt: a block's attention is not a tessera::CausalSelfAttention (replaced by surgery), so it has "
+    throw InputError("gpt: a block's attention is not a tessera::SelfAttention (replaced by surgery), so it has "
                      "no key/value cache; generate without one (kv_cache: false)");
   }
   at::Tensor x = embed(ids, cache.length);  // checks the ids

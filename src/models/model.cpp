@@ -75,10 +75,8 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Re
         return at::nll_loss_nd(log_probs, index, {}, at::Reduction::Mean);
       case Reduction::Sum:
         return at::nll_loss_nd(log_probs, index, {}, at::Reduction::Sum);
-      case Reduction::None: {
-        at::Tensor per = at::nll_loss_nd(log_probs, index, {}, at::Reduction::None);
-        return per.dim() > 1 ? per.flatten(1).mean(1) : per;
-      }
+      case Reduction::None:
+        return reduce_over_targets(at::nll_loss_nd(log_probs, index, {}, at::Reduction::None), index, reduction);
     }
   }
   if (targets.sizes() != logits.sizes()) {
@@ -99,6 +97,20 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Re
       return per.dim() > 1 ? per.flatten(1).mean(1).neg() : per.neg();
   }
   return {};
+}
+
+at::Tensor reduce_over_targets(const at::Tensor& per, const at::Tensor& targets, Reduction reduction) {
+  if (reduction == Reduction::Sum) return per.sum();
+  if (reduction == Reduction::None && per.dim() == 1) return per;
+  // The mean over all positions scaled by positions / targeted positions: exactly 1, so bitwise the plain mean,
+  // when nothing is ignored.
+  const bool mean = reduction == Reduction::Mean;
+  const at::Tensor rows = mean ? per.reshape({-1}) : per.flatten(1);
+  const at::Tensor targeted = (mean ? targets.ne(kIgnoreTarget).sum() : targets.ne(kIgnoreTarget).flatten(1).sum(1))
+                                  .clamp_min(1)
+                                  .to(per.scalar_type());
+  const at::Tensor scale = at::full_like(targeted, static_cast<double>(rows.size(-1))).div_(targeted);
+  return (mean ? rows.mean() : rows.mean(1)).mul(scale);
 }
 
 std::string try_on_example(Model& model, const Batch& batch, const std::function<void(const Batch&)>& fn) {

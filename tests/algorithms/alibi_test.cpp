@@ -33,17 +33,18 @@ TEST(Alibi, SlopesAndBiasFollowThePaper) {
   EXPECT_EQ(values(alibi_slopes(6, at::TensorOptions())),
             (std::vector<double>{std::pow(2, -2), std::pow(2, -4), std::pow(2, -6), std::pow(2, -8), std::pow(2, -1),
                                  std::pow(2, -3)}));
-  // 2 heads: slopes 2^-4, 2^-8; entry (h, i, j) = -m_h (i - j).
+  // 2 heads: slopes 2^-4, 2^-8; entry (h, i, j) = -m_h |i - j|, symmetric (bidirectional attention reads it all).
   const at::Tensor bias = alibi_bias(2, 3, at::TensorOptions());
   ASSERT_EQ(bias.sizes(), (std::vector<int64_t>{2, 3, 3}));
   EXPECT_EQ(bias[0][2][0].item<double>(), -2 * std::pow(2, -4));
   EXPECT_EQ(bias[1][2][1].item<double>(), -std::pow(2, -8));
   EXPECT_EQ(bias[0][1][1].item<double>(), 0.0);
+  EXPECT_TRUE(at::equal(bias, bias.transpose(1, 2)));
 }
 
 TEST(Alibi, AttentionAddsTheBiasBeforeTheCausalSoftmax) {
   at::manual_seed(1);
-  CausalSelfAttention attention(8, 2);
+  SelfAttention attention(8, 2);
   attention.set_alibi(true);
   const at::Tensor x = at::randn({3, 5, 8});
   const at::Tensor expected = testing::attention_by_hand(attention, x);
@@ -63,8 +64,8 @@ TEST(Alibi, SurgeryZeroesAndFreezesThePositionEmbeddingAndTurnsEveryAttentionOn)
   EXPECT_FALSE(position.requires_grad());
   EXPECT_FALSE(opt->contains(position));
   for (const auto& block : model->blocks()) {
-    EXPECT_TRUE(block->slot("attn").ptr()->as<CausalSelfAttention>() != nullptr);
-    EXPECT_TRUE(dynamic_cast<CausalSelfAttention*>(block->slot("attn").ptr().get())->alibi());
+    EXPECT_TRUE(block->slot("attn").ptr()->as<SelfAttention>() != nullptr);
+    EXPECT_TRUE(dynamic_cast<SelfAttention*>(block->slot("attn").ptr().get())->alibi());
   }
   // The state-dict keys stay; a second application changes nothing.
   EXPECT_TRUE(model->named_parameters().contains("pos_embed.weight"));
@@ -121,7 +122,7 @@ TEST(Alibi, RefusesAModelWithoutItsAttention) {
     c.algorithms.push_back(std::make_shared<Alibi>());
     Trainer trainer(TrainerOptions().threads(1), std::move(c));
   });
-  EXPECT_NE(error.find("alibi: the model has no tessera::CausalSelfAttention (the attention of the gpt model"),
+  EXPECT_NE(error.find("alibi: the model has no tessera::SelfAttention (the attention of the gpt model"),
             std::string::npos)
       << error;
   EXPECT_TRUE(Alibi().spec().required_on_load);

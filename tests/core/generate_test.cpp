@@ -179,7 +179,7 @@ TEST(Generate, TheKeyValueCacheGivesTheTokensOfTheWholeWindowAndIsRefusedWhereIt
   EXPECT_EQ(generate(*gpt, prompt, GenerateOptions().max_new_tokens(2)).size(1), 5);
   KVCache fresh;
   EXPECT_THAT(testing::input_error_of([&] { gpt->forward_cached(prompt, fresh); }),
-              HasSubstr("a block's attention is not a tessera::CausalSelfAttention"));
+              HasSubstr("a block's attention is not a tessera::SelfAttention"));
 }
 
 TEST(Generate, SamplesFromTheTemperedFilteredSoftmax) {

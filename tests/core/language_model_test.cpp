@@ -124,7 +124,7 @@ TEST(GPT, AttentionIsTheCausalSoftmaxOfScaledProductsInValuesAndGradients) {
   // and without ALiBi's biases, in fp32 and under bf16 autocast.
   for (const bool alibi : {false, true}) {
     at::manual_seed(2);
-    CausalSelfAttention attention(16, 4);
+    SelfAttention attention(16, 4);
     attention.set_alibi(alibi);
     const at::Tensor x = at::randn({3, 7, 16}).requires_grad_(true);
     const at::Tensor got = attention.forward(x);
@@ -236,7 +236,7 @@ TEST(GPT, DropoutSitsInSlotsActsOnlyInTrainingAndChangesNoWeightOrKey) {
 
 TEST(GPT, AttentionDropoutKeepsTheExpectedValueAndActsOnlyInTraining) {
   at::manual_seed(2);
-  CausalSelfAttention attention(16, 4, /*dropout=*/0.3);
+  SelfAttention attention(16, 4, /*dropout=*/0.3);
   // 4000 copies of one sequence: each draws its own masks; their mean estimates the expectation, which inverted
   // dropout keeps equal to the attention without dropout.
   const at::Tensor x = at::randn({1, 5, 16});

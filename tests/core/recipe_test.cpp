@@ -101,7 +101,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"unknown_model",
        edit("mlp: {hidden: [16]}", "mpl: {hidden: [16]}"),
        {},
-       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: cnn, gpt, mlp, "
+       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: bert, cnn, gpt, mlp, "
         "resnet)"}},
       {"model_given_twice",
        edit("mlp: {hidden: [16]}", "mlp: {}\n  cnn: {}"),
@@ -149,7 +149,7 @@ std::vector<BadRecipe> bad_recipes() {
        edit("workers: 0}", "workers: 0}\n    transforms: [{random_flip: {}}]"),
        {},
        {"data.train.transforms[0].random_flip: unknown transform \"random_flip\"",
-        "(known transforms: horizontal_flip, normalize, random_crop)"}},
+        "(known transforms: horizontal_flip, mask_tokens, normalize, random_crop)"}},
       {"unknown_scheduler",
        append("schedulers: [{cosin: {warmup: 1ba}}]\n"),
        {},
@@ -701,12 +701,12 @@ TEST(RecipeTest, MakeTrainerCompilesThePlan) {
 }
 
 TEST(RegistryTest, RegisteredNames) {
-  EXPECT_EQ(registered_names("models"), (std::vector<std::string>{"cnn", "gpt", "mlp", "resnet"}));
-  EXPECT_EQ(registered_names("model"), (std::vector<std::string>{"cnn", "gpt", "mlp", "resnet"}));
+  EXPECT_EQ(registered_names("models"), (std::vector<std::string>{"bert", "cnn", "gpt", "mlp", "resnet"}));
+  EXPECT_EQ(registered_names("model"), (std::vector<std::string>{"bert", "cnn", "gpt", "mlp", "resnet"}));
   EXPECT_EQ(registered_names("datasets"),
             (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text"}));
   EXPECT_EQ(registered_names("transforms"),
-            (std::vector<std::string>{"horizontal_flip", "normalize", "random_crop"}));
+            (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",

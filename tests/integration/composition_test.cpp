@@ -531,5 +531,18 @@ TEST(Composition, EveryLanguageModelAlgorithmRecipeTrainsAndResumesBitwise) {
   expect_trains_and_resumes_bitwise(text_everything_recipe, "text_everything");
 }
 
+/// The same algorithms on the bert model, which learns from masked tokens.
+Recipe bert_everything_recipe(std::vector<std::string> overrides = {}) {
+  overrides.insert(overrides.begin(), {"model={bert: {d_model: 32, n_layers: 2, n_heads: 2, dropout: 0.1, "
+                                       "attention_dropout: 0.1}}",
+                                       "data.train.transforms=[mask_tokens]", "data.eval.transforms=[mask_tokens]"});
+  return text_everything_recipe(overrides);
+}
+
+TEST(Composition, EveryLanguageModelAlgorithmOnBertTrainsAndResumesBitwise) {
+  if (!fortunes_installed()) GTEST_SKIP() << "the fortunes text is not installed (apt install fortunes)";
+  expect_trains_and_resumes_bitwise(bert_everything_recipe, "bert_everything");
+}
+
 }  // namespace
 }  // namespace tessera

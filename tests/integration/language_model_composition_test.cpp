@@ -1,11 +1,13 @@
-// Algorithms on a language model: every registered algorithm either trains a small GPT on text or is refused before
-// step 1 with its reason; sequence-length warmup composes with each algorithm that trains it.
+// Algorithms on language models: every registered algorithm either trains a small GPT and a small BERT on text or is
+// refused before step 1 with its reason (the same for both); sequence-length warmup composes with each algorithm that
+// trains them.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -27,25 +29,33 @@ const std::string& text_file() {
   return path;
 }
 
-/// Recipe text for a GPT (with dropout, for gyro dropout) trained 6 batches on text_file() with `algorithm` (a recipe
-/// entry).
-std::string recipe(const std::string& algorithm) {
+/// Recipe text for `model` ("gpt", or "bert" on masked tokens; with dropout, for gyro dropout) trained 6 batches on
+/// text_file() with `algorithm` (a recipe entry).
+std::string recipe(const std::string& model, const std::string& algorithm) {
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
 threads: 1
 run_dir: {}
-model: {{gpt: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}}}}
+model: {{{}: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}}}}
 data:
   train:
     dataset: {{text: {{path: {}, seq_length: 16}}}}
     loader: {{batch_size: 8}}
+    transforms: [{}]
 optimizer: {{adamw: {{lr: 0.01}}}}
 algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), text_file(), algorithm);
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), model, text_file(),
+                     model == "bert" ? "mask_tokens" : "", algorithm);
+}
+
+/// A test's model and algorithm; named "gpt_alibi".
+using ModelAndAlgorithm = std::tuple<std::string, std::string>;
+std::string test_name(const ::testing::TestParamInfo<ModelAndAlgorithm>& info) {
+  return std::get<0>(info.param) + "_" + std::get<1>(info.param);
 }
 
 /// Options that make each algorithm act within 6 batches of this model (d_model 16) where the defaults would not.
@@ -82,12 +92,12 @@ const std::map<std::string, std::string>& refused_on_text() {
   return refused;
 }
 
-class OnText : public ::testing::TestWithParam<std::string> {};
+class OnText : public ::testing::TestWithParam<ModelAndAlgorithm> {};
 
 TEST_P(OnText, TrainsOrIsRefusedBeforeStepOne) {
-  const std::string name = GetParam();
+  const auto& [model, name] = GetParam();
   auto trainer = testing::trainer_unless_refused(
-      name, [&] { return make_trainer(Recipe::parse(recipe(entry(name)), "<string>")); }, refused_on_text());
+      name, [&] { return make_trainer(Recipe::parse(recipe(model, entry(name)), "<string>")); }, refused_on_text());
   if (!trainer) return;  // refused, with the expected reason
   trainer->fit();
   EXPECT_EQ(trainer->state().timestamp.batch, 6);
@@ -114,11 +124,12 @@ std::vector<std::string> trains_on_text() {
   return out;
 }
 
-class WithSeqLengthWarmup : public ::testing::TestWithParam<std::string> {};
+class WithSeqLengthWarmup : public ::testing::TestWithParam<ModelAndAlgorithm> {};
 
 TEST_P(WithSeqLengthWarmup, BothActAndTheLengthsFollowTheSchedule) {
-  const std::string name = GetParam();
-  tessera::Run run = build_run(Recipe::parse(recipe(entry("seq_length_warmup") + ", " + entry(name)), "<string>"));
+  const auto& [model, name] = GetParam();
+  tessera::Run run =
+      build_run(Recipe::parse(recipe(model, entry("seq_length_warmup") + ", " + entry(name)), "<string>"));
   auto lengths = std::make_shared<Lengths>();
   run.components.callbacks.push_back(lengths);
   Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
@@ -138,11 +149,14 @@ TEST_P(WithSeqLengthWarmup, BothActAndTheLengthsFollowTheSchedule) {
   EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
 }
 
-INSTANTIATE_TEST_SUITE_P(LanguageModel, WithSeqLengthWarmup, ::testing::ValuesIn(trains_on_text()),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(LanguageModel, WithSeqLengthWarmup,
+                         ::testing::Combine(::testing::Values("gpt", "bert"), ::testing::ValuesIn(trains_on_text())),
+                         test_name);
 
-INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText, ::testing::ValuesIn(registered_names("algorithms")),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
+                         ::testing::Combine(::testing::Values("gpt", "bert"),
+                                            ::testing::ValuesIn(registered_names("algorithms"))),
+                         test_name);
 
 }  // namespace
 }  // namespace tessera

@@ -81,4 +81,40 @@ class HorizontalFlip : public BatchTransform {
   HorizontalFlipOptions options_;
 };
 
+/// Options of `MaskTokens` (recipe name "mask_tokens"): BERT's masking (Devlin et al. 2019).
+struct MaskTokensOptions {
+  /// Share of the tokens hidden (each token independently).
+  TESSERA_OPTION(double, probability) = 0.15;
+  /// Token ids are in [0, vocab_size); the mask token is vocab_size (the bert model's extra embedding row).
+  TESSERA_OPTION(int64_t, vocab_size) = 256;
+  /// Of the hidden tokens: the share replaced by the mask token, and the share replaced by a uniformly random
+  /// token; the rest (1 − both) keep their own id.
+  TESSERA_OPTION(double, replace_with_mask) = 0.8;
+  TESSERA_OPTION(double, replace_with_random) = 0.1;
+  template <class V>
+  void visit(V& v) {
+    v("probability", probability_, "share of the tokens hidden", Range::open_closed(0, 1));
+    v("vocab_size", vocab_size_, "token ids are below it; the mask token is vocab_size", Range::at_least(1));
+    v("replace_with_mask", replace_with_mask_, "share of hidden tokens replaced by the mask token", Range::closed(0, 1));
+    v("replace_with_random", replace_with_random_, "share of hidden tokens replaced by a random token",
+      Range::closed(0, 1));
+  }
+};
+/// Masked language modelling's batches from token batches (input integer ids [N, S], any target): each token is
+/// hidden with probability `probability`; the target becomes int64 [N, S] holding the hidden tokens' ids and
+/// kIgnoreTarget (−100, models/model.h) elsewhere; a hidden token's input becomes the mask token (vocab_size), a
+/// random token, or stays, in the shares of the options (BERT's 80/10/10). Draws are per example (example i from
+/// the loader's generator derived with i), so a batch is the same after a resume. InputError for inputs that are
+/// not integer [N, S] ids in [0, vocab_size), and for replace shares adding up to more than 1.
+class MaskTokens : public BatchTransform {
+ public:
+  explicit MaskTokens(MaskTokensOptions options);
+  void apply(Batch& batch, Rng& rng) const override;
+  std::string name() const override { return "mask_tokens"; }
+  bool per_example() const override { return true; }
+
+ private:
+  MaskTokensOptions options_;
+};
+
 }  // namespace tessera::data

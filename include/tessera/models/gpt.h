@@ -16,7 +16,7 @@
 
 namespace tessera {
 
-/// Options of `GPT` (recipe name "gpt").
+/// Options of `GPT` (recipe name "gpt") and of `BERT` (recipe name "bert", models/bert.h).
 struct GPTOptions {
   /// Vocabulary size (0 = filled in from the data's number of classes by the registry).
   TESSERA_OPTION(int64_t, vocab_size) = 0;
@@ -50,20 +50,22 @@ struct GPTOptions {
   }
 };
 
-/// Causal multi-head self-attention over x [N, S, D]: slots "qkv" (Linear D -> 3D) and "proj" (Linear D -> D).
-/// Position i attends to positions j <= i with softmax(q·k / sqrt(D/H) + b), where b = 0, or with ALiBi on
-/// (algorithms/alibi) b = −m_h·(i − j), head h's slope m_h from `alibi_slopes`. In training, `dropout` > 0 drops
-/// attention probabilities (scaling the kept ones by 1/(1 − dropout)), drawing from torch's generator.
-class CausalSelfAttention : public SlottedModule {
+/// Multi-head self-attention over x [N, S, D]: slots "qkv" (Linear D -> 3D) and "proj" (Linear D -> D). Causal (the
+/// gpt model's): position i attends to positions j <= i; bidirectional (`causal` false, the bert model's): to every
+/// position. Weights softmax(q·k / sqrt(D/H) + b), where b = 0, or with ALiBi on (algorithms/alibi) b = −m_h·|i − j|,
+/// head h's slope m_h from `alibi_slopes`. In training, `dropout` > 0 drops attention probabilities (scaling the kept
+/// ones by 1/(1 − dropout)), drawing from torch's generator.
+class SelfAttention : public SlottedModule {
  public:
-  CausalSelfAttention(int64_t d_model, int64_t n_heads, double dropout = 0.0);
+  SelfAttention(int64_t d_model, int64_t n_heads, double dropout = 0.0, bool causal = true);
   at::Tensor forward(const at::Tensor& x);
   int64_t n_heads() const noexcept { return n_heads_; }
   double dropout() const noexcept { return dropout_; }
-  /// Incremental attention for generation: the attention of T new positions x [N, T, D], which follow the P
-  /// positions whose keys and values `keys` and `values` hold ([N, H, P, D/H]; undefined when P = 0), over those and
-  /// their own; appends their keys and values. What forward gives the last T positions of the whole sequence, up to
-  /// rounding (without dropout: for evaluation).
+  bool causal() const noexcept { return causal_; }
+  /// Incremental attention for generation (causal attention only; InputError otherwise): the attention of T new
+  /// positions x [N, T, D], which follow the P positions whose keys and values `keys` and `values` hold
+  /// ([N, H, P, D/H]; undefined when P = 0), over those and their own; appends their keys and values. What forward
+  /// gives the last T positions of the whole sequence, up to rounding (without dropout: for evaluation).
   at::Tensor forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values);
   /// Turns the linear attention biases of ALiBi on or off (no parameters or buffers: the slopes follow from n_heads).
   void set_alibi(bool on) noexcept { alibi_ = on; }
@@ -72,6 +74,7 @@ class CausalSelfAttention : public SlottedModule {
  private:
   int64_t n_heads_;
   double dropout_;
+  bool causal_;
   bool alibi_ = false;
 };
 
@@ -79,8 +82,8 @@ class CausalSelfAttention : public SlottedModule {
 /// m_h = 2^(−8(h+1)/H); otherwise the slopes of the largest power of two n < H, then every other slope of 2n's
 /// (2^(−4(2k+1)/n), k = 0, 1, ...) up to H.
 at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options);
-/// The attention bias of ALiBi for causal attention over `seq_length` positions: [n_heads, S, S] with entry
-/// (h, i, j) = −m_h·(i − j) (positive above the diagonal, where the causal mask hides it).
+/// The attention bias of ALiBi over `seq_length` positions: [n_heads, S, S] with entry (h, i, j) = −m_h·|i − j|
+/// (symmetric: bidirectional attention sees both halves, causal attention the lower one).
 at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptions& options);
 
 /// The feed-forward network of a block: slots "fc" (Linear D -> F), then GELU, then "proj" (Linear F -> D).
@@ -90,7 +93,7 @@ class FeedForward : public SlottedModule {
   at::Tensor forward(const at::Tensor& x);
 };
 
-/// A pre-norm transformer block: slots "ln1" (LayerNorm), "attn" (CausalSelfAttention), "ln2" (LayerNorm),
+/// A pre-norm transformer block: slots "ln1" (LayerNorm), "attn" (SelfAttention, causal or not), "ln2" (LayerNorm),
 /// "mlp" (FeedForward); y = x + attn(ln1(x)), then y + mlp(ln2(y)). With dropout > 0 the two branches pass through
 /// the torch::nn::Dropout of slots "attn_dropout" and "mlp_dropout" before they are added, as rows [N·S, D] (one row
 /// per token, so that a feature-wise dropout such as gyro_dropout sees the D features of each token).
@@ -100,10 +103,11 @@ class FeedForward : public SlottedModule {
 /// without computing it (LayerDrop, Fan et al. 2020); another gate g gives x + g(z − x); the Identity gives z.
 class GPTBlock : public SlottedModule {
  public:
-  GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout = 0.0, double attention_dropout = 0.0);
+  GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout = 0.0, double attention_dropout = 0.0,
+           bool causal = true);
   at::Tensor forward(const at::Tensor& x);
   /// forward for T new positions x [N, T, D] after those whose attention keys and values are cached
-  /// (CausalSelfAttention::forward_cached; InputError when the "attn" slot holds another module).
+  /// (SelfAttention::forward_cached; InputError when the "attn" slot holds another module).
   at::Tensor forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values);
 
  private:
@@ -133,7 +137,7 @@ class GPT : public Model {
   /// the last T positions of forward on the whole sequence. InputError in training mode, when the cache's length
   /// plus T exceeds max_seq_length, or when a block's attention was replaced by another module.
   at::Tensor forward_cached(const at::Tensor& ids, KVCache& cache);
-  /// Whether forward_cached can run: every block's "attn" slot holds a CausalSelfAttention.
+  /// Whether forward_cached can run: the model is causal and every block's "attn" slot holds a SelfAttention.
   bool supports_kv_cache();
   /// Next-token cross-entropy against targets [N, S] (integer ids, or dense [N, vocab, S]); per-example losses are
   /// the mean over the sequence.
@@ -143,6 +147,15 @@ class GPT : public Model {
   const GPTOptions& options() const noexcept { return options_; }
   /// The blocks in forward order.
   const std::vector<std::shared_ptr<GPTBlock>>& blocks() const noexcept { return blocks_; }
+  /// True for the gpt model (each position sees its past); false for the bert model (models/bert.h).
+  bool causal() const noexcept { return causal_; }
+
+ protected:
+  /// The transformer of a GPT, or with `causal` false a bidirectional one whose token embedding has one row more,
+  /// id vocab_size: the mask token of the bert model. Errors name the model ("gpt" or "bert").
+  GPT(GPTOptions options, bool causal);
+  /// "gpt" or "bert", for messages.
+  const char* model_name() const noexcept { return causal_ ? "gpt" : "bert"; }
 
  private:
   /// Checks token ids [N, S] of positions offset .. offset + S − 1 and gives their embeddings [N, S, D].
@@ -151,6 +164,7 @@ class GPT : public Model {
   at::Tensor head(const at::Tensor& x);
 
   GPTOptions options_;
+  bool causal_ = true;
   std::vector<std::shared_ptr<GPTBlock>> blocks_;
 };
 

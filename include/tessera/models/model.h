@@ -81,8 +81,15 @@ class Model : public SlottedModule {
 };
 
 /// Cross-entropy of logits [N, C, ...] against integer targets [N, ...] or dense targets [N, C, ...]
-/// (soft labels: -sum_c t_c log softmax(x)_c), reduced as asked (mean over examples).
+/// (soft labels: -sum_c t_c log softmax(x)_c), reduced as asked: Mean over every position with a target, Sum, or
+/// None: per example, the mean over its positions. Integer targets kIgnoreTarget count nowhere (a per-example loss is
+/// the mean over that example's other positions, 0 when it has none).
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction = Reduction::Mean);
+/// Reduces per-position losses `per` [N, ...] (0 where the integer `targets` [N, ...] are kIgnoreTarget) as
+/// cross_entropy does: Mean over the positions with a target, Sum, or None: per example, the mean over its positions
+/// with a target (0 when it has none). Without ignored positions, bitwise per.mean(), per.sum() and
+/// per.flatten(1).mean(1) (per itself for [N]).
+at::Tensor reduce_over_targets(const at::Tensor& per, const at::Tensor& targets, Reduction reduction);
 
 /// For plan-time checks of an algorithm against the model: runs `fn(batch)` with `model` in eval mode (no
 /// batch-norm statistics move, no dropout draws) and without gradient, `batch` moved to the device of the model's
