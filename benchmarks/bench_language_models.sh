@@ -7,10 +7,12 @@
 # how much sooner the composition reaches the fp32 quality) and amp_bf16 for
 # low_precision_layernorm, and the GPT with dropout 0.1 for gyro_dropout (which replaces its dropout layers). Times are
 # training seconds (run.json's train_seconds, the metrics' wct: evaluation
-# excluded).
+# excluded). The bert_* configurations train the BERT of examples/recipes/fortunes_bert.yaml (masked language
+# modelling; perplexity on the masked bytes) against `bert`.
 #   benchmarks/bench_language_models.sh [epochs] [configurations...]
 #   configurations: baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16
-#                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all)
+#                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all GPT
+#                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 epochs=${1:-1}
@@ -22,7 +24,10 @@ mkdir -p "$out"
 for cfg in "${configs[@]}"; do
   precision=fp32
   dropout=0
-  case "$cfg" in
+  model=gpt
+  case "$cfg" in bert*) model=bert ;; esac
+  case "${cfg#bert_}" in
+    bert) algs="[]" ;;
     baseline) algs="[]" ;;
     seq_length_warmup) algs="[{seq_length_warmup: {duration: 0.3, min_seq_length: 8, step_size: 8}}]" ;;  # re-chunks
     seq_length_warmup_truncate)  # Composer's default
@@ -37,8 +42,8 @@ for cfg in "${configs[@]}"; do
     gyro_dropout) algs="[{gyro_dropout: {p: 0.1}}]"; dropout=0.1 ;;  # the same rate, on 256 fixed masks (tau 16)
     *) echo "unknown configuration $cfg" >&2; exit 2 ;;
   esac
-  "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_gpt.yaml" max_duration="${epochs}ep" \
-    precision="$precision" model.gpt.dropout="$dropout" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
+  "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_$model.yaml" max_duration="${epochs}ep" \
+    precision="$precision" model.$model.dropout="$dropout" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
     "loggers=[{jsonl: {}}]" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
   echo "$cfg done" >&2
 done
@@ -53,6 +58,8 @@ def load(cfg):
                                                 if "metrics/test/perplexity" in e]
 runs = {c: load(c) for c in configs}
 def base_of(c):
+    if c.startswith("bert"):
+        return "bert"
     return {"low_precision_layernorm": "amp_bf16", "gyro_dropout": "dropout"}.get(c, "baseline")
 print(f"{'configuration':26} {'train s':>8} {'x base':>7} {'final ppl':>10} {'s to base ppl':>14}")
 for c in configs:

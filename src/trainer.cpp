@@ -641,8 +641,9 @@ at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_
       engine.run_event(Event::AfterLoss, s);
     }
     engine.run_event(Event::BeforeBackward, s);
-    // Each microbatch's mean loss is weighted by its share of the batch, so the summed gradient equals the
-    // gradient of the full batch's mean loss.
+    // Each microbatch's mean loss is weighted by its share of the batch's examples, so the summed gradient equals
+    // the gradient of the full batch's mean loss (for a mean over positions with targets, as the bert model's over
+    // masked tokens, up to how those fall across microbatches: Composer's weighting too).
     // On several ranks, the weight also makes uneven shares of the global batch average to its mean.
     const double share =
         static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight() : 1.0);

@@ -1,7 +1,7 @@
 """Language models from Python: the text dataset and the GPT model from recipe entries, per-token metrics and
 perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
 the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), a GPT with dropout,
-stochastic depth and gyro dropout resumed bitwise, and text generation."""
+stochastic depth and gyro dropout resumed bitwise, text generation, and a BERT learning masked bytes."""
 import math
 
 import pytest
@@ -236,3 +236,33 @@ def test_the_generate_callback_logs_what_the_model_writes(text, capfd):
         from conftest import tiny_components
 
         tessera.Trainer(**tiny_components(), callbacks=[callback]).fit()
+
+
+def bert_components(text, **overrides):
+    """The GPT's run as masked language modelling: the bert model, every data section masked."""
+    kwargs = gpt_components(text, model={"bert": {"d_model": 16, "n_layers": 2, "n_heads": 2}})
+    kwargs["train_data"]["transforms"] = ["mask_tokens"]
+    kwargs["eval_data"]["transforms"] = ["mask_tokens"]
+    kwargs.update(overrides)
+    return kwargs
+
+
+def test_a_bert_learns_masked_bytes_resumes_bitwise_and_does_not_generate(text, tmp_path):
+    trainer = tessera.Trainer(**bert_components(text, max_duration="40ba"))
+    before = trainer.eval()
+    trainer.fit()
+    after = trainer.eval()
+    assert before["metrics/eval/perplexity"] == pytest.approx(256, rel=0.15)  # uniform over the bytes
+    assert after["metrics/eval/perplexity"] < 0.2 * before["metrics/eval/perplexity"]
+    with pytest.raises(tessera.InputError, match="the bert model is bidirectional"):
+        trainer.generate("the ", max_new_tokens=2)
+    # Masks are drawn per batch from the run's seed: stopped, saved and resumed, it ends on the same weights.
+    def components():
+        return bert_components(text, algorithms=[tessera.algorithms.Alibi(), tessera.algorithms.GatedLinearUnits()])
+
+    whole = tessera.Trainer(**components())
+    whole.fit()
+    assert stopped_at_3_and_resumed(components, tmp_path / "at3.ckpt").weights_fingerprint() == \
+        whole.weights_fingerprint()
+    with pytest.raises(tessera.InputError, match="the bert model learns from masked tokens"):
+        tessera.Trainer(**gpt_components(text, model={"bert": {"d_model": 16, "n_layers": 2, "n_heads": 2}}))
