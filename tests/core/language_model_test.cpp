@@ -119,20 +119,23 @@ TEST(GPT, APositionSeesOnlyItsPast) {
   EXPECT_TRUE(at::equal(before[1], after[1]));  // the other example is untouched
 }
 
-TEST(GPT, AttentionIsTheCausalSoftmaxOfScaledProductsInValuesAndGradients) {
-  // Whichever way it is computed (LibTorch 2.x: PyTorch's fused attention; 1.13: one product with the mask), with
-  // and without ALiBi's biases, in fp32 and under bf16 autocast.
-  for (const bool alibi : {false, true}) {
+TEST(GPT, AttentionIsTheSoftmaxOfScaledProductsInValuesAndGradients) {
+  // Whichever way it is computed (LibTorch 2.x: PyTorch's fused attention; 1.13: one product with the mask), causal
+  // (the gpt model's) and bidirectional (the bert model's), with and without ALiBi's biases, in fp32 and under bf16
+  // autocast.
+  for (const auto& [causal, alibi] :
+       std::vector<std::pair<bool, bool>>{{true, false}, {true, true}, {false, false}, {false, true}}) {
+    SCOPED_TRACE(fmt::format("causal {}, alibi {}", causal, alibi));
     at::manual_seed(2);
-    SelfAttention attention(16, 4);
+    SelfAttention attention(16, 4, /*dropout=*/0.0, causal);
     attention.set_alibi(alibi);
     const at::Tensor x = at::randn({3, 7, 16}).requires_grad_(true);
     const at::Tensor got = attention.forward(x);
     const at::Tensor dx = torch::autograd::grad({got.square().sum()}, {x})[0];
     const at::Tensor expected = testing::attention_by_hand(attention, x);
     const at::Tensor expected_dx = torch::autograd::grad({expected.square().sum()}, {x})[0];
-    EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-6)) << "alibi " << alibi;
-    EXPECT_TRUE(at::allclose(dx, expected_dx, 1e-4, 1e-5)) << "alibi " << alibi;
+    EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-6));
+    EXPECT_TRUE(at::allclose(dx, expected_dx, 1e-4, 1e-5));
     // The outputs differ from position to position (the comparison above is not vacuous).
     EXPECT_GT((got - expected.detach().roll(1, 1)).abs().max().item<double>(), 1e-3);
     compat::set_autocast_enabled(c10::DeviceType::CPU, true);
@@ -141,7 +144,7 @@ TEST(GPT, AttentionIsTheCausalSoftmaxOfScaledProductsInValuesAndGradients) {
     compat::set_autocast_enabled(c10::DeviceType::CPU, false);
     at::autocast::clear_cache();
     EXPECT_EQ(low.scalar_type(), at::kBFloat16);
-    EXPECT_TRUE(at::allclose(low.to(at::kFloat), expected, 0.05, 0.02)) << "alibi " << alibi;
+    EXPECT_TRUE(at::allclose(low.to(at::kFloat), expected, 0.05, 0.02));
   }
 }
 
