@@ -235,10 +235,6 @@ void HorizontalFlip::apply(Batch& batch, Rng& rng) const {
   input = at::where(mask.to(input.device()).view(shape), input.flip({-1}), input);
 }
 
-}  // namespace tessera::data
-
-namespace tessera::data {
-
 MaskTokens::MaskTokens(MaskTokensOptions options) : options_(std::move(options)) {
   validate_options(options_, "mask_tokens");
   if (options_.replace_with_mask() + options_.replace_with_random() > 1.0) {
