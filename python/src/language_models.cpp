@@ -9,6 +9,7 @@
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/batch.h>
+#include <tessera/data/transforms.h>
 #include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
 
@@ -63,6 +64,19 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
   f.def("set_seq_length", &tessera::set_seq_length, py::arg("batch"), py::arg("length"), py::arg("truncate") = true,
         "The tessera.Batch with sequences of `length`: every part [N, S, ...] of the input's length S cut to its first "
         "`length` positions (truncate) or re-chunked into [N * S // length, length, ...] (the remainder dropped).");
+  f.def(
+      "mask_tokens",
+      [](const at::Tensor& ids, uint64_t seed, const py::kwargs& kwargs) {
+        Batch batch(ids, ids);  // the target is replaced; the ids are copied, never written
+        Rng rng(seed);
+        data::MaskTokens(options_from_kwargs<data::MaskTokensOptions>(kwargs, "mask_tokens")).apply(batch, rng);
+        return py::make_tuple(batch.input(), batch.target());
+      },
+      py::arg("ids"), py::arg("seed") = 0,
+      "BERT's masking of integer token ids [N, S] (keyword arguments as for the mask_tokens transform: probability, "
+      "vocab_size, replace_with_mask, replace_with_random): (inputs, targets), int64 [N, S] each, the targets holding "
+      "the hidden tokens' ids and -100 elsewhere. Example i's draws come from Rng(seed) derived with i: a function of "
+      "the seed. For a masked language model fed by one's own DataLoader (recipe data use the mask_tokens transform).");
   f.def("alibi_slopes", [](int64_t n_heads) { return alibi_slopes(n_heads, at::TensorOptions()); },
         py::arg("n_heads"), "ALiBi's head slopes, float [n_heads]: 2^(-8(h+1)/H) for H a power of two.");
   f.def("alibi_bias", [](int64_t n_heads, int64_t seq_length) { return alibi_bias(n_heads, seq_length, at::TensorOptions()); },

@@ -84,6 +84,7 @@ standardize_weight = _native.standardize_weight
 freeze_layers = _native.freeze_layers
 warmup_seq_length = _native.warmup_seq_length
 set_seq_length = _native.set_seq_length
+mask_tokens = _native.mask_tokens
 alibi_slopes = _native.alibi_slopes
 alibi_bias = _native.alibi_bias
 apply_alibi = _native.apply_alibi
@@ -215,6 +216,7 @@ __all__ = [
     "low_precision_group_norm",
     "low_precision_layer_norm",
     "make_no_op_model",
+    "mask_tokens",
     "mixed_loss",
     "mixup_batch",
     "pinned_scale",

@@ -266,3 +266,24 @@ def test_a_bert_learns_masked_bytes_resumes_bitwise_and_does_not_generate(text, 
         whole.weights_fingerprint()
     with pytest.raises(tessera.InputError, match="the bert model learns from masked tokens"):
         tessera.Trainer(**gpt_components(text, model={"bert": {"d_model": 16, "n_layers": 2, "n_heads": 2}}))
+
+
+def test_mask_tokens_masks_a_users_batch_as_the_transform_does():
+    ids = torch.randint(0, 256, (16, 64))
+    before = ids.clone()
+    inputs, targets = TF.mask_tokens(ids, seed=3)
+    assert torch.equal(ids, before)  # the caller's tensor is left alone
+    assert inputs.shape == targets.shape == (16, 64) and targets.dtype == torch.int64
+    hidden = targets != -100
+    assert 0.1 < hidden.float().mean().item() < 0.2
+    assert torch.equal(targets[hidden], ids[hidden]) and torch.equal(inputs[~hidden], ids[~hidden])
+    assert (inputs[hidden] == 256).float().mean().item() > 0.6  # most hidden bytes became the mask token
+    again = TF.mask_tokens(ids, seed=3)
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], targets)  # a function of the seed
+    assert not torch.equal(TF.mask_tokens(ids, seed=4)[1], targets)
+    kept, _ = TF.mask_tokens(ids, probability=0.5, replace_with_mask=0.0, replace_with_random=0.0)
+    assert torch.equal(kept, ids)
+    with pytest.raises(tessera.InputError, match=r"expected integer token ids \[N, S\]"):
+        TF.mask_tokens(torch.zeros(2, 4))
+    with pytest.raises(tessera.InputError, match='unknown option "probabilty"'):
+        TF.mask_tokens(ids, probabilty=0.2)
