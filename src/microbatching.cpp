@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <mutex>
 
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
 #include <torch/autograd.h>
@@ -52,6 +53,29 @@ int64_t halve_microbatch_size(int64_t current, int64_t batch_size) {
                 "does not fit this device at all (use a smaller model or a device with more memory)");
   }
   return size / 2;
+}
+
+std::vector<at::Tensor> loss_term_weights(const at::Tensor& terms, int64_t microbatch_size,
+                                          const at::Tensor& global_terms, int64_t world_size) {
+  if (!terms.defined() || terms.dim() != 1 || at::isFloatingType(terms.scalar_type())) {
+    throw Error("loss_term_weights: expected integer counts per example [N], got " +
+                (terms.defined() ? std::string(c10::toString(terms.scalar_type())) + " of " +
+                                       std::to_string(terms.dim()) + " dimensions"
+                                 : std::string("an undefined tensor")));
+  }
+  const int64_t n = terms.size(0);
+  const int64_t chunk = microbatch_size <= 0 || microbatch_size >= n ? std::max<int64_t>(n, 1) : microbatch_size;
+  // Integer counts below 2^53 are exact as doubles, so each quotient is the correctly rounded value of the same
+  // ratio as the examples' (the bitwise guarantee above).
+  const at::Tensor counts = terms.to(at::kDouble);
+  const at::Tensor rank = counts.sum();
+  const at::Tensor global = global_terms.to(counts.device(), at::kDouble).clamp_min(1.0);
+  const at::Tensor across = rank.mul(static_cast<double>(world_size)).div(global);
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& part : counts.split(chunk, 0)) {
+    out.push_back(part.sum().div(rank.clamp_min(1.0)).mul(across));
+  }
+  return out;
 }
 
 int64_t injected_out_of_memory_limit() {

@@ -476,14 +476,15 @@ void Trainer::train_batch() {
   }
   bool finite = true;
   at::Tensor loss_sum;
+  const LossTerms terms = count_loss_terms(full);  // before any backward: on several ranks, a collective
   if (!options_.microbatch_size().is_auto()) {
-    loss_sum = run_microbatches(full, log_now, skip_nonfinite, finite);
+    loss_sum = run_microbatches(full, terms, log_now, skip_nonfinite, finite);
   } else {
     const detail::RetryPoint before(s);
     for (;;) {
       bool here = false;  // this rank ran out of memory
       try {
-        loss_sum = run_microbatches(full, log_now, skip_nonfinite, finite);
+        loss_sum = run_microbatches(full, terms, log_now, skip_nonfinite, finite);
       } catch (const c10::OutOfMemoryError&) {
         here = true;
       }
@@ -523,7 +524,7 @@ void Trainer::train_batch() {
       bool again_finite = true;
       at::Tensor again;
       try {
-        again = run_microbatches(full, /*log_now=*/false, skip_nonfinite, again_finite);
+        again = run_microbatches(full, terms, /*log_now=*/false, skip_nonfinite, again_finite);
       } catch (const c10::OutOfMemoryError& e) {
         // The first pass fitted at this microbatch size; retrying the batch from its start is not done here.
         throw Error("trainer: out of memory in the second forward and backward of batch " +
@@ -614,7 +615,23 @@ double Trainer::finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& fin
   return loss_value;
 }
 
-at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_nonfinite, bool& finite) {
+Trainer::LossTerms Trainer::count_loss_terms(const Batch& full) {
+  LossTerms terms;
+  terms.per_example = state_.model->loss_terms(full);
+  if (!terms.per_example.defined()) return terms;
+  if (terms.per_example.dim() != 1 || terms.per_example.size(0) != full.size() ||
+      at::isFloatingType(terms.per_example.scalar_type())) {
+    throw Error("trainer: the model's loss_terms gave " + std::string(c10::toString(terms.per_example.scalar_type())) +
+                " of shape " + c10::str(terms.per_example.sizes()) + " for a batch of " + std::to_string(full.size()) +
+                " examples; expected integer counts [" + std::to_string(full.size()) + "] (models/model.h)");
+  }
+  terms.global = terms.per_example.sum();
+  if (ddp_) ddp_->sum_over_ranks(terms.global);
+  return terms;
+}
+
+at::Tensor Trainer::run_microbatches(const Batch& full, const LossTerms& terms, bool log_now, bool skip_nonfinite,
+                                     bool& finite) {
   State& s = state_;
   Engine& engine = *engine_;
   const int64_t n = full.size();
@@ -628,6 +645,10 @@ at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_
   // counts live there), and it reads it before the last backward is queued, not after the whole batch.
   at::Tensor loss_sum;
   std::vector<Batch> microbatches = full.split(s.microbatch_size);
+  const std::vector<at::Tensor> weights =
+      terms.per_example.defined()
+          ? loss_term_weights(terms.per_example, s.microbatch_size, terms.global, ddp_ ? ddp_->world_size() : 1)
+          : std::vector<at::Tensor>{};
   for (size_t i = 0; i < microbatches.size(); ++i) {
     s.batch = std::move(microbatches[i]);
     {
@@ -641,13 +662,20 @@ at::Tensor Trainer::run_microbatches(const Batch& full, bool log_now, bool skip_
       engine.run_event(Event::AfterLoss, s);
     }
     engine.run_event(Event::BeforeBackward, s);
-    // Each microbatch's mean loss is weighted by its share of the batch's examples, so the summed gradient equals
-    // the gradient of the full batch's mean loss (for a mean over positions with targets, as the bert model's over
-    // masked tokens, up to how those fall across microbatches: Composer's weighting too).
-    // On several ranks, the weight also makes uneven shares of the global batch average to its mean.
-    const double share =
-        static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight() : 1.0);
-    at::Tensor scaled = share == 1.0 ? s.loss : s.loss * share;
+    // Each microbatch's mean loss is weighted by its share of the global batch's loss terms (the positions with a
+    // target: Composer's accumulate_train_batch_on_tokens) or, for a model without terms, of the batch's examples,
+    // so that the summed gradient, averaged over the ranks, is the gradient of the global batch's mean loss (uneven
+    // shares of the global batch included). A microbatch without terms adds nothing (its mean over no terms is
+    // 0/0 for a cross-entropy).
+    at::Tensor scaled;
+    if (!weights.empty()) {
+      const at::Tensor& w = weights[i];
+      scaled = at::where(w.gt(0), s.loss * w.to(s.loss.scalar_type()), at::zeros_like(s.loss));
+    } else {
+      const double share =
+          static_cast<double>(s.batch.size()) / static_cast<double>(n) * (ddp_ ? ddp_->loss_weight() : 1.0);
+      scaled = share == 1.0 ? s.loss : s.loss * share;
+    }
     at::Tensor detached = scaled.detach();
     loss_sum = loss_sum.defined() ? loss_sum + detached : detached;
     const bool last = i + 1 == microbatches.size();

@@ -150,6 +150,21 @@ inline AlgorithmSpec spec_on(std::string name, std::vector<Event> events) {
   return s;
 }
 
+/// Copies every parameter's gradient at AfterTrainBatch (the full batch's accumulated gradient).
+class GradCapture : public Algorithm {
+ public:
+  GradCapture() { spec_ = spec_on("grad_capture", {Event::AfterTrainBatch}); }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event, State& state, Logger&) override {
+    grads.clear();
+    for (const auto& p : state.model->parameters()) grads.push_back(p.grad().clone());
+  }
+  std::vector<at::Tensor> grads;
+
+ private:
+  AlgorithmSpec spec_;
+};
+
 /// The message of the InputError that `f` throws (a test failure, as an exception, when it throws none).
 inline std::string input_error_of(const std::function<void()>& f) {
   try {

@@ -12,6 +12,9 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
 
 namespace tessera {
 
@@ -43,6 +46,17 @@ class MicrobatchSize {
 /// The size after an out-of-memory error with microbatches of `current` examples (the whole batch of
 /// `batch_size` when `current` is 0): half of it, at least 1. Error when `current` is already 1.
 int64_t halve_microbatch_size(int64_t current, int64_t batch_size);
+
+/// The factors on the mean losses of a rank's microbatches (its batch's rows cut into chunks of
+/// `microbatch_size`, as Batch::split cuts them; 0 = one chunk) that make their sum, averaged over the ranks, the
+/// mean of the global batch's loss over its terms (Model::loss_terms; a bert batch's masked tokens). `terms` [N]
+/// counts each example's terms (int64) and `global_terms` (0-d) is the sum of every rank's (of this rank's alone
+/// on one). Chunk i's factor is (chunk terms / rank terms) · (rank terms · world_size / global terms), a 0-d double
+/// on the device of `terms`, computed without a read-back; 0 for a chunk without terms (or a batch without any).
+/// When the terms are proportional to the examples (no ignored target), each factor is bitwise the examples'
+/// share (chunk examples / rank examples) · (rank examples · world_size / global examples).
+std::vector<at::Tensor> loss_term_weights(const at::Tensor& terms, int64_t microbatch_size,
+                                          const at::Tensor& global_terms, int64_t world_size);
 
 /// Test hook (no GPU needed): the environment variable TESSERA_TEST_OOM_ABOVE=N, read once by each Trainer when
 /// it is made (-1 when unset): inject_out_of_memory then throws c10::OutOfMemoryError when a microbatch of more

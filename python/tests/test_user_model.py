@@ -498,3 +498,43 @@ def test_channels_last_on_a_torchscript_module(train_set, tmp_path):
     for name, p in scripted.named_parameters():
         if p.dim() == 4:
             assert _channels_last(p) and _channels_last(p.grad), name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A language model of one's own whose targets mark padding with -100, in microbatches.
+
+
+class TinyTokenModel(torch.nn.Module):
+    def __init__(self, vocab=16, width=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.head = torch.nn.Linear(width, vocab)
+
+    def forward(self, ids):
+        return self.head(self.embed(ids)).transpose(1, 2)  # [N, vocab, S], as cross_entropy takes them
+
+
+def test_padded_sequences_in_microbatches_train_like_whole_batches_in_a_plain_loop():
+    # Rows of 0 to 8 real tokens, the rest padding (-100): a microbatch's mean over its tokens weighs by its share of
+    # the batch's tokens, so microbatches of 1 and 3 (one of them without a token) give the whole batch's gradient,
+    # which a plain PyTorch loop computes with F.cross_entropy(ignore_index=-100).
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(16, (16, 8), generator=g)
+    targets = ids.roll(-1, 1)
+    lengths = torch.tensor([0, 8, 2, 5, 3, 8, 1, 6] * 2)
+    targets[torch.arange(8)[None, :] >= lengths[:, None]] = -100
+    dataset = torch.utils.data.TensorDataset(ids, targets)
+    plain = TinyTokenModel()
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.5)
+    for x, y in torch.utils.data.DataLoader(dataset, batch_size=8):
+        optimizer.zero_grad()
+        F.cross_entropy(plain(x), y).backward()
+        optimizer.step()
+    for size in (0, 1, 3):
+        model = TinyTokenModel()
+        tessera.Trainer(model=model, train_dataloader=torch.utils.data.DataLoader(dataset, batch_size=8),
+                        optimizer={"sgd": {"lr": 0.5}}, max_duration="2ba", microbatch_size=size, threads=1,
+                        seed=0).fit()
+        for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+            assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), (size, name, (p - q).abs().max())

@@ -146,6 +146,10 @@ double DataParallel::loss_weight() const {
 
 int64_t DataParallel::global_batch_size() const { return train_ ? train_->last_global_size() : 0; }
 
+void DataParallel::sum_over_ranks(at::Tensor& value) {
+  comm_->all_reduce_sum(value, "all-reduce of the batch's loss terms");
+}
+
 void DataParallel::mean_over_ranks(at::Tensor& value) {
   comm_->all_reduce_sum(value, "all-reduce of the training loss");
   value.div_(static_cast<double>(world_size()));

@@ -64,6 +64,8 @@ class DataParallel {
   double loss_weight() const;
   /// The global batch the last training batch was cut from.
   int64_t global_batch_size() const;
+  /// The sum of `value` over the ranks (the training batch's loss terms, Model::loss_terms), in place.
+  void sum_over_ranks(at::Tensor& value);
   /// The mean of `value` over the ranks (a loss), in place.
   void mean_over_ranks(at::Tensor& value);
   /// Metric sums added up over the ranks.

@@ -234,6 +234,20 @@ at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
                                  options_.max_seq_length() - offset));
   }
   const at::Tensor ids = input.scalar_type() == at::kLong ? input : input.to(at::kLong);
+  // An id outside the embedding is torch's index error (a device-side assertion on a GPU): on the CPU, where it
+  // costs no read-back, it is an InputError that names it.
+  const int64_t rows = options_.vocab_size() + (causal_ ? 0 : 1);
+  if (ids.device().is_cpu() && ids.numel() > 0) {
+    const at::Tensor outside = ids.lt(0).logical_or_(ids.ge(rows));
+    if (outside.any().item<bool>()) {
+      const int64_t at_flat = outside.reshape({-1}).to(at::kByte).argmax().item<int64_t>();
+      const int64_t row = at_flat / ids.size(1), position = at_flat % ids.size(1);
+      throw InputError(fmt::format("{}: token id {} (row {}, position {}) is outside the vocabulary: expected ids in "
+                                   "[0, {}){}",
+                                   model_name(), ids[row][position].item<int64_t>(), row, position, rows,
+                                   causal_ ? " (vocab_size)" : " (vocab_size, and vocab_size itself: the mask token)"));
+    }
+  }
   const at::Tensor positions = at::arange(offset, offset + input.size(1), ids.options());
   at::Tensor x = slot("embed").forward(ids) + slot("pos_embed").forward(positions);
   if (slots().count("embed_dropout") > 0) x = dropout_rows(slot("embed_dropout"), x);

@@ -49,6 +49,15 @@ void SlottedModule::replace_slot(const std::string& name, torch::nn::AnyModule m
   current = std::move(module);
 }
 
+at::Tensor Model::loss_terms(const Batch& batch) const {
+  if (!loss_is_cross_entropy() || !batch.has(Batch::kTarget)) return {};
+  const at::Tensor& targets = batch.target();
+  const auto type = targets.defined() ? targets.scalar_type() : at::kFloat;
+  if (at::isFloatingType(type) || at::isComplexType(type) || type == at::kBool || targets.dim() == 0) return {};
+  const at::Tensor targeted = targets.ne(kIgnoreTarget);
+  return targets.dim() == 1 ? targeted.to(at::kLong) : targeted.flatten(1).sum(1);
+}
+
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction) {
   if (!logits.defined() || !targets.defined()) {
     throw InputError("cross_entropy: logits and targets must be defined tensors");

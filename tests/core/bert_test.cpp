@@ -2,11 +2,13 @@
 // metrics, label smoothing), and the bidirectional bert model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include <tessera/algorithms/label_smoothing.h>
@@ -294,6 +296,110 @@ TEST(BERT, ARecipeTrainsItOnMaskedTextAndRefusesUnmaskedData) {
             std::string::npos)
       << vocab;
   fs::remove(text);
+}
+
+TEST(LossTerms, WeightsAreEachChunksShareOfTheGlobalBatchsTerms) {
+  const auto values = [](const std::vector<at::Tensor>& weights) {
+    std::vector<double> out;
+    for (const auto& w : weights) out.push_back(w.item<double>());
+    return out;
+  };
+  const at::Tensor terms = at::tensor({3, 1, 0, 4}, at::kLong);  // 8 terms
+  EXPECT_EQ(values(loss_term_weights(terms, 0, terms.sum(), 1)), (std::vector<double>{1.0}));
+  EXPECT_EQ(values(loss_term_weights(terms, 1, terms.sum(), 1)), (std::vector<double>{3.0 / 8, 1.0 / 8, 0.0, 4.0 / 8}));
+  EXPECT_EQ(values(loss_term_weights(terms, 3, terms.sum(), 1)), (std::vector<double>{0.5, 0.5}));  // 3 + 1 + 0, 4
+  // On 2 ranks whose global batch holds 24 terms: this rank's 8 weigh 8 · 2 / 24 of the mean over the ranks.
+  const auto two = values(loss_term_weights(terms, 2, at::tensor(24, at::kLong), 2));
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_DOUBLE_EQ(two[0], 0.5 * 16.0 / 24.0);
+  EXPECT_DOUBLE_EQ(two[1], 0.5 * 16.0 / 24.0);
+  // Nothing to average over: weights 0, not 0/0.
+  EXPECT_EQ(values(loss_term_weights(at::zeros({2}, at::kLong), 1, at::tensor(0, at::kLong), 1)),
+            (std::vector<double>{0.0, 0.0}));
+  EXPECT_THROW(loss_term_weights(at::ones({2}), 1, at::tensor(2.0), 1), Error);
+  // Every example with the same number of terms (no ignored target): bitwise the examples' shares, as the trainer
+  // weighed before it counted terms, on even and uneven shares of the global batch.
+  for (int64_t n : {1, 5, 7, 12}) {
+    for (int64_t chunk : {0, 1, 2, 3, 5}) {
+      for (int64_t per : {1, 3, 64}) {
+        for (int64_t world : {1, 2, 3}) {
+          for (int64_t others : {int64_t{0}, int64_t{1}, n + 2}) {  // the other ranks' examples beyond n · (world − 1)
+            const int64_t global = n * world + (world > 1 ? others : 0);
+            const auto w = values(loss_term_weights(at::full({n}, per, at::kLong), chunk, at::tensor(global * per), world));
+            const double across = global == n * world ? 1.0 : static_cast<double>(n) * world / static_cast<double>(global);
+            const int64_t size = chunk <= 0 || chunk >= n ? n : chunk;
+            ASSERT_EQ(static_cast<int64_t>(w.size()), (n + size - 1) / size);
+            for (size_t i = 0; i < w.size(); ++i) {
+              const int64_t rows = std::min(size, n - static_cast<int64_t>(i) * size);
+              EXPECT_EQ(w[i], static_cast<double>(rows) / static_cast<double>(n) * across)
+                  << "n " << n << " chunk " << chunk << " terms " << per << " world " << world << " global " << global;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// One batch of 4 sequences of tiny_text whose targeted (masked) positions number 1, 7, 2 and 0.
+std::shared_ptr<data::TextDataset> unevenly_masked() {
+  const Batch all = testing::tiny_text(4)->get_batch({0, 1, 2, 3});
+  at::Tensor targets = at::full_like(all.target(), kIgnoreTarget);
+  const std::vector<std::vector<int64_t>> hidden = {{3}, {0, 1, 2, 3, 4, 5, 6}, {2, 7}, {}};
+  for (size_t i = 0; i < hidden.size(); ++i) {
+    for (int64_t j : hidden[i]) targets[static_cast<int64_t>(i)][j] = all.target()[static_cast<int64_t>(i)][j];
+  }
+  return std::make_shared<data::TextDataset>(all.input(), targets, 16, "unevenly masked");
+}
+
+/// The gradient of the first (and only) batch of unevenly_masked() on tiny_bert(), in microbatches of `size`.
+std::vector<at::Tensor> bert_gradient(int64_t size) {
+  Components c;
+  c.model = testing::tiny_bert();
+  c.train_dataloader = testing::loader(unevenly_masked(), 4, /*shuffle=*/false);
+  c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1));
+  auto capture = std::make_shared<testing::GradCapture>();
+  c.algorithms.push_back(capture);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("1ba")).microbatch_size(size).threads(1), std::move(c));
+  trainer.fit();
+  return capture->grads;
+}
+
+TEST(LossTerms, MicrobatchesOfABertBatchWeighByMaskedTokensAndOneWithoutAnyAddsNothing) {
+  // The gradient of the mean over the batch's 10 masked tokens, by hand (on one thread, as the trainer's).
+  at::set_num_threads(1);
+  auto model = testing::tiny_bert();
+  model->train();
+  const Batch batch = unevenly_masked()->get_batch({0, 1, 2, 3});
+  model->loss(model->forward(batch), batch).backward();
+  const auto params = model->parameters();
+  const auto whole = bert_gradient(0);
+  ASSERT_EQ(whole.size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(at::equal(whole[i], params[i].grad())) << "parameter " << i;
+  // Microbatches of 1 (the last without a masked token: a mean over nothing, 0/0, that must add nothing), 2 and 3
+  // (7 + 1 + ... tokens against 2): the same gradient up to the order of the sums.
+  for (int64_t size : {1, 2, 3}) {
+    const auto parts = bert_gradient(size);
+    ASSERT_EQ(parts.size(), whole.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      EXPECT_TRUE(at::allclose(parts[i], whole[i], /*rtol=*/1e-5, /*atol=*/1e-7))
+          << "microbatches of " << size << ", parameter " << i << ": differs by "
+          << (parts[i] - whole[i]).abs().max().item<double>();
+    }
+  }
+  // Weighing each example's mean over its masked tokens by its share of the examples (a quarter each) gives
+  // another gradient, far outside that tolerance: the agreement above is the terms' doing.
+  model->zero_grad();
+  for (int64_t i : {0, 1, 2}) {
+    const Batch one = batch.select(at::tensor({i}, at::kLong));
+    (model->loss(model->forward(one), one) * 0.25).backward();
+  }
+  double gap = 0.0, scale = 0.0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    gap = std::max(gap, (params[i].grad() - whole[i]).abs().max().item<double>());
+    scale = std::max(scale, whole[i].abs().max().item<double>());
+  }
+  EXPECT_GT(gap, 0.05 * scale) << "the examples' weighting is too close to the tokens' for this test to tell them apart";
 }
 
 }  // namespace

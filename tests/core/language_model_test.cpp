@@ -175,6 +175,20 @@ TEST(GPT, RefusesWhatItCannotTake) {
   EXPECT_NE(heads.find("model.n_heads: 3 does not divide d_model = 16"), std::string::npos) << heads;
   const std::string vocab = testing::input_error_of([] { GPT(GPTOptions().max_seq_length(8)); });
   EXPECT_NE(vocab.find("model.vocab_size: 0 must be > 0"), std::string::npos) << vocab;
+  // Ids outside the vocabulary of 16, named with their place; the bert model's mask token (16) is its own.
+  at::Tensor ids = at::zeros({2, 4}, at::kLong);
+  ids[1][2] = 16;
+  const std::string outside = testing::input_error_of([&] { model->forward(Batch(ids, ids)); });
+  EXPECT_NE(outside.find("gpt: token id 16 (row 1, position 2) is outside the vocabulary: expected ids in [0, 16)"),
+            std::string::npos)
+      << outside;
+  EXPECT_EQ(testing::tiny_bert()->forward(Batch(ids, ids)).sizes(), (std::vector<int64_t>{2, 16, 4}));
+  ids[0][3] = -1;
+  const std::string negative = testing::input_error_of([&] { testing::tiny_bert()->forward(Batch(ids, ids)); });
+  EXPECT_NE(negative.find("bert: token id -1 (row 0, position 3) is outside the vocabulary: expected ids in [0, 17) "
+                          "(vocab_size, and vocab_size itself: the mask token)"),
+            std::string::npos)
+      << negative;
 }
 
 TEST(GPT, StartsFromGpt2sInitialisation) {

@@ -367,6 +367,57 @@ distributed: {timeout: 30, connect_timeout: 30}
     EXPECT_NE(first.at(0).fingerprint, first.at(7).fingerprint);
   }
 
+  /// About 12 kB of text (fortunes of a pattern), written into the test's folder.
+  fs::path write_corpus() {
+    std::string text;
+    for (int i = 0; text.size() < 12000; ++i) {
+      text += "Fortune " + std::to_string(i * 7919 % 1000) + ": the quick brown fox jumps over " +
+              std::to_string(i % 13) + " lazy dogs.\n";
+    }
+    const fs::path corpus = dir_ / "corpus.txt";
+    std::ofstream(corpus) << text;
+    return corpus;
+  }
+  void every_language_model_algorithm_on_two_ranks(const std::string& model, const std::string& data) {
+    // A language model (`model`: gpt or bert; `data`: its data overrides) with dropout on 2 epochs of 8 global
+    // batches of 32 byte sequences of 32, under amp_bf16, with the 14 algorithms that train a language model
+    // (fortunes_gpt_everything.yaml's): GLU's, ALiBi's and factorize's surgery before the gradient hooks are set up
+    // (ALiBi's frozen position embedding has no gradient to reduce), the warmup's shorter sequences and ALiBi's
+    // re-chunking the same on every rank, selective backprop, dropout and stochastic depth's dropped blocks per rank
+    // (their parameters unused there), gyro dropout's masks the same on every rank, SAM, layer freezing, EMA from
+    // batch 4 and SWA's average of batches 2 to 12; a rank killed at batch 11 resumes bitwise.
+    const fs::path corpus = write_corpus();
+    const std::string setup =
+        "model={" + model + ": {d_model: 32, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}};" + data +
+        "max_duration=16ba;precision=amp_bf16;"
+        "data.train.dataset={text: {path: " + corpus.string() + ", split: train, seq_length: 32, limit: 256}};"
+        "data.eval.dataset={text: {path: " + corpus.string() + ", split: test, seq_length: 32, limit: 30}};"
+        "data.eval.loader.batch_size=15;data.eval.metrics=[accuracy, cross_entropy, perplexity];"
+        "optimizer={adamw: {lr: 0.003}};"
+        "algorithms=[gated_linear_units, low_precision_layernorm, {alibi: {train_sequence_length_scaling: 0.5}}, "
+        "{factorize: {min_features: 16, latent_features: 0.25}}, {stochastic_depth: {drop_rate: 0.5}}, "
+        "{gyro_dropout: {p: 0.1, sigma: 8, tau: 2}}, "
+        "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
+        "{seq_length_warmup: {duration: 0.5, min_seq_length: 8, step_size: 8}}, {label_smoothing: {smoothing: 0.1}}, "
+        "{gradient_clipping: {clipping_type: norm, clipping_threshold: 1.0}}, {sam: {rho: 0.05, interval: 3}}, "
+        "{layer_freezing: {freeze_start: 0.1, freeze_level: 0.5}}, {ema: {half_life: 4ba, ema_start: 0.25dur}}, "
+        "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
+    ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
+    const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
+    ASSERT_EQ(whole0.size(), 16u);
+    // No batch norms: parameters and buffers are the same on both ranks after every step, from different shares.
+    for (const auto& [b, line] : whole0) {
+      EXPECT_EQ(whole1.at(b).fingerprint, line.fingerprint) << "batch " << b;
+      EXPECT_NE(whole1.at(b).rows, line.rows) << "batch " << b;
+    }
+    EXPECT_NE(whole0.at(0).fingerprint, whole0.at(15).fingerprint);
+    EXPECT_EQ(slurp(dir_ / "whole" / "evals1.txt"), slurp(dir_ / "whole" / "evals0.txt"));
+    fs::remove_all(dir_ / "run");
+    const auto parts = killed_and_resumed(setup, /*kill_rank=*/1, /*kill_at=*/11, /*rank=*/0);
+    ASSERT_EQ(parts.size(), 16u);
+    for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
+  }
+
   fs::path dir_;
   std::string recipe_;
 };
@@ -551,49 +602,34 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
 }
 
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
-  // A GPT with dropout on 2 epochs of 8 global batches of 32 byte sequences of 32, under amp_bf16, with the 14
-  // algorithms that train a language model (fortunes_gpt_everything.yaml's): GLU's, ALiBi's and factorize's surgery
-  // before the gradient hooks are set up (ALiBi's frozen position embedding has no gradient to reduce), the warmup's
-  // shorter sequences and ALiBi's re-chunking the same on every rank, selective backprop, dropout and stochastic
-  // depth's dropped blocks per rank (their parameters unused there), gyro dropout's masks the same on every rank,
-  // SAM, layer freezing, EMA from batch 4 and SWA's average of batches 2 to 12; a rank killed at batch 11 resumes
-  // bitwise.
-  std::string text;
-  for (int i = 0; text.size() < 12000; ++i) {
-    text += "Fortune " + std::to_string(i * 7919 % 1000) + ": the quick brown fox jumps over " +
-            std::to_string(i % 13) + " lazy dogs.\n";
-  }
-  const fs::path corpus = dir_ / "corpus.txt";
-  std::ofstream(corpus) << text;
+  every_language_model_algorithm_on_two_ranks("gpt", "");
+}
+
+TEST_F(Distributed, EveryLanguageModelAlgorithmOnABertOnTwoRanksStaysIdenticalAndResumesBitwise) {
+  // The masks are drawn per global row before the rows are shared out, so each rank masks its rows as one rank would.
+  every_language_model_algorithm_on_two_ranks("bert",
+                                              "data.train.transforms=[mask_tokens];data.eval.transforms=[mask_tokens];");
+}
+
+TEST_F(Distributed, TwoRanksOfMicrobatchesWeighByMaskedTokensAndMatchOneWholeBatch) {
+  // A bert batch's loss is the mean over its masked tokens, which fall unevenly on the ranks and their microbatches
+  // (4 rows of 32 tokens: about 19 each, give or take 4). Weighed by their tokens, 2 ranks x 4 microbatches of 4 give
+  // the gradient of one rank's whole batch of 32; weighed by their examples they would not.
+  const fs::path corpus = write_corpus();
   const std::string setup =
-      "model={gpt: {d_model: 32, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}};max_duration=16ba;"
-      "precision=amp_bf16;"
+      "model={bert: {d_model: 32, n_layers: 2, n_heads: 2}};"
       "data.train.dataset={text: {path: " + corpus.string() + ", split: train, seq_length: 32, limit: 256}};"
       "data.eval.dataset={text: {path: " + corpus.string() + ", split: test, seq_length: 32, limit: 30}};"
-      "data.eval.loader.batch_size=15;data.eval.metrics=[accuracy, cross_entropy, perplexity];"
-      "optimizer={adamw: {lr: 0.003}};"
-      "algorithms=[gated_linear_units, low_precision_layernorm, {alibi: {train_sequence_length_scaling: 0.5}}, "
-      "{factorize: {min_features: 16, latent_features: 0.25}}, {stochastic_depth: {drop_rate: 0.5}}, "
-      "{gyro_dropout: {p: 0.1, sigma: 8, tau: 2}}, "
-      "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
-      "{seq_length_warmup: {duration: 0.5, min_seq_length: 8, step_size: 8}}, {label_smoothing: {smoothing: 0.1}}, "
-      "{gradient_clipping: {clipping_type: norm, clipping_threshold: 1.0}}, {sam: {rho: 0.05, interval: 3}}, "
-      "{layer_freezing: {freeze_start: 0.1, freeze_level: 0.5}}, {ema: {half_life: 4ba, ema_start: 0.25dur}}, "
-      "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
-  ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
-  const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
-  ASSERT_EQ(whole0.size(), 16u);
-  // No batch norms: parameters and buffers are the same on both ranks after every step, from different shares.
-  for (const auto& [b, line] : whole0) {
-    EXPECT_EQ(whole1.at(b).fingerprint, line.fingerprint) << "batch " << b;
-    EXPECT_NE(whole1.at(b).rows, line.rows) << "batch " << b;
+      "data.train.transforms=[mask_tokens];data.eval.transforms=[mask_tokens];data.eval.loader.batch_size=15;";
+  ASSERT_EQ(launch(1, "one", setup).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
+  ASSERT_EQ(launch(2, "two", setup + "microbatch_size=4;").exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
+  EXPECT_EQ(global_rows("two", 2), global_rows("one", 1));
+  const auto a = final_params("one", 0), b = final_params("two", 0);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
   }
-  EXPECT_NE(whole0.at(0).fingerprint, whole0.at(15).fingerprint);
-  EXPECT_EQ(slurp(dir_ / "whole" / "evals1.txt"), slurp(dir_ / "whole" / "evals0.txt"));
-  fs::remove_all(dir_ / "run");
-  const auto parts = killed_and_resumed(setup, /*kill_rank=*/1, /*kill_at=*/11, /*rank=*/0);
-  ASSERT_EQ(parts.size(), 16u);
-  for (const auto& [b, line] : whole0) EXPECT_EQ(parts.at(b).fingerprint, line.fingerprint) << "batch " << b;
 }
 
 TEST_F(Distributed, NoOpModelStandsInAlikeOnEveryRank) {

@@ -11,6 +11,7 @@ namespace {
 
 using testing::FakeAlgorithm;
 using testing::spec_on;
+using testing::GradCapture;
 
 std::vector<Event> every_event() { return {all_events().begin(), all_events().end()}; }
 
@@ -56,21 +57,6 @@ TEST(Trainer, EventSequenceTwoEpochsThreeBatchesTwoMicrobatchesEvalEveryEpoch) {
   EXPECT_EQ(trainer.trace().at("rec/after_dataloader").count, 6);
   EXPECT_EQ(trainer.trace().at("rec/eval_start").count, 2);
 }
-
-/// Copies every parameter's gradient at AfterTrainBatch (the full batch's accumulated gradient).
-class GradCapture : public Algorithm {
- public:
-  GradCapture() { spec_ = spec_on("grad_capture", {Event::AfterTrainBatch}); }
-  const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& state, Logger&) override {
-    grads.clear();
-    for (const auto& p : state.model->parameters()) grads.push_back(p.grad().clone());
-  }
-  std::vector<at::Tensor> grads;
-
- private:
-  AlgorithmSpec spec_;
-};
 
 std::vector<at::Tensor> first_batch_grads(int64_t microbatch_size) {
   Components c = testing::tiny_components(/*train_size=*/32, /*batch_size=*/32);
