@@ -476,7 +476,7 @@ void Trainer::train_batch() {
   }
   bool finite = true;
   at::Tensor loss_sum;
-  const LossTerms terms = count_loss_terms(full);  // before any backward: on several ranks, a collective
+  LossTerms terms;  // counted in the first microbatch
   if (!options_.microbatch_size().is_auto()) {
     loss_sum = run_microbatches(full, terms, log_now, skip_nonfinite, finite);
   } else {
@@ -488,6 +488,9 @@ void Trainer::train_batch() {
       } catch (const c10::OutOfMemoryError&) {
         here = true;
       }
+      // Every rank counts the terms once (a collective), before it learns whether any ran out of memory: a rank
+      // whose first microbatch failed before counting counts now.
+      if (!terms.counted) terms = count_loss_terms(full);
       // On several ranks every rank retries, or none: a rank whose batch fitted learns of another's error here
       // (no collective ran during the backward passes: DataParallel::sync_after_backward).
       if (!(ddp_ ? ddp_->any(here) : here)) break;
@@ -617,6 +620,7 @@ double Trainer::finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& fin
 
 Trainer::LossTerms Trainer::count_loss_terms(const Batch& full) {
   LossTerms terms;
+  terms.counted = true;
   terms.per_example = state_.model->loss_terms(full);
   if (!terms.per_example.defined()) return terms;
   if (terms.per_example.dim() != 1 || terms.per_example.size(0) != full.size() ||
@@ -630,7 +634,7 @@ Trainer::LossTerms Trainer::count_loss_terms(const Batch& full) {
   return terms;
 }
 
-at::Tensor Trainer::run_microbatches(const Batch& full, const LossTerms& terms, bool log_now, bool skip_nonfinite,
+at::Tensor Trainer::run_microbatches(const Batch& full, LossTerms& terms, bool log_now, bool skip_nonfinite,
                                      bool& finite) {
   State& s = state_;
   Engine& engine = *engine_;
@@ -645,10 +649,7 @@ at::Tensor Trainer::run_microbatches(const Batch& full, const LossTerms& terms, 
   // counts live there), and it reads it before the last backward is queued, not after the whole batch.
   at::Tensor loss_sum;
   std::vector<Batch> microbatches = full.split(s.microbatch_size);
-  const std::vector<at::Tensor> weights =
-      terms.per_example.defined()
-          ? loss_term_weights(terms.per_example, s.microbatch_size, terms.global, ddp_ ? ddp_->world_size() : 1)
-          : std::vector<at::Tensor>{};
+  std::vector<at::Tensor> weights;  // per microbatch, from the terms (none: by examples)
   for (size_t i = 0; i < microbatches.size(); ++i) {
     s.batch = std::move(microbatches[i]);
     {
@@ -662,6 +663,12 @@ at::Tensor Trainer::run_microbatches(const Batch& full, const LossTerms& terms, 
       engine.run_event(Event::AfterLoss, s);
     }
     engine.run_event(Event::BeforeBackward, s);
+    if (i == 0) {
+      if (!terms.counted) terms = count_loss_terms(full);
+      if (terms.per_example.defined()) {
+        weights = loss_term_weights(terms.per_example, s.microbatch_size, terms.global, ddp_ ? ddp_->world_size() : 1);
+      }
+    }
     // Each microbatch's mean loss is weighted by its share of the global batch's loss terms (the positions with a
     // target: Composer's accumulate_train_batch_on_tokens) or, for a model without terms, of the batch's examples,
     // so that the summed gradient, averaged over the ranks, is the gradient of the global batch's mean loss (uneven

@@ -198,15 +198,17 @@ class Trainer {
  private:
   void train_batch();
   /// The model's loss terms of a training batch (Model::loss_terms; undefined when every example is one) and
-  /// their sum over every rank.
+  /// their sum over every rank (a collective), counted once per batch.
   struct LossTerms {
     at::Tensor per_example, global;
+    bool counted = false;
   };
   LossTerms count_loss_terms(const Batch& full);
   /// The forward, loss and backward of every microbatch of `full`; the summed loss, each microbatch's weighted by
-  /// its share of the global batch's terms (loss_term_weights) or, without terms, of its examples.
-  at::Tensor run_microbatches(const Batch& full, const LossTerms& terms, bool log_now, bool skip_nonfinite,
-                              bool& finite);
+  /// its share of the global batch's terms (loss_term_weights) or, without terms, of its examples. Counts `terms`
+  /// after the first microbatch's loss, if not counted yet (a user's model knows from its first outputs whether
+  /// the loss is its own).
+  at::Tensor run_microbatches(const Batch& full, LossTerms& terms, bool log_now, bool skip_nonfinite, bool& finite);
   /// After a pass over every microbatch: the gradients averaged over the ranks (and the loss scaler's overflow
   /// record agreed on), the loss averaged over the ranks, and the decision on a non-finite loss (`finite`; an
   /// error for nonfinite_loss: error). Returns the loss on the host where it was read (immediate path, or a

@@ -108,8 +108,8 @@ class UserModel : public Model {
   bool loss_is_cross_entropy() const override { return !loss_fn_ && !computes_loss_in_forward(); }
   bool loss_reads_targets() const override { return loss_fn_ || !computes_loss_in_forward(); }
 
-  /// Whether the model's outputs carry their own loss (a dict with "loss"): found by one forward of an
-  /// example batch in eval mode without gradients, the first time an algorithm asks.
+  /// Whether the model's outputs carry their own loss (a dict with "loss"): known from the first forward, or
+  /// found by one forward of an example batch in eval mode without gradients when an algorithm asks before it.
   bool computes_loss_in_forward() const {
     if (!probed_) {
       auto* self = const_cast<UserModel*>(this);
@@ -198,6 +198,10 @@ class UserModel : public Model {
     }
     last_raw_.reset(raw);
     last_primary_ = primary.unsafeGetTensorImpl();
+    if (!probed_) {  // any forward answers the probe's question: no probing forward after one
+      probed_ = true;
+      probe_has_loss_ = last_loss_.defined();
+    }
     return primary;
   }
 

@@ -526,7 +526,7 @@ def test_padded_sequences_in_microbatches_train_like_whole_batches_in_a_plain_lo
     targets[torch.arange(8)[None, :] >= lengths[:, None]] = -100
     dataset = torch.utils.data.TensorDataset(ids, targets)
     plain = TinyTokenModel()
-    optimizer = torch.optim.SGD(plain.parameters(), lr=0.5)
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.5, momentum=0.9)  # tessera's SGD defaults
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=8):
         optimizer.zero_grad()
         F.cross_entropy(plain(x), y).backward()
