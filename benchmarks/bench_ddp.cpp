@@ -1,5 +1,6 @@
 // Data-parallel step time on the CPU (Gloo over loopback): 1 rank against 2, and how much of the gradient
-// all-reduce the backward pass hides (buckets launched during backward against all launched after it).
+// all-reduce the backward pass hides (buckets launched during backward against all launched after it), and what
+// the trainer's one other collective per batch costs (the sum of the loss terms, a 0-d double).
 //
 //   build/release/benchmarks/bench_ddp [steps]      # starts its own ranks; prints one line per configuration
 //
@@ -75,10 +76,12 @@ int worker(int steps, const std::string& out) {
   }
   auto comm = tessera::dist::Comm::create(env, tessera::dist::DistributedOptions(), c10::Device(c10::kCPU));
   tessera::dist::GradSync sync(comm, 1 << 20);
+  double overlapped_step = 0.0;
   for (bool overlap : {true, false}) {
     sync.set_overlap(overlap);
     comm->barrier();
     const auto [step, wait] = measure(net, &sync, steps);
+    if (overlap) overlapped_step = step;
     if (env.rank == 0) {
       char line[256];
       std::snprintf(line, sizeof line,
@@ -88,6 +91,23 @@ int worker(int steps, const std::string& out) {
                     kBatch * env.world_size / step, wait * 1e3, sync.num_buckets());
       file << line;
     }
+  }
+  // The Trainer's one collective per training batch besides the gradients': the sum of the batch's loss terms
+  // (Model::loss_terms), a 0-d double, before the first backward.
+  comm->barrier();
+  const auto c0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) {
+    at::Tensor terms = at::scalar_tensor(static_cast<double>(kBatch), at::kDouble);
+    comm->all_reduce_sum(terms, "loss terms");
+  }
+  const double count = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count() / steps;
+  if (env.rank == 0) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "tessera %d ranks, the loss terms' all-reduce (one 0-d double per batch): %.3f ms, %.1f%% of the "
+                  "step with the all-reduce during backward\n",
+                  env.world_size, count * 1e3, 100.0 * count / overlapped_step);
+    file << line;
   }
   return 0;
 }

@@ -350,6 +350,16 @@ distributed: {timeout: 30, connect_timeout: 30}
     torch::load(params, (dir_ / out / ("final" + std::to_string(rank) + ".pt")).string());
     return params;
   }
+  /// Rank 0's final parameters of the runs in "one" (1 rank) and "two" (2 ranks) are the same up to the order of
+  /// floating-point sums (the gradient is averaged over the ranks).
+  void expect_one_rank_matches_two() {
+    const auto a = final_params("one", 0), b = final_params("two", 0);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+          << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
+    }
+  }
   void expect_bitwise_identical_ranks(int nproc) {
     const auto result = launch(nproc, "run");
     ASSERT_EQ(result.exit_code, 0) << "rank " << result.failed_rank << " failed";
@@ -431,13 +441,7 @@ TEST_F(Distributed, TwoRanksMatchOneRankWithTheSameGlobalBatch) {
   ASSERT_EQ(launch(2, "two").exit_code, 0);
   // Same global order: the two shares of each batch are the one-rank batch, row for row.
   EXPECT_EQ(global_rows("two", 2), global_rows("one", 1));
-  // Same training up to the order of floating-point sums (the gradient is averaged over ranks).
-  const auto a = final_params("one", 0), b = final_params("two", 0);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
-        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
-  }
+  expect_one_rank_matches_two();
 }
 
 TEST_F(Distributed, MicrobatchesSynchroniseOnlyTheLastAndMatchOneRank) {
@@ -447,12 +451,7 @@ TEST_F(Distributed, MicrobatchesSynchroniseOnlyTheLastAndMatchOneRank) {
   ASSERT_EQ(launch(1, "one", overrides).exit_code, 0);
   ASSERT_EQ(launch(2, "two", overrides).exit_code, 0);
   EXPECT_EQ(record("two", 0).at(7).fingerprint, record("two", 1).at(7).fingerprint);
-  const auto a = final_params("one", 0), b = final_params("two", 0);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
-        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
-  }
+  expect_one_rank_matches_two();
 }
 
 TEST_F(Distributed, AutoMicrobatchingOnOneRanksOutOfMemoryRetriesOnEveryRank) {
@@ -525,12 +524,7 @@ TEST_F(Distributed, SamPerturbsAlikeOnEveryRankAndMatchesOneRank) {
     EXPECT_EQ(record("scaled", 0).at(b).fingerprint, line.fingerprint) << "batch " << b;
     EXPECT_EQ(record("scaled", 1).at(b).fingerprint, line.fingerprint) << "batch " << b;
   }
-  const auto a = final_params("one", 0), b = final_params("two", 0);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
-        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
-  }
+  expect_one_rank_matches_two();
 }
 
 TEST_F(Distributed, KilledRankStopsTheOthersAndAutoresumeCompletesBitwise) {
@@ -624,12 +618,7 @@ TEST_F(Distributed, TwoRanksOfMicrobatchesWeighByMaskedTokensAndMatchOneWholeBat
   ASSERT_EQ(launch(1, "one", setup).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
   ASSERT_EQ(launch(2, "two", setup + "microbatch_size=4;").exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
   EXPECT_EQ(global_rows("two", 2), global_rows("one", 1));
-  const auto a = final_params("one", 0), b = final_params("two", 0);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
-        << "parameter " << i << " differs by " << (a[i] - b[i]).abs().max().item<double>();
-  }
+  expect_one_rank_matches_two();
 }
 
 TEST_F(Distributed, NoOpModelStandsInAlikeOnEveryRank) {
