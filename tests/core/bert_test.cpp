@@ -323,10 +323,12 @@ TEST(LossTerms, WeightsAreEachChunksShareOfTheGlobalBatchsTerms) {
     for (int64_t chunk : {0, 1, 2, 3, 5}) {
       for (int64_t per : {1, 3, 64}) {
         for (int64_t world : {1, 2, 3}) {
-          for (int64_t others : {int64_t{0}, int64_t{1}, n + 2}) {  // the other ranks' examples beyond n · (world − 1)
+          for (int64_t others : {int64_t{0}, int64_t{1}, n + 2}) {  // other ranks' examples beyond n · (world − 1)
             const int64_t global = n * world + (world > 1 ? others : 0);
-            const auto w = values(loss_term_weights(at::full({n}, per, at::kLong), chunk, at::tensor(global * per), world));
-            const double across = global == n * world ? 1.0 : static_cast<double>(n) * world / static_cast<double>(global);
+            const at::Tensor terms = at::full({n}, per, at::kLong);
+            const auto w = values(loss_term_weights(terms, chunk, at::tensor(global * per), world));
+            const double across =
+                global == n * world ? 1.0 : static_cast<double>(n) * world / static_cast<double>(global);
             const int64_t size = chunk <= 0 || chunk >= n ? n : chunk;
             ASSERT_EQ(static_cast<int64_t>(w.size()), (n + size - 1) / size);
             for (size_t i = 0; i < w.size(); ++i) {
@@ -399,7 +401,7 @@ TEST(LossTerms, MicrobatchesOfABertBatchWeighByMaskedTokensAndOneWithoutAnyAddsN
     gap = std::max(gap, (params[i].grad() - whole[i]).abs().max().item<double>());
     scale = std::max(scale, whole[i].abs().max().item<double>());
   }
-  EXPECT_GT(gap, 0.05 * scale) << "the examples' weighting is too close to the tokens' for this test to tell them apart";
+  EXPECT_GT(gap, 0.05 * scale) << "the examples' weighting is too close to the tokens' for this test to tell apart";
 }
 
 }  // namespace

@@ -601,8 +601,8 @@ TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResume
 
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnABertOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // The masks are drawn per global row before the rows are shared out, so each rank masks its rows as one rank would.
-  every_language_model_algorithm_on_two_ranks("bert",
-                                              "data.train.transforms=[mask_tokens];data.eval.transforms=[mask_tokens];");
+  const std::string masked = "data.train.transforms=[mask_tokens];data.eval.transforms=[mask_tokens];";
+  every_language_model_algorithm_on_two_ranks("bert", masked);
 }
 
 TEST_F(Distributed, TwoRanksOfMicrobatchesWeighByMaskedTokensAndMatchOneWholeBatch) {
