@@ -331,7 +331,7 @@ auto call_with_signals(PythonSignalsCallback& callback, const Trainer& trainer, 
 // The trainer as Python sees it: a Trainer built from a recipe, plus algorithm and callback objects, plus the
 // user's own model and data (user_parts.h).
 
-/// The parts tessera.Trainer passes as objects: {"module", "loss_fn", "model_call", "output_key",
+/// The parts tessera.Trainer passes as objects: {"module", "loss_fn", "loss_terms", "model_call", "output_key",
 /// "train_dataloader", "eval_dataloaders": [(label, iterable)], "input_key", "target_key", "dataloader_resume"}.
 /// `user[key]`, or `fallback` when absent.
 std::string user_text(const py::dict& user, const char* key, const char* fallback) {
@@ -365,6 +365,8 @@ GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>
     UserModelOptions options;
     options.module = user["module"];
     options.loss_fn = user.contains("loss_fn") ? py::reinterpret_borrow<py::object>(user["loss_fn"]) : py::none();
+    options.loss_terms =
+        user.contains("loss_terms") ? py::reinterpret_borrow<py::object>(user["loss_terms"]) : py::none();
     options.call = text("model_call", "auto");
     options.output_key = text("output_key", "logits");
     given.model = make_user_model(options, context, std::move(example));

@@ -60,7 +60,9 @@ const char* reduction_name(Reduction r) { return r == Reduction::Mean ? "mean" :
 class UserModel : public Model {
  public:
   UserModel(const UserModelOptions& options, std::shared_ptr<BatchContext> context, std::function<Batch()> example)
-      : module_(options.module), loss_fn_(options.loss_fn.is_none() ? py::object() : options.loss_fn), call_(options.call), output_key_(options.output_key),
+      : module_(options.module), loss_fn_(options.loss_fn.is_none() ? py::object() : options.loss_fn),
+        loss_terms_(options.loss_terms.is_none() ? py::object() : options.loss_terms), call_(options.call),
+        output_key_(options.output_key),
         context_(std::move(context)), example_(std::move(example)) {
     if (!options.loss_fn.is_none()) {
       if (!PyCallable_Check(options.loss_fn.ptr())) {
@@ -68,6 +70,27 @@ class UserModel : public Model {
       }
       loss_takes_reduction_ = adapters().attr("accepts_keyword")(options.loss_fn, "reduction").cast<bool>();
     }
+    if (!options.loss_terms.is_none() && !PyCallable_Check(options.loss_terms.ptr())) {
+      throw InputError("loss_terms: expected a callable batch -> int tensor [N] (the terms the loss averages over, "
+                       "per example), got " + describe_value(options.loss_terms));
+    }
+  }
+
+  /// With loss_terms=: what it counts in the batch; with a loss_fn alone: none (each example one term); otherwise
+  /// the default cross-entropy's positions with a target.
+  at::Tensor loss_terms(const Batch& batch) const override {
+    if (!loss_terms_) return loss_fn_ ? at::Tensor() : Model::loss_terms(batch);
+    py::gil_scoped_acquire gil;
+    const py::object value = loss_terms_.get()(batch_to_python(batch, context_->current));
+    const std::string expected = "; expected integer counts per example, shape [" + std::to_string(batch.size()) + "]";
+    if (!is_tensor(value)) throw InputError("loss_terms returned a " + type_name(value) + expected);
+    const at::Tensor terms = value.cast<at::Tensor>();
+    const auto type = terms.scalar_type();
+    if (terms.dim() != 1 || terms.size(0) != batch.size() || at::isFloatingType(type) || at::isComplexType(type)) {
+      throw InputError("loss_terms returned " + std::string(c10::toString(type)) + " of shape " +
+                       c10::str(terms.sizes()) + expected);
+    }
+    return terms.to(batch.parts().front().second.device(), at::kLong);
   }
 
   at::Tensor loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) override {
@@ -213,6 +236,7 @@ class UserModel : public Model {
 
   GilObject module_;
   GilObject loss_fn_;
+  GilObject loss_terms_;
   std::string call_;
   std::string output_key_;
   std::shared_ptr<BatchContext> context_;

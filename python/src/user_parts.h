@@ -74,6 +74,7 @@ class GilObject {
 struct UserModelOptions {
   py::object module;             ///< a torch.nn.Module or a torch.jit.ScriptModule
   py::object loss_fn;            ///< None, or a callable (outputs, batch[, reduction=]) -> loss
+  py::object loss_terms;         ///< None, or a callable batch -> int tensor [N] (Model::loss_terms)
   std::string call = "auto";     ///< "auto", "input", "batch" or "kwargs": how the batch is passed
   std::string output_key = "logits";  ///< the outputs in a dict returned by the model
 };

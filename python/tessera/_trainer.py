@@ -38,6 +38,7 @@ def _user_parts(
     train_dataloader: Any,
     eval_dataloader: Any,
     loss_fn: Optional[Callable[..., Any]],
+    loss_terms: Optional[Callable[..., Any]],
     model_call: str,
     output_key: str,
     input_key: str,
@@ -59,6 +60,11 @@ def _user_parts(
         if "module" not in user:
             raise _C.InputError("loss_fn: applies to a model given as a torch.nn.Module; recipe models have their own loss")
         user["loss_fn"] = loss_fn
+    if loss_terms is not None:
+        if "module" not in user:
+            raise _C.InputError("loss_terms: applies to a model given as a torch.nn.Module; recipe models count "
+                                "their own")
+        user["loss_terms"] = loss_terms
     if user:
         user.update(model_call=model_call, output_key=output_key, input_key=input_key, target_key=target_key,
                     dataloader_resume=dataloader_resume)
@@ -86,7 +92,10 @@ class Trainer(_C._Trainer):
     The forward runs from the C++ loop (the GIL is taken for that call only); backward and the optimizer step
     run in C++. `loss_fn(outputs, batch)` computes the loss (give it a `reduction` keyword for selective
     backprop); without it the loss is the model's own (an output dict with "loss", as Hugging Face models) or
-    cross-entropy against the batch's target. Batches may be tensors, tuples (input, target, ...) or dicts
+    cross-entropy against the batch's target. Microbatches and ranks weigh by the terms the loss averages over:
+    for that cross-entropy the positions whose target is not -100; with a `loss_fn`, the examples, unless
+    `loss_terms(batch)` counts them per example (an integer tensor [N], e.g. `lambda b: (b["labels"] != -100).sum(1)`).
+    Batches may be tensors, tuples (input, target, ...) or dicts
     (`input_key`/`target_key` name the input and the labels; dicts go to the model as keyword arguments unless
     `model_call` says "input" or "batch"). `output_key` names the outputs in a dict output ("logits").
     `dataloader_resume`: what resuming inside an epoch does with a loader that has no ResumableSampler:
@@ -138,6 +147,7 @@ class Trainer(_C._Trainer):
         train_dataloader: Any = None,
         eval_dataloader: Any = None,
         loss_fn: Optional[Callable[..., Any]] = None,
+        loss_terms: Optional[Callable[..., Any]] = None,
         model_call: str = "auto",
         output_key: str = "logits",
         input_key: str = "input",
@@ -160,8 +170,8 @@ class Trainer(_C._Trainer):
             )
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
-        user = _user_parts(model, train_dataloader, eval_dataloader, loss_fn, model_call, output_key, input_key,
-                           target_key, dataloader_resume)
+        user = _user_parts(model, train_dataloader, eval_dataloader, loss_fn, loss_terms, model_call, output_key,
+                           input_key, target_key, dataloader_resume)
         if "module" in user:
             model = None
         sections = {

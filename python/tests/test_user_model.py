@@ -531,10 +531,30 @@ def test_padded_sequences_in_microbatches_train_like_whole_batches_in_a_plain_lo
         optimizer.zero_grad()
         F.cross_entropy(plain(x), y).backward()
         optimizer.step()
-    for size in (0, 1, 3):
+
+    def trained(size, **loss):
         model = TinyTokenModel()
         tessera.Trainer(model=model, train_dataloader=torch.utils.data.DataLoader(dataset, batch_size=8),
                         optimizer={"sgd": {"lr": 0.5}}, max_duration="2ba", microbatch_size=size, threads=1,
-                        seed=0).fit()
-        for (name, p), q in zip(model.named_parameters(), plain.parameters()):
-            assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), (size, name, (p - q).abs().max())
+                        seed=0, **loss).fit()
+        return model
+
+    def gap(model):
+        return max((p - q).abs().max().item() for p, q in zip(model.parameters(), plain.parameters()))
+
+    def own_loss(outputs, batch):
+        return F.cross_entropy(outputs, batch[1])
+
+    def tokens(batch):
+        return (batch[1] != -100).sum(1)
+
+    for size in (0, 1, 3):
+        assert gap(trained(size)) < 1e-5, size
+        # A loss_fn of one's own weighs by examples, unless loss_terms counts what it averages over.
+        assert gap(trained(size, loss_fn=own_loss, loss_terms=tokens)) < 1e-5, size
+    assert gap(trained(3, loss_fn=own_loss)) > 1e-3
+    with pytest.raises(tessera.InputError, match=r"loss_terms returned Float of shape \[8\]; expected integer counts"):
+        trained(0, loss_fn=own_loss, loss_terms=lambda batch: torch.ones(8))
+    with pytest.raises(tessera.InputError, match="loss_terms: applies to a model given as a torch.nn.Module"):
+        tessera.Trainer(model={"mlp": {}}, train_dataloader=torch.utils.data.DataLoader(dataset, batch_size=8),
+                        optimizer={"sgd": {}}, loss_terms=tokens)
