@@ -71,10 +71,9 @@ std::vector<at::Tensor> loss_term_weights(const at::Tensor& terms, int64_t micro
   const at::Tensor rank = counts.sum();
   const at::Tensor global = global_terms.to(counts.device(), at::kDouble).clamp_min(1.0);
   const at::Tensor across = rank.mul(static_cast<double>(world_size)).div(global);
+  const at::Tensor within = rank.clamp_min(1.0);
   std::vector<at::Tensor> out;
-  for (const at::Tensor& part : counts.split(chunk, 0)) {
-    out.push_back(part.sum().div(rank.clamp_min(1.0)).mul(across));
-  }
+  for (const at::Tensor& part : counts.split(chunk, 0)) out.push_back(part.sum().div(within).mul(across));
   return out;
 }
 

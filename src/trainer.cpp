@@ -490,7 +490,7 @@ void Trainer::train_batch() {
       }
       // Every rank counts the terms once (a collective), before it learns whether any ran out of memory: a rank
       // whose first microbatch failed before counting counts now.
-      if (!terms.counted) terms = count_loss_terms(full);
+      if (ddp_ && !terms.counted) terms = count_loss_terms(full);
       // On several ranks every rank retries, or none: a rank whose batch fitted learns of another's error here
       // (no collective ran during the backward passes: DataParallel::sync_after_backward).
       if (!(ddp_ ? ddp_->any(here) : here)) break;
@@ -623,11 +623,12 @@ Trainer::LossTerms Trainer::count_loss_terms(const Batch& full) {
   terms.counted = true;
   terms.per_example = state_.model->loss_terms(full);
   if (!terms.per_example.defined()) return terms;
-  if (terms.per_example.dim() != 1 || terms.per_example.size(0) != full.size() ||
-      at::isFloatingType(terms.per_example.scalar_type())) {
-    throw Error("trainer: the model's loss_terms gave " + std::string(c10::toString(terms.per_example.scalar_type())) +
-                " of shape " + c10::str(terms.per_example.sizes()) + " for a batch of " + std::to_string(full.size()) +
-                " examples; expected integer counts [" + std::to_string(full.size()) + "] (models/model.h)");
+  const auto type = terms.per_example.scalar_type();
+  if (terms.per_example.dim() != 1 || terms.per_example.size(0) != full.size() || at::isFloatingType(type) ||
+      at::isComplexType(type)) {
+    throw InputError("loss_terms returned " + std::string(c10::toString(type)) + " of shape " +
+                     c10::str(terms.per_example.sizes()) + "; expected integer counts per example, shape [" +
+                     std::to_string(full.size()) + "] (Model::loss_terms, models/model.h)");
   }
   terms.global = terms.per_example.sum();
   if (ddp_) ddp_->sum_over_ranks(terms.global);
@@ -663,7 +664,8 @@ at::Tensor Trainer::run_microbatches(const Batch& full, LossTerms& terms, bool l
       engine.run_event(Event::AfterLoss, s);
     }
     engine.run_event(Event::BeforeBackward, s);
-    if (i == 0) {
+    // One part (the whole batch on one rank) weighs 1 whatever its terms: nothing to count then.
+    if (i == 0 && (microbatches.size() > 1 || ddp_)) {
       if (!terms.counted) terms = count_loss_terms(full);
       if (terms.per_example.defined()) {
         weights = loss_term_weights(terms.per_example, s.microbatch_size, terms.global, ddp_ ? ddp_->world_size() : 1);

@@ -21,6 +21,12 @@ std::string slot_names(const std::map<std::string, torch::nn::AnyModule>& slots)
 
 std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
 
+/// Per example of integer `targets` [N, ...]: how many positions have a target (not kIgnoreTarget), int64 [N].
+at::Tensor targeted_per_example(const at::Tensor& targets) {
+  const at::Tensor targeted = targets.ne(kIgnoreTarget);
+  return targets.dim() == 1 ? targeted.to(at::kLong) : targeted.flatten(1).sum(1);
+}
+
 }  // namespace
 
 torch::nn::AnyModule& SlottedModule::register_slot(const std::string& name, torch::nn::AnyModule module) {
@@ -54,8 +60,7 @@ at::Tensor Model::loss_terms(const Batch& batch) const {
   const at::Tensor& targets = batch.target();
   const auto type = targets.defined() ? targets.scalar_type() : at::kFloat;
   if (at::isFloatingType(type) || at::isComplexType(type) || type == at::kBool || targets.dim() == 0) return {};
-  const at::Tensor targeted = targets.ne(kIgnoreTarget);
-  return targets.dim() == 1 ? targeted.to(at::kLong) : targeted.flatten(1).sum(1);
+  return targeted_per_example(targets);
 }
 
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Reduction reduction) {
@@ -115,9 +120,8 @@ at::Tensor reduce_over_targets(const at::Tensor& per, const at::Tensor& targets,
   // when nothing is ignored.
   const bool mean = reduction == Reduction::Mean;
   const at::Tensor rows = mean ? per.reshape({-1}) : per.flatten(1);
-  const at::Tensor targeted = (mean ? targets.ne(kIgnoreTarget).sum() : targets.ne(kIgnoreTarget).flatten(1).sum(1))
-                                  .clamp_min(1)
-                                  .to(per.scalar_type());
+  const at::Tensor targeted =
+      (mean ? targets.ne(kIgnoreTarget).sum() : targeted_per_example(targets)).clamp_min(1).to(per.scalar_type());
   const at::Tensor scale = at::full_like(targeted, static_cast<double>(rows.size(-1))).div_(targeted);
   return (mean ? rows.mean() : rows.mean(1)).mul(scale);
 }
