@@ -206,8 +206,8 @@ class Trainer {
   LossTerms count_loss_terms(const Batch& full);
   /// The forward, loss and backward of every microbatch of `full`; the summed loss, each microbatch's weighted by
   /// its share of the global batch's terms (loss_term_weights) or, without terms, of its examples. Counts `terms`
-  /// after the first microbatch's loss, if not counted yet (a user's model knows from its first outputs whether
-  /// the loss is its own).
+  /// after the first microbatch's loss when the batch has several parts (microbatches or ranks), if not counted
+  /// yet (a user's model knows from its first outputs whether the loss is its own).
   at::Tensor run_microbatches(const Batch& full, LossTerms& terms, bool log_now, bool skip_nonfinite, bool& finite);
   /// After a pass over every microbatch: the gradients averaged over the ranks (and the loss scaler's overflow
   /// record agreed on), the loss averaged over the ranks, and the decision on a non-finite loss (`finite`; an
