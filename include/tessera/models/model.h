@@ -62,14 +62,15 @@ class Model : public SlottedModule {
   /// Whether `loss(outputs, batch, r)` is exactly `cross_entropy(outputs, batch.target(), r)`, so that
   /// algorithms may substitute an equivalent fused loss (label smoothing).
   virtual bool loss_is_cross_entropy() const { return false; }
-  /// How many terms the (Mean) loss averages over, per example: int64 [N] on the batch's device, or an undefined
-  /// tensor when every example is one term. Asked once per training batch that has several parts (microbatches or
-  /// ranks; one part weighs 1), after the first microbatch's forward and loss (the batch as the algorithms left
-  /// it). The Trainer weighs each microbatch's mean loss (and, on several ranks, each rank's) by its share of the terms of the whole global batch (loss_term_weights,
-  /// microbatching.h), so that gradient accumulation and data parallelism give the gradient of the global batch's
-  /// loss whatever the split. The default: for a cross-entropy loss (loss_is_cross_entropy()) on integer targets,
-  /// the positions whose target is not kIgnoreTarget (the bert model's masked tokens; a language model's positions
-  /// that are not padding); otherwise undefined. A model whose loss is a mean over something else overrides it.
+  /// How many terms the (Mean) loss averages over, per example: int64 [N] on the batch's device, or an undefined tensor
+  /// when every example is one term. Asked once per training batch that has several parts (microbatches or ranks; one
+  /// part weighs 1), after the first microbatch's forward and loss (the batch as the algorithms left it). The Trainer
+  /// weighs each microbatch's mean loss (and, on several ranks, each rank's) by its share of the terms of the whole
+  /// global batch (loss_term_weights, microbatching.h), so that gradient accumulation and data parallelism give the
+  /// gradient of the global batch's loss whatever the split. The default: for a cross-entropy loss
+  /// (loss_is_cross_entropy()) on integer targets, the positions whose target is not kIgnoreTarget (the bert model's
+  /// masked tokens; a language model's positions that are not padding); otherwise undefined. A model whose loss is a
+  /// mean over something else overrides it.
   virtual at::Tensor loss_terms(const Batch& batch) const;
   /// Whether `loss` reads the batch's targets as they are at BeforeLoss (false for a model that computes its
   /// loss inside forward, from the labels it was given): algorithms that change the targets for the loss
