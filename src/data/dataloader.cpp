@@ -105,13 +105,14 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
 DataLoader::~DataLoader() { stop_workers(); }
 
 int64_t DataLoader::num_batches() const {
-  const int64_t n = dataset_->size();
+  const int64_t n = dataset_->epoch_positions(options_.batch_size());
   const int64_t bs = options_.batch_size();
   return options_.drop_last() ? n / bs : (n + bs - 1) / bs;
 }
 
 int64_t DataLoader::num_samples() const {
-  return options_.drop_last() ? num_batches() * options_.batch_size() : dataset_->size();
+  return options_.drop_last() ? num_batches() * options_.batch_size()
+                              : dataset_->epoch_positions(options_.batch_size());
 }
 
 std::string DataLoader::describe() const {
@@ -125,7 +126,7 @@ std::vector<int64_t> DataLoader::batch_indices(uint64_t seed, int64_t epoch, int
     throw Error("DataLoader::batch_indices: batch " + std::to_string(b) + " is out of range [0, " +
                 std::to_string(num_batches()) + ")");
   const int64_t begin = b * options_.batch_size();
-  const int64_t end = std::min(begin + options_.batch_size(), dataset_->size());
+  const int64_t end = std::min(begin + options_.batch_size(), dataset_->epoch_positions(options_.batch_size()));
   if (dataset_->has_order())
     return dataset_->order_range(seed, epoch, options_.batch_size(), options_.shuffle(), begin, end);
   const auto order = epoch_order(*dataset_, options_.shuffle(), seed, epoch, dataset_->size());
@@ -137,7 +138,7 @@ std::vector<int64_t> DataLoader::batch_indices(uint64_t seed, int64_t epoch, int
 
 Batch DataLoader::produce(uint64_t seed, int64_t epoch, int64_t b, const std::vector<int64_t>& order) const {
   const int64_t begin = b * options_.batch_size();
-  const int64_t end = std::min(begin + options_.batch_size(), dataset_->size());
+  const int64_t end = std::min(begin + options_.batch_size(), dataset_->epoch_positions(options_.batch_size()));
   // The positions decoded: the batch's, or with share_rows this rank's rows of it (a dataset with its own order,
   // e.g. a StreamingDataset, is asked for those only, and prefetches only their shards).
   const bool rows = rows_only();

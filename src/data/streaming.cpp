@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 
 namespace tessera::data {
@@ -17,7 +18,7 @@ namespace {
 
 // Random streams of the order, distinct from the project's RngStream ids (1..4): Rng(seed, {kOrderStream, ...}).
 constexpr uint64_t kOrderStream = 0x53545245414d0001ULL;  // "STREAM", 1
-constexpr uint64_t kShardLine = 0, kEpochKey = 1, kPieces = 2, kSubsets = 3;
+constexpr uint64_t kShardLine = 0, kEpochKey = 1, kPieces = 2, kSubsets = 3, kStreamOrder = 4, kBatchOrder = 5;
 
 /// SplitMix64's finaliser: a bijective 64-bit mixer.
 uint64_t mix64(uint64_t z) {
@@ -305,7 +306,18 @@ struct StreamingDataset::Line {
   std::vector<int64_t> offsets;  // line position of each piece's first sample, then the total
   bool identity = false;
   std::unique_ptr<StreamingOrder> order;
+  // Stratified or per_stream batching: where each stream's samples start on the line (then the total), and each
+  // stream's own order over them (null for a stream that gives none).
+  std::vector<int64_t> stream_begin;
+  std::vector<std::unique_ptr<StreamingOrder>> stream_orders;
 };
+
+namespace {
+/// The seed of stream `s`'s own order under stratified or per_stream batching.
+uint64_t stream_seed(uint64_t seed, int64_t s) {
+  return Rng(seed, {kOrderStream, kStreamOrder, static_cast<uint64_t>(s)}).next_u64();
+}
+}  // namespace
 
 StreamingDataset::~StreamingDataset() = default;
 
@@ -463,7 +475,8 @@ void StreamingDataset::set_shares() {
       given += sources_[i].take;
       remainders.push_back({exact - std::floor(exact), i});
     }
-    std::stable_sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::stable_sort(remainders.begin(), remainders.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
     for (size_t r = 0; given < size; ++r, ++given) ++sources_[remainders[r % remainders.size()].second].take;
   } else {
     if (options_.epoch_size() != 0)
@@ -501,6 +514,13 @@ void StreamingDataset::set_shares() {
 
 StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::move(options)) {
   namespace fs = std::filesystem;
+  check_option("streaming", "batching_method", options_.batching_method(),
+               Choices{{"random", "stratified", "per_stream", "device_per_stream"}});
+  check_option("streaming", "sampling_method", options_.sampling_method(), Choices{{"balanced", "fixed"}});
+  if (options_.batching_method() == "device_per_stream")
+    throw InputError("streaming.batching_method: device_per_stream (each rank's batch from one stream) would tie the "
+                     "order to the number of ranks, and here the order is the same for any number (a run resumes on "
+                     "another); expected random, stratified or per_stream (each global batch from one stream)");
   const auto& streams = options_.streams();
   if (streams.empty()) {
     sources_.push_back(open_source("streaming", options_.local(), options_.remote(), options_.split(),
@@ -564,7 +584,9 @@ std::shared_ptr<const StreamingDataset::Line> StreamingDataset::make_line(uint64
   line->epoch = epoch;
   line->identity = true;
   const uint64_t epoch_key = Rng(seed, {kOrderStream, kSubsets, static_cast<uint64_t>(epoch)}).next_u64();
+  std::vector<size_t> stream_piece;  // index of each stream's first piece, then the total
   for (size_t s = 0; s < sources_.size(); ++s) {
+    stream_piece.push_back(line->pieces.size());
     const Source& src = sources_[s];
     const int64_t n = src.reader->size(), shards = src.reader->num_shards();
     const auto size_of = [&](int64_t j) {
@@ -600,14 +622,27 @@ std::shared_ptr<const StreamingDataset::Line> StreamingDataset::make_line(uint64
       line->pieces.push_back({k, takes[static_cast<size_t>(j)], true, mix64(epoch_key ^ mix64(static_cast<uint64_t>(k)))});
     }
   }
+  stream_piece.push_back(line->pieces.size());
   line->offsets.push_back(0);
   for (const Line::Piece& p : line->pieces) line->offsets.push_back(line->offsets.back() + p.take);
   line->order = std::make_unique<StreamingOrder>(line->offsets, options_.order());
+  if (batched()) {
+    for (size_t s = 0; s < sources_.size(); ++s) {
+      const int64_t begin = line->offsets[stream_piece[s]];
+      line->stream_begin.push_back(begin);
+      std::vector<int64_t> offsets;
+      for (size_t p = stream_piece[s]; p <= stream_piece[s + 1]; ++p) offsets.push_back(line->offsets[p] - begin);
+      line->stream_orders.push_back(offsets.back() == 0 ? nullptr
+                                                        : std::make_unique<StreamingOrder>(offsets, options_.order()));
+    }
+    line->stream_begin.push_back(line->offsets.back());
+  }
   return line;
 }
 
 std::shared_ptr<const StreamingDataset::Line> StreamingDataset::line(uint64_t seed, int64_t epoch) const {
   if (fixed_line_) return fixed_line_;
+  if (options_.sampling_method() == "fixed") epoch = 0;  // the part of each stream drawn for epoch 0, every epoch
   // Loader workers ask for the batches of one epoch, and at its end of the next: the last two are kept.
   std::lock_guard<std::mutex> lock(lines_mutex_);
   for (const auto& l : recent_lines_)
@@ -713,18 +748,134 @@ std::string StreamingDataset::describe() const {
   std::string out = "streaming(" + std::to_string(sources_.size()) + " streams: ";
   for (size_t i = 0; i < sources_.size(); ++i)
     out += (i ? "; " : "") + one(sources_[i]) + ", " + std::to_string(sources_[i].take) + " per epoch";
-  return out + "; " + std::to_string(epoch_size_) + " samples per epoch)";
+  out += "; " + std::to_string(epoch_size_) + " samples per epoch";
+  if (batched()) out += ", " + options_.batching_method() + " batches";
+  if (options_.sampling_method() == "fixed") out += ", fixed parts";
+  return out + ")";
+}
+
+bool StreamingDataset::batched() const {
+  return sources_.size() > 1 && options_.batching_method() != "random";
+}
+
+std::vector<int64_t> StreamingDataset::stratified_rows(int64_t batch_size) const {
+  // Each stream's exact share of the batch rounded down; the rows left one each to the largest remainders (ties:
+  // the earlier stream), as the streams' shares of the epoch are rounded.
+  std::vector<int64_t> rows(sources_.size());
+  std::vector<std::pair<int64_t, size_t>> remainders;
+  int64_t given = 0;
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    const auto exact = static_cast<__int128>(batch_size) * sources_[s].take;
+    rows[s] = static_cast<int64_t>(exact / epoch_size_);
+    remainders.push_back({static_cast<int64_t>(exact % epoch_size_), s});
+    given += rows[s];
+  }
+  std::stable_sort(remainders.begin(), remainders.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; given < batch_size; ++i, ++given) ++rows[remainders[i].second];
+  return rows;
+}
+
+int64_t StreamingDataset::stream_batches(int64_t stream, int64_t batch_size) const {
+  return source(stream).take / batch_size;
+}
+
+int64_t StreamingDataset::epoch_positions(int64_t batch_size) const {
+  if (!batched()) return size();
+  if (batch_size < 1)
+    throw InputError("StreamingDataset::epoch_positions: batch_size must be >= 1, got " + std::to_string(batch_size));
+  const std::string method = "streaming.batching_method: " + options_.batching_method() + " global batches of " +
+                             std::to_string(batch_size);
+  int64_t batches = 0;
+  if (options_.batching_method() == "stratified") {
+    const std::vector<int64_t> rows = stratified_rows(batch_size);
+    batches = std::numeric_limits<int64_t>::max();
+    for (size_t s = 0; s < sources_.size(); ++s) {
+      const Source& src = sources_[s];
+      if (src.take == 0) continue;
+      if (rows[s] == 0)
+        throw InputError(method + " give " + src.where + " (" + std::to_string(src.take) + " of the epoch's " +
+                         std::to_string(epoch_size_) + " samples) no row, so it would never be read; expected batches "
+                         "of at least " + std::to_string((epoch_size_ + src.take - 1) / src.take) +
+                         " samples, or a larger share of the stream");
+      batches = std::min(batches, src.take / rows[s]);
+    }
+    if (batches == 0)
+      throw InputError(method + ": a stream gives fewer samples per epoch than its rows of one batch, so no batch "
+                       "is whole; expected smaller batches");
+  } else {  // per_stream
+    for (int64_t s = 0; s < num_streams(); ++s) {
+      const Source& src = sources_[static_cast<size_t>(s)];
+      if (src.take > 0 && stream_batches(s, batch_size) == 0)
+        throw InputError(method + ": " + src.where + " gives " + std::to_string(src.take) +
+                         " samples per epoch, fewer than one batch, so it would never be read; expected batches of "
+                         "at most " + std::to_string(src.take) + " samples, or a larger share of the stream");
+      batches += stream_batches(s, batch_size);
+    }
+  }
+  return batches * batch_size;
+}
+
+std::vector<int64_t> StreamingDataset::batched_positions(const Line& line, uint64_t seed, int64_t epoch,
+                                                         int64_t batch_size, bool shuffle, int64_t begin,
+                                                         int64_t end) const {
+  // Each position -> (stream s, position k in the stream's own order, read in batches of `per`); the stream's
+  // order (its shards' line, partitions and block shuffle, as a whole dataset's) then gives its line position.
+  const bool stratified = options_.batching_method() == "stratified";
+  shuffle = shuffle && options_.order().shuffle();
+  std::vector<int64_t> rows, first_batch{0};  // stratified: each stream's rows; per_stream: its first batch
+  std::vector<std::pair<size_t, int64_t>> layout;  // stratified: row j of a batch -> (stream, row of its part)
+  uint64_t batch_key = 0;
+  if (stratified) {
+    // Partition by partition, each stream's rows of that partition: every rank's rows hold about its share of
+    // each stream, and mostly its partitions' shards.
+    rows = stratified_rows(batch_size);
+    const int64_t parts = options_.order().partitions();
+    for (int64_t l = 0; l < parts; ++l)
+      for (size_t s = 0; s < sources_.size(); ++s)
+        for (int64_t i = row_begin(l, rows[s], parts); i < row_begin(l + 1, rows[s], parts); ++i)
+          layout.push_back({s, i});
+  } else {
+    for (int64_t s = 0; s < num_streams(); ++s)
+      first_batch.push_back(first_batch.back() + stream_batches(s, batch_size));
+    batch_key = Rng(seed, {kOrderStream, kBatchOrder, static_cast<uint64_t>(epoch)}).next_u64();
+  }
+  std::vector<int64_t> out;
+  out.reserve(static_cast<size_t>(end - begin));
+  for (int64_t position = begin; position < end; ++position) {
+    const int64_t b = position / batch_size, j = position % batch_size;
+    size_t s = 0;
+    int64_t k = 0, per = batch_size;
+    if (stratified) {
+      s = layout[static_cast<size_t>(j)].first;
+      per = rows[s];
+      k = b * per + layout[static_cast<size_t>(j)].second;
+    } else {  // the epoch's batches of every stream, shuffled together
+      const int64_t g = shuffle ? feistel_permute(static_cast<uint64_t>(b), static_cast<uint64_t>(first_batch.back()),
+                                                  batch_key)
+                                : b;
+      s = static_cast<size_t>(std::upper_bound(first_batch.begin(), first_batch.end(), g) - first_batch.begin() - 1);
+      k = (g - first_batch[s]) * batch_size + j;
+    }
+    const int64_t in_stream =
+        shuffle ? line.stream_orders[s]->at(stream_seed(seed, static_cast<int64_t>(s)), epoch, per, k) : k;
+    out.push_back(line.stream_begin[s] + in_stream);
+  }
+  return out;
 }
 
 std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
                                                    int64_t begin, int64_t end) const {
-  if (begin < 0 || begin > end || end > size())
+  const int64_t positions = epoch_positions(batch_size);
+  if (begin < 0 || begin > end || end > positions)
     throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
-                     std::to_string(end) + ") are not inside [0, " + std::to_string(size()) + "]");
+                     std::to_string(end) + ") are not inside [0, " + std::to_string(positions) + "]");
   const auto l = line(seed, epoch);
   const auto ids_at = [&](int64_t from, int64_t to) {
     std::vector<int64_t> ids;
-    if (shuffle) {
+    if (batched()) {
+      ids = batched_positions(*l, seed, epoch, batch_size, shuffle, from, to);
+    } else if (shuffle) {
       ids = l->order->range(seed, epoch, batch_size, from, to);
     } else {
       ids.resize(static_cast<size_t>(to - from));
@@ -742,8 +893,8 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
   if (caches && options_.prefetch() > 0) {
     std::vector<int64_t> soon = ids;
     const int64_t step = std::max<int64_t>(batch_size, 1);
-    for (int64_t k = 1; k < 4 && begin + k * step < std::min(size(), end + k * step); ++k) {
-      const std::vector<int64_t> more = ids_at(begin + k * step, std::min(size(), end + k * step));
+    for (int64_t k = 1; k < 4 && begin + k * step < std::min(positions, end + k * step); ++k) {
+      const std::vector<int64_t> more = ids_at(begin + k * step, std::min(positions, end + k * step));
       soon.insert(soon.end(), more.begin(), more.end());
     }
     std::vector<std::vector<int64_t>> upcoming(sources_.size());

@@ -53,6 +53,11 @@ std::vector<int64_t> flat(const std::vector<std::vector<int64_t>>& batches) {
   return out;
 }
 
+/// Batches of 16.
+std::shared_ptr<data::DataLoader> loader(std::shared_ptr<StreamingDataset> ds, int64_t workers) {
+  return std::make_shared<data::DataLoader>(std::move(ds), data::DataLoaderOptions().batch_size(16).workers(workers));
+}
+
 /// Stream A: labels 0..49 (shards of about 7 samples); stream B: labels 1000..1029 (about 4 per shard).
 class StreamingMix : public ::testing::Test {
  protected:
@@ -62,13 +67,11 @@ class StreamingMix : public ::testing::Test {
   }
   StreamOptions a() const { return StreamOptions().local(dir_.path() + "/a"); }
   StreamOptions b() const { return StreamOptions().local(dir_.path() + "/b"); }
-  std::shared_ptr<StreamingDataset> make(std::vector<StreamOptions> streams, int64_t epoch_size = 0) const {
+  std::shared_ptr<StreamingDataset> make(std::vector<StreamOptions> streams, int64_t epoch_size = 0,
+                                         const std::string& batching = "random", bool shuffle = true) const {
     return std::make_shared<StreamingDataset>(
-        StreamingOptions().streams(std::move(streams)).epoch_size(epoch_size).order(
-            data::StreamingOrderOptions().partitions(3).shuffle_block_size(16)));
-  }
-  static std::shared_ptr<data::DataLoader> loader(std::shared_ptr<StreamingDataset> ds, int64_t workers) {
-    return std::make_shared<data::DataLoader>(std::move(ds), data::DataLoaderOptions().batch_size(16).workers(workers));
+        StreamingOptions().streams(std::move(streams)).epoch_size(epoch_size).batching_method(batching).order(
+            data::StreamingOrderOptions().partitions(3).shuffle_block_size(16).shuffle(shuffle)));
   }
   TempDir dir_{"streaming_mix"};
 };
@@ -161,10 +164,13 @@ TEST_F(StreamingMix, StreamsWithoutSharesAreTheirSamplesEachOnce) {
   EXPECT_THROW(make({a().repeat(2), b()})->order(), Error);
 }
 
-TEST_F(StreamingMix, RanksWorkersAndResumeSeeTheGlobalOrder) {
-  const auto ds = make({a().repeat(1.5), b().choose(10)});  // 75 + 10 = 85: 5 full batches and one of 5
+/// The ranks' shares of `make()`'s epoch 1 in batches of 16 (1, 2 and 4 ranks, 0 or 2 loader workers) joined
+/// batch by batch are its global batches, and a loader resumed at any batch gives the rest of them.
+void expect_ranks_workers_and_resume_see_the_global_order(
+    const std::function<std::shared_ptr<StreamingDataset>()>& make, size_t batches) {
+  const auto ds = make();
   const auto global = batches_of(*loader(ds, 0), 21, 1);
-  ASSERT_EQ(global.size(), 6u);
+  ASSERT_EQ(global.size(), batches);
   for (int world : {1, 2, 4}) {
     for (int64_t workers : {0, 2}) {
       SCOPED_TRACE(std::to_string(world) + " ranks, " + std::to_string(workers) + " workers");
@@ -180,10 +186,122 @@ TEST_F(StreamingMix, RanksWorkersAndResumeSeeTheGlobalOrder) {
       }
     }
   }
-  for (int64_t k = 0; k <= 6; ++k) {
-    const auto tail = batches_of(*loader(make({a().repeat(1.5), b().choose(10)}), 2), 21, 1, k);
-    EXPECT_EQ(tail, std::vector<std::vector<int64_t>>(global.begin() + k, global.end())) << "from batch " << k;
+  for (size_t k = 0; k <= batches; ++k) {
+    const auto tail = batches_of(*loader(make(), 2), 21, 1, static_cast<int64_t>(k));
+    EXPECT_EQ(tail, std::vector<std::vector<int64_t>>(global.begin() + static_cast<std::ptrdiff_t>(k), global.end()))
+        << "from batch " << k;
   }
+}
+
+TEST_F(StreamingMix, RanksWorkersAndResumeSeeTheGlobalOrder) {
+  // 75 + 10 = 85: 5 full batches and one of 5.
+  expect_ranks_workers_and_resume_see_the_global_order([&] { return make({a().repeat(1.5), b().choose(10)}); }, 6);
+}
+
+/// Rows of stream A (labels below 1000) in `labels`.
+int64_t of_a(const std::vector<int64_t>& labels) {
+  return std::count_if(labels.begin(), labels.end(), [](int64_t l) { return l < 1000; });
+}
+
+TEST_F(StreamingMix, StratifiedBatchesHoldEachStreamsShareOfEveryBatch) {
+  // A's 50 and B's 30 in batches of 16: 10 of A and 6 of B in each of 5 batches.
+  const auto ds = make({a(), b()}, 0, "stratified");
+  EXPECT_EQ(ds->size(), 80);
+  EXPECT_EQ(ds->epoch_positions(16), 80);
+  EXPECT_THAT(ds->describe(), HasSubstr("stratified batches"));
+  std::set<std::vector<std::vector<int64_t>>> epochs;
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const auto batches = batches_of(*loader(ds, 0), 3, epoch);
+    ASSERT_EQ(batches.size(), 5u);
+    for (const auto& batch : batches) {
+      ASSERT_EQ(batch.size(), 16u);
+      EXPECT_EQ(of_a(batch), 10);
+      for (int half = 0; half < 2; ++half) {  // two ranks' rows: each holds rows of both streams
+        const int64_t n = of_a(std::vector<int64_t>(batch.begin() + 8 * half, batch.begin() + 8 * (half + 1)));
+        EXPECT_GT(n, 0);
+        EXPECT_LT(n, 8);
+      }
+    }
+    EXPECT_EQ(counts(flat(batches)).size(), 80u) << "each sample once";
+    epochs.insert(batches);
+  }
+  EXPECT_EQ(epochs.size(), 3u) << "shuffled afresh each epoch";
+  // Batches of 10 (6.25 and 3.75 of a batch): 6 of A and 4 of B (the larger remainder); B's 30 fill 7 of them.
+  const auto tens = std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(10));
+  EXPECT_EQ(tens->num_batches(), 7);
+  EXPECT_EQ(tens->num_samples(), 70);
+  for (const auto& batch : batches_of(*tens, 3, 0)) EXPECT_EQ(of_a(batch), 6);
+  // Unshuffled: each stream's samples in order, laid partition by partition (3): A's 10 rows as 4, 3, 3 and B's
+  // 6 as 2, 2, 2.
+  const auto in_order = batches_of(*loader(make({a(), b()}, 0, "stratified", false), 0), 3, 0);
+  EXPECT_EQ(in_order[1],
+            (std::vector<int64_t>{10, 11, 12, 13, 1006, 1007, 14, 15, 16, 1008, 1009, 17, 18, 19, 1010, 1011}));
+  // 75 + 10 samples: 14 + 2 rows a batch, 5 batches.
+  expect_ranks_workers_and_resume_see_the_global_order(
+      [&] { return make({a().repeat(1.5), b().choose(10)}, 0, "stratified"); }, 5);
+}
+
+TEST_F(StreamingMix, PerStreamBatchesEachComeFromOneStream) {
+  // A's 50 fill 3 batches of 16 (2 of its samples are not read), B's 30 one: 4 batches.
+  const auto ds = make({a(), b()}, 0, "per_stream");
+  EXPECT_EQ(ds->epoch_positions(16), 64);
+  EXPECT_EQ(loader(ds, 0)->num_batches(), 4);
+  std::set<size_t> where_b;  // which batch of the epoch is B's
+  std::set<std::set<int64_t>> read_of_a;
+  for (int64_t epoch = 0; epoch < 6; ++epoch) {
+    const auto batches = batches_of(*loader(ds, 0), 3, epoch);
+    ASSERT_EQ(batches.size(), 4u);
+    for (size_t i = 0; i < batches.size(); ++i) {
+      const int64_t n = of_a(batches[i]);
+      EXPECT_TRUE(n == 0 || n == 16) << "batch " << i << " mixes the streams";
+      if (n == 0) where_b.insert(i);
+    }
+    const auto c = counts(flat(batches));
+    EXPECT_EQ(c.size(), 64u) << "each sample at most once";
+    EXPECT_EQ(of_a(flat(batches)), 48);
+    std::set<int64_t> a_read;
+    for (const auto& [label, n] : c)
+      if (label < 1000) a_read.insert(label);
+    read_of_a.insert(a_read);
+  }
+  EXPECT_GT(where_b.size(), 1u) << "the streams' batches are shuffled together, afresh each epoch";
+  EXPECT_GT(read_of_a.size(), 1u) << "the samples short of a batch differ between epochs";
+  // Unshuffled: A's batches in order, then B's.
+  const auto in_order = batches_of(*loader(make({a(), b()}, 0, "per_stream", false), 0), 3, 0);
+  ASSERT_EQ(in_order.size(), 4u);
+  EXPECT_EQ(in_order[0].front(), 0);
+  EXPECT_EQ(in_order[2].back(), 47);
+  EXPECT_EQ(in_order[3].front(), 1000);
+  EXPECT_EQ(in_order[3].back(), 1015);
+  // A's 75 fill 4 batches, B's 32 two.
+  expect_ranks_workers_and_resume_see_the_global_order(
+      [&] { return make({a().repeat(1.5), b().choose(32)}, 0, "per_stream"); }, 6);
+}
+
+TEST_F(StreamingMix, FixedSamplingReadsTheSamePartEveryEpoch) {
+  const auto ds = std::make_shared<StreamingDataset>(
+      StreamingOptions().streams({a().repeat(0.5), b()}).sampling_method("fixed").order(
+          data::StreamingOrderOptions().partitions(3).shuffle_block_size(16)));
+  EXPECT_THAT(ds->describe(), HasSubstr("fixed parts"));
+  std::set<std::set<int64_t>> parts;
+  std::set<std::vector<int64_t>> orders;
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const std::vector<int64_t> labels = flat(batches_of(*loader(ds, 0), 9, epoch));
+    ASSERT_EQ(labels.size(), 55u);
+    std::set<int64_t> of_a_here;
+    for (int64_t l : labels)
+      if (l < 1000) of_a_here.insert(l);
+    EXPECT_EQ(of_a_here.size(), 25u);
+    parts.insert(of_a_here);
+    orders.insert(labels);
+  }
+  EXPECT_EQ(parts.size(), 1u) << "the same 25 of A every epoch";
+  EXPECT_EQ(orders.size(), 3u) << "in another order each epoch";
+  // Another seed draws another part.
+  std::set<int64_t> other;
+  for (int64_t l : flat(batches_of(*loader(ds, 0), 10, 0)))
+    if (l < 1000) other.insert(l);
+  EXPECT_NE(other, *parts.begin());
 }
 
 TEST_F(StreamingMix, AStreamFetchedFromARemoteReadsTheSameSamples) {
@@ -227,6 +345,24 @@ TEST_F(StreamingMix, BadStreamsAreClearErrorsNamingTheStream) {
               HasSubstr("streaming.streams[1]: its input \"image\" is Byte [1, 5, 5], stream 0's is Byte [1, 4, 4]"));
   EXPECT_THAT(testing::input_error_of([&] { StreamingDataset(StreamingOptions().local(dir_.path() + "/a").epoch_size(9)); }),
               HasSubstr("streaming.epoch_size: set without streams"));
+  EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().batching_method("device_per_stream")),
+              HasSubstr("streaming.batching_method: device_per_stream (each rank's batch from one stream) would "
+                        "tie the order to the number of ranks"));
+  EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().batching_method("stratify")),
+              HasSubstr("streaming.batching_method: \"stratify\" is not allowed; expected one of: random, stratified"));
+  EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().sampling_method("random")),
+              HasSubstr("streaming.sampling_method: \"random\" is not allowed; expected one of: balanced, fixed"));
+  // Batches that would leave a stream unread, refused when the loader asks how long the epoch is (before training).
+  const auto tiny_b = make({a(), b().choose(2)}, 0, "stratified");
+  EXPECT_THAT(testing::input_error_of([&] { tiny_b->epoch_positions(1); }),
+              HasSubstr("streaming.batching_method: stratified global batches of 1 give streaming.streams[1] (2 of the "
+                        "epoch's 52 samples) no row, so it would never be read; expected batches of at least 26"));
+  EXPECT_THAT(testing::input_error_of([&] { make({a(), b()}, 0, "stratified")->epoch_positions(100); }),
+              HasSubstr("stratified global batches of 100: a stream gives fewer samples per epoch than its rows of "
+                        "one batch"));
+  EXPECT_THAT(testing::input_error_of([&] { loader(make({a(), b().choose(10)}, 0, "per_stream"), 0)->num_batches(); }),
+              HasSubstr("per_stream global batches of 16: streaming.streams[1] gives 10 samples per epoch, fewer than "
+                        "one batch, so it would never be read; expected batches of at most 10"));
 }
 
 TEST_F(StreamingMix, RecipeStreamsAreReadAndTheirErrorsPointAtTheirLines) {
@@ -242,6 +378,11 @@ TEST_F(StreamingMix, RecipeStreamsAreReadAndTheirErrorsPointAtTheirLines) {
                          "          - {local: " + dir_.path() + "/b, choose: 10}\n";
   const tessera::Run run = build_run(Recipe::parse(recipe(ok), "r.yaml"));
   EXPECT_EQ(run.components.train_dataloader->num_samples(), 110);
+  // Stratified batches of 8 over 100 + 10 samples: 7 + 1 rows a batch, 10 batches.
+  const tessera::Run stratified =
+      build_run(Recipe::parse(recipe(ok + "        batching_method: stratified\n"), "r.yaml"));
+  EXPECT_EQ(stratified.components.train_dataloader->num_samples(), 80);
+  EXPECT_THAT(error(ok + "        batching_method: stratifed\n"), HasSubstr("r.yaml:11:"));
   // A missing folder in stream 1 (line 11 of the recipe), at its local's column.
   const std::string missing = "          - {local: " + dir_.path() + "/a}\n"
                               "          - {local: " + dir_.path() + "/nope}\n";

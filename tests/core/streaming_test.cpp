@@ -438,6 +438,30 @@ TEST(StreamingTrainer, CheckpointedRunOverMixedStreamsResumesExactly) {
                                         data::StreamOptions().local(dir.path() + "/b").choose(30)}));
       },
       dir.path(), {3, 8, 13}, 24);
+  // Stratified: 4 + 4 rows a batch, 7 batches per epoch; per stream: 3 batches of each, 6 per epoch.
+  for (const auto& [method, batches] : {std::pair<std::string, int64_t>{"stratified", 21}, {"per_stream", 18}}) {
+    SCOPED_TRACE(method);
+    expect_exact_resumes(
+        [&, method = method](const std::string&) {
+          return std::make_shared<StreamingDataset>(
+              StreamingOptions()
+                  .streams({data::StreamOptions().local(dir.path() + "/a").repeat(0.75),
+                            data::StreamOptions().local(dir.path() + "/b").choose(30)})
+                  .batching_method(method));
+        },
+        dir.path() + "/" + method, {3, 8, 13}, batches);
+  }
+  // A stream that would never be read (5 samples, batches of 8) is refused before the first batch.
+  EXPECT_THAT(testing::input_error_of([&] {
+                tiny_trainer(std::make_shared<StreamingDataset>(
+                                 StreamingOptions()
+                                     .streams({data::StreamOptions().local(dir.path() + "/a"),
+                                               data::StreamOptions().local(dir.path() + "/b").choose(5)})
+                                     .batching_method("per_stream")),
+                             {})
+                    ->fit();
+              }),
+              HasSubstr("streaming.streams[1] gives 5 samples per epoch, fewer than one batch"));
 }
 
 }  // namespace

@@ -37,6 +37,9 @@ class Dataset {
   /// time, so it must not need the positions before `begin` (resuming is O(1)). The default is an Error.
   virtual std::vector<int64_t> order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
                                            int64_t begin, int64_t end) const;
+  /// Positions of an epoch read in global batches of `batch_size`: size(), unless the dataset's own order
+  /// builds whole batches out of parts and drops what fills none (a StreamingDataset's stratified batches).
+  virtual int64_t epoch_positions(int64_t batch_size) const { (void)batch_size; return size(); }
 };
 
 /// In-memory examples: every part is a tensor whose first dimension indexes examples.

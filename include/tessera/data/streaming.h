@@ -165,6 +165,19 @@ struct StreamingOptions {
   TESSERA_OPTION(std::vector<StreamOptions>, streams);
   /// Samples per epoch when the streams set proportions (0 = the streams' total).
   TESSERA_OPTION(int64_t, epoch_size) = 0;
+  /// How global batches draw from several streams (Streaming's batching_method; docs/streaming.md "Batching"):
+  ///  * "random": the epoch's samples shuffled together; each stream's share holds over the epoch;
+  ///  * "stratified": every global batch holds each stream's share of it (its samples per epoch over the epoch's,
+  ///    times the batch, rounded down; the rows left go to the largest remainders); the epoch ends at the first
+  ///    batch a stream cannot fill its rows of;
+  ///  * "per_stream": each global batch from one stream (its samples short of a whole batch are not read), the
+  ///    batches of the streams shuffled together;
+  ///  * "device_per_stream" is refused: it would tie the order to the number of ranks.
+  /// With one stream every method is "random".
+  TESSERA_OPTION(std::string, batching_method) = "random";
+  /// A stream that takes part of itself each epoch (repeat < 1, a choose or proportion that is not a whole
+  /// number of copies): "balanced" reads a different part each epoch, "fixed" the same part every epoch.
+  TESSERA_OPTION(std::string, sampling_method) = "balanced";
   template <class V>
   void visit(V& v) {
     v("local", local_, "folder of the MDS shards (index.json); with a remote, the cache folder", Any{});
@@ -183,6 +196,10 @@ struct StreamingOptions {
     order_.visit(v);
     v("streams", streams_, "several MDS folders mixed by proportion, repeat or choose", Any{});
     v("epoch_size", epoch_size_, "samples per epoch with proportions (0 = the streams' total)", Range::at_least(0));
+    v("batching_method", batching_method_, "how global batches draw from the streams",
+      Choices{{"random", "stratified", "per_stream", "device_per_stream"}});
+    v("sampling_method", sampling_method_, "a part of a stream: a different one each epoch, or the same",
+      Choices{{"balanced", "fixed"}});
   }
 };
 
@@ -203,6 +220,10 @@ class StreamingDataset : public Dataset {
 
   /// Positions per epoch: the samples of the folder, or what the streams' shares add up to.
   int64_t size() const override { return epoch_size_; }
+  /// size(), or with stratified or per_stream batching the whole global batches of `batch_size` the streams
+  /// fill (InputError when a stream would never be read: a stratified batch too small to give it a row, a
+  /// stream with fewer samples per epoch than one per_stream batch).
+  int64_t epoch_positions(int64_t batch_size) const override;
   Batch get_batch(const std::vector<int64_t>& indices) const override;
   int64_t num_classes() const override { return num_classes_; }
   std::vector<int64_t> input_shape() const override { return input_shape_; }
@@ -236,6 +257,12 @@ class StreamingDataset : public Dataset {
   std::shared_ptr<const Line> make_line(uint64_t seed, int64_t epoch) const;
   std::shared_ptr<const Line> line(uint64_t seed, int64_t epoch) const;
   int64_t sample_of(const Line& line, int64_t position) const;
+  bool batched() const;  // stratified or per_stream over several streams
+  std::vector<int64_t> stratified_rows(int64_t batch_size) const;  // each stream's rows of a global batch
+  int64_t stream_batches(int64_t stream, int64_t batch_size) const;  // per_stream: the stream's whole batches
+  // Line positions of epoch positions [begin, end) under stratified or per_stream batching.
+  std::vector<int64_t> batched_positions(const Line& line, uint64_t seed, int64_t epoch, int64_t batch_size,
+                                         bool shuffle, int64_t begin, int64_t end) const;
   int64_t shard_of(int64_t id) const;  // combined shard index of sample `id`
   std::shared_ptr<const mds::Shard> shard(int64_t k) const;  // through the stream's cache when it has one
   at::Tensor decode_input(const Source& src, const mds::SampleView& s) const;
