@@ -18,7 +18,8 @@ namespace {
 
 // Random streams of the order, distinct from the project's RngStream ids (1..4): Rng(seed, {kOrderStream, ...}).
 constexpr uint64_t kOrderStream = 0x53545245414d0001ULL;  // "STREAM", 1
-constexpr uint64_t kShardLine = 0, kEpochKey = 1, kPieces = 2, kSubsets = 3, kStreamOrder = 4, kBatchOrder = 5;
+constexpr uint64_t kShardLine = 0, kEpochKey = 1, kPieces = 2, kSubsets = 3, kStreamOrder = 4, kBatchOrder = 5,
+                   kRuns = 6;
 
 /// SplitMix64's finaliser: a bijective 64-bit mixer.
 uint64_t mix64(uint64_t z) {
@@ -299,6 +300,7 @@ struct StreamingDataset::Line {
     int64_t take = 0;     // samples of it on the line
     bool subset = false;  // take < the shard's size: the samples at keyed positions [0, take) of the shard
     uint64_t key = 0;
+    int64_t begin = 0;    // not a subset: the piece's first sample within the shard (a run of sampling_granularity)
   };
   uint64_t seed = 0;
   int64_t epoch = 0;
@@ -493,17 +495,20 @@ void StreamingDataset::set_shares() {
       sources_[i].take = static_cast<int64_t>(take);
     }
   }
-  // Each whole copy of a stream is a copy of its shards on the epoch's line (make_line): keep that bounded.
+  // Each whole copy of a stream is a copy of its shards on the epoch's line (make_line), and its part one piece
+  // per shard, or per run of sampling_granularity samples: keep that bounded.
   constexpr int64_t kMaxPieces = int64_t{1} << 24;
+  const int64_t g = options_.sampling_granularity();
   int64_t pieces = 0;
   for (const Source& s : sources_) {
-    const int64_t n = s.reader->size(), copies = s.take / n + (s.take % n != 0);
-    if (copies > (kMaxPieces - pieces) / s.reader->num_shards())
+    const int64_t n = s.reader->size(), shards = s.reader->num_shards(), part = s.take % n;
+    const int64_t part_pieces = part == 0 ? 0 : g > 1 ? std::min(part / g + shards + 1, part) : shards;
+    if (s.take / n > (kMaxPieces - pieces - part_pieces) / shards)
       throw InputError(s.where + ": " + std::to_string(s.take) + " samples per epoch of a stream of " +
-                       std::to_string(n) + " in " + std::to_string(s.reader->num_shards()) +
-                       " shards makes more than 2^24 shard copies per epoch; expected a smaller share (or fewer, "
-                       "larger shards)");
-    pieces += copies * s.reader->num_shards();
+                       std::to_string(n) + " in " + std::to_string(shards) +
+                       " shards makes more than 2^24 pieces of shards per epoch; expected a smaller share (or fewer, "
+                       "larger shards, or a larger sampling_granularity)");
+    pieces += s.take / n * shards + part_pieces;
   }
   epoch_size_ = 0;
   for (const Source& s : sources_) epoch_size_ += s.take;
@@ -517,6 +522,8 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   check_option("streaming", "batching_method", options_.batching_method(),
                Choices{{"random", "stratified", "per_stream", "device_per_stream"}});
   check_option("streaming", "sampling_method", options_.sampling_method(), Choices{{"balanced", "fixed"}});
+  check_option("streaming", "sampling_granularity", static_cast<double>(options_.sampling_granularity()),
+               Range::at_least(1));
   if (options_.batching_method() == "device_per_stream")
     throw InputError("streaming.batching_method: device_per_stream (each rank's batch from one stream) would tie the "
                      "order to the number of ranks, and here the order is the same for any number (a run resumes on "
@@ -598,6 +605,24 @@ std::shared_ptr<const StreamingDataset::Line> StreamingDataset::make_line(uint64
     for (int64_t w = 0; w < whole; ++w)
       for (int64_t j = 0; j < shards; ++j) line->pieces.push_back({src.first_shard + j, size_of(j), false, 0});
     if (part == 0) continue;
+    const int64_t g = options_.sampling_granularity();
+    if (g > 1) {
+      // The part in runs of g consecutive samples of a shard (its last run may be shorter), the runs drawn in a
+      // keyed order of the epoch until the part is filled (the last one cut short): a small part reads few shards.
+      std::vector<int64_t> first_run{0};  // each shard's first run, then the total
+      for (int64_t j = 0; j < shards; ++j) first_run.push_back(first_run.back() + (size_of(j) + g - 1) / g);
+      const uint64_t runs_key =
+          Rng(seed, {kOrderStream, kRuns, static_cast<uint64_t>(epoch), static_cast<uint64_t>(s)}).next_u64();
+      for (int64_t i = 0, given = 0; given < part; ++i) {
+        const int64_t r = feistel_permute(static_cast<uint64_t>(i), static_cast<uint64_t>(first_run.back()), runs_key);
+        const auto j = std::upper_bound(first_run.begin(), first_run.end(), r) - first_run.begin() - 1;
+        const int64_t begin = (r - first_run[static_cast<size_t>(j)]) * g;
+        const int64_t len = std::min({g, size_of(j) - begin, part - given});
+        line->pieces.push_back({src.first_shard + j, len, false, 0, begin});
+        given += len;
+      }
+      continue;
+    }
     // The part: each shard gives its share of it rounded down, and the samples left over go one each to shards
     // drawn in a keyed order of the epoch; within a shard, the samples at keyed positions. A different part of
     // the stream each epoch, spread over its shards in proportion to their sizes.
@@ -660,7 +685,7 @@ int64_t StreamingDataset::sample_of(const Line& line, int64_t position) const {
   const Line::Piece& piece = line.pieces[p];
   const int64_t within = position - line.offsets[p];
   const int64_t first = shard_offsets_[static_cast<size_t>(piece.shard)];
-  if (!piece.subset) return first + within;
+  if (!piece.subset) return first + piece.begin + within;
   const int64_t shard_size = shard_offsets_[static_cast<size_t>(piece.shard) + 1] - first;
   return first + feistel_permute(static_cast<uint64_t>(within), static_cast<uint64_t>(shard_size), piece.key);
 }
@@ -751,6 +776,8 @@ std::string StreamingDataset::describe() const {
   out += "; " + std::to_string(epoch_size_) + " samples per epoch";
   if (batched()) out += ", " + options_.batching_method() + " batches";
   if (options_.sampling_method() == "fixed") out += ", fixed parts";
+  if (options_.sampling_granularity() > 1)
+    out += ", parts in runs of " + std::to_string(options_.sampling_granularity());
   return out + ")";
 }
 

@@ -58,7 +58,7 @@ std::shared_ptr<data::DataLoader> loader(std::shared_ptr<StreamingDataset> ds, i
   return std::make_shared<data::DataLoader>(std::move(ds), data::DataLoaderOptions().batch_size(16).workers(workers));
 }
 
-/// Stream A: labels 0..49 (shards of about 7 samples); stream B: labels 1000..1029 (about 4 per shard).
+/// Stream A: labels 0..49; stream B: labels 1000..1029 (shards of one sample each).
 class StreamingMix : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -304,6 +304,61 @@ TEST_F(StreamingMix, FixedSamplingReadsTheSamePartEveryEpoch) {
   EXPECT_NE(other, *parts.begin());
 }
 
+TEST_F(StreamingMix, AGranularPartIsRunsOfConsecutiveSamplesOfFewShards) {
+  write_labels(dir_.path() + "/c", 0, 56, 400);  // labels 0..55 in 8 shards of 7
+  const auto granular = [&](int64_t g) {
+    return std::make_shared<StreamingDataset>(
+        StreamingOptions()
+            .streams({StreamOptions().local(dir_.path() + "/c").choose(28), b()})
+            .sampling_granularity(g)
+            .order(data::StreamingOrderOptions().partitions(3).shuffle_block_size(16)));
+  };
+  const std::vector<int64_t> offsets = granular(1)->reader(0).shard_offsets();  // C's shards; labels are its ids
+  ASSERT_EQ(offsets, (std::vector<int64_t>{0, 7, 14, 21, 28, 35, 42, 49, 56}));
+  const auto shard_of = [&](int64_t id) {
+    return std::upper_bound(offsets.begin(), offsets.end(), id) - offsets.begin() - 1;
+  };
+  // C's 28 samples of the epoch, grouped by run of g samples of a shard (runs of 1000: whole shards).
+  const auto runs_read = [&](int64_t g, int64_t epoch) {
+    std::map<std::pair<int64_t, int64_t>, int64_t> runs;  // (shard, run) -> samples read
+    int64_t from_c = 0;
+    for (const auto& [label, n] : counts(flat(batches_of(*loader(granular(g), 0), 3, epoch)))) {
+      if (label >= 1000) continue;
+      EXPECT_EQ(n, 1) << "C's sample " << label;
+      ++from_c;
+      const int64_t k = shard_of(label);
+      ++runs[{k, (label - offsets[static_cast<size_t>(k)]) / g}];
+    }
+    EXPECT_EQ(from_c, 28);
+    return runs;
+  };
+  for (int64_t g : {3, 1000}) {
+    SCOPED_TRACE("runs of " + std::to_string(g));
+    std::set<std::map<std::pair<int64_t, int64_t>, int64_t>> epochs;
+    for (int64_t epoch = 0; epoch < 3; ++epoch) {
+      const auto runs = runs_read(g, epoch);
+      int64_t cut = 0;  // runs not read whole: at most the last one drawn
+      for (const auto& [run, n] : runs) {
+        const int64_t first = offsets[static_cast<size_t>(run.first)] + run.second * g;
+        cut += n < std::min(g, offsets[static_cast<size_t>(run.first) + 1] - first);
+      }
+      EXPECT_LE(cut, 1);
+      epochs.insert(runs);
+    }
+    EXPECT_GT(epochs.size(), 1u) << "other runs each epoch";
+  }
+  // With whole shards as runs the part reads 28 / 7 = 4 of C's 8 shards; spread over every shard (the default:
+  // 3.5 of each) it reads all of them.
+  std::set<int64_t> whole, spread;
+  for (const auto& [run, n] : runs_read(1000, 0)) whole.insert(run.first);
+  for (const auto& [run, n] : runs_read(1, 0)) spread.insert(run.first);
+  EXPECT_EQ(spread.size(), offsets.size() - 1);
+  EXPECT_EQ(whole.size(), 4u);
+  EXPECT_THAT(granular(4)->describe(), HasSubstr("parts in runs of 4"));
+  // The order over a granular part is the global order for every rank count and resumes at any batch.
+  expect_ranks_workers_and_resume_see_the_global_order([&] { return granular(3); }, 4);
+}
+
 TEST_F(StreamingMix, AStreamFetchedFromARemoteReadsTheSameSamples) {
   const auto local = make({a().repeat(0.5), b()});
   const auto remote =
@@ -350,6 +405,8 @@ TEST_F(StreamingMix, BadStreamsAreClearErrorsNamingTheStream) {
                         "tie the order to the number of ranks"));
   EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().batching_method("stratify")),
               HasSubstr("streaming.batching_method: \"stratify\" is not allowed; expected one of: random, stratified"));
+  EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().sampling_granularity(0)),
+              HasSubstr("streaming.sampling_granularity: 0 is out of range; expected a number >= 1"));
   EXPECT_THAT(error({a(), b()}, 0, StreamingOptions().sampling_method("random")),
               HasSubstr("streaming.sampling_method: \"random\" is not allowed; expected one of: balanced, fixed"));
   // Batches that would leave a stream unread, refused when the loader asks how long the epoch is (before training).

@@ -178,6 +178,10 @@ struct StreamingOptions {
   /// A stream that takes part of itself each epoch (repeat < 1, a choose or proportion that is not a whole
   /// number of copies): "balanced" reads a different part each epoch, "fixed" the same part every epoch.
   TESSERA_OPTION(std::string, sampling_method) = "balanced";
+  /// How that part is spread: 1 = over every shard, each giving its share in proportion to its size; g > 1 = in
+  /// runs of g consecutive samples of one shard, drawn at random, so that a small part of a large stream (a
+  /// remote one above all) reads few shards.
+  TESSERA_OPTION(int64_t, sampling_granularity) = 1;
   template <class V>
   void visit(V& v) {
     v("local", local_, "folder of the MDS shards (index.json); with a remote, the cache folder", Any{});
@@ -200,6 +204,8 @@ struct StreamingOptions {
       Choices{{"random", "stratified", "per_stream", "device_per_stream"}});
     v("sampling_method", sampling_method_, "a part of a stream: a different one each epoch, or the same",
       Choices{{"balanced", "fixed"}});
+    v("sampling_granularity", sampling_granularity_, "a part of a stream in runs of this many samples of one shard",
+      Range::at_least(1));
   }
 };
 
