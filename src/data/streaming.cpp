@@ -478,7 +478,7 @@ void StreamingDataset::set_shares() {
       remainders.push_back({exact - std::floor(exact), i});
     }
     std::stable_sort(remainders.begin(), remainders.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
+                     [](const auto& a, const auto& b) { return a.first > b.first; });
     for (size_t r = 0; given < size; ++r, ++given) ++sources_[remainders[r % remainders.size()].second].take;
   } else {
     if (options_.epoch_size() != 0)
@@ -787,7 +787,7 @@ bool StreamingDataset::batched() const {
 
 std::vector<int64_t> StreamingDataset::stratified_rows(int64_t batch_size) const {
   // Each stream's exact share of the batch rounded down; the rows left one each to the largest remainders (ties:
-  // the earlier stream), as the streams' shares of the epoch are rounded.
+  // the later stream, as Streaming's stratified batches).
   std::vector<int64_t> rows(sources_.size());
   std::vector<std::pair<int64_t, size_t>> remainders;
   int64_t given = 0;
@@ -797,8 +797,7 @@ std::vector<int64_t> StreamingDataset::stratified_rows(int64_t batch_size) const
     remainders.push_back({static_cast<int64_t>(exact % epoch_size_), s});
     given += rows[s];
   }
-  std::stable_sort(remainders.begin(), remainders.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) { return a > b; });
   for (size_t i = 0; given < batch_size; ++i, ++given) ++rows[remainders[i].second];
   return rows;
 }

@@ -5,6 +5,9 @@
   mds_interop.py fashion DIR LIMIT SIZE     writes the first LIMIT Fashion-MNIST training samples the way
                                             `tessera-shard write --fashion-mnist` does
   mds_interop.py dump DIR OUT.json          reads every sample with streaming.StreamingDataset, as JSON
+  mds_interop.py batches METHOD BATCH OUT.json DIR...
+                                            epoch 0's batches of labels of streams DIR... with batching_method
+                                            METHOD, as JSON
 """
 import gzip
 import json
@@ -96,6 +99,18 @@ def dump(local, out):
         json.dump(samples, f)
 
 
+def batches(method, batch_size, out, *locals_):
+    """Epoch 0's batches of labels of Streaming's StreamingDataset over the streams in `locals_` (each read whole),
+    with `batching_method` `method` and one canonical node, read by a torch DataLoader in batches of `batch_size`."""
+    from streaming import Stream, StreamingDataset
+    import torch
+    ds = StreamingDataset(streams=[Stream(local=local) for local in locals_], batch_size=batch_size,
+                          batching_method=method, shuffle=True, num_canonical_nodes=1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=0)
+    with open(out, 'w') as f:
+        json.dump([b['label'].tolist() for b in loader], f)
+
+
 if __name__ == '__main__':
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == 'write':
@@ -104,5 +119,7 @@ if __name__ == '__main__':
         fashion(args[0], int(args[1]), int(args[2]))
     elif cmd == 'dump':
         dump(args[0], args[1])
+    elif cmd == 'batches':
+        batches(args[0], int(args[1]), args[2], *args[3:])
     else:
         sys.exit(f'unknown command {cmd}')

@@ -1,15 +1,20 @@
 // MDS interop with PyPI's mosaicml-streaming 0.13.0 (its venv: scripts/install-peers.sh streaming, or
 // $TESSERA_STREAMING_VENV): shards written by streaming.MDSWriter are read by Tessera sample for sample, Tessera's
-// shards are read by streaming.StreamingDataset, and both write the same bytes for the same samples. Each test
-// skips, saying why, when the venv is absent.
+// shards are read by streaming.StreamingDataset, both write the same bytes for the same samples, and mixed streams'
+// stratified and per-stream batches draw from the streams alike. Each test skips, saying why, when the venv is
+// absent.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
+#include <tessera/data/dataloader.h>
 #include <tessera/data/mds.h>
+#include <tessera/data/streaming.h>
 
 #include "mds_support.h"
 
@@ -180,6 +185,56 @@ TEST(MdsInterop, FashionMnistShardsAreByteIdenticalToStreamings) {
   ASSERT_GT(names.size(), 3u);  // several shards and index.json
   for (const auto& name : names) EXPECT_EQ(test::read_file(theirs + "/" + name), test::read_file(ours + "/" + name)) << name;
   EXPECT_EQ(mds::inspect(theirs).checksum, mds::inspect(ours).checksum);
+}
+
+TEST(MdsInterop, StratifiedAndPerStreamBatchesDrawFromTheStreamsAsStreamingsDo) {
+  REQUIRE_STREAMING(python);
+  test::TempDir dir("mds_interop_batches");
+  test::write_labels(dir.path() + "/a", 0, 50, 200);     // labels 0..49
+  test::write_labels(dir.path() + "/b", 1000, 30, 120);  // labels 1000..1029
+  const auto rows_of_a = [](const std::vector<std::vector<int64_t>>& batches) {
+    std::vector<int64_t> out;
+    for (const auto& b : batches) out.push_back(std::count_if(b.begin(), b.end(), [](int64_t l) { return l < 1000; }));
+    return out;
+  };
+  const auto each_once = [](const std::vector<std::vector<int64_t>>& batches) {
+    std::set<int64_t> seen;
+    size_t n = 0;
+    for (const auto& b : batches) {
+      seen.insert(b.begin(), b.end());
+      n += b.size();
+    }
+    return seen.size() == n;
+  };
+  // Batches of 10: 6.25 and 3.75 rows, so 6 and 4, 7 batches; of 4: 2.5 and 1.5, a tie, so 2 and 2 (the later
+  // stream takes the row left), 15 batches; per stream, batches of 16: 3 of a's and 1 of b's.
+  int k = 0;
+  for (const auto& [method, batch] : {std::pair<std::string, int64_t>{"stratified", 10}, {"stratified", 4},
+                                      {"per_stream", 16}}) {
+    SCOPED_TRACE(method + " in batches of " + std::to_string(batch));
+    // Streaming reads copies of the folders: new ones for each run, so that its shared memory never collides.
+    const std::string run = dir.path() + "/run" + std::to_string(k++), out = run + "/batches.json";
+    fs::create_directories(run);
+    for (const char* s : {"/a", "/b"}) fs::copy(dir.path() + s, run + s, fs::copy_options::recursive);
+    run_helper(python, "batches " + method + " " + std::to_string(batch) + " " + out + " " + run + "/a " + run + "/b",
+               run + "/batches.log");
+    const auto theirs = json::parse(test::read_file(out)).get<std::vector<std::vector<int64_t>>>();
+    const auto ds = std::make_shared<data::StreamingDataset>(
+        data::StreamingOptions()
+            .streams({data::StreamOptions().local(dir.path() + "/a"), data::StreamOptions().local(dir.path() + "/b")})
+            .batching_method(method));
+    data::DataLoader loader(ds, data::DataLoaderOptions().batch_size(batch));
+    const auto ours = test::batches_of(loader, 0, 0);
+    EXPECT_EQ(ours.size(), theirs.size());
+    std::vector<int64_t> our_rows = rows_of_a(ours), their_rows = rows_of_a(theirs);
+    if (method == "per_stream") {  // the streams' batches come in orders of each library's own generator
+      std::sort(our_rows.begin(), our_rows.end());
+      std::sort(their_rows.begin(), their_rows.end());
+    }
+    EXPECT_EQ(our_rows, their_rows);
+    EXPECT_TRUE(each_once(ours));
+    EXPECT_TRUE(each_once(theirs));
+  }
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 #pragma once
 // Helpers of the MDS and streaming tests: a temporary folder, whole-file reads and writes, samples of every
-// encoding, and the targets of an epoch's batches.
+// encoding, folders of labelled samples, and the targets of an epoch's batches.
 #include <stdlib.h>
 
 #include <filesystem>
@@ -27,6 +27,22 @@ inline std::vector<std::vector<int64_t>> batches_of(data::BatchSource& source, u
     out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
   }
   return out;
+}
+
+/// An MDS folder of `n` samples labelled first, first + 1, ... (or label % classes when classes > 0), each image
+/// uint8 [side, side] a function of its label; shards of at most `size_limit` bytes.
+inline void write_labels(const std::string& dir, int64_t first, int64_t n, int64_t size_limit, int64_t classes = 0,
+                         int64_t side = 4) {
+  data::mds::Writer writer(dir, data::mds::WriterOptions()
+                                    .columns({{"image", "ndarray:uint8:" + std::to_string(side) + "," +
+                                                            std::to_string(side)},
+                                              {"label", "int"}})
+                                    .size_limit(size_limit));
+  for (int64_t i = first; i < first + n; ++i) {
+    at::Tensor image = at::arange(side * side, at::kLong).add(i * 7).remainder(256).to(at::kByte).view({side, side});
+    writer.write({{"image", image}, {"label", classes == 0 ? i : i % classes}});
+  }
+  writer.finish();
 }
 
 /// A fresh folder under the system's temp folder, removed with everything in it at the end of the scope.

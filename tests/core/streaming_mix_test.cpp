@@ -31,21 +31,7 @@ using data::StreamOptions;
 using ::testing::HasSubstr;
 using test::batches_of;
 using test::TempDir;
-
-/// `n` samples labelled first, first + 1, ... (or label % classes when classes > 0), each image uint8 [4, 4] a
-/// function of its label; shards of at most `size_limit` bytes.
-void write_labels(const std::string& dir, int64_t first, int64_t n, int64_t size_limit, int64_t classes = 0,
-                  int64_t side = 4) {
-  mds::Writer writer(dir, mds::WriterOptions()
-                              .columns({{"image", "ndarray:uint8:" + std::to_string(side) + "," + std::to_string(side)},
-                                        {"label", "int"}})
-                              .size_limit(size_limit));
-  for (int64_t i = first; i < first + n; ++i) {
-    at::Tensor image = at::arange(side * side, at::kLong).add(i * 7).remainder(256).to(at::kByte).view({side, side});
-    writer.write({{"image", image}, {"label", classes == 0 ? i : i % classes}});
-  }
-  writer.finish();
-}
+using test::write_labels;
 
 std::vector<int64_t> flat(const std::vector<std::vector<int64_t>>& batches) {
   std::vector<int64_t> out;

@@ -35,19 +35,7 @@ using data::StreamingOrderOptions;
 using ::testing::HasSubstr;
 using test::batches_of;
 using test::TempDir;
-
-/// Writes `n` samples into `dir`: image uint8 [4, 4] (a pure function of the id), label = id % classes, or the
-/// id itself when classes is 0 (so that a batch's targets name its samples). `size_limit` cuts the shards.
-void write_ids(const std::string& dir, int64_t n, int64_t size_limit, int64_t classes = 0) {
-  mds::Writer writer(dir, mds::WriterOptions()
-                              .columns({{"image", "ndarray:uint8:4,4"}, {"label", "int"}})
-                              .size_limit(size_limit));
-  for (int64_t i = 0; i < n; ++i) {
-    at::Tensor image = at::arange(16, at::kLong).add(i * 7).remainder(256).to(at::kByte).view({4, 4});
-    writer.write({{"image", image}, {"label", classes == 0 ? i : i % classes}});
-  }
-  writer.finish();
-}
+using test::write_labels;
 
 /// Uneven shard sizes, one of them empty.
 const std::vector<int64_t> kOffsets = {0, 10, 35, 36, 36, 80, 81, 150, 237};
@@ -145,7 +133,7 @@ TEST(StreamingOrder, BadArgumentsAreClearErrors) {
 class StreamingData : public ::testing::Test {
  protected:
   void SetUp() override {
-    write_ids(dir_.path() + "/train", 237, 300);
+    write_labels(dir_.path() + "/train", 0, 237, 300);
     options_ = StreamingOptions().local(dir_.path()).split("train").order(
         StreamingOrderOptions().partitions(4).shuffle_block_size(24));
   }
@@ -289,7 +277,7 @@ TEST(StreamingErrors, MissingOrCorruptFoldersAndBadColumnsAreClear) {
   EXPECT_THAT(error(StreamingOptions().local(dir.path() + "/nope")),
               HasSubstr("folder " + dir.path() + "/nope does not exist"));
   EXPECT_THAT(error(StreamingOptions().local(dir.path())), HasSubstr("holds no index.json"));
-  write_ids(dir.path() + "/train", 20, 1 << 20, 4);
+  write_labels(dir.path() + "/train", 0, 20, 1 << 20, 4);
   EXPECT_THAT(error(StreamingOptions().local(dir.path()).split("test")),
               HasSubstr("has no subfolder \"test\" (it has: train)"));
   const auto ok = StreamingOptions().local(dir.path()).split("train");
@@ -313,7 +301,7 @@ TEST(StreamingErrors, MissingOrCorruptFoldersAndBadColumnsAreClear) {
 
 TEST(StreamingErrors, RecipeOptionsAreCheckedWithTheirPlace) {
   TempDir dir("streaming_recipe");
-  write_ids(dir.path() + "/train", 40, 1 << 20, 3);
+  write_labels(dir.path() + "/train", 0, 40, 1 << 20, 3);
   const auto recipe = [&](const std::string& dataset) {
     return "max_duration: 1ep\nmodel: {mlp: {hidden: [8]}}\noptimizer: {sgd: {lr: 0.1}}\n"
            "data:\n  train:\n    dataset: " + dataset + "\n    loader: {batch_size: 8}\n";
@@ -408,7 +396,7 @@ void expect_exact_resumes(const std::function<std::shared_ptr<const data::Datase
 
 TEST(StreamingTrainer, CheckpointedRunOverShardsResumesExactly) {
   TempDir dir("streaming_trainer");
-  write_ids(dir.path() + "/train", 52, 200, 3);  // [1, 4, 4] inputs, 3 classes: the tiny model's
+  write_labels(dir.path() + "/train", 0, 52, 200, 3);  // [1, 4, 4] inputs, 3 classes: the tiny model's
   const auto options = [&] {
     return StreamingOptions().local(dir.path()).split("train").order(
         StreamingOrderOptions().partitions(2).shuffle_block_size(16));
@@ -428,8 +416,8 @@ TEST(StreamingTrainer, CheckpointedRunOverShardsResumesExactly) {
 
 TEST(StreamingTrainer, CheckpointedRunOverMixedStreamsResumesExactly) {
   TempDir dir("streaming_mix_trainer");
-  write_ids(dir.path() + "/a", 40, 200, 3);
-  write_ids(dir.path() + "/b", 21, 120, 3);
+  write_labels(dir.path() + "/a", 0, 40, 200, 3);
+  write_labels(dir.path() + "/b", 0, 21, 120, 3);
   // 30 of a (a different 30 each epoch), b's 21 and 9 of them again: 60 samples, 8 batches (the last of 4) per epoch.
   expect_exact_resumes(
       [&](const std::string&) {
