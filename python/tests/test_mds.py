@@ -126,3 +126,40 @@ def test_streaming_recipe_fetches_a_remote_into_a_bounded_cache(tmp_path):
         tessera.Trainer(recipe("10 parsecs"))
     with pytest.raises(tessera.InputError, match="is less than reading needs at once"):
         tessera.Trainer(recipe("100"))
+
+
+def test_mixed_streams_train_in_stratified_and_per_stream_batches(tmp_path):
+    """Two MDS folders mixed by a Trainer built from Python (train_data's streaming dataset): with stratified batching
+    every batch holds each stream's share of it; per stream, each batch comes from one stream (docs/streaming.md,
+    "Batching")."""
+    for name, label, n in (("a", 0, 12), ("b", 1, 4)):
+        (tmp_path / name).mkdir()
+        write_mds(tmp_path / name, [(label, f"{name}{i}", [i, 0, 0, 1]) for i in range(n)])
+
+    class Targets(tessera.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def after_dataloader(self, state, logger):
+            self.seen.append(sorted(state.batch["target"].tolist()))
+
+    def run(method):
+        targets = Targets()
+        streams = [{"local": (tmp_path / "a").as_posix()}, {"local": (tmp_path / "b").as_posix()}]
+        tessera.Trainer(model={"mlp": {"hidden": [4]}},
+                        train_data={"dataset": {"streaming": {"streams": streams, "input": "x",
+                                                              "batching_method": method}},
+                                    "loader": {"batch_size": 4, "workers": 0}},
+                        optimizer={"sgd": {"lr": 0.05}}, max_duration="2ep", seed=0, threads=1,
+                        callbacks=[targets]).fit()
+        return targets.seen
+
+    # 12 + 4 samples in batches of 4: 3 + 1 rows, 4 batches an epoch.
+    assert run("stratified") == [[0, 0, 0, 1]] * 8
+    # 3 batches of a's, 1 of b's, each epoch.
+    per_stream = run("per_stream")
+    assert sorted(per_stream) == [[0, 0, 0, 0]] * 6 + [[1, 1, 1, 1]] * 2
+    assert per_stream[:4] != per_stream[4:], "the streams' batches are shuffled together, afresh each epoch"
+    with pytest.raises(tessera.InputError, match="device_per_stream .* would tie the order to the number of ranks"):
+        run("device_per_stream")
