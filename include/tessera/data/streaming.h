@@ -168,8 +168,8 @@ struct StreamingOptions {
   /// How global batches draw from several streams (Streaming's batching_method; docs/streaming.md "Batching"):
   ///  * "random": the epoch's samples shuffled together; each stream's share holds over the epoch;
   ///  * "stratified": every global batch holds each stream's share of it (its samples per epoch over the epoch's,
-  ///    times the batch, rounded down; the rows left go to the largest remainders); the epoch ends at the first
-  ///    batch a stream cannot fill its rows of;
+  ///    times the batch, rounded down; the rows left go to the largest remainders, ties to the later stream, as in
+  ///    Streaming); the epoch ends at the first batch a stream cannot fill its rows of;
   ///  * "per_stream": each global batch from one stream (its samples short of a whole batch are not read), the
   ///    batches of the streams shuffled together;
   ///  * "device_per_stream" is refused: it would tie the order to the number of ranks.
