@@ -6,10 +6,12 @@
 //  * resume: seconds from constructing the dataset to holding the first batch of a run resumed at 90% of an
 //    epoch (median of fresh constructions).
 //
-// Default options on both sides (order, partitions, num_classes), as a user gets them.
+// Default options on both sides (order, partitions, num_classes), as a user gets them. With --stream (repeated)
+// instead of --folder, the folders are mixed streams, each read whole, in batches of --batching (random,
+// stratified, per_stream).
 //
-//   ./benchmarks/bench_streaming --folder DIR [--batch 128] [--epochs 3] [--workers 0,2] [--trials 5]
-//                                [--threads 1] [--json OUT]
+//   ./benchmarks/bench_streaming (--folder DIR | --stream DIR --stream DIR ...) [--batching random] [--batch 128]
+//                                [--epochs 3] [--workers 0,2] [--trials 5] [--threads 1] [--json OUT]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -39,15 +41,17 @@ double median(std::vector<double> v) {
 }
 
 struct Setup {
-  std::string folder, json;
+  std::string folder, json, batching = "random";
+  std::vector<std::string> streams;
   int64_t batch = 128, epochs = 3, trials = 5, threads = 1;
   std::vector<int64_t> workers{0, 2};
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
-               "bench_streaming: %s\nusage: bench_streaming --folder DIR [--batch 128] [--epochs 3] "
-               "[--workers 0,2] [--trials 5] [--threads 1] [--json OUT]\n",
+               "bench_streaming: %s\nusage: bench_streaming (--folder DIR | --stream DIR --stream DIR ...) "
+               "[--batching random] [--batch 128] [--epochs 3] [--workers 0,2] [--trials 5] [--threads 1] "
+               "[--json OUT]\n",
                why);
   std::exit(2);
 }
@@ -66,6 +70,8 @@ Setup parse(int argc, char** argv) {
     if (i + 1 >= argc) usage(("missing the value of " + a).c_str());
     const char* v = argv[++i];
     if (a == "--folder") s.folder = v;
+    else if (a == "--stream") s.streams.push_back(v);
+    else if (a == "--batching") s.batching = v;
     else if (a == "--json") s.json = v;
     else if (a == "--batch") s.batch = whole(v, "--batch");
     else if (a == "--epochs") s.epochs = whole(v, "--epochs");
@@ -77,13 +83,19 @@ Setup parse(int argc, char** argv) {
       for (std::string w; std::getline(list, w, ',');) s.workers.push_back(whole(w.c_str(), "--workers"));
     } else usage(("unknown option " + a).c_str());
   }
-  if (s.folder.empty()) usage("--folder is required");
+  if (s.folder.empty() == s.streams.empty()) usage("give --folder, or --stream for each of several folders");
   if (s.batch < 1 || s.epochs < 1 || s.trials < 1 || s.workers.empty()) usage("counts must be >= 1");
   return s;
 }
 
 std::shared_ptr<data::DataLoader> make_loader(const Setup& s, int64_t workers) {
-  auto ds = std::make_shared<data::StreamingDataset>(data::StreamingOptions().local(s.folder));
+  data::StreamingOptions options = data::StreamingOptions().local(s.folder);
+  if (!s.streams.empty()) {
+    std::vector<data::StreamOptions> streams;
+    for (const std::string& folder : s.streams) streams.push_back(data::StreamOptions().local(folder));
+    options = data::StreamingOptions().streams(streams).batching_method(s.batching);
+  }
+  auto ds = std::make_shared<data::StreamingDataset>(options);
   return std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(s.batch).workers(workers));
 }
 
@@ -124,7 +136,8 @@ int main(int argc, char** argv) {
   const Setup s = parse(argc, argv);
   at::set_num_threads(static_cast<int>(s.threads));
   std::ostringstream json;
-  json << "{\"side\": \"tessera\", \"folder\": \"" << s.folder << "\", \"batch\": " << s.batch << ", \"runs\": [";
+  json << "{\"side\": \"tessera\", \"folder\": \"" << (s.folder.empty() ? s.streams.front() : s.folder)
+       << "\", \"batch\": " << s.batch << ", \"runs\": [";
   std::printf("tessera   %-10s %8s %14s %22s\n", "workers", "samples", "samples/s", "resume at 90% (s)");
   for (size_t i = 0; i < s.workers.size(); ++i) {
     const int64_t w = s.workers[i];

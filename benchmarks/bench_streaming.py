@@ -8,10 +8,13 @@ int64 labels), measured the same way:
   * resume: seconds from constructing the dataset to holding the first batch of epoch 0 resumed at 90% of it
     (`load_state_dict` with that `sample_in_epoch`, as Composer does on resume; median of fresh constructions).
 
-Then, given Tessera's JSON (--tessera), prints both side by side with the ratios.
+Then, given Tessera's JSON (--tessera), prints both side by side with the ratios. With --stream (repeated) instead of
+--folder, the folders are mixed streams (`Stream(local=DIR)`, each read whole) in batches of --batching (random,
+stratified, per_stream); the two sides may then cut their epochs at different sample counts (each drops what fills
+no batch), which the table shows.
 
-  python bench_streaming.py --folder DIR [--batch 128] [--epochs 3] [--workers 0,2] [--trials 5]
-                            [--tessera tessera.json] [--label raw]
+  python bench_streaming.py (--folder DIR | --stream DIR --stream DIR ...) [--batching random] [--batch 128]
+                            [--epochs 3] [--workers 0,2] [--trials 5] [--tessera tessera.json] [--label raw]
 """
 import argparse
 import glob
@@ -21,7 +24,7 @@ import statistics
 import time
 
 import torch
-from streaming import StreamingDataset
+from streaming import Stream, StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 from torch.utils.data import DataLoader, default_collate
 
@@ -41,15 +44,20 @@ def collate(samples):
     return images.unsqueeze(1).float().div_(255), labels
 
 
-def make(folder, batch, shuffle_seed=42):
-    """A fresh dataset, as a new run makes it. Streaming decompresses a compressed shard into a file beside it
-    (`shard.N.mds` next to `shard.N.mds.zstd`) and reads that file from then on; they are removed first, so that
-    every construction starts from the compressed folder as Tessera's does (Tessera decompresses in memory)."""
-    for unzipped in glob.glob(os.path.join(folder, 'shard.*.mds')):
-        if os.path.exists(unzipped + '.zstd'):
-            os.remove(unzipped)
+def make(folders, batch, batching, shuffle_seed=42):
+    """A fresh dataset over one folder or several mixed, as a new run makes it. Streaming decompresses a compressed
+    shard into a file beside it (`shard.N.mds` next to `shard.N.mds.zstd`) and reads that file from then on; they are
+    removed first, so that every construction starts from the compressed folder as Tessera's does (Tessera
+    decompresses in memory)."""
+    for folder in folders:
+        for unzipped in glob.glob(os.path.join(folder, 'shard.*.mds')):
+            if os.path.exists(unzipped + '.zstd'):
+                os.remove(unzipped)
     clean_stale_shared_memory()
-    return Images(local=folder, batch_size=batch, shuffle=True, shuffle_seed=shuffle_seed)
+    if len(folders) == 1:
+        return Images(local=folders[0], batch_size=batch, shuffle=True, shuffle_seed=shuffle_seed)
+    return Images(streams=[Stream(local=f) for f in folders], batch_size=batch, shuffle=True,
+                  shuffle_seed=shuffle_seed, batching_method=batching)
 
 
 def loader(dataset, batch, workers):
@@ -57,8 +65,8 @@ def loader(dataset, batch, workers):
                       collate_fn=collate)
 
 
-def throughput(folder, batch, workers, epochs):
-    dataset = make(folder, batch)
+def throughput(folders, batch, batching, workers, epochs):
+    dataset = make(folders, batch, batching)
     batches = loader(dataset, batch, workers)
     rates, samples = [], 0
     for _ in range(epochs):
@@ -69,9 +77,9 @@ def throughput(folder, batch, workers, epochs):
     return statistics.median(rates), samples
 
 
-def resume(folder, batch, workers):
+def resume(folders, batch, batching, workers):
     t0 = time.perf_counter()
-    dataset = make(folder, batch)
+    dataset = make(folders, batch, batching)
     batches_per_epoch = -(-len(dataset) // batch)
     first_batch = batches_per_epoch * 9 // 10
     # num_canonical_nodes and initial_physical_nodes: what Streaming picks on one node with its default py1e.
@@ -87,7 +95,9 @@ def resume(folder, batch, workers):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument('--folder', required=True)
+    p.add_argument('--folder')
+    p.add_argument('--stream', action='append', default=[])
+    p.add_argument('--batching', default='random')
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--workers', default='0,2')
@@ -95,12 +105,15 @@ def main():
     p.add_argument('--tessera', help="bench_streaming's --json output, to print the comparison")
     p.add_argument('--label', default='')
     a = p.parse_args()
+    if bool(a.folder) == bool(a.stream):
+        p.error('give --folder, or --stream for each of several folders')
+    folders = [a.folder] if a.folder else a.stream
     torch.set_num_threads(1)
     mine = {}
     print(f"{'streaming':10s}{'workers':10s} {'samples':>8s} {'samples/s':>14s} {'resume at 90% (s)':>22s}")
     for w in [int(x) for x in a.workers.split(',')]:
-        rate, samples = throughput(a.folder, a.batch, w, a.epochs)
-        resumes = [resume(a.folder, a.batch, w) for _ in range(a.trials)]
+        rate, samples = throughput(folders, a.batch, a.batching, w, a.epochs)
+        resumes = [resume(folders, a.batch, a.batching, w) for _ in range(a.trials)]
         first = statistics.median(s for s, _ in resumes)
         mine[w] = {'samples_per_s': rate, 'resume_first_batch_s': first, 'samples': samples}
         print(f"{'streaming':10s}{w:<10d} {samples:8d} {rate:14.0f} {first:22.4f}", flush=True)
@@ -109,16 +122,16 @@ def main():
         return
     with open(a.tessera) as f:
         theirs = {r['workers']: r for r in json.load(f)['runs']}
-    print(f"\n| data | workers | Tessera samples/s | Streaming samples/s | Tessera / Streaming | "
-          f"Tessera first batch at 90% (s) | Streaming (s) | Streaming / Tessera |")
-    print('|---|---:|---:|---:|---:|---:|---:|---:|')
+    print(f"\n| data | workers | samples (Tessera, Streaming) | Tessera samples/s | Streaming samples/s | "
+          f"Tessera / Streaming | Tessera first batch at 90% (s) | Streaming (s) | Streaming / Tessera |")
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for w, s in mine.items():
         t = theirs.get(w)
         if t is None:
             continue
-        if t['samples'] != s['samples']:
+        if a.folder and t['samples'] != s['samples']:
             raise SystemExit(f'the two sides read different sample counts: {t["samples"]} vs {s["samples"]}')
-        print(f"| {a.label} | {w} | {t['samples_per_s']:.0f} | {s['samples_per_s']:.0f} | "
+        print(f"| {a.label} | {w} | {t['samples']}, {s['samples']} | {t['samples_per_s']:.0f} | {s['samples_per_s']:.0f} | "
               f"{t['samples_per_s'] / s['samples_per_s']:.2f}x | {t['resume_first_batch_s']:.4f} | "
               f"{s['resume_first_batch_s']:.4f} | {s['resume_first_batch_s'] / t['resume_first_batch_s']:.1f}x |")
 

@@ -2,7 +2,8 @@
 # Tessera's StreamingDataset and DataLoader against MosaicML Streaming's StreamingDataset in a PyTorch DataLoader,
 # over the same MDS shards of Fashion-MNIST's 60,000 training images (written by tessera-shard: 48 shards of
 # 1 MB, uncompressed, then zstd), side by side in one run: samples/s over shuffled epochs and seconds to the
-# first batch of a run resumed at 90% of an epoch, for 0 and 2 loader workers (docs/streaming.md, "Benchmark").
+# first batch of a run resumed at 90% of an epoch, for 0 and 2 loader workers (docs/streaming.md, "Benchmark");
+# then the training and test shards mixed as two streams in stratified batches.
 #
 #   benchmarks/bench_streaming.sh [build dir] [work dir]
 #
@@ -26,3 +27,13 @@ for kind in raw zstd; do
   "$python" "$root/benchmarks/bench_streaming.py" --folder "$dir" --tessera "$work/tessera-$kind.json" --label "$kind"
   echo
 done
+# Mixed streams: the training images and the 10,000 test images as two streams, in stratified batches (each batch
+# 6/7 training images, 1/7 test images) on both sides.
+test_dir=$work/fmnist-test-raw
+[ -f "$test_dir/index.json" ] ||
+  "$build/tessera-shard" write --fashion-mnist --split test --out "$test_dir" --size-limit 1000000 >/dev/null
+streams=(--stream "$work/fmnist-raw" --stream "$test_dir" --batching stratified)
+echo "== two streams, stratified: $work/fmnist-raw + $test_dir"
+OMP_NUM_THREADS=1 "$build/benchmarks/bench_streaming" "${streams[@]}" --json "$work/tessera-stratified.json"
+"$python" "$root/benchmarks/bench_streaming.py" "${streams[@]}" --tessera "$work/tessera-stratified.json" \
+  --label "raw, 2 streams, stratified"
