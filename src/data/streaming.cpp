@@ -657,8 +657,12 @@ std::shared_ptr<const StreamingDataset::Line> StreamingDataset::make_line(uint64
       line->stream_begin.push_back(begin);
       std::vector<int64_t> offsets;
       for (size_t p = stream_piece[s]; p <= stream_piece[s + 1]; ++p) offsets.push_back(line->offsets[p] - begin);
-      line->stream_orders.push_back(offsets.back() == 0 ? nullptr
-                                                        : std::make_unique<StreamingOrder>(offsets, options_.order()));
+      // The shuffle block scaled by the stream's share (as Streaming does), so that a block of every stream spans
+      // about as many batches: a small stream keeps fewer of its shards in use at a time.
+      StreamingOrderOptions order = options_.order();
+      order.shuffle_block_size(std::max<int64_t>(
+          1, static_cast<int64_t>(static_cast<__int128>(order.shuffle_block_size()) * sources_[s].take / epoch_size_)));
+      line->stream_orders.push_back(offsets.back() == 0 ? nullptr : std::make_unique<StreamingOrder>(offsets, order));
     }
     line->stream_begin.push_back(line->offsets.back());
   }
