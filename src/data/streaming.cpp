@@ -54,6 +54,19 @@ int64_t rows(int64_t l, int64_t n, int64_t partitions) {
   return row_begin(l + 1, n, partitions) - row_begin(l, n, partitions);
 }
 
+/// Adds `left` units to `counts`, one each to the entries in order of decreasing `remainders` (cycling if more are
+/// left than entries): the largest-remainder rounding of shares whose floors `counts` holds. Equal remainders go
+/// to the earlier entry first, or with `ties_to_later` to the later one.
+template <class Remainder>
+void give_to_largest_remainders(std::vector<int64_t>& counts, const std::vector<Remainder>& remainders, int64_t left,
+                                bool ties_to_later) {
+  std::vector<size_t> by(counts.size());
+  std::iota(by.begin(), by.end(), size_t{0});
+  if (ties_to_later) std::reverse(by.begin(), by.end());
+  std::stable_sort(by.begin(), by.end(), [&](size_t a, size_t b) { return remainders[a] > remainders[b]; });
+  for (int64_t i = 0; i < left; ++i) ++counts[by[static_cast<size_t>(i) % by.size()]];
+}
+
 std::string join_names(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
@@ -469,17 +482,17 @@ void StreamingDataset::set_shares() {
     long double sum = 0;
     for (const StreamOptions& o : streams) sum += o.proportion();
     // Floors, then the samples left over one each to the largest remainders (ties: the earlier stream).
-    std::vector<std::pair<long double, size_t>> remainders;
+    std::vector<int64_t> takes;
+    std::vector<long double> remainders;
     int64_t given = 0;
-    for (size_t i = 0; i < streams.size(); ++i) {
-      const long double exact = static_cast<long double>(size) * streams[i].proportion() / sum;
-      sources_[i].take = static_cast<int64_t>(std::floor(exact));
-      given += sources_[i].take;
-      remainders.push_back({exact - std::floor(exact), i});
+    for (const StreamOptions& o : streams) {
+      const long double exact = static_cast<long double>(size) * o.proportion() / sum;
+      takes.push_back(static_cast<int64_t>(std::floor(exact)));
+      remainders.push_back(exact - std::floor(exact));
+      given += takes.back();
     }
-    std::stable_sort(remainders.begin(), remainders.end(),
-                     [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (size_t r = 0; given < size; ++r, ++given) ++sources_[remainders[r % remainders.size()].second].take;
+    give_to_largest_remainders(takes, remainders, size - given, false);
+    for (size_t i = 0; i < streams.size(); ++i) sources_[i].take = takes[i];
   } else {
     if (options_.epoch_size() != 0)
       throw InputError("streaming.epoch_size: set, but no stream sets a proportion; with repeat and choose an "
@@ -789,61 +802,90 @@ bool StreamingDataset::batched() const {
   return sources_.size() > 1 && options_.batching_method() != "random";
 }
 
-std::vector<int64_t> StreamingDataset::stratified_rows(int64_t batch_size) const {
-  // Each stream's exact share of the batch rounded down; the rows left one each to the largest remainders (ties:
-  // the later stream, as Streaming's stratified batches).
-  std::vector<int64_t> rows(sources_.size());
-  std::vector<std::pair<int64_t, size_t>> remainders;
-  int64_t given = 0;
-  for (size_t s = 0; s < sources_.size(); ++s) {
-    const auto exact = static_cast<__int128>(batch_size) * sources_[s].take;
-    rows[s] = static_cast<int64_t>(exact / epoch_size_);
-    remainders.push_back({static_cast<int64_t>(exact % epoch_size_), s});
-    given += rows[s];
+/// How global batches of one size draw from the streams under stratified or per_stream batching, worked out once
+/// per batch size (batching()).
+struct StreamingDataset::Batching {
+  int64_t batch_size = 0;
+  int64_t positions = 0;  // epoch_positions(batch_size)
+  // Stratified: each stream's rows of a batch, and row j of a batch -> (stream, row of its rows).
+  std::vector<int64_t> rows;
+  std::vector<std::pair<size_t, int64_t>> layout;
+  // Per_stream: each stream's first batch among the epoch's, then the total.
+  std::vector<int64_t> first_batch;
+};
+
+std::shared_ptr<const StreamingDataset::Batching> StreamingDataset::batching(int64_t batch_size) const {
+  {
+    std::lock_guard<std::mutex> lock(batchings_mutex_);
+    for (const auto& b : recent_batchings_)
+      if (b->batch_size == batch_size) return b;
   }
-  std::sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) { return a > b; });
-  for (size_t i = 0; given < batch_size; ++i, ++given) ++rows[remainders[i].second];
-  return rows;
+  auto made = make_batching(batch_size);
+  std::lock_guard<std::mutex> lock(batchings_mutex_);
+  // Training and evaluation batch sizes, and a progressive batch size's last: a few are kept.
+  recent_batchings_.insert(recent_batchings_.begin(), made);
+  if (recent_batchings_.size() > 4) recent_batchings_.pop_back();
+  return made;
 }
 
-int64_t StreamingDataset::stream_batches(int64_t stream, int64_t batch_size) const {
-  return source(stream).take / batch_size;
-}
-
-int64_t StreamingDataset::epoch_positions(int64_t batch_size) const {
-  if (!batched()) return size();
+std::shared_ptr<const StreamingDataset::Batching> StreamingDataset::make_batching(int64_t batch_size) const {
   if (batch_size < 1)
     throw InputError("StreamingDataset::epoch_positions: batch_size must be >= 1, got " + std::to_string(batch_size));
+  auto out = std::make_shared<Batching>();
+  out->batch_size = batch_size;
   const std::string method = "streaming.batching_method: " + options_.batching_method() + " global batches of " +
                              std::to_string(batch_size);
   int64_t batches = 0;
   if (options_.batching_method() == "stratified") {
-    const std::vector<int64_t> rows = stratified_rows(batch_size);
+    // Each stream's exact share of the batch rounded down; the rows left one each to the largest remainders
+    // (ties: the later stream, as Streaming's stratified batches).
+    std::vector<int64_t> remainders;
+    int64_t given = 0;
+    for (const Source& src : sources_) {
+      const auto exact = static_cast<__int128>(batch_size) * src.take;
+      out->rows.push_back(static_cast<int64_t>(exact / epoch_size_));
+      remainders.push_back(static_cast<int64_t>(exact % epoch_size_));
+      given += out->rows.back();
+    }
+    give_to_largest_remainders(out->rows, remainders, batch_size - given, true);
     batches = std::numeric_limits<int64_t>::max();
     for (size_t s = 0; s < sources_.size(); ++s) {
       const Source& src = sources_[s];
       if (src.take == 0) continue;
-      if (rows[s] == 0)
+      if (out->rows[s] == 0)
         throw InputError(method + " give " + src.where + " (" + std::to_string(src.take) + " of the epoch's " +
                          std::to_string(epoch_size_) + " samples) no row, so it would never be read; expected batches "
                          "of at least " + std::to_string((epoch_size_ + src.take - 1) / src.take) +
                          " samples, or a larger share of the stream");
-      batches = std::min(batches, src.take / rows[s]);
+      batches = std::min(batches, src.take / out->rows[s]);
     }
     if (batches == 0)
       throw InputError(method + ": a stream gives fewer samples per epoch than its rows of one batch, so no batch "
                        "is whole; expected smaller batches");
+    // Partition by partition, each stream's rows of that partition: every rank's rows hold about its share of
+    // each stream, and mostly its partitions' shards.
+    const int64_t parts = options_.order().partitions();
+    for (int64_t l = 0; l < parts; ++l)
+      for (size_t s = 0; s < sources_.size(); ++s)
+        for (int64_t i = row_begin(l, out->rows[s], parts); i < row_begin(l + 1, out->rows[s], parts); ++i)
+          out->layout.push_back({s, i});
   } else {  // per_stream
-    for (int64_t s = 0; s < num_streams(); ++s) {
-      const Source& src = sources_[static_cast<size_t>(s)];
-      if (src.take > 0 && stream_batches(s, batch_size) == 0)
+    out->first_batch.push_back(0);
+    for (const Source& src : sources_) {
+      if (src.take > 0 && src.take < batch_size)
         throw InputError(method + ": " + src.where + " gives " + std::to_string(src.take) +
                          " samples per epoch, fewer than one batch, so it would never be read; expected batches of "
                          "at most " + std::to_string(src.take) + " samples, or a larger share of the stream");
-      batches += stream_batches(s, batch_size);
+      out->first_batch.push_back(out->first_batch.back() + src.take / batch_size);
     }
+    batches = out->first_batch.back();
   }
-  return batches * batch_size;
+  out->positions = batches * batch_size;
+  return out;
+}
+
+int64_t StreamingDataset::epoch_positions(int64_t batch_size) const {
+  return batched() ? batching(batch_size)->positions : size();
 }
 
 std::vector<int64_t> StreamingDataset::batched_positions(const Line& line, uint64_t seed, int64_t epoch,
@@ -851,46 +893,56 @@ std::vector<int64_t> StreamingDataset::batched_positions(const Line& line, uint6
                                                          int64_t end) const {
   // Each position -> (stream s, position k in the stream's own order, read in batches of `per`); the stream's
   // order (its shards' line, partitions and block shuffle, as a whole dataset's) then gives its line position.
+  // Consecutive positions of one stream (a stratified batch's rows of one partition, a per_stream batch) are
+  // asked of its order as one run.
+  const auto plan = batching(batch_size);
   const bool stratified = options_.batching_method() == "stratified";
   shuffle = shuffle && options_.order().shuffle();
-  std::vector<int64_t> rows, first_batch{0};  // stratified: each stream's rows; per_stream: its first batch
-  std::vector<std::pair<size_t, int64_t>> layout;  // stratified: row j of a batch -> (stream, row of its part)
-  uint64_t batch_key = 0;
-  if (stratified) {
-    // Partition by partition, each stream's rows of that partition: every rank's rows hold about its share of
-    // each stream, and mostly its partitions' shards.
-    rows = stratified_rows(batch_size);
-    const int64_t parts = options_.order().partitions();
-    for (int64_t l = 0; l < parts; ++l)
-      for (size_t s = 0; s < sources_.size(); ++s)
-        for (int64_t i = row_begin(l, rows[s], parts); i < row_begin(l + 1, rows[s], parts); ++i)
-          layout.push_back({s, i});
-  } else {
-    for (int64_t s = 0; s < num_streams(); ++s)
-      first_batch.push_back(first_batch.back() + stream_batches(s, batch_size));
-    batch_key = Rng(seed, {kOrderStream, kBatchOrder, static_cast<uint64_t>(epoch)}).next_u64();
-  }
+  const uint64_t batch_key =
+      stratified ? 0 : Rng(seed, {kOrderStream, kBatchOrder, static_cast<uint64_t>(epoch)}).next_u64();
   std::vector<int64_t> out;
   out.reserve(static_cast<size_t>(end - begin));
+  size_t run_stream = 0;
+  int64_t run_begin = 0, run_length = 0, run_per = 0;
+  const auto flush = [&] {
+    if (run_length == 0) return;
+    const int64_t first = line.stream_begin[run_stream];
+    if (shuffle) {
+      for (int64_t id : line.stream_orders[run_stream]->range(stream_seed(seed, static_cast<int64_t>(run_stream)),
+                                                              epoch, run_per, run_begin, run_begin + run_length))
+        out.push_back(first + id);
+    } else {
+      for (int64_t k = run_begin; k < run_begin + run_length; ++k) out.push_back(first + k);
+    }
+    run_length = 0;
+  };
   for (int64_t position = begin; position < end; ++position) {
     const int64_t b = position / batch_size, j = position % batch_size;
     size_t s = 0;
     int64_t k = 0, per = batch_size;
     if (stratified) {
-      s = layout[static_cast<size_t>(j)].first;
-      per = rows[s];
-      k = b * per + layout[static_cast<size_t>(j)].second;
+      s = plan->layout[static_cast<size_t>(j)].first;
+      per = plan->rows[s];
+      k = b * per + plan->layout[static_cast<size_t>(j)].second;
     } else {  // the epoch's batches of every stream, shuffled together
+      const auto& first_batch = plan->first_batch;
       const int64_t g = shuffle ? feistel_permute(static_cast<uint64_t>(b), static_cast<uint64_t>(first_batch.back()),
                                                   batch_key)
                                 : b;
       s = static_cast<size_t>(std::upper_bound(first_batch.begin(), first_batch.end(), g) - first_batch.begin() - 1);
       k = (g - first_batch[s]) * batch_size + j;
     }
-    const int64_t in_stream =
-        shuffle ? line.stream_orders[s]->at(stream_seed(seed, static_cast<int64_t>(s)), epoch, per, k) : k;
-    out.push_back(line.stream_begin[s] + in_stream);
+    if (run_length > 0 && s == run_stream && per == run_per && k == run_begin + run_length) {
+      ++run_length;
+    } else {
+      flush();
+      run_stream = s;
+      run_begin = k;
+      run_per = per;
+      run_length = 1;
+    }
   }
+  flush();
   return out;
 }
 

@@ -227,6 +227,58 @@ TEST_F(StreamingMix, StratifiedBatchesHoldEachStreamsShareOfEveryBatch) {
       [&] { return make({a().repeat(1.5), b().choose(10)}, 0, "stratified"); }, 5);
 }
 
+TEST_F(StreamingMix, UnderStratifiedBatchingEachStreamShufflesInBlocksScaledByItsShare) {
+  // C: 320 samples, D: 80, both in shards of 7 (the last one shorter); shuffle blocks of 80 samples of the epoch,
+  // batches of 20 (16 rows of C, 4 of D). Each stream's own order shuffles within blocks of its share of that, 64
+  // of C and 16 of D, so that a block of either spans the same 4 batches, and the small stream keeps few of its 12
+  // shards in use at a time: each 16 of D read come from at most 4 shards, where an unscaled block would be all of
+  // D (16 samples drawn from the whole stream).
+  write_labels(dir_.path() + "/c", 0, 320, 400);
+  write_labels(dir_.path() + "/d", 2000, 80, 400);
+  const auto ds = std::make_shared<StreamingDataset>(
+      StreamingOptions()
+          .streams({StreamOptions().local(dir_.path() + "/c"), StreamOptions().local(dir_.path() + "/d")})
+          .batching_method("stratified")
+          .order(data::StreamingOrderOptions().partitions(1).shuffle_block_size(80)));
+  ASSERT_EQ(ds->reader(1).num_shards(), 12);
+  const auto loader20 = std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(20));
+  struct Stream {
+    std::vector<int64_t> offsets;  // its shards' first samples, then its size
+    int64_t first_label, block;
+    std::vector<int64_t> read;  // its samples (ids within it), in the order the epoch reads them
+  };
+  std::vector<Stream> streams{{ds->reader(0).shard_offsets(), 0, 64, {}},
+                              {ds->reader(1).shard_offsets(), 2000, 16, {}}};
+  for (uint64_t seed : {3, 4}) {
+    for (int64_t epoch = 0; epoch < 2; ++epoch) {
+      for (Stream& s : streams) s.read.clear();
+      const auto batches = batches_of(*loader20, seed, epoch);
+      ASSERT_EQ(batches.size(), 20u);
+      for (const auto& batch : batches)
+        for (int64_t label : batch) {
+          Stream& s = streams[label >= 2000];
+          s.read.push_back(label - s.first_label);
+        }
+      for (const Stream& s : streams) {
+        SCOPED_TRACE("seed " + std::to_string(seed) + ", epoch " + std::to_string(epoch) + ", blocks of " +
+                     std::to_string(s.block));
+        ASSERT_EQ(static_cast<int64_t>(s.read.size()), s.offsets.back());
+        int64_t in_order = 0;
+        for (size_t m = 0; m < s.read.size(); m += static_cast<size_t>(s.block)) {
+          const std::vector<int64_t> block(s.read.begin() + static_cast<int64_t>(m),
+                                           s.read.begin() + static_cast<int64_t>(m) + s.block);
+          std::set<int64_t> shards;
+          for (int64_t id : block)
+            shards.insert(std::upper_bound(s.offsets.begin(), s.offsets.end(), id) - s.offsets.begin() - 1);
+          EXPECT_LE(static_cast<int64_t>(shards.size()), (s.block + 6) / 7 + 1) << "block " << m / s.block;
+          in_order += std::is_sorted(block.begin(), block.end());
+        }
+        EXPECT_EQ(in_order, 0) << "each block is shuffled";
+      }
+    }
+  }
+}
+
 TEST_F(StreamingMix, PerStreamBatchesEachComeFromOneStream) {
   // A's 50 fill 3 batches of 16 (2 of its samples are not read), B's 30 one: 4 batches.
   const auto ds = make({a(), b()}, 0, "per_stream");

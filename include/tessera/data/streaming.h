@@ -264,8 +264,9 @@ class StreamingDataset : public Dataset {
   std::shared_ptr<const Line> line(uint64_t seed, int64_t epoch) const;
   int64_t sample_of(const Line& line, int64_t position) const;
   bool batched() const;  // stratified or per_stream over several streams
-  std::vector<int64_t> stratified_rows(int64_t batch_size) const;  // each stream's rows of a global batch
-  int64_t stream_batches(int64_t stream, int64_t batch_size) const;  // per_stream: the stream's whole batches
+  struct Batching;        // how global batches of one size draw from the streams (batched() only)
+  std::shared_ptr<const Batching> batching(int64_t batch_size) const;  // cached: the last few sizes
+  std::shared_ptr<const Batching> make_batching(int64_t batch_size) const;
   // Line positions of epoch positions [begin, end) under stratified or per_stream batching.
   std::vector<int64_t> batched_positions(const Line& line, uint64_t seed, int64_t epoch, int64_t batch_size,
                                          bool shuffle, int64_t begin, int64_t end) const;
@@ -282,6 +283,8 @@ class StreamingDataset : public Dataset {
   std::shared_ptr<const Line> fixed_line_;
   mutable std::mutex lines_mutex_;
   mutable std::vector<std::shared_ptr<const Line>> recent_lines_;  // without a fixed line: the last two epochs'
+  mutable std::mutex batchings_mutex_;
+  mutable std::vector<std::shared_ptr<const Batching>> recent_batchings_;
   std::vector<int64_t> input_shape_;    // per example, as delivered ([C, H, W] for images)
   c10::ScalarType stored_dtype_{};      // of the input column's values
   int64_t num_classes_ = 0;
