@@ -4,13 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <cmath>
 #include <map>
 #include <tuple>
 
 #include <fmt/format.h>
 
+#include "integration/small_text.h"
 #include "support.h"
 
 namespace tessera {
@@ -18,19 +18,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// A text file of 4 KB (a pattern of lowercase words), written once per test binary.
-const std::string& text_file() {
-  static const std::string path = [] {
-    const fs::path p = fs::temp_directory_path() / fmt::format("tessera_lm_{}.txt", ::getpid());
-    std::ofstream out(p);
-    for (int i = 0; out.tellp() < 4096; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
-    return p.string();
-  }();
-  return path;
-}
-
 /// Recipe text for `model` ("gpt", or "bert" on masked tokens; with dropout, for gyro dropout) trained 6 batches on
-/// text_file() with `algorithm` (a recipe entry).
+/// testing::small_text_file() with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
   return fmt::format(R"(
 max_duration: 6ba
@@ -48,7 +37,7 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), model, text_file(),
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), model, testing::small_text_file(),
                      model == "bert" ? "mask_tokens" : "", algorithm);
 }
 
