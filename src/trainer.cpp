@@ -225,6 +225,9 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   // The parts against each other, before the plan and before Init (so before any surgery).
   detail::check_optimizer_matches_model(*state_.model, *state_.optimizer);
   detail::check_class_counts(*state_.model, *state_.train_dataloader);
+  if (ddp_ || options_.microbatch_size().is_auto() || state_.microbatch_size > 0) {
+    detail::check_loss_terms_of_example(*state_.model, *state_.train_dataloader);
+  }
   for (size_t i = 0; i < state_.schedulers.size(); ++i) {
     // The schedules against the run's length (a horizon that ends before its warmup): errors now, not at step 1.
     try {
@@ -622,14 +625,8 @@ Trainer::LossTerms Trainer::count_loss_terms(const Batch& full) {
   LossTerms terms;
   terms.counted = true;
   terms.per_example = state_.model->loss_terms(full);
+  detail::check_loss_terms(terms.per_example, full.size());
   if (!terms.per_example.defined()) return terms;
-  const auto type = terms.per_example.scalar_type();
-  if (terms.per_example.dim() != 1 || terms.per_example.size(0) != full.size() || at::isFloatingType(type) ||
-      at::isComplexType(type)) {
-    throw InputError("loss_terms returned " + std::string(c10::toString(type)) + " of shape " +
-                     c10::str(terms.per_example.sizes()) + "; expected integer counts per example, shape [" +
-                     std::to_string(full.size()) + "] (Model::loss_terms, models/model.h)");
-  }
   terms.global = terms.per_example.sum();
   if (ddp_) ddp_->sum_over_ranks(terms.global);
   return terms;

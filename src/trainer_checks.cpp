@@ -86,6 +86,27 @@ void check_class_counts(const Model& model, data::BatchSource& train_data) {
   }
 }
 
+void check_loss_terms(const at::Tensor& terms, int64_t examples) {
+  if (!terms.defined()) return;
+  const auto type = terms.scalar_type();
+  if (terms.dim() != 1 || terms.size(0) != examples || at::isFloatingType(type) || at::isComplexType(type)) {
+    throw InputError(fmt::format("loss_terms returned {} of shape {}; expected integer counts per example, shape [{}] "
+                                 "(Model::loss_terms, models/model.h)",
+                                 c10::toString(type), c10::str(terms.sizes()), examples));
+  }
+}
+
+void check_loss_terms_of_example(const Model& model, data::BatchSource& train_data) {
+  const Batch example = train_data.example_batch();
+  try {
+    check_loss_terms(model.loss_terms(example), example.size());
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{} (asked of an example batch of the training data, {}, before step 1: batches "
+                                 "train in several parts, weighed by their loss terms)",
+                                 e.what(), train_data.describe()));
+  }
+}
+
 void check_checkpoint_options(const CheckpointOptions& checkpoint) {
   if (checkpoint.autoresume() && checkpoint.folder().empty()) {
     throw InputError("checkpoint: autoresume is on but no checkpoint folder is set, so there is nothing to resume "

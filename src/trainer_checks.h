@@ -21,6 +21,15 @@ void check_optimizer_matches_model(const Model& model, const optim::Optimizer& o
 /// unknown, with the example batch's integer targets.
 void check_class_counts(const Model& model, data::BatchSource& train_data);
 
+/// Model::loss_terms's answer for a batch of `examples`: undefined (every example one term), or integer counts of
+/// shape [examples]; an InputError saying what it returned otherwise.
+void check_loss_terms(const at::Tensor& terms, int64_t examples);
+
+/// When batches train in several parts (microbatches or ranks, where the Trainer weighs them by their terms): the
+/// model's loss_terms of an example batch of the training data keeps that contract, so that a wrong one is refused
+/// before step 1 rather than at the first batch.
+void check_loss_terms_of_example(const Model& model, data::BatchSource& train_data);
+
 /// autoresume needs a checkpoint folder (checked before Init, so that no surgery runs first).
 void check_checkpoint_options(const CheckpointOptions& checkpoint);
 

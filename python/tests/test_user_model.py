@@ -554,7 +554,7 @@ def test_padded_sequences_in_microbatches_train_like_whole_batches_in_a_plain_lo
         assert gap(trained(size, loss_fn=own_loss, loss_terms=tokens)) < 1e-5, size
     assert gap(trained(3, loss_fn=own_loss)) > 1e-3
     with pytest.raises(tessera.InputError, match=r"loss_terms returned Float of shape \[8\]; expected integer counts"):
-        trained(3, loss_fn=own_loss, loss_terms=lambda batch: torch.ones(8))  # asked when the batch has parts
+        trained(3, loss_fn=own_loss, loss_terms=lambda batch: torch.ones(8))  # before step 1: batches in parts
     with pytest.raises(tessera.InputError, match="loss_terms: applies to a model given as a torch.nn.Module"):
         tessera.Trainer(model={"mlp": {}}, train_dataloader=torch.utils.data.DataLoader(dataset, batch_size=8),
                         optimizer={"sgd": {}}, loss_terms=tokens)

@@ -1,5 +1,6 @@
 // Masked language modelling: the mask_tokens transform, targets that mark positions to ignore (cross-entropy, the
 // metrics, label smoothing), and the bidirectional bert model.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -402,6 +403,33 @@ TEST(LossTerms, MicrobatchesOfABertBatchWeighByMaskedTokensAndOneWithoutAnyAddsN
     scale = std::max(scale, whole[i].abs().max().item<double>());
   }
   EXPECT_GT(gap, 0.05 * scale) << "the examples' weighting is too close to the tokens' for this test to tell apart";
+}
+
+/// A BERT whose loss_terms breaks its contract: float counts.
+class FloatTermsBert : public BERT {
+ public:
+  FloatTermsBert() : BERT(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2)) {}
+  at::Tensor loss_terms(const Batch& batch) const override { return at::ones({batch.size()}); }
+};
+
+TEST(LossTerms, AModelWhoseTermsBreakTheirContractIsRefusedBeforeStepOne) {
+  const auto build = [](int64_t microbatch_size) {
+    Components c;
+    c.model = std::make_shared<FloatTermsBert>();
+    c.train_dataloader = testing::loader(unevenly_masked(), 4, /*shuffle=*/false);
+    c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1));
+    return std::make_unique<Trainer>(
+        TrainerOptions().max_duration(Time::parse("1ba")).microbatch_size(microbatch_size).threads(1), std::move(c));
+  };
+  // Batches in parts weigh by the terms: the Trainer asks for them of an example batch (one row) when it is built.
+  const std::string error = testing::input_error_of([&] { build(2); });
+  EXPECT_THAT(error, ::testing::HasSubstr("loss_terms returned Float of shape [1]; expected integer counts per "
+                                          "example, shape [1]"));
+  EXPECT_THAT(error, ::testing::HasSubstr("before step 1"));
+  // A batch in one piece weighs 1 and never asks for them.
+  const auto whole = build(0);
+  whole->fit();
+  EXPECT_EQ(whole->state().timestamp.batch, 1);
 }
 
 }  // namespace
