@@ -64,7 +64,9 @@ class Model : public SlottedModule {
   virtual bool loss_is_cross_entropy() const { return false; }
   /// How many terms the (Mean) loss averages over, per example: int64 [N] on the batch's device, or an undefined tensor
   /// when every example is one term. Asked once per training batch that has several parts (microbatches or ranks; one
-  /// part weighs 1), after the first microbatch's forward and loss (the batch as the algorithms left it). The Trainer
+  /// part weighs 1), after the first microbatch's forward and loss (the batch as the algorithms left it), and, when
+  /// batches train in parts, once of an example batch of the training data when the Trainer is built (so that an answer
+  /// of the wrong shape or type is refused before step 1): it reads the batch, not state of a forward. The Trainer
   /// weighs each microbatch's mean loss (and, on several ranks, each rank's) by its share of the terms of the whole
   /// global batch (loss_term_weights, microbatching.h), so that gradient accumulation and data parallelism give the
   /// gradient of the global batch's loss whatever the split. The default: for a cross-entropy loss
