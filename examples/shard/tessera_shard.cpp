@@ -4,14 +4,18 @@
 //                       --out DIR [--size-limit BYTES] [--compression zstd[:LEVEL]] [--hashes xxh3_64,...] [--exist-ok]
 //   tessera-shard inspect DIR [--verify]
 //   tessera-shard order DIR [--batch-size B] [--ranks 1,2,4,8] [--partitions L] [--shuffle-block-size K] [--epochs E]
+//   tessera-shard order --recipe R.yaml [--batch-size B] [--ranks 1,2,4,8] [--epochs E]   (its streaming train data)
 //
 // Exit codes: 0 success, 2 bad input (a missing or malformed dataset, bad options), 1 anything else.
+#include <tessera/data/dataloader.h>
 #include <tessera/data/mds.h>
 #include <tessera/data/streaming.h>
 #include <tessera/error.h>
+#include <tessera/registry.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -21,6 +25,21 @@ namespace mds = tessera::data::mds;
 
 namespace {
 
+/// One line per world size of what `touched(world)` counts.
+std::string per_world(const std::vector<int>& worlds,
+                      const std::function<tessera::data::ShardsTouched(int world)>& touched) {
+  std::string out;
+  for (int world : worlds) {
+    const auto t = touched(world);
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "  %d rank(s): shards per rank per epoch %.1f (max %lld); per batch share %.2f\n", world,
+                  t.per_rank_per_epoch, static_cast<long long>(t.max_per_rank_per_epoch), t.per_batch_share);
+    out += line;
+  }
+  return out;
+}
+
 std::string shards_per_rank(const std::string& dir, const tessera::data::StreamingOrderOptions& options,
                             int64_t batch_size, const std::vector<int>& worlds, int64_t epochs) {
   const mds::Reader reader(dir);
@@ -29,14 +48,33 @@ std::string shards_per_rank(const std::string& dir, const tessera::data::Streami
   out << dir << ": " << reader.size() << " samples in " << reader.num_shards() << " shards, batches of "
       << batch_size << ", partitions " << options.partitions() << ", shuffle_block_size "
       << options.shuffle_block_size() << "\n";
-  for (int world : worlds) {
-    const auto t = tessera::data::shards_touched(order, 0, batch_size, world, epochs);
-    char line[200];
-    std::snprintf(line, sizeof line,
-                  "  %d rank(s): shards per rank per epoch %.1f (max %lld); per batch share %.2f\n", world,
-                  t.per_rank_per_epoch, static_cast<long long>(t.max_per_rank_per_epoch), t.per_batch_share);
-    out << line;
+  out << per_world(worlds, [&](int world) {
+    return tessera::data::shards_touched(order, 0, batch_size, world, epochs);
+  });
+  return out.str();
+}
+
+/// The same for a recipe's streaming training data (mixed streams, shares, batching method and all), at its seed
+/// and, unless `batch_size` > 0, its batch size. Builds the run without its loggers and callbacks; reads no shard.
+std::string recipe_shards_per_rank(const std::string& path, int64_t batch_size, const std::vector<int>& worlds,
+                                   int64_t epochs) {
+  const tessera::Recipe recipe =
+      tessera::Recipe::load(path, {"loggers=[]", "callbacks=[]", "run_dir=\"\"", "checkpoint={}"});
+  const tessera::Run run = tessera::build_run(recipe);
+  const auto* loader = dynamic_cast<const tessera::data::DataLoader*>(run.components.train_dataloader.get());
+  const auto* dataset =
+      loader ? dynamic_cast<const tessera::data::StreamingDataset*>(&loader->dataset()) : nullptr;
+  if (dataset == nullptr) {
+    throw tessera::InputError(path + ": data.train is " + run.components.train_dataloader->describe() +
+                              "; `order` reports the shards read of a streaming dataset (data.train.dataset: "
+                              "{streaming: ...})");
   }
+  if (batch_size <= 0) batch_size = loader->options().batch_size();
+  const uint64_t seed = run.trainer.seed();
+  std::ostringstream out;
+  out << path << ": " << dataset->describe() << ", batches of " << batch_size << ", seed " << seed << " (shards "
+      << "numbered stream by stream)\n";
+  out << per_world(worlds, [&](int world) { return dataset->shards_touched(seed, batch_size, world, epochs); });
   return out.str();
 }
 
@@ -75,17 +113,36 @@ int main(int argc, char** argv) {
   int64_t batch_size = 128, epochs = 1;
   std::vector<int> worlds{1, 2, 4, 8};
   tessera::data::StreamingOrderOptions order_options;
-  order->add_option("dir", order_dir, "dataset folder (holding index.json)")->required();
-  order->add_option("--batch-size", batch_size, "global batch size")->capture_default_str();
-  order->add_option("--ranks", worlds, "world sizes to report")->delimiter(',')->capture_default_str();
-  order->add_option("--partitions", order_options.partitions(), "canonical partitions")->capture_default_str();
-  order->add_option("--shuffle-block-size", order_options.shuffle_block_size(), "samples shuffled together")
+  std::string order_recipe;
+  auto* order_folder = order->add_option("dir", order_dir, "dataset folder (holding index.json)");
+  auto* recipe_option =
+      order->add_option("--recipe", order_recipe, "a recipe whose data.train is streaming (mixed streams too)");
+  order_folder->excludes(recipe_option);
+  order->add_option("--batch-size", batch_size, "global batch size (with --recipe: the recipe's unless given)")
       ->capture_default_str();
+  order->add_option("--ranks", worlds, "world sizes to report")->delimiter(',')->capture_default_str();
+  order->add_option("--partitions", order_options.partitions(), "canonical partitions")
+      ->capture_default_str()
+      ->excludes(recipe_option);
+  order->add_option("--shuffle-block-size", order_options.shuffle_block_size(), "samples shuffled together")
+      ->capture_default_str()
+      ->excludes(recipe_option);
   order->add_option("--epochs", epochs, "epochs to average over")->capture_default_str();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints the message (or the help)
+    return code == 0 ? 0 : 2;      // a bad command line is bad input
+  }
   if (order->parsed()) {
     try {
+      if (!order_recipe.empty()) {
+        const bool batch_size_given = order->count("--batch-size") > 0;
+        std::cout << recipe_shards_per_rank(order_recipe, batch_size_given ? batch_size : 0, worlds, epochs);
+        return 0;
+      }
+      if (order_dir.empty()) throw tessera::InputError("order: give a dataset folder or --recipe");
       std::cout << shards_per_rank(order_dir, order_options, batch_size, worlds, epochs);
       return 0;
     } catch (const tessera::InputError& e) {

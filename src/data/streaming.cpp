@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -222,27 +223,31 @@ int64_t StreamingOrder::at(uint64_t seed, int64_t epoch, int64_t batch_size, int
   return range(seed, epoch, batch_size, position, position + 1).front();
 }
 
-ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t batch_size, int world_size,
-                             int64_t epochs) {
+namespace {
+
+/// shards_touched over `epochs` epochs of `positions` positions each, whose shards `shards_of_epoch(e)` gives in
+/// position order, among `num_shards`.
+ShardsTouched count_shards_touched(int64_t num_shards, int64_t positions, int64_t batch_size, int world_size,
+                                   int64_t epochs,
+                                   const std::function<std::vector<int64_t>(int64_t epoch)>& shards_of_epoch) {
   if (world_size < 1 || world_size > batch_size)
     throw InputError("shards_touched: world size " + std::to_string(world_size) + " is not in [1, batch size " +
                      std::to_string(batch_size) + "]");
   if (epochs < 1) throw InputError("shards_touched: epochs must be >= 1, got " + std::to_string(epochs));
-  const int64_t n = order.size();
   ShardsTouched out;
   out.world_size = world_size;
   double sum_epoch = 0, sum_share = 0;
   int64_t shares = 0;
   for (int64_t e = 0; e < epochs; ++e) {
-    const std::vector<int64_t> ids = order.range(seed, e, batch_size, 0, n);
+    const std::vector<int64_t> shards = shards_of_epoch(e);
     std::vector<std::vector<char>> touched(static_cast<size_t>(world_size),
-                                           std::vector<char>(static_cast<size_t>(order.num_shards()), 0));
-    for (int64_t begin = 0; begin < n; begin += batch_size) {
-      const int64_t rows = std::min(batch_size, n - begin);
+                                           std::vector<char>(static_cast<size_t>(num_shards), 0));
+    for (int64_t begin = 0; begin < positions; begin += batch_size) {
+      const int64_t rows = std::min(batch_size, positions - begin);
       for (int r = 0; r < world_size; ++r) {
         std::vector<int64_t> here;
         for (int64_t j = rows * r / world_size; j < rows * (r + 1) / world_size; ++j)
-          here.push_back(order.shard_of(ids[static_cast<size_t>(begin + j)]));
+          here.push_back(shards[static_cast<size_t>(begin + j)]);
         std::sort(here.begin(), here.end());
         here.erase(std::unique(here.begin(), here.end()), here.end());
         for (int64_t s : here) touched[static_cast<size_t>(r)][static_cast<size_t>(s)] = 1;
@@ -257,8 +262,19 @@ ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t
     }
   }
   out.per_rank_per_epoch = sum_epoch / static_cast<double>(world_size * epochs);
-  out.per_batch_share = sum_share / static_cast<double>(shares);
+  out.per_batch_share = shares == 0 ? 0.0 : sum_share / static_cast<double>(shares);
   return out;
+}
+
+}  // namespace
+
+ShardsTouched shards_touched(const StreamingOrder& order, uint64_t seed, int64_t batch_size, int world_size,
+                             int64_t epochs) {
+  return count_shards_touched(order.num_shards(), order.size(), batch_size, world_size, epochs, [&](int64_t e) {
+    std::vector<int64_t> ids = order.range(seed, e, batch_size, 0, order.size());
+    for (int64_t& id : ids) id = order.shard_of(id);
+    return ids;
+  });
 }
 
 // =====================================================================================================
@@ -946,26 +962,40 @@ std::vector<int64_t> StreamingDataset::batched_positions(const Line& line, uint6
   return out;
 }
 
+std::vector<int64_t> StreamingDataset::ordered_ids(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
+                                                   int64_t begin, int64_t end) const {
+  const auto l = line(seed, epoch);
+  std::vector<int64_t> ids;
+  if (batched()) {
+    ids = batched_positions(*l, seed, epoch, batch_size, shuffle, begin, end);
+  } else if (shuffle) {
+    ids = l->order->range(seed, epoch, batch_size, begin, end);
+  } else {
+    ids.resize(static_cast<size_t>(end - begin));
+    std::iota(ids.begin(), ids.end(), begin);
+  }
+  for (int64_t& id : ids) id = sample_of(*l, id);
+  return ids;
+}
+
+ShardsTouched StreamingDataset::shards_touched(uint64_t seed, int64_t batch_size, int world_size,
+                                               int64_t epochs) const {
+  const int64_t positions = epoch_positions(batch_size);
+  return count_shards_touched(static_cast<int64_t>(shard_source_.size()), positions, batch_size, world_size, epochs,
+                              [&](int64_t e) {
+                                std::vector<int64_t> ids = ordered_ids(seed, e, batch_size, true, 0, positions);
+                                for (int64_t& id : ids) id = shard_of(id);
+                                return ids;
+                              });
+}
+
 std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
                                                    int64_t begin, int64_t end) const {
   const int64_t positions = epoch_positions(batch_size);
   if (begin < 0 || begin > end || end > positions)
     throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
                      std::to_string(end) + ") are not inside [0, " + std::to_string(positions) + "]");
-  const auto l = line(seed, epoch);
-  const auto ids_at = [&](int64_t from, int64_t to) {
-    std::vector<int64_t> ids;
-    if (batched()) {
-      ids = batched_positions(*l, seed, epoch, batch_size, shuffle, from, to);
-    } else if (shuffle) {
-      ids = l->order->range(seed, epoch, batch_size, from, to);
-    } else {
-      ids.resize(static_cast<size_t>(to - from));
-      std::iota(ids.begin(), ids.end(), from);
-    }
-    for (int64_t& id : ids) id = sample_of(*l, id);
-    return ids;
-  };
+  const auto ids_at = [&](int64_t from, int64_t to) { return ordered_ids(seed, epoch, batch_size, shuffle, from, to); };
   std::vector<int64_t> ids = ids_at(begin, end);
   // With caches: the same rows of the next three batches too (all of them for a whole batch; a data-parallel
   // rank that decodes only its rows asks for those), and each cache fetches the first `prefetch` shards of its

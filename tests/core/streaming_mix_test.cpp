@@ -316,6 +316,61 @@ TEST_F(StreamingMix, PerStreamBatchesEachComeFromOneStream) {
       [&] { return make({a().repeat(1.5), b().choose(32)}, 0, "per_stream"); }, 6);
 }
 
+TEST_F(StreamingMix, ShardsTouchedCountsEachRanksShardsOfTheOrderTheLoaderReads) {
+  // One folder: what shards_touched counts over its order.
+  const auto one = std::make_shared<StreamingDataset>(
+      StreamingOptions().local(dir_.path() + "/a").order(
+          data::StreamingOrderOptions().partitions(3).shuffle_block_size(16)));
+  for (int world : {1, 2, 4}) {
+    const auto expected = data::shards_touched(one->order(), 5, 16, world, 2);
+    const auto got = one->shards_touched(5, 16, world, 2);
+    EXPECT_EQ(got.world_size, world);
+    EXPECT_EQ(got.per_rank_per_epoch, expected.per_rank_per_epoch) << world;
+    EXPECT_EQ(got.max_per_rank_per_epoch, expected.max_per_rank_per_epoch) << world;
+    EXPECT_EQ(got.per_batch_share, expected.per_batch_share) << world;
+  }
+  // Mixed streams in stratified batches: the shards (A's, then B's) of each rank's rows [16r/w, 16(r+1)/w) of
+  // every global batch of the order the loader reads, counted by hand.
+  const auto ds = make({a().repeat(1.5), b().choose(10)}, 0, "stratified");
+  std::vector<int64_t> offsets = ds->reader(0).shard_offsets();
+  for (int64_t o : ds->reader(1).shard_offsets())
+    if (o > 0) offsets.push_back(50 + o);
+  const auto shard_of = [&](int64_t id) {
+    return std::upper_bound(offsets.begin(), offsets.end(), id) - offsets.begin() - 1;
+  };
+  const int64_t n = ds->epoch_positions(16);
+  const std::vector<int64_t> ids = ds->order_range(5, 0, 16, true, 0, n);
+  for (int world : {1, 2}) {
+    std::vector<std::set<int64_t>> of_rank(static_cast<size_t>(world));
+    double shares = 0;
+    int64_t count = 0;
+    for (int64_t begin = 0; begin < n; begin += 16) {
+      const int64_t rows = std::min<int64_t>(16, n - begin);
+      for (int r = 0; r < world; ++r) {
+        std::set<int64_t> here;
+        for (int64_t j = rows * r / world; j < rows * (r + 1) / world; ++j)
+          here.insert(shard_of(ids[static_cast<size_t>(begin + j)]));
+        of_rank[static_cast<size_t>(r)].insert(here.begin(), here.end());
+        shares += static_cast<double>(here.size());
+        ++count;
+      }
+    }
+    double sum = 0;
+    int64_t most = 0;
+    for (const auto& shards : of_rank) {
+      sum += static_cast<double>(shards.size());
+      most = std::max<int64_t>(most, static_cast<int64_t>(shards.size()));
+    }
+    const auto got = ds->shards_touched(5, 16, world, 1);
+    EXPECT_EQ(got.per_rank_per_epoch, sum / world) << world;
+    EXPECT_EQ(got.max_per_rank_per_epoch, most) << world;
+    EXPECT_DOUBLE_EQ(got.per_batch_share, shares / static_cast<double>(count)) << world;
+    EXPECT_GT(got.per_batch_share, 1.0) << "rows of both streams in every share";
+  }
+  EXPECT_THAT(testing::input_error_of([&] { (void)ds->shards_touched(5, 16, 17, 1); }),
+              HasSubstr("world size 17 is not in [1, batch size 16]"));
+}
+
 TEST_F(StreamingMix, FixedSamplingReadsTheSamePartEveryEpoch) {
   const auto ds = std::make_shared<StreamingDataset>(
       StreamingOptions().streams({a().repeat(0.5), b()}).sampling_method("fixed").order(

@@ -251,6 +251,10 @@ class StreamingDataset : public Dataset {
   /// The order of the epochs when they are the samples themselves, each once (no streams, or streams without
   /// repeat, choose or proportion): position -> sample id. Error otherwise (use order_range).
   const StreamingOrder& order() const;
+  /// shards_touched (above) for this dataset's epochs as a DataLoader reads them (shuffled): each stream's share,
+  /// the parts drawn of resampled streams and the batching method, over the shards of every stream (numbered
+  /// stream by stream). Reads and fetches nothing.
+  ShardsTouched shards_touched(uint64_t seed, int64_t batch_size, int world_size, int64_t epochs) const;
 
  private:
   struct Source;  // one stream
@@ -270,6 +274,9 @@ class StreamingDataset : public Dataset {
   // Line positions of epoch positions [begin, end) under stratified or per_stream batching.
   std::vector<int64_t> batched_positions(const Line& line, uint64_t seed, int64_t epoch, int64_t batch_size,
                                          bool shuffle, int64_t begin, int64_t end) const;
+  // Sample ids of epoch positions [begin, end) (order_range without the caches' prefetch).
+  std::vector<int64_t> ordered_ids(uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle, int64_t begin,
+                                   int64_t end) const;
   int64_t shard_of(int64_t id) const;  // combined shard index of sample `id`
   std::shared_ptr<const mds::Shard> shard(int64_t k) const;  // through the stream's cache when it has one
   at::Tensor decode_input(const Source& src, const mds::SampleView& s) const;
