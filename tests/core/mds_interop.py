@@ -9,9 +9,13 @@
                                             epoch 0's batches of labels of streams DIR... with batching_method
                                             METHOD, as JSON
 """
+import contextlib
+import fcntl
 import gzip
 import json
+import os
 import sys
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -89,12 +93,24 @@ def to_json(v):
     return v
 
 
+@contextlib.contextmanager
+def streaming_alone():
+    """Holds a machine-wide lock while Streaming reads: a StreamingDataset picks its shared-memory prefix by looking
+    for one no other process uses, which races when two start at once (ctest -j runs the interop tests side by side:
+    one failed now and then). No clean_stale_shared_memory(): it unlinks every Streaming segment of the machine."""
+    with open(os.path.join(tempfile.gettempdir(), 'tessera_streaming_interop.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def dump(local, out):
     from streaming import StreamingDataset
-    # No clean_stale_shared_memory(): it unlinks every Streaming segment, also those of a dump running beside
-    # this one (ctest -j). Each dump reads its own new folder, so a leftover segment never collides.
-    ds = StreamingDataset(local=local, batch_size=1, shuffle=False)
-    samples = [{k: to_json(v) for k, v in ds[i].items()} for i in range(len(ds))]
+    with streaming_alone():
+        ds = StreamingDataset(local=local, batch_size=1, shuffle=False)
+        samples = [{k: to_json(v) for k, v in ds[i].items()} for i in range(len(ds))]
     with open(out, 'w') as f:
         json.dump(samples, f)
 
@@ -104,11 +120,13 @@ def batches(method, batch_size, out, *locals_):
     with `batching_method` `method` and one canonical node, read by a torch DataLoader in batches of `batch_size`."""
     from streaming import Stream, StreamingDataset
     import torch
-    ds = StreamingDataset(streams=[Stream(local=local) for local in locals_], batch_size=batch_size,
-                          batching_method=method, shuffle=True, num_canonical_nodes=1)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=0)
+    with streaming_alone():
+        ds = StreamingDataset(streams=[Stream(local=local) for local in locals_], batch_size=batch_size,
+                              batching_method=method, shuffle=True, num_canonical_nodes=1)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=0)
+        labels = [b['label'].tolist() for b in loader]
     with open(out, 'w') as f:
-        json.dump([b['label'].tolist() for b in loader], f)
+        json.dump(labels, f)
 
 
 if __name__ == '__main__':
