@@ -54,8 +54,9 @@ std::string shards_per_rank(const std::string& dir, const tessera::data::Streami
   return out.str();
 }
 
-/// The same for a recipe's streaming training data (mixed streams, shares, batching method and all), at its seed
-/// and, unless `batch_size` > 0, its batch size. Builds the run without its loggers and callbacks; reads no shard.
+/// The same for a recipe's streaming training data (mixed streams, shares, batching method and all), at its seed,
+/// its loader's shuffle and, unless `batch_size` > 0, its batch size. Builds the run without its loggers and
+/// callbacks; reads no shard.
 std::string recipe_shards_per_rank(const std::string& path, int64_t batch_size, const std::vector<int>& worlds,
                                    int64_t epochs) {
   const tessera::Recipe recipe =
@@ -74,7 +75,10 @@ std::string recipe_shards_per_rank(const std::string& path, int64_t batch_size, 
   std::ostringstream out;
   out << path << ": " << dataset->describe() << ", batches of " << batch_size << ", seed " << seed << " (shards "
       << "numbered stream by stream)\n";
-  out << per_world(worlds, [&](int world) { return dataset->shards_touched(seed, batch_size, world, epochs); });
+  const bool shuffle = loader->options().shuffle();
+  if (!shuffle) out << "  (the loader does not shuffle: each epoch in stream order)\n";
+  out << per_world(worlds,
+                   [&](int world) { return dataset->shards_touched(seed, batch_size, world, epochs, shuffle); });
   return out.str();
 }
 

@@ -978,12 +978,12 @@ std::vector<int64_t> StreamingDataset::ordered_ids(uint64_t seed, int64_t epoch,
   return ids;
 }
 
-ShardsTouched StreamingDataset::shards_touched(uint64_t seed, int64_t batch_size, int world_size,
-                                               int64_t epochs) const {
+ShardsTouched StreamingDataset::shards_touched(uint64_t seed, int64_t batch_size, int world_size, int64_t epochs,
+                                               bool shuffle) const {
   const int64_t positions = epoch_positions(batch_size);
   return count_shards_touched(static_cast<int64_t>(shard_source_.size()), positions, batch_size, world_size, epochs,
                               [&](int64_t e) {
-                                std::vector<int64_t> ids = ordered_ids(seed, e, batch_size, true, 0, positions);
+                                std::vector<int64_t> ids = ordered_ids(seed, e, batch_size, shuffle, 0, positions);
                                 for (int64_t& id : ids) id = shard_of(id);
                                 return ids;
                               });

@@ -339,33 +339,36 @@ TEST_F(StreamingMix, ShardsTouchedCountsEachRanksShardsOfTheOrderTheLoaderReads)
     return std::upper_bound(offsets.begin(), offsets.end(), id) - offsets.begin() - 1;
   };
   const int64_t n = ds->epoch_positions(16);
-  const std::vector<int64_t> ids = ds->order_range(5, 0, 16, true, 0, n);
-  for (int world : {1, 2}) {
-    std::vector<std::set<int64_t>> of_rank(static_cast<size_t>(world));
-    double shares = 0;
-    int64_t count = 0;
-    for (int64_t begin = 0; begin < n; begin += 16) {
-      const int64_t rows = std::min<int64_t>(16, n - begin);
-      for (int r = 0; r < world; ++r) {
-        std::set<int64_t> here;
-        for (int64_t j = rows * r / world; j < rows * (r + 1) / world; ++j)
-          here.insert(shard_of(ids[static_cast<size_t>(begin + j)]));
-        of_rank[static_cast<size_t>(r)].insert(here.begin(), here.end());
-        shares += static_cast<double>(here.size());
-        ++count;
+  for (const bool shuffle : {true, false}) {  // unshuffled: as a loader with shuffle off reads, in stream order
+    const std::vector<int64_t> ids = ds->order_range(5, 0, 16, shuffle, 0, n);
+    for (int world : {1, 2}) {
+      std::vector<std::set<int64_t>> of_rank(static_cast<size_t>(world));
+      double shares = 0;
+      int64_t count = 0;
+      for (int64_t begin = 0; begin < n; begin += 16) {
+        const int64_t rows = std::min<int64_t>(16, n - begin);
+        for (int r = 0; r < world; ++r) {
+          std::set<int64_t> here;
+          for (int64_t j = rows * r / world; j < rows * (r + 1) / world; ++j)
+            here.insert(shard_of(ids[static_cast<size_t>(begin + j)]));
+          of_rank[static_cast<size_t>(r)].insert(here.begin(), here.end());
+          shares += static_cast<double>(here.size());
+          ++count;
+        }
       }
+      double sum = 0;
+      int64_t most = 0;
+      for (const auto& shards : of_rank) {
+        sum += static_cast<double>(shards.size());
+        most = std::max<int64_t>(most, static_cast<int64_t>(shards.size()));
+      }
+      SCOPED_TRACE((shuffle ? "shuffled, " : "unshuffled, ") + std::to_string(world) + " rank(s)");
+      const auto got = ds->shards_touched(5, 16, world, 1, shuffle);
+      EXPECT_EQ(got.per_rank_per_epoch, sum / world);
+      EXPECT_EQ(got.max_per_rank_per_epoch, most);
+      EXPECT_DOUBLE_EQ(got.per_batch_share, shares / static_cast<double>(count));
+      EXPECT_GT(got.per_batch_share, 1.0) << "rows of both streams in every share";
     }
-    double sum = 0;
-    int64_t most = 0;
-    for (const auto& shards : of_rank) {
-      sum += static_cast<double>(shards.size());
-      most = std::max<int64_t>(most, static_cast<int64_t>(shards.size()));
-    }
-    const auto got = ds->shards_touched(5, 16, world, 1);
-    EXPECT_EQ(got.per_rank_per_epoch, sum / world) << world;
-    EXPECT_EQ(got.max_per_rank_per_epoch, most) << world;
-    EXPECT_DOUBLE_EQ(got.per_batch_share, shares / static_cast<double>(count)) << world;
-    EXPECT_GT(got.per_batch_share, 1.0) << "rows of both streams in every share";
   }
   EXPECT_THAT(testing::input_error_of([&] { (void)ds->shards_touched(5, 16, 17, 1); }),
               HasSubstr("world size 17 is not in [1, batch size 16]"));

@@ -251,10 +251,11 @@ class StreamingDataset : public Dataset {
   /// The order of the epochs when they are the samples themselves, each once (no streams, or streams without
   /// repeat, choose or proportion): position -> sample id. Error otherwise (use order_range).
   const StreamingOrder& order() const;
-  /// shards_touched (above) for this dataset's epochs as a DataLoader reads them (shuffled): each stream's share,
-  /// the parts drawn of resampled streams and the batching method, over the shards of every stream (numbered
-  /// stream by stream). Reads and fetches nothing.
-  ShardsTouched shards_touched(uint64_t seed, int64_t batch_size, int world_size, int64_t epochs) const;
+  /// shards_touched (above) for this dataset's epochs as a DataLoader reads them (shuffled, unless `shuffle` is
+  /// false as the loader's): each stream's share, the parts drawn of resampled streams and the batching method, over
+  /// the shards of every stream (numbered stream by stream). Reads and fetches nothing.
+  ShardsTouched shards_touched(uint64_t seed, int64_t batch_size, int world_size, int64_t epochs,
+                               bool shuffle = true) const;
 
  private:
   struct Source;  // one stream
