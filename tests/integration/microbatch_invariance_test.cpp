@@ -94,10 +94,13 @@ loggers: []
 /// needs dropout layers and spreads its masks over each microbatch's own rows (its README, "Microbatching").
 bool left_out(const std::string& kind, const std::string& name) {
   if (name == "gyro_dropout") return true;
-  static const std::set<std::string> image_only{
-      "augmix",       "blurpool",        "channels_last",  "colout",         "cutmix",
-      "cutout",       "ghost_batchnorm", "mixup",          "progressive_resizing", "randaugment",
-      "squeeze_excite", "weight_standardization", "low_precision_groupnorm"};
+  static const std::set<std::string> image_only{"augmix",          "blurpool",
+                                                "channels_last",   "colout",
+                                                "cutmix",          "cutout",
+                                                "ghost_batchnorm", "low_precision_groupnorm",
+                                                "mixup",           "progressive_resizing",
+                                                "randaugment",     "squeeze_excite",
+                                                "weight_standardization"};
   static const std::set<std::string> text_only{"alibi", "gated_linear_units", "low_precision_layernorm",
                                                "seq_length_warmup"};
   return kind == "image" ? text_only.count(name) > 0 : image_only.count(name) > 0;
