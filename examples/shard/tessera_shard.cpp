@@ -8,10 +8,11 @@
 //
 // Exit codes: 0 success, 2 bad input (a missing or malformed dataset, bad options), 1 anything else.
 #include <tessera/data/dataloader.h>
+#include <tessera/recipe.h>
+#include <tessera/trainer.h>
 #include <tessera/data/mds.h>
 #include <tessera/data/streaming.h>
 #include <tessera/error.h>
-#include <tessera/registry.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -55,30 +56,35 @@ std::string shards_per_rank(const std::string& dir, const tessera::data::Streami
 }
 
 /// The same for a recipe's streaming training data (mixed streams, shares, batching method and all), at its seed,
-/// its loader's shuffle and, unless `batch_size` > 0, its batch size. Builds the run without its loggers and
-/// callbacks; reads no shard.
+/// its loader's shuffle and, unless `batch_size` > 0, its batch size. Reads only the recipe's data.train section (no
+/// model, no evaluation data) and the streams' index.json files; no shard.
 std::string recipe_shards_per_rank(const std::string& path, int64_t batch_size, const std::vector<int>& worlds,
                                    int64_t epochs) {
-  const tessera::Recipe recipe =
-      tessera::Recipe::load(path, {"loggers=[]", "callbacks=[]", "run_dir=\"\"", "checkpoint={}"});
-  const tessera::Run run = tessera::build_run(recipe);
-  const auto* loader = dynamic_cast<const tessera::data::DataLoader*>(run.components.train_dataloader.get());
-  const auto* dataset =
-      loader ? dynamic_cast<const tessera::data::StreamingDataset*>(&loader->dataset()) : nullptr;
-  if (dataset == nullptr) {
-    throw tessera::InputError(path + ": data.train is " + run.components.train_dataloader->describe() +
-                              "; `order` reports the shards read of a streaming dataset (data.train.dataset: "
-                              "{streaming: ...})");
+  const tessera::Recipe recipe = tessera::Recipe::load(path);
+  const tessera::ConfigNode train = recipe.root().child("data").child("train");
+  const tessera::ConfigNode node = train.child("dataset").child("streaming");
+  if (!node.present()) {
+    throw tessera::InputError(path + ": data.train.dataset is not a streaming dataset; `order --recipe` reports the "
+                              "shards read of one (data.train.dataset: {streaming: ...})");
   }
-  if (batch_size <= 0) batch_size = loader->options().batch_size();
-  const uint64_t seed = run.trainer.seed();
+  tessera::data::StreamingOptions options;
+  tessera::read_options(node, options, "data.train.dataset.streaming");
+  // The order needs no class count: a stand-in spares the pass over every stream's labels (every shard).
+  if (options.num_classes() == 0) options.num_classes(1);
+  const tessera::data::StreamingDataset dataset(options);
+  tessera::data::DataLoaderOptions loader;
+  tessera::read_options(train.child("loader"), loader, "data.train.loader");
+  tessera::TrainerOptions trainer;
+  if (recipe.root().has("seed")) trainer.seed(recipe.root().child("seed").as_int());
+  if (batch_size <= 0) batch_size = loader.batch_size();
+  const auto seed = static_cast<uint64_t>(trainer.seed());
   std::ostringstream out;
-  out << path << ": " << dataset->describe() << ", batches of " << batch_size << ", seed " << seed << " (shards "
+  out << path << ": " << dataset.describe() << ", batches of " << batch_size << ", seed " << seed << " (shards "
       << "numbered stream by stream)\n";
-  const bool shuffle = loader->options().shuffle();
-  if (!shuffle) out << "  (the loader does not shuffle: each epoch in stream order)\n";
-  out << per_world(worlds,
-                   [&](int world) { return dataset->shards_touched(seed, batch_size, world, epochs, shuffle); });
+  if (!loader.shuffle()) out << "  (the loader does not shuffle: each epoch in stream order)\n";
+  out << per_world(worlds, [&](int world) {
+    return dataset.shards_touched(seed, batch_size, world, epochs, loader.shuffle());
+  });
   return out.str();
 }
 
