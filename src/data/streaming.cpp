@@ -995,8 +995,7 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
   if (begin < 0 || begin > end || end > positions)
     throw InputError("StreamingDataset::order_range: positions [" + std::to_string(begin) + ", " +
                      std::to_string(end) + ") are not inside [0, " + std::to_string(positions) + "]");
-  const auto ids_at = [&](int64_t from, int64_t to) { return ordered_ids(seed, epoch, batch_size, shuffle, from, to); };
-  std::vector<int64_t> ids = ids_at(begin, end);
+  std::vector<int64_t> ids = ordered_ids(seed, epoch, batch_size, shuffle, begin, end);
   // With caches: the same rows of the next three batches too (all of them for a whole batch; a data-parallel
   // rank that decodes only its rows asks for those), and each cache fetches the first `prefetch` shards of its
   // stream that they need ahead, in the order they will be read.
@@ -1006,7 +1005,8 @@ std::vector<int64_t> StreamingDataset::order_range(uint64_t seed, int64_t epoch,
     std::vector<int64_t> soon = ids;
     const int64_t step = std::max<int64_t>(batch_size, 1);
     for (int64_t k = 1; k < 4 && begin + k * step < std::min(positions, end + k * step); ++k) {
-      const std::vector<int64_t> more = ids_at(begin + k * step, std::min(positions, end + k * step));
+      const std::vector<int64_t> more =
+          ordered_ids(seed, epoch, batch_size, shuffle, begin + k * step, std::min(positions, end + k * step));
       soon.insert(soon.end(), more.begin(), more.end());
     }
     std::vector<std::vector<int64_t>> upcoming(sources_.size());
