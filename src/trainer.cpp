@@ -405,10 +405,25 @@ void Trainer::fit() {
         if (!s.device.is_cpu()) s.batch = batch_to_device(s.batch, s.device);
         // Counted before algorithms change the batch; over all ranks.
         const int64_t samples = ddp_ ? ddp_->global_batch_size() : s.batch.size();
-        engine.run_event(Event::AfterDataloader, s);
-        update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
-        engine.run_event(Event::BatchStart, s);
-        train_batch();
+        {
+          // The batch's place in the global batch, from AfterDataloader (selective backprop's scoring forward) to
+          // AfterTrainBatch; unset at BatchEnd (SWA's statistics pass) and after a failure.
+          BatchPlace& place = *s.batch_place;
+          if (ddp_) {
+            place = ddp_->last_share_place();
+          } else {
+            place = BatchPlace{};
+            place.rows = place.rank_rows = place.share_end = place.global_rows = s.batch.size();
+          }
+          struct Unset {
+            BatchPlace& place;
+            ~Unset() { place = BatchPlace{}; }
+          } unset{place};
+          engine.run_event(Event::AfterDataloader, s);
+          update_learning_rate();  // before BatchStart, so that callbacks there see this batch's rate
+          engine.run_event(Event::BatchStart, s);
+          train_batch();
+        }
         Timestamp next_ts = s.timestamp.to_next_batch(samples, samples * s.time.tokens_per_sample, seconds_since(t0));
         next_ts.epoch_wct = epoch_wct0 + seconds_since(epoch_t0);
         previous_timestamp_ = s.timestamp;
@@ -648,8 +663,14 @@ at::Tensor Trainer::run_microbatches(const Batch& full, LossTerms& terms, bool l
   at::Tensor loss_sum;
   std::vector<Batch> microbatches = full.split(s.microbatch_size);
   std::vector<at::Tensor> weights;  // per microbatch, from the terms (none: by examples)
+  BatchPlace& place = *s.batch_place;  // each microbatch's rows within the batch, then the whole batch again
+  place.rank_rows = n;
+  int64_t first = 0;
   for (size_t i = 0; i < microbatches.size(); ++i) {
     s.batch = std::move(microbatches[i]);
+    place.first = first;
+    place.rows = s.batch.size();
+    first += place.rows;
     {
       const AutocastScope autocast(s.precision, s.device);  // the forward and the loss, not the backward
       engine.run_event(Event::BeforeForward, s);
@@ -704,6 +725,8 @@ at::Tensor Trainer::run_microbatches(const Batch& full, LossTerms& terms, bool l
       for (auto& m : train_metrics_) m->update(outputs, s.batch);
     }
   }
+  place.first = 0;
+  place.rows = n;
   return loss_sum;
 }
 

@@ -11,6 +11,7 @@
 #include <tessera/callback.h>
 #include <tessera/error.h>
 #include <tessera/rng.h>
+#include <tessera/state.h>
 #include <tessera/surgery.h>
 
 namespace tessera::algorithms {
@@ -26,10 +27,10 @@ void check_sizes(const GyroDropoutOptions& options) {
   }
 }
 
-/// x [N, F, ...] times scaled [M, F]'s row floor(n · M / N) for example n.
-at::Tensor apply_rows(const at::Tensor& x, const at::Tensor& scaled) {
-  const int64_t n = x.size(0);
-  const at::Tensor rows = at::arange(n, x.options().dtype(at::kLong)).mul_(scaled.size(0)).div_(n, "floor");
+/// x [N, F, ...] times scaled [M, F]'s row floor(n · M / N) for row n, or, with a place that is set, for the part
+/// of the global batch row n falls in (BatchPlace::parts_of_rows).
+at::Tensor apply_rows(const at::Tensor& x, const at::Tensor& scaled, const BatchPlace& place = BatchPlace()) {
+  const at::Tensor rows = place.parts_of_rows(x.size(0), scaled.size(0), x.options());
   at::Tensor mask = scaled.index_select(0, rows);  // [N, F]
   std::vector<int64_t> shape = mask.sizes().vec();
   shape.resize(static_cast<size_t>(x.dim()), 1);  // [N, F, 1, ...]
@@ -132,7 +133,12 @@ at::Tensor GyroDropoutMasks::forward(const at::Tensor& x, bool training) {
   if (!selected_.defined() || selected_.device() != x.device() || selected_.scalar_type() != x.scalar_type()) {
     selected_ = selected(x.size(1)).mul_(static_cast<float>(1.0 / (1.0 - options_.p()))).to(x.device(), x.scalar_type());
   }
-  return apply_rows(x, selected_);
+  if (!place_ || !place_->is_set()) return apply_rows(x, selected_);
+  try {
+    return apply_rows(x, selected_, *place_);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("gyro_dropout: layer {}'s input has {}", layer_, e.what()));
+  }
 }
 
 GyroDropoutLayerImpl::GyroDropoutLayerImpl(std::shared_ptr<GyroDropoutMasks> masks) : masks_(std::move(masks)) {}
@@ -191,6 +197,7 @@ GyroDropout::GyroDropout(GyroDropoutOptions options) : options_(std::move(option
 
 std::shared_ptr<GyroDropoutMasks> GyroDropout::add_layer() {
   layers_.push_back(std::make_shared<GyroDropoutMasks>(options_, static_cast<int64_t>(layers_.size())));
+  layers_.back()->follow(place_);
   return layers_.back();
 }
 
@@ -208,8 +215,10 @@ void GyroDropout::check(const State& state) const {
 void GyroDropout::apply(Event event, State& state, Logger& logger) {
   if (event == Event::Init) {
     layers_.clear();
+    place_ = state.batch_place;
     if (!state.model->external_surgery(*this, nullptr, /*dry_run=*/false)) {
       layers_ = apply_gyro_dropout(*state.model, options_);
+      for (const auto& layer : layers_) layer->follow(place_);
     }
     logger.info(fmt::format("gyro_dropout: {} dropout layers replaced (p {}, sigma {}, tau {}; new masks every {} "
                             "batches)",

@@ -7,8 +7,9 @@
 /// kept iff u >= p, u uniform from Rng(seed, {kAlgorithmStream, stream, 0, l}). The run is cut into periods of
 ///     L = max(1, floor(T / sigma)) · tau   batches (T: the run's length in batches; Composer's rule),
 /// and in period k the layer trains tau distinct masks drawn without replacement from Rng(seed, {kAlgorithmStream,
-/// stream, 1, l, k}): example n of a forward of N examples gets mask floor(n · tau / N), and
-///     y_n = x_n ⊙ mask_{floor(n · tau / N)} / (1 − p).
+/// stream, 1, l, k}): example n of a global batch of N examples (all ranks' rows) gets mask floor(n · tau / N), and
+///     y_n = x_n ⊙ mask_{floor(n · tau / N)} / (1 − p),
+/// whether the batch trains whole or in microbatches, on one rank or several (the layers read State::batch_place).
 /// In evaluation the layer is the identity (inverted dropout, as torch's). Masks and selections are pure functions of
 /// (seed, layer, period): resume is exact with no algorithm state, and every rank trains the same subnetworks.
 ///
@@ -26,6 +27,10 @@
 
 #include <tessera/algorithm.h>
 #include <tessera/options.h>
+
+namespace tessera {
+struct BatchPlace;
+}
 
 namespace tessera::algorithms {
 
@@ -69,8 +74,13 @@ class GyroDropoutMasks {
   GyroDropoutMasks(GyroDropoutOptions options, int64_t layer);
   /// Trains the masks of `period` of the run seeded `seed` from now on.
   void select(uint64_t seed, int64_t period);
-  /// In training, gyro dropout of x with the current period's masks; otherwise x. Throws InputError when x has
-  /// fewer than 2 dimensions or a number of features (dimension 1) other than the one the masks were made for.
+  /// Spreads the masks over the global batch by `place` (the trainer's State::batch_place) while it is set, over
+  /// the input's own rows otherwise or when null (the default).
+  void follow(std::shared_ptr<const BatchPlace> place) { place_ = std::move(place); }
+  /// In training, gyro dropout of x with the current period's masks (row n of x [N, F, ...] gets the mask of the
+  /// part of the batch it falls in: follow()); otherwise x. Throws InputError when x has fewer than 2 dimensions, a
+  /// number of features (dimension 1) other than the one the masks were made for, or, following a place, a number of
+  /// rows that is not a multiple of the batch's examples.
   at::Tensor forward(const at::Tensor& x, bool training);
   int64_t layer() const noexcept { return layer_; }
   int64_t period() const noexcept { return period_; }
@@ -85,6 +95,7 @@ class GyroDropoutMasks {
   int64_t period_ = 0;
   at::Tensor masks_;     // [sigma, features] for seed_, undefined until the first training forward
   at::Tensor selected_;  // [tau, features] of period_, scaled by 1/(1-p), in the dtype and on the device last used
+  std::shared_ptr<const BatchPlace> place_;
 };
 
 /// The layer that replaces a torch::nn::Dropout (no parameters, no buffers: state-dict keys are unchanged).
@@ -108,9 +119,10 @@ std::vector<std::shared_ptr<GyroDropoutMasks>> apply_gyro_dropout(torch::nn::Mod
 /// How many torch::nn::Dropout layers apply_gyro_dropout would replace in the slots of `model`, without changing it.
 int64_t count_gyro_dropout(torch::nn::Module& model);
 
-/// The algorithm (recipe name "gyro_dropout"): apply_gyro_dropout at Init; before each batch (BeforeDataloader, so
-/// that selective backprop's scoring forward and SAM's second pass use the batch's masks too), every layer moves to
-/// period floor(batch / L). A model with no dropout layer is refused at plan time.
+/// The algorithm (recipe name "gyro_dropout"): apply_gyro_dropout at Init, the layers following the trainer's
+/// State::batch_place; before each batch (BeforeDataloader, so that selective backprop's scoring forward and SAM's
+/// second pass use the batch's masks too), every layer moves to period floor(batch / L). A model with no dropout
+/// layer is refused at plan time.
 class GyroDropout : public Algorithm {
  public:
   explicit GyroDropout(GyroDropoutOptions options = GyroDropoutOptions());
@@ -127,6 +139,7 @@ class GyroDropout : public Algorithm {
   GyroDropoutOptions options_;
   AlgorithmSpec spec_;
   std::vector<std::shared_ptr<GyroDropoutMasks>> layers_;
+  std::shared_ptr<const BatchPlace> place_;  // the state's, from Init
 };
 
 }  // namespace tessera::algorithms

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -67,15 +68,26 @@ std::string recipe_shards_per_rank(const std::string& path, int64_t batch_size, 
     throw tessera::InputError(path + ": data.train.dataset is not a streaming dataset; `order --recipe` reports the "
                               "shards read of one (data.train.dataset: {streaming: ...})");
   }
+  // The seed alone of the trainer's options, checked as a run checks it (its range, at its file:line:col).
+  tessera::TrainerOptions trainer;
+  const tessera::ConfigNode root = recipe.root();
+  auto read_seed = [&](const char* name, auto& field, const char*, const auto& constraint) {
+    if (std::string(name) == "seed" && root.has(name)) tessera::detail::read_checked(root.child(name), field, constraint);
+  };
+  trainer.visit(read_seed);
+  tessera::data::DataLoaderOptions loader;
+  tessera::read_options(train.child("loader"), loader, "data.train.loader");
   tessera::data::StreamingOptions options;
   tessera::read_options(node, options, "data.train.dataset.streaming");
   // The order needs no class count: a stand-in spares the pass over every stream's labels (every shard).
   if (options.num_classes() == 0) options.num_classes(1);
-  const tessera::data::StreamingDataset dataset(options);
-  tessera::data::DataLoaderOptions loader;
-  tessera::read_options(train.child("loader"), loader, "data.train.loader");
-  tessera::TrainerOptions trainer;
-  if (recipe.root().has("seed")) trainer.seed(recipe.root().child("seed").as_int());
+  std::unique_ptr<tessera::data::StreamingDataset> made;
+  try {
+    made = std::make_unique<tessera::data::StreamingDataset>(options);
+  } catch (const tessera::InputError& e) {  // a missing folder, a bad index.json: where the recipe names them
+    throw tessera::InputError(node.location() + ": data.train.dataset.streaming: " + e.what());
+  }
+  const tessera::data::StreamingDataset& dataset = *made;
   if (batch_size <= 0) batch_size = loader.batch_size();
   const auto seed = static_cast<uint64_t>(trainer.seed());
   std::ostringstream out;

@@ -26,6 +26,29 @@ namespace data { class BatchSource; }
 enum class Precision { Fp32, AmpBf16, AmpFp16 };
 const char* precision_name(Precision p);
 
+/// Where the rows of State::batch sit in the step's global batch (all ranks' rows), for a module or algorithm that
+/// treats an example by its place in the whole batch (gyro dropout spreads its masks over it), so that training a
+/// batch in microbatches, or sharing it out over ranks, changes nothing. The trainer sets it while a training batch
+/// runs (from AfterDataloader to AfterTrainBatch, through SAM's second pass) and unsets it after; it stays unset in
+/// evaluation, in SWA's statistics pass and in a forward of the user's own.
+struct BatchPlace {
+  /// State::batch (`rows` examples) is rows [first, first + rows) of this rank's batch of `rank_rows` rows: the
+  /// microbatch being trained, or the whole batch as the algorithms left it (at AfterDataloader, as the data gave it).
+  int64_t first = 0, rows = 0, rank_rows = 0;
+  /// This rank's batch came from rows [share_begin, share_end) of a global batch of `global_rows` rows, as the data
+  /// gave them (one rank: [0, global_rows)).
+  int64_t share_begin = 0, share_end = 0, global_rows = 0;
+
+  bool is_set() const noexcept { return rows > 0 && rank_rows > 0 && global_rows > 0; }
+  /// Which of `parts` equal parts of the global batch each of `units` rows of a tensor computed from State::batch
+  /// falls in ([units] int64 on `options`' device): the tensor has units / rows consecutive rows per example (1
+  /// for [N, ...]; S for the [N·S, D] token rows of a sequence model). Row u of example i (global place g in [0, 1))
+  /// gets floor(parts · g): exact when the algorithms kept every row of the data, in proportion within this rank's
+  /// share when they dropped some (selective backprop). Unset, the rows are spread over themselves (row u of U gets
+  /// floor(u · parts / U)). InputError when `units` is not a multiple of `rows`.
+  at::Tensor parts_of_rows(int64_t units, int64_t parts, const at::TensorOptions& options) const;
+};
+
 struct State {
   std::shared_ptr<Model> model;
   std::shared_ptr<optim::Optimizer> optimizer;
@@ -70,6 +93,9 @@ struct State {
   TimeContext time;
   /// Examples per microbatch (0 = the full batch).
   int64_t microbatch_size = 0;
+  /// Where `batch` sits in the global batch (BatchPlace). Shared, so that modules can hold it and read it in their
+  /// forward (gyro dropout's layers); the trainer changes it in place.
+  std::shared_ptr<BatchPlace> batch_place = std::make_shared<BatchPlace>();
   Precision precision = Precision::Fp32;
   /// Where the run trains (TrainerOptions::device, resolved): the model is there from BeforeLoad on, and every
   /// batch from AfterDataloader on.

@@ -240,6 +240,24 @@ void bind_state(py::module_& m) {
       .def("warn", &Logger::warn, py::arg("text"))
       .def("info", &Logger::info, py::arg("text"));
 
+  py::class_<BatchPlace>(m, "BatchPlace",
+                         "Where state.batch sits in the step's global batch (all ranks' rows), while a training batch "
+                         "runs: rows [first, first + rows) of this rank's batch of rank_rows, which came from rows "
+                         "[share_begin, share_end) of a global batch of global_rows. Unset (is_set False) otherwise.")
+      .def_readonly("first", &BatchPlace::first)
+      .def_readonly("rows", &BatchPlace::rows)
+      .def_readonly("rank_rows", &BatchPlace::rank_rows)
+      .def_readonly("share_begin", &BatchPlace::share_begin)
+      .def_readonly("share_end", &BatchPlace::share_end)
+      .def_readonly("global_rows", &BatchPlace::global_rows)
+      .def_property_readonly("is_set", &BatchPlace::is_set)
+      .def(
+          "parts_of_rows",
+          [](const BatchPlace& p, int64_t units, int64_t parts) { return p.parts_of_rows(units, parts, at::kLong); },
+          py::arg("units"), py::arg("parts"),
+          "Which of `parts` equal parts of the global batch each of `units` rows computed from state.batch falls in "
+          "(int64 [units]; units / rows rows per example).");
+
   py::class_<State>(m, "State",
                     "Everything an algorithm or callback may read or change during a run. Tensors are the C++ ones "
                     "(no copies): edit state.batch['input'] or assign state.loss and the trainer sees it.")
@@ -264,6 +282,8 @@ void bind_state(py::module_& m) {
       .def_readonly("eval_label", &State::eval_label,
                     "The label of the evaluator running, from eval_start to eval_end ('' otherwise).")
       .def_readwrite("microbatch_size", &State::microbatch_size)
+      .def_property_readonly("batch_place", [](const State& s) { return *s.batch_place; },
+                             "Where state.batch sits in the global batch now (a copy; tessera.BatchPlace).")
       .def_property_readonly("precision", [](const State& s) { return std::string(precision_name(s.precision)); })
       .def_property_readonly("device", [](const State& s) { return s.device.str(); })
       .def_readonly("seed", &State::seed)
@@ -393,6 +413,14 @@ void bind_data_augmentation(py::module_& m, py::module_& f) {
       py::arg("augmentation_set") = "all", py::arg("rng") = py::none(),
       "augmix_image of every image of [N, C, H, W], example i with rng.derive([i]) (rng is not advanced): what the "
       "AugMix algorithm does to a batch in the DataLoader.");
+}
+
+/// copy.copy or copy.deepcopy of a model after surgery (a user's own EMA or evaluation copy): the copy has the same
+/// masks and period, and neither the algorithm nor the trainer's batch place moves it afterwards.
+std::shared_ptr<alg::GyroDropoutMasks> detached_copy(const alg::GyroDropoutMasks& masks) {
+  auto copy = std::make_shared<alg::GyroDropoutMasks>(masks);
+  copy->follow(nullptr);
+  return copy;
 }
 
 void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
@@ -556,7 +584,8 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
       "The masks of one gyro dropout layer and the period it trains (the algorithm moves it before each batch); "
       "the module that replaces a torch.nn.Dropout in a Python model calls forward(x, training).")
       .def("forward", &alg::GyroDropoutMasks::forward, py::arg("x"), py::arg("training"),
-           "In training, x times the period's mask of each example (example n of N gets mask floor(n * tau / N)), "
+           "In training, x times the period's mask of each example (example n of the global batch of N gets mask "
+           "floor(n * tau / N), by the trainer's state.batch_place; outside training batches, of x's own rows), "
            "divided by 1 - p; otherwise x.")
       .def("selected", &alg::GyroDropoutMasks::selected, py::arg("features"),
            "The tau masks trained now, [tau, features] of 0 and 1.")
@@ -564,11 +593,8 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
            "Trains the masks of `period` of the run seeded `seed` from now on.")
       .def_property_readonly("layer", &alg::GyroDropoutMasks::layer)
       .def_property_readonly("period", &alg::GyroDropoutMasks::period)
-      // copy.deepcopy of a model after surgery (a user's own EMA or evaluation copy): the copy has the same masks
-      // and period, and is not moved by the algorithm afterwards.
-      .def("__copy__", [](const alg::GyroDropoutMasks& m) { return std::make_shared<alg::GyroDropoutMasks>(m); })
-      .def("__deepcopy__",
-           [](const alg::GyroDropoutMasks& m, const py::dict&) { return std::make_shared<alg::GyroDropoutMasks>(m); },
+      .def("__copy__", &detached_copy)
+      .def("__deepcopy__", [](const alg::GyroDropoutMasks& m, const py::dict&) { return detached_copy(m); },
            py::arg("memo"));
 
   bind_algorithm<alg::GyroDropout, alg::GyroDropoutOptions>(

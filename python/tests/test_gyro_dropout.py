@@ -1,6 +1,7 @@
 """Gyro dropout from Python: the class and its options, the functional forms against a torch computation, the
 surgery on a user's torch.nn.Module (its torch.nn.Dropout replaced, no new state-dict key), the periods its layers
-go through in training, determinism, and a run stopped, saved and resumed that ends on the uninterrupted weights."""
+go through in training, determinism, microbatches that train the whole batch's masks (state.batch_place), and a run
+stopped, saved and resumed that ends on the uninterrupted weights."""
 import copy
 
 import pytest
@@ -105,6 +106,43 @@ def test_surgery_on_a_python_module_and_the_periods(tmp_path):
     again = _net()
     _trainer(again, tmp_path / "again", algorithms=[GyroDropout(sigma=4, tau=2)]).fit()
     assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), again.state_dict().values()))
+
+
+class Places(tessera.Callback):
+    """state.batch_place at each microbatch's forward, and after the batch."""
+
+    name = "places"
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.after = [], []
+
+    def before_forward(self, state, logger):
+        p = state.batch_place
+        self.seen.append((p.first, p.rows, p.rank_rows, p.share_begin, p.share_end, p.global_rows))
+
+    def batch_end(self, state, logger):
+        self.after.append(state.batch_place.is_set)
+
+
+def test_in_microbatches_each_example_trains_the_mask_of_its_place_in_the_batch(tmp_path):
+    # 8 masks at once over batches of 8 in microbatches of 2: each example trains the mask it trains in the whole
+    # batch (floor(n * 8 / 8)), so the runs end on the same weights up to the order of float sums. Spread over each
+    # microbatch's own rows, masks 0 and 4 alone would train.
+    whole, parts = _net(), _net()
+    _trainer(whole, tmp_path / "whole", algorithms=[GyroDropout(sigma=8, tau=8)]).fit()
+    places = Places()
+    _trainer(parts, tmp_path / "parts", algorithms=[GyroDropout(sigma=8, tau=8)], microbatch_size=2,
+             callbacks=[places]).fit()
+    assert places.seen[:4] == [(first, 2, 8, 0, 8, 8) for first in (0, 2, 4, 6)]
+    assert len(places.seen) == 18 * 4 and not any(places.after)
+    for a, b in zip(whole.state_dict().values(), parts.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # A copy of the model does not follow the trainer's place: it spreads the masks over its own rows.
+    twin = copy.deepcopy(parts)
+    twin.train()
+    x = torch.randn(2, 12)
+    assert torch.equal(twin.drop(x), TF.gyro_dropout(x, twin.drop.masks.selected(12), 0.5))
 
 
 def test_stopped_saved_and_resumed_ends_on_the_uninterrupted_weights(tmp_path):

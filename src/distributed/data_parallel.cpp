@@ -146,6 +146,16 @@ double DataParallel::loss_weight() const {
 
 int64_t DataParallel::global_batch_size() const { return train_ ? train_->last_global_size() : 0; }
 
+BatchPlace DataParallel::last_share_place() const {
+  BatchPlace place;
+  if (!train_) return place;
+  place.rows = place.rank_rows = train_->last_share_size();
+  place.share_begin = train_->last_share_begin();
+  place.share_end = place.share_begin + place.rank_rows;
+  place.global_rows = train_->last_global_size();
+  return place;
+}
+
 void DataParallel::sum_over_ranks(at::Tensor& value) {
   comm_->all_reduce_sum(value, "all-reduce of the batch's loss terms");
 }

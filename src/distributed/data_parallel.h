@@ -64,6 +64,9 @@ class DataParallel {
   double loss_weight() const;
   /// The global batch the last training batch was cut from.
   int64_t global_batch_size() const;
+  /// Where this rank's last training batch sits in that global batch (State::batch_place before algorithms change
+  /// the batch: the whole share, from its first row).
+  BatchPlace last_share_place() const;
   /// The sum of `value` over the ranks (the training batch's loss terms, Model::loss_terms), in place.
   void sum_over_ranks(at::Tensor& value);
   /// The mean of `value` over the ranks (a loss), in place.

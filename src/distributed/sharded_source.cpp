@@ -31,6 +31,7 @@ std::optional<Batch> ShardedSource::next() {
                      "drop_last for a short last batch");
   }
   const int64_t begin = n * rank_ / world_size_, end = n * (rank_ + 1) / world_size_;
+  last_share_begin_ = begin;
   last_share_size_ = end - begin;
   Batch share;
   for (const auto& [key, t] : batch->parts()) share.set(key, t.narrow(0, begin, end - begin));

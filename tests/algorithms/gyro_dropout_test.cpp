@@ -1,14 +1,15 @@
 // Gyro dropout: the preselected masks and the selections as documented (0/1, kept fraction 1 - p, distinct picks,
 // pure functions of seed, layer and period), the period length, the functional form against a hand computation
 // (rows floor(n · tau / N), broadcast over channels' positions, gradient), the layer (identity in evaluation, the
-// period's masks in training, one number of features), surgery on the MLP, ResNet and GPT slots (no new state-dict key;
-// the GPT's tokens as rows),
+// period's masks in training, one number of features; following the trainer's batch place, each microbatch's rows get
+// the whole batch's masks), surgery on the MLP, ResNet and GPT slots (no new state-dict key; the GPT's tokens as rows),
 // the periods a training run goes through, determinism per seed, and the plan-time refusals.
 #include <gtest/gtest.h>
 
 #include <set>
 
 #include <tessera/algorithms/gyro_dropout.h>
+#include <tessera/state.h>
 
 #include "support.h"
 
@@ -120,6 +121,41 @@ TEST(GyroDropoutLayer, IsTheIdentityInEvaluationAndTrainsThePeriodsMasks) {
       << msg;
   EXPECT_THROW(masks.selected(5), InputError);
   EXPECT_THROW(GyroDropoutMasks(GyroDropoutOptions().sigma(2).tau(3), 0), InputError);
+}
+
+TEST(GyroDropoutLayer, FollowingTheBatchPlaceEachMicrobatchTrainsTheWholeBatchsMasks) {
+  // 8 examples, 4 masks: in microbatches of 3, 3 and 2 each example trains the mask it trains in the whole batch
+  // (floor(n · 4 / 8)), where spread over its own rows a microbatch of 2 would train masks 0 and 2 only; the same for
+  // token rows (5 per example).
+  const auto masks = std::make_shared<GyroDropoutMasks>(GyroDropoutOptions().p(0.5).sigma(6).tau(4), /*layer=*/1);
+  masks->select(/*seed=*/2, /*period=*/0);
+  const auto place = std::make_shared<BatchPlace>();
+  masks->follow(place);
+  at::manual_seed(3);
+  for (const int64_t per : {1, 5}) {
+    const at::Tensor x = at::randn({8 * per, 6});
+    const at::Tensor whole = gyro_dropout(x, masks->selected(6), 0.5);
+    EXPECT_TRUE(at::equal(masks->forward(x, true), whole)) << "unset: the input's own rows";
+    place->rows = place->rank_rows = place->share_end = place->global_rows = 8;
+    EXPECT_TRUE(at::equal(masks->forward(x, true), whole));
+    for (const auto& [first, rows] : std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 3}, {6, 2}}) {
+      place->first = first;
+      place->rows = rows;
+      EXPECT_TRUE(at::equal(masks->forward(x.slice(0, first * per, (first + rows) * per), true),
+                            whole.slice(0, first * per, (first + rows) * per)))
+          << "rows " << first << " to " << first + rows << ", " << per << " per example";
+    }
+    // Spread over its own rows (the functional form), the last microbatch would train masks 0 and 2, not 3.
+    const at::Tensor last = x.slice(0, 6 * per, 8 * per);
+    EXPECT_FALSE(at::equal(masks->forward(last, true), gyro_dropout(last, masks->selected(6), 0.5)));
+    *place = BatchPlace();
+  }
+  place->first = 0;
+  place->rows = 2;
+  place->rank_rows = place->share_end = place->global_rows = 8;
+  const std::string msg = testing::input_error_of([&] { masks->forward(at::randn({5, 6}), true); });
+  EXPECT_NE(msg.find("gyro_dropout: layer 1's input has 5 rows for a batch of 2 examples"), std::string::npos) << msg;
+  EXPECT_TRUE(masks->forward(at::randn({5, 6}), false).defined()) << "evaluation needs no place";
 }
 
 TEST(GyroDropout, SurgeryReplacesTheDropoutSlotsOfMlpAndResNetAndNoKey) {

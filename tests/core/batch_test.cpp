@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <tessera/batch.h>
 #include <tessera/error.h>
+#include <tessera/state.h>
 
 #include <functional>
 
@@ -131,4 +132,45 @@ TEST(Batch, ToDeviceKeepsPartsAndValues) {
     EXPECT_EQ(c.parts()[i].first, b.parts()[i].first);
     EXPECT_TRUE(at::equal(c.parts()[i].second, b.parts()[i].second));
   }
+}
+
+TEST(BatchPlace, PartsOfRowsFollowEachRowsPlaceInTheGlobalBatch) {
+  using tessera::BatchPlace;
+  auto place = [](int64_t first, int64_t rows, int64_t rank_rows, int64_t begin, int64_t end, int64_t global) {
+    BatchPlace p;
+    p.first = first;
+    p.rows = rows;
+    p.rank_rows = rank_rows;
+    p.share_begin = begin;
+    p.share_end = end;
+    p.global_rows = global;
+    return p;
+  };
+  // Unset: the rows are spread over themselves, row u of U in part floor(u · parts / U).
+  EXPECT_FALSE(BatchPlace().is_set());
+  EXPECT_TRUE(at::equal(BatchPlace().parts_of_rows(7, 3, at::kLong), at::tensor({0, 0, 0, 1, 1, 2, 2}, at::kLong)));
+  EXPECT_EQ(BatchPlace().parts_of_rows(0, 3, at::kLong).numel(), 0);
+  // A global batch of 10 shared by 2 ranks ([0, 5) and [5, 10)) in microbatches of 2, 2 and 1, with 1 or 3 rows per
+  // example (the token rows of a sequence model): each row falls in the part of its place in the global batch, as in
+  // the whole batch on one rank.
+  for (const int64_t per : {1, 3}) {
+    const at::Tensor whole = place(0, 10, 10, 0, 10, 10).parts_of_rows(10 * per, 4, at::kLong);
+    EXPECT_TRUE(at::equal(whole, BatchPlace().parts_of_rows(10 * per, 4, at::kLong))) << per;
+    std::vector<at::Tensor> pieces;
+    for (const int64_t begin : {0, 5}) {
+      for (const auto& [first, rows] : std::vector<std::pair<int64_t, int64_t>>{{0, 2}, {2, 2}, {4, 1}}) {
+        pieces.push_back(place(first, rows, 5, begin, begin + 5, 10).parts_of_rows(rows * per, 4, at::kLong));
+      }
+    }
+    EXPECT_TRUE(at::equal(at::cat(pieces), whole)) << per << " rows per example";
+  }
+  // Rank 1 kept 2 of its 5 rows (selective backprop): they stand for its share in proportion, at places 5/10 and
+  // 7.5/10 of the global batch.
+  EXPECT_TRUE(at::equal(place(0, 2, 2, 5, 10, 10).parts_of_rows(2, 4, at::kLong), at::tensor({2, 3}, at::kLong)));
+  // Rows that are not a whole number per example, and impossible requests.
+  const std::string uneven = message_of([&] { place(0, 2, 4, 0, 4, 4).parts_of_rows(5, 4, at::kLong); });
+  EXPECT_NE(uneven.find("5 rows for a batch of 2 examples; expected the same number of rows for every example"),
+            std::string::npos)
+      << uneven;
+  EXPECT_THROW(BatchPlace().parts_of_rows(4, 0, at::kLong), tessera::InputError);
 }

@@ -527,6 +527,19 @@ TEST_F(Distributed, SamPerturbsAlikeOnEveryRankAndMatchesOneRank) {
   expect_one_rank_matches_two();
 }
 
+TEST_F(Distributed, GyroDropoutSpreadsItsMasksOverTheGlobalBatchAndMatchesOneRank) {
+  // 8 masks at once over each global batch of 32: on 2 ranks in microbatches of 4 (fewer examples than masks), each
+  // example trains the mask of its place in the global batch, so the run is the one-rank run with whole batches.
+  // Spread over each microbatch's own 4 rows instead, masks 0, 2, 4 and 6 alone would train, and the runs part.
+  const std::string setup = "model={mlp: {hidden: [16], dropout: 0.5}};algorithms=[{gyro_dropout: {sigma: 8, tau: 8}}];";
+  ASSERT_EQ(launch(1, "one", setup).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
+  ASSERT_EQ(launch(2, "two", setup + "microbatch_size=4").exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
+  const auto two = record("two", 0);
+  ASSERT_EQ(two.size(), 8u);
+  for (const auto& [b, line] : two) EXPECT_EQ(record("two", 1).at(b).fingerprint, line.fingerprint) << "batch " << b;
+  expect_one_rank_matches_two();
+}
+
 TEST_F(Distributed, KilledRankStopsTheOthersAndAutoresumeCompletesBitwise) {
   const std::string ck = "checkpoint={folder: " + (dir_ / "ck").string() + ", interval: 2ba, autoresume: true}";
   ASSERT_EQ(launch(2, "whole").exit_code, 0);
@@ -735,8 +748,8 @@ TEST_F(Distributed, SyncBatchNormTakesTheGlobalBatchsStatisticsAndMatchesOneRank
 TEST_F(Distributed, SyncBatchNormWithTheOtherAlgorithmsStaysIdenticalAndResumesBitwise) {
   // A ResNet-8 with the algorithms of EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise but ghost_batchnorm
   // (refused with sync_batch_norm), stochastic depth in sample mode and gyro dropout before the classifier (new
-  // masks at batch 8; each rank spreads the same 4 masks over its share): selective backprop's scoring forward and
-  // SWA's statistics pass take the global statistics too; a rank killed at batch 11 resumes bitwise.
+  // masks at batch 8; each example trains the mask of its place in the global batch): selective backprop's scoring
+  // forward and SWA's statistics pass take the global statistics too; a rank killed at batch 11 resumes bitwise.
   const std::string setup =
       every_algorithm_setup("{resnet: {depth: 8, width: 8, dropout: 0.25}}",
                             "{stochastic_depth: {stochastic_method: sample, drop_rate: 0.5}}, "

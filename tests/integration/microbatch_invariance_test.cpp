@@ -20,8 +20,9 @@ namespace tessera {
 namespace {
 
 /// The model each algorithm trains here: "image" (a ResNet-8 with GroupNorms, whose forward treats each example on
-/// its own, so that microbatches are the whole batch's rows) or "bert" (masked tokens). Without dropout: a dropout
-/// layer draws per forward, so microbatches draw other masks than the whole batch (as PyTorch's do).
+/// its own, so that microbatches are the whole batch's rows) or "bert" (masked tokens). Without dropout but for gyro
+/// dropout, which replaces it: a dropout layer draws per forward, so microbatches draw other masks than the whole
+/// batch (as PyTorch's do).
 using KindAndAlgorithm = std::tuple<std::string, std::string>;
 std::string test_name(const ::testing::TestParamInfo<KindAndAlgorithm>& info) {
   return std::get<0>(info.param) + "_" + std::get<1>(info.param);
@@ -46,6 +47,8 @@ std::string entry(const std::string& name) {
     out["cutmix"] = "{cutmix: {alpha: 1}}";
     // Ghost batches of 2, microbatches of 2: the same chunks as the whole batch's (its README).
     out["ghost_batchnorm"] = "{ghost_batchnorm: {ghost_batch_size: 2}}";
+    // 8 masks at once, more than a microbatch's examples: each trains the masks of its rows' places in the batch.
+    out["gyro_dropout"] = "{gyro_dropout: {p: 0.5, sigma: 8, tau: 8}}";
     return out;
   }();
   return testing::entry_of(name, eager);
@@ -60,10 +63,12 @@ bool needs_levels(const std::string& name) { return name == "augmix" || name == 
 /// "none_bf16" run under bf16 autocast.
 std::string recipe(const std::string& kind, const std::string& name, int64_t microbatch_size) {
   const bool image = kind == "image";
+  const double dropout = name == "gyro_dropout" ? 0.5 : 0.0;  // before the classifier; in each block of the bert
   const std::string model =
-      image ? fmt::format("{{resnet: {{depth: 8, width: 8{}}}}}",
+      image ? fmt::format("{{resnet: {{depth: 8, width: 8, dropout: {}{}}}}}", dropout,
                           name == "ghost_batchnorm" ? "" : ", norm: group, groups: 4")
-            : "{bert: {d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.0, attention_dropout: 0.0}}";
+            : fmt::format("{{bert: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: {}, attention_dropout: 0.0}}}}",
+                          dropout);
   std::string data = "{synthetic: {size: 48, input_shape: [3, 12, 12], num_classes: 4}}";
   if (!image) data = fmt::format("{{text: {{path: {}, seq_length: 16}}}}", testing::small_text_file());
   if (needs_levels(name)) data = "{fashion_mnist: {split: train, limit: 48}}";
@@ -90,10 +95,8 @@ loggers: []
 }
 
 /// The algorithms left out: those each kind of model refuses before step 1 (language_model_composition_test.cpp
-/// tests the reasons on text; on images, the sequence methods need a language model), and gyro dropout, which
-/// needs dropout layers and spreads its masks over each microbatch's own rows (its README, "Microbatching").
+/// tests the reasons on text; on images, the sequence methods need a language model).
 bool left_out(const std::string& kind, const std::string& name) {
-  if (name == "gyro_dropout") return true;
   static const std::set<std::string> image_only{"augmix",          "blurpool",
                                                 "channels_last",   "colout",
                                                 "cutmix",          "cutout",

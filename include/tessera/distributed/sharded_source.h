@@ -28,9 +28,10 @@ class ShardedSource : public data::BatchSource {
     return global_->set_algorithm_transforms(std::move(transforms));
   }
 
-  /// Size of the global batch the last next() was cut from, and of this rank's share of it (before algorithms
-  /// change the batch).
+  /// Size of the global batch the last next() was cut from, and this rank's share of it: rows [last_share_begin,
+  /// last_share_begin + last_share_size) (before algorithms change the batch).
   int64_t last_global_size() const noexcept { return last_global_size_; }
+  int64_t last_share_begin() const noexcept { return last_share_begin_; }
   int64_t last_share_size() const noexcept { return last_share_size_; }
   const data::BatchSource& global() const noexcept { return *global_; }
 
@@ -38,6 +39,7 @@ class ShardedSource : public data::BatchSource {
   std::shared_ptr<data::BatchSource> global_;
   int rank_, world_size_;
   int64_t last_global_size_ = 0;
+  int64_t last_share_begin_ = 0;
   int64_t last_share_size_ = 0;
 };
 
