@@ -275,6 +275,7 @@ Entry<std::shared_ptr<Model>> model(std::string name) {
 const Kind<std::shared_ptr<Model>>& models() {
   static const Kind<std::shared_ptr<Model>> kind{"model", "models", {
       model<BERT, GPTOptions>("bert"),
+      model<BERTClassifier, BERTClassifierOptions>("bert_classifier"),
       model<CNN, CNNOptions>("cnn"),
       model<GPT, GPTOptions>("gpt"),
       model<MLP, MLPOptions>("mlp"),
@@ -304,6 +305,11 @@ const Kind<DatasetPtr>& datasets() {
            [](const ConfigNode& node, Context&) -> DatasetPtr {
              const auto options = read<data::TextOptions>(node);
              return construct(node, [&] { return DatasetPtr(data::load_text(options)); });
+           }},
+          {"text_classification",  // labelled texts, one per line (text classifiers: bert_classifier)
+           [](const ConfigNode& node, Context&) -> DatasetPtr {
+             const auto options = read<data::TextClassificationOptions>(node);
+             return construct(node, [&] { return DatasetPtr(data::load_text_classification(options)); });
            }},
           {"streaming",  // MDS shards (docs/streaming.md)
            [](const ConfigNode& node, Context&) -> DatasetPtr {
@@ -804,7 +810,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
 
 std::unique_ptr<Trainer> make_trainer(const Recipe& recipe) {
   Run run = build_run(recipe);
-  return std::make_unique<Trainer>(run.trainer, std::move(run.components));
+  return std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
 }
 
 std::vector<std::string> registered_names(const std::string& kind) {

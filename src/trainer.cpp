@@ -896,8 +896,11 @@ void Trainer::load_initial_checkpoint() {
   if (found) {
     check_recipe_changes(found->second, found->first);
     apply_checkpoint(found->second, found->first, /*weights_only=*/false, c.strict());
-  } else if (!c.load_path().empty()) {
-    apply_checkpoint(checkpoint::read_file(c.load_path()), c.load_path(), c.weights_only(), c.strict());
+  } else if (!c.load_path().empty()) {  // a file, or another run's checkpoint folder (its newest valid one)
+    std::vector<std::string> rejected;
+    const auto [path, file] = checkpoint::read_file_or_newest(c.load_path(), "checkpoint.load_path", &rejected);
+    for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
+    apply_checkpoint(file, path, c.weights_only(), c.strict());
   }
   engine_->run_event(Event::AfterLoad, state_);
 }

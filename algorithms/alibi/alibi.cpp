@@ -71,6 +71,21 @@ void Alibi::check(const State& state) const {
         example.has(Batch::kInput) ? "inputs of shape " + c10::str(example.input().sizes().slice(1)) + " per example"
                                    : std::string("no batch part \"input\"")));
   }
+  // Re-cutting needs every part to be a sequence (a classifier's targets [N] are not): refused here, not at batch 0.
+  const int64_t s = example.input().size(1);
+  try {
+    (void)set_seq_length(example, scaled_length(s), /*truncate=*/false);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("alibi: train_sequence_length_scaling {:g} re-cuts each batch's sequences into "
+                                 "shorter ones, which needs every batch part to be a sequence ({}); set "
+                                 "train_sequence_length_scaling: 1 to train on whole sequences",
+                                 options_.train_sequence_length_scaling(), e.what()));
+  }
+}
+
+int64_t Alibi::scaled_length(int64_t s) const {
+  return std::max<int64_t>(
+      1, static_cast<int64_t>(std::floor(static_cast<double>(s) * options_.train_sequence_length_scaling())));
 }
 
 void Alibi::apply(Event event, State& state, Logger& logger) {
@@ -81,10 +96,7 @@ void Alibi::apply(Event event, State& state, Logger& logger) {
                             counts_.attentions, counts_.position_embeddings));
     return;
   }
-  const int64_t s = state.batch.input().size(1);
-  const auto length = std::max<int64_t>(
-      1, static_cast<int64_t>(std::floor(static_cast<double>(s) * options_.train_sequence_length_scaling())));
-  state.batch = set_seq_length(state.batch, length, /*truncate=*/false);
+  state.batch = set_seq_length(state.batch, scaled_length(state.batch.input().size(1)), /*truncate=*/false);
 }
 
 }  // namespace tessera::algorithms

@@ -55,6 +55,9 @@ class Alibi : public Algorithm {
  private:
   AlibiOptions options_;
   AlgorithmSpec spec_;
+  /// The training sequence length for sequences of s tokens: floor(s · train_sequence_length_scaling), at least 1.
+  int64_t scaled_length(int64_t s) const;
+
   AlibiCounts counts_;
 };
 

@@ -36,7 +36,8 @@ struct CheckpointOptions {
   TESSERA_OPTION(bool, autoresume) = false;
   /// When autoresume finds checkpoint files but none is valid: start fresh instead of stopping with an error.
   TESSERA_OPTION(bool, fresh_start_if_invalid) = false;
-  /// A checkpoint file to load before training ("" = none). Autoresume takes precedence when it finds one.
+  /// A checkpoint file to load before training, or a run's checkpoint folder (its newest valid checkpoint); "" =
+  /// none. Autoresume takes precedence when it finds one.
   TESSERA_OPTION(std::string, load_path) = "";
   /// Load only the model weights from `load_path` (not the optimizer, schedulers, RNG or data position).
   TESSERA_OPTION(bool, weights_only) = false;
@@ -56,7 +57,8 @@ struct CheckpointOptions {
     v("autoresume", autoresume_, "resume from the newest valid checkpoint in folder", Any{});
     v("fresh_start_if_invalid", fresh_start_if_invalid_,
       "start fresh when autoresume finds only invalid checkpoints (default: error)", Any{});
-    v("load_path", load_path_, "checkpoint file to load before training (empty = none)", Any{});
+    v("load_path", load_path_,
+      "checkpoint file (or a run's checkpoint folder: its newest) to load before training (empty = none)", Any{});
     v("weights_only", weights_only_, "load only the model weights from load_path", Any{});
     v("strict", strict_, "refuse checkpoints whose parameters differ from the model's", Any{});
     v("resume_changed_recipe", resume_changed_recipe_,

@@ -54,8 +54,8 @@ struct GivenParts {
 /// except through the loggers. Throws InputError with the location of the first problem.
 Run build_run(const Recipe& recipe, const GivenParts& given = {});
 
-/// build_run, then a Trainer (whose constructor compiles the plan, so refused algorithm combinations throw
-/// InputError here).
+/// build_run, then a Trainer with the recipe's checkpoint options (whose constructor compiles the plan, so refused
+/// algorithm combinations throw InputError here, and loads or resumes what the checkpoint section asks for).
 std::unique_ptr<Trainer> make_trainer(const Recipe& recipe);
 
 /// The recipe names registered for `kind` ("models", "algorithms", ...; the singular works too), sorted.

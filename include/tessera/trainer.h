@@ -167,8 +167,9 @@ class Trainer {
   /// fit() runs. Tensors are written from the CPU whatever the device, so a file written on CUDA loads on a
   /// CPU-only machine.
   void save_checkpoint(const std::string& path) const;
-  /// Fires BeforeLoad, loads `path` and fires AfterLoad. Not while fit() runs (InputError: loading would rewind
-  /// the run under the running loop). Everything (weights, optimizer, time, generators,
+  /// Fires BeforeLoad, loads `path` (a checkpoint file, or a run's checkpoint folder: its newest valid checkpoint)
+  /// and fires AfterLoad. Not while fit() runs (InputError: loading would rewind the run under the running loop).
+  /// Everything (weights, optimizer, time, generators,
   /// algorithm and callback state, data position) unless `weights_only`; `strict` refuses parameter names or
   /// shapes that differ from the model's. CheckpointError when the file is invalid; InputError when it does
   /// not fit this run (other model, optimizer, algorithms or data size).

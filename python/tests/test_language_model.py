@@ -1,7 +1,8 @@
 """Language models from Python: the text dataset and the GPT model from recipe entries, per-token metrics and
 perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
 the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), a GPT with dropout,
-stochastic depth and gyro dropout resumed bitwise, text generation, and a BERT learning masked bytes."""
+stochastic depth and gyro dropout resumed bitwise, text generation, a BERT learning masked bytes, and a BERT text
+classifier fine-tuned from its checkpoint."""
 import math
 
 import pytest
@@ -266,6 +267,38 @@ def test_a_bert_learns_masked_bytes_resumes_bitwise_and_does_not_generate(text, 
         whole.weights_fingerprint()
     with pytest.raises(tessera.InputError, match="the bert model learns from masked tokens"):
         tessera.Trainer(**gpt_components(text, model={"bert": {"d_model": 16, "n_layers": 2, "n_heads": 2}}))
+
+
+def test_a_bert_classifier_fine_tunes_from_a_bert_runs_checkpoint_folder(text, tmp_path):
+    # Masked language modelling on sequences of 16, its checkpoint in a folder; then a classifier of the word that
+    # ends each line ("jumps" or "runs") whose encoder loads from the folder's newest checkpoint (not its head).
+    pretraining = tessera.Trainer(**bert_components(text, max_duration="4ba"))
+    pretraining.fit()
+    (tmp_path / "ckpts").mkdir()
+    pretraining.save_checkpoint(str(tmp_path / "ckpts" / "ep0-ba4.ckpt"))
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("".join(f"{w}\tfox {w}\n" for i in range(200) for w in ["jumps" if i % 3 == 0 else "runs"]))
+
+    def classifier(max_seq_length):
+        data = {"path": str(labels), "seq_length": 12}
+        return tessera.Trainer(
+            model={"bert_classifier": {"d_model": 16, "n_layers": 2, "n_heads": 2, "max_seq_length": max_seq_length}},
+            train_data={"dataset": {"text_classification": data}, "loader": {"batch_size": 16}},
+            eval_data={"dataset": {"text_classification": dict(data, split="test")},
+                       "loader": {"batch_size": 20, "shuffle": False}, "metrics": ["accuracy"]},
+            optimizer={"adamw": {"lr": 0.01}}, max_duration="2ep", seed=0, threads=1)
+
+    # Position embeddings for 32 positions do not take the pretrained 16: refused, naming the weight.
+    with pytest.raises(tessera.InputError, match=r"shapes differ from the model's: pos_embed\.weight"):
+        classifier(32).load_checkpoint(str(tmp_path / "ckpts"), weights_only=True, strict=False)
+    trainer = classifier(16)
+    trainer.load_checkpoint(str(tmp_path / "ckpts"), weights_only=True, strict=False)
+    loaded = pretraining.model.named_parameters()
+    for name, value in trainer.model.named_parameters().items():
+        if not name.startswith("classifier."):
+            assert torch.equal(value, loaded[name]), name
+    trainer.fit()
+    assert trainer.eval()["metrics/eval/accuracy"] == 1.0  # the last word says it
 
 
 def test_mask_tokens_masks_a_users_batch_as_the_transform_does():

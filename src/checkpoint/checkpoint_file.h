@@ -55,6 +55,12 @@ CheckpointInfo describe(const File& file, const std::string& path);
 std::optional<std::pair<std::string, File>> read_newest_valid(const std::string& folder,
                                                               std::vector<std::string>* rejected);
 
+/// A checkpoint to load: the file `path`, or the newest valid checkpoint of the folder `path` (rejected files
+/// reported in `rejected`, as read_newest_valid). CheckpointError for a folder without one, naming `option` (the
+/// setting or argument that gave the path).
+std::pair<std::string, File> read_file_or_newest(const std::string& path, const std::string& option,
+                                                 std::vector<std::string>* rejected);
+
 /// Writes `text` to `path` atomically (the `latest` pointer).
 void write_text_atomically(const std::string& path, const std::string& text);
 

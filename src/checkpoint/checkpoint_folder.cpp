@@ -136,6 +136,19 @@ std::optional<std::pair<std::string, File>> read_newest_valid(const std::string&
   return found;
 }
 
+std::pair<std::string, File> read_file_or_newest(const std::string& path, const std::string& option,
+                                                 std::vector<std::string>* rejected) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return {path, read_file(path)};
+  auto newest = read_newest_valid(path, rejected);
+  if (!newest) {
+    throw CheckpointError(fmt::format("{}: folder '{}' holds no checkpoint; give a checkpoint file or the checkpoint "
+                                      "folder of a run",
+                                      option, path));
+  }
+  return std::move(*newest);
+}
+
 std::string file_name(const Timestamp& ts) { return fmt::format("ep{}-ba{}.ckpt", ts.epoch, ts.batch); }
 
 std::vector<std::string> prune(const std::string& folder, int64_t keep, const std::string& newest) {

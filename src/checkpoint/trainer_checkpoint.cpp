@@ -81,9 +81,10 @@ std::string first_names(const std::vector<std::string>& names) {
 }
 
 /// Copies the checkpoint's weights into the model (in place, so optimizer identities stay valid). `fix_strict`: how
-/// the user turns strict off, in the API they called.
-void load_weights(torch::nn::Module& model, const File& file, const std::string& path, bool strict,
-                  const std::string& fix_strict) {
+/// the user turns strict off, in the API they called. Returns, when not strict and the names differ, what was left
+/// out on either side ("" otherwise): a model fine-tuned from another's weights logs it.
+std::string load_weights(torch::nn::Module& model, const File& file, const std::string& path, bool strict,
+                         const std::string& fix_strict) {
   std::map<std::string, at::Tensor> saved;
   const std::string prefix = "model/";
   for (const auto& [name, t] : file.tensors) {
@@ -124,6 +125,12 @@ void load_weights(torch::nn::Module& model, const File& file, const std::string&
                                  path, what, fix_strict));
   }
   if (loaded.empty()) throw InputError(fmt::format("checkpoint '{}': no weight matches the model's", path));
+  if (missing.empty() && unexpected.empty()) return "";
+  std::string note = fmt::format("checkpoint '{}': loaded {} of the model's {} weights (strict: false)", path,
+                                 loaded.size(), seen.size());
+  if (!missing.empty()) note += "; kept as initialised: " + first_names(missing);
+  if (!unexpected.empty()) note += "; not in the model, left out: " + first_names(unexpected);
+  return note;
 }
 
 /// Saves a StateDict under `prefix`; its keys go to the metadata.
@@ -279,7 +286,10 @@ void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool s
   engine_->run_event(Event::BeforeLoad, state_);
   loading_by_call_ = true;
   try {
-    apply_checkpoint(checkpoint::read_file(path), path, weights_only, strict);
+    std::vector<std::string> rejected;
+    const auto [file_path, file] = checkpoint::read_file_or_newest(path, "load_checkpoint", &rejected);
+    for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
+    apply_checkpoint(file, file_path, weights_only, strict);
   } catch (...) {
     loading_by_call_ = false;
     throw;
@@ -309,7 +319,8 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
                                         path, m.at("format").get<int>(), kFormatVersion));
     }
     if (weights_only) {
-      load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
+      const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
+      if (!note.empty()) engine_->logger().info(note);
       forget_pending();
       loaded_checkpoint_ = path;
       return;
@@ -346,7 +357,8 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       throw InputError(fmt::format("checkpoint '{}' was taken with optimizer {}, this run uses {}", path,
                                    o.at("name").get<std::string>(), opt.name()));
     }
-    load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
+    const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
+    if (!note.empty()) engine_->logger().info(note);
 
     // optimizer: groups and state, by parameter name
     std::map<std::string, at::Tensor> params;

@@ -2,6 +2,7 @@
 #include <tessera/data/text.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -94,6 +95,98 @@ std::shared_ptr<TextDataset> load_text(TextOptions options) {
   at::Tensor targets = tokens.narrow(0, 1, n * s).view({n, s}).clone();
   return std::make_shared<TextDataset>(std::move(inputs), std::move(targets), kByteVocabulary,
                                        fmt::format("text({})", options.split()));
+}
+
+// ------------------------------------------------------------------------------------------------ classification
+
+TextClassificationDataset::TextClassificationDataset(at::Tensor inputs, at::Tensor targets,
+                                                     std::vector<std::string> labels, std::string name)
+    : TensorDataset(inputs, targets, static_cast<int64_t>(labels.size()), std::move(name)),
+      seq_length_(inputs.dim() == 2 ? inputs.size(1) : 0),
+      labels_(std::move(labels)) {
+  if (inputs.dim() != 2 || targets.dim() != 1 || targets.size(0) != inputs.size(0) ||
+      inputs.scalar_type() != at::kLong || targets.scalar_type() != at::kLong) {
+    throw InputError(fmt::format("TextClassificationDataset: expected int64 inputs [N, seq_length] and targets [N], "
+                                 "got {} and {}",
+                                 c10::str(inputs.sizes()), c10::str(targets.sizes())));
+  }
+}
+
+std::shared_ptr<TextClassificationDataset> load_text_classification(TextClassificationOptions options) {
+  validate_options(options, "dataset.text_classification");
+  const std::string& path = options.path();
+  std::error_code ec;
+  if (path.empty() || !fs::is_regular_file(path, ec)) {
+    throw InputError(fmt::format("text_classification dataset: {} is not a file; give `path` a file of lines: a "
+                                 "label, a tab, the text",
+                                 path.empty() ? "the empty path" : path));
+  }
+  const std::vector<uint8_t> bytes = read_bytes(path);
+  struct Line {
+    std::string label;
+    std::vector<uint8_t> text;
+  };
+  std::vector<Line> lines;
+  int64_t number = 0;  // 1-based line number in the file
+  for (size_t begin = 0; begin < bytes.size();) {
+    size_t end = begin;
+    while (end < bytes.size() && bytes[end] != '\n') ++end;
+    ++number;
+    size_t last = end;
+    if (last > begin && bytes[last - 1] == '\r') --last;  // CRLF files
+    if (last > begin) {
+      const auto tab = std::find(bytes.begin() + static_cast<std::ptrdiff_t>(begin),
+                                 bytes.begin() + static_cast<std::ptrdiff_t>(last), uint8_t{'\t'});
+      const auto stop = bytes.begin() + static_cast<std::ptrdiff_t>(last);
+      if (tab == stop || tab == bytes.begin() + static_cast<std::ptrdiff_t>(begin)) {
+        throw InputError(fmt::format("text_classification dataset: {}:{}: {}; expected a label, a tab, the text",
+                                     path, number, tab == stop ? "no tab" : "an empty label"));
+      }
+      if (std::find(tab, stop, uint8_t{0}) != stop) {
+        throw InputError(fmt::format("text_classification dataset: {}:{}: the text holds a byte 0, which pads "
+                                     "texts; remove it",
+                                     path, number));
+      }
+      lines.push_back({std::string(bytes.begin() + static_cast<std::ptrdiff_t>(begin), tab),
+                       std::vector<uint8_t>(tab + 1, stop)});
+    }
+    begin = end + 1;
+  }
+  std::vector<std::string> labels;
+  for (const auto& line : lines) labels.push_back(line.label);
+  std::sort(labels.begin(), labels.end());
+  labels.erase(std::unique(labels.begin(), labels.end()), labels.end());
+  if (labels.size() < 2) {
+    throw InputError(fmt::format("text_classification dataset: {} has {} label{}; expected at least 2 classes",
+                                 path, labels.size(), labels.size() == 1 ? " (" + labels[0] + ")" : "s"));
+  }
+  const double f = options.test_fraction();
+  std::vector<const Line*> kept;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const bool test = std::floor(static_cast<double>(i + 1) * f) > std::floor(static_cast<double>(i) * f);
+    if (options.split() == "all" || test == (options.split() == "test")) kept.push_back(&lines[i]);
+  }
+  if (options.limit() > 0 && static_cast<int64_t>(kept.size()) > options.limit()) {
+    kept.resize(static_cast<size_t>(options.limit()));
+  }
+  if (kept.empty()) {
+    throw InputError(fmt::format("text_classification dataset: the {} split of {} has no line ({} labelled lines, "
+                                 "test_fraction {})",
+                                 options.split(), path, lines.size(), f));
+  }
+  const int64_t n = static_cast<int64_t>(kept.size()), s = options.seq_length();
+  at::Tensor inputs = at::zeros({n, s}, at::kLong);
+  at::Tensor targets = at::empty({n}, at::kLong);
+  int64_t* in = inputs.data_ptr<int64_t>();
+  int64_t* target = targets.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const Line& line = *kept[static_cast<size_t>(i)];
+    const int64_t length = std::min<int64_t>(s, static_cast<int64_t>(line.text.size()));
+    for (int64_t j = 0; j < length; ++j) in[i * s + j] = line.text[static_cast<size_t>(j)];
+    target[i] = std::lower_bound(labels.begin(), labels.end(), line.label) - labels.begin();
+  }
+  return std::make_shared<TextClassificationDataset>(std::move(inputs), std::move(targets), std::move(labels),
+                                                     fmt::format("text_classification({})", options.split()));
 }
 
 }  // namespace tessera::data

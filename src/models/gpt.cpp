@@ -50,37 +50,47 @@ void init_gpt(nn::Module& model, int64_t n_layers) {
 /// 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise. past > 0 (cached keys:
 /// generation) takes the explicit form.
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, bool alibi,
-                  double dropout, int64_t past = 0) {
+                  double dropout, int64_t past = 0, const at::Tensor& keep = at::Tensor()) {
   const int64_t n = q.size(0), h = q.size(1), t = q.size(2), dh = q.size(3), s = past + t;
+  const bool padded = keep.defined();
   // The additive mask, [T, S] or with ALiBi's biases (their rows past .. past + T − 1) [H, T, S]: causal, 0 where
-  // query i (position past + i) may see key j <= past + i and −inf above; undefined for bidirectional attention
-  // without ALiBi.
+  // query i (position past + i) may see key j <= past + i and −inf above; with padding (keep [N, S] false) −inf at
+  // its keys, [N, 1 or H, T or 1, S]; undefined for bidirectional attention without ALiBi or padding.
   const auto mask = [&] {
-    const at::Tensor bias = alibi ? alibi_bias(h, s, q.options()).narrow(1, past, t) : at::Tensor();
-    if (!causal) return bias;
-    at::Tensor future = at::full({t, s}, -std::numeric_limits<double>::infinity(), q.options()).triu_(past + 1);
-    return alibi ? bias.add_(future) : future;
+    const double minus_infinity = -std::numeric_limits<double>::infinity();
+    at::Tensor m = alibi ? alibi_bias(h, s, q.options()).narrow(1, past, t) : at::Tensor();
+    if (causal) {
+      at::Tensor future = at::full({t, s}, minus_infinity, q.options()).triu_(past + 1);
+      m = alibi ? m.add_(future) : future;
+    }
+    if (!padded) return m;
+    const at::Tensor pads =
+        at::zeros({n, 1, 1, s}, q.options()).masked_fill_(keep.logical_not().view({n, 1, 1, s}), minus_infinity);
+    return m.defined() ? pads + m : pads;
   };
 #if TORCH_VERSION_MAJOR >= 2
   // PyTorch's fused attention (flash attention on the CPU and CUDA), but for CUDA in deterministic mode, where its
   // backward kernels may accumulate atomically.
   if (past == 0 && !(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
-    if (causal && !alibi) return at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
+    if (causal && !alibi && !padded) {
+      return at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
+    }
     const at::Tensor m = mask();
     return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
                                             dropout, /*is_causal=*/false);
   }
 #endif
   // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, T, S] scores: the scale
-  // and a [T, S] mask go into the product (baddbmm); ALiBi's per-head biases take one pass more.
+  // and a [T, S] mask go into the product (baddbmm); ALiBi's per-head biases and padding take one pass more.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   at::Tensor scores;
-  if (causal && !alibi) {
+  if (causal && !alibi && !padded) {
     scores = at::baddbmm(mask(), q.reshape({n * h, t, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
                  .view({n, h, t, s});
   } else {
     scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
-    if (alibi) scores.add_(mask());
+    const at::Tensor m = mask();
+    if (m.defined()) scores.add_(m);
   }
   const at::Tensor probabilities = at::softmax(scores, -1);
   return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, v);
@@ -107,8 +117,14 @@ SelfAttention::SelfAttention(int64_t d_model, int64_t n_heads, double dropout, b
 }
 
 at::Tensor SelfAttention::forward(const at::Tensor& x) {
+  if (keep_.defined() && (keep_.dim() != 2 || keep_.size(0) != x.size(0) || keep_.size(1) != x.size(1))) {
+    throw InputError(fmt::format("SelfAttention: the keys to keep have shape {}; expected [N, S] = [{}, {}] of the "
+                                 "input {}",
+                                 c10::str(keep_.sizes()), x.size(0), x.size(1), c10::str(x.sizes())));
+  }
   const at::Tensor qkv = heads_of(*this, x, n_heads_);  // 3 x [N, H, S, D/H]
-  const at::Tensor y = attend(qkv[0], qkv[1], qkv[2], causal_, alibi_, is_training() ? dropout_ : 0.0);
+  const at::Tensor y =
+      attend(qkv[0], qkv[1], qkv[2], causal_, alibi_, is_training() ? dropout_ : 0.0, /*past=*/0, keep_);
   return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
 }
 
@@ -196,7 +212,7 @@ at::Tensor GPTBlock::forward_with(const at::Tensor& x, const std::function<at::T
 
 GPT::GPT(GPTOptions options) : GPT(std::move(options), /*causal=*/true) {}
 
-GPT::GPT(GPTOptions options, bool causal) : options_(std::move(options)), causal_(causal) {
+GPT::GPT(GPTOptions options, bool causal, bool language_head) : options_(std::move(options)), causal_(causal) {
   validate_options(options_, "model");
   require_positive(options_.vocab_size(), "vocab_size");
   require_positive(options_.max_seq_length(), "max_seq_length");
@@ -219,7 +235,9 @@ GPT::GPT(GPTOptions options, bool causal) : options_(std::move(options)), causal
   }
   register_module("blocks", blocks);
   register_slot("ln_f", nn::AnyModule(layer_norm(d)));
-  register_slot("head", nn::AnyModule(nn::Linear(nn::LinearOptions(d, options_.vocab_size()).bias(false))));
+  if (language_head) {
+    register_slot("head", nn::AnyModule(nn::Linear(nn::LinearOptions(d, options_.vocab_size()).bias(false))));
+  }
   init_gpt(*this, options_.n_layers());
 }
 
@@ -254,13 +272,15 @@ at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
   return x;
 }
 
-at::Tensor GPT::head(const at::Tensor& x) { return slot("head").forward(slot("ln_f").forward(x)).transpose(1, 2); }
+at::Tensor GPT::head(const at::Tensor& x) { return slot("head").forward(x).transpose(1, 2); }
 
-at::Tensor GPT::forward(const Batch& batch) {
-  at::Tensor x = embed(batch.input(), 0);
+at::Tensor GPT::encode(const at::Tensor& ids) {
+  at::Tensor x = embed(ids, 0);
   for (const auto& block : blocks_) x = block->forward(x);
-  return head(x);
+  return slot("ln_f").forward(x);
 }
+
+at::Tensor GPT::forward(const Batch& batch) { return head(encode(batch.input())); }
 
 bool GPT::supports_kv_cache() {
   return causal_ && std::all_of(blocks_.begin(), blocks_.end(), [](const std::shared_ptr<GPTBlock>& block) {
@@ -293,7 +313,7 @@ at::Tensor GPT::forward_cached(const at::Tensor& ids, KVCache& cache) {
   cache.values.resize(blocks);
   for (size_t i = 0; i < blocks; ++i) x = blocks_[i]->forward_cached(x, cache.keys[i], cache.values[i]);
   cache.length += ids.size(1);
-  return head(x);
+  return head(slot("ln_f").forward(x));
 }
 
 at::Tensor GPT::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {

@@ -101,8 +101,8 @@ std::vector<BadRecipe> bad_recipes() {
       {"unknown_model",
        edit("mlp: {hidden: [16]}", "mpl: {hidden: [16]}"),
        {},
-       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: bert, cnn, gpt, mlp, "
-        "resnet)"}},
+       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: bert, bert_classifier, "
+        "cnn, gpt, mlp, resnet)"}},
       {"model_given_twice",
        edit("mlp: {hidden: [16]}", "mlp: {}\n  cnn: {}"),
        {},
@@ -701,10 +701,11 @@ TEST(RecipeTest, MakeTrainerCompilesThePlan) {
 }
 
 TEST(RegistryTest, RegisteredNames) {
-  EXPECT_EQ(registered_names("models"), (std::vector<std::string>{"bert", "cnn", "gpt", "mlp", "resnet"}));
-  EXPECT_EQ(registered_names("model"), (std::vector<std::string>{"bert", "cnn", "gpt", "mlp", "resnet"}));
+  const std::vector<std::string> models{"bert", "bert_classifier", "cnn", "gpt", "mlp", "resnet"};
+  EXPECT_EQ(registered_names("models"), models);
+  EXPECT_EQ(registered_names("model"), models);
   EXPECT_EQ(registered_names("datasets"),
-            (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text"}));
+            (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text", "text_classification"}));
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));

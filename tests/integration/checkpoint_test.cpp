@@ -13,6 +13,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -115,6 +116,13 @@ std::shared_ptr<Model> make_model(const std::string& kind) {
         ResNetOptions().depth(8).width(4).in_channels(3).num_classes(4).norm("group").groups(2));
   }
   if (kind == "gpt") return testing::tiny_gpt();
+  if (kind == "bert_classifier") {
+    BERTClassifierOptions options;
+    options.num_classes(3);
+    options.vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2);
+    at::manual_seed(3);
+    return std::make_shared<BERTClassifier>(options);
+  }
   throw std::invalid_argument("unknown test model " + kind);
 }
 
@@ -214,6 +222,15 @@ Components components(const RunSpec& s) {
         data::SyntheticOptions().size(s.train_size).input_shape(std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7));
   } else if (s.model == "gpt") {
     train = testing::tiny_text(s.train_size);
+  } else if (s.model == "bert_classifier") {
+    // tiny_text's sequences (ids 1 to 15) cut to 1 to 8 tokens and padded with 0, in 3 classes.
+    std::vector<int64_t> every(static_cast<size_t>(s.train_size));
+    std::iota(every.begin(), every.end(), 0);
+    const Batch all = testing::tiny_text(s.train_size)->get_batch(every);
+    const at::Tensor rows = at::arange(s.train_size, at::kLong).unsqueeze(1);
+    const at::Tensor length = rows.remainder(8).add(1);
+    const at::Tensor ids = all.input().clamp_min(1).masked_fill(at::arange(8, at::kLong).ge(length), 0);
+    train = std::make_shared<data::TensorDataset>(ids, rows.squeeze(1).remainder(3), 3, "tiny_labelled_text");
   }
   for (const char* augmenter : {"randaugment", "augmix"}) {  // images with intensities in [0, 1]
     if (std::find(s.algorithms.begin(), s.algorithms.end(), augmenter) != s.algorithms.end()) {
@@ -630,7 +647,9 @@ void expect_algorithms_acted(const RunSpec& spec, const TestRun& run, const Snap
     EXPECT_EQ(count_modules(static_cast<algorithms::SqueezeExciteConv2dImpl*>(nullptr)), 2);
   }
   if (has(spec.algorithms, "stochastic_depth") || has(spec.algorithms, "stochastic_depth_sample")) {
-    EXPECT_EQ(count_modules(static_cast<algorithms::StochasticDepthGateImpl*>(nullptr)), 3);  // ResNet-8's blocks
+    // ResNet-8's 3 blocks; the classifier's 2 transformer blocks.
+    EXPECT_EQ(count_modules(static_cast<algorithms::StochasticDepthGateImpl*>(nullptr)),
+              spec.model == "bert_classifier" ? 2 : 3);
   }
   if (has(spec.algorithms, "weight_standardization")) {  // CNN: 3 convs; ResNet-8: 7 and 2 projections
     EXPECT_EQ(count_modules(static_cast<algorithms::WeightStandardizedConvImpl*>(nullptr)), spec.model == "cnn" ? 3 : 9);
@@ -890,6 +909,15 @@ std::vector<RunSpec> resume_specs() {
   rechunk.microbatch_size = 5;
   rechunk.algorithms = {"seq_length_warmup_rechunk", "alibi", "sam"};
   specs.push_back(rechunk);
+  // A text classifier on padded sequences: truncated on schedule, GLUs, per-example scores, smoothed labels, blocks
+  // dropped, in microbatches under autocast.
+  RunSpec classifier = gpt;
+  classifier.name = "bert_classifier_seq_length_warmup_glu_label_smoothing_selective_backprop_stochastic_depth_"
+                    "microbatches_amp_bf16";
+  classifier.model = "bert_classifier";
+  classifier.algorithms = {"seq_length_warmup", "gated_linear_units", "label_smoothing", "selective_backprop",
+                           "stochastic_depth"};
+  specs.push_back(classifier);
   RunSpec standardized;
   standardized.name = "weight_standardization_blurpool_squeeze_excite";
   standardized.model = "cnn";

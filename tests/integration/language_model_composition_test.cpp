@@ -1,6 +1,6 @@
-// Algorithms on language models: every registered algorithm either trains a small GPT and a small BERT on text or is
-// refused before step 1 with its reason (the same for both); sequence-length warmup composes with each algorithm that
-// trains them.
+// Algorithms on language models: every registered algorithm either trains a small GPT, a small BERT and a small BERT
+// text classifier on text or is refused before step 1 with its reason (the same for all three); sequence-length
+// warmup composes with each algorithm that trains the GPT and the BERT.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -18,9 +18,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// Recipe text for `model` ("gpt", or "bert" on masked tokens; with dropout, for gyro dropout) trained 6 batches on
-/// testing::small_text_file() with `algorithm` (a recipe entry).
+/// Recipe text for `model` ("gpt", "bert" on masked tokens, or "bert_classifier" on labelled texts; with dropout,
+/// for gyro dropout) trained 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm`
+/// (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
+  const bool classifier = model == "bert_classifier";
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
@@ -29,7 +31,7 @@ run_dir: {}
 model: {{{}: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}}}}
 data:
   train:
-    dataset: {{text: {{path: {}, seq_length: 16}}}}
+    dataset: {{{}: {{path: {}, seq_length: 16}}}}
     loader: {{batch_size: 8}}
     transforms: [{}]
 optimizer: {{adamw: {{lr: 0.01}}}}
@@ -37,7 +39,9 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), model, testing::small_text_file(),
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), model,
+                     classifier ? "text_classification" : "text",
+                     classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
                      model == "bert" ? "mask_tokens" : "", algorithm);
 }
 
@@ -85,8 +89,15 @@ class OnText : public ::testing::TestWithParam<ModelAndAlgorithm> {};
 
 TEST_P(OnText, TrainsOrIsRefusedBeforeStepOne) {
   const auto& [model, name] = GetParam();
+  // ALiBi's shorter training sequences and the warmup's re-chunking re-cut each batch's tokens into more examples: a
+  // classifier's labels cannot follow (refused: OnLabelledText.ReCuttingSequencesIsRefusedBeforeStepOne); with whole or truncated sequences they train.
+  std::string algorithm = entry(name);
+  if (model == "bert_classifier" && name == "alibi") algorithm = "{alibi: {train_sequence_length_scaling: 1}}";
+  if (model == "bert_classifier" && name == "seq_length_warmup") {
+    algorithm = "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5, truncate: true}}";
+  }
   auto trainer = testing::trainer_unless_refused(
-      name, [&] { return make_trainer(Recipe::parse(recipe(model, entry(name)), "<string>")); }, refused_on_text());
+      name, [&] { return make_trainer(Recipe::parse(recipe(model, algorithm), "<string>")); }, refused_on_text());
   if (!trainer) return;  // refused, with the expected reason
   trainer->fit();
   EXPECT_EQ(trainer->state().timestamp.batch, 6);
@@ -142,8 +153,24 @@ INSTANTIATE_TEST_SUITE_P(LanguageModel, WithSeqLengthWarmup,
                          ::testing::Combine(::testing::Values("gpt", "bert"), ::testing::ValuesIn(trains_on_text())),
                          test_name);
 
+TEST(OnLabelledText, ReCuttingSequencesIsRefusedBeforeStepOne) {
+  const std::string message = testing::input_error_of(
+      [] { make_trainer(Recipe::parse(recipe("bert_classifier", entry("alibi")), "<string>")); });
+  EXPECT_NE(message.find("alibi: train_sequence_length_scaling 0.5 re-cuts each batch's sequences into shorter ones, "
+                         "which needs every batch part to be a sequence"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("set train_sequence_length_scaling: 1"), std::string::npos) << message;
+  const std::string warmup = testing::input_error_of(
+      [] { make_trainer(Recipe::parse(recipe("bert_classifier", entry("seq_length_warmup")), "<string>")); });
+  EXPECT_NE(warmup.find("seq_length_warmup: set_seq_length: batch part \"target\" of shape [1] is not a sequence"),
+            std::string::npos)
+      << warmup;
+  EXPECT_NE(warmup.find("use truncate: true"), std::string::npos) << warmup;
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "bert"),
+                         ::testing::Combine(::testing::Values("gpt", "bert", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);
 

@@ -1,4 +1,5 @@
-// A small text file for tests that train language models on text (the `text` dataset's `path`).
+// Small text files for tests that train language models on text (the `text` dataset's `path`) and text classifiers
+// (the `text_classification` dataset's).
 #pragma once
 
 #include <unistd.h>
@@ -16,6 +17,25 @@ inline const std::string& small_text_file() {
         std::filesystem::temp_directory_path() / ("tessera_small_text_" + std::to_string(::getpid()) + ".txt");
     std::ofstream out(p);
     for (int i = 0; out.tellp() < 4096; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
+    return p.string();
+  }();
+  return path;
+}
+
+/// A file of 120 labelled texts (the `text_classification` dataset's `path`): lines of small_text_file()'s words,
+/// labelled "odd" or "even" by the count of their words, written once per test binary.
+inline const std::string& small_labelled_text_file() {
+  static const std::string path = [] {
+    const auto p =
+        std::filesystem::temp_directory_path() / ("tessera_small_labels_" + std::to_string(::getpid()) + ".tsv");
+    std::ofstream out(p);
+    const char* words[] = {"the", "quick", "brown", "fox", "jumps", "runs"};
+    for (int i = 0; i < 120; ++i) {
+      const int count = 1 + i % 5;
+      out << (count % 2 == 0 ? "even" : "odd") << '\t';
+      for (int w = 0; w < count; ++w) out << (w ? " " : "") << words[(i + w) % 6];
+      out << '\n';
+    }
     return p.string();
   }();
   return path;

@@ -1,6 +1,6 @@
 #pragma once
 /// Text for language models: the bytes of text files as tokens (a byte-level vocabulary of 256), cut into
-/// fixed-length sequences for next-token prediction.
+/// fixed-length sequences for next-token prediction; and labelled texts for text classifiers (bert_classifier).
 ///
 ///     auto train = tessera::data::load_text(tessera::data::TextOptions().seq_length(128));
 ///     // train->get_batch({0}): input int64 [1, 128] = bytes [0, 128), target int64 [1, 128] = bytes [1, 129)
@@ -57,5 +57,46 @@ std::vector<uint8_t> read_text_split(TextOptions options);
 /// The dataset of `options`. Errors (InputError): a path that does not exist or holds no text, a split too short
 /// for one example of seq_length + 1 tokens.
 std::shared_ptr<TextDataset> load_text(TextOptions options);
+
+/// Options of `load_text_classification` (recipe name "text_classification").
+struct TextClassificationOptions {
+  /// A file of labelled texts, one per line: the label, a tab, the text (UTF-8 or any bytes but 0). Empty lines are
+  /// skipped.
+  TESSERA_OPTION(std::string, path) = "";
+  /// "train", "test" (the share test_fraction of the lines, spread evenly over the file: line i, counting the
+  /// labelled lines from 0, when floor((i + 1) · test_fraction) > floor(i · test_fraction)) or "all".
+  TESSERA_OPTION(std::string, split) = "train";
+  /// Tokens per example: a text's bytes, cut after seq_length, padded with byte 0 up to it.
+  TESSERA_OPTION(int64_t, seq_length) = 128;
+  TESSERA_OPTION(double, test_fraction) = 0.1;
+  /// Keep only the first N examples of the split (0 = all).
+  TESSERA_OPTION(int64_t, limit) = 0;
+  template <class V>
+  void visit(V& v) {
+    v("path", path_, "a file of lines: label, tab, text", Any{});
+    v("split", split_, "which lines to read", Choices{{"train", "test", "all"}});
+    v("seq_length", seq_length_, "tokens per example (bytes, cut or padded with byte 0)", Range::at_least(1));
+    v("test_fraction", test_fraction_, "share of the lines held out for the test split", Range::open(0, 1));
+    v("limit", limit_, "keep only the first N examples (0 = all)", Range::at_least(0));
+  }
+};
+
+/// Labelled texts in memory: inputs int64 [N, seq_length] (bytes, then byte 0), targets int64 [N] class ids.
+/// `num_classes()` is the number of distinct labels in the whole file (every split numbers them alike: label k in
+/// byte order is class k), `labels()` their names, `tokens_per_example()` seq_length.
+class TextClassificationDataset : public TensorDataset {
+ public:
+  TextClassificationDataset(at::Tensor inputs, at::Tensor targets, std::vector<std::string> labels, std::string name);
+  int64_t tokens_per_example() const override { return seq_length_; }
+  const std::vector<std::string>& labels() const noexcept { return labels_; }
+
+ private:
+  int64_t seq_length_;
+  std::vector<std::string> labels_;
+};
+
+/// The dataset of `options`. Errors (InputError, naming the file and line): a missing file; a line without a tab,
+/// with an empty label, or with a byte 0 (the padding); fewer than 2 labels; a split without a line.
+std::shared_ptr<TextClassificationDataset> load_text_classification(TextClassificationOptions options);
 
 }  // namespace tessera::data

@@ -70,12 +70,17 @@ class SelfAttention : public SlottedModule {
   /// Turns the linear attention biases of ALiBi on or off (no parameters or buffers: the slopes follow from n_heads).
   void set_alibi(bool on) noexcept { alibi_ = on; }
   bool alibi() const noexcept { return alibi_; }
+  /// The keys every query may attend to in the next forwards, bool [N, S] (false: padding, which no query sees);
+  /// undefined (the default): all. A model that pads its texts sets it around its forward (the bert_classifier
+  /// model). Each row must keep at least one key; forward throws InputError when the shape is not x's [N, S].
+  void set_key_padding(at::Tensor keep) { keep_ = std::move(keep); }
 
  private:
   int64_t n_heads_;
   double dropout_;
   bool causal_;
   bool alibi_ = false;
+  at::Tensor keep_;
 };
 
 /// ALiBi's head slopes (Press et al. 2022), float [n_heads] on `options`' device: for H a power of two,
@@ -152,15 +157,18 @@ class GPT : public Model {
 
  protected:
   /// The transformer of a GPT, or with `causal` false a bidirectional one whose token embedding has one row more,
-  /// id vocab_size: the mask token of the bert model. Errors name the model ("gpt" or "bert").
-  GPT(GPTOptions options, bool causal);
-  /// "gpt" or "bert", for messages.
-  const char* model_name() const noexcept { return causal_ ? "gpt" : "bert"; }
+  /// id vocab_size: the mask token of the bert model; with `language_head` false, without the "head" slot (the
+  /// bert_classifier model puts its own head on encode()). Errors name the model (model_name()).
+  GPT(GPTOptions options, bool causal, bool language_head = true);
+  /// The final LayerNorm's output [N, S, D] for token ids [N, S] (checked as forward checks them).
+  at::Tensor encode(const at::Tensor& ids);
+  /// "gpt", "bert" or "bert_classifier", for messages.
+  virtual const char* model_name() const noexcept { return causal_ ? "gpt" : "bert"; }
 
  private:
   /// Checks token ids [N, S] of positions offset .. offset + S − 1 and gives their embeddings [N, S, D].
   at::Tensor embed(const at::Tensor& ids, int64_t offset);
-  /// The logits [N, vocab, S] of the last block's output [N, S, D].
+  /// The logits [N, vocab, S] of the final LayerNorm's output [N, S, D].
   at::Tensor head(const at::Tensor& x);
 
   GPTOptions options_;
