@@ -35,8 +35,8 @@ class BERT : public GPT {
 };
 
 /// Options of `BERTClassifier` (recipe name "bert_classifier"): the bert model's (GPTOptions; vocab_size 256, the
-/// bytes, unless set), the number of classes and the padding token. Set the GPTOptions fields last when chaining
-/// (their setters return GPTOptions&).
+/// bytes, unless set), the number of classes and the padding token. The GPTOptions setters return GPTOptions&, so
+/// set those fields in a statement of their own (as in the example below).
 struct BERTClassifierOptions : GPTOptions {
   BERTClassifierOptions() { vocab_size(256); }
   /// Classes (0 = filled in from the data's number of classes by the registry).
