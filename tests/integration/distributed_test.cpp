@@ -634,6 +634,30 @@ TEST_F(Distributed, TwoRanksOfMicrobatchesWeighByMaskedTokensAndMatchOneWholeBat
   expect_one_rank_matches_two();
 }
 
+TEST_F(Distributed, TwoRanksOfABertClassifierOnPaddedTextsMatchOneRank) {
+  // Labelled texts of 1 to 10 words padded to 48 bytes: each rank's forward leaves its own rows' padding out of
+  // attention and pooling; 2 ranks x microbatches of 4 end on one rank's whole-batch weights.
+  const fs::path labels = dir_ / "labels.tsv";
+  {
+    std::ofstream out(labels);
+    for (int i = 0; i < 256; ++i) {
+      out << (i % 3 == 0 ? "three" : "other") << '\t';
+      for (int w = 0; w <= i % 10; ++w) out << (w ? " " : "") << "word" << (i * 7 + w) % 13;
+      out << '\n';
+    }
+  }
+  const std::string data = "{text_classification: {path: " + labels.string() + ", seq_length: 48}}";
+  const std::string setup = "model={bert_classifier: {d_model: 16, n_layers: 2, n_heads: 2}};data.train.dataset=" +
+                            data + ";data.eval.dataset=" + data + ";optimizer={adamw: {lr: 0.003}};";
+  ASSERT_EQ(launch(1, "one", setup).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
+  ASSERT_EQ(launch(2, "two", setup + "microbatch_size=4;").exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
+  const auto two = record("two", 0);
+  ASSERT_EQ(two.size(), 8u);
+  for (const auto& [b, line] : two) EXPECT_EQ(record("two", 1).at(b).fingerprint, line.fingerprint) << "batch " << b;
+  EXPECT_EQ(global_rows("two", 2), global_rows("one", 1));
+  expect_one_rank_matches_two();
+}
+
 TEST_F(Distributed, NoOpModelStandsInAlikeOnEveryRank) {
   // Each rank replaces its MLP by the one-parameter stand-in at Init; its gradient is averaged over the ranks.
   ASSERT_EQ(launch(2, "run", "algorithms=[no_op_model]").exit_code, 0) << slurp(dir_ / "run" / "error0.txt");
