@@ -133,10 +133,9 @@ at::Tensor GyroDropoutMasks::forward(const at::Tensor& x, bool training) {
   if (!selected_.defined() || selected_.device() != x.device() || selected_.scalar_type() != x.scalar_type()) {
     selected_ = selected(x.size(1)).mul_(static_cast<float>(1.0 / (1.0 - options_.p()))).to(x.device(), x.scalar_type());
   }
-  if (!place_ || !place_->is_set()) return apply_rows(x, selected_);
   try {
-    return apply_rows(x, selected_, *place_);
-  } catch (const InputError& e) {
+    return apply_rows(x, selected_, place_ ? *place_ : BatchPlace());
+  } catch (const InputError& e) {  // only a place that is set refuses rows
     throw InputError(fmt::format("gyro_dropout: layer {}'s input has {}", layer_, e.what()));
   }
 }

@@ -116,7 +116,7 @@ TEST(BERTClassifier, PaddingChangesNothingAndTheEncoderHasTheBertModelsNames) {
   ASSERT_EQ(a.sizes(), (std::vector<int64_t>{2, 3}));
   EXPECT_TRUE(at::allclose(a[0], b[0], 1e-5, 1e-6)) << a[0] << b[0];
   EXPECT_TRUE(a.isfinite().all().item<bool>()) << "a row of padding alone";
-  // Without the padding left out of attention and pooling, the two would differ.
+  // (Without the padding left out, the two would differ: the next test.)
   BERT bert(small_classifier());
   std::set<std::string> bert_names, names;
   for (const auto& p : bert.named_parameters()) bert_names.insert(p.key());

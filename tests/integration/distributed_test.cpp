@@ -635,8 +635,8 @@ TEST_F(Distributed, TwoRanksOfMicrobatchesWeighByMaskedTokensAndMatchOneWholeBat
 }
 
 TEST_F(Distributed, TwoRanksOfABertClassifierOnPaddedTextsMatchOneRank) {
-  // Labelled texts of 1 to 10 words padded to 48 bytes: each rank's forward leaves its own rows' padding out of
-  // attention and pooling; 2 ranks x microbatches of 4 end on one rank's whole-batch weights.
+  // Labelled texts of 1 to 10 words padded to 48 bytes (their padding masked per forward, per rank's rows): 2 ranks x
+  // microbatches of 4 end on one rank's whole-batch weights.
   const fs::path labels = dir_ / "labels.tsv";
   {
     std::ofstream out(labels);
