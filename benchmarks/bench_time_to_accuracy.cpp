@@ -103,10 +103,12 @@ Result train(const std::string& candidate, uint64_t seed, const std::vector<std:
     overrides.push_back("loggers=[{jsonl: {}}]");
   }
   overrides.push_back("checkpoint={}");  // no autoresume from an earlier run of the same recipe
-  tessera::Run run = tessera::build_run(tessera::Recipe::load(words.front(), overrides));
+  const tessera::Recipe recipe = tessera::Recipe::load(words.front(), overrides);
+  tessera::Run run = tessera::build_run(recipe);
   auto curve = std::make_shared<Curve>();
   run.components.callbacks.push_back(curve);
-  tessera::Trainer trainer(run.trainer, std::move(run.components));
+  // The recipe text goes into run.json, where tessera-report finds the seeds of one recipe (docs/report.md).
+  tessera::Trainer trainer(run.trainer, std::move(run.components), {}, recipe.text());
   trainer.fit();
   Result r;
   r.curve = curve->points;

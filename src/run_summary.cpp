@@ -26,6 +26,7 @@ void Trainer::write_run_summary(const std::string& status) const noexcept {
     j["status"] = status;
     if (!failure_.empty()) j["error"] = failure_;
     j["recipe"] = recipe_text_;
+    j["seed"] = s.seed;
     j["device"] = s.device.str();
     j["max_duration"] = s.time.max_duration.str();
     j["batches_per_epoch"] = s.time.batches_per_epoch;

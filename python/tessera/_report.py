@@ -13,8 +13,9 @@ import pathlib
 import sys
 from typing import List, Optional, Sequence, Union
 
-from ._runs import TRAIN_LOSS, ReportInputError, Run, eval_labels, name_runs, read_run, time_to_target
-from ._svg import Chart, Line, color, downsample, render, significant
+from ._runs import (TRAIN_LOSS, Group, ReportInputError, Run, eval_labels, group_runs, median, name_runs, read_run,
+                    time_to_target)
+from ._svg import Chart, Line, color, downsample, downsample_indices, render, significant
 
 PathLike = Union[str, "os.PathLike[str]"]
 TRAIN_ACCURACY = "metrics/train/accuracy"
@@ -36,7 +37,7 @@ th { background: #f3f3f3; text-align: left; } td.num { text-align: right; font-v
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; max-height: 24em; }
 .note { background: #fff4d6; border-left: 4px solid #e6a700; padding: .3em .6em; margin: .3em 0; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
-figure.chart { margin: 0; } figcaption { font-size: .9em; }
+figure.chart { margin: 0; max-width: 600px; } figcaption { font-size: .9em; }
 svg text { font-size: 11px; fill: #333; } svg text.label { font-size: 12px; }
 svg .grid { stroke: #e4e4e4; } svg .frame { fill: none; stroke: #888; }
 svg .series polyline { fill: none; stroke: currentColor; stroke-width: 1.6; }
@@ -63,6 +64,15 @@ def _seconds(value: Optional[float]) -> str:
     return f"{value * 1e3:.1f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} µs"
 
 
+def _spread(values: Sequence[float], show) -> str:
+    """One value as `show` writes it; several as their median and (lowest–highest)."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return show(values[0])
+    return f"{show(median(list(values)))} ({show(min(values))}–{show(max(values))})"
+
+
 def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
     """An HTML table; cells are already escaped; columns from `numeric_from` on are right-aligned."""
     head = "".join(f"<th>{h}</th>" for h in header)
@@ -74,12 +84,17 @@ def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], 
 class Report:
     """The runs, the metric and target they are compared on, and the page built from them."""
 
-    def __init__(self, runs: List[Run], metric: Optional[str], target: Optional[float]) -> None:
+    def __init__(self, runs: List[Run], metric: Optional[str], target: Optional[float],
+                 group_seeds: bool = True) -> None:
         self.runs = runs
         self.baseline = runs[0]
+        self.groups = group_runs(runs, group_seeds)
+        self.base_group = self.groups[0]  # the baseline run's: group_runs keeps the order of first runs
+        self.grouped = any(len(group.runs) > 1 for group in self.groups)
         self.metric = metric or self._default_metric()
         self.target_given = target is not None
-        self.target = target if target is not None else self.baseline.final(self.metric)
+        base_finals = self.base_group.finals(self.metric)
+        self.target = target if target is not None else (median(base_finals) if base_finals else None)
 
     def _default_metric(self) -> str:
         for label in eval_labels(self.runs):
@@ -104,6 +119,43 @@ class Report:
                 return []
             xs = [b / per_epoch for b in series.batch]
         return downsample(list(zip(xs, series.value)))
+
+    @staticmethod
+    def group_points(group: Group, key: str, x: str) -> Line:
+        """A group's median curve of `key`, with the seeds' range as a band (an unlabelled, uncoloured Line).
+
+        The seeds are lined up by batch: at each batch that every run logged, x is the runs' median training
+        time (or the epoch) and y the median value; the band spans the lowest and highest value.
+        """
+        line = Line(group.name, group.name, key, [], "")
+        columns = []
+        for run in group.runs:
+            series = run.series.get(key)
+            per_epoch = run.batches_per_epoch
+            if series is None or (x == "epoch" and per_epoch is None):
+                return line
+            xs = series.wct if x == "wct" else [b / per_epoch for b in series.batch]
+            columns.append(dict(zip(series.batch, zip(xs, series.value))))
+        batches = sorted(set.intersection(*(set(c) for c in columns)))
+        xs = [median([c[b][0] for c in columns]) for b in batches]
+        ys = [[c[b][1] for c in columns] for b in batches]
+        middle, low, high = [median(v) for v in ys], [min(v) for v in ys], [max(v) for v in ys]
+        keep = sorted(set(downsample_indices(middle)) | set(downsample_indices(low)) | set(downsample_indices(high)))
+        line.points = [(xs[i], middle[i]) for i in keep]
+        line.band = [(low[i], high[i]) for i in keep]
+        return line
+
+    def curve(self, index: int, group: Group, key: str, x: str, markers: bool) -> Line:
+        """A group's line in the overlays: its one run's curve, or the median of its seeds with their range."""
+        dashed = group is self.base_group
+        if len(group.runs) == 1:
+            run = group.runs[0]
+            return Line(run.name, run.name, key, self.points(run, key, x), color(index), markers=markers,
+                        dashed=dashed)
+        line = self.group_points(group, key, x)
+        line.label = f"{group.name}: median of {len(group.runs)} seeds, range shaded"
+        line.color, line.markers, line.dashed = color(index), markers, dashed
+        return line
 
     @staticmethod
     def throughput(run: Run) -> List[tuple]:
@@ -225,85 +277,146 @@ class Report:
                  ("overlay-loss-epoch", TRAIN_LOSS, "epoch", "epochs")]
         charts = []
         for chart_id, key, x, x_label in specs:
-            lines = [Line(run.name, run.name, key, self.points(run, key, x), color(i),
-                          markers=key != TRAIN_LOSS, dashed=run is self.baseline)
-                     for i, run in enumerate(self.runs)]
+            lines = [self.curve(i, group, key, x, markers=key != TRAIN_LOSS) for i, group in enumerate(self.groups)]
             charts.append(Chart(chart_id, f"{key} against {x_label}, all runs", x_label, key,
                                 [line for line in lines if line.points]))
         return charts
 
     def pareto_chart(self) -> Chart:
         lines, done = [], []
-        for i, run in enumerate(self.runs):
-            accuracy, seconds = run.final(self.metric), run.train_seconds
-            if accuracy is not None and seconds is not None:
-                lines.append(Line(run.name, run.name, self.metric, [(seconds, accuracy)], color(i)))
-                done.append((seconds, accuracy))
+        for i, group in enumerate(self.groups):
+            pairs = [(run.train_seconds, run.final(self.metric)) for run in group.runs]
+            pairs = [(t, v) for t, v in pairs if t is not None and v is not None]
+            if not pairs:
+                continue
+            seconds, accuracy = median([t for t, _ in pairs]), median([v for _, v in pairs])
+            line = Line(group.name, group.name, self.metric, [(seconds, accuracy)], color(i))
+            if len(pairs) > 1:
+                line.label = f"{group.name}: median of {len(pairs)} seeds, whiskers their range"
+                line.whiskers = [(min(t for t, _ in pairs), max(t for t, _ in pairs),
+                                  min(v for _, v in pairs), max(v for _, v in pairs))]
+            lines.append(line)
+            done.append((seconds, accuracy))
         front, best = [], -math.inf
         for seconds, accuracy in sorted(done, key=lambda p: (p[0], -p[1])):
             if accuracy > best:
                 front.append((seconds, accuracy))
                 best = accuracy
-        base = (self.baseline.train_seconds, self.baseline.final(self.metric))
-        highlight = ((base[0], base[1]), "baseline") if None not in base else None
+        base = next((line.points[0] for line in lines if line.run == self.base_group.name), None)
+        highlight = (base, "baseline") if base is not None else None
         return Chart("pareto", f"final {self.metric} against training time (the dashed line joins the runs no "
                      "other run beats on both)", "training time (s)", f"final {self.metric}", lines, connect=False,
                      highlight=highlight, guide=front if len(front) > 1 else None)
 
     def target_section(self) -> str:
         if self.target is None:
-            return (f'<p class="note">No target: the baseline {_e(self.baseline.name)} has no final '
+            return (f'<p class="note">No target: the baseline {_e(self.base_group.name)} has no final '
                     f"{_e(self.metric)}; give one with --target.</p>")
         origin = "given" if self.target_given else f"the baseline's final {_e(self.metric)}"
-        base_time = time_to_target(self.baseline, self.metric, self.target)
+        if not self.target_given and len(self.base_group.runs) > 1:
+            origin = f"the median of the baseline's final {_e(self.metric)} over its seeds"
+        base_time = median(self.base_group.times_to_target(self.metric, self.target))
         rows = []
-        for run in self.runs:
-            reached = time_to_target(run, self.metric, self.target)
-            speedup = f"{base_time / reached:.2f}×" if reached and base_time else "—"
-            rows.append([_e(run.name), _num(run.final(self.metric), 4), _seconds(run.train_seconds),
-                         _seconds(reached) if reached is not None else "not reached", speedup])
+        for group in self.groups:
+            times = group.times_to_target(self.metric, self.target)
+            reached = median(times)
+            speedup = f"{base_time / reached:.2f}×" if 0 < reached < math.inf and 0 < base_time < math.inf else "—"
+            shown = _seconds(reached) if reached < math.inf else "not reached"
+            row = [_e(group.name), _spread(group.finals(self.metric), lambda v: _num(v, 4)),
+                   _spread(group.train_seconds(), _seconds), shown, speedup]
+            if self.grouped:
+                row.insert(1, ", ".join("?" if seed is None else str(seed) for seed in group.seeds))
+                row[4] += f" ({sum(t < math.inf for t in times)}/{len(times)} reached)"
+            rows.append(row)
+        header = ["run", f"final {_e(self.metric)}", "training time", "time to target",
+                  "speed-up to target (baseline time / run time)"]
+        about = ""
+        if self.grouped:
+            header = ["recipe", "seeds", f"final {_e(self.metric)}: median (lowest–highest)",
+                      "training time: median (lowest–highest)", "time to target: median (seeds that reached it)",
+                      "speed-up to target (baseline median / median)"]
+            about = (" Over several seeds, a seed that did not reach the target counts as an endless time: the "
+                     "median is “not reached” when half of the seeds or more did not reach it.")
         return (f"<h3>Time to target</h3><p>Target: {_e(self.metric)} ≥ {_num(self.target, 6)} ({origin}). Time "
-                "to target is the training time (evaluation excluded) of the first evaluation that reached it.</p>" +
-                _table("time-to-target", ["run", f"final {_e(self.metric)}", "training time", "time to target",
-                        "speed-up to target (baseline time / run time)"], rows))
+                "to target is the training time (evaluation excluded) of the first evaluation that reached it."
+                f"{about}</p>" + _table("time-to-target", header, rows, 2 if self.grouped else 1))
 
     def cost_benefit_section(self) -> str:
-        base_algorithms = self.baseline.algorithms
+        base_algorithms = self.base_group.algorithms
         if base_algorithms is None:
             return ('<p class="note">No per-algorithm cost and benefit: the baseline has no run.json, so its '
                     "algorithms are not known.</p>")
-        base_accuracy = self.baseline.final(self.metric)
-        base_time = time_to_target(self.baseline, self.metric, self.target) if self.target is not None else None
+        base_finals = self.base_group.finals(self.metric)
+        base_accuracy = median(base_finals) if base_finals else None
+        base_time = median(self.base_group.times_to_target(self.metric, self.target)) \
+            if self.target is not None else math.inf
         rows = []
-        for run in self.runs[1:]:
-            algorithms = run.algorithms
+        for group in self.groups[1:]:
+            algorithms = group.algorithms
             if algorithms is None or len(algorithms ^ base_algorithms) != 1:
                 continue
             (name,) = algorithms ^ base_algorithms
             added = name in algorithms
-            accuracy = run.final(self.metric)
-            delta = None if accuracy is None or base_accuracy is None else accuracy - base_accuracy
-            reached = time_to_target(run, self.metric, self.target) if self.target is not None else None
-            change = None if reached is None or base_time is None else reached - base_time
-            own = (run if added else self.baseline).algorithm_seconds(name)
-            rows.append([f"{'+' if added else '−'} {_e(name)} ({_e(run.name)})",
-                         "—" if delta is None else f"{100 * delta:+.2f} pp",
-                         _seconds(reached) if reached is not None else "not reached",
-                         "—" if change is None else f"{change:+.2f} s", _seconds(own)])
+            finals = group.finals(self.metric)
+            delta = None if not finals or base_accuracy is None else median(finals) - base_accuracy
+            reached = median(group.times_to_target(self.metric, self.target)) \
+                if self.target is not None else math.inf
+            change = reached - base_time if reached < math.inf and base_time < math.inf else None
+            own = median([run.algorithm_seconds(name) for run in (group if added else self.base_group).runs])
+            row = [f"{'+' if added else '−'} {_e(name)} ({_e(group.name)})",
+                   "—" if delta is None else f"{100 * delta:+.2f} pp",
+                   _seconds(reached) if reached < math.inf else "not reached",
+                   "—" if change is None else f"{change:+.2f} s", _seconds(own)]
+            if self.grouped:
+                row.insert(2, self.seed_by_seed(finals, base_finals))
+            rows.append(row)
         if not rows:
             return ("<p>No run differs from the baseline by exactly one algorithm: no per-algorithm cost and "
                     "benefit table.</p>")
+        header = ["algorithm (run)", f"change in final {_e(self.metric)}", "time to target",
+                  "change in time to target", "algorithm's own time"]
+        about = ""
+        if self.grouped:
+            header[1:] = ["change in median final " + _e(self.metric), "its seeds against the baseline's",
+                          "time to target (median)", "change in time to target", "algorithm's own time (median)"]
+            about = (" Over several seeds: the change between medians, and whether every seed of the run is above "
+                     "(or below) every seed of the baseline, or the two ranges overlap (the change may be noise).")
         return ("<h3>Per algorithm: cost and benefit</h3><p>Runs that differ from the baseline by one algorithm "
                 "(+ added, − removed), against the baseline. The algorithm's own time is what the engine's trace "
                 "measured inside it (in the run that has it); the rest of its cost or saving shows in the time to "
-                "target.</p>" +
-                _table("cost-benefit", ["algorithm (run)", f"change in final {_e(self.metric)}", "time to target",
-                        "change in time to target", "algorithm's own time"], rows))
+                f"target.{about}</p>" + _table("cost-benefit", header, rows))
+
+    @staticmethod
+    def seed_by_seed(finals: List[float], base_finals: List[float]) -> str:
+        if not finals or not base_finals:
+            return "—"
+        if min(finals) > max(base_finals):
+            return "every seed above"
+        if max(finals) < min(base_finals):
+            return "every seed below"
+        return "ranges overlap"
+
+    def groups_section(self) -> str:
+        rows = [[_e(group.name), ", ".join(_e(run.name) for run in group.runs),
+                 ", ".join("?" if seed is None else str(seed) for seed in group.seeds)]
+                for group in self.groups if len(group.runs) > 1]
+        notes = [f'<p class="note">{_e(group.name)}: its seeds logged {_e(TRAIN_LOSS)} at different batches, so '
+                 "it has no median curve (the runs' own sections show their curves).</p>"
+                 for group in self.groups if len(group.runs) > 1 and all(TRAIN_LOSS in r.series for r in group.runs)
+                 and not self.group_points(group, TRAIN_LOSS, "wct").points]
+        return ("<p>Runs of one recipe with different seeds (the same recipe text apart from <code>seed</code> and "
+                "<code>run_dir</code>; without a recipe, folders side by side named alike but for a final "
+                "<code>seed&lt;N&gt;</code>) are compared as one: the median over their seeds, with the lowest and "
+                "highest value (a shaded band in the curves, whiskers in the Pareto chart). Each run keeps its own "
+                "section below.</p>" + _table("seed-groups", ["recipe", "runs", "seeds"], rows, 3) + "".join(notes))
 
     def comparison_section(self) -> str:
         parts = ['<section id="comparison"><h2>Comparison</h2>',
-                 f"<p>Baseline: {_e(self.baseline.name)} (dashed in the overlays). Compared on "
-                 f"{_e(self.metric)}.</p>", '<div class="charts">']
+                 f"<p>Baseline: {_e(self.base_group.name)} (dashed in the overlays). Compared on "
+                 f"{_e(self.metric)}.</p>"]
+        if self.grouped:
+            parts.append(self.groups_section())
+        parts.append('<div class="charts">')
         parts.extend(render(chart) for chart in self.overlay_charts())
         parts.append(render(self.pareto_chart()))
         parts.append("</div>")
@@ -325,12 +438,14 @@ class Report:
 
 def report(run_dirs: Union[PathLike, Sequence[PathLike]], output: PathLike = "report.html", *,
            baseline: Optional[PathLike] = None, target: Optional[float] = None, metric: Optional[str] = None,
-           title: str = "Tessera runs") -> pathlib.Path:
+           title: str = "Tessera runs", group_seeds: bool = True) -> pathlib.Path:
     """Writes one self-contained HTML page that shows the runs in `run_dirs` and compares them; returns its path.
 
     The baseline is `baseline` (added first if it is not among the runs), else the first run. The comparison
     uses `metric` (default metrics/<label>/accuracy of the runs' evaluator) and `target` (default the baseline's
-    final value of it). Raises tessera.report's ReportInputError (a ValueError) for a folder that is not a run.
+    final value of it). Runs of one recipe with different seeds are compared as one (their median and range)
+    unless `group_seeds` is False. Raises tessera.report's ReportInputError (a ValueError) for a folder that is
+    not a run.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -350,7 +465,7 @@ def report(run_dirs: Union[PathLike, Sequence[PathLike]], output: PathLike = "re
     found = {key for run in runs for key in set(run.series) | set(run.final_metrics())}
     if metric is not None and metric not in found:
         raise ReportInputError(f"metric {metric!r} is in none of the runs; they have: {', '.join(sorted(found))}")
-    out.write_text(Report(runs, metric, target).html(title), encoding="utf-8")
+    out.write_text(Report(runs, metric, target, group_seeds).html(title), encoding="utf-8")
     return out
 
 
@@ -364,10 +479,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "final value)")
     parser.add_argument("--metric", help="the evaluation metric to compare (default: metrics/<label>/accuracy)")
     parser.add_argument("--title", default="Tessera runs", help="the page's title")
+    parser.add_argument("--no-seed-groups", action="store_true", help="compare every run on its own, also runs "
+                        "of one recipe with different seeds (default: their median and range)")
     args = parser.parse_args(argv)
     try:
         out = report(args.runs, args.output, baseline=args.baseline, target=args.target, metric=args.metric,
-                     title=args.title)
+                     title=args.title, group_seeds=not args.no_seed_groups)
     except (ReportInputError, OSError) as exc:
         print(f"tessera-report: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ does not exist, or holds neither file, is an error (ReportInputError), since the
 import json
 import math
 import pathlib
+import re
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
@@ -244,3 +245,110 @@ def time_to_target(run: Run, metric: str, target: float) -> Optional[float]:
         if value >= target:
             return wct
     return None
+
+
+# -- runs of one recipe over several seeds -------------------------------------------------------------------------
+
+SEED_SUFFIX = re.compile(r"[-_.]?seed(\d+)$")
+# Top-level recipe keys that differ between the seeds of one recipe without making it another recipe.
+PER_RUN_KEYS = ("seed", "run_dir")
+
+
+def recipe_apart_from_seed(recipe: str) -> str:
+    """The recipe text without its top-level `seed:` and `run_dir:` entries (and their indented lines)."""
+    kept, skipping = [], False
+    for line in recipe.splitlines():
+        top_level = bool(line) and not line[0].isspace() and not line.startswith("#")
+        if top_level:
+            skipping = line.split(":", 1)[0].strip() in PER_RUN_KEYS
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def run_seed(run: Run) -> Optional[int]:
+    """run.json's seed, else the recipe's `seed:` line, else a folder name ending in seed<N>; None when unknown."""
+    if run.summary and isinstance(run.summary.get("seed"), int):
+        return int(run.summary["seed"])
+    found = re.search(r"^seed:\s*(\d+)\s*$", run.recipe or "", re.MULTILINE)
+    if found:
+        return int(found.group(1))
+    found = SEED_SUFFIX.search(run.path.name)
+    return int(found.group(1)) if found else None
+
+
+def _group_key(run: Run) -> tuple:
+    """Runs with equal keys are one recipe's seeds: the same recipe text apart from seed and run_dir, or, for runs
+    without a recipe, folders side by side whose names differ only in a trailing seed<N>."""
+    if run.recipe:
+        return ("recipe", recipe_apart_from_seed(run.recipe))
+    found = SEED_SUFFIX.search(run.path.name)
+    if found:
+        return ("folder", str(run.path.resolve().parent), run.path.name[:found.start()])
+    return ("run", str(run.path.resolve()))
+
+
+@dataclass
+class Group:
+    """The runs of one recipe over several seeds (a run whose recipe no other run shares is a group of one)."""
+
+    name: str
+    runs: List[Run]
+
+    @property
+    def seeds(self) -> List[Optional[int]]:
+        return [run_seed(run) for run in self.runs]
+
+    @property
+    def algorithms(self) -> Optional[Set[str]]:
+        """The runs' algorithms (the same recipe: the same plan); None when a run's are unknown."""
+        sets = [run.algorithms for run in self.runs]
+        return None if any(s is None for s in sets) else set().union(*sets)
+
+    def finals(self, key: str) -> List[float]:
+        """`key`'s final value in each run that has one."""
+        return [v for v in (run.final(key) for run in self.runs) if v is not None]
+
+    def train_seconds(self) -> List[float]:
+        return [v for v in (run.train_seconds for run in self.runs) if v is not None]
+
+    def times_to_target(self, metric: str, target: float) -> List[float]:
+        """Each run's time to target, math.inf for a run that did not reach it."""
+        return [math.inf if t is None else t for t in (time_to_target(run, metric, target) for run in self.runs)]
+
+
+def group_runs(runs: List[Run], by_seed: bool = True) -> List[Group]:
+    """The runs grouped by recipe (by_seed) or one group per run, in the order of each group's first run.
+
+    A group holds runs of distinct, known seeds: runs of one recipe and one seed (repeats, or runs that differ in
+    what the recipe does not say, such as a model given in code) stay apart, as do runs whose seed is unknown.
+    Runs must be named (name_runs) first: a group is named after its runs with the seed suffix taken off.
+    """
+    found: List[tuple] = []  # (key, members): a recipe may have several groups, each of distinct seeds
+    for run in runs:
+        seed = run_seed(run)
+        key = _group_key(run) if by_seed and seed is not None else ("run", id(run))
+        home = next((members for k, members in found if k == key and seed not in map(run_seed, members)), None)
+        if home is None:
+            found.append((key, [run]))
+        else:
+            home.append(run)
+    groups, taken = [], set()
+    for _, members in found:
+        stems = {SEED_SUFFIX.sub("", run.name) for run in members}
+        name = stems.pop() if len(members) > 1 and len(stems) == 1 and "" not in stems else members[0].name
+        if len(members) > 1 and name == members[0].name:
+            name += f" (+{len(members) - 1})"
+        base, k = name, 2
+        while name in taken:
+            name, k = f"{base} ({k})", k + 1
+        taken.add(name)
+        groups.append(Group(name, members))
+    return groups
+
+
+def median(values: List[float]) -> float:
+    """The median; with math.inf among the values (targets not reached) it is inf when half or more are."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2

@@ -30,6 +30,10 @@ class Line:
     color: str
     markers: bool = False  # a dot at each point (few points: evaluations, Pareto)
     dashed: bool = False
+    # Over several seeds: the lowest and highest value at each point's x (a shaded band), and for a scatter point
+    # the range of the seeds on both axes, (x_low, x_high, y_low, y_high) (whiskers).
+    band: Optional[List[Tuple[float, float]]] = None
+    whiskers: Optional[List[Tuple[float, float, float, float]]] = None
 
 
 @dataclass
@@ -56,27 +60,32 @@ def significant(value: float, digits: int = 6) -> float:
     return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
 
 
-def downsample(points: Sequence[Point], max_points: int = 1000) -> List[Point]:
-    """At most about `max_points` points: the first and last, and each bucket's lowest and highest value in x order.
+def downsample_indices(values: Sequence[float], max_points: int = 1000) -> List[int]:
+    """The indices of at most about `max_points` values: the first and last, and each bucket's lowest and highest.
 
     Keeping each bucket's extremes keeps the spikes a plain stride would drop (a loss spike stays visible).
     """
-    n = len(points)
+    n = len(values)
     if n <= max_points:
-        return list(points)
+        return list(range(n))
     buckets = max(1, (max_points - 2) // 2)
-    out = [points[0]]
+    out = [0]
     for b in range(buckets):
         start = 1 + (n - 2) * b // buckets
         end = 1 + (n - 2) * (b + 1) // buckets
         if start >= end:
             continue
         chunk = range(start, end)
-        low = min(chunk, key=lambda i: points[i][1])
-        high = max(chunk, key=lambda i: points[i][1])
-        out.extend(points[i] for i in sorted({low, high}))
-    out.append(points[-1])
+        low = min(chunk, key=lambda i: values[i])
+        high = max(chunk, key=lambda i: values[i])
+        out.extend(sorted({low, high}))
+    out.append(n - 1)
     return out
+
+
+def downsample(points: Sequence[Point], max_points: int = 1000) -> List[Point]:
+    """At most about `max_points` points, in x order (downsample_indices over the y values)."""
+    return [points[i] for i in downsample_indices([y for _, y in points], max_points)]
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
@@ -107,9 +116,16 @@ def _data(points: Iterable[Point]) -> str:
     return json.dumps([[significant(x), significant(y)] for x, y in points], separators=(",", ":"))
 
 
+def _values(rows: Iterable[Sequence[float]]) -> str:
+    return json.dumps([[significant(v) for v in row] for row in rows], separators=(",", ":"))
+
+
 def render(chart: Chart) -> str:
     """The chart as an HTML <figure> holding an inline <svg> and its legend."""
     everything = [p for line in chart.lines for p in line.points] + (chart.guide or [])
+    for line in chart.lines:
+        everything += [(x, y) for (x, _), pair in zip(line.points, line.band or []) for y in pair]
+        everything += [p for x0, x1, y0, y1 in line.whiskers or [] for p in ((x0, y0), (x1, y1))]
     title_id = f"{chart.chart_id}-title"
     parts = [f'<figure class="chart" data-chart="{_attr(chart.chart_id)}">',
              f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
@@ -148,9 +164,22 @@ def render(chart: Chart) -> str:
         pixels = " ".join(f"{px(x)},{py(y)}" for x, y in chart.guide)
         parts.append(f'<polyline class="guide" points="{pixels}"/>')
     for line in chart.lines:
+        extra = ""
+        if line.band:
+            extra += f' data-band="{_attr(_data(line.band))}"'
+        if line.whiskers:
+            extra += f' data-whiskers="{_attr(_values(line.whiskers))}"'
         parts.append(f'<g class="series" data-run="{_attr(line.run)}" data-metric="{_attr(line.metric)}" '
-                     f'data-points="{_attr(_data(line.points))}" style="color:{line.color}">')
+                     f'data-points="{_attr(_data(line.points))}"{extra} style="color:{line.color}">')
         parts.append(f"<title>{html.escape(line.label)}</title>")
+        if line.band:
+            edge = [(px(x), py(high)) for (x, _), (_, high) in zip(line.points, line.band)]
+            edge += [(px(x), py(low)) for (x, _), (low, _) in reversed(list(zip(line.points, line.band)))]
+            parts.append(f'<polygon class="band" fill="currentColor" fill-opacity="0.18" stroke="none" '
+                         f'points="{" ".join(f"{a},{b}" for a, b in edge)}"/>')
+        for (x, y), (x0, x1, y0, y1) in zip(line.points, line.whiskers or []):
+            parts.append(f'<path class="whisker" stroke="currentColor" stroke-width="1.2" fill="none" '
+                         f'd="M{px(x0)},{py(y)}H{px(x1)}M{px(x)},{py(y0)}V{py(y1)}"/>')
         if chart.connect and len(line.points) > 1:
             pixels = " ".join(f"{px(x)},{py(y)}" for x, y in line.points)
             dash = ' stroke-dasharray="5 3"' if line.dashed else ""

@@ -26,7 +26,8 @@ def metric_lines(epochs: int, batches_per_epoch: int, seconds_per_batch: float, 
     return lines
 
 
-def summary(algorithms: List[str], lines: List[Dict], batches_per_epoch: int, status: str = "complete") -> Dict:
+def summary(algorithms: List[str], lines: List[Dict], batches_per_epoch: int, status: str = "complete",
+            seed: Optional[int] = None, run_dir: str = "") -> Dict:
     last = lines[-1]
     finals: Dict[str, float] = {}
     for entry in lines:
@@ -35,8 +36,12 @@ def summary(algorithms: List[str], lines: List[Dict], batches_per_epoch: int, st
     for name in algorithms:
         events.setdefault(EVENTS[name], []).append({"name": name, "reasons": [f"{name} runs at {EVENTS[name]}"]})
     batches = last["batch"]
+    recipe = f"model: cnn\nalgorithms: {algorithms}\n"
+    if seed is not None:  # as the recipe of a run is written: seed and run_dir among the top-level keys
+        recipe = f"max_duration: {batches // batches_per_epoch}ep\nseed: {seed}\nrun_dir: {run_dir}\n" + recipe
     return {
-        "format": "tessera-run-summary/1", "status": status, "recipe": f"model: cnn\nalgorithms: {algorithms}\n",
+        "format": "tessera-run-summary/1", "status": status, "recipe": recipe,
+        **({} if seed is None else {"seed": seed}),
         "device": "cpu", "max_duration": f"{batches // batches_per_epoch}ep", "batches_per_epoch": batches_per_epoch,
         "samples_per_epoch": 32 * batches_per_epoch,
         "timestamp": {"epoch": batches // batches_per_epoch, "batch": batches, "sample": 32 * batches,
@@ -51,8 +56,9 @@ def summary(algorithms: List[str], lines: List[Dict], batches_per_epoch: int, st
 
 def write_run(folder: pathlib.Path, algorithms: List[str], seconds_per_batch: float, rate: float,
               epochs: int = 4, batches_per_epoch: int = 8, with_summary: bool = True,
-              tail: Optional[str] = None) -> pathlib.Path:
-    """A run folder; `tail` is appended to metrics.jsonl as is (a half-written line)."""
+              tail: Optional[str] = None, seed: Optional[int] = None) -> pathlib.Path:
+    """A run folder; `tail` is appended to metrics.jsonl as is (a half-written line); `seed` goes into run.json
+    and its recipe."""
     folder.mkdir(parents=True)
     lines = metric_lines(epochs, batches_per_epoch, seconds_per_batch, rate)
     text = "".join(json.dumps(entry) + "\n" for entry in lines)
@@ -60,7 +66,8 @@ def write_run(folder: pathlib.Path, algorithms: List[str], seconds_per_batch: fl
         text += json.dumps({"hparams": {"weights_fingerprint": "0" * 16}}) + "\n"
     (folder / "metrics.jsonl").write_text(text + (tail or ""))
     if with_summary:
-        (folder / "run.json").write_text(json.dumps(summary(algorithms, lines, batches_per_epoch), indent=1))
+        (folder / "run.json").write_text(json.dumps(summary(algorithms, lines, batches_per_epoch, seed=seed,
+                                                            run_dir=str(folder)), indent=1))
     return folder
 
 
@@ -74,3 +81,14 @@ def fixture_runs(root: pathlib.Path) -> List[pathlib.Path]:
         write_run(root / "old_killed", [], 0.05, 1.1, epochs=3, with_summary=False,
                   tail='{"epoch":3,"batch":25,"sample":800,"wct":1.2'),
     ]
+
+
+# Three seeds of a baseline and of label smoothing: (seconds per batch, rate) per seed.
+SEEDED = {"baseline": ([], [(0.05, 1.0), (0.054, 0.8), (0.047, 1.2)]),
+          "label_smoothing": (["label_smoothing"], [(0.052, 1.3), (0.05, 1.5), (0.055, 1.1)])}
+
+
+def seeded_runs(root: pathlib.Path) -> List[pathlib.Path]:
+    """runs/<name>-seed<1000+k>/ for SEEDED, as bench_time_to_accuracy --runs writes them (seeds interleaved)."""
+    return [write_run(root / f"{name}-seed{1000 + k}", algorithms, *SEEDED[name][1][k], seed=1000 + k)
+            for k in range(3) for name, (algorithms, _) in SEEDED.items()]

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import tessera
-from report_fixtures import fixture_runs, metric_lines, write_run
+from report_fixtures import SEEDED, fixture_runs, metric_lines, seeded_runs, write_run
 
 HERE = pathlib.Path(__file__).resolve().parent
 GOLDEN = HERE / "report_golden.json"
@@ -27,6 +27,8 @@ class PageData(html.parser.HTMLParser):
         self.tables: dict = {}
         self.polylines: dict = {}  # (chart, run, metric) -> number of pixel points drawn
         self.circles: dict = {}
+        self.polygons: dict = {}  # (chart, run, metric) -> number of pixel points of its band
+        self.whiskers: dict = {}
         self.tags: list = []
         self._chart = self._series = self._table = None
         self._cell: list = []
@@ -39,10 +41,15 @@ class PageData(html.parser.HTMLParser):
             self.charts[self._chart] = []
         elif tag == "g" and a.get("class") == "series":
             self._series = (self._chart, a["data-run"], a["data-metric"])
-            self.charts[self._chart].append({"run": a["data-run"], "metric": a["data-metric"],
-                                             "points": json.loads(a["data-points"])})
+            entry = {"run": a["data-run"], "metric": a["data-metric"], "points": json.loads(a["data-points"])}
+            entry.update({name: json.loads(a[f"data-{name}"]) for name in ("band", "whiskers") if f"data-{name}" in a})
+            self.charts[self._chart].append(entry)
         elif tag == "polyline" and self._series:
             self.polylines[self._series] = len(a["points"].split())
+        elif tag == "polygon" and self._series:
+            self.polygons[self._series] = len(a["points"].split())
+        elif tag == "path" and self._series:
+            self.whiskers[self._series] = self.whiskers.get(self._series, 0) + 1
         elif tag == "circle" and self._series:
             self.circles[self._series] = self.circles.get(self._series, 0) + 1
         elif tag == "table":
@@ -260,20 +267,24 @@ def test_tessera_report_command(tmp_path):
     assert proc.stderr.startswith("tessera-report: error: run folder") and "does not exist" in proc.stderr
 
 
-EXAMPLE_RUNS = "docs/runs/time_to_accuracy_1ep"
-EXAMPLE_REPORT = "docs/reports/time_to_accuracy_1ep.html"
-EXAMPLE_TITLE = "Time to accuracy, 1 epoch, Fashion-MNIST (docs/results.md)"
+EXAMPLES = [  # (runs, baseline, page, title): the reports docs/results.md links
+    ("docs/runs/time_to_accuracy_1ep", "baseline", "docs/reports/time_to_accuracy_1ep.html",
+     "Time to accuracy, 1 epoch, Fashion-MNIST (docs/results.md)"),
+    ("docs/runs/time_to_accuracy_1ep_3seeds", "baseline-seed1000", "docs/reports/time_to_accuracy_1ep_3seeds.html",
+     "Time to accuracy, 1 epoch, 3 seeds, Fashion-MNIST (docs/results.md)"),
+]
 
 
-def test_the_report_in_the_docs_is_the_one_its_runs_give(repo_root, tmp_path, monkeypatch):
-    """docs/results.md links a report of committed runs; a change to the page must regenerate it (docs/report.md)."""
+@pytest.mark.parametrize("runs_dir,baseline,example,title", EXAMPLES)
+def test_the_reports_in_the_docs_are_the_ones_their_runs_give(repo_root, tmp_path, monkeypatch, runs_dir, baseline,
+                                                             example, title):
+    """docs/results.md links reports of committed runs; a change to the page must regenerate them (docs/report.md)."""
     monkeypatch.chdir(repo_root)
-    runs = sorted(p.relative_to(repo_root) for p in (repo_root / EXAMPLE_RUNS).iterdir())
-    out = tessera.report(runs, tmp_path / "r.html", baseline=pathlib.Path(EXAMPLE_RUNS) / "baseline",
-                         title=EXAMPLE_TITLE)
-    assert out.read_text() == (repo_root / EXAMPLE_REPORT).read_text(), (
-        f"{EXAMPLE_REPORT} is out of date; regenerate it from the repository root with: tessera-report "
-        f"{EXAMPLE_RUNS}/* --baseline {EXAMPLE_RUNS}/baseline --title '{EXAMPLE_TITLE}' -o {EXAMPLE_REPORT}")
+    runs = sorted(p.relative_to(repo_root) for p in (repo_root / runs_dir).iterdir())
+    out = tessera.report(runs, tmp_path / "r.html", baseline=pathlib.Path(runs_dir) / baseline, title=title)
+    assert out.read_text() == (repo_root / example).read_text(), (
+        f"{example} is out of date; regenerate it from the repository root with: tessera-report "
+        f"{runs_dir}/* --baseline {runs_dir}/{baseline} --title '{title}' -o {example}")
 
 
 def test_what_the_monitors_logged_gets_charts_and_no_per_parameter_rows(tmp_path):
@@ -303,3 +314,144 @@ def test_what_the_monitors_logged_gets_charts_and_no_per_parameter_rows(tmp_path
     # A run without monitors has none of these charts (the fixtures' golden page is unchanged).
     plain = page_data(tessera.report(fixture_runs(tmp_path / "runs")[:1], tmp_path / "p.html").read_text())
     assert not any(k.endswith(("-lr", "-grad-norm", "-param-norm", "-memory")) for k in plain.charts)
+
+
+# -- runs of one recipe over several seeds ------------------------------------------------------------------------
+
+def seed_curves(name: str, key: str, epochs: int = 4, batches_per_epoch: int = 8) -> list:
+    """Per seed of SEEDED[name]: {batch: (wct, value)} of `key`, from the closed forms the fixtures use."""
+    return [{e["batch"]: (e["wct"], e[key]) for e in metric_lines(epochs, batches_per_epoch, *pace) if key in e}
+            for pace in SEEDED[name][1]]
+
+
+def median_of(values):
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def sig(value, digits=6):
+    """What the page stores of a value (6 significant digits)."""
+    return float(f"{value:.{digits}g}")
+
+
+@pytest.fixture
+def seeded_page(tmp_path):
+    paths = seeded_runs(tmp_path / "runs")
+    # a third recipe, one algorithm away from the baseline, better at every seed
+    paths += [write_run(tmp_path / "runs" / f"blurpool-seed{1000 + k}", ["blurpool"], 0.05, rate, seed=1000 + k)
+              for k, rate in enumerate((2.0, 2.2, 2.4))]
+    return tessera.report(paths, tmp_path / "report.html")
+
+
+def test_the_seeds_of_one_recipe_are_compared_as_their_median_and_range(seeded_page):
+    data = page_data(seeded_page.read_text())
+    assert data.tables["seed-groups"][1:] == [
+        [name, ", ".join(f"{name}-seed{1000 + k}" for k in range(3)), "1000, 1001, 1002"]
+        for name in ("baseline", "label_smoothing", "blurpool")]
+    # Overlays: one series per recipe, the median of its seeds at each batch they all logged, the range as a band.
+    for chart, x in (("overlay-metric-epoch", "epoch"), ("overlay-metric-time", "wct")):
+        series = {s["run"]: s for s in data.charts[chart]}
+        assert sorted(series) == ["baseline", "blurpool", "label_smoothing"]
+        for name in ("baseline", "label_smoothing"):
+            curves = seed_curves(name, "metrics/test/accuracy")
+            batches = sorted(curves[0])
+            xs = [b / 8 if x == "epoch" else median_of([c[b][0] for c in curves]) for b in batches]
+            ys = [[c[b][1] for c in curves] for b in batches]
+            assert series[name]["points"] == [[sig(a), sig(median_of(v))] for a, v in zip(xs, ys)], (chart, name)
+            assert series[name]["band"] == [[sig(min(v)), sig(max(v))] for v in ys], (chart, name)
+            key = (chart, name, "metrics/test/accuracy")
+            assert data.circles[key] == 4 and data.polylines[key] == 4
+            assert data.polygons[key] == 8  # the band: 4 points along the top, 4 back along the bottom
+    loss = {s["run"]: s for s in data.charts["overlay-loss-time"]}["baseline"]
+    assert len(loss["points"]) == len(loss["band"]) == 32
+    assert all(low <= middle <= high for (_, middle), (low, high) in zip(loss["points"], loss["band"]))
+    # Each run keeps its own section: 9 runs of 5 charts, and 5 comparison charts.
+    assert len(data.charts) == 5 + 9 * 5 and "run8-accuracy-time" in data.charts
+    # Time to target: the baseline's median final accuracy; a seed that never reaches it counts as never.
+    finals = {name: sorted(c[32][1] for c in seed_curves(name, "metrics/test/accuracy"))
+              for name in ("baseline", "label_smoothing")}
+    target = finals["baseline"][1]
+    rows = {row[0]: row[1:] for row in data.tables["time-to-target"][1:]}
+    assert rows["baseline"] == ["1000, 1001, 1002", f"{target:g} ({finals['baseline'][0]:g}–{finals['baseline'][2]:g})",
+                                "1.60 s (1.50 s–1.73 s)", "1.60 s (2/3 reached)", "1.00×"]
+    # label smoothing's seeds reach it at batches 32, 24 and 32: 1.664 s, 1.2 s, 1.76 s
+    assert rows["label_smoothing"][3:] == ["1.66 s (3/3 reached)", f"{1.6 / 1.664:.2f}×"]
+    assert f"≥ {target:g} (the median of the baseline's final metrics/test/accuracy over its seeds)" in \
+        seeded_page.read_text()
+    # Cost and benefit: medians, and whether the seeds' ranges overlap.
+    cost = {row[0]: row[1:] for row in data.tables["cost-benefit"][1:]}
+    assert cost["+ label_smoothing (label_smoothing)"][:2] == [
+        f"{100 * (finals['label_smoothing'][1] - target):+.2f} pp", "ranges overlap"]
+    assert cost["+ blurpool (blurpool)"][1] == "every seed above"
+    # Pareto: each recipe at its median time and accuracy, whiskers spanning its seeds.
+    pareto = {s["run"]: s for s in data.charts["pareto"]}
+    assert pareto["baseline"]["points"] == [[1.6, target]]
+    assert pareto["baseline"]["whiskers"] == [[1.504, 1.728, finals["baseline"][0], finals["baseline"][2]]]
+    assert data.whiskers[("pareto", "baseline", "metrics/test/accuracy")] == 1
+
+
+def test_seed_groups_can_be_turned_off(tmp_path):
+    paths = seeded_runs(tmp_path / "runs")
+    data = page_data(tessera.report(paths, tmp_path / "r.html", group_seeds=False).read_text())
+    assert "seed-groups" not in data.tables
+    assert sorted(s["run"] for s in data.charts["overlay-metric-time"]) == sorted(p.name for p in paths)
+    assert not any("band" in s for s in data.charts["overlay-metric-time"])
+    assert len(data.tables["time-to-target"]) == 1 + 6
+    command = os.path.join(os.path.dirname(sys.executable), "tessera-report")
+    proc = subprocess.run([command, *map(str, paths), "--no-seed-groups", "-o", str(tmp_path / "c.html")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c.html").read_text() == (tmp_path / "r.html").read_text()
+
+
+def test_which_runs_count_as_seeds_of_one_recipe(tmp_path):
+    from tessera._runs import recipe_apart_from_seed
+    assert recipe_apart_from_seed("seed: 3\nrun_dir: runs/a\nmodel:\n  resnet: {seed: 5}\nrun_dir:\n  b\nx: 1\n") == \
+        "model:\n  resnet: {seed: 5}\nx: 1"
+    root = tmp_path / "runs"
+    paths = [
+        # no run.json: folders side by side, named alike but for seed<N>
+        write_run(root / "old_seed1", [], 0.05, 1.0, with_summary=False),
+        write_run(root / "old_seed2", [], 0.05, 1.1, with_summary=False),
+        write_run(root / "older-seed1", [], 0.05, 1.1, with_summary=False),
+        # the same recipe and the same seed (a repeat, or a model given in code): kept apart; a seed already in
+        # the recipe's first group starts (or joins) a second one
+        write_run(root / "again_a", [], 0.05, 1.0, seed=7),
+        write_run(root / "again_b", [], 0.05, 1.0, seed=7),
+        write_run(root / "again_c", [], 0.05, 1.0, seed=8),
+        write_run(root / "again_d", [], 0.05, 1.0, seed=9),
+        write_run(root / "again_e", [], 0.05, 1.0, seed=8),
+        # named as seeds, but their recipes differ: kept apart
+        write_run(root / "mixed-seed1", ["label_smoothing"], 0.05, 1.0, seed=1),
+        write_run(root / "mixed-seed2", ["blurpool"], 0.05, 1.0, seed=2),
+        # no seed known anywhere: never grouped
+        write_run(root / "plain_a", ["label_smoothing"], 0.05, 1.0),
+        write_run(root / "plain_b", ["label_smoothing"], 0.05, 1.0),
+    ]
+    data = page_data(tessera.report(paths, tmp_path / "r.html").read_text())
+    assert data.tables["seed-groups"][1:] == [["old", "old_seed1, old_seed2", "1, 2"],
+                                              ["again_a (+2)", "again_a, again_c, again_d", "7, 8, 9"],
+                                              ["again_b (+1)", "again_b, again_e", "7, 8"]]
+    assert [row[0] for row in data.tables["time-to-target"][1:]] == [
+        "old", "older-seed1", "again_a (+2)", "again_b (+1)", "mixed-seed1", "mixed-seed2", "plain_a", "plain_b"]
+
+
+def test_seeds_that_logged_at_different_batches_have_no_median_curve(tmp_path):
+    paths = seeded_runs(tmp_path / "runs")[:4:2]  # baseline seeds 1000 and 1001
+    lines = [json.loads(line) for line in (paths[1] / "metrics.jsonl").read_text().splitlines()]
+    shifted = [dict(e, batch=e["batch"] + 1000) if "batch" in e else e for e in lines]
+    (paths[1] / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in shifted))
+    text = tessera.report(paths, tmp_path / "r.html").read_text()
+    assert "baseline: its seeds logged loss/train/total at different batches, so it has no median curve" in text
+    data = page_data(text)
+    assert data.charts["overlay-loss-time"] == []
+    assert [s["run"] for s in data.charts["pareto"]] == ["baseline"]  # finals still have a median
+
+
+def test_chromium_renders_seed_bands_and_whiskers_without_console_errors(seeded_page, tmp_path):
+    dom, console = chromium(tmp_path, "--dump-dom", seeded_page.as_uri())
+    assert console == []
+    rendered = page_data(dom)
+    assert rendered.charts == page_data(seeded_page.read_text()).charts
+    assert rendered.polygons and rendered.polygons == page_data(seeded_page.read_text()).polygons

@@ -75,6 +75,7 @@ TEST(RunSummary, ACompleteRunRecordsItsPlanTraceTimesMetricsAndFingerprint) {
   EXPECT_EQ(j["format"], "tessera-run-summary/1");
   EXPECT_EQ(j["status"], "complete");
   EXPECT_EQ(j["recipe"], "max_duration: 2ep\n");
+  EXPECT_EQ(j["seed"].get<uint64_t>(), t->state().seed);  // the report groups runs of one recipe by seed
   EXPECT_EQ(j["timestamp"]["batch"], 12);  // 2 epochs of 48 examples in batches of 8
   EXPECT_EQ(j["batches_per_epoch"], 6);
   EXPECT_EQ(j["plan"]["events"][0]["event"], "before_forward");
