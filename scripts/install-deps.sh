@@ -13,6 +13,7 @@ pkgs=(
   openssl  # the self-signed certificate of the https remote test (tests/core/shard_cache_test.cpp)
   python3-torch python3-pybind11 pybind11-dev python3-pytest python3-venv python3-pip
   python3-dev python3-setuptools python3-wheel
+  python3-pil  # PIL images written by tessera.data.MdsWriter (python/tests/test_mds.py; Debian's torch only)
   dataset-fashion-mnist
   fortunes  # English text for the language-model recipes (the text dataset's default, src/data/text.cpp)
   chromium  # headless, for the report tests (python/tests/test_report.py render tessera-report's page)

@@ -3,6 +3,7 @@
 //   tessera-shard write --fashion-mnist [--folder DIR] [--split train|test] [--limit N] [--image-encoding ndarray|png]
 //                       --out DIR [--size-limit BYTES] [--compression zstd[:LEVEL]] [--hashes xxh3_64,...] [--exist-ok]
 //   tessera-shard inspect DIR [--verify]
+//   tessera-shard merge DIR              (joins the data sets parallel writers wrote into DIR's subfolders)
 //   tessera-shard order DIR [--batch-size B] [--ranks 1,2,4,8] [--partitions L] [--shuffle-block-size K] [--epochs E]
 //   tessera-shard order --recipe R.yaml [--batch-size B] [--ranks 1,2,4,8] [--epochs E]   (its streaming train data)
 //
@@ -129,6 +130,11 @@ int main(int argc, char** argv) {
   inspect->add_option("dir", dir, "dataset folder (holding index.json)")->required();
   inspect->add_flag("--verify", verify, "check every shard file against index.json's hashes");
 
+  CLI::App* merge = app.add_subcommand(
+      "merge", "join the data sets that parallel writers wrote into subfolders of DIR: writes DIR/index.json");
+  std::string merge_dir;
+  merge->add_option("dir", merge_dir, "the folder whose subfolders hold the parts")->required();
+
   CLI::App* order = app.add_subcommand(
       "order", "shards each rank reads per epoch under the streaming dataset's order (docs/streaming.md)");
   std::string order_dir;
@@ -173,6 +179,13 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (merge->parsed()) {
+      const mds::Merged merged = mds::merge_index(merge_dir);
+      std::cout << "merged " << merged.parts.size() << " parts (" << merged.index.shards.size() << " shards, "
+                << merged.index.total_samples() << " samples) into " << merge_dir << "/index.json\n";
+      for (const std::string& part : merged.empty_parts) std::cout << "skipped " << part << ": it has no samples\n";
+      dir = merge_dir;
+    }
     if (write->parsed()) {
       mds::WriterOptions options;
       options.compression(compression).size_limit(size_limit).exist_ok(exist_ok);

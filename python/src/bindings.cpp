@@ -41,18 +41,6 @@ namespace {
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers
 
-/// A file path from a str or an os.PathLike (os.fspath); InputError naming `where` otherwise.
-std::string path_from_python(py::handle h, const char* where) {
-  if (PyUnicode_Check(h.ptr())) return h.cast<std::string>();
-  py::object fspath = py::module_::import("os").attr("fspath");
-  try {
-    py::object p = fspath(h);
-    if (PyUnicode_Check(p.ptr())) return p.cast<std::string>();
-  } catch (const py::error_already_set&) {
-  }
-  throw InputError(std::string(where) + ": expected a path (str or os.PathLike), got " + describe_value(h));
-}
-
 /// tessera.inspect_checkpoint's dict.
 py::dict checkpoint_info_to_python(const CheckpointInfo& info) {
   py::dict out;
@@ -723,6 +711,7 @@ PYBIND11_MODULE(_C, m) {
   py::module_ algorithms = m.def_submodule("algorithms", "The algorithms, with their options as keyword arguments.");
   py::module_ functional = m.def_submodule("functional", "Functional forms on plain tensors.");
   bind_algorithms(algorithms, functional, data);
+  bind_mds(data);
   bind_user_parts(m);
   use_python_type_names(m);
 }

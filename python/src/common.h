@@ -51,6 +51,8 @@ std::vector<Resource> to_resources(py::handle h);
 void bind_state(py::module_& m);
 /// Binds tessera.algorithms, tessera.functional and tessera.data: components.cpp.
 void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);
+/// tessera.data's MDS reader, writer, merge and streaming order (py_mds.cpp).
+void bind_mds(py::module_& data);
 /// The language-model algorithms (sequence-length warmup, ALiBi, gated linear units, low-precision LayerNorm) and
 /// their functional forms: language_models.cpp.
 void bind_language_model_algorithms(py::module_& algorithms, py::module_& functional);
@@ -84,6 +86,18 @@ inline const char* keep_doc(std::string text) {
 inline std::string describe_value(py::handle h) {
   return py::repr(h).cast<std::string>() + " (" + py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>() +
          ")";
+}
+
+/// A file path from a str or an os.PathLike (os.fspath); InputError naming `where` otherwise.
+inline std::string path_from_python(py::handle h, const char* where) {
+  if (PyUnicode_Check(h.ptr())) return h.cast<std::string>();
+  py::object fspath = py::module_::import("os").attr("fspath");
+  try {
+    py::object p = fspath(h);
+    if (PyUnicode_Check(p.ptr())) return p.cast<std::string>();
+  } catch (const py::error_already_set&) {
+  }
+  throw InputError(std::string(where) + ": expected a path (str or os.PathLike), got " + describe_value(h));
 }
 
 // ---------------------------------------------------------------------------------------------------------

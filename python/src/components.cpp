@@ -38,8 +38,6 @@
 #include <tessera/callback.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
-#include <tessera/data/mds.h>
-#include <tessera/data/streaming.h>
 #include <tessera/models/model.h>
 #include <tessera/optim/optimizer.h>
 #include <tessera/recipe.h>
@@ -1028,57 +1026,6 @@ void bind_algorithms(py::module_& m, py::module_& f, py::module_& d) {
     const auto ds = data::load_fashion_mnist(options_from_kwargs<data::FashionMnistOptions>(kwargs, "fashion_mnist"));
     return whole_dataset(*ds);
   }, keep_doc("Fashion-MNIST (Debian's dataset-fashion-mnist) as one Batch.\n\n" + options_doc<data::FashionMnistOptions>()));
-
-  // ---- MDS shards (docs/streaming.md): the C++ reader, thinly --------------------------------------------
-  namespace mds = data::mds;
-  d.def("mds_inspect", [](const std::string& dir, bool verify) {
-    const mds::Inspection r = mds::inspect(dir, mds::ReaderOptions().verify_hashes(verify));
-    return py::dict(py::arg("column_names") = r.column_names, py::arg("column_encodings") = r.column_encodings,
-                    py::arg("samples") = r.samples, py::arg("shards") = r.shards, py::arg("raw_bytes") = r.raw_bytes,
-                    py::arg("zip_bytes") = r.zip_bytes, py::arg("compression") = r.compression,
-                    py::arg("checksum") = r.checksum);
-  }, py::arg("dir"), py::arg("verify") = false, "What `tessera-shard inspect DIR` prints, as a dict.");
-  d.def(
-      "streaming_order",
-      [](std::vector<int64_t> shard_offsets, uint64_t seed, int64_t epoch, int64_t batch_size, int64_t begin,
-         int64_t end, bool shuffle, int64_t shuffle_block_size, int64_t partitions) {
-        const data::StreamingOrder order(std::move(shard_offsets), data::StreamingOrderOptions()
-                                                                       .shuffle(shuffle)
-                                                                       .shuffle_block_size(shuffle_block_size)
-                                                                       .partitions(partitions));
-        return at::tensor(order.range(seed, epoch, batch_size, begin, end < 0 ? order.size() : end), at::kLong);
-      },
-      py::arg("shard_offsets"), py::arg("seed"), py::arg("epoch"), py::arg("batch_size"), py::arg("begin") = 0,
-      py::arg("end") = -1, py::arg("shuffle") = true, py::arg("shuffle_block_size") = 262144,
-      py::arg("partitions") = 8,
-      "Sample ids at positions [begin, end) (end -1: the epoch's end) of epoch `epoch`'s streaming order over shards "
-      "with these offsets (MdsReader.shard_offsets), for global batches of `batch_size`: the order the C++ "
-      "StreamingDataset gives its DataLoader (int64 tensor; docs/streaming.md).");
-  py::class_<mds::Reader>(d, "MdsReader", "An MDS data set folder, read with random access (the C++ mds::Reader).")
-      .def(py::init([](const std::string& dir, bool verify) {
-             return std::make_unique<mds::Reader>(dir, mds::ReaderOptions().verify_hashes(verify));
-           }), py::arg("dir"), py::arg("verify_hashes") = false)
-      .def("__len__", &mds::Reader::size)
-      .def_property_readonly("column_names", &mds::Reader::column_names)
-      .def_property_readonly("column_encodings", &mds::Reader::column_encodings)
-      .def_property_readonly("num_shards", &mds::Reader::num_shards)
-      .def_property_readonly("shard_offsets", &mds::Reader::shard_offsets,
-                             "Each shard's first global sample index, then len(reader).")
-      .def("__getitem__", [](const mds::Reader& r, int64_t i) {
-        if (i < 0) i += r.size();
-        if (i < 0 || i >= r.size())  // IndexError, so that `for sample in reader` ends
-          throw py::index_error("sample index out of range for an MDS data set of " + std::to_string(r.size()));
-        const mds::SampleView s = r.sample(i);
-        py::dict out;
-        for (int64_t c = 0; c < s.num_columns(); ++c) {
-          const std::string& name = r.column_names()[static_cast<size_t>(c)];
-          const std::string& encoding = r.column_encodings()[static_cast<size_t>(c)];
-          if (encoding == "str") out[py::str(name)] = py::str(std::string(s.raw(c).view()));
-          else if (encoding == "bytes") out[py::str(name)] = py::bytes(std::string(s.raw(c).view()));
-          else out[py::str(name)] = s.tensor(c);
-        }
-        return out;
-      }, py::arg("index"), "Sample `index` as {column: value}: str, bytes, or a tensor (a view of the shard where aligned).");
 }
 
 }  // namespace tessera::python

@@ -15,7 +15,10 @@ loop the same data a recipe trains on:
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sized, Union
+import decimal
+import json
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sized, Union
 
 import torch
 
@@ -23,10 +26,11 @@ from ._C import InputError
 from ._C import data as _native
 
 fashion_mnist = _native.fashion_mnist
-# MDS shards (MosaicML Streaming's format; docs/streaming.md): random access with the C++ reader, and what
-# `tessera-shard inspect` prints.
+# MDS shards (MosaicML Streaming's format; docs/streaming.md): random access with the C++ reader, what
+# `tessera-shard inspect` prints, merging parallel writers' parts (`tessera-shard merge`), and MdsWriter below.
 MdsReader = _native.MdsReader
 mds_inspect = _native.mds_inspect
+merge_index = _native.merge_index
 synthetic = _native.synthetic
 shuffled_order = _native.shuffled_order
 streaming_order = _native.streaming_order
@@ -121,6 +125,84 @@ class StreamingSampler(ResumableSampler):
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})")
 
 
+class MdsWriter:
+    """Writes an MDS data set folder as Streaming's MDSWriter does (the same bytes for the same samples), with the
+    C++ writer: no Streaming install needed. docs/streaming.md, "Writing from Python".
+
+        with tessera.data.MdsWriter("data/train", {"image": "jpeg", "label": "int", "meta": "json"}) as out:
+            for image, label in source:
+                out.write({"image": image, "label": label, "meta": {"source": "camera 2"}})
+
+    Values: int, float, str, bytes and torch.Tensor as they are; numpy arrays (as tensors: give a column whose
+    encoding names the dtype for uint16, uint32 and uint64 arrays, which torch 1.13 cannot hold) and numpy scalars;
+    PIL images in modes L, LA, RGB and RGBA for png, jpeg and pil columns; decimal.Decimal for str_decimal; any
+    JSON value for json (json.dumps, as Streaming). Leaving the `with` block by an exception writes no index.json:
+    the shards written so far stay, but the folder is not a data set until a run completes (a half-converted data
+    set is never read as a whole one). `finish()` (or the end of the block) writes the last shard and index.json.
+    """
+
+    def __init__(self, out: Any, columns: Dict[str, str], compression: Optional[str] = None,
+                 hashes: Optional[List[str]] = None, size_limit: int = 1 << 26, exist_ok: bool = False,
+                 jpeg_quality: int = 75) -> None:
+        if not isinstance(columns, dict) or not columns:
+            raise InputError(f"MdsWriter: columns must be a non-empty dict {{name: encoding}}, got {columns!r}")
+        self.columns = dict(columns)
+        self._native = _native._MdsWriter(os.fspath(out), list(self.columns.items()), compression or "",
+                                          list(hashes or []), size_limit, exist_ok, jpeg_quality)
+        self.finished = False
+
+    def _value(self, column: str, value: Any) -> Any:
+        encoding = self.columns.get(column, "")  # an unknown column: the C++ writer names it
+        if encoding == "json":
+            return json.dumps(value.tolist() if _is_numpy_array(value) else value)
+        if isinstance(value, decimal.Decimal):
+            return str(value)
+        if _is_numpy_array(value):
+            import numpy
+            if value.dtype in (numpy.uint16, numpy.uint32, numpy.uint64):
+                if not encoding.startswith("ndarray:") and encoding not in ("uint16", "uint32", "uint64"):
+                    raise InputError(f"MdsWriter.write: column {column!r} ({encoding}): a {value.dtype} array needs "
+                                     f"an encoding that names its dtype (e.g. ndarray:{value.dtype}); torch 1.13 "
+                                     "has no such tensor type")
+                value = value.astype(numpy.int64)
+            return torch.from_numpy(numpy.ascontiguousarray(value))
+        if type(value).__module__ == "numpy":  # numpy scalars
+            return value.item()
+        if hasattr(value, "mode") and hasattr(value, "tobytes") and hasattr(value, "size"):  # a PIL image
+            if value.mode not in ("L", "LA", "RGB", "RGBA"):
+                raise InputError(f"MdsWriter.write: column {column!r}: PIL mode {value.mode!r} is not stored; "
+                                 "convert the image to L, LA, RGB or RGBA first (image.convert('RGB'))")
+            import numpy
+            return torch.from_numpy(numpy.array(value))
+        return value
+
+    def write(self, sample: Dict[str, Any]) -> None:
+        """Adds one sample: {column: value} with exactly the writer's columns."""
+        if self.finished:
+            raise InputError("MdsWriter.write: the writer is finished")
+        if not isinstance(sample, dict):
+            raise InputError(f"MdsWriter.write: expected a dict {{column: value}}, got {type(sample).__name__}")
+        self._native.write({k: self._value(k, v) for k, v in sample.items()})
+
+    def finish(self) -> Dict[str, int]:
+        """Writes the last shard and index.json; returns {"shards": ..., "samples": ...}."""
+        if self.finished:
+            raise InputError("MdsWriter.finish: the writer is already finished")
+        self.finished = True
+        return self._native.finish()
+
+    def __enter__(self) -> "MdsWriter":
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if kind is None and not self.finished:
+            self.finish()
+
+
+def _is_numpy_array(value: Any) -> bool:
+    return type(value).__name__ == "ndarray" and type(value).__module__ == "numpy"
+
+
 def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
     """torch.utils.data.DataLoader(dataset, batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)."""
     if "sampler" in kwargs or "batch_sampler" in kwargs or "shuffle" in kwargs:
@@ -128,5 +210,5 @@ def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwar
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)
 
 
-__all__ = ["MdsReader", "ResumableSampler", "StreamingSampler", "fashion_mnist", "mds_inspect", "resumable_loader",
-           "shuffled_order", "streaming_order", "synthetic"]
+__all__ = ["MdsReader", "MdsWriter", "ResumableSampler", "StreamingSampler", "fashion_mnist", "mds_inspect",
+           "merge_index", "resumable_loader", "shuffled_order", "streaming_order", "synthetic"]

@@ -163,3 +163,135 @@ def test_mixed_streams_train_in_stratified_and_per_stream_batches(tmp_path):
     assert per_stream[:4] != per_stream[4:], "the streams' batches are shuffled together, afresh each epoch"
     with pytest.raises(tessera.InputError, match="device_per_stream .* would tie the order to the number of ranks"):
         run("device_per_stream")
+
+
+# -- writing from Python, numbers as text, merging parts ---------------------------------------------------------
+
+def hand_shard(config, records):
+    """The bytes of one uncompressed shard of `records` (as Streaming lays it out) and its index.json text."""
+    head = json.dumps(config, sort_keys=True).encode()
+    offsets = [4 + 4 * (len(records) + 1) + len(head)]
+    for r in records:
+        offsets.append(offsets[-1] + len(r))
+    data = struct.pack("<I", len(records)) + struct.pack(f"<{len(offsets)}I", *offsets) + head + b"".join(records)
+    entry = dict(config, raw_data={"basename": "shard.00000.mds", "bytes": len(data), "hashes": {}},
+                 samples=len(records), zip_data=None)
+    return data, json.dumps({"shards": [entry], "version": 2}, sort_keys=True)
+
+
+def test_mds_writer_writes_the_bytes_streaming_lays_out(tmp_path):
+    np = pytest.importorskip("numpy")
+    (tmp_path / "hand").mkdir()
+    write_mds(tmp_path / "hand", SAMPLES)
+    with tessera.data.MdsWriter(tmp_path / "ours", {"x": "ndarray:float32:2,2", "label": "int", "name": "str"}) as out:
+        for k, (label, name, x) in enumerate(SAMPLES):  # arrays as numpy and as torch, labels as int and numpy
+            out.write({"label": np.int64(label) if k else label, "name": name,
+                       "x": np.array(x, np.float32).reshape(2, 2) if k % 2 else torch.tensor(x).view(2, 2)})
+    for name in ("shard.00000.mds", "index.json"):
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "hand" / name).read_bytes(), name
+
+
+def test_mds_writer_stores_floats_as_pythons_str_and_reads_back_python_values(tmp_path):
+    np = pytest.importorskip("numpy")
+    import decimal
+    rng = np.random.default_rng(7)
+    floats = [float(rng.standard_normal() * 10.0 ** int(rng.integers(-320, 300))) for _ in range(3000)]
+    floats += [0.0, -0.0, 1e16, 1e-5, 1e-4, 9999999999999998.0, 5e-324, 1.7976931348623157e308, float("inf"),
+               float("-inf"), float("nan"), 2.0 ** 63, 0.1 + 0.2]
+    with tessera.data.MdsWriter(tmp_path / "f", {"f": "str_float"}) as out:
+        for f in floats:
+            out.write({"f": f})
+    config = {"column_encodings": ["str_float"], "column_names": ["f"], "column_sizes": [None], "compression": None,
+              "format": "mds", "hashes": [], "size_limit": 1 << 26, "version": 2}
+    records = [struct.pack("<I", len(str(f))) + str(f).encode() for f in floats]
+    data, index = hand_shard(config, records)
+    assert (tmp_path / "f" / "shard.00000.mds").read_bytes() == data  # every float's text is Python's str()
+    assert (tmp_path / "f" / "index.json").read_text() == index
+    read = [s["f"] for s in tessera.data.MdsReader(tmp_path / "f")]
+    assert [str(f) for f in read] == [str(f) for f in floats]
+
+    columns = {"n": "str_int", "d": "str_decimal", "j": "json", "b": "bytes", "u": "ndarray:uint16", "a": "ndarray",
+               "s": "uint8"}
+    values = [{"n": -(2 ** 62), "d": decimal.Decimal("-1.50E-3"), "j": {"k": [1, None, "\u00e9"], "t": True},
+               "b": b"\x00\x01", "u": np.array([0, 65535], np.uint16), "a": np.arange(6, dtype=np.int16).reshape(2, 3),
+               "s": np.uint8(200)},
+              {"n": 7, "d": 3, "j": "just text", "b": b"", "u": np.array([[1]], np.uint16),
+               "a": torch.ones(2, dtype=torch.float64), "s": 0}]
+    with tessera.data.MdsWriter(tmp_path / "all", columns, compression="zstd", hashes=["xxh3_64"]) as out:
+        for v in values:
+            out.write(v)
+    reader = tessera.data.MdsReader(tmp_path / "all", verify_hashes=True)
+    first, second = reader[0], reader[1]
+    assert first["n"] == -(2 ** 62) and isinstance(first["n"], int)
+    assert first["d"] == decimal.Decimal("-0.00150") and str(first["d"]) == "-0.00150"  # stored as written: -1.50E-3
+    assert first["j"] == {"k": [1, None, "\u00e9"], "t": True} and second["j"] == "just text"
+    assert first["b"] == b"\x00\x01" and second["b"] == b""
+    assert first["u"].tolist() == [0, 65535] and first["u"].dtype == torch.int32  # widened: torch 1.13 has no uint16
+    assert first["a"].dtype == torch.int16 and first["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert second["a"].dtype == torch.float64 and first["s"].item() == 200 and second["d"] == 3
+
+
+def test_mds_writer_refuses_what_it_cannot_store(tmp_path):
+    np = pytest.importorskip("numpy")
+    columns = {"n": "str_int", "d": "str_decimal", "a": "ndarray", "j": "json"}
+    good = {"n": 1, "d": "0.5", "a": torch.zeros(2), "j": [1]}
+    out = tessera.data.MdsWriter(tmp_path / "w", columns)
+    for column, value, message in [
+            ("n", True, 'column "n": a bool is not stored by MDS'),
+            ("n", 2 ** 70, "does not fit int64"),
+            ("d", 0.1, "a float is not the decimal it prints as"),
+            ("a", np.zeros(2, np.uint16), "a uint16 array needs an encoding that names its dtype"),
+            ("a", object(), "expected int, float, str, bytes, a torch.Tensor"),
+            ("j", float("nan"), "not valid JSON"),
+    ]:
+        with pytest.raises(tessera.InputError, match=message):
+            out.write(dict(good, **{column: value}))
+    with pytest.raises(tessera.InputError, match="a sample must have exactly the columns a, d, j, n; got a, d, extra"):
+        out.write(dict(good, extra=1))
+    out.write(good)
+    assert out.finish() == {"shards": 1, "samples": 1}
+    with pytest.raises(tessera.InputError, match="finished"):
+        out.write(good)
+    # An exception inside the block leaves the shards written so far but no index.json: never read as whole.
+    with pytest.raises(RuntimeError):
+        with tessera.data.MdsWriter(tmp_path / "broken", {"n": "int"}, size_limit=64) as broken:
+            for i in range(40):
+                broken.write({"n": i})
+            raise RuntimeError("the conversion failed half-way")
+    assert list((tmp_path / "broken").glob("shard.*.mds")) and not (tmp_path / "broken" / "index.json").exists()
+    with pytest.raises(tessera.InputError, match="index.json not found"):
+        tessera.data.MdsReader(tmp_path / "broken")
+
+
+def test_mds_writer_stores_pil_images(tmp_path):
+    Image = pytest.importorskip("PIL.Image")  # Debian's python3-pil (scripts/install-deps.sh)
+    np = pytest.importorskip("numpy")
+    pixels = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 3 % 256).astype(np.uint8)
+    with tessera.data.MdsWriter(tmp_path / "img", {"p": "png", "q": "pil", "g": "png"}) as out:
+        out.write({"p": Image.fromarray(pixels), "q": Image.fromarray(pixels), "g": Image.fromarray(pixels[:, :, 0])})
+    sample = tessera.data.MdsReader(tmp_path / "img")[0]
+    assert sample["p"].tolist() == pixels.tolist() and sample["q"].tolist() == pixels.tolist()
+    assert sample["g"].shape == (4, 5, 1) and sample["g"][:, :, 0].tolist() == pixels[:, :, 0].tolist()
+    with pytest.raises(tessera.InputError, match="PIL mode 'P' is not stored; convert the image"):
+        tessera.data.MdsWriter(tmp_path / "p", {"p": "png"}).write({"p": Image.fromarray(pixels).convert("P")})
+
+
+def test_parts_written_in_parallel_merge_into_one_data_set(tmp_path):
+    import concurrent.futures
+    root = tmp_path / "data"
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:  # as parallel writers would, each into its own folder
+        list(pool.map(lambda p: write_part(root / f"part-{p}", p), range(11)))
+    info = tessera.data.merge_index(root)
+    assert info["parts"] == [f"part-{p}" for p in range(11)]  # natural order: part-2 before part-10
+    assert info["empty_parts"] == [] and info["samples"] == sum(range(11)) * 2 + 11
+    labels = [s["label"].item() for s in tessera.data.MdsReader(root)]
+    assert labels == [100 * p + i for p in range(11) for i in range(2 * p + 1)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(tessera.InputError, match="no subfolder of .*empty holds an index.json"):
+        tessera.data.merge_index(tmp_path / "empty")
+
+
+def write_part(folder, p):
+    with tessera.data.MdsWriter(folder, {"label": "int"}, size_limit=100) as out:
+        for i in range(2 * p + 1):
+            out.write({"label": 100 * p + i})

@@ -446,7 +446,7 @@ void StreamingDataset::check_columns(Source& src, bool first) {
                      target.name + "\"; a class target must be an integer scalar (int, int8..int64, uint8..uint64)");
   src.target_dtype = *target.dtype;
   const Encoding input = encoding(src.input_column);
-  if (input.kind == Encoding::Kind::str || input.kind == Encoding::Kind::bytes)
+  if (input.kind == Encoding::Kind::str || input.kind == Encoding::Kind::bytes || input.kind == Encoding::Kind::json)
     throw InputError("streaming.input: column \"" + options_.input() + "\" of " + src.folder + " is \"" +
                      input.name + "\"; an input must be numbers (ndarray, a scalar) or an image (png, jpeg, pil)");
   src.image_hwc = input.kind == Encoding::Kind::png || input.kind == Encoding::Kind::jpeg ||

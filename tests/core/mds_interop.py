@@ -4,6 +4,10 @@
   mds_interop.py write DIR COMPRESSION      writes samples of every encoding with streaming.MDSWriter
   mds_interop.py fashion DIR LIMIT SIZE     writes the first LIMIT Fashion-MNIST training samples the way
                                             `tessera-shard write --fashion-mnist` does
+  mds_interop.py numbers DIR                writes numbers as text and JSON (str_int, str_float, str_decimal,
+                                            json, str columns) with streaming.MDSWriter
+  mds_interop.py parts ROOT                 writes three parts into ROOT's subfolders and joins them with
+                                            streaming's merge_index
   mds_interop.py dump DIR OUT.json          reads every sample with streaming.StreamingDataset, as JSON
   mds_interop.py batches METHOD BATCH OUT.json DIR...
                                             epoch 0's batches of labels of streams DIR... with batching_method
@@ -16,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+from decimal import Decimal
 
 import numpy as np
 from PIL import Image
@@ -24,7 +29,9 @@ COLUMNS = {
     'i': 'int', 'u8': 'uint8', 'u16': 'uint16', 'u32': 'uint32', 'u64': 'uint64', 'i8': 'int8', 'i16': 'int16',
     'i32': 'int32', 'i64': 'int64', 'f16': 'float16', 'f32': 'float32', 'f64': 'float64', 's': 'str', 'b': 'bytes',
     'a': 'ndarray', 'af': 'ndarray:float32', 'ax': 'ndarray:int16:2,3', 'png': 'png', 'jpg': 'jpeg', 'pil': 'pil',
+    'si': 'str_int', 'sf': 'str_float', 'sd': 'str_decimal', 'js': 'json',
 }
+NUMBERS = {'si': 'str_int', 'sf': 'str_float', 'sd': 'str_decimal', 'js': 'json', 's': 'str'}
 DTYPES = ['uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'uint64', 'int64', 'float16', 'float32', 'float64']
 
 
@@ -57,7 +64,44 @@ def sample(i):
         'png': image(rng, ['L', 'LA', 'RGB', 'RGBA'][i % 4], 5 + i % 3, 9),
         'jpg': image(rng, ['L', 'RGB'][i % 2], 16, 8 + i % 9),
         'pil': image(rng, ['L', 'RGB', 'RGBA'][i % 3], 3, 4 + i % 2),
+        **numbers(rng, i),
     }
+
+
+def numbers(rng, i):
+    """Values of the text columns: floats of every magnitude (Python's str() turns scientific below 1e-4 and from
+    1e16), decimals with trailing zeros and exponents, JSON of every kind of value."""
+    special = [0.0, -0.0, 1e16, 1e-5, 0.0001, 9999999999999998.0, 5e-324, 1.7976931348623157e308, 0.1, 100.0]
+    f = special[i % 10] if i % 3 == 0 else float(rng.standard_normal() * 10.0 ** int(rng.integers(-30, 30)))
+    return {
+        'si': int(rng.integers(-2**62, 2**62)) * (1 if i % 2 else -1),
+        'sf': f,
+        'sd': Decimal(f'{rng.standard_normal():.{i % 9}f}') * Decimal(10) ** int(rng.integers(-9, 9)),
+        'js': {'i': i, 'f': float(rng.standard_normal()), 'v': [1.5, None, True, 'x\u00e9\U0001F600'][:1 + i % 4],
+               'n': {'k': i % 3 == 0}} if i % 5 else ['list', i],
+        's': 'text ' * (i % 4),
+    }
+
+
+def write_numbers(out):
+    from streaming import MDSWriter
+    with MDSWriter(out=out, columns=NUMBERS, size_limit=3000) as w:
+        for i in range(300):
+            w.write(numbers(np.random.default_rng(i), i))
+
+
+def write_parts(root):
+    """Three parts of different sizes, as parallel writers leave them, merged by Streaming."""
+    from streaming import MDSWriter
+    from streaming.base.util import merge_index
+    start = 0
+    for part, n in enumerate((7, 12, 5)):
+        with MDSWriter(out=os.path.join(root, f'part-{part}'), columns={'label': 'int', 'name': 'str'},
+                       size_limit=200) as w:
+            for i in range(start, start + n):
+                w.write({'label': i, 'name': f'sample {i}'})
+        start += n
+    merge_index(root, keep_local=True)
 
 
 def write(out, compression):
@@ -90,6 +134,8 @@ def to_json(v):
         return {'hex': v.hex()}
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, Decimal):
+        return {'decimal': str(v)}
     return v
 
 
@@ -135,6 +181,10 @@ if __name__ == '__main__':
         write(args[0], args[1] if len(args) > 1 else '')
     elif cmd == 'fashion':
         fashion(args[0], int(args[1]), int(args[2]))
+    elif cmd == 'numbers':
+        write_numbers(args[0])
+    elif cmd == 'parts':
+        write_parts(args[0])
     elif cmd == 'dump':
         dump(args[0], args[1])
     elif cmd == 'batches':

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -85,7 +86,23 @@ inline const data::mds::Columns kAllColumns = {
     {"i8", "int8"},       {"i16", "int16"},    {"i32", "int32"},    {"i64", "int64"},    {"f16", "float16"},
     {"f32", "float32"},   {"f64", "float64"},  {"s", "str"},        {"b", "bytes"},      {"a", "ndarray"},
     {"af", "ndarray:float32"}, {"ax", "ndarray:int16:2,3"}, {"png", "png"}, {"jpg", "jpeg"}, {"pil", "pil"},
+    {"si", "str_int"},    {"sf", "str_float"}, {"sd", "str_decimal"}, {"js", "json"},
 };
+
+/// The str_float values of sample_of: Python's str() switches to scientific notation below 1e-4 and from 1e16;
+/// the shortest round-trip digits; the extremes of a double.
+inline double float_of(int64_t i) {
+  switch (i % 8) {
+    case 0: return 1e16 * static_cast<double>(i / 8);  // 0.0, 1e+16, 2e+16, ...
+    case 1: return 1.0 / (3.0 + static_cast<double>(i));
+    case 2: return -1e-5 * static_cast<double>(i);
+    case 3: return i % 16 == 3 ? 1e22 : 9999999999999998.0;
+    case 4: return i % 16 == 4 ? 5e-324 : 1.7976931348623157e308;
+    case 5: return 0.1 * static_cast<double>(i);
+    case 6: return i % 16 == 6 ? -0.0 : 0.0001;
+    default: return 123456789.0 * static_cast<double>(i);
+  }
+}
 
 inline at::Tensor pixels(int64_t i, int64_t channels) {
   // A smooth gradient (JPEG keeps it close) that differs per sample.
@@ -116,6 +133,12 @@ inline data::mds::Sample sample_of(int64_t i) {
   s["png"] = pixels(i, 1 + i % 4);
   s["jpg"] = pixels(i, i % 2 ? 3 : 1);
   s["pil"] = pixels(i, i % 2 ? 3 : 4);
+  s["si"] = i == 5 ? std::numeric_limits<int64_t>::min() : i == 6 ? std::numeric_limits<int64_t>::max() : i * i * i * 1000003 - 7;
+  s["sf"] = float_of(i);
+  if (i % 3 == 0) s["sd"] = std::string("0.1");
+  else if (i % 3 == 1) s["sd"] = "-" + std::to_string(i) + ".50E-3";
+  else s["sd"] = i;  // an integer: its digits
+  s["js"] = "{\"i\": " + std::to_string(i) + ", \"v\": [1.5, null, \"x\u00e9\"]}";
   return s;
 }
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -49,6 +51,20 @@ void expect_sample(const mds::SampleView& got, int64_t i) {
     EXPECT_EQ(g.scalar_type(), expected.scalar_type()) << name;
     EXPECT_TRUE(at::equal(g, expected)) << name << ": " << g.sizes() << " vs " << expected.sizes();
   }
+  // Numbers as text: the text as Python's str() writes it, the tensor the number it reads back as.
+  EXPECT_EQ(std::string(got.text("si")), std::to_string(std::get<int64_t>(want.at("si"))));
+  EXPECT_EQ(got.tensor("si").scalar_type(), at::kLong);
+  EXPECT_EQ(got.tensor("si").item<int64_t>(), std::get<int64_t>(want.at("si")));
+  const double f = std::get<double>(want.at("sf"));
+  EXPECT_EQ(got.tensor("sf").scalar_type(), at::kDouble);
+  EXPECT_EQ(got.tensor("sf").item<double>(), f) << got.text("sf");  // the shortest digits read back exactly
+  EXPECT_EQ(std::signbit(got.tensor("sf").item<double>()), std::signbit(f)) << got.text("sf");
+  const mds::Value& sd = want.at("sd");
+  const std::string sd_text = std::holds_alternative<int64_t>(sd) ? std::to_string(std::get<int64_t>(sd)) : std::get<std::string>(sd);
+  EXPECT_EQ(std::string(got.text("sd")), sd_text);
+  EXPECT_EQ(got.tensor("sd").item<double>(), std::strtod(sd_text.c_str(), nullptr));
+  EXPECT_EQ(std::string(got.text("js")), std::get<std::string>(want.at("js")));
+  EXPECT_EQ(got.tensor("js").numel(), static_cast<int64_t>(std::get<std::string>(want.at("js")).size()));
   // JPEG is lossy: the column decodes to exactly what decoding the encoder's output gives, close to the pixels.
   const at::Tensor px = std::get<at::Tensor>(want.at("jpg"));
   const at::Tensor jpg = got.tensor("jpg");

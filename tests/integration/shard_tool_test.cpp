@@ -1,4 +1,5 @@
-// tessera-shard, the command-line tool, end to end: `inspect` and `order` on a folder of shards; `order --recipe` on a
+// tessera-shard, the command-line tool, end to end: `inspect` and `order` on a folder of shards; `merge` of parts
+// into one data set; `order --recipe` on a
 // two-stream recipe, whose figures are the library's StreamingDataset::shards_touched at the recipe's seed, batch size
 // and shuffle; and bad input, exit 2 saying what was wrong and where (a seed a run would refuse, at its
 // file:line:col; a recipe whose training data is not streaming; a folder without index.json; a bad command line).
@@ -70,6 +71,23 @@ TEST(ShardTool, InspectsAndOrdersAFolder) {
     const std::string expected = line_of(data::shards_touched(streaming_order, 0, 16, world, 1), world);
     EXPECT_NE(order.out.find(expected), std::string::npos) << expected << " in\n" << order.out;
   }
+}
+
+TEST(ShardTool, MergesThePartsOfParallelWritersAndInspectsTheWhole) {
+  TwoFolders f;  // a and b: two parts of one data set (the same columns)
+  test::write_labels(f.tmp.path() + "/c", 2000, 0, 256);  // a writer that got no samples
+  const Result r = shard_tool(f.tmp.path(), "merge '" + f.tmp.path() + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("merged 2 parts ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" shards, 320 samples) into " + f.tmp.path() + "/index.json"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipped c: it has no samples"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("samples:     320"), std::string::npos) << r.out;  // then inspects the merged data set
+  const data::mds::Reader merged(f.tmp.path());
+  EXPECT_EQ(merged.sample(200).tensor("label").item<int64_t>(), 1000);  // b's samples follow a's
+  // Nothing to merge: exit 2, saying what was expected.
+  const Result none = shard_tool(f.tmp.path(), "merge '" + f.a + "'");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("holds a data set of its own"), std::string::npos) << none.err;
 }
 
 TEST(ShardTool, OrderOfARecipeIsTheLibrarysCountAtTheRecipesSeedBatchAndShuffle) {

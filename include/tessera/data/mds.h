@@ -49,8 +49,10 @@ c10::ScalarType tensor_dtype(DType dtype);
 DType dtype_of(c10::ScalarType type, const std::string& what);
 
 /// What a column holds, parsed from its MDS encoding name ("int", "float32", "str", "ndarray:uint8:28,28", …).
+/// str_int, str_float and str_decimal store a number as its decimal text (Python's str() of an int, float or
+/// Decimal); json stores JSON text. All four are UTF-8 text that SampleView::text() returns as stored.
 struct Encoding {
-  enum class Kind { scalar, str, bytes, ndarray, png, jpeg, pil };
+  enum class Kind { scalar, str, bytes, ndarray, png, jpeg, pil, str_int, str_float, str_decimal, json };
   Kind kind = Kind::bytes;
   std::string name;  ///< as written in index.json
   /// Element type: of a scalar ("int" is int64), or of an ndarray when the encoding fixes it.
@@ -60,8 +62,8 @@ struct Encoding {
 
   /// Bytes of one value when fixed (scalars, ndarray with dtype and shape), else nullopt (variable size).
   std::optional<int64_t> fixed_size() const;
-  /// Parses an MDS encoding name. Unsupported names (pkl, json, str_int, list[…], jpeg_array, …) are an
-  /// InputError that lists the supported ones; `where` says where the name came from.
+  /// Parses an MDS encoding name. Unsupported names (pkl, list[…], jpeg_array, …) are an InputError that lists
+  /// the supported ones; `where` says where the name came from.
   static Encoding parse(const std::string& name, const std::string& where);
 };
 
@@ -94,10 +96,26 @@ struct Index {
   int64_t total_samples() const;
 };
 
-/// Reads `dir`/index.json. Malformed content is an InputError naming the file, the shard and the key.
-Index read_index(const std::string& dir);
+/// Reads `dir`/index.json. Malformed content is an InputError naming the file, the shard and the key; so is an
+/// index without shards (Streaming writes one when its writer got no samples) unless `allow_empty`.
+Index read_index(const std::string& dir, bool allow_empty = false);
 /// Writes `dir`/index.json atomically (a temp file, fsync, then rename), in Streaming's exact JSON layout.
 void write_index(const std::string& dir, const Index& index);
+
+/// What merge_index did.
+struct Merged {
+  Index index;                           ///< written to the root's index.json
+  std::vector<std::string> parts;        ///< the parts merged, relative to the root, in order
+  std::vector<std::string> empty_parts;  ///< parts whose index has no shards (a writer that got no samples)
+};
+/// Joins the data sets that parallel writers wrote into subfolders of `root` (Streaming's merge_index): writes
+/// `root`/index.json listing every part's shards, in place, their file names prefixed with the part's folder
+/// ("part-03/shard.00000.mds"). A part is a folder under `root`, at any depth, that holds an index.json (the
+/// search does not look inside a part); parts are taken in natural order of their paths ("part-2" before
+/// "part-10"). No shard is moved or rewritten; running it again after adding parts replaces the merged index.
+/// InputError (nothing written): no part, parts with different columns (both named), a shard file missing, or a
+/// root that holds a data set of its own (an index.json listing shards of the root folder itself).
+Merged merge_index(const std::string& root);
 
 /// Hash algorithms Tessera can compute: xxh32, xxh64, xxh3_64, xxh128 (= xxh3_128). Others that Streaming
 /// accepts (hashlib's md5, sha1, sha256, …) are listed in index.json but cannot be checked here.
@@ -129,10 +147,12 @@ class SampleView {
   /// The raw bytes of a column as stored (encoded images, ndarray header included).
   Bytes raw(int64_t column) const;
   Bytes raw(const std::string& column) const;
-  /// A `str` column's text.
+  /// The text of a str, str_int, str_float, str_decimal or json column, as stored.
   std::string_view text(const std::string& column) const;
   /// Decodes a column to a tensor: scalars -> 0-d tensor of their dtype ("int" -> int64), ndarray -> its
-  /// dtype and shape, png/jpeg -> uint8 [H, W, C], str/bytes -> uint8 [n]. Views the shard's memory without a
+  /// dtype and shape, png/jpeg -> uint8 [H, W, C], str/bytes/json -> uint8 [n], str_int -> 0-d int64 (an
+  /// InputError past int64: read text()), str_float and str_decimal -> 0-d float64 (a Decimal's nearest double;
+  /// text() keeps its digits). Views the shard's memory without a
   /// copy when the value's address is aligned for its dtype (always for uint8/int8); copies otherwise. Writing
   /// to a view never changes the file (the mapping is private, copy-on-write).
   at::Tensor tensor(int64_t column) const;
@@ -233,9 +253,10 @@ class Reader {
 // ---------------------------------------------------------------------------------------------------------
 // Writing
 
-/// A value for one column: an integer or floating-point number (scalars), a string (str text, bytes, or an
-/// already-encoded png/jpeg file), or a tensor (ndarray; a one-element tensor for a scalar; uint8 [H, W] or
-/// [H, W, C] pixels for png/jpeg, encoded by the writer).
+/// A value for one column: an integer or floating-point number (scalars; str_int takes an integer, str_float a
+/// float or an integer, written as Python's str(float(x)); str_decimal an integer or a decimal's text), a string
+/// (str text, bytes, JSON text for json, or an already-encoded png/jpeg file), or a tensor (ndarray; a one-element
+/// tensor for a scalar; uint8 [H, W] or [H, W, C] pixels for png/jpeg, encoded by the writer).
 using Value = std::variant<int64_t, double, std::string, at::Tensor>;
 /// One sample: column name -> value; it must have exactly the writer's columns.
 using Sample = std::map<std::string, Value>;

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +23,13 @@ inline void append_u32(std::string& out, uint32_t v) { out.append(reinterpret_ca
 /// JSON text exactly as Python's `json.dumps(obj, sort_keys=True)` writes it (", " and ": " separators,
 /// non-ASCII escaped as \uXXXX), so that index.json and shard headers match Streaming's byte for byte.
 std::string python_json(const nlohmann::json& value);
+
+/// A float as Python's str() writes it (the shortest digits that read back as `value`; scientific below 1e-4 and
+/// from 1e16; "inf", "-inf", "nan"): the text of a str_float value, as Streaming writes it.
+std::string python_float_text(double value);
+/// Whether `text` is a decimal number as Python's Decimal() reads it (sign, digits with an optional point and
+/// exponent, or Infinity/Inf/NaN/sNaN in any case): the text of a str_decimal value. No spaces or underscores.
+bool is_decimal_text(std::string_view text);
 
 /// Whole-shard compression: "" or "zstd[:level]". InputError for anything else; `where` names the source.
 struct Codec {

@@ -3,7 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <sstream>
@@ -53,7 +56,7 @@ std::optional<int64_t> parse_integer(const std::string& text) {
 
 const char* kSupported =
     "int, uint8, uint16, uint32, uint64, int8, int16, int32, int64, float16, float32, float64, str, bytes, "
-    "ndarray[:dtype[:d0,d1,...]], png, jpeg, pil";
+    "str_int, str_float, str_decimal, json, ndarray[:dtype[:d0,d1,...]], png, jpeg, pil";
 
 }  // namespace
 
@@ -106,6 +109,14 @@ Encoding Encoding::parse(const std::string& name, const std::string& where) {
     e.dtype = d;
   } else if (name == "str") {
     e.kind = Kind::str;
+  } else if (name == "str_int") {
+    e.kind = Kind::str_int;
+  } else if (name == "str_float") {
+    e.kind = Kind::str_float;
+  } else if (name == "str_decimal") {
+    e.kind = Kind::str_decimal;
+  } else if (name == "json") {
+    e.kind = Kind::json;
   } else if (name == "bytes") {
     e.kind = Kind::bytes;
   } else if (name == "png") {
@@ -271,6 +282,65 @@ std::string python_json(const nlohmann::json& value) {
   std::string out;
   put(out, value);
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Numbers as text (str_int, str_float, str_decimal)
+
+std::string python_float_text(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value < 0 ? "-inf" : "inf";
+  // The shortest digits that read back as `value` (what Python's repr finds), as d.ddde±XX.
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
+  if (ec != std::errc()) throw Error("could not format the float " + std::to_string(value));
+  const std::string sci(buf, end);
+  const size_t e = sci.find('e');
+  std::string digits = sci.substr(0, e);
+  const bool negative = digits[0] == '-';
+  if (negative) digits.erase(0, 1);
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  const int exponent = std::stoi(sci.substr(e + 1));
+  std::string out = negative ? "-" : "";
+  if (exponent < -4 || exponent >= 16) {  // Python's repr: scientific outside [1e-4, 1e16)
+    out += digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    const int a = std::abs(exponent);
+    out += std::string(exponent < 0 ? "e-" : "e+") + (a < 10 ? "0" : "") + std::to_string(a);
+  } else if (exponent >= 0) {
+    const size_t whole = static_cast<size_t>(exponent) + 1;
+    if (digits.size() <= whole) out += digits + std::string(whole - digits.size(), '0') + ".0";
+    else out += digits.substr(0, whole) + "." + digits.substr(whole);
+  } else {
+    out += "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
+  }
+  return out;
+}
+
+bool is_decimal_text(std::string_view text) {
+  size_t i = 0;
+  if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+  std::string rest(text.substr(i));
+  std::transform(rest.begin(), rest.end(), rest.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (rest == "inf" || rest == "infinity" || rest == "nan" || rest == "snan") return true;
+  auto digits = [&](size_t& k) {
+    const size_t from = k;
+    while (k < rest.size() && std::isdigit(static_cast<unsigned char>(rest[k]))) ++k;
+    return k - from;
+  };
+  size_t k = 0;
+  size_t n = digits(k);
+  if (k < rest.size() && rest[k] == '.') {
+    ++k;
+    n += digits(k);
+  }
+  if (n == 0) return false;
+  if (k < rest.size() && rest[k] == 'e') {
+    ++k;
+    if (k < rest.size() && (rest[k] == '+' || rest[k] == '-')) ++k;
+    if (digits(k) == 0) return false;
+  }
+  return k == rest.size();
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 // index.json: parsed with every field checked (errors name the file, the shard and the key), written atomically in
 // Streaming's exact layout.
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -116,7 +118,7 @@ struct IndexParser {
 
 }  // namespace
 
-Index read_index(const std::string& dir) {
+Index read_index(const std::string& dir, bool allow_empty) {
   const std::string path = (std::filesystem::path(dir) / "index.json").string();
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -140,10 +142,12 @@ Index read_index(const std::string& dir) {
   auto shards = doc.find("shards");
   if (shards == doc.end() || !shards->is_array())
     throw InputError(path + ": \"shards\" must be a list of shard entries");
-  if (shards->empty()) throw InputError(path + ": \"shards\" is empty: the dataset has no shards");
+  if (shards->empty() && !allow_empty)
+    throw InputError(path + ": \"shards\" is empty: the dataset has no shards (its writer got no samples)");
   IndexParser parser{path};
   Index index;
   for (size_t k = 0; k < shards->size(); ++k) index.shards.push_back(parser.shard((*shards)[k], static_cast<int64_t>(k)));
+  if (index.shards.empty()) return index;
   const ShardInfo& first = index.shards.front();
   for (size_t k = 1; k < index.shards.size(); ++k) {
     const ShardInfo& s = index.shards[k];
@@ -169,6 +173,116 @@ void write_index(const std::string& dir, const Index& index) {
   }
   detail::write_file_atomic((std::filesystem::path(dir) / "index.json").string(),
                             detail::python_json(json{{"shards", shards}, {"version", 2}}));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// merge_index
+
+namespace {
+
+/// Orders paths as a person would: runs of digits by their value ("part-2" before "part-10").
+bool natural_less(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+      size_t i2 = i, j2 = j;
+      while (i2 < a.size() && std::isdigit(static_cast<unsigned char>(a[i2]))) ++i2;
+      while (j2 < b.size() && std::isdigit(static_cast<unsigned char>(b[j2]))) ++j2;
+      std::string x = a.substr(i, i2 - i), y = b.substr(j, j2 - j);
+      x.erase(0, std::min(x.find_first_not_of('0'), x.size()));
+      y.erase(0, std::min(y.find_first_not_of('0'), y.size()));
+      if (x.size() != y.size()) return x.size() < y.size();
+      if (x != y) return x < y;
+      i = i2;
+      j = j2;
+    } else {
+      if (a[i] != b[j]) return a[i] < b[j];
+      ++i;
+      ++j;
+    }
+  }
+  return a.size() - i < b.size() - j;
+}
+
+/// The folders under `dir` that hold an index.json (not looking inside them), relative to `root`, in natural order.
+void find_parts(const std::filesystem::path& root, const std::filesystem::path& dir, std::vector<std::string>& out) {
+  std::vector<std::string> children;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.is_directory()) children.push_back(entry.path().filename().string());
+  std::sort(children.begin(), children.end(), natural_less);
+  for (const std::string& child : children) {
+    const std::filesystem::path path = dir / child;
+    if (std::filesystem::exists(path / "index.json")) out.push_back(std::filesystem::relative(path, root).generic_string());
+    else find_parts(root, path, out);
+  }
+}
+
+}  // namespace
+
+Merged merge_index(const std::string& root) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(root))
+    throw InputError("merge_index: " + root + (fs::exists(root) ? " is not a folder" : " does not exist") +
+                     ": expected the folder that holds the parts (one data set per subfolder)");
+  const fs::path own = fs::path(root) / "index.json";
+  if (fs::exists(own)) {  // an earlier merge is replaced; a data set of the folder's own is not
+    Index earlier;
+    try {
+      earlier = read_index(root, true);
+    } catch (const InputError& e) {
+      throw InputError("merge_index: " + own.string() + " exists and is not an index this tool can replace (" +
+                       e.what() + "); move it away to merge the subfolders into " + root);
+    }
+    for (const ShardInfo& s : earlier.shards)
+      if (s.raw_data.basename.find('/') == std::string::npos)
+        throw InputError("merge_index: " + root + " holds a data set of its own (its index.json lists " +
+                         s.raw_data.basename + " in the folder itself): merge the parts into a folder that holds "
+                         "only parts");
+  }
+  Merged merged;
+  std::vector<std::string> parts;
+  find_parts(fs::path(root), fs::path(root), parts);
+  if (parts.empty())
+    throw InputError("merge_index: no subfolder of " + root + " holds an index.json: expected the parts that "
+                     "parallel writers wrote, one data set per subfolder");
+  std::string first_part;
+  for (const std::string& part : parts) {
+    const fs::path dir = fs::path(root) / part;
+    Index index = read_index(dir.string(), true);
+    if (index.shards.empty()) {
+      merged.empty_parts.push_back(part);
+      continue;
+    }
+    const ShardInfo& head = index.shards.front();
+    if (!first_part.empty()) {
+      const ShardInfo& want = merged.index.shards.front();
+      if (head.column_names != want.column_names || head.column_encodings != want.column_encodings) {
+        auto columns = [](const ShardInfo& s) {
+          std::string out;
+          for (size_t c = 0; c < s.column_names.size(); ++c)
+            out += (c ? ", " : "") + s.column_names[c] + ": " + s.column_encodings[c];
+          return out;
+        };
+        throw InputError("merge_index: part " + part + " has columns {" + columns(head) + "}, part " + first_part +
+                         " has {" + columns(want) + "}: the parts of one data set must have the same columns");
+      }
+    }
+    for (ShardInfo& s : index.shards) {
+      const bool present = fs::exists(dir / s.raw_data.basename) || (s.zip_data && fs::exists(dir / s.zip_data->basename));
+      if (!present)
+        throw InputError("merge_index: part " + part + ": shard file " + (dir / (s.zip_data ? s.zip_data->basename : s.raw_data.basename)).string() +
+                         " is missing (is the part's writer still running?)");
+      s.raw_data.basename = part + "/" + s.raw_data.basename;
+      if (s.zip_data) s.zip_data->basename = part + "/" + s.zip_data->basename;
+      merged.index.shards.push_back(std::move(s));
+    }
+    if (first_part.empty()) first_part = part;
+    merged.parts.push_back(part);
+  }
+  if (merged.index.shards.empty())
+    throw InputError("merge_index: every part under " + root + " is empty (their writers got no samples)");
+  write_index(root, merged.index);
+  return merged;
 }
 
 }  // namespace tessera::data::mds

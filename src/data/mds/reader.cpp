@@ -7,7 +7,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
 #include <filesystem>
+#include <limits>
 
 #include <ATen/ATen.h>
 
@@ -118,6 +122,34 @@ at::Tensor widen_unsigned(DType dtype, const uint8_t* p, const std::vector<int64
     }
   }
   return out;
+}
+
+/// The number a str_int (T = int64_t), str_float or str_decimal (T = double) value's text holds, read as Python's
+/// int(), float() or Decimal() would read what Streaming writes (a leading + is accepted; sNaN reads as NaN).
+template <class T>
+T number_of_text(const Bytes& b, const std::string& what) {
+  std::string_view text = b.view();
+  const std::string shown = "\"" + std::string(text.substr(0, 40)) + (text.size() > 40 ? "…" : "") + "\"";
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  T value{};
+  if constexpr (std::is_floating_point_v<T>) {
+    std::string lower(text);
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (lower == "snan" || lower == "-snan") return std::numeric_limits<double>::quiet_NaN();
+  }
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec == std::errc::result_out_of_range && std::is_integral_v<T>)
+    throw InputError(what + ": " + shown + " does not fit int64; read the column's text() instead");
+  if constexpr (std::is_floating_point_v<T>) {
+    if (ec == std::errc::result_out_of_range) {  // 1e999 is inf, 1e-999 is 0, as Python reads them
+      const std::string copy(text);
+      value = std::strtod(copy.c_str(), nullptr);
+      ec = std::errc();
+    }
+  }
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    throw InputError(what + ": " + shown + " is not " + (std::is_integral_v<T> ? "an integer" : "a number"));
+  return value;
 }
 
 }  // namespace
@@ -284,7 +316,11 @@ at::Tensor SampleView::tensor(int64_t column) const {
     case Encoding::Kind::scalar: return view(b.data, {}, *e.dtype, 1);
     case Encoding::Kind::str:
     case Encoding::Kind::bytes:
+    case Encoding::Kind::json:
       return view(b.data, {static_cast<int64_t>(b.size)}, DType::u8, static_cast<int64_t>(b.size));
+    case Encoding::Kind::str_int: return at::scalar_tensor(number_of_text<int64_t>(b, what), at::kLong);
+    case Encoding::Kind::str_float:
+    case Encoding::Kind::str_decimal: return at::scalar_tensor(number_of_text<double>(b, what), at::kDouble);
     case Encoding::Kind::png: return decode_png(b, what);
     case Encoding::Kind::jpeg: return decode_jpeg(b, what);
     case Encoding::Kind::pil: {

@@ -104,6 +104,32 @@ std::string encode_value(const Encoding& e, const Value& value, int jpeg_quality
     case Encoding::Kind::str:
       if (!std::holds_alternative<std::string>(value)) throw wrong("a string");
       return std::get<std::string>(value);
+    case Encoding::Kind::str_int:
+      if (!std::holds_alternative<int64_t>(value)) throw wrong("an integer");
+      return std::to_string(std::get<int64_t>(value));
+    case Encoding::Kind::str_float:
+      if (auto* i = std::get_if<int64_t>(&value)) return detail::python_float_text(static_cast<double>(*i));
+      if (!std::holds_alternative<double>(value)) throw wrong("a float");
+      return detail::python_float_text(std::get<double>(value));
+    case Encoding::Kind::str_decimal:
+      if (auto* i = std::get_if<int64_t>(&value)) return std::to_string(*i);
+      if (std::holds_alternative<double>(value))
+        throw InputError(what + ": a str_decimal column takes the decimal's text (or an integer), not a float: a "
+                                "float is not the decimal it prints as (pass str(Decimal(...)), e.g. \"0.1\")");
+      if (auto* s = std::get_if<std::string>(&value)) {
+        if (!detail::is_decimal_text(*s))
+          throw InputError(what + ": \"" + *s + "\" is not a decimal number (expected e.g. 12, -0.5, 1.25E+3, NaN)");
+        return *s;
+      }
+      throw wrong("a decimal's text or an integer");
+    case Encoding::Kind::json:
+      if (auto* s = std::get_if<std::string>(&value)) {
+        if (!nlohmann::json::accept(*s))
+          throw InputError(what + ": the text is not valid JSON (NaN and Infinity are not JSON either): \"" +
+                           s->substr(0, 80) + (s->size() > 80 ? "…" : "") + "\"");
+        return *s;
+      }
+      throw wrong("JSON text (a string)");
     case Encoding::Kind::bytes:
       if (auto* s = std::get_if<std::string>(&value)) return *s;
       if (auto* t = std::get_if<at::Tensor>(&value); t && t->scalar_type() == at::kByte) {
