@@ -317,6 +317,7 @@ struct StreamingDataset::Source {
   int64_t input_column = 0, target_column = 0;
   mds::DType target_dtype = mds::DType::i64;
   bool image_hwc = false;  // png/jpeg/pil: [H, W, C] -> [C, H, W]
+  bool byte_tokens = false;  // seq_length > 0 over a str or bytes column: each byte is a token
   int64_t take = 0;        // samples per epoch
 };
 
@@ -433,13 +434,24 @@ void StreamingDataset::check_columns(Source& src, bool first) {
   };
   // Column options are the dataset's, not a stream's: their messages name streaming.input/target.
   src.input_column = column("input", options_.input());
-  src.target_column = column("target", options_.target());
-  if (src.input_column == src.target_column)
-    throw InputError("streaming.target: the input and the target are the same column \"" + options_.input() + "\"");
   const std::string index = src.folder + "/index.json";
   const auto encoding = [&](int64_t c) {
     return Encoding::parse(src.reader->column_encodings()[static_cast<size_t>(c)], index);
   };
+  if (options_.seq_length() > 0) {  // token sequences: next-token examples, no target column
+    const Encoding tokens = encoding(src.input_column);
+    src.byte_tokens = tokens.kind == Encoding::Kind::str || tokens.kind == Encoding::Kind::bytes;
+    if (!src.byte_tokens && !(tokens.kind == Encoding::Kind::ndarray && (!tokens.dtype || is_integer(*tokens.dtype))))
+      throw InputError("streaming.input: column \"" + options_.input() + "\" of " + src.folder + " is \"" +
+                       tokens.name + "\"; with seq_length, the input holds token ids: an integer ndarray (ndarray:"
+                       "uint16, ndarray:int32, ...) or str/bytes (one token per byte)");
+    input_shape_ = {options_.seq_length()};
+    stored_dtype_ = at::kLong;
+    return;
+  }
+  src.target_column = column("target", options_.target());
+  if (src.input_column == src.target_column)
+    throw InputError("streaming.target: the input and the target are the same column \"" + options_.input() + "\"");
   const Encoding target = encoding(src.target_column);
   if (target.kind != Encoding::Kind::scalar || !target.dtype || !is_integer(*target.dtype))
     throw InputError("streaming.target: column \"" + options_.target() + "\" of " + src.folder + " is \"" +
@@ -596,7 +608,22 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   if (!resampled) fixed_line_ = make_line(0, 0);
 
   num_classes_ = options_.num_classes();
-  if (num_classes_ == 0) {  // one pass over the label column of every stream
+  if (num_classes_ == 0 && options_.seq_length() > 0) {  // the vocabulary: bytes, or one pass over the token ids
+    int64_t largest = -1;
+    for (int64_t k = 0; k + 1 < static_cast<int64_t>(shard_offsets_.size()); ++k) {
+      const Source& src = sources_[static_cast<size_t>(shard_source_[static_cast<size_t>(k)])];
+      if (src.byte_tokens) {
+        largest = std::max<int64_t>(largest, 255);
+        continue;
+      }
+      const auto sh = shard(k);
+      for (int64_t i = 0; i < sh->size(); ++i) {
+        const at::Tensor ids = tokens_of(src, sh->sample(i));
+        if (ids.numel() > 0) largest = std::max(largest, ids.max().item<int64_t>());
+      }
+    }
+    num_classes_ = largest + 1;
+  } else if (num_classes_ == 0) {  // one pass over the label column of every stream
     int64_t largest = -1;
     for (int64_t k = 0; k + 1 < static_cast<int64_t>(shard_offsets_.size()); ++k) {
       const Source& src = sources_[static_cast<size_t>(shard_source_[static_cast<size_t>(k)])];
@@ -740,6 +767,11 @@ const StreamingOrder& StreamingDataset::order() const {
   return *fixed_line_->order;
 }
 
+at::Tensor StreamingDataset::tokens_of(const Source& src, const mds::SampleView& s) const {
+  const at::Tensor t = s.tensor(src.input_column);  // uint8 [n] for str/bytes
+  return t.reshape({-1}).to(at::kLong);
+}
+
 at::Tensor StreamingDataset::decode_input(const Source& src, const mds::SampleView& s) const {
   at::Tensor t = s.tensor(src.input_column);
   if (src.image_hwc) return t.permute({2, 0, 1});  // [H, W, C] -> [C, H, W]
@@ -752,9 +784,11 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
   const auto n = static_cast<int64_t>(indices.size());
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), input_shape_.begin(), input_shape_.end());
-  at::Tensor inputs = at::empty(shape, at::TensorOptions().dtype(stored_dtype_));
-  at::Tensor targets = at::empty({n}, at::TensorOptions().dtype(at::kLong));
-  int64_t* target_out = targets.data_ptr<int64_t>();
+  const int64_t seq = options_.seq_length();
+  // Token sequences: input tokens [0, S) and target tokens [1, S + 1) of each sample; a shorter sample is padded
+  // (input 0, target kIgnoreTarget: no loss there), a longer one cut.
+  at::Tensor inputs = seq > 0 ? at::zeros(shape, at::kLong) : at::empty(shape, at::TensorOptions().dtype(stored_dtype_));
+  at::Tensor targets = seq > 0 ? at::full({n, seq}, kIgnoreTarget, at::kLong) : at::empty({n}, at::kLong);
   const int64_t samples = shard_offsets_.back();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t id = indices[static_cast<size_t>(i)];
@@ -785,13 +819,20 @@ Batch StreamingDataset::get_batch(const std::vector<int64_t>& indices) const {
       held_k = k;
     }
     const mds::SampleView s = held->sample(id - shard_offsets_[static_cast<size_t>(k)]);
+    if (seq > 0) {
+      const at::Tensor ids = tokens_of(src, s);
+      const int64_t length = std::min(ids.numel(), seq + 1);
+      if (length > 0) inputs[i].narrow(0, 0, std::min(length, seq)).copy_(ids.narrow(0, 0, std::min(length, seq)));
+      if (length > 1) targets[i].narrow(0, 0, length - 1).copy_(ids.narrow(0, 1, length - 1));
+      continue;
+    }
     const at::Tensor x = decode_input(src, s);
     if (x.sizes() != at::IntArrayRef(input_shape_))
       throw InputError("streaming: sample " + std::to_string(id - src.first_id) + " of " + src.folder +
                        " has an input of shape " + c10::str(x.sizes()) + ", the first sample's is " +
                        c10::str(at::IntArrayRef(input_shape_)) + "; every input must have the same shape");
     inputs[i].copy_(x);
-    target_out[i] = read_integer(s.raw(src.target_column), src.target_dtype);
+    targets.data_ptr<int64_t>()[i] = read_integer(s.raw(src.target_column), src.target_dtype);
   }
   if (stored_dtype_ == at::kByte) inputs = inputs.to(at::kFloat).div_(255.0);  // as the IDX loader
   return Batch(inputs, targets);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <numeric>
@@ -16,6 +17,7 @@
 #include <ATen/ATen.h>
 #include <tessera/data/mds.h>
 #include <tessera/data/streaming.h>
+#include <tessera/data/text.h>
 #include <tessera/distributed/sharded_source.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
@@ -452,6 +454,123 @@ TEST(StreamingTrainer, CheckpointedRunOverMixedStreamsResumesExactly) {
                     ->fit();
               }),
               HasSubstr("streaming.streams[1] gives 5 samples per epoch, fewer than one batch"));
+}
+
+
+// ------------------------------------------------------------------------------------------------ Token sequences
+
+/// Writes samples of token ids (`encoding` "ndarray:uint16" or "bytes") into `dir`.
+void write_tokens(const std::string& dir, const std::string& encoding, const std::vector<std::vector<int64_t>>& samples,
+                  int64_t size_limit = 1 << 20) {
+  mds::Writer w(dir, mds::WriterOptions().columns({{"tokens", encoding}, {"id", "int"}}).size_limit(size_limit));
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const auto& t = samples[i];
+    if (encoding == "bytes") w.write({{"tokens", std::string(t.begin(), t.end())}, {"id", static_cast<int64_t>(i)}});
+    else w.write({{"tokens", at::tensor(t, at::kLong).to(at::kInt)}, {"id", static_cast<int64_t>(i)}});
+  }
+  w.finish();
+}
+
+TEST(StreamingTokens, EachSampleIsANextTokenExamplePaddedOrCut) {
+  TempDir dir("streaming_tokens");
+  // 3 tokens (padded), 9 (exactly S + 1), 12 (cut); ids up to 999.
+  const std::vector<std::vector<int64_t>> samples = {{5, 6, 7}, {1, 2, 3, 4, 5, 6, 7, 8, 9},
+                                                     {999, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}};
+  write_tokens(dir.path() + "/ids", "ndarray:uint16", samples);
+  const StreamingDataset ds(StreamingOptions().local(dir.path() + "/ids").input("tokens").seq_length(8));
+  EXPECT_EQ(ds.num_classes(), 1000);  // the largest id + 1: the model's vocabulary
+  EXPECT_EQ(ds.tokens_per_example(), 8);
+  EXPECT_EQ(ds.input_shape(), std::vector<int64_t>{8});
+  const Batch b = ds.get_batch({0, 1, 2});
+  EXPECT_EQ(b.input().scalar_type(), at::kLong);
+  const int64_t x = kIgnoreTarget;
+  const auto longs = [](std::vector<int64_t> v) { return at::tensor(v, at::kLong).view({-1, 8}); };
+  EXPECT_TRUE(at::equal(b.input(), longs({5, 6, 7, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 999, 10, 11, 12, 13, 14, 15, 16})));
+  EXPECT_TRUE(at::equal(b.target(), longs({6, 7, x, x, x, x, x, x, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17})));
+  // Bytes (a str or bytes column, as text is stored) are tokens 0..255: the vocabulary is 256 without a pass.
+  write_tokens(dir.path() + "/bytes", "bytes", {{104, 105, 33}});
+  const StreamingDataset text(StreamingOptions().local(dir.path() + "/bytes").input("tokens").seq_length(2).num_classes(0));
+  EXPECT_EQ(text.num_classes(), 256);
+  EXPECT_TRUE(at::equal(text.get_batch({0}).input(), at::tensor(std::vector<int64_t>{104, 105}, at::kLong).view({1, 2})));
+  EXPECT_TRUE(at::equal(text.get_batch({0}).target(), at::tensor(std::vector<int64_t>{105, 33}, at::kLong).view({1, 2})));
+  // A column of other things is refused, naming it and saying what token ids are.
+  EXPECT_THAT(testing::input_error_of([&] {
+                StreamingDataset(StreamingOptions().local(dir.path() + "/ids").input("id").seq_length(8));
+              }),
+              HasSubstr("streaming.input: column \"id\" of " + dir.path() + "/ids is \"int\"; with seq_length, the "
+                        "input holds token ids: an integer ndarray"));
+}
+
+/// A GPT recipe over `dataset` (a recipe entry) in batches of 8 sequences of 16 tokens, unshuffled or shuffled.
+std::string gpt_recipe(const std::string& dataset, bool shuffle, const std::string& algorithms = "") {
+  return "max_duration: 1ep\nseed: 3\nthreads: 1\nmodel: {gpt: {d_model: 16, n_layers: 1, n_heads: 2}}\n"
+         "data:\n  train:\n    dataset: " + dataset + "\n    loader: {batch_size: 8, shuffle: " +
+         (shuffle ? "true" : "false") + "}\noptimizer: {adamw: {lr: 0.01}}\nalgorithms: [" + algorithms +
+         "]\ncallbacks: []\nloggers: []\n";
+}
+
+TEST(StreamingTokens, AGptTrainsOnMdsTextBitwiseAsOnTheTextFile) {
+  TempDir dir("streaming_gpt");
+  const std::string file = dir.path() + "/text.txt";
+  {
+    std::ofstream out(file);
+    for (int i = 0; out.tellp() < 3000; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
+  }
+  // The text dataset's examples, written as MDS samples of S + 1 bytes: example i's input and its last target byte.
+  const auto text = data::load_text(data::TextOptions().path(file).seq_length(16));
+  std::vector<int64_t> all(static_cast<size_t>(text->size()));
+  std::iota(all.begin(), all.end(), 0);
+  const Batch examples = text->get_batch(all);
+  std::vector<std::vector<int64_t>> samples;
+  for (int64_t i = 0; i < text->size(); ++i) {
+    const at::Tensor row = at::cat({examples.input()[i], examples.target()[i].narrow(0, 15, 1)});
+    samples.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + 17);
+  }
+  write_tokens(dir.path() + "/mds", "bytes", samples, 400);  // a few shards
+  auto on_text = make_trainer(Recipe::parse(gpt_recipe("{text: {path: " + file + ", seq_length: 16}}", false)));
+  auto on_mds = make_trainer(Recipe::parse(
+      gpt_recipe("{streaming: {local: " + dir.path() + "/mds, input: tokens, seq_length: 16}}", false)));
+  EXPECT_EQ(on_mds->state().time.tokens_per_sample, 16);
+  on_text->fit();
+  on_mds->fit();
+  EXPECT_GT(on_mds->state().timestamp.batch, 15);
+  EXPECT_EQ(on_mds->state().timestamp.token, on_text->state().timestamp.token);
+  EXPECT_EQ(weights_fingerprint(*on_mds->state().model), weights_fingerprint(*on_text->state().model));
+}
+
+TEST(StreamingTokens, AShuffledRunWithSequenceAlgorithmsResumesExactly) {
+  TempDir dir("streaming_gpt_resume");
+  std::vector<std::vector<int64_t>> samples;
+  for (int64_t i = 0; i < 60; ++i) {  // 60 samples of 10 to 24 token ids below 300
+    std::vector<int64_t> t;
+    for (int64_t j = 0; j < 10 + i % 15; ++j) t.push_back((i * 37 + j * 11) % 300);
+    samples.push_back(t);
+  }
+  write_tokens(dir.path() + "/mds", "ndarray:uint16", samples, 300);
+  const std::string recipe = gpt_recipe(
+      "{streaming: {local: " + dir.path() + "/mds, input: tokens, seq_length: 16, num_classes: 300, "
+      "shuffle_block_size: 16}}", true,
+      "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5}}, {alibi: {}}, {label_smoothing: {}}");
+  auto full = make_trainer(Recipe::parse(recipe));
+  full->fit();
+  ASSERT_EQ(full->state().timestamp.batch, 8);  // 60 samples in batches of 8
+  for (int64_t k : {3, 6}) {
+    SCOPED_TRACE("stopped after batch " + std::to_string(k));
+    const std::string folder = dir.path() + "/ckpt" + std::to_string(k);
+    const Recipe with_checkpoints = Recipe::parse(recipe + "checkpoint: {folder: " + folder + ", autoresume: true}\n");
+    {
+      tessera::Run run = build_run(with_checkpoints);
+      run.components.callbacks.push_back(std::make_shared<StopAfterBatch>(k));
+      Trainer first(run.trainer, std::move(run.components), run.checkpoint, with_checkpoints.text());
+      first.fit();
+      ASSERT_EQ(first.state().timestamp.batch, k);
+    }
+    auto resumed = make_trainer(with_checkpoints);
+    EXPECT_FALSE(resumed->loaded_checkpoint().empty());
+    resumed->fit();
+    EXPECT_EQ(resumed->state().timestamp.batch, 8);
+    EXPECT_EQ(weights_fingerprint(*resumed->state().model), weights_fingerprint(*full->state().model));
+  }
 }
 
 }  // namespace

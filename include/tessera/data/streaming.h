@@ -152,8 +152,14 @@ struct StreamingOptions {
   TESSERA_OPTION(std::string, input) = "image";
   /// The column decoded into the "target" part (an integer scalar: a class id, as int64).
   TESSERA_OPTION(std::string, target) = "label";
-  /// Classes of the target; 0 = the largest label + 1, found by reading the label column once.
+  /// Classes of the target; 0 = the largest label + 1, found by reading the label column once. With
+  /// seq_length: the vocabulary (0 = 256 for str/bytes tokens, else the largest token id + 1, found by one pass).
   TESSERA_OPTION(int64_t, num_classes) = 0;
+  /// Tokens per example (0 = not token data). When set, the `input` column holds a sequence of token ids (an
+  /// integer ndarray, or str/bytes with one token per byte) and each sample is one next-token example: input
+  /// tokens [0, S), target tokens [1, S + 1); a shorter sample is padded (input 0, target ignored), a longer one
+  /// cut; there is no target column. tokens_per_example() is S, so `tok` durations work.
+  TESSERA_OPTION(int64_t, seq_length) = 0;
   /// Check the shard files' hashes (index.json) when each is first opened.
   TESSERA_OPTION(bool, verify_hashes) = false;
   /// A PEM file of the certificate authorities an https:// remote's certificate is checked against ("" = the
@@ -194,7 +200,10 @@ struct StreamingOptions {
     v("split", split_, "subfolder of local holding the split (\"\" = local itself)", Any{});
     v("input", input_, "column decoded into the input", Any{});
     v("target", target_, "column decoded into the target (an integer class id)", Any{});
-    v("num_classes", num_classes_, "number of classes (0 = largest label + 1)", Range::at_least(0));
+    v("num_classes", num_classes_, "number of classes, or with seq_length the vocabulary (0 = from the data)",
+      Range::at_least(0));
+    v("seq_length", seq_length_, "tokens per example: next-token examples from the input's token ids (0 = off)",
+      Range::at_least(0));
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});
     v("ca_bundle", ca_bundle_, "PEM file of certificate authorities for https:// remotes (\"\" = the system's)", Any{});
     order_.visit(v);
@@ -233,6 +242,7 @@ class StreamingDataset : public Dataset {
   Batch get_batch(const std::vector<int64_t>& indices) const override;
   int64_t num_classes() const override { return num_classes_; }
   std::vector<int64_t> input_shape() const override { return input_shape_; }
+  int64_t tokens_per_example() const override { return options_.seq_length(); }
   /// "streaming(DIR, 60000 samples in 5 shards)"; with streams, each stream and its samples per epoch.
   std::string describe() const override;
   bool has_order() const override { return true; }
@@ -281,6 +291,7 @@ class StreamingDataset : public Dataset {
   int64_t shard_of(int64_t id) const;  // combined shard index of sample `id`
   std::shared_ptr<const mds::Shard> shard(int64_t k) const;  // through the stream's cache when it has one
   at::Tensor decode_input(const Source& src, const mds::SampleView& s) const;
+  at::Tensor tokens_of(const Source& src, const mds::SampleView& s) const;  // seq_length: int64 [n]
 
   StreamingOptions options_;
   std::vector<Source> sources_;

@@ -303,16 +303,16 @@ std::string python_float_text(double value) {
   const int exponent = std::stoi(sci.substr(e + 1));
   std::string out = negative ? "-" : "";
   if (exponent < -4 || exponent >= 16) {  // Python's repr: scientific outside [1e-4, 1e16)
-    out += digits.substr(0, 1);
-    if (digits.size() > 1) out += "." + digits.substr(1);
+    out += digits[0];
+    if (digits.size() > 1) out.append(".").append(digits, 1, std::string::npos);
     const int a = std::abs(exponent);
-    out += std::string(exponent < 0 ? "e-" : "e+") + (a < 10 ? "0" : "") + std::to_string(a);
+    out.append(exponent < 0 ? "e-" : "e+").append(a < 10 ? "0" : "").append(std::to_string(a));
   } else if (exponent >= 0) {
     const size_t whole = static_cast<size_t>(exponent) + 1;
-    if (digits.size() <= whole) out += digits + std::string(whole - digits.size(), '0') + ".0";
-    else out += digits.substr(0, whole) + "." + digits.substr(whole);
+    if (digits.size() <= whole) out.append(digits).append(whole - digits.size(), '0').append(".0");
+    else out.append(digits, 0, whole).append(".").append(digits, whole, std::string::npos);
   } else {
-    out += "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
+    out.append("0.").append(static_cast<size_t>(-exponent - 1), '0').append(digits);
   }
   return out;
 }

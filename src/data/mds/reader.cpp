@@ -129,7 +129,8 @@ at::Tensor widen_unsigned(DType dtype, const uint8_t* p, const std::vector<int64
 template <class T>
 T number_of_text(const Bytes& b, const std::string& what) {
   std::string_view text = b.view();
-  const std::string shown = "\"" + std::string(text.substr(0, 40)) + (text.size() > 40 ? "…" : "") + "\"";
+  std::string shown = "\"";  // appended piece by piece: GCC 12 misreads `"\"" + std::string(...)` as an overflow
+  shown.append(text.substr(0, 40)).append(text.size() > 40 ? "…\"" : "\"");
   if (!text.empty() && text.front() == '+') text.remove_prefix(1);
   T value{};
   if constexpr (std::is_floating_point_v<T>) {
