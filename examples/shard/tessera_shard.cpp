@@ -2,6 +2,8 @@
 //
 //   tessera-shard write --fashion-mnist [--folder DIR] [--split train|test] [--limit N] [--image-encoding ndarray|png]
 //                       --out DIR [--size-limit BYTES] [--compression zstd[:LEVEL]] [--hashes xxh3_64,...] [--exist-ok]
+//   tessera-shard write --text PATH [--seq-length 128] [--test-fraction 0.1] [--split train|test] [--limit N]
+//                       --out DIR [...the same output options]   (token samples for streaming `seq_length`)
 //   tessera-shard inspect DIR [--verify]
 //   tessera-shard merge DIR              (joins the data sets parallel writers wrote into DIR's subfolders)
 //   tessera-shard order DIR [--batch-size B] [--ranks 1,2,4,8] [--partitions L] [--shuffle-block-size K] [--epochs E]
@@ -13,6 +15,7 @@
 #include <tessera/trainer.h>
 #include <tessera/data/mds.h>
 #include <tessera/data/streaming.h>
+#include <tessera/data/text.h>
 #include <tessera/error.h>
 
 #include <CLI/CLI.hpp>
@@ -112,12 +115,23 @@ int main(int argc, char** argv) {
   mds::FashionMnistShardOptions source;
   std::string out, compression, hashes;
   int64_t size_limit = int64_t{1} << 26;
-  write->add_flag("--fashion-mnist", fashion, "convert Fashion-MNIST's IDX .gz files")->required();
-  write->add_option("--folder", source.folder(), "folder of the IDX files")->capture_default_str();
+  tessera::data::TextOptions text;
+  auto* fashion_flag = write->add_flag("--fashion-mnist", fashion, "convert Fashion-MNIST's IDX .gz files");
+  auto* text_option = write->add_option("--text", text.path(), "convert a text file (or a folder of them) into "
+                                        "samples of seq-length + 1 bytes, column tokens, for streaming seq_length");
+  fashion_flag->excludes(text_option);
+  write->add_option("--folder", source.folder(), "folder of the IDX files")->capture_default_str()->excludes(text_option);
   write->add_option("--split", source.split(), "train or test")->capture_default_str();
   write->add_option("--limit", source.limit(), "keep only the first N examples (0 = all)")->capture_default_str();
   write->add_option("--image-encoding", source.image_encoding(), "ndarray (uint8 28x28, fixed size) or png")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(text_option);
+  write->add_option("--seq-length", text.seq_length(), "with --text: tokens per example")
+      ->capture_default_str()
+      ->needs(text_option);
+  write->add_option("--test-fraction", text.test_fraction(), "with --text: share of every file held out for test")
+      ->capture_default_str()
+      ->needs(text_option);
   write->add_option("--out", out, "output folder (must be empty unless --exist-ok)")->required();
   write->add_option("--size-limit", size_limit, "maximum bytes of a shard file")->capture_default_str();
   write->add_option("--compression", compression, "zstd or zstd:LEVEL (default: none)");
@@ -194,7 +208,12 @@ int main(int argc, char** argv) {
       for (std::string a; std::getline(ss, a, ',');)
         if (!a.empty()) algos.push_back(a);
       options.hashes(algos);
-      const mds::Index index = mds::write_fashion_mnist(out, source, options);
+      const bool from_text = text_option->count() > 0;
+      if (!fashion && !from_text)
+        throw tessera::InputError("write: give the data to convert: --fashion-mnist or --text PATH");
+      text.split(source.split()).limit(source.limit());
+      tessera::validate_options(text, "write --text");
+      const mds::Index index = from_text ? mds::write_text(out, text, options) : mds::write_fashion_mnist(out, source, options);
       std::cout << "wrote " << index.total_samples() << " samples in " << index.shards.size() << " shards to " << out
                 << "\n";
       dir = out;

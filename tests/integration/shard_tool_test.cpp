@@ -1,5 +1,5 @@
 // tessera-shard, the command-line tool, end to end: `inspect` and `order` on a folder of shards; `merge` of parts
-// into one data set; `order --recipe` on a
+// into one data set; `write --text` into token samples; `order --recipe` on a
 // two-stream recipe, whose figures are the library's StreamingDataset::shards_touched at the recipe's seed, batch size
 // and shuffle; and bad input, exit 2 saying what was wrong and where (a seed a run would refuse, at its
 // file:line:col; a recipe whose training data is not streaming; a folder without index.json; a bad command line).
@@ -8,9 +8,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <string>
 
 #include <tessera/data/streaming.h>
+#include <tessera/data/text.h>
 
 #include "core/mds_support.h"
 
@@ -88,6 +90,33 @@ TEST(ShardTool, MergesThePartsOfParallelWritersAndInspectsTheWhole) {
   const Result none = shard_tool(f.tmp.path(), "merge '" + f.a + "'");
   EXPECT_EQ(none.code, 2);
   EXPECT_NE(none.err.find("holds a data set of its own"), std::string::npos) << none.err;
+}
+
+TEST(ShardTool, WritesTextAsTokenSamplesThatStreamAsTheTextDatasetsExamples) {
+  test::TempDir tmp("shard_tool_text");
+  const std::string file = tmp.path() + "/words.txt", out = tmp.path() + "/mds";
+  test::write_file(file, std::string(2000, 'a') + "the quick brown fox\n" + std::string(500, 'z'));
+  const Result r = shard_tool(tmp.path(), "write --text '" + file + "' --seq-length 32 --out '" + out + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto text = data::load_text(data::TextOptions().path(file).seq_length(32));
+  EXPECT_NE(r.out.find("wrote " + std::to_string(text->size()) + " samples"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tokens: bytes"), std::string::npos) << r.out;
+  const data::StreamingDataset streamed(data::StreamingOptions().local(out).input("tokens").seq_length(32));
+  ASSERT_EQ(streamed.size(), text->size());
+  std::vector<int64_t> all(static_cast<size_t>(text->size()));
+  std::iota(all.begin(), all.end(), 0);
+  const Batch a = streamed.get_batch(all), b = text->get_batch(all);
+  EXPECT_TRUE(at::equal(a.input(), b.input()));
+  EXPECT_TRUE(at::equal(a.target(), b.target()));
+  EXPECT_EQ(streamed.num_classes(), 256);
+  // Nothing to convert, or a text too short for one example: exit 2, saying what.
+  const Result none = shard_tool(tmp.path(), "write --out '" + tmp.path() + "/none'");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("give the data to convert: --fashion-mnist or --text PATH"), std::string::npos) << none.err;
+  const Result short_text =
+      shard_tool(tmp.path(), "write --text '" + file + "' --seq-length 4000 --out '" + tmp.path() + "/short'");
+  EXPECT_EQ(short_text.code, 2);
+  EXPECT_NE(short_text.err.find("too few for one example"), std::string::npos) << short_text.err;
 }
 
 TEST(ShardTool, OrderOfARecipeIsTheLibrarysCountAtTheRecipesSeedBatchAndShuffle) {

@@ -31,6 +31,10 @@
 
 #include <tessera/options.h>
 
+namespace tessera::data {
+struct TextOptions;  // tessera/data/text.h
+}
+
 namespace tessera::data::mds {
 
 // ---------------------------------------------------------------------------------------------------------
@@ -343,6 +347,10 @@ struct FashionMnistShardOptions {
 };
 /// Converts Fashion-MNIST's IDX files to an MDS dataset with columns image and label ("int").
 Index write_fashion_mnist(const std::string& out, const FashionMnistShardOptions& source, WriterOptions writer);
+/// Converts a split of text files (the `text` dataset's options: path, split, seq_length, test_fraction, limit) to
+/// an MDS dataset with one column, tokens ("bytes"): sample i is the text dataset's example i as its seq_length + 1
+/// bytes, so the streaming dataset with that seq_length reads the same examples (`tessera-shard write --text`).
+Index write_text(const std::string& out, const TextOptions& source, WriterOptions writer);
 
 /// What `tessera-shard inspect` reports.
 struct Inspection {

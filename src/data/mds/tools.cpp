@@ -6,6 +6,7 @@
 #include <xxhash.h>
 
 #include <tessera/data/dataset.h>
+#include <tessera/data/text.h>
 
 #include "data/mds/detail.h"
 
@@ -26,6 +27,21 @@ Index write_fashion_mnist(const std::string& out, const FashionMnistShardOptions
   Writer w(out, writer);
   const int64_t* label = labels.data_ptr<int64_t>();
   for (int64_t i = 0; i < images.size(0); ++i) w.write({{"image", images[i]}, {"label", label[i]}});
+  return w.finish();
+}
+
+Index write_text(const std::string& out, const TextOptions& source, WriterOptions writer) {
+  const auto text = load_text(source);  // its examples, and its refusals (no text, too short a split)
+  std::vector<int64_t> all(static_cast<size_t>(text->size()));
+  std::iota(all.begin(), all.end(), 0);
+  const Batch examples = text->get_batch(all);
+  const int64_t s = source.seq_length();
+  // Example i is bytes [i·S, i·S + S] of the split: its input, then its target's last byte.
+  const at::Tensor bytes = at::cat({examples.input(), examples.target().narrow(1, s - 1, 1)}, 1).to(at::kByte).contiguous();
+  writer.columns({{"tokens", "bytes"}});
+  Writer w(out, writer);
+  const auto* data = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+  for (int64_t i = 0; i < bytes.size(0); ++i) w.write({{"tokens", std::string(data + i * (s + 1), static_cast<size_t>(s + 1))}});
   return w.finish();
 }
 
