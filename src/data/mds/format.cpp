@@ -9,7 +9,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <sstream>
+#include <utility>
 
 #include <xxhash.h>
 #include <zstd.h>
@@ -101,30 +103,20 @@ Encoding Encoding::parse(const std::string& name, const std::string& where) {
     return InputError(where + ": column encoding \"" + name + "\" " + why + "; Tessera reads and writes: " +
                       kSupported);
   };
+  // Encodings that are their name alone (no dtype or shape).
+  static const std::pair<const char*, Kind> kNamed[] = {
+      {"str", Kind::str},   {"str_int", Kind::str_int}, {"str_float", Kind::str_float}, {"str_decimal", Kind::str_decimal},
+      {"json", Kind::json}, {"bytes", Kind::bytes},     {"png", Kind::png},             {"jpeg", Kind::jpeg},
+      {"pil", Kind::pil}};
+  const auto named = std::find_if(std::begin(kNamed), std::end(kNamed), [&](const auto& n) { return name == n.first; });
   if (name == "int") {
     e.kind = Kind::scalar;
     e.dtype = DType::i64;
   } else if (auto d = dtype_by_name(name)) {
     e.kind = Kind::scalar;
     e.dtype = d;
-  } else if (name == "str") {
-    e.kind = Kind::str;
-  } else if (name == "str_int") {
-    e.kind = Kind::str_int;
-  } else if (name == "str_float") {
-    e.kind = Kind::str_float;
-  } else if (name == "str_decimal") {
-    e.kind = Kind::str_decimal;
-  } else if (name == "json") {
-    e.kind = Kind::json;
-  } else if (name == "bytes") {
-    e.kind = Kind::bytes;
-  } else if (name == "png") {
-    e.kind = Kind::png;
-  } else if (name == "jpeg") {
-    e.kind = Kind::jpeg;
-  } else if (name == "pil") {
-    e.kind = Kind::pil;
+  } else if (named != std::end(kNamed)) {
+    e.kind = named->second;
   } else if (name == "ndarray" || name.rfind("ndarray:", 0) == 0) {
     e.kind = Kind::ndarray;
     if (name.size() > 7) {
