@@ -1,7 +1,7 @@
 """Language models from Python: the text dataset and the GPT model from recipe entries, per-token metrics and
 perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
 the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), a GPT with dropout,
-stochastic depth and gyro dropout resumed bitwise, text generation, a BERT learning masked bytes, and a BERT text
+stochastic depth and gyro dropout resumed bitwise, a GPT on token ids written to MDS from Python, text generation, a BERT learning masked bytes, and a BERT text
 classifier fine-tuned from its checkpoint."""
 import math
 
@@ -76,6 +76,37 @@ def test_a_gpt_trains_on_text_counts_tokens_and_reports_perplexity(text):
     assert after["metrics/eval/perplexity"] < 0.2 * before["metrics/eval/perplexity"]
     assert after["metrics/eval/accuracy"] > before["metrics/eval/accuracy"]
     assert math.isfinite(trainer.state.loss.item())
+
+
+def test_a_gpt_trains_on_token_ids_written_from_python(tmp_path):
+    """Ids from any tokenizer (here: counting by 3 from a random start, below 600), written to MDS from Python and
+    streamed to a GPT whose vocabulary and sequence length come from the data (docs/streaming.md)."""
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 256), ("test", 32)):
+        with tessera.data.MdsWriter(tmp_path / split, {"ids": "ndarray:uint16"}, size_limit=2000) as out:
+            for _ in range(n):
+                out.write({"ids": (int(rng.integers(0, 550)) + 3 * np.arange(17)).astype(np.uint16)})
+
+    def data(split):
+        return {"dataset": {"streaming": {"local": str(tmp_path / split), "input": "ids", "seq_length": 16,
+                                          "num_classes": 600}},
+                "loader": {"batch_size": 16, "shuffle": split == "train"}}
+    eval_data = dict(data("test"), metrics=["accuracy", "perplexity"])
+    trainer = tessera.Trainer(model={"gpt": {"d_model": 32, "n_layers": 1, "n_heads": 2}}, train_data=data("train"),
+                              eval_data=eval_data, optimizer={"adamw": {"lr": 0.02}}, max_duration="2ep", seed=0,
+                              threads=1)
+    assert trainer.model.num_classes == 600  # the vocabulary, from num_classes
+    before = trainer.eval()
+    trainer.fit()
+    after = trainer.eval()
+    assert trainer.state.timestamp.token == 2 * 256 * 16
+    assert before["metrics/eval/perplexity"] == pytest.approx(600, rel=0.2)
+    assert after["metrics/eval/accuracy"] > 0.5
+    ids = torch.tensor([[40 + 3 * i for i in range(16)]])
+    predicted = trainer.model.forward(tessera.Batch(ids, ids)).argmax(1)  # logits [1, vocab, 16]
+    assert (predicted[0, 4:] == ids[0, 4:] + 3).float().mean() > 0.8  # it learned the next id: the last plus 3
+    assert after["metrics/eval/perplexity"] < 0.05 * before["metrics/eval/perplexity"]
 
 
 def test_warmup_lengthens_the_sequences_on_schedule(text):
