@@ -13,8 +13,8 @@ import pathlib
 import sys
 from typing import List, Optional, Sequence, Union
 
-from ._runs import (TRAIN_LOSS, Group, ReportInputError, Run, eval_labels, group_runs, median, name_runs, read_run,
-                    time_to_target)
+from ._runs import (TRAIN_LOSS, Group, ReportInputError, Run, eval_labels, group_runs, lower_is_better, median,
+                    name_runs, read_run)
 from ._svg import Chart, Line, color, downsample, downsample_indices, render, significant
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -85,13 +85,15 @@ class Report:
     """The runs, the metric and target they are compared on, and the page built from them."""
 
     def __init__(self, runs: List[Run], metric: Optional[str], target: Optional[float],
-                 group_seeds: bool = True) -> None:
+                 group_seeds: bool = True, direction: Optional[str] = None) -> None:
         self.runs = runs
         self.baseline = runs[0]
         self.groups = group_runs(runs, group_seeds)
         self.base_group = self.groups[0]  # the baseline run's: group_runs keeps the order of first runs
         self.grouped = any(len(group.runs) > 1 for group in self.groups)
         self.metric = metric or self._default_metric()
+        # Which way is better: lower for losses, cross-entropy, perplexity and errors, unless told.
+        self.lower = lower_is_better(self.metric) if direction is None else direction == "lower"
         self.target_given = target is not None
         base_finals = self.base_group.finals(self.metric)
         self.target = target if target is not None else (median(base_finals) if base_finals else None)
@@ -297,11 +299,12 @@ class Report:
                                   min(v for _, v in pairs), max(v for _, v in pairs))]
             lines.append(line)
             done.append((seconds, accuracy))
+        sign = -1 if self.lower else 1  # the front in "higher is better" terms
         front, best = [], -math.inf
-        for seconds, accuracy in sorted(done, key=lambda p: (p[0], -p[1])):
-            if accuracy > best:
-                front.append((seconds, accuracy))
-                best = accuracy
+        for seconds, value in sorted(done, key=lambda p: (p[0], -sign * p[1])):
+            if sign * value > best:
+                front.append((seconds, value))
+                best = sign * value
         base = next((line.points[0] for line in lines if line.run == self.base_group.name), None)
         highlight = (base, "baseline") if base is not None else None
         return Chart("pareto", f"final {self.metric} against training time (the dashed line joins the runs no "
@@ -315,10 +318,10 @@ class Report:
         origin = "given" if self.target_given else f"the baseline's final {_e(self.metric)}"
         if not self.target_given and len(self.base_group.runs) > 1:
             origin = f"the median of the baseline's final {_e(self.metric)} over its seeds"
-        base_time = median(self.base_group.times_to_target(self.metric, self.target))
+        base_time = median(self.base_group.times_to_target(self.metric, self.target, self.lower))
         rows = []
         for group in self.groups:
-            times = group.times_to_target(self.metric, self.target)
+            times = group.times_to_target(self.metric, self.target, self.lower)
             reached = median(times)
             speedup = f"{base_time / reached:.2f}×" if 0 < reached < math.inf and 0 < base_time < math.inf else "—"
             shown = _seconds(reached) if reached < math.inf else "not reached"
@@ -337,7 +340,8 @@ class Report:
                       "speed-up to target (baseline median / median)"]
             about = (" Over several seeds, a seed that did not reach the target counts as an endless time: the "
                      "median is “not reached” when half of the seeds or more did not reach it.")
-        return (f"<h3>Time to target</h3><p>Target: {_e(self.metric)} ≥ {_num(self.target, 6)} ({origin}). Time "
+        return (f"<h3>Time to target</h3><p>Target: {_e(self.metric)} {'≤' if self.lower else '≥'} "
+                f"{_num(self.target, 6)} ({origin}). Time "
                 "to target is the training time (evaluation excluded) of the first evaluation that reached it."
                 f"{about}</p>" + _table("time-to-target", header, rows, 2 if self.grouped else 1))
 
@@ -348,7 +352,7 @@ class Report:
                     "algorithms are not known.</p>")
         base_finals = self.base_group.finals(self.metric)
         base_accuracy = median(base_finals) if base_finals else None
-        base_time = median(self.base_group.times_to_target(self.metric, self.target)) \
+        base_time = median(self.base_group.times_to_target(self.metric, self.target, self.lower)) \
             if self.target is not None else math.inf
         rows = []
         for group in self.groups[1:]:
@@ -359,12 +363,12 @@ class Report:
             added = name in algorithms
             finals = group.finals(self.metric)
             delta = None if not finals or base_accuracy is None else median(finals) - base_accuracy
-            reached = median(group.times_to_target(self.metric, self.target)) \
+            reached = median(group.times_to_target(self.metric, self.target, self.lower)) \
                 if self.target is not None else math.inf
             change = reached - base_time if reached < math.inf and base_time < math.inf else None
             own = median([run.algorithm_seconds(name) for run in (group if added else self.base_group).runs])
             row = [f"{'+' if added else '−'} {_e(name)} ({_e(group.name)})",
-                   "—" if delta is None else f"{100 * delta:+.2f} pp",
+                   "—" if delta is None else self.change(delta),
                    _seconds(reached) if reached < math.inf else "not reached",
                    "—" if change is None else f"{change:+.2f} s", _seconds(own)]
             if self.grouped:
@@ -379,21 +383,25 @@ class Report:
         if self.grouped:
             header[1:] = ["change in median final " + _e(self.metric), "its seeds against the baseline's",
                           "time to target (median)", "change in time to target", "algorithm's own time (median)"]
-            about = (" Over several seeds: the change between medians, and whether every seed of the run is above "
-                     "(or below) every seed of the baseline, or the two ranges overlap (the change may be noise).")
+            about = (" Over several seeds: the change between medians, and whether every seed of the run is better "
+                     "(or worse) than every seed of the baseline, or the two ranges overlap (the change may be noise).")
         return ("<h3>Per algorithm: cost and benefit</h3><p>Runs that differ from the baseline by one algorithm "
                 "(+ added, − removed), against the baseline. The algorithm's own time is what the engine's trace "
                 "measured inside it (in the run that has it); the rest of its cost or saving shows in the time to "
                 f"target.{about}</p>" + _table("cost-benefit", header, rows))
 
-    @staticmethod
-    def seed_by_seed(finals: List[float], base_finals: List[float]) -> str:
+    def change(self, delta: float) -> str:
+        """A change in the metric: in percentage points for an accuracy, else in its own unit."""
+        if self.metric.endswith("accuracy"):
+            return f"{100 * delta:+.2f} pp"
+        return f"{significant(delta, 4):+g}"
+
+    def seed_by_seed(self, finals: List[float], base_finals: List[float]) -> str:
         if not finals or not base_finals:
             return "—"
-        if min(finals) > max(base_finals):
-            return "every seed above"
-        if max(finals) < min(base_finals):
-            return "every seed below"
+        above, below = min(finals) > max(base_finals), max(finals) < min(base_finals)
+        if above or below:
+            return "every seed better" if above != self.lower else "every seed worse"
         return "ranges overlap"
 
     def groups_section(self) -> str:
@@ -438,14 +446,15 @@ class Report:
 
 def report(run_dirs: Union[PathLike, Sequence[PathLike]], output: PathLike = "report.html", *,
            baseline: Optional[PathLike] = None, target: Optional[float] = None, metric: Optional[str] = None,
-           title: str = "Tessera runs", group_seeds: bool = True) -> pathlib.Path:
+           title: str = "Tessera runs", group_seeds: bool = True, direction: Optional[str] = None) -> pathlib.Path:
     """Writes one self-contained HTML page that shows the runs in `run_dirs` and compares them; returns its path.
 
     The baseline is `baseline` (added first if it is not among the runs), else the first run. The comparison
     uses `metric` (default metrics/<label>/accuracy of the runs' evaluator) and `target` (default the baseline's
     final value of it). Runs of one recipe with different seeds are compared as one (their median and range)
-    unless `group_seeds` is False. Raises tessera.report's ReportInputError (a ValueError) for a folder that is
-    not a run.
+    unless `group_seeds` is False. `direction` ("higher" or "lower") says which values of the metric are better;
+    by default lower for losses, cross-entropy, perplexity and errors, higher for the rest. Raises
+    tessera.report's ReportInputError (a ValueError) for a folder that is not a run.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -455,6 +464,9 @@ def report(run_dirs: Union[PathLike, Sequence[PathLike]], output: PathLike = "re
     if baseline is not None:
         base = pathlib.Path(baseline)
         paths = [base] + [p for p in paths if p.resolve() != base.resolve()]
+    if direction not in (None, "higher", "lower"):
+        raise ReportInputError(f"direction {direction!r}: expected 'higher' or 'lower' (which values of the metric "
+                               "are better)")
     if target is not None and not math.isfinite(target):
         raise ReportInputError(f"target {target} is not a finite number")
     out = pathlib.Path(output)
@@ -465,7 +477,7 @@ def report(run_dirs: Union[PathLike, Sequence[PathLike]], output: PathLike = "re
     found = {key for run in runs for key in set(run.series) | set(run.final_metrics())}
     if metric is not None and metric not in found:
         raise ReportInputError(f"metric {metric!r} is in none of the runs; they have: {', '.join(sorted(found))}")
-    out.write_text(Report(runs, metric, target, group_seeds).html(title), encoding="utf-8")
+    out.write_text(Report(runs, metric, target, group_seeds, direction).html(title), encoding="utf-8")
     return out
 
 
@@ -479,12 +491,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "final value)")
     parser.add_argument("--metric", help="the evaluation metric to compare (default: metrics/<label>/accuracy)")
     parser.add_argument("--title", default="Tessera runs", help="the page's title")
+    parser.add_argument("--direction", choices=("higher", "lower"), help="which values of the metric are better "
+                        "(default: lower for losses, cross-entropy, perplexity and errors; higher otherwise)")
     parser.add_argument("--no-seed-groups", action="store_true", help="compare every run on its own, also runs "
                         "of one recipe with different seeds (default: their median and range)")
     args = parser.parse_args(argv)
     try:
         out = report(args.runs, args.output, baseline=args.baseline, target=args.target, metric=args.metric,
-                     title=args.title, group_seeds=not args.no_seed_groups)
+                     title=args.title, group_seeds=not args.no_seed_groups, direction=args.direction)
     except (ReportInputError, OSError) as exc:
         print(f"tessera-report: error: {exc}", file=sys.stderr)
         return 2

@@ -236,13 +236,22 @@ def eval_labels(runs: List[Run]) -> List[str]:
     return sorted(labels)
 
 
-def time_to_target(run: Run, metric: str, target: float) -> Optional[float]:
-    """The training time (wct) of the first value of `metric` at or above `target`; None if never reached."""
+# Metrics for which lower is better: a key's last part ends with one of these (loss/train/total is a loss too).
+LOWER_IS_BETTER = ("loss", "cross_entropy", "perplexity", "error")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.startswith("loss/") or metric.rsplit("/", 1)[-1].endswith(LOWER_IS_BETTER)
+
+
+def time_to_target(run: Run, metric: str, target: float, lower: bool = False) -> Optional[float]:
+    """The training time (wct) of the first value of `metric` at or above `target` (at or below it when `lower`
+    is better); None if never reached."""
     series = run.series.get(metric)
     if series is None:
         return None
     for wct, value in zip(series.wct, series.value):
-        if value >= target:
+        if (value <= target) if lower else (value >= target):
             return wct
     return None
 
@@ -312,9 +321,10 @@ class Group:
     def train_seconds(self) -> List[float]:
         return [v for v in (run.train_seconds for run in self.runs) if v is not None]
 
-    def times_to_target(self, metric: str, target: float) -> List[float]:
+    def times_to_target(self, metric: str, target: float, lower: bool = False) -> List[float]:
         """Each run's time to target, math.inf for a run that did not reach it."""
-        return [math.inf if t is None else t for t in (time_to_target(run, metric, target) for run in self.runs)]
+        times = (time_to_target(run, metric, target, lower) for run in self.runs)
+        return [math.inf if t is None else t for t in times]
 
 
 def group_runs(runs: List[Run], by_seed: bool = True) -> List[Group]:

@@ -383,12 +383,39 @@ def test_the_seeds_of_one_recipe_are_compared_as_their_median_and_range(seeded_p
     cost = {row[0]: row[1:] for row in data.tables["cost-benefit"][1:]}
     assert cost["+ label_smoothing (label_smoothing)"][:2] == [
         f"{100 * (finals['label_smoothing'][1] - target):+.2f} pp", "ranges overlap"]
-    assert cost["+ blurpool (blurpool)"][1] == "every seed above"
+    assert cost["+ blurpool (blurpool)"][1] == "every seed better"
     # Pareto: each recipe at its median time and accuracy, whiskers spanning its seeds.
     pareto = {s["run"]: s for s in data.charts["pareto"]}
     assert pareto["baseline"]["points"] == [[1.6, target]]
     assert pareto["baseline"]["whiskers"] == [[1.504, 1.728, finals["baseline"][0], finals["baseline"][2]]]
     assert data.whiskers[("pareto", "baseline", "metrics/test/accuracy")] == 1
+
+
+def test_losses_and_perplexities_are_better_lower(tmp_path):
+    paths = fixture_runs(tmp_path / "runs")[:3]  # baseline, label_smoothing (its loss falls faster), blurpool
+    key = "metrics/test/cross_entropy"
+    final = {p.name: metric_lines(4, 8, *pace)[-1][key] for p, pace in zip(paths, [(0.05, 1.0), (0.052, 1.3),
+                                                                                  (0.045, 0.9)])}
+    out = tessera.report(paths, tmp_path / "r.html", metric=key)
+    text = out.read_text()
+    assert f"Target: {key} ≤ {final['baseline']:g} (the baseline's final {key})" in text
+    data = page_data(text)
+    ttt = {row[0]: row[3:] for row in data.tables["time-to-target"][1:]}
+    # label smoothing's cross-entropy reaches the baseline's final value at epoch 4 (0.4243 <= 0.4853, 32 batches of
+    # 0.052 s; at epoch 3 it is 0.4923); blurpool's never
+    assert ttt == {"baseline": ["1.60 s", "1.00×"], "label_smoothing": ["1.66 s", "0.96×"],
+                   "blurpool": ["not reached", "—"]}
+    cost = {row[0]: row[1] for row in data.tables["cost-benefit"][1:]}
+    assert cost["+ label_smoothing (label_smoothing)"] == f"{final['label_smoothing'] - final['baseline']:+.4g}"  # not pp
+    # The Pareto front joins the runs no other beats on both, lower and sooner: all three here (blurpool is the
+    # fastest, label smoothing the lowest); were higher better, blurpool would beat both, and there is no line.
+    (front,) = re.findall(r'<polyline class="guide" points="([^"]*)"', text)
+    assert len(front.split()) == 3
+    # Told otherwise, higher is better: the baseline's first evaluation is already "at or above" its final value.
+    flipped = page_data(tessera.report(paths, tmp_path / "h.html", metric=key, direction="higher").read_text())
+    assert flipped.tables["time-to-target"][1][3] == "400.0 ms"
+    with pytest.raises(tessera.ReportInputError, match="direction 'up': expected 'higher' or 'lower'"):
+        tessera.report(paths, tmp_path / "x.html", direction="up")
 
 
 def test_seed_groups_can_be_turned_off(tmp_path):
