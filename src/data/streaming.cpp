@@ -769,6 +769,9 @@ const StreamingOrder& StreamingDataset::order() const {
 
 at::Tensor StreamingDataset::tokens_of(const Source& src, const mds::SampleView& s) const {
   const at::Tensor t = s.tensor(src.input_column);  // uint8 [n] for str/bytes
+  if (at::isFloatingType(t.scalar_type()))  // an "ndarray" column of no fixed dtype holding floats
+    throw InputError("streaming.input: a sample of " + src.folder + " holds " + c10::toString(t.scalar_type()) +
+                     " values in column \"" + options_.input() + "\"; token ids must be integers");
   return t.reshape({-1}).to(at::kLong);
 }
 

@@ -499,6 +499,15 @@ TEST(StreamingTokens, EachSampleIsANextTokenExamplePaddedOrCut) {
               }),
               HasSubstr("streaming.input: column \"id\" of " + dir.path() + "/ids is \"int\"; with seq_length, the "
                         "input holds token ids: an integer ndarray"));
+  {  // an ndarray column of no fixed dtype may hold floats: refused when read, not truncated to ids
+    mds::Writer w(dir.path() + "/floats", mds::WriterOptions().columns({{"tokens", "ndarray"}}));
+    w.write({{"tokens", at::full({4}, 2.5, at::kFloat)}});
+    w.finish();
+  }
+  const StreamingDataset floats(
+      StreamingOptions().local(dir.path() + "/floats").input("tokens").seq_length(2).num_classes(10));
+  EXPECT_THAT(testing::input_error_of([&] { floats.get_batch({0}); }),
+              HasSubstr("holds Float values in column \"tokens\"; token ids must be integers"));
 }
 
 /// A GPT recipe over `dataset` (a recipe entry) in batches of 8 sequences of 16 tokens, unshuffled or shuffled.
