@@ -154,9 +154,14 @@ class MdsWriter:
     def _value(self, column: str, value: Any) -> Any:
         encoding = self.columns.get(column, "")  # an unknown column: the C++ writer names it
         if encoding == "json":
-            return json.dumps(value.tolist() if _is_numpy_array(value) else value)
+            try:
+                return json.dumps(value.tolist() if _is_numpy_array(value) else value)
+            except (TypeError, ValueError) as error:  # a value json cannot write (a set, a numpy scalar, ...)
+                raise InputError(f"MdsWriter.write: column {column!r} (json): {error}") from error
         if isinstance(value, decimal.Decimal):
             return str(value)
+        if isinstance(value, (bytearray, memoryview)):
+            return bytes(value)
         if _is_numpy_array(value):
             import numpy
             if value.dtype in (numpy.uint16, numpy.uint32, numpy.uint64):

@@ -211,11 +211,11 @@ def test_mds_writer_stores_floats_as_pythons_str_and_reads_back_python_values(tm
     assert [str(f) for f in read] == [str(f) for f in floats]
 
     columns = {"n": "str_int", "d": "str_decimal", "j": "json", "b": "bytes", "u": "ndarray:uint16", "a": "ndarray",
-               "s": "uint8"}
+               "s": "uint8"}  # bytes also from a bytearray
     values = [{"n": -(2 ** 62), "d": decimal.Decimal("-1.50E-3"), "j": {"k": [1, None, "\u00e9"], "t": True},
                "b": b"\x00\x01", "u": np.array([0, 65535], np.uint16), "a": np.arange(6, dtype=np.int16).reshape(2, 3),
                "s": np.uint8(200)},
-              {"n": 7, "d": 3, "j": "just text", "b": b"", "u": np.array([[1]], np.uint16),
+              {"n": 7, "d": 3, "j": "just text", "b": bytearray(b""), "u": np.array([[1]], np.uint16),
                "a": torch.ones(2, dtype=torch.float64), "s": 0}]
     with tessera.data.MdsWriter(tmp_path / "all", columns, compression="zstd", hashes=["xxh3_64"]) as out:
         for v in values:
@@ -243,6 +243,7 @@ def test_mds_writer_refuses_what_it_cannot_store(tmp_path):
             ("a", np.zeros(2, np.uint16), "a uint16 array needs an encoding that names its dtype"),
             ("a", object(), "expected int, float, str, bytes, a torch.Tensor"),
             ("j", float("nan"), "not valid JSON"),
+            ("j", {1, 2}, "column 'j' \\(json\\): Object of type set is not JSON serializable"),
     ]:
         with pytest.raises(tessera.InputError, match=message):
             out.write(dict(good, **{column: value}))
