@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <torch/serialize.h>
 
+#include <tessera/data/mds.h>
 #include <tessera/distributed/comm.h>
 #include <tessera/distributed/environment.h>
 #include <tessera/distributed/launcher.h>
@@ -649,6 +650,29 @@ TEST_F(Distributed, TwoRanksOfABertClassifierOnPaddedTextsMatchOneRank) {
   const std::string data = "{text_classification: {path: " + labels.string() + ", seq_length: 48}}";
   const std::string setup = "model={bert_classifier: {d_model: 16, n_layers: 2, n_heads: 2}};data.train.dataset=" +
                             data + ";data.eval.dataset=" + data + ";optimizer={adamw: {lr: 0.003}};";
+  ASSERT_EQ(launch(1, "one", setup).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
+  ASSERT_EQ(launch(2, "two", setup + "microbatch_size=4;").exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
+  const auto two = record("two", 0);
+  ASSERT_EQ(two.size(), 8u);
+  for (const auto& [b, line] : two) EXPECT_EQ(record("two", 1).at(b).fingerprint, line.fingerprint) << "batch " << b;
+  EXPECT_EQ(global_rows("two", 2), global_rows("one", 1));
+  expect_one_rank_matches_two();
+}
+
+TEST_F(Distributed, TwoRanksOfAGptOnStreamedTokenIdsMatchOneRank) {
+  // Token ids in MDS shards (the streaming dataset's seq_length), a different length per sample (padded or cut to
+  // 16 + 1), block-shuffled: 2 ranks x microbatches of 4 end on one rank's whole-batch weights.
+  const fs::path tokens = dir_ / "tokens";
+  {
+    tessera::data::mds::Writer w(tokens.string(), tessera::data::mds::WriterOptions().columns({{"ids", "ndarray:uint16"}}).size_limit(600));
+    for (int64_t i = 0; i < 256; ++i)
+      w.write({{"ids", at::arange(10 + i % 12, at::kInt).mul(3).add(i).remainder(300)}});
+    w.finish();
+  }
+  const std::string data = "{streaming: {local: " + tokens.string() +
+                           ", input: ids, seq_length: 16, num_classes: 300, shuffle_block_size: 64}}";
+  const std::string setup = "model={gpt: {d_model: 16, n_layers: 2, n_heads: 2}};data.train.dataset=" + data +
+                            ";data.eval.dataset=" + data + ";optimizer={adamw: {lr: 0.003}};";
   ASSERT_EQ(launch(1, "one", setup).exit_code, 0) << slurp(dir_ / "one" / "error0.txt");
   ASSERT_EQ(launch(2, "two", setup + "microbatch_size=4;").exit_code, 0) << slurp(dir_ / "two" / "error0.txt");
   const auto two = record("two", 0);
