@@ -122,6 +122,37 @@ TEST(MdsText, TextThatIsNotItsNumberIsAnInputErrorWhenRead) {
   EXPECT_EQ(r.sample(4).tensor("f").item<double>(), -0.0);
 }
 
+TEST(MdsText, AnyCorruptByteOfTheTextColumnsIsReadOrRefusedNeverACrash) {
+  // Every byte of a shard of numbers as text and JSON replaced in turn: each sample's columns decode (a digit may
+  // become another) or are an InputError naming the shard; nothing is read outside the file.
+  test::TempDir dir("mds_text_corrupt");
+  {
+    mds::Writer w(dir.path(), mds::WriterOptions().columns(
+                                  {{"i", "str_int"}, {"f", "str_float"}, {"d", "str_decimal"}, {"j", "json"}}));
+    for (int64_t k = 0; k < 6; ++k)
+      w.write({{"i", k * 1234567 - 3}, {"f", 1.0 / (k + 3.0)}, {"d", std::string("-1.25E+") + std::to_string(k)},
+               {"j", std::string("{\"k\": [") + std::to_string(k) + ", null]}"}});
+    w.finish();
+  }
+  const std::string shard = dir.path() + "/shard.00000.mds", good = test::read_file(shard);
+  uint64_t state = 777;
+  int refused = 0;
+  for (size_t at = 0; at < good.size(); ++at) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    std::string bad = good;
+    bad[at] = static_cast<char>(bad[at] ^ static_cast<char>(1 + (state >> 56) % 255));
+    test::write_file(shard, bad);
+    try {
+      mds::Reader r(dir.path());
+      for (int64_t k = 0; k < r.size(); ++k) r.sample(k).tensors();
+    } catch (const InputError& e) {
+      ++refused;
+      EXPECT_NE(std::string(e.what()).find(shard), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_GT(refused, 100);  // most changed digits of str_int / str_float / str_decimal are not numbers any more
+}
+
 // ---- merge_index -----------------------------------------------------------------------------------------
 
 /// Writes a part of `n` samples with ids from `first` (columns id: int, name: str) into `dir`, a few per shard.
