@@ -99,10 +99,12 @@ class Report:
         self.target = target if target is not None else (median(base_finals) if base_finals else None)
 
     def _default_metric(self) -> str:
-        for label in eval_labels(self.runs):
-            key = f"metrics/{label}/accuracy"
-            if any(key in run.series or key in run.final_metrics() for run in self.runs):
-                return key
+        """The evaluator's perplexity when it has one (language models: lower is better), else its accuracy."""
+        for name in ("perplexity", "accuracy"):
+            for label in eval_labels(self.runs):
+                key = f"metrics/{label}/{name}"
+                if any(key in run.series or key in run.final_metrics() for run in self.runs):
+                    return key
         return TRAIN_ACCURACY
 
     # -- series -------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 rendered by headless Chromium, and what it does with missing, empty, half-written and very long metric files."""
 import html.parser
 import json
+import math
 import os
 import pathlib
 import re
@@ -416,6 +417,17 @@ def test_losses_and_perplexities_are_better_lower(tmp_path):
     assert flipped.tables["time-to-target"][1][3] == "400.0 ms"
     with pytest.raises(tessera.ReportInputError, match="direction 'up': expected 'higher' or 'lower'"):
         tessera.report(paths, tmp_path / "x.html", direction="up")
+    # Runs that log a perplexity (the language models) are compared on it by default.
+    for path in paths:
+        lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+        for entry in lines:
+            if "metrics/test/cross_entropy" in entry:
+                entry["metrics/test/perplexity"] = round(math.exp(entry["metrics/test/cross_entropy"]), 4)
+        (path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+        (path / "run.json").unlink()  # its final metrics have no perplexity: take the last value logged
+    text = tessera.report(paths, tmp_path / "p.html").read_text()
+    assert f"Target: metrics/test/perplexity ≤ {round(math.exp(final['baseline']), 4):g}" in text
+    assert page_data(text).tables["time-to-target"][2][3] == "1.66 s"  # label smoothing, as with cross-entropy
 
 
 def test_seed_groups_can_be_turned_off(tmp_path):
