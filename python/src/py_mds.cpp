@@ -6,6 +6,7 @@
 #include <tessera/data/mds.h>
 #include <tessera/data/streaming.h>
 #include <tessera/error.h>
+#include <tessera/recipe.h>
 
 #include "common.h"
 
@@ -106,6 +107,30 @@ void bind_mds(py::module_& d) {
       }, py::arg("index"),
            "Sample `index` as {column: value}: str, bytes, int (str_int), float (str_float), Decimal (str_decimal), "
            "the JSON value (json), or a tensor (a view of the shard where aligned).");
+  py::class_<data::StreamingDataset, std::shared_ptr<data::StreamingDataset>>(
+      d, "_StreamingDataset", "The C++ StreamingDataset; use tessera.data.StreamingDataset.")
+      .def(py::init([](const py::dict& options) {
+             // Read exactly as a recipe's `streaming:` section (the same keys, checks and messages).
+             const std::string text = py::module_::import("json").attr("dumps")(options).cast<std::string>();
+             const Recipe recipe = Recipe::parse("{\"streaming\": " + text + "}", "<StreamingDataset>");
+             data::StreamingOptions o;
+             read_options(recipe.root().child("streaming"), o, "streaming");
+             return std::make_shared<data::StreamingDataset>(o);
+           }), py::arg("options"))
+      .def("__len__", &data::StreamingDataset::size)
+      .def("epoch_positions", &data::StreamingDataset::epoch_positions, py::arg("batch_size"))
+      .def("order_range",
+           [](const data::StreamingDataset& ds, uint64_t seed, int64_t epoch, int64_t batch_size, bool shuffle,
+              int64_t begin, int64_t end) {
+             return ds.order_range(seed, epoch, batch_size, shuffle, begin, end);
+           },
+           py::arg("seed"), py::arg("epoch"), py::arg("batch_size"), py::arg("shuffle"), py::arg("begin"),
+           py::arg("end"))
+      .def("get_batch", &data::StreamingDataset::get_batch, py::arg("ids"), py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("num_classes", &data::StreamingDataset::num_classes)
+      .def_property_readonly("input_shape", &data::StreamingDataset::input_shape)
+      .def_property_readonly("tokens_per_example", &data::StreamingDataset::tokens_per_example)
+      .def("describe", &data::StreamingDataset::describe);
   py::class_<mds::Writer>(d, "_MdsWriter", "The C++ mds::Writer; use tessera.data.MdsWriter.")
       .def(py::init([](const std::string& dir, const mds::Columns& columns, const std::string& compression,
                        const std::vector<std::string>& hashes, int64_t size_limit, bool exist_ok,

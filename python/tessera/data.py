@@ -204,6 +204,85 @@ class MdsWriter:
             self.finish()
 
 
+class StreamingDataset(torch.utils.data.IterableDataset):
+    """Tessera's streaming dataset (the C++ one behind recipes' `streaming:` section) for a PyTorch loop of your own:
+    an iterable of whole batches (tessera.Batch: batch["input"], batch["target"]) in the streaming order, this
+    rank's share of each global batch, resumable at any batch. docs/streaming.md, "From Python".
+
+        data = tessera.data.StreamingDataset(batch_size=128, local="data/fmnist", split="train")
+        for epoch in range(3):
+            data.set_epoch(epoch)
+            for batch in data:
+                loss = loss_fn(model(batch["input"]), batch["target"])
+
+    `options` are the recipe section's keys (local, remote, split, input, target, num_classes, seq_length, streams,
+    batching_method, shuffle_block_size, ...), checked as a recipe's. `batch_size` is the global batch; with
+    `world_size` ranks, rank `rank` gets rows [rank·n/w, (rank+1)·n/w) of each, as Tessera's data-parallel runs do,
+    so the order is the same for any number of ranks. Batches are read in the calling process (memory-mapped
+    shards); iterate it directly or in a DataLoader without workers (`batch_size=None`). For tessera.Trainer, give
+    the same keys as `{"dataset": {"streaming": {...}}}`: its loader prefetches with workers.
+    """
+
+    def __init__(self, batch_size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 **options: Any) -> None:
+        super().__init__()
+        for name, value, low in (("batch_size", batch_size, 1), ("world_size", world_size, 1), ("rank", rank, 0),
+                                 ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"StreamingDataset: {name} must be an integer >= {low}, got {value!r}")
+        if rank >= world_size:
+            raise InputError(f"StreamingDataset: rank {rank} is not below world_size {world_size}")
+        self.native = _native._StreamingDataset(options)
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, bool(shuffle)
+        self.rank, self.world_size = rank, world_size
+        self.positions = self.native.epoch_positions(batch_size)  # stratified / per_stream: whole batches only
+        self.epoch = 0
+        self.next_batch = 0
+
+    def __len__(self) -> int:
+        """Batches per epoch (the last may be short)."""
+        return -(-self.positions // self.batch_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next pass is epoch `epoch` from its batch `start` on."""
+        if epoch < 0 or not 0 <= start <= len(self):
+            raise InputError(f"StreamingDataset.set_epoch: epoch {epoch} must be >= 0 and start {start} in "
+                             f"[0, {len(self)}]")
+        self.epoch, self.next_batch = int(epoch), int(start)
+
+    def __iter__(self) -> Iterator[Any]:
+        if torch.utils.data.get_worker_info() is not None:
+            raise InputError("StreamingDataset: iterate it in the main process (a DataLoader with num_workers=0): "
+                             "each worker would read every batch")
+        while self.next_batch < len(self):
+            b = self.next_batch
+            begin, end = b * self.batch_size, min((b + 1) * self.batch_size, self.positions)
+            ids = self.native.order_range(self.seed, self.epoch, self.batch_size, self.shuffle, begin, end)
+            n = end - begin
+            share = ids[self.rank * n // self.world_size:(self.rank + 1) * n // self.world_size]
+            self.next_batch = b + 1  # before yielding: a state_dict taken now resumes after this batch
+            yield self.native.get_batch(share)
+        self.epoch, self.next_batch = self.epoch + 1, 0
+
+    def state_dict(self) -> Dict[str, int]:
+        """Where the next batch comes from: {"epoch", "batch"}."""
+        return {"epoch": self.epoch, "batch": self.next_batch}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.set_epoch(state["epoch"], state["batch"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.native.num_classes
+
+    @property
+    def tokens_per_example(self) -> int:
+        return self.native.tokens_per_example
+
+    def __repr__(self) -> str:
+        return f"tessera.data.StreamingDataset({self.native.describe()}, batch_size={self.batch_size})"
+
+
 def _is_numpy_array(value: Any) -> bool:
     return type(value).__name__ == "ndarray" and type(value).__module__ == "numpy"
 
@@ -215,5 +294,5 @@ def resumable_loader(dataset: Any, batch_size: int, shuffle: bool = True, **kwar
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=ResumableSampler(dataset, shuffle), **kwargs)
 
 
-__all__ = ["MdsReader", "MdsWriter", "ResumableSampler", "StreamingSampler", "fashion_mnist", "mds_inspect",
-           "merge_index", "resumable_loader", "shuffled_order", "streaming_order", "synthetic"]
+__all__ = ["MdsReader", "MdsWriter", "ResumableSampler", "StreamingDataset", "StreamingSampler", "fashion_mnist",
+           "mds_inspect", "merge_index", "resumable_loader", "shuffled_order", "streaming_order", "synthetic"]

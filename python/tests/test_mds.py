@@ -296,3 +296,59 @@ def write_part(folder, p):
     with tessera.data.MdsWriter(folder, {"label": "int"}, size_limit=100) as out:
         for i in range(2 * p + 1):
             out.write({"label": 100 * p + i})
+
+
+def test_streaming_dataset_from_python_serves_the_streaming_order_per_rank_and_resumes(tmp_path):
+    np = pytest.importorskip("numpy")
+    with tessera.data.MdsWriter(tmp_path / "d", {"x": "ndarray:float32:2", "label": "int"}, size_limit=300) as out:
+        for i in range(100):
+            out.write({"x": np.array([i, -i], np.float32), "label": i})
+    data = tessera.data.StreamingDataset(batch_size=16, seed=3, local=str(tmp_path / "d"), input="x",
+                                         shuffle_block_size=20)
+    assert len(data) == 7 and data.num_classes == 100  # 100 samples: 6 batches of 16 and one of 4
+    epoch0 = [b["target"].tolist() for b in data]
+    order = tessera.data.streaming_order(tessera.data.MdsReader(tmp_path / "d").shard_offsets, seed=3, epoch=0,
+                                         batch_size=16, shuffle_block_size=20).tolist()
+    assert sum(epoch0, []) == order and len(epoch0[-1]) == 4  # the C++ DataLoader's order, sample id = label
+    assert sum([b["target"].tolist() for b in data], []) != order  # the next pass is epoch 1
+    # Two ranks take the halves of every global batch.
+    halves = [tessera.data.StreamingDataset(batch_size=16, seed=3, rank=r, world_size=2, local=str(tmp_path / "d"),
+                                            input="x", shuffle_block_size=20) for r in (0, 1)]
+    assert [a["target"].tolist() + b["target"].tolist() for a, b in zip(*halves)] == epoch0
+    assert halves[0].state_dict() == {"epoch": 1, "batch": 0}
+    # Stopped after 3 batches, resumed from its state in a new object: the same remaining batches.
+    data.set_epoch(0)
+    seen = []
+    for batch in data:
+        seen.append(batch["target"].tolist())
+        if len(seen) == 3:
+            break
+    state = data.state_dict()
+    assert state == {"epoch": 0, "batch": 3}
+    resumed = tessera.data.StreamingDataset(batch_size=16, seed=3, local=str(tmp_path / "d"), input="x",
+                                            shuffle_block_size=20)
+    resumed.load_state_dict(state)
+    assert seen + [b["target"].tolist() for b in resumed] == epoch0
+    assert data.native.get_batch([7])["input"].tolist() == [[7.0, -7.0]]  # the inputs come with their labels
+
+
+def test_streaming_dataset_from_python_feeds_token_ids_and_refuses_bad_options(tmp_path):
+    np = pytest.importorskip("numpy")
+    with tessera.data.MdsWriter(tmp_path / "t", {"ids": "ndarray:uint16"}) as out:
+        for i in range(10):
+            out.write({"ids": np.arange(i, i + 9, dtype=np.uint16)})
+    data = tessera.data.StreamingDataset(batch_size=4, shuffle=False, local=str(tmp_path / "t"), input="ids",
+                                         seq_length=8)
+    first = next(iter(data))
+    assert first["input"].shape == (4, 8) and first["target"].tolist()[1] == list(range(2, 10))
+    assert data.tokens_per_example == 8 and data.num_classes == 18  # the largest id, 17, + 1
+    with pytest.raises(tessera.InputError, match="locl"):
+        tessera.data.StreamingDataset(batch_size=4, locl=str(tmp_path / "t"))
+    with pytest.raises(tessera.InputError, match="streaming.local: folder .*nowhere does not exist"):
+        tessera.data.StreamingDataset(batch_size=4, local=str(tmp_path / "nowhere"))
+    with pytest.raises(tessera.InputError, match="rank 2 is not below world_size 2"):
+        tessera.data.StreamingDataset(batch_size=4, rank=2, world_size=2, local=str(tmp_path / "t"), input="ids",
+                                      seq_length=8)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=1)
+    with pytest.raises(Exception, match="iterate it in the main process"):
+        next(iter(loader))
