@@ -8,10 +8,11 @@
 //
 // Default options on both sides (order, partitions, num_classes), as a user gets them. With --stream (repeated)
 // instead of --folder, the folders are mixed streams, each read whole, in batches of --batching (random,
-// stratified, per_stream).
+// stratified, per_stream). With --tokens S the folder holds token samples (column tokens, S + 1 bytes each, as
+// `tessera-shard write --text` writes them) and batches are int64 [B, S] next-token inputs and targets.
 //
 //   ./benchmarks/bench_streaming (--folder DIR | --stream DIR --stream DIR ...) [--batching random] [--batch 128]
-//                                [--epochs 3] [--workers 0,2] [--trials 5] [--threads 1] [--json OUT]
+//                                [--epochs 3] [--workers 0,2] [--trials 5] [--threads 1] [--tokens S] [--json OUT]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -43,7 +44,7 @@ double median(std::vector<double> v) {
 struct Setup {
   std::string folder, json, batching = "random";
   std::vector<std::string> streams;
-  int64_t batch = 128, epochs = 3, trials = 5, threads = 1;
+  int64_t batch = 128, epochs = 3, trials = 5, threads = 1, tokens = 0;
   std::vector<int64_t> workers{0, 2};
 };
 
@@ -51,7 +52,7 @@ struct Setup {
   std::fprintf(stderr,
                "bench_streaming: %s\nusage: bench_streaming (--folder DIR | --stream DIR --stream DIR ...) "
                "[--batching random] [--batch 128] [--epochs 3] [--workers 0,2] [--trials 5] [--threads 1] "
-               "[--json OUT]\n",
+               "[--tokens S] [--json OUT]\n",
                why);
   std::exit(2);
 }
@@ -77,6 +78,7 @@ Setup parse(int argc, char** argv) {
     else if (a == "--epochs") s.epochs = whole(v, "--epochs");
     else if (a == "--trials") s.trials = whole(v, "--trials");
     else if (a == "--threads") s.threads = whole(v, "--threads");
+    else if (a == "--tokens") s.tokens = whole(v, "--tokens");
     else if (a == "--workers") {
       s.workers.clear();
       std::stringstream list(v);
@@ -95,6 +97,7 @@ std::shared_ptr<data::DataLoader> make_loader(const Setup& s, int64_t workers) {
     for (const std::string& folder : s.streams) streams.push_back(data::StreamOptions().local(folder));
     options = data::StreamingOptions().streams(streams).batching_method(s.batching);
   }
+  if (s.tokens > 0) options.input("tokens").seq_length(s.tokens);
   auto ds = std::make_shared<data::StreamingDataset>(options);
   return std::make_shared<data::DataLoader>(ds, data::DataLoaderOptions().batch_size(s.batch).workers(workers));
 }

@@ -13,8 +13,12 @@ Then, given Tessera's JSON (--tessera), prints both side by side with the ratios
 stratified, per_stream); the two sides may then cut their epochs at different sample counts (each drops what fills
 no batch), which the table shows.
 
+With --tokens S the folder holds token samples (column tokens, S + 1 bytes each, as `tessera-shard write --text`
+writes them), delivered as Tessera delivers them: int64 [B, S] next-token inputs and targets.
+
   python bench_streaming.py (--folder DIR | --stream DIR --stream DIR ...) [--batching random] [--batch 128]
-                            [--epochs 3] [--workers 0,2] [--trials 5] [--tessera tessera.json] [--label raw]
+                            [--epochs 3] [--workers 0,2] [--trials 5] [--tokens S] [--tessera tessera.json]
+                            [--label raw]
 """
 import argparse
 import glob
@@ -44,6 +48,21 @@ def collate(samples):
     return images.unsqueeze(1).float().div_(255), labels
 
 
+class Tokens(StreamingDataset):
+    """Samples as their token bytes; `collate_tokens` makes a batch the next-token inputs and targets."""
+
+    def __getitem__(self, index):
+        return super().__getitem__(index)['tokens']
+
+
+def collate_tokens(samples):
+    ids = torch.frombuffer(bytearray(b''.join(samples)), dtype=torch.uint8).view(len(samples), -1).long()
+    return ids[:, :-1], ids[:, 1:]
+
+
+TOKENS = 0  # --tokens: the sequence length of token samples (0: images)
+
+
 def make(folders, batch, batching, shuffle_seed=42):
     """A fresh dataset over one folder or several mixed, as a new run makes it. Streaming decompresses a compressed
     shard into a file beside it (`shard.N.mds` next to `shard.N.mds.zstd`) and reads that file from then on; they are
@@ -54,15 +73,16 @@ def make(folders, batch, batching, shuffle_seed=42):
             if os.path.exists(unzipped + '.zstd'):
                 os.remove(unzipped)
     clean_stale_shared_memory()
+    kind = Tokens if TOKENS else Images
     if len(folders) == 1:
-        return Images(local=folders[0], batch_size=batch, shuffle=True, shuffle_seed=shuffle_seed)
-    return Images(streams=[Stream(local=f) for f in folders], batch_size=batch, shuffle=True,
-                  shuffle_seed=shuffle_seed, batching_method=batching)
+        return kind(local=folders[0], batch_size=batch, shuffle=True, shuffle_seed=shuffle_seed)
+    return kind(streams=[Stream(local=f) for f in folders], batch_size=batch, shuffle=True,
+                shuffle_seed=shuffle_seed, batching_method=batching)
 
 
 def loader(dataset, batch, workers):
     return DataLoader(dataset, batch_size=batch, num_workers=workers, persistent_workers=workers > 0,
-                      collate_fn=collate)
+                      collate_fn=collate_tokens if TOKENS else collate)
 
 
 def throughput(folders, batch, batching, workers, epochs):
@@ -88,7 +108,10 @@ def resume(folders, batch, batching, workers):
     it = iter(loader(dataset, batch, workers))
     images, labels = next(it)
     seconds = time.perf_counter() - t0
-    assert images.shape == (batch, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    if TOKENS:
+        assert images.shape == labels.shape == (batch, TOKENS) and labels.dtype == torch.int64
+    else:
+        assert images.shape == (batch, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
     del it
     return seconds, first_batch
 
@@ -104,7 +127,10 @@ def main():
     p.add_argument('--trials', type=int, default=5)
     p.add_argument('--tessera', help="bench_streaming's --json output, to print the comparison")
     p.add_argument('--label', default='')
+    p.add_argument('--tokens', type=int, default=0)
     a = p.parse_args()
+    global TOKENS
+    TOKENS = a.tokens
     if bool(a.folder) == bool(a.stream):
         p.error('give --folder, or --stream for each of several folders')
     folders = [a.folder] if a.folder else a.stream

@@ -3,7 +3,8 @@
 # over the same MDS shards of Fashion-MNIST's 60,000 training images (written by tessera-shard: 48 shards of
 # 1 MB, uncompressed, then zstd), side by side in one run: samples/s over shuffled epochs and seconds to the
 # first batch of a run resumed at 90% of an epoch, for 0 and 2 loader workers (docs/streaming.md, "Benchmark");
-# then the training and test shards mixed as two streams in stratified batches.
+# then the training and test shards mixed as two streams in stratified batches; then token samples of text for the
+# language models (tessera-shard write --text), 128 + 1 bytes each, in batches of 32.
 #
 #   benchmarks/bench_streaming.sh [build dir] [work dir]
 #
@@ -37,3 +38,15 @@ echo "== two streams, stratified: $work/fmnist-raw + $test_dir"
 OMP_NUM_THREADS=1 "$build/benchmarks/bench_streaming" "${streams[@]}" --json "$work/tessera-stratified.json"
 "$python" "$root/benchmarks/bench_streaming.py" "${streams[@]}" --tessera "$work/tessera-stratified.json" \
   --label "raw, 2 streams, stratified"
+# Token samples for the language models: the fortunes as 128-byte next-token examples (tessera-shard write --text),
+# batches of 32 sequences, as fortunes_gpt_streaming.yaml reads them.
+echo
+tokens_dir=$work/fortunes-tokens
+[ -f "$tokens_dir/index.json" ] ||
+  "$build/tessera-shard" write --text /usr/share/games/fortunes --seq-length 128 --size-limit 1000000 \
+    --out "$tokens_dir" >/dev/null
+echo "== token samples (128 + 1 bytes): $tokens_dir"
+OMP_NUM_THREADS=1 "$build/benchmarks/bench_streaming" --folder "$tokens_dir" --tokens 128 --batch 32 \
+  --json "$work/tessera-tokens.json"
+"$python" "$root/benchmarks/bench_streaming.py" --folder "$tokens_dir" --tokens 128 --batch 32 \
+  --tessera "$work/tessera-tokens.json" --label "tokens"
