@@ -318,6 +318,7 @@ struct StreamingDataset::Source {
   mds::DType target_dtype = mds::DType::i64;
   bool image_hwc = false;  // png/jpeg/pil: [H, W, C] -> [C, H, W]
   bool byte_tokens = false;  // seq_length > 0 over a str or bytes column: each byte is a token
+  int64_t packed_width = 0;  // ... or over a bytes column of ids packed `token_dtype` (bytes per id; 0: bytes)
   int64_t take = 0;        // samples per epoch
 };
 
@@ -445,6 +446,15 @@ void StreamingDataset::check_columns(Source& src, bool first) {
       throw InputError("streaming.input: column \"" + options_.input() + "\" of " + src.folder + " is \"" +
                        tokens.name + "\"; with seq_length, the input holds token ids: an integer ndarray (ndarray:"
                        "uint16, ndarray:int32, ...) or str/bytes (one token per byte)");
+    const std::string& packed = options_.token_dtype();
+    if (!packed.empty() && packed != "uint8") {
+      if (tokens.kind != Encoding::Kind::bytes)
+        throw InputError("streaming.token_dtype: \"" + packed + "\" reads ids packed in a bytes column; column \"" +
+                         options_.input() + "\" of " + src.folder + " is \"" + tokens.name +
+                         "\" (an ndarray carries its own dtype, a str is one token per byte)");
+      src.packed_width = packed == "int64" ? 8 : packed.find("32") != std::string::npos ? 4 : 2;
+      src.byte_tokens = false;
+    }
     input_shape_ = {options_.seq_length()};
     stored_dtype_ = at::kLong;
     return;
@@ -768,6 +778,30 @@ const StreamingOrder& StreamingDataset::order() const {
 }
 
 at::Tensor StreamingDataset::tokens_of(const Source& src, const mds::SampleView& s) const {
+  if (src.packed_width > 0) {  // ids packed in bytes, little-endian, as numpy's tobytes()
+    const mds::Bytes b = s.raw(src.input_column);
+    if (b.size % static_cast<size_t>(src.packed_width) != 0)
+      throw InputError("streaming.token_dtype: a sample of " + src.folder + " holds " + std::to_string(b.size) +
+                       " bytes in column \"" + options_.input() + "\", not a whole number of " +
+                       options_.token_dtype() + " ids (" + std::to_string(src.packed_width) + " bytes each)");
+    const int64_t n = static_cast<int64_t>(b.size) / src.packed_width;
+    at::Tensor ids = at::empty({n}, at::kLong);
+    int64_t* out = ids.data_ptr<int64_t>();
+    const auto unpack = [&](auto type) {  // memcpy: the values sit at any address
+      for (int64_t i = 0; i < n; ++i) {
+        decltype(type) v;
+        std::memcpy(&v, b.data + i * src.packed_width, sizeof v);
+        out[i] = static_cast<int64_t>(v);
+      }
+    };
+    const std::string& type = options_.token_dtype();
+    if (type == "uint16") unpack(uint16_t{});
+    else if (type == "int16") unpack(int16_t{});
+    else if (type == "uint32") unpack(uint32_t{});
+    else if (type == "int32") unpack(int32_t{});
+    else unpack(int64_t{});
+    return ids;
+  }
   const at::Tensor t = s.tensor(src.input_column);  // uint8 [n] for str/bytes
   if (at::isFloatingType(t.scalar_type()))  // an "ndarray" column of no fixed dtype holding floats
     throw InputError("streaming.input: a sample of " + src.folder + " holds " + c10::toString(t.scalar_type()) +

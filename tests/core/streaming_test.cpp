@@ -499,6 +499,30 @@ TEST(StreamingTokens, EachSampleIsANextTokenExamplePaddedOrCut) {
               }),
               HasSubstr("streaming.input: column \"id\" of " + dir.path() + "/ids is \"int\"; with seq_length, the "
                         "input holds token ids: an integer ndarray"));
+  // Ids packed in bytes (numpy's tobytes(), as llm-foundry's older converters wrote int64 ids): token_dtype.
+  {
+    mds::Writer w(dir.path() + "/packed", mds::WriterOptions().columns({{"tokens", "bytes"}}));
+    const std::vector<int64_t> ids = {70000, 1, 2, 3, 4};
+    w.write({{"tokens", std::string(reinterpret_cast<const char*>(ids.data()), ids.size() * 8)}});
+    w.finish();
+    mds::Writer bad(dir.path() + "/packed_bad", mds::WriterOptions().columns({{"tokens", "bytes"}}));
+    bad.write({{"tokens", std::string("abc")}});  // 3 bytes: not a whole int64
+    bad.finish();
+  }
+  const StreamingDataset packed(
+      StreamingOptions().local(dir.path() + "/packed").input("tokens").seq_length(4).token_dtype("int64"));
+  EXPECT_EQ(packed.num_classes(), 70001);
+  EXPECT_TRUE(at::equal(packed.get_batch({0}).input(), longs({70000, 1, 2, 3, 0, 0, 0, 0}).view({1, 8}).narrow(1, 0, 4)));
+  EXPECT_TRUE(at::equal(packed.get_batch({0}).target(), longs({1, 2, 3, 4, 0, 0, 0, 0}).view({1, 8}).narrow(1, 0, 4)));
+  const StreamingDataset packed_bad(StreamingOptions().local(dir.path() + "/packed_bad").input("tokens").seq_length(4)
+                                        .token_dtype("int64").num_classes(10));
+  EXPECT_THAT(testing::input_error_of([&] { packed_bad.get_batch({0}); }),
+              HasSubstr("holds 3 bytes in column \"tokens\", not a whole number of int64 ids (8 bytes each)"));
+  EXPECT_THAT(testing::input_error_of([&] {
+                StreamingDataset(StreamingOptions().local(dir.path() + "/ids").input("tokens").seq_length(8)
+                                     .token_dtype("uint16"));
+              }),
+              HasSubstr("streaming.token_dtype: \"uint16\" reads ids packed in a bytes column; column \"tokens\""));
   {  // an ndarray column of no fixed dtype may hold floats: refused when read, not truncated to ids
     mds::Writer w(dir.path() + "/floats", mds::WriterOptions().columns({{"tokens", "ndarray"}}));
     w.write({{"tokens", at::full({4}, 2.5, at::kFloat)}});

@@ -160,6 +160,10 @@ struct StreamingOptions {
   /// tokens [0, S), target tokens [1, S + 1); a shorter sample is padded (input 0, target ignored), a longer one
   /// cut; there is no target column. tokens_per_example() is S, so `tok` durations work.
   TESSERA_OPTION(int64_t, seq_length) = 0;
+  /// With seq_length over a `bytes` column: the type of the token ids packed in its bytes, little-endian ("" or
+  /// "uint8": each byte is a token; "uint16", "int16", "uint32", "int32", "int64": as numpy's tobytes() of such an
+  /// array, llm-foundry's `token_encoding_type`, whose older converters wrote int64 ids as bytes).
+  TESSERA_OPTION(std::string, token_dtype) = "";
   /// Check the shard files' hashes (index.json) when each is first opened.
   TESSERA_OPTION(bool, verify_hashes) = false;
   /// A PEM file of the certificate authorities an https:// remote's certificate is checked against ("" = the
@@ -204,6 +208,8 @@ struct StreamingOptions {
       Range::at_least(0));
     v("seq_length", seq_length_, "tokens per example: next-token examples from the input's token ids (0 = off)",
       Range::at_least(0));
+    v("token_dtype", token_dtype_, "type of the token ids packed in a bytes column (\"\" = one token per byte)",
+      Choices{{"", "uint8", "uint16", "int16", "uint32", "int32", "int64"}});
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});
     v("ca_bundle", ca_bundle_, "PEM file of certificate authorities for https:// remotes (\"\" = the system's)", Any{});
     order_.visit(v);
