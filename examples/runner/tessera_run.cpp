@@ -12,6 +12,7 @@
 #include <tessera/device.h>
 #include <tessera/distributed/launcher.h>
 #include <tessera/callbacks/metric_writers.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 #include <tessera/models/generate.h>
 #include <tessera/recipe.h>
@@ -131,9 +132,17 @@ struct Actions {
   bool uses_trained_weights() const { return evaluate || !prompts.empty(); }
 };
 
+/// The byte-level BPE tokenizer of the recipe's text data (data.train.dataset.text.tokenizer), or null when its
+/// tokens are bytes.
+std::shared_ptr<const tessera::data::Tokenizer> recipe_tokenizer(const tessera::Recipe& recipe) {
+  const tessera::ConfigNode path = recipe.root().child("data").child("train").child("dataset").child("text").child("tokenizer");
+  if (!path.is_scalar() || path.as_string().empty()) return nullptr;
+  return std::make_shared<const tessera::data::Tokenizer>(tessera::data::Tokenizer::load(path.as_string()));
+}
+
 /// --evaluate and --generate: the weights of the checkpoint the recipe loads, evaluated by every evaluator and
-/// continuing the prompts, without training.
-int use_trained_weights(tessera::Trainer& trainer, const Actions& actions) {
+/// continuing the prompts (in the tokens of the recipe's text data), without training.
+int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const tessera::Recipe& recipe) {
   if (trainer.loaded_checkpoint().empty()) {
     throw tessera::InputError(
         "--evaluate and --generate use trained weights, and the recipe loads none: give checkpoint.load_path=FILE, "
@@ -148,11 +157,13 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions) {
                           "--generate-options");
   }
   tessera::Model& model = *trainer.state().model;
-  if (!actions.prompts.empty() && model.num_classes() != 256) {
+  const auto tokenizer = actions.prompts.empty() ? nullptr : recipe_tokenizer(recipe);
+  const int64_t vocab = tokenizer ? tokenizer->vocab_size() : 256;
+  if (!actions.prompts.empty() && model.num_classes() != vocab) {
     throw tessera::InputError(fmt::format(
-        "--generate continues text as bytes and needs a byte-level language model (a vocabulary of 256, as the gpt "
-        "model on text data has); this model has {} classes",
-        model.num_classes()));
+        "--generate continues text in the tokens of the recipe's text data ({}) and needs a language model of that "
+        "vocabulary ({} tokens, as the gpt model on that data has); this model has {} classes",
+        tokenizer ? "its tokenizer's" : "bytes", vocab, model.num_classes()));
   }
   for (const std::string& prompt : actions.prompts) {
     if (prompt.empty()) throw tessera::InputError("--generate: a prompt is empty; give at least one byte of text");
@@ -161,8 +172,15 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions) {
     for (const auto& [key, value] : trainer.evaluate()) std::cout << fmt::format("{}: {}\n", key, value);
   }
   for (const std::string& prompt : actions.prompts) {
-    const at::Tensor tokens = tessera::generate(model, tessera::text_to_bytes(prompt).unsqueeze(0), options);
-    std::cout << tessera::bytes_to_text(tokens[0]) << "\n";
+    if (!tokenizer) {
+      const at::Tensor tokens = tessera::generate(model, tessera::text_to_bytes(prompt).unsqueeze(0), options);
+      std::cout << tessera::bytes_to_text(tokens[0]) << "\n";
+      continue;
+    }
+    const at::Tensor ids = tessera::generate(model, at::tensor(tokenizer->encode(prompt), at::kLong).unsqueeze(0),
+                                             options)[0].to(at::kCPU).contiguous();
+    std::cout << tokenizer->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()))
+              << "\n";
   }
   std::cout << std::flush;
   return 0;
@@ -199,7 +217,7 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
     std::cout << dry_summary << std::flush;
     return 0;
   }
-  if (actions.uses_trained_weights()) return use_trained_weights(trainer, actions);
+  if (actions.uses_trained_weights()) return use_trained_weights(trainer, actions, recipe);
 
   if (!trainer.loaded_checkpoint().empty()) {
     const tessera::Timestamp& ts = trainer.state().timestamp;

@@ -2,7 +2,7 @@
 //
 //   tessera-shard write --fashion-mnist [--folder DIR] [--split train|test] [--limit N] [--image-encoding ndarray|png]
 //                       --out DIR [--size-limit BYTES] [--compression zstd[:LEVEL]] [--hashes xxh3_64,...] [--exist-ok]
-//   tessera-shard write --text PATH [--seq-length 128] [--test-fraction 0.1] [--split train|test] [--limit N]
+//   tessera-shard write --text PATH [--tokenizer T.json] [--seq-length 128] [--test-fraction 0.1] [--split train|test] [--limit N]
 //                       --out DIR [...the same output options]   (token samples for streaming `seq_length`)
 //   tessera-shard inspect DIR [--verify]
 //   tessera-shard merge DIR              (joins the data sets parallel writers wrote into DIR's subfolders)
@@ -16,6 +16,7 @@
 #include <tessera/data/mds.h>
 #include <tessera/data/streaming.h>
 #include <tessera/data/text.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 
 #include <CLI/CLI.hpp>
@@ -129,6 +130,9 @@ int main(int argc, char** argv) {
   write->add_option("--seq-length", text.seq_length(), "with --text: tokens per example")
       ->capture_default_str()
       ->needs(text_option);
+  write->add_option("--tokenizer", text.tokenizer(), "with --text: a byte-level BPE tokenizer.json; samples hold "
+                    "its ids as uint16 (uint32 above 65,536 tokens)")
+      ->needs(text_option);
   write->add_option("--test-fraction", text.test_fraction(), "with --text: share of every file held out for test")
       ->capture_default_str()
       ->needs(text_option);
@@ -216,6 +220,13 @@ int main(int argc, char** argv) {
       const mds::Index index = from_text ? mds::write_text(out, text, options) : mds::write_fashion_mnist(out, source, options);
       std::cout << "wrote " << index.total_samples() << " samples in " << index.shards.size() << " shards to " << out
                 << "\n";
+      if (from_text && !text.tokenizer().empty()) {
+        const int64_t vocab = tessera::data::Tokenizer::load(text.tokenizer()).vocab_size();
+        const int width = mds::text_token_width(vocab);
+        std::cout << "read them with the streaming dataset's seq_length: " << text.seq_length()
+                  << (width == 1 ? "" : width == 2 ? ", token_dtype: uint16" : ", token_dtype: uint32")
+                  << ", num_classes: " << vocab << "\n";
+      }
       dir = out;
     }
     const auto r = mds::inspect(dir, mds::ReaderOptions().verify_hashes(verify));

@@ -712,6 +712,7 @@ PYBIND11_MODULE(_C, m) {
   py::module_ functional = m.def_submodule("functional", "Functional forms on plain tensors.");
   bind_algorithms(algorithms, functional, data);
   bind_mds(data);
+  bind_tokenizer(data);
   bind_user_parts(m);
   use_python_type_names(m);
 }

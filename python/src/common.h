@@ -53,6 +53,7 @@ void bind_state(py::module_& m);
 void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);
 /// tessera.data's MDS reader, writer, merge and streaming order (py_mds.cpp).
 void bind_mds(py::module_& data);
+void bind_tokenizer(py::module_& data);
 /// The language-model algorithms (sequence-length warmup, ALiBi, gated linear units, low-precision LayerNorm) and
 /// their functional forms: language_models.cpp.
 void bind_language_model_algorithms(py::module_& algorithms, py::module_& functional);

@@ -31,6 +31,8 @@ fashion_mnist = _native.fashion_mnist
 MdsReader = _native.MdsReader
 mds_inspect = _native.mds_inspect
 merge_index = _native.merge_index
+# Byte-level BPE tokenizers (Hugging Face tokenizer.json; docs/language-models.md "Tokenizers").
+Tokenizer = _native.Tokenizer
 synthetic = _native.synthetic
 shuffled_order = _native.shuffled_order
 streaming_order = _native.streaming_order

@@ -67,6 +67,19 @@ Generate::Generate(GenerateCallbackOptions options) : options_(std::move(options
   if (every.unit() == TimeUnit::Token || !(every.as_double() > 0)) {
     throw InputError("generate.interval: " + every.str() + "; expected a time greater than 0 in ep, ba, sp or dur");
   }
+  if (!options_.tokenizer().empty()) {
+    tokenizer_ = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(options_.tokenizer()));
+  }
+}
+
+at::Tensor Generate::encode(const std::string& text) const {
+  return tokenizer_ ? at::tensor(tokenizer_->encode(text), at::kLong) : text_to_bytes(text);
+}
+
+std::string Generate::decode(const at::Tensor& tokens) const {
+  if (!tokenizer_) return bytes_to_text(tokens);
+  const at::Tensor ids = tokens.to(at::kCPU, at::kLong).contiguous();
+  return tokenizer_->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()));
 }
 
 void Generate::run_event(Event event, State& state, Logger& logger) {
@@ -76,15 +89,22 @@ void Generate::run_event(Event event, State& state, Logger& logger) {
     case Event::FitStart: {
       previous_ = state.timestamp;
       const int64_t vocab = state.model->num_classes();
-      if (vocab != kByteVocabulary) {
+      if (tokenizer_ && vocab != tokenizer_->vocab_size()) {
+        throw InputError(fmt::format("generate: the model's vocabulary has {} tokens (Model::num_classes) but the "
+                                     "tokenizer {} has {}; give generate the tokenizer the model's data was "
+                                     "tokenized with",
+                                     vocab, options_.tokenizer(), tokenizer_->vocab_size()));
+      }
+      if (!tokenizer_ && vocab != kByteVocabulary) {
         throw InputError(fmt::format("generate: the model's vocabulary has {} tokens (Model::num_classes); expected "
                                      "the byte-level vocabulary of 256 tokens (the text dataset's), in which the "
-                                     "prompts and generations are text",
+                                     "prompts and generations are text; for a model trained on a tokenizer's tokens, "
+                                     "give generate its `tokenizer`",
                                      vocab));
       }
       // A trial of one token, before step 1: a model that is not a language model is refused here, not later.
       try {
-        tessera::generate(*state.model, text_to_bytes(options_.prompts().front()).unsqueeze(0),
+        tessera::generate(*state.model, encode(options_.prompts().front()).unsqueeze(0),
                           GenerateOptions(options_).max_new_tokens(1));
       } catch (const std::exception& e) {
         std::string what = e.what();
@@ -116,10 +136,12 @@ void Generate::generate(State& state, Logger& logger) {
   generated_at_ = state.timestamp.batch;
   last_.clear();
   for (const auto& prompt : options_.prompts()) {
-    const at::Tensor tokens = tessera::generate(*state.model, text_to_bytes(prompt).unsqueeze(0), options_);
-    last_.push_back(bytes_to_text(tokens[0]));
+    const at::Tensor prompt_ids = encode(prompt);
+    const at::Tensor tokens = tessera::generate(*state.model, prompt_ids.unsqueeze(0), options_)[0];
+    last_.push_back(decode(tokens));
+    const std::string continuation = decode(tokens.narrow(0, prompt_ids.numel(), tokens.numel() - prompt_ids.numel()));
     logger.info(fmt::format("generate @ {}ep {}ba: {} -> {}", state.timestamp.epoch, state.timestamp.batch,
-                            quoted(prompt), quoted(last_.back().substr(prompt.size()))));
+                            quoted(prompt), quoted(continuation)));
   }
 }
 

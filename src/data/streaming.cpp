@@ -2,6 +2,7 @@
 // docs/streaming.md "Order").
 #include <ATen/ATen.h>
 #include <tessera/data/streaming.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/data/shard_cache.h>
 #include <tessera/error.h>
 #include <tessera/rng.h>
@@ -455,6 +456,9 @@ void StreamingDataset::check_columns(Source& src, bool first) {
       src.packed_width = packed == "int64" ? 8 : packed.find("32") != std::string::npos ? 4 : 2;
       src.byte_tokens = false;
     }
+    if (tokenizer_ && !src.byte_tokens)
+      throw InputError("streaming.tokenizer: column \"" + options_.input() + "\" of " + src.folder + " is \"" +
+                       tokens.name + "\", token ids already; a tokenizer encodes text: a str or bytes column");
     input_shape_ = {options_.seq_length()};
     stored_dtype_ = at::kLong;
     return;
@@ -575,6 +579,16 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   check_option("streaming", "sampling_method", options_.sampling_method(), Choices{{"balanced", "fixed"}});
   check_option("streaming", "sampling_granularity", static_cast<double>(options_.sampling_granularity()),
                Range::at_least(1));
+  if (!options_.tokenizer().empty()) {
+    if (options_.seq_length() == 0)
+      throw InputError("streaming.tokenizer: set without seq_length; a tokenizer encodes the text of token sequences: "
+                       "give seq_length (tokens per example) too");
+    if (!options_.token_dtype().empty() && options_.token_dtype() != "uint8")
+      throw InputError("streaming.tokenizer: set with token_dtype " + options_.token_dtype() +
+                       "; the column holds either text to encode (tokenizer) or ids already encoded (token_dtype), "
+                       "not both");
+    tokenizer_ = std::make_shared<const Tokenizer>(Tokenizer::load(options_.tokenizer()));
+  }
   if (options_.batching_method() == "device_per_stream")
     throw InputError("streaming.batching_method: device_per_stream (each rank's batch from one stream) would tie the "
                      "order to the number of ranks, and here the order is the same for any number (a run resumes on "
@@ -618,6 +632,10 @@ StreamingDataset::StreamingDataset(StreamingOptions options) : options_(std::mov
   if (!resampled) fixed_line_ = make_line(0, 0);
 
   num_classes_ = options_.num_classes();
+  if (tokenizer_ && num_classes_ == 0) num_classes_ = tokenizer_->vocab_size();
+  if (tokenizer_ && num_classes_ < tokenizer_->vocab_size())
+    throw InputError("streaming.num_classes: " + std::to_string(num_classes_) + " is below the tokenizer's " +
+                     std::to_string(tokenizer_->vocab_size()) + " tokens; leave it 0 (the tokenizer's) or raise it");
   if (num_classes_ == 0 && options_.seq_length() > 0) {  // the vocabulary: bytes, or one pass over the token ids
     int64_t largest = -1;
     for (int64_t k = 0; k + 1 < static_cast<int64_t>(shard_offsets_.size()); ++k) {
@@ -801,6 +819,10 @@ at::Tensor StreamingDataset::tokens_of(const Source& src, const mds::SampleView&
     else if (type == "int32") unpack(int32_t{});
     else unpack(int64_t{});
     return ids;
+  }
+  if (tokenizer_) {  // text (str or bytes), encoded as it is read
+    const mds::Bytes b = s.raw(src.input_column);
+    return at::tensor(tokenizer_->encode(std::string_view(reinterpret_cast<const char*>(b.data), b.size)), at::kLong);
   }
   const at::Tensor t = s.tensor(src.input_column);  // uint8 [n] for str/bytes
   if (at::isFloatingType(t.scalar_type()))  // an "ndarray" column of no fixed dtype holding floats

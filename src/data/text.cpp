@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 
 namespace tessera::data {
@@ -77,24 +78,46 @@ std::vector<uint8_t> read_text_split(TextOptions options) {
   return stream;
 }
 
+std::vector<uint8_t> read_text_files(const std::string& path) {
+  std::vector<uint8_t> stream;
+  for (const auto& file : text_files(path)) {
+    const std::vector<uint8_t> bytes = read_bytes(file);
+    stream.insert(stream.end(), bytes.begin(), bytes.end());
+  }
+  return stream;
+}
+
 std::shared_ptr<TextDataset> load_text(TextOptions options) {
-  const std::vector<uint8_t> stream = read_text_split(options);
-  const int64_t s = options.seq_length();
-  int64_t n = stream.empty() ? 0 : (static_cast<int64_t>(stream.size()) - 1) / s;
+  const std::vector<uint8_t> bytes = read_text_split(options);
+  at::Tensor stream;
+  int64_t vocab = kByteVocabulary;
+  std::string name = fmt::format("text({})", options.split());
+  if (options.tokenizer().empty()) {
+    stream = at::from_blob(const_cast<uint8_t*>(bytes.data()), {static_cast<int64_t>(bytes.size())}, at::kByte)
+                 .to(at::kLong);
+  } else {
+    const Tokenizer tokenizer = Tokenizer::load(options.tokenizer());
+    std::vector<int64_t> ids =
+        tokenizer.encode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    stream = at::tensor(ids, at::kLong);
+    vocab = tokenizer.vocab_size();
+    name = fmt::format("text({}, {} BPE tokens, {:.2f} bytes per token)", options.split(), vocab,
+                       ids.empty() ? 0.0 : static_cast<double>(bytes.size()) / static_cast<double>(ids.size()));
+  }
+  const int64_t s = options.seq_length(), size = stream.numel();
+  int64_t n = size == 0 ? 0 : (size - 1) / s;
   if (n == 0) {
-    throw InputError(fmt::format("text dataset: the {} split of {} has {} bytes, too few for one example of "
+    throw InputError(fmt::format("text dataset: the {} split of {} has {} {}, too few for one example of "
                                  "seq_length + 1 = {} tokens; lower seq_length or give more text",
-                                 options.split(), options.path(), stream.size(), s + 1));
+                                 options.split(), options.path(), size,
+                                 options.tokenizer().empty() ? "bytes" : "tokens", s + 1));
   }
   if (options.limit() > 0) n = std::min(n, options.limit());
-  const at::Tensor tokens =
-      at::from_blob(const_cast<uint8_t*>(stream.data()), {static_cast<int64_t>(stream.size())}, at::kByte)
-          .narrow(0, 0, n * s + 1)
-          .to(at::kLong);
-  at::Tensor inputs = tokens.narrow(0, 0, n * s).view({n, s}).clone();
-  at::Tensor targets = tokens.narrow(0, 1, n * s).view({n, s}).clone();
-  return std::make_shared<TextDataset>(std::move(inputs), std::move(targets), kByteVocabulary,
-                                       fmt::format("text({})", options.split()));
+  at::Tensor inputs = stream.narrow(0, 0, n * s).view({n, s}).clone();
+  at::Tensor targets = stream.narrow(0, 1, n * s).view({n, s}).clone();
+  auto dataset = std::make_shared<TextDataset>(std::move(inputs), std::move(targets), vocab, std::move(name));
+  dataset->set_bytes_per_token(static_cast<double>(bytes.size()) / static_cast<double>(size));
+  return dataset;
 }
 
 // ------------------------------------------------------------------------------------------------ classification

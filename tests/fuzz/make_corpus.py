@@ -131,3 +131,38 @@ put("fuzz_mds_index", "zstd", json.dumps(dict(index, shards=[dict(index["shards"
     zip_data={"basename": "shard.00000.mds.zstd", "bytes": 100})]), sort_keys=True).encode())
 put("fuzz_mds_index", "ndarray_var", json.dumps(dict(index, shards=[dict(index["shards"][0],
     column_encodings=["ndarray", "str"], column_names=["x", "y"], column_sizes=[None, None])])).encode())
+
+# --- Tokenizers (tokenizer.json, NUL, a text to encode) ----------------------------------------------------
+def byte_level_char(b):
+    printable = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    others = [c for c in range(256) if c not in printable]
+    return chr(b) if b in printable else chr(256 + others.index(b))
+
+
+def tokenizer_json(merges, added=(), prefix=False, merge_pairs=False):
+    vocab = {byte_level_char(b): i for i, b in enumerate(sorted(range(256), key=lambda b: ord(byte_level_char(b))))}
+    for m in merges:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    added_tokens = []
+    for text in added:
+        vocab[text] = len(vocab)
+        added_tokens.append({"id": vocab[text], "content": text, "single_word": False, "lstrip": False,
+                             "rstrip": False, "normalized": False, "special": True})
+    level = {"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": True, "use_regex": True}
+    return json.dumps({"version": "1.0", "truncation": None, "padding": None, "added_tokens": added_tokens,
+                       "normalizer": None, "pre_tokenizer": level, "post_processor": None, "decoder": level,
+                       "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                                 "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                                 "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": vocab,
+                                 "merges": [m.split(" ") if merge_pairs else m for m in merges]}},
+                      ensure_ascii=False).encode()
+
+
+english = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "r e", "Ġthe Ġ"]
+put("fuzz_tokenizer", "english", tokenizer_json(english) + b"\0The theory: in a sense, there's 42 of them.\n")
+put("fuzz_tokenizer", "special", tokenizer_json(english, added=["<|endoftext|>", "<pad>"])
+    + "\0the end<|endoftext|><pad> naïve café 🙂\t\r\n  ".encode())
+put("fuzz_tokenizer", "prefix", tokenizer_json(english, prefix=True, merge_pairs=True) + b"\0in a word\xff\xfe")
+put("fuzz_tokenizer", "overlap", tokenizer_json(["a a", "aa a", "b c", "a b"]) + b"\0aaaaabcabcaaa")
+put("fuzz_tokenizer", "gpt2_style_sequence", json.dumps({"model": {"vocab": {"a": 0}, "merges": []},
+    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}]}}).encode())

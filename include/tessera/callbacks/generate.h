@@ -5,21 +5,24 @@
 ///     callbacks: [{generate: {prompts: ["The ", "Q: Why"], interval: 1ep, max_new_tokens: 80, temperature: 0.8,
 ///                             top_k: 40}}]
 ///
-/// Prompts and generations are text in the byte-level vocabulary of the `text` dataset (data/text.h). Each
+/// Prompts and generations are text: bytes as tokens (the `text` dataset's default), or the tokens of a byte-level
+/// BPE tokenizer (`tokenizer`: the same file as the dataset's; data/tokenizer.h). Each
 /// generation goes to every logger destination as an info line, the prompt and its continuation
 /// (`generate @ 1ep 469ba: "The " -> "cat sat\n"`; C escapes for quotes, control bytes and bytes that are not
 /// UTF-8): the console and the jsonl file. The same seed draws the same tokens at every interval,
 /// so generations show how the model changes. Generation runs the model in eval mode without gradients and draws from
 /// its own generator: training is bitwise the same with or without it. With several ranks, rank 0 generates.
 ///
-/// Refused before step 1 (InputError) when the prompts are empty, when the model's vocabulary is not the 256
-/// bytes, or when a trial generation of one token fails (the model is not a language model: its outputs are not
-/// next-token logits [N, vocab, S]).
+/// Refused before step 1 (InputError) when the prompts are empty, when the tokenizer cannot be read, when the model's
+/// vocabulary is not the 256 bytes (or the tokenizer's), or when a trial generation of one token fails (the model is
+/// not a language model: its outputs are not next-token logits [N, vocab, S]).
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <tessera/callback.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/models/generate.h>
 #include <tessera/options.h>
 #include <tessera/time.h>
@@ -30,10 +33,13 @@ namespace tessera::callbacks {
 struct GenerateCallbackOptions : GenerateOptions {
   TESSERA_OPTION(std::vector<std::string>, prompts) = {};
   TESSERA_OPTION(Time, interval) = Time(1, TimeUnit::Epoch);
+  /// The model's byte-level BPE tokenizer (a tokenizer.json; "" = bytes are the tokens).
+  TESSERA_OPTION(std::string, tokenizer) = "";
   template <class V>
   void visit(V& v) {
-    v("prompts", prompts_, "texts to continue (bytes of the byte-level vocabulary)", Any{});
+    v("prompts", prompts_, "texts to continue", Any{});
     v("interval", interval_, "time between two generations (ep, ba, sp or dur)", Any{});
+    v("tokenizer", tokenizer_, "the model's byte-level BPE tokenizer.json (\"\" = bytes are the tokens)", Any{});
     GenerateOptions::visit(v);
   }
 };
@@ -48,7 +54,10 @@ class Generate : public Callback {
 
  private:
   void generate(State& state, Logger& logger);
+  at::Tensor encode(const std::string& text) const;
+  std::string decode(const at::Tensor& tokens) const;
   GenerateCallbackOptions options_;
+  std::shared_ptr<const data::Tokenizer> tokenizer_;  ///< null: bytes are the tokens
   Timestamp previous_;        ///< the timestamp at the end of the batch before
   int64_t generated_at_ = -1;  ///< the batch of the last generation
   std::vector<std::string> last_;

@@ -347,10 +347,14 @@ struct FashionMnistShardOptions {
 };
 /// Converts Fashion-MNIST's IDX files to an MDS dataset with columns image and label ("int").
 Index write_fashion_mnist(const std::string& out, const FashionMnistShardOptions& source, WriterOptions writer);
-/// Converts a split of text files (the `text` dataset's options: path, split, seq_length, test_fraction, limit) to
-/// an MDS dataset with one column, tokens ("bytes"): sample i is the text dataset's example i as its seq_length + 1
-/// bytes, so the streaming dataset with that seq_length reads the same examples (`tessera-shard write --text`).
+/// Converts a split of text files (the `text` dataset's options: path, split, seq_length, test_fraction, limit,
+/// tokenizer) to an MDS dataset with one column, tokens ("bytes"): sample i is the text dataset's example i as its
+/// seq_length + 1 tokens, so the streaming dataset with that seq_length reads the same examples (`tessera-shard
+/// write --text`). Tokens are one byte each without a tokenizer; with one, little-endian ids of
+/// text_token_width(vocab) bytes (streaming's token_dtype uint16 or uint32).
 Index write_text(const std::string& out, const TextOptions& source, WriterOptions writer);
+/// Bytes per token id in write_text's samples: 1 for 256 tokens or fewer, 2 up to 65,536, else 4.
+int text_token_width(int64_t vocab_size);
 
 /// What `tessera-shard inspect` reports.
 struct Inspection {

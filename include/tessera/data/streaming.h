@@ -22,6 +22,7 @@
 namespace tessera::data {
 
 class ShardCache;
+class Tokenizer;
 
 /// How the global order of an epoch is built (see StreamingOrder).
 struct StreamingOrderOptions {
@@ -164,6 +165,10 @@ struct StreamingOptions {
   /// "uint8": each byte is a token; "uint16", "int16", "uint32", "int32", "int64": as numpy's tobytes() of such an
   /// array, llm-foundry's `token_encoding_type`, whose older converters wrote int64 ids as bytes).
   TESSERA_OPTION(std::string, token_dtype) = "";
+  /// With seq_length over a str or bytes column of text: a byte-level BPE tokenizer (a tokenizer.json; see
+  /// data/tokenizer.h) that encodes each sample's text as it is read, as llm-foundry's StreamingTextDataset does
+  /// ("" = each byte is a token). The vocabulary (num_classes 0) is then the tokenizer's.
+  TESSERA_OPTION(std::string, tokenizer) = "";
   /// Check the shard files' hashes (index.json) when each is first opened.
   TESSERA_OPTION(bool, verify_hashes) = false;
   /// A PEM file of the certificate authorities an https:// remote's certificate is checked against ("" = the
@@ -210,6 +215,8 @@ struct StreamingOptions {
       Range::at_least(0));
     v("token_dtype", token_dtype_, "type of the token ids packed in a bytes column (\"\" = one token per byte)",
       Choices{{"", "uint8", "uint16", "int16", "uint32", "int32", "int64"}});
+    v("tokenizer", tokenizer_, "a byte-level BPE tokenizer.json encoding the text column (\"\" = bytes are tokens)",
+      Any{});
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});
     v("ca_bundle", ca_bundle_, "PEM file of certificate authorities for https:// remotes (\"\" = the system's)", Any{});
     order_.visit(v);
@@ -313,6 +320,7 @@ class StreamingDataset : public Dataset {
   std::vector<int64_t> input_shape_;    // per example, as delivered ([C, H, W] for images)
   c10::ScalarType stored_dtype_{};      // of the input column's values
   int64_t num_classes_ = 0;
+  std::shared_ptr<const Tokenizer> tokenizer_;  // seq_length over text with `tokenizer`; else null
 };
 
 }  // namespace tessera::data

@@ -1,9 +1,11 @@
 #pragma once
-/// Text for language models: the bytes of text files as tokens (a byte-level vocabulary of 256), cut into
-/// fixed-length sequences for next-token prediction; and labelled texts for text classifiers (bert_classifier).
+/// Text for language models: the bytes of text files as tokens (a byte-level vocabulary of 256), or their tokens by a
+/// byte-level BPE tokenizer (data/tokenizer.h), cut into fixed-length sequences for next-token prediction; and
+/// labelled texts for text classifiers (bert_classifier).
 ///
 ///     auto train = tessera::data::load_text(tessera::data::TextOptions().seq_length(128));
 ///     // train->get_batch({0}): input int64 [1, 128] = bytes [0, 128), target int64 [1, 128] = bytes [1, 129)
+///     auto bpe = tessera::data::load_text(tessera::data::TextOptions().tokenizer("fortunes-4096.json"));
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,6 +29,9 @@ struct TextOptions {
   TESSERA_OPTION(double, test_fraction) = 0.1;
   /// Keep only the first N examples (0 = all).
   TESSERA_OPTION(int64_t, limit) = 0;
+  /// A byte-level BPE tokenizer (a tokenizer.json, or a folder with one or with vocab.json + merges.txt; see
+  /// data/tokenizer.h) that turns the split's bytes into tokens; "" = every byte is a token.
+  TESSERA_OPTION(std::string, tokenizer) = "";
   template <class V>
   void visit(V& v) {
     v("path", path_, "a text file, or a folder of text files", Any{});
@@ -34,28 +39,37 @@ struct TextOptions {
     v("seq_length", seq_length_, "tokens per example", Range::at_least(2));
     v("test_fraction", test_fraction_, "share of every file held out for the test split", Range::open(0, 1));
     v("limit", limit_, "keep only the first N examples (0 = all)", Range::at_least(0));
+    v("tokenizer", tokenizer_, "a byte-level BPE tokenizer.json (\"\" = bytes are the tokens)", Any{});
   }
 };
 
 /// Token sequences in memory: inputs and targets int64 [N, seq_length], the targets the inputs shifted by one
 /// token. Example i covers tokens [i·S, i·S + S] of its split's stream (S = seq_length), so examples do not
 /// overlap and every token but the last of the stream is predicted once per epoch. `num_classes()` is the
-/// vocabulary size (256), `tokens_per_example()` is S.
+/// vocabulary size (256, or the tokenizer's), `tokens_per_example()` is S.
 class TextDataset : public TensorDataset {
  public:
   TextDataset(at::Tensor inputs, at::Tensor targets, int64_t vocab_size, std::string name);
   int64_t tokens_per_example() const override { return seq_length_; }
+  /// Bytes of text per token in the split's stream: 1 without a tokenizer. A loss in nats per token divided by
+  /// ln 2 and by this is in bits per byte, comparable across tokenizers.
+  double bytes_per_token() const noexcept { return bytes_per_token_; }
+  void set_bytes_per_token(double b) noexcept { bytes_per_token_ = b; }
 
  private:
   int64_t seq_length_;
+  double bytes_per_token_ = 1.0;
 };
 
 /// The token stream of one split of the files at `options.path`: for each file in order, its first
 /// ⌊(1 − test_fraction)·bytes⌋ bytes (train) or the rest (test), concatenated; each byte is one token.
 std::vector<uint8_t> read_text_split(TextOptions options);
 
+/// The bytes of the files at `path` (a file, or a folder's files as `TextOptions::path` reads them), concatenated.
+std::vector<uint8_t> read_text_files(const std::string& path);
+
 /// The dataset of `options`. Errors (InputError): a path that does not exist or holds no text, a split too short
-/// for one example of seq_length + 1 tokens.
+/// for one example of seq_length + 1 tokens, a tokenizer that cannot be read (Tokenizer::load's errors).
 std::shared_ptr<TextDataset> load_text(TextOptions options);
 
 /// Options of `load_text_classification` (recipe name "text_classification").

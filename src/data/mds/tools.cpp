@@ -30,18 +30,28 @@ Index write_fashion_mnist(const std::string& out, const FashionMnistShardOptions
   return w.finish();
 }
 
+int text_token_width(int64_t vocab_size) { return vocab_size <= 256 ? 1 : vocab_size <= 65536 ? 2 : 4; }
+
 Index write_text(const std::string& out, const TextOptions& source, WriterOptions writer) {
   const auto text = load_text(source);  // its examples, and its refusals (no text, too short a split)
   std::vector<int64_t> all(static_cast<size_t>(text->size()));
   std::iota(all.begin(), all.end(), 0);
   const Batch examples = text->get_batch(all);
   const int64_t s = source.seq_length();
-  // Example i is bytes [i·S, i·S + S] of the split: its input, then its target's last byte.
-  const at::Tensor bytes = at::cat({examples.input(), examples.target().narrow(1, s - 1, 1)}, 1).to(at::kByte).contiguous();
+  // Example i is tokens [i·S, i·S + S] of the split: its input, then its target's last token.
+  const at::Tensor ids = at::cat({examples.input(), examples.target().narrow(1, s - 1, 1)}, 1).contiguous();
+  const int width = text_token_width(text->num_classes());
   writer.columns({{"tokens", "bytes"}});
   Writer w(out, writer);
-  const auto* data = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
-  for (int64_t i = 0; i < bytes.size(0); ++i) w.write({{"tokens", std::string(data + i * (s + 1), static_cast<size_t>(s + 1))}});
+  const int64_t* id = ids.data_ptr<int64_t>();
+  std::string sample(static_cast<size_t>((s + 1) * width), '\0');
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    for (int64_t k = 0; k <= s; ++k) {  // little-endian ids of `width` bytes
+      const auto v = static_cast<uint64_t>(id[i * (s + 1) + k]);
+      for (int b = 0; b < width; ++b) sample[static_cast<size_t>(k * width + b)] = static_cast<char>(v >> (8 * b));
+    }
+    w.write({{"tokens", sample}});
+  }
   return w.finish();
 }
 

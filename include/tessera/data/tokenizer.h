@@ -1,0 +1,112 @@
+#pragma once
+/// Byte-level BPE tokenizers (GPT-2's scheme): trained on your text, or read from a Hugging Face `tokenizer.json`
+/// or GPT-2's `vocab.json` + `merges.txt`, and written as a `tokenizer.json` that Hugging Face `tokenizers` reads.
+///
+///     auto tok = tessera::data::Tokenizer::train({text}, tessera::data::TokenizerTrainOptions().vocab_size(4096));
+///     tok.save("fortunes-4096.json");
+///     std::vector<int64_t> ids = tok.encode("Hello world");   // decode(ids) == "Hello world"
+///
+/// Encoding: special tokens (exact text, longest first) are cut out of the text; the rest is split into pieces by
+/// GPT-2's pattern (`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, Unicode letters
+/// and numbers from src/data/unicode_classes.inc), and each piece's bytes are merged pair by pair, the pair of
+/// lowest merge rank first (leftmost on ties), as Hugging Face `tokenizers` does: the same ids for the same
+/// tokenizer.json (tests/core/tokenizer_interop_test.cpp). Any bytes encode, UTF-8 or not (a byte that is not part of
+/// a valid UTF-8 character counts as neither letter, number nor space), and `decode(encode(t)) == t` always.
+///
+/// Training: Hugging Face's BpeTrainer on byte-level pieces: the vocabulary starts with the special tokens, then the
+/// 256 bytes in the order of their byte-level characters; each step merges the most frequent adjacent pair over all
+/// pieces (the pair of smallest ids on ties) until `vocab_size` tokens or no pair occurs `min_frequency` times.
+/// Special tokens are cut out of the training text first (they are never merged into pieces). Deterministic: the same
+/// texts and options give the same merges, which are those of Hugging Face's trainer on the same pieces.
+///
+/// Not read (InputError naming the file and what it holds): tokenizers of another model (WordPiece, Unigram), with a
+/// normalizer, with a pre-tokenizer other than ByteLevel with GPT-2's pattern (Llama 3's Split + ByteLevel), BPE
+/// dropout, `ignore_merges`, subword prefixes or suffixes. A post-processor (RoBERTa's `<s> … </s>`) is ignored:
+/// `encode` gives the text's tokens only.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <tessera/options.h>
+
+namespace tessera::data {
+
+/// Options of `Tokenizer::train`.
+struct TokenizerTrainOptions {
+  /// Tokens of the trained vocabulary: the special tokens, the 256 bytes, and one per merge.
+  TESSERA_OPTION(int64_t, vocab_size) = 4096;
+  /// A pair is merged only when it occurs at least this often (Hugging Face's default for byte-level BPE: 2).
+  TESSERA_OPTION(int64_t, min_frequency) = 2;
+  /// Tokens given ids 0, 1, … in this order and matched as exact text when encoding (such as "<|endoftext|>").
+  TESSERA_OPTION(std::vector<std::string>, special_tokens) = {};
+  template <class V>
+  void visit(V& v) {
+    v("vocab_size", vocab_size_, "tokens of the vocabulary (special tokens + 256 bytes + merges)", Range::at_least(1));
+    v("min_frequency", min_frequency_, "merge only pairs seen at least this often", Range::at_least(1));
+    v("special_tokens", special_tokens_, "tokens matched as exact text, given the first ids", Any{});
+  }
+};
+
+/// The pieces GPT-2's pattern splits `text` into (views into `text`; their concatenation is `text`).
+std::vector<std::string_view> pretokenize(std::string_view text);
+
+/// A byte-level BPE tokenizer. Immutable once built; `encode` and `decode` are thread-safe.
+class Tokenizer {
+ public:
+  /// Trains on `texts` (each one a separate text: no piece spans two). Throws InputError when vocab_size is below
+  /// 256 + the special tokens, a special token is empty or repeated.
+  static Tokenizer train(const std::vector<std::string>& texts, const TokenizerTrainOptions& options = {});
+  /// Reads a tokenizer.json file, or a folder holding tokenizer.json or vocab.json + merges.txt. InputError for a
+  /// missing or malformed file, naming it and what is wrong.
+  static Tokenizer load(const std::string& path);
+  /// Writes a Hugging Face tokenizer.json (version 1.0: ByteLevel pre-tokenizer and decoder, BPE model), atomically.
+  void save(const std::string& path) const;
+  /// The Hugging Face tokenizer.json text `save` writes.
+  std::string to_json() const;
+
+  /// The ids of `text` (UTF-8 or any bytes).
+  std::vector<int64_t> encode(std::string_view text) const;
+  /// The bytes of `ids` concatenated; special tokens are left out when skip_special_tokens. InputError for an id
+  /// outside [0, vocab_size).
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
+
+  int64_t vocab_size() const noexcept { return static_cast<int64_t>(tokens_.size()); }
+  /// Merges, in rank order: the ids of the pair (left, right); the merged token is their bytes concatenated.
+  const std::vector<std::pair<int64_t, int64_t>>& merges() const noexcept { return merges_; }
+  /// The bytes of token `id` (a special token's text). InputError outside [0, vocab_size).
+  const std::string& token_bytes(int64_t id) const;
+  /// The token as tokenizer.json spells it: its bytes as GPT-2's byte-level characters (a space is "Ġ"),
+  /// special tokens as they are.
+  std::string token_to_string(int64_t id) const;
+  /// The id of a token spelt as tokenizer.json does, or -1.
+  int64_t string_to_token(const std::string& spelling) const;
+  bool is_special(int64_t id) const;
+  const std::vector<std::string>& special_tokens() const noexcept { return specials_; }
+  /// Whether a space is put before each text (between special tokens) that does not start with one (RoBERTa's).
+  bool add_prefix_space() const noexcept { return add_prefix_space_; }
+  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges".
+  std::string describe() const;
+  /// 16 hex digits of a hash of the vocabulary and merges: equal tokenizers, equal fingerprints.
+  std::string fingerprint() const;
+
+ private:
+  Tokenizer() = default;
+  void index();  ///< builds the lookup tables from tokens_, merges_, specials_
+  void encode_piece(std::string_view piece, std::vector<int64_t>& out,
+                    std::unordered_map<std::string, std::vector<int64_t>>& cache) const;
+
+  std::vector<std::string> tokens_;                         ///< id -> bytes
+  std::vector<bool> special_;                               ///< id -> special?
+  std::vector<std::string> specials_;                       ///< special tokens' texts, longest first
+  std::vector<int64_t> special_ids_;                        ///< their ids, same order
+  std::vector<std::pair<int64_t, int64_t>> merges_;         ///< rank -> (left, right)
+  std::unordered_map<uint64_t, std::pair<int32_t, int64_t>> merge_of_;  ///< (left, right) -> (rank, new id)
+  int64_t byte_ids_[256] = {};                              ///< byte -> its token
+  bool add_prefix_space_ = false;
+};
+
+}  // namespace tessera::data

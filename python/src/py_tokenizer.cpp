@@ -1,0 +1,66 @@
+// Byte-level BPE tokenizers from Python (include/tessera/data/tokenizer.h; docs/language-models.md "Tokenizers"),
+// thinly bound as tessera.data.Tokenizer. Text is str (UTF-8) or bytes; decode gives str (bytes that are not UTF-8
+// replaced) and decode_bytes the exact bytes.
+#include <tessera/data/tokenizer.h>
+
+#include "common.h"
+
+namespace tessera::python {
+
+void bind_tokenizer(py::module_& d) {
+  using data::Tokenizer;
+  py::class_<Tokenizer>(d, "Tokenizer",
+                        "A byte-level BPE tokenizer (GPT-2's scheme; Hugging Face tokenizer.json). Build one with "
+                        "Tokenizer.train or Tokenizer.load.")
+      .def_static(
+          "train",
+          [](const std::vector<std::string>& texts, int64_t vocab_size, int64_t min_frequency,
+             const std::vector<std::string>& special_tokens) {
+            const data::TokenizerTrainOptions options = data::TokenizerTrainOptions()
+                                                            .vocab_size(vocab_size)
+                                                            .min_frequency(min_frequency)
+                                                            .special_tokens(special_tokens);
+            py::gil_scoped_release release;
+            return Tokenizer::train(texts, options);
+          },
+          py::arg("texts"), py::kw_only(), py::arg("vocab_size") = 4096, py::arg("min_frequency") = 2,
+          py::arg("special_tokens") = std::vector<std::string>{},
+          "Trains on `texts` (str or bytes each): the merges Hugging Face's BpeTrainer finds on the same text.")
+      .def_static("load", &Tokenizer::load, py::arg("path"),
+                  "Reads a tokenizer.json, or a folder with tokenizer.json or vocab.json + merges.txt.")
+      .def("save", &Tokenizer::save, py::arg("path"), "Writes a Hugging Face tokenizer.json, atomically.")
+      .def("to_json", &Tokenizer::to_json)
+      .def(
+          "encode",
+          [](const Tokenizer& t, const std::string& text) {
+            py::gil_scoped_release release;
+            return t.encode(text);
+          },
+          py::arg("text"), "The token ids of `text` (str or bytes).")
+      .def(
+          "decode",
+          [](const Tokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
+            const std::string bytes = t.decode(ids, skip_special_tokens);
+            return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "replace"));
+          },
+          py::arg("ids"), py::arg("skip_special_tokens") = false,
+          "The text of `ids` (bytes that are not UTF-8 become U+FFFD; decode_bytes gives them as they are).")
+      .def(
+          "decode_bytes",
+          [](const Tokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
+            return py::bytes(t.decode(ids, skip_special_tokens));
+          },
+          py::arg("ids"), py::arg("skip_special_tokens") = false)
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("special_tokens", &Tokenizer::special_tokens)
+      .def_property_readonly("merges", &Tokenizer::merges, "(left id, right id) per merge, in rank order")
+      .def("token_to_string", &Tokenizer::token_to_string, py::arg("id"),
+           "The token as tokenizer.json spells it (a space is 'Ġ').")
+      .def("string_to_token", &Tokenizer::string_to_token, py::arg("spelling"), "The id of a spelling, or -1.")
+      .def("is_special", &Tokenizer::is_special, py::arg("id"))
+      .def("fingerprint", &Tokenizer::fingerprint)
+      .def("__len__", &Tokenizer::vocab_size)
+      .def("__repr__", [](const Tokenizer& t) { return "<tessera.data.Tokenizer: " + t.describe() + ">"; });
+}
+
+}  // namespace tessera::python

@@ -1,0 +1,86 @@
+"""Byte-level BPE tokenizers from Python (tessera.data.Tokenizer): training, encoding and decoding any text,
+tokenizer.json written and read back, refusals; a GPT trained on the tokens of the text dataset with a tokenizer,
+generating text through it (the generate callback and Trainer.generate)."""
+import json
+
+import pytest
+
+import tessera
+from tessera.data import Tokenizer
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("".join(f"the quick brown fox {'jumps' if i % 7 == 0 else 'runs'} café\n" for i in range(300)))
+    return str(path)
+
+
+def test_trains_the_most_frequent_pairs_first_and_round_trips_any_text(tmp_path):
+    tok = Tokenizer.train(["ababab abab"], vocab_size=300)
+    assert tok.vocab_size == len(tok) == 258
+    assert [tok.token_to_string(i) for i in (256, 257)] == ["ab", "abab"]
+    assert tok.merges == [(tok.string_to_token("a"), tok.string_to_token("b")), (256, 256)]
+    assert tok.encode("ababab abab") == [257, 256, tok.string_to_token("Ġ"), 257]
+    for sample in ["", "naïve café 🙂", "x" * 1000, "  \n\t end "]:
+        assert tok.decode(tok.encode(sample)) == sample
+    assert tok.decode_bytes(tok.encode(b"\xff\xfe ok")) == b"\xff\xfe ok"
+    assert tok.decode(tok.encode(b"\xff ok")) == "\ufffd ok"
+    path = tmp_path / "tok.json"
+    tok.save(str(path))
+    doc = json.loads(path.read_text())
+    assert doc["model"]["type"] == "BPE" and doc["model"]["merges"] == ["a b", "ab ab"]
+    back = Tokenizer.load(str(path))
+    assert back.fingerprint() == tok.fingerprint() and back.to_json() == tok.to_json()
+    assert "byte-level BPE, 258 tokens (0 special), 2 merges" in repr(back)
+
+
+def test_special_tokens_are_matched_as_text_and_can_be_skipped():
+    tok = Tokenizer.train(["xx<|end|>xx"], vocab_size=300, special_tokens=["<|end|>"])
+    assert tok.special_tokens == ["<|end|>"] and tok.is_special(0) and not tok.is_special(1)
+    ids = tok.encode("xx<|end|>q")
+    assert ids[1] == 0 and tok.decode(ids) == "xx<|end|>q"
+    assert tok.decode(ids, skip_special_tokens=True) == "xxq"
+
+
+def test_refusals_say_what_and_where(tmp_path):
+    with pytest.raises(tessera.InputError, match="vocab_size 100 is below the 0 special tokens"):
+        Tokenizer.train(["x"], vocab_size=100)
+    with pytest.raises(tessera.InputError, match="does not exist"):
+        Tokenizer.load(str(tmp_path / "missing.json"))
+    bad = tmp_path / "wp.json"
+    doc = json.loads(Tokenizer.train([""], vocab_size=256).to_json())
+    doc["model"]["type"] = "WordPiece"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(tessera.InputError, match="wp.json: model type WordPiece"):
+        Tokenizer.load(str(bad))
+    with pytest.raises(tessera.InputError, match="outside the vocabulary"):
+        Tokenizer.train([""], vocab_size=256).decode([256])
+
+
+def test_a_gpt_trains_on_bpe_tokens_and_generates_text_through_them(text, tmp_path, capfd):
+    tok_path = str(tmp_path / "tok.json")
+    tok = Tokenizer.train([open(text).read()], vocab_size=300)
+    tok.save(tok_path)
+    data = {"text": {"path": text, "seq_length": 8, "tokenizer": tok_path}}
+    trainer = tessera.Trainer(
+        model={"gpt": {"d_model": 16, "n_layers": 2, "n_heads": 2}},
+        train_data={"dataset": data, "loader": {"batch_size": 8}},
+        eval_data={"dataset": {"text": dict(data["text"], split="test")}, "loader": {"batch_size": 8, "shuffle": False},
+                   "metrics": ["accuracy", "perplexity"]},
+        optimizer={"adamw": {"lr": 0.01}}, max_duration="30ba", seed=0, threads=1,
+        callbacks=[{"generate": {"prompts": ["the quick"], "interval": "30ba", "max_new_tokens": 4,
+                                 "tokenizer": tok_path}}])
+    assert trainer.model.num_classes == 300
+    trainer.fit()
+    shown = "".join(capfd.readouterr())
+    assert 'generate @ 0ep 30ba: "the quick" -> "' in shown
+    greedy = trainer.generate("the quick", tokenizer=tok, max_new_tokens=3, temperature=0)
+    assert isinstance(greedy, str) and greedy.startswith("the quick") and len(greedy) > len("the quick")
+    # Without the tokenizer the callback refuses the model: its vocabulary is not the 256 bytes.
+    with pytest.raises(tessera.InputError, match="the model's vocabulary has 300 tokens"):
+        tessera.Trainer(
+            model={"gpt": {"d_model": 16, "n_layers": 2, "n_heads": 2}},
+            train_data={"dataset": data, "loader": {"batch_size": 8}},
+            optimizer={"adamw": {"lr": 0.01}}, max_duration="2ba", seed=0, threads=1,
+            callbacks=[{"generate": {"prompts": ["the"]}}]).fit()

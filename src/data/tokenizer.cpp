@@ -1,0 +1,734 @@
+// Byte-level BPE tokenizers (include/tessera/data/tokenizer.h): GPT-2's pre-tokenization, Hugging Face's merge
+// order when encoding and when training, and its tokenizer.json format.
+#include <tessera/data/tokenizer.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <tessera/error.h>
+
+#include "../checkpoint/checkpoint_file.h"
+
+namespace tessera::data {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct CodeRange {
+  uint32_t first, last;
+};
+#include "unicode_classes.inc"
+
+bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end) {
+  const CodeRange* it = std::upper_bound(begin, end, cp, [](uint32_t c, const CodeRange& r) { return c < r.first; });
+  return it != begin && cp <= (it - 1)->last;
+}
+
+/// Unicode's White_Space (the `\s` of Hugging Face's regex engine: Zs, Zl, Zp, tab to carriage return, NEL).
+bool is_space(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+         cp == 0x3000;
+}
+
+enum class Class { letter, number, space, other };
+
+/// One character of `s` at byte `i`: its length in bytes and class. A byte that does not start a valid UTF-8
+/// character (overlong, surrogate, beyond U+10FFFF, cut short) is one character of class `other`.
+struct Char {
+  size_t size;
+  Class cls;
+};
+
+/// The code point of the valid UTF-8 character at `s[i]` and its length, or length 0.
+std::pair<uint32_t, size_t> decode_utf8(std::string_view s, size_t i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  if (b0 < 0x80) return {b0, 1};
+  size_t n;
+  uint32_t cp;
+  if (b0 >= 0xC2 && b0 <= 0xDF) n = 2, cp = b0 & 0x1F;
+  else if (b0 >= 0xE0 && b0 <= 0xEF) n = 3, cp = b0 & 0x0F;
+  else if (b0 >= 0xF0 && b0 <= 0xF4) n = 4, cp = b0 & 0x07;
+  else return {0, 0};
+  if (i + n > s.size()) return {0, 0};
+  for (size_t k = 1; k < n; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return {0, 0};
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    return {0, 0};
+  return {cp, n};
+}
+
+Char char_at(std::string_view s, size_t i) {
+  const auto [cp, n] = decode_utf8(s, i);
+  if (n == 0) return {1, Class::other};
+  if (is_space(cp)) return {n, Class::space};
+  if (in_ranges(cp, std::begin(kLetters), std::end(kLetters))) return {n, Class::letter};
+  if (in_ranges(cp, std::begin(kNumbers), std::end(kNumbers))) return {n, Class::number};
+  return {n, Class::other};
+}
+
+/// The end of the run of characters of class `cls` starting at `i`.
+size_t run_end(std::string_view s, size_t i, Class cls) {
+  while (i < s.size()) {
+    const Char c = char_at(s, i);
+    if (c.cls != cls) break;
+    i += c.size;
+  }
+  return i;
+}
+
+/// Bytes of the piece GPT-2's pattern matches at `i` (its alternatives tried in order, each greedy).
+size_t piece_at(std::string_view s, size_t i) {
+  if (s[i] == '\'' && i + 1 < s.size()) {  // 's 't 're 've 'm 'll 'd
+    const char c = s[i + 1];
+    if (c == 's' || c == 't' || c == 'm' || c == 'd') return 2;
+    if (i + 2 < s.size()) {
+      const std::string_view two = s.substr(i + 1, 2);
+      if (two == "re" || two == "ve" || two == "ll") return 3;
+    }
+  }
+  // " ?\p{L}+", " ?\p{N}+", " ?[^\s\p{L}\p{N}]+": an optional space, then a run of one class.
+  const size_t start = s[i] == ' ' ? i + 1 : i;
+  if (start < s.size()) {
+    const Class cls = char_at(s, start).cls;
+    if (cls != Class::space) return run_end(s, start, cls) - i;
+  }
+  // "\s+(?!\S)|\s+": a run of spaces, less its last character when something follows and it has two or more.
+  const size_t end = run_end(s, i, Class::space);
+  if (end == s.size()) return end - i;
+  size_t last = i, k = i;
+  while (k < end) last = k, k += char_at(s, k).size;
+  return last > i ? last - i : end - i;
+}
+
+/// GPT-2's byte-level characters: printable Latin-1 bytes stand for themselves, the other bytes for U+0100 onwards.
+struct ByteLevel {
+  uint32_t char_of[256];
+  int16_t byte_of[512];
+  ByteLevel() {
+    std::fill(std::begin(byte_of), std::end(byte_of), int16_t{-1});
+    uint32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      char_of[b] = printable ? static_cast<uint32_t>(b) : next++;
+      byte_of[char_of[b]] = static_cast<int16_t>(b);
+    }
+  }
+};
+const ByteLevel& byte_level() {
+  static const ByteLevel table;
+  return table;
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+std::string spell(const std::string& bytes) {
+  std::string out;
+  for (unsigned char b : bytes) append_utf8(out, byte_level().char_of[b]);
+  return out;
+}
+
+/// The bytes a byte-level spelling stands for, or false when a character is not one of the 256.
+bool unspell(std::string_view spelling, std::string& bytes) {
+  bytes.clear();
+  for (size_t i = 0; i < spelling.size();) {
+    const auto [cp, n] = decode_utf8(spelling, i);
+    if (n == 0 || cp >= 512 || byte_level().byte_of[cp] < 0) return false;
+    bytes += static_cast<char>(byte_level().byte_of[cp]);
+    i += n;
+  }
+  return true;
+}
+
+uint64_t pair_key(int64_t a, int64_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint64_t>(b); }
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = decode_utf8(s, i).second;
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+/// Splits `text` at the special tokens (`specials` longest first): calls piece(text) for the stretches between
+/// them and special(k) for each one found (the leftmost, then the longest at that place).
+template <class Text, class Special>
+void split_specials(std::string_view text, const std::vector<std::string>& specials, Text&& on_text,
+                    Special&& on_special) {
+  size_t from = 0;
+  for (size_t i = 0; i < text.size() && !specials.empty(); ++i) {
+    for (size_t k = 0; k < specials.size(); ++k) {
+      if (text.compare(i, specials[k].size(), specials[k]) != 0) continue;
+      if (i > from) on_text(text.substr(from, i - from));
+      on_special(k);
+      from = i + specials[k].size();
+      i = from - 1;
+      break;
+    }
+  }
+  if (from < text.size()) on_text(text.substr(from));
+}
+
+// ---- training (Hugging Face's BpeTrainer, same merge order) ----
+
+/// One adjacent pair's count and the words it was seen in, as queued by the trainer.
+struct QueuedPair {
+  int64_t count;
+  uint64_t pair;
+  std::vector<int32_t> words;
+};
+/// Heap order: the highest count first, then the pair of smallest (left, right) ids.
+bool lower_priority(const QueuedPair& x, const QueuedPair& y) {
+  return x.count != y.count ? x.count < y.count : x.pair > y.pair;
+}
+
+/// Merges every non-overlapping (a, b) of `word`, left to right, into `merged`; returns the pair count changes,
+/// as Hugging Face's Word::merge does (the pairs around each merge lose one, the pairs with `merged` gain one).
+std::vector<std::pair<uint64_t, int>> merge_word(std::vector<int64_t>& word, int64_t a, int64_t b, int64_t merged) {
+  std::vector<std::pair<uint64_t, int>> changes;
+  for (size_t i = 0; i < word.size(); ++i) {
+    if (word[i] != a || i + 1 >= word.size() || word[i + 1] != b) continue;
+    if (i > 0) {
+      changes.emplace_back(pair_key(word[i - 1], a), -1);
+      changes.emplace_back(pair_key(word[i - 1], merged), 1);
+    }
+    word[i] = merged;
+    word.erase(word.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    if (i + 1 < word.size()) {
+      changes.emplace_back(pair_key(b, word[i + 1]), -1);
+      changes.emplace_back(pair_key(merged, word[i + 1]), 1);
+    }
+  }
+  return changes;
+}
+
+[[noreturn]] void bad_file(const std::string& file, const std::string& what) {
+  throw InputError("tokenizer " + file + ": " + what);
+}
+
+std::string read_whole(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) bad_file(file, "cannot open it");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) bad_file(file, "cannot read it");
+  return buf.str();
+}
+
+json parse_json(const std::string& file) {
+  try {
+    return json::parse(read_whole(file));
+  } catch (const json::exception& e) {
+    bad_file(file, std::string("not valid JSON (") + e.what() + ")");
+  }
+}
+
+/// A vocabulary and merges as spelt in tokenizer.json or vocab.json + merges.txt, before checking.
+struct Spelt {
+  std::map<int64_t, std::string> vocab;                       ///< id -> spelling
+  std::vector<std::pair<std::string, std::string>> merges;    ///< in rank order
+  std::vector<std::pair<int64_t, std::pair<std::string, bool>>> added;  ///< id -> (content, special)
+  bool add_prefix_space = false;
+};
+
+void read_vocab(const json& v, const std::string& file, Spelt& out) {
+  if (!v.is_object()) bad_file(file, "the vocabulary is not a JSON object of token -> id");
+  for (const auto& [spelling, id] : v.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0)
+      bad_file(file, fmt::format("vocabulary entry \"{}\": id {} is not an integer >= 0", spelling, id.dump()));
+    if (!out.vocab.emplace(id.get<int64_t>(), spelling).second)
+      bad_file(file, fmt::format("vocabulary id {} is given to both \"{}\" and \"{}\"", id.get<int64_t>(),
+                                 out.vocab.at(id.get<int64_t>()), spelling));
+  }
+}
+
+void add_merge(std::string_view line, const std::string& where, const std::string& file, Spelt& out) {
+  const size_t space = line.find(' ');
+  if (space == std::string_view::npos || space == 0 || space + 1 >= line.size() ||
+      line.find(' ', space + 1) != std::string_view::npos)
+    bad_file(file, fmt::format("{}: \"{}\" is not two tokens separated by one space", where, line));
+  out.merges.emplace_back(std::string(line.substr(0, space)), std::string(line.substr(space + 1)));
+}
+
+/// Checks a ByteLevel pre-tokenizer (a lone one, or the only one of a Sequence) and reads add_prefix_space.
+void read_pre_tokenizer(const json& p, const std::string& file, Spelt& out) {
+  const auto refuse = [&](const std::string& what) {
+    bad_file(file, "pre_tokenizer " + what +
+                       "; Tessera reads byte-level BPE tokenizers whose pre-tokenizer is ByteLevel with GPT-2's pattern "
+                       "(use_regex: true), such as GPT-2's and RoBERTa's");
+  };
+  if (p.is_null()) refuse("is null (no pre-tokenization)");
+  const std::string type = p.value("type", "");
+  if (type == "Sequence") {
+    const json& items = p.value("pretokenizers", json::array());
+    if (items.size() != 1) refuse(fmt::format("is a Sequence of {} pre-tokenizers", items.size()));
+    return read_pre_tokenizer(items[0], file, out);
+  }
+  if (type != "ByteLevel") refuse("is " + (type.empty() ? p.dump() : type));
+  if (!p.value("use_regex", true)) refuse("is ByteLevel with use_regex: false (its pieces come from another pattern)");
+  out.add_prefix_space = p.value("add_prefix_space", false);
+}
+
+Spelt read_tokenizer_json(const std::string& file) {
+  const json doc = parse_json(file);
+  if (!doc.is_object() || !doc.contains("model")) bad_file(file, "no \"model\": not a tokenizer.json");
+  Spelt out;
+  if (!doc.value("normalizer", json()).is_null())
+    bad_file(file, "has a normalizer (" + doc["normalizer"].value("type", std::string("?")) +
+                       "); Tessera's byte-level BPE encodes the text's bytes as they are");
+  read_pre_tokenizer(doc.value("pre_tokenizer", json()), file, out);
+  const json& model = doc["model"];
+  const std::string type = model.value("type", "BPE");
+  if (type != "BPE") bad_file(file, "model type " + type + "; Tessera reads byte-level BPE tokenizers only");
+  const auto unset = [&](const char* key) {
+    return !model.contains(key) || model[key].is_null() || (model[key].is_string() && model[key].get<std::string>().empty());
+  };
+  if (!unset("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0)
+    bad_file(file, "BPE dropout is on (model.dropout); Tessera encodes deterministically: set it to null");
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (!unset(key)) bad_file(file, std::string("model.") + key + " is set; byte-level BPE does not use one");
+  if (model.value("ignore_merges", false))
+    bad_file(file, "model.ignore_merges is true (whole words looked up first); Tessera always applies the merges");
+  read_vocab(model.value("vocab", json()), file, out);
+  const json& merges = model.value("merges", json::array());
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const json& m = merges[r];
+    const std::string where = fmt::format("merge {}", r);
+    if (m.is_string()) add_merge(m.get<std::string>(), where, file, out);
+    else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
+      out.merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+    else bad_file(file, where + ": " + m.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
+  }
+  for (const json& t : doc.value("added_tokens", json::array())) {
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || t["id"].get<int64_t>() < 0 ||
+        !t.contains("content") ||
+        !t["content"].is_string() || t["content"].get<std::string>().empty())
+      bad_file(file, "added token " + t.dump() + " lacks an integer id >= 0 or a non-empty content");
+    out.added.push_back({t["id"].get<int64_t>(), {t["content"].get<std::string>(), t.value("special", false)}});
+  }
+  return out;
+}
+
+Spelt read_gpt2_files(const std::string& vocab_file, const std::string& merges_file) {
+  Spelt out;
+  read_vocab(parse_json(vocab_file), vocab_file, out);
+  std::istringstream lines(read_whole(merges_file));
+  std::string line;
+  for (int64_t n = 1; std::getline(lines, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (n == 1 && line.rfind("#version", 0) == 0)) continue;
+    add_merge(line, fmt::format("line {}", n), merges_file, out);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string_view> pretokenize(std::string_view text) {
+  std::vector<std::string_view> pieces;
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = piece_at(text, i);
+    pieces.push_back(text.substr(i, n));
+    i += n;
+  }
+  return pieces;
+}
+
+void Tokenizer::index() {
+  const int64_t n = vocab_size();
+  special_.assign(static_cast<size_t>(n), false);
+  std::vector<std::pair<std::string, int64_t>> by_length;
+  for (size_t k = 0; k < special_ids_.size(); ++k) {
+    special_[static_cast<size_t>(special_ids_[k])] = true;
+    by_length.emplace_back(specials_[k], special_ids_[k]);
+  }
+  std::stable_sort(by_length.begin(), by_length.end(),
+                   [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+  specials_.clear();
+  special_ids_.clear();
+  for (auto& [text, id] : by_length) specials_.push_back(std::move(text)), special_ids_.push_back(id);
+  std::unordered_map<std::string, int64_t> id_of;
+  for (int64_t id = n - 1; id >= 0; --id)
+    if (!special_[static_cast<size_t>(id)]) id_of[tokens_[static_cast<size_t>(id)]] = id;
+  for (int b = 0; b < 256; ++b) byte_ids_[b] = id_of.at(std::string(1, static_cast<char>(b)));
+  merge_of_.clear();
+  for (size_t r = 0; r < merges_.size(); ++r) {
+    const auto [a, b] = merges_[r];
+    merge_of_[pair_key(a, b)] = {static_cast<int32_t>(r), id_of.at(tokens_[a] + tokens_[b])};
+  }
+}
+
+Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const TokenizerTrainOptions& options) {
+  TokenizerTrainOptions checked = options;
+  validate_options(checked, "tokenizer training");
+  Tokenizer t;
+  for (const std::string& s : options.special_tokens()) {
+    if (s.empty()) throw InputError("tokenizer training: special_tokens holds an empty token");
+    if (!valid_utf8(s)) throw InputError("tokenizer training: special token \"" + s + "\" is not valid UTF-8");
+    if (std::count(options.special_tokens().begin(), options.special_tokens().end(), s) > 1)
+      throw InputError("tokenizer training: special token \"" + s + "\" is given twice");
+    t.special_ids_.push_back(t.vocab_size());
+    t.specials_.push_back(s);
+    t.tokens_.push_back(s);
+  }
+  const int64_t base = t.vocab_size() + 256;
+  if (options.vocab_size() < base) {
+    throw InputError(fmt::format("tokenizer training: vocab_size {} is below the {} special tokens + 256 bytes = {}; "
+                                 "expected at least {}",
+                                 options.vocab_size(), t.vocab_size(), base, base));
+  }
+  std::vector<int> bytes(256);
+  for (int b = 0; b < 256; ++b) bytes[b] = b;
+  std::sort(bytes.begin(), bytes.end(),
+            [](int x, int y) { return byte_level().char_of[x] < byte_level().char_of[y]; });
+  std::unordered_map<std::string, int64_t> id_of;
+  int64_t byte_id[256];
+  for (int b : bytes) {
+    byte_id[b] = t.vocab_size();
+    id_of[std::string(1, static_cast<char>(b))] = t.vocab_size();
+    t.tokens_.emplace_back(1, static_cast<char>(b));
+  }
+
+  // The distinct pieces of all texts and how often each occurs.
+  std::vector<std::string> by_length = t.specials_;
+  std::stable_sort(by_length.begin(), by_length.end(), [](const auto& x, const auto& y) { return x.size() > y.size(); });
+  std::unordered_map<std::string_view, int64_t> seen;
+  for (const std::string& text : texts) {
+    split_specials(
+        text, by_length, [&](std::string_view part) { for (std::string_view p : pretokenize(part)) ++seen[p]; },
+        [](size_t) {});
+  }
+  std::vector<std::pair<std::string_view, int64_t>> distinct(seen.begin(), seen.end());
+  std::sort(distinct.begin(), distinct.end());
+  std::vector<std::vector<int64_t>> words(distinct.size());
+  std::vector<int64_t> counts(distinct.size());
+  std::unordered_map<uint64_t, int64_t> pair_counts;
+  std::unordered_map<uint64_t, std::vector<int32_t>> where;
+  for (size_t w = 0; w < distinct.size(); ++w) {
+    counts[w] = distinct[w].second;
+    for (unsigned char c : distinct[w].first) words[w].push_back(byte_id[c]);
+    for (size_t i = 0; i + 1 < words[w].size(); ++i) {
+      const uint64_t key = pair_key(words[w][i], words[w][i + 1]);
+      pair_counts[key] += counts[w];
+      auto& at = where[key];
+      if (at.empty() || at.back() != static_cast<int32_t>(w)) at.push_back(static_cast<int32_t>(w));
+    }
+  }
+  std::vector<QueuedPair> queue;
+  const auto enqueue = [&](std::unordered_map<uint64_t, std::vector<int32_t>>& pairs) {
+    for (auto& [key, at] : pairs) {
+      const int64_t count = pair_counts[key];
+      if (count <= 0) continue;
+      queue.push_back({count, key, std::move(at)});
+      std::push_heap(queue.begin(), queue.end(), lower_priority);
+    }
+    pairs.clear();
+  };
+  enqueue(where);
+
+  while (t.vocab_size() < options.vocab_size() && !queue.empty()) {
+    std::pop_heap(queue.begin(), queue.end(), lower_priority);
+    QueuedPair top = std::move(queue.back());
+    queue.pop_back();
+    const int64_t current = pair_counts[top.pair];
+    if (top.count != current) {  // counts only fall after a pair is queued: requeue it with its count
+      top.count = current;
+      queue.push_back(std::move(top));
+      std::push_heap(queue.begin(), queue.end(), lower_priority);
+      continue;
+    }
+    if (top.count < 1 || top.count < options.min_frequency()) break;
+    const auto a = static_cast<int64_t>(top.pair >> 32), b = static_cast<int64_t>(top.pair & 0xFFFFFFFFu);
+    std::string merged_bytes = t.tokens_[a] + t.tokens_[b];
+    auto [it, added] = id_of.emplace(merged_bytes, t.vocab_size());
+    if (added) t.tokens_.push_back(std::move(merged_bytes));
+    const int64_t merged = it->second;
+    t.merges_.emplace_back(a, b);
+    for (int32_t w : top.words) {
+      for (const auto& [key, change] : merge_word(words[w], a, b, merged)) {
+        pair_counts[key] += change * counts[w];
+        if (change <= 0) continue;
+        auto& at = where[key];
+        if (at.empty() || at.back() != w) at.push_back(w);
+      }
+    }
+    enqueue(where);
+  }
+  t.index();
+  return t;
+}
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  std::error_code ec;
+  std::string file = path;
+  Spelt spelt;
+  try {
+    if (fs::is_directory(path, ec)) {
+      const fs::path dir(path);
+      if (fs::exists(dir / "tokenizer.json")) {
+        file = (dir / "tokenizer.json").string();
+        spelt = read_tokenizer_json(file);
+      } else if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
+        file = (dir / "vocab.json").string();
+        spelt = read_gpt2_files(file, (dir / "merges.txt").string());
+      } else {
+        throw InputError("tokenizer " + path +
+                         ": the folder holds neither tokenizer.json nor vocab.json + merges.txt; expected a byte-level "
+                         "BPE tokenizer (train one with tessera-tokenizer train)");
+      }
+    } else if (!fs::exists(path, ec)) {
+      throw InputError("tokenizer " + path +
+                       " does not exist; expected a tokenizer.json file or a folder holding one (train one with "
+                       "tessera-tokenizer train)");
+    } else {
+      spelt = read_tokenizer_json(path);
+    }
+  } catch (const json::exception& e) {  // a value of the wrong JSON type where the checks above read one
+    bad_file(file, std::string("unexpected JSON: ") + e.what());
+  }
+
+  Tokenizer t;
+  t.add_prefix_space_ = spelt.add_prefix_space;
+  std::map<int64_t, std::pair<std::string, bool>> added(spelt.added.begin(), spelt.added.end());
+  const int64_t n = std::max(spelt.vocab.empty() ? 0 : spelt.vocab.rbegin()->first + 1,
+                             added.empty() ? 0 : added.rbegin()->first + 1);
+  std::unordered_map<std::string, int64_t> id_of;  // spelling -> id
+  std::string bytes;
+  for (int64_t id = 0; id < n; ++id) {
+    const auto v = spelt.vocab.find(id);
+    const auto a = added.find(id);
+    if (a != added.end()) {
+      if (v != spelt.vocab.end() && v->second != a->second.first)
+        bad_file(file, fmt::format("id {} is \"{}\" in the vocabulary but the added token \"{}\"", id, v->second,
+                                   a->second.first));
+      t.tokens_.push_back(a->second.first);
+      t.specials_.push_back(a->second.first);
+      t.special_ids_.push_back(id);
+    } else if (v == spelt.vocab.end()) {
+      bad_file(file, fmt::format("no token has id {} (the ids run to {}); expected ids 0, 1, … without gaps", id, n - 1));
+    } else if (!unspell(v->second, bytes)) {
+      bad_file(file, fmt::format("vocabulary entry \"{}\" (id {}) is not spelt in GPT-2's byte-level characters: "
+                                 "not a byte-level BPE vocabulary",
+                                 v->second, id));
+    } else {
+      t.tokens_.push_back(bytes);
+    }
+    if (v != spelt.vocab.end()) id_of.emplace(v->second, id);
+  }
+  for (int b = 0; b < 256; ++b) {
+    const std::string one = spell(std::string(1, static_cast<char>(b)));
+    const auto it = id_of.find(one);
+    if (it == id_of.end() || added.count(it->second))
+      bad_file(file, fmt::format("the vocabulary has no token for byte 0x{:02x} (\"{}\"); a byte-level BPE "
+                                 "vocabulary holds all 256 bytes",
+                                 b, one));
+  }
+  for (size_t r = 0; r < spelt.merges.size(); ++r) {
+    const auto& [x, y] = spelt.merges[r];
+    const auto a = id_of.find(x), b = id_of.find(y), m = id_of.find(x + y);
+    if (a == id_of.end() || b == id_of.end() || m == id_of.end())
+      bad_file(file, fmt::format("merge {} (\"{} {}\"): \"{}\" is not in the vocabulary", r, x, y,
+                                 a == id_of.end() ? x : b == id_of.end() ? y : x + y));
+    for (const auto& it : {a, b, m})
+      if (added.count(it->second))
+        bad_file(file, fmt::format("merge {} (\"{} {}\"): \"{}\" is an added token, which merges never make", r, x,
+                                   y, it->first));
+    t.merges_.emplace_back(a->second, b->second);
+  }
+  t.index();
+  return t;
+}
+
+std::string Tokenizer::to_json() const {
+  using ojson = nlohmann::ordered_json;
+  ojson added = ojson::array();
+  std::vector<std::pair<int64_t, std::string>> specials;
+  for (size_t k = 0; k < specials_.size(); ++k) specials.emplace_back(special_ids_[k], specials_[k]);
+  std::sort(specials.begin(), specials.end());
+  for (const auto& [id, text] : specials) {
+    added.push_back({{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                     {"normalized", false}, {"special", true}});
+  }
+  const auto byte_level_json = [&](bool prefix) {
+    return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", true}};
+  };
+  ojson vocab = ojson::object();
+  for (int64_t id = 0; id < vocab_size(); ++id) vocab[token_to_string(id)] = id;
+  ojson merges = ojson::array();
+  for (const auto& [a, b] : merges_) merges.push_back(token_to_string(a) + " " + token_to_string(b));
+  ojson doc = {{"version", "1.0"},
+               {"truncation", nullptr},
+               {"padding", nullptr},
+               {"added_tokens", added},
+               {"normalizer", nullptr},
+               {"pre_tokenizer", byte_level_json(add_prefix_space_)},
+               {"post_processor", nullptr},
+               {"decoder", byte_level_json(true)},
+               {"model",
+                {{"type", "BPE"},
+                 {"dropout", nullptr},
+                 {"unk_token", nullptr},
+                 {"continuing_subword_prefix", nullptr},
+                 {"end_of_word_suffix", nullptr},
+                 {"fuse_unk", false},
+                 {"byte_fallback", false},
+                 {"ignore_merges", false},
+                 {"vocab", vocab},
+                 {"merges", merges}}}};
+  return doc.dump(2) + "\n";
+}
+
+void Tokenizer::save(const std::string& path) const { checkpoint::write_text_atomically(path, to_json()); }
+
+void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
+                             std::unordered_map<std::string, std::vector<int64_t>>& cache) const {
+  if (piece.size() == 1) {
+    out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
+    return;
+  }
+  const std::string key(piece);
+  if (const auto hit = cache.find(key); hit != cache.end()) {
+    out.insert(out.end(), hit->second.begin(), hit->second.end());
+    return;
+  }
+  // Hugging Face's Word::merge_all: a min-heap of (rank, position); stale entries are skipped when popped.
+  struct Symbol {
+    int64_t id;
+    int32_t prev, next;
+    bool alive;
+  };
+  struct Entry {
+    int32_t rank, pos;
+    int64_t merged;
+    bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  const auto n = static_cast<int32_t>(piece.size());
+  std::vector<Symbol> sym(static_cast<size_t>(n));
+  std::vector<Entry> heap;
+  const auto push = [&](int32_t pos, int32_t right) {
+    const auto m = merge_of_.find(pair_key(sym[pos].id, sym[right].id));
+    if (m == merge_of_.end()) return;
+    heap.push_back({m->second.first, pos, m->second.second});
+    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  };
+  for (int32_t i = 0; i < n; ++i) sym[i] = {byte_ids_[static_cast<unsigned char>(piece[i])], i - 1, i + 1 < n ? i + 1 : -1, true};
+  for (int32_t i = 0; i + 1 < n; ++i) push(i, i + 1);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const Entry top = heap.back();
+    heap.pop_back();
+    Symbol& s = sym[top.pos];
+    if (!s.alive || s.next < 0) continue;
+    const int32_t right = s.next;
+    const auto m = merge_of_.find(pair_key(s.id, sym[right].id));
+    if (m == merge_of_.end() || m->second.second != top.merged) continue;
+    s.id = top.merged;
+    s.next = sym[right].next;
+    sym[right].alive = false;
+    if (s.next >= 0) sym[s.next].prev = top.pos;
+    if (s.prev >= 0) push(s.prev, top.pos);
+    if (s.next >= 0) push(top.pos, s.next);
+  }
+  std::vector<int64_t> ids;
+  for (int32_t i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+  out.insert(out.end(), ids.begin(), ids.end());
+  cache.emplace(key, std::move(ids));
+}
+
+std::vector<int64_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<int64_t> out;
+  std::unordered_map<std::string, std::vector<int64_t>> cache;
+  std::string prefixed;
+  split_specials(
+      text, specials_,
+      [&](std::string_view part) {
+        if (add_prefix_space_ && part.front() != ' ') {
+          prefixed = " ";
+          prefixed += part;
+          part = prefixed;
+        }
+        for (std::string_view p : pretokenize(part)) encode_piece(p, out, cache);
+      },
+      [&](size_t k) { out.push_back(special_ids_[k]); });
+  return out;
+}
+
+const std::string& Tokenizer::token_bytes(int64_t id) const {
+  if (id < 0 || id >= vocab_size())
+    throw InputError(fmt::format("tokenizer: token id {} is outside the vocabulary [0, {})", id, vocab_size()));
+  return tokens_[static_cast<size_t>(id)];
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  std::string out;
+  for (int64_t id : ids) {
+    const std::string& bytes = token_bytes(id);
+    if (!(skip_special_tokens && special_[static_cast<size_t>(id)])) out += bytes;
+  }
+  return out;
+}
+
+std::string Tokenizer::token_to_string(int64_t id) const {
+  const std::string& bytes = token_bytes(id);
+  return is_special(id) ? bytes : spell(bytes);
+}
+
+int64_t Tokenizer::string_to_token(const std::string& spelling) const {
+  for (size_t k = 0; k < specials_.size(); ++k)
+    if (specials_[k] == spelling) return special_ids_[k];
+  std::string bytes;
+  if (!unspell(spelling, bytes)) return -1;
+  for (int64_t id = 0; id < vocab_size(); ++id)
+    if (!special_[static_cast<size_t>(id)] && tokens_[static_cast<size_t>(id)] == bytes) return id;
+  return -1;
+}
+
+bool Tokenizer::is_special(int64_t id) const {
+  token_bytes(id);
+  return special_[static_cast<size_t>(id)];
+}
+
+std::string Tokenizer::describe() const {
+  return fmt::format("byte-level BPE, {} tokens ({} special), {} merges", vocab_size(), specials_.size(),
+                     merges_.size());
+}
+
+std::string Tokenizer::fingerprint() const {
+  uint64_t h = 1469598103934665603ull;
+  const auto mix = [&](const void* data, size_t size) {
+    for (size_t i = 0; i < size; ++i) h = (h ^ static_cast<const unsigned char*>(data)[i]) * 1099511628211ull;
+  };
+  for (int64_t id = 0; id < vocab_size(); ++id) {
+    const std::string s = token_to_string(id);
+    mix(s.data(), s.size() + 1);
+    const char special = special_[static_cast<size_t>(id)] ? 1 : 0;
+    mix(&special, 1);
+  }
+  for (const auto& m : merges_) mix(&m, sizeof m);
+  mix(&add_prefix_space_, 1);
+  return fmt::format("{:016x}", h);
+}
+
+}  // namespace tessera::data

@@ -1,0 +1,136 @@
+// Byte-level BPE against Hugging Face `tokenizers` 0.22.2 (pinned in the streaming peers' venv:
+// scripts/install-peers.sh streaming, or $TESSERA_STREAMING_VENV; tokenizer_interop.py is its side): the same merges
+// when training on the same text, the same ids when encoding with the same tokenizer.json, whichever library wrote it.
+// Each test skips, saying why, when the venv is absent.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+#include <tessera/data/tokenizer.h>
+
+#include "core/mds_support.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using data::Tokenizer;
+using data::TokenizerTrainOptions;
+using nlohmann::json;
+
+std::string tokenizers_python() {
+  const char* env = std::getenv("TESSERA_STREAMING_VENV");
+  const char* home = std::getenv("HOME");
+  const std::string venv = env ? env : std::string(home ? home : "/root") + "/.cache/tessera/venv-peers-streaming-0.13.0";
+  const std::string python = venv + "/bin/python";
+  return fs::exists(python) ? python : std::string();
+}
+
+#define REQUIRE_TOKENIZERS(python)                                                                          \
+  const std::string python = tokenizers_python();                                                          \
+  if (python.empty())                                                                                       \
+  GTEST_SKIP() << "the venv with Hugging Face tokenizers is absent: create it with scripts/install-peers.sh " \
+                  "streaming (or point TESSERA_STREAMING_VENV at one)"
+
+void run_helper(const std::string& python, const std::string& args, const std::string& log) {
+  const std::string cmd = python + " " TESSERA_SOURCE_DIR "/tests/core/tokenizer_interop.py " + args + " > " + log + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << test::read_file(log);
+}
+
+/// A UTF-8 text with what the pattern must get right: English prose (Debian's fortunes, or the README when the
+/// package is absent), contractions, numbers, scripts, emoji, runs of spaces, tabs, Unicode spaces, CR LF.
+std::string corpus() {
+  const std::string fortunes = "/usr/share/games/fortunes/fortunes";
+  std::string prose = test::read_file(fs::exists(fortunes) ? fortunes : TESSERA_SOURCE_DIR "/README.md");
+  prose = prose.substr(0, 120000);
+  while (!prose.empty() && (static_cast<unsigned char>(prose.back()) & 0xC0) == 0x80) prose.pop_back();  // whole chars
+  if (!prose.empty() && static_cast<unsigned char>(prose.back()) >= 0xC0) prose.pop_back();
+  const std::string mixed =
+      "Ünïcödé naïve café — “quotes” 'tis we'll they're I'M don't ''s x'S 123 4½ ²³ ٣٤٥ 一二三 漢字かな カタカナ "
+      "한국어 Ελληνικά Русский עברית العربية 🙂🙃👍🏽 \t\t tabs\u00a0nbsp\u2003em\u3000ideo  double  spaces   \n\n\n  "
+      "lead\r\nCRLF\u2028ls\u0085nel end   ";
+  return prose.substr(0, prose.size() / 2) + mixed + prose.substr(prose.size() / 2) + mixed + "trailing   ";
+}
+
+std::vector<std::string> merges_of(const json& doc) {
+  std::vector<std::string> out;
+  for (const auto& m : doc["model"]["merges"])
+    out.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  return out;
+}
+
+/// Hugging Face's ids for `text` with the tokenizer.json at `tokenizer`, checking that it decodes them back (unless
+/// the tokenizer adds a space in front).
+std::vector<int64_t> hf_encode(const std::string& python, const std::string& tokenizer, const std::string& text,
+                               const std::string& work, bool decodes_back = true) {
+  test::write_file(work + "/text.txt", text);
+  run_helper(python, "encode " + tokenizer + " " + work + "/text.txt " + work + "/ids.json", work + "/encode.log");
+  const json out = json::parse(test::read_file(work + "/ids.json"));
+  EXPECT_EQ(out["decoded_ok"].get<bool>(), decodes_back);
+  return out["ids"].get<std::vector<int64_t>>();
+}
+
+TEST(TokenizerInterop, TrainsTheMergesHuggingFacesTrainerTrains) {
+  REQUIRE_TOKENIZERS(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  test::write_file(work.path() + "/corpus.txt", text);
+  for (const auto& [vocab, specials] : std::vector<std::pair<int64_t, std::vector<std::string>>>{
+           {1500, {}}, {900, {"<|endoftext|>", "<pad>"}}}) {
+    SCOPED_TRACE("vocab_size " + std::to_string(vocab));
+    std::string args = "train " + work.path() + "/corpus.txt " + std::to_string(vocab) + " 2 " + work.path() + "/hf.json";
+    for (const auto& s : specials) args += " '" + s + "'";
+    run_helper(python, args, work.path() + "/train.log");
+    const json hf = json::parse(test::read_file(work.path() + "/hf.json"));
+    const Tokenizer ours = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(vocab).special_tokens(specials));
+    const json mine = json::parse(ours.to_json());
+    EXPECT_EQ(ours.vocab_size(), vocab);
+    EXPECT_GT(merges_of(hf).size(), static_cast<size_t>(vocab - 256 - 2 - 10));  // the vocabulary filled by merges
+    EXPECT_EQ(merges_of(mine), merges_of(hf));
+    EXPECT_EQ(mine["model"]["vocab"], hf["model"]["vocab"]);
+    // And Hugging Face's file read by Tessera is the tokenizer Tessera trained.
+    EXPECT_EQ(Tokenizer::load(work.path() + "/hf.json").fingerprint(), ours.fingerprint());
+  }
+}
+
+TEST(TokenizerInterop, EncodesAsHuggingFaceWhicheverLibraryWroteTheTokenizer) {
+  REQUIRE_TOKENIZERS(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  test::write_file(work.path() + "/corpus.txt", text.substr(0, text.size() / 3));
+  run_helper(python, "train " + work.path() + "/corpus.txt 1200 2 " + work.path() + "/hf.json '<|endoftext|>'",
+             work.path() + "/train.log");
+  const std::string sample = text + "<|endoftext|>next<|endoftext|><|endoftext|> <|endoftext|>";
+  {
+    SCOPED_TRACE("Hugging Face's tokenizer.json");
+    const Tokenizer hf_trained = Tokenizer::load(work.path() + "/hf.json");
+    EXPECT_EQ(hf_trained.encode(sample), hf_encode(python, work.path() + "/hf.json", sample, work.path()));
+  }
+  {
+    SCOPED_TRACE("Tessera's tokenizer.json");
+    const Tokenizer ours = Tokenizer::train({text.substr(text.size() / 3)},
+                                            TokenizerTrainOptions().vocab_size(1000).special_tokens({"<|endoftext|>"}));
+    ours.save(work.path() + "/ours.json");
+    const std::vector<int64_t> ids = ours.encode(sample);
+    EXPECT_EQ(ids, hf_encode(python, work.path() + "/ours.json", sample, work.path()));
+    // Hugging Face decodes Tessera's ids to the text.
+    test::write_file(work.path() + "/ids.json", json(ids).dump());
+    run_helper(python, "decode " + work.path() + "/ours.json " + work.path() + "/ids.json " + work.path() + "/out.txt",
+               work.path() + "/decode.log");
+    EXPECT_EQ(test::read_file(work.path() + "/out.txt"), sample);
+  }
+  {
+    SCOPED_TRACE("add_prefix_space (RoBERTa's pre-tokenizer)");
+    json doc = json::parse(test::read_file(work.path() + "/hf.json"));
+    doc["pre_tokenizer"]["add_prefix_space"] = true;
+    test::write_file(work.path() + "/prefixed.json", doc.dump());
+    const std::string words = "word<|endoftext|>next line\nthen";
+    EXPECT_EQ(Tokenizer::load(work.path() + "/prefixed.json").encode(words),
+              hf_encode(python, work.path() + "/prefixed.json", words, work.path(), false));
+  }
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,259 @@
+// Byte-level BPE tokenizers (include/tessera/data/tokenizer.h): GPT-2's pre-tokenization, training, encoding by merge
+// rank, tokenizer.json and vocab.json + merges.txt, and every refusal. Parity with Hugging Face `tokenizers` is in
+// tokenizer_interop_test.cpp.
+#include <gtest/gtest.h>
+#include <gmock/gmock.h>
+
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+#include <tessera/data/tokenizer.h>
+
+#include "core/mds_support.h"
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+using data::Tokenizer;
+using data::TokenizerTrainOptions;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+std::vector<std::string> pieces(const std::string& text) {
+  std::vector<std::string> out;
+  for (std::string_view p : data::pretokenize(text)) out.emplace_back(p);
+  return out;
+}
+
+TEST(Pretokenize, SplitsAsGpt2sPattern) {
+  // Expected pieces from Hugging Face's ByteLevel pre-tokenizer (use_regex) on the same strings.
+  using V = std::vector<std::string>;
+  EXPECT_EQ(pieces("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(pieces("I'm here, don't  go"), (V{"I", "'m", " here", ",", " don", "'t", " ", " go"}));
+  EXPECT_EQ(pieces("  hi"), (V{" ", " hi"}));
+  EXPECT_EQ(pieces("a  \n\nb"), (V{"a", "  \n", "\n", "b"}));
+  EXPECT_EQ(pieces("123 456"), (V{"123", " 456"}));
+  EXPECT_EQ(pieces("x=1.5!"), (V{"x", "=", "1", ".", "5", "!"}));
+  EXPECT_EQ(pieces(" !!"), (V{" !!"}));
+  EXPECT_EQ(pieces("end   "), (V{"end", "   "}));
+  EXPECT_EQ(pieces("é字 4½ x²"), (V{"é字", " 4½", " x", "²"}));
+  EXPECT_EQ(pieces("\u00a0x"), (V{"\u00a0", "x"}));
+  EXPECT_EQ(pieces("it's 'tis ''s 'S 'll've're'd'm"),
+            (V{"it", "'s", " '", "tis", " ''", "s", " '", "S", " '", "ll", "'ve", "'re", "'d", "'m"}));
+  EXPECT_EQ(pieces("\tx\t\ty"), (V{"\t", "x", "\t", "\t", "y"}));
+  EXPECT_EQ(pieces("🙂 ok"), (V{"🙂", " ok"}));
+  // Bytes that are not UTF-8 are neither letters, numbers nor spaces.
+  EXPECT_EQ(pieces("\xff\xfe" "ab \xc3"), (V{"\xff\xfe", "ab", " \xc3"}));
+  EXPECT_TRUE(pieces("").empty());
+}
+
+TEST(Tokenizer, TrainsTheMostFrequentPairsFirst) {
+  // Pieces "ababab" and " abab": (a, b) occurs 5 times, then (ab, ab) 3 times; nothing else twice.
+  const Tokenizer t = Tokenizer::train({"ababab abab"}, TokenizerTrainOptions().vocab_size(300));
+  ASSERT_EQ(t.merges().size(), 2u);
+  ASSERT_EQ(t.vocab_size(), 258);
+  EXPECT_EQ(t.token_bytes(t.merges()[0].first), "a");
+  EXPECT_EQ(t.token_bytes(t.merges()[0].second), "b");
+  EXPECT_EQ(t.token_bytes(256), "ab");
+  EXPECT_EQ(t.token_bytes(257), "abab");
+  EXPECT_EQ(t.encode("ababab abab"), (std::vector<int64_t>{257, 256, t.string_to_token("Ġ"), 257}));
+  // min_frequency 1 merges the pairs seen once too; vocab_size stops it.
+  EXPECT_EQ(Tokenizer::train({"ababab abab"}, TokenizerTrainOptions().vocab_size(300).min_frequency(1)).vocab_size(), 260);
+  EXPECT_EQ(Tokenizer::train({"ababab abab"}, TokenizerTrainOptions().vocab_size(257)).vocab_size(), 257);
+  // The bytes come in the order of their byte-level characters: '!' first, the space (Ġ, U+0120) among the last.
+  EXPECT_EQ(t.token_bytes(0), "!");
+  EXPECT_EQ(t.token_to_string(t.string_to_token("Ġ")), "Ġ");
+  EXPECT_EQ(t.token_bytes(t.string_to_token("Ġ")), " ");
+}
+
+TEST(Tokenizer, TrainingIsDeterministicAndEveryMergeMakesAToken) {
+  const std::string text = test::read_file(TESSERA_SOURCE_DIR "/README.md");
+  const Tokenizer a = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600));
+  const Tokenizer b = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600));
+  EXPECT_EQ(a.to_json(), b.to_json());
+  EXPECT_EQ(a.fingerprint(), b.fingerprint());
+  EXPECT_EQ(a.vocab_size(), 600);
+  EXPECT_GE(a.merges().size(), 600u - 256u);  // more when two merges spell one token
+  std::map<std::string, int64_t> id_of;
+  for (int64_t id = 0; id < a.vocab_size(); ++id) id_of[a.token_bytes(id)] = id;
+  EXPECT_EQ(id_of.size(), 600u);
+  for (const auto& [x, y] : a.merges()) EXPECT_EQ(id_of.count(a.token_bytes(x) + a.token_bytes(y)), 1u);
+  // Fewer tokens than bytes, and exactly the text back.
+  const std::vector<int64_t> ids = a.encode(text);
+  EXPECT_LT(ids.size(), text.size() * 2 / 3);
+  EXPECT_EQ(a.decode(ids), text);
+  // Another text, another tokenizer.
+  EXPECT_NE(Tokenizer::train({text.substr(0, text.size() / 2)}, TokenizerTrainOptions().vocab_size(600)).fingerprint(),
+            a.fingerprint());
+}
+
+TEST(Tokenizer, AnyBytesEncodeAndDecodeBack) {
+  const Tokenizer t = Tokenizer::train({test::read_file(TESSERA_SOURCE_DIR "/README.md")},
+                                       TokenizerTrainOptions().vocab_size(400));
+  std::mt19937 gen(5);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::string bytes(static_cast<size_t>(gen() % 300), '\0');
+    for (char& c : bytes) c = static_cast<char>(gen() % (trial % 2 ? 256 : 128));
+    const std::vector<int64_t> ids = t.encode(bytes);
+    EXPECT_EQ(t.decode(ids), bytes) << "trial " << trial;
+    for (int64_t id : ids) EXPECT_TRUE(id >= 0 && id < t.vocab_size());
+  }
+  EXPECT_TRUE(t.encode("").empty());
+  EXPECT_EQ(t.decode({}), "");
+}
+
+TEST(Tokenizer, SpecialTokensAreMatchedAsTextLongestFirstAndNeverMerged) {
+  const Tokenizer t = Tokenizer::train({"<a>b<a>b<a>b xx<|end|>xx<|end|>xx"},
+                                       TokenizerTrainOptions().vocab_size(400).special_tokens({"<a>", "<a>b", "<|end|>"}));
+  EXPECT_EQ(t.special_tokens().size(), 3u);
+  EXPECT_EQ(t.token_bytes(0), "<a>");
+  EXPECT_EQ(t.token_bytes(1), "<a>b");
+  EXPECT_EQ(t.token_bytes(2), "<|end|>");
+  EXPECT_TRUE(t.is_special(2));
+  EXPECT_FALSE(t.is_special(3));
+  // The training text's special tokens were cut out: no merge spells "<|" or "end".
+  for (const auto& [x, y] : t.merges()) {
+    EXPECT_EQ((t.token_bytes(x) + t.token_bytes(y)).find('|'), std::string::npos);
+  }
+  const std::vector<int64_t> ids = t.encode("q<a>bq<a>q<|end|>");
+  const int64_t q = t.string_to_token("q");
+  EXPECT_EQ(ids, (std::vector<int64_t>{q, 1, q, 0, q, 2}));
+  EXPECT_EQ(t.decode(ids), "q<a>bq<a>q<|end|>");
+  EXPECT_EQ(t.decode(ids, /*skip_special_tokens=*/true), "qqq");
+  // Saved and read back: the same tokenizer.
+  test::TempDir dir("tessera-tokenizer");
+  t.save(dir.path() + "/tok.json");
+  const Tokenizer back = Tokenizer::load(dir.path() + "/tok.json");
+  EXPECT_EQ(back.fingerprint(), t.fingerprint());
+  EXPECT_EQ(back.encode("q<a>bq<a>q<|end|>"), ids);
+  EXPECT_EQ(back.to_json(), t.to_json());
+}
+
+/// A tokenizer.json of the 256 bytes and the merges given (byte-level spellings), edited by `edit`.
+json base_json(const std::vector<std::string>& merges) {
+  json doc = json::parse(Tokenizer::train({}, TokenizerTrainOptions().vocab_size(256)).to_json());
+  for (const std::string& m : merges) {
+    const size_t space = m.find(' ');
+    doc["model"]["vocab"][m.substr(0, space) + m.substr(space + 1)] = doc["model"]["vocab"].size();
+    doc["model"]["merges"].push_back(m);
+  }
+  return doc;
+}
+
+Tokenizer load_json(const json& doc, const std::string& name = "tok.json") {
+  test::TempDir dir("tessera-tokenizer");
+  test::write_file(dir.path() + "/" + name, doc.dump());
+  return Tokenizer::load(dir.path() + "/" + name);
+}
+
+TEST(Tokenizer, EncodingAppliesMergesByRankLeftmostFirst) {
+  const Tokenizer bc_first = load_json(base_json({"b c", "a b"}));
+  const Tokenizer ab_first = load_json(base_json({"a b", "b c"}));
+  EXPECT_EQ(bc_first.decode({bc_first.encode("abc")[1]}), "bc");
+  EXPECT_EQ(bc_first.encode("abc").size(), 2u);
+  EXPECT_EQ(ab_first.decode({ab_first.encode("abc")[0]}), "ab");
+  // Equal ranks: the leftmost pair; "aaa" with a+a gives aa, a.
+  const Tokenizer aa = load_json(base_json({"a a"}));
+  const std::vector<int64_t> ids = aa.encode("aaa");
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(aa.token_bytes(ids[0]), "aa");
+  EXPECT_EQ(aa.token_bytes(ids[1]), "a");
+  // A merge's result merges again: a b, ab c.
+  const Tokenizer abc = load_json(base_json({"a b", "ab c"}));
+  EXPECT_EQ(abc.encode("abcabc").size(), 2u);
+  // add_prefix_space: a space before each text that does not start with one (RoBERTa's tokenizers).
+  json prefixed = base_json({"Ġ a"});
+  prefixed["pre_tokenizer"]["add_prefix_space"] = true;
+  const Tokenizer p = load_json(prefixed);
+  EXPECT_EQ(p.decode(p.encode("a")), " a");
+  EXPECT_EQ(p.encode("a").size(), 1u);
+  EXPECT_EQ(p.decode(p.encode(" a")), " a");
+}
+
+TEST(Tokenizer, ReadsGpt2sVocabAndMergesFiles) {
+  const Tokenizer t = Tokenizer::train({test::read_file(TESSERA_SOURCE_DIR "/README.md")},
+                                       TokenizerTrainOptions().vocab_size(500));
+  const json doc = json::parse(t.to_json());
+  test::TempDir dir("tessera-tokenizer");
+  test::write_file(dir.path() + "/vocab.json", doc["model"]["vocab"].dump());
+  std::string merges = "#version: 0.2\n";
+  for (const auto& m : doc["model"]["merges"]) merges += m.get<std::string>() + "\n";
+  test::write_file(dir.path() + "/merges.txt", merges);
+  const Tokenizer gpt2 = Tokenizer::load(dir.path());
+  EXPECT_EQ(gpt2.fingerprint(), t.fingerprint());
+  // A folder with tokenizer.json reads that; merges as ["a", "b"] pairs (tokenizers >= 0.20) read alike.
+  json pairs = doc;
+  for (auto& m : pairs["model"]["merges"]) {
+    const std::string s = m.get<std::string>();
+    m = json::array({s.substr(0, s.find(' ')), s.substr(s.find(' ') + 1)});
+  }
+  test::write_file(dir.path() + "/tokenizer.json", pairs.dump());
+  EXPECT_EQ(Tokenizer::load(dir.path()).fingerprint(), t.fingerprint());
+  EXPECT_THAT(t.describe(), HasSubstr("byte-level BPE, 500 tokens (0 special), "));
+}
+
+TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
+  using testing::input_error_of;
+  EXPECT_THAT(input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().vocab_size(200)); }),
+              HasSubstr("vocab_size 200 is below the 0 special tokens + 256 bytes = 256"));
+  EXPECT_THAT(input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().special_tokens({"<s>", "<s>"})); }),
+              HasSubstr("special token \"<s>\" is given twice"));
+  EXPECT_THAT(input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().special_tokens({""})); }),
+              HasSubstr("empty token"));
+  EXPECT_THAT(input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().special_tokens({"\xff"})); }),
+              HasSubstr("not valid UTF-8"));
+  EXPECT_THAT(input_error_of([] { Tokenizer::load("/nonexistent/tok.json"); }),
+              HasSubstr("tokenizer /nonexistent/tok.json does not exist"));
+  test::TempDir empty("tessera-tokenizer");
+  EXPECT_THAT(input_error_of([&] { Tokenizer::load(empty.path()); }),
+              HasSubstr("holds neither tokenizer.json nor vocab.json + merges.txt"));
+  test::write_file(empty.path() + "/bad.json", "{\"model\": ");
+  EXPECT_THAT(input_error_of([&] { Tokenizer::load(empty.path() + "/bad.json"); }),
+              HasSubstr("bad.json: not valid JSON"));
+
+  const auto refusal = [](const std::function<void(json&)>& edit) {
+    json doc = base_json({"a b"});
+    edit(doc);
+    return testing::input_error_of([&] { load_json(doc); });
+  };
+  EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "WordPiece"; }),
+              HasSubstr("tok.json: model type WordPiece; Tessera reads byte-level BPE tokenizers only"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFC"}}; }), HasSubstr("has a normalizer (NFC)"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+              HasSubstr("pre_tokenizer is Whitespace"));
+  EXPECT_THAT(refusal([](json& d) {
+                d["pre_tokenizer"] = {{"type", "Sequence"},
+                                      {"pretokenizers", json::array({{{"type", "Split"}}, d["pre_tokenizer"]})}};
+              }),
+              HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"]["use_regex"] = false; }), HasSubstr("use_regex: false"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["ignore_merges"] = true; }), HasSubstr("ignore_merges is true"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["dropout"] = 0.1; }), HasSubstr("BPE dropout is on"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["continuing_subword_prefix"] = "##"; }),
+              HasSubstr("continuing_subword_prefix is set"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"]["zz"] = 300; }),
+              HasSubstr("no token has id 257 (the ids run to 300)"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"]["ab"] = 7; }), HasSubstr("vocabulary id 7 is given to both"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"]["日"] = 257; }),
+              HasSubstr("vocabulary entry \"日\" (id 257) is not spelt in GPT-2's byte-level characters"));
+  EXPECT_THAT(refusal([](json& d) {  // byte 0x0a's id given to another token
+                const json id = d["model"]["vocab"]["Ċ"];
+                d["model"]["vocab"].erase("Ċ");
+                d["model"]["vocab"]["xy"] = id;
+              }),
+              HasSubstr("no token for byte 0x0a (\"Ċ\")"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["merges"].push_back("a q"); }),
+              HasSubstr("merge 1 (\"a q\"): \"aq\" is not in the vocabulary"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["merges"].push_back("abc"); }),
+              HasSubstr("merge 1: \"abc\" is not two tokens separated by one space"));
+  EXPECT_THAT(refusal([](json& d) { d["added_tokens"].push_back({{"id", 257}}); }),
+              HasSubstr("lacks an integer id >= 0 or a non-empty content"));
+
+  const Tokenizer t = load_json(base_json({}));
+  EXPECT_THAT(input_error_of([&] { t.decode({5, 256}); }), HasSubstr("token id 256 is outside the vocabulary [0, 256)"));
+}
+
+}  // namespace
+}  // namespace tessera
