@@ -161,9 +161,9 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
   const int64_t vocab = tokenizer ? tokenizer->vocab_size() : 256;
   if (!actions.prompts.empty() && model.num_classes() != vocab) {
     throw tessera::InputError(fmt::format(
-        "--generate continues text in the tokens of the recipe's text data ({}) and needs a language model of that "
-        "vocabulary ({} tokens, as the gpt model on that data has); this model has {} classes",
-        tokenizer ? "its tokenizer's" : "bytes", vocab, model.num_classes()));
+        "--generate continues text and needs a language model of the recipe's text vocabulary ({} tokens: {}), as "
+        "the gpt model on that data has; this model has {} classes",
+        vocab, tokenizer ? "its tokenizer's" : "bytes", model.num_classes()));
   }
   for (const std::string& prompt : actions.prompts) {
     if (prompt.empty()) throw tessera::InputError("--generate: a prompt is empty; give at least one byte of text");

@@ -25,25 +25,9 @@ namespace fs = std::filesystem;
 namespace mds = data::mds;
 using nlohmann::json;
 
-std::string streaming_python() {
-  const char* env = std::getenv("TESSERA_STREAMING_VENV");
-  const char* home = std::getenv("HOME");
-  const std::string venv = env ? env : std::string(home ? home : "/root") + "/.cache/tessera/venv-peers-streaming-0.13.0";
-  const std::string python = venv + "/bin/python";
-  return fs::exists(python) ? python : std::string();
-}
-
-#define REQUIRE_STREAMING(python)                                                                              \
-  const std::string python = streaming_python();                                                              \
-  if (python.empty())                                                                                          \
-  GTEST_SKIP() << "mosaicml-streaming's venv is absent: create it with scripts/install-peers.sh streaming "    \
-                  "(or point TESSERA_STREAMING_VENV at one)"
-
 /// Runs tests/core/mds_interop.py with the streaming venv's Python; a failure shows the script's output.
 void run_helper(const std::string& python, const std::string& args, const std::string& log) {
-  const std::string cmd = python + " " TESSERA_SOURCE_DIR "/tests/core/mds_interop.py " + args + " > " + log + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  ASSERT_EQ(rc, 0) << cmd << "\n" << test::read_file(log);
+  test::run_python_helper(python, "mds_interop.py", args, log);
 }
 
 /// Every sample of the data set in `data` as StreamingDataset reads it. Streaming reads a copy: it decompresses
@@ -112,7 +96,7 @@ void expect_same(const mds::SampleView& got, const json& want, int64_t index) {
 }
 
 TEST(MdsInterop, StreamingWritesTesseraReadsSampleForSample) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   for (const std::string compression : {"", "zstd:7"}) {
     SCOPED_TRACE("compression '" + compression + "'");
     test::TempDir dir("mds_from_streaming");
@@ -133,7 +117,7 @@ TEST(MdsInterop, StreamingWritesTesseraReadsSampleForSample) {
 }
 
 TEST(MdsInterop, RewritingStreamingsShardsGivesTheSameBytes) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   test::TempDir dir("mds_rewrite");
   const std::string data = dir.path() + "/data", copy = dir.path() + "/copy";
   run_helper(python, "write " + data + " ''", dir.path() + "/write.log");
@@ -154,7 +138,7 @@ TEST(MdsInterop, RewritingStreamingsShardsGivesTheSameBytes) {
 }
 
 TEST(MdsInterop, TesseraWritesStreamingReadsSampleForSample) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   for (const std::string compression : {"", "zstd"}) {
     SCOPED_TRACE("compression '" + compression + "'");
     test::TempDir dir("mds_to_streaming");
@@ -173,7 +157,7 @@ TEST(MdsInterop, TesseraWritesStreamingReadsSampleForSample) {
 }
 
 TEST(MdsInterop, NumbersAsTextAndJsonReencodeToStreamingsBytes) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   test::TempDir dir("mds_numbers");
   const std::string theirs = dir.path() + "/theirs", ours = dir.path() + "/ours";
   run_helper(python, "numbers " + theirs, dir.path() + "/numbers.log");
@@ -199,7 +183,7 @@ TEST(MdsInterop, NumbersAsTextAndJsonReencodeToStreamingsBytes) {
 }
 
 TEST(MdsInterop, MergedPartsReadAlikeWhicheverLibraryMergedThem) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   test::TempDir dir("mds_merged");
   {  // Streaming writes and merges three parts; Tessera reads the whole.
     const std::string root = dir.path() + "/theirs";
@@ -233,7 +217,7 @@ TEST(MdsInterop, MergedPartsReadAlikeWhicheverLibraryMergedThem) {
 }
 
 TEST(MdsInterop, FashionMnistShardsAreByteIdenticalToStreamings) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   test::TempDir dir("mds_fashion");
@@ -255,7 +239,7 @@ TEST(MdsInterop, FashionMnistShardsAreByteIdenticalToStreamings) {
 }
 
 TEST(MdsInterop, StratifiedAndPerStreamBatchesDrawFromTheStreamsAsStreamingsDo) {
-  REQUIRE_STREAMING(python);
+  REQUIRE_STREAMING_VENV(python);
   test::TempDir dir("mds_interop_batches");
   test::write_labels(dir.path() + "/a", 0, 50, 200);     // labels 0..49
   test::write_labels(dir.path() + "/b", 1000, 30, 120);  // labels 1000..1029

@@ -1,6 +1,7 @@
 #pragma once
-// Helpers of the MDS and streaming tests: a temporary folder, whole-file reads and writes, samples of every
-// encoding, folders of labelled samples, and the targets of an epoch's batches.
+// Helpers of the MDS, streaming and tokenizer tests: a temporary folder, whole-file reads and writes, samples of every
+// encoding, folders of labelled samples, the targets of an epoch's batches, and the interop tests' peers venv.
+#include <gtest/gtest.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -65,6 +66,32 @@ class TempDir {
  private:
   std::string path_;
 };
+
+/// The Python of the streaming peers' venv (scripts/install-peers.sh streaming, or $TESSERA_STREAMING_VENV): it holds
+/// mosaicml-streaming and Hugging Face tokenizers, the interop tests' peers. "" when it is absent.
+inline std::string streaming_venv_python() {
+  const char* env = std::getenv("TESSERA_STREAMING_VENV");
+  const char* home = std::getenv("HOME");
+  const std::string venv = env ? env : std::string(home ? home : "/root") + "/.cache/tessera/venv-peers-streaming-0.13.0";
+  const std::string python = venv + "/bin/python";
+  return std::filesystem::exists(python) ? python : std::string();
+}
+
+/// Declares `python`, the venv's Python, or skips the test saying how to create the venv.
+#define REQUIRE_STREAMING_VENV(python)                                                                        \
+  const std::string python = ::tessera::test::streaming_venv_python();                                       \
+  if (python.empty())                                                                                         \
+  GTEST_SKIP() << "the streaming peers' venv (mosaicml-streaming, Hugging Face tokenizers) is absent: create " \
+                  "it with scripts/install-peers.sh streaming (or point TESSERA_STREAMING_VENV at one)"
+
+inline std::string read_file(const std::string& path);
+
+/// Runs tests/core/`script` with `python` and `args`, its output in `log`; a failure shows that output.
+inline void run_python_helper(const std::string& python, const std::string& script, const std::string& args,
+                              const std::string& log) {
+  const std::string cmd = python + " " TESSERA_SOURCE_DIR "/tests/core/" + script + " " + args + " > " + log + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << read_file(log);
+}
 
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

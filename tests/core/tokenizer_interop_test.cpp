@@ -20,23 +20,8 @@ using data::Tokenizer;
 using data::TokenizerTrainOptions;
 using nlohmann::json;
 
-std::string tokenizers_python() {
-  const char* env = std::getenv("TESSERA_STREAMING_VENV");
-  const char* home = std::getenv("HOME");
-  const std::string venv = env ? env : std::string(home ? home : "/root") + "/.cache/tessera/venv-peers-streaming-0.13.0";
-  const std::string python = venv + "/bin/python";
-  return fs::exists(python) ? python : std::string();
-}
-
-#define REQUIRE_TOKENIZERS(python)                                                                          \
-  const std::string python = tokenizers_python();                                                          \
-  if (python.empty())                                                                                       \
-  GTEST_SKIP() << "the venv with Hugging Face tokenizers is absent: create it with scripts/install-peers.sh " \
-                  "streaming (or point TESSERA_STREAMING_VENV at one)"
-
 void run_helper(const std::string& python, const std::string& args, const std::string& log) {
-  const std::string cmd = python + " " TESSERA_SOURCE_DIR "/tests/core/tokenizer_interop.py " + args + " > " + log + " 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << test::read_file(log);
+  test::run_python_helper(python, "tokenizer_interop.py", args, log);
 }
 
 /// A UTF-8 text with what the pattern must get right: English prose (Debian's fortunes, or the README when the
@@ -73,7 +58,7 @@ std::vector<int64_t> hf_encode(const std::string& python, const std::string& tok
 }
 
 TEST(TokenizerInterop, TrainsTheMergesHuggingFacesTrainerTrains) {
-  REQUIRE_TOKENIZERS(python);
+  REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
   test::write_file(work.path() + "/corpus.txt", text);
@@ -96,7 +81,7 @@ TEST(TokenizerInterop, TrainsTheMergesHuggingFacesTrainerTrains) {
 }
 
 TEST(TokenizerInterop, EncodesAsHuggingFaceWhicheverLibraryWroteTheTokenizer) {
-  REQUIRE_TOKENIZERS(python);
+  REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
   test::write_file(work.path() + "/corpus.txt", text.substr(0, text.size() / 3));

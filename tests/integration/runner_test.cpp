@@ -340,7 +340,7 @@ TEST_F(RunnerTest, EvaluateRunsTheEvaluatorsOnTheCheckpointsWeightsWithoutTraini
     EXPECT_NE(r.err.find(reason), std::string::npos) << args << "\n" << r.err;
   };
   expect_refused("'" + recipe + "' max_duration=1ep --generate 'the '",
-                 "needs a byte-level language model (a vocabulary of 256");
+                 "needs a language model of the recipe's text vocabulary (256 tokens: bytes)");
   expect_refused("'" + recipe + "' --nproc 2 --evaluate", "leave out --nproc");
   expect_refused(quoted(write_recipe()) + " --evaluate",  // the recipe without its checkpoint section
                  "--evaluate and --generate use trained weights, and the recipe loads none: give "
