@@ -34,6 +34,14 @@ Result tool(const char* path, const std::string& dir, const std::string& args) {
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+/// `s` in single quotes, for a shell command line.
+std::string quoted(const std::string& s) {
+  std::string q = "'";
+  q += s;
+  q += '\'';
+  return q;
+}
+
 /// A text of repeated sentences, long enough for a few hundred merges and a test split.
 std::string sentences() {
   std::string s;
@@ -63,7 +71,10 @@ TEST(TokenizerTool, TrainsOnTheTrainSplitEncodesDecodesAndInspects) {
   const Result ids = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "encode '" + tok + "' '" + file + "' --ids");
   ASSERT_EQ(ids.code, 0) << ids.err;
   std::string expected;
-  for (int64_t id : t.encode(sentences())) expected += (expected.empty() ? "" : " ") + std::to_string(id);
+  for (int64_t id : t.encode(sentences())) {
+    if (!expected.empty()) expected += ' ';
+    expected += std::to_string(id);
+  }
   EXPECT_EQ(ids.out, expected + "\n");
   const Result stats = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "encode '" + tok + "' '" + file + "' --split test");
   ASSERT_EQ(stats.code, 0) << stats.err;
@@ -74,7 +85,10 @@ TEST(TokenizerTool, TrainsOnTheTrainSplitEncodesDecodesAndInspects) {
       << stats.out;
   const std::vector<int64_t> fox = t.encode("the quick brown fox<|endoftext|>");
   std::string args;
-  for (int64_t id : fox) args += " " + std::to_string(id);
+  for (int64_t id : fox) {
+    args += ' ';
+    args += std::to_string(id);
+  }
   const Result text = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "decode '" + tok + "'" + args);
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_EQ(text.out, "the quick brown fox<|endoftext|>");
@@ -202,7 +216,7 @@ TEST(TokenizerTool, AGptOnBpeTokensResumesBitwiseAndGeneratesThroughItsTokenizer
     return path;
   };
   const auto fingerprint = [](const std::string& out) { return out.substr(out.rfind("weights-fingerprint: ")); };
-  const Result whole = tool(TESSERA_RUN_PATH, tmp.path(), "'" + recipe("whole") + "'");
+  const Result whole = tool(TESSERA_RUN_PATH, tmp.path(), quoted(recipe("whole")));
   ASSERT_EQ(whole.code, 0) << whole.err;
   EXPECT_TRUE(has(whole.out + whole.err, "generate @ 0ep 6ba: \"the quick\" -> \"")) << whole.out << whole.err;
   const std::string part = recipe("part");
@@ -212,7 +226,7 @@ TEST(TokenizerTool, AGptOnBpeTokensResumesBitwiseAndGeneratesThroughItsTokenizer
   EXPECT_EQ(fingerprint(resumed.out), fingerprint(whole.out));
   // --generate continues the prompt in the recipe's tokens.
   const Result generated = tool(TESSERA_RUN_PATH, tmp.path(),
-                                "'" + recipe("whole") + "' checkpoint.autoresume=true --generate 'the quick' "
+                                quoted(recipe("whole")) + " checkpoint.autoresume=true --generate 'the quick' "
                                 "--generate-options '{max_new_tokens: 4, temperature: 0}'");
   ASSERT_EQ(generated.code, 0) << generated.err;
   EXPECT_EQ(generated.out.rfind("the quick", 0), 0u) << generated.out;
