@@ -249,7 +249,7 @@ json parse_json(const std::string& file) {
 struct Spelt {
   std::map<int64_t, std::string> vocab;                       ///< id -> spelling
   std::vector<std::pair<std::string, std::string>> merges;    ///< in rank order
-  std::vector<std::pair<int64_t, std::pair<std::string, bool>>> added;  ///< id -> (content, special)
+  std::vector<std::pair<int64_t, std::string>> added;  ///< id -> content (every added token counts as special)
   bool add_prefix_space = false;
 };
 
@@ -326,7 +326,7 @@ Spelt read_tokenizer_json(const std::string& file) {
         !t.contains("content") ||
         !t["content"].is_string() || t["content"].get<std::string>().empty())
       bad_file(file, "added token " + t.dump() + " lacks an integer id >= 0 or a non-empty content");
-    out.added.push_back({t["id"].get<int64_t>(), {t["content"].get<std::string>(), t.value("special", false)}});
+    out.added.emplace_back(t["id"].get<int64_t>(), t["content"].get<std::string>());
   }
   return out;
 }
@@ -511,7 +511,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
 
   Tokenizer t;
   t.add_prefix_space_ = spelt.add_prefix_space;
-  std::map<int64_t, std::pair<std::string, bool>> added(spelt.added.begin(), spelt.added.end());
+  std::map<int64_t, std::string> added(spelt.added.begin(), spelt.added.end());
   const int64_t n = std::max(spelt.vocab.empty() ? 0 : spelt.vocab.rbegin()->first + 1,
                              added.empty() ? 0 : added.rbegin()->first + 1);
   std::unordered_map<std::string, int64_t> id_of;  // spelling -> id
@@ -520,11 +520,11 @@ Tokenizer Tokenizer::load(const std::string& path) {
     const auto v = spelt.vocab.find(id);
     const auto a = added.find(id);
     if (a != added.end()) {
-      if (v != spelt.vocab.end() && v->second != a->second.first)
+      if (v != spelt.vocab.end() && v->second != a->second)
         bad_file(file, fmt::format("id {} is \"{}\" in the vocabulary but the added token \"{}\"", id, v->second,
-                                   a->second.first));
-      t.tokens_.push_back(a->second.first);
-      t.specials_.push_back(a->second.first);
+                                   a->second));
+      t.tokens_.push_back(a->second);
+      t.specials_.push_back(a->second);
       t.special_ids_.push_back(id);
     } else if (v == spelt.vocab.end()) {
       bad_file(file, fmt::format("no token has id {} (the ids run to {}); expected ids 0, 1, … without gaps", id, n - 1));
