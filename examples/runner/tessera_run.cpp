@@ -172,15 +172,9 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
     for (const auto& [key, value] : trainer.evaluate()) std::cout << fmt::format("{}: {}\n", key, value);
   }
   for (const std::string& prompt : actions.prompts) {
-    if (!tokenizer) {
-      const at::Tensor tokens = tessera::generate(model, tessera::text_to_bytes(prompt).unsqueeze(0), options);
-      std::cout << tessera::bytes_to_text(tokens[0]) << "\n";
-      continue;
-    }
-    const at::Tensor ids = tessera::generate(model, at::tensor(tokenizer->encode(prompt), at::kLong).unsqueeze(0),
-                                             options)[0].to(at::kCPU).contiguous();
-    std::cout << tokenizer->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()))
-              << "\n";
+    const at::Tensor tokens =
+        tessera::generate(model, tessera::text_to_tokens(prompt, tokenizer.get()).unsqueeze(0), options);
+    std::cout << tessera::tokens_to_text(tokens[0], tokenizer.get()) << "\n";
   }
   std::cout << std::flush;
   return 0;

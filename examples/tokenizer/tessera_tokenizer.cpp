@@ -4,9 +4,9 @@
 //   tessera-tokenizer train PATH --vocab-size N --out T.json [--min-frequency 2] [--special TOKEN ...]
 //                           [--test-fraction 0.1 | --all]   (PATH: a text file or a folder, as the text dataset reads)
 //   tessera-tokenizer encode T.json PATH [--ids] [--split all|train|test] [--test-fraction 0.1]
-//                                                            (bytes, tokens, bytes per token; --ids: the ids)
-//   tessera-tokenizer decode T.json ID ...                   (the text of the ids)
-//   tessera-tokenizer inspect T.json                         (size, special tokens, the first merges)
+//                                [--add-special-tokens]     (bytes, tokens, bytes per token; --ids: the ids)
+//   tessera-tokenizer decode T.json ID ... [--skip-special-tokens]   (the text of the ids)
+//   tessera-tokenizer inspect T.json                         (size, added tokens, post-processor, the first merges)
 //
 // Training reads the text dataset's train split (the first 1 − test_fraction of every file) unless --all, so that
 // the held-out text stays unseen by the tokenizer too. Exit codes: 0 success, 2 bad input, 1 anything else.
@@ -47,10 +47,12 @@ int main(int argc, char** argv) {
 
   CLI::App* encode = app.add_subcommand("encode", "encode a text file (or folder) and report the compression");
   std::string encode_tokenizer, encode_path;
-  bool print_ids = false;
+  bool print_ids = false, add_special_tokens = false;
   encode->add_option("tokenizer", encode_tokenizer, "a tokenizer.json (or a folder with one)")->required();
   encode->add_option("path", encode_path, "a text file, or a folder of text files")->required();
   encode->add_flag("--ids", print_ids, "print the ids, one line, space-separated");
+  encode->add_flag("--add-special-tokens", add_special_tokens,
+                   "put the post-processor's tokens around the text (such as RoBERTa's <s> ... </s>)");
   std::string encode_split = "all";
   double encode_fraction = 0.1;
   encode->add_option("--split", encode_split, "all of every file, or the text dataset's train or test split")
@@ -64,6 +66,8 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ids;
   decode->add_option("tokenizer", decode_tokenizer, "a tokenizer.json (or a folder with one)")->required();
   decode->add_option("ids", ids, "token ids")->required();
+  bool skip_special_tokens = false;
+  decode->add_flag("--skip-special-tokens", skip_special_tokens, "leave the special tokens out");
 
   CLI::App* inspect = app.add_subcommand("inspect", "what a tokenizer holds");
   std::string inspect_tokenizer;
@@ -94,7 +98,8 @@ int main(int argc, char** argv) {
       text.path(encode_path).test_fraction(encode_fraction);
       const std::vector<uint8_t> bytes = encode_split == "all" ? tessera::data::read_text_files(encode_path)
                                                                 : tessera::data::read_text_split(text.split(encode_split));
-      const std::vector<int64_t> encoded = t.encode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+      const std::vector<int64_t> encoded =
+          t.encode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), add_special_tokens);
       if (print_ids) {
         std::string line;
         for (size_t i = 0; i < encoded.size(); ++i) line += (i ? " " : "") + std::to_string(encoded[i]);
@@ -107,12 +112,18 @@ int main(int argc, char** argv) {
                                  t.describe());
       }
     } else if (decode->parsed()) {
-      std::cout << Tokenizer::load(decode_tokenizer).decode(ids) << std::flush;
+      std::cout << Tokenizer::load(decode_tokenizer).decode(ids, skip_special_tokens) << std::flush;
     } else if (inspect->parsed()) {
       const Tokenizer t = Tokenizer::load(inspect_tokenizer);
       std::cout << fmt::format("{}: {}\nfingerprint: {}\n", inspect_tokenizer, t.describe(), t.fingerprint());
-      for (int64_t id = 0; id < t.vocab_size(); ++id)
-        if (t.is_special(id)) std::cout << fmt::format("special token {}: {}\n", id, t.token_to_string(id));
+      for (const tessera::data::AddedToken& a : t.added_tokens()) {
+        std::string flags;
+        for (auto [on, name] : {std::pair{a.lstrip, "lstrip"}, {a.rstrip, "rstrip"}, {a.single_word, "single_word"},
+                                {a.normalized, "normalized"}})
+          if (on) flags += std::string(" ") + name;
+        std::cout << fmt::format("{} token {}: {}{}\n", a.special ? "special" : "added", a.id, a.content,
+                                 flags.empty() ? "" : " (" + flags.substr(1) + ")");
+      }
       const size_t shown = std::min<size_t>(t.merges().size(), 20);
       for (size_t r = 0; r < shown; ++r)
         std::cout << fmt::format("merge {}: {} {}\n", r, t.token_to_string(t.merges()[r].first),

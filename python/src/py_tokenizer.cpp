@@ -32,11 +32,13 @@ void bind_tokenizer(py::module_& d) {
       .def("to_json", &Tokenizer::to_json)
       .def(
           "encode",
-          [](const Tokenizer& t, const std::string& text) {
+          [](const Tokenizer& t, const std::string& text, bool add_special_tokens) {
             py::gil_scoped_release release;
-            return t.encode(text);
+            return t.encode(text, add_special_tokens);
           },
-          py::arg("text"), "The token ids of `text` (str or bytes).")
+          py::arg("text"), py::arg("add_special_tokens") = false,
+          "The token ids of `text` (str or bytes); add_special_tokens puts the post-processor's tokens around them "
+          "(Hugging Face's default is True; here it is asked for).")
       .def(
           "decode",
           [](const Tokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
@@ -52,7 +54,22 @@ void bind_tokenizer(py::module_& d) {
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false)
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
-      .def_property_readonly("special_tokens", &Tokenizer::special_tokens)
+      .def_property_readonly("special_tokens", &Tokenizer::special_tokens, "the special added tokens' texts, by id")
+      .def_property_readonly(
+          "added_tokens",
+          [](const Tokenizer& t) {
+            py::list out;
+            for (const data::AddedToken& a : t.added_tokens()) {
+              out.append(py::dict(py::arg("id") = a.id, py::arg("content") = a.content, py::arg("special") = a.special,
+                                  py::arg("lstrip") = a.lstrip, py::arg("rstrip") = a.rstrip,
+                                  py::arg("single_word") = a.single_word, py::arg("normalized") = a.normalized));
+            }
+            return out;
+          },
+          "the added tokens, by id, as tokenizer.json's added_tokens")
+      .def_property_readonly("prefix_ids", &Tokenizer::prefix_ids,
+                             "the ids encode(text, add_special_tokens=True) puts before the text")
+      .def_property_readonly("suffix_ids", &Tokenizer::suffix_ids, "... and after it")
       .def_property_readonly("merges", &Tokenizer::merges, "(left id, right id) per merge, in rank order")
       .def("token_to_string", &Tokenizer::token_to_string, py::arg("id"),
            "The token as tokenizer.json spells it (a space is 'Ġ').")

@@ -43,6 +43,24 @@ def test_special_tokens_are_matched_as_text_and_can_be_skipped():
     assert tok.decode(ids, skip_special_tokens=True) == "xxq"
 
 
+def test_added_tokens_flags_and_the_post_processors_tokens(tmp_path):
+    doc = json.loads(Tokenizer.train(["xx<s>xx"], vocab_size=300, special_tokens=["<s>", "</s>"]).to_json())
+    flags = dict(single_word=False, lstrip=False, rstrip=False, normalized=False, special=False)
+    doc["added_tokens"].append(dict(flags, id=len(doc["model"]["vocab"]), content="<mask>", lstrip=True, special=True))
+    doc["post_processor"] = {"type": "RobertaProcessing", "sep": ["</s>", 1], "cls": ["<s>", 0]}
+    path = tmp_path / "roberta.json"
+    path.write_text(json.dumps(doc))
+    tok = Tokenizer.load(str(path))
+    mask = tok.string_to_token("<mask>")
+    assert tok.added_tokens[-1] == dict(flags, id=mask, content="<mask>", lstrip=True, special=True)
+    assert tok.prefix_ids == [0] and tok.suffix_ids == [1]
+    x = tok.string_to_token("x")
+    assert tok.encode("x  <mask>") == [x, mask]  # lstrip: the mask takes the spaces before it
+    assert tok.encode("x", add_special_tokens=True) == [0, x, 1]
+    assert tok.decode([0, x, mask, 1], skip_special_tokens=True) == "x"
+    assert "encode(text, true) gives <s> … </s>" in repr(tok)
+
+
 def test_refusals_say_what_and_where(tmp_path):
     with pytest.raises(tessera.InputError, match="vocab_size 100 is below the 0 special tokens"):
         Tokenizer.train(["x"], vocab_size=100)

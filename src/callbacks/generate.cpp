@@ -72,15 +72,9 @@ Generate::Generate(GenerateCallbackOptions options) : options_(std::move(options
   }
 }
 
-at::Tensor Generate::encode(const std::string& text) const {
-  return tokenizer_ ? at::tensor(tokenizer_->encode(text), at::kLong) : text_to_bytes(text);
-}
+at::Tensor Generate::encode(const std::string& text) const { return text_to_tokens(text, tokenizer_.get()); }
 
-std::string Generate::decode(const at::Tensor& tokens) const {
-  if (!tokenizer_) return bytes_to_text(tokens);
-  const at::Tensor ids = tokens.to(at::kCPU, at::kLong).contiguous();
-  return tokenizer_->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()));
-}
+std::string Generate::decode(const at::Tensor& tokens) const { return tokens_to_text(tokens, tokenizer_.get()); }
 
 void Generate::run_event(Event event, State& state, Logger& logger) {
   if (state.rank != 0) return;

@@ -53,8 +53,11 @@ std::vector<uint8_t> read_bytes(const fs::path& file) {
 
 }  // namespace
 
-TextDataset::TextDataset(at::Tensor inputs, at::Tensor targets, int64_t vocab_size, std::string name)
-    : TensorDataset(inputs, targets, vocab_size, std::move(name)), seq_length_(inputs.dim() == 2 ? inputs.size(1) : 0) {
+TextDataset::TextDataset(at::Tensor inputs, at::Tensor targets, int64_t vocab_size, std::string name,
+                         double bytes_per_token)
+    : TensorDataset(inputs, targets, vocab_size, std::move(name)),
+      seq_length_(inputs.dim() == 2 ? inputs.size(1) : 0),
+      bytes_per_token_(bytes_per_token) {
   if (inputs.dim() != 2 || targets.sizes() != inputs.sizes() || inputs.scalar_type() != at::kLong ||
       targets.scalar_type() != at::kLong) {
     throw InputError(fmt::format("TextDataset: inputs and targets must be int64 [N, seq_length] of one shape, got {} "
@@ -115,9 +118,8 @@ std::shared_ptr<TextDataset> load_text(TextOptions options) {
   if (options.limit() > 0) n = std::min(n, options.limit());
   at::Tensor inputs = stream.narrow(0, 0, n * s).view({n, s}).clone();
   at::Tensor targets = stream.narrow(0, 1, n * s).view({n, s}).clone();
-  auto dataset = std::make_shared<TextDataset>(std::move(inputs), std::move(targets), vocab, std::move(name));
-  dataset->set_bytes_per_token(static_cast<double>(bytes.size()) / static_cast<double>(size));
-  return dataset;
+  return std::make_shared<TextDataset>(std::move(inputs), std::move(targets), vocab, std::move(name),
+                                       static_cast<double>(bytes.size()) / static_cast<double>(size));
 }
 
 // ------------------------------------------------------------------------------------------------ classification

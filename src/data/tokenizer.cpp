@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <tessera/error.h>
@@ -172,23 +174,34 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-/// Splits `text` at the special tokens (`specials` longest first): calls piece(text) for the stretches between
-/// them and special(k) for each one found (the leftmost, then the longest at that place).
-template <class Text, class Special>
-void split_specials(std::string_view text, const std::vector<std::string>& specials, Text&& on_text,
-                    Special&& on_special) {
-  size_t from = 0;
-  for (size_t i = 0; i < text.size() && !specials.empty(); ++i) {
-    for (size_t k = 0; k < specials.size(); ++k) {
-      if (text.compare(i, specials[k].size(), specials[k]) != 0) continue;
-      if (i > from) on_text(text.substr(from, i - from));
-      on_special(k);
-      from = i + specials[k].size();
-      i = from - 1;
+/// Whether the character ending just before byte `i` of `s` is a word character (Unicode's \w; a byte that ends no
+/// valid UTF-8 character is not).
+bool word_char_before(std::string_view s, size_t i) {
+  for (size_t n = 1; n <= 4 && n <= i; ++n) {
+    const auto [cp, size] = decode_utf8(s, i - n);
+    if (size == n) return in_ranges(cp, std::begin(kWordChars), std::end(kWordChars));
+  }
+  return false;
+}
+
+bool word_char_at(std::string_view s, size_t i) {
+  if (i >= s.size()) return false;
+  const auto [cp, size] = decode_utf8(s, i);
+  return size > 0 && in_ranges(cp, std::begin(kWordChars), std::end(kWordChars));
+}
+
+/// Where the run of whitespace ending at byte `i` of `s` starts.
+size_t space_run_before(std::string_view s, size_t i) {
+  for (bool moved = true; moved && i > 0;) {
+    moved = false;
+    for (size_t n = 1; n <= 4 && n <= i; ++n) {
+      const auto [cp, size] = decode_utf8(s, i - n);
+      if (size != n) continue;
+      if (is_space(cp)) i -= n, moved = true;
       break;
     }
   }
-  if (from < text.size()) on_text(text.substr(from));
+  return i;
 }
 
 // ---- training (Hugging Face's BpeTrainer, same merge order) ----
@@ -249,8 +262,10 @@ json parse_json(const std::string& file) {
 struct Spelt {
   std::map<int64_t, std::string> vocab;                       ///< id -> spelling
   std::vector<std::pair<std::string, std::string>> merges;    ///< in rank order
-  std::vector<std::pair<int64_t, std::string>> added;  ///< id -> content (every added token counts as special)
+  std::vector<AddedToken> added;
   bool add_prefix_space = false;
+  std::vector<int64_t> prefix, suffix;  ///< the post-processor's ids around a text
+  std::string post_processor;           ///< its JSON ("" = none)
 };
 
 void read_vocab(const json& v, const std::string& file, Spelt& out) {
@@ -291,6 +306,66 @@ void read_pre_tokenizer(const json& p, const std::string& file, Spelt& out) {
   out.add_prefix_space = p.value("add_prefix_space", false);
 }
 
+/// The ids of a [token, id] pair (RobertaProcessing's and BertProcessing's cls and sep).
+int64_t pair_id(const json& p, const char* key, const std::string& file) {
+  const json& v = p.value(key, json());
+  if (!v.is_array() || v.size() != 2 || !v[0].is_string() || !v[1].is_number_integer() || v[1].get<int64_t>() < 0)
+    bad_file(file, fmt::format("post_processor {}.{} is {}, expected [token, id]", p.value("type", ""), key, v.dump()));
+  return v[1].get<int64_t>();
+}
+
+/// Reads the ids a post-processor puts around one text: TemplateProcessing's single template, RobertaProcessing's
+/// and BertProcessing's cls … sep; ByteLevel's only changes offsets. A Sequence may hold one of those that add ids.
+void read_post_processor(const json& p, const std::string& file, Spelt& out, bool top = true) {
+  if (p.is_null()) return;
+  if (top) out.post_processor = p.dump();
+  const std::string type = p.is_object() ? p.value("type", "") : "";
+  const bool adds_before = !out.prefix.empty() || !out.suffix.empty();
+  std::vector<int64_t> before, after;
+  if (type == "ByteLevel") return;
+  if (type == "Sequence" && top) {
+    for (const json& item : p.value("processors", json::array())) read_post_processor(item, file, out, false);
+    return;
+  }
+  if (type == "RobertaProcessing" || type == "BertProcessing") {
+    before = {pair_id(p, "cls", file)};
+    after = {pair_id(p, "sep", file)};
+  } else if (type == "TemplateProcessing") {
+    const json& specials = p.value("special_tokens", json::object());
+    bool seen_a = false;
+    for (const json& piece : p.value("single", json::array())) {
+      if (piece.contains("Sequence")) {
+        if (seen_a || piece["Sequence"].value("id", "") != "A")
+          bad_file(file, "post_processor TemplateProcessing's single template holds " + piece.dump() +
+                             "; expected the sequence $A once");
+        seen_a = true;
+        continue;
+      }
+      const std::string name = piece.contains("SpecialToken") ? piece["SpecialToken"].value("id", "") : "";
+      const json& entry = specials.value(name, json());
+      if (name.empty() || !entry.is_object() || !entry.value("ids", json()).is_array())
+        bad_file(file, "post_processor TemplateProcessing's single template holds " + piece.dump() +
+                           ", which is neither $A nor one of its special_tokens");
+      for (const json& id : entry["ids"]) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0)
+          bad_file(file, "post_processor special token \"" + name + "\" has id " + id.dump() + ", expected an integer >= 0");
+        (seen_a ? after : before).push_back(id.get<int64_t>());
+      }
+    }
+    if (!seen_a) bad_file(file, "post_processor TemplateProcessing's single template has no $A");
+  } else {
+    bad_file(file, "post_processor " + (type.empty() ? p.dump() : type) +
+                       (type == "Sequence" ? " inside a Sequence" : "") +
+                       "; Tessera reads TemplateProcessing, RobertaProcessing, BertProcessing and ByteLevel, alone or "
+                       "in one Sequence");
+  }
+  if (adds_before)
+    bad_file(file, "post_processor is a Sequence of two processors that add tokens (Hugging Face gives the second "
+                   "the first's output as a pair of texts); expected one");
+  out.prefix = std::move(before);
+  out.suffix = std::move(after);
+}
+
 Spelt read_tokenizer_json(const std::string& file) {
   const json doc = parse_json(file);
   if (!doc.is_object() || !doc.contains("model")) bad_file(file, "no \"model\": not a tokenizer.json");
@@ -326,8 +401,17 @@ Spelt read_tokenizer_json(const std::string& file) {
         !t.contains("content") ||
         !t["content"].is_string() || t["content"].get<std::string>().empty())
       bad_file(file, "added token " + t.dump() + " lacks an integer id >= 0 or a non-empty content");
-    out.added.emplace_back(t["id"].get<int64_t>(), t["content"].get<std::string>());
+    AddedToken a{t["content"].get<std::string>(), t["id"].get<int64_t>()};
+    for (auto [key, flag] : {std::pair{"special", &a.special}, {"lstrip", &a.lstrip}, {"rstrip", &a.rstrip},
+                             {"single_word", &a.single_word}, {"normalized", &a.normalized}}) {
+      if (!t.contains(key)) continue;
+      if (!t[key].is_boolean())
+        bad_file(file, fmt::format("added token \"{}\": {} is {}, expected true or false", a.content, key, t[key].dump()));
+      *flag = t[key].get<bool>();
+    }
+    out.added.push_back(std::move(a));
   }
+  read_post_processor(doc.value("post_processor", json()), file, out);
   return out;
 }
 
@@ -356,28 +440,65 @@ std::vector<std::string_view> pretokenize(std::string_view text) {
   return pieces;
 }
 
-void Tokenizer::index() {
-  const int64_t n = vocab_size();
-  special_.assign(static_cast<size_t>(n), false);
-  std::vector<std::pair<std::string, int64_t>> by_length;
-  for (size_t k = 0; k < special_ids_.size(); ++k) {
-    special_[static_cast<size_t>(special_ids_[k])] = true;
-    by_length.emplace_back(specials_[k], special_ids_[k]);
-  }
+void Tokenizer::index_added() {
+  for (auto* pass : {&raw_order_, &normalized_order_}) pass->assign(256, {});
+  std::vector<int32_t> by_length(added_.size());
+  for (size_t k = 0; k < added_.size(); ++k) by_length[k] = static_cast<int32_t>(k);
   std::stable_sort(by_length.begin(), by_length.end(),
-                   [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
-  specials_.clear();
-  special_ids_.clear();
-  for (auto& [text, id] : by_length) specials_.push_back(std::move(text)), special_ids_.push_back(id);
-  std::unordered_map<std::string, int64_t> id_of;
+                   [&](int32_t x, int32_t y) { return added_[x].content.size() > added_[y].content.size(); });
+  for (int32_t k : by_length) {
+    auto& pass = added_[k].normalized ? normalized_order_ : raw_order_;
+    pass[static_cast<unsigned char>(added_[k].content[0])].push_back(k);
+  }
+}
+
+void Tokenizer::index() {
+  index_added();
+  const int64_t n = vocab_size();
+  added_of_.assign(static_cast<size_t>(n), -1);
+  for (size_t k = 0; k < added_.size(); ++k) added_of_[static_cast<size_t>(added_[k].id)] = static_cast<int32_t>(k);
+  std::unordered_map<std::string, int64_t> id_of;  // bytes -> the lowest id; tokens that are not added ones first
   for (int64_t id = n - 1; id >= 0; --id)
-    if (!special_[static_cast<size_t>(id)]) id_of[tokens_[static_cast<size_t>(id)]] = id;
+    if (added_of_[static_cast<size_t>(id)] < 0) id_of[tokens_[static_cast<size_t>(id)]] = id;
+  for (const AddedToken& a : added_) id_of.emplace(a.content, a.id);
   for (int b = 0; b < 256; ++b) byte_ids_[b] = id_of.at(std::string(1, static_cast<char>(b)));
   merge_of_.clear();
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto [a, b] = merges_[r];
     merge_of_[pair_key(a, b)] = {static_cast<int32_t>(r), id_of.at(tokens_[a] + tokens_[b])};
   }
+}
+
+/// Cuts the added tokens of one pass (`order`: indices in added_ by first byte, longest first) out of `text` as
+/// Hugging Face's AddedVocabulary::find_matches does: matches are leftmost, then longest, and do not overlap; a
+/// single_word match touching a word character is passed over (its text stays text); lstrip and rstrip widen a
+/// match over the whitespace beside it. Appends the matched tokens' ids to `out`; on_text(part) for the text between.
+template <class Text>
+void Tokenizer::split_added(std::string_view text, const std::vector<std::vector<int32_t>>& order,
+                            std::vector<int64_t>& out, Text&& on_text) const {
+  size_t from = 0;  // where the text after the last match taken starts
+  for (size_t i = 0; i < text.size();) {
+    const AddedToken* hit = nullptr;
+    for (int32_t k : order[static_cast<unsigned char>(text[i])]) {
+      if (text.compare(i, added_[k].content.size(), added_[k].content) == 0) {
+        hit = &added_[k];
+        break;
+      }
+    }
+    if (hit == nullptr) {
+      ++i;
+      continue;
+    }
+    size_t start = i, stop = i + hit->content.size();
+    i = stop;
+    if (hit->single_word && (word_char_before(text, start) || word_char_at(text, stop))) continue;
+    if (hit->lstrip) start = std::max(space_run_before(text, start), from);
+    if (hit->rstrip) stop = run_end(text, stop, Class::space);
+    if (from < start) on_text(text.substr(from, start - from));
+    out.push_back(hit->id);
+    from = stop;
+  }
+  if (from < text.size()) on_text(text.substr(from));
 }
 
 Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const TokenizerTrainOptions& options) {
@@ -389,10 +510,10 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
     if (!valid_utf8(s)) throw InputError("tokenizer training: special token \"" + s + "\" is not valid UTF-8");
     if (std::count(options.special_tokens().begin(), options.special_tokens().end(), s) > 1)
       throw InputError("tokenizer training: special token \"" + s + "\" is given twice");
-    t.special_ids_.push_back(t.vocab_size());
-    t.specials_.push_back(s);
+    t.added_.push_back({s, t.vocab_size()});
     t.tokens_.push_back(s);
   }
+  t.index_added();
   const int64_t base = t.vocab_size() + 256;
   if (options.vocab_size() < base) {
     throw InputError(fmt::format("tokenizer training: vocab_size {} is below the {} special tokens + 256 bytes = {}; "
@@ -412,14 +533,10 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   }
 
   // The distinct pieces of all texts and how often each occurs.
-  std::vector<std::string> by_length = t.specials_;
-  std::stable_sort(by_length.begin(), by_length.end(), [](const auto& x, const auto& y) { return x.size() > y.size(); });
   std::unordered_map<std::string_view, int64_t> seen;
-  for (const std::string& text : texts) {
-    split_specials(
-        text, by_length, [&](std::string_view part) { for (std::string_view p : pretokenize(part)) ++seen[p]; },
-        [](size_t) {});
-  }
+  std::vector<int64_t> cut;
+  for (const std::string& text : texts)
+    t.split_added(text, t.raw_order_, cut, [&](std::string_view part) { for (std::string_view p : pretokenize(part)) ++seen[p]; });
   std::vector<std::pair<std::string_view, int64_t>> distinct(seen.begin(), seen.end());
   std::sort(distinct.begin(), distinct.end());
   std::vector<std::vector<int64_t>> words(distinct.size());
@@ -511,21 +628,29 @@ Tokenizer Tokenizer::load(const std::string& path) {
 
   Tokenizer t;
   t.add_prefix_space_ = spelt.add_prefix_space;
-  std::map<int64_t, std::string> added(spelt.added.begin(), spelt.added.end());
+  std::map<int64_t, const AddedToken*> added;
+  std::map<std::string, int64_t> added_text;
+  for (const AddedToken& a : spelt.added) {
+    if (!added.emplace(a.id, &a).second)
+      bad_file(file, fmt::format("added tokens \"{}\" and \"{}\" both have id {}", added[a.id]->content, a.content, a.id));
+    if (!added_text.emplace(a.content, a.id).second)
+      bad_file(file, fmt::format("added tokens {} and {} are both \"{}\"", added_text[a.content], a.id, a.content));
+  }
   const int64_t n = std::max(spelt.vocab.empty() ? 0 : spelt.vocab.rbegin()->first + 1,
                              added.empty() ? 0 : added.rbegin()->first + 1);
   std::unordered_map<std::string, int64_t> id_of;  // spelling -> id
+  std::set<int64_t> unmergeable;  // added tokens in the vocabulary whose text is not the bytes of their spelling
   std::string bytes;
   for (int64_t id = 0; id < n; ++id) {
     const auto v = spelt.vocab.find(id);
     const auto a = added.find(id);
     if (a != added.end()) {
-      if (v != spelt.vocab.end() && v->second != a->second)
-        bad_file(file, fmt::format("id {} is \"{}\" in the vocabulary but the added token \"{}\"", id, v->second,
-                                   a->second));
-      t.tokens_.push_back(a->second);
-      t.specials_.push_back(a->second);
-      t.special_ids_.push_back(id);
+      const std::string& text = a->second->content;
+      if (v != spelt.vocab.end() && v->second != text)
+        bad_file(file, fmt::format("id {} is \"{}\" in the vocabulary but the added token \"{}\"", id, v->second, text));
+      if (v != spelt.vocab.end() && (!unspell(text, bytes) || bytes != text)) unmergeable.insert(id);
+      t.tokens_.push_back(text);
+      t.added_.push_back(*a->second);
     } else if (v == spelt.vocab.end()) {
       bad_file(file, fmt::format("no token has id {} (the ids run to {}); expected ids 0, 1, … without gaps", id, n - 1));
     } else if (!unspell(v->second, bytes)) {
@@ -540,7 +665,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   for (int b = 0; b < 256; ++b) {
     const std::string one = spell(std::string(1, static_cast<char>(b)));
     const auto it = id_of.find(one);
-    if (it == id_of.end() || added.count(it->second))
+    if (it == id_of.end() || unmergeable.count(it->second))
       bad_file(file, fmt::format("the vocabulary has no token for byte 0x{:02x} (\"{}\"); a byte-level BPE "
                                  "vocabulary holds all 256 bytes",
                                  b, one));
@@ -552,11 +677,18 @@ Tokenizer Tokenizer::load(const std::string& path) {
       bad_file(file, fmt::format("merge {} (\"{} {}\"): \"{}\" is not in the vocabulary", r, x, y,
                                  a == id_of.end() ? x : b == id_of.end() ? y : x + y));
     for (const auto& it : {a, b, m})
-      if (added.count(it->second))
-        bad_file(file, fmt::format("merge {} (\"{} {}\"): \"{}\" is an added token, which merges never make", r, x,
-                                   y, it->first));
+      if (unmergeable.count(it->second))
+        bad_file(file, fmt::format("merge {} (\"{} {}\"): \"{}\" is an added token whose text is not the bytes its "
+                                   "byte-level spelling stands for, which merges cannot make",
+                                   r, x, y, it->first));
     t.merges_.emplace_back(a->second, b->second);
   }
+  for (const auto* ids : {&spelt.prefix, &spelt.suffix})
+    for (int64_t id : *ids)
+      if (id >= n) bad_file(file, fmt::format("the post_processor adds id {}, beyond the {} tokens", id, n));
+  t.prefix_ = spelt.prefix;
+  t.suffix_ = spelt.suffix;
+  t.post_processor_ = spelt.post_processor;
   t.index();
   return t;
 }
@@ -564,12 +696,9 @@ Tokenizer Tokenizer::load(const std::string& path) {
 std::string Tokenizer::to_json() const {
   using ojson = nlohmann::ordered_json;
   ojson added = ojson::array();
-  std::vector<std::pair<int64_t, std::string>> specials;
-  for (size_t k = 0; k < specials_.size(); ++k) specials.emplace_back(special_ids_[k], specials_[k]);
-  std::sort(specials.begin(), specials.end());
-  for (const auto& [id, text] : specials) {
-    added.push_back({{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                     {"normalized", false}, {"special", true}});
+  for (const AddedToken& a : added_) {
+    added.push_back({{"id", a.id}, {"content", a.content}, {"single_word", a.single_word}, {"lstrip", a.lstrip},
+                     {"rstrip", a.rstrip}, {"normalized", a.normalized}, {"special", a.special}});
   }
   const auto byte_level_json = [&](bool prefix) {
     return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", true}};
@@ -584,7 +713,7 @@ std::string Tokenizer::to_json() const {
                {"added_tokens", added},
                {"normalizer", nullptr},
                {"pre_tokenizer", byte_level_json(add_prefix_space_)},
-               {"post_processor", nullptr},
+               {"post_processor", post_processor_.empty() ? ojson() : ojson::parse(post_processor_)},
                {"decoder", byte_level_json(true)},
                {"model",
                 {{"type", "BPE"},
@@ -657,21 +786,21 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
   cache.emplace(key, std::move(ids));
 }
 
-std::vector<int64_t> Tokenizer::encode(std::string_view text) const {
+std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   std::vector<int64_t> out;
+  if (add_special_tokens) out = prefix_;
   std::unordered_map<std::string, std::vector<int64_t>> cache;
   std::string prefixed;
-  split_specials(
-      text, specials_,
-      [&](std::string_view part) {
-        if (add_prefix_space_ && part.front() != ' ') {
-          prefixed = " ";
-          prefixed += part;
-          part = prefixed;
-        }
-        for (std::string_view p : pretokenize(part)) encode_piece(p, out, cache);
-      },
-      [&](size_t k) { out.push_back(special_ids_[k]); });
+  const auto encode_text = [&](std::string_view part) {
+    if (add_prefix_space_ && part.front() != ' ') {
+      prefixed = " ";
+      prefixed += part;
+      part = prefixed;
+    }
+    for (std::string_view p : pretokenize(part)) encode_piece(p, out, cache);
+  };
+  split_added(text, raw_order_, out, [&](std::string_view part) { split_added(part, normalized_order_, out, encode_text); });
+  if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
   return out;
 }
 
@@ -685,34 +814,50 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
   std::string out;
   for (int64_t id : ids) {
     const std::string& bytes = token_bytes(id);
-    if (!(skip_special_tokens && special_[static_cast<size_t>(id)])) out += bytes;
+    if (!(skip_special_tokens && is_special(id))) out += bytes;
   }
   return out;
 }
 
 std::string Tokenizer::token_to_string(int64_t id) const {
   const std::string& bytes = token_bytes(id);
-  return is_special(id) ? bytes : spell(bytes);
+  return added_of_[static_cast<size_t>(id)] >= 0 ? bytes : spell(bytes);
 }
 
 int64_t Tokenizer::string_to_token(const std::string& spelling) const {
-  for (size_t k = 0; k < specials_.size(); ++k)
-    if (specials_[k] == spelling) return special_ids_[k];
+  for (const AddedToken& a : added_)
+    if (a.content == spelling) return a.id;
   std::string bytes;
   if (!unspell(spelling, bytes)) return -1;
   for (int64_t id = 0; id < vocab_size(); ++id)
-    if (!special_[static_cast<size_t>(id)] && tokens_[static_cast<size_t>(id)] == bytes) return id;
+    if (added_of_[static_cast<size_t>(id)] < 0 && tokens_[static_cast<size_t>(id)] == bytes) return id;
   return -1;
 }
 
 bool Tokenizer::is_special(int64_t id) const {
   token_bytes(id);
-  return special_[static_cast<size_t>(id)];
+  const int32_t k = added_of_[static_cast<size_t>(id)];
+  return k >= 0 && added_[static_cast<size_t>(k)].special;
+}
+
+std::vector<std::string> Tokenizer::special_tokens() const {
+  std::vector<std::string> out;
+  for (const AddedToken& a : added_)
+    if (a.special) out.push_back(a.content);
+  return out;
 }
 
 std::string Tokenizer::describe() const {
-  return fmt::format("byte-level BPE, {} tokens ({} special), {} merges", vocab_size(), specials_.size(),
-                     merges_.size());
+  const auto specials = static_cast<int64_t>(special_tokens().size());
+  const auto others = static_cast<int64_t>(added_.size()) - specials;
+  std::string out = fmt::format("byte-level BPE, {} tokens ({} special{}), {} merges", vocab_size(), specials,
+                                others > 0 ? fmt::format(", {} other added", others) : "", merges_.size());
+  if (prefix_.empty() && suffix_.empty()) return out;
+  std::vector<std::string> around;
+  for (int64_t id : prefix_) around.push_back(token_to_string(id));
+  around.emplace_back("…");
+  for (int64_t id : suffix_) around.push_back(token_to_string(id));
+  return out + "; encode(text, true) gives " + fmt::format("{}", fmt::join(around, " "));
 }
 
 std::string Tokenizer::fingerprint() const {
@@ -723,11 +868,24 @@ std::string Tokenizer::fingerprint() const {
   for (int64_t id = 0; id < vocab_size(); ++id) {
     const std::string s = token_to_string(id);
     mix(s.data(), s.size() + 1);
-    const char special = special_[static_cast<size_t>(id)] ? 1 : 0;
-    mix(&special, 1);
+    const int32_t k = added_of_[static_cast<size_t>(id)];
+    const char added = k >= 0 ? 1 : 0;
+    mix(&added, 1);
+    if (k < 0) continue;
+    const AddedToken& a = added_[static_cast<size_t>(k)];
+    const char flags = static_cast<char>((a.special ? 0 : 1) | a.lstrip << 1 | a.rstrip << 2 | a.single_word << 3 |
+                                         a.normalized << 4);
+    if (flags != 0) mix(&flags, 1);  // the defaults leave the fingerprints of earlier versions as they were
   }
   for (const auto& m : merges_) mix(&m, sizeof m);
   mix(&add_prefix_space_, 1);
+  if (!prefix_.empty() || !suffix_.empty()) {
+    for (const auto* ids : {&prefix_, &suffix_}) {
+      const auto count = static_cast<int64_t>(ids->size());
+      mix(&count, sizeof count);
+      mix(ids->data(), ids->size() * sizeof(int64_t));
+    }
+  }
   return fmt::format("{:016x}", h);
 }
 

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 #include <tessera/models/gpt.h>
 #include <tessera/models/model.h>
@@ -168,6 +169,16 @@ std::string bytes_to_text(const at::Tensor& tokens) {
     text[static_cast<size_t>(i)] = static_cast<char>(p[i]);
   }
   return text;
+}
+
+at::Tensor text_to_tokens(const std::string& text, const data::Tokenizer* tokenizer) {
+  return tokenizer != nullptr ? at::tensor(tokenizer->encode(text), at::kLong) : text_to_bytes(text);
+}
+
+std::string tokens_to_text(const at::Tensor& tokens, const data::Tokenizer* tokenizer) {
+  if (tokenizer == nullptr) return bytes_to_text(tokens);
+  const at::Tensor ids = tokens.reshape({-1}).to(at::kCPU, at::kLong).contiguous();
+  return tokenizer->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()));
 }
 
 }  // namespace tessera

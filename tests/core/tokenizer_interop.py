@@ -7,11 +7,18 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         writes {"ids": [...], "decoded_ok": bool}: TEXT's ids, and whether decoding them gives TEXT back
     tokenizer_interop.py decode TOKENIZER.json IDS.json OUT.txt
         writes the text of the ids in IDS.json (a JSON list)
+    tokenizer_interop.py added CORPUS OUT_DIR
+        trains a small byte-level BPE on CORPUS with special tokens <s> </s> <pad>, adds tokens with each of the
+        added-token flags, and writes it with RoBERTa's post-processor (OUT_DIR/roberta.json) and with a template
+        "<s> $A </s> <pad>" in a Sequence after ByteLevel (OUT_DIR/template.json)
+    tokenizer_interop.py encode-all TOKENIZER.json TEXTS.json OUT.json
+        writes, for each text of the JSON list, {"plain": ids, "with_special": ids with the post-processor's tokens,
+        "skipped": the text of the latter decoded with skip_special_tokens}
 """
 import json
 import sys
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 
 def read_text(path):
@@ -43,6 +50,38 @@ def main(argv):
             ids = json.load(f)
         with open(argv[4], "wb") as f:
             f.write(tok.decode(ids, skip_special_tokens=False).encode("utf-8"))
+    elif what == "added":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=500, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      special_tokens=["<s>", "</s>", "<pad>"])
+        tok.train_from_iterator([read_text(argv[2])], trainer)
+        tok.add_tokens([AddedToken("<mask>", lstrip=True, normalized=False, special=True),
+                        AddedToken("word", single_word=True),
+                        AddedToken("ing", normalized=True),  # in the vocabulary already: merges make it too
+                        AddedToken("<r>", rstrip=True, normalized=False),
+                        AddedToken("é x", normalized=False),
+                        AddedToken("<mask>x", normalized=True)])
+        tok.post_processor = processors.RobertaProcessing(("</s>", 1), ("<s>", 0))
+        tok.save(argv[3] + "/roberta.json")
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(),
+            processors.TemplateProcessing(single="<s> $A </s> <pad>", pair="<s> $A </s> $B:1 </s>:1",
+                                          special_tokens=[("<s>", 0), ("</s>", 1), ("<pad>", 2)])])
+        tok.save(argv[3] + "/template.json")
+    elif what == "encode-all":
+        tok = Tokenizer.from_file(argv[2])
+        with open(argv[3]) as f:
+            texts = json.load(f)
+        out = []
+        for text in texts:
+            with_special = tok.encode(text).ids
+            out.append({"plain": tok.encode(text, add_special_tokens=False).ids, "with_special": with_special,
+                        "skipped": tok.decode(with_special, skip_special_tokens=True)})
+        with open(argv[4], "w") as f:
+            json.dump(out, f)
     else:
         sys.exit(f"unknown command {what}")
 

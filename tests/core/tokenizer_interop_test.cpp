@@ -117,5 +117,46 @@ TEST(TokenizerInterop, EncodesAsHuggingFaceWhicheverLibraryWroteTheTokenizer) {
   }
 }
 
+/// Hugging Face's added tokens (lstrip, rstrip, single_word, normalized or not, special or not, one that merges
+/// also make) and post-processors (RobertaProcessing; a TemplateProcessing in a Sequence): Tessera reads the
+/// tokenizer.json Hugging Face writes and gives the same ids, with and without the post-processor's tokens, and the
+/// same text when decoding without the special tokens; and Hugging Face reads the tokenizer.json Tessera writes back.
+TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  const size_t cut = text.find('\n', text.size() / 2);  // lines: whole UTF-8 characters on both sides
+  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  run_helper(python, "added " + work.path() + "/corpus.txt " + work.path(), work.path() + "/added.log");
+  const std::vector<std::string> texts = {
+      "a  <mask> b", "<mask>x", " \t <mask>", "x<mask><mask>  <mask>y", "<mask>xing <mask> x",
+      "word words _word word_ aword word1 1word \u00e9word word\u00e9 \u00b2word word\u00b2 \u203fword "
+      "\u0301word -word- word",
+      "sing <r>  x", "a <r>\u00a0\u3000y", "<r><r> <r>\n\n", "<s><mask></s>", "wording ing singing",
+      "a\u00e9 xb \u00e9 x\u00e9 x", "", " ", "plain text, nothing added", text.substr(cut)};
+  test::write_file(work.path() + "/texts.json", json(texts).dump());
+  for (const std::string name : {"roberta", "template"}) {
+    SCOPED_TRACE(name);
+    const std::string hf_file = work.path() + "/" + name + ".json";
+    const Tokenizer tok = Tokenizer::load(hf_file);
+    tok.save(work.path() + "/ours.json");
+    for (const std::string& file : {hf_file, work.path() + "/ours.json"}) {
+      SCOPED_TRACE("Hugging Face encoding with " + file);
+      run_helper(python, "encode-all " + file + " " + work.path() + "/texts.json " + work.path() + "/out.json",
+                 work.path() + "/encode.log");
+      const json expected = json::parse(test::read_file(work.path() + "/out.json"));
+      ASSERT_EQ(expected.size(), texts.size());
+      for (size_t i = 0; i < texts.size(); ++i) {
+        SCOPED_TRACE("text \"" + texts[i].substr(0, 60) + "\"");
+        EXPECT_EQ(tok.encode(texts[i]), expected[i]["plain"].get<std::vector<int64_t>>());
+        const std::vector<int64_t> with_special = tok.encode(texts[i], true);
+        EXPECT_EQ(with_special, expected[i]["with_special"].get<std::vector<int64_t>>());
+        EXPECT_EQ(tok.decode(with_special, true), expected[i]["skipped"].get<std::string>());
+      }
+    }
+    EXPECT_EQ(Tokenizer::load(work.path() + "/ours.json").fingerprint(), tok.fingerprint());
+  }
+}
+
 }  // namespace
 }  // namespace tessera

@@ -172,6 +172,79 @@ TEST(Tokenizer, EncodingAppliesMergesByRankLeftmostFirst) {
   EXPECT_EQ(p.decode(p.encode(" a")), " a");
 }
 
+/// The bytes of each token of `ids`.
+std::vector<std::string> token_texts(const Tokenizer& t, const std::vector<int64_t>& ids) {
+  std::vector<std::string> out;
+  for (int64_t id : ids) out.push_back(t.token_bytes(id));
+  return out;
+}
+
+/// A tokenizer.json of the 256 bytes, merge "a b", and added tokens with each of Hugging Face's flags.
+json flagged_json() {
+  json doc = base_json({"a b"});  // "ab" is id 256
+  const auto add = [&](int64_t id, const std::string& content, json flags) {
+    flags["id"] = id;
+    flags["content"] = content;
+    doc["added_tokens"].push_back(flags);
+  };
+  add(257, "<m>", {{"lstrip", true}, {"special", true}});
+  add(258, "<r>", {{"rstrip", true}, {"special", false}});
+  add(259, "xy", {{"single_word", true}, {"special", false}, {"normalized", true}});
+  add(260, "<m>z", {{"normalized", true}, {"special", false}});  // the first pass cuts "<m>" out of it
+  add(256, "ab", {{"special", false}, {"normalized", true}});     // a merge makes it too
+  doc["post_processor"] = {{"type", "RobertaProcessing"}, {"cls", {"<m>", 257}}, {"sep", {"<r>", 258}}};
+  return doc;
+}
+
+TEST(Tokenizer, AddedTokensMatchWithHuggingFacesFlagsAndThePostProcessorAddsItsTokens) {
+  using V = std::vector<std::string>;
+  const Tokenizer t = load_json(flagged_json());
+  ASSERT_EQ(t.vocab_size(), 261);
+  EXPECT_EQ(token_texts(t, t.encode("q  <m> b")), (V{"q", "<m>", " ", "b"}));  // lstrip takes the spaces before
+  EXPECT_EQ(token_texts(t, t.encode("<r> \t q")), (V{"<r>", "q"}));            // rstrip those after
+  // single_word: only where no word character (letters, digits, marks, '_') touches it.
+  EXPECT_EQ(token_texts(t, t.encode("xy wxy xy_ xy\u0301 xy-")),
+            (V{"xy", " ", "w", "x", "y", " ", "x", "y", "_", " ", "x", "y", "\xcc", "\x81", " ", "xy", "-"}));
+  EXPECT_EQ(token_texts(t, t.encode("<m>z")), (V{"<m>", "z"}));
+  EXPECT_EQ(token_texts(t, t.encode("cab")), (V{"c", "ab"}));
+  // encode(text, true) adds the post-processor's tokens; decode(…, true) leaves out the special ones only.
+  const std::vector<int64_t> ids = t.encode("q", true);
+  EXPECT_EQ(token_texts(t, ids), (V{"<m>", "q", "<r>"}));
+  EXPECT_EQ(t.prefix_ids(), (std::vector<int64_t>{257}));
+  EXPECT_EQ(t.suffix_ids(), (std::vector<int64_t>{258}));
+  EXPECT_EQ(t.decode(ids, true), "q<r>");
+  EXPECT_TRUE(t.is_special(257));
+  EXPECT_FALSE(t.is_special(258));
+  EXPECT_FALSE(t.is_special(256));
+  EXPECT_EQ(t.special_tokens(), (V{"<m>"}));
+  ASSERT_EQ(t.added_tokens().size(), 5u);
+  EXPECT_EQ(t.added_tokens()[0].content, "ab");  // by id
+  EXPECT_TRUE(t.added_tokens()[1].lstrip && t.added_tokens()[2].rstrip && t.added_tokens()[3].single_word);
+  EXPECT_THAT(t.describe(), HasSubstr("261 tokens (1 special, 4 other added), 1 merges; encode(text, true) gives <m> … <r>"));
+  // Written and read back: the same flags, the same post-processor.
+  const Tokenizer back = load_json(json::parse(t.to_json()));
+  EXPECT_EQ(back.fingerprint(), t.fingerprint());
+  EXPECT_EQ(back.to_json(), t.to_json());
+  EXPECT_EQ(back.encode("q  <m> xy", true), t.encode("q  <m> xy", true));
+  // The flags and the post-processor are part of the fingerprint.
+  json plain = flagged_json();
+  plain["post_processor"] = nullptr;
+  EXPECT_NE(load_json(plain).fingerprint(), t.fingerprint());
+  plain = flagged_json();
+  plain["added_tokens"][0]["lstrip"] = false;
+  EXPECT_NE(load_json(plain).fingerprint(), t.fingerprint());
+  // A template in a Sequence after ByteLevel: its single template's tokens, several ids each.
+  json templated = flagged_json();
+  templated["post_processor"] = {
+      {"type", "Sequence"},
+      {"processors",
+       {{{"type", "ByteLevel"}},
+        {{"type", "TemplateProcessing"},
+         {"single", {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", "end"}, {"type_id", 0}}}}}},
+         {"special_tokens", {{"end", {{"id", "end"}, {"ids", {258, 257}}, {"tokens", {"<r>", "<m>"}}}}}}}}}};
+  EXPECT_EQ(token_texts(load_json(templated), load_json(templated).encode("q", true)), (V{"q", "<r>", "<m>"}));
+}
+
 TEST(Tokenizer, ReadsGpt2sVocabAndMergesFiles) {
   const Tokenizer t = Tokenizer::train({test::read_file(TESSERA_SOURCE_DIR "/README.md")},
                                        TokenizerTrainOptions().vocab_size(500));
@@ -250,6 +323,37 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
               HasSubstr("merge 1: \"abc\" is not two tokens separated by one space"));
   EXPECT_THAT(refusal([](json& d) { d["added_tokens"].push_back({{"id", 257}}); }),
               HasSubstr("lacks an integer id >= 0 or a non-empty content"));
+  const auto flagged_refusal = [](const std::function<void(json&)>& edit) {
+    json doc = flagged_json();
+    edit(doc);
+    return testing::input_error_of([&] { load_json(doc); });
+  };
+  EXPECT_THAT(flagged_refusal([](json& d) { d["added_tokens"][0]["lstrip"] = "yes"; }),
+              HasSubstr("added token \"<m>\": lstrip is \"yes\", expected true or false"));
+  EXPECT_THAT(flagged_refusal([](json& d) { d["added_tokens"][0]["content"] = "<r>"; }),
+              HasSubstr("added tokens 257 and 258 are both \"<r>\""));
+  EXPECT_THAT(flagged_refusal([](json& d) { d["added_tokens"][0]["id"] = 258; }),
+              HasSubstr("added tokens \"<m>\" and \"<r>\" both have id 258"));
+  EXPECT_THAT(flagged_refusal([](json& d) { d["post_processor"] = {{"type", "BertPreTokenizer"}}; }),
+              HasSubstr("post_processor BertPreTokenizer; Tessera reads TemplateProcessing, RobertaProcessing"));
+  EXPECT_THAT(flagged_refusal([](json& d) {
+                d["post_processor"] = {{"type", "Sequence"}, {"processors", {d["post_processor"], d["post_processor"]}}};
+              }),
+              HasSubstr("a Sequence of two processors that add tokens"));
+  EXPECT_THAT(flagged_refusal([](json& d) { d["post_processor"]["cls"] = {"<x>", 999}; }),
+              HasSubstr("the post_processor adds id 999, beyond the 261 tokens"));
+  EXPECT_THAT(flagged_refusal([](json& d) { d["post_processor"]["sep"] = 3; }),
+              HasSubstr("post_processor RobertaProcessing.sep is 3, expected [token, id]"));
+  const json template_of = {{"type", "TemplateProcessing"},
+                            {"single", {{{"SpecialToken", {{"id", "<m>"}, {"type_id", 0}}}}}},
+                            {"special_tokens", {{"<m>", {{"id", "<m>"}, {"ids", {257}}, {"tokens", {"<m>"}}}}}}};
+  EXPECT_THAT(flagged_refusal([&](json& d) { d["post_processor"] = template_of; }),
+              HasSubstr("TemplateProcessing's single template has no $A"));
+  EXPECT_THAT(flagged_refusal([&](json& d) {
+                d["post_processor"] = template_of;
+                d["post_processor"]["single"][0]["SpecialToken"]["id"] = "<q>";
+              }),
+              HasSubstr("which is neither $A nor one of its special_tokens"));
 
   const Tokenizer t = load_json(base_json({}));
   EXPECT_THAT(input_error_of([&] { t.decode({5, 256}); }), HasSubstr("token id 256 is outside the vocabulary [0, 256)"));

@@ -139,18 +139,20 @@ def byte_level_char(b):
     return chr(b) if b in printable else chr(256 + others.index(b))
 
 
-def tokenizer_json(merges, added=(), prefix=False, merge_pairs=False):
+def tokenizer_json(merges, added=(), prefix=False, merge_pairs=False, post_processor=None):
+    """added: texts of special tokens, or (text, flags) pairs with Hugging Face's added-token flags."""
     vocab = {byte_level_char(b): i for i, b in enumerate(sorted(range(256), key=lambda b: ord(byte_level_char(b))))}
     for m in merges:
         vocab.setdefault(m.replace(" ", ""), len(vocab))
     added_tokens = []
-    for text in added:
+    for item in added:
+        text, flags = (item, {}) if isinstance(item, str) else item
         vocab[text] = len(vocab)
-        added_tokens.append({"id": vocab[text], "content": text, "single_word": False, "lstrip": False,
-                             "rstrip": False, "normalized": False, "special": True})
+        added_tokens.append(dict({"id": vocab[text], "content": text, "single_word": False, "lstrip": False,
+                                  "rstrip": False, "normalized": False, "special": True}, **flags))
     level = {"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": True, "use_regex": True}
     return json.dumps({"version": "1.0", "truncation": None, "padding": None, "added_tokens": added_tokens,
-                       "normalizer": None, "pre_tokenizer": level, "post_processor": None, "decoder": level,
+                       "normalizer": None, "pre_tokenizer": level, "post_processor": post_processor, "decoder": level,
                        "model": {"type": "BPE", "dropout": None, "unk_token": None,
                                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
                                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": vocab,
@@ -163,6 +165,15 @@ put("fuzz_tokenizer", "english", tokenizer_json(english) + b"\0The theory: in a 
 put("fuzz_tokenizer", "special", tokenizer_json(english, added=["<|endoftext|>", "<pad>"])
     + "\0the end<|endoftext|><pad> naïve café 🙂\t\r\n  ".encode())
 put("fuzz_tokenizer", "prefix", tokenizer_json(english, prefix=True, merge_pairs=True) + b"\0in a word\xff\xfe")
+flagged = [("<mask>", {"lstrip": True}), ("<r>", {"rstrip": True, "special": False}),
+           ("the", {"single_word": True, "normalized": True, "special": False}), ("<mask>s", {"normalized": True})]
+put("fuzz_tokenizer", "flags", tokenizer_json(english, added=flagged, post_processor={
+    "type": "RobertaProcessing", "sep": ["<r>", 267], "cls": ["<mask>", 266]})
+    + "\0the  <mask> x<r> \u3000 then the_ <mask>s théthe".encode())
+put("fuzz_tokenizer", "template", tokenizer_json(english, added=["<s>"], post_processor={
+    "type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [266], "tokens": ["<s>"]}}}]}) + b"\0in the <s>")
 put("fuzz_tokenizer", "overlap", tokenizer_json(["a a", "aa a", "b c", "a b"]) + b"\0aaaaabcabcaaa")
 put("fuzz_tokenizer", "gpt2_style_sequence", json.dumps({"model": {"vocab": {"a": 0}, "merges": []},
     "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}]}}).encode())

@@ -1,5 +1,6 @@
-// Algorithms on language models: every registered algorithm either trains a small GPT, a small BERT and a small BERT
-// text classifier on text or is refused before step 1 with its reason (the same for all three); sequence-length
+// Algorithms on language models: every registered algorithm either trains a small GPT (on bytes and on byte-level BPE
+// tokens), a small BERT and a small BERT text classifier on text or is refused before step 1 with its reason (the
+// same for all four); sequence-length
 // warmup composes with each algorithm that trains the GPT and the BERT.
 #include <gtest/gtest.h>
 
@@ -18,11 +19,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// Recipe text for `model` ("gpt", "bert" on masked tokens, or "bert_classifier" on labelled texts; with dropout,
-/// for gyro dropout) trained 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm`
-/// (a recipe entry).
+/// Recipe text for `model` ("gpt", "gpt_bpe" on the tokens of testing::small_text_tokenizer(), "bert" on masked
+/// tokens, or "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained 6 batches on
+/// testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
-  const bool classifier = model == "bert_classifier";
+  const bool classifier = model == "bert_classifier", bpe = model == "gpt_bpe";
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
@@ -31,7 +32,7 @@ run_dir: {}
 model: {{{}: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}}}}
 data:
   train:
-    dataset: {{{}: {{path: {}, seq_length: 16}}}}
+    dataset: {{{}: {{path: {}, seq_length: 16{}}}}}
     loader: {{batch_size: 8}}
     transforms: [{}]
 optimizer: {{adamw: {{lr: 0.01}}}}
@@ -39,9 +40,10 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), model,
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), bpe ? "gpt" : model,
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
+                     bpe ? ", tokenizer: " + testing::small_text_tokenizer() : "",
                      model == "bert" ? "mask_tokens" : "", algorithm);
 }
 
@@ -170,7 +172,7 @@ TEST(OnLabelledText, ReCuttingSequencesIsRefusedBeforeStepOne) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "bert", "bert_classifier"),
+                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "bert", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);
 

@@ -6,7 +6,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+
+#include <tessera/data/tokenizer.h>
 
 namespace tessera::testing {
 
@@ -17,6 +20,20 @@ inline const std::string& small_text_file() {
         std::filesystem::temp_directory_path() / ("tessera_small_text_" + std::to_string(::getpid()) + ".txt");
     std::ofstream out(p);
     for (int i = 0; out.tellp() < 4096; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
+    return p.string();
+  }();
+  return path;
+}
+
+/// A byte-level BPE tokenizer of 264 tokens (8 merges) trained on small_text_file(), saved under the temp folder once
+/// per test binary (the `text` dataset's `tokenizer`).
+inline const std::string& small_text_tokenizer() {
+  static const std::string path = [] {
+    std::ifstream in(small_text_file());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto p =
+        std::filesystem::temp_directory_path() / ("tessera_small_tokenizer_" + std::to_string(::getpid()) + ".json");
+    data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(264)).save(p.string());
     return p.string();
   }();
   return path;

@@ -49,16 +49,16 @@ struct TextOptions {
 /// vocabulary size (256, or the tokenizer's), `tokens_per_example()` is S.
 class TextDataset : public TensorDataset {
  public:
-  TextDataset(at::Tensor inputs, at::Tensor targets, int64_t vocab_size, std::string name);
+  TextDataset(at::Tensor inputs, at::Tensor targets, int64_t vocab_size, std::string name,
+              double bytes_per_token = 1.0);
   int64_t tokens_per_example() const override { return seq_length_; }
   /// Bytes of text per token in the split's stream: 1 without a tokenizer. A loss in nats per token divided by
   /// ln 2 and by this is in bits per byte, comparable across tokenizers.
   double bytes_per_token() const noexcept { return bytes_per_token_; }
-  void set_bytes_per_token(double b) noexcept { bytes_per_token_ = b; }
 
  private:
   int64_t seq_length_;
-  double bytes_per_token_ = 1.0;
+  double bytes_per_token_;
 };
 
 /// The token stream of one split of the files at `options.path`: for each file in order, its first

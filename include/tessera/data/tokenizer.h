@@ -6,12 +6,15 @@
 ///     tok.save("fortunes-4096.json");
 ///     std::vector<int64_t> ids = tok.encode("Hello world");   // decode(ids) == "Hello world"
 ///
-/// Encoding: special tokens (exact text, longest first) are cut out of the text; the rest is split into pieces by
+/// Encoding: added tokens (special tokens and others; exact text, leftmost then longest; those with `normalized`
+/// false first, then the others in the text between, with Hugging Face's `lstrip`, `rstrip` and `single_word`) are
+/// cut out of the text; the rest is split into pieces by
 /// GPT-2's pattern (`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, Unicode letters
 /// and numbers from src/data/unicode_classes.inc), and each piece's bytes are merged pair by pair, the pair of
 /// lowest merge rank first (leftmost on ties), as Hugging Face `tokenizers` does: the same ids for the same
 /// tokenizer.json (tests/core/tokenizer_interop_test.cpp). Any bytes encode, UTF-8 or not (a byte that is not part of
-/// a valid UTF-8 character counts as neither letter, number nor space), and `decode(encode(t)) == t` always.
+/// a valid UTF-8 character counts as neither letter, number nor space), and `decode(encode(t)) == t` (unless an
+/// added token's lstrip or rstrip took the whitespace beside it, as in Hugging Face).
 ///
 /// Training: Hugging Face's BpeTrainer on byte-level pieces: the vocabulary starts with the special tokens, then the
 /// 256 bytes in the order of their byte-level characters; each step merges the most frequent adjacent pair over all
@@ -21,8 +24,10 @@
 ///
 /// Not read (InputError naming the file and what it holds): tokenizers of another model (WordPiece, Unigram), with a
 /// normalizer, with a pre-tokenizer other than ByteLevel with GPT-2's pattern (Llama 3's Split + ByteLevel), BPE
-/// dropout, `ignore_merges`, subword prefixes or suffixes. A post-processor (RoBERTa's `<s> … </s>`) is ignored:
-/// `encode` gives the text's tokens only.
+/// dropout, `ignore_merges`, subword prefixes or suffixes, post-processors other than TemplateProcessing (its single
+/// template), RobertaProcessing, BertProcessing and ByteLevel. The post-processor's tokens (RoBERTa's `<s> … </s>`,
+/// a template's `$A <|endoftext|>`) are added by `encode(text, true)`; plain `encode(text)` gives the text's tokens
+/// only (Hugging Face's `add_special_tokens` is true by default; here it is asked for).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,6 +56,18 @@ struct TokenizerTrainOptions {
   }
 };
 
+/// A token matched as exact text before the rest is split into pieces: Hugging Face's added tokens (special tokens,
+/// and tokens added to a trained vocabulary). Training makes special ones, with the defaults below.
+struct AddedToken {
+  std::string content;       ///< its text (the bytes `decode` gives for it)
+  int64_t id = 0;
+  bool special = true;       ///< left out by decode(ids, skip_special_tokens = true)
+  bool lstrip = false;       ///< also takes the whitespace to its left
+  bool rstrip = false;       ///< also takes the whitespace to its right
+  bool single_word = false;  ///< matches only where no word character (Unicode's \w) touches it on either side
+  bool normalized = false;   ///< matched in a second pass, within the text between the others
+};
+
 /// The pieces GPT-2's pattern splits `text` into (views into `text`; their concatenation is `text`).
 std::vector<std::string_view> pretokenize(std::string_view text);
 
@@ -68,8 +85,8 @@ class Tokenizer {
   /// The Hugging Face tokenizer.json text `save` writes.
   std::string to_json() const;
 
-  /// The ids of `text` (UTF-8 or any bytes).
-  std::vector<int64_t> encode(std::string_view text) const;
+  /// The ids of `text` (UTF-8 or any bytes); with add_special_tokens, between prefix_ids() and suffix_ids().
+  std::vector<int64_t> encode(std::string_view text, bool add_special_tokens = false) const;
   /// The bytes of `ids` concatenated; special tokens are left out when skip_special_tokens. InputError for an id
   /// outside [0, vocab_size).
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
@@ -77,32 +94,47 @@ class Tokenizer {
   int64_t vocab_size() const noexcept { return static_cast<int64_t>(tokens_.size()); }
   /// Merges, in rank order: the ids of the pair (left, right); the merged token is their bytes concatenated.
   const std::vector<std::pair<int64_t, int64_t>>& merges() const noexcept { return merges_; }
-  /// The bytes of token `id` (a special token's text). InputError outside [0, vocab_size).
+  /// The bytes of token `id` (an added token's text). InputError outside [0, vocab_size).
   const std::string& token_bytes(int64_t id) const;
   /// The token as tokenizer.json spells it: its bytes as GPT-2's byte-level characters (a space is "Ġ"),
-  /// special tokens as they are.
+  /// added tokens as they are.
   std::string token_to_string(int64_t id) const;
   /// The id of a token spelt as tokenizer.json does, or -1.
   int64_t string_to_token(const std::string& spelling) const;
+  /// Whether token `id` is an added token marked special (what decode(ids, true) leaves out).
   bool is_special(int64_t id) const;
-  const std::vector<std::string>& special_tokens() const noexcept { return specials_; }
-  /// Whether a space is put before each text (between special tokens) that does not start with one (RoBERTa's).
+  /// The texts of the special added tokens, by id.
+  std::vector<std::string> special_tokens() const;
+  /// The added tokens, by id.
+  const std::vector<AddedToken>& added_tokens() const noexcept { return added_; }
+  /// The ids the post-processor puts before and after a text (encode(text, true)); empty without one.
+  const std::vector<int64_t>& prefix_ids() const noexcept { return prefix_; }
+  const std::vector<int64_t>& suffix_ids() const noexcept { return suffix_; }
+  /// Whether a space is put before each text (between added tokens) that does not start with one (RoBERTa's).
   bool add_prefix_space() const noexcept { return add_prefix_space_; }
-  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges".
+  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges" (and the added tokens that are not special, the
+  /// post-processor's tokens).
   std::string describe() const;
   /// 16 hex digits of a hash of the vocabulary and merges: equal tokenizers, equal fingerprints.
   std::string fingerprint() const;
 
  private:
   Tokenizer() = default;
-  void index();  ///< builds the lookup tables from tokens_, merges_, specials_
+  void index_added();  ///< builds added_of_ and the matching orders from added_
+  void index();        ///< index_added(), then the byte and merge tables from tokens_ and merges_
+  template <class Text>
+  void split_added(std::string_view text, const std::vector<std::vector<int32_t>>& order,
+                   std::vector<int64_t>& out, Text&& on_text) const;
   void encode_piece(std::string_view piece, std::vector<int64_t>& out,
                     std::unordered_map<std::string, std::vector<int64_t>>& cache) const;
 
   std::vector<std::string> tokens_;                         ///< id -> bytes
-  std::vector<bool> special_;                               ///< id -> special?
-  std::vector<std::string> specials_;                       ///< special tokens' texts, longest first
-  std::vector<int64_t> special_ids_;                        ///< their ids, same order
+  std::vector<AddedToken> added_;                           ///< by id
+  std::vector<int32_t> added_of_;                           ///< id -> index in added_, or -1
+  /// Indices in added_ of the tokens each pass matches, by first byte, longest first: normalized false, then true.
+  std::vector<std::vector<int32_t>> raw_order_, normalized_order_;
+  std::vector<int64_t> prefix_, suffix_;                    ///< the post-processor's ids around a text
+  std::string post_processor_;                              ///< its tokenizer.json object as read ("" = none)
   std::vector<std::pair<int64_t, int64_t>> merges_;         ///< rank -> (left, right)
   std::unordered_map<uint64_t, std::pair<int32_t, int64_t>> merge_of_;  ///< (left, right) -> (rank, new id)
   int64_t byte_ids_[256] = {};                              ///< byte -> its token

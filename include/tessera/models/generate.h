@@ -24,6 +24,9 @@
 namespace tessera {
 
 class Model;
+namespace data {
+class Tokenizer;
+}
 
 /// Options of `generate`, and of the `generate` callback's sampling.
 struct GenerateOptions {
@@ -62,5 +65,10 @@ at::Tensor text_to_bytes(const std::string& text);
 /// Token ids [S] of the byte-level vocabulary as text (InputError for an id outside [0, 256)). The bytes are
 /// returned as they are: a model may produce byte sequences that are not valid UTF-8.
 std::string bytes_to_text(const at::Tensor& tokens);
+
+/// Text as token ids [tokens] of `tokenizer` (data/tokenizer.h), or of the byte-level vocabulary when it is null.
+at::Tensor text_to_tokens(const std::string& text, const data::Tokenizer* tokenizer);
+/// Token ids [S] as text: decoded by `tokenizer`, or bytes_to_text when it is null.
+std::string tokens_to_text(const at::Tensor& tokens, const data::Tokenizer* tokenizer);
 
 }  // namespace tessera
