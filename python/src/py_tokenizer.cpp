@@ -15,17 +15,20 @@ void bind_tokenizer(py::module_& d) {
       .def_static(
           "train",
           [](const std::vector<std::string>& texts, int64_t vocab_size, int64_t min_frequency,
-             const std::vector<std::string>& special_tokens) {
+             const std::vector<std::string>& special_tokens, const std::string& single_template) {
             const data::TokenizerTrainOptions options = data::TokenizerTrainOptions()
                                                             .vocab_size(vocab_size)
                                                             .min_frequency(min_frequency)
-                                                            .special_tokens(special_tokens);
+                                                            .special_tokens(special_tokens)
+                                                            .single_template(single_template);
             py::gil_scoped_release release;
             return Tokenizer::train(texts, options);
           },
           py::arg("texts"), py::kw_only(), py::arg("vocab_size") = 4096, py::arg("min_frequency") = 2,
-          py::arg("special_tokens") = std::vector<std::string>{},
-          "Trains on `texts` (str or bytes each): the merges Hugging Face's BpeTrainer finds on the same text.")
+          py::arg("special_tokens") = std::vector<std::string>{}, py::arg("single_template") = "",
+          "Trains on `texts` (str or bytes each): the merges Hugging Face's BpeTrainer finds on the same text. "
+          "single_template (such as '$A <|endoftext|>') is the post-processor's: the special tokens "
+          "encode(text, add_special_tokens=True) puts around a text.")
       .def_static("load", &Tokenizer::load, py::arg("path"),
                   "Reads a tokenizer.json, or a folder with tokenizer.json or vocab.json + merges.txt.")
       .def("save", &Tokenizer::save, py::arg("path"), "Writes a Hugging Face tokenizer.json, atomically.")

@@ -59,6 +59,11 @@ def test_added_tokens_flags_and_the_post_processors_tokens(tmp_path):
     assert tok.encode("x", add_special_tokens=True) == [0, x, 1]
     assert tok.decode([0, x, mask, 1], skip_special_tokens=True) == "x"
     assert "encode(text, true) gives <s> … </s>" in repr(tok)
+    templated = Tokenizer.train(["xx"], vocab_size=300, special_tokens=["<|endoftext|>"],
+                                single_template="$A <|endoftext|>")
+    assert templated.suffix_ids == [0] and templated.encode("xx", add_special_tokens=True)[-1] == 0
+    with pytest.raises(tessera.InputError, match="neither \\$A nor one of the special tokens"):
+        Tokenizer.train(["xx"], vocab_size=300, single_template="$A <eos>")
 
 
 def test_refusals_say_what_and_where(tmp_path):

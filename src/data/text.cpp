@@ -96,16 +96,41 @@ std::shared_ptr<TextDataset> load_text(TextOptions options) {
   int64_t vocab = kByteVocabulary;
   std::string name = fmt::format("text({})", options.split());
   if (options.tokenizer().empty()) {
+    if (!options.document_separator().empty())
+      throw InputError("dataset.text: document_separator needs a tokenizer whose template marks where documents end "
+                       "(bytes have no end-of-document token); set tokenizer: (tessera-tokenizer train ... --special "
+                       "'<|endoftext|>' --template '$A <|endoftext|>') or leave document_separator out");
     stream = at::from_blob(const_cast<uint8_t*>(bytes.data()), {static_cast<int64_t>(bytes.size())}, at::kByte)
                  .to(at::kLong);
   } else {
     const Tokenizer tokenizer = Tokenizer::load(options.tokenizer());
-    std::vector<int64_t> ids =
-        tokenizer.encode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    const std::string& separator = options.document_separator();
+    std::vector<int64_t> ids;
+    int64_t documents = 0;
+    if (separator.empty()) {
+      ids = tokenizer.encode(text);
+    } else {
+      if (tokenizer.prefix_ids().empty() && tokenizer.suffix_ids().empty())
+        throw InputError("dataset.text: document_separator is set but tokenizer " + options.tokenizer() +
+                         " has no template to mark the documents with (its post_processor adds no tokens): the "
+                         "documents would run together; train one with --template '$A <|endoftext|>' or leave "
+                         "document_separator out");
+      for (size_t from = 0; from < text.size();) {
+        const size_t end = std::min(text.find(separator, from), text.size());
+        if (end > from) {  // empty documents (separators in a row, at the start or end) are skipped
+          const std::vector<int64_t> doc = tokenizer.encode(text.substr(from, end - from), true);
+          ids.insert(ids.end(), doc.begin(), doc.end());
+          ++documents;
+        }
+        from = end == text.size() ? end : end + separator.size();
+      }
+    }
     stream = at::tensor(ids, at::kLong);
     vocab = tokenizer.vocab_size();
-    name = fmt::format("text({}, {} BPE tokens, {:.2f} bytes per token)", options.split(), vocab,
-                       ids.empty() ? 0.0 : static_cast<double>(bytes.size()) / static_cast<double>(ids.size()));
+    name = fmt::format("text({}, {} BPE tokens, {:.2f} bytes per token{})", options.split(), vocab,
+                       ids.empty() ? 0.0 : static_cast<double>(bytes.size()) / static_cast<double>(ids.size()),
+                       separator.empty() ? "" : fmt::format(", {} documents", documents));
   }
   const int64_t s = options.seq_length(), size = stream.numel();
   int64_t n = size == 0 ? 0 : (size - 1) / s;

@@ -366,6 +366,40 @@ void read_post_processor(const json& p, const std::string& file, Spelt& out, boo
   out.suffix = std::move(after);
 }
 
+/// Hugging Face's TemplateProcessing for `single` ("$A" once and special tokens, space-separated; special token k has
+/// id k) and the pair template it implies (the single one for $A, then again for $B with type id 1).
+std::string template_json(const std::string& single, const std::vector<std::string>& specials) {
+  using ojson = nlohmann::ordered_json;
+  ojson one = ojson::array(), two = ojson::array(), tokens = ojson::object();
+  std::istringstream words(single);
+  int seen_a = 0;
+  for (std::string word; words >> word;) {
+    if (word == "$A") {
+      ++seen_a;
+      one.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
+      continue;
+    }
+    const auto it = std::find(specials.begin(), specials.end(), word);
+    if (it == specials.end())
+      throw InputError(fmt::format("tokenizer training: single_template \"{}\" holds \"{}\", which is neither $A nor "
+                                   "one of the special tokens [{}]",
+                                   single, word, fmt::join(specials, ", ")));
+    one.push_back({{"SpecialToken", {{"id", word}, {"type_id", 0}}}});
+    tokens[word] = {{"id", word}, {"ids", {it - specials.begin()}}, {"tokens", {word}}};
+  }
+  if (seen_a != 1)
+    throw InputError(fmt::format("tokenizer training: single_template \"{}\" holds $A {} times; expected once, with "
+                                 "special tokens around it, such as \"$A <|endoftext|>\"",
+                                 single, seen_a));
+  for (const auto& piece : one) two.push_back(piece);
+  for (auto piece : one) {
+    if (piece.contains("Sequence")) piece["Sequence"]["id"] = "B";
+    piece.begin().value()["type_id"] = 1;
+    two.push_back(piece);
+  }
+  return ojson{{"type", "TemplateProcessing"}, {"single", one}, {"pair", two}, {"special_tokens", tokens}}.dump();
+}
+
 Spelt read_tokenizer_json(const std::string& file) {
   const json doc = parse_json(file);
   if (!doc.is_object() || !doc.contains("model")) bad_file(file, "no \"model\": not a tokenizer.json");
@@ -514,6 +548,13 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
     t.tokens_.push_back(s);
   }
   t.index_added();
+  if (!options.single_template().empty()) {
+    t.post_processor_ = template_json(options.single_template(), options.special_tokens());
+    Spelt spelt;
+    read_post_processor(json::parse(t.post_processor_), "(single_template)", spelt);
+    t.prefix_ = spelt.prefix;
+    t.suffix_ = spelt.suffix;
+  }
   const int64_t base = t.vocab_size() + 256;
   if (options.vocab_size() < base) {
     throw InputError(fmt::format("tokenizer training: vocab_size {} is below the {} special tokens + 256 bytes = {}; "

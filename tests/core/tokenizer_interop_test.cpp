@@ -120,7 +120,8 @@ TEST(TokenizerInterop, EncodesAsHuggingFaceWhicheverLibraryWroteTheTokenizer) {
 /// Hugging Face's added tokens (lstrip, rstrip, single_word, normalized or not, special or not, one that merges
 /// also make) and post-processors (RobertaProcessing; a TemplateProcessing in a Sequence): Tessera reads the
 /// tokenizer.json Hugging Face writes and gives the same ids, with and without the post-processor's tokens, and the
-/// same text when decoding without the special tokens; and Hugging Face reads the tokenizer.json Tessera writes back.
+/// same text when decoding without the special tokens; and Hugging Face reads the tokenizer.json Tessera writes back,
+/// and the template Tessera trains with.
 TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
@@ -156,6 +157,17 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
     }
     EXPECT_EQ(Tokenizer::load(work.path() + "/ours.json").fingerprint(), tok.fingerprint());
   }
+  // A template Tessera trains with, as Hugging Face's TemplateProcessing reads it.
+  const Tokenizer templated =
+      Tokenizer::train({text.substr(0, cut)}, TokenizerTrainOptions().vocab_size(600).special_tokens({"<s>", "</s>"})
+                                                  .single_template("<s> $A </s>"));
+  templated.save(work.path() + "/templated.json");
+  run_helper(python, "encode-all " + work.path() + "/templated.json " + work.path() + "/texts.json " + work.path() +
+                         "/out.json",
+             work.path() + "/encode.log");
+  const json expected = json::parse(test::read_file(work.path() + "/out.json"));
+  for (size_t i = 0; i < texts.size(); ++i)
+    EXPECT_EQ(templated.encode(texts[i], true), expected[i]["with_special"].get<std::vector<int64_t>>()) << texts[i];
 }
 
 }  // namespace

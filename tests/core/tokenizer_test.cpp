@@ -245,6 +245,36 @@ TEST(Tokenizer, AddedTokensMatchWithHuggingFacesFlagsAndThePostProcessorAddsItsT
   EXPECT_EQ(token_texts(load_json(templated), load_json(templated).encode("q", true)), (V{"q", "<r>", "<m>"}));
 }
 
+TEST(Tokenizer, TrainsWithATemplateThatHuggingFacesTemplateProcessingReads) {
+  const Tokenizer t = Tokenizer::train(
+      {"ab ab"}, TokenizerTrainOptions().vocab_size(300).special_tokens({"<s>", "</s>"}).single_template("<s> $A </s> </s>"));
+  EXPECT_EQ(t.prefix_ids(), (std::vector<int64_t>{0}));
+  EXPECT_EQ(t.suffix_ids(), (std::vector<int64_t>{1, 1}));
+  const std::vector<int64_t> ab = t.encode("ab");
+  std::vector<int64_t> around = {0};
+  around.insert(around.end(), ab.begin(), ab.end());
+  around.insert(around.end(), {1, 1});
+  EXPECT_EQ(t.encode("ab", true), around);
+  const json doc = json::parse(t.to_json());
+  EXPECT_EQ(doc["post_processor"]["type"], "TemplateProcessing");
+  EXPECT_EQ(doc["post_processor"]["pair"].size(), 8u);  // <s> $A </s> </s> <s> $B:1 </s>:1 </s>:1
+  EXPECT_EQ(doc["post_processor"]["pair"][5]["Sequence"]["id"], "B");
+  EXPECT_EQ(doc["post_processor"]["pair"][5]["Sequence"]["type_id"], 1);
+  EXPECT_EQ(load_json(doc).fingerprint(), t.fingerprint());
+  EXPECT_NE(Tokenizer::train({"ab ab"}, TokenizerTrainOptions().vocab_size(300).special_tokens({"<s>", "</s>"}))
+                .fingerprint(),
+            t.fingerprint());
+  using testing::input_error_of;
+  EXPECT_THAT(input_error_of([] {
+                Tokenizer::train({"x"}, TokenizerTrainOptions().special_tokens({"<s>"}).single_template("$A <e>"));
+              }),
+              HasSubstr("single_template \"$A <e>\" holds \"<e>\", which is neither $A nor one of the special tokens [<s>]"));
+  EXPECT_THAT(input_error_of([] {
+                Tokenizer::train({"x"}, TokenizerTrainOptions().special_tokens({"<s>"}).single_template("$A <s> $A"));
+              }),
+              HasSubstr("holds $A 2 times; expected once"));
+}
+
 TEST(Tokenizer, ReadsGpt2sVocabAndMergesFiles) {
   const Tokenizer t = Tokenizer::train({test::read_file(TESSERA_SOURCE_DIR "/README.md")},
                                        TokenizerTrainOptions().vocab_size(500));

@@ -1,8 +1,10 @@
 // Byte-level BPE end to end: `tessera-tokenizer` train / encode / decode / inspect and its bad input (exit 2); the
-// text dataset with a tokenizer (its tokens are the tokenizer's ids of the split, its vocabulary the tokenizer's);
+// text dataset with a tokenizer (its tokens are the tokenizer's ids of the split, its vocabulary the tokenizer's;
+// with document_separator, each document's tokens followed by the template's end-of-document token);
 // `tessera-shard write --text --tokenizer` samples that stream as the text dataset's examples (uint16 ids); the
 // streaming dataset encoding a str column with `tokenizer` as it reads it; a GPT
 // recipe on BPE tokens trained, stopped, resumed bitwise, and continuing prompts with `tessera-run --generate`.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -109,6 +111,47 @@ TEST(TokenizerTool, TrainsOnTheTrainSplitEncodesDecodesAndInspects) {
   EXPECT_EQ(unknown.code, 2);
   EXPECT_TRUE(has(unknown.err, "token id 300 is outside the vocabulary [0, 300)")) << unknown.err;
   EXPECT_EQ(tool(TESSERA_TOKENIZER_PATH, tmp.path(), "train").code, 2);
+}
+
+TEST(TokenizerTool, DocumentsEndWithTheTemplatesTokens) {
+  test::TempDir tmp("tokenizer_documents");
+  const std::string file = tmp.path() + "/text.txt", tok = tmp.path() + "/tok.json";
+  // 72 bytes; the train split is the first 64: documents "one fox", "two foxes", "three" and 32 z's (an empty
+  // document between two separators is skipped).
+  test::write_file(file, "one fox\n%\ntwo foxes\n%\n\n%\nthree\n%\n" + std::string(40, 'z'));
+  const Result r = tool(TESSERA_TOKENIZER_PATH, tmp.path(),
+                        "train " + quoted(file) + " --all --vocab-size 270 --min-frequency 1 --special '<|endoftext|>' "
+                        "--template '$A <|endoftext|>' --out " + quoted(tok));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const data::Tokenizer t = data::Tokenizer::load(tok);
+  EXPECT_EQ(t.suffix_ids(), (std::vector<int64_t>{0}));
+  std::vector<int64_t> expected;
+  for (const std::string& doc : std::vector<std::string>{"one fox", "two foxes", "three", std::string(32, 'z')}) {
+    const std::vector<int64_t> ids = t.encode(doc);
+    expected.insert(expected.end(), ids.begin(), ids.end());
+    expected.push_back(0);
+  }
+  const auto text = data::load_text(
+      data::TextOptions().path(file).seq_length(2).tokenizer(tok).document_separator("\n%\n"));
+  const int64_t n = (static_cast<int64_t>(expected.size()) - 1) / 2;
+  ASSERT_EQ(text->size(), n);
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  std::iota(all.begin(), all.end(), 0);
+  const Batch b = text->get_batch(all);
+  EXPECT_TRUE(at::equal(b.input(), at::tensor(expected, at::kLong).narrow(0, 0, n * 2).view({n, 2})));
+  EXPECT_TRUE(at::equal(b.target(), at::tensor(expected, at::kLong).narrow(0, 1, n * 2).view({n, 2})));
+  EXPECT_TRUE(has(text->describe(), "4.33 bytes per token, 4 documents")) << text->describe();
+  // Refused before reading on: no tokenizer, or one without a template.
+  EXPECT_THAT(testing::input_error_of([&] {
+                data::load_text(data::TextOptions().path(file).seq_length(2).document_separator("\n%\n"));
+              }),
+              ::testing::HasSubstr("document_separator needs a tokenizer whose template marks where documents end"));
+  const std::string plain = tmp.path() + "/plain.json";
+  data::Tokenizer::train({"one fox"}, data::TokenizerTrainOptions().vocab_size(260)).save(plain);
+  EXPECT_THAT(testing::input_error_of([&] {
+                data::load_text(data::TextOptions().path(file).seq_length(2).tokenizer(plain).document_separator("%"));
+              }),
+              ::testing::HasSubstr("plain.json has no template to mark the documents with"));
 }
 
 TEST(TokenizerTool, TheTextDatasetAndShardsHoldTheTokenizersIds) {

@@ -32,6 +32,11 @@ struct TextOptions {
   /// A byte-level BPE tokenizer (a tokenizer.json, or a folder with one or with vocab.json + merges.txt; see
   /// data/tokenizer.h) that turns the split's bytes into tokens; "" = every byte is a token.
   TESSERA_OPTION(std::string, tokenizer) = "";
+  /// Text that ends each document (such as "\n%\n" between Debian's fortunes; cut out): each document of the split
+  /// is encoded on its own with the tokenizer's post-processor tokens around it (encode(text, true), such as a
+  /// template "$A <|endoftext|>"), so the model learns where documents end. Needs a tokenizer with a template.
+  /// "" = the split is one stream of text.
+  TESSERA_OPTION(std::string, document_separator) = "";
   template <class V>
   void visit(V& v) {
     v("path", path_, "a text file, or a folder of text files", Any{});
@@ -40,6 +45,9 @@ struct TextOptions {
     v("test_fraction", test_fraction_, "share of every file held out for the test split", Range::open(0, 1));
     v("limit", limit_, "keep only the first N examples (0 = all)", Range::at_least(0));
     v("tokenizer", tokenizer_, "a byte-level BPE tokenizer.json (\"\" = bytes are the tokens)", Any{});
+    v("document_separator", document_separator_,
+      "text between documents: each is encoded with the tokenizer's template tokens around it (\"\" = one stream)",
+      Any{});
   }
 };
 

@@ -48,11 +48,16 @@ struct TokenizerTrainOptions {
   TESSERA_OPTION(int64_t, min_frequency) = 2;
   /// Tokens given ids 0, 1, … in this order and matched as exact text when encoding (such as "<|endoftext|>").
   TESSERA_OPTION(std::vector<std::string>, special_tokens) = {};
+  /// The post-processor's template of one text, written as Hugging Face's TemplateProcessing: "$A" (the text)
+  /// once, and special tokens, separated by spaces, such as "$A <|endoftext|>" or "<s> $A </s>" ("" = none).
+  /// encode(text, true) puts its tokens around the text; the text dataset's document_separator needs one.
+  TESSERA_OPTION(std::string, single_template) = "";
   template <class V>
   void visit(V& v) {
     v("vocab_size", vocab_size_, "tokens of the vocabulary (special tokens + 256 bytes + merges)", Range::at_least(1));
     v("min_frequency", min_frequency_, "merge only pairs seen at least this often", Range::at_least(1));
     v("special_tokens", special_tokens_, "tokens matched as exact text, given the first ids", Any{});
+    v("single_template", single_template_, "special tokens around each text, such as \"$A <|endoftext|>\"", Any{});
   }
 };
 
@@ -75,7 +80,8 @@ std::vector<std::string_view> pretokenize(std::string_view text);
 class Tokenizer {
  public:
   /// Trains on `texts` (each one a separate text: no piece spans two). Throws InputError when vocab_size is below
-  /// 256 + the special tokens, a special token is empty or repeated.
+  /// 256 + the special tokens, a special token is empty or repeated, or single_template holds other than $A once
+  /// and special tokens.
   static Tokenizer train(const std::vector<std::string>& texts, const TokenizerTrainOptions& options = {});
   /// Reads a tokenizer.json file, or a folder holding tokenizer.json or vocab.json + merges.txt. InputError for a
   /// missing or malformed file, naming it and what is wrong.
