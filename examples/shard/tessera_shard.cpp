@@ -2,7 +2,8 @@
 //
 //   tessera-shard write --fashion-mnist [--folder DIR] [--split train|test] [--limit N] [--image-encoding ndarray|png]
 //                       --out DIR [--size-limit BYTES] [--compression zstd[:LEVEL]] [--hashes xxh3_64,...] [--exist-ok]
-//   tessera-shard write --text PATH [--tokenizer T.json] [--seq-length 128] [--test-fraction 0.1] [--split train|test] [--limit N]
+//   tessera-shard write --text PATH [--tokenizer T.json [--document-separator SEP]] [--seq-length 128]
+//                       [--test-fraction 0.1] [--split train|test] [--limit N]
 //                       --out DIR [...the same output options]   (token samples for streaming `seq_length`)
 //   tessera-shard inspect DIR [--verify]
 //   tessera-shard merge DIR              (joins the data sets parallel writers wrote into DIR's subfolders)
@@ -133,6 +134,9 @@ int main(int argc, char** argv) {
   write->add_option("--tokenizer", text.tokenizer(), "with --text: a byte-level BPE tokenizer.json; samples hold "
                     "its ids as uint16 (uint32 above 65,536 tokens)")
       ->needs(text_option);
+  write->add_option("--document-separator", text.document_separator(),
+                    "with --text and --tokenizer: text between documents; each is encoded with the tokenizer's "
+                    "template tokens around it (such as $'\\n%\\n' between fortunes)");
   write->add_option("--test-fraction", text.test_fraction(), "with --text: share of every file held out for test")
       ->capture_default_str()
       ->needs(text_option);

@@ -822,7 +822,9 @@ at::Tensor StreamingDataset::tokens_of(const Source& src, const mds::SampleView&
   }
   if (tokenizer_) {  // text (str or bytes), encoded as it is read
     const mds::Bytes b = s.raw(src.input_column);
-    return at::tensor(tokenizer_->encode(std::string_view(reinterpret_cast<const char*>(b.data), b.size)), at::kLong);
+    return at::tensor(tokenizer_->encode(std::string_view(reinterpret_cast<const char*>(b.data), b.size),
+                                         options_.add_special_tokens()),
+                      at::kLong);
   }
   const at::Tensor t = s.tensor(src.input_column);  // uint8 [n] for str/bytes
   if (at::isFloatingType(t.scalar_type()))  // an "ndarray" column of no fixed dtype holding floats

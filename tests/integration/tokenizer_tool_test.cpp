@@ -1,8 +1,9 @@
 // Byte-level BPE end to end: `tessera-tokenizer` train / encode / decode / inspect and its bad input (exit 2); the
 // text dataset with a tokenizer (its tokens are the tokenizer's ids of the split, its vocabulary the tokenizer's;
 // with document_separator, each document's tokens followed by the template's end-of-document token);
-// `tessera-shard write --text --tokenizer` samples that stream as the text dataset's examples (uint16 ids); the
-// streaming dataset encoding a str column with `tokenizer` as it reads it; a GPT
+// `tessera-shard write --text --tokenizer [--document-separator]` samples that stream as the text dataset's examples
+// (uint16 ids); the streaming dataset encoding a str column with `tokenizer` as it reads it (with the template's
+// tokens around each sample, or without); a GPT
 // recipe on BPE tokens trained, stopped, resumed bitwise, and continuing prompts with `tessera-run --generate`.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -141,6 +142,16 @@ TEST(TokenizerTool, DocumentsEndWithTheTemplatesTokens) {
   EXPECT_TRUE(at::equal(b.input(), at::tensor(expected, at::kLong).narrow(0, 0, n * 2).view({n, 2})));
   EXPECT_TRUE(at::equal(b.target(), at::tensor(expected, at::kLong).narrow(0, 1, n * 2).view({n, 2})));
   EXPECT_TRUE(has(text->describe(), "4.33 bytes per token, 4 documents")) << text->describe();
+  // tessera-shard writes the same examples for the streaming dataset.
+  const std::string out = tmp.path() + "/mds";
+  const Result shard = tool(TESSERA_SHARD_PATH, tmp.path(),
+                            "write --text " + quoted(file) + " --tokenizer " + quoted(tok) +
+                                " --document-separator '\n%\n' --seq-length 2 --out " + quoted(out));
+  ASSERT_EQ(shard.code, 0) << shard.err;
+  const data::StreamingDataset streamed(
+      data::StreamingOptions().local(out).input("tokens").seq_length(2).token_dtype("uint16").num_classes(270));
+  ASSERT_EQ(streamed.size(), n);
+  EXPECT_TRUE(at::equal(streamed.get_batch(all).input(), b.input()));
   // Refused before reading on: no tokenizer, or one without a template.
   EXPECT_THAT(testing::input_error_of([&] {
                 data::load_text(data::TextOptions().path(file).seq_length(2).document_separator("\n%\n"));
@@ -196,7 +207,9 @@ TEST(TokenizerTool, TheTextDatasetAndShardsHoldTheTokenizersIds) {
 TEST(TokenizerTool, StreamingEncodesATextColumnAsItIsRead) {
   test::TempDir tmp("tokenizer_streaming");
   const std::string dir = tmp.path() + "/mds", tok = tmp.path() + "/tok.json";
-  const data::Tokenizer t = data::Tokenizer::train({sentences()}, data::TokenizerTrainOptions().vocab_size(300));
+  const data::Tokenizer t = data::Tokenizer::train(
+      {sentences()},
+      data::TokenizerTrainOptions().vocab_size(300).special_tokens({"<|endoftext|>"}).single_template("$A <|endoftext|>"));
   t.save(tok);
   std::vector<std::string> texts;
   {
@@ -209,21 +222,25 @@ TEST(TokenizerTool, StreamingEncodesATextColumnAsItIsRead) {
   }
   const int64_t S = 12;
   const auto options = [&] { return data::StreamingOptions().local(dir).input("text").seq_length(S).tokenizer(tok); };
-  const data::StreamingDataset streamed(options());
-  EXPECT_EQ(streamed.num_classes(), 300);
   std::vector<int64_t> all(30);
   std::iota(all.begin(), all.end(), 0);
-  const Batch b = streamed.get_batch(all);
-  for (int64_t i = 0; i < 30; ++i) {
-    SCOPED_TRACE("sample " + std::to_string(i));
-    const std::vector<int64_t> ids = t.encode(texts[static_cast<size_t>(i)]);
-    const auto n = static_cast<int64_t>(ids.size());
-    at::Tensor input = at::zeros({S}, at::kLong), target = at::full({S}, int64_t{-100}, at::kLong);
-    for (int64_t k = 0; k < std::min(n, S); ++k) input[k] = ids[static_cast<size_t>(k)];
-    for (int64_t k = 0; k + 1 < std::min(n, S + 1); ++k) target[k] = ids[static_cast<size_t>(k + 1)];
-    EXPECT_TRUE(at::equal(b.input()[i], input));
-    EXPECT_TRUE(at::equal(b.target()[i], target));
+  // Each sample's text and the template's end-of-text token (add_special_tokens, the default), or the text alone.
+  for (const bool special : {true, false}) {
+    const data::StreamingDataset streamed(options().add_special_tokens(special));
+    EXPECT_EQ(streamed.num_classes(), 300);
+    const Batch b = streamed.get_batch(all);
+    for (int64_t i = 0; i < 30; ++i) {
+      SCOPED_TRACE("sample " + std::to_string(i) + (special ? " with" : " without") + " the special tokens");
+      const std::vector<int64_t> ids = t.encode(texts[static_cast<size_t>(i)], special);
+      const auto n = static_cast<int64_t>(ids.size());
+      at::Tensor input = at::zeros({S}, at::kLong), target = at::full({S}, int64_t{-100}, at::kLong);
+      for (int64_t k = 0; k < std::min(n, S); ++k) input[k] = ids[static_cast<size_t>(k)];
+      for (int64_t k = 0; k + 1 < std::min(n, S + 1); ++k) target[k] = ids[static_cast<size_t>(k + 1)];
+      EXPECT_TRUE(at::equal(b.input()[i], input));
+      EXPECT_TRUE(at::equal(b.target()[i], target));
+    }
   }
+  EXPECT_EQ(t.encode(texts[0], true).back(), 0);
   // Refused before anything is read, saying why.
   using testing::input_error_of;
   EXPECT_NE(input_error_of([&] { data::StreamingDataset(options().seq_length(0)); }).find("set without seq_length"),

@@ -169,6 +169,10 @@ struct StreamingOptions {
   /// data/tokenizer.h) that encodes each sample's text as it is read, as llm-foundry's StreamingTextDataset does
   /// ("" = each byte is a token). The vocabulary (num_classes 0) is then the tokenizer's.
   TESSERA_OPTION(std::string, tokenizer) = "";
+  /// With tokenizer: each sample's text gets the tokenizer's post-processor tokens around it (encode(text, true): a
+  /// template "$A <|endoftext|>" ends every sample with that token), as the Hugging Face tokenizer call of
+  /// llm-foundry's StreamingTextDataset does. A tokenizer without a post-processor adds none either way.
+  TESSERA_OPTION(bool, add_special_tokens) = true;
   /// Check the shard files' hashes (index.json) when each is first opened.
   TESSERA_OPTION(bool, verify_hashes) = false;
   /// A PEM file of the certificate authorities an https:// remote's certificate is checked against ("" = the
@@ -216,6 +220,8 @@ struct StreamingOptions {
     v("token_dtype", token_dtype_, "type of the token ids packed in a bytes column (\"\" = one token per byte)",
       Choices{{"", "uint8", "uint16", "int16", "uint32", "int32", "int64"}});
     v("tokenizer", tokenizer_, "a byte-level BPE tokenizer.json encoding the text column (\"\" = bytes are tokens)",
+      Any{});
+    v("add_special_tokens", add_special_tokens_, "with tokenizer: its template's tokens around each sample's text",
       Any{});
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});
     v("ca_bundle", ca_bundle_, "PEM file of certificate authorities for https:// remotes (\"\" = the system's)", Any{});
