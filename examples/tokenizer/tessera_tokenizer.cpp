@@ -5,7 +5,7 @@
 //                           [--template '$A <|endoftext|>']
 //                           [--test-fraction 0.1 | --all]   (PATH: a text file or a folder, as the text dataset reads)
 //   tessera-tokenizer encode T.json PATH [--ids] [--split all|train|test] [--test-fraction 0.1]
-//                                [--add-special-tokens]     (bytes, tokens, bytes per token; --ids: the ids)
+//                                [--add-special-tokens]     (bytes, tokens, bytes per token, time; --ids: the ids)
 //   tessera-tokenizer decode T.json ID ... [--skip-special-tokens]   (the text of the ids)
 //   tessera-tokenizer inspect T.json                         (size, added tokens, post-processor, the first merges)
 //
@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <string>
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
       const Tokenizer t = Tokenizer::train({std::string(bytes.begin(), bytes.end())}, options);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       t.save(out);
-      std::cout << fmt::format("trained on {} bytes of {} in {:.1f} s: {}\nwrote {} (fingerprint {})\n", bytes.size(),
+      std::cout << fmt::format("trained on {} bytes of {} in {:.3f} s: {}\nwrote {} (fingerprint {})\n", bytes.size(),
                                train_path, seconds, t.describe(), out, t.fingerprint());
     } else if (encode->parsed()) {
       const Tokenizer t = Tokenizer::load(encode_tokenizer);
@@ -101,18 +102,20 @@ int main(int argc, char** argv) {
       text.path(encode_path).test_fraction(encode_fraction);
       const std::vector<uint8_t> bytes = encode_split == "all" ? tessera::data::read_text_files(encode_path)
                                                                 : tessera::data::read_text_split(text.split(encode_split));
+      const auto start = std::chrono::steady_clock::now();
       const std::vector<int64_t> encoded =
           t.encode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), add_special_tokens);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (print_ids) {
         std::string line;
         for (size_t i = 0; i < encoded.size(); ++i) line += (i ? " " : "") + std::to_string(encoded[i]);
         std::cout << line << "\n";
       } else {
-        std::cout << fmt::format("{} ({}): {} bytes -> {} tokens, {:.3f} bytes per token ({})\n", encode_path,
-                                 encode_split, bytes.size(),
-                                 encoded.size(),
+        std::cout << fmt::format("{} ({}): {} bytes -> {} tokens, {:.3f} bytes per token ({})\nencoded in {:.3f} s "
+                                 "({:.1f} MB/s, one thread)\n",
+                                 encode_path, encode_split, bytes.size(), encoded.size(),
                                  encoded.empty() ? 0.0 : static_cast<double>(bytes.size()) / static_cast<double>(encoded.size()),
-                                 t.describe());
+                                 t.describe(), seconds, static_cast<double>(bytes.size()) / 1e6 / std::max(seconds, 1e-9));
       }
     } else if (decode->parsed()) {
       std::cout << Tokenizer::load(decode_tokenizer).decode(ids, skip_special_tokens) << std::flush;

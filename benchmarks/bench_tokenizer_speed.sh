@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Tessera's byte-level BPE against Hugging Face `tokenizers` (the version pinned in the streaming peers' venv,
+# scripts/install-peers.sh streaming), side by side in one session on the same text (Debian's fortunes, all of every
+# file): training a vocabulary of each size (the same merges: tests/core/tokenizer_interop_test.cpp) and encoding the
+# whole text. Tessera trains and encodes on one thread; Hugging Face trains with its thread pool (rayon, every core)
+# and encodes one string on one thread, or a list of the fortunes with `encode_batch` on every core. The ratio column
+# is Hugging Face's time over Tessera's (above 1: Tessera is faster); each time is the best of three.
+#   benchmarks/bench_tokenizer_speed.sh [vocabulary sizes...]   (default: 2048 8192)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+vocabs=("${@:-2048 8192}")
+vocabs=(${vocabs[@]})
+build=${BUILD_DIR:-$root/build/release}
+text=/usr/share/games/fortunes
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+python=${TESSERA_STREAMING_VENV:-$HOME/.cache/tessera/venv-peers-streaming-0.13.0}/bin/python
+[ -x "$python" ] || bash "$root/scripts/install-peers.sh" streaming >/dev/null
+cmake --build "$build" --target tessera-tokenizer >/dev/null
+printf '%-34s %10s %10s %8s\n' "step" "tessera s" "hf s" "hf/tessera"
+for v in "${vocabs[@]}"; do
+  best() { sort -g | head -1; }
+  tessera_train=$(for i in 1 2 3; do "$build/tessera-tokenizer" train "$text" --all --vocab-size "$v" \
+                    --out "$out/t$v.json" | sed -n 's/.* in \([0-9.]*\) s: .*/\1/p'; done | best)
+  encoded=$("$build/tessera-tokenizer" encode "$out/t$v.json" "$text")
+  tessera_encode=$(for i in 1 2 3; do "$build/tessera-tokenizer" encode "$out/t$v.json" "$text" |
+                     sed -n 's/^encoded in \([0-9.]*\) s .*/\1/p'; done | best)
+  tessera_tokens=$(sed -n 's/.* bytes -> \([0-9]*\) tokens.*/\1/p' <<<"$encoded")
+  "$python" - "$text" "$v" "$tessera_train" "$tessera_encode" "$tessera_tokens" "$out/t$v.json" <<'PY'
+import os, sys, time
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+folder, vocab, ours_train, ours_encode, ours_tokens, ours_file = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
+                                                                 float(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+files = sorted(f for f in os.listdir(folder) if not f.endswith(".dat") and not os.path.islink(os.path.join(folder, f))
+               and os.path.isfile(os.path.join(folder, f)))
+text = b"".join(open(os.path.join(folder, f), "rb").read() for f in files).decode("utf-8", "replace")
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, show_progress=False,
+                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+def best(step):
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = step()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+train, _ = best(lambda: tok.train_from_iterator([text], trainer))
+encode, ids = best(lambda: tok.encode(text, add_special_tokens=False).ids)
+docs = text.split("\n%\n")
+batch, _ = best(lambda: tok.encode_batch(docs, add_special_tokens=False))
+mb = len(text.encode()) / 1e6
+def row(step, ours, hf):
+    print(f"{step:34} {ours:10.3f} {hf:10.3f} {hf / ours if ours else float('nan'):8.2f}x")
+row(f"train {vocab} ({mb:.2f} MB)", ours_train, train)
+row(f"encode, one string, one thread", ours_encode, encode)
+row(f"  hf encode_batch, {len(docs)} fortunes", ours_encode, batch)
+same = Tokenizer.from_file(ours_file).encode(text, add_special_tokens=False).ids
+print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)} with its own merges, {len(same)} with Tessera's file)")
+PY
+done
