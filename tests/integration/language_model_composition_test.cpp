@@ -1,6 +1,6 @@
-// Algorithms on language models: every registered algorithm either trains a small GPT (on bytes and on byte-level BPE
-// tokens), a small BERT and a small BERT text classifier on text or is refused before step 1 with its reason (the
-// same for all four); sequence-length
+// Algorithms on language models: every registered algorithm either trains a small GPT and a small BERT (each on bytes
+// and on byte-level BPE tokens) and a small BERT text classifier on text or is refused before step 1 with its reason
+// (the same for all five); sequence-length
 // warmup composes with each algorithm that trains the GPT and the BERT.
 #include <gtest/gtest.h>
 
@@ -19,11 +19,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// Recipe text for `model` ("gpt", "gpt_bpe" on the tokens of testing::small_text_tokenizer(), "bert" on masked
-/// tokens, or "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained 6 batches on
-/// testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a recipe entry).
+/// Recipe text for `model` ("gpt", "bert" on masked tokens, either with "_bpe": on the tokens of
+/// testing::small_text_tokenizer(); or "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained
+/// 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
-  const bool classifier = model == "bert_classifier", bpe = model == "gpt_bpe";
+  const bool classifier = model == "bert_classifier", bpe = model.size() > 4 && model.substr(model.size() - 4) == "_bpe";
+  const std::string base = bpe ? model.substr(0, model.size() - 4) : model;
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
@@ -40,11 +41,11 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), bpe ? "gpt" : model,
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), base,
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
                      bpe ? ", tokenizer: " + testing::small_text_tokenizer() : "",
-                     model == "bert" ? "mask_tokens" : "", algorithm);
+                     base != "bert" ? "" : bpe ? "{mask_tokens: {vocab_size: 264}}" : "mask_tokens", algorithm);
 }
 
 /// A test's model and algorithm; named "gpt_alibi".
@@ -172,7 +173,7 @@ TEST(OnLabelledText, ReCuttingSequencesIsRefusedBeforeStepOne) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "bert", "bert_classifier"),
+                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "bert", "bert_bpe", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);
 
