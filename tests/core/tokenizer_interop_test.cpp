@@ -148,7 +148,7 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
       const json expected = json::parse(test::read_file(work.path() + "/out.json"));
       ASSERT_EQ(expected.size(), texts.size());
       for (size_t i = 0; i < texts.size(); ++i) {
-        SCOPED_TRACE("text \"" + texts[i].substr(0, 60) + "\"");
+        SCOPED_TRACE(std::string("text \"") + texts[i].substr(0, 60) + "\"");
         EXPECT_EQ(tok.encode(texts[i]), expected[i]["plain"].get<std::vector<int64_t>>());
         const std::vector<int64_t> with_special = tok.encode(texts[i], true);
         EXPECT_EQ(with_special, expected[i]["with_special"].get<std::vector<int64_t>>());

@@ -121,7 +121,7 @@ TEST(TokenizerTool, DocumentsEndWithTheTemplatesTokens) {
   // document between two separators is skipped).
   test::write_file(file, "one fox\n%\ntwo foxes\n%\n\n%\nthree\n%\n" + std::string(40, 'z'));
   const Result r = tool(TESSERA_TOKENIZER_PATH, tmp.path(),
-                        "train " + quoted(file) + " --all --vocab-size 270 --min-frequency 1 --special '<|endoftext|>' "
+                        std::string("train ") + quoted(file) + " --all --vocab-size 270 --min-frequency 1 --special '<|endoftext|>' "
                         "--template '$A <|endoftext|>' --out " + quoted(tok));
   ASSERT_EQ(r.code, 0) << r.err;
   const data::Tokenizer t = data::Tokenizer::load(tok);
@@ -145,7 +145,7 @@ TEST(TokenizerTool, DocumentsEndWithTheTemplatesTokens) {
   // tessera-shard writes the same examples for the streaming dataset.
   const std::string out = tmp.path() + "/mds";
   const Result shard = tool(TESSERA_SHARD_PATH, tmp.path(),
-                            "write --text " + quoted(file) + " --tokenizer " + quoted(tok) +
+                            std::string("write --text ") + quoted(file) + " --tokenizer " + quoted(tok) +
                                 " --document-separator '\n%\n' --seq-length 2 --out " + quoted(out));
   ASSERT_EQ(shard.code, 0) << shard.err;
   const data::StreamingDataset streamed(
