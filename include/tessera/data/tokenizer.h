@@ -62,7 +62,8 @@ struct TokenizerTrainOptions {
 };
 
 /// A token matched as exact text before the rest is split into pieces: Hugging Face's added tokens (special tokens,
-/// and tokens added to a trained vocabulary). Training makes special ones, with the defaults below.
+/// and tokens added to a trained vocabulary). Training makes special ones, with the defaults below; a tokenizer.json
+/// entry that leaves a flag out gets its default here (Hugging Face requires all five).
 struct AddedToken {
   std::string content;       ///< its text (the bytes `decode` gives for it)
   int64_t id = 0;
