@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
       ->needs(text_option);
   write->add_option("--document-separator", text.document_separator(),
                     "with --text and --tokenizer: text between documents; each is encoded with the tokenizer's "
-                    "template tokens around it (such as $'\\n%\\n' between fortunes)");
+                    "template tokens around it (such as $'\\n%\\n' between fortunes)")
+      ->needs(text_option);
   write->add_option("--test-fraction", text.test_fraction(), "with --text: share of every file held out for test")
       ->capture_default_str()
       ->needs(text_option);

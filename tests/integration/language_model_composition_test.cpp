@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 /// Recipe text for `model` ("gpt", "bert" on masked tokens, either with "_bpe": on the tokens of
-/// testing::small_text_tokenizer(); or "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained
+/// testing::small_text_tokenizer(), each line a document ended by its <|endoftext|>; or "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained
 /// 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
   const bool classifier = model == "bert_classifier", bpe = model.size() > 4 && model.substr(model.size() - 4) == "_bpe";
@@ -44,7 +44,7 @@ loggers: []
                      (fs::temp_directory_path() / "tessera_lm_runs").string(), base,
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
-                     bpe ? ", tokenizer: " + testing::small_text_tokenizer() : "",
+                     bpe ? ", document_separator: \"\\n\", tokenizer: " + testing::small_text_tokenizer() : "",
                      base != "bert" ? "" : bpe ? "{mask_tokens: {vocab_size: 264}}" : "mask_tokens", algorithm);
 }
 

@@ -25,15 +25,16 @@ inline const std::string& small_text_file() {
   return path;
 }
 
-/// A byte-level BPE tokenizer of 264 tokens (8 merges) trained on small_text_file(), saved under the temp folder once
-/// per test binary (the `text` dataset's `tokenizer`).
+/// A byte-level BPE tokenizer of 264 tokens (<|endoftext|>, the bytes, 7 merges; template "$A <|endoftext|>")
+/// trained on small_text_file(), saved under the temp folder once per test binary (the `text` dataset's `tokenizer`).
 inline const std::string& small_text_tokenizer() {
   static const std::string path = [] {
     std::ifstream in(small_text_file());
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const auto p =
         std::filesystem::temp_directory_path() / ("tessera_small_tokenizer_" + std::to_string(::getpid()) + ".json");
-    data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(264)).save(p.string());
+    data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(264).special_tokens({"<|endoftext|>"}).single_template(
+        "$A <|endoftext|>")).save(p.string());
     return p.string();
   }();
   return path;

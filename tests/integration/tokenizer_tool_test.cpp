@@ -261,14 +261,19 @@ TEST(TokenizerTool, AGptOnBpeTokensResumesBitwiseAndGeneratesThroughItsTokenizer
   test::TempDir tmp("tokenizer_run");
   const std::string file = tmp.path() + "/text.txt", tok = tmp.path() + "/tok.json";
   test::write_file(file, sentences());
-  data::Tokenizer::train({sentences()}, data::TokenizerTrainOptions().vocab_size(320)).save(tok);
+  data::Tokenizer::train(
+      {sentences()},
+      data::TokenizerTrainOptions().vocab_size(320).special_tokens({"<|endoftext|>"}).single_template("$A <|endoftext|>"))
+      .save(tok);
+  // The text as one stream, or as sentences each ended by <|endoftext|> (document_separator).
+  std::string separator;
   const auto recipe = [&](const std::string& run_dir) {
     const std::string path = tmp.path() + "/" + run_dir + ".yaml";
     test::write_file(
         path, "max_duration: 12ba\nseed: 3\nthreads: 1\nrun_dir: " + tmp.path() + "/" + run_dir +
                   "\nmodel: {gpt: {d_model: 16, n_layers: 2, n_heads: 2}}\n"
                   "data:\n  train:\n    dataset: {text: {path: " + file + ", seq_length: 16, tokenizer: " + tok +
-                  "}}\n    loader: {batch_size: 4, shuffle: true}\n"
+                  ", document_separator: '" + separator + "'}}\n    loader: {batch_size: 4, shuffle: true}\n"
                   "optimizer: {adamw: {lr: 0.01}}\n"
                   "callbacks: [{generate: {prompts: ['the quick'], interval: 6ba, max_new_tokens: 3, tokenizer: " +
                   tok + "}}]\n"
@@ -276,14 +281,18 @@ TEST(TokenizerTool, AGptOnBpeTokensResumesBitwiseAndGeneratesThroughItsTokenizer
     return path;
   };
   const auto fingerprint = [](const std::string& out) { return out.substr(out.rfind("weights-fingerprint: ")); };
-  const Result whole = tool(TESSERA_RUN_PATH, tmp.path(), quoted(recipe("whole")));
-  ASSERT_EQ(whole.code, 0) << whole.err;
-  EXPECT_TRUE(has(whole.out + whole.err, "generate @ 0ep 6ba: \"the quick\" -> \"")) << whole.out << whole.err;
-  const std::string part = recipe("part");
-  ASSERT_EQ(tool(TESSERA_RUN_PATH, tmp.path(), "'" + part + "' max_duration=6ba").code, 0);
-  const Result resumed = tool(TESSERA_RUN_PATH, tmp.path(), "'" + part + "' checkpoint.autoresume=true");
-  ASSERT_EQ(resumed.code, 0) << resumed.err;
-  EXPECT_EQ(fingerprint(resumed.out), fingerprint(whole.out));
+  for (const std::string& sep : {std::string(". "), std::string()}) {
+    separator = sep;
+    SCOPED_TRACE("document_separator '" + sep + "'");
+    const Result whole = tool(TESSERA_RUN_PATH, tmp.path(), quoted(recipe(sep.empty() ? "whole" : "whole_docs")));
+    ASSERT_EQ(whole.code, 0) << whole.err;
+    EXPECT_TRUE(has(whole.out + whole.err, "generate @ 0ep 6ba: \"the quick\" -> \"")) << whole.out << whole.err;
+    const std::string part = recipe(sep.empty() ? "part" : "part_docs");
+    ASSERT_EQ(tool(TESSERA_RUN_PATH, tmp.path(), "'" + part + "' max_duration=6ba").code, 0);
+    const Result resumed = tool(TESSERA_RUN_PATH, tmp.path(), "'" + part + "' checkpoint.autoresume=true");
+    ASSERT_EQ(resumed.code, 0) << resumed.err;
+    EXPECT_EQ(fingerprint(resumed.out), fingerprint(whole.out));
+  }
   // --generate continues the prompt in the recipe's tokens.
   const Result generated = tool(TESSERA_RUN_PATH, tmp.path(),
                                 quoted(recipe("whole")) + " checkpoint.autoresume=true --generate 'the quick' "
