@@ -9,7 +9,7 @@
 # The versions are pinned here and only here (the Makefile and CI call this script).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/venv-pins.sh"
-TORCH_VERSION=2.15.0
+TORCH_VERSION=${TESSERA_TORCH_VERSION:-2.15.0}  # another only for scripts/gpu-check.sh prebuild (the GPU machine's)
 CUOBJDUMP_VERSION=13.4.92  # the CUDA build's test reads the architectures of libtessera with it
 PYBIND11_VERSION=3.1.0  # the version bundled in torch's include folder, so that the two agree
 venv=${TESSERA_PYPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/venv-torch-$TORCH_VERSION}

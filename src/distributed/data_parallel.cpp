@@ -12,7 +12,20 @@ std::unique_ptr<DataParallel> DataParallel::from(Components& components, c10::De
   if (!components.comm) {
     const Environment env = read_environment();
     if (!env.distributed()) return nullptr;
-    if (device.is_cuda()) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    if (device.is_cuda()) {
+      // One GPU per rank, picked by LOCAL_RANK: a rank without a GPU of its own is refused here, before the
+      // rendezvous, rather than failing later in the CUDA runtime ("invalid device ordinal") or in NCCL.
+      const int64_t gpus = at::hasCUDA() ? static_cast<int64_t>(at::getNumGPUs()) : 0;
+      if (env.local_rank >= gpus) {
+        throw InputError(fmt::format(
+            "distributed: local rank {} would train on cuda:{} (each rank takes the GPU of its LOCAL_RANK), but {} "
+            "CUDA device{} visible on this machine; start at most {} rank{} per machine (tessera-run --nproc {}, "
+            "torchrun --nproc-per-node {}), or train on device: cpu with distributed.backend: gloo",
+            env.local_rank, env.local_rank, gpus, gpus == 1 ? " is" : "s are", gpus, gpus == 1 ? "" : "s", gpus,
+            gpus));
+      }
+      device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    }
     components.comm = Comm::create(env, components.distributed, device);
   }
   if (components.comm->world_size() <= 1) return nullptr;
