@@ -71,6 +71,7 @@ namespace {
 struct Context {
   TrainerOptions trainer;
   std::shared_ptr<const data::Dataset> train_dataset;  ///< set before the model is built
+  const data::Dataset* section_dataset = nullptr;      ///< a data section's dataset, while its transforms are built
   std::shared_ptr<Model> model;                        ///< set before the optimizer is built
   std::vector<std::string>* metric_files = nullptr;    ///< loggers record their files here
 };
@@ -320,6 +321,16 @@ const Kind<DatasetPtr>& datasets() {
   return kind;
 }
 
+/// mask_tokens' options from its recipe node: without a vocab_size, the vocabulary of its data section's dataset
+/// (256 for bytes, a tokenizer's size), as a model's vocab_size left at 0 takes the training data's.
+data::MaskTokensOptions mask_tokens_options(const ConfigNode& node, const data::Dataset* dataset) {
+  data::MaskTokensOptions options = read<data::MaskTokensOptions>(node);
+  if (dataset != nullptr && dataset->num_classes() > 0 && !(node.is_map() && node.has("vocab_size"))) {
+    options.vocab_size(dataset->num_classes());
+  }
+  return options;
+}
+
 using TransformPtr = std::shared_ptr<const data::BatchTransform>;
 const Kind<TransformPtr>& transforms() {
   static const Kind<TransformPtr> kind{
@@ -328,7 +339,11 @@ const Kind<TransformPtr>& transforms() {
       {
           simple<const data::BatchTransform, data::HorizontalFlip, data::HorizontalFlipOptions>(
               "horizontal_flip"),
-          simple<const data::BatchTransform, data::MaskTokens, data::MaskTokensOptions>("mask_tokens"),
+          {"mask_tokens",
+           [](const ConfigNode& node, Context& ctx) -> TransformPtr {
+             const data::MaskTokensOptions options = mask_tokens_options(node, ctx.section_dataset);
+             return construct(node, [&] { return std::make_shared<const data::MaskTokens>(options); });
+           }},
           simple<const data::BatchTransform, data::Normalize, data::NormalizeOptions>("normalize"),
           simple<const data::BatchTransform, data::RandomCrop, data::RandomCropOptions>("random_crop"),
       }};
@@ -593,7 +608,9 @@ std::shared_ptr<data::DataLoader> build_loader(const ConfigNode& dataset, const 
                                                const ConfigNode& transform_list, Context& ctx) {
   DatasetPtr ds = build_named(datasets(), dataset, ctx).second;
   const auto loader_options = read<data::DataLoaderOptions>(loader);
+  ctx.section_dataset = ds.get();
   std::vector<TransformPtr> ts = build_list(transforms(), transform_list, ctx);
+  ctx.section_dataset = nullptr;
   return construct(loader, [&] { return std::make_shared<data::DataLoader>(ds, loader_options, ts); });
 }
 
@@ -605,16 +622,18 @@ std::vector<std::shared_ptr<Metric>> build_metrics(const ConfigNode& node, Conte
   return out;
 }
 
-/// The bert model learns from masked tokens only: a data section (`section`) whose `transforms` have no mask_tokens
-/// for the model's vocabulary is refused at its recipe line (BERT::loss refuses unmasked batches too, at step 1).
-void require_masked_tokens(const ConfigNode& section, const ConfigNode& transforms, const Model* model) {
+/// The bert model learns from masked tokens only: a data section (`section`, its dataset `dataset`) whose
+/// `transforms` have no mask_tokens for the model's vocabulary is refused at its recipe line (BERT::loss refuses
+/// unmasked batches too, at step 1).
+void require_masked_tokens(const ConfigNode& section, const ConfigNode& transforms, const data::Dataset& dataset,
+                           const Model* model) {
   const auto* bert = dynamic_cast<const BERT*>(model);
   if (bert == nullptr) return;
   for (const ConfigNode& t : list_section(transforms, "transforms")) {
     const std::string name = t.is_map() ? t.keys().front() : t.as_string();
     if (name != "mask_tokens") continue;
     const ConfigNode options_node = t.is_map() ? t.child(name) : ConfigNode();
-    const int64_t vocab = read<data::MaskTokensOptions>(options_node).vocab_size();
+    const int64_t vocab = mask_tokens_options(options_node, &dataset).vocab_size();
     if (vocab != bert->options().vocab_size()) {
       (t.is_map() ? t.child(name) : t)
           .fail(fmt::format("mask_tokens.vocab_size is {} but the bert model's vocabulary has {} tokens",
@@ -650,8 +669,9 @@ Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
   ev.label = section.label;
   ev.interval = section.interval;
   ev.subset_batches = section.subset_batches;
-  ev.dataloader = build_loader(section.dataset, section.loader, section.transforms, ctx);
-  require_masked_tokens(node, section.transforms, ctx.model.get());
+  const auto loader = build_loader(section.dataset, section.loader, section.transforms, ctx);
+  ev.dataloader = loader;
+  require_masked_tokens(node, section.transforms, loader->dataset(), ctx.model.get());
   ev.metrics = build_metrics(section.metrics, ctx, /*allow_empty=*/false);
   return ev;
 }
@@ -753,7 +773,9 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     c.model = model;
   }
   ctx.model = c.model;
-  if (!given.train_data) require_masked_tokens(data_section.train, train.transforms, c.model.get());
+  if (!given.train_data) {
+    require_masked_tokens(data_section.train, train.transforms, *ctx.train_dataset, c.model.get());
+  }
   if (root.has("max_duration")) {
     check_max_duration(root.child("max_duration"), run.trainer.max_duration(), c.train_dataloader->tokens_per_example());
   }

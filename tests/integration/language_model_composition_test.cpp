@@ -45,7 +45,7 @@ loggers: []
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
                      bpe ? ", document_separator: \"\\n\", tokenizer: " + testing::small_text_tokenizer() : "",
-                     base != "bert" ? "" : bpe ? "{mask_tokens: {vocab_size: 264}}" : "mask_tokens", algorithm);
+                     base != "bert" ? "" : "mask_tokens", algorithm);
 }
 
 /// A test's model and algorithm; named "gpt_alibi".
@@ -170,6 +170,30 @@ TEST(OnLabelledText, ReCuttingSequencesIsRefusedBeforeStepOne) {
             std::string::npos)
       << warmup;
   EXPECT_NE(warmup.find("use truncate: true"), std::string::npos) << warmup;
+}
+
+TEST(OnBpeText, MaskTokensWithoutAVocabSizeTakesTheTokenizersVocabularyAsTheModelDoes) {
+  const auto run = build_run(Recipe::parse(recipe("bert_bpe", ""), "<string>"));
+  const auto* bert = dynamic_cast<const BERT*>(run.components.model.get());
+  ASSERT_NE(bert, nullptr);
+  const int64_t vocab = bert->options().vocab_size();
+  EXPECT_GT(vocab, 256) << "the tokenizer's vocabulary: 256 bytes and its merges";
+  auto loader = std::dynamic_pointer_cast<data::DataLoader>(run.components.train_dataloader);
+  ASSERT_NE(loader, nullptr);
+  EXPECT_EQ(loader->num_classes(), vocab);
+  loader->start_epoch(1, 0);
+  const at::Tensor input = loader->next()->input();
+  EXPECT_EQ(input.max().item<int64_t>(), vocab) << "the mask token is the id vocab_size, the model's extra row";
+  EXPECT_GT(input.eq(vocab).sum().item<int64_t>(), 0);
+  // An explicit vocab_size is taken as written (and refused when it is not the model's).
+  const std::string bytes = testing::input_error_of([] {
+    std::string text = recipe("bert_bpe", "");
+    text.replace(text.find("transforms: [mask_tokens]"), 25, "transforms: [{mask_tokens: {vocab_size: 256}}]");
+    build_run(Recipe::parse(text, "<string>"));
+  });
+  EXPECT_NE(bytes.find("mask_tokens.vocab_size is 256 but the bert model's vocabulary has " + std::to_string(vocab)),
+            std::string::npos)
+      << bytes;
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,

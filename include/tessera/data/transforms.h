@@ -85,7 +85,8 @@ class HorizontalFlip : public BatchTransform {
 struct MaskTokensOptions {
   /// Share of the tokens hidden (each token independently).
   TESSERA_OPTION(double, probability) = 0.15;
-  /// Token ids are in [0, vocab_size); the mask token is vocab_size (the bert model's extra embedding row).
+  /// Token ids are in [0, vocab_size); the mask token is vocab_size (the bert model's extra embedding row). A
+  /// recipe that leaves it out gets its data section's vocabulary (256 for bytes, a tokenizer's size).
   TESSERA_OPTION(int64_t, vocab_size) = 256;
   /// Of the hidden tokens: the share replaced by the mask token, and the share replaced by a uniformly random
   /// token; the rest (1 − both) keep their own id.
