@@ -8,6 +8,10 @@
 #include <c10/util/Exception.h>
 #include <torch/autograd.h>
 
+#ifdef TESSERA_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 #include <tessera/error.h>
 #include <tessera/state.h>
 
@@ -45,6 +49,21 @@ MicrobatchSize MicrobatchSize::parse(const std::string& text, const std::string&
 }
 
 std::string MicrobatchSize::str() const { return auto_ ? "auto" : std::to_string(examples_); }
+
+bool is_out_of_memory(const c10::Error& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return true;
+  const std::string what = e.what();
+  return what.find("CUBLAS_STATUS_ALLOC_FAILED") != std::string::npos ||
+         what.find("CUDNN_STATUS_ALLOC_FAILED") != std::string::npos;
+}
+
+void release_failed_attempt(State& state) {
+  state.outputs = at::Tensor();
+  state.loss = at::Tensor();
+#ifdef TESSERA_CUDA
+  if (state.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
 
 int64_t halve_microbatch_size(int64_t current, int64_t batch_size) {
   const int64_t size = current <= 0 || current > batch_size ? batch_size : current;

@@ -117,7 +117,7 @@ std::string join(const std::vector<std::string>& names) {
 
 /// Reads an Options struct from a node (absent or empty nodes give the defaults).
 template <class Options>
-Options read(const ConfigNode& node, Options options = {}) {
+Options read(const ConfigNode& node, Options options = Options()) {
   read_options(node, options, node.path());
   return options;
 }

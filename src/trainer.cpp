@@ -503,8 +503,10 @@ void Trainer::train_batch() {
       bool here = false;  // this rank ran out of memory
       try {
         loss_sum = run_microbatches(full, terms, log_now, skip_nonfinite, finite);
-      } catch (const c10::OutOfMemoryError&) {
+      } catch (const c10::Error& e) {
+        if (!is_out_of_memory(e)) throw;
         here = true;
+        release_failed_attempt(s);
       }
       // Every rank counts the terms once (a collective), before it learns whether any ran out of memory: a rank
       // whose first microbatch failed before counting counts now.
@@ -546,7 +548,8 @@ void Trainer::train_batch() {
       at::Tensor again;
       try {
         again = run_microbatches(full, terms, /*log_now=*/false, skip_nonfinite, again_finite);
-      } catch (const c10::OutOfMemoryError& e) {
+      } catch (const c10::Error& e) {
+        if (!is_out_of_memory(e)) throw;
         // The first pass fitted at this microbatch size; retrying the batch from its start is not done here.
         throw Error("trainer: out of memory in the second forward and backward of batch " +
                     std::to_string(s.timestamp.batch) + " (recompute_gradients, at after_train_batch) with microbatches "

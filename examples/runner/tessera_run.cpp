@@ -158,6 +158,7 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
   }
   tessera::Model& model = *trainer.state().model;
   const auto tokenizer = actions.prompts.empty() ? nullptr : recipe_tokenizer(recipe);
+  options = tessera::resolve_eos_text(options, tokenizer.get());
   const int64_t vocab = tokenizer ? tokenizer->vocab_size() : 256;
   if (!actions.prompts.empty() && model.num_classes() != vocab) {
     throw tessera::InputError(fmt::format(

@@ -5,8 +5,9 @@
 ///     tessera::TrainerOptions().microbatch_size(tessera::MicrobatchSize::automatic());   // "auto"
 ///
 /// With "auto" the trainer starts with the whole batch as one microbatch; when the device runs out of memory
-/// in a batch (c10::OutOfMemoryError), it halves the size, puts back what the failed attempt changed (gradients,
-/// batch-norm statistics, generators, train metrics) and runs the same batch again, so that the run equals one
+/// in a batch (c10::OutOfMemoryError, or cuBLAS/cuDNN failing to allocate: is_out_of_memory), it halves the size,
+/// drops the failed attempt's graph, puts back what that attempt changed (gradients, batch-norm statistics,
+/// generators, train metrics) and runs the same batch again, so that the run equals one
 /// configured with the size it found from the start. The size is logged, kept for the rest of the run and saved
 /// in checkpoints. An out-of-memory error at size 1 is the error it is.
 #include <cstdint>
@@ -15,8 +16,11 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 namespace tessera {
+
+struct State;
 
 class MicrobatchSize {
  public:
@@ -42,6 +46,16 @@ class MicrobatchSize {
   int64_t examples_ = 0;
   bool auto_ = false;
 };
+
+/// Whether `e` says the device ran out of memory: c10::OutOfMemoryError (the caching allocator's), or an
+/// allocation that failed inside cuBLAS or cuDNN (their workspaces: CUBLAS_STATUS_ALLOC_FAILED,
+/// CUDNN_STATUS_ALLOC_FAILED), which LibTorch reports as a plain c10::Error. What microbatch_size auto retries.
+bool is_out_of_memory(const c10::Error& e);
+
+/// After an out-of-memory error in a batch: drops what the failed attempt still holds (the state's outputs and
+/// loss, with their autograd graph and activations) and, on a CUDA build, returns the caching allocator's free
+/// blocks to the device, so that the retry has the memory the failed attempt took.
+void release_failed_attempt(State& state);
 
 /// The size after an out-of-memory error with microbatches of `current` examples (the whole batch of
 /// `batch_size` when `current` is 0): half of it, at least 1. Error when `current` is already 1.

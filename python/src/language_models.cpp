@@ -9,6 +9,7 @@
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/seq_length_warmup.h>
 #include <tessera/batch.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/data/transforms.h>
 #include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
@@ -132,16 +133,17 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         "group_norm.");
   static const std::string generate_doc =
       "The prompts (integer token ids [N, P]) followed by up to max_new_tokens tokens the language model generates, "
-      "int64 [N, P + T] (fewer when every row reached eos_token). Keyword arguments:\n" +
+      "int64 [N, P + T] (fewer when every row reached eos_token). tokenizer: the tessera.data.Tokenizer of the ids, "
+      "which eos_text needs (None: bytes). Keyword arguments:\n" +
       options_doc<GenerateOptions>();
   f.def(
       "generate",
-      [](Model& model, const at::Tensor& prompt, const py::kwargs& kwargs) {
-        const auto options = options_from_kwargs<GenerateOptions>(kwargs, "generate");
+      [](Model& model, const at::Tensor& prompt, const data::Tokenizer* tokenizer, const py::kwargs& kwargs) {
+        const auto options = resolve_eos_text(options_from_kwargs<GenerateOptions>(kwargs, "generate"), tokenizer);
         py::gil_scoped_release release;  // a Python model takes the GIL for its own forward
         return tessera::generate(model, prompt, options);
       },
-      py::arg("model"), py::arg("prompt"), generate_doc.c_str());
+      py::arg("model"), py::arg("prompt"), py::arg("tokenizer") = nullptr, generate_doc.c_str());
 }
 
 }  // namespace tessera::python

@@ -245,22 +245,23 @@ class Trainer(_C._Trainer):
     def generate(self, prompt: Union[str, bytes, torch.Tensor], tokenizer: Any = None,
                  **options: Any) -> Union[str, bytes, torch.Tensor]:
         """The prompt continued by the language model (tessera.functional.generate; options max_new_tokens,
-        temperature, top_k, top_p, seed, eos_token, max_context, kv_cache). A str or bytes prompt is text, in the
-        byte-level vocabulary of the text dataset or in the tokens of `tokenizer` (a tessera.data.Tokenizer, the
-        one the model's data was tokenized with), and gives the same type back (a str decodes the bytes as UTF-8,
-        invalid bytes as U+FFFD); a tensor of token ids [P] or [N, P] gives the ids [.., P + T]. Call it outside
-        fit() or from a callback at batch end."""
+        temperature, top_k, top_p, seed, eos_token, eos_text, max_context, kv_cache). A str or bytes prompt is
+        text, in the byte-level vocabulary of the text dataset or in the tokens of `tokenizer` (a
+        tessera.data.Tokenizer, the one the model's data was tokenized with), and gives the same type back (a str
+        decodes the bytes as UTF-8, invalid bytes as U+FFFD); a tensor of token ids [P] or [N, P] gives the ids
+        [.., P + T]. eos_text="<|endoftext|>" stops a row at that token of `tokenizer` (or at one byte without
+        one). Call it outside fit() or from a callback at batch end."""
         if isinstance(prompt, torch.Tensor):
             ids = prompt.unsqueeze(0) if prompt.dim() == 1 else prompt
-            out = _C.functional.generate(self.model, ids, **options)
+            out = _C.functional.generate(self.model, ids, tokenizer, **options)
             return out[0] if prompt.dim() == 1 else out
         data = prompt.encode() if isinstance(prompt, str) else bytes(prompt)
         if tokenizer is not None:
             ids = torch.tensor([tokenizer.encode(data)], dtype=torch.long)
-            out = tokenizer.decode_bytes(_C.functional.generate(self.model, ids, **options)[0].tolist())
+            out = tokenizer.decode_bytes(_C.functional.generate(self.model, ids, tokenizer, **options)[0].tolist())
         else:
             ids = torch.tensor([list(data)], dtype=torch.long)
-            out = bytes(_C.functional.generate(self.model, ids, **options)[0].tolist())
+            out = bytes(_C.functional.generate(self.model, ids, None, **options)[0].tolist())
         return out.decode(errors="replace") if isinstance(prompt, str) else out
 
     def __enter__(self) -> "Trainer":

@@ -4,6 +4,7 @@ generating text through it (the generate callback and Trainer.generate)."""
 import json
 
 import pytest
+import torch
 
 import tessera
 from tessera.data import Tokenizer
@@ -100,6 +101,16 @@ def test_a_gpt_trains_on_bpe_tokens_and_generates_text_through_them(text, tmp_pa
     assert 'generate @ 0ep 30ba: "the quick" -> "' in shown
     greedy = trainer.generate("the quick", tokenizer=tok, max_new_tokens=3, temperature=0)
     assert isinstance(greedy, str) and greedy.startswith("the quick") and len(greedy) > len("the quick")
+    # eos_text: the text of one token of the tokenizer (here its last merge); a row stops right after it.
+    last = tok.vocab_size - 1
+    prompt = torch.tensor(tok.encode("the quick"))
+    ids = trainer.generate(prompt, tokenizer=tok, max_new_tokens=12, temperature=0, eos_text=tok.decode([last]))
+    new = ids[len(prompt):].tolist()
+    assert last not in new or new.index(last) == len(new) - 1
+    with pytest.raises(tessera.InputError, match='is 2 tokens in the tokenizer'):
+        trainer.generate("the", tokenizer=tok, eos_text="\x00\x01")
+    with pytest.raises(tessera.InputError, match="are both given"):
+        trainer.generate("the", tokenizer=tok, eos_text=tok.decode([last]), eos_token=last)
     # Without the tokenizer the callback refuses the model: its vocabulary is not the 256 bytes.
     with pytest.raises(tessera.InputError, match=f"the model's vocabulary has {tok.vocab_size} tokens"):
         tessera.Trainer(

@@ -70,6 +70,7 @@ Generate::Generate(GenerateCallbackOptions options) : options_(std::move(options
   if (!options_.tokenizer().empty()) {
     tokenizer_ = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(options_.tokenizer()));
   }
+  static_cast<GenerateOptions&>(options_) = resolve_eos_text(options_, tokenizer_.get());
 }
 
 at::Tensor Generate::encode(const std::string& text) const { return text_to_tokens(text, tokenizer_.get()); }

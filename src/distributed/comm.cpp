@@ -66,6 +66,7 @@ struct Comm::Impl {
   c10::Device device = c10::Device(c10::kCPU);
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<Group> group;
+  c10::intrusive_ptr<Group> host_group;  ///< Gloo beside NCCL, for host_sum; null: host_sum uses `group`
 
   Error failure(const std::string& what, const std::exception& e) const {
     std::string message = e.what();
@@ -195,6 +196,11 @@ std::shared_ptr<Comm> Comm::create(const Environment& env, const DistributedOpti
 #if TESSERA_HAS_NCCL
     if (backend == "nccl") impl->group = make_nccl(impl->store, env, options);
 #endif
+#if TESSERA_HAS_GLOO && TESSERA_HAS_NCCL
+    if (backend == "nccl") {
+      impl->host_group = make_gloo(c10::make_intrusive<c10d::PrefixStore>("host", impl->store), env, options);
+    }
+#endif
   } catch (const std::exception& e) {
     throw InputError("distributed: rank " + std::to_string(env.rank) + " could not form the " + backend +
                      " process group of " + std::to_string(env.world_size) + " ranks through " + env.master_addr +
@@ -261,9 +267,30 @@ void Comm::broadcast(const std::vector<at::Tensor>& tensors, int root, const std
   }
 }
 
+at::Tensor Comm::host_sum(const at::Tensor& cpu, const std::string& what) {
+  if (!impl_->host_group) {
+    at::Tensor t = cpu.to(cpu.options().device(impl_->backend == "nccl" ? impl_->device : c10::Device(c10::kCPU)),
+                          /*non_blocking=*/false, /*copy=*/true);
+    all_reduce_sum(t, what);
+    return t.cpu();
+  }
+  std::vector<at::Tensor> tensors{cpu.clone()};
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = impl_->host_group->allreduce(tensors, c10d::AllreduceOptions());
+  } catch (const std::exception& e) {
+    throw impl_->failure(what, e);
+  }
+  impl_->wait(work, what);
+  return tensors[0];
+}
+
 void Comm::barrier(const std::string& what) {
   at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(impl_->device));
   all_reduce_sum(one, what);
+  // Waiting on NCCL's work only orders the current CUDA stream after it; reading the result waits for it on the
+  // host too, which is what a barrier promises (on Gloo the value is already there).
+  (void)one.item<float>();
 }
 
 }  // namespace tessera::dist

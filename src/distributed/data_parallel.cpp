@@ -1,6 +1,7 @@
 #include "distributed/data_parallel.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
 #include <tessera/distributed/sync_batch_norm.h>
@@ -25,6 +26,9 @@ std::unique_ptr<DataParallel> DataParallel::from(Components& components, c10::De
             gpus));
       }
       device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+      // The rank's GPU is the current one from here on: what allocates on "the current device" (NCCL's set-up,
+      // a library's workspace) then does so on it, not on GPU 0 of every rank.
+      c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(device);
     }
     components.comm = Comm::create(env, components.distributed, device);
   }
@@ -129,9 +133,7 @@ int64_t DataParallel::min_over_ranks(int64_t value) {
   // As a sum of one-hot rows: every rank's value in its own slot, then the smallest (no MIN in Comm).
   at::Tensor t = at::zeros({world_size()}, at::TensorOptions().dtype(at::kLong));
   t[rank()] = value;
-  t = on_comm_device(t);
-  comm_->all_reduce_sum(t, "agreement on the microbatch size");
-  return t.min().item<int64_t>();
+  return comm_->host_sum(t, "agreement on the microbatch size").min().item<int64_t>();
 }
 
 std::vector<at::Tensor> DataParallel::all_gather_bytes(const at::Tensor& bytes) {
@@ -199,10 +201,8 @@ void DataParallel::reduce(const std::vector<std::shared_ptr<Metric>>& metrics) {
 }
 
 bool DataParallel::any(bool flag) {
-  at::Tensor t = at::full({1}, flag ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat));
-  t = on_comm_device(t);
-  comm_->all_reduce_sum(t, "agreement on stopping");
-  return t.item<float>() > 0.0f;
+  const at::Tensor t = at::full({1}, flag ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat));
+  return comm_->host_sum(t, "agreement on stopping").item<float>() > 0.0f;
 }
 
 }  // namespace tessera::dist

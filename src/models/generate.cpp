@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <tessera/data/tokenizer.h>
@@ -80,6 +81,12 @@ void check_prompt(const at::Tensor& prompt, int64_t vocab) {
 at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOptions& options) {
   GenerateOptions o = options;
   validate_options(o, "generate");
+  if (!o.eos_text().empty()) {
+    throw InputError("generate.eos_text: \"" + o.eos_text() +
+                     "\" is text, and generate works on token ids without knowing their tokenizer; turn it into "
+                     "eos_token with resolve_eos_text(options, tokenizer) first (the generate callback, tessera-run "
+                     "--generate and Python's generate with tokenizer= do), or give eos_token");
+  }
   const int64_t vocab = model.num_classes();
   check_prompt(prompt, vocab);
   if (o.eos_token() >= 0 && vocab > 0 && o.eos_token() >= vocab) {
@@ -173,6 +180,28 @@ std::string bytes_to_text(const at::Tensor& tokens) {
 
 at::Tensor text_to_tokens(const std::string& text, const data::Tokenizer* tokenizer) {
   return tokenizer != nullptr ? at::tensor(tokenizer->encode(text), at::kLong) : text_to_bytes(text);
+}
+
+GenerateOptions resolve_eos_text(GenerateOptions options, const data::Tokenizer* tokenizer) {
+  const std::string text = options.eos_text();
+  if (text.empty()) return options;
+  if (options.eos_token() >= 0) {
+    throw InputError(fmt::format("generate: eos_token {} and eos_text \"{}\" are both given; give one of them",
+                                 options.eos_token(), text));
+  }
+  const at::Tensor ids = text_to_tokens(text, tokenizer);
+  if (ids.numel() != 1) {
+    std::vector<std::string> pieces;
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      const at::Tensor id = ids.slice(0, i, i + 1);
+      pieces.push_back(fmt::format("{} {:?}", id.item<int64_t>(), tokens_to_text(id, tokenizer)));
+    }
+    throw InputError(fmt::format(
+        "generate.eos_text: \"{}\" is {} tokens in {} ({}); expected the text of one token, such as a tokenizer's "
+        "added token (<|endoftext|> of a template: tessera-tokenizer inspect lists them) or one byte",
+        text, ids.numel(), tokenizer != nullptr ? "the tokenizer's vocabulary" : "bytes", fmt::join(pieces, ", ")));
+  }
+  return options.eos_token(ids.item<int64_t>()).eos_text("");
 }
 
 std::string tokens_to_text(const at::Tensor& tokens, const data::Tokenizer* tokenizer) {

@@ -14,6 +14,7 @@
 #include <tessera/algorithms/low_precision_layernorm.h>
 #include <tessera/algorithms/stochastic_depth.h>
 #include <tessera/callbacks/generate.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/models/generate.h>
 
 #include "support.h"
@@ -216,6 +217,40 @@ TEST(Generate, ARowStopsAtTheEndTokenAndTheRunWhenAllHave) {
   const at::Tensor out =
       generate(model, ids({{0}, {1}}), GenerateOptions().max_new_tokens(8).temperature(0).eos_token(3));
   EXPECT_TRUE(at::equal(out, ids({{0, 1, 2, 3}, {1, 2, 3, 3}})));
+}
+
+TEST(Generate, EosTextIsTheIdOfItsOneTokenInTheTokenizerOrInBytes) {
+  // Bytes: one byte is one token.
+  EXPECT_EQ(resolve_eos_text(GenerateOptions().eos_text("\n"), nullptr).eos_token(), 10);
+  EXPECT_EQ(resolve_eos_text(GenerateOptions().eos_text("\n"), nullptr).eos_text(), "");
+  EXPECT_EQ(resolve_eos_text(GenerateOptions().eos_token(7), nullptr).eos_token(), 7) << "nothing to resolve";
+  // A tokenizer: its added token, and a word its merges make one token.
+  const auto tokenizer = data::Tokenizer::train(
+      {"the cat the cat the cat"},
+      data::TokenizerTrainOptions().vocab_size(262).special_tokens({"<|endoftext|>"}).single_template("$A <|endoftext|>"));
+  const int64_t eot = tokenizer.encode("<|endoftext|>").at(0);
+  EXPECT_EQ(resolve_eos_text(GenerateOptions().eos_text("<|endoftext|>"), &tokenizer).eos_token(), eot);
+  EXPECT_EQ(tokenizer.suffix_ids(), std::vector<int64_t>{eot}) << "the template's document end";
+  const int64_t merged = tokenizer.vocab_size() - 1;  // the last merge's token
+  const std::string merged_text = tokenizer.decode({merged});
+  ASSERT_EQ(tokenizer.encode(merged_text), std::vector<int64_t>{merged}) << merged_text;
+  EXPECT_EQ(resolve_eos_text(GenerateOptions().eos_text(merged_text), &tokenizer).eos_token(), merged);
+  // Refused: more than one token (named), both ways of giving it, and generate given the text itself.
+  EXPECT_THAT(testing::input_error_of([] { resolve_eos_text(GenerateOptions().eos_text("ab"), nullptr); }),
+              HasSubstr("generate.eos_text: \"ab\" is 2 tokens in bytes (97 \"a\", 98 \"b\"); expected the text of "
+                        "one token"));
+  EXPECT_THAT(testing::input_error_of(
+                  [&] { resolve_eos_text(GenerateOptions().eos_text("<|endoftext|>"), nullptr); }),
+              HasSubstr("is 13 tokens in bytes"));
+  EXPECT_THAT(testing::input_error_of([] { resolve_eos_text(GenerateOptions().eos_text("x").eos_token(3), nullptr); }),
+              HasSubstr("eos_token 3 and eos_text \"x\" are both given"));
+  ShiftModel model(300, {5});
+  EXPECT_THAT(testing::input_error_of([&] { generate(model, ids({{1}}), GenerateOptions().eos_text("\n")); }),
+              HasSubstr("resolve_eos_text(options, tokenizer)"));
+  // The generate callback resolves it when it is made (before step 1).
+  callbacks::GenerateCallbackOptions two_bytes;
+  two_bytes.prompts({"a"}).eos_text("ab");
+  EXPECT_THAT(testing::input_error_of([&] { callbacks::Generate{two_bytes}; }), HasSubstr("\"ab\" is 2 tokens"));
 }
 
 TEST(Generate, BadPromptsOptionsAndModelsAreRefused) {

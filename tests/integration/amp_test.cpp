@@ -528,6 +528,65 @@ TEST(Microbatching, AutoHalvesOnOutOfMemoryAndEqualsARunStartedAtTheFoundSize) {
   }
 }
 
+/// At after_loss, for microbatches of more than `limit` rows, the error LibTorch raises when cuBLAS cannot allocate
+/// its workspace (a plain c10::Error, not c10::OutOfMemoryError); records, at the retry's first before_forward,
+/// whether the failed attempt's outputs or loss (its autograd graph) were still held.
+class CublasAllocFailureAbove : public Algorithm {
+ public:
+  explicit CublasAllocFailureAbove(int64_t limit) : limit_(limit) {
+    spec_.name = "cublas_alloc_failure_above";
+    spec_.accesses.push_back({Event::BeforeForward, {Resource::Outputs, Resource::Loss}, {}});
+    spec_.accesses.push_back({Event::AfterLoss, {Resource::Loss}, {}});
+  }
+  const AlgorithmSpec& spec() const override { return spec_; }
+  void apply(Event event, State& state, Logger&) override {
+    if (event == Event::BeforeForward) {
+      if (failed_) held_after_failure.push_back(state.outputs.defined() || state.loss.defined());
+      failed_ = false;
+      return;
+    }
+    if (state.batch.size() > limit_) {
+      failed_ = true;
+      throw c10::Error({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                       "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`");
+    }
+  }
+  std::vector<bool> held_after_failure;
+
+ private:
+  int64_t limit_;
+  bool failed_ = false;
+  AlgorithmSpec spec_;
+};
+
+TEST(Microbatching, AutoRetriesACublasAllocationFailureAfterTheLossWithoutHoldingTheFailedGraph) {
+  auto with_failures = [](MicrobatchSize microbatch) {
+    auto failures = std::make_shared<CublasAllocFailureAbove>(2);
+    Components c;
+    at::manual_seed(3);
+    c.model = std::make_shared<CNN>(CNNOptions().in_channels(3).num_classes(4).width(4));
+    c.train_dataloader = testing::loader(data::make_synthetic(data::SyntheticOptions().size(48).input_shape(
+                                             std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7)),
+                                         8);
+    c.optimizer = std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
+    c.algorithms.push_back(failures);
+    auto t = std::make_unique<Trainer>(
+        TrainerOptions().max_duration(Time::parse("2ep")).threads(1).microbatch_size(microbatch), std::move(c));
+    t->fit();
+    return std::make_pair(std::move(t), failures);
+  };
+  auto [fixed, none] = with_failures(2);
+  auto [automatic, failures] = with_failures(MicrobatchSize::automatic());
+  EXPECT_TRUE(none->held_after_failure.empty());
+  EXPECT_EQ(failures->held_after_failure, (std::vector<bool>{false, false})) << "8 failed, then 4; 2 fits";
+  EXPECT_EQ(automatic->state().microbatch_size, 2);
+  EXPECT_EQ(weights_fingerprint(*automatic->state().model), weights_fingerprint(*fixed->state().model));
+  // Any other c10::Error is the error it is.
+  EXPECT_FALSE(is_out_of_memory(c10::Error({__func__, __FILE__, 1}, "CUDA error: an illegal memory access")));
+  EXPECT_TRUE(is_out_of_memory(c10::Error({__func__, __FILE__, 1}, "cuDNN error: CUDNN_STATUS_ALLOC_FAILED")));
+  EXPECT_TRUE(is_out_of_memory(c10::OutOfMemoryError({__func__, __FILE__, 1}, "CUDA out of memory.")));
+}
+
 TEST(Microbatching, OutOfMemoryWithoutAutoOrAtSizeOneIsAnError) {
   const OomAbove oom(0);  // nothing fits
   auto fixed = cnn_run(4);

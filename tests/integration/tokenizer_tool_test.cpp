@@ -275,8 +275,8 @@ TEST(TokenizerTool, AGptOnBpeTokensResumesBitwiseAndGeneratesThroughItsTokenizer
                   "data:\n  train:\n    dataset: {text: {path: " + file + ", seq_length: 16, tokenizer: " + tok +
                   ", document_separator: '" + separator + "'}}\n    loader: {batch_size: 4, shuffle: true}\n"
                   "optimizer: {adamw: {lr: 0.01}}\n"
-                  "callbacks: [{generate: {prompts: ['the quick'], interval: 6ba, max_new_tokens: 3, tokenizer: " +
-                  tok + "}}]\n"
+                  "callbacks: [{generate: {prompts: ['the quick'], interval: 6ba, max_new_tokens: 3, "
+                  "eos_text: '<|endoftext|>', tokenizer: " + tok + "}}]\n"
                   "checkpoint: {folder: checkpoints, interval: 6ba}\n");
     return path;
   };
@@ -300,6 +300,18 @@ TEST(TokenizerTool, AGptOnBpeTokensResumesBitwiseAndGeneratesThroughItsTokenizer
   ASSERT_EQ(generated.code, 0) << generated.err;
   EXPECT_EQ(generated.out.rfind("the quick", 0), 0u) << generated.out;
   EXPECT_GT(generated.out.size(), std::string("the quick\n").size());
+  // eos_text is one token of the recipe's tokenizer, or refused naming the tokens it is.
+  const Result stopping = tool(TESSERA_RUN_PATH, tmp.path(),
+                               quoted(recipe("whole")) + " checkpoint.autoresume=true --generate 'the quick' "
+                               "--generate-options '{max_new_tokens: 4, eos_text: \"<|endoftext|>\"}'");
+  ASSERT_EQ(stopping.code, 0) << stopping.err;
+  EXPECT_EQ(stopping.out.rfind("the quick", 0), 0u) << stopping.out;
+  const Result two = tool(TESSERA_RUN_PATH, tmp.path(),
+                          quoted(recipe("whole")) + " checkpoint.autoresume=true --generate 'the quick' "
+                          "--generate-options '{eos_text: \"the quick\"}'");
+  EXPECT_EQ(two.code, 2) << two.out << two.err;
+  EXPECT_TRUE(has(two.err, "generate.eos_text: \"the quick\" is ")) << two.err;
+  EXPECT_TRUE(has(two.err, "tokens in the tokenizer's vocabulary")) << two.err;
 }
 
 }  // namespace

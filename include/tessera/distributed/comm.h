@@ -46,6 +46,10 @@ class Comm {
   void broadcast(const std::vector<at::Tensor>& tensors, int root = 0, const std::string& what = "broadcast");
   /// Every rank reaches this point.
   void barrier(const std::string& what = "barrier");
+  /// The sum over the ranks of a small CPU tensor (flags, counts), returned on the CPU, computed on the host: with
+  /// NCCL through a Gloo group of its own (where the build has Gloo), so that agreeing on a flag does not read a
+  /// value back from the GPU, which would wait for the whole step queued there; else by the run's group.
+  at::Tensor host_sum(const at::Tensor& cpu, const std::string& what);
 
   struct Impl;
 

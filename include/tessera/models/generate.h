@@ -36,6 +36,10 @@ struct GenerateOptions {
   TESSERA_OPTION(double, top_p) = 1.0;
   TESSERA_OPTION(int64_t, seed) = 0;
   TESSERA_OPTION(int64_t, eos_token) = -1;
+  /// eos_token given as its text ("<|endoftext|>", a tokenizer's added token; "\n", one byte): resolved to its id
+  /// by resolve_eos_text with the prompts' tokenizer, which the generate callback, tessera-run --generate and
+  /// Python's generate do; generate() itself refuses it (it does not know the tokenizer).
+  TESSERA_OPTION(std::string, eos_text) = "";
   TESSERA_OPTION(int64_t, max_context) = 0;
   TESSERA_OPTION(bool, kv_cache) = true;
   template <class V>
@@ -46,6 +50,7 @@ struct GenerateOptions {
     v("top_p", top_p_, "then among the fewest most likely tokens whose probability reaches top_p", Range::open_closed(0, 1));
     v("seed", seed_, "seed of the draws (the same seed gives the same text)", Range::at_least(0));
     v("eos_token", eos_token_, "a row stops after this token (-1 = none)", Range::at_least(-1));
+    v("eos_text", eos_text_, "eos_token as the text of one token, such as \"<|endoftext|>\" (\"\" = none)", Any{});
     v("max_context", max_context_, "tokens the model sees (0 = the gpt model's max_seq_length, else all)",
       Range::at_least(0));
     v("kv_cache", kv_cache_, "reuse the gpt model's attention keys and values from step to step", Any{});
@@ -59,6 +64,11 @@ struct GenerateOptions {
 /// token outside the model's vocabulary when it declares one) and when the model's outputs are not logits
 /// [N, vocab, S].
 at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOptions& options = {});
+
+/// `options` with eos_text (if any) turned into eos_token: the id of the one token `tokenizer` encodes it to (an added
+/// token's text, or a text its merges make one token), or of its one byte when `tokenizer` is null. InputError when
+/// eos_text and eos_token are both given, or when the text is not exactly one token (the tokens it is are named).
+GenerateOptions resolve_eos_text(GenerateOptions options, const data::Tokenizer* tokenizer);
 
 /// Text as token ids of the byte-level vocabulary (data/text.h): int64 [bytes].
 at::Tensor text_to_bytes(const std::string& text);
