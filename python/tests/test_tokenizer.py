@@ -107,7 +107,7 @@ def test_a_gpt_trains_on_bpe_tokens_and_generates_text_through_them(text, tmp_pa
     ids = trainer.generate(prompt, tokenizer=tok, max_new_tokens=12, temperature=0, eos_text=tok.decode([last]))
     new = ids[len(prompt):].tolist()
     assert last not in new or new.index(last) == len(new) - 1
-    with pytest.raises(tessera.InputError, match='is 2 tokens in the tokenizer'):
+    with pytest.raises(tessera.InputError, match=r'eos_text: "\\x00\\x01" is 2 tokens in the tokenizer'):
         trainer.generate("the", tokenizer=tok, eos_text="\x00\x01")
     with pytest.raises(tessera.InputError, match="are both given"):
         trainer.generate("the", tokenizer=tok, eos_text=tok.decode([last]), eos_token=last)

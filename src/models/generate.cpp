@@ -82,10 +82,11 @@ at::Tensor generate(Model& model, const at::Tensor& prompt, const GenerateOption
   GenerateOptions o = options;
   validate_options(o, "generate");
   if (!o.eos_text().empty()) {
-    throw InputError("generate.eos_text: \"" + o.eos_text() +
-                     "\" is text, and generate works on token ids without knowing their tokenizer; turn it into "
-                     "eos_token with resolve_eos_text(options, tokenizer) first (the generate callback, tessera-run "
-                     "--generate and Python's generate with tokenizer= do), or give eos_token");
+    throw InputError(fmt::format("generate.eos_text: {:?} is text, and generate works on token ids without knowing "
+                                 "their tokenizer; turn it into eos_token with resolve_eos_text(options, tokenizer) "
+                                 "first (the generate callback, tessera-run --generate and Python's generate with "
+                                 "tokenizer= do), or give eos_token",
+                                 o.eos_text()));
   }
   const int64_t vocab = model.num_classes();
   check_prompt(prompt, vocab);
@@ -186,7 +187,7 @@ GenerateOptions resolve_eos_text(GenerateOptions options, const data::Tokenizer*
   const std::string text = options.eos_text();
   if (text.empty()) return options;
   if (options.eos_token() >= 0) {
-    throw InputError(fmt::format("generate: eos_token {} and eos_text \"{}\" are both given; give one of them",
+    throw InputError(fmt::format("generate: eos_token {} and eos_text {:?} are both given; give one of them",
                                  options.eos_token(), text));
   }
   const at::Tensor ids = text_to_tokens(text, tokenizer);
@@ -197,7 +198,7 @@ GenerateOptions resolve_eos_text(GenerateOptions options, const data::Tokenizer*
       pieces.push_back(fmt::format("{} {:?}", id.item<int64_t>(), tokens_to_text(id, tokenizer)));
     }
     throw InputError(fmt::format(
-        "generate.eos_text: \"{}\" is {} tokens in {} ({}); expected the text of one token, such as a tokenizer's "
+        "generate.eos_text: {:?} is {} tokens in {} ({}); expected the text of one token, such as a tokenizer's "
         "added token (<|endoftext|> of a template: tessera-tokenizer inspect lists them) or one byte",
         text, ids.numel(), tokenizer != nullptr ? "the tokenizer's vocabulary" : "bytes", fmt::join(pieces, ", ")));
   }
