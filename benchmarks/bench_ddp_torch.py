@@ -62,6 +62,8 @@ def main():
     parser.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
     parser.add_argument("--nproc", type=int, default=2)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but no CUDA device is visible")
     torch.set_num_threads(1)
     device = device_of(args, 0)
     one = measure(net().to(device), args.steps, device)

@@ -19,6 +19,7 @@ declare -a sizes=(
   "recipe|ResNet-8 w16, batch 128|"
   "wide|ResNet-20 w64, batch 512|model.resnet.depth=20 model.resnet.width=64 data.train.loader.batch_size=512"
 )
+failed=0
 echo "| model | precision | samples/s (median) | vs fp32 | peak allocated GB | test accuracy after 1 epoch |"
 echo "|---|---|---|---|---|---|"
 for size in "${sizes[@]}"; do
@@ -33,6 +34,7 @@ for size in "${sizes[@]}"; do
         'callbacks=[speed_monitor: {window: 20}, memory_monitor: {interval: 50}]' \
         run_dir="$run" checkpoint.folder="$run/checkpoints" $overrides > "$run.log" 2>&1; then
       echo "| $label | $precision | failed: $(tail -1 "$run.log") | | | |"
+      failed=1
       continue
     fi
     "$python" - "$run/metrics.jsonl" "$label" "$precision" "$out/$key-fp32.rate" <<'EOF'
@@ -53,3 +55,4 @@ print(f"| {label} | {precision} | {rate:,.0f} | {rate / base:.2f}x | {fmt(peak, 
 EOF
   done
 done
+exit $failed
