@@ -115,7 +115,8 @@ std::string join(const std::vector<std::string>& names) {
   return out;
 }
 
-/// Reads an Options struct from a node (absent or empty nodes give the defaults).
+/// Reads an Options struct from a node (absent or empty nodes give the defaults). `Options()` rather than `{}`: GCC 12
+/// warns (-Wmaybe-uninitialized, wrongly) about the string members of an aggregate-initialised GenerateCallbackOptions.
 template <class Options>
 Options read(const ConfigNode& node, Options options = Options()) {
   read_options(node, options, node.path());

@@ -269,8 +269,7 @@ void Comm::broadcast(const std::vector<at::Tensor>& tensors, int root, const std
 
 at::Tensor Comm::host_sum(const at::Tensor& cpu, const std::string& what) {
   if (!impl_->host_group) {
-    at::Tensor t = cpu.to(cpu.options().device(impl_->backend == "nccl" ? impl_->device : c10::Device(c10::kCPU)),
-                          /*non_blocking=*/false, /*copy=*/true);
+    at::Tensor t = impl_->backend == "nccl" ? cpu.to(impl_->device) : cpu.clone();  // NCCL takes GPU tensors only
     all_reduce_sum(t, what);
     return t.cpu();
   }

@@ -188,7 +188,8 @@ TEST(OnBpeText, MaskTokensWithoutAVocabSizeTakesTheTokenizersVocabularyAsTheMode
   // An explicit vocab_size is taken as written (and refused when it is not the model's).
   const std::string bytes = testing::input_error_of([] {
     std::string text = recipe("bert_bpe", "");
-    text.replace(text.find("transforms: [mask_tokens]"), 25, "transforms: [{mask_tokens: {vocab_size: 256}}]");
+    const std::string implied = "transforms: [mask_tokens]";
+    text.replace(text.find(implied), implied.size(), "transforms: [{mask_tokens: {vocab_size: 256}}]");
     build_run(Recipe::parse(text, "<string>"));
   });
   EXPECT_NE(bytes.find("mask_tokens.vocab_size is 256 but the bert model's vocabulary has " + std::to_string(vocab)),
