@@ -20,9 +20,10 @@ namespace {
 /// invstd (float [C], computed by the caller from the ranks' sums) depend on every rank's input. Backward is
 /// analytic, as PyTorch's SyncBatchNorm: with dy summed over the global batch (one all-reduce of [sum dy,
 /// sum dy (x - mean)]), dx = weight invstd (dy - mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))); the weight's and
-/// bias's gradients are this rank's sums (the ranks' parameter gradients are averaged afterwards as usual). The Comm
-/// travels as an address in the context (an IValue holds no pointer); the run's DataParallel keeps it alive through
-/// the training step whose backward uses it.
+/// bias's gradients are this rank's sums (the ranks' parameter gradients are averaged afterwards as usual). The global
+/// count `total` (double [1]) stays on the input's device: no value is read back to the host. The Comm travels as an
+/// address in the context (an IValue holds no pointer); the run's DataParallel keeps it alive through the training
+/// step whose backward uses it.
 struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> {
   static std::vector<int64_t> reduced_dims(const at::Tensor& x) {
     std::vector<int64_t> dims{0};
@@ -36,7 +37,7 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
   }
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd,
-                            int64_t comm_address, double total) {
+                            int64_t comm_address, const at::Tensor& total) {
     const auto shape = channel_shape(x);
     const at::Tensor scale = weight.defined() ? invstd * weight.to(invstd.scalar_type()) : invstd;
     at::Tensor y = (x - mean.view(shape)) * scale.view(shape);
@@ -62,7 +63,7 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
     if (ctx->needs_input_grad(0)) {  // the same on every rank: all join the all-reduce or none
       at::Tensor global = at::cat({sum_dy, sum_dy_xmu}).to(at::kDouble);
       reinterpret_cast<Comm*>(ctx->saved_data["comm"].toInt())->all_reduce_sum(global, "sync_batch_norm (gradients)");
-      global = (global / ctx->saved_data["total"].toDouble()).to(x.scalar_type());
+      global = (global / ctx->saved_data["total"].toTensor()).to(x.scalar_type());
       const at::Tensor mean_dy = global.narrow(0, 0, channels), mean_dy_xmu = global.narrow(0, channels, channels);
       const at::Tensor k = weight.defined() ? invstd * weight.to(invstd.scalar_type()) : invstd;
       dx = (dy - mean_dy.view(shape) - centred * (invstd * invstd * mean_dy_xmu).view(shape)) * k.view(shape);
@@ -128,11 +129,14 @@ at::Tensor SyncBatchNormImpl::forward(const at::Tensor& x) {
     global = at::cat({s1, s2, at::full({1}, nd, s1.options())});
     comm->all_reduce_sum(global, "sync_batch_norm (statistics)");
   }
-  const double total = global[2 * channels].item<double>();
-  if (total <= 1) {
+  // The count over all ranks stays on the device: reading it back would wait for the forward queued before this
+  // layer, on every layer and step. Only a rank with at most 1 value per channel of its own can be in a global batch
+  // of at most 1 (every rank's count is at least its own), so only such a rank reads the total, to refuse it.
+  const at::Tensor total = global.narrow(0, 2 * channels, 1);
+  if (n <= 1 && total.item<double>() <= 1) {
     throw InputError(fmt::format("SyncBatchNorm: expected more than 1 value per channel over all ranks when "
                                  "training, got input size {} on this rank ({} in all)",
-                                 c10::str(x.sizes()), static_cast<int64_t>(total)));
+                                 c10::str(x.sizes()), static_cast<int64_t>(total.item<double>())));
   }
   const at::Tensor mean = global.narrow(0, 0, channels) / total;
   const at::Tensor var = (global.narrow(0, channels, channels) / total - mean * mean).clamp_min(0.0);

@@ -754,6 +754,15 @@ TEST(SyncBatchNorm, OnOneRankEqualsTorchsBatchNormInValuesGradientsAndStatistics
       reference->running_var.copy_(synced->running_var);
     }
     EXPECT_TRUE(at::equal(synced->forward(x), reference->forward(x)));
+    // Training on one value per channel over all ranks is refused, as torch's batch norm refuses it, before the
+    // running statistics take a variance of nothing.
+    synced->train();
+    const at::Tensor running_var = synced->running_var.clone();
+    EXPECT_EQ(tessera::testing::input_error_of([&] { synced->forward(at::randn({1, 5, 1, 1})); }),
+              "SyncBatchNorm: expected more than 1 value per channel over all ranks when training, got input size "
+              "[1, 5, 1, 1] on this rank (1 in all)");
+    EXPECT_TRUE(at::equal(synced->running_var, running_var));
+    EXPECT_NO_THROW(synced->forward(at::randn({1, 5, 1, 2})));  // 2 values per channel: one row is enough
   }
 }
 
