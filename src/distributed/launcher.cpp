@@ -18,6 +18,8 @@
 #include <cstring>
 #include <iostream>
 
+#include <fmt/format.h>
+
 #include <tessera/error.h>
 
 namespace tessera::dist {
@@ -91,6 +93,36 @@ int exit_code_of(int status) {
 }
 
 }  // namespace
+
+std::string describe_rank_failure(int rank, int nproc, int exit_code, int signal) {
+  if (signal == 0) {
+    return fmt::format("rank {0} of {1} failed with exit code {2} (its error is above, prefixed [rank {0}])", rank,
+                       nproc, exit_code);
+  }
+  std::string meaning;
+  switch (signal) {
+    case SIGKILL:
+      meaning = "killed from outside the run, or by the kernel's out-of-memory killer (dmesg names it)";
+      break;
+    case SIGABRT:
+      meaning = "aborted by an error it could not report (a C++ exception outside the training loop, a failed check "
+                "in a library; under NCCL, its watchdog aborts a rank whose collective did not finish within "
+                "distributed.timeout)";
+      break;
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGILL:
+    case SIGFPE:
+      meaning = "crashed in native code";
+      break;
+    default:
+      meaning = "a signal it did not handle";
+  }
+  const char* name = sigabbrev_np(signal);
+  return fmt::format("rank {0} of {1} was ended by signal {2} (SIG{3}), exit code {4}: {5}; its last output is "
+                     "above, prefixed [rank {0}]",
+                     rank, nproc, signal, name != nullptr ? name : "?", exit_code, meaning);
+}
 
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -197,6 +229,7 @@ LaunchResult launch_local(int nproc, const std::string& program, const std::vect
         if (rk.exit_code != 0 && (result.failed_rank < 0 || (!stopping && by_signal && !first_by_signal))) {
           result.failed_rank = r;
           result.exit_code = rk.exit_code;
+          result.signal = by_signal ? WTERMSIG(status) : 0;
           first_by_signal = by_signal;
         }
       } else {
@@ -222,8 +255,8 @@ LaunchResult launch_local(int nproc, const std::string& program, const std::vect
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   if (result.failed_rank >= 0) {
-    std::fprintf(stderr, "tessera-run: rank %d of %d failed with exit code %d (its error is above, prefixed [rank %d])\n",
-                 result.failed_rank, nproc, result.exit_code, result.failed_rank);
+    std::fprintf(stderr, "tessera-run: %s\n",
+                 describe_rank_failure(result.failed_rank, nproc, result.exit_code, result.signal).c_str());
   }
   return result;
 }

@@ -110,6 +110,31 @@ TEST(DistributedEnvironment, FirstSlurmHost) {
   EXPECT_THROW(tessera::dist::first_slurm_host(""), tessera::InputError);
 }
 
+TEST(Launcher, ARankEndedByASignalIsNamedWithWhatTheSignalUsuallyMeans) {
+  // Rank 1 aborts (as NCCL's watchdog aborts a rank) after a line of output; rank 0 would wait for a minute and is
+  // stopped. The launcher returns the aborted rank and its signal, and its last line says what happened.
+  ::testing::internal::CaptureStderr();
+  const auto result = tessera::dist::launch_local(
+      2, "/bin/sh", {"-c", "if [ \"$RANK\" = 1 ]; then echo about to abort >&2; kill -ABRT $$; fi; exec sleep 60"}, 5.0);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(result.failed_rank, 1);
+  EXPECT_EQ(result.signal, SIGABRT);
+  EXPECT_EQ(result.exit_code, 128 + SIGABRT);
+  EXPECT_NE(err.find("[rank 1] about to abort"), std::string::npos) << err;
+  EXPECT_NE(err.find("tessera-run: rank 1 of 2 was ended by signal 6 (SIGABRT), exit code 134: aborted by an error "
+                     "it could not report"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(tessera::dist::describe_rank_failure(0, 4, 137, SIGKILL),
+            "rank 0 of 4 was ended by signal 9 (SIGKILL), exit code 137: killed from outside the run, or by the "
+            "kernel's out-of-memory killer (dmesg names it); its last output is above, prefixed [rank 0]");
+  EXPECT_EQ(tessera::dist::describe_rank_failure(1, 2, 139, SIGSEGV),
+            "rank 1 of 2 was ended by signal 11 (SIGSEGV), exit code 139: crashed in native code; its last output is "
+            "above, prefixed [rank 1]");
+  EXPECT_EQ(tessera::dist::describe_rank_failure(1, 2, 2, 0),
+            "rank 1 of 2 failed with exit code 2 (its error is above, prefixed [rank 1])");
+}
+
 TEST(DistributedEnvironment, BadValuesAreClearErrors) {
   const std::map<std::string, std::string> base{{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
   auto with = [&](std::map<std::string, std::string> more) {

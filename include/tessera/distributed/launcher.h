@@ -14,7 +14,13 @@ namespace tessera::dist {
 struct LaunchResult {
   int exit_code = 0;    ///< 0 when every rank succeeded
   int failed_rank = -1; ///< the first rank that failed (-1: none)
+  int signal = 0;       ///< the signal that ended it (0: it exited)
 };
+
+/// The launcher's last line about a failed rank: its exit code, or the signal that ended it and what that
+/// usually means (SIGKILL: killed from outside or by the out-of-memory killer; SIGABRT: an error it could not
+/// report, such as NCCL's watchdog after distributed.timeout; SIGSEGV and kin: a crash), and where its output is.
+std::string describe_rank_failure(int rank, int nproc, int exit_code, int signal);
 
 /// Runs `program` with `args` as `nproc` ranks and waits for them. InputError for nproc < 1.
 LaunchResult launch_local(int nproc, const std::string& program, const std::vector<std::string>& args,
