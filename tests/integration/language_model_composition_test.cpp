@@ -1,7 +1,8 @@
 // Algorithms on language models: every registered algorithm either trains a small GPT and a small BERT (each on bytes
 // and on byte-level BPE tokens) and a small BERT text classifier on text or is refused before step 1 with its reason
 // (the same for all five); sequence-length
-// warmup composes with each algorithm that trains the GPT and the BERT.
+// warmup composes with each algorithm that trains the GPT and the BERT; a BERT and a GPT on BPE tokens stopped and
+// resumed end on the uninterrupted weights.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -195,6 +196,38 @@ TEST(OnBpeText, MaskTokensWithoutAVocabSizeTakesTheTokenizersVocabularyAsTheMode
   EXPECT_NE(bytes.find("mask_tokens.vocab_size is 256 but the bert model's vocabulary has " + std::to_string(vocab)),
             std::string::npos)
       << bytes;
+}
+
+TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
+  // A BERT (masked tokens, dropout) and a GPT, on BPE tokens and, for the BERT, on bytes: 3 batches, a checkpoint,
+  // then autoresume to 6 end bitwise where 6 batches in one go end; the masking, the dropout and the loader's order
+  // continue where they stopped.
+  for (const std::string model : {"bert_bpe", "bert", "gpt_bpe"}) {
+    SCOPED_TRACE(model);
+    const fs::path folder = fs::temp_directory_path() / "tessera_lm_resume" / model;
+    fs::remove_all(folder);
+    const auto fit = [&](const std::string& duration) {
+      std::string text = recipe(model, "");
+      text.replace(text.find("max_duration: 6ba"), 17, "max_duration: " + duration);
+      text += fmt::format("checkpoint: {{folder: {}, interval: 3ba, autoresume: true}}\n", folder.string());
+      auto trainer = make_trainer(Recipe::parse(text, "<string>"));
+      trainer->fit();
+      return std::make_tuple(trainer->loaded_checkpoint(), trainer->state().timestamp.batch,
+                             weights_fingerprint(*trainer->state().model));
+    };
+    const auto [none, three, part] = fit("3ba");
+    EXPECT_EQ(none, "");
+    EXPECT_EQ(three, 3);
+    const auto [checkpoint, six, resumed] = fit("6ba");
+    EXPECT_EQ(checkpoint, (folder / "ep0-ba3.ckpt").string());
+    EXPECT_EQ(six, 6);
+    fs::remove_all(folder);
+    const auto [fresh, also_six, whole] = fit("6ba");
+    EXPECT_EQ(fresh, "");
+    EXPECT_EQ(also_six, 6);
+    EXPECT_NE(part, whole);
+    EXPECT_EQ(resumed, whole);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
