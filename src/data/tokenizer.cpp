@@ -1,11 +1,13 @@
 // Byte-level BPE tokenizers (include/tessera/data/tokenizer.h): GPT-2's pre-tokenization, Hugging Face's merge
-// order when encoding and when training, and its tokenizer.json format.
+// order when encoding and when training, and its tokenizer.json format; WordPiece tokenizers read from it (BERT's
+// normalizer and pre-tokenizer: bert_text.cpp).
 #include <tessera/data/tokenizer.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -16,29 +18,37 @@
 #include <tessera/error.h>
 
 #include "../checkpoint/checkpoint_file.h"
+#include "bert_text.h"
+#include "unicode.h"
 
 namespace tessera::data {
+
+namespace detail {
+/// A WordPiece tokenizer.json's model, normalizer and decoder.
+struct WordPieceModel {
+  std::optional<bert::Normalizer> normalizer;  ///< none: the text as it is
+  bool strip_accents_given = false;            ///< BertNormalizer's strip_accents was a boolean (else null: lowercase)
+  std::string unk_token = "[UNK]";
+  int64_t unk_id = -1;
+  std::string prefix = "##";            ///< continuing_subword_prefix
+  int64_t max_chars = 100;              ///< max_input_chars_per_word
+  std::optional<std::string> decoder_prefix;  ///< the WordPiece decoder's prefix; none: no decoder (tokens joined by " ")
+  bool cleanup = true;                  ///< the decoder's cleanup
+  std::unordered_map<std::string, int64_t> id_of;  ///< the model's vocabulary: spelling -> id
+};
+}  // namespace detail
+
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct CodeRange {
-  uint32_t first, last;
-};
+using unicode::append_utf8;
+using unicode::CodeRange;
+using unicode::decode_utf8;
+using unicode::in_ranges;
+using unicode::is_space;
 #include "unicode_classes.inc"
-
-bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end) {
-  const CodeRange* it = std::upper_bound(begin, end, cp, [](uint32_t c, const CodeRange& r) { return c < r.first; });
-  return it != begin && cp <= (it - 1)->last;
-}
-
-/// Unicode's White_Space (the `\s` of Hugging Face's regex engine: Zs, Zl, Zp, tab to carriage return, NEL).
-bool is_space(uint32_t cp) {
-  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
-}
 
 enum class Class { letter, number, space, other };
 
@@ -48,27 +58,6 @@ struct Char {
   size_t size;
   Class cls;
 };
-
-/// The code point of the valid UTF-8 character at `s[i]` and its length, or length 0.
-std::pair<uint32_t, size_t> decode_utf8(std::string_view s, size_t i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) return {b0, 1};
-  size_t n;
-  uint32_t cp;
-  if (b0 >= 0xC2 && b0 <= 0xDF) n = 2, cp = b0 & 0x1F;
-  else if (b0 >= 0xE0 && b0 <= 0xEF) n = 3, cp = b0 & 0x0F;
-  else if (b0 >= 0xF0 && b0 <= 0xF4) n = 4, cp = b0 & 0x07;
-  else return {0, 0};
-  if (i + n > s.size()) return {0, 0};
-  for (size_t k = 1; k < n; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xC0) != 0x80) return {0, 0};
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-    return {0, 0};
-  return {cp, n};
-}
 
 Char char_at(std::string_view s, size_t i) {
   const auto [cp, n] = decode_utf8(s, i);
@@ -130,19 +119,6 @@ struct ByteLevel {
 const ByteLevel& byte_level() {
   static const ByteLevel table;
   return table;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 std::string spell(const std::string& bytes) {
@@ -266,6 +242,7 @@ struct Spelt {
   bool add_prefix_space = false;
   std::vector<int64_t> prefix, suffix;  ///< the post-processor's ids around a text
   std::string post_processor;           ///< its JSON ("" = none)
+  std::shared_ptr<detail::WordPieceModel> wordpiece;  ///< set for a WordPiece model (vocab then holds its spellings)
 };
 
 void read_vocab(const json& v, const std::string& file, Spelt& out) {
@@ -400,17 +377,89 @@ std::string template_json(const std::string& single, const std::vector<std::stri
   return ojson{{"type", "TemplateProcessing"}, {"single", one}, {"pair", two}, {"special_tokens", tokens}}.dump();
 }
 
+/// A WordPiece model with BertNormalizer (or none), BertPreTokenizer and the WordPiece decoder (or none).
+void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
+  auto wp = std::make_shared<detail::WordPieceModel>();
+  const auto type_of = [](const json& j) { return j.is_object() ? j.value("type", std::string("?")) : j.dump(); };
+  const json& normalizer = doc.value("normalizer", json());
+  if (!normalizer.is_null()) {
+    if (type_of(normalizer) != "BertNormalizer")
+      bad_file(file, "WordPiece with normalizer " + type_of(normalizer) +
+                         "; Tessera reads WordPiece with BertNormalizer (BERT's) or without a normalizer");
+    bert::Normalizer n;
+    const auto flag = [&](const char* key, bool fallback) {
+      const json& v = normalizer.value(key, json());
+      if (v.is_null()) return fallback;
+      if (!v.is_boolean()) bad_file(file, fmt::format("normalizer BertNormalizer.{} is {}, expected true or false", key, v.dump()));
+      return v.get<bool>();
+    };
+    n.clean_text = flag("clean_text", true);
+    n.handle_chinese_chars = flag("handle_chinese_chars", true);
+    n.lowercase = flag("lowercase", true);
+    wp->strip_accents_given = !normalizer.value("strip_accents", json()).is_null();
+    n.strip_accents = flag("strip_accents", n.lowercase);  // null: strip when lowercasing, as Hugging Face does
+    wp->normalizer = n;
+  }
+  const json& pre = doc.value("pre_tokenizer", json());
+  if (type_of(pre) != "BertPreTokenizer")
+    bad_file(file, "WordPiece with pre_tokenizer " + (pre.is_null() ? std::string("null") : type_of(pre)) +
+                       "; Tessera reads WordPiece with BertPreTokenizer (BERT's)");
+  const json& decoder = doc.value("decoder", json());
+  if (!decoder.is_null()) {
+    if (type_of(decoder) != "WordPiece")
+      bad_file(file, "WordPiece with decoder " + type_of(decoder) + "; Tessera reads the WordPiece decoder or none");
+    wp->decoder_prefix = decoder.value("prefix", std::string("##"));
+    wp->cleanup = decoder.value("cleanup", true);
+  }
+  const json& model = doc["model"];
+  const json& unk = model.value("unk_token", json());
+  if (!unk.is_string()) bad_file(file, "model.unk_token is " + unk.dump() + ", expected the unknown token's text");
+  wp->unk_token = unk.get<std::string>();
+  wp->prefix = model.value("continuing_subword_prefix", std::string("##"));
+  wp->max_chars = model.value("max_input_chars_per_word", int64_t{100});
+  if (wp->max_chars < 1)
+    bad_file(file, fmt::format("model.max_input_chars_per_word is {}, expected at least 1", wp->max_chars));
+  read_vocab(model.value("vocab", json()), file, out);
+  out.wordpiece = std::move(wp);
+}
+
+/// Added tokens and the post-processor, of either model.
+void read_added_and_post_processor(const json& doc, const std::string& file, Spelt& out) {
+  for (const json& t : doc.value("added_tokens", json::array())) {
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || t["id"].get<int64_t>() < 0 ||
+        !t.contains("content") ||
+        !t["content"].is_string() || t["content"].get<std::string>().empty())
+      bad_file(file, "added token " + t.dump() + " lacks an integer id >= 0 or a non-empty content");
+    AddedToken a{t["content"].get<std::string>(), t["id"].get<int64_t>()};
+    for (auto [key, flag] : {std::pair{"special", &a.special}, {"lstrip", &a.lstrip}, {"rstrip", &a.rstrip},
+                             {"single_word", &a.single_word}, {"normalized", &a.normalized}}) {
+      if (!t.contains(key)) continue;
+      if (!t[key].is_boolean())
+        bad_file(file, fmt::format("added token \"{}\": {} is {}, expected true or false", a.content, key, t[key].dump()));
+      *flag = t[key].get<bool>();
+    }
+    out.added.push_back(std::move(a));
+  }
+  read_post_processor(doc.value("post_processor", json()), file, out);
+}
+
 Spelt read_tokenizer_json(const std::string& file) {
   const json doc = parse_json(file);
   if (!doc.is_object() || !doc.contains("model")) bad_file(file, "no \"model\": not a tokenizer.json");
   Spelt out;
+  const std::string model_type = doc["model"].value("type", "BPE");
+  if (model_type == "WordPiece") {
+    read_wordpiece(doc, file, out);
+    read_added_and_post_processor(doc, file, out);
+    return out;
+  }
   if (!doc.value("normalizer", json()).is_null())
     bad_file(file, "has a normalizer (" + doc["normalizer"].value("type", std::string("?")) +
                        "); Tessera's byte-level BPE encodes the text's bytes as they are");
   read_pre_tokenizer(doc.value("pre_tokenizer", json()), file, out);
   const json& model = doc["model"];
   const std::string type = model.value("type", "BPE");
-  if (type != "BPE") bad_file(file, "model type " + type + "; Tessera reads byte-level BPE tokenizers only");
+  if (type != "BPE") bad_file(file, "model type " + type + "; Tessera reads byte-level BPE and WordPiece tokenizers");
   const auto unset = [&](const char* key) {
     return !model.contains(key) || model[key].is_null() || (model[key].is_string() && model[key].get<std::string>().empty());
   };
@@ -430,22 +479,7 @@ Spelt read_tokenizer_json(const std::string& file) {
       out.merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
     else bad_file(file, where + ": " + m.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
   }
-  for (const json& t : doc.value("added_tokens", json::array())) {
-    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || t["id"].get<int64_t>() < 0 ||
-        !t.contains("content") ||
-        !t["content"].is_string() || t["content"].get<std::string>().empty())
-      bad_file(file, "added token " + t.dump() + " lacks an integer id >= 0 or a non-empty content");
-    AddedToken a{t["content"].get<std::string>(), t["id"].get<int64_t>()};
-    for (auto [key, flag] : {std::pair{"special", &a.special}, {"lstrip", &a.lstrip}, {"rstrip", &a.rstrip},
-                             {"single_word", &a.single_word}, {"normalized", &a.normalized}}) {
-      if (!t.contains(key)) continue;
-      if (!t[key].is_boolean())
-        bad_file(file, fmt::format("added token \"{}\": {} is {}, expected true or false", a.content, key, t[key].dump()));
-      *flag = t[key].get<bool>();
-    }
-    out.added.push_back(std::move(a));
-  }
-  read_post_processor(doc.value("post_processor", json()), file, out);
+  read_added_and_post_processor(doc, file, out);
   return out;
 }
 
@@ -475,14 +509,22 @@ std::vector<std::string_view> pretokenize(std::string_view text) {
 }
 
 void Tokenizer::index_added() {
+  // A normalized added token is matched in the normalized text, as its normalized content (Hugging Face's).
+  match_text_.clear();
+  for (const AddedToken& a : added_) {
+    const bool normalize = a.normalized && wordpiece_ && wordpiece_->normalizer;
+    match_text_.push_back(normalize ? bert::normalize(a.content, *wordpiece_->normalizer) : a.content);
+  }
   for (auto* pass : {&raw_order_, &normalized_order_}) pass->assign(256, {});
-  std::vector<int32_t> by_length(added_.size());
-  for (size_t k = 0; k < added_.size(); ++k) by_length[k] = static_cast<int32_t>(k);
+  std::vector<int32_t> by_length;
+  for (size_t k = 0; k < added_.size(); ++k) {
+    if (!match_text_[k].empty()) by_length.push_back(static_cast<int32_t>(k));  // normalized away: never matched
+  }
   std::stable_sort(by_length.begin(), by_length.end(),
-                   [&](int32_t x, int32_t y) { return added_[x].content.size() > added_[y].content.size(); });
+                   [&](int32_t x, int32_t y) { return match_text_[x].size() > match_text_[y].size(); });
   for (int32_t k : by_length) {
     auto& pass = added_[k].normalized ? normalized_order_ : raw_order_;
-    pass[static_cast<unsigned char>(added_[k].content[0])].push_back(k);
+    pass[static_cast<unsigned char>(match_text_[k][0])].push_back(k);
   }
 }
 
@@ -491,6 +533,7 @@ void Tokenizer::index() {
   const int64_t n = vocab_size();
   added_of_.assign(static_cast<size_t>(n), -1);
   for (size_t k = 0; k < added_.size(); ++k) added_of_[static_cast<size_t>(added_[k].id)] = static_cast<int32_t>(k);
+  if (wordpiece_) return;  // its lookup table is the model's vocabulary
   std::unordered_map<std::string, int64_t> id_of;  // bytes -> the lowest id; tokens that are not added ones first
   for (int64_t id = n - 1; id >= 0; --id)
     if (added_of_[static_cast<size_t>(id)] < 0) id_of[tokens_[static_cast<size_t>(id)]] = id;
@@ -513,9 +556,11 @@ void Tokenizer::split_added(std::string_view text, const std::vector<std::vector
   size_t from = 0;  // where the text after the last match taken starts
   for (size_t i = 0; i < text.size();) {
     const AddedToken* hit = nullptr;
+    size_t length = 0;
     for (int32_t k : order[static_cast<unsigned char>(text[i])]) {
-      if (text.compare(i, added_[k].content.size(), added_[k].content) == 0) {
+      if (text.compare(i, match_text_[k].size(), match_text_[k]) == 0) {
         hit = &added_[k];
+        length = match_text_[k].size();
         break;
       }
     }
@@ -523,7 +568,7 @@ void Tokenizer::split_added(std::string_view text, const std::vector<std::vector
       ++i;
       continue;
     }
-    size_t start = i, stop = i + hit->content.size();
+    size_t start = i, stop = i + length;
     i = stop;
     if (hit->single_word && (word_char_before(text, start) || word_char_at(text, stop))) continue;
     if (hit->lstrip) start = std::max(space_run_before(text, start), from);
@@ -694,6 +739,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
       t.added_.push_back(*a->second);
     } else if (v == spelt.vocab.end()) {
       bad_file(file, fmt::format("no token has id {} (the ids run to {}); expected ids 0, 1, … without gaps", id, n - 1));
+    } else if (spelt.wordpiece) {
+      t.tokens_.push_back(v->second);
     } else if (!unspell(v->second, bytes)) {
       bad_file(file, fmt::format("vocabulary entry \"{}\" (id {}) is not spelt in GPT-2's byte-level characters: "
                                  "not a byte-level BPE vocabulary",
@@ -702,6 +749,24 @@ Tokenizer Tokenizer::load(const std::string& path) {
       t.tokens_.push_back(bytes);
     }
     if (v != spelt.vocab.end()) id_of.emplace(v->second, id);
+  }
+  for (const auto* ids : {&spelt.prefix, &spelt.suffix})
+    for (int64_t id : *ids)
+      if (id >= n) bad_file(file, fmt::format("the post_processor adds id {}, beyond the {} tokens", id, n));
+  t.prefix_ = spelt.prefix;
+  t.suffix_ = spelt.suffix;
+  t.post_processor_ = spelt.post_processor;
+  if (spelt.wordpiece) {
+    const auto unk = id_of.find(spelt.wordpiece->unk_token);
+    if (unk == id_of.end())
+      bad_file(file, fmt::format("model.unk_token \"{}\" is not in the vocabulary; WordPiece gives it for the words it "
+                                 "cannot cut",
+                                 spelt.wordpiece->unk_token));
+    spelt.wordpiece->unk_id = unk->second;
+    spelt.wordpiece->id_of = std::move(id_of);
+    t.wordpiece_ = std::move(spelt.wordpiece);
+    t.index();
+    return t;
   }
   for (int b = 0; b < 256; ++b) {
     const std::string one = spell(std::string(1, static_cast<char>(b)));
@@ -724,12 +789,6 @@ Tokenizer Tokenizer::load(const std::string& path) {
                                    r, x, y, it->first));
     t.merges_.emplace_back(a->second, b->second);
   }
-  for (const auto* ids : {&spelt.prefix, &spelt.suffix})
-    for (int64_t id : *ids)
-      if (id >= n) bad_file(file, fmt::format("the post_processor adds id {}, beyond the {} tokens", id, n));
-  t.prefix_ = spelt.prefix;
-  t.suffix_ = spelt.suffix;
-  t.post_processor_ = spelt.post_processor;
   t.index();
   return t;
 }
@@ -746,6 +805,42 @@ std::string Tokenizer::to_json() const {
   };
   ojson vocab = ojson::object();
   for (int64_t id = 0; id < vocab_size(); ++id) vocab[token_to_string(id)] = id;
+  const ojson post_processor = post_processor_.empty() ? ojson() : ojson::parse(post_processor_);
+  if (wordpiece_) {
+    const detail::WordPieceModel& wp = *wordpiece_;
+    ojson normalizer;
+    if (wp.normalizer) {
+      normalizer = {{"type", "BertNormalizer"},
+                    {"clean_text", wp.normalizer->clean_text},
+                    {"handle_chinese_chars", wp.normalizer->handle_chinese_chars},
+                    {"strip_accents", wp.strip_accents_given ? ojson(wp.normalizer->strip_accents) : ojson()},
+                    {"lowercase", wp.normalizer->lowercase}};
+    }
+    const ojson decoder =
+        wp.decoder_prefix ? ojson{{"type", "WordPiece"}, {"prefix", *wp.decoder_prefix}, {"cleanup", wp.cleanup}}
+                          : ojson();
+    // The model's vocabulary: every id but the added tokens that are not in it.
+    ojson sorted = ojson::object();
+    std::vector<std::pair<int64_t, std::string>> by_id;
+    for (const auto& [spelling, id] : wp.id_of) by_id.emplace_back(id, spelling);
+    std::sort(by_id.begin(), by_id.end());
+    for (const auto& [id, spelling] : by_id) sorted[spelling] = id;
+    const ojson doc = {{"version", "1.0"},
+                       {"truncation", nullptr},
+                       {"padding", nullptr},
+                       {"added_tokens", added},
+                       {"normalizer", normalizer},
+                       {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+                       {"post_processor", post_processor},
+                       {"decoder", decoder},
+                       {"model",
+                        {{"type", "WordPiece"},
+                         {"unk_token", wp.unk_token},
+                         {"continuing_subword_prefix", wp.prefix},
+                         {"max_input_chars_per_word", wp.max_chars},
+                         {"vocab", sorted}}}};
+    return doc.dump(2) + "\n";
+  }
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(token_to_string(a) + " " + token_to_string(b));
   ojson doc = {{"version", "1.0"},
@@ -754,7 +849,7 @@ std::string Tokenizer::to_json() const {
                {"added_tokens", added},
                {"normalizer", nullptr},
                {"pre_tokenizer", byte_level_json(add_prefix_space_)},
-               {"post_processor", post_processor_.empty() ? ojson() : ojson::parse(post_processor_)},
+               {"post_processor", post_processor},
                {"decoder", byte_level_json(true)},
                {"model",
                 {{"type", "BPE"},
@@ -827,9 +922,51 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
   cache.emplace(key, std::move(ids));
 }
 
+void Tokenizer::encode_word(std::string_view word, std::vector<int64_t>& out) const {
+  // Hugging Face's WordPiece::tokenize: from each start, the longest piece in the vocabulary (with the prefix after
+  // the first); a word with a part no piece covers is the unknown token, whole.
+  const detail::WordPieceModel& wp = *wordpiece_;
+  const size_t first = out.size();
+  if (bert::characters(word) > static_cast<size_t>(wp.max_chars)) return out.push_back(wp.unk_id);
+  std::string piece;
+  for (size_t start = 0; start < word.size();) {
+    int64_t found = -1;
+    size_t end = word.size();
+    while (start < end) {
+      piece.assign(start > 0 ? wp.prefix : std::string());
+      piece.append(word.substr(start, end - start));
+      if (const auto it = wp.id_of.find(piece); it != wp.id_of.end()) {
+        found = it->second;
+        break;
+      }
+      end -= bert::last_character_size(word.substr(start, end - start));
+    }
+    if (found < 0) {
+      out.resize(first);
+      return out.push_back(wp.unk_id);
+    }
+    out.push_back(found);
+    start = end;
+  }
+}
+
 std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   std::vector<int64_t> out;
   if (add_special_tokens) out = prefix_;
+  if (wordpiece_) {
+    // Added tokens not normalized are cut out of the raw text; the parts between are normalized, then the normalized
+    // added tokens are cut out of them, and what remains is split into words, each cut into pieces.
+    const auto words = [&](std::string_view part) {
+      for (std::string_view word : bert::pre_tokenize(part)) encode_word(word, out);
+    };
+    split_added(text, raw_order_, out, [&](std::string_view part) {
+      const std::string normalized =
+          wordpiece_->normalizer ? bert::normalize(part, *wordpiece_->normalizer) : std::string(part);
+      split_added(normalized, normalized_order_, out, words);
+    });
+    if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
+    return out;
+  }
   std::unordered_map<std::string, std::vector<int64_t>> cache;
   std::string prefixed;
   const auto encode_text = [&](std::string_view part) {
@@ -853,21 +990,33 @@ const std::string& Tokenizer::token_bytes(int64_t id) const {
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   std::string out;
+  std::vector<std::string_view> pieces;  // WordPiece's, for its decoder
   for (int64_t id : ids) {
     const std::string& bytes = token_bytes(id);
-    if (!(skip_special_tokens && is_special(id))) out += bytes;
+    if (skip_special_tokens && is_special(id)) continue;
+    if (wordpiece_) {
+      pieces.push_back(bytes);
+    } else {
+      out += bytes;
+    }
   }
-  return out;
+  if (!wordpiece_) return out;
+  if (wordpiece_->decoder_prefix) return bert::decode(pieces, *wordpiece_->decoder_prefix, wordpiece_->cleanup);
+  return fmt::format("{}", fmt::join(pieces, " "));  // no decoder: Hugging Face joins the tokens with spaces
 }
 
 std::string Tokenizer::token_to_string(int64_t id) const {
   const std::string& bytes = token_bytes(id);
-  return added_of_[static_cast<size_t>(id)] >= 0 ? bytes : spell(bytes);
+  return added_of_[static_cast<size_t>(id)] >= 0 || wordpiece_ ? bytes : spell(bytes);
 }
 
 int64_t Tokenizer::string_to_token(const std::string& spelling) const {
   for (const AddedToken& a : added_)
     if (a.content == spelling) return a.id;
+  if (wordpiece_) {
+    const auto it = wordpiece_->id_of.find(spelling);
+    return it == wordpiece_->id_of.end() ? -1 : it->second;
+  }
   std::string bytes;
   if (!unspell(spelling, bytes)) return -1;
   for (int64_t id = 0; id < vocab_size(); ++id)
@@ -891,8 +1040,20 @@ std::vector<std::string> Tokenizer::special_tokens() const {
 std::string Tokenizer::describe() const {
   const auto specials = static_cast<int64_t>(special_tokens().size());
   const auto others = static_cast<int64_t>(added_.size()) - specials;
-  std::string out = fmt::format("byte-level BPE, {} tokens ({} special{}), {} merges", vocab_size(), specials,
-                                others > 0 ? fmt::format(", {} other added", others) : "", merges_.size());
+  const std::string added = others > 0 ? fmt::format(", {} other added", others) : "";
+  std::string out = fmt::format("byte-level BPE, {} tokens ({} special{}), {} merges", vocab_size(), specials, added,
+                                merges_.size());
+  if (wordpiece_) {
+    std::vector<std::string> steps;
+    if (const auto& n = wordpiece_->normalizer) {
+      if (n->lowercase) steps.emplace_back("lowercased");
+      if (n->strip_accents) steps.emplace_back("accents stripped");
+      if (n->handle_chinese_chars) steps.emplace_back("CJK ideographs split");
+    } else {
+      steps.emplace_back("not normalized");
+    }
+    out = fmt::format("WordPiece, {} tokens ({} special{}), {}", vocab_size(), specials, added, fmt::join(steps, ", "));
+  }
   if (prefix_.empty() && suffix_.empty()) return out;
   std::vector<std::string> around;
   for (int64_t id : prefix_) around.push_back(token_to_string(id));
@@ -920,6 +1081,16 @@ std::string Tokenizer::fingerprint() const {
   }
   for (const auto& m : merges_) mix(&m, sizeof m);
   mix(&add_prefix_space_, 1);
+  if (wordpiece_) {  // the model and normalizer settings (byte-level BPE's fingerprints stay as they were)
+    const detail::WordPieceModel& wp = *wordpiece_;
+    const std::string settings = fmt::format(
+        "WordPiece {} {} {} {} {}", wp.unk_token, wp.prefix, wp.max_chars,
+        wp.normalizer ? fmt::format("{}{}{}{}", wp.normalizer->clean_text, wp.normalizer->handle_chinese_chars,
+                                    wp.normalizer->strip_accents, wp.normalizer->lowercase)
+                      : "none",
+        wp.decoder_prefix ? fmt::format("{} {}", *wp.decoder_prefix, wp.cleanup) : "none");
+    mix(settings.data(), settings.size());
+  }
   if (!prefix_.empty() || !suffix_.empty()) {
     for (const auto* ids : {&prefix_, &suffix_}) {
       const auto count = static_cast<int64_t>(ids->size());

@@ -11,6 +11,11 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         trains a small byte-level BPE on CORPUS with special tokens <s> </s> <pad>, adds tokens with each of the
         added-token flags, and writes it with RoBERTa's post-processor (OUT_DIR/roberta.json) and with a template
         "<s> $A </s> <pad>" in a Sequence after ByteLevel (OUT_DIR/template.json)
+    tokenizer_interop.py wordpiece CORPUS OUT_DIR
+        trains WordPiece tokenizers (WordPieceTrainer, 700 tokens, special tokens [PAD] [UNK] [CLS] [SEP] [MASK])
+        on CORPUS as BERT's are made: BertNormalizer, BertPreTokenizer, the WordPiece decoder; uncased with
+        TemplateProcessing "[CLS] $A [SEP]" and two added tokens, one normalized (OUT_DIR/uncased.json), and cased
+        (lowercase false) with BertProcessing (OUT_DIR/cased.json)
     tokenizer_interop.py encode-all TOKENIZER.json TEXTS.json OUT.json
         writes, for each text of the JSON list, {"plain": ids, "with_special": ids with the post-processor's tokens,
         "skipped": the text of the latter decoded with skip_special_tokens}
@@ -18,7 +23,7 @@ which pins tokenizers; scripts/install-peers.sh streaming).
 import json
 import sys
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 
 def read_text(path):
@@ -71,6 +76,24 @@ def main(argv):
             processors.TemplateProcessing(single="<s> $A </s> <pad>", pair="<s> $A </s> $B:1 </s>:1",
                                           special_tokens=[("<s>", 0), ("</s>", 1), ("<pad>", 2)])])
         tok.save(argv[3] + "/template.json")
+    elif what == "wordpiece":
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        for name, lowercase in (("uncased", True), ("cased", False)):
+            tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+            tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+            tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            tok.decoder = decoders.WordPiece()
+            trainer = trainers.WordPieceTrainer(vocab_size=700, show_progress=False, special_tokens=specials)
+            tok.train_from_iterator([read_text(argv[2])], trainer)
+            if lowercase:
+                tok.add_tokens([AddedToken("Héllo", normalized=True), AddedToken("<keep>", normalized=False)])
+                tok.post_processor = processors.TemplateProcessing(
+                    single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                    special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+            else:
+                tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                               ("[CLS]", tok.token_to_id("[CLS]")))
+            tok.save(argv[3] + "/" + name + ".json")
     elif what == "encode-all":
         tok = Tokenizer.from_file(argv[2])
         with open(argv[3]) as f:

@@ -1,11 +1,13 @@
 // Byte-level BPE against Hugging Face `tokenizers` 0.22.2 (pinned in the streaming peers' venv:
 // scripts/install-peers.sh streaming, or $TESSERA_STREAMING_VENV; tokenizer_interop.py is its side): the same merges
-// when training on the same text, the same ids when encoding with the same tokenizer.json, whichever library wrote it.
+// when training on the same text, the same ids when encoding with the same tokenizer.json, whichever library wrote it;
+// and WordPiece (BERT's) tokenizers that Hugging Face trains: the same ids and decoded text.
 // Each test skips, saying why, when the venv is absent.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
@@ -117,6 +119,23 @@ TEST(TokenizerInterop, EncodesAsHuggingFaceWhicheverLibraryWroteTheTokenizer) {
   }
 }
 
+/// Hugging Face's encoding (plain, with the post-processor's tokens, and the latter decoded without the special
+/// tokens) of each of `texts` with the tokenizer.json `file`, against Tessera's.
+void expect_encodes_as_hugging_face(const std::string& python, const Tokenizer& tok, const std::string& file,
+                                    const std::vector<std::string>& texts, const std::string& work) {
+  test::write_file(work + "/texts.json", json(texts).dump());
+  run_helper(python, "encode-all " + file + " " + work + "/texts.json " + work + "/out.json", work + "/encode.log");
+  const json expected = json::parse(test::read_file(work + "/out.json"));
+  ASSERT_EQ(expected.size(), texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    SCOPED_TRACE(std::string("text \"") + texts[i].substr(0, 60) + "\"");
+    EXPECT_EQ(tok.encode(texts[i]), expected[i]["plain"].get<std::vector<int64_t>>());
+    const std::vector<int64_t> with_special = tok.encode(texts[i], true);
+    EXPECT_EQ(with_special, expected[i]["with_special"].get<std::vector<int64_t>>());
+    EXPECT_EQ(tok.decode(with_special, true), expected[i]["skipped"].get<std::string>());
+  }
+}
+
 /// Hugging Face's added tokens (lstrip, rstrip, single_word, normalized or not, special or not, one that merges
 /// also make) and post-processors (RobertaProcessing; a TemplateProcessing in a Sequence): Tessera reads the
 /// tokenizer.json Hugging Face writes and gives the same ids, with and without the post-processor's tokens, and the
@@ -135,7 +154,6 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
       "\u0301word -word- word",
       "sing <r>  x", "a <r>\u00a0\u3000y", "<r><r> <r>\n\n", "<s><mask></s>", "wording ing singing",
       "a\u00e9 xb \u00e9 x\u00e9 x", "", " ", "plain text, nothing added", text.substr(cut)};
-  test::write_file(work.path() + "/texts.json", json(texts).dump());
   for (const std::string name : {"roberta", "template"}) {
     SCOPED_TRACE(name);
     const std::string hf_file = work.path() + "/" + name + ".json";
@@ -143,17 +161,7 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
     tok.save(work.path() + "/ours.json");
     for (const std::string& file : {hf_file, work.path() + "/ours.json"}) {
       SCOPED_TRACE("Hugging Face encoding with " + file);
-      run_helper(python, "encode-all " + file + " " + work.path() + "/texts.json " + work.path() + "/out.json",
-                 work.path() + "/encode.log");
-      const json expected = json::parse(test::read_file(work.path() + "/out.json"));
-      ASSERT_EQ(expected.size(), texts.size());
-      for (size_t i = 0; i < texts.size(); ++i) {
-        SCOPED_TRACE(std::string("text \"") + texts[i].substr(0, 60) + "\"");
-        EXPECT_EQ(tok.encode(texts[i]), expected[i]["plain"].get<std::vector<int64_t>>());
-        const std::vector<int64_t> with_special = tok.encode(texts[i], true);
-        EXPECT_EQ(with_special, expected[i]["with_special"].get<std::vector<int64_t>>());
-        EXPECT_EQ(tok.decode(with_special, true), expected[i]["skipped"].get<std::string>());
-      }
+      expect_encodes_as_hugging_face(python, tok, file, texts, work.path());
     }
     EXPECT_EQ(Tokenizer::load(work.path() + "/ours.json").fingerprint(), tok.fingerprint());
   }
@@ -162,12 +170,72 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
       Tokenizer::train({text.substr(0, cut)}, TokenizerTrainOptions().vocab_size(600).special_tokens({"<s>", "</s>"})
                                                   .single_template("<s> $A </s>"));
   templated.save(work.path() + "/templated.json");
+  test::write_file(work.path() + "/texts.json", json(texts).dump());
   run_helper(python, "encode-all " + work.path() + "/templated.json " + work.path() + "/texts.json " + work.path() +
                          "/out.json",
              work.path() + "/encode.log");
   const json expected = json::parse(test::read_file(work.path() + "/out.json"));
   for (size_t i = 0; i < texts.size(); ++i)
     EXPECT_EQ(templated.encode(texts[i], true), expected[i]["with_special"].get<std::vector<int64_t>>()) << texts[i];
+}
+
+/// WordPiece as BERT's tokenizers are made (BertNormalizer, BertPreTokenizer, the WordPiece decoder), trained by
+/// Hugging Face: uncased and cased, then without a normalizer or decoder, with accents kept or stripped, and with a
+/// short max_input_chars_per_word. Tessera gives Hugging Face's ids and decoded text, and writes a tokenizer.json
+/// that Hugging Face reads to the same ids.
+TEST(TokenizerInterop, WordPieceEncodesAndDecodesAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  const size_t cut = text.find('\n', text.size() / 2);
+  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  run_helper(python, "wordpiece " + work.path() + "/corpus.txt " + work.path(), work.path() + "/wordpiece.log");
+  const std::string unbroken(120, 'a');  // beyond max_input_chars_per_word: the unknown token
+  std::vector<std::string> texts = {
+      "Hello, World! Don't do not; it's THEIR cafe\u0301 (caf\u00e9) na\u00efve", "Ünïcödé ÀÉÎÕÜ ß ﬁ ǅ İstanbul ΣΑΣ",
+      "漢字かな 中文字符 한국어 Русский Ελληνικά עברית العربية", "🙂🙃👍🏽 x🙂y", "a\tb\nc\r\nd\u00a0e\u3000f\u2028g",
+      std::string("ctrl\x01\x7f char") + '\0' + "nul \u200bzw\u200cnj \ufffd\u00adsoft",
+      "[CLS] [MASK] tokens[SEP]inside [PAD]", "Héllo héllo HÉLLO Hello <keep> <keep>s x<keep>", "$5.00 + 3% = ~1 | {x} <y>",
+      "_under_score_ a-b—c…d «e» ¿f? ¡g!", unbroken + " " + unbroken.substr(0, 99) + " end", "", "   ",
+      "qzxjv zzzzqqqq", "dog's dogs' 'quoted' \"double\"", text.substr(cut, 4000)};
+  for (const std::string name : {"uncased", "cased"}) {
+    SCOPED_TRACE(name);
+    const std::string hf_file = work.path() + "/" + name + ".json";
+    const Tokenizer tok = Tokenizer::load(hf_file);
+    EXPECT_EQ(tok.model(), "WordPiece");
+    EXPECT_EQ(tok.vocab_size(), name == std::string("uncased") ? 702 : 700);
+    expect_encodes_as_hugging_face(python, tok, hf_file, texts, work.path());
+    tok.save(work.path() + "/ours.json");
+    const Tokenizer again = Tokenizer::load(work.path() + "/ours.json");
+    EXPECT_EQ(again.fingerprint(), tok.fingerprint());
+    expect_encodes_as_hugging_face(python, again, work.path() + "/ours.json", texts, work.path());
+  }
+  // Variants of the uncased file, as Hugging Face reads them too.
+  const json uncased = json::parse(test::read_file(work.path() + "/uncased.json"));
+  const std::vector<std::pair<std::string, std::function<void(json&)>>> variants = {
+      {"no normalizer, no decoder", [](json& d) { d["normalizer"] = nullptr; d["decoder"] = nullptr; }},
+      {"accents kept while lowercasing", [](json& d) { d["normalizer"]["strip_accents"] = false; }},
+      {"accents stripped, case kept, no CJK split, no cleanup",
+       [](json& d) {
+         d["normalizer"]["lowercase"] = false;
+         d["normalizer"]["strip_accents"] = true;
+         d["normalizer"]["handle_chinese_chars"] = false;
+         d["decoder"]["cleanup"] = false;
+       }},
+      {"text not cleaned, words of at most 6 characters",
+       [](json& d) {
+         d["normalizer"]["clean_text"] = false;
+         d["model"]["max_input_chars_per_word"] = 6;
+       }},
+  };
+  for (const auto& [name, change] : variants) {
+    SCOPED_TRACE(name);
+    json doc = uncased;
+    change(doc);
+    test::write_file(work.path() + "/variant.json", doc.dump());
+    const Tokenizer tok = Tokenizer::load(work.path() + "/variant.json");
+    expect_encodes_as_hugging_face(python, tok, work.path() + "/variant.json", texts, work.path());
+  }
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Byte-level BPE tokenizers (include/tessera/data/tokenizer.h): GPT-2's pre-tokenization, training, encoding by merge
-// rank, tokenizer.json and vocab.json + merges.txt, and every refusal. Parity with Hugging Face `tokenizers` is in
-// tokenizer_interop_test.cpp.
+// rank, tokenizer.json and vocab.json + merges.txt, and every refusal; WordPiece tokenizers read from tokenizer.json.
+// Parity with Hugging Face `tokenizers` is in tokenizer_interop_test.cpp.
 #include <gtest/gtest.h>
 #include <gmock/gmock.h>
 
@@ -321,8 +321,8 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
     edit(doc);
     return testing::input_error_of([&] { load_json(doc); });
   };
-  EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "WordPiece"; }),
-              HasSubstr("tok.json: model type WordPiece; Tessera reads byte-level BPE tokenizers only"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "Unigram"; }),
+              HasSubstr("tok.json: model type Unigram; Tessera reads byte-level BPE and WordPiece tokenizers"));
   EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFC"}}; }), HasSubstr("has a normalizer (NFC)"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
               HasSubstr("pre_tokenizer is Whitespace"));
@@ -387,6 +387,94 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
 
   const Tokenizer t = load_json(base_json({}));
   EXPECT_THAT(input_error_of([&] { t.decode({5, 256}); }), HasSubstr("token id 256 is outside the vocabulary [0, 256)"));
+}
+
+/// A BERT-style WordPiece tokenizer.json (uncased BertNormalizer, BertPreTokenizer, [CLS] $A [SEP], the WordPiece
+/// decoder) over a small vocabulary.
+json wordpiece_json() {
+  const std::vector<std::string> vocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un",  "##aff", "##able",
+                                          "hello", "world", ",",     "!",     "'",     "t",      "don", "a",
+                                          "##a",   "cafe",  "中",    "##s",   "."};
+  json v = json::object(), added = json::array();
+  for (size_t id = 0; id < vocab.size(); ++id) v[vocab[id]] = id;
+  for (int id = 0; id < 5; ++id) {
+    added.push_back({{"id", id}, {"content", vocab[id]}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                     {"normalized", false}, {"special", true}});
+  }
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer",
+           {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true}, {"strip_accents", nullptr},
+            {"lowercase", true}}},
+          {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+          {"post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 2}}}},
+          {"decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}},
+          {"model",
+           {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"continuing_subword_prefix", "##"},
+            {"max_input_chars_per_word", 9}, {"vocab", v}}}};
+}
+
+TEST(WordPiece, NormalizesSplitsAndCutsWordsIntoTheLongestPiecesAsBertDoes) {
+  const Tokenizer t = load_json(wordpiece_json());
+  EXPECT_EQ(t.model(), "WordPiece");
+  EXPECT_EQ(t.vocab_size(), 21);
+  EXPECT_EQ(t.describe(),
+            "WordPiece, 21 tokens (5 special), lowercased, accents stripped, CJK ideographs split; encode(text, true) "
+            "gives [CLS] … [SEP]");
+  using V = std::vector<int64_t>;
+  // Lowercased, accents stripped, punctuation split off, the longest pieces first: un ##aff ##able.
+  EXPECT_EQ(t.encode("UNAFFABLE Hello,World!"), (V{5, 6, 7, 8, 10, 9, 11}));
+  EXPECT_EQ(t.encode("Café don't"), (V{17, 14, 12, 13}));
+  // CJK ideographs are words of their own; a control character goes, tab and newline are spaces.
+  EXPECT_EQ(t.encode("中中\x01\ta\naa"), (V{18, 18, 15, 15, 16}));
+  // A word with a part no piece covers is one unknown token; so is a word of more than 9 characters.
+  EXPECT_EQ(t.encode("hellox world unaffables unaffable"), (V{1, 9, 1, 5, 6, 7}));
+  // Special tokens are matched in the raw text, before lowercasing; BertProcessing puts [CLS] … [SEP] around.
+  EXPECT_EQ(t.encode("[MASK] hello[SEP]", true), (V{2, 4, 8, 3, 3}));
+  EXPECT_EQ(t.encode("[mask]"), (V{1, 1, 1}));  // not the special token: "[", "mask", "]", none in the vocabulary
+  // The decoder joins the pieces, glues "##" ones, and cleans up spaces before punctuation.
+  EXPECT_EQ(t.decode({2, 5, 6, 7, 8, 10, 9, 11, 3}, true), "unaffable hello, world!");
+  EXPECT_EQ(t.decode({2, 14, 12, 13, 20, 3}), "[CLS] don ' t. [SEP]");  // cleaned up token by token, as Hugging Face
+  EXPECT_EQ(t.token_to_string(6), "##aff");
+  EXPECT_EQ(t.string_to_token("##able"), 7);
+  EXPECT_EQ(t.string_to_token("able"), -1);
+  // Written back and read again: the same tokenizer, the same ids.
+  test::TempDir dir("tessera-tokenizer");
+  t.save(dir.path() + "/wp.json");
+  const Tokenizer again = Tokenizer::load(dir.path() + "/wp.json");
+  EXPECT_EQ(again.fingerprint(), t.fingerprint());
+  EXPECT_EQ(again.encode("UNAFFABLE Hello,World!"), t.encode("UNAFFABLE Hello,World!"));
+  // The settings are part of the fingerprint.
+  json cased = wordpiece_json();
+  cased["normalizer"]["lowercase"] = false;
+  const Tokenizer keeps_case = load_json(cased);
+  EXPECT_NE(keeps_case.fingerprint(), t.fingerprint());
+  EXPECT_EQ(keeps_case.encode("Hello hello"), (V{1, 8}));
+}
+
+TEST(WordPiece, RefusesWhatItCannotReadNamingTheFileAndWhy) {
+  const auto refusal = [](const std::function<void(json&)>& edit) {
+    json doc = wordpiece_json();
+    edit(doc);
+    return testing::input_error_of([&] { load_json(doc); });
+  };
+  EXPECT_THAT(refusal([](json& d) { d["model"]["unk_token"] = "<unk>"; }),
+              HasSubstr("tok.json: model.unk_token \"<unk>\" is not in the vocabulary"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["unk_token"] = nullptr; }),
+              HasSubstr("model.unk_token is null, expected the unknown token's text"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "Lowercase"}}; }),
+              HasSubstr("WordPiece with normalizer Lowercase; Tessera reads WordPiece with BertNormalizer"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"]["lowercase"] = "yes"; }),
+              HasSubstr("normalizer BertNormalizer.lowercase is \"yes\", expected true or false"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+              HasSubstr("WordPiece with pre_tokenizer Whitespace; Tessera reads WordPiece with BertPreTokenizer"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = nullptr; }), HasSubstr("WordPiece with pre_tokenizer null"));
+  EXPECT_THAT(refusal([](json& d) { d["decoder"] = {{"type", "ByteLevel"}}; }),
+              HasSubstr("WordPiece with decoder ByteLevel; Tessera reads the WordPiece decoder or none"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["max_input_chars_per_word"] = 0; }),
+              HasSubstr("model.max_input_chars_per_word is 0, expected at least 1"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"]["x"] = 40; }),
+              HasSubstr("no token has id 21 (the ids run to 40)"));
 }
 
 }  // namespace

@@ -22,12 +22,23 @@
 /// Special tokens are cut out of the training text first (they are never merged into pieces). Deterministic: the same
 /// texts and options give the same merges, which are those of Hugging Face's trainer on the same pieces.
 ///
-/// Not read (InputError naming the file and what it holds): tokenizers of another model (WordPiece, Unigram), with a
-/// normalizer, with a pre-tokenizer other than ByteLevel with GPT-2's pattern (Llama 3's Split + ByteLevel), BPE
-/// dropout, `ignore_merges`, subword prefixes or suffixes, post-processors other than TemplateProcessing (its single
-/// template), RobertaProcessing, BertProcessing and ByteLevel. The post-processor's tokens (RoBERTa's `<s> … </s>`,
-/// a template's `$A <|endoftext|>`) are added by `encode(text, true)`; plain `encode(text)` gives the text's tokens
-/// only (Hugging Face's `add_special_tokens` is true by default; here it is asked for).
+/// WordPiece tokenizers (BERT's) are read from a tokenizer.json too, and encode as Hugging Face does: added tokens cut
+/// out as above, the rest normalized by BertNormalizer (clean_text, handle_chinese_chars, strip_accents, lowercase;
+/// or none), split into words by BertPreTokenizer (whitespace dropped, each punctuation character a word), and each
+/// word cut greedily into the longest pieces of the vocabulary, those after the first with the subword prefix ("##"),
+/// or the unknown token for a word that cannot be cut (or is longer than max_input_chars_per_word). `decode` is the
+/// WordPiece decoder's (pieces joined, spaces before punctuation cleaned up): lowercased, accent-free text, not the
+/// bytes encoded. WordPiece tokenizers are read and written, not trained (train one with Hugging Face's
+/// WordPieceTrainer; tests/core/tokenizer_interop_test.cpp checks the ids against Hugging Face's).
+///
+/// Not read (InputError naming the file and what it holds): tokenizers of another model (Unigram), byte-level BPE with
+/// a normalizer or with a pre-tokenizer other than ByteLevel with GPT-2's pattern (Llama 3's Split + ByteLevel), BPE
+/// dropout, `ignore_merges`, subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
+/// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
+/// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
+/// post-processor's tokens (RoBERTa's `<s> … </s>`, BERT's `[CLS] … [SEP]`, a template's `$A <|endoftext|>`) are
+/// added by `encode(text, true)`; plain `encode(text)` gives the text's tokens only (Hugging Face's
+/// `add_special_tokens` is true by default; here it is asked for).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +50,10 @@
 #include <tessera/options.h>
 
 namespace tessera::data {
+
+namespace detail {
+struct WordPieceModel;  ///< a WordPiece tokenizer's settings and vocabulary lookup (src/data/tokenizer.cpp)
+}
 
 /// Options of `Tokenizer::train`.
 struct TokenizerTrainOptions {
@@ -77,7 +92,7 @@ struct AddedToken {
 /// The pieces GPT-2's pattern splits `text` into (views into `text`; their concatenation is `text`).
 std::vector<std::string_view> pretokenize(std::string_view text);
 
-/// A byte-level BPE tokenizer. Immutable once built; `encode` and `decode` are thread-safe.
+/// A byte-level BPE or a WordPiece tokenizer. Immutable once built; `encode` and `decode` are thread-safe.
 class Tokenizer {
  public:
   /// Trains on `texts` (each one a separate text: no piece spans two). Throws InputError when vocab_size is below
@@ -99,12 +114,15 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   int64_t vocab_size() const noexcept { return static_cast<int64_t>(tokens_.size()); }
+  /// "BPE" (byte-level) or "WordPiece": the tokenizer.json model type.
+  std::string model() const { return wordpiece_ ? "WordPiece" : "BPE"; }
   /// Merges, in rank order: the ids of the pair (left, right); the merged token is their bytes concatenated.
   const std::vector<std::pair<int64_t, int64_t>>& merges() const noexcept { return merges_; }
-  /// The bytes of token `id` (an added token's text). InputError outside [0, vocab_size).
+  /// The bytes of token `id` (an added token's text; a WordPiece token's spelling, "##ing"). InputError outside
+  /// [0, vocab_size).
   const std::string& token_bytes(int64_t id) const;
   /// The token as tokenizer.json spells it: its bytes as GPT-2's byte-level characters (a space is "Ġ"),
-  /// added tokens as they are.
+  /// added tokens and WordPiece tokens as they are.
   std::string token_to_string(int64_t id) const;
   /// The id of a token spelt as tokenizer.json does, or -1.
   int64_t string_to_token(const std::string& spelling) const;
@@ -119,8 +137,8 @@ class Tokenizer {
   const std::vector<int64_t>& suffix_ids() const noexcept { return suffix_; }
   /// Whether a space is put before each text (between added tokens) that does not start with one (RoBERTa's).
   bool add_prefix_space() const noexcept { return add_prefix_space_; }
-  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges" (and the added tokens that are not special, the
-  /// post-processor's tokens).
+  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges" or "WordPiece, 30522 tokens (5 special), lowercased,
+  /// accents stripped" (and the added tokens that are not special, the post-processor's tokens).
   std::string describe() const;
   /// 16 hex digits of a hash of the vocabulary and merges: equal tokenizers, equal fingerprints.
   std::string fingerprint() const;
@@ -134,9 +152,11 @@ class Tokenizer {
                    std::vector<int64_t>& out, Text&& on_text) const;
   void encode_piece(std::string_view piece, std::vector<int64_t>& out,
                     std::unordered_map<std::string, std::vector<int64_t>>& cache) const;
+  void encode_word(std::string_view word, std::vector<int64_t>& out) const;  ///< WordPiece's greedy longest match
 
   std::vector<std::string> tokens_;                         ///< id -> bytes
   std::vector<AddedToken> added_;                           ///< by id
+  std::vector<std::string> match_text_;                     ///< by index in added_: the text matched (normalized)
   std::vector<int32_t> added_of_;                           ///< id -> index in added_, or -1
   /// Indices in added_ of the tokens each pass matches, by first byte, longest first: normalized false, then true.
   std::vector<std::vector<int32_t>> raw_order_, normalized_order_;
@@ -146,6 +166,7 @@ class Tokenizer {
   std::unordered_map<uint64_t, std::pair<int32_t, int64_t>> merge_of_;  ///< (left, right) -> (rank, new id)
   int64_t byte_ids_[256] = {};                              ///< byte -> its token
   bool add_prefix_space_ = false;
+  std::shared_ptr<const detail::WordPieceModel> wordpiece_;  ///< set for a WordPiece tokenizer
 };
 
 }  // namespace tessera::data

@@ -1,0 +1,182 @@
+#include "bert_text.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <iterator>
+
+#include "unicode.h"
+
+namespace tessera::data::bert {
+namespace {
+
+using unicode::CodeMapping;
+using unicode::CodeRange;
+using unicode::in_ranges;
+#include "unicode_bert.inc"
+
+constexpr uint32_t kReplacement = 0xFFFD;
+
+/// The code points of `text`; a byte that starts no valid UTF-8 character is U+FFFD.
+std::vector<uint32_t> code_points(std::string_view text) {
+  std::vector<uint32_t> out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = unicode::decode_utf8(text, i);
+    out.push_back(n == 0 ? kReplacement : cp);
+    i += n == 0 ? 1 : n;
+  }
+  return out;
+}
+
+/// The mapping of `cp` in a generated table, or null.
+const CodeMapping* find(uint32_t cp, const CodeMapping* begin, const CodeMapping* end) {
+  const CodeMapping* it =
+      std::lower_bound(begin, end, cp, [](const CodeMapping& m, uint32_t c) { return m.code_point < c; });
+  return it != end && it->code_point == cp ? it : nullptr;
+}
+
+/// Appends `cp` mapped through a table (itself when it has no entry).
+void append_mapped(std::vector<uint32_t>& out, uint32_t cp, const CodeMapping* begin, const CodeMapping* end,
+                   const uint32_t* flat) {
+  if (const CodeMapping* m = find(cp, begin, end)) {
+    out.insert(out.end(), flat + m->start, flat + m->start + m->length);
+  } else {
+    out.push_back(cp);
+  }
+}
+
+/// Appends the canonical decomposition of `cp`; Hangul syllables by Unicode's formula (into two or three jamo).
+void append_decomposed(std::vector<uint32_t>& out, uint32_t cp) {
+  constexpr uint32_t s_base = 0xAC00, l_base = 0x1100, v_base = 0x1161, t_base = 0x11A7, t_count = 28,
+                     n_count = 21 * 28;
+  if (cp >= s_base && cp < s_base + 19 * n_count) {
+    const uint32_t s = cp - s_base;
+    out.push_back(l_base + s / n_count);
+    out.push_back(v_base + (s % n_count) / t_count);
+    if (s % t_count != 0) out.push_back(t_base + s % t_count);
+    return;
+  }
+  append_mapped(out, cp, std::begin(kDecomposition), std::end(kDecomposition), kDecomposed);
+}
+
+/// Hugging Face's BertNormalizer: tab, newline and carriage return are whitespace, not control characters.
+bool is_bert_space(uint32_t cp) { return cp == '\t' || cp == '\n' || cp == '\r' || unicode::is_space(cp); }
+bool is_control(uint32_t cp) {
+  return cp != '\t' && cp != '\n' && cp != '\r' && in_ranges(cp, std::begin(kOther), std::end(kOther));
+}
+bool is_chinese(uint32_t cp) {
+  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
+         (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B920 && cp <= 0x2CEAF) ||
+         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
+bool is_punctuation(uint32_t cp) {
+  const bool ascii = (cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) ||
+                     (cp >= 123 && cp <= 126);
+  return ascii || in_ranges(cp, std::begin(kPunctuation), std::end(kPunctuation));
+}
+
+void replace_all(std::string& s, std::string_view from, std::string_view to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
+    s.replace(at, from.size(), to);
+  }
+}
+
+}  // namespace
+
+std::string normalize(std::string_view text, const Normalizer& options) {
+  std::vector<uint32_t> cps = code_points(text), next;
+  next.reserve(cps.size());
+  const auto step = [&](auto&& each) {
+    next.clear();
+    for (uint32_t cp : cps) each(cp);
+    std::swap(cps, next);
+  };
+  if (options.clean_text) {
+    step([&](uint32_t cp) {
+      if (cp == 0 || cp == kReplacement || is_control(cp)) return;
+      next.push_back(is_bert_space(cp) ? ' ' : cp);
+    });
+  }
+  if (options.handle_chinese_chars) {
+    step([&](uint32_t cp) {
+      if (!is_chinese(cp)) return next.push_back(cp);
+      next.insert(next.end(), {' ', cp, ' '});
+    });
+  }
+  if (options.strip_accents) {
+    std::vector<uint32_t> decomposed;
+    step([&](uint32_t cp) {
+      decomposed.clear();
+      append_decomposed(decomposed, cp);
+      for (uint32_t d : decomposed) {
+        if (!in_ranges(d, std::begin(kNonspacingMarks), std::end(kNonspacingMarks))) next.push_back(d);
+      }
+    });
+  }
+  if (options.lowercase) {
+    step([&](uint32_t cp) { append_mapped(next, cp, std::begin(kLowercase), std::end(kLowercase), kLowercased); });
+  }
+  std::string out;
+  out.reserve(cps.size());
+  for (uint32_t cp : cps) unicode::append_utf8(out, cp);
+  return out;
+}
+
+std::vector<std::string_view> pre_tokenize(std::string_view text) {
+  std::vector<std::string_view> words;
+  size_t start = 0;  // of the word being read
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = unicode::decode_utf8(text, i);
+    const size_t size = n == 0 ? 1 : n;
+    const bool space = n != 0 && unicode::is_space(cp), punctuation = n != 0 && is_punctuation(cp);
+    if (space || punctuation) {
+      if (start < i) words.push_back(text.substr(start, i - start));
+      if (punctuation) words.push_back(text.substr(i, size));
+      start = i + size;
+    }
+    i += size;
+  }
+  if (start < text.size()) words.push_back(text.substr(start));
+  return words;
+}
+
+size_t characters(std::string_view word) {
+  size_t count = 0;
+  for (size_t i = 0; i < word.size(); ++count) {
+    const size_t n = unicode::decode_utf8(word, i).second;
+    i += n == 0 ? 1 : n;
+  }
+  return count;
+}
+
+size_t last_character_size(std::string_view word) {
+  for (size_t size = 1; size <= std::min<size_t>(4, word.size()); ++size) {
+    if (unicode::decode_utf8(word, word.size() - size).second == size) return size;
+  }
+  return 1;
+}
+
+std::string decode(const std::vector<std::string_view>& tokens, const std::string& prefix, bool cleanup) {
+  std::string out, token;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    token.assign(tokens[i]);
+    if (i != 0) {
+      if (!prefix.empty() && token.rfind(prefix, 0) == 0) {
+        token.erase(0, prefix.size());
+      } else {
+        token.insert(0, " ");
+      }
+    }
+    if (cleanup) {
+      for (const auto& [from, to] : {std::pair{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+                                     {" n't", "n't"}, {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"},
+                                     {" 've", "'ve"}, {" 're", "'re"}}) {
+        replace_all(token, from, to);
+      }
+    }
+    out += token;
+  }
+  return out;
+}
+
+}  // namespace tessera::data::bert

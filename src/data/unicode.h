@@ -1,0 +1,35 @@
+#pragma once
+// UTF-8 and Unicode property helpers shared by the tokenizers (src/data/tokenizer.cpp, src/data/bert_text.cpp).
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace tessera::data::unicode {
+
+/// An inclusive range of code points; the generated tables (unicode_classes.inc, unicode_bert.inc) are sorted,
+/// disjoint arrays of them.
+struct CodeRange {
+  uint32_t first, last;
+};
+
+/// A code point's mapping to `length` code points starting at `start` in a flat array (unicode_bert.inc).
+struct CodeMapping {
+  uint32_t code_point, start, length;
+};
+
+/// Whether `cp` is in the sorted, disjoint ranges [begin, end).
+bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end);
+
+/// Unicode's White_Space (the `\s` of Hugging Face's regex engine and Rust's char::is_whitespace: Zs, Zl, Zp, tab
+/// to carriage return, NEL).
+bool is_space(uint32_t cp);
+
+/// The code point of the valid UTF-8 character at `s[i]` and its length in bytes, or length 0 where no valid
+/// character starts (overlong, surrogate, beyond U+10FFFF, cut short).
+std::pair<uint32_t, size_t> decode_utf8(std::string_view s, size_t i);
+
+/// Appends the UTF-8 encoding of `cp` (at most U+10FFFF).
+void append_utf8(std::string& out, uint32_t cp);
+
+}  // namespace tessera::data::unicode
