@@ -1,4 +1,4 @@
-// Byte-level BPE tokenizers from Python (include/tessera/data/tokenizer.h; docs/language-models.md "Tokenizers"),
+// Byte-level BPE and WordPiece tokenizers from Python (include/tessera/data/tokenizer.h; docs/language-models.md "Tokenizers"),
 // thinly bound as tessera.data.Tokenizer. Text is str (UTF-8) or bytes; decode gives str (bytes that are not UTF-8
 // replaced) and decode_bytes the exact bytes.
 #include <tessera/data/tokenizer.h>
@@ -10,8 +10,9 @@ namespace tessera::python {
 void bind_tokenizer(py::module_& d) {
   using data::Tokenizer;
   py::class_<Tokenizer>(d, "Tokenizer",
-                        "A byte-level BPE tokenizer (GPT-2's scheme; Hugging Face tokenizer.json). Build one with "
-                        "Tokenizer.train or Tokenizer.load.")
+                        "A byte-level BPE tokenizer (GPT-2's scheme) or a WordPiece one (BERT's), as Hugging Face's "
+                        "tokenizer.json. Train a byte-level BPE one with Tokenizer.train, or read either with "
+                        "Tokenizer.load.")
       .def_static(
           "train",
           [](const std::vector<std::string>& texts, int64_t vocab_size, int64_t min_frequency,
@@ -30,7 +31,8 @@ void bind_tokenizer(py::module_& d) {
           "single_template (such as '$A <|endoftext|>') is the post-processor's: the special tokens "
           "encode(text, add_special_tokens=True) puts around a text.")
       .def_static("load", &Tokenizer::load, py::arg("path"),
-                  "Reads a tokenizer.json, or a folder with tokenizer.json or vocab.json + merges.txt.")
+                  "Reads a tokenizer.json (byte-level BPE or WordPiece), or a folder with tokenizer.json or "
+                  "vocab.json + merges.txt.")
       .def("save", &Tokenizer::save, py::arg("path"), "Writes a Hugging Face tokenizer.json, atomically.")
       .def("to_json", &Tokenizer::to_json)
       .def(
@@ -57,6 +59,7 @@ void bind_tokenizer(py::module_& d) {
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false)
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("model", &Tokenizer::model, "'BPE' (byte-level) or 'WordPiece'")
       .def_property_readonly("special_tokens", &Tokenizer::special_tokens, "the special added tokens' texts, by id")
       .def_property_readonly(
           "added_tokens",

@@ -1,5 +1,5 @@
 """Byte-level BPE tokenizers from Python (tessera.data.Tokenizer): training, encoding and decoding any text,
-tokenizer.json written and read back, refusals; a GPT trained on the tokens of the text dataset with a tokenizer,
+tokenizer.json written and read back, refusals; a WordPiece tokenizer (BERT's) read, encoding and decoding; a GPT trained on the tokens of the text dataset with a tokenizer,
 generating text through it (the generate callback and Trainer.generate)."""
 import json
 
@@ -67,16 +67,45 @@ def test_added_tokens_flags_and_the_post_processors_tokens(tmp_path):
         Tokenizer.train(["xx"], vocab_size=300, single_template="$A <eos>")
 
 
+def test_a_wordpiece_tokenizer_lowercases_cuts_words_into_pieces_and_decodes_as_bert(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!"]
+    doc = {
+        "added_tokens": [{"id": i, "content": t, "special": True} for i, t in enumerate(vocab[:5])],
+        "normalizer": {"type": "BertNormalizer", "lowercase": True, "strip_accents": None},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {t: i for i, t in enumerate(vocab)}},
+    }
+    path = tmp_path / "bert.json"
+    path.write_text(json.dumps(doc))
+    tok = Tokenizer.load(str(path))
+    assert tok.model == "WordPiece" and tok.vocab_size == 12 and tok.merges == []
+    ids = tok.encode("UnAffable Hélló,WORLD! xyz", add_special_tokens=True)
+    assert ids == [2, 5, 6, 7, 8, 10, 9, 11, 1, 3]
+    assert tok.decode(ids) == "[CLS] unaffable hello, world! [UNK] [SEP]"
+    assert tok.decode(ids, skip_special_tokens=True) == "unaffable hello, world!"
+    assert tok.token_to_string(6) == "##aff" and tok.string_to_token("##able") == 7
+    assert "WordPiece, 12 tokens (5 special), lowercased, accents stripped" in repr(tok)
+    tok.save(str(tmp_path / "again.json"))
+    assert Tokenizer.load(str(tmp_path / "again.json")).fingerprint() == tok.fingerprint()
+    doc["pre_tokenizer"] = {"type": "Whitespace"}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(tessera.InputError, match="bert.json: WordPiece with pre_tokenizer Whitespace"):
+        Tokenizer.load(str(path))
+
+
 def test_refusals_say_what_and_where(tmp_path):
     with pytest.raises(tessera.InputError, match="vocab_size 100 is below the 0 special tokens"):
         Tokenizer.train(["x"], vocab_size=100)
     with pytest.raises(tessera.InputError, match="does not exist"):
         Tokenizer.load(str(tmp_path / "missing.json"))
-    bad = tmp_path / "wp.json"
+    bad = tmp_path / "unigram.json"
     doc = json.loads(Tokenizer.train([""], vocab_size=256).to_json())
-    doc["model"]["type"] = "WordPiece"
+    doc["model"]["type"] = "Unigram"
     bad.write_text(json.dumps(doc))
-    with pytest.raises(tessera.InputError, match="wp.json: model type WordPiece"):
+    with pytest.raises(tessera.InputError, match="unigram.json: model type Unigram; Tessera reads byte-level BPE and "
+                                                 "WordPiece tokenizers"):
         Tokenizer.load(str(bad))
     with pytest.raises(tessera.InputError, match="outside the vocabulary"):
         Tokenizer.train([""], vocab_size=256).decode([256])

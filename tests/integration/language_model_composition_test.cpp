@@ -21,11 +21,15 @@ namespace {
 namespace fs = std::filesystem;
 
 /// Recipe text for `model` ("gpt", "bert" on masked tokens, either with "_bpe": on the tokens of
-/// testing::small_text_tokenizer(), each line a document ended by its <|endoftext|>; or "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained
-/// 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a recipe entry).
+/// testing::small_text_tokenizer(), each line a document ended by its <|endoftext|>; "bert_wordpiece": on the tokens
+/// of testing::small_text_wordpiece(), each line [CLS] … [SEP]; or "bert_classifier" on labelled texts; with dropout,
+/// for gyro dropout) trained 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a
+/// recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
   const bool classifier = model == "bert_classifier", bpe = model.size() > 4 && model.substr(model.size() - 4) == "_bpe";
-  const std::string base = bpe ? model.substr(0, model.size() - 4) : model;
+  const bool wordpiece = model == "bert_wordpiece";
+  const std::string base = bpe ? model.substr(0, model.size() - 4) : wordpiece ? "bert" : model;
+  const std::string tokenizer = bpe ? testing::small_text_tokenizer() : testing::small_text_wordpiece();
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
@@ -45,7 +49,7 @@ loggers: []
                      (fs::temp_directory_path() / "tessera_lm_runs").string(), base,
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
-                     bpe ? ", document_separator: \"\\n\", tokenizer: " + testing::small_text_tokenizer() : "",
+                     bpe || wordpiece ? ", document_separator: \"\\n\", tokenizer: " + tokenizer : "",
                      base != "bert" ? "" : "mask_tokens", algorithm);
 }
 
@@ -198,11 +202,34 @@ TEST(OnBpeText, MaskTokensWithoutAVocabSizeTakesTheTokenizersVocabularyAsTheMode
       << bytes;
 }
 
+TEST(OnWordPieceText, ABertTakesTheTokenizersVocabularyAndEachLineIsClsToSep) {
+  const auto run = build_run(Recipe::parse(recipe("bert_wordpiece", ""), "<string>"));
+  const auto* bert = dynamic_cast<const BERT*>(run.components.model.get());
+  ASSERT_NE(bert, nullptr);
+  EXPECT_EQ(bert->options().vocab_size(), 64);
+  auto loader = std::dynamic_pointer_cast<data::DataLoader>(run.components.train_dataloader);
+  ASSERT_NE(loader, nullptr);
+  loader->start_epoch(1, 0);
+  const Batch batch = *loader->next();
+  // The targets are the tokens the mask hid: every word of the text is in the vocabulary (no [UNK], id 1), and the
+  // documents' [CLS] (2) and [SEP] (3) are among the tokens.
+  const at::Tensor input = batch.input(), target = batch.target();
+  const at::Tensor tokens = at::where(target.ne(-100), target, input);
+  EXPECT_EQ(tokens.eq(1).sum().item<int64_t>(), 0);
+  EXPECT_GT(tokens.eq(2).sum().item<int64_t>(), 0);
+  EXPECT_GT(tokens.eq(3).sum().item<int64_t>(), 0);
+  EXPECT_EQ(input.max().item<int64_t>(), 64) << "the mask token is the id vocab_size, the model's extra row";
+  auto trainer = make_trainer(Recipe::parse(recipe("bert_wordpiece", entry("gyro_dropout")), "<string>"));
+  trainer->fit();
+  EXPECT_EQ(trainer->state().timestamp.batch, 6);
+  EXPECT_TRUE(std::isfinite(trainer->state().loss.item<double>()));
+}
+
 TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
-  // A BERT (masked tokens, dropout) and a GPT, on BPE tokens and, for the BERT, on bytes: 3 batches, a checkpoint,
-  // then autoresume to 6 end bitwise where 6 batches in one go end; the masking, the dropout and the loader's order
-  // continue where they stopped.
-  for (const std::string model : {"bert_bpe", "bert", "gpt_bpe"}) {
+  // A BERT (masked tokens, dropout) and a GPT, on BPE tokens and, for the BERT, on WordPiece tokens and on bytes: 3
+  // batches, a checkpoint, then autoresume to 6 end bitwise where 6 batches in one go end; the masking, the dropout
+  // and the loader's order continue where they stopped.
+  for (const std::string model : {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe"}) {
     SCOPED_TRACE(model);
     const fs::path folder = fs::temp_directory_path() / "tessera_lm_resume" / model;
     fs::remove_all(folder);

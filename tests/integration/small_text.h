@@ -9,6 +9,7 @@
 #include <iterator>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
 
 namespace tessera::testing {
@@ -35,6 +36,33 @@ inline const std::string& small_text_tokenizer() {
         std::filesystem::temp_directory_path() / ("tessera_small_tokenizer_" + std::to_string(::getpid()) + ".json");
     data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(264).special_tokens({"<|endoftext|>"}).single_template(
         "$A <|endoftext|>")).save(p.string());
+    return p.string();
+  }();
+  return path;
+}
+
+/// A WordPiece tokenizer as BERT's (uncased BertNormalizer, BertPreTokenizer, BertProcessing [CLS] $A [SEP], the
+/// WordPiece decoder) of 64 tokens for small_text_file(): the 5 special tokens, 5 of its words, "ju" "##mps", the
+/// letters and the letters after "##"; saved under the temp folder once per test binary.
+inline const std::string& small_text_wordpiece() {
+  static const std::string path = [] {
+    std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown",
+                                       "fox",   "runs",  "ju",    "##mps"};
+    for (char c = 'a'; c <= 'z'; ++c) tokens.emplace_back(1, c);
+    for (char c = 'a'; c <= 'z'; ++c) tokens.push_back(std::string("##") + c);
+    nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array();
+    for (size_t id = 0; id < tokens.size(); ++id) vocab[tokens[id]] = id;
+    for (size_t id = 0; id < 5; ++id) added.push_back({{"id", id}, {"content", tokens[id]}, {"special", true}});
+    const nlohmann::json doc = {
+        {"added_tokens", added},
+        {"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}}},
+        {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+        {"post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 2}}}},
+        {"decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}},
+        {"model", {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"vocab", vocab}}}};
+    const auto p =
+        std::filesystem::temp_directory_path() / ("tessera_small_wordpiece_" + std::to_string(::getpid()) + ".json");
+    std::ofstream(p) << doc.dump();
     return p.string();
   }();
   return path;
