@@ -4,7 +4,9 @@
 # file): training a vocabulary of each size (the same merges: tests/core/tokenizer_interop_test.cpp) and encoding the
 # whole text. Tessera trains and encodes on one thread; Hugging Face trains with its thread pool (rayon, every core)
 # and encodes one string on one thread, or a list of the fortunes with `encode_batch` on every core. The ratio column
-# is Hugging Face's time over Tessera's (above 1: Tessera is faster); each time is the best of three.
+# is Hugging Face's time over Tessera's (above 1: Tessera is faster); each time is the best of three. Last, WordPiece
+# (BERT's): Hugging Face's WordPieceTrainer makes a tokenizer of the largest size (uncased BertNormalizer,
+# BertPreTokenizer), and both encode the whole text with it.
 #   benchmarks/bench_tokenizer_speed.sh [vocabulary sizes...]   (default: 2048 8192)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +19,15 @@ trap 'rm -rf "$out"' EXIT
 python=${TESSERA_STREAMING_VENV:-$HOME/.cache/tessera/venv-peers-streaming-0.13.0}/bin/python
 [ -x "$python" ] || bash "$root/scripts/install-peers.sh" streaming >/dev/null
 cmake --build "$build" --target tessera-tokenizer >/dev/null
+export BENCH_OUT=$out  # all.txt: every fortune file as one text, as Hugging Face reads it (UTF-8, bad bytes replaced)
+"$python" - "$text" <<'PY'
+import os, sys
+folder = sys.argv[1]
+files = sorted(f for f in os.listdir(folder) if not f.endswith(".dat") and not os.path.islink(os.path.join(folder, f))
+               and os.path.isfile(os.path.join(folder, f)))
+text = b"".join(open(os.path.join(folder, f), "rb").read() for f in files).decode("utf-8", "replace")
+open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), "w", encoding="utf-8").write(text)
+PY
 printf '%-34s %10s %10s %8s\n' "step" "tessera s" "hf s" "hf/tessera"
 for v in "${vocabs[@]}"; do
   best() { sort -g | head -1; }
@@ -31,9 +42,7 @@ import os, sys, time
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 folder, vocab, ours_train, ours_encode, ours_tokens, ours_file = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
                                                                  float(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
-files = sorted(f for f in os.listdir(folder) if not f.endswith(".dat") and not os.path.islink(os.path.join(folder, f))
-               and os.path.isfile(os.path.join(folder, f)))
-text = b"".join(open(os.path.join(folder, f), "rb").read() for f in files).decode("utf-8", "replace")
+text = open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), encoding="utf-8").read()
 tok = Tokenizer(models.BPE())
 tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
 tok.decoder = decoders.ByteLevel()
@@ -60,3 +69,36 @@ same = Tokenizer.from_file(ours_file).encode(text, add_special_tokens=False).ids
 print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)} with its own merges, {len(same)} with Tessera's file)")
 PY
 done
+v=${vocabs[-1]}
+"$python" - "$text" "$v" "$out/wp$v.json" <<'PY'
+import os, sys
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+folder, vocab, file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+text = open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), encoding="utf-8").read()
+tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+tok.normalizer = normalizers.BertNormalizer()
+tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+tok.decoder = decoders.WordPiece()
+tok.train_from_iterator([text], trainers.WordPieceTrainer(vocab_size=vocab, show_progress=False,
+                                                          special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+tok.save(file)
+PY
+wp_encoded=$("$build/tessera-tokenizer" encode "$out/wp$v.json" "$text")
+wp_encode=$(for i in 1 2 3; do "$build/tessera-tokenizer" encode "$out/wp$v.json" "$text" |
+              sed -n 's/^encoded in \([0-9.]*\) s .*/\1/p'; done | sort -g | head -1)
+wp_tokens=$(sed -n 's/.* bytes -> \([0-9]*\) tokens.*/\1/p' <<<"$wp_encoded")
+"$python" - "$text" "$wp_encode" "$wp_tokens" "$out/wp$v.json" <<'PY'
+import os, sys, time
+from tokenizers import Tokenizer
+folder, ours, ours_tokens, file = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+text = open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), encoding="utf-8").read()
+tok = Tokenizer.from_file(file)
+times = []
+for _ in range(3):
+    start = time.perf_counter()
+    ids = tok.encode(text, add_special_tokens=False).ids
+    times.append(time.perf_counter() - start)
+hf = min(times)
+print(f"{'WordPiece ' + str(tok.get_vocab_size()) + ' encode, one thread':34} {ours:10.3f} {hf:10.3f} {hf / ours:8.2f}x")
+print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)})")
+PY
