@@ -1,5 +1,5 @@
-// tessera-tokenizer: trains byte-level BPE tokenizers and encodes text with them (include/tessera/data/tokenizer.h,
-// docs/language-models.md "Tokenizers").
+// tessera-tokenizer: trains byte-level BPE tokenizers and encodes text with them, or with WordPiece ones (BERT's
+// tokenizer.json) (include/tessera/data/tokenizer.h, docs/language-models.md "Tokenizers").
 //
 //   tessera-tokenizer train PATH --vocab-size N --out T.json [--min-frequency 2] [--special TOKEN ...]
 //                           [--template '$A <|endoftext|>']
@@ -7,7 +7,7 @@
 //   tessera-tokenizer encode T.json PATH [--ids] [--split all|train|test] [--test-fraction 0.1]
 //                                [--add-special-tokens]     (bytes, tokens, bytes per token, time; --ids: the ids)
 //   tessera-tokenizer decode T.json ID ... [--skip-special-tokens]   (the text of the ids)
-//   tessera-tokenizer inspect T.json                         (size, added tokens, post-processor, the first merges)
+//   tessera-tokenizer inspect T.json     (kind, size, added tokens, post-processor, the first merges or pieces)
 //
 // Training reads the text dataset's train split (the first 1 − test_fraction of every file) unless --all, so that
 // the held-out text stays unseen by the tokenizer too. Exit codes: 0 success, 2 bad input, 1 anything else.
@@ -17,17 +17,20 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <set>
 #include <string>
 #include <vector>
 
 using tessera::data::Tokenizer;
 
 int main(int argc, char** argv) {
-  CLI::App app{"tessera-tokenizer: trains byte-level BPE tokenizers (Hugging Face tokenizer.json) and encodes text"};
+  CLI::App app{"tessera-tokenizer: trains byte-level BPE tokenizers (Hugging Face tokenizer.json) and encodes text "
+               "with them or with WordPiece ones (BERT's)"};
   app.require_subcommand(1);
 
   CLI::App* train = app.add_subcommand("train", "train a tokenizer on a text file or a folder of them");
@@ -134,6 +137,14 @@ int main(int argc, char** argv) {
       for (size_t r = 0; r < shown; ++r)
         std::cout << fmt::format("merge {}: {} {}\n", r, t.token_to_string(t.merges()[r].first),
                                  t.token_to_string(t.merges()[r].second));
+      if (t.model() == "WordPiece") {  // the first tokens after the added ones
+        std::set<int64_t> added;
+        for (const tessera::data::AddedToken& a : t.added_tokens()) added.insert(a.id);
+        std::vector<std::string> pieces;
+        for (int64_t id = 0; id < t.vocab_size() && pieces.size() < 20; ++id)
+          if (added.count(id) == 0) pieces.push_back(t.token_to_string(id));
+        std::cout << fmt::format("pieces: {} ...\n", fmt::join(pieces, " "));
+      }
     }
     return 0;
   } catch (const tessera::InputError& e) {

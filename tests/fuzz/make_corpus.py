@@ -177,3 +177,15 @@ put("fuzz_tokenizer", "template", tokenizer_json(english, added=["<s>"], post_pr
 put("fuzz_tokenizer", "overlap", tokenizer_json(["a a", "aa a", "b c", "a b"]) + b"\0aaaaabcabcaaa")
 put("fuzz_tokenizer", "gpt2_style_sequence", json.dumps({"model": {"vocab": {"a": 0}, "merges": []},
     "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}]}}).encode())
+wordpiece_vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!",
+                   "caf", "##e", "中"]
+put("fuzz_tokenizer", "wordpiece", json.dumps({
+    "added_tokens": [{"id": i, "content": t, "special": True} for i, t in enumerate(wordpiece_vocab[:5])],
+    "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "strip_accents": None,
+                   "lowercase": True},
+    "pre_tokenizer": {"type": "BertPreTokenizer"},
+    "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+    "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+    "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+              "max_input_chars_per_word": 12, "vocab": {t: i for i, t in enumerate(wordpiece_vocab)}}},
+    ensure_ascii=False).encode() + "\0UNAFFABLE Café,中中 hello\x01\t[MASK]world! \u0130 \uac00 x".encode() + b"\xff")

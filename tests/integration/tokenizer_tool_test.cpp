@@ -18,6 +18,7 @@
 #include <tessera/data/tokenizer.h>
 
 #include "core/mds_support.h"
+#include "integration/small_text.h"
 #include "support.h"
 
 namespace tessera {
@@ -112,6 +113,28 @@ TEST(TokenizerTool, TrainsOnTheTrainSplitEncodesDecodesAndInspects) {
   EXPECT_EQ(unknown.code, 2);
   EXPECT_TRUE(has(unknown.err, "token id 300 is outside the vocabulary [0, 300)")) << unknown.err;
   EXPECT_EQ(tool(TESSERA_TOKENIZER_PATH, tmp.path(), "train").code, 2);
+}
+
+TEST(TokenizerTool, EncodesDecodesAndInspectsWithAWordPieceTokenizer) {
+  test::TempDir tmp("tokenizer_tool");
+  const std::string tok = testing::small_text_wordpiece(), file = tmp.path() + "/text.txt";
+  test::write_file(file, "The QUICK brown fox jumps. Über!");
+  const data::Tokenizer t = data::Tokenizer::load(tok);
+  const Result ids = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "encode '" + tok + "' '" + file + "' --ids --split all");
+  ASSERT_EQ(ids.code, 0) << ids.err;
+  // the quick brown fox ju ##mps . u ##b ##e ##r ! (lowercased, the accent stripped, "." and "!" unknown)
+  EXPECT_EQ(ids.out, "5 6 7 8 10 11 1 32 39 42 55 1\n");
+  const Result text = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "decode '" + tok + "' 2 5 6 10 11 3 --skip-special-tokens");
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_EQ(text.out, "the quick jumps");
+  const Result inspect = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "inspect '" + tok + "'");
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_TRUE(has(inspect.out, "WordPiece, 64 tokens (5 special), lowercased, accents stripped, CJK ideographs split; "
+                               "encode(text, true) gives [CLS] … [SEP]"))
+      << inspect.out;
+  EXPECT_TRUE(has(inspect.out, "special token 4: [MASK]")) << inspect.out;
+  EXPECT_TRUE(has(inspect.out, "pieces: the quick brown fox runs ju ##mps a b c")) << inspect.out;
+  EXPECT_EQ(t.encode("The QUICK brown fox jumps. Über!").size(), 12u);
 }
 
 TEST(TokenizerTool, DocumentsEndWithTheTemplatesTokens) {
