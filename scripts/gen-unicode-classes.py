@@ -1,44 +1,73 @@
 #!/usr/bin/env python3
-"""Writes src/data/unicode_classes.inc: the code point ranges of Unicode's letters (general categories Lu, Ll, Lt,
-Lm, Lo: the regex class \\p{L}) and numbers (Nd, Nl, No: \\p{N}), from Python's unicodedata; and word characters (the regex class \\w of Unicode's
-UTS #18: Alphabetic, marks, decimal digits, connector punctuation, Join_Control), from Perl, whose \\w is that class
-(Python's unicodedata lacks the Alphabetic property). GPT-2's pre-tokenization pattern (src/data/tokenizer.cpp)
-splits text with the first two; Hugging Face's `single_word` added tokens match only where no word character
-touches them.
+"""Writes the tokenizers' Unicode tables, from Python's unicodedata (and Perl for \\w).
 
     python3 scripts/gen-unicode-classes.py > src/data/unicode_classes.inc
+    python3 scripts/gen-unicode-classes.py --bert > src/data/unicode_bert.inc
+
+src/data/unicode_classes.inc: the code point ranges of Unicode's letters (general categories Lu, Ll, Lt, Lm, Lo: the
+regex class \\p{L}) and numbers (Nd, Nl, No: \\p{N}), from Python's unicodedata; and word characters (the regex class
+\\w of Unicode's UTS #18: Alphabetic, marks, decimal digits, connector punctuation, Join_Control), from Perl, whose \\w
+is that class (Python's unicodedata lacks the Alphabetic property). GPT-2's pre-tokenization pattern
+(src/data/tokenizer.cpp) splits text with the first two; Hugging Face's `single_word` added tokens match only where no
+word character touches them.
+
+src/data/unicode_bert.inc (--bert): the tables of BERT's text normalization and pre-tokenization, as Hugging Face's
+BertNormalizer and BertPreTokenizer use them (src/data/bert_text.cpp):
+* kPunctuation: general categories Pc, Pd, Pe, Pf, Pi, Po, Ps (BertPreTokenizer isolates them, with ASCII's);
+* kOther: Cc, Cf, Cn, Co, Cs (BertNormalizer's clean_text removes them, but tab, newline and carriage return);
+* kNonspacingMarks: Mn (strip_accents removes them after the canonical decomposition);
+* kDecomposition / kDecomposed: each code point's full canonical decomposition (NFD of the one character), but the
+  Hangul syllables, which decompose by formula;
+* kLowercase / kLowercased: each code point's full lowercase mapping where it is not itself (SpecialCasing's
+  unconditional mappings included: U+0130 becomes "i" and U+0307), as Rust's char::to_lowercase gives it.
 """
 import subprocess
 import sys
 import unicodedata
 
 
-def ranges(categories):
+def runs(inside):
+    """The sorted, disjoint, inclusive ranges of the code points for which inside(cp) holds."""
     out, start = [], None
-    for cp in range(0x110000):
-        inside = unicodedata.category(chr(cp)) in categories
-        if inside and start is None:
-            start = cp
-        elif not inside and start is not None:
+    for cp in range(0x110001):
+        if cp <= 0x10FFFF and inside(cp):
+            if start is None:
+                start = cp
+        elif start is not None:
             out.append((start, cp - 1))
             start = None
-    if start is not None:
-        out.append((start, 0x10FFFF))
     return out
 
 
-def table(name, rs):
-    lines = [f"constexpr CodeRange {name}[] = {{"]
-    row = []
-    for a, b in rs:
-        row.append(f"{{0x{a:X}, 0x{b:X}}},")
-        if len(row) == 6:
+def ranges(categories):
+    return runs(lambda cp: unicodedata.category(chr(cp)) in categories)
+
+
+def rows(items, per_row):
+    lines, row = [], []
+    for item in items:
+        row.append(item)
+        if len(row) == per_row:
             lines.append("    " + " ".join(row))
             row = []
     if row:
         lines.append("    " + " ".join(row))
-    lines.append("};")
-    return "\n".join(lines)
+    return lines
+
+
+def table(name, rs):
+    return "\n".join([f"constexpr CodeRange {name}[] = {{"] + rows([f"{{0x{a:X}, 0x{b:X}}}," for a, b in rs], 6) +
+                     ["};"])
+
+
+def mapping_tables(name, flat_name, mapping):
+    """mapping: code point -> its code points. A sorted table of {code point, start, length} into a flat array."""
+    entries, flat = [], []
+    for cp in sorted(mapping):
+        entries.append(f"{{0x{cp:X}, {len(flat)}, {len(mapping[cp])}}},")
+        flat.extend(mapping[cp])
+    return "\n".join([f"constexpr CodeMapping {name}[] = {{"] + rows(entries, 5) + ["};",
+                      f"constexpr uint32_t {flat_name}[] = {{"] + rows([f"0x{c:X}," for c in flat], 10) + ["};"])
 
 
 def perl_ranges(perl_class):
@@ -47,22 +76,42 @@ def perl_ranges(perl_class):
               " next if $c >= 0xD800 && $c <= 0xDFFF; print \"$c\\n\" if chr($c) =~ /^%s$/u }" % perl_class)
     inside = set(int(line) for line in subprocess.run(["perl", "-e", script], check=True, capture_output=True,
                                                       text=True).stdout.split())
-    out, start = [], None
-    for cp in range(0x110001):
-        if cp in inside and start is None:
-            start = cp
-        elif cp not in inside and start is not None:
-            out.append((start, cp - 1))
-            start = None
-    return out
+    return runs(lambda cp: cp in inside)
 
 
-perl_version = subprocess.run(["perl", "-MUnicode::UCD", "-e", "print Unicode::UCD::UnicodeVersion()"], check=True,
-                              capture_output=True, text=True).stdout
-if perl_version != unicodedata.unidata_version:
-    sys.exit(f"Perl's Unicode {perl_version} is not Python's {unicodedata.unidata_version}: the tables would disagree")
-print(f"// Generated by scripts/gen-unicode-classes.py from Unicode {unicodedata.unidata_version}; do not edit.")
-print("// Sorted, disjoint, inclusive code point ranges.")
-print(table("kLetters", ranges({"Lu", "Ll", "Lt", "Lm", "Lo"})))
-print(table("kNumbers", ranges({"Nd", "Nl", "No"})))
-print(table("kWordChars", perl_ranges("\\w")))
+def classes():
+    perl_version = subprocess.run(["perl", "-MUnicode::UCD", "-e", "print Unicode::UCD::UnicodeVersion()"],
+                                  check=True, capture_output=True, text=True).stdout
+    if perl_version != unicodedata.unidata_version:
+        sys.exit(f"Perl's Unicode {perl_version} is not Python's {unicodedata.unidata_version}: the tables would "
+                 "disagree")
+    print(f"// Generated by scripts/gen-unicode-classes.py from Unicode {unicodedata.unidata_version}; do not edit.")
+    print("// Sorted, disjoint, inclusive code point ranges.")
+    print(table("kLetters", ranges({"Lu", "Ll", "Lt", "Lm", "Lo"})))
+    print(table("kNumbers", ranges({"Nd", "Nl", "No"})))
+    print(table("kWordChars", perl_ranges("\\w")))
+
+
+def bert():
+    decomposition, lowercase = {}, {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        d = unicodedata.normalize("NFD", c)
+        if d != c and not 0xAC00 <= cp <= 0xD7A3:  # Hangul syllables decompose by formula
+            decomposition[cp] = [ord(x) for x in d]
+        if c.lower() != c:
+            lowercase[cp] = [ord(x) for x in c.lower()]
+    print(f"// Generated by scripts/gen-unicode-classes.py --bert from Unicode {unicodedata.unidata_version}; do not "
+          "edit.")
+    print("// Sorted, disjoint, inclusive code point ranges; mappings sorted by code point.")
+    print(table("kPunctuation", ranges({"Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps"})))
+    print(table("kOther", ranges({"Cc", "Cf", "Cn", "Co", "Cs"})))
+    print(table("kNonspacingMarks", ranges({"Mn"})))
+    print(mapping_tables("kDecomposition", "kDecomposed", decomposition))
+    print(mapping_tables("kLowercase", "kLowercased", lowercase))
+
+
+if __name__ == "__main__":
+    bert() if sys.argv[1:] == ["--bert"] else classes()

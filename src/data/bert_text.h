@@ -1,7 +1,7 @@
 #pragma once
 // BERT's text handling as Hugging Face `tokenizers` does it, for WordPiece tokenizers (src/data/tokenizer.cpp):
 // BertNormalizer, BertPreTokenizer and the WordPiece decoder. Unicode tables: unicode_bert.inc
-// (scripts/gen-unicode-bert.py).
+// (scripts/gen-unicode-classes.py --bert).
 #include <string>
 #include <string_view>
 #include <vector>
