@@ -159,14 +159,16 @@ size_t last_character_size(std::string_view word) {
 std::string decode(const std::vector<std::string_view>& tokens, const std::string& prefix, bool cleanup) {
   std::string out, token;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    token.assign(tokens[i]);
+    std::string_view piece = tokens[i];
+    token.clear();
     if (i != 0) {
-      if (!prefix.empty() && token.rfind(prefix, 0) == 0) {
-        token.erase(0, prefix.size());
+      if (piece.substr(0, prefix.size()) == prefix) {
+        piece.remove_prefix(prefix.size());
       } else {
-        token.insert(0, " ");
+        token.push_back(' ');
       }
     }
+    token.append(piece);
     if (cleanup) {
       for (const auto& [from, to] : {std::pair{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
                                      {" n't", "n't"}, {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"},
