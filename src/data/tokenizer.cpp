@@ -803,8 +803,6 @@ std::string Tokenizer::to_json() const {
   const auto byte_level_json = [&](bool prefix) {
     return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", true}};
   };
-  ojson vocab = ojson::object();
-  for (int64_t id = 0; id < vocab_size(); ++id) vocab[token_to_string(id)] = id;
   const ojson post_processor = post_processor_.empty() ? ojson() : ojson::parse(post_processor_);
   if (wordpiece_) {
     const detail::WordPieceModel& wp = *wordpiece_;
@@ -819,7 +817,7 @@ std::string Tokenizer::to_json() const {
     const ojson decoder =
         wp.decoder_prefix ? ojson{{"type", "WordPiece"}, {"prefix", *wp.decoder_prefix}, {"cleanup", wp.cleanup}}
                           : ojson();
-    // The model's vocabulary: every id but the added tokens that are not in it.
+    // The model's vocabulary, by id: every token but the added ones that are not in it.
     ojson sorted = ojson::object();
     std::vector<std::pair<int64_t, std::string>> by_id;
     for (const auto& [spelling, id] : wp.id_of) by_id.emplace_back(id, spelling);
@@ -841,6 +839,8 @@ std::string Tokenizer::to_json() const {
                          {"vocab", sorted}}}};
     return doc.dump(2) + "\n";
   }
+  ojson vocab = ojson::object();
+  for (int64_t id = 0; id < vocab_size(); ++id) vocab[token_to_string(id)] = id;
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(token_to_string(a) + " " + token_to_string(b));
   ojson doc = {{"version", "1.0"},
@@ -1049,6 +1049,7 @@ std::string Tokenizer::describe() const {
       if (n->lowercase) steps.emplace_back("lowercased");
       if (n->strip_accents) steps.emplace_back("accents stripped");
       if (n->handle_chinese_chars) steps.emplace_back("CJK ideographs split");
+      if (steps.empty()) steps.emplace_back("case and accents kept");
     } else {
       steps.emplace_back("not normalized");
     }
