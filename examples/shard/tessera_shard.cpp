@@ -131,8 +131,9 @@ int main(int argc, char** argv) {
   write->add_option("--seq-length", text.seq_length(), "with --text: tokens per example")
       ->capture_default_str()
       ->needs(text_option);
-  write->add_option("--tokenizer", text.tokenizer(), "with --text: a byte-level BPE tokenizer.json; samples hold "
-                    "its ids as uint16 (uint32 above 65,536 tokens)")
+  write->add_option("--tokenizer", text.tokenizer(),
+                    "with --text: a byte-level BPE or WordPiece tokenizer.json; samples hold its ids as uint16 "
+                    "(uint32 above 65,536 tokens)")
       ->needs(text_option);
   write->add_option("--document-separator", text.document_separator(),
                     "with --text and --tokenizer: text between documents; each is encoded with the tokenizer's "

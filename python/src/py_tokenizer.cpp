@@ -31,8 +31,8 @@ void bind_tokenizer(py::module_& d) {
           "single_template (such as '$A <|endoftext|>') is the post-processor's: the special tokens "
           "encode(text, add_special_tokens=True) puts around a text.")
       .def_static("load", &Tokenizer::load, py::arg("path"),
-                  "Reads a tokenizer.json (byte-level BPE or WordPiece), or a folder with tokenizer.json or "
-                  "vocab.json + merges.txt.")
+                  "Reads a tokenizer.json (byte-level BPE or WordPiece), or a folder with tokenizer.json, "
+                  "vocab.json + merges.txt (GPT-2's) or vocab.txt (BERT's).")
       .def("save", &Tokenizer::save, py::arg("path"), "Writes a Hugging Face tokenizer.json, atomically.")
       .def("to_json", &Tokenizer::to_json)
       .def(

@@ -4,6 +4,7 @@
 #include <tessera/data/tokenizer.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -32,7 +33,7 @@ struct WordPieceModel {
   int64_t unk_id = -1;
   std::string prefix = "##";            ///< continuing_subword_prefix
   int64_t max_chars = 100;              ///< max_input_chars_per_word
-  std::optional<std::string> decoder_prefix;  ///< the WordPiece decoder's prefix; none: no decoder (tokens joined by " ")
+  std::optional<std::string> decoder_prefix;  ///< the WordPiece decoder's prefix; none: tokens joined by " "
   bool cleanup = true;                  ///< the decoder's cleanup
   std::unordered_map<std::string, int64_t> id_of;  ///< the model's vocabulary: spelling -> id
 };
@@ -390,7 +391,8 @@ void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
     const auto flag = [&](const char* key, bool fallback) {
       const json& v = normalizer.value(key, json());
       if (v.is_null()) return fallback;
-      if (!v.is_boolean()) bad_file(file, fmt::format("normalizer BertNormalizer.{} is {}, expected true or false", key, v.dump()));
+      if (!v.is_boolean())
+        bad_file(file, fmt::format("normalizer BertNormalizer.{} is {}, expected true or false", key, v.dump()));
       return v.get<bool>();
     };
     n.clean_text = flag("clean_text", true);
@@ -480,6 +482,53 @@ Spelt read_tokenizer_json(const std::string& file) {
     else bad_file(file, where + ": " + m.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
   }
   read_added_and_post_processor(doc, file, out);
+  return out;
+}
+
+/// BERT's original files: vocab.txt (a token per line, ids by line) and, if present beside it, tokenizer_config.json
+/// (do_lower_case, strip_accents, tokenize_chinese_chars), read as Hugging Face's BertWordPieceTokenizer makes them:
+/// BertNormalizer, BertPreTokenizer, the WordPiece decoder, [UNK] [SEP] [CLS] [PAD] [MASK] special where present, and
+/// BertProcessing's [CLS] … [SEP].
+Spelt read_bert_vocab(const std::string& vocab_file, const std::string& config_file) {
+  Spelt out;
+  std::istringstream lines(read_whole(vocab_file));
+  std::map<std::string, int64_t> id_of;
+  std::string line;
+  for (int64_t id = 0; std::getline(lines, line); ++id) {
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    if (!id_of.emplace(line, id).second)
+      bad_file(vocab_file, fmt::format("line {} repeats \"{}\" of line {}", id + 1, line, id_of[line] + 1));
+    out.vocab.emplace(id, line);
+  }
+  auto wp = std::make_shared<detail::WordPieceModel>();
+  bert::Normalizer n;
+  if (!config_file.empty()) {
+    const json config = parse_json(config_file);
+    const auto flag = [&](const char* key, bool fallback) {
+      const json& v = config.value(key, json());
+      if (v.is_null()) return fallback;
+      if (!v.is_boolean()) bad_file(config_file, fmt::format("{} is {}, expected true or false", key, v.dump()));
+      return v.get<bool>();
+    };
+    n.lowercase = flag("do_lower_case", true);
+    n.handle_chinese_chars = flag("tokenize_chinese_chars", true);
+    wp->strip_accents_given = !config.value("strip_accents", json()).is_null();
+    n.strip_accents = flag("strip_accents", n.lowercase);
+  }
+  wp->normalizer = n;
+  wp->decoder_prefix = "##";
+  for (const char* special : {"[UNK]", "[SEP]", "[CLS]", "[PAD]", "[MASK]"}) {
+    if (const auto it = id_of.find(special); it != id_of.end()) out.added.push_back(AddedToken{special, it->second});
+  }
+  std::sort(out.added.begin(), out.added.end(), [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
+  const auto sep = id_of.find("[SEP]"), cls = id_of.find("[CLS]");
+  if (sep != id_of.end() && cls != id_of.end()) {
+    out.prefix = {cls->second};
+    out.suffix = {sep->second};
+    out.post_processor =
+        json{{"type", "BertProcessing"}, {"sep", {"[SEP]", sep->second}}, {"cls", {"[CLS]", cls->second}}}.dump();
+  }
+  out.wordpiece = std::move(wp);
   return out;
 }
 
@@ -696,10 +745,15 @@ Tokenizer Tokenizer::load(const std::string& path) {
       } else if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
         file = (dir / "vocab.json").string();
         spelt = read_gpt2_files(file, (dir / "merges.txt").string());
+      } else if (fs::exists(dir / "vocab.txt")) {
+        file = (dir / "vocab.txt").string();
+        const fs::path config = dir / "tokenizer_config.json";
+        spelt = read_bert_vocab(file, fs::exists(config) ? config.string() : "");
       } else {
         throw InputError("tokenizer " + path +
-                         ": the folder holds neither tokenizer.json nor vocab.json + merges.txt; expected a byte-level "
-                         "BPE tokenizer (train one with tessera-tokenizer train)");
+                         ": the folder holds neither tokenizer.json, vocab.json + merges.txt (GPT-2's) nor vocab.txt "
+                         "(BERT's); expected a byte-level BPE tokenizer (train one with tessera-tokenizer train) or a "
+                         "WordPiece one");
       }
     } else if (!fs::exists(path, ec)) {
       throw InputError("tokenizer " + path +

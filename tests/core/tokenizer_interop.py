@@ -16,6 +16,8 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         on CORPUS as BERT's are made: BertNormalizer, BertPreTokenizer, the WordPiece decoder; uncased with
         TemplateProcessing "[CLS] $A [SEP]" and two added tokens, one normalized (OUT_DIR/uncased.json), and cased
         (lowercase false) with BertProcessing (OUT_DIR/cased.json)
+    tokenizer_interop.py bert-vocab VOCAB.txt LOWERCASE OUT.json
+        writes the tokenizer.json of Hugging Face's BertWordPieceTokenizer over BERT's vocab.txt (LOWERCASE: 1 or 0)
     tokenizer_interop.py encode-all TOKENIZER.json TEXTS.json OUT.json
         writes, for each text of the JSON list, {"plain": ids, "with_special": ids with the post-processor's tokens,
         "skipped": the text of the latter decoded with skip_special_tokens}
@@ -23,7 +25,8 @@ which pins tokenizers; scripts/install-peers.sh streaming).
 import json
 import sys
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (AddedToken, BertWordPieceTokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                        processors, trainers)
 
 
 def read_text(path):
@@ -94,6 +97,8 @@ def main(argv):
                 tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
                                                                ("[CLS]", tok.token_to_id("[CLS]")))
             tok.save(argv[3] + "/" + name + ".json")
+    elif what == "bert-vocab":
+        BertWordPieceTokenizer(argv[2], lowercase=argv[3] == "1").save(argv[4])
     elif what == "encode-all":
         tok = Tokenizer.from_file(argv[2])
         with open(argv[3]) as f:

@@ -210,6 +210,29 @@ TEST(TokenizerInterop, WordPieceEncodesAndDecodesAsHuggingFace) {
     EXPECT_EQ(again.fingerprint(), tok.fingerprint());
     expect_encodes_as_hugging_face(python, again, work.path() + "/ours.json", texts, work.path());
   }
+  // BERT's original files: vocab.txt (the uncased vocabulary, a token per line) and tokenizer_config.json, against
+  // Hugging Face's BertWordPieceTokenizer over the same vocab.txt.
+  {
+    const json vocab = json::parse(test::read_file(work.path() + "/uncased.json"))["model"]["vocab"];
+    std::vector<std::string> lines(vocab.size());
+    for (const auto& [token, id] : vocab.items()) lines.at(id.get<size_t>()) = token;
+    fs::create_directories(work.path() + "/bert");
+    std::string text_file;
+    for (const auto& line : lines) text_file += line + "\n";
+    test::write_file(work.path() + "/bert/vocab.txt", text_file);
+    for (const bool lowercase : {true, false}) {
+      SCOPED_TRACE(lowercase ? "vocab.txt, do_lower_case" : "vocab.txt, cased");
+      test::write_file(work.path() + "/bert/tokenizer_config.json",
+                       json{{"do_lower_case", lowercase}, {"model_max_length", 512}}.dump());
+      const Tokenizer tok = Tokenizer::load(work.path() + "/bert");
+      EXPECT_EQ(tok.vocab_size(), 700);
+      run_helper(python, "bert-vocab " + work.path() + "/bert/vocab.txt " + (lowercase ? "1 " : "0 ") + work.path() +
+                             "/bert.json",
+                 work.path() + "/bert.log");
+      expect_encodes_as_hugging_face(python, tok, work.path() + "/bert.json", texts, work.path());
+      EXPECT_EQ(Tokenizer::load(work.path() + "/bert.json").fingerprint(), tok.fingerprint());
+    }
+  }
   // Variants of the uncased file, as Hugging Face reads them too.
   const json uncased = json::parse(test::read_file(work.path() + "/uncased.json"));
   const std::vector<std::pair<std::string, std::function<void(json&)>>> variants = {

@@ -311,7 +311,7 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
               HasSubstr("tokenizer /nonexistent/tok.json does not exist"));
   test::TempDir empty("tessera-tokenizer");
   EXPECT_THAT(input_error_of([&] { Tokenizer::load(empty.path()); }),
-              HasSubstr("holds neither tokenizer.json nor vocab.json + merges.txt"));
+              HasSubstr("holds neither tokenizer.json, vocab.json + merges.txt (GPT-2's) nor vocab.txt (BERT's)"));
   test::write_file(empty.path() + "/bad.json", "{\"model\": ");
   EXPECT_THAT(input_error_of([&] { Tokenizer::load(empty.path() + "/bad.json"); }),
               HasSubstr("bad.json: not valid JSON"));
@@ -450,6 +450,29 @@ TEST(WordPiece, NormalizesSplitsAndCutsWordsIntoTheLongestPiecesAsBertDoes) {
   const Tokenizer keeps_case = load_json(cased);
   EXPECT_NE(keeps_case.fingerprint(), t.fingerprint());
   EXPECT_EQ(keeps_case.encode("Hello hello"), (V{1, 8}));
+}
+
+TEST(WordPiece, ReadsBertsVocabTxtWithItsTokenizerConfig) {
+  // BERT's original files: a token per line; tokenizer_config.json's do_lower_case (true when absent).
+  test::TempDir dir("tessera-tokenizer");
+  test::write_file(dir.path() + "/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nHello\n##s\n,\n");
+  using V = std::vector<int64_t>;
+  const Tokenizer uncased = Tokenizer::load(dir.path());
+  EXPECT_EQ(uncased.model(), "WordPiece");
+  EXPECT_EQ(uncased.special_tokens(), (std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}));
+  EXPECT_EQ(uncased.encode("Hellos, HELLO [MASK]", true), (V{2, 5, 7, 8, 5, 4, 3}));
+  EXPECT_EQ(uncased.decode({2, 5, 7, 8, 5, 3}, true), "hellos, hello");
+  test::write_file(dir.path() + "/tokenizer_config.json", R"({"do_lower_case": false, "model_max_length": 512})");
+  const Tokenizer cased = Tokenizer::load(dir.path());
+  EXPECT_EQ(cased.encode("Hellos hello HELLO"), (V{6, 7, 5, 1}));
+  EXPECT_NE(cased.fingerprint(), uncased.fingerprint());
+  test::write_file(dir.path() + "/tokenizer_config.json", R"({"do_lower_case": "no"})");
+  EXPECT_THAT(testing::input_error_of([&] { Tokenizer::load(dir.path()); }),
+              HasSubstr("tokenizer_config.json: do_lower_case is \"no\", expected true or false"));
+  test::write_file(dir.path() + "/tokenizer_config.json", "{}");
+  test::write_file(dir.path() + "/vocab.txt", "[UNK]\na\nb\na\n");
+  EXPECT_THAT(testing::input_error_of([&] { Tokenizer::load(dir.path()); }),
+              HasSubstr("vocab.txt: line 4 repeats \"a\" of line 2"));
 }
 
 TEST(WordPiece, RefusesWhatItCannotReadNamingTheFileAndWhy) {

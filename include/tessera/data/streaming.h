@@ -219,8 +219,8 @@ struct StreamingOptions {
       Range::at_least(0));
     v("token_dtype", token_dtype_, "type of the token ids packed in a bytes column (\"\" = one token per byte)",
       Choices{{"", "uint8", "uint16", "int16", "uint32", "int32", "int64"}});
-    v("tokenizer", tokenizer_, "a byte-level BPE tokenizer.json encoding the text column (\"\" = bytes are tokens)",
-      Any{});
+    v("tokenizer", tokenizer_,
+      "a byte-level BPE or WordPiece tokenizer.json encoding the text column (\"\" = bytes are tokens)", Any{});
     v("add_special_tokens", add_special_tokens_, "with tokenizer: its template's tokens around each sample's text",
       Any{});
     v("verify_hashes", verify_hashes_, "check shard hashes on first open", Any{});

@@ -44,7 +44,7 @@ struct TextOptions {
     v("seq_length", seq_length_, "tokens per example", Range::at_least(2));
     v("test_fraction", test_fraction_, "share of every file held out for the test split", Range::open(0, 1));
     v("limit", limit_, "keep only the first N examples (0 = all)", Range::at_least(0));
-    v("tokenizer", tokenizer_, "a byte-level BPE tokenizer.json (\"\" = bytes are the tokens)", Any{});
+    v("tokenizer", tokenizer_, "a byte-level BPE or WordPiece tokenizer.json (\"\" = bytes are the tokens)", Any{});
     v("document_separator", document_separator_,
       "text between documents: each is encoded with the tokenizer's template tokens around it (\"\" = one stream)",
       Any{});
