@@ -378,6 +378,32 @@ std::string template_json(const std::string& single, const std::vector<std::stri
   return ojson{{"type", "TemplateProcessing"}, {"single", one}, {"pair", two}, {"special_tokens", tokens}}.dump();
 }
 
+/// The keys under which a file holds BertNormalizer's flags (null: the file has none; its default holds).
+struct BertFlagKeys {
+  const char* clean_text;
+  const char* handle_chinese_chars;
+  const char* lowercase;
+};
+
+/// BertNormalizer's flags from `object` (tokenizer.json's normalizer, or BERT's tokenizer_config.json): absent or null
+/// ones take Hugging Face's defaults, strip_accents null follows lowercase. `where` starts the errors' key names.
+bert::Normalizer read_bert_flags(const json& object, const BertFlagKeys& keys, const std::string& where,
+                                 const std::string& file, detail::WordPieceModel& wp) {
+  const auto flag = [&](const char* key, bool fallback) {
+    const json v = key != nullptr ? object.value(key, json()) : json();
+    if (v.is_null()) return fallback;
+    if (!v.is_boolean()) bad_file(file, fmt::format("{}{} is {}, expected true or false", where, key, v.dump()));
+    return v.get<bool>();
+  };
+  bert::Normalizer n;
+  n.clean_text = flag(keys.clean_text, true);
+  n.handle_chinese_chars = flag(keys.handle_chinese_chars, true);
+  n.lowercase = flag(keys.lowercase, true);
+  wp.strip_accents_given = !object.value("strip_accents", json()).is_null();
+  n.strip_accents = flag("strip_accents", n.lowercase);
+  return n;
+}
+
 /// A WordPiece model with BertNormalizer (or none), BertPreTokenizer and the WordPiece decoder (or none).
 void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
   auto wp = std::make_shared<detail::WordPieceModel>();
@@ -387,20 +413,8 @@ void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
     if (type_of(normalizer) != "BertNormalizer")
       bad_file(file, "WordPiece with normalizer " + type_of(normalizer) +
                          "; Tessera reads WordPiece with BertNormalizer (BERT's) or without a normalizer");
-    bert::Normalizer n;
-    const auto flag = [&](const char* key, bool fallback) {
-      const json& v = normalizer.value(key, json());
-      if (v.is_null()) return fallback;
-      if (!v.is_boolean())
-        bad_file(file, fmt::format("normalizer BertNormalizer.{} is {}, expected true or false", key, v.dump()));
-      return v.get<bool>();
-    };
-    n.clean_text = flag("clean_text", true);
-    n.handle_chinese_chars = flag("handle_chinese_chars", true);
-    n.lowercase = flag("lowercase", true);
-    wp->strip_accents_given = !normalizer.value("strip_accents", json()).is_null();
-    n.strip_accents = flag("strip_accents", n.lowercase);  // null: strip when lowercasing, as Hugging Face does
-    wp->normalizer = n;
+    wp->normalizer = read_bert_flags(normalizer, {"clean_text", "handle_chinese_chars", "lowercase"},
+                                     "normalizer BertNormalizer.", file, *wp);
   }
   const json& pre = doc.value("pre_tokenizer", json());
   if (type_of(pre) != "BertPreTokenizer")
@@ -501,21 +515,8 @@ Spelt read_bert_vocab(const std::string& vocab_file, const std::string& config_f
     out.vocab.emplace(id, line);
   }
   auto wp = std::make_shared<detail::WordPieceModel>();
-  bert::Normalizer n;
-  if (!config_file.empty()) {
-    const json config = parse_json(config_file);
-    const auto flag = [&](const char* key, bool fallback) {
-      const json& v = config.value(key, json());
-      if (v.is_null()) return fallback;
-      if (!v.is_boolean()) bad_file(config_file, fmt::format("{} is {}, expected true or false", key, v.dump()));
-      return v.get<bool>();
-    };
-    n.lowercase = flag("do_lower_case", true);
-    n.handle_chinese_chars = flag("tokenize_chinese_chars", true);
-    wp->strip_accents_given = !config.value("strip_accents", json()).is_null();
-    n.strip_accents = flag("strip_accents", n.lowercase);
-  }
-  wp->normalizer = n;
+  const json config = config_file.empty() ? json::object() : parse_json(config_file);
+  wp->normalizer = read_bert_flags(config, {nullptr, "tokenize_chinese_chars", "do_lower_case"}, "", config_file, *wp);
   wp->decoder_prefix = "##";
   for (const char* special : {"[UNK]", "[SEP]", "[CLS]", "[PAD]", "[MASK]"}) {
     if (const auto it = id_of.find(special); it != id_of.end()) out.added.push_back(AddedToken{special, it->second});
