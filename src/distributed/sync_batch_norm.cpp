@@ -133,10 +133,13 @@ at::Tensor SyncBatchNormImpl::forward(const at::Tensor& x) {
   // layer, on every layer and step. Only a rank with at most 1 value per channel of its own can be in a global batch
   // of at most 1 (every rank's count is at least its own), so only such a rank reads the total, to refuse it.
   const at::Tensor total = global.narrow(0, 2 * channels, 1);
-  if (n <= 1 && total.item<double>() <= 1) {
-    throw InputError(fmt::format("SyncBatchNorm: expected more than 1 value per channel over all ranks when "
-                                 "training, got input size {} on this rank ({} in all)",
-                                 c10::str(x.sizes()), static_cast<int64_t>(total.item<double>())));
+  if (n <= 1) {
+    const double all = total.item<double>();
+    if (all <= 1) {
+      throw InputError(fmt::format("SyncBatchNorm: expected more than 1 value per channel over all ranks when "
+                                   "training, got input size {} on this rank ({} in all)",
+                                   c10::str(x.sizes()), static_cast<int64_t>(all)));
+    }
   }
   const at::Tensor mean = global.narrow(0, 0, channels) / total;
   const at::Tensor var = (global.narrow(0, channels, channels) / total - mean * mean).clamp_min(0.0);
