@@ -1,6 +1,6 @@
 // Algorithms on language models: every registered algorithm either trains a small GPT and a small BERT (each on bytes
-// and on byte-level BPE tokens) and a small BERT text classifier on text or is refused before step 1 with its reason
-// (the same for all five); sequence-length
+// and on byte-level BPE tokens; the BERT also on WordPiece tokens) and a small BERT text classifier on text or is
+// refused before step 1 with its reason (the same for all six); sequence-length
 // warmup composes with each algorithm that trains the GPT and the BERT; a BERT and a GPT on BPE tokens stopped and
 // resumed end on the uninterrupted weights.
 #include <gtest/gtest.h>
@@ -258,7 +258,8 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "bert", "bert_bpe", "bert_classifier"),
+                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "bert", "bert_bpe", "bert_wordpiece",
+                                                              "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);
 
