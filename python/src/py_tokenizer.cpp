@@ -16,20 +16,24 @@ void bind_tokenizer(py::module_& d) {
       .def_static(
           "train",
           [](const std::vector<std::string>& texts, int64_t vocab_size, int64_t min_frequency,
-             const std::vector<std::string>& special_tokens, const std::string& single_template) {
+             const std::vector<std::string>& special_tokens, const std::string& single_template,
+             const std::string& pattern) {
             const data::TokenizerTrainOptions options = data::TokenizerTrainOptions()
                                                             .vocab_size(vocab_size)
                                                             .min_frequency(min_frequency)
                                                             .special_tokens(special_tokens)
-                                                            .single_template(single_template);
+                                                            .single_template(single_template)
+                                                            .pattern(pattern);
             py::gil_scoped_release release;
             return Tokenizer::train(texts, options);
           },
           py::arg("texts"), py::kw_only(), py::arg("vocab_size") = 4096, py::arg("min_frequency") = 2,
           py::arg("special_tokens") = std::vector<std::string>{}, py::arg("single_template") = "",
+          py::arg("pattern") = "gpt2",
           "Trains on `texts` (str or bytes each): the merges Hugging Face's BpeTrainer finds on the same text. "
           "single_template (such as '$A <|endoftext|>') is the post-processor's: the special tokens "
-          "encode(text, add_special_tokens=True) puts around a text.")
+          "encode(text, add_special_tokens=True) puts around a text. pattern: 'gpt2' (GPT-2's pre-tokenizer) or "
+          "'llama3' (Llama 3's: numbers in runs of at most three digits).")
       .def_static("load", &Tokenizer::load, py::arg("path"),
                   "Reads a tokenizer.json (byte-level BPE or WordPiece), or a folder with tokenizer.json, "
                   "vocab.json + merges.txt (GPT-2's) or vocab.txt (BERT's).")
@@ -60,6 +64,11 @@ void bind_tokenizer(py::module_& d) {
           py::arg("ids"), py::arg("skip_special_tokens") = false)
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
       .def_property_readonly("model", &Tokenizer::model, "'BPE' (byte-level) or 'WordPiece'")
+      .def_property_readonly(
+          "pattern", [](const Tokenizer& t) { return data::pattern_name(t.pattern()); },
+          "a byte-level BPE tokenizer's pre-tokenizer pattern: 'gpt2' or 'llama3'")
+      .def_property_readonly("ignore_merges", &Tokenizer::ignore_merges,
+                             "whether a piece that is a token as a whole is that token, unmerged (Llama 3's)")
       .def_property_readonly("special_tokens", &Tokenizer::special_tokens, "the special added tokens' texts, by id")
       .def_property_readonly(
           "added_tokens",

@@ -67,6 +67,26 @@ def test_added_tokens_flags_and_the_post_processors_tokens(tmp_path):
         Tokenizer.train(["xx"], vocab_size=300, single_template="$A <eos>")
 
 
+def test_llama3s_pattern_trains_saves_and_reads_back(tmp_path):
+    texts = ["In 2024, 12345 people wrote 'hello' 3 times.\n\nThey'RE here."] * 20
+    tok = Tokenizer.train(texts, vocab_size=300, pattern="llama3")
+    assert tok.pattern == "llama3" and not tok.ignore_merges
+    assert Tokenizer.train(texts, vocab_size=300).pattern == "gpt2"
+    assert all(not (t.isdigit() and len(t) > 3) for t in (tok.token_to_string(i) for i in range(tok.vocab_size)))
+    path = tmp_path / "llama3.json"
+    tok.save(str(path))
+    doc = json.loads(path.read_text())
+    assert [p["type"] for p in doc["pre_tokenizer"]["pretokenizers"]] == ["Split", "ByteLevel"]
+    doc["model"]["ignore_merges"] = True
+    path.write_text(json.dumps(doc))
+    back = Tokenizer.load(str(path))
+    assert back.pattern == "llama3" and back.ignore_merges
+    assert back.decode(back.encode(texts[0])) == texts[0]
+    assert "Llama 3's pattern" in repr(back)
+    with pytest.raises(tessera.InputError, match="pattern"):
+        Tokenizer.train(texts, vocab_size=300, pattern="gpt4")
+
+
 def test_a_wordpiece_tokenizer_lowercases_cuts_words_into_pieces_and_decodes_as_bert(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!"]
     doc = {

@@ -79,29 +79,87 @@ size_t run_end(std::string_view s, size_t i, Class cls) {
   return i;
 }
 
+/// Bytes of the contraction ('s 't 're 've 'm 'll 'd) at `i`, or 0. With `any_case`, as a case-insensitive regex
+/// matches them: each letter in either case, and U+017F (long s, whose case folding is s) for s.
+size_t contraction_at(std::string_view s, size_t i, bool any_case) {
+  if (s[i] != '\'' || i + 1 >= s.size()) return 0;
+  const auto lower = [&](size_t k) {
+    const char c = s[k];
+    return any_case && c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  };
+  const char c = lower(i + 1);
+  if (c == 's' || c == 't' || c == 'm' || c == 'd') return 2;
+  if (any_case && s.compare(i + 1, 2, "\xC5\xBF") == 0) return 3;  // 'ſ
+  if (i + 2 >= s.size()) return 0;
+  const char d = lower(i + 2);
+  return (c == 'r' && d == 'e') || (c == 'v' && d == 'e') || (c == 'l' && d == 'l') ? 3 : 0;
+}
+
+/// The end of the pattern's `\s+(?!\S)|\s+` at `i` (a space): the run of spaces, less its last character when
+/// something follows and the run has two or more.
+size_t spaces_end(std::string_view s, size_t i) {
+  const size_t end = run_end(s, i, Class::space);
+  if (end == s.size()) return end;
+  size_t last = i, k = i;
+  while (k < end) last = k, k += char_at(s, k).size;
+  return last > i ? last : end;
+}
+
 /// Bytes of the piece GPT-2's pattern matches at `i` (its alternatives tried in order, each greedy).
-size_t piece_at(std::string_view s, size_t i) {
-  if (s[i] == '\'' && i + 1 < s.size()) {  // 's 't 're 've 'm 'll 'd
-    const char c = s[i + 1];
-    if (c == 's' || c == 't' || c == 'm' || c == 'd') return 2;
-    if (i + 2 < s.size()) {
-      const std::string_view two = s.substr(i + 1, 2);
-      if (two == "re" || two == "ve" || two == "ll") return 3;
-    }
-  }
+size_t gpt2_piece_at(std::string_view s, size_t i) {
+  if (const size_t n = contraction_at(s, i, false)) return n;
   // " ?\p{L}+", " ?\p{N}+", " ?[^\s\p{L}\p{N}]+": an optional space, then a run of one class.
   const size_t start = s[i] == ' ' ? i + 1 : i;
   if (start < s.size()) {
     const Class cls = char_at(s, start).cls;
     if (cls != Class::space) return run_end(s, start, cls) - i;
   }
-  // "\s+(?!\S)|\s+": a run of spaces, less its last character when something follows and it has two or more.
-  const size_t end = run_end(s, i, Class::space);
-  if (end == s.size()) return end - i;
-  size_t last = i, k = i;
-  while (k < end) last = k, k += char_at(s, k).size;
-  return last > i ? last - i : end - i;
+  return spaces_end(s, i) - i;
 }
+
+bool is_line_break(char c) { return c == '\r' || c == '\n'; }
+
+/// Bytes of the piece Llama 3's pattern matches at `i`, its alternatives tried in order:
+/// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+size_t llama3_piece_at(std::string_view s, size_t i) {
+  if (const size_t n = contraction_at(s, i, true)) return n;
+  const Char c = char_at(s, i);
+  // [^\r\n\p{L}\p{N}]?\p{L}+: letters, with one character before them that is no line break, letter or number.
+  if (c.cls == Class::letter) return run_end(s, i, Class::letter) - i;
+  const size_t next = i + c.size;
+  if (!is_line_break(s[i]) && c.cls != Class::number && next < s.size() && char_at(s, next).cls == Class::letter)
+    return run_end(s, next, Class::letter) - i;
+  if (c.cls == Class::number) {  // \p{N}{1,3}
+    size_t end = next;
+    for (int digits = 1; digits < 3 && end < s.size(); ++digits) {
+      const Char d = char_at(s, end);
+      if (d.cls != Class::number) break;
+      end += d.size;
+    }
+    return end - i;
+  }
+  // " ?[^\s\p{L}\p{N}]+[\r\n]*": punctuation and the like, with the line breaks right after it.
+  const size_t start = s[i] == ' ' ? i + 1 : i;
+  if (start < s.size() && char_at(s, start).cls == Class::other) {
+    size_t end = run_end(s, start, Class::other);
+    while (end < s.size() && is_line_break(s[end])) ++end;
+    return end - i;
+  }
+  // "\s*[\r\n]+": spaces up to the last line break of their run (c is a space here).
+  const size_t end = run_end(s, i, Class::space);
+  for (size_t k = end; k > i; --k)
+    if (is_line_break(s[k - 1])) return k - i;
+  return spaces_end(s, i) - i;
+}
+
+size_t piece_at(std::string_view s, size_t i, Pattern pattern) {
+  return pattern == Pattern::llama3 ? llama3_piece_at(s, i) : gpt2_piece_at(s, i);
+}
+
+/// The Split pre-tokenizer regex of each pattern but GPT-2's (which is ByteLevel's own), as tokenizer.json holds it.
+constexpr const char* kLlama3Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /// GPT-2's byte-level characters: printable Latin-1 bytes stand for themselves, the other bytes for U+0100 onwards.
 struct ByteLevel {
@@ -241,6 +299,8 @@ struct Spelt {
   std::vector<std::pair<std::string, std::string>> merges;    ///< in rank order
   std::vector<AddedToken> added;
   bool add_prefix_space = false;
+  Pattern pattern = Pattern::gpt2;
+  bool ignore_merges = false;
   std::vector<int64_t> prefix, suffix;  ///< the post-processor's ids around a text
   std::string post_processor;           ///< its JSON ("" = none)
   std::shared_ptr<detail::WordPieceModel> wordpiece;  ///< set for a WordPiece model (vocab then holds its spellings)
@@ -265,21 +325,39 @@ void add_merge(std::string_view line, const std::string& where, const std::strin
   out.merges.emplace_back(std::string(line.substr(0, space)), std::string(line.substr(space + 1)));
 }
 
-/// Checks a ByteLevel pre-tokenizer (a lone one, or the only one of a Sequence) and reads add_prefix_space.
+/// Reads a byte-level BPE pre-tokenizer: ByteLevel with GPT-2's pattern (alone, or the only one of a Sequence), or a
+/// Sequence of a Split by Llama 3's pattern and ByteLevel without a pattern of its own; and add_prefix_space.
 void read_pre_tokenizer(const json& p, const std::string& file, Spelt& out) {
   const auto refuse = [&](const std::string& what) {
     bad_file(file, "pre_tokenizer " + what +
                        "; Tessera reads byte-level BPE tokenizers whose pre-tokenizer is ByteLevel with GPT-2's pattern "
-                       "(use_regex: true), such as GPT-2's and RoBERTa's");
+                       "(use_regex: true; GPT-2's, RoBERTa's), or a Split by Llama 3's pattern then ByteLevel with "
+                       "use_regex: false (Llama 3's)");
   };
+  const auto type_of = [](const json& j) { return j.is_object() ? j.value("type", std::string("?")) : j.dump(); };
   if (p.is_null()) refuse("is null (no pre-tokenization)");
-  const std::string type = p.value("type", "");
+  const std::string type = type_of(p);
   if (type == "Sequence") {
     const json& items = p.value("pretokenizers", json::array());
-    if (items.size() != 1) refuse(fmt::format("is a Sequence of {} pre-tokenizers", items.size()));
-    return read_pre_tokenizer(items[0], file, out);
+    if (items.size() == 1) return read_pre_tokenizer(items[0], file, out);
+    if (items.size() != 2 || type_of(items[0]) != "Split" || type_of(items[1]) != "ByteLevel")
+      refuse(fmt::format("is a Sequence of {} pre-tokenizers ({})", items.size(), items.dump().substr(0, 200)));
+    const json& split = items[0];
+    const json& regex = split.value("pattern", json()).value("Regex", json());
+    if (!regex.is_string() || regex.get<std::string>() != kLlama3Regex)
+      refuse("is a Split by " + split.value("pattern", json()).dump() + ", which is not Llama 3's pattern");
+    if (split.value("behavior", std::string()) != "Isolated" || split.value("invert", false))
+      refuse("is a Split with behavior " + split.value("behavior", json()).dump() + " and invert " +
+             split.value("invert", json()).dump() + "; expected \"Isolated\" and false (each match a piece)");
+    const json& byte_level = items[1];
+    if (byte_level.value("use_regex", true))
+      refuse("is a Split then ByteLevel with use_regex: true (two patterns, one after the other)");
+    if (byte_level.value("add_prefix_space", false))
+      refuse("is a Split then ByteLevel with add_prefix_space: true (a space put before every piece)");
+    out.pattern = Pattern::llama3;
+    return;
   }
-  if (type != "ByteLevel") refuse("is " + (type.empty() ? p.dump() : type));
+  if (type != "ByteLevel") refuse("is " + type);
   if (!p.value("use_regex", true)) refuse("is ByteLevel with use_regex: false (its pieces come from another pattern)");
   out.add_prefix_space = p.value("add_prefix_space", false);
 }
@@ -483,8 +561,10 @@ Spelt read_tokenizer_json(const std::string& file) {
     bad_file(file, "BPE dropout is on (model.dropout); Tessera encodes deterministically: set it to null");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (!unset(key)) bad_file(file, std::string("model.") + key + " is set; byte-level BPE does not use one");
-  if (model.value("ignore_merges", false))
-    bad_file(file, "model.ignore_merges is true (whole words looked up first); Tessera always applies the merges");
+  const json& ignore_merges = model.value("ignore_merges", json(false));
+  if (!ignore_merges.is_boolean())
+    bad_file(file, "model.ignore_merges is " + ignore_merges.dump() + ", expected true or false");
+  out.ignore_merges = ignore_merges.get<bool>();
   read_vocab(model.value("vocab", json()), file, out);
   const json& merges = model.value("merges", json::array());
   for (size_t r = 0; r < merges.size(); ++r) {
@@ -548,10 +628,18 @@ Spelt read_gpt2_files(const std::string& vocab_file, const std::string& merges_f
 
 }  // namespace
 
-std::vector<std::string_view> pretokenize(std::string_view text) {
+std::string pattern_name(Pattern pattern) { return pattern == Pattern::llama3 ? "llama3" : "gpt2"; }
+
+Pattern pattern_from_name(const std::string& name) {
+  if (name == "gpt2") return Pattern::gpt2;
+  if (name == "llama3") return Pattern::llama3;
+  throw InputError("tokenizer pattern \"" + name + "\" is not known; expected gpt2 (GPT-2's) or llama3 (Llama 3's)");
+}
+
+std::vector<std::string_view> pretokenize(std::string_view text, Pattern pattern) {
   std::vector<std::string_view> pieces;
   for (size_t i = 0; i < text.size();) {
-    const size_t n = piece_at(text, i);
+    const size_t n = piece_at(text, i, pattern);
     pieces.push_back(text.substr(i, n));
     i += n;
   }
@@ -634,6 +722,7 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   TokenizerTrainOptions checked = options;
   validate_options(checked, "tokenizer training");
   Tokenizer t;
+  t.pattern_ = pattern_from_name(options.pattern());
   for (const std::string& s : options.special_tokens()) {
     if (s.empty()) throw InputError("tokenizer training: special_tokens holds an empty token");
     if (!valid_utf8(s)) throw InputError("tokenizer training: special token \"" + s + "\" is not valid UTF-8");
@@ -672,7 +761,9 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   std::unordered_map<std::string_view, int64_t> seen;
   std::vector<int64_t> cut;
   for (const std::string& text : texts)
-    t.split_added(text, t.raw_order_, cut, [&](std::string_view part) { for (std::string_view p : pretokenize(part)) ++seen[p]; });
+    t.split_added(text, t.raw_order_, cut, [&](std::string_view part) {
+      for (std::string_view p : pretokenize(part, t.pattern_)) ++seen[p];
+    });
   std::vector<std::pair<std::string_view, int64_t>> distinct(seen.begin(), seen.end());
   std::sort(distinct.begin(), distinct.end());
   std::vector<std::vector<int64_t>> words(distinct.size());
@@ -769,6 +860,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
 
   Tokenizer t;
   t.add_prefix_space_ = spelt.add_prefix_space;
+  t.pattern_ = spelt.pattern;
+  t.ignore_merges_ = spelt.ignore_merges;
   std::map<int64_t, const AddedToken*> added;
   std::map<std::string, int64_t> added_text;
   for (const AddedToken& a : spelt.added) {
@@ -844,6 +937,10 @@ Tokenizer Tokenizer::load(const std::string& path) {
                                    r, x, y, it->first));
     t.merges_.emplace_back(a->second, b->second);
   }
+  if (t.ignore_merges_) {  // Hugging Face looks a piece's spelling up in the model's vocabulary
+    for (const auto& [spelling, id] : id_of)
+      if (unspell(spelling, bytes)) t.whole_of_.emplace(bytes, id);
+  }
   t.index();
   return t;
 }
@@ -855,8 +952,8 @@ std::string Tokenizer::to_json() const {
     added.push_back({{"id", a.id}, {"content", a.content}, {"single_word", a.single_word}, {"lstrip", a.lstrip},
                      {"rstrip", a.rstrip}, {"normalized", a.normalized}, {"special", a.special}});
   }
-  const auto byte_level_json = [&](bool prefix) {
-    return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", true}};
+  const auto byte_level_json = [&](bool prefix, bool regex = true) {
+    return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", regex}};
   };
   const ojson post_processor = post_processor_.empty() ? ojson() : ojson::parse(post_processor_);
   if (wordpiece_) {
@@ -898,12 +995,18 @@ std::string Tokenizer::to_json() const {
   for (int64_t id = 0; id < vocab_size(); ++id) vocab[token_to_string(id)] = id;
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(token_to_string(a) + " " + token_to_string(b));
+  ojson pre_tokenizer = byte_level_json(add_prefix_space_);
+  if (pattern_ == Pattern::llama3) {
+    const ojson split = {{"type", "Split"}, {"pattern", {{"Regex", kLlama3Regex}}}, {"behavior", "Isolated"},
+                         {"invert", false}};
+    pre_tokenizer = {{"type", "Sequence"}, {"pretokenizers", {split, byte_level_json(false, false)}}};
+  }
   ojson doc = {{"version", "1.0"},
                {"truncation", nullptr},
                {"padding", nullptr},
                {"added_tokens", added},
                {"normalizer", nullptr},
-               {"pre_tokenizer", byte_level_json(add_prefix_space_)},
+               {"pre_tokenizer", pre_tokenizer},
                {"post_processor", post_processor},
                {"decoder", byte_level_json(true)},
                {"model",
@@ -914,7 +1017,7 @@ std::string Tokenizer::to_json() const {
                  {"end_of_word_suffix", nullptr},
                  {"fuse_unk", false},
                  {"byte_fallback", false},
-                 {"ignore_merges", false},
+                 {"ignore_merges", ignore_merges_},
                  {"vocab", vocab},
                  {"merges", merges}}}};
   return doc.dump(2) + "\n";
@@ -929,6 +1032,9 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
     return;
   }
   const std::string key(piece);
+  if (ignore_merges_) {
+    if (const auto whole = whole_of_.find(key); whole != whole_of_.end()) return out.push_back(whole->second);
+  }
   if (const auto hit = cache.find(key); hit != cache.end()) {
     out.insert(out.end(), hit->second.begin(), hit->second.end());
     return;
@@ -1030,7 +1136,7 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_t
       prefixed += part;
       part = prefixed;
     }
-    for (std::string_view p : pretokenize(part)) encode_piece(p, out, cache);
+    for (std::string_view p : pretokenize(part, pattern_)) encode_piece(p, out, cache);
   };
   split_added(text, raw_order_, out, [&](std::string_view part) { split_added(part, normalized_order_, out, encode_text); });
   if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
@@ -1096,8 +1202,9 @@ std::string Tokenizer::describe() const {
   const auto specials = static_cast<int64_t>(special_tokens().size());
   const auto others = static_cast<int64_t>(added_.size()) - specials;
   const std::string added = others > 0 ? fmt::format(", {} other added", others) : "";
-  std::string out = fmt::format("byte-level BPE, {} tokens ({} special{}), {} merges", vocab_size(), specials, added,
-                                merges_.size());
+  std::string out = fmt::format("byte-level BPE{}, {} tokens ({} special{}), {} merges{}",
+                                pattern_ == Pattern::llama3 ? " (Llama 3's pattern)" : "", vocab_size(), specials, added,
+                                merges_.size(), ignore_merges_ ? ", whole pieces in the vocabulary unmerged" : "");
   if (wordpiece_) {
     std::vector<std::string> steps;
     if (const auto& n = wordpiece_->normalizer) {
@@ -1137,6 +1244,10 @@ std::string Tokenizer::fingerprint() const {
   }
   for (const auto& m : merges_) mix(&m, sizeof m);
   mix(&add_prefix_space_, 1);
+  if (pattern_ != Pattern::gpt2 || ignore_merges_) {  // GPT-2's fingerprints stay as they were
+    const std::string settings = pattern_name(pattern_) + (ignore_merges_ ? " ignore_merges" : "");
+    mix(settings.data(), settings.size());
+  }
   if (wordpiece_) {  // the model and normalizer settings (byte-level BPE's fingerprints stay as they were)
     const detail::WordPieceModel& wp = *wordpiece_;
     const std::string settings = fmt::format(

@@ -16,6 +16,18 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         on CORPUS as BERT's are made: BertNormalizer, BertPreTokenizer, the WordPiece decoder; uncased with
         TemplateProcessing "[CLS] $A [SEP]" and two added tokens, one normalized (OUT_DIR/uncased.json), and cased
         (lowercase false) with BertProcessing (OUT_DIR/cased.json)
+    tokenizer_interop.py llama3 CORPUS OUT_DIR
+        trains byte-level BPE (BpeTrainer, 1200 tokens, special tokens <|begin_of_text|> <|end_of_text|>) on CORPUS
+        with Llama 3's pre-tokenizer (a Split by its pattern, then ByteLevel with use_regex false) and its
+        post-processor (ByteLevel, then TemplateProcessing "<|begin_of_text|> $A"); writes it with ignore_merges
+        false (OUT_DIR/llama3-merges.json) and true, as Llama 3's (OUT_DIR/llama3.json), and both again with the
+        merges in reverse order (OUT_DIR/llama3-reversed-merges.json, OUT_DIR/llama3-reversed.json)
+    tokenizer_interop.py pieces PATTERN TEXTS.json OUT.json
+        writes the lengths in bytes of the pieces Hugging Face's pre-tokenizer of PATTERN (gpt2, llama3) cuts each text
+        of the JSON list into
+    tokenizer_interop.py word-chars TOKENIZER_OUT.json OUT.json
+        writes a byte-level BPE (bytes only) with the added token "word" (single_word), and the code points before
+        which Hugging Face does not match it: its word characters (\\w)
     tokenizer_interop.py bert-vocab VOCAB.txt LOWERCASE OUT.json
         writes the tokenizer.json of Hugging Face's BertWordPieceTokenizer over BERT's vocab.txt (LOWERCASE: 1 or 0)
     tokenizer_interop.py encode-all TOKENIZER.json TEXTS.json OUT.json
@@ -25,13 +37,36 @@ which pins tokenizers; scripts/install-peers.sh streaming).
 import json
 import sys
 
-from tokenizers import (AddedToken, BertWordPieceTokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers,
-                        processors, trainers)
+from tokenizers import (AddedToken, BertWordPieceTokenizer, Regex, Tokenizer, decoders, models, normalizers,
+                        pre_tokenizers, processors, trainers)
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def pre_tokenizer(pattern):
+    if pattern == "gpt2":
+        return pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 
 def read_text(path):
     with open(path, "rb") as f:
         return f.read().decode("utf-8")
+
+
+def _byte_level_chars():
+    """GPT-2's byte-level character of each byte, by byte (the alphabet of ByteLevel.alphabet(), in byte order)."""
+    printable = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF]
+    out, extra = [], 256
+    for b in range(256):
+        if b in printable:
+            out.append(chr(b))
+        else:
+            out.append(chr(extra))
+            extra += 1
+    return out
 
 
 def main(argv):
@@ -97,6 +132,52 @@ def main(argv):
                 tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
                                                                ("[CLS]", tok.token_to_id("[CLS]")))
             tok.save(argv[3] + "/" + name + ".json")
+    elif what == "llama3":
+        specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizer("llama3")
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=1200, min_frequency=2, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=specials)
+        tok.train_from_iterator([read_text(argv[2])], trainer)
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                          pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
+                                          special_tokens=[("<|begin_of_text|>", 0)])])
+        tok.save(argv[3] + "/llama3-merges.json")
+        with open(argv[3] + "/llama3-merges.json") as f:
+            doc = json.load(f)
+        doc["model"]["ignore_merges"] = True
+        with open(argv[3] + "/llama3.json", "w") as f:
+            json.dump(doc, f, ensure_ascii=False)
+        # Merges in reverse order, as a vocabulary not learnt in the merges' order (tiktoken's, converted) has them:
+        # then many words of the vocabulary are not what their merges make, and ignore_merges matters.
+        doc["model"]["merges"].reverse()
+        with open(argv[3] + "/llama3-reversed.json", "w") as f:
+            json.dump(doc, f, ensure_ascii=False)
+        doc["model"]["ignore_merges"] = False
+        with open(argv[3] + "/llama3-reversed-merges.json", "w") as f:
+            json.dump(doc, f, ensure_ascii=False)
+    elif what == "pieces":
+        split = pre_tokenizer(argv[2])
+        with open(argv[3]) as f:
+            texts = json.load(f)
+        pieces = [[piece for piece, _ in split.pre_tokenize_str(text)] for text in texts]
+        pieces = [[len(piece) for piece in one] for one in pieces]  # ByteLevel spells each byte as one character
+        with open(argv[4], "w") as f:
+            json.dump(pieces, f)
+    elif what == "word-chars":
+        tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(_byte_level_chars())}, merges=[]))
+        tok.pre_tokenizer = pre_tokenizer("gpt2")
+        tok.decoder = decoders.ByteLevel()
+        tok.add_tokens([AddedToken("word", single_word=True, normalized=False)])
+        tok.save(argv[2])
+        word = tok.token_to_id("word")
+        code_points = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+        encodings = tok.encode_batch([chr(cp) + "word" for cp in code_points], add_special_tokens=False)
+        with open(argv[3], "w") as f:
+            json.dump([cp for cp, e in zip(code_points, encodings) if word not in e.ids], f)
     elif what == "bert-vocab":
         BertWordPieceTokenizer(argv[2], lowercase=argv[3] == "1").save(argv[4])
     elif what == "encode-all":

@@ -5,9 +5,11 @@
 // Each test skips, saying why, when the venv is absent.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
@@ -177,6 +179,120 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
   const json expected = json::parse(test::read_file(work.path() + "/out.json"));
   for (size_t i = 0; i < texts.size(); ++i)
     EXPECT_EQ(templated.encode(texts[i], true), expected[i]["with_special"].get<std::vector<int64_t>>()) << texts[i];
+}
+
+/// The UTF-8 encoding of code point `cp`.
+std::string utf8(uint32_t cp) {
+  std::string out;
+  if (cp < 0x80) return out += static_cast<char>(cp), out;
+  const int extra = cp < 0x800 ? 1 : cp < 0x10000 ? 2 : 3;
+  const unsigned lead[] = {0, 0xC0, 0xE0, 0xF0};
+  out += static_cast<char>(lead[extra] | (cp >> (6 * extra)));
+  for (int k = extra - 1; k >= 0; --k) out += static_cast<char>(0x80 | ((cp >> (6 * k)) & 0x3F));
+  return out;
+}
+
+/// The pieces each pattern cuts every Unicode code point into, in the contexts its alternatives look at (after a
+/// letter, a number, a space, a line break, an apostrophe; doubled; before punctuation), 64 code points per text:
+/// Hugging Face's pre-tokenizers (ByteLevel's regex for GPT-2's, a Split for Llama 3's) and Tessera's cut the same
+/// pieces (compared by their lengths in bytes).
+TEST(TokenizerInterop, BothPatternsCutEveryCodePointAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  std::vector<std::string> texts;
+  std::string text;
+  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    const std::string c = utf8(cp);
+    text += "a" + c + "1" + c + " " + c + "\n" + c + "'" + c + "x" + c + c + " . " + c + "\r\n";
+    if (cp % 64 == 63) texts.push_back(std::move(text)), text.clear();
+  }
+  texts.push_back(text);
+  test::write_file(work.path() + "/texts.json", json(texts).dump());
+  for (const data::Pattern pattern : {data::Pattern::gpt2, data::Pattern::llama3}) {
+    const std::string name = data::pattern_name(pattern);
+    SCOPED_TRACE(name);
+    run_helper(python, "pieces " + name + " " + work.path() + "/texts.json " + work.path() + "/pieces.json",
+               work.path() + "/pieces.log");
+    const json expected = json::parse(test::read_file(work.path() + "/pieces.json"));
+    ASSERT_EQ(expected.size(), texts.size());
+    int wrong = 0;
+    for (size_t i = 0; i < texts.size() && wrong < 5; ++i) {
+      std::vector<size_t> ours;  // the pieces' lengths in bytes
+      for (std::string_view piece : data::pretokenize(texts[i], pattern)) ours.push_back(piece.size());
+      const auto theirs = expected[i].get<std::vector<size_t>>();
+      if (ours == theirs) continue;
+      ++wrong;
+      ADD_FAILURE() << "text " << i << " (code points from " << i * 64 << "): " << json(ours).dump() << " against "
+                    << json(theirs).dump();
+    }
+  }
+}
+
+/// Unicode's word characters (\\w), which decide where a single_word added token matches: Tessera's and Hugging
+/// Face's are the same code points (each tried before "word").
+TEST(TokenizerInterop, SingleWordTokensSeeTheWordCharactersHuggingFaceSees) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  run_helper(python, "word-chars " + work.path() + "/word.json " + work.path() + "/chars.json",
+             work.path() + "/word-chars.log");
+  const auto theirs = json::parse(test::read_file(work.path() + "/chars.json")).get<std::vector<uint32_t>>();
+  const Tokenizer tok = Tokenizer::load(work.path() + "/word.json");
+  const int64_t word = tok.string_to_token("word");
+  ASSERT_GE(word, 256);
+  std::vector<uint32_t> ours;
+  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    const std::vector<int64_t> ids = tok.encode(utf8(cp) + "word");
+    if (std::find(ids.begin(), ids.end(), word) == ids.end()) ours.push_back(cp);
+  }
+  EXPECT_GT(ours.size(), 140000u);  // letters, marks, digits and connectors of Unicode 16
+  std::vector<uint32_t> differ;
+  std::set_symmetric_difference(ours.begin(), ours.end(), theirs.begin(), theirs.end(), std::back_inserter(differ));
+  EXPECT_TRUE(differ.empty()) << differ.size() << " code points differ, the first U+" << std::hex << differ.front();
+}
+
+/// Llama 3's byte-level BPE: Hugging Face's BpeTrainer with Llama 3's pre-tokenizer (a Split by its pattern, then
+/// ByteLevel without one) learns the merges Tessera learns with pattern "llama3"; Tessera reads the tokenizer.json,
+/// with ignore_merges false and true (Llama 3's), and gives Hugging Face's ids; Hugging Face reads Tessera's file.
+TEST(TokenizerInterop, Llama3sPatternAndIgnoreMergesAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  const size_t cut = text.find('\n', text.size() / 2);
+  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  run_helper(python, "llama3 " + work.path() + "/corpus.txt " + work.path(), work.path() + "/llama3.log");
+  const Tokenizer ours = Tokenizer::train(
+      {text.substr(0, cut)}, TokenizerTrainOptions().vocab_size(1200).pattern("llama3")
+                                 .special_tokens({"<|begin_of_text|>", "<|end_of_text|>"})
+                                 .single_template("<|begin_of_text|> $A"));
+  const json hf = json::parse(test::read_file(work.path() + "/llama3-merges.json"));
+  EXPECT_EQ(merges_of(json::parse(ours.to_json())), merges_of(hf));
+  EXPECT_TRUE(json::parse(ours.to_json())["model"]["vocab"] == hf["model"]["vocab"]);
+  const Tokenizer merging = Tokenizer::load(work.path() + "/llama3-merges.json");
+  EXPECT_EQ(merging.pattern(), data::Pattern::llama3);
+  EXPECT_FALSE(merging.ignore_merges());
+  EXPECT_EQ(merging.fingerprint(), ours.fingerprint());
+  const Tokenizer llama3 = Tokenizer::load(work.path() + "/llama3.json");
+  EXPECT_TRUE(llama3.ignore_merges());
+  EXPECT_NE(llama3.fingerprint(), merging.fingerprint());
+  const Tokenizer reversed = Tokenizer::load(work.path() + "/llama3-reversed.json");
+  const Tokenizer reversed_merging = Tokenizer::load(work.path() + "/llama3-reversed-merges.json");
+  // With the merges reversed, ignore_merges changes many pieces' tokens (else the comparison below could not tell).
+  EXPECT_NE(reversed.encode(text.substr(cut)), reversed_merging.encode(text.substr(cut)));
+  const std::vector<std::string> texts = {
+      "Hello world, I'M here; don't DON'T it'S they'Re", "1234567 3.14159 $100,000.00 ١٢٣٤٥ x²",
+      "a.\n\nb  \n  x\r\n\r\nend\t\tx \u00a0y\u3000z", "<|begin_of_text|>inside<|end_of_text|> <|end_of_text|>",
+      "🙂🙃👍🏽 漢字かな 한국어 Ελληνικά Русский", "", "   ", "\n", text.substr(cut)};
+  for (const auto& [name, tok] : std::vector<std::pair<std::string, const Tokenizer*>>{
+           {"llama3-merges", &merging}, {"llama3", &llama3}, {"llama3-reversed-merges", &reversed_merging},
+           {"llama3-reversed", &reversed}}) {
+    SCOPED_TRACE(name);
+    expect_encodes_as_hugging_face(python, *tok, work.path() + "/" + name + ".json", texts, work.path());
+    tok->save(work.path() + "/ours.json");
+    EXPECT_EQ(Tokenizer::load(work.path() + "/ours.json").fingerprint(), tok->fingerprint());
+    expect_encodes_as_hugging_face(python, *tok, work.path() + "/ours.json", texts, work.path());
+  }
 }
 
 /// WordPiece as BERT's tokenizers are made (BertNormalizer, BertPreTokenizer, the WordPiece decoder), trained by

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <gmock/gmock.h>
 
+#include <cctype>
 #include <map>
 #include <random>
 
@@ -47,6 +48,39 @@ TEST(Pretokenize, SplitsAsGpt2sPattern) {
   // Bytes that are not UTF-8 are neither letters, numbers nor spaces.
   EXPECT_EQ(pieces("\xff\xfe" "ab \xc3"), (V{"\xff\xfe", "ab", " \xc3"}));
   EXPECT_TRUE(pieces("").empty());
+}
+
+TEST(Pretokenize, SplitsAsLlama3sPattern) {
+  // Expected pieces from Hugging Face's Split pre-tokenizer with Llama 3's pattern on the same strings.
+  using V = std::vector<std::string>;
+  const auto llama3 = [](const std::string& text) {
+    std::vector<std::string> out;
+    for (std::string_view p : data::pretokenize(text, data::Pattern::llama3)) out.emplace_back(p);
+    return out;
+  };
+  EXPECT_EQ(llama3("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(llama3("I'm here, don't  go"), (V{"I", "'m", " here", ",", " don", "'t", " ", " go"}));
+  EXPECT_EQ(llama3("a  \n\nb"), (V{"a", "  \n\n", "b"}));
+  EXPECT_EQ(llama3("123 456 1234567"), (V{"123", " ", "456", " ", "123", "456", "7"}));
+  EXPECT_EQ(llama3("é字 4½ x²"), (V{"é字", " ", "4½", " x", "²"}));
+  EXPECT_EQ(llama3("\u00a0x"), (V{"\u00a0x"}));
+  EXPECT_EQ(llama3("it'S x'LL they'Re we'VE it'ſ it'ſx 's"),
+            (V{"it", "'S", " x", "'LL", " they", "'Re", " we", "'VE", " it", "'ſ", " it", "'ſ", "x", " '", "s"}));
+  EXPECT_EQ(llama3("\tx\t\ty"), (V{"\tx", "\t", "\ty"}));
+  EXPECT_EQ(llama3("a.\n\nb"), (V{"a", ".\n\n", "b"}));
+  EXPECT_EQ(llama3(" .\r\n x"), (V{" .\r\n", " x"}));
+  EXPECT_EQ(llama3("  \n  x"), (V{"  \n", " ", " x"}));
+  EXPECT_EQ(llama3("(x) [y]"), (V{"(x", ")", " [", "y", "]"}));
+  EXPECT_EQ(llama3("$100,000.00"), (V{"$", "100", ",", "000", ".", "00"}));
+  EXPECT_EQ(llama3("x\u2028y"), (V{"x", "\u2028y"}));
+  EXPECT_EQ(llama3("end   "), (V{"end", "   "}));
+  EXPECT_EQ(llama3("🙂 ok"), (V{"🙂", " ok"}));
+  // Bytes that are not UTF-8 are neither letters, numbers, spaces nor line breaks.
+  EXPECT_EQ(llama3("\xff" "ab\xfe\xfe\n1"), (V{"\xff" "ab", "\xfe\xfe\n", "1"}));
+  EXPECT_TRUE(llama3("").empty());
+  EXPECT_EQ(data::pattern_name(data::pattern_from_name("llama3")), "llama3");
+  EXPECT_THAT(testing::input_error_of([] { data::pattern_from_name("gpt4"); }),
+              HasSubstr("pattern \"gpt4\" is not known; expected gpt2 (GPT-2's) or llama3 (Llama 3's)"));
 }
 
 TEST(Tokenizer, TrainsTheMostFrequentPairsFirst) {
@@ -148,6 +182,13 @@ Tokenizer load_json(const json& doc, const std::string& name = "tok.json") {
   return Tokenizer::load(dir.path() + "/" + name);
 }
 
+/// The bytes of each token of `ids`.
+std::vector<std::string> token_texts(const Tokenizer& t, const std::vector<int64_t>& ids) {
+  std::vector<std::string> out;
+  for (int64_t id : ids) out.push_back(t.token_bytes(id));
+  return out;
+}
+
 TEST(Tokenizer, EncodingAppliesMergesByRankLeftmostFirst) {
   const Tokenizer bc_first = load_json(base_json({"b c", "a b"}));
   const Tokenizer ab_first = load_json(base_json({"a b", "b c"}));
@@ -163,6 +204,15 @@ TEST(Tokenizer, EncodingAppliesMergesByRankLeftmostFirst) {
   // A merge's result merges again: a b, ab c.
   const Tokenizer abc = load_json(base_json({"a b", "ab c"}));
   EXPECT_EQ(abc.encode("abcabc").size(), 2u);
+  // ignore_merges (Llama 3's): a piece that is a token as a whole is that token; other pieces merge as before.
+  json whole = base_json({"b c", "a b", "ab c"});
+  EXPECT_EQ(token_texts(load_json(whole), load_json(whole).encode("abc")), (std::vector<std::string>{"a", "bc"}));
+  whole["model"]["ignore_merges"] = true;
+  const Tokenizer ignoring = load_json(whole);
+  EXPECT_TRUE(ignoring.ignore_merges());
+  EXPECT_EQ(token_texts(ignoring, ignoring.encode("abc abcx")), (std::vector<std::string>{"abc", " ", "a", "bc", "x"}));
+  EXPECT_EQ(json::parse(ignoring.to_json())["model"]["ignore_merges"], true);
+  EXPECT_NE(ignoring.fingerprint(), load_json(base_json({"b c", "a b", "ab c"})).fingerprint());
   // add_prefix_space: a space before each text that does not start with one (RoBERTa's tokenizers).
   json prefixed = base_json({"Ġ a"});
   prefixed["pre_tokenizer"]["add_prefix_space"] = true;
@@ -172,11 +222,33 @@ TEST(Tokenizer, EncodingAppliesMergesByRankLeftmostFirst) {
   EXPECT_EQ(p.decode(p.encode(" a")), " a");
 }
 
-/// The bytes of each token of `ids`.
-std::vector<std::string> token_texts(const Tokenizer& t, const std::vector<int64_t>& ids) {
-  std::vector<std::string> out;
-  for (int64_t id : ids) out.push_back(t.token_bytes(id));
-  return out;
+TEST(Tokenizer, TrainsWithLlama3sPatternAndWritesItAsHuggingFaceDoes) {
+  const std::string text = test::read_file(TESSERA_SOURCE_DIR "/README.md");
+  const Tokenizer gpt2 = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600));
+  const Tokenizer llama3 = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600).pattern("llama3"));
+  EXPECT_EQ(llama3.pattern(), data::Pattern::llama3);
+  EXPECT_FALSE(llama3.ignore_merges());
+  EXPECT_NE(llama3.merges(), gpt2.merges());
+  EXPECT_NE(llama3.fingerprint(), gpt2.fingerprint());
+  EXPECT_THAT(llama3.describe(), HasSubstr("byte-level BPE (Llama 3's pattern), 600 tokens"));
+  // No token is four digits or more, nor a line break then a letter: the pattern makes no such pieces.
+  for (int64_t id = 256; id < llama3.vocab_size(); ++id) {
+    const std::string& bytes = llama3.token_bytes(id);
+    EXPECT_FALSE(bytes.size() > 3 && bytes.find_first_not_of("0123456789") == std::string::npos) << bytes;
+    EXPECT_FALSE(bytes.size() > 1 && bytes[0] == '\n' && std::isalpha(static_cast<unsigned char>(bytes[1]))) << bytes;
+  }
+  const json doc = json::parse(llama3.to_json());
+  EXPECT_EQ(doc["pre_tokenizer"]["type"], "Sequence");
+  EXPECT_EQ(doc["pre_tokenizer"]["pretokenizers"][0]["type"], "Split");
+  EXPECT_EQ(doc["pre_tokenizer"]["pretokenizers"][0]["behavior"], "Isolated");
+  EXPECT_EQ(doc["pre_tokenizer"]["pretokenizers"][1]["use_regex"], false);
+  const Tokenizer back = load_json(doc);
+  EXPECT_EQ(back.pattern(), data::Pattern::llama3);
+  EXPECT_EQ(back.fingerprint(), llama3.fingerprint());
+  EXPECT_EQ(back.encode(text), llama3.encode(text));
+  EXPECT_EQ(llama3.decode(llama3.encode(text)), text);
+  EXPECT_THAT(testing::input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().pattern("gpt4")); }),
+              HasSubstr("pattern"));
 }
 
 /// A tokenizer.json of the 256 bytes, merge "a b", and added tokens with each of Hugging Face's flags.
@@ -328,11 +400,38 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
               HasSubstr("pre_tokenizer is Whitespace"));
   EXPECT_THAT(refusal([](json& d) {
                 d["pre_tokenizer"] = {{"type", "Sequence"},
-                                      {"pretokenizers", json::array({{{"type", "Split"}}, d["pre_tokenizer"]})}};
+                                      {"pretokenizers", json::array({d["pre_tokenizer"], d["pre_tokenizer"]})}};
               }),
               HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"]["use_regex"] = false; }), HasSubstr("use_regex: false"));
-  EXPECT_THAT(refusal([](json& d) { d["model"]["ignore_merges"] = true; }), HasSubstr("ignore_merges is true"));
+  // Llama 3's Split + ByteLevel, and what differs from it.
+  const json llama3 = json::parse(
+      Tokenizer::train({}, TokenizerTrainOptions().vocab_size(256).pattern("llama3")).to_json())["pre_tokenizer"];
+  EXPECT_EQ(load_json([&] {
+              json d = base_json({"a b"});
+              d["pre_tokenizer"] = llama3;
+              return d;
+            }()).pattern(),
+            data::Pattern::llama3);
+  const auto llama3_refusal = [&](const std::function<void(json&)>& edit) {
+    return refusal([&](json& d) {
+      d["pre_tokenizer"] = llama3;
+      edit(d["pre_tokenizer"]["pretokenizers"]);
+    });
+  };
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["pattern"]["Regex"] = "\\p{L}+|\\s+"; }),
+              HasSubstr("pre_tokenizer is a Split by {\"Regex\":\"\\\\p{L}+|\\\\s+\"}, which is not Llama 3's pattern"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["behavior"] = "Removed"; }),
+              HasSubstr("Split with behavior \"Removed\" and invert false; expected \"Isolated\" and false"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["invert"] = true; }), HasSubstr("and invert true"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[1]["use_regex"] = true; }),
+              HasSubstr("a Split then ByteLevel with use_regex: true"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[1]["add_prefix_space"] = true; }),
+              HasSubstr("a Split then ByteLevel with add_prefix_space: true"));
+  EXPECT_THAT(llama3_refusal([](json& p) { std::swap(p[0], p[1]); }),
+              HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["ignore_merges"] = "yes"; }),
+              HasSubstr("model.ignore_merges is \"yes\", expected true or false"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["dropout"] = 0.1; }), HasSubstr("BPE dropout is on"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["continuing_subword_prefix"] = "##"; }),
               HasSubstr("continuing_subword_prefix is set"));

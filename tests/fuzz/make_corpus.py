@@ -177,6 +177,15 @@ put("fuzz_tokenizer", "template", tokenizer_json(english, added=["<s>"], post_pr
 put("fuzz_tokenizer", "overlap", tokenizer_json(["a a", "aa a", "b c", "a b"]) + b"\0aaaaabcabcaaa")
 put("fuzz_tokenizer", "gpt2_style_sequence", json.dumps({"model": {"vocab": {"a": 0}, "merges": []},
     "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}]}}).encode())
+llama3 = json.loads(tokenizer_json(english + ["1 2", "12 3"]))
+llama3["model"]["ignore_merges"] = True
+llama3["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex":
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+        r"\s*[\r\n]+|\s+(?!\S)|\s+"}},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+put("fuzz_tokenizer", "llama3", json.dumps(llama3, ensure_ascii=False).encode()
+    + "\0They'RE in 1234567 rooms.\n\n  \r\nthe end\xa0x".encode())
 wordpiece_vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!",
                    "caf", "##e", "中"]
 put("fuzz_tokenizer", "wordpiece", json.dumps({

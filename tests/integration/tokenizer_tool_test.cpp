@@ -102,7 +102,20 @@ TEST(TokenizerTool, TrainsOnTheTrainSplitEncodesDecodesAndInspects) {
   EXPECT_TRUE(has(inspect.out, "special token 0: <|endoftext|>")) << inspect.out;
   EXPECT_TRUE(has(inspect.out, "merge 0: ")) << inspect.out;
 
+  // Llama 3's pattern: the tokenizer the library trains with it, named by inspect.
+  const std::string llama3 = tmp.path() + "/llama3.json";
+  const Result trained = tool(TESSERA_TOKENIZER_PATH, tmp.path(),
+                              "train '" + file + "' --vocab-size 300 --pattern llama3 --out '" + llama3 + "'");
+  ASSERT_EQ(trained.code, 0) << trained.err;
+  EXPECT_EQ(data::Tokenizer::load(llama3).fingerprint(),
+            data::Tokenizer::train({std::string(train.begin(), train.end())},
+                                   data::TokenizerTrainOptions().vocab_size(300).pattern("llama3"))
+                .fingerprint());
+  const Result named = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "inspect '" + llama3 + "'");
+  EXPECT_TRUE(has(named.out, "byte-level BPE (Llama 3's pattern), 300 tokens")) << named.out;
+
   // Bad input: exit 2, saying what.
+  EXPECT_EQ(tool(TESSERA_TOKENIZER_PATH, tmp.path(), "train '" + file + "' --pattern gpt4 --out x.json").code, 2);
   const Result missing = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "encode '" + tmp.path() + "/none.json' '" + file + "'");
   EXPECT_EQ(missing.code, 2);
   EXPECT_TRUE(has(missing.err, "none.json does not exist")) << missing.err;

@@ -1,5 +1,5 @@
 #pragma once
-/// Byte-level BPE tokenizers (GPT-2's scheme): trained on your text, or read from a Hugging Face `tokenizer.json`
+/// Byte-level BPE tokenizers (GPT-2's scheme, or Llama 3's pattern): trained on your text, or read from a Hugging Face `tokenizer.json`
 /// or GPT-2's `vocab.json` + `merges.txt`, and written as a `tokenizer.json` that Hugging Face `tokenizers` reads.
 ///
 ///     auto tok = tessera::data::Tokenizer::train({text}, tessera::data::TokenizerTrainOptions().vocab_size(4096));
@@ -31,9 +31,14 @@
 /// bytes encoded. WordPiece tokenizers are read and written, not trained (train one with Hugging Face's
 /// WordPieceTrainer; tests/core/tokenizer_interop_test.cpp checks the ids against Hugging Face's).
 ///
+/// Llama 3's byte-level BPE is read too (and trained, with `pattern("llama3")`): its pre-tokenizer is a Split by Llama
+/// 3's pattern (`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+/// \s*[\r\n]+|\s+(?!\S)|\s+`, the pattern of OpenAI's cl100k) followed by ByteLevel without its own pattern, and
+/// with `ignore_merges` a piece that is a token of the vocabulary as a whole is that token, unmerged.
+///
 /// Not read (InputError naming the file and what it holds): tokenizers of another model (Unigram), byte-level BPE with
-/// a normalizer or with a pre-tokenizer other than ByteLevel with GPT-2's pattern (Llama 3's Split + ByteLevel), BPE
-/// dropout, `ignore_merges`, subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
+/// a normalizer or with a pre-tokenizer other than those two (another Split pattern, ByteLevel with use_regex false
+/// alone), BPE dropout, subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
 /// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
 /// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
 /// post-processor's tokens (RoBERTa's `<s> … </s>`, BERT's `[CLS] … [SEP]`, a template's `$A <|endoftext|>`) are
@@ -67,12 +72,16 @@ struct TokenizerTrainOptions {
   /// once, and special tokens, separated by spaces, such as "$A <|endoftext|>" or "<s> $A </s>" ("" = none).
   /// encode(text, true) puts its tokens around the text; the text dataset's document_separator needs one.
   TESSERA_OPTION(std::string, single_template) = "";
+  /// The pattern that cuts text into pieces: "gpt2" (GPT-2's) or "llama3" (Llama 3's: numbers in runs of at most
+  /// three digits, line breaks kept with the punctuation or spaces before them). Saved in the tokenizer.json.
+  TESSERA_OPTION(std::string, pattern) = "gpt2";
   template <class V>
   void visit(V& v) {
     v("vocab_size", vocab_size_, "tokens of the vocabulary (special tokens + 256 bytes + merges)", Range::at_least(1));
     v("min_frequency", min_frequency_, "merge only pairs seen at least this often", Range::at_least(1));
     v("special_tokens", special_tokens_, "tokens matched as exact text, given the first ids", Any{});
     v("single_template", single_template_, "special tokens around each text, such as \"$A <|endoftext|>\"", Any{});
+    v("pattern", pattern_, "the pre-tokenizer's pattern", Choices{{"gpt2", "llama3"}});
   }
 };
 
@@ -89,8 +98,17 @@ struct AddedToken {
   bool normalized = false;   ///< matched in a second pass, within the text between the others
 };
 
-/// The pieces GPT-2's pattern splits `text` into (views into `text`; their concatenation is `text`).
-std::vector<std::string_view> pretokenize(std::string_view text);
+/// The patterns byte-level BPE cuts text into pieces with, before merging each piece's bytes.
+enum class Pattern {
+  gpt2,    ///< GPT-2's (and RoBERTa's): ByteLevel's own regex
+  llama3,  ///< Llama 3's (OpenAI's cl100k): contractions in any case, letters with one non-letter, numbers in threes
+};
+/// "gpt2" or "llama3"; and back (InputError for another name, saying which are known).
+std::string pattern_name(Pattern pattern);
+Pattern pattern_from_name(const std::string& name);
+
+/// The pieces `pattern` splits `text` into (views into `text`; their concatenation is `text`).
+std::vector<std::string_view> pretokenize(std::string_view text, Pattern pattern = Pattern::gpt2);
 
 /// A byte-level BPE or a WordPiece tokenizer. Immutable once built; `encode` and `decode` are thread-safe.
 class Tokenizer {
@@ -118,6 +136,11 @@ class Tokenizer {
   int64_t vocab_size() const noexcept { return static_cast<int64_t>(tokens_.size()); }
   /// "BPE" (byte-level) or "WordPiece": the tokenizer.json model type.
   std::string model() const { return wordpiece_ ? "WordPiece" : "BPE"; }
+  /// A byte-level BPE tokenizer's pre-tokenizer pattern (gpt2 for WordPiece, which splits words its own way).
+  Pattern pattern() const noexcept { return pattern_; }
+  /// Whether a piece that is a token of the vocabulary as a whole is encoded as that token, unmerged (BPE's
+  /// `ignore_merges`, Llama 3's).
+  bool ignore_merges() const noexcept { return ignore_merges_; }
   /// Merges, in rank order: the ids of the pair (left, right); the merged token is their bytes concatenated.
   const std::vector<std::pair<int64_t, int64_t>>& merges() const noexcept { return merges_; }
   /// The bytes of token `id` (an added token's text; a WordPiece token's spelling, "##ing"). InputError outside
@@ -168,6 +191,9 @@ class Tokenizer {
   std::unordered_map<uint64_t, std::pair<int32_t, int64_t>> merge_of_;  ///< (left, right) -> (rank, new id)
   int64_t byte_ids_[256] = {};                              ///< byte -> its token
   bool add_prefix_space_ = false;
+  Pattern pattern_ = Pattern::gpt2;
+  bool ignore_merges_ = false;
+  std::unordered_map<std::string, int64_t> whole_of_;      ///< with ignore_merges_: the vocabulary's bytes -> id
   std::shared_ptr<const detail::WordPieceModel> wordpiece_;  ///< set for a WordPiece tokenizer
 };
 
