@@ -4,9 +4,10 @@
 # file): training a vocabulary of each size (the same merges: tests/core/tokenizer_interop_test.cpp) and encoding the
 # whole text. Tessera trains and encodes on one thread; Hugging Face trains with its thread pool (rayon, every core)
 # and encodes one string on one thread, or a list of the fortunes with `encode_batch` on every core. The ratio column
-# is Hugging Face's time over Tessera's (above 1: Tessera is faster); each time is the best of three. Last, WordPiece
-# (BERT's): Hugging Face's WordPieceTrainer makes a tokenizer of the largest size (uncased BertNormalizer,
-# BertPreTokenizer), and both encode the whole text with it.
+# is Hugging Face's time over Tessera's (above 1: Tessera is faster); each time is the best of three. Last, Hugging
+# Face's trainers make three other kinds of tokenizer of the largest size, and both encode the whole text with each:
+# WordPiece (BERT's: uncased BertNormalizer, BertPreTokenizer), byte-level BPE with Llama 3's pre-tokenizer and
+# ignore_merges, and SentencePiece-style BPE (Llama 2's: "▁" for spaces, byte fallback, the text one word).
 #   benchmarks/bench_tokenizer_speed.sh [vocabulary sizes...]   (default: 2048 8192)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,27 +71,55 @@ print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)} with its own m
 PY
 done
 v=${vocabs[-1]}
-"$python" - "$text" "$v" "$out/wp$v.json" <<'PY'
-import os, sys
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-folder, vocab, file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for kind in wordpiece llama3 sentencepiece; do
+"$python" - "$text" "$v" "$out/$kind$v.json" "$kind" <<'PY'
+import json, os, sys
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+folder, vocab, file, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 text = open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), encoding="utf-8").read()
-tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-tok.normalizer = normalizers.BertNormalizer()
-tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-tok.decoder = decoders.WordPiece()
-tok.train_from_iterator([text], trainers.WordPieceTrainer(vocab_size=vocab, show_progress=False,
-                                                          special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-tok.save(file)
+if kind == "wordpiece":  # BERT's
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab, show_progress=False,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+elif kind == "llama3":  # Llama 3's pre-tokenizer, and ignore_merges set below
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), "isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+else:  # Llama 2's: BPE over characters, "▁" for spaces, byte fallback; trained on words (Metaspace's split: the
+    # trainer is slow on one long word), then written as Llama 2's, which encodes each text as one word
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, show_progress=False, limit_alphabet=200,
+                                  special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)])
+tok.train_from_iterator([text], trainer)
+doc = json.loads(tok.to_str())
+doc["model"]["ignore_merges"] = kind == "llama3" or doc["model"].get("ignore_merges", False)
+doc["added_tokens"] = [a for a in doc["added_tokens"] if not a["content"].startswith("<0x")]
+if kind == "sentencepiece":
+    doc["pre_tokenizer"] = None
+    doc["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+with open(file, "w") as f:
+    json.dump(doc, f, ensure_ascii=False)
 PY
-wp_encoded=$("$build/tessera-tokenizer" encode "$out/wp$v.json" "$text")
-wp_encode=$(for i in 1 2 3; do "$build/tessera-tokenizer" encode "$out/wp$v.json" "$text" |
-              sed -n 's/^encoded in \([0-9.]*\) s .*/\1/p'; done | sort -g | head -1)
-wp_tokens=$(sed -n 's/.* bytes -> \([0-9]*\) tokens.*/\1/p' <<<"$wp_encoded")
-"$python" - "$text" "$wp_encode" "$wp_tokens" "$out/wp$v.json" <<'PY'
+encoded=$("$build/tessera-tokenizer" encode "$out/$kind$v.json" "$text")
+encode=$(for i in 1 2 3; do "$build/tessera-tokenizer" encode "$out/$kind$v.json" "$text" |
+           sed -n 's/^encoded in \([0-9.]*\) s .*/\1/p'; done | sort -g | head -1)
+tokens=$(sed -n 's/.* bytes -> \([0-9]*\) tokens.*/\1/p' <<<"$encoded")
+"$python" - "$text" "$encode" "$tokens" "$out/$kind$v.json" "$kind" <<'PY'
 import os, sys, time
 from tokenizers import Tokenizer
-folder, ours, ours_tokens, file = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+folder, ours, ours_tokens, file, kind = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 text = open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), encoding="utf-8").read()
 tok = Tokenizer.from_file(file)
 times = []
@@ -99,6 +128,8 @@ for _ in range(3):
     ids = tok.encode(text, add_special_tokens=False).ids
     times.append(time.perf_counter() - start)
 hf = min(times)
-print(f"{'WordPiece ' + str(tok.get_vocab_size()) + ' encode, one thread':34} {ours:10.3f} {hf:10.3f} {hf / ours:8.2f}x")
+name = {"wordpiece": "WordPiece", "llama3": "Llama 3 BPE", "sentencepiece": "SentencePiece BPE"}[kind]
+print(f"{name + ' ' + str(tok.get_vocab_size()) + ' encode, one thread':34} {ours:10.3f} {hf:10.3f} {hf / ours:8.2f}x")
 print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)})")
 PY
+done

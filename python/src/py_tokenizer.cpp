@@ -64,6 +64,9 @@ void bind_tokenizer(py::module_& d) {
           py::arg("ids"), py::arg("skip_special_tokens") = false)
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
       .def_property_readonly("model", &Tokenizer::model, "'BPE' (byte-level) or 'WordPiece'")
+      .def_property_readonly("byte_level", &Tokenizer::byte_level,
+                             "True for byte-level BPE (GPT-2's, Llama 3's), False for WordPiece and SentencePiece-style "
+                             "BPE (over characters, with byte fallback: Llama 2's, Mistral's)")
       .def_property_readonly(
           "pattern", [](const Tokenizer& t) { return data::pattern_name(t.pattern()); },
           "a byte-level BPE tokenizer's pre-tokenizer pattern: 'gpt2' or 'llama3'")

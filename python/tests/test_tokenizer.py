@@ -87,6 +87,34 @@ def test_llama3s_pattern_trains_saves_and_reads_back(tmp_path):
         Tokenizer.train(texts, vocab_size=300, pattern="gpt4")
 
 
+def test_a_sentencepiece_style_bpe_falls_back_to_bytes_and_decodes_as_llama2(tmp_path):
+    vocab = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", "a", "b", "\u2581a", "\u2581ab"]
+    replace = lambda a, b: {"type": "Replace", "pattern": {"String": a}, "content": b}
+    doc = {"added_tokens": [{"id": i, "content": t, "special": True} for i, t in enumerate(vocab[:3])],
+           "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                              replace(" ", "\u2581")]},
+           "pre_tokenizer": None,
+           "decoder": {"type": "Sequence", "decoders": [replace("\u2581", " "), {"type": "ByteFallback"},
+                                                        {"type": "Fuse"},
+                                                        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                                       {"Sequence": {"id": "A", "type_id": 0}}],
+                              "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+           "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+                     "vocab": {t: i for i, t in enumerate(vocab)}, "merges": ["\u2581 a", "\u2581a b"]}}
+    path = tmp_path / "llama2.json"
+    path.write_text(json.dumps(doc))
+    tok = Tokenizer.load(str(path))
+    assert tok.model == "BPE" and not tok.byte_level and tok.vocab_size == 264
+    assert tok.encode("ab b") == [263, 259, 261]
+    assert tok.encode("ab\u00e9", add_special_tokens=True) == [1, 263, 3 + 0xC3, 3 + 0xA9]
+    assert tok.decode(tok.encode("ab b\u00e9 x", add_special_tokens=True), skip_special_tokens=True) == "ab b\u00e9 x"
+    assert tok.decode([3 + 0xC3]) == "\ufffd"
+    assert "SentencePiece-style BPE, 264 tokens (3 special), 2 merges, byte fallback" in repr(tok)
+    assert Tokenizer.load(str(path)).fingerprint() == tok.fingerprint()
+    assert Tokenizer.train(["xx"], vocab_size=300).byte_level
+
+
 def test_a_wordpiece_tokenizer_lowercases_cuts_words_into_pieces_and_decodes_as_bert(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!"]
     doc = {

@@ -20,6 +20,7 @@
 
 #include "../checkpoint/checkpoint_file.h"
 #include "bert_text.h"
+#include "sentencepiece_text.h"
 #include "unicode.h"
 
 namespace tessera::data {
@@ -36,6 +37,25 @@ struct WordPieceModel {
   std::optional<std::string> decoder_prefix;  ///< the WordPiece decoder's prefix; none: tokens joined by " "
   bool cleanup = true;                  ///< the decoder's cleanup
   std::unordered_map<std::string, int64_t> id_of;  ///< the model's vocabulary: spelling -> id
+};
+
+/// A SentencePiece-style BPE tokenizer.json's normalizer, pre-tokenizer, decoder and model settings: BPE over the
+/// characters of the text (Llama 2's, Mistral's), not over its bytes.
+struct SentencePieceModel {
+  std::vector<sentencepiece::TextStep> normalizer;
+  std::optional<sentencepiece::Metaspace> metaspace;  ///< none: the whole text is one word
+  std::vector<sentencepiece::DecodeStep> decoder;
+  std::string normalizer_json = "null", pre_tokenizer_json = "null", decoder_json = "null";  ///< as read
+  bool byte_fallback = false;  ///< a character not in the vocabulary is its bytes' <0xXX> tokens
+  bool fuse_unk = false;       ///< consecutive unknown characters are one unknown token
+  std::optional<std::string> unk_token;
+  int64_t unk_id = -1;
+  std::unordered_map<std::string, int64_t> id_of;  ///< the model's vocabulary: spelling -> id
+  int64_t byte_id[256];                            ///< the id of <0xXX>, or -1
+  /// What a space becomes ("▁"), when no token of the vocabulary holds it after another character (SentencePiece
+  /// trained on words): then no merge joins a character to a "▁" after it, and a text cut before each such "▁"
+  /// encodes piece by piece, each piece cached, to the same ids as in one go. Empty: the text is encoded whole.
+  std::string cut_before;
 };
 }  // namespace detail
 
@@ -175,14 +195,14 @@ struct ByteLevel {
     }
   }
 };
-const ByteLevel& byte_level() {
+const ByteLevel& byte_level_table() {
   static const ByteLevel table;
   return table;
 }
 
 std::string spell(const std::string& bytes) {
   std::string out;
-  for (unsigned char b : bytes) append_utf8(out, byte_level().char_of[b]);
+  for (unsigned char b : bytes) append_utf8(out, byte_level_table().char_of[b]);
   return out;
 }
 
@@ -191,8 +211,8 @@ bool unspell(std::string_view spelling, std::string& bytes) {
   bytes.clear();
   for (size_t i = 0; i < spelling.size();) {
     const auto [cp, n] = decode_utf8(spelling, i);
-    if (n == 0 || cp >= 512 || byte_level().byte_of[cp] < 0) return false;
-    bytes += static_cast<char>(byte_level().byte_of[cp]);
+    if (n == 0 || cp >= 512 || byte_level_table().byte_of[cp] < 0) return false;
+    bytes += static_cast<char>(byte_level_table().byte_of[cp]);
     i += n;
   }
   return true;
@@ -304,6 +324,7 @@ struct Spelt {
   std::vector<int64_t> prefix, suffix;  ///< the post-processor's ids around a text
   std::string post_processor;           ///< its JSON ("" = none)
   std::shared_ptr<detail::WordPieceModel> wordpiece;  ///< set for a WordPiece model (vocab then holds its spellings)
+  std::shared_ptr<detail::SentencePieceModel> sentencepiece;  ///< set for BPE over characters (vocab as spelt)
 };
 
 void read_vocab(const json& v, const std::string& file, Spelt& out) {
@@ -517,6 +538,30 @@ void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
   out.wordpiece = std::move(wp);
 }
 
+/// BPE over characters (SentencePiece's scheme, as Hugging Face converts it): Prepend and Replace normalizers, no
+/// pre-tokenizer or Metaspace, a decoder of Replace, ByteFallback, Fuse, Strip or Metaspace steps; the model's
+/// byte_fallback, fuse_unk and unk_token.
+void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
+  auto sp = std::make_shared<detail::SentencePieceModel>();
+  sp->normalizer = sentencepiece::read_normalizer(doc.value("normalizer", json()), file);
+  const json& pre = doc.value("pre_tokenizer", json());
+  if (!pre.is_null()) sp->metaspace = sentencepiece::read_metaspace(pre, file);
+  sp->decoder = sentencepiece::read_decoder(doc.value("decoder", json()), file);
+  sp->normalizer_json = doc.value("normalizer", json()).dump();
+  sp->pre_tokenizer_json = pre.dump();
+  sp->decoder_json = doc.value("decoder", json()).dump();
+  const json& model = doc["model"];
+  for (auto [key, flag] : {std::pair{"byte_fallback", &sp->byte_fallback}, {"fuse_unk", &sp->fuse_unk}}) {
+    const json& v = model.value(key, json(false));
+    if (!v.is_boolean()) bad_file(file, fmt::format("model.{} is {}, expected true or false", key, v.dump()));
+    *flag = v.get<bool>();
+  }
+  const json& unk = model.value("unk_token", json());
+  if (!unk.is_null() && !unk.is_string()) bad_file(file, "model.unk_token is " + unk.dump() + ", expected a token or null");
+  if (unk.is_string()) sp->unk_token = unk.get<std::string>();
+  out.sentencepiece = std::move(sp);
+}
+
 /// Added tokens and the post-processor, of either model.
 void read_added_and_post_processor(const json& doc, const std::string& file, Spelt& out) {
   for (const json& t : doc.value("added_tokens", json::array())) {
@@ -547,11 +592,17 @@ Spelt read_tokenizer_json(const std::string& file) {
     read_added_and_post_processor(doc, file, out);
     return out;
   }
-  if (!doc.value("normalizer", json()).is_null())
-    bad_file(file, "has a normalizer (" + doc["normalizer"].value("type", std::string("?")) +
-                       "); Tessera's byte-level BPE encodes the text's bytes as they are");
-  read_pre_tokenizer(doc.value("pre_tokenizer", json()), file, out);
+  const json& pre_tokenizer = doc.value("pre_tokenizer", json());
   const json& model = doc["model"];
+  if (pre_tokenizer.is_null() || pre_tokenizer.value("type", std::string()) == "Metaspace") {
+    read_sentencepiece(doc, file, out);
+  } else {
+    if (!doc.value("normalizer", json()).is_null())
+      bad_file(file, "has a normalizer (" + doc["normalizer"].value("type", std::string("?")) +
+                         ") before a ByteLevel pre-tokenizer; Tessera's byte-level BPE encodes the text's bytes as "
+                         "they are");
+    read_pre_tokenizer(pre_tokenizer, file, out);
+  }
   const std::string type = model.value("type", "BPE");
   if (type != "BPE") bad_file(file, "model type " + type + "; Tessera reads byte-level BPE and WordPiece tokenizers");
   const auto unset = [&](const char* key) {
@@ -650,8 +701,13 @@ void Tokenizer::index_added() {
   // A normalized added token is matched in the normalized text, as its normalized content (Hugging Face's).
   match_text_.clear();
   for (const AddedToken& a : added_) {
-    const bool normalize = a.normalized && wordpiece_ && wordpiece_->normalizer;
-    match_text_.push_back(normalize ? bert::normalize(a.content, *wordpiece_->normalizer) : a.content);
+    if (a.normalized && wordpiece_ && wordpiece_->normalizer) {
+      match_text_.push_back(bert::normalize(a.content, *wordpiece_->normalizer));
+    } else if (a.normalized && sentencepiece_) {
+      match_text_.push_back(sentencepiece::normalize(a.content, sentencepiece_->normalizer));
+    } else {
+      match_text_.push_back(a.content);
+    }
   }
   for (auto* pass : {&raw_order_, &normalized_order_}) pass->assign(256, {});
   std::vector<int32_t> by_length;
@@ -676,7 +732,7 @@ void Tokenizer::index() {
   for (int64_t id = n - 1; id >= 0; --id)
     if (added_of_[static_cast<size_t>(id)] < 0) id_of[tokens_[static_cast<size_t>(id)]] = id;
   for (const AddedToken& a : added_) id_of.emplace(a.content, a.id);
-  for (int b = 0; b < 256; ++b) byte_ids_[b] = id_of.at(std::string(1, static_cast<char>(b)));
+  for (int b = 0; b < 256 && !sentencepiece_; ++b) byte_ids_[b] = id_of.at(std::string(1, static_cast<char>(b)));
   merge_of_.clear();
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto [a, b] = merges_[r];
@@ -748,7 +804,7 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   std::vector<int> bytes(256);
   for (int b = 0; b < 256; ++b) bytes[b] = b;
   std::sort(bytes.begin(), bytes.end(),
-            [](int x, int y) { return byte_level().char_of[x] < byte_level().char_of[y]; });
+            [](int x, int y) { return byte_level_table().char_of[x] < byte_level_table().char_of[y]; });
   std::unordered_map<std::string, int64_t> id_of;
   int64_t byte_id[256];
   for (int b : bytes) {
@@ -882,12 +938,13 @@ Tokenizer Tokenizer::load(const std::string& path) {
       const std::string& text = a->second->content;
       if (v != spelt.vocab.end() && v->second != text)
         bad_file(file, fmt::format("id {} is \"{}\" in the vocabulary but the added token \"{}\"", id, v->second, text));
-      if (v != spelt.vocab.end() && (!unspell(text, bytes) || bytes != text)) unmergeable.insert(id);
+      if (!spelt.sentencepiece && v != spelt.vocab.end() && (!unspell(text, bytes) || bytes != text))
+        unmergeable.insert(id);
       t.tokens_.push_back(text);
       t.added_.push_back(*a->second);
     } else if (v == spelt.vocab.end()) {
       bad_file(file, fmt::format("no token has id {} (the ids run to {}); expected ids 0, 1, … without gaps", id, n - 1));
-    } else if (spelt.wordpiece) {
+    } else if (spelt.wordpiece || spelt.sentencepiece) {
       t.tokens_.push_back(v->second);
     } else if (!unspell(v->second, bytes)) {
       bad_file(file, fmt::format("vocabulary entry \"{}\" (id {}) is not spelt in GPT-2's byte-level characters: "
@@ -897,6 +954,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
       t.tokens_.push_back(bytes);
     }
     if (v != spelt.vocab.end()) id_of.emplace(v->second, id);
+  }
+  for (const AddedToken& a : spelt.added) {  // Hugging Face gives an added token that is in the vocabulary its id there
+    if (const auto it = id_of.find(a.content); it != id_of.end() && it->second != a.id)
+      bad_file(file, fmt::format("added token \"{}\" has id {}, but the vocabulary gives it id {}; expected the same id "
+                                 "(Hugging Face would use {})",
+                                 a.content, a.id, it->second, it->second));
   }
   for (const auto* ids : {&spelt.prefix, &spelt.suffix})
     for (int64_t id : *ids)
@@ -916,7 +979,36 @@ Tokenizer Tokenizer::load(const std::string& path) {
     t.index();
     return t;
   }
-  for (int b = 0; b < 256; ++b) {
+  if (spelt.sentencepiece) {
+    detail::SentencePieceModel& sp = *spelt.sentencepiece;
+    if (sp.unk_token) {
+      const auto unk = id_of.find(*sp.unk_token);
+      if (unk == id_of.end())
+        bad_file(file, fmt::format("model.unk_token \"{}\" is not in the vocabulary; BPE gives it for the characters "
+                                   "it has no token for",
+                                   *sp.unk_token));
+      sp.unk_id = unk->second;
+    }
+    for (int b = 0; b < 256; ++b) {
+      const auto it = id_of.find(fmt::format("<0x{:02X}>", b));
+      sp.byte_id[b] = it == id_of.end() ? -1 : it->second;
+    }
+    std::string space = sp.metaspace ? sp.metaspace->replacement : "";
+    for (const sentencepiece::TextStep& step : sp.normalizer)
+      if (!step.prepend && step.from == " ") space = step.text;
+    const auto after_another = [&](std::string_view text, size_t at) {  // the `space` at `at` follows another character
+      return at > 0 && !(at >= space.size() && text.compare(at - space.size(), space.size(), space) == 0);
+    };
+    const auto inside = [&](const std::string& token) {
+      for (size_t at = token.find(space, 1); at != std::string::npos; at = token.find(space, at + 1))
+        if (after_another(token, at)) return true;
+      return false;
+    };
+    const bool whole = space.empty() || !id_of.count(space) || t.ignore_merges_ ||
+                       std::any_of(id_of.begin(), id_of.end(), [&](const auto& token) { return inside(token.first); });
+    if (!whole) sp.cut_before = space;
+  }
+  for (int b = 0; b < 256 && !spelt.sentencepiece; ++b) {
     const std::string one = spell(std::string(1, static_cast<char>(b)));
     const auto it = id_of.find(one);
     if (it == id_of.end() || unmergeable.count(it->second))
@@ -939,7 +1031,11 @@ Tokenizer Tokenizer::load(const std::string& path) {
   }
   if (t.ignore_merges_) {  // Hugging Face looks a piece's spelling up in the model's vocabulary
     for (const auto& [spelling, id] : id_of)
-      if (unspell(spelling, bytes)) t.whole_of_.emplace(bytes, id);
+      if (spelt.sentencepiece || unspell(spelling, bytes)) t.whole_of_.emplace(spelt.sentencepiece ? spelling : bytes, id);
+  }
+  if (spelt.sentencepiece) {
+    spelt.sentencepiece->id_of = std::move(id_of);
+    t.sentencepiece_ = std::move(spelt.sentencepiece);
   }
   t.index();
   return t;
@@ -956,6 +1052,40 @@ std::string Tokenizer::to_json() const {
     return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", regex}};
   };
   const ojson post_processor = post_processor_.empty() ? ojson() : ojson::parse(post_processor_);
+  // The model's vocabulary, by id: every token but the added ones that are not in it (WordPiece, SentencePiece-style).
+  const auto model_vocab = [](const std::unordered_map<std::string, int64_t>& id_of) {
+    std::vector<std::pair<int64_t, std::string>> by_id;
+    for (const auto& [spelling, id] : id_of) by_id.emplace_back(id, spelling);
+    std::sort(by_id.begin(), by_id.end());
+    ojson sorted = ojson::object();
+    for (const auto& [id, spelling] : by_id) sorted[spelling] = id;
+    return sorted;
+  };
+  if (sentencepiece_) {
+    const detail::SentencePieceModel& sp = *sentencepiece_;
+    ojson merges = ojson::array();  // as pairs: a spelling may hold a space
+    for (const auto& [a, b] : merges_) merges.push_back({token_to_string(a), token_to_string(b)});
+    const ojson doc = {{"version", "1.0"},
+                       {"truncation", nullptr},
+                       {"padding", nullptr},
+                       {"added_tokens", added},
+                       {"normalizer", ojson::parse(sp.normalizer_json)},
+                       {"pre_tokenizer", ojson::parse(sp.pre_tokenizer_json)},
+                       {"post_processor", post_processor},
+                       {"decoder", ojson::parse(sp.decoder_json)},
+                       {"model",
+                        {{"type", "BPE"},
+                         {"dropout", nullptr},
+                         {"unk_token", sp.unk_token ? ojson(*sp.unk_token) : ojson()},
+                         {"continuing_subword_prefix", nullptr},
+                         {"end_of_word_suffix", nullptr},
+                         {"fuse_unk", sp.fuse_unk},
+                         {"byte_fallback", sp.byte_fallback},
+                         {"ignore_merges", ignore_merges_},
+                         {"vocab", model_vocab(sp.id_of)},
+                         {"merges", merges}}}};
+    return doc.dump(2) + "\n";
+  }
   if (wordpiece_) {
     const detail::WordPieceModel& wp = *wordpiece_;
     ojson normalizer;
@@ -969,12 +1099,6 @@ std::string Tokenizer::to_json() const {
     const ojson decoder =
         wp.decoder_prefix ? ojson{{"type", "WordPiece"}, {"prefix", *wp.decoder_prefix}, {"cleanup", wp.cleanup}}
                           : ojson();
-    // The model's vocabulary, by id: every token but the added ones that are not in it.
-    ojson sorted = ojson::object();
-    std::vector<std::pair<int64_t, std::string>> by_id;
-    for (const auto& [spelling, id] : wp.id_of) by_id.emplace_back(id, spelling);
-    std::sort(by_id.begin(), by_id.end());
-    for (const auto& [id, spelling] : by_id) sorted[spelling] = id;
     const ojson doc = {{"version", "1.0"},
                        {"truncation", nullptr},
                        {"padding", nullptr},
@@ -988,7 +1112,7 @@ std::string Tokenizer::to_json() const {
                          {"unk_token", wp.unk_token},
                          {"continuing_subword_prefix", wp.prefix},
                          {"max_input_chars_per_word", wp.max_chars},
-                         {"vocab", sorted}}}};
+                         {"vocab", model_vocab(wp.id_of)}}}};
     return doc.dump(2) + "\n";
   }
   ojson vocab = ojson::object();
@@ -1025,20 +1149,7 @@ std::string Tokenizer::to_json() const {
 
 void Tokenizer::save(const std::string& path) const { checkpoint::write_text_atomically(path, to_json()); }
 
-void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
-                             std::unordered_map<std::string, std::vector<int64_t>>& cache) const {
-  if (piece.size() == 1) {
-    out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
-    return;
-  }
-  const std::string key(piece);
-  if (ignore_merges_) {
-    if (const auto whole = whole_of_.find(key); whole != whole_of_.end()) return out.push_back(whole->second);
-  }
-  if (const auto hit = cache.find(key); hit != cache.end()) {
-    out.insert(out.end(), hit->second.begin(), hit->second.end());
-    return;
-  }
+void Tokenizer::merge(std::vector<int64_t>& ids) const {
   // Hugging Face's Word::merge_all: a min-heap of (rank, position); stale entries are skipped when popped.
   struct Symbol {
     int64_t id;
@@ -1050,7 +1161,8 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
     int64_t merged;
     bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
-  const auto n = static_cast<int32_t>(piece.size());
+  const auto n = static_cast<int32_t>(ids.size());
+  if (n < 2) return;
   std::vector<Symbol> sym(static_cast<size_t>(n));
   std::vector<Entry> heap;
   const auto push = [&](int32_t pos, int32_t right) {
@@ -1059,7 +1171,7 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
     heap.push_back({m->second.first, pos, m->second.second});
     std::push_heap(heap.begin(), heap.end(), std::greater<>());
   };
-  for (int32_t i = 0; i < n; ++i) sym[i] = {byte_ids_[static_cast<unsigned char>(piece[i])], i - 1, i + 1 < n ? i + 1 : -1, true};
+  for (int32_t i = 0; i < n; ++i) sym[i] = {ids[static_cast<size_t>(i)], i - 1, i + 1 < n ? i + 1 : -1, true};
   for (int32_t i = 0; i + 1 < n; ++i) push(i, i + 1);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<>());
@@ -1077,10 +1189,70 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out,
     if (s.prev >= 0) push(s.prev, top.pos);
     if (s.next >= 0) push(top.pos, s.next);
   }
-  std::vector<int64_t> ids;
+  ids.clear();
   for (int32_t i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+}
+
+void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out, Cache& cache) const {
+  if (piece.size() == 1 && !sentencepiece_) {
+    out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
+    return;
+  }
+  const std::string key(piece);
+  if (ignore_merges_) {
+    if (const auto whole = whole_of_.find(key); whole != whole_of_.end()) return out.push_back(whole->second);
+  }
+  if (const auto hit = cache.find(key); hit != cache.end()) {
+    out.insert(out.end(), hit->second.begin(), hit->second.end());
+    return;
+  }
+  std::vector<int64_t> ids;
+  if (sentencepiece_) {
+    initial_characters(piece, ids);
+  } else {
+    for (unsigned char b : piece) ids.push_back(byte_ids_[b]);
+  }
+  merge(ids);
   out.insert(out.end(), ids.begin(), ids.end());
   cache.emplace(key, std::move(ids));
+}
+
+void Tokenizer::encode_words(std::string_view text, std::vector<int64_t>& out, Cache& cache) const {
+  const std::string& space = sentencepiece_->cut_before;
+  if (space.empty()) return encode_piece(text, out, cache);
+  size_t from = 0;  // cut before each `space` that follows another character: no token spans such a cut
+  for (size_t at = text.find(space, 1); at != std::string_view::npos; at = text.find(space, at + space.size())) {
+    if (at >= space.size() && text.compare(at - space.size(), space.size(), space) == 0) continue;
+    encode_piece(text.substr(from, at - from), out, cache);
+    from = at;
+  }
+  encode_piece(text.substr(from), out, cache);
+}
+
+void Tokenizer::initial_characters(std::string_view word, std::vector<int64_t>& ids) const {
+  // Hugging Face's BPE::merge_word: each character's token; else, with byte_fallback, its bytes' <0xXX> tokens when
+  // all are in the vocabulary; else the unknown token (consecutive ones fused with fuse_unk; with neither, the
+  // character is left out). As there, an unknown token waiting to be fused goes after byte tokens that follow it.
+  const detail::SentencePieceModel& sp = *sentencepiece_;
+  bool unknown = false;
+  for (size_t i = 0; i < word.size();) {
+    const size_t n = std::max<size_t>(decode_utf8(word, i).second, 1);  // a byte that is not UTF-8: a character
+    const std::string_view c = word.substr(i, n);
+    i += n;
+    if (const auto it = sp.id_of.find(std::string(c)); it != sp.id_of.end()) {
+      if (unknown) ids.push_back(sp.unk_id), unknown = false;
+      ids.push_back(it->second);
+      continue;
+    }
+    if (sp.byte_fallback && std::all_of(c.begin(), c.end(), [&](char b) { return sp.byte_id[static_cast<unsigned char>(b)] >= 0; })) {
+      for (unsigned char b : c) ids.push_back(sp.byte_id[b]);
+      continue;
+    }
+    if (sp.unk_id < 0) continue;
+    if (unknown && !sp.fuse_unk) ids.push_back(sp.unk_id);
+    unknown = true;
+  }
+  if (unknown) ids.push_back(sp.unk_id);
 }
 
 void Tokenizer::encode_word(std::string_view word, std::vector<int64_t>& out) const {
@@ -1128,7 +1300,24 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_t
     if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
     return out;
   }
-  std::unordered_map<std::string, std::vector<int64_t>> cache;
+  Cache cache;
+  if (sentencepiece_) {
+    // Added tokens not normalized are cut out of the raw text; each part between is normalized, the normalized added
+    // tokens are cut out of it, and Metaspace (when there is one) cuts what remains into words.
+    const detail::SentencePieceModel& sp = *sentencepiece_;
+    split_added(text, raw_order_, out, [&](std::string_view part) {
+      const bool at_start = part.data() == text.data();
+      const std::string normalized = sentencepiece::normalize(part, sp.normalizer);
+      split_added(normalized, normalized_order_, out, [&](std::string_view words) {
+        if (!sp.metaspace) return encode_words(words, out, cache);
+        const bool first = at_start && words.data() == normalized.data();
+        for (const std::string& word : sentencepiece::pre_tokenize(words, *sp.metaspace, first))
+          encode_words(word, out, cache);  // Metaspace's split made words already; else the text is one
+      });
+    });
+    if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
+    return out;
+  }
   std::string prefixed;
   const auto encode_text = [&](std::string_view part) {
     if (add_prefix_space_ && part.front() != ' ') {
@@ -1152,15 +1341,19 @@ const std::string& Tokenizer::token_bytes(int64_t id) const {
 std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   std::string out;
   std::vector<std::string_view> pieces;  // WordPiece's, for its decoder
+  std::vector<std::string> spelt;       // SentencePiece-style BPE's, for its decoder
   for (int64_t id : ids) {
     const std::string& bytes = token_bytes(id);
     if (skip_special_tokens && is_special(id)) continue;
-    if (wordpiece_) {
+    if (sentencepiece_) {
+      spelt.push_back(bytes);
+    } else if (wordpiece_) {
       pieces.push_back(bytes);
     } else {
       out += bytes;
     }
   }
+  if (sentencepiece_) return sentencepiece::decode(std::move(spelt), sentencepiece_->decoder);
   if (!wordpiece_) return out;
   if (wordpiece_->decoder_prefix) return bert::decode(pieces, *wordpiece_->decoder_prefix, wordpiece_->cleanup);
   return fmt::format("{}", fmt::join(pieces, " "));  // no decoder: Hugging Face joins the tokens with spaces
@@ -1168,15 +1361,16 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
 
 std::string Tokenizer::token_to_string(int64_t id) const {
   const std::string& bytes = token_bytes(id);
-  return added_of_[static_cast<size_t>(id)] >= 0 || wordpiece_ ? bytes : spell(bytes);
+  return added_of_[static_cast<size_t>(id)] >= 0 || !byte_level() ? bytes : spell(bytes);
 }
 
 int64_t Tokenizer::string_to_token(const std::string& spelling) const {
   for (const AddedToken& a : added_)
     if (a.content == spelling) return a.id;
-  if (wordpiece_) {
-    const auto it = wordpiece_->id_of.find(spelling);
-    return it == wordpiece_->id_of.end() ? -1 : it->second;
+  if (!byte_level()) {
+    const auto& id_of = wordpiece_ ? wordpiece_->id_of : sentencepiece_->id_of;
+    const auto it = id_of.find(spelling);
+    return it == id_of.end() ? -1 : it->second;
   }
   std::string bytes;
   if (!unspell(spelling, bytes)) return -1;
@@ -1205,6 +1399,13 @@ std::string Tokenizer::describe() const {
   std::string out = fmt::format("byte-level BPE{}, {} tokens ({} special{}), {} merges{}",
                                 pattern_ == Pattern::llama3 ? " (Llama 3's pattern)" : "", vocab_size(), specials, added,
                                 merges_.size(), ignore_merges_ ? ", whole pieces in the vocabulary unmerged" : "");
+  if (sentencepiece_) {
+    const detail::SentencePieceModel& sp = *sentencepiece_;
+    out = fmt::format("SentencePiece-style BPE, {} tokens ({} special{}), {} merges{}{}{}", vocab_size(), specials,
+                      added, merges_.size(), sp.byte_fallback ? ", byte fallback" : "",
+                      sp.unk_token ? ", unknown " + *sp.unk_token : std::string(),
+                      ignore_merges_ ? ", whole pieces in the vocabulary unmerged" : "");
+  }
   if (wordpiece_) {
     std::vector<std::string> steps;
     if (const auto& n = wordpiece_->normalizer) {
@@ -1256,6 +1457,12 @@ std::string Tokenizer::fingerprint() const {
                                     wp.normalizer->strip_accents, wp.normalizer->lowercase)
                       : "none",
         wp.decoder_prefix ? fmt::format("{} {}", *wp.decoder_prefix, wp.cleanup) : "none");
+    mix(settings.data(), settings.size());
+  }
+  if (sentencepiece_) {  // the text steps as read, and the model's settings
+    const detail::SentencePieceModel& sp = *sentencepiece_;
+    const std::string settings = fmt::format("SentencePiece {} {} {} {}{} {}", sp.normalizer_json, sp.pre_tokenizer_json,
+                                             sp.decoder_json, sp.byte_fallback, sp.fuse_unk, sp.unk_token.value_or(""));
     mix(settings.data(), settings.size());
   }
   if (!prefix_.empty() || !suffix_.empty()) {

@@ -22,6 +22,12 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         post-processor (ByteLevel, then TemplateProcessing "<|begin_of_text|> $A"); writes it with ignore_merges
         false (OUT_DIR/llama3-merges.json) and true, as Llama 3's (OUT_DIR/llama3.json), and both again with the
         merges in reverse order (OUT_DIR/llama3-reversed-merges.json, OUT_DIR/llama3-reversed.json)
+    tokenizer_interop.py sentencepiece CORPUS OUT_DIR
+        trains BPE over characters on CORPUS as Llama 2's tokenizer is made (normalizer Prepend "▁" then Replace
+        " " by "▁", no pre-tokenizer, byte_fallback with the 256 <0xXX> tokens in the vocabulary, unk_token <unk>
+        fused, decoder Replace, ByteFallback, Fuse, Strip; 800 tokens, 80 characters, template "<s> $A"):
+        OUT_DIR/legacy.json; and variants of it (Metaspace, unknown tokens, reversed merges, added tokens, one of
+        them normalized and in the vocabulary): OUT_DIR/<name>.json for each name printed, one per line
     tokenizer_interop.py pieces PATTERN TEXTS.json OUT.json
         writes the lengths in bytes of the pieces Hugging Face's pre-tokenizer of PATTERN (gpt2, llama3) cuts each text
         of the JSON list into
@@ -67,6 +73,64 @@ def _byte_level_chars():
             out.append(chr(extra))
             extra += 1
     return out
+
+
+def sentencepiece(corpus, out_dir):
+    """Writes Llama 2-style BPE over characters trained on `corpus` (legacy.json) and variants of it; returns their
+    names."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]  # in the vocabulary, after the three special tokens
+    trainer = trainers.BpeTrainer(vocab_size=800, min_frequency=2, show_progress=False, limit_alphabet=80,
+                                  special_tokens=["<unk>", "<s>", "</s>"] + byte_tokens)
+    tok.train_from_iterator([corpus], trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    base = json.loads(tok.to_str())
+    base["added_tokens"] = [a for a in base["added_tokens"] if not a["content"].startswith("<0x")]
+    # Trained on words (Metaspace's split), as SentencePiece trains, then written as Llama 2's: no token holds "▁"
+    # after another character, and Tessera encodes such a text word by word.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator([corpus], trainer)
+    words = json.loads(tok.to_str())
+    words["added_tokens"] = [a for a in words["added_tokens"] if not a["content"].startswith("<0x")]
+    words.update(pre_tokenizer=None, normalizer=base["normalizer"])
+    meta = lambda scheme, split: {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme,
+                                  "split": split}
+    old_meta = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    flag = dict(single_word=False, lstrip=False, rstrip=False)
+    word = min((t for t in base["model"]["vocab"] if t.isascii() and t.isalpha()), key=lambda t: (-len(t), t))
+    variants = {
+        "legacy": lambda d: None,
+        "legacy-words": lambda d: d.update(words),
+        "metaspace-first": lambda d: d.update(normalizer=None, pre_tokenizer=meta("first", False)),
+        "metaspace-always-split": lambda d: d.update(normalizer=None, pre_tokenizer=meta("always", True),
+                                                     decoder=meta("always", True)),
+        "metaspace-never-split": lambda d: d.update(normalizer=None, pre_tokenizer=meta("never", True),
+                                                    decoder=meta("never", True)),
+        "metaspace-add-prefix-space": lambda d: d.update(normalizer=None, pre_tokenizer=old_meta, decoder=old_meta),
+        "unk-fused": lambda d: d["model"].update(byte_fallback=False),
+        "unk-each": lambda d: d["model"].update(byte_fallback=False, fuse_unk=False),
+        "no-unk": lambda d: d["model"].update(byte_fallback=False, unk_token=None),
+        "no-decoder": lambda d: d.update(decoder=None),
+        # Words (Metaspace's split) whose merges, reversed, no longer make the vocabulary's tokens: ignore_merges
+        # then matters.
+        "reversed-merges": lambda d: (d["model"]["merges"].reverse(),
+                                      d.update(normalizer=None, pre_tokenizer=meta("first", True))),
+        "reversed-ignore-merges": lambda d: (d["model"]["merges"].reverse(), d["model"].update(ignore_merges=True),
+                                             d.update(normalizer=None, pre_tokenizer=meta("first", True))),
+        "added": lambda d: d["added_tokens"].extend([
+            dict(flag, id=d["model"]["vocab"][word], content=word, normalized=True, special=False),
+            dict(flag, id=len(d["model"]["vocab"]), content="<mask>", lstrip=True, normalized=False, special=True)]),
+    }
+    for name, change in variants.items():
+        doc = json.loads(json.dumps(base))
+        change(doc)
+        with open(f"{out_dir}/{name}.json", "w") as f:
+            json.dump(doc, f, ensure_ascii=False)
+    return list(variants)
 
 
 def main(argv):
@@ -159,6 +223,9 @@ def main(argv):
         doc["model"]["ignore_merges"] = False
         with open(argv[3] + "/llama3-reversed-merges.json", "w") as f:
             json.dump(doc, f, ensure_ascii=False)
+    elif what == "sentencepiece":
+        for name in sentencepiece(read_text(argv[2]), argv[3]):
+            print(name)
     elif what == "pieces":
         split = pre_tokenizer(argv[2])
         with open(argv[3]) as f:

@@ -3,6 +3,7 @@
 // when training on the same text, the same ids when encoding with the same tokenizer.json, whichever library wrote it;
 // and WordPiece (BERT's) tokenizers that Hugging Face trains: the same ids and decoded text.
 // Each test skips, saying why, when the venv is absent.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <iterator>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
@@ -293,6 +295,51 @@ TEST(TokenizerInterop, Llama3sPatternAndIgnoreMergesAsHuggingFace) {
     EXPECT_EQ(Tokenizer::load(work.path() + "/ours.json").fingerprint(), tok->fingerprint());
     expect_encodes_as_hugging_face(python, *tok, work.path() + "/ours.json", texts, work.path());
   }
+}
+
+/// BPE over characters as Llama 2's and Mistral's tokenizers are converted from SentencePiece (spaces as "▁", a
+/// character without a token as its bytes' <0xXX> tokens), trained by Hugging Face, and variants of it: Metaspace
+/// with each prepend scheme, split or not, and its decoder; the unknown token fused, one per character, or none; no
+/// decoder; the merges reversed, with and without ignore_merges; added tokens, one of them normalized. Tessera gives
+/// Hugging Face's ids and decoded text, and writes a tokenizer.json that Hugging Face reads to the same.
+TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  const size_t cut = text.find('\n', text.size() / 2);
+  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  run_helper(python, "sentencepiece " + work.path() + "/corpus.txt " + work.path(), work.path() + "/sp.log");
+  std::vector<std::string> names;
+  std::istringstream lines(test::read_file(work.path() + "/sp.log"));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) names.push_back(line);
+  ASSERT_EQ(names.size(), 13u) << test::read_file(work.path() + "/sp.log");
+  const std::vector<std::string> texts = {
+      "Hello world", " lead", "a  b", "x<s>y z", "<s>start", "漢字 🙂 x", "", " ", "end ", "  two  spaces  ",
+      "Ünïcödé naïve café — “quotes” 'tis", "line\nbreak\ttab", "</s></s> x </s>", "qqq zzz ßßß", "\u2581already",
+      "a <mask>b <mask> eucalyptus eucalypt", "~^` ☃ ∰ ꙮ", text.substr(cut, 3000)};
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    const std::string file = work.path() + "/" + name + ".json";
+    const Tokenizer tok = Tokenizer::load(file);
+    EXPECT_FALSE(tok.byte_level());
+    EXPECT_EQ(tok.model(), "BPE");
+    EXPECT_THAT(tok.describe(), testing::HasSubstr("SentencePiece-style BPE, "));
+    expect_encodes_as_hugging_face(python, tok, file, texts, work.path());
+    tok.save(work.path() + "/ours.json");
+    const Tokenizer again = Tokenizer::load(work.path() + "/ours.json");
+    EXPECT_EQ(again.fingerprint(), tok.fingerprint());
+    expect_encodes_as_hugging_face(python, again, work.path() + "/ours.json", texts, work.path());
+  }
+  // The texts reach byte fallback, the unknown token and ignore_merges: the variants differ where they should.
+  const auto ids = [&](const std::string& name, const std::string& sample) {
+    return Tokenizer::load(work.path() + "/" + name + ".json").encode(sample);
+  };
+  const std::string sample = texts[5] + texts[16] + text.substr(cut, 3000);
+  EXPECT_NE(ids("legacy", sample), ids("unk-fused", sample));
+  EXPECT_NE(ids("unk-fused", sample), ids("unk-each", sample));
+  EXPECT_NE(ids("unk-each", sample), ids("no-unk", sample));
+  EXPECT_NE(ids("reversed-merges", sample), ids("reversed-ignore-merges", sample));
 }
 
 /// WordPiece as BERT's tokenizers are made (BertNormalizer, BertPreTokenizer, the WordPiece decoder), trained by

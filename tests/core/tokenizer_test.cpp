@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
 
@@ -486,6 +487,124 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
 
   const Tokenizer t = load_json(base_json({}));
   EXPECT_THAT(input_error_of([&] { t.decode({5, 256}); }), HasSubstr("token id 256 is outside the vocabulary [0, 256)"));
+}
+
+/// A Llama 2-style tokenizer.json (BPE over characters: Prepend "▁" and Replace " " by "▁", byte fallback, unknown
+/// token fused, decoder Replace, ByteFallback, Fuse, Strip) over a small vocabulary.
+json sentencepiece_json() {
+  std::vector<std::string> vocab = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) vocab.push_back(fmt::format("<0x{:02X}>", b));
+  for (const char* t : {"\u2581", "a", "b", "c", "\u2581a", "ab", "\u2581ab", "\u00e9"}) vocab.push_back(t);
+  json v = json::object();
+  for (size_t id = 0; id < vocab.size(); ++id) v[vocab[id]] = id;
+  const auto replace = [](const char* from, const char* to) {
+    return json{{"type", "Replace"}, {"pattern", {{"String", from}}}, {"content", to}};
+  };
+  return {{"version", "1.0"},
+          {"added_tokens", json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                                        {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                                        {{"id", 2}, {"content", "</s>"}, {"special", true}}})},
+          {"normalizer",
+           {{"type", "Sequence"}, {"normalizers", {{{"type", "Prepend"}, {"prepend", "\u2581"}}, replace(" ", "\u2581")}}}},
+          {"pre_tokenizer", nullptr},
+          {"post_processor", nullptr},
+          {"decoder",
+           {{"type", "Sequence"},
+            {"decoders",
+             {replace("\u2581", " "), {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+          {"model",
+           {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}, {"vocab", v},
+            {"merges", json::array({"\u2581 a", "a b", "\u2581a b"})}}}};
+}
+
+TEST(SentencePiece, MergesCharactersFallsBackToBytesAndDecodesAsLlama2) {
+  const Tokenizer t = load_json(sentencepiece_json());
+  EXPECT_FALSE(t.byte_level());
+  EXPECT_EQ(t.vocab_size(), 267);
+  EXPECT_EQ(t.describe(), "SentencePiece-style BPE, 267 tokens (3 special), 3 merges, byte fallback, unknown <unk>");
+  const int64_t space = 259, a = 260, c = 262, space_ab = 265, e_acute = 266;
+  EXPECT_EQ(t.encode("ab"), (std::vector<int64_t>{space_ab}));  // ▁ a → ▁a, then ▁a b → ▁ab
+  EXPECT_EQ(t.encode("ab c"), (std::vector<int64_t>{space_ab, space, c}));
+  EXPECT_EQ(t.encode("ba"), (std::vector<int64_t>{space, 261, a}));
+  // Characters without a token: their bytes' tokens (<0xXX> is id 3 + the byte).
+  EXPECT_EQ(t.encode("x\u00e9\u00e4"), (std::vector<int64_t>{space, 3 + 'x', e_acute, 3 + 0xC3, 3 + 0xA4}));
+  EXPECT_EQ(t.decode(t.encode("ab c x\u00e9\u00e4")), "ab c x\u00e9\u00e4");  // the prepended space stripped
+  EXPECT_EQ(t.decode({3 + 0xC3}), "\uFFFD");                                 // bytes that are not UTF-8
+  EXPECT_EQ(t.decode({3 + 0xC3, 3 + 0xC3, a}), "\uFFFD\uFFFDa");
+  // Each text between added tokens is normalized on its own, so each gets its "▁" (as in Hugging Face).
+  EXPECT_EQ(t.encode("a<s>a"), (std::vector<int64_t>{263, 1, 263}));
+  EXPECT_EQ(t.decode({263, 1, 263}), "a<s> a");
+  EXPECT_EQ(t.decode({263, 1, 263}, true), "a a");
+  EXPECT_EQ(t.token_to_string(space_ab), "\u2581ab");
+  EXPECT_EQ(t.string_to_token("\u2581ab"), space_ab);
+  EXPECT_EQ(t.string_to_token("<0x41>"), 3 + 0x41);
+
+  // Without byte fallback: the unknown token, fused over consecutive characters or one per character; or nothing.
+  json doc = sentencepiece_json();
+  doc["model"]["byte_fallback"] = false;
+  EXPECT_EQ(load_json(doc).encode("axy\u00e4b"), (std::vector<int64_t>{263, 0, 261}));
+  doc["model"]["fuse_unk"] = false;
+  EXPECT_EQ(load_json(doc).encode("axy\u00e4b"), (std::vector<int64_t>{263, 0, 0, 0, 261}));
+  doc["model"]["unk_token"] = nullptr;
+  EXPECT_EQ(load_json(doc).encode("axy\u00e4b"), (std::vector<int64_t>{space_ab}));  // ▁ a b merge
+
+  // A token with "▁" after another character: merges may join across words, so the text is one word (as Hugging
+  // Face's); without one, the text is encoded word by word, to the same ids.
+  doc = sentencepiece_json();
+  doc["model"]["vocab"]["b\u2581"] = 267;
+  doc["model"]["merges"] = json::array({"b \u2581", "\u2581 a"});
+  EXPECT_EQ(load_json(doc).encode("b a"), (std::vector<int64_t>{space, 267, a}));
+  doc["model"]["merges"] = json::array({"\u2581 a"});
+  EXPECT_EQ(load_json(doc).encode("b a"), (std::vector<int64_t>{space, 261, 263}));
+
+  // Metaspace instead of the normalizer: "▁" first only where the text starts (prepend_scheme first), split at each
+  // "▁"; its decoder drops every "▁" of the first token and makes spaces of the others.
+  doc = sentencepiece_json();
+  doc["normalizer"] = nullptr;
+  doc["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}, {"split", true}};
+  doc["decoder"] = doc["pre_tokenizer"];
+  const Tokenizer m = load_json(doc);
+  EXPECT_EQ(m.encode("a<s>a ab"), (std::vector<int64_t>{263, 1, a, space_ab}));
+  EXPECT_EQ(m.decode({space, 263, space_ab}), " a ab");
+  EXPECT_EQ(m.decode({263, 263}), "a a");
+  // Written back as read; Hugging Face reads both (tests/core/tokenizer_interop_test.cpp).
+  const json written = json::parse(m.to_json());
+  EXPECT_EQ(written["pre_tokenizer"], doc["pre_tokenizer"]);
+  EXPECT_EQ(written["model"]["merges"][0], json::array({"\u2581", "a"}));
+  EXPECT_EQ(load_json(written).fingerprint(), m.fingerprint());
+  EXPECT_NE(m.fingerprint(), t.fingerprint());
+}
+
+TEST(SentencePiece, RefusesWhatItCannotReadNamingTheFileAndWhy) {
+  const auto refusal = [](const std::function<void(json&)>& edit) {
+    json doc = sentencepiece_json();
+    edit(doc);
+    return testing::input_error_of([&] { load_json(doc); });
+  };
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKC"}}; }),
+              HasSubstr("tok.json: SentencePiece-style BPE with normalizer NFKC; Tessera reads Prepend and Replace"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", " +"}}; }),
+              HasSubstr("normalizer Replace's pattern is {\"Regex\":\" +\"}; Tessera reads a Replace of a non-empty "
+                        "string"));
+  EXPECT_THAT(refusal([](json& d) { d["decoder"]["decoders"][1] = {{"type", "CTC"}}; }),
+              HasSubstr("SentencePiece-style BPE with decoder CTC"));
+  EXPECT_THAT(refusal([](json& d) { d["decoder"]["decoders"][3]["start"] = -1; }),
+              HasSubstr("decoder Strip's start is -1, expected an integer >= 0"));
+  EXPECT_THAT(refusal([](json& d) { d["decoder"]["decoders"][3]["content"] = "ab"; }),
+              HasSubstr("decoder Strip's content is \"ab\", expected one character"));
+  EXPECT_THAT(refusal([](json& d) {
+                d["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "sometimes"}};
+              }),
+              HasSubstr("Metaspace's prepend_scheme is \"sometimes\", expected always, first or never"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["unk_token"] = "[UNK]"; }),
+              HasSubstr("model.unk_token \"[UNK]\" is not in the vocabulary"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["byte_fallback"] = 1; }),
+              HasSubstr("model.byte_fallback is 1, expected true or false"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["merges"].push_back("c c"); }),
+              HasSubstr("merge 3 (\"c c\"): \"cc\" is not in the vocabulary"));
+  EXPECT_THAT(refusal([](json& d) { d["added_tokens"].push_back({{"id", 267}, {"content", "ab"}}); }),
+              HasSubstr("added token \"ab\" has id 267, but the vocabulary gives it id 264"));
 }
 
 /// A BERT-style WordPiece tokenizer.json (uncased BertNormalizer, BertPreTokenizer, [CLS] $A [SEP], the WordPiece

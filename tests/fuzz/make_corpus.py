@@ -186,6 +186,23 @@ llama3["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
     {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
 put("fuzz_tokenizer", "llama3", json.dumps(llama3, ensure_ascii=False).encode()
     + "\0They'RE in 1234567 rooms.\n\n  \r\nthe end\xa0x".encode())
+sp_vocab = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", "a", "b", "\u2581a", "ab"]
+sp_replace = lambda a, b: {"type": "Replace", "pattern": {"String": a}, "content": b}
+put("fuzz_tokenizer", "sentencepiece", json.dumps({
+    "added_tokens": [{"id": i, "content": t, "special": True} for i, t in enumerate(sp_vocab[:3])],
+    "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                       sp_replace(" ", "\u2581")]},
+    "pre_tokenizer": None,
+    "decoder": {"type": "Sequence", "decoders": [sp_replace("\u2581", " "), {"type": "ByteFallback"}, {"type": "Fuse"},
+                                                 {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+              "vocab": {t: i for i, t in enumerate(sp_vocab)}, "merges": ["\u2581 a", "a b"]}},
+    ensure_ascii=False).encode() + "\0ab ba<s>x\xe9 \u2581\xff".encode())
+put("fuzz_tokenizer", "metaspace", json.dumps({
+    "model": {"type": "BPE", "unk_token": "<unk>", "vocab": {t: i for i, t in enumerate(sp_vocab)}, "merges": ["a b"]},
+    "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True},
+    "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}},
+    ensure_ascii=False).encode() + b"\0ab  ab a\n")
 wordpiece_vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!",
                    "caf", "##e", "中"]
 put("fuzz_tokenizer", "wordpiece", json.dumps({

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <tuple>
 
@@ -22,14 +23,20 @@ namespace fs = std::filesystem;
 
 /// Recipe text for `model` ("gpt", "bert" on masked tokens, either with "_bpe": on the tokens of
 /// testing::small_text_tokenizer(), each line a document ended by its <|endoftext|>; "bert_wordpiece": on the tokens
-/// of testing::small_text_wordpiece(), each line [CLS] … [SEP]; or "bert_classifier" on labelled texts; with dropout,
-/// for gyro dropout) trained 6 batches on testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a
-/// recipe entry).
+/// of testing::small_text_wordpiece(), each line [CLS] … [SEP]; "gpt_llama3" and "gpt_sentencepiece": on the tokens
+/// of testing::small_text_llama3() and small_text_sentencepiece(), each line a document; or "bert_classifier" on
+/// labelled texts; with dropout, for gyro dropout) trained 6 batches on testing::small_text_file()
+/// (small_labelled_text_file()) with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
-  const bool classifier = model == "bert_classifier", bpe = model.size() > 4 && model.substr(model.size() - 4) == "_bpe";
-  const bool wordpiece = model == "bert_wordpiece";
-  const std::string base = bpe ? model.substr(0, model.size() - 4) : wordpiece ? "bert" : model;
-  const std::string tokenizer = bpe ? testing::small_text_tokenizer() : testing::small_text_wordpiece();
+  const bool classifier = model == "bert_classifier";
+  const std::map<std::string, std::function<const std::string&()>> tokenizer_of = {
+      {"gpt_bpe", testing::small_text_tokenizer},      {"bert_bpe", testing::small_text_tokenizer},
+      {"bert_wordpiece", testing::small_text_wordpiece}, {"gpt_llama3", testing::small_text_llama3},
+      {"gpt_sentencepiece", testing::small_text_sentencepiece}};
+  const auto tokenized = tokenizer_of.find(model);
+  const bool on_tokens = tokenized != tokenizer_of.end();
+  const std::string base = on_tokens ? model.substr(0, model.find('_')) : model;
+  const std::string tokenizer = on_tokens ? tokenized->second() : "";
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
@@ -49,7 +56,7 @@ loggers: []
                      (fs::temp_directory_path() / "tessera_lm_runs").string(), base,
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
-                     bpe || wordpiece ? ", document_separator: \"\\n\", tokenizer: " + tokenizer : "",
+                     on_tokens ? ", document_separator: \"\\n\", tokenizer: " + tokenizer : "",
                      base != "bert" ? "" : "mask_tokens", algorithm);
 }
 
@@ -226,10 +233,11 @@ TEST(OnWordPieceText, ABertTakesTheTokenizersVocabularyAndEachLineIsClsToSep) {
 }
 
 TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
-  // A BERT (masked tokens, dropout) and a GPT, on BPE tokens and, for the BERT, on WordPiece tokens and on bytes: 3
+  // A BERT (masked tokens, dropout) and a GPT, on BPE tokens (the GPT's also with Llama 3's pattern and
+  // SentencePiece-style) and, for the BERT, on WordPiece tokens and on bytes: 3
   // batches, a checkpoint, then autoresume to 6 end bitwise where 6 batches in one go end; the masking, the dropout
   // and the loader's order continue where they stopped.
-  for (const std::string model : {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe"}) {
+  for (const std::string model : {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe", "gpt_llama3", "gpt_sentencepiece"}) {
     SCOPED_TRACE(model);
     const fs::path folder = fs::temp_directory_path() / "tessera_lm_resume" / model;
     fs::remove_all(folder);

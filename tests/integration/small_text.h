@@ -4,10 +4,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
@@ -62,6 +64,88 @@ inline const std::string& small_text_wordpiece() {
         {"model", {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"vocab", vocab}}}};
     const auto p =
         std::filesystem::temp_directory_path() / ("tessera_small_wordpiece_" + std::to_string(::getpid()) + ".json");
+    std::ofstream(p) << doc.dump();
+    return p.string();
+  }();
+  return path;
+}
+
+/// A byte-level BPE tokenizer of 280 tokens with Llama 3's pattern and ignore_merges (<|endoftext|>, the bytes, 23
+/// merges; template "$A <|endoftext|>") trained on small_text_file(), saved under the temp folder once per test binary.
+inline const std::string& small_text_llama3() {
+  static const std::string path = [] {
+    std::ifstream in(small_text_file());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    nlohmann::json doc = nlohmann::json::parse(
+        data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(280).pattern("llama3")
+                                           .special_tokens({"<|endoftext|>"}).single_template("$A <|endoftext|>"))
+            .to_json());
+    doc["model"]["ignore_merges"] = true;
+    const auto p =
+        std::filesystem::temp_directory_path() / ("tessera_small_llama3_" + std::to_string(::getpid()) + ".json");
+    std::ofstream(p) << doc.dump();
+    return p.string();
+  }();
+  return path;
+}
+
+/// A SentencePiece-style BPE tokenizer as Llama 2's (normalizer Prepend "▁" then Replace " " by "▁", byte fallback,
+/// decoder Replace, ByteFallback, Fuse, Strip; template "<s> $A </s>") for small_text_file(): <unk> <s> </s>, the 256
+/// <0xXX> tokens, "▁", the lowercase letters but z, and the merges that make "▁" + each of its words; saved under the
+/// temp folder once per test binary.
+inline const std::string& small_text_sentencepiece() {
+  static const std::string path = [] {
+    std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+    for (int b = 0; b < 256; ++b) {
+      static const char* hex = "0123456789ABCDEF";
+      tokens.push_back(std::string("<0x") + hex[b / 16] + hex[b % 16] + ">");
+    }
+    const std::string space = "\u2581";
+    tokens.push_back(space);
+    for (char c = 'a'; c < 'z'; ++c) tokens.emplace_back(1, c);
+    nlohmann::json merges = nlohmann::json::array();
+    for (const std::string word : {"the", "quick", "brown", "fox", "runs", "jumps"}) {
+      std::string made = space;
+      for (char c : word) {
+        const std::string next = made + c;
+        if (std::find(tokens.begin(), tokens.end(), next) == tokens.end()) {
+          merges.push_back({made, std::string(1, c)});
+          tokens.push_back(next);
+        }
+        made = next;
+      }
+    }
+    nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array();
+    for (size_t id = 0; id < tokens.size(); ++id) vocab[tokens[id]] = id;
+    for (size_t id = 0; id < 3; ++id) added.push_back({{"id", id}, {"content", tokens[id]}, {"special", true}});
+    const auto replace = [](const std::string& from, const std::string& to) {
+      return nlohmann::json{{"type", "Replace"}, {"pattern", {{"String", from}}}, {"content", to}};
+    };
+    const auto special = [](const char* name, int id) {
+      return nlohmann::json{{name, {{"id", name}, {"ids", {id}}, {"tokens", {name}}}}};
+    };
+    nlohmann::json tokens_of = special("<s>", 1);
+    tokens_of.update(special("</s>", 2));
+    const nlohmann::json doc = {
+        {"added_tokens", added},
+        {"normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "Prepend"}, {"prepend", space}}, replace(" ", space)}}}},
+        {"pre_tokenizer", nullptr},
+        {"post_processor",
+         {{"type", "TemplateProcessing"},
+          {"single",
+           {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+            {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}},
+          {"special_tokens", tokens_of}}},
+        {"decoder",
+         {{"type", "Sequence"},
+          {"decoders",
+           {replace(space, " "), {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+            {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+        {"model",
+         {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}, {"vocab", vocab},
+          {"merges", merges}}}};
+    const auto p =
+        std::filesystem::temp_directory_path() / ("tessera_small_sentencepiece_" + std::to_string(::getpid()) + ".json");
     std::ofstream(p) << doc.dump();
     return p.string();
   }();

@@ -1,6 +1,7 @@
 #pragma once
-/// Byte-level BPE tokenizers (GPT-2's scheme, or Llama 3's pattern): trained on your text, or read from a Hugging Face `tokenizer.json`
-/// or GPT-2's `vocab.json` + `merges.txt`, and written as a `tokenizer.json` that Hugging Face `tokenizers` reads.
+/// Byte-level BPE tokenizers (GPT-2's scheme, or Llama 3's pattern): trained on your text, or read from a Hugging Face
+/// `tokenizer.json` or GPT-2's `vocab.json` + `merges.txt`, and written as a `tokenizer.json` that Hugging Face
+/// `tokenizers` reads; and WordPiece (BERT's) and SentencePiece-style BPE (Llama 2's) tokenizers, read and written.
 ///
 ///     auto tok = tessera::data::Tokenizer::train({text}, tessera::data::TokenizerTrainOptions().vocab_size(4096));
 ///     tok.save("fortunes-4096.json");
@@ -36,9 +37,18 @@
 /// \s*[\r\n]+|\s+(?!\S)|\s+`, the pattern of OpenAI's cl100k) followed by ByteLevel without its own pattern, and
 /// with `ignore_merges` a piece that is a token of the vocabulary as a whole is that token, unmerged.
 ///
+/// SentencePiece-style BPE (Llama 2's, Mistral's, as Hugging Face converts them) is read too: BPE over the text's
+/// characters, not its bytes. A normalizer of Prepend and Replace steps (Llama 2's: "▁" before the text, "▁" for
+/// each space) or the Metaspace pre-tokenizer (spaces as "▁", "▁" put first always, at the text's start only or
+/// never, cut into words at each "▁" or not); each word's characters are their tokens, or, with `byte_fallback`,
+/// their UTF-8 bytes' <0xXX> tokens, or the unknown token (consecutive ones fused with `fuse_unk`), then merged by
+/// rank. `decode` runs the decoder's steps (Replace, ByteFallback, Fuse, Strip, Metaspace) as Hugging Face does:
+/// bytes that are not UTF-8 decode to U+FFFD each. Read and written, not trained.
+///
 /// Not read (InputError naming the file and what it holds): tokenizers of another model (Unigram), byte-level BPE with
 /// a normalizer or with a pre-tokenizer other than those two (another Split pattern, ByteLevel with use_regex false
-/// alone), BPE dropout, subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
+/// alone), SentencePiece-style BPE with another normalizer (NFKC) or decoder step or a regex Replace, BPE dropout,
+/// subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
 /// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
 /// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
 /// post-processor's tokens (RoBERTa's `<s> … </s>`, BERT's `[CLS] … [SEP]`, a template's `$A <|endoftext|>`) are
@@ -57,7 +67,8 @@
 namespace tessera::data {
 
 namespace detail {
-struct WordPieceModel;  ///< a WordPiece tokenizer's settings and vocabulary lookup (src/data/tokenizer.cpp)
+struct WordPieceModel;      ///< a WordPiece tokenizer's settings and vocabulary lookup (src/data/tokenizer.cpp)
+struct SentencePieceModel;  ///< a SentencePiece-style BPE tokenizer's steps and vocabulary lookup (same file)
 }
 
 /// Options of `Tokenizer::train`.
@@ -110,7 +121,8 @@ Pattern pattern_from_name(const std::string& name);
 /// The pieces `pattern` splits `text` into (views into `text`; their concatenation is `text`).
 std::vector<std::string_view> pretokenize(std::string_view text, Pattern pattern = Pattern::gpt2);
 
-/// A byte-level BPE or a WordPiece tokenizer. Immutable once built; `encode` and `decode` are thread-safe.
+/// A byte-level BPE, WordPiece or SentencePiece-style BPE tokenizer. Immutable once built; `encode` and `decode` are
+/// thread-safe.
 class Tokenizer {
  public:
   /// Trains on `texts` (each one a separate text: no piece spans two). Throws InputError when vocab_size is below
@@ -134,20 +146,23 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   int64_t vocab_size() const noexcept { return static_cast<int64_t>(tokens_.size()); }
-  /// "BPE" (byte-level) or "WordPiece": the tokenizer.json model type.
+  /// "BPE" (byte-level or SentencePiece-style) or "WordPiece": the tokenizer.json model type.
   std::string model() const { return wordpiece_ ? "WordPiece" : "BPE"; }
-  /// A byte-level BPE tokenizer's pre-tokenizer pattern (gpt2 for WordPiece, which splits words its own way).
+  /// Whether this is byte-level BPE (GPT-2's, Llama 3's: every byte a token, decode gives the bytes encoded), rather
+  /// than WordPiece or SentencePiece-style BPE (over characters, with byte fallback).
+  bool byte_level() const noexcept { return !wordpiece_ && !sentencepiece_; }
+  /// A byte-level BPE tokenizer's pre-tokenizer pattern (gpt2 for the others, which split text their own way).
   Pattern pattern() const noexcept { return pattern_; }
   /// Whether a piece that is a token of the vocabulary as a whole is encoded as that token, unmerged (BPE's
   /// `ignore_merges`, Llama 3's).
   bool ignore_merges() const noexcept { return ignore_merges_; }
   /// Merges, in rank order: the ids of the pair (left, right); the merged token is their bytes concatenated.
   const std::vector<std::pair<int64_t, int64_t>>& merges() const noexcept { return merges_; }
-  /// The bytes of token `id` (an added token's text; a WordPiece token's spelling, "##ing"). InputError outside
-  /// [0, vocab_size).
+  /// The bytes of token `id` (an added token's text; a WordPiece or SentencePiece-style token's spelling, "##ing",
+  /// "▁the"). InputError outside [0, vocab_size).
   const std::string& token_bytes(int64_t id) const;
   /// The token as tokenizer.json spells it: its bytes as GPT-2's byte-level characters (a space is "Ġ"),
-  /// added tokens and WordPiece tokens as they are.
+  /// added tokens, WordPiece and SentencePiece-style tokens as they are.
   std::string token_to_string(int64_t id) const;
   /// The id of a token spelt as tokenizer.json does, or -1.
   int64_t string_to_token(const std::string& spelling) const;
@@ -162,8 +177,9 @@ class Tokenizer {
   const std::vector<int64_t>& suffix_ids() const noexcept { return suffix_; }
   /// Whether a space is put before each text (between added tokens) that does not start with one (RoBERTa's).
   bool add_prefix_space() const noexcept { return add_prefix_space_; }
-  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges" or "WordPiece, 30522 tokens (5 special), lowercased,
-  /// accents stripped" (and the added tokens that are not special, the post-processor's tokens).
+  /// "byte-level BPE, 4096 tokens (2 special), 3838 merges", "WordPiece, 30522 tokens (5 special), lowercased,
+  /// accents stripped" or "SentencePiece-style BPE, 32000 tokens (3 special), 61249 merges, byte fallback, unknown
+  /// <unk>" (and the added tokens that are not special, the post-processor's tokens).
   std::string describe() const;
   /// 16 hex digits of a hash of the vocabulary and merges: equal tokenizers, equal fingerprints.
   std::string fingerprint() const;
@@ -175,8 +191,14 @@ class Tokenizer {
   template <class Text>
   void split_added(std::string_view text, const std::vector<std::vector<int32_t>>& order,
                    std::vector<int64_t>& out, Text&& on_text) const;
-  void encode_piece(std::string_view piece, std::vector<int64_t>& out,
-                    std::unordered_map<std::string, std::vector<int64_t>>& cache) const;
+  using Cache = std::unordered_map<std::string, std::vector<int64_t>>;  ///< a piece's ids, by piece
+  /// A piece's ids: its bytes' (or, SentencePiece-style, its characters') tokens merged, or the whole piece's token
+  /// with ignore_merges.
+  void encode_piece(std::string_view piece, std::vector<int64_t>& out, Cache& cache) const;
+  void initial_characters(std::string_view word, std::vector<int64_t>& ids) const;  ///< SentencePiece-style
+  /// SentencePiece-style: a text that is one word, cut where no token spans (before a "▁" after another character).
+  void encode_words(std::string_view text, std::vector<int64_t>& out, Cache& cache) const;
+  void merge(std::vector<int64_t>& ids) const;  ///< applies the merges by rank, leftmost first
   void encode_word(std::string_view word, std::vector<int64_t>& out) const;  ///< WordPiece's greedy longest match
 
   std::vector<std::string> tokens_;                         ///< id -> bytes
@@ -195,6 +217,7 @@ class Tokenizer {
   bool ignore_merges_ = false;
   std::unordered_map<std::string, int64_t> whole_of_;      ///< with ignore_merges_: the vocabulary's bytes -> id
   std::shared_ptr<const detail::WordPieceModel> wordpiece_;  ///< set for a WordPiece tokenizer
+  std::shared_ptr<const detail::SentencePieceModel> sentencepiece_;  ///< set for BPE over characters
 };
 
 }  // namespace tessera::data
