@@ -1,5 +1,6 @@
 // tessera-tokenizer: trains byte-level BPE tokenizers and encodes text with them, or with WordPiece ones (BERT's
-// tokenizer.json) (include/tessera/data/tokenizer.h, docs/language-models.md "Tokenizers").
+// tokenizer.json) and SentencePiece-style BPE ones (Llama 2's) (include/tessera/data/tokenizer.h,
+// docs/language-models.md "Tokenizers").
 //
 //   tessera-tokenizer train PATH --vocab-size N --out T.json [--min-frequency 2] [--special TOKEN ...]
 //                           [--template '$A <|endoftext|>'] [--pattern gpt2|llama3]
@@ -30,7 +31,7 @@ using tessera::data::Tokenizer;
 
 int main(int argc, char** argv) {
   CLI::App app{"tessera-tokenizer: trains byte-level BPE tokenizers (Hugging Face tokenizer.json) and encodes text "
-               "with them or with WordPiece ones (BERT's)"};
+               "with them or with WordPiece (BERT's) and SentencePiece-style BPE (Llama 2's) ones"};
   app.require_subcommand(1);
 
   CLI::App* train = app.add_subcommand("train", "train a tokenizer on a text file or a folder of them");

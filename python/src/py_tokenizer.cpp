@@ -1,4 +1,4 @@
-// Byte-level BPE and WordPiece tokenizers from Python (include/tessera/data/tokenizer.h; docs/language-models.md "Tokenizers"),
+// Byte-level BPE, WordPiece and SentencePiece-style BPE tokenizers from Python (include/tessera/data/tokenizer.h; docs/language-models.md "Tokenizers"),
 // thinly bound as tessera.data.Tokenizer. Text is str (UTF-8) or bytes; decode gives str (bytes that are not UTF-8
 // replaced) and decode_bytes the exact bytes.
 #include <tessera/data/tokenizer.h>
@@ -10,9 +10,9 @@ namespace tessera::python {
 void bind_tokenizer(py::module_& d) {
   using data::Tokenizer;
   py::class_<Tokenizer>(d, "Tokenizer",
-                        "A byte-level BPE tokenizer (GPT-2's scheme) or a WordPiece one (BERT's), as Hugging Face's "
-                        "tokenizer.json. Train a byte-level BPE one with Tokenizer.train, or read either with "
-                        "Tokenizer.load.")
+                        "A byte-level BPE tokenizer (GPT-2's or Llama 3's scheme), a WordPiece one (BERT's) or a "
+                        "SentencePiece-style BPE one (Llama 2's), as Hugging Face's tokenizer.json. Train a "
+                        "byte-level BPE one with Tokenizer.train, or read any with Tokenizer.load.")
       .def_static(
           "train",
           [](const std::vector<std::string>& texts, int64_t vocab_size, int64_t min_frequency,
@@ -35,7 +35,8 @@ void bind_tokenizer(py::module_& d) {
           "encode(text, add_special_tokens=True) puts around a text. pattern: 'gpt2' (GPT-2's pre-tokenizer) or "
           "'llama3' (Llama 3's: numbers in runs of at most three digits).")
       .def_static("load", &Tokenizer::load, py::arg("path"),
-                  "Reads a tokenizer.json (byte-level BPE or WordPiece), or a folder with tokenizer.json, "
+                  "Reads a tokenizer.json (byte-level BPE, WordPiece or SentencePiece-style BPE), or a folder with "
+                  "tokenizer.json, "
                   "vocab.json + merges.txt (GPT-2's) or vocab.txt (BERT's).")
       .def("save", &Tokenizer::save, py::arg("path"), "Writes a Hugging Face tokenizer.json, atomically.")
       .def("to_json", &Tokenizer::to_json)
