@@ -123,6 +123,14 @@ TEST(TokenizerInterop, EncodesAsHuggingFaceWhicheverLibraryWroteTheTokenizer) {
   }
 }
 
+/// Writes the first half of `text` (up to a line break: whole UTF-8 characters on both sides) to DIR/corpus.txt, for
+/// the helper to train on; returns where the second half starts.
+size_t write_first_half(const std::string& text, const std::string& dir) {
+  const size_t cut = text.find('\n', text.size() / 2);
+  test::write_file(dir + "/corpus.txt", text.substr(0, cut));
+  return cut;
+}
+
 /// Hugging Face's encoding (plain, with the post-processor's tokens, and the latter decoded without the special
 /// tokens) of each of `texts` with the tokenizer.json `file`, against Tessera's.
 void expect_encodes_as_hugging_face(const std::string& python, const Tokenizer& tok, const std::string& file,
@@ -149,8 +157,7 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
-  const size_t cut = text.find('\n', text.size() / 2);  // lines: whole UTF-8 characters on both sides
-  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  const size_t cut = write_first_half(text, work.path());
   run_helper(python, "added " + work.path() + "/corpus.txt " + work.path(), work.path() + "/added.log");
   const std::vector<std::string> texts = {
       "a  <mask> b", "<mask>x", " \t <mask>", "x<mask><mask>  <mask>y", "<mask>xing <mask> x",
@@ -261,8 +268,7 @@ TEST(TokenizerInterop, Llama3sPatternAndIgnoreMergesAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
-  const size_t cut = text.find('\n', text.size() / 2);
-  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  const size_t cut = write_first_half(text, work.path());
   run_helper(python, "llama3 " + work.path() + "/corpus.txt " + work.path(), work.path() + "/llama3.log");
   const Tokenizer ours = Tokenizer::train(
       {text.substr(0, cut)}, TokenizerTrainOptions().vocab_size(1200).pattern("llama3")
@@ -306,8 +312,7 @@ TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
-  const size_t cut = text.find('\n', text.size() / 2);
-  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  const size_t cut = write_first_half(text, work.path());
   run_helper(python, "sentencepiece " + work.path() + "/corpus.txt " + work.path(), work.path() + "/sp.log");
   std::vector<std::string> names;
   std::istringstream lines(test::read_file(work.path() + "/sp.log"));
@@ -350,8 +355,7 @@ TEST(TokenizerInterop, WordPieceEncodesAndDecodesAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
-  const size_t cut = text.find('\n', text.size() / 2);
-  test::write_file(work.path() + "/corpus.txt", text.substr(0, cut));
+  const size_t cut = write_first_half(text, work.path());
   run_helper(python, "wordpiece " + work.path() + "/corpus.txt " + work.path(), work.path() + "/wordpiece.log");
   const std::string unbroken(120, 'a');  // beyond max_input_chars_per_word: the unknown token
   std::vector<std::string> texts = {

@@ -16,29 +16,44 @@
 
 namespace tessera::testing {
 
+/// A path under the temp folder named after `stem` and this process: each test binary writes its own files.
+inline std::string per_process_path(const std::string& stem, const std::string& extension) {
+  return (std::filesystem::temp_directory_path() / (stem + std::to_string(::getpid()) + extension)).string();
+}
+
+/// Writes `doc` (a tokenizer.json) to per_process_path(stem, ".json"); returns the path.
+inline std::string write_per_process(const std::string& stem, const nlohmann::json& doc) {
+  const std::string path = per_process_path(stem, ".json");
+  std::ofstream(path) << doc.dump();
+  return path;
+}
+
 /// A text file of 4 KB (a pattern of lowercase words) under the temp folder, written once per test binary.
 inline const std::string& small_text_file() {
   static const std::string path = [] {
-    const auto p =
-        std::filesystem::temp_directory_path() / ("tessera_small_text_" + std::to_string(::getpid()) + ".txt");
+    const std::string p = per_process_path("tessera_small_text_", ".txt");
     std::ofstream out(p);
     for (int i = 0; out.tellp() < 4096; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
-    return p.string();
+    return p;
   }();
   return path;
+}
+
+/// small_text_file()'s text.
+inline std::string small_text() {
+  std::ifstream in(small_text_file());
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 /// A byte-level BPE tokenizer of 264 tokens (<|endoftext|>, the bytes, 7 merges; template "$A <|endoftext|>")
 /// trained on small_text_file(), saved under the temp folder once per test binary (the `text` dataset's `tokenizer`).
 inline const std::string& small_text_tokenizer() {
   static const std::string path = [] {
-    std::ifstream in(small_text_file());
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto p =
-        std::filesystem::temp_directory_path() / ("tessera_small_tokenizer_" + std::to_string(::getpid()) + ".json");
+    const std::string text = small_text();
+    const std::string p = per_process_path("tessera_small_tokenizer_", ".json");
     data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(264).special_tokens({"<|endoftext|>"}).single_template(
-        "$A <|endoftext|>")).save(p.string());
-    return p.string();
+        "$A <|endoftext|>")).save(p);
+    return p;
   }();
   return path;
 }
@@ -62,10 +77,7 @@ inline const std::string& small_text_wordpiece() {
         {"post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 2}}}},
         {"decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}},
         {"model", {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"vocab", vocab}}}};
-    const auto p =
-        std::filesystem::temp_directory_path() / ("tessera_small_wordpiece_" + std::to_string(::getpid()) + ".json");
-    std::ofstream(p) << doc.dump();
-    return p.string();
+    return write_per_process("tessera_small_wordpiece_", doc);
   }();
   return path;
 }
@@ -74,17 +86,13 @@ inline const std::string& small_text_wordpiece() {
 /// merges; template "$A <|endoftext|>") trained on small_text_file(), saved under the temp folder once per test binary.
 inline const std::string& small_text_llama3() {
   static const std::string path = [] {
-    std::ifstream in(small_text_file());
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string text = small_text();
     nlohmann::json doc = nlohmann::json::parse(
         data::Tokenizer::train({text}, data::TokenizerTrainOptions().vocab_size(280).pattern("llama3")
                                            .special_tokens({"<|endoftext|>"}).single_template("$A <|endoftext|>"))
             .to_json());
     doc["model"]["ignore_merges"] = true;
-    const auto p =
-        std::filesystem::temp_directory_path() / ("tessera_small_llama3_" + std::to_string(::getpid()) + ".json");
-    std::ofstream(p) << doc.dump();
-    return p.string();
+    return write_per_process("tessera_small_llama3_", doc);
   }();
   return path;
 }
@@ -144,10 +152,7 @@ inline const std::string& small_text_sentencepiece() {
         {"model",
          {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}, {"vocab", vocab},
           {"merges", merges}}}};
-    const auto p =
-        std::filesystem::temp_directory_path() / ("tessera_small_sentencepiece_" + std::to_string(::getpid()) + ".json");
-    std::ofstream(p) << doc.dump();
-    return p.string();
+    return write_per_process("tessera_small_sentencepiece_", doc);
   }();
   return path;
 }
@@ -156,8 +161,7 @@ inline const std::string& small_text_sentencepiece() {
 /// labelled "odd" or "even" by the count of their words, written once per test binary.
 inline const std::string& small_labelled_text_file() {
   static const std::string path = [] {
-    const auto p =
-        std::filesystem::temp_directory_path() / ("tessera_small_labels_" + std::to_string(::getpid()) + ".tsv");
+    const std::string p = per_process_path("tessera_small_labels_", ".tsv");
     std::ofstream out(p);
     const char* words[] = {"the", "quick", "brown", "fox", "jumps", "runs"};
     for (int i = 0; i < 120; ++i) {
@@ -166,7 +170,7 @@ inline const std::string& small_labelled_text_file() {
       for (int w = 0; w < count; ++w) out << (w ? " " : "") << words[(i + w) % 6];
       out << '\n';
     }
-    return p.string();
+    return p;
   }();
   return path;
 }
