@@ -542,6 +542,11 @@ void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
 /// pre-tokenizer or Metaspace, a decoder of Replace, ByteFallback, Fuse, Strip or Metaspace steps; the model's
 /// byte_fallback, fuse_unk and unk_token.
 void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
+  const json& decoder = doc.value("decoder", json());
+  if (decoder.is_object() && decoder.value("type", std::string()) == "ByteLevel")
+    bad_file(file, "pre_tokenizer is " + doc.value("pre_tokenizer", json()).dump() +
+                       " but the decoder is ByteLevel; a byte-level BPE tokenizer needs the ByteLevel pre-tokenizer "
+                       "(GPT-2's, RoBERTa's) or a Split by Llama 3's pattern then ByteLevel");
   auto sp = std::make_shared<detail::SentencePieceModel>();
   sp->normalizer = sentencepiece::read_normalizer(doc.value("normalizer", json()), file);
   const json& pre = doc.value("pre_tokenizer", json());

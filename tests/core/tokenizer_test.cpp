@@ -405,6 +405,9 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
               }),
               HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"]["use_regex"] = false; }), HasSubstr("use_regex: false"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = nullptr; }),
+              HasSubstr("pre_tokenizer is null but the decoder is ByteLevel; a byte-level BPE tokenizer needs the "
+                        "ByteLevel pre-tokenizer"));
   // Llama 3's Split + ByteLevel, and what differs from it.
   const json llama3 = json::parse(
       Tokenizer::train({}, TokenizerTrainOptions().vocab_size(256).pattern("llama3")).to_json())["pre_tokenizer"];
