@@ -531,9 +531,10 @@ void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
   if (!unk.is_string()) bad_file(file, "model.unk_token is " + unk.dump() + ", expected the unknown token's text");
   wp->unk_token = unk.get<std::string>();
   wp->prefix = model.value("continuing_subword_prefix", std::string("##"));
-  wp->max_chars = model.value("max_input_chars_per_word", int64_t{100});
-  if (wp->max_chars < 1)
-    bad_file(file, fmt::format("model.max_input_chars_per_word is {}, expected at least 1", wp->max_chars));
+  const json& max_chars = model.value("max_input_chars_per_word", json(100));
+  if (!max_chars.is_number_integer() || max_chars.get<int64_t>() < 1)
+    bad_file(file, "model.max_input_chars_per_word is " + max_chars.dump() + ", expected an integer of at least 1");
+  wp->max_chars = max_chars.get<int64_t>();
   read_vocab(model.value("vocab", json()), file, out);
   out.wordpiece = std::move(wp);
 }

@@ -716,7 +716,9 @@ TEST(WordPiece, RefusesWhatItCannotReadNamingTheFileAndWhy) {
   EXPECT_THAT(refusal([](json& d) { d["decoder"] = {{"type", "ByteLevel"}}; }),
               HasSubstr("WordPiece with decoder ByteLevel; Tessera reads the WordPiece decoder or none"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["max_input_chars_per_word"] = 0; }),
-              HasSubstr("model.max_input_chars_per_word is 0, expected at least 1"));
+              HasSubstr("model.max_input_chars_per_word is 0, expected an integer of at least 1"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["max_input_chars_per_word"] = 1.2e52; }),  // found by fuzz_tokenizer
+              HasSubstr("model.max_input_chars_per_word is 1.2e+52, expected an integer of at least 1"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"]["x"] = 40; }),
               HasSubstr("no token has id 21 (the ids run to 40)"));
 }
