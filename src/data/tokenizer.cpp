@@ -600,6 +600,10 @@ Spelt read_tokenizer_json(const std::string& file) {
   }
   const json& pre_tokenizer = doc.value("pre_tokenizer", json());
   const json& model = doc["model"];
+  const std::string type = model.value("type", "BPE");
+  if (type != "BPE")
+    bad_file(file, "model type " + type + "; Tessera reads BPE (byte-level or SentencePiece-style) and WordPiece "
+                   "tokenizers");
   if (pre_tokenizer.is_null() || pre_tokenizer.value("type", std::string()) == "Metaspace") {
     read_sentencepiece(doc, file, out);
   } else {
@@ -609,15 +613,13 @@ Spelt read_tokenizer_json(const std::string& file) {
                          "they are");
     read_pre_tokenizer(pre_tokenizer, file, out);
   }
-  const std::string type = model.value("type", "BPE");
-  if (type != "BPE") bad_file(file, "model type " + type + "; Tessera reads byte-level BPE and WordPiece tokenizers");
   const auto unset = [&](const char* key) {
     return !model.contains(key) || model[key].is_null() || (model[key].is_string() && model[key].get<std::string>().empty());
   };
   if (!unset("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0)
     bad_file(file, "BPE dropout is on (model.dropout); Tessera encodes deterministically: set it to null");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (!unset(key)) bad_file(file, std::string("model.") + key + " is set; byte-level BPE does not use one");
+    if (!unset(key)) bad_file(file, std::string("model.") + key + " is set; Tessera's BPE does not use one");
   const json& ignore_merges = model.value("ignore_merges", json(false));
   if (!ignore_merges.is_boolean())
     bad_file(file, "model.ignore_merges is " + ignore_merges.dump() + ", expected true or false");

@@ -395,7 +395,14 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
     return testing::input_error_of([&] { load_json(doc); });
   };
   EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "Unigram"; }),
-              HasSubstr("tok.json: model type Unigram; Tessera reads byte-level BPE and WordPiece tokenizers"));
+              HasSubstr("tok.json: model type Unigram; Tessera reads BPE (byte-level or SentencePiece-style) and "
+                        "WordPiece tokenizers"));
+  EXPECT_THAT(refusal([](json& d) {  // T5's: Unigram with SentencePiece's normalizer and Metaspace
+                d["model"]["type"] = "Unigram";
+                d["normalizer"] = {{"type", "Precompiled"}};
+                d["pre_tokenizer"] = {{"type", "Metaspace"}};
+              }),
+              HasSubstr("model type Unigram"));
   EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFC"}}; }), HasSubstr("has a normalizer (NFC)"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
               HasSubstr("pre_tokenizer is Whitespace"));
