@@ -152,8 +152,8 @@ def test_refusals_say_what_and_where(tmp_path):
     doc = json.loads(Tokenizer.train([""], vocab_size=256).to_json())
     doc["model"]["type"] = "Unigram"
     bad.write_text(json.dumps(doc))
-    with pytest.raises(tessera.InputError, match="unigram.json: model type Unigram; Tessera reads byte-level BPE and "
-                                                 "WordPiece tokenizers"):
+    with pytest.raises(tessera.InputError, match=r"unigram.json: model type Unigram; Tessera reads BPE \(byte-level or "
+                                                 r"SentencePiece-style\) and WordPiece tokenizers"):
         Tokenizer.load(str(bad))
     with pytest.raises(tessera.InputError, match="outside the vocabulary"):
         Tokenizer.train([""], vocab_size=256).decode([256])
