@@ -61,15 +61,6 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
   s = std::move(out);
 }
 
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t n = unicode::decode_utf8(s, i).second;
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
-
 }  // namespace
 
 std::vector<TextStep> read_normalizer(const json& normalizer, const std::string& file) {
@@ -204,7 +195,7 @@ std::string decode(std::vector<std::string> tokens, const std::vector<DecodeStep
         std::string bytes;
         const auto flush = [&] {
           if (bytes.empty()) return;
-          if (valid_utf8(bytes)) {
+          if (unicode::valid_utf8(bytes)) {
             out.push_back(bytes);
           } else {
             for (size_t k = 0; k < bytes.size(); ++k) out.emplace_back("\uFFFD");

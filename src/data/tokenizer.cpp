@@ -69,6 +69,7 @@ using unicode::CodeRange;
 using unicode::decode_utf8;
 using unicode::in_ranges;
 using unicode::is_space;
+using unicode::valid_utf8;
 #include "unicode_classes.inc"
 
 enum class Class { letter, number, space, other };
@@ -219,15 +220,6 @@ bool unspell(std::string_view spelling, std::string& bytes) {
 }
 
 uint64_t pair_key(int64_t a, int64_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint64_t>(b); }
-
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t n = decode_utf8(s, i).second;
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
 
 /// Whether the character ending just before byte `i` of `s` is a word character (Unicode's \w; a byte that ends no
 /// valid UTF-8 character is not).

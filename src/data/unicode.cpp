@@ -53,4 +53,13 @@ void append_utf8(std::string& out, uint32_t cp) {
   }
 }
 
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = decode_utf8(s, i).second;
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 }  // namespace tessera::data::unicode

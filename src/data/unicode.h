@@ -29,6 +29,9 @@ bool is_space(uint32_t cp);
 /// character starts (overlong, surrogate, beyond U+10FFFF, cut short).
 std::pair<uint32_t, size_t> decode_utf8(std::string_view s, size_t i);
 
+/// Whether every byte of `s` belongs to a valid UTF-8 character.
+bool valid_utf8(std::string_view s);
+
 /// Appends the UTF-8 encoding of `cp` (at most U+10FFFF).
 void append_utf8(std::string& out, uint32_t cp);
 
