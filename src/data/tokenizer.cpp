@@ -1029,9 +1029,9 @@ Tokenizer Tokenizer::load(const std::string& path) {
                                    r, x, y, it->first));
     t.merges_.emplace_back(a->second, b->second);
   }
-  if (t.ignore_merges_) {  // Hugging Face looks a piece's spelling up in the model's vocabulary
+  if (t.ignore_merges_ && !spelt.sentencepiece) {  // Hugging Face looks a piece's spelling up in the vocabulary
     for (const auto& [spelling, id] : id_of)
-      if (spelt.sentencepiece || unspell(spelling, bytes)) t.whole_of_.emplace(spelt.sentencepiece ? spelling : bytes, id);
+      if (unspell(spelling, bytes)) t.whole_of_.emplace(bytes, id);
   }
   if (spelt.sentencepiece) {
     spelt.sentencepiece->id_of = std::move(id_of);
@@ -1199,8 +1199,9 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out, 
     return;
   }
   const std::string key(piece);
-  if (ignore_merges_) {
-    if (const auto whole = whole_of_.find(key); whole != whole_of_.end()) return out.push_back(whole->second);
+  if (ignore_merges_) {  // SentencePiece-style pieces are spelt as the vocabulary is: its own lookup serves
+    const auto& whole_of = sentencepiece_ ? sentencepiece_->id_of : whole_of_;
+    if (const auto whole = whole_of.find(key); whole != whole_of.end()) return out.push_back(whole->second);
   }
   if (const auto hit = cache.find(key); hit != cache.end()) {
     out.insert(out.end(), hit->second.begin(), hit->second.end());

@@ -215,7 +215,7 @@ class Tokenizer {
   bool add_prefix_space_ = false;
   Pattern pattern_ = Pattern::gpt2;
   bool ignore_merges_ = false;
-  std::unordered_map<std::string, int64_t> whole_of_;      ///< with ignore_merges_: the vocabulary's bytes -> id
+  std::unordered_map<std::string, int64_t> whole_of_;  ///< byte-level BPE with ignore_merges_: bytes -> id
   std::shared_ptr<const detail::WordPieceModel> wordpiece_;  ///< set for a WordPiece tokenizer
   std::shared_ptr<const detail::SentencePieceModel> sentencepiece_;  ///< set for BPE over characters
 };
