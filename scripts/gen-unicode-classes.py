@@ -3,10 +3,14 @@
 
     python3 scripts/gen-unicode-classes.py > src/data/unicode_classes.inc   (with unicodedata2==16.0.0 installed)
     python3 scripts/gen-unicode-classes.py --bert > src/data/unicode_bert.inc
+    python3 scripts/gen-unicode-classes.py --normalization > src/data/unicode_normalization.inc
 
 src/data/unicode_classes.inc: the code point ranges of Unicode's letters (general categories Lu, Ll, Lt, Lm, Lo: the
 regex class \\p{L}) and numbers (Nd, Nl, No: \\p{N}); and word characters (the regex class \\w of Unicode's UTS #18:
-Alphabetic, marks, decimal digits, connector punctuation, Join_Control). Hugging Face's regex engine (Oniguruma)
+Alphabetic, marks, decimal digits, connector punctuation, Join_Control); every assigned code point's general category
+(kCategories, the regex classes \\p{Lu}, \\p{P}, ...: src/data/split_regex.cpp); and case folding for (?i) (kSimpleFold:
+Unicode's simple case folding, from Perl; kSeveralFolds: the characters whose full case folding is several characters,
+which Oniguruma matches and split_regex.cpp refuses in a (?i) pattern). Hugging Face's regex engine (Oniguruma)
 knows Unicode 16.0, newer than Python's unicodedata here (14.0), so the categories come from PyPI's unicodedata2
 16.0.0; the Other_Alphabetic part of \\w comes from Perl (Python lacks the property), and the rule is checked
 against Perl's own \\w where both know the characters. GPT-2's pre-tokenization pattern
@@ -18,11 +22,21 @@ BertNormalizer and BertPreTokenizer use them (src/data/bert_text.cpp):
 * kPunctuation: general categories Pc, Pd, Pe, Pf, Pi, Po, Ps (BertPreTokenizer isolates them, with ASCII's);
 * kOther: Cc, Cf, Cn, Co, Cs (BertNormalizer's clean_text removes them, but tab, newline and carriage return);
 * kNonspacingMarks: Mn (strip_accents removes them after the canonical decomposition);
-* kDecomposition / kDecomposed: each code point's full canonical decomposition (NFD of the one character), but the
-  Hangul syllables, which decompose by formula;
 * kLowercase / kLowercased: each code point's full lowercase mapping where it is not itself (SpecialCasing's
   unconditional mappings included: U+0130 becomes "i" and U+0307), as Rust's char::to_lowercase gives it.
+
+src/data/unicode_normalization.inc (--normalization): Unicode's canonical normalization data as Hugging Face's
+normalizers (NFC, NFD; BertNormalizer's strip_accents) have it: their crate (unicode-normalization-alignments) holds
+Unicode 9.0's, checked against Hugging Face on every code point (tests/core/tokenizer_interop_test.cpp). Canonical
+decompositions and combining classes never change once a character is assigned, so the tables are Python's, limited to
+the characters assigned by Unicode 9.0 (their Age from Perl):
+* kDecomposition / kDecomposed: each code point's full canonical decomposition (NFD of the one character), but the
+  Hangul syllables, which decompose by formula;
+* kCombiningClass: the ranges of code points of each non-zero canonical combining class;
+* kComposition: the primary composites (a character whose canonical decomposition is two characters and which is not
+  excluded from composition), sorted by the pair it composes from; Hangul syllables compose by formula.
 """
+import bisect
 import subprocess
 import sys
 import unicodedata
@@ -60,6 +74,31 @@ def rows(items, per_row):
 def table(name, rs):
     return "\n".join([f"constexpr CodeRange {name}[] = {{"] + rows([f"{{0x{a:X}, 0x{b:X}}}," for a, b in rs], 6) +
                      ["};"])
+
+
+def value_table(name, rs):
+    """rs: sorted, disjoint (first, last, value) ranges."""
+    return "\n".join([f"constexpr CodeClass {name}[] = {{"] + rows([f"{{0x{a:X}, 0x{b:X}, {v}}}," for a, b, v in rs], 5) +
+                     ["};"])
+
+
+def value_runs(value_of):
+    """The sorted, disjoint, inclusive ranges of equal non-None value_of(cp)."""
+    out = []
+    for cp in range(0x110000):
+        v = value_of(cp)
+        if v is None:
+            continue
+        if out and out[-1][1] == cp - 1 and out[-1][2] == v:
+            out[-1] = (out[-1][0], cp, v)
+        else:
+            out.append((cp, cp, v))
+    return out
+
+
+def perl_lines(script):
+    return subprocess.run(["perl", "-MUnicode::UCD", "-e", script], check=True, capture_output=True,
+                          text=True).stdout.split("\n")
 
 
 def mapping_tables(name, flat_name, mapping):
@@ -121,17 +160,45 @@ def classes():
     print(table("kLetters", categories({"Lu", "Ll", "Lt", "Lm", "Lo"})))
     print(table("kNumbers", categories({"Nd", "Nl", "No"})))
     print(table("kWordChars", word_chars(unicodedata2)))
+    category = {c: i for i, c in enumerate(CATEGORIES)}
+    print(value_table("kCategories", value_runs(
+        lambda cp: None if unicodedata2.category(chr(cp)) == "Cn" else category[unicodedata2.category(chr(cp))])))
+    simple, several = folds()
+    print("// Unicode's simple case folding (Perl's Unicode " + perl_version + "), where a code point's fold is another.")
+    print("\n".join(["constexpr CodeFold kSimpleFold[] = {"] + rows([f"{{0x{a:X}, 0x{b:X}}}," for a, b in simple], 6) +
+                     ["};"]))
+    print("// The code points whose full case folding is several characters, and those characters.")
+    print(mapping_tables("kSeveralFolds", "kSeveralFolded", dict(several)))
+
+
+# The general categories in the order of split_regex.cpp's Category enum (Cn, unassigned, is left out of the table).
+CATEGORIES = ["Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf",
+              "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"]
+
+
+def folds():
+    """Unicode's simple case folding ((code point, fold) where they differ), and the code points whose full folding
+    is several characters (with them), from Perl's Unicode::UCD::casefold."""
+    simple, several = [], []
+    script = ("for my $c (0..0x10FFFF) { my $f = Unicode::UCD::casefold($c) or next;"
+              " print join(',', $c, $f->{simple}, $f->{full}), \"\\n\" }")
+    for line in perl_lines(script):
+        if not line:
+            continue
+        cp, simple_fold, full = line.split(",")
+        if simple_fold:
+            simple.append((int(cp), int(simple_fold, 16)))
+        if " " in full:
+            several.append((int(cp), [int(x, 16) for x in full.split()]))
+    return simple, several
 
 
 def bert():
-    decomposition, lowercase = {}, {}
+    lowercase = {}
     for cp in range(0x110000):
         if 0xD800 <= cp <= 0xDFFF:
             continue
         c = chr(cp)
-        d = unicodedata.normalize("NFD", c)
-        if d != c and not 0xAC00 <= cp <= 0xD7A3:  # Hangul syllables decompose by formula
-            decomposition[cp] = [ord(x) for x in d]
         if c.lower() != c:
             lowercase[cp] = [ord(x) for x in c.lower()]
     print(f"// Generated by scripts/gen-unicode-classes.py --bert from Unicode {unicodedata.unidata_version}; do not "
@@ -140,9 +207,40 @@ def bert():
     print(table("kPunctuation", ranges({"Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps"})))
     print(table("kOther", ranges({"Cc", "Cf", "Cn", "Co", "Cs"})))
     print(table("kNonspacingMarks", ranges({"Mn"})))
-    print(mapping_tables("kDecomposition", "kDecomposed", decomposition))
     print(mapping_tables("kLowercase", "kLowercased", lowercase))
 
 
+def normalization():
+    rows_ = [line.split() for line in perl_lines("my ($l, $m) = Unicode::UCD::prop_invmap('Age');"
+                                                 " print \"$l->[$_] $m->[$_]\\n\" for 0..$#$l") if line]
+    starts, ages = [int(a) for a, _ in rows_], [b for _, b in rows_]
+
+    def by_9_0(cp):  # assigned by Unicode 9.0
+        age = ages[bisect.bisect_right(starts, cp) - 1]
+        return age not in ("Unassigned", "NA") and tuple(int(x) for x in age.split(".")) <= (9, 0)
+
+    decomposition, composition = {}, []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF or not by_9_0(cp) or 0xAC00 <= cp <= 0xD7A3:  # Hangul syllables: by formula
+            continue
+        c = chr(cp)
+        d = unicodedata.normalize("NFD", c)
+        if d != c:
+            decomposition[cp] = [ord(x) for x in d]
+        one = unicodedata.decomposition(c)
+        if one and not one.startswith("<"):
+            pair = [int(x, 16) for x in one.split()]
+            if len(pair) == 2 and unicodedata.normalize("NFC", chr(pair[0]) + chr(pair[1])) == c:
+                composition.append((pair[0], pair[1], cp))
+    combining = value_runs(lambda cp: (unicodedata.combining(chr(cp)) or None) if by_9_0(cp) else None)
+    print(f"// Generated by scripts/gen-unicode-classes.py --normalization from Unicode {unicodedata.unidata_version}, "
+          "limited to the characters assigned by")
+    print("// Unicode 9.0 (Hugging Face's normalizers'); do not edit. Sorted by code point (kComposition: by pair).")
+    print(mapping_tables("kDecomposition", "kDecomposed", decomposition))
+    print(value_table("kCombiningClass", combining))
+    print("\n".join(["constexpr Composition kComposition[] = {"] +
+                     rows([f"{{0x{a:X}, 0x{b:X}, 0x{c:X}}}," for a, b, c in sorted(composition)], 4) + ["};"]))
+
+
 if __name__ == "__main__":
-    bert() if sys.argv[1:] == ["--bert"] else classes()
+    {"--bert": bert, "--normalization": normalization}.get(" ".join(sys.argv[1:]), classes)()

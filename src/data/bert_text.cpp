@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <iterator>
 
+#include "normalization.h"
 #include "unicode.h"
 
 namespace tessera::data::bert {
@@ -43,20 +44,6 @@ void append_mapped(std::vector<uint32_t>& out, uint32_t cp, const CodeMapping* b
   } else {
     out.push_back(cp);
   }
-}
-
-/// Appends the canonical decomposition of `cp`; Hangul syllables by Unicode's formula (into two or three jamo).
-void append_decomposed(std::vector<uint32_t>& out, uint32_t cp) {
-  constexpr uint32_t s_base = 0xAC00, l_base = 0x1100, v_base = 0x1161, t_base = 0x11A7, t_count = 28,
-                     n_count = 21 * 28;
-  if (cp >= s_base && cp < s_base + 19 * n_count) {
-    const uint32_t s = cp - s_base;
-    out.push_back(l_base + s / n_count);
-    out.push_back(v_base + (s % n_count) / t_count);
-    if (s % t_count != 0) out.push_back(t_base + s % t_count);
-    return;
-  }
-  append_mapped(out, cp, std::begin(kDecomposition), std::end(kDecomposition), kDecomposed);
 }
 
 /// Hugging Face's BertNormalizer: tab, newline and carriage return are whitespace, not control characters.
@@ -104,13 +91,9 @@ std::string normalize(std::string_view text, const Normalizer& options) {
     });
   }
   if (options.strip_accents) {
-    std::vector<uint32_t> decomposed;
+    unicode::decompose(cps);
     step([&](uint32_t cp) {
-      decomposed.clear();
-      append_decomposed(decomposed, cp);
-      for (uint32_t d : decomposed) {
-        if (!in_ranges(d, std::begin(kNonspacingMarks), std::end(kNonspacingMarks))) next.push_back(d);
-      }
+      if (!in_ranges(cp, std::begin(kNonspacingMarks), std::end(kNonspacingMarks))) next.push_back(cp);
     });
   }
   if (options.lowercase) {

@@ -1,7 +1,7 @@
 #pragma once
 // BERT's text handling as Hugging Face `tokenizers` does it, for WordPiece tokenizers (src/data/tokenizer.cpp):
 // BertNormalizer, BertPreTokenizer and the WordPiece decoder. Unicode tables: unicode_bert.inc
-// (scripts/gen-unicode-classes.py --bert).
+// (scripts/gen-unicode-classes.py --bert) and normalization.h's.
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,8 +16,8 @@ struct Normalizer {
   bool lowercase = true;             ///< each character's full lowercase mapping
 };
 
-/// `text` normalized. A byte that starts no valid UTF-8 character counts as U+FFFD (dropped by clean_text).
-/// The decomposition is per character, without canonical reordering of the combining marks that stay.
+/// `text` normalized. A byte that starts no valid UTF-8 character counts as U+FFFD (dropped by clean_text). The
+/// decomposition is Hugging Face's NFD (Unicode 9.0's data: src/data/normalization.h).
 std::string normalize(std::string_view text, const Normalizer& options);
 
 /// BertPreTokenizer's words of `text`: split at whitespace (dropped), each punctuation character (Unicode's P*

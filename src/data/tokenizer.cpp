@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -20,7 +21,9 @@
 
 #include "../checkpoint/checkpoint_file.h"
 #include "bert_text.h"
+#include "normalization.h"
 #include "sentencepiece_text.h"
+#include "split_regex.h"
 #include "unicode.h"
 
 namespace tessera::data {
@@ -57,6 +60,22 @@ struct SentencePieceModel {
   /// encodes piece by piece, each piece cached, to the same ids as in one go. Empty: the text is encoded whole.
   std::string cut_before;
 };
+/// A byte-level BPE tokenizer's text steps before its bytes are merged: a Unicode normalization, Split
+/// pre-tokenizers one after the other (each cutting the pieces of the one before), then ByteLevel, which cuts each
+/// piece by GPT-2's pattern or not. Without one (Tokenizer::pre_ null): GPT-2's pattern alone.
+struct PreTokenizer {
+  struct Split {
+    std::string pattern;   ///< the regex, or the text of a {"String": …} pattern
+    bool literal = false;  ///< a {"String": …} pattern: its occurrences are the matches
+    SplitBehavior behavior = SplitBehavior::isolated;
+    bool invert = false;
+    std::optional<Pattern> hand_written;      ///< a named pattern's regex, Isolated, not inverted: cut by hand
+    std::shared_ptr<const SplitRegex> regex;  ///< else the regex, compiled
+  };
+  std::optional<unicode::NormalForm> normalizer;
+  std::vector<Split> splits;
+  bool byte_level_regex = true;  ///< ByteLevel's use_regex: GPT-2's pattern cuts each piece
+};
 }  // namespace detail
 
 namespace {
@@ -65,6 +84,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 using unicode::append_utf8;
+using unicode::CodeClass;
+using unicode::CodeFold;
+using unicode::CodeMapping;
 using unicode::CodeRange;
 using unicode::decode_utf8;
 using unicode::in_ranges;
@@ -142,7 +164,8 @@ bool is_line_break(char c) { return c == '\r' || c == '\n'; }
 
 /// Bytes of the piece Llama 3's pattern matches at `i`, its alternatives tried in order:
 /// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
-size_t llama3_piece_at(std::string_view s, size_t i) {
+/// With `digits` 1, Qwen2's (\p{N} for \p{N}{1,3}).
+size_t llama3_piece_at(std::string_view s, size_t i, int digits) {
   if (const size_t n = contraction_at(s, i, true)) return n;
   const Char c = char_at(s, i);
   // [^\r\n\p{L}\p{N}]?\p{L}+: letters, with one character before them that is no line break, letter or number.
@@ -152,7 +175,7 @@ size_t llama3_piece_at(std::string_view s, size_t i) {
     return run_end(s, next, Class::letter) - i;
   if (c.cls == Class::number) {  // \p{N}{1,3}
     size_t end = next;
-    for (int digits = 1; digits < 3 && end < s.size(); ++digits) {
+    for (int taken = 1; taken < digits && end < s.size(); ++taken) {
       const Char d = char_at(s, end);
       if (d.cls != Class::number) break;
       end += d.size;
@@ -173,14 +196,66 @@ size_t llama3_piece_at(std::string_view s, size_t i) {
   return spaces_end(s, i) - i;
 }
 
-size_t piece_at(std::string_view s, size_t i, Pattern pattern) {
-  return pattern == Pattern::llama3 ? llama3_piece_at(s, i) : gpt2_piece_at(s, i);
-}
-
-/// The Split pre-tokenizer regex of each pattern but GPT-2's (which is ByteLevel's own), as tokenizer.json holds it.
+/// The regex of each named pattern, as tokenizer.json holds it (GPT-2's in ByteLevel, the others in a Split).
+constexpr const char* kGpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 constexpr const char* kLlama3Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr const char* kQwen2Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr const char* kO200kRegex =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr Pattern kNamed[] = {Pattern::gpt2, Pattern::llama3, Pattern::qwen2, Pattern::o200k};
+
+/// Appends the pieces a named pattern cuts `text` into: by hand (GPT-2's, Llama 3's, Qwen2's) or by its regex.
+void cut_by(Pattern pattern, std::string_view text, std::vector<std::string_view>& out) {
+  if (pattern == Pattern::o200k) {
+    static const SplitRegex o200k(kO200kRegex);
+    for (std::string_view piece : split_pieces(text, o200k.matches(text), SplitBehavior::isolated, false))
+      out.push_back(piece);
+    return;
+  }
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = pattern == Pattern::gpt2 ? gpt2_piece_at(text, i)
+                                              : llama3_piece_at(text, i, pattern == Pattern::qwen2 ? 1 : 3);
+    out.push_back(text.substr(i, n));
+    i += n;
+  }
+}
+
+/// The [start, end) of each occurrence of `text` in `s`, left to right, not overlapping (a Split's String pattern).
+std::vector<std::pair<size_t, size_t>> occurrences(std::string_view s, std::string_view text) {
+  std::vector<std::pair<size_t, size_t>> out;
+  if (text.empty()) return out;
+  for (size_t at = s.find(text); at != std::string_view::npos; at = s.find(text, at + text.size()))
+    out.emplace_back(at, at + text.size());
+  return out;
+}
+
+/// The pieces a byte-level BPE tokenizer's pre-tokenizer cuts `text` (normalized already) into, appended to `out`.
+void cut_pieces(const detail::PreTokenizer& pre, std::string_view text, std::vector<std::string_view>& out) {
+  std::vector<std::string_view> pieces{text}, next;
+  for (const detail::PreTokenizer::Split& split : pre.splits) {
+    next.clear();
+    for (std::string_view piece : pieces) {
+      if (split.hand_written) {
+        cut_by(*split.hand_written, piece, next);
+        continue;
+      }
+      const auto matches = split.literal ? occurrences(piece, split.pattern) : split.regex->matches(piece);
+      for (std::string_view p : split_pieces(piece, matches, split.behavior, split.invert)) next.push_back(p);
+    }
+    std::swap(pieces, next);
+  }
+  for (std::string_view piece : pieces) {
+    if (pre.byte_level_regex) cut_by(Pattern::gpt2, piece, out);
+    else out.push_back(piece);
+  }
+}
 
 /// GPT-2's byte-level characters: printable Latin-1 bytes stand for themselves, the other bytes for U+0100 onwards.
 struct ByteLevel {
@@ -311,7 +386,7 @@ struct Spelt {
   std::vector<std::pair<std::string, std::string>> merges;    ///< in rank order
   std::vector<AddedToken> added;
   bool add_prefix_space = false;
-  Pattern pattern = Pattern::gpt2;
+  std::shared_ptr<detail::PreTokenizer> pre;  ///< byte-level BPE's normalizer and Splits (null: GPT-2's pattern)
   bool ignore_merges = false;
   std::vector<int64_t> prefix, suffix;  ///< the post-processor's ids around a text
   std::string post_processor;           ///< its JSON ("" = none)
@@ -338,14 +413,45 @@ void add_merge(std::string_view line, const std::string& where, const std::strin
   out.merges.emplace_back(std::string(line.substr(0, space)), std::string(line.substr(space + 1)));
 }
 
-/// Reads a byte-level BPE pre-tokenizer: ByteLevel with GPT-2's pattern (alone, or the only one of a Sequence), or a
-/// Sequence of a Split by Llama 3's pattern and ByteLevel without a pattern of its own; and add_prefix_space.
+/// Reads one Split pre-tokenizer: its pattern (a regex, compiled here, or a String), behavior and invert.
+detail::PreTokenizer::Split read_split(const json& j, const std::string& file) {
+  const auto where = [&](const std::string& what) { bad_file(file, "pre_tokenizer Split " + what); };
+  detail::PreTokenizer::Split split;
+  const json& pattern = j.value("pattern", json());
+  const bool regex = pattern.is_object() && pattern.size() == 1 && pattern.contains("Regex");
+  split.literal = pattern.is_object() && pattern.size() == 1 && pattern.contains("String");
+  if ((!regex && !split.literal) || !pattern.begin()->is_string())
+    where("pattern " + pattern.dump() + " is neither {\"Regex\": \"...\"} nor {\"String\": \"...\"}");
+  split.pattern = pattern.begin()->get<std::string>();
+  const json& behavior = j.value("behavior", json());
+  if (!behavior.is_string() || !split_behavior_from_name(behavior.get<std::string>(), split.behavior))
+    where("behavior " + behavior.dump() +
+          " is not one of \"Removed\", \"Isolated\", \"MergedWithPrevious\", \"MergedWithNext\", \"Contiguous\"");
+  const json& invert = j.value("invert", json(false));
+  if (!invert.is_boolean()) where("invert " + invert.dump() + " is not true or false");
+  split.invert = invert.get<bool>();
+  if (split.literal) return split;
+  if (split.behavior == SplitBehavior::isolated && !split.invert)
+    for (Pattern named : kNamed)
+      if (split.pattern == pattern_regex(named)) split.hand_written = named;
+  if (split.hand_written == Pattern::o200k) split.hand_written.reset();  // its regex, compiled below, cuts it
+  if (split.hand_written) return split;
+  try {
+    split.regex = std::make_shared<const SplitRegex>(split.pattern);
+  } catch (const RegexError& e) {
+    where("pattern \"" + split.pattern + "\": " + e.what() + "; expected a regex Tessera reads (src/data/split_regex.h)");
+  }
+  return split;
+}
+
+/// Reads a byte-level BPE pre-tokenizer: ByteLevel (with GPT-2's pattern; add_prefix_space), alone, or after Split
+/// pre-tokenizers in a Sequence (with GPT-2's pattern or without: Llama 3's, Qwen2's, GPT-4o's, DeepSeek V3's).
 void read_pre_tokenizer(const json& p, const std::string& file, Spelt& out) {
   const auto refuse = [&](const std::string& what) {
     bad_file(file, "pre_tokenizer " + what +
                        "; Tessera reads byte-level BPE tokenizers whose pre-tokenizer is ByteLevel with GPT-2's pattern "
-                       "(use_regex: true; GPT-2's, RoBERTa's), or a Split by Llama 3's pattern then ByteLevel with "
-                       "use_regex: false (Llama 3's)");
+                       "(use_regex: true; GPT-2's, RoBERTa's), or a Sequence of Splits then ByteLevel (Llama 3's, "
+                       "Qwen2's, GPT-4o's)");
   };
   const auto type_of = [](const json& j) { return j.is_object() ? j.value("type", std::string("?")) : j.dump(); };
   if (p.is_null()) refuse("is null (no pre-tokenization)");
@@ -353,26 +459,38 @@ void read_pre_tokenizer(const json& p, const std::string& file, Spelt& out) {
   if (type == "Sequence") {
     const json& items = p.value("pretokenizers", json::array());
     if (items.size() == 1) return read_pre_tokenizer(items[0], file, out);
-    if (items.size() != 2 || type_of(items[0]) != "Split" || type_of(items[1]) != "ByteLevel")
-      refuse(fmt::format("is a Sequence of {} pre-tokenizers ({})", items.size(), items.dump().substr(0, 200)));
-    const json& split = items[0];
-    const json& regex = split.value("pattern", json()).value("Regex", json());
-    if (!regex.is_string() || regex.get<std::string>() != kLlama3Regex)
-      refuse("is a Split by " + split.value("pattern", json()).dump() + ", which is not Llama 3's pattern");
-    if (split.value("behavior", std::string()) != "Isolated" || split.value("invert", false))
-      refuse("is a Split with behavior " + split.value("behavior", json()).dump() + " and invert " +
-             split.value("invert", json()).dump() + "; expected \"Isolated\" and false (each match a piece)");
-    const json& byte_level = items[1];
-    if (byte_level.value("use_regex", true))
-      refuse("is a Split then ByteLevel with use_regex: true (two patterns, one after the other)");
+    if (items.empty() || type_of(items.back()) != "ByteLevel")
+      refuse(fmt::format("is a Sequence of {} pre-tokenizers not ending in ByteLevel ({})", items.size(),
+                         items.dump().substr(0, 200)));
+    if (!out.pre) out.pre = std::make_shared<detail::PreTokenizer>();
+    for (size_t k = 0; k + 1 < items.size(); ++k) {
+      if (type_of(items[k]) != "Split")
+        refuse(fmt::format("is a Sequence whose item {} is {} (expected Split pre-tokenizers, then ByteLevel)", k,
+                           type_of(items[k])));
+      out.pre->splits.push_back(read_split(items[k], file));
+    }
+    const json& byte_level = items.back();
+    out.pre->byte_level_regex = byte_level.value("use_regex", true);
     if (byte_level.value("add_prefix_space", false))
-      refuse("is a Split then ByteLevel with add_prefix_space: true (a space put before every piece)");
-    out.pattern = Pattern::llama3;
+      refuse("is Splits then ByteLevel with add_prefix_space: true (a space put before every piece)");
     return;
   }
   if (type != "ByteLevel") refuse("is " + type);
   if (!p.value("use_regex", true)) refuse("is ByteLevel with use_regex: false (its pieces come from another pattern)");
   out.add_prefix_space = p.value("add_prefix_space", false);
+}
+
+/// Reads a byte-level BPE normalizer: null, NFC or NFD (alone or the only one of a Sequence).
+void read_byte_level_normalizer(const json& n, const std::string& file, Spelt& out) {
+  if (n.is_null()) return;
+  const std::string type = n.is_object() ? n.value("type", std::string("?")) : n.dump();
+  if (type == "Sequence" && n.value("normalizers", json::array()).size() == 1)
+    return read_byte_level_normalizer(n["normalizers"][0], file, out);
+  if (type != "NFC" && type != "NFD")
+    bad_file(file, "normalizer " + n.dump().substr(0, 200) +
+                       " before a byte-level BPE pre-tokenizer; Tessera reads NFC (Qwen2's), NFD or none there");
+  if (!out.pre) out.pre = std::make_shared<detail::PreTokenizer>();
+  out.pre->normalizer = type == "NFC" ? unicode::NormalForm::nfc : unicode::NormalForm::nfd;
 }
 
 /// The ids of a [token, id] pair (RobertaProcessing's and BertProcessing's cls and sep).
@@ -599,10 +717,7 @@ Spelt read_tokenizer_json(const std::string& file) {
   if (pre_tokenizer.is_null() || pre_tokenizer.value("type", std::string()) == "Metaspace") {
     read_sentencepiece(doc, file, out);
   } else {
-    if (!doc.value("normalizer", json()).is_null())
-      bad_file(file, "has a normalizer (" + doc["normalizer"].value("type", std::string("?")) +
-                         ") before a ByteLevel pre-tokenizer; Tessera's byte-level BPE encodes the text's bytes as "
-                         "they are");
+    read_byte_level_normalizer(doc.value("normalizer", json()), file, out);
     read_pre_tokenizer(pre_tokenizer, file, out);
   }
   const auto unset = [&](const char* key) {
@@ -679,23 +794,73 @@ Spelt read_gpt2_files(const std::string& vocab_file, const std::string& merges_f
 
 }  // namespace
 
-std::string pattern_name(Pattern pattern) { return pattern == Pattern::llama3 ? "llama3" : "gpt2"; }
+std::string pattern_name(Pattern pattern) {
+  switch (pattern) {
+    case Pattern::gpt2: return "gpt2";
+    case Pattern::llama3: return "llama3";
+    case Pattern::qwen2: return "qwen2";
+    case Pattern::o200k: return "o200k";
+    case Pattern::custom: break;
+  }
+  return "custom";
+}
 
 Pattern pattern_from_name(const std::string& name) {
-  if (name == "gpt2") return Pattern::gpt2;
-  if (name == "llama3") return Pattern::llama3;
-  throw InputError("tokenizer pattern \"" + name + "\" is not known; expected gpt2 (GPT-2's) or llama3 (Llama 3's)");
+  for (Pattern named : kNamed)
+    if (name == pattern_name(named)) return named;
+  throw InputError("tokenizer pattern \"" + name +
+                   "\" is not known; expected gpt2 (GPT-2's), llama3 (Llama 3's), qwen2 (Qwen2's) or o200k (GPT-4o's)");
+}
+
+std::string pattern_regex(Pattern pattern) {
+  switch (pattern) {
+    case Pattern::gpt2: return kGpt2Regex;
+    case Pattern::llama3: return kLlama3Regex;
+    case Pattern::qwen2: return kQwen2Regex;
+    case Pattern::o200k: return kO200kRegex;
+    case Pattern::custom: break;
+  }
+  throw InputError("a custom pre-tokenizer has no one regex: see Tokenizer::pre_tokenizer_json()");
 }
 
 std::vector<std::string_view> pretokenize(std::string_view text, Pattern pattern) {
+  if (pattern == Pattern::custom)
+    throw InputError("pretokenize: a custom pre-tokenizer is a tokenizer's own; expected gpt2, llama3, qwen2 or o200k");
   std::vector<std::string_view> pieces;
-  for (size_t i = 0; i < text.size();) {
-    const size_t n = piece_at(text, i, pattern);
-    pieces.push_back(text.substr(i, n));
-    i += n;
-  }
+  cut_by(pattern, text, pieces);
   return pieces;
 }
+
+namespace {
+
+/// What a byte-level BPE tokenizer's pre-tokenizer steps amount to: one of the named patterns, or custom.
+Pattern pattern_of(const detail::PreTokenizer* pre) {
+  if (pre == nullptr || (pre->splits.empty() && pre->byte_level_regex)) return Pattern::gpt2;
+  if (pre->splits.size() != 1 || pre->byte_level_regex) return Pattern::custom;
+  const detail::PreTokenizer::Split& split = pre->splits[0];
+  for (Pattern named : {Pattern::llama3, Pattern::qwen2, Pattern::o200k})
+    if (!split.literal && split.behavior == SplitBehavior::isolated && !split.invert && split.pattern == pattern_regex(named))
+      return named;
+  return Pattern::custom;
+}
+
+/// The pre-tokenizer of a named pattern, or of `regex` (a Split, each match a piece), with `normalizer`.
+std::shared_ptr<detail::PreTokenizer> pre_tokenizer_for(Pattern pattern, const std::string& regex,
+                                                        std::optional<unicode::NormalForm> normalizer) {
+  if (pattern == Pattern::gpt2 && regex.empty() && !normalizer) return nullptr;
+  auto pre = std::make_shared<detail::PreTokenizer>();
+  pre->normalizer = normalizer;
+  if (pattern == Pattern::gpt2 && regex.empty()) return pre;
+  detail::PreTokenizer::Split split;
+  split.pattern = regex.empty() ? pattern_regex(pattern) : regex;
+  if (regex.empty() && pattern != Pattern::o200k) split.hand_written = pattern;
+  else split.regex = std::make_shared<const SplitRegex>(split.pattern);
+  pre->splits.push_back(std::move(split));
+  pre->byte_level_regex = false;
+  return pre;
+}
+
+}  // namespace
 
 void Tokenizer::index_added() {
   // A normalized added token is matched in the normalized text, as its normalized content (Hugging Face's).
@@ -705,6 +870,8 @@ void Tokenizer::index_added() {
       match_text_.push_back(bert::normalize(a.content, *wordpiece_->normalizer));
     } else if (a.normalized && sentencepiece_) {
       match_text_.push_back(sentencepiece::normalize(a.content, sentencepiece_->normalizer));
+    } else if (a.normalized && pre_ && pre_->normalizer) {
+      match_text_.push_back(unicode::normalize(a.content, *pre_->normalizer));
     } else {
       match_text_.push_back(a.content);
     }
@@ -779,6 +946,17 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   validate_options(checked, "tokenizer training");
   Tokenizer t;
   t.pattern_ = pattern_from_name(options.pattern());
+  if (!options.split_regex().empty() && t.pattern_ != Pattern::gpt2)
+    throw InputError("tokenizer training: both pattern \"" + options.pattern() + "\" and split_regex are given; expected "
+                     "one of them");
+  try {
+    t.pre_ = pre_tokenizer_for(t.pattern_, options.split_regex(),
+                               options.normalizer() == "nfc" ? std::optional(unicode::NormalForm::nfc) : std::nullopt);
+  } catch (const RegexError& e) {
+    throw InputError("tokenizer training: split_regex \"" + options.split_regex() + "\": " + e.what() +
+                     "; expected a regex Tessera reads (src/data/split_regex.h)");
+  }
+  t.pattern_ = pattern_of(t.pre_.get());
   for (const std::string& s : options.special_tokens()) {
     if (s.empty()) throw InputError("tokenizer training: special_tokens holds an empty token");
     if (!valid_utf8(s)) throw InputError("tokenizer training: special token \"" + s + "\" is not valid UTF-8");
@@ -813,12 +991,17 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
     t.tokens_.emplace_back(1, static_cast<char>(b));
   }
 
-  // The distinct pieces of all texts and how often each occurs.
+  // The distinct pieces of all texts (normalized, when the tokenizer normalizes) and how often each occurs.
   std::unordered_map<std::string_view, int64_t> seen;
   std::vector<int64_t> cut;
+  std::vector<std::string_view> pieces;
+  std::deque<std::string> normalized;  // the texts the pieces are views into, when normalized
   for (const std::string& text : texts)
     t.split_added(text, t.raw_order_, cut, [&](std::string_view part) {
-      for (std::string_view p : pretokenize(part, t.pattern_)) ++seen[p];
+      pieces.clear();
+      if (t.pre_ && t.pre_->normalizer) part = normalized.emplace_back(unicode::normalize(part, *t.pre_->normalizer));
+      t.cut_text(part, pieces);
+      for (std::string_view p : pieces) ++seen[p];
     });
   std::vector<std::pair<std::string_view, int64_t>> distinct(seen.begin(), seen.end());
   std::sort(distinct.begin(), distinct.end());
@@ -916,7 +1099,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
 
   Tokenizer t;
   t.add_prefix_space_ = spelt.add_prefix_space;
-  t.pattern_ = spelt.pattern;
+  t.pre_ = spelt.pre;
+  t.pattern_ = pattern_of(t.pre_.get());
   t.ignore_merges_ = spelt.ignore_merges;
   std::map<int64_t, const AddedToken*> added;
   std::map<std::string, int64_t> added_text;
@@ -1041,6 +1225,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
   return t;
 }
 
+namespace {
+nlohmann::ordered_json byte_level_json(bool add_prefix_space, bool use_regex) {
+  return {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true}, {"use_regex", use_regex}};
+}
+}  // namespace
+
 std::string Tokenizer::to_json() const {
   using ojson = nlohmann::ordered_json;
   ojson added = ojson::array();
@@ -1048,9 +1238,6 @@ std::string Tokenizer::to_json() const {
     added.push_back({{"id", a.id}, {"content", a.content}, {"single_word", a.single_word}, {"lstrip", a.lstrip},
                      {"rstrip", a.rstrip}, {"normalized", a.normalized}, {"special", a.special}});
   }
-  const auto byte_level_json = [&](bool prefix, bool regex = true) {
-    return ojson{{"type", "ByteLevel"}, {"add_prefix_space", prefix}, {"trim_offsets", true}, {"use_regex", regex}};
-  };
   const ojson post_processor = post_processor_.empty() ? ojson() : ojson::parse(post_processor_);
   // The model's vocabulary, by id: every token but the added ones that are not in it (WordPiece, SentencePiece-style).
   const auto model_vocab = [](const std::unordered_map<std::string, int64_t>& id_of) {
@@ -1119,20 +1306,15 @@ std::string Tokenizer::to_json() const {
   for (int64_t id = 0; id < vocab_size(); ++id) vocab[token_to_string(id)] = id;
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(token_to_string(a) + " " + token_to_string(b));
-  ojson pre_tokenizer = byte_level_json(add_prefix_space_);
-  if (pattern_ == Pattern::llama3) {
-    const ojson split = {{"type", "Split"}, {"pattern", {{"Regex", kLlama3Regex}}}, {"behavior", "Isolated"},
-                         {"invert", false}};
-    pre_tokenizer = {{"type", "Sequence"}, {"pretokenizers", {split, byte_level_json(false, false)}}};
-  }
+  const std::string normal_form = normalizer();
   ojson doc = {{"version", "1.0"},
                {"truncation", nullptr},
                {"padding", nullptr},
                {"added_tokens", added},
-               {"normalizer", nullptr},
-               {"pre_tokenizer", pre_tokenizer},
+               {"normalizer", normal_form.empty() ? ojson() : ojson{{"type", normal_form}}},
+               {"pre_tokenizer", ojson::parse(pre_tokenizer_json())},
                {"post_processor", post_processor},
-               {"decoder", byte_level_json(true)},
+               {"decoder", byte_level_json(true, true)},
                {"model",
                 {{"type", "BPE"},
                  {"dropout", nullptr},
@@ -1145,6 +1327,26 @@ std::string Tokenizer::to_json() const {
                  {"vocab", vocab},
                  {"merges", merges}}}};
   return doc.dump(2) + "\n";
+}
+
+std::string Tokenizer::pre_tokenizer_json() const {
+  using ojson = nlohmann::ordered_json;
+  if (wordpiece_ || sentencepiece_) return "null";
+  if (!pre_ || pre_->splits.empty()) return byte_level_json(add_prefix_space_, true).dump();
+  ojson items = ojson::array();
+  for (const detail::PreTokenizer::Split& split : pre_->splits) {
+    items.push_back({{"type", "Split"},
+                     {"pattern", {{split.literal ? "String" : "Regex", split.pattern}}},
+                     {"behavior", split_behavior_name(split.behavior)},
+                     {"invert", split.invert}});
+  }
+  items.push_back(byte_level_json(false, pre_->byte_level_regex));
+  return ojson{{"type", "Sequence"}, {"pretokenizers", items}}.dump();
+}
+
+std::string Tokenizer::normalizer() const {
+  if (!pre_ || !pre_->normalizer) return "";
+  return *pre_->normalizer == unicode::NormalForm::nfc ? "NFC" : "NFD";
 }
 
 void Tokenizer::save(const std::string& path) const { checkpoint::write_text_atomically(path, to_json()); }
@@ -1319,18 +1521,33 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_t
     if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
     return out;
   }
+  // Added tokens not normalized are cut out of the raw text; each part between is normalized (when the tokenizer
+  // has a normalizer), the normalized added tokens are cut out of it, and the pre-tokenizer cuts what remains.
   std::string prefixed;
+  std::vector<std::string_view> pieces;
   const auto encode_text = [&](std::string_view part) {
     if (add_prefix_space_ && part.front() != ' ') {
       prefixed = " ";
       prefixed += part;
       part = prefixed;
     }
-    for (std::string_view p : pretokenize(part, pattern_)) encode_piece(p, out, cache);
+    pieces.clear();
+    cut_text(part, pieces);
+    for (std::string_view p : pieces) encode_piece(p, out, cache);
   };
-  split_added(text, raw_order_, out, [&](std::string_view part) { split_added(part, normalized_order_, out, encode_text); });
+  const auto* normalizer = pre_ && pre_->normalizer ? &*pre_->normalizer : nullptr;
+  split_added(text, raw_order_, out, [&](std::string_view part) {
+    if (normalizer == nullptr) return split_added(part, normalized_order_, out, encode_text);
+    const std::string normalized = unicode::normalize(part, *normalizer);
+    split_added(normalized, normalized_order_, out, encode_text);
+  });
   if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());
   return out;
+}
+
+void Tokenizer::cut_text(std::string_view text, std::vector<std::string_view>& out) const {
+  if (pre_) cut_pieces(*pre_, text, out);
+  else cut_by(Pattern::gpt2, text, out);
 }
 
 const std::string& Tokenizer::token_bytes(int64_t id) const {
@@ -1397,9 +1614,18 @@ std::string Tokenizer::describe() const {
   const auto specials = static_cast<int64_t>(special_tokens().size());
   const auto others = static_cast<int64_t>(added_.size()) - specials;
   const std::string added = others > 0 ? fmt::format(", {} other added", others) : "";
-  std::string out = fmt::format("byte-level BPE{}, {} tokens ({} special{}), {} merges{}",
-                                pattern_ == Pattern::llama3 ? " (Llama 3's pattern)" : "", vocab_size(), specials, added,
-                                merges_.size(), ignore_merges_ ? ", whole pieces in the vocabulary unmerged" : "");
+  std::string pattern;
+  if (pattern_ == Pattern::llama3) pattern = " (Llama 3's pattern)";
+  if (pattern_ == Pattern::qwen2) pattern = " (Qwen2's pattern)";
+  if (pattern_ == Pattern::o200k) pattern = " (GPT-4o's o200k pattern)";
+  if (pattern_ == Pattern::custom) {
+    pattern = fmt::format(" ({} Split pre-tokenizer{}{})", pre_->splits.size(), pre_->splits.size() == 1 ? "" : "s",
+                          pre_->byte_level_regex ? ", then GPT-2's pattern" : "");
+  }
+  if (!normalizer().empty()) pattern += ", " + normalizer() + "-normalized";
+  std::string out = fmt::format("byte-level BPE{}, {} tokens ({} special{}), {} merges{}", pattern, vocab_size(),
+                                specials, added, merges_.size(),
+                                ignore_merges_ ? ", whole pieces in the vocabulary unmerged" : "");
   if (sentencepiece_) {
     const detail::SentencePieceModel& sp = *sentencepiece_;
     out = fmt::format("SentencePiece-style BPE, {} tokens ({} special{}), {} merges{}{}{}", vocab_size(), specials,
@@ -1447,9 +1673,11 @@ std::string Tokenizer::fingerprint() const {
   for (const auto& m : merges_) mix(&m, sizeof m);
   mix(&add_prefix_space_, 1);
   if (pattern_ != Pattern::gpt2 || ignore_merges_) {  // GPT-2's fingerprints stay as they were
-    const std::string settings = pattern_name(pattern_) + (ignore_merges_ ? " ignore_merges" : "");
+    std::string settings = pattern_ == Pattern::custom ? pre_tokenizer_json() : pattern_name(pattern_);
+    if (ignore_merges_) settings += " ignore_merges";
     mix(settings.data(), settings.size());
   }
+  if (!normalizer().empty()) mix(normalizer().data(), normalizer().size());
   if (wordpiece_) {  // the model and normalizer settings (byte-level BPE's fingerprints stay as they were)
     const detail::WordPieceModel& wp = *wordpiece_;
     const std::string settings = fmt::format(

@@ -9,6 +9,11 @@ bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end) {
   return it != begin && cp <= (it - 1)->last;
 }
 
+uint32_t value_in(uint32_t cp, const CodeClass* begin, const CodeClass* end, uint32_t otherwise) {
+  const CodeClass* it = std::upper_bound(begin, end, cp, [](uint32_t c, const CodeClass& r) { return c < r.first; });
+  return it != begin && cp <= (it - 1)->last ? (it - 1)->value : otherwise;
+}
+
 bool is_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||

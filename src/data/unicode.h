@@ -18,8 +18,21 @@ struct CodeMapping {
   uint32_t code_point, start, length;
 };
 
+/// An inclusive range of code points sharing a value (a general category, a combining class).
+struct CodeClass {
+  uint32_t first, last, value;
+};
+
+/// A code point and its simple case folding.
+struct CodeFold {
+  uint32_t code_point, fold;
+};
+
 /// Whether `cp` is in the sorted, disjoint ranges [begin, end).
 bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end);
+
+/// The value of the range of [begin, end) holding `cp`, or `otherwise`.
+uint32_t value_in(uint32_t cp, const CodeClass* begin, const CodeClass* end, uint32_t otherwise);
 
 /// Unicode's White_Space (the `\s` of Hugging Face's regex engine and Rust's char::is_whitespace: Zs, Zl, Zp, tab
 /// to carriage return, NEL).

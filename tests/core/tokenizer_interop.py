@@ -29,8 +29,17 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         OUT_DIR/legacy.json; and variants of it (Metaspace, unknown tokens, reversed merges, added tokens, one of
         them normalized and in the vocabulary): OUT_DIR/<name>.json for each name printed, one per line
     tokenizer_interop.py pieces PATTERN TEXTS.json OUT.json
-        writes the lengths in bytes of the pieces Hugging Face's pre-tokenizer of PATTERN (gpt2, llama3) cuts each text
-        of the JSON list into
+        writes the lengths in bytes of the pieces Hugging Face's pre-tokenizer of PATTERN (gpt2, llama3, qwen2, o200k)
+        cuts each text of the JSON list into
+    tokenizer_interop.py split CASES.json OUT.json
+        CASES.json: {"texts": [...], "cases": [[[regex, behavior, invert], ...], ...]}: for each case (a Sequence of
+        Splits), for each text, the [start, end) byte offsets of the pieces Hugging Face's Splits cut it into
+    tokenizer_interop.py normalize TEXTS.json OUT.json
+        writes {"nfc": [...], "nfd": [...]}: each text of the JSON list under Hugging Face's NFC and NFD normalizers
+    tokenizer_interop.py qwen2 CORPUS OUT_DIR
+        trains byte-level BPE (BpeTrainer, 1200 tokens, special token <|endoftext|>) on CORPUS as Qwen2's is made (NFC
+        normalizer, a Split by Qwen2's pattern, ByteLevel without one): OUT_DIR/qwen2.json; the same with GPT-4o's
+        pattern and no normalizer (OUT_DIR/o200k.json), and with DeepSeek V3's three Splits (OUT_DIR/deepseek.json)
     tokenizer_interop.py word-chars TOKENIZER_OUT.json OUT.json
         writes a byte-level BPE (bytes only) with the added token "word" (single_word), and the code points before
         which Hugging Face does not match it: its word characters (\\w)
@@ -50,11 +59,25 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+O200K_PATTERN = "|".join([
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"\p{N}{1,3}", r" ?[^\s\p{L}\p{N}]+[\r\n/]*", r"\s*[\r\n]+", r"\s+(?!\S)", r"\s+"])
+# DeepSeek V3's pre-tokenizer: three Splits, one after the other (then ByteLevel without a pattern).
+DEEPSEEK_PATTERNS = [r"\p{N}{1,3}", "[一-龥\u3040-ゟ゠-ヿ]+",
+                     r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|"
+                     r"\s*[\r\n]+|\s+(?!\S)|\s+"]
+PATTERNS = {"llama3": [LLAMA3_PATTERN], "qwen2": [QWEN2_PATTERN], "o200k": [O200K_PATTERN],
+            "deepseek": DEEPSEEK_PATTERNS}
+
+
 def pre_tokenizer(pattern):
     if pattern == "gpt2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False)
-    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
-                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(p), behavior="isolated", invert=False)
+                                    for p in PATTERNS[pattern]] +
+                                   [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 
 def read_text(path):
@@ -234,6 +257,43 @@ def main(argv):
         pieces = [[len(piece) for piece in one] for one in pieces]  # ByteLevel spells each byte as one character
         with open(argv[4], "w") as f:
             json.dump(pieces, f)
+    elif what == "split":
+        with open(argv[2]) as f:
+            doc = json.load(f)
+        starts = []  # per text, the byte offset of each character (and of its end)
+        for text in doc["texts"]:
+            offsets, at = [0], 0
+            for c in text:
+                at += len(c.encode("utf-8"))
+                offsets.append(at)
+            starts.append(offsets)
+        out = []
+        for case in doc["cases"]:
+            split = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(regex), behavior=behavior, invert=invert)
+                                             for regex, behavior, invert in case])
+            out.append([[[offsets[s], offsets[e]] for _, (s, e) in split.pre_tokenize_str(text)]
+                        for text, offsets in zip(doc["texts"], starts)])
+        with open(argv[3], "w") as f:
+            json.dump(out, f)
+    elif what == "normalize":
+        with open(argv[2]) as f:
+            texts = json.load(f)
+        nfc, nfd = normalizers.NFC(), normalizers.NFD()
+        with open(argv[3], "w") as f:
+            json.dump({"nfc": [nfc.normalize_str(t) for t in texts], "nfd": [nfd.normalize_str(t) for t in texts]}, f,
+                      ensure_ascii=False)
+    elif what == "qwen2":
+        for name, normalizer in [("qwen2", normalizers.NFC()), ("o200k", None), ("deepseek", None)]:
+            tok = Tokenizer(models.BPE())
+            if normalizer is not None:
+                tok.normalizer = normalizer
+            tok.pre_tokenizer = pre_tokenizer(name)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(vocab_size=1200, min_frequency=2, show_progress=False,
+                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                          special_tokens=["<|endoftext|>"])
+            tok.train_from_iterator([read_text(argv[2])], trainer)
+            tok.save(argv[3] + "/" + name + ".json")
     elif what == "word-chars":
         tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(_byte_level_chars())}, merges=[]))
         tok.pre_tokenizer = pre_tokenizer("gpt2")

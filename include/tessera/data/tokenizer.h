@@ -69,6 +69,7 @@ namespace tessera::data {
 namespace detail {
 struct WordPieceModel;      ///< a WordPiece tokenizer's settings and vocabulary lookup (src/data/tokenizer.cpp)
 struct SentencePieceModel;  ///< a SentencePiece-style BPE tokenizer's steps and vocabulary lookup (same file)
+struct PreTokenizer;        ///< a byte-level BPE tokenizer's normalizer and Split steps (same file)
 }
 
 /// Options of `Tokenizer::train`.
@@ -83,16 +84,24 @@ struct TokenizerTrainOptions {
   /// once, and special tokens, separated by spaces, such as "$A <|endoftext|>" or "<s> $A </s>" ("" = none).
   /// encode(text, true) puts its tokens around the text; the text dataset's document_separator needs one.
   TESSERA_OPTION(std::string, single_template) = "";
-  /// The pattern that cuts text into pieces: "gpt2" (GPT-2's) or "llama3" (Llama 3's: numbers in runs of at most
-  /// three digits, line breaks kept with the punctuation or spaces before them). Saved in the tokenizer.json.
+  /// The pattern that cuts text into pieces: "gpt2" (GPT-2's), "llama3" (Llama 3's: numbers in runs of at most
+  /// three digits, line breaks kept with the punctuation or spaces before them), "qwen2" (Llama 3's with single
+  /// digits) or "o200k" (GPT-4o's). Saved in the tokenizer.json.
   TESSERA_OPTION(std::string, pattern) = "gpt2";
+  /// A regex of your own instead of `pattern` ("" = none): a Split pre-tokenizer (each match a piece, and each
+  /// stretch between matches), in Hugging Face's (Oniguruma's) syntax; src/data/split_regex.h lists what is read.
+  TESSERA_OPTION(std::string, split_regex) = "";
+  /// Unicode normalization of the text before it is cut: "none" or "nfc" (Qwen2's). Saved in the tokenizer.json.
+  TESSERA_OPTION(std::string, normalizer) = "none";
   template <class V>
   void visit(V& v) {
     v("vocab_size", vocab_size_, "tokens of the vocabulary (special tokens + 256 bytes + merges)", Range::at_least(1));
     v("min_frequency", min_frequency_, "merge only pairs seen at least this often", Range::at_least(1));
     v("special_tokens", special_tokens_, "tokens matched as exact text, given the first ids", Any{});
     v("single_template", single_template_, "special tokens around each text, such as \"$A <|endoftext|>\"", Any{});
-    v("pattern", pattern_, "the pre-tokenizer's pattern", Choices{{"gpt2", "llama3"}});
+    v("pattern", pattern_, "the pre-tokenizer's pattern", Choices{{"gpt2", "llama3", "qwen2", "o200k"}});
+    v("split_regex", split_regex_, "a pre-tokenizer regex of your own, instead of pattern", Any{});
+    v("normalizer", normalizer_, "Unicode normalization before pre-tokenization", Choices{{"none", "nfc"}});
   }
 };
 
@@ -113,12 +122,17 @@ struct AddedToken {
 enum class Pattern {
   gpt2,    ///< GPT-2's (and RoBERTa's): ByteLevel's own regex
   llama3,  ///< Llama 3's (OpenAI's cl100k): contractions in any case, letters with one non-letter, numbers in threes
+  qwen2,   ///< Qwen2's (Qwen2.5's, Qwen3's): Llama 3's, but each digit a piece of its own
+  o200k,   ///< GPT-4o's (OpenAI's o200k): words cut before capitals, contractions kept with their word
+  custom,  ///< another pre-tokenizer read from a tokenizer.json: Splits by other regexes (see pre_tokenizer_json())
 };
-/// "gpt2" or "llama3"; and back (InputError for another name, saying which are known).
+/// "gpt2", "llama3", "qwen2", "o200k" (or "custom"); and back (InputError for another name, saying which are known).
 std::string pattern_name(Pattern pattern);
 Pattern pattern_from_name(const std::string& name);
+/// The regex of a named pattern, as a tokenizer.json's Split (or, GPT-2's, ByteLevel) holds it.
+std::string pattern_regex(Pattern pattern);
 
-/// The pieces `pattern` splits `text` into (views into `text`; their concatenation is `text`).
+/// The pieces `pattern` splits `text` into (views into `text`; their concatenation is `text`). InputError for custom.
 std::vector<std::string_view> pretokenize(std::string_view text, Pattern pattern = Pattern::gpt2);
 
 /// A byte-level BPE, WordPiece or SentencePiece-style BPE tokenizer. Immutable once built; `encode` and `decode` are
@@ -151,8 +165,13 @@ class Tokenizer {
   /// Whether this is byte-level BPE (GPT-2's, Llama 3's: every byte a token, decode gives the bytes encoded), rather
   /// than WordPiece or SentencePiece-style BPE (over characters, with byte fallback).
   bool byte_level() const noexcept { return !wordpiece_ && !sentencepiece_; }
-  /// A byte-level BPE tokenizer's pre-tokenizer pattern (gpt2 for the others, which split text their own way).
+  /// A byte-level BPE tokenizer's pre-tokenizer pattern (gpt2 for the others, which split text their own way; custom
+  /// for Splits by other regexes, or several Splits).
   Pattern pattern() const noexcept { return pattern_; }
+  /// A byte-level BPE tokenizer's pre-tokenizer as tokenizer.json writes it (the others': "null").
+  std::string pre_tokenizer_json() const;
+  /// A byte-level BPE tokenizer's Unicode normalization before the text is cut: "NFC", "NFD" or "" (none).
+  std::string normalizer() const;
   /// Whether a piece that is a token of the vocabulary as a whole is encoded as that token, unmerged (BPE's
   /// `ignore_merges`, Llama 3's).
   bool ignore_merges() const noexcept { return ignore_merges_; }
@@ -199,6 +218,8 @@ class Tokenizer {
   /// SentencePiece-style: a text that is one word, cut where no token spans (before a "▁" after another character).
   void encode_words(std::string_view text, std::vector<int64_t>& out, Cache& cache) const;
   void merge(std::vector<int64_t>& ids) const;  ///< applies the merges by rank, leftmost first
+  /// Byte-level BPE: the pieces the pre-tokenizer cuts `text` (normalized already) into, appended to `out`.
+  void cut_text(std::string_view text, std::vector<std::string_view>& out) const;
   void encode_word(std::string_view word, std::vector<int64_t>& out) const;  ///< WordPiece's greedy longest match
 
   std::vector<std::string> tokens_;                         ///< id -> bytes
@@ -218,6 +239,7 @@ class Tokenizer {
   std::unordered_map<std::string, int64_t> whole_of_;  ///< byte-level BPE with ignore_merges_: bytes -> id
   std::shared_ptr<const detail::WordPieceModel> wordpiece_;  ///< set for a WordPiece tokenizer
   std::shared_ptr<const detail::SentencePieceModel> sentencepiece_;  ///< set for BPE over characters
+  std::shared_ptr<const detail::PreTokenizer> pre_;  ///< byte-level BPE: set unless GPT-2's pattern alone cuts the text
 };
 
 }  // namespace tessera::data

@@ -1,0 +1,115 @@
+#include "normalization.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "unicode.h"
+
+namespace tessera::data::unicode {
+namespace {
+
+struct Composition {
+  uint32_t first, second, composite;
+};
+#include "unicode_normalization.inc"
+
+// Hangul syllables: Unicode's formula (chapter 3.12).
+constexpr uint32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7, kLCount = 19, kVCount = 21,
+                   kTCount = 28, kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;
+
+uint32_t combining_class(uint32_t cp) {
+  return value_in(cp, std::begin(kCombiningClass), std::end(kCombiningClass), 0);
+}
+
+void append_decomposed(std::vector<uint32_t>& out, uint32_t cp) {
+  if (cp >= kSBase && cp < kSBase + kSCount) {
+    const uint32_t s = cp - kSBase;
+    out.push_back(kLBase + s / kNCount);
+    out.push_back(kVBase + (s % kNCount) / kTCount);
+    if (s % kTCount != 0) out.push_back(kTBase + s % kTCount);
+    return;
+  }
+  const auto* it = std::lower_bound(std::begin(kDecomposition), std::end(kDecomposition), cp,
+                                    [](const CodeMapping& m, uint32_t c) { return m.code_point < c; });
+  if (it != std::end(kDecomposition) && it->code_point == cp) {
+    out.insert(out.end(), kDecomposed + it->start, kDecomposed + it->start + it->length);
+  } else {
+    out.push_back(cp);
+  }
+}
+
+/// The primary composite of `a` followed by `b`, or 0.
+uint32_t compose(uint32_t a, uint32_t b) {
+  if (a >= kLBase && a < kLBase + kLCount && b >= kVBase && b < kVBase + kVCount)
+    return kSBase + ((a - kLBase) * kVCount + (b - kVBase)) * kTCount;
+  if (a >= kSBase && a < kSBase + kSCount && (a - kSBase) % kTCount == 0 && b > kTBase && b < kTBase + kTCount)
+    return a + (b - kTBase);
+  const auto* it = std::lower_bound(std::begin(kComposition), std::end(kComposition), std::pair{a, b},
+                                    [](const Composition& c, const std::pair<uint32_t, uint32_t>& p) {
+                                      return c.first != p.first ? c.first < p.first : c.second < p.second;
+                                    });
+  return it != std::end(kComposition) && it->first == a && it->second == b ? it->composite : 0;
+}
+
+/// Canonical composition of decomposed, ordered `cps` (Unicode's algorithm: each character joins the last starter
+/// unless a character between them is a starter or has a combining class at least its own).
+void compose(std::vector<uint32_t>& cps) {
+  size_t out = 0;
+  ptrdiff_t starter = -1;  // in cps[0, out)
+  uint32_t last_class = 0;
+  for (size_t i = 0; i < cps.size(); ++i) {
+    const uint32_t cp = cps[i], cls = combining_class(cp);
+    const bool adjacent = starter >= 0 && static_cast<size_t>(starter) + 1 == out;
+    if (starter >= 0 && (adjacent || (cls != 0 && last_class < cls))) {
+      if (const uint32_t composite = compose(cps[starter], cp)) {
+        cps[starter] = composite;
+        continue;
+      }
+    }
+    if (cls == 0) starter = static_cast<ptrdiff_t>(out);
+    last_class = cls;
+    cps[out++] = cp;
+  }
+  cps.resize(out);
+}
+
+}  // namespace
+
+void decompose(std::vector<uint32_t>& cps) {
+  std::vector<uint32_t> out;
+  out.reserve(cps.size());
+  for (uint32_t cp : cps) append_decomposed(out, cp);
+  for (size_t i = 0; i < out.size();) {  // each run of non-starters, stably sorted by combining class
+    size_t end = i;
+    while (end < out.size() && combining_class(out[end]) != 0) ++end;
+    if (end - i > 1) {
+      std::stable_sort(out.begin() + i, out.begin() + end,
+                       [](uint32_t a, uint32_t b) { return combining_class(a) < combining_class(b); });
+    }
+    i = end == i ? i + 1 : end;
+  }
+  cps = std::move(out);
+}
+
+std::string normalize(std::string_view text, NormalForm form) {
+  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
+    return std::string(text);  // ASCII is in every normal form
+  std::vector<uint32_t> cps;
+  cps.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = decode_utf8(text, i);
+    cps.push_back(n == 0 ? kNotUtf8 + static_cast<unsigned char>(text[i]) : cp);
+    i += n == 0 ? 1 : n;
+  }
+  decompose(cps);
+  if (form == NormalForm::nfc) compose(cps);
+  std::string out;
+  out.reserve(text.size());
+  for (uint32_t cp : cps) {
+    if (cp >= kNotUtf8) out += static_cast<char>(cp - kNotUtf8);
+    else append_utf8(out, cp);
+  }
+  return out;
+}
+
+}  // namespace tessera::data::unicode
