@@ -5,8 +5,10 @@
 #include <gmock/gmock.h>
 
 #include <cctype>
+#include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -81,7 +83,8 @@ TEST(Pretokenize, SplitsAsLlama3sPattern) {
   EXPECT_TRUE(llama3("").empty());
   EXPECT_EQ(data::pattern_name(data::pattern_from_name("llama3")), "llama3");
   EXPECT_THAT(testing::input_error_of([] { data::pattern_from_name("gpt4"); }),
-              HasSubstr("pattern \"gpt4\" is not known; expected gpt2 (GPT-2's) or llama3 (Llama 3's)"));
+              HasSubstr("pattern \"gpt4\" is not known; expected gpt2 (GPT-2's), llama3 (Llama 3's), qwen2 "
+                        "(Qwen2's) or o200k (GPT-4o's)"));
 }
 
 TEST(Tokenizer, TrainsTheMostFrequentPairsFirst) {
@@ -252,6 +255,52 @@ TEST(Tokenizer, TrainsWithLlama3sPatternAndWritesItAsHuggingFaceDoes) {
               HasSubstr("pattern"));
 }
 
+// Qwen2's pattern with NFC, GPT-4o's pattern, and a regex of one's own: trained, written as Hugging Face writes them,
+// read back to the same tokenizer.
+TEST(Tokenizer, TrainsWithEachPatternOrARegexAndNfcAndReadsThemBack) {
+  const std::string text = test::read_file(TESSERA_SOURCE_DIR "/README.md") +
+                           " Cafe\xCC\x81 caf\xC3\xA9 1234567 HTTPServer don'T x/y\n";  // é twice: decomposed, composed
+  const Tokenizer qwen2 =
+      Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600).pattern("qwen2").normalizer("nfc"));
+  EXPECT_EQ(qwen2.pattern(), data::Pattern::qwen2);
+  EXPECT_EQ(qwen2.normalizer(), "NFC");
+  EXPECT_THAT(qwen2.describe(), HasSubstr("byte-level BPE (Qwen2's pattern), NFC-normalized, 600 tokens"));
+  EXPECT_EQ(qwen2.encode("e\xCC\x81"), qwen2.encode("\xC3\xA9"));
+  EXPECT_EQ(qwen2.decode(qwen2.encode("Cafe\xCC\x81")), "Caf\xC3\xA9");  // the normalized text
+  for (int64_t id = 256; id < qwen2.vocab_size(); ++id) {  // each digit a piece: no token holds two
+    const std::string& bytes = qwen2.token_bytes(id);
+    EXPECT_FALSE(std::count_if(bytes.begin(), bytes.end(), [](char c) { return std::isdigit(c); }) > 1) << bytes;
+  }
+  const Tokenizer o200k = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600).pattern("o200k"));
+  EXPECT_EQ(o200k.pattern(), data::Pattern::o200k);
+  EXPECT_EQ(data::pretokenize("HTTPServer don'T x/y\n", data::Pattern::o200k),
+            (std::vector<std::string_view>{"HTTPServer", " don'T", " x", "/y", "\n"}));
+  const Tokenizer own = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600).split_regex("\\p{L}+|\\p{N}"));
+  EXPECT_EQ(own.pattern(), data::Pattern::custom);
+  EXPECT_THAT(own.describe(), HasSubstr("byte-level BPE (1 Split pre-tokenizer), 600 tokens"));
+  EXPECT_EQ(json::parse(own.pre_tokenizer_json())["pretokenizers"][0]["pattern"]["Regex"], "\\p{L}+|\\p{N}");
+  std::set<std::string> fingerprints;
+  for (const Tokenizer* t : {&qwen2, &o200k, &own}) {
+    const json doc = json::parse(t->to_json());
+    const Tokenizer back = load_json(doc);
+    EXPECT_EQ(back.pattern(), t->pattern());
+    EXPECT_EQ(back.normalizer(), t->normalizer());
+    EXPECT_EQ(back.fingerprint(), t->fingerprint());
+    EXPECT_EQ(back.encode(text), t->encode(text));
+    EXPECT_EQ(back.to_json(), t->to_json());
+    fingerprints.insert(t->fingerprint());
+  }
+  EXPECT_EQ(fingerprints.size(), 3u);
+  EXPECT_EQ(json::parse(qwen2.to_json())["normalizer"], json({{"type", "NFC"}}));
+  EXPECT_THAT(testing::input_error_of(
+                  [] { Tokenizer::train({"x"}, TokenizerTrainOptions().pattern("qwen2").split_regex("x")); }),
+              HasSubstr("both pattern \"qwen2\" and split_regex are given"));
+  EXPECT_THAT(testing::input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().split_regex("(x")); }),
+              HasSubstr("split_regex \"(x\": at character 0: a ( without its )"));
+  EXPECT_THAT(testing::input_error_of([] { data::pretokenize("x", data::Pattern::custom); }),
+              HasSubstr("a custom pre-tokenizer is a tokenizer's own"));
+}
+
 /// A tokenizer.json of the 256 bytes, merge "a b", and added tokens with each of Hugging Face's flags.
 json flagged_json() {
   json doc = base_json({"a b"});  // "ab" is id 256
@@ -403,14 +452,17 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
                 d["pre_tokenizer"] = {{"type", "Metaspace"}};
               }),
               HasSubstr("model type Unigram"));
-  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFC"}}; }), HasSubstr("has a normalizer (NFC)"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKC"}}; }),
+              HasSubstr("normalizer {\"type\":\"NFKC\"} before a byte-level BPE pre-tokenizer; Tessera reads NFC "
+                        "(Qwen2's), NFD or none there"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
               HasSubstr("pre_tokenizer is Whitespace"));
   EXPECT_THAT(refusal([](json& d) {
                 d["pre_tokenizer"] = {{"type", "Sequence"},
                                       {"pretokenizers", json::array({d["pre_tokenizer"], d["pre_tokenizer"]})}};
               }),
-              HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers"));
+              HasSubstr("pre_tokenizer is a Sequence whose item 0 is ByteLevel (expected Split pre-tokenizers, then "
+                        "ByteLevel)"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"]["use_regex"] = false; }), HasSubstr("use_regex: false"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = nullptr; }),
               HasSubstr("pre_tokenizer is null but the decoder is ByteLevel; a byte-level BPE tokenizer needs the "
@@ -430,17 +482,33 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
       edit(d["pre_tokenizer"]["pretokenizers"]);
     });
   };
-  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["pattern"]["Regex"] = "\\p{L}+|\\s+"; }),
-              HasSubstr("pre_tokenizer is a Split by {\"Regex\":\"\\\\p{L}+|\\\\s+\"}, which is not Llama 3's pattern"));
-  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["behavior"] = "Removed"; }),
-              HasSubstr("Split with behavior \"Removed\" and invert false; expected \"Isolated\" and false"));
-  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["invert"] = true; }), HasSubstr("and invert true"));
-  EXPECT_THAT(llama3_refusal([](json& p) { p[1]["use_regex"] = true; }),
-              HasSubstr("a Split then ByteLevel with use_regex: true"));
+  // Other Splits are read (a custom pre-tokenizer), and what is wrong in them is refused.
+  const auto with_llama3 = [&](const std::function<void(json&)>& edit) {
+    json d = base_json({"a b"});
+    d["pre_tokenizer"] = llama3;
+    edit(d["pre_tokenizer"]["pretokenizers"]);
+    return load_json(d);
+  };
+  for (const auto& edit : std::vector<std::function<void(json&)>>{
+           [](json& p) { p[0]["pattern"]["Regex"] = "\\p{L}+|\\s+"; }, [](json& p) { p[0]["behavior"] = "Removed"; },
+           [](json& p) { p[0]["invert"] = true; }, [](json& p) { p[1]["use_regex"] = true; },
+           [](json& p) { p[0]["pattern"] = {{"String", " "}}; }})
+    EXPECT_EQ(with_llama3(edit).pattern(), data::Pattern::custom);
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["pattern"]["Regex"] = "\\p{Han}+|(?<=a)b"; }),
+              HasSubstr("pre_tokenizer Split pattern \"\\p{Han}+|(?<=a)b\": at character 7: the property {Han}: "
+                        "Tessera knows the general categories"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["pattern"] = {{"Regex", 3}}; }),
+              HasSubstr("pre_tokenizer Split pattern {\"Regex\":3} is neither {\"Regex\": \"...\"} nor"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["behavior"] = "Drop"; }),
+              HasSubstr("pre_tokenizer Split behavior \"Drop\" is not one of \"Removed\", \"Isolated\""));
+  EXPECT_THAT(llama3_refusal([](json& p) { p[0]["invert"] = "no"; }),
+              HasSubstr("pre_tokenizer Split invert \"no\" is not true or false"));
   EXPECT_THAT(llama3_refusal([](json& p) { p[1]["add_prefix_space"] = true; }),
-              HasSubstr("a Split then ByteLevel with add_prefix_space: true"));
+              HasSubstr("is Splits then ByteLevel with add_prefix_space: true"));
   EXPECT_THAT(llama3_refusal([](json& p) { std::swap(p[0], p[1]); }),
-              HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers"));
+              HasSubstr("pre_tokenizer is a Sequence of 2 pre-tokenizers not ending in ByteLevel"));
+  EXPECT_THAT(llama3_refusal([](json& p) { p.insert(p.begin(), json{{"type", "Digits"}}); }),
+              HasSubstr("pre_tokenizer is a Sequence whose item 0 is Digits"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["ignore_merges"] = "yes"; }),
               HasSubstr("model.ignore_merges is \"yes\", expected true or false"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["dropout"] = 0.1; }), HasSubstr("BPE dropout is on"));
