@@ -68,6 +68,14 @@ std::vector<uint32_t> several_fold(uint32_t cp) {
   return {kSeveralFolded + it->start, kSeveralFolded + it->start + it->length};
 }
 
+/// Oniguruma's \w, as Hugging Face's Split matches it (checked on every code point): Unicode's word characters
+/// (kWordChars) but Join_Control (U+200C, U+200D), and the Latin-1 digits and fractions ¹ ² ³ ¼ ½ ¾.
+bool is_word(uint32_t cp) {
+  if (cp == 0x200C || cp == 0x200D) return false;
+  if (cp == 0xB2 || cp == 0xB3 || cp == 0xB9 || (cp >= 0xBC && cp <= 0xBE)) return true;
+  return unicode::in_ranges(cp, std::begin(kWordChars), std::end(kWordChars));
+}
+
 std::pair<uint32_t, size_t> char_at(std::string_view s, size_t i) {
   const auto [cp, n] = unicode::decode_utf8(s, i);
   return n == 0 ? std::pair<uint32_t, size_t>{kInvalid, 1} : std::pair<uint32_t, size_t>{cp, n};
@@ -90,8 +98,7 @@ bool raw_in_set(const std::vector<SplitRegex::Set>& sets, const SplitRegex::Set&
   if (cp != kInvalid) {
     if (s.any || (s.categories >> category(cp) & 1)) return true;
     if (s.builtin == SplitRegex::Set::space && unicode::is_space(cp)) return true;
-    if (s.builtin == SplitRegex::Set::word && unicode::in_ranges(cp, std::begin(kWordChars), std::end(kWordChars)))
-      return true;
+    if (s.builtin == SplitRegex::Set::word && is_word(cp)) return true;
     for (const auto& [lo, hi] : s.ranges)
       if (cp >= lo && cp <= hi) return true;
   }

@@ -7,15 +7,20 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <iterator>
+#include <optional>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
 
+#include "../../src/data/normalization.h"
+#include "../../src/data/split_regex.h"
 #include "core/mds_support.h"
 
 namespace tessera {
@@ -201,24 +206,30 @@ std::string utf8(uint32_t cp) {
   return out;
 }
 
-/// The pieces each pattern cuts every Unicode code point into, in the contexts its alternatives look at (after a
-/// letter, a number, a space, a line break, an apostrophe; doubled; before punctuation), 64 code points per text:
-/// Hugging Face's pre-tokenizers (ByteLevel's regex for GPT-2's, a Split for Llama 3's) and Tessera's cut the same
-/// pieces (compared by their lengths in bytes).
-TEST(TokenizerInterop, BothPatternsCutEveryCodePointAsHuggingFace) {
-  REQUIRE_STREAMING_VENV(python);
-  test::TempDir work("tessera-tokenizer-interop");
+/// Every Unicode code point in the contexts the patterns' alternatives look at (after a letter, a number, a space, a
+/// line break, an apostrophe, a capital; doubled; before punctuation and a small letter), 64 code points per text.
+std::vector<std::string> every_code_point_in_context() {
   std::vector<std::string> texts;
   std::string text;
   for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
     if (cp >= 0xD800 && cp <= 0xDFFF) continue;
     const std::string c = utf8(cp);
-    text += "a" + c + "1" + c + " " + c + "\n" + c + "'" + c + "x" + c + c + " . " + c + "\r\n";
+    text += "a" + c + "1" + c + " " + c + "\n" + c + "'" + c + "x" + c + c + " . " + c + "X" + c + "y\r\n";
     if (cp % 64 == 63) texts.push_back(std::move(text)), text.clear();
   }
   texts.push_back(text);
+  return texts;
+}
+
+/// The pieces each named pattern cuts every code point into, in context: Hugging Face's pre-tokenizers (ByteLevel's
+/// regex for GPT-2's, a Split for the others) and Tessera's cut the same pieces (compared by their lengths in bytes).
+TEST(TokenizerInterop, EveryNamedPatternCutsEveryCodePointAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::vector<std::string> texts = every_code_point_in_context();
   test::write_file(work.path() + "/texts.json", json(texts).dump());
-  for (const data::Pattern pattern : {data::Pattern::gpt2, data::Pattern::llama3}) {
+  for (const data::Pattern pattern : {data::Pattern::gpt2, data::Pattern::llama3, data::Pattern::qwen2,
+                                      data::Pattern::o200k}) {
     const std::string name = data::pattern_name(pattern);
     SCOPED_TRACE(name);
     run_helper(python, "pieces " + name + " " + work.path() + "/texts.json " + work.path() + "/pieces.json",
@@ -235,6 +246,164 @@ TEST(TokenizerInterop, BothPatternsCutEveryCodePointAsHuggingFace) {
       ADD_FAILURE() << "text " << i << " (code points from " << i * 64 << "): " << json(ours).dump() << " against "
                     << json(theirs).dump();
     }
+  }
+}
+
+/// The [start, end) byte offsets of the pieces a Sequence of Splits cuts `text` into.
+std::vector<std::pair<size_t, size_t>> split_offsets(const std::string& text, const json& splits) {
+  std::vector<std::string_view> pieces{text}, next;
+  for (const json& split : splits) {
+    const data::SplitRegex re(split[0].get<std::string>());
+    std::string name;  // Python's "merged_with_next" is tokenizer.json's "MergedWithNext"
+    for (size_t k = 0; k < split[1].get<std::string>().size(); ++k) {
+      const char c = split[1].get<std::string>()[k];
+      if (c != '_') name += k == 0 || split[1].get<std::string>()[k - 1] == '_' ? static_cast<char>(std::toupper(c)) : c;
+    }
+    data::SplitBehavior behavior = data::SplitBehavior::isolated;
+    EXPECT_TRUE(data::split_behavior_from_name(name, behavior)) << split.dump();
+    next.clear();
+    for (std::string_view piece : pieces)
+      for (std::string_view p : data::split_pieces(piece, re.matches(piece), behavior, split[2].get<bool>()))
+        next.push_back(p);
+    std::swap(pieces, next);
+  }
+  std::vector<std::pair<size_t, size_t>> out;
+  for (std::string_view p : pieces) {
+    const auto start = static_cast<size_t>(p.data() - text.data());
+    out.emplace_back(start, start + p.size());
+  }
+  return out;
+}
+
+/// Split by regexes Tessera's engine compiles, against Hugging Face's Split (Oniguruma): each general category and
+/// the escape classes (Removed: what is left shows what matched) on every code point; the behaviors and invert,
+/// quantifiers, lookahead, atomic groups, (?i), and DeepSeek V3's three Splits on prose and on every 32nd code point
+/// in context (Hugging Face's Python side takes 12 s to cut all of them once). The same pieces, compared by their
+/// byte offsets.
+TEST(TokenizerInterop, SplitRegexesMatchAsHuggingFaceOnEveryCodePoint) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  std::vector<std::string> all;  // every code point once, 8192 to a text
+  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    if (all.empty() || cp % 8192 == 0) all.emplace_back();
+    all.back() += utf8(cp);
+  }
+  json cases = json::array();
+  const auto removed = [&](const std::string& regex) { cases.push_back({{regex, "removed", false}}); };
+  for (const char* category :
+       {"L", "Lu", "Ll", "Lt", "Lm", "Lo", "LC", "M", "Mn", "Mc", "Me", "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Ps",
+        "Pe", "Pi", "Pf", "Po", "S", "Sm", "Sc", "Sk", "So", "Z", "Zs", "Zl", "Zp", "C", "Cc", "Cf", "Co", "Cn", "Any"})
+    removed(std::string("\\p{") + category + "}+");
+  for (const char* regex : {"\\s+", "\\S+", "\\d+", "\\D+", "\\w+", "\\W+", "\\h+", ".+", "\\p{^L}+", "\\P{Letter}+",
+                            "[^\\s\\p{L}\\p{N}]+", "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+", "(?i:[a-z])+",
+                            "(?i:[^k-m])+", "(?i:'s|'t|'re|'ve|'m|'ll|'d)", "(?i)x|s|k"})
+    removed(regex);
+  const size_t on_all = cases.size();
+  // On the corpus and on every code point in context: behaviors, invert, and the other constructs.
+  for (const char* behavior : {"removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"})
+    for (const bool invert : {false, true}) cases.push_back({{"\\p{N}+|\\s", behavior, invert}});
+  for (const char* regex : {"\\s+?\\S", "\\p{L}*+\\p{L}|\\p{L}", "(?>\\s+)\\S|\\s", "\\p{N}{2}?|\\p{N}{,2}|x{2,}+",
+                            "(?:\\p{L}\\p{M}*)+(?=\\s)", "(?!\\p{L})\\S+", "x*", "[\\w\\-.]+@\\w+"})
+    cases.push_back({{regex, "isolated", false}});
+  json deepseek = json::array();
+  for (const char* regex : {"\\p{N}{1,3}", "[一-龥\u3040-ゟ゠-ヿ]+",
+                            "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+                            "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"})
+    deepseek.push_back({regex, "isolated", false});
+  cases.push_back(deepseek);
+  std::vector<std::string> in_context;  // every 32nd text of every code point in context (2048 code points), and prose
+  const std::vector<std::string> every = every_code_point_in_context();
+  for (size_t i = 0; i < every.size(); i += 32) in_context.push_back(every[i]);
+  in_context.push_back(corpus());
+  for (const auto& [texts, first, last] : {std::tuple{&all, size_t{0}, on_all},
+                                           std::tuple{&in_context, on_all, cases.size()}}) {
+    json these = json::array();
+    for (size_t c = first; c < last; ++c) these.push_back(cases[c]);
+    test::write_file(work.path() + "/cases.json", json({{"texts", *texts}, {"cases", these}}).dump());
+    run_helper(python, "split " + work.path() + "/cases.json " + work.path() + "/split.json", work.path() + "/split.log");
+    const json expected = json::parse(test::read_file(work.path() + "/split.json"));
+    ASSERT_EQ(expected.size(), these.size());
+    for (size_t c = 0; c < these.size(); ++c) {
+      SCOPED_TRACE(these[c].dump());
+      int wrong = 0;
+      for (size_t i = 0; i < texts->size() && wrong < 3; ++i) {
+        const auto theirs = expected[c][i].get<std::vector<std::pair<size_t, size_t>>>();
+        const auto ours = split_offsets((*texts)[i], these[c]);
+        if (ours == theirs) continue;
+        ++wrong;
+        size_t k = 0;
+        while (k < ours.size() && k < theirs.size() && ours[k] == theirs[k]) ++k;
+        const size_t at = k < ours.size() ? ours[k].first : k < theirs.size() ? theirs[k].first : 0;
+        ADD_FAILURE() << "text " << i << ": pieces differ from byte " << at << " on: \""
+                      << (*texts)[i].substr(at, 24) << "\"";
+      }
+    }
+  }
+}
+
+/// Hugging Face's NFC and NFD normalizers and Tessera's give the same text for every code point, alone, after a
+/// letter and before combining marks of several classes (where composition and canonical order act).
+TEST(TokenizerInterop, NormalizesEveryCodePointAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  std::vector<std::string> texts;
+  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    if (texts.empty() || cp % 512 == 0) texts.emplace_back();
+    const std::string c = utf8(cp);
+    texts.back() += c + " a" + c + " " + c + "\u0301\u0316" + c + "\u0334 \u1100" + c + "\u11A8 ";
+  }
+  test::write_file(work.path() + "/texts.json", json(texts).dump());
+  run_helper(python, "normalize " + work.path() + "/texts.json " + work.path() + "/normalized.json",
+             work.path() + "/normalize.log");
+  const json expected = json::parse(test::read_file(work.path() + "/normalized.json"));
+  for (const auto& [name, form] : {std::pair{"nfc", data::unicode::NormalForm::nfc},
+                                   std::pair{"nfd", data::unicode::NormalForm::nfd}}) {
+    int wrong = 0;
+    for (size_t i = 0; i < texts.size() && wrong < 3; ++i) {
+      if (data::unicode::normalize(texts[i], form) == expected[name][i].get<std::string>()) continue;
+      ++wrong;
+      ADD_FAILURE() << name << " of text " << i << " (code points from " << i * 512 << ") differs";
+    }
+  }
+}
+
+/// Byte-level BPE as Qwen2's (NFC, then a Split by its pattern), GPT-4o's (a Split by o200k's pattern) and DeepSeek
+/// V3's (three Splits) are made: Hugging Face's BpeTrainer learns the merges Tessera learns with pattern "qwen2" and
+/// normalizer "nfc", and with pattern "o200k"; Tessera reads each tokenizer.json and gives Hugging Face's ids, and
+/// Hugging Face reads the file Tessera writes back.
+TEST(TokenizerInterop, QwenGpt4oAndDeepSeekStylesAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus() + " Cafe\u0301 cafe\u0301 caf\u00e9 \u1100\u1161\u11a8 A\u030a \u212b ";
+  const size_t cut = write_first_half(text, work.path());
+  run_helper(python, "qwen2 " + work.path() + "/corpus.txt " + work.path(), work.path() + "/qwen2.log");
+  const auto trained = [&](TokenizerTrainOptions options) {
+    return Tokenizer::train({text.substr(0, cut)}, options.vocab_size(1200).special_tokens({"<|endoftext|>"}));
+  };
+  const std::vector<std::string> texts = {
+      "Hello world, I'M here; don't DON'T it'S they'Re HTTPServer McDonald's x/y/z", "1234567 3.14159 ١٢٣٤٥ x²",
+      "Cafe\u0301 caf\u00e9 A\u030a \u212b \u1100\u1161\u11a8 e\u0316\u0301", "a.\n\nb  \n  x\r\n\r\nend\t\tx \u00a0y",
+      "<|endoftext|>inside<|endoftext|> 漢字かなカタカナ 한국어 🙂🙃👍🏽", "", "   ", text.substr(cut)};
+  for (const auto& [name, options] : std::vector<std::pair<std::string, std::optional<TokenizerTrainOptions>>>{
+           {"qwen2", TokenizerTrainOptions().pattern("qwen2").normalizer("nfc")},
+           {"o200k", TokenizerTrainOptions().pattern("o200k")},
+           {"deepseek", std::nullopt}}) {
+    SCOPED_TRACE(name);
+    const std::string file = work.path() + "/" + name + ".json";
+    const Tokenizer theirs = Tokenizer::load(file);
+    if (options) {
+      const Tokenizer ours = trained(*options);
+      EXPECT_EQ(merges_of(json::parse(ours.to_json())), merges_of(json::parse(test::read_file(file))));
+      EXPECT_EQ(ours.fingerprint(), theirs.fingerprint());
+      EXPECT_EQ(theirs.pattern(), ours.pattern());
+    } else {
+      EXPECT_EQ(theirs.pattern(), data::Pattern::custom);
+    }
+    expect_encodes_as_hugging_face(python, theirs, file, texts, work.path());
+    theirs.save(work.path() + "/ours.json");
+    expect_encodes_as_hugging_face(python, theirs, work.path() + "/ours.json", texts, work.path());
   }
 }
 
