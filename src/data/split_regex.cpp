@@ -173,6 +173,12 @@ class RegexParser {
       options.push_back(sequence());
     }
     if (options.size() == 1) return options[0];
+    const auto is_set = [&](int k) { return re_.nodes_[static_cast<size_t>(k)].kind == Node::set; };
+    if (std::all_of(options.begin(), options.end(), is_set)) {  // one character each, (?:a|\s): one class
+      Set any_of;
+      for (int k : options) any_of.subsets.push_back(re_.nodes_[static_cast<size_t>(k)].set_index);
+      return set_node(add_set(std::move(any_of)));
+    }
     Node n;
     n.kind = Node::alt;
     n.children = std::move(options);
@@ -580,7 +586,12 @@ class RegexMatcher {
   RegexMatcher(const SplitRegex& re, std::string_view s) : re_(re), s_(s) {}
 
   /// Whether the pattern matches at `pos`; its end in end_.
-  bool match_at(size_t pos) { return match(re_.root_, pos, nullptr); }
+  bool match_at(size_t pos) {
+    steps_ = 0;
+    budget_ = 1000000 + 64 * (s_.size() - pos);
+    start_ = pos;
+    return match(re_.root_, pos, nullptr);
+  }
   size_t end() const { return end_; }
 
  private:
@@ -641,6 +652,10 @@ class RegexMatcher {
   }
 
   bool match(int index, size_t pos, const Cont* k) {
+    if (++steps_ > budget_)
+      throw RegexError(fmt::format("the pattern took more than {} steps to match at byte {} of a text of {} bytes "
+                                   "(catastrophic backtracking); Tessera stops there rather than run for ages",
+                                   budget_, start_, s_.size()));
     const Node& n = re_.nodes_[static_cast<size_t>(index)];
     switch (n.kind) {
       case Node::set: {
@@ -695,6 +710,7 @@ class RegexMatcher {
   std::string_view s_;
   size_t end_ = 0;
   int depth_ = 0;
+  size_t steps_ = 0, budget_ = 0, start_ = 0;  ///< match() calls in this attempt, the most allowed, where it began
 };
 
 SplitRegex::SplitRegex(std::string_view pattern) {

@@ -17,17 +17,19 @@
 // holds such a folding ("ss").
 #include <cstddef>
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include <tessera/error.h>
+
 namespace tessera::data {
 
-/// A pattern Tessera cannot compile: what and where (the character offset in the pattern).
-struct RegexError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+/// A pattern Tessera cannot compile (what, and where: the character offset in the pattern), or one that takes too
+/// many steps on a text (catastrophic backtracking) or nests too deep for the stack.
+struct RegexError : InputError {
+  using InputError::InputError;
 };
 
 class SplitRegex {
@@ -39,7 +41,8 @@ class SplitRegex {
   /// Hugging Face's Split takes them: each search starts where the last match ended; an empty match right where the
   /// last one ended is skipped (the search starts one character further). A byte that starts no valid UTF-8
   /// character is one character that is no letter, number, mark, punctuation, symbol, separator, space or word
-  /// character.
+  /// character. RegexError when a match attempt takes more than a million steps plus 64 per byte of the text after
+  /// it (catastrophic backtracking, such as (a*)*b's on a run of a's), rather than run for ages.
   std::vector<std::pair<size_t, size_t>> matches(std::string_view text) const;
 
   /// A class of characters: categories, ranges, built-in classes and nested classes, negated or not.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <tessera/data/tokenizer.h>
+#include <tessera/error.h>
 
 #include "../../src/data/normalization.h"
 #include "../../src/data/split_regex.h"
@@ -108,6 +109,26 @@ TEST(SplitRegex, RefusesWhatItDoesNotReadSayingWhereAndWhy) {
   refused("a\xFF", "byte 1 is not valid UTF-8");
   refused("(?x:a)", "the group (?x");
   refused("a\\", "a \\ at the end of the pattern");
+}
+
+// What would run for ages or overflow the stack stops with a RegexError (an InputError) instead.
+TEST(SplitRegex, StopsCatastrophicBacktrackingAndDeepNestingWithAnError) {
+  const auto error_of = [](const std::string& pattern, const std::string& text) {
+    try {
+      SplitRegex(pattern).matches(text);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("(a*)*b", std::string(40, 'a')).find("steps to match at byte 0 of a text of 40 bytes "
+                                                          "(catastrophic backtracking)"),
+            std::string::npos);
+  EXPECT_NE(error_of("(?:ab|c)+", std::string(20000, 'c') + "ab").find("more than 2000 nested steps"),
+            std::string::npos);
+  // One character per alternative is one class: no nesting however long the run.
+  EXPECT_EQ(cut("(?:a|b|\\s)+", std::string(100000, 'a') + " b!").size(), 2u);
+  EXPECT_EQ(cut("(a*)*b", std::string(40, 'a') + "b"), Pieces{std::string(40, 'a') + "b"});
 }
 
 /// Texts holding every code point in the contexts the patterns' alternatives look at (as the interop test's).

@@ -215,3 +215,22 @@ put("fuzz_tokenizer", "wordpiece", json.dumps({
     "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
               "max_input_chars_per_word": 12, "vocab": {t: i for i, t in enumerate(wordpiece_vocab)}}},
     ensure_ascii=False).encode() + "\0UNAFFABLE Café,中中 hello\x01\t[MASK]world! \u0130 \uac00 x".encode() + b"\xff")
+O200K = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+         r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+         r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+qwen2 = json.loads(tokenizer_json(english + ["1 2"]))
+qwen2["normalizer"] = {"type": "NFC"}
+qwen2["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": O200K}},
+    {"type": "Split", "behavior": "MergedWithNext", "invert": True, "pattern": {"Regex": r"(?:\p{Lu}|\d)+?(?=\s)"}},
+    {"type": "Split", "behavior": "Removed", "invert": False, "pattern": {"String": "zz"}},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+put("fuzz_tokenizer", "splits_nfc", json.dumps(qwen2, ensure_ascii=False).encode()
+    + "\0HTTPServer don'T 1234 caf\u00e9 cafe\u0301 \u1100\u1161 zz x/y\n\xff".encode())
+
+# --- Split pre-tokenizer regexes (the pattern, NUL, a text) ----------------------------------------------------
+put("fuzz_split_regex", "o200k", O200K.encode() + "\0HTTPServer don'T 1234567 x/y\n\n  z\u00e9\u0301".encode())
+put("fuzz_split_regex", "constructs", r"(?i:[a-c]x)+?|(?>\s+)\S|a{2,}+|\p{^L}{1,3}?(?=\d)|(?!\h)[\w\-.]|\x{41}|(?:a|\s)*+".encode()
+    + b"\0ABXabx  7e! aaaaa -.\xff\x80")
+put("fuzz_split_regex", "deepseek", r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+".encode()
+    + "\0.Net (x) \u6f22\u5b57 \u0915\u093c!!\r\n".encode())
