@@ -3,7 +3,8 @@
 // docs/language-models.md "Tokenizers").
 //
 //   tessera-tokenizer train PATH --vocab-size N --out T.json [--min-frequency 2] [--special TOKEN ...]
-//                           [--template '$A <|endoftext|>'] [--pattern gpt2|llama3]
+//                           [--template '$A <|endoftext|>'] [--pattern gpt2|llama3|qwen2|o200k | --split-regex R]
+//                           [--normalizer none|nfc]
 //                           [--test-fraction 0.1 | --all]   (PATH: a text file or a folder, as the text dataset reads)
 //   tessera-tokenizer encode T.json PATH [--ids] [--split all|train|test] [--test-fraction 0.1]
 //                                [--add-special-tokens]     (bytes, tokens, bytes per token, time; --ids: the ids)
@@ -47,9 +48,16 @@ int main(int argc, char** argv) {
   train->add_option("--special", options.special_tokens(), "special tokens (ids 0, 1, ...), e.g. '<|endoftext|>'");
   train->add_option("--template", options.single_template(),
                     "the special tokens around each text, such as '$A <|endoftext|>' (the post-processor's template)");
-  train->add_option("--pattern", options.pattern(),
-                    "the pattern that cuts text into pieces: gpt2 (GPT-2's) or llama3 (Llama 3's, numbers in threes)")
-      ->check(CLI::IsMember({"gpt2", "llama3"}))
+  auto* pattern = train->add_option("--pattern", options.pattern(),
+                                    "the pattern that cuts text into pieces: gpt2 (GPT-2's), llama3 (Llama 3's, "
+                                    "numbers in threes), qwen2 (Qwen2's, single digits) or o200k (GPT-4o's)")
+                      ->check(CLI::IsMember({"gpt2", "llama3", "qwen2", "o200k"}))
+                      ->capture_default_str();
+  train->add_option("--split-regex", options.split_regex(),
+                    "a pre-tokenizer regex of your own instead of --pattern (Hugging Face's Split, Oniguruma syntax)")
+      ->excludes(pattern);
+  train->add_option("--normalizer", options.normalizer(), "Unicode normalization before the text is cut: none or nfc")
+      ->check(CLI::IsMember({"none", "nfc"}))
       ->capture_default_str();
   train->add_option("--out", out, "the tokenizer.json to write")->required();
   auto* fraction = train->add_option("--test-fraction", test_fraction,

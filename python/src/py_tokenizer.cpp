@@ -10,30 +10,35 @@ namespace tessera::python {
 void bind_tokenizer(py::module_& d) {
   using data::Tokenizer;
   py::class_<Tokenizer>(d, "Tokenizer",
-                        "A byte-level BPE tokenizer (GPT-2's or Llama 3's scheme), a WordPiece one (BERT's) or a "
+                        "A byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen2's or GPT-4o's scheme, or Splits by "
+                        "other regexes), a WordPiece one (BERT's) or a "
                         "SentencePiece-style BPE one (Llama 2's), as Hugging Face's tokenizer.json. Train a "
                         "byte-level BPE one with Tokenizer.train, or read any with Tokenizer.load.")
       .def_static(
           "train",
           [](const std::vector<std::string>& texts, int64_t vocab_size, int64_t min_frequency,
              const std::vector<std::string>& special_tokens, const std::string& single_template,
-             const std::string& pattern) {
+             const std::string& pattern, const std::string& split_regex, const std::string& normalizer) {
             const data::TokenizerTrainOptions options = data::TokenizerTrainOptions()
                                                             .vocab_size(vocab_size)
                                                             .min_frequency(min_frequency)
                                                             .special_tokens(special_tokens)
                                                             .single_template(single_template)
-                                                            .pattern(pattern);
+                                                            .pattern(pattern)
+                                                            .split_regex(split_regex)
+                                                            .normalizer(normalizer);
             py::gil_scoped_release release;
             return Tokenizer::train(texts, options);
           },
           py::arg("texts"), py::kw_only(), py::arg("vocab_size") = 4096, py::arg("min_frequency") = 2,
           py::arg("special_tokens") = std::vector<std::string>{}, py::arg("single_template") = "",
-          py::arg("pattern") = "gpt2",
+          py::arg("pattern") = "gpt2", py::arg("split_regex") = "", py::arg("normalizer") = "none",
           "Trains on `texts` (str or bytes each): the merges Hugging Face's BpeTrainer finds on the same text. "
           "single_template (such as '$A <|endoftext|>') is the post-processor's: the special tokens "
-          "encode(text, add_special_tokens=True) puts around a text. pattern: 'gpt2' (GPT-2's pre-tokenizer) or "
-          "'llama3' (Llama 3's: numbers in runs of at most three digits).")
+          "encode(text, add_special_tokens=True) puts around a text. pattern: 'gpt2' (GPT-2's pre-tokenizer), "
+          "'llama3' (Llama 3's: numbers in runs of at most three digits), 'qwen2' (Llama 3's with single digits) or "
+          "'o200k' (GPT-4o's); split_regex: a pre-tokenizer regex of your own instead (Hugging Face's Split, "
+          "Oniguruma syntax); normalizer: 'none' or 'nfc' (Qwen2's).")
       .def_static("load", &Tokenizer::load, py::arg("path"),
                   "Reads a tokenizer.json (byte-level BPE, WordPiece or SentencePiece-style BPE), or a folder with "
                   "tokenizer.json, "
@@ -70,7 +75,12 @@ void bind_tokenizer(py::module_& d) {
                              "BPE (over characters, with byte fallback: Llama 2's, Mistral's)")
       .def_property_readonly(
           "pattern", [](const Tokenizer& t) { return data::pattern_name(t.pattern()); },
-          "a byte-level BPE tokenizer's pre-tokenizer pattern: 'gpt2' or 'llama3'")
+          "a byte-level BPE tokenizer's pre-tokenizer pattern: 'gpt2', 'llama3', 'qwen2', 'o200k' or 'custom' (other "
+          "Splits: pre_tokenizer_json)")
+      .def_property_readonly("pre_tokenizer_json", &Tokenizer::pre_tokenizer_json,
+                             "a byte-level BPE tokenizer's pre-tokenizer, as tokenizer.json writes it")
+      .def_property_readonly("normalizer", &Tokenizer::normalizer,
+                             "a byte-level BPE tokenizer's Unicode normalization: 'NFC', 'NFD' or '' (none)")
       .def_property_readonly("ignore_merges", &Tokenizer::ignore_merges,
                              "whether a piece that is a token as a whole is that token, unmerged (Llama 3's)")
       .def_property_readonly("special_tokens", &Tokenizer::special_tokens, "the special added tokens' texts, by id")

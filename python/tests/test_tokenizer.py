@@ -67,6 +67,23 @@ def test_added_tokens_flags_and_the_post_processors_tokens(tmp_path):
         Tokenizer.train(["xx"], vocab_size=300, single_template="$A <eos>")
 
 
+def test_qwen2_o200k_and_a_regex_of_ones_own_train_save_and_read_back(tmp_path):
+    texts = ["HTTPServer don't DON'T 1234567 cafe\u0301 caf\u00e9 x/y " * 20]
+    qwen2 = Tokenizer.train(texts, vocab_size=300, pattern="qwen2", normalizer="nfc")
+    assert qwen2.pattern == "qwen2" and qwen2.normalizer == "NFC"
+    assert qwen2.encode("cafe\u0301") == qwen2.encode("caf\u00e9")
+    o200k = Tokenizer.train(texts, vocab_size=300, pattern="o200k")
+    assert o200k.pattern == "o200k" and o200k.normalizer == ""
+    own = Tokenizer.train(texts, vocab_size=300, split_regex=r"\p{L}+|\p{N}|\s+|.")
+    assert own.pattern == "custom" and '"Split"' in own.pre_tokenizer_json
+    for tok in (qwen2, o200k, own):
+        tok.save(str(tmp_path / "t.json"))
+        back = Tokenizer.load(str(tmp_path / "t.json"))
+        assert back.fingerprint() == tok.fingerprint() and back.encode(texts[0]) == tok.encode(texts[0])
+    with pytest.raises(tessera.InputError, match=r"at character 0: the anchor \^"):
+        Tokenizer.train(texts, vocab_size=300, split_regex="^a")
+
+
 def test_llama3s_pattern_trains_saves_and_reads_back(tmp_path):
     texts = ["In 2024, 12345 people wrote 'hello' 3 times.\n\nThey'RE here."] * 20
     tok = Tokenizer.train(texts, vocab_size=300, pattern="llama3")

@@ -374,6 +374,7 @@ class RegexParser {
         plain = false;
         ++i_;
       } else if (at('<') && (at('=', 1) || at('!', 1))) {
+        i_ = open;
         fail("lookbehind (?<= or (?<! (not supported)");
       } else if (at('<')) {  // (?<name>…): a group; nothing refers back to it
         while (more() && !at('>')) ++i_;
@@ -388,7 +389,9 @@ class RegexParser {
         ++i_;
         fold_ = !off;
       } else {
-        fail(fmt::format("the group (?{} (not supported)", more() ? show(p_[i_]) : std::string()));
+        const std::string kind = more() ? show(p_[i_]) : std::string();
+        i_ = open;
+        fail(fmt::format("the group (?{} (not supported)", kind));
       }
     }
     const int inside = alternatives();

@@ -92,7 +92,7 @@ TEST(SplitRegex, RefusesWhatItDoesNotReadSayingWhereAndWhy) {
   refused("a$", "at character 1: the anchor $");
   refused("a\\b", "at character 2: the escape \\b (not supported: anchors, back-references");
   refused("(a)\\1", "the escape \\1");
-  refused("(?<=a)b", "lookbehind");
+  refused("(?<=a)b", "at character 0: lookbehind");
   refused("\\p{Han}", "the property {Han}: Tessera knows the general categories");
   refused("[[:alpha:]]", "POSIX bracket");
   refused("[a-z&&[^c]]", "class intersection");
@@ -107,7 +107,7 @@ TEST(SplitRegex, RefusesWhatItDoesNotReadSayingWhereAndWhy) {
   refused("[z-a]", "the range z-a whose end is before its start");
   refused("\\x{110000}", "a code point above U+10FFFF");
   refused("a\xFF", "byte 1 is not valid UTF-8");
-  refused("(?x:a)", "the group (?x");
+  refused("a(?x:a)", "at character 1: the group (?x");
   refused("a\\", "a \\ at the end of the pattern");
 }
 

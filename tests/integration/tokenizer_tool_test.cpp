@@ -113,6 +113,23 @@ TEST(TokenizerTool, TrainsOnTheTrainSplitEncodesDecodesAndInspects) {
                 .fingerprint());
   const Result named = tool(TESSERA_TOKENIZER_PATH, tmp.path(), "inspect '" + llama3 + "'");
   EXPECT_TRUE(has(named.out, "byte-level BPE (Llama 3's pattern), 300 tokens")) << named.out;
+  // Qwen2's pattern with NFC, and a regex of one's own.
+  const std::string qwen2 = tmp.path() + "/qwen2.json", own = tmp.path() + "/own.json";
+  ASSERT_EQ(tool(TESSERA_TOKENIZER_PATH, tmp.path(),
+                 "train '" + file + "' --vocab-size 300 --pattern qwen2 --normalizer nfc --out '" + qwen2 + "'")
+                .code,
+            0);
+  EXPECT_TRUE(has(tool(TESSERA_TOKENIZER_PATH, tmp.path(), "inspect '" + qwen2 + "'").out,
+                  "byte-level BPE (Qwen2's pattern), NFC-normalized, "));
+  ASSERT_EQ(tool(TESSERA_TOKENIZER_PATH, tmp.path(),
+                 "train '" + file + "' --vocab-size 300 --split-regex '\\p{L}+|\\s+|.' --out '" + own + "'")
+                .code,
+            0);
+  EXPECT_EQ(data::Tokenizer::load(own).pattern(), data::Pattern::custom);
+  const Result bad_regex = tool(TESSERA_TOKENIZER_PATH, tmp.path(),
+                                "train '" + file + "' --split-regex '(?<=a)b' --out x.json");
+  EXPECT_EQ(bad_regex.code, 2);
+  EXPECT_TRUE(has(bad_regex.err, "split_regex \"(?<=a)b\": at character 0: lookbehind")) << bad_regex.err;
 
   // Bad input: exit 2, saying what.
   EXPECT_EQ(tool(TESSERA_TOKENIZER_PATH, tmp.path(), "train '" + file + "' --pattern gpt4 --out x.json").code, 2);
