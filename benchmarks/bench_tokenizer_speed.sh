@@ -7,7 +7,8 @@
 # is Hugging Face's time over Tessera's (above 1: Tessera is faster); each time is the best of three. Last, Hugging
 # Face's trainers make three other kinds of tokenizer of the largest size, and both encode the whole text with each:
 # WordPiece (BERT's: uncased BertNormalizer, BertPreTokenizer), byte-level BPE with Llama 3's pre-tokenizer and
-# ignore_merges, and SentencePiece-style BPE (Llama 2's: "▁" for spaces, byte fallback, the text one word).
+# ignore_merges, with Qwen2's (NFC, then its Split), GPT-4o's (o200k's Split) and DeepSeek V3's (three Splits), and
+# SentencePiece-style BPE (Llama 2's: "▁" for spaces, byte fallback, the text one word).
 #   benchmarks/bench_tokenizer_speed.sh [vocabulary sizes...]   (default: 2048 8192)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,7 +72,7 @@ print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)} with its own m
 PY
 done
 v=${vocabs[-1]}
-for kind in wordpiece llama3 sentencepiece; do
+for kind in wordpiece llama3 qwen2 o200k deepseek sentencepiece; do
 "$python" - "$text" "$v" "$out/$kind$v.json" "$kind" <<'PY'
 import json, os, sys
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -84,12 +85,23 @@ if kind == "wordpiece":  # BERT's
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab, show_progress=False,
                                         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-elif kind == "llama3":  # Llama 3's pre-tokenizer, and ignore_merges set below
-    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+elif kind in ("llama3", "qwen2", "o200k", "deepseek"):  # their Splits (Llama 3's ignore_merges is set below)
+    llama3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+")
+    contractions = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    patterns = {
+        "llama3": [llama3], "qwen2": [llama3.replace(r"\p{N}{1,3}", r"\p{N}")],
+        "o200k": [r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+" + contractions +
+                  r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*" + contractions +
+                  r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"],
+        "deepseek": [r"\p{N}{1,3}", "[一-龥\u3040-ゟ゠-ヿ]+",
+                     r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|"
+                     r"\s*[\r\n]+|\s+(?!\S)|\s+"]}[kind]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), "isolated"),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if kind == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(p), "isolated") for p in patterns] +
+                                                [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -128,7 +140,8 @@ for _ in range(3):
     ids = tok.encode(text, add_special_tokens=False).ids
     times.append(time.perf_counter() - start)
 hf = min(times)
-name = {"wordpiece": "WordPiece", "llama3": "Llama 3 BPE", "sentencepiece": "SentencePiece BPE"}[kind]
+name = {"wordpiece": "WordPiece", "llama3": "Llama 3 BPE", "qwen2": "Qwen2 BPE (NFC)", "o200k": "GPT-4o BPE",
+        "deepseek": "DeepSeek V3 BPE", "sentencepiece": "SentencePiece BPE"}[kind]
 print(f"{name + ' ' + str(tok.get_vocab_size()) + ' encode, one thread':34} {ours:10.3f} {hf:10.3f} {hf / ours:8.2f}x")
 print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)})")
 PY

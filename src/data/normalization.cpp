@@ -91,9 +91,10 @@ void decompose(std::vector<uint32_t>& cps) {
   cps = std::move(out);
 }
 
-std::string normalize(std::string_view text, NormalForm form) {
-  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
-    return std::string(text);  // ASCII is in every normal form
+namespace {
+
+/// `text` (a stretch that starts at a starter) in normal form `form`, appended to `out`.
+void normalize_stretch(std::string_view text, NormalForm form, std::string& out) {
   std::vector<uint32_t> cps;
   cps.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
@@ -103,12 +104,32 @@ std::string normalize(std::string_view text, NormalForm form) {
   }
   decompose(cps);
   if (form == NormalForm::nfc) compose(cps);
-  std::string out;
-  out.reserve(text.size());
   for (uint32_t cp : cps) {
     if (cp >= kNotUtf8) out += static_cast<char>(cp - kNotUtf8);
     else append_utf8(out, cp);
   }
+}
+
+bool ascii(char c) { return static_cast<unsigned char>(c) < 0x80; }
+
+}  // namespace
+
+std::string normalize(std::string_view text, NormalForm form) {
+  // ASCII is in every normal form, and an ASCII character followed by another is a starter that nothing before it
+  // reorders or composes with: the stretches between such places normalize on their own, the rest is copied.
+  std::string out;
+  out.reserve(text.size());
+  size_t copied = 0;  // text[0, copied) is in `out`
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (ascii(text[i])) continue;
+    const size_t start = i > copied && ascii(text[i - 1]) ? i - 1 : i;  // the starter before (e + U+0301)
+    size_t end = i;
+    while (end < text.size() && !(ascii(text[end]) && (end + 1 == text.size() || ascii(text[end + 1])))) ++end;
+    out.append(text.substr(copied, start - copied));
+    normalize_stretch(text.substr(start, end - start), form, out);
+    copied = i = end;
+  }
+  out.append(text.substr(copied));
   return out;
 }
 

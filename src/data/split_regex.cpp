@@ -517,6 +517,20 @@ class RegexParser {
     return 0;
   }
 
+  /// Puts class `k` (an escape inside a bracket) into bracket class `s`: its categories and ranges into s's own when
+  /// it is not negated and s has no other built-in class (one lookup per character instead of one per escape), else
+  /// as a nested class.
+  void merge_or_nest(Set& s, int k) {
+    const Set& c = re_.sets_[static_cast<size_t>(k)];
+    if (c.negated || c.any || !c.subsets.empty() || (c.builtin != Set::none && s.builtin != Set::none)) {
+      s.subsets.push_back(k);
+      return;
+    }
+    s.categories |= c.categories;
+    s.ranges.insert(s.ranges.end(), c.ranges.begin(), c.ranges.end());
+    if (c.builtin != Set::none) s.builtin = c.builtin;
+  }
+
   /// A bracket class, after its [.
   int bracket() {
     const size_t open = i_ - 1;
@@ -548,7 +562,7 @@ class RegexParser {
       uint32_t lo = p_[i_++];
       if (lo == '\\') lo = escape(set, true);
       if (set >= 0) {
-        s.subsets.push_back(set);
+        merge_or_nest(s, set);
         has_class = true;
         continue;
       }
@@ -586,12 +600,11 @@ class RegexParser {
 /// Backtracking search, each node trying its ways in Oniguruma's order, with what comes after it as a continuation.
 class RegexMatcher {
  public:
-  RegexMatcher(const SplitRegex& re, std::string_view s) : re_(re), s_(s) {}
+  RegexMatcher(const SplitRegex& re, std::string_view s) : re_(re), s_(s), budget_(1000000 + 256 * s.size()) {}
 
-  /// Whether the pattern matches at `pos`; its end in end_.
+  /// Whether the pattern matches at `pos`; its end in end_. All attempts on the text together may take a million
+  /// steps plus 256 per byte of the text.
   bool match_at(size_t pos) {
-    steps_ = 0;
-    budget_ = 1000000 + 64 * (s_.size() - pos);
     start_ = pos;
     return match(re_.root_, pos, nullptr);
   }
@@ -616,6 +629,13 @@ class RegexMatcher {
     }
     ~Depth() { --d_; }
     int& d_;
+  };
+
+  /// Drops what a repeat pushed on ends_, however it leaves.
+  struct Unwind {
+    std::vector<size_t>& ends;
+    size_t base;
+    ~Unwind() { ends.resize(base); }
   };
 
   bool proceed(const Cont* k, size_t pos) {
@@ -656,9 +676,9 @@ class RegexMatcher {
 
   bool match(int index, size_t pos, const Cont* k) {
     if (++steps_ > budget_)
-      throw RegexError(fmt::format("the pattern took more than {} steps to match at byte {} of a text of {} bytes "
+      throw RegexError(fmt::format("the pattern took more than {} steps on a text of {} bytes, at byte {} "
                                    "(catastrophic backtracking); Tessera stops there rather than run for ages",
-                                   budget_, start_, s_.size()));
+                                   budget_, s_.size(), start_));
     const Node& n = re_.nodes_[static_cast<size_t>(index)];
     switch (n.kind) {
       case Node::set: {
@@ -678,21 +698,25 @@ class RegexMatcher {
       case Node::repeat: {
         const Node& child = re_.nodes_[static_cast<size_t>(n.children[0])];
         if (child.kind != Node::set) return repeat(n, 0, pos, pos, k);
-        // One character at a time: the ends after 0, 1, … characters, tried in the quantifier's order.
-        std::vector<size_t> ends{pos};
+        // One character at a time: the ends after 0, 1, … characters (on a stack shared by the nested repeats, so
+        // that no match allocates), tried in the quantifier's order.
+        const size_t base = ends_.size();
+        const Unwind unwind{ends_, base};
+        ends_.push_back(pos);
         size_t after;
-        while ((n.max < 0 || ends.size() <= static_cast<size_t>(n.max)) && in(child.set_index, ends.back(), after))
-          ends.push_back(after);
-        const size_t most = ends.size() - 1, least = static_cast<size_t>(n.min);
+        while ((n.max < 0 || ends_.size() - base <= static_cast<size_t>(n.max)) &&
+               in(child.set_index, ends_.back(), after))
+          ends_.push_back(after);
+        const size_t most = ends_.size() - 1 - base, least = static_cast<size_t>(n.min);
         if (most < least) return false;
-        if (n.mode == Node::possessive) return proceed(k, ends[most]);
+        if (n.mode == Node::possessive) return proceed(k, ends_[base + most]);
         if (n.mode == Node::lazy) {
           for (size_t j = least; j <= most; ++j)
-            if (proceed(k, ends[j])) return true;
+            if (proceed(k, ends_[base + j])) return true;
           return false;
         }
         for (size_t j = most + 1; j-- > least;)
-          if (proceed(k, ends[j])) return true;
+          if (proceed(k, ends_[base + j])) return true;
         return false;
       }
       case Node::look: {
@@ -713,7 +737,8 @@ class RegexMatcher {
   std::string_view s_;
   size_t end_ = 0;
   int depth_ = 0;
-  size_t steps_ = 0, budget_ = 0, start_ = 0;  ///< match() calls in this attempt, the most allowed, where it began
+  size_t steps_ = 0, budget_, start_ = 0;  ///< match() calls on this text, the most allowed, the attempt's start
+  std::vector<size_t> ends_;                    ///< the single-character repeats' ends, innermost last
 };
 
 SplitRegex::SplitRegex(std::string_view pattern) {

@@ -97,6 +97,24 @@ inline const std::string& small_text_llama3() {
   return path;
 }
 
+/// A byte-level BPE tokenizer of 280 tokens with GPT-4o's pattern (cut by the regex engine) after an NFC normalizer
+/// (<|endoftext|>, the bytes, the merges; template "$A <|endoftext|>") trained on small_text_file(), saved under the
+/// temp folder once per test binary.
+inline const std::string& small_text_o200k() {
+  static const std::string path = [] {
+    return write_per_process(
+        "tessera_small_o200k_",
+        nlohmann::json::parse(data::Tokenizer::train({small_text()}, data::TokenizerTrainOptions()
+                                                                         .vocab_size(280)
+                                                                         .pattern("o200k")
+                                                                         .normalizer("nfc")
+                                                                         .special_tokens({"<|endoftext|>"})
+                                                                         .single_template("$A <|endoftext|>"))
+                                  .to_json()));
+  }();
+  return path;
+}
+
 /// A SentencePiece-style BPE tokenizer as Llama 2's (normalizer Prepend "▁" then Replace " " by "▁", byte fallback,
 /// decoder Replace, ByteFallback, Fuse, Strip; template "<s> $A </s>") for small_text_file(): <unk> <s> </s>, the 256
 /// <0xXX> tokens, "▁", the lowercase letters but z, and the merges that make "▁" + each of its words; saved under the

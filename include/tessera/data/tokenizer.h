@@ -1,5 +1,6 @@
 #pragma once
-/// Byte-level BPE tokenizers (GPT-2's scheme, or Llama 3's pattern): trained on your text, or read from a Hugging Face
+/// Byte-level BPE tokenizers (GPT-2's scheme, or Llama 3's, Qwen2's, GPT-4o's pattern, or Splits by regexes of your
+/// own, with an NFC normalizer or not): trained on your text, or read from a Hugging Face
 /// `tokenizer.json` or GPT-2's `vocab.json` + `merges.txt`, and written as a `tokenizer.json` that Hugging Face
 /// `tokenizers` reads; and WordPiece (BERT's) and SentencePiece-style BPE (Llama 2's) tokenizers, read and written.
 ///
@@ -35,7 +36,12 @@
 /// Llama 3's byte-level BPE is read too (and trained, with `pattern("llama3")`): its pre-tokenizer is a Split by Llama
 /// 3's pattern (`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
 /// \s*[\r\n]+|\s+(?!\S)|\s+`, the pattern of OpenAI's cl100k) followed by ByteLevel without its own pattern, and
-/// with `ignore_merges` a piece that is a token of the vocabulary as a whole is that token, unmerged.
+/// with `ignore_merges` a piece that is a token of the vocabulary as a whole is that token, unmerged. So are Qwen2's
+/// (`pattern("qwen2")`: Llama 3's with `\p{N}` for `\p{N}{1,3}`, after an NFC normalizer: `normalizer("nfc")`) and
+/// GPT-4o's (`pattern("o200k")`), and any Sequence of Split pre-tokenizers then ByteLevel (DeepSeek V3's three
+/// Splits; `split_regex` trains with one of your own): each Split's regex is compiled by src/data/split_regex.h, which
+/// follows Hugging Face's engine (Oniguruma) and refuses, naming where and why, what it does not read. A normalizer NFC
+/// or NFD (Unicode 9.0's data, as Hugging Face's) is applied to the text between the added tokens first.
 ///
 /// SentencePiece-style BPE (Llama 2's, Mistral's, as Hugging Face converts them) is read too: BPE over the text's
 /// characters, not its bytes. A normalizer of Prepend and Replace steps (Llama 2's: "▁" before the text, "▁" for
@@ -46,8 +52,8 @@
 /// bytes that are not UTF-8 decode to U+FFFD each. Read and written, not trained.
 ///
 /// Not read (InputError naming the file and what it holds): tokenizers of another model (Unigram), byte-level BPE with
-/// a normalizer or with a pre-tokenizer other than those two (another Split pattern, ByteLevel with use_regex false
-/// alone), SentencePiece-style BPE with another normalizer (NFKC) or decoder step or a regex Replace, BPE dropout,
+/// a normalizer other than NFC and NFD or a pre-tokenizer other than Splits and ByteLevel (Digits, ByteLevel with
+/// use_regex false alone), a Split regex with what split_regex.h refuses, SentencePiece-style BPE with another normalizer (NFKC) or decoder step or a regex Replace, BPE dropout,
 /// subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
 /// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
 /// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
