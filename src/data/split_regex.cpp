@@ -600,9 +600,9 @@ class RegexParser {
 /// Backtracking search, each node trying its ways in Oniguruma's order, with what comes after it as a continuation.
 class RegexMatcher {
  public:
-  RegexMatcher(const SplitRegex& re, std::string_view s) : re_(re), s_(s), budget_(1000000 + 256 * s.size()) {}
+  RegexMatcher(const SplitRegex& re, std::string_view s) : re_(re), s_(s), budget_(100000 + 256 * s.size()) {}
 
-  /// Whether the pattern matches at `pos`; its end in end_. All attempts on the text together may take a million
+  /// Whether the pattern matches at `pos`; its end in end_. All attempts on the text together may take 100,000
   /// steps plus 256 per byte of the text.
   bool match_at(size_t pos) {
     start_ = pos;

@@ -41,7 +41,7 @@ class SplitRegex {
   /// Hugging Face's Split takes them: each search starts where the last match ended; an empty match right where the
   /// last one ended is skipped (the search starts one character further). A byte that starts no valid UTF-8
   /// character is one character that is no letter, number, mark, punctuation, symbol, separator, space or word
-  /// character. RegexError when the search takes more than a million steps plus 256 per byte of the text
+  /// character. RegexError when the search takes more than 100,000 steps plus 256 per byte of the text
   /// (catastrophic backtracking, such as (a*)*b's on a run of a's), rather than run for ages.
   std::vector<std::pair<size_t, size_t>> matches(std::string_view text) const;
 
