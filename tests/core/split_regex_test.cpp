@@ -11,7 +11,7 @@
 
 #include "../../src/data/normalization.h"
 #include "../../src/data/split_regex.h"
-#include "../../src/data/unicode.h"
+#include "core/unicode_texts.h"
 
 namespace tessera {
 namespace {
@@ -24,12 +24,6 @@ std::vector<std::string> cut(const std::string& pattern, const std::string& text
   const SplitRegex re(pattern);
   std::vector<std::string> out;
   for (std::string_view piece : data::split_pieces(text, re.matches(text), behavior, invert)) out.emplace_back(piece);
-  return out;
-}
-
-std::string utf8(uint32_t cp) {
-  std::string out;
-  data::unicode::append_utf8(out, cp);
   return out;
 }
 
@@ -131,23 +125,10 @@ TEST(SplitRegex, StopsCatastrophicBacktrackingAndDeepNestingWithAnError) {
   EXPECT_EQ(cut("(a*)*b", std::string(40, 'a') + "b"), Pieces{std::string(40, 'a') + "b"});
 }
 
-/// Texts holding every code point in the contexts the patterns' alternatives look at (as the interop test's).
-std::vector<std::string> every_code_point_texts() {
-  std::vector<std::string> texts;
-  std::string text;
-  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
-    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
-    const std::string c = utf8(cp);
-    text += "a" + c + "1" + c + " " + c + "\n" + c + "'" + c + "x" + c + c + " . " + c + "\r\n";
-    if (cp % 256 == 255) texts.push_back(std::move(text)), text.clear();
-  }
-  texts.push_back(text + "\xFF 'S\xFE\xC0x\xE2\x82 12345 \n\n ");
-  return texts;
-}
-
 // The regex engine, given the hand-written patterns' regexes, cuts every text as the hand-written code does.
 TEST(SplitRegex, CutsAsTheHandWrittenPatternsOnEveryCodePoint) {
-  const std::vector<std::string> texts = every_code_point_texts();
+  std::vector<std::string> texts = test::every_code_point_in_context(256);
+  texts.back() += "\xFF 'S\xFE\xC0x\xE2\x82 12345 \n\n ";  // and bytes that are not UTF-8
   for (const data::Pattern pattern : {data::Pattern::gpt2, data::Pattern::llama3, data::Pattern::qwen2}) {
     SCOPED_TRACE(data::pattern_name(pattern));
     const SplitRegex re(data::pattern_regex(pattern));

@@ -22,6 +22,7 @@
 #include "../../src/data/normalization.h"
 #include "../../src/data/split_regex.h"
 #include "core/mds_support.h"
+#include "core/unicode_texts.h"
 
 namespace tessera {
 namespace {
@@ -30,6 +31,8 @@ namespace fs = std::filesystem;
 using data::Tokenizer;
 using data::TokenizerTrainOptions;
 using nlohmann::json;
+using test::every_code_point_in_context;
+using test::utf8;
 
 void run_helper(const std::string& python, const std::string& args, const std::string& log) {
   test::run_python_helper(python, "tokenizer_interop.py", args, log);
@@ -193,32 +196,6 @@ TEST(TokenizerInterop, AddedTokensAndPostProcessorsAsHuggingFace) {
   const json expected = json::parse(test::read_file(work.path() + "/out.json"));
   for (size_t i = 0; i < texts.size(); ++i)
     EXPECT_EQ(templated.encode(texts[i], true), expected[i]["with_special"].get<std::vector<int64_t>>()) << texts[i];
-}
-
-/// The UTF-8 encoding of code point `cp`.
-std::string utf8(uint32_t cp) {
-  std::string out;
-  if (cp < 0x80) return out += static_cast<char>(cp), out;
-  const int extra = cp < 0x800 ? 1 : cp < 0x10000 ? 2 : 3;
-  const unsigned lead[] = {0, 0xC0, 0xE0, 0xF0};
-  out += static_cast<char>(lead[extra] | (cp >> (6 * extra)));
-  for (int k = extra - 1; k >= 0; --k) out += static_cast<char>(0x80 | ((cp >> (6 * k)) & 0x3F));
-  return out;
-}
-
-/// Every Unicode code point in the contexts the patterns' alternatives look at (after a letter, a number, a space, a
-/// line break, an apostrophe, a capital; doubled; before punctuation and a small letter), 64 code points per text.
-std::vector<std::string> every_code_point_in_context() {
-  std::vector<std::string> texts;
-  std::string text;
-  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
-    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
-    const std::string c = utf8(cp);
-    text += "a" + c + "1" + c + " " + c + "\n" + c + "'" + c + "x" + c + c + " . " + c + "X" + c + "y\r\n";
-    if (cp % 64 == 63) texts.push_back(std::move(text)), text.clear();
-  }
-  texts.push_back(text);
-  return texts;
 }
 
 /// The pieces each named pattern cuts every code point into, in context: Hugging Face's pre-tokenizers (ByteLevel's
