@@ -4,7 +4,8 @@
 // loads encodes any text to ids inside its vocabulary, and encode(text, true) is the post-processor's ids around
 // encode(text). A byte-level BPE tokenizer's ids decode to the text exactly (tokenizers whose add_prefix_space adds
 // spaces: the text but for spaces; with added tokens that lstrip or rstrip: the text less some of its bytes, in
-// order); WordPiece and SentencePiece-style BPE tokenizers (normalized text, unknown tokens) encode and decode
+// order; with an NFC or NFD normalizer: the same text once normalized; with a Split that removes its matches: not
+// checked); WordPiece and SentencePiece-style BPE tokenizers (normalized text, unknown tokens) encode and decode
 // without a crash.
 #include <algorithm>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 
+#include "data/normalization.h"
 #include "fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -32,13 +34,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int64_t id : ids)
       if (id < 0 || id >= t.vocab_size()) std::abort();
     std::string back = t.decode(ids), want = text;
-    if (!t.byte_level()) want = back;  // WordPiece, SentencePiece-style: no round trip (normalized, unknown tokens)
+    const bool strips = std::any_of(t.added_tokens().begin(), t.added_tokens().end(),
+                                    [](const tessera::data::AddedToken& a) { return a.lstrip || a.rstrip; });
+    // WordPiece, SentencePiece-style: no round trip (normalized, unknown tokens); nor for a Split that removes text.
+    if (!t.byte_level() || t.pre_tokenizer_json().find("\"Removed\"") != std::string::npos ||
+        (strips && !t.normalizer().empty()))
+      want = back;
+    if (!t.normalizer().empty()) {  // the text between added tokens normalized: the same text once normalized
+      const auto form = t.normalizer() == "NFC" ? tessera::data::unicode::NormalForm::nfc
+                                                : tessera::data::unicode::NormalForm::nfd;
+      back = tessera::data::unicode::normalize(back, form);
+      want = tessera::data::unicode::normalize(want, form);
+    }
     if (t.add_prefix_space()) {  // spaces may have been added: compare what is not a space
       back.erase(std::remove(back.begin(), back.end(), ' '), back.end());
       want.erase(std::remove(want.begin(), want.end(), ' '), want.end());
     }
-    const bool strips = std::any_of(t.added_tokens().begin(), t.added_tokens().end(),
-                                    [](const tessera::data::AddedToken& a) { return a.lstrip || a.rstrip; });
     size_t matched = 0;  // how much of `back` is a subsequence of `want`
     for (size_t i = 0; i < want.size() && matched < back.size(); ++i)
       if (want[i] == back[matched]) ++matched;
