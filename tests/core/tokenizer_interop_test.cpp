@@ -370,7 +370,7 @@ TEST(TokenizerInterop, QwenGpt4oAndDeepSeekStylesAsHuggingFace) {
     SCOPED_TRACE(name);
     const std::string file = work.path() + "/" + name + ".json";
     const Tokenizer theirs = Tokenizer::load(file);
-    EXPECT_GT(theirs.merges().size(), 800u);
+    EXPECT_GT(theirs.merges().size(), 700u);  // of the 943 a vocabulary of 1,200 can hold
     if (options) {
       const Tokenizer ours = trained(*options);
       EXPECT_EQ(merges_of(json::parse(ours.to_json())), merges_of(json::parse(test::read_file(file))));
