@@ -29,17 +29,10 @@ std::vector<uint32_t> code_points(std::string_view text) {
   return out;
 }
 
-/// The mapping of `cp` in a generated table, or null.
-const CodeMapping* find(uint32_t cp, const CodeMapping* begin, const CodeMapping* end) {
-  const CodeMapping* it =
-      std::lower_bound(begin, end, cp, [](const CodeMapping& m, uint32_t c) { return m.code_point < c; });
-  return it != end && it->code_point == cp ? it : nullptr;
-}
-
 /// Appends `cp` mapped through a table (itself when it has no entry).
 void append_mapped(std::vector<uint32_t>& out, uint32_t cp, const CodeMapping* begin, const CodeMapping* end,
                    const uint32_t* flat) {
-  if (const CodeMapping* m = find(cp, begin, end)) {
+  if (const CodeMapping* m = unicode::find_mapping(cp, begin, end)) {
     out.insert(out.end(), flat + m->start, flat + m->start + m->length);
   } else {
     out.push_back(cp);

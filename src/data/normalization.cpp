@@ -29,10 +29,8 @@ void append_decomposed(std::vector<uint32_t>& out, uint32_t cp) {
     if (s % kTCount != 0) out.push_back(kTBase + s % kTCount);
     return;
   }
-  const auto* it = std::lower_bound(std::begin(kDecomposition), std::end(kDecomposition), cp,
-                                    [](const CodeMapping& m, uint32_t c) { return m.code_point < c; });
-  if (it != std::end(kDecomposition) && it->code_point == cp) {
-    out.insert(out.end(), kDecomposed + it->start, kDecomposed + it->start + it->length);
+  if (const CodeMapping* m = find_mapping(cp, std::begin(kDecomposition), std::end(kDecomposition))) {
+    out.insert(out.end(), kDecomposed + m->start, kDecomposed + m->start + m->length);
   } else {
     out.push_back(cp);
   }

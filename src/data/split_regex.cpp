@@ -62,10 +62,9 @@ std::vector<uint32_t> case_variants(uint32_t cp) {
 
 /// The full case folding of `cp` when it is several characters (ß: "ss"), else empty.
 std::vector<uint32_t> several_fold(uint32_t cp) {
-  const CodeMapping* it = std::lower_bound(std::begin(kSeveralFolds), std::end(kSeveralFolds), cp,
-                                           [](const CodeMapping& m, uint32_t c) { return m.code_point < c; });
-  if (it == std::end(kSeveralFolds) || it->code_point != cp) return {};
-  return {kSeveralFolded + it->start, kSeveralFolded + it->start + it->length};
+  const CodeMapping* m = unicode::find_mapping(cp, std::begin(kSeveralFolds), std::end(kSeveralFolds));
+  if (m == nullptr) return {};
+  return {kSeveralFolded + m->start, kSeveralFolded + m->start + m->length};
 }
 
 /// Oniguruma's \w, as Hugging Face's Split matches it (checked on every code point): Unicode's word characters

@@ -9,6 +9,12 @@ bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end) {
   return it != begin && cp <= (it - 1)->last;
 }
 
+const CodeMapping* find_mapping(uint32_t cp, const CodeMapping* begin, const CodeMapping* end) {
+  const CodeMapping* it =
+      std::lower_bound(begin, end, cp, [](const CodeMapping& m, uint32_t c) { return m.code_point < c; });
+  return it != end && it->code_point == cp ? it : nullptr;
+}
+
 uint32_t value_in(uint32_t cp, const CodeClass* begin, const CodeClass* end, uint32_t otherwise) {
   const CodeClass* it = std::upper_bound(begin, end, cp, [](uint32_t c, const CodeClass& r) { return c < r.first; });
   return it != begin && cp <= (it - 1)->last ? (it - 1)->value : otherwise;

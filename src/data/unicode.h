@@ -31,6 +31,9 @@ struct CodeFold {
 /// Whether `cp` is in the sorted, disjoint ranges [begin, end).
 bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end);
 
+/// The mapping of `cp` in a table sorted by code point [begin, end), or null.
+const CodeMapping* find_mapping(uint32_t cp, const CodeMapping* begin, const CodeMapping* end);
+
 /// The value of the range of [begin, end) holding `cp`, or `otherwise`.
 uint32_t value_in(uint32_t cp, const CodeClass* begin, const CodeClass* end, uint32_t otherwise);
 
