@@ -22,7 +22,9 @@
 # writes and reads MDS shards with it). It pins numpy<2.2 (Composer's venv has 2.2.6, hence a separate venv) and
 # wants cloud SDKs (boto3, azure, oci, google-cloud-storage, paramiko, matplotlib) that `import streaming` never
 # imports: everything is installed with --no-deps, only the modules `import streaming` needs (pinned below;
-# transformers because streaming's dataloader module imports it).
+# transformers because streaming's dataloader module imports it). The same venv holds the tokenizer interop tests'
+# peers (tests/core/tokenizer_interop_test.cpp): tokenizers, and sentencepiece + protobuf for SentencePiece's models
+# and transformers' conversion of them.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/scripts/venv-pins.sh"
@@ -78,6 +80,7 @@ streaming)
   pins="mosaicml-streaming==$STREAMING_VERSION numpy==2.1.3 xxhash==3.5.0 zstd==1.5.7.2 tqdm==4.67.1 \
 brotli==1.2.1 python-snappy==0.7.3 cramjam==2.14.0 catalogue==2.0.10 pillow==11.3.0 torchvision==0.29.2 \
 transformers==4.57.6 huggingface-hub==0.36.2 tokenizers==0.22.2 safetensors==0.8.0 regex==2026.11.19 \
+sentencepiece==0.2.3 protobuf==7.36.2 \
 pyyaml==6.0.4 requests==2.34.2 urllib3==2.8.0 idna==3.20 charset-normalizer==3.5.3 certifi==2026.10.19.post1"
   want="$pins torch-venv=$torch_venv"
   reuse_or_start "$venv" "$want" "torch, streaming" "mosaicml-streaming $STREAMING_VERSION"

@@ -32,7 +32,7 @@ using tessera::data::Tokenizer;
 
 int main(int argc, char** argv) {
   CLI::App app{"tessera-tokenizer: trains byte-level BPE tokenizers (Hugging Face tokenizer.json) and encodes text "
-               "with them or with WordPiece (BERT's) and SentencePiece-style BPE (Llama 2's) ones"};
+               "with them or with WordPiece (BERT's), SentencePiece-style BPE (Llama 2's) and Unigram (T5's) ones"};
   app.require_subcommand(1);
 
   CLI::App* train = app.add_subcommand("train", "train a tokenizer on a text file or a folder of them");

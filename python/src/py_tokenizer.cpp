@@ -11,8 +11,9 @@ void bind_tokenizer(py::module_& d) {
   using data::Tokenizer;
   py::class_<Tokenizer>(d, "Tokenizer",
                         "A byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen2's or GPT-4o's scheme, or Splits by "
-                        "other regexes), a WordPiece one (BERT's) or a "
-                        "SentencePiece-style BPE one (Llama 2's), as Hugging Face's tokenizer.json. Train a "
+                        "other regexes), a WordPiece one (BERT's), a "
+                        "SentencePiece-style BPE one (Llama 2's) or a Unigram one (T5's, XLM-RoBERTa's), as Hugging "
+                        "Face's tokenizer.json. Train a "
                         "byte-level BPE one with Tokenizer.train, or read any with Tokenizer.load.")
       .def_static(
           "train",
@@ -69,10 +70,10 @@ void bind_tokenizer(py::module_& d) {
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false)
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
-      .def_property_readonly("model", &Tokenizer::model, "'BPE' (byte-level) or 'WordPiece'")
+      .def_property_readonly("model", &Tokenizer::model, "'BPE' (byte-level or SentencePiece-style), 'Unigram' or 'WordPiece'")
       .def_property_readonly("byte_level", &Tokenizer::byte_level,
-                             "True for byte-level BPE (GPT-2's, Llama 3's), False for WordPiece and SentencePiece-style "
-                             "BPE (over characters, with byte fallback: Llama 2's, Mistral's)")
+                             "True for byte-level BPE (GPT-2's, Llama 3's), False for WordPiece, SentencePiece-style "
+                             "BPE (over characters, with byte fallback: Llama 2's, Mistral's) and Unigram")
       .def_property_readonly(
           "pattern", [](const Tokenizer& t) { return data::pattern_name(t.pattern()); },
           "a byte-level BPE tokenizer's pre-tokenizer pattern: 'gpt2', 'llama3', 'qwen2', 'o200k' or 'custom' (other "

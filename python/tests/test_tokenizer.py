@@ -132,6 +132,33 @@ def test_a_sentencepiece_style_bpe_falls_back_to_bytes_and_decodes_as_llama2(tmp
     assert Tokenizer.train(["xx"], vocab_size=300).byte_level
 
 
+def test_a_unigram_tokenizer_cuts_words_into_the_best_scoring_pieces_as_t5s(tmp_path):
+    # T5's steps as transformers converts them (without the character map): Strip, Replace " {2,}", Metaspace. The
+    # ids are Hugging Face tokenizers 0.22.2's for the same file.
+    vocab = [["<unk>", 0.0], ["</s>", 0.0], ["\u2581", -3.0], ["a", -2.0], ["b", -2.0], ["\u2581ab", -1.0],
+             ["ab", -1.5], ["<0xC3>", -4.0], ["<0xA9>", -4.0]]
+    meta = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    doc = {"added_tokens": [{"id": i, "content": t, "special": True} for i, (t, _) in enumerate(vocab[:2])],
+           "normalizer": {"type": "Sequence", "normalizers": [
+               {"type": "Strip", "strip_left": False, "strip_right": True},
+               {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": "\u2581"}]},
+           "pre_tokenizer": meta, "decoder": meta,
+           "post_processor": {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}},
+                                                                       {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                              "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}},
+           "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab, "byte_fallback": True}}
+    path = tmp_path / "t5.json"
+    path.write_text(json.dumps(doc))
+    tok = Tokenizer.load(str(path))
+    assert tok.model == "Unigram" and not tok.byte_level and tok.vocab_size == 9
+    assert tok.encode("ab  ab ", add_special_tokens=True) == [5, 5, 1]
+    assert tok.encode("ab\u00e9 ba") == [5, 7, 8, 2, 4, 3]  # é: its bytes' tokens; "ba": no piece holds it whole
+    assert tok.encode("x") == [2, 0]
+    assert tok.decode([5, 7, 8, 2, 4, 3, 1], skip_special_tokens=True) == "ab<0xC3><0xA9> ba"  # no ByteFallback step
+    assert "Unigram, 9 tokens (2 special), byte fallback, unknown <unk>" in repr(tok)
+    assert json.loads(tok.to_json())["model"] == doc["model"]
+
+
 def test_a_wordpiece_tokenizer_lowercases_cuts_words_into_pieces_and_decodes_as_bert(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!"]
     doc = {
@@ -165,12 +192,12 @@ def test_refusals_say_what_and_where(tmp_path):
         Tokenizer.train(["x"], vocab_size=100)
     with pytest.raises(tessera.InputError, match="does not exist"):
         Tokenizer.load(str(tmp_path / "missing.json"))
-    bad = tmp_path / "unigram.json"
+    bad = tmp_path / "wordlevel.json"
     doc = json.loads(Tokenizer.train([""], vocab_size=256).to_json())
-    doc["model"]["type"] = "Unigram"
+    doc["model"]["type"] = "WordLevel"
     bad.write_text(json.dumps(doc))
-    with pytest.raises(tessera.InputError, match=r"unigram.json: model type Unigram; Tessera reads BPE \(byte-level or "
-                                                 r"SentencePiece-style\) and WordPiece tokenizers"):
+    with pytest.raises(tessera.InputError, match=r"wordlevel.json: model type WordLevel; Tessera reads BPE \(byte-level "
+                                                 r"or SentencePiece-style\), Unigram and WordPiece tokenizers"):
         Tokenizer.load(str(bad))
     with pytest.raises(tessera.InputError, match="outside the vocabulary"):
         Tokenizer.train([""], vocab_size=256).decode([256])

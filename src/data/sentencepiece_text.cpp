@@ -6,6 +6,8 @@
 
 #include <tessera/error.h>
 
+#include "precompiled_charsmap.h"
+#include "split_regex.h"
 #include "unicode.h"
 
 namespace tessera::data::sentencepiece {
@@ -68,15 +70,43 @@ std::vector<TextStep> read_normalizer(const json& normalizer, const std::string&
   if (normalizer.is_null()) return steps;
   for (const json& step : steps_of(normalizer, "normalizers")) {
     const std::string type = type_of(step);
+    TextStep t;
     if (type == "Prepend") {
-      steps.push_back({true, "", text_of(step, "prepend", "normalizer Prepend's", file)});
+      t.kind = TextStep::Kind::prepend;
+      t.text = text_of(step, "prepend", "normalizer Prepend's", file);
     } else if (type == "Replace") {
-      steps.push_back({false, replace_pattern(step, "normalizer", file), text_of(step, "content", "normalizer Replace's", file)});
+      const json& pattern = step.value("pattern", json());
+      if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
+        t.from = pattern["Regex"].get<std::string>();
+        try {
+          t.regex = std::make_shared<const SplitRegex>(t.from);
+        } catch (const RegexError& e) {
+          bad(file, "normalizer Replace's regex " + pattern.dump() + ": " + e.what());
+        }
+      } else {
+        t.from = replace_pattern(step, "normalizer", file);
+      }
+      t.text = text_of(step, "content", "normalizer Replace's", file);
+    } else if (type == "Strip") {
+      t.kind = TextStep::Kind::strip;
+      for (auto [key, flag] : {std::pair{"strip_left", &t.left}, {"strip_right", &t.right}}) {
+        const json& v = step.value(key, json());
+        if (!v.is_boolean()) bad(file, fmt::format("normalizer Strip's {} is {}, expected true or false", key, v.dump()));
+        *flag = v.get<bool>();
+      }
+    } else if (type == "Precompiled") {
+      t.kind = TextStep::Kind::precompiled;
+      const json& map = step.value("precompiled_charsmap", json());
+      if (!map.is_string())
+        bad(file, "normalizer Precompiled's precompiled_charsmap is " + map.dump().substr(0, 80) +
+                      ", expected base64 text");
+      t.charsmap = std::make_shared<const PrecompiledCharsmap>(map.get<std::string>(), file);
     } else {
-      bad(file, "SentencePiece-style BPE with normalizer " + type +
-                    "; Tessera reads Prepend and Replace (Llama 2's \"▁\" before the text and for each space), alone "
-                    "or in a Sequence, or none");
+      bad(file, "SentencePiece-style tokenizer with normalizer " + type +
+                    "; Tessera reads Prepend, Replace (Llama 2's \"▁\" before the text and for each space), Strip and "
+                    "Precompiled (T5's, XLM-RoBERTa's), alone or in a Sequence, or none");
     }
+    steps.push_back(std::move(t));
   }
   return steps;
 }
@@ -142,10 +172,43 @@ std::vector<DecodeStep> read_decoder(const json& decoder, const std::string& fil
 std::string normalize(std::string_view text, const std::vector<TextStep>& steps) {
   std::string out(text);
   for (const TextStep& step : steps) {
-    if (!step.prepend) {
-      replace_all(out, step.from, step.text);
-    } else if (!out.empty()) {
-      out = step.text + out;
+    switch (step.kind) {
+      case TextStep::Kind::prepend:
+        if (!out.empty()) out = step.text + out;
+        break;
+      case TextStep::Kind::replace:
+        if (!step.regex) {
+          replace_all(out, step.from, step.text);
+        } else if (!out.empty()) {  // Hugging Face's Replace finds no match in an empty text
+          std::string replaced;
+          size_t at = 0;
+          for (const auto& [start, end] : step.regex->matches(out)) {
+            replaced.append(out, at, start - at) += step.text;
+            at = end;
+          }
+          out = std::move(replaced.append(out, at, std::string::npos));
+        }
+        break;
+      case TextStep::Kind::strip: {  // Rust's char::is_whitespace: Unicode's White_Space
+        size_t begin = 0, end = out.size();
+        while (step.left && begin < end) {
+          const auto [cp, n] = unicode::decode_utf8(out, begin);
+          if (n == 0 || !unicode::is_space(cp)) break;
+          begin += n;
+        }
+        while (step.right && end > begin) {
+          size_t start = end - 1;  // the start of the character that ends at `end`
+          while (start > begin && (static_cast<unsigned char>(out[start]) & 0xC0) == 0x80) --start;
+          const auto [cp, n] = unicode::decode_utf8(out, start);
+          if (n != end - start || !unicode::is_space(cp)) break;
+          end = start;
+        }
+        out = out.substr(begin, end - begin);
+        break;
+      }
+      case TextStep::Kind::precompiled:
+        out = step.charsmap->normalize(out);
+        break;
     }
   }
   return out;

@@ -1,21 +1,34 @@
 #pragma once
-// The text steps of SentencePiece-style BPE tokenizers (Llama 2's, Mistral's: BPE over characters, spaces written
-// as "▁", bytes as <0xXX> tokens) as Hugging Face's tokenizer.json declares them: the normalizer (Prepend, Replace),
-// the Metaspace pre-tokenizer, and the decoder (Replace, ByteFallback, Fuse, Strip, Metaspace). Read by
-// src/data/tokenizer.cpp; each step does what Hugging Face `tokenizers` does with it.
+// The text steps of SentencePiece-style tokenizers (Llama 2's and Mistral's BPE over characters, T5's and
+// XLM-RoBERTa's Unigram: spaces written as "▁", bytes as <0xXX> tokens) as Hugging Face's tokenizer.json declares
+// them: the normalizer (Prepend, Replace, Strip, Precompiled), the Metaspace pre-tokenizer, and the decoder (Replace,
+// ByteFallback, Fuse, Strip, Metaspace). Read by src/data/tokenizer.cpp; each step does what Hugging Face `tokenizers`
+// does with it.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+namespace tessera::data {
+class SplitRegex;
+}
+
 namespace tessera::data::sentencepiece {
 
-/// A normalizer step: Prepend (`text` before a non-empty text) or Replace (every `from` by `text`).
+class PrecompiledCharsmap;
+
+/// A normalizer step: Prepend (`text` before a non-empty text), Replace (every `from`, or every match of `regex`, by
+/// `text`), Strip (the whitespace at the start, the end or both) or Precompiled (SentencePiece's character map).
 struct TextStep {
-  bool prepend = false;
+  enum class Kind { prepend, replace, strip, precompiled };
+  Kind kind = Kind::replace;
   std::string from, text;
+  std::shared_ptr<const SplitRegex> regex;  ///< replace: a {"Regex": …} pattern (then `from` holds its text)
+  bool left = false, right = false;         ///< strip
+  std::shared_ptr<const PrecompiledCharsmap> charsmap;  ///< precompiled
 };
 
 /// The Metaspace pre-tokenizer: spaces become `replacement`, which is put before the text (always, or before the

@@ -25,6 +25,7 @@
 #include "sentencepiece_text.h"
 #include "split_regex.h"
 #include "unicode.h"
+#include "unigram.h"
 
 namespace tessera::data {
 
@@ -59,6 +60,10 @@ struct SentencePieceModel {
   /// trained on words): then no merge joins a character to a "▁" after it, and a text cut before each such "▁"
   /// encodes piece by piece, each piece cached, to the same ids as in one go. Empty: the text is encoded whole.
   std::string cut_before;
+  /// Set for a Unigram model (T5's, XLM-RoBERTa's): each word cut into the pieces of the highest total score, not
+  /// merged (byte_fallback, unk_id then as its tokenizer.json gives them; fuse_unk true).
+  std::shared_ptr<const unigram::Model> unigram;
+  std::vector<double> scores;  ///< Unigram: the model's pieces' scores, by id (its vocabulary: ids [0, scores.size()))
 };
 /// A byte-level BPE tokenizer's text steps before its bytes are merged: a Unicode normalization, Split
 /// pre-tokenizers one after the other (each cutting the pieces of the one before), then ByteLevel, which cuts each
@@ -649,9 +654,10 @@ void read_wordpiece(const json& doc, const std::string& file, Spelt& out) {
   out.wordpiece = std::move(wp);
 }
 
-/// BPE over characters (SentencePiece's scheme, as Hugging Face converts it): Prepend and Replace normalizers, no
-/// pre-tokenizer or Metaspace, a decoder of Replace, ByteFallback, Fuse, Strip or Metaspace steps; the model's
-/// byte_fallback, fuse_unk and unk_token.
+/// SentencePiece's schemes, as Hugging Face converts them: Prepend, Replace, Strip and Precompiled normalizers, no
+/// pre-tokenizer or Metaspace, a decoder of Replace, ByteFallback, Fuse, Strip or Metaspace steps; then BPE over
+/// characters (the model's byte_fallback, fuse_unk and unk_token) or Unigram (its vocabulary of pieces and scores,
+/// unk_id and byte_fallback).
 void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
   const json& decoder = doc.value("decoder", json());
   if (decoder.is_object() && decoder.value("type", std::string()) == "ByteLevel")
@@ -667,10 +673,34 @@ void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
   sp->pre_tokenizer_json = pre.dump();
   sp->decoder_json = doc.value("decoder", json()).dump();
   const json& model = doc["model"];
+  const bool unigram = model.value("type", std::string()) == "Unigram";
+  sp->fuse_unk = unigram;  // Hugging Face's Unigram always fuses
   for (auto [key, flag] : {std::pair{"byte_fallback", &sp->byte_fallback}, {"fuse_unk", &sp->fuse_unk}}) {
+    if (unigram && flag == &sp->fuse_unk) continue;
     const json& v = model.value(key, json(false));
     if (!v.is_boolean()) bad_file(file, fmt::format("model.{} is {}, expected true or false", key, v.dump()));
     *flag = v.get<bool>();
+  }
+  if (unigram) {
+    const json& vocab = model.value("vocab", json());
+    if (!vocab.is_array() || vocab.empty())
+      bad_file(file, "model.vocab is " + std::string(vocab.is_array() ? "empty" : "not a JSON array") +
+                         "; expected Unigram's [piece, score] pairs");
+    for (size_t id = 0; id < vocab.size(); ++id) {
+      const json& entry = vocab[id];
+      if (!entry.is_array() || entry.size() != 2 || !entry[0].is_string() || !entry[1].is_number())
+        bad_file(file, fmt::format("model.vocab[{}] is {}, expected [\"piece\", score]", id, entry.dump()));
+      out.vocab.emplace(static_cast<int64_t>(id), entry[0].get<std::string>());
+      sp->scores.push_back(entry[1].get<double>());
+    }
+    const json& unk_id = model.value("unk_id", json());
+    if (!unk_id.is_null() && (!unk_id.is_number_integer() || unk_id.get<int64_t>() < 0 ||
+                              unk_id.get<int64_t>() >= static_cast<int64_t>(vocab.size())))
+      bad_file(file, fmt::format("model.unk_id is {}, expected null or an id of the model's {} pieces", unk_id.dump(),
+                                 vocab.size()));
+    if (!unk_id.is_null()) sp->unk_id = unk_id.get<int64_t>();
+    out.sentencepiece = std::move(sp);
+    return;
   }
   const json& unk = model.value("unk_token", json());
   if (!unk.is_null() && !unk.is_string()) bad_file(file, "model.unk_token is " + unk.dump() + ", expected a token or null");
@@ -711,9 +741,17 @@ Spelt read_tokenizer_json(const std::string& file) {
   const json& pre_tokenizer = doc.value("pre_tokenizer", json());
   const json& model = doc["model"];
   const std::string type = model.value("type", "BPE");
+  if (type == "Unigram") {
+    if (!pre_tokenizer.is_null() && pre_tokenizer.value("type", std::string()) != "Metaspace")
+      bad_file(file, "Unigram with pre_tokenizer " + pre_tokenizer.dump().substr(0, 200) +
+                         "; Tessera reads Unigram tokenizers with the Metaspace pre-tokenizer or none");
+    read_sentencepiece(doc, file, out);
+    read_added_and_post_processor(doc, file, out);
+    return out;
+  }
   if (type != "BPE")
-    bad_file(file, "model type " + type + "; Tessera reads BPE (byte-level or SentencePiece-style) and WordPiece "
-                   "tokenizers");
+    bad_file(file, "model type " + type + "; Tessera reads BPE (byte-level or SentencePiece-style), Unigram and "
+                   "WordPiece tokenizers");
   if (pre_tokenizer.is_null() || pre_tokenizer.value("type", std::string()) == "Metaspace") {
     read_sentencepiece(doc, file, out);
   } else {
@@ -1163,7 +1201,13 @@ Tokenizer Tokenizer::load(const std::string& path) {
     t.index();
     return t;
   }
-  if (spelt.sentencepiece) {
+  if (spelt.sentencepiece && !spelt.sentencepiece->scores.empty()) {  // Unigram: no merges, no cut
+    detail::SentencePieceModel& sp = *spelt.sentencepiece;
+    std::vector<std::string> pieces;
+    for (size_t id = 0; id < sp.scores.size(); ++id) pieces.push_back(spelt.vocab.at(static_cast<int64_t>(id)));
+    sp.unigram = std::make_shared<const unigram::Model>(pieces, sp.scores, sp.unk_id, sp.byte_fallback);
+    if (sp.unk_id >= 0) sp.unk_token = pieces[static_cast<size_t>(sp.unk_id)];
+  } else if (spelt.sentencepiece) {
     detail::SentencePieceModel& sp = *spelt.sentencepiece;
     if (sp.unk_token) {
       const auto unk = id_of.find(*sp.unk_token);
@@ -1179,7 +1223,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     }
     std::string space = sp.metaspace ? sp.metaspace->replacement : "";
     for (const sentencepiece::TextStep& step : sp.normalizer)
-      if (!step.prepend && step.from == " ") space = step.text;
+      if (step.kind == sentencepiece::TextStep::Kind::replace && !step.regex && step.from == " ") space = step.text;
     const auto after_another = [&](std::string_view text, size_t at) {  // the `space` at `at` follows another character
       return at > 0 && !(at >= space.size() && text.compare(at - space.size(), space.size(), space) == 0);
     };
@@ -1248,6 +1292,25 @@ std::string Tokenizer::to_json() const {
     for (const auto& [id, spelling] : by_id) sorted[spelling] = id;
     return sorted;
   };
+  if (sentencepiece_ && sentencepiece_->unigram) {
+    const detail::SentencePieceModel& sp = *sentencepiece_;
+    ojson vocab = ojson::array();
+    for (size_t id = 0; id < sp.scores.size(); ++id) vocab.push_back({tokens_[id], sp.scores[id]});
+    const ojson doc = {{"version", "1.0"},
+                       {"truncation", nullptr},
+                       {"padding", nullptr},
+                       {"added_tokens", added},
+                       {"normalizer", ojson::parse(sp.normalizer_json)},
+                       {"pre_tokenizer", ojson::parse(sp.pre_tokenizer_json)},
+                       {"post_processor", post_processor},
+                       {"decoder", ojson::parse(sp.decoder_json)},
+                       {"model",
+                        {{"type", "Unigram"},
+                         {"unk_id", sp.unk_id >= 0 ? ojson(sp.unk_id) : ojson()},
+                         {"vocab", vocab},
+                         {"byte_fallback", sp.byte_fallback}}}};
+    return doc.dump(2) + "\n";
+  }
   if (sentencepiece_) {
     const detail::SentencePieceModel& sp = *sentencepiece_;
     ojson merges = ojson::array();  // as pairs: a spelling may hold a space
@@ -1327,6 +1390,10 @@ std::string Tokenizer::to_json() const {
                  {"vocab", vocab},
                  {"merges", merges}}}};
   return doc.dump(2) + "\n";
+}
+
+std::string Tokenizer::model() const {
+  return wordpiece_ ? "WordPiece" : sentencepiece_ && sentencepiece_->unigram ? "Unigram" : "BPE";
 }
 
 std::string Tokenizer::pre_tokenizer_json() const {
@@ -1410,12 +1477,13 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int64_t>& out, 
     return;
   }
   std::vector<int64_t> ids;
-  if (sentencepiece_) {
-    initial_characters(piece, ids);
+  if (sentencepiece_ && sentencepiece_->unigram) {
+    sentencepiece_->unigram->encode(piece, ids);
   } else {
-    for (unsigned char b : piece) ids.push_back(byte_ids_[b]);
+    if (sentencepiece_) initial_characters(piece, ids);
+    else for (unsigned char b : piece) ids.push_back(byte_ids_[b]);
+    merge(ids);
   }
-  merge(ids);
   out.insert(out.end(), ids.begin(), ids.end());
   cache.emplace(key, std::move(ids));
 }
@@ -1626,7 +1694,12 @@ std::string Tokenizer::describe() const {
   std::string out = fmt::format("byte-level BPE{}, {} tokens ({} special{}), {} merges{}", pattern, vocab_size(),
                                 specials, added, merges_.size(),
                                 ignore_merges_ ? ", whole pieces in the vocabulary unmerged" : "");
-  if (sentencepiece_) {
+  if (sentencepiece_ && sentencepiece_->unigram) {
+    const detail::SentencePieceModel& sp = *sentencepiece_;
+    out = fmt::format("Unigram, {} tokens ({} special{}){}{}", vocab_size(), specials, added,
+                      sp.byte_fallback ? ", byte fallback" : "",
+                      sp.unk_token ? ", unknown " + *sp.unk_token : std::string());
+  } else if (sentencepiece_) {
     const detail::SentencePieceModel& sp = *sentencepiece_;
     out = fmt::format("SentencePiece-style BPE, {} tokens ({} special{}), {} merges{}{}{}", vocab_size(), specials,
                       added, merges_.size(), sp.byte_fallback ? ", byte fallback" : "",
@@ -1693,6 +1766,7 @@ std::string Tokenizer::fingerprint() const {
     const std::string settings = fmt::format("SentencePiece {} {} {} {}{} {}", sp.normalizer_json, sp.pre_tokenizer_json,
                                              sp.decoder_json, sp.byte_fallback, sp.fuse_unk, sp.unk_token.value_or(""));
     mix(settings.data(), settings.size());
+    if (sp.unigram) mix(sp.scores.data(), sp.scores.size() * sizeof(double));
   }
   if (!prefix_.empty() || !suffix_.empty()) {
     for (const auto* ids : {&prefix_, &suffix_}) {

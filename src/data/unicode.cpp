@@ -4,6 +4,15 @@
 
 namespace tessera::data::unicode {
 
+namespace {
+#include "unicode_graphemes.inc"
+
+/// Grapheme_Cluster_Break values, in kGraphemeBreak's numbering.
+enum GraphemeBreak : uint32_t { other, cr, lf, control, extend, zwj, regional_indicator, prepend, spacing_mark, l, v, t,
+                                lv, lvt };
+enum IndicConjunctBreak : uint32_t { none, linker, consonant, incb_extend };
+}  // namespace
+
 bool in_ranges(uint32_t cp, const CodeRange* begin, const CodeRange* end) {
   const CodeRange* it = std::upper_bound(begin, end, cp, [](uint32_t c, const CodeRange& r) { return c < r.first; });
   return it != begin && cp <= (it - 1)->last;
@@ -44,6 +53,58 @@ std::pair<uint32_t, size_t> decode_utf8(std::string_view s, size_t i) {
   if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
     return {0, 0};
   return {cp, n};
+}
+
+size_t grapheme_end(std::string_view s, size_t i) {
+  const auto property = [](uint32_t cp) {
+    return static_cast<GraphemeBreak>(value_in(cp, std::begin(kGraphemeBreak), std::end(kGraphemeBreak), other));
+  };
+  const auto conjunct = [](uint32_t cp) {
+    return static_cast<IndicConjunctBreak>(
+        value_in(cp, std::begin(kIndicConjunctBreak), std::end(kIndicConjunctBreak), none));
+  };
+  const auto pictographic = [](uint32_t cp) {
+    return in_ranges(cp, std::begin(kExtendedPictographic), std::end(kExtendedPictographic));
+  };
+  const auto [first, n] = decode_utf8(s, i);
+  if (n == 0) return i + 1;
+  GraphemeBreak before = property(first);
+  // GB9c: a consonant, then Extend and Linker characters of which one at least a Linker, joins the next consonant;
+  // GB11: a pictograph, Extend characters, then a ZWJ joins the next pictograph; GB12, GB13: regional indicators pair.
+  enum { no_conjunct, consonant_seen, linker_seen } indic = conjunct(first) == consonant ? consonant_seen : no_conjunct;
+  enum { no_emoji, pictograph_seen, zwj_seen } emoji = pictographic(first) ? pictograph_seen : no_emoji;
+  int indicators = before == regional_indicator ? 1 : 0;
+  size_t at = i + n;
+  while (at < s.size()) {
+    const auto [cp, size] = decode_utf8(s, at);
+    if (size == 0) break;
+    const GraphemeBreak after = property(cp);
+    const IndicConjunctBreak incb = conjunct(cp);
+    const bool picture = pictographic(cp);
+    bool join;
+    if (before == cr && after == lf) join = true;                                                  // GB3
+    else if (before == control || before == cr || before == lf) join = false;                     // GB4
+    else if (after == control || after == cr || after == lf) join = false;                        // GB5
+    else if (before == l && (after == l || after == v || after == lv || after == lvt)) join = true;  // GB6
+    else if ((before == lv || before == v) && (after == v || after == t)) join = true;            // GB7
+    else if ((before == lvt || before == t) && after == t) join = true;                           // GB8
+    else if (after == extend || after == zwj || after == spacing_mark) join = true;               // GB9, GB9a
+    else if (before == prepend) join = true;                                                      // GB9b
+    else if (indic == linker_seen && incb == consonant) join = true;                              // GB9c
+    else if (emoji == zwj_seen && picture) join = true;                                           // GB11
+    else join = before == regional_indicator && after == regional_indicator && indicators % 2 == 1;  // GB12, GB13
+    if (!join) break;
+    if (incb == consonant) indic = consonant_seen;
+    else if (incb == linker && indic != no_conjunct) indic = linker_seen;
+    else if (incb != incb_extend) indic = no_conjunct;
+    if (picture) emoji = pictograph_seen;
+    else if (after == zwj && emoji == pictograph_seen) emoji = zwj_seen;
+    else if (!(after == extend && emoji == pictograph_seen)) emoji = no_emoji;
+    indicators = after == regional_indicator ? indicators + 1 : 0;
+    before = after;
+    at += size;
+  }
+  return at;
 }
 
 void append_utf8(std::string& out, uint32_t cp) {

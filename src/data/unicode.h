@@ -48,6 +48,11 @@ std::pair<uint32_t, size_t> decode_utf8(std::string_view s, size_t i);
 /// Whether every byte of `s` belongs to a valid UTF-8 character.
 bool valid_utf8(std::string_view s);
 
+/// The end of the extended grapheme cluster (Unicode's UAX #29, Unicode 16.0's properties) that starts at `s[i]`,
+/// `i` being the start of `s` or the end of the cluster before: Hugging Face's Precompiled normalizer looks text up
+/// cluster by cluster. A byte that starts no valid UTF-8 character is a cluster of its own.
+size_t grapheme_end(std::string_view s, size_t i);
+
 /// Appends the UTF-8 encoding of `cp` (at most U+10FFFF).
 void append_utf8(std::string& out, uint32_t cp);
 

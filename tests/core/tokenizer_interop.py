@@ -45,6 +45,16 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         which Hugging Face does not match it: its word characters (\\w)
     tokenizer_interop.py bert-vocab VOCAB.txt LOWERCASE OUT.json
         writes the tokenizer.json of Hugging Face's BertWordPieceTokenizer over BERT's vocab.txt (LOWERCASE: 1 or 0)
+    tokenizer_interop.py unigram CORPUS OUT_DIR
+        trains SentencePiece Unigram models on CORPUS's lines (PyPI's sentencepiece: <= 1000 pieces, nmt_nfkc) and
+        converts them as transformers does for T5 (OUT_DIR/t5.json: prepend scheme first, 3 extra ids;
+        OUT_DIR/t5-legacy.json), XLM-RoBERTa (OUT_DIR/xlmr.json), with byte fallback (OUT_DIR/t5-byte-fallback.json)
+        and with nmt_nfkc_cf (OUT_DIR/t5-case-folded.json); and a Unigram trained by Hugging Face's UnigramTrainer
+        with Metaspace and no normalizer (OUT_DIR/hf-trained.json); prints the names, one per line
+    tokenizer_interop.py precompiled CORPUS TEXTS.json OUT.json
+        writes {"charsmaps": {name: base64}, "normalized": {name: [...]}}: the precompiled_charsmap of SentencePiece
+        models trained on CORPUS with nmt_nfkc, nmt_nfkc_cf and rules of this test's own (a to b, U+0600 to P,
+        CR to R, "cd" to Z), and each text of the JSON list under Hugging Face's Precompiled normalizer of each
     tokenizer_interop.py encode-all TOKENIZER.json TEXTS.json OUT.json
         writes, for each text of the JSON list, {"plain": ids, "with_special": ids with the post-processor's tokens,
         "skipped": the text of the latter decoded with skip_special_tokens}
@@ -154,6 +164,64 @@ def sentencepiece(corpus, out_dir):
         with open(f"{out_dir}/{name}.json", "w") as f:
             json.dump(doc, f, ensure_ascii=False)
     return list(variants)
+
+
+def spm_unigram(corpus, **options):
+    """The bytes of a SentencePiece Unigram model (at most 1000 pieces) trained on the lines of `corpus`."""
+    import io
+    import sentencepiece as spm
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter([line for line in corpus.splitlines() if line.strip()]),
+                                   model_writer=model, model_type="unigram", vocab_size=1000, hard_vocab_limit=False,
+                                   minloglevel=2, **options)
+    return model.getvalue()
+
+
+def charsmap(model):
+    from sentencepiece import sentencepiece_model_pb2
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    return proto.normalizer_spec.precompiled_charsmap
+
+
+def unigram(corpus, out_dir):
+    """Writes Unigram tokenizers as transformers converts SentencePiece's (T5's, XLM-RoBERTa's) and as Hugging Face
+    trains them; returns their names."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    from transformers import T5Tokenizer, XLMRobertaTokenizer
+    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+    files = {}
+    for name, options in [("nfkc", {}), ("bytes", {"byte_fallback": True}),
+                          ("nfkc-cf", {"normalization_rule_name": "nmt_nfkc_cf"})]:
+        files[name] = f"{out_dir}/{name}.model"
+        with open(files[name], "wb") as f:
+            f.write(spm_unigram(corpus, **options))
+    names = []
+
+    def save(name, slow, change=None):
+        doc = json.loads(convert_slow_tokenizer(slow).to_str())
+        if change is not None:
+            change(doc)
+        with open(f"{out_dir}/{name}.json", "w") as f:
+            json.dump(doc, f, ensure_ascii=False)
+        names.append(name)
+
+    save("t5", T5Tokenizer(files["nfkc"], extra_ids=3, legacy=False))
+    save("t5-legacy", T5Tokenizer(files["nfkc"], extra_ids=0, legacy=True))
+    save("xlmr", XLMRobertaTokenizer(files["nfkc"]))
+    save("t5-byte-fallback", T5Tokenizer(files["bytes"], extra_ids=0, legacy=False),
+         lambda d: d["model"].update(byte_fallback=True))
+    save("t5-case-folded", T5Tokenizer(files["nfkc-cf"], extra_ids=0, legacy=False))
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator([corpus], trainers.UnigramTrainer(vocab_size=600, show_progress=False,
+                                                              special_tokens=["<unk>", "<s>"], unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.save(f"{out_dir}/hf-trained.json")
+    names.append("hf-trained")
+    return names
 
 
 def main(argv):
@@ -307,6 +375,29 @@ def main(argv):
             json.dump([cp for cp, e in zip(code_points, encodings) if word not in e.ids], f)
     elif what == "bert-vocab":
         BertWordPieceTokenizer(argv[2], lowercase=argv[3] == "1").save(argv[4])
+    elif what == "unigram":
+        for name in unigram(read_text(argv[2]), argv[3]):
+            print(name)
+    elif what == "precompiled":
+        import base64
+        import os
+        import tempfile
+        corpus = read_text(argv[2])
+        with tempfile.TemporaryDirectory() as tmp:
+            rules = os.path.join(tmp, "rules.tsv")
+            with open(rules, "w") as f:
+                f.write("61\t62\n600\t50\nD\t52\n63 64\t5A\n")
+            maps = {"nmt_nfkc": charsmap(spm_unigram(corpus)),
+                    "nmt_nfkc_cf": charsmap(spm_unigram(corpus, normalization_rule_name="nmt_nfkc_cf")),
+                    "rules": charsmap(spm_unigram(corpus, normalization_rule_tsv=rules))}
+        with open(argv[3]) as f:
+            texts = json.load(f)
+        out = {"charsmaps": {name: base64.b64encode(m).decode() for name, m in maps.items()}, "normalized": {}}
+        for name, m in maps.items():
+            precompiled = normalizers.Precompiled(m)
+            out["normalized"][name] = [precompiled.normalize_str(t) for t in texts]
+        with open(argv[4], "w") as f:
+            json.dump(out, f, ensure_ascii=False)
     elif what == "encode-all":
         tok = Tokenizer.from_file(argv[2])
         with open(argv[3]) as f:

@@ -20,6 +20,7 @@
 #include <tessera/data/tokenizer.h>
 
 #include "../../src/data/normalization.h"
+#include "../../src/data/precompiled_charsmap.h"
 #include "../../src/data/split_regex.h"
 #include "core/mds_support.h"
 #include "core/unicode_texts.h"
@@ -492,6 +493,82 @@ TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
   EXPECT_NE(ids("unk-fused", sample), ids("unk-each", sample));
   EXPECT_NE(ids("unk-each", sample), ids("no-unk", sample));
   EXPECT_NE(ids("reversed-merges", sample), ids("reversed-ignore-merges", sample));
+}
+
+/// Unigram as transformers converts SentencePiece's models (T5's: Precompiled nmt_nfkc, Strip, Replace " {2,}",
+/// Metaspace with prepend scheme first, extra ids; T5's legacy one; XLM-RoBERTa's; with byte fallback; with
+/// nmt_nfkc_cf) and as Hugging Face's UnigramTrainer trains it: Tessera gives Hugging Face's ids and decoded text,
+/// and writes a tokenizer.json that Hugging Face reads to the same.
+TEST(TokenizerInterop, UnigramAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  const std::string text = corpus();
+  const size_t cut = write_first_half(text, work.path());
+  run_helper(python, "unigram " + work.path() + "/corpus.txt " + work.path(), work.path() + "/unigram.log");
+  std::vector<std::string> names;
+  std::istringstream lines(test::read_file(work.path() + "/unigram.log"));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) names.push_back(line);
+  ASSERT_EQ(names.size(), 6u) << test::read_file(work.path() + "/unigram.log");
+  const std::vector<std::string> texts = {
+      "Hello world", " lead", "a  b", "  two  spaces  ", "trailing \t\u3000 ", "", " ", "\u2581already",
+      "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 \ufb01ne \u00bd \u2460 \u216b \u3000x",
+      "Cafe\u0301 \uff21\u0301 e\u0301\u0301\u0301 \r\n \u0600a", "\u6f22\u5b57 \U0001F642 x \ua66e\ua66e",
+      "<s>x</s> <extra_id_0> y<unk>", "Ünïcödé naïve café — “quotes” 'tis", text.substr(cut, 3000)};
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    const std::string file = work.path() + "/" + name + ".json";
+    const Tokenizer tok = Tokenizer::load(file);
+    EXPECT_EQ(tok.model(), "Unigram");
+    EXPECT_THAT(tok.describe(), testing::StartsWith("Unigram, "));
+    expect_encodes_as_hugging_face(python, tok, file, texts, work.path());
+    tok.save(work.path() + "/ours.json");
+    const Tokenizer again = Tokenizer::load(work.path() + "/ours.json");
+    EXPECT_EQ(again.fingerprint(), tok.fingerprint());
+    expect_encodes_as_hugging_face(python, again, work.path() + "/ours.json", texts, work.path());
+  }
+  // The variants differ where they should: the prepend scheme, byte fallback, case folding.
+  const auto ids = [&](const std::string& name, const std::string& sample) {
+    return Tokenizer::load(work.path() + "/" + name + ".json").encode(sample);
+  };
+  EXPECT_NE(ids("t5", "<s>x y"), ids("t5-legacy", "<s>x y"));
+  const Tokenizer bytes = Tokenizer::load(work.path() + "/t5-byte-fallback.json");
+  EXPECT_EQ(bytes.token_to_string(bytes.encode("\ua66e").back()), "<0xAE>");
+  EXPECT_NE(ids("t5", "Hello World"), ids("t5-case-folded", "Hello World"));
+}
+
+/// Hugging Face's Precompiled normalizer and Tessera's give the same text for every code point, alone, after "a",
+/// before combining marks, after U+0600 (a Prepend) and CR, before a ZWJ and a spacing mark, with the character maps
+/// of nmt_nfkc, nmt_nfkc_cf and rules of the test's own: the same replacements, and the grapheme clusters (Unicode
+/// 16.0's) cut where Hugging Face cuts them.
+TEST(TokenizerInterop, PrecompiledNormalizesEveryCodePointAsHuggingFace) {
+  REQUIRE_STREAMING_VENV(python);
+  test::TempDir work("tessera-tokenizer-interop");
+  test::write_file(work.path() + "/corpus.txt", corpus());
+  std::vector<std::string> texts;
+  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    if (texts.empty() || cp % 512 == 0) texts.emplace_back();
+    const std::string c = utf8(cp);
+    texts.back() += c + " a" + c + " " + c + "\u0301 " + c + "\u0301\u0308 \u0600" + c + " \r" + c + " " + c +
+                    "\u200d " + c + "\u0903 ";
+  }
+  test::write_file(work.path() + "/texts.json", json(texts).dump());
+  run_helper(python, "precompiled " + work.path() + "/corpus.txt " + work.path() + "/texts.json " + work.path() +
+                         "/normalized.json",
+             work.path() + "/precompiled.log");
+  const json expected = json::parse(test::read_file(work.path() + "/normalized.json"));
+  ASSERT_EQ(expected["charsmaps"].size(), 3u);
+  for (const auto& [name, base64] : expected["charsmaps"].items()) {
+    SCOPED_TRACE(name);
+    const data::sentencepiece::PrecompiledCharsmap map(base64.get<std::string>(), name);
+    int wrong = 0;
+    for (size_t i = 0; i < texts.size() && wrong < 3; ++i) {
+      if (map.normalize(texts[i]) == expected["normalized"][name][i].get<std::string>()) continue;
+      ++wrong;
+      ADD_FAILURE() << "text " << i << " (code points from " << i * 512 << ") differs";
+    }
+  }
 }
 
 /// WordPiece as BERT's tokenizers are made (BertNormalizer, BertPreTokenizer, the WordPiece decoder), trained by

@@ -443,15 +443,18 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
     edit(doc);
     return testing::input_error_of([&] { load_json(doc); });
   };
-  EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "Unigram"; }),
-              HasSubstr("tok.json: model type Unigram; Tessera reads BPE (byte-level or SentencePiece-style) and "
-                        "WordPiece tokenizers"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "WordLevel"; }),
+              HasSubstr("tok.json: model type WordLevel; Tessera reads BPE (byte-level or SentencePiece-style), "
+                        "Unigram and WordPiece tokenizers"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["type"] = "Unigram"; }),  // with GPT-2's ByteLevel pre-tokenizer
+              HasSubstr("Unigram with pre_tokenizer {\"add_prefix_space\":false"));
   EXPECT_THAT(refusal([](json& d) {  // T5's: Unigram with SentencePiece's normalizer and Metaspace
                 d["model"]["type"] = "Unigram";
                 d["normalizer"] = {{"type", "Precompiled"}};
-                d["pre_tokenizer"] = {{"type", "Metaspace"}};
+                d["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}};
+                d["decoder"] = nullptr;
               }),
-              HasSubstr("model type Unigram"));
+              HasSubstr("normalizer Precompiled's precompiled_charsmap is null, expected base64 text"));
   EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKC"}}; }),
               HasSubstr("normalizer {\"type\":\"NFKC\"} before a byte-level BPE pre-tokenizer; Tessera reads NFC "
                         "(Qwen2's), NFD or none there"));
@@ -661,9 +664,11 @@ TEST(SentencePiece, RefusesWhatItCannotReadNamingTheFileAndWhy) {
     return testing::input_error_of([&] { load_json(doc); });
   };
   EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKC"}}; }),
-              HasSubstr("tok.json: SentencePiece-style BPE with normalizer NFKC; Tessera reads Prepend and Replace"));
-  EXPECT_THAT(refusal([](json& d) { d["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", " +"}}; }),
-              HasSubstr("normalizer Replace's pattern is {\"Regex\":\" +\"}; Tessera reads a Replace of a non-empty "
+              HasSubstr("tok.json: SentencePiece-style tokenizer with normalizer NFKC; Tessera reads Prepend, Replace"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", "(?<=a) +"}}; }),
+              HasSubstr("normalizer Replace's regex {\"Regex\":\"(?<=a) +\"}: "));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"]["normalizers"][1]["pattern"] = {{"String", ""}}; }),
+              HasSubstr("normalizer Replace's pattern is {\"String\":\"\"}; Tessera reads a Replace of a non-empty "
                         "string"));
   EXPECT_THAT(refusal([](json& d) { d["decoder"]["decoders"][1] = {{"type", "CTC"}}; }),
               HasSubstr("SentencePiece-style BPE with decoder CTC"));

@@ -5,8 +5,8 @@
 // encode(text). A byte-level BPE tokenizer's ids decode to the text exactly (tokenizers whose add_prefix_space adds
 // spaces: the text but for spaces; with added tokens that lstrip or rstrip: the text less some of its bytes, in
 // order; with an NFC or NFD normalizer: the same text once normalized; with a Split that removes its matches: not
-// checked); WordPiece and SentencePiece-style BPE tokenizers (normalized text, unknown tokens) encode and decode
-// without a crash.
+// checked); WordPiece, SentencePiece-style BPE and Unigram tokenizers (normalized text, unknown tokens) encode and
+// decode without a crash (a Unigram without an unknown token may refuse a text with an InputError).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>

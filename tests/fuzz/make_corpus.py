@@ -203,6 +203,34 @@ put("fuzz_tokenizer", "metaspace", json.dumps({
     "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True},
     "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}},
     ensure_ascii=False).encode() + b"\0ab  ab a\n")
+# SentencePiece's character map of four rules (a -> b, U+0600 -> P, CR -> R, "cd" -> Z), compiled by PyPI's sentencepiece
+# 0.2.3 (tests/core/unigram_test.cpp holds the same).
+RULES_CHARSMAP = ("AAQAAAAwAAANDQAAAgAAgAYAAIBkBQAABAAAgIAFAAAAAACACQAAAAgAAAALAAAACgAAAA0AAAAMAAAADwAAAA4AAAARAAAAEAAA"
+                  "ABMAAAASAAAAFQAAABQAAAAXAAAAFgAAABkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAAIQAAACAAAAAjAAAAIgAAACUA"
+                  "AAAkAAAAJwAAACYAAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAADEAAAAwAAAAMwAAADIAAAA1AAAANAAAADcAAAA2"
+                  "AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAARgAAAEkAAABIAAAA"
+                  "SwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAAWAAAAFsAAABaAAAAXQAA"
+                  "AFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAAagAAAG0AAABhuQEAbwAAAGM8"
+                  "AABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAAfAAAAH8AAAB+AAAAgQAAAIAAAACD"
+                  "AAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAAjgAAAJEAAACQAAAAkwAAAJIAAACVAAAA"
+                  "lAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAAoAAAAKMAAACiAAAApQAAAKQAAACnAAAApgAA"
+                  "AKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAACuAAAAsQAAALAAAACzAAAAsgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsA"
+                  "AAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAAxAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADM"
+                  "AAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA2EgBANQAAADXAAAA1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA"
+                  "4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAA"
+                  "APIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA+gAAAP0AAAD8AAAA/wAAAP4AAABQAFIAWgBiAA==")
+put("fuzz_tokenizer", "unigram", json.dumps({
+    "added_tokens": [{"id": 0, "content": "<unk>", "special": True}],
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Precompiled", "precompiled_charsmap": RULES_CHARSMAP},
+        {"type": "Strip", "strip_left": False, "strip_right": True},
+        {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": "\u2581"}]},
+    "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
+    "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
+    "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": True, "vocab": [
+        ["<unk>", 0.0], ["\u2581", -3.0], ["a", -2.0], ["b", -2.0], ["ab", -1.5], ["\u2581ab", -1.0], ["<0xC3>", -4.0],
+        ["<0xA9>", -4.0], ["bb", -3.9999999]]}},
+    ensure_ascii=False).encode() + "\0ab  ab a\u0301\u0600x caf\u00e9 \r\n\u2581bb \xff".encode())
 wordpiece_vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "world", ",", "!",
                    "caf", "##e", "中"]
 put("fuzz_tokenizer", "wordpiece", json.dumps({

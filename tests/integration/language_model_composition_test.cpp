@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 /// testing::small_text_tokenizer(), each line a document ended by its <|endoftext|>; "bert_wordpiece": on the tokens
 /// of testing::small_text_wordpiece(), each line [CLS] … [SEP]; "gpt_llama3" and "gpt_sentencepiece": on the tokens
 /// of testing::small_text_llama3() and small_text_sentencepiece(), each line a document ("gpt_o200k": of
-/// small_text_o200k(), GPT-4o's pattern after NFC); or "bert_classifier" on
+/// small_text_o200k(), GPT-4o's pattern after NFC; "gpt_unigram": of small_text_unigram(), T5's kind); or "bert_classifier" on
 /// labelled texts; with dropout, for gyro dropout) trained 6 batches on testing::small_text_file()
 /// (small_labelled_text_file()) with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
@@ -33,7 +33,8 @@ std::string recipe(const std::string& model, const std::string& algorithm) {
   const std::map<std::string, std::function<const std::string&()>> tokenizer_of = {
       {"gpt_bpe", testing::small_text_tokenizer},      {"bert_bpe", testing::small_text_tokenizer},
       {"bert_wordpiece", testing::small_text_wordpiece}, {"gpt_llama3", testing::small_text_llama3},
-      {"gpt_sentencepiece", testing::small_text_sentencepiece}, {"gpt_o200k", testing::small_text_o200k}};
+      {"gpt_sentencepiece", testing::small_text_sentencepiece}, {"gpt_o200k", testing::small_text_o200k},
+      {"gpt_unigram", testing::small_text_unigram}};
   const auto tokenized = tokenizer_of.find(model);
   const bool on_tokens = tokenized != tokenizer_of.end();
   const std::string base = on_tokens ? model.substr(0, model.find('_')) : model;
@@ -235,11 +236,11 @@ TEST(OnWordPieceText, ABertTakesTheTokenizersVocabularyAndEachLineIsClsToSep) {
 
 TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
   // A BERT (masked tokens, dropout) and a GPT, on BPE tokens (the GPT's also with Llama 3's pattern, GPT-4o's after
-  // NFC and SentencePiece-style) and, for the BERT, on WordPiece tokens and on bytes: 3
+  // NFC and SentencePiece-style, and on Unigram tokens) and, for the BERT, on WordPiece tokens and on bytes: 3
   // batches, a checkpoint, then autoresume to 6 end bitwise where 6 batches in one go end; the masking, the dropout
   // and the loader's order continue where they stopped.
   for (const std::string model :
-       {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe", "gpt_llama3", "gpt_sentencepiece", "gpt_o200k"}) {
+       {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe", "gpt_llama3", "gpt_sentencepiece", "gpt_o200k", "gpt_unigram"}) {
     SCOPED_TRACE(model);
     const fs::path folder = fs::temp_directory_path() / "tessera_lm_resume" / model;
     fs::remove_all(folder);

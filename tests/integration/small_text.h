@@ -175,6 +175,38 @@ inline const std::string& small_text_sentencepiece() {
   return path;
 }
 
+/// A Unigram tokenizer as T5's (normalizer Strip then Replace " {2,}" by "▁", Metaspace, template "$A </s>") for
+/// small_text_file(): <pad> </s> <unk>, "▁", the lowercase letters but z, "▁" + each of its words and "qu" "ick",
+/// scored so that each word is one piece; saved under the temp folder once per test binary.
+inline const std::string& small_text_unigram() {
+  static const std::string path = [] {
+    nlohmann::json vocab = nlohmann::json::array({{"<pad>", 0.0}, {"</s>", 0.0}, {"<unk>", 0.0}, {"\u2581", -3.0}});
+    for (char c = 'a'; c < 'z'; ++c) vocab.push_back({std::string(1, c), -5.0});
+    for (const char* word : {"the", "quick", "brown", "fox", "runs", "jumps"}) vocab.push_back({std::string("\u2581") + word, -1.0});
+    vocab.push_back({"qu", -2.0});
+    vocab.push_back({"ick", -2.0});
+    nlohmann::json added = nlohmann::json::array();
+    for (size_t id = 0; id < 3; ++id) added.push_back({{"id", id}, {"content", vocab[id][0]}, {"special", true}});
+    const nlohmann::json metaspace = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
+    const nlohmann::json doc = {
+        {"added_tokens", added},
+        {"normalizer",
+         {{"type", "Sequence"},
+          {"normalizers",
+           {{{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}},
+            {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}}}}}},
+        {"pre_tokenizer", metaspace},
+        {"post_processor",
+         {{"type", "TemplateProcessing"},
+          {"single", {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}},
+          {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {1}}, {"tokens", {"</s>"}}}}}}}},
+        {"decoder", metaspace},
+        {"model", {{"type", "Unigram"}, {"unk_id", 2}, {"vocab", vocab}, {"byte_fallback", false}}}};
+    return write_per_process("tessera_small_unigram_", doc);
+  }();
+  return path;
+}
+
 /// A file of 120 labelled texts (the `text_classification` dataset's `path`): lines of small_text_file()'s words,
 /// labelled "odd" or "even" by the count of their words, written once per test binary.
 inline const std::string& small_labelled_text_file() {

@@ -2,7 +2,8 @@
 /// Byte-level BPE tokenizers (GPT-2's scheme, or Llama 3's, Qwen2's, GPT-4o's pattern, or Splits by regexes of your
 /// own, with an NFC normalizer or not): trained on your text, or read from a Hugging Face
 /// `tokenizer.json` or GPT-2's `vocab.json` + `merges.txt`, and written as a `tokenizer.json` that Hugging Face
-/// `tokenizers` reads; and WordPiece (BERT's) and SentencePiece-style BPE (Llama 2's) tokenizers, read and written.
+/// `tokenizers` reads; and WordPiece (BERT's), SentencePiece-style BPE (Llama 2's) and Unigram (T5's, XLM-RoBERTa's)
+/// tokenizers, read and written.
 ///
 ///     auto tok = tessera::data::Tokenizer::train({text}, tessera::data::TokenizerTrainOptions().vocab_size(4096));
 ///     tok.save("fortunes-4096.json");
@@ -51,9 +52,16 @@
 /// rank. `decode` runs the decoder's steps (Replace, ByteFallback, Fuse, Strip, Metaspace) as Hugging Face does:
 /// bytes that are not UTF-8 decode to U+FFFD each. Read and written, not trained.
 ///
-/// Not read (InputError naming the file and what it holds): tokenizers of another model (Unigram), byte-level BPE with
-/// a normalizer other than NFC and NFD or a pre-tokenizer other than Splits and ByteLevel (Digits, ByteLevel with
-/// use_regex false alone), a Split regex with what split_regex.h refuses, SentencePiece-style BPE with another normalizer (NFKC) or decoder step or a regex Replace, BPE dropout,
+/// Unigram (T5's, mT5's, XLM-RoBERTa's, as transformers converts SentencePiece's models) is read too: the normalizer's
+/// Precompiled (SentencePiece's character map, applied by grapheme cluster as Hugging Face applies it:
+/// src/data/precompiled_charsmap.h), Strip and Replace (by a string or a regex) steps, Metaspace, then each word cut
+/// into the pieces of the highest total score as Hugging Face's Unigram cuts it (src/data/unigram.h); `decode` runs the
+/// decoder. SentencePiece-style BPE may hold those normalizer steps too. Read and written, not trained.
+///
+/// Not read (InputError naming the file and what it holds): tokenizers of another model (WordLevel), byte-level BPE
+/// with a normalizer other than NFC and NFD or a pre-tokenizer other than Splits and ByteLevel (Digits, ByteLevel with
+/// use_regex false alone), a Split regex with what split_regex.h refuses, SentencePiece-style BPE or Unigram with
+/// another normalizer (NFKD, Lowercase: ALBERT's) or pre-tokenizer (WhitespaceSplit) or decoder step, BPE dropout,
 /// subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
 /// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
 /// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
@@ -74,7 +82,7 @@ namespace tessera::data {
 
 namespace detail {
 struct WordPieceModel;      ///< a WordPiece tokenizer's settings and vocabulary lookup (src/data/tokenizer.cpp)
-struct SentencePieceModel;  ///< a SentencePiece-style BPE tokenizer's steps and vocabulary lookup (same file)
+struct SentencePieceModel;  ///< a SentencePiece-style BPE or Unigram tokenizer's steps and model (same file)
 struct PreTokenizer;        ///< a byte-level BPE tokenizer's normalizer and Split steps (same file)
 }
 
@@ -166,10 +174,10 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   int64_t vocab_size() const noexcept { return static_cast<int64_t>(tokens_.size()); }
-  /// "BPE" (byte-level or SentencePiece-style) or "WordPiece": the tokenizer.json model type.
-  std::string model() const { return wordpiece_ ? "WordPiece" : "BPE"; }
+  /// "BPE" (byte-level or SentencePiece-style), "Unigram" or "WordPiece": the tokenizer.json model type.
+  std::string model() const;
   /// Whether this is byte-level BPE (GPT-2's, Llama 3's: every byte a token, decode gives the bytes encoded), rather
-  /// than WordPiece or SentencePiece-style BPE (over characters, with byte fallback).
+  /// than WordPiece, SentencePiece-style BPE (over characters, with byte fallback) or Unigram.
   bool byte_level() const noexcept { return !wordpiece_ && !sentencepiece_; }
   /// A byte-level BPE tokenizer's pre-tokenizer pattern (gpt2 for the others, which split text their own way; custom
   /// for Splits by other regexes, or several Splits).
@@ -244,7 +252,7 @@ class Tokenizer {
   bool ignore_merges_ = false;
   std::unordered_map<std::string, int64_t> whole_of_;  ///< byte-level BPE with ignore_merges_: bytes -> id
   std::shared_ptr<const detail::WordPieceModel> wordpiece_;  ///< set for a WordPiece tokenizer
-  std::shared_ptr<const detail::SentencePieceModel> sentencepiece_;  ///< set for BPE over characters
+  std::shared_ptr<const detail::SentencePieceModel> sentencepiece_;  ///< set for BPE over characters and Unigram
   std::shared_ptr<const detail::PreTokenizer> pre_;  ///< byte-level BPE: set unless GPT-2's pattern alone cuts the text
 };
 

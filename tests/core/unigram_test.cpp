@@ -1,0 +1,176 @@
+// Unigram tokenizers (T5's, XLM-RoBERTa's: src/data/unigram.h) and the normalizer steps SentencePiece's converted
+// tokenizers hold (Precompiled: src/data/precompiled_charsmap.h; Strip; Replace by a regex): the expected ids are
+// those Hugging Face `tokenizers` 0.22.2 gives for the same tokenizer.json. Parity on trained and converted
+// tokenizers, and on every code point, is in tokenizer_interop_test.cpp.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include <nlohmann/json.hpp>
+#include <tessera/data/tokenizer.h>
+
+#include "../../src/data/precompiled_charsmap.h"
+#include "core/mds_support.h"
+#include "support.h"
+
+namespace tessera {
+namespace {
+
+using data::Tokenizer;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+/// SentencePiece's character map of four rules, compiled by PyPI's sentencepiece 0.2.3 (normalization_rule_tsv):
+/// "a" to "b", U+0600 (a Prepend character) to "P", CR to "R", "cd" to "Z".
+constexpr const char* kRulesCharsmap =
+    "AAQAAAAwAAANDQAAAgAAgAYAAIBkBQAABAAAgIAFAAAAAACACQAAAAgAAAALAAAACgAAAA0AAAAMAAAADwAAAA4AAAARAAAAEAAAABMAAAASAAAAFQAAABQAAAAXAAAAFgAAABkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAAIQAAACAAAAAjAAAAIgAAACUAAAAkAAAAJwAAACYAAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAADEAAAAwAAAAMwAAADIAAAA1AAAANAAAADcAAAA2AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAARgAAAEkAAABIAAAASwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAAWAAAAFsAAABaAAAAXQAAAFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAAagAAAG0AAABhuQEAbwAAAGM8AABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAAfAAAAH8AAAB+AAAAgQAAAIAAAACDAAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAAjgAAAJEAAACQAAAAkwAAAJIAAACVAAAAlAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAAoAAAAKMAAACiAAAApQAAAKQAAACnAAAApgAAAKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAACuAAAAsQAAALAAAACzAAAAsgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsAAAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAAxAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADMAAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA2EgBANQAAADXAAAA1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAAAPIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA+gAAAP0AAAD8AAAA/wAAAP4AAABQAFIAWgBiAA==";
+
+Tokenizer load_json(const json& doc) {
+  test::TempDir dir("tessera-unigram");
+  test::write_file(dir.path() + "/tok.json", doc.dump());
+  return Tokenizer::load(dir.path() + "/tok.json");
+}
+
+/// Hugging Face's Unigram example (its model.rs), with byte tokens, pieces that tie, "▁" pieces and an added <s>.
+json unigram_json() {
+  const json vocab = json::array({{"<unk>", 0.0}, {"a", 0.0}, {"b", 0.0}, {"c", 0.0}, {"d", 0.0}, {"cd", 1.0},
+                                  {"ab", 2.0}, {"abc", 5.0}, {"abcd", 10.0}, {"<0x78>", -1.0}, {"<0xC3>", -1.0},
+                                  {"e", -0.5}, {"f", -0.5}, {"ef", -1.0}, {"\u2581", -2.0}, {"\u2581a", -0.25},
+                                  {"<s>", 0.0}});
+  return {{"version", "1.0"},
+          {"added_tokens", json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                                        {{"id", 16}, {"content", "<s>"}, {"special", true}}})},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", nullptr},
+          {"post_processor", nullptr},
+          {"decoder", nullptr},
+          {"model", {{"type", "Unigram"}, {"unk_id", 0}, {"vocab", vocab}, {"byte_fallback", false}}}};
+}
+
+using Ids = std::vector<int64_t>;
+
+TEST(Unigram, CutsIntoThePiecesOfTheHighestScoreAsHuggingFace) {
+  const Tokenizer t = load_json(unigram_json());
+  EXPECT_EQ(t.model(), "Unigram");
+  EXPECT_FALSE(t.byte_level());
+  EXPECT_EQ(t.vocab_size(), 17);
+  EXPECT_EQ(t.describe(), "Unigram, 17 tokens (2 special), unknown <unk>");
+  EXPECT_EQ(t.encode("abcdacdxx"), (Ids{8, 1, 5, 0}));  // abcd a cd, and the two unknown x's as one <unk>
+  EXPECT_EQ(t.encode("ef"), (Ids{13}));   // ef (-1) ties e f (-0.5 - 0.5): the first path found is kept
+  EXPECT_EQ(t.encode("dc"), (Ids{4, 3}));
+  EXPECT_EQ(t.encode("zzz"), (Ids{0}));
+  EXPECT_EQ(t.encode("a<s>ab"), (Ids{1, 16, 6}));
+  EXPECT_EQ(t.encode("<unk>x"), (Ids{0, 0}));  // the added token, then an unknown character
+  EXPECT_EQ(t.encode(""), Ids{});
+  EXPECT_EQ(t.encode("a\xff" "b"), (Ids{1, 0, 2}));  // a byte that is not UTF-8: an unknown character
+  EXPECT_EQ(t.decode({8, 1, 5}), "abcd a cd");       // no decoder: Hugging Face joins the pieces with spaces
+
+  // byte_fallback: a run of unknown characters becomes its bytes' tokens when the vocabulary has them all.
+  json doc = unigram_json();
+  doc["model"]["byte_fallback"] = true;
+  const Tokenizer bytes = load_json(doc);
+  EXPECT_EQ(bytes.encode("xx"), (Ids{9, 9}));
+  EXPECT_EQ(bytes.encode("xax"), (Ids{9, 1, 9}));
+  EXPECT_EQ(bytes.encode("x\u00e9"), (Ids{0}));  // <0xA9> is missing: the unknown token
+  EXPECT_EQ(bytes.describe(), "Unigram, 17 tokens (2 special), byte fallback, unknown <unk>");
+  EXPECT_NE(bytes.fingerprint(), t.fingerprint());
+
+  // No unknown token: a character no piece starts with is an error, as in Hugging Face.
+  doc = unigram_json();
+  doc["model"]["unk_id"] = nullptr;
+  const Tokenizer strict = load_json(doc);
+  EXPECT_EQ(strict.encode("ab"), (Ids{6}));
+  EXPECT_THAT(testing::input_error_of([&] { strict.encode("abx"); }),
+              HasSubstr("Unigram has no piece for \"x\" and no unknown token (model.unk_id is null)"));
+
+  // Written back as Hugging Face writes it, scores exact; read again to the same tokenizer.
+  const json written = json::parse(t.to_json());
+  EXPECT_EQ(written["model"], unigram_json()["model"]);
+  EXPECT_EQ(load_json(written).fingerprint(), t.fingerprint());
+  doc = unigram_json();
+  doc["model"]["vocab"][13][1] = -1.0000001;  // a score changes the fingerprint, and the cut
+  EXPECT_NE(load_json(doc).fingerprint(), t.fingerprint());
+  EXPECT_EQ(load_json(doc).encode("ef"), (Ids{11, 12}));
+}
+
+TEST(Unigram, NormalizesAsT5sConvertedTokenizer) {
+  // T5's steps as transformers converts them: Precompiled, Strip (right), Replace " {2,}" by "▁"; Metaspace.
+  json doc = unigram_json();
+  doc["normalizer"] = {
+      {"type", "Sequence"},
+      {"normalizers",
+       {{{"type", "Precompiled"}, {"precompiled_charsmap", kRulesCharsmap}},
+        {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}},
+        {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}}}}};
+  doc["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
+  doc["decoder"] = doc["pre_tokenizer"];
+  const Tokenizer t = load_json(doc);
+  EXPECT_EQ(t.encode("a  b"), (Ids{14, 2, 14, 2}));  // b▁b, then ▁b ▁b
+  EXPECT_EQ(t.encode("a   a"), (Ids{14, 2, 14, 2}));
+  EXPECT_EQ(t.encode(" a"), (Ids{14, 2}));
+  EXPECT_EQ(t.encode("x\u0301a\u0301 cd  "), (Ids{14, 0, 2, 14, 5}));  // a + its accent is one cluster: "b"
+  EXPECT_EQ(t.decode({14, 0, 2, 14, 5}), "<unk>b cd");  // Metaspace's decoder drops the first token's "▁"
+  EXPECT_EQ(t.decode({14, 0, 2, 14, 5}, true), "b cd");
+  EXPECT_EQ(json::parse(t.to_json())["normalizer"], doc["normalizer"]);
+}
+
+TEST(PrecompiledCharsmap, ReplacesClustersAndCharactersAsHuggingFace) {
+  const data::sentencepiece::PrecompiledCharsmap map(kRulesCharsmap, "tok.json");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"a", "b"},
+      {"a\u0301", "b"},                     // a cluster under 6 bytes that starts with a key: the key's replacement
+      {"a\u0301\u0301", "b"},
+      {"a\u0301\u0301\u0301", "b\u0301\u0301\u0301"},  // 7 bytes: character by character
+      {"x\u0301", "x\u0301"},
+      {"\r\n", "R"},                        // CR LF is one cluster
+      {"\r x", "R x"},
+      {"\u06001", "P"},                     // U+0600 (Prepend) joins the character after it
+      {"\u0600\u0600a", "P"},
+      {"cd", "cd"},                         // a key of two characters is never looked up whole
+      {"abc\u200dd", "bbc\u200dd"},
+      {"a\U0001F600", "b\U0001F600"},
+      {std::string("\0a", 2), std::string("\0b", 2)},
+      {"a\xff" "a", "b\xff" "b"},          // a byte that is not UTF-8 stays
+  };
+  for (const auto& [text, expected] : cases) EXPECT_EQ(map.normalize(text), expected) << text;
+}
+
+TEST(Unigram, RefusesWhatItCannotReadNamingTheFileAndWhy) {
+  const auto refusal = [](const std::function<void(json&)>& edit) {
+    json doc = unigram_json();
+    edit(doc);
+    return testing::input_error_of([&] { load_json(doc); });
+  };
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"] = json::object(); }),
+              HasSubstr("tok.json: model.vocab is not a JSON array; expected Unigram's [piece, score] pairs"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"] = json::array(); }),
+              HasSubstr("model.vocab is empty; expected Unigram's [piece, score] pairs"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["vocab"][3] = {"c"}; }),
+              HasSubstr("model.vocab[3] is [\"c\"], expected [\"piece\", score]"));
+  EXPECT_THAT(refusal([](json& d) { d["model"]["unk_id"] = 17; }),
+              HasSubstr("model.unk_id is 17, expected null or an id of the model's 17 pieces"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "WhitespaceSplit"}}; }),
+              HasSubstr("Unigram with pre_tokenizer {\"type\":\"WhitespaceSplit\"}; Tessera reads Unigram tokenizers "
+                        "with the Metaspace pre-tokenizer or none"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKD"}}; }),
+              HasSubstr("SentencePiece-style tokenizer with normalizer NFKD; Tessera reads Prepend, Replace"));
+  EXPECT_THAT(refusal([](json& d) {
+                d["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "^ +"}}}, {"content", ""}};
+              }),
+              HasSubstr("normalizer Replace's regex {\"Regex\":\"^ +\"}: "));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "Strip"}, {"strip_left", 1}, {"strip_right", true}}; }),
+              HasSubstr("normalizer Strip's strip_left is 1, expected true or false"));
+  const auto charsmap = [&](const std::string& base64) {
+    return refusal([&](json& d) { d["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", base64}}; });
+  };
+  EXPECT_THAT(charsmap("AAQ*"), HasSubstr("precompiled_charsmap is not standard base64 text"));
+  EXPECT_THAT(charsmap("AAQ="), HasSubstr("precompiled_charsmap holds 2 bytes; expected a 4-byte trie size"));
+  EXPECT_THAT(charsmap("AAQAAAAw"), HasSubstr("says its trie takes 1024 bytes, but 2 follow the size"));
+  const std::string rules = kRulesCharsmap;  // its replacements "P\0R\0Z\0b\0" start at byte 1028; make P a 0xFF
+  EXPECT_THAT(charsmap(rules.substr(0, 1368) + "AAD/" + rules.substr(1372)),
+              HasSubstr("has replacements that are not UTF-8"));
+}
+
+}  // namespace
+}  // namespace tessera
