@@ -4,7 +4,7 @@
 //
 //   tessera-tokenizer train PATH --vocab-size N --out T.json [--min-frequency 2] [--special TOKEN ...]
 //                           [--template '$A <|endoftext|>'] [--pattern gpt2|llama3|qwen2|o200k | --split-regex R]
-//                           [--normalizer none|nfc]
+//                           [--normalizer none|nfc|nfd|nfkc|nfkd]
 //                           [--test-fraction 0.1 | --all]   (PATH: a text file or a folder, as the text dataset reads)
 //   tessera-tokenizer encode T.json PATH [--ids] [--split all|train|test] [--test-fraction 0.1]
 //                                [--add-special-tokens]     (bytes, tokens, bytes per token, time; --ids: the ids)
@@ -56,8 +56,9 @@ int main(int argc, char** argv) {
   train->add_option("--split-regex", options.split_regex(),
                     "a pre-tokenizer regex of your own instead of --pattern (Hugging Face's Split, Oniguruma syntax)")
       ->excludes(pattern);
-  train->add_option("--normalizer", options.normalizer(), "Unicode normalization before the text is cut: none or nfc")
-      ->check(CLI::IsMember({"none", "nfc"}))
+  train->add_option("--normalizer", options.normalizer(),
+                    "Unicode normalization before the text is cut: none, nfc, nfd, nfkc or nfkd")
+      ->check(CLI::IsMember({"none", "nfc", "nfd", "nfkc", "nfkd"}))
       ->capture_default_str();
   train->add_option("--out", out, "the tokenizer.json to write")->required();
   auto* fraction = train->add_option("--test-fraction", test_fraction,

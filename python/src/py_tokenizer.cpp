@@ -39,7 +39,7 @@ void bind_tokenizer(py::module_& d) {
           "encode(text, add_special_tokens=True) puts around a text. pattern: 'gpt2' (GPT-2's pre-tokenizer), "
           "'llama3' (Llama 3's: numbers in runs of at most three digits), 'qwen2' (Llama 3's with single digits) or "
           "'o200k' (GPT-4o's); split_regex: a pre-tokenizer regex of your own instead (Hugging Face's Split, "
-          "Oniguruma syntax); normalizer: 'none' or 'nfc' (Qwen2's).")
+          "Oniguruma syntax); normalizer: 'none', 'nfc' (Qwen2's), 'nfd', 'nfkc' or 'nfkd'.")
       .def_static("load", &Tokenizer::load, py::arg("path"),
                   "Reads a tokenizer.json (byte-level BPE, WordPiece or SentencePiece-style BPE), or a folder with "
                   "tokenizer.json, "
@@ -81,7 +81,8 @@ void bind_tokenizer(py::module_& d) {
       .def_property_readonly("pre_tokenizer_json", &Tokenizer::pre_tokenizer_json,
                              "a byte-level BPE tokenizer's pre-tokenizer, as tokenizer.json writes it")
       .def_property_readonly("normalizer", &Tokenizer::normalizer,
-                             "a byte-level BPE tokenizer's Unicode normalization: 'NFC', 'NFD' or '' (none)")
+                             "a byte-level BPE tokenizer's Unicode normalization: 'NFC', 'NFD', 'NFKC', 'NFKD' or '' "
+                             "(none)")
       .def_property_readonly("ignore_merges", &Tokenizer::ignore_merges,
                              "whether a piece that is a token as a whole is that token, unmerged (Llama 3's)")
       .def_property_readonly("special_tokens", &Tokenizer::special_tokens, "the special added tokens' texts, by id")

@@ -98,6 +98,24 @@ std::string normalize(std::string_view text, const Normalizer& options) {
   return out;
 }
 
+std::string lowercase(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::vector<uint32_t> mapped;
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = unicode::decode_utf8(text, i);
+    if (n == 0) {
+      out += text[i++];
+      continue;
+    }
+    i += n;
+    mapped.clear();
+    append_mapped(mapped, cp, std::begin(kLowercase), std::end(kLowercase), kLowercased);
+    for (uint32_t m : mapped) unicode::append_utf8(out, m);
+  }
+  return out;
+}
+
 std::vector<std::string_view> pre_tokenize(std::string_view text) {
   std::vector<std::string_view> words;
   size_t start = 0;  // of the word being read

@@ -20,6 +20,10 @@ struct Normalizer {
 /// decomposition is Hugging Face's NFD (Unicode 9.0's data: src/data/normalization.h).
 std::string normalize(std::string_view text, const Normalizer& options);
 
+/// `text` with each character's full lowercase mapping (BertNormalizer's lowercase; Hugging Face's Lowercase
+/// normalizer). Bytes that are not UTF-8 are kept as they are.
+std::string lowercase(std::string_view text);
+
 /// BertPreTokenizer's words of `text`: split at whitespace (dropped), each punctuation character (Unicode's P*
 /// categories and ASCII's punctuation) a word of its own. Views into `text`.
 std::vector<std::string_view> pre_tokenize(std::string_view text);

@@ -21,7 +21,7 @@ uint32_t combining_class(uint32_t cp) {
   return value_in(cp, std::begin(kCombiningClass), std::end(kCombiningClass), 0);
 }
 
-void append_decomposed(std::vector<uint32_t>& out, uint32_t cp) {
+void append_decomposed(std::vector<uint32_t>& out, uint32_t cp, bool compatibility) {
   if (cp >= kSBase && cp < kSBase + kSCount) {
     const uint32_t s = cp - kSBase;
     out.push_back(kLBase + s / kNCount);
@@ -29,7 +29,11 @@ void append_decomposed(std::vector<uint32_t>& out, uint32_t cp) {
     if (s % kTCount != 0) out.push_back(kTBase + s % kTCount);
     return;
   }
-  if (const CodeMapping* m = find_mapping(cp, std::begin(kDecomposition), std::end(kDecomposition))) {
+  const CodeMapping* k =
+      compatibility ? find_mapping(cp, std::begin(kCompatibility), std::end(kCompatibility)) : nullptr;
+  if (k != nullptr) {
+    out.insert(out.end(), kCompatibilityDecomposed + k->start, kCompatibilityDecomposed + k->start + k->length);
+  } else if (const CodeMapping* m = find_mapping(cp, std::begin(kDecomposition), std::end(kDecomposition))) {
     out.insert(out.end(), kDecomposed + m->start, kDecomposed + m->start + m->length);
   } else {
     out.push_back(cp);
@@ -73,10 +77,10 @@ void compose(std::vector<uint32_t>& cps) {
 
 }  // namespace
 
-void decompose(std::vector<uint32_t>& cps) {
+void decompose(std::vector<uint32_t>& cps, bool compatibility) {
   std::vector<uint32_t> out;
   out.reserve(cps.size());
-  for (uint32_t cp : cps) append_decomposed(out, cp);
+  for (uint32_t cp : cps) append_decomposed(out, cp, compatibility);
   for (size_t i = 0; i < out.size();) {  // each run of non-starters, stably sorted by combining class
     size_t end = i;
     while (end < out.size() && combining_class(out[end]) != 0) ++end;
@@ -100,8 +104,8 @@ void normalize_stretch(std::string_view text, NormalForm form, std::string& out)
     cps.push_back(n == 0 ? kNotUtf8 + static_cast<unsigned char>(text[i]) : cp);
     i += n == 0 ? 1 : n;
   }
-  decompose(cps);
-  if (form == NormalForm::nfc) compose(cps);
+  decompose(cps, form == NormalForm::nfkd || form == NormalForm::nfkc);
+  if (form == NormalForm::nfc || form == NormalForm::nfkc) compose(cps);
   for (uint32_t cp : cps) {
     if (cp >= kNotUtf8) out += static_cast<char>(cp - kNotUtf8);
     else append_utf8(out, cp);
@@ -111,6 +115,39 @@ void normalize_stretch(std::string_view text, NormalForm form, std::string& out)
 bool ascii(char c) { return static_cast<unsigned char>(c) < 0x80; }
 
 }  // namespace
+
+const char* normal_form_name(NormalForm form) {
+  switch (form) {
+    case NormalForm::nfd: return "NFD";
+    case NormalForm::nfc: return "NFC";
+    case NormalForm::nfkd: return "NFKD";
+    case NormalForm::nfkc: return "NFKC";
+  }
+  return "?";
+}
+
+bool normal_form_from_name(const std::string& name, NormalForm& out) {
+  for (NormalForm form : {NormalForm::nfd, NormalForm::nfc, NormalForm::nfkd, NormalForm::nfkc}) {
+    if (name != normal_form_name(form)) continue;
+    out = form;
+    return true;
+  }
+  return false;
+}
+
+bool is_mark(uint32_t cp) { return in_ranges(cp, std::begin(kMarks), std::end(kMarks)); }
+
+std::string strip_marks(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = decode_utf8(text, i);
+    const size_t size = n == 0 ? 1 : n;
+    if (n == 0 || !is_mark(cp)) out.append(text.substr(i, size));
+    i += size;
+  }
+  return out;
+}
 
 std::string normalize(std::string_view text, NormalForm form) {
   // ASCII is in every normal form, and an ASCII character followed by another is a starter that nothing before it

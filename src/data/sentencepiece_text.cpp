@@ -6,6 +6,7 @@
 
 #include <tessera/error.h>
 
+#include "bert_text.h"
 #include "precompiled_charsmap.h"
 #include "split_regex.h"
 #include "unicode.h"
@@ -94,6 +95,12 @@ std::vector<TextStep> read_normalizer(const json& normalizer, const std::string&
         if (!v.is_boolean()) bad(file, fmt::format("normalizer Strip's {} is {}, expected true or false", key, v.dump()));
         *flag = v.get<bool>();
       }
+    } else if (unicode::normal_form_from_name(type, t.form)) {
+      t.kind = TextStep::Kind::normal_form;
+    } else if (type == "StripAccents") {
+      t.kind = TextStep::Kind::strip_accents;
+    } else if (type == "Lowercase") {
+      t.kind = TextStep::Kind::lowercase;
     } else if (type == "Precompiled") {
       t.kind = TextStep::Kind::precompiled;
       const json& map = step.value("precompiled_charsmap", json());
@@ -103,8 +110,9 @@ std::vector<TextStep> read_normalizer(const json& normalizer, const std::string&
       t.charsmap = std::make_shared<const PrecompiledCharsmap>(map.get<std::string>(), file);
     } else {
       bad(file, "SentencePiece-style tokenizer with normalizer " + type +
-                    "; Tessera reads Prepend, Replace (Llama 2's \"▁\" before the text and for each space), Strip and "
-                    "Precompiled (T5's, XLM-RoBERTa's), alone or in a Sequence, or none");
+                    "; Tessera reads Prepend, Replace (Llama 2's \"▁\" before the text and for each space), Strip, "
+                    "Precompiled (T5's, XLM-RoBERTa's), NFC, NFD, NFKC, NFKD, StripAccents and Lowercase (ALBERT's), "
+                    "alone or in a Sequence, or none");
     }
     steps.push_back(std::move(t));
   }
@@ -208,6 +216,15 @@ std::string normalize(std::string_view text, const std::vector<TextStep>& steps)
       }
       case TextStep::Kind::precompiled:
         out = step.charsmap->normalize(out);
+        break;
+      case TextStep::Kind::normal_form:
+        out = unicode::normalize(out, step.form);
+        break;
+      case TextStep::Kind::strip_accents:
+        out = unicode::strip_marks(out);
+        break;
+      case TextStep::Kind::lowercase:
+        out = bert::lowercase(out);
         break;
     }
   }

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "normalization.h"
+
 namespace tessera::data {
 class SplitRegex;
 }
@@ -21,10 +23,12 @@ namespace tessera::data::sentencepiece {
 class PrecompiledCharsmap;
 
 /// A normalizer step: Prepend (`text` before a non-empty text), Replace (every `from`, or every match of `regex`, by
-/// `text`), Strip (the whitespace at the start, the end or both) or Precompiled (SentencePiece's character map).
+/// `text`), Strip (the whitespace at the start, the end or both), Precompiled (SentencePiece's character map), a
+/// Unicode normal form (NFC, NFD, NFKC, NFKD), StripAccents (the marks removed) or Lowercase.
 struct TextStep {
-  enum class Kind { prepend, replace, strip, precompiled };
+  enum class Kind { prepend, replace, strip, precompiled, normal_form, strip_accents, lowercase };
   Kind kind = Kind::replace;
+  unicode::NormalForm form = unicode::NormalForm::nfc;  ///< normal_form
   std::string from, text;
   std::shared_ptr<const SplitRegex> regex;  ///< replace: a {"Regex": …} pattern (then `from` holds its text)
   bool left = false, right = false;         ///< strip

@@ -485,17 +485,19 @@ void read_pre_tokenizer(const json& p, const std::string& file, Spelt& out) {
   out.add_prefix_space = p.value("add_prefix_space", false);
 }
 
-/// Reads a byte-level BPE normalizer: null, NFC or NFD (alone or the only one of a Sequence).
+/// Reads a byte-level BPE normalizer: null, NFC, NFD, NFKC or NFKD (alone or the only one of a Sequence).
 void read_byte_level_normalizer(const json& n, const std::string& file, Spelt& out) {
   if (n.is_null()) return;
   const std::string type = n.is_object() ? n.value("type", std::string("?")) : n.dump();
   if (type == "Sequence" && n.value("normalizers", json::array()).size() == 1)
     return read_byte_level_normalizer(n["normalizers"][0], file, out);
-  if (type != "NFC" && type != "NFD")
+  unicode::NormalForm form;
+  if (!unicode::normal_form_from_name(type, form))
     bad_file(file, "normalizer " + n.dump().substr(0, 200) +
-                       " before a byte-level BPE pre-tokenizer; Tessera reads NFC (Qwen2's), NFD or none there");
+                       " before a byte-level BPE pre-tokenizer; Tessera reads NFC (Qwen2's), NFD, NFKC, NFKD or none "
+                       "there");
   if (!out.pre) out.pre = std::make_shared<detail::PreTokenizer>();
-  out.pre->normalizer = type == "NFC" ? unicode::NormalForm::nfc : unicode::NormalForm::nfd;
+  out.pre->normalizer = form;
 }
 
 /// The ids of a [token, id] pair (RobertaProcessing's and BertProcessing's cls and sep).
@@ -987,9 +989,12 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   if (!options.split_regex().empty() && t.pattern_ != Pattern::gpt2)
     throw InputError("tokenizer training: both pattern \"" + options.pattern() + "\" and split_regex are given; expected "
                      "one of them");
+  std::optional<unicode::NormalForm> form;  // the options' check allows none, nfc, nfd, nfkc, nfkd
+  std::string upper = options.normalizer();
+  std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
+  if (upper != "NONE") unicode::normal_form_from_name(upper, form.emplace());
   try {
-    t.pre_ = pre_tokenizer_for(t.pattern_, options.split_regex(),
-                               options.normalizer() == "nfc" ? std::optional(unicode::NormalForm::nfc) : std::nullopt);
+    t.pre_ = pre_tokenizer_for(t.pattern_, options.split_regex(), form);
   } catch (const RegexError& e) {
     throw InputError("tokenizer training: split_regex \"" + options.split_regex() + "\": " + e.what() +
                      "; expected a regex Tessera reads (src/data/split_regex.h)");
@@ -1413,7 +1418,7 @@ std::string Tokenizer::pre_tokenizer_json() const {
 
 std::string Tokenizer::normalizer() const {
   if (!pre_ || !pre_->normalizer) return "";
-  return *pre_->normalizer == unicode::NormalForm::nfc ? "NFC" : "NFD";
+  return unicode::normal_form_name(*pre_->normalizer);
 }
 
 void Tokenizer::save(const std::string& path) const { checkpoint::write_text_atomically(path, to_json()); }

@@ -35,7 +35,8 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         CASES.json: {"texts": [...], "cases": [[[regex, behavior, invert], ...], ...]}: for each case (a Sequence of
         Splits), for each text, the [start, end) byte offsets of the pieces Hugging Face's Splits cut it into
     tokenizer_interop.py normalize TEXTS.json OUT.json
-        writes {"nfc": [...], "nfd": [...]}: each text of the JSON list under Hugging Face's NFC and NFD normalizers
+        writes {"nfc": [...], "nfd": [...], "nfkc": ..., "nfkd": ..., "strip_accents": ..., "lowercase": ...}: each
+        text of the JSON list under Hugging Face's NFC, NFD, NFKC, NFKD, StripAccents and Lowercase normalizers
     tokenizer_interop.py qwen2 CORPUS OUT_DIR
         trains byte-level BPE (BpeTrainer, 1200 tokens, special token <|endoftext|>) on CORPUS as Qwen2's is made (NFC
         normalizer, a Split by Qwen2's pattern, ByteLevel without one): OUT_DIR/qwen2.json; the same with GPT-4o's
@@ -48,8 +49,9 @@ which pins tokenizers; scripts/install-peers.sh streaming).
     tokenizer_interop.py unigram CORPUS OUT_DIR
         trains SentencePiece Unigram models on CORPUS's lines (PyPI's sentencepiece: <= 1000 pieces, nmt_nfkc) and
         converts them as transformers does for T5 (OUT_DIR/t5.json: prepend scheme first, 3 extra ids;
-        OUT_DIR/t5-legacy.json), XLM-RoBERTa (OUT_DIR/xlmr.json), with byte fallback (OUT_DIR/t5-byte-fallback.json)
-        and with nmt_nfkc_cf (OUT_DIR/t5-case-folded.json); and a Unigram trained by Hugging Face's UnigramTrainer
+        OUT_DIR/t5-legacy.json), XLM-RoBERTa (OUT_DIR/xlmr.json), with byte fallback (OUT_DIR/t5-byte-fallback.json),
+        with nmt_nfkc_cf (OUT_DIR/t5-case-folded.json), ALBERT (OUT_DIR/albert.json: lowercased, accents stripped)
+        and XLNet (OUT_DIR/xlnet.json); and a Unigram trained by Hugging Face's UnigramTrainer
         with Metaspace and no normalizer (OUT_DIR/hf-trained.json); prints the names, one per line
     tokenizer_interop.py precompiled CORPUS TEXTS.json OUT.json
         writes {"charsmaps": {name: base64}, "normalized": {name: [...]}}: the precompiled_charsmap of SentencePiece
@@ -189,10 +191,12 @@ def unigram(corpus, out_dir):
     trains them; returns their names."""
     import warnings
     warnings.filterwarnings("ignore")
-    from transformers import T5Tokenizer, XLMRobertaTokenizer
+    from transformers import AlbertTokenizer, T5Tokenizer, XLMRobertaTokenizer, XLNetTokenizer
     from transformers.convert_slow_tokenizer import convert_slow_tokenizer
     files = {}
-    for name, options in [("nfkc", {}), ("bytes", {"byte_fallback": True}),
+    # ALBERT's and XLNet's special tokens are pieces of their models, as in theirs.
+    for name, options in [("nfkc", {"control_symbols": ["[CLS]", "[SEP]", "<sep>", "<cls>"]}),
+                          ("bytes", {"byte_fallback": True}),
                           ("nfkc-cf", {"normalization_rule_name": "nmt_nfkc_cf"})]:
         files[name] = f"{out_dir}/{name}.model"
         with open(files[name], "wb") as f:
@@ -213,6 +217,8 @@ def unigram(corpus, out_dir):
     save("t5-byte-fallback", T5Tokenizer(files["bytes"], extra_ids=0, legacy=False),
          lambda d: d["model"].update(byte_fallback=True))
     save("t5-case-folded", T5Tokenizer(files["nfkc-cf"], extra_ids=0, legacy=False))
+    save("albert", AlbertTokenizer(files["nfkc"]))  # NFKD, StripAccents, Lowercase before the character map
+    save("xlnet", XLNetTokenizer(files["nfkc"]))
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
@@ -346,9 +352,11 @@ def main(argv):
     elif what == "normalize":
         with open(argv[2]) as f:
             texts = json.load(f)
-        nfc, nfd = normalizers.NFC(), normalizers.NFD()
+        steps = {"nfc": normalizers.NFC(), "nfd": normalizers.NFD(), "nfkc": normalizers.NFKC(),
+                 "nfkd": normalizers.NFKD(), "strip_accents": normalizers.StripAccents(),
+                 "lowercase": normalizers.Lowercase()}
         with open(argv[3], "w") as f:
-            json.dump({"nfc": [nfc.normalize_str(t) for t in texts], "nfd": [nfd.normalize_str(t) for t in texts]}, f,
+            json.dump({name: [step.normalize_str(t) for t in texts] for name, step in steps.items()}, f,
                       ensure_ascii=False)
     elif what == "qwen2":
         for name, normalizer in [("qwen2", normalizers.NFC()), ("o200k", None), ("deepseek", None)]:

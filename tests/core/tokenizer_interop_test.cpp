@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
 
+#include "../../src/data/bert_text.h"
 #include "../../src/data/normalization.h"
 #include "../../src/data/precompiled_charsmap.h"
 #include "../../src/data/split_regex.h"
@@ -320,8 +321,9 @@ TEST(TokenizerInterop, SplitRegexesMatchAsHuggingFaceOnEveryCodePoint) {
   }
 }
 
-/// Hugging Face's NFC and NFD normalizers and Tessera's give the same text for every code point, alone, after a
-/// letter and before combining marks of several classes (where composition and canonical order act).
+/// Hugging Face's NFC, NFD, NFKC, NFKD, StripAccents and Lowercase normalizers and Tessera's give the same text for
+/// every code point, alone, after a letter and before combining marks of several classes (where composition and
+/// canonical order act).
 TEST(TokenizerInterop, NormalizesEveryCodePointAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
@@ -336,11 +338,17 @@ TEST(TokenizerInterop, NormalizesEveryCodePointAsHuggingFace) {
   run_helper(python, "normalize " + work.path() + "/texts.json " + work.path() + "/normalized.json",
              work.path() + "/normalize.log");
   const json expected = json::parse(test::read_file(work.path() + "/normalized.json"));
-  for (const auto& [name, form] : {std::pair{"nfc", data::unicode::NormalForm::nfc},
-                                   std::pair{"nfd", data::unicode::NormalForm::nfd}}) {
+  using data::unicode::NormalForm;
+  const auto form = [](NormalForm f) { return [f](const std::string& t) { return data::unicode::normalize(t, f); }; };
+  const std::vector<std::pair<std::string, std::function<std::string(const std::string&)>>> steps = {
+      {"nfc", form(NormalForm::nfc)},   {"nfd", form(NormalForm::nfd)},
+      {"nfkc", form(NormalForm::nfkc)}, {"nfkd", form(NormalForm::nfkd)},
+      {"strip_accents", [](const std::string& t) { return data::unicode::strip_marks(t); }},
+      {"lowercase", [](const std::string& t) { return data::bert::lowercase(t); }}};
+  for (const auto& [name, step] : steps) {
     int wrong = 0;
     for (size_t i = 0; i < texts.size() && wrong < 3; ++i) {
-      if (data::unicode::normalize(texts[i], form) == expected[name][i].get<std::string>()) continue;
+      if (step(texts[i]) == expected[name][i].get<std::string>()) continue;
       ++wrong;
       ADD_FAILURE() << name << " of text " << i << " (code points from " << i * 512 << ") differs";
     }
@@ -497,7 +505,8 @@ TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
 
 /// Unigram as transformers converts SentencePiece's models (T5's: Precompiled nmt_nfkc, Strip, Replace " {2,}",
 /// Metaspace with prepend scheme first, extra ids; T5's legacy one; XLM-RoBERTa's; with byte fallback; with
-/// nmt_nfkc_cf) and as Hugging Face's UnigramTrainer trains it: Tessera gives Hugging Face's ids and decoded text,
+/// nmt_nfkc_cf; ALBERT's: Replace, NFKD, StripAccents, Lowercase, then the map; XLNet's) and as Hugging Face's
+/// UnigramTrainer trains it: Tessera gives Hugging Face's ids and decoded text,
 /// and writes a tokenizer.json that Hugging Face reads to the same.
 TEST(TokenizerInterop, UnigramAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
@@ -509,12 +518,13 @@ TEST(TokenizerInterop, UnigramAsHuggingFace) {
   std::istringstream lines(test::read_file(work.path() + "/unigram.log"));
   for (std::string line; std::getline(lines, line);)
     if (!line.empty()) names.push_back(line);
-  ASSERT_EQ(names.size(), 6u) << test::read_file(work.path() + "/unigram.log");
+  ASSERT_EQ(names.size(), 8u) << test::read_file(work.path() + "/unigram.log");
   const std::vector<std::string> texts = {
       "Hello world", " lead", "a  b", "  two  spaces  ", "trailing \t\u3000 ", "", " ", "\u2581already",
       "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 \ufb01ne \u00bd \u2460 \u216b \u3000x",
       "Cafe\u0301 \uff21\u0301 e\u0301\u0301\u0301 \r\n \u0600a", "\u6f22\u5b57 \U0001F642 x \ua66e\ua66e",
-      "<s>x</s> <extra_id_0> y<unk>", "Ünïcödé naïve café — “quotes” 'tis", text.substr(cut, 3000)};
+      "<s>x</s> <extra_id_0> y<unk>", "Ünïcödé naïve café — “quotes” 'tis ``quoted''", "HELLO Ǆ İstanbul ΣΑΣ",
+      "[CLS] a [SEP]<sep>", text.substr(cut, 3000)};
   for (const std::string& name : names) {
     SCOPED_TRACE(name);
     const std::string file = work.path() + "/" + name + ".json";
@@ -535,6 +545,8 @@ TEST(TokenizerInterop, UnigramAsHuggingFace) {
   const Tokenizer bytes = Tokenizer::load(work.path() + "/t5-byte-fallback.json");
   EXPECT_EQ(bytes.token_to_string(bytes.encode("\ua66e").back()), "<0xAE>");
   EXPECT_NE(ids("t5", "Hello World"), ids("t5-case-folded", "Hello World"));
+  EXPECT_NE(ids("xlnet", "Hello Café"), ids("albert", "Hello Café"));
+  EXPECT_EQ(ids("albert", "Hello Café ``x''"), ids("albert", "hello cafe \"x\""));
 }
 
 /// Hugging Face's Precompiled normalizer and Tessera's give the same text for every code point, alone, after "a",

@@ -255,8 +255,8 @@ TEST(Tokenizer, TrainsWithLlama3sPatternAndWritesItAsHuggingFaceDoes) {
               HasSubstr("pattern"));
 }
 
-// Qwen2's pattern with NFC, GPT-4o's pattern, and a regex of one's own: trained, written as Hugging Face writes them,
-// read back to the same tokenizer.
+// Qwen2's pattern with NFC, GPT-4o's pattern, a regex of one's own, and NFKC: trained, written as Hugging Face writes
+// them, read back to the same tokenizer.
 TEST(Tokenizer, TrainsWithEachPatternOrARegexAndNfcAndReadsThemBack) {
   const std::string text = test::read_file(TESSERA_SOURCE_DIR "/README.md") +
                            " Cafe\xCC\x81 caf\xC3\xA9 1234567 HTTPServer don'T x/y\n";  // é twice: decomposed, composed
@@ -279,8 +279,13 @@ TEST(Tokenizer, TrainsWithEachPatternOrARegexAndNfcAndReadsThemBack) {
   EXPECT_EQ(own.pattern(), data::Pattern::custom);
   EXPECT_THAT(own.describe(), HasSubstr("byte-level BPE (1 Split pre-tokenizer), 600 tokens"));
   EXPECT_EQ(json::parse(own.pre_tokenizer_json())["pretokenizers"][0]["pattern"]["Regex"], "\\p{L}+|\\p{N}");
+  // NFKC (or NFKD): compatibility characters become what they stand for before the text is cut.
+  const Tokenizer nfkc = Tokenizer::train({text}, TokenizerTrainOptions().vocab_size(600).normalizer("nfkc"));
+  EXPECT_EQ(nfkc.normalizer(), "NFKC");
+  EXPECT_EQ(nfkc.encode("\xEF\xAC\x81ne \xEF\xBC\xA1"), nfkc.encode("fine A"));  // the ligature ﬁ, a full-width A
+  EXPECT_EQ(nfkc.encode("e\xCC\x81"), nfkc.encode("\xC3\xA9"));
   std::set<std::string> fingerprints;
-  for (const Tokenizer* t : {&qwen2, &o200k, &own}) {
+  for (const Tokenizer* t : {&qwen2, &o200k, &own, &nfkc}) {
     const json doc = json::parse(t->to_json());
     const Tokenizer back = load_json(doc);
     EXPECT_EQ(back.pattern(), t->pattern());
@@ -290,13 +295,15 @@ TEST(Tokenizer, TrainsWithEachPatternOrARegexAndNfcAndReadsThemBack) {
     EXPECT_EQ(back.to_json(), t->to_json());
     fingerprints.insert(t->fingerprint());
   }
-  EXPECT_EQ(fingerprints.size(), 3u);
+  EXPECT_EQ(fingerprints.size(), 4u);
   EXPECT_EQ(json::parse(qwen2.to_json())["normalizer"], json({{"type", "NFC"}}));
   EXPECT_THAT(testing::input_error_of(
                   [] { Tokenizer::train({"x"}, TokenizerTrainOptions().pattern("qwen2").split_regex("x")); }),
               HasSubstr("both pattern \"qwen2\" and split_regex are given"));
   EXPECT_THAT(testing::input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().split_regex("(x")); }),
               HasSubstr("split_regex \"(x\": at character 0: a ( without its )"));
+  EXPECT_THAT(testing::input_error_of([] { Tokenizer::train({"x"}, TokenizerTrainOptions().normalizer("nfx")); }),
+              HasSubstr("normalizer: \"nfx\" is not allowed; expected one of: none, nfc, nfd, nfkc, nfkd"));
   EXPECT_THAT(testing::input_error_of([] { data::pretokenize("x", data::Pattern::custom); }),
               HasSubstr("a custom pre-tokenizer is a tokenizer's own"));
 }
@@ -455,9 +462,9 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
                 d["decoder"] = nullptr;
               }),
               HasSubstr("normalizer Precompiled's precompiled_charsmap is null, expected base64 text"));
-  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKC"}}; }),
-              HasSubstr("normalizer {\"type\":\"NFKC\"} before a byte-level BPE pre-tokenizer; Tessera reads NFC "
-                        "(Qwen2's), NFD or none there"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "Lowercase"}}; }),
+              HasSubstr("normalizer {\"type\":\"Lowercase\"} before a byte-level BPE pre-tokenizer; Tessera reads NFC "
+                        "(Qwen2's), NFD, NFKC, NFKD or none there"));
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
               HasSubstr("pre_tokenizer is Whitespace"));
   EXPECT_THAT(refusal([](json& d) {
@@ -663,8 +670,9 @@ TEST(SentencePiece, RefusesWhatItCannotReadNamingTheFileAndWhy) {
     edit(doc);
     return testing::input_error_of([&] { load_json(doc); });
   };
-  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKC"}}; }),
-              HasSubstr("tok.json: SentencePiece-style tokenizer with normalizer NFKC; Tessera reads Prepend, Replace"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "BertNormalizer"}}; }),
+              HasSubstr("tok.json: SentencePiece-style tokenizer with normalizer BertNormalizer; Tessera reads Prepend, "
+                        "Replace"));
   EXPECT_THAT(refusal([](json& d) { d["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", "(?<=a) +"}}; }),
               HasSubstr("normalizer Replace's regex {\"Regex\":\"(?<=a) +\"}: "));
   EXPECT_THAT(refusal([](json& d) { d["normalizer"]["normalizers"][1]["pattern"] = {{"String", ""}}; }),

@@ -115,6 +115,24 @@ TEST(Unigram, NormalizesAsT5sConvertedTokenizer) {
   EXPECT_EQ(json::parse(t.to_json())["normalizer"], doc["normalizer"]);
 }
 
+TEST(Unigram, NormalizesAsAlbertsConvertedTokenizer) {
+  // ALBERT's steps before its character map: Replace "``" by a quote, NFKD, StripAccents, Lowercase.
+  json doc = unigram_json();
+  doc["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers",
+                        {{{"type", "Replace"}, {"pattern", {{"String", "``"}}}, {"content", "\""}},
+                         {{"type", "NFKD"}},
+                         {{"type", "StripAccents"}},
+                         {{"type", "Lowercase"}}}}};
+  const Tokenizer t = load_json(doc);
+  EXPECT_EQ(t.encode("\u00c1BCD"), (Ids{8}));              // Á B C D -> abcd
+  EXPECT_EQ(t.encode("\uff21\uff22\u0301"), (Ids{6}));  // full-width A B and an accent -> ab
+  EXPECT_EQ(t.encode("\ufb00"), (Ids{12, 12}));            // the ligature ﬀ -> f f
+  EXPECT_EQ(t.encode("\u0130"), (Ids{0}));                 // İ -> I + U+0307 -> I -> i, no piece
+  EXPECT_EQ(t.encode("``e"), (Ids{0, 11}));
+  EXPECT_EQ(t.encode("\u01c4"), (Ids{4, 0}));              // Ǆ -> D Z + caron -> dz
+}
+
 TEST(PrecompiledCharsmap, ReplacesClustersAndCharactersAsHuggingFace) {
   const data::sentencepiece::PrecompiledCharsmap map(kRulesCharsmap, "tok.json");
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -153,8 +171,8 @@ TEST(Unigram, RefusesWhatItCannotReadNamingTheFileAndWhy) {
   EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "WhitespaceSplit"}}; }),
               HasSubstr("Unigram with pre_tokenizer {\"type\":\"WhitespaceSplit\"}; Tessera reads Unigram tokenizers "
                         "with the Metaspace pre-tokenizer or none"));
-  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "NFKD"}}; }),
-              HasSubstr("SentencePiece-style tokenizer with normalizer NFKD; Tessera reads Prepend, Replace"));
+  EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "ByteLevel"}}; }),
+              HasSubstr("SentencePiece-style tokenizer with normalizer ByteLevel; Tessera reads Prepend, Replace"));
   EXPECT_THAT(refusal([](json& d) {
                 d["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "^ +"}}}, {"content", ""}};
               }),

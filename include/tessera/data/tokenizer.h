@@ -41,8 +41,8 @@
 /// (`pattern("qwen2")`: Llama 3's with `\p{N}` for `\p{N}{1,3}`, after an NFC normalizer: `normalizer("nfc")`) and
 /// GPT-4o's (`pattern("o200k")`), and any Sequence of Split pre-tokenizers then ByteLevel (DeepSeek V3's three
 /// Splits; `split_regex` trains with one of your own): each Split's regex is compiled by src/data/split_regex.h, which
-/// follows Hugging Face's engine (Oniguruma) and refuses, naming where and why, what it does not read. A normalizer NFC
-/// or NFD (Unicode 9.0's data, as Hugging Face's) is applied to the text between the added tokens first.
+/// follows Hugging Face's engine (Oniguruma) and refuses, naming where and why, what it does not read. A normalizer NFC,
+/// NFD, NFKC or NFKD (Unicode 9.0's data, as Hugging Face's) is applied to the text between the added tokens first.
 ///
 /// SentencePiece-style BPE (Llama 2's, Mistral's, as Hugging Face converts them) is read too: BPE over the text's
 /// characters, not its bytes. A normalizer of Prepend and Replace steps (Llama 2's: "▁" before the text, "▁" for
@@ -54,14 +54,15 @@
 ///
 /// Unigram (T5's, mT5's, XLM-RoBERTa's, as transformers converts SentencePiece's models) is read too: the normalizer's
 /// Precompiled (SentencePiece's character map, applied by grapheme cluster as Hugging Face applies it:
-/// src/data/precompiled_charsmap.h), Strip and Replace (by a string or a regex) steps, Metaspace, then each word cut
+/// src/data/precompiled_charsmap.h), Strip, Replace (by a string or a regex), NFC/NFD/NFKC/NFKD, StripAccents and
+/// Lowercase (ALBERT's, XLNet's) steps, Metaspace, then each word cut
 /// into the pieces of the highest total score as Hugging Face's Unigram cuts it (src/data/unigram.h); `decode` runs the
 /// decoder. SentencePiece-style BPE may hold those normalizer steps too. Read and written, not trained.
 ///
 /// Not read (InputError naming the file and what it holds): tokenizers of another model (WordLevel), byte-level BPE
-/// with a normalizer other than NFC and NFD or a pre-tokenizer other than Splits and ByteLevel (Digits, ByteLevel with
-/// use_regex false alone), a Split regex with what split_regex.h refuses, SentencePiece-style BPE or Unigram with
-/// another normalizer (NFKD, Lowercase: ALBERT's) or pre-tokenizer (WhitespaceSplit) or decoder step, BPE dropout,
+/// with a normalizer other than NFC, NFD, NFKC and NFKD or a pre-tokenizer other than Splits and ByteLevel (Digits,
+/// ByteLevel with use_regex false alone), a Split regex with what split_regex.h refuses, SentencePiece-style BPE or
+/// Unigram with another normalizer (BertNormalizer) or pre-tokenizer (WhitespaceSplit) or decoder step, BPE dropout,
 /// subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
 /// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
 /// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
@@ -105,7 +106,8 @@ struct TokenizerTrainOptions {
   /// A regex of your own instead of `pattern` ("" = none): a Split pre-tokenizer (each match a piece, and each
   /// stretch between matches), in Hugging Face's (Oniguruma's) syntax; src/data/split_regex.h lists what is read.
   TESSERA_OPTION(std::string, split_regex) = "";
-  /// Unicode normalization of the text before it is cut: "none" or "nfc" (Qwen2's). Saved in the tokenizer.json.
+  /// Unicode normalization of the text before it is cut: "none", "nfc" (Qwen2's), "nfd", "nfkc" or "nfkd". Saved in
+  /// the tokenizer.json.
   TESSERA_OPTION(std::string, normalizer) = "none";
   template <class V>
   void visit(V& v) {
@@ -115,7 +117,8 @@ struct TokenizerTrainOptions {
     v("single_template", single_template_, "special tokens around each text, such as \"$A <|endoftext|>\"", Any{});
     v("pattern", pattern_, "the pre-tokenizer's pattern", Choices{{"gpt2", "llama3", "qwen2", "o200k"}});
     v("split_regex", split_regex_, "a pre-tokenizer regex of your own, instead of pattern", Any{});
-    v("normalizer", normalizer_, "Unicode normalization before pre-tokenization", Choices{{"none", "nfc"}});
+    v("normalizer", normalizer_, "Unicode normalization before pre-tokenization",
+      Choices{{"none", "nfc", "nfd", "nfkc", "nfkd"}});
   }
 };
 
@@ -184,7 +187,8 @@ class Tokenizer {
   Pattern pattern() const noexcept { return pattern_; }
   /// A byte-level BPE tokenizer's pre-tokenizer as tokenizer.json writes it (the others': "null").
   std::string pre_tokenizer_json() const;
-  /// A byte-level BPE tokenizer's Unicode normalization before the text is cut: "NFC", "NFD" or "" (none).
+  /// A byte-level BPE tokenizer's Unicode normalization before the text is cut: "NFC", "NFD", "NFKC", "NFKD" or ""
+  /// (none).
   std::string normalizer() const;
   /// Whether a piece that is a token of the vocabulary as a whole is encoded as that token, unmerged (BPE's
   /// `ignore_merges`, Llama 3's).
