@@ -8,7 +8,9 @@
 # Face's trainers make three other kinds of tokenizer of the largest size, and both encode the whole text with each:
 # WordPiece (BERT's: uncased BertNormalizer, BertPreTokenizer), byte-level BPE with Llama 3's pre-tokenizer and
 # ignore_merges, with Qwen2's (NFC, then its Split), GPT-4o's (o200k's Split) and DeepSeek V3's (three Splits), and
-# SentencePiece-style BPE (Llama 2's: "▁" for spaces, byte fallback, the text one word).
+# SentencePiece-style BPE (Llama 2's: "▁" for spaces, byte fallback, the text one word); and SentencePiece's trainer
+# (PyPI's sentencepiece) makes a Unigram of the largest size, converted by transformers as T5's (its nmt_nfkc
+# character map, Strip, Replace, Metaspace).
 #   benchmarks/bench_tokenizer_speed.sh [vocabulary sizes...]   (default: 2048 8192)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,13 +74,28 @@ print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)} with its own m
 PY
 done
 v=${vocabs[-1]}
-for kind in wordpiece llama3 qwen2 o200k deepseek sentencepiece; do
+for kind in wordpiece llama3 qwen2 o200k deepseek sentencepiece unigram; do
 "$python" - "$text" "$v" "$out/$kind$v.json" "$kind" <<'PY'
 import json, os, sys
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 folder, vocab, file, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 text = open(os.path.join(os.environ["BENCH_OUT"], "all.txt"), encoding="utf-8").read()
-if kind == "wordpiece":  # BERT's
+if kind == "unigram":  # T5's: SentencePiece's Unigram on the fortunes' lines, converted by transformers
+    import io, warnings
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+    warnings.filterwarnings("ignore")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter([l for l in text.splitlines() if l.strip()]),
+                                   model_writer=model, model_type="unigram", vocab_size=vocab, hard_vocab_limit=False,
+                                   minloglevel=2)
+    with open(file + ".model", "wb") as f:
+        f.write(model.getvalue())
+    with open(file, "w") as f:
+        f.write(convert_slow_tokenizer(T5Tokenizer(file + ".model", extra_ids=0, legacy=False)).to_str())
+    sys.exit(0)
+elif kind == "wordpiece":  # BERT's
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer()
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -141,7 +158,7 @@ for _ in range(3):
     times.append(time.perf_counter() - start)
 hf = min(times)
 name = {"wordpiece": "WordPiece", "llama3": "Llama 3 BPE", "qwen2": "Qwen2 BPE (NFC)", "o200k": "GPT-4o BPE",
-        "deepseek": "DeepSeek V3 BPE", "sentencepiece": "SentencePiece BPE"}[kind]
+        "deepseek": "DeepSeek V3 BPE", "sentencepiece": "SentencePiece BPE", "unigram": "T5 Unigram"}[kind]
 print(f"{name + ' ' + str(tok.get_vocab_size()) + ' encode, one thread':34} {ours:10.3f} {hf:10.3f} {hf / ours:8.2f}x")
 print(f"  (tokens: Tessera {ours_tokens}, Hugging Face {len(ids)})")
 PY

@@ -117,21 +117,9 @@ std::string lowercase(std::string_view text) {
 }
 
 std::vector<std::string_view> pre_tokenize(std::string_view text) {
-  std::vector<std::string_view> words;
-  size_t start = 0;  // of the word being read
-  for (size_t i = 0; i < text.size();) {
-    const auto [cp, n] = unicode::decode_utf8(text, i);
-    const size_t size = n == 0 ? 1 : n;
-    const bool space = n != 0 && unicode::is_space(cp), punctuation = n != 0 && is_punctuation(cp);
-    if (space || punctuation) {
-      if (start < i) words.push_back(text.substr(start, i - start));
-      if (punctuation) words.push_back(text.substr(i, size));
-      start = i + size;
-    }
-    i += size;
-  }
-  if (start < text.size()) words.push_back(text.substr(start));
-  return words;
+  return unicode::cut_words(text, [](uint32_t cp) {
+    return unicode::is_space(cp) ? unicode::Cut::drop : is_punctuation(cp) ? unicode::Cut::isolate : unicode::Cut::none;
+  });
 }
 
 size_t characters(std::string_view word) {

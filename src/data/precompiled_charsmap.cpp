@@ -76,7 +76,8 @@ std::optional<std::string_view> PrecompiledCharsmap::replacement(std::string_vie
     if (!leaf) continue;
     if (node >= trie_.size()) return std::nullopt;
     const size_t start = value(trie_[node]);
-    if (start > replacements_.size() || (start < replacements_.size() && unicode::decode_utf8(replacements_, start).second == 0))
+    if (start > replacements_.size() ||
+        (start < replacements_.size() && unicode::decode_utf8(replacements_, start).second == 0))
       throw InputError(fmt::format("tokenizer {}: normalizer Precompiled's precompiled_charsmap gives a replacement at "
                                    "byte {} of its {} bytes of replacements, not at the start of a character: the map "
                                    "is corrupt",

@@ -92,7 +92,8 @@ std::vector<TextStep> read_normalizer(const json& normalizer, const std::string&
       t.kind = TextStep::Kind::strip;
       for (auto [key, flag] : {std::pair{"strip_left", &t.left}, {"strip_right", &t.right}}) {
         const json& v = step.value(key, json());
-        if (!v.is_boolean()) bad(file, fmt::format("normalizer Strip's {} is {}, expected true or false", key, v.dump()));
+        if (!v.is_boolean())
+          bad(file, fmt::format("normalizer Strip's {} is {}, expected true or false", key, v.dump()));
         *flag = v.get<bool>();
       }
     } else if (unicode::normal_form_from_name(type, t.form)) {
@@ -229,6 +230,12 @@ std::string normalize(std::string_view text, const std::vector<TextStep>& steps)
     }
   }
   return out;
+}
+
+std::vector<std::string_view> whitespace_split(std::string_view text) {
+  return unicode::cut_words(text, [](uint32_t cp) {
+    return unicode::is_space(cp) ? unicode::Cut::drop : unicode::Cut::none;
+  });
 }
 
 std::vector<std::string> pre_tokenize(std::string_view text, const Metaspace& metaspace, bool first) {

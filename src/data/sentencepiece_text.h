@@ -1,7 +1,8 @@
 #pragma once
 // The text steps of SentencePiece-style tokenizers (Llama 2's and Mistral's BPE over characters, T5's and
 // XLM-RoBERTa's Unigram: spaces written as "▁", bytes as <0xXX> tokens) as Hugging Face's tokenizer.json declares
-// them: the normalizer (Prepend, Replace, Strip, Precompiled), the Metaspace pre-tokenizer, and the decoder (Replace,
+// them: the normalizer (Prepend, Replace, Strip, Precompiled, …), the Metaspace pre-tokenizer (after WhitespaceSplit
+// or not), and the decoder (Replace,
 // ByteFallback, Fuse, Strip, Metaspace). Read by src/data/tokenizer.cpp; each step does what Hugging Face `tokenizers`
 // does with it.
 #include <cstdint>
@@ -60,6 +61,9 @@ std::vector<DecodeStep> read_decoder(const nlohmann::json& decoder, const std::s
 
 /// `text` after the normalizer's steps.
 std::string normalize(std::string_view text, const std::vector<TextStep>& steps);
+/// The pieces WhitespaceSplit cuts `text` into: the runs between whitespace (Unicode's White_Space), which is dropped.
+/// Views into `text`.
+std::vector<std::string_view> whitespace_split(std::string_view text);
 /// The pieces Metaspace makes of `text` (`first`: the text's first part, where Prepend::first puts the replacement).
 std::vector<std::string> pre_tokenize(std::string_view text, const Metaspace& metaspace, bool first);
 /// The tokens' spellings after the decoder's steps, concatenated. ByteFallback turns each run of <0xXX> tokens into

@@ -47,7 +47,8 @@ struct WordPieceModel {
 /// characters of the text (Llama 2's, Mistral's), not over its bytes.
 struct SentencePieceModel {
   std::vector<sentencepiece::TextStep> normalizer;
-  std::optional<sentencepiece::Metaspace> metaspace;  ///< none: the whole text is one word
+  bool whitespace_split = false;  ///< WhitespaceSplit before Metaspace (older files): cut at whitespace, dropped
+  std::optional<sentencepiece::Metaspace> metaspace;  ///< none: the whole text (or piece) is one word
   std::vector<sentencepiece::DecodeStep> decoder;
   std::string normalizer_json = "null", pre_tokenizer_json = "null", decoder_json = "null";  ///< as read
   bool byte_fallback = false;  ///< a character not in the vocabulary is its bytes' <0xXX> tokens
@@ -669,7 +670,21 @@ void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
   auto sp = std::make_shared<detail::SentencePieceModel>();
   sp->normalizer = sentencepiece::read_normalizer(doc.value("normalizer", json()), file);
   const json& pre = doc.value("pre_tokenizer", json());
-  if (!pre.is_null()) sp->metaspace = sentencepiece::read_metaspace(pre, file);
+  if (!pre.is_null()) {
+    const bool sequence = pre.value("type", std::string()) == "Sequence";
+    const json steps = sequence ? pre.value("pretokenizers", json::array()) : json::array({pre});
+    for (size_t i = 0; i < steps.size(); ++i) {  // WhitespaceSplit first, Metaspace after
+      if (i == 0 && steps[i].is_object() && steps[i].value("type", std::string()) == "WhitespaceSplit") {
+        sp->whitespace_split = true;
+      } else if (!sp->metaspace && steps[i].is_object() && steps[i].value("type", std::string()) == "Metaspace") {
+        sp->metaspace = sentencepiece::read_metaspace(steps[i], file);
+      } else {
+        bad_file(file, "pre_tokenizer " + pre.dump().substr(0, 200) +
+                           "; Tessera reads Metaspace, WhitespaceSplit, WhitespaceSplit then Metaspace, or none before "
+                           "SentencePiece-style BPE and Unigram");
+      }
+    }
+  }
   sp->decoder = sentencepiece::read_decoder(doc.value("decoder", json()), file);
   sp->normalizer_json = doc.value("normalizer", json()).dump();
   sp->pre_tokenizer_json = pre.dump();
@@ -743,10 +758,19 @@ Spelt read_tokenizer_json(const std::string& file) {
   const json& pre_tokenizer = doc.value("pre_tokenizer", json());
   const json& model = doc["model"];
   const std::string type = model.value("type", "BPE");
+  const auto sentencepiece_step = [](const json& p) {
+    const std::string t = p.is_object() ? p.value("type", std::string()) : "";
+    return t == "Metaspace" || t == "WhitespaceSplit";
+  };
+  const bool sentencepiece_style =
+      pre_tokenizer.is_null() || sentencepiece_step(pre_tokenizer) ||
+      (pre_tokenizer.value("type", std::string()) == "Sequence" &&
+       !pre_tokenizer.value("pretokenizers", json::array()).empty() &&
+       std::all_of(pre_tokenizer["pretokenizers"].begin(), pre_tokenizer["pretokenizers"].end(), sentencepiece_step));
   if (type == "Unigram") {
-    if (!pre_tokenizer.is_null() && pre_tokenizer.value("type", std::string()) != "Metaspace")
+    if (!sentencepiece_style)
       bad_file(file, "Unigram with pre_tokenizer " + pre_tokenizer.dump().substr(0, 200) +
-                         "; Tessera reads Unigram tokenizers with the Metaspace pre-tokenizer or none");
+                         "; Tessera reads Unigram tokenizers with Metaspace, WhitespaceSplit then Metaspace, or none");
     read_sentencepiece(doc, file, out);
     read_added_and_post_processor(doc, file, out);
     return out;
@@ -754,7 +778,7 @@ Spelt read_tokenizer_json(const std::string& file) {
   if (type != "BPE")
     bad_file(file, "model type " + type + "; Tessera reads BPE (byte-level or SentencePiece-style), Unigram and "
                    "WordPiece tokenizers");
-  if (pre_tokenizer.is_null() || pre_tokenizer.value("type", std::string()) == "Metaspace") {
+  if (sentencepiece_style) {
     read_sentencepiece(doc, file, out);
   } else {
     read_byte_level_normalizer(doc.value("normalizer", json()), file, out);
@@ -1297,10 +1321,30 @@ std::string Tokenizer::to_json() const {
     for (const auto& [id, spelling] : by_id) sorted[spelling] = id;
     return sorted;
   };
-  if (sentencepiece_ && sentencepiece_->unigram) {
+  if (sentencepiece_) {  // the text steps as read; a Unigram model (pieces and scores) or BPE over characters
     const detail::SentencePieceModel& sp = *sentencepiece_;
-    ojson vocab = ojson::array();
-    for (size_t id = 0; id < sp.scores.size(); ++id) vocab.push_back({tokens_[id], sp.scores[id]});
+    ojson model;
+    if (sp.unigram) {
+      ojson vocab = ojson::array();
+      for (size_t id = 0; id < sp.scores.size(); ++id) vocab.push_back({tokens_[id], sp.scores[id]});
+      model = {{"type", "Unigram"},
+               {"unk_id", sp.unk_id >= 0 ? ojson(sp.unk_id) : ojson()},
+               {"vocab", vocab},
+               {"byte_fallback", sp.byte_fallback}};
+    } else {
+      ojson merges = ojson::array();  // as pairs: a spelling may hold a space
+      for (const auto& [a, b] : merges_) merges.push_back({token_to_string(a), token_to_string(b)});
+      model = {{"type", "BPE"},
+               {"dropout", nullptr},
+               {"unk_token", sp.unk_token ? ojson(*sp.unk_token) : ojson()},
+               {"continuing_subword_prefix", nullptr},
+               {"end_of_word_suffix", nullptr},
+               {"fuse_unk", sp.fuse_unk},
+               {"byte_fallback", sp.byte_fallback},
+               {"ignore_merges", ignore_merges_},
+               {"vocab", model_vocab(sp.id_of)},
+               {"merges", merges}};
+    }
     const ojson doc = {{"version", "1.0"},
                        {"truncation", nullptr},
                        {"padding", nullptr},
@@ -1309,36 +1353,7 @@ std::string Tokenizer::to_json() const {
                        {"pre_tokenizer", ojson::parse(sp.pre_tokenizer_json)},
                        {"post_processor", post_processor},
                        {"decoder", ojson::parse(sp.decoder_json)},
-                       {"model",
-                        {{"type", "Unigram"},
-                         {"unk_id", sp.unk_id >= 0 ? ojson(sp.unk_id) : ojson()},
-                         {"vocab", vocab},
-                         {"byte_fallback", sp.byte_fallback}}}};
-    return doc.dump(2) + "\n";
-  }
-  if (sentencepiece_) {
-    const detail::SentencePieceModel& sp = *sentencepiece_;
-    ojson merges = ojson::array();  // as pairs: a spelling may hold a space
-    for (const auto& [a, b] : merges_) merges.push_back({token_to_string(a), token_to_string(b)});
-    const ojson doc = {{"version", "1.0"},
-                       {"truncation", nullptr},
-                       {"padding", nullptr},
-                       {"added_tokens", added},
-                       {"normalizer", ojson::parse(sp.normalizer_json)},
-                       {"pre_tokenizer", ojson::parse(sp.pre_tokenizer_json)},
-                       {"post_processor", post_processor},
-                       {"decoder", ojson::parse(sp.decoder_json)},
-                       {"model",
-                        {{"type", "BPE"},
-                         {"dropout", nullptr},
-                         {"unk_token", sp.unk_token ? ojson(*sp.unk_token) : ojson()},
-                         {"continuing_subword_prefix", nullptr},
-                         {"end_of_word_suffix", nullptr},
-                         {"fuse_unk", sp.fuse_unk},
-                         {"byte_fallback", sp.byte_fallback},
-                         {"ignore_merges", ignore_merges_},
-                         {"vocab", model_vocab(sp.id_of)},
-                         {"merges", merges}}}};
+                       {"model", model}};
     return doc.dump(2) + "\n";
   }
   if (wordpiece_) {
@@ -1584,11 +1599,15 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_t
     split_added(text, raw_order_, out, [&](std::string_view part) {
       const bool at_start = part.data() == text.data();
       const std::string normalized = sentencepiece::normalize(part, sp.normalizer);
-      split_added(normalized, normalized_order_, out, [&](std::string_view words) {
+      const auto metaspace = [&](std::string_view words) {  // `words` at the start of the text: Prepend::first's place
         if (!sp.metaspace) return encode_words(words, out, cache);
         const bool first = at_start && words.data() == normalized.data();
         for (const std::string& word : sentencepiece::pre_tokenize(words, *sp.metaspace, first))
           encode_words(word, out, cache);  // Metaspace's split made words already; else the text is one
+      };
+      split_added(normalized, normalized_order_, out, [&](std::string_view words) {
+        if (!sp.whitespace_split) return metaspace(words);
+        for (std::string_view piece : sentencepiece::whitespace_split(words)) metaspace(piece);
       });
     });
     if (add_special_tokens) out.insert(out.end(), suffix_.begin(), suffix_.end());

@@ -66,6 +66,9 @@ size_t grapheme_end(std::string_view s, size_t i) {
   const auto pictographic = [](uint32_t cp) {
     return in_ranges(cp, std::begin(kExtendedPictographic), std::end(kExtendedPictographic));
   };
+  // ASCII but CR, then ASCII (or the end): a break (nothing in ASCII extends or prepends, and only CR joins LF).
+  const auto ascii = [&](size_t k) { return static_cast<unsigned char>(s[k]) < 0x80; };
+  if (ascii(i) && s[i] != '\r' && (i + 1 == s.size() || ascii(i + 1))) return i + 1;
   const auto [first, n] = decode_utf8(s, i);
   if (n == 0) return i + 1;
   GraphemeBreak before = property(first);

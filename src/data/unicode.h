@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace tessera::data::unicode {
 
@@ -52,6 +53,31 @@ bool valid_utf8(std::string_view s);
 /// `i` being the start of `s` or the end of the cluster before: Hugging Face's Precompiled normalizer looks text up
 /// cluster by cluster. A byte that starts no valid UTF-8 character is a cluster of its own.
 size_t grapheme_end(std::string_view s, size_t i);
+
+/// What a character does to the words of a text (cut_words).
+enum class Cut { none, drop, isolate };  ///< part of a word; a place between words, dropped; a word of its own
+
+/// The words of `text` (views into it): `rule(cp)` says, for each valid UTF-8 character, whether it ends the word
+/// before it and is dropped (whitespace) or is a word of its own (punctuation); a byte that starts no valid character
+/// is part of a word.
+template <class Rule>
+std::vector<std::string_view> cut_words(std::string_view text, Rule&& rule) {
+  std::vector<std::string_view> words;
+  size_t start = 0;  // of the word being read
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = decode_utf8(text, i);
+    const size_t size = n == 0 ? 1 : n;
+    const Cut cut = n == 0 ? Cut::none : rule(cp);
+    if (cut != Cut::none) {
+      if (start < i) words.push_back(text.substr(start, i - start));
+      if (cut == Cut::isolate) words.push_back(text.substr(i, size));
+      start = i + size;
+    }
+    i += size;
+  }
+  if (start < text.size()) words.push_back(text.substr(start));
+  return words;
+}
 
 /// Appends the UTF-8 encoding of `cp` (at most U+10FFFF).
 void append_utf8(std::string& out, uint32_t cp);

@@ -113,7 +113,9 @@ void Model::encode(std::string_view word, std::vector<int64_t>& out) const {
     const std::string_view run = word.substr(p->start, p->end - p->start);
     if (const auto it = id_of_.find(std::string(run)); it != id_of_.end()) {
       out.push_back(it->second);
-    } else if (byte_fallback_ && std::all_of(run.begin(), run.end(), [&](char c) { return byte_id_[static_cast<unsigned char>(c)] >= 0; })) {
+    } else if (byte_fallback_ && std::all_of(run.begin(), run.end(), [&](char c) {
+                 return byte_id_[static_cast<unsigned char>(c)] >= 0;
+               })) {
       for (const char c : run) out.push_back(byte_id_[static_cast<unsigned char>(c)]);
     } else {
       out.push_back(unk_id_);

@@ -50,8 +50,9 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         trains SentencePiece Unigram models on CORPUS's lines (PyPI's sentencepiece: <= 1000 pieces, nmt_nfkc) and
         converts them as transformers does for T5 (OUT_DIR/t5.json: prepend scheme first, 3 extra ids;
         OUT_DIR/t5-legacy.json), XLM-RoBERTa (OUT_DIR/xlmr.json), with byte fallback (OUT_DIR/t5-byte-fallback.json),
-        with nmt_nfkc_cf (OUT_DIR/t5-case-folded.json), ALBERT (OUT_DIR/albert.json: lowercased, accents stripped)
-        and XLNet (OUT_DIR/xlnet.json); and a Unigram trained by Hugging Face's UnigramTrainer
+        with nmt_nfkc_cf (OUT_DIR/t5-case-folded.json), ALBERT (OUT_DIR/albert.json: lowercased, accents stripped),
+        XLNet (OUT_DIR/xlnet.json), and T5's as older transformers wrote it (OUT_DIR/t5-whitespace-split.json:
+        WhitespaceSplit then Metaspace); and a Unigram trained by Hugging Face's UnigramTrainer
         with Metaspace and no normalizer (OUT_DIR/hf-trained.json); prints the names, one per line
     tokenizer_interop.py precompiled CORPUS TEXTS.json OUT.json
         writes {"charsmaps": {name: base64}, "normalized": {name: [...]}}: the precompiled_charsmap of SentencePiece
@@ -219,6 +220,11 @@ def unigram(corpus, out_dir):
     save("t5-case-folded", T5Tokenizer(files["nfkc-cf"], extra_ids=0, legacy=False))
     save("albert", AlbertTokenizer(files["nfkc"]))  # NFKD, StripAccents, Lowercase before the character map
     save("xlnet", XLNetTokenizer(files["nfkc"]))
+    # As transformers 4.0 to 4.2 wrote T5's: WhitespaceSplit, then Metaspace with add_prefix_space (published files).
+    old_meta = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    save("t5-whitespace-split", T5Tokenizer(files["nfkc"], extra_ids=0, legacy=True), lambda d: d.update(
+        pre_tokenizer={"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, old_meta]},
+        decoder=old_meta))
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()

@@ -141,6 +141,19 @@ size_t write_first_half(const std::string& text, const std::string& dir) {
   return cut;
 }
 
+/// Runs the helper's `command` (sentencepiece, unigram) on `dir`/corpus.txt, which writes tokenizer files into `dir`
+/// and prints their names (logged in `dir`/`command`.log); returns the names.
+std::vector<std::string> tokenizer_files(const std::string& python, const std::string& command,
+                                         const std::string& dir) {
+  const std::string log = dir + "/" + command + ".log";
+  run_helper(python, command + " " + dir + "/corpus.txt " + dir, log);
+  std::vector<std::string> names;
+  std::istringstream lines(test::read_file(log));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) names.push_back(line);
+  return names;
+}
+
 /// Hugging Face's encoding (plain, with the post-processor's tokens, and the latter decoded without the special
 /// tokens) of each of `texts` with the tokenizer.json `file`, against Tessera's.
 void expect_encodes_as_hugging_face(const std::string& python, const Tokenizer& tok, const std::string& file,
@@ -469,12 +482,8 @@ TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
   const size_t cut = write_first_half(text, work.path());
-  run_helper(python, "sentencepiece " + work.path() + "/corpus.txt " + work.path(), work.path() + "/sp.log");
-  std::vector<std::string> names;
-  std::istringstream lines(test::read_file(work.path() + "/sp.log"));
-  for (std::string line; std::getline(lines, line);)
-    if (!line.empty()) names.push_back(line);
-  ASSERT_EQ(names.size(), 13u) << test::read_file(work.path() + "/sp.log");
+  const std::vector<std::string> names = tokenizer_files(python, "sentencepiece", work.path());
+  ASSERT_EQ(names.size(), 13u) << test::read_file(work.path() + "/sentencepiece.log");
   const std::vector<std::string> texts = {
       "Hello world", " lead", "a  b", "x<s>y z", "<s>start", "漢字 🙂 x", "", " ", "end ", "  two  spaces  ",
       "Ünïcödé naïve café — “quotes” 'tis", "line\nbreak\ttab", "</s></s> x </s>", "qqq zzz ßßß", "\u2581already",
@@ -505,20 +514,16 @@ TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
 
 /// Unigram as transformers converts SentencePiece's models (T5's: Precompiled nmt_nfkc, Strip, Replace " {2,}",
 /// Metaspace with prepend scheme first, extra ids; T5's legacy one; XLM-RoBERTa's; with byte fallback; with
-/// nmt_nfkc_cf; ALBERT's: Replace, NFKD, StripAccents, Lowercase, then the map; XLNet's) and as Hugging Face's
-/// UnigramTrainer trains it: Tessera gives Hugging Face's ids and decoded text,
-/// and writes a tokenizer.json that Hugging Face reads to the same.
+/// nmt_nfkc_cf; ALBERT's: Replace, NFKD, StripAccents, Lowercase, then the map; XLNet's; T5's with WhitespaceSplit
+/// before Metaspace, as older transformers wrote it) and as Hugging Face's UnigramTrainer trains it: Tessera gives
+/// Hugging Face's ids and decoded text, and writes a tokenizer.json that Hugging Face reads to the same.
 TEST(TokenizerInterop, UnigramAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
   const size_t cut = write_first_half(text, work.path());
-  run_helper(python, "unigram " + work.path() + "/corpus.txt " + work.path(), work.path() + "/unigram.log");
-  std::vector<std::string> names;
-  std::istringstream lines(test::read_file(work.path() + "/unigram.log"));
-  for (std::string line; std::getline(lines, line);)
-    if (!line.empty()) names.push_back(line);
-  ASSERT_EQ(names.size(), 8u) << test::read_file(work.path() + "/unigram.log");
+  const std::vector<std::string> names = tokenizer_files(python, "unigram", work.path());
+  ASSERT_EQ(names.size(), 9u) << test::read_file(work.path() + "/unigram.log");
   const std::vector<std::string> texts = {
       "Hello world", " lead", "a  b", "  two  spaces  ", "trailing \t\u3000 ", "", " ", "\u2581already",
       "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 \ufb01ne \u00bd \u2460 \u216b \u3000x",

@@ -24,7 +24,20 @@ using ::testing::HasSubstr;
 /// SentencePiece's character map of four rules, compiled by PyPI's sentencepiece 0.2.3 (normalization_rule_tsv):
 /// "a" to "b", U+0600 (a Prepend character) to "P", CR to "R", "cd" to "Z".
 constexpr const char* kRulesCharsmap =
-    "AAQAAAAwAAANDQAAAgAAgAYAAIBkBQAABAAAgIAFAAAAAACACQAAAAgAAAALAAAACgAAAA0AAAAMAAAADwAAAA4AAAARAAAAEAAAABMAAAASAAAAFQAAABQAAAAXAAAAFgAAABkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAAIQAAACAAAAAjAAAAIgAAACUAAAAkAAAAJwAAACYAAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAADEAAAAwAAAAMwAAADIAAAA1AAAANAAAADcAAAA2AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAARgAAAEkAAABIAAAASwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAAWAAAAFsAAABaAAAAXQAAAFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAAagAAAG0AAABhuQEAbwAAAGM8AABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAAfAAAAH8AAAB+AAAAgQAAAIAAAACDAAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAAjgAAAJEAAACQAAAAkwAAAJIAAACVAAAAlAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAAoAAAAKMAAACiAAAApQAAAKQAAACnAAAApgAAAKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAACuAAAAsQAAALAAAACzAAAAsgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsAAAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAAxAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADMAAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA2EgBANQAAADXAAAA1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAAAPIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA+gAAAP0AAAD8AAAA/wAAAP4AAABQAFIAWgBiAA==";
+    "AAQAAAAwAAANDQAAAgAAgAYAAIBkBQAABAAAgIAFAAAAAACACQAAAAgAAAALAAAACgAAAA0AAAAMAAAADwAAAA4AAAARAAAAEAAA"
+    "ABMAAAASAAAAFQAAABQAAAAXAAAAFgAAABkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAAIQAAACAAAAAjAAAAIgAAACUA"
+    "AAAkAAAAJwAAACYAAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAADEAAAAwAAAAMwAAADIAAAA1AAAANAAAADcAAAA2"
+    "AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAARgAAAEkAAABIAAAA"
+    "SwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAAWAAAAFsAAABaAAAAXQAA"
+    "AFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAAagAAAG0AAABhuQEAbwAAAGM8"
+    "AABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAAfAAAAH8AAAB+AAAAgQAAAIAAAACD"
+    "AAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAAjgAAAJEAAACQAAAAkwAAAJIAAACVAAAA"
+    "lAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAAoAAAAKMAAACiAAAApQAAAKQAAACnAAAApgAA"
+    "AKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAACuAAAAsQAAALAAAACzAAAAsgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsA"
+    "AAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAAxAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADM"
+    "AAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA2EgBANQAAADXAAAA1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA"
+    "4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAA"
+    "APIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA+gAAAP0AAAD8AAAA/wAAAP4AAABQAFIAWgBiAA==";
 
 Tokenizer load_json(const json& doc) {
   test::TempDir dir("tessera-unigram");
@@ -103,7 +116,8 @@ TEST(Unigram, NormalizesAsT5sConvertedTokenizer) {
        {{{"type", "Precompiled"}, {"precompiled_charsmap", kRulesCharsmap}},
         {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}},
         {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}}}}};
-  doc["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
+  doc["pre_tokenizer"] = {
+      {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
   doc["decoder"] = doc["pre_tokenizer"];
   const Tokenizer t = load_json(doc);
   EXPECT_EQ(t.encode("a  b"), (Ids{14, 2, 14, 2}));  // b▁b, then ▁b ▁b
@@ -131,6 +145,21 @@ TEST(Unigram, NormalizesAsAlbertsConvertedTokenizer) {
   EXPECT_EQ(t.encode("\u0130"), (Ids{0}));                 // İ -> I + U+0307 -> I -> i, no piece
   EXPECT_EQ(t.encode("``e"), (Ids{0, 11}));
   EXPECT_EQ(t.encode("\u01c4"), (Ids{4, 0}));              // Ǆ -> D Z + caron -> dz
+}
+
+TEST(Unigram, CutsAtWhitespaceBeforeMetaspaceAsOlderConvertedFiles) {
+  // WhitespaceSplit then Metaspace: each run between whitespace is a word, given its "▁" (prepend scheme always), or
+  // only where the text starts (first).
+  json doc = unigram_json();
+  for (const char* scheme : {"always", "first"}) {
+    const json meta = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", scheme}, {"split", true}};
+    doc["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {{{"type", "WhitespaceSplit"}}, meta}}};
+    const Tokenizer t = load_json(doc);
+    const bool always = std::string(scheme) == "always";
+    EXPECT_EQ(t.encode("a  b\tab"), always ? (Ids{15, 14, 2, 14, 6}) : (Ids{15, 2, 6})) << scheme;
+    EXPECT_EQ(t.encode(" a b"), always ? (Ids{15, 14, 2}) : (Ids{1, 2})) << scheme;
+    EXPECT_EQ(t.encode("ab<s>a\u3000cd "), always ? (Ids{14, 6, 16, 15, 14, 5}) : (Ids{14, 6, 16, 1, 5})) << scheme;
+  }
 }
 
 TEST(PrecompiledCharsmap, ReplacesClustersAndCharactersAsHuggingFace) {
@@ -168,9 +197,16 @@ TEST(Unigram, RefusesWhatItCannotReadNamingTheFileAndWhy) {
               HasSubstr("model.vocab[3] is [\"c\"], expected [\"piece\", score]"));
   EXPECT_THAT(refusal([](json& d) { d["model"]["unk_id"] = 17; }),
               HasSubstr("model.unk_id is 17, expected null or an id of the model's 17 pieces"));
-  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "WhitespaceSplit"}}; }),
-              HasSubstr("Unigram with pre_tokenizer {\"type\":\"WhitespaceSplit\"}; Tessera reads Unigram tokenizers "
-                        "with the Metaspace pre-tokenizer or none"));
+  EXPECT_THAT(refusal([](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+              HasSubstr("Unigram with pre_tokenizer {\"type\":\"Whitespace\"}; Tessera reads Unigram tokenizers with "
+                        "Metaspace, WhitespaceSplit then Metaspace, or none"));
+  EXPECT_THAT(refusal([](json& d) {
+                d["pre_tokenizer"] = {{"type", "Sequence"},
+                                      {"pretokenizers",
+                                       {{{"type", "Metaspace"}, {"replacement", "\u2581"}}, {{"type", "WhitespaceSplit"}}}}};
+              }),
+              HasSubstr("; Tessera reads Metaspace, WhitespaceSplit, WhitespaceSplit then Metaspace, or none before "
+                        "SentencePiece-style BPE and Unigram"));
   EXPECT_THAT(refusal([](json& d) { d["normalizer"] = {{"type", "ByteLevel"}}; }),
               HasSubstr("SentencePiece-style tokenizer with normalizer ByteLevel; Tessera reads Prepend, Replace"));
   EXPECT_THAT(refusal([](json& d) {

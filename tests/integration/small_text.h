@@ -182,12 +182,14 @@ inline const std::string& small_text_unigram() {
   static const std::string path = [] {
     nlohmann::json vocab = nlohmann::json::array({{"<pad>", 0.0}, {"</s>", 0.0}, {"<unk>", 0.0}, {"\u2581", -3.0}});
     for (char c = 'a'; c < 'z'; ++c) vocab.push_back({std::string(1, c), -5.0});
-    for (const char* word : {"the", "quick", "brown", "fox", "runs", "jumps"}) vocab.push_back({std::string("\u2581") + word, -1.0});
+    for (const char* word : {"the", "quick", "brown", "fox", "runs", "jumps"})
+      vocab.push_back({std::string("\u2581") + word, -1.0});
     vocab.push_back({"qu", -2.0});
     vocab.push_back({"ick", -2.0});
     nlohmann::json added = nlohmann::json::array();
     for (size_t id = 0; id < 3; ++id) added.push_back({{"id", id}, {"content", vocab[id][0]}, {"special", true}});
-    const nlohmann::json metaspace = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
+    const nlohmann::json metaspace = {
+        {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
     const nlohmann::json doc = {
         {"added_tokens", added},
         {"normalizer",
@@ -198,7 +200,8 @@ inline const std::string& small_text_unigram() {
         {"pre_tokenizer", metaspace},
         {"post_processor",
          {{"type", "TemplateProcessing"},
-          {"single", {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}},
+          {"single",
+           {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}},
           {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {1}}, {"tokens", {"</s>"}}}}}}}},
         {"decoder", metaspace},
         {"model", {{"type", "Unigram"}, {"unk_id", 2}, {"vocab", vocab}, {"byte_fallback", false}}}};

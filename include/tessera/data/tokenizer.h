@@ -55,14 +55,14 @@
 /// Unigram (T5's, mT5's, XLM-RoBERTa's, as transformers converts SentencePiece's models) is read too: the normalizer's
 /// Precompiled (SentencePiece's character map, applied by grapheme cluster as Hugging Face applies it:
 /// src/data/precompiled_charsmap.h), Strip, Replace (by a string or a regex), NFC/NFD/NFKC/NFKD, StripAccents and
-/// Lowercase (ALBERT's, XLNet's) steps, Metaspace, then each word cut
+/// Lowercase (ALBERT's, XLNet's) steps, Metaspace (after WhitespaceSplit or not), then each word cut
 /// into the pieces of the highest total score as Hugging Face's Unigram cuts it (src/data/unigram.h); `decode` runs the
 /// decoder. SentencePiece-style BPE may hold those normalizer steps too. Read and written, not trained.
 ///
 /// Not read (InputError naming the file and what it holds): tokenizers of another model (WordLevel), byte-level BPE
 /// with a normalizer other than NFC, NFD, NFKC and NFKD or a pre-tokenizer other than Splits and ByteLevel (Digits,
 /// ByteLevel with use_regex false alone), a Split regex with what split_regex.h refuses, SentencePiece-style BPE or
-/// Unigram with another normalizer (BertNormalizer) or pre-tokenizer (WhitespaceSplit) or decoder step, BPE dropout,
+/// Unigram with another normalizer (BertNormalizer) or pre-tokenizer (Whitespace) or decoder step, BPE dropout,
 /// subword prefixes or suffixes in BPE, WordPiece with a normalizer other than
 /// BertNormalizer, a pre-tokenizer other than BertPreTokenizer or a decoder other than WordPiece, post-processors
 /// other than TemplateProcessing (its single template), RobertaProcessing, BertProcessing and ByteLevel. The
