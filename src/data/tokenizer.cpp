@@ -1180,6 +1180,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   const int64_t n = std::max(spelt.vocab.empty() ? 0 : spelt.vocab.rbegin()->first + 1,
                              added.empty() ? 0 : added.rbegin()->first + 1);
   std::unordered_map<std::string, int64_t> id_of;  // spelling -> id
+  const bool unigram = spelt.sentencepiece && !spelt.sentencepiece->scores.empty();
   std::set<int64_t> unmergeable;  // added tokens in the vocabulary whose text is not the bytes of their spelling
   std::string bytes;
   for (int64_t id = 0; id < n; ++id) {
@@ -1204,7 +1205,9 @@ Tokenizer Tokenizer::load(const std::string& path) {
     } else {
       t.tokens_.push_back(bytes);
     }
-    if (v != spelt.vocab.end()) id_of.emplace(v->second, id);
+    if (v == spelt.vocab.end()) continue;
+    if (unigram) id_of[v->second] = id;  // Hugging Face's Unigram keeps the last id of a piece listed twice
+    else id_of.emplace(v->second, id);
   }
   for (const AddedToken& a : spelt.added) {  // Hugging Face gives an added token that is in the vocabulary its id there
     if (const auto it = id_of.find(a.content); it != id_of.end() && it->second != a.id)
@@ -1230,7 +1233,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     t.index();
     return t;
   }
-  if (spelt.sentencepiece && !spelt.sentencepiece->scores.empty()) {  // Unigram: no merges, no cut
+  if (unigram) {  // no merges, no cut
     detail::SentencePieceModel& sp = *spelt.sentencepiece;
     std::vector<std::string> pieces;
     for (size_t id = 0; id < sp.scores.size(); ++id) pieces.push_back(spelt.vocab.at(static_cast<int64_t>(id)));

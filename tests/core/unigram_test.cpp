@@ -105,6 +105,13 @@ TEST(Unigram, CutsIntoThePiecesOfTheHighestScoreAsHuggingFace) {
   doc["model"]["vocab"][13][1] = -1.0000001;  // a score changes the fingerprint, and the cut
   EXPECT_NE(load_json(doc).fingerprint(), t.fingerprint());
   EXPECT_EQ(load_json(doc).encode("ef"), (Ids{11, 12}));
+  // A piece listed twice: its last id, and that id's score (Hugging Face's map keeps the last).
+  doc = unigram_json();
+  doc["model"]["vocab"].push_back({"a", -0.1});
+  const Tokenizer twice = load_json(doc);
+  EXPECT_EQ(twice.encode("aa"), (Ids{17, 17}));
+  EXPECT_EQ(twice.encode("ab"), (Ids{6}));
+  EXPECT_EQ(twice.string_to_token("a"), 17);
 }
 
 TEST(Unigram, NormalizesAsT5sConvertedTokenizer) {
