@@ -15,7 +15,8 @@ seconds=${2:?usage: scripts/fuzz.sh BUILD_DIR SECONDS [TARGET...]}
 shift 2
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(fuzz_recipe fuzz_time fuzz_checkpoint fuzz_idx fuzz_mds_index fuzz_mds_shard fuzz_tokenizer fuzz_split_regex)
+  targets=(fuzz_recipe fuzz_time fuzz_checkpoint fuzz_idx fuzz_mds_index fuzz_mds_shard fuzz_tokenizer fuzz_split_regex
+           fuzz_sentencepiece_model)
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}

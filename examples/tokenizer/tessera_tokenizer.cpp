@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   CLI::App* encode = app.add_subcommand("encode", "encode a text file (or folder) and report the compression");
   std::string encode_tokenizer, encode_path;
   bool print_ids = false, add_special_tokens = false;
-  encode->add_option("tokenizer", encode_tokenizer, "a tokenizer.json (or a folder with one)")->required();
+  encode->add_option("tokenizer", encode_tokenizer, "a tokenizer.json, a SentencePiece .model, or a folder with one")->required();
   encode->add_option("path", encode_path, "a text file, or a folder of text files")->required();
   encode->add_flag("--ids", print_ids, "print the ids, one line, space-separated");
   encode->add_flag("--add-special-tokens", add_special_tokens,
@@ -85,14 +85,14 @@ int main(int argc, char** argv) {
   CLI::App* decode = app.add_subcommand("decode", "print the text of token ids");
   std::string decode_tokenizer;
   std::vector<int64_t> ids;
-  decode->add_option("tokenizer", decode_tokenizer, "a tokenizer.json (or a folder with one)")->required();
+  decode->add_option("tokenizer", decode_tokenizer, "a tokenizer.json, a SentencePiece .model, or a folder with one")->required();
   decode->add_option("ids", ids, "token ids")->required();
   bool skip_special_tokens = false;
   decode->add_flag("--skip-special-tokens", skip_special_tokens, "leave the special tokens out");
 
   CLI::App* inspect = app.add_subcommand("inspect", "what a tokenizer holds");
   std::string inspect_tokenizer;
-  inspect->add_option("tokenizer", inspect_tokenizer, "a tokenizer.json (or a folder with one)")->required();
+  inspect->add_option("tokenizer", inspect_tokenizer, "a tokenizer.json, a SentencePiece .model, or a folder with one")->required();
 
   try {
     app.parse(argc, argv);

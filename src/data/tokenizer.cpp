@@ -22,6 +22,7 @@
 #include "../checkpoint/checkpoint_file.h"
 #include "bert_text.h"
 #include "normalization.h"
+#include "sentencepiece_model.h"
 #include "sentencepiece_text.h"
 #include "split_regex.h"
 #include "unicode.h"
@@ -745,8 +746,8 @@ void read_added_and_post_processor(const json& doc, const std::string& file, Spe
   read_post_processor(doc.value("post_processor", json()), file, out);
 }
 
-Spelt read_tokenizer_json(const std::string& file) {
-  const json doc = parse_json(file);
+/// A tokenizer.json document (read from `file`, or made from it: a SentencePiece model).
+Spelt read_tokenizer_doc(const json& doc, const std::string& file) {
   if (!doc.is_object() || !doc.contains("model")) bad_file(file, "no \"model\": not a tokenizer.json");
   Spelt out;
   const std::string model_type = doc["model"].value("type", "BPE");
@@ -1139,26 +1140,31 @@ Tokenizer Tokenizer::load(const std::string& path) {
       const fs::path dir(path);
       if (fs::exists(dir / "tokenizer.json")) {
         file = (dir / "tokenizer.json").string();
-        spelt = read_tokenizer_json(file);
+        spelt = read_tokenizer_doc(parse_json(file), file);
       } else if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
         file = (dir / "vocab.json").string();
         spelt = read_gpt2_files(file, (dir / "merges.txt").string());
+      } else if (fs::exists(dir / "spiece.model")) {  // T5's original files
+        file = (dir / "spiece.model").string();
+        spelt = read_tokenizer_doc(sentencepiece::model_to_tokenizer_json(read_whole(file), file), file);
       } else if (fs::exists(dir / "vocab.txt")) {
         file = (dir / "vocab.txt").string();
         const fs::path config = dir / "tokenizer_config.json";
         spelt = read_bert_vocab(file, fs::exists(config) ? config.string() : "");
       } else {
         throw InputError("tokenizer " + path +
-                         ": the folder holds neither tokenizer.json, vocab.json + merges.txt (GPT-2's) nor vocab.txt "
-                         "(BERT's); expected a byte-level BPE tokenizer (train one with tessera-tokenizer train) or a "
-                         "WordPiece one");
+                         ": the folder holds neither tokenizer.json, vocab.json + merges.txt (GPT-2's), spiece.model "
+                         "(T5's) nor vocab.txt (BERT's); expected a byte-level BPE tokenizer (train one with "
+                         "tessera-tokenizer train), a Unigram or a WordPiece one");
       }
     } else if (!fs::exists(path, ec)) {
       throw InputError("tokenizer " + path +
                        " does not exist; expected a tokenizer.json file or a folder holding one (train one with "
                        "tessera-tokenizer train)");
+    } else if (fs::path(path).extension() == ".model") {  // a SentencePiece model (sentencepiece.bpe.model, …)
+      spelt = read_tokenizer_doc(sentencepiece::model_to_tokenizer_json(read_whole(path), path), path);
     } else {
-      spelt = read_tokenizer_json(path);
+      spelt = read_tokenizer_doc(parse_json(path), path);
     }
   } catch (const json::exception& e) {  // a value of the wrong JSON type where the checks above read one
     bad_file(file, std::string("unexpected JSON: ") + e.what());

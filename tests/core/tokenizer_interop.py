@@ -51,7 +51,8 @@ which pins tokenizers; scripts/install-peers.sh streaming).
         converts them as transformers does for T5 (OUT_DIR/t5.json: prepend scheme first, 3 extra ids;
         OUT_DIR/t5-legacy.json), XLM-RoBERTa (OUT_DIR/xlmr.json), with byte fallback (OUT_DIR/t5-byte-fallback.json),
         with nmt_nfkc_cf (OUT_DIR/t5-case-folded.json), ALBERT (OUT_DIR/albert.json: lowercased, accents stripped),
-        XLNet (OUT_DIR/xlnet.json), and T5's as older transformers wrote it (OUT_DIR/t5-whitespace-split.json:
+        XLNet (OUT_DIR/xlnet.json), transformers' generic SpmConverter (OUT_DIR/spm-generic.json, of
+        OUT_DIR/nfkc.model), and T5's as older transformers wrote it (OUT_DIR/t5-whitespace-split.json:
         WhitespaceSplit then Metaspace); and a Unigram trained by Hugging Face's UnigramTrainer
         with Metaspace and no normalizer (OUT_DIR/hf-trained.json); prints the names, one per line
     tokenizer_interop.py precompiled CORPUS TEXTS.json OUT.json
@@ -193,7 +194,7 @@ def unigram(corpus, out_dir):
     import warnings
     warnings.filterwarnings("ignore")
     from transformers import AlbertTokenizer, T5Tokenizer, XLMRobertaTokenizer, XLNetTokenizer
-    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+    from transformers.convert_slow_tokenizer import SpmConverter, convert_slow_tokenizer
     files = {}
     # ALBERT's and XLNet's special tokens are pieces of their models, as in theirs.
     for name, options in [("nfkc", {"control_symbols": ["[CLS]", "[SEP]", "<sep>", "<cls>"]}),
@@ -222,6 +223,11 @@ def unigram(corpus, out_dir):
     save("xlnet", XLNetTokenizer(files["nfkc"]))
     # As transformers 4.0 to 4.2 wrote T5's: WhitespaceSplit, then Metaspace with add_prefix_space (published files).
     old_meta = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    # transformers' generic conversion of a SentencePiece model (what Tessera makes of OUT_DIR/nfkc.model itself).
+    generic = SpmConverter(T5Tokenizer(files["nfkc"], extra_ids=0, legacy=True)).converted()
+    with open(f"{out_dir}/spm-generic.json", "w") as f:
+        f.write(generic.to_str())
+    names.append("spm-generic")
     save("t5-whitespace-split", T5Tokenizer(files["nfkc"], extra_ids=0, legacy=True), lambda d: d.update(
         pre_tokenizer={"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, old_meta]},
         decoder=old_meta))

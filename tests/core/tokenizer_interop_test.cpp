@@ -515,15 +515,16 @@ TEST(TokenizerInterop, SentencePieceStyleBpeAsHuggingFace) {
 /// Unigram as transformers converts SentencePiece's models (T5's: Precompiled nmt_nfkc, Strip, Replace " {2,}",
 /// Metaspace with prepend scheme first, extra ids; T5's legacy one; XLM-RoBERTa's; with byte fallback; with
 /// nmt_nfkc_cf; ALBERT's: Replace, NFKD, StripAccents, Lowercase, then the map; XLNet's; T5's with WhitespaceSplit
-/// before Metaspace, as older transformers wrote it) and as Hugging Face's UnigramTrainer trains it: Tessera gives
-/// Hugging Face's ids and decoded text, and writes a tokenizer.json that Hugging Face reads to the same.
+/// before Metaspace, as older transformers wrote it; its generic SpmConverter's) and as Hugging Face's UnigramTrainer
+/// trains it: Tessera gives Hugging Face's ids and decoded text, and writes a tokenizer.json that Hugging Face reads to
+/// the same; and Tessera reads the SentencePiece model file itself to the generic conversion's tokenizer.
 TEST(TokenizerInterop, UnigramAsHuggingFace) {
   REQUIRE_STREAMING_VENV(python);
   test::TempDir work("tessera-tokenizer-interop");
   const std::string text = corpus();
   const size_t cut = write_first_half(text, work.path());
   const std::vector<std::string> names = tokenizer_files(python, "unigram", work.path());
-  ASSERT_EQ(names.size(), 9u) << test::read_file(work.path() + "/unigram.log");
+  ASSERT_EQ(names.size(), 10u) << test::read_file(work.path() + "/unigram.log");
   const std::vector<std::string> texts = {
       "Hello world", " lead", "a  b", "  two  spaces  ", "trailing \t\u3000 ", "", " ", "\u2581already",
       "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 \ufb01ne \u00bd \u2460 \u216b \u3000x",
@@ -542,6 +543,10 @@ TEST(TokenizerInterop, UnigramAsHuggingFace) {
     EXPECT_EQ(again.fingerprint(), tok.fingerprint());
     expect_encodes_as_hugging_face(python, again, work.path() + "/ours.json", texts, work.path());
   }
+  // SentencePiece's model file itself, read as transformers' SpmConverter converts it: the same tokenizer.
+  const Tokenizer model = Tokenizer::load(work.path() + "/nfkc.model");
+  EXPECT_EQ(model.fingerprint(), Tokenizer::load(work.path() + "/spm-generic.json").fingerprint());
+  expect_encodes_as_hugging_face(python, model, work.path() + "/spm-generic.json", texts, work.path());
   // The variants differ where they should: the prepend scheme, byte fallback, case folding.
   const auto ids = [&](const std::string& name, const std::string& sample) {
     return Tokenizer::load(work.path() + "/" + name + ".json").encode(sample);

@@ -440,7 +440,8 @@ TEST(Tokenizer, RefusesWhatItCannotReadOrTrainNamingTheFileAndWhy) {
               HasSubstr("tokenizer /nonexistent/tok.json does not exist"));
   test::TempDir empty("tessera-tokenizer");
   EXPECT_THAT(input_error_of([&] { Tokenizer::load(empty.path()); }),
-              HasSubstr("holds neither tokenizer.json, vocab.json + merges.txt (GPT-2's) nor vocab.txt (BERT's)"));
+              HasSubstr("holds neither tokenizer.json, vocab.json + merges.txt (GPT-2's), spiece.model (T5's) nor "
+                        "vocab.txt (BERT's)"));
   test::write_file(empty.path() + "/bad.json", "{\"model\": ");
   EXPECT_THAT(input_error_of([&] { Tokenizer::load(empty.path() + "/bad.json"); }),
               HasSubstr("bad.json: not valid JSON"));

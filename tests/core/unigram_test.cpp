@@ -5,7 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 #include <tessera/data/tokenizer.h>
@@ -169,6 +171,53 @@ TEST(Unigram, CutsAtWhitespaceBeforeMetaspaceAsOlderConvertedFiles) {
   }
 }
 
+/// Protobuf's wire format, for hand-made SentencePiece models.
+std::string varint(uint64_t v) {
+  std::string out;
+  for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7F) | 0x80);
+  return out + static_cast<char>(v);
+}
+std::string field(uint64_t number, const std::string& bytes) {
+  return varint(number << 3 | 2) + varint(bytes.size()) + bytes;
+}
+std::string piece(const std::string& text, float score, int type) {
+  std::string score_bytes(4, '\0');
+  std::memcpy(score_bytes.data(), &score, 4);  // little-endian, as protobuf's fixed32
+  return field(1, text) + varint(2 << 3 | 5) + score_bytes + varint(3 << 3) + varint(type);
+}
+
+TEST(Unigram, ReadsSentencePiecesModelFileAsTransformersConvertsIt) {
+  std::string bytes;
+  for (const auto& [text, score, type] : std::vector<std::tuple<std::string, float, int>>{
+           {"<unk>", 0, 2}, {"<s>", 0, 3}, {"</s>", 0, 3}, {"\u2581a", -1, 1}, {"a", -2, 1}, {"b", -2.5, 1},
+           {"\u2581", -3, 1}, {"<mask>", 0, 4}})
+    bytes += field(1, piece(text, score, type));
+  bytes += field(2, varint(40 << 3) + varint(0));  // trainer_spec: unk_id 0
+  test::TempDir dir("tessera-unigram");
+  test::write_file(dir.path() + "/spiece.model", bytes);
+  const Tokenizer t = Tokenizer::load(dir.path());  // T5's folder; the file itself reads the same
+  EXPECT_EQ(Tokenizer::load(dir.path() + "/spiece.model").fingerprint(), t.fingerprint());
+  EXPECT_EQ(t.describe(), "Unigram, 8 tokens (2 special, 1 other added), unknown <unk>");
+  // Strip, Replace " {2,}", Metaspace (always); control pieces special added tokens, user-defined ones not special.
+  EXPECT_EQ(t.encode("a b  <mask>"), (Ids{3, 6, 5, 7}));
+  EXPECT_EQ(t.decode({3, 6, 5, 7}, true), "a b<mask>");
+  EXPECT_EQ(t.special_tokens(), (std::vector<std::string>{"<s>", "</s>"}));
+  const json written = json::parse(t.to_json());
+  EXPECT_EQ(written["model"]["vocab"][5], json::array({"b", -2.5}));
+  EXPECT_EQ(written["post_processor"], json());
+
+  const auto refusal = [&](const std::string& model) {
+    test::write_file(dir.path() + "/bad.model", model);
+    return testing::input_error_of([&] { Tokenizer::load(dir.path() + "/bad.model"); });
+  };
+  EXPECT_THAT(refusal(field(1, piece("a", 0, 1)) + field(2, varint(3 << 3) + varint(2))),
+              HasSubstr("bad.model: a SentencePiece BPE model; Tessera reads Unigram ones"));
+  EXPECT_THAT(refusal("\x0a\xff\x01"),
+              HasSubstr("not a SentencePiece model (ModelProto at byte 3 of its 3: a field of 255 bytes runs past the "
+                        "end)"));
+  EXPECT_THAT(refusal(""), HasSubstr("not a SentencePiece model (ModelProto at byte 0 of its 0: it holds no pieces)"));
+}
+
 TEST(PrecompiledCharsmap, ReplacesClustersAndCharactersAsHuggingFace) {
   const data::sentencepiece::PrecompiledCharsmap map(kRulesCharsmap, "tok.json");
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -208,9 +257,8 @@ TEST(Unigram, RefusesWhatItCannotReadNamingTheFileAndWhy) {
               HasSubstr("Unigram with pre_tokenizer {\"type\":\"Whitespace\"}; Tessera reads Unigram tokenizers with "
                         "Metaspace, WhitespaceSplit then Metaspace, or none"));
   EXPECT_THAT(refusal([](json& d) {
-                d["pre_tokenizer"] = {{"type", "Sequence"},
-                                      {"pretokenizers",
-                                       {{{"type", "Metaspace"}, {"replacement", "\u2581"}}, {{"type", "WhitespaceSplit"}}}}};
+                const json meta = {{"type", "Metaspace"}, {"replacement", "\u2581"}};
+                d["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {meta, {{"type", "WhitespaceSplit"}}}}};
               }),
               HasSubstr("; Tessera reads Metaspace, WhitespaceSplit, WhitespaceSplit then Metaspace, or none before "
                         "SentencePiece-style BPE and Unigram"));

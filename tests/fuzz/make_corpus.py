@@ -2,6 +2,7 @@
 """Writes the seed corpora of the libFuzzer targets (tests/fuzz/corpus/<target>/), small valid and nearly valid
 inputs of each reader; the committed files are its output (docs/hardening.md), except regress_*: inputs that crashed
 a reader or made a sanitizer report before it was fixed, kept as they were found. Standard library only."""
+import base64
 import gzip
 import io
 import json
@@ -255,6 +256,29 @@ qwen2["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
     {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
 put("fuzz_tokenizer", "splits_nfc", json.dumps(qwen2, ensure_ascii=False).encode()
     + "\0HTTPServer don'T 1234 caf\u00e9 cafe\u0301 \u1100\u1161 zz x/y\n\xff".encode())
+
+# --- SentencePiece model files (protobuf's wire format) -------------------------------------------------------
+def varint(v):
+    out = b""
+    while v >= 0x80:
+        out, v = out + bytes([(v & 0x7F) | 0x80]), v >> 7
+    return out + bytes([v])
+
+
+def field(number, data):
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def sp_piece(text, score, kind):
+    return field(1, text.encode()) + varint(2 << 3 | 5) + struct.pack("<f", score) + varint(3 << 3) + varint(kind)
+
+
+spm_pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3), ("\u2581", -3.0, 1), ("a", -2.0, 1),
+              ("\u2581a", -1.0, 1), ("ell", -2.5, 1), ("<mask>", 0.0, 4), ("<0x41>", -5.0, 6)]
+spm_model = b"".join(field(1, sp_piece(*p)) for p in spm_pieces)
+put("fuzz_sentencepiece_model", "unigram", spm_model + field(2, varint(3 << 3) + varint(1) + varint(40 << 3) + varint(0))
+    + field(3, field(1, b"nmt_nfkc") + field(2, base64.b64decode(RULES_CHARSMAP))))
+put("fuzz_sentencepiece_model", "bpe", spm_model + field(2, varint(3 << 3) + varint(2)))
 
 # --- Split pre-tokenizer regexes (the pattern, NUL, a text) ----------------------------------------------------
 put("fuzz_split_regex", "o200k", O200K.encode() + "\0HTTPServer don'T 1234567 x/y\n\n  z\u00e9\u0301".encode())

@@ -160,9 +160,10 @@ class Tokenizer {
   /// 256 + the special tokens, a special token is empty or repeated, or single_template holds other than $A once
   /// and special tokens.
   static Tokenizer train(const std::vector<std::string>& texts, const TokenizerTrainOptions& options = {});
-  /// Reads a tokenizer.json file, or a folder holding tokenizer.json, GPT-2's vocab.json + merges.txt or BERT's
-  /// vocab.txt (with tokenizer_config.json's do_lower_case, strip_accents and tokenize_chinese_chars when present:
-  /// Hugging Face's BertWordPieceTokenizer over it). InputError for a missing or malformed file, naming it and what
+  /// Reads a tokenizer.json file, a SentencePiece Unigram model file (`*.model`: as transformers' SpmConverter
+  /// converts it, src/data/sentencepiece_model.h), or a folder holding tokenizer.json, GPT-2's vocab.json + merges.txt,
+  /// T5's spiece.model or BERT's vocab.txt (with tokenizer_config.json's do_lower_case, strip_accents and
+  /// tokenize_chinese_chars when present: Hugging Face's BertWordPieceTokenizer over it). InputError for a missing or malformed file, naming it and what
   /// is wrong.
   static Tokenizer load(const std::string& path);
   /// Writes a Hugging Face tokenizer.json (version 1.0: ByteLevel pre-tokenizer and decoder, BPE model), atomically.
