@@ -24,22 +24,16 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 
 /// SentencePiece's character map of four rules, compiled by PyPI's sentencepiece 0.2.3 (normalization_rule_tsv):
-/// "a" to "b", U+0600 (a Prepend character) to "P", CR to "R", "cd" to "Z".
-constexpr const char* kRulesCharsmap =
-    "AAQAAAAwAAANDQAAAgAAgAYAAIBkBQAABAAAgIAFAAAAAACACQAAAAgAAAALAAAACgAAAA0AAAAMAAAADwAAAA4AAAARAAAAEAAA"
-    "ABMAAAASAAAAFQAAABQAAAAXAAAAFgAAABkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAAIQAAACAAAAAjAAAAIgAAACUA"
-    "AAAkAAAAJwAAACYAAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAADEAAAAwAAAAMwAAADIAAAA1AAAANAAAADcAAAA2"
-    "AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAARgAAAEkAAABIAAAA"
-    "SwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAAWAAAAFsAAABaAAAAXQAA"
-    "AFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAAagAAAG0AAABhuQEAbwAAAGM8"
-    "AABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAAfAAAAH8AAAB+AAAAgQAAAIAAAACD"
-    "AAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAAjgAAAJEAAACQAAAAkwAAAJIAAACVAAAA"
-    "lAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAAoAAAAKMAAACiAAAApQAAAKQAAACnAAAApgAA"
-    "AKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAACuAAAAsQAAALAAAACzAAAAsgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsA"
-    "AAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAAxAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADM"
-    "AAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA2EgBANQAAADXAAAA1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA"
-    "4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAA"
-    "APIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA+gAAAP0AAAD8AAAA/wAAAP4AAABQAFIAWgBiAA==";
+/// "a" to "b", U+0600 (a Prepend character) to "P", CR to "R", "cd" to "Z"; base64, as tokenizer.json holds it
+/// (tests/core/rules_charsmap.b64, which the fuzz seeds use too).
+const std::string& rules_charsmap() {
+  static const std::string text = [] {
+    std::string b64 = test::read_file(TESSERA_SOURCE_DIR "/tests/core/rules_charsmap.b64");
+    while (!b64.empty() && (b64.back() == '\n' || b64.back() == '\r')) b64.pop_back();
+    return b64;
+  }();
+  return text;
+}
 
 Tokenizer load_json(const json& doc) {
   test::TempDir dir("tessera-unigram");
@@ -122,7 +116,7 @@ TEST(Unigram, NormalizesAsT5sConvertedTokenizer) {
   doc["normalizer"] = {
       {"type", "Sequence"},
       {"normalizers",
-       {{{"type", "Precompiled"}, {"precompiled_charsmap", kRulesCharsmap}},
+       {{{"type", "Precompiled"}, {"precompiled_charsmap", rules_charsmap()}},
         {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}},
         {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}}}}};
   doc["pre_tokenizer"] = {
@@ -219,7 +213,7 @@ TEST(Unigram, ReadsSentencePiecesModelFileAsTransformersConvertsIt) {
 }
 
 TEST(PrecompiledCharsmap, ReplacesClustersAndCharactersAsHuggingFace) {
-  const data::sentencepiece::PrecompiledCharsmap map(kRulesCharsmap, "tok.json");
+  const data::sentencepiece::PrecompiledCharsmap map(rules_charsmap(), "tok.json");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"a", "b"},
       {"a\u0301", "b"},                     // a cluster under 6 bytes that starts with a key: the key's replacement
@@ -276,7 +270,7 @@ TEST(Unigram, RefusesWhatItCannotReadNamingTheFileAndWhy) {
   EXPECT_THAT(charsmap("AAQ*"), HasSubstr("precompiled_charsmap is not standard base64 text"));
   EXPECT_THAT(charsmap("AAQ="), HasSubstr("precompiled_charsmap holds 2 bytes; expected a 4-byte trie size"));
   EXPECT_THAT(charsmap("AAQAAAAw"), HasSubstr("says its trie takes 1024 bytes, but 2 follow the size"));
-  const std::string rules = kRulesCharsmap;  // its replacements "P\0R\0Z\0b\0" start at byte 1028; make P a 0xFF
+  const std::string rules = rules_charsmap();  // its replacements "P\0R\0Z\0b\0" start at byte 1028; make P a 0xFF
   EXPECT_THAT(charsmap(rules.substr(0, 1368) + "AAD/" + rules.substr(1372)),
               HasSubstr("has replacements that are not UTF-8"));
 }
