@@ -63,9 +63,8 @@ struct SentencePieceModel {
   /// encodes piece by piece, each piece cached, to the same ids as in one go. Empty: the text is encoded whole.
   std::string cut_before;
   /// Set for a Unigram model (T5's, XLM-RoBERTa's): each word cut into the pieces of the highest total score, not
-  /// merged (byte_fallback, unk_id then as its tokenizer.json gives them; fuse_unk true).
+  /// merged (byte_fallback, unk_id and unk_token then as its tokenizer.json gives them; fuse_unk unused).
   std::shared_ptr<const unigram::Model> unigram;
-  std::vector<double> scores;  ///< Unigram: the model's pieces' scores, by id (its vocabulary: ids [0, scores.size()))
 };
 /// A byte-level BPE tokenizer's text steps before its bytes are merged: a Unicode normalization, Split
 /// pre-tokenizers one after the other (each cutting the pieces of the one before), then ByteLevel, which cuts each
@@ -691,10 +690,8 @@ void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
   sp->pre_tokenizer_json = pre.dump();
   sp->decoder_json = doc.value("decoder", json()).dump();
   const json& model = doc["model"];
-  const bool unigram = model.value("type", std::string()) == "Unigram";
-  sp->fuse_unk = unigram;  // Hugging Face's Unigram always fuses
+  const bool unigram = model.value("type", std::string()) == "Unigram";  // it always fuses: no fuse_unk
   for (auto [key, flag] : {std::pair{"byte_fallback", &sp->byte_fallback}, {"fuse_unk", &sp->fuse_unk}}) {
-    if (unigram && flag == &sp->fuse_unk) continue;
     const json& v = model.value(key, json(false));
     if (!v.is_boolean()) bad_file(file, fmt::format("model.{} is {}, expected true or false", key, v.dump()));
     *flag = v.get<bool>();
@@ -704,19 +701,26 @@ void read_sentencepiece(const json& doc, const std::string& file, Spelt& out) {
     if (!vocab.is_array() || vocab.empty())
       bad_file(file, "model.vocab is " + std::string(vocab.is_array() ? "empty" : "not a JSON array") +
                          "; expected Unigram's [piece, score] pairs");
+    std::vector<std::string> pieces;
+    std::vector<double> scores;
     for (size_t id = 0; id < vocab.size(); ++id) {
       const json& entry = vocab[id];
       if (!entry.is_array() || entry.size() != 2 || !entry[0].is_string() || !entry[1].is_number())
         bad_file(file, fmt::format("model.vocab[{}] is {}, expected [\"piece\", score]", id, entry.dump()));
-      out.vocab.emplace(static_cast<int64_t>(id), entry[0].get<std::string>());
-      sp->scores.push_back(entry[1].get<double>());
+      pieces.push_back(entry[0].get<std::string>());
+      scores.push_back(entry[1].get<double>());
+      out.vocab.emplace(static_cast<int64_t>(id), pieces.back());
     }
     const json& unk_id = model.value("unk_id", json());
     if (!unk_id.is_null() && (!unk_id.is_number_integer() || unk_id.get<int64_t>() < 0 ||
                               unk_id.get<int64_t>() >= static_cast<int64_t>(vocab.size())))
       bad_file(file, fmt::format("model.unk_id is {}, expected null or an id of the model's {} pieces", unk_id.dump(),
                                  vocab.size()));
-    if (!unk_id.is_null()) sp->unk_id = unk_id.get<int64_t>();
+    if (!unk_id.is_null()) {
+      sp->unk_id = unk_id.get<int64_t>();
+      sp->unk_token = pieces[static_cast<size_t>(sp->unk_id)];
+    }
+    sp->unigram = std::make_shared<const unigram::Model>(pieces, std::move(scores), sp->unk_id, sp->byte_fallback);
     out.sentencepiece = std::move(sp);
     return;
   }
@@ -1186,7 +1190,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   const int64_t n = std::max(spelt.vocab.empty() ? 0 : spelt.vocab.rbegin()->first + 1,
                              added.empty() ? 0 : added.rbegin()->first + 1);
   std::unordered_map<std::string, int64_t> id_of;  // spelling -> id
-  const bool unigram = spelt.sentencepiece && !spelt.sentencepiece->scores.empty();
+  const bool unigram = spelt.sentencepiece && spelt.sentencepiece->unigram;
   std::set<int64_t> unmergeable;  // added tokens in the vocabulary whose text is not the bytes of their spelling
   std::string bytes;
   for (int64_t id = 0; id < n; ++id) {
@@ -1239,13 +1243,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     t.index();
     return t;
   }
-  if (unigram) {  // no merges, no cut
-    detail::SentencePieceModel& sp = *spelt.sentencepiece;
-    std::vector<std::string> pieces;
-    for (size_t id = 0; id < sp.scores.size(); ++id) pieces.push_back(spelt.vocab.at(static_cast<int64_t>(id)));
-    sp.unigram = std::make_shared<const unigram::Model>(pieces, sp.scores, sp.unk_id, sp.byte_fallback);
-    if (sp.unk_id >= 0) sp.unk_token = pieces[static_cast<size_t>(sp.unk_id)];
-  } else if (spelt.sentencepiece) {
+  if (spelt.sentencepiece && !unigram) {  // BPE over characters (a Unigram model has no merges, no cut)
     detail::SentencePieceModel& sp = *spelt.sentencepiece;
     if (sp.unk_token) {
       const auto unk = id_of.find(*sp.unk_token);
@@ -1335,7 +1333,8 @@ std::string Tokenizer::to_json() const {
     ojson model;
     if (sp.unigram) {
       ojson vocab = ojson::array();
-      for (size_t id = 0; id < sp.scores.size(); ++id) vocab.push_back({tokens_[id], sp.scores[id]});
+      const std::vector<double>& scores = sp.unigram->scores();
+      for (size_t id = 0; id < scores.size(); ++id) vocab.push_back({tokens_[id], scores[id]});
       model = {{"type", "Unigram"},
                {"unk_id", sp.unk_id >= 0 ? ojson(sp.unk_id) : ojson()},
                {"vocab", vocab},
@@ -1799,7 +1798,7 @@ std::string Tokenizer::fingerprint() const {
     const std::string settings = fmt::format("SentencePiece {} {} {} {}{} {}", sp.normalizer_json, sp.pre_tokenizer_json,
                                              sp.decoder_json, sp.byte_fallback, sp.fuse_unk, sp.unk_token.value_or(""));
     mix(settings.data(), settings.size());
-    if (sp.unigram) mix(sp.scores.data(), sp.scores.size() * sizeof(double));
+    if (sp.unigram) mix(sp.unigram->scores().data(), sp.unigram->scores().size() * sizeof(double));
   }
   if (!prefix_.empty() || !suffix_.empty()) {
     for (const auto* ids : {&prefix_, &suffix_}) {

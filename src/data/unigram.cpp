@@ -16,16 +16,13 @@ Model::Model(const std::vector<std::string>& pieces, std::vector<double> scores,
   // Hugging Face: the unknown token scores 10 below the lowest score of the vocabulary.
   const double lowest = scores_.empty() ? 0.0 : *std::min_element(scores_.begin(), scores_.end());
   unk_score_ = lowest - 10.0;
-  for (size_t id = 0; id < pieces.size(); ++id) id_of_[pieces[id]] = static_cast<int64_t>(id);
-  for (int b = 0; b < 256; ++b) {
-    const auto it = id_of_.find(fmt::format("<0x{:02X}>", b));
-    byte_id_[b] = it == id_of_.end() ? -1 : it->second;
-  }
-  // The trie: the distinct pieces in byte order; each node's children are made together, so they are consecutive.
+  // The trie: the pieces in byte order (equal ones by id); each node's children are made together, so they are
+  // consecutive. An empty piece is never matched, as in Hugging Face's trie.
   std::vector<int64_t> order;
-  for (const auto& [piece, id] : id_of_)
-    if (!piece.empty()) order.push_back(id);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return pieces[a] < pieces[b]; });
+  for (size_t id = 0; id < pieces.size(); ++id)
+    if (!pieces[id].empty()) order.push_back(static_cast<int64_t>(id));
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return pieces[a] != pieces[b] ? pieces[a] < pieces[b] : a < b; });
   trie_.emplace_back();
   struct Span {
     uint32_t node;
@@ -35,7 +32,7 @@ Model::Model(const std::vector<std::string>& pieces, std::vector<double> scores,
   while (!todo.empty()) {
     Span s = todo.back();
     todo.pop_back();
-    if (s.lo < s.hi && pieces[order[s.lo]].size() == s.depth) trie_[s.node].id = order[s.lo++];
+    while (s.lo < s.hi && pieces[order[s.lo]].size() == s.depth) trie_[s.node].id = order[s.lo++];  // the last id
     trie_[s.node].first_child = static_cast<uint32_t>(trie_.size());
     for (size_t lo = s.lo; lo < s.hi;) {
       const auto byte = static_cast<unsigned char>(pieces[order[lo]][s.depth]);
@@ -49,6 +46,14 @@ Model::Model(const std::vector<std::string>& pieces, std::vector<double> scores,
       lo = hi;
     }
   }
+  for (int b = 0; b < 256; ++b) byte_id_[b] = find(fmt::format("<0x{:02X}>", b));
+}
+
+int64_t Model::find(std::string_view text) const {
+  uint32_t node = 0;
+  for (const char c : text)
+    if ((node = child(node, static_cast<unsigned char>(c))) == 0) return -1;
+  return text.empty() ? -1 : trie_[node].id;
 }
 
 uint32_t Model::child(uint32_t node, unsigned char byte) const {
@@ -111,8 +116,8 @@ void Model::encode(std::string_view word, std::vector<int64_t>& out) const {
     // Hugging Face looks a run's text up: a piece of the vocabulary, else (byte_fallback) its bytes' tokens when the
     // vocabulary has them all, else the unknown token.
     const std::string_view run = word.substr(p->start, p->end - p->start);
-    if (const auto it = id_of_.find(std::string(run)); it != id_of_.end()) {
-      out.push_back(it->second);
+    if (const int64_t id = find(run); id >= 0) {
+      out.push_back(id);
     } else if (byte_fallback_ && std::all_of(run.begin(), run.end(), [&](char c) {
                  return byte_id_[static_cast<unsigned char>(c)] >= 0;
                })) {

@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace tessera::data::unigram {
@@ -22,9 +21,8 @@ class Model {
   /// there is no unknown token (Hugging Face: "Encountered an unknown token but `unk_id` is missing").
   void encode(std::string_view word, std::vector<int64_t>& out) const;
 
+  /// The pieces' scores, by id.
   const std::vector<double>& scores() const noexcept { return scores_; }
-  int64_t unk_id() const noexcept { return unk_id_; }
-  bool byte_fallback() const noexcept { return byte_fallback_; }
 
  private:
   /// A trie of the pieces' bytes: node 0 is the root; a node's children are consecutive, sorted by byte.
@@ -35,10 +33,11 @@ class Model {
   };
   /// The child of `node` reached by `byte`, or 0.
   uint32_t child(uint32_t node, unsigned char byte) const;
+  /// The id of the piece `text` (the last of equal pieces), or -1.
+  int64_t find(std::string_view text) const;
 
   std::vector<Node> trie_;
   std::vector<double> scores_;
-  std::unordered_map<std::string, int64_t> id_of_;  ///< piece -> id (the last of equal pieces)
   int64_t unk_id_ = -1;
   double unk_score_ = 0;
   bool byte_fallback_ = false;
