@@ -102,17 +102,11 @@ std::string lowercase(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   std::vector<uint32_t> mapped;
-  for (size_t i = 0; i < text.size();) {
-    const auto [cp, n] = unicode::decode_utf8(text, i);
-    if (n == 0) {
-      out += text[i++];
-      continue;
-    }
-    i += n;
+  unicode::append_each_character(out, text, [&](uint32_t cp, std::string_view, std::string& o) {
     mapped.clear();
     append_mapped(mapped, cp, std::begin(kLowercase), std::end(kLowercase), kLowercased);
-    for (uint32_t m : mapped) unicode::append_utf8(out, m);
-  }
+    for (uint32_t m : mapped) unicode::append_utf8(o, m);
+  });
   return out;
 }
 

@@ -140,12 +140,9 @@ bool is_mark(uint32_t cp) { return in_ranges(cp, std::begin(kMarks), std::end(kM
 std::string strip_marks(std::string_view text) {
   std::string out;
   out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    const auto [cp, n] = decode_utf8(text, i);
-    const size_t size = n == 0 ? 1 : n;
-    if (n == 0 || !is_mark(cp)) out.append(text.substr(i, size));
-    i += size;
-  }
+  append_each_character(out, text, [](uint32_t cp, std::string_view c, std::string& o) {
+    if (!is_mark(cp)) o += c;
+  });
   return out;
 }
 

@@ -2,6 +2,8 @@
 // (precompiled_charsmap.h).
 #include "precompiled_charsmap.h"
 
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include <tessera/error.h>
@@ -19,13 +21,28 @@ uint32_t value(uint32_t unit) { return unit & ((1u << 31) - 1); }
 uint32_t label(uint32_t unit) { return unit & ((1u << 31) | 0xFF); }
 size_t offset(uint32_t unit) { return static_cast<size_t>((unit >> 10) << ((unit & (1u << 9)) >> 6)); }
 
+constexpr const char* kBase64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 }  // namespace
+
+std::string encode_base64(std::string_view bytes) {
+  std::string text;
+  text.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const auto byte = [&](size_t k) {
+      return k < bytes.size() ? static_cast<uint32_t>(static_cast<unsigned char>(bytes[k])) : 0u;
+    };
+    const uint32_t bits = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
+    for (size_t k = 0; k < 4; ++k) text += i + k <= bytes.size() ? kBase64[(bits >> (18 - 6 * k)) & 63] : '=';
+  }
+  return text;
+}
 
 std::optional<std::string> decode_base64(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;
-  const auto sextet = [](char c) {
-    return c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
-         : c == '+' ? 62 : c == '/' ? 63 : -1;
+  const auto sextet = [](char c) -> int {
+    const char* at = c == '\0' ? nullptr : std::strchr(kBase64, c);
+    return at == nullptr ? -1 : static_cast<int>(at - kBase64);
   };
   std::string out;
   out.reserve(text.size() / 4 * 3);
@@ -101,13 +118,10 @@ std::string PrecompiledCharsmap::normalize(std::string_view text) const {
         continue;
       }
     }
-    for (size_t k = 0; k < cluster.size();) {
-      const size_t n = std::max<size_t>(unicode::decode_utf8(cluster, k).second, 1);
-      const std::string_view c = cluster.substr(k, n);
-      k += n;
-      if (const auto r = replacement(c)) out += *r;
-      else out += c;
-    }
+    unicode::append_each_character(out, cluster, [&](uint32_t, std::string_view c, std::string& o) {
+      const auto r = replacement(c);
+      o += r ? *r : c;
+    });
   }
   return out;
 }

@@ -33,7 +33,9 @@ class PrecompiledCharsmap {
   std::string file_;           ///< for errors
 };
 
-/// The bytes of standard base64 text (RFC 4648, with padding), or nullopt where it is not.
+/// The bytes of standard base64 text (RFC 4648, with padding), or nullopt where it is not; and the base64 text of
+/// bytes (tokenizer.json holds the character map so).
 std::optional<std::string> decode_base64(std::string_view text);
+std::string encode_base64(std::string_view bytes);
 
 }  // namespace tessera::data::sentencepiece

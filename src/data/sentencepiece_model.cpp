@@ -10,6 +10,8 @@
 
 #include <tessera/error.h>
 
+#include "precompiled_charsmap.h"
+
 namespace tessera::data::sentencepiece {
 
 namespace {
@@ -128,17 +130,8 @@ nlohmann::json model_to_tokenizer_json(const std::string& bytes, const std::stri
                        {"rstrip", false}, {"normalized", false}, {"special", pieces[id].type == 3}});
   }
   nlohmann::json steps = nlohmann::json::array();
-  if (!charsmap.empty()) {  // base64, as tokenizer.json holds it
-    static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string text;
-    for (size_t i = 0; i < charsmap.size(); i += 3) {
-      uint32_t bits = static_cast<unsigned char>(charsmap[i]) << 16;
-      if (i + 1 < charsmap.size()) bits |= static_cast<unsigned char>(charsmap[i + 1]) << 8;
-      if (i + 2 < charsmap.size()) bits |= static_cast<unsigned char>(charsmap[i + 2]);
-      for (size_t k = 0; k < 4; ++k) text += i + k <= charsmap.size() ? digits[(bits >> (18 - 6 * k)) & 63] : '=';
-    }
-    steps.push_back({{"type", "Precompiled"}, {"precompiled_charsmap", text}});
-  }
+  if (!charsmap.empty())
+    steps.push_back({{"type", "Precompiled"}, {"precompiled_charsmap", encode_base64(charsmap)}});
   steps.push_back({{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}});
   steps.push_back({{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}});
   const nlohmann::json metaspace = {

@@ -54,6 +54,21 @@ bool valid_utf8(std::string_view s);
 /// cluster by cluster. A byte that starts no valid UTF-8 character is a cluster of its own.
 size_t grapheme_end(std::string_view s, size_t i);
 
+/// Appends to `out` what `each(cp, bytes, out)` appends for each valid UTF-8 character of `text` (its code point and
+/// its bytes); a byte that starts no valid character is appended as it is.
+template <class Each>
+void append_each_character(std::string& out, std::string_view text, Each&& each) {
+  for (size_t i = 0; i < text.size();) {
+    const auto [cp, n] = decode_utf8(text, i);
+    if (n == 0) {
+      out += text[i++];
+      continue;
+    }
+    each(cp, text.substr(i, n), out);
+    i += n;
+  }
+}
+
 /// What a character does to the words of a text (cut_words).
 enum class Cut { none, drop, isolate };  ///< part of a word; a place between words, dropped; a word of its own
 
