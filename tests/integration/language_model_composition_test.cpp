@@ -25,9 +25,9 @@ namespace fs = std::filesystem;
 /// testing::small_text_tokenizer(), each line a document ended by its <|endoftext|>; "bert_wordpiece": on the tokens
 /// of testing::small_text_wordpiece(), each line [CLS] … [SEP]; "gpt_llama3" and "gpt_sentencepiece": on the tokens
 /// of testing::small_text_llama3() and small_text_sentencepiece(), each line a document ("gpt_o200k": of
-/// small_text_o200k(), GPT-4o's pattern after NFC; "gpt_unigram": of small_text_unigram(), T5's kind); or "bert_classifier" on
-/// labelled texts; with dropout, for gyro dropout) trained 6 batches on testing::small_text_file()
-/// (small_labelled_text_file()) with `algorithm` (a recipe entry).
+/// small_text_o200k(), GPT-4o's pattern after NFC; "gpt_unigram": of small_text_unigram(), T5's kind); or
+/// "bert_classifier" on labelled texts; with dropout, for gyro dropout) trained 6 batches on
+/// testing::small_text_file() (small_labelled_text_file()) with `algorithm` (a recipe entry).
 std::string recipe(const std::string& model, const std::string& algorithm) {
   const bool classifier = model == "bert_classifier";
   const std::map<std::string, std::function<const std::string&()>> tokenizer_of = {
@@ -240,7 +240,8 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
   // batches, a checkpoint, then autoresume to 6 end bitwise where 6 batches in one go end; the masking, the dropout
   // and the loader's order continue where they stopped.
   for (const std::string model :
-       {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe", "gpt_llama3", "gpt_sentencepiece", "gpt_o200k", "gpt_unigram"}) {
+       {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe", "gpt_llama3", "gpt_sentencepiece", "gpt_o200k",
+        "gpt_unigram"}) {
     SCOPED_TRACE(model);
     const fs::path folder = fs::temp_directory_path() / "tessera_lm_resume" / model;
     fs::remove_all(folder);
@@ -269,8 +270,8 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "bert", "bert_bpe", "bert_wordpiece",
-                                                              "bert_classifier"),
+                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "gpt_unigram", "bert", "bert_bpe",
+                                                              "bert_wordpiece", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);
 
