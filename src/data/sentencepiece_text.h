@@ -2,9 +2,8 @@
 // The text steps of SentencePiece-style tokenizers (Llama 2's and Mistral's BPE over characters, T5's and
 // XLM-RoBERTa's Unigram: spaces written as "▁", bytes as <0xXX> tokens) as Hugging Face's tokenizer.json declares
 // them: the normalizer (Prepend, Replace, Strip, Precompiled, …), the Metaspace pre-tokenizer (after WhitespaceSplit
-// or not), and the decoder (Replace,
-// ByteFallback, Fuse, Strip, Metaspace). Read by src/data/tokenizer.cpp; each step does what Hugging Face `tokenizers`
-// does with it.
+// or not), and the decoder (Replace, ByteFallback, Fuse, Strip, Metaspace). Read by src/data/tokenizer.cpp; each step
+// does what Hugging Face `tokenizers` does with it.
 #include <cstdint>
 #include <memory>
 #include <string>
