@@ -9,6 +9,8 @@
 #include <typeinfo>
 
 #include <c10/util/Exception.h>
+
+#include "profiler.h"
 #include <tessera/checkpoint.h>
 #include <tessera/error.h>
 #include <tessera/recipe.h>
@@ -471,6 +473,9 @@ const Plan& Engine::compile(const State& state) {
 
 void Engine::run_event(Event event, State& state) {
   if (closed_) throw Error(std::string("engine is closed; cannot run ") + event_name(event));
+  Profiler* const profiler = profiler_ != nullptr && profiler_->recording() ? profiler_ : nullptr;
+  const double event_begin = profiler != nullptr ? profiler->now() : 0.0;
+  if (profiler != nullptr) profiler->event_begins(event, event_begin);
   auto run_algorithms = [&] {
     const auto& entries = plan_.at(event);
     if (entries.empty()) return;
@@ -481,8 +486,10 @@ void Engine::run_event(Event event, State& state) {
         if (!a->match(event, state)) continue;
         const std::optional<at::ScalarType> before = input_dtype(state);
         const auto t0 = std::chrono::steady_clock::now();
+        const double begin = profiler != nullptr ? profiler->now() : 0.0;
         a->apply(event, state, logger_);
         slots[i]->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (profiler != nullptr) profiler->span("algorithm/" + a->name(), "algorithm", begin, profiler->now(), event_name(event));
         if (before) {
           if (const std::optional<at::ScalarType> after = input_dtype(state)) check_input_dtype(state, *before, *after);
         }
@@ -497,7 +504,9 @@ void Engine::run_event(Event event, State& state) {
   auto run_callbacks = [&](const std::vector<Callback*>& callbacks) {
     for (Callback* cb : callbacks) {
       try {
+        const double begin = profiler != nullptr ? profiler->now() : 0.0;
         cb->run_event(event, state, logger_);
+        if (profiler != nullptr) profiler->span("callback/" + cb->name(), "callback", begin, profiler->now(), event_name(event));
       } catch (...) {
         rethrow_with_context("callback \"" + cb->name() + "\" at " + event_name(event));
       }
@@ -512,6 +521,7 @@ void Engine::run_event(Event event, State& state) {
     run_callbacks(plain_callbacks_);
     run_callbacks(loggers_);
   }
+  if (profiler != nullptr) profiler->event_ends(event, event_begin, profiler->now());
 }
 
 void Engine::close() {

@@ -707,6 +707,10 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
   Run run;
   run.trainer = s.trainer;
   if (root.has("max_duration")) check_max_duration(root.child("max_duration"), run.trainer.max_duration());
+  // A profiler section turns the profiler on, unless it says enabled: false.
+  if (root.has("profiler") && !root.child("profiler").is_null() && !root.child("profiler").has("enabled")) {
+    run.trainer.profiler().enabled(true);
+  }
   // A bad device, or CUDA where there is none, is reported at the recipe's line:column (the Trainer checks
   // again for C++ callers).
   if (root.has("device")) {

@@ -52,6 +52,7 @@ void Trainer::write_run_summary(const std::string& status) const noexcept {
       j["trace"][key] = {{"count", r.count}, {"first_batch", r.first_batch}, {"last_batch", r.last_batch},
                          {"seconds", r.seconds}};
     }
+    if (!traces().empty()) j["profiler_traces"] = traces();
     if (status != "failed") j["weights_fingerprint"] = weights_fingerprint(*s.model);
     checkpoint::write_text_atomically(path, j.dump(1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n");
   } catch (const std::exception& e) {

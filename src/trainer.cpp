@@ -23,6 +23,7 @@
 #include "checkpoint/checkpoint_folder.h"
 #include "checkpoint/recipe_changes.h"
 #include "distributed/data_parallel.h"
+#include "profiler.h"
 #include "retry_point.h"
 #include "trainer_checks.h"
 
@@ -237,7 +238,15 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     }
   }
 
+  if (options_.profiler().enabled()) {
+    const std::filesystem::path folder(options_.profiler().folder());
+    profiler_ = std::make_unique<Profiler>(
+        options_.profiler(),
+        folder.is_absolute() || options_.run_dir().empty() ? folder.string() : (std::filesystem::path(options_.run_dir()) / folder).string(),
+        state_.rank, state_.world_size, state_.device.str());
+  }
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
+  engine_->set_profiler(profiler_.get());
   // The plan is compiled before Init so that refused combinations fail before any surgery.
   engine_->compile(state_);
   detail::install_data_transforms(engine_->plan(), *state_.train_dataloader);
@@ -258,6 +267,8 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
 Trainer::~Trainer() {
   if (engine_) engine_->close();
 }
+
+std::vector<std::string> Trainer::traces() const { return profiler_ ? profiler_->written() : std::vector<std::string>(); }
 
 void Trainer::move_model_to_device() {
   const c10::Device device = state_.device;
@@ -389,12 +400,14 @@ void Trainer::fit() {
     engine.run_event(Event::FitStart, s);
     s.model->train();
     while (!finished()) {
+      if (profiler_) profiler_->batch_begins(s.timestamp, batches_per_epoch, engine.logger());
       if (s.timestamp.epoch_in_iteration == 0 && s.timestamp.batch_in_epoch == 0) engine.run_event(Event::IterationStart, s);
       if (s.timestamp.batch_in_epoch == 0) engine.run_event(Event::EpochStart, s);
       const auto epoch_t0 = Clock::now();
       const double epoch_wct0 = s.timestamp.epoch_wct;
       loader.start_epoch(s.seed, s.timestamp.epoch, s.timestamp.batch_in_epoch);
       while (s.timestamp.batch_in_epoch < batches_per_epoch && !finished()) {
+        if (profiler_) profiler_->batch_begins(s.timestamp, batches_per_epoch, engine.logger());
         const auto t0 = Clock::now();
         engine.run_event(Event::BeforeDataloader, s);
         std::optional<Batch> next = loader.next();
@@ -456,21 +469,25 @@ void Trainer::fit() {
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
     if (ddp_) ddp_->sync_buffers(*s.model);  // every rank ends with rank 0's model (EMA's averages, if swapped in)
+    if (profiler_) profiler_->finish(engine.logger());
     write_run_summary(s.stop_requested() ? "stopped" : "complete");
   } catch (const Interrupted& e) {
     failure_ = e.what();
     interrupted_ = true;
+    if (profiler_) profiler_->finish(engine.logger());
     engine.close();
     write_run_summary("interrupted");
     throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
+    if (profiler_) profiler_->finish(engine.logger());
     engine.close();
     write_run_summary("failed");
     throw;
   } catch (...) {
     failure_ = "an exception that is not a std::exception";
+    if (profiler_) profiler_->finish(engine.logger());
     engine.close();
     write_run_summary("failed");
     throw;
@@ -953,7 +970,10 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
     last_checkpoint_ = path;
     return;
   }
+  const bool traced = profiler_ && profiler_->recording();
+  const double began = traced ? profiler_->now() : 0.0;
   save_checkpoint(path);  // creates the folder when it does not exist
+  if (traced) profiler_->span("checkpoint", "phase", began, profiler_->now());
   rank_generators_.clear();
   checkpoint::write_text_atomically((std::filesystem::path(folder) / "latest").string(),
                                     std::filesystem::path(path).filename().string() + "\n");

@@ -22,6 +22,8 @@
 
 namespace tessera {
 
+class Profiler;  // src/profiler.h: the trainer's, when TrainerOptions::profiler is enabled
+
 /// One algorithm at one event in the plan, with why it is where it is when a rule moved it.
 struct PlanEntry {
   /// Not owned: the algorithm passed to compile_plan (an Engine's, or a Trainer's through it). A Plan, and the
@@ -81,6 +83,9 @@ class Engine {
   /// Calls close() on every callback (idempotent).
   void close();
 
+  /// Reports each event, algorithm and callback to `profiler` while it records (null: none; not owned).
+  void set_profiler(Profiler* profiler) noexcept { profiler_ = profiler; }
+
   Logger& logger() noexcept { return logger_; }
   const Trace& trace() const noexcept { return trace_; }
   const std::vector<std::shared_ptr<Algorithm>>& algorithms() const noexcept { return algorithms_; }
@@ -96,6 +101,7 @@ class Engine {
   Trace trace_;
   // trace keys precomputed per (event, algorithm) so the hot path does no string work
   std::vector<std::vector<TraceRecord*>> trace_slots_;
+  Profiler* profiler_ = nullptr;
   bool closed_ = false;
 };
 

@@ -25,12 +25,14 @@
 #include <tessera/grad_scaler.h>
 #include <tessera/microbatching.h>
 #include <tessera/options.h>
+#include <tessera/profiler.h>
 #include <tessera/state.h>
 
 namespace tessera {
 
 namespace checkpoint { struct File; }  // the parsed file (src/checkpoint/checkpoint_file.h)
 namespace dist { class DataParallel; }  // src/distributed/data_parallel.h
+class Profiler;                          // src/profiler.h
 
 struct TrainerOptions {
   TESSERA_OPTION(Time, max_duration) = Time(1, TimeUnit::Epoch);
@@ -70,6 +72,9 @@ struct TrainerOptions {
   /// none is an InputError before step 1. On CUDA, values are read back to the host only at log intervals,
   /// checkpoints, evaluations and the end (docs/recipes.md, "Devices").
   TESSERA_OPTION(std::string, device) = "auto";
+  /// Traces of chosen batches (data loading, forward, backward, step, every event, algorithm and callback, and
+  /// the torch operators) as Chrome trace files in run_dir/traces (profiler.h; docs/recipes.md, "Profiling").
+  TESSERA_OPTION(ProfilerOptions, profiler);
   template <class V>
   void visit(V& v) {
     v("max_duration", max_duration_, "length of training (ep, ba or sp)", Any{});
@@ -92,6 +97,7 @@ struct TrainerOptions {
     v("nonfinite_loss", nonfinite_loss_, "on a NaN/Inf loss: error, or skip the batch", Choices{{"error", "skip"}});
     // Checked by resolve_device (device.h): by the Trainer, and by build_run with the recipe's line:column.
     v("device", device_, "where to train: cpu, cuda, cuda:N or auto", Any{});
+    v("profiler", profiler_, "traces of chosen batches (a recipe's profiler section turns it on)", Any{});
   }
 };
 
@@ -188,6 +194,8 @@ class Trainer {
   int64_t skipped_steps() const noexcept { return skipped_steps_; }
   /// The loss scaler (precision amp_fp16, or loss_scaling: dynamic); nullptr when there is none.
   const GradScaler* grad_scaler() const noexcept { return scaler_.get(); }
+  /// The trace files the profiler wrote so far (TrainerOptions::profiler), in order; empty without it.
+  std::vector<std::string> traces() const;
 
   State& state() noexcept { return state_; }
   const State& state() const noexcept { return state_; }
@@ -289,6 +297,7 @@ class Trainer {
   at::Tensor pending_loss_;      ///< deferred: the last batch's loss, not yet read back
   NonfiniteTracker nonfinite_;   ///< deferred, nonfinite_loss: error
   std::unique_ptr<dist::DataParallel> ddp_;  ///< more than one rank (docs/distributed.md); null otherwise
+  std::unique_ptr<Profiler> profiler_;       ///< options_.profiler enabled; null otherwise
 };
 
 /// Installs SIGTERM and SIGINT handlers: the first signal asks every running Trainer to stop after its

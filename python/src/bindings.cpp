@@ -646,6 +646,9 @@ void bind_recipe_trainer(py::module_& m) {
                              "The checkpoint this trainer resumed from or loaded ('' = none).")
       .def_property_readonly("last_checkpoint", [](PyTrainer& t) { return t.trainer().last_checkpoint(); },
                              "The last checkpoint fit() wrote into checkpoint.folder ('' = none).")
+      .def_property_readonly("traces", [](PyTrainer& t) { return t.trainer().traces(); },
+                             "The trace files the profiler wrote so far (the `profiler` option), in order: Chrome "
+                             "trace-event JSON, for Perfetto's UI or chrome://tracing.")
       .def_property_readonly("skipped_batches", [](PyTrainer& t) { return t.trainer().skipped_batches(); },
                              "Training batches whose update was dropped because their loss was not finite "
                              "(nonfinite_loss: skip).")
@@ -679,6 +682,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("_torch_version") = TORCH_VERSION;
   // tessera/_stubgen.py writes the TrainerOptions TypedDict (_options.pyi) from it.
   m.attr("_trainer_options_doc") = options_doc<tessera::TrainerOptions>();
+  m.attr("_profiler_options_doc") = options_doc<tessera::ProfilerOptions>();  // the `profiler` option's dict
 
   // tessera.Error(RuntimeError), tessera.InputError(tessera.Error, ValueError) and
   // tessera.CheckpointError(tessera.InputError), as in C++; the most derived class is caught first.

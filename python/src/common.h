@@ -112,6 +112,12 @@ struct IsVec<std::vector<T, A>> : std::true_type {
   using element = T;
 };
 
+// Defined below; option_from_python and option_to_python use them for nested options structs.
+template <class Options>
+Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options = Options());
+template <class Options>
+py::dict options_to_dict(const Options& options);
+
 template <class T>
 T option_from_python(py::handle h, const std::string& where) {
   if constexpr (std::is_same_v<T, bool>) {
@@ -159,6 +165,9 @@ T option_from_python(py::handle h, const std::string& where) {
       out.push_back(option_from_python<E>(e, where + "[" + std::to_string(i++) + "]"));
     }
     return out;
+  } else if constexpr (tessera::detail::HasVisit<T>::value) {  // a nested options struct: a dict of its options
+    if (!PyDict_Check(h.ptr())) throw InputError(where + ": expected a dict of options, got " + describe_value(h));
+    return options_from_kwargs<T>(py::reinterpret_borrow<py::dict>(h), where, T());
   } else {
     throw InputError(where + ": this option cannot be set from Python");
   }
@@ -177,6 +186,8 @@ py::object option_to_python(const T& value) {
     return std::move(out);
   } else if constexpr (std::is_same_v<T, ConfigNode>) {
     return py::none();
+  } else if constexpr (tessera::detail::HasVisit<T>::value) {
+    return options_to_dict(value);
   } else {
     return py::cast(value);
   }
@@ -191,6 +202,7 @@ std::string option_type_name() {
   else if constexpr (std::is_same_v<T, Time>) return "str | Time";
   else if constexpr (std::is_same_v<T, MicrobatchSize>) return "int | 'auto'";
   else if constexpr (IsVec<T>::value) return "list[" + option_type_name<typename IsVec<T>::element>() + "]";
+  else if constexpr (tessera::detail::HasVisit<T>::value) return "dict";
   else return "object";
 }
 
@@ -235,7 +247,7 @@ struct DocWriter {
 /// Options from keyword arguments: unknown names are rejected with a did-you-mean, values are converted by
 /// type, then every field is validated against its declared Range/Choices. `where` names the component.
 template <class Options>
-Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options = Options()) {
+Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options) {
   KwargsReader reader{kwargs, where, {}};
   options.visit(reader);
   for (auto item : kwargs) {

@@ -105,6 +105,23 @@ _WIDER = {"run_dir": "Union[str, os.PathLike[str]]"}
 _TYPES = {"str | Time": "Union[str, Time]", "int | 'auto'": "Union[int, Literal['auto']]"}
 
 
+# TrainerOptions fields that are options structs themselves: their TypedDict and the docstring it comes from.
+_NESTED = {"profiler": ("ProfilerOptions", "_profiler_options_doc")}
+
+
+def _typed_dict(name: str, doc: str) -> List[str]:
+    lines = [f"class {name}(TypedDict, total=False):"]
+    choices = dict(re.findall(r"^    (\w+) \(str, .*; one of: (.*)$", doc, re.M))
+    for field, kind in _options(doc):
+        kind = _WIDER.get(field, _TYPES.get(kind, kind))
+        if field in choices:  # a fixed set of strings: Literal["error", "skip"]
+            kind = "Literal[" + ", ".join(repr(c.strip()) for c in choices[field].split(",")) + "]"
+        if field in _NESTED:
+            kind = _NESTED[field][0]
+        lines.append(f"    {field}: {kind}")
+    return lines + [""]
+
+
 def options_stub() -> str:
     """tessera._options.TrainerOptions: the Trainer's keyword arguments that are TrainerOptions fields, typed, so
     that a type checker catches `max_duraton=` or `seed="abc"` (Trainer(**options: Unpack[TrainerOptions]))."""
@@ -117,15 +134,10 @@ def options_stub() -> str:
         "",
         "from ._C import Time",
         "",
-        "class TrainerOptions(TypedDict, total=False):",
     ]
-    choices = dict(re.findall(r"^    (\w+) \(str, .*; one of: (.*)$", _C._trainer_options_doc, re.M))
-    for name, kind in _options(_C._trainer_options_doc):
-        kind = _WIDER.get(name, _TYPES.get(kind, kind))
-        if name in choices:  # a fixed set of strings: Literal["error", "skip"]
-            kind = "Literal[" + ", ".join(repr(c.strip()) for c in choices[name].split(",")) + "]"
-        lines.append(f"    {name}: {kind}")
-    lines.append("")
+    for nested, doc_name in _NESTED.values():
+        lines += _typed_dict(nested, getattr(_C, doc_name))
+    lines += _typed_dict("TrainerOptions", _C._trainer_options_doc)
     return "\n".join(lines)
 
 

@@ -40,6 +40,11 @@ def test_trainer_options_typed_dict_lists_the_cpp_trainer_options():
     assert fields["eval_precision"] == "Literal['fp32', 'amp_bf16', 'amp_fp16']"
     assert fields["loss_scaling"] == "Literal['auto', 'dynamic', 'none']"
     assert fields["microbatch_size"] == "Union[int, Literal['auto']]"
+    assert fields["profiler"] == "ProfilerOptions"
+    profiler = _class("_options.pyi", "ProfilerOptions")
+    nested = {node.target.id: ast.unparse(node.annotation) for node in profiler.body if isinstance(node, ast.AnnAssign)}
+    assert nested == {"enabled": "bool", "skip_first": "int", "wait": "int", "warmup": "int", "active": "int",
+                      "repeat": "int", "folder": "str", "torch_ops": "bool", "record_shapes": "bool"}
     # the same keys as the C++ TrainerOptions the trainer reports
     from conftest import tiny_components
 

@@ -25,7 +25,7 @@ void flatten(const ConfigNode& node, const std::string& path, std::vector<std::p
 
 bool alters_training(const std::string& path) {
   static const std::set<std::string> harmless = {"max_duration", "run_dir", "threads",   "log_interval", "eval_interval",
-                                                 "device",       "loggers", "callbacks", "checkpoint"};
+                                                 "device",       "loggers", "callbacks", "checkpoint",   "profiler"};
   const std::string top = path.substr(0, path.find_first_of(".["));
   if (harmless.count(top) != 0) return false;
   return !(path.rfind("data.eval", 0) == 0);

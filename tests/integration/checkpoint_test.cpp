@@ -1942,6 +1942,11 @@ data: {train: {loader: {batch_size: 8}}, eval: {loader: {batch_size: 16}}}
   EXPECT_EQ(changes[4].after, "(absent)");
   EXPECT_FALSE(changes[4].alters_training);
   EXPECT_TRUE(checkpoint::recipe_changes(before, before).empty());
+  // Tracing a resumed run changes nothing that trains.
+  const auto traced = checkpoint::recipe_changes(before, before + "profiler: {active: 2}\n");
+  ASSERT_EQ(traced.size(), 1u);
+  EXPECT_EQ(traced[0].path, "profiler.active");
+  EXPECT_FALSE(traced[0].alters_training);
 }
 
 }  // namespace
