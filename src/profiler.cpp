@@ -8,6 +8,7 @@
 #include <system_error>
 #include <utility>
 
+#include <ATen/record_function.h>
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -63,6 +64,7 @@ constexpr PhaseRule kPhases[] = {
 };
 constexpr size_t kNumPhases = sizeof(kPhases) / sizeof(kPhases[0]);
 
+constexpr const char* kClockScope = "tessera::profiler_clock";
 constexpr int kTrainerThread = 0;
 constexpr int kFirstTorchThread = 1;
 
@@ -122,7 +124,13 @@ void Profiler::start(State state, double at) {
     torch_on_ = true;
   } catch (const c10::Error&) {
     torch_refused_ = true;  // another profiler is on (torch's, around fit()): the trace has Tessera's spans only
+    return;
   }
+  // An empty scope between two readings of our clock: its recorded times put LibTorch's clock on ours to within half
+  // the scope's cost (its start mark, taken inside enableProfilerLegacy, is the fallback).
+  const double before = now();
+  { RECORD_USER_SCOPE(kClockScope); }
+  torch_clock_at_ = (before + now()) / 2;
 }
 
 void Profiler::stop_torch_ops() {
@@ -136,14 +144,21 @@ void Profiler::stop_torch_ops() {
     return;
   }
   if (!torch_ops_) return;
-  // LibTorch's clock and ours differ by an offset: its start mark was taken when we read torch_enabled_at_.
+  // LibTorch's clock and ours differ by an offset: the clock scope ran at torch_clock_at_ (the start mark at about
+  // torch_enabled_at_).
   double offset = 0;
-  bool anchored = false;
+  bool anchored = false, clocked = false;
   for (const auto& list : lists) {
-    for (const auto& e : list) {
-      if (!anchored && e.kindStr() == std::string("mark") && std::string(e.name()) == "__start_profile") {
+    for (size_t i = 0; i < list.size() && !clocked; ++i) {
+      const auto& e = list[i];
+      const std::string kind = e.kindStr();
+      if (!anchored && kind == "mark" && std::string(e.name()) == "__start_profile") {
         offset = torch_enabled_at_ - e.cpuUs();
         anchored = true;
+      } else if (kind == "push" && std::string(e.name()) == kClockScope && i + 1 < list.size() &&
+                 list[i + 1].kindStr() == std::string("pop")) {
+        offset = torch_clock_at_ - (e.cpuUs() + list[i + 1].cpuUs()) / 2;
+        anchored = clocked = true;
       }
     }
   }
@@ -158,7 +173,7 @@ void Profiler::stop_torch_ops() {
         const prof::LegacyEvent* p = open.back();
         open.pop_back();
         TorchOps::Op op{p->name(), p->threadId(), p->cpuUs() + offset, e.cpuUs() + offset, {}};
-        if (op.begin < active_since_) continue;  // warm-up
+        if (op.begin < active_since_ || op.name == kClockScope) continue;  // warm-up, and our clock scope
         if (options_.record_shapes() && !p->shapes().empty()) op.shapes = nlohmann::json(p->shapes()).dump();
         torch_ops_->ops.push_back(std::move(op));
       }
@@ -263,7 +278,8 @@ void Profiler::write_window(Logger& logger) {
                            std::to_string(rank_) + ".json";
   const std::string path = (std::filesystem::path(folder_) / name).string();
   const size_t span_count = spans_.size();
-  const std::string summary = window_summary();
+  ProfiledWindow window = summarize();
+  window.file = path;
   spans_.clear();
   torch_ops_.reset();
   reset_phases();
@@ -274,22 +290,25 @@ void Profiler::write_window(Logger& logger) {
                 " was not written (training goes on): " + e.what());
     return;
   }
-  written_.push_back(path);
+  const std::string where = window.describe();
+  windows_.push_back(std::move(window));
   logger.info("profiler: wrote " + path + " (batches " + std::to_string(first_batch_) + "-" +
               std::to_string(last_batch_) + ": " + std::to_string(span_count) + " spans" +
               (options_.torch_ops() ? ", " + std::to_string(torch_count) + " torch operators" : std::string()) + ")" +
-              summary);
+              (where.empty() ? std::string() : "; " + where));
 }
 
-std::string Profiler::window_summary() const {
-  // Over the window's complete batches: the mean batch and where it went, in milliseconds.
+ProfiledWindow Profiler::summarize() const {
+  ProfiledWindow w;
+  w.epoch = window_epoch_;
+  w.first_batch = first_batch_;
+  w.last_batch = last_batch_;
   std::map<std::string, double> phase_us, algorithm_us;
-  int64_t batches = 0;
   double batch_us = 0;
   for (const Span& s : spans_) {
     const double us = s.end - s.begin;
     if (s.name == "batch") {
-      ++batches;
+      ++w.complete_batches;
       batch_us += us;
     } else if (std::string(s.category) == "phase") {
       phase_us[s.name] += us;
@@ -297,24 +316,32 @@ std::string Profiler::window_summary() const {
       algorithm_us[s.name.substr(s.name.find('/') + 1)] += us;
     }
   }
-  if (batches == 0) return "";
-  auto ms = [](double us, int64_t n) { return fmt::format("{:.3g}", us / 1000.0 / static_cast<double>(n)); };
-  std::string out = "; per batch " + ms(batch_us, batches) + " ms:";
-  const char* sep = " ";
+  if (w.complete_batches == 0) return w;
+  const double per_batch = 1000.0 * static_cast<double>(w.complete_batches);  // microseconds -> ms per batch
+  w.batch_ms = batch_us / per_batch;
   for (const char* phase : {"dataloader", "forward", "loss", "backward", "optimizer_step"}) {
-    const auto it = phase_us.find(phase);
-    if (it == phase_us.end()) continue;
-    out += sep + std::string(phase) + " " + ms(it->second, batches);
+    if (const auto it = phase_us.find(phase); it != phase_us.end()) w.phases_ms.emplace_back(phase, it->second / per_batch);
+  }
+  for (const auto& [name, us] : algorithm_us) w.algorithms_ms.emplace_back(name, us / per_batch);
+  std::stable_sort(w.algorithms_ms.begin(), w.algorithms_ms.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (const auto it = phase_us.find("evaluation"); it != phase_us.end()) w.evaluation_ms = it->second / 1000.0;
+  if (const auto it = phase_us.find("checkpoint"); it != phase_us.end()) w.checkpoint_ms = it->second / 1000.0;
+  return w;
+}
+
+std::string ProfiledWindow::describe() const {
+  if (complete_batches == 0) return "";
+  auto ms = [](double v) { return fmt::format("{:.3g}", v); };
+  std::string out = "per batch " + ms(batch_ms) + " ms:";
+  const char* sep = " ";
+  for (const auto& [phase, v] : phases_ms) {
+    out += sep + phase + " " + ms(v);
     sep = ", ";
   }
-  std::vector<std::pair<double, std::string>> slowest;
-  for (const auto& [name, us] : algorithm_us) slowest.emplace_back(us, name);
-  std::sort(slowest.rbegin(), slowest.rend());
-  for (size_t i = 0; i < slowest.size() && i < 3; ++i) out += ", " + slowest[i].second + " " + ms(slowest[i].first, batches);
-  for (const char* phase : {"evaluation", "checkpoint"}) {  // once in a while: their whole time
-    const auto it = phase_us.find(phase);
-    if (it != phase_us.end()) out += "; " + std::string(phase) + " " + ms(it->second, 1) + " ms";
-  }
+  for (size_t i = 0; i < algorithms_ms.size() && i < 3; ++i) out += sep + algorithms_ms[i].first + " " + ms(algorithms_ms[i].second);
+  if (evaluation_ms > 0) out += "; evaluation " + ms(evaluation_ms) + " ms";
+  if (checkpoint_ms > 0) out += "; checkpoint " + ms(checkpoint_ms) + " ms";
   return out;
 }
 

@@ -44,8 +44,8 @@ class Profiler {
   /// A span on the trainer's line: `name` ("algorithm/cutmix"), its category, and `event` (or nullptr).
   void span(std::string name, const char* category, double begin, double end, const char* event = nullptr);
 
-  /// The trace files written so far (absolute or run-folder-relative paths, as configured).
-  const std::vector<std::string>& written() const noexcept { return written_; }
+  /// The windows written so far, in order (their files: absolute or run-folder-relative paths, as configured).
+  const std::vector<ProfiledWindow>& windows() const noexcept { return windows_; }
 
  private:
   enum class State { Off, Warming, Active };
@@ -59,9 +59,8 @@ class Profiler {
   void start(State state, double at);
   /// Writes the window and stops recording; a file that cannot be written is a warning (training goes on).
   void write_window(Logger& logger);
-  /// "; per batch 392 ms: dataloader 0.7, forward 128, ..., <the 3 slowest algorithms>[; evaluation 95 ms]" over
-  /// the window's complete batches ("" when none completed).
-  std::string window_summary() const;
+  /// Where the window's batches went, from its spans.
+  ProfiledWindow summarize() const;
   void stop_torch_ops();
   void reset_phases();
 
@@ -84,10 +83,11 @@ class Profiler {
 
   bool torch_on_ = false;
   bool torch_refused_ = false;  // torch's profiler was busy (someone else's): not tried again
-  double torch_enabled_at_ = 0;
+  double torch_enabled_at_ = 0;  // our clock just before LibTorch's profiler started
+  double torch_clock_at_ = 0;    // our clock at the clock scope (profiler.cpp)
   struct TorchOps;  // the operators of the window, collected when torch's profiler stops
   std::unique_ptr<TorchOps> torch_ops_;
-  std::vector<std::string> written_;
+  std::vector<ProfiledWindow> windows_;
 };
 
 }  // namespace tessera

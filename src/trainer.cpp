@@ -268,7 +268,15 @@ Trainer::~Trainer() {
   if (engine_) engine_->close();
 }
 
-std::vector<std::string> Trainer::traces() const { return profiler_ ? profiler_->written() : std::vector<std::string>(); }
+std::vector<ProfiledWindow> Trainer::profiled_windows() const {
+  return profiler_ ? profiler_->windows() : std::vector<ProfiledWindow>();
+}
+
+std::vector<std::string> Trainer::traces() const {
+  std::vector<std::string> files;
+  for (const ProfiledWindow& w : profiled_windows()) files.push_back(w.file);
+  return files;
+}
 
 void Trainer::move_model_to_device() {
   const c10::Device device = state_.device;

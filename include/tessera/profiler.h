@@ -10,6 +10,8 @@
 ///     recipe:          profiler: {active: 8}      (a profiler section turns it on)
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <tessera/options.h>
 
@@ -45,6 +47,24 @@ struct ProfilerOptions {
     v("torch_ops", torch_ops_, "record the torch operators too", Any{});
     v("record_shapes", record_shapes_, "the operators' input shapes (with torch_ops)", Any{});
   }
+};
+
+/// Where the batches of one traced window went (the trace file has every span).
+struct ProfiledWindow {
+  std::string file;
+  int64_t epoch = 0, first_batch = 0, last_batch = 0;
+  /// Batches whose whole `batch` span is in the window (a failed run's last one is not); the means below are over them.
+  int64_t complete_batches = 0;
+  double batch_ms = 0;
+  /// Per batch, in this order where they ran: dataloader, forward, loss, backward, optimizer_step.
+  std::vector<std::pair<std::string, double>> phases_ms;
+  /// Per batch, each algorithm's time over every event, slowest first.
+  std::vector<std::pair<std::string, double>> algorithms_ms;
+  /// In all, over the window (they happen once in a while).
+  double evaluation_ms = 0, checkpoint_ms = 0;
+  /// "per batch 53.5 ms: dataloader 0.305, forward 17.8, ..., selective_backprop 9.09[; evaluation 95 ms]"
+  /// (the three slowest algorithms); "" without a complete batch.
+  std::string describe() const;
 };
 
 /// What the schedule does with a batch.

@@ -196,6 +196,8 @@ class Trainer {
   const GradScaler* grad_scaler() const noexcept { return scaler_.get(); }
   /// The trace files the profiler wrote so far (TrainerOptions::profiler), in order; empty without it.
   std::vector<std::string> traces() const;
+  /// The same windows with where their batches went (also in run.json's profiler_windows).
+  std::vector<ProfiledWindow> profiled_windows() const;
 
   State& state() noexcept { return state_; }
   const State& state() const noexcept { return state_; }

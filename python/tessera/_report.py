@@ -73,6 +73,11 @@ def _spread(values: Sequence[float], show) -> str:
     return f"{show(median(list(values)))} ({show(min(values))}–{show(max(values))})"
 
 
+def _ms(value: Optional[float]) -> str:
+    """Milliseconds, three significant digits."""
+    return "—" if value is None else f"{value:.3g} ms"
+
+
 def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
     """An HTML table; cells are already escaped; columns from `numeric_from` on are right-aligned."""
     head = "".join(f"<th>{h}</th>" for h in header)
@@ -232,6 +237,9 @@ class Report:
                          "in metrics.jsonl): no charts against epochs.</p>")
         parts.append(self.plan_section(f"run{index}", run))
         parts.append(self.trace_section(f"run{index}", run))
+        profile = self.profile_section(f"run{index}", run)
+        if profile:
+            parts.append(profile)
         if run.recipe:
             parts.append(f"<h3>Recipe</h3><pre>{_e(run.recipe)}</pre>")
         parts.append("</section>")
@@ -271,6 +279,43 @@ class Report:
         return ("<h3>Time in each algorithm at each event</h3>" +
                 _table(f"{slug}-trace", ["algorithm", "event", "calls", "batches", "time", "per call",
                                          "share of training time"], rows, 2))
+
+    @staticmethod
+    def profile_section(slug: str, run: Run) -> str:
+        windows = run.profiled_windows()
+        if not windows:
+            return ""
+        rows = []
+        for w in windows:
+            phases = ", ".join(f"{_e(k)} {_ms(v)}" for k, v in w.get("phases_ms", {}).items())
+            slowest = sorted(w.get("algorithms_ms", {}).items(), key=lambda kv: -kv[1])[:3]
+            algorithms = ", ".join(f"{_e(k)} {_ms(v)}" for k, v in slowest) or "—"
+            rows.append([f"<code>{_e(pathlib.Path(str(w.get('file', ''))).name)}</code>",
+                         f"{_e(w.get('first_batch'))}–{_e(w.get('last_batch'))}", str(w.get("complete_batches")),
+                         _ms(w.get("batch_ms", 0.0)), phases, algorithms])
+        return ("<h3>Where a traced batch's time goes (profiler)</h3>"
+                "<p>Per batch, from the profiler's windows (the trace files hold every span: open them in "
+                "Perfetto's UI or chrome://tracing).</p>" +
+                _table(f"{slug}-profile", ["trace", "batches", "complete", "per batch", "phases",
+                                           "slowest algorithms"], rows, 2))
+
+    def profile_comparison_section(self) -> str:
+        profiles = [(run, run.profile()) for run in self.runs]
+        profiles = [(run, p) for run, p in profiles if p]
+        if len(profiles) < 2:
+            return ""
+        phases = [k for k in ("batch", "dataloader", "forward", "loss", "backward", "optimizer_step")
+                  if any(k in p for _, p in profiles)]
+        rows = []
+        for run, p in profiles:
+            algorithms = sorted(((k.split(":", 1)[1], v) for k, v in p.items() if k.startswith("algorithm:")),
+                                key=lambda kv: -kv[1])[:3]
+            rows.append([_e(run.name) + (" (baseline)" if run is self.baseline else "")] +
+                        [_ms(p[k]) if k in p else "—" for k in phases] +
+                        [", ".join(f"{_e(k)} {_ms(v)}" for k, v in algorithms) or "—"])
+        return ("<h3>Where a traced batch's time goes</h3><p>Milliseconds per batch in the runs' profiler windows "
+                "(their traced batches only; a run's early batches may differ from its later ones).</p>" +
+                _table("profile-comparison", ["run"] + phases + ["slowest algorithms"], rows))
 
     # -- across runs --------------------------------------------------------------------------------------
 
@@ -432,6 +477,9 @@ class Report:
         parts.append("</div>")
         parts.append(self.target_section())
         parts.append(self.cost_benefit_section())
+        profiles = self.profile_comparison_section()
+        if profiles:
+            parts.append(profiles)
         parts.append("</section>")
         return "\n".join(parts)
 

@@ -115,6 +115,28 @@ class Run:
     def trace(self) -> Dict[str, Dict[str, Any]]:
         return dict((self.summary or {}).get("trace", {}))
 
+    def profiled_windows(self) -> List[Dict[str, Any]]:
+        """run.json's profiler windows (the profiler's traced batches) that hold a complete batch."""
+        windows = (self.summary or {}).get("profiler_windows", [])
+        return [w for w in windows if isinstance(w, dict) and int(w.get("complete_batches", 0)) > 0]
+
+    def profile(self) -> Optional[Dict[str, float]]:
+        """Milliseconds per traced batch, over every profiled window (weighted by their batches): "batch", each phase
+        (dataloader, forward, loss, backward, optimizer_step) and each algorithm as "algorithm:<name>"; None when the
+        run was not profiled."""
+        windows = self.profiled_windows()
+        batches = sum(int(w["complete_batches"]) for w in windows)
+        if not batches:
+            return None
+        out: Dict[str, float] = {}
+        for w in windows:
+            n = int(w["complete_batches"])
+            parts = [("batch", w.get("batch_ms", 0.0))] + list(w.get("phases_ms", {}).items()) + \
+                [("algorithm:" + k, v) for k, v in w.get("algorithms_ms", {}).items()]
+            for key, ms in parts:
+                out[key] = out.get(key, 0.0) + float(ms) * n / batches
+        return out
+
     def algorithm_seconds(self, algorithm: str) -> float:
         """The host time the engine's trace measured in one algorithm, over all its events."""
         return sum(float(entry.get("seconds", 0.0)) for key, entry in self.trace().items()

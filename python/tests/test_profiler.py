@@ -35,7 +35,11 @@ def test_a_fit_writes_a_trace_per_window_with_python_algorithms_inside_their_eve
     assert any(e["cat"] == "torch_op" and e["name"] == "aten::conv2d" for e in spans)
     assert trace["otherData"]["first_batch"] == 0 and trace["otherData"]["last_batch"] == 1
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["profiler_traces"] == trainer.traces
+    windows = run["profiler_windows"]
+    assert [w["file"] for w in windows] == trainer.traces
+    assert [w["complete_batches"] for w in windows] == [2, 2]
+    assert list(windows[0]["phases_ms"]) == ["dataloader", "forward", "loss", "backward", "optimizer_step"]
+    assert "slowish" in windows[0]["algorithms_ms"]
 
 
 def test_no_profiler_no_traces_and_a_bad_key_is_an_input_error(tmp_path):

@@ -494,3 +494,38 @@ def test_chromium_renders_seed_bands_and_whiskers_without_console_errors(seeded_
     rendered = page_data(dom)
     assert rendered.charts == page_data(seeded_page.read_text()).charts
     assert rendered.polygons and rendered.polygons == page_data(seeded_page.read_text()).polygons
+
+
+def _profiled(folder: pathlib.Path, batch_ms: float, forward_ms: float, algorithms: dict) -> pathlib.Path:
+    """Adds two profiler windows to a run's run.json, as fit() writes them (ms per batch; 2 and 4 batches)."""
+    summary = json.loads((folder / "run.json").read_text())
+    summary["profiler_windows"] = [
+        {"file": str(folder / "traces" / f"ep{e}-ba{b}-rank0.json"), "epoch": e, "first_batch": b,
+         "last_batch": b + n - 1, "complete_batches": n, "batch_ms": batch_ms * scale,
+         "phases_ms": {"dataloader": 0.5, "forward": forward_ms * scale, "loss": 0.1, "backward": 2 * forward_ms,
+                       "optimizer_step": 1.0},
+         "algorithms_ms": {k: v * scale for k, v in algorithms.items()}, "evaluation_ms": 0.0, "checkpoint_ms": 0.0}
+        for e, b, n, scale in ((0, 1, 2, 1.0), (1, 9, 4, 0.25))]
+    (folder / "run.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_profiled_runs_show_where_a_batch_goes_and_compare_it(tmp_path):
+    base = _profiled(write_run(tmp_path / "baseline", [], 0.05, 1.0), 40.0, 10.0, {})
+    smooth = _profiled(write_run(tmp_path / "label_smoothing", ["label_smoothing"], 0.052, 1.3), 44.0, 12.0,
+                       {"label_smoothing": 2.0})
+    plain = write_run(tmp_path / "blurpool", ["blurpool"], 0.045, 0.9)  # not profiled: not in the comparison
+    tables = page_data(tessera.report([base, smooth, plain], tmp_path / "r.html").read_text()).tables
+    per_run = tables["run1-profile"]
+    assert per_run[0] == ["trace", "batches", "complete", "per batch", "phases", "slowest algorithms"]
+    assert per_run[1] == ["ep0-ba1-rank0.json", "1–2", "2", "44 ms",
+                          "dataloader 0.5 ms, forward 12 ms, loss 0.1 ms, backward 24 ms, optimizer_step 1 ms",
+                          "label_smoothing 2 ms"]
+    assert per_run[2][1:4] == ["9–12", "4", "11 ms"]
+    assert "run2-profile" not in tables
+    # Across runs: the windows' means weighted by their batches, (2 x 40 + 4 x 10) / 6 = 20 ms for the baseline.
+    assert tables["profile-comparison"] == [
+        ["run", "batch", "dataloader", "forward", "loss", "backward", "optimizer_step", "slowest algorithms"],
+        ["baseline (baseline)", "20 ms", "0.5 ms", "5 ms", "0.1 ms", "20 ms", "1 ms", "—"],
+        ["label_smoothing", "22 ms", "0.5 ms", "6 ms", "0.1 ms", "24 ms", "1 ms", "label_smoothing 1 ms"],
+    ]

@@ -460,7 +460,8 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarn
 
 /// Trains the recipe `make({})` makes (16 batches) while recording the weights after every batch, then stops it
 /// after batches 7 (mid-epoch, the schedules running) and 13 (averaging, layers frozen) and resumes a trainer built
-/// afresh from the recipe: the same weights after every batch.
+/// afresh from the recipe: the same weights after every batch. The stopped and resumed runs trace every batch with
+/// the profiler, which must change nothing.
 void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<std::string>)>& make, const std::string& name) {
   auto trail = std::make_shared<FingerprintTrail>();
   {
@@ -478,20 +479,23 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
                                    .string();
     std::filesystem::remove_all(folder);
     const std::string ck = "checkpoint={folder: " + folder + ", interval: 1ep, autoresume: true}";
+    const std::string traced = "profiler={warmup: 0, active: 4, repeat: 0, folder: " + folder + "/traces}";
     auto first = std::make_shared<FingerprintTrail>(k);
     {
-      tessera::Run run = build_run(make({ck}));
+      tessera::Run run = build_run(make({ck, traced}));
       run.components.callbacks.push_back(first);
       Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
       trainer.fit();
+      EXPECT_FALSE(trainer.traces().empty());
     }
     EXPECT_EQ(first->lines, std::vector<std::string>(trail->lines.begin(), trail->lines.begin() + k + 1));
     auto resumed = std::make_shared<FingerprintTrail>();
     {
-      tessera::Run run = build_run(make({ck}));
+      tessera::Run run = build_run(make({ck, traced}));
       run.components.callbacks.push_back(resumed);
       Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
       trainer.fit();
+      EXPECT_FALSE(trainer.traces().empty());
     }
     EXPECT_EQ(resumed->lines, std::vector<std::string>(trail->lines.begin() + k, trail->lines.end()));
     std::filesystem::remove_all(folder);
