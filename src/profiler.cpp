@@ -15,9 +15,15 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <tessera/callback.h>
+#include <tessera/callbacks/monitors.h>
 #include <tessera/error.h>
 
 #include "checkpoint/checkpoint_file.h"
+
+#ifdef TESSERA_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 namespace tessera {
 
@@ -80,12 +86,12 @@ struct Profiler::TorchOps {
   std::vector<Op> ops;
 };
 
-Profiler::Profiler(ProfilerOptions options, std::string folder, int rank, int world_size, std::string device)
+Profiler::Profiler(ProfilerOptions options, std::string folder, int rank, int world_size, c10::Device device)
     : options_(std::move(options)),
       folder_(std::move(folder)),
       rank_(rank),
       world_size_(world_size),
-      device_(std::move(device)),
+      device_(device),
       phase_open_(kNumPhases, kNotOpen) {
   validate_options(options_, "profiler");
   if (options_.folder().empty() || folder_.empty()) {
@@ -112,6 +118,7 @@ void Profiler::reset_phases() { std::fill(phase_open_.begin(), phase_open_.end()
 void Profiler::start(State state, double at) {
   state_ = state;
   spans_.clear();
+  counters_.clear();
   reset_phases();
   active_since_ = at;
   torch_ops_ = std::make_unique<TorchOps>();
@@ -204,6 +211,7 @@ void Profiler::batch_begins(const Timestamp& next, int64_t batches_per_epoch, Lo
   if (active && state_ == State::Warming) {
     state_ = State::Active;
     spans_.clear();  // the warm-up's spans; its operators are dropped by time when torch's profiler stops
+    counters_.clear();
     reset_phases();
     active_since_ = at;
     first_batch_ = next.batch;
@@ -222,8 +230,27 @@ void Profiler::event_begins(Event event, double at) {
   }
 }
 
+void Profiler::sample_memory(double at) {
+  Counter c{at, static_cast<double>(callbacks::host_memory().rss_bytes) / 1e6, -1.0, -1.0};
+#ifdef TESSERA_CUDA
+  if (device_.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        device_.has_index() ? device_.index() : c10::cuda::current_device());
+    const size_t all = 0;  // StatType::AGGREGATE
+    c.cuda_allocated_mb = static_cast<double>(stats.allocated_bytes[all].current) / 1e6;
+    c.cuda_reserved_mb = static_cast<double>(stats.reserved_bytes[all].current) / 1e6;
+  }
+#endif
+  counters_.push_back(c);
+}
+
 void Profiler::event_ends(Event event, double begin, double end) {
   span(std::string("event/") + event_name(event), "event", begin, end);
+  // Memory where it moves: the batch in, the activations made, freed by the backward, after the step.
+  if (event == Event::AfterDataloader || event == Event::AfterForward || event == Event::AfterBackward ||
+      event == Event::BatchEnd) {
+    sample_memory(end);
+  }
   for (size_t i = 0; i < kNumPhases; ++i) {
     const PhaseRule& r = kPhases[i];
     if (r.close == event && r.close_at_end && !std::isnan(phase_open_[i])) {
@@ -253,6 +280,14 @@ void Profiler::write_window(Logger& logger) {
     if (s.event != nullptr) e["args"]["event"] = s.event;
     events.push_back(std::move(e));
   }
+  for (const Counter& c : counters_) {
+    events.push_back({{"name", "host RSS (MB)"}, {"ph", "C"}, {"ts", c.at}, {"pid", rank_},
+                      {"args", {{"resident", c.host_rss_mb}}}});
+    if (c.cuda_allocated_mb >= 0) {
+      events.push_back({{"name", "CUDA memory (MB)"}, {"ph", "C"}, {"ts", c.at}, {"pid", rank_},
+                        {"args", {{"allocated", c.cuda_allocated_mb}, {"reserved", c.cuda_reserved_mb}}}});
+    }
+  }
   std::map<uint64_t, int> threads;  // LibTorch's thread ids -> trace lines after the trainer's
   const size_t torch_count = torch_ops_ ? torch_ops_->ops.size() : 0;
   if (torch_ops_) {
@@ -272,7 +307,7 @@ void Profiler::write_window(Logger& logger) {
   doc["traceEvents"] = std::move(events);
   doc["displayTimeUnit"] = "ms";
   doc["otherData"] = {{"format", "tessera-trace/1"}, {"rank", rank_}, {"world_size", world_size_},
-                      {"device", device_},       {"epoch", window_epoch_}, {"first_batch", first_batch_},
+                      {"device", device_.str()},       {"epoch", window_epoch_}, {"first_batch", first_batch_},
                       {"last_batch", last_batch_}, {"spans", spans_.size()}, {"torch_ops", torch_count}};
   const std::string name = "ep" + std::to_string(window_epoch_) + "-ba" + std::to_string(first_batch_) + "-rank" +
                            std::to_string(rank_) + ".json";
@@ -281,6 +316,7 @@ void Profiler::write_window(Logger& logger) {
   ProfiledWindow window = summarize();
   window.file = path;
   spans_.clear();
+  counters_.clear();
   torch_ops_.reset();
   reset_phases();
   try {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
+
 #include <tessera/event.h>
 #include <tessera/profiler.h>
 #include <tessera/time.h>
@@ -23,7 +25,7 @@ class Profiler {
  public:
   /// `folder` is where the traces go (already resolved against the run folder); it is created here, so that a
   /// folder that cannot be made fails before step 1 (InputError).
-  Profiler(ProfilerOptions options, std::string folder, int rank, int world_size, std::string device);
+  Profiler(ProfilerOptions options, std::string folder, int rank, int world_size, c10::Device device);
   ~Profiler();
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
@@ -49,6 +51,11 @@ class Profiler {
 
  private:
   enum class State { Off, Warming, Active };
+  struct Counter {  // memory at the end of an event: host resident set, and the CUDA allocator's (-1: not on CUDA)
+    double at;
+    double host_rss_mb, cuda_allocated_mb, cuda_reserved_mb;
+  };
+  void sample_memory(double at);
   struct Span {
     std::string name;
     const char* category;
@@ -67,7 +74,7 @@ class Profiler {
   ProfilerOptions options_;
   std::string folder_;
   int rank_, world_size_;
-  std::string device_;
+  c10::Device device_;
   std::chrono::steady_clock::time_point anchor_steady_;
   double anchor_us_ = 0;  // Unix time at anchor_steady_, microseconds
 
@@ -79,6 +86,7 @@ class Profiler {
   int64_t current_batch_ = 0;
   double active_since_ = 0;     // spans and operators before it were warm-up
   std::vector<Span> spans_;
+  std::vector<Counter> counters_;
   std::vector<double> phase_open_;  // per phase rule: when it opened, NaN when closed
 
   bool torch_on_ = false;

@@ -243,7 +243,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     profiler_ = std::make_unique<Profiler>(
         options_.profiler(),
         folder.is_absolute() || options_.run_dir().empty() ? folder.string() : (std::filesystem::path(options_.run_dir()) / folder).string(),
-        state_.rank, state_.world_size, state_.device.str());
+        state_.rank, state_.world_size, state_.device);
   }
   engine_ = std::make_unique<Engine>(std::move(components.algorithms), std::move(components.callbacks));
   engine_->set_profiler(profiler_.get());

@@ -246,6 +246,18 @@ TEST(Profiler, WritesOneTracePerWindowWithPhasesEventsAlgorithmsCallbacksAndTorc
   EXPECT_TRUE(backward_op);
   EXPECT_EQ(trace.doc["otherData"]["torch_ops"].get<size_t>(), ops.size());
 
+  // Memory counters where it moves: after the data, each forward and backward, and the batch's end.
+  std::vector<double> rss;
+  for (const auto& e : trace.doc["traceEvents"]) {
+    if (e.at("ph") != "C") continue;
+    EXPECT_EQ(e.at("name"), "host RSS (MB)");  // no CUDA counter on the CPU
+    rss.push_back(e.at("args").at("resident").get<double>());
+    EXPECT_GE(e.at("ts").get<double>(), batches[0].begin);
+    EXPECT_LE(e.at("ts").get<double>(), batches[1].end);
+  }
+  EXPECT_EQ(rss.size(), 2u * (1 + 2 + 2 + 1));
+  for (double mb : rss) EXPECT_GT(mb, 1.0);
+
   const TraceFile second(expected[1]);
   EXPECT_EQ(second.named("batch").size(), 2u);
   EXPECT_EQ(second.named("batch")[0].batch, 7);
