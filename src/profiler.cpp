@@ -1,6 +1,10 @@
 #include "profiler.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -15,7 +19,6 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <tessera/callback.h>
-#include <tessera/callbacks/monitors.h>
 #include <tessera/error.h>
 
 #include "checkpoint/checkpoint_file.h"
@@ -230,8 +233,27 @@ void Profiler::event_begins(Event event, double at) {
   }
 }
 
-void Profiler::sample_memory(double at) {
-  Counter c{at, static_cast<double>(callbacks::host_memory().rss_bytes) / 1e6, -1.0, -1.0};
+namespace {
+
+/// The process's resident set in bytes (-1 when /proc cannot tell): one read of /proc/self/statm, a few microseconds.
+double resident_bytes() {
+  static const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char text[128];
+  const ssize_t n = ::read(fd, text, sizeof(text) - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  text[n] = '\0';
+  unsigned long long size = 0, resident = 0;
+  if (std::sscanf(text, "%llu %llu", &size, &resident) != 2) return -1;
+  return static_cast<double>(resident) * page;
+}
+
+}  // namespace
+
+void Profiler::sample_memory(double at, bool host) {
+  Counter c{at, host ? resident_bytes() / 1e6 : -1.0, -1.0, -1.0};
 #ifdef TESSERA_CUDA
   if (device_.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
@@ -241,16 +263,16 @@ void Profiler::sample_memory(double at) {
     c.cuda_reserved_mb = static_cast<double>(stats.reserved_bytes[all].current) / 1e6;
   }
 #endif
-  counters_.push_back(c);
+  if (c.host_rss_mb >= 0 || c.cuda_allocated_mb >= 0) counters_.push_back(c);
 }
 
 void Profiler::event_ends(Event event, double begin, double end) {
   span(std::string("event/") + event_name(event), "event", begin, end);
-  // Memory where it moves: the batch in, the activations made, freed by the backward, after the step.
-  if (event == Event::AfterDataloader || event == Event::AfterForward || event == Event::AfterBackward ||
-      event == Event::BatchEnd) {
-    sample_memory(end);
-  }
+  // Memory where it moves: the batch in, the activations made, freed by the backward, after the step (the host's
+  // resident set only with the batch in and at its end: it seldom moves within a batch, and reading it costs more
+  // than the allocator's counts).
+  if (event == Event::AfterDataloader || event == Event::BatchEnd) sample_memory(end, true);
+  if ((event == Event::AfterForward || event == Event::AfterBackward) && device_.is_cuda()) sample_memory(end, false);
   for (size_t i = 0; i < kNumPhases; ++i) {
     const PhaseRule& r = kPhases[i];
     if (r.close == event && r.close_at_end && !std::isnan(phase_open_[i])) {
@@ -281,8 +303,10 @@ void Profiler::write_window(Logger& logger) {
     events.push_back(std::move(e));
   }
   for (const Counter& c : counters_) {
-    events.push_back({{"name", "host RSS (MB)"}, {"ph", "C"}, {"ts", c.at}, {"pid", rank_},
-                      {"args", {{"resident", c.host_rss_mb}}}});
+    if (c.host_rss_mb >= 0) {
+      events.push_back({{"name", "host RSS (MB)"}, {"ph", "C"}, {"ts", c.at}, {"pid", rank_},
+                        {"args", {{"resident", c.host_rss_mb}}}});
+    }
     if (c.cuda_allocated_mb >= 0) {
       events.push_back({{"name", "CUDA memory (MB)"}, {"ph", "C"}, {"ts", c.at}, {"pid", rank_},
                         {"args", {{"allocated", c.cuda_allocated_mb}, {"reserved", c.cuda_reserved_mb}}}});

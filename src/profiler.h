@@ -51,11 +51,12 @@ class Profiler {
 
  private:
   enum class State { Off, Warming, Active };
-  struct Counter {  // memory at the end of an event: host resident set, and the CUDA allocator's (-1: not on CUDA)
+  struct Counter {  // memory at the end of an event: host resident set, the CUDA allocator's (-1: not sampled)
     double at;
     double host_rss_mb, cuda_allocated_mb, cuda_reserved_mb;
   };
-  void sample_memory(double at);
+  /// The CUDA allocator's counts on a CUDA device, and the host's resident set with `host`.
+  void sample_memory(double at, bool host);
   struct Span {
     std::string name;
     const char* category;
