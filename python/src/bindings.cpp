@@ -649,6 +649,25 @@ void bind_recipe_trainer(py::module_& m) {
       .def_property_readonly("traces", [](PyTrainer& t) { return t.trainer().traces(); },
                              "The trace files the profiler wrote so far (the `profiler` option), in order: Chrome "
                              "trace-event JSON, for Perfetto's UI or chrome://tracing.")
+      .def_property_readonly(
+          "profiled_windows",
+          [](PyTrainer& t) {
+            py::list out;
+            for (const tessera::ProfiledWindow& w : t.trainer().profiled_windows()) {
+              py::dict phases, algorithms;
+              for (const auto& [name, ms] : w.phases_ms) phases[py::str(name)] = ms;
+              for (const auto& [name, ms] : w.algorithms_ms) algorithms[py::str(name)] = ms;
+              out.append(py::dict(py::arg("file") = w.file, py::arg("epoch") = w.epoch,
+                                  py::arg("first_batch") = w.first_batch, py::arg("last_batch") = w.last_batch,
+                                  py::arg("complete_batches") = w.complete_batches, py::arg("batch_ms") = w.batch_ms,
+                                  py::arg("phases_ms") = phases, py::arg("algorithms_ms") = algorithms,
+                                  py::arg("evaluation_ms") = w.evaluation_ms,
+                                  py::arg("checkpoint_ms") = w.checkpoint_ms));
+            }
+            return out;
+          },
+          "Where the batches of each profiled window went, as run.json's profiler_windows: its file, batches, "
+          "milliseconds per batch (batch_ms, phases_ms, algorithms_ms) and evaluation and checkpoint time in all.")
       .def_property_readonly("skipped_batches", [](PyTrainer& t) { return t.trainer().skipped_batches(); },
                              "Training batches whose update was dropped because their loss was not finite "
                              "(nonfinite_loss: skip).")

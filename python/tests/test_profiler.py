@@ -36,6 +36,7 @@ def test_a_fit_writes_a_trace_per_window_with_python_algorithms_inside_their_eve
     assert trace["otherData"]["first_batch"] == 0 and trace["otherData"]["last_batch"] == 1
     run = json.loads((tmp_path / "run.json").read_text())
     windows = run["profiler_windows"]
+    assert windows == trainer.profiled_windows
     assert [w["file"] for w in windows] == trainer.traces
     assert [w["complete_batches"] for w in windows] == [2, 2]
     assert list(windows[0]["phases_ms"]) == ["dataloader", "forward", "loss", "backward", "optimizer_step"]
