@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <string>
@@ -243,6 +244,13 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
   } else {
     std::cout << "checkpoints: " << checkpoint.folder() << " (latest: "
               << (trainer.last_checkpoint().empty() ? trainer.loaded_checkpoint() : trainer.last_checkpoint()) << ")\n";
+  }
+  if (const auto traces = trainer.traces(); !traces.empty()) {  // the profiler's windows (docs/recipes.md, "Profiling")
+    std::vector<std::string> names;
+    for (const auto& t : traces) names.push_back(std::filesystem::path(t).filename().string());
+    if (names.size() > 4) names = {names.front(), "...", names.back()};
+    std::cout << "profiler traces: " << std::filesystem::path(traces.front()).parent_path().string() << " ("
+              << traces.size() << (traces.size() == 1 ? " window: " : " windows: ") << join(names) << ")\n";
   }
   if (trainer.skipped_batches() > 0) {
     std::cout << "skipped batches (non-finite loss): " << trainer.skipped_batches() << "\n";

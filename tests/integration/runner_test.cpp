@@ -140,6 +140,19 @@ TEST_F(RunnerTest, OverridesApply) {
   EXPECT_FALSE(fs::exists(dir_ / "run" / "metrics.jsonl"));
 }
 
+TEST_F(RunnerTest, SaysWhereTheProfilersTracesAre) {
+  const std::string recipe = write_recipe();
+  const Result r = run("'" + recipe + "' max_duration=2ba loggers=[] 'profiler={warmup: 0, active: 1, repeat: 2}'");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string folder = (dir_ / "run" / "traces").string();
+  EXPECT_NE(r.out.find("profiler traces: " + folder + " (2 windows: ep0-ba0-rank0.json, ep0-ba1-rank0.json)\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(fs::exists(fs::path(folder) / "ep0-ba1-rank0.json"));
+  const Result plain = run("'" + recipe + "' max_duration=1ba loggers=[]");
+  EXPECT_EQ(plain.out.find("profiler traces"), std::string::npos) << plain.out;
+}
+
 // Issue 13: OpenMP's threads spin while every busy thread of the run has a core of its own, spin and then sleep
 // when the loader's threads share the cores, sleep at once when the compute threads alone are more than the
 // cores; a choice in the environment is the user's and is kept.
