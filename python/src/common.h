@@ -112,9 +112,7 @@ struct IsVec<std::vector<T, A>> : std::true_type {
   using element = T;
 };
 
-// Defined below; option_from_python and option_to_python use them for nested options structs.
-template <class Options>
-Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options = Options());
+// Defined below; option_to_python uses it for nested options structs (TrainerOptions::profiler).
 template <class Options>
 py::dict options_to_dict(const Options& options);
 
@@ -165,9 +163,6 @@ T option_from_python(py::handle h, const std::string& where) {
       out.push_back(option_from_python<E>(e, where + "[" + std::to_string(i++) + "]"));
     }
     return out;
-  } else if constexpr (tessera::detail::HasVisit<T>::value) {  // a nested options struct: a dict of its options
-    if (!PyDict_Check(h.ptr())) throw InputError(where + ": expected a dict of options, got " + describe_value(h));
-    return options_from_kwargs<T>(py::reinterpret_borrow<py::dict>(h), where, T());
   } else {
     throw InputError(where + ": this option cannot be set from Python");
   }
@@ -247,7 +242,7 @@ struct DocWriter {
 /// Options from keyword arguments: unknown names are rejected with a did-you-mean, values are converted by
 /// type, then every field is validated against its declared Range/Choices. `where` names the component.
 template <class Options>
-Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options) {
+Options options_from_kwargs(const py::dict& kwargs, const std::string& where, Options options = Options()) {
   KwargsReader reader{kwargs, where, {}};
   options.visit(reader);
   for (auto item : kwargs) {
