@@ -79,16 +79,6 @@ constexpr int kFirstTorchThread = 1;
 
 }  // namespace
 
-struct Profiler::TorchOps {
-  struct Op {
-    std::string name;
-    uint64_t thread;
-    double begin, end;
-    std::string shapes;  // JSON text, empty without record_shapes
-  };
-  std::vector<Op> ops;
-};
-
 Profiler::Profiler(ProfilerOptions options, std::string folder, int rank, int world_size, c10::Device device)
     : options_(std::move(options)),
       folder_(std::move(folder)),
@@ -129,11 +119,10 @@ void Profiler::start(State state, double at) {
   counters_.clear();
   reset_phases();
   active_since_ = at;
-  torch_ops_ = std::make_unique<TorchOps>();
+  torch_ops_.clear();
   if (!options_.torch_ops() || torch_refused_) return;
   namespace prof = torch::autograd::profiler;
   try {
-    torch_enabled_at_ = now();
     prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU,
                                                                      options_.record_shapes()));
     torch_on_ = true;
@@ -142,7 +131,7 @@ void Profiler::start(State state, double at) {
     return;
   }
   // An empty scope between two readings of our clock: its recorded times put LibTorch's clock on ours to within half
-  // the scope's cost (its start mark, taken inside enableProfilerLegacy, is the fallback).
+  // the scope's cost.
   const double before = now();
   { RECORD_USER_SCOPE(kClockScope); }
   torch_clock_at_ = (before + now()) / 2;
@@ -158,26 +147,21 @@ void Profiler::stop_torch_ops() {
   } catch (const c10::Error&) {
     return;
   }
-  if (!torch_ops_) return;
-  // LibTorch's clock and ours differ by an offset: the clock scope ran at torch_clock_at_ (the start mark at about
-  // torch_enabled_at_).
+  // LibTorch's clock and ours differ by an offset: the clock scope ran at torch_clock_at_ on ours. Both LibTorch
+  // 1.13 and 2.x record the scope (tested); without it the operators could not be placed and are left out.
   double offset = 0;
-  bool anchored = false, clocked = false;
+  bool clocked = false;
   for (const auto& list : lists) {
-    for (size_t i = 0; i < list.size() && !clocked; ++i) {
+    for (size_t i = 0; i + 1 < list.size() && !clocked; ++i) {
       const auto& e = list[i];
-      const std::string kind = e.kindStr();
-      if (!anchored && kind == "mark" && std::string(e.name()) == "__start_profile") {
-        offset = torch_enabled_at_ - e.cpuUs();
-        anchored = true;
-      } else if (kind == "push" && std::string(e.name()) == kClockScope && i + 1 < list.size() &&
-                 list[i + 1].kindStr() == std::string("pop")) {
+      if (e.kindStr() == std::string("push") && std::string(e.name()) == kClockScope &&
+          list[i + 1].kindStr() == std::string("pop")) {
         offset = torch_clock_at_ - (e.cpuUs() + list[i + 1].cpuUs()) / 2;
-        anchored = clocked = true;
+        clocked = true;
       }
     }
   }
-  if (!anchored) return;
+  if (!clocked) return;
   for (const auto& list : lists) {
     std::vector<const prof::LegacyEvent*> open;
     for (const auto& e : list) {
@@ -187,10 +171,10 @@ void Profiler::stop_torch_ops() {
       } else if (kind == "pop" && !open.empty()) {
         const prof::LegacyEvent* p = open.back();
         open.pop_back();
-        TorchOps::Op op{p->name(), p->threadId(), p->cpuUs() + offset, e.cpuUs() + offset, {}};
+        TorchOp op{p->name(), p->threadId(), p->cpuUs() + offset, e.cpuUs() + offset, {}};
         if (op.begin < active_since_ || op.name == kClockScope) continue;  // warm-up, and our clock scope
-        if (options_.record_shapes() && !p->shapes().empty()) op.shapes = nlohmann::json(p->shapes()).dump();
-        torch_ops_->ops.push_back(std::move(op));
+        if (options_.record_shapes()) op.shapes = p->shapes();
+        torch_ops_.push_back(std::move(op));
       }
     }
   }
@@ -208,7 +192,6 @@ void Profiler::batch_begins(const Timestamp& next, int64_t batches_per_epoch, Lo
     state_ = State::Off;
   }
   save_due_ = action == ProfilerAction::ActiveAndSave;
-  current_batch_ = next.batch;
   if (action == ProfilerAction::Skip) return;
   const double at = now();
   if (state_ == State::Off) {
@@ -289,7 +272,7 @@ void Profiler::event_ends(Event event, double begin, double end) {
 }
 
 void Profiler::span(std::string name, const char* category, double begin, double end, const char* event) {
-  spans_.push_back(Span{std::move(name), category, event, begin, end, current_batch_});
+  spans_.push_back(Span{std::move(name), category, event, begin, end, decided_batch_});
 }
 
 void Profiler::write_window(Logger& logger) {
@@ -318,19 +301,17 @@ void Profiler::write_window(Logger& logger) {
     }
   }
   std::map<uint64_t, int> threads;  // LibTorch's thread ids -> trace lines after the trainer's
-  const size_t torch_count = torch_ops_ ? torch_ops_->ops.size() : 0;
-  if (torch_ops_) {
-    for (const auto& op : torch_ops_->ops) {
-      auto [it, added] = threads.emplace(op.thread, kFirstTorchThread + static_cast<int>(threads.size()));
-      if (added) {
-        events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", rank_}, {"tid", it->second},
-                          {"args", {{"name", "torch operators (thread " + std::to_string(op.thread) + ")"}}}});
-      }
-      json e = {{"name", op.name}, {"cat", "torch_op"}, {"ph", "X"}, {"ts", op.begin}, {"dur", op.end - op.begin},
-                {"pid", rank_}, {"tid", it->second}};
-      if (!op.shapes.empty()) e["args"] = {{"input_shapes", json::parse(op.shapes)}};
-      events.push_back(std::move(e));
+  const size_t torch_count = torch_ops_.size();
+  for (const TorchOp& op : torch_ops_) {
+    auto [it, added] = threads.emplace(op.thread, kFirstTorchThread + static_cast<int>(threads.size()));
+    if (added) {
+      events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", rank_}, {"tid", it->second},
+                        {"args", {{"name", "torch operators (thread " + std::to_string(op.thread) + ")"}}}});
     }
+    json e = {{"name", op.name}, {"cat", "torch_op"}, {"ph", "X"}, {"ts", op.begin}, {"dur", op.end - op.begin},
+              {"pid", rank_}, {"tid", it->second}};
+    if (!op.shapes.empty()) e["args"] = {{"input_shapes", op.shapes}};
+    events.push_back(std::move(e));
   }
   json doc;
   doc["traceEvents"] = std::move(events);
@@ -346,7 +327,7 @@ void Profiler::write_window(Logger& logger) {
   window.file = path;
   spans_.clear();
   counters_.clear();
-  torch_ops_.reset();
+  torch_ops_.clear();
   reset_phases();
   try {
     checkpoint::write_text_atomically(path, doc.dump() + "\n");

@@ -64,6 +64,12 @@ class Profiler {
     double begin, end;
     int64_t batch;
   };
+  struct TorchOp {  // one operator LibTorch's profiler recorded, on the trace's clock
+    std::string name;
+    uint64_t thread;
+    double begin, end;
+    std::vector<std::vector<int64_t>> shapes;  // with record_shapes
+  };
   void start(State state, double at);
   /// Writes the window and stops recording; a file that cannot be written is a warning (training goes on).
   void write_window(Logger& logger);
@@ -80,11 +86,10 @@ class Profiler {
   double anchor_us_ = 0;  // Unix time at anchor_steady_, microseconds
 
   State state_ = State::Off;
-  int64_t decided_batch_ = -1;
+  int64_t decided_batch_ = -1;  // the batch batch_begins last decided on: the one running (-1 after finish)
   bool save_due_ = false;       // the last batch ended its cycle
   int64_t window_epoch_ = 0;
   int64_t first_batch_ = 0, last_batch_ = 0;
-  int64_t current_batch_ = 0;
   double active_since_ = 0;     // spans and operators before it were warm-up
   std::vector<Span> spans_;
   std::vector<Counter> counters_;
@@ -92,10 +97,8 @@ class Profiler {
 
   bool torch_on_ = false;
   bool torch_refused_ = false;  // torch's profiler was busy (someone else's): not tried again
-  double torch_enabled_at_ = 0;  // our clock just before LibTorch's profiler started
   double torch_clock_at_ = 0;    // our clock at the clock scope (profiler.cpp)
-  struct TorchOps;  // the operators of the window, collected when torch's profiler stops
-  std::unique_ptr<TorchOps> torch_ops_;
+  std::vector<TorchOp> torch_ops_;  // the window's, collected when torch's profiler stops
   std::vector<ProfiledWindow> windows_;
 };
 
