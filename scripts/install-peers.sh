@@ -24,7 +24,8 @@
 # imports: everything is installed with --no-deps, only the modules `import streaming` needs (pinned below;
 # transformers because streaming's dataloader module imports it). The same venv holds the tokenizer interop tests'
 # peers (tests/core/tokenizer_interop_test.cpp): tokenizers, and sentencepiece + protobuf for SentencePiece's models
-# and transformers' conversion of them.
+# and transformers' conversion of them; and the TensorBoard logger's (tests/core/tensorboard_interop_test.cpp):
+# tensorboard, whose event-file reader needs only absl-py, numpy and protobuf besides itself.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/scripts/venv-pins.sh"
@@ -80,12 +81,13 @@ streaming)
   pins="mosaicml-streaming==$STREAMING_VERSION numpy==2.1.3 xxhash==3.5.0 zstd==1.5.7.2 tqdm==4.67.1 \
 brotli==1.2.1 python-snappy==0.7.3 cramjam==2.14.0 catalogue==2.0.10 pillow==11.3.0 torchvision==0.29.2 \
 transformers==4.57.6 huggingface-hub==0.36.2 tokenizers==0.22.2 safetensors==0.8.0 regex==2026.11.19 \
-sentencepiece==0.2.3 protobuf==7.36.2 \
+sentencepiece==0.2.3 protobuf==7.36.2 tensorboard==2.21.0 absl-py==2.5.1 \
 pyyaml==6.0.4 requests==2.34.2 urllib3==2.8.0 idna==3.20 charset-normalizer==3.5.3 certifi==2026.10.19.post1"
   want="$pins torch-venv=$torch_venv"
   reuse_or_start "$venv" "$want" "torch, streaming" "mosaicml-streaming $STREAMING_VERSION"
   pip_in "$venv" --no-deps $pins >&2
-  "$venv/bin/python" -c 'from streaming import MDSWriter, StreamingDataset' >&2
+  "$venv/bin/python" -c 'from streaming import MDSWriter, StreamingDataset
+from tensorboard.backend.event_processing import event_accumulator' >&2
   mark_done "$venv" "$want" streaming
   ;;
 *)

@@ -12,6 +12,17 @@ void Logger::log_hyperparameters(const std::map<std::string, std::string>& value
   for (auto* destination : destinations_) destination->log_hyperparameters(values);
 }
 
+void Logger::log_image(const std::string& tag, const at::Tensor& image, const Timestamp& ts) {
+  for (auto* destination : destinations_) destination->log_image(tag, image, ts);
+}
+
+bool Logger::takes_images() const {
+  for (auto* destination : destinations_) {
+    if (destination->takes_images()) return true;
+  }
+  return false;
+}
+
 void Logger::text(const char* level, const std::string& text) {
   bool shown = false;
   for (auto* destination : destinations_) {

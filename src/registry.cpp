@@ -5,6 +5,7 @@
 #include <tessera/amp.h>
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/generate.h>
+#include <tessera/callbacks/image_visualizer.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <tessera/callbacks/monitors.h>
 #include <tessera/callbacks/progress_bar.h>
@@ -407,6 +408,7 @@ const Kind<std::shared_ptr<Callback>>& callback_kinds() {
           simple<Callback, callbacks::ConsoleSummary, callbacks::ConsoleSummaryOptions>("console_summary"),
           simple<Callback, callbacks::EarlyStopper, callbacks::EarlyStopperOptions>("early_stopper"),
           simple<Callback, callbacks::Generate, callbacks::GenerateCallbackOptions>("generate"),
+          simple<Callback, callbacks::ImageVisualizer, callbacks::ImageVisualizerOptions>("image_visualizer"),
           simple<Callback, callbacks::LrMonitor, callbacks::LrMonitorOptions>("lr_monitor"),
           simple<Callback, callbacks::MemoryMonitor, callbacks::MemoryMonitorOptions>("memory_monitor"),
           simple<Callback, callbacks::OptimizerMonitor, callbacks::OptimizerMonitorOptions>("optimizer_monitor"),
@@ -439,6 +441,7 @@ const Kind<std::shared_ptr<Callback>>& loggers() {
       {
           file_logger<callbacks::CsvWriter, callbacks::CsvWriterOptions>("csv"),
           file_logger<callbacks::JsonlWriter, callbacks::JsonlWriterOptions>("jsonl"),
+          file_logger<callbacks::TensorboardWriter, callbacks::TensorboardWriterOptions>("tensorboard"),
       }};
   return kind;
 }

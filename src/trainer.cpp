@@ -251,6 +251,11 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   engine_->compile(state_);
   detail::install_data_transforms(engine_->plan(), *state_.train_dataloader);
   engine_->run_event(Event::Init, state_);
+  if (!recipe_text_.empty()) {  // the run's settings, once: the recipe's values by path ("optimizer.sgd.lr")
+    std::map<std::string, std::string> settings;
+    for (auto& [path, value] : checkpoint::recipe_values(recipe_text_)) settings[path] = std::move(value);
+    engine_->logger().log_hyperparameters(settings);
+  }
   if (ddp_) ddp_->sync_batch_norm(*state_.model, options_.microbatch_size().is_auto() || state_.microbatch_size > 0);
   // After Init, so that modules made by surgery move too, and before loading, so that a checkpoint's tensors
   // are copied to where the model is. The optimizer holds the same parameter tensors (Module::to replaces

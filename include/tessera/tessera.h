@@ -45,6 +45,7 @@
 #include <tessera/callbacks/stoppers.h>
 #include <tessera/callbacks/monitors.h>
 #include <tessera/callbacks/generate.h>
+#include <tessera/callbacks/image_visualizer.h>
 
 #include <tessera/checkpoint.h>
 #include <tessera/recipe.h>

@@ -142,9 +142,9 @@ class Trainer {
   /// the optimizer's parameters stay the same tensors), then BeforeLoad, loads a checkpoint when `checkpoint`
   /// asks for one (autoresume: the newest valid one in its folder; else load_path; tensors are mapped to the
   /// device), and AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and
-  /// on a stop signal. `recipe_text` (the recipe as run, when the run comes from one) is stored in checkpoints;
-  /// autoresume compares it with the checkpoint's and refuses a recipe that changed what trains
-  /// (CheckpointOptions::resume_changed_recipe).
+  /// on a stop signal. `recipe_text` (the recipe as run, when the run comes from one) is logged at Init as the run's
+  /// hyperparameters (its values by path) and stored in checkpoints; autoresume compares it with the checkpoint's
+  /// and refuses a recipe that changed what trains (CheckpointOptions::resume_changed_recipe).
   Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {}, std::string recipe_text = "");
   ~Trainer();
   Trainer(const Trainer&) = delete;

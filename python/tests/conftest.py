@@ -46,11 +46,14 @@ def tiny_components(**overrides):
 
 
 def metrics_without_wct(path):
-    """The entries of a metrics.jsonl file, without the wall-clock field (what two equal runs share)."""
+    """The entries of a metrics.jsonl file, without the wall-clock field and the recipe's settings (logged at Init:
+    they name the run folder and checkpointing); what two runs that train alike share."""
     out = []
     for line in pathlib.Path(path).read_text().splitlines():
         entry = json.loads(line)
         entry.pop("wct", None)
+        if "hparams" in entry and "weights_fingerprint" not in entry["hparams"]:
+            continue
         out.append(entry)
     return out
 

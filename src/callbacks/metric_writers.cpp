@@ -9,6 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "png.h"
+#include "tfevents.h"
+
 namespace tessera::callbacks {
 namespace {
 
@@ -169,6 +172,7 @@ void MetricFile::open() {
   const int64_t keep = resume_from_ > 0 ? resume_from_ : 0;
   open_for_writing(file_, path_, keep, who_);
   opened_ = true;
+  flushed_ = std::chrono::steady_clock::now();
   resume_from_ = -1;
   bytes_ = keep;
   if (bytes_ == 0) append(header_);
@@ -194,9 +198,12 @@ void MetricFile::event(Event event) {
     return;
   }
   if (!opened_) open();
-  if (event == Event::EpochEnd || event == Event::FitEnd) {
+  const auto now = std::chrono::steady_clock::now();
+  if (event == Event::EpochEnd || event == Event::FitEnd ||
+      (event == Event::BatchEnd && now - flushed_ >= std::chrono::seconds(5))) {
     file_.flush();
     check_written(file_, path_);
+    flushed_ = now;
   }
 }
 
@@ -322,5 +329,100 @@ StateDict CsvWriter::state_dict() const { return bytes_state(file_.bytes()); }
 void CsvWriter::load_state_dict(const StateDict& state) { file_.resume(saved_bytes(state, "csv")); }
 
 void CsvWriter::close() { file_.close(); }
+
+// ---------------------------------------------------------------------------------------------------------
+// TensorboardWriter
+
+namespace {
+
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+/// `s` for a cell of a Markdown table.
+std::string markdown_cell(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|') out += '\\';
+    out += c == '\n' ? ' ' : c;
+  }
+  return out;
+}
+
+void check_tfevents_name(const std::string& path) {
+  if (fs::path(path).filename().string().find("tfevents") == std::string::npos) {
+    throw InputError(fmt::format("tensorboard.path: '{}': TensorBoard reads only files whose names contain "
+                                 "\"tfevents\"; expected a name such as events.out.tfevents.tessera",
+                                 path));
+  }
+}
+
+}  // namespace
+
+TensorboardWriter::TensorboardWriter(TensorboardWriterOptions options)
+    : options_(std::move(options)),
+      start_time_(unix_seconds()),
+      file_(options_.path(), "tensorboard", tfevents::file_version(start_time_)) {
+  validate_options(options_, "tensorboard");
+  check_writable(options_.path(), "tensorboard");
+  check_tfevents_name(options_.path());
+}
+
+TensorboardWriter::~TensorboardWriter() {
+  try {
+    close();
+  } catch (...) {
+    // destructors must not throw; close() reports errors when called explicitly
+  }
+}
+
+void TensorboardWriter::run_event(Event event, State& state, Logger& logger) {
+  step_ = state.timestamp.batch;
+  if (!is_setup_event(event) && !session_written_) {
+    // Training starts: the settings logged so far describe the run in the HParams tab.
+    if (!hparams_.empty()) file_.write(tfevents::session_start(unix_seconds(), step_, hparams_, start_time_));
+    session_written_ = true;
+  }
+  file_.event(event);
+}
+
+void TensorboardWriter::log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) {
+  step_ = ts.batch;
+  file_.write(tfevents::scalars(unix_seconds(), ts.batch, values));
+}
+
+void TensorboardWriter::log_hyperparameters(const std::map<std::string, std::string>& values) {
+  if (!session_written_) {
+    for (const auto& [name, value] : values) hparams_[name] = value;
+  }
+  std::string table = "| name | value |\n|---|---|\n";
+  for (const auto& [name, value] : values) table += "| " + markdown_cell(name) + " | " + markdown_cell(value) + " |\n";
+  file_.write(tfevents::text(unix_seconds(), step_, "hyperparameters", table));
+}
+
+void TensorboardWriter::log_text(const std::string& level, const std::string& text) {
+  file_.write(tfevents::text(unix_seconds(), step_, "log/" + level, text));
+}
+
+void TensorboardWriter::log_image(const std::string& tag, const at::Tensor& image, const Timestamp& ts) {
+  if (!image.defined() || image.dim() != 3 || image.scalar_type() != at::kByte || !image.device().is_cpu() ||
+      (image.size(2) != 1 && image.size(2) != 3) || image.size(0) < 1 || image.size(1) < 1) {
+    throw Error("tensorboard: log_image(\"" + tag + "\"): expected a uint8 CPU tensor [height, width, 1 or 3]");
+  }
+  const at::Tensor pixels = image.contiguous();
+  const int64_t h = pixels.size(0), w = pixels.size(1), c = pixels.size(2);
+  step_ = ts.batch;
+  file_.write(tfevents::image(unix_seconds(), ts.batch, tag, png::encode(pixels.data_ptr<uint8_t>(), h, w, c), h, w, c));
+}
+
+StateDict TensorboardWriter::state_dict() const { return bytes_state(file_.bytes()); }
+
+void TensorboardWriter::load_state_dict(const StateDict& state) {
+  file_.resume(saved_bytes(state, "tensorboard"));
+  session_written_ = true;  // the saving run wrote it (or had nothing to write)
+  hparams_.clear();
+}
+
+void TensorboardWriter::close() { file_.close(); }
 
 }  // namespace tessera::callbacks

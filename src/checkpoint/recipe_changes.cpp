@@ -33,10 +33,16 @@ bool alters_training(const std::string& path) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> recipe_values(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  flatten(Recipe::parse(text, "<recipe>").root(), "", out);
+  return out;
+}
+
 std::vector<RecipeChange> recipe_changes(const std::string& before, const std::string& after) {
-  std::vector<std::pair<std::string, std::string>> a, b;
+  std::vector<std::pair<std::string, std::string>> a;
   flatten(Recipe::parse(before, "<checkpoint recipe>").root(), "", a);
-  flatten(Recipe::parse(after, "<recipe>").root(), "", b);
+  const auto b = recipe_values(after);
   const std::map<std::string, std::string> old_values(a.begin(), a.end());
   std::set<std::string> seen;
   std::vector<RecipeChange> out;

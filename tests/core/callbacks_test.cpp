@@ -1,4 +1,4 @@
-// Tests of the Logger facade and the logger destinations (progress bar, JSONL/CSV writers, summary).
+// Tests of the Logger facade and the logger destinations (progress bar, JSONL/CSV/TensorBoard writers, summary).
 #include <gtest/gtest.h>
 #include <tessera/callback.h>
 #include <tessera/callbacks/console_summary.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -19,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "../../src/callbacks/png.h"
+#include "../../src/callbacks/tfevents.h"
 #include "support.h"
 
 namespace tessera {
@@ -30,6 +33,10 @@ using callbacks::CsvWriter;
 using callbacks::CsvWriterOptions;
 using callbacks::JsonlWriter;
 using callbacks::JsonlWriterOptions;
+using callbacks::TensorboardWriter;
+using callbacks::TensorboardWriterOptions;
+namespace tfevents = callbacks::tfevents;
+namespace png = callbacks::png;
 using testing::RecordingDestination;
 using callbacks::ProgressBar;
 using callbacks::ProgressBarOptions;
@@ -250,8 +257,52 @@ const std::vector<std::pair<std::string, WriterFactory>>& writer_kinds() {
   static const std::vector<std::pair<std::string, WriterFactory>> kinds{
       {"jsonl", [](const fs::path& p) { return std::make_unique<JsonlWriter>(JsonlWriterOptions().path(p.string())); }},
       {"csv", [](const fs::path& p) { return std::make_unique<CsvWriter>(CsvWriterOptions().path(p.string())); }},
+      {"tensorboard",
+       [](const fs::path& p) {
+         return std::make_unique<TensorboardWriter>(TensorboardWriterOptions().path(p.string() + ".tfevents"));
+       }},
   };
   return kinds;
+}
+
+/// The file a `kind` writer made from writer_kinds() writes for `path`.
+fs::path file_of(const std::string& kind, const fs::path& path) {
+  return kind == "tensorboard" ? fs::path(path.string() + ".tfevents") : path;
+}
+
+/// The payloads of the TFRecords in `bytes`, each checked (framing, both CRCs) and without its wall time (an
+/// Event's first field, written first: the one thing that differs between two runs that log the same).
+std::vector<std::string> tfevents_payloads(const std::string& bytes) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < bytes.size()) {
+    uint64_t length = 0;
+    uint32_t header_crc = 0, payload_crc = 0;
+    if (at + 12 > bytes.size()) break;
+    std::memcpy(&length, bytes.data() + at, 8);
+    std::memcpy(&header_crc, bytes.data() + at + 8, 4);
+    if (at + 16 + length > bytes.size()) break;
+    std::string payload = bytes.substr(at + 12, length);
+    std::memcpy(&payload_crc, bytes.data() + at + 12 + length, 4);
+    EXPECT_EQ(header_crc, tfevents::masked_crc32c(bytes.substr(at, 8))) << "record " << out.size();
+    EXPECT_EQ(payload_crc, tfevents::masked_crc32c(payload)) << "record " << out.size();
+    if (!payload.empty() && payload[0] == '\x09') payload.erase(0, 9);  // field 1 (wall_time), a fixed64
+    out.push_back(payload);
+    at += 16 + length;
+  }
+  EXPECT_EQ(at, bytes.size()) << "a truncated record";
+  return out;
+}
+
+/// The file of a `kind` writer as two runs that log the same should agree on: all of it, except TensorBoard's
+/// wall times.
+std::string comparable(const std::string& kind, const fs::path& path) {
+  std::ifstream in(file_of(kind, path), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (kind != "tensorboard") return bytes;
+  std::string out;
+  for (const auto& p : tfevents_payloads(bytes)) out += std::to_string(p.size()) + ":" + p + "\n";
+  return out;
 }
 
 std::string read_file(const fs::path& path) {
@@ -307,11 +358,11 @@ TEST(MetricWriters, ResumedFileEqualsAnUninterruptedRun) {
       w->run_event(Event::FitStart, state, logger);
       train(*w, state, logger, 1, 6);
       saved = w->state_dict();
-      EXPECT_EQ(bytes_of(saved), static_cast<int64_t>(fs::file_size(resumed)));  // flushed: on disk
+      EXPECT_EQ(bytes_of(saved), static_cast<int64_t>(fs::file_size(file_of(kind, resumed))));  // flushed: on disk
       train(*w, state, logger, 7, 8);
       w->close();
     }
-    EXPECT_GT(fs::file_size(resumed), static_cast<uintmax_t>(bytes_of(saved)));
+    EXPECT_GT(fs::file_size(file_of(kind, resumed)), static_cast<uintmax_t>(bytes_of(saved)));
     // ... then resumed from the checkpoint by a fresh writer: batches 7-8 are dropped and written again, the
     // plan warning and the CSV header are not repeated.
     {
@@ -322,11 +373,14 @@ TEST(MetricWriters, ResumedFileEqualsAnUninterruptedRun) {
       w->run_event(Event::FitEnd, state, logger);
       w->close();
     }
-    const std::string expected = read_file(whole);
-    EXPECT_EQ(read_file(resumed), expected);
-    EXPECT_EQ(count_of(expected, "plan warning"), kind == "jsonl" ? 1u : 0u);
+    const std::string expected = comparable(kind, whole);
+    EXPECT_EQ(comparable(kind, resumed), expected);
+    EXPECT_EQ(count_of(expected, "plan warning"), kind == "csv" ? 0u : 1u);
     EXPECT_EQ(count_of(expected, "epoch,batch,sample,wct,key,value"), kind == "csv" ? 1u : 0u);
-    EXPECT_EQ(split_lines(expected).size(), kind == "csv" ? 21u : 11u);  // header + 2 per batch; warning + 1 per batch
+    // CSV: header + 2 per batch; JSONL: warning + 1 per batch; TensorBoard: version, warning, 1 per batch
+    const size_t entries = kind == "tensorboard" ? tfevents_payloads(read_file(file_of(kind, whole))).size()
+                                                 : split_lines(expected).size();
+    EXPECT_EQ(entries, kind == "csv" ? 21u : kind == "jsonl" ? 11u : 12u);
   }
 }
 
@@ -339,13 +393,18 @@ TEST(MetricWriters, ResumeBeforeAnythingWasWrittenStartsAFreshFile) {
     State state;
     Logger logger;
     const fs::path path = dir.path() / "metrics";
-    std::ofstream(path) << "stale\n";
+    std::ofstream(file_of(kind, path)) << "stale\n";
     const StateDict nothing_written{{"bytes", at::scalar_tensor(int64_t{0}, at::kLong)}};
     auto w = make(path);
     setup(*w, state, logger, &nothing_written);
     w->run_event(Event::FitStart, state, logger);
     w->close();
-    EXPECT_EQ(read_file(path), kind == "csv" ? "epoch,batch,sample,wct,key,value\n" : "");
+    std::string fresh = kind == "csv" ? "epoch,batch,sample,wct,key,value\n" : "";
+    if (kind == "tensorboard") {  // TensorBoard's version event alone
+      const std::string version = tfevents_payloads(tfevents::file_version(0))[0];
+      fresh = std::to_string(version.size()) + ":" + version + "\n";
+    }
+    EXPECT_EQ(comparable(kind, path), fresh);
   }
 }
 
@@ -398,11 +457,11 @@ TEST(MetricWriters, ResumeRefusesAFileShorterThanTheCheckpoint) {
     TempDir dir;
     State state;
     Logger logger;
-    const fs::path path = dir.path() / "metrics";
+    const fs::path given = dir.path() / "metrics", path = file_of(kind, given);
     const StateDict saved{{"bytes", at::scalar_tensor(int64_t{100}, at::kLong)}};
     for (const bool exists : {false, true}) {
       if (exists) std::ofstream(path) << "only 20 bytes here.\n";
-      auto w = make(path);
+      auto w = make(given);
       try {
         setup(*w, state, logger, &saved);
         FAIL() << "expected tessera::Error";
@@ -419,7 +478,7 @@ TEST(MetricWriters, ResumeRefusesAFileShorterThanTheCheckpoint) {
       if (exists) EXPECT_EQ(read_file(path), "only 20 bytes here.\n");
     }
     // A state without the entry (or with a wrong one) is an InputError naming the writer.
-    auto w = make(path);
+    auto w = make(given);
     EXPECT_THROW(w->load_state_dict({}), InputError);
     EXPECT_THROW(w->load_state_dict({{"bytes", at::scalar_tensor(-1, at::kLong)}}), InputError);
     EXPECT_THROW(w->load_state_dict({{"bytes", at::scalar_tensor(1.5, at::kDouble)}}), InputError);
@@ -478,6 +537,152 @@ TEST(CsvWriter, UnwritablePathIsInputErrorNamingIt) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// TensorBoard
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+TEST(Tfevents, RecordsAreTheBytesTensorBoardsOwnProtosSerialize) {
+  // CRC-32C check values (RFC 3720, B.4; the Castagnoli CRC's "123456789") and TFRecord's mask.
+  EXPECT_EQ(tfevents::crc32c("123456789", 9), 0xe3069283u);
+  EXPECT_EQ(tfevents::crc32c(std::string(32, '\0').data(), 32), 0x8a9136aau);
+  EXPECT_EQ(tfevents::masked_crc32c(""), 0xa282ead8u);
+  EXPECT_EQ(tfevents::masked_crc32c("123456789"), 0xc78ab0e5u);
+  // Each expected record: the Event built with tensorboard 2.21.0's event_pb2 / plugin protos, serialized
+  // (deterministic), framed with its masked_crc32c.
+  EXPECT_EQ(tfevents::file_version(1.5),
+            from_hex("1800000000000000a37f4b2209000000000000f83f1a0d627261696e2e4576656e743a322a28646c"));
+  EXPECT_EQ(tfevents::scalars(1.5, 3, {{"a", 0.25}, {"loss", 2.0}}),
+            from_hex("2400000000000000422b804d09000000000000f83f10032a170a080a0161150000803e0a0b0a046c6f7373150000"
+                     "0040de617f05"));
+  EXPECT_EQ(tfevents::text(2.0, 300, "log/info", "hi *there*"),
+            from_hex("34000000000000005e33175c09000000000000004010ac022a260a240a086c6f672f696e666f420e0807420a686920"
+                     "2a74686572652a4a080a060a047465787410e61458"));
+  EXPECT_EQ(tfevents::session_start(2.5, 0, {{"lr", "0.1"}, {"name", "sgd"}}, 1.25),
+            from_hex("6d000000000000003d4de6710900000000000004402a620a600a1c5f68706172616d735f2f73657373696f6e5f7374"
+                     "6172745f696e666f42060801120212004a380a360a0768706172616d73122b1a290a0f0a026c721209119a99999999"
+                     "99b93f0a0d0a046e616d6512051a0373676429000000000000f43f0a8f21bc"));
+}
+
+TEST(TensorboardWriter, WritesScalarsTextAndTheRunsSettingsOnce) {
+  TempDir dir;
+  const fs::path path = dir.path() / "tb" / "events.out.tfevents.x";
+  TensorboardWriter writer(TensorboardWriterOptions().path(path.string()));
+  EXPECT_EQ(writer.name(), "tensorboard");
+  State state;
+  Logger logger({&writer});
+  // What a Trainer does: the recipe's settings at Init, training, the fingerprint at the end.
+  writer.run_event(Event::Init, state, logger);
+  logger.log_hyperparameters({{"optimizer.sgd.lr", "0.1"}, {"model", "a|b"}});
+  writer.run_event(Event::AfterLoad, state, logger);
+  EXPECT_FALSE(fs::exists(path));  // nothing on disk before training starts
+  writer.run_event(Event::FitStart, state, logger);
+  logger.log_metrics({{"loss/train/total", 0.5}, {"lr", 0.1}}, stamp(0, 1, 32, 0.5));
+  state.timestamp.batch = 2;
+  writer.run_event(Event::BatchEnd, state, logger);
+  logger.warn("careful");
+  logger.log_hyperparameters({{"weights_fingerprint", "0123"}});
+  writer.run_event(Event::FitEnd, state, logger);
+  writer.close();
+
+  std::ifstream in(path, std::ios::binary);
+  const auto got = tfevents_payloads(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()));
+  // Without wall times, each record is what the encoder makes with wall time 0.
+  auto payload = [](const std::string& record) { return tfevents_payloads(record).at(0); };
+  ASSERT_EQ(got.size(), 6u);
+  EXPECT_EQ(got[0], payload(tfevents::file_version(0)));
+  EXPECT_EQ(got[1], payload(tfevents::text(0, 0, "hyperparameters",
+                                           "| name | value |\n|---|---|\n| model | a\\|b |\n| optimizer.sgd.lr | 0.1 |\n")));
+  // The session-start summary at the first training event, with the settings logged before it: "0.1" as a
+  // number (google.protobuf.Value's number_value: field 2, a double), "a|b" as text (string_value: field 3).
+  EXPECT_NE(got[2].find("_hparams_/session_start_info"), std::string::npos);
+  const double lr = 0.1;
+  std::string lr_value = "\x11";
+  lr_value.append(reinterpret_cast<const char*>(&lr), 8);
+  EXPECT_NE(got[2].find("optimizer.sgd.lr\x12\x09" + lr_value), std::string::npos);
+  EXPECT_NE(got[2].find(std::string("model\x12\x05\x1a\x03") + "a|b"), std::string::npos);
+  EXPECT_EQ(got[3], payload(tfevents::scalars(0, 1, {{"loss/train/total", 0.5}, {"lr", 0.1}})));
+  EXPECT_EQ(got[4], payload(tfevents::text(0, 2, "log/warning", "careful")));  // at the latest event's batch
+  // Settings logged after training started are text only: one session per run.
+  EXPECT_EQ(got[5], payload(tfevents::text(0, 2, "hyperparameters",
+                                           "| name | value |\n|---|---|\n| weights_fingerprint | 0123 |\n")));
+}
+
+TEST(TensorboardWriter, WritesPicturesAsPngImageSummaries) {
+  TempDir dir;
+  const fs::path path = dir.path() / "events.out.tfevents.x";
+  TensorboardWriter writer(TensorboardWriterOptions().path(path.string()));
+  EXPECT_TRUE(writer.takes_images());
+  Logger logger({&writer});
+  EXPECT_TRUE(logger.takes_images());
+  const at::Tensor gray = at::arange(6, at::kByte).reshape({2, 3, 1});
+  const at::Tensor rgb = at::arange(24, at::kByte).reshape({1, 8, 3}).slice(1, 0, 8, 2);  // not contiguous
+  ASSERT_FALSE(rgb.is_contiguous());
+  logger.log_image("images/train", gray, stamp(0, 3, 96, 1.0));
+  logger.log_image("images/eval", rgb, stamp(0, 4, 128, 1.5));
+  writer.close();
+  const auto got = tfevents_payloads(read_file(path));
+  ASSERT_EQ(got.size(), 3u);
+  const at::Tensor packed = rgb.contiguous();
+  EXPECT_EQ(got[1], tfevents_payloads(tfevents::image(0, 3, "images/train",
+                                                      png::encode(gray.data_ptr<uint8_t>(), 2, 3, 1), 2, 3, 1))[0]);
+  EXPECT_EQ(got[2], tfevents_payloads(tfevents::image(0, 4, "images/eval",
+                                                      png::encode(packed.data_ptr<uint8_t>(), 1, 4, 3), 1, 4, 3))[0]);
+  // Anything but uint8 [height, width, 1 or 3] on the CPU is a programming error, said as such.
+  TensorboardWriter other(TensorboardWriterOptions().path((dir.path() / "b.tfevents").string()));
+  EXPECT_THROW(other.log_image("x", at::zeros({2, 3, 1}), stamp(0, 0, 0, 0)), Error);
+  EXPECT_THROW(other.log_image("x", at::zeros({2, 3, 2}, at::kByte), stamp(0, 0, 0, 0)), Error);
+  EXPECT_THROW(other.log_image("x", at::zeros({6}, at::kByte), stamp(0, 0, 0, 0)), Error);
+  // The file writers and the progress bar keep no pictures.
+  JsonlWriter jsonl(JsonlWriterOptions().path((dir.path() / "m.jsonl").string()));
+  EXPECT_FALSE(jsonl.takes_images());
+  EXPECT_FALSE(Logger({&jsonl}).takes_images());
+}
+
+TEST(TensorboardWriter, ResumedWriterDoesNotRepeatTheSettings) {
+  // Resuming: the settings logged at Init again are dropped with the rest of what came before the load.
+  TempDir dir;
+  const fs::path path = dir.path() / "events.out.tfevents.x";
+  State state;
+  Logger none;
+  StateDict saved;
+  {
+    TensorboardWriter w(TensorboardWriterOptions().path(path.string()));
+    w.log_hyperparameters({{"seed", "1"}});
+    w.run_event(Event::Init, state, none);
+    w.run_event(Event::FitStart, state, none);
+    saved = w.state_dict();
+    w.close();
+  }
+  const std::string before = read_file(path);
+  TensorboardWriter w(TensorboardWriterOptions().path(path.string()));
+  w.log_hyperparameters({{"seed", "1"}});
+  w.run_event(Event::Init, state, none);
+  w.run_event(Event::BeforeLoad, state, none);
+  w.load_state_dict(saved);
+  w.run_event(Event::AfterLoad, state, none);
+  w.run_event(Event::FitStart, state, none);
+  w.close();
+  EXPECT_EQ(read_file(path), before);  // byte for byte: nothing was added
+  EXPECT_EQ(count_of(before, "_hparams_/session_start_info"), 1u);
+}
+
+TEST(TensorboardWriter, RefusesAPathTensorBoardWouldNotRead) {
+  TempDir dir;
+  try {
+    TensorboardWriter w(TensorboardWriterOptions().path((dir.path() / "metrics.tb").string()));
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("names contain \"tfevents\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("metrics.tb"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(TensorboardWriter(TensorboardWriterOptions().path(dir.path().string())), InputError);  // a folder
 }
 
 // ---------------------------------------------------------------------------------------------------------

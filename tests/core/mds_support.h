@@ -68,7 +68,7 @@ class TempDir {
 };
 
 /// The Python of the streaming peers' venv (scripts/install-peers.sh streaming, or $TESSERA_STREAMING_VENV): it holds
-/// mosaicml-streaming and Hugging Face tokenizers, the interop tests' peers. "" when it is absent.
+/// mosaicml-streaming, Hugging Face tokenizers and tensorboard, the interop tests' peers. "" when it is absent.
 inline std::string streaming_venv_python() {
   const char* env = std::getenv("TESSERA_STREAMING_VENV");
   const char* home = std::getenv("HOME");
@@ -81,7 +81,7 @@ inline std::string streaming_venv_python() {
 #define REQUIRE_STREAMING_VENV(python)                                                                        \
   const std::string python = ::tessera::test::streaming_venv_python();                                       \
   if (python.empty())                                                                                         \
-  GTEST_SKIP() << "the streaming peers' venv (mosaicml-streaming, Hugging Face tokenizers) is absent: create " \
+  GTEST_SKIP() << "the streaming peers' venv (mosaicml-streaming, tokenizers, tensorboard) is absent: create " \
                   "it with scripts/install-peers.sh streaming (or point TESSERA_STREAMING_VENV at one)"
 
 inline std::string read_file(const std::string& path);

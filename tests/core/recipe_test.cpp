@@ -232,7 +232,7 @@ std::vector<BadRecipe> bad_recipes() {
        append("loggers: [{jsnol: {}}]\n"),
        {},
        {"<string>:11:12: loggers[0].jsnol: unknown logger \"jsnol\"; did you mean \"jsonl\"? (known loggers: "
-        "csv, jsonl)"}},
+        "csv, jsonl, tensorboard)"}},
       {"callback_option_typo",
        append("callbacks: [{progress_bar: {widht: 20}}]\n"),
        {},
@@ -713,9 +713,10 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
                                       "onecycle", "polynomial", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
-            (std::vector<std::string>{"console_summary", "early_stopper", "generate", "lr_monitor", "memory_monitor",
-                                      "optimizer_monitor", "progress_bar", "speed_monitor", "threshold_stopper"}));
-  EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl"}));
+            (std::vector<std::string>{"console_summary", "early_stopper", "generate", "image_visualizer", "lr_monitor",
+                                      "memory_monitor", "optimizer_monitor", "progress_bar", "speed_monitor",
+                                      "threshold_stopper"}));
+  EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl", "tensorboard"}));
   EXPECT_EQ(registered_names("metrics"),
             (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));
   EXPECT_NO_THROW(registered_names("algorithms"));

@@ -1,17 +1,18 @@
 #pragma once
-/// File logger destinations: JSON Lines and CSV.
+/// File logger destinations: JSON Lines, CSV and TensorBoard event files.
 ///
 ///     auto jsonl = std::make_shared<tessera::callbacks::JsonlWriter>(
 ///         tessera::callbacks::JsonlWriterOptions().path("runs/a/metrics.jsonl"));
 ///
-/// Both check in the constructor that the file can be written (an InputError naming the path otherwise, so
+/// All three check in the constructor that the file can be written (an InputError naming the path otherwise, so
 /// a bad path fails before training starts) without touching the disk, so that building a run that never
 /// trains (`tessera-run --plan`, a Trainer that is built and dropped, a resume that fails) leaves existing
 /// files alone. What is logged before training starts is held in memory; the file is created (with its
 /// parent folders, truncating an old one) at the first event other than the setup events (init,
 /// before_load, after_load): fit_start, or eval_standalone_start for a Trainer that only evaluates; or by
 /// state_dict(); or by close() for a writer used on its own (one that got no setup events). The file is
-/// flushed at the end of every epoch, of fit and by state_dict(), and closed by close(); values
+/// flushed at the end of every epoch, of fit and by state_dict(), at the end of a batch when 5 seconds went by
+/// since the last flush (so that `tail -f` and TensorBoard follow a run as it goes), and closed by close(); values
 /// logged after close() are dropped. Relative paths are used as given (the registry resolves them against
 /// the run folder).
 ///
@@ -19,13 +20,14 @@
 /// the Trainer saves in checkpoints. load_state_dict() makes the writer continue that file instead of
 /// starting a fresh one: it is truncated to exactly that length (dropping what a killed run wrote after the
 /// checkpoint) and appended to, so a run stopped and resumed writes the same file as one run in one go
-/// (except the wall-clock "wct" fields). What was logged before the load is dropped (the file already has
-/// the saving run's copy), and the CSV header is not written again. An Error when the file is missing or
+/// (except the wall-clock "wct" fields and TensorBoard's wall times). What was logged before the load is dropped (the file already has
+/// the saving run's copy), and the CSV header (TensorBoard's version event) is not written again. An Error when the file is missing or
 /// shorter than the saved length (it changed since the checkpoint). A writer already writing its file
 /// rewinds it at once.
 #include <tessera/callback.h>
 #include <tessera/options.h>
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -46,7 +48,8 @@ class MetricFile {
 
   /// Appends `text` (to memory until the file is opened); dropped once closed.
   void write(const std::string& text);
-  /// Setup events are noted; any other event opens the file; epoch_end and fit_end flush it.
+  /// Setup events are noted; any other event opens the file; epoch_end and fit_end flush it, and batch_end
+  /// when 5 seconds went by since the last flush.
   void event(Event event);
   /// Opens the file if needed, flushes it and returns its length in bytes (what this run has written).
   int64_t bytes();
@@ -67,6 +70,7 @@ class MetricFile {
   std::string pending_;       ///< logged before the file was opened
   int64_t bytes_ = 0;         ///< length of the file including what the stream has buffered
   int64_t resume_from_ = -1;  ///< length to truncate the file to when it is opened (-1 = start fresh)
+  std::chrono::steady_clock::time_point flushed_;  ///< when the file was last flushed (or opened)
   bool used_ = false;         ///< something was logged or an event arrived
   bool setup_seen_ = false;   ///< init, before_load or after_load arrived (the writer is in a Trainer)
   bool opened_ = false;
@@ -143,6 +147,60 @@ class CsvWriter : public LoggerDestination {
  private:
   CsvWriterOptions options_;
   mutable detail::MetricFile file_;  ///< state_dict() flushes it
+};
+
+struct TensorboardWriterOptions {
+  /// File to write; TensorBoard reads the files of a folder whose names contain "tfevents".
+  TESSERA_OPTION(std::string, path) = "events.out.tfevents.tessera";
+  template <class V>
+  void visit(V& v) {
+    v("path", path_, "file to write (relative to the run folder); its name must contain \"tfevents\"", Any{});
+  }
+};
+
+/// Writes a TensorBoard event file ("tensorboard" in recipes), without TensorFlow or protobuf: run
+/// `tensorboard --logdir runs` and each run folder is a run. The default path puts the file in the run folder
+/// itself, so the run is named after its folder.
+///   * per log_metrics call: one event at step = the timestamp's batch, one scalar per value (TensorBoard's
+///     scalars are float32);
+///   * per log_text call: a text summary tagged "log/<level>" ("log/info", "log/warning") at the current batch;
+///   * per log_image call: an image summary (a PNG file, written without a compression library) at step = the
+///     timestamp's batch (TensorBoard's Images tab; image_visualizer's grids);
+///   * per log_hyperparameters call: a text summary tagged "hyperparameters" (a Markdown table); the values
+///     logged before training starts (the recipe's settings, logged by the Trainer at Init) also make the hparams
+///     plugin's session-start summary, written at the first training event, so that TensorBoard's HParams tab
+///     lists the run with its settings (numbers and true/false as such, the rest as text) and its final scalars.
+/// The file starts with TensorBoard's version event; records are framed and checksummed as TFRecords. Resuming
+/// and flushing work as for the JSON Lines writer: a run stopped and resumed writes the same events as one run
+/// in one go, except their wall times.
+class TensorboardWriter : public LoggerDestination {
+ public:
+  explicit TensorboardWriter(TensorboardWriterOptions options = {});
+  ~TensorboardWriter() override;
+
+  std::string name() const override { return "tensorboard"; }
+  void run_event(Event event, State& state, Logger& logger) override;
+  void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override;
+  void log_hyperparameters(const std::map<std::string, std::string>& values) override;
+  void log_text(const std::string& level, const std::string& text) override;
+  /// An Error unless `image` is uint8 on the CPU, [height, width, 1 or 3].
+  void log_image(const std::string& tag, const at::Tensor& image, const Timestamp& ts) override;
+  bool takes_images() const override { return true; }
+  /// {"bytes": length of the file so far}; flushes (and opens the file if nothing opened it yet).
+  StateDict state_dict() const override;
+  /// Continues the file at the saved length (see the top of this header).
+  void load_state_dict(const StateDict& state) override;
+  void close() override;
+
+  const TensorboardWriterOptions& options() const noexcept { return options_; }
+
+ private:
+  TensorboardWriterOptions options_;
+  double start_time_;                            ///< when the writer was made (seconds since the Unix epoch)
+  mutable detail::MetricFile file_;              ///< state_dict() flushes it
+  int64_t step_ = 0;                             ///< the batch of the latest event or metrics
+  std::map<std::string, std::string> hparams_;  ///< logged before training started
+  bool session_written_ = false;                 ///< the session-start summary is in the file (or not wanted)
 };
 
 }  // namespace tessera::callbacks
