@@ -235,6 +235,9 @@ void bind_state(py::module_& m) {
   py::class_<Logger>(m, "Logger", "What algorithms and callbacks log through.")
       .def("log_metrics", &Logger::log_metrics, py::arg("values"), py::arg("timestamp"))
       .def("log_hyperparameters", &Logger::log_hyperparameters, py::arg("values"))
+      .def("log_image", &Logger::log_image, py::arg("tag"), py::arg("image"), py::arg("timestamp"),
+           "A picture (uint8 tensor [height, width, 1 or 3] on the CPU) for the destinations that keep pictures.")
+      .def_property_readonly("takes_images", &Logger::takes_images, "True when a destination keeps pictures.")
       .def("warn", &Logger::warn, py::arg("text"))
       .def("info", &Logger::info, py::arg("text"));
 

@@ -249,6 +249,14 @@ class PyLoggerDestination : public PyCallbackT<LoggerDestination> {
   void log_text(const std::string& level, const std::string& text) override {
     PYBIND11_OVERRIDE(void, LoggerDestination, log_text, level, text);
   }
+  void log_image(const std::string& tag, const at::Tensor& image, const Timestamp& ts) override {
+    PYBIND11_OVERRIDE(void, LoggerDestination, log_image, tag, image, ts);
+  }
+  /// True when the subclass defines log_image.
+  bool takes_images() const override {
+    py::gil_scoped_acquire gil;
+    return overrides(self(), "log_image", py::type::of<LoggerDestination>());
+  }
 };
 
 }  // namespace
@@ -393,11 +401,14 @@ void bind_plugins(py::module_& m) {
   py::class_<LoggerDestination, Callback, PyLoggerDestination, std::shared_ptr<LoggerDestination>>(
       m, "LoggerDestination",
       "Where logged values go. A Python subclass may define log_metrics(self, values, timestamp), "
-      "log_hyperparameters(self, values) and log_text(self, level, text), plus event methods as a Callback.")
+      "log_hyperparameters(self, values), log_text(self, level, text) and log_image(self, tag, image, timestamp) "
+      "(a uint8 tensor [height, width, 1 or 3]; defining it makes the destination keep pictures), plus event "
+      "methods as a Callback.")
       .def(py::init<>())
       .def("log_metrics", &LoggerDestination::log_metrics, py::arg("values"), py::arg("timestamp"))
       .def("log_hyperparameters", &LoggerDestination::log_hyperparameters, py::arg("values"))
-      .def("log_text", &LoggerDestination::log_text, py::arg("level"), py::arg("text"));
+      .def("log_text", &LoggerDestination::log_text, py::arg("level"), py::arg("text"))
+      .def("log_image", &LoggerDestination::log_image, py::arg("tag"), py::arg("image"), py::arg("timestamp"));
 }
 
 }  // namespace tessera::python

@@ -42,13 +42,14 @@ ImageVisualizer::ImageVisualizer(ImageVisualizerOptions options) : options_(std:
 void ImageVisualizer::run_event(Event event, State& state, Logger& logger) {
   if (event == Event::Init) {
     // Rank 0 holds the loggers; the other ranks have none and log nothing.
-    if (state.rank == 0 && !logger.takes_images()) {
+    logging_ = logger.takes_images();
+    if (state.rank == 0 && !logging_) {
       throw InputError("image_visualizer: no logger keeps images; add {tensorboard: {}} to the loggers (the jsonl "
                        "and csv files hold numbers and text only)");
     }
     return;
   }
-  if (!logger.takes_images()) return;
+  if (!logging_) return;
   if (event == Event::BeforeForward) {
     const int64_t batch = state.timestamp.batch;
     if (batch == logged_batch_ || batch % options_.interval() != 0) return;

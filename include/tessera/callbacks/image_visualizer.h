@@ -48,6 +48,7 @@ class ImageVisualizer : public Callback {
 
  private:
   ImageVisualizerOptions options_;
+  bool logging_ = false;       ///< a logger destination keeps pictures (decided at Init)
   int64_t logged_batch_ = -1;  ///< the training batch whose grid was logged (once per batch: microbatches, SAM)
   bool eval_logged_ = false;   ///< the running evaluation's first batch was logged
 };
