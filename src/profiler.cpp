@@ -391,6 +391,23 @@ std::string ProfiledWindow::describe() const {
   return out;
 }
 
+std::string ProfiledWindow::to_json() const {
+  nlohmann::ordered_json phases = nlohmann::ordered_json::object(), algorithms = nlohmann::ordered_json::object();
+  for (const auto& [name, ms] : phases_ms) phases[name] = ms;
+  for (const auto& [name, ms] : algorithms_ms) algorithms[name] = ms;
+  const nlohmann::ordered_json j = {{"file", file},
+                                    {"epoch", epoch},
+                                    {"first_batch", first_batch},
+                                    {"last_batch", last_batch},
+                                    {"complete_batches", complete_batches},
+                                    {"batch_ms", batch_ms},
+                                    {"phases_ms", phases},
+                                    {"algorithms_ms", algorithms},
+                                    {"evaluation_ms", evaluation_ms},
+                                    {"checkpoint_ms", checkpoint_ms}};
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 void Profiler::finish(Logger& logger) noexcept {
   try {
     if (state_ == State::Active) {

@@ -54,15 +54,7 @@ void Trainer::write_run_summary(const std::string& status) const noexcept {
     }
     if (profiler_) {
       nlohmann::ordered_json windows = nlohmann::ordered_json::array();
-      for (const ProfiledWindow& w : profiled_windows()) {
-        nlohmann::ordered_json phases = nlohmann::ordered_json::object(), algorithms = nlohmann::ordered_json::object();
-        for (const auto& [name, ms] : w.phases_ms) phases[name] = ms;
-        for (const auto& [name, ms] : w.algorithms_ms) algorithms[name] = ms;
-        windows.push_back({{"file", w.file}, {"epoch", w.epoch}, {"first_batch", w.first_batch},
-                           {"last_batch", w.last_batch}, {"complete_batches", w.complete_batches},
-                           {"batch_ms", w.batch_ms}, {"phases_ms", phases}, {"algorithms_ms", algorithms},
-                           {"evaluation_ms", w.evaluation_ms}, {"checkpoint_ms", w.checkpoint_ms}});
-      }
+      for (const ProfiledWindow& w : profiled_windows()) windows.push_back(nlohmann::ordered_json::parse(w.to_json()));
       j["profiler_windows"] = windows;
     }
     if (status != "failed") j["weights_fingerprint"] = weights_fingerprint(*s.model);

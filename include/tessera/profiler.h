@@ -65,6 +65,8 @@ struct ProfiledWindow {
   /// "per batch 53.5 ms: dataloader 0.305, forward 17.8, ..., selective_backprop 9.09[; evaluation 95 ms]"
   /// (the three slowest algorithms); "" without a complete batch.
   std::string describe() const;
+  /// A JSON object of the fields above (run.json's profiler_windows entries; Python's trainer.profiled_windows).
+  std::string to_json() const;
 };
 
 /// What the schedule does with a batch.

@@ -652,18 +652,9 @@ void bind_recipe_trainer(py::module_& m) {
       .def_property_readonly(
           "profiled_windows",
           [](PyTrainer& t) {
+            const py::object loads = py::module_::import("json").attr("loads");
             py::list out;
-            for (const tessera::ProfiledWindow& w : t.trainer().profiled_windows()) {
-              py::dict phases, algorithms;
-              for (const auto& [name, ms] : w.phases_ms) phases[py::str(name)] = ms;
-              for (const auto& [name, ms] : w.algorithms_ms) algorithms[py::str(name)] = ms;
-              out.append(py::dict(py::arg("file") = w.file, py::arg("epoch") = w.epoch,
-                                  py::arg("first_batch") = w.first_batch, py::arg("last_batch") = w.last_batch,
-                                  py::arg("complete_batches") = w.complete_batches, py::arg("batch_ms") = w.batch_ms,
-                                  py::arg("phases_ms") = phases, py::arg("algorithms_ms") = algorithms,
-                                  py::arg("evaluation_ms") = w.evaluation_ms,
-                                  py::arg("checkpoint_ms") = w.checkpoint_ms));
-            }
+            for (const tessera::ProfiledWindow& w : t.trainer().profiled_windows()) out.append(loads(w.to_json()));
             return out;
           },
           "Where the batches of each profiled window went, as run.json's profiler_windows: its file, batches, "
