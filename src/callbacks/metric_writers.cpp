@@ -198,12 +198,12 @@ void MetricFile::event(Event event) {
     return;
   }
   if (!opened_) open();
-  const auto now = std::chrono::steady_clock::now();
-  if (event == Event::EpochEnd || event == Event::FitEnd ||
-      (event == Event::BatchEnd && now - flushed_ >= std::chrono::seconds(5))) {
+  const bool due = event == Event::EpochEnd || event == Event::FitEnd ||
+                   (event == Event::BatchEnd && std::chrono::steady_clock::now() - flushed_ >= std::chrono::seconds(5));
+  if (due) {
     file_.flush();
     check_written(file_, path_);
-    flushed_ = now;
+    flushed_ = std::chrono::steady_clock::now();
   }
 }
 
@@ -378,11 +378,6 @@ TensorboardWriter::~TensorboardWriter() {
 
 void TensorboardWriter::run_event(Event event, State& state, Logger& logger) {
   step_ = state.timestamp.batch;
-  if (!is_setup_event(event) && !session_written_) {
-    // Training starts: the settings logged so far describe the run in the HParams tab.
-    if (!hparams_.empty()) file_.write(tfevents::session_start(unix_seconds(), step_, hparams_, start_time_));
-    session_written_ = true;
-  }
   file_.event(event);
 }
 
@@ -392,12 +387,13 @@ void TensorboardWriter::log_metrics(const std::map<std::string, double>& values,
 }
 
 void TensorboardWriter::log_hyperparameters(const std::map<std::string, std::string>& values) {
-  if (!session_written_) {
-    for (const auto& [name, value] : values) hparams_[name] = value;
-  }
   std::string table = "| name | value |\n|---|---|\n";
   for (const auto& [name, value] : values) table += "| " + markdown_cell(name) + " | " + markdown_cell(value) + " |\n";
   file_.write(tfevents::text(unix_seconds(), step_, "hyperparameters", table));
+  if (!session_written_ && !file_.opened()) {  // the run's settings, before training: its HParams session
+    file_.write(tfevents::session_start(unix_seconds(), step_, values, start_time_));
+    session_written_ = true;
+  }
 }
 
 void TensorboardWriter::log_text(const std::string& level, const std::string& text) {
@@ -417,11 +413,7 @@ void TensorboardWriter::log_image(const std::string& tag, const at::Tensor& imag
 
 StateDict TensorboardWriter::state_dict() const { return bytes_state(file_.bytes()); }
 
-void TensorboardWriter::load_state_dict(const StateDict& state) {
-  file_.resume(saved_bytes(state, "tensorboard"));
-  session_written_ = true;  // the saving run wrote it (or had nothing to write)
-  hparams_.clear();
-}
+void TensorboardWriter::load_state_dict(const StateDict& state) { file_.resume(saved_bytes(state, "tensorboard")); }
 
 void TensorboardWriter::close() { file_.close(); }
 

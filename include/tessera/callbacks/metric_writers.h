@@ -55,6 +55,8 @@ class MetricFile {
   int64_t bytes();
   /// Continues the file at `bytes` (see the top of this header).
   void resume(int64_t bytes);
+  /// True once the file was started (training began, or state_dict() or close() started it).
+  bool opened() const noexcept { return opened_; }
   /// Flushes and closes; an Error when buffered data could not be written. Idempotent.
   void close();
 
@@ -166,13 +168,14 @@ struct TensorboardWriterOptions {
 ///   * per log_text call: a text summary tagged "log/<level>" ("log/info", "log/warning") at the current batch;
 ///   * per log_image call: an image summary (a PNG file, written without a compression library) at step = the
 ///     timestamp's batch (TensorBoard's Images tab; image_visualizer's grids);
-///   * per log_hyperparameters call: a text summary tagged "hyperparameters" (a Markdown table); the values
-///     logged before training starts (the recipe's settings, logged by the Trainer at Init) also make the hparams
-///     plugin's session-start summary, written at the first training event, so that TensorBoard's HParams tab
-///     lists the run with its settings (numbers and true/false as such, the rest as text) and its final scalars.
+///   * per log_hyperparameters call: a text summary tagged "hyperparameters" (a Markdown table); the first call
+///     before training starts (the recipe's settings, logged by the Trainer at Init) also makes the hparams
+///     plugin's session-start summary, so that TensorBoard's HParams tab lists the run with its settings
+///     (numbers and true/false as such, the rest as text) and its scalars. A resumed run's file has its first
+///     run's summary (what is logged before a checkpoint is loaded is dropped).
 /// The file starts with TensorBoard's version event; records are framed and checksummed as TFRecords. Resuming
-/// and flushing work as for the JSON Lines writer: a run stopped and resumed writes the same events as one run
-/// in one go, except their wall times.
+/// and flushing work as for the JSON Lines writer: a run stopped and resumed writes the same scalars and images as
+/// one run in one go, except their wall times.
 class TensorboardWriter : public LoggerDestination {
  public:
   explicit TensorboardWriter(TensorboardWriterOptions options = {});
@@ -196,11 +199,10 @@ class TensorboardWriter : public LoggerDestination {
 
  private:
   TensorboardWriterOptions options_;
-  double start_time_;                            ///< when the writer was made (seconds since the Unix epoch)
-  mutable detail::MetricFile file_;              ///< state_dict() flushes it
-  int64_t step_ = 0;                             ///< the batch of the latest event or metrics
-  std::map<std::string, std::string> hparams_;  ///< logged before training started
-  bool session_written_ = false;                 ///< the session-start summary is in the file (or not wanted)
+  double start_time_;                ///< when the writer was made (seconds since the Unix epoch)
+  mutable detail::MetricFile file_;  ///< state_dict() flushes it
+  int64_t step_ = 0;                 ///< the batch of the latest event or metrics
+  bool session_written_ = false;     ///< the session-start summary is written
 };
 
 }  // namespace tessera::callbacks
