@@ -71,10 +71,14 @@ void SeqLengthWarmup::check(const State& state) const {
 void SeqLengthWarmup::apply(Event, State& state, Logger& logger) {
   const int64_t s = state.batch.input().size(1);
   const int64_t max = options_.max_seq_length() > 0 ? options_.max_seq_length() : s;
-  const int64_t length =
-      warmup_seq_length(state.timestamp.batch, static_cast<int64_t>(state.time.total_batches()), options_.duration(),
-                        options_.min_seq_length(), max, options_.step_size());
-  if (length != last_seq_length_) {
+  const auto length_at = [&](int64_t batch) {
+    return warmup_seq_length(batch, static_cast<int64_t>(state.time.total_batches()), options_.duration(),
+                             options_.min_seq_length(), max, options_.step_size());
+  };
+  const int64_t batch = state.timestamp.batch, length = length_at(batch);
+  // Logged where the schedule changes it (and at the first batch), from the schedule rather than from what this
+  // object saw, so that a resumed run logs what one run in one go does.
+  if (batch == 0 || std::min(length_at(batch - 1), s) != std::min(length, s)) {
     logger.log_metrics({{"seq_length_warmup/seq_length", static_cast<double>(std::min(length, s))}}, state.timestamp);
   }
   last_seq_length_ = std::min(length, s);

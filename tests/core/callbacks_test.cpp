@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -23,6 +22,7 @@
 #include "../../src/callbacks/png.h"
 #include "../../src/callbacks/tfevents.h"
 #include "support.h"
+#include "tfevents_support.h"
 
 namespace tessera {
 namespace {
@@ -37,6 +37,7 @@ using callbacks::TensorboardWriter;
 using callbacks::TensorboardWriterOptions;
 namespace tfevents = callbacks::tfevents;
 namespace png = callbacks::png;
+using testing::tfevents_payloads;
 using testing::RecordingDestination;
 using callbacks::ProgressBar;
 using callbacks::ProgressBarOptions;
@@ -268,30 +269,6 @@ const std::vector<std::pair<std::string, WriterFactory>>& writer_kinds() {
 /// The file a `kind` writer made from writer_kinds() writes for `path`.
 fs::path file_of(const std::string& kind, const fs::path& path) {
   return kind == "tensorboard" ? fs::path(path.string() + ".tfevents") : path;
-}
-
-/// The payloads of the TFRecords in `bytes`, each checked (framing, both CRCs) and without its wall time (an
-/// Event's first field, written first: the one thing that differs between two runs that log the same).
-std::vector<std::string> tfevents_payloads(const std::string& bytes) {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at < bytes.size()) {
-    uint64_t length = 0;
-    uint32_t header_crc = 0, payload_crc = 0;
-    if (at + 12 > bytes.size()) break;
-    std::memcpy(&length, bytes.data() + at, 8);
-    std::memcpy(&header_crc, bytes.data() + at + 8, 4);
-    if (at + 16 + length > bytes.size()) break;
-    std::string payload = bytes.substr(at + 12, length);
-    std::memcpy(&payload_crc, bytes.data() + at + 12 + length, 4);
-    EXPECT_EQ(header_crc, tfevents::masked_crc32c(bytes.substr(at, 8))) << "record " << out.size();
-    EXPECT_EQ(payload_crc, tfevents::masked_crc32c(payload)) << "record " << out.size();
-    if (!payload.empty() && payload[0] == '\x09') payload.erase(0, 9);  // field 1 (wall_time), a fixed64
-    out.push_back(payload);
-    at += 16 + length;
-  }
-  EXPECT_EQ(at, bytes.size()) << "a truncated record";
-  return out;
 }
 
 /// The file of a `kind` writer as two runs that log the same should agree on: all of it, except TensorBoard's

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -40,6 +41,7 @@
 #include <tessera/algorithms/swa.h>
 
 #include "support.h"
+#include "tfevents_support.h"
 
 namespace tessera {
 namespace {
@@ -458,20 +460,50 @@ TEST(Composition, EveryCompatibleAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarn
   EXPECT_NE(refused.find("mixup and cutmix cannot be combined"), std::string::npos) << refused;
 }
 
+/// The scalars and pictures of a TensorBoard file, each event without its wall time (the notes, the settings and
+/// the profiler's messages name folders and checkpoints, so a stopped and resumed run's differ from one run's).
+std::vector<std::string> scalars_and_images(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<std::string> out;
+  for (auto& event : testing::tfevents_payloads(std::string(std::istreambuf_iterator<char>(in), {}))) {
+    const std::string tag = testing::first_tag(event);
+    if (tag.rfind("log/", 0) == 0 || tag == "hyperparameters" || tag.rfind("_hparams_/", 0) == 0) continue;
+    out.push_back(std::move(event));
+  }
+  return out;
+}
+
 /// Trains the recipe `make({})` makes (16 batches) while recording the weights after every batch, then stops it
 /// after batches 7 (mid-epoch, the schedules running) and 13 (averaging, layers frozen) and resumes a trainer built
 /// afresh from the recipe: the same weights after every batch. The stopped and resumed runs trace every batch with
-/// the profiler, which must change nothing.
-void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<std::string>)>& make, const std::string& name) {
+/// the profiler, which must change nothing. Every run writes a TensorBoard file (with `images`, image_visualizer's
+/// grids too, every third batch): the stopped and resumed runs' one file holds the same scalars and pictures as the
+/// uninterrupted run's, and the evaluation the stop brought.
+void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<std::string>)>& make, const std::string& name,
+                                       bool images) {
+  const auto logged = [&](const std::string& folder, std::vector<std::string> overrides) {
+    overrides.push_back("loggers=[{tensorboard: {path: " + folder + "/events.out.tfevents.x}}]");
+    if (images) overrides.push_back("callbacks=[{image_visualizer: {interval: 3, num_images: 4}}]");
+    return make(overrides);
+  };
+  const std::string whole = (std::filesystem::temp_directory_path() /
+                             ("tessera_" + name + "_" + std::to_string(::getpid()) + "_whole"))
+                                .string();
+  std::filesystem::remove_all(whole);
   auto trail = std::make_shared<FingerprintTrail>();
   {
-    tessera::Run run = build_run(make({}));
+    tessera::Run run = build_run(logged(whole, {}));
     run.components.callbacks.push_back(trail);
     Trainer trainer(run.trainer, std::move(run.components));
     trainer.fit();
     EXPECT_TRUE(std::isfinite(trainer.state().loss.item<double>()));
   }
   ASSERT_EQ(trail->lines.size(), 17u);  // FitStart and 16 batches
+  const std::vector<std::string> whole_events = scalars_and_images(whole + "/events.out.tfevents.x");
+  std::filesystem::remove_all(whole);
+  size_t pictures = 0;
+  for (const auto& e : whole_events) pictures += testing::first_tag(e).rfind("images/", 0) == 0;
+  EXPECT_EQ(pictures, images ? 6u + 4u : 0u);  // batches 0, 3, ..., 15; the first batch of each of 4 evaluations
   for (const int64_t k : {7, 13}) {
     SCOPED_TRACE("stopped after batch " + std::to_string(k));
     const std::string folder = (std::filesystem::temp_directory_path() /
@@ -482,7 +514,7 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
     const std::string traced = "profiler={warmup: 0, active: 4, repeat: 0, folder: " + folder + "/traces}";
     auto first = std::make_shared<FingerprintTrail>(k);
     {
-      tessera::Run run = build_run(make({ck, traced}));
+      tessera::Run run = build_run(logged(folder, {ck, traced}));
       run.components.callbacks.push_back(first);
       Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
       trainer.fit();
@@ -491,25 +523,40 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
     EXPECT_EQ(first->lines, std::vector<std::string>(trail->lines.begin(), trail->lines.begin() + k + 1));
     auto resumed = std::make_shared<FingerprintTrail>();
     {
-      tessera::Run run = build_run(make({ck, traced}));
+      tessera::Run run = build_run(logged(folder, {ck, traced}));
       run.components.callbacks.push_back(resumed);
       Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
       trainer.fit();
       EXPECT_FALSE(trainer.traces().empty());
     }
     EXPECT_EQ(resumed->lines, std::vector<std::string>(trail->lines.begin() + k, trail->lines.end()));
+    // The stopped run evaluated when it stopped (after batch k, which is no evaluation point here) and checkpointed
+    // after that evaluation: its file keeps those events; every other one is the uninterrupted run's.
+    std::vector<std::string> events = scalars_and_images(folder + "/events.out.tfevents.x"), at_stop;
+    for (auto it = events.begin(); it != events.end();) {
+      const std::string tag = testing::first_tag(*it);
+      const bool evaluation = tag.rfind("metrics/test/", 0) == 0 || tag.rfind("images/test", 0) == 0;
+      if (evaluation && it->rfind("\x10" + std::string(1, static_cast<char>(k)), 0) == 0) {
+        at_stop.push_back(*it);
+        it = events.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    EXPECT_EQ(at_stop.size(), images ? 2u : 1u);  // the metrics, and the evaluation's first batch as a picture
+    EXPECT_EQ(events, whole_events);
     std::filesystem::remove_all(folder);
   }
 }
 
 TEST(Composition, EveryCompatibleAlgorithmRecipeTrainsAndResumesBitwise) {
   if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
-  expect_trains_and_resumes_bitwise(everything_recipe, "everything");
+  expect_trains_and_resumes_bitwise(everything_recipe, "everything", true);
 }
 
 TEST(Composition, EveryCompatibleAlgorithmOnGroupNormsUnderAutocastTrainsAndResumesBitwise) {
   if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
-  expect_trains_and_resumes_bitwise(group_norm_everything_recipe, "group_norm_everything");
+  expect_trains_and_resumes_bitwise(group_norm_everything_recipe, "group_norm_everything", true);
 }
 
 TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarning) {
@@ -532,7 +579,7 @@ TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredW
 
 TEST(Composition, EveryLanguageModelAlgorithmRecipeTrainsAndResumesBitwise) {
   if (!fortunes_installed()) GTEST_SKIP() << "the fortunes text is not installed (apt install fortunes)";
-  expect_trains_and_resumes_bitwise(text_everything_recipe, "text_everything");
+  expect_trains_and_resumes_bitwise(text_everything_recipe, "text_everything", false);
 }
 
 /// The same algorithms on the bert model, which learns from masked tokens.
@@ -545,7 +592,7 @@ Recipe bert_everything_recipe(std::vector<std::string> overrides = {}) {
 
 TEST(Composition, EveryLanguageModelAlgorithmOnBertTrainsAndResumesBitwise) {
   if (!fortunes_installed()) GTEST_SKIP() << "the fortunes text is not installed (apt install fortunes)";
-  expect_trains_and_resumes_bitwise(bert_everything_recipe, "bert_everything");
+  expect_trains_and_resumes_bitwise(bert_everything_recipe, "bert_everything", false);
 }
 
 }  // namespace

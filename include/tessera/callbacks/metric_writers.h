@@ -175,7 +175,7 @@ struct TensorboardWriterOptions {
 ///     run's summary (what is logged before a checkpoint is loaded is dropped).
 /// The file starts with TensorBoard's version event; records are framed and checksummed as TFRecords. Resuming
 /// and flushing work as for the JSON Lines writer: a run stopped and resumed writes the same scalars and images as
-/// one run in one go, except their wall times.
+/// one run in one go, except their wall times (and plus the evaluation the stop brought).
 class TensorboardWriter : public LoggerDestination {
  public:
   explicit TensorboardWriter(TensorboardWriterOptions options = {});
