@@ -357,7 +357,7 @@ Entry<std::shared_ptr<optim::Optimizer>> optimizer(std::string name) {
   return {std::move(name), [](const ConfigNode& node, Context& ctx) -> std::shared_ptr<optim::Optimizer> {
             const Options options = read<Options>(node);
             if (!ctx.model) node.fail("an optimizer needs a model, and none was built");
-            return construct(node, [&] { return std::make_shared<O>(ctx.model->parameters(), options); });
+            return construct(node, [&] { return std::make_shared<O>(ctx.model->named_parameters(), options); });
           }};
 }
 
@@ -366,7 +366,9 @@ const Kind<std::shared_ptr<optim::Optimizer>>& optimizers() {
       "optimizer",
       "optimizers",
       {
+          optimizer<optim::Adam, optim::AdamOptions>("adam"),
           optimizer<optim::AdamW, optim::AdamWOptions>("adamw"),
+          optimizer<optim::Lion, optim::LionOptions>("lion"),
           optimizer<optim::SGD, optim::SGDOptions>("sgd"),
       }};
   return kind;

@@ -53,7 +53,7 @@ int64_t replace_slots(torch::nn::Module& model, optim::Optimizer* optimizer, con
       ++replaced;
     }
   }
-  if (optimizer != nullptr && replaced > 0) sync_optimizer(*optimizer, before, model.parameters());
+  if (optimizer != nullptr && replaced > 0) sync_optimizer(*optimizer, before, model.named_parameters());
   return replaced;
 }
 
@@ -76,17 +76,19 @@ SurgeryCount surgery(Model& model, const Algorithm& algorithm, optim::Optimizer*
   return {on_slots(), false};
 }
 
-void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after) {
+void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before,
+                    const optim::NamedParameters& after) {
   std::unordered_set<const void*> after_ids, before_ids;
-  for (const auto& p : after) after_ids.insert(p.unsafeGetTensorImpl());
+  for (const auto& item : after) after_ids.insert(item.value().unsafeGetTensorImpl());
   for (const auto& p : before) before_ids.insert(p.unsafeGetTensorImpl());
   std::vector<at::Tensor> gone;
   for (const auto& p : before) {
     if (!after_ids.count(p.unsafeGetTensorImpl())) gone.push_back(p);
   }
   if (!gone.empty()) optimizer.remove_parameters(gone);
-  for (const auto& p : after) {
-    if (!before_ids.count(p.unsafeGetTensorImpl()) && !optimizer.contains(p)) optimizer.replace_parameter(at::Tensor(), p);
+  for (const auto& item : after) {
+    const at::Tensor& p = item.value();
+    if (!before_ids.count(p.unsafeGetTensorImpl()) && !optimizer.contains(p)) optimizer.add_parameter(item.key(), p);
   }
 }
 

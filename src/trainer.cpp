@@ -251,6 +251,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   engine_->compile(state_);
   detail::install_data_transforms(engine_->plan(), *state_.train_dataloader);
   engine_->run_event(Event::Init, state_);
+  state_.optimizer->check_groups(state_.model->named_parameters());  // after surgery, which may add to groups
   if (!recipe_text_.empty()) {  // the run's settings, once: the recipe's values by path ("optimizer.sgd.lr")
     std::map<std::string, std::string> settings;
     for (auto& [path, value] : checkpoint::recipe_values(recipe_text_)) settings[path] = std::move(value);

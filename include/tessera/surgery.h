@@ -48,8 +48,10 @@ SurgeryCount surgery(Model& model, const Algorithm& algorithm, optim::Optimizer*
                      const std::string& key, const std::function<int64_t()>& on_slots);
 
 /// Makes `optimizer` hold exactly the parameters of `after` that it held in `before` plus the ones new in
-/// `after`: removed parameters (and their state) leave, new ones join the first group.
-void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before, const std::vector<at::Tensor>& after);
+/// `after`: removed parameters (and their state) leave, new ones join the group that selects their name
+/// (Optimizer::add_parameter), as if they had been there when the optimizer was built.
+void sync_optimizer(optim::Optimizer& optimizer, const std::vector<at::Tensor>& before,
+                    const optim::NamedParameters& after);
 
 /// The parts of a torch::nn::BatchNorm1d/2d/3d, for a layer that replaces it: such a layer registers the very same
 /// tensors under the same names (undefined ones too: not affine, no running statistics), so that the optimizer and

@@ -209,15 +209,18 @@ void bind_state(py::module_& m) {
         return s.str();
       });
 
-  py::class_<optim::Optimizer, std::shared_ptr<optim::Optimizer>>(m, "Optimizer", "A Tessera optimizer (sgd, adamw).")
+  py::class_<optim::Optimizer, std::shared_ptr<optim::Optimizer>>(m, "Optimizer",
+                                                                 "A Tessera optimizer (sgd, adam, adamw, lion).")
       .def_property_readonly("name", &optim::Optimizer::name)
       .def_property_readonly("param_groups", [](const optim::Optimizer& o) {
         py::list out;
         for (const auto& g : o.param_groups()) {
-          out.append(py::dict(py::arg("params") = g.params, py::arg("lr") = g.lr, py::arg("initial_lr") = g.initial_lr));
+          out.append(py::dict(py::arg("params") = g.params, py::arg("lr") = g.lr, py::arg("initial_lr") = g.initial_lr,
+                              py::arg("weight_decay") = g.weight_decay));
         }
         return out;
-      }, "A snapshot of the groups: [{'params': [...], 'lr': ..., 'initial_lr': ...}].")
+      }, "A snapshot of the groups: [{'params': [...], 'lr': ..., 'initial_lr': ..., 'weight_decay': ...}]; group 0 "
+         "has the optimizer's own settings, group i + 1 the recipe's groups[i].")
       .def_property_readonly("step_count", &optim::Optimizer::step_count)
       .def("contains", &optim::Optimizer::contains, py::arg("param"));
 

@@ -290,7 +290,7 @@ class PythonModel : public UserModel {
       const std::vector<at::Tensor> before = parameters();
       mirror(adapters().attr("module_tensors")(module_.get()));
       Module::train(module_.get().attr("training").cast<bool>());
-      if (optimizer != nullptr) sync_optimizer(*optimizer, before, parameters());
+      if (optimizer != nullptr) sync_optimizer(*optimizer, before, named_parameters());
     }
     return out;
   }

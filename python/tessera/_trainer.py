@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 import torch
 
 from . import _C
+from ._optimizers import from_torch
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
 
@@ -162,12 +163,13 @@ class Trainer(_C._Trainer):
         **options: Unpack[TrainerOptions],
     ) -> None:
         if isinstance(optimizer, torch.optim.Optimizer):
-            raise _C.InputError(
-                f"optimizer: a {type(optimizer).__name__} (torch.optim) cannot drive Tessera's C++ step, and the "
-                "algorithms that edit parameter groups (blurpool, layer_freezing) work on Tessera's optimizers; give "
-                "one as a recipe entry, e.g. optimizer={'sgd': {'lr': 0.1, 'momentum': 0.9}} or "
-                "{'adamw': {'lr': 1e-3}} (tessera.registered('optimizers') lists them)"
-            )
+            if not isinstance(model, torch.nn.Module):
+                raise _C.InputError(
+                    f"optimizer: a {type(optimizer).__name__} (torch.optim) is translated for a model given as a "
+                    "torch.nn.Module (its parameters, by name); with a recipe's model give the optimizer as a recipe "
+                    "entry, e.g. optimizer={'sgd': {'lr': 0.1, 'momentum': 0.9}} (tessera.registered('optimizers'))"
+                )
+            optimizer = from_torch(optimizer, model)  # the Tessera optimizer with the same updates
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
         user = _user_parts(model, train_dataloader, eval_dataloader, loss_fn, loss_terms, model_call, output_key,

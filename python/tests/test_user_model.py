@@ -323,7 +323,8 @@ def test_algorithms_that_cannot_work_are_refused_before_step_1(train_set, tmp_pa
         tessera.Trainer(algorithms=[tessera.algorithms.LabelSmoothing()], **common)
     with pytest.raises(tessera.InputError, match="per-example"):
         tessera.Trainer(algorithms=[tessera.algorithms.SelectiveBackprop()], **common)
-    with pytest.raises(tessera.InputError, match="torch.optim"):
+    with pytest.raises(tessera.InputError, match="not a parameter of the model: build the optimizer over "
+                                                 "model.parameters()"):  # another model's
         tessera.Trainer(model=make_model(), train_dataloader=loader(train_set),
                         optimizer=torch.optim.SGD(make_model().parameters(), lr=0.1))
 

@@ -221,7 +221,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   for (const auto& g : opt.param_groups()) {
     json names = json::array();
     for (const auto& p : g.params) names.push_back(param_name(p));
-    groups.push_back({{"params", names}, {"initial_lr", g.initial_lr}, {"lr", g.lr}});
+    groups.push_back({{"params", names}, {"initial_lr", g.initial_lr}, {"lr", g.lr}, {"weight_decay", g.weight_decay}});
   }
   json opt_state = json::object();
   for (const auto& g : opt.param_groups()) {
@@ -357,6 +357,12 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       throw InputError(fmt::format("checkpoint '{}' was taken with optimizer {}, this run uses {}", path,
                                    o.at("name").get<std::string>(), opt.name()));
     }
+    if (o.at("groups").size() != opt.param_groups().size()) {
+      throw InputError(fmt::format("checkpoint '{}' was taken with {} optimizer parameter groups, this run has {}: "
+                                   "resume with the optimizer's groups as they were (or {})",
+                                   path, o.at("groups").size(), opt.param_groups().size(),
+                                   how_to_set("weights_only", "true")));
+    }
     const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
     if (!note.empty()) engine_->logger().info(note);
 
@@ -372,12 +378,19 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       }
       return it->second;
     };
+    // The groups' selectors come from this run's optimizer (checked above to have as many groups): they say where
+    // parameters added later go. A file written before groups had a weight decay takes this run's.
+    const auto& saved_groups = o.at("groups");
     std::vector<optim::ParamGroup> groups;
-    for (const auto& g : o.at("groups")) {
+    for (size_t i = 0; i < saved_groups.size(); ++i) {
+      const auto& g = saved_groups[i];
       optim::ParamGroup group;
       for (const auto& name : g.at("params")) group.params.push_back(param(name.get<std::string>()));
       group.initial_lr = g.at("initial_lr").get<double>();
       group.lr = g.at("lr").get<double>();
+      group.weight_decay = g.contains("weight_decay") ? g.at("weight_decay").get<double>()
+                                                      : opt.param_groups()[i].weight_decay;
+      group.selector = opt.param_groups()[i].selector;
       groups.push_back(std::move(group));
     }
     opt.param_groups() = std::move(groups);

@@ -1,5 +1,5 @@
-// Optimizer bookkeeping, SGD and AdamW. Updates run in place under NoGradGuard with the same ATen ops as
-// torch::optim (SGD is bitwise equal to torch::optim::SGD).
+// Optimizer bookkeeping (groups chosen by name or shape), SGD, Adam, AdamW and Lion. Updates run in place under
+// NoGradGuard with the same ATen ops as torch::optim (SGD, Adam and AdamW are bitwise equal to torch::optim's).
 #include <tessera/optim/optimizer.h>
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/autograd.h>
 
 #include <tessera/error.h>
@@ -20,19 +21,142 @@ bool same(const at::Tensor& a, const at::Tensor& b) {
   return a.unsafeGetTensorImpl() == b.unsafeGetTensorImpl();
 }
 
+/// "names [*.bias, fc.*], max_dims 1": what a group entry selects, for messages.
+std::string describe_selector(const ParamGroupOptions& o) {
+  std::string out;
+  if (!o.names().empty()) out = fmt::format("names [{}]", fmt::join(o.names(), ", "));
+  if (o.max_dims() >= 0) out += fmt::format("{}max_dims {}", out.empty() ? "" : ", ", o.max_dims());
+  return out;
+}
+
+/// The checks the options' ranges cannot express.
+void check_group_options(const std::vector<ParamGroupOptions>& groups) {
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const ParamGroupOptions& g = groups[i];
+    const std::string where = fmt::format("optimizer.groups[{}]", i);
+    ParamGroupOptions ranges = g;
+    validate_options(ranges, where);
+    if (g.weight_decay() < 0 && g.weight_decay() != -1) {
+      throw InputError(fmt::format("{}.weight_decay: {:g} is neither -1 (the optimizer's) nor >= 0", where,
+                                   g.weight_decay()));
+    }
+    if (g.names().empty() && g.max_dims() < 0) {
+      throw InputError(where + ": selects every parameter (neither names nor max_dims given); give names "
+                               "(\"*.bias\", \"head.*\") or max_dims (1: biases and norms), or set the optimizer's own "
+                               "lr and weight_decay");
+    }
+    if (g.lr() == 0 && g.weight_decay() == -1) {
+      throw InputError(where + ": sets neither lr nor weight_decay, so the parameters it selects (" +
+                       describe_selector(g) + ") would train exactly as the others; give the entry an lr or a "
+                                              "weight_decay");
+    }
+    for (const auto& name : g.names()) {
+      if (name.empty()) throw InputError(where + ".names: an empty name selects nothing; give a name or a pattern");
+    }
+  }
+}
+
 }  // namespace
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  // Greedy match with backtracking to the last `*`: linear in practice, never exponential.
+  size_t p = 0, n = 0, star = std::string::npos, resume = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++p;
+      ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      n = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+bool ParamGroupOptions::selects(const std::string& name, const at::Tensor& param) const {
+  if (max_dims_ >= 0 && param.dim() > max_dims_) return false;
+  if (names_.empty()) return true;
+  return std::any_of(names_.begin(), names_.end(), [&](const std::string& pattern) { return glob_match(pattern, name); });
+}
+
+double decoupled_decay_factor(const ParamGroup& group, bool lr_ratio) {
+  if (group.weight_decay == 0) return 1.0;
+  const double scale = lr_ratio ? (group.initial_lr != 0 ? group.lr / group.initial_lr : 1.0) : group.lr;
+  return 1.0 - scale * group.weight_decay;
+}
 
 // ------------------------------------------------------------------------------------------------ Optimizer
 
-Optimizer::Optimizer(std::vector<at::Tensor> params, double lr) {
-  for (const auto& p : params) {
-    if (!p.defined()) throw InputError("optimizer: a parameter is an undefined tensor");
+namespace {
+
+/// Parameters without names, named by position; refuses groups that select by name.
+NamedParameters by_position(const std::vector<at::Tensor>& params, const std::vector<ParamGroupOptions>& groups) {
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (!groups[i].names().empty()) {
+      throw InputError(fmt::format("optimizer.groups[{}].names: selecting parameters by name needs their names; "
+                                   "build the optimizer from model->named_parameters()",
+                                   i));
+    }
   }
-  ParamGroup group;
-  group.params = std::move(params);
-  group.initial_lr = lr;
-  group.lr = lr;
-  groups_.push_back(std::move(group));
+  NamedParameters named;
+  for (size_t i = 0; i < params.size(); ++i) named.insert(std::to_string(i), params[i]);
+  return named;
+}
+
+}  // namespace
+
+Optimizer::Optimizer(std::vector<at::Tensor> params, double lr, double weight_decay,
+                     const std::vector<ParamGroupOptions>& groups)
+    : Optimizer(by_position(params, groups), lr, weight_decay, groups) {}
+
+Optimizer::Optimizer(const NamedParameters& params, double lr, double weight_decay,
+                     const std::vector<ParamGroupOptions>& groups) {
+  check_group_options(groups);
+  ParamGroup rest;
+  rest.initial_lr = rest.lr = lr;
+  rest.weight_decay = weight_decay;
+  groups_.push_back(std::move(rest));
+  for (const auto& g : groups) {
+    ParamGroup group;
+    group.initial_lr = group.lr = g.lr() > 0 ? g.lr() : lr;
+    group.weight_decay = g.weight_decay() >= 0 ? g.weight_decay() : weight_decay;
+    group.selector = g;
+    groups_.push_back(std::move(group));
+  }
+  for (const auto& item : params) {
+    if (!item.value().defined()) throw InputError("optimizer: parameter " + item.key() + " is an undefined tensor");
+    size_t home = 0;
+    while (home < groups.size() && !groups[home].selects(item.key(), item.value())) ++home;
+    groups_[home == groups.size() ? 0 : home + 1].params.push_back(item.value());
+  }
+}
+
+void Optimizer::check_groups(const NamedParameters& params) const {
+  for (size_t i = 1; i < groups_.size(); ++i) {
+    if (!groups_[i].params.empty()) continue;
+    const ParamGroupOptions& selector = groups_[i].selector;
+    const bool matched = std::any_of(params.begin(), params.end(), [&](const auto& item) {
+      return selector.selects(item.key(), item.value());
+    });
+    std::vector<std::string> examples;
+    for (const auto& item : params) {
+      if (examples.size() == 4) break;
+      examples.push_back(item.key());
+    }
+    throw InputError(fmt::format(
+        "optimizer.{}.groups[{}] ({}) selects none of the model's {} parameters{}; the parameters are named like {}",
+        name(), i - 1, describe_selector(selector), params.size(),
+        matched ? " (every one it matches is taken by an earlier entry, and a parameter joins the first entry "
+                  "that selects it)"
+                : "",
+        examples.empty() ? std::string("(none)") : fmt::format("{}", fmt::join(examples, ", "))));
+  }
 }
 
 void Optimizer::zero_grad(bool set_to_none) {
@@ -95,6 +219,18 @@ void Optimizer::replace_parameter(const at::Tensor& old_param, const at::Tensor&
               "]) is in no parameter group");
 }
 
+void Optimizer::add_parameter(const std::string& name, const at::Tensor& param) {
+  if (!param.defined()) throw Error("optimizer: add_parameter got an undefined parameter \"" + name + "\"");
+  if (groups_.empty()) groups_.emplace_back();
+  for (size_t i = 1; i < groups_.size(); ++i) {
+    if (groups_[i].selector.selects(name, param)) {
+      groups_[i].params.push_back(param);
+      return;
+    }
+  }
+  groups_.front().params.push_back(param);
+}
+
 bool Optimizer::contains(const at::Tensor& param) const {
   if (!param.defined()) return false;
   for (const auto& group : groups_) {
@@ -119,8 +255,19 @@ std::vector<at::Tensor>& Optimizer::state_for(const at::Tensor& param, size_t sl
 // ------------------------------------------------------------------------------------------------ SGD
 
 SGD::SGD(std::vector<at::Tensor> params, SGDOptions options)
-    : Optimizer(std::move(params), options.lr()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
+    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
+      options_(std::move(options)) {
+  check();
+}
+
+SGD::SGD(const NamedParameters& params, SGDOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  check();
+}
+
+void SGD::check() const {
+  SGDOptions options = options_;
+  validate_options(options, "optimizer");
   if (options_.nesterov() && (options_.momentum() <= 0 || options_.dampening() != 0)) {
     throw InputError(
         "optimizer.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0 (got momentum " +
@@ -132,15 +279,13 @@ void SGD::step() {
   at::NoGradGuard no_grad;
   const double momentum = options_.momentum();
   const double dampening = options_.dampening();
-  const double weight_decay = options_.weight_decay();
   const bool nesterov = options_.nesterov();
   const bool decoupled = options_.decoupled_weight_decay();
   for (auto& group : groups_) {
     const double lr = group.lr;
+    const double weight_decay = group.weight_decay;
     // SGDW (Composer's DecoupledSGDW): the decay follows the schedule, not the raw lr.
-    const double decay = decoupled && weight_decay != 0
-                             ? 1.0 - (group.initial_lr != 0 ? lr / group.initial_lr : 1.0) * weight_decay
-                             : 1.0;
+    const double decay = decoupled ? decoupled_decay_factor(group, /*lr_ratio=*/true) : 1.0;
     for (auto& p : group.params) {
       const at::Tensor& grad = p.grad();
       if (!grad.defined()) continue;
@@ -177,47 +322,123 @@ void SGD::step() {
   ++steps_;
 }
 
-// ------------------------------------------------------------------------------------------------ AdamW
+// ------------------------------------------------------------------------------------------------ Adam, AdamW
 
-AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
-    : Optimizer(std::move(params), options.lr()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
+namespace {
 
-void AdamW::step() {
-  at::NoGradGuard no_grad;
-  const double beta1 = options_.beta1();
-  const double beta2 = options_.beta2();
-  const double eps = options_.eps();
-  const double weight_decay = options_.weight_decay();
-  for (auto& group : groups_) {
+struct AdamSettings {
+  double beta1, beta2, eps;
+  bool amsgrad;
+  bool l2;        ///< weight decay added to the gradient (Adam), else decoupled (AdamW)
+  bool lr_ratio;  ///< decoupled decay by (lr/initial_lr) wd (Composer's DecoupledAdamW), else lr wd
+};
+
+/// One Adam(W) update of every parameter with a gradient; `state_for(p, slots)` gives a parameter's state.
+template <class StateFor>
+void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor&& state_for) {
+  for (auto& group : groups) {
     const double lr = group.lr;
+    const double decay = a.l2 ? 1.0 : decoupled_decay_factor(group, a.lr_ratio);
     for (auto& p : group.params) {
-      const at::Tensor& grad = p.grad();
+      at::Tensor grad = p.grad();
       if (!grad.defined()) continue;
       // State: exp_avg, exp_avg_sq, step (an int64 CPU scalar: each parameter counts its own steps, so a
-      // parameter added by surgery starts its bias correction afresh).
-      auto& st = state_for(p, 3);
+      // parameter added by surgery starts its bias correction afresh), max_exp_avg_sq (amsgrad).
+      std::vector<at::Tensor>& st = state_for(p, a.amsgrad ? 4 : 3);
       if (!st[0].defined()) {
         st[0] = at::zeros_like(p, at::MemoryFormat::Preserve);
         st[1] = at::zeros_like(p, at::MemoryFormat::Preserve);
         st[2] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
       }
+      if (a.amsgrad && !st[3].defined()) st[3] = at::zeros_like(p, at::MemoryFormat::Preserve);
       if (!st[2].device().is_cpu()) st[2] = st[2].cpu();
       const int64_t step = ++*st[2].data_ptr<int64_t>();
 
-      if (weight_decay != 0) p.mul_(1 - lr * weight_decay);
+      if (a.l2 && group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
+      if (decay != 1.0) p.mul_(decay);
       at::Tensor& exp_avg = st[0];
       at::Tensor& exp_avg_sq = st[1];
-      exp_avg.mul_(beta1).add_(grad, 1 - beta1);
-      exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+      exp_avg.mul_(a.beta1).add_(grad, 1 - a.beta1);
+      exp_avg_sq.mul_(a.beta2).addcmul_(grad, grad, 1 - a.beta2);
 
-      const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step));
-      const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step));
+      const double bias_correction1 = 1 - std::pow(a.beta1, static_cast<double>(step));
+      const double bias_correction2 = 1 - std::pow(a.beta2, static_cast<double>(step));
       const double step_size = lr / bias_correction1;
-      at::Tensor denom = exp_avg_sq.sqrt();
-      denom.div_(std::sqrt(bias_correction2)).add_(eps);
+      at::Tensor second = exp_avg_sq;
+      if (a.amsgrad) second = at::maximum_out(st[3], st[3], exp_avg_sq);
+      at::Tensor denom = second.sqrt();
+      denom.div_(std::sqrt(bias_correction2)).add_(a.eps);
       p.addcdiv_(exp_avg, denom, -step_size);
+    }
+  }
+}
+
+}  // namespace
+
+Adam::Adam(std::vector<at::Tensor> params, AdamOptions options)
+    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
+      options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+Adam::Adam(const NamedParameters& params, AdamOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+void Adam::step() {
+  at::NoGradGuard no_grad;
+  const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), true, false};
+  adam_steps(groups_, a, [this](const at::Tensor& p, size_t slots) -> auto& { return state_for(p, slots); });
+  ++steps_;
+}
+
+AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
+    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
+      options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+AdamW::AdamW(const NamedParameters& params, AdamWOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+void AdamW::step() {
+  at::NoGradGuard no_grad;
+  const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), false,
+                       options_.decoupled_weight_decay()};
+  adam_steps(groups_, a, [this](const at::Tensor& p, size_t slots) -> auto& { return state_for(p, slots); });
+  ++steps_;
+}
+
+// ------------------------------------------------------------------------------------------------ Lion
+
+Lion::Lion(std::vector<at::Tensor> params, LionOptions options)
+    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
+      options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+Lion::Lion(const NamedParameters& params, LionOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+void Lion::step() {
+  at::NoGradGuard no_grad;
+  const double beta1 = options_.beta1();
+  const double beta2 = options_.beta2();
+  for (auto& group : groups_) {
+    const double decay = decoupled_decay_factor(group, options_.decoupled_weight_decay());
+    for (auto& p : group.params) {
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      at::Tensor& exp_avg = state_for(p, 1)[0];
+      if (!exp_avg.defined()) exp_avg = at::zeros_like(p, at::MemoryFormat::Preserve);
+      if (decay != 1.0) p.mul_(decay);
+      p.add_(exp_avg.lerp(grad, 1 - beta1).sign_(), -group.lr);
+      exp_avg.lerp_(grad, 1 - beta2);
     }
   }
   ++steps_;

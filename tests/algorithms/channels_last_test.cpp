@@ -128,16 +128,16 @@ std::pair<at::Tensor, at::Tensor> twin_parameters(uint64_t seed) {
 
 TEST(ChannelsLast, OptimizersAndClippingGiveTheContiguousValues) {
   // The optimizers' updates are elementwise: bitwise the same values in either layout.
-  for (const std::string kind : {"sgd", "adamw"}) {
+  auto make = [](const std::string& kind, const at::Tensor& p) -> std::unique_ptr<optim::Optimizer> {
+    const std::vector<at::Tensor> params{p};
+    if (kind == "sgd") return std::make_unique<optim::SGD>(params, optim::SGDOptions().lr(0.1).momentum(0.9).nesterov(true).weight_decay(1e-3));
+    if (kind == "adam") return std::make_unique<optim::Adam>(params, optim::AdamOptions().lr(0.01).weight_decay(1e-3).amsgrad(true));
+    if (kind == "adamw") return std::make_unique<optim::AdamW>(params, optim::AdamWOptions().lr(0.01));
+    return std::make_unique<optim::Lion>(params, optim::LionOptions().lr(0.01).weight_decay(0.1));
+  };
+  for (const std::string kind : {"sgd", "adam", "adamw", "lion"}) {
     auto [a, b] = twin_parameters(1);
-    std::unique_ptr<optim::Optimizer> oa, ob;
-    if (kind == "sgd") {
-      oa = std::make_unique<optim::SGD>(std::vector<at::Tensor>{a}, optim::SGDOptions().lr(0.1).momentum(0.9).nesterov(true).weight_decay(1e-3));
-      ob = std::make_unique<optim::SGD>(std::vector<at::Tensor>{b}, optim::SGDOptions().lr(0.1).momentum(0.9).nesterov(true).weight_decay(1e-3));
-    } else {
-      oa = std::make_unique<optim::AdamW>(std::vector<at::Tensor>{a}, optim::AdamWOptions().lr(0.01));
-      ob = std::make_unique<optim::AdamW>(std::vector<at::Tensor>{b}, optim::AdamWOptions().lr(0.01));
-    }
+    std::unique_ptr<optim::Optimizer> oa = make(kind, a), ob = make(kind, b);
     for (int step = 0; step < 3; ++step) {
       oa->step();
       ob->step();

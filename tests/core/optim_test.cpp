@@ -2,16 +2,27 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
 #include <tessera/error.h>
 #include <tessera/optim/optimizer.h>
 
+using tessera::optim::Adam;
+using tessera::optim::AdamOptions;
 using tessera::optim::AdamW;
 using tessera::optim::AdamWOptions;
+using tessera::optim::Lion;
+using tessera::optim::LionOptions;
+using tessera::optim::NamedParameters;
+using tessera::optim::ParamGroupOptions;
 using tessera::optim::SGD;
 using tessera::optim::SGDOptions;
 
@@ -263,6 +274,289 @@ TEST(AdamW, StepCountIsPerParameter) {
   EXPECT_EQ(opt.state_of(b)->at(2).item<int64_t>(), 1);
   expect_values(b, {0.9}, 1e-6);  // a first Adam step moves by lr
   EXPECT_EQ(opt.step_count(), 3);
+}
+
+namespace {
+
+/// Runs `ours` and torch's `reference` side by side for `steps` steps with the same random gradients and asserts the
+/// parameters stay bitwise equal.
+void expect_bitwise_equal_runs(tessera::optim::Optimizer& ours_opt, std::vector<at::Tensor>& ours,
+                               torch::optim::Optimizer& reference, std::vector<at::Tensor>& theirs, int steps,
+                               const std::string& what) {
+  for (int step = 0; step < steps; ++step) {
+    for (size_t i = 0; i < ours.size(); ++i) {
+      at::Tensor g = at::randn(ours[i].sizes());
+      ours[i].mutable_grad() = g.clone();
+      theirs[i].mutable_grad() = g.clone();
+    }
+    ours_opt.step();
+    reference.step();
+    for (size_t i = 0; i < ours.size(); ++i) {
+      ASSERT_TRUE(at::equal(ours[i], theirs[i])) << what << ": step " << step << " tensor " << i;
+    }
+  }
+}
+
+/// Two random parameters and their copies for a reference optimizer.
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> twin_parameters() {
+  at::manual_seed(12);
+  std::vector<at::Tensor> ours = {at::randn({6, 4}).requires_grad_(true), at::randn({5}).requires_grad_(true)};
+  std::vector<at::Tensor> theirs;
+  for (const auto& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
+  return {ours, theirs};
+}
+
+}  // namespace
+
+TEST(Adam, BitwiseEqualToTorchAdam) {
+  for (double wd : {0.0, 0.05}) {
+    for (bool amsgrad : {false, true}) {
+      auto [ours, theirs] = twin_parameters();
+      Adam opt(ours, AdamOptions().lr(0.01).beta1(0.8).beta2(0.95).eps(1e-6).weight_decay(wd).amsgrad(amsgrad));
+      torch::optim::Adam reference(theirs, torch::optim::AdamOptions(0.01)
+                                               .betas({0.8, 0.95})
+                                               .eps(1e-6)
+                                               .weight_decay(wd)
+                                               .amsgrad(amsgrad));
+      expect_bitwise_equal_runs(opt, ours, reference, theirs, 6,
+                                "adam wd " + std::to_string(wd) + " amsgrad " + std::to_string(amsgrad));
+      EXPECT_EQ(opt.state_of(ours[0])->size(), amsgrad ? 4u : 3u);
+    }
+  }
+}
+
+TEST(AdamW, BitwiseEqualToTorchAdamW) {
+  for (double wd : {0.0, 0.1}) {
+    for (bool amsgrad : {false, true}) {
+      auto [ours, theirs] = twin_parameters();
+      AdamW opt(ours, AdamWOptions().lr(0.02).weight_decay(wd).amsgrad(amsgrad));
+      torch::optim::AdamW reference(theirs, torch::optim::AdamWOptions(0.02).weight_decay(wd).amsgrad(amsgrad));
+      expect_bitwise_equal_runs(opt, ours, reference, theirs, 6,
+                                "adamw wd " + std::to_string(wd) + " amsgrad " + std::to_string(amsgrad));
+    }
+  }
+}
+
+TEST(Adam, AmsgradDividesByTheLargestSecondMomentSeen) {
+  // A large gradient then small ones: AMSGrad keeps the large second moment, so its later steps are smaller.
+  at::Tensor plain = param({0.0f}), ams = param({0.0f});
+  Adam a({plain}, AdamOptions().lr(0.1).beta2(0.5));
+  Adam b({ams}, AdamOptions().lr(0.1).beta2(0.5).amsgrad(true));
+  for (float g : {10.0f, 0.1f, 0.1f, 0.1f}) {
+    set_grad(plain, {g});
+    set_grad(ams, {g});
+    a.step();
+    b.step();
+  }
+  EXPECT_GT(b.state_of(ams)->at(3).item<double>(), b.state_of(ams)->at(1).item<double>());
+  EXPECT_GT(ams.item<double>(), plain.item<double>());  // both move down; AMSGrad less
+}
+
+TEST(AdamW, DecoupledWeightDecayFollowsTheScheduleNotTheLr) {
+  // Composer's DecoupledAdamW: p *= 1 - (lr / initial_lr) wd. With a zero gradient the Adam update is 0, so only
+  // the decay moves the parameter.
+  at::Tensor p = param({2.0f}), q = param({2.0f});
+  AdamW composer({p}, AdamWOptions().lr(0.5).weight_decay(0.1).decoupled_weight_decay(true));
+  AdamW torch_like({q}, AdamWOptions().lr(0.5).weight_decay(0.1));
+  composer.set_lr_factor(0.5);
+  torch_like.set_lr_factor(0.5);
+  set_grad(p, {0.0f});
+  set_grad(q, {0.0f});
+  composer.step();
+  torch_like.step();
+  expect_values(p, {2.0 * (1 - 0.5 * 0.1)});
+  expect_values(q, {2.0 * (1 - 0.25 * 0.1)});
+}
+
+TEST(Lion, StepsMatchTheFormulas) {
+  for (bool decoupled : {false, true}) {
+    const LionOptions o = LionOptions().lr(0.01).beta1(0.8).beta2(0.95).weight_decay(0.3).decoupled_weight_decay(decoupled);
+    at::Tensor p = param({1.0f, -0.5f, 0.25f});
+    Lion opt({p}, o);
+    opt.set_lr_factor(0.5);
+    const std::vector<std::vector<double>> grads = {{0.3, -2.0, 0.0}, {-0.1, 1.0, 0.0}, {-0.5, 0.5, 0.2}};
+    std::vector<double> ref = {1.0, -0.5, 0.25}, m(3, 0.0);
+    for (const auto& g : grads) {
+      set_grad(p, {static_cast<float>(g[0]), static_cast<float>(g[1]), static_cast<float>(g[2])});
+      opt.step();
+      const double lr = 0.005;
+      for (size_t i = 0; i < 3; ++i) {
+        ref[i] *= 1 - (decoupled ? 0.5 : lr) * 0.3;
+        const double c = 0.8 * m[i] + 0.2 * g[i];
+        ref[i] -= lr * (c > 0 ? 1.0 : c < 0 ? -1.0 : 0.0);
+        m[i] = 0.95 * m[i] + 0.05 * g[i];
+      }
+    }
+    expect_values(p, ref, 1e-6);
+    expect_values(opt.state_of(p)->at(0), m, 1e-6);
+  }
+  EXPECT_EQ(Lion(std::vector<at::Tensor>{param({1})}, LionOptions()).name(), "lion");
+}
+
+TEST(Lion, EveryCoordinateMovesByTheLrOrNotAtAll) {
+  at::manual_seed(3);
+  at::Tensor p = at::randn({50}).requires_grad_(true);
+  Lion opt({p}, LionOptions().lr(0.01));
+  const at::Tensor before = p.detach().clone();
+  p.mutable_grad() = at::randn({50});
+  p.mutable_grad()[7] = 0;
+  opt.step();
+  const at::Tensor moved = (p.detach() - before).abs();
+  EXPECT_NEAR(moved[7].item<double>(), 0.0, 0.0);
+  moved[7] = 0.01;
+  EXPECT_TRUE(at::allclose(moved, at::full({50}, 0.01), 0, 1e-6));
+}
+
+TEST(Adam, RejectsInvalidOptions) {
+  at::Tensor p = param({1});
+  EXPECT_THROW(Adam({p}, AdamOptions().beta1(1.0)), tessera::InputError);
+  EXPECT_THROW(AdamW({p}, AdamWOptions().eps(0)), tessera::InputError);
+  EXPECT_THROW(Lion({p}, LionOptions().beta2(-0.1)), tessera::InputError);
+}
+
+// ------------------------------------------------------------------------------------------------ parameter groups
+
+namespace {
+
+NamedParameters named(const std::vector<std::pair<std::string, at::Tensor>>& items) {
+  NamedParameters out;
+  for (const auto& [name, p] : items) out.insert(name, p);
+  return out;
+}
+
+std::vector<std::string> group_names(const tessera::optim::Optimizer& opt, const NamedParameters& params, size_t g) {
+  std::vector<std::string> out;
+  for (const auto& p : opt.param_groups().at(g).params) {
+    for (const auto& item : params) {
+      if (item.value().unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) out.push_back(item.key());
+    }
+  }
+  return out;
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const tessera::InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(GlobMatch, WildcardsMatchWholeNames) {
+  using tessera::optim::glob_match;
+  EXPECT_TRUE(glob_match("*.bias", "layer1.0.conv.bias"));
+  EXPECT_FALSE(glob_match("*.bias", "layer1.0.conv.bias_extra"));
+  EXPECT_TRUE(glob_match("fc.*", "fc.weight"));
+  EXPECT_FALSE(glob_match("fc.*", "x.fc.weight"));
+  EXPECT_TRUE(glob_match("*norm*", "blocks.3.norm1.weight"));
+  EXPECT_TRUE(glob_match("layer?.*", "layer4.1.bn2.weight"));
+  EXPECT_FALSE(glob_match("layer?.*", "layer12.weight"));
+  EXPECT_TRUE(glob_match("fc.weight", "fc.weight"));
+  EXPECT_FALSE(glob_match("fc.weight", "fc.weigh"));
+  EXPECT_TRUE(glob_match("*", ""));
+  EXPECT_TRUE(glob_match("**a*b*", "xxaxxbxx"));
+  EXPECT_FALSE(glob_match("*a*b", "xxbxxa"));
+  EXPECT_TRUE(glob_match("a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaab"));
+  EXPECT_FALSE(glob_match("a*a*a*a*b", std::string(40, 'a')));
+}
+
+TEST(ParamGroups, EachParameterJoinsTheFirstEntryThatSelectsIt) {
+  const NamedParameters params = named({{"conv.weight", at::randn({4, 3, 3, 3})},
+                                        {"conv.bias", at::randn({4})},
+                                        {"bn.weight", at::randn({4})},
+                                        {"fc.weight", at::randn({10, 4})},
+                                        {"fc.bias", at::randn({10})}});
+  AdamW opt(params, AdamWOptions().lr(1e-3).weight_decay(0.1).groups(
+                        {ParamGroupOptions().names({"fc.*"}).lr(1e-2), ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  ASSERT_EQ(opt.param_groups().size(), 3u);
+  EXPECT_EQ(group_names(opt, params, 0), std::vector<std::string>({"conv.weight"}));
+  EXPECT_EQ(group_names(opt, params, 1), std::vector<std::string>({"fc.weight", "fc.bias"}));
+  EXPECT_EQ(group_names(opt, params, 2), std::vector<std::string>({"conv.bias", "bn.weight"}));
+  const auto& g = opt.param_groups();
+  EXPECT_DOUBLE_EQ(g[0].initial_lr, 1e-3);
+  EXPECT_DOUBLE_EQ(g[0].weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(g[1].initial_lr, 1e-2);   // its own lr
+  EXPECT_DOUBLE_EQ(g[1].weight_decay, 0.1);  // the optimizer's decay
+  EXPECT_DOUBLE_EQ(g[2].initial_lr, 1e-3);
+  EXPECT_DOUBLE_EQ(g[2].weight_decay, 0.0);
+  opt.set_lr_factor(0.5);  // schedulers scale every group's own lr
+  EXPECT_DOUBLE_EQ(opt.param_groups()[1].lr, 5e-3);
+  EXPECT_DOUBLE_EQ(opt.param_groups()[0].lr, 5e-4);
+}
+
+TEST(ParamGroups, AGroupTrainsWithItsOwnSettings) {
+  // SGD with L2 decay: a parameter in a group without decay moves exactly as under an optimizer without decay,
+  // and one in a group with its own lr as under an optimizer with that lr.
+  at::Tensor a = param({1.0f, 2.0f}), b = param({3.0f}), c = param({-1.0f, 1.0f});
+  SGD opt(named({{"w", a}, {"b", b}, {"head.w", c}}),
+          SGDOptions().lr(0.1).momentum(0.5).weight_decay(0.2).groups(
+              {ParamGroupOptions().names({"b"}).weight_decay(0), ParamGroupOptions().names({"head.*"}).lr(0.3)}));
+  at::Tensor a2 = param({1.0f, 2.0f}), b2 = param({3.0f}), c2 = param({-1.0f, 1.0f});
+  SGD base({a2}, SGDOptions().lr(0.1).momentum(0.5).weight_decay(0.2));
+  SGD no_decay({b2}, SGDOptions().lr(0.1).momentum(0.5).weight_decay(0));
+  SGD fast({c2}, SGDOptions().lr(0.3).momentum(0.5).weight_decay(0.2));
+  for (int s = 0; s < 3; ++s) {
+    for (auto* t : {&a, &a2, &c, &c2}) set_grad(*t, {0.5f, -0.25f});
+    set_grad(b, {1.0f});
+    set_grad(b2, {1.0f});
+    opt.step();
+    base.step();
+    no_decay.step();
+    fast.step();
+  }
+  EXPECT_TRUE(at::equal(a, a2));
+  EXPECT_TRUE(at::equal(b, b2));
+  EXPECT_TRUE(at::equal(c, c2));
+}
+
+TEST(ParamGroups, SurgeryAddsParametersToTheGroupThatSelectsThem) {
+  // An entry may select only parameters that surgery adds later (squeeze_excite's gates): empty until then.
+  NamedParameters params = named({{"conv.weight", param({1, 2})}, {"fc.weight", param({3})}});
+  SGD opt(params, SGDOptions().groups({ParamGroupOptions().names({"*se.*"}).lr(1.0)}));
+  EXPECT_TRUE(opt.param_groups()[1].params.empty());
+  EXPECT_THROW(opt.check_groups(params), tessera::InputError);
+  at::Tensor gate = param({5}), other = param({6});
+  opt.add_parameter("block.se.fc1.weight", gate);
+  opt.add_parameter("block.extra", other);
+  params.insert("block.se.fc1.weight", gate);
+  params.insert("block.extra", other);
+  ASSERT_EQ(opt.param_groups()[1].params.size(), 1u);
+  EXPECT_TRUE(opt.param_groups()[1].params[0].is_same(gate));
+  EXPECT_TRUE(opt.param_groups()[0].params.back().is_same(other));
+  EXPECT_NO_THROW(opt.check_groups(params));
+}
+
+TEST(ParamGroups, RefusesGroupsThatCannotMeanWhatTheySay) {
+  const NamedParameters params = named({{"conv.weight", at::ones({2, 2})}, {"fc.bias", param({3})}});
+  auto make = [&](std::vector<ParamGroupOptions> groups) {
+    return [&params, groups] { SGD(params, SGDOptions().groups(groups)).check_groups(params); };
+  };
+  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"*.bais"}).weight_decay(0)})),
+              ::testing::HasSubstr("optimizer.sgd.groups[0] (names [*.bais]) selects none of the model's 2 parameters; "
+                                   "the parameters are named like conv.weight, fc.bias"));
+  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"}).lr(1), ParamGroupOptions().max_dims(1).lr(2)})),
+              ::testing::HasSubstr("optimizer.sgd.groups[1] (max_dims 1) selects none of the model's 2 parameters (every "
+                                   "one it matches is taken by an earlier entry"));
+  EXPECT_THAT(message_of(make({ParamGroupOptions().lr(1)})),
+              ::testing::HasSubstr("optimizer.groups[0]: selects every parameter (neither names nor max_dims given)"));
+  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"})})),
+              ::testing::HasSubstr("optimizer.groups[0]: sets neither lr nor weight_decay, so the parameters it selects "
+                                   "(names [fc.*]) would train exactly as the others"));
+  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"}).weight_decay(-0.5)})),
+              ::testing::HasSubstr("optimizer.groups[0].weight_decay: -0.5 is neither -1 (the optimizer's) nor >= 0"));
+  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"}).lr(-1)})),
+              ::testing::HasSubstr("optimizer.groups[0].lr"));
+  EXPECT_THAT(message_of([] {
+                SGD(std::vector<at::Tensor>{param({1})}, SGDOptions().groups({ParamGroupOptions().names({"x"}).lr(1)}));
+              }),
+              ::testing::HasSubstr("build the optimizer from model->named_parameters()"));
+  // Without names, groups by shape work.
+  at::Tensor w = at::randn({2, 2}).requires_grad_(true), b = param({1});
+  SGD by_shape({w, b}, SGDOptions().groups({ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  EXPECT_TRUE(by_shape.param_groups()[1].params.at(0).is_same(b));
 }
 
 // ------------------------------------------------------------------------------------------------ groups

@@ -1,4 +1,5 @@
 // Recipes: parsing, overrides, read_options, and building runs through the registry.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <ATen/Context.h>
 #include <tessera/callbacks/metric_writers.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -77,7 +79,7 @@ std::vector<BadRecipe> bad_recipes() {
        {},
        {"<string>:10:18: optimizer.sgd.momentom: unknown key \"momentom\" in optimizer.sgd; did you mean "
         "\"momentum\"?",
-        "(known keys: lr, momentum, dampening, nesterov, weight_decay, decoupled_weight_decay)"}},
+        "(known keys: lr, momentum, dampening, nesterov, weight_decay, decoupled_weight_decay, groups)"}},
       {"negative_lr",
        edit("lr: 0.1", "lr: -0.1"),
        {},
@@ -131,7 +133,16 @@ std::vector<BadRecipe> bad_recipes() {
       {"list_for_optimizer",
        edit("  sgd: {lr: 0.1, momentum: 0.9}", "  - sgd"),
        {},
-       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adamw, sgd"}},
+       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adam, adamw, lion, sgd"}},
+      {"optimizer_group_that_sets_nothing",
+       edit("momentum: 0.9}", "momentum: 0.9, groups: [{names: [\"fc*\"]}]}"),
+       {},
+       {"<string>:10:42: optimizer.sgd.groups[0]: sets neither lr nor weight_decay, so the parameters it selects "
+        "(names [fc*]) would train exactly as the others"}},
+      {"optimizer_group_misspelled_key",
+       edit("momentum: 0.9}", "momentum: 0.9, groups: [{name: [\"fc*\"], lr: 1}]}"),
+       {},
+       {"<string>:10:43: optimizer.sgd.groups[0].name: unknown key \"name\"", "did you mean \"names\"?"}},
       {"bool_expected",
        edit("workers: 0}", "workers: 0, shuffle: maybe}"),
        {},
@@ -483,6 +494,42 @@ TEST(RecipeTest, OverridesReplaceAndCreate) {
   EXPECT_EQ(run.components.schedulers[0]->name(), "cosine");
 }
 
+TEST(RecipeTest, OptimizerGroupsSelectParametersByNameAndShape) {
+  const Recipe r = Recipe::parse(
+      edit("sgd: {lr: 0.1, momentum: 0.9}",
+           "adamw: {lr: 0.01, weight_decay: 0.1, groups: [{names: [\"head.*\"], lr: 0.1}, {max_dims: 1, weight_decay: 0}]}"),
+      "groups.yaml");
+  tessera::Run run = build_run(r);
+  const auto& groups = run.components.optimizer->param_groups();
+  ASSERT_EQ(groups.size(), 3u);
+  std::map<const void*, std::string> name_of;
+  for (const auto& item : run.components.model->named_parameters()) name_of[item.value().unsafeGetTensorImpl()] = item.key();
+  auto names = [&](size_t g) {
+    std::vector<std::string> out;
+    for (const auto& p : groups[g].params) out.push_back(name_of.at(p.unsafeGetTensorImpl()));
+    return out;
+  };
+  EXPECT_EQ(names(0), std::vector<std::string>({"fc1.weight"}));
+  EXPECT_EQ(names(1), std::vector<std::string>({"head.weight", "head.bias"}));
+  EXPECT_EQ(names(2), std::vector<std::string>({"fc1.bias"}));
+  EXPECT_DOUBLE_EQ(groups[1].initial_lr, 0.1);
+  EXPECT_DOUBLE_EQ(groups[1].weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(groups[2].initial_lr, 0.01);
+  EXPECT_DOUBLE_EQ(groups[2].weight_decay, 0.0);
+
+  // An entry that selects nothing is refused before step 1 (after Init: it may select what surgery adds).
+  try {
+    make_trainer(Recipe::parse(edit("momentum: 0.9}", "momentum: 0.9, groups: [{names: [\"*.bais\"], weight_decay: 0}]}"),
+                               "typo.yaml", {"run_dir=\"\""}));
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(std::string(e.what()),
+                ::testing::HasSubstr("optimizer.sgd.groups[0] (names [*.bais]) selects none of the model's 4 "
+                                     "parameters; the parameters are named like fc1.weight, fc1.bias, head.weight, "
+                                     "head.bias"));
+  }
+}
+
 TEST(RecipeTest, OverridesCreateMissingSections) {
   // kBase has no checkpoint section: the command line must work as given.
   const Recipe r = Recipe::parse(kBase, "base.yaml",
@@ -708,7 +755,7 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text", "text_classification"}));
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
-  EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adamw", "sgd"}));
+  EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adam", "adamw", "lion", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
                                       "onecycle", "polynomial", "step"}));

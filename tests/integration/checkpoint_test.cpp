@@ -72,7 +72,7 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 struct RunSpec {
   std::string name;
   std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images), gpt (text)
-  std::string optimizer = "sgd";  ///< sgd (momentum 0.9) or adamw
+  std::string optimizer = "sgd";  ///< sgd (momentum 0.9), adamw, or with parameter groups adam_groups, lion_groups, sgd_groups
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
   int64_t oom_above = -1;
@@ -239,8 +239,23 @@ Components components(const RunSpec& s) {
     }
   }
   c.train_dataloader = testing::loader(train, s.batch_size);
+  using optim::ParamGroupOptions;
   if (s.optimizer == "adamw") {
     c.optimizer = std::make_shared<optim::AdamW>(c.model->parameters(), optim::AdamWOptions().lr(0.01));
+  } else if (s.optimizer == "adam_groups") {  // AMSGrad; no decay on biases, a faster last layer
+    c.optimizer = std::make_shared<optim::Adam>(
+        c.model->named_parameters(),
+        optim::AdamOptions().lr(0.01).weight_decay(0.01).amsgrad(true).groups(
+            {ParamGroupOptions().names({"*head.*"}).lr(0.03), ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  } else if (s.optimizer == "lion_groups") {  // squeeze_excite's gates, added at Init, in a group of their own
+    c.optimizer = std::make_shared<optim::Lion>(
+        c.model->named_parameters(),
+        optim::LionOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true).groups(
+            {ParamGroupOptions().names({"*.se.*"}).lr(0.01), ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  } else if (s.optimizer == "sgd_groups") {
+    c.optimizer = std::make_shared<optim::SGD>(
+        c.model->named_parameters(),
+        optim::SGDOptions().lr(0.1).momentum(0.9).groups({ParamGroupOptions().max_dims(1).weight_decay(0.01)}));
   } else {
     c.optimizer =
         std::make_shared<optim::SGD>(c.model->parameters(), optim::SGDOptions().lr(0.1).momentum(0.9));
@@ -761,6 +776,20 @@ std::vector<RunSpec> resume_specs() {
   adamw.model = "mlp_dropout";
   adamw.optimizer = "adamw";
   specs.push_back(adamw);
+
+  RunSpec adam_groups;  // per-group lr and weight decay under a schedule, AMSGrad's extra moment
+  adam_groups.name = "adam_amsgrad_groups_schedule";
+  adam_groups.model = "mlp_dropout";
+  adam_groups.optimizer = "adam_groups";
+  adam_groups.scheduler = true;
+  specs.push_back(adam_groups);
+
+  RunSpec lion_groups;  // parameters added by surgery join the group that selects them, on resume too
+  lion_groups.name = "lion_groups_squeeze_excite_layer_freezing";
+  lion_groups.model = "cnn";
+  lion_groups.optimizer = "lion_groups";
+  lion_groups.algorithms = {"squeeze_excite", "layer_freezing"};
+  specs.push_back(lion_groups);
 
   RunSpec accumulation;
   accumulation.name = "gradient_accumulation";
@@ -1420,6 +1449,11 @@ TEST_F(CheckpointMismatch, SeedBatchSizeDataSizeAlgorithmsAndOptimizerMustMatch)
   other_optimizer.optimizer = "adamw";
   msg = mismatch_message([&] { make_run(other_optimizer, CheckpointOptions().load_path(path)); });
   EXPECT_THAT(msg, HasSubstr("was taken with optimizer sgd, this run uses adamw"));
+
+  RunSpec other_groups = tiny_spec();
+  other_groups.optimizer = "sgd_groups";
+  msg = mismatch_message([&] { make_run(other_groups, CheckpointOptions().load_path(path)); });
+  EXPECT_THAT(msg, HasSubstr("was taken with 1 optimizer parameter groups, this run has 2"));
 
   RunSpec other_shape = tiny_spec();
   other_shape.model = "tiny_wide";

@@ -1,5 +1,6 @@
 #pragma once
-/// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay) and AdamW.
+/// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad) and Lion,
+/// with parameter groups chosen by name or shape (no weight decay on biases and norms, a head with its own lr).
 ///
 /// Tessera has its own small optimizer classes rather than torch::optim's so that parameter groups can be
 /// edited by algorithms (surgery replaces parameters, layer freezing removes them together with their
@@ -12,16 +13,53 @@
 #include <vector>
 
 #include <ATen/Tensor.h>
+#include <torch/ordered_dict.h>
 
 #include <tessera/options.h>
 
 namespace tessera::optim {
 
-/// A set of parameters sharing a learning rate.
+/// The model's parameters by dotted name, as Model::named_parameters() gives them.
+using NamedParameters = torch::OrderedDict<std::string, at::Tensor>;
+
+/// One entry of an optimizer's `groups`: which parameters it takes and what it sets for them. A parameter joins
+/// the first entry that selects it; the ones no entry selects stay in group 0, which has the optimizer's own lr
+/// and weight decay. Entry i is group i + 1.
+///
+///     adamw: {lr: 1.0e-3, weight_decay: 0.1, groups: [{max_dims: 1, weight_decay: 0}]}   # no decay on biases, norms
+///     sgd: {lr: 0.01, groups: [{names: ["fc.*"], lr: 0.1}]}                              # the head learns faster
+struct ParamGroupOptions {
+  /// Parameter names to select, as dotted paths ("layer1.0.conv1.weight"); `*` matches any run of characters,
+  /// dots included, and `?` one character. Empty: any name.
+  TESSERA_OPTION(std::vector<std::string>, names) = {};
+  /// Select only parameters of at most this many dimensions (1: biases and normalisation weights); -1: any.
+  TESSERA_OPTION(int64_t, max_dims) = -1;
+  /// The group's learning rate (schedulers scale it as they scale the optimizer's); 0: the optimizer's.
+  TESSERA_OPTION(double, lr) = 0.0;
+  /// The group's weight decay (applied as the optimizer applies its own); -1: the optimizer's.
+  TESSERA_OPTION(double, weight_decay) = -1.0;
+  template <class V>
+  void visit(V& v) {
+    v("names", names_, "parameter names to select (* and ? wildcards); empty: any", Any{});
+    v("max_dims", max_dims_, "select parameters of at most this many dimensions; -1: any", Range::at_least(-1));
+    v("lr", lr_, "the group's learning rate; 0: the optimizer's", Range::at_least(0));
+    v("weight_decay", weight_decay_, "the group's weight decay; -1: the optimizer's", Range::at_least(-1));
+  }
+  /// Whether the entry takes the parameter called `name`.
+  bool selects(const std::string& name, const at::Tensor& param) const;
+};
+
+/// True when `name` matches the glob `pattern` as a whole (`*`: any run of characters, `?`: one character).
+bool glob_match(const std::string& pattern, const std::string& name);
+
+/// A set of parameters sharing a learning rate and a weight decay.
 struct ParamGroup {
   std::vector<at::Tensor> params;
-  double initial_lr = 0.0;  ///< the lr given by the options; schedulers scale it
-  double lr = 0.0;          ///< the lr used by the next step
+  double initial_lr = 0.0;    ///< the lr given by the options; schedulers scale it
+  double lr = 0.0;            ///< the lr used by the next step
+  double weight_decay = 0.0;  ///< the group's weight decay
+  /// What put parameters in this group (group 0: nothing, it takes the rest); add_parameter reads it.
+  ParamGroupOptions selector;
 };
 
 /// Base of the optimizers: parameter groups, per-parameter state, and the edits algorithms make to them.
@@ -30,7 +68,7 @@ class Optimizer {
   virtual ~Optimizer() = default;
   /// One update from the current gradients (parameters without a gradient are skipped).
   virtual void step() = 0;
-  /// Name in recipes: "sgd", "adamw".
+  /// Name in recipes: "sgd", "adam", "adamw", "lion".
   virtual std::string name() const = 0;
 
   /// Clears gradients (to undefined tensors when `set_to_none`).
@@ -43,10 +81,17 @@ class Optimizer {
   /// Removes parameters from every group and drops their state (layer freezing).
   void remove_parameters(const std::vector<at::Tensor>& params);
   /// Replaces `old_param` by `new_param` in its group (its state is dropped), or appends `new_param` to
-  /// the first group when `old_param` is undefined (model surgery).
+  /// the first group when `old_param` is undefined.
   void replace_parameter(const at::Tensor& old_param, const at::Tensor& new_param);
+  /// Adds a parameter new to the model (model surgery) to the group whose selector takes `name` first, else
+  /// to group 0, as if it had been there when the optimizer was built.
+  void add_parameter(const std::string& name, const at::Tensor& param);
   /// True when `param` is in some group.
   bool contains(const at::Tensor& param) const;
+  /// InputError for a group entry that holds no parameter: its names or max_dims select none of `params`, or only
+  /// ones an earlier entry took. The Trainer checks after Init, so that an entry may select parameters the
+  /// algorithms' surgery adds ("*.se.*": squeeze_excite's gates).
+  void check_groups(const NamedParameters& params) const;
 
   /// Per-parameter state tensors (momentum buffer, Adam moments...), keyed by parameter identity.
   std::vector<at::Tensor>* state_of(const at::Tensor& param);
@@ -57,13 +102,26 @@ class Optimizer {
   void set_step_count(int64_t steps) noexcept { steps_ = steps; }
 
  protected:
-  explicit Optimizer(std::vector<at::Tensor> params, double lr);
+  /// One group of `params` with the optimizer's lr and weight decay; `groups` must be empty (selecting by name
+  /// needs the names: the NamedParameters constructor).
+  Optimizer(std::vector<at::Tensor> params, double lr, double weight_decay,
+            const std::vector<ParamGroupOptions>& groups);
+  /// Group 0 with the optimizer's lr and weight decay, then one group per entry of `groups`; each parameter goes to
+  /// the first entry that selects it, else to group 0. InputError for an entry that selects everything or sets
+  /// nothing (an entry that selects no parameter yet is checked by check_groups).
+  Optimizer(const NamedParameters& params, double lr, double weight_decay,
+            const std::vector<ParamGroupOptions>& groups);
   std::vector<at::Tensor>& state_for(const at::Tensor& param, size_t slots);
 
   std::vector<ParamGroup> groups_;
   std::unordered_map<const void*, std::vector<at::Tensor>> state_;
   int64_t steps_ = 0;
 };
+
+/// How much a decoupled weight decay keeps of a parameter this step: 1 - lr * wd (PyTorch's AdamW, the Lion paper),
+/// or with `lr_ratio` 1 - (lr / initial_lr) * wd, the decay following the schedule but not the lr's size
+/// (Composer's DecoupledSGDW and DecoupledAdamW).
+double decoupled_decay_factor(const ParamGroup& group, bool lr_ratio);
 
 struct SGDOptions {
   TESSERA_OPTION(double, lr) = 0.1;
@@ -74,6 +132,7 @@ struct SGDOptions {
   /// Decoupled (SGDW): p <- p * (1 - (lr/initial_lr) * weight_decay) before the update, instead of adding
   /// weight_decay * p to the gradient.
   TESSERA_OPTION(bool, decoupled_weight_decay) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
   template <class V>
   void visit(V& v) {
     v("lr", lr_, "learning rate", Range::positive());
@@ -82,22 +141,63 @@ struct SGDOptions {
     v("nesterov", nesterov_, "Nesterov momentum", Any{});
     v("weight_decay", weight_decay_, "weight decay", Range::at_least(0));
     v("decoupled_weight_decay", decoupled_weight_decay_, "decoupled weight decay (SGDW)", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
   }
 };
 
 /// SGD with PyTorch's semantics (bitwise equal to torch::optim::SGD for L2 decay): d = g + wd p;
 /// buf = d on the first step, else momentum buf + (1 - dampening) d; d = d + momentum buf (Nesterov) or buf;
-/// p -= lr d. With decoupled_weight_decay, d = g and p *= 1 - (lr / initial_lr) wd before the update.
-/// State of a parameter (with momentum): {momentum_buffer}. Nesterov needs momentum > 0 and dampening 0.
+/// p -= lr d. With decoupled_weight_decay, d = g and p *= 1 - (lr / initial_lr) wd before the update
+/// (Composer's DecoupledSGDW). State of a parameter (with momentum): {momentum_buffer}. Nesterov needs
+/// momentum > 0 and dampening 0.
 class SGD : public Optimizer {
  public:
   SGD(std::vector<at::Tensor> params, SGDOptions options);
+  SGD(const NamedParameters& params, SGDOptions options);
   void step() override;
   std::string name() const override { return "sgd"; }
   const SGDOptions& options() const noexcept { return options_; }
 
  private:
+  void check() const;
   SGDOptions options_;
+};
+
+struct AdamOptions {
+  TESSERA_OPTION(double, lr) = 1e-3;
+  TESSERA_OPTION(double, beta1) = 0.9;
+  TESSERA_OPTION(double, beta2) = 0.999;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(bool, amsgrad) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("beta1", beta1_, "first-moment decay", Range::closed_open(0, 1));
+    v("beta2", beta2_, "second-moment decay", Range::closed_open(0, 1));
+    v("eps", eps_, "denominator epsilon", Range::positive());
+    v("weight_decay", weight_decay_, "L2 weight decay (added to the gradient)", Range::at_least(0));
+    v("amsgrad", amsgrad_, "AMSGrad: divide by the largest second moment seen", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Adam with PyTorch's semantics (bitwise equal to torch::optim::Adam): g = g + wd p (L2); m = b1 m + (1-b1) g;
+/// v = b2 v + (1-b2) g^2; with amsgrad vmax = max(vmax, v) takes v's place below;
+/// p -= lr / (1 - b1^k) * m / (sqrt(v) / sqrt(1 - b2^k) + eps).
+/// The step count k is per parameter (a parameter added by surgery starts at k = 1). State of a parameter:
+/// {exp_avg, exp_avg_sq, step (an int64 scalar on the CPU)}, plus max_exp_avg_sq with amsgrad.
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<at::Tensor> params, AdamOptions options);
+  Adam(const NamedParameters& params, AdamOptions options);
+  void step() override;
+  std::string name() const override { return "adam"; }
+  const AdamOptions& options() const noexcept { return options_; }
+
+ private:
+  AdamOptions options_;
 };
 
 struct AdamWOptions {
@@ -106,6 +206,11 @@ struct AdamWOptions {
   TESSERA_OPTION(double, beta2) = 0.999;
   TESSERA_OPTION(double, eps) = 1e-8;
   TESSERA_OPTION(double, weight_decay) = 1e-2;
+  TESSERA_OPTION(bool, amsgrad) = false;
+  /// p <- p * (1 - (lr/initial_lr) * weight_decay) instead of p * (1 - lr * weight_decay): Composer's DecoupledAdamW,
+  /// whose weight decay is not multiplied by the lr (give it ~1000x smaller: Composer's default is 1e-5).
+  TESSERA_OPTION(bool, decoupled_weight_decay) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
   template <class V>
   void visit(V& v) {
     v("lr", lr_, "learning rate", Range::positive());
@@ -113,22 +218,61 @@ struct AdamWOptions {
     v("beta2", beta2_, "second-moment decay", Range::closed_open(0, 1));
     v("eps", eps_, "denominator epsilon", Range::positive());
     v("weight_decay", weight_decay_, "decoupled weight decay", Range::at_least(0));
+    v("amsgrad", amsgrad_, "AMSGrad: divide by the largest second moment seen", Any{});
+    v("decoupled_weight_decay", decoupled_weight_decay_,
+      "decay by (lr/initial_lr) * weight_decay, not lr * weight_decay (Composer's DecoupledAdamW)", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
   }
 };
 
-/// AdamW with PyTorch's semantics: p *= 1 - lr * weight_decay; m = b1 m + (1-b1) g;
-/// v = b2 v + (1-b2) g^2; p -= lr / (1 - b1^k) * m / (sqrt(v) / sqrt(1 - b2^k) + eps).
-/// The step count k is per parameter (a parameter added by surgery starts at k = 1). State of a parameter:
-/// {exp_avg, exp_avg_sq, step (an int64 scalar on the CPU)}.
+/// AdamW with PyTorch's semantics (bitwise equal to torch::optim::AdamW): p *= 1 - lr * weight_decay, then Adam's
+/// update without L2 (above). With decoupled_weight_decay, p *= 1 - (lr / initial_lr) * weight_decay instead
+/// (Composer's DecoupledAdamW). State as Adam's.
 class AdamW : public Optimizer {
  public:
   AdamW(std::vector<at::Tensor> params, AdamWOptions options);
+  AdamW(const NamedParameters& params, AdamWOptions options);
   void step() override;
   std::string name() const override { return "adamw"; }
   const AdamWOptions& options() const noexcept { return options_; }
 
  private:
   AdamWOptions options_;
+};
+
+struct LionOptions {
+  TESSERA_OPTION(double, lr) = 1e-4;
+  TESSERA_OPTION(double, beta1) = 0.9;
+  TESSERA_OPTION(double, beta2) = 0.99;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  /// p <- p * (1 - (lr/initial_lr) * weight_decay) instead of p * (1 - lr * weight_decay) (as DecoupledAdamW).
+  TESSERA_OPTION(bool, decoupled_weight_decay) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate (3-10x smaller than AdamW's)", Range::positive());
+    v("beta1", beta1_, "interpolation of momentum and gradient for the update's sign", Range::closed_open(0, 1));
+    v("beta2", beta2_, "momentum decay", Range::closed_open(0, 1));
+    v("weight_decay", weight_decay_, "decoupled weight decay (3-10x larger than AdamW's)", Range::at_least(0));
+    v("decoupled_weight_decay", decoupled_weight_decay_,
+      "decay by (lr/initial_lr) * weight_decay, not lr * weight_decay", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): p *= 1 - lr * wd;
+/// p -= lr * sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g. Every coordinate moves by exactly lr (or 0), so its lr
+/// is smaller than AdamW's and its weight decay larger. State of a parameter: {exp_avg}.
+class Lion : public Optimizer {
+ public:
+  Lion(std::vector<at::Tensor> params, LionOptions options);
+  Lion(const NamedParameters& params, LionOptions options);
+  void step() override;
+  std::string name() const override { return "lion"; }
+  const LionOptions& options() const noexcept { return options_; }
+
+ private:
+  LionOptions options_;
 };
 
 }  // namespace tessera::optim

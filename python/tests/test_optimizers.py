@@ -1,0 +1,129 @@
+"""Optimizers from Python: Tessera's own by recipe entry (adam, lion, parameter groups by name or shape), and a
+torch.optim optimizer translated into the Tessera optimizer with the same updates, groups included."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+from tessera._optimizers import from_torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g)
+    return torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+
+
+def plain_loop(model, optimizer, steps):
+    """The same training in a plain PyTorch loop (batches of 16 in order)."""
+    loader = torch.utils.data.DataLoader(data(), batch_size=16)
+    done = 0
+    while done < steps:
+        for x, y in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    return model
+
+
+def tessera_run(model, optimizer, steps, tmp_path):
+    trainer = tessera.Trainer(model=model, train_dataloader=torch.utils.data.DataLoader(data(), batch_size=16),
+                              optimizer=optimizer, max_duration=f"{steps}ba", threads=1, seed=0,
+                              run_dir=str(tmp_path))
+    trainer.fit()
+    return trainer
+
+
+def no_decay_groups(model, make, **kw):
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    rest = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    return make([{"params": decay}, {"params": rest, "weight_decay": 0.0}], **kw)
+
+
+CASES = {
+    "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam_amsgrad": lambda m: torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.8, 0.99), weight_decay=0.01,
+                                               amsgrad=True),
+    "adamw_groups": lambda m: no_decay_groups(m, torch.optim.AdamW, lr=0.01, weight_decay=0.1),
+    "sgd_head_lr": lambda m: torch.optim.SGD([{"params": m.body.parameters()},
+                                              {"params": m.head.parameters(), "lr": 0.3}], lr=0.1, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_torch_optimizer_trains_as_it_does_in_a_plain_loop(case, tmp_path):
+    plain = Net()
+    plain_loop(plain, CASES[case](plain), 8)
+    model = Net()
+    trainer = tessera_run(model, CASES[case](model), 8, tmp_path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (case, name, (a - b).abs().max().item())
+    assert not torch.equal(model.head.weight, Net().head.weight)  # it trained
+    groups = trainer.state.optimizer.param_groups
+    assert len(groups) == {"adamw_groups": 2, "sgd_head_lr": 2}.get(case, 1)
+
+
+def test_the_translation_names_the_groups_parameters():
+    model = Net()
+    entry = from_torch(CASES["adamw_groups"](model), model)
+    assert entry == {"adamw": {"lr": 0.01, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                               "amsgrad": False,
+                               "groups": [{"names": ["body.0.bias", "body.1.weight", "body.1.bias", "head.bias"],
+                                           "weight_decay": 0.0}]}}
+    # A group with group 0's settings needs no entry; its parameters join group 0.
+    same = torch.optim.SGD([{"params": model.body.parameters()}, {"params": model.head.parameters()}], lr=0.1)
+    assert from_torch(same, model) == {"sgd": {"lr": 0.1, "weight_decay": 0.0, "momentum": 0.0, "dampening": 0.0,
+                                               "nesterov": False}}
+
+
+def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
+    model = Net()
+    with pytest.raises(tessera.InputError, match="no equivalent of torch.optim.rmsprop.RMSprop"):
+        from_torch(torch.optim.RMSprop(model.parameters()), model)
+    with pytest.raises(tessera.InputError, match="maximize=True"):
+        from_torch(torch.optim.SGD(model.parameters(), lr=0.1, maximize=True), model)
+    stepped = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 8)).sum().backward()
+    stepped.step()
+    with pytest.raises(tessera.InputError, match="already taken steps"):
+        from_torch(stepped, model)
+    with pytest.raises(tessera.InputError, match=r"3 trainable parameters of the model are in none of the SGD's "
+                                                 r"groups \(head.weight, head.bias, body.1.weight|trainable parameters"):
+        from_torch(torch.optim.SGD(model.body[0].parameters(), lr=0.1), model)
+    with pytest.raises(tessera.InputError, match="not a parameter of the model"):
+        from_torch(torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1), model)
+    with pytest.raises(tessera.InputError, match="group 1 has momentum=0.5 and group 0 0.9"):
+        from_torch(torch.optim.SGD([{"params": model.body.parameters()},
+                                    {"params": model.head.parameters(), "momentum": 0.5}], lr=0.1, momentum=0.9),
+                   model)
+    with pytest.raises(tessera.InputError, match="translated for a model given as a torch.nn.Module"):
+        tessera.Trainer(model={"mlp": {}}, train_dataloader=torch.utils.data.DataLoader(data(), batch_size=16),
+                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_recipe_groups_select_a_python_modules_parameters_by_name_and_shape(tmp_path):
+    model = Net()
+    trainer = tessera_run(model, {"lion": {"lr": 1e-3, "weight_decay": 1.0, "groups": [
+        {"names": ["head.*"], "lr": 3e-3}, {"max_dims": 1, "weight_decay": 0}]}}, 4, tmp_path)
+    groups = trainer.state.optimizer.param_groups
+    assert [len(g["params"]) for g in groups] == [1, 2, 3]  # body weight | head | body bias and norm
+    assert [(g["initial_lr"], g["weight_decay"]) for g in groups] == [(1e-3, 1.0), (3e-3, 1.0), (1e-3, 0.0)]
+    assert groups[1]["params"][0] is model.head.weight
+    with pytest.raises(tessera.InputError, match=r"optimizer.adam.groups\[0\] \(names \[head.wieght\]\) selects none "
+                                                 r"of the model's 6 parameters; the parameters are named like "
+                                                 r"body.0.weight, body.0.bias, body.1.weight, body.1.bias"):
+        tessera_run(Net(), {"adam": {"groups": [{"names": ["head.wieght"], "lr": 1.0}]}}, 1, tmp_path)
