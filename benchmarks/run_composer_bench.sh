@@ -5,6 +5,7 @@
 #   benchmarks/run_composer_bench.sh tta --duration 240ba        # time to a reduced accuracy target
 #   benchmarks/run_composer_bench.sh --profile --configs none    # op-level profile (benchmarks/profile_composer.py)
 #   benchmarks/run_composer_bench.sh --check-schedule 60ba 2560  # same work in both? (check_composer_schedule.py)
+#   benchmarks/run_composer_bench.sh --check-optimizers          # Composer's DecoupledSGDW/AdamW updates? (check_composer_optimizers.py)
 #
 # 1. scripts/install-peers.sh: Composer in its own venv on the project's torch 2.15 venv (idempotent);
 # 2. Tessera built against the same torch (`make build TORCH=pypi`, build/pypi) and its wheel (`pip wheel`, as
@@ -31,4 +32,5 @@ fi
 script=benchmarks/bench_composer.py
 if [ "${1:-}" = --profile ]; then script=benchmarks/profile_composer.py; shift; fi
 if [ "${1:-}" = --check-schedule ]; then script=benchmarks/check_composer_schedule.py; shift; fi
+if [ "${1:-}" = --check-optimizers ]; then script=benchmarks/check_composer_optimizers.py; shift; fi
 PYTHONPATH=$site:$root/benchmarks exec "$peers/bin/python" "$script" "$@"
