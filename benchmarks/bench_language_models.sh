@@ -12,7 +12,8 @@
 #   benchmarks/bench_language_models.sh [epochs] [configurations...]
 #   configurations: baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16
 #                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all GPT
-#                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16
+#                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16; optimizers against the
+#                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion, lion_no_decay_groups
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 epochs=${1:-1}
@@ -24,6 +25,8 @@ mkdir -p "$out"
 for cfg in "${configs[@]}"; do
   precision=fp32
   dropout=0
+  optimizer=()  # the recipe's (AdamW 3e-3, weight decay 0.1) unless a configuration sets one
+  no_decay="groups: [{max_dims: 1, weight_decay: 0}]"  # biases, LayerNorm weights (and nothing else: 1-D only)
   model=gpt
   case "$cfg" in bert*) model=bert ;; esac
   case "${cfg#bert_}" in
@@ -40,11 +43,14 @@ for cfg in "${configs[@]}"; do
     dropout) algs="[]"; dropout=0.1 ;;  # GPT-2's residual and embedding dropout
     stochastic_depth) algs="[{stochastic_depth: {drop_rate: 0.1}}]" ;;  # whole blocks, linear in depth
     gyro_dropout) algs="[{gyro_dropout: {p: 0.1}}]"; dropout=0.1 ;;  # the same rate, on 256 fixed masks (tau 16)
+    adamw_no_decay_groups) algs="[]"; optimizer=("optimizer={adamw: {lr: 3.0e-3, weight_decay: 0.1, $no_decay}}") ;;
+    lion) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3}}") ;;  # lr /3, wd x3 (the paper's rule)
+    lion_no_decay_groups) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3, $no_decay}}") ;;
     *) echo "unknown configuration $cfg" >&2; exit 2 ;;
   esac
   "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_$model.yaml" max_duration="${epochs}ep" \
     precision="$precision" model.$model.dropout="$dropout" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
-    "loggers=[{jsonl: {}}]" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
+    "loggers=[{jsonl: {}}]" "${optimizer[@]}" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
   echo "$cfg done" >&2
 done
 python3 - "$out" "${configs[@]}" <<'PY'

@@ -22,7 +22,7 @@ _KINDS: Dict[Tuple[str, str], Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
                                                                   {"decoupled_weight_decay": True}),
 }
 # Group keys that must hold these values (another value changes the update in a way Tessera does not make).
-_REQUIRED = {"maximize": False, "decoupled_weight_decay": False}
+_REQUIRED = {"maximize": False}
 
 
 def _number(x: Any) -> Any:
@@ -63,6 +63,12 @@ def from_torch(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> Dic
             "one of its own optimizers as a recipe entry, e.g. optimizer={'sgd': {'lr': 0.1, 'momentum': 0.9}} or "
             "{'lion': {'lr': 1e-4}} (tessera.registered('optimizers') lists them)")
     name, keys, fixed = kind
+    if name in ("adam", "adamw"):  # newer torch: Adam(decoupled_weight_decay=True) is AdamW, whose groups say so
+        decoupled = {bool(g.get("decoupled_weight_decay", name == "adamw")) for g in optimizer.param_groups}
+        if len(decoupled) > 1:
+            raise _C.InputError(f"optimizer: the {cls.__name__}'s parameter groups differ in decoupled_weight_decay; "
+                                "Tessera's parameter groups differ only in lr and weight_decay")
+        name = "adamw" if decoupled.pop() else "adam"
     if any(len(s) for s in optimizer.state.values()):
         raise _C.InputError(f"optimizer: the {cls.__name__} has already taken steps, and its state (momentum, moments) "
                             "would be lost; give it before training, or a recipe entry")
