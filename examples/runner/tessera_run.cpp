@@ -130,7 +130,8 @@ struct Actions {
   bool evaluate = false;             ///< --evaluate
   std::vector<std::string> prompts;  ///< --generate
   std::string generate_options;      ///< --generate-options: a YAML mapping of generate's options
-  bool uses_trained_weights() const { return evaluate || !prompts.empty(); }
+  std::string export_path;           ///< --export: a safetensors file of the weights
+  bool uses_trained_weights() const { return evaluate || !prompts.empty() || !export_path.empty(); }
 };
 
 /// The byte-level BPE tokenizer of the recipe's text data (data.train.dataset.text.tokenizer), or null when its
@@ -141,12 +142,14 @@ std::shared_ptr<const tessera::data::Tokenizer> recipe_tokenizer(const tessera::
   return std::make_shared<const tessera::data::Tokenizer>(tessera::data::Tokenizer::load(path.as_string()));
 }
 
-/// --evaluate and --generate: the weights of the checkpoint the recipe loads, evaluated by every evaluator and
-/// continuing the prompts (in the tokens of the recipe's text data), without training.
+/// --evaluate, --generate and --export: the weights of the checkpoint the recipe loads, evaluated by every evaluator,
+/// continuing the prompts (in the tokens of the recipe's text data) and written as a safetensors file, without
+/// training.
 int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const tessera::Recipe& recipe) {
   if (trainer.loaded_checkpoint().empty()) {
     throw tessera::InputError(
-        "--evaluate and --generate use trained weights, and the recipe loads none: give checkpoint.load_path=FILE, "
+        "--evaluate, --generate and --export use trained weights, and the recipe loads none: give "
+        "checkpoint.load_path=FILE, "
         "or a checkpoint.folder that holds checkpoints with checkpoint.autoresume=true");
   }
   const tessera::Timestamp& ts = trainer.state().timestamp;
@@ -177,6 +180,11 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
     const at::Tensor tokens =
         tessera::generate(model, tessera::text_to_tokens(prompt, tokenizer.get()).unsqueeze(0), options);
     std::cout << tessera::tokens_to_text(tokens[0], tokenizer.get()) << "\n";
+  }
+  if (!actions.export_path.empty()) {
+    trainer.export_weights(actions.export_path);
+    std::cerr << fmt::format("tessera-run: wrote the model's {} weights to {} (safetensors)\n",
+                             model.named_parameters().size() + model.named_buffers().size(), actions.export_path);
   }
   std::cout << std::flush;
   return 0;
@@ -341,6 +349,10 @@ int main(int argc, char** argv) {
   app.add_option("--generate-options", actions.generate_options,
                  "generate's options as a YAML mapping, e.g. '{max_new_tokens: 80, temperature: 0.8, top_k: 40}'")
       ->needs(generate_flag);
+  app.add_option("--export", actions.export_path,
+                 "do not train: write the weights of the checkpoint the recipe loads to this safetensors file "
+                 "(docs/checkpoints.md, \"Weights for other programs\")")
+      ->excludes(plan_flag, dry_flag);
   app.add_option("--nproc", nproc, "start N local ranks of data-parallel training (Gloo over loopback on the CPU)")
       ->check(CLI::Range(1, 1024));
   app.add_flag("--interactions", interactions,
@@ -361,7 +373,7 @@ int main(int argc, char** argv) {
   }
 
   if (nproc > 0 && actions.uses_trained_weights()) {
-    std::cerr << "tessera-run: error: --evaluate and --generate run in one process; leave out --nproc\n";
+    std::cerr << "tessera-run: error: --evaluate, --generate and --export run in one process; leave out --nproc\n";
     return 2;
   }
   if (nproc > 0 && !actions.plan && !actions.dry_run) {

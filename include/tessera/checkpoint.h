@@ -36,8 +36,8 @@ struct CheckpointOptions {
   TESSERA_OPTION(bool, autoresume) = false;
   /// When autoresume finds checkpoint files but none is valid: start fresh instead of stopping with an error.
   TESSERA_OPTION(bool, fresh_start_if_invalid) = false;
-  /// A checkpoint file to load before training, or a run's checkpoint folder (its newest valid checkpoint); "" =
-  /// none. Autoresume takes precedence when it finds one.
+  /// A checkpoint file to load before training, a run's checkpoint folder (its newest valid checkpoint), or a
+  /// .safetensors file of weights (with weights_only); "" = none. Autoresume takes precedence when it finds one.
   TESSERA_OPTION(std::string, load_path) = "";
   /// Load only the model weights from `load_path` (not the optimizer, schedulers, RNG or data position).
   TESSERA_OPTION(bool, weights_only) = false;

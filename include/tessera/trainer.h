@@ -173,12 +173,19 @@ class Trainer {
   /// fit() runs. Tensors are written from the CPU whatever the device, so a file written on CUDA loads on a
   /// CPU-only machine.
   void save_checkpoint(const std::string& path) const;
+  /// Writes the model's parameters and buffers, by name, to `path` as a safetensors file (include/tessera/
+  /// safetensors.h) atomically, for programs that read Hugging Face's format (`safetensors.torch.load_file`). The
+  /// weights as they are now: after a completed run with ema or swa, the averages. Metadata: format "pt", producer,
+  /// epoch and batch. When save_checkpoint may be called.
+  void export_weights(const std::string& path) const;
   /// Fires BeforeLoad, loads `path` (a checkpoint file, or a run's checkpoint folder: its newest valid checkpoint)
   /// and fires AfterLoad. Not while fit() runs (InputError: loading would rewind the run under the running loop).
   /// Everything (weights, optimizer, time, generators,
   /// algorithm and callback state, data position) unless `weights_only`; `strict` refuses parameter names or
   /// shapes that differ from the model's. CheckpointError when the file is invalid; InputError when it does
-  /// not fit this run (other model, optimizer, algorithms or data size).
+  /// not fit this run (other model, optimizer, algorithms or data size). A `.safetensors` file holds weights alone
+  /// (export_weights, or another program's): it loads with `weights_only`, floating-point weights converted to the
+  /// model's dtype.
   void load_checkpoint(const std::string& path, bool weights_only = false, bool strict = true);
   /// The checkpoint this trainer resumed from or loaded ("" = none).
   const std::string& loaded_checkpoint() const noexcept { return loaded_checkpoint_; }

@@ -431,6 +431,11 @@ class PyTrainer {
     trainer_->save_checkpoint(path);
   }
 
+  void export_weights(const std::string& path) {
+    py::gil_scoped_release release;
+    trainer_->export_weights(path);
+  }
+
   void load_checkpoint(const std::string& path, bool weights_only, bool strict) {
     py::gil_scoped_release release;
     trainer_->load_checkpoint(path, weights_only, strict);
@@ -633,6 +638,12 @@ void bind_recipe_trainer(py::module_& m) {
            "Writes the whole run state (weights, optimizer, time, generators, algorithm and callback state, data "
            "position, metrics) to `path` atomically. Call it between batches: before or after fit(), or from a "
            "callback at batch_checkpoint/epoch_checkpoint. With checkpoint.folder set, fit() also saves on its own.")
+      .def("export_weights",
+           [](PyTrainer& t, py::object path) { t.export_weights(path_from_python(path, "export_weights: path")); },
+           py::arg("path"),
+           "Writes the model's parameters and buffers, by name, to `path` as a safetensors file (Hugging Face's "
+           "format: safetensors.torch.load_file reads it; metadata format 'pt', producer, epoch, batch), atomically. "
+           "The weights as they are now: after a completed run with ema or swa, the averages.")
       .def("load_checkpoint",
            [](PyTrainer& t, py::object path, bool weights_only, bool strict) {
              t.load_checkpoint(path_from_python(path, "load_checkpoint: path"), weights_only, strict);
@@ -640,8 +651,9 @@ void bind_recipe_trainer(py::module_& m) {
            py::arg("path"), py::arg("weights_only") = false, py::arg("strict") = true,
            "Loads `path` (firing before_load and after_load): everything, so that fit() continues the saved run "
            "exactly, or only the model weights with weights_only=True. strict=True refuses parameter names or "
-           "shapes that differ from the model's. tessera.CheckpointError when the file is missing, truncated or "
-           "corrupt; tessera.InputError when it does not fit this run.")
+           "shapes that differ from the model's. A .safetensors file holds weights alone and loads with "
+           "weights_only=True (floating-point weights converted to the model's dtype). tessera.CheckpointError when "
+           "the file is missing, truncated or corrupt; tessera.InputError when it does not fit this run.")
       .def_property_readonly("loaded_checkpoint", [](PyTrainer& t) { return t.trainer().loaded_checkpoint(); },
                              "The checkpoint this trainer resumed from or loaded ('' = none).")
       .def_property_readonly("last_checkpoint", [](PyTrainer& t) { return t.trainer().last_checkpoint(); },

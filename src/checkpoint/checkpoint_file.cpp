@@ -270,4 +270,8 @@ void write_text_atomically(const std::string& path, const std::string& text) {
   write_pieces({{text.data(), text.size()}}, path);
 }
 
+void write_pieces_atomically(const std::vector<std::pair<const void*, size_t>>& pieces, const std::string& path) {
+  write_pieces(pieces, path);
+}
+
 }  // namespace tessera::checkpoint

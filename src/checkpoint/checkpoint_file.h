@@ -63,5 +63,7 @@ std::pair<std::string, File> read_file_or_newest(const std::string& path, const 
 
 /// Writes `text` to `path` atomically (the `latest` pointer).
 void write_text_atomically(const std::string& path, const std::string& text);
+/// Writes the byte ranges `pieces`, one after the other, to `path` atomically, as write_file does.
+void write_pieces_atomically(const std::vector<std::pair<const void*, size_t>>& pieces, const std::string& path);
 
 }  // namespace tessera::checkpoint

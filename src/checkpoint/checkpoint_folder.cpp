@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include <tessera/checkpoint.h>
+#include <tessera/safetensors.h>
 #include <tessera/trainer.h>
 
 #include "checkpoint/checkpoint_file.h"
@@ -139,6 +140,13 @@ std::optional<std::pair<std::string, File>> read_newest_valid(const std::string&
 std::pair<std::string, File> read_file_or_newest(const std::string& path, const std::string& option,
                                                  std::vector<std::string>* rejected) {
   std::error_code ec;
+  if (fs::path(path).extension() == ".safetensors") {  // weights alone (safetensors.h), as model/<name>
+    Safetensors weights = load_safetensors(path);
+    File file;
+    file.meta["safetensors"] = weights.metadata;
+    for (auto& [name, t] : weights.tensors) file.tensors.emplace("model/" + name, std::move(t));
+    return {path, std::move(file)};
+  }
   if (!fs::is_directory(path, ec)) return {path, read_file(path)};
   auto newest = read_newest_valid(path, rejected);
   if (!newest) {

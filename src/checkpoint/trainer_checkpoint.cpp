@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 
+#include <tessera/safetensors.h>
 #include <tessera/trainer.h>
 #include <tessera/version.h>
 
@@ -80,19 +81,22 @@ std::string first_names(const std::vector<std::string>& names) {
   return out;
 }
 
-/// Copies the checkpoint's weights into the model (in place, so optimizer identities stay valid). `fix_strict`: how
-/// the user turns strict off, in the API they called. Returns, when not strict and the names differ, what was left
-/// out on either side ("" otherwise): a model fine-tuned from another's weights logs it.
+/// Copies the checkpoint's weights into the model (in place, so optimizer identities stay valid), after checking them
+/// all: a refused load leaves the model as it was. `fix_strict`: how the user turns strict off, in the API they
+/// called. `convert_floats`: a floating-point weight of another floating-point dtype is converted (weights from a
+/// safetensors file, often float16 or bfloat16); otherwise dtypes must match. Returns, when not strict and the names
+/// differ, what was left out on either side ("" otherwise): a model fine-tuned from another's weights logs it.
 std::string load_weights(torch::nn::Module& model, const File& file, const std::string& path, bool strict,
-                         const std::string& fix_strict) {
+                         const std::string& fix_strict, bool convert_floats) {
   std::map<std::string, at::Tensor> saved;
   const std::string prefix = "model/";
   for (const auto& [name, t] : file.tensors) {
     if (name.compare(0, prefix.size(), prefix) == 0) saved.emplace(name.substr(prefix.size()), t);
   }
-  std::vector<std::string> missing, mismatched, loaded;
+  std::vector<std::string> missing, mismatched;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (model's, file's)
+  std::vector<std::string> loaded;
   std::set<std::string> seen;
-  at::NoGradGuard no_grad;
   for (auto& [name, target] : named_weights(model)) {
     seen.insert(name);
     auto it = saved.find(name);
@@ -101,13 +105,15 @@ std::string load_weights(torch::nn::Module& model, const File& file, const std::
       continue;
     }
     const at::Tensor& src = it->second;
-    if (src.sizes() != target.sizes() || src.scalar_type() != target.scalar_type()) {
+    const bool convertible =
+        convert_floats && at::isFloatingType(src.scalar_type()) && at::isFloatingType(target.scalar_type());
+    if (src.sizes() != target.sizes() || (src.scalar_type() != target.scalar_type() && !convertible)) {
       mismatched.push_back(fmt::format("{} (checkpoint {} {}, model {} {})", name, shape_text(src),
                                        c10::toString(src.scalar_type()), shape_text(target),
                                        c10::toString(target.scalar_type())));
       continue;
     }
-    target.copy_(src);
+    copies.emplace_back(target, src);
     loaded.push_back(name);
   }
   std::vector<std::string> unexpected;
@@ -125,12 +131,23 @@ std::string load_weights(torch::nn::Module& model, const File& file, const std::
                                  path, what, fix_strict));
   }
   if (loaded.empty()) throw InputError(fmt::format("checkpoint '{}': no weight matches the model's", path));
+  at::NoGradGuard no_grad;
+  for (auto& [target, src] : copies) target.copy_(src);
   if (missing.empty() && unexpected.empty()) return "";
   std::string note = fmt::format("checkpoint '{}': loaded {} of the model's {} weights (strict: false)", path,
                                  loaded.size(), seen.size());
   if (!missing.empty()) note += "; kept as initialised: " + first_names(missing);
   if (!unexpected.empty()) note += "; not in the model, left out: " + first_names(unexpected);
   return note;
+}
+
+/// Creates the folder `path` goes in when it does not exist yet (issue 20: the write failed naming its temporary
+/// file); `caller` names the call in the error.
+void create_parent_folder(const std::string& path, const std::string& caller) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) throw Error(caller + ": cannot create the folder '" + parent.string() + "' for " + path + ": " + ec.message());
 }
 
 /// Saves a StateDict under `prefix`; its keys go to the metadata.
@@ -270,15 +287,21 @@ void Trainer::save_checkpoint(const std::string& path) const {
                   {"skipped_steps", skipped_steps_},
                   {"microbatch_size", s.microbatch_size}};
   if (scaler_) m["grad_scaler"] = save_state_dict(scaler_->state_dict(), "grad_scaler/", file);
-  // A folder that does not exist yet is created (issue 20: the write failed naming its temporary file).
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec) {
-    throw Error("save_checkpoint: cannot create the folder '" + parent.string() + "' for " + path + ": " +
-                ec.message());
-  }
+  create_parent_folder(path, "save_checkpoint");
   checkpoint::write_file(file, path);
+}
+
+void Trainer::export_weights(const std::string& path) const {
+  check_callable("export_weights", DuringFit::AtBoundary);
+  Safetensors contents;
+  for (const auto& [name, t] : named_weights(*state_.model)) contents.tensors.emplace_back(name, t);
+  const Timestamp& ts = state_.timestamp;
+  contents.metadata = {{"format", "pt"},  // what Hugging Face's loaders look for
+                       {"producer", std::string("tessera ") + TESSERA_VERSION_STRING},
+                       {"epoch", std::to_string(ts.epoch)},
+                       {"batch", std::to_string(ts.batch)}};
+  create_parent_folder(path, "export_weights");
+  save_safetensors(path, contents);
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool strict) {
@@ -314,12 +337,18 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     nonfinite_.reset();
   };
   try {
-    if (m.at("format").get<int>() != kFormatVersion) {
+    const bool safetensors = m.contains("safetensors");  // weights alone, from another program or export_weights
+    if (safetensors && !weights_only) {
+      throw InputError(fmt::format("checkpoint '{}' is a safetensors file: it holds weights only, not a run to "
+                                   "resume; {} to load them",
+                                   path, how_to_set("weights_only", "true")));
+    }
+    if (!safetensors && m.at("format").get<int>() != kFormatVersion) {
       throw CheckpointError(fmt::format("checkpoint '{}': format {} is not supported (this Tessera reads format {})",
                                         path, m.at("format").get<int>(), kFormatVersion));
     }
     if (weights_only) {
-      const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
+      const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"), safetensors);
       if (!note.empty()) engine_->logger().info(note);
       forget_pending();
       loaded_checkpoint_ = path;
@@ -363,7 +392,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
                                    path, o.at("groups").size(), opt.param_groups().size(),
                                    how_to_set("weights_only", "true")));
     }
-    const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"));
+    const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"), false);
     if (!note.empty()) engine_->logger().info(note);
 
     // optimizer: groups and state, by parameter name

@@ -7,6 +7,7 @@
 #include <tessera/models/generate.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
+#include <tessera/safetensors.h>
 #include <tessera/trainer.h>
 #include <unistd.h>
 
@@ -356,8 +357,45 @@ TEST_F(RunnerTest, EvaluateRunsTheEvaluatorsOnTheCheckpointsWeightsWithoutTraini
                  "needs a language model of the recipe's text vocabulary (256 tokens: bytes)");
   expect_refused("'" + recipe + "' --nproc 2 --evaluate", "leave out --nproc");
   expect_refused(quoted(write_recipe()) + " --evaluate",  // the recipe without its checkpoint section
-                 "--evaluate and --generate use trained weights, and the recipe loads none: give "
+                 "--evaluate, --generate and --export use trained weights, and the recipe loads none: give "
                  "checkpoint.load_path=FILE");
+}
+
+TEST_F(RunnerTest, ExportWritesTheCheckpointsWeightsAsSafetensorsWhichLoadBackIntoARun) {
+  const std::string recipe = write_recipe("checkpoint: {folder: ck, interval: 1ep, autoresume: true}\n");
+  ASSERT_EQ(run("'" + recipe + "' max_duration=1ep").code, 0);
+  const std::string file = (dir_ / "out" / "weights.safetensors").string();  // a folder that does not exist yet
+  const Result exported = run("'" + recipe + "' max_duration=1ep --export '" + file + "'");
+  ASSERT_EQ(exported.code, 0) << exported.out << exported.err;
+  EXPECT_NE(exported.err.find("weights to " + file + " (safetensors)"), std::string::npos) << exported.err;
+
+  // The file holds the checkpoint's weights, bit for bit, with the run's position in its metadata.
+  const tessera::Safetensors weights = tessera::load_safetensors(file);
+  tessera::Run same = tessera::build_run(tessera::Recipe::load(recipe, {"max_duration=1ep"}));
+  tessera::Trainer trainer(same.trainer, std::move(same.components), same.checkpoint);
+  const auto params = trainer.state().model->named_parameters();
+  const auto buffers = trainer.state().model->named_buffers();
+  ASSERT_EQ(weights.tensors.size(), params.size() + buffers.size());
+  for (const auto& [name, t] : weights.tensors) {
+    const at::Tensor* mine = params.find(name) ? params.find(name) : buffers.find(name);
+    ASSERT_NE(mine, nullptr) << name;
+    EXPECT_TRUE(at::equal(t, *mine)) << name;
+  }
+  EXPECT_EQ(weights.metadata.at("format"), "pt");
+  EXPECT_EQ(weights.metadata.at("epoch"), "1");
+
+  // Loaded into a fresh run (weights only), they evaluate as the trained run's own.
+  const std::string load = "checkpoint.load_path='" + file + "'";
+  const Result original = run("'" + recipe + "' max_duration=1ep --evaluate");
+  const Result loaded = run(quoted(write_recipe()) + " " + load + " checkpoint.weights_only=true --evaluate");
+  ASSERT_EQ(loaded.code, 0) << loaded.out << loaded.err;
+  EXPECT_EQ(loaded.out, original.out);
+  const Result resumed = run(quoted(write_recipe()) + " " + load + " max_duration=1ep");
+  EXPECT_EQ(resumed.code, 2) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.err.find("is a safetensors file: it holds weights only, not a run to resume; set "
+                             "checkpoint.weights_only=true"),
+            std::string::npos)
+      << resumed.err;
 }
 
 TEST_F(RunnerTest, GenerateContinuesPromptsWithTheCheckpointsLanguageModel) {
