@@ -13,7 +13,8 @@
 #   configurations: baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16
 #                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all GPT
 #                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16; optimizers against the
-#                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion, lion_no_decay_groups
+#                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion (lr 3e-4, weight decay
+#                   1.0), lion_lr1e-3 (weight decay 0.3), lion_lr1e-4
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 epochs=${1:-1}
@@ -44,8 +45,9 @@ for cfg in "${configs[@]}"; do
     stochastic_depth) algs="[{stochastic_depth: {drop_rate: 0.1}}]" ;;  # whole blocks, linear in depth
     gyro_dropout) algs="[{gyro_dropout: {p: 0.1}}]"; dropout=0.1 ;;  # the same rate, on 256 fixed masks (tau 16)
     adamw_no_decay_groups) algs="[]"; optimizer=("optimizer={adamw: {lr: 3.0e-3, weight_decay: 0.1, $no_decay}}") ;;
-    lion) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3}}") ;;  # lr /3, wd x3 (the paper's rule)
-    lion_no_decay_groups) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3, $no_decay}}") ;;
+    lion_lr1e-3) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3}}") ;;  # lr /3, wd x3
+    lion) algs="[]"; optimizer=("optimizer={lion: {lr: 3.0e-4, weight_decay: 1.0}}") ;;  # lr /10, wd x10 (the paper's rule)
+    lion_lr1e-4) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-4, weight_decay: 1.0}}") ;;
     *) echo "unknown configuration $cfg" >&2; exit 2 ;;
   esac
   "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_$model.yaml" max_duration="${epochs}ep" \
