@@ -15,6 +15,8 @@
 #include <tessera/error.h>
 #include <tessera/optim/optimizer.h>
 
+#include "support.h"
+
 using tessera::optim::Adam;
 using tessera::optim::AdamOptions;
 using tessera::optim::AdamW;
@@ -25,6 +27,7 @@ using tessera::optim::NamedParameters;
 using tessera::optim::ParamGroupOptions;
 using tessera::optim::SGD;
 using tessera::optim::SGDOptions;
+using tessera::testing::input_error_of;
 
 namespace {
 
@@ -434,14 +437,6 @@ std::vector<std::string> group_names(const tessera::optim::Optimizer& opt, const
   return out;
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const tessera::InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 
@@ -534,22 +529,22 @@ TEST(ParamGroups, RefusesGroupsThatCannotMeanWhatTheySay) {
   auto make = [&](std::vector<ParamGroupOptions> groups) {
     return [&params, groups] { SGD(params, SGDOptions().groups(groups)).check_groups(params); };
   };
-  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"*.bais"}).weight_decay(0)})),
+  EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"*.bais"}).weight_decay(0)})),
               ::testing::HasSubstr("optimizer.sgd.groups[0] (names [*.bais]) selects none of the model's 2 parameters; "
                                    "the parameters are named like conv.weight, fc.bias"));
-  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"}).lr(1), ParamGroupOptions().max_dims(1).lr(2)})),
+  EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"}).lr(1), ParamGroupOptions().max_dims(1).lr(2)})),
               ::testing::HasSubstr("optimizer.sgd.groups[1] (max_dims 1) selects none of the model's 2 parameters (every "
                                    "one it matches is taken by an earlier entry"));
-  EXPECT_THAT(message_of(make({ParamGroupOptions().lr(1)})),
+  EXPECT_THAT(input_error_of(make({ParamGroupOptions().lr(1)})),
               ::testing::HasSubstr("optimizer.groups[0]: selects every parameter (neither names nor max_dims given)"));
-  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"})})),
+  EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"})})),
               ::testing::HasSubstr("optimizer.groups[0]: sets neither lr nor weight_decay, so the parameters it selects "
                                    "(names [fc.*]) would train exactly as the others"));
-  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"}).weight_decay(-0.5)})),
+  EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"}).weight_decay(-0.5)})),
               ::testing::HasSubstr("optimizer.groups[0].weight_decay: -0.5 is neither -1 (the optimizer's) nor >= 0"));
-  EXPECT_THAT(message_of(make({ParamGroupOptions().names({"fc.*"}).lr(-1)})),
+  EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"}).lr(-1)})),
               ::testing::HasSubstr("optimizer.groups[0].lr"));
-  EXPECT_THAT(message_of([] {
+  EXPECT_THAT(input_error_of([] {
                 SGD(std::vector<at::Tensor>{param({1})}, SGDOptions().groups({ParamGroupOptions().names({"x"}).lr(1)}));
               }),
               ::testing::HasSubstr("build the optimizer from model->named_parameters()"));

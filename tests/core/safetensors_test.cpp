@@ -43,14 +43,6 @@ std::vector<std::pair<std::string, at::Tensor>> known_tensors() {
           {"empty", known(at::kFloat, {0, 3})}};
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 /// A file of `header` (its size written in front, as the format has it) and `data`.
 std::string raw_file(const std::string& header, const std::string& data, int64_t claimed = -1) {
@@ -100,7 +92,7 @@ TEST(Safetensors, MalformedFilesAreRefusedSayingWhatIsWrong) {
   const std::string path = dir.path() + "/bad.safetensors";
   auto error_for = [&](const std::string& bytes) {
     test::write_file(path, bytes);
-    return message_of([&] { load_safetensors(path); });
+    return testing::input_error_of([&] { load_safetensors(path); });
   };
   const std::string f32 = R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   EXPECT_THAT(error_for("{}"), HasSubstr("the file has 2 bytes, fewer than the 8 of the header's size"));
@@ -126,7 +118,7 @@ TEST(Safetensors, MalformedFilesAreRefusedSayingWhatIsWrong) {
               HasSubstr("the tensors cover 8 bytes of data and the file has 9 after the header"));
   EXPECT_THAT(error_for(raw_file("{" + f32 + R"(,"__metadata__":{"n":1}})", std::string(8, '\0'))),
               HasSubstr("__metadata__ \"n\" is 1, not a string"));
-  EXPECT_THAT(message_of([&] { load_safetensors(dir.path() + "/missing.safetensors"); }),
+  EXPECT_THAT(testing::input_error_of([&] { load_safetensors(dir.path() + "/missing.safetensors"); }),
               HasSubstr("cannot open the file"));
   // Every message names the file, as a CheckpointError.
   test::write_file(path, "{}");
@@ -135,11 +127,11 @@ TEST(Safetensors, MalformedFilesAreRefusedSayingWhatIsWrong) {
 
   // What cannot be written is refused before anything is written.
   const std::string out = dir.path() + "/out.safetensors";
-  EXPECT_THAT(message_of([&] { save_safetensors(out, {{{"c", at::ones({2}, at::kComplexFloat)}}, {}}); }),
+  EXPECT_THAT(testing::input_error_of([&] { save_safetensors(out, {{{"c", at::ones({2}, at::kComplexFloat)}}, {}}); }),
               HasSubstr("tensor \"c\" is ComplexFloat, which safetensors cannot hold"));
-  EXPECT_THAT(message_of([&] { save_safetensors(out, {{{"a", at::ones({1})}, {"a", at::ones({1})}}, {}}); }),
+  EXPECT_THAT(testing::input_error_of([&] { save_safetensors(out, {{{"a", at::ones({1})}, {"a", at::ones({1})}}, {}}); }),
               HasSubstr("the tensor name \"a\" is given twice"));
-  EXPECT_THAT(message_of([&] { save_safetensors(out, {{{"__metadata__", at::ones({1})}}, {}}); }),
+  EXPECT_THAT(testing::input_error_of([&] { save_safetensors(out, {{{"__metadata__", at::ones({1})}}, {}}); }),
               HasSubstr("is reserved"));
   EXPECT_FALSE(std::filesystem::exists(out));
 }
@@ -163,7 +155,7 @@ TEST(Safetensors, ExportedWeightsLoadIntoAnotherRunAndHalfPrecisionWeightsAreCon
   fresh->load_checkpoint(path, /*weights_only=*/true);
   EXPECT_EQ(weights_fingerprint(*fresh->state().model), fingerprint);
   EXPECT_EQ(fresh->loaded_checkpoint(), path);
-  EXPECT_THAT(message_of([&] { trainer()->load_checkpoint(path); }),
+  EXPECT_THAT(testing::input_error_of([&] { trainer()->load_checkpoint(path); }),
               HasSubstr("is a safetensors file: it holds weights only, not a run to resume; pass weights_only=true "
                         "to load_checkpoint"));
 
@@ -177,7 +169,7 @@ TEST(Safetensors, ExportedWeightsLoadIntoAnotherRunAndHalfPrecisionWeightsAreCon
   save_safetensors(half_path, half);
   auto target = trainer();
   const std::string before = weights_fingerprint(*target->state().model);
-  EXPECT_THAT(message_of([&] { target->load_checkpoint(half_path, true); }),
+  EXPECT_THAT(testing::input_error_of([&] { target->load_checkpoint(half_path, true); }),
               HasSubstr("the checkpoint has weights the model lacks: extra.weight"));
   EXPECT_EQ(weights_fingerprint(*target->state().model), before) << "a refused load changes nothing";
   target->load_checkpoint(half_path, true, /*strict=*/false);
