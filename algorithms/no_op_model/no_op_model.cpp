@@ -81,7 +81,15 @@ int64_t run_classes(const State& state) {
 }
 }  // namespace
 
-void NoOpModel::check(const State& state) const { (void)make_no_op_model(*state.model, run_classes(state)); }
+void NoOpModel::check(const State& state) const {
+  (void)make_no_op_model(*state.model, run_classes(state));
+  if (state.optimizer && state.optimizer->param_groups().size() > 1) {
+    throw InputError(fmt::format("no_op_model: the model is replaced by a stand-in with one parameter, so the "
+                                 "optimizer's {} parameter groups (groups:) would select nothing; leave groups out "
+                                 "of a no_op_model run",
+                                 state.optimizer->param_groups().size() - 1));
+  }
+}
 
 void NoOpModel::apply(Event, State& state, Logger& logger) {
   std::shared_ptr<NoOpModelImpl> stand_in = make_no_op_model(*state.model, run_classes(state));
@@ -89,7 +97,7 @@ void NoOpModel::apply(Event, State& state, Logger& logger) {
   int64_t values = 0;
   for (const auto& p : old) values += p.numel();
   state.optimizer->remove_parameters(old);
-  state.optimizer->replace_parameter(at::Tensor(), stand_in->weight());
+  state.optimizer->add_parameter("weight", stand_in->weight());
   state.model = stand_in;
   logger.info(fmt::format("no_op_model: the model ({} parameters in {} tensors) is replaced by a stand-in with one "
                           "parameter: this run measures the data pipeline and the trainer, its metrics and weights "

@@ -95,7 +95,8 @@ double decoupled_decay_factor(const ParamGroup& group, bool lr_ratio) {
 
 namespace {
 
-/// Parameters without names, named by position; refuses groups that select by name.
+/// Parameters without names, named by position (the optimizers' constructors from a plain list); refuses groups that
+/// select by name.
 NamedParameters by_position(const std::vector<at::Tensor>& params, const std::vector<ParamGroupOptions>& groups) {
   for (size_t i = 0; i < groups.size(); ++i) {
     if (!groups[i].names().empty()) {
@@ -110,10 +111,6 @@ NamedParameters by_position(const std::vector<at::Tensor>& params, const std::ve
 }
 
 }  // namespace
-
-Optimizer::Optimizer(std::vector<at::Tensor> params, double lr, double weight_decay,
-                     const std::vector<ParamGroupOptions>& groups)
-    : Optimizer(by_position(params, groups), lr, weight_decay, groups) {}
 
 Optimizer::Optimizer(const NamedParameters& params, double lr, double weight_decay,
                      const std::vector<ParamGroupOptions>& groups) {
@@ -198,11 +195,8 @@ void Optimizer::remove_parameters(const std::vector<at::Tensor>& params) {
 }
 
 void Optimizer::replace_parameter(const at::Tensor& old_param, const at::Tensor& new_param) {
-  if (!new_param.defined()) throw Error("optimizer: replace_parameter got an undefined new parameter");
-  if (!old_param.defined()) {
-    if (groups_.empty()) groups_.emplace_back();
-    groups_.front().params.push_back(new_param);
-    return;
+  if (!old_param.defined() || !new_param.defined()) {
+    throw Error("optimizer: replace_parameter got an undefined parameter (add_parameter adds one)");
   }
   for (auto& group : groups_) {
     for (auto& p : group.params) {
@@ -255,19 +249,11 @@ std::vector<at::Tensor>& Optimizer::state_for(const at::Tensor& param, size_t sl
 // ------------------------------------------------------------------------------------------------ SGD
 
 SGD::SGD(std::vector<at::Tensor> params, SGDOptions options)
-    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
-      options_(std::move(options)) {
-  check();
-}
+    : SGD(by_position(params, options.groups()), options) {}
 
 SGD::SGD(const NamedParameters& params, SGDOptions options)
     : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  check();
-}
-
-void SGD::check() const {
-  SGDOptions options = options_;
-  validate_options(options, "optimizer");
+  validate_options(options_, "optimizer");
   if (options_.nesterov() && (options_.momentum() <= 0 || options_.dampening() != 0)) {
     throw InputError(
         "optimizer.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0 (got momentum " +
@@ -376,10 +362,7 @@ void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor
 }  // namespace
 
 Adam::Adam(std::vector<at::Tensor> params, AdamOptions options)
-    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
-      options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
+    : Adam(by_position(params, options.groups()), options) {}
 
 Adam::Adam(const NamedParameters& params, AdamOptions options)
     : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
@@ -394,10 +377,7 @@ void Adam::step() {
 }
 
 AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
-    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
-      options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
+    : AdamW(by_position(params, options.groups()), options) {}
 
 AdamW::AdamW(const NamedParameters& params, AdamWOptions options)
     : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
@@ -415,10 +395,7 @@ void AdamW::step() {
 // ------------------------------------------------------------------------------------------------ Lion
 
 Lion::Lion(std::vector<at::Tensor> params, LionOptions options)
-    : Optimizer(std::move(params), options.lr(), options.weight_decay(), options.groups()),
-      options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
+    : Lion(by_position(params, options.groups()), options) {}
 
 Lion::Lion(const NamedParameters& params, LionOptions options)
     : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {

@@ -12,6 +12,7 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/no_op_model.h>
+#include <tessera/optim/optimizer.h>
 
 #include "support.h"
 
@@ -89,6 +90,14 @@ TEST(NoOpModel, IsRefusedWithModelSurgeryAndOnAModelWithoutClasses) {
   } unknown;
   EXPECT_EQ(make_no_op_model(unknown, 7)->num_classes(), 7);
   EXPECT_NE(testing::input_error_of([&] { make_no_op_model(unknown); }).find("no_op_model needs the number of classes"),
+            std::string::npos);
+  // Parameter groups would select nothing of the stand-in: refused before step 1.
+  Components grouped = testing::tiny_components();
+  grouped.optimizer = std::make_shared<optim::SGD>(
+      grouped.model->named_parameters(), optim::SGDOptions().groups({optim::ParamGroupOptions().max_dims(1).lr(1)}));
+  grouped.algorithms = {std::make_shared<NoOpModel>()};
+  EXPECT_NE(testing::input_error_of([&] { Trainer t(TrainerOptions().threads(1), std::move(grouped)); })
+                .find("the optimizer's 1 parameter groups (groups:) would select nothing; leave groups out"),
             std::string::npos);
 }
 

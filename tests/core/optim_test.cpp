@@ -61,6 +61,34 @@ std::vector<double> reference_sgd(std::vector<double> p, const std::vector<doubl
   return p;
 }
 
+/// Runs `ours` and torch's `reference` side by side for `steps` steps with the same random gradients and asserts the
+/// parameters stay bitwise equal.
+void expect_bitwise_equal_runs(tessera::optim::Optimizer& ours_opt, std::vector<at::Tensor>& ours,
+                               torch::optim::Optimizer& reference, std::vector<at::Tensor>& theirs, int steps,
+                               const std::string& what) {
+  for (int step = 0; step < steps; ++step) {
+    for (size_t i = 0; i < ours.size(); ++i) {
+      at::Tensor g = at::randn(ours[i].sizes());
+      ours[i].mutable_grad() = g.clone();
+      theirs[i].mutable_grad() = g.clone();
+    }
+    ours_opt.step();
+    reference.step();
+    for (size_t i = 0; i < ours.size(); ++i) {
+      ASSERT_TRUE(at::equal(ours[i], theirs[i])) << what << ": step " << step << " tensor " << i;
+    }
+  }
+}
+
+/// Two random parameters and their copies for a reference optimizer.
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> twin_parameters() {
+  at::manual_seed(12);
+  std::vector<at::Tensor> ours = {at::randn({6, 4}).requires_grad_(true), at::randn({5}).requires_grad_(true)};
+  std::vector<at::Tensor> theirs;
+  for (const auto& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
+  return {ours, theirs};
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ SGD
@@ -170,29 +198,14 @@ TEST(SGD, BitwiseEqualToTorchSGD) {
   };
   for (const Config& c : {Config{0.9, 5e-4, true}, Config{0.9, 5e-4, false}, Config{0.9, 0.0, true},
                           Config{0.9, 0.0, false}, Config{0.0, 1e-2, false}}) {
-    at::manual_seed(11);
-    std::vector<at::Tensor> ours = {at::randn({7, 5}).requires_grad_(true),
-                                    at::randn({3}).requires_grad_(true)};
-    std::vector<at::Tensor> theirs;
-    for (const auto& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
+    auto [ours, theirs] = twin_parameters();
     SGD opt(ours,
             SGDOptions().lr(0.1).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.weight_decay));
     torch::optim::SGD reference(
         theirs,
         torch::optim::SGDOptions(0.1).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.weight_decay));
-    for (int step = 0; step < 5; ++step) {
-      for (size_t i = 0; i < ours.size(); ++i) {
-        at::Tensor g = at::randn(ours[i].sizes());
-        ours[i].mutable_grad() = g.clone();
-        theirs[i].mutable_grad() = g.clone();
-      }
-      opt.step();
-      reference.step();
-      for (size_t i = 0; i < ours.size(); ++i) {
-        ASSERT_TRUE(at::equal(ours[i], theirs[i]))
-            << "step " << step << " tensor " << i << " momentum " << c.momentum << " nesterov " << c.nesterov;
-      }
-    }
+    expect_bitwise_equal_runs(opt, ours, reference, theirs, 5,
+                              "sgd momentum " + std::to_string(c.momentum) + " nesterov " + std::to_string(c.nesterov));
   }
 }
 
@@ -270,7 +283,7 @@ TEST(AdamW, StepCountIsPerParameter) {
   opt.step();
   opt.step();
   at::Tensor b = param({1.0f});
-  opt.replace_parameter(at::Tensor(), b);  // added by surgery: its bias correction starts afresh
+  opt.add_parameter("b", b);  // added by surgery: its bias correction starts afresh
   set_grad(b, {3.0f});
   opt.step();
   EXPECT_EQ(opt.state_of(a)->at(2).item<int64_t>(), 3);
@@ -279,37 +292,6 @@ TEST(AdamW, StepCountIsPerParameter) {
   EXPECT_EQ(opt.step_count(), 3);
 }
 
-namespace {
-
-/// Runs `ours` and torch's `reference` side by side for `steps` steps with the same random gradients and asserts the
-/// parameters stay bitwise equal.
-void expect_bitwise_equal_runs(tessera::optim::Optimizer& ours_opt, std::vector<at::Tensor>& ours,
-                               torch::optim::Optimizer& reference, std::vector<at::Tensor>& theirs, int steps,
-                               const std::string& what) {
-  for (int step = 0; step < steps; ++step) {
-    for (size_t i = 0; i < ours.size(); ++i) {
-      at::Tensor g = at::randn(ours[i].sizes());
-      ours[i].mutable_grad() = g.clone();
-      theirs[i].mutable_grad() = g.clone();
-    }
-    ours_opt.step();
-    reference.step();
-    for (size_t i = 0; i < ours.size(); ++i) {
-      ASSERT_TRUE(at::equal(ours[i], theirs[i])) << what << ": step " << step << " tensor " << i;
-    }
-  }
-}
-
-/// Two random parameters and their copies for a reference optimizer.
-std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> twin_parameters() {
-  at::manual_seed(12);
-  std::vector<at::Tensor> ours = {at::randn({6, 4}).requires_grad_(true), at::randn({5}).requires_grad_(true)};
-  std::vector<at::Tensor> theirs;
-  for (const auto& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
-  return {ours, theirs};
-}
-
-}  // namespace
 
 TEST(Adam, BitwiseEqualToTorchAdam) {
   for (double wd : {0.0, 0.05}) {
@@ -610,7 +592,7 @@ TEST(OptimizerGroups, ReplaceParameterKeepsThePositionAndDropsState) {
   opt.step();
   expect_values(a2, {4.9});
   at::Tensor d = param({0});
-  opt.replace_parameter(at::Tensor(), d);
+  opt.add_parameter("d", d);
   EXPECT_EQ(opt.param_groups()[0].params.size(), 3u);
   EXPECT_TRUE(opt.contains(d));
   EXPECT_THROW(opt.replace_parameter(param({7}), param({8})), tessera::Error);

@@ -28,6 +28,9 @@ using NamedParameters = torch::OrderedDict<std::string, at::Tensor>;
 ///
 ///     adamw: {lr: 1.0e-3, weight_decay: 0.1, groups: [{max_dims: 1, weight_decay: 0}]}   # no decay on biases, norms
 ///     sgd: {lr: 0.01, groups: [{names: ["fc.*"], lr: 0.1}]}                              # the head learns faster
+///
+/// Every optimizer is built from the model's named parameters (model->named_parameters()) or from a plain list of
+/// tensors, whose groups can select by max_dims only.
 struct ParamGroupOptions {
   /// Parameter names to select, as dotted paths ("layer1.0.conv1.weight"); `*` matches any run of characters,
   /// dots included, and `?` one character. Empty: any name.
@@ -80,8 +83,7 @@ class Optimizer {
 
   /// Removes parameters from every group and drops their state (layer freezing).
   void remove_parameters(const std::vector<at::Tensor>& params);
-  /// Replaces `old_param` by `new_param` in its group (its state is dropped), or appends `new_param` to
-  /// the first group when `old_param` is undefined.
+  /// Replaces `old_param` by `new_param` in its group, at its position (its state is dropped).
   void replace_parameter(const at::Tensor& old_param, const at::Tensor& new_param);
   /// Adds a parameter new to the model (model surgery) to the group whose selector takes `name` first, else
   /// to group 0, as if it had been there when the optimizer was built.
@@ -102,10 +104,6 @@ class Optimizer {
   void set_step_count(int64_t steps) noexcept { steps_ = steps; }
 
  protected:
-  /// One group of `params` with the optimizer's lr and weight decay; `groups` must be empty (selecting by name
-  /// needs the names: the NamedParameters constructor).
-  Optimizer(std::vector<at::Tensor> params, double lr, double weight_decay,
-            const std::vector<ParamGroupOptions>& groups);
   /// Group 0 with the optimizer's lr and weight decay, then one group per entry of `groups`; each parameter goes to
   /// the first entry that selects it, else to group 0. InputError for an entry that selects everything or sets
   /// nothing (an entry that selects no parameter yet is checked by check_groups).
@@ -159,7 +157,6 @@ class SGD : public Optimizer {
   const SGDOptions& options() const noexcept { return options_; }
 
  private:
-  void check() const;
   SGDOptions options_;
 };
 
