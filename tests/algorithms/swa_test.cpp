@@ -170,10 +170,13 @@ class Watch : public Callback {
   void run_event(Event event, State& s, Logger&) override {
     if (event == Event::BatchEnd) weights[s.timestamp.batch] = copy_weights(*s.model);
     if (event == Event::EpochEnd) at_epoch_end[s.timestamp.epoch] = copy_weights(*s.model);
-    if (event == Event::BatchStart) lr[s.timestamp.batch] = s.optimizer->param_groups()[0].lr;
+    if (event == Event::BatchStart) {
+      lr[s.timestamp.batch] = s.optimizer->param_groups()[0].lr;
+      last_group_lr[s.timestamp.batch] = s.optimizer->param_groups().back().lr;
+    }
   }
   std::map<int64_t, Weights> weights, at_epoch_end;
-  std::map<int64_t, double> lr;
+  std::map<int64_t, double> lr, last_group_lr;
 };
 
 /// The mean of the snapshots in double precision (floating tensors; integer ones are the last snapshot's).
@@ -318,7 +321,8 @@ TEST(SWA, BatchNormStatisticsRecomputedEqualAManualRecomputation) {
 
 TEST(SWA, LearningRateIsAnnealedToSwaLrFromSwaStartThenHeld) {
   // lr 0.1 under a linear decay to 0.5x over 12 batches; from batch 4, annealed (cos) over 2 intervals of 2 batches
-  // from the rate then to 0.01, held to the end (after swa_end too).
+  // from the rate then to 0.01, held to the end (after swa_end too). A parameter group with lr 0.3 (the biases)
+  // anneals from its own rate to the same 0.01.
   auto swa = std::make_shared<SWA>(SWAOptions()
                                        .swa_start(Time::parse("4ba"))
                                        .swa_end(Time::parse("10ba"))
@@ -329,6 +333,9 @@ TEST(SWA, LearningRateIsAnnealedToSwaLrFromSwaStartThenHeld) {
                                        .swa_lr(0.01));
   auto watch = std::make_shared<Watch>();
   Components c = cnn_components();
+  c.optimizer = std::make_shared<optim::SGD>(
+      c.model->named_parameters(),
+      optim::SGDOptions().lr(0.1).momentum(0.9).groups({optim::ParamGroupOptions().max_dims(1).lr(0.3)}));
   c.schedulers.push_back(optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.5)));
   c.algorithms = {swa};
   c.callbacks = {watch};
@@ -337,10 +344,12 @@ TEST(SWA, LearningRateIsAnnealedToSwaLrFromSwaStartThenHeld) {
   auto scheduled = [](int64_t b) { return 0.1 * (1.0 - 0.5 * static_cast<double>(b) / 12.0); };
   for (int64_t b = 0; b < 4; ++b) EXPECT_DOUBLE_EQ(watch->lr.at(b), scheduled(b)) << "batch " << b;
   const double lr0 = scheduled(4);
+  for (int64_t b = 0; b < 4; ++b) EXPECT_DOUBLE_EQ(watch->last_group_lr.at(b), 3 * scheduled(b)) << "batch " << b;
   for (int64_t b = 4; b < 12; ++b) {
     const double p = std::min(1.0, static_cast<double>(b - 4) / 4.0);
     const double f = (1 - std::cos(kPi * p)) / 2;
     EXPECT_NEAR(watch->lr.at(b), (1 - f) * lr0 + f * 0.01, 1e-15) << "batch " << b;
+    EXPECT_NEAR(watch->last_group_lr.at(b), (1 - f) * 3 * lr0 + f * 0.01, 1e-15) << "group 1, batch " << b;
   }
   EXPECT_NEAR(watch->lr.at(6), (lr0 + 0.01) / 2, 1e-15);
   EXPECT_DOUBLE_EQ(watch->lr.at(11), 0.01);
