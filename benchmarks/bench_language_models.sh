@@ -14,7 +14,8 @@
 #                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all GPT
 #                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16; optimizers against the
 #                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion (lr 3e-4, weight decay
-#                   1.0), lion_lr1e-3 (weight decay 0.3), lion_lr1e-4
+#                   1.0), lion_lr1e-3 (weight decay 0.3), lion_lr1e-4, lamb (lr 3e-3, decay 0.1, none on biases and
+#                   norms), lamb_lr1e-2
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 epochs=${1:-1}
@@ -48,6 +49,8 @@ for cfg in "${configs[@]}"; do
     lion_lr1e-3) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3}}") ;;  # lr /3, wd x3
     lion) algs="[]"; optimizer=("optimizer={lion: {lr: 3.0e-4, weight_decay: 1.0}}") ;;  # lr /10, wd x10 (the paper's rule)
     lion_lr1e-4) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-4, weight_decay: 1.0}}") ;;
+    lamb) algs="[]"; optimizer=("optimizer={lamb: {lr: 3.0e-3, weight_decay: 0.1, $no_decay}}") ;;  # AdamW's lr
+    lamb_lr1e-2) algs="[]"; optimizer=("optimizer={lamb: {lr: 1.0e-2, weight_decay: 0.1, $no_decay}}") ;;
     *) echo "unknown configuration $cfg" >&2; exit 2 ;;
   esac
   "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_$model.yaml" max_duration="${epochs}ep" \

@@ -10,6 +10,7 @@
 #include <tessera/callbacks/monitors.h>
 #include <tessera/callbacks/progress_bar.h>
 #include <tessera/callbacks/stoppers.h>
+#include <tessera/callbacks/system_metrics.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/streaming.h>
@@ -366,9 +367,13 @@ const Kind<std::shared_ptr<optim::Optimizer>>& optimizers() {
       "optimizer",
       "optimizers",
       {
+          optimizer<optim::Adagrad, optim::AdagradOptions>("adagrad"),
           optimizer<optim::Adam, optim::AdamOptions>("adam"),
           optimizer<optim::AdamW, optim::AdamWOptions>("adamw"),
+          optimizer<optim::Lamb, optim::LambOptions>("lamb"),
+          optimizer<optim::Lars, optim::LarsOptions>("lars"),
           optimizer<optim::Lion, optim::LionOptions>("lion"),
+          optimizer<optim::RMSprop, optim::RMSpropOptions>("rmsprop"),
           optimizer<optim::SGD, optim::SGDOptions>("sgd"),
       }};
   return kind;
@@ -415,7 +420,10 @@ const Kind<std::shared_ptr<Callback>>& callback_kinds() {
           simple<Callback, callbacks::MemoryMonitor, callbacks::MemoryMonitorOptions>("memory_monitor"),
           simple<Callback, callbacks::OptimizerMonitor, callbacks::OptimizerMonitorOptions>("optimizer_monitor"),
           simple<Callback, callbacks::ProgressBar, callbacks::ProgressBarOptions>("progress_bar"),
+          simple<Callback, callbacks::RuntimeEstimator, callbacks::RuntimeEstimatorOptions>("runtime_estimator"),
           simple<Callback, callbacks::SpeedMonitor, callbacks::SpeedMonitorOptions>("speed_monitor"),
+          simple<Callback, callbacks::SystemMetricsMonitor, callbacks::SystemMetricsMonitorOptions>(
+              "system_metrics_monitor"),
           simple<Callback, callbacks::ThresholdStopper, callbacks::ThresholdStopperOptions>("threshold_stopper"),
       }};
   return kind;

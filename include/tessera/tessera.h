@@ -46,6 +46,7 @@
 #include <tessera/callbacks/monitors.h>
 #include <tessera/callbacks/generate.h>
 #include <tessera/callbacks/image_visualizer.h>
+#include <tessera/callbacks/system_metrics.h>
 
 #include <tessera/checkpoint.h>
 #include <tessera/recipe.h>

@@ -1,6 +1,6 @@
-"""A torch.optim optimizer (or Composer's DecoupledSGDW/DecoupledAdamW) as the Tessera optimizer that makes the same
-updates: its class, settings and parameter groups become a recipe entry, {"adamw": {..., "groups": [...]}}, whose
-groups select the module's parameters by name. Tessera steps in C++ and its algorithms edit its groups, so the
+"""A torch.optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad; or Composer's DecoupledSGDW/DecoupledAdamW) as the
+Tessera optimizer that makes the same updates: its class, settings and parameter groups become a recipe entry,
+{"adamw": {..., "groups": [...]}}, whose groups select the module's parameters by name. Tessera steps in C++ and its algorithms edit its groups, so the
 torch object itself is not used."""
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ from . import _C
 # The update rules Tessera has: class -> (recipe name, torch group key -> Tessera option, fixed options).
 _ADAM_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps", "amsgrad": "amsgrad"}
 _SGD_KEYS = {"momentum": "momentum", "dampening": "dampening", "nesterov": "nesterov"}
+_RMSPROP_KEYS = {"alpha": "alpha", "eps": "eps", "momentum": "momentum", "centered": "centered"}
+_ADAGRAD_KEYS = {"lr_decay": "lr_decay", "eps": "eps", "initial_accumulator_value": "initial_accumulator_value"}
 _KINDS: Dict[Tuple[str, str], Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     ("torch.optim.sgd", "SGD"): ("sgd", _SGD_KEYS, {}),
     ("torch.optim.adam", "Adam"): ("adam", _ADAM_KEYS, {}),
     ("torch.optim.adamw", "AdamW"): ("adamw", _ADAM_KEYS, {}),
+    ("torch.optim.rmsprop", "RMSprop"): ("rmsprop", _RMSPROP_KEYS, {}),
+    ("torch.optim.adagrad", "Adagrad"): ("adagrad", _ADAGRAD_KEYS, {}),
     ("composer.optim.decoupled_weight_decay", "DecoupledSGDW"): ("sgd", _SGD_KEYS, {"decoupled_weight_decay": True}),
     ("composer.optim.decoupled_weight_decay", "DecoupledAdamW"): ("adamw", _ADAM_KEYS,
                                                                   {"decoupled_weight_decay": True}),
@@ -29,6 +33,11 @@ def _number(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.item()
     return x
+
+
+def _has_stepped(state: Dict[str, Any]) -> bool:
+    """Whether a parameter's state holds steps taken (Adagrad's is made at construction, with step 0)."""
+    return bool(state) and float(_number(state.get("step", 1))) > 0
 
 
 def _settings(group: Dict[str, Any], keys: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -69,7 +78,7 @@ def from_torch(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> Dic
             raise _C.InputError(f"optimizer: the {cls.__name__}'s parameter groups differ in decoupled_weight_decay; "
                                 "Tessera's parameter groups differ only in lr and weight_decay")
         name = "adamw" if decoupled.pop() else "adam"
-    if any(len(s) for s in optimizer.state.values()):
+    if any(_has_stepped(s) for s in optimizer.state.values()):
         raise _C.InputError(f"optimizer: the {cls.__name__} has already taken steps, and its state (momentum, moments) "
                             "would be lost; give it before training, or a recipe entry")
     names = {id(p): n for n, p in module.named_parameters()}

@@ -1,4 +1,4 @@
-"""The monitors (speed, lr, optimizer, memory) as recipe entries from Python: what reaches metrics.jsonl."""
+"""The monitors (speed, lr, optimizer, memory, runtime, system) as recipe entries from Python: what reaches metrics.jsonl."""
 import json
 import math
 
@@ -43,6 +43,23 @@ def test_the_monitors_write_their_values_to_the_metric_file(tmp_path):
     memory = [e for e in entries if "memory/host_rss_mem" in e]
     assert [e["batch"] for e in memory] == [0, 4]
     assert all(0 < e["memory/host_rss_mem"] <= e["memory/host_peak_rss_mem"] for e in memory)
+
+
+def test_the_runtime_estimate_and_the_machines_load_reach_the_metric_file(tmp_path):
+    trainer = tessera.Trainer(**tiny_components(max_duration="2ep"), run_dir=str(tmp_path), loggers=[{"jsonl": {}}],
+                              callbacks=[{"runtime_estimator": {"time_unit": "seconds"}},
+                                         {"system_metrics_monitor": {"interval": 4}}])
+    trainer.fit()
+    entries = logged(tmp_path)
+    remaining = [e for e in entries if "wall_clock/remaining_estimate" in e]
+    assert [e["batch"] for e in remaining] == list(range(2, 9))  # the first batch is skipped
+    assert all(e["wall_clock/remaining_estimate"] > 0 for e in remaining[:-1])
+    assert remaining[-1]["wall_clock/remaining_estimate"] == 0  # no batch and no evaluation left
+    system = [e for e in entries if "system/memory_used_percent" in e]
+    assert [e["batch"] for e in system] == [4, 8]
+    assert all(0 < e["system/memory_used_percent"] < 100 and e["system/process_cpu_percent"] > 0 for e in system)
+    # the machine's CPU time is counted in 10 ms ticks: a reading over fewer has no cpu_percent
+    assert all(0 <= e.get("system/cpu_percent", 0) <= 100 for e in system)
 
 
 def test_count_flops_counts_a_python_models_forward(tmp_path):

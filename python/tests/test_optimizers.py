@@ -61,6 +61,10 @@ CASES = {
     "adamw_groups": lambda m: no_decay_groups(m, torch.optim.AdamW, lr=0.01, weight_decay=0.1),
     "sgd_head_lr": lambda m: torch.optim.SGD([{"params": m.body.parameters()},
                                               {"params": m.head.parameters(), "lr": 0.3}], lr=0.1, momentum=0.5),
+    "rmsprop_centered": lambda m: torch.optim.RMSprop(m.parameters(), lr=0.003, alpha=0.9, momentum=0.5,
+                                                      weight_decay=1e-3, centered=True),
+    "adagrad_groups": lambda m: no_decay_groups(m, torch.optim.Adagrad, lr=0.05, lr_decay=0.01, weight_decay=1e-3,
+                                                initial_accumulator_value=0.1),
 }
 
 
@@ -74,7 +78,9 @@ def test_a_torch_optimizer_trains_as_it_does_in_a_plain_loop(case, tmp_path):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (case, name, (a - b).abs().max().item())
     assert not torch.equal(model.head.weight, Net().head.weight)  # it trained
     groups = trainer.state.optimizer.param_groups
-    assert len(groups) == {"adamw_groups": 2, "sgd_head_lr": 2}.get(case, 1)
+    assert len(groups) == {"adamw_groups": 2, "sgd_head_lr": 2, "adagrad_groups": 2}.get(case, 1)
+    fresh = Net()
+    assert trainer.state.optimizer.name == next(iter(from_torch(CASES[case](fresh), fresh)))
 
 
 def test_the_translation_names_the_groups_parameters():
@@ -92,8 +98,8 @@ def test_the_translation_names_the_groups_parameters():
 
 def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
     model = Net()
-    with pytest.raises(tessera.InputError, match="no equivalent of torch.optim.rmsprop.RMSprop"):
-        from_torch(torch.optim.RMSprop(model.parameters()), model)
+    with pytest.raises(tessera.InputError, match="no equivalent of torch.optim.nadam.NAdam"):
+        from_torch(torch.optim.NAdam(model.parameters()), model)
     with pytest.raises(tessera.InputError, match="maximize=True"):
         from_torch(torch.optim.SGD(model.parameters(), lr=0.1, maximize=True), model)
     stepped = torch.optim.Adam(model.parameters())
@@ -101,6 +107,11 @@ def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
     stepped.step()
     with pytest.raises(tessera.InputError, match="already taken steps"):
         from_torch(stepped, model)
+    adagrad = torch.optim.Adagrad(model.parameters())  # its state is made at construction, with step 0
+    assert "adagrad" in from_torch(adagrad, model)
+    adagrad.step()
+    with pytest.raises(tessera.InputError, match="Adagrad has already taken steps"):
+        from_torch(adagrad, model)
     with pytest.raises(tessera.InputError, match=r"3 trainable parameters of the model are in none of the SGD's "
                                                  r"groups \(head.weight, head.bias, body.1.weight|trainable parameters"):
         from_torch(torch.optim.SGD(model.body[0].parameters(), lr=0.1), model)

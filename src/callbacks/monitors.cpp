@@ -8,6 +8,7 @@
 #include <ATen/record_function.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -27,6 +28,12 @@ namespace {
 bool due(const State& state, int64_t interval) { return state.timestamp.batch % interval == 0; }
 
 double gigabytes(int64_t bytes) { return static_cast<double>(bytes) / 1e9; }
+
+/// Seconds in one `time_unit` (an option validated as seconds, minutes, hours or days).
+double seconds_per(const std::string& time_unit) {
+  const std::map<std::string, double> seconds{{"seconds", 1}, {"minutes", 60}, {"hours", 3600}, {"days", 86400}};
+  return seconds.at(time_unit);
+}
 
 }  // namespace
 
@@ -152,8 +159,7 @@ SpeedMonitor::SpeedMonitor(SpeedMonitorOptions options) : options_(std::move(opt
     throw InputError("speed_monitor: flops_per_sample and count_flops both say how many FLOPs a batch takes; give "
                      "one of them");
   }
-  const std::map<std::string, double> seconds{{"seconds", 1}, {"minutes", 60}, {"hours", 3600}, {"days", 86400}};
-  unit_seconds_ = seconds.at(options_.time_unit());
+  unit_seconds_ = seconds_per(options_.time_unit());
 }
 
 void SpeedMonitor::run_event(Event event, State& state, Logger& logger) {
@@ -228,6 +234,83 @@ StateDict SpeedMonitor::state_dict() const {
 }
 
 void SpeedMonitor::load_state_dict(const StateDict& state) { eval_seconds_ = state.at("eval_seconds").item<double>(); }
+
+// ------------------------------------------------------------------------------------------------ RuntimeEstimator
+
+int64_t evaluations_left(const Evaluator& evaluator, const Timestamp& now, const TimeContext& time) {
+  const double total = time.total_batches();
+  const auto last = static_cast<int64_t>(std::ceil(total - 1e-9));  // the last batch's number
+  if (now.batch > last) return 0;
+  const Time& every = evaluator.interval;
+  if (every.as_double() <= 0) return 1;  // only at the end of fit
+  // The interval in batches; epoch intervals fire at the ends of epochs whose number is a multiple.
+  const double width = every.unit() == TimeUnit::Epoch
+                           ? static_cast<double>(every.value() * std::max<int64_t>(1, time.batches_per_epoch))
+                           : time.to_batches(every);
+  if (width <= 0) return 1;
+  const auto multiples = [&](int64_t batch) {
+    return static_cast<int64_t>(std::floor(static_cast<double>(batch) / width + 1e-9));
+  };
+  // Batches n..last end at a multiple for each multiple passed after batch n - 1; the end of fit evaluates unless the
+  // last batch already did.
+  int64_t left = multiples(last) - multiples(now.batch - 1);
+  if (multiples(last) == multiples(last - 1)) ++left;
+  return std::max<int64_t>(0, left);
+}
+
+RuntimeEstimator::RuntimeEstimator(RuntimeEstimatorOptions options) : options_(std::move(options)) {
+  validate_options(options_, "runtime_estimator");
+  unit_seconds_ = seconds_per(options_.time_unit());
+}
+
+void RuntimeEstimator::run_event(Event event, State& state, Logger& logger) {
+  if (state.rank != 0) return;
+  if (event == Event::FitStart) {
+    batches_seen_ = batches_timed_ = 0;  // a resumed run measures its batches afresh
+    seconds_timed_ = 0;
+  } else if (event == Event::EvalStart) {
+    eval_start_ = std::chrono::steady_clock::now();
+    in_eval_ = true;
+  } else if (event == Event::EvalEnd && in_eval_) {
+    eval_seconds_[state.eval_label].push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start_).count());
+    in_eval_ = false;
+  } else if (event == Event::BatchEnd) {
+    if (++batches_seen_ <= options_.skip_batches()) return;
+    ++batches_timed_;
+    seconds_timed_ += state.timestamp.batch_wct;
+    const double batches_left = std::max(0.0, state.time.total_batches() - static_cast<double>(state.timestamp.batch));
+    double seconds = seconds_timed_ / static_cast<double>(batches_timed_) * batches_left;
+    for (const Evaluator& evaluator : state.evaluators) {
+      const auto it = eval_seconds_.find(evaluator.label);
+      if (it == eval_seconds_.end() || it->second.empty()) continue;
+      const std::vector<double>& runs = it->second;
+      const size_t first = runs.size() > 1 ? 1 : 0;
+      double sum = 0;
+      for (size_t i = first; i < runs.size(); ++i) sum += runs[i];
+      const double mean = sum / static_cast<double>(runs.size() - first);
+      seconds += mean * static_cast<double>(evaluations_left(evaluator, state.timestamp, state.time));
+    }
+    logger.log_metrics({{"wall_clock/remaining_estimate", seconds / unit_seconds_}}, state.timestamp);
+  }
+}
+
+StateDict RuntimeEstimator::state_dict() const {
+  StateDict out;
+  for (const auto& [label, runs] : eval_seconds_) {
+    out["eval_seconds/" + label] = at::tensor(runs, at::kDouble);
+  }
+  return out;
+}
+
+void RuntimeEstimator::load_state_dict(const StateDict& state) {
+  eval_seconds_.clear();
+  for (const auto& [key, value] : state) {
+    if (key.rfind("eval_seconds/", 0) != 0) continue;
+    const at::Tensor runs = value.to(at::kCPU, at::kDouble).contiguous();
+    eval_seconds_[key.substr(13)] = std::vector<double>(runs.data_ptr<double>(), runs.data_ptr<double>() + runs.numel());
+  }
+}
 
 // ------------------------------------------------------------------------------------------------ LrMonitor
 

@@ -1,5 +1,6 @@
-// Optimizer bookkeeping (groups chosen by name or shape), SGD, Adam, AdamW and Lion. Updates run in place under
-// NoGradGuard with the same ATen ops as torch::optim (SGD, Adam and AdamW are bitwise equal to torch::optim's).
+// Optimizer bookkeeping (groups chosen by name or shape), SGD, Adam, AdamW, Lion, RMSprop, Adagrad, LAMB and LARS.
+// Updates run in place under NoGradGuard with the same ATen ops as torch::optim (SGD, Adam, AdamW, RMSprop and Adagrad
+// are bitwise equal to torch::optim's).
 #include <tessera/optim/optimizer.h>
 
 #include <algorithm>
@@ -108,6 +109,15 @@ NamedParameters by_position(const std::vector<at::Tensor>& params, const std::ve
   NamedParameters named;
   for (size_t i = 0; i < params.size(); ++i) named.insert(std::to_string(i), params[i]);
   return named;
+}
+
+/// Nesterov momentum needs momentum > 0 and no dampening (SGD's and LARS's options).
+void check_nesterov(bool nesterov, double momentum, double dampening) {
+  if (nesterov && (momentum <= 0 || dampening != 0)) {
+    throw InputError(fmt::format(
+        "optimizer.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0 (got momentum {:g}, dampening {:g})",
+        momentum, dampening));
+  }
 }
 
 }  // namespace
@@ -254,18 +264,38 @@ SGD::SGD(std::vector<at::Tensor> params, SGDOptions options)
 SGD::SGD(const NamedParameters& params, SGDOptions options)
     : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
   validate_options(options_, "optimizer");
-  if (options_.nesterov() && (options_.momentum() <= 0 || options_.dampening() != 0)) {
-    throw InputError(
-        "optimizer.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0 (got momentum " +
-        fmt::format("{:g}, dampening {:g})", options_.momentum(), options_.dampening()));
-  }
+  check_nesterov(options_.nesterov(), options_.momentum(), options_.dampening());
 }
+
+namespace {
+
+struct Momentum {
+  double momentum, dampening;
+  bool nesterov;
+};
+
+/// SGD's momentum on the step direction `d` (`owned`: a temporary of this step, safe to update in place), with the
+/// parameter's buffer `buf` (undefined before its first step): buf = d on the first step, else momentum buf +
+/// (1 - dampening) d; returns d + momentum buf (Nesterov) or buf. The same ops as torch::optim::SGD.
+at::Tensor apply_momentum(at::Tensor d, bool owned, at::Tensor& buf, const Momentum& m) {
+  bool aliased = false;
+  if (!buf.defined()) {
+    // First step: buf = d (torch clones; a temporary can be adopted as is).
+    buf = owned ? d : d.clone();
+    aliased = owned;
+  } else {
+    buf.mul_(m.momentum).add_(d, 1 - m.dampening);
+  }
+  if (!m.nesterov) return buf;
+  if (owned && !aliased) return d.add_(buf, m.momentum);
+  return d.add(buf, m.momentum);
+}
+
+}  // namespace
 
 void SGD::step() {
   at::NoGradGuard no_grad;
-  const double momentum = options_.momentum();
-  const double dampening = options_.dampening();
-  const bool nesterov = options_.nesterov();
+  const Momentum m{options_.momentum(), options_.dampening(), options_.nesterov()};
   const bool decoupled = options_.decoupled_weight_decay();
   for (auto& group : groups_) {
     const double lr = group.lr;
@@ -281,26 +311,7 @@ void SGD::step() {
         d = grad.add(p, weight_decay);
         owned = true;
       }
-      if (momentum != 0) {
-        at::Tensor& buf = state_for(p, 1)[0];
-        bool aliased = false;
-        if (!buf.defined()) {
-          // First step: buf = d (torch clones; a temporary can be adopted as is).
-          buf = owned ? d : d.clone();
-          aliased = owned;
-        } else {
-          buf.mul_(momentum).add_(d, 1 - dampening);
-        }
-        if (nesterov) {
-          if (owned && !aliased) {
-            d.add_(buf, momentum);
-          } else {
-            d = d.add(buf, momentum);
-          }
-        } else {
-          d = buf;
-        }
-      }
+      if (m.momentum != 0) d = apply_momentum(d, owned, state_for(p, 1)[0], m);
       if (decay != 1.0) p.mul_(decay);
       p.add_(d, -lr);
     }
@@ -319,6 +330,24 @@ struct AdamSettings {
   bool lr_ratio;  ///< decoupled decay by (lr/initial_lr) wd (Composer's DecoupledAdamW), else lr wd
 };
 
+/// Makes a parameter's Adam state ready and advances its step count: exp_avg, exp_avg_sq, step (an int64 CPU scalar:
+/// each parameter counts its own steps, so a parameter added by surgery starts its bias correction afresh), and
+/// max_exp_avg_sq with amsgrad. Then m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2. Returns the step count k.
+int64_t adam_moments(std::vector<at::Tensor>& st, const at::Tensor& p, const at::Tensor& grad, double beta1,
+                     double beta2, bool amsgrad) {
+  if (!st[0].defined()) {
+    st[0] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    st[1] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    st[2] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
+  }
+  if (amsgrad && !st[3].defined()) st[3] = at::zeros_like(p, at::MemoryFormat::Preserve);
+  if (!st[2].device().is_cpu()) st[2] = st[2].cpu();
+  const int64_t step = ++*st[2].data_ptr<int64_t>();
+  st[0].mul_(beta1).add_(grad, 1 - beta1);
+  st[1].mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+  return step;
+}
+
 /// One Adam(W) update of every parameter with a gradient; `state_for(p, slots)` gives a parameter's state.
 template <class StateFor>
 void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor&& state_for) {
@@ -328,33 +357,19 @@ void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor
     for (auto& p : group.params) {
       at::Tensor grad = p.grad();
       if (!grad.defined()) continue;
-      // State: exp_avg, exp_avg_sq, step (an int64 CPU scalar: each parameter counts its own steps, so a
-      // parameter added by surgery starts its bias correction afresh), max_exp_avg_sq (amsgrad).
       std::vector<at::Tensor>& st = state_for(p, a.amsgrad ? 4 : 3);
-      if (!st[0].defined()) {
-        st[0] = at::zeros_like(p, at::MemoryFormat::Preserve);
-        st[1] = at::zeros_like(p, at::MemoryFormat::Preserve);
-        st[2] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
-      }
-      if (a.amsgrad && !st[3].defined()) st[3] = at::zeros_like(p, at::MemoryFormat::Preserve);
-      if (!st[2].device().is_cpu()) st[2] = st[2].cpu();
-      const int64_t step = ++*st[2].data_ptr<int64_t>();
-
       if (a.l2 && group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
       if (decay != 1.0) p.mul_(decay);
-      at::Tensor& exp_avg = st[0];
-      at::Tensor& exp_avg_sq = st[1];
-      exp_avg.mul_(a.beta1).add_(grad, 1 - a.beta1);
-      exp_avg_sq.mul_(a.beta2).addcmul_(grad, grad, 1 - a.beta2);
+      const int64_t step = adam_moments(st, p, grad, a.beta1, a.beta2, a.amsgrad);
 
       const double bias_correction1 = 1 - std::pow(a.beta1, static_cast<double>(step));
       const double bias_correction2 = 1 - std::pow(a.beta2, static_cast<double>(step));
       const double step_size = lr / bias_correction1;
-      at::Tensor second = exp_avg_sq;
-      if (a.amsgrad) second = at::maximum_out(st[3], st[3], exp_avg_sq);
+      at::Tensor second = st[1];
+      if (a.amsgrad) second = at::maximum_out(st[3], st[3], st[1]);
       at::Tensor denom = second.sqrt();
       denom.div_(std::sqrt(bias_correction2)).add_(a.eps);
-      p.addcdiv_(exp_avg, denom, -step_size);
+      p.addcdiv_(st[0], denom, -step_size);
     }
   }
 }
@@ -416,6 +431,171 @@ void Lion::step() {
       if (decay != 1.0) p.mul_(decay);
       p.add_(exp_avg.lerp(grad, 1 - beta1).sign_(), -group.lr);
       exp_avg.lerp_(grad, 1 - beta2);
+    }
+  }
+  ++steps_;
+}
+
+// ------------------------------------------------------------------------------------------------ RMSprop, Adagrad
+
+RMSprop::RMSprop(std::vector<at::Tensor> params, RMSpropOptions options)
+    : RMSprop(by_position(params, options.groups()), options) {}
+
+RMSprop::RMSprop(const NamedParameters& params, RMSpropOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+void RMSprop::step() {
+  at::NoGradGuard no_grad;
+  const double alpha = options_.alpha();
+  const double momentum = options_.momentum();
+  const bool centered = options_.centered();
+  for (auto& group : groups_) {
+    for (auto& p : group.params) {
+      at::Tensor grad = p.grad();
+      if (!grad.defined()) continue;
+      // State: square_avg, momentum_buffer, grad_avg (the last two only when used), all starting at zero.
+      std::vector<at::Tensor>& st = state_for(p, 3);
+      for (int i = 0; i < 3; ++i) {
+        const bool used = i == 0 || (i == 1 && momentum > 0) || (i == 2 && centered);
+        if (used && !st[i].defined()) st[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+      }
+      if (group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
+      st[0].mul_(alpha).addcmul_(grad, grad, 1 - alpha);
+      at::Tensor avg;
+      if (centered) {
+        st[2].mul_(alpha).add_(grad, 1 - alpha);
+        avg = st[0].addcmul(st[2], st[2], -1).sqrt_().add_(options_.eps());
+      } else {
+        avg = st[0].sqrt().add_(options_.eps());
+      }
+      if (momentum > 0) {
+        st[1].mul_(momentum).addcdiv_(grad, avg);
+        p.add_(st[1], -group.lr);
+      } else {
+        p.addcdiv_(grad, avg, -group.lr);
+      }
+    }
+  }
+  ++steps_;
+}
+
+Adagrad::Adagrad(std::vector<at::Tensor> params, AdagradOptions options)
+    : Adagrad(by_position(params, options.groups()), options) {}
+
+Adagrad::Adagrad(const NamedParameters& params, AdagradOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+void Adagrad::step() {
+  at::NoGradGuard no_grad;
+  for (auto& group : groups_) {
+    for (auto& p : group.params) {
+      at::Tensor grad = p.grad();
+      if (!grad.defined()) continue;
+      // State: sum (from initial_accumulator_value), step (an int64 CPU scalar, per parameter).
+      std::vector<at::Tensor>& st = state_for(p, 2);
+      if (!st[0].defined()) {
+        st[0] = at::full_like(p, options_.initial_accumulator_value(), at::MemoryFormat::Preserve);
+        st[1] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
+      }
+      if (!st[1].device().is_cpu()) st[1] = st[1].cpu();
+      const int64_t step = ++*st[1].data_ptr<int64_t>();
+      if (group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
+      const double clr = group.lr / (1 + static_cast<double>(step - 1) * options_.lr_decay());
+      st[0].addcmul_(grad, grad, 1.0);
+      const at::Tensor std = st[0].sqrt().add_(options_.eps());
+      p.addcdiv_(grad, std, -clr);
+    }
+  }
+  ++steps_;
+}
+
+// ------------------------------------------------------------------------------------------------ LAMB, LARS
+
+namespace {
+
+/// `ratio` where both norms are positive, else 1: a layer whose weights or update are all zero moves as the lr says.
+/// Stays on the device (no read-back).
+at::Tensor guarded_ratio(const at::Tensor& ratio, const at::Tensor& weight_norm, const at::Tensor& other_norm) {
+  const at::Tensor one = at::ones({}, ratio.options());
+  return at::where(weight_norm.gt(0), at::where(other_norm.gt(0), ratio, one), one);
+}
+
+}  // namespace
+
+Lamb::Lamb(std::vector<at::Tensor> params, LambOptions options)
+    : Lamb(by_position(params, options.groups()), options) {}
+
+Lamb::Lamb(const NamedParameters& params, LambOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+}
+
+void Lamb::step() {
+  at::NoGradGuard no_grad;
+  const double beta1 = options_.beta1();
+  const double beta2 = options_.beta2();
+  for (auto& group : groups_) {
+    const double weight_decay = group.weight_decay;
+    const bool adapt = weight_decay != 0 || options_.always_adapt();
+    for (auto& p : group.params) {
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      std::vector<at::Tensor>& st = state_for(p, 3);
+      const int64_t step = adam_moments(st, p, grad, beta1, beta2, /*amsgrad=*/false);
+      const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step));
+      const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step));
+      const at::Tensor denom = st[1].sqrt().div_(std::sqrt(bias_correction2)).add_(options_.eps());
+      at::Tensor update = st[0].div(bias_correction1).div_(denom);
+      if (weight_decay != 0) update.add_(p, weight_decay);
+      if (adapt) {
+        const at::Tensor weight_norm = p.norm();
+        const at::Tensor update_norm = update.norm();
+        at::Tensor ratio = guarded_ratio(weight_norm / update_norm, weight_norm, update_norm);
+        if (options_.trust_clip()) ratio = ratio.clamp_max(1.0);
+        update.mul_(ratio);
+      }
+      p.add_(update, -group.lr);
+    }
+  }
+  ++steps_;
+}
+
+Lars::Lars(std::vector<at::Tensor> params, LarsOptions options)
+    : Lars(by_position(params, options.groups()), options) {}
+
+Lars::Lars(const NamedParameters& params, LarsOptions options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+  check_nesterov(options_.nesterov(), options_.momentum(), options_.dampening());
+}
+
+void Lars::step() {
+  at::NoGradGuard no_grad;
+  const Momentum m{options_.momentum(), options_.dampening(), options_.nesterov()};
+  for (auto& group : groups_) {
+    const double weight_decay = group.weight_decay;
+    const bool adapt = weight_decay != 0 || options_.always_adapt();
+    for (auto& p : group.params) {
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      at::Tensor d = grad;
+      bool owned = false;
+      if (adapt) {
+        const at::Tensor weight_norm = p.norm();
+        const at::Tensor grad_norm = grad.norm();
+        at::Tensor ratio = weight_norm * options_.trust_coefficient() /
+                           (grad_norm + weight_norm * weight_decay + options_.eps());
+        ratio = guarded_ratio(ratio, weight_norm, grad_norm);
+        if (options_.trust_clip()) ratio = ratio.div(group.lr).clamp_max_(1.0);
+        d = weight_decay != 0 ? grad.add(p, weight_decay).mul_(ratio) : grad.mul(ratio);
+        owned = true;
+      }
+      if (m.momentum != 0) d = apply_momentum(d, owned, state_for(p, 1)[0], m);
+      p.add_(d, -group.lr);
     }
   }
   ++steps_;

@@ -8,8 +8,11 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/optim/adagrad.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
 #include <tessera/error.h>
@@ -17,14 +20,22 @@
 
 #include "support.h"
 
+using tessera::optim::Adagrad;
+using tessera::optim::AdagradOptions;
 using tessera::optim::Adam;
 using tessera::optim::AdamOptions;
 using tessera::optim::AdamW;
 using tessera::optim::AdamWOptions;
+using tessera::optim::Lamb;
+using tessera::optim::LambOptions;
+using tessera::optim::Lars;
+using tessera::optim::LarsOptions;
 using tessera::optim::Lion;
 using tessera::optim::LionOptions;
 using tessera::optim::NamedParameters;
 using tessera::optim::ParamGroupOptions;
+using tessera::optim::RMSprop;
+using tessera::optim::RMSpropOptions;
 using tessera::optim::SGD;
 using tessera::optim::SGDOptions;
 using tessera::testing::input_error_of;
@@ -392,11 +403,223 @@ TEST(Lion, EveryCoordinateMovesByTheLrOrNotAtAll) {
   EXPECT_TRUE(at::allclose(moved, at::full({50}, 0.01), 0, 1e-6));
 }
 
+TEST(RMSprop, BitwiseEqualToTorchRMSprop) {
+  for (bool centered : {false, true}) {
+    for (double momentum : {0.0, 0.7}) {
+      for (double wd : {0.0, 0.02}) {
+        auto [ours, theirs] = twin_parameters();
+        RMSprop opt(ours, RMSpropOptions().lr(0.01).alpha(0.9).eps(1e-6).weight_decay(wd).momentum(momentum)
+                              .centered(centered));
+        torch::optim::RMSprop reference(theirs, torch::optim::RMSpropOptions(0.01)
+                                                    .alpha(0.9)
+                                                    .eps(1e-6)
+                                                    .weight_decay(wd)
+                                                    .momentum(momentum)
+                                                    .centered(centered));
+        expect_bitwise_equal_runs(opt, ours, reference, theirs, 6,
+                                  fmt::format("rmsprop centered {} momentum {} wd {}", centered, momentum, wd));
+        const auto& st = *opt.state_of(ours[0]);
+        EXPECT_EQ(st[1].defined(), momentum > 0);
+        EXPECT_EQ(st[2].defined(), centered);
+      }
+    }
+  }
+  EXPECT_EQ(RMSprop(std::vector<at::Tensor>{param({1})}, RMSpropOptions()).name(), "rmsprop");
+}
+
+TEST(Adagrad, BitwiseEqualToTorchAdagrad) {
+  for (double lr_decay : {0.0, 0.1}) {
+    for (double wd : {0.0, 0.05}) {
+      for (double initial : {0.0, 0.5}) {
+        auto [ours, theirs] = twin_parameters();
+        Adagrad opt(ours, AdagradOptions().lr(0.05).lr_decay(lr_decay).weight_decay(wd).initial_accumulator_value(
+                              initial));
+        torch::optim::Adagrad reference(theirs, torch::optim::AdagradOptions(0.05)
+                                                    .lr_decay(lr_decay)
+                                                    .weight_decay(wd)
+                                                    .initial_accumulator_value(initial));
+        expect_bitwise_equal_runs(opt, ours, reference, theirs, 6,
+                                  fmt::format("adagrad lr_decay {} wd {} initial {}", lr_decay, wd, initial));
+        EXPECT_EQ(opt.state_of(ours[1])->at(1).item<int64_t>(), 6);
+      }
+    }
+  }
+  EXPECT_EQ(Adagrad(std::vector<at::Tensor>{param({1})}, AdagradOptions()).name(), "adagrad");
+}
+
+namespace {
+
+double norm_of(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x * x;
+  return std::sqrt(sum);
+}
+
+/// The trust ratio's guard: `ratio` when both norms are positive, else 1.
+double guarded(double ratio, double weight_norm, double other_norm) {
+  return weight_norm > 0 && other_norm > 0 ? ratio : 1.0;
+}
+
+/// LAMB in double for one parameter tensor, the formulas of the header, over the given gradients.
+std::vector<double> reference_lamb(std::vector<double> p, const std::vector<std::vector<double>>& grads,
+                                   const LambOptions& o, double lr, double wd) {
+  std::vector<double> m(p.size(), 0.0), v(p.size(), 0.0), u(p.size());
+  for (size_t k = 1; k <= grads.size(); ++k) {
+    const auto& g = grads[k - 1];
+    for (size_t i = 0; i < p.size(); ++i) {
+      m[i] = o.beta1() * m[i] + (1 - o.beta1()) * g[i];
+      v[i] = o.beta2() * v[i] + (1 - o.beta2()) * g[i] * g[i];
+      const double mhat = m[i] / (1 - std::pow(o.beta1(), k)), vhat = v[i] / (1 - std::pow(o.beta2(), k));
+      u[i] = mhat / (std::sqrt(vhat) + o.eps()) + wd * p[i];
+    }
+    double r = 1.0;
+    if (wd != 0 || o.always_adapt()) {
+      r = guarded(norm_of(p) / norm_of(u), norm_of(p), norm_of(u));
+      if (o.trust_clip()) r = std::min(r, 1.0);
+    }
+    for (size_t i = 0; i < p.size(); ++i) p[i] -= lr * r * u[i];
+  }
+  return p;
+}
+
+/// LARS in double for one parameter tensor, the formulas of the header, over the given gradients.
+std::vector<double> reference_lars(std::vector<double> p, const std::vector<std::vector<double>>& grads,
+                                   const LarsOptions& o, double lr, double wd) {
+  std::vector<double> buf(p.size(), 0.0), d(p.size());
+  for (size_t k = 0; k < grads.size(); ++k) {
+    const auto& g = grads[k];
+    double r = 1.0;
+    const bool adapt = wd != 0 || o.always_adapt();
+    if (adapt) {
+      r = guarded(o.trust_coefficient() * norm_of(p) / (norm_of(g) + wd * norm_of(p) + o.eps()), norm_of(p),
+                  norm_of(g));
+      if (o.trust_clip()) r = std::min(r / lr, 1.0);
+    }
+    for (size_t i = 0; i < p.size(); ++i) {
+      d[i] = adapt ? r * (g[i] + wd * p[i]) : g[i];
+      if (o.momentum() != 0) {
+        buf[i] = k == 0 ? d[i] : o.momentum() * buf[i] + (1 - o.dampening()) * d[i];
+        d[i] = o.nesterov() ? d[i] + o.momentum() * buf[i] : buf[i];
+      }
+      p[i] -= lr * d[i];
+    }
+  }
+  return p;
+}
+
+std::vector<float> floats(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+/// Two parameters, "w" (a matrix, in the optimizer's group 0) and "b" (a vector, in a group without weight decay
+/// that takes `group_lr`), stepped by `opt` with the three gradients of each; returns them.
+template <class Opt, class Options>
+std::pair<at::Tensor, at::Tensor> run_two_groups(const Options& options, const std::vector<std::vector<double>>& gw,
+                                                 const std::vector<std::vector<double>>& gb, double lr_factor) {
+  NamedParameters named;
+  named.insert("w", at::tensor(std::vector<float>{0.5f, -1.0f, 2.0f, 0.25f}, at::kFloat).view({2, 2}).requires_grad_(true));
+  named.insert("b", param({0.1f, -0.3f}));
+  Opt opt(named, options);
+  opt.set_lr_factor(lr_factor);
+  at::Tensor w = named["w"], b = named["b"];
+  for (size_t k = 0; k < gw.size(); ++k) {
+    w.mutable_grad() = at::tensor(floats(gw[k]), at::kFloat).view({2, 2});
+    b.mutable_grad() = at::tensor(floats(gb[k]), at::kFloat);
+    opt.step();
+  }
+  return {w.detach().flatten(), b.detach()};
+}
+
+const std::vector<std::vector<double>> kGradsW = {{0.3, -2.0, 0.0, 1.0}, {-0.1, 1.0, 0.5, 0.2}, {-0.5, 0.5, 0.2, -0.7}};
+const std::vector<std::vector<double>> kGradsB = {{1.0, -0.5}, {0.2, 0.4}, {-0.3, 0.1}};
+
+}  // namespace
+
+TEST(Lamb, StepsMatchTheFormulasWithAndWithoutTheTrustRatio) {
+  // w (wd 0.1) takes LAMB's layer-wise step; b, in a group without weight decay and a lr of its own, takes Adam's
+  // unless always_adapt. The lr factor 0.5 stands for a schedule.
+  for (bool always_adapt : {false, true}) {
+    for (bool trust_clip : {false, true}) {
+      const LambOptions o = LambOptions().lr(0.01).beta1(0.8).beta2(0.9).eps(1e-6).weight_decay(0.1)
+                                .always_adapt(always_adapt).trust_clip(trust_clip)
+                                .groups({ParamGroupOptions().max_dims(1).weight_decay(0).lr(0.04)});
+      auto [w, b] = run_two_groups<Lamb>(o, kGradsW, kGradsB, 0.5);
+      const std::string what = fmt::format("always_adapt {} trust_clip {}", always_adapt, trust_clip);
+      SCOPED_TRACE(what);
+      expect_values(w, reference_lamb({0.5, -1.0, 2.0, 0.25}, kGradsW, o, 0.005, 0.1), 1e-6);
+      expect_values(b, reference_lamb({0.1, -0.3}, kGradsB, o, 0.02, 0.0), 1e-6);
+    }
+  }
+}
+
+TEST(Lamb, WithoutDecayOrAdaptationItIsAdam) {
+  auto [ours, theirs] = twin_parameters();
+  Lamb lamb(ours, LambOptions().lr(0.01).weight_decay(0).eps(1e-6));
+  Adam adam(theirs, AdamOptions().lr(0.01).eps(1e-6));
+  for (int step = 0; step < 4; ++step) {
+    for (size_t i = 0; i < ours.size(); ++i) {
+      at::Tensor g = at::randn(ours[i].sizes());
+      ours[i].mutable_grad() = g.clone();
+      theirs[i].mutable_grad() = g.clone();
+    }
+    lamb.step();
+    adam.step();
+  }
+  for (size_t i = 0; i < ours.size(); ++i) EXPECT_TRUE(at::allclose(ours[i], theirs[i], 1e-5, 1e-7)) << i;
+}
+
+TEST(Lamb, ALayerOfZerosMovesAsTheLrSays) {
+  // ||p|| = 0: the ratio is 1, not 0 (which would leave the layer at zero for ever).
+  at::Tensor p = param({0.0f, 0.0f});
+  Lamb opt({p}, LambOptions().lr(0.1).always_adapt(true).weight_decay(0));
+  set_grad(p, {1.0f, -1.0f});
+  opt.step();
+  expect_values(p, {-0.1, 0.1}, 1e-5);  // a first Adam step moves by lr
+  EXPECT_EQ(Lamb(std::vector<at::Tensor>{param({1})}, LambOptions()).name(), "lamb");
+}
+
+TEST(Lars, StepsMatchTheFormulasWithAndWithoutTheTrustRatio) {
+  for (bool always_adapt : {false, true}) {
+    for (bool trust_clip : {false, true}) {
+      for (bool nesterov : {false, true}) {
+        const LarsOptions o = LarsOptions().lr(0.02).momentum(0.9).nesterov(nesterov).weight_decay(0.01)
+                                  .trust_coefficient(0.02).always_adapt(always_adapt).trust_clip(trust_clip)
+                                  .groups({ParamGroupOptions().max_dims(1).weight_decay(0).lr(0.1)});
+        auto [w, b] = run_two_groups<Lars>(o, kGradsW, kGradsB, 0.5);
+        SCOPED_TRACE(fmt::format("always_adapt {} trust_clip {} nesterov {}", always_adapt, trust_clip, nesterov));
+        // r is about eta = 0.02 and the lr 0.01: trust_clip's min(r / lr, 1) clips it.
+        expect_values(w, reference_lars({0.5, -1.0, 2.0, 0.25}, kGradsW, o, 0.01, 0.01), 1e-6);
+        expect_values(b, reference_lars({0.1, -0.3}, kGradsB, o, 0.05, 0.0), 1e-6);
+      }
+    }
+  }
+}
+
+TEST(Lars, ALayersStepIsProportionalToItsWeightsNotToItsGradient) {
+  // Without momentum and decay, ||step|| = lr eta ||p|| ||g|| / (||g|| + eps): the gradient's scale cancels out,
+  // which is what lets LARS take one lr for layers whose gradients differ by orders of magnitude.
+  for (float scale : {1e-3f, 1.0f, 1e3f}) {
+    at::manual_seed(5);
+    at::Tensor p = at::randn({10, 10}).requires_grad_(true);
+    const at::Tensor before = p.detach().clone();
+    Lars opt({p}, LarsOptions().lr(0.5).momentum(0).trust_coefficient(0.01).always_adapt(true));
+    p.mutable_grad() = at::randn({10, 10}) * scale;
+    opt.step();
+    EXPECT_NEAR((p.detach() - before).norm().item<double>(), 0.5 * 0.01 * before.norm().item<double>(), 1e-5)
+        << "gradient scale " << scale;
+  }
+  EXPECT_EQ(Lars(std::vector<at::Tensor>{param({1})}, LarsOptions()).name(), "lars");
+}
+
 TEST(Adam, RejectsInvalidOptions) {
   at::Tensor p = param({1});
   EXPECT_THROW(Adam({p}, AdamOptions().beta1(1.0)), tessera::InputError);
   EXPECT_THROW(AdamW({p}, AdamWOptions().eps(0)), tessera::InputError);
   EXPECT_THROW(Lion({p}, LionOptions().beta2(-0.1)), tessera::InputError);
+  EXPECT_THROW(RMSprop({p}, RMSpropOptions().alpha(1.0)), tessera::InputError);
+  EXPECT_THROW(Adagrad({p}, AdagradOptions().lr_decay(-1)), tessera::InputError);
+  EXPECT_THROW(Lamb({p}, LambOptions().eps(0)), tessera::InputError);
+  EXPECT_THROW(Lars({p}, LarsOptions().trust_coefficient(0)), tessera::InputError);
+  EXPECT_THAT(input_error_of([&] { Lars({p}, LarsOptions().momentum(0).nesterov(true)); }),
+              ::testing::HasSubstr("Nesterov momentum needs momentum > 0"));
 }
 
 // ------------------------------------------------------------------------------------------------ parameter groups

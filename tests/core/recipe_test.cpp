@@ -755,14 +755,15 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text", "text_classification"}));
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
-  EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adam", "adamw", "lion", "sgd"}));
+  EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adagrad", "adam", "adamw", "lamb", "lars", "lion",
+                                                                      "rmsprop", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
                                       "onecycle", "polynomial", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
             (std::vector<std::string>{"console_summary", "early_stopper", "generate", "image_visualizer", "lr_monitor",
-                                      "memory_monitor", "optimizer_monitor", "progress_bar", "speed_monitor",
-                                      "threshold_stopper"}));
+                                      "memory_monitor", "optimizer_monitor", "progress_bar", "runtime_estimator",
+                                      "speed_monitor", "system_metrics_monitor", "threshold_stopper"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl", "tensorboard"}));
   EXPECT_EQ(registered_names("metrics"),
             (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));

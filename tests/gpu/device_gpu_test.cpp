@@ -18,6 +18,9 @@
 
 #include <tessera/algorithms/blurpool.h>
 #include <tessera/algorithms/gyro_dropout.h>
+#include <tessera/callbacks/monitors.h>
+#include <tessera/callbacks/system_metrics.h>
+#include <tessera/optim/optimizer.h>
 
 #include "support.h"
 
@@ -201,6 +204,46 @@ TEST(DeviceGpu, NonfiniteLossIsNamedByBatchOrSkipped) {
     EXPECT_EQ(trainer.skipped_batches(), 1);
     EXPECT_EQ(trainer.state().optimizer->step_count(), 11);
     for (const auto& p : trainer.state().model->parameters()) EXPECT_TRUE(at::isfinite(p).all().item<bool>());
+  }
+}
+
+TEST(DeviceGpu, SystemMetricsMonitorReadsEveryGpuThroughNvml) {
+  REQUIRE_CUDA();
+  std::string why;
+  const auto gpus = callbacks::read_gpus(&why);
+  ASSERT_FALSE(gpus.empty()) << why;
+  EXPECT_GT(gpus[0].memory_total_bytes, 1e9);
+  Components c = components();
+  auto log = std::make_shared<testing::RecordingDestination>();
+  c.callbacks = {std::make_shared<callbacks::SystemMetricsMonitor>(callbacks::SystemMetricsMonitorOptions().interval(2)),
+                 log};
+  Trainer(options("cuda", "1ep"), std::move(c)).fit();
+  ASSERT_FALSE(log->metrics.empty());
+  const auto& v = log->metrics.back();
+  EXPECT_GT(v.at("system/gpu0/memory_used_gb"), 0.0);
+  EXPECT_GT(v.at("system/gpu0/power_w"), 0.0);
+  EXPECT_LE(v.at("system/gpu0/utilization_percent"), 100.0);
+  EXPECT_TRUE(log->texts.empty()) << log->texts.front();
+}
+
+TEST(DeviceGpu, LambAndLarsComputeTheirTrustRatiosOnTheDeviceAsOnTheCpu) {
+  REQUIRE_CUDA();
+  for (const std::string kind : {"lamb", "lars"}) {
+    std::vector<at::Tensor> params;
+    for (const auto& device : {at::Device(at::kCPU), kCuda}) {
+      at::manual_seed(4);
+      at::Tensor p = at::randn({64, 32}).to(device).requires_grad_(true);
+      std::unique_ptr<optim::Optimizer> opt;
+      if (kind == "lamb") opt = std::make_unique<optim::Lamb>(std::vector<at::Tensor>{p}, optim::LambOptions().lr(0.01));
+      else opt = std::make_unique<optim::Lars>(std::vector<at::Tensor>{p}, optim::LarsOptions().lr(0.5).weight_decay(1e-4));
+      for (int step = 0; step < 3; ++step) {
+        at::manual_seed(10 + step);
+        p.mutable_grad() = at::randn({64, 32}).to(device);
+        opt->step();
+      }
+      params.push_back(p.detach().cpu());
+    }
+    EXPECT_TRUE(at::allclose(params[0], params[1], 1e-5, 1e-6)) << kind;
   }
 }
 

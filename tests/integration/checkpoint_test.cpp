@@ -72,7 +72,9 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 struct RunSpec {
   std::string name;
   std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images), gpt (text)
-  std::string optimizer = "sgd";  ///< sgd (momentum 0.9), adamw, or with parameter groups adam_groups, lion_groups, sgd_groups
+  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, or with parameter groups adam_groups, lion_groups, lamb_groups,
+  /// lars_groups, sgd_groups
+  std::string optimizer = "sgd";
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
   int64_t oom_above = -1;
@@ -252,6 +254,21 @@ Components components(const RunSpec& s) {
         c.model->named_parameters(),
         optim::LionOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true).groups(
             {ParamGroupOptions().names({"*.se.*"}).lr(0.01), ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  } else if (s.optimizer == "rmsprop") {  // both extra buffers: momentum and the centred mean
+    c.optimizer = std::make_shared<optim::RMSprop>(
+        c.model->named_parameters(), optim::RMSpropOptions().lr(0.003).momentum(0.5).centered(true).weight_decay(0.01));
+  } else if (s.optimizer == "adagrad") {  // its step counts drive the lr decay
+    c.optimizer = std::make_shared<optim::Adagrad>(
+        c.model->named_parameters(), optim::AdagradOptions().lr(0.05).lr_decay(0.1).initial_accumulator_value(0.1));
+  } else if (s.optimizer == "lamb_groups") {  // trust ratios in group 0, Adam's steps for biases and norms
+    c.optimizer = std::make_shared<optim::Lamb>(
+        c.model->named_parameters(),
+        optim::LambOptions().lr(0.01).weight_decay(0.01).groups({ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  } else if (s.optimizer == "lars_groups") {
+    c.optimizer = std::make_shared<optim::Lars>(
+        c.model->named_parameters(),
+        optim::LarsOptions().lr(2.0).weight_decay(5e-4).nesterov(true).groups(
+            {ParamGroupOptions().max_dims(1).weight_decay(0).lr(0.05)}));
   } else if (s.optimizer == "sgd_groups") {
     c.optimizer = std::make_shared<optim::SGD>(
         c.model->named_parameters(),
@@ -790,6 +807,15 @@ std::vector<RunSpec> resume_specs() {
   lion_groups.optimizer = "lion_groups";
   lion_groups.algorithms = {"squeeze_excite", "layer_freezing"};
   specs.push_back(lion_groups);
+
+  for (const char* optimizer : {"rmsprop", "adagrad", "lamb_groups", "lars_groups"}) {  // each one's state resumes
+    RunSpec spec;
+    spec.name = std::string(optimizer) + "_schedule";
+    spec.model = optimizer == std::string("lars_groups") ? "cnn" : "mlp_dropout";
+    spec.optimizer = optimizer;
+    spec.scheduler = true;
+    specs.push_back(spec);
+  }
 
   RunSpec accumulation;
   accumulation.name = "gradient_accumulation";

@@ -3,15 +3,24 @@
 #include <gtest/gtest.h>
 
 #include <ATen/record_function.h>
+#include <fmt/format.h>
 #include <tessera/algorithms/gradient_clipping.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
+
+#include <tessera/callbacks/system_metrics.h>
 
 #include "support.h"
 
@@ -24,8 +33,12 @@ using callbacks::MemoryMonitor;
 using callbacks::MemoryMonitorOptions;
 using callbacks::OptimizerMonitor;
 using callbacks::OptimizerMonitorOptions;
+using callbacks::RuntimeEstimator;
+using callbacks::RuntimeEstimatorOptions;
 using callbacks::SpeedMonitor;
 using callbacks::SpeedMonitorOptions;
+using callbacks::SystemMetricsMonitor;
+using callbacks::SystemMetricsMonitorOptions;
 using ::testing::HasSubstr;
 using testing::RecordingDestination;
 
@@ -328,6 +341,193 @@ TEST(MemoryMonitor, LogsTheProcesssResidentMemoryInGigabytes) {
   }
 }
 
+/// At each batch end, how many evaluations runtime_estimator's count says each evaluator has left; and the batch
+/// of every evaluation that ran, by label.
+class EvaluationProbe : public Callback {
+ public:
+  std::string name() const override { return "evaluation_probe"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (event == Event::EvalStart) ran[state.eval_label].push_back(state.timestamp.batch);
+    if (event != Event::BatchEnd) return;
+    std::map<std::string, int64_t> left;
+    for (const Evaluator& ev : state.evaluators) left[ev.label] = callbacks::evaluations_left(ev, state.timestamp, state.time);
+    at_batch_end.emplace_back(state.timestamp.batch, left);
+  }
+  std::map<std::string, std::vector<int64_t>> ran;
+  std::vector<std::pair<int64_t, std::map<std::string, int64_t>>> at_batch_end;
+};
+
+TEST(RuntimeEstimator, EvaluationsLeftAreTheOnesTheTrainerRuns) {
+  // 6 batches an epoch, 11 batches: "eval" at epoch ends (batch 6) and at the end of fit (11); "two" every 2 batches
+  // and at the end; "dur" every 0.3 of the run (3.3 batches: 4, 7, 10) and at the end; "end" only at the end.
+  for (const char* max_duration : {"11ba", "2ep"}) {
+    Components c = testing::tiny_components();
+    const Evaluator base = c.evaluators[0];
+    for (auto [label, interval] : {std::pair<const char*, const char*>{"two", "2ba"}, {"dur", "0.3dur"}, {"end", "0ba"}}) {
+      Evaluator ev = base;
+      ev.label = label;
+      ev.interval = Time::parse(interval);
+      c.evaluators.push_back(ev);
+    }
+    auto probe = std::make_shared<EvaluationProbe>();
+    c.callbacks = {probe};
+    Trainer(TrainerOptions().max_duration(Time::parse(max_duration)).threads(1), c).fit();
+    SCOPED_TRACE(max_duration);
+    ASSERT_EQ(probe->ran.size(), 4u);
+    EXPECT_EQ(probe->ran["end"], std::vector<int64_t>{probe->at_batch_end.back().first});
+    for (const auto& [batch, left] : probe->at_batch_end) {
+      for (const auto& [label, runs] : probe->ran) {
+        const auto to_come = std::count_if(runs.begin(), runs.end(), [&](int64_t b) { return b >= batch; });
+        EXPECT_EQ(left.at(label), to_come) << label << " at the end of batch " << batch;
+      }
+    }
+  }
+}
+
+TEST(RuntimeEstimator, EstimateIsTheMeanBatchTimeTimesTheBatchesLeftPlusTheEvaluationsLeft) {
+  Components c = testing::tiny_components();  // 6 batches of 8 an epoch, evaluated at each epoch end
+  auto stamps = std::make_shared<Timestamps>();
+  auto log = std::make_shared<RecordingDestination>();
+  auto estimator = std::make_shared<RuntimeEstimator>(RuntimeEstimatorOptions().skip_batches(2).time_unit("seconds"));
+  c.callbacks = {stamps, estimator, log};
+  Trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), c).fit();
+
+  const StateDict state = estimator->state_dict();
+  ASSERT_EQ(state.count("eval_seconds/eval"), 1u);
+  const at::Tensor evals = state.at("eval_seconds/eval");
+  ASSERT_EQ(evals.numel(), 2);  // at the two epoch ends
+  const auto logged = entries_with(*log, "wall_clock/remaining_estimate");
+  ASSERT_EQ(logged.size(), 10u) << "none for the two skipped batches";
+  for (size_t i = 0; i < logged.size(); ++i) {
+    const auto& [batch, v] = logged[i];
+    ASSERT_EQ(batch, static_cast<int64_t>(i) + 3);
+    double seconds = 0;
+    for (size_t j = 2; j < i + 3; ++j) seconds += stamps->at_batch_end[j].batch_wct;
+    double expected = seconds / static_cast<double>(i + 1) * static_cast<double>(12 - batch);
+    // From batch 7 on, the epoch-end evaluation at batch 12 is still to come, costing what the first one cost.
+    if (batch > 6) expected += evals[0].item<double>();
+    EXPECT_DOUBLE_EQ(v.at("wall_clock/remaining_estimate"), expected) << "batch " << batch;
+  }
+
+  // The evaluations' times survive a resume; the hours are the seconds over 3600.
+  RuntimeEstimator resumed(RuntimeEstimatorOptions().skip_batches(0));
+  resumed.load_state_dict(state);
+  EXPECT_TRUE(resumed.state_dict().at("eval_seconds/eval").equal(evals));
+  State s;
+  s.time.max_duration = Time::parse("4ba");
+  s.evaluators = c.evaluators;  // every epoch (of 1 batch here): at the ends of batches 1 to 4
+  s.timestamp.batch = 1;
+  s.timestamp.batch_wct = 36.0;
+  RecordingDestination d;
+  Logger logger({&d});
+  resumed.run_event(Event::FitStart, s, logger);
+  resumed.run_event(Event::BatchEnd, s, logger);
+  ASSERT_EQ(d.metrics.size(), 1u);
+  // Two runs: the first is left out of the mean.
+  EXPECT_DOUBLE_EQ(d.metrics[0].at("wall_clock/remaining_estimate"), (36.0 * 3 + 4 * evals[1].item<double>()) / 3600);
+}
+
+namespace {
+
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path) << text;
+}
+
+/// A /proc of the files the system monitor reads, with the counters given.
+std::string fake_proc(const std::filesystem::path& root, uint64_t idle, uint64_t read_bytes,
+                      uint64_t received) {
+  write_file(root / "stat", fmt::format("cpu  100 0 50 {} 10 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n", idle));
+  write_file(root / "meminfo", "MemTotal:       8000000 kB\nMemFree:  1000000 kB\nMemAvailable:   2000000 kB\n");
+  write_file(root / "loadavg", "1.50 0.80 0.40 2/300 4242\n");
+  write_file(root / "self" / "io", fmt::format("rchar: 1\nwchar: 2\nread_bytes: {}\nwrite_bytes: 5000000\n", read_bytes));
+  write_file(root / "net" / "dev",
+             fmt::format("Inter-|   Receive   |  Transmit\n face |bytes packets|bytes\n"
+                         "    lo: 999999 1 0 0 0 0 0 0 999999 1 0 0 0 0 0 0\n"
+                         "  eth0: {} 10 0 0 0 0 0 0 3000000 10 0 0 0 0 0 0\n",
+                         received));
+  return root.string();
+}
+
+}  // namespace
+
+TEST(SystemMetricsMonitor, RatesComeFromTwoReadingsOfTheKernelsCounters) {
+  const auto root = std::filesystem::temp_directory_path() / ("tessera_system_metrics_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  callbacks::SystemSample a = callbacks::read_system_sample(fake_proc(root / "a", 800, 1000000, 1000000));
+  callbacks::SystemSample b = callbacks::read_system_sample(fake_proc(root / "b", 1000, 5000000, 9000000));
+  a.seconds = 10;
+  b.seconds = 12;
+  a.process_cpu_seconds = 3.0;  // read from the process's clock, not from the folder
+  b.process_cpu_seconds = 4.5;
+  const auto v = callbacks::system_metrics(a, b);
+  // CPU: busy 160 ticks of 960 (a: user 100 + system 50 + iowait 10 + idle 800), then 160 of 1160: 0 of 200 busy.
+  EXPECT_DOUBLE_EQ(v.at("system/cpu_percent"), 0.0);
+  EXPECT_DOUBLE_EQ(v.at("system/process_cpu_percent"), 75.0);
+  EXPECT_DOUBLE_EQ(v.at("system/memory_used_percent"), 75.0);
+  EXPECT_DOUBLE_EQ(v.at("system/memory_used_gb"), 6000000.0 * 1024 / 1e9);
+  EXPECT_DOUBLE_EQ(v.at("system/load_average"), 1.5);
+  EXPECT_DOUBLE_EQ(v.at("system/process_read_mb_per_sec"), 2.0);
+  EXPECT_DOUBLE_EQ(v.at("system/process_write_mb_per_sec"), 0.0);
+  EXPECT_DOUBLE_EQ(v.at("system/network_recv_mb_per_sec"), 4.0) << "loopback is left out";
+  EXPECT_DOUBLE_EQ(v.at("system/network_sent_mb_per_sec"), 0.0);
+
+  // A busier second reading, and a /proc without the files: nothing is made up.
+  callbacks::SystemSample c = callbacks::read_system_sample(fake_proc(root / "c", 850, 5000000, 9000000));
+  write_file(root / "c" / "stat", "cpu  300 0 50 850 10 0 0 0 0 0\n");
+  c = callbacks::read_system_sample((root / "c").string());
+  c.seconds = 14;
+  EXPECT_DOUBLE_EQ(callbacks::system_metrics(a, c).at("system/cpu_percent"), 100.0 * 200 / 250);
+  const callbacks::SystemSample none = callbacks::read_system_sample((root / "missing").string());
+  EXPECT_TRUE(callbacks::system_metrics(none, none).empty());
+  std::filesystem::remove_all(root);
+}
+
+/// Keeps a core busy for `seconds` at every batch end.
+class BusyBatches : public Callback {
+ public:
+  explicit BusyBatches(double seconds) : seconds_(seconds) {}
+  std::string name() const override { return "busy_batches"; }
+  void run_event(Event event, State&, Logger&) override {
+    if (event != Event::BatchEnd) return;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds_);
+    volatile uint64_t spins = 0;
+    while (std::chrono::steady_clock::now() < until) spins = spins + 1;
+  }
+
+ private:
+  double seconds_;
+};
+
+TEST(SystemMetricsMonitor, LogsTheMachinesLoadEveryIntervalBatches) {
+  const callbacks::SystemSample here = callbacks::read_system_sample();
+  EXPECT_TRUE(here.cpu_ticks && here.process_cpu_seconds && here.memory_total_available && here.load_average);
+  std::string why;
+  const auto gpus = callbacks::read_gpus(&why);
+  EXPECT_TRUE(!gpus.empty() || !why.empty()) << "no GPU comes with the reason";
+
+  Components c = testing::tiny_components();
+  auto log = std::make_shared<RecordingDestination>();
+  // The kernel counts CPU time in ticks (10 ms): each batch spins 25 ms so that the readings have something to show.
+  c.callbacks = {std::make_shared<BusyBatches>(0.025),
+                 std::make_shared<SystemMetricsMonitor>(SystemMetricsMonitorOptions().interval(3)), log};
+  Trainer(TrainerOptions().max_duration(Time::parse("1ep")).threads(1), c).fit();
+  const auto logged = entries_with(*log, "system/memory_used_percent");
+  ASSERT_EQ(logged.size(), 2u);  // after batches 3 and 6
+  for (const auto& [batch, v] : logged) {
+    EXPECT_EQ(batch % 3, 0);
+    for (const char* key : {"system/cpu_percent", "system/memory_used_percent", "system/disk_used_percent"}) {
+      EXPECT_GE(v.at(key), 0.0) << key;
+      EXPECT_LE(v.at(key), 100.0) << key;
+    }
+    EXPECT_GT(v.at("system/process_cpu_percent"), 30.0) << "this process spun in between";
+    EXPECT_GT(v.at("system/cpu_percent"), 0.0);
+    EXPECT_GT(v.at("system/memory_used_gb"), 0.0);
+    for (const auto& [key, value] : v) EXPECT_EQ(key.find("system/gpu"), std::string::npos) << "a CPU run: " << key;
+  }
+  EXPECT_TRUE(log->texts.empty()) << "no warning on a CPU run";
+}
+
 TEST(Monitors, LeaveTrainingBitwiseAlone) {
   auto run = [](bool monitored) {
     Components c = testing::tiny_components();
@@ -335,7 +535,9 @@ TEST(Monitors, LeaveTrainingBitwiseAlone) {
       c.callbacks = {std::make_shared<SpeedMonitor>(SpeedMonitorOptions().window(2).count_flops(true)),
                      std::make_shared<LrMonitor>(),
                      std::make_shared<OptimizerMonitor>(OptimizerMonitorOptions().interval(1)),
-                     std::make_shared<MemoryMonitor>(), std::make_shared<RecordingDestination>()};
+                     std::make_shared<MemoryMonitor>(), std::make_shared<RuntimeEstimator>(),
+                     std::make_shared<SystemMetricsMonitor>(SystemMetricsMonitorOptions().interval(1)),
+                     std::make_shared<RecordingDestination>()};
     }
     Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1).seed(5), c);
     trainer.fit();
@@ -359,6 +561,14 @@ TEST(Monitors, BadSettingsAreClearErrors) {
               HasSubstr("lr_monitor.interval"));
   EXPECT_THAT(testing::input_error_of([] { MemoryMonitor(MemoryMonitorOptions().interval(0)); }),
               HasSubstr("memory_monitor.interval"));
+  EXPECT_THAT(testing::input_error_of([] { RuntimeEstimator(RuntimeEstimatorOptions().skip_batches(-1)); }),
+              HasSubstr("runtime_estimator.skip_batches"));
+  EXPECT_THAT(testing::input_error_of([] { RuntimeEstimator(RuntimeEstimatorOptions().time_unit("weeks")); }),
+              HasSubstr("one of: seconds, minutes, hours, days"));
+  EXPECT_THAT(testing::input_error_of([] { SystemMetricsMonitor(SystemMetricsMonitorOptions().interval(0)); }),
+              HasSubstr("system_metrics_monitor.interval"));
+  EXPECT_THAT(testing::input_error_of([] { SystemMetricsMonitor(SystemMetricsMonitorOptions().disk_path("")); }),
+              HasSubstr("system_metrics_monitor.disk_path: empty"));
 }
 
 }  // namespace

@@ -1,20 +1,24 @@
 #pragma once
 /// Monitors: callbacks that measure the run and log what they measure (Composer's SpeedMonitor, LRMonitor,
-/// OptimizerMonitor and MemoryMonitor, under the same metric names).
+/// OptimizerMonitor, MemoryMonitor and RuntimeEstimator, under the same metric names).
 ///
-///     callbacks: [{speed_monitor: {window: 50}}, lr_monitor, {optimizer_monitor: {interval: 10}}, memory_monitor]
+///     callbacks: [{speed_monitor: {window: 50}}, lr_monitor, {optimizer_monitor: {interval: 10}}, memory_monitor,
+///                 runtime_estimator]
 ///
 /// They only read: training is bitwise the same with or without them. Their values go to every logger destination
 /// (the jsonl and csv files, tessera-report) through Logger::log_metrics. With several ranks, rank 0 measures and
 /// logs (the other ranks have no logger destinations); its gradients and weights are every rank's.
 #include <tessera/callback.h>
+#include <tessera/evaluator.h>
 #include <tessera/options.h>
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace tessera::callbacks {
 
@@ -174,6 +178,51 @@ class MemoryMonitor : public Callback {
  private:
   MemoryMonitorOptions options_;
 };
+
+struct RuntimeEstimatorOptions {
+  /// Batches of each run (process) whose time the estimate leaves out: the first ones pay for warm-up (allocations,
+  /// kernel selection, a data cache filling).
+  TESSERA_OPTION(int64_t, skip_batches) = 1;
+  /// The unit of the estimate.
+  TESSERA_OPTION(std::string, time_unit) = "hours";
+  template <class V>
+  void visit(V& v) {
+    v("skip_batches", skip_batches_, "batches of each run left out of the estimate (warm-up)", Range::at_least(0));
+    v("time_unit", time_unit_, "unit of wall_clock/remaining_estimate", Choices{{"seconds", "minutes", "hours", "days"}});
+  }
+};
+
+/// How long the run has left ("runtime_estimator" in recipes; Composer's RuntimeEstimator): at each batch end after
+/// the first `skip_batches` of the run, wall_clock/remaining_estimate = the mean time of this run's batches since
+/// then (Timestamp::batch_wct: data loading and the step) times the batches left to max_duration, plus for each
+/// evaluator the evaluations it has left (evaluations_left) times the mean time of its evaluations so far (the first
+/// one left out once there are more: it pays for warm-up too); an evaluator that has not run yet adds nothing until it
+/// has. The evaluations' times are kept in the callback's state, so a resumed run knows them. Batches whose cost
+/// changes over the run (progressive resizing, sequence-length warmup) make the early estimates low.
+class RuntimeEstimator : public Callback {
+ public:
+  explicit RuntimeEstimator(RuntimeEstimatorOptions options = {});
+  std::string name() const override { return "runtime_estimator"; }
+  void run_event(Event event, State& state, Logger& logger) override;
+  /// "eval_seconds/<label>": each evaluator's evaluation times so far (float64 [runs]).
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
+
+ private:
+  RuntimeEstimatorOptions options_;
+  double unit_seconds_ = 3600;
+  int64_t batches_seen_ = 0;  // this run's batches
+  int64_t batches_timed_ = 0;
+  double seconds_timed_ = 0;
+  std::map<std::string, std::vector<double>> eval_seconds_;  // by evaluator label
+  std::chrono::steady_clock::time_point eval_start_{};
+  bool in_eval_ = false;
+};
+
+/// How many more times `evaluator` runs in a run of `time`, counted at the batch end of `now` (an evaluation due at
+/// this batch end, or at the epoch end it closes, is still to come): one per multiple of its interval up to
+/// max_duration, plus the one at the end of fit when the last batch is not such a multiple (interval 0: only that).
+int64_t evaluations_left(const Evaluator& evaluator, const Timestamp& now, const TimeContext& time);
 
 /// The process's resident memory now and at its peak, in bytes (Linux: /proc/self/statm and getrusage).
 struct HostMemory {

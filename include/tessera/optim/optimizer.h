@@ -1,6 +1,7 @@
 #pragma once
-/// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad) and Lion,
-/// with parameter groups chosen by name or shape (no weight decay on biases and norms, a head with its own lr).
+/// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad), Lion, RMSprop,
+/// Adagrad, and the layer-wise large-batch ones LAMB and LARS, with parameter groups chosen by name or shape (no
+/// weight decay on biases and norms, a head with its own lr).
 ///
 /// Tessera has its own small optimizer classes rather than torch::optim's so that parameter groups can be
 /// edited by algorithms (surgery replaces parameters, layer freezing removes them together with their
@@ -71,7 +72,7 @@ class Optimizer {
   virtual ~Optimizer() = default;
   /// One update from the current gradients (parameters without a gradient are skipped).
   virtual void step() = 0;
-  /// Name in recipes: "sgd", "adam", "adamw", "lion".
+  /// Name in recipes: "sgd", "adam", "adamw", "lion", "rmsprop", "adagrad", "lamb", "lars".
   virtual std::string name() const = 0;
 
   /// Clears gradients (to undefined tensors when `set_to_none`).
@@ -270,6 +271,167 @@ class Lion : public Optimizer {
 
  private:
   LionOptions options_;
+};
+
+struct RMSpropOptions {
+  TESSERA_OPTION(double, lr) = 1e-2;
+  TESSERA_OPTION(double, alpha) = 0.99;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(double, momentum) = 0.0;
+  TESSERA_OPTION(bool, centered) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("alpha", alpha_, "decay of the squared gradients' average", Range::closed_open(0, 1));
+    v("eps", eps_, "denominator epsilon", Range::positive());
+    v("weight_decay", weight_decay_, "L2 weight decay (added to the gradient)", Range::at_least(0));
+    v("momentum", momentum_, "momentum factor (0: none)", Range::closed_open(0, 1));
+    v("centered", centered_, "divide by the gradients' estimated standard deviation, not their root mean square", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// RMSprop with PyTorch's semantics (bitwise equal to torch::optim::RMSprop): g = g + wd p (L2);
+/// v = alpha v + (1-alpha) g^2; d = sqrt(v) + eps, or centered m = alpha m + (1-alpha) g, d = sqrt(v - m^2) + eps;
+/// with momentum buf = momentum buf + g / d, p -= lr buf, else p -= lr g / d.
+/// State of a parameter: {square_avg, momentum_buffer (with momentum), grad_avg (centered)}.
+class RMSprop : public Optimizer {
+ public:
+  RMSprop(std::vector<at::Tensor> params, RMSpropOptions options);
+  RMSprop(const NamedParameters& params, RMSpropOptions options);
+  void step() override;
+  std::string name() const override { return "rmsprop"; }
+  const RMSpropOptions& options() const noexcept { return options_; }
+
+ private:
+  RMSpropOptions options_;
+};
+
+struct AdagradOptions {
+  TESSERA_OPTION(double, lr) = 1e-2;
+  TESSERA_OPTION(double, lr_decay) = 0.0;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(double, initial_accumulator_value) = 0.0;
+  TESSERA_OPTION(double, eps) = 1e-10;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("lr_decay", lr_decay_, "the step k's lr is lr / (1 + (k - 1) lr_decay)", Range::at_least(0));
+    v("weight_decay", weight_decay_, "L2 weight decay (added to the gradient)", Range::at_least(0));
+    v("initial_accumulator_value", initial_accumulator_value_, "starting value of the squared gradients' sum",
+      Range::at_least(0));
+    v("eps", eps_, "denominator epsilon", Range::positive());
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Adagrad with PyTorch's semantics (bitwise equal to torch::optim::Adagrad): g = g + wd p (L2); s = s + g^2 (s starts
+/// at initial_accumulator_value); p -= lr / (1 + (k-1) lr_decay) * g / (sqrt(s) + eps), k counting the parameter's own
+/// steps from 1. State of a parameter: {sum, step (an int64 scalar on the CPU)}.
+class Adagrad : public Optimizer {
+ public:
+  Adagrad(std::vector<at::Tensor> params, AdagradOptions options);
+  Adagrad(const NamedParameters& params, AdagradOptions options);
+  void step() override;
+  std::string name() const override { return "adagrad"; }
+  const AdagradOptions& options() const noexcept { return options_; }
+
+ private:
+  AdagradOptions options_;
+};
+
+struct LambOptions {
+  TESSERA_OPTION(double, lr) = 1e-3;
+  TESSERA_OPTION(double, beta1) = 0.9;
+  TESSERA_OPTION(double, beta2) = 0.999;
+  TESSERA_OPTION(double, eps) = 1e-6;
+  TESSERA_OPTION(double, weight_decay) = 1e-2;
+  /// Also scale the update of groups without weight decay by the trust ratio (otherwise they take Adam's step).
+  TESSERA_OPTION(bool, always_adapt) = false;
+  /// Clamp the trust ratio at 1: a layer never moves faster than the lr says.
+  TESSERA_OPTION(bool, trust_clip) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("beta1", beta1_, "first-moment decay", Range::closed_open(0, 1));
+    v("beta2", beta2_, "second-moment decay", Range::closed_open(0, 1));
+    v("eps", eps_, "denominator epsilon", Range::positive());
+    v("weight_decay", weight_decay_, "decoupled weight decay, added to the update before the trust ratio",
+      Range::at_least(0));
+    v("always_adapt", always_adapt_, "also apply the trust ratio in groups without weight decay", Any{});
+    v("trust_clip", trust_clip_, "clamp the trust ratio at 1", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"), layer-wise
+/// Adam, as timm's Lamb (without the gradient clipping timm's does inside the step: that is the gradient_clipping
+/// algorithm's job): m, v as Adam's; u = (m / (1 - b1^k)) / (sqrt(v / (1 - b2^k)) + eps) + wd p;
+/// r = ||p|| / ||u|| per parameter tensor (1 when either norm is 0; at most 1 with trust_clip); p -= lr r u.
+/// In a group whose weight decay is 0 (biases and norms: `groups: [{max_dims: 1, weight_decay: 0}]`) r = 1 (Adam's
+/// step) unless always_adapt. The ratio is computed on the device (no read-back). State: as Adam's.
+class Lamb : public Optimizer {
+ public:
+  Lamb(std::vector<at::Tensor> params, LambOptions options);
+  Lamb(const NamedParameters& params, LambOptions options);
+  void step() override;
+  std::string name() const override { return "lamb"; }
+  const LambOptions& options() const noexcept { return options_; }
+
+ private:
+  LambOptions options_;
+};
+
+struct LarsOptions {
+  TESSERA_OPTION(double, lr) = 1.0;
+  TESSERA_OPTION(double, momentum) = 0.9;
+  TESSERA_OPTION(double, dampening) = 0.0;
+  TESSERA_OPTION(bool, nesterov) = false;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  /// eta: the layer's rate relative to its weights' norm over its gradient's.
+  TESSERA_OPTION(double, trust_coefficient) = 1e-3;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  /// Also apply the trust ratio in groups without weight decay (otherwise they take SGD's step).
+  TESSERA_OPTION(bool, always_adapt) = false;
+  /// LARC's clipping: a layer's rate is min(trust ratio, lr) instead of trust ratio * lr.
+  TESSERA_OPTION(bool, trust_clip) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate (the global rate the trust ratio scales)", Range::positive());
+    v("momentum", momentum_, "momentum factor", Range::closed_open(0, 1));
+    v("dampening", dampening_, "dampening of the momentum", Range::closed(0, 1));
+    v("nesterov", nesterov_, "Nesterov momentum", Any{});
+    v("weight_decay", weight_decay_, "L2 weight decay (added to the gradient before the trust ratio)",
+      Range::at_least(0));
+    v("trust_coefficient", trust_coefficient_, "eta of the trust ratio eta ||p|| / (||g|| + wd ||p|| + eps)",
+      Range::positive());
+    v("eps", eps_, "epsilon of the trust ratio's denominator", Range::at_least(0));
+    v("always_adapt", always_adapt_, "also apply the trust ratio in groups without weight decay", Any{});
+    v("trust_clip", trust_clip_, "LARC: a layer's rate is min(trust ratio, lr), not trust ratio * lr", Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// LARS (You et al. 2017, "Large Batch Training of Convolutional Networks"), layer-wise SGD, as timm's Lars: per
+/// parameter tensor r = eta ||p|| / (||g|| + wd ||p|| + eps) (1 when either norm is 0), d = r (g + wd p), or with
+/// trust_clip d = min(r / lr, 1) (g + wd p); then SGD's momentum on d (as SGD above) and p -= lr d. In a group whose
+/// weight decay is 0 (biases and norms: `groups: [{max_dims: 1, weight_decay: 0}]`) d = g (SGD's step) unless
+/// always_adapt. The ratio is computed on the device (no read-back). State: {momentum_buffer} (with momentum).
+class Lars : public Optimizer {
+ public:
+  Lars(std::vector<at::Tensor> params, LarsOptions options);
+  Lars(const NamedParameters& params, LarsOptions options);
+  void step() override;
+  std::string name() const override { return "lars"; }
+  const LarsOptions& options() const noexcept { return options_; }
+
+ private:
+  LarsOptions options_;
 };
 
 }  // namespace tessera::optim
