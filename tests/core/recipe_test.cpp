@@ -133,7 +133,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"list_for_optimizer",
        edit("  sgd: {lr: 0.1, momentum: 0.9}", "  - sgd"),
        {},
-       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adam, adamw, lion, sgd"}},
+       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adagrad, adam, adamw, lamb, lars, lion, rmsprop, sgd"}},
       {"optimizer_group_that_sets_nothing",
        edit("momentum: 0.9}", "momentum: 0.9, groups: [{names: [\"fc*\"]}]}"),
        {},
