@@ -9,68 +9,14 @@ check can fail, the difference when Tessera decays as PyTorch's AdamW does (deco
 """
 from __future__ import annotations
 
-import sys
-import tempfile
 import logging
+import sys
 
 import torch
-import torch.nn.functional as F
 from composer.optim import DecoupledAdamW, DecoupledSGDW
 
-import tessera
+from optimizer_check_support import STEPS, Net, gap, groups, plain_loop, tessera_run
 from tessera._optimizers import from_torch
-
-STEPS = 24
-
-
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.ReLU())
-        self.head = torch.nn.Linear(32, 4)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def dataset():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(128, 16, generator=g)
-    return torch.utils.data.TensorDataset(x, (x[:, :2] > 0).long().sum(1) + (x[:, 2] > 1).long())
-
-
-def groups(model):
-    """Composer's usual split: no decay on biases and norms."""
-    return [{"params": [p for p in model.parameters() if p.dim() > 1]},
-            {"params": [p for p in model.parameters() if p.dim() <= 1], "weight_decay": 0.0}]
-
-
-def composer_loop(make):
-    model = Net()
-    opt = make(model)
-    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=8, gamma=0.5)
-    done = 0
-    while done < STEPS:
-        for x, y in torch.utils.data.DataLoader(dataset(), batch_size=16):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            schedule.step()
-            done += 1
-    return model
-
-
-def tessera_run(optimizer, model):
-    with tempfile.TemporaryDirectory() as run_dir:
-        tessera.Trainer(model=model, train_dataloader=torch.utils.data.DataLoader(dataset(), batch_size=16),
-                        optimizer=optimizer, schedulers=[{"step": {"step_size": "8ba", "gamma": 0.5}}],
-                        max_duration=f"{STEPS}ba", threads=1, seed=0, run_dir=run_dir).fit()
-    return model
-
-
-def gap(a, b):
-    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
 
 
 def main() -> None:
@@ -88,7 +34,7 @@ def main() -> None:
     print(f"{'Composer optimizer':26} {'Tessera entry':58} max |weight difference|")
     worst = 0.0
     for label, make in cases.items():
-        reference = composer_loop(make)
+        reference = plain_loop(make)
         model = Net()
         entry = from_torch(make(model), model)
         name = next(iter(entry))

@@ -17,15 +17,11 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
-import tempfile
 import types
 
 import torch
-import torch.nn.functional as F
 
-import tessera
-
-STEPS = 24
+from optimizer_check_support import STEPS, Net, gap, groups, plain_loop, tessera_run
 
 
 def timm_optim():
@@ -45,57 +41,6 @@ def timm_optim():
         module_spec.loader.exec_module(module)
         loaded[name] = module
     return loaded["lamb"].Lamb, loaded["lars"].Lars
-
-
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.ReLU())
-        self.head = torch.nn.Linear(32, 4)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def dataset():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(128, 16, generator=g)
-    return torch.utils.data.TensorDataset(x, (x[:, :2] > 0).long().sum(1) + (x[:, 2] > 1).long())
-
-
-def groups(model):
-    """The usual split: no decay (and so, in timm and Tessera, no trust ratio) on biases and norms."""
-    return [{"params": [p for p in model.parameters() if p.dim() > 1]},
-            {"params": [p for p in model.parameters() if p.dim() <= 1], "weight_decay": 0.0}]
-
-
-def timm_loop(make):
-    model = Net()
-    opt = make(model)
-    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=8, gamma=0.5)
-    done = 0
-    while done < STEPS:
-        for x, y in torch.utils.data.DataLoader(dataset(), batch_size=16):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            schedule.step()
-            done += 1
-    return model
-
-
-def tessera_run(entry):
-    model = Net()
-    with tempfile.TemporaryDirectory() as run_dir:
-        tessera.Trainer(model=model, train_dataloader=torch.utils.data.DataLoader(dataset(), batch_size=16),
-                        optimizer=entry, schedulers=[{"step": {"step_size": "8ba", "gamma": 0.5}}],
-                        max_duration=f"{STEPS}ba", threads=1, seed=0, run_dir=run_dir).fit()
-    return model
-
-
-def gap(a, b):
-    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
 
 
 def main() -> None:
@@ -118,13 +63,13 @@ def main() -> None:
     print(f"{'timm optimizer':26} max |weight difference|")
     worst = 0.0
     for label, (make, entry) in cases.items():
-        reference = timm_loop(make)
-        trained = tessera_run(entry)
+        reference = plain_loop(make)
+        trained = tessera_run(entry, Net())
         worst = max(worst, gap(trained, reference))
         print(f"{label:26} {gap(trained, reference):.3g}")
         if label in ("Lamb", "Lars momentum"):  # control: the trust ratio on biases and norms too
             name = next(iter(entry))
-            control = tessera_run({name: dict(entry[name], always_adapt=True)})
+            control = tessera_run({name: dict(entry[name], always_adapt=True)}, Net())
             print(f"{'  control: always_adapt':26} {gap(control, reference):.3g}")
     print("same updates" if worst < 1e-5 else "DIFFERENT updates")
     sys.exit(0 if worst < 1e-5 else 1)
