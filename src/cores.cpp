@@ -13,6 +13,8 @@
 
 #include <tessera/trainer.h>
 
+#include "posix_io.h"
+
 namespace tessera {
 namespace detail {
 namespace {
@@ -29,12 +31,8 @@ std::optional<double> number(const std::string& text) {
   return v;
 }
 
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return in ? out.str() : std::string();
-}
+/// The file's text, "" when it cannot be read.
+std::string slurp(const std::filesystem::path& path) { return posix::read_small_file(path.string()).value_or(""); }
 
 /// `path` ("/a/b") and its ancestors ("/a", "/").
 std::vector<std::string> with_ancestors(std::string path) {

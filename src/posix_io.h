@@ -1,13 +1,28 @@
 #pragma once
-// Small POSIX file helpers shared by the checkpoint writer, the MDS writer and the shard cache (private).
+// Small POSIX file helpers shared by the checkpoint writer, the MDS writer, the shard cache and the readers of the
+// kernel's files (cores.cpp, the system monitor) (private).
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
 
 namespace tessera::posix {
+
+/// The whole text of a small file (a /proc or /sys file, whose size stat does not tell); nullopt when it cannot be
+/// opened or read.
+inline std::optional<std::string> read_small_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return text.str();
+}
 
 /// strerror(errno), for messages.
 inline std::string errno_text() { return std::strerror(errno); }

@@ -17,20 +17,13 @@
 
 #include <tessera/error.h>
 
+#include "../posix_io.h"
+
 namespace tessera::callbacks {
 namespace {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-std::optional<std::string> read_text(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return std::nullopt;
-  return text.str();
 }
 
 /// The number after `key` ("MemTotal:", "read_bytes:") in a file of "key value" lines.
@@ -144,25 +137,25 @@ struct Nvml {
 SystemSample read_system_sample(const std::string& proc) {
   SystemSample s;
   s.seconds = now_seconds();
-  if (auto stat = read_text(proc + "/stat")) s.cpu_ticks = cpu_ticks(*stat);
+  if (auto stat = posix::read_small_file(proc + "/stat")) s.cpu_ticks = cpu_ticks(*stat);
   timespec cpu {};
   if (::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu) == 0) {
     s.process_cpu_seconds = static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) * 1e-9;
   }
-  if (auto meminfo = read_text(proc + "/meminfo")) {
+  if (auto meminfo = posix::read_small_file(proc + "/meminfo")) {
     const auto total = field(*meminfo, "MemTotal:"), available = field(*meminfo, "MemAvailable:");
     if (total && available && *total > 0) s.memory_total_available = std::make_pair(*total * 1024, *available * 1024);
   }
-  if (auto loadavg = read_text(proc + "/loadavg")) {
+  if (auto loadavg = posix::read_small_file(proc + "/loadavg")) {
     std::istringstream in(*loadavg);
     double one_minute = 0;
     if (in >> one_minute) s.load_average = one_minute;
   }
-  if (auto io = read_text(proc + "/self/io")) {
+  if (auto io = posix::read_small_file(proc + "/self/io")) {
     const auto read = field(*io, "read_bytes:"), written = field(*io, "write_bytes:");
     if (read && written) s.process_io_bytes = std::make_pair(*read, *written);
   }
-  if (auto dev = read_text(proc + "/net/dev")) s.network_bytes = network_bytes(*dev);
+  if (auto dev = posix::read_small_file(proc + "/net/dev")) s.network_bytes = network_bytes(*dev);
   return s;
 }
 

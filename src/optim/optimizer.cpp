@@ -520,8 +520,7 @@ namespace {
 /// `ratio` where both norms are positive, else 1: a layer whose weights or update are all zero moves as the lr says.
 /// Stays on the device (no read-back).
 at::Tensor guarded_ratio(const at::Tensor& ratio, const at::Tensor& weight_norm, const at::Tensor& other_norm) {
-  const at::Tensor one = at::ones({}, ratio.options());
-  return at::where(weight_norm.gt(0), at::where(other_norm.gt(0), ratio, one), one);
+  return ratio.masked_fill(weight_norm.gt(0).logical_and_(other_norm.gt(0)).logical_not_(), 1.0);
 }
 
 }  // namespace
