@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <tessera/amp.h>
+#include <tessera/callbacks/activation_monitor.h>
 #include <tessera/callbacks/console_summary.h>
 #include <tessera/callbacks/generate.h>
 #include <tessera/callbacks/image_visualizer.h>
@@ -412,6 +413,7 @@ const Kind<std::shared_ptr<Callback>>& callback_kinds() {
       "callback",
       "callbacks",
       {
+          simple<Callback, callbacks::ActivationMonitor, callbacks::ActivationMonitorOptions>("activation_monitor"),
           simple<Callback, callbacks::ConsoleSummary, callbacks::ConsoleSummaryOptions>("console_summary"),
           simple<Callback, callbacks::EarlyStopper, callbacks::EarlyStopperOptions>("early_stopper"),
           simple<Callback, callbacks::Generate, callbacks::GenerateCallbackOptions>("generate"),

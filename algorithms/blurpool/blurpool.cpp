@@ -89,8 +89,8 @@ BlurConv2dImpl::BlurConv2dImpl(torch::nn::Conv2d original, bool blur_first_)
 }
 
 at::Tensor BlurConv2dImpl::forward(const at::Tensor& x) {
-  if (blur_first) return slot("conv").forward(blur2d(x, 1));
-  return blur2d(slot("conv").forward(x), stride);
+  if (blur_first) return call("conv", blur2d(x, 1));
+  return blur2d(call("conv", x), stride);
 }
 
 BlurMaxPool2dImpl::BlurMaxPool2dImpl(const torch::nn::MaxPool2dOptions& original) : stride(pair_of(original.stride())) {
@@ -178,7 +178,7 @@ void BlurPool::check(const State& state) const {
     throw InputError(fmt::format(
         "the model's layers are not in slots, so surgery cannot replace them: {} layer(s) it would replace are "
         "ordinary module members ({}). Model surgery swaps only layers that a tessera::SlottedModule registers "
-        "with register_slot(\"conv1\", torch::nn::Conv2d(...)) and calls through slot(\"conv1\").forward(x) (see "
+        "with register_slot(\"conv1\", torch::nn::Conv2d(...)) and calls through call(\"conv1\", x) (see "
         "docs/cpp-own-model.md); make the network a SlottedModule and register those layers as slots, or {}",
         outside.size(), names, allow));
   }

@@ -161,7 +161,7 @@ FactorizedConv2dImpl::FactorizedConv2dImpl(const torch::nn::Conv2dImpl& conv, in
 }
 
 at::Tensor FactorizedConv2dImpl::forward(const at::Tensor& x) {
-  return slot("module1").forward(slot("module0").forward(x));
+  return call("module1", call("module0", x));
 }
 
 FactorizedLinearImpl::FactorizedLinearImpl(const torch::nn::LinearImpl& linear, int64_t rank) : rank_(rank) {
@@ -179,7 +179,7 @@ FactorizedLinearImpl::FactorizedLinearImpl(const torch::nn::LinearImpl& linear, 
 }
 
 at::Tensor FactorizedLinearImpl::forward(const at::Tensor& x) {
-  return slot("module1").forward(slot("module0").forward(x));
+  return call("module1", call("module0", x));
 }
 
 FactorizeCounts apply_factorize(torch::nn::Module& model, const FactorizeOptions& options, optim::Optimizer* optimizer) {

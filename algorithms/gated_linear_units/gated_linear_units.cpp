@@ -36,7 +36,7 @@ GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnits
 }
 
 at::Tensor GatedFeedForward::forward(const at::Tensor& x) {
-  return slot("proj").forward(at::gelu(slot("fc_gated").forward(x)) * slot("fc_linear").forward(x));
+  return call("proj", at::gelu(call("fc_gated", x)) * call("fc_linear", x));
 }
 
 at::Tensor gated_linear_unit(const at::Tensor& x, const at::Tensor& w_gated, const at::Tensor& b_gated,

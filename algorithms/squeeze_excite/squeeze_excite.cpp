@@ -75,7 +75,7 @@ SqueezeExciteConv2dImpl::SqueezeExciteConv2dImpl(torch::nn::Conv2d conv, int64_t
   se = register_module("se", SqueezeExcite2d(channels, latent));
 }
 
-at::Tensor SqueezeExciteConv2dImpl::forward(const at::Tensor& x) { return se->forward(slot("conv").forward(x)); }
+at::Tensor SqueezeExciteConv2dImpl::forward(const at::Tensor& x) { return se->forward(call("conv", x)); }
 
 int64_t apply_squeeze_excite(torch::nn::Module& model, const SqueezeExciteOptions& options,
                              optim::Optimizer* optimizer) {

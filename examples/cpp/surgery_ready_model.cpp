@@ -44,8 +44,8 @@ struct SlottedNetImpl : tessera::SlottedModule {
     register_slot("fc", torch::nn::AnyModule(torch::nn::Linear(16 * 2 * 2, 4)));
   }
   at::Tensor forward(const at::Tensor& x) {
-    at::Tensor h = at::relu(slot("conv2").forward(at::relu(slot("conv1").forward(x))));
-    return slot("fc").forward(slot("pool").forward(h).flatten(1));
+    at::Tensor h = at::relu(call("conv2", at::relu(call("conv1", x))));
+    return call("fc", call("pool", h).flatten(1));
   }
 };
 

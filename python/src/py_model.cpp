@@ -280,6 +280,25 @@ class PythonModel : public UserModel {
     module_.get().attr("train")(on);
   }
 
+  /// Forward hooks on every submodule of the Python module, removed when the handle goes.
+  std::shared_ptr<void> observe_layers(LayerObserver observer) override {
+    struct Hooks {
+      GilObject handles;
+      ~Hooks() {
+        py::gil_scoped_acquire gil;
+        adapters().attr("remove_hooks")(handles.get());
+      }
+    };
+    py::gil_scoped_acquire gil;
+    const py::cpp_function report([observer = std::move(observer)](const std::string& layer, const std::string& port,
+                                                                   const at::Tensor& value) { observer(layer, port, value); });
+    py::object handles = adapters().attr("observe_layers")(module_.get(), report);
+    if (py::len(handles) == 0) return nullptr;  // a module without submodules: only the model's input and output
+    auto hooks = std::make_shared<Hooks>();
+    hooks->handles.reset(std::move(handles));
+    return hooks;
+  }
+
   std::optional<std::map<std::string, int64_t>> external_surgery(const Algorithm& algorithm, optim::Optimizer* optimizer,
                                                                  bool dry_run) override {
     py::gil_scoped_acquire gil;
@@ -342,6 +361,9 @@ class ScriptModel : public UserModel {
     py::gil_scoped_acquire gil;
     module_.get().attr("train")(on);
   }
+
+  /// TorchScript modules run in C++ and have no hooks there.
+  std::shared_ptr<void> observe_layers(LayerObserver) override { return nullptr; }
 
   std::optional<std::map<std::string, int64_t>> external_surgery(const Algorithm& algorithm, optim::Optimizer*,
                                                                  bool) override {

@@ -51,6 +51,45 @@ def module_tensors(module: torch.nn.Module) -> List[Tuple[str, list, list]]:
     return full
 
 
+def _floating(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def observe_layers(module: torch.nn.Module, report: Any) -> list:
+    """Forward hooks on every submodule of `module` (not the module itself: its input and output are the model's)
+    that pass each floating-point tensor a submodule takes, before it runs, and gives, after, to
+    report(layer name, "input.<i>" | "output" | "output.<i>", tensor). Returns the hooks' handles."""
+
+    def before(name: str):
+        def hook(_module: torch.nn.Module, args: tuple) -> None:
+            for i, value in enumerate(args):
+                if _floating(value):
+                    report(name, f"input.{i}", value)
+        return hook
+
+    def after(name: str):
+        def hook(_module: torch.nn.Module, _args: tuple, out: Any) -> None:
+            if _floating(out):
+                report(name, "output", out)
+            elif isinstance(out, (tuple, list)):
+                for i, value in enumerate(out):
+                    if _floating(value):
+                        report(name, f"output.{i}", value)
+        return hook
+
+    handles = []
+    for name, sub in module.named_modules():
+        if sub is not module:
+            handles.append(sub.register_forward_pre_hook(before(name)))
+            handles.append(sub.register_forward_hook(after(name)))
+    return handles
+
+
+def remove_hooks(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
+
+
 def script_bytes(module: torch.jit.ScriptModule) -> bytes:
     """A TorchScript module serialised, for torch::jit::load in C++."""
     buffer = io.BytesIO()

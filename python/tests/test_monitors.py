@@ -1,4 +1,4 @@
-"""The monitors (speed, lr, optimizer, memory, runtime, system) as recipe entries from Python: what reaches metrics.jsonl."""
+"""The monitors (speed, lr, optimizer, memory, runtime, system, activations) as recipe entries from Python: what reaches metrics.jsonl."""
 import json
 import math
 
@@ -73,6 +73,49 @@ def test_count_flops_counts_a_python_models_forward(tmp_path):
     assert len(speed) == 3
     for e in speed:  # forward 2 · (64 · 32 + 32 · 4) a sample, and the backward twice that
         assert e["throughput/flops_per_sec"] / e["throughput/samples_per_sec"] == pytest.approx(3 * 2 * (64 * 32 + 32 * 4))
+
+
+def activations_logged(tmp_path, model, interval):
+    kwargs = tiny_components(max_duration="3ba")
+    del kwargs["model"]
+    trainer = tessera.Trainer(**kwargs, model=model, run_dir=str(tmp_path), loggers=[{"jsonl": {}}],
+                              callbacks=[{"activation_monitor": {"interval": interval}}])
+    trainer.fit()
+    return logged(tmp_path)
+
+
+def statistics(entry, name):
+    return [entry[f"activations/{s}/{name}"] for s in ("l2_norm", "average", "max", "skewness", "kurtosis")]
+
+
+def test_the_activation_monitor_hooks_every_submodule_of_a_python_model(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    entries = [e for e in activations_logged(tmp_path, model, 2) if "activations/max/model_output" in e]
+    assert [e["batch"] for e in entries] == [0, 2]
+    layers = [f"{i}_{port}" for i in range(4) for port in ("input.0", "output")]
+    for e in entries:
+        assert {k.split("/", 2)[2] for k in e if k.startswith("activations/")} == {"model_input", "model_output", *layers}
+        # what one layer gives, the next takes: the same values, the same statistics
+        assert statistics(e, "0_input.0") == statistics(e, "model_input")
+        assert statistics(e, "1_input.0") == statistics(e, "0_output")
+        assert statistics(e, "2_input.0") == statistics(e, "1_output")
+        assert statistics(e, "3_input.0") == statistics(e, "2_output")
+        assert statistics(e, "3_output") == statistics(e, "model_output")
+        assert e["activations/max/2_output"] == max(e["activations/max/1_output"], 0.0)  # the ReLU
+    # the hooks are gone after the run
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_the_activation_monitor_logs_a_torchscript_models_input_and_output_and_says_why(tmp_path):
+    torch.manual_seed(0)
+    model = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)))
+    entries = activations_logged(tmp_path, model, 1)
+    stats = [e for e in entries if "activations/max/model_output" in e]
+    assert [e["batch"] for e in stats] == [0, 1, 2]
+    assert all(len([k for k in e if k.startswith("activations/")]) == 10 for e in stats)
+    warnings = [e["text"] for e in entries if e.get("level") == "warning"]
+    assert len(warnings) == 1 and "the model's layers cannot be observed" in warnings[0]
 
 
 def test_a_bad_monitor_setting_is_an_input_error():

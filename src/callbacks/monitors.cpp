@@ -263,52 +263,62 @@ RuntimeEstimator::RuntimeEstimator(RuntimeEstimatorOptions options) : options_(s
   unit_seconds_ = seconds_per(options_.time_unit());
 }
 
+void EvaluationClock::run_event(Event event, const State& state) {
+  if (event == Event::EvalStart) {
+    start_ = std::chrono::steady_clock::now();
+    running_ = true;
+  } else if (event == Event::EvalEnd && running_) {
+    runs_[state.eval_label].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    running_ = false;
+  }
+}
+
+double EvaluationClock::seconds_left(const State& state) const {
+  double seconds = 0;
+  for (const Evaluator& evaluator : state.evaluators) {
+    const auto it = runs_.find(evaluator.label);
+    if (it == runs_.end() || it->second.empty()) continue;
+    const std::vector<double>& runs = it->second;
+    const size_t first = runs.size() > 1 ? 1 : 0;
+    double sum = 0;
+    for (size_t i = first; i < runs.size(); ++i) sum += runs[i];
+    const double mean = sum / static_cast<double>(runs.size() - first);
+    seconds += mean * static_cast<double>(evaluations_left(evaluator, state.timestamp, state.time));
+  }
+  return seconds;
+}
+
 void RuntimeEstimator::run_event(Event event, State& state, Logger& logger) {
   if (state.rank != 0) return;
+  evaluations_.run_event(event, state);
   if (event == Event::FitStart) {
     batches_seen_ = batches_timed_ = 0;  // a resumed run measures its batches afresh
     seconds_timed_ = 0;
-  } else if (event == Event::EvalStart) {
-    eval_start_ = std::chrono::steady_clock::now();
-    in_eval_ = true;
-  } else if (event == Event::EvalEnd && in_eval_) {
-    eval_seconds_[state.eval_label].push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start_).count());
-    in_eval_ = false;
   } else if (event == Event::BatchEnd) {
     if (++batches_seen_ <= options_.skip_batches()) return;
     ++batches_timed_;
     seconds_timed_ += state.timestamp.batch_wct;
     const double batches_left = std::max(0.0, state.time.total_batches() - static_cast<double>(state.timestamp.batch));
-    double seconds = seconds_timed_ / static_cast<double>(batches_timed_) * batches_left;
-    for (const Evaluator& evaluator : state.evaluators) {
-      const auto it = eval_seconds_.find(evaluator.label);
-      if (it == eval_seconds_.end() || it->second.empty()) continue;
-      const std::vector<double>& runs = it->second;
-      const size_t first = runs.size() > 1 ? 1 : 0;
-      double sum = 0;
-      for (size_t i = first; i < runs.size(); ++i) sum += runs[i];
-      const double mean = sum / static_cast<double>(runs.size() - first);
-      seconds += mean * static_cast<double>(evaluations_left(evaluator, state.timestamp, state.time));
-    }
+    const double seconds =
+        seconds_timed_ / static_cast<double>(batches_timed_) * batches_left + evaluations_.seconds_left(state);
     logger.log_metrics({{"wall_clock/remaining_estimate", seconds / unit_seconds_}}, state.timestamp);
   }
 }
 
 StateDict RuntimeEstimator::state_dict() const {
   StateDict out;
-  for (const auto& [label, runs] : eval_seconds_) {
+  for (const auto& [label, runs] : evaluations_.runs()) {
     out["eval_seconds/" + label] = at::tensor(runs, at::kDouble);
   }
   return out;
 }
 
 void RuntimeEstimator::load_state_dict(const StateDict& state) {
-  eval_seconds_.clear();
+  evaluations_.runs().clear();
   for (const auto& [key, value] : state) {
     if (key.rfind("eval_seconds/", 0) != 0) continue;
     const at::Tensor runs = value.to(at::kCPU, at::kDouble).contiguous();
-    eval_seconds_[key.substr(13)] = std::vector<double>(runs.data_ptr<double>(), runs.data_ptr<double>() + runs.numel());
+    evaluations_.runs()[key.substr(13)] = std::vector<double>(runs.data_ptr<double>(), runs.data_ptr<double>() + runs.numel());
   }
 }
 

@@ -79,6 +79,7 @@ ProgressBar::ProgressBar(ProgressBarOptions options, std::ostream* out, std::opt
 void ProgressBar::run_event(Event event, State& state, Logger& logger) {
   rank_ = state.rank;
   if (rank_ != 0) return;
+  evaluations_.run_event(event, state);
   switch (event) {
     case Event::EpochStart:
       epoch_start_ = Clock::now();
@@ -102,6 +103,7 @@ void ProgressBar::run_event(Event event, State& state, Logger& logger) {
       auto it = state.metrics.find("loss/train/total");
       if (it != state.metrics.end()) latest_loss_ = it->second;
       snapshot_.loss = latest_loss_;
+      snapshot_.eval_seconds_left = evaluations_.seconds_left(state);
       snapshot_.valid = true;
       epoch_line_pending_ = true;
 
@@ -199,7 +201,7 @@ std::string ProgressBar::status_line(const TimeContext& time) const {
   if (seconds > 0 && snapshot_.batch_in_epoch > 0 && total > 0) {
     const double per_batch = seconds / static_cast<double>(snapshot_.batch_in_epoch);
     const double left = std::max(0.0, total - static_cast<double>(snapshot_.batch));
-    line += "  ETA " + format_duration(per_batch * left);
+    line += "  ETA " + format_duration(per_batch * left + snapshot_.eval_seconds_left);
   }
   return line;
 }

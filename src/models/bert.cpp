@@ -79,7 +79,7 @@ at::Tensor BERTClassifier::forward(const Batch& batch) {
   const at::Tensor hidden = encode(ids);  // [N, S, D]
   const at::Tensor weights = keep.to(hidden.scalar_type()).unsqueeze(2);
   const at::Tensor pooled = hidden.mul(weights).sum(1).div(weights.sum(1));
-  return slot("classifier").forward(pooled);
+  return call("classifier", pooled);
 }
 
 at::Tensor BERTClassifier::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {

@@ -99,13 +99,13 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 /// q, k, v [N, H, T, D/H] of x [N, T, D] through the "qkv" slot of `attention`.
 at::Tensor heads_of(SlottedModule& attention, const at::Tensor& x, int64_t h) {
   const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
-  return attention.slot("qkv").forward(x).view({n, t, 3, h, d / h}).permute({2, 0, 3, 1, 4});
+  return attention.call("qkv", x).view({n, t, 3, h, d / h}).permute({2, 0, 3, 1, 4});
 }
 
 /// The dropout of slot `name` applied to x [N, S, D] as rows [N·S, D] (a token per row): what a feature-wise
 /// dropout such as gyro_dropout needs (the same mask as on [N, S, D] for an elementwise dropout).
-at::Tensor dropout_rows(nn::AnyModule& dropout, const at::Tensor& x) {
-  return dropout.forward(x.reshape({x.size(0) * x.size(1), x.size(2)})).view(x.sizes());
+at::Tensor dropout_rows(SlottedModule& owner, const std::string& name, const at::Tensor& x) {
+  return owner.call(name, x.reshape({x.size(0) * x.size(1), x.size(2)})).view(x.sizes());
 }
 
 }  // namespace
@@ -125,7 +125,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x) {
   const at::Tensor qkv = heads_of(*this, x, n_heads_);  // 3 x [N, H, S, D/H]
   const at::Tensor y =
       attend(qkv[0], qkv[1], qkv[2], causal_, alibi_, is_training() ? dropout_ : 0.0, /*past=*/0, keep_);
-  return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
+  return call("proj", y.transpose(1, 2).reshape(x.sizes()));
 }
 
 at::Tensor SelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
@@ -140,7 +140,7 @@ at::Tensor SelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, 
   // The first positions as forward computes them; later ones against the cached keys and values.
   const at::Tensor y = past == 0 ? attend(qkv[0], qkv[1], qkv[2], true, alibi_, 0.0)
                                  : attend(qkv[0], keys, values, true, alibi_, 0.0, past);
-  return slot("proj").forward(y.transpose(1, 2).reshape(x.sizes()));
+  return call("proj", y.transpose(1, 2).reshape(x.sizes()));
 }
 
 at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options) {
@@ -168,7 +168,7 @@ FeedForward::FeedForward(int64_t d_model, int64_t d_ff) {
 }
 
 at::Tensor FeedForward::forward(const at::Tensor& x) {
-  return slot("proj").forward(at::gelu(slot("fc").forward(x)));
+  return call("proj", at::gelu(call("fc", x)));
 }
 
 GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout, double attention_dropout,
@@ -186,7 +186,7 @@ GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropou
 }
 
 at::Tensor GPTBlock::forward(const at::Tensor& x) {
-  return forward_with(x, [this](const at::Tensor& h) { return slot("attn").forward(h); });
+  return forward_with(x, [this](const at::Tensor& h) { return call("attn", h); });
 }
 
 at::Tensor GPTBlock::forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values) {
@@ -202,12 +202,12 @@ at::Tensor GPTBlock::forward_with(const at::Tensor& x, const std::function<at::T
   auto* gate = dynamic_cast<BranchGate*>(slot("residual_gate").ptr().get());
   if (gate != nullptr && gate->skip_branch()) return x;  // the block is dropped whole: it adds exactly nothing
   const bool dropout = slots().count("attn_dropout") > 0;
-  at::Tensor branch = attention(slot("ln1").forward(x));
-  at::Tensor out = x + (dropout ? dropout_rows(slot("attn_dropout"), branch) : branch);
-  branch = slot("mlp").forward(slot("ln2").forward(out));
-  out = out + (dropout ? dropout_rows(slot("mlp_dropout"), branch) : branch);
+  at::Tensor branch = attention(call("ln1", x));
+  at::Tensor out = x + (dropout ? dropout_rows(*this, "attn_dropout", branch) : branch);
+  branch = call("mlp", call("ln2", out));
+  out = out + (dropout ? dropout_rows(*this, "mlp_dropout", branch) : branch);
   if (slot("residual_gate").ptr()->as<nn::IdentityImpl>() != nullptr) return out;  // exactly z
-  return x + slot("residual_gate").forward(out - x);
+  return x + call("residual_gate", out - x);
 }
 
 GPT::GPT(GPTOptions options) : GPT(std::move(options), /*causal=*/true) {}
@@ -267,17 +267,17 @@ at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
     }
   }
   const at::Tensor positions = at::arange(offset, offset + input.size(1), ids.options());
-  at::Tensor x = slot("embed").forward(ids) + slot("pos_embed").forward(positions);
-  if (slots().count("embed_dropout") > 0) x = dropout_rows(slot("embed_dropout"), x);
+  at::Tensor x = call("embed", ids) + call("pos_embed", positions);
+  if (slots().count("embed_dropout") > 0) x = dropout_rows(*this, "embed_dropout", x);
   return x;
 }
 
-at::Tensor GPT::head(const at::Tensor& x) { return slot("head").forward(x).transpose(1, 2); }
+at::Tensor GPT::head(const at::Tensor& x) { return call("head", x).transpose(1, 2); }
 
 at::Tensor GPT::encode(const at::Tensor& ids) {
   at::Tensor x = embed(ids, 0);
   for (const auto& block : blocks_) x = block->forward(x);
-  return slot("ln_f").forward(x);
+  return call("ln_f", x);
 }
 
 at::Tensor GPT::forward(const Batch& batch) { return head(encode(batch.input())); }
@@ -313,7 +313,7 @@ at::Tensor GPT::forward_cached(const at::Tensor& ids, KVCache& cache) {
   cache.values.resize(blocks);
   for (size_t i = 0; i < blocks; ++i) x = blocks_[i]->forward_cached(x, cache.keys[i], cache.values[i]);
   cache.length += ids.size(1);
-  return head(slot("ln_f").forward(x));
+  return head(call("ln_f", x));
 }
 
 at::Tensor GPT::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {

@@ -55,6 +55,38 @@ void SlottedModule::replace_slot(const std::string& name, torch::nn::AnyModule m
   current = std::move(module);
 }
 
+namespace detail {
+thread_local SlotObservation* slot_observation = nullptr;
+}  // namespace detail
+
+const std::string* SlottedModule::prefix_in(const detail::SlotObservation& observing) const {
+  const auto it = observing.prefixes.find(this);
+  return it == observing.prefixes.end() ? nullptr : &it->second;
+}
+
+std::shared_ptr<void> Model::observe_layers(LayerObserver observer) {
+  /// Installs an observation on this thread for as long as it lives, then puts back the one it found.
+  struct Installed {
+    detail::SlotObservation observation;
+    detail::SlotObservation* previous = detail::slot_observation;
+    ~Installed() { detail::slot_observation = previous; }
+  };
+  auto installed = std::make_shared<Installed>();
+  installed->observation.observer = std::move(observer);
+  size_t slots = 0;
+  const auto note = [&](const torch::nn::Module& module, const std::string& name) {
+    if (const auto* slotted = dynamic_cast<const SlottedModule*>(&module)) {
+      installed->observation.prefixes[slotted] = name.empty() ? std::string() : name + ".";
+      slots += slotted->slots().size();
+    }
+  };
+  note(*this, "");
+  for (const auto& item : named_modules("", /*include_self=*/false)) note(*item.value(), item.key());
+  if (slots == 0) return nullptr;  // (`installed` goes, putting back what it found)
+  detail::slot_observation = &installed->observation;
+  return installed;
+}
+
 at::Tensor Model::loss_terms(const Batch& batch) const {
   if (!loss_is_cross_entropy() || !batch.has(Batch::kTarget)) return {};
   const at::Tensor& targets = batch.target();

@@ -39,17 +39,17 @@ nn::AnyModule norm(int64_t channels, int64_t groups) {
   return nn::AnyModule(nn::BatchNorm2d(channels));
 }
 
-/// `layer`'s forward on `x`. A torch::nn::GroupNorm given an input of another dtype than its weight (autocast's
+/// The forward of `owner`'s slot `name` on `x`. A torch::nn::GroupNorm given an input of another dtype than its weight (autocast's
 /// bf16 or fp16 activations) computes in its weight's dtype: on CUDA autocast runs group_norm in fp32 anyway, and
 /// LibTorch 1.13's CPU group_norm refuses a bf16 input with fp32 weights. Other layers (a BatchNorm2d, or a
 /// low-precision GroupNorm put in by surgery) take `x` as it is.
-at::Tensor normalize(nn::AnyModule& layer, const at::Tensor& x) {
-  if (const auto* gn = layer.ptr()->as<nn::GroupNormImpl>()) {
+at::Tensor normalize(SlottedModule& owner, const std::string& name, const at::Tensor& x) {
+  if (const auto* gn = owner.slot(name).ptr()->as<nn::GroupNormImpl>()) {
     if (gn->weight.defined() && x.scalar_type() != gn->weight.scalar_type()) {
-      return layer.forward(x.to(gn->weight.scalar_type()));
+      return owner.call(name, x.to(gn->weight.scalar_type()));
     }
   }
-  return layer.forward(x);
+  return owner.call(name, x);
 }
 
 /// Checks that `x` is [N, channels, H, W].
@@ -93,10 +93,10 @@ at::Tensor MLP::forward(const Batch& batch) {
   }
   at::Tensor x = input.flatten(1);
   for (size_t i = 0; i < layers_.size(); ++i) {
-    x = slot(layers_[i]).forward(x).relu_();
-    if (options_.dropout() > 0) x = slot("dropout" + std::to_string(i + 1)).forward(x);
+    x = call(layers_[i], x).relu_();
+    if (options_.dropout() > 0) x = call("dropout" + std::to_string(i + 1), x);
   }
-  return slot("head").forward(x);
+  return call("head", x);
 }
 
 at::Tensor MLP::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {
@@ -124,11 +124,11 @@ CNN::CNN(CNNOptions options) : options_(std::move(options)) {
 at::Tensor CNN::forward(const Batch& batch) {
   const at::Tensor& input = batch.input();
   check_image(input, options_.in_channels(), "cnn");
-  at::Tensor x = slot("bn1").forward(slot("conv1").forward(input)).relu_();
-  x = slot("bn2").forward(slot("conv2").forward(x)).relu_();
-  x = slot("pool").forward(x);
-  x = slot("bn3").forward(slot("conv3").forward(x)).relu_();
-  return slot("fc").forward(x.mean({2, 3}));
+  at::Tensor x = call("bn1", call("conv1", input)).relu_();
+  x = call("bn2", call("conv2", x)).relu_();
+  x = call("pool", x);
+  x = call("bn3", call("conv3", x)).relu_();
+  return call("fc", x.mean({2, 3}));
 }
 
 at::Tensor CNN::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {
@@ -154,12 +154,12 @@ at::Tensor BasicBlock::forward(const at::Tensor& x) {
   auto* gate = dynamic_cast<BranchGate*>(slot("residual_gate").ptr().get());
   if (gate != nullptr && gate->skip_branch()) {
     // The branch adds exactly nothing (as multiplied by 0): only the shortcut is computed.
-    return (projection_ ? normalize(slot("shortcut_bn"), slot("shortcut_conv").forward(x)) : x).relu();
+    return (projection_ ? normalize(*this, "shortcut_bn", call("shortcut_conv", x)) : x).relu();
   }
-  at::Tensor out = normalize(slot("bn1"), slot("conv1").forward(x)).relu_();
-  out = slot("residual_gate").forward(normalize(slot("bn2"), slot("conv2").forward(out)));
+  at::Tensor out = normalize(*this, "bn1", call("conv1", x)).relu_();
+  out = call("residual_gate", normalize(*this, "bn2", call("conv2", out)));
   if (projection_) {
-    out.add_(normalize(slot("shortcut_bn"), slot("shortcut_conv").forward(x)));
+    out.add_(normalize(*this, "shortcut_bn", call("shortcut_conv", x)));
   } else {
     out.add_(x);
   }
@@ -206,11 +206,11 @@ ResNet::ResNet(ResNetOptions options) : options_(std::move(options)) {
 at::Tensor ResNet::forward(const Batch& batch) {
   const at::Tensor& input = batch.input();
   check_image(input, options_.in_channels(), "resnet");
-  at::Tensor x = normalize(slot("bn1"), slot("conv1").forward(input)).relu_();
+  at::Tensor x = normalize(*this, "bn1", call("conv1", input)).relu_();
   for (const auto& block : blocks_) x = block->forward(x);
   x = x.mean({2, 3});
-  if (options_.dropout() > 0) x = slot("dropout").forward(x);
-  return slot("fc").forward(x);
+  if (options_.dropout() > 0) x = call("dropout", x);
+  return call("fc", x);
 }
 
 at::Tensor ResNet::loss(const at::Tensor& outputs, const Batch& batch, Reduction reduction) {

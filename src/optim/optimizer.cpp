@@ -111,16 +111,43 @@ NamedParameters by_position(const std::vector<at::Tensor>& params, const std::ve
   return named;
 }
 
-/// Nesterov momentum needs momentum > 0 and no dampening (SGD's and LARS's options).
-void check_nesterov(bool nesterov, double momentum, double dampening) {
-  if (nesterov && (momentum <= 0 || dampening != 0)) {
+/// Constraints between an optimizer's options, beyond each option's range: none by default; Nesterov momentum needs
+/// momentum > 0 and no dampening (SGD's and LARS's options).
+template <class Options>
+void check_combination(const Options& /*options*/) {}
+
+template <class Options>
+void check_nesterov(const Options& o) {
+  if (o.nesterov() && (o.momentum() <= 0 || o.dampening() != 0)) {
     throw InputError(fmt::format(
         "optimizer.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0 (got momentum {:g}, dampening {:g})",
-        momentum, dampening));
+        o.momentum(), o.dampening()));
   }
 }
+void check_combination(const SGDOptions& options) { check_nesterov(options); }
+void check_combination(const LarsOptions& options) { check_nesterov(options); }
 
 }  // namespace
+
+template <class Options>
+OptimizerWith<Options>::OptimizerWith(std::vector<at::Tensor> params, Options options)
+    : OptimizerWith(by_position(params, options.groups()), options) {}  // (a copy: the arguments' order is unspecified)
+
+template <class Options>
+OptimizerWith<Options>::OptimizerWith(const NamedParameters& params, Options options)
+    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
+  validate_options(options_, "optimizer");
+  check_combination(options_);
+}
+
+template class OptimizerWith<SGDOptions>;
+template class OptimizerWith<AdamOptions>;
+template class OptimizerWith<AdamWOptions>;
+template class OptimizerWith<LionOptions>;
+template class OptimizerWith<RMSpropOptions>;
+template class OptimizerWith<AdagradOptions>;
+template class OptimizerWith<LambOptions>;
+template class OptimizerWith<LarsOptions>;
 
 Optimizer::Optimizer(const NamedParameters& params, double lr, double weight_decay,
                      const std::vector<ParamGroupOptions>& groups) {
@@ -258,15 +285,6 @@ std::vector<at::Tensor>& Optimizer::state_for(const at::Tensor& param, size_t sl
 
 // ------------------------------------------------------------------------------------------------ SGD
 
-SGD::SGD(std::vector<at::Tensor> params, SGDOptions options)
-    : SGD(by_position(params, options.groups()), options) {}
-
-SGD::SGD(const NamedParameters& params, SGDOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-  check_nesterov(options_.nesterov(), options_.momentum(), options_.dampening());
-}
-
 namespace {
 
 struct Momentum {
@@ -376,27 +394,11 @@ void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor
 
 }  // namespace
 
-Adam::Adam(std::vector<at::Tensor> params, AdamOptions options)
-    : Adam(by_position(params, options.groups()), options) {}
-
-Adam::Adam(const NamedParameters& params, AdamOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
-
 void Adam::step() {
   at::NoGradGuard no_grad;
   const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), true, false};
   adam_steps(groups_, a, [this](const at::Tensor& p, size_t slots) -> auto& { return state_for(p, slots); });
   ++steps_;
-}
-
-AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
-    : AdamW(by_position(params, options.groups()), options) {}
-
-AdamW::AdamW(const NamedParameters& params, AdamWOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
 }
 
 void AdamW::step() {
@@ -408,14 +410,6 @@ void AdamW::step() {
 }
 
 // ------------------------------------------------------------------------------------------------ Lion
-
-Lion::Lion(std::vector<at::Tensor> params, LionOptions options)
-    : Lion(by_position(params, options.groups()), options) {}
-
-Lion::Lion(const NamedParameters& params, LionOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
 
 void Lion::step() {
   at::NoGradGuard no_grad;
@@ -437,14 +431,6 @@ void Lion::step() {
 }
 
 // ------------------------------------------------------------------------------------------------ RMSprop, Adagrad
-
-RMSprop::RMSprop(std::vector<at::Tensor> params, RMSpropOptions options)
-    : RMSprop(by_position(params, options.groups()), options) {}
-
-RMSprop::RMSprop(const NamedParameters& params, RMSpropOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
 
 void RMSprop::step() {
   at::NoGradGuard no_grad;
@@ -479,14 +465,6 @@ void RMSprop::step() {
     }
   }
   ++steps_;
-}
-
-Adagrad::Adagrad(std::vector<at::Tensor> params, AdagradOptions options)
-    : Adagrad(by_position(params, options.groups()), options) {}
-
-Adagrad::Adagrad(const NamedParameters& params, AdagradOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
 }
 
 void Adagrad::step() {
@@ -525,14 +503,6 @@ at::Tensor guarded_ratio(const at::Tensor& ratio, const at::Tensor& weight_norm,
 
 }  // namespace
 
-Lamb::Lamb(std::vector<at::Tensor> params, LambOptions options)
-    : Lamb(by_position(params, options.groups()), options) {}
-
-Lamb::Lamb(const NamedParameters& params, LambOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-}
-
 void Lamb::step() {
   at::NoGradGuard no_grad;
   const double beta1 = options_.beta1();
@@ -561,15 +531,6 @@ void Lamb::step() {
     }
   }
   ++steps_;
-}
-
-Lars::Lars(std::vector<at::Tensor> params, LarsOptions options)
-    : Lars(by_position(params, options.groups()), options) {}
-
-Lars::Lars(const NamedParameters& params, LarsOptions options)
-    : Optimizer(params, options.lr(), options.weight_decay(), options.groups()), options_(std::move(options)) {
-  validate_options(options_, "optimizer");
-  check_nesterov(options_.nesterov(), options_.momentum(), options_.dampening());
 }
 
 void Lars::step() {

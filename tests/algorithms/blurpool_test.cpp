@@ -238,7 +238,7 @@ TEST(BlurPool, PlainLibTorchModuleIsRefusedSayingItsLayersAreNotInSlots) {
                      "net.pool (MaxPool2d))"),
             std::string::npos)
       << msg;
-  for (const char* part : {"tessera::SlottedModule", "register_slot(", "slot(\"conv1\").forward(x)",
+  for (const char* part : {"tessera::SlottedModule", "register_slot(", "call(\"conv1\", x)",
                            "docs/cpp-own-model.md", "allow_no_change"}) {
     EXPECT_NE(msg.find(part), std::string::npos) << part << " missing from: " << msg;
   }

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../../src/callbacks/png.h"
@@ -724,6 +725,34 @@ TEST(ProgressBar, PlainModePrintsTenPercentStepsEpochLinesAndEval) {
   run_epoch(bar, state, logger, 1, 20);
   const auto all = split_lines(out.str());
   EXPECT_EQ(all.back(), "epoch 2/2  batch 20/20 [##########]  loss 0.0244  320 samples/s  ETA 0:00");
+}
+
+TEST(ProgressBar, EtaAddsTheEvaluationsLeftAtTheMeanTimeOfThoseRunSoFar) {
+  std::ostringstream out;
+  ProgressBar bar(ProgressBarOptions().width(10), &out, /*terminal=*/false);
+  State state = bar_state(Time(3, TimeUnit::Epoch), 20);
+  Evaluator evaluator;
+  evaluator.label = "eval";
+  evaluator.interval = Time(1, TimeUnit::Epoch);
+  state.evaluators.push_back(evaluator);
+  state.eval_label = "eval";
+  Logger logger({&bar});
+  bar.run_event(Event::FitStart, state, logger);
+  run_epoch(bar, state, logger, 0, 20);
+  // no evaluation has run yet: 40 batches left at 0.1 s
+  EXPECT_EQ(split_lines(out.str()).back(), "epoch 1/3  batch 20/20 [##########]  loss 0.0476  320 samples/s  ETA 0:04");
+  bar.run_event(Event::EvalStart, state, logger);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  bar.run_event(Event::EvalEnd, state, logger);
+  run_epoch(bar, state, logger, 1, 20);
+  // after epoch 2: 20 batches left (2 s), and the evaluations at the ends of epochs 2 and 3 (1.5 s or more each)
+  const std::string line = split_lines(out.str()).back();
+  ASSERT_EQ(line.rfind("epoch 2/3  batch 20/20", 0), 0u) << line;
+  const size_t eta = line.rfind("ETA 0:");
+  ASSERT_NE(eta, std::string::npos) << line;
+  const int seconds = std::stoi(line.substr(eta + 6));
+  EXPECT_GE(seconds, 5) << line;
+  EXPECT_LT(seconds, 30) << line;
 }
 
 TEST(ProgressBar, PlainModePrintsAtMostOneLinePerPlainSeconds) {

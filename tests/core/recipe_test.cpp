@@ -761,9 +761,10 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
                                       "onecycle", "polynomial", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
-            (std::vector<std::string>{"console_summary", "early_stopper", "generate", "image_visualizer", "lr_monitor",
-                                      "memory_monitor", "optimizer_monitor", "progress_bar", "runtime_estimator",
-                                      "speed_monitor", "system_metrics_monitor", "threshold_stopper"}));
+            (std::vector<std::string>{"activation_monitor", "console_summary", "early_stopper", "generate",
+                                      "image_visualizer", "lr_monitor", "memory_monitor", "optimizer_monitor",
+                                      "progress_bar", "runtime_estimator", "speed_monitor", "system_metrics_monitor",
+                                      "threshold_stopper"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl", "tensorboard"}));
   EXPECT_EQ(registered_names("metrics"),
             (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));

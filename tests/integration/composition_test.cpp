@@ -478,14 +478,16 @@ std::vector<std::string> scalars_and_images(const std::string& path) {
 /// afresh from the recipe: the same weights after every batch. The stopped and resumed runs trace every batch with
 /// the profiler, which must change nothing. Every run writes a TensorBoard file (with `images`, image_visualizer's
 /// grids too, every third batch): the stopped and resumed runs' one file holds the same scalars and pictures as the
-/// uninterrupted run's, and the evaluation the stop brought. `optimizer` replaces the recipe's (each caller gives
+/// uninterrupted run's, and the evaluation the stop brought; activation_monitor logs every layer's activations every
+/// fifth batch into it, the layers surgery put in included. `optimizer` replaces the recipe's (each caller gives
 /// another optimizer with parameter groups, so that every algorithm runs with every optimizer's kind of state).
 void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<std::string>)>& make, const std::string& name,
                                        bool images, const std::string& optimizer) {
   const auto logged = [&](const std::string& folder, std::vector<std::string> overrides) {
     overrides.push_back("optimizer=" + optimizer);
     overrides.push_back("loggers=[{tensorboard: {path: " + folder + "/events.out.tfevents.x}}]");
-    if (images) overrides.push_back("callbacks=[{image_visualizer: {interval: 3, num_images: 4}}]");
+    overrides.push_back(std::string("callbacks=[{activation_monitor: {interval: 5}}") +
+                        (images ? ", {image_visualizer: {interval: 3, num_images: 4}}]" : "]"));
     return make(overrides);
   };
   const std::string whole = (std::filesystem::temp_directory_path() /
@@ -503,8 +505,12 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
   ASSERT_EQ(trail->lines.size(), 17u);  // FitStart and 16 batches
   const std::vector<std::string> whole_events = scalars_and_images(whole + "/events.out.tfevents.x");
   std::filesystem::remove_all(whole);
-  size_t pictures = 0;
-  for (const auto& e : whole_events) pictures += testing::first_tag(e).rfind("images/", 0) == 0;
+  size_t pictures = 0, activations = 0;
+  for (const auto& e : whole_events) {
+    pictures += testing::first_tag(e).rfind("images/", 0) == 0;
+    activations += testing::first_tag(e).rfind("activations/", 0) == 0;
+  }
+  EXPECT_GT(activations, 0u) << "activation_monitor logged nothing";
   EXPECT_EQ(pictures, images ? 6u + 4u : 0u);  // batches 0, 3, ..., 15; the first batch of each of 4 evaluations
   for (const int64_t k : {7, 13}) {
     SCOPED_TRACE("stopped after batch " + std::to_string(k));
@@ -602,8 +608,8 @@ Recipe bert_everything_recipe(std::vector<std::string> overrides = {}) {
 TEST(Composition, EveryLanguageModelAlgorithmOnBertTrainsAndResumesBitwise) {
   if (!fortunes_installed()) GTEST_SKIP() << "the fortunes text is not installed (apt install fortunes)";
   expect_trains_and_resumes_bitwise(bert_everything_recipe, "bert_everything", false,
-                                    "{adamw: {lr: 3.0e-3, weight_decay: 1.0e-4, decoupled_weight_decay: true, "
-                                    "amsgrad: true, groups: [{max_dims: 1, weight_decay: 0}]}}");
+                                    "{lamb: {lr: 3.0e-3, weight_decay: 1.0e-2, trust_clip: true, groups: "
+                                    "[{max_dims: 1, weight_decay: 0}]}}");
 }
 
 }  // namespace

@@ -192,6 +192,27 @@ struct RuntimeEstimatorOptions {
   }
 };
 
+/// Times each evaluation of this process (EvalStart to EvalEnd) by evaluator label, and from those the time the
+/// run's evaluations still to come will take: for each evaluator, the evaluations it has left (evaluations_left)
+/// times the mean time of its evaluations so far (the first one left out once there are more: it pays for warm-up
+/// too); an evaluator that has not run yet adds nothing until it has. Used by runtime_estimator and the progress
+/// bar's ETA.
+class EvaluationClock {
+ public:
+  /// Notes EvalStart and EvalEnd; other events are ignored.
+  void run_event(Event event, const State& state);
+  /// Seconds the evaluations left after the batch end of state.timestamp will take, as measured so far.
+  double seconds_left(const State& state) const;
+  /// Each evaluator's evaluation times so far, by label.
+  std::map<std::string, std::vector<double>>& runs() noexcept { return runs_; }
+  const std::map<std::string, std::vector<double>>& runs() const noexcept { return runs_; }
+
+ private:
+  std::map<std::string, std::vector<double>> runs_;
+  std::chrono::steady_clock::time_point start_{};
+  bool running_ = false;
+};
+
 /// How long the run has left ("runtime_estimator" in recipes; Composer's RuntimeEstimator): at each batch end after
 /// the first `skip_batches` of the run, wall_clock/remaining_estimate = the mean time of this run's batches since
 /// then (Timestamp::batch_wct: data loading and the step) times the batches left to max_duration, plus for each
@@ -214,9 +235,7 @@ class RuntimeEstimator : public Callback {
   int64_t batches_seen_ = 0;  // this run's batches
   int64_t batches_timed_ = 0;
   double seconds_timed_ = 0;
-  std::map<std::string, std::vector<double>> eval_seconds_;  // by evaluator label
-  std::chrono::steady_clock::time_point eval_start_{};
-  bool in_eval_ = false;
+  EvaluationClock evaluations_;
 };
 
 /// How many more times `evaluator` runs in a run of `time`, counted at the batch end of `now` (an evaluation due at

@@ -5,11 +5,13 @@
 ///         tessera::callbacks::ProgressBarOptions().width(40));
 ///
 /// On a terminal it redraws one line in place ('\r'): epoch k/K, batch i/N of the epoch, a bar, the latest
-/// train loss, throughput and the estimated time left. When the stream is not a terminal (a log file, CI)
+/// train loss, throughput and the estimated time left (the epoch's mean batch time times the batches left, plus the
+/// evaluations left at the mean time of this process's evaluations so far: EvaluationClock, monitors.h). When the stream is not a terminal (a log file, CI)
 /// it prints plain lines instead: at the 10% steps of an epoch, but at most one every `plain_seconds` of the
 /// epoch (10 s by default, so that a log is not flooded by short epochs), plus one at the end of each epoch.
 /// Evaluation results and warnings are printed on their own lines. Only rank 0 prints.
 #include <tessera/callback.h>
+#include <tessera/callbacks/monitors.h>
 #include <tessera/options.h>
 
 #include <chrono>
@@ -76,6 +78,7 @@ class ProgressBar : public LoggerDestination {
     int64_t sample_in_epoch = 0;  // samples done in the epoch
     double seconds = 0.0;         // seconds spent in the epoch
     double loss = std::numeric_limits<double>::quiet_NaN();
+    double eval_seconds_left = 0.0;  // the evaluations still to come
   };
   int64_t epoch_batches(const TimeContext& time) const;
   /// The status line for the snapshot (no '\r' or newline).
@@ -99,6 +102,7 @@ class ProgressBar : public LoggerDestination {
   double last_plain_seconds_ = 0.0;  // plain mode: epoch seconds at the last line (0 at the epoch start)
   double latest_loss_ = std::numeric_limits<double>::quiet_NaN();
   Snapshot snapshot_;
+  EvaluationClock evaluations_;
   std::map<std::string, double> pending_eval_;
 };
 

@@ -4,14 +4,17 @@
 /// Model surgery (BlurPool and friends) must be able to swap layers after construction. LibTorch forward
 /// functions usually call layers through member holders, which surgery cannot see, so Tessera models call
 /// swappable layers through *slots*: `register_slot("conv1", torch::nn::Conv2d(...))` registers the child
-/// under that name (state-dict keys are unchanged) and `slot("conv1").forward(x)` calls whatever module
-/// sits in the slot now. Surgery walks the module tree and swaps slots with `replace_slot`.
+/// under that name (state-dict keys are unchanged) and `call("conv1", x)` runs whatever module sits in the slot
+/// now (reporting its inputs and output to an activation observer when one is installed: LayerObserver below).
+/// Surgery walks the module tree and swaps slots with `replace_slot`.
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
@@ -26,10 +29,44 @@ namespace optim { class Optimizer; }
 /// How a loss reduces over examples. `None` gives one loss per example (selective backprop scores with it).
 enum class Reduction { Mean, Sum, None };
 
+class SlottedModule;
+
+/// Called during a forward with each floating-point tensor a layer takes and gives: `layer` is its dotted name in the
+/// model ("layer1.0.conv1"), `port` "input.<i>" for its i-th tensor argument (before the layer runs) and "output"
+/// (or "output.<i>" when it gives several). Used by activation_monitor (callbacks/activation_monitor.h); installed
+/// with Model::observe_layers.
+using LayerObserver = std::function<void(const std::string& layer, const std::string& port, const at::Tensor& value)>;
+
+namespace detail {
+/// The observer of this thread's slot calls, and the names of the slotted modules it observes.
+struct SlotObservation {
+  LayerObserver observer;
+  std::map<const SlottedModule*, std::string> prefixes;  // module -> its dotted name in the model + "." ("" for the root)
+};
+extern thread_local SlotObservation* slot_observation;
+}  // namespace detail
+
 /// A module whose swappable layers live in named slots.
 class SlottedModule : public torch::nn::Module {
  public:
   using torch::nn::Module::Module;
+
+  /// Runs the module in slot `name` on `args` (as slot(name).forward(args...)) and returns its output tensor. While
+  /// Model::observe_layers has an observer installed on this thread, the slot's tensor arguments and its output go
+  /// to it too. Models call their layers this way so that surgery's replacements and the activation monitor see
+  /// every call.
+  template <class... Args>
+  at::Tensor call(const std::string& name, Args&&... args) {
+    torch::nn::AnyModule& module = slot(name);
+    detail::SlotObservation* observing = detail::slot_observation;
+    const std::string* prefix = observing != nullptr ? prefix_in(*observing) : nullptr;
+    if (prefix == nullptr) return module.forward(std::forward<Args>(args)...);
+    size_t index = 0;
+    (observe_argument(*observing, *prefix + name, index, args), ...);
+    at::Tensor out = module.forward(std::forward<Args>(args)...);
+    if (out.is_floating_point()) observing->observer(*prefix + name, "output", out);
+    return out;
+  }
 
   /// Registers `module` as child `name` and as a slot of the same name. Returns the slot.
   torch::nn::AnyModule& register_slot(const std::string& name, torch::nn::AnyModule module);
@@ -41,6 +78,18 @@ class SlottedModule : public torch::nn::Module {
   const std::map<std::string, torch::nn::AnyModule>& slots() const noexcept { return slots_; }
 
  private:
+  /// This module's dotted name in the observed model + "." (nullptr when it is not in that model).
+  const std::string* prefix_in(const detail::SlotObservation& observing) const;
+  template <class Arg>
+  static void observe_argument(const detail::SlotObservation& observing, const std::string& layer, size_t& index,
+                               const Arg& arg) {
+    if constexpr (std::is_convertible_v<const Arg&, const at::Tensor&>) {
+      const at::Tensor& tensor = arg;
+      if (tensor.defined() && tensor.is_floating_point()) observing.observer(layer, "input." + std::to_string(index), tensor);
+    }
+    ++index;
+  }
+
   std::map<std::string, torch::nn::AnyModule> slots_;
 };
 
@@ -78,6 +127,14 @@ class Model : public SlottedModule {
   /// loss inside forward, from the labels it was given): algorithms that change the targets for the loss
   /// (label smoothing) check it at plan time.
   virtual bool loss_reads_targets() const { return true; }
+
+  /// Has `observer` called with every layer's floating-point inputs and outputs during this thread's forwards until
+  /// the returned handle is destroyed. Layers are reported where they are called: the default observes the slot
+  /// calls (SlottedModule::call) of every slotted module of this model, nested ones included, named by their
+  /// dotted path; a model whose layers live elsewhere overrides it (a Python module: forward hooks on every
+  /// submodule). nullptr when the model's layers cannot be observed (a TorchScript module), or, by default, when the
+  /// model has no slots (a Classifier around a module of one's own: LibTorch modules have no forward hooks).
+  virtual std::shared_ptr<void> observe_layers(LayerObserver observer);
 
   /// Surgery on layers that are not LibTorch modules in slots. A model whose layers live elsewhere (a Python
   /// torch.nn.Module: python/src/py_model.cpp) performs the surgery of `algorithm` (found by its spec name)

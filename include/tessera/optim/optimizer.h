@@ -117,6 +117,22 @@ class Optimizer {
   int64_t steps_ = 0;
 };
 
+/// The optimizers' constructors, from an options struct `Options` with lr, weight_decay and groups: group 0 with the
+/// options' lr and weight decay, one group per entry of `groups`; the options validated against the ranges their
+/// `visit` declares, and against each other where an optimizer needs it (Nesterov momentum needs momentum > 0 and no
+/// dampening). From a plain list of tensors, groups can select by max_dims only (the parameters have no names).
+/// The constructors are defined in optimizer.cpp for the eight optimizers' options.
+template <class Options>
+class OptimizerWith : public Optimizer {
+ public:
+  OptimizerWith(std::vector<at::Tensor> params, Options options);
+  OptimizerWith(const NamedParameters& params, Options options);
+  const Options& options() const noexcept { return options_; }
+
+ protected:
+  Options options_;
+};
+
 /// How much a decoupled weight decay keeps of a parameter this step: 1 - lr * wd (PyTorch's AdamW, the Lion paper),
 /// or with `lr_ratio` 1 - (lr / initial_lr) * wd, the decay following the schedule but not the lr's size
 /// (Composer's DecoupledSGDW and DecoupledAdamW).
@@ -149,16 +165,11 @@ struct SGDOptions {
 /// p -= lr d. With decoupled_weight_decay, d = g and p *= 1 - (lr / initial_lr) wd before the update
 /// (Composer's DecoupledSGDW). State of a parameter (with momentum): {momentum_buffer}. Nesterov needs
 /// momentum > 0 and dampening 0.
-class SGD : public Optimizer {
+class SGD : public OptimizerWith<SGDOptions> {
  public:
-  SGD(std::vector<at::Tensor> params, SGDOptions options);
-  SGD(const NamedParameters& params, SGDOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "sgd"; }
-  const SGDOptions& options() const noexcept { return options_; }
-
- private:
-  SGDOptions options_;
 };
 
 struct AdamOptions {
@@ -186,16 +197,11 @@ struct AdamOptions {
 /// p -= lr / (1 - b1^k) * m / (sqrt(v) / sqrt(1 - b2^k) + eps).
 /// The step count k is per parameter (a parameter added by surgery starts at k = 1). State of a parameter:
 /// {exp_avg, exp_avg_sq, step (an int64 scalar on the CPU)}, plus max_exp_avg_sq with amsgrad.
-class Adam : public Optimizer {
+class Adam : public OptimizerWith<AdamOptions> {
  public:
-  Adam(std::vector<at::Tensor> params, AdamOptions options);
-  Adam(const NamedParameters& params, AdamOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "adam"; }
-  const AdamOptions& options() const noexcept { return options_; }
-
- private:
-  AdamOptions options_;
 };
 
 struct AdamWOptions {
@@ -226,16 +232,11 @@ struct AdamWOptions {
 /// AdamW with PyTorch's semantics (bitwise equal to torch::optim::AdamW): p *= 1 - lr * weight_decay, then Adam's
 /// update without L2 (above). With decoupled_weight_decay, p *= 1 - (lr / initial_lr) * weight_decay instead
 /// (Composer's DecoupledAdamW). State as Adam's.
-class AdamW : public Optimizer {
+class AdamW : public OptimizerWith<AdamWOptions> {
  public:
-  AdamW(std::vector<at::Tensor> params, AdamWOptions options);
-  AdamW(const NamedParameters& params, AdamWOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "adamw"; }
-  const AdamWOptions& options() const noexcept { return options_; }
-
- private:
-  AdamWOptions options_;
 };
 
 struct LionOptions {
@@ -261,16 +262,11 @@ struct LionOptions {
 /// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): p *= 1 - lr * wd;
 /// p -= lr * sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g. Every coordinate moves by exactly lr (or 0), so its lr
 /// is smaller than AdamW's and its weight decay larger. State of a parameter: {exp_avg}.
-class Lion : public Optimizer {
+class Lion : public OptimizerWith<LionOptions> {
  public:
-  Lion(std::vector<at::Tensor> params, LionOptions options);
-  Lion(const NamedParameters& params, LionOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "lion"; }
-  const LionOptions& options() const noexcept { return options_; }
-
- private:
-  LionOptions options_;
 };
 
 struct RMSpropOptions {
@@ -297,16 +293,11 @@ struct RMSpropOptions {
 /// v = alpha v + (1-alpha) g^2; d = sqrt(v) + eps, or centered m = alpha m + (1-alpha) g, d = sqrt(v - m^2) + eps;
 /// with momentum buf = momentum buf + g / d, p -= lr buf, else p -= lr g / d.
 /// State of a parameter: {square_avg, momentum_buffer (with momentum), grad_avg (centered)}.
-class RMSprop : public Optimizer {
+class RMSprop : public OptimizerWith<RMSpropOptions> {
  public:
-  RMSprop(std::vector<at::Tensor> params, RMSpropOptions options);
-  RMSprop(const NamedParameters& params, RMSpropOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "rmsprop"; }
-  const RMSpropOptions& options() const noexcept { return options_; }
-
- private:
-  RMSpropOptions options_;
 };
 
 struct AdagradOptions {
@@ -331,16 +322,11 @@ struct AdagradOptions {
 /// Adagrad with PyTorch's semantics (bitwise equal to torch::optim::Adagrad): g = g + wd p (L2); s = s + g^2 (s starts
 /// at initial_accumulator_value); p -= lr / (1 + (k-1) lr_decay) * g / (sqrt(s) + eps), k counting the parameter's own
 /// steps from 1. State of a parameter: {sum, step (an int64 scalar on the CPU)}.
-class Adagrad : public Optimizer {
+class Adagrad : public OptimizerWith<AdagradOptions> {
  public:
-  Adagrad(std::vector<at::Tensor> params, AdagradOptions options);
-  Adagrad(const NamedParameters& params, AdagradOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "adagrad"; }
-  const AdagradOptions& options() const noexcept { return options_; }
-
- private:
-  AdagradOptions options_;
 };
 
 struct LambOptions {
@@ -374,16 +360,11 @@ struct LambOptions {
 /// r = ||p|| / ||u|| per parameter tensor (1 when either norm is 0; at most 1 with trust_clip); p -= lr r u.
 /// In a group whose weight decay is 0 (biases and norms: `groups: [{max_dims: 1, weight_decay: 0}]`) r = 1 (Adam's
 /// step) unless always_adapt. The ratio is computed on the device (no read-back). State: as Adam's.
-class Lamb : public Optimizer {
+class Lamb : public OptimizerWith<LambOptions> {
  public:
-  Lamb(std::vector<at::Tensor> params, LambOptions options);
-  Lamb(const NamedParameters& params, LambOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "lamb"; }
-  const LambOptions& options() const noexcept { return options_; }
-
- private:
-  LambOptions options_;
 };
 
 struct LarsOptions {
@@ -422,16 +403,11 @@ struct LarsOptions {
 /// trust_clip d = min(r / lr, 1) (g + wd p); then SGD's momentum on d (as SGD above) and p -= lr d. In a group whose
 /// weight decay is 0 (biases and norms: `groups: [{max_dims: 1, weight_decay: 0}]`) d = g (SGD's step) unless
 /// always_adapt. The ratio is computed on the device (no read-back). State: {momentum_buffer} (with momentum).
-class Lars : public Optimizer {
+class Lars : public OptimizerWith<LarsOptions> {
  public:
-  Lars(std::vector<at::Tensor> params, LarsOptions options);
-  Lars(const NamedParameters& params, LarsOptions options);
+  using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "lars"; }
-  const LarsOptions& options() const noexcept { return options_; }
-
- private:
-  LarsOptions options_;
 };
 
 }  // namespace tessera::optim
