@@ -9,7 +9,9 @@ with linear warmup, batch 128, and the same intra-op threads. Settings are read 
 (examples/recipes/fashion_mnist_baseline.yaml and fashion_mnist_mosaic.yaml): config `none` is the baseline's,
 config `five` adds the mosaic recipe's five algorithms (blurpool, label smoothing, selective backprop,
 progressive resizing, layer freezing), mapped one to one onto Composer's algorithm classes (same option names and
-values). The plain loop runs config `none` only.
+values); config `watched` is the baseline with the activation monitor (Tessera's `activation_monitor`, Composer's
+ActivationMonitor) every `--monitor-interval` batches, and with configs `none,watched` the report gives each
+trainer's watched/none step-time ratio, both configs run in the same round. The plain loop runs config `none` only.
 
 Every contender gets the same timing probe, a callback on the per-batch events (Tessera: a tessera.Callback,
 Composer: a composer.Callback, the plain loop: the same timestamps inline). From the timestamps:
@@ -327,6 +329,8 @@ class Setup:
         base = yaml.safe_load(BASELINE.read_text())
         mosaic = yaml.safe_load(MOSAIC.read_text())
         recipe = {k: v for k, v in base.items() if k not in ("callbacks", "loggers", "checkpoint", "run_dir")}
+        if config == "watched":
+            recipe["callbacks"] = [{"activation_monitor": {"interval": args.monitor_interval}}]
         if config == "five":
             # The mosaic recipe's five speed-up algorithms (it also stores the model channels-last: a layout, left
             # out so that both trainers run the same NCHW convolutions).
@@ -358,7 +362,8 @@ class Setup:
 def run_tessera(s: Setup, data: Dict[str, torch.Tensor]) -> Timeline:
     tl = Timeline()
     algos = [tessera_split_probe(tl)] if s.algorithms else []
-    trainer = tessera.Trainer(s.recipe, algorithms=algos, callbacks=[TesseraProbe(tl)])
+    monitors = s.recipe.get("callbacks", [])
+    trainer = tessera.Trainer(s.recipe, algorithms=algos, callbacks=[TesseraProbe(tl), *monitors])
     trainer.fit()
     trainer.close()
     return tl
@@ -410,10 +415,14 @@ def run_composer(s: Setup, data: Dict[str, torch.Tensor], weights: Dict[str, tor
     tl = Timeline()
     probe = composer_probe(tl)
     time_composer_algorithms(algorithms, type(probe))
+    callbacks = [probe]
+    if s.config == "watched":
+        from composer.callbacks import ActivationMonitor
+        callbacks.append(ActivationMonitor(interval=f"{s.args.monitor_interval}ba", only_log_wandb=False))
     trainer = composer.Trainer(
         model=model, train_dataloader=train_dl, eval_dataloader=eval_dl, max_duration=s.args.duration,
         optimizers=opt, schedulers=CosineAnnealingWithWarmupScheduler(t_warmup=s.warmup, alpha_f=0.0),
-        step_schedulers_every_batch=True, algorithms=algorithms, callbacks=[probe], loggers=[],
+        step_schedulers_every_batch=True, algorithms=algorithms, callbacks=callbacks, loggers=[],
         eval_interval=f"{s.args.eval_every}ba" if eval_dl is not None else 1, device="cpu", precision="fp32",
         seed=s.seed, progress_bar=False, log_to_console=False)
     torch.set_num_threads(s.args.threads)
@@ -507,6 +516,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--run-dir", default="/tmp/tessera-bench-composer")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--monitor-interval", type=int, default=1,
+                    help="config `watched`: the activation monitor's interval in batches (both trainers)")
     args = ap.parse_args()
     if args.duration is None:
         args.duration = "60ba" if args.mode == "steps" else "240ba"
@@ -595,6 +606,15 @@ def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
                 ratios = [t[key] / o[key] for t, o in zip(rows["tessera"], rows[c])]
                 m = med(ratios)
                 print(f"{config:5s} tessera/{c} {key} ratio: median {m[0]:.3f} (per round {m[1]:.3f}-{m[2]:.3f})")
+    if "watched" in args.configs.split(",") and "none" in args.configs.split(","):
+        key = "step_median_ms" if args.mode == "steps" else "train_s"
+        for c in args.contenders.split(","):
+            on = [x for x in results if x["config"] == "watched" and x["contender"] == c]
+            off = [x for x in results if x["config"] == "none" and x["contender"] == c]
+            if on and off:  # the same rounds: each round runs both configs
+                m = med([a[key] / b[key] for a, b in zip(on, off)])
+                print(f"{c:9s} watched/none {key} ratio (activation monitor every {args.monitor_interval} batches): "
+                      f"median {m[0]:.3f} (per round {m[1]:.3f}-{m[2]:.3f})")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def activations_logged(tmp_path, model, interval):
 
 
 def statistics(entry, name):
-    return [entry[f"activations/{s}/{name}"] for s in ("l2_norm", "average", "max", "skewness", "kurtosis")]
+    return [entry[f"activations/{s}/{name}"] for s in ("l2_norm", "average", "max", "kurtosis")]
 
 
 def test_the_activation_monitor_hooks_every_submodule_of_a_python_model(tmp_path):
@@ -102,7 +102,8 @@ def test_the_activation_monitor_hooks_every_submodule_of_a_python_model(tmp_path
         assert statistics(e, "2_input.0") == statistics(e, "1_output")
         assert statistics(e, "3_input.0") == statistics(e, "2_output")
         assert statistics(e, "3_output") == statistics(e, "model_output")
-        assert e["activations/max/2_output"] == max(e["activations/max/1_output"], 0.0)  # the ReLU
+        # the ReLU: each row's maximum is max(m, 0), so their mean is at least the mean of the m and at least 0
+        assert e["activations/max/2_output"] >= max(e["activations/max/1_output"], 0.0)
     # the hooks are gone after the run
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
@@ -113,7 +114,7 @@ def test_the_activation_monitor_logs_a_torchscript_models_input_and_output_and_s
     entries = activations_logged(tmp_path, model, 1)
     stats = [e for e in entries if "activations/max/model_output" in e]
     assert [e["batch"] for e in stats] == [0, 1, 2]
-    assert all(len([k for k in e if k.startswith("activations/")]) == 10 for e in stats)
+    assert all(len([k for k in e if k.startswith("activations/")]) == 8 for e in stats)
     warnings = [e["text"] for e in entries if e.get("level") == "warning"]
     assert len(warnings) == 1 and "the model's layers cannot be observed" in warnings[0]
 

@@ -30,35 +30,37 @@ std::vector<double> values_of(const at::Tensor& t) {
   return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
 }
 
-TEST(ActivationMonitor, StatisticsAreTheNormMeanMaxSkewnessAndKurtosis) {
-  // mean 4, deviations -3 -2 -1 0 6: variance 50/5 = 10, third moment 180/5 = 36, fourth 1394/5 = 278.8.
-  const at::Tensor x = at::tensor({1.0f, 2.0f, 3.0f, 4.0f, 10.0f}).view({1, 5});
+TEST(ActivationMonitor, StatisticsAreComposersOverTheLastDimensionAveragedOverItsVectors) {
+  // Row 1: mean 4, deviations -3 -2 -1 0 6: variance 50/5 = 10, fourth moment 1394/5 = 278.8, kurtosis 2.788.
+  // Row 2: mean 1, deviations -1 -1 -1 -1 4: variance 20/5 = 4, fourth moment 260/5 = 52, kurtosis 3.25.
+  const at::Tensor x = at::tensor({1.0f, 2.0f, 3.0f, 4.0f, 10.0f, 0.0f, 0.0f, 0.0f, 0.0f, 5.0f}).view({2, 5});
   const at::Tensor s = activation_statistics(x);
   EXPECT_EQ(s.scalar_type(), at::kFloat);
-  EXPECT_EQ(s.sizes(), at::IntArrayRef({5}));
+  EXPECT_EQ(s.sizes(), at::IntArrayRef({4}));
   const auto v = values_of(s);
-  EXPECT_NEAR(v[0], std::sqrt(130.0), 1e-5);
-  EXPECT_DOUBLE_EQ(v[1], 4.0);
-  EXPECT_DOUBLE_EQ(v[2], 10.0);
-  EXPECT_NEAR(v[3], 36.0 / std::pow(10.0, 1.5), 1e-6);
-  EXPECT_NEAR(v[4], 278.8 / 100.0 - 3.0, 1e-6);
+  EXPECT_NEAR(v[0], (std::sqrt(130.0) + 5.0) / 2, 1e-5);  // the rows' norms, averaged
+  EXPECT_DOUBLE_EQ(v[1], 2.5);                             // the mean of every element
+  EXPECT_DOUBLE_EQ(v[2], 7.5);                             // the rows' maxima, averaged
+  EXPECT_NEAR(v[3], (2.788 + 3.25) / 2, 1e-6);
+  // [N, S, D] is N·S vectors of D: the same as [N·S, D].
+  at::manual_seed(3);
+  const at::Tensor h = at::randn({2, 3, 8});
+  EXPECT_TRUE(activation_statistics(h).equal(activation_statistics(h.reshape({6, 8}))));
 
-  // A normal sample: skewness near 0, excess kurtosis near 0; float64 stays float64.
-  at::manual_seed(1);
-  const auto n = values_of(activation_statistics(at::randn({200000}, at::kDouble)));
+  // A normal sample: kurtosis near 3 (Composer's, not the excess); float64 stays float64.
+  const auto n = values_of(activation_statistics(at::randn({4, 50000}, at::kDouble)));
   EXPECT_EQ(activation_statistics(at::randn({3}, at::kDouble)).scalar_type(), at::kDouble);
   EXPECT_NEAR(n[1], 0.0, 0.01);
-  EXPECT_NEAR(n[3], 0.0, 0.03);
-  EXPECT_NEAR(n[4], 0.0, 0.05);
+  EXPECT_NEAR(n[3], 3.0, 0.05);
 
-  // A constant tensor (a zero-initialised gate's output) has no spread: skewness and kurtosis 0, not NaN.
+  // A constant vector (a zero-initialised gate's output) has no spread: kurtosis 0, not NaN.
   const auto c = values_of(activation_statistics(at::full({2, 3}, 0.5, at::kHalf)));
-  EXPECT_NEAR(c[0], std::sqrt(6 * 0.25), 1e-6);
+  EXPECT_NEAR(c[0], std::sqrt(3 * 0.25), 1e-6);
   EXPECT_EQ(c[1], 0.5);
   EXPECT_EQ(c[2], 0.5);
   EXPECT_EQ(c[3], 0.0);
-  EXPECT_EQ(c[4], 0.0);
   EXPECT_EQ(activation_statistics(at::ones({2}, at::kBFloat16)).scalar_type(), at::kFloat);
+  EXPECT_EQ(values_of(activation_statistics(at::scalar_tensor(-2.0)))[2], -2.0);  // 0-d: one vector of one
 
   EXPECT_THAT(testing::input_error_of([] { activation_statistics(at::ones({3}, at::kLong)); }),
               HasSubstr("expected a non-empty floating-point tensor"));
@@ -186,7 +188,7 @@ TEST(ActivationMonitor, AModelWithoutSlotsGetsItsInputAndOutputLoggedAndOneWarni
   for (const auto& logged : log->metrics) {
     if (logged.count("activations/max/model_output") == 0) continue;
     ++entries;
-    EXPECT_EQ(logged.size(), 10u);  // model_input and model_output
+    EXPECT_EQ(logged.size(), 8u);  // model_input and model_output, 4 statistics each
   }
   EXPECT_EQ(entries, 3);  // batches 0, 2, 4 of 6
   ASSERT_EQ(log->texts.size(), 1u);

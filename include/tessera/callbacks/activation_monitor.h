@@ -1,7 +1,7 @@
 #pragma once
 /// What flows through the model's layers ("activation_monitor" in recipes; Composer's ActivationMonitor): every
-/// `interval` batches, the L2 norm, mean, maximum, skewness and kurtosis of each layer's inputs and output during the
-/// training forward, and of the model's input and output. A layer whose activations grow without bound or collapse
+/// `interval` batches, the L2 norm, mean, maximum and kurtosis of each layer's inputs and output during the training
+/// forward, and of the model's input and output. A layer whose activations grow without bound or collapse
 /// to a constant shows here before the loss does (the symptom of a learning rate too high for a transformer).
 ///
 ///     callbacks: [{activation_monitor: {interval: 100, ignore: ["*dropout*"]}}]
@@ -32,20 +32,21 @@ struct ActivationMonitorOptions {
   }
 };
 
-/// The statistics activation_monitor logs of one tensor, as a tensor [5] on the tensor's device, in float32 (float64
-/// for a float64 tensor), computed without gradient and without reading anything back:
-/// {L2 norm, mean, maximum, skewness E[z^3], excess kurtosis E[z^4] - 3} with z = (x - mean) / std over all the
-/// elements (the population standard deviation). A constant tensor (std 0) has skewness and kurtosis 0.
-/// InputError for an empty or non-floating-point tensor.
+/// The statistics activation_monitor logs of one tensor, as Composer's ActivationMonitor computes them: over the
+/// vectors of the last dimension (a token's hidden vector in [N, S, D], a row of a convolution's map in [N, C, H, W]),
+/// averaged over those vectors: {mean L2 norm, mean of all the elements, mean maximum, mean kurtosis E[z^4] (3 for a
+/// normal distribution; z = (x - mean) / std within the vector, population std; 0 for a constant vector)}. A tensor
+/// [4] on the value's device, in float32 (float64 for a float64 value), computed without gradient and without reading
+/// anything back. InputError for an empty or non-floating-point tensor.
 at::Tensor activation_statistics(const at::Tensor& value);
 
-/// The metric names of activation_statistics's five values, in its order: l2_norm, average, max, skewness,
-/// kurtosis (logged as activations/<statistic>/<name>).
+/// The metric names of activation_statistics's values, in its order: l2_norm, average, max, kurtosis (logged as
+/// activations/<statistic>/<name>).
 const std::vector<std::string>& activation_statistic_names();
 
-/// Logs, at each watched batch, activations/{l2_norm,average,max,skewness,kurtosis}/<name> where <name> is
+/// Logs, at each watched batch, activations/{l2_norm,average,max,kurtosis}/<name> (activation_statistics) where <name> is
 /// "<layer>_input.<i>" for a layer's i-th tensor argument, "<layer>_output" for its output ("<layer>_output.<i>" for
-/// a Python layer giving several), and model_input / model_output for the model's (the batch's input when it is
+/// a Python layer giving several; Composer's names each example's output apart, "<layer>_output.<example>"), and model_input / model_output for the model's (the batch's input when it is
 /// floating point; token ids are not). Layers are the modules in the model's slots (called through
 /// SlottedModule::call: every layer of the built-in models and of surgery's replacements, nested ones by their
 /// dotted path), or for a Python model every submodule (forward hooks). A model whose layers cannot be observed (a
