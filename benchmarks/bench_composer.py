@@ -362,8 +362,7 @@ class Setup:
 def run_tessera(s: Setup, data: Dict[str, torch.Tensor]) -> Timeline:
     tl = Timeline()
     algos = [tessera_split_probe(tl)] if s.algorithms else []
-    monitors = s.recipe.get("callbacks", [])
-    trainer = tessera.Trainer(s.recipe, algorithms=algos, callbacks=[TesseraProbe(tl), *monitors])
+    trainer = tessera.Trainer(s.recipe, algorithms=algos, callbacks=[TesseraProbe(tl)])  # (after the recipe's)
     trainer.fit()
     trainer.close()
     return tl

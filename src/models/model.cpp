@@ -1,6 +1,8 @@
 // SlottedModule and the cross-entropy loss shared by the classifiers.
 #include <tessera/models/model.h>
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -56,20 +58,26 @@ void SlottedModule::replace_slot(const std::string& name, torch::nn::AnyModule m
 }
 
 namespace detail {
-thread_local SlotObservation* slot_observation = nullptr;
+thread_local std::vector<SlotObservation*> slot_observations;
 }  // namespace detail
 
-const std::string* SlottedModule::prefix_in(const detail::SlotObservation& observing) const {
-  const auto it = observing.prefixes.find(this);
-  return it == observing.prefixes.end() ? nullptr : &it->second;
+void SlottedModule::report(const std::string& slot, const std::string& port, const at::Tensor& value) const {
+  const std::vector<detail::SlotObservation*> observations = detail::slot_observations;  // (an observer may add one)
+  for (const detail::SlotObservation* observation : observations) {
+    const auto it = observation->prefixes.find(this);
+    if (it != observation->prefixes.end()) observation->observer(it->second + slot, port, value);
+  }
 }
 
 std::shared_ptr<void> Model::observe_layers(LayerObserver observer) {
-  /// Installs an observation on this thread for as long as it lives, then puts back the one it found.
+  /// An observation in this thread's list for as long as it lives (taken out of that list when it goes, also when
+  /// handles go out of order or on another thread).
   struct Installed {
     detail::SlotObservation observation;
-    detail::SlotObservation* previous = detail::slot_observation;
-    ~Installed() { detail::slot_observation = previous; }
+    std::vector<detail::SlotObservation*>* list = nullptr;
+    ~Installed() {
+      if (list != nullptr) list->erase(std::remove(list->begin(), list->end(), &observation), list->end());
+    }
   };
   auto installed = std::make_shared<Installed>();
   installed->observation.observer = std::move(observer);
@@ -82,8 +90,9 @@ std::shared_ptr<void> Model::observe_layers(LayerObserver observer) {
   };
   note(*this, "");
   for (const auto& item : named_modules("", /*include_self=*/false)) note(*item.value(), item.key());
-  if (slots == 0) return nullptr;  // (`installed` goes, putting back what it found)
-  detail::slot_observation = &installed->observation;
+  if (slots == 0) return nullptr;
+  installed->list = &detail::slot_observations;
+  installed->list->push_back(&installed->observation);
   return installed;
 }
 

@@ -210,6 +210,23 @@ TEST(ActivationMonitor, LeavesTrainingBitwiseAloneWithSurgerySamAndMicrobatches)
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(plain[i].equal(monitored[i])) << "parameter " << i;
 }
 
+TEST(ActivationMonitor, TwoMonitorsInOneRunEachLogTheirOwnAndLeaveNoObserverBehind) {
+  Components c = mlp_components();
+  auto log = std::make_shared<RecordingDestination>();
+  // At a batch both watch, the first installs its observer first and removes it first: not last in, first out.
+  c.callbacks = {std::make_shared<ActivationMonitor>(ActivationMonitorOptions().interval(2)),
+                 std::make_shared<ActivationMonitor>(ActivationMonitorOptions().interval(3).inputs(false)), log};
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("1ep")).threads(1), c);
+  trainer.fit();
+  EXPECT_TRUE(detail::slot_observations.empty());
+  std::vector<std::pair<int64_t, size_t>> entries;  // (batch, values)
+  for (size_t i = 0; i < log->metrics.size(); ++i) {
+    if (log->metrics[i].count("activations/max/model_output") != 0) entries.emplace_back(log->batches[i], log->metrics[i].size());
+  }
+  // every input and output (8 names), and the outputs and the model's input (5), 4 statistics each
+  EXPECT_EQ(entries, (std::vector<std::pair<int64_t, size_t>>{{0, 32}, {0, 20}, {2, 32}, {3, 20}, {4, 32}}));
+}
+
 TEST(ActivationMonitor, BadSettingsAreClearErrors) {
   EXPECT_THAT(testing::input_error_of([] { ActivationMonitor(ActivationMonitorOptions().interval(0)); }),
               HasSubstr("activation_monitor.interval"));

@@ -38,12 +38,14 @@ class SlottedModule;
 using LayerObserver = std::function<void(const std::string& layer, const std::string& port, const at::Tensor& value)>;
 
 namespace detail {
-/// The observer of this thread's slot calls, and the names of the slotted modules it observes.
+/// An observer of slot calls, and the names of the slotted modules it observes.
 struct SlotObservation {
   LayerObserver observer;
   std::map<const SlottedModule*, std::string> prefixes;  // module -> its dotted name in the model + "." ("" for the root)
 };
-extern thread_local SlotObservation* slot_observation;
+/// The observations installed on this thread (Model::observe_layers), in the order they were installed; each
+/// removes itself when its handle goes, in whatever order the handles go.
+extern thread_local std::vector<SlotObservation*> slot_observations;
 }  // namespace detail
 
 /// A module whose swappable layers live in named slots.
@@ -58,13 +60,11 @@ class SlottedModule : public torch::nn::Module {
   template <class... Args>
   at::Tensor call(const std::string& name, Args&&... args) {
     torch::nn::AnyModule& module = slot(name);
-    detail::SlotObservation* observing = detail::slot_observation;
-    const std::string* prefix = observing != nullptr ? prefix_in(*observing) : nullptr;
-    if (prefix == nullptr) return module.forward(std::forward<Args>(args)...);
+    if (detail::slot_observations.empty()) return module.forward(std::forward<Args>(args)...);
     size_t index = 0;
-    (observe_argument(*observing, *prefix + name, index, args), ...);
+    (report_argument(name, index, args), ...);
     at::Tensor out = module.forward(std::forward<Args>(args)...);
-    if (out.is_floating_point()) observing->observer(*prefix + name, "output", out);
+    if (out.defined() && out.is_floating_point()) report(name, "output", out);
     return out;
   }
 
@@ -78,14 +78,13 @@ class SlottedModule : public torch::nn::Module {
   const std::map<std::string, torch::nn::AnyModule>& slots() const noexcept { return slots_; }
 
  private:
-  /// This module's dotted name in the observed model + "." (nullptr when it is not in that model).
-  const std::string* prefix_in(const detail::SlotObservation& observing) const;
+  /// Gives `value` to each observation of this thread that observes this module, as slot `slot`'s `port`.
+  void report(const std::string& slot, const std::string& port, const at::Tensor& value) const;
   template <class Arg>
-  static void observe_argument(const detail::SlotObservation& observing, const std::string& layer, size_t& index,
-                               const Arg& arg) {
+  void report_argument(const std::string& slot, size_t& index, const Arg& arg) const {
     if constexpr (std::is_convertible_v<const Arg&, const at::Tensor&>) {
       const at::Tensor& tensor = arg;
-      if (tensor.defined() && tensor.is_floating_point()) observing.observer(layer, "input." + std::to_string(index), tensor);
+      if (tensor.defined() && tensor.is_floating_point()) report(slot, "input." + std::to_string(index), tensor);
     }
     ++index;
   }
