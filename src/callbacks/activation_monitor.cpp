@@ -43,7 +43,14 @@ ActivationMonitor::~ActivationMonitor() = default;
 void ActivationMonitor::record(const std::string& name, const at::Tensor& value) {
   if (!value.defined() || !value.is_floating_point() || value.numel() == 0) return;
   names_.push_back(name);
+  const void* key = value.unsafeGetTensorImpl();
+  const auto seen = measured_.find(key);
+  if (seen != measured_.end() && seen->second.version == value._version()) {  // unchanged since: the same values
+    statistics_.push_back(statistics_[seen->second.index]);
+    return;
+  }
   statistics_.push_back(activation_statistics(value));
+  measured_[key] = Measured{value, value._version(), statistics_.size() - 1};
 }
 
 void ActivationMonitor::run_event(Event event, State& state, Logger& logger) {
@@ -56,6 +63,7 @@ void ActivationMonitor::run_event(Event event, State& state, Logger& logger) {
     watched_batch_ = batch;  // SAM's second pass and the other microbatches run this batch's forward again
     names_.clear();
     statistics_.clear();
+    measured_.clear();
     if (state.batch.has(Batch::kInput)) record("model_input", state.batch.input());
     observing_ = state.model->observe_layers([this](const std::string& layer, const std::string& port,
                                                     const at::Tensor& value) {
@@ -77,6 +85,7 @@ void ActivationMonitor::run_event(Event event, State& state, Logger& logger) {
   observing_.reset();
   watching_ = false;
   record("model_output", state.outputs);
+  measured_.clear();
   if (statistics_.empty()) return;
   const at::Tensor all = at::stack(statistics_).to(at::kDouble).cpu();  // one read-back per watched batch
   const auto* values = all.data_ptr<double>();
@@ -95,6 +104,7 @@ void ActivationMonitor::run_event(Event event, State& state, Logger& logger) {
 void ActivationMonitor::close() {
   observing_.reset();
   watching_ = false;
+  measured_.clear();
 }
 
 }  // namespace tessera::callbacks

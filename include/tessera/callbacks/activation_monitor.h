@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <ATen/Tensor.h>
@@ -52,8 +53,9 @@ const std::vector<std::string>& activation_statistic_names();
 /// dotted path), or for a Python model every submodule (forward hooks). A model whose layers cannot be observed (a
 /// TorchScript module; a C++ module without slots) gets its input and output logged and a warning once. Only the
 /// first microbatch of a watched batch is observed, on rank 0; evaluation is not. The statistics are computed on
-/// the device as the forward runs (inputs before the layer runs) and read back once per watched batch. It only
-/// reads: training is bitwise the same with or without it.
+/// the device as the forward runs (inputs before the layer runs) and read back once per watched batch; a tensor
+/// reported twice unchanged (a layer's output, the next layer's input) is measured once (the watched forward holds
+/// the tensors it measured until it ends). It only reads: training is bitwise the same with or without it.
 class ActivationMonitor : public Callback {
  public:
   explicit ActivationMonitor(ActivationMonitorOptions options = {});
@@ -72,6 +74,14 @@ class ActivationMonitor : public Callback {
   bool warned_ = false;
   std::vector<std::string> names_;
   std::vector<at::Tensor> statistics_;
+  /// The tensors measured in this forward (held, so that their addresses stay theirs) at the version they were
+  /// measured at, and where their statistics are: a layer's output that is the next layer's input is measured once.
+  struct Measured {
+    at::Tensor tensor;
+    int64_t version = 0;
+    size_t index = 0;
+  };
+  std::unordered_map<const void*, Measured> measured_;
 };
 
 }  // namespace tessera::callbacks
