@@ -15,7 +15,10 @@
 #                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16; optimizers against the
 #                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion (lr 3e-4, weight decay
 #                   1.0), lion_lr1e-3 (weight decay 0.3), lion_lr1e-4, lamb (lr 3e-3, decay 0.1, none on biases and
-#                   norms), lamb_lr1e-2
+#                   norms), lamb_lr1e-2; adamw_lr6e-3, adamw_lr1e-2 (with the no-decay groups); muon (lr 0.02, no
+#                   decay; AdamW as the baseline's, without decay on biases and norms, for the embeddings, the head,
+#                   biases and norms), muon_lr5e-2, muon_match_rms_adamw (the AdamW's lr 3e-3 and decay 0.1 for the
+#                   matrices too, lr scaled by 0.2 sqrt(max(A, B)))
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 epochs=${1:-1}
@@ -46,11 +49,21 @@ for cfg in "${configs[@]}"; do
     stochastic_depth) algs="[{stochastic_depth: {drop_rate: 0.1}}]" ;;  # whole blocks, linear in depth
     gyro_dropout) algs="[{gyro_dropout: {p: 0.1}}]"; dropout=0.1 ;;  # the same rate, on 256 fixed masks (tau 16)
     adamw_no_decay_groups) algs="[]"; optimizer=("optimizer={adamw: {lr: 3.0e-3, weight_decay: 0.1, $no_decay}}") ;;
+    adamw_lr6e-3|adamw_lr1e-2)  # AdamW tuned further, as muon's fair baseline
+      algs="[]"; lr=${cfg#adamw_lr}; optimizer=("optimizer={adamw: {lr: $lr, weight_decay: 0.1, $no_decay}}") ;;
     lion_lr1e-3) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-3, weight_decay: 0.3}}") ;;  # lr /3, wd x3
     lion) algs="[]"; optimizer=("optimizer={lion: {lr: 3.0e-4, weight_decay: 1.0}}") ;;  # lr /10, wd x10 (the paper's rule)
     lion_lr1e-4) algs="[]"; optimizer=("optimizer={lion: {lr: 1.0e-4, weight_decay: 1.0}}") ;;
     lamb) algs="[]"; optimizer=("optimizer={lamb: {lr: 3.0e-3, weight_decay: 0.1, $no_decay}}") ;;  # AdamW's lr
     lamb_lr1e-2) algs="[]"; optimizer=("optimizer={lamb: {lr: 1.0e-2, weight_decay: 0.1, $no_decay}}") ;;
+    muon|muon_lr5e-2|muon_match_rms_adamw)
+      algs="[]"
+      muon_rest='adamw_names: ["embed.*", "pos_embed.*", "head.*"], adamw_lr: 3.0e-3, adamw_weight_decay: 0.1'
+      case "$cfg" in
+        muon) optimizer=("optimizer={muon: {lr: 0.02, weight_decay: 0, $muon_rest, $no_decay}}") ;;
+        muon_lr5e-2) optimizer=("optimizer={muon: {lr: 0.05, weight_decay: 0, $muon_rest, $no_decay}}") ;;
+        *) optimizer=("optimizer={muon: {lr: 3.0e-3, weight_decay: 0.1, adjust_lr: match_rms_adamw, $muon_rest, $no_decay}}") ;;
+      esac ;;
     *) echo "unknown configuration $cfg" >&2; exit 2 ;;
   esac
   "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_$model.yaml" max_duration="${epochs}ep" \

@@ -374,6 +374,9 @@ const Kind<std::shared_ptr<optim::Optimizer>>& optimizers() {
           optimizer<optim::Lamb, optim::LambOptions>("lamb"),
           optimizer<optim::Lars, optim::LarsOptions>("lars"),
           optimizer<optim::Lion, optim::LionOptions>("lion"),
+          optimizer<optim::Muon, optim::MuonOptions>("muon"),
+          optimizer<optim::NAdam, optim::NAdamOptions>("nadam"),
+          optimizer<optim::RAdam, optim::RAdamOptions>("radam"),
           optimizer<optim::RMSprop, optim::RMSpropOptions>("rmsprop"),
           optimizer<optim::SGD, optim::SGDOptions>("sgd"),
       }};

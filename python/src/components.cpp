@@ -210,7 +210,7 @@ void bind_state(py::module_& m) {
       });
 
   py::class_<optim::Optimizer, std::shared_ptr<optim::Optimizer>>(m, "Optimizer",
-                                                                 "A Tessera optimizer (sgd, adam, adamw, lion).")
+                                                                 "A Tessera optimizer (tessera.registered('optimizers') lists them).")
       .def_property_readonly("name", &optim::Optimizer::name)
       .def_property_readonly("param_groups", [](const optim::Optimizer& o) {
         py::list out;

@@ -1,10 +1,13 @@
-"""A torch.optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad; or Composer's DecoupledSGDW/DecoupledAdamW) as the
-Tessera optimizer that makes the same updates: its class, settings and parameter groups become a recipe entry,
-{"adamw": {..., "groups": [...]}}, whose groups select the module's parameters by name. Tessera steps in C++ and its algorithms edit its groups, so the
-torch object itself is not used."""
+"""A torch.optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Muon; or Composer's
+DecoupledSGDW/DecoupledAdamW) as the Tessera optimizer that makes the same updates: its class, settings and parameter
+groups become a recipe entry, {"adamw": {..., "groups": [...]}}, whose groups select the module's parameters by name.
+A pair (torch.optim.Muon for the weight matrices, torch.optim.AdamW for the rest), as Muon is used, becomes one `muon`
+entry whose `adamw_*` settings are the AdamW's. Tessera steps in C++ and its algorithms edit its groups, so the torch
+objects themselves are not used."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+import warnings
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 
@@ -15,12 +18,20 @@ _ADAM_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps", "amsgrad": "amsgrad"}
 _SGD_KEYS = {"momentum": "momentum", "dampening": "dampening", "nesterov": "nesterov"}
 _RMSPROP_KEYS = {"alpha": "alpha", "eps": "eps", "momentum": "momentum", "centered": "centered"}
 _ADAGRAD_KEYS = {"lr_decay": "lr_decay", "eps": "eps", "initial_accumulator_value": "initial_accumulator_value"}
+_NADAM_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps", "momentum_decay": "momentum_decay",
+               "decoupled_weight_decay": "decoupled_weight_decay"}
+_RADAM_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps", "decoupled_weight_decay": "decoupled_weight_decay"}
+_MUON_KEYS = {"momentum": "momentum", "nesterov": "nesterov", "ns_coefficients": "ns_coefficients", "eps": "eps",
+              "ns_steps": "ns_steps", "adjust_lr_fn": "adjust_lr"}
 _KINDS: Dict[Tuple[str, str], Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     ("torch.optim.sgd", "SGD"): ("sgd", _SGD_KEYS, {}),
     ("torch.optim.adam", "Adam"): ("adam", _ADAM_KEYS, {}),
     ("torch.optim.adamw", "AdamW"): ("adamw", _ADAM_KEYS, {}),
     ("torch.optim.rmsprop", "RMSprop"): ("rmsprop", _RMSPROP_KEYS, {}),
     ("torch.optim.adagrad", "Adagrad"): ("adagrad", _ADAGRAD_KEYS, {}),
+    ("torch.optim.nadam", "NAdam"): ("nadam", _NADAM_KEYS, {}),
+    ("torch.optim.radam", "RAdam"): ("radam", _RADAM_KEYS, {}),
+    ("torch.optim", "Muon"): ("muon", _MUON_KEYS, {}),
     ("composer.optim.decoupled_weight_decay", "DecoupledSGDW"): ("sgd", _SGD_KEYS, {"decoupled_weight_decay": True}),
     ("composer.optim.decoupled_weight_decay", "DecoupledAdamW"): ("adamw", _ADAM_KEYS,
                                                                   {"decoupled_weight_decay": True}),
@@ -50,19 +61,25 @@ def _settings(group: Dict[str, Any], keys: Dict[str, Any], where: str) -> Dict[s
     for key, option in keys.items():
         if key not in group:
             continue
-        if isinstance(option, tuple):
-            for name, value in zip(option, group[key]):
-                out[name] = float(_number(value))
+        value = group[key]
+        if key == "adjust_lr_fn":  # Muon's: None is "original"
+            out[option] = value or "original"
+        elif key == "ns_coefficients":
+            out[option] = [float(_number(c)) for c in value]
+        elif key == "ns_steps":
+            out[option] = int(value)
+        elif isinstance(option, tuple):
+            for name, v in zip(option, value):
+                out[name] = float(_number(v))
         else:
-            value = _number(group[key])
+            value = _number(value)
             out[option] = value if isinstance(value, bool) else float(value)
     return out
 
 
-def from_torch(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> Dict[str, Any]:
-    """The recipe entry of the Tessera optimizer that updates `module` as `optimizer` would. InputError, saying why,
-    for an optimizer Tessera has no equivalent of, one that already took steps, or one whose parameters are not
-    exactly the module's trainable ones."""
+def _kind(optimizer: torch.optim.Optimizer) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
+    """The Tessera optimizer's name, the torch group keys it takes and its fixed options; InputError for a class Tessera
+    has no equivalent of, or one that already took steps."""
     cls = type(optimizer)
     kind = _KINDS.get((cls.__module__, cls.__name__))
     if kind is None:
@@ -81,12 +98,19 @@ def from_torch(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> Dic
     if any(_has_stepped(s) for s in optimizer.state.values()):
         raise _C.InputError(f"optimizer: the {cls.__name__} has already taken steps, and its state (momentum, moments) "
                             "would be lost; give it before training, or a recipe entry")
-    names = {id(p): n for n, p in module.named_parameters()}
-    held = set()
-    groups: List[Dict[str, Any]] = []
+    return name, keys, fixed
+
+
+def _groups(optimizer: torch.optim.Optimizer, keys: Dict[str, Any], names: Dict[int, str],
+            held: Dict[int, str]) -> Tuple[Dict[str, Any], List[Dict[str, Any]], List[str]]:
+    """Group 0's settings (lr and weight_decay included), one entry per later group that differs from it in lr or
+    weight_decay (naming its parameters), and the names of all the optimizer's parameters, which join `held`."""
+    cls = type(optimizer).__name__
     base: Dict[str, Any] = {}
+    entries: List[Dict[str, Any]] = []
+    every: List[str] = []
     for i, group in enumerate(optimizer.param_groups):
-        where = f"its parameter group {i}"
+        where = f"the {cls}'s parameter group {i}"
         settings = _settings(group, keys, where)
         lr, weight_decay = float(_number(group["lr"])), float(_number(group.get("weight_decay", 0.0)))
         params = []
@@ -94,8 +118,12 @@ def from_torch(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> Dic
             if id(p) not in names:
                 raise _C.InputError(f"optimizer: {where} holds a tensor of shape {list(p.shape)} that is not a "
                                     "parameter of the model: build the optimizer over model.parameters()")
-            held.add(id(p))
+            if id(p) in held:
+                raise _C.InputError(f"optimizer: {names[id(p)]} is in the {held[id(p)]} and in the {cls}: give each "
+                                    "parameter to one optimizer")
+            held[id(p)] = cls
             params.append(names[id(p)])
+        every += params
         if i == 0:
             base = dict(settings, lr=lr, weight_decay=weight_decay)
             continue
@@ -109,13 +137,74 @@ def from_torch(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> Dic
         if weight_decay != base["weight_decay"]:
             entry["weight_decay"] = weight_decay
         if len(entry) > 1 and params:  # a group like group 0 needs no entry: its parameters join group 0
-            groups.append(entry)
+            entries.append(entry)
+    return base, entries, every
+
+
+def _check_all_held(module: torch.nn.Module, held: Dict[int, str], what: str) -> None:
     left_out = [n for n, p in module.named_parameters() if p.requires_grad and id(p) not in held]
     if left_out:
+        hint = (" (torch.optim.Muon trains matrices only: give it with an AdamW for the rest, "
+                "optimizer=(muon, adamw))" if what == "Muon's" else "")
         raise _C.InputError(
-            f"optimizer: {len(left_out)} trainable parameters of the model are in none of the {cls.__name__}'s groups "
+            f"optimizer: {len(left_out)} trainable parameters of the model are in none of the {what} groups "
             f"({', '.join(left_out[:5])}{', ...' if len(left_out) > 5 else ''}), so torch would never update them: "
-            "freeze them (requires_grad_(False)) or give the optimizer all of model.parameters()")
+            f"freeze them (requires_grad_(False)) or give the optimizer all of model.parameters(){hint}")
+
+
+def _muon_with_adamw(muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, module: torch.nn.Module,
+                     names: Dict[int, str]) -> Dict[str, Any]:
+    """One `muon` entry for torch's Muon on the matrices and an AdamW on the rest."""
+    _kind(muon)
+    name, keys, _ = _kind(adamw)
+    if name != "adamw":
+        raise _C.InputError(f"optimizer: Muon's partner, torch.optim.{type(adamw).__name__}, has L2 weight decay; Tessera's "
+                            "Muon trains the other parameters with AdamW (decoupled weight decay): give a "
+                            "torch.optim.AdamW")
+    held: Dict[int, str] = {}
+    base, entries, _ = _groups(muon, _MUON_KEYS, names, held)
+    adamw_base, adamw_entries, adamw_params = _groups(adamw, keys, names, held)
+    if adamw_base.get("amsgrad"):
+        raise _C.InputError("optimizer: the AdamW beside Muon has amsgrad=True, which Tessera's Muon does not do for "
+                            "its AdamW parameters; give it amsgrad=False")
+    _check_all_held(module, held, "Muon's or the AdamW's")
+    params = dict(module.named_parameters())
+    # Matrices the AdamW trains are named; its parameters of fewer than 2 dimensions take AdamW's update anyway.
+    matrices = [n for n in adamw_params if params[n].dim() >= 2]
+    options = dict(base, adamw_lr=adamw_base["lr"], adamw_weight_decay=adamw_base["weight_decay"],
+                   adamw_beta1=adamw_base.get("beta1", 0.9), adamw_beta2=adamw_base.get("beta2", 0.999),
+                   adamw_eps=adamw_base.get("eps", 1e-8))
+    if matrices:
+        options["adamw_names"] = matrices
+    # The AdamW's group 0 takes adamw_lr and adamw_weight_decay through group 0; its other groups name their own.
+    groups = entries + adamw_entries
+    if groups:
+        options["groups"] = groups
+    return {"muon": options}
+
+
+def from_torch(optimizer: Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]],
+               module: torch.nn.Module) -> Dict[str, Any]:
+    """The recipe entry of the Tessera optimizer that updates `module` as `optimizer` would (or a pair: Muon for the
+    matrices, AdamW for the rest). InputError, saying why, for an optimizer Tessera has no equivalent of, one that
+    already took steps, or one whose parameters are not exactly the module's trainable ones."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    if isinstance(optimizer, (list, tuple)):
+        kinds = sorted(optimizer, key=lambda o: type(o).__name__ != "Muon")
+        if len(kinds) != 2 or type(kinds[0]).__name__ != "Muon" or type(kinds[1]).__name__ == "Muon":
+            raise _C.InputError(
+                "optimizer: a list of torch optimizers is translated only as Muon's pair, (torch.optim.Muon over the "
+                "weight matrices, torch.optim.AdamW over the rest); got "
+                f"({', '.join(type(o).__name__ for o in optimizer)}): give one optimizer")
+        return _muon_with_adamw(kinds[0], kinds[1], module, names)
+    name, keys, fixed = _kind(optimizer)
+    if name == "nadam" and int(torch.__version__.split(".")[0]) < 2:
+        warnings.warn("optimizer: Tessera's nadam is torch 2.x's NAdam; torch 1.x's multiplies mu_k twice into its "
+                      "look-ahead product (fixed in torch 2.0), so this run's updates differ slightly from what this "
+                      "torch's NAdam would make", stacklevel=3)
+    held: Dict[int, str] = {}
+    base, groups, _ = _groups(optimizer, keys, names, held)
+    _check_all_held(module, held, f"{type(optimizer).__name__}'s")
     options = dict(base, **fixed)
     if groups:
         options["groups"] = groups

@@ -162,10 +162,13 @@ class Trainer(_C._Trainer):
         checkpoint: Optional[Mapping[str, Any]] = None,
         **options: Unpack[TrainerOptions],
     ) -> None:
-        if isinstance(optimizer, torch.optim.Optimizer):
+        torch_optimizers = isinstance(optimizer, (list, tuple)) and optimizer and all(
+            isinstance(o, torch.optim.Optimizer) for o in optimizer)
+        if isinstance(optimizer, torch.optim.Optimizer) or torch_optimizers:
             if not isinstance(model, torch.nn.Module):
+                kind = "+".join(type(o).__name__ for o in optimizer) if torch_optimizers else type(optimizer).__name__
                 raise _C.InputError(
-                    f"optimizer: a {type(optimizer).__name__} (torch.optim) is translated for a model given as a "
+                    f"optimizer: a {kind} (torch.optim) is translated for a model given as a "
                     "torch.nn.Module (its parameters, by name); with a recipe's model give the optimizer as a recipe "
                     "entry, e.g. optimizer={'sgd': {'lr': 0.1, 'momentum': 0.9}} (tessera.registered('optimizers'))"
                 )

@@ -65,10 +65,18 @@ CASES = {
                                                       weight_decay=1e-3, centered=True),
     "adagrad_groups": lambda m: no_decay_groups(m, torch.optim.Adagrad, lr=0.05, lr_decay=0.01, weight_decay=1e-3,
                                                 initial_accumulator_value=0.1),
+    "nadam": lambda m: torch.optim.NAdam(m.parameters(), lr=0.01, betas=(0.8, 0.99), weight_decay=1e-2,
+                                         momentum_decay=0.01),
+    "radam_groups": lambda m: no_decay_groups(m, torch.optim.RAdam, lr=0.01, weight_decay=1e-2),
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+TORCH_1 = int(torch.__version__.split(".")[0]) < 2
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.skipif(
+    c == "nadam" and TORCH_1, reason="torch 1.x's NAdam multiplies mu_k twice into its look-ahead product (fixed in "
+                                     "torch 2.0); Tessera's is 2.x's")) for c in sorted(CASES)])
 def test_a_torch_optimizer_trains_as_it_does_in_a_plain_loop(case, tmp_path):
     plain = Net()
     plain_loop(plain, CASES[case](plain), 8)
@@ -78,9 +86,16 @@ def test_a_torch_optimizer_trains_as_it_does_in_a_plain_loop(case, tmp_path):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (case, name, (a - b).abs().max().item())
     assert not torch.equal(model.head.weight, Net().head.weight)  # it trained
     groups = trainer.state.optimizer.param_groups
-    assert len(groups) == {"adamw_groups": 2, "sgd_head_lr": 2, "adagrad_groups": 2}.get(case, 1)
+    assert len(groups) == {"adamw_groups": 2, "sgd_head_lr": 2, "adagrad_groups": 2, "radam_groups": 2}.get(case, 1)
     fresh = Net()
     assert trainer.state.optimizer.name == next(iter(from_torch(CASES[case](fresh), fresh)))
+
+
+@pytest.mark.skipif(not TORCH_1, reason="torch 1.x only")
+def test_a_torch_1_nadam_is_translated_with_a_warning_that_it_becomes_torch_2s():
+    model = Net()
+    with pytest.warns(UserWarning, match="multiplies mu_k twice"):
+        assert "nadam" in from_torch(torch.optim.NAdam(model.parameters()), model)
 
 
 def test_the_translation_names_the_groups_parameters():
@@ -98,8 +113,8 @@ def test_the_translation_names_the_groups_parameters():
 
 def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
     model = Net()
-    with pytest.raises(tessera.InputError, match="no equivalent of torch.optim.nadam.NAdam"):
-        from_torch(torch.optim.NAdam(model.parameters()), model)
+    with pytest.raises(tessera.InputError, match="no equivalent of torch.optim.adamax.Adamax"):
+        from_torch(torch.optim.Adamax(model.parameters()), model)
     with pytest.raises(tessera.InputError, match="maximize=True"):
         from_torch(torch.optim.SGD(model.parameters(), lr=0.1, maximize=True), model)
     stepped = torch.optim.Adam(model.parameters())
@@ -138,3 +153,68 @@ def test_recipe_groups_select_a_python_modules_parameters_by_name_and_shape(tmp_
                                                  r"of the model's 6 parameters; the parameters are named like "
                                                  r"body.0.weight, body.0.bias, body.1.weight, body.1.bias"):
         tessera_run(Net(), {"adam": {"groups": [{"names": ["head.wieght"], "lr": 1.0}]}}, 1, tmp_path)
+
+
+needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is in torch 2.9 and later")
+
+
+class Both:
+    """Muon on the matrices and AdamW on the rest, stepped together in the plain loop."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    def zero_grad(self):
+        for o in self.optimizers:
+            o.zero_grad()
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+
+def muon_pair(model):
+    matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("head.")]
+    rest = [p for n, p in model.named_parameters() if p.dim() != 2 or n.startswith("head.")]
+    return (torch.optim.Muon(matrices, lr=0.02, weight_decay=0.01),
+            torch.optim.AdamW([{"params": rest[:-2]}, {"params": rest[-2:], "lr": 3e-3}], lr=1e-2, betas=(0.9, 0.95),
+                              weight_decay=0.05))
+
+
+@needs_muon
+def test_muon_with_an_adamw_for_the_rest_trains_as_the_pair_does_in_a_plain_loop(tmp_path):
+    plain = Net()
+    plain_loop(plain, Both(*muon_pair(plain)), 8)
+    model = Net()
+    trainer = tessera_run(model, muon_pair(model), 8, tmp_path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        # Muon's Newton-Schulz runs in bfloat16: the AdamW's last-bit differences from torch's (it uses lerp for the
+        # first moment, Tessera torch::optim's multiply-add) can round a matrix's update to a neighbouring bfloat16.
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (name, (a - b).abs().max().item())
+    assert not torch.equal(model.body[0].weight, Net().body[0].weight)  # it trained
+    assert trainer.state.optimizer.name == "muon"
+
+
+@needs_muon
+def test_the_muon_pair_becomes_one_muon_entry():
+    model = Net()
+    entry = from_torch(muon_pair(model), model)
+    assert entry == {"muon": {
+        "lr": 0.02, "weight_decay": 0.01, "momentum": 0.95, "nesterov": True,
+        "ns_coefficients": [3.4445, -4.775, 2.0315], "eps": 1e-7, "ns_steps": 5, "adjust_lr": "original",
+        "adamw_lr": 1e-2, "adamw_weight_decay": 0.05, "adamw_beta1": 0.9, "adamw_beta2": 0.95, "adamw_eps": 1e-8,
+        "adamw_names": ["head.weight"],
+        "groups": [{"names": ["head.weight", "head.bias"], "lr": 3e-3}]}}
+    # Either order; Muon alone over every parameter would be refused by torch itself (matrices only).
+    assert from_torch(tuple(reversed(muon_pair(model))), model) == entry
+    muon, _ = muon_pair(model)
+    with pytest.raises(tessera.InputError, match=r"none of the Muon's groups .* optimizer=\(muon, adamw\)"):
+        from_torch(muon, model)
+    matrices = [p for p in model.parameters() if p.dim() == 2]
+    rest = [p for p in model.parameters() if p.dim() != 2]
+    with pytest.raises(tessera.InputError, match="Muon's partner, torch.optim.Adam, has L2 weight decay"):
+        from_torch((torch.optim.Muon(matrices), torch.optim.Adam(rest)), model)
+    with pytest.raises(tessera.InputError, match="only as Muon's pair"):
+        from_torch((torch.optim.SGD(matrices, lr=0.1), torch.optim.SGD(rest, lr=0.1)), model)
+    with pytest.raises(tessera.InputError, match="is in the Muon and in the AdamW"):
+        from_torch((torch.optim.Muon(matrices), torch.optim.AdamW(list(model.parameters()))), model)

@@ -1,6 +1,7 @@
-// Optimizer bookkeeping (groups chosen by name or shape), SGD, Adam, AdamW, Lion, RMSprop, Adagrad, LAMB and LARS.
-// Updates run in place under NoGradGuard with the same ATen ops as torch::optim (SGD, Adam, AdamW, RMSprop and Adagrad
-// are bitwise equal to torch::optim's).
+// Optimizer bookkeeping (groups chosen by name or shape), SGD, Adam, AdamW, Lion, RMSprop, Adagrad, NAdam,
+// RAdam, LAMB, LARS and Muon. Updates run in place under NoGradGuard with the same ATen ops as torch::optim
+// (SGD, Adam, AdamW, RMSprop and Adagrad are bitwise equal to torch::optim's) or torch.optim of torch 2.x
+// (NAdam, RAdam, Muon).
 #include <tessera/optim/optimizer.h>
 
 #include <algorithm>
@@ -126,6 +127,18 @@ void check_nesterov(const Options& o) {
 }
 void check_combination(const SGDOptions& options) { check_nesterov(options); }
 void check_combination(const LarsOptions& options) { check_nesterov(options); }
+void check_combination(const MuonOptions& options) {
+  if (options.ns_coefficients().size() != 3) {
+    throw InputError(
+        fmt::format("optimizer.ns_coefficients: expected the 3 coefficients a, b, c of the Newton-Schulz "
+                    "iteration (default [3.4445, -4.7750, 2.0315]), got {}",
+                    options.ns_coefficients().size()));
+  }
+  for (const auto& name : options.adamw_names()) {
+    if (name.empty())
+      throw InputError("optimizer.adamw_names: an empty name selects nothing; give a name or a pattern");
+  }
+}
 
 }  // namespace
 
@@ -146,8 +159,11 @@ template class OptimizerWith<AdamWOptions>;
 template class OptimizerWith<LionOptions>;
 template class OptimizerWith<RMSpropOptions>;
 template class OptimizerWith<AdagradOptions>;
+template class OptimizerWith<NAdamOptions>;
+template class OptimizerWith<RAdamOptions>;
 template class OptimizerWith<LambOptions>;
 template class OptimizerWith<LarsOptions>;
+template class OptimizerWith<MuonOptions>;
 
 Optimizer::Optimizer(const NamedParameters& params, double lr, double weight_decay,
                      const std::vector<ParamGroupOptions>& groups) {
@@ -229,6 +245,9 @@ void Optimizer::remove_parameters(const std::vector<at::Tensor>& params) {
         ps.end());
   }
   for (const auto& [key, unused] : drop) state_.erase(key);
+  for (const auto& p : params) {
+    if (p.defined()) on_removed(p);
+  }
 }
 
 void Optimizer::replace_parameter(const at::Tensor& old_param, const at::Tensor& new_param) {
@@ -240,6 +259,7 @@ void Optimizer::replace_parameter(const at::Tensor& old_param, const at::Tensor&
       if (same(p, old_param)) {
         state_.erase(key_of(old_param));
         p = new_param;
+        on_replaced(old_param, new_param);
         return;
       }
     }
@@ -253,13 +273,12 @@ void Optimizer::replace_parameter(const at::Tensor& old_param, const at::Tensor&
 void Optimizer::add_parameter(const std::string& name, const at::Tensor& param) {
   if (!param.defined()) throw Error("optimizer: add_parameter got an undefined parameter \"" + name + "\"");
   if (groups_.empty()) groups_.emplace_back();
-  for (size_t i = 1; i < groups_.size(); ++i) {
-    if (groups_[i].selector.selects(name, param)) {
-      groups_[i].params.push_back(param);
-      return;
-    }
+  size_t home = 0;
+  for (size_t i = 1; i < groups_.size() && home == 0; ++i) {
+    if (groups_[i].selector.selects(name, param)) home = i;
   }
-  groups_.front().params.push_back(param);
+  groups_[home].params.push_back(param);
+  on_added(name, param);
 }
 
 bool Optimizer::contains(const at::Tensor& param) const {
@@ -366,28 +385,35 @@ int64_t adam_moments(std::vector<at::Tensor>& st, const at::Tensor& p, const at:
   return step;
 }
 
+/// One Adam(W) update of the parameter `p` with the gradient `grad` and the state `st` (slots: 3, 4 with
+/// amsgrad), at the learning rate `lr`; `decay` is the decoupled weight decay's factor (1: none), `l2` the
+/// weight decay added to the gradient (0: none). The same ops as torch::optim::Adam(W).
+void adam_update(at::Tensor& p, at::Tensor grad, std::vector<at::Tensor>& st, const AdamSettings& a,
+                 double lr, double l2, double decay) {
+  if (l2 != 0) grad = grad.add(p, l2);
+  if (decay != 1.0) p.mul_(decay);
+  const int64_t step = adam_moments(st, p, grad, a.beta1, a.beta2, a.amsgrad);
+
+  const double bias_correction1 = 1 - std::pow(a.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1 - std::pow(a.beta2, static_cast<double>(step));
+  const double step_size = lr / bias_correction1;
+  at::Tensor second = st[1];
+  if (a.amsgrad) second = at::maximum_out(st[3], st[3], st[1]);
+  at::Tensor denom = second.sqrt();
+  denom.div_(std::sqrt(bias_correction2)).add_(a.eps);
+  p.addcdiv_(st[0], denom, -step_size);
+}
+
 /// One Adam(W) update of every parameter with a gradient; `state_for(p, slots)` gives a parameter's state.
 template <class StateFor>
 void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor&& state_for) {
   for (auto& group : groups) {
-    const double lr = group.lr;
     const double decay = a.l2 ? 1.0 : decoupled_decay_factor(group, a.lr_ratio);
+    const double l2 = a.l2 ? group.weight_decay : 0.0;
     for (auto& p : group.params) {
-      at::Tensor grad = p.grad();
+      const at::Tensor& grad = p.grad();
       if (!grad.defined()) continue;
-      std::vector<at::Tensor>& st = state_for(p, a.amsgrad ? 4 : 3);
-      if (a.l2 && group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
-      if (decay != 1.0) p.mul_(decay);
-      const int64_t step = adam_moments(st, p, grad, a.beta1, a.beta2, a.amsgrad);
-
-      const double bias_correction1 = 1 - std::pow(a.beta1, static_cast<double>(step));
-      const double bias_correction2 = 1 - std::pow(a.beta2, static_cast<double>(step));
-      const double step_size = lr / bias_correction1;
-      at::Tensor second = st[1];
-      if (a.amsgrad) second = at::maximum_out(st[3], st[3], st[1]);
-      at::Tensor denom = second.sqrt();
-      denom.div_(std::sqrt(bias_correction2)).add_(a.eps);
-      p.addcdiv_(st[0], denom, -step_size);
+      adam_update(p, grad, state_for(p, a.amsgrad ? 4 : 3), a, group.lr, l2, decay);
     }
   }
 }
@@ -491,6 +517,101 @@ void Adagrad::step() {
   ++steps_;
 }
 
+// ------------------------------------------------------------------------------------------------ NAdam,
+// RAdam
+
+namespace {
+
+/// torch.optim's Adam-family state of a parameter, made ready: exp_avg and exp_avg_sq (zeros), the step count
+/// (an int64 CPU scalar) advanced; the step's weight decay applied (decoupled: p *= 1 - lr wd; else the
+/// returned gradient has wd p added); then the moments as torch 2.x updates them: m = lerp(m, g, 1 - b1), v =
+/// b2 v + (1 - b2) g^2. Returns the gradient used and the step count k.
+std::pair<at::Tensor, int64_t> torch2_moments(std::vector<at::Tensor>& st, at::Tensor& p, at::Tensor grad,
+                                              double beta1, double beta2, double lr, double weight_decay,
+                                              bool decoupled) {
+  if (!st[0].defined()) {
+    st[0] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    st[1] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    st[2] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
+  }
+  if (!st[2].device().is_cpu()) st[2] = st[2].cpu();
+  const int64_t step = ++*st[2].data_ptr<int64_t>();
+  if (weight_decay != 0) {
+    if (decoupled) {
+      p.mul_(1 - lr * weight_decay);
+    } else {
+      grad = grad.add(p, weight_decay);
+    }
+  }
+  st[0].lerp_(grad, 1 - beta1);
+  st[1].mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+  return {grad, step};
+}
+
+}  // namespace
+
+void NAdam::step() {
+  at::NoGradGuard no_grad;
+  const NAdamOptions& o = options_;
+  for (auto& group : groups_) {
+    const double lr = group.lr;
+    for (auto& p : group.params) {
+      if (!p.grad().defined()) continue;
+      std::vector<at::Tensor>& st = state_for(p, 4);
+      const auto [grad, k] = torch2_moments(st, p, p.grad(), o.beta1(), o.beta2(), lr, group.weight_decay,
+                                            o.decoupled_weight_decay());
+      // mu_product is a float32 scalar on the host, as torch keeps it (its rounding is part of the update).
+      if (!st[3].defined()) st[3] = at::ones({}, at::TensorOptions().dtype(at::kFloat));
+      if (!st[3].device().is_cpu()) st[3] = st[3].cpu();
+      const double step = static_cast<double>(k);
+      const double bias_correction2 = 1 - std::pow(o.beta2(), step);
+      const double mu = o.beta1() * (1.0 - 0.5 * std::pow(0.96, step * o.momentum_decay()));
+      const double mu_next = o.beta1() * (1.0 - 0.5 * std::pow(0.96, (step + 1) * o.momentum_decay()));
+      st[3].mul_(mu);
+      const double mu_product = st[3].item<double>();
+      const double mu_product_next = mu_product * mu_next;
+      at::Tensor denom = st[1].div(bias_correction2).sqrt();
+      denom.add_(o.eps());
+      p.addcdiv_(grad, denom, -lr * (1.0 - mu) / (1.0 - mu_product));
+      p.addcdiv_(st[0], denom, (-lr * mu_next) / (1.0 - mu_product_next));
+    }
+  }
+  ++steps_;
+}
+
+void RAdam::step() {
+  at::NoGradGuard no_grad;
+  const RAdamOptions& o = options_;
+  const double rho_inf = 2 / (1 - o.beta2()) - 1;
+  for (auto& group : groups_) {
+    const double lr = group.lr;
+    for (auto& p : group.params) {
+      if (!p.grad().defined()) continue;
+      std::vector<at::Tensor>& st = state_for(p, 3);
+      const int64_t k = torch2_moments(st, p, p.grad(), o.beta1(), o.beta2(), lr, group.weight_decay,
+                                       o.decoupled_weight_decay())
+                            .second;
+      const double step = static_cast<double>(k);
+      const double bias_correction1 = 1 - std::pow(o.beta1(), step);
+      const double bias_correction2 = 1 - std::pow(o.beta2(), step);
+      const at::Tensor bias_corrected_exp_avg = st[0] / bias_correction1;
+      // The length of the approximated simple moving average of the second moment.
+      const double rho_t = rho_inf - 2 * step * std::pow(o.beta2(), step) / bias_correction2;
+      if (rho_t > 5.0) {
+        const double rect =
+            std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5);
+        // (torch: bias_correction2 ** 0.5 / sqrt_v is sqrt_v.reciprocal() * bias_correction2 ** 0.5)
+        const at::Tensor adaptive_lr =
+            st[1].sqrt().add_(o.eps()).reciprocal() * std::pow(bias_correction2, 0.5);
+        p.add_(bias_corrected_exp_avg * lr * adaptive_lr * rect, -1.0);
+      } else {
+        p.add_(bias_corrected_exp_avg * lr, -1.0);
+      }
+    }
+  }
+  ++steps_;
+}
+
 // ------------------------------------------------------------------------------------------------ LAMB, LARS
 
 namespace {
@@ -556,6 +677,112 @@ void Lars::step() {
       }
       if (m.momentum != 0) d = apply_momentum(d, owned, state_for(p, 1)[0], m);
       p.add_(d, -group.lr);
+    }
+  }
+  ++steps_;
+}
+
+// ------------------------------------------------------------------------------------------------ Muon
+
+at::Tensor newton_schulz(const at::Tensor& g, int64_t steps, const std::array<double, 3>& coefficients,
+                         double eps) {
+  if (g.dim() != 2)
+    throw InputError(fmt::format("newton_schulz: expected a matrix, got {} dimensions", g.dim()));
+  const auto [a, b, c] = coefficients;
+  const bool tall = g.size(0) > g.size(1);
+  at::Tensor x = g.to(at::kBFloat16, /*non_blocking=*/false, /*copy=*/true);
+  if (tall) x = x.t();
+  x.div_(at::linalg_vector_norm(x, 2).clamp(eps));
+  for (int64_t i = 0; i < steps; ++i) {
+    const at::Tensor gram = at::matmul(x, x.t());
+    const at::Tensor gram_update = at::addmm(gram, gram, gram, b, c);
+    x = at::addmm(x, gram_update, x, a);
+  }
+  return tall ? x.t() : x;
+}
+
+namespace {
+
+/// NamedParameters of a plain list ("0", "1", ...), refusing `adamw_names` (they need the parameters' names).
+NamedParameters muon_by_position(const std::vector<at::Tensor>& params, const MuonOptions& options) {
+  if (!options.adamw_names().empty()) {
+    throw InputError(
+        "optimizer.adamw_names: selecting matrices by name needs their names; build the optimizer from "
+        "model->named_parameters()");
+  }
+  return by_position(params, options.groups());
+}
+
+/// The lr of an A x B matrix under Muon's `adjust_lr` rule.
+double adjusted_lr(double lr, const std::string& rule, double rows, double cols) {
+  if (rule == "original") return lr * std::sqrt(std::max(1.0, rows / cols));
+  if (rule == "match_rms_adamw") return lr * 0.2 * std::sqrt(std::max(rows, cols));
+  if (rule == "spectral_unclamped") return lr * std::sqrt(rows / cols);
+  return lr;
+}
+
+}  // namespace
+
+Muon::Muon(std::vector<at::Tensor> params, MuonOptions options)
+    : Muon(muon_by_position(params, options), options) {}  // (a copy: the arguments' order is unspecified)
+
+Muon::Muon(const NamedParameters& params, MuonOptions options) : OptimizerWith(params, std::move(options)) {
+  for (const auto& item : params) classify(item.key(), item.value());
+}
+
+void Muon::classify(const std::string& name, const at::Tensor& param) {
+  const auto& patterns = options_.adamw_names();
+  adamw_[key_of(param)] =
+      param.dim() < 2 || std::any_of(patterns.begin(), patterns.end(),
+                                     [&](const std::string& p) { return glob_match(p, name); });
+}
+
+bool Muon::uses_adamw(const at::Tensor& param) const {
+  auto it = adamw_.find(key_of(param));
+  return it != adamw_.end() ? it->second : param.dim() < 2;
+}
+
+void Muon::on_added(const std::string& name, const at::Tensor& param) { classify(name, param); }
+
+void Muon::on_replaced(const at::Tensor& old_param, const at::Tensor& new_param) {
+  const bool adamw = uses_adamw(old_param);
+  adamw_.erase(key_of(old_param));
+  adamw_[key_of(new_param)] = adamw || new_param.dim() < 2;
+}
+
+void Muon::on_removed(const at::Tensor& param) { adamw_.erase(key_of(param)); }
+
+void Muon::step() {
+  at::NoGradGuard no_grad;
+  const double momentum = options_.momentum();
+  const std::vector<double>& c = options_.ns_coefficients();
+  const std::array<double, 3> coefficients{c.at(0), c.at(1), c.at(2)};
+  const AdamSettings adamw{
+      options_.adamw_beta1(), options_.adamw_beta2(), options_.adamw_eps(), false, false, false};
+  for (auto& group : groups_) {
+    // An entry's own lr and weight decay hold for both kinds of parameter; otherwise AdamW's follow the
+    // schedule as Muon's do.
+    const double alpha = group.lr / group.initial_lr;
+    const double adamw_lr = group.selector.lr() > 0 ? group.lr : options_.adamw_lr() * alpha;
+    const double adamw_decay =
+        group.selector.weight_decay() >= 0 ? group.weight_decay : options_.adamw_weight_decay();
+    for (auto& p : group.params) {
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      if (uses_adamw(p)) {
+        adam_update(p, grad, state_for(p, 3), adamw, adamw_lr, 0.0, 1.0 - adamw_lr * adamw_decay);
+        continue;
+      }
+      at::Tensor& buf = state_for(p, 1)[0];
+      if (!buf.defined()) buf = at::zeros_like(grad, at::MemoryFormat::Preserve);
+      buf.lerp_(grad, 1 - momentum);
+      const at::Tensor direction = options_.nesterov() ? grad.lerp(buf, momentum) : buf;
+      const at::Tensor matrix = direction.dim() == 2 ? direction : direction.reshape({direction.size(0), -1});
+      const at::Tensor update = newton_schulz(matrix, options_.ns_steps(), coefficients, options_.eps());
+      const double lr = adjusted_lr(group.lr, options_.adjust_lr(), static_cast<double>(matrix.size(0)),
+                                    static_cast<double>(matrix.size(1)));
+      if (group.weight_decay != 0) p.mul_(1 - group.lr * group.weight_decay);
+      p.add_(update.dim() == p.dim() ? update : update.reshape(p.sizes()), -lr);
     }
   }
   ++steps_;

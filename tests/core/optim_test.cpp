@@ -1,6 +1,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -819,4 +820,277 @@ TEST(OptimizerGroups, ReplaceParameterKeepsThePositionAndDropsState) {
   EXPECT_EQ(opt.param_groups()[0].params.size(), 3u);
   EXPECT_TRUE(opt.contains(d));
   EXPECT_THROW(opt.replace_parameter(param({7}), param({8})), tessera::Error);
+}
+
+// ------------------------------------------------------------------------------------------------ Muon
+
+namespace {
+
+using tessera::optim::Muon;
+using tessera::optim::MuonOptions;
+using tessera::optim::newton_schulz;
+
+const std::array<double, 3> kNsCoefficients{3.4445, -4.7750, 2.0315};
+
+/// Copies of `params` (fresh leaves with the same values), named alike.
+NamedParameters twins(const NamedParameters& params) {
+  NamedParameters out;
+  for (const auto& item : params) out.insert(item.key(), item.value().detach().clone().requires_grad_(true));
+  return out;
+}
+
+/// Gives every parameter of both sets the same random gradient.
+void same_random_grads(NamedParameters& a, NamedParameters& b) {
+  for (const auto& item : a) {
+    const at::Tensor g = at::randn(item.value().sizes());
+    a[item.key()].mutable_grad() = g.clone();
+    b[item.key()].mutable_grad() = g.clone();
+  }
+}
+
+}  // namespace
+
+TEST(Muon, NewtonSchulzOrthogonalisesAMatrixInBfloat16) {
+  at::manual_seed(3);
+  const at::Tensor g = at::randn({48, 20});
+  const at::Tensor o = newton_schulz(g, 5, kNsCoefficients, 1e-7);
+  ASSERT_EQ(o.sizes(), g.sizes());
+  EXPECT_EQ(o.scalar_type(), at::kBFloat16);
+  // Its singular values are near 1 (the quintic overshoots: roughly 0.7 to 1.2), g's spread over a factor
+  // of 3.5.
+  const at::Tensor s = at::linalg_svdvals(o.to(at::kFloat));
+  EXPECT_GT(s.min().item<double>(), 0.6);
+  EXPECT_LT(s.max().item<double>(), 1.3);
+  const at::Tensor sg = at::linalg_svdvals(g);
+  EXPECT_GT((sg.max() / sg.min()).item<double>(), 3.0);
+  // It points where U V^T does (g = U S V^T): the polar factor, which equalises the singular values.
+  const auto [u, unused, vh] = at::linalg_svd(g, /*full_matrices=*/false);
+  const at::Tensor polar = at::matmul(u, vh);
+  const double cosine = (o.to(at::kFloat) * polar).sum().item<double>() /
+                        (o.to(at::kFloat).norm() * polar.norm()).item<double>();
+  EXPECT_GT(cosine, 0.98);
+  // A wide matrix is handled as the transpose of the tall one (the Gram matrix is the smaller one), bitwise.
+  EXPECT_TRUE(at::equal(newton_schulz(g.t().contiguous(), 5, kNsCoefficients, 1e-7), o.t()));
+  // More iterations bring the singular values no further from 1 than fewer.
+  const at::Tensor s1 = at::linalg_svdvals(newton_schulz(g, 1, kNsCoefficients, 1e-7).to(at::kFloat));
+  EXPECT_GT((s1 - 1).abs().max().item<double>(), (s - 1).abs().max().item<double>());
+  // A zero matrix stays zero (the norm is clamped at eps), and a vector is refused.
+  EXPECT_TRUE(at::equal(newton_schulz(at::zeros({4, 3}), 5, kNsCoefficients, 1e-7),
+                        at::zeros({4, 3}, at::kBFloat16)));
+  EXPECT_THROW(newton_schulz(at::ones({4}), 5, kNsCoefficients, 1e-7), tessera::InputError);
+}
+
+TEST(Muon, AMatrixMovesAlongItsOrthogonalisedMomentumAtTheAdjustedLr) {
+  // momentum 0.5, no Nesterov: m1 = 0.5 g1, m2 = 0.5 m1 + 0.5 g2; each step p = p (1 - lr wd) - lr' NS(m).
+  at::manual_seed(5);
+  for (const std::string rule : {"original", "match_rms_adamw", "spectral_unclamped", "none"}) {
+    NamedParameters params = named({{"w", at::randn({12, 6}).requires_grad_(true)}});
+    at::Tensor expected = params["w"].detach().clone();
+    const double lr = 0.02, wd = 0.1;
+    Muon opt(params, MuonOptions().lr(lr).weight_decay(wd).momentum(0.5).nesterov(false).adjust_lr(rule));
+    const double factor = rule == "original"             ? std::sqrt(12.0 / 6.0)
+                          : rule == "match_rms_adamw"    ? 0.2 * std::sqrt(12.0)
+                          : rule == "spectral_unclamped" ? std::sqrt(12.0 / 6.0)
+                                                         : 1.0;
+    at::Tensor m = at::zeros({12, 6});
+    for (int step = 0; step < 2; ++step) {
+      const at::Tensor g = at::randn({12, 6});
+      params["w"].mutable_grad() = g.clone();
+      opt.step();
+      m = m.lerp(g, 0.5);
+      expected.mul_(1 - lr * wd).add_(newton_schulz(m, 5, kNsCoefficients, 1e-7), -lr * factor);
+      ASSERT_TRUE(at::equal(params["w"], expected)) << rule << " step " << step;
+    }
+    EXPECT_FALSE(opt.uses_adamw(params["w"]));
+  }
+}
+
+TEST(Muon, NesterovOrthogonalisesTheGradientPulledTowardsTheMomentum) {
+  at::manual_seed(6);
+  NamedParameters params = named({{"w", at::randn({5, 8}).requires_grad_(true)}});
+  at::Tensor expected = params["w"].detach().clone();
+  Muon opt(params, MuonOptions().lr(0.01).weight_decay(0));  // momentum 0.95, Nesterov: the defaults
+  at::Tensor m = at::zeros({5, 8});
+  for (int step = 0; step < 3; ++step) {
+    const at::Tensor g = at::randn({5, 8});
+    params["w"].mutable_grad() = g.clone();
+    opt.step();
+    m.lerp_(g, 1 - 0.95);
+    expected.add_(newton_schulz(g.lerp(m, 0.95), 5, kNsCoefficients, 1e-7),
+                  -0.01);  // wide: sqrt(max(1, 5/8)) = 1
+    ASSERT_TRUE(at::equal(params["w"], expected)) << "step " << step;
+  }
+}
+
+TEST(Muon, AConvolutionKernelIsOrthogonalisedAsItsOutputChannelsRows) {
+  at::manual_seed(7);
+  NamedParameters params = named({{"conv.weight", at::randn({8, 3, 3, 3}).requires_grad_(true)}});
+  const at::Tensor before = params["conv.weight"].detach().clone();
+  Muon opt(params, MuonOptions().lr(0.05).weight_decay(0).momentum(0).nesterov(false));
+  const at::Tensor g = at::randn({8, 3, 3, 3});
+  params["conv.weight"].mutable_grad() = g.clone();
+  opt.step();
+  // [8, 27]: wide, so the lr is not scaled
+  const at::Tensor o = newton_schulz(g.reshape({8, 27}), 5, kNsCoefficients, 1e-7).reshape({8, 3, 3, 3});
+  EXPECT_TRUE(at::equal(params["conv.weight"], before.add(o, -0.05)));
+}
+
+TEST(Muon, VectorsAndTheNamedMatricesTakeAdamWsUpdateBitwise) {
+  at::manual_seed(8);
+  NamedParameters params = named({{"embed.weight", at::randn({10, 4}).requires_grad_(true)},
+                                  {"layer.weight", at::randn({6, 4}).requires_grad_(true)},
+                                  {"layer.bias", at::randn({6}).requires_grad_(true)},
+                                  {"norm.weight", at::randn({6}).requires_grad_(true)}});
+  NamedParameters reference = twins(params);
+  Muon muon(params, MuonOptions()
+                        .lr(0.02)
+                        .adamw_names({"embed.*"})
+                        .adamw_lr(3e-3)
+                        .adamw_beta1(0.8)
+                        .adamw_beta2(0.95)
+                        .adamw_eps(1e-10)
+                        .adamw_weight_decay(0.05));
+  AdamW adamw(reference, AdamWOptions().lr(3e-3).beta1(0.8).beta2(0.95).eps(1e-10).weight_decay(0.05));
+  EXPECT_TRUE(muon.uses_adamw(params["embed.weight"]));
+  EXPECT_FALSE(muon.uses_adamw(params["layer.weight"]));
+  EXPECT_TRUE(muon.uses_adamw(params["layer.bias"]));
+  for (int step = 0; step < 3; ++step) {
+    same_random_grads(params, reference);
+    // A schedule scales AdamW's lr as it scales Muon's.
+    muon.set_lr_factor(1.0 - 0.25 * step);
+    adamw.set_lr_factor(1.0 - 0.25 * step);
+    muon.step();
+    adamw.step();
+    for (const char* name : {"embed.weight", "layer.bias", "norm.weight"}) {
+      ASSERT_TRUE(at::equal(params[name], reference[name])) << name << " step " << step;
+    }
+    EXPECT_FALSE(at::equal(params["layer.weight"], reference["layer.weight"]));
+  }
+  EXPECT_EQ(muon.state_of(params["layer.weight"])->size(), 1u);  // momentum_buffer
+  EXPECT_EQ(muon.state_of(params["layer.bias"])->size(), 3u);    // exp_avg, exp_avg_sq, step
+}
+
+TEST(Muon, AGroupEntrysLrAndWeightDecayHoldForBothKindsOfParameter) {
+  at::manual_seed(9);
+  NamedParameters params = named({{"a.weight", at::randn({6, 4}).requires_grad_(true)},
+                                  {"a.bias", at::randn({6}).requires_grad_(true)},
+                                  {"b.weight", at::randn({6, 4}).requires_grad_(true)},
+                                  {"b.bias", at::randn({6}).requires_grad_(true)}});
+  // b.*: lr 0.001 and no decay for both its matrix (Muon) and its bias (AdamW); a.*: the defaults of each
+  // kind.
+  const auto groups =
+      std::vector<ParamGroupOptions>{ParamGroupOptions().names({"b.*"}).lr(1e-3).weight_decay(0)};
+  NamedParameters ours = twins(params);
+  Muon muon(ours,
+            MuonOptions().lr(0.02).weight_decay(0.1).adamw_lr(3e-3).adamw_weight_decay(0.05).groups(groups));
+  NamedParameters same_lr = twins(params);  // the b.* entry's settings as the optimizer's own
+  Muon plain(same_lr, MuonOptions().lr(1e-3).weight_decay(0).adamw_lr(1e-3).adamw_weight_decay(0));
+  NamedParameters defaults = twins(params);  // no entry: a.* as above
+  Muon none(defaults, MuonOptions().lr(0.02).weight_decay(0.1).adamw_lr(3e-3).adamw_weight_decay(0.05));
+  for (int step = 0; step < 2; ++step) {
+    same_random_grads(ours, same_lr);
+    for (const auto& item : ours) defaults[item.key()].mutable_grad() = item.value().grad().clone();
+    muon.step();
+    plain.step();
+    none.step();
+  }
+  EXPECT_TRUE(at::equal(ours["b.weight"], same_lr["b.weight"]));
+  EXPECT_TRUE(at::equal(ours["b.bias"], same_lr["b.bias"]));
+  EXPECT_TRUE(at::equal(ours["a.weight"], defaults["a.weight"]));
+  EXPECT_TRUE(at::equal(ours["a.bias"], defaults["a.bias"]));
+}
+
+TEST(Muon, ParametersAddedByNameOrReplacedKeepTheirKind) {
+  NamedParameters params = named({{"w", at::randn({4, 4}).requires_grad_(true)}});
+  Muon opt(params, MuonOptions().adamw_names({"head.*"}));
+  const at::Tensor head = at::randn({3, 4}).requires_grad_(true),
+                   gate = at::randn({4, 2}).requires_grad_(true), bias = at::randn({4}).requires_grad_(true);
+  opt.add_parameter("head.weight", head);
+  opt.add_parameter("se.gate", gate);
+  opt.add_parameter("se.bias", bias);
+  EXPECT_TRUE(opt.uses_adamw(head));
+  EXPECT_FALSE(opt.uses_adamw(gate));
+  EXPECT_TRUE(opt.uses_adamw(bias));
+  const at::Tensor head2 = at::randn({3, 4}).requires_grad_(true);
+  opt.replace_parameter(head, head2);
+  EXPECT_TRUE(opt.uses_adamw(head2));
+  opt.remove_parameters({gate});
+  EXPECT_FALSE(opt.contains(gate));
+}
+
+TEST(Muon, RefusesOptionsThatCannotWork) {
+  NamedParameters params = named({{"w", at::randn({4, 4}).requires_grad_(true)}});
+  EXPECT_THAT(input_error_of([&] {
+                Muon(params, MuonOptions().ns_coefficients({3.4, -4.7}));
+              }),
+              ::testing::HasSubstr("expected the 3 coefficients"));
+  EXPECT_THAT(input_error_of([&] { Muon(params, MuonOptions().adjust_lr("sqrt")); }),
+              ::testing::HasSubstr("adjust_lr"));
+  EXPECT_THAT(input_error_of([&] { Muon(params, MuonOptions().ns_steps(0)); }),
+              ::testing::HasSubstr("ns_steps"));
+  EXPECT_THAT(input_error_of([&] {
+                Muon(std::vector<at::Tensor>{at::randn({4, 4})}, MuonOptions().adamw_names({"embed.*"}));
+              }),
+              ::testing::HasSubstr("needs their names"));
+  EXPECT_THAT(input_error_of([&] { Muon(params, MuonOptions().adamw_names({""})); }),
+              ::testing::HasSubstr("adamw_names"));
+}
+
+// ------------------------------------------------------------------------------------------------ NAdam,
+// RAdam (bitwise against torch.optim's in optim_interop_test.cpp; here the formulas, without the peers' venv)
+
+TEST(NAdam, StepsMatchTheFormulas) {
+  using tessera::optim::NAdam;
+  using tessera::optim::NAdamOptions;
+  at::Tensor p = param({1.0, -2.0});
+  NAdam opt({p}, NAdamOptions().lr(0.01).weight_decay(0.1).momentum_decay(0.05));
+  std::vector<double> w = {1.0, -2.0}, m = {0, 0}, v = {0, 0};
+  const std::vector<std::vector<float>> grads = {{0.5, -1.0}, {0.2, 0.3}, {-0.4, 0.1}};
+  double mu_product = 1.0;
+  for (size_t k = 1; k <= grads.size(); ++k) {
+    set_grad(p, grads[k - 1]);
+    opt.step();
+    const double mu = 0.9 * (1 - 0.5 * std::pow(0.96, k * 0.05));
+    const double mu_next = 0.9 * (1 - 0.5 * std::pow(0.96, (k + 1) * 0.05));
+    mu_product *= mu;
+    for (size_t i = 0; i < 2; ++i) {
+      const double g = grads[k - 1][i] + 0.1 * w[i];
+      m[i] = 0.9 * m[i] + 0.1 * g;
+      v[i] = 0.999 * v[i] + 0.001 * g * g;
+      const double d = std::sqrt(v[i] / (1 - std::pow(0.999, k))) + 1e-8;
+      w[i] -=
+          0.01 * (1 - mu) / (1 - mu_product) * g / d + 0.01 * mu_next / (1 - mu_product * mu_next) * m[i] / d;
+    }
+    expect_values(p, w, 1e-5);
+  }
+  const auto* st = opt.state_of(p);
+  ASSERT_EQ(st->size(), 4u);
+  EXPECT_EQ((*st)[3].scalar_type(), at::kFloat);  // mu_product, a float32 scalar as torch keeps it
+  EXPECT_NEAR((*st)[3].item<double>(), mu_product, 1e-6);
+}
+
+TEST(RAdam, ItStepsWithMomentumUntilTheSecondMomentCanBeTrustedThenRectifiesAdam) {
+  using tessera::optim::RAdam;
+  using tessera::optim::RAdamOptions;
+  at::Tensor p = param({1.0});
+  RAdam opt({p}, RAdamOptions().lr(0.1).beta2(0.9));  // rho_inf = 19: rho_k > 5 from step 6 on
+  double w = 1.0, m = 0, v = 0;
+  const double rho_inf = 2 / (1 - 0.9) - 1;
+  for (int k = 1; k <= 8; ++k) {
+    const double g = 0.3 * k - 1.0;
+    set_grad(p, {static_cast<float>(g)});
+    opt.step();
+    m = 0.9 * m + 0.1 * g;
+    v = 0.9 * v + 0.1 * g * g;
+    const double m_hat = m / (1 - std::pow(0.9, k));
+    const double rho = rho_inf - 2 * k * std::pow(0.9, k) / (1 - std::pow(0.9, k));
+    EXPECT_EQ(rho > 5, k >= 6) << k;
+    if (rho > 5) {
+      const double r = std::sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho));
+      w -= 0.1 * m_hat * std::sqrt(1 - std::pow(0.9, k)) / (std::sqrt(v) + 1e-8) * r;
+    } else {
+      w -= 0.1 * m_hat;
+    }
+    expect_values(p, {w}, 1e-5);
+  }
 }

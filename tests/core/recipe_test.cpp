@@ -133,7 +133,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"list_for_optimizer",
        edit("  sgd: {lr: 0.1, momentum: 0.9}", "  - sgd"),
        {},
-       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adagrad, adam, adamw, lamb, lars, lion, rmsprop, sgd"}},
+       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adagrad, adam, adamw, lamb, lars, lion, muon, nadam, radam, rmsprop, sgd"}},
       {"optimizer_group_that_sets_nothing",
        edit("momentum: 0.9}", "momentum: 0.9, groups: [{names: [\"fc*\"]}]}"),
        {},
@@ -756,7 +756,7 @@ TEST(RegistryTest, RegisteredNames) {
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adagrad", "adam", "adamw", "lamb", "lars", "lion",
-                                                                      "rmsprop", "sgd"}));
+                                                                      "muon", "nadam", "radam", "rmsprop", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
                                       "onecycle", "polynomial", "step"}));

@@ -72,8 +72,8 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 struct RunSpec {
   std::string name;
   std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images), gpt (text)
-  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, or with parameter groups adam_groups, lion_groups, lamb_groups,
-  /// lars_groups, sgd_groups
+  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, or with parameter groups adam_groups, lion_groups,
+  /// muon_groups, lamb_groups, lars_groups, sgd_groups
   std::string optimizer = "sgd";
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
@@ -269,6 +269,12 @@ Components components(const RunSpec& s) {
         c.model->named_parameters(),
         optim::LarsOptions().lr(2.0).weight_decay(5e-4).nesterov(true).groups(
             {ParamGroupOptions().max_dims(1).weight_decay(0).lr(0.05)}));
+  } else if (s.optimizer ==
+             "muon_groups") {  // kernels and SE gates by Muon; biases, norms and the head by AdamW
+    c.optimizer = std::make_shared<optim::Muon>(
+        c.model->named_parameters(),
+        optim::MuonOptions().lr(0.02).weight_decay(0.01).adamw_lr(0.003).adamw_names({"fc.*"}).groups(
+            {ParamGroupOptions().max_dims(1).weight_decay(0)}));
   } else if (s.optimizer == "sgd_groups") {
     c.optimizer = std::make_shared<optim::SGD>(
         c.model->named_parameters(),
@@ -807,6 +813,15 @@ std::vector<RunSpec> resume_specs() {
   lion_groups.optimizer = "lion_groups";
   lion_groups.algorithms = {"squeeze_excite", "layer_freezing"};
   specs.push_back(lion_groups);
+
+  RunSpec muon_groups;  // both kinds of state; Muon's matrices added by surgery and removed by freezing, on
+                        // resume too
+  muon_groups.name = "muon_groups_squeeze_excite_layer_freezing_schedule";
+  muon_groups.model = "cnn";
+  muon_groups.optimizer = "muon_groups";
+  muon_groups.algorithms = {"squeeze_excite", "layer_freezing"};
+  muon_groups.scheduler = true;
+  specs.push_back(muon_groups);
 
   for (const char* optimizer : {"rmsprop", "adagrad", "lamb_groups", "lars_groups"}) {  // each one's state resumes
     RunSpec spec;

@@ -592,9 +592,11 @@ TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredW
 
 TEST(Composition, EveryLanguageModelAlgorithmRecipeTrainsAndResumesBitwise) {
   if (!fortunes_installed()) GTEST_SKIP() << "the fortunes text is not installed (apt install fortunes)";
+  // Muon: the matrices that surgery adds (gated linear units, factorize) or freezing removes keep their update.
   expect_trains_and_resumes_bitwise(text_everything_recipe, "text_everything", false,
-                                    "{lion: {lr: 3.0e-4, weight_decay: 0.3, decoupled_weight_decay: true, groups: "
-                                    "[{max_dims: 1, weight_decay: 0}]}}");
+                                    "{muon: {lr: 0.02, weight_decay: 0.01, adamw_names: [\"embed.*\", "
+                                    "\"pos_embed.*\", \"head.*\"], adamw_lr: 3.0e-3, groups: [{max_dims: 1, "
+                                    "weight_decay: 0}]}}");
 }
 
 /// The same algorithms on the bert model, which learns from masked tokens.

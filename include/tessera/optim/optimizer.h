@@ -1,12 +1,14 @@
 #pragma once
-/// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad), Lion, RMSprop,
-/// Adagrad, and the layer-wise large-batch ones LAMB and LARS, with parameter groups chosen by name or shape (no
+/// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad), Lion,
+/// RMSprop, Adagrad, NAdam, RAdam, the layer-wise large-batch ones LAMB and LARS, and Muon (orthogonalised
+/// momentum for the weight matrices, AdamW for the rest), with parameter groups chosen by name or shape (no
 /// weight decay on biases and norms, a head with its own lr).
 ///
 /// Tessera has its own small optimizer classes rather than torch::optim's so that parameter groups can be
 /// edited by algorithms (surgery replaces parameters, layer freezing removes them together with their
 /// state), their state serialises exactly, and the code is the same on LibTorch 1.13 and 2.x.
 /// The learning rate of a group is `initial_lr * alpha`, alpha coming from the schedulers.
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -72,7 +74,8 @@ class Optimizer {
   virtual ~Optimizer() = default;
   /// One update from the current gradients (parameters without a gradient are skipped).
   virtual void step() = 0;
-  /// Name in recipes: "sgd", "adam", "adamw", "lion", "rmsprop", "adagrad", "lamb", "lars".
+  /// Name in recipes: "sgd", "adam", "adamw", "lion", "rmsprop", "adagrad", "nadam", "radam", "lamb", "lars",
+  /// "muon".
   virtual std::string name() const = 0;
 
   /// Clears gradients (to undefined tensors when `set_to_none`).
@@ -111,6 +114,11 @@ class Optimizer {
   Optimizer(const NamedParameters& params, double lr, double weight_decay,
             const std::vector<ParamGroupOptions>& groups);
   std::vector<at::Tensor>& state_for(const at::Tensor& param, size_t slots);
+  /// Told of every change to the parameters after construction (surgery, layer freezing), for an optimizer
+  /// that keeps something per parameter besides its state (Muon: which update each one gets).
+  virtual void on_added(const std::string& /*name*/, const at::Tensor& /*param*/) {}
+  virtual void on_replaced(const at::Tensor& /*old_param*/, const at::Tensor& /*new_param*/) {}
+  virtual void on_removed(const at::Tensor& /*param*/) {}
 
   std::vector<ParamGroup> groups_;
   std::unordered_map<const void*, std::vector<at::Tensor>> state_;
@@ -329,6 +337,79 @@ class Adagrad : public OptimizerWith<AdagradOptions> {
   std::string name() const override { return "adagrad"; }
 };
 
+struct NAdamOptions {
+  TESSERA_OPTION(double, lr) = 2e-3;
+  TESSERA_OPTION(double, beta1) = 0.9;
+  TESSERA_OPTION(double, beta2) = 0.999;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(double, momentum_decay) = 4e-3;
+  /// p <- p * (1 - lr * weight_decay) (NAdamW) instead of weight_decay * p added to the gradient.
+  TESSERA_OPTION(bool, decoupled_weight_decay) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("beta1", beta1_, "first-moment decay", Range::closed_open(0, 1));
+    v("beta2", beta2_, "second-moment decay", Range::closed_open(0, 1));
+    v("eps", eps_, "denominator epsilon", Range::positive());
+    v("weight_decay", weight_decay_, "weight decay (L2, or decoupled)", Range::at_least(0));
+    v("momentum_decay", momentum_decay_, "psi of the momentum schedule mu_k = beta1 (1 - 0.96^(k psi) / 2)",
+      Range::at_least(0));
+    v("decoupled_weight_decay", decoupled_weight_decay_, "decoupled weight decay (NAdamW): p *= 1 - lr wd",
+      Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), bitwise equal to torch.optim.NAdam of
+/// torch 2.x: Adam whose step looks ahead along the momentum, with the momentum warming up as mu_k = b1 (1 -
+/// 0.96^(k psi) / 2). m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2; d = sqrt(v / (1 - b2^k)) + eps; p -= lr (1
+/// - mu_k) / (1 - prod_{i<=k} mu_i) g / d + lr mu_{k+1} / (1 - prod_{i<=k+1} mu_i) m / d. State of a
+/// parameter: {exp_avg, exp_avg_sq, step (an int64 CPU scalar), mu_product (a float32 CPU scalar, as torch
+/// keeps it)}.
+class NAdam : public OptimizerWith<NAdamOptions> {
+ public:
+  using OptimizerWith::OptimizerWith;
+  void step() override;
+  std::string name() const override { return "nadam"; }
+};
+
+struct RAdamOptions {
+  TESSERA_OPTION(double, lr) = 1e-3;
+  TESSERA_OPTION(double, beta1) = 0.9;
+  TESSERA_OPTION(double, beta2) = 0.999;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  /// p <- p * (1 - lr * weight_decay) (RAdamW) instead of weight_decay * p added to the gradient.
+  TESSERA_OPTION(bool, decoupled_weight_decay) = false;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("beta1", beta1_, "first-moment decay", Range::closed_open(0, 1));
+    v("beta2", beta2_, "second-moment decay", Range::closed_open(0, 1));
+    v("eps", eps_, "denominator epsilon", Range::positive());
+    v("weight_decay", weight_decay_, "weight decay (L2, or decoupled)", Range::at_least(0));
+    v("decoupled_weight_decay", decoupled_weight_decay_, "decoupled weight decay (RAdamW): p *= 1 - lr wd",
+      Any{});
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond"), bitwise equal to
+/// torch.optim.RAdam of torch 2.x: Adam without warmup's guesswork. While the second moment's estimate is too
+/// young to trust (rho_k <= 5, rho the length of its approximated simple moving average: the first 5 steps
+/// with beta2 0.999) the step is SGD with momentum, p -= lr m / (1 - b1^k); afterwards Adam's step times the
+/// rectification r_k = sqrt((rho_k - 4)(rho_k - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_k)). State of a
+/// parameter: {exp_avg, exp_avg_sq, step (an int64 CPU scalar)}.
+class RAdam : public OptimizerWith<RAdamOptions> {
+ public:
+  using OptimizerWith::OptimizerWith;
+  void step() override;
+  std::string name() const override { return "radam"; }
+};
+
 struct LambOptions {
   TESSERA_OPTION(double, lr) = 1e-3;
   TESSERA_OPTION(double, beta1) = 0.9;
@@ -408,6 +489,91 @@ class Lars : public OptimizerWith<LarsOptions> {
   using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "lars"; }
+};
+
+/// Muon's Newton-Schulz iteration (Keller Jordan's, as torch.optim.Muon computes it): the matrix `g` [A, B]
+/// in bfloat16, divided by its Frobenius norm (at least eps), then `steps` times X <- a X + (b G + c G^2) X
+/// with G = X X^T (on the transpose when A > B, so that G is the smaller Gram matrix). The result, in
+/// bfloat16, has g's singular vectors and singular values near 1 (roughly 0.7 to 1.2 with the default
+/// coefficients): an approximate orthogonalisation U V^T of g = U S V^T, in matrix products only.
+at::Tensor newton_schulz(const at::Tensor& g, int64_t steps, const std::array<double, 3>& coefficients,
+                         double eps);
+
+struct MuonOptions {
+  TESSERA_OPTION(double, lr) = 1e-3;
+  TESSERA_OPTION(double, momentum) = 0.95;
+  TESSERA_OPTION(bool, nesterov) = true;
+  TESSERA_OPTION(double, weight_decay) = 0.1;
+  TESSERA_OPTION(std::vector<double>, ns_coefficients) = {3.4445, -4.7750, 2.0315};
+  TESSERA_OPTION(int64_t, ns_steps) = 5;
+  TESSERA_OPTION(double, eps) = 1e-7;
+  TESSERA_OPTION(std::string, adjust_lr) = "original";
+  /// Matrices to train with AdamW instead (globs on dotted names): the embeddings and the output layer, whose
+  /// rows are not a linear map's (Muon's authors train them with AdamW).
+  TESSERA_OPTION(std::vector<std::string>, adamw_names) = {};
+  TESSERA_OPTION(double, adamw_lr) = 1e-3;
+  TESSERA_OPTION(double, adamw_beta1) = 0.9;
+  TESSERA_OPTION(double, adamw_beta2) = 0.999;
+  TESSERA_OPTION(double, adamw_eps) = 1e-8;
+  TESSERA_OPTION(double, adamw_weight_decay) = 1e-2;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate of the matrices Muon trains", Range::positive());
+    v("momentum", momentum_, "momentum factor", Range::closed_open(0, 1));
+    v("nesterov", nesterov_, "Nesterov momentum: orthogonalise g + momentum (m - g), not m", Any{});
+    v("weight_decay", weight_decay_, "decoupled weight decay of Muon's matrices (p *= 1 - lr wd)",
+      Range::at_least(0));
+    v("ns_coefficients", ns_coefficients_, "a, b, c of the Newton-Schulz iteration", Any{});
+    v("ns_steps", ns_steps_, "Newton-Schulz iterations", Range::closed(1, 99));
+    v("eps", eps_, "least Frobenius norm the update is divided by", Range::positive());
+    v("adjust_lr", adjust_lr_,
+      "the lr of an A x B matrix: original lr sqrt(max(1, A/B)); match_rms_adamw "
+      "0.2 lr sqrt(max(A, B)); spectral_unclamped lr sqrt(A/B); none lr",
+      Choices{{"original", "match_rms_adamw", "spectral_unclamped", "none"}});
+    v("adamw_names", adamw_names_, "matrices trained with AdamW instead (globs: embeddings, output layer)",
+      Any{});
+    v("adamw_lr", adamw_lr_, "AdamW's learning rate (parameters of fewer than 2 dimensions, adamw_names)",
+      Range::positive());
+    v("adamw_beta1", adamw_beta1_, "AdamW's first-moment decay", Range::closed_open(0, 1));
+    v("adamw_beta2", adamw_beta2_, "AdamW's second-moment decay", Range::closed_open(0, 1));
+    v("adamw_eps", adamw_eps_, "AdamW's denominator epsilon", Range::positive());
+    v("adamw_weight_decay", adamw_weight_decay_, "AdamW's decoupled weight decay", Range::at_least(0));
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Muon (Keller Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks";
+/// torch.optim.Muon): each weight matrix moves along its orthogonalised momentum. m = momentum m + (1 -
+/// momentum) g (a lerp); the direction is g + momentum (m - g) with nesterov, else m; O =
+/// newton_schulz(direction); p *= 1 - lr wd; p -= lr' O, lr' = lr sqrt(max(1, A/B)) for an A x B matrix
+/// (`adjust_lr`). Bitwise equal to torch.optim.Muon on matrices. A parameter of more than 2 dimensions (a
+/// convolution's [O, I, kh, kw]) is orthogonalised as the matrix [O, I kh kw], as Keller Jordan's
+/// implementation does (torch's refuses it).
+///
+/// Parameters of fewer than 2 dimensions (biases, norms) and the matrices `adamw_names` selects take AdamW's
+/// update instead (bitwise torch.optim.AdamW's) with the adamw_* settings, as Muon's authors train them.
+/// Parameter groups apply to both kinds: an entry that sets lr or weight_decay sets it for every parameter it
+/// selects; otherwise a Muon matrix has `lr` and `weight_decay`, an AdamW parameter `adamw_lr` and
+/// `adamw_weight_decay`. Schedulers scale both lrs. State of a parameter: {momentum_buffer} (Muon), {exp_avg,
+/// exp_avg_sq, step} (AdamW).
+class Muon : public OptimizerWith<MuonOptions> {
+ public:
+  Muon(std::vector<at::Tensor> params, MuonOptions options);
+  Muon(const NamedParameters& params, MuonOptions options);
+  void step() override;
+  std::string name() const override { return "muon"; }
+  /// Whether `param` takes AdamW's update (else Muon's).
+  bool uses_adamw(const at::Tensor& param) const;
+
+ protected:
+  void on_added(const std::string& name, const at::Tensor& param) override;
+  void on_replaced(const at::Tensor& old_param, const at::Tensor& new_param) override;
+  void on_removed(const at::Tensor& param) override;
+
+ private:
+  void classify(const std::string& name, const at::Tensor& param);
+  std::unordered_map<const void*, bool> adamw_;  ///< by parameter identity: AdamW's update (true) or Muon's
 };
 
 }  // namespace tessera::optim
