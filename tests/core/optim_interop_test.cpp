@@ -126,132 +126,76 @@ void expect_as_torch(const std::string& python, const std::vector<Case>& cases) 
                  << ": recreate it with scripts/install-peers.sh streaming";                             \
   }
 
-const std::vector<std::pair<std::string, std::vector<int64_t>>> kMatrices = {
-    {"tall", {12, 6}}, {"wide", {5, 8}}, {"square", {7, 7}}};
+using Shapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+const Shapes kMatrices = {{"tall", {12, 6}}, {"wide", {5, 8}}, {"square", {7, 7}}};
+const Shapes kMixed = {{"weight", {6, 4}}, {"bias", {6}}, {"kernel", {3, 2, 3, 3}}};
+
+/// A case whose Tessera optimizer is `Opt` with `options`, over parameters of `shapes`.
+template <class Opt, class Options>
+Case make_case(std::string label, std::string torch_class, nlohmann::json kwargs, Options options, Shapes shapes,
+               int steps, double other_torch_tolerance = 1e-4) {
+  return {std::move(label),
+          std::move(torch_class),
+          std::move(kwargs),
+          [options](const optim::NamedParameters& p) { return std::make_shared<Opt>(p, options); },
+          std::move(shapes),
+          steps,
+          other_torch_tolerance};
+}
 
 TEST(OptimInterop, MuonIsTorchsMuonBitwiseOnTheSameTorch) {
   REQUIRE_TORCH_OPTIMIZER(python, std::string("Muon"));
-  const std::vector<Case> cases = {
-      {"defaults but the lr",
-       "Muon",
-       {{"lr", 0.02}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::Muon>(p, optim::MuonOptions().lr(0.02));
-       },
-       kMatrices,
-       4,
-       0.25},
-      {"no Nesterov, match_rms_adamw",
-       "Muon",
-       {{"lr", 0.01},
-        {"weight_decay", 0.05},
-        {"momentum", 0.9},
-        {"nesterov", false},
-        {"adjust_lr_fn", "match_rms_adamw"}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::Muon>(
-             p, optim::MuonOptions().lr(0.01).weight_decay(0.05).momentum(0.9).nesterov(false).adjust_lr(
-                    "match_rms_adamw"));
-       },
-       kMatrices,
-       4,
-       0.25},
-      {"spectral_unclamped, 3 iterations, other coefficients",
-       "Muon",
-       {{"lr", 0.03},
-        {"weight_decay", 0.0},
-        {"ns_steps", 3},
-        {"ns_coefficients", {3.0, -3.2, 1.2}},
-        {"eps", 1e-5},
-        {"adjust_lr_fn", "spectral_unclamped"}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::Muon>(p, optim::MuonOptions()
-                                                     .lr(0.03)
-                                                     .weight_decay(0)
-                                                     .ns_steps(3)
-                                                     .ns_coefficients({3.0, -3.2, 1.2})
-                                                     .eps(1e-5)
-                                                     .adjust_lr("spectral_unclamped"));
-       },
-       kMatrices,
-       4,
-       0.25},
-  };
-  expect_as_torch(python, cases);
+  using optim::Muon;
+  using optim::MuonOptions;
+  expect_as_torch(
+      python,
+      {make_case<Muon>("defaults but the lr", "Muon", {{"lr", 0.02}}, MuonOptions().lr(0.02), kMatrices, 4, 0.25),
+       make_case<Muon>("no Nesterov, match_rms_adamw", "Muon",
+                       {{"lr", 0.01}, {"weight_decay", 0.05}, {"momentum", 0.9}, {"nesterov", false},
+                        {"adjust_lr_fn", "match_rms_adamw"}},
+                       MuonOptions().lr(0.01).weight_decay(0.05).momentum(0.9).nesterov(false).adjust_lr(
+                           "match_rms_adamw"),
+                       kMatrices, 4, 0.25),
+       make_case<Muon>("spectral_unclamped, 3 iterations, other coefficients", "Muon",
+                       {{"lr", 0.03}, {"weight_decay", 0.0}, {"ns_steps", 3}, {"ns_coefficients", {3.0, -3.2, 1.2}},
+                        {"eps", 1e-5}, {"adjust_lr_fn", "spectral_unclamped"}},
+                       MuonOptions().lr(0.03).weight_decay(0).ns_steps(3).ns_coefficients({3.0, -3.2, 1.2}).eps(
+                           1e-5).adjust_lr("spectral_unclamped"),
+                       kMatrices, 4, 0.25)});
 }
-
-const std::vector<std::pair<std::string, std::vector<int64_t>>> kMixed = {
-    {"weight", {6, 4}}, {"bias", {6}}, {"kernel", {3, 2, 3, 3}}};
 
 TEST(OptimInterop, NAdamIsTorchsNAdamBitwiseOnTheSameTorch) {
   REQUIRE_TORCH_OPTIMIZER(python, std::string("NAdam"));
-  const std::vector<Case> cases = {
-      {"defaults", "NAdam", nlohmann::json::object(),
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::NAdam>(p, optim::NAdamOptions());
-       },
-       kMixed, 12},
-      {"L2 decay, other betas and momentum decay",
-       "NAdam",
-       {{"lr", 0.01},
-        {"betas", {0.8, 0.95}},
-        {"eps", 1e-6},
-        {"weight_decay", 0.05},
-        {"momentum_decay", 0.02}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::NAdam>(p, optim::NAdamOptions()
-                                                      .lr(0.01)
-                                                      .beta1(0.8)
-                                                      .beta2(0.95)
-                                                      .eps(1e-6)
-                                                      .weight_decay(0.05)
-                                                      .momentum_decay(0.02));
-       },
-       kMixed,
-       12},
-      {"decoupled decay (NAdamW)",
-       "NAdam",
-       {{"lr", 0.003}, {"weight_decay", 0.1}, {"decoupled_weight_decay", true}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::NAdam>(
-             p, optim::NAdamOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true));
-       },
-       kMixed,
-       12},
-  };
-  expect_as_torch(python, cases);
+  using optim::NAdam;
+  using optim::NAdamOptions;
+  expect_as_torch(
+      python,
+      {make_case<NAdam>("defaults", "NAdam", nlohmann::json::object(), NAdamOptions(), kMixed, 12),
+       make_case<NAdam>("L2 decay, other betas and momentum decay", "NAdam",
+                        {{"lr", 0.01}, {"betas", {0.8, 0.95}}, {"eps", 1e-6}, {"weight_decay", 0.05},
+                         {"momentum_decay", 0.02}},
+                        NAdamOptions().lr(0.01).beta1(0.8).beta2(0.95).eps(1e-6).weight_decay(0.05).momentum_decay(
+                            0.02),
+                        kMixed, 12),
+       make_case<NAdam>("decoupled decay (NAdamW)", "NAdam",
+                        {{"lr", 0.003}, {"weight_decay", 0.1}, {"decoupled_weight_decay", true}},
+                        NAdamOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true), kMixed, 12)});
 }
 
 TEST(OptimInterop, RAdamIsTorchsRAdamBitwiseOnTheSameTorchBeforeAndAfterTheRectificationStarts) {
   REQUIRE_TORCH_OPTIMIZER(python, std::string("RAdam"));
-  // With beta2 0.999 the rectified (Adam-like) step starts at step 6, with 0.9 at step 5 (rho_k > 5): 12
-  // steps cover both kinds.
-  const std::vector<Case> cases = {
-      {"defaults", "RAdam", nlohmann::json::object(),
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::RAdam>(p, optim::RAdamOptions());
-       },
-       kMixed, 12},
-      {"L2 decay, beta2 0.9",
-       "RAdam",
-       {{"lr", 0.01}, {"betas", {0.85, 0.9}}, {"eps", 1e-6}, {"weight_decay", 0.05}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::RAdam>(
-             p, optim::RAdamOptions().lr(0.01).beta1(0.85).beta2(0.9).eps(1e-6).weight_decay(0.05));
-       },
-       kMixed,
-       12},
-      {"decoupled decay (RAdamW)",
-       "RAdam",
-       {{"lr", 0.003}, {"weight_decay", 0.1}, {"decoupled_weight_decay", true}},
-       [](const optim::NamedParameters& p) {
-         return std::make_shared<optim::RAdam>(
-             p, optim::RAdamOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true));
-       },
-       kMixed,
-       12},
-  };
-  expect_as_torch(python, cases);
+  using optim::RAdam;
+  using optim::RAdamOptions;
+  // With beta2 0.999 or 0.9 the rectified (Adam-like) step starts at step 6 (rho_k > 5): 12 steps cover both.
+  expect_as_torch(
+      python,
+      {make_case<RAdam>("defaults", "RAdam", nlohmann::json::object(), RAdamOptions(), kMixed, 12),
+       make_case<RAdam>("L2 decay, beta2 0.9", "RAdam",
+                        {{"lr", 0.01}, {"betas", {0.85, 0.9}}, {"eps", 1e-6}, {"weight_decay", 0.05}},
+                        RAdamOptions().lr(0.01).beta1(0.85).beta2(0.9).eps(1e-6).weight_decay(0.05), kMixed, 12),
+       make_case<RAdam>("decoupled decay (RAdamW)", "RAdam",
+                        {{"lr", 0.003}, {"weight_decay", 0.1}, {"decoupled_weight_decay", true}},
+                        RAdamOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true), kMixed, 12)});
 }
 
 }  // namespace

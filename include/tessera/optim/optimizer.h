@@ -363,11 +363,11 @@ struct NAdamOptions {
 };
 
 /// NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), bitwise equal to torch.optim.NAdam of
-/// torch 2.x: Adam whose step looks ahead along the momentum, with the momentum warming up as mu_k = b1 (1 -
-/// 0.96^(k psi) / 2). m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2; d = sqrt(v / (1 - b2^k)) + eps; p -= lr (1
-/// - mu_k) / (1 - prod_{i<=k} mu_i) g / d + lr mu_{k+1} / (1 - prod_{i<=k+1} mu_i) m / d. State of a
-/// parameter: {exp_avg, exp_avg_sq, step (an int64 CPU scalar), mu_product (a float32 CPU scalar, as torch
-/// keeps it)}.
+/// torch 2.x: Adam whose step looks ahead along the momentum, the momentum warming up as
+/// mu_k = b1 (1 - 0.96^(k psi) / 2). m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2; d = sqrt(v / (1 - b2^k)) + eps;
+/// p -= lr (1 - mu_k) / (1 - prod_{i<=k} mu_i) g / d + lr mu_{k+1} / (1 - prod_{i<=k+1} mu_i) m / d.
+/// State of a parameter: {exp_avg, exp_avg_sq, step (an int64 CPU scalar), mu_product (a float32 CPU scalar, as
+/// torch keeps it)}.
 class NAdam : public OptimizerWith<NAdamOptions> {
  public:
   using OptimizerWith::OptimizerWith;
