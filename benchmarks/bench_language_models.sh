@@ -12,7 +12,7 @@
 #   benchmarks/bench_language_models.sh [epochs] [configurations...]
 #   configurations: baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16
 #                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all GPT
-#                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16; optimizers against the
+#                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16 bert_muon; optimizers against the
 #                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion (lr 3e-4, weight decay
 #                   1.0), lion_lr1e-3 (weight decay 0.3), lion_lr1e-4, lamb (lr 3e-3, decay 0.1, none on biases and
 #                   norms), lamb_lr1e-2; adamw_lr6e-3, adamw_lr1e-2 (with the no-decay groups); muon (lr 0.02, no
@@ -58,8 +58,9 @@ for cfg in "${configs[@]}"; do
     lamb_lr1e-2) algs="[]"; optimizer=("optimizer={lamb: {lr: 1.0e-2, weight_decay: 0.1, $no_decay}}") ;;
     muon|muon_lr5e-2|muon_match_rms_adamw)
       algs="[]"
-      muon_rest='adamw_names: ["embed.*", "pos_embed.*", "head.*"], adamw_lr: 3.0e-3, adamw_weight_decay: 0.1'
-      case "$cfg" in
+      adamw_lr=3.0e-3; [ "$model" = bert ] && adamw_lr=1.0e-3  # the recipe's AdamW lr
+      muon_rest="adamw_names: [\"embed.*\", \"pos_embed.*\", \"head.*\"], adamw_lr: $adamw_lr, adamw_weight_decay: 0.1"
+      case "${cfg#bert_}" in
         muon) optimizer=("optimizer={muon: {lr: 0.02, weight_decay: 0, $muon_rest, $no_decay}}") ;;
         muon_lr5e-2) optimizer=("optimizer={muon: {lr: 0.05, weight_decay: 0, $muon_rest, $no_decay}}") ;;
         *) optimizer=("optimizer={muon: {lr: 3.0e-3, weight_decay: 0.1, adjust_lr: match_rms_adamw, $muon_rest, $no_decay}}") ;;
