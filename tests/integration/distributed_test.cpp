@@ -425,7 +425,8 @@ distributed: {timeout: 30, connect_timeout: 30}
     std::ofstream(corpus) << text;
     return corpus;
   }
-  void every_language_model_algorithm_on_two_ranks(const std::string& model, const std::string& data) {
+  void every_language_model_algorithm_on_two_ranks(const std::string& model, const std::string& data,
+                                                   const std::string& optimizer = "{adamw: {lr: 0.003}}") {
     // A language model (`model`: gpt or bert; `data`: its data overrides) with dropout on 2 epochs of 8 global
     // batches of 32 byte sequences of 32, under amp_bf16, with the 14 algorithms that train a language model
     // (fortunes_gpt_everything.yaml's): GLU's, ALiBi's and factorize's surgery before the gradient hooks are set up
@@ -440,7 +441,7 @@ distributed: {timeout: 30, connect_timeout: 30}
         "data.train.dataset={text: {path: " + corpus.string() + ", split: train, seq_length: 32, limit: 256}};"
         "data.eval.dataset={text: {path: " + corpus.string() + ", split: test, seq_length: 32, limit: 30}};"
         "data.eval.loader.batch_size=15;data.eval.metrics=[accuracy, cross_entropy, perplexity];"
-        "optimizer={adamw: {lr: 0.003}};"
+        "optimizer=" + optimizer + ";"
         "algorithms=[gated_linear_units, low_precision_layernorm, {alibi: {train_sequence_length_scaling: 0.5}}, "
         "{factorize: {min_features: 16, latent_features: 0.25}}, {stochastic_depth: {drop_rate: 0.5}}, "
         "{gyro_dropout: {p: 0.1, sigma: 8, tau: 2}}, "
@@ -646,7 +647,9 @@ TEST_F(Distributed, EveryAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
 }
 
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResumesBitwise) {
-  every_language_model_algorithm_on_two_ranks("gpt", "");
+  // Under Muon: every rank orthogonalises the same reduced gradients (surgery's new matrices included) alike.
+  every_language_model_algorithm_on_two_ranks(
+      "gpt", "", "{muon: {lr: 0.02, adamw_names: [\"embed.*\", \"pos_embed.*\", \"head.*\"], adamw_lr: 0.003}}");
 }
 
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnABertOnTwoRanksStaysIdenticalAndResumesBitwise) {
