@@ -367,19 +367,25 @@ struct AdamSettings {
   bool lr_ratio;  ///< decoupled decay by (lr/initial_lr) wd (Composer's DecoupledAdamW), else lr wd
 };
 
-/// Makes a parameter's Adam state ready and advances its step count: exp_avg, exp_avg_sq, step (an int64 CPU scalar:
-/// each parameter counts its own steps, so a parameter added by surgery starts its bias correction afresh), and
-/// max_exp_avg_sq with amsgrad. Then m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2. Returns the step count k.
-int64_t adam_moments(std::vector<at::Tensor>& st, const at::Tensor& p, const at::Tensor& grad, double beta1,
-                     double beta2, bool amsgrad) {
+/// Makes the Adam family's state of a parameter ready and advances its step count: exp_avg, exp_avg_sq (zeros) and
+/// step (an int64 CPU scalar: each parameter counts its own steps, so a parameter added by surgery starts its bias
+/// correction afresh). Returns the step count k.
+int64_t adam_state_step(std::vector<at::Tensor>& st, const at::Tensor& p) {
   if (!st[0].defined()) {
     st[0] = at::zeros_like(p, at::MemoryFormat::Preserve);
     st[1] = at::zeros_like(p, at::MemoryFormat::Preserve);
     st[2] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
   }
-  if (amsgrad && !st[3].defined()) st[3] = at::zeros_like(p, at::MemoryFormat::Preserve);
   if (!st[2].device().is_cpu()) st[2] = st[2].cpu();
-  const int64_t step = ++*st[2].data_ptr<int64_t>();
+  return ++*st[2].data_ptr<int64_t>();
+}
+
+/// adam_state_step, and max_exp_avg_sq with amsgrad; then m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2 (torch::optim's
+/// ops). Returns the step count k.
+int64_t adam_moments(std::vector<at::Tensor>& st, const at::Tensor& p, const at::Tensor& grad, double beta1,
+                     double beta2, bool amsgrad) {
+  const int64_t step = adam_state_step(st, p);
+  if (amsgrad && !st[3].defined()) st[3] = at::zeros_like(p, at::MemoryFormat::Preserve);
   st[0].mul_(beta1).add_(grad, 1 - beta1);
   st[1].mul_(beta2).addcmul_(grad, grad, 1 - beta2);
   return step;
@@ -517,25 +523,17 @@ void Adagrad::step() {
   ++steps_;
 }
 
-// ------------------------------------------------------------------------------------------------ NAdam,
-// RAdam
+// ------------------------------------------------------------------------------------------------ NAdam, RAdam
 
 namespace {
 
-/// torch.optim's Adam-family state of a parameter, made ready: exp_avg and exp_avg_sq (zeros), the step count
-/// (an int64 CPU scalar) advanced; the step's weight decay applied (decoupled: p *= 1 - lr wd; else the
-/// returned gradient has wd p added); then the moments as torch 2.x updates them: m = lerp(m, g, 1 - b1), v =
-/// b2 v + (1 - b2) g^2. Returns the gradient used and the step count k.
+/// adam_state_step; the step's weight decay applied (decoupled: p *= 1 - lr wd; else the returned gradient has
+/// wd p added); then the moments as torch 2.x's torch.optim updates them: m = lerp(m, g, 1 - b1),
+/// v = b2 v + (1 - b2) g^2. Returns the gradient used and the step count k.
 std::pair<at::Tensor, int64_t> torch2_moments(std::vector<at::Tensor>& st, at::Tensor& p, at::Tensor grad,
                                               double beta1, double beta2, double lr, double weight_decay,
                                               bool decoupled) {
-  if (!st[0].defined()) {
-    st[0] = at::zeros_like(p, at::MemoryFormat::Preserve);
-    st[1] = at::zeros_like(p, at::MemoryFormat::Preserve);
-    st[2] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
-  }
-  if (!st[2].device().is_cpu()) st[2] = st[2].cpu();
-  const int64_t step = ++*st[2].data_ptr<int64_t>();
+  const int64_t step = adam_state_step(st, p);
   if (weight_decay != 0) {
     if (decoupled) {
       p.mul_(1 - lr * weight_decay);

@@ -363,7 +363,7 @@ struct NAdamOptions {
 };
 
 /// NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), bitwise equal to torch.optim.NAdam of
-/// torch 2.x: Adam whose step looks ahead along the momentum, the momentum warming up as
+/// torch 2.x when built against it: Adam whose step looks ahead along the momentum, the momentum warming up as
 /// mu_k = b1 (1 - 0.96^(k psi) / 2). m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2; d = sqrt(v / (1 - b2^k)) + eps;
 /// p -= lr (1 - mu_k) / (1 - prod_{i<=k} mu_i) g / d + lr mu_{k+1} / (1 - prod_{i<=k+1} mu_i) m / d.
 /// State of a parameter: {exp_avg, exp_avg_sq, step (an int64 CPU scalar), mu_product (a float32 CPU scalar, as
@@ -398,7 +398,7 @@ struct RAdamOptions {
 };
 
 /// RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond"), bitwise equal to
-/// torch.optim.RAdam of torch 2.x: Adam without warmup's guesswork. While the second moment's estimate is too
+/// torch.optim.RAdam of torch 2.x when built against it: Adam without warmup's guesswork. While the second moment's estimate is too
 /// young to trust (rho_k <= 5, rho the length of its approximated simple moving average: the first 5 steps
 /// with beta2 0.999) the step is SGD with momentum, p -= lr m / (1 - b1^k); afterwards Adam's step times the
 /// rectification r_k = sqrt((rho_k - 4)(rho_k - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_k)). State of a
@@ -547,7 +547,8 @@ struct MuonOptions {
 /// torch.optim.Muon): each weight matrix moves along its orthogonalised momentum. m = momentum m + (1 -
 /// momentum) g (a lerp); the direction is g + momentum (m - g) with nesterov, else m; O =
 /// newton_schulz(direction); p *= 1 - lr wd; p -= lr' O, lr' = lr sqrt(max(1, A/B)) for an A x B matrix
-/// (`adjust_lr`). Bitwise equal to torch.optim.Muon on matrices. A parameter of more than 2 dimensions (a
+/// (`adjust_lr`). Bitwise equal to torch.optim.Muon on matrices when built against the same torch 2.x (on
+/// LibTorch 1.13 its bfloat16 products round differently). A parameter of more than 2 dimensions (a
 /// convolution's [O, I, kh, kw]) is orthogonalised as the matrix [O, I kh kw], as Keller Jordan's
 /// implementation does (torch's refuses it).
 ///
