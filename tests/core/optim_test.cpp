@@ -1014,8 +1014,11 @@ TEST(Muon, ParametersAddedByNameOrReplacedKeepTheirKind) {
   const at::Tensor head2 = at::randn({3, 4}).requires_grad_(true);
   opt.replace_parameter(head, head2);
   EXPECT_TRUE(opt.uses_adamw(head2));
-  opt.remove_parameters({gate});
+  // A parameter that left is forgotten (an address may be reused): a matrix it does not know is Muon's by its shape.
+  EXPECT_FALSE(opt.uses_adamw(head));
+  opt.remove_parameters({gate, head2});
   EXPECT_FALSE(opt.contains(gate));
+  EXPECT_FALSE(opt.uses_adamw(head2));
 }
 
 TEST(Muon, RefusesOptionsThatCannotWork) {

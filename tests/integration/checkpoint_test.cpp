@@ -72,8 +72,8 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 struct RunSpec {
   std::string name;
   std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images), gpt (text)
-  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, or with parameter groups adam_groups, lion_groups,
-  /// muon_groups, lamb_groups, lars_groups, sgd_groups
+  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, nadam, radam, or with parameter groups adam_groups,
+  /// lion_groups, muon_groups, lamb_groups, lars_groups, sgd_groups
   std::string optimizer = "sgd";
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
@@ -269,12 +269,17 @@ Components components(const RunSpec& s) {
         c.model->named_parameters(),
         optim::LarsOptions().lr(2.0).weight_decay(5e-4).nesterov(true).groups(
             {ParamGroupOptions().max_dims(1).weight_decay(0).lr(0.05)}));
-  } else if (s.optimizer ==
-             "muon_groups") {  // kernels and SE gates by Muon; biases, norms and the head by AdamW
+  } else if (s.optimizer == "muon_groups") {  // kernels and SE gates by Muon; biases, norms and the head: AdamW
     c.optimizer = std::make_shared<optim::Muon>(
         c.model->named_parameters(),
         optim::MuonOptions().lr(0.02).weight_decay(0.01).adamw_lr(0.003).adamw_names({"fc.*"}).groups(
             {ParamGroupOptions().max_dims(1).weight_decay(0)}));
+  } else if (s.optimizer == "nadam") {  // its mu_product, a float scalar beside the step count
+    c.optimizer = std::make_shared<optim::NAdam>(c.model->named_parameters(),
+                                                 optim::NAdamOptions().lr(0.01).weight_decay(0.01));
+  } else if (s.optimizer == "radam") {  // the step count decides between its two kinds of step
+    c.optimizer = std::make_shared<optim::RAdam>(
+        c.model->named_parameters(), optim::RAdamOptions().lr(0.01).weight_decay(0.01).decoupled_weight_decay(true));
   } else if (s.optimizer == "sgd_groups") {
     c.optimizer = std::make_shared<optim::SGD>(
         c.model->named_parameters(),
@@ -814,8 +819,8 @@ std::vector<RunSpec> resume_specs() {
   lion_groups.algorithms = {"squeeze_excite", "layer_freezing"};
   specs.push_back(lion_groups);
 
-  RunSpec muon_groups;  // both kinds of state; Muon's matrices added by surgery and removed by freezing, on
-                        // resume too
+  // Both kinds of state; Muon's matrices added by surgery and removed by freezing, on resume too.
+  RunSpec muon_groups;
   muon_groups.name = "muon_groups_squeeze_excite_layer_freezing_schedule";
   muon_groups.model = "cnn";
   muon_groups.optimizer = "muon_groups";
@@ -823,7 +828,8 @@ std::vector<RunSpec> resume_specs() {
   muon_groups.scheduler = true;
   specs.push_back(muon_groups);
 
-  for (const char* optimizer : {"rmsprop", "adagrad", "lamb_groups", "lars_groups"}) {  // each one's state resumes
+  // Each one's state resumes.
+  for (const char* optimizer : {"rmsprop", "adagrad", "nadam", "radam", "lamb_groups", "lars_groups"}) {
     RunSpec spec;
     spec.name = std::string(optimizer) + "_schedule";
     spec.model = optimizer == std::string("lars_groups") ? "cnn" : "mlp_dropout";
