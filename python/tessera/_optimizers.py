@@ -102,13 +102,12 @@ def _kind(optimizer: torch.optim.Optimizer) -> Tuple[str, Dict[str, Any], Dict[s
 
 
 def _groups(optimizer: torch.optim.Optimizer, keys: Dict[str, Any], names: Dict[int, str],
-            held: Dict[int, str]) -> Tuple[Dict[str, Any], List[Dict[str, Any]], List[str]]:
-    """Group 0's settings (lr and weight_decay included), one entry per later group that differs from it in lr or
-    weight_decay (naming its parameters), and the names of all the optimizer's parameters, which join `held`."""
+            held: Dict[int, str]) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Group 0's settings (lr and weight_decay included) and one entry per later group that differs from it in lr or
+    weight_decay (naming its parameters); each parameter joins `held`, with the optimizer's class name."""
     cls = type(optimizer).__name__
     base: Dict[str, Any] = {}
     entries: List[Dict[str, Any]] = []
-    every: List[str] = []
     for i, group in enumerate(optimizer.param_groups):
         where = f"the {cls}'s parameter group {i}"
         settings = _settings(group, keys, where)
@@ -123,7 +122,6 @@ def _groups(optimizer: torch.optim.Optimizer, keys: Dict[str, Any], names: Dict[
                                     "parameter to one optimizer")
             held[id(p)] = cls
             params.append(names[id(p)])
-        every += params
         if i == 0:
             base = dict(settings, lr=lr, weight_decay=weight_decay)
             continue
@@ -138,14 +136,12 @@ def _groups(optimizer: torch.optim.Optimizer, keys: Dict[str, Any], names: Dict[
             entry["weight_decay"] = weight_decay
         if len(entry) > 1 and params:  # a group like group 0 needs no entry: its parameters join group 0
             entries.append(entry)
-    return base, entries, every
+    return base, entries
 
 
-def _check_all_held(module: torch.nn.Module, held: Dict[int, str], what: str) -> None:
+def _check_all_held(module: torch.nn.Module, held: Dict[int, str], what: str, hint: str = "") -> None:
     left_out = [n for n, p in module.named_parameters() if p.requires_grad and id(p) not in held]
     if left_out:
-        hint = (" (torch.optim.Muon trains matrices only: give it with an AdamW for the rest, "
-                "optimizer=(muon, adamw))" if what == "Muon's" else "")
         raise _C.InputError(
             f"optimizer: {len(left_out)} trainable parameters of the model are in none of the {what} groups "
             f"({', '.join(left_out[:5])}{', ...' if len(left_out) > 5 else ''}), so torch would never update them: "
@@ -156,21 +152,24 @@ def _muon_with_adamw(muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, 
                      names: Dict[int, str]) -> Dict[str, Any]:
     """One `muon` entry for torch's Muon on the matrices and an AdamW on the rest."""
     _kind(muon)
-    name, keys, _ = _kind(adamw)
+    name, keys, fixed = _kind(adamw)
+    partner = f"{type(adamw).__module__.split('.')[0]}'s {type(adamw).__name__}"
     if name != "adamw":
-        raise _C.InputError(f"optimizer: Muon's partner, torch.optim.{type(adamw).__name__}, has L2 weight decay; Tessera's "
-                            "Muon trains the other parameters with AdamW (decoupled weight decay): give a "
-                            "torch.optim.AdamW")
+        raise _C.InputError(f"optimizer: Muon's partner, {partner}, has L2 weight decay; Tessera's Muon trains the "
+                            "other parameters with AdamW (decoupled weight decay): give a torch.optim.AdamW")
+    if fixed:
+        raise _C.InputError(f"optimizer: Muon's partner, {partner}, decays by (lr / initial lr) * weight_decay; "
+                            "Tessera's Muon trains the other parameters with torch's AdamW (lr * weight_decay): give "
+                            "a torch.optim.AdamW")
     held: Dict[int, str] = {}
-    base, entries, _ = _groups(muon, _MUON_KEYS, names, held)
-    adamw_base, adamw_entries, adamw_params = _groups(adamw, keys, names, held)
+    base, entries = _groups(muon, _MUON_KEYS, names, held)
+    adamw_base, adamw_entries = _groups(adamw, keys, names, held)
     if adamw_base.get("amsgrad"):
         raise _C.InputError("optimizer: the AdamW beside Muon has amsgrad=True, which Tessera's Muon does not do for "
                             "its AdamW parameters; give it amsgrad=False")
     _check_all_held(module, held, "Muon's or the AdamW's")
-    params = dict(module.named_parameters())
     # Matrices the AdamW trains are named; its parameters of fewer than 2 dimensions take AdamW's update anyway.
-    matrices = [n for n in adamw_params if params[n].dim() >= 2]
+    matrices = [n for n, p in module.named_parameters() if held.get(id(p)) == type(adamw).__name__ and p.dim() >= 2]
     options = dict(base, adamw_lr=adamw_base["lr"], adamw_weight_decay=adamw_base["weight_decay"],
                    adamw_beta1=adamw_base.get("beta1", 0.9), adamw_beta2=adamw_base.get("beta2", 0.999),
                    adamw_eps=adamw_base.get("eps", 1e-8))
@@ -203,8 +202,10 @@ def from_torch(optimizer: Union[torch.optim.Optimizer, Sequence[torch.optim.Opti
                       "look-ahead product (fixed in torch 2.0), so this run's updates differ slightly from what this "
                       "torch's NAdam would make", stacklevel=3)
     held: Dict[int, str] = {}
-    base, groups, _ = _groups(optimizer, keys, names, held)
-    _check_all_held(module, held, f"{type(optimizer).__name__}'s")
+    base, groups = _groups(optimizer, keys, names, held)
+    hint = (" (torch.optim.Muon trains matrices only: give it with an AdamW for the rest, optimizer=(muon, adamw))"
+            if name == "muon" else "")
+    _check_all_held(module, held, f"{type(optimizer).__name__}'s", hint)
     options = dict(base, **fixed)
     if groups:
         options["groups"] = groups

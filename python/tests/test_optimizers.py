@@ -212,8 +212,13 @@ def test_the_muon_pair_becomes_one_muon_entry():
         from_torch(muon, model)
     matrices = [p for p in model.parameters() if p.dim() == 2]
     rest = [p for p in model.parameters() if p.dim() != 2]
-    with pytest.raises(tessera.InputError, match="Muon's partner, torch.optim.Adam, has L2 weight decay"):
+    with pytest.raises(tessera.InputError, match="Muon's partner, torch's Adam, has L2 weight decay"):
         from_torch((torch.optim.Muon(matrices), torch.optim.Adam(rest)), model)
+    class DecoupledAdamW(torch.optim.AdamW):  # Composer's, as the translation recognises it (Composer is not needed)
+        pass
+    DecoupledAdamW.__module__ = "composer.optim.decoupled_weight_decay"
+    with pytest.raises(tessera.InputError, match=r"Muon's partner, composer's DecoupledAdamW, decays by \(lr / "):
+        from_torch((torch.optim.Muon(matrices), DecoupledAdamW(rest)), model)
     with pytest.raises(tessera.InputError, match="only as Muon's pair"):
         from_torch((torch.optim.SGD(matrices, lr=0.1), torch.optim.SGD(rest, lr=0.1)), model)
     with pytest.raises(tessera.InputError, match="is in the Muon and in the AdamW"):
