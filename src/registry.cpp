@@ -392,6 +392,34 @@ Entry<std::shared_ptr<optim::Scheduler>> scheduler(std::string name,
           }};
 }
 
+const Kind<std::shared_ptr<optim::Scheduler>>& schedulers();
+template <class Product>
+std::vector<Product> build_list(const Kind<Product>& kind, const ConfigNode& node, Context& ctx);
+
+/// `sequential: {schedulers: [{name: {options}}, ...], milestones: [100ba, ...]}`: its schedules are entries of this
+/// same list.
+struct SequentialSchedulerOptions {
+  ConfigNode schedulers;
+  std::vector<Time> milestones;
+  template <class V>
+  void visit(V& v) {
+    v("schedulers", schedulers, "the schedules, in the order they run", Any{});
+    v("milestones", milestones, "when each schedule after the first starts", Any{});
+  }
+};
+
+Entry<std::shared_ptr<optim::Scheduler>> sequential_scheduler() {
+  return {"sequential", [](const ConfigNode& node, Context& ctx) -> std::shared_ptr<optim::Scheduler> {
+            const auto options = read<SequentialSchedulerOptions>(node);
+            if (!options.schedulers.present()) node.fail("missing schedulers", "schedulers: [{cosine: {}}, ...]");
+            std::vector<std::shared_ptr<optim::Scheduler>> children = build_list(schedulers(), options.schedulers, ctx);
+            return construct(node, [&] {
+              return std::shared_ptr<optim::Scheduler>(
+                  optim::make_sequential_scheduler(std::move(children), options.milestones));
+            });
+          }};
+}
+
 const Kind<std::shared_ptr<optim::Scheduler>>& schedulers() {
   static const Kind<std::shared_ptr<optim::Scheduler>> kind{
       "scheduler",
@@ -406,6 +434,7 @@ const Kind<std::shared_ptr<optim::Scheduler>>& schedulers() {
           scheduler<optim::MultiStepSchedulerOptions>("multistep", &optim::make_multistep_scheduler),
           scheduler<optim::OneCycleSchedulerOptions>("onecycle", &optim::make_onecycle_scheduler),
           scheduler<optim::PolynomialSchedulerOptions>("polynomial", &optim::make_polynomial_scheduler),
+          sequential_scheduler(),
           scheduler<optim::StepSchedulerOptions>("step", &optim::make_step_scheduler),
       }};
   return kind;

@@ -330,8 +330,15 @@ void Trainer::read_back() {
 }
 
 void Trainer::update_learning_rate() {
+  Timestamp at = state_.timestamp;
+  if (!options_.step_schedulers_every_batch()) {  // the epoch's first batch
+    at.batch -= at.batch_in_epoch;
+    at.sample -= at.sample_in_epoch;
+    at.token -= at.token_in_epoch;
+    at.batch_in_epoch = at.sample_in_epoch = at.token_in_epoch = 0;
+  }
   double alpha = 1.0;
-  for (const auto& s : state_.schedulers) alpha *= s->alpha(state_.timestamp, state_.time);
+  for (const auto& s : state_.schedulers) alpha *= s->alpha(at, state_.time);
   state_.optimizer->set_lr_factor(alpha);
 }
 

@@ -41,6 +41,10 @@ struct TrainerOptions {
   /// the warmups is scaled by the ratio (times in dur follow the scaled max_duration). 0.5 trains half as long on the same schedule compressed; evaluation and checkpoint intervals
   /// and the algorithms' own times are not scaled.
   TESSERA_OPTION(double, scale_schedule_ratio) = 1.0;
+  /// Composer's trainer argument: true sets the lr from the schedulers before every batch; false only as each
+  /// epoch starts (the schedules evaluated at the epoch's first batch, as torch's schedulers stepped once per
+  /// epoch), so the lr holds through the epoch.
+  TESSERA_OPTION(bool, step_schedulers_every_batch) = true;
   /// Examples per microbatch for gradient accumulation (0 = the whole batch at once), or
   /// MicrobatchSize::automatic() ("auto": halve on out-of-memory errors, see microbatching.h).
   TESSERA_OPTION(MicrobatchSize, microbatch_size) = 0;
@@ -80,6 +84,8 @@ struct TrainerOptions {
     v("max_duration", max_duration_, "length of training (ep, ba or sp)", Any{});
     v("scale_schedule_ratio", scale_schedule_ratio_, "scales max_duration and the schedulers' times (not warmups)",
       Range::positive());
+    v("step_schedulers_every_batch", step_schedulers_every_batch_,
+      "set the lr before every batch (true) or once per epoch, at its first batch (false)", Any{});
     v("microbatch_size", microbatch_size_, "examples per microbatch (0 = whole batch, auto = halve on out-of-memory)",
       Any{});
     v("seed", seed_, "run seed", Range::closed(0, 4294967295.0));

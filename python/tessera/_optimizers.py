@@ -102,16 +102,18 @@ def _kind(optimizer: torch.optim.Optimizer) -> Tuple[str, Dict[str, Any], Dict[s
 
 
 def _groups(optimizer: torch.optim.Optimizer, keys: Dict[str, Any], names: Dict[int, str],
-            held: Dict[int, str]) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+            held: Dict[int, str], scheduled: bool) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     """Group 0's settings (lr and weight_decay included) and one entry per later group that differs from it in lr or
-    weight_decay (naming its parameters); each parameter joins `held`, with the optimizer's class name."""
+    weight_decay (naming its parameters); each parameter joins `held`, with the optimizer's class name. `scheduled`:
+    torch schedulers come with it, so a group's lr is its `initial_lr` (the lr before they changed it)."""
     cls = type(optimizer).__name__
     base: Dict[str, Any] = {}
     entries: List[Dict[str, Any]] = []
     for i, group in enumerate(optimizer.param_groups):
         where = f"the {cls}'s parameter group {i}"
         settings = _settings(group, keys, where)
-        lr, weight_decay = float(_number(group["lr"])), float(_number(group.get("weight_decay", 0.0)))
+        lr = float(_number(group.get("initial_lr", group["lr"]) if scheduled else group["lr"]))
+        weight_decay = float(_number(group.get("weight_decay", 0.0)))
         params = []
         for p in group["params"]:
             if id(p) not in names:
@@ -149,7 +151,7 @@ def _check_all_held(module: torch.nn.Module, held: Dict[int, str], what: str, hi
 
 
 def _muon_with_adamw(muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, module: torch.nn.Module,
-                     names: Dict[int, str]) -> Dict[str, Any]:
+                     names: Dict[int, str], scheduled: bool) -> Dict[str, Any]:
     """One `muon` entry for torch's Muon on the matrices and an AdamW on the rest."""
     _kind(muon)
     name, keys, fixed = _kind(adamw)
@@ -162,8 +164,8 @@ def _muon_with_adamw(muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, 
                             "Tessera's Muon trains the other parameters with torch's AdamW (lr * weight_decay): give "
                             "a torch.optim.AdamW")
     held: Dict[int, str] = {}
-    base, entries = _groups(muon, _MUON_KEYS, names, held)
-    adamw_base, adamw_entries = _groups(adamw, keys, names, held)
+    base, entries = _groups(muon, _MUON_KEYS, names, held, scheduled)
+    adamw_base, adamw_entries = _groups(adamw, keys, names, held, scheduled)
     if adamw_base.get("amsgrad"):
         raise _C.InputError("optimizer: the AdamW beside Muon has amsgrad=True, which Tessera's Muon does not do for "
                             "its AdamW parameters; give it amsgrad=False")
@@ -183,9 +185,10 @@ def _muon_with_adamw(muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer, 
 
 
 def from_torch(optimizer: Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]],
-               module: torch.nn.Module) -> Dict[str, Any]:
+               module: torch.nn.Module, scheduled: bool = False) -> Dict[str, Any]:
     """The recipe entry of the Tessera optimizer that updates `module` as `optimizer` would (or a pair: Muon for the
-    matrices, AdamW for the rest). InputError, saying why, for an optimizer Tessera has no equivalent of, one that
+    matrices, AdamW for the rest). `scheduled`: torch schedulers come with it (tessera._schedulers), and each group's
+    lr is the one they started from. InputError, saying why, for an optimizer Tessera has no equivalent of, one that
     already took steps, or one whose parameters are not exactly the module's trainable ones."""
     names = {id(p): n for n, p in module.named_parameters()}
     if isinstance(optimizer, (list, tuple)):
@@ -195,14 +198,14 @@ def from_torch(optimizer: Union[torch.optim.Optimizer, Sequence[torch.optim.Opti
                 "optimizer: a list of torch optimizers is translated only as Muon's pair, (torch.optim.Muon over the "
                 "weight matrices, torch.optim.AdamW over the rest); got "
                 f"({', '.join(type(o).__name__ for o in optimizer)}): give one optimizer")
-        return _muon_with_adamw(kinds[0], kinds[1], module, names)
+        return _muon_with_adamw(kinds[0], kinds[1], module, names, scheduled)
     name, keys, fixed = _kind(optimizer)
     if name == "nadam" and int(torch.__version__.split(".")[0]) < 2:
         warnings.warn("optimizer: Tessera's nadam is torch 2.x's NAdam; torch 1.x's multiplies mu_k twice into its "
                       "look-ahead product (fixed in torch 2.0), so this run's updates differ slightly from what this "
                       "torch's NAdam would make", stacklevel=3)
     held: Dict[int, str] = {}
-    base, groups = _groups(optimizer, keys, names, held)
+    base, groups = _groups(optimizer, keys, names, held, scheduled)
     hint = (" (torch.optim.Muon trains matrices only: give it with an AdamW for the rest, optimizer=(muon, adamw))"
             if name == "muon" else "")
     _check_all_held(module, held, f"{type(optimizer).__name__}'s", hint)

@@ -7,6 +7,8 @@ import torch
 
 from . import _C
 from ._optimizers import from_torch
+from ._schedulers import check_horizons, is_torch_scheduler
+from ._schedulers import from_torch as schedules_from_torch
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
 
@@ -112,6 +114,11 @@ class Trainer(_C._Trainer):
             callbacks=[LossRecorder()],
             max_duration="2ep", seed=0)
 
+    `optimizer` may be a torch.optim optimizer over the module's parameters and `schedulers` torch's lr schedulers
+    over it (one, or a list beside Tessera's entries): both are translated into the Tessera optimizer and schedules
+    that make the same updates and set the same lrs, or refused with the reason; torch schedulers are stepped once per
+    epoch unless step_schedulers_every_batch=True, as in Composer (docs/python.md, "Schedulers from torch").
+
     Other keyword arguments are TrainerOptions fields (max_duration, seed, threads, microbatch_size,
     eval_interval, deterministic, precision, eval_precision, loss_scaling, run_dir, log_interval, nonfinite_loss,
     device). `precision` is "fp32", "amp_bf16" (CPU or CUDA) or "amp_fp16" (CUDA only; a GradScaler scales the loss);
@@ -157,13 +164,18 @@ class Trainer(_C._Trainer):
         train_data: Optional[Mapping[str, Any]] = None,
         eval_data: Any = None,
         optimizer: Any = None,
-        schedulers: Optional[Sequence[Any]] = None,
+        schedulers: Any = None,
         loggers: Optional[Sequence[Any]] = None,
         checkpoint: Optional[Mapping[str, Any]] = None,
         **options: Unpack[TrainerOptions],
     ) -> None:
         torch_optimizers = isinstance(optimizer, (list, tuple)) and optimizer and all(
             isinstance(o, torch.optim.Optimizer) for o in optimizer)
+        # torch schedulers (one, or in a list beside Tessera's entries) become Tessera schedules with the optimizer.
+        schedule_list = list(schedulers) if isinstance(schedulers, (list, tuple)) else (
+            [] if schedulers is None else [schedulers])
+        torch_schedules = [s for s in schedule_list if is_torch_scheduler(s)]
+        torch_optimizer: Any = None
         if isinstance(optimizer, torch.optim.Optimizer) or torch_optimizers:
             if not isinstance(model, torch.nn.Module):
                 kind = "+".join(type(o).__name__ for o in optimizer) if torch_optimizers else type(optimizer).__name__
@@ -172,7 +184,24 @@ class Trainer(_C._Trainer):
                     "torch.nn.Module (its parameters, by name); with a recipe's model give the optimizer as a recipe "
                     "entry, e.g. optimizer={'sgd': {'lr': 0.1, 'momentum': 0.9}} (tessera.registered('optimizers'))"
                 )
-            optimizer = from_torch(optimizer, model)  # the Tessera optimizer with the same updates
+            torch_optimizer = optimizer
+            optimizer = from_torch(optimizer, model, scheduled=bool(torch_schedules))  # the same updates
+        if torch_schedules:
+            if torch_optimizer is None:
+                raise _C.InputError(
+                    f"schedulers: torch's {type(torch_schedules[0]).__name__} sets the lr of a torch optimizer: give "
+                    "that optimizer as optimizer= (it is translated with it), or give Tessera schedules as recipe "
+                    "entries, e.g. schedulers=[{'cosine': {'t_max': '1dur'}}] (tessera.registered('schedulers'))")
+            every_batch = options.get("step_schedulers_every_batch")
+            if every_batch is None:  # Composer's default with torch schedulers: stepped once per epoch
+                every_batch = (load_recipe(recipe, overrides_list(overrides)).to_dict().get(
+                    "step_schedulers_every_batch", False) if recipe is not None else False)
+                options["step_schedulers_every_batch"] = every_batch
+            optimizers = list(torch_optimizer) if isinstance(torch_optimizer, (list, tuple)) else [torch_optimizer]
+            entries = schedules_from_torch(torch_schedules, optimizers, bool(every_batch))
+            first = next(i for i, s in enumerate(schedule_list) if is_torch_scheduler(s))
+            rest = [s for s in schedule_list if not is_torch_scheduler(s)]
+            schedulers = rest[:first] + entries + rest[first:]
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
         user = _user_parts(model, train_dataloader, eval_dataloader, loss_fn, loss_terms, model_call, output_key,
@@ -231,6 +260,12 @@ class Trainer(_C._Trainer):
         ]
         super().__init__(rec, algorithm_objects, callback_objects, user)
         self._module = user.get("module")
+        if torch_schedules:  # where torch's schedule would leave its closed form, now that the run's length is known
+            length, per_epoch = self.state.max_duration, self.state.batches_per_epoch
+            batches = {"ep": length.value * per_epoch, "ba": length.value}.get(str(length.unit))
+            if batches is not None:
+                check_horizons(torch_schedules, batches if self.options["step_schedulers_every_batch"]
+                               else -(-batches // per_epoch))
 
     @property
     def module(self) -> Optional[torch.nn.Module]:

@@ -219,6 +219,46 @@ class CosineWarmRestartsScheduler : public Scheduler {
   CosineWarmRestartsSchedulerOptions o_;
 };
 
+class SequentialScheduler : public Scheduler {
+ public:
+  SequentialScheduler(std::vector<std::shared_ptr<Scheduler>> schedulers, std::vector<Time> milestones)
+      : schedulers_(std::move(schedulers)), milestones_(std::move(milestones)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    // The first batch of each schedule: the first at which its milestone counts as reached.
+    std::vector<int64_t> starts{0};
+    for (const auto& m : milestones_) {
+      const double at = ctx.schedule_to_batches(m);
+      const auto first = static_cast<int64_t>(std::ceil(at - kSlack));
+      if (first <= starts.back()) {
+        throw InputError(fmt::format("scheduler.milestones: {} is batch {} of this run, not after the milestone before "
+                                     "it (batch {}); expected strictly increasing milestones",
+                                     m.str(), batch_count(at), starts.back()));
+      }
+      starts.push_back(first);
+    }
+    if (now.batch == 0) {  // the trainer's check before step 1: every schedule against the run's length
+      for (size_t i = 0; i < schedulers_.size(); ++i) {
+        try {
+          (void)schedulers_[i]->alpha(Timestamp(), ctx);
+        } catch (const InputError& e) {
+          throw InputError("schedulers[" + std::to_string(i) + "] (" + schedulers_[i]->name() + "): " + e.what());
+        }
+      }
+    }
+    size_t i = 0;
+    while (i + 1 < starts.size() && t + kSlack >= static_cast<double>(starts[i + 1])) ++i;
+    Timestamp shifted = now;
+    shifted.batch = now.batch - starts[i];
+    return schedulers_[i]->alpha(shifted, ctx);
+  }
+  std::string name() const override { return "sequential"; }
+
+ private:
+  std::vector<std::shared_ptr<Scheduler>> schedulers_;
+  std::vector<Time> milestones_;
+};
+
 }  // namespace
 
 std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options) {
@@ -294,6 +334,27 @@ std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestart
   check_convertible(options.warmup(), "warmup");
   check_period(options.t_0(), "t_0");
   return std::make_unique<CosineWarmRestartsScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_sequential_scheduler(std::vector<std::shared_ptr<Scheduler>> schedulers,
+                                                     std::vector<Time> milestones) {
+  if (schedulers.empty()) throw InputError("scheduler.schedulers: empty; expected at least one schedule");
+  for (size_t i = 0; i < schedulers.size(); ++i) {
+    if (!schedulers[i]) throw InputError("scheduler.schedulers[" + std::to_string(i) + "]: null; expected a schedule");
+  }
+  if (milestones.size() + 1 != schedulers.size()) {
+    throw InputError(fmt::format("scheduler.milestones: {} milestones for {} schedules; expected one fewer milestones "
+                                 "than schedules (each milestone starts the next schedule)",
+                                 milestones.size(), schedulers.size()));
+  }
+  for (size_t i = 0; i < milestones.size(); ++i) {
+    check_period(milestones[i], "milestones");
+    if (i > 0 && milestones[i].unit() == milestones[i - 1].unit() && !(milestones[i - 1] < milestones[i])) {
+      throw InputError("scheduler.milestones: " + milestones[i - 1].str() + " is followed by " + milestones[i].str() +
+                       "; expected strictly increasing milestones");
+    }
+  }
+  return std::make_unique<SequentialScheduler>(std::move(schedulers), std::move(milestones));
 }
 
 }  // namespace tessera::optim

@@ -169,6 +169,21 @@ std::vector<BadRecipe> bad_recipes() {
        append("schedulers: [{cosine: {warmup: 1.5ba}}]\n"),
        {},
        {"<string>:11:32: schedulers[0].cosine.warmup: invalid time \"1.5ba\""}},
+      {"sequential_part_misspelled",
+       append("schedulers:\n  - sequential: {schedulers: [constant, {cosine: {t_mx: 2ba}}], milestones: [1ba]}\n"),
+       {},
+       {"<string>:12:", "schedulers[0].sequential.schedulers[1].cosine.t_mx: unknown key \"t_mx\"",
+        "did you mean \"t_max\"?"}},
+      {"sequential_milestones_short",
+       append("schedulers:\n  - sequential: {schedulers: [constant, constant]}\n"),
+       {},
+       {"<string>:12:", "0 milestones for 2 schedules; expected one fewer milestones than schedules"}},
+      {"sequential_late_part_horizon_before_warmup",
+       append("schedulers:\n  - sequential:\n      schedulers: [constant, {cosine: {t_max: 1dur, warmup: 1ep}}]\n"
+              "      milestones: [1ba]\n"),
+       {},
+       {"<string>:", "schedulers[1] (cosine): t_max: 1dur is 2 batches in this run, not more than the cosine "
+        "scheduler's warmup 1ep (4 batches)"}},
       {"unknown_metric",
        edit("workers: 0}", "workers: 0}\n    metrics: [acuracy]"),
        {},
@@ -759,7 +774,7 @@ TEST(RegistryTest, RegisteredNames) {
                                                                       "muon", "nadam", "radam", "rmsprop", "sgd"}));
   EXPECT_EQ(registered_names("schedulers"),
             (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
-                                      "onecycle", "polynomial", "step"}));
+                                      "onecycle", "polynomial", "sequential", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
             (std::vector<std::string>{"activation_monitor", "console_summary", "early_stopper", "generate",
                                       "image_visualizer", "lr_monitor", "memory_monitor", "optimizer_monitor",

@@ -288,3 +288,56 @@ TEST(Scheduler, AScheduleRatioScalesEveryTimeButWarmupsAndFractions) {
   auto exponential = make_exponential_scheduler(ExponentialSchedulerOptions().gamma(0.5));
   EXPECT_NEAR(at_batch(*exponential, 5, half), 0.5, 1e-15);  // gamma per scaled epoch
 }
+
+TEST(Scheduler, SequentialRunsEachScheduleFromItsMilestone) {
+  // torch's warmup then cosine: LinearLR(0.1 -> 1 over 10 batches), then CosineAnnealingLR(T_max = 40) from batch 10.
+  std::vector<std::shared_ptr<Scheduler>> parts{
+      make_linear_scheduler(LinearSchedulerOptions().alpha_i(0.1).alpha_f(1.0).t_max(Time::parse("10ba"))),
+      make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("40ba")).alpha_f(0.01))};
+  auto s = make_sequential_scheduler(parts, {Time::parse("1ep")});  // 1ep = 10 batches
+  EXPECT_EQ(s->name(), "sequential");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 0.1);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 5), 0.1 + 0.9 * 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 9), 0.1 + 0.9 * 0.9);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 10), 1.0);                                           // the cosine's t = 0
+  EXPECT_NEAR(at_batch(*s, 30), 0.01 + 0.99 * 0.5, 1e-12);                           // its t = 20 of 40
+  EXPECT_NEAR(at_batch(*s, 50), 0.01, 1e-12);                                        // its end
+  EXPECT_NEAR(at_batch(*s, 99), 0.01, 1e-12);                                        // held after it
+  // Each part's warmup restarts at its milestone; three parts, milestones of two units.
+  auto three = make_sequential_scheduler(
+      {make_constant_scheduler(ConstantSchedulerOptions().alpha(0.5)),
+       make_constant_scheduler(ConstantSchedulerOptions().warmup(Time::parse("4ba"))),
+       make_step_scheduler(StepSchedulerOptions().step_size(Time::parse("5ba")).gamma(0.5))},
+      {Time::parse("3ba"), Time::parse("0.5dur")});  // 0.5dur = batch 50
+  EXPECT_DOUBLE_EQ(at_batch(*three, 2), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*three, 3), 0.25);  // (0 + 1) / 4
+  EXPECT_DOUBLE_EQ(at_batch(*three, 6), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*three, 49), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*three, 50), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*three, 55), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*three, 61), 0.25);
+}
+
+TEST(Scheduler, SequentialRefusesBadMilestonesAndAsksEveryPartBeforeStepOne) {
+  auto constant = [] { return make_constant_scheduler(ConstantSchedulerOptions()); };
+  EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({constant(), constant()}, {}); }),
+              HasSubstr("0 milestones for 2 schedules; expected one fewer milestones than schedules"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({}, {}); }),
+              HasSubstr("scheduler.schedulers: empty"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] {
+                make_sequential_scheduler({constant(), constant(), constant()}, {Time::parse("5ba"), Time::parse("5ba")});
+              }),
+              HasSubstr("5ba is followed by 5ba; expected strictly increasing milestones"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({constant(), constant()}, {Time::parse("0ba")}); }),
+              HasSubstr("scheduler.milestones: 0ba must be greater than 0"));
+  // Units the run orders: 2ep is batch 20, after 30ba.
+  auto crossed = make_sequential_scheduler({constant(), constant(), constant()}, {Time::parse("30ba"), Time::parse("2ep")});
+  EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*crossed, 0); }),
+              HasSubstr("2ep is batch 20 of this run, not after the milestone before it (batch 30)"));
+  // A later part's horizon before its warmup: refused when asked at t = 0, naming the part.
+  auto late = make_sequential_scheduler(
+      {constant(), make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("0.1dur")).warmup(Time::parse("20ba")))},
+      {Time::parse("5ba")});
+  EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*late, 0); }), HasSubstr("schedulers[1] (cosine): t_max"));
+  EXPECT_NO_THROW(at_batch(*late, 1));  // only t = 0 asks every part
+}

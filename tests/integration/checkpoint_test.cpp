@@ -82,6 +82,8 @@ struct RunSpec {
   std::string loss_scaling = "auto";
   std::vector<std::string> algorithms;
   bool scheduler = false;  ///< a linear learning-rate decay over the run
+  /// torch's warmup-then-cosine (a sequential schedule), the lr set once per epoch (step_schedulers_every_batch false)
+  bool per_epoch_schedule = false;
   bool evaluator = false;
   int64_t train_size = 48;
   int64_t batch_size = 8;
@@ -292,6 +294,12 @@ Components components(const RunSpec& s) {
     c.schedulers.push_back(
         optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.1)));
   }
+  if (s.per_epoch_schedule) {
+    c.schedulers.push_back(optim::make_sequential_scheduler(
+        {optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(0.2).alpha_f(1.0).t_max(Time::parse("1ep"))),
+         optim::make_cosine_scheduler(optim::CosineSchedulerOptions().t_max(Time::parse("2ep")))},
+        {Time::parse("1ep")}));
+  }
   if (s.evaluator) {
     Evaluator ev;
     ev.label = "eval";
@@ -314,7 +322,8 @@ TrainerOptions trainer_options(const RunSpec& s) {
       .seed(s.seed)
       .deterministic(s.deterministic)
       .nonfinite_loss(s.nonfinite_loss)
-      .log_interval(s.log_interval);
+      .log_interval(s.log_interval)
+      .step_schedulers_every_batch(!s.per_epoch_schedule);
 }
 
 std::string fingerprint(const Trainer& t) { return weights_fingerprint(*t.state().model); }
@@ -798,6 +807,11 @@ std::vector<RunSpec> resume_specs() {
   sgd.scheduler = true;
   sgd.evaluator = true;
   specs.push_back(sgd);
+
+  RunSpec per_epoch;  // the lr of a resumed mid-epoch batch is its epoch's
+  per_epoch.name = "sgd_sequential_schedule_per_epoch";
+  per_epoch.per_epoch_schedule = true;
+  specs.push_back(per_epoch);
 
   RunSpec adamw;
   adamw.name = "adamw_dropout";

@@ -179,6 +179,22 @@ TEST(Trainer, SchedulerSetsTheRateOfEachBatchFromItsOwnTimestamp) {
   for (int t = 0; t < 8; ++t) EXPECT_DOUBLE_EQ(rec->lrs[t], 0.1 * (1.0 - t / 8.0)) << "batch " << t;
 }
 
+TEST(Trainer, SchedulersSteppedPerEpochHoldTheRateOfTheEpochsFirstBatch) {
+  // torch's usual loop, scheduler.step() after each epoch: a cosine over 4 epochs, the lr constant within each.
+  Components c = testing::tiny_components(32, 8);  // 4 batches per epoch
+  c.schedulers.push_back(optim::make_cosine_scheduler(optim::CosineSchedulerOptions().t_max(Time::parse("4ep"))));
+  auto rec = std::make_shared<LrRecorder>();
+  c.algorithms.push_back(rec);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("3ep")).step_schedulers_every_batch(false).threads(1),
+                  std::move(c));
+  trainer.fit();
+  ASSERT_EQ(rec->lrs.size(), 12u);
+  for (int t = 0; t < 12; ++t) {
+    EXPECT_NEAR(rec->lrs[t], 0.1 * (1 + std::cos(M_PI * (t / 4) / 4.0)) / 2, 1e-15) << "batch " << t;
+  }
+  EXPECT_NE(rec->lrs[3], rec->lrs[4]);
+}
+
 TEST(Trainer, ScaleScheduleRatioShortensTrainingAndCompressesTheSchedules) {
   // 4 batches an epoch; 4ep x 0.5 = 2ep. The step schedule halves every 2ep (scaled: every 1ep = 4 batches), the
   // cosine's 1dur follows the scaled run (8 batches), the 2ba warmup is not scaled.

@@ -5,7 +5,8 @@
 /// schedulers' alphas. The trainer sets the lr at the start of every batch from the timestamp of that
 /// batch (t = batches done so far), so batch 0 trains with alpha(0) and no batch is wasted at lr 0.
 /// Horizons and warmups are Times (`5ep`, `200ba`, `0.1dur`) converted to batches with the run's
-/// TimeContext.
+/// TimeContext. With the trainer's `step_schedulers_every_batch: false` (torch's usual per-epoch stepping) every
+/// schedule is evaluated at the first batch of the current epoch, so the lr changes only between epochs.
 #include <memory>
 #include <string>
 #include <vector>
@@ -161,7 +162,7 @@ struct OneCycleSchedulerOptions {
 /// milestones of one unit strictly increasing, t_max > warmup when both have one unit. Checks that need
 /// the run's TimeContext (t_max > warmup across units) throw InputError from `alpha`. Scheduler names:
 /// "constant", "step", "multistep", "linear", "cosine", "onecycle", "exponential", "polynomial",
-/// "cosine_warm_restarts".
+/// "cosine_warm_restarts" (and "sequential", below).
 std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options);
 std::unique_ptr<Scheduler> make_step_scheduler(StepSchedulerOptions options);
 std::unique_ptr<Scheduler> make_multistep_scheduler(MultiStepSchedulerOptions options);
@@ -171,5 +172,14 @@ std::unique_ptr<Scheduler> make_onecycle_scheduler(OneCycleSchedulerOptions opti
 std::unique_ptr<Scheduler> make_exponential_scheduler(ExponentialSchedulerOptions options);
 std::unique_ptr<Scheduler> make_polynomial_scheduler(PolynomialSchedulerOptions options);
 std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions options);
+
+/// One schedule after another (torch's SequentialLR): `schedulers[0]` until `milestones[0]`, then `schedulers[1]`
+/// until `milestones[1]`, and so on, each counting its time from the milestone where it starts (so its warmup and
+/// horizons are relative to that milestone: a `cosine` with t_max 900ba after a milestone at 100ba ends at batch
+/// 1000). Needs one milestone fewer than schedulers, strictly increasing when of one unit, in ep, ba, sp or dur (a
+/// milestone is a horizon: scale_schedule_ratio scales it). Asked at t = 0 (the trainer's check before step 1),
+/// every schedule is asked too, so a bad horizon of a later one is an error before training. Name: "sequential".
+std::unique_ptr<Scheduler> make_sequential_scheduler(std::vector<std::shared_ptr<Scheduler>> schedulers,
+                                                     std::vector<Time> milestones);
 
 }  // namespace tessera::optim

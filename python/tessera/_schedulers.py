@@ -1,0 +1,192 @@
+"""torch.optim.lr_scheduler schedulers as the Tessera schedules that set the same learning rates: each becomes recipe
+entries ({"cosine": {"t_max": "90ep", "alpha_f": 0.001}}), closed forms of the step count that torch computes step by
+step (equal within float rounding). Tessera's schedules are functions of training time, so a resumed run needs no
+scheduler state. They are stepped once per batch or once per epoch (the trainer's step_schedulers_every_batch); a
+step count k of torch's is k batches or k epochs."""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Dict, List, Sequence
+
+import torch
+
+from . import _C
+
+Entry = Dict[str, Dict[str, Any]]
+_LR = torch.optim.lr_scheduler
+# What a scheduler that is not translated would need (ReduceLROnPlateau is not an LRScheduler in torch 1.x).
+_REFUSED = {
+    "ReduceLROnPlateau": "its rate follows a metric, which Tessera's schedules (functions of training time) do "
+                         "not read; an early_stopper callback can end a run that stops improving",
+    "LambdaLR": "its rate is a Python function, which a recipe cannot hold; write the schedule as Tessera schedules "
+                "(a `sequential` of `linear`, `cosine`, ... covers the usual warmup shapes)",
+    "MultiplicativeLR": "its rate is a Python function, which a recipe cannot hold; an ExponentialLR is the "
+                        "constant-factor case",
+    "CyclicLR": "Tessera has no cyclic schedule; `cosine_warm_restarts` restarts a cosine each cycle",
+}
+
+
+def is_torch_scheduler(x: Any) -> bool:
+    return type(x).__module__.startswith("torch.optim.lr_scheduler")
+
+
+def _refuse(scheduler: Any, why: str) -> _C.InputError:
+    return _C.InputError(f"schedulers: torch's {type(scheduler).__name__} {why}")
+
+
+def _time(steps: Any, unit: str, scheduler: Any, what: str) -> str:
+    if int(steps) != steps or steps <= 0:
+        raise _refuse(scheduler, f"has {what}={steps!r}; expected a whole number of steps > 0")
+    return f"{int(steps)}{unit}"
+
+
+def _common_ratio(scheduler: Any, eta_min: float) -> float:
+    """eta_min as a fraction of the base lr, the same in every group (Tessera's schedules scale every group's lr by
+    one factor)."""
+    ratios = [eta_min / base if base else 0.0 for base in scheduler.base_lrs]
+    if any(not math.isclose(r, ratios[0], rel_tol=1e-12, abs_tol=0.0) for r in ratios):
+        raise _refuse(scheduler, f"ends at eta_min={eta_min} in groups of different lrs ({scheduler.base_lrs}), a "
+                                 "different fraction of each group's lr; Tessera scales every group's lr by one "
+                                 "factor: give eta_min=0, or groups of one lr")
+    return ratios[0]
+
+
+def _onecycle(s: Any, unit: str) -> Entry:
+    kind = getattr(s, "_anneal_func_type", None) or getattr(getattr(s, "anneal_func", None), "__name__", "")
+    if "cos" not in kind:
+        raise _refuse(s, "anneals linearly (anneal_strategy='linear'); Tessera's onecycle anneals by a cosine: give "
+                         "anneal_strategy='cos'")
+    if s.cycle_momentum:
+        raise _refuse(s, "cycles the momentum too (cycle_momentum=True, the default); Tessera's onecycle schedules "
+                         "the lr only: give cycle_momentum=False (the momentum then stays the optimizer's)")
+    if len(s._schedule_phases) != 2:
+        raise _refuse(s, "has three phases (three_phase=True); Tessera's onecycle rises then falls: give "
+                         "three_phase=False")
+    total = int(s.total_steps)
+    up = float(s._schedule_phases[0]["end_step"])  # torch's pct_start * total_steps - 1
+    if total < 2 or not 0 < up < total - 1:
+        raise _refuse(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than one step up and at least one "
+                         "down: raise pct_start or total_steps")
+    groups = s.optimizer.param_groups
+    div = [g["max_lr"] / g["initial_lr"] for g in groups]
+    final_div = [g["initial_lr"] / g["min_lr"] for g in groups]
+    # torch's phases end at steps pct_start * total - 1 and total - 1: Tessera's t_max and pct_start are those.
+    return {"onecycle": {"max_alpha": div[0], "div_factor": div[0], "final_div_factor": final_div[0],
+                         "pct_start": up / (total - 1), "t_max": f"{total - 1}{unit}"}}
+
+
+def _one(s: Any, unit: str, chained: bool) -> List[Entry]:
+    """The entries of one torch scheduler; `chained`: it multiplies others (a ChainedScheduler or a list), so it must
+    scale the lr by a factor rather than set it."""
+    name = type(s).__name__
+    if name in _REFUSED:
+        raise _refuse(s, "is not translated: " + _REFUSED[name])
+    if chained and name in ("OneCycleLR", "CosineAnnealingWarmRestarts", "SequentialLR"):
+        raise _refuse(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
+                         "alone")
+    if name == "StepLR":
+        return [{"step": {"step_size": _time(s.step_size, unit, s, "step_size"), "gamma": float(s.gamma)}}]
+    if name == "MultiStepLR":
+        counts = collections.Counter(s.milestones)
+        out = []
+        for times in range(1, max(counts.values(), default=0) + 1):  # a milestone given n times multiplies by gamma^n
+            out.append({"multistep": {"milestones": [f"{int(m)}{unit}" for m in sorted(counts) if counts[m] >= times],
+                                      "gamma": float(s.gamma)}})
+        return out or [{"constant": {}}]
+    if name == "ExponentialLR":
+        return [{"exponential": {"gamma": float(s.gamma), "decay_period": f"1{unit}"}}]
+    if name == "ConstantLR":
+        total = _time(s.total_iters, unit, s, "total_iters")
+        return [{"sequential": {"schedulers": [{"constant": {"alpha": float(s.factor)}}, {"constant": {}}],
+                                "milestones": [total]}}]
+    if name == "LinearLR":
+        return [{"linear": {"alpha_i": float(s.start_factor), "alpha_f": float(s.end_factor),
+                            "t_max": _time(s.total_iters, unit, s, "total_iters")}}]
+    if name == "PolynomialLR":
+        return [{"polynomial": {"power": float(s.power), "alpha_f": 0.0,
+                                "t_max": _time(s.total_iters, unit, s, "total_iters")}}]
+    if name == "CosineAnnealingLR":
+        if chained and s.eta_min:
+            raise _refuse(s, "with eta_min > 0 adds to the lr rather than scaling it, so it cannot be chained with "
+                             "other schedulers: give eta_min=0, or give it alone")
+        return [{"cosine": {"t_max": _time(s.T_max, unit, s, "T_max"),
+                            "alpha_f": _common_ratio(s, float(s.eta_min))}}]
+    if name == "CosineAnnealingWarmRestarts":
+        return [{"cosine_warm_restarts": {"t_0": _time(s.T_0, unit, s, "T_0"), "t_mult": float(s.T_mult),
+                                          "alpha_f": _common_ratio(s, float(s.eta_min))}}]
+    if name == "OneCycleLR":
+        return [_onecycle(s, unit)]
+    if name == "SequentialLR":
+        parts = []
+        for child in s._schedulers:
+            entries = _one(child, unit, chained=False)
+            if len(entries) != 1:
+                raise _refuse(child, "becomes several Tessera schedules, which a SequentialLR part cannot be: give "
+                                     "each milestone once")
+            parts.append(entries[0])
+        return [{"sequential": {"schedulers": parts,
+                                "milestones": [_time(m, unit, s, "milestones") for m in s._milestones]}}]
+    if name == "ChainedScheduler":
+        return [e for child in s._schedulers for e in _one(child, unit, chained=True)]
+    raise _refuse(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
+                     "LinearLR, PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, "
+                     "SequentialLR, ChainedScheduler); give Tessera schedules as recipe entries "
+                     "(tessera.registered('schedulers'))")
+
+
+def _check_fresh(s: Any) -> None:
+    for child in getattr(s, "_schedulers", None) or []:
+        _check_fresh(child)
+    if getattr(s, "last_epoch", 0) > 0:  # 0 as constructed (-1: a SequentialLR's later parts in torch 2.x)
+        raise _refuse(s, f"has already been stepped ({s.last_epoch} times); give it as constructed, before training")
+
+
+def _optimizers_of(s: Any) -> List[Any]:
+    children = getattr(s, "_schedulers", None)
+    if children:
+        return [o for child in children for o in _optimizers_of(child)]
+    return [s.optimizer]
+
+
+def from_torch(schedulers: Sequence[Any], optimizers: Sequence[Any], every_batch: bool) -> List[Entry]:
+    """The Tessera schedules that set the lrs the torch `schedulers` set, stepped once per batch (`every_batch`) or
+    once per epoch; the schedulers must drive `optimizers` (the torch optimizers given with them: one, or Muon's
+    pair, which share one schedule). Several schedulers of one optimizer multiply, as torch's ChainedScheduler's do.
+    InputError, saying why, for what has no equivalent."""
+    unit = "ba" if every_batch else "ep"
+    per_optimizer: Dict[int, List[Any]] = {id(o): [] for o in optimizers}
+    for s in schedulers:
+        _check_fresh(s)
+        targets = {id(o) for o in _optimizers_of(s)}
+        if len(targets) != 1 or not targets <= set(per_optimizer):
+            raise _refuse(s, "drives another optimizer than the torch optimizer given to the Trainer; build it over "
+                             "that optimizer")
+        per_optimizer[targets.pop()].append(s)
+    lists = [[e for s in group for e in _one(s, unit, chained=len(group) > 1)] for group in per_optimizer.values()]
+    if any(entries != lists[0] for entries in lists[1:]):
+        raise _C.InputError("schedulers: Muon and its AdamW are given different schedules; Tessera's muon scales both "
+                            "kinds of parameters by one schedule: give both optimizers the same schedulers")
+    return lists[0]
+
+
+def check_horizons(schedulers: Sequence[Any], steps: int) -> None:
+    """InputError where torch would leave its closed form within a run of `steps` scheduler steps (the run's batches,
+    or its epochs): a CosineAnnealingLR rises again past T_max (Tessera's cosine holds at its end), a OneCycleLR
+    raises when stepped past total_steps (Tessera's holds)."""
+    for s in schedulers:
+        name = type(s).__name__
+        if name == "CosineAnnealingLR" and steps - 1 > s.T_max:
+            raise _refuse(s, f"has T_max={s.T_max} but sets the lr for {steps} steps here: past T_max torch's cosine "
+                             "rises again (a cosine's period) where Tessera's holds at eta_min; give T_max >= "
+                             f"{steps - 1}, or a shorter run")
+        if name == "OneCycleLR" and steps > s.total_steps:
+            raise _refuse(s, f"has total_steps={s.total_steps} but is stepped {steps} times here, which torch refuses "
+                             f"(it raises past total_steps); give total_steps >= {steps}, or a shorter run")
+        if name == "SequentialLR":
+            bounds = [0] + [int(m) for m in s._milestones] + [steps]
+            for child, start, end in zip(s._schedulers, bounds, bounds[1:]):
+                if start < steps:
+                    check_horizons([child], min(end, steps) - start)
+        if name == "ChainedScheduler":
+            check_horizons(s._schedulers, steps)

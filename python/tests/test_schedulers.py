@@ -1,0 +1,215 @@
+"""torch.optim.lr_scheduler schedulers given to the Trainer with their torch optimizer: translated into Tessera's
+schedules, which set every batch the lrs torch's would (stepped once per batch, or once per epoch as Composer steps
+them by default), or refused with the reason."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.optim import lr_scheduler as lr
+
+import tessera
+from tessera._schedulers import from_torch
+
+BATCHES_PER_EPOCH = 4
+EPOCHS = 6
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Linear(8, 16)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def loader():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16 * BATCHES_PER_EPOCH, 8, generator=g)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
+
+
+def sgd(model, momentum=0.0):
+    """Two groups of different lrs: a schedule must scale both."""
+    return torch.optim.SGD([{"params": model.body.parameters()}, {"params": model.head.parameters(), "lr": 0.3}],
+                           lr=0.1, momentum=momentum)
+
+
+class LrRecorder(tessera.Callback):
+    name = "lr_recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.lrs = []
+
+    def batch_start(self, state, logger):
+        self.lrs.append([g["lr"] for g in state.optimizer.param_groups])
+
+
+# name -> (optimizer, steps in the run) -> the scheduler(s)
+CASES = {
+    "step": lambda o, n: lr.StepLR(o, step_size=3, gamma=0.5),
+    "multistep_repeated": lambda o, n: lr.MultiStepLR(o, milestones=[2, 5, 5], gamma=0.5),
+    "exponential": lambda o, n: lr.ExponentialLR(o, gamma=0.9),
+    "constant": lambda o, n: lr.ConstantLR(o, factor=0.25, total_iters=3),
+    "linear": lambda o, n: lr.LinearLR(o, start_factor=0.1, end_factor=0.8, total_iters=5),
+    "polynomial": lambda o, n: lr.PolynomialLR(o, total_iters=5, power=2.0),
+    "cosine": lambda o, n: lr.CosineAnnealingLR(o, T_max=n),
+    "warm_restarts": lambda o, n: lr.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=2),
+    "onecycle": lambda o, n: lr.OneCycleLR(o, max_lr=[0.5, 1.5], total_steps=n, pct_start=0.4, cycle_momentum=False),
+    "warmup_then_cosine": lambda o, n: lr.SequentialLR(
+        o, [lr.LinearLR(o, start_factor=0.1, total_iters=2), lr.CosineAnnealingLR(o, T_max=n - 2)], milestones=[2]),
+    "chained": lambda o, n: lr.ChainedScheduler([lr.ExponentialLR(o, gamma=0.9), lr.StepLR(o, step_size=2,
+                                                                                             gamma=0.5)]),
+    "list": lambda o, n: [lr.ExponentialLR(o, gamma=0.95), lr.MultiStepLR(o, milestones=[1, 3], gamma=0.5)],
+}
+
+
+def torch_lrs(model, case, steps, every_batch):
+    """The lrs torch's scheduler gives each batch: stepped after every batch, or after every epoch."""
+    optimizer = sgd(model)
+    made = CASES[case](optimizer, steps)
+    schedulers = made if isinstance(made, list) else [made]
+    out = []
+    for batch in range(BATCHES_PER_EPOCH * EPOCHS):
+        out.append([g["lr"] for g in optimizer.param_groups])
+        if every_batch or (batch + 1) % BATCHES_PER_EPOCH == 0:
+            optimizer.step()  # (no gradients: nothing moves; torch warns when a scheduler steps first)
+            for s in schedulers:
+                s.step()
+    return out
+
+
+@pytest.mark.parametrize("every_batch", [True, False], ids=["every_batch", "every_epoch"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_torch_scheduler_sets_the_lrs_it_sets_in_torch(case, every_batch, tmp_path):
+    steps = BATCHES_PER_EPOCH * EPOCHS if every_batch else EPOCHS
+    expected = torch_lrs(Net(), case, steps, every_batch)
+    model = Net()
+    optimizer = sgd(model)
+    recorder = LrRecorder()
+    trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                              schedulers=CASES[case](optimizer, steps), callbacks=[recorder],
+                              step_schedulers_every_batch=every_batch, max_duration=f"{EPOCHS}ep", threads=1,
+                              run_dir=str(tmp_path))
+    trainer.fit()
+    assert trainer.options["step_schedulers_every_batch"] == every_batch
+    assert len(recorder.lrs) == len(expected)
+    for batch, (got, want) in enumerate(zip(recorder.lrs, expected)):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (case, batch, got, want)
+    assert len({tuple(x) for x in expected}) > 1  # the schedule moved
+
+
+def test_torch_schedulers_step_once_per_epoch_unless_told_as_composer_steps_them(tmp_path):
+    model = Net()
+    optimizer = sgd(model)
+    recorder = LrRecorder()
+    trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                              schedulers=lr.StepLR(optimizer, step_size=1, gamma=0.5), callbacks=[recorder],
+                              max_duration="2ep", threads=1, run_dir=str(tmp_path))
+    assert trainer.options["step_schedulers_every_batch"] is False
+    assert trainer.recipe.to_dict()["schedulers"] == [{"step": {"step_size": "1ep", "gamma": 0.5}}]
+    trainer.fit()
+    assert [g[0] for g in recorder.lrs] == pytest.approx([0.1] * 4 + [0.05] * 4)
+
+
+def test_a_torch_scheduler_trains_as_in_a_plain_loop(tmp_path):
+    plain = Net()
+    optimizer = sgd(plain, momentum=0.9)
+    scheduler = lr.OneCycleLR(optimizer, max_lr=0.5, total_steps=8, cycle_momentum=False)
+    for x, y in list(loader()) * 2:
+        optimizer.zero_grad()
+        F.cross_entropy(plain(x), y).backward()
+        optimizer.step()
+        scheduler.step()
+    model = Net()
+    optimizer = sgd(model, momentum=0.9)
+    tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                    schedulers=[lr.OneCycleLR(optimizer, max_lr=0.5, total_steps=8, cycle_momentum=False)],
+                    step_schedulers_every_batch=True, max_duration="2ep", threads=1, run_dir=str(tmp_path)).fit()
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (name, (a - b).abs().max().item())
+    assert not torch.equal(model.head.weight, Net().head.weight)
+
+
+def test_tessera_schedules_and_torch_schedulers_multiply(tmp_path):
+    model = Net()
+    optimizer = sgd(model)
+    recorder = LrRecorder()
+    tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                    schedulers=[{"constant": {"alpha": 0.5}}, lr.ExponentialLR(optimizer, gamma=0.5)],
+                    callbacks=[recorder], step_schedulers_every_batch=True, max_duration="3ba", threads=1,
+                    run_dir=str(tmp_path)).fit()
+    assert [g[1] for g in recorder.lrs] == pytest.approx([0.15, 0.075, 0.0375])
+
+
+def refusal(tmp_path, make, optimizer_entry=None, **kw):
+    model = Net()
+    optimizer = sgd(model)
+    with pytest.raises(tessera.InputError) as e:
+        tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer_entry or optimizer,
+                        schedulers=make(optimizer), max_duration="1ep", run_dir=str(tmp_path), **kw)
+    return str(e.value)
+
+
+def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
+    assert "follows a metric" in refusal(tmp_path, lambda o: lr.ReduceLROnPlateau(o))
+    assert "is a Python function" in refusal(tmp_path, lambda o: lr.LambdaLR(o, lambda k: 0.9 ** k))
+    assert "no cyclic schedule" in refusal(tmp_path, lambda o: lr.CyclicLR(o, 0.01, 0.1, cycle_momentum=False))
+    assert "give cycle_momentum=False" in refusal(tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10))
+    assert "give three_phase=False" in refusal(
+        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10, three_phase=True, cycle_momentum=False))
+    assert "give anneal_strategy='cos'" in refusal(
+        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10, anneal_strategy="linear",
+                                          cycle_momentum=False))
+    # eta_min is an absolute lr: a different fraction of each group's.
+    assert "ends at eta_min=0.01 in groups of different lrs" in refusal(
+        tmp_path, lambda o: lr.CosineAnnealingLR(o, T_max=4, eta_min=0.01))
+    assert "cannot be chained" in refusal(
+        tmp_path, lambda o: [lr.ExponentialLR(o, gamma=0.9), lr.CosineAnnealingWarmRestarts(o, T_0=2)])
+
+    def stepped(o):
+        s = lr.StepLR(o, step_size=2)
+        o.step()
+        s.step()
+        return s
+    assert "has already been stepped (1 times)" in refusal(tmp_path, stepped)
+    assert "drives another optimizer" in refusal(tmp_path, lambda o: lr.StepLR(sgd(Net()), step_size=2))
+    assert "give that optimizer as optimizer=" in refusal(tmp_path, lambda o: lr.StepLR(o, step_size=2),
+                                                          optimizer_entry={"sgd": {"lr": 0.1}})
+    # Where torch would leave the closed form within this run (1 epoch of 4 batches, stepped every batch).
+    assert "has T_max=2 but sets the lr for 4 steps here: past T_max torch's cosine rises again" in refusal(
+        tmp_path, lambda o: lr.CosineAnnealingLR(o, T_max=2), step_schedulers_every_batch=True)
+    assert "has total_steps=3 but is stepped 4 times here" in refusal(
+        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=3, pct_start=0.7, cycle_momentum=False),
+        step_schedulers_every_batch=True)
+    assert "T_max=1 but sets the lr for 3 steps" in refusal(
+        tmp_path, lambda o: lr.SequentialLR(o, [lr.ConstantLR(o, total_iters=1), lr.CosineAnnealingLR(o, T_max=1)],
+                                            milestones=[1]), step_schedulers_every_batch=True)
+    assert "rises over 0.9 of its 3 steps (pct_start x total_steps); expected more than one step up" in refusal(
+        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=3, cycle_momentum=False))
+    # A Tessera schedule's own check, at its place in the recipe: T_max=0 is no horizon.
+    assert "T_max=0; expected a whole number of steps > 0" in refusal(tmp_path,
+                                                                        lambda o: lr.CosineAnnealingLR(o, T_max=0))
+
+
+def test_with_one_lr_eta_min_is_a_fraction_of_it_and_muons_pair_shares_one_schedule():
+    model = Net()
+    one = torch.optim.SGD(model.parameters(), lr=0.2)
+    assert from_torch([lr.CosineAnnealingLR(one, T_max=10, eta_min=0.02)], [one], every_batch=True) == [
+        {"cosine": {"t_max": "10ba", "alpha_f": pytest.approx(0.1)}}]
+    a, b = torch.optim.SGD(model.body.parameters(), lr=0.1), torch.optim.SGD(model.head.parameters(), lr=0.2)
+    same = from_torch([lr.StepLR(a, step_size=2), lr.StepLR(b, step_size=2)], [a, b], every_batch=False)
+    assert same == [{"step": {"step_size": "2ep", "gamma": 0.1}}]
+    with pytest.raises(tessera.InputError, match="given different schedules"):
+        from_torch([lr.StepLR(a, step_size=2), lr.StepLR(b, step_size=3)], [a, b], every_batch=False)
+    # A SequentialLR's parts are entries of its own; a ConstantLR is a sequential of two constants.
+    c = torch.optim.SGD(model.parameters(), lr=0.1)
+    seq = lr.SequentialLR(c, [lr.ConstantLR(c, factor=0.5, total_iters=2), lr.ExponentialLR(c, gamma=0.9)],
+                          milestones=[3])
+    assert from_torch([seq], [c], every_batch=True) == [{"sequential": {
+        "schedulers": [{"sequential": {"schedulers": [{"constant": {"alpha": 0.5}}, {"constant": {}}],
+                                       "milestones": ["2ba"]}},
+                       {"exponential": {"gamma": 0.9, "decay_period": "1ba"}}],
+        "milestones": ["3ba"]}}]
