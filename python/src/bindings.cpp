@@ -320,7 +320,8 @@ auto call_with_signals(PythonSignalsCallback& callback, const Trainer& trainer, 
 // user's own model and data (user_parts.h).
 
 /// The parts tessera.Trainer passes as objects: {"module", "loss_fn", "loss_terms", "model_call", "output_key",
-/// "train_dataloader", "eval_dataloaders": [(label, iterable)], "input_key", "target_key", "dataloader_resume"}.
+/// "train_dataloader", "eval_dataloaders": [(label, iterable[, [(metric name, None or object)]])], "input_key",
+/// "target_key", "dataloader_resume"}.
 /// `user[key]`, or `fallback` when absent.
 std::string user_text(const py::dict& user, const char* key, const char* fallback) {
   return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
@@ -345,7 +346,23 @@ GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>
       ev.label = t[0].cast<std::string>();
       ev.dataloader = make_user_source(py::reinterpret_borrow<py::object>(t[1]), "eval_dataloader[\"" + ev.label + "\"]",
                                        input_key, target_key, resume, context);
-      ev.metrics.push_back(std::make_shared<Accuracy>(1));
+      if (t.size() > 2) {  // eval_metrics (tessera/_metrics.py): (name, None) for Tessera's, (name, object) for one's own
+        for (const auto& m : t[2].cast<py::list>()) {
+          const py::tuple entry = m.cast<py::tuple>();
+          const std::string name = entry[0].cast<std::string>();
+          if (entry[1].is_none()) {
+            try {
+              ev.metrics.push_back(make_metric(name));
+            } catch (const InputError& e) {
+              throw InputError(std::string("eval_metrics: ") + e.what());
+            }
+          } else {
+            ev.metrics.push_back(make_user_metric(name, py::reinterpret_borrow<py::object>(entry[1])));
+          }
+        }
+      } else {
+        ev.metrics.push_back(std::make_shared<Accuracy>(1));
+      }
       given.evaluators.push_back(std::move(ev));
     }
   }

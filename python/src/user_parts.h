@@ -13,6 +13,7 @@
 
 #include <tessera/batch.h>
 #include <tessera/data/batch_source.h>
+#include <tessera/metrics.h>
 #include <tessera/models/model.h>
 
 namespace tessera::python {
@@ -88,6 +89,10 @@ std::shared_ptr<Model> make_user_model(const UserModelOptions& options, std::sha
 std::shared_ptr<data::BatchSource> make_user_source(py::object iterable, const std::string& what,
                                                     const std::string& input_key, const std::string& target_key,
                                                     const std::string& resume, std::shared_ptr<BatchContext> context);
+
+/// A Python evaluation metric (update(outputs, target), compute(), reset(); optional counts()/set_counts() for exact
+/// values over several ranks) as a tessera::Metric named `name` (py_metric.cpp).
+std::shared_ptr<Metric> make_user_metric(std::string name, py::object metric);
 
 /// Binds the helpers the Python side of the adapters uses (tessera._C._shuffled_order, _blur2d, ...).
 void bind_user_parts(py::module_& m);

@@ -9,6 +9,7 @@ from . import _C
 from ._optimizers import from_torch
 from ._schedulers import check_horizons, is_torch_scheduler
 from ._schedulers import from_torch as schedules_from_torch
+from ._metrics import per_evaluator
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
 
@@ -40,6 +41,7 @@ def _user_parts(
     model: Any,
     train_dataloader: Any,
     eval_dataloader: Any,
+    eval_metrics: Any,
     loss_fn: Optional[Callable[..., Any]],
     loss_terms: Optional[Callable[..., Any]],
     model_call: str,
@@ -59,6 +61,14 @@ def _user_parts(
             user["eval_dataloaders"] = [(str(label), loader) for label, loader in eval_dataloader.items()]
         else:
             user["eval_dataloaders"] = [("eval", eval_dataloader)]
+        if eval_metrics is not None:
+            metrics = per_evaluator(eval_metrics, len(user["eval_dataloaders"]))
+            user["eval_dataloaders"] = [(label, loader, m) for (label, loader), m in
+                                        zip(user["eval_dataloaders"], metrics)]
+    elif eval_metrics is not None:
+        raise _C.InputError("eval_metrics: applies to the evaluators made from eval_dataloader; with eval_data (or a "
+                            "recipe) give the metrics there by name, e.g. {..., 'metrics': ['accuracy', "
+                            "'cross_entropy']}")
     if loss_fn is not None:
         if "module" not in user:
             raise _C.InputError("loss_fn: applies to a model given as a torch.nn.Module; recipe models have their own loss")
@@ -101,6 +111,9 @@ class Trainer(_C._Trainer):
     Batches may be tensors, tuples (input, target, ...) or dicts
     (`input_key`/`target_key` name the input and the labels; dicts go to the model as keyword arguments unless
     `model_call` says "input" or "batch"). `output_key` names the outputs in a dict output ("logits").
+    `eval_metrics` chooses what the evaluators of `eval_dataloader` compute (default: accuracy): Tessera's metrics by
+    name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity") and Python objects with update(outputs,
+    target), compute() and reset() (a torchmetrics Metric, or a class of your own), in a list or a dict by name.
     `dataloader_resume`: what resuming inside an epoch does with a loader that has no ResumableSampler:
     "refuse" (default) or "skip" (read and drop the batches before it). See docs/python.md.
 
@@ -154,6 +167,7 @@ class Trainer(_C._Trainer):
         model: Any = None,
         train_dataloader: Any = None,
         eval_dataloader: Any = None,
+        eval_metrics: Any = None,
         loss_fn: Optional[Callable[..., Any]] = None,
         loss_terms: Optional[Callable[..., Any]] = None,
         model_call: str = "auto",
@@ -204,8 +218,8 @@ class Trainer(_C._Trainer):
             schedulers = rest[:first] + entries + rest[first:]
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
-        user = _user_parts(model, train_dataloader, eval_dataloader, loss_fn, loss_terms, model_call, output_key,
-                           input_key, target_key, dataloader_resume)
+        user = _user_parts(model, train_dataloader, eval_dataloader, eval_metrics, loss_fn, loss_terms, model_call,
+                           output_key, input_key, target_key, dataloader_resume)
         if "module" in user:
             model = None
         sections = {

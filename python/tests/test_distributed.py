@@ -39,6 +39,50 @@ WORKER = textwrap.dedent(
     """
 )
 
+# A user's model and loaders with a Python eval metric; TESSERA_TEST_METRIC_COUNTS=1 gives it counts()/set_counts().
+METRIC_WORKER = textwrap.dedent(
+    r"""
+    import json, os, sys
+    import torch
+    import tessera
+    _, _, out = sys.argv[1:4]
+
+    class ErrorRate:
+        name = "error_rate"
+        def reset(self):
+            self.wrong, self.seen = 0.0, 0.0
+        def update(self, outputs, target):
+            self.wrong += float((outputs.argmax(1) != target).sum())
+            self.seen += float(target.numel())
+        def compute(self):
+            return self.wrong / max(self.seen, 1.0)
+
+    if os.environ.get("TESSERA_TEST_METRIC_COUNTS"):
+        ErrorRate.counts = lambda self: [self.wrong, self.seen]
+        def set_counts(self, sums):
+            self.wrong, self.seen = sums
+        ErrorRate.set_counts = set_counts
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 6, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    data = torch.utils.data.TensorDataset(x, y)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 2)
+    trainer = tessera.Trainer(
+        model=model, optimizer={"sgd": {"lr": 0.5}}, max_duration="2ep", threads=1, run_dir=out + ".run",
+        train_dataloader=torch.utils.data.DataLoader(data, batch_size=8, sampler=tessera.data.ResumableSampler(data)),
+        eval_dataloader=torch.utils.data.DataLoader(data, batch_size=10), eval_metrics=[ErrorRate()])
+    trainer.fit()
+    got = trainer.evaluate()["metrics/eval/error_rate"]
+    with torch.no_grad():
+        want = float((model(x).argmax(1) != y).double().mean())
+    with open(out + "." + os.environ["RANK"], "w") as f:
+        json.dump({"rank": trainer.state.rank, "error_rate": got, "expected": want,
+                   "fingerprint": trainer.weights_fingerprint()}, f)
+    trainer.close()
+    """
+)
+
 TORCHRUN_WORKS = int(torch.__version__.split(".")[0]) >= 2
 
 
@@ -48,11 +92,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path, recipe, overrides, nproc, extra_env=None, fails=False):
-    """Runs WORKER on nproc ranks with the recipe and overrides; returns (per-rank results, the launcher's output),
-    or with `fails` the output of a launch that must fail."""
+def _launch(tmp_path, recipe, overrides, nproc, extra_env=None, fails=False, script=WORKER):
+    """Runs `script` (WORKER) on nproc ranks with the recipe and overrides; returns (per-rank results, the launcher's
+    output), or with `fails` the output of a launch that must fail."""
     worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
+    worker.write_text(script)
     out = tmp_path / "result"
     args = [str(worker), str(recipe), json.dumps(overrides), str(out)]
     port = str(_free_port())
@@ -144,3 +188,15 @@ def test_sync_batch_norm_with_a_python_module_is_refused_before_training(tmp_pat
     assert "distributed.sync_batch_norm: module '1' (" in log, log
     assert "a Python or TorchScript model's layers are out of reach of Tessera's process group" in log, log
     assert not (run_dir / "metrics.jsonl").exists() or (run_dir / "metrics.jsonl").read_text() == ""
+
+
+def test_a_python_eval_metric_is_exact_over_two_ranks_with_its_counts_and_refused_without(tmp_path):
+    # Each rank evaluates its share of the eval loader; the metric's counts are added up over the ranks, so both
+    # get the error rate of the whole eval set under the final weights.
+    results, log = _launch(tmp_path, "-", {}, 2, extra_env={"TESSERA_TEST_METRIC_COUNTS": "1"}, script=METRIC_WORKER)
+    assert results[0]["fingerprint"] == results[1]["fingerprint"], log
+    for r in results:
+        assert r["error_rate"] == pytest.approx(r["expected"], abs=1e-12), (r, log)
+    assert 0 < results[0]["error_rate"] < 0.5, results  # it learnt something, and not everything
+    log = _launch(tmp_path, "-", {}, 2, script=METRIC_WORKER, fails=True)
+    assert "error_rate" in log and "rank" in log, log

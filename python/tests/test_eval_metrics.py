@@ -1,0 +1,148 @@
+"""eval_metrics: what the evaluators of a user's eval_dataloader compute — Tessera's metrics by name, and Python
+metric objects (a class of one's own, or one shaped like torchmetrics') run inside the C++ evaluation loop."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    return torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+
+
+def loader(n, seed, batch_size=8):
+    return torch.utils.data.DataLoader(data(n, seed), batch_size=batch_size)
+
+
+class ErrorRate:
+    """A metric of one's own: the fraction of wrong predictions, with the sums behind it for several ranks."""
+    name = "error_rate"
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.wrong, self.seen = 0.0, 0.0
+
+    def update(self, outputs, target):
+        self.wrong += float((outputs.argmax(1) != target).sum())
+        self.seen += float(target.numel())
+
+    def compute(self):
+        return self.wrong / max(self.seen, 1.0)
+
+    def counts(self):
+        return [self.wrong, self.seen]
+
+    def set_counts(self, counts):
+        self.wrong, self.seen = counts
+
+
+class MeanTargetLogit:
+    """Shaped like a torchmetrics Metric: tensor state, compute() returns a 0-d tensor, no name."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.total, self.count = torch.tensor(0.0), torch.tensor(0)
+
+    def update(self, preds, target):
+        self.total = self.total + preds.gather(1, target[:, None]).sum()
+        self.count = self.count + target.numel()
+
+    def compute(self):
+        return self.total / self.count
+
+
+def trainer_for(tmp_path, eval_dataloader, eval_metrics, **kw):
+    model = Net()
+    return model, tessera.Trainer(model=model, train_dataloader=loader(32, 1), eval_dataloader=eval_dataloader,
+                                  eval_metrics=eval_metrics, optimizer={"sgd": {"lr": 0.1}}, max_duration="2ep",
+                                  threads=1, run_dir=str(tmp_path), **kw)
+
+
+def expected(model, dataset):
+    x, y = dataset.tensors
+    with torch.no_grad():
+        logits = model(x)
+    return {"accuracy": (logits.argmax(1) == y).double().mean().item(),
+            "cross_entropy": F.cross_entropy(logits.double(), y).item(),
+            "error_rate": (logits.argmax(1) != y).double().mean().item(),
+            "MeanTargetLogit": logits.gather(1, y[:, None]).double().mean().item()}
+
+
+def test_named_and_python_metrics_match_their_values_over_the_eval_set(tmp_path):
+    model, trainer = trainer_for(tmp_path, loader(20, 7, batch_size=6),  # 6 + 6 + 6 + 2: a short last batch
+                                 ["accuracy", "cross_entropy", ErrorRate(), MeanTargetLogit()])
+    trainer.fit()
+    got = trainer.evaluate()
+    want = expected(model, data(20, 7))
+    assert set(got) >= {f"metrics/eval/{n}" for n in want}
+    for name, value in want.items():
+        assert got[f"metrics/eval/{name}"] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    assert got["metrics/eval/accuracy"] + got["metrics/eval/error_rate"] == pytest.approx(1.0)
+    # during fit too, at the evaluators' interval: the values logged at the end are the final model's
+    assert trainer.state.metrics["metrics/eval/error_rate"] == pytest.approx(want["error_rate"])
+
+
+def test_each_eval_loader_has_its_own_metric_objects(tmp_path):
+    rate = ErrorRate()
+    model, trainer = trainer_for(tmp_path, {"a": loader(16, 3), "b": loader(24, 4)}, {"err": rate})
+    got = trainer.evaluate()
+    for label, seed, n in (("a", 3, 16), ("b", 4, 24)):
+        assert got[f"metrics/{label}/err"] == pytest.approx(expected(model, data(n, seed))["error_rate"])
+    assert rate.seen == 16  # the object given is the first evaluator's; the second has a copy
+    assert "metrics/a/accuracy" not in got
+
+
+def test_without_eval_metrics_a_user_eval_loader_computes_accuracy(tmp_path):
+    _, trainer = trainer_for(tmp_path, loader(16, 3), None)
+    assert set(trainer.evaluate()) == {"metrics/eval/accuracy"}
+
+
+def test_bad_metrics_are_refused_with_the_reason(tmp_path):
+    def message(eval_metrics, eval_dataloader=loader(8, 2), **kw):
+        with pytest.raises(tessera.InputError) as e:
+            trainer_for(tmp_path, eval_dataloader, eval_metrics, **kw)
+        return str(e.value)
+
+    assert "eval_metrics: unknown metric" in message(["acuracy"])
+    assert "eval_metrics[1]: a Linear has no update(), compute(), reset()" in message(["accuracy", torch.nn.Linear(1, 1)])
+    assert "two metrics are named 'error_rate'" in message([ErrorRate(), ErrorRate()])
+    assert "expected a list of metrics" in message("accuracy")
+    assert "applies to the evaluators made from eval_dataloader" in message(["accuracy"], eval_dataloader=None)
+
+    class OnlyCounts(ErrorRate):
+        set_counts = None
+    assert "has only one of counts() and set_counts()" in message([OnlyCounts()])
+
+
+def test_a_metrics_own_errors_reach_the_caller_with_its_type(tmp_path):
+    class Broken(ErrorRate):
+        def update(self, outputs, target):
+            raise ValueError("bad update")
+
+    class NotANumber(ErrorRate):
+        def compute(self):
+            return [1, 2]
+
+    _, trainer = trainer_for(tmp_path, loader(8, 2), [Broken()])
+    with pytest.raises(ValueError, match="bad update"):
+        trainer.evaluate()
+    _, trainer = trainer_for(tmp_path, loader(8, 2), [NotANumber()])
+    with pytest.raises(tessera.InputError, match=r"metric \"error_rate\"'s compute\(\) returned .*expected a number"):
+        trainer.evaluate()
