@@ -39,29 +39,18 @@ WORKER = textwrap.dedent(
     """
 )
 
-# A user's model and loaders with a Python eval metric; TESSERA_TEST_METRIC_COUNTS=1 gives it counts()/set_counts().
+# A user's model and loaders with a Python eval metric of test_eval_metrics.py: ErrorRate (with counts()/set_counts()),
+# or with TESSERA_TEST_METRIC=PlainErrorRate one without them.
 METRIC_WORKER = textwrap.dedent(
     r"""
     import json, os, sys
     import torch
     import tessera
     _, _, out = sys.argv[1:4]
+    sys.path.insert(0, os.environ["TESSERA_TEST_DIR"])
+    import test_eval_metrics
 
-    class ErrorRate:
-        name = "error_rate"
-        def reset(self):
-            self.wrong, self.seen = 0.0, 0.0
-        def update(self, outputs, target):
-            self.wrong += float((outputs.argmax(1) != target).sum())
-            self.seen += float(target.numel())
-        def compute(self):
-            return self.wrong / max(self.seen, 1.0)
-
-    if os.environ.get("TESSERA_TEST_METRIC_COUNTS"):
-        ErrorRate.counts = lambda self: [self.wrong, self.seen]
-        def set_counts(self, sums):
-            self.wrong, self.seen = sums
-        ErrorRate.set_counts = set_counts
+    metric = getattr(test_eval_metrics, os.environ.get("TESSERA_TEST_METRIC", "ErrorRate"))()
     g = torch.Generator().manual_seed(5)
     x = torch.randn(40, 6, generator=g)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
@@ -71,7 +60,7 @@ METRIC_WORKER = textwrap.dedent(
     trainer = tessera.Trainer(
         model=model, optimizer={"sgd": {"lr": 0.5}}, max_duration="2ep", threads=1, run_dir=out + ".run",
         train_dataloader=torch.utils.data.DataLoader(data, batch_size=8, sampler=tessera.data.ResumableSampler(data)),
-        eval_dataloader=torch.utils.data.DataLoader(data, batch_size=10), eval_metrics=[ErrorRate()])
+        eval_dataloader=torch.utils.data.DataLoader(data, batch_size=10), eval_metrics=[metric])
     trainer.fit()
     got = trainer.evaluate()["metrics/eval/error_rate"]
     with torch.no_grad():
@@ -193,10 +182,12 @@ def test_sync_batch_norm_with_a_python_module_is_refused_before_training(tmp_pat
 def test_a_python_eval_metric_is_exact_over_two_ranks_with_its_counts_and_refused_without(tmp_path):
     # Each rank evaluates its share of the eval loader; the metric's counts are added up over the ranks, so both
     # get the error rate of the whole eval set under the final weights.
-    results, log = _launch(tmp_path, "-", {}, 2, extra_env={"TESSERA_TEST_METRIC_COUNTS": "1"}, script=METRIC_WORKER)
+    here = {"TESSERA_TEST_DIR": os.path.dirname(os.path.abspath(__file__))}
+    results, log = _launch(tmp_path, "-", {}, 2, extra_env=here, script=METRIC_WORKER)
     assert results[0]["fingerprint"] == results[1]["fingerprint"], log
     for r in results:
         assert r["error_rate"] == pytest.approx(r["expected"], abs=1e-12), (r, log)
     assert 0 < results[0]["error_rate"] < 0.5, results  # it learnt something, and not everything
-    log = _launch(tmp_path, "-", {}, 2, script=METRIC_WORKER, fails=True)
-    assert "error_rate" in log and "rank" in log, log
+    log = _launch(tmp_path, "-", {}, 2, extra_env=dict(here, TESSERA_TEST_METRIC="PlainErrorRate"),
+                  script=METRIC_WORKER, fails=True)
+    assert 'metric "error_rate" cannot be added up over 2 ranks' in log, log

@@ -59,7 +59,8 @@ void DataParallel::setup(Components& c, std::vector<Evaluator>& evaluators) {
       if (m->counts().empty()) {
         throw InputError(where + " metric \"" + m->name() + "\" cannot be added up over " +
                          std::to_string(world_size()) +
-                         " ranks (it does not implement Metric::counts); use it in a one-process run");
+                         " ranks (it does not implement Metric::counts; a Python metric: counts() and set_counts()); use "
+                         "it in a one-process run");
       }
     }
   };
