@@ -797,8 +797,12 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
                                      "no data.train: key");
     }
     c.train_dataloader = given.train_data;
-    c.train_metrics = build_metrics(ConfigNode(), ctx, /*allow_empty=*/true);
+    c.train_metrics = given.train_metrics ? *given.train_metrics : build_metrics(ConfigNode(), ctx, /*allow_empty=*/true);
   } else {
+    if (given.train_metrics) {
+      throw InputError("train_metrics: given for training data given as an object; the recipe's data.train takes its "
+                       "metrics as metrics: [accuracy, ...]");
+    }
     require(s.data, data_section.train, "train",
             "train: {dataset: {synthetic: {}}, loader: {batch_size: 128}}");
     if (!data_section.train.is_map()) {

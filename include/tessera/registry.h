@@ -16,6 +16,7 @@
 #include <tessera/trainer.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,8 @@ struct GivenParts {
   std::string model_name = "user";
   /// Replaces the recipe's `data.train`, which must then be absent.
   std::shared_ptr<data::BatchSource> train_data;
+  /// The training metrics of `train_data` (default: accuracy); only with `train_data`.
+  std::optional<std::vector<std::shared_ptr<Metric>>> train_metrics;
   /// Evaluators added after those of the recipe's `data.eval` (labels must stay distinct); they run every
   /// `eval_interval` of the recipe.
   std::vector<Evaluator> evaluators;

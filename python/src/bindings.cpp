@@ -320,11 +320,31 @@ auto call_with_signals(PythonSignalsCallback& callback, const Trainer& trainer, 
 // user's own model and data (user_parts.h).
 
 /// The parts tessera.Trainer passes as objects: {"module", "loss_fn", "loss_terms", "model_call", "output_key",
-/// "train_dataloader", "eval_dataloaders": [(label, iterable[, [(metric name, None or object)]])], "input_key",
-/// "target_key", "dataloader_resume"}.
+/// "train_dataloader", "train_metrics": [(metric name, None or object)], "eval_dataloaders": [(label, iterable[,
+/// metrics as train_metrics])], "input_key", "target_key", "dataloader_resume"}.
 /// `user[key]`, or `fallback` when absent.
 std::string user_text(const py::dict& user, const char* key, const char* fallback) {
   return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
+}
+
+/// The metrics of a `train_metrics` or `eval_metrics` keyword (tessera/_metrics.py): (name, None) for Tessera's own,
+/// (name, object) for a Python metric.
+std::vector<std::shared_ptr<Metric>> metrics_from(py::handle entries, const std::string& keyword) {
+  std::vector<std::shared_ptr<Metric>> out;
+  for (const auto& m : entries.cast<py::list>()) {
+    const py::tuple entry = m.cast<py::tuple>();
+    const std::string name = entry[0].cast<std::string>();
+    if (!entry[1].is_none()) {
+      out.push_back(make_user_metric(name, py::reinterpret_borrow<py::object>(entry[1])));
+      continue;
+    }
+    try {
+      out.push_back(make_metric(name));
+    } catch (const InputError& e) {
+      throw InputError(keyword + ": " + e.what());
+    }
+  }
+  return out;
 }
 
 /// `context` is shared by the user's data and model: the model sees each batch in the form its source gave.
@@ -339,6 +359,7 @@ GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>
   if (user.contains("train_dataloader")) {
     given.train_data = make_user_source(user["train_dataloader"], "train_dataloader", input_key, target_key, resume, context);
   }
+  if (user.contains("train_metrics")) given.train_metrics = metrics_from(user["train_metrics"], "train_metrics");
   if (user.contains("eval_dataloaders")) {
     for (const auto& item : user["eval_dataloaders"].cast<py::list>()) {
       const py::tuple t = item.cast<py::tuple>();
@@ -346,20 +367,8 @@ GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>
       ev.label = t[0].cast<std::string>();
       ev.dataloader = make_user_source(py::reinterpret_borrow<py::object>(t[1]), "eval_dataloader[\"" + ev.label + "\"]",
                                        input_key, target_key, resume, context);
-      if (t.size() > 2) {  // eval_metrics (tessera/_metrics.py): (name, None) for Tessera's, (name, object) for one's own
-        for (const auto& m : t[2].cast<py::list>()) {
-          const py::tuple entry = m.cast<py::tuple>();
-          const std::string name = entry[0].cast<std::string>();
-          if (entry[1].is_none()) {
-            try {
-              ev.metrics.push_back(make_metric(name));
-            } catch (const InputError& e) {
-              throw InputError(std::string("eval_metrics: ") + e.what());
-            }
-          } else {
-            ev.metrics.push_back(make_user_metric(name, py::reinterpret_borrow<py::object>(entry[1])));
-          }
-        }
+      if (t.size() > 2) {
+        ev.metrics = metrics_from(t[2], "eval_metrics");
       } else {
         ev.metrics.push_back(std::make_shared<Accuracy>(1));
       }

@@ -1,4 +1,5 @@
-"""The Trainer's `eval_metrics`: the metrics of the evaluators made from `eval_dataloader`. Each is a Tessera metric
+"""The Trainer's `eval_metrics` and `train_metrics`: the metrics of the evaluators made from `eval_dataloader`, and of the
+training on `train_dataloader`. Each is a Tessera metric
 by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity") or a Python object with update(outputs,
 target), compute() and reset(), as a torchmetrics Metric has; a class of one's own may add counts() and
 set_counts(counts), the sums behind its value, so that data-parallel runs add them up over the ranks exactly."""
@@ -15,8 +16,8 @@ MetricEntry = Tuple[str, Optional[Any]]
 def _entry(where: str, key: Optional[str], metric: Any) -> MetricEntry:
     if isinstance(metric, str):
         if key is not None and key != metric:
-            raise _C.InputError(f"eval_metrics[{key!r}]: a Tessera metric is named by itself; give {metric!r} in a "
-                                "list, or an object under a name of your choosing")
+            raise _C.InputError(f"{where}: a Tessera metric is named by itself; give {metric!r} in a list, or an object "
+                                "under a name of your choosing")
         return metric, None
     missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
     if missing:
@@ -32,21 +33,28 @@ def _entry(where: str, key: Optional[str], metric: Any) -> MetricEntry:
     return name, metric
 
 
-def per_evaluator(eval_metrics: Any, evaluators: int) -> List[List[MetricEntry]]:
-    """One list of (name, None for Tessera's or the object) per evaluator; evaluators after the first get deep copies
-    of the objects, so that each accumulates its own data."""
-    if isinstance(eval_metrics, (str, bytes)) or not isinstance(eval_metrics, (list, tuple, Mapping)):
-        raise _C.InputError(f"eval_metrics: expected a list of metrics (names or objects) or a dict of them by name, "
-                            f"got a {type(eval_metrics).__name__}")
-    if isinstance(eval_metrics, Mapping):
-        entries = [_entry(f"eval_metrics[{k!r}]", str(k), m) for k, m in eval_metrics.items()]
+def entries(metrics: Any, keyword: str) -> List[MetricEntry]:
+    """(name, None for Tessera's or the object) for each metric of the `keyword` argument (a list, or a dict by
+    name); InputError, saying why, for what is not a metric, or two of one name."""
+    if isinstance(metrics, (str, bytes)) or not isinstance(metrics, (list, tuple, Mapping)):
+        raise _C.InputError(f"{keyword}: expected a list of metrics (names or objects) or a dict of them by name, got "
+                            f"a {type(metrics).__name__}")
+    if isinstance(metrics, Mapping):
+        out = [_entry(f"{keyword}[{k!r}]", str(k), m) for k, m in metrics.items()]
     else:
-        entries = [_entry(f"eval_metrics[{i}]", None, m) for i, m in enumerate(eval_metrics)]
-    names = [n for n, _ in entries]
+        out = [_entry(f"{keyword}[{i}]", None, m) for i, m in enumerate(metrics)]
+    names = [n for n, _ in out]
     for n in names:
         if names.count(n) > 1:
-            raise _C.InputError(f"eval_metrics: two metrics are named {n!r} (metrics/<label>/{n}); give them as a dict "
-                                "to name each, or a `name` attribute")
-    if not entries:
-        raise _C.InputError("eval_metrics: empty; give at least one metric, or leave it out for accuracy")
-    return [entries if i == 0 else [(n, copy.deepcopy(m)) for n, m in entries] for i in range(evaluators)]
+            raise _C.InputError(f"{keyword}: two metrics are named {n!r}; give them as a dict to name each, or a "
+                                "`name` attribute")
+    if not out:
+        raise _C.InputError(f"{keyword}: empty; give at least one metric, or leave it out for accuracy")
+    return out
+
+
+def per_evaluator(eval_metrics: Any, evaluators: int) -> List[List[MetricEntry]]:
+    """The entries of `eval_metrics` for each evaluator; evaluators after the first get deep copies of the objects, so
+    that each accumulates its own data."""
+    first = entries(eval_metrics, "eval_metrics")
+    return [first if i == 0 else [(n, copy.deepcopy(m)) for n, m in first] for i in range(evaluators)]

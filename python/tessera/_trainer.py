@@ -9,7 +9,7 @@ from . import _C
 from ._optimizers import from_torch
 from ._schedulers import check_horizons, is_torch_scheduler
 from ._schedulers import from_torch as schedules_from_torch
-from ._metrics import per_evaluator
+from ._metrics import entries, per_evaluator
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
 
@@ -40,6 +40,7 @@ def _is_entry(x: Any) -> bool:
 def _user_parts(
     model: Any,
     train_dataloader: Any,
+    train_metrics: Any,
     eval_dataloader: Any,
     eval_metrics: Any,
     loss_fn: Optional[Callable[..., Any]],
@@ -56,6 +57,11 @@ def _user_parts(
         user["module"] = model
     if train_dataloader is not None:
         user["train_dataloader"] = train_dataloader
+        if train_metrics is not None:
+            user["train_metrics"] = entries(train_metrics, "train_metrics")
+    elif train_metrics is not None:
+        raise _C.InputError("train_metrics: applies to the training on train_dataloader; with train_data (or a recipe) "
+                            "give the metrics there by name, e.g. {..., 'metrics': ['accuracy', 'cross_entropy']}")
     if eval_dataloader is not None:
         if isinstance(eval_dataloader, Mapping):
             user["eval_dataloaders"] = [(str(label), loader) for label, loader in eval_dataloader.items()]
@@ -111,7 +117,8 @@ class Trainer(_C._Trainer):
     Batches may be tensors, tuples (input, target, ...) or dicts
     (`input_key`/`target_key` name the input and the labels; dicts go to the model as keyword arguments unless
     `model_call` says "input" or "batch"). `output_key` names the outputs in a dict output ("logits").
-    `eval_metrics` chooses what the evaluators of `eval_dataloader` compute (default: accuracy): Tessera's metrics by
+    `eval_metrics` chooses what the evaluators of `eval_dataloader` compute (default: accuracy), and `train_metrics`
+    what the training on `train_dataloader` computes (metrics/train/<name>; default: accuracy): Tessera's metrics by
     name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity") and Python objects with update(outputs,
     target), compute() and reset() (a torchmetrics Metric, or a class of your own), in a list or a dict by name.
     `dataloader_resume`: what resuming inside an epoch does with a loader that has no ResumableSampler:
@@ -166,6 +173,7 @@ class Trainer(_C._Trainer):
         callbacks: Iterable[CallbackLike] = (),
         model: Any = None,
         train_dataloader: Any = None,
+        train_metrics: Any = None,
         eval_dataloader: Any = None,
         eval_metrics: Any = None,
         loss_fn: Optional[Callable[..., Any]] = None,
@@ -218,7 +226,7 @@ class Trainer(_C._Trainer):
             schedulers = rest[:first] + entries + rest[first:]
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
-        user = _user_parts(model, train_dataloader, eval_dataloader, eval_metrics, loss_fn, loss_terms, model_call,
+        user = _user_parts(model, train_dataloader, train_metrics, eval_dataloader, eval_metrics, loss_fn, loss_terms, model_call,
                            output_key, input_key, target_key, dataloader_resume)
         if "module" in user:
             model = None

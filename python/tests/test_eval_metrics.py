@@ -1,5 +1,6 @@
-"""eval_metrics: what the evaluators of a user's eval_dataloader compute — Tessera's metrics by name, and Python
-metric objects (a class of one's own, or one shaped like torchmetrics') run inside the C++ evaluation loop."""
+"""eval_metrics and train_metrics: what the evaluators of a user's eval_dataloader, and the training on their
+train_dataloader, compute — Tessera's metrics by name, and Python metric objects (a class of one's own, or one shaped
+like torchmetrics') run inside the C++ loops."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,23 @@ def test_without_eval_metrics_a_user_eval_loader_computes_accuracy(tmp_path):
     assert set(trainer.evaluate()) == {"metrics/eval/accuracy"}
 
 
+def test_train_metrics_are_computed_on_each_logged_batch(tmp_path):
+    class LastBatch(ErrorRate):  # records what the metric was given
+        def update(self, outputs, target):
+            super().update(outputs, target)
+            self.last = (outputs.shape, target.shape)
+
+    last = LastBatch()
+    _, trainer = trainer_for(tmp_path, None, None, train_metrics={"err": last, "cross_entropy": "cross_entropy"})
+    trainer.fit()
+    got = trainer.state.metrics
+    assert {"metrics/train/err", "metrics/train/cross_entropy"} <= set(got)
+    assert "metrics/train/accuracy" not in got
+    assert last.last == ((8, 3), (8,)) and last.seen == 8  # reset at each logged batch: the last one's 8 examples
+    assert got["metrics/train/err"] == pytest.approx(last.wrong / 8)
+    assert got["metrics/train/cross_entropy"] > 0
+
+
 def test_bad_metrics_are_refused_with_the_reason(tmp_path):
     def message(eval_metrics, eval_dataloader=loader(8, 2), **kw):
         with pytest.raises(tessera.InputError) as e:
@@ -129,6 +147,8 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
     assert "two metrics are named 'error_rate'" in message([ErrorRate(), ErrorRate()])
     assert "expected a list of metrics" in message("accuracy")
     assert "applies to the evaluators made from eval_dataloader" in message(["accuracy"], eval_dataloader=None)
+    assert "train_metrics[0]: a int has no update()" in message(None, train_metrics=[3])
+    assert "train_metrics: unknown metric" in message(None, train_metrics=["top_five"])
 
     class OnlyCounts(ErrorRate):
         set_counts = None
