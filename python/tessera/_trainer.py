@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 import torch
 
 from . import _C
-from ._optimizers import from_torch
-from ._schedulers import check_horizons, is_torch_scheduler
-from ._schedulers import from_torch as schedules_from_torch
 from ._metrics import entries, per_evaluator
+from ._optimizers import from_torch
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
+from ._schedulers import check_horizons, is_torch_scheduler
+from ._schedulers import from_torch as schedules_from_torch
 
 if TYPE_CHECKING:  # typed keyword arguments for checkers; nothing is imported at run time
     from typing_extensions import Unpack
