@@ -1,6 +1,7 @@
 """tessera.Trainer: the C++ trainer built from a recipe (file, dict or Recipe) or from components."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -285,9 +286,9 @@ class Trainer(_C._Trainer):
         if torch_schedules:  # where torch's schedule would leave its closed form, now that the run's length is known
             length, per_epoch = self.state.max_duration, self.state.batches_per_epoch
             batches = {"ep": length.value * per_epoch, "ba": length.value}.get(str(length.unit))
-            if batches is not None:
-                check_horizons(torch_schedules, batches if self.options["step_schedulers_every_batch"]
-                               else -(-batches // per_epoch))
+            if batches is not None:  # in the schedule's own steps: scale_schedule_ratio scaled both
+                steps = batches if self.options["step_schedulers_every_batch"] else -(-batches // per_epoch)
+                check_horizons(torch_schedules, math.ceil(steps / self.options["scale_schedule_ratio"] - 1e-9))
 
     @property
     def module(self) -> Optional[torch.nn.Module]:

@@ -1,6 +1,8 @@
 """torch.optim.lr_scheduler schedulers given to the Trainer with their torch optimizer: translated into Tessera's
 schedules, which set every batch the lrs torch's would (stepped once per batch, or once per epoch as Composer steps
 them by default), or refused with the reason."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -213,3 +215,14 @@ def test_with_one_lr_eta_min_is_a_fraction_of_it_and_muons_pair_shares_one_sched
                                        "milestones": ["2ba"]}},
                        {"exponential": {"gamma": 0.9, "decay_period": "1ba"}}],
         "milestones": ["3ba"]}}]
+
+
+def test_a_scaled_schedule_is_checked_in_its_own_steps(tmp_path):
+    # scale_schedule_ratio 2: 1ep of 4 batches trains 8 batches, and T_max=4 stretches to 8 with it: nothing rises.
+    model = Net()
+    optimizer = sgd(model)
+    recorder = LrRecorder()
+    tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer, callbacks=[recorder],
+                    schedulers=lr.CosineAnnealingLR(optimizer, T_max=4), step_schedulers_every_batch=True,
+                    scale_schedule_ratio=2.0, max_duration="1ep", threads=1, run_dir=str(tmp_path)).fit()
+    assert [g[0] for g in recorder.lrs] == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
