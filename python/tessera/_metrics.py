@@ -1,5 +1,5 @@
-"""The Trainer's `eval_metrics` and `train_metrics`: the metrics of the evaluators made from `eval_dataloader`, and of the
-training on `train_dataloader`. Each is a Tessera metric
+"""The Trainer's `eval_metrics` and `train_metrics`: the metrics of the evaluators made from `eval_dataloader`, and of
+the training on `train_dataloader`. Each is a Tessera metric
 by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity") or a Python object with update(outputs,
 target), compute() and reset(), as a torchmetrics Metric has; a class of one's own may add counts() and
 set_counts(counts), the sums behind its value, so that data-parallel runs add them up over the ranks exactly."""
@@ -16,14 +16,14 @@ MetricEntry = Tuple[str, Optional[Any]]
 def _entry(where: str, key: Optional[str], metric: Any) -> MetricEntry:
     if isinstance(metric, str):
         if key is not None and key != metric:
-            raise _C.InputError(f"{where}: a Tessera metric is named by itself; give {metric!r} in a list, or an object "
-                                "under a name of your choosing")
+            raise _C.InputError(f"{where}: a Tessera metric is named by itself; give {metric!r} in a list, or an "
+                                "object under a name of your choosing")
         return metric, None
     missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
     if missing:
-        raise _C.InputError(f"{where}: a {type(metric).__name__} has no {', '.join(m + '()' for m in missing)}; expected "
-                            "a metric name (tessera.registered('metrics')) or an object with update(outputs, target), "
-                            "compute() and reset() (a torchmetrics Metric, or a class of your own)")
+        raise _C.InputError(f"{where}: a {type(metric).__name__} has no {', '.join(m + '()' for m in missing)}; "
+                            "expected a metric name (tessera.registered('metrics')) or an object with update(outputs, "
+                            "target), compute() and reset() (a torchmetrics Metric, or a class of your own)")
     if callable(getattr(metric, "counts", None)) != callable(getattr(metric, "set_counts", None)):
         raise _C.InputError(f"{where}: a {type(metric).__name__} has only one of counts() and set_counts(); give both "
                             "(the sums behind its value, added up over ranks) or neither")

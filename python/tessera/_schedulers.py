@@ -9,13 +9,10 @@ import collections
 import math
 from typing import Any, Dict, List, Sequence
 
-import torch
-
 from . import _C
 
 Entry = Dict[str, Dict[str, Any]]
-_LR = torch.optim.lr_scheduler
-# What a scheduler that is not translated would need (ReduceLROnPlateau is not an LRScheduler in torch 1.x).
+# Why these are refused (by class name: ReduceLROnPlateau is not an LRScheduler in torch 1.x).
 _REFUSED = {
     "ReduceLROnPlateau": "its rate follows a metric, which Tessera's schedules (functions of training time) do "
                          "not read; an early_stopper callback can end a run that stops improving",
@@ -66,8 +63,8 @@ def _onecycle(s: Any, unit: str) -> Entry:
     total = int(s.total_steps)
     up = float(s._schedule_phases[0]["end_step"])  # torch's pct_start * total_steps - 1
     if total < 2 or not 0 < up < total - 1:
-        raise _refuse(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than one step up and at least one "
-                         "down: raise pct_start or total_steps")
+        raise _refuse(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than "
+                         "one step up and at least one down: raise pct_start or total_steps")
     groups = s.optimizer.param_groups
     div = [g["max_lr"] / g["initial_lr"] for g in groups]
     final_div = [g["initial_lr"] / g["min_lr"] for g in groups]
@@ -122,8 +119,8 @@ def _one(s: Any, unit: str, chained: bool) -> List[Entry]:
         for child in s._schedulers:
             entries = _one(child, unit, chained=False)
             if len(entries) != 1:
-                raise _refuse(child, "becomes several Tessera schedules, which a SequentialLR part cannot be: give "
-                                     "each milestone once")
+                raise _refuse(child, "becomes several Tessera schedules (a chain, or milestones given more than "
+                                     "once), which a SequentialLR part cannot be: give it as one schedule")
             parts.append(entries[0])
         return [{"sequential": {"schedulers": parts,
                                 "milestones": [_time(m, unit, s, "milestones") for m in s._milestones]}}]

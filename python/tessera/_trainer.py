@@ -227,8 +227,8 @@ class Trainer(_C._Trainer):
             schedulers = rest[:first] + entries + rest[first:]
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")
-        user = _user_parts(model, train_dataloader, train_metrics, eval_dataloader, eval_metrics, loss_fn, loss_terms, model_call,
-                           output_key, input_key, target_key, dataloader_resume)
+        user = _user_parts(model, train_dataloader, train_metrics, eval_dataloader, eval_metrics, loss_fn, loss_terms,
+                           model_call, output_key, input_key, target_key, dataloader_resume)
         if "module" in user:
             model = None
         sections = {

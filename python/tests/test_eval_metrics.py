@@ -143,7 +143,8 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
         return str(e.value)
 
     assert "eval_metrics: unknown metric" in message(["acuracy"])
-    assert "eval_metrics[1]: a Linear has no update(), compute(), reset()" in message(["accuracy", torch.nn.Linear(1, 1)])
+    linear = torch.nn.Linear(1, 1)
+    assert "eval_metrics[1]: a Linear has no update(), compute(), reset()" in message(["accuracy", linear])
     assert "two metrics are named 'error_rate'" in message([ErrorRate(), ErrorRate()])
     assert "expected a list of metrics" in message("accuracy")
     assert "applies to the evaluators made from eval_dataloader" in message(["accuracy"], eval_dataloader=None)

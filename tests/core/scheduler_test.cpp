@@ -324,19 +324,22 @@ TEST(Scheduler, SequentialRefusesBadMilestonesAndAsksEveryPartBeforeStepOne) {
               HasSubstr("0 milestones for 2 schedules; expected one fewer milestones than schedules"));
   EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({}, {}); }),
               HasSubstr("scheduler.schedulers: empty"));
-  EXPECT_THAT(message_of<tessera::InputError>([&] {
-                make_sequential_scheduler({constant(), constant(), constant()}, {Time::parse("5ba"), Time::parse("5ba")});
-              }),
+  const std::vector<Time> twice{Time::parse("5ba"), Time::parse("5ba")};
+  const auto three = [&] { return std::vector<std::shared_ptr<Scheduler>>{constant(), constant(), constant()}; };
+  EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler(three(), twice); }),
               HasSubstr("5ba is followed by 5ba; expected strictly increasing milestones"));
-  EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({constant(), constant()}, {Time::parse("0ba")}); }),
+  const Time zero = Time::parse("0ba");
+  EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({constant(), constant()}, {zero}); }),
               HasSubstr("scheduler.milestones: 0ba must be greater than 0"));
   // Units the run orders: 2ep is batch 20, after 30ba.
-  auto crossed = make_sequential_scheduler({constant(), constant(), constant()}, {Time::parse("30ba"), Time::parse("2ep")});
+  auto crossed =
+      make_sequential_scheduler({constant(), constant(), constant()}, {Time::parse("30ba"), Time::parse("2ep")});
   EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*crossed, 0); }),
               HasSubstr("2ep is batch 20 of this run, not after the milestone before it (batch 30)"));
   // A later part's horizon before its warmup: refused when asked at t = 0, naming the part.
   auto late = make_sequential_scheduler(
-      {constant(), make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("0.1dur")).warmup(Time::parse("20ba")))},
+      {constant(),
+       make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("0.1dur")).warmup(Time::parse("20ba")))},
       {Time::parse("5ba")});
   EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*late, 0); }), HasSubstr("schedulers[1] (cosine): t_max"));
   EXPECT_NO_THROW(at_batch(*late, 1));  // only t = 0 asks every part
