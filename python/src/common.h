@@ -62,6 +62,13 @@ void bind_language_model_algorithms(py::module_& algorithms, py::module_& functi
 void use_python_type_names(py::module_& m);
 
 /// "a, b, c".
+/// Adds a note ("in algorithm \"x\" at after_loss") to a Python exception raised by the user's code called from C++
+/// (PEP 678, shown under the traceback; Python 3.11 and later): its type and message stay the user's own.
+inline void add_note(py::error_already_set& e, const std::string& note) {
+  const py::object& value = e.value();
+  if (value && py::hasattr(value, "add_note")) value.attr("add_note")(note);
+}
+
 inline std::string join(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;

@@ -34,13 +34,6 @@ bool overrides(py::handle self, const char* name, py::handle base) {
   return !mine.is_none() && !mine.is(theirs);
 }
 
-/// Adds "in algorithm \"x\" at after_loss" to a Python exception raised by a plugin, as a note (PEP 678, shown
-/// under the traceback; Python 3.11 and later): its type and message stay the user's own.
-void add_note(py::error_already_set& e, const std::string& note) {
-  const py::object& value = e.value();
-  if (value && py::hasattr(value, "add_note")) value.attr("add_note")(note);
-}
-
 /// A Python plugin's state_dict() as named tensors (tessera/_plugin_state.py: plain values are kept exactly).
 /// `Base` is the C++ class the trampoline binds; without an override the plugin has no state.
 template <class Base>

@@ -21,9 +21,8 @@ class UserMetric : public Metric {
 
   void reset() override { call("reset"); }
   void update(const at::Tensor& outputs, const Batch& batch) override {
-    py::gil_scoped_acquire gil;
     if (!batch.has(Batch::kTarget)) {
-      throw InputError("eval_metrics: metric \"" + name_ + "\" needs the batch's target, and this batch has none");
+      throw InputError("metric \"" + name_ + "\" needs the batch's target, and this batch has none");
     }
     call("update", outputs, batch.target());
   }
@@ -33,7 +32,7 @@ class UserMetric : public Metric {
     try {
       return py::module_::import("builtins").attr("float")(value).cast<double>();
     } catch (py::error_already_set&) {
-      throw InputError("eval_metrics: metric \"" + name_ + "\"'s compute() returned " + describe_value(value) +
+      throw InputError("metric \"" + name_ + "\"'s compute() returned " + describe_value(value) +
                        "; expected a number (a float, or a tensor of one element)");
     }
   }
@@ -43,10 +42,7 @@ class UserMetric : public Metric {
     if (!py::hasattr(metric_.get(), "counts")) return {};
     return call("counts").cast<std::vector<double>>();
   }
-  void set_counts(const std::vector<double>& counts) override {
-    py::gil_scoped_acquire gil;
-    call("set_counts", counts);
-  }
+  void set_counts(const std::vector<double>& counts) override { call("set_counts", counts); }
 
  private:
   /// Calls the metric's method; a Python exception keeps its type and message and gets a note naming the metric.
@@ -56,10 +52,7 @@ class UserMetric : public Metric {
     try {
       return metric_.get().attr(method)(std::forward<Args>(args)...);
     } catch (py::error_already_set& e) {
-      const py::object& value = e.value();
-      if (value && py::hasattr(value, "add_note")) {
-        value.attr("add_note")("in eval metric \"" + name_ + "\", " + method + "()");
-      }
+      add_note(e, "in metric \"" + name_ + "\", " + method + "()");
       throw;
     }
   }

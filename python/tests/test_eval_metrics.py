@@ -1,6 +1,8 @@
 """eval_metrics and train_metrics: what the evaluators of a user's eval_dataloader, and the training on their
 train_dataloader, compute — Tessera's metrics by name, and Python metric objects (a class of one's own, or one shaped
 like torchmetrics') run inside the C++ loops."""
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,8 +168,10 @@ def test_a_metrics_own_errors_reach_the_caller_with_its_type(tmp_path):
             return [1, 2]
 
     _, trainer = trainer_for(tmp_path, loader(8, 2), [Broken()])
-    with pytest.raises(ValueError, match="bad update"):
+    with pytest.raises(ValueError, match="bad update") as e:
         trainer.evaluate()
+    if sys.version_info >= (3, 11):  # exception notes (PEP 678)
+        assert 'in metric "error_rate", update()' in e.value.__notes__
     _, trainer = trainer_for(tmp_path, loader(8, 2), [NotANumber()])
     with pytest.raises(tessera.InputError, match=r"metric \"error_rate\"'s compute\(\) returned .*expected a number"):
         trainer.evaluate()
