@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <map>
 #include <set>
 #include <sstream>
@@ -521,13 +522,29 @@ void Engine::run_event(Event event, State& state) {
     run_callbacks(plain_callbacks_);
     run_callbacks(loggers_);
   }
+  for (size_t i = 0; i < state.schedulers.size(); ++i) {  // a schedule that follows a metric takes it here
+    try {
+      state.schedulers[i]->run_event(event, state, logger_);
+    } catch (...) {
+      rethrow_with_context("schedulers[" + std::to_string(i) + "] (" + state.schedulers[i]->name() + ") at " +
+                           event_name(event));
+    }
+  }
   if (profiler != nullptr) profiler->event_ends(event, event_begin, profiler->now());
 }
 
 void Engine::close() {
   if (closed_) return;
   closed_ = true;
-  for (const auto& cb : callbacks_) cb->close();
+  std::exception_ptr first;  // every callback is closed; the first failure is thrown after
+  for (const auto& cb : callbacks_) {
+    try {
+      cb->close();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
 }
 
 }  // namespace tessera

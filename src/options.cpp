@@ -16,7 +16,7 @@ std::string number(double x) {
 }  // namespace
 
 bool Range::contains(double x) const {
-  if (std::isnan(x)) return false;
+  if (!std::isfinite(x)) return false;  // every option takes finite numbers (one of any() too)
   const bool lo_ok = lo_closed ? x >= lo : x > lo;
   const bool hi_ok = hi_closed ? x <= hi : x < hi;
   return lo_ok && hi_ok;
@@ -25,7 +25,7 @@ bool Range::contains(double x) const {
 std::string Range::describe() const {
   const bool no_lo = std::isinf(lo) && lo < 0;
   const bool no_hi = std::isinf(hi) && hi > 0;
-  if (no_lo && no_hi) return "any number";
+  if (no_lo && no_hi) return "that is finite";
   if (no_hi) return std::string(lo_closed ? ">= " : "> ") + number(lo);
   if (no_lo) return std::string(hi_closed ? "<= " : "< ") + number(hi);
   return std::string(lo_closed ? "[" : "(") + number(lo) + ", " + number(hi) + (hi_closed ? "]" : ")");

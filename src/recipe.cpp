@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 #include <tessera/recipe.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 namespace tessera {
 namespace {
@@ -56,19 +58,12 @@ std::string trim(const std::string& s) {
   return s.substr(b, e - b);
 }
 
-bool range_contains(const Range& r, double x) {
-  if (std::isnan(x)) return false;
-  const bool lo_ok = r.lo_closed ? x >= r.lo : x > r.lo;
-  const bool hi_ok = r.hi_closed ? x <= r.hi : x < r.hi;
-  return lo_ok && hi_ok;
-}
-
 /// "a number > 0", "a whole number in [1, 64]".
 std::string describe_range(const Range& r, bool integral) {
   const std::string what = integral ? "a whole number" : "a number";
   const bool no_lo = std::isinf(r.lo) && r.lo < 0;
   const bool no_hi = std::isinf(r.hi) && r.hi > 0;
-  if (no_lo && no_hi) return what;
+  if (no_lo && no_hi) return "a finite number";
   if (no_hi) return what + (r.lo_closed ? " >= " : " > ") + format_number(r.lo);
   if (no_lo) return what + (r.hi_closed ? " <= " : " < ") + format_number(r.hi);
   return what + " in " + (r.lo_closed ? "[" : "(") + format_number(r.lo) + ", " + format_number(r.hi) +
@@ -140,29 +135,63 @@ std::string to_yaml(const YAML::Node& n) {
   return out.c_str();
 }
 
-/// Rejects duplicate keys (yaml-cpp keeps both silently) and keys that are not plain scalars.
-void check_keys(const YAML::Node& n, const std::string& path,
-                const std::function<std::string(const YAML::Mark&)>& where) {
+/// The most values a recipe may hold, aliases expanded: far above any real recipe, far below an alias bomb
+/// (each level of `b: &b [*a, *a, ...]` multiplies the values), which would otherwise take minutes to read.
+constexpr size_t kMaxRecipeValues = 100000;
+
+/// Walks the tree (aliases expanded) for check_keys: the nodes open above the current one, and the count so
+/// far.
+struct KeyWalk {
+  std::function<std::string(const YAML::Mark&)> where;
+  std::vector<YAML::Node> open;
+  size_t values = 0;
+};
+
+void check_keys(const YAML::Node& n, const std::string& path, KeyWalk& walk) {
+  const std::string at = path.empty() ? "" : path + ": ";
+  for (const YAML::Node& above : walk.open) {
+    if (above.is(n)) {  // yaml-cpp links an alias to its anchor's node: `a: &a {b: *a}` is a cycle
+      throw InputError(
+          walk.where(n.Mark()) + ": " + at +
+          "an alias inside the value of its own anchor, which never ends; expected a tree of values");
+    }
+  }
+  if (++walk.values > kMaxRecipeValues) {
+    throw InputError(walk.where(n.Mark()) + ": " + at + "the recipe holds more than " +
+                     std::to_string(kMaxRecipeValues) +
+                     " values once its aliases are expanded; expected a recipe "
+                     "(aliases of aliases multiply)");
+  }
+  walk.open.push_back(n);
   if (n.IsMap()) {
     std::map<std::string, YAML::Mark> seen;
     for (const auto& kv : n) {
       if (!kv.first.IsScalar()) {
-        throw InputError(where(kv.first.Mark()) + ": " + (path.empty() ? "" : path + ": ") +
+        throw InputError(walk.where(kv.first.Mark()) + ": " + at +
                          "a key must be a plain name; expected key: value");
       }
       const std::string key = kv.first.Scalar();
       const std::string key_path = join_key(path, key);
       auto [it, inserted] = seen.emplace(key, kv.first.Mark());
       if (!inserted) {
-        throw InputError(where(kv.first.Mark()) + ": " + key_path + ": duplicate key \"" + key +
+        throw InputError(walk.where(kv.first.Mark()) + ": " + key_path + ": duplicate key \"" + key +
                          "\" (first given at line " + std::to_string(it->second.line + 1) +
                          "); expected each key once");
       }
-      check_keys(kv.second, key_path, where);
+      check_keys(kv.second, key_path, walk);
     }
   } else if (n.IsSequence()) {
-    for (size_t i = 0; i < n.size(); ++i) check_keys(n[i], join_index(path, i), where);
+    for (size_t i = 0; i < n.size(); ++i) check_keys(n[i], join_index(path, i), walk);
   }
+  walk.open.pop_back();
+}
+
+/// Rejects duplicate keys (yaml-cpp keeps both silently), keys that are not plain scalars, aliases inside
+/// their own anchor's value, and alias bombs.
+void check_keys(const YAML::Node& n, const std::string& path,
+                const std::function<std::string(const YAML::Mark&)>& where) {
+  KeyWalk walk{where, {}, 0};
+  check_keys(n, path, walk);
 }
 
 }  // namespace
@@ -463,7 +492,7 @@ void expect_list(const ConfigNode& node, const std::string& what) {
 }
 
 void check_range(const ConfigNode& node, double value, const Range& range, bool integral) {
-  if (range_contains(range, value)) return;
+  if (range.contains(value)) return;
   const std::string text = node.is_scalar() ? trim(node.scalar()) : format_number(value);
   node.fail(text + " is out of range", describe_range(range, integral));
 }
@@ -683,6 +712,9 @@ Recipe Recipe::load(const std::string& path, const std::vector<std::string>& ove
   if (std::filesystem::is_directory(path, ec)) {
     throw InputError("recipe file \"" + path + "\" is a directory; expected a YAML file");
   }
+  if (!std::filesystem::is_regular_file(path, ec)) {  // a device or a pipe could be read forever
+    throw InputError("recipe file \"" + path + "\" is not a regular file; expected a YAML file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("recipe file \"" + path + "\" cannot be read");
   std::ostringstream text;
@@ -696,7 +728,17 @@ Recipe Recipe::parse(const std::string& text, const std::string& name,
   impl->path = name;
   impl->overrides = overrides;
   try {
-    impl->root = YAML::Load(text);
+    std::vector<YAML::Node> documents = YAML::LoadAll(text);
+    if (documents.size() > 1) {  // `---` or `...` then more: the rest would be dropped without a word
+      throw InputError(
+          mark_text(name, documents[1].Mark()) +
+          ": a second YAML document (after --- or ...); a recipe is one document: merge them or remove "
+          "the marker");
+    }
+    if (!documents.empty()) impl->root = documents.front();
+  } catch (const YAML::DeepRecursion& e) {
+    throw InputError(mark_text(name, e.mark) +
+                     ": values nested too deeply for the YAML reader; expected a recipe");
   } catch (const YAML::ParserException& e) {
     throw InputError(mark_text(name, e.mark) + ": YAML syntax error: " + e.msg);
   }

@@ -433,6 +433,7 @@ const Kind<std::shared_ptr<optim::Scheduler>>& schedulers() {
           scheduler<optim::LinearSchedulerOptions>("linear", &optim::make_linear_scheduler),
           scheduler<optim::MultiStepSchedulerOptions>("multistep", &optim::make_multistep_scheduler),
           scheduler<optim::OneCycleSchedulerOptions>("onecycle", &optim::make_onecycle_scheduler),
+          scheduler<optim::PlateauSchedulerOptions>("plateau", &optim::make_plateau_scheduler),
           scheduler<optim::PolynomialSchedulerOptions>("polynomial", &optim::make_polynomial_scheduler),
           sequential_scheduler(),
           scheduler<optim::StepSchedulerOptions>("step", &optim::make_step_scheduler),
@@ -473,7 +474,16 @@ Entry<std::shared_ptr<Callback>> file_logger(std::string name) {
             std::filesystem::path path(options.path());
             if (path.is_relative()) path = std::filesystem::path(ctx.trainer.run_dir()) / path;
             options.path(path.lexically_normal().string());
-            if (ctx.metric_files) ctx.metric_files->push_back(options.path());
+            if (ctx.metric_files) {
+              const auto& files = *ctx.metric_files;
+              if (std::find(files.begin(), files.end(), options.path()) != files.end()) {
+                (node.child("path").present() ? node.child("path") : node)
+                    .fail("another logger writes " + options.path() +
+                              " already; two writers would mix their lines",
+                          "a path of its own");
+              }
+              ctx.metric_files->push_back(options.path());
+            }
             return construct(node, [&] { return std::make_shared<W>(options); });
           }};
 }
@@ -662,11 +672,12 @@ std::shared_ptr<data::DataLoader> build_loader(const ConfigNode& dataset, const 
   return construct(loader, [&] { return std::make_shared<data::DataLoader>(ds, loader_options, ts); });
 }
 
-std::vector<std::shared_ptr<Metric>> build_metrics(const ConfigNode& node, Context& ctx, bool allow_empty) {
+/// The metrics a `metrics:` list names; absent: accuracy. An empty list is refused (the Trainer computes at
+/// least one: it would compute accuracy where the recipe said none).
+std::vector<std::shared_ptr<Metric>> build_metrics(const ConfigNode& node, Context& ctx) {
   if (!node.present()) return {std::make_shared<Accuracy>(1)};
   auto out = build_list(metrics(), node, ctx);
-  if (out.empty() && !allow_empty)
-    node.fail("no metrics given", "a list of metric names such as [accuracy, cross_entropy]");
+  if (out.empty()) node.fail("no metrics given", "a list of metric names such as [accuracy, cross_entropy]");
   return out;
 }
 
@@ -713,6 +724,10 @@ Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
     node.child("interval")
         .fail("an evaluation interval in tokens is not supported", "epochs, batches, samples or a duration");
   }
+  if (section.subset_batches == 0) {
+    node.child("subset_batches")
+        .fail("0 evaluates no batch, so the metrics would be made up", "-1 (all) or at least 1");
+  }
   Evaluator ev;
   ev.label = section.label;
   ev.interval = section.interval;
@@ -720,7 +735,7 @@ Evaluator build_evaluator(const ConfigNode& node, Context& ctx) {
   const auto loader = build_loader(section.dataset, section.loader, section.transforms, ctx);
   ev.dataloader = loader;
   require_masked_tokens(node, section.transforms, loader->dataset(), ctx.model.get());
-  ev.metrics = build_metrics(section.metrics, ctx, /*allow_empty=*/false);
+  ev.metrics = build_metrics(section.metrics, ctx);
   return ev;
 }
 
@@ -797,7 +812,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
                                      "no data.train: key");
     }
     c.train_dataloader = given.train_data;
-    c.train_metrics = given.train_metrics ? *given.train_metrics : build_metrics(ConfigNode(), ctx, /*allow_empty=*/true);
+    c.train_metrics = given.train_metrics ? *given.train_metrics : build_metrics(ConfigNode(), ctx);
   } else {
     if (given.train_metrics) {
       throw InputError("train_metrics: given for training data given as an object; the recipe's data.train takes its "
@@ -815,7 +830,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     auto train_loader = build_loader(train.dataset, train.loader, train.transforms, ctx);
     ctx.train_dataset = std::shared_ptr<const data::Dataset>(train_loader, &train_loader->dataset());
     c.train_dataloader = train_loader;
-    c.train_metrics = build_metrics(train.metrics, ctx, /*allow_empty=*/true);
+    c.train_metrics = build_metrics(train.metrics, ctx);
   }
 
   // model: seeded so that its initial weights are a function of the recipe's seed
@@ -849,7 +864,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     const std::vector<ConfigNode> nodes = list_section(s.schedulers, "schedulers");
     for (size_t i = 0; i < c.schedulers.size(); ++i) {
       const ConfigNode options = nodes[i].is_map() ? nodes[i].child(nodes[i].keys().front()) : ConfigNode();
-      construct(options.is_map() ? options : nodes[i], [&] { (void)c.schedulers[i]->alpha(Timestamp(), time); });
+      construct(options.is_map() ? options : nodes[i], [&] { c.schedulers[i]->check(time); });
     }
   }
   c.algorithms = build_list(algorithm_kinds(), s.algorithms, ctx);

@@ -9,8 +9,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -54,17 +56,68 @@ bool interval_crossed(const Time& every, const Timestamp& before, const Timestam
   return tessera::interval_crossed(every, before, now, time);
 }
 
-/// max_duration scaled by scale_schedule_ratio: whole epochs when the product is whole, else batches (2ep x 0.75 =
-/// 1.5 epochs of batches, where Composer would truncate to 1ep), truncated; InputError when nothing is left.
+/// max_duration scaled by scale_schedule_ratio: whole epochs when the product is whole, else batches (2ep x
+/// 0.75 = 1.5 epochs of batches, where Composer would truncate to 1ep), truncated; InputError when nothing is
+/// left. For an evaluation or a prediction: the model in eval mode and the training batch put aside, both put
+/// back (and the evaluator's label cleared) by restore() or on the way out, an exception included.
+class OutOfTraining {
+ public:
+  explicit OutOfTraining(State& s)
+      : s_(s), was_training_(s.model->is_training()), saved_(std::move(s.batch)) {
+    s.model->eval();
+  }
+  OutOfTraining(const OutOfTraining&) = delete;
+  OutOfTraining& operator=(const OutOfTraining&) = delete;
+  ~OutOfTraining() {
+    try {
+      restore();
+    } catch (...) {  // (a Python module's train() raising on the way out of another exception)
+    }
+  }
+  void restore() {
+    if (restored_) return;
+    restored_ = true;
+    s_.eval_label.clear();
+    s_.batch = std::move(saved_);
+    if (was_training_) s_.model->train();
+  }
+
+ private:
+  State& s_;
+  bool was_training_;
+  Batch saved_;
+  bool restored_ = false;
+};
+
+/// Closes the callbacks on the way out of a failure, or in the destructor: a callback that fails to close is
+/// reported on stderr rather than thrown over the exception in flight (or out of a destructor).
+void close_callbacks_quietly(Engine& engine) noexcept {
+  try {
+    engine.close();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    std::cerr << "tessera: warning: closing the callbacks failed: " << what.substr(0, what.find('\n'))
+              << "\n";
+  } catch (...) {
+    std::cerr
+        << "tessera: warning: closing the callbacks failed (an exception that is not a std::exception)\n";
+  }
+}
+
 Time scaled_duration(const Time& max, double ratio, int64_t batches_per_epoch) {
   if (ratio == 1.0) return max;
   const double epochs = max.as_double() * ratio;
+  std::ostringstream r;
+  r << ratio;
+  const double batches = epochs * static_cast<double>(batches_per_epoch);  // (for a max_duration in epochs)
+  if (!((max.unit() == TimeUnit::Epoch ? batches : epochs) < 9e18)) {      // past what a counter holds
+    throw InputError("trainer.scale_schedule_ratio: max_duration " + max.str() + " scaled by " + r.str() +
+                     " is too long to count; expected a ratio that leaves a run of a countable length");
+  }
   const Time scaled = max.unit() == TimeUnit::Epoch && epochs != std::floor(epochs)
-                          ? Time(static_cast<int64_t>(epochs * static_cast<double>(batches_per_epoch)), TimeUnit::Batch)
+                          ? Time(static_cast<int64_t>(batches), TimeUnit::Batch)
                           : max * ratio;
   if (scaled.as_double() <= 0) {
-    std::ostringstream r;
-    r << ratio;
     throw InputError("trainer.scale_schedule_ratio: max_duration " + max.str() + " scaled by " + r.str() + " is " +
                      scaled.str() + "; expected a ratio that leaves a training longer than 0");
   }
@@ -226,13 +279,14 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   // The parts against each other, before the plan and before Init (so before any surgery).
   detail::check_optimizer_matches_model(*state_.model, *state_.optimizer);
   detail::check_class_counts(*state_.model, *state_.train_dataloader);
+  detail::check_evaluators(*state_.model, state_.evaluators);
   if (ddp_ || options_.microbatch_size().is_auto() || state_.microbatch_size > 0) {
     detail::check_loss_terms_of_example(*state_.model, *state_.train_dataloader);
   }
   for (size_t i = 0; i < state_.schedulers.size(); ++i) {
     // The schedules against the run's length (a horizon that ends before its warmup): errors now, not at step 1.
     try {
-      (void)state_.schedulers[i]->alpha(Timestamp(), state_.time);
+      state_.schedulers[i]->check(state_.time);
     } catch (const InputError& e) {
       throw InputError("schedulers[" + std::to_string(i) + "] (" + state_.schedulers[i]->name() + "): " + e.what());
     }
@@ -271,7 +325,7 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
 }
 
 Trainer::~Trainer() {
-  if (engine_) engine_->close();
+  if (engine_) close_callbacks_quietly(*engine_);
 }
 
 std::vector<ProfiledWindow> Trainer::profiled_windows() const {
@@ -343,6 +397,13 @@ void Trainer::update_learning_rate() {
 }
 
 void Trainer::check_callable(const char* what, DuringFit during_fit) const {
+  if (!load_failure_.empty()) {
+    throw Error(std::string(what) +
+                ": a checkpoint load into this trainer failed after it had begun to change it (" +
+                load_failure_ +
+                "), so it holds parts of two runs and can no longer train, evaluate or save. Make a "
+                "new Trainer and load the checkpoint into it");
+  }
   if (!failure_.empty()) {
     const std::string why = interrupted_ ? "was " + failure_ + "; its callbacks and loggers were closed"
                                          : "failed (" + failure_ + "), which may have left it in the middle of a batch";
@@ -407,20 +468,41 @@ void Trainer::fit() {
     return n;
   };
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
-  if (finished() && !loaded_checkpoint_.empty() && !s.stop_requested()) {
+  // Resumed from a checkpoint of the last batch, written before the epoch's end, the final evaluation and the
+  // final checkpoint: those are still to do (the loop below does the epoch's end even when no batch is left).
+  auto epoch_end_due = [&] { return s.timestamp.batch_in_epoch >= batches_per_epoch; };
+  const bool resumed = !loaded_checkpoint_.empty() && !loaded_weights_only_;
+  if (finished() && s.fit_complete && resumed && !s.stop_requested()) {
     // Resumed from the checkpoint written at the end of training: there is nothing left to do.
     engine.logger().info("the run is complete at " + std::to_string(s.timestamp.batch) + " batches (checkpoint " +
                          loaded_checkpoint_ + "); nothing to train");
     return;
   }
-  if (finished()) {
+  if (finished() && !(resumed && !s.fit_complete)) {
     throw InputError("trainer: nothing to train: the run is already at " + std::to_string(s.timestamp.batch) +
                      " batches, max_duration is " + s.time.max_duration.str());
   }
+  // What follows a batch's end and an epoch's end; a run resumed from a checkpoint that a stop signal forced
+  // during their evaluations does the rest of them first.
+  auto after_batch_end = [&] {
+    run_evaluators(Event::BatchEnd);
+    engine.run_event(Event::BatchCheckpoint, s);
+    checkpoint_if_due(Event::BatchCheckpoint);
+    stop_if_signalled();
+  };
+  auto after_epoch_end = [&] {
+    run_evaluators(Event::EpochEnd);
+    engine.run_event(Event::EpochCheckpoint, s);
+    checkpoint_if_due(Event::EpochCheckpoint);
+    stop_if_signalled();
+  };
+  const std::optional<Event> pending = std::exchange(pending_evaluations_, std::nullopt);
   try {
     engine.run_event(Event::FitStart, s);
     s.model->train();
-    while (!finished()) {
+    if (pending == Event::BatchEnd) after_batch_end();
+    if (pending == Event::EpochEnd) after_epoch_end();
+    while (!finished() || epoch_end_due()) {
       if (profiler_) profiler_->batch_begins(s.timestamp, batches_per_epoch, engine.logger());
       if (s.timestamp.epoch_in_iteration == 0 && s.timestamp.batch_in_epoch == 0) engine.run_event(Event::IterationStart, s);
       if (s.timestamp.batch_in_epoch == 0) engine.run_event(Event::EpochStart, s);
@@ -464,28 +546,23 @@ void Trainer::fit() {
         s.timestamp = next_ts;
         in_batch_ = false;
         engine.run_event(Event::BatchEnd, s);
-        run_evaluators(Event::BatchEnd);
-        engine.run_event(Event::BatchCheckpoint, s);
-        checkpoint_if_due(Event::BatchCheckpoint);
-        stop_if_signalled();
+        after_batch_end();
       }
-      if (s.timestamp.batch_in_epoch >= batches_per_epoch) {
+      if (epoch_end_due()) {
         previous_timestamp_ = s.timestamp;
         s.timestamp = s.timestamp.to_next_epoch();
         engine.run_event(Event::EpochEnd, s);
-        run_evaluators(Event::EpochEnd);
-        engine.run_event(Event::EpochCheckpoint, s);
-        checkpoint_if_due(Event::EpochCheckpoint);
-        stop_if_signalled();
+        after_epoch_end();
       }
     }
     read_back();  // deferred: the last loss, and a non-finite one since the last log
-    if (s.time.reached(s.timestamp, s.time.max_duration)) {
+    if (s.time.reached(s.timestamp, s.time.max_duration) && pending != Event::FitEnd) {
       engine.run_event(Event::IterationEnd, s);
       engine.run_event(Event::IterationCheckpoint, s);
     }
     // Final evaluation before fit_end, so that loggers and summaries at fit_end see the final metrics.
     run_evaluators(Event::FitEnd);
+    s.fit_complete = s.time.reached(s.timestamp, s.time.max_duration);
     checkpoint_if_due(Event::FitEnd);
     engine.logger().log_hyperparameters({{"weights_fingerprint", weights_fingerprint(*s.model)}});
     engine.run_event(Event::FitEnd, s);
@@ -496,20 +573,20 @@ void Trainer::fit() {
     failure_ = e.what();
     interrupted_ = true;
     if (profiler_) profiler_->finish(engine.logger());
-    engine.close();
+    close_callbacks_quietly(engine);  // not over the exception in flight
     write_run_summary("interrupted");
     throw;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     failure_ = what.substr(0, what.find('\n'));  // c10::Error appends a backtrace
     if (profiler_) profiler_->finish(engine.logger());
-    engine.close();
+    close_callbacks_quietly(engine);  // not over the exception in flight
     write_run_summary("failed");
     throw;
   } catch (...) {
     failure_ = "an exception that is not a std::exception";
     if (profiler_) profiler_->finish(engine.logger());
-    engine.close();
+    close_callbacks_quietly(engine);  // not over the exception in flight
     write_run_summary("failed");
     throw;
   }
@@ -789,11 +866,22 @@ void Trainer::run_evaluators(Event event) {
   if (last_eval_batch_.size() != s.evaluators.size()) last_eval_batch_.assign(s.evaluators.size(), -1);
   std::vector<size_t> due;
   for (size_t i = 0; i < s.evaluators.size(); ++i) {
-    if (event == Event::FitEnd && last_eval_batch_[i] == s.timestamp.batch) continue;
+    // Not twice at one batch: at FitEnd after the last batch's or epoch's; resumed, those a stop let finish.
+    if (last_eval_batch_[i] == s.timestamp.batch) continue;
     if (eval_due(s.evaluators[i], event)) due.push_back(i);
   }
   if (due.empty()) return;
   read_back();  // deferred: evaluate only weights that no non-finite loss went into
+  evaluating_ = event;
+  s.final_evaluation = event == Event::FitEnd;
+  struct Done {
+    std::optional<Event>& evaluating;
+    bool& final_evaluation;
+    ~Done() {
+      evaluating.reset();
+      final_evaluation = false;
+    }
+  } done{evaluating_, s.final_evaluation};
   engine_->run_event(Event::EvalBeforeAll, s);
   for (size_t i : due) {
     eval_loop(s.evaluators[i]);
@@ -805,9 +893,7 @@ void Trainer::run_evaluators(Event event) {
 void Trainer::eval_loop(Evaluator& ev) {
   State& s = state_;
   Engine& engine = *engine_;
-  const bool was_training = s.model->is_training();
-  s.model->eval();
-  Batch saved = std::move(s.batch);
+  OutOfTraining aside(s);
   s.eval_label = ev.label;
   {
     at::NoGradGuard no_grad;
@@ -823,9 +909,7 @@ void Trainer::eval_loop(Evaluator& ev) {
     // On several ranks a signal is acted on at the next batch boundary, where the ranks agree (stop_if_signalled):
     // a rank leaving its evaluation alone would leave the others waiting in the metrics' all-reduce.
     if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
-      s.eval_label.clear();
-      s.batch = std::move(saved);
-      if (was_training) s.model->train();
+      aside.restore();
       if (fitting_) stop_if_signalled();  // a checkpoint of the training state, then Interrupted
       throw Interrupted(sig, "stopped by " + signal_name(sig) + " during evaluation \"" + ev.label + "\" after " +
                                  std::to_string(done) + " batches; its metrics were not computed");
@@ -837,9 +921,6 @@ void Trainer::eval_loop(Evaluator& ev) {
     engine.logger().log_metrics(values, s.timestamp);
     engine.run_event(Event::EvalEnd, s);
   }
-  s.eval_label.clear();
-  s.batch = std::move(saved);
-  if (was_training) s.model->train();
 }
 
 int64_t Trainer::forward_batches(data::BatchSource& data, int64_t limit, const std::array<Event, 4>& events,
@@ -872,9 +953,7 @@ std::vector<at::Tensor> Trainer::predict(data::BatchSource& data, int64_t subset
   const RuntimeScope runtime(options_.threads(), options_.deterministic());
   State& s = state_;
   read_back();
-  const bool was_training = s.model->is_training();
-  s.model->eval();
-  Batch saved = std::move(s.batch);
+  OutOfTraining aside(s);
   std::vector<at::Tensor> outputs;
   int64_t done = 0;
   {
@@ -886,8 +965,7 @@ std::vector<at::Tensor> Trainer::predict(data::BatchSource& data, int64_t subset
                            [&] { outputs.push_back(s.outputs.detach().to(c10::Device(c10::kCPU))); });
     if (ddp_ || stop_signal() == 0) engine_->run_event(Event::PredictEnd, s);  // not after a stop signal
   }
-  s.batch = std::move(saved);
-  if (was_training) s.model->train();
+  aside.restore();
   if (const int sig = ddp_ ? 0 : stop_signal(); sig != 0) {
     throw Interrupted(sig, "stopped by " + signal_name(sig) + " during predict after " + std::to_string(done) +
                                " batches");
@@ -934,14 +1012,28 @@ void Trainer::load_initial_checkpoint() {
     }
     for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
   }
+  bool resumed = false;
   if (found) {
     check_recipe_changes(found->second, found->first);
     apply_checkpoint(found->second, found->first, /*weights_only=*/false, c.strict());
+    resumed = true;
   } else if (!c.load_path().empty()) {  // a file, or another run's checkpoint folder (its newest valid one)
     std::vector<std::string> rejected;
     const auto [path, file] = checkpoint::read_file_or_newest(c.load_path(), "checkpoint.load_path", &rejected);
     for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
     apply_checkpoint(file, path, c.weights_only(), c.strict());
+    resumed = !c.weights_only();
+  }
+  if (!resumed && !c.folder().empty() && state_.rank == 0) {
+    // A fresh start where an earlier run left checkpoints: theirs would outrank this run's when resuming, and
+    // take the places `keep` leaves. They are kept, out of the way.
+    const std::string aside = checkpoint::move_earlier_run_aside(c.folder());
+    if (!aside.empty()) {
+      engine_->logger().warn("checkpoint.folder " + c.folder() +
+                             " held the checkpoints of an earlier run; this run "
+                             "starts fresh, so they were moved to " +
+                             aside);
+    }
   }
   engine_->run_event(Event::AfterLoad, state_);
 }
@@ -954,10 +1046,12 @@ void Trainer::check_recipe_changes(const checkpoint::File& file, const std::stri
     (change.alters_training ? altering : harmless).push_back(std::move(change));
   }
   if (!altering.empty() && !checkpoint_.resume_changed_recipe()) {
-    throw InputError("checkpoint.autoresume: " + path + " was written by a run whose recipe differs in what trains: " +
-                     checkpoint::describe(altering) +
-                     ". Resuming it would mix two runs. Use a new run folder (run_dir), or set checkpoint.autoresume to "
-                     "false to start this run fresh, or checkpoint.resume_changed_recipe to true to resume anyway");
+    throw InputError(
+        "checkpoint.autoresume: " + path +
+        " was written by a run whose recipe differs in what trains: " + checkpoint::describe(altering) +
+        ". Resuming it would mix two runs. Use a new run folder (run_dir), or set checkpoint.autoresume to "
+        "false to start this run fresh (the earlier run's checkpoints are then moved aside, into "
+        "earlier-<N>), or checkpoint.resume_changed_recipe to true to resume anyway");
   }
   if (!altering.empty()) {
     engine_->logger().warn("resuming " + path + " although the recipe changed what trains (resume_changed_recipe): " +
@@ -984,7 +1078,10 @@ void Trainer::checkpoint_if_due(Event event, bool force) {
   }
   if (!due) return;
   const std::string path = (std::filesystem::path(folder) / checkpoint::file_name(s.timestamp)).string();
-  if (path == last_checkpoint_ || path == loaded_checkpoint_) return;  // this state is already on disk
+  // This state is already on disk, unless now it says more: that the run is complete, that a stop came during
+  // evaluations (the file written at the last batch or epoch said neither).
+  const bool on_disk = path == last_checkpoint_ || (path == loaded_checkpoint_ && !loaded_weights_only_);
+  if (on_disk && !(event == Event::FitEnd && s.fit_complete) && !(force && evaluating_)) return;
   read_back();  // deferred: never write weights that a non-finite loss went into; save the latest loss
   if (ddp_) rank_generators_ = gather_rank_generators();  // a collective: every rank, before rank 0 writes
   if (state_.rank != 0) {  // rank 0 writes; every rank holds the same state

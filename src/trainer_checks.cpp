@@ -1,12 +1,12 @@
 #include "trainer_checks.h"
 
-#include <string>
-#include <unordered_set>
-
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-
 #include <tessera/error.h>
+
+#include <filesystem>
+#include <string>
+#include <unordered_set>
 
 namespace tessera::detail {
 namespace {
@@ -86,6 +86,25 @@ void check_class_counts(const Model& model, data::BatchSource& train_data) {
   }
 }
 
+void check_evaluators(const Model& model, const std::vector<Evaluator>& evaluators) {
+  for (const Evaluator& ev : evaluators) {
+    if (ev.subset_batches == 0 || ev.dataloader->num_batches() == 0) {
+      throw InputError(fmt::format(
+          "evaluator \"{}\": it would evaluate no batch ({}), so its metrics would be made "
+          "up; give it data (subset_batches -1 for all, or at least 1), or leave it out",
+          ev.label,
+          ev.subset_batches == 0 ? "subset_batches is 0" : ev.dataloader->describe() + " yields none"));
+    }
+    const int64_t model_classes = model.num_classes(), data_classes = ev.dataloader->num_classes();
+    if (model_classes > 0 && data_classes > 0 && model_classes != data_classes) {
+      throw InputError(
+          fmt::format("evaluator \"{}\": the model classifies into {} classes, its data has {} ({}); "
+                      "evaluate on data of the model's classes",
+                      ev.label, model_classes, data_classes, ev.dataloader->describe()));
+    }
+  }
+}
+
 void check_loss_terms(const at::Tensor& terms, int64_t examples) {
   if (!terms.defined()) return;
   const auto type = terms.scalar_type();
@@ -111,6 +130,13 @@ void check_checkpoint_options(const CheckpointOptions& checkpoint) {
   if (checkpoint.autoresume() && checkpoint.folder().empty()) {
     throw InputError("checkpoint: autoresume is on but no checkpoint folder is set, so there is nothing to resume "
                      "from; set a folder (CheckpointOptions().folder(\"checkpoints\")) or turn autoresume off");
+  }
+  std::error_code ec;
+  if (!checkpoint.folder().empty() && std::filesystem::exists(checkpoint.folder(), ec) &&
+      !std::filesystem::is_directory(checkpoint.folder(), ec)) {  // found now, not at the first save
+    throw InputError("checkpoint.folder: '" + checkpoint.folder() +
+                     "' exists and is not a folder; give a folder "
+                     "(it is made when missing)");
   }
 }
 

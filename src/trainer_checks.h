@@ -21,6 +21,11 @@ void check_optimizer_matches_model(const Model& model, const optim::Optimizer& o
 /// unknown, with the example batch's integer targets.
 void check_class_counts(const Model& model, data::BatchSource& train_data);
 
+/// Each evaluator evaluates some batch (its metrics would be made up otherwise), and its data's class count,
+/// when known, is the model's (a mismatch would fail at the first evaluation, after a whole epoch of
+/// training, or give a meaningless accuracy).
+void check_evaluators(const Model& model, const std::vector<Evaluator>& evaluators);
+
 /// Model::loss_terms's answer for a batch of `examples`: undefined (every example one term), or integer counts of
 /// shape [examples]; an InputError saying what it returned otherwise.
 void check_loss_terms(const at::Tensor& terms, int64_t examples);

@@ -311,7 +311,7 @@ void EMA::load_state_dict(const StateDict& state) {
 
 void EMA::after_load(State& state) {
   torch::nn::Module& model = *state.model;
-  const bool complete = state.time.reached(state.timestamp, state.time.max_duration);
+  const bool complete = state.fit_complete;  // the model holds the averages after a completed fit
   if (loaded_.empty()) {
     // Weights loaded without this algorithm's state (weights_only), or no checkpoint: whatever the model holds now
     // is what trains.

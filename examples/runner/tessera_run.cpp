@@ -342,9 +342,11 @@ int main(int argc, char** argv) {
                "(checkpoint.load_path, or autoresume) and print metrics/<label>/<name>: value")
       ->excludes(plan_flag, dry_flag);
   auto* generate_flag =
-      app.add_option("--generate", actions.prompts,
-                     "do not train: continue this text (repeatable) with the language model of the checkpoint the "
-                     "recipe loads and print it (docs/language-models.md)")
+      app.add_option(
+             "--generate", actions.prompts,
+             "do not train: continue this text (repeatable) with the language model of the checkpoint the "
+             "recipe loads and print it (docs/language-models.md)")
+          ->allow_extra_args(false)  // one prompt each: the overrides after it stay overrides
           ->excludes(plan_flag, dry_flag);
   app.add_option("--generate-options", actions.generate_options,
                  "generate's options as a YAML mapping, e.g. '{max_new_tokens: 80, temperature: 0.8, top_k: 40}'")

@@ -14,6 +14,7 @@
 
 #include <tessera/event.h>
 #include <tessera/state.h>
+#include <tessera/state_dict.h>
 
 namespace tessera {
 
@@ -99,9 +100,6 @@ struct AlgorithmSpec {
   bool writes(Resource r, std::optional<Event> at = std::nullopt) const;
   bool reads(Resource r, std::optional<Event> at = std::nullopt) const;
 };
-
-/// Algorithm state for checkpoints: named tensors (scalars as 0-d tensors).
-using StateDict = std::map<std::string, at::Tensor>;
 
 class Algorithm {
  public:

@@ -118,6 +118,15 @@ struct State {
   int rank = 0;
   int world_size = 1;
 
+  /// True while the evaluators run after training (at fit_end): their metrics are reported, but nothing
+  /// trains after them, so they decide nothing (the stoppers and the plateau schedule leave them out, so that
+  /// a run stopped early and resumed decides as the run in one go).
+  bool final_evaluation = false;
+  /// Whether the run has finished: its last batch, epoch end, final evaluation and final checkpoint done (set
+  /// just before that checkpoint, which keeps it, so that a run resumed from it trains nothing). A checkpoint
+  /// written at the last batch before those is not complete: the resumed run does them.
+  bool fit_complete = false;
+
   /// Ends training after the current batch (the run then fires its end-of-fit events as usual).
   void stop_training() noexcept { stop_requested_ = true; }
   bool stop_requested() const noexcept { return stop_requested_; }

@@ -4,16 +4,6 @@
 ///     tessera::Trainer trainer(tessera::TrainerOptions().max_duration(tessera::Time::parse("2ep")),
 ///                              {model, train_loader, optimizer, schedulers, algorithms, callbacks, evaluators});
 ///     trainer.fit();
-#include <array>
-#include <atomic>
-#include <functional>
-#include <cstdint>
-#include <map>
-#include <memory>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include <tessera/algorithm.h>
 #include <tessera/callback.h>
 #include <tessera/checkpoint.h>
@@ -27,6 +17,17 @@
 #include <tessera/options.h>
 #include <tessera/profiler.h>
 #include <tessera/state.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
 
 namespace tessera {
 
@@ -289,7 +290,14 @@ class Trainer {
   CheckpointOptions checkpoint_;
   std::string recipe_text_;
   std::string loaded_checkpoint_;
+  bool loaded_weights_only_ =
+      false;  ///< loaded_checkpoint_ gave the weights alone (its state is not this run's)
   std::string last_checkpoint_;
+  /// The event whose evaluations run_evaluators is running (a checkpoint a stop signal forces then records
+  /// it).
+  std::optional<Event> evaluating_;
+  /// Loaded from a checkpoint forced during evaluations at this event: fit() first runs those not done.
+  std::optional<Event> pending_evaluations_;
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
   int64_t skipped_steps_ = 0;
@@ -305,6 +313,7 @@ class Trainer {
   std::thread::id fit_thread_;        ///< the thread running fit()
   bool in_batch_ = false;             ///< between the data of a batch and the end of its step
   std::string failure_;               ///< what made fit() throw ("" = it did not)
+  std::string load_failure_;          ///< what stopped a checkpoint load after it had changed the trainer
   bool interrupted_ = false;          ///< fit() was stopped by a signal (failure_ says which), at a batch boundary
   /// Deferred read-back (on CUDA, or forced by the test hook TESSERA_TEST_DEFERRED_READBACK=1): the loss and
   /// the train metrics stay on the device between log intervals; non-finite losses are tracked there.

@@ -174,7 +174,15 @@ class PyCallbackT : public Base {
       throw;
     }
   }
-  void close() override { PYBIND11_OVERRIDE(void, Base, close, ); }
+  void close() override {
+    py::gil_scoped_acquire gil;
+    try {
+      PYBIND11_OVERRIDE(void, Base, close, );
+    } catch (py::error_already_set& e) {
+      add_note(e, "in callback \"" + name() + "\" at close()");
+      throw;
+    }
+  }
   StateDict state_dict() const override {
     resolve();
     return plugin_state_dict<Base>(this, "callback \"" + name_ + "\"");

@@ -43,6 +43,11 @@ Batch batch_from_python(py::handle batch, BatchLayout& layout, const std::string
     const py::sequence items = py::reinterpret_borrow<py::sequence>(batch);
     if (items.size() == 0) throw InputError(where + " is an empty " + type_name(batch) + "; expected (input, target, ...)");
     layout.kind = BatchLayout::Kind::Sequence;
+    layout.sequence_type.reset();
+    if (!PyTuple_CheckExact(batch.ptr())) {
+      layout.sequence_type =
+          std::make_shared<GilObject>(py::reinterpret_borrow<py::object>(py::type::handle_of(batch)));
+    }
     for (size_t i = 0; i < items.size(); ++i) {
       const std::string key = i == 0 ? Batch::kInput : i == 1 ? Batch::kTarget : "item" + std::to_string(i);
       out.set(key, part_from_python(items[i], where + "[" + std::to_string(i) + "]"));
@@ -84,7 +89,15 @@ py::object batch_to_python(const Batch& batch, const BatchLayout& layout) {
     case BatchLayout::Kind::Sequence: {
       py::list parts;
       for (const auto& [key, t] : batch.parts()) parts.append(py::cast(t));
-      return py::tuple(parts);
+      if (!layout.sequence_type) return py::tuple(parts);
+      // In its own form: a list, or a namedtuple (its _make) with the same fields when no part was added.
+      const py::object& type = layout.sequence_type->get();
+      if (py::hasattr(type, "_make") && py::len(py::getattr(type, "_fields")) == py::len(parts)) {
+        return type.attr("_make")(parts);
+      }
+      return PyObject_IsSubclass(type.ptr(), reinterpret_cast<PyObject*>(&PyList_Type)) == 1
+                 ? py::object(parts)
+                 : py::tuple(parts);
     }
     case BatchLayout::Kind::Mapping: {
       py::dict parts;
@@ -110,11 +123,13 @@ class PyBatchSource : public data::BatchSource {
     const py::dict info = adapters().attr("loader_info")(iterable_.get(), what_);
     num_batches_ = info["num_batches"].cast<int64_t>();
     num_samples_ = info["num_samples"].cast<int64_t>();
+    batch_size_ = info["batch_size"].cast<int64_t>();
     description_ = info["description"].cast<std::string>();
   }
 
   int64_t num_batches() const override { return num_batches_; }
   int64_t num_samples() const override { return num_samples_; }
+  int64_t batch_size() const override { return batch_size_; }
   std::string describe() const override { return description_; }
 
   void start_epoch(uint64_t seed, int64_t epoch, int64_t first_batch) override {
@@ -162,6 +177,7 @@ class PyBatchSource : public data::BatchSource {
   BatchLayout layout_;
   int64_t num_batches_ = 0;
   int64_t num_samples_ = 0;
+  int64_t batch_size_ = 0;
   int64_t index_ = 0;
   std::string description_;
   std::optional<Batch> example_;

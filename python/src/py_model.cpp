@@ -7,6 +7,8 @@
 // C++ model, and every change is seen by the Python module. Surgery (BlurPool) replaces Python submodules with
 // Python modules calling Tessera's ops (tessera/_surgery.py); the mirror is then rebuilt and the optimizer
 // synced.
+#include <array>
+#include <map>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -271,6 +273,10 @@ class PythonModel : public UserModel {
       if (!mapping) throw InputError("model_call=\"kwargs\" needs dict batches; the batches are not dicts");
       out = module_.get()(**py::dict(py_batch));
     }
+    if (!checked_[is_training() ? 1 : 0]) {
+      checked_[is_training() ? 1 : 0] = true;
+      check_tensors_kept();
+    }
     return take_outputs(out);
   }
 
@@ -299,6 +305,33 @@ class PythonModel : public UserModel {
     return hooks;
   }
 
+  /// After the first forward in each mode (GIL held): the module still holds the tensors the trainer trains,
+  /// saves and averages. A forward that assigns a new tensor to a buffer (`self.steps = self.steps + 1`)
+  /// would otherwise leave the checkpoints, the fingerprint and EMA with the old one, silently.
+  void check_tensors_kept() {
+    std::map<std::string, const c10::TensorImpl*> mine;
+    for (const auto& item : named_parameters(true)) mine[item.key()] = item.value().unsafeGetTensorImpl();
+    for (const auto& item : named_buffers(true)) mine[item.key()] = item.value().unsafeGetTensorImpl();
+    for (const auto& entry : adapters().attr("module_tensors")(module_.get()).cast<py::list>()) {
+      const py::tuple t = entry.cast<py::tuple>();
+      const std::string path = t[0].cast<std::string>();
+      for (const int kind : {1, 2}) {
+        for (const auto& p : t[kind].cast<py::list>()) {
+          const py::tuple item = p.cast<py::tuple>();
+          const std::string name = (path.empty() ? "" : path + ".") + item[0].cast<std::string>();
+          const auto it = mine.find(name);
+          if (it != mine.end() && it->second == item[1].cast<at::Tensor>().unsafeGetTensorImpl()) continue;
+          throw InputError(
+              "model: the forward " + std::string(it == mine.end() ? "added" : "replaced") + " the " +
+              (kind == 1 ? "parameter" : "buffer") + " \"" + name +
+              "\" (a new tensor assigned to it); "
+              "the trainer trains, saves and averages the tensors the module held when it was given, so "
+              "it would go on with the old one: update it in place (self.x += 1, self.x.copy_(...))");
+        }
+      }
+    }
+  }
+
   std::optional<std::map<std::string, int64_t>> external_surgery(const Algorithm& algorithm, optim::Optimizer* optimizer,
                                                                  bool dry_run) override {
     py::gil_scoped_acquire gil;
@@ -310,9 +343,14 @@ class PythonModel : public UserModel {
       mirror(adapters().attr("module_tensors")(module_.get()));
       Module::train(module_.get().attr("training").cast<bool>());
       if (optimizer != nullptr) sync_optimizer(*optimizer, before, named_parameters());
+      checked_ = {false, false};  // its forward is asked again
     }
     return out;
   }
+
+ private:
+  std::array<bool, 2> checked_{false,
+                               false};  ///< check_tensors_kept done after a forward in eval, in train mode
 };
 
 /// A TorchScript module, run from C++: saved to bytes on the Python side, loaded here, and pointed at the

@@ -21,11 +21,16 @@ namespace tessera::python {
 /// How the user's batches look, so that a C++ Batch goes back to the same form for their model and loss:
 /// a tensor (the part "input"), a tuple/list (parts "input", "target", "item2", ...) or a dict (the dict's
 /// keys, `input_key`/`target_key` renamed to "input"/"target" so that algorithms find them).
+class GilObject;
+
 struct BatchLayout {
   enum class Kind { Tensor, Sequence, Mapping };
   Kind kind = Kind::Sequence;
   std::string input_key = Batch::kInput;
   std::string target_key = Batch::kTarget;
+  /// A sequence's own type when it is not a plain tuple (a list, a namedtuple): the batch goes back to Python
+  /// as one.
+  std::shared_ptr<GilObject> sequence_type;
 };
 
 /// The layout of the batch the model sees next: set by every Python batch source when it hands out a batch

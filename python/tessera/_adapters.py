@@ -133,12 +133,18 @@ def loader_info(loader: Any, what: str) -> dict:
     size = _batch_size(loader)
     dataset = getattr(loader, "dataset", None)
     if isinstance(loader, torch.utils.data.DataLoader) and size is not None and hasattr(dataset, "__len__"):
-        n = len(dataset)
-        num_samples = n - n % size if loader.drop_last else n
+        # An epoch is what the sampler draws (a subset, a weighted sample), in batches of the batch sampler's.
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        sampler = getattr(batch_sampler, "sampler", None) or loader.sampler
+        n = len(sampler) if hasattr(sampler, "__len__") else len(dataset)
+        drop_last = getattr(batch_sampler, "drop_last", loader.drop_last)
+        num_samples = n - n % size if drop_last else n
         workers = loader.num_workers
         order = "resumable order" if _resumable_sampler(loader) else type(loader.sampler).__name__
+        drawn = f", {n} drawn an epoch" if n != len(dataset) else ""
         description = (
-            f"DataLoader({type(dataset).__name__} of {n}, batch_size {size}, {workers} workers, {order})"
+            f"DataLoader({type(dataset).__name__} of {len(dataset)}{drawn}, batch_size {size}, {workers} workers, "
+            f"{order})"
         )
     elif isinstance(loader, (list, tuple)):
         num_samples = sum(_first_dim(b) for b in loader)
@@ -146,7 +152,9 @@ def loader_info(loader: Any, what: str) -> dict:
     else:
         num_samples = num_batches * (size or _first_dim(example_batch(loader, what)))
         description = f"{type(loader).__name__} of {num_batches} batches"
-    return {"num_batches": num_batches, "num_samples": num_samples, "description": description}
+    fixed = isinstance(loader, torch.utils.data.DataLoader) and size is not None  # the examples in each batch
+    return {"num_batches": num_batches, "num_samples": num_samples, "batch_size": int(size) if fixed else 0,
+            "description": description}
 
 
 def _first_dim(batch: Any) -> int:

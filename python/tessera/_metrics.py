@@ -19,6 +19,9 @@ def _entry(where: str, key: Optional[str], metric: Any) -> MetricEntry:
             raise _C.InputError(f"{where}: a Tessera metric is named by itself; give {metric!r} in a list, or an "
                                 "object under a name of your choosing")
         return metric, None
+    if isinstance(metric, type):
+        raise _C.InputError(f"{where}: the class {metric.__name__} is given; expected a metric object, an instance: "
+                            f"{metric.__name__}()")
     missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
     if missing:
         raise _C.InputError(f"{where}: a {type(metric).__name__} has no {', '.join(m + '()' for m in missing)}; "

@@ -131,6 +131,11 @@ def _groups(optimizer: torch.optim.Optimizer, keys: Dict[str, Any], names: Dict[
             if base.get(key) != value:
                 raise _C.InputError(f"optimizer: {where} has {key}={value!r} and group 0 {base.get(key)!r}: Tessera's "
                                     "parameter groups differ only in lr and weight_decay")
+        if lr == 0 and params:  # torch leaves these as they are; Tessera's group lr 0 means the optimizer's
+            raise _C.InputError(f"optimizer: {where} has lr=0, which keeps its parameters ({', '.join(params[:3])}"
+                                f"{', ...' if len(params) > 3 else ''}) as they are; Tessera's group lr 0 means the "
+                                "optimizer's lr: freeze them instead (requires_grad_(False)) and leave them out of "
+                                "the optimizer")
         entry: Dict[str, Any] = {"names": params}
         if lr != base["lr"]:
             entry["lr"] = lr

@@ -1,7 +1,8 @@
 """torch.optim.lr_scheduler schedulers as the Tessera schedules that set the same learning rates: each becomes recipe
 entries ({"cosine": {"t_max": "90ep", "alpha_f": 0.001}}), closed forms of the step count that torch computes step by
 step (equal within float rounding). Tessera's schedules are functions of training time, so a resumed run needs no
-scheduler state. They are stepped once per batch or once per epoch (the trainer's step_schedulers_every_batch); a
+scheduler state — but for ReduceLROnPlateau, which becomes a `plateau` on the metric it is given with (its state is
+in checkpoints). They are stepped once per batch or once per epoch (the trainer's step_schedulers_every_batch); a
 step count k of torch's is k batches or k epochs."""
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from typing import Any, Dict, List, Sequence
 from . import _C
 
 Entry = Dict[str, Dict[str, Any]]
-# Why these are refused (by class name: ReduceLROnPlateau is not an LRScheduler in torch 1.x).
+# Why these are refused (by class name).
 _REFUSED = {
-    "ReduceLROnPlateau": "its rate follows a metric, which Tessera's schedules (functions of training time) do "
-                         "not read; an early_stopper callback can end a run that stops improving",
     "LambdaLR": "its rate is a Python function, which a recipe cannot hold; write the schedule as Tessera schedules "
                 "(a `sequential` of `linear`, `cosine`, ... covers the usual warmup shapes)",
     "MultiplicativeLR": "its rate is a Python function, which a recipe cannot hold; an ExponentialLR is the "
@@ -26,6 +25,29 @@ _REFUSED = {
 
 def is_torch_scheduler(x: Any) -> bool:
     return type(x).__module__.startswith("torch.optim.lr_scheduler")
+
+
+def is_torch_schedule(x: Any) -> bool:
+    """A torch scheduler, or one with the metric it follows: {"scheduler": ReduceLROnPlateau(...), "monitor":
+    "cross_entropy", "label": "eval"} (as Lightning's lr_scheduler dicts name it)."""
+    return is_torch_scheduler(x) or (isinstance(x, dict) and is_torch_scheduler(x.get("scheduler")))
+
+
+def unwrap(x: Any) -> Any:
+    """(the torch scheduler, the metric it follows as plateau options, or None)."""
+    if not isinstance(x, dict):
+        return x, None
+    s = x["scheduler"]
+    unknown = sorted(set(x) - {"scheduler", "monitor", "label"})
+    if unknown:
+        raise _refuse(s, f"is given with {unknown}; a scheduler's dict takes scheduler, monitor and label")
+    if "monitor" not in x:
+        raise _refuse(s, "is given in a dict without monitor; name the metric it follows: {'scheduler': ..., "
+                         "'monitor': 'cross_entropy', 'label': 'eval'}")
+    if type(s).__name__ != "ReduceLROnPlateau":
+        raise _refuse(s, f"follows time, not a metric: give it alone, not with monitor={x['monitor']!r} (only a "
+                         "ReduceLROnPlateau follows one)")
+    return s, {"monitor": str(x["monitor"]), "label": str(x.get("label", "eval"))}
 
 
 def _refuse(scheduler: Any, why: str) -> _C.InputError:
@@ -47,6 +69,33 @@ def _common_ratio(scheduler: Any, eta_min: float) -> float:
                                  "different fraction of each group's lr; Tessera scales every group's lr by one "
                                  "factor: give eta_min=0, or groups of one lr")
     return ratios[0]
+
+
+def _plateau(s: Any, watched: Any) -> Entry:
+    """ReduceLROnPlateau, on the metric `watched` names: Tessera's plateau reduces every group's lr by one factor,
+    so min_lrs must be one fraction of the groups' lrs, and eps (in lr) one fraction too unless 0."""
+    if watched is None:
+        raise _refuse(s, "steps on a value your loop passes to step(), which Tessera's loop does not know: give it "
+                         "with the metric it follows, {'scheduler': scheduler, 'monitor': 'cross_entropy', 'label': "
+                         "'eval'} (an eval_metrics name of eval_dataloader's, or label 'train' with a train_metrics "
+                         "name or 'loss')")
+    lrs = [float(g.get("initial_lr", g["lr"])) for g in s.optimizer.param_groups]
+    min_lrs = list(s.min_lrs) if len(s.min_lrs) == len(lrs) else [getattr(s, "default_min_lr", 0) or 0] * len(lrs)
+
+    def fraction(values: List[float], what: str) -> float:
+        ratios = [v / lr if lr else 0.0 for v, lr in zip(values, lrs)]
+        if any(not math.isclose(r, ratios[0], rel_tol=1e-12, abs_tol=0.0) for r in ratios):
+            raise _refuse(s, f"has {what} in groups of different lrs ({lrs}), a different fraction of each group's "
+                             f"lr; Tessera's plateau reduces every group's lr by one factor: give {what} 0, or groups "
+                             "of one lr")
+        return ratios[0]
+
+    return {"plateau": {"monitor": watched["monitor"], "label": watched["label"],
+                        "comp": "less" if s.mode == "min" else "greater", "factor": float(s.factor),
+                        "patience": int(s.patience), "threshold": float(s.threshold),
+                        "threshold_mode": str(s.threshold_mode), "cooldown": int(s.cooldown),
+                        "min_alpha": fraction([float(m) for m in min_lrs], "min_lr"),
+                        "eps": fraction([float(s.eps)] * len(lrs), "eps")}}
 
 
 def _onecycle(s: Any, unit: str) -> Entry:
@@ -73,12 +122,18 @@ def _onecycle(s: Any, unit: str) -> Entry:
                          "pct_start": up / (total - 1), "t_max": f"{total - 1}{unit}"}}
 
 
-def _one(s: Any, unit: str, chained: bool) -> List[Entry]:
+def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
     """The entries of one torch scheduler; `chained`: it multiplies others (a ChainedScheduler or a list), so it must
-    scale the lr by a factor rather than set it."""
+    scale the lr by a factor rather than set it; `watched`: the metric a ReduceLROnPlateau follows."""
     name = type(s).__name__
     if name in _REFUSED:
         raise _refuse(s, "is not translated: " + _REFUSED[name])
+    if name == "ReduceLROnPlateau":
+        if chained:
+            raise _refuse(s, "reduces the lr that the other torch schedulers set, step by step, which Tessera's "
+                             "plateau (a factor on the schedules) does not follow: give it alone, or beside Tessera "
+                             "schedules (which it multiplies)")
+        return [_plateau(s, watched)]
     if chained and name in ("OneCycleLR", "CosineAnnealingWarmRestarts", "SequentialLR"):
         raise _refuse(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
                          "alone")
@@ -128,7 +183,7 @@ def _one(s: Any, unit: str, chained: bool) -> List[Entry]:
         return [e for child in s._schedulers for e in _one(child, unit, chained=True)]
     raise _refuse(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
                      "LinearLR, PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, "
-                     "SequentialLR, ChainedScheduler); give Tessera schedules as recipe entries "
+                     "SequentialLR, ChainedScheduler, ReduceLROnPlateau); give Tessera schedules as recipe entries "
                      "(tessera.registered('schedulers'))")
 
 
@@ -153,14 +208,16 @@ def from_torch(schedulers: Sequence[Any], optimizers: Sequence[Any], every_batch
     InputError, saying why, for what has no equivalent."""
     unit = "ba" if every_batch else "ep"
     per_optimizer: Dict[int, List[Any]] = {id(o): [] for o in optimizers}
-    for s in schedulers:
+    for given in schedulers:
+        s, watched = unwrap(given)
         _check_fresh(s)
         targets = {id(o) for o in _optimizers_of(s)}
         if len(targets) != 1 or not targets <= set(per_optimizer):
             raise _refuse(s, "drives another optimizer than the torch optimizer given to the Trainer; build it over "
                              "that optimizer")
-        per_optimizer[targets.pop()].append(s)
-    lists = [[e for s in group for e in _one(s, unit, chained=len(group) > 1)] for group in per_optimizer.values()]
+        per_optimizer[targets.pop()].append((s, watched))
+    lists = [[e for s, watched in group for e in _one(s, unit, chained=len(group) > 1, watched=watched)]
+             for group in per_optimizer.values()]
     if any(entries != lists[0] for entries in lists[1:]):
         raise _C.InputError("schedulers: Muon and its AdamW are given different schedules; Tessera's muon scales both "
                             "kinds of parameters by one schedule: give both optimizers the same schedulers")
@@ -172,6 +229,7 @@ def check_horizons(schedulers: Sequence[Any], steps: int) -> None:
     or its epochs): a CosineAnnealingLR rises again past T_max (Tessera's cosine holds at its end), a OneCycleLR
     raises when stepped past total_steps (Tessera's holds)."""
     for s in schedulers:
+        s = unwrap(s)[0]
         name = type(s).__name__
         if name == "CosineAnnealingLR" and steps - 1 > s.T_max:
             raise _refuse(s, f"has T_max={s.T_max} but sets the lr for {steps} steps here: past T_max torch's cosine "

@@ -11,7 +11,7 @@ from ._metrics import entries, per_evaluator
 from ._optimizers import from_torch
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
-from ._schedulers import check_horizons, is_torch_scheduler
+from ._schedulers import check_horizons, is_torch_schedule, unwrap
 from ._schedulers import from_torch as schedules_from_torch
 
 if TYPE_CHECKING:  # typed keyword arguments for checkers; nothing is imported at run time
@@ -85,6 +85,19 @@ def _user_parts(
             raise _C.InputError("loss_terms: applies to a model given as a torch.nn.Module; recipe models count "
                                 "their own")
         user["loss_terms"] = loss_terms
+    # The keywords that say how to call the user's module and read the user's batches: refused where nothing they
+    # apply to is given, rather than ignored.
+    given = {"model_call": (model_call, "auto", "module"), "output_key": (output_key, "logits", "module"),
+             "input_key": (input_key, "input", "data"), "target_key": (target_key, "target", "data"),
+             "dataloader_resume": (dataloader_resume, "refuse", "train_dataloader")}
+    has = {"module": "module" in user, "train_dataloader": "train_dataloader" in user,
+           "data": "train_dataloader" in user or "eval_dataloaders" in user}
+    for key, (value, default, needs) in given.items():
+        if value != default and not has[needs]:
+            what = {"module": "a model given as a torch.nn.Module",
+                    "data": "batches from train_dataloader or eval_dataloader",
+                    "train_dataloader": "a train_dataloader"}[needs]
+            raise _C.InputError(f"{key}={value!r}: applies to {what}, and none is given; leave it out")
     if user:
         user.update(model_call=model_call, output_key=output_key, input_key=input_key, target_key=target_key,
                     dataloader_resume=dataloader_resume)
@@ -197,7 +210,7 @@ class Trainer(_C._Trainer):
         # torch schedulers (one, or in a list beside Tessera's entries) become Tessera schedules with the optimizer.
         schedule_list = list(schedulers) if isinstance(schedulers, (list, tuple)) else (
             [] if schedulers is None else [schedulers])
-        torch_schedules = [s for s in schedule_list if is_torch_scheduler(s)]
+        torch_schedules = [s for s in schedule_list if is_torch_schedule(s)]
         torch_optimizer: Any = None
         if isinstance(optimizer, torch.optim.Optimizer) or torch_optimizers:
             if not isinstance(model, torch.nn.Module):
@@ -212,8 +225,9 @@ class Trainer(_C._Trainer):
         if torch_schedules:
             if torch_optimizer is None:
                 raise _C.InputError(
-                    f"schedulers: torch's {type(torch_schedules[0]).__name__} sets the lr of a torch optimizer: give "
-                    "that optimizer as optimizer= (it is translated with it), or give Tessera schedules as recipe "
+                    f"schedulers: torch's {type(unwrap(torch_schedules[0])[0]).__name__} sets the lr of a torch "
+                    "optimizer: give that optimizer as optimizer= (it is translated with it), or give Tessera "
+                    "schedules as recipe "
                     "entries, e.g. schedulers=[{'cosine': {'t_max': '1dur'}}] (tessera.registered('schedulers'))")
             every_batch = options.get("step_schedulers_every_batch")
             if every_batch is None:  # Composer's default with torch schedulers: stepped once per epoch
@@ -222,8 +236,8 @@ class Trainer(_C._Trainer):
                 options["step_schedulers_every_batch"] = every_batch
             optimizers = list(torch_optimizer) if isinstance(torch_optimizer, (list, tuple)) else [torch_optimizer]
             entries = schedules_from_torch(torch_schedules, optimizers, bool(every_batch))
-            first = next(i for i, s in enumerate(schedule_list) if is_torch_scheduler(s))
-            rest = [s for s in schedule_list if not is_torch_scheduler(s)]
+            first = next(i for i, s in enumerate(schedule_list) if is_torch_schedule(s))
+            rest = [s for s in schedule_list if not is_torch_schedule(s)]
             schedulers = rest[:first] + entries + rest[first:]
         if train_dataloader is not None and train_data is not None:
             raise _C.InputError("train_dataloader and train_data both describe the training data; give one")

@@ -136,6 +136,12 @@ def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
         from_torch(torch.optim.SGD([{"params": model.body.parameters()},
                                     {"params": model.head.parameters(), "momentum": 0.5}], lr=0.1, momentum=0.9),
                    model)
+    # torch's lr 0 keeps a group as it is; Tessera's means the optimizer's lr: refused, not trained.
+    with pytest.raises(tessera.InputError, match=r"group 1 has lr=0, which keeps its parameters \(head.weight, "
+                                                 r"head.bias\) as they are"):
+        from_torch(torch.optim.SGD([{"params": model.body.parameters()},
+                                    {"params": model.head.parameters(), "lr": 0.0, "weight_decay": 0.0}],
+                                   lr=0.1, weight_decay=1e-3), model)
     with pytest.raises(tessera.InputError, match="translated for a model given as a torch.nn.Module"):
         tessera.Trainer(model={"mlp": {}}, train_dataloader=torch.utils.data.DataLoader(data(), batch_size=16),
                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
@@ -223,3 +229,36 @@ def test_the_muon_pair_becomes_one_muon_entry():
         from_torch((torch.optim.SGD(matrices, lr=0.1), torch.optim.SGD(rest, lr=0.1)), model)
     with pytest.raises(tessera.InputError, match="is in the Muon and in the AdamW"):
         from_torch((torch.optim.Muon(matrices), torch.optim.AdamW(list(model.parameters()))), model)
+
+
+def test_a_sparse_gradient_is_refused_by_the_optimizers_that_do_not_take_one_before_any_change(tmp_path):
+    """As torch: SGD takes an nn.Embedding(sparse=True)'s gradient; the others refuse it before touching anything."""
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.embed = torch.nn.Embedding(20, 8, sparse=True)
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.embed(x).mean(1))
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 20, (32, 4), generator=g)
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x[:, 0] % 3), batch_size=8)
+    for make, ok in [(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), True),
+                     (lambda m: torch.optim.Adagrad(m.parameters(), lr=0.1), False),
+                     (lambda m: torch.optim.AdamW(m.parameters(), lr=0.01), False)]:
+        model = Bag()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = tessera.Trainer(model=model, train_dataloader=batches, optimizer=make(model), max_duration="2ba",
+                                  threads=1, run_dir=str(tmp_path))
+        if ok:
+            trainer.fit()
+            assert not torch.equal(model.embed.weight, before["embed.weight"])
+            continue
+        with pytest.raises(tessera.InputError, match=r"optimizer (adagrad|adamw): a parameter of shape 20x8 has a "
+                                                     r"sparse gradient"):
+            trainer.fit()
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k  # no decay, no step: nothing moved

@@ -156,7 +156,6 @@ def refusal(tmp_path, make, optimizer_entry=None, **kw):
 
 
 def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
-    assert "follows a metric" in refusal(tmp_path, lambda o: lr.ReduceLROnPlateau(o))
     assert "is a Python function" in refusal(tmp_path, lambda o: lr.LambdaLR(o, lambda k: 0.9 ** k))
     assert "no cyclic schedule" in refusal(tmp_path, lambda o: lr.CyclicLR(o, 0.01, 0.1, cycle_momentum=False))
     assert "give cycle_momentum=False" in refusal(tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10))
@@ -226,3 +225,101 @@ def test_a_scaled_schedule_is_checked_in_its_own_steps(tmp_path):
                     schedulers=lr.CosineAnnealingLR(optimizer, T_max=4), step_schedulers_every_batch=True,
                     scale_schedule_ratio=2.0, max_duration="1ep", threads=1, run_dir=str(tmp_path)).fit()
     assert [g[0] for g in recorder.lrs] == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
+
+
+class EvalRecorder(tessera.Callback):
+    name = "eval_recorder"
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
+        self.values = []
+
+    def run_event(self, event, state, logger):
+        if str(event) == "eval_end":
+            self.values.append(state.metrics[self.key])
+
+
+@pytest.mark.parametrize("every_batch", [True, False], ids=["every_batch", "every_epoch"])
+def test_reduce_lr_on_plateau_sets_the_lrs_torchs_sets_on_the_same_values(every_batch, tmp_path):
+    """A ReduceLROnPlateau with the metric it follows becomes a plateau: replaying the evaluations' values into
+    torch's (step(value) after each epoch) gives the lrs Tessera set, whichever way the other schedules step."""
+    def make(o):
+        return lr.ReduceLROnPlateau(o, mode="max", factor=0.5, patience=1, threshold=0.2, cooldown=1,
+                                    min_lr=[0.02, 0.06], eps=0)
+    model = Net()
+    optimizer = sgd(model)
+    recorder, values = LrRecorder(), EvalRecorder("metrics/eval/accuracy")
+    trainer = tessera.Trainer(model=model, train_dataloader=loader(), eval_dataloader=loader(), optimizer=optimizer,
+                              schedulers={"scheduler": make(optimizer), "monitor": "accuracy"},
+                              callbacks=[recorder, values], step_schedulers_every_batch=every_batch,
+                              max_duration=f"{EPOCHS}ep", threads=1, run_dir=str(tmp_path))
+    assert trainer.recipe.to_dict()["schedulers"] == [{"plateau": {
+        "monitor": "accuracy", "label": "eval", "comp": "greater", "factor": 0.5, "patience": 1, "threshold": 0.2,
+        "threshold_mode": "rel", "cooldown": 1, "min_alpha": pytest.approx(0.2), "eps": 0.0}}]
+    trainer.fit()
+    assert len(values.values) == EPOCHS
+    reference = sgd(Net())
+    scheduler = make(reference)
+    expected = []
+    for value in values.values:
+        expected += [[g["lr"] for g in reference.param_groups]] * BATCHES_PER_EPOCH
+        scheduler.step(value)
+    assert recorder.lrs == [pytest.approx(x, rel=1e-12) for x in expected]
+    assert expected[-1][0] < 0.1  # it reduced
+
+
+def test_reduce_lr_on_plateau_needs_the_metric_it_follows_and_one_fraction_of_the_groups_lrs(tmp_path):
+    assert "steps on a value your loop passes to step()" in refusal(tmp_path, lambda o: lr.ReduceLROnPlateau(o))
+    assert "given in a dict without monitor" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0)})
+    assert "a scheduler's dict takes scheduler, monitor and label" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "loss", "interval": "epoch"})
+    assert "follows time, not a metric" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=1), "monitor": "accuracy"})
+    assert "give it alone, or beside Tessera schedules" in refusal(
+        tmp_path, lambda o: [{"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "loss", "label": "train"},
+                             lr.StepLR(o, step_size=1)])
+    # min_lr and eps are lrs: one fraction of every group's, or refused (the two groups' lrs are 0.1 and 0.3).
+    assert "has min_lr in groups of different lrs" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, min_lr=0.01, eps=0), "monitor": "loss",
+                             "label": "train"})
+    assert "has eps in groups of different lrs ([0.1, 0.3])" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o), "monitor": "loss", "label": "train"})
+    # What it follows must be computed by the run: refused before step 1.
+    assert "plateau: no evaluator is labelled \"eval\" (the run's: none)" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "cross_entropy"})
+
+
+def test_a_run_with_a_plateau_resumes_where_it_reduced(tmp_path):
+    """Killed after the plateau has reduced, the resumed run continues with its reductions, best value and counts,
+    and ends on the weights of the run in one go."""
+    def run(folder, stop_after=None, resume=False):
+        model = Net()
+        optimizer = sgd(model, momentum=0.9)
+        recorder = LrRecorder()
+        callbacks = [recorder]
+        if stop_after is not None:
+            class Stop(tessera.Callback):
+                name = "stop"
+
+                def batch_end(self, state, logger):
+                    if state.timestamp.batch == stop_after:
+                        state.stop_training()
+            callbacks.append(Stop())
+        trainer = tessera.Trainer(
+            model=model, train_dataloader=loader(), optimizer=optimizer, callbacks=callbacks,
+            schedulers={"scheduler": lr.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, threshold=0.5, eps=0),
+                        "monitor": "loss", "label": "train"},
+            checkpoint={"folder": str(folder), "interval": "1ep", "autoresume": resume},
+            max_duration=f"{EPOCHS}ep", threads=1, run_dir=str(tmp_path))
+        trainer.fit()
+        return model, recorder.lrs
+
+    whole, lrs = run(tmp_path / "whole")
+    assert lrs[-1][0] < 0.1 / 2  # reduced twice or more
+    run(tmp_path / "cut", stop_after=3 * BATCHES_PER_EPOCH)
+    resumed, tail = run(tmp_path / "cut", resume=True)
+    assert tail == lrs[3 * BATCHES_PER_EPOCH:]
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -194,6 +194,11 @@ def test_resuming_inside_an_epoch_without_a_resumable_sampler_is_refused_or_skip
     assert skipped.weights_fingerprint() == one_go.weights_fingerprint()
     with pytest.raises(tessera.InputError, match="dataloader_resume"):
         make("maybe", tmp_path / "three")
+    # Batches of 65 give the same 6 batches of 384 examples an epoch, but not the same batches: refused.
+    with pytest.raises(tessera.InputError, match="batches of 64 examples, this run's are of 65"):
+        tessera.Trainer(model=make_model(), train_dataloader=torch.utils.data.DataLoader(train_set, batch_size=65),
+                        optimizer={"sgd": {"lr": 0.05}}, max_duration="2ep", seed=1, run_dir=str(tmp_path / "two"),
+                        dataloader_resume="skip", checkpoint={"folder": "ck", "autoresume": True})
 
 
 class DictModel(torch.nn.Module):

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <tessera/callbacks/metric_writers.h>
 #include <unistd.h>
@@ -97,6 +98,18 @@ void check_written(const std::ofstream& file, const std::string& path) {
   if (!file) throw Error(fmt::format("cannot write to '{}' (disk full or file removed?)", path));
 }
 
+/// Makes what was written to `path` durable (the checkpoint that records its length is fsynced too): after a
+/// crash of the machine the file is at least that long, so the run resumes.
+void sync_to_disk(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const std::string why = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    throw Error(fmt::format("cannot sync '{}' to disk: {}", path, why));
+  }
+  ::close(fd);
+}
+
 /// Flushes and closes; an Error when buffered data could not be written.
 void flush_and_close(std::ofstream& file, const std::string& path) {
   if (!file.is_open()) return;
@@ -108,6 +121,13 @@ void flush_and_close(std::ofstream& file, const std::string& path) {
 
 bool is_setup_event(Event event) {
   return event == Event::Init || event == Event::BeforeLoad || event == Event::AfterLoad;
+}
+
+/// Where something has come out: a batch trained, an evaluation or a prediction done, the run's end.
+bool is_result_event(Event event) {
+  return event == Event::BatchEnd || event == Event::EpochEnd || event == Event::EvalEnd ||
+         event == Event::EvalAfterAll || event == Event::EvalStandaloneEnd || event == Event::PredictEnd ||
+         event == Event::FitEnd;
 }
 
 /// The "bytes" entry of a writer's state: a non-negative integer scalar.
@@ -197,6 +217,9 @@ void MetricFile::event(Event event) {
     setup_seen_ = true;
     return;
   }
+  // Opened (which truncates the file of a run before, unless resuming) once something has come out: a run
+  // refused at its first batch (a batch the model does not take) leaves that file as it was.
+  if (!opened_ && !is_result_event(event)) return;
   if (!opened_) open();
   const bool due = event == Event::EpochEnd || event == Event::FitEnd ||
                    (event == Event::BatchEnd && std::chrono::steady_clock::now() - flushed_ >= std::chrono::seconds(5));
@@ -212,6 +235,7 @@ int64_t MetricFile::bytes() {
   if (opened_) {
     file_.flush();
     check_written(file_, path_);
+    sync_to_disk(path_);
   }
   return bytes_;
 }

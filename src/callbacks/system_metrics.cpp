@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -231,6 +233,11 @@ SystemMetricsMonitor::SystemMetricsMonitor(SystemMetricsMonitorOptions options) 
   if (options_.disk_path().empty()) {
     throw InputError("system_metrics_monitor.disk_path: empty; give a path on the file system to watch (\".\": the "
                      "working directory's)");
+  }
+  struct statvfs fs {};
+  if (::statvfs(options_.disk_path().c_str(), &fs) != 0) {  // found now, not as a metric that never appears
+    throw InputError("system_metrics_monitor.disk_path: '" + options_.disk_path() + "' cannot be read (" +
+                     std::strerror(errno) + "); give an existing path on the file system to watch");
   }
 }
 

@@ -43,6 +43,20 @@ extern "C" void on_stop_signal(int sig) {
   }
 }
 
+/// Removes the temporary files (of checkpoints, of `latest`) that writes killed midway left in `folder`; no
+/// write of this process is in flight when it runs (one thread saves, and prunes after its write).
+void remove_temporary_files(const std::string& folder) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.rfind(".tmp-");
+    const bool pid = at != std::string::npos && at + 5 < name.size() &&
+                     name.find_first_not_of("0123456789", at + 5) == std::string::npos;
+    const std::string stem = pid ? name.substr(0, at) : "";
+    if (pid && (stem == "latest" || parse_name(stem))) fs::remove(entry.path(), ec);
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> checkpoint_files(const std::string& folder) {
@@ -170,16 +184,31 @@ std::vector<std::string> prune(const std::string& folder, int64_t keep, const st
     }
     if (fs::remove(path, ec)) removed.push_back(path);
   }
-  // Temporary files (checkpoints, `latest`) of runs that were killed while writing them.
-  const std::string own = fmt::format(".tmp-{}", static_cast<long>(::getpid()));
-  for (const auto& entry : fs::directory_iterator(folder, ec)) {
-    const std::string name = entry.path().filename().string();
-    const bool temporary = name.find(".ckpt.tmp-") != std::string::npos || name.rfind("latest.tmp-", 0) == 0;
-    if (temporary && name.find(own) == std::string::npos) {
-      fs::remove(entry.path(), ec);
-    }
-  }
+  remove_temporary_files(folder);
   return removed;
+}
+
+std::string move_earlier_run_aside(const std::string& folder) {
+  std::error_code ec;
+  remove_temporary_files(folder);
+  std::vector<fs::path> earlier;
+  for (const auto& path : checkpoint_files(folder)) earlier.emplace_back(path);
+  if (earlier.empty()) return "";
+  if (fs::exists(fs::path(folder) / "latest", ec)) earlier.push_back(fs::path(folder) / "latest");
+  fs::path aside;
+  for (int n = 1; aside.empty() || fs::exists(aside, ec); ++n)
+    aside = fs::path(folder) / fmt::format("earlier-{}", n);
+  fs::create_directory(aside, ec);
+  if (ec)
+    throw Error(fmt::format("checkpoint: cannot create '{}' to keep an earlier run's checkpoints: {}",
+                            aside.string(), ec.message()));
+  for (const auto& path : earlier) {
+    fs::rename(path, aside / path.filename(), ec);
+    if (ec)
+      throw Error(fmt::format("checkpoint: cannot move '{}' into '{}': {}", path.string(), aside.string(),
+                              ec.message()));
+  }
+  return aside.string();
 }
 
 }  // namespace checkpoint

@@ -211,7 +211,8 @@ void Trainer::save_checkpoint(const std::string& path) const {
                {"sample_in_epoch", s.timestamp.sample_in_epoch},
                {"shuffle_seed", s.seed},
                {"batches_per_epoch", s.time.batches_per_epoch},
-               {"samples_per_epoch", s.time.samples_per_epoch}};
+               {"samples_per_epoch", s.time.samples_per_epoch},
+               {"batch_size", s.train_dataloader->batch_size()}};
 
   // model
   json params = json::array(), buffers = json::array();
@@ -256,9 +257,10 @@ void Trainer::save_checkpoint(const std::string& path) const {
   }
   m["optimizer"] = {{"name", opt.name()}, {"step_count", opt.step_count()}, {"groups", groups}, {"state", opt_state}};
 
-  // algorithms and callbacks, in recipe order
+  // algorithms, callbacks and schedules, in recipe order
   m["algorithms"] = save_plugins(engine_->algorithms(), "algorithm", file);
   m["callbacks"] = save_plugins(engine_->callbacks(), "callback", file);
+  m["schedulers"] = save_plugins(s.schedulers, "scheduler", file);
 
   // generators: the project's and torch's
   m["rng"] = {{"key", s.rng.key()}, {"counter", s.rng.counter()}};
@@ -285,7 +287,10 @@ void Trainer::save_checkpoint(const std::string& path) const {
                   {"metrics", metric_names},
                   {"skipped_batches", skipped_batches_},
                   {"skipped_steps", skipped_steps_},
-                  {"microbatch_size", s.microbatch_size}};
+                  {"microbatch_size", s.microbatch_size},
+                  {"fit_complete", s.fit_complete}};
+  // Written while evaluations ran (a stop signal): the run resumed from it does those not finished first.
+  if (evaluating_) m["trainer"]["pending_evaluations"] = event_name(*evaluating_);
   if (scaler_) m["grad_scaler"] = save_state_dict(scaler_->state_dict(), "grad_scaler/", file);
   create_parent_folder(path, "save_checkpoint");
   checkpoint::write_file(file, path);
@@ -336,6 +341,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     pending_loss_ = at::Tensor();
     nonfinite_.reset();
   };
+  bool changing = false;
   try {
     const bool safetensors = m.contains("safetensors");  // weights alone, from another program or export_weights
     if (safetensors && !weights_only) {
@@ -352,6 +358,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       if (!note.empty()) engine_->logger().info(note);
       forget_pending();
       loaded_checkpoint_ = path;
+      loaded_weights_only_ = true;
       return;
     }
     // A full resume must fit this run exactly, or the resumed run would silently differ: check everything
@@ -364,6 +371,17 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
           "batch size changed, so the run cannot resume exactly ({} to load the weights alone)",
           path, data.at("samples_per_epoch").get<int64_t>(), data.at("batches_per_epoch").get<int64_t>(),
           s.time.samples_per_epoch, s.time.batches_per_epoch, how_to_set("weights_only", "true")));
+    }
+    // Batches of 16 and of 17 from 160 examples are both 10 batches of 160 examples per epoch, but not the
+    // same ones.
+    const int64_t saved_batch = data.value("batch_size", int64_t{0}),
+                  batch = s.train_dataloader->batch_size();
+    if (saved_batch > 0 && batch > 0 && saved_batch != batch) {
+      throw InputError(
+          fmt::format("checkpoint '{}' was taken with batches of {} examples, this run's are of {}: the "
+                      "batch size changed, so the run cannot resume exactly ({} to load the weights "
+                      "alone)",
+                      path, saved_batch, batch, how_to_set("weights_only", "true")));
     }
     if (m.at("seed").get<uint64_t>() != s.seed) {
       throw InputError(fmt::format("checkpoint '{}' was taken with seed {}, this run has seed {}: resume with the "
@@ -380,6 +398,22 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
                                    path, fmt::join(saved_algos, ", "), fmt::join(run_algos, ", "),
                                    how_to_set("weights_only", "true")));
     }
+    // A schedule with state (plateau) resumes from its own entry: the same name at the same place in
+    // schedulers:.
+    const json no_schedulers = json::array();
+    const json& saved_schedulers = m.contains("schedulers") ? m.at("schedulers") : no_schedulers;
+    auto saved_schedule = [&](size_t i) {
+      return i < saved_schedulers.size() &&
+             saved_schedulers[i].at("name").get<std::string>() == s.schedulers[i]->name();
+    };
+    for (size_t i = 0; i < s.schedulers.size(); ++i) {
+      if (!saved_schedule(i) && !s.schedulers[i]->state_dict().empty()) {
+        throw InputError(
+            fmt::format("checkpoint '{}' has no state for schedulers[{}] ({}): it was taken with other "
+                        "schedules; resume with the schedules it was taken with (or {})",
+                        path, i, s.schedulers[i]->name(), how_to_set("weights_only", "true")));
+      }
+    }
     optim::Optimizer& opt = *s.optimizer;
     const json& o = m.at("optimizer");
     if (o.at("name").get<std::string>() != opt.name()) {
@@ -392,10 +426,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
                                    path, o.at("groups").size(), opt.param_groups().size(),
                                    how_to_set("weights_only", "true")));
     }
-    const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"), false);
-    if (!note.empty()) engine_->logger().info(note);
-
-    // optimizer: groups and state, by parameter name
+    // optimizer: groups and state, by parameter name (the model's tensors keep their identity when loaded)
     std::map<std::string, at::Tensor> params;
     for (const auto& item : s.model->named_parameters(true)) params.emplace(item.key(), item.value());
     auto param = [&](const std::string& name) {
@@ -422,8 +453,7 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
       group.selector = opt.param_groups()[i].selector;
       groups.push_back(std::move(group));
     }
-    opt.param_groups() = std::move(groups);
-    opt.state().clear();
+    std::unordered_map<const void*, std::vector<at::Tensor>> optimizer_state;
     for (const auto& [name, defined] : o.at("state").items()) {
       const at::Tensor p = param(name);
       std::vector<at::Tensor> slots;
@@ -444,8 +474,18 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
         }
         slots.push_back(counter || p.device().is_cpu() ? saved.clone() : to_device(saved, p.device()));
       }
-      opt.state()[p.unsafeGetTensorImpl()] = std::move(slots);
+      optimizer_state[p.unsafeGetTensorImpl()] = std::move(slots);
     }
+
+    // Read and checked (load_weights checks before it copies): from here on the trainer changes. A failure
+    // now (a plugin's state that does not fit) leaves it half loaded, so it refuses to go on
+    // (check_callable).
+    const std::string note = load_weights(*s.model, file, path, strict, how_to_set("strict", "false"), false);
+    changing = true;
+    if (!note.empty()) engine_->logger().info(note);
+
+    opt.param_groups() = std::move(groups);
+    opt.state() = std::move(optimizer_state);
     opt.set_step_count(o.at("step_count").get<int64_t>());
 
     // algorithms (same order, checked above) and callbacks (matched by name, in order; extra ones start fresh)
@@ -462,6 +502,13 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
         used[i] = true;
         cb->load_state_dict(load_state_dict(saved_callbacks[i].at("keys"), fmt::format("callback/{}/", i), file, path));
         break;
+      }
+    }
+
+    for (size_t i = 0; i < s.schedulers.size(); ++i) {
+      if (saved_schedule(i)) {
+        s.schedulers[i]->load_state_dict(
+            load_state_dict(saved_schedulers[i].at("keys"), fmt::format("scheduler/{}/", i), file, path));
       }
     }
 
@@ -505,6 +552,19 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
     for (size_t i = 0; i < metric_names.size(); ++i) {
       s.metrics[metric_names[i]] = metric_values.data_ptr<double>()[i];
     }
+    // Complete for this run too: resumed with a longer max_duration, a completed run trains on.
+    s.fit_complete = t.value("fit_complete", false) && s.time.reached(s.timestamp, s.time.max_duration);
+    pending_evaluations_.reset();
+    if (t.contains("pending_evaluations")) {
+      pending_evaluations_ = event_from_name(t.at("pending_evaluations").get<std::string>());
+      if (pending_evaluations_ != Event::BatchEnd && pending_evaluations_ != Event::EpochEnd &&
+          pending_evaluations_ != Event::FitEnd) {
+        throw CheckpointError(
+            fmt::format("checkpoint '{}': pending_evaluations is \"{}\"; expected batch_end, "
+                        "epoch_end or fit_end",
+                        path, t.at("pending_evaluations").get<std::string>()));
+      }
+    }
     skipped_batches_ = t.at("skipped_batches").get<int64_t>();
     skipped_steps_ = t.value("skipped_steps", int64_t{0});
     // microbatch_size auto: the size found so far holds for the rest of the run.
@@ -516,10 +576,15 @@ void Trainer::apply_checkpoint(const File& file, const std::string& path, bool w
                                          "the scaler starts at its initial scale", path));
     }
   } catch (const json::exception& e) {
+    if (changing) load_failure_ = fmt::format("'{}': {}", path, e.what());
     throw CheckpointError(fmt::format("checkpoint '{}': the metadata is malformed: {}", path, e.what()));
+  } catch (const std::exception& e) {
+    if (changing) load_failure_ = fmt::format("'{}': {}", path, e.what());
+    throw;
   }
   forget_pending();
   loaded_checkpoint_ = path;
+  loaded_weights_only_ = false;
 }
 
 std::map<std::string, at::Tensor> Trainer::gather_rank_generators() {

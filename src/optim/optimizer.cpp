@@ -58,6 +58,21 @@ void check_group_options(const std::vector<ParamGroupOptions>& groups) {
   }
 }
 
+/// As torch, before any state changes: only SGD takes sparse gradients (an nn.Embedding(sparse=True)'s).
+void refuse_sparse_gradients(const std::vector<ParamGroup>& groups, const std::string& optimizer) {
+  for (const auto& group : groups) {
+    for (const auto& p : group.params) {
+      if (p.grad().defined() && p.grad().is_sparse()) {
+        throw InputError(
+            fmt::format("optimizer {}: a parameter of shape {} has a sparse gradient (an "
+                        "nn.Embedding(sparse=True) or EmbeddingBag), which {} does not take; make it "
+                        "dense (sparse=False), or use sgd",
+                        optimizer, fmt::join(p.sizes(), "x"), optimizer));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool glob_match(const std::string& pattern, const std::string& name) {
@@ -133,6 +148,14 @@ void check_combination(const MuonOptions& options) {
         fmt::format("optimizer.ns_coefficients: expected the 3 coefficients a, b, c of the Newton-Schulz "
                     "iteration (default [3.4445, -4.7750, 2.0315]), got {}",
                     options.ns_coefficients().size()));
+  }
+  for (const double c : options.ns_coefficients()) {
+    if (!std::isfinite(c)) {
+      throw InputError(
+          fmt::format("optimizer.ns_coefficients: {} is not a finite number; expected the coefficients "
+                      "a, b, c of the Newton-Schulz iteration (default [3.4445, -4.7750, 2.0315])",
+                      c));
+    }
   }
   for (const auto& name : options.adamw_names()) {
     if (name.empty())
@@ -427,6 +450,7 @@ void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor
 }  // namespace
 
 void Adam::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), true, false};
   adam_steps(groups_, a, [this](const at::Tensor& p, size_t slots) -> auto& { return state_for(p, slots); });
@@ -434,6 +458,7 @@ void Adam::step() {
 }
 
 void AdamW::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), false,
                        options_.decoupled_weight_decay()};
@@ -444,6 +469,7 @@ void AdamW::step() {
 // ------------------------------------------------------------------------------------------------ Lion
 
 void Lion::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const double beta1 = options_.beta1();
   const double beta2 = options_.beta2();
@@ -465,6 +491,7 @@ void Lion::step() {
 // ------------------------------------------------------------------------------------------------ RMSprop, Adagrad
 
 void RMSprop::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const double alpha = options_.alpha();
   const double momentum = options_.momentum();
@@ -500,6 +527,7 @@ void RMSprop::step() {
 }
 
 void Adagrad::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   for (auto& group : groups_) {
     for (auto& p : group.params) {
@@ -549,6 +577,7 @@ std::pair<at::Tensor, int64_t> torch2_moments(std::vector<at::Tensor>& st, at::T
 }  // namespace
 
 void NAdam::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const NAdamOptions& o = options_;
   for (auto& group : groups_) {
@@ -578,6 +607,7 @@ void NAdam::step() {
 }
 
 void RAdam::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const RAdamOptions& o = options_;
   const double rho_inf = 2 / (1 - o.beta2()) - 1;
@@ -623,6 +653,7 @@ at::Tensor guarded_ratio(const at::Tensor& ratio, const at::Tensor& weight_norm,
 }  // namespace
 
 void Lamb::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const double beta1 = options_.beta1();
   const double beta2 = options_.beta2();
@@ -653,6 +684,7 @@ void Lamb::step() {
 }
 
 void Lars::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const Momentum m{options_.momentum(), options_.dampening(), options_.nesterov()};
   for (auto& group : groups_) {
@@ -714,7 +746,8 @@ NamedParameters muon_by_position(const std::vector<at::Tensor>& params, const Mu
 /// The lr of an A x B matrix under Muon's `adjust_lr` rule.
 double adjusted_lr(double lr, const std::string& rule, double rows, double cols) {
   if (rule == "original") return lr * std::sqrt(std::max(1.0, rows / cols));
-  if (rule == "match_rms_adamw") return lr * 0.2 * std::sqrt(std::max(rows, cols));
+  if (rule == "match_rms_adamw")
+    return lr * (0.2 * std::sqrt(std::max(rows, cols)));  // torch's grouping, bitwise
   if (rule == "spectral_unclamped") return lr * std::sqrt(rows / cols);
   return lr;
 }
@@ -751,6 +784,7 @@ void Muon::on_replaced(const at::Tensor& old_param, const at::Tensor& new_param)
 void Muon::on_removed(const at::Tensor& param) { adamw_.erase(key_of(param)); }
 
 void Muon::step() {
+  refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const double momentum = options_.momentum();
   const std::vector<double>& c = options_.ns_coefficients();

@@ -5,10 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <optional>
 
+#include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <tessera/callback.h>
 #include <tessera/error.h>
+#include <tessera/metric_watch.h>
 
 namespace tessera::optim {
 namespace {
@@ -109,6 +114,19 @@ class MultiStepScheduler : public Scheduler {
     int passed = 0;
     for (const auto& m : o_.milestones()) passed += t + kSlack >= ctx.schedule_to_batches(m) ? 1 : 0;
     return std::pow(o_.gamma(), passed) * warmup_factor(t, ctx.to_batches(o_.warmup()));
+  }
+  void check(const TimeContext& ctx) const override {
+    Scheduler::check(ctx);
+    const auto& ms = o_.milestones();
+    for (size_t i = 1; i < ms.size(); ++i) {  // of different units: ordered by this run's lengths
+      const double before = ctx.schedule_to_batches(ms[i - 1]), at = ctx.schedule_to_batches(ms[i]);
+      if (!(before + kSlack < at)) {
+        throw InputError(
+            fmt::format("scheduler.milestones: {} (batch {} of this run) is followed by {} (batch {}); "
+                        "expected strictly increasing milestones",
+                        ms[i - 1].str(), batch_count(before), ms[i].str(), batch_count(at)));
+      }
+    }
   }
   std::string name() const override { return "multistep"; }
 
@@ -224,8 +242,31 @@ class SequentialScheduler : public Scheduler {
   SequentialScheduler(std::vector<std::shared_ptr<Scheduler>> schedulers, std::vector<Time> milestones)
       : schedulers_(std::move(schedulers)), milestones_(std::move(milestones)) {}
   double alpha(const Timestamp& now, const TimeContext& ctx) const override {
-    const double t = static_cast<double>(now.batch);
-    // The first batch of each schedule: the first at which its milestone counts as reached.
+    const std::vector<int64_t> starts = first_batches(ctx);
+    size_t i = 0;
+    while (i + 1 < starts.size() &&
+           static_cast<double>(now.batch) + kSlack >= static_cast<double>(starts[i + 1]))
+      ++i;
+    Timestamp shifted = now;
+    shifted.batch = now.batch - starts[i];
+    return schedulers_[i]->alpha(shifted, ctx);
+  }
+  void check(const TimeContext& ctx) const override {
+    (void)first_batches(ctx);
+    for (size_t i = 0; i < schedulers_.size(); ++i) {  // every schedule against the run's length
+      try {
+        schedulers_[i]->check(ctx);
+      } catch (const InputError& e) {
+        throw InputError("schedulers[" + std::to_string(i) + "] (" + schedulers_[i]->name() +
+                         "): " + e.what());
+      }
+    }
+  }
+  std::string name() const override { return "sequential"; }
+
+ private:
+  /// The first batch of each schedule: the first at which its milestone counts as reached.
+  std::vector<int64_t> first_batches(const TimeContext& ctx) const {
     std::vector<int64_t> starts{0};
     for (const auto& m : milestones_) {
       const double at = ctx.schedule_to_batches(m);
@@ -237,26 +278,75 @@ class SequentialScheduler : public Scheduler {
       }
       starts.push_back(first);
     }
-    if (now.batch == 0) {  // the trainer's check before step 1: every schedule against the run's length
-      for (size_t i = 0; i < schedulers_.size(); ++i) {
-        try {
-          (void)schedulers_[i]->alpha(Timestamp(), ctx);
-        } catch (const InputError& e) {
-          throw InputError("schedulers[" + std::to_string(i) + "] (" + schedulers_[i]->name() + "): " + e.what());
-        }
-      }
-    }
-    size_t i = 0;
-    while (i + 1 < starts.size() && t + kSlack >= static_cast<double>(starts[i + 1])) ++i;
-    Timestamp shifted = now;
-    shifted.batch = now.batch - starts[i];
-    return schedulers_[i]->alpha(shifted, ctx);
+    return starts;
   }
-  std::string name() const override { return "sequential"; }
-
- private:
   std::vector<std::shared_ptr<Scheduler>> schedulers_;
   std::vector<Time> milestones_;
+};
+
+class PlateauScheduler : public Scheduler {
+ public:
+  explicit PlateauScheduler(PlateauSchedulerOptions options)
+      : options_(std::move(options)),
+        watch_("plateau", options_.monitor(), options_.label(), options_.comp()),
+        best_(watch_.greater_is_better() ? -std::numeric_limits<double>::infinity()
+                                         : std::numeric_limits<double>::infinity()) {}
+  double alpha(const Timestamp&, const TimeContext&) const override { return alpha_; }
+  std::string name() const override { return "plateau"; }
+  void run_event(Event event, const State& state, Logger& logger) override {
+    if (event == Event::Init) watch_.check_against_run(state);
+    if (const std::optional<double> value = watch_.new_value(event, state)) observe(*value, logger);
+  }
+  StateDict state_dict() const override {
+    return {{"best", at::scalar_tensor(best_, at::kDouble)},
+            {"bad", at::scalar_tensor(bad_, at::kLong)},
+            {"cooldown", at::scalar_tensor(cooldown_, at::kLong)},
+            {"alpha", at::scalar_tensor(alpha_, at::kDouble)}};
+  }
+  void load_state_dict(const StateDict& state) override {
+    best_ = state.at("best").item<double>();
+    bad_ = state.at("bad").item<int64_t>();
+    cooldown_ = state.at("cooldown").item<int64_t>();
+    alpha_ = state.at("alpha").item<double>();
+  }
+
+ private:
+  /// torch's ReduceLROnPlateau.step(value), on alpha.
+  void observe(double value, Logger& logger) {
+    if (improves(value)) {
+      best_ = value;
+      bad_ = 0;
+    } else {
+      ++bad_;
+    }
+    if (cooldown_ > 0) {  // the values after a reduction are not counted
+      --cooldown_;
+      bad_ = 0;
+    }
+    if (bad_ <= options_.patience()) return;
+    const double reduced = std::max(alpha_ * options_.factor(), options_.min_alpha());
+    if (alpha_ - reduced > options_.eps()) {
+      logger.info(
+          fmt::format("plateau: {} has not improved on its best {:.6g} for {} value{} (patience {}): lr "
+                      "multiplier {:.6g} -> {:.6g}",
+                      watch_.key(), best_, bad_, bad_ == 1 ? "" : "s", options_.patience(), alpha_, reduced));
+      alpha_ = reduced;
+    }
+    cooldown_ = options_.cooldown();
+    bad_ = 0;
+  }
+  bool improves(double value) const {
+    const bool rel = options_.threshold_mode() == "rel";
+    const double t = options_.threshold();
+    if (watch_.greater_is_better()) return value > (rel ? best_ * (1 + t) : best_ + t);
+    return value < (rel ? best_ * (1 - t) : best_ - t);
+  }
+  PlateauSchedulerOptions options_;
+  MetricWatch watch_;
+  double best_;  // the worst value at first, so that the first value improves on it
+  int64_t bad_ = 0;
+  int64_t cooldown_ = 0;
+  double alpha_ = 1.0;
 };
 
 }  // namespace
@@ -336,11 +426,23 @@ std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestart
   return std::make_unique<CosineWarmRestartsScheduler>(std::move(options));
 }
 
+std::unique_ptr<Scheduler> make_plateau_scheduler(PlateauSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  return std::make_unique<PlateauScheduler>(std::move(options));
+}
+
 std::unique_ptr<Scheduler> make_sequential_scheduler(std::vector<std::shared_ptr<Scheduler>> schedulers,
                                                      std::vector<Time> milestones) {
   if (schedulers.empty()) throw InputError("scheduler.schedulers: empty; expected at least one schedule");
   for (size_t i = 0; i < schedulers.size(); ++i) {
     if (!schedulers[i]) throw InputError("scheduler.schedulers[" + std::to_string(i) + "]: null; expected a schedule");
+    if (dynamic_cast<const PlateauScheduler*>(schedulers[i].get()) != nullptr) {
+      throw InputError(
+          "scheduler.schedulers[" + std::to_string(i) +
+          "]: a plateau follows a metric, not time, so it "
+          "has no place in a sequence of schedules; put it beside the sequential in schedulers: (the "
+          "schedules multiply)");
+    }
   }
   if (milestones.size() + 1 != schedulers.size()) {
     throw InputError(fmt::format("scheduler.milestones: {} milestones for {} schedules; expected one fewer milestones "

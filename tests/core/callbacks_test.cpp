@@ -242,10 +242,19 @@ TEST(MetricWriters, ConstructionAloneLeavesFilesAlone) {
   EXPECT_EQ(read_lines(jsonl), std::vector<std::string>{"{\"old\": 1}"});
   EXPECT_EQ(read_lines(csv), std::vector<std::string>{"old"});
 
-  // Training starts a fresh file (the header only, for CSV).
+  // Training starts a fresh file (the header only, for CSV) once something came out (a batch's end); a run
+  // that stops before (its first batch refused) leaves the file of the run before as it was.
+  {
+    CsvWriter c(CsvWriterOptions().path(csv.string()));
+    c.run_event(Event::Init, state, logger);
+    c.run_event(Event::FitStart, state, logger);
+    c.close();
+  }
+  EXPECT_EQ(read_lines(csv), std::vector<std::string>{"old"});
   CsvWriter c(CsvWriterOptions().path(csv.string()));
   c.run_event(Event::Init, state, logger);
   c.run_event(Event::FitStart, state, logger);
+  c.run_event(Event::BatchEnd, state, logger);
   c.close();
   EXPECT_EQ(read_lines(csv), std::vector<std::string>{"epoch,batch,sample,wct,key,value"});
 }
@@ -376,6 +385,7 @@ TEST(MetricWriters, ResumeBeforeAnythingWasWrittenStartsAFreshFile) {
     auto w = make(path);
     setup(*w, state, logger, &nothing_written);
     w->run_event(Event::FitStart, state, logger);
+    w->run_event(Event::BatchEnd, state, logger);
     w->close();
     std::string fresh = kind == "csv" ? "epoch,batch,sample,wct,key,value\n" : "";
     if (kind == "tensorboard") {  // TensorBoard's version event alone

@@ -1097,3 +1097,32 @@ TEST(RAdam, ItStepsWithMomentumUntilTheSecondMomentCanBeTrustedThenRectifiesAdam
     expect_values(p, {w}, 1e-5);
   }
 }
+
+TEST(Optimizers, SparseGradientsAreRefusedBeforeAnyChangeExceptBySGD) {
+  // As torch: an nn.Embedding(sparse=True)'s gradient is SGD's to take; the others refuse it at the step,
+  // before the weight decay, the step counts or the moments change.
+  const auto sparse_grad = [](at::Tensor& p) {
+    const at::Tensor rows = at::tensor({1, 3}, at::kLong).view({1, 2});
+    p.mutable_grad() = at::sparse_coo_tensor(rows, at::ones({2, 3}), {4, 3});
+  };
+  const auto expect_refused = [&](tessera::optim::Optimizer& opt, at::Tensor& p, const std::string& name) {
+    EXPECT_THAT(
+        input_error_of([&] { opt.step(); }),
+        ::testing::HasSubstr("optimizer " + name + ": a parameter of shape 4x3 has a sparse gradient"));
+    EXPECT_TRUE(at::equal(p, at::ones({4, 3})));
+    EXPECT_TRUE(opt.state().empty());
+    EXPECT_EQ(opt.step_count(), 0);
+  };
+  at::Tensor a = at::ones({4, 3}).requires_grad_();
+  sparse_grad(a);
+  Adagrad adagrad({a}, AdagradOptions().lr(0.1));
+  expect_refused(adagrad, a, "adagrad");
+  AdamW adamw({a}, AdamWOptions().lr(0.1).weight_decay(0.1));
+  expect_refused(adamw, a, "adamw");
+  at::Tensor s = at::ones({4, 3}).requires_grad_();
+  sparse_grad(s);
+  SGD sgd({s}, SGDOptions().lr(0.5).momentum(0));
+  sgd.step();
+  EXPECT_TRUE(at::equal(s.select(0, 1), at::full({3}, 0.5)));
+  EXPECT_TRUE(at::equal(s.select(0, 0), at::ones({3})));
+}

@@ -103,7 +103,8 @@ std::vector<BadRecipe> bad_recipes() {
       {"unknown_model",
        edit("mlp: {hidden: [16]}", "mpl: {hidden: [16]}"),
        {},
-       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: bert, bert_classifier, "
+       {"<string>:4:3: model.mpl: unknown model \"mpl\"; did you mean \"mlp\"? (known models: bert, "
+        "bert_classifier, "
         "cnn, gpt, mlp, resnet)"}},
       {"model_given_twice",
        edit("mlp: {hidden: [16]}", "mlp: {}\n  cnn: {}"),
@@ -133,11 +134,13 @@ std::vector<BadRecipe> bad_recipes() {
       {"list_for_optimizer",
        edit("  sgd: {lr: 0.1, momentum: 0.9}", "  - sgd"),
        {},
-       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list", "adagrad, adam, adamw, lamb, lars, lion, muon, nadam, radam, rmsprop, sgd"}},
+       {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list",
+        "adagrad, adam, adamw, lamb, lars, lion, muon, nadam, radam, rmsprop, sgd"}},
       {"optimizer_group_that_sets_nothing",
        edit("momentum: 0.9}", "momentum: 0.9, groups: [{names: [\"fc*\"]}]}"),
        {},
-       {"<string>:10:42: optimizer.sgd.groups[0]: sets neither lr nor weight_decay, so the parameters it selects "
+       {"<string>:10:42: optimizer.sgd.groups[0]: sets neither lr nor weight_decay, so the parameters it "
+        "selects "
         "(names [fc*]) would train exactly as the others"}},
       {"optimizer_group_misspelled_key",
        edit("momentum: 0.9}", "momentum: 0.9, groups: [{name: [\"fc*\"], lr: 1}]}"),
@@ -170,7 +173,8 @@ std::vector<BadRecipe> bad_recipes() {
        {},
        {"<string>:11:32: schedulers[0].cosine.warmup: invalid time \"1.5ba\""}},
       {"sequential_part_misspelled",
-       append("schedulers:\n  - sequential: {schedulers: [constant, {cosine: {t_mx: 2ba}}], milestones: [1ba]}\n"),
+       append("schedulers:\n  - sequential: {schedulers: [constant, {cosine: {t_mx: 2ba}}], milestones: "
+              "[1ba]}\n"),
        {},
        {"<string>:12:", "schedulers[0].sequential.schedulers[1].cosine.t_mx: unknown key \"t_mx\"",
         "did you mean \"t_max\"?"}},
@@ -179,11 +183,64 @@ std::vector<BadRecipe> bad_recipes() {
        {},
        {"<string>:12:", "0 milestones for 2 schedules; expected one fewer milestones than schedules"}},
       {"sequential_late_part_horizon_before_warmup",
-       append("schedulers:\n  - sequential:\n      schedulers: [constant, {cosine: {t_max: 1dur, warmup: 1ep}}]\n"
+       append("schedulers:\n  - sequential:\n      schedulers: [constant, {cosine: {t_max: 1dur, warmup: "
+              "1ep}}]\n"
               "      milestones: [1ba]\n"),
        {},
-       {"<string>:", "schedulers[1] (cosine): t_max: 1dur is 2 batches in this run, not more than the cosine "
+       {"<string>:",
+        "schedulers[1] (cosine): t_max: 1dur is 2 batches in this run, not more than the cosine "
         "scheduler's warmup 1ep (4 batches)"}},
+      {"recursive_alias",
+       append("model2: &a {b: *a}\n"),
+       {},
+       {"<string>:11:", "an alias inside the value of its own anchor, which never ends"}},
+      {"alias_bomb",
+       append("a1: &a1 [x, x, x, x, x, x, x, x, x, x]\n"
+              "a2: &a2 [*a1, *a1, *a1, *a1, *a1, *a1, *a1, *a1, *a1, *a1]\n"
+              "a3: &a3 [*a2, *a2, *a2, *a2, *a2, *a2, *a2, *a2, *a2, *a2]\n"
+              "a4: &a4 [*a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3]\n"
+              "a5: &a5 [*a4, *a4, *a4, *a4, *a4, *a4, *a4, *a4, *a4, *a4]\n"
+              "a6: &a6 [*a5, *a5, *a5, *a5, *a5, *a5, *a5, *a5, *a5, *a5]\n"
+              "a7: &a7 [*a6, *a6, *a6, *a6, *a6, *a6, *a6, *a6, *a6, *a6]\n"),
+       {},
+       {"the recipe holds more than 100000 values once its aliases are expanded"}},
+      {"second_document",
+       append("---\nmax_duration: 100ba\n"),
+       {},
+       {"<string>:12:", "a second YAML document (after --- or ...); a recipe is one document"}},
+      {"two_loggers_one_file",
+       append("loggers: [{csv: {path: m.txt}}, {jsonl: {path: m.txt}}]\n"),
+       {},
+       {"<string>:11:48: loggers[1].jsonl.path: another logger writes ",
+        "m.txt already; two writers would mix"}},
+      {"infinite_normalize_mean",
+       edit("workers: 0}", "workers: 0}\n    transforms: [{normalize: {mean: [.inf]}}]"),
+       {},
+       {"<string>:9:38: data.train.transforms[0].normalize.mean[0]: .inf is out of range; expected a finite "
+        "number"}},
+      {"muon_coefficient_not_a_number",
+       edit("  sgd: {lr: 0.1, momentum: 0.9}", "  muon: {lr: 0.01, ns_coefficients: [.nan, 1, 1]}"),
+       {},
+       {"<string>:10:", "ns_coefficients: nan is not a finite number"}},
+      {"empty_train_metrics",
+       edit("workers: 0}", "workers: 0}\n    metrics: []"),
+       {},
+       {"<string>:9:", "data.train.metrics: no metrics given"}},
+      {"plateau_in_a_sequence",
+       append(
+           "schedulers:\n  - sequential: {schedulers: [constant, {plateau: {monitor: loss, label: train}}], "
+           "milestones: [1ba]}\n"),
+       {},
+       {"<string>:12:",
+        "schedulers[1]: a plateau follows a metric, not time, so it has no place in a sequence"}},
+      {"plateau_factor_out_of_range",
+       append("schedulers: [{plateau: {monitor: loss, label: train, factor: 1.5}}]\n"),
+       {},
+       {"<string>:11:", "schedulers[0].plateau.factor: 1.5 is out of range"}},
+      {"plateau_without_monitor",
+       append("schedulers: [plateau]\n"),
+       {},
+       {"<string>:11:", "plateau: monitor is empty; name the metric to watch"}},
       {"unknown_metric",
        edit("workers: 0}", "workers: 0}\n    metrics: [acuracy]"),
        {},
@@ -200,17 +257,20 @@ std::vector<BadRecipe> bad_recipes() {
       {"choice_not_allowed",
        append("precision: fp61\n"),
        {},
-       {"<string>:11:12: precision: \"fp61\" is not allowed; expected one of: fp32, amp_bf16, amp_fp16 (did you "
+       {"<string>:11:12: precision: \"fp61\" is not allowed; expected one of: fp32, amp_bf16, amp_fp16 (did "
+        "you "
         "mean \"fp32\"?)"}},
       {"microbatch_size_not_a_size",
        append("microbatch_size: half\n"),
        {},
-       {"<string>:11:18: microbatch_size: \"half\" is not a microbatch size; expected a whole number >= 0 (0 = the "
+       {"<string>:11:18: microbatch_size: \"half\" is not a microbatch size; expected a whole number >= 0 (0 "
+        "= the "
         "whole batch) or auto"}},
       {"microbatch_size_negative",
        append("microbatch_size: -4\n"),
        {},
-       {"<string>:11:18: microbatch_size: \"-4\" is not a microbatch size; expected a whole number >= 0 (0 = the "
+       {"<string>:11:18: microbatch_size: \"-4\" is not a microbatch size; expected a whole number >= 0 (0 = "
+        "the "
         "whole batch) or auto"}},
       {"loss_scaling_not_allowed",
        append("loss_scaling: static\n"),
@@ -219,7 +279,8 @@ std::vector<BadRecipe> bad_recipes() {
       {"device_not_a_device",
        append("device: bogus\n"),
        {},
-       {"<string>:11:9: device: \"bogus\" is not a device; expected cpu, cuda, cuda:N (N = 0, 1, ...) or auto"}},
+       {"<string>:11:9: device: \"bogus\" is not a device; expected cpu, cuda, cuda:N (N = 0, 1, ...) or "
+        "auto"}},
       {"device_cuda_index_not_a_number",
        append("device: cuda:x\n"),
        {},
@@ -330,7 +391,8 @@ std::vector<BadRecipe> bad_recipes() {
       {"scheduler_horizon_before_warmup",
        append("schedulers:\n  - cosine: {t_max: 1dur, warmup: 1ep}\n"),
        {},
-       {"<string>:12:", "schedulers[0].cosine.t_max: 1dur is 2 batches in this run, not more than the cosine "
+       {"<string>:12:",
+        "schedulers[0].cosine.t_max: 1dur is 2 batches in this run, not more than the cosine "
         "scheduler's warmup 1ep (4 batches); expected a t_max after the warmup"}},
       {"scheduler_horizon_from_an_override",
        append("schedulers:\n  - cosine: {t_max: 4ep, warmup: 1ep}\n"),
@@ -343,17 +405,20 @@ std::vector<BadRecipe> bad_recipes() {
       {"huge_whole_number_gets_the_options_range",
        kBase,
        {"data.train.loader.batch_size=100000000000000000000"},
-       {"<command line> override 1: data.train.loader.batch_size: 100000000000000000000 is out of range; expected "
+       {"<command line> override 1: data.train.loader.batch_size: 100000000000000000000 is out of range; "
+        "expected "
         "a whole number >= 1 (at most 9223372036854775807)"}},
       {"override_list_index_out_of_range",
        append("schedulers: []\n"),
        {"schedulers[3]={cosine: {}}"},
        {"override \"schedulers[3]={cosine: {}}\": schedulers has 0 entries"}},
-      // found by fuzzing (tests/fuzz/corpus/fuzz_recipe/regress_override_index_digits): std::stoul's out_of_range
+      // found by fuzzing (tests/fuzz/corpus/fuzz_recipe/regress_override_index_digits): std::stoul's
+      // out_of_range
       {"override_list_index_too_large",
        append("schedulers: []\n"),
        {"schedulers[99999999999999999999]={cosine: {}}"},
-       {"override \"schedulers[99999999999999999999]={cosine: {}}\": list index 99999999999999999999 is too large; "
+       {"override \"schedulers[99999999999999999999]={cosine: {}}\": list index 99999999999999999999 is too "
+        "large; "
         "expected key.path=value"}},
       {"override_dotted_list_index_too_large",
        append("schedulers: [{cosine: {t_max: 2ep}}]\n"),
@@ -772,9 +837,10 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
   EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adagrad", "adam", "adamw", "lamb", "lars", "lion",
                                                                       "muon", "nadam", "radam", "rmsprop", "sgd"}));
-  EXPECT_EQ(registered_names("schedulers"),
-            (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear", "multistep",
-                                      "onecycle", "polynomial", "sequential", "step"}));
+  EXPECT_EQ(
+      registered_names("schedulers"),
+      (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear",
+                                "multistep", "onecycle", "plateau", "polynomial", "sequential", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
             (std::vector<std::string>{"activation_monitor", "console_summary", "early_stopper", "generate",
                                       "image_visualizer", "lr_monitor", "memory_monitor", "optimizer_monitor",

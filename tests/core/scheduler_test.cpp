@@ -5,8 +5,10 @@
 #include <functional>
 #include <string>
 
+#include <tessera/callback.h>
 #include <tessera/error.h>
 #include <tessera/optim/scheduler.h>
+#include <tessera/state.h>
 
 using tessera::Time;
 using tessera::TimeContext;
@@ -318,7 +320,7 @@ TEST(Scheduler, SequentialRunsEachScheduleFromItsMilestone) {
   EXPECT_DOUBLE_EQ(at_batch(*three, 61), 0.25);
 }
 
-TEST(Scheduler, SequentialRefusesBadMilestonesAndAsksEveryPartBeforeStepOne) {
+TEST(Scheduler, SequentialRefusesBadMilestonesAndChecksEveryPartBeforeStepOne) {
   auto constant = [] { return make_constant_scheduler(ConstantSchedulerOptions()); };
   EXPECT_THAT(message_of<tessera::InputError>([&] { make_sequential_scheduler({constant(), constant()}, {}); }),
               HasSubstr("0 milestones for 2 schedules; expected one fewer milestones than schedules"));
@@ -334,13 +336,126 @@ TEST(Scheduler, SequentialRefusesBadMilestonesAndAsksEveryPartBeforeStepOne) {
   // Units the run orders: 2ep is batch 20, after 30ba.
   auto crossed =
       make_sequential_scheduler({constant(), constant(), constant()}, {Time::parse("30ba"), Time::parse("2ep")});
-  EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*crossed, 0); }),
+  EXPECT_THAT(message_of<tessera::InputError>([&] { crossed->check(context()); }),
               HasSubstr("2ep is batch 20 of this run, not after the milestone before it (batch 30)"));
-  // A later part's horizon before its warmup: refused when asked at t = 0, naming the part.
+  // A later part's horizon before its warmup: refused by the check before step 1, naming the part.
   auto late = make_sequential_scheduler(
       {constant(),
        make_cosine_scheduler(CosineSchedulerOptions().t_max(Time::parse("0.1dur")).warmup(Time::parse("20ba")))},
       {Time::parse("5ba")});
-  EXPECT_THAT(message_of<tessera::InputError>([&] { at_batch(*late, 0); }), HasSubstr("schedulers[1] (cosine): t_max"));
-  EXPECT_NO_THROW(at_batch(*late, 1));  // only t = 0 asks every part
+  EXPECT_THAT(message_of<tessera::InputError>([&] { late->check(context()); }),
+              HasSubstr("schedulers[1] (cosine): t_max"));
+  EXPECT_NO_THROW(at_batch(*late, 0));  // alpha asks only the schedule that runs
+  // A plateau follows a metric, not time: not a part of a sequence.
+  auto plateau = make_plateau_scheduler(PlateauSchedulerOptions().monitor("loss").label("train"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] {
+                make_sequential_scheduler({constant(), std::move(plateau)}, {Time::parse("5ba")});
+              }),
+              HasSubstr("schedulers[1]: a plateau follows a metric, not time"));
+}
+
+namespace {
+
+/// The plateau's alpha after each of `values` of the training loss (each new at an epoch end), and its state
+/// after the last.
+std::vector<double> plateau_alphas(Scheduler& plateau, const std::vector<double>& values) {
+  tessera::State state;
+  tessera::Logger logger;
+  plateau.run_event(tessera::Event::Init, state, logger);
+  std::vector<double> out;
+  for (double v : values) {
+    state.metrics["loss/train/total"] = v;
+    plateau.run_event(tessera::Event::BatchEnd, state, logger);  // not where the value is new: ignored
+    state.metrics["loss/train/total"] = v;
+    plateau.run_event(tessera::Event::EpochEnd, state, logger);
+    out.push_back(at_batch(plateau, 7));  // the same at any time
+  }
+  return out;
+}
+
+}  // namespace
+
+// The alphas below are the lrs torch 2.15's ReduceLROnPlateau sets (lr 1, the same options, step(value) after
+// each value).
+TEST(Scheduler, PlateauReducesAsTorchsReduceLROnPlateau) {
+  const std::vector<double> values = {1.0,  0.995, 0.99, 0.989, 0.98, 0.975, 0.97, 0.97, 0.96, 0.95,
+                                      0.95, 0.95,  0.95, 0.95,  0.95, 0.95,  0.95, 0.95, 0.95, 0.95,
+                                      0.95, 0.95,  0.95, 0.95,  0.95, 0.95,  0.95, 0.95};
+  auto relative = make_plateau_scheduler(PlateauSchedulerOptions()
+                                             .monitor("loss")
+                                             .label("train")
+                                             .factor(0.5)
+                                             .patience(2)
+                                             .threshold(0.01)
+                                             .cooldown(1)
+                                             .min_alpha(0.1));
+  const std::vector<double> torch_relative = {1,     1,     1,     1,     1,   1,   1,    1,    1,    1,
+                                              1,     1,     0.5,   0.5,   0.5, 0.5, 0.25, 0.25, 0.25, 0.25,
+                                              0.125, 0.125, 0.125, 0.125, 0.1, 0.1, 0.1,  0.1};
+  EXPECT_EQ(plateau_alphas(*relative, values), torch_relative);
+
+  // Larger is better, an absolute threshold, no patience, NaN counted as bad, and eps: 0.01 -> 0.001 is a
+  // change of 0.009 <= eps 0.02, not made.
+  auto absolute = make_plateau_scheduler(PlateauSchedulerOptions()
+                                             .monitor("loss")
+                                             .label("train")
+                                             .comp("greater")
+                                             .factor(0.1)
+                                             .patience(0)
+                                             .threshold(0.05)
+                                             .threshold_mode("abs")
+                                             .eps(0.02));
+  const std::vector<double> alphas =
+      plateau_alphas(*absolute, {0.5, 0.52, 0.56, std::nan(""), 0.57, 0.6, 0.7, 0.7, 0.74, 0.76, 0.7, 0.7});
+  const std::vector<double> torch_absolute = {1.0,       0.1,       0.1,       0.1 * 0.1,
+                                              0.1 * 0.1, 0.1 * 0.1, 0.1 * 0.1, 0.1 * 0.1,
+                                              0.1 * 0.1, 0.1 * 0.1, 0.1 * 0.1, 0.1 * 0.1};
+  EXPECT_EQ(alphas, torch_absolute);
+}
+
+TEST(Scheduler, PlateauStateRoundTripsAndChecksItsMetricAgainstTheRun) {
+  const auto options =
+      PlateauSchedulerOptions().monitor("loss").label("train").factor(0.5).patience(1).cooldown(2);
+  auto first = make_plateau_scheduler(options);
+  const std::vector<double> values = {3, 2, 2, 2, 2, 2, 2, 2};
+  const std::vector<double> whole = plateau_alphas(*first, values);
+  // Cut after 3 values: a fresh plateau given the state continues as the first did.
+  auto head = make_plateau_scheduler(options);
+  plateau_alphas(*head, {values.begin(), values.begin() + 3});
+  auto tail = make_plateau_scheduler(options);
+  tail->load_state_dict(head->state_dict());
+  const std::vector<double> rest = plateau_alphas(*tail, {values.begin() + 3, values.end()});
+  EXPECT_EQ(rest, std::vector<double>(whole.begin() + 3, whole.end()));
+  EXPECT_LT(whole.back(), 0.5);  // it did reduce, twice or more
+  EXPECT_EQ(first->state_dict().size(), 4u);
+  EXPECT_TRUE(make_cosine_scheduler(CosineSchedulerOptions())->state_dict().empty());
+
+  // What it watches must be in the run: an evaluator of that label computing that metric.
+  tessera::State state;
+  tessera::Logger logger;
+  auto eval = make_plateau_scheduler(PlateauSchedulerOptions().monitor("accuracy"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { eval->run_event(tessera::Event::Init, state, logger); }),
+              HasSubstr("plateau: no evaluator is labelled \"eval\" (the run's: none)"));
+  auto train = make_plateau_scheduler(PlateauSchedulerOptions().monitor("accuracy").label("train"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { train->run_event(tessera::Event::Init, state, logger); }),
+              HasSubstr("plateau: the training metrics have no \"accuracy\"; they are: loss"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { make_plateau_scheduler(PlateauSchedulerOptions()); }),
+              HasSubstr("plateau: monitor is empty"));
+  EXPECT_THAT(message_of<tessera::InputError>(
+                  [&] { make_plateau_scheduler(PlateauSchedulerOptions().monitor("loss").factor(1.0)); }),
+              HasSubstr("factor"));
+}
+
+TEST(Scheduler, MultiStepMilestonesOfDifferentUnitsMustIncreaseInThisRun) {
+  // 10 batches an epoch: 1ep is batch 10, after 5ba and before 15ba.
+  const auto multistep = [](const char* a, const char* b) {
+    return make_multistep_scheduler(MultiStepSchedulerOptions().milestones({Time::parse(a), Time::parse(b)}));
+  };
+  EXPECT_NO_THROW(multistep("5ba", "1ep")->check(context()));
+  EXPECT_THAT(
+      message_of<tessera::InputError>([&] { multistep("15ba", "1ep")->check(context()); }),
+      HasSubstr("scheduler.milestones: 15ba (batch 15 of this run) is followed by 1ep (batch 10); expected "
+                "strictly increasing milestones"));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { multistep("10ba", "1ep")->check(context()); }),
+              HasSubstr("10ba (batch 10 of this run) is followed by 1ep (batch 10)"));
 }

@@ -2,8 +2,41 @@
 // algorithm and all five together, at several interruption points), the checkpoint folder (names, `latest`,
 // keep, intervals, inspect_checkpoint), corrupt files, runs that do not fit a checkpoint, non-finite losses,
 // stop signals, and seeded determinism.
+#include <ATen/Context.h>
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <tessera/algorithms/alibi.h>
+#include <tessera/algorithms/augmix.h>
+#include <tessera/algorithms/blurpool.h>
+#include <tessera/algorithms/channels_last.h>
+#include <tessera/algorithms/colout.h>
+#include <tessera/algorithms/cutmix.h>
+#include <tessera/algorithms/cutout.h>
+#include <tessera/algorithms/ema.h>
+#include <tessera/algorithms/factorize.h>
+#include <tessera/algorithms/gated_linear_units.h>
+#include <tessera/algorithms/ghost_batchnorm.h>
+#include <tessera/algorithms/gradient_clipping.h>
+#include <tessera/algorithms/gyro_dropout.h>
+#include <tessera/algorithms/label_smoothing.h>
+#include <tessera/algorithms/layer_freezing.h>
+#include <tessera/algorithms/low_precision_groupnorm.h>
+#include <tessera/algorithms/low_precision_layernorm.h>
+#include <tessera/algorithms/mixup.h>
+#include <tessera/algorithms/no_op_model.h>
+#include <tessera/algorithms/progressive_resizing.h>
+#include <tessera/algorithms/randaugment.h>
+#include <tessera/algorithms/sam.h>
+#include <tessera/algorithms/selective_backprop.h>
+#include <tessera/algorithms/seq_length_warmup.h>
+#include <tessera/algorithms/squeeze_excite.h>
+#include <tessera/algorithms/stochastic_depth.h>
+#include <tessera/algorithms/swa.h>
+#include <tessera/algorithms/weight_standardization.h>
+#include <tessera/version.h>
+#include <torch/version.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,40 +50,6 @@
 #include <optional>
 #include <set>
 #include <sstream>
-
-#include <ATen/Context.h>
-#include <fmt/format.h>
-#include <torch/version.h>
-
-#include <tessera/algorithms/augmix.h>
-#include <tessera/algorithms/blurpool.h>
-#include <tessera/algorithms/channels_last.h>
-#include <tessera/algorithms/colout.h>
-#include <tessera/algorithms/cutmix.h>
-#include <tessera/algorithms/cutout.h>
-#include <tessera/algorithms/ema.h>
-#include <tessera/algorithms/factorize.h>
-#include <tessera/algorithms/ghost_batchnorm.h>
-#include <tessera/algorithms/gradient_clipping.h>
-#include <tessera/algorithms/gyro_dropout.h>
-#include <tessera/algorithms/label_smoothing.h>
-#include <tessera/algorithms/layer_freezing.h>
-#include <tessera/algorithms/mixup.h>
-#include <tessera/algorithms/progressive_resizing.h>
-#include <tessera/algorithms/randaugment.h>
-#include <tessera/algorithms/sam.h>
-#include <tessera/algorithms/selective_backprop.h>
-#include <tessera/algorithms/seq_length_warmup.h>
-#include <tessera/algorithms/alibi.h>
-#include <tessera/algorithms/gated_linear_units.h>
-#include <tessera/algorithms/low_precision_groupnorm.h>
-#include <tessera/algorithms/low_precision_layernorm.h>
-#include <tessera/algorithms/no_op_model.h>
-#include <tessera/algorithms/squeeze_excite.h>
-#include <tessera/algorithms/stochastic_depth.h>
-#include <tessera/algorithms/weight_standardization.h>
-#include <tessera/algorithms/swa.h>
-#include <tessera/version.h>
 
 #include "../../src/checkpoint/checkpoint_file.h"
 #include "support.h"
@@ -84,6 +83,9 @@ struct RunSpec {
   bool scheduler = false;  ///< a linear learning-rate decay over the run
   /// torch's warmup-then-cosine (a sequential schedule), the lr set once per epoch (step_schedulers_every_batch false)
   bool per_epoch_schedule = false;
+  /// torch's ReduceLROnPlateau on the evaluator's accuracy (evaluator true), reducing at each epoch end that
+  /// does not raise it by half
+  bool plateau = false;
   bool evaluator = false;
   int64_t train_size = 48;
   int64_t batch_size = 8;
@@ -92,6 +94,7 @@ struct RunSpec {
   int64_t nan_at_batch = -1;  ///< NanInputs poisons this batch (-1 = none)
   bool deterministic = false;
   int64_t log_interval = 1;
+  std::string max_duration;  ///< "" = kEpochs epochs
 };
 
 void PrintTo(const RunSpec& spec, std::ostream* os) { *os << spec.name; }
@@ -188,6 +191,11 @@ std::shared_ptr<Algorithm> make_algorithm(const std::string& name) {
     // Snapshots at the ends of epochs 1 and 2, the average in at the end of epoch 2 (batch 12): the run interrupted
     // at 13 resumes from a finished average.
     return std::make_shared<SWA>(SWAOptions().swa_start(Time::parse("1ep")).swa_end(Time::parse("2ep")));
+  }
+  if (name == "swa_to_the_end") {
+    // Snapshots at the ends of epochs 1, 2 and 3, the average in at the end of the run (epoch 3's end, batch
+    // 18).
+    return std::make_shared<SWA>(SWAOptions().swa_start(Time::parse("1ep")).swa_end(Time::parse("1dur")));
   }
   if (name == "randaugment") return std::make_shared<RandAugment>(RandAugmentOptions().depth(2).severity(9));
   if (name == "augmix") return std::make_shared<AugMix>(AugMixOptions().width(2));
@@ -300,6 +308,10 @@ Components components(const RunSpec& s) {
          optim::make_cosine_scheduler(optim::CosineSchedulerOptions().t_max(Time::parse("2ep")))},
         {Time::parse("1ep")}));
   }
+  if (s.plateau) {
+    c.schedulers.push_back(optim::make_plateau_scheduler(
+        optim::PlateauSchedulerOptions().monitor("accuracy").factor(0.5).patience(0).threshold(0.5)));
+  }
   if (s.evaluator) {
     Evaluator ev;
     ev.label = "eval";
@@ -314,7 +326,7 @@ Components components(const RunSpec& s) {
 
 TrainerOptions trainer_options(const RunSpec& s) {
   return TrainerOptions()
-      .max_duration(Time(kEpochs, TimeUnit::Epoch))
+      .max_duration(s.max_duration.empty() ? Time(kEpochs, TimeUnit::Epoch) : Time::parse(s.max_duration))
       .microbatch_size(s.auto_microbatch ? MicrobatchSize::automatic() : MicrobatchSize(s.microbatch_size))
       .precision(s.precision)
       .loss_scaling(s.loss_scaling)
@@ -731,6 +743,7 @@ TEST_P(CheckpointResume, InterruptedAndResumedRunEndsWithTheUninterruptedWeights
   ASSERT_EQ(trail.size(), static_cast<size_t>(kTotalBatches + 1));
   ASSERT_EQ(end.timestamp.batch, kTotalBatches);
   expect_algorithms_acted(spec, full, *uninterrupted);
+  if (spec.plateau) EXPECT_LT(full->state().schedulers.back()->alpha(Timestamp(), full->state().time), 1.0);
 
   // 0: before any batch; 4: mid-epoch; 6: at the first epoch boundary; 13: mid-epoch, late in the run.
   for (int64_t k : {0, 4, 6, 13}) {
@@ -812,6 +825,11 @@ std::vector<RunSpec> resume_specs() {
   per_epoch.name = "sgd_sequential_schedule_per_epoch";
   per_epoch.per_epoch_schedule = true;
   specs.push_back(per_epoch);
+
+  RunSpec plateau = sgd;  // the plateau's best value, count and reductions resume with it
+  plateau.name = "sgd_schedule_plateau_on_eval_accuracy";
+  plateau.plateau = true;
+  specs.push_back(plateau);
 
   RunSpec adamw;
   adamw.name = "adamw_dropout";
@@ -1149,6 +1167,120 @@ TEST_F(CheckpointFiles, BatchIntervalNamesLatestAndKeepPruning) {
   for (const auto& entry : fs::directory_iterator(dir)) all.push_back(entry.path().filename().string());
   std::sort(all.begin(), all.end());
   EXPECT_EQ(all, (Names{"ep2-ba16.ckpt", "ep3-ba18.ckpt", "latest"}));
+}
+
+TEST_F(CheckpointFiles, AFreshRunMovesAnEarlierRunsCheckpointsAsideAndWritesItsOwn) {
+  // Run A leaves ep0-ba2 (and ep0-ba4); run B starts fresh in that folder from A's ep0-ba2 weights: A's files
+  // would outrank B's (autoresume would take A's ep0-ba4) and take the places `keep` leaves, and B's own
+  // ep0-ba2 would not be written (the name was "on disk").
+  const std::string dir = folder("ckpt");
+  {
+    TestRun a = make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("2ba")),
+                         {std::make_shared<StopAfter>(4)});
+    a->fit();
+  }
+  ASSERT_EQ(names_in(dir), (Names{"ep0-ba4.ckpt", "ep0-ba2.ckpt"}));
+  const std::string a_file = read_text(join(dir, "ep0-ba2.ckpt"));
+  std::ofstream(join(dir, "ep0-ba4.ckpt.tmp-" + std::to_string(::getpid()))) << "left by a killed write";
+  {
+    TestRun b = make_run(tiny_spec(),
+                         CheckpointOptions()
+                             .folder(dir)
+                             .interval(Time::parse("2ba"))
+                             .load_path(join(dir, "ep0-ba2.ckpt"))
+                             .weights_only(true),
+                         {std::make_shared<StopAfter>(2)});
+    b->fit();
+  }
+  EXPECT_EQ(names_in(dir), Names{"ep0-ba2.ckpt"});
+  EXPECT_NE(read_text(join(dir, "ep0-ba2.ckpt")), a_file);  // B's own state under that name
+  EXPECT_EQ(names_in(join(dir, "earlier-1")), (Names{"ep0-ba4.ckpt", "ep0-ba2.ckpt"}));
+  EXPECT_EQ(read_text(join(join(dir, "earlier-1"), "ep0-ba2.ckpt")), a_file);
+  EXPECT_EQ(read_text(join(join(dir, "earlier-1"), "latest")), "ep0-ba4.ckpt\n");
+  EXPECT_FALSE(fs::exists(join(dir, "ep0-ba4.ckpt.tmp-" + std::to_string(::getpid()))));
+  // Resumed, B continues from its own checkpoint.
+  TestRun resumed = make_run(tiny_spec(), CheckpointOptions().folder(dir).autoresume(true));
+  EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, "ep0-ba2.ckpt"));
+}
+
+/// Throws at the first batch's start, as a batch the model does not take would.
+class FailsAtFirstBatch : public Callback {
+ public:
+  std::string name() const override { return "fails_at_first_batch"; }
+  void run_event(Event event, State&, Logger&) override {
+    if (event == Event::BatchStart) throw InputError("this batch does not fit the model");
+  }
+};
+
+TEST_F(CheckpointFiles, ARunThatFailsAtItsFirstBatchLeavesTheMetricsFileOfTheRunBefore) {
+  const std::string metrics = join(folder("run"), "metrics.jsonl");
+  const auto run = [&](std::shared_ptr<Callback> extra) {
+    Components c = components(tiny_spec());
+    c.callbacks.push_back(
+        std::make_shared<callbacks::JsonlWriter>(callbacks::JsonlWriterOptions().path(metrics)));
+    if (extra) c.callbacks.push_back(std::move(extra));
+    return std::make_unique<Trainer>(trainer_options(tiny_spec()), std::move(c));
+  };
+  run(nullptr)->fit();
+  const std::string before = read_text(metrics);
+  ASSERT_GT(before.size(), 100u);
+  EXPECT_THROW(run(std::make_shared<FailsAtFirstBatch>())->fit(), InputError);
+  EXPECT_EQ(read_text(metrics), before);
+}
+
+TEST_F(CheckpointFiles, AFolderThatIsAFileIsRefusedBeforeTraining) {
+  std::ofstream(folder("a_file")) << "x";
+  EXPECT_THAT(
+      testing::input_error_of([&] { make_run(tiny_spec(), CheckpointOptions().folder(folder("a_file"))); }),
+      HasSubstr("checkpoint.folder: '" + folder("a_file") + "' exists and is not a folder"));
+}
+
+TEST_F(CheckpointFiles, AFullResumeWithAnotherBatchSizeIsRefusedEvenWithTheSameBatchesPerEpoch) {
+  // 48 examples in batches of 8 or of 9: 6 batches of 48 examples per epoch either way, but not the same
+  // batches.
+  const std::string dir = folder("ckpt");
+  make_run(tiny_spec(), CheckpointOptions().folder(dir).interval(Time::parse("4ba")),
+           {std::make_shared<StopAfter>(4)})
+      ->fit();
+  RunSpec nines = tiny_spec();
+  nines.batch_size = 9;
+  EXPECT_THAT(testing::input_error_of(
+                  [&] { make_run(nines, CheckpointOptions().load_path(join(dir, "ep0-ba4.ckpt"))); }),
+              HasSubstr("was taken with batches of 8 examples, this run's are of 9: the batch size changed"));
+  EXPECT_NO_THROW(
+      make_run(nines, CheckpointOptions().load_path(join(dir, "ep0-ba4.ckpt")).weights_only(true)));
+}
+
+TEST_F(CheckpointFiles, ALoadThatFailsAfterItBeganToChangeTheTrainerLeavesItRefusingToGoOn) {
+  // The metrics file the checkpoint continues lost its lines: found only when the writer's state is loaded,
+  // after the weights and the optimizer. The trainer then holds parts of two runs: it says so instead of
+  // training on.
+  const std::string dir = folder("ckpt"), metrics = join(folder("run"), "metrics.jsonl");
+  const auto run = [&](CheckpointOptions checkpoint) {
+    Components c = components(tiny_spec());
+    c.callbacks.push_back(
+        std::make_shared<callbacks::JsonlWriter>(callbacks::JsonlWriterOptions().path(metrics)));
+    return std::make_unique<Trainer>(trainer_options(tiny_spec()), std::move(c), std::move(checkpoint));
+  };
+  {
+    auto first = run(CheckpointOptions().folder(dir).interval(Time::parse("4ba")));
+    first->fit();
+  }
+  std::ofstream(metrics, std::ios::trunc).close();
+  auto second = run({});
+  EXPECT_THROW(second->load_checkpoint(newest_valid_checkpoint(dir)), Error);
+  try {
+    second->fit();
+    ADD_FAILURE() << "fit() went on";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("fit: a checkpoint load into this trainer failed after it had begun to change it"));
+    EXPECT_THAT(e.what(), HasSubstr("Make a new Trainer"));
+  }
+  // A load refused before it changed anything leaves the trainer as it was.
+  auto third = run({});
+  EXPECT_THROW(third->load_checkpoint(join(dir, "missing.ckpt")), Error);
+  EXPECT_NO_THROW(third->fit());
 }
 
 TEST_F(CheckpointFiles, RelativeFolderIsResolvedAgainstTheRunFolderFromCpp) {
@@ -1739,10 +1871,25 @@ class SignalInEvaluation : public Callback {
   int signal_;
 };
 
+/// The batch and accuracy of every evaluation.
+class EvalLog : public Callback {
+ public:
+  std::string name() const override { return "eval_log"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event == Event::EvalEnd)
+      lines.push_back(fmt::format("ba{} {}", s.timestamp.batch, s.metrics.at("metrics/eval/accuracy")));
+  }
+  std::vector<std::string> lines;
+};
+
 TEST_F(CheckpointSignal, SigtermDuringTheEpochEndEvaluationStopsAtTheNextEvaluationBatchAndResumesExactly) {
   RunSpec spec = tiny_spec();
   spec.evaluator = true;  // at every epoch end, 4 batches
-  const std::string expected = uninterrupted_fingerprint(spec);
+  auto full_log = std::make_shared<EvalLog>();
+  TestRun full = make_run(spec, {}, {full_log});
+  full->fit();
+  const std::string expected = fingerprint(*full.trainer);
+  ASSERT_EQ(full_log->lines.size(), 3u);
   const std::string dir = folder("ckpt");
   const StopSignalScope scope({SIGTERM});
   auto signal = std::make_shared<SignalInEvaluation>(SIGTERM);
@@ -1760,9 +1907,52 @@ TEST_F(CheckpointSignal, SigtermDuringTheEpochEndEvaluationStopsAtTheNextEvaluat
   }
   clear_stop_signal();
 
-  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true));
+  // The checkpoint says the epoch's evaluation was cut short: the resumed run does it first, so the
+  // evaluations (and what acts on them: stoppers, plateaus) are the uninterrupted run's.
+  auto log = std::make_shared<EvalLog>();
+  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true), {log});
   resumed->fit();
   EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+  EXPECT_EQ(log->lines, full_log->lines);
+}
+
+TEST_F(CheckpointSignal,
+       SigtermAtTheLastBatchResumesIntoTheEpochsEndTheFinalEvaluationAndTheFinalCheckpoint) {
+  // The checkpoint a stop writes after the last batch comes before the epoch's end (SWA's average goes in
+  // there), the final evaluation and the final checkpoint: the resumed run does them, and a run resumed from
+  // that final checkpoint has nothing left to do.
+  RunSpec spec = tiny_spec();
+  spec.evaluator = true;
+  spec.algorithms = {"swa_to_the_end"};
+  spec.max_duration = "18ba";  // reached at the last batch, before the epoch's end
+  auto full_log = std::make_shared<EvalLog>();
+  TestRun full = make_run(spec, {}, {full_log});
+  full->fit();
+  const std::string expected = fingerprint(*full.trainer);
+  const std::string dir = folder("ckpt");
+  install_stop_signal_handlers();
+  TestRun run = make_run(spec, CheckpointOptions().folder(dir), {std::make_shared<StopAfter>(18, SIGTERM)});
+  expect_interrupted(run, SIGTERM, "stopped by SIGTERM after batch 18", join(dir, "ep2-ba18.ckpt"));
+  EXPECT_FALSE(run->state().fit_complete);
+  clear_stop_signal();
+  EXPECT_NE(fingerprint(*run.trainer), expected);  // SWA's average is not in yet
+
+  auto log = std::make_shared<EvalLog>();
+  TestRun resumed = make_run(spec, CheckpointOptions().folder(dir).autoresume(true), {log});
+  EXPECT_EQ(resumed->loaded_checkpoint(), join(dir, "ep2-ba18.ckpt"));
+  resumed->fit();
+  EXPECT_EQ(fingerprint(*resumed.trainer), expected);
+  EXPECT_EQ(log->lines, std::vector<std::string>(full_log->lines.end() - 1, full_log->lines.end()));
+  EXPECT_TRUE(resumed->state().fit_complete);
+  EXPECT_EQ(names_in(dir), (Names{"ep3-ba18.ckpt", "ep2-ba18.ckpt", "ep2-ba12.ckpt"}));
+
+  TestRun again = make_run(spec, CheckpointOptions().folder(dir).autoresume(true), {log});
+  EXPECT_EQ(again->loaded_checkpoint(), join(dir, "ep3-ba18.ckpt"));
+  EXPECT_TRUE(again->state().fit_complete);
+  again->fit();  // the run is complete: nothing to train, nothing evaluated
+  EXPECT_EQ(again->state().timestamp.batch, 18);
+  EXPECT_EQ(log->lines.size(), 1u);
+  EXPECT_EQ(fingerprint(*again.trainer), expected);
 }
 
 TEST_F(CheckpointSignal, SigintDuringEvaluateStopsAtTheNextBatchAndLeavesTheTrainerUsable) {

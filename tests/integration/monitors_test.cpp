@@ -569,6 +569,9 @@ TEST(Monitors, BadSettingsAreClearErrors) {
               HasSubstr("system_metrics_monitor.interval"));
   EXPECT_THAT(testing::input_error_of([] { SystemMetricsMonitor(SystemMetricsMonitorOptions().disk_path("")); }),
               HasSubstr("system_metrics_monitor.disk_path: empty"));
+  EXPECT_THAT(testing::input_error_of(
+                  [] { SystemMetricsMonitor(SystemMetricsMonitorOptions().disk_path("/no/such/folder")); }),
+              HasSubstr("system_metrics_monitor.disk_path: '/no/such/folder' cannot be read"));
 }
 
 }  // namespace

@@ -429,6 +429,11 @@ TEST_F(RunnerTest, GenerateContinuesPromptsWithTheCheckpointsLanguageModel) {
   }
   EXPECT_EQ(r.out, expected);
   EXPECT_EQ(r.out.size(), 10u + 1 + 9 + 1);
+  // One prompt per --generate: an override after it stays an override.
+  const Result one =
+      run(gpt + " --generate 'the ' threads=1 --generate-options '{max_new_tokens: 6, temperature: 0}'");
+  ASSERT_EQ(one.code, 0) << one.out << one.err;
+  EXPECT_EQ(one.out, expected.substr(0, expected.find('\n') + 1));
   const Result bad = run(gpt + " --generate 'the ' --generate-options '{top: 3}'");
   EXPECT_EQ(bad.code, 2) << bad.out << bad.err;
   EXPECT_NE(bad.err.find("--generate-options:1:2: top: unknown key \"top\" in --generate-options; did you mean "

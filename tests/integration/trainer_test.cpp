@@ -1,8 +1,8 @@
 // The Trainer loop: the exact event sequence, gradient accumulation, evaluation intervals, stopping,
 // learning-rate schedules applied per batch, and bitwise determinism.
-#include <gtest/gtest.h>
-
 #include <ATen/Context.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "support.h"
 
@@ -195,6 +195,37 @@ TEST(Trainer, SchedulersSteppedPerEpochHoldTheRateOfTheEpochsFirstBatch) {
   EXPECT_NE(rec->lrs[3], rec->lrs[4]);
 }
 
+TEST(Trainer, APlateauReducesTheRateAfterTheEvaluationsThatDoNotImprove) {
+  // The accuracy can never improve by 2 after its first value: with patience 0 every later evaluation (each
+  // epoch's end) halves the lr of the batches after it; the cosine beside it multiplies.
+  Components c = testing::tiny_components(32, 8);  // 4 batches per epoch
+  c.schedulers.push_back(optim::make_plateau_scheduler(optim::PlateauSchedulerOptions()
+                                                           .monitor("accuracy")
+                                                           .factor(0.5)
+                                                           .patience(0)
+                                                           .threshold(2)
+                                                           .threshold_mode("abs")));
+  c.schedulers.push_back(
+      optim::make_cosine_scheduler(optim::CosineSchedulerOptions().t_max(Time::parse("8ep"))));
+  auto rec = std::make_shared<LrRecorder>();
+  c.algorithms.push_back(rec);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("4ep")).threads(1), std::move(c));
+  trainer.fit();
+  ASSERT_EQ(rec->lrs.size(), 16u);
+  for (int t = 0; t < 16; ++t) {
+    const double plateau = t < 8 ? 1.0 : t < 12 ? 0.5 : 0.25;
+    EXPECT_NEAR(rec->lrs[t], 0.1 * plateau * (1 + std::cos(M_PI * t / 32.0)) / 2, 1e-15) << "batch " << t;
+  }
+  // What it watches must be in the run: refused before step 1.
+  Components missing = testing::tiny_components();
+  missing.schedulers.push_back(
+      optim::make_plateau_scheduler(optim::PlateauSchedulerOptions().monitor("accuracy").label("test")));
+  EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), missing); }),
+              ::testing::HasSubstr(
+                  "schedulers[0] (plateau) at init: plateau: no evaluator is labelled \"test\" (the run's: "
+                  "eval)"));
+}
+
 TEST(Trainer, ScaleScheduleRatioShortensTrainingAndCompressesTheSchedules) {
   // 4 batches an epoch; 4ep x 0.5 = 2ep. The step schedule halves every 2ep (scaled: every 1ep = 4 batches), the
   // cosine's 1dur follows the scaled run (8 batches), the 2ba warmup is not scaled.
@@ -229,6 +260,27 @@ TEST(Trainer, ScaleScheduleRatioShortensTrainingAndCompressesTheSchedules) {
                            "that leaves a training longer than 0");
   }
   EXPECT_THROW(Trainer(TrainerOptions().scale_schedule_ratio(0), testing::tiny_components()), InputError);
+  // Too much: an InputError too (not an arithmetic failure of the time counters).
+  EXPECT_THAT(
+      testing::input_error_of([] {
+        Trainer(TrainerOptions().max_duration(Time::parse("4ba")).scale_schedule_ratio(1e300),
+                testing::tiny_components());
+      }),
+      ::testing::HasSubstr("trainer.scale_schedule_ratio: max_duration 4ba scaled by 1e+300 is too long"));
+}
+
+TEST(Trainer, RefusesEvaluatorsThatEvaluateNothingOrOtherClassesBeforeStepOne) {
+  Components none = testing::tiny_components();
+  none.evaluators[0].subset_batches = 0;
+  EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), none); }),
+              ::testing::HasSubstr("evaluator \"eval\": it would evaluate no batch (subset_batches is 0)"));
+  Components other = testing::tiny_components();
+  other.evaluators[0].dataloader = testing::loader(
+      data::make_synthetic(data::SyntheticOptions().size(16).input_shape({1, 4, 4}).num_classes(5)), 16,
+      false);
+  EXPECT_THAT(
+      testing::input_error_of([&] { Trainer(TrainerOptions(), other); }),
+      ::testing::HasSubstr("evaluator \"eval\": the model classifies into 3 classes, its data has 5"));
 }
 
 TEST(Trainer, RejectsBadSetup) {

@@ -4,13 +4,15 @@
 ///     callbacks: [{early_stopper: {monitor: accuracy, label: eval, patience: 3ep, min_delta: 0.001}},
 ///                 {threshold_stopper: {monitor: accuracy, label: eval, threshold: 0.9}}]
 ///
-/// Both watch one value: "metrics/<label>/<monitor>" (an evaluator's metric, checked at the end of each of that
-/// evaluator's runs), or with label "train" the training metric "metrics/train/<monitor>" (monitor "loss": the
-/// training loss "loss/train/total"), checked at each epoch end. The value is the same on every rank (evaluation
-/// and training metrics are reduced over the ranks), so every rank stops at the same batch. A stop is kept in the
+/// Both watch one value (tessera/metric_watch.h): "metrics/<label>/<monitor>" (an evaluator's metric, checked
+/// at the end of each of that evaluator's runs but the final one, after training, which decides nothing), or
+/// with label "train" the training metric "metrics/train/<monitor>" (monitor "loss": the training loss
+/// "loss/train/total"), checked at each epoch end. The value is the same on every rank (evaluation and
+/// training metrics are reduced over the ranks), so every rank stops at the same batch. A stop is kept in the
 /// callback's checkpointed state: a run resumed from a checkpoint written after it stops at once, as the
 /// uninterrupted run did.
 #include <tessera/callback.h>
+#include <tessera/metric_watch.h>
 #include <tessera/options.h>
 #include <tessera/time.h>
 
@@ -19,17 +21,6 @@
 #include <string>
 
 namespace tessera::callbacks {
-
-/// What both stoppers watch.
-struct WatchedMetric {
-  /// The metric's name (accuracy, cross_entropy, perplexity, top5_accuracy; with label "train" also "loss").
-  std::string monitor;
-  /// An evaluator's label, or "train".
-  std::string label = "eval";
-  /// "greater" (larger is better), "less", or "auto": less for names with loss, cross_entropy, perplexity or error
-  /// in them, greater otherwise.
-  std::string comp = "auto";
-};
 
 struct EarlyStopperOptions {
   TESSERA_OPTION(std::string, monitor) = "";
@@ -68,15 +59,15 @@ struct ThresholdStopperOptions {
 class MetricStopper : public Callback {
  public:
   /// The key in State::metrics ("metrics/eval/accuracy", "loss/train/total").
-  const std::string& key() const noexcept { return key_; }
+  const std::string& key() const noexcept { return watch_.key(); }
   /// Whether larger values are better.
-  bool greater_is_better() const noexcept { return greater_; }
+  bool greater_is_better() const noexcept { return watch_.greater_is_better(); }
   /// Whether this callback has stopped the run (kept in its state).
   bool stopped() const noexcept { return stopped_; }
   void run_event(Event event, State& state, Logger& logger) override;
 
  protected:
-  MetricStopper(std::string name, WatchedMetric watched);
+  MetricStopper(std::string name, MetricWatch watch);
   /// A new value of the metric at `state.timestamp`.
   virtual void observe(double value, State& state, Logger& logger) = 0;
   /// Stops training, saying why.
@@ -84,11 +75,8 @@ class MetricStopper : public Callback {
   bool stopped_ = false;
 
  private:
-  void check_against_run(const State& state) const;
   std::string name_;
-  WatchedMetric watched_;
-  std::string key_;
-  bool greater_ = true;
+  MetricWatch watch_;
 };
 
 /// Stops training when the metric has not improved for `patience` ("early_stopper" in recipes).

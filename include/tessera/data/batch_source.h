@@ -37,6 +37,10 @@ class BatchSource {
   /// before step 1 (e.g. progressive resizing needs image inputs). It may be small; it does not disturb the
   /// iteration (a source that must read data for it caches what it read).
   virtual Batch example_batch() = 0;
+  /// Examples in every batch but possibly the last, when that is fixed (a loader's batch size), else 0. A
+  /// checkpoint keeps it: two batch sizes can give the same batches and examples per epoch, but not the same
+  /// batches.
+  virtual int64_t batch_size() const { return 0; }
   /// Number of classes when known (classification data), else 0.
   virtual int64_t num_classes() const { return 0; }
   /// Tokens per example of sequence data (Dataset::tokens_per_example); 0 when the data is not token sequences.

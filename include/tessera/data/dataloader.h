@@ -67,6 +67,7 @@ class DataLoader : public BatchSource {
   Batch example_batch() override;
   int64_t num_classes() const override { return dataset_->num_classes(); }
   int64_t tokens_per_example() const override { return dataset_->tokens_per_example(); }
+  int64_t batch_size() const override { return options_.batch_size(); }
   const DataLoaderOptions& options() const noexcept { return options_; }
   const Dataset& dataset() const noexcept { return *dataset_; }
 

@@ -23,6 +23,7 @@ class ShardedSource : public data::BatchSource {
   Batch example_batch() override { return global_->example_batch(); }
   int64_t num_classes() const override { return global_->num_classes(); }
   int64_t tokens_per_example() const override { return global_->tokens_per_example(); }
+  int64_t batch_size() const override { return global_->batch_size(); }
   /// Forwarded to the global source: the transforms see the global batch, as in a one-process run.
   bool set_algorithm_transforms(std::vector<std::shared_ptr<const data::BatchTransform>> transforms) override {
     return global_->set_algorithm_transforms(std::move(transforms));

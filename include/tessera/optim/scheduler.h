@@ -7,12 +7,20 @@
 /// Horizons and warmups are Times (`5ep`, `200ba`, `0.1dur`) converted to batches with the run's
 /// TimeContext. With the trainer's `step_schedulers_every_batch: false` (torch's usual per-epoch stepping) every
 /// schedule is evaluated at the first batch of the current epoch, so the lr changes only between epochs.
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <tessera/event.h>
 #include <tessera/options.h>
+#include <tessera/state_dict.h>
 #include <tessera/time.h>
+
+namespace tessera {
+struct State;
+class Logger;
+}  // namespace tessera
 
 namespace tessera::optim {
 
@@ -22,6 +30,16 @@ class Scheduler {
   /// The lr multiplier at `now`.
   virtual double alpha(const Timestamp& now, const TimeContext& ctx) const = 0;
   virtual std::string name() const = 0;
+  /// Before step 1 (the trainer, and the recipe loader at the entry's line): InputError when the schedule
+  /// cannot be followed over the run `ctx` describes (a horizon that ends before its warmup). By default,
+  /// alpha at the start.
+  virtual void check(const TimeContext& ctx) const { (void)alpha(Timestamp(), ctx); }
+  /// Each event of the run, after the callbacks. A schedule that follows a metric (plateau) checks at Init
+  /// that the run computes it and takes each new value; the schedules of time alone ignore it.
+  virtual void run_event(Event event, const State& state, Logger& logger) {}
+  /// What alpha depends on besides time (plateau's reductions so far), in checkpoints; empty for the others.
+  virtual StateDict state_dict() const { return {}; }
+  virtual void load_state_dict(const StateDict& state) {}
 };
 
 /// alpha = 1.
@@ -160,8 +178,8 @@ struct OneCycleSchedulerOptions {
 ///
 /// The factories validate the options (InputError): ranges, token times (not convertible), step_size > 0,
 /// milestones of one unit strictly increasing, t_max > warmup when both have one unit. Checks that need
-/// the run's TimeContext (t_max > warmup across units) throw InputError from `alpha`. Scheduler names:
-/// "constant", "step", "multistep", "linear", "cosine", "onecycle", "exponential", "polynomial",
+/// the run's TimeContext (t_max > warmup across units) throw InputError from `check` (and `alpha`). Scheduler
+/// names: "constant", "step", "multistep", "linear", "cosine", "onecycle", "exponential", "polynomial",
 /// "cosine_warm_restarts" (and "sequential", below).
 std::unique_ptr<Scheduler> make_constant_scheduler(ConstantSchedulerOptions options);
 std::unique_ptr<Scheduler> make_step_scheduler(StepSchedulerOptions options);
@@ -173,12 +191,54 @@ std::unique_ptr<Scheduler> make_exponential_scheduler(ExponentialSchedulerOption
 std::unique_ptr<Scheduler> make_polynomial_scheduler(PolynomialSchedulerOptions options);
 std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions options);
 
-/// One schedule after another (torch's SequentialLR): `schedulers[0]` until `milestones[0]`, then `schedulers[1]`
-/// until `milestones[1]`, and so on, each counting its time from the milestone where it starts (so its warmup and
-/// horizons are relative to that milestone: a `cosine` with t_max 900ba after a milestone at 100ba ends at batch
-/// 1000). Needs one milestone fewer than schedulers, strictly increasing when of one unit, in ep, ba, sp or dur (a
-/// milestone is a horizon: scale_schedule_ratio scales it). Asked at t = 0 (the trainer's check before step 1),
-/// every schedule is asked too, so a bad horizon of a later one is an error before training. Name: "sequential".
+/// Reduces the lr when a metric stops improving (torch's ReduceLROnPlateau), for runs that decide their
+/// schedule from what they see rather than from time. It watches "metrics/<label>/<monitor>" (an evaluator's
+/// metric, at the end of each of that evaluator's runs) or, with label "train", a training metric or the loss
+/// ("loss") at each epoch end. Each new value either improves on the best so far (by more than `threshold`:
+/// relative, best·(1 ∓ threshold), or absolute, best ∓ threshold) or counts as bad (NaN counts as bad); after
+/// more than `patience` bad values in a row alpha becomes max(alpha·factor, min_alpha) — unless that changes
+/// it by `eps` or less — and the next `cooldown` values are not counted. Alpha starts at 1 and holds between
+/// values; the lr of the batches after a reduction is reduced. The best value, the count, the cooldown and
+/// alpha are in checkpoints, so a resumed run reduces where the uninterrupted one does. Alpha multiplies the
+/// other schedules'. Name: "plateau".
+struct PlateauSchedulerOptions {
+  TESSERA_OPTION(std::string, monitor) = "";
+  TESSERA_OPTION(std::string, label) = "eval";
+  TESSERA_OPTION(std::string, comp) = "auto";
+  TESSERA_OPTION(double, factor) = 0.1;
+  TESSERA_OPTION(int64_t, patience) = 10;
+  TESSERA_OPTION(double, threshold) = 1e-4;
+  TESSERA_OPTION(std::string, threshold_mode) = "rel";
+  TESSERA_OPTION(int64_t, cooldown) = 0;
+  TESSERA_OPTION(double, min_alpha) = 0.0;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  template <class V>
+  void visit(V& v) {
+    v("monitor", monitor_, "the metric watched (accuracy, cross_entropy, ...; with label train also loss)",
+      Any{});
+    v("label", label_, "an evaluator's label, or train", Any{});
+    v("comp", comp_, "which way is better: auto, greater (torch's mode max) or less (min)",
+      Choices{{"auto", "greater", "less"}});
+    v("factor", factor_, "alpha is multiplied by this at a plateau", Range::open(0, 1));
+    v("patience", patience_, "bad values in a row that are borne before a reduction", Range::at_least(0));
+    v("threshold", threshold_, "least improvement on the best that counts", Range::at_least(0));
+    v("threshold_mode", threshold_mode_, "rel: best·(1 ∓ threshold); abs: best ∓ threshold",
+      Choices{{"rel", "abs"}});
+    v("cooldown", cooldown_, "values not counted after a reduction", Range::at_least(0));
+    v("min_alpha", min_alpha_, "alpha is never reduced below this", Range::at_least(0));
+    v("eps", eps_, "a reduction of alpha by this or less is not made", Range::at_least(0));
+  }
+};
+
+std::unique_ptr<Scheduler> make_plateau_scheduler(PlateauSchedulerOptions options);
+
+/// One schedule after another (torch's SequentialLR): `schedulers[0]` until `milestones[0]`, then
+/// `schedulers[1]` until `milestones[1]`, and so on, each counting its time from the milestone where it
+/// starts (so its warmup and horizons are relative to that milestone: a `cosine` with t_max 900ba after a
+/// milestone at 100ba ends at batch 1000). Needs one milestone fewer than schedulers, strictly increasing
+/// when of one unit, in ep, ba, sp or dur (a milestone is a horizon: scale_schedule_ratio scales it). Its
+/// check checks every schedule's, so a bad horizon of a later one is an error before training. A plateau
+/// follows a metric, not time: it goes beside a sequential, not in it (InputError). Name: "sequential".
 std::unique_ptr<Scheduler> make_sequential_scheduler(std::vector<std::shared_ptr<Scheduler>> schedulers,
                                                      std::vector<Time> milestones);
 
