@@ -135,7 +135,8 @@ def loader_info(loader: Any, what: str) -> dict:
     if isinstance(loader, torch.utils.data.DataLoader) and size is not None and hasattr(dataset, "__len__"):
         # An epoch is what the sampler draws (a subset, a weighted sample), in batches of the batch sampler's.
         batch_sampler = getattr(loader, "batch_sampler", None)
-        sampler = getattr(batch_sampler, "sampler", None) or loader.sampler
+        sampler = getattr(batch_sampler, "sampler", None)
+        sampler = loader.sampler if sampler is None else sampler  # (not `or`: an empty sampler is falsy)
         n = len(sampler) if hasattr(sampler, "__len__") else len(dataset)
         drop_last = getattr(batch_sampler, "drop_last", loader.drop_last)
         num_samples = n - n % size if drop_last else n
