@@ -193,15 +193,16 @@ void check_rules(const Algorithm& a, const std::vector<Algorithm*>& algorithms, 
 
 /// Inside a catch block: rethrows the exception being handled with `where` ("algorithm \"x\" at after_loss")
 /// in its message, keeping its type (Tessera's errors get a prefix, torch's errors a context line). Other
-/// exceptions (a Python exception from a Python plugin, std::bad_alloc) pass through unchanged.
-[[noreturn]] void rethrow_with_context(const std::string& where) {
+/// exceptions (a Python exception from a Python plugin, std::bad_alloc) pass through unchanged. An InputError gets
+/// `subject` (the plugin) as its subject, unless it names one already.
+[[noreturn]] void rethrow_with_context(const std::string& where, const void* subject) {
   try {
     throw;
   } catch (const CheckpointError& e) {
     throw CheckpointError(where + ": " + e.what());
   } catch (const InputError& e) {
     if (typeid(e) != typeid(InputError)) throw;
-    throw InputError(where + ": " + e.what());
+    throw e.with_context(where, subject);
   } catch (const Error& e) {
     if (typeid(e) != typeid(Error)) throw;
     throw Error(where + ": " + e.what());
@@ -304,6 +305,11 @@ std::vector<std::string> cross_event_dependencies(const AlgorithmSpec& a, const 
 Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state) {
   Plan plan;
   std::vector<std::string> errors;
+  // The algorithm the first error is about (the error's subject: a recipe run points at its line).
+  const Algorithm* subject = nullptr;
+  const auto blame = [&](const Algorithm* a) {
+    if (subject == nullptr) subject = a;
+  };
 
   // A blank name would print as a blank line of the plan and could not be matched in traces or checkpoints.
   for (size_t i = 0; i < algorithms.size(); ++i) {
@@ -320,6 +326,7 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
       errors.push_back(a->name() + ": it has a data-pipeline transform (data_transform()) but declares no access at "
                        "before_dataloader, where the engine orders such transforms; add one to its spec, e.g. "
                        "accesses = {{Event::BeforeDataloader, {}, {Resource::Inputs}}}");
+      blame(a);
     }
   }
 
@@ -334,6 +341,7 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
     for (size_t p : where) msg << " " << p + 1;
     msg << " in the algorithm list); it acts on shared state and may appear only once";
     errors.push_back(msg.str());
+    blame(algorithms[where[1]]);
   }
 
   // Declared conflicts: each unordered pair reported once.
@@ -347,11 +355,20 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
         std::string text = a->name() + " and " + b->name() + (c.hard ? " cannot be combined: " : " may not compose well: ") +
                            c.reason;
         (c.hard ? errors : plan.warnings_).push_back(text);
+        if (c.hard) {  // the later of the two in the list
+          const auto first =
+              std::find_if(algorithms.begin(), algorithms.end(), [&](Algorithm* x) { return x == a || x == b; });
+          blame(*first == a ? b : a);
+        }
       }
     }
   }
 
-  for (Algorithm* a : algorithms) check_rules(*a, algorithms, errors, plan.warnings_);
+  for (Algorithm* a : algorithms) {
+    const size_t before = errors.size();
+    check_rules(*a, algorithms, errors, plan.warnings_);
+    if (errors.size() > before) blame(a);
+  }
 
   std::vector<std::string> interpolators;
   for (Algorithm* a : algorithms) {
@@ -378,11 +395,13 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
       if (std::find(refused.begin(), refused.end(), state->precision) != refused.end()) {
         errors.push_back(a->name() + ": cannot run under precision " + precision_name(state->precision) + ": " +
                          a->spec().precision_reason + "; use another precision or leave " + a->name() + " out");
+        blame(a);
       }
       try {
         a->check(*state);
       } catch (const InputError& err) {
         errors.push_back(a->name() + ": " + err.what());
+        blame(a);
       }
     }
   }
@@ -390,7 +409,7 @@ Plan compile_plan(const std::vector<Algorithm*>& algorithms, const State* state)
   if (!errors.empty()) {
     std::string msg = "the algorithms of this run cannot run together:";
     for (const auto& e : errors) msg += "\n  - " + e;
-    throw InputError(msg);
+    throw InputError(msg, subject);
   }
   return plan;
 }
@@ -495,7 +514,7 @@ void Engine::run_event(Event event, State& state) {
           if (const std::optional<at::ScalarType> after = input_dtype(state)) check_input_dtype(state, *before, *after);
         }
       } catch (...) {
-        rethrow_with_context("algorithm \"" + a->name() + "\" at " + event_name(event));
+        rethrow_with_context("algorithm \"" + a->name() + "\" at " + event_name(event), a);
       }
       TraceRecord& rec = *slots[i];
       if (rec.count++ == 0) rec.first_batch = state.timestamp.batch;
@@ -509,7 +528,7 @@ void Engine::run_event(Event event, State& state) {
         cb->run_event(event, state, logger_);
         if (profiler != nullptr) profiler->span("callback/" + cb->name(), "callback", begin, profiler->now(), event_name(event));
       } catch (...) {
-        rethrow_with_context("callback \"" + cb->name() + "\" at " + event_name(event));
+        rethrow_with_context("callback \"" + cb->name() + "\" at " + event_name(event), cb);
       }
     }
   };
@@ -527,7 +546,8 @@ void Engine::run_event(Event event, State& state) {
       state.schedulers[i]->run_event(event, state, logger_);
     } catch (...) {
       rethrow_with_context("schedulers[" + std::to_string(i) + "] (" + state.schedulers[i]->name() + ") at " +
-                           event_name(event));
+                               event_name(event),
+                           state.schedulers[i].get());
     }
   }
   if (profiler != nullptr) profiler->event_ends(event, event_begin, profiler->now());

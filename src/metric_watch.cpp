@@ -31,10 +31,10 @@ std::string metric_names(const Evaluator& ev) {
 MetricWatch::MetricWatch(std::string owner, std::string monitor, std::string label, const std::string& comp)
     : owner_(std::move(owner)), monitor_(std::move(monitor)), label_(std::move(label)) {
   if (monitor_.empty()) {
-    throw InputError(owner_ + ": monitor is empty; name the metric to watch (accuracy, cross_entropy, ...; with "
+    throw InputError(owner_ + ".monitor: is empty; name the metric to watch (accuracy, cross_entropy, ...; with "
                               "label train also loss)");
   }
-  if (label_.empty()) throw InputError(owner_ + ": label is empty; an evaluator's label (eval), or train");
+  if (label_.empty()) throw InputError(owner_ + ".label: is empty; an evaluator's label (eval), or train");
   key_ = label_ == "train" && monitor_ == "loss" ? "loss/train/total" : "metrics/" + label_ + "/" + monitor_;
   greater_ = larger_is_better(monitor_, comp);
 }
@@ -45,7 +45,7 @@ void MetricWatch::check_against_run(const State& state) const {
     if (monitor_ == "loss" || std::find(names.begin(), names.end(), monitor_) != names.end()) return;
     std::string known = "loss";
     for (const auto& n : names) known += ", " + n;
-    throw InputError(fmt::format("{}: the training metrics have no \"{}\"; they are: {}", owner_, monitor_, known));
+    throw InputError(fmt::format("{}.monitor: the training metrics have no \"{}\"; they are: {}", owner_, monitor_, known));
   }
   std::string labels;
   for (const Evaluator& ev : state.evaluators) {
@@ -53,12 +53,12 @@ void MetricWatch::check_against_run(const State& state) const {
       for (const auto& m : ev.metrics) {
         if (m->name() == monitor_) return;
       }
-      throw InputError(fmt::format("{}: the evaluator \"{}\" has no metric \"{}\"; its metrics: {}", owner_, label_,
+      throw InputError(fmt::format("{}.monitor: the evaluator \"{}\" has no metric \"{}\"; its metrics: {}", owner_, label_,
                                    monitor_, metric_names(ev)));
     }
     labels += (labels.empty() ? "" : ", ") + ev.label;
   }
-  throw InputError(fmt::format("{}: no evaluator is labelled \"{}\" (the run's: {}); give one of them, or train for "
+  throw InputError(fmt::format("{}.label: no evaluator is labelled \"{}\" (the run's: {}); give one of them, or train for "
                                "the training metrics",
                                owner_, label_, labels.empty() ? "none" : labels));
 }

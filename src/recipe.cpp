@@ -607,7 +607,8 @@ std::vector<std::string> map_keys(const YAML::Node& map) {
   return out;
 }
 
-/// Applies override number `number` (1-based) to `root`; returns the canonical key path it replaced.
+/// Applies override number `number` (1-based) to `root`; returns the canonical key path it replaced (the first
+/// section it created, when it created one: all of that section comes from the override).
 std::string apply_override(YAML::Node& root, const std::string& arg, int number) {
   const size_t eq = arg.find('=');
   if (eq == std::string::npos) bad_override_syntax(arg);
@@ -621,7 +622,7 @@ std::string apply_override(YAML::Node& root, const std::string& arg, int number)
 
   YAML::Node cur;
   cur.reset(root);
-  std::string path;
+  std::string path, created;
   for (size_t t = 0; t < tokens.size(); ++t) {
     const bool last = t + 1 == tokens.size();
     PathToken tok = tokens[t];
@@ -680,7 +681,7 @@ std::string apply_override(YAML::Node& root, const std::string& arg, int number)
       } else {
         cur[tok.key] = value;
       }
-      return next_path;
+      return created.empty() ? next_path : created;
     }
     if (!cur.IsMap()) fail(here + " is not a map, so it has no key \"" + tok.key + "\"");
     auto found = find_key(cur, tok.key);
@@ -695,6 +696,7 @@ std::string apply_override(YAML::Node& root, const std::string& arg, int number)
       }
       cur[tok.key] = YAML::Node(YAML::NodeType::Map);
       found = find_key(cur, tok.key);
+      if (created.empty()) created = next_path;
     }
     cur.reset(*found);
     path = next_path;

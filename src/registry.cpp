@@ -155,27 +155,33 @@ std::optional<ConfigNode> find_path(ConfigNode node, const std::vector<std::stri
   return node;
 }
 
-/// Runs a constructor; InputErrors it throws (cross-field checks, missing files) get the node's location, or
-/// the location of the option they name when the node has it (its own line, or the override that set it): the
-/// longest tail of the named path found under the node ("streaming.streams[1].local" -> streams[1].local).
+/// Fails at the option `message` starts with ("streaming.streams[1].local: ..."), when `node` has it: the
+/// longest tail of the named path found under the node (streams[1].local), at its own line or the override that
+/// set it. Returns when there is no such option.
+void fail_at_named_option(const ConfigNode& node, const std::string& message) {
+  const auto named = option_named_by(message);
+  if (!named) return;
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    const size_t dot = named->first.find('.', begin);
+    parts.push_back(named->first.substr(begin, dot - begin));
+    if (dot == std::string::npos) break;
+    begin = dot + 1;
+  }
+  for (size_t first = 0; first < parts.size(); ++first) {
+    if (const auto at = find_path(node, {parts.begin() + static_cast<std::ptrdiff_t>(first), parts.end()}))
+      at->fail(named->second);
+  }
+}
+
+/// Runs a constructor; InputErrors it throws (cross-field checks, missing files) get the location of the option
+/// they name (fail_at_named_option), else the node's.
 template <class F>
 auto construct(const ConfigNode& node, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const InputError& e) {
-    if (const auto named = option_named_by(e.what())) {
-      std::vector<std::string> parts;
-      for (size_t begin = 0;;) {
-        const size_t dot = named->first.find('.', begin);
-        parts.push_back(named->first.substr(begin, dot - begin));
-        if (dot == std::string::npos) break;
-        begin = dot + 1;
-      }
-      for (size_t first = 0; first < parts.size(); ++first) {
-        if (const auto at = find_path(node, {parts.begin() + static_cast<std::ptrdiff_t>(first), parts.end()}))
-          at->fail(named->second);
-      }
-    }
+    fail_at_named_option(node, e.what());
     node.fail(e.what());
   }
 }
@@ -368,8 +374,11 @@ const Kind<std::shared_ptr<optim::Optimizer>>& optimizers() {
       "optimizer",
       "optimizers",
       {
+          optimizer<optim::Adadelta, optim::AdadeltaOptions>("adadelta"),
+          optimizer<optim::Adafactor, optim::AdafactorOptions>("adafactor"),
           optimizer<optim::Adagrad, optim::AdagradOptions>("adagrad"),
           optimizer<optim::Adam, optim::AdamOptions>("adam"),
+          optimizer<optim::Adamax, optim::AdamaxOptions>("adamax"),
           optimizer<optim::AdamW, optim::AdamWOptions>("adamw"),
           optimizer<optim::Lamb, optim::LambOptions>("lamb"),
           optimizer<optim::Lars, optim::LarsOptions>("lars"),
@@ -749,6 +758,36 @@ void check_max_duration(const ConfigNode& node, const Time& max, int64_t tokens_
   if (max.as_double() <= 0) node.fail(max.str() + " is out of range", "a time > 0 such as 10ep");
 }
 
+/// The checkpoint keys that do something only beside another are refused without it (a forgotten folder would
+/// run without any checkpoint, and say nothing). The other key given empty or false is a choice, and accepted
+/// (checkpoint.folder= on the command line turns a recipe's checkpoints off).
+void check_checkpoint_dependencies(const ConfigNode& section) {
+  if (!section.is_map()) return;
+  struct Dependency {
+    const char* key;
+    std::vector<const char*> needs;  // any one of them
+    const char* does;
+  };
+  const Dependency dependencies[] = {
+      {"interval", {"folder"}, "how often checkpoints are written to the folder"},
+      {"keep", {"folder"}, "how many checkpoints the folder keeps"},
+      {"fresh_start_if_invalid", {"autoresume"}, "what autoresume does with invalid checkpoints"},
+      {"resume_changed_recipe", {"autoresume"}, "whether autoresume may resume a changed recipe"},
+      {"weights_only", {"load_path"}, "what is loaded from load_path"},
+      {"strict", {"load_path", "autoresume"}, "how a loaded checkpoint must match the model"},
+  };
+  for (const Dependency& d : dependencies) {
+    if (!section.has(d.key)) continue;
+    const bool met = std::any_of(d.needs.begin(), d.needs.end(), [&](const char* k) { return section.has(k); });
+    if (met) continue;
+    std::string needs;
+    for (size_t i = 0; i < d.needs.size(); ++i) needs += (i ? " or " : "") + std::string(d.needs[i]);
+    section.child(d.key).fail_at_key(
+        std::string("it sets ") + d.does + ", and the checkpoint section has no " + needs + ", so it would do nothing",
+        "a " + needs + " beside it, or no " + d.key);
+  }
+}
+
 }  // namespace
 
 // =======================================================================================================
@@ -768,6 +807,13 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
 
   Run run;
   run.trainer = s.trainer;
+  run.recipe_root = root;
+  // The recipe node of each part built (for the Trainer's errors about it: make_trainer).
+  const auto built_from = [&run](const void* part, const ConfigNode& node) { run.sources.emplace_back(part, node); };
+  const auto list_built_from = [&](const auto& parts, const ConfigNode& list, const std::string& what) {
+    const std::vector<ConfigNode> nodes = list_section(list, what);
+    for (size_t i = 0; i < parts.size() && i < nodes.size(); ++i) built_from(parts[i].get(), nodes[i]);
+  };
   if (root.has("max_duration")) check_max_duration(root.child("max_duration"), run.trainer.max_duration());
   // A profiler section turns the profiler on, unless it says enabled: false.
   if (root.has("profiler") && !root.child("profiler").is_null() && !root.child("profiler").has("enabled")) {
@@ -787,6 +833,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     if (!problem.empty()) root.child(key).fail(problem);
   }
   run.checkpoint = read<CheckpointOptions>(s.checkpoint);  // a relative folder: the Trainer resolves it against run_dir
+  check_checkpoint_dependencies(s.checkpoint);
   // The Trainer checks it too, but here it can point at the recipe's line.
   if (run.checkpoint.autoresume() && run.checkpoint.folder().empty()) {
     s.checkpoint.child("autoresume").fail("autoresume is on but checkpoint.folder is empty, so there is nothing to "
@@ -831,6 +878,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     ctx.train_dataset = std::shared_ptr<const data::Dataset>(train_loader, &train_loader->dataset());
     c.train_dataloader = train_loader;
     c.train_metrics = build_metrics(train.metrics, ctx);
+    built_from(c.train_dataloader.get(), data_section.train);
   }
 
   // model: seeded so that its initial weights are a function of the recipe's seed
@@ -842,6 +890,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     auto [model_name, model] = build_named(models(), s.model, ctx);
     run.model_name = model_name;
     c.model = model;
+    built_from(c.model.get(), s.model);
   }
   ctx.model = c.model;
   if (!given.train_data) {
@@ -852,7 +901,9 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
   }
 
   c.optimizer = build_named(optimizers(), s.optimizer, ctx).second;
+  built_from(c.optimizer.get(), s.optimizer);
   c.schedulers = build_list(schedulers(), s.schedulers, ctx);
+  list_built_from(c.schedulers, s.schedulers, "schedulers");
   {
     // The schedules against the run's length, known only now: a horizon that ends before its warmup (both in
     // batches) is refused at its recipe line (or override) before anything runs, in --dry-run too.
@@ -868,8 +919,12 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
     }
   }
   c.algorithms = build_list(algorithm_kinds(), s.algorithms, ctx);
+  list_built_from(c.algorithms, s.algorithms, "algorithms");
   c.callbacks = build_list(callback_kinds(), s.callbacks, ctx);
-  for (auto& logger : build_list(loggers(), s.loggers, ctx)) c.callbacks.push_back(std::move(logger));
+  list_built_from(c.callbacks, s.callbacks, "callbacks");
+  const std::vector<std::shared_ptr<Callback>> logger_parts = build_list(loggers(), s.loggers, ctx);
+  list_built_from(logger_parts, s.loggers, "loggers");
+  c.callbacks.insert(c.callbacks.end(), logger_parts.begin(), logger_parts.end());
 
   // evaluators: one map, or a list of maps with distinct labels
   if (data_section.eval.present() && !data_section.eval.is_null()) {
@@ -886,6 +941,7 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
         e.child("label").fail("label \"" + ev.label + "\" is used by another evaluator",
                               "a distinct label per evaluator");
       }
+      built_from(ev.dataloader.get(), e);
       c.evaluators.push_back(std::move(ev));
     }
   }
@@ -901,10 +957,43 @@ Run build_run(const Recipe& recipe, const GivenParts& given) {
   return run;
 }
 
-std::unique_ptr<Trainer> make_trainer(const Recipe& recipe) {
-  Run run = build_run(recipe);
-  return std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
+namespace {
+
+/// Inside a catch block of `error`: rethrows it at the recipe line of the part it is about, or of the recipe
+/// option its message starts with (a CheckpointError stays one); unchanged when neither is in the recipe.
+[[noreturn]] void rethrow_at_recipe_line(const ConfigNode& root,
+                                         const std::vector<std::pair<const void*, ConfigNode>>& sources,
+                                         const InputError& error) {
+  try {
+    if (error.subject() != nullptr) {
+      for (const auto& [part, node] : sources) {
+        if (part != error.subject()) continue;
+        fail_at_named_option(node, error.detail());
+        node.fail(error.detail());
+      }
+    }
+    if (root.present()) fail_at_named_option(root, error.what());
+  } catch (const InputError& located) {
+    if (dynamic_cast<const CheckpointError*>(&error) != nullptr) throw CheckpointError(located.what());
+    throw;
+  }
+  throw;  // `error` itself
 }
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_trainer(Run run, const std::string& recipe_text) {
+  // Kept aside: the Trainer takes the parts (their addresses are only compared).
+  const ConfigNode root = run.recipe_root;
+  const std::vector<std::pair<const void*, ConfigNode>> sources = std::move(run.sources);
+  try {
+    return std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe_text);
+  } catch (const InputError& e) {
+    rethrow_at_recipe_line(root, sources, e);
+  }
+}
+
+std::unique_ptr<Trainer> make_trainer(const Recipe& recipe) { return make_trainer(build_run(recipe), recipe.text()); }
 
 std::vector<std::string> registered_names(const std::string& kind) {
   const std::map<std::string, std::function<std::vector<std::string>()>> kinds = {

@@ -219,7 +219,8 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   }
   if (given.as_double() <= 0) throw InputError("trainer.max_duration: must be > 0, got " + given.str());
   if (components.train_dataloader->num_batches() <= 0) {
-    throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")");
+    throw InputError("trainer: the training data yields no batches (" + components.train_dataloader->describe() + ")",
+                     components.train_dataloader.get());
   }
   const Time max = scaled_duration(given, options_.scale_schedule_ratio(), components.train_dataloader->num_batches());
 
@@ -288,7 +289,8 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
     try {
       state_.schedulers[i]->check(state_.time);
     } catch (const InputError& e) {
-      throw InputError("schedulers[" + std::to_string(i) + "] (" + state_.schedulers[i]->name() + "): " + e.what());
+      throw e.with_context("schedulers[" + std::to_string(i) + "] (" + state_.schedulers[i]->name() + ")",
+                           state_.schedulers[i].get());
     }
   }
 

@@ -67,7 +67,8 @@ void check_class_counts(const Model& model, data::BatchSource& train_data) {
     if (data_classes != model_classes) {
       throw InputError(fmt::format("trainer: the model classifies into {} classes, the training data has {} ({}); "
                                    "build the model with num_classes {} (or use data of {} classes)",
-                                   model_classes, data_classes, train_data.describe(), data_classes, model_classes));
+                                   model_classes, data_classes, train_data.describe(), data_classes, model_classes),
+                       &train_data);
     }
     return;
   }
@@ -82,7 +83,8 @@ void check_class_counts(const Model& model, data::BatchSource& train_data) {
     throw InputError(fmt::format("trainer: the training data has class id {} (in its first batch), but the model "
                                  "classifies into {} classes (ids 0..{}); build the model with as many classes as the "
                                  "data has ({})",
-                                 lo < 0 ? lo : hi, model_classes, model_classes - 1, train_data.describe()));
+                                 lo < 0 ? lo : hi, model_classes, model_classes - 1, train_data.describe()),
+                     &train_data);
   }
 }
 
@@ -93,14 +95,16 @@ void check_evaluators(const Model& model, const std::vector<Evaluator>& evaluato
           "evaluator \"{}\": it would evaluate no batch ({}), so its metrics would be made "
           "up; give it data (subset_batches -1 for all, or at least 1), or leave it out",
           ev.label,
-          ev.subset_batches == 0 ? "subset_batches is 0" : ev.dataloader->describe() + " yields none"));
+          ev.subset_batches == 0 ? "subset_batches is 0" : ev.dataloader->describe() + " yields none"),
+          ev.dataloader.get());
     }
     const int64_t model_classes = model.num_classes(), data_classes = ev.dataloader->num_classes();
     if (model_classes > 0 && data_classes > 0 && model_classes != data_classes) {
       throw InputError(
           fmt::format("evaluator \"{}\": the model classifies into {} classes, its data has {} ({}); "
                       "evaluate on data of the model's classes",
-                      ev.label, model_classes, data_classes, ev.dataloader->describe()));
+                      ev.label, model_classes, data_classes, ev.dataloader->describe()),
+          ev.dataloader.get());
     }
   }
 }

@@ -212,7 +212,10 @@ int run(const std::string& recipe_path, const std::vector<std::string>& override
                                    }),
                     callbacks.end());
   }
-  tessera::Trainer trainer(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
+  // Errors the Trainer finds (an evaluator of other classes, algorithms that cannot run together) at the recipe's
+  // line too.
+  const std::unique_ptr<tessera::Trainer> built = tessera::make_trainer(std::move(run), recipe.text());
+  tessera::Trainer& trainer = *built;
   if (plan) {
     std::cout << trainer.plan().table() << std::flush;
     return 0;

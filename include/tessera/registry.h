@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tessera {
@@ -31,6 +32,11 @@ struct Run {
   std::string model_name;
   /// The files the logger destinations write (paths resolved against run_dir), in recipe order.
   std::vector<std::string> metric_files;
+  /// The recipe's root, and the recipe node each part was built from, by the part's address (the data sources,
+  /// model, optimizer, each schedule, algorithm, callback and logger): make_trainer points the Trainer's errors
+  /// about a part (InputError::subject) at its line.
+  ConfigNode recipe_root;
+  std::vector<std::pair<const void*, ConfigNode>> sources;
 };
 
 /// Parts of a run given as objects instead of recipe sections: the user's own model and data (the Python API
@@ -60,6 +66,12 @@ Run build_run(const Recipe& recipe, const GivenParts& given = {});
 /// build_run, then a Trainer with the recipe's checkpoint options (whose constructor compiles the plan, so refused
 /// algorithm combinations throw InputError here, and loads or resumes what the checkpoint section asks for).
 std::unique_ptr<Trainer> make_trainer(const Recipe& recipe);
+
+/// The Trainer of a run built by build_run (changed since, or not). The InputErrors its constructor throws are
+/// given the recipe's file:line:col: of the part they are about (an evaluator of other classes, an early stopper
+/// watching a metric no evaluator has, algorithms that cannot run together), or of the option they name
+/// ("checkpoint.interval: ..."); others pass unchanged.
+std::unique_ptr<Trainer> make_trainer(Run run, const std::string& recipe_text);
 
 /// The recipe names registered for `kind` ("models", "algorithms", ...; the singular works too), sorted.
 /// InputError for an unknown kind.

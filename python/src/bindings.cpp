@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -389,11 +390,18 @@ GivenParts given_parts(const py::dict& user, const std::shared_ptr<BatchContext>
   return given;
 }
 
+/// The native trainer, shared with the State and Logger views its Python plugins are handed (OwnerScope, common.h):
+/// a view a plugin keeps keeps it (not the plugins, so no cycle through them).
+struct TrainerSlot {
+  std::unique_ptr<Trainer> trainer;
+};
+
 class PyTrainer {
  public:
   PyTrainer(const Recipe& recipe, const std::vector<py::object>& algorithms, const std::vector<py::object>& callbacks,
             const py::dict& user)
       : recipe_(recipe) {
+    const OwnerScope scope(slot_);  // the plugins run at init
     std::vector<std::shared_ptr<Algorithm>> algs;
     std::vector<std::shared_ptr<Callback>> cbs;
     for (const py::object& o : algorithms) {
@@ -426,14 +434,29 @@ class PyTrainer {
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
-    trainer_ = std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe.text());
+    slot_->trainer = make_trainer(std::move(run), recipe.text());
+    trainer_ = slot_->trainer.get();
+  }
+
+  /// The plugins' close() runs now, while their Python objects are alive (plugins_). A view a plugin kept may keep
+  /// the native trainer longer: closed, it calls no plugin again.
+  ~PyTrainer() {
+    if (trainer_ == nullptr) return;
+    try {
+      trainer_->engine().close();
+    } catch (const std::exception& e) {  // not out of a destructor (as the Trainer's own destructor does)
+      const std::string what = e.what();
+      std::cerr << "tessera: warning: closing the callbacks failed: " << what.substr(0, what.find('\n')) << "\n";
+    }
   }
 
   void fit() {
+    const OwnerScope scope(slot_);
     call_with_signals(*signals_, *trainer_, true, [&] { trainer_->fit(); });
   }
 
   std::map<std::string, double> evaluate() {
+    const OwnerScope scope(slot_);
     return call_with_signals(*signals_, *trainer_, false, [&] { return trainer_->evaluate(); });
   }
 
@@ -448,11 +471,13 @@ class PyTrainer {
     } else {
       source = make_user_source(data, "predict data", input_key_, target_key_, "refuse", context_);
     }
+    const OwnerScope scope(slot_);
     return call_with_signals(*signals_, *trainer_, false,
                              [&] { return trainer_->predict(*source, subset_batches); });
   }
 
   void save_checkpoint(const std::string& path) {
+    const OwnerScope scope(slot_);
     py::gil_scoped_release release;
     trainer_->save_checkpoint(path);
   }
@@ -463,8 +488,14 @@ class PyTrainer {
   }
 
   void load_checkpoint(const std::string& path, bool weights_only, bool strict) {
+    const OwnerScope scope(slot_);
     py::gil_scoped_release release;
     trainer_->load_checkpoint(path, weights_only, strict);
+  }
+
+  void close() {
+    const OwnerScope scope(slot_);
+    trainer_->engine().close();
   }
 
   Trainer& trainer() { return *trainer_; }
@@ -482,7 +513,8 @@ class PyTrainer {
   std::shared_ptr<PythonSignalsCallback> signals_;
   std::shared_ptr<BatchContext> context_ = std::make_shared<BatchContext>();  ///< the user's data and model share it
   std::string input_key_, target_key_;  ///< the user's batch keys (dicts), for predict's data too
-  std::unique_ptr<Trainer> trainer_;
+  std::shared_ptr<TrainerSlot> slot_ = std::make_shared<TrainerSlot>();
+  Trainer* trainer_ = nullptr;  ///< slot_'s, once built
 };
 
 
@@ -717,7 +749,7 @@ void bind_recipe_trainer(py::module_& m) {
       .def("weights_fingerprint", [](PyTrainer& t) { return weights_fingerprint(*t.trainer().state().model); },
            "FNV-1a 64 over the model's parameters then buffers (name, 0 byte, exact bytes), as 16 hex digits: "
            "two runs agree exactly when their final weights are bitwise equal (up to hash collisions).")
-      .def("close", [](PyTrainer& t) { t.trainer().engine().close(); }, "Closes the callbacks (files are flushed).");
+      .def("close", &PyTrainer::close, "Closes the callbacks (files are flushed).");
 }
 
 }  // namespace

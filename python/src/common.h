@@ -47,7 +47,25 @@ Event to_event(py::handle h);
 /// Resources from a list of Resources or their names: bindings.cpp.
 std::vector<Resource> to_resources(py::handle h);
 
-/// Binds Batch, Model, Optimizer, DataLoader, Logger and State: components.cpp.
+/// The State and Logger a Python plugin is handed. While a Python trainer runs (its construction, fit, evaluate,
+/// predict, checkpoint calls, close), an OwnerScope on the thread names what owns its native trainer; each view
+/// then holds that, so a plugin that keeps `state`, `state.batch` or `logger` past the call (self.state = state)
+/// reads live memory even after the trainer is deleted (the native trainer is freed with the last view). Outside a
+/// scope (a C++ Trainer's plugins), a plain reference. view_of is called with the GIL held: plugins.cpp.
+class OwnerScope {
+ public:
+  explicit OwnerScope(std::shared_ptr<void> owner);
+  ~OwnerScope();
+  OwnerScope(const OwnerScope&) = delete;
+  OwnerScope& operator=(const OwnerScope&) = delete;
+
+ private:
+  std::shared_ptr<void> previous_;
+};
+py::object view_of(const State& state);
+py::object view_of(Logger& logger);
+
+/// Binds Batch, Model, Optimizer, DataLoader, Logger and State (held by shared_ptr, for view_of): components.cpp.
 void bind_state(py::module_& m);
 /// Binds tessera.algorithms, tessera.functional and tessera.data: components.cpp.
 void bind_algorithms(py::module_& algorithms, py::module_& functional, py::module_& data);

@@ -235,7 +235,7 @@ void bind_state(py::module_& m) {
       .def_property_readonly("dataset", [](const data::DataLoader& l) { return l.dataset().describe(); })
       .def("batch_indices", &data::DataLoader::batch_indices, py::arg("seed"), py::arg("epoch"), py::arg("batch"));
 
-  py::class_<Logger>(m, "Logger", "What algorithms and callbacks log through.")
+  py::class_<Logger, std::shared_ptr<Logger>>(m, "Logger", "What algorithms and callbacks log through.")
       .def("log_metrics", &Logger::log_metrics, py::arg("values"), py::arg("timestamp"))
       .def("log_hyperparameters", &Logger::log_hyperparameters, py::arg("values"))
       .def("log_image", &Logger::log_image, py::arg("tag"), py::arg("image"), py::arg("timestamp"),
@@ -262,7 +262,7 @@ void bind_state(py::module_& m) {
           "Which of `parts` equal parts of the global batch each of `units` rows computed from state.batch falls in "
           "(int64 [units]; units / rows rows per example).");
 
-  py::class_<State>(m, "State",
+  py::class_<State, std::shared_ptr<State>>(m, "State",
                     "Everything an algorithm or callback may read or change during a run. Tensors are the C++ ones "
                     "(no copies): edit state.batch['input'] or assign state.loss and the trainer sees it.")
       .def_readwrite("batch", &State::batch, "The current batch (full batch or microbatch, see docs/events.md).")

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <tessera/algorithm.h>
@@ -22,6 +23,23 @@ namespace {
 // Trampolines: Python subclasses of Algorithm and Callback run inside the C++ loop. The GIL is taken only
 // for the calls that reach Python; everything else (the spec, which events a callback wants, the default
 // `match`) is resolved once and answered from C++.
+
+thread_local std::shared_ptr<void> current_owner;
+
+template <class T>
+py::object view(T& object) {
+  if (!current_owner) return py::cast(&object, py::return_value_policy::reference);
+  return py::cast(std::shared_ptr<T>(current_owner, &object));
+}
+
+}  // namespace
+
+OwnerScope::OwnerScope(std::shared_ptr<void> owner) : previous_(std::exchange(current_owner, std::move(owner))) {}
+OwnerScope::~OwnerScope() { current_owner = std::move(previous_); }
+py::object view_of(const State& state) { return view(const_cast<State&>(state)); }
+py::object view_of(Logger& logger) { return view(logger); }
+
+namespace {
 
 py::handle python_self(const void* cpp, const std::type_info& base) {
   return py::detail::get_object_handle(cpp, py::detail::get_type_info(base));
@@ -63,13 +81,13 @@ class PyAlgorithm : public Algorithm {
     resolve();
     if (!match_overridden_) return Algorithm::match(event, state);
     py::gil_scoped_acquire gil;
-    return self().attr("match")(event, &state).cast<bool>();
+    return self().attr("match")(event, view_of(state)).cast<bool>();
   }
   void apply(Event event, State& state, Logger& logger) override {
     resolve();
     py::gil_scoped_acquire gil;
     try {
-      self().attr("apply")(event, &state, &logger);
+      self().attr("apply")(event, view_of(state), view_of(logger));
     } catch (py::error_already_set& e) {
       add_note(e, "in algorithm \"" + spec_.name + "\" at " + event_name(event));
       throw;
@@ -79,7 +97,7 @@ class PyAlgorithm : public Algorithm {
     resolve();
     if (!check_overridden_) return;
     py::gil_scoped_acquire gil;
-    self().attr("check")(&state);
+    self().attr("check")(view_of(state));
   }
   StateDict state_dict() const override {
     resolve();
@@ -165,9 +183,9 @@ class PyCallbackT : public Base {
     py::gil_scoped_acquire gil;
     try {
       if (run_event_overridden_) {
-        self().attr("run_event")(event, &state, &logger);
+        self().attr("run_event")(event, view_of(state), view_of(logger));
       } else {
-        self().attr(event_name(event))(&state, &logger);
+        self().attr(event_name(event))(view_of(state), view_of(logger));
       }
     } catch (py::error_already_set& e) {
       add_note(e, "in callback \"" + name_ + "\" at " + event_name(event));

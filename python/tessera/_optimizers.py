@@ -1,5 +1,5 @@
-"""A torch.optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Muon; or Composer's
-DecoupledSGDW/DecoupledAdamW) as the Tessera optimizer that makes the same updates: its class, settings and parameter
+"""A torch.optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta, Adafactor, Muon; or
+Composer's DecoupledSGDW/DecoupledAdamW) as the Tessera optimizer that makes the same updates: its class, settings and parameter
 groups become a recipe entry, {"adamw": {..., "groups": [...]}}, whose groups select the module's parameters by name.
 A pair (torch.optim.Muon for the weight matrices, torch.optim.AdamW for the rest), as Muon is used, becomes one `muon`
 entry whose `adamw_*` settings are the AdamW's. Tessera steps in C++ and its algorithms edit its groups, so the torch
@@ -21,6 +21,9 @@ _ADAGRAD_KEYS = {"lr_decay": "lr_decay", "eps": "eps", "initial_accumulator_valu
 _NADAM_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps", "momentum_decay": "momentum_decay",
                "decoupled_weight_decay": "decoupled_weight_decay"}
 _RADAM_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps", "decoupled_weight_decay": "decoupled_weight_decay"}
+_ADAMAX_KEYS = {"betas": ("beta1", "beta2"), "eps": "eps"}
+_ADADELTA_KEYS = {"rho": "rho", "eps": "eps"}
+_ADAFACTOR_KEYS = {"beta2_decay": "beta2_decay", "eps": ("eps1", "eps2"), "d": "d"}
 _MUON_KEYS = {"momentum": "momentum", "nesterov": "nesterov", "ns_coefficients": "ns_coefficients", "eps": "eps",
               "ns_steps": "ns_steps", "adjust_lr_fn": "adjust_lr"}
 _KINDS: Dict[Tuple[str, str], Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
@@ -31,6 +34,9 @@ _KINDS: Dict[Tuple[str, str], Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     ("torch.optim.adagrad", "Adagrad"): ("adagrad", _ADAGRAD_KEYS, {}),
     ("torch.optim.nadam", "NAdam"): ("nadam", _NADAM_KEYS, {}),
     ("torch.optim.radam", "RAdam"): ("radam", _RADAM_KEYS, {}),
+    ("torch.optim.adamax", "Adamax"): ("adamax", _ADAMAX_KEYS, {}),
+    ("torch.optim.adadelta", "Adadelta"): ("adadelta", _ADADELTA_KEYS, {}),
+    ("torch.optim._adafactor", "Adafactor"): ("adafactor", _ADAFACTOR_KEYS, {}),
     ("torch.optim", "Muon"): ("muon", _MUON_KEYS, {}),
     ("composer.optim.decoupled_weight_decay", "DecoupledSGDW"): ("sgd", _SGD_KEYS, {"decoupled_weight_decay": True}),
     ("composer.optim.decoupled_weight_decay", "DecoupledAdamW"): ("adamw", _ADAM_KEYS,
@@ -68,6 +74,13 @@ def _settings(group: Dict[str, Any], keys: Dict[str, Any], where: str) -> Dict[s
             out[option] = [float(_number(c)) for c in value]
         elif key == "ns_steps":
             out[option] = int(value)
+        elif option == ("eps1", "eps2"):  # Adafactor's (eps1 or None, eps2); Tessera's eps1 0 is torch's None
+            eps1, eps2 = value
+            if eps1 is not None and float(_number(eps1)) <= 0:
+                raise _C.InputError(f"optimizer: {where} has eps=({eps1!r}, ...); Tessera's Adafactor takes eps1 > 0, or "
+                                    "None for the parameters' machine epsilon")
+            out["eps1"] = 0.0 if eps1 is None else float(_number(eps1))
+            out["eps2"] = float(_number(eps2))
         elif isinstance(option, tuple):
             for name, v in zip(option, value):
                 out[name] = float(_number(v))

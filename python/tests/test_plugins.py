@@ -58,6 +58,47 @@ def test_callback_sees_every_event_in_order():
     assert events == expected
 
 
+def test_state_and_logger_kept_by_a_plugin_outlive_the_trainer():
+    """A callback that keeps `state`, `state.batch` and `logger` past its call (from init on) reads the trainer's own
+    objects, and they stay valid after the trainer is deleted: they hold the native trainer (freed with the last of
+    them), closed: the plugins' close() ran when the trainer went, as without them."""
+    import gc
+    import weakref
+
+    class Keeper(tessera.Callback):
+        def init(self, state, logger):
+            self.at_init = state
+
+        def batch_end(self, state, logger):
+            self.state, self.batch, self.logger = state, state.batch, logger
+
+    closed = []
+
+    class Closer(tessera.Callback):
+        def close(self):
+            closed.append(True)
+
+    keeper, closer = Keeper(), Closer()
+    trainer = tessera.Trainer(**tiny_components(max_duration="3ba"), callbacks=[keeper, closer])
+    trainer.fit()
+    assert keeper.state.timestamp.batch == 3
+    assert keeper.at_init.timestamp.batch == 3  # the same object: the trainer's state, as it is now
+    assert keeper.state is keeper.at_init
+    gone = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert gone() is None  # the Python object is gone; what the callback kept still reads the trainer's memory
+    assert closed == [True]
+    torch.zeros(1 << 20).fill_(7.0)  # reuse freed memory, if any were freed
+    assert keeper.state.timestamp.batch == 3
+    assert keeper.batch["input"].shape == (16, 1, 8, 8)
+    assert keeper.state.model is not None and len(keeper.state.model.named_parameters()) > 0
+    keeper.logger.info("after the trainer")
+    del keeper  # the last view: the native trainer goes, and calls no plugin again
+    gc.collect()
+    assert closed == [True]
+
+
 def test_event_methods_and_events_filter():
     class Losses(tessera.Callback):
         name = "losses"

@@ -287,7 +287,7 @@ def test_reduce_lr_on_plateau_needs_the_metric_it_follows_and_one_fraction_of_th
     assert "has eps in groups of different lrs ([0.1, 0.3])" in refusal(
         tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o), "monitor": "loss", "label": "train"})
     # What it follows must be computed by the run: refused before step 1.
-    assert "plateau: no evaluator is labelled \"eval\" (the run's: none)" in refusal(
+    assert "plateau.label: no evaluator is labelled \"eval\" (the run's: none)" in refusal(
         tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "cross_entropy"})
 
 

@@ -41,7 +41,7 @@ EarlyStopper::EarlyStopper(EarlyStopperOptions options)
       options_(std::move(options)) {
   validate_options(options_, "early_stopper");
   if (options_.patience().unit() == TimeUnit::Duration) {
-    throw InputError("early_stopper: patience " + options_.patience().str() +
+    throw InputError("early_stopper.patience: " + options_.patience().str() +
                      " is a fraction of the run; give it in ep, ba, sp or tok");
   }
 }
@@ -83,7 +83,7 @@ ThresholdStopper::ThresholdStopper(ThresholdStopperOptions options)
       options_(std::move(options)) {
   validate_options(options_, "threshold_stopper");
   if (!std::isfinite(options_.threshold())) {
-    throw InputError("threshold_stopper: threshold is not set, or not a finite number (" +
+    throw InputError("threshold_stopper.threshold: not set, or not a finite number (" +
                      fmt::format("{}", options_.threshold()) +
                      "); give the value that ends training once reached "
                      "(threshold: 0.9)");

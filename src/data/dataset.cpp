@@ -3,7 +3,9 @@
 #include <ATen/Parallel.h>
 #include <tessera/data/dataset.h>
 #include <tessera/error.h>
+#include <fmt/format.h>
 #include <tessera/rng.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -224,6 +226,16 @@ std::shared_ptr<TensorDataset> make_synthetic(SyntheticOptions options) {
 
   const int64_t n = options.size();
   const int64_t classes = options.num_classes();
+  // Made in memory at once (inputs, targets and their shuffle, the class means): more than the machine has is
+  // refused here rather than failing inside the allocator.
+  const double bytes = static_cast<double>(n) * (static_cast<double>(dim) * 4 + 16) +
+                       static_cast<double>(classes) * static_cast<double>(dim) * 4;
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && bytes > memory) {
+    bad(fmt::format("size: {} examples of {} values ({} classes) take {:.3g} GB in memory, more than this machine's "
+                    "{:.3g} GB; use fewer examples or a smaller input_shape",
+                    n, dim, classes, bytes / 1e9, memory / 1e9));
+  }
   const auto seed = static_cast<uint64_t>(options.seed());
   const float noise = static_cast<float>(options.noise());
 

@@ -1,11 +1,12 @@
 // Optimizer bookkeeping (groups chosen by name or shape), SGD, Adam, AdamW, Lion, RMSprop, Adagrad, NAdam,
-// RAdam, LAMB, LARS and Muon. Updates run in place under NoGradGuard with the same ATen ops as torch::optim
-// (SGD, Adam, AdamW, RMSprop and Adagrad are bitwise equal to torch::optim's) or torch.optim of torch 2.x
-// (NAdam, RAdam, Muon).
+// RAdam, Adamax, Adadelta, Adafactor, LAMB, LARS and Muon. Updates run in place under NoGradGuard with the same ATen
+// ops as torch::optim (SGD, Adam, AdamW, RMSprop and Adagrad are bitwise equal to torch::optim's) or torch.optim of
+// torch 2.x (NAdam, RAdam, Adamax, Adadelta, Adafactor, Muon).
 #include <tessera/optim/optimizer.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -184,6 +185,9 @@ template class OptimizerWith<RMSpropOptions>;
 template class OptimizerWith<AdagradOptions>;
 template class OptimizerWith<NAdamOptions>;
 template class OptimizerWith<RAdamOptions>;
+template class OptimizerWith<AdamaxOptions>;
+template class OptimizerWith<AdadeltaOptions>;
+template class OptimizerWith<AdafactorOptions>;
 template class OptimizerWith<LambOptions>;
 template class OptimizerWith<LarsOptions>;
 template class OptimizerWith<MuonOptions>;
@@ -223,7 +227,7 @@ void Optimizer::check_groups(const NamedParameters& params) const {
       examples.push_back(item.key());
     }
     throw InputError(fmt::format(
-        "optimizer.{}.groups[{}] ({}) selects none of the model's {} parameters{}; the parameters are named like {}",
+        "optimizer.{}.groups[{}]: {} selects none of the model's {} parameters{}; the parameters are named like {}",
         name(), i - 1, describe_selector(selector), params.size(),
         matched ? " (every one it matches is taken by an earlier entry, and a parameter joins the first entry "
                   "that selects it)"
@@ -635,6 +639,128 @@ void RAdam::step() {
       } else {
         p.add_(bias_corrected_exp_avg * lr, -1.0);
       }
+    }
+  }
+  ++steps_;
+}
+
+// ------------------------------------------------------------------------------------------------ Adamax, Adadelta
+
+void Adamax::step() {
+  refuse_sparse_gradients(groups_, name());
+  at::NoGradGuard no_grad;
+  const AdamaxOptions& o = options_;
+  for (auto& group : groups_) {
+    for (auto& p : group.params) {
+      if (!p.grad().defined()) continue;
+      std::vector<at::Tensor>& st = state_for(p, 3);  // exp_avg, exp_inf, step
+      const int64_t k = adam_state_step(st, p);
+      at::Tensor grad = p.grad();
+      if (group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
+      st[0].lerp_(grad, 1 - o.beta1());
+      at::maximum_out(st[1], st[1].mul_(o.beta2()), grad.abs().add_(o.eps()));
+      const double clr = group.lr / (1 - std::pow(o.beta1(), static_cast<double>(k)));
+      p.addcdiv_(st[0], st[1], -clr);
+    }
+  }
+  ++steps_;
+}
+
+void Adadelta::step() {
+  refuse_sparse_gradients(groups_, name());
+  at::NoGradGuard no_grad;
+  const AdadeltaOptions& o = options_;
+  for (auto& group : groups_) {
+    for (auto& p : group.params) {
+      if (!p.grad().defined()) continue;
+      std::vector<at::Tensor>& st = state_for(p, 3);  // square_avg, acc_delta, step
+      adam_state_step(st, p);
+      at::Tensor grad = p.grad();
+      if (group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
+      st[0].mul_(o.rho()).addcmul_(grad, grad, 1 - o.rho());
+      const at::Tensor rms_grad = st[0].add(o.eps()).sqrt_();
+      at::Tensor delta = st[1].add(o.eps()).sqrt_();
+      delta.div_(rms_grad).mul_(grad);
+      st[1].mul_(o.rho()).addcmul_(delta, delta, 1 - o.rho());
+      p.add_(delta, -group.lr);
+    }
+  }
+  ++steps_;
+}
+
+// ------------------------------------------------------------------------------------------------ Adafactor
+
+namespace {
+
+/// torch.finfo(dtype).eps.
+double machine_epsilon(at::ScalarType type) {
+  switch (type) {
+    case at::kDouble:
+      return std::numeric_limits<double>::epsilon();
+    case at::kHalf:
+      return 0.0009765625;  // 2^-10
+    case at::kBFloat16:
+      return 0.0078125;  // 2^-7
+    default:
+      return std::numeric_limits<float>::epsilon();
+  }
+}
+
+/// sqrt(numel): the divisor that turns an L2 norm into an RMS.
+double sqrt_numel(const at::Tensor& t) { return std::pow(static_cast<double>(t.numel()), 0.5); }
+
+}  // namespace
+
+void Adafactor::step() {
+  refuse_sparse_gradients(groups_, name());
+  at::NoGradGuard no_grad;
+  const AdafactorOptions& o = options_;
+  for (auto& group : groups_) {
+    const double lr = group.lr;
+    for (auto& p : group.params) {
+      if (!p.grad().defined()) continue;
+      const at::Tensor& grad = p.grad();
+      std::vector<at::Tensor>& st = state_for(p, 4);  // row_var, col_var (matrices); variance (others); step
+      if (!st[3].defined()) {
+        if (grad.dim() > 1) {
+          std::vector<int64_t> rows = grad.sizes().vec(), cols = grad.sizes().vec();
+          rows.back() = 1;
+          cols[cols.size() - 2] = 1;
+          st[0] = at::zeros(rows, grad.options());
+          st[1] = at::zeros(cols, grad.options());
+        } else {
+          st[2] = at::zeros_like(grad, at::MemoryFormat::Preserve);
+        }
+        st[3] = at::zeros({}, at::TensorOptions().dtype(at::kLong));
+      }
+      if (!st[3].device().is_cpu()) st[3] = st[3].cpu();
+      const double k = static_cast<double>(++*st[3].data_ptr<int64_t>());
+      const double eps1 = o.eps1() > 0 ? o.eps1() : machine_epsilon(p.scalar_type());
+      const double weight = std::pow(k, o.beta2_decay());  // 1 - beta2 at step k
+      const double relative_step = std::min(lr, 1 / std::pow(k, 0.5));
+      const double alpha =
+          std::max(o.eps2(), at::linalg_vector_norm(p, 2).item<double>() / sqrt_numel(p)) * relative_step;
+      if (group.weight_decay != 0) p.mul_(1 - lr * group.weight_decay);
+      at::Tensor estimate;
+      if (grad.dim() > 1) {
+        // mean(g^2) along the last dimension, then along the one before (without g^2 itself).
+        const at::Tensor row_mean =
+            at::linalg_vector_norm(grad, 2, std::vector<int64_t>{-1}, true).square_().div_(grad.size(-1));
+        st[0].lerp_(row_mean, weight);
+        const at::Tensor col_mean =
+            at::linalg_vector_norm(grad, 2, std::vector<int64_t>{-2}, true).square_().div_(grad.size(-2));
+        st[1].lerp_(col_mean, weight);
+        estimate = at::matmul(st[0], st[1]);
+        estimate.div_(st[0].mean({-2}, true).clamp_(eps1, c10::nullopt));
+      } else {
+        st[2].lerp_(grad * grad, weight);
+        estimate = st[2].clone();
+      }
+      at::Tensor update = estimate.clamp_(eps1 * eps1, c10::nullopt).rsqrt_();
+      update.mul_(grad);
+      const double update_norm = at::linalg_vector_norm(update, 2).item<double>();
+      const double denom = std::max(1.0, update_norm / (sqrt_numel(update) * o.d()));  // RMS(U) / d, as torch rounds it
+      p.add_(update, -alpha / denom);
     }
   }
   ++steps_;

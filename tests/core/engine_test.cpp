@@ -188,6 +188,21 @@ TEST(Engine, RepeatedAlgorithmIsRefusedUnlessDeclared) {
   EXPECT_NO_THROW(compile_plan(raw({std::make_shared<FakeAlgorithm>(rep), std::make_shared<FakeAlgorithm>(rep)})));
 }
 
+TEST(Engine, ContextAddedOnTheWayUpKeepsTheSubjectAndItsDetail) {
+  const int part = 0;
+  const InputError bare("monitor: no such metric");
+  EXPECT_EQ(bare.subject(), nullptr);
+  const InputError named = bare.with_context("callback \"x\" at init", &part);
+  EXPECT_STREQ(named.what(), "callback \"x\" at init: monitor: no such metric");
+  EXPECT_EQ(named.subject(), &part);
+  EXPECT_EQ(named.detail(), "monitor: no such metric");
+  const int outer = 0;
+  const InputError twice = named.with_context("trainer", &outer);  // the first subject stays
+  EXPECT_STREQ(twice.what(), "trainer: callback \"x\" at init: monitor: no such metric");
+  EXPECT_EQ(twice.subject(), &part);
+  EXPECT_EQ(twice.detail(), "monitor: no such metric");
+}
+
 TEST(Engine, DataTransformWithoutAnAccessAtBeforeDataloaderIsRefused) {
   // The engine orders data-pipeline transforms by their algorithms' places at before_dataloader; one declared
   // elsewhere would be left out of the pipeline without a word.
@@ -239,6 +254,36 @@ TEST(Engine, PlanTimeChecksReportEveryProblemAtOnce) {
     EXPECT_NE(msg.find("picky: the model has no per-example loss"), std::string::npos) << msg;
     EXPECT_NE(msg.find("dup appears 2 times"), std::string::npos) << msg;
   }
+}
+
+TEST(Engine, APlanErrorNamesTheAlgorithmItIsAboutAsItsSubject) {
+  // The first error's algorithm: the repeat (not the first of its kind), the later of two in conflict, the one whose
+  // plan-time check failed. A recipe run points at its line (registry.h, make_trainer).
+  const auto subject_of = [](const std::vector<std::shared_ptr<Algorithm>>& algorithms, const State* state) {
+    try {
+      compile_plan(raw(algorithms), state);
+    } catch (const InputError& e) {
+      return e.subject();
+    }
+    return static_cast<const void*>(nullptr);
+  };
+  auto first = std::make_shared<FakeAlgorithm>(spec_on("label_smoothing", {Event::BeforeLoss}));
+  auto other = std::make_shared<FakeAlgorithm>(spec_on("other", {Event::Init}));
+  auto repeat = std::make_shared<FakeAlgorithm>(spec_on("label_smoothing", {Event::BeforeLoss}));
+  EXPECT_EQ(subject_of({first, other, repeat}, nullptr), static_cast<const Algorithm*>(repeat.get()));
+
+  AlgorithmSpec x = spec_on("x", {Event::Init});
+  x.conflicts.push_back({Selector::writers_of(Resource::ModelStructure), true, "x needs the original layers"});
+  AlgorithmSpec y = spec_on("y", {Event::Init});
+  y.accesses[0].writes = {Resource::ModelStructure};
+  auto ax = std::make_shared<FakeAlgorithm>(x);
+  auto ay = std::make_shared<FakeAlgorithm>(y);
+  EXPECT_EQ(subject_of({ax, ay}, nullptr), static_cast<const Algorithm*>(ay.get()));
+  EXPECT_EQ(subject_of({ay, ax}, nullptr), static_cast<const Algorithm*>(ax.get()));
+
+  State state;  // no model
+  auto picky = std::make_shared<NeedsPerExampleLoss>(spec_on("picky", {Event::AfterDataloader}));
+  EXPECT_EQ(subject_of({other, picky}, &state), static_cast<const Algorithm*>(picky.get()));
 }
 
 TEST(Engine, PlanTableAndJson) {

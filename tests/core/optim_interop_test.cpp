@@ -1,5 +1,6 @@
-// Tessera's optimizers against PyPI's torch.optim (Muon, NAdam, RAdam), step by step and bitwise: the test
-// writes parameters and the gradients of every step to a safetensors file, tests/core/optim_interop.py runs
+// Tessera's optimizers against PyPI's torch.optim (Muon, NAdam, RAdam, Adamax, Adadelta, Adafactor), step by step
+// and bitwise: the test writes parameters and the gradients of every step to a safetensors file,
+// tests/core/optim_interop.py runs
 // torch.optim's optimizer on them in the streaming peers' venv (PyPI's torch 2.x), and Tessera's optimizer
 // must give the same bits after every step. (Those torch::optim has in C++ are compared in optim_test.cpp, in
 // the same process.)
@@ -196,6 +197,47 @@ TEST(OptimInterop, RAdamIsTorchsRAdamBitwiseOnTheSameTorchBeforeAndAfterTheRecti
        make_case<RAdam>("decoupled decay (RAdamW)", "RAdam",
                         {{"lr", 0.003}, {"weight_decay", 0.1}, {"decoupled_weight_decay", true}},
                         RAdamOptions().lr(0.003).weight_decay(0.1).decoupled_weight_decay(true), kMixed, 12)});
+}
+
+TEST(OptimInterop, AdamaxIsTorchsAdamaxBitwiseOnTheSameTorch) {
+  REQUIRE_TORCH_OPTIMIZER(python, std::string("Adamax"));
+  using optim::Adamax;
+  using optim::AdamaxOptions;
+  expect_as_torch(
+      python,
+      {make_case<Adamax>("defaults", "Adamax", nlohmann::json::object(), AdamaxOptions(), kMixed, 8),
+       make_case<Adamax>("L2 decay, other betas and eps", "Adamax",
+                         {{"lr", 0.01}, {"betas", {0.8, 0.95}}, {"eps", 1e-3}, {"weight_decay", 0.05}},
+                         AdamaxOptions().lr(0.01).beta1(0.8).beta2(0.95).eps(1e-3).weight_decay(0.05), kMixed, 8)});
+}
+
+TEST(OptimInterop, AdadeltaIsTorchsAdadeltaBitwiseOnTheSameTorch) {
+  REQUIRE_TORCH_OPTIMIZER(python, std::string("Adadelta"));
+  using optim::Adadelta;
+  using optim::AdadeltaOptions;
+  expect_as_torch(python,
+                  {make_case<Adadelta>("defaults", "Adadelta", nlohmann::json::object(), AdadeltaOptions(), kMixed, 8),
+                   make_case<Adadelta>("L2 decay, other rho, eps and lr", "Adadelta",
+                                       {{"lr", 0.5}, {"rho", 0.7}, {"eps", 1e-4}, {"weight_decay", 0.05}},
+                                       AdadeltaOptions().lr(0.5).rho(0.7).eps(1e-4).weight_decay(0.05), kMixed, 8)});
+}
+
+TEST(OptimInterop, AdafactorIsTorchsAdafactorBitwiseOnTheSameTorch) {
+  REQUIRE_TORCH_OPTIMIZER(python, std::string("Adafactor"));
+  using optim::Adafactor;
+  using optim::AdafactorOptions;
+  // Matrices and the last two dimensions of a kernel factored, a vector not; lr 0.5 lets 1/sqrt(k) take over the
+  // relative step from step 5 on, and d 1 clips the first steps' updates.
+  expect_as_torch(
+      python,
+      {make_case<Adafactor>("defaults", "Adafactor", nlohmann::json::object(), AdafactorOptions(), kMixed, 8),
+       make_case<Adafactor>("decay, eps1, eps2, beta2_decay, lr 0.5", "Adafactor",
+                            {{"lr", 0.5}, {"beta2_decay", -0.5}, {"eps", {1e-4, 1e-2}}, {"d", 1.5},
+                             {"weight_decay", 0.05}},
+                            AdafactorOptions().lr(0.5).beta2_decay(-0.5).eps1(1e-4).eps2(1e-2).d(1.5).weight_decay(
+                                0.05),
+                            kMixed, 8),
+       make_case<Adafactor>("matrices only", "Adafactor", {{"lr", 0.02}}, AdafactorOptions().lr(0.02), kMatrices, 8)});
 }
 
 }  // namespace

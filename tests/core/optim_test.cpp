@@ -736,10 +736,10 @@ TEST(ParamGroups, RefusesGroupsThatCannotMeanWhatTheySay) {
     return [&params, groups] { SGD(params, SGDOptions().groups(groups)).check_groups(params); };
   };
   EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"*.bais"}).weight_decay(0)})),
-              ::testing::HasSubstr("optimizer.sgd.groups[0] (names [*.bais]) selects none of the model's 2 parameters; "
+              ::testing::HasSubstr("optimizer.sgd.groups[0]: names [*.bais] selects none of the model's 2 parameters; "
                                    "the parameters are named like conv.weight, fc.bias"));
   EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"}).lr(1), ParamGroupOptions().max_dims(1).lr(2)})),
-              ::testing::HasSubstr("optimizer.sgd.groups[1] (max_dims 1) selects none of the model's 2 parameters (every "
+              ::testing::HasSubstr("optimizer.sgd.groups[1]: max_dims 1 selects none of the model's 2 parameters (every "
                                    "one it matches is taken by an earlier entry"));
   EXPECT_THAT(input_error_of(make({ParamGroupOptions().lr(1)})),
               ::testing::HasSubstr("optimizer.groups[0]: selects every parameter (neither names nor max_dims given)"));
@@ -1096,6 +1096,136 @@ TEST(RAdam, ItStepsWithMomentumUntilTheSecondMomentCanBeTrustedThenRectifiesAdam
     }
     expect_values(p, {w}, 1e-5);
   }
+}
+
+// ------------------------------------------------------------------------------------------------ Adamax,
+// Adadelta, Adafactor (bitwise against torch.optim's in optim_interop_test.cpp; here the formulas)
+
+TEST(Adamax, StepsMatchTheFormulas) {
+  using tessera::optim::Adamax;
+  using tessera::optim::AdamaxOptions;
+  at::Tensor p = param({1.0, -2.0});
+  Adamax opt({p}, AdamaxOptions().lr(0.01).beta1(0.8).beta2(0.9).eps(1e-3).weight_decay(0.1));
+  std::vector<double> w = {1.0, -2.0}, m = {0, 0}, u = {0, 0};
+  const std::vector<std::vector<float>> grads = {{0.5, -1.0}, {0.2, 0.3}, {-0.4, 0.1}, {0.0, 0.05}};
+  for (size_t k = 1; k <= grads.size(); ++k) {
+    set_grad(p, grads[k - 1]);
+    opt.step();
+    for (size_t i = 0; i < 2; ++i) {
+      const double g = grads[k - 1][i] + 0.1 * w[i];
+      m[i] = 0.8 * m[i] + 0.2 * g;
+      u[i] = std::max(0.9 * u[i], std::abs(g) + 1e-3);  // the infinity norm: a running maximum
+      w[i] -= 0.01 / (1 - std::pow(0.8, k)) * m[i] / u[i];
+    }
+    expect_values(p, w, 1e-6);
+  }
+  ASSERT_EQ(opt.state_of(p)->size(), 3u);
+  EXPECT_EQ((*opt.state_of(p))[2].item<int64_t>(), 4);
+}
+
+TEST(Adadelta, StepsMatchTheFormulas) {
+  using tessera::optim::Adadelta;
+  using tessera::optim::AdadeltaOptions;
+  at::Tensor p = param({1.0, -2.0});
+  Adadelta opt({p}, AdadeltaOptions().lr(0.5).rho(0.7).eps(1e-4).weight_decay(0.1));
+  std::vector<double> w = {1.0, -2.0}, v = {0, 0}, acc = {0, 0};
+  const std::vector<std::vector<float>> grads = {{0.5, -1.0}, {0.2, 0.3}, {-0.4, 0.1}};
+  for (size_t k = 1; k <= grads.size(); ++k) {
+    set_grad(p, grads[k - 1]);
+    opt.step();
+    for (size_t i = 0; i < 2; ++i) {
+      const double g = grads[k - 1][i] + 0.1 * w[i];
+      v[i] = 0.7 * v[i] + 0.3 * g * g;
+      const double d = std::sqrt(acc[i] + 1e-4) / std::sqrt(v[i] + 1e-4) * g;
+      acc[i] = 0.7 * acc[i] + 0.3 * d * d;
+      w[i] -= 0.5 * d;
+    }
+    expect_values(p, w, 1e-6);
+  }
+}
+
+TEST(Adafactor, AMatrixKeepsRowAndColumnMeansAndStepsAsTheFormulasSay) {
+  using tessera::optim::Adafactor;
+  using tessera::optim::AdafactorOptions;
+  // A 2x3 matrix and a vector of 2, lr 0.5 (1/sqrt(k) takes over at k = 5), d 1.2 clips the first update.
+  at::Tensor m = at::tensor({1.0f, -2.0f, 0.5f, 3.0f, 0.25f, -1.0f}).view({2, 3}).requires_grad_();
+  at::Tensor b = param({0.5, -0.5});
+  const double lr = 0.5, wd = 0.1, decay = -0.8, eps1 = 1e-3, eps2 = 1e-3, d = 1.2;
+  Adafactor opt(std::vector<at::Tensor>{m, b},
+                AdafactorOptions().lr(lr).weight_decay(wd).beta2_decay(decay).eps1(eps1).eps2(eps2).d(d));
+  std::vector<double> W = {1.0, -2.0, 0.5, 3.0, 0.25, -1.0}, B = {0.5, -0.5};
+  std::vector<double> R = {0, 0}, C = {0, 0, 0}, V = {0, 0};
+  const auto rms = [](const std::vector<double>& x) {
+    double sum = 0;
+    for (double e : x) sum += e * e;
+    return std::sqrt(sum / static_cast<double>(x.size()));
+  };
+  for (int k = 1; k <= 6; ++k) {
+    std::vector<double> G(6), g(2);
+    for (int i = 0; i < 6; ++i) G[i] = std::sin(1.0 + k * 0.7 + i);
+    for (int i = 0; i < 2; ++i) g[i] = std::cos(k + 2.0 * i);
+    m.mutable_grad() = at::tensor(std::vector<float>(G.begin(), G.end())).view({2, 3});
+    set_grad(b, {static_cast<float>(g[0]), static_cast<float>(g[1])});
+    for (auto& x : G) x = static_cast<float>(x);
+    for (auto& x : g) x = static_cast<float>(x);
+    opt.step();
+    const double beta = std::pow(k, decay), step = std::min(lr, 1 / std::sqrt(k));
+    // The matrix: row means over its columns, column means over its rows.
+    const double alpha_m = std::max(eps2, rms(W)) * step;
+    for (auto& x : W) x *= 1 - lr * wd;
+    for (int r = 0; r < 2; ++r) {
+      const double mean = (G[3 * r] * G[3 * r] + G[3 * r + 1] * G[3 * r + 1] + G[3 * r + 2] * G[3 * r + 2]) / 3;
+      R[r] += beta * (mean - R[r]);
+    }
+    for (int c = 0; c < 3; ++c) C[c] += beta * ((G[c] * G[c] + G[3 + c] * G[3 + c]) / 2 - C[c]);
+    const double row_mean = std::max((R[0] + R[1]) / 2, eps1);
+    std::vector<double> U(6);
+    for (int r = 0; r < 2; ++r) {
+      for (int c = 0; c < 3; ++c) {
+        U[3 * r + c] = G[3 * r + c] / std::sqrt(std::max(R[r] * C[c] / row_mean, eps1 * eps1));
+      }
+    }
+    const double clip_m = std::max(1.0, rms(U) / d);
+    for (int i = 0; i < 6; ++i) W[i] -= alpha_m / clip_m * U[i];
+    // The vector: its own second moment.
+    const double alpha_b = std::max(eps2, rms(B)) * step;
+    for (auto& x : B) x *= 1 - lr * wd;
+    std::vector<double> u(2);
+    for (int i = 0; i < 2; ++i) {
+      V[i] += beta * (g[i] * g[i] - V[i]);
+      u[i] = g[i] / std::sqrt(std::max(V[i], eps1 * eps1));
+    }
+    const double clip_b = std::max(1.0, rms(u) / d);
+    for (int i = 0; i < 2; ++i) B[i] -= alpha_b / clip_b * u[i];
+    expect_values(m.detach().reshape({-1}), W, 2e-5);
+    expect_values(b, B, 2e-5);
+  }
+  // The state: a 2x1 and a 1x3 factor for the matrix (not 2x3), a full vector for the vector.
+  const auto& sm = *opt.state_of(m);
+  EXPECT_EQ(sm[0].sizes(), (std::vector<int64_t>{2, 1}));
+  EXPECT_EQ(sm[1].sizes(), (std::vector<int64_t>{1, 3}));
+  EXPECT_FALSE(sm[2].defined());
+  EXPECT_EQ(sm[3].item<int64_t>(), 6);
+  const auto& sb = *opt.state_of(b);
+  EXPECT_FALSE(sb[0].defined());
+  EXPECT_EQ(sb[2].sizes(), (std::vector<int64_t>{2}));
+}
+
+TEST(Adafactor, ADefaultEps1IsTheParametersMachineEpsilon) {
+  using tessera::optim::Adafactor;
+  using tessera::optim::AdafactorOptions;
+  // A gradient of 1e-9 in one place, 0 elsewhere: the second moment's estimate there (about 2e-30) is floored at
+  // eps1^2, so the update there is 1e-9 / eps1, with eps1 float's machine epsilon (2^-23); 0 elsewhere.
+  at::Tensor p = at::ones({2, 2}).requires_grad_();
+  Adafactor opt(std::vector<at::Tensor>{p}, AdafactorOptions().lr(0.01));
+  p.mutable_grad() = at::zeros({2, 2});
+  p.mutable_grad()[0][0] = 1e-9f;
+  opt.step();
+  const double eps = std::numeric_limits<float>::epsilon();
+  const double u00 = 1e-9 / eps;  // then RMS(U) = u00 / 2 < 1: no clipping
+  EXPECT_LT(u00 / 2, 1.0);
+  EXPECT_NEAR(p[0][0].item<double>(), 1.0 - 0.01 * u00, 1e-6);  // alpha = max(1e-3, RMS(p) = 1) * min(0.01, 1)
+  EXPECT_EQ(p[1][1].item<float>(), 1.0f);
 }
 
 TEST(Optimizers, SparseGradientsAreRefusedBeforeAnyChangeExceptBySGD) {

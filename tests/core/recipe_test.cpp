@@ -135,7 +135,7 @@ std::vector<BadRecipe> bad_recipes() {
        edit("  sgd: {lr: 0.1, momentum: 0.9}", "  - sgd"),
        {},
        {"<string>:10:3: optimizer: expected an optimizer as {name: {options}}, got a list",
-        "adagrad, adam, adamw, lamb, lars, lion, muon, nadam, radam, rmsprop, sgd"}},
+        "adadelta, adafactor, adagrad, adam, adamax, adamw, lamb, lars, lion, muon, nadam, radam, rmsprop, sgd"}},
       {"optimizer_group_that_sets_nothing",
        edit("momentum: 0.9}", "momentum: 0.9, groups: [{names: [\"fc*\"]}]}"),
        {},
@@ -240,7 +240,7 @@ std::vector<BadRecipe> bad_recipes() {
       {"plateau_without_monitor",
        append("schedulers: [plateau]\n"),
        {},
-       {"<string>:11:", "plateau: monitor is empty; name the metric to watch"}},
+       {"<string>:11:14: schedulers[0].plateau: plateau.monitor: is empty; name the metric to watch"}},
       {"unknown_metric",
        edit("workers: 0}", "workers: 0}\n    metrics: [acuracy]"),
        {},
@@ -425,6 +425,40 @@ std::vector<BadRecipe> bad_recipes() {
        {"schedulers.66666666666666666666666666666666666660=4"},
        {"override \"schedulers.66666666666666666666666666666666666660=4\": list index "
         "66666666666666666666666666666666666660 is too large"}},
+      // A section an override creates is blamed on that override, not on the file's first line.
+      {"unknown_section_created_by_an_override",
+       kBase,
+       {"seed=3", "chekpoint.folder=x"},
+       {"<command line> override 2: chekpoint: unknown key \"chekpoint\" in the recipe", "did you mean \"checkpoint\""}},
+      // Keys that do nothing without another are refused, not ignored.
+      {"checkpoint_interval_without_folder",
+       append("checkpoint: {interval: 2ba}\n"),
+       {},
+       {"<string>:11:14: checkpoint.interval: it sets how often checkpoints are written to the folder, and the "
+        "checkpoint section has no folder, so it would do nothing; expected a folder beside it, or no interval"}},
+      {"checkpoint_keep_without_folder",
+       append("checkpoint:\n  keep: 2\n"),
+       {},
+       {"<string>:12:3: checkpoint.keep: it sets how many checkpoints the folder keeps, and the checkpoint section "
+        "has no folder"}},
+      {"checkpoint_weights_only_without_load_path",
+       append("checkpoint: {folder: ck, weights_only: true}\n"),
+       {},
+       {"<string>:11:26: checkpoint.weights_only:", "has no load_path, so it would do nothing"}},
+      {"checkpoint_strict_without_load_path_or_autoresume",
+       append("checkpoint: {folder: ck, strict: false}\n"),
+       {},
+       {"<string>:11:26: checkpoint.strict:", "has no load_path or autoresume"}},
+      {"checkpoint_fresh_start_without_autoresume",
+       kBase,
+       {"checkpoint.fresh_start_if_invalid=true"},
+       {"<command line> override 1: checkpoint.fresh_start_if_invalid:", "has no autoresume"}},
+      // More than the machine's memory, refused with the numbers rather than an allocator's failure.
+      {"synthetic_data_larger_than_memory",
+       edit("size: 64,", "size: 100000000000,"),
+       {},
+       {"<string>:7:33: data.train.dataset.synthetic.size: 100000000000 examples of 16 values (3 classes) take "
+        "8e+03 GB in memory, more than this machine's"}},
   };
 }
 
@@ -604,7 +638,7 @@ TEST(RecipeTest, OptimizerGroupsSelectParametersByNameAndShape) {
     FAIL() << "expected an InputError";
   } catch (const InputError& e) {
     EXPECT_THAT(std::string(e.what()),
-                ::testing::HasSubstr("optimizer.sgd.groups[0] (names [*.bais]) selects none of the model's 4 "
+                ::testing::HasSubstr("typo.yaml:10:42: optimizer.sgd.groups[0]: names [*.bais] selects none of the model's 4 "
                                      "parameters; the parameters are named like fc1.weight, fc1.bias, head.weight, "
                                      "head.bias"));
   }
@@ -625,6 +659,54 @@ TEST(RecipeTest, OverridesCreateMissingSections) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("did you mean \"folder\""), std::string::npos) << e.what();
   }
+}
+
+TEST(RecipeTest, CheckpointKeysBesideAnEmptyFolderAreAChoice) {
+  // checkpoint.folder= on the command line turns a recipe's checkpoints off; its interval and keep stay.
+  tessera::Run run = build_run(Recipe::parse(append("checkpoint: {folder: ck, interval: 2ba, keep: 2}\n"), "<string>",
+                                             {"checkpoint.folder="}));
+  EXPECT_TRUE(run.checkpoint.folder().empty());
+}
+
+/// The InputError of make_trainer, or a marker.
+std::string trainer_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    make_trainer(Recipe::parse(text, "<string>", overrides));
+    return "(no error)";
+  } catch (const InputError& e) {
+    return e.what();
+  }
+}
+
+TEST(RecipeTest, TrainerErrorsPointAtTheRecipeLine) {
+  // Found by the Trainer (the parts against each other, at init), reported at the part's line, or at the option
+  // its message names.
+  const std::string with_eval = edit("    loader: {batch_size: 16, workers: 0}\n",
+                                     "    loader: {batch_size: 16, workers: 0}\n"
+                                     "  eval:\n"
+                                     "    dataset: {synthetic: {size: 32, input_shape: [1, 4, 4], num_classes: 5}}\n"
+                                     "    loader: {batch_size: 16}\n");
+  EXPECT_THAT(trainer_error(with_eval),
+              ::testing::HasSubstr("<string>:10:5: data.eval: evaluator \"eval\": the model classifies into 3 "
+                                   "classes, its data has 5"));
+  EXPECT_THAT(trainer_error(append("callbacks:\n  - progress_bar\n  - early_stopper: {monitor: acuracy, label: train}\n")),
+              ::testing::HasSubstr("<string>:13:30: callbacks[1].early_stopper.monitor: the training metrics have no "
+                                   "\"acuracy\"; they are: loss, accuracy"));
+  // The monitor left out: at the stopper's options.
+  EXPECT_THAT(trainer_error(append("callbacks: [{early_stopper: {label: test}}]\n"), {"callbacks[0].early_stopper.monitor=loss"}),
+              ::testing::HasSubstr("<string>:11:37: callbacks[0].early_stopper.label: no evaluator is labelled \"test\""));
+  EXPECT_THAT(trainer_error(append("schedulers: [{plateau: {monitor: accuracy}}]\n")),
+              ::testing::HasSubstr("<string>:11:14: schedulers[0]: plateau.label: no evaluator is labelled \"eval\" "
+                                   "(the run's: none)"));
+  // Algorithms that cannot run together: at the first one refused.
+  EXPECT_THAT(trainer_error(append("algorithms: [label_smoothing, blurpool, label_smoothing]\n")),
+              ::testing::HasSubstr("<string>:11:41: algorithms[2]: the algorithms of this run cannot run together:\n"
+                                   "  - label_smoothing appears 2 times"));
+  // An override's value: at the override.
+  EXPECT_THAT(trainer_error(append("callbacks: [{early_stopper: {monitor: loss, label: train}}]\n"),
+                            {"callbacks[0].early_stopper.label=test"}),
+              ::testing::HasSubstr("<command line> override 1: callbacks[0].early_stopper.label: no evaluator is "
+                                   "labelled \"test\""));
 }
 
 TEST(RecipeTest, TextIsTheRecipeAsRun) {
@@ -835,8 +917,9 @@ TEST(RegistryTest, RegisteredNames) {
             (std::vector<std::string>{"fashion_mnist", "streaming", "synthetic", "text", "text_classification"}));
   EXPECT_EQ(registered_names("transforms"),
             (std::vector<std::string>{"horizontal_flip", "mask_tokens", "normalize", "random_crop"}));
-  EXPECT_EQ(registered_names("optimizers"), (std::vector<std::string>{"adagrad", "adam", "adamw", "lamb", "lars", "lion",
-                                                                      "muon", "nadam", "radam", "rmsprop", "sgd"}));
+  EXPECT_EQ(registered_names("optimizers"),
+            (std::vector<std::string>{"adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "lamb", "lars",
+                                      "lion", "muon", "nadam", "radam", "rmsprop", "sgd"}));
   EXPECT_EQ(
       registered_names("schedulers"),
       (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear",

@@ -435,12 +435,12 @@ TEST(Scheduler, PlateauStateRoundTripsAndChecksItsMetricAgainstTheRun) {
   tessera::Logger logger;
   auto eval = make_plateau_scheduler(PlateauSchedulerOptions().monitor("accuracy"));
   EXPECT_THAT(message_of<tessera::InputError>([&] { eval->run_event(tessera::Event::Init, state, logger); }),
-              HasSubstr("plateau: no evaluator is labelled \"eval\" (the run's: none)"));
+              HasSubstr("plateau.label: no evaluator is labelled \"eval\" (the run's: none)"));
   auto train = make_plateau_scheduler(PlateauSchedulerOptions().monitor("accuracy").label("train"));
   EXPECT_THAT(message_of<tessera::InputError>([&] { train->run_event(tessera::Event::Init, state, logger); }),
-              HasSubstr("plateau: the training metrics have no \"accuracy\"; they are: loss"));
+              HasSubstr("plateau.monitor: the training metrics have no \"accuracy\"; they are: loss"));
   EXPECT_THAT(message_of<tessera::InputError>([&] { make_plateau_scheduler(PlateauSchedulerOptions()); }),
-              HasSubstr("plateau: monitor is empty"));
+              HasSubstr("plateau.monitor: is empty"));
   EXPECT_THAT(message_of<tessera::InputError>(
                   [&] { make_plateau_scheduler(PlateauSchedulerOptions().monitor("loss").factor(1.0)); }),
               HasSubstr("factor"));

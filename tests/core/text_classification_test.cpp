@@ -242,7 +242,8 @@ loggers: []
   try {
     make_trainer(Recipe::parse(empty, "<fine-tuning>"));
     ADD_FAILURE() << "an empty load_path folder was accepted";
-  } catch (const CheckpointError& e) {
+  } catch (const CheckpointError& e) {  // at the recipe's load_path line
+    EXPECT_EQ(std::string(e.what()).rfind("<fine-tuning>:", 0), 0u) << e.what();
     EXPECT_NE(std::string(e.what()).find("checkpoint.load_path: folder '" + f.path("empty") + "' holds no checkpoint"),
               std::string::npos)
         << e.what();

@@ -71,8 +71,8 @@ constexpr int64_t kTotalBatches = kEpochs * kBatchesPerEpoch;
 struct RunSpec {
   std::string name;
   std::string model = "tiny";     ///< tiny, tiny_wide, mlp_dropout, mlp1, mlp2, cnn or resnet (3x8x8 images), gpt (text)
-  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, nadam, radam, or with parameter groups adam_groups,
-  /// lion_groups, muon_groups, lamb_groups, lars_groups, sgd_groups
+  /// sgd (momentum 0.9), adamw, rmsprop, adagrad, nadam, radam, adamax, adadelta, or with parameter groups
+  /// adafactor_groups, adam_groups, lion_groups, muon_groups, lamb_groups, lars_groups, sgd_groups
   std::string optimizer = "sgd";
   int64_t microbatch_size = 0;
   bool auto_microbatch = false;  ///< microbatch_size auto, with out-of-memory errors injected above `oom_above`
@@ -290,6 +290,16 @@ Components components(const RunSpec& s) {
   } else if (s.optimizer == "radam") {  // the step count decides between its two kinds of step
     c.optimizer = std::make_shared<optim::RAdam>(
         c.model->named_parameters(), optim::RAdamOptions().lr(0.01).weight_decay(0.01).decoupled_weight_decay(true));
+  } else if (s.optimizer == "adamax") {  // its infinity norm, a running maximum
+    c.optimizer = std::make_shared<optim::Adamax>(c.model->named_parameters(),
+                                                  optim::AdamaxOptions().lr(0.01).weight_decay(0.01));
+  } else if (s.optimizer == "adadelta") {
+    c.optimizer = std::make_shared<optim::Adadelta>(c.model->named_parameters(),
+                                                    optim::AdadeltaOptions().lr(0.5).weight_decay(0.01));
+  } else if (s.optimizer == "adafactor_groups") {  // factored state of kernels (4-d) and matrices, full of vectors
+    c.optimizer = std::make_shared<optim::Adafactor>(
+        c.model->named_parameters(),
+        optim::AdafactorOptions().lr(0.01).weight_decay(0.01).groups({ParamGroupOptions().max_dims(1).weight_decay(0)}));
   } else if (s.optimizer == "sgd_groups") {
     c.optimizer = std::make_shared<optim::SGD>(
         c.model->named_parameters(),
@@ -861,10 +871,12 @@ std::vector<RunSpec> resume_specs() {
   specs.push_back(muon_groups);
 
   // Each one's state resumes.
-  for (const char* optimizer : {"rmsprop", "adagrad", "nadam", "radam", "lamb_groups", "lars_groups"}) {
+  for (const char* optimizer : {"rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta", "adafactor_groups",
+                                "lamb_groups", "lars_groups"}) {
     RunSpec spec;
     spec.name = std::string(optimizer) + "_schedule";
-    spec.model = optimizer == std::string("lars_groups") ? "cnn" : "mlp_dropout";
+    spec.model = optimizer == std::string("lars_groups") || optimizer == std::string("adafactor_groups") ? "cnn"
+                                                                                                          : "mlp_dropout";
     spec.optimizer = optimizer;
     spec.scheduler = true;
     specs.push_back(spec);

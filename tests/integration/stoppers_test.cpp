@@ -80,20 +80,20 @@ TEST(ThresholdStopper, StopsOnceTheValueReachesTheThreshold) {
 
 TEST(Stoppers, BadSettingsAreClearErrors) {
   EXPECT_THAT(testing::input_error_of([] { EarlyStopper stopper{EarlyStopperOptions()}; }),
-              HasSubstr("monitor is empty"));
+              HasSubstr("early_stopper.monitor: is empty"));
   EXPECT_THAT(testing::input_error_of([] {
                 EarlyStopper(EarlyStopperOptions().monitor("accuracy").patience(Time::parse("0.5dur")));
               }),
               HasSubstr("give it in ep, ba, sp or tok"));
   EXPECT_THAT(testing::input_error_of([] { ThresholdStopper(ThresholdStopperOptions().monitor("accuracy")); }),
-              HasSubstr("threshold is not set"));
+              HasSubstr("threshold_stopper.threshold: not set"));
   // Against the run, before step 1: an evaluator that is not there, a metric it does not compute.
   for (const auto& [options, message] :
        std::vector<std::pair<EarlyStopperOptions, std::string>>{
            {EarlyStopperOptions().monitor("accuracy").label("test"),
-            "early_stopper: no evaluator is labelled \"test\" (the run's: eval)"},
+            "early_stopper.label: no evaluator is labelled \"test\" (the run's: eval)"},
            {EarlyStopperOptions().monitor("perplexity"),
-            "early_stopper: the evaluator \"eval\" has no metric \"perplexity\"; its metrics: accuracy"}}) {
+            "early_stopper.monitor: the evaluator \"eval\" has no metric \"perplexity\"; its metrics: accuracy"}}) {
     Components c = testing::tiny_components();
     c.callbacks.push_back(std::make_shared<EarlyStopper>(options));
     EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), c); }), HasSubstr(message));
@@ -102,7 +102,7 @@ TEST(Stoppers, BadSettingsAreClearErrors) {
   Components c = testing::tiny_components();
   c.callbacks.push_back(std::make_shared<EarlyStopper>(EarlyStopperOptions().monitor("acuracy").label("train")));
   EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), c); }),
-              HasSubstr("early_stopper: the training metrics have no \"acuracy\"; they are: loss, accuracy"));
+              HasSubstr("early_stopper.monitor: the training metrics have no \"acuracy\"; they are: loss, accuracy"));
 }
 
 /// A run whose evaluation accuracy can never improve by min_delta 2: the best is epoch 1's, and with patience 2ep

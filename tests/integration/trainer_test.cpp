@@ -222,7 +222,7 @@ TEST(Trainer, APlateauReducesTheRateAfterTheEvaluationsThatDoNotImprove) {
       optim::make_plateau_scheduler(optim::PlateauSchedulerOptions().monitor("accuracy").label("test")));
   EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), missing); }),
               ::testing::HasSubstr(
-                  "schedulers[0] (plateau) at init: plateau: no evaluator is labelled \"test\" (the run's: "
+                  "schedulers[0] (plateau) at init: plateau.label: no evaluator is labelled \"test\" (the run's: "
                   "eval)"));
 }
 

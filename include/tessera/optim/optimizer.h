@@ -1,6 +1,6 @@
 #pragma once
 /// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad), Lion,
-/// RMSprop, Adagrad, NAdam, RAdam, the layer-wise large-batch ones LAMB and LARS, and Muon (orthogonalised
+/// RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta, Adafactor (factored second moments), the layer-wise large-batch ones LAMB and LARS, and Muon (orthogonalised
 /// momentum for the weight matrices, AdamW for the rest), with parameter groups chosen by name or shape (no
 /// weight decay on biases and norms, a head with its own lr).
 ///
@@ -408,6 +408,96 @@ class RAdam : public OptimizerWith<RAdamOptions> {
   using OptimizerWith::OptimizerWith;
   void step() override;
   std::string name() const override { return "radam"; }
+};
+
+struct AdamaxOptions {
+  TESSERA_OPTION(double, lr) = 2e-3;
+  TESSERA_OPTION(double, beta1) = 0.9;
+  TESSERA_OPTION(double, beta2) = 0.999;
+  TESSERA_OPTION(double, eps) = 1e-8;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate", Range::positive());
+    v("beta1", beta1_, "first-moment decay", Range::closed_open(0, 1));
+    v("beta2", beta2_, "decay of the infinity norm", Range::closed_open(0, 1));
+    v("eps", eps_, "added to |g| before the maximum", Range::positive());
+    v("weight_decay", weight_decay_, "L2 weight decay (added to the gradient)", Range::at_least(0));
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Adamax (Kingma & Ba 2015, section 7.1: Adam with the infinity norm), bitwise equal to torch.optim.Adamax of
+/// torch 2.x when built against it: g = g + wd p (L2); m = lerp(m, g, 1-b1); u = max(b2 u, |g| + eps);
+/// p -= lr / (1 - b1^k) m / u. State of a parameter: {exp_avg, exp_inf, step (an int64 CPU scalar)}.
+class Adamax : public OptimizerWith<AdamaxOptions> {
+ public:
+  using OptimizerWith::OptimizerWith;
+  void step() override;
+  std::string name() const override { return "adamax"; }
+};
+
+struct AdadeltaOptions {
+  TESSERA_OPTION(double, lr) = 1.0;
+  TESSERA_OPTION(double, rho) = 0.9;
+  TESSERA_OPTION(double, eps) = 1e-6;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate (a factor on the step; 1 is Zeiler's method)", Range::positive());
+    v("rho", rho_, "decay of the running averages", Range::closed(0, 1));
+    v("eps", eps_, "added inside both square roots", Range::positive());
+    v("weight_decay", weight_decay_, "L2 weight decay (added to the gradient)", Range::at_least(0));
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Adadelta (Zeiler 2012), bitwise equal to torch.optim.Adadelta of torch 2.x when built against it:
+/// g = g + wd p (L2); v = rho v + (1-rho) g^2; d = sqrt(u + eps) / sqrt(v + eps) g; u = rho u + (1-rho) d^2;
+/// p -= lr d. State of a parameter: {square_avg, acc_delta, step (an int64 CPU scalar)}.
+class Adadelta : public OptimizerWith<AdadeltaOptions> {
+ public:
+  using OptimizerWith::OptimizerWith;
+  void step() override;
+  std::string name() const override { return "adadelta"; }
+};
+
+struct AdafactorOptions {
+  TESSERA_OPTION(double, lr) = 1e-2;
+  TESSERA_OPTION(double, beta2_decay) = -0.8;
+  /// 0: the machine epsilon of the parameter's dtype (torch's eps=(None, ...)).
+  TESSERA_OPTION(double, eps1) = 0.0;
+  TESSERA_OPTION(double, eps2) = 1e-3;
+  TESSERA_OPTION(double, d) = 1.0;
+  TESSERA_OPTION(double, weight_decay) = 0.0;
+  TESSERA_OPTION(std::vector<ParamGroupOptions>, groups) = {};
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr_, "learning rate: the relative step is min(lr, 1/sqrt(k))", Range::positive());
+    v("beta2_decay", beta2_decay_, "the second moment's step k weighs k^beta2_decay", Range::closed(-10, 0));
+    v("eps1", eps1_, "floor of the second moment's estimate (0: the parameters' machine epsilon)",
+      Range::at_least(0));
+    v("eps2", eps2_, "floor of the parameter's RMS in the step size", Range::at_least(0));
+    v("d", d_, "clipping threshold of the update's RMS", Range::at_least(1));
+    v("weight_decay", weight_decay_, "decoupled weight decay: p *= 1 - lr wd", Range::at_least(0));
+    v("groups", groups_, "parameter groups with their own lr or weight decay", Any{});
+  }
+};
+
+/// Adafactor (Shazeer & Stern 2018), bitwise equal to torch.optim.Adafactor of torch 2.5+ when built against it:
+/// the second moment of a matrix (the last two dimensions of a tensor) kept as its row and column means only,
+/// memory O(rows + columns), no first moment. At step k: b = k^beta2_decay; R = lerp(R, mean_cols(g^2), b),
+/// C = lerp(C, mean_rows(g^2), b), V = R C / mean(R) (a vector: V = lerp(V, g^2, b)); U = g / sqrt(max(V, eps1^2));
+/// p *= 1 - lr wd; p -= max(eps2, RMS(p)) min(lr, 1/sqrt(k)) / max(1, RMS(U) / d) U (RMS(p) before the decay).
+/// State of a parameter: {row_var, col_var (matrices), variance (vectors and scalars), step (an int64 CPU
+/// scalar)}.
+class Adafactor : public OptimizerWith<AdafactorOptions> {
+ public:
+  using OptimizerWith::OptimizerWith;
+  void step() override;
+  std::string name() const override { return "adafactor"; }
 };
 
 struct LambOptions {
