@@ -45,7 +45,8 @@ void MetricWatch::check_against_run(const State& state) const {
     if (monitor_ == "loss" || std::find(names.begin(), names.end(), monitor_) != names.end()) return;
     std::string known = "loss";
     for (const auto& n : names) known += ", " + n;
-    throw InputError(fmt::format("{}.monitor: the training metrics have no \"{}\"; they are: {}", owner_, monitor_, known));
+    throw InputError(
+        fmt::format("{}.monitor: the training metrics have no \"{}\"; they are: {}", owner_, monitor_, known));
   }
   std::string labels;
   for (const Evaluator& ev : state.evaluators) {
@@ -53,13 +54,13 @@ void MetricWatch::check_against_run(const State& state) const {
       for (const auto& m : ev.metrics) {
         if (m->name() == monitor_) return;
       }
-      throw InputError(fmt::format("{}.monitor: the evaluator \"{}\" has no metric \"{}\"; its metrics: {}", owner_, label_,
-                                   monitor_, metric_names(ev)));
+      throw InputError(fmt::format("{}.monitor: the evaluator \"{}\" has no metric \"{}\"; its metrics: {}", owner_,
+                                   label_, monitor_, metric_names(ev)));
     }
     labels += (labels.empty() ? "" : ", ") + ev.label;
   }
-  throw InputError(fmt::format("{}.label: no evaluator is labelled \"{}\" (the run's: {}); give one of them, or train for "
-                               "the training metrics",
+  throw InputError(fmt::format("{}.label: no evaluator is labelled \"{}\" (the run's: {}); give one of them, or train "
+                               "for the training metrics",
                                owner_, label_, labels.empty() ? "none" : labels));
 }
 

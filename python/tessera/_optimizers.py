@@ -1,9 +1,9 @@
 """A torch.optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta, Adafactor, Muon; or
-Composer's DecoupledSGDW/DecoupledAdamW) as the Tessera optimizer that makes the same updates: its class, settings and parameter
-groups become a recipe entry, {"adamw": {..., "groups": [...]}}, whose groups select the module's parameters by name.
-A pair (torch.optim.Muon for the weight matrices, torch.optim.AdamW for the rest), as Muon is used, becomes one `muon`
-entry whose `adamw_*` settings are the AdamW's. Tessera steps in C++ and its algorithms edit its groups, so the torch
-objects themselves are not used."""
+Composer's DecoupledSGDW/DecoupledAdamW) as the Tessera optimizer that makes the same updates: its class, settings
+and parameter groups become a recipe entry, {"adamw": {..., "groups": [...]}}, whose groups select the module's
+parameters by name. A pair (torch.optim.Muon for the weight matrices, torch.optim.AdamW for the rest), as Muon is used,
+becomes one `muon` entry whose `adamw_*` settings are the AdamW's. Tessera steps in C++ and its algorithms edit its
+groups, so the torch objects themselves are not used."""
 from __future__ import annotations
 
 import warnings
@@ -36,6 +36,7 @@ _KINDS: Dict[Tuple[str, str], Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     ("torch.optim.radam", "RAdam"): ("radam", _RADAM_KEYS, {}),
     ("torch.optim.adamax", "Adamax"): ("adamax", _ADAMAX_KEYS, {}),
     ("torch.optim.adadelta", "Adadelta"): ("adadelta", _ADADELTA_KEYS, {}),
+    ("torch.optim", "Adafactor"): ("adafactor", _ADAFACTOR_KEYS, {}),  # its __module__ in torch 2.15
     ("torch.optim._adafactor", "Adafactor"): ("adafactor", _ADAFACTOR_KEYS, {}),
     ("torch.optim", "Muon"): ("muon", _MUON_KEYS, {}),
     ("composer.optim.decoupled_weight_decay", "DecoupledSGDW"): ("sgd", _SGD_KEYS, {"decoupled_weight_decay": True}),
@@ -77,8 +78,8 @@ def _settings(group: Dict[str, Any], keys: Dict[str, Any], where: str) -> Dict[s
         elif option == ("eps1", "eps2"):  # Adafactor's (eps1 or None, eps2); Tessera's eps1 0 is torch's None
             eps1, eps2 = value
             if eps1 is not None and float(_number(eps1)) <= 0:
-                raise _C.InputError(f"optimizer: {where} has eps=({eps1!r}, ...); Tessera's Adafactor takes eps1 > 0, or "
-                                    "None for the parameters' machine epsilon")
+                raise _C.InputError(f"optimizer: {where} has eps=({eps1!r}, ...); Tessera's Adafactor takes eps1 > 0, "
+                                    "or None for the parameters' machine epsilon")
             out["eps1"] = 0.0 if eps1 is None else float(_number(eps1))
             out["eps2"] = float(_number(eps2))
         elif isinstance(option, tuple):

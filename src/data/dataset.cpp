@@ -1,9 +1,9 @@
 // In-memory datasets: TensorDataset, Fashion-MNIST (IDX files read with zlib) and synthetic data.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 #include <tessera/data/dataset.h>
 #include <tessera/error.h>
-#include <fmt/format.h>
 #include <tessera/rng.h>
 #include <unistd.h>
 #include <zlib.h>

@@ -739,8 +739,8 @@ TEST(ParamGroups, RefusesGroupsThatCannotMeanWhatTheySay) {
               ::testing::HasSubstr("optimizer.sgd.groups[0]: names [*.bais] selects none of the model's 2 parameters; "
                                    "the parameters are named like conv.weight, fc.bias"));
   EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"}).lr(1), ParamGroupOptions().max_dims(1).lr(2)})),
-              ::testing::HasSubstr("optimizer.sgd.groups[1]: max_dims 1 selects none of the model's 2 parameters (every "
-                                   "one it matches is taken by an earlier entry"));
+              ::testing::HasSubstr("optimizer.sgd.groups[1]: max_dims 1 selects none of the model's 2 parameters "
+                                   "(every one it matches is taken by an earlier entry"));
   EXPECT_THAT(input_error_of(make({ParamGroupOptions().lr(1)})),
               ::testing::HasSubstr("optimizer.groups[0]: selects every parameter (neither names nor max_dims given)"));
   EXPECT_THAT(input_error_of(make({ParamGroupOptions().names({"fc.*"})})),

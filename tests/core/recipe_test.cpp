@@ -429,7 +429,8 @@ std::vector<BadRecipe> bad_recipes() {
       {"unknown_section_created_by_an_override",
        kBase,
        {"seed=3", "chekpoint.folder=x"},
-       {"<command line> override 2: chekpoint: unknown key \"chekpoint\" in the recipe", "did you mean \"checkpoint\""}},
+       {"<command line> override 2: chekpoint: unknown key \"chekpoint\" in the recipe",
+        "did you mean \"checkpoint\""}},
       // Keys that do nothing without another are refused, not ignored.
       {"checkpoint_interval_without_folder",
        append("checkpoint: {interval: 2ba}\n"),
@@ -638,7 +639,8 @@ TEST(RecipeTest, OptimizerGroupsSelectParametersByNameAndShape) {
     FAIL() << "expected an InputError";
   } catch (const InputError& e) {
     EXPECT_THAT(std::string(e.what()),
-                ::testing::HasSubstr("typo.yaml:10:42: optimizer.sgd.groups[0]: names [*.bais] selects none of the model's 4 "
+                ::testing::HasSubstr("typo.yaml:10:42: optimizer.sgd.groups[0]: names [*.bais] selects none of the "
+                                     "model's 4 "
                                      "parameters; the parameters are named like fc1.weight, fc1.bias, head.weight, "
                                      "head.bias"));
   }
@@ -689,12 +691,15 @@ TEST(RecipeTest, TrainerErrorsPointAtTheRecipeLine) {
   EXPECT_THAT(trainer_error(with_eval),
               ::testing::HasSubstr("<string>:10:5: data.eval: evaluator \"eval\": the model classifies into 3 "
                                    "classes, its data has 5"));
-  EXPECT_THAT(trainer_error(append("callbacks:\n  - progress_bar\n  - early_stopper: {monitor: acuracy, label: train}\n")),
+  EXPECT_THAT(trainer_error(
+                  append("callbacks:\n  - progress_bar\n  - early_stopper: {monitor: acuracy, label: train}\n")),
               ::testing::HasSubstr("<string>:13:30: callbacks[1].early_stopper.monitor: the training metrics have no "
                                    "\"acuracy\"; they are: loss, accuracy"));
   // The monitor left out: at the stopper's options.
-  EXPECT_THAT(trainer_error(append("callbacks: [{early_stopper: {label: test}}]\n"), {"callbacks[0].early_stopper.monitor=loss"}),
-              ::testing::HasSubstr("<string>:11:37: callbacks[0].early_stopper.label: no evaluator is labelled \"test\""));
+  EXPECT_THAT(trainer_error(append("callbacks: [{early_stopper: {label: test}}]\n"),
+                            {"callbacks[0].early_stopper.monitor=loss"}),
+              ::testing::HasSubstr(
+                  "<string>:11:37: callbacks[0].early_stopper.label: no evaluator is labelled \"test\""));
   EXPECT_THAT(trainer_error(append("schedulers: [{plateau: {monitor: accuracy}}]\n")),
               ::testing::HasSubstr("<string>:11:14: schedulers[0]: plateau.label: no evaluator is labelled \"eval\" "
                                    "(the run's: none)"));

@@ -299,7 +299,8 @@ Components components(const RunSpec& s) {
   } else if (s.optimizer == "adafactor_groups") {  // factored state of kernels (4-d) and matrices, full of vectors
     c.optimizer = std::make_shared<optim::Adafactor>(
         c.model->named_parameters(),
-        optim::AdafactorOptions().lr(0.01).weight_decay(0.01).groups({ParamGroupOptions().max_dims(1).weight_decay(0)}));
+        optim::AdafactorOptions().lr(0.01).weight_decay(0.01).groups(
+            {ParamGroupOptions().max_dims(1).weight_decay(0)}));
   } else if (s.optimizer == "sgd_groups") {
     c.optimizer = std::make_shared<optim::SGD>(
         c.model->named_parameters(),
@@ -875,8 +876,8 @@ std::vector<RunSpec> resume_specs() {
                                 "lamb_groups", "lars_groups"}) {
     RunSpec spec;
     spec.name = std::string(optimizer) + "_schedule";
-    spec.model = optimizer == std::string("lars_groups") || optimizer == std::string("adafactor_groups") ? "cnn"
-                                                                                                          : "mlp_dropout";
+    const bool matrices = optimizer == std::string("lars_groups") || optimizer == std::string("adafactor_groups");
+    spec.model = matrices ? "cnn" : "mlp_dropout";
     spec.optimizer = optimizer;
     spec.scheduler = true;
     specs.push_back(spec);

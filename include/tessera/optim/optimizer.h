@@ -1,8 +1,8 @@
 #pragma once
 /// Optimizers: SGD (momentum, Nesterov, L2 or decoupled weight decay), Adam, AdamW (both with AMSGrad), Lion,
-/// RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta, Adafactor (factored second moments), the layer-wise large-batch ones LAMB and LARS, and Muon (orthogonalised
-/// momentum for the weight matrices, AdamW for the rest), with parameter groups chosen by name or shape (no
-/// weight decay on biases and norms, a head with its own lr).
+/// RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta, Adafactor (factored second moments), the layer-wise
+/// large-batch ones LAMB and LARS, and Muon (orthogonalised momentum for the weight matrices, AdamW for the rest),
+/// with parameter groups chosen by name or shape (no weight decay on biases and norms, a head with its own lr).
 ///
 /// Tessera has its own small optimizer classes rather than torch::optim's so that parameter groups can be
 /// edited by algorithms (surgery replaces parameters, layer freezing removes them together with their
