@@ -7,6 +7,7 @@ step count k of torch's is k batches or k epochs."""
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from typing import Any, Dict, List, Sequence
 
@@ -15,8 +16,6 @@ from . import _C
 Entry = Dict[str, Dict[str, Any]]
 # Why these are refused (by class name).
 _REFUSED = {
-    "LambdaLR": "its rate is a Python function, which a recipe cannot hold; write the schedule as Tessera schedules "
-                "(a `sequential` of `linear`, `cosine`, ... covers the usual warmup shapes)",
     "MultiplicativeLR": "its rate is a Python function, which a recipe cannot hold; an ExponentialLR is the "
                         "constant-factor case",
     "CyclicLR": "Tessera has no cyclic schedule; `cosine_warm_restarts` restarts a cosine each cycle",
@@ -98,6 +97,85 @@ def _plateau(s: Any, watched: Any) -> Entry:
                         "eps": fraction([float(s.eps)] * len(lrs), "eps")}}
 
 
+# Hugging Face transformers' LambdaLR schedules (transformers/optimization.py): their function's name -> the keyword
+# arguments it is given. Each is `warmup` steps of a line from 0 to 1, then its own decay.
+_HF_MODULE = "transformers.optimization"
+_HF_SCHEDULES = {
+    "_get_constant_lambda": set(),
+    "_get_constant_schedule_with_warmup_lr_lambda": {"num_warmup_steps"},
+    "_get_linear_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps"},
+    "_get_cosine_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps", "num_cycles",
+                                                   "min_lr_rate"},
+    "_get_polynomial_decay_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps", "lr_end",
+                                                             "power", "lr_init"},
+}
+_HF_TRANSLATED = ("get_constant_schedule, get_constant_schedule_with_warmup, get_linear_schedule_with_warmup, "
+                  "get_cosine_schedule_with_warmup (num_cycles=0.5), get_cosine_with_min_lr_schedule_with_warmup "
+                  "(num_cycles=0.5) and get_polynomial_decay_schedule_with_warmup")
+
+
+def _hf_function(s: Any) -> Any:
+    """(the Hugging Face schedule's function name, its keyword arguments) of a LambdaLR, or None when its function
+    is not one of those translated. One function for every group (Hugging Face's give one)."""
+    functions = {id(f): f for f in s.lr_lambdas}
+    if len(functions) != 1:
+        return None
+    f = s.lr_lambdas[0]
+    func, keywords = (f.func, dict(f.keywords)) if isinstance(f, functools.partial) and not f.args else (f, {})
+    name = getattr(func, "__name__", "")
+    if getattr(func, "__module__", "") != _HF_MODULE or name not in _HF_SCHEDULES:
+        return None
+    if not set(keywords) <= _HF_SCHEDULES[name]:
+        return None
+    return name, keywords
+
+
+def _huggingface(s: Any, unit: str) -> Entry:
+    """A LambdaLR of Hugging Face's: torch sets lr = base_lr x f(k); f is a line from 0 to 1 over the warmup's W steps
+    (k / W), then the schedule's decay over the T - W steps to num_training_steps = T: a `sequential` of a `linear` and
+    the decay (which counts its time from the milestone W, as f does)."""
+    found = _hf_function(s)
+    if found is None:
+        raise _refuse(s, "is not translated: its rate is a Python function, which a recipe cannot hold; translated "
+                         f"are Hugging Face's {_HF_TRANSLATED}; write other schedules as Tessera schedules (a "
+                         "`sequential` of `linear`, `cosine`, ... covers the usual warmup shapes)")
+    name, kw = found
+    if name == "_get_constant_lambda":
+        return {"constant": {}}
+    warmup = kw["num_warmup_steps"]
+    if int(warmup) != warmup or warmup < 0:
+        raise _refuse(s, f"has num_warmup_steps={warmup!r}; expected a whole number of steps >= 0")
+    warmup = int(warmup)
+    if name == "_get_constant_schedule_with_warmup_lr_lambda":
+        decay: Entry = {"constant": {}}
+    else:
+        total = kw["num_training_steps"]
+        if int(total) != total or total <= warmup:
+            raise _refuse(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
+                             "number of steps greater than the warmup's")
+        span = _time(int(total) - warmup, unit, s, "num_training_steps - num_warmup_steps")
+        if name == "_get_linear_schedule_with_warmup_lr_lambda":
+            decay = {"linear": {"alpha_i": 1.0, "alpha_f": 0.0, "t_max": span}}
+        elif name == "_get_cosine_schedule_with_warmup_lr_lambda":
+            if float(kw["num_cycles"]) != 0.5:
+                raise _refuse(s, f"has num_cycles={kw['num_cycles']}; Tessera's cosine falls once from 1 to its end "
+                                 "(num_cycles=0.5, the default)")
+            min_rate = float(kw.get("min_lr_rate", 0.0))
+            if not 0 <= min_rate <= 1:
+                raise _refuse(s, f"has min_lr_rate={min_rate}; expected a fraction of the lr in [0, 1]")
+            decay = {"cosine": {"alpha_f": min_rate, "t_max": span}}
+        else:  # polynomial: from lr_init down to lr_end, as a fraction of lr_init
+            if not 0 <= float(kw["lr_end"]) < float(kw["lr_init"]):
+                raise _refuse(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
+                                 "lr_init")
+            decay = {"polynomial": {"power": float(kw["power"]), "alpha_f": float(kw["lr_end"]) / float(kw["lr_init"]),
+                                    "t_max": span}}
+    if warmup == 0:
+        return decay
+    rise = {"linear": {"alpha_i": 0.0, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}}
+    return {"sequential": {"schedulers": [rise, decay], "milestones": [f"{warmup}{unit}"]}}
+
+
 def _onecycle(s: Any, unit: str) -> Entry:
     kind = getattr(s, "_anneal_func_type", None) or getattr(getattr(s, "anneal_func", None), "__name__", "")
     if "cos" not in kind:
@@ -134,7 +212,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
                              "plateau (a factor on the schedules) does not follow: give it alone, or beside Tessera "
                              "schedules (which it multiplies)")
         return [_plateau(s, watched)]
-    if chained and name in ("OneCycleLR", "CosineAnnealingWarmRestarts", "SequentialLR"):
+    if chained and name in ("OneCycleLR", "CosineAnnealingWarmRestarts", "SequentialLR", "LambdaLR"):
         raise _refuse(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
                          "alone")
     if name == "StepLR":
@@ -169,6 +247,8 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
                                           "alpha_f": _common_ratio(s, float(s.eta_min))}}]
     if name == "OneCycleLR":
         return [_onecycle(s, unit)]
+    if name == "LambdaLR":
+        return [_huggingface(s, unit)]
     if name == "SequentialLR":
         parts = []
         for child in s._schedulers:
@@ -183,7 +263,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
         return [e for child in s._schedulers for e in _one(child, unit, chained=True)]
     raise _refuse(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
                      "LinearLR, PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, "
-                     "SequentialLR, ChainedScheduler, ReduceLROnPlateau); give Tessera schedules as recipe entries "
+                     "SequentialLR, ChainedScheduler, ReduceLROnPlateau, and Hugging Face's LambdaLRs); give Tessera schedules as recipe entries "
                      "(tessera.registered('schedulers'))")
 
 
@@ -238,6 +318,13 @@ def check_horizons(schedulers: Sequence[Any], steps: int) -> None:
         if name == "OneCycleLR" and steps > s.total_steps:
             raise _refuse(s, f"has total_steps={s.total_steps} but is stepped {steps} times here, which torch refuses "
                              f"(it raises past total_steps); give total_steps >= {steps}, or a shorter run")
+        found = _hf_function(s) if name == "LambdaLR" else None
+        if found and found[0] == "_get_cosine_schedule_with_warmup_lr_lambda" and \
+                steps - 1 > found[1]["num_training_steps"]:
+            total = found[1]["num_training_steps"]
+            raise _refuse(s, f"(Hugging Face's cosine) has num_training_steps={total} but sets the lr for {steps} "
+                             "steps here: past it Hugging Face's cosine rises again where Tessera's holds at its end; "
+                             f"give num_training_steps >= {steps - 1}, or a shorter run")
         if name == "SequentialLR":
             bounds = [0] + [int(m) for m in s._milestones] + [steps]
             for child, start, end in zip(s._schedulers, bounds, bounds[1:]):

@@ -1,7 +1,11 @@
 """torch.optim.lr_scheduler schedulers given to the Trainer with their torch optimizer: translated into Tessera's
 schedules, which set every batch the lrs torch's would (stepped once per batch, or once per epoch as Composer steps
 them by default), or refused with the reason."""
+import functools
+import json
 import math
+import os
+import subprocess
 
 import pytest
 import torch
@@ -146,12 +150,12 @@ def test_tessera_schedules_and_torch_schedulers_multiply(tmp_path):
     assert [g[1] for g in recorder.lrs] == pytest.approx([0.15, 0.075, 0.0375])
 
 
-def refusal(tmp_path, make, optimizer_entry=None, **kw):
+def refusal(tmp_path, make, optimizer_entry=None, max_duration="1ep", **kw):
     model = Net()
     optimizer = sgd(model)
     with pytest.raises(tessera.InputError) as e:
         tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer_entry or optimizer,
-                        schedulers=make(optimizer), max_duration="1ep", run_dir=str(tmp_path), **kw)
+                        schedulers=make(optimizer), max_duration=max_duration, run_dir=str(tmp_path), **kw)
     return str(e.value)
 
 
@@ -323,3 +327,113 @@ def test_a_run_with_a_plateau_resumes_where_it_reduced(tmp_path):
     assert tail == lrs[3 * BATCHES_PER_EPOCH:]
     for (name, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+# --- Hugging Face transformers' schedules (LambdaLRs of a known function) ----------------------------------------
+# Made by transformers itself in the streaming peers' venv (scripts/install-peers.sh streaming, which holds it): what
+# it reports — the LambdaLR's function (module, name), its keyword arguments and its factors for every step — is
+# rebuilt here as a LambdaLR of the same structure (a functools.partial of a function of that module and name, with
+# those arguments, returning the factors transformers computed), so the translation reads what transformers makes and
+# the lrs are compared with transformers' own values.
+HF_REPORT = r"""
+import functools, json, sys
+import torch
+import transformers.optimization as hf
+out = {}
+for case, (maker, kwargs, steps) in json.loads(sys.argv[1]).items():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # lr_init: the test's defaults lr
+    f = getattr(hf, maker)(optimizer, **kwargs).lr_lambdas[0]
+    func, keywords = (f.func, f.keywords) if isinstance(f, functools.partial) else (f, {})
+    out[case] = {"module": func.__module__, "name": func.__name__, "keywords": keywords,
+                 "factors": [float(f(k)) for k in range(steps)]}
+print(json.dumps(out))
+"""
+# case -> (transformers' function, its arguments but the optimizer) for a run of `steps` scheduler steps
+HF_CASES = {
+    "constant": lambda steps: ("get_constant_schedule", {}),
+    "constant_with_warmup": lambda steps: ("get_constant_schedule_with_warmup", {"num_warmup_steps": steps // 4}),
+    "linear": lambda steps: ("get_linear_schedule_with_warmup",  # reaches 0 before the end, and holds
+                             {"num_warmup_steps": steps // 4, "num_training_steps": steps - 2}),
+    "linear_without_warmup": lambda steps: ("get_linear_schedule_with_warmup",
+                                            {"num_warmup_steps": 0, "num_training_steps": steps}),
+    "cosine": lambda steps: ("get_cosine_schedule_with_warmup",
+                             {"num_warmup_steps": steps // 4, "num_training_steps": steps - 1}),
+    "cosine_with_min_lr": lambda steps: ("get_cosine_with_min_lr_schedule_with_warmup",
+                                         {"num_warmup_steps": 1, "num_training_steps": steps, "min_lr_rate": 0.1}),
+    "polynomial": lambda steps: ("get_polynomial_decay_schedule_with_warmup",  # past the end: lr_end
+                                 {"num_warmup_steps": steps // 4, "num_training_steps": steps - 2, "lr_end": 0.01,
+                                  "power": 2.0}),
+    "hard_restarts": lambda steps: ("get_cosine_with_hard_restarts_schedule_with_warmup",
+                                    {"num_warmup_steps": 1, "num_training_steps": steps, "num_cycles": 2}),
+    "inverse_sqrt": lambda steps: ("get_inverse_sqrt_schedule", {"num_warmup_steps": 2}),
+    "two_cosine_cycles": lambda steps: ("get_cosine_schedule_with_warmup",
+                                        {"num_warmup_steps": 1, "num_training_steps": steps, "num_cycles": 1.0}),
+    "cosine_too_short": lambda steps: ("get_cosine_schedule_with_warmup",
+                                       {"num_warmup_steps": 1, "num_training_steps": steps - 2}),
+}
+
+
+@pytest.fixture(scope="module")
+def huggingface():
+    """step unit ("ba"/"ep") -> case -> transformers' report (HF_REPORT), or a skip without the peers' venv."""
+    venv = os.environ.get("TESSERA_STREAMING_VENV") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tessera", "venv-peers-streaming-0.13.0")
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        pytest.skip(f"no transformers to compare with: the streaming peers' venv ({venv}) is missing; install it "
+                    "with scripts/install-peers.sh streaming (or point TESSERA_STREAMING_VENV at one)")
+    reports = {}
+    for unit, steps in (("ba", BATCHES_PER_EPOCH * EPOCHS), ("ep", EPOCHS)):
+        spec = {case: [*make(steps), steps] for case, make in HF_CASES.items()}
+        done = subprocess.run([python, "-c", HF_REPORT, json.dumps(spec)], capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        reports[unit] = json.loads(done.stdout)
+    return reports
+
+
+def as_reported(optimizer, report):
+    """A LambdaLR built as transformers builds it (its function's module, name and keywords), with its factors."""
+    factors = report["factors"]
+
+    def factor(step, **_):
+        return factors[step]
+    factor.__module__, factor.__name__ = report["module"], report["name"]
+    return lr.LambdaLR(optimizer, functools.partial(factor, **report["keywords"]))
+
+
+@pytest.mark.parametrize("every_batch", [True, False], ids=["every_batch", "every_epoch"])
+@pytest.mark.parametrize("case", ["constant", "constant_with_warmup", "linear", "linear_without_warmup", "cosine",
+                                  "cosine_with_min_lr", "polynomial"])
+def test_hugging_faces_schedules_set_the_lrs_they_set_in_torch(huggingface, case, every_batch, tmp_path):
+    report = huggingface["ba" if every_batch else "ep"][case]
+    model = Net()
+    optimizer = sgd(model)
+    bases = [g["lr"] for g in optimizer.param_groups]
+    recorder = LrRecorder()
+    trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                              schedulers=as_reported(optimizer, report), callbacks=[recorder],
+                              step_schedulers_every_batch=every_batch, max_duration=f"{EPOCHS}ep", threads=1,
+                              run_dir=str(tmp_path))
+    trainer.fit()
+    assert len(recorder.lrs) == BATCHES_PER_EPOCH * EPOCHS
+    for batch, got in enumerate(recorder.lrs):
+        step = batch if every_batch else batch // BATCHES_PER_EPOCH
+        want = [base * report["factors"][step] for base in bases]  # torch's LambdaLR: base lr x its factor
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (case, batch, got, want)
+    assert (len(set(report["factors"])) > 1) == (case != "constant")
+
+
+def test_hugging_faces_schedules_without_an_equivalent_are_refused_with_the_reason(huggingface, tmp_path):
+    def refused(case):
+        return refusal(tmp_path, lambda o: as_reported(o, huggingface["ba"][case]), step_schedulers_every_batch=True,
+                       max_duration=f"{EPOCHS}ep")
+    assert "is not translated: its rate is a Python function" in refused("hard_restarts")
+    assert "translated are Hugging Face's get_constant_schedule" in refused("inverse_sqrt")
+    assert "has num_cycles=1.0; Tessera's cosine falls once" in refused("two_cosine_cycles")
+    steps = BATCHES_PER_EPOCH * EPOCHS
+    assert (f"(Hugging Face's cosine) has num_training_steps={steps - 2} but sets the lr for {steps} steps here: past "
+            "it Hugging Face's cosine rises again") in refused("cosine_too_short")
+    # Chained, it would set the lr rather than scale the others'.
+    assert "cannot be chained" in refusal(tmp_path, lambda o: [lr.ExponentialLR(o, gamma=0.9),
+                                                               as_reported(o, huggingface["ba"]["linear"])])
