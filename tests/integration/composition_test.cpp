@@ -572,6 +572,40 @@ TEST(Composition, EveryCompatibleAlgorithmOnGroupNormsUnderAutocastTrainsAndResu
                                     "[{max_dims: 1, weight_decay: 0}]}}");
 }
 
+/// Every other optimizer (the tests above train SGD, Adam with AMSGrad, Muon and LAMB) with every compatible
+/// algorithm: each keeps its own kind of state (second moments, factored moments, accumulators, momentum buffers,
+/// trust ratios) through surgery, freezing, SAM's second step, SWA and EMA, in parameter groups, and resumes it
+/// bitwise. `*.se.*` selects the squeeze-excite gates that surgery adds at init.
+class EveryOptimizer : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(EveryOptimizer, WithEveryCompatibleAlgorithmTrainsAndResumesBitwise) {
+  if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  const auto& [name, entry] = GetParam();
+  expect_trains_and_resumes_bitwise(everything_recipe, "everything_" + name, false, entry);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Composition, EveryOptimizer,
+    ::testing::Values(
+        std::pair{"adamw", "{adamw: {lr: 1.0e-3, weight_decay: 0.05, amsgrad: true, decoupled_weight_decay: true, "
+                           "groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"lion", "{lion: {lr: 1.0e-4, weight_decay: 0.1, groups: [{names: [\"*.se.*\"], lr: 2.0e-4}, "
+                          "{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"nadam", "{nadam: {lr: 2.0e-3, weight_decay: 0.01, decoupled_weight_decay: true, "
+                           "groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"radam", "{radam: {lr: 1.0e-3, weight_decay: 1.0e-4, groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"rmsprop", "{rmsprop: {lr: 1.0e-3, momentum: 0.9, centered: true, weight_decay: 1.0e-4, "
+                             "groups: [{names: [\"*.se.*\"], lr: 2.0e-3}]}}"},
+        std::pair{"adagrad", "{adagrad: {lr: 0.01, lr_decay: 0.01, initial_accumulator_value: 0.1, "
+                             "weight_decay: 1.0e-4, groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"lars", "{lars: {lr: 1.0, momentum: 0.9, weight_decay: 5.0e-4, trust_clip: true, "
+                          "groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"adamax", "{adamax: {lr: 2.0e-3, weight_decay: 1.0e-4, groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"adadelta", "{adadelta: {lr: 1.0, rho: 0.9, weight_decay: 1.0e-4, "
+                              "groups: [{max_dims: 1, weight_decay: 0}]}}"},
+        std::pair{"adafactor", "{adafactor: {lr: 0.01, weight_decay: 0.01, groups: [{max_dims: 1, weight_decay: 0}]}}"}),
+    [](const ::testing::TestParamInfo<std::pair<std::string, std::string>>& info) { return info.param.first; });
+
 TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarning) {
   if (!fortunes_installed()) GTEST_SKIP() << "the fortunes text is not installed (apt install fortunes)";
   tessera::Run run = build_run(text_everything_recipe());
