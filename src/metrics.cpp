@@ -1,4 +1,5 @@
-// Accuracy and cross-entropy metrics.
+// Accuracy, cross-entropy and the per-class (macro-averaged) metrics.
+#include <tessera/class_metrics.h>
 #include <tessera/metrics.h>
 
 #include <algorithm>
@@ -172,12 +173,133 @@ double CrossEntropyMetric::compute() const {
 
 double Perplexity::compute() const { return std::exp(CrossEntropyMetric::compute()); }
 
+// ------------------------------------------------------------------------------------------------ MacroAveraged
+
+MacroAveraged::MacroAveraged(Score score, int64_t num_classes)
+    : score_(score), num_classes_(num_classes), stated_classes_(num_classes) {
+  if (num_classes < 0) {
+    throw InputError(fmt::format("{} metric: num_classes is {}; expected >= 0", name(), num_classes));
+  }
+}
+
+std::string MacroAveraged::name() const {
+  switch (score_) {
+    case Score::Precision:
+      return "precision";
+    case Score::Recall:
+      return "recall";
+    case Score::F1:
+      break;
+  }
+  return "f1";
+}
+
+void MacroAveraged::reset() {
+  num_classes_ = stated_classes_;
+  counts_ = at::Tensor();
+  invalid_ = at::Tensor();
+}
+
+namespace {
+std::string targets_outside(const std::string& metric, int64_t count, int64_t classes) {
+  return fmt::format("{} metric: {} target(s) outside the outputs' {} classes [0, {}); expected class indices, or {} "
+                     "for a position with nothing to predict",
+                     metric, count, classes, classes, kIgnoreTarget);
+}
+}  // namespace
+
+void MacroAveraged::update(const at::Tensor& outputs, const Batch& batch) {
+  at::NoGradGuard no_grad;
+  const std::string metric = name();
+  const auto [rows, target] = prediction_rows(outputs, batch, metric.c_str());
+  const int64_t classes = rows.size(1);
+  if (num_classes_ > 0 && classes != num_classes_) {
+    throw InputError(fmt::format("{} metric: the outputs have {} classes, {} before{}", metric, classes,
+                                 num_classes_, stated_classes_ > 0 ? " (its num_classes)" : " (its earlier outputs)"));
+  }
+  num_classes_ = classes;
+  const at::Tensor index = target.to(rows.device(), at::kLong);
+  const at::Tensor targeted = index.ne(kIgnoreTarget);
+  const at::Tensor in_range = index.ge(0).logical_and(index.lt(classes));
+  const at::Tensor outside = targeted.logical_and(in_range.logical_not()).sum();
+  const at::Tensor keep = targeted.logical_and(in_range);
+  const at::Tensor t = index.masked_select(keep), p = rows.argmax(1).masked_select(keep);
+  const at::Tensor tp = at::bincount(t.masked_select(p.eq(t)), {}, classes);
+  const at::Tensor these = at::stack({tp, at::bincount(p, {}, classes) - tp, at::bincount(t, {}, classes) - tp});
+  if (deferred_) {
+    counts_ = counts_.defined() ? counts_ + these : these;
+    invalid_ = invalid_.defined() ? invalid_ + outside : outside;
+    return;
+  }
+  const int64_t bad = outside.item<int64_t>();
+  if (bad > 0) throw InputError(targets_outside(metric, bad, classes));
+  const at::Tensor host = these.cpu();
+  counts_ = counts_.defined() ? counts_ + host : host;
+}
+
+at::Tensor MacroAveraged::read_counts() const {
+  if (!counts_.defined()) return at::zeros({3, num_classes_}, at::kLong);
+  return counts_.cpu();
+}
+
+double MacroAveraged::compute() const {
+  if (invalid_.defined()) {
+    const int64_t bad = invalid_.item<int64_t>();
+    if (bad > 0) throw InputError(targets_outside(name(), bad, num_classes_));
+  }
+  if (num_classes_ == 0) return 0.0;
+  const at::Tensor c = read_counts();
+  const auto a = c.accessor<int64_t, 2>();
+  double sum = 0.0;
+  int64_t occurring = 0;
+  for (int64_t k = 0; k < c.size(1); ++k) {
+    const auto tp = static_cast<double>(a[0][k]), fp = static_cast<double>(a[1][k]),
+               fn = static_cast<double>(a[2][k]);
+    if (tp + fp + fn == 0) continue;  // neither predicted nor a target: not averaged
+    ++occurring;
+    const double numerator = score_ == Score::F1 ? 2 * tp : tp;
+    const double denominator = score_ == Score::Precision ? tp + fp
+                               : score_ == Score::Recall  ? tp + fn
+                                                          : 2 * tp + fp + fn;
+    sum += denominator > 0 ? numerator / denominator : 0.0;
+  }
+  return occurring == 0 ? 0.0 : sum / static_cast<double>(occurring);
+}
+
+std::vector<double> MacroAveraged::counts() const {
+  if (num_classes_ == 0) return {};
+  const at::Tensor c = read_counts().to(at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+void MacroAveraged::set_counts(const std::vector<double>& counts) {
+  const auto n = static_cast<int64_t>(counts.size());
+  if (n == 0 || n % 3 != 0 || (num_classes_ > 0 && n != 3 * num_classes_)) {
+    throw Error(fmt::format("MacroAveraged::set_counts: expected 3 x {} counts (tp, fp, fn of each class), got {}",
+                            num_classes_, n));
+  }
+  num_classes_ = n / 3;
+  std::vector<int64_t> whole(counts.size());
+  std::transform(counts.begin(), counts.end(), whole.begin(), [](double c) { return std::llround(c); });
+  counts_ = at::tensor(whole, at::kLong).reshape({3, num_classes_});
+}
+
+std::unique_ptr<Metric> make_macro_averaged(const std::string& name, int64_t num_classes) {
+  for (const MacroAveraged::Score score :
+       {MacroAveraged::Score::Precision, MacroAveraged::Score::Recall, MacroAveraged::Score::F1}) {
+    auto metric = std::make_unique<MacroAveraged>(score, num_classes);
+    if (metric->name() == name) return metric;
+  }
+  return nullptr;
+}
+
 // ------------------------------------------------------------------------------------------------ factory
 
 std::unique_ptr<Metric> make_metric(const std::string& name) {
   if (name == "accuracy") return std::make_unique<Accuracy>(1);
   if (name == "cross_entropy") return std::make_unique<CrossEntropyMetric>();
   if (name == "perplexity") return std::make_unique<Perplexity>();
+  if (auto macro = make_macro_averaged(name)) return macro;
   // "top<K>_accuracy"
   const std::string prefix = "top", suffix = "_accuracy";
   if (name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
@@ -190,7 +312,7 @@ std::unique_ptr<Metric> make_metric(const std::string& name) {
   }
   throw InputError(fmt::format(
       "unknown metric \"{}\"; expected one of: accuracy, top5_accuracy (any topK_accuracy with K >= 1), "
-      "cross_entropy, perplexity",
+      "cross_entropy, perplexity, precision, recall, f1",
       name));
 }
 

@@ -12,6 +12,7 @@
 #include <tessera/callbacks/progress_bar.h>
 #include <tessera/callbacks/stoppers.h>
 #include <tessera/callbacks/system_metrics.h>
+#include <tessera/class_metrics.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/data/streaming.h>
@@ -516,13 +517,25 @@ Entry<std::shared_ptr<Metric>> metric(std::string name) {
           }};
 }
 
+/// precision, recall, f1: macro averages, with their num_classes option.
+Entry<std::shared_ptr<Metric>> macro_averaged(std::string name) {
+  return {name, [name](const ConfigNode& node, Context&) -> std::shared_ptr<Metric> {
+            const auto options = read<MacroAveragedOptions>(node);
+            return construct(node,
+                             [&] { return std::shared_ptr<Metric>(make_macro_averaged(name, options.num_classes())); });
+          }};
+}
+
 const Kind<std::shared_ptr<Metric>>& metrics() {
   static const Kind<std::shared_ptr<Metric>> kind{"metric",
                                                   "metrics",
                                                   {
                                                       metric("accuracy"),
                                                       metric("cross_entropy"),
+                                                      macro_averaged("f1"),
                                                       metric("perplexity"),
+                                                      macro_averaged("precision"),
+                                                      macro_averaged("recall"),
                                                       metric("top5_accuracy"),
                                                   }};
   return kind;

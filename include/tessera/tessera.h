@@ -15,6 +15,7 @@
 #include <tessera/algorithm.h>
 #include <tessera/callback.h>
 #include <tessera/engine.h>
+#include <tessera/class_metrics.h>
 #include <tessera/metrics.h>
 #include <tessera/evaluator.h>
 #include <tessera/trainer.h>

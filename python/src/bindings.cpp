@@ -21,6 +21,7 @@
 #include <tessera/batch.h>
 #include <tessera/callback.h>
 #include <tessera/checkpoint.h>
+#include <tessera/class_metrics.h>
 #include <tessera/data/dataloader.h>
 #include <tessera/data/dataset.h>
 #include <tessera/engine.h>
@@ -328,13 +329,40 @@ std::string user_text(const py::dict& user, const char* key, const char* fallbac
   return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
 }
 
+/// precision, recall or f1 with its options ({"num_classes": 10}), given under its name in a dict of metrics.
+std::shared_ptr<Metric> macro_averaged_from(const py::dict& options, const std::string& name,
+                                            const std::string& keyword) {
+  const std::string where = keyword + "['" + name + "']";
+  int64_t num_classes = 0;
+  for (const auto& [key, value] : options) {
+    const std::string option = py::str(key);
+    if (option != "num_classes") {
+      throw InputError(where + ": unknown option \"" + option + "\"; precision, recall and f1 take num_classes");
+    }
+    if (!py::isinstance<py::int_>(value) || py::isinstance<py::bool_>(value) || value.cast<int64_t>() < 0) {
+      throw InputError(where + ": num_classes is " + describe_value(value) + "; expected a whole number >= 0");
+    }
+    num_classes = value.cast<int64_t>();
+  }
+  std::unique_ptr<Metric> metric = make_macro_averaged(name, num_classes);
+  if (!metric) {
+    throw InputError(where + ": options are given, but only precision, recall and f1 take any (num_classes); give " +
+                     name + " by name in a list");
+  }
+  return metric;
+}
+
 /// The metrics of a `train_metrics` or `eval_metrics` keyword (tessera/_metrics.py): (name, None) for Tessera's own,
-/// (name, object) for a Python metric.
+/// (name, {options}) for one of Tessera's with options, (name, object) for a Python metric.
 std::vector<std::shared_ptr<Metric>> metrics_from(py::handle entries, const std::string& keyword) {
   std::vector<std::shared_ptr<Metric>> out;
   for (const auto& m : entries.cast<py::list>()) {
     const py::tuple entry = m.cast<py::tuple>();
     const std::string name = entry[0].cast<std::string>();
+    if (py::isinstance<py::dict>(entry[1])) {  // a Tessera metric with options: {"f1": {"num_classes": 10}}
+      out.push_back(macro_averaged_from(entry[1].cast<py::dict>(), name, keyword));
+      continue;
+    }
     if (!entry[1].is_none()) {
       out.push_back(make_user_metric(name, py::reinterpret_borrow<py::object>(entry[1])));
       continue;

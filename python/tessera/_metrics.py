@@ -1,8 +1,9 @@
 """The Trainer's `eval_metrics` and `train_metrics`: the metrics of the evaluators made from `eval_dataloader`, and of
 the training on `train_dataloader`. Each is a Tessera metric
-by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity") or a Python object with update(outputs,
-target), compute() and reset(), as a torchmetrics Metric has; a class of one's own may add counts() and
-set_counts(counts), the sums behind its value, so that data-parallel runs add them up over the ranks exactly."""
+by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1"), in a dict by name
+with its options ({"f1": {"num_classes": 10}}), or a Python object with update(outputs, target), compute() and
+reset(), as a torchmetrics Metric has; a class of one's own may add counts() and set_counts(counts), the sums behind
+its value, so that data-parallel runs add them up over the ranks exactly."""
 from __future__ import annotations
 
 import copy
@@ -10,6 +11,7 @@ from typing import Any, List, Mapping, Optional, Tuple
 
 from . import _C
 
+# (name, None) for a Tessera metric, (name, {options}) for one with options, (name, object) for a Python metric.
 MetricEntry = Tuple[str, Optional[Any]]
 
 
@@ -19,6 +21,11 @@ def _entry(where: str, key: Optional[str], metric: Any) -> MetricEntry:
             raise _C.InputError(f"{where}: a Tessera metric is named by itself; give {metric!r} in a list, or an "
                                 "object under a name of your choosing")
         return metric, None
+    if isinstance(metric, Mapping):
+        if key is None:
+            raise _C.InputError(f"{where}: a dict of options names no metric; give the metric's options under its name "
+                                "in a dict: eval_metrics={'f1': {'num_classes': 10}}")
+        return key, dict(metric)
     if isinstance(metric, type):
         raise _C.InputError(f"{where}: the class {metric.__name__} is given; expected a metric object, an instance: "
                             f"{metric.__name__}()")

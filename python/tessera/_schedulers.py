@@ -263,8 +263,8 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
         return [e for child in s._schedulers for e in _one(child, unit, chained=True)]
     raise _refuse(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
                      "LinearLR, PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, "
-                     "SequentialLR, ChainedScheduler, ReduceLROnPlateau, and Hugging Face's LambdaLRs); give Tessera schedules as recipe entries "
-                     "(tessera.registered('schedulers'))")
+                     "SequentialLR, ChainedScheduler, ReduceLROnPlateau, and Hugging Face's LambdaLRs); give "
+                     "Tessera schedules as recipe entries (tessera.registered('schedulers'))")
 
 
 def _check_fresh(s: Any) -> None:

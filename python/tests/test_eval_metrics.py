@@ -156,6 +156,48 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
     class OnlyCounts(ErrorRate):
         set_counts = None
     assert "has only one of counts() and set_counts()" in message([OnlyCounts()])
+    # Options, under a Tessera metric's name.
+    assert "eval_metrics['accuracy']: options are given, but only precision, recall and f1 take any" in message(
+        {"accuracy": {"num_classes": 3}})
+    assert "eval_metrics['f1']: unknown option \"num_clases\"" in message({"f1": {"num_clases": 3}})
+    assert "eval_metrics['recall']: num_classes is -3" in message({"recall": {"num_classes": -3}})
+    assert "eval_metrics[0]: a dict of options names no metric" in message([{"num_classes": 3}])
+    # A class count the outputs do not have: at the first evaluation.
+    _, trainer = trainer_for(tmp_path, loader(8, 2), {"f1": {"num_classes": 4}})
+    with pytest.raises(tessera.InputError, match=r"f1 metric: the outputs have 3 classes, 4 before \(its num_"):
+        trainer.evaluate()
+
+
+def macro_average(logits, y, score):
+    """An independent count of precision, recall or F1 per class, averaged over the classes that occur."""
+    predicted = logits.argmax(1)
+    values = []
+    for c in range(logits.shape[1]):
+        tp = int(((predicted == c) & (y == c)).sum())
+        fp = int(((predicted == c) & (y != c)).sum())
+        fn = int(((predicted != c) & (y == c)).sum())
+        if tp + fp + fn == 0:
+            continue
+        numerator, denominator = {"precision": (tp, tp + fp), "recall": (tp, tp + fn),
+                                  "f1": (2 * tp, 2 * tp + fp + fn)}[score]
+        values.append(numerator / denominator if denominator else 0.0)
+    return sum(values) / len(values) if values else 0.0
+
+
+@pytest.mark.parametrize("form", ["names", "options"])
+def test_macro_precision_recall_and_f1_match_an_independent_count(form, tmp_path):
+    metrics = ["precision", "recall", "f1"] if form == "names" else {
+        "precision": {}, "recall": {"num_classes": 3}, "f1": {"num_classes": 3}}
+    model, trainer = trainer_for(tmp_path, loader(40, 7, batch_size=6), metrics)
+    trainer.fit()
+    got = trainer.evaluate()
+    x, y = data(40, 7).tensors
+    with torch.no_grad():
+        logits = model(x)
+    assert len(set(logits.argmax(1).tolist())) > 1 and len(set(y.tolist())) == 3  # a real mix of right and wrong
+    for score in ("precision", "recall", "f1"):
+        assert got[f"metrics/eval/{score}"] == pytest.approx(macro_average(logits, y, score), rel=1e-12), score
+    assert got["metrics/eval/precision"] != pytest.approx(got["metrics/eval/recall"])
 
 
 def test_a_metrics_own_errors_reach_the_caller_with_its_type(tmp_path):

@@ -7,8 +7,11 @@
 
 #include <ATen/ATen.h>
 
+#include <tessera/class_metrics.h>
 #include <tessera/error.h>
 #include <tessera/metrics.h>
+
+#include "support.h"
 
 using tessera::Batch;
 using ::testing::HasSubstr;
@@ -94,6 +97,11 @@ TEST(Metrics, MakeMetricByName) {
   EXPECT_EQ(tessera::make_metric("top5_accuracy")->name(), "top5_accuracy");
   EXPECT_EQ(tessera::make_metric("top3_accuracy")->name(), "top3_accuracy");
   EXPECT_EQ(tessera::make_metric("cross_entropy")->name(), "cross_entropy");
+  for (const char* name : {"precision", "recall", "f1"}) {
+    EXPECT_EQ(tessera::make_metric(name)->name(), name);
+    EXPECT_EQ(tessera::make_macro_averaged(name, 5)->counts().size(), 15u) << "5 classes stated";
+  }
+  EXPECT_EQ(tessera::make_macro_averaged("accuracy"), nullptr);
   for (const char* bad : {"acc", "top0_accuracy", "topx_accuracy", "top_accuracy", ""}) {
     try {
       tessera::make_metric(bad);
@@ -103,4 +111,107 @@ TEST(Metrics, MakeMetricByName) {
       EXPECT_THAT(e.what(), HasSubstr("cross_entropy"));
     }
   }
+}
+
+// ------------------------------------------------------------------------------------------------ macro averages
+
+namespace {
+
+using tessera::MacroAveraged;
+using tessera::testing::input_error_of;
+using Score = MacroAveraged::Score;
+
+/// Logits whose argmax is `predicted` (one row each), over `classes` classes.
+at::Tensor predicting(const std::vector<int64_t>& predicted, int64_t classes) {
+  return at::one_hot(labels(predicted), classes).to(at::kFloat);
+}
+
+}  // namespace
+
+// The values torchmetrics 1.9.0 gives (MulticlassPrecision, MulticlassRecall, MulticlassF1Score with num_classes=4,
+// average="macro") for predictions [0, 0, 1, 1, 2, 0] against targets [0, 1, 1, 1, 0, 0]: class 3 is neither
+// predicted nor a target and is left out of the mean; class 2 is predicted once, never a target: 0 in each.
+// Per class 0, 1, 2: precision 2/3, 1, 0; recall 2/3, 2/3, 0; F1 2/3, 4/5, 0.
+TEST(Metrics, MacroPrecisionRecallAndF1AverageTheClassesThatOccur) {
+  const at::Tensor logits = predicting({0, 0, 1, 1, 2, 0}, 4);
+  const Batch batch(at::zeros({6, 1}), labels({0, 1, 1, 1, 0, 0}));
+  for (const auto& [score, name, expected] : {std::tuple{Score::Precision, "precision", 5.0 / 9.0},
+                                              std::tuple{Score::Recall, "recall", 4.0 / 9.0},
+                                              std::tuple{Score::F1, "f1", 22.0 / 45.0}}) {
+    SCOPED_TRACE(name);
+    MacroAveraged m(score);
+    EXPECT_EQ(m.name(), name);
+    EXPECT_DOUBLE_EQ(m.compute(), 0.0);
+    EXPECT_TRUE(m.counts().empty()) << "the class count is not known before the first update";
+    m.update(logits, batch);
+    EXPECT_NEAR(m.compute(), expected, 1e-15);
+    // In two batches: the same counts, so the same value.
+    MacroAveraged split(score);
+    split.update(logits.narrow(0, 0, 4), Batch(at::zeros({4, 1}), labels({0, 1, 1, 1})));
+    split.update(logits.narrow(0, 4, 2), Batch(at::zeros({2, 1}), labels({0, 0})));
+    EXPECT_EQ(split.counts(), m.counts());
+    EXPECT_DOUBLE_EQ(split.compute(), m.compute());
+    m.reset();
+    EXPECT_DOUBLE_EQ(m.compute(), 0.0);
+    EXPECT_TRUE(m.counts().empty());
+  }
+  // tp, fp, fn of classes 0..3.
+  MacroAveraged f1(Score::F1);
+  f1.update(logits, batch);
+  EXPECT_EQ(f1.counts(), (std::vector<double>{2, 2, 0, 0, /**/ 1, 0, 1, 0, /**/ 1, 1, 0, 0}));
+}
+
+TEST(Metrics, MacroAveragesCountEveryPositionButThoseWithNothingToPredict) {
+  // [N=1, C=3, S=4] logits predicting 2, 0, 1, 1 at the four positions; the third has nothing to predict.
+  const at::Tensor logits = predicting({2, 0, 1, 1}, 3).t().unsqueeze(0);
+  MacroAveraged recall(Score::Recall);
+  recall.update(logits, Batch(at::zeros({1, 4}), labels({2, 1, tessera::kIgnoreTarget, 1}).view({1, 4})));
+  // Class 1: one of two positions found; class 2: its one; class 0: predicted only (fp), recall 0.
+  EXPECT_EQ(recall.counts(), (std::vector<double>{0, 1, 1, /**/ 1, 0, 0, /**/ 0, 1, 0}));
+  EXPECT_DOUBLE_EQ(recall.compute(), (0.0 + 0.5 + 1.0) / 3);
+  // Dense targets: their argmax.
+  MacroAveraged precision(Score::Precision);
+  precision.update(predicting({0, 1}, 2), Batch(at::zeros({2, 1}), at::tensor({0.9f, 0.1f, 0.8f, 0.2f}).view({2, 2})));
+  EXPECT_DOUBLE_EQ(precision.compute(), (1.0 + 0.0) / 2);  // class 0: its one prediction right; class 1: wrong
+}
+
+TEST(Metrics, MacroAveragesRefuseTargetsOutsideTheClassesAndAnotherClassCount) {
+  MacroAveraged f1(Score::F1);
+  EXPECT_THAT(input_error_of([&] { f1.update(predicting({0, 1}, 3), Batch(at::zeros({2, 1}), labels({0, 3}))); }),
+              HasSubstr("f1 metric: 1 target(s) outside the outputs' 3 classes [0, 3)"));
+  EXPECT_THAT(input_error_of([&] { f1.update(predicting({0, 1}, 3), Batch(at::zeros({2, 1}), labels({-2, 1}))); }),
+              HasSubstr("outside the outputs' 3 classes"));
+  // Deferred (on CUDA the sums stay on the device): found when the value is read.
+  MacroAveraged deferred(Score::Precision);
+  deferred.set_deferred(true);
+  deferred.update(predicting({0, 1}, 3), Batch(at::zeros({2, 1}), labels({0, 7})));
+  EXPECT_THAT(input_error_of([&] { deferred.compute(); }), HasSubstr("precision metric: 1 target(s) outside"));
+  // A class count stated in advance, or learned from the first outputs, is kept until reset.
+  MacroAveraged stated(Score::Recall, 4);
+  EXPECT_EQ(stated.counts(), std::vector<double>(12, 0.0)) << "known in advance: counts for data-parallel sums";
+  EXPECT_THAT(input_error_of([&] { stated.update(predicting({0}, 3), Batch(at::zeros({1, 1}), labels({0}))); }),
+              HasSubstr("recall metric: the outputs have 3 classes, 4 before (its num_classes)"));
+  MacroAveraged learned(Score::Recall);
+  learned.update(predicting({0}, 3), Batch(at::zeros({1, 1}), labels({0})));
+  EXPECT_THAT(input_error_of([&] { learned.update(predicting({0}, 2), Batch(at::zeros({1, 1}), labels({0}))); }),
+              HasSubstr("the outputs have 2 classes, 3 before (its earlier outputs)"));
+  learned.reset();
+  learned.update(predicting({0}, 2), Batch(at::zeros({1, 1}), labels({0})));
+  EXPECT_THROW(MacroAveraged(Score::F1, -1), tessera::InputError);
+}
+
+TEST(Metrics, MacroAveragesAddUpOverRanksAsOneRankWouldCount) {
+  // Two ranks' counts summed (as data-parallel training sums them) give the value of all examples on one rank.
+  const at::Tensor logits = predicting({0, 0, 1, 1, 2, 0}, 4);
+  const at::Tensor target = labels({0, 1, 1, 1, 0, 0});
+  MacroAveraged whole(Score::F1, 4), first(Score::F1, 4), second(Score::F1, 4);
+  whole.update(logits, Batch(at::zeros({6, 1}), target));
+  first.update(logits.narrow(0, 0, 3), Batch(at::zeros({3, 1}), target.narrow(0, 0, 3)));
+  second.update(logits.narrow(0, 3, 3), Batch(at::zeros({3, 1}), target.narrow(0, 3, 3)));
+  std::vector<double> summed = first.counts();
+  for (size_t i = 0; i < summed.size(); ++i) summed[i] += second.counts()[i];
+  first.set_counts(summed);
+  EXPECT_EQ(first.counts(), whole.counts());
+  EXPECT_DOUBLE_EQ(first.compute(), whole.compute());
+  EXPECT_THROW(first.set_counts({1, 2}), tessera::Error);
 }

@@ -245,6 +245,14 @@ std::vector<BadRecipe> bad_recipes() {
        edit("workers: 0}", "workers: 0}\n    metrics: [acuracy]"),
        {},
        {"<string>:9:15: data.train.metrics[0]: unknown metric \"acuracy\"; did you mean \"accuracy\"?"}},
+      {"macro_average_class_count_out_of_range",
+       edit("workers: 0}", "workers: 0}\n    metrics: [accuracy, {f1: {num_classes: -3}}]"),
+       {},
+       {"<string>:9:", "data.train.metrics[1].f1.num_classes: -3 is out of range"}},
+      {"unknown_metric_option",
+       edit("workers: 0}", "workers: 0}\n    metrics: [{recall: {classes: 3}}]"),
+       {},
+       {"<string>:9:", "data.train.metrics[0].recall.classes: unknown key \"classes\""}},
       {"unknown_dataset",
        edit("{synthetic: {size: 64", "{sythetic: {size: 64"),
        {},
@@ -936,7 +944,8 @@ TEST(RegistryTest, RegisteredNames) {
                                       "threshold_stopper"}));
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl", "tensorboard"}));
   EXPECT_EQ(registered_names("metrics"),
-            (std::vector<std::string>{"accuracy", "cross_entropy", "perplexity", "top5_accuracy"}));
+            (std::vector<std::string>{"accuracy", "cross_entropy", "f1", "perplexity", "precision", "recall",
+                                      "top5_accuracy"}));
   EXPECT_NO_THROW(registered_names("algorithms"));
   try {
     registered_names("modles");

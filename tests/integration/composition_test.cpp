@@ -603,7 +603,8 @@ INSTANTIATE_TEST_SUITE_P(
         std::pair{"adamax", "{adamax: {lr: 2.0e-3, weight_decay: 1.0e-4, groups: [{max_dims: 1, weight_decay: 0}]}}"},
         std::pair{"adadelta", "{adadelta: {lr: 1.0, rho: 0.9, weight_decay: 1.0e-4, "
                               "groups: [{max_dims: 1, weight_decay: 0}]}}"},
-        std::pair{"adafactor", "{adafactor: {lr: 0.01, weight_decay: 0.01, groups: [{max_dims: 1, weight_decay: 0}]}}"}),
+        std::pair{"adafactor",
+                  "{adafactor: {lr: 0.01, weight_decay: 0.01, groups: [{max_dims: 1, weight_decay: 0}]}}"}),
     [](const ::testing::TestParamInfo<std::pair<std::string, std::string>>& info) { return info.param.first; });
 
 TEST(Composition, EveryLanguageModelAlgorithmRecipeHasThemAllAndOnlyTheDeclaredWarning) {

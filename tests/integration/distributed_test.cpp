@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -1008,6 +1009,40 @@ TEST_F(DistributedRunner, NprocTrainsWithPrefixedOutputAndRankZeroFiles) {
   int files = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir_ / "run")) files += e.path().extension() == ".jsonl";
   EXPECT_EQ(files, 1);
+}
+
+TEST_F(DistributedRunner, MacroAveragesOverTwoRanksEqualOneProcessOnTheSameWeightsAndNeedTheirClassCount) {
+  const std::string env = "-u MASTER_PORT -u RANK -u WORLD_SIZE";
+  // Without their class count the ranks' counts could be of different lengths: refused before step 1.
+  const Result refused = run(env, "--nproc 2 " + recipe_ + " 'data.eval.metrics=[accuracy, f1]'");
+  EXPECT_EQ(refused.code, 2) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("evaluator \"test\" metric \"f1\" cannot be added up over 2 ranks: give its class "
+                             "count, {f1: {num_classes: 10}}"),
+            std::string::npos)
+      << refused.err;
+  // Trained on two ranks, each evaluating its half of the 90 examples: the counts added up give what one process
+  // finds evaluating the same final weights (the checkpoint) on all of them, exactly.
+  const std::string metrics = " 'data.eval.metrics=[{precision: {num_classes: 3}}, {recall: {num_classes: 3}}, "
+                              "{f1: {num_classes: 3}}]' ",
+                    folder = (dir_ / "checkpoints").string();
+  const Result trained =
+      run(env, "--nproc 2 " + recipe_ + metrics + "'loggers=[{jsonl: {}}]' 'checkpoint={folder: " + folder + "}'");
+  ASSERT_EQ(trained.code, 0) << trained.out << trained.err;
+  const Result evaluated =
+      run(env, recipe_ + metrics + "'checkpoint={folder: " + folder + ", autoresume: true}' --evaluate");
+  ASSERT_EQ(evaluated.code, 0) << evaluated.out << evaluated.err;
+  const std::string jsonl = slurp(dir_ / "run" / "metrics.jsonl");
+  for (const std::string name : {"precision", "recall", "f1"}) {
+    const std::string key = "\"metrics/test/" + name + "\":";
+    const size_t at = jsonl.rfind(key);  // the final evaluation
+    ASSERT_NE(at, std::string::npos) << jsonl;
+    const double two_ranks = std::stod(jsonl.substr(at + key.size()));
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(evaluated.out, m, std::regex("metrics/test/" + name + ": ([0-9.e-]+)\n")))
+        << evaluated.out;
+    EXPECT_EQ(two_ranks, std::stod(m[1])) << name;
+    EXPECT_GT(two_ranks, 0.0) << name;
+  }
 }
 
 TEST_F(DistributedRunner, BadRecipeUnderNprocIsExit2WithTheFailingRanksErrorPrefixed) {
