@@ -108,10 +108,13 @@ _HF_SCHEDULES = {
                                                    "min_lr_rate"},
     "_get_polynomial_decay_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps", "lr_end",
                                                              "power", "lr_init"},
+    "_get_wsd_scheduler_lambda": {"num_warmup_steps", "num_stable_steps", "num_decay_steps", "warmup_type",
+                                  "decay_type", "min_lr_ratio", "num_cycles"},
 }
 _HF_TRANSLATED = ("get_constant_schedule, get_constant_schedule_with_warmup, get_linear_schedule_with_warmup, "
                   "get_cosine_schedule_with_warmup (num_cycles=0.5), get_cosine_with_min_lr_schedule_with_warmup "
-                  "(num_cycles=0.5) and get_polynomial_decay_schedule_with_warmup")
+                  "(num_cycles=0.5), get_polynomial_decay_schedule_with_warmup and get_wsd_schedule (linear warmup, "
+                  "linear or cosine decay)")
 
 
 def _hf_function(s: Any) -> Any:
@@ -142,6 +145,8 @@ def _huggingface(s: Any, unit: str) -> Entry:
     name, kw = found
     if name == "_get_constant_lambda":
         return {"constant": {}}
+    if name == "_get_wsd_scheduler_lambda":
+        return _wsd(s, unit, kw)
     warmup = kw["num_warmup_steps"]
     if int(warmup) != warmup or warmup < 0:
         raise _refuse(s, f"has num_warmup_steps={warmup!r}; expected a whole number of steps >= 0")
@@ -174,6 +179,41 @@ def _huggingface(s: Any, unit: str) -> Entry:
         return decay
     rise = {"linear": {"alpha_i": 0.0, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}}
     return {"sequential": {"schedulers": [rise, decay], "milestones": [f"{warmup}{unit}"]}}
+
+
+def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
+    """Hugging Face's warmup-stable-decay: from min_lr_ratio m up to 1 over W steps, 1 for S steps, down to m over D
+    steps, then m; the parts of no length are left out of the `sequential`."""
+    if kw["warmup_type"] != "linear" or kw["decay_type"] not in ("linear", "cosine"):
+        raise _refuse(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
+                         f"decay_type={kw['decay_type']!r}; translated are a linear warmup and a linear or cosine "
+                         "decay")
+    if kw["decay_type"] == "cosine" and float(kw["num_cycles"]) != 0.5:
+        raise _refuse(s, f"has num_cycles={kw['num_cycles']}; Tessera's cosine falls once from 1 to its end "
+                         "(num_cycles=0.5, the default)")
+    low = float(kw["min_lr_ratio"])
+    if not 0 <= low <= 1:
+        raise _refuse(s, f"has min_lr_ratio={low}; expected a fraction of the lr in [0, 1]")
+    steps = {}
+    for what in ("num_warmup_steps", "num_stable_steps", "num_decay_steps"):
+        n = kw[what]
+        if int(n) != n or n < (1 if what == "num_decay_steps" else 0):
+            raise _refuse(s, f"has {what}={n!r}; expected a whole number of steps >= "
+                             f"{1 if what == 'num_decay_steps' else 0}")
+        steps[what] = int(n)
+    decay_span = _time(steps["num_decay_steps"], unit, s, "num_decay_steps")
+    parts: List[Entry] = []
+    if steps["num_warmup_steps"]:
+        parts.append({"linear": {"alpha_i": low, "alpha_f": 1.0, "t_max": f"{steps['num_warmup_steps']}{unit}"}})
+    if steps["num_stable_steps"]:
+        parts.append({"constant": {}})
+    parts.append({"linear": {"alpha_i": 1.0, "alpha_f": low, "t_max": decay_span}} if kw["decay_type"] == "linear"
+                 else {"cosine": {"alpha_f": low, "t_max": decay_span}})
+    if len(parts) == 1:
+        return parts[0]
+    bounds = [steps["num_warmup_steps"], steps["num_warmup_steps"] + steps["num_stable_steps"]]
+    milestones = sorted({b for b in bounds if b > 0})
+    return {"sequential": {"schedulers": parts, "milestones": [f"{m}{unit}" for m in milestones]}}
 
 
 def _onecycle(s: Any, unit: str) -> Entry:

@@ -363,6 +363,14 @@ HF_CASES = {
     "polynomial": lambda steps: ("get_polynomial_decay_schedule_with_warmup",  # past the end: lr_end
                                  {"num_warmup_steps": steps // 4, "num_training_steps": steps - 2, "lr_end": 0.01,
                                   "power": 2.0}),
+    "wsd_linear": lambda steps: ("get_wsd_schedule",  # up from 0.1, stable, down to 0.1 before the end, and holds
+                                 {"num_warmup_steps": steps // 4, "num_stable_steps": steps // 4,
+                                  "num_decay_steps": steps // 3, "decay_type": "linear", "min_lr_ratio": 0.1}),
+    "wsd_cosine": lambda steps: ("get_wsd_schedule",  # no warmup; the stable part from num_training_steps
+                                 {"num_warmup_steps": 0, "num_decay_steps": steps // 2, "num_training_steps": steps - 1}),
+    "wsd_1_sqrt": lambda steps: ("get_wsd_schedule",
+                                 {"num_warmup_steps": 1, "num_decay_steps": 2, "num_training_steps": steps,
+                                  "decay_type": "1-sqrt"}),
     "hard_restarts": lambda steps: ("get_cosine_with_hard_restarts_schedule_with_warmup",
                                     {"num_warmup_steps": 1, "num_training_steps": steps, "num_cycles": 2}),
     "inverse_sqrt": lambda steps: ("get_inverse_sqrt_schedule", {"num_warmup_steps": 2}),
@@ -404,7 +412,7 @@ def as_reported(optimizer, report):
 
 @pytest.mark.parametrize("every_batch", [True, False], ids=["every_batch", "every_epoch"])
 @pytest.mark.parametrize("case", ["constant", "constant_with_warmup", "linear", "linear_without_warmup", "cosine",
-                                  "cosine_with_min_lr", "polynomial"])
+                                  "cosine_with_min_lr", "polynomial", "wsd_linear", "wsd_cosine"])
 def test_hugging_faces_schedules_set_the_lrs_they_set_in_torch(huggingface, case, every_batch, tmp_path):
     report = huggingface["ba" if every_batch else "ep"][case]
     model = Net()
@@ -431,6 +439,8 @@ def test_hugging_faces_schedules_without_an_equivalent_are_refused_with_the_reas
     assert "is not translated: its rate is a Python function" in refused("hard_restarts")
     assert "translated are Hugging Face's get_constant_schedule" in refused("inverse_sqrt")
     assert "has num_cycles=1.0; Tessera's cosine falls once" in refused("two_cosine_cycles")
+    assert "(Hugging Face's warmup-stable-decay) has warmup_type='linear' and decay_type='1-sqrt'" in refused(
+        "wsd_1_sqrt")
     steps = BATCHES_PER_EPOCH * EPOCHS
     assert (f"(Hugging Face's cosine) has num_training_steps={steps - 2} but sets the lr for {steps} steps here: past "
             "it Hugging Face's cosine rises again") in refused("cosine_too_short")
