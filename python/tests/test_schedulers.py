@@ -367,7 +367,8 @@ HF_CASES = {
                                  {"num_warmup_steps": steps // 4, "num_stable_steps": steps // 4,
                                   "num_decay_steps": steps // 3, "decay_type": "linear", "min_lr_ratio": 0.1}),
     "wsd_cosine": lambda steps: ("get_wsd_schedule",  # no warmup; the stable part from num_training_steps
-                                 {"num_warmup_steps": 0, "num_decay_steps": steps // 2, "num_training_steps": steps - 1}),
+                                 {"num_warmup_steps": 0, "num_decay_steps": steps // 2,
+                                  "num_training_steps": steps - 1}),
     "wsd_1_sqrt": lambda steps: ("get_wsd_schedule",
                                  {"num_warmup_steps": 1, "num_decay_steps": 2, "num_training_steps": steps,
                                   "decay_type": "1-sqrt"}),
