@@ -53,6 +53,27 @@ def _refuse(scheduler: Any, why: str) -> _C.InputError:
     return _C.InputError(f"schedulers: torch's {type(scheduler).__name__} {why}")
 
 
+def _count(scheduler: Any, value: Any, what: str, least: int) -> int:
+    """`value` as a whole number of steps >= `least`; InputError naming `what` otherwise."""
+    if int(value) != value or value < least:
+        raise _refuse(scheduler, f"has {what}={value!r}; expected a whole number of steps >= {least}")
+    return int(value)
+
+
+def _fraction(scheduler: Any, value: Any, what: str) -> float:
+    """`value` as a fraction of the lr in [0, 1]; InputError naming `what` otherwise."""
+    if not 0 <= float(value) <= 1:
+        raise _refuse(scheduler, f"has {what}={value}; expected a fraction of the lr in [0, 1]")
+    return float(value)
+
+
+def _half_cosine(scheduler: Any, num_cycles: Any) -> None:
+    """Hugging Face's cosines: Tessera's `cosine` is num_cycles=0.5 (one fall from 1 to the end)."""
+    if float(num_cycles) != 0.5:
+        raise _refuse(scheduler, f"has num_cycles={num_cycles}; Tessera's cosine falls once from 1 to its end "
+                                 "(num_cycles=0.5, the default)")
+
+
 def _time(steps: Any, unit: str, scheduler: Any, what: str) -> str:
     if int(steps) != steps or steps <= 0:
         raise _refuse(scheduler, f"has {what}={steps!r}; expected a whole number of steps > 0")
@@ -120,8 +141,7 @@ _HF_TRANSLATED = ("get_constant_schedule, get_constant_schedule_with_warmup, get
 def _hf_function(s: Any) -> Any:
     """(the Hugging Face schedule's function name, its keyword arguments) of a LambdaLR, or None when its function
     is not one of those translated. One function for every group (Hugging Face's give one)."""
-    functions = {id(f): f for f in s.lr_lambdas}
-    if len(functions) != 1:
+    if len({id(f) for f in s.lr_lambdas}) != 1:
         return None
     f = s.lr_lambdas[0]
     func, keywords = (f.func, dict(f.keywords)) if isinstance(f, functools.partial) and not f.args else (f, {})
@@ -147,10 +167,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
         return {"constant": {}}
     if name == "_get_wsd_scheduler_lambda":
         return _wsd(s, unit, kw)
-    warmup = kw["num_warmup_steps"]
-    if int(warmup) != warmup or warmup < 0:
-        raise _refuse(s, f"has num_warmup_steps={warmup!r}; expected a whole number of steps >= 0")
-    warmup = int(warmup)
+    warmup = _count(s, kw["num_warmup_steps"], "num_warmup_steps", 0)
     if name == "_get_constant_schedule_with_warmup_lr_lambda":
         decay: Entry = {"constant": {}}
     else:
@@ -162,13 +179,8 @@ def _huggingface(s: Any, unit: str) -> Entry:
         if name == "_get_linear_schedule_with_warmup_lr_lambda":
             decay = {"linear": {"alpha_i": 1.0, "alpha_f": 0.0, "t_max": span}}
         elif name == "_get_cosine_schedule_with_warmup_lr_lambda":
-            if float(kw["num_cycles"]) != 0.5:
-                raise _refuse(s, f"has num_cycles={kw['num_cycles']}; Tessera's cosine falls once from 1 to its end "
-                                 "(num_cycles=0.5, the default)")
-            min_rate = float(kw.get("min_lr_rate", 0.0))
-            if not 0 <= min_rate <= 1:
-                raise _refuse(s, f"has min_lr_rate={min_rate}; expected a fraction of the lr in [0, 1]")
-            decay = {"cosine": {"alpha_f": min_rate, "t_max": span}}
+            _half_cosine(s, kw["num_cycles"])
+            decay = {"cosine": {"alpha_f": _fraction(s, kw.get("min_lr_rate", 0.0), "min_lr_rate"), "t_max": span}}
         else:  # polynomial: from lr_init down to lr_end, as a fraction of lr_init
             if not 0 <= float(kw["lr_end"]) < float(kw["lr_init"]):
                 raise _refuse(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
@@ -188,32 +200,26 @@ def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
         raise _refuse(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
                          f"decay_type={kw['decay_type']!r}; translated are a linear warmup and a linear or cosine "
                          "decay")
-    if kw["decay_type"] == "cosine" and float(kw["num_cycles"]) != 0.5:
-        raise _refuse(s, f"has num_cycles={kw['num_cycles']}; Tessera's cosine falls once from 1 to its end "
-                         "(num_cycles=0.5, the default)")
-    low = float(kw["min_lr_ratio"])
-    if not 0 <= low <= 1:
-        raise _refuse(s, f"has min_lr_ratio={low}; expected a fraction of the lr in [0, 1]")
-    steps = {}
-    for what in ("num_warmup_steps", "num_stable_steps", "num_decay_steps"):
-        n = kw[what]
-        if int(n) != n or n < (1 if what == "num_decay_steps" else 0):
-            raise _refuse(s, f"has {what}={n!r}; expected a whole number of steps >= "
-                             f"{1 if what == 'num_decay_steps' else 0}")
-        steps[what] = int(n)
-    decay_span = _time(steps["num_decay_steps"], unit, s, "num_decay_steps")
+    if kw["decay_type"] == "cosine":
+        _half_cosine(s, kw["num_cycles"])
+    low = _fraction(s, kw["min_lr_ratio"], "min_lr_ratio")
+    warmup = _count(s, kw["num_warmup_steps"], "num_warmup_steps", 0)
+    stable = _count(s, kw["num_stable_steps"], "num_stable_steps", 0)
+    decay_span = _time(_count(s, kw["num_decay_steps"], "num_decay_steps", 1), unit, s, "num_decay_steps")
+    # (part, the step where it ends) for the parts of some length; the last holds past its end.
     parts: List[Entry] = []
-    if steps["num_warmup_steps"]:
-        parts.append({"linear": {"alpha_i": low, "alpha_f": 1.0, "t_max": f"{steps['num_warmup_steps']}{unit}"}})
-    if steps["num_stable_steps"]:
+    ends: List[int] = []
+    if warmup:
+        parts.append({"linear": {"alpha_i": low, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}})
+        ends.append(warmup)
+    if stable:
         parts.append({"constant": {}})
+        ends.append(warmup + stable)
     parts.append({"linear": {"alpha_i": 1.0, "alpha_f": low, "t_max": decay_span}} if kw["decay_type"] == "linear"
                  else {"cosine": {"alpha_f": low, "t_max": decay_span}})
-    if len(parts) == 1:
+    if not ends:
         return parts[0]
-    bounds = [steps["num_warmup_steps"], steps["num_warmup_steps"] + steps["num_stable_steps"]]
-    milestones = sorted({b for b in bounds if b > 0})
-    return {"sequential": {"schedulers": parts, "milestones": [f"{m}{unit}" for m in milestones]}}
+    return {"sequential": {"schedulers": parts, "milestones": [f"{m}{unit}" for m in ends]}}
 
 
 def _onecycle(s: Any, unit: str) -> Entry:

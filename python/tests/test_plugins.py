@@ -95,6 +95,7 @@ def test_state_and_logger_kept_by_a_plugin_outlive_the_trainer():
     assert module_alive() is not None  # the native trainer is still there, held by the kept views
     assert keeper.state.timestamp.batch == 3
     assert keeper.batch["input"].shape == (16, 1, 8, 8)
+    assert keeper.state.model is not None and len(keeper.state.model.named_parameters()) > 0
     keeper.logger.info("after the trainer")
     del keeper  # the last view: the native trainer goes, and calls no plugin again
     gc.collect()

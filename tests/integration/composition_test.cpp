@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -388,7 +389,9 @@ Recipe everything_recipe(std::vector<std::string> overrides = {}) {
   overrides.insert(overrides.begin(),
                    {"data.train.dataset={fashion_mnist: {split: train, limit: 128}}", "data.train.loader.batch_size=32",
                     "data.eval.dataset={fashion_mnist: {split: test, limit: 64}}", "max_duration=4ep", "callbacks=[]",
-                    "loggers=[]", "run_dir=\"\"", "checkpoint={}"});
+                    "loggers=[]", "run_dir=\"\"", "checkpoint={}",
+                    // the macro averages too: evaluated after every algorithm, and equal in the resumed runs' logs
+                    "data.eval.metrics=[accuracy, cross_entropy, precision, f1]"});
   return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_everything.yaml", overrides);
 }
 
@@ -412,7 +415,7 @@ Recipe text_everything_recipe(std::vector<std::string> overrides = {}) {
                    {"data.train.dataset={text: {split: train, seq_length: 32, limit: 64}}", "data.train.loader.batch_size=16",
                     "data.eval.dataset={text: {split: test, seq_length: 32, limit: 16}}", "model.gpt.d_model=32",
                     "model.gpt.n_layers=2", "model.gpt.n_heads=2", "max_duration=4ep", "callbacks=[]", "loggers=[]",
-                    "run_dir=\"\"", "checkpoint={}"});
+                    "run_dir=\"\"", "checkpoint={}", "data.eval.metrics=[accuracy, cross_entropy, perplexity, recall]"});
   return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fortunes_gpt_everything.yaml", overrides);
 }
 
@@ -511,6 +514,9 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
     activations += testing::first_tag(e).rfind("activations/", 0) == 0;
   }
   EXPECT_GT(activations, 0u) << "activation_monitor logged nothing";
+  EXPECT_TRUE(std::any_of(whole_events.begin(), whole_events.end(), [](const std::string& e) {
+    return e.find("metrics/test/f1") != std::string::npos || e.find("metrics/test/recall") != std::string::npos;
+  })) << "the macro average the recipes evaluate is in the logs";
   EXPECT_EQ(pictures, images ? 6u + 4u : 0u);  // batches 0, 3, ..., 15; the first batch of each of 4 evaluations
   for (const int64_t k : {7, 13}) {
     SCOPED_TRACE("stopped after batch " + std::to_string(k));
