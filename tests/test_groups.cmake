@@ -33,6 +33,8 @@ function(tessera_test_groups exe work_dir group_size timeout labels)
       set("tests_of_${suite}" "")
     elseif(line MATCHES "^  (.+)$")
       list(APPEND "tests_of_${suite}" "${CMAKE_MATCH_1}")
+    elseif(NOT line STREQUAL "")  # a line this parser does not know would lose tests silently
+      message(FATAL_ERROR "tessera: unexpected line in the test list of ${exe}: '${line}'")
     endif()
   endforeach()
   foreach(suite IN LISTS suites)
