@@ -284,6 +284,13 @@ void MacroAveraged::set_counts(const std::vector<double>& counts) {
   counts_ = at::tensor(whole, at::kLong).reshape({3, num_classes_});
 }
 
+std::string MacroAveraged::how_to_count() const {
+  if (stated_classes_ > 0) return {};
+  return fmt::format("give its class count, {{{0}: {{num_classes: 10}}}} (from Python {{\"{0}\": {{\"num_classes\": "
+                     "10}}}}), so that every rank counts every class",
+                     name());
+}
+
 std::unique_ptr<Metric> make_macro_averaged(const std::string& name, int64_t num_classes) {
   for (const MacroAveraged::Score score :
        {MacroAveraged::Score::Precision, MacroAveraged::Score::Recall, MacroAveraged::Score::F1}) {

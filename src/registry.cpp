@@ -440,6 +440,7 @@ const Kind<std::shared_ptr<optim::Scheduler>>& schedulers() {
           scheduler<optim::CosineWarmRestartsSchedulerOptions>("cosine_warm_restarts",
                                                                &optim::make_cosine_warm_restarts_scheduler),
           scheduler<optim::ExponentialSchedulerOptions>("exponential", &optim::make_exponential_scheduler),
+          scheduler<optim::InverseSqrtSchedulerOptions>("inverse_sqrt", &optim::make_inverse_sqrt_scheduler),
           scheduler<optim::LinearSchedulerOptions>("linear", &optim::make_linear_scheduler),
           scheduler<optim::MultiStepSchedulerOptions>("multistep", &optim::make_multistep_scheduler),
           scheduler<optim::OneCycleSchedulerOptions>("onecycle", &optim::make_onecycle_scheduler),
@@ -995,15 +996,22 @@ namespace {
 
 }  // namespace
 
-std::unique_ptr<Trainer> make_trainer(Run run, const std::string& recipe_text) {
+void make_trainer(Run run, const std::string& recipe_text, std::unique_ptr<Trainer>& out) {
   // Kept aside: the Trainer takes the parts (their addresses are only compared).
   const ConfigNode root = run.recipe_root;
   const std::vector<std::pair<const void*, ConfigNode>> sources = std::move(run.sources);
   try {
-    return std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint, recipe_text);
+    out.reset(new Trainer(Trainer::BeforeInit{}, run.trainer, std::move(run.components), run.checkpoint, recipe_text));
+    out->start();
   } catch (const InputError& e) {
     rethrow_at_recipe_line(root, sources, e);
   }
+}
+
+std::unique_ptr<Trainer> make_trainer(Run run, const std::string& recipe_text) {
+  std::unique_ptr<Trainer> trainer;
+  make_trainer(std::move(run), recipe_text, trainer);
+  return trainer;
 }
 
 std::unique_ptr<Trainer> make_trainer(const Recipe& recipe) { return make_trainer(build_run(recipe), recipe.text()); }

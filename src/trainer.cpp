@@ -193,6 +193,12 @@ class RuntimeScope {
 }  // namespace
 
 Trainer::Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint, std::string recipe_text)
+    : Trainer(BeforeInit{}, std::move(options), std::move(components), std::move(checkpoint), std::move(recipe_text)) {
+  start();  // when it throws, the destructor runs (this object is constructed)
+}
+
+Trainer::Trainer(BeforeInit, TrainerOptions options, Components components, CheckpointOptions checkpoint,
+                 std::string recipe_text)
     : options_(std::move(options)),
       checkpoint_(resolve_against_run_dir(std::move(checkpoint), options_.run_dir())),
       recipe_text_(std::move(recipe_text)) {
@@ -306,6 +312,19 @@ Trainer::Trainer(TrainerOptions options, Components components, CheckpointOption
   // The plan is compiled before Init so that refused combinations fail before any surgery.
   engine_->compile(state_);
   detail::install_data_transforms(engine_->plan(), *state_.train_dataloader);
+}
+
+void Trainer::start() {
+  const RuntimeScope runtime(options_.threads(), options_.deterministic());
+  try {
+    initialize();
+  } catch (...) {
+    close_callbacks_quietly(*engine_);  // opened at Init; a caller keeping this Trainer calls none of them again
+    throw;
+  }
+}
+
+void Trainer::initialize() {
   engine_->run_event(Event::Init, state_);
   state_.optimizer->check_groups(state_.model->named_parameters());  // after surgery, which may add to groups
   if (!recipe_text_.empty()) {  // the run's settings, once: the recipe's values by path ("optimizer.sgd.lr")
@@ -885,10 +904,7 @@ void Trainer::run_evaluators(Event event) {
     }
   } done{evaluating_, s.final_evaluation};
   engine_->run_event(Event::EvalBeforeAll, s);
-  for (size_t i : due) {
-    eval_loop(s.evaluators[i]);
-    last_eval_batch_[i] = s.timestamp.batch;
-  }
+  for (size_t i : due) eval_loop(s.evaluators[i]);  // each marks itself done (last_eval_batch_)
   engine_->run_event(Event::EvalAfterAll, s);
 }
 
@@ -921,6 +937,9 @@ void Trainer::eval_loop(Evaluator& ev) {
     for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
     for (const auto& [k, v] : values) s.metrics[k] = v;
     engine.logger().log_metrics(values, s.timestamp);
+    // In fit (run_evaluators, where `ev` is one of s.evaluators), done before EvalEnd, where a callback may save: a
+    // run resumed from that checkpoint does the evaluations still pending, not this one again.
+    if (evaluating_) last_eval_batch_[static_cast<size_t>(&ev - s.evaluators.data())] = s.timestamp.batch;
     engine.run_event(Event::EvalEnd, s);
   }
 }

@@ -48,6 +48,8 @@ class MacroAveraged : public Metric {
   /// tp, fp and fn of each class (3 × the class count), or empty while the class count is unknown.
   std::vector<double> counts() const override;
   void set_counts(const std::vector<double>& counts) override;
+  /// Without a stated class count: give num_classes.
+  std::string how_to_count() const override;
 
  private:
   /// The counts as [3, C] int64 on the CPU (the deferred ones read back).

@@ -36,6 +36,9 @@ class Metric {
   virtual std::vector<double> counts() const { return {}; }
   /// Replaces the accumulated sums with `counts` (as returned by counts(), summed over ranks).
   virtual void set_counts(const std::vector<double>& counts) {}
+  /// While counts() is empty: what would let the metric be added up over the ranks, for the Trainer's refusal
+  /// ("give its class count, ..."); empty (the default) when nothing would but implementing counts().
+  virtual std::string how_to_count() const { return {}; }
 
   /// Deferred read-back (the trainer sets it on CUDA): update() keeps its sums as tensors on the outputs'
   /// device and compute() reads them back once, so that no batch waits for the device. Off (the default, and

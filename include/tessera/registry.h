@@ -73,6 +73,12 @@ std::unique_ptr<Trainer> make_trainer(const Recipe& recipe);
 /// ("checkpoint.interval: ..."); others pass unchanged.
 std::unique_ptr<Trainer> make_trainer(Run run, const std::string& recipe_text);
 
+/// The same, for a caller whose plugins may keep references into the Trainer from its Init event on (the Python
+/// bindings hand their plugins views of its State and Logger): `out` holds the Trainer from before Init, so that when
+/// Init or a later step throws (a checkpoint that does not load), `out` still holds it, its callbacks closed, and
+/// what the plugins kept stays valid for as long as the caller keeps `out`.
+void make_trainer(Run run, const std::string& recipe_text, std::unique_ptr<Trainer>& out);
+
 /// The recipe names registered for `kind` ("models", "algorithms", ...; the singular works too), sorted.
 /// InputError for an unknown kind.
 std::vector<std::string> registered_names(const std::string& kind);

@@ -34,6 +34,7 @@ namespace tessera {
 namespace checkpoint { struct File; }  // the parsed file (src/checkpoint/checkpoint_file.h)
 namespace dist { class DataParallel; }  // src/distributed/data_parallel.h
 class Profiler;                          // src/profiler.h
+struct Run;                              // registry.h
 
 struct TrainerOptions {
   TESSERA_OPTION(Time, max_duration) = Time(1, TimeUnit::Epoch);
@@ -151,7 +152,8 @@ class Trainer {
   /// device), and AfterLoad. With a checkpoint folder, fit() saves every `checkpoint.interval`, at the end, and
   /// on a stop signal. `recipe_text` (the recipe as run, when the run comes from one) is logged at Init as the run's
   /// hyperparameters (its values by path) and stored in checkpoints; autoresume compares it with the checkpoint's
-  /// and refuses a recipe that changed what trains (CheckpointOptions::resume_changed_recipe).
+  /// and refuses a recipe that changed what trains (CheckpointOptions::resume_changed_recipe). When a step from Init
+  /// on throws, the callbacks (opened at Init) are closed before the exception leaves.
   Trainer(TrainerOptions options, Components components, CheckpointOptions checkpoint = {}, std::string recipe_text = "");
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -221,6 +223,16 @@ class Trainer {
   const TrainerOptions& options() const noexcept { return options_; }
 
  private:
+  /// make_trainer's two steps (registry.h): the constructor up to the plan, then start() (Init and what follows).
+  friend void make_trainer(Run run, const std::string& recipe_text, std::unique_ptr<Trainer>& out);
+  struct BeforeInit {};
+  Trainer(BeforeInit, TrainerOptions options, Components components, CheckpointOptions checkpoint,
+          std::string recipe_text);
+  /// Init, the model to its device, BeforeLoad, the checkpoint, AfterLoad: the constructor's second step. When it
+  /// throws, the callbacks are closed first.
+  void start();
+  void initialize();  ///< start()'s steps
+
   void train_batch();
   /// The model's loss terms of a training batch (Model::loss_terms; undefined when every example is one) and
   /// their sum over every rank (a collective), counted once per batch.

@@ -333,23 +333,11 @@ std::string user_text(const py::dict& user, const char* key, const char* fallbac
 std::shared_ptr<Metric> macro_averaged_from(const py::dict& options, const std::string& name,
                                             const std::string& keyword) {
   const std::string where = keyword + "['" + name + "']";
-  int64_t num_classes = 0;
-  for (const auto& [key, value] : options) {
-    const std::string option = py::str(key);
-    if (option != "num_classes") {
-      throw InputError(where + ": unknown option \"" + option + "\"; precision, recall and f1 take num_classes");
-    }
-    if (!py::isinstance<py::int_>(value) || py::isinstance<py::bool_>(value) || value.cast<int64_t>() < 0) {
-      throw InputError(where + ": num_classes is " + describe_value(value) + "; expected a whole number >= 0");
-    }
-    num_classes = value.cast<int64_t>();
-  }
-  std::unique_ptr<Metric> metric = make_macro_averaged(name, num_classes);
-  if (!metric) {
+  if (!make_macro_averaged(name)) {
     throw InputError(where + ": options are given, but only precision, recall and f1 take any (num_classes); give " +
                      name + " by name in a list");
   }
-  return metric;
+  return make_macro_averaged(name, options_from_kwargs<MacroAveragedOptions>(options, where).num_classes());
 }
 
 /// The metrics of a `train_metrics` or `eval_metrics` keyword (tessera/_metrics.py): (name, None) for Tessera's own,
@@ -462,20 +450,26 @@ class PyTrainer {
     model_name_ = run.model_name;
     metric_files_ = run.metric_files;
     checkpoint_ = resolve_against_run_dir(run.checkpoint, run.trainer.run_dir());
-    slot_->trainer = make_trainer(std::move(run), recipe.text());
+    // Into the slot before Init: when a later step throws, what a plugin kept at Init stays valid (the slot holds
+    // the Trainer, closed, for as long as such views do).
+    make_trainer(std::move(run), recipe.text(), slot_->trainer);
     trainer_ = slot_->trainer.get();
   }
 
   /// The plugins' close() runs now, while their Python objects are alive (plugins_). A view a plugin kept may keep
   /// the native trainer longer: closed, it calls no plugin again.
-  ~PyTrainer() {
-    if (trainer_ == nullptr) return;
-    try {
-      trainer_->engine().close();
-    } catch (const std::exception& e) {  // not out of a destructor (as the Trainer's own destructor does)
-      const std::string what = e.what();
-      std::cerr << "tessera: warning: closing the callbacks failed: " << what.substr(0, what.find('\n')) << "\n";
-    }
+  ~PyTrainer() { close_plugins(); }
+
+  /// The cyclic garbage collector's view of what this trainer holds (bind_recipe_trainer): its Python plugins, through
+  /// which a cycle back to it is common (a callback keeping the Trainer, to call save_checkpoint).
+  int traverse(visitproc visit, void* arg) const {
+    for (const py::object& p : plugins_) Py_VISIT(p.ptr());
+    return 0;
+  }
+  /// The collector breaks such a cycle: the plugins are closed (as by the destructor) and let go.
+  void clear() {
+    close_plugins();
+    plugins_.clear();
   }
 
   void fit() {
@@ -533,6 +527,16 @@ class PyTrainer {
   const CheckpointOptions& checkpoint() const { return checkpoint_; }
 
  private:
+  void close_plugins() noexcept {
+    if (trainer_ == nullptr) return;
+    try {
+      trainer_->engine().close();  // once: a closed engine calls no plugin again
+    } catch (const std::exception& e) {  // not out of a destructor (as the Trainer's own destructor does)
+      const std::string what = e.what();
+      std::cerr << "tessera: warning: closing the callbacks failed: " << what.substr(0, what.find('\n')) << "\n";
+    }
+  }
+
   std::vector<py::object> plugins_;  // declared first: outlives the trainer, which calls into them
   Recipe recipe_;
   std::string model_name_;
@@ -545,6 +549,14 @@ class PyTrainer {
   Trainer* trainer_ = nullptr;  ///< slot_'s, once built
 };
 
+
+/// The PyTrainer of a _Trainer object, or nullptr while it has none (being constructed, or its construction failed).
+PyTrainer* native_of(PyObject* self) {
+  auto* inst = reinterpret_cast<py::detail::instance*>(self);
+  const py::detail::value_and_holder v =
+      inst->get_value_and_holder(py::detail::get_type_info(typeid(PyTrainer)), /*throw_if_missing=*/false);
+  return v && v.holder_constructed() ? static_cast<PyTrainer*>(v.value_ptr()) : nullptr;
+}
 
 void bind_enums(py::module_& m) {
   py::enum_<Event> event(m, "Event", "The events a Trainer fires, in order (str(event) gives the snake_case name).");
@@ -683,7 +695,22 @@ void bind_recipe_trainer(py::module_& m) {
   m.def("registered", &registered_names, py::arg("kind"),
         "Recipe names registered for a kind: 'models', 'algorithms', 'datasets', 'optimizers', 'schedulers', ...");
 
-  py::class_<PyTrainer>(m, "_Trainer", "The C++ trainer; use tessera.Trainer.")
+  py::class_<PyTrainer>(m, "_Trainer", "The C++ trainer; use tessera.Trainer.",
+                        py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+                          // Collectable cycles through the plugins (PyTrainer::traverse). A trainer being
+                          // constructed or whose construction failed has no C++ object yet: nothing to visit.
+                          PyTypeObject* type = &heap_type->ht_type;
+                          type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+                          type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) {
+                            Py_VISIT(Py_TYPE(self));
+                            auto* trainer = native_of(self);
+                            return trainer == nullptr ? 0 : trainer->traverse(visit, arg);
+                          };
+                          type->tp_clear = [](PyObject* self) {
+                            if (auto* trainer = native_of(self)) trainer->clear();
+                            return 0;
+                          };
+                        }))
       .def(py::init<const Recipe&, const std::vector<py::object>&, const std::vector<py::object>&, const py::dict&>(),
            py::arg("recipe"), py::arg("algorithms") = std::vector<py::object>{},
            py::arg("callbacks") = std::vector<py::object>{}, py::arg("user") = py::dict())

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import math
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from . import _C
 
@@ -127,15 +128,19 @@ _HF_SCHEDULES = {
     "_get_linear_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps"},
     "_get_cosine_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps", "num_cycles",
                                                    "min_lr_rate"},
+    "_get_cosine_with_hard_restarts_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps",
+                                                                      "num_cycles"},
     "_get_polynomial_decay_schedule_with_warmup_lr_lambda": {"num_warmup_steps", "num_training_steps", "lr_end",
                                                              "power", "lr_init"},
+    "_get_inverse_sqrt_schedule_lr_lambda": {"num_warmup_steps", "timescale"},
     "_get_wsd_scheduler_lambda": {"num_warmup_steps", "num_stable_steps", "num_decay_steps", "warmup_type",
                                   "decay_type", "min_lr_ratio", "num_cycles"},
 }
 _HF_TRANSLATED = ("get_constant_schedule, get_constant_schedule_with_warmup, get_linear_schedule_with_warmup, "
                   "get_cosine_schedule_with_warmup (num_cycles=0.5), get_cosine_with_min_lr_schedule_with_warmup "
-                  "(num_cycles=0.5), get_polynomial_decay_schedule_with_warmup and get_wsd_schedule (linear warmup, "
-                  "linear or cosine decay)")
+                  "(num_cycles=0.5), get_cosine_with_hard_restarts_schedule_with_warmup, "
+                  "get_polynomial_decay_schedule_with_warmup, get_inverse_sqrt_schedule and get_wsd_schedule (linear "
+                  "warmup, linear or cosine decay)")
 
 
 def _hf_function(s: Any) -> Any:
@@ -153,6 +158,16 @@ def _hf_function(s: Any) -> Any:
     return name, keywords
 
 
+def _in_turn(parts: List[Tuple[int, Entry]], unit: str) -> Entry:
+    """Schedules one after another: (its length in steps, the entry) for each; the parts of no length are left out,
+    and the last holds past its end (its length is not used). A `sequential`, or the one part left."""
+    kept = [(n, e) for i, (n, e) in enumerate(parts) if n > 0 or i == len(parts) - 1]
+    if len(kept) == 1:
+        return kept[0][1]
+    ends = list(itertools.accumulate(n for n, _ in kept[:-1]))
+    return {"sequential": {"schedulers": [e for _, e in kept], "milestones": [f"{m}{unit}" for m in ends]}}
+
+
 def _huggingface(s: Any, unit: str) -> Entry:
     """A LambdaLR of Hugging Face's: torch sets lr = base_lr x f(k); f is a line from 0 to 1 over the warmup's W steps
     (k / W), then the schedule's decay over the T - W steps to num_training_steps = T: a `sequential` of a `linear` and
@@ -168,34 +183,52 @@ def _huggingface(s: Any, unit: str) -> Entry:
     if name == "_get_wsd_scheduler_lambda":
         return _wsd(s, unit, kw)
     warmup = _count(s, kw["num_warmup_steps"], "num_warmup_steps", 0)
+    rise = (warmup, {"linear": {"alpha_i": 0.0, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}})
     if name == "_get_constant_schedule_with_warmup_lr_lambda":
-        decay: Entry = {"constant": {}}
-    else:
-        total = kw["num_training_steps"]
-        if int(total) != total or total <= warmup:
-            raise _refuse(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
-                             "number of steps greater than the warmup's")
-        span = _time(int(total) - warmup, unit, s, "num_training_steps - num_warmup_steps")
-        if name == "_get_linear_schedule_with_warmup_lr_lambda":
-            decay = {"linear": {"alpha_i": 1.0, "alpha_f": 0.0, "t_max": span}}
-        elif name == "_get_cosine_schedule_with_warmup_lr_lambda":
-            _half_cosine(s, kw["num_cycles"])
-            decay = {"cosine": {"alpha_f": _fraction(s, kw.get("min_lr_rate", 0.0), "min_lr_rate"), "t_max": span}}
-        else:  # polynomial: from lr_init down to lr_end, as a fraction of lr_init
-            if not 0 <= float(kw["lr_end"]) < float(kw["lr_init"]):
-                raise _refuse(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
-                                 "lr_init")
-            decay = {"polynomial": {"power": float(kw["power"]), "alpha_f": float(kw["lr_end"]) / float(kw["lr_init"]),
-                                    "t_max": span}}
-    if warmup == 0:
-        return decay
-    rise = {"linear": {"alpha_i": 0.0, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}}
-    return {"sequential": {"schedulers": [rise, decay], "milestones": [f"{warmup}{unit}"]}}
+        return _in_turn([rise, (0, {"constant": {}})], unit)
+    if name == "_get_inverse_sqrt_schedule_lr_lambda":  # after the warmup, sqrt(timescale / (k - W + timescale))
+        timescale = _time(kw["timescale"], unit, s, "timescale")
+        return _in_turn([rise, (0, {"inverse_sqrt": {"timescale": timescale}})], unit)
+    total = kw["num_training_steps"]
+    if int(total) != total or total <= warmup:
+        raise _refuse(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
+                         "number of steps greater than the warmup's")
+    steps = int(total) - warmup
+    span = _time(steps, unit, s, "num_training_steps - num_warmup_steps")
+    if name == "_get_linear_schedule_with_warmup_lr_lambda":
+        decay = {"linear": {"alpha_i": 1.0, "alpha_f": 0.0, "t_max": span}}
+    elif name == "_get_cosine_schedule_with_warmup_lr_lambda":
+        _half_cosine(s, kw["num_cycles"])
+        decay = {"cosine": {"alpha_f": _fraction(s, kw.get("min_lr_rate", 0.0), "min_lr_rate"), "t_max": span}}
+    elif name == "_get_cosine_with_hard_restarts_schedule_with_warmup_lr_lambda":
+        return _in_turn([rise, *_hard_restarts(s, kw["num_cycles"], steps, unit)], unit)
+    else:  # polynomial: from lr_init down to lr_end, as a fraction of lr_init
+        if not 0 <= float(kw["lr_end"]) < float(kw["lr_init"]):
+            raise _refuse(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
+                             "lr_init")
+        decay = {"polynomial": {"power": float(kw["power"]), "alpha_f": float(kw["lr_end"]) / float(kw["lr_init"]),
+                                "t_max": span}}
+    return _in_turn([rise, (0, decay)], unit)
+
+
+def _hard_restarts(s: Any, num_cycles: Any, steps: int, unit: str) -> List[Tuple[int, Entry]]:
+    """Hugging Face's cosine with hard restarts: num_cycles falls from 1 to 0 over the `steps` after the warmup, then
+    0. The cycles but the last are a `cosine_warm_restarts`; the last, a `cosine`, holds 0 past its end."""
+    if int(num_cycles) != num_cycles or num_cycles < 1:
+        raise _refuse(s, f"has num_cycles={num_cycles!r}; expected a whole number of cycles >= 1")
+    n = int(num_cycles)
+    if steps % n:
+        raise _refuse(s, f"has {n} cycles in the {steps} steps from num_warmup_steps to num_training_steps, cycles of "
+                         f"{steps / n:g} steps; Tessera's restarts fall on whole steps: give num_training_steps - "
+                         "num_warmup_steps a multiple of num_cycles")
+    cycle = steps // n
+    return [((n - 1) * cycle, {"cosine_warm_restarts": {"t_0": f"{cycle}{unit}", "t_mult": 1.0, "alpha_f": 0.0}}),
+            (cycle, {"cosine": {"alpha_f": 0.0, "t_max": f"{cycle}{unit}"}})]
 
 
 def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
     """Hugging Face's warmup-stable-decay: from min_lr_ratio m up to 1 over W steps, 1 for S steps, down to m over D
-    steps, then m; the parts of no length are left out of the `sequential`."""
+    steps, then m."""
     if kw["warmup_type"] != "linear" or kw["decay_type"] not in ("linear", "cosine"):
         raise _refuse(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
                          f"decay_type={kw['decay_type']!r}; translated are a linear warmup and a linear or cosine "
@@ -206,20 +239,10 @@ def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
     warmup = _count(s, kw["num_warmup_steps"], "num_warmup_steps", 0)
     stable = _count(s, kw["num_stable_steps"], "num_stable_steps", 0)
     decay_span = _time(_count(s, kw["num_decay_steps"], "num_decay_steps", 1), unit, s, "num_decay_steps")
-    # (part, the step where it ends) for the parts of some length; the last holds past its end.
-    parts: List[Entry] = []
-    ends: List[int] = []
-    if warmup:
-        parts.append({"linear": {"alpha_i": low, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}})
-        ends.append(warmup)
-    if stable:
-        parts.append({"constant": {}})
-        ends.append(warmup + stable)
-    parts.append({"linear": {"alpha_i": 1.0, "alpha_f": low, "t_max": decay_span}} if kw["decay_type"] == "linear"
-                 else {"cosine": {"alpha_f": low, "t_max": decay_span}})
-    if not ends:
-        return parts[0]
-    return {"sequential": {"schedulers": parts, "milestones": [f"{m}{unit}" for m in ends]}}
+    decay = ({"linear": {"alpha_i": 1.0, "alpha_f": low, "t_max": decay_span}} if kw["decay_type"] == "linear"
+             else {"cosine": {"alpha_f": low, "t_max": decay_span}})
+    return _in_turn([(warmup, {"linear": {"alpha_i": low, "alpha_f": 1.0, "t_max": f"{warmup}{unit}"}}),
+                     (stable, {"constant": {}}), (0, decay)], unit)
 
 
 def _onecycle(s: Any, unit: str) -> Entry:

@@ -160,7 +160,10 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
     assert "eval_metrics['accuracy']: options are given, but only precision, recall and f1 take any" in message(
         {"accuracy": {"num_classes": 3}})
     assert "eval_metrics['f1']: unknown option \"num_clases\"" in message({"f1": {"num_clases": 3}})
-    assert "eval_metrics['recall']: num_classes is -3" in message({"recall": {"num_classes": -3}})
+    assert "eval_metrics['recall'].num_classes: -3 is out of range" in message({"recall": {"num_classes": -3}})
+    assert "did you mean \"num_classes\"?" in message({"f1": {"num_clases": 3}})  # as every option read from Python
+    assert "eval_metrics['f1'].num_classes: expected a whole number, got True" in message(
+        {"f1": {"num_classes": True}})
     assert "eval_metrics[0]: a dict of options names no metric" in message([{"num_classes": 3}])
     # A class count the outputs do not have: at the first evaluation.
     _, trainer = trainer_for(tmp_path, loader(8, 2), {"f1": {"num_classes": 4}})

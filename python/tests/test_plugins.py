@@ -103,6 +103,71 @@ def test_state_and_logger_kept_by_a_plugin_outlive_the_trainer():
     assert closed == [True]
 
 
+def test_state_kept_at_init_of_a_trainer_whose_construction_failed_stays_valid(tmp_path):
+    """A trainer whose construction fails after Init (here: a checkpoint of another model) leaves what a plugin kept
+    at Init valid: the native trainer, closed, is held by the views, not freed under them."""
+    import gc
+
+    first = tessera.Trainer(**tiny_components(max_duration="1ba"))
+    first.fit()
+    first.save_checkpoint(str(tmp_path / "narrow.ckpt"))
+    del first
+
+    class Keeper(tessera.Callback):
+        closed = 0
+
+        def init(self, state, logger):
+            self.state, self.logger = state, logger
+
+        def close(self):
+            self.closed += 1
+
+    keeper = Keeper()
+    with pytest.raises(tessera.InputError, match="shapes differ"):
+        tessera.Trainer(**tiny_components(model={"cnn": {"width": 8}}, max_duration="1ba",
+                                          checkpoint={"load_path": str(tmp_path / "narrow.ckpt"), "strict": True}),
+                        callbacks=[keeper])
+    gc.collect()
+    scratch = [torch.randn(256, 256) for _ in range(64)]  # memory freed under the views would be reused here
+    assert keeper.closed == 1  # opened at Init, closed when the construction failed
+    assert keeper.state.timestamp.batch == 0
+    assert keeper.state.model is not None
+    assert len(keeper.state.model.named_parameters()) > 0
+    keeper.logger.info("after the failed construction")
+    del scratch, keeper
+    gc.collect()
+
+
+def test_a_plugin_that_keeps_the_trainer_is_collected_with_it(tmp_path):
+    """A callback keeping the Trainer (to call save_checkpoint, say) makes a cycle through the native trainer, which
+    holds the callback: the garbage collector sees it, closes the plugins and frees all of it, the model too."""
+    import gc
+    import weakref
+
+    closes = []
+
+    class KeepsTrainer(tessera.Callback):
+        def batch_end(self, state, logger):
+            self.trainer.save_checkpoint(str(tmp_path / "last.ckpt"))
+
+        def close(self):
+            closes.append(True)
+
+    keeper = KeepsTrainer()
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    module_alive = weakref.ref(module)
+    trainer = tessera.Trainer(**tiny_components(max_duration="2ba", model=module), callbacks=[keeper])
+    keeper.trainer = trainer  # the cycle: trainer -> its plugins -> keeper -> trainer
+    trainer.fit()
+    assert (tmp_path / "last.ckpt").exists()
+    trainer_alive, keeper_alive = weakref.ref(trainer), weakref.ref(keeper)
+    del trainer, keeper, module
+    gc.collect()
+    assert trainer_alive() is None and keeper_alive() is None
+    assert module_alive() is None  # the native trainer went with them
+    assert closes == [True]
+
+
 def test_event_methods_and_events_filter():
     class Losses(tessera.Callback):
         name = "losses"

@@ -372,9 +372,17 @@ HF_CASES = {
     "wsd_1_sqrt": lambda steps: ("get_wsd_schedule",
                                  {"num_warmup_steps": 1, "num_decay_steps": 2, "num_training_steps": steps,
                                   "decay_type": "1-sqrt"}),
-    "hard_restarts": lambda steps: ("get_cosine_with_hard_restarts_schedule_with_warmup",
-                                    {"num_warmup_steps": 1, "num_training_steps": steps, "num_cycles": 2}),
-    "inverse_sqrt": lambda steps: ("get_inverse_sqrt_schedule", {"num_warmup_steps": 2}),
+    "hard_restarts": lambda steps: ("get_cosine_with_hard_restarts_schedule_with_warmup",  # 0 at the last step
+                                    {"num_warmup_steps": 1, "num_training_steps": steps - 1, "num_cycles": 2}),
+    "hard_restarts_without_warmup": lambda steps: ("get_cosine_with_hard_restarts_schedule_with_warmup",
+                                                   {"num_warmup_steps": 0, "num_training_steps": steps,
+                                                    "num_cycles": 3}),
+    "hard_restarts_of_part_steps": lambda steps: ("get_cosine_with_hard_restarts_schedule_with_warmup",
+                                                  {"num_warmup_steps": 1, "num_training_steps": steps,
+                                                   "num_cycles": 2}),
+    "inverse_sqrt": lambda steps: ("get_inverse_sqrt_schedule", {"num_warmup_steps": 2}),  # timescale: the warmup's
+    "inverse_sqrt_with_timescale": lambda steps: ("get_inverse_sqrt_schedule",
+                                                  {"num_warmup_steps": 0, "timescale": 3}),
     "two_cosine_cycles": lambda steps: ("get_cosine_schedule_with_warmup",
                                         {"num_warmup_steps": 1, "num_training_steps": steps, "num_cycles": 1.0}),
     "cosine_too_short": lambda steps: ("get_cosine_schedule_with_warmup",
@@ -413,7 +421,8 @@ def as_reported(optimizer, report):
 
 @pytest.mark.parametrize("every_batch", [True, False], ids=["every_batch", "every_epoch"])
 @pytest.mark.parametrize("case", ["constant", "constant_with_warmup", "linear", "linear_without_warmup", "cosine",
-                                  "cosine_with_min_lr", "polynomial", "wsd_linear", "wsd_cosine"])
+                                  "cosine_with_min_lr", "polynomial", "wsd_linear", "wsd_cosine", "hard_restarts",
+                                  "hard_restarts_without_warmup", "inverse_sqrt", "inverse_sqrt_with_timescale"])
 def test_hugging_faces_schedules_set_the_lrs_they_set_in_torch(huggingface, case, every_batch, tmp_path):
     report = huggingface["ba" if every_batch else "ep"][case]
     model = Net()
@@ -437,12 +446,13 @@ def test_hugging_faces_schedules_without_an_equivalent_are_refused_with_the_reas
     def refused(case):
         return refusal(tmp_path, lambda o: as_reported(o, huggingface["ba"][case]), step_schedulers_every_batch=True,
                        max_duration=f"{EPOCHS}ep")
-    assert "is not translated: its rate is a Python function" in refused("hard_restarts")
-    assert "translated are Hugging Face's get_constant_schedule" in refused("inverse_sqrt")
+    steps = BATCHES_PER_EPOCH * EPOCHS
+    assert (f"has 2 cycles in the {steps - 1} steps from num_warmup_steps to num_training_steps, cycles of "
+            f"{(steps - 1) / 2:g} steps; Tessera's restarts fall on whole steps") in refused(
+        "hard_restarts_of_part_steps")
     assert "has num_cycles=1.0; Tessera's cosine falls once" in refused("two_cosine_cycles")
     assert "(Hugging Face's warmup-stable-decay) has warmup_type='linear' and decay_type='1-sqrt'" in refused(
         "wsd_1_sqrt")
-    steps = BATCHES_PER_EPOCH * EPOCHS
     assert (f"(Hugging Face's cosine) has num_training_steps={steps - 2} but sets the lr for {steps} steps here: past "
             "it Hugging Face's cosine rises again") in refused("cosine_too_short")
     # Chained, it would set the lr rather than scale the others'.

@@ -4,7 +4,6 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
-#include <tessera/class_metrics.h>
 #include <tessera/distributed/sync_batch_norm.h>
 #include <tessera/error.h>
 
@@ -60,10 +59,7 @@ void DataParallel::setup(Components& c, std::vector<Evaluator>& evaluators) {
       if (!m->counts().empty()) continue;
       const std::string what = where + " metric \"" + m->name() + "\" cannot be added up over " +
                                std::to_string(world_size()) + " ranks: ";
-      if (dynamic_cast<const MacroAveraged*>(m.get()) != nullptr) {  // its class count is not known yet
-        throw InputError(what + "give its class count, {" + m->name() + ": {num_classes: 10}} (from Python {\"" +
-                         m->name() + "\": {\"num_classes\": 10}}), so that every rank counts every class");
-      }
+      if (const std::string how = m->how_to_count(); !how.empty()) throw InputError(what + how);
       throw InputError(what + "it does not implement Metric::counts (a Python metric: counts() and set_counts()); use "
                               "it in a one-process run");
     }

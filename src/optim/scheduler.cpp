@@ -237,6 +237,35 @@ class CosineWarmRestartsScheduler : public Scheduler {
   CosineWarmRestartsSchedulerOptions o_;
 };
 
+class InverseSqrtScheduler : public Scheduler {
+ public:
+  explicit InverseSqrtScheduler(InverseSqrtSchedulerOptions o) : o_(std::move(o)) {}
+  double alpha(const Timestamp& now, const TimeContext& ctx) const override {
+    const double t = static_cast<double>(now.batch);
+    const double w = ctx.to_batches(o_.warmup());
+    if (t < w) return warmup_factor(t, w);
+    const double scale = timescale(ctx);
+    return std::sqrt(scale / (t - w + scale));
+  }
+  void check(const TimeContext& ctx) const override { (void)timescale(ctx); }
+  std::string name() const override { return "inverse_sqrt"; }
+
+ private:
+  /// The timescale in batches (the warmup's for 0); InputError when it is not positive in this run.
+  double timescale(const TimeContext& ctx) const {
+    if (o_.timescale().as_double() > 0) return positive_batches(o_.timescale(), "timescale", ctx);
+    const double w = ctx.to_batches(o_.warmup());
+    if (!(w > 0)) {
+      throw InputError(fmt::format("scheduler.timescale: 0 means the warmup's length, and the warmup {} is {} batches "
+                                   "in this run; expected a timescale or a warmup of more than 0 batches",
+                                   o_.warmup().str(), batch_count(w)));
+    }
+    return w;
+  }
+
+  InverseSqrtSchedulerOptions o_;
+};
+
 class SequentialScheduler : public Scheduler {
  public:
   SequentialScheduler(std::vector<std::shared_ptr<Scheduler>> schedulers, std::vector<Time> milestones)
@@ -424,6 +453,17 @@ std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestart
   check_convertible(options.warmup(), "warmup");
   check_period(options.t_0(), "t_0");
   return std::make_unique<CosineWarmRestartsScheduler>(std::move(options));
+}
+
+std::unique_ptr<Scheduler> make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions options) {
+  validate_options(options, "scheduler");
+  check_convertible(options.warmup(), "warmup");
+  check_convertible(options.timescale(), "timescale");
+  if (options.timescale().as_double() == 0 && !(options.warmup().as_double() > 0)) {
+    throw InputError("scheduler.timescale: 0 (the default) means the warmup's length, and there is no warmup; give a "
+                     "timescale (the time over which alpha falls to 1/sqrt(2), e.g. 1000ba) or a warmup");
+  }
+  return std::make_unique<InverseSqrtScheduler>(std::move(options));
 }
 
 std::unique_ptr<Scheduler> make_plateau_scheduler(PlateauSchedulerOptions options) {

@@ -189,6 +189,10 @@ TEST(Metrics, MacroAveragesRefuseTargetsOutsideTheClassesAndAnotherClassCount) {
   // A class count stated in advance, or learned from the first outputs, is kept until reset.
   MacroAveraged stated(Score::Recall, 4);
   EXPECT_EQ(stated.counts(), std::vector<double>(12, 0.0)) << "known in advance: counts for data-parallel sums";
+  EXPECT_EQ(stated.how_to_count(), "");
+  EXPECT_TRUE(MacroAveraged(Score::F1).counts().empty());  // not yet known: what data-parallel training says
+  EXPECT_THAT(MacroAveraged(Score::F1).how_to_count(), HasSubstr("give its class count, {f1: {num_classes: 10}}"));
+  EXPECT_EQ(tessera::Accuracy().how_to_count(), "");
   EXPECT_THAT(input_error_of([&] { stated.update(predicting({0}, 3), Batch(at::zeros({1, 1}), labels({0}))); }),
               HasSubstr("recall metric: the outputs have 3 classes, 4 before (its num_classes)"));
   MacroAveraged learned(Score::Recall);

@@ -237,6 +237,11 @@ std::vector<BadRecipe> bad_recipes() {
        append("schedulers: [{plateau: {monitor: loss, label: train, factor: 1.5}}]\n"),
        {},
        {"<string>:11:", "schedulers[0].plateau.factor: 1.5 is out of range"}},
+      {"inverse_sqrt_without_timescale_or_warmup",
+       append("schedulers: [inverse_sqrt]\n"),
+       {},
+       {"<string>:11:14: schedulers[0].inverse_sqrt: scheduler.timescale: 0 (the default) means the warmup's length, "
+        "and there is no warmup"}},
       {"plateau_without_monitor",
        append("schedulers: [plateau]\n"),
        {},
@@ -935,8 +940,8 @@ TEST(RegistryTest, RegisteredNames) {
                                       "lion", "muon", "nadam", "radam", "rmsprop", "sgd"}));
   EXPECT_EQ(
       registered_names("schedulers"),
-      (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "linear",
-                                "multistep", "onecycle", "plateau", "polynomial", "sequential", "step"}));
+      (std::vector<std::string>{"constant", "cosine", "cosine_warm_restarts", "exponential", "inverse_sqrt",
+                                "linear", "multistep", "onecycle", "plateau", "polynomial", "sequential", "step"}));
   EXPECT_EQ(registered_names("callbacks"),
             (std::vector<std::string>{"activation_monitor", "console_summary", "early_stopper", "generate",
                                       "image_visualizer", "lr_monitor", "memory_monitor", "optimizer_monitor",

@@ -260,6 +260,41 @@ TEST(Scheduler, CosineWarmRestartsRestartsEachCycle) {
                tessera::InputError);
 }
 
+TEST(Scheduler, InverseSqrtFallsAsTheInverseSquareRootOfTheTimeAfterWarmup) {
+  // Warmup 4 batches (timescale: the warmup's): (t + 1) / 4, then sqrt(4 / (t - 4 + 4)).
+  auto s = make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions().warmup(Time::parse("4ba")));
+  EXPECT_EQ(s->name(), "inverse_sqrt");
+  EXPECT_DOUBLE_EQ(at_batch(*s, 0), 0.25);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 3), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 4), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 8), std::sqrt(0.5));  // a timescale after the warmup
+  EXPECT_DOUBLE_EQ(at_batch(*s, 16), 0.5);
+  EXPECT_DOUBLE_EQ(at_batch(*s, 40), std::sqrt(4.0 / 40));
+  // A timescale of its own (1 epoch = 10 batches), without warmup.
+  auto e = make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions().timescale(Time::parse("1ep")));
+  EXPECT_DOUBLE_EQ(at_batch(*e, 0), 1.0);
+  EXPECT_DOUBLE_EQ(at_batch(*e, 30), 0.5);
+  // The timescale is a horizon (scaled by the run's schedule ratio), the warmup is not.
+  TimeContext half = context();
+  half.schedule_ratio = 0.5;
+  EXPECT_DOUBLE_EQ(at_batch(*e, 15, half), 0.5);
+  EXPECT_THAT(message_of<tessera::InputError>([] { make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions()); }),
+              HasSubstr("scheduler.timescale: 0 (the default) means the warmup's length, and there is no warmup"));
+  EXPECT_THAT(message_of<tessera::InputError>([] {
+                make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions().timescale(Time::parse("100tok")));
+              }),
+              HasSubstr("scheduler.timescale: 100tok is in tokens"));
+  // Times that are no batches in this run: before step 1.
+  TimeContext empty = context();
+  empty.max_duration = Time::parse("0ba");
+  auto fraction = make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions().warmup(Time::parse("0.1dur")));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { fraction->check(empty); }),
+              HasSubstr("scheduler.timescale: 0 means the warmup's length, and the warmup 0.1dur is 0 batches"));
+  auto tiny = make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions().timescale(Time::parse("0.5dur")));
+  EXPECT_THAT(message_of<tessera::InputError>([&] { tiny->check(empty); }),
+              HasSubstr("scheduler.timescale: 0.5dur is 0 batches in this run"));
+}
+
 TEST(Scheduler, PeriodOfNoBatchesInThisRunIsRejectedWhenAsked) {
   // A fraction of a run of 0 batches is 0 batches: no period to divide by.
   TimeContext empty = context();

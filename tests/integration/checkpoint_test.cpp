@@ -1968,6 +1968,46 @@ TEST_F(CheckpointSignal,
   EXPECT_EQ(fingerprint(*again.trainer), expected);
 }
 
+/// Saves a checkpoint to `path` at the EvalEnd of the evaluation after batch `batch` (when a best-model saver would).
+class SaveAtEvalEnd : public Callback {
+ public:
+  SaveAtEvalEnd(int64_t batch, std::string path) : batch_(batch), path_(std::move(path)) {}
+  std::string name() const override { return "save_at_eval_end"; }
+  void run_event(Event event, State& s, Logger&) override {
+    if (event == Event::EvalEnd && s.timestamp.batch == batch_) trainer->save_checkpoint(path_);
+  }
+  Trainer* trainer = nullptr;
+
+ private:
+  int64_t batch_;
+  std::string path_;
+};
+
+TEST_F(CheckpointTest, ACheckpointSavedAtEvalEndResumesWithoutRedoingThatEvaluation) {
+  RunSpec spec = tiny_spec();
+  spec.evaluator = true;  // at every epoch end
+  auto full_log = std::make_shared<EvalLog>();
+  TestRun full = make_run(spec, {}, {full_log});
+  full->fit();
+  ASSERT_EQ(full_log->lines.size(), 3u);
+  const std::string dir = folder("saved");
+  fs::create_directories(dir);
+  const std::string path = join(dir, "at-eval-end.ckpt");
+  auto saver = std::make_shared<SaveAtEvalEnd>(6, path);
+  TestRun run = make_run(spec, {}, {saver});
+  saver->trainer = run.trainer.get();
+  run->fit();
+  ASSERT_TRUE(fs::exists(path));
+
+  auto log = std::make_shared<EvalLog>();
+  TestRun resumed = make_run(spec, CheckpointOptions().load_path(path), {log});
+  EXPECT_EQ(resumed->state().timestamp.batch, 6);
+  resumed->fit();
+  EXPECT_EQ(fingerprint(*resumed.trainer), fingerprint(*full.trainer));
+  // The evaluation after batch 6 was done when the checkpoint was taken: not again.
+  EXPECT_EQ(log->lines, std::vector<std::string>(full_log->lines.begin() + 1, full_log->lines.end()));
+}
+
 TEST_F(CheckpointSignal, SigintDuringEvaluateStopsAtTheNextBatchAndLeavesTheTrainerUsable) {
   RunSpec spec = tiny_spec();
   spec.evaluator = true;

@@ -164,6 +164,74 @@ TEST(TrainerCalls, AfterAFailedFitEveryCallNamesTheFailure) {
   EXPECT_FALSE(fs::exists(f.dir / "x.ckpt"));
 }
 
+/// Keeps the State it is handed at Init (as a Python plugin's view does) and counts its close() calls.
+class KeepsStateAtInit : public Callback {
+ public:
+  std::string name() const override { return "keeps_state"; }
+  void run_event(Event event, State& state, Logger&) override {
+    if (event == Event::Init) kept = &state;
+  }
+  void close() override { ++closed; }
+  State* kept = nullptr;
+  int closed = 0;
+};
+
+TEST(TrainerCalls, AConstructionThatFailsAfterInitClosesTheCallbacks) {
+  Fixture f;
+  auto keeper = std::make_shared<KeepsStateAtInit>();
+  Components c = testing::tiny_components();
+  c.callbacks.push_back(keeper);
+  c.callbacks.push_back(std::make_shared<CallAt>(Event::Init, 0, [] { throw Error("boom at init"); }));
+  EXPECT_THROW(Trainer(TrainerOptions().max_duration(Time(2, TimeUnit::Batch)).threads(1).run_dir(f.dir.string()),
+                       std::move(c)),
+               Error);
+  EXPECT_NE(keeper->kept, nullptr);
+  EXPECT_EQ(keeper->closed, 1);  // opened at Init, closed once
+}
+
+TEST(TrainerCalls, MakeTrainerIntoASlotKeepsATrainerWhoseStartFailed) {
+  // The Python bindings' case: a plugin keeps a view of the State at Init, and the run's checkpoint (here: a callback
+  // at Init) fails after. The Trainer stays in the slot, so what the plugin kept is still the trainer's memory.
+  Fixture f;
+  tessera::Run run = build_run(Recipe::parse(R"(max_duration: 2ba
+seed: 1
+model: {mlp: {hidden: [8]}}
+data:
+  train:
+    dataset: {synthetic: {size: 32, input_shape: [1, 4, 4], num_classes: 3}}
+    loader: {batch_size: 16, workers: 0}
+optimizer: {sgd: {lr: 0.1}}
+threads: 1
+)",
+                                             "<string>"));
+  auto keeper = std::make_shared<KeepsStateAtInit>();
+  run.components.callbacks.push_back(keeper);
+  run.components.callbacks.push_back(std::make_shared<CallAt>(Event::Init, 0, [] { throw Error("boom at init"); }));
+  std::unique_ptr<Trainer> slot;
+  try {
+    make_trainer(std::move(run), "", slot);
+    ADD_FAILURE() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("boom at init"), std::string::npos) << e.what();
+  }
+  ASSERT_NE(slot, nullptr);
+  EXPECT_EQ(keeper->kept, &slot->state());
+  EXPECT_EQ(keeper->kept->timestamp.batch, 0);
+  EXPECT_GT(keeper->kept->model->named_parameters().size(), 0);
+  EXPECT_EQ(keeper->closed, 1);
+  slot.reset();
+  EXPECT_EQ(keeper->closed, 1);  // not again
+  // Without a failure the slot holds the trainer as make_trainer returns it.
+  make_trainer(build_run(Recipe::parse("max_duration: 1ba\nmodel: {mlp: {hidden: [8]}}\ndata: {train: {dataset: "
+                                       "{synthetic: {size: 16, input_shape: [1, 4, 4], num_classes: 3}}, loader: "
+                                       "{batch_size: 16, workers: 0}}}\noptimizer: {sgd: {lr: 0.1}}\n",
+                                       "<string>")),
+               "", slot);
+  ASSERT_NE(slot, nullptr);
+  slot->fit();
+  EXPECT_EQ(slot->state().timestamp.batch, 1);
+}
+
 TEST(TrainerCalls, ThreadsAndDeterminismApplyWhileTheTrainerWorksAndAreRestoredAfter) {
   Fixture f;
   const int threads_before = at::get_num_threads();

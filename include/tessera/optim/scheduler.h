@@ -151,6 +151,19 @@ struct CosineWarmRestartsSchedulerOptions {
   }
 };
 
+/// After warmup: alpha = sqrt(timescale / (t - warmup + timescale)), t and the times in batches: 1 at the warmup's end,
+/// 1/sqrt(2) a timescale later, and on down as the inverse square root of the time (the decay of Transformer training:
+/// fairseq's inverse_sqrt, Hugging Face's get_inverse_sqrt_schedule). timescale 0 (the default) is the warmup's length.
+struct InverseSqrtSchedulerOptions {
+  TESSERA_OPTION(Time, timescale) = Time(0, TimeUnit::Batch);
+  TESSERA_OPTION(Time, warmup) = Time(0, TimeUnit::Batch);
+  template <class V>
+  void visit(V& v) {
+    v("timescale", timescale_, "time over which alpha falls to 1/sqrt(2) (a Time; 0: the warmup's)", Any{});
+    v("warmup", warmup_, "linear warmup from 0 (a Time)", Any{});
+  }
+};
+
 /// One-cycle: alpha rises from max_alpha/div_factor to max_alpha over pct_start of t_max (cosine), then
 /// falls to max_alpha/(div_factor*final_div_factor) (cosine) at t_max and stays there. With T = t_max in
 /// batches and U = pct_start * T: alpha(t) = anneal(initial, max, t/U) for t <= U, else
@@ -190,6 +203,7 @@ std::unique_ptr<Scheduler> make_onecycle_scheduler(OneCycleSchedulerOptions opti
 std::unique_ptr<Scheduler> make_exponential_scheduler(ExponentialSchedulerOptions options);
 std::unique_ptr<Scheduler> make_polynomial_scheduler(PolynomialSchedulerOptions options);
 std::unique_ptr<Scheduler> make_cosine_warm_restarts_scheduler(CosineWarmRestartsSchedulerOptions options);
+std::unique_ptr<Scheduler> make_inverse_sqrt_scheduler(InverseSqrtSchedulerOptions options);
 
 /// Reduces the lr when a metric stops improving (torch's ReduceLROnPlateau), for runs that decide their
 /// schedule from what they see rather than from time. It watches "metrics/<label>/<monitor>" (an evaluator's
