@@ -440,9 +440,17 @@ class PyTrainer {
     target_key_ = user_text(user, "target_key", Batch::kTarget);
     const GivenParts given =
         given_parts(user, context_, [train_source] { return (*train_source)->example_batch(); });
+    std::vector<std::shared_ptr<optim::Scheduler>> tables;  // torch schedules followed as torch steps them
+    if (user.contains("torch_tables")) {
+      for (const auto& t : user["torch_tables"].cast<py::list>()) {
+        const py::tuple entry = t.cast<py::tuple>();
+        tables.push_back(make_torch_table_schedule(entry[0], entry[1].cast<std::string>(), entry[2].cast<bool>()));
+      }
+    }
     py::gil_scoped_release release;
     Run run = build_run(recipe, given);
     *train_source = run.components.train_dataloader;
+    for (auto& t : tables) run.components.schedulers.push_back(std::move(t));
     for (auto& a : algs) run.components.algorithms.push_back(std::move(a));
     for (auto& c : cbs) run.components.callbacks.push_back(std::move(c));
     signals_ = std::make_shared<PythonSignalsCallback>();

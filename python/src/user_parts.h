@@ -16,6 +16,10 @@
 #include <tessera/metrics.h>
 #include <tessera/models/model.h>
 
+namespace tessera::optim {
+class Scheduler;
+}  // namespace tessera::optim
+
 namespace tessera::python {
 
 /// How the user's batches look, so that a C++ Batch goes back to the same form for their model and loss:
@@ -98,6 +102,11 @@ std::shared_ptr<data::BatchSource> make_user_source(py::object iterable, const s
 /// A Python evaluation metric (update(outputs, target), compute(), reset(); optional counts()/set_counts() for exact
 /// values over several ranks) as a tessera::Metric named `name` (py_metric.cpp).
 std::shared_ptr<Metric> make_user_metric(std::string name, py::object metric);
+
+/// torch schedulers that no Tessera schedule equals, followed as torch steps them (tessera/_schedulers.py
+/// TorchTable): `table(steps)` gives lr / initial lr at each of the run's scheduler steps (batches, or epochs when
+/// `per_epoch`); the Trainer's check of its schedules, before step 1, asks for it (py_schedule.cpp).
+std::shared_ptr<optim::Scheduler> make_torch_table_schedule(py::object table, std::string name, bool per_epoch);
 
 /// Binds the helpers the Python side of the adapters uses (tessera._C._shuffled_order, _blur2d, ...).
 void bind_user_parts(py::module_& m);

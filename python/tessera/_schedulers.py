@@ -10,12 +10,13 @@ import collections
 import functools
 import itertools
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+import warnings
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from . import _C
 
 Entry = Dict[str, Dict[str, Any]]
-# Why these are refused (by class name).
+# Why these have no closed form here (by class name): they are followed as torch steps them (TorchTable).
 _REFUSED = {
     "MultiplicativeLR": "its rate is a Python function, which a recipe cannot hold; an ExponentialLR is the "
                         "constant-factor case",
@@ -23,8 +24,95 @@ _REFUSED = {
 }
 
 
+class _NoClosedForm(Exception):
+    """A scheduler no Tessera schedule equals (the message says why): the schedulers are then followed as torch steps
+    them (TorchTable)."""
+
+
+def _no_closed_form(scheduler: Any, why: str) -> _NoClosedForm:
+    return _NoClosedForm(f"torch's {type(scheduler).__name__} {why}")
+
+
+class TorchTable:
+    """torch's own schedulers, for a scheduler no Tessera schedule equals: called with the run's step count (before
+    step 1, by the Trainer's check of its schedules), it steps them as a training loop would — each optimizer's, in the
+    order given — and returns lr / initial lr of every step, one factor for every parameter group (Tessera scales
+    every group's lr by one). The schedulers are put back as they were. `groups`: the schedulers of each torch
+    optimizer (Muon's pair: two, which must set the same factors); `why`: why there is no closed form."""
+
+    def __init__(self, groups: List[List[Any]], why: str) -> None:
+        for group in groups:
+            for s in group:
+                _check_followable(s, why)
+        self.groups = groups
+        self.why = why
+        self.name = "torch " + "+".join(type(s).__name__ for s in groups[0])
+
+    def __call__(self, steps: int) -> List[float]:
+        tables = [_stepped_factors(group, steps) for group in self.groups]
+        for other in tables[1:]:
+            for k, (a, b) in enumerate(zip(tables[0], other)):
+                if not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0):
+                    raise _C.InputError(f"{_different_muon_schedules()} (they set {a} and {b} at step {k})")
+        return tables[0]
+
+
+def _check_followable(s: Any, why: str) -> None:
+    """Hard refusals of a scheduler followed as torch steps it: what Tessera's loop cannot step ahead of the run."""
+    for child in getattr(s, "_schedulers", None) or []:
+        _check_followable(child, why)
+    name = type(s).__name__
+    if name == "ReduceLROnPlateau":
+        raise _refuse(s, f"follows a metric, so it cannot be stepped ahead of the run beside schedulers that Tessera "
+                         f"follows as torch steps them ({why}): give the ReduceLROnPlateau alone, or beside schedules "
+                         "Tessera translates")
+    if name in ("CyclicLR", "OneCycleLR") and getattr(s, "cycle_momentum", False):
+        raise _refuse(s, "cycles the momentum too (cycle_momentum=True, the default), which Tessera's schedules do not "
+                         "set: give cycle_momentum=False (the momentum then stays the optimizer's)")
+
+
+def _stepped_factors(group: List[Any], steps: int) -> List[float]:
+    """lr / initial lr at each of `steps` steps of the schedulers of one optimizer, stepped in order; InputError at the
+    first step where the groups' factors differ. The schedulers' states and the optimizer's lrs are restored after."""
+    optimizer = _optimizers_of(group[0])[0]
+    groups = optimizer.param_groups
+    saved = [s.state_dict() for s in group]
+    lrs = [g["lr"] for g in groups]
+    bases = [g["initial_lr"] for g in groups]
+    out: List[float] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's "step() before optimizer.step()"
+            for k in range(steps):
+                factors = [g["lr"] / b for g, b in zip(groups, bases) if b]
+                first = factors[0] if factors else 1.0
+                if any(not math.isclose(f, first, rel_tol=1e-9, abs_tol=0.0) for f in factors):
+                    raise _C.InputError(
+                        f"schedulers: {' + '.join('torch ' + type(s).__name__ for s in group)} set(s) the groups' lrs "
+                        f"to different fractions of their initial lrs at step {k} ({factors}); Tessera scales every "
+                        "group's lr by one factor: give every group one schedule (one lr_lambda), or groups of one lr")
+                out.append(first)
+                if k + 1 < steps:
+                    for s in group:
+                        try:
+                            s.step()
+                        except Exception as e:  # noqa: BLE001 (any error of the user's scheduler, named)
+                            raise _refuse(s, f"raised {type(e).__name__} at step {k + 1} of the run's {steps} when "
+                                             f"stepped as a training loop would: {e}") from e
+    finally:
+        for s, state in zip(group, saved):
+            s.load_state_dict(state)
+        for g, lr in zip(groups, lrs):
+            g["lr"] = lr
+    return out
+
+
 def is_torch_scheduler(x: Any) -> bool:
-    return type(x).__module__.startswith("torch.optim.lr_scheduler")
+    """One of torch's lr schedulers, or a subclass of their base class (a scheduler of one's own)."""
+    if type(x).__module__.startswith("torch.optim.lr_scheduler"):
+        return True
+    import torch.optim.lr_scheduler as schedulers  # torch is loaded with tessera._C
+    return isinstance(x, (getattr(schedulers, "LRScheduler", schedulers._LRScheduler), schedulers.ReduceLROnPlateau))
 
 
 def is_torch_schedule(x: Any) -> bool:
@@ -57,27 +145,27 @@ def _refuse(scheduler: Any, why: str) -> _C.InputError:
 def _count(scheduler: Any, value: Any, what: str, least: int) -> int:
     """`value` as a whole number of steps >= `least`; InputError naming `what` otherwise."""
     if int(value) != value or value < least:
-        raise _refuse(scheduler, f"has {what}={value!r}; expected a whole number of steps >= {least}")
+        raise _no_closed_form(scheduler, f"has {what}={value!r}; expected a whole number of steps >= {least}")
     return int(value)
 
 
 def _fraction(scheduler: Any, value: Any, what: str) -> float:
     """`value` as a fraction of the lr in [0, 1]; InputError naming `what` otherwise."""
     if not 0 <= float(value) <= 1:
-        raise _refuse(scheduler, f"has {what}={value}; expected a fraction of the lr in [0, 1]")
+        raise _no_closed_form(scheduler, f"has {what}={value}; expected a fraction of the lr in [0, 1]")
     return float(value)
 
 
 def _half_cosine(scheduler: Any, num_cycles: Any) -> None:
     """Hugging Face's cosines: Tessera's `cosine` is num_cycles=0.5 (one fall from 1 to the end)."""
     if float(num_cycles) != 0.5:
-        raise _refuse(scheduler, f"has num_cycles={num_cycles}; Tessera's cosine falls once from 1 to its end "
+        raise _no_closed_form(scheduler, f"has num_cycles={num_cycles}; Tessera's cosine falls once from 1 to its end "
                                  "(num_cycles=0.5, the default)")
 
 
 def _time(steps: Any, unit: str, scheduler: Any, what: str) -> str:
     if int(steps) != steps or steps <= 0:
-        raise _refuse(scheduler, f"has {what}={steps!r}; expected a whole number of steps > 0")
+        raise _no_closed_form(scheduler, f"has {what}={steps!r}; expected a whole number of steps > 0")
     return f"{int(steps)}{unit}"
 
 
@@ -174,7 +262,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
     the decay (which counts its time from the milestone W, as f does)."""
     found = _hf_function(s)
     if found is None:
-        raise _refuse(s, "is not translated: its rate is a Python function, which a recipe cannot hold; translated "
+        raise _no_closed_form(s, "is not translated: its rate is a Python function, which a recipe cannot hold; translated "
                          f"are Hugging Face's {_HF_TRANSLATED}; write other schedules as Tessera schedules (a "
                          "`sequential` of `linear`, `cosine`, ... covers the usual warmup shapes)")
     name, kw = found
@@ -191,7 +279,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
         return _in_turn([rise, (0, {"inverse_sqrt": {"timescale": timescale}})], unit)
     total = kw["num_training_steps"]
     if int(total) != total or total <= warmup:
-        raise _refuse(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
+        raise _no_closed_form(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
                          "number of steps greater than the warmup's")
     steps = int(total) - warmup
     span = _time(steps, unit, s, "num_training_steps - num_warmup_steps")
@@ -204,7 +292,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
         return _in_turn([rise, *_hard_restarts(s, kw["num_cycles"], steps, unit)], unit)
     else:  # polynomial: from lr_init down to lr_end, as a fraction of lr_init
         if not 0 <= float(kw["lr_end"]) < float(kw["lr_init"]):
-            raise _refuse(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
+            raise _no_closed_form(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
                              "lr_init")
         decay = {"polynomial": {"power": float(kw["power"]), "alpha_f": float(kw["lr_end"]) / float(kw["lr_init"]),
                                 "t_max": span}}
@@ -215,10 +303,10 @@ def _hard_restarts(s: Any, num_cycles: Any, steps: int, unit: str) -> List[Tuple
     """Hugging Face's cosine with hard restarts: num_cycles falls from 1 to 0 over the `steps` after the warmup, then
     0. The cycles but the last are a `cosine_warm_restarts`; the last, a `cosine`, holds 0 past its end."""
     if int(num_cycles) != num_cycles or num_cycles < 1:
-        raise _refuse(s, f"has num_cycles={num_cycles!r}; expected a whole number of cycles >= 1")
+        raise _no_closed_form(s, f"has num_cycles={num_cycles!r}; expected a whole number of cycles >= 1")
     n = int(num_cycles)
     if steps % n:
-        raise _refuse(s, f"has {n} cycles in the {steps} steps from num_warmup_steps to num_training_steps, cycles of "
+        raise _no_closed_form(s, f"has {n} cycles in the {steps} steps from num_warmup_steps to num_training_steps, cycles of "
                          f"{steps / n:g} steps; Tessera's restarts fall on whole steps: give num_training_steps - "
                          "num_warmup_steps a multiple of num_cycles")
     cycle = steps // n
@@ -230,7 +318,7 @@ def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
     """Hugging Face's warmup-stable-decay: from min_lr_ratio m up to 1 over W steps, 1 for S steps, down to m over D
     steps, then m."""
     if kw["warmup_type"] != "linear" or kw["decay_type"] not in ("linear", "cosine"):
-        raise _refuse(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
+        raise _no_closed_form(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
                          f"decay_type={kw['decay_type']!r}; translated are a linear warmup and a linear or cosine "
                          "decay")
     if kw["decay_type"] == "cosine":
@@ -248,18 +336,18 @@ def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
 def _onecycle(s: Any, unit: str) -> Entry:
     kind = getattr(s, "_anneal_func_type", None) or getattr(getattr(s, "anneal_func", None), "__name__", "")
     if "cos" not in kind:
-        raise _refuse(s, "anneals linearly (anneal_strategy='linear'); Tessera's onecycle anneals by a cosine: give "
+        raise _no_closed_form(s, "anneals linearly (anneal_strategy='linear'); Tessera's onecycle anneals by a cosine: give "
                          "anneal_strategy='cos'")
     if s.cycle_momentum:
         raise _refuse(s, "cycles the momentum too (cycle_momentum=True, the default); Tessera's onecycle schedules "
                          "the lr only: give cycle_momentum=False (the momentum then stays the optimizer's)")
     if len(s._schedule_phases) != 2:
-        raise _refuse(s, "has three phases (three_phase=True); Tessera's onecycle rises then falls: give "
+        raise _no_closed_form(s, "has three phases (three_phase=True); Tessera's onecycle rises then falls: give "
                          "three_phase=False")
     total = int(s.total_steps)
     up = float(s._schedule_phases[0]["end_step"])  # torch's pct_start * total_steps - 1
     if total < 2 or not 0 < up < total - 1:
-        raise _refuse(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than "
+        raise _no_closed_form(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than "
                          "one step up and at least one down: raise pct_start or total_steps")
     groups = s.optimizer.param_groups
     div = [g["max_lr"] / g["initial_lr"] for g in groups]
@@ -274,7 +362,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
     scale the lr by a factor rather than set it; `watched`: the metric a ReduceLROnPlateau follows."""
     name = type(s).__name__
     if name in _REFUSED:
-        raise _refuse(s, "is not translated: " + _REFUSED[name])
+        raise _no_closed_form(s, "is not translated: " + _REFUSED[name])
     if name == "ReduceLROnPlateau":
         if chained:
             raise _refuse(s, "reduces the lr that the other torch schedulers set, step by step, which Tessera's "
@@ -282,7 +370,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
                              "schedules (which it multiplies)")
         return [_plateau(s, watched)]
     if chained and name in ("OneCycleLR", "CosineAnnealingWarmRestarts", "SequentialLR", "LambdaLR"):
-        raise _refuse(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
+        raise _no_closed_form(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
                          "alone")
     if name == "StepLR":
         return [{"step": {"step_size": _time(s.step_size, unit, s, "step_size"), "gamma": float(s.gamma)}}]
@@ -307,7 +395,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
                                 "t_max": _time(s.total_iters, unit, s, "total_iters")}}]
     if name == "CosineAnnealingLR":
         if chained and s.eta_min:
-            raise _refuse(s, "with eta_min > 0 adds to the lr rather than scaling it, so it cannot be chained with "
+            raise _no_closed_form(s, "with eta_min > 0 adds to the lr rather than scaling it, so it cannot be chained with "
                              "other schedulers: give eta_min=0, or give it alone")
         return [{"cosine": {"t_max": _time(s.T_max, unit, s, "T_max"),
                             "alpha_f": _common_ratio(s, float(s.eta_min))}}]
@@ -323,14 +411,14 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
         for child in s._schedulers:
             entries = _one(child, unit, chained=False)
             if len(entries) != 1:
-                raise _refuse(child, "becomes several Tessera schedules (a chain, or milestones given more than "
+                raise _no_closed_form(child, "becomes several Tessera schedules (a chain, or milestones given more than "
                                      "once), which a SequentialLR part cannot be: give it as one schedule")
             parts.append(entries[0])
         return [{"sequential": {"schedulers": parts,
                                 "milestones": [_time(m, unit, s, "milestones") for m in s._milestones]}}]
     if name == "ChainedScheduler":
         return [e for child in s._schedulers for e in _one(child, unit, chained=True)]
-    raise _refuse(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
+    raise _no_closed_form(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
                      "LinearLR, PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, "
                      "SequentialLR, ChainedScheduler, ReduceLROnPlateau, and Hugging Face's LambdaLRs); give "
                      "Tessera schedules as recipe entries (tessera.registered('schedulers'))")
@@ -350,11 +438,13 @@ def _optimizers_of(s: Any) -> List[Any]:
     return [s.optimizer]
 
 
-def from_torch(schedulers: Sequence[Any], optimizers: Sequence[Any], every_batch: bool) -> List[Entry]:
+def from_torch(schedulers: Sequence[Any], optimizers: Sequence[Any],
+               every_batch: bool) -> List[Union[Entry, TorchTable]]:
     """The Tessera schedules that set the lrs the torch `schedulers` set, stepped once per batch (`every_batch`) or
     once per epoch; the schedulers must drive `optimizers` (the torch optimizers given with them: one, or Muon's
     pair, which share one schedule). Several schedulers of one optimizer multiply, as torch's ChainedScheduler's do.
-    InputError, saying why, for what has no equivalent."""
+    When one has no closed form here, all are followed as torch steps them: one TorchTable. InputError, saying why,
+    for what cannot be followed either (a ReduceLROnPlateau beside such schedulers, a cycled momentum)."""
     unit = "ba" if every_batch else "ep"
     per_optimizer: Dict[int, List[Any]] = {id(o): [] for o in optimizers}
     for given in schedulers:
@@ -365,12 +455,22 @@ def from_torch(schedulers: Sequence[Any], optimizers: Sequence[Any], every_batch
             raise _refuse(s, "drives another optimizer than the torch optimizer given to the Trainer; build it over "
                              "that optimizer")
         per_optimizer[targets.pop()].append((s, watched))
-    lists = [[e for s, watched in group for e in _one(s, unit, chained=len(group) > 1, watched=watched)]
-             for group in per_optimizer.values()]
+    try:
+        lists = [[e for s, watched in group for e in _one(s, unit, chained=len(group) > 1, watched=watched)]
+                 for group in per_optimizer.values()]
+    except _NoClosedForm as why:  # followed as torch steps them, all of them
+        groups = [[s for s, _ in group] for group in per_optimizer.values()]
+        if any(not group for group in groups):
+            raise _different_muon_schedules() from None
+        return [TorchTable(groups, str(why))]
     if any(entries != lists[0] for entries in lists[1:]):
-        raise _C.InputError("schedulers: Muon and its AdamW are given different schedules; Tessera's muon scales both "
-                            "kinds of parameters by one schedule: give both optimizers the same schedulers")
+        raise _different_muon_schedules()
     return lists[0]
+
+
+def _different_muon_schedules() -> _C.InputError:
+    return _C.InputError("schedulers: Muon and its AdamW are given different schedules; Tessera's muon scales both "
+                         "kinds of parameters by one schedule: give both optimizers the same schedulers")
 
 
 def check_horizons(schedulers: Sequence[Any], steps: int) -> None:

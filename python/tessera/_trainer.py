@@ -11,7 +11,7 @@ from ._metrics import entries, per_evaluator
 from ._optimizers import from_torch
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
-from ._schedulers import check_horizons, is_torch_schedule, unwrap
+from ._schedulers import TorchTable, check_horizons, is_torch_schedule, unwrap
 from ._schedulers import from_torch as schedules_from_torch
 
 if TYPE_CHECKING:  # typed keyword arguments for checkers; nothing is imported at run time
@@ -151,8 +151,9 @@ class Trainer(_C._Trainer):
 
     `optimizer` may be a torch.optim optimizer over the module's parameters and `schedulers` torch's lr schedulers
     over it (one, or a list beside Tessera's entries): both are translated into the Tessera optimizer and schedules
-    that make the same updates and set the same lrs, or refused with the reason; torch schedulers are stepped once per
-    epoch unless step_schedulers_every_batch=True, as in Composer (docs/python.md, "Schedulers from torch").
+    that make the same updates and set the same lrs (schedulers with no Tessera equivalent are stepped by torch over the
+    run before step 1 and followed as a table of their rates), or refused with the reason; torch schedulers are stepped
+    once per epoch unless step_schedulers_every_batch=True, as in Composer (docs/python.md, "Schedulers from torch").
 
     Other keyword arguments are TrainerOptions fields (max_duration, seed, threads, microbatch_size,
     eval_interval, deterministic, precision, eval_precision, loss_scaling, run_dir, log_interval, nonfinite_loss,
@@ -212,6 +213,7 @@ class Trainer(_C._Trainer):
         schedule_list = list(schedulers) if isinstance(schedulers, (list, tuple)) else (
             [] if schedulers is None else [schedulers])
         torch_schedules = [s for s in schedule_list if is_torch_schedule(s)]
+        tables: List[TorchTable] = []  # torch schedules no Tessera schedule equals, followed as torch steps them
         torch_optimizer: Any = None
         if isinstance(optimizer, torch.optim.Optimizer) or torch_optimizers:
             if not isinstance(model, torch.nn.Module):
@@ -237,6 +239,8 @@ class Trainer(_C._Trainer):
                 options["step_schedulers_every_batch"] = every_batch
             optimizers = list(torch_optimizer) if isinstance(torch_optimizer, (list, tuple)) else [torch_optimizer]
             entries = schedules_from_torch(torch_schedules, optimizers, bool(every_batch))
+            tables = [e for e in entries if isinstance(e, TorchTable)]
+            entries = [e for e in entries if not isinstance(e, TorchTable)]
             first = next(i for i, s in enumerate(schedule_list) if is_torch_schedule(s))
             rest = [s for s in schedule_list if not is_torch_schedule(s)]
             schedulers = rest[:first] + entries + rest[first:]
@@ -246,6 +250,8 @@ class Trainer(_C._Trainer):
                            model_call, output_key, input_key, target_key, dataloader_resume)
         if "module" in user:
             model = None
+        if tables:
+            user["torch_tables"] = [(t, t.name, not options["step_schedulers_every_batch"]) for t in tables]
         sections = {
             "model": model,
             "train_data": train_data,
@@ -298,7 +304,7 @@ class Trainer(_C._Trainer):
         ]
         super().__init__(rec, algorithm_objects, callback_objects, user)
         self._module = user.get("module")
-        if torch_schedules:  # where torch's schedule would leave its closed form, now that the run's length is known
+        if torch_schedules and not tables:  # where torch's would leave its closed form, now that the length is known
             length, per_epoch = self.state.max_duration, self.state.batches_per_epoch
             batches = {"ep": length.value * per_epoch, "ba": length.value}.get(str(length.unit))
             if batches is not None:  # in the schedule's own steps: scale_schedule_ratio scaled both

@@ -69,7 +69,26 @@ CASES = {
     "chained": lambda o, n: lr.ChainedScheduler([lr.ExponentialLR(o, gamma=0.9), lr.StepLR(o, step_size=2,
                                                                                              gamma=0.5)]),
     "list": lambda o, n: [lr.ExponentialLR(o, gamma=0.95), lr.MultiStepLR(o, milestones=[1, 3], gamma=0.5)],
+    # No Tessera schedule equals these: they are followed as torch steps them (a table of its rates for the run).
+    "table_lambda_warmup": lambda o, n: lr.LambdaLR(o, lambda k: min(1.0, (k + 1) / 3) * 0.97 ** k),
+    "table_multiplicative": lambda o, n: lr.MultiplicativeLR(o, lambda k: 0.9 if k % 2 else 1.0),
+    "table_cyclic": lambda o, n: lr.CyclicLR(o, base_lr=[0.01, 0.03], max_lr=[0.1, 0.3], step_size_up=2,
+                                             mode="triangular2", cycle_momentum=False),
+    "table_lambda_then_cosine": lambda o, n: lr.SequentialLR(
+        o, [lr.LambdaLR(o, lambda k: (k + 1) / 3), lr.CosineAnnealingLR(o, T_max=n - 3)], milestones=[3]),
+    "table_onecycle_three_linear_phases": lambda o, n: lr.OneCycleLR(
+        o, max_lr=[0.5, 1.5], total_steps=n, anneal_strategy="linear", three_phase=True, cycle_momentum=False),
+    "table_setting_schedulers_chained": lambda o, n: [lr.ExponentialLR(o, gamma=0.9),
+                                                      lr.CosineAnnealingWarmRestarts(o, T_0=2)],
+    "table_own_scheduler": lambda o, n: HalvingEveryOther(o),
 }
+
+
+class HalvingEveryOther(getattr(lr, "LRScheduler", lr._LRScheduler)):
+    """A scheduler of one's own (a subclass of torch's base class)."""
+
+    def get_lr(self):
+        return [base * 0.5 ** (self.last_epoch // 2) for base in self.base_lrs]
 
 
 def torch_lrs(model, case, steps, every_batch):
@@ -99,6 +118,7 @@ def test_a_torch_scheduler_sets_the_lrs_it_sets_in_torch(case, every_batch, tmp_
                               schedulers=CASES[case](optimizer, steps), callbacks=[recorder],
                               step_schedulers_every_batch=every_batch, max_duration=f"{EPOCHS}ep", threads=1,
                               run_dir=str(tmp_path))
+    assert bool(trainer.recipe.to_dict().get("schedulers")) != case.startswith("table_")  # entries, or a table
     trainer.fit()
     assert trainer.options["step_schedulers_every_batch"] == every_batch
     assert len(recorder.lrs) == len(expected)
@@ -160,19 +180,12 @@ def refusal(tmp_path, make, optimizer_entry=None, max_duration="1ep", **kw):
 
 
 def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
-    assert "is a Python function" in refusal(tmp_path, lambda o: lr.LambdaLR(o, lambda k: 0.9 ** k))
-    assert "no cyclic schedule" in refusal(tmp_path, lambda o: lr.CyclicLR(o, 0.01, 0.1, cycle_momentum=False))
     assert "give cycle_momentum=False" in refusal(tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10))
-    assert "give three_phase=False" in refusal(
-        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10, three_phase=True, cycle_momentum=False))
-    assert "give anneal_strategy='cos'" in refusal(
-        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10, anneal_strategy="linear",
-                                          cycle_momentum=False))
+    assert "cycles the momentum too (cycle_momentum=True, the default)" in refusal(
+        tmp_path, lambda o: lr.CyclicLR(o, 0.01, 0.1))
     # eta_min is an absolute lr: a different fraction of each group's.
     assert "ends at eta_min=0.01 in groups of different lrs" in refusal(
         tmp_path, lambda o: lr.CosineAnnealingLR(o, T_max=4, eta_min=0.01))
-    assert "cannot be chained" in refusal(
-        tmp_path, lambda o: [lr.ExponentialLR(o, gamma=0.9), lr.CosineAnnealingWarmRestarts(o, T_0=2)])
 
     def stepped(o):
         s = lr.StepLR(o, step_size=2)
@@ -192,11 +205,58 @@ def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
     assert "T_max=1 but sets the lr for 3 steps" in refusal(
         tmp_path, lambda o: lr.SequentialLR(o, [lr.ConstantLR(o, total_iters=1), lr.CosineAnnealingLR(o, T_max=1)],
                                             milestones=[1]), step_schedulers_every_batch=True)
-    assert "rises over 0.9 of its 3 steps (pct_start x total_steps); expected more than one step up" in refusal(
-        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=3, cycle_momentum=False))
-    # A Tessera schedule's own check, at its place in the recipe: T_max=0 is no horizon.
-    assert "T_max=0; expected a whole number of steps > 0" in refusal(tmp_path,
-                                                                        lambda o: lr.CosineAnnealingLR(o, T_max=0))
+
+
+def test_schedulers_followed_as_torch_steps_them_are_refused_where_that_cannot_be(tmp_path):
+    # A group lambda of its own each: the groups' lrs are not one factor of their initial lrs.
+    assert ("torch LambdaLR set(s) the groups' lrs to different fractions of their initial lrs at step 1 "
+            "([0.5, 0.25])") in refusal(tmp_path, lambda o: lr.LambdaLR(o, [lambda k: 0.5 ** k, lambda k: 0.25 ** k]),
+                                        step_schedulers_every_batch=True)
+    # A ReduceLROnPlateau follows a metric: it cannot be stepped ahead of the run with them.
+    assert "follows a metric, so it cannot be stepped ahead of the run" in refusal(
+        tmp_path, lambda o: [lr.LambdaLR(o, lambda k: 1.0 / (k + 1)),
+                             {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "loss", "label": "train"}])
+    # Their steps are torch's: not scaled.
+    assert "scale_schedule_ratio: 2 with torch LambdaLR, which has no Tessera equivalent" in refusal(
+        tmp_path, lambda o: lr.LambdaLR(o, lambda k: 1.0 / (k + 1)), scale_schedule_ratio=2.0)
+    # What torch raises when stepped is named with the step, before step 1.
+    assert "torch's CosineAnnealingLR raised ZeroDivisionError at step 1 of the run's 4" in refusal(
+        tmp_path, lambda o: lr.CosineAnnealingLR(o, T_max=0), step_schedulers_every_batch=True)
+
+
+def test_a_run_followed_as_torch_steps_its_schedulers_resumes_exactly(tmp_path):
+    """The table is the same for the resumed run: it continues with the rates of the run in one go; the user's
+    scheduler is left as it was given."""
+    def run(folder, stop_after=None, resume=False):
+        model = Net()
+        optimizer = sgd(model, momentum=0.9)
+        scheduler = lr.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / 5) * 0.9 ** (k // 7))
+        given = [g["lr"] for g in optimizer.param_groups]
+        recorder = LrRecorder()
+        callbacks = [recorder]
+        if stop_after is not None:
+            class Stop(tessera.Callback):
+                name = "stop"
+
+                def batch_end(self, state, logger):
+                    if state.timestamp.batch == stop_after:
+                        state.stop_training()
+            callbacks.append(Stop())
+        trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer, schedulers=scheduler,
+                                  callbacks=callbacks, step_schedulers_every_batch=True,
+                                  checkpoint={"folder": str(folder), "interval": "1ep", "autoresume": resume},
+                                  max_duration=f"{EPOCHS}ep", threads=1, run_dir=str(tmp_path))
+        assert scheduler.last_epoch == 0 and [g["lr"] for g in optimizer.param_groups] == given  # as it was
+        trainer.fit()
+        return model, recorder.lrs
+
+    whole, lrs = run(tmp_path / "whole")
+    assert lrs[0] == pytest.approx([0.02, 0.06]) and lrs[8] == pytest.approx([0.09, 0.27])
+    run(tmp_path / "cut", stop_after=2 * BATCHES_PER_EPOCH)
+    resumed, tail = run(tmp_path / "cut", resume=True)
+    assert tail == lrs[2 * BATCHES_PER_EPOCH:]
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_with_one_lr_eta_min_is_a_fraction_of_it_and_muons_pair_shares_one_schedule():
@@ -422,7 +482,9 @@ def as_reported(optimizer, report):
 @pytest.mark.parametrize("every_batch", [True, False], ids=["every_batch", "every_epoch"])
 @pytest.mark.parametrize("case", ["constant", "constant_with_warmup", "linear", "linear_without_warmup", "cosine",
                                   "cosine_with_min_lr", "polynomial", "wsd_linear", "wsd_cosine", "hard_restarts",
-                                  "hard_restarts_without_warmup", "inverse_sqrt", "inverse_sqrt_with_timescale"])
+                                  "hard_restarts_without_warmup", "inverse_sqrt", "inverse_sqrt_with_timescale",
+                                  # followed as torch steps them: no Tessera schedule has their shape
+                                  "hard_restarts_of_part_steps", "two_cosine_cycles", "wsd_1_sqrt"])
 def test_hugging_faces_schedules_set_the_lrs_they_set_in_torch(huggingface, case, every_batch, tmp_path):
     report = huggingface["ba" if every_batch else "ep"][case]
     model = Net()
@@ -442,19 +504,9 @@ def test_hugging_faces_schedules_set_the_lrs_they_set_in_torch(huggingface, case
     assert (len(set(report["factors"])) > 1) == (case != "constant")
 
 
-def test_hugging_faces_schedules_without_an_equivalent_are_refused_with_the_reason(huggingface, tmp_path):
-    def refused(case):
-        return refusal(tmp_path, lambda o: as_reported(o, huggingface["ba"][case]), step_schedulers_every_batch=True,
-                       max_duration=f"{EPOCHS}ep")
+def test_hugging_faces_cosine_past_its_horizon_is_refused_with_the_reason(huggingface, tmp_path):
     steps = BATCHES_PER_EPOCH * EPOCHS
-    assert (f"has 2 cycles in the {steps - 1} steps from num_warmup_steps to num_training_steps, cycles of "
-            f"{(steps - 1) / 2:g} steps; Tessera's restarts fall on whole steps") in refused(
-        "hard_restarts_of_part_steps")
-    assert "has num_cycles=1.0; Tessera's cosine falls once" in refused("two_cosine_cycles")
-    assert "(Hugging Face's warmup-stable-decay) has warmup_type='linear' and decay_type='1-sqrt'" in refused(
-        "wsd_1_sqrt")
     assert (f"(Hugging Face's cosine) has num_training_steps={steps - 2} but sets the lr for {steps} steps here: past "
-            "it Hugging Face's cosine rises again") in refused("cosine_too_short")
-    # Chained, it would set the lr rather than scale the others'.
-    assert "cannot be chained" in refusal(tmp_path, lambda o: [lr.ExponentialLR(o, gamma=0.9),
-                                                               as_reported(o, huggingface["ba"]["linear"])])
+            "it Hugging Face's cosine rises again") in refusal(
+        tmp_path, lambda o: as_reported(o, huggingface["ba"]["cosine_too_short"]), step_schedulers_every_batch=True,
+        max_duration=f"{EPOCHS}ep")
