@@ -29,7 +29,7 @@ class _NoClosedForm(Exception):
     them (TorchTable)."""
 
 
-def _no_closed_form(scheduler: Any, why: str) -> _NoClosedForm:
+def _no_form(scheduler: Any, why: str) -> _NoClosedForm:
     return _NoClosedForm(f"torch's {type(scheduler).__name__} {why}")
 
 
@@ -145,27 +145,27 @@ def _refuse(scheduler: Any, why: str) -> _C.InputError:
 def _count(scheduler: Any, value: Any, what: str, least: int) -> int:
     """`value` as a whole number of steps >= `least`; InputError naming `what` otherwise."""
     if int(value) != value or value < least:
-        raise _no_closed_form(scheduler, f"has {what}={value!r}; expected a whole number of steps >= {least}")
+        raise _no_form(scheduler, f"has {what}={value!r}; expected a whole number of steps >= {least}")
     return int(value)
 
 
 def _fraction(scheduler: Any, value: Any, what: str) -> float:
     """`value` as a fraction of the lr in [0, 1]; InputError naming `what` otherwise."""
     if not 0 <= float(value) <= 1:
-        raise _no_closed_form(scheduler, f"has {what}={value}; expected a fraction of the lr in [0, 1]")
+        raise _no_form(scheduler, f"has {what}={value}; expected a fraction of the lr in [0, 1]")
     return float(value)
 
 
 def _half_cosine(scheduler: Any, num_cycles: Any) -> None:
     """Hugging Face's cosines: Tessera's `cosine` is num_cycles=0.5 (one fall from 1 to the end)."""
     if float(num_cycles) != 0.5:
-        raise _no_closed_form(scheduler, f"has num_cycles={num_cycles}; Tessera's cosine falls once from 1 to its end "
+        raise _no_form(scheduler, f"has num_cycles={num_cycles}; Tessera's cosine falls once from 1 to its end "
                                  "(num_cycles=0.5, the default)")
 
 
 def _time(steps: Any, unit: str, scheduler: Any, what: str) -> str:
     if int(steps) != steps or steps <= 0:
-        raise _no_closed_form(scheduler, f"has {what}={steps!r}; expected a whole number of steps > 0")
+        raise _no_form(scheduler, f"has {what}={steps!r}; expected a whole number of steps > 0")
     return f"{int(steps)}{unit}"
 
 
@@ -262,7 +262,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
     the decay (which counts its time from the milestone W, as f does)."""
     found = _hf_function(s)
     if found is None:
-        raise _no_closed_form(s, "is not translated: its rate is a Python function, which a recipe cannot hold; translated "
+        raise _no_form(s, "is not translated: its rate is a Python function, which a recipe cannot hold; translated "
                          f"are Hugging Face's {_HF_TRANSLATED}; write other schedules as Tessera schedules (a "
                          "`sequential` of `linear`, `cosine`, ... covers the usual warmup shapes)")
     name, kw = found
@@ -279,7 +279,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
         return _in_turn([rise, (0, {"inverse_sqrt": {"timescale": timescale}})], unit)
     total = kw["num_training_steps"]
     if int(total) != total or total <= warmup:
-        raise _no_closed_form(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
+        raise _no_form(s, f"has num_training_steps={total!r} and num_warmup_steps={warmup}; expected a whole "
                          "number of steps greater than the warmup's")
     steps = int(total) - warmup
     span = _time(steps, unit, s, "num_training_steps - num_warmup_steps")
@@ -292,7 +292,7 @@ def _huggingface(s: Any, unit: str) -> Entry:
         return _in_turn([rise, *_hard_restarts(s, kw["num_cycles"], steps, unit)], unit)
     else:  # polynomial: from lr_init down to lr_end, as a fraction of lr_init
         if not 0 <= float(kw["lr_end"]) < float(kw["lr_init"]):
-            raise _no_closed_form(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
+            raise _no_form(s, f"has lr_end={kw['lr_end']} and lr_init={kw['lr_init']}; expected 0 <= lr_end < "
                              "lr_init")
         decay = {"polynomial": {"power": float(kw["power"]), "alpha_f": float(kw["lr_end"]) / float(kw["lr_init"]),
                                 "t_max": span}}
@@ -303,10 +303,10 @@ def _hard_restarts(s: Any, num_cycles: Any, steps: int, unit: str) -> List[Tuple
     """Hugging Face's cosine with hard restarts: num_cycles falls from 1 to 0 over the `steps` after the warmup, then
     0. The cycles but the last are a `cosine_warm_restarts`; the last, a `cosine`, holds 0 past its end."""
     if int(num_cycles) != num_cycles or num_cycles < 1:
-        raise _no_closed_form(s, f"has num_cycles={num_cycles!r}; expected a whole number of cycles >= 1")
+        raise _no_form(s, f"has num_cycles={num_cycles!r}; expected a whole number of cycles >= 1")
     n = int(num_cycles)
     if steps % n:
-        raise _no_closed_form(s, f"has {n} cycles in the {steps} steps from num_warmup_steps to num_training_steps, cycles of "
+        raise _no_form(s, f"has {n} cycles in the {steps} steps from num_warmup_steps to num_training_steps, cycles of "
                          f"{steps / n:g} steps; Tessera's restarts fall on whole steps: give num_training_steps - "
                          "num_warmup_steps a multiple of num_cycles")
     cycle = steps // n
@@ -318,7 +318,7 @@ def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
     """Hugging Face's warmup-stable-decay: from min_lr_ratio m up to 1 over W steps, 1 for S steps, down to m over D
     steps, then m."""
     if kw["warmup_type"] != "linear" or kw["decay_type"] not in ("linear", "cosine"):
-        raise _no_closed_form(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
+        raise _no_form(s, f"(Hugging Face's warmup-stable-decay) has warmup_type={kw['warmup_type']!r} and "
                          f"decay_type={kw['decay_type']!r}; translated are a linear warmup and a linear or cosine "
                          "decay")
     if kw["decay_type"] == "cosine":
@@ -336,18 +336,18 @@ def _wsd(s: Any, unit: str, kw: Dict[str, Any]) -> Entry:
 def _onecycle(s: Any, unit: str) -> Entry:
     kind = getattr(s, "_anneal_func_type", None) or getattr(getattr(s, "anneal_func", None), "__name__", "")
     if "cos" not in kind:
-        raise _no_closed_form(s, "anneals linearly (anneal_strategy='linear'); Tessera's onecycle anneals by a cosine: give "
+        raise _no_form(s, "anneals linearly (anneal_strategy='linear'); Tessera's onecycle anneals by a cosine: give "
                          "anneal_strategy='cos'")
     if s.cycle_momentum:
         raise _refuse(s, "cycles the momentum too (cycle_momentum=True, the default); Tessera's onecycle schedules "
                          "the lr only: give cycle_momentum=False (the momentum then stays the optimizer's)")
     if len(s._schedule_phases) != 2:
-        raise _no_closed_form(s, "has three phases (three_phase=True); Tessera's onecycle rises then falls: give "
+        raise _no_form(s, "has three phases (three_phase=True); Tessera's onecycle rises then falls: give "
                          "three_phase=False")
     total = int(s.total_steps)
     up = float(s._schedule_phases[0]["end_step"])  # torch's pct_start * total_steps - 1
     if total < 2 or not 0 < up < total - 1:
-        raise _no_closed_form(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than "
+        raise _no_form(s, f"rises over {up + 1:g} of its {total} steps (pct_start x total_steps); expected more than "
                          "one step up and at least one down: raise pct_start or total_steps")
     groups = s.optimizer.param_groups
     div = [g["max_lr"] / g["initial_lr"] for g in groups]
@@ -362,7 +362,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
     scale the lr by a factor rather than set it; `watched`: the metric a ReduceLROnPlateau follows."""
     name = type(s).__name__
     if name in _REFUSED:
-        raise _no_closed_form(s, "is not translated: " + _REFUSED[name])
+        raise _no_form(s, "is not translated: " + _REFUSED[name])
     if name == "ReduceLROnPlateau":
         if chained:
             raise _refuse(s, "reduces the lr that the other torch schedulers set, step by step, which Tessera's "
@@ -370,7 +370,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
                              "schedules (which it multiplies)")
         return [_plateau(s, watched)]
     if chained and name in ("OneCycleLR", "CosineAnnealingWarmRestarts", "SequentialLR", "LambdaLR"):
-        raise _no_closed_form(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
+        raise _no_form(s, "sets the lr rather than scaling it, so it cannot be chained with other schedulers; give it "
                          "alone")
     if name == "StepLR":
         return [{"step": {"step_size": _time(s.step_size, unit, s, "step_size"), "gamma": float(s.gamma)}}]
@@ -395,7 +395,7 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
                                 "t_max": _time(s.total_iters, unit, s, "total_iters")}}]
     if name == "CosineAnnealingLR":
         if chained and s.eta_min:
-            raise _no_closed_form(s, "with eta_min > 0 adds to the lr rather than scaling it, so it cannot be chained with "
+            raise _no_form(s, "with eta_min > 0 adds to the lr rather than scaling it, so it cannot be chained with "
                              "other schedulers: give eta_min=0, or give it alone")
         return [{"cosine": {"t_max": _time(s.T_max, unit, s, "T_max"),
                             "alpha_f": _common_ratio(s, float(s.eta_min))}}]
@@ -411,14 +411,14 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
         for child in s._schedulers:
             entries = _one(child, unit, chained=False)
             if len(entries) != 1:
-                raise _no_closed_form(child, "becomes several Tessera schedules (a chain, or milestones given more than "
+                raise _no_form(child, "becomes several Tessera schedules (a chain, or milestones given more than "
                                      "once), which a SequentialLR part cannot be: give it as one schedule")
             parts.append(entries[0])
         return [{"sequential": {"schedulers": parts,
                                 "milestones": [_time(m, unit, s, "milestones") for m in s._milestones]}}]
     if name == "ChainedScheduler":
         return [e for child in s._schedulers for e in _one(child, unit, chained=True)]
-    raise _no_closed_form(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
+    raise _no_form(s, "has no Tessera equivalent (translated: StepLR, MultiStepLR, ExponentialLR, ConstantLR, "
                      "LinearLR, PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, "
                      "SequentialLR, ChainedScheduler, ReduceLROnPlateau, and Hugging Face's LambdaLRs); give "
                      "Tessera schedules as recipe entries (tessera.registered('schedulers'))")
