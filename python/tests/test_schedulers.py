@@ -14,6 +14,7 @@ from torch.optim import lr_scheduler as lr
 
 import tessera
 from tessera._schedulers import from_torch
+from conftest import StopAt
 
 BATCHES_PER_EPOCH = 4
 EPOCHS = 6
@@ -51,6 +52,25 @@ class LrRecorder(tessera.Callback):
 
     def batch_start(self, state, logger):
         self.lrs.append([g["lr"] for g in state.optimizer.param_groups])
+
+
+def checkpointed_run(tmp_path, folder, make_schedulers, stop_after=None, resume=False, check=None, **options):
+    """A run of EPOCHS epochs with a checkpoint every epoch in tmp_path / folder: stopped after batch `stop_after`, or
+    resumed from the folder; `check(optimizer, schedulers)` once the Trainer is built. The model and each batch's
+    lrs."""
+    model = Net()
+    optimizer = sgd(model, momentum=0.9)
+    schedulers = make_schedulers(optimizer)
+    recorder = LrRecorder()
+    trainer = tessera.Trainer(
+        model=model, train_dataloader=loader(), optimizer=optimizer, schedulers=schedulers,
+        callbacks=[recorder] + ([StopAt(stop_after)] if stop_after is not None else []),
+        checkpoint={"folder": str(tmp_path / folder), "interval": "1ep", "autoresume": resume},
+        max_duration=f"{EPOCHS}ep", threads=1, run_dir=str(tmp_path), **options)
+    if check is not None:
+        check(optimizer, schedulers)
+    trainer.fit()
+    return model, recorder.lrs
 
 
 # name -> (optimizer, steps in the run) -> the scheduler(s)
@@ -227,33 +247,18 @@ def test_schedulers_followed_as_torch_steps_them_are_refused_where_that_cannot_b
 def test_a_run_followed_as_torch_steps_its_schedulers_resumes_exactly(tmp_path):
     """The table is the same for the resumed run: it continues with the rates of the run in one go; the user's
     scheduler is left as it was given."""
-    def run(folder, stop_after=None, resume=False):
-        model = Net()
-        optimizer = sgd(model, momentum=0.9)
-        scheduler = lr.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / 5) * 0.9 ** (k // 7))
-        given = [g["lr"] for g in optimizer.param_groups]
-        recorder = LrRecorder()
-        callbacks = [recorder]
-        if stop_after is not None:
-            class Stop(tessera.Callback):
-                name = "stop"
+    def make(optimizer):
+        return lr.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / 5) * 0.9 ** (k // 7))
 
-                def batch_end(self, state, logger):
-                    if state.timestamp.batch == stop_after:
-                        state.stop_training()
-            callbacks.append(Stop())
-        trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer, schedulers=scheduler,
-                                  callbacks=callbacks, step_schedulers_every_batch=True,
-                                  checkpoint={"folder": str(folder), "interval": "1ep", "autoresume": resume},
-                                  max_duration=f"{EPOCHS}ep", threads=1, run_dir=str(tmp_path))
-        assert scheduler.last_epoch == 0 and [g["lr"] for g in optimizer.param_groups] == given  # as it was
-        trainer.fit()
-        return model, recorder.lrs
+    def as_given(optimizer, scheduler):
+        assert scheduler.last_epoch == 0
+        assert [g["lr"] for g in optimizer.param_groups] == [0.1 * 0.2, 0.3 * 0.2]  # torch's base lr x f(0)
 
-    whole, lrs = run(tmp_path / "whole")
+    whole, lrs = checkpointed_run(tmp_path, "whole", make, check=as_given, step_schedulers_every_batch=True)
     assert lrs[0] == pytest.approx([0.02, 0.06]) and lrs[8] == pytest.approx([0.09, 0.27])
-    run(tmp_path / "cut", stop_after=2 * BATCHES_PER_EPOCH)
-    resumed, tail = run(tmp_path / "cut", resume=True)
+    checkpointed_run(tmp_path, "cut", make, stop_after=2 * BATCHES_PER_EPOCH, step_schedulers_every_batch=True)
+    resumed, tail = checkpointed_run(tmp_path, "cut", make, resume=True, check=as_given,
+                                     step_schedulers_every_batch=True)
     assert tail == lrs[2 * BATCHES_PER_EPOCH:]
     for (name, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
         assert torch.equal(a, b), name
@@ -359,31 +364,15 @@ def test_a_run_with_a_plateau_resumes_where_it_reduced(tmp_path):
     """Killed after the plateau has reduced, the resumed run continues with its reductions, best value and counts,
     and ends on the weights of the run in one go."""
     def run(folder, stop_after=None, resume=False):
-        model = Net()
-        optimizer = sgd(model, momentum=0.9)
-        recorder = LrRecorder()
-        callbacks = [recorder]
-        if stop_after is not None:
-            class Stop(tessera.Callback):
-                name = "stop"
+        return checkpointed_run(
+            tmp_path, folder, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, factor=0.5, patience=0, threshold=0.5,
+                                                                           eps=0), "monitor": "loss", "label": "train"},
+            stop_after=stop_after, resume=resume)
 
-                def batch_end(self, state, logger):
-                    if state.timestamp.batch == stop_after:
-                        state.stop_training()
-            callbacks.append(Stop())
-        trainer = tessera.Trainer(
-            model=model, train_dataloader=loader(), optimizer=optimizer, callbacks=callbacks,
-            schedulers={"scheduler": lr.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, threshold=0.5, eps=0),
-                        "monitor": "loss", "label": "train"},
-            checkpoint={"folder": str(folder), "interval": "1ep", "autoresume": resume},
-            max_duration=f"{EPOCHS}ep", threads=1, run_dir=str(tmp_path))
-        trainer.fit()
-        return model, recorder.lrs
-
-    whole, lrs = run(tmp_path / "whole")
+    whole, lrs = run("whole")
     assert lrs[-1][0] < 0.1 / 2  # reduced twice or more
-    run(tmp_path / "cut", stop_after=3 * BATCHES_PER_EPOCH)
-    resumed, tail = run(tmp_path / "cut", resume=True)
+    run("cut", stop_after=3 * BATCHES_PER_EPOCH)
+    resumed, tail = run("cut", resume=True)
     assert tail == lrs[3 * BATCHES_PER_EPOCH:]
     for (name, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
         assert torch.equal(a, b), name
