@@ -17,7 +17,7 @@ from . import _C
 
 Entry = Dict[str, Dict[str, Any]]
 # Why these have no closed form here (by class name): they are followed as torch steps them (TorchTable).
-_REFUSED = {
+_UNTRANSLATED = {
     "MultiplicativeLR": "its rate is a Python function, which a recipe cannot hold; an ExponentialLR is the "
                         "constant-factor case",
     "CyclicLR": "Tessera has no cyclic schedule; `cosine_warm_restarts` restarts a cosine each cycle",
@@ -361,8 +361,8 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
     """The entries of one torch scheduler; `chained`: it multiplies others (a ChainedScheduler or a list), so it must
     scale the lr by a factor rather than set it; `watched`: the metric a ReduceLROnPlateau follows."""
     name = type(s).__name__
-    if name in _REFUSED:
-        raise _no_form(s, "is not translated: " + _REFUSED[name])
+    if name in _UNTRANSLATED:
+        raise _no_form(s, "is not translated: " + _UNTRANSLATED[name])
     if name == "ReduceLROnPlateau":
         if chained:
             raise _refuse(s, "reduces the lr that the other torch schedulers set, step by step, which Tessera's "
