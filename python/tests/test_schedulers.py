@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.optim import lr_scheduler as lr
 
 import tessera
-from tessera._schedulers import from_torch
+from tessera._schedulers import TorchTable, from_torch
 from conftest import StopAt
 
 BATCHES_PER_EPOCH = 4
@@ -283,6 +283,22 @@ def test_with_one_lr_eta_min_is_a_fraction_of_it_and_muons_pair_shares_one_sched
                                        "milestones": ["2ba"]}},
                        {"exponential": {"gamma": 0.9, "decay_period": "1ba"}}],
         "milestones": ["3ba"]}}]
+
+
+def test_muons_pair_followed_as_torch_steps_it_shares_one_table():
+    model = Net()
+    a, b = torch.optim.SGD(model.body.parameters(), lr=0.1), torch.optim.SGD(model.head.parameters(), lr=0.2)
+    same = from_torch([lr.LambdaLR(a, lambda k: 1.0 / (k + 1)), lr.LambdaLR(b, lambda k: 1.0 / (k + 1))], [a, b],
+                      every_batch=True)
+    assert len(same) == 1 and isinstance(same[0], TorchTable) and same[0].name == "torch LambdaLR"
+    assert same[0](4) == pytest.approx([1.0, 0.5, 1 / 3, 0.25], rel=1e-12)
+    assert [g["lr"] for g in a.param_groups + b.param_groups] == [0.1, 0.2]  # put back as they were
+    different = from_torch([lr.LambdaLR(a, lambda k: 1.0 / (k + 1)), lr.LambdaLR(b, lambda k: 0.5 ** k)], [a, b],
+                           every_batch=True)
+    with pytest.raises(tessera.InputError, match=r"different schedules.*\(they set 0\.333\d* and 0\.25 at step 2"):
+        different[0](4)
+    with pytest.raises(tessera.InputError, match="given different schedules"):  # one of the pair without any
+        from_torch([lr.LambdaLR(a, lambda k: 1.0 / (k + 1))], [a, b], every_batch=True)
 
 
 def test_a_scaled_schedule_is_checked_in_its_own_steps(tmp_path):
