@@ -11,7 +11,7 @@ import functools
 import itertools
 import math
 import warnings
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _C
 
@@ -37,16 +37,17 @@ class TorchTable:
     """torch's own schedulers, for a scheduler no Tessera schedule equals: called with the run's step count (before
     step 1, by the Trainer's check of its schedules), it steps them as a training loop would — each optimizer's, in the
     order given — and returns lr / initial lr of every step, one factor for every parameter group (Tessera scales
-    every group's lr by one). The schedulers are put back as they were. `groups`: the schedulers of each torch
-    optimizer (Muon's pair: two, which must set the same factors); `why`: why there is no closed form."""
+    every group's lr by one). The schedulers are put back as they were. `groups`: (scheduler, stepped every how many
+    steps) for each scheduler of each torch optimizer (Muon's pair: two, which must set the same factors); `why`: why
+    there is no closed form."""
 
-    def __init__(self, groups: List[List[Any]], why: str) -> None:
+    def __init__(self, groups: List[List[Tuple[Any, int]]], why: str) -> None:
         for group in groups:
-            for s in group:
+            for s, _ in group:
                 _check_followable(s, why)
         self.groups = groups
         self.why = why
-        self.name = "torch " + "+".join(type(s).__name__ for s in groups[0])
+        self.name = "torch " + "+".join(type(s).__name__ for s, _ in groups[0])
 
     def __call__(self, steps: int) -> List[float]:
         tables = [_stepped_factors(group, steps) for group in self.groups]
@@ -71,12 +72,13 @@ def _check_followable(s: Any, why: str) -> None:
                          "set: give cycle_momentum=False (the momentum then stays the optimizer's)")
 
 
-def _stepped_factors(group: List[Any], steps: int) -> List[float]:
-    """lr / initial lr at each of `steps` steps of the schedulers of one optimizer, stepped in order; InputError at the
-    first step where the groups' factors differ. The schedulers' states and the optimizer's lrs are restored after."""
-    optimizer = _optimizers_of(group[0])[0]
+def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> List[float]:
+    """lr / initial lr at each of `steps` steps of the schedulers of one optimizer, each (scheduler, frequency) stepped
+    in order after every `frequency` steps; InputError at the first step where the groups' factors differ. The
+    schedulers' states and the optimizer's lrs are restored after."""
+    optimizer = _optimizers_of(group[0][0])[0]
     groups = optimizer.param_groups
-    saved = [s.state_dict() for s in group]
+    saved = [s.state_dict() for s, _ in group]
     lrs = [g["lr"] for g in groups]
     bases = [g["initial_lr"] for g in groups]
     out: List[float] = []
@@ -87,20 +89,23 @@ def _stepped_factors(group: List[Any], steps: int) -> List[float]:
                 factors = [g["lr"] / b for g, b in zip(groups, bases) if b]
                 first = factors[0] if factors else 1.0
                 if any(not math.isclose(f, first, rel_tol=1e-9, abs_tol=0.0) for f in factors):
+                    names = " + ".join("torch " + type(s).__name__ for s, _ in group)
                     raise _C.InputError(
-                        f"schedulers: {' + '.join('torch ' + type(s).__name__ for s in group)} set(s) the groups' lrs "
-                        f"to different fractions of their initial lrs at step {k} ({factors}); Tessera scales every "
-                        "group's lr by one factor: give every group one schedule (one lr_lambda), or groups of one lr")
+                        f"schedulers: {names} set(s) the groups' lrs to different fractions of their initial lrs at "
+                        f"step {k} ({factors}); Tessera scales every group's lr by one factor: give every group one "
+                        "schedule (one lr_lambda), or groups of one lr")
                 out.append(first)
                 if k + 1 < steps:
-                    for s in group:
+                    for s, frequency in group:
+                        if (k + 1) % frequency:
+                            continue
                         try:
                             s.step()
                         except Exception as e:  # noqa: BLE001 (any error of the user's scheduler, named)
                             raise _refuse(s, f"raised {type(e).__name__} at step {k + 1} of the run's {steps} when "
                                              f"stepped as a training loop would: {e}") from e
     finally:
-        for s, state in zip(group, saved):
+        for (s, _), state in zip(group, saved):
             s.load_state_dict(state)
         for g, lr in zip(groups, lrs):
             g["lr"] = lr
@@ -116,8 +121,9 @@ def is_torch_scheduler(x: Any) -> bool:
 
 
 def is_torch_schedule(x: Any) -> bool:
-    """A torch scheduler, or one with the metric it follows: {"scheduler": ReduceLROnPlateau(...), "monitor":
-    "cross_entropy", "label": "eval"} (as Lightning's lr_scheduler dicts name it)."""
+    """A torch scheduler, or one in a dict as Lightning's lr_scheduler dicts give it: {"scheduler": s, "interval":
+    "step", "frequency": 2}, or a ReduceLROnPlateau with the metric it follows, {"scheduler": ReduceLROnPlateau(...),
+    "monitor": "cross_entropy", "label": "eval"}."""
     return is_torch_scheduler(x) or (isinstance(x, dict) and is_torch_scheduler(x.get("scheduler")))
 
 
@@ -126,16 +132,50 @@ def unwrap(x: Any) -> Any:
     if not isinstance(x, dict):
         return x, None
     s = x["scheduler"]
-    unknown = sorted(set(x) - {"scheduler", "monitor", "label"})
+    unknown = sorted(set(x) - {"scheduler", "monitor", "label", "interval", "frequency"})
     if unknown:
-        raise _refuse(s, f"is given with {unknown}; a scheduler's dict takes scheduler, monitor and label")
+        raise _refuse(s, f"is given with {unknown}; a scheduler's dict takes scheduler, interval, frequency, and for "
+                         "a ReduceLROnPlateau monitor and label")
+    plateau = type(s).__name__ == "ReduceLROnPlateau"
     if "monitor" not in x:
-        raise _refuse(s, "is given in a dict without monitor; name the metric it follows: {'scheduler': ..., "
-                         "'monitor': 'cross_entropy', 'label': 'eval'}")
-    if type(s).__name__ != "ReduceLROnPlateau":
+        if plateau:
+            raise _refuse(s, "is given in a dict without monitor; name the metric it follows: {'scheduler': ..., "
+                             "'monitor': 'cross_entropy', 'label': 'eval'}")
+        return s, None
+    if not plateau:
         raise _refuse(s, f"follows time, not a metric: give it alone, not with monitor={x['monitor']!r} (only a "
                          "ReduceLROnPlateau follows one)")
     return s, {"monitor": str(x["monitor"]), "label": str(x.get("label", "eval"))}
+
+
+def stepping(x: Any) -> Tuple[Optional[str], int]:
+    """A scheduler dict's interval ("step": once per batch, "epoch", or None when not given) and frequency (stepped
+    every `frequency` intervals), as Lightning reads them; a ReduceLROnPlateau's are not used (it takes each new value
+    of its metric)."""
+    if not isinstance(x, dict) or type(x["scheduler"]).__name__ == "ReduceLROnPlateau":
+        return None, 1
+    s, interval, frequency = x["scheduler"], x.get("interval"), x.get("frequency", 1)
+    if interval is not None and interval not in ("step", "epoch"):
+        raise _refuse(s, f"is given with interval={interval!r}; expected 'step' (once per batch) or 'epoch'")
+    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+        raise _refuse(s, f"is given with frequency={frequency!r}; expected a whole number of intervals >= 1")
+    return interval, frequency
+
+
+def every_batch_of(schedules: Sequence[Any], given: Optional[bool]) -> Optional[bool]:
+    """Whether the torch `schedules` step once per batch, from their dicts' intervals; `given`: the Trainer's
+    step_schedulers_every_batch if given. None when neither says. InputError for intervals that disagree."""
+    intervals = {stepping(x)[0] for x in schedules} - {None}
+    if len(intervals) > 1:
+        raise _C.InputError("schedulers: torch schedulers are given with interval 'step' and interval 'epoch'; "
+                            "Tessera steps them all once per batch or all once per epoch: give them one interval")
+    if not intervals:
+        return given
+    every_batch = intervals.pop() == "step"
+    if given is not None and bool(given) != every_batch:
+        raise _C.InputError(f"schedulers: interval={'step' if every_batch else 'epoch'!r} but "
+                            f"step_schedulers_every_batch={given}: leave one of them out, or give them alike")
+    return every_batch
 
 
 def _refuse(scheduler: Any, why: str) -> _C.InputError:
@@ -454,12 +494,15 @@ def from_torch(schedulers: Sequence[Any], optimizers: Sequence[Any],
         if len(targets) != 1 or not targets <= set(per_optimizer):
             raise _refuse(s, "drives another optimizer than the torch optimizer given to the Trainer; build it over "
                              "that optimizer")
-        per_optimizer[targets.pop()].append((s, watched))
+        per_optimizer[targets.pop()].append((s, watched, stepping(given)[1]))
     try:
-        lists = [[e for s, watched in group for e in _one(s, unit, chained=len(group) > 1, watched=watched)]
+        for s, _, frequency in (x for group in per_optimizer.values() for x in group):
+            if frequency > 1:
+                raise _no_form(s, f"is stepped every {frequency} intervals (frequency={frequency})")
+        lists = [[e for s, watched, _ in group for e in _one(s, unit, chained=len(group) > 1, watched=watched)]
                  for group in per_optimizer.values()]
     except _NoClosedForm as why:  # followed as torch steps them, all of them
-        groups = [[s for s, _ in group] for group in per_optimizer.values()]
+        groups = [[(s, frequency) for s, _, frequency in group] for group in per_optimizer.values()]
         if any(not group for group in groups):
             raise _different_muon_schedules() from None
         return [TorchTable(groups, str(why))]

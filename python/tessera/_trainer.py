@@ -11,7 +11,7 @@ from ._metrics import entries, per_evaluator
 from ._optimizers import from_torch
 from ._plan import Plan
 from ._recipe import Overrides, RecipeLike, load_recipe, overrides_list
-from ._schedulers import TorchTable, check_horizons, is_torch_schedule, unwrap
+from ._schedulers import TorchTable, check_horizons, every_batch_of, is_torch_schedule, unwrap
 from ._schedulers import from_torch as schedules_from_torch
 
 if TYPE_CHECKING:  # typed keyword arguments for checkers; nothing is imported at run time
@@ -232,11 +232,13 @@ class Trainer(_C._Trainer):
                     "optimizer: give that optimizer as optimizer= (it is translated with it), or give Tessera "
                     "schedules as recipe "
                     "entries, e.g. schedulers=[{'cosine': {'t_max': '1dur'}}] (tessera.registered('schedulers'))")
-            every_batch = options.get("step_schedulers_every_batch")
-            if every_batch is None:  # Composer's default with torch schedulers: stepped once per epoch
+            # Given, or the schedulers' dicts' interval; else the recipe's, else Composer's default with torch
+            # schedulers: stepped once per epoch.
+            every_batch = every_batch_of(torch_schedules, options.get("step_schedulers_every_batch"))
+            if every_batch is None:
                 every_batch = (load_recipe(recipe, overrides_list(overrides)).to_dict().get(
                     "step_schedulers_every_batch", False) if recipe is not None else False)
-                options["step_schedulers_every_batch"] = every_batch
+            options["step_schedulers_every_batch"] = every_batch
             optimizers = list(torch_optimizer) if isinstance(torch_optimizer, (list, tuple)) else [torch_optimizer]
             entries = schedules_from_torch(torch_schedules, optimizers, bool(every_batch))
             tables = [e for e in entries if isinstance(e, TorchTable)]

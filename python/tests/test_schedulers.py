@@ -285,6 +285,43 @@ def test_with_one_lr_eta_min_is_a_fraction_of_it_and_muons_pair_shares_one_sched
         "milestones": ["3ba"]}}]
 
 
+def test_lightning_style_dicts_say_how_often_a_scheduler_steps(tmp_path):
+    """{"scheduler": s, "interval": "step" | "epoch", "frequency": n}, as Lightning's configure_optimizers gives them:
+    the interval decides step_schedulers_every_batch, a frequency above 1 steps torch's scheduler every n intervals."""
+    def lrs_of(make, **options):
+        model = Net()
+        optimizer = sgd(model)
+        recorder = LrRecorder()
+        trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                                  schedulers=make(optimizer), callbacks=[recorder], max_duration=f"{EPOCHS}ep",
+                                  threads=1, run_dir=str(tmp_path), **options)
+        trainer.fit()
+        return trainer, recorder.lrs
+
+    trainer, lrs = lrs_of(lambda o: {"scheduler": lr.StepLR(o, step_size=3, gamma=0.5), "interval": "step"})
+    assert trainer.options["step_schedulers_every_batch"] is True
+    assert trainer.recipe.to_dict()["schedulers"] == [{"step": {"step_size": "3ba", "gamma": 0.5}}]
+    assert [g[0] for g in lrs[:7]] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
+    # Every 2 epochs: torch's scheduler stepped after epochs 2, 4, ...; followed as torch steps it.
+    trainer, lrs = lrs_of(lambda o: {"scheduler": lr.ExponentialLR(o, gamma=0.5), "interval": "epoch",
+                                     "frequency": 2})
+    assert trainer.options["step_schedulers_every_batch"] is False
+    assert not trainer.recipe.to_dict().get("schedulers")
+    per_epoch = [lrs[e * BATCHES_PER_EPOCH] for e in range(EPOCHS)]
+    assert per_epoch == [pytest.approx([0.1 * f, 0.3 * f]) for f in (1, 1, 0.5, 0.5, 0.25, 0.25)]
+    # What cannot be: refused, saying why.
+    assert "given with interval 'step' and interval 'epoch'" in refusal(
+        tmp_path, lambda o: [{"scheduler": lr.StepLR(o, step_size=2), "interval": "step"},
+                             {"scheduler": lr.ExponentialLR(o, gamma=0.9), "interval": "epoch"}])
+    assert "interval='step' but step_schedulers_every_batch=False: leave one of them out" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "step"},
+        step_schedulers_every_batch=False)
+    assert "given with interval='batch'; expected 'step' (once per batch) or 'epoch'" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "batch"})
+    assert "given with frequency=0; expected a whole number of intervals >= 1" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "frequency": 0})
+
+
 def test_muons_pair_followed_as_torch_steps_it_shares_one_table():
     model = Net()
     a, b = torch.optim.SGD(model.body.parameters(), lr=0.1), torch.optim.SGD(model.head.parameters(), lr=0.2)
@@ -358,8 +395,8 @@ def test_reduce_lr_on_plateau_needs_the_metric_it_follows_and_one_fraction_of_th
     assert "steps on a value your loop passes to step()" in refusal(tmp_path, lambda o: lr.ReduceLROnPlateau(o))
     assert "given in a dict without monitor" in refusal(
         tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0)})
-    assert "a scheduler's dict takes scheduler, monitor and label" in refusal(
-        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "loss", "interval": "epoch"})
+    assert "a scheduler's dict takes scheduler, interval, frequency, and for a ReduceLROnPlateau monitor and label" in (
+        refusal(tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "loss", "strict": False}))
     assert "follows time, not a metric" in refusal(
         tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=1), "monitor": "accuracy"})
     assert "give it alone, or beside Tessera schedules" in refusal(
