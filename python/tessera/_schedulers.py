@@ -150,15 +150,21 @@ def unwrap(x: Any) -> Any:
 
 def stepping(x: Any) -> Tuple[Optional[str], int]:
     """A scheduler dict's interval ("step": once per batch, "epoch", or None when not given) and frequency (stepped
-    every `frequency` intervals), as Lightning reads them; a ReduceLROnPlateau's are not used (it takes each new value
-    of its metric)."""
-    if not isinstance(x, dict) or type(x["scheduler"]).__name__ == "ReduceLROnPlateau":
+    every `frequency` intervals), as Lightning reads them. A ReduceLROnPlateau takes each new value of its metric:
+    interval 'epoch' and frequency 1 only, which set nothing."""
+    if not isinstance(x, dict):
         return None, 1
     s, interval, frequency = x["scheduler"], x.get("interval"), x.get("frequency", 1)
     if interval is not None and interval not in ("step", "epoch"):
         raise _refuse(s, f"is given with interval={interval!r}; expected 'step' (once per batch) or 'epoch'")
     if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
         raise _refuse(s, f"is given with frequency={frequency!r}; expected a whole number of intervals >= 1")
+    if type(s).__name__ == "ReduceLROnPlateau":
+        if interval == "step" or frequency != 1:
+            raise _refuse(s, f"is given with interval={interval!r} and frequency={frequency}; it takes each new value "
+                             "of the metric it follows (each evaluation, or each epoch's end for label 'train'): give "
+                             "interval 'epoch' and frequency 1, or leave them out")
+        return None, 1
     return interval, frequency
 
 

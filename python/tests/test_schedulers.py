@@ -320,6 +320,9 @@ def test_lightning_style_dicts_say_how_often_a_scheduler_steps(tmp_path):
         tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "batch"})
     assert "given with frequency=0; expected a whole number of intervals >= 1" in refusal(
         tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "frequency": 0})
+    assert "given with interval='step' and frequency=1; it takes each new value of the metric it follows" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, eps=0), "monitor": "loss", "label": "train",
+                             "interval": "step"})
 
 
 def test_muons_pair_followed_as_torch_steps_it_shares_one_table():
@@ -419,7 +422,8 @@ def test_a_run_with_a_plateau_resumes_where_it_reduced(tmp_path):
     def run(folder, stop_after=None, resume=False):
         return checkpointed_run(
             tmp_path, folder, lambda o: {"scheduler": lr.ReduceLROnPlateau(o, factor=0.5, patience=0, threshold=0.5,
-                                                                           eps=0), "monitor": "loss", "label": "train"},
+                                                                           eps=0), "monitor": "loss", "label": "train",
+                                         "interval": "epoch", "frequency": 1},  # as Lightning's dicts give it
             stop_after=stop_after, resume=resume)
 
     whole, lrs = run("whole")
