@@ -182,16 +182,18 @@ MacroAveraged::MacroAveraged(Score score, int64_t num_classes)
   }
 }
 
+namespace {
+/// Each score's recipe name: name() and make_macro_averaged read this one table.
+constexpr std::pair<MacroAveraged::Score, const char*> kMacroScores[] = {
+    {MacroAveraged::Score::Precision, "precision"}, {MacroAveraged::Score::Recall, "recall"},
+    {MacroAveraged::Score::F1, "f1"}};
+}  // namespace
+
 std::string MacroAveraged::name() const {
-  switch (score_) {
-    case Score::Precision:
-      return "precision";
-    case Score::Recall:
-      return "recall";
-    case Score::F1:
-      break;
+  for (const auto& [score, name] : kMacroScores) {
+    if (score == score_) return name;
   }
-  return "f1";
+  return "f1";  // (every Score is in the table)
 }
 
 void MacroAveraged::reset() {
@@ -292,10 +294,8 @@ std::string MacroAveraged::how_to_count() const {
 }
 
 std::unique_ptr<Metric> make_macro_averaged(const std::string& name, int64_t num_classes) {
-  for (const MacroAveraged::Score score :
-       {MacroAveraged::Score::Precision, MacroAveraged::Score::Recall, MacroAveraged::Score::F1}) {
-    auto metric = std::make_unique<MacroAveraged>(score, num_classes);
-    if (metric->name() == name) return metric;
+  for (const auto& [score, score_name] : kMacroScores) {
+    if (name == score_name) return std::make_unique<MacroAveraged>(score, num_classes);
   }
   return nullptr;
 }

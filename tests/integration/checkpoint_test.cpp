@@ -81,6 +81,7 @@ struct RunSpec {
   std::string loss_scaling = "auto";
   std::vector<std::string> algorithms;
   bool scheduler = false;  ///< a linear learning-rate decay over the run
+  bool inverse_sqrt = false;  ///< an inverse square root decay after a warmup
   /// torch's warmup-then-cosine (a sequential schedule), the lr set once per epoch (step_schedulers_every_batch false)
   bool per_epoch_schedule = false;
   /// torch's ReduceLROnPlateau on the evaluator's accuracy (evaluator true), reducing at each epoch end that
@@ -312,6 +313,10 @@ Components components(const RunSpec& s) {
   if (s.scheduler) {
     c.schedulers.push_back(
         optim::make_linear_scheduler(optim::LinearSchedulerOptions().alpha_i(1.0).alpha_f(0.1)));
+  }
+  if (s.inverse_sqrt) {
+    c.schedulers.push_back(optim::make_inverse_sqrt_scheduler(
+        optim::InverseSqrtSchedulerOptions().warmup(Time::parse("3ba")).timescale(Time::parse("2ba"))));
   }
   if (s.per_epoch_schedule) {
     c.schedulers.push_back(optim::make_sequential_scheduler(
@@ -831,6 +836,12 @@ std::vector<RunSpec> resume_specs() {
   sgd.scheduler = true;
   sgd.evaluator = true;
   specs.push_back(sgd);
+
+  RunSpec inverse_sqrt = sgd;
+  inverse_sqrt.name = "sgd_inverse_sqrt_schedule";
+  inverse_sqrt.scheduler = false;
+  inverse_sqrt.inverse_sqrt = true;
+  specs.push_back(inverse_sqrt);
 
   RunSpec per_epoch;  // the lr of a resumed mid-epoch batch is its epoch's
   per_epoch.name = "sgd_sequential_schedule_per_epoch";

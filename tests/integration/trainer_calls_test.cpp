@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "support.h"
 
 namespace tessera {
@@ -193,17 +195,15 @@ TEST(TrainerCalls, MakeTrainerIntoASlotKeepsATrainerWhoseStartFailed) {
   // The Python bindings' case: a plugin keeps a view of the State at Init, and the run's checkpoint (here: a callback
   // at Init) fails after. The Trainer stays in the slot, so what the plugin kept is still the trainer's memory.
   Fixture f;
-  tessera::Run run = build_run(Recipe::parse(R"(max_duration: 2ba
-seed: 1
-model: {mlp: {hidden: [8]}}
-data:
-  train:
-    dataset: {synthetic: {size: 32, input_shape: [1, 4, 4], num_classes: 3}}
-    loader: {batch_size: 16, workers: 0}
-optimizer: {sgd: {lr: 0.1}}
-threads: 1
-)",
-                                             "<string>"));
+  auto run_of = [&](int batches) {
+    return build_run(Recipe::parse(fmt::format("max_duration: {}ba\nmodel: {{mlp: {{hidden: [8]}}}}\ndata: {{train: "
+                                               "{{dataset: {{synthetic: {{size: 32, input_shape: [1, 4, 4], "
+                                               "num_classes: 3}}}}, loader: {{batch_size: 16, workers: 0}}}}}}\n"
+                                               "optimizer: {{sgd: {{lr: 0.1}}}}\nthreads: 1\nrun_dir: {}\n",
+                                               batches, f.dir.string()),
+                                   "<string>"));
+  };
+  tessera::Run run = run_of(2);
   auto keeper = std::make_shared<KeepsStateAtInit>();
   run.components.callbacks.push_back(keeper);
   run.components.callbacks.push_back(std::make_shared<CallAt>(Event::Init, 0, [] { throw Error("boom at init"); }));
@@ -222,11 +222,7 @@ threads: 1
   slot.reset();
   EXPECT_EQ(keeper->closed, 1);  // not again
   // Without a failure the slot holds the trainer as make_trainer returns it.
-  make_trainer(build_run(Recipe::parse("max_duration: 1ba\nmodel: {mlp: {hidden: [8]}}\ndata: {train: {dataset: "
-                                       "{synthetic: {size: 16, input_shape: [1, 4, 4], num_classes: 3}}, loader: "
-                                       "{batch_size: 16, workers: 0}}}\noptimizer: {sgd: {lr: 0.1}}\n",
-                                       "<string>")),
-               "", slot);
+  make_trainer(run_of(1), "", slot);
   ASSERT_NE(slot, nullptr);
   slot->fit();
   EXPECT_EQ(slot->state().timestamp.batch, 1);
