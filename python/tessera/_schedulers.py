@@ -39,14 +39,13 @@ class TorchTable:
     order given — and returns lr / initial lr of every step, one factor for every parameter group (Tessera scales
     every group's lr by one). The schedulers are put back as they were. `groups`: (scheduler, stepped every how many
     steps) for each scheduler of each torch optimizer (Muon's pair: two, which must set the same factors); `why`: why
-    there is no closed form."""
+    there is no closed form (named where they cannot be followed either)."""
 
     def __init__(self, groups: List[List[Tuple[Any, int]]], why: str) -> None:
         for group in groups:
             for s, _ in group:
                 _check_followable(s, why)
         self.groups = groups
-        self.why = why
         self.name = "torch " + "+".join(type(s).__name__ for s, _ in groups[0])
 
     def __call__(self, steps: int) -> List[float]:
