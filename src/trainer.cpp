@@ -299,6 +299,7 @@ Trainer::Trainer(BeforeInit, TrainerOptions options, Components components, Chec
                            state_.schedulers[i].get());
     }
   }
+  detail::check_momentum_schedules(state_.schedulers, *state_.optimizer);
 
   if (options_.profiler().enabled()) {
     const std::filesystem::path folder(options_.profiler().folder());
@@ -413,8 +414,13 @@ void Trainer::update_learning_rate() {
     at.batch_in_epoch = at.sample_in_epoch = at.token_in_epoch = 0;
   }
   double alpha = 1.0;
-  for (const auto& s : state_.schedulers) alpha *= s->alpha(at, state_.time);
+  std::optional<double> momentum;  // from the one schedule that sets it (checked before step 1)
+  for (const auto& s : state_.schedulers) {
+    alpha *= s->alpha(at, state_.time);
+    if (s->sets_momentum()) momentum = s->momentum(at, state_.time);
+  }
   state_.optimizer->set_lr_factor(alpha);
+  if (momentum) state_.optimizer->set_momentum(momentum);
 }
 
 void Trainer::check_callable(const char* what, DuringFit during_fit) const {
@@ -904,12 +910,13 @@ void Trainer::run_evaluators(Event event) {
     }
   } done{evaluating_, s.final_evaluation};
   engine_->run_event(Event::EvalBeforeAll, s);
-  for (size_t i : due) eval_loop(s.evaluators[i]);  // each marks itself done (last_eval_batch_)
+  for (size_t i : due) eval_loop(i);  // each marks itself done (last_eval_batch_)
   engine_->run_event(Event::EvalAfterAll, s);
 }
 
-void Trainer::eval_loop(Evaluator& ev) {
+void Trainer::eval_loop(size_t index) {
   State& s = state_;
+  Evaluator& ev = s.evaluators[index];
   Engine& engine = *engine_;
   OutOfTraining aside(s);
   s.eval_label = ev.label;
@@ -937,9 +944,9 @@ void Trainer::eval_loop(Evaluator& ev) {
     for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
     for (const auto& [k, v] : values) s.metrics[k] = v;
     engine.logger().log_metrics(values, s.timestamp);
-    // In fit (run_evaluators, where `ev` is one of s.evaluators), done before EvalEnd, where a callback may save: a
-    // run resumed from that checkpoint does the evaluations still pending, not this one again.
-    if (evaluating_) last_eval_batch_[static_cast<size_t>(&ev - s.evaluators.data())] = s.timestamp.batch;
+    // In fit (run_evaluators), done before EvalEnd, where a callback may save: a run resumed from that checkpoint
+    // does the evaluations still pending, not this one again.
+    if (evaluating_) last_eval_batch_[index] = s.timestamp.batch;
     engine.run_event(Event::EvalEnd, s);
   }
 }
@@ -1001,8 +1008,9 @@ std::map<std::string, double> Trainer::evaluate() {
   read_back();
   engine_->run_event(Event::EvalStandaloneStart, s);
   std::map<std::string, double> out;
-  for (Evaluator& ev : s.evaluators) {
-    eval_loop(ev);
+  for (size_t i = 0; i < s.evaluators.size(); ++i) {
+    eval_loop(i);
+    const Evaluator& ev = s.evaluators[i];
     for (auto& m : ev.metrics) {
       const std::string key = "metrics/" + ev.label + "/" + m->name();
       out[key] = s.metrics[key];

@@ -59,6 +59,26 @@ void check_optimizer_matches_model(const Model& model, const optim::Optimizer& o
                    "optim::SGD(model->parameters(), ...)), after the model is complete");
 }
 
+void check_momentum_schedules(const std::vector<std::shared_ptr<optim::Scheduler>>& schedulers,
+                              const optim::Optimizer& optimizer) {
+  std::vector<std::string> setting;
+  for (size_t i = 0; i < schedulers.size(); ++i) {
+    if (schedulers[i]->sets_momentum()) setting.push_back(fmt::format("schedulers[{}] ({})", i, schedulers[i]->name()));
+  }
+  if (setting.size() > 1) {
+    throw InputError(fmt::format("trainer: {} all set the optimizer's momentum; expected at most one schedule that "
+                                 "does (give cycle_momentum to one of them)",
+                                 first_items(setting)));
+  }
+  if (!setting.empty() && optimizer.momentum_option().empty()) {
+    throw InputError(fmt::format("trainer: {} sets the optimizer's momentum, but {} has none to set (a momentum "
+                                 "schedule sets sgd's, rmsprop's or lars's momentum, or the beta1 of adam, adamw, "
+                                 "nadam, radam, adamax, lion or lamb); give cycle_momentum false, or one of those "
+                                 "optimizers",
+                                 setting[0], optimizer.name()));
+  }
+}
+
 void check_class_counts(const Model& model, data::BatchSource& train_data) {
   const int64_t model_classes = model.num_classes();
   if (model_classes <= 0) return;

@@ -10,12 +10,19 @@
 #include <tessera/engine.h>
 #include <tessera/models/model.h>
 #include <tessera/optim/optimizer.h>
+#include <tessera/optim/scheduler.h>
 
 namespace tessera::detail {
 
 /// The optimizer holds the model's trainable parameters and no others (a model's frozen parameters, with
 /// requires_grad false, may be missing from it).
 void check_optimizer_matches_model(const Model& model, const optim::Optimizer& optimizer);
+
+/// At most one schedule sets the momentum (onecycle's cycle_momentum, torch's schedulers that cycle it), and the
+/// optimizer has one for it to set (its momentum_option()). After the schedules' own checks (a torch scheduler
+/// followed as torch steps it knows only then whether it moves the momentum).
+void check_momentum_schedules(const std::vector<std::shared_ptr<optim::Scheduler>>& schedulers,
+                              const optim::Optimizer& optimizer);
 
 /// The model's class count agrees with the training data's (when both are known), or, when the data's is
 /// unknown, with the example batch's integer targets.

@@ -252,7 +252,8 @@ class Trainer {
   /// non-finite one), else 0.
   double finish_pass(at::Tensor& loss_sum, bool skip_nonfinite, bool& finite);
   void run_evaluators(Event event);
-  void eval_loop(Evaluator& evaluator);
+  /// One run of the evaluator s.evaluators[index] (its label, metrics, events).
+  void eval_loop(size_t index);
   /// The batches of `data` (at most `limit`; < 0: all) through the model without gradients and in eval_precision:
   /// per batch, the four `events` (batch start, before forward, after forward, batch end) with `use` after the third.
   /// Stops early at a stop signal (without several ranks: they stop at a training batch boundary). Returns the

@@ -222,6 +222,11 @@ void bind_state(py::module_& m) {
       }, "A snapshot of the groups: [{'params': [...], 'lr': ..., 'initial_lr': ..., 'weight_decay': ...}]; group 0 "
          "has the optimizer's own settings, group i + 1 the recipe's groups[i].")
       .def_property_readonly("step_count", &optim::Optimizer::step_count)
+      .def_property_readonly("momentum", &optim::Optimizer::momentum,
+                             "The momentum (or beta1: momentum_option) a schedule set for this batch (onecycle's "
+                             "cycle_momentum, torch's schedulers that cycle it), or None: the optimizer's own.")
+      .def_property_readonly("momentum_option", &optim::Optimizer::momentum_option,
+                             "The option a momentum schedule sets: 'momentum', 'beta1', or '' (none).")
       .def("contains", &optim::Optimizer::contains, py::arg("param"));
 
   py::class_<data::BatchSource, std::shared_ptr<data::BatchSource>>(

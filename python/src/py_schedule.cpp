@@ -23,14 +23,13 @@ class TorchTableSchedule : public optim::Scheduler {
   TorchTableSchedule(py::object table, std::string name, bool per_epoch)
       : table_(std::move(table)), name_(std::move(name)), per_epoch_(per_epoch) {}
 
-  /// The factor at the scheduler's step count: batches done, or epochs done (the trainer evaluates every schedule at
-  /// the epoch's first batch then).
-  double alpha(const Timestamp& now, const TimeContext&) const override {
-    if (factors_.empty()) {
-      throw Error(name_ + ": its rates were not computed; the Trainer computes them when it checks its schedules");
-    }
-    const int64_t step = per_epoch_ ? now.epoch : now.batch;
-    return factors_[static_cast<size_t>(std::clamp<int64_t>(step, 0, static_cast<int64_t>(factors_.size()) - 1))];
+  double alpha(const Timestamp& now, const TimeContext&) const override { return factors_[index(now)]; }
+
+  /// Torch's schedulers moved the momentum (cycle_momentum): known once check() has run.
+  bool sets_momentum() const override { return !momenta_.empty(); }
+  std::optional<double> momentum(const Timestamp& now, const TimeContext&) const override {
+    if (momenta_.empty()) return std::nullopt;
+    return momenta_[index(now)];
   }
 
   /// Before step 1: torch's schedulers stepped over the run's steps (a Python exception keeps its type).
@@ -44,7 +43,10 @@ class TorchTableSchedule : public optim::Scheduler {
     const double batches = std::ceil(ctx.total_batches() - 1e-9);
     const double steps = per_epoch_ ? std::ceil(batches / static_cast<double>(ctx.batches_per_epoch)) : batches;
     py::gil_scoped_acquire gil;
-    factors_ = table_.get()(static_cast<int64_t>(steps)).cast<std::vector<double>>();
+    const auto [factors, momenta] =
+        table_.get()(static_cast<int64_t>(steps)).cast<std::pair<std::vector<double>, py::object>>();
+    factors_ = factors;
+    momenta_ = momenta.is_none() ? std::vector<double>{} : momenta.cast<std::vector<double>>();
     for (size_t k = 0; k < factors_.size(); ++k) {
       if (!std::isfinite(factors_[k]) || factors_[k] < 0) {
         throw InputError(fmt::format("schedulers: {} sets the lr to {} times its initial lr at step {}; expected a "
@@ -52,15 +54,32 @@ class TorchTableSchedule : public optim::Scheduler {
                                      name_, factors_[k], k));
       }
     }
+    for (size_t k = 0; k < momenta_.size(); ++k) {
+      if (!(momenta_[k] >= 0 && momenta_[k] < 1)) {
+        throw InputError(fmt::format("schedulers: {} sets the momentum to {} at step {}; expected a value in [0, 1)",
+                                     name_, momenta_[k], k));
+      }
+    }
   }
 
   std::string name() const override { return name_; }
 
  private:
+  /// The table's row at `now`: the scheduler's step count (batches done, or epochs done: the trainer evaluates every
+  /// schedule at the epoch's first batch then), held at the last row.
+  size_t index(const Timestamp& now) const {
+    if (factors_.empty()) {
+      throw Error(name_ + ": its rates were not computed; the Trainer computes them when it checks its schedules");
+    }
+    const int64_t step = per_epoch_ ? now.epoch : now.batch;
+    return static_cast<size_t>(std::clamp<int64_t>(step, 0, static_cast<int64_t>(factors_.size()) - 1));
+  }
+
   GilObject table_;
   std::string name_;
   bool per_epoch_;
   mutable std::vector<double> factors_;  ///< lr / initial lr of each step, from check()
+  mutable std::vector<double> momenta_;  ///< the momentum of each step, from check(); empty where torch keeps it
 };
 
 }  // namespace

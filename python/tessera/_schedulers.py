@@ -37,7 +37,8 @@ class TorchTable:
     """torch's own schedulers, for a scheduler no Tessera schedule equals: called with the run's step count (before
     step 1, by the Trainer's check of its schedules), it steps them as a training loop would — each optimizer's, in the
     order given — and returns lr / initial lr of every step, one factor for every parameter group (Tessera scales
-    every group's lr by one). The schedulers are put back as they were. `groups`: (scheduler, stepped every how many
+    every group's lr by one), and the momentum of every step (SGD's momentum or Adam's beta1, one for all groups)
+    when the schedulers move it (cycle_momentum), else None. The schedulers are put back as they were. `groups`: (scheduler, stepped every how many
     steps) for each scheduler of each torch optimizer (Muon's pair: two, which must set the same factors); `why`: why
     there is no closed form (named where they cannot be followed either)."""
 
@@ -48,13 +49,14 @@ class TorchTable:
         self.groups = groups
         self.name = "torch " + "+".join(type(s).__name__ for s, _ in groups[0])
 
-    def __call__(self, steps: int) -> List[float]:
+    def __call__(self, steps: int) -> Tuple[List[float], Optional[List[float]]]:
         tables = [_stepped_factors(group, steps) for group in self.groups]
-        for other in tables[1:]:
-            for k, (a, b) in enumerate(zip(tables[0], other)):
+        for other, _ in tables[1:]:
+            for k, (a, b) in enumerate(zip(tables[0][0], other)):
                 if not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0):
                     raise _C.InputError(f"{_different_muon_schedules()} (they set {a} and {b} at step {k})")
-        return tables[0]
+        # Muon's pair: a momentum moved by either is refused by the Trainer (muon has two momenta).
+        return tables[0][0], next((momenta for _, momenta in tables if momenta is not None), None)
 
 
 def _check_followable(s: Any, why: str) -> None:
@@ -66,21 +68,29 @@ def _check_followable(s: Any, why: str) -> None:
         raise _refuse(s, f"follows a metric, so it cannot be stepped ahead of the run beside schedulers that Tessera "
                          f"follows as torch steps them ({why}): give the ReduceLROnPlateau alone, or beside schedules "
                          "Tessera translates")
-    if name in ("CyclicLR", "OneCycleLR") and getattr(s, "cycle_momentum", False):
-        raise _refuse(s, "cycles the momentum too (cycle_momentum=True, the default), which Tessera's schedules do not "
-                         "set: give cycle_momentum=False (the momentum then stays the optimizer's)")
 
 
-def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> List[float]:
+def _momentum_of(optimizer: Any, group: Dict[str, Any]) -> Optional[float]:
+    """The momentum torch's schedulers cycle in a parameter group: beta1 where the optimizer has betas (as torch's
+    OneCycleLR and CyclicLR choose), else its momentum; None without either."""
+    if "betas" in optimizer.defaults:
+        return float(group["betas"][0])
+    return float(group["momentum"]) if "momentum" in group else None
+
+
+def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[float], Optional[List[float]]]:
     """lr / initial lr at each of `steps` steps of the schedulers of one optimizer, each (scheduler, frequency) stepped
-    in order after every `frequency` steps; InputError at the first step where the groups' factors differ. The
-    schedulers' states and the optimizer's lrs are restored after."""
+    in order after every `frequency` steps, and the momentum of each step where it moves (else None); InputError at
+    the first step where the groups' factors, or momenta, differ. The schedulers' states and the optimizer's lrs and
+    momenta are restored after."""
     optimizer = _optimizers_of(group[0][0])[0]
     groups = optimizer.param_groups
     saved = [s.state_dict() for s, _ in group]
     lrs = [g["lr"] for g in groups]
+    kept = [{k: g[k] for k in ("momentum", "betas") if k in g} for g in groups]
     bases = [g["initial_lr"] for g in groups]
     out: List[float] = []
+    momenta: List[float] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "step() before optimizer.step()"
@@ -94,6 +104,14 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> List[float]:
                         f"step {k} ({factors}); Tessera scales every group's lr by one factor: give every group one "
                         "schedule (one lr_lambda), or groups of one lr")
                 out.append(first)
+                moments = {_momentum_of(optimizer, g) for g in groups}
+                if len(moments) > 1:
+                    names = " + ".join("torch " + type(s).__name__ for s, _ in group)
+                    raise _C.InputError(
+                        f"schedulers: {names} set(s) different momenta in the groups at step {k} "
+                        f"({', '.join(f'{m:.6g}' for m in sorted(moments))}); "
+                        "Tessera's optimizers have one momentum for all groups: give one momentum to all groups")
+                momenta.append(moments.pop() if moments else None)
                 if k + 1 < steps:
                     for s, frequency in group:
                         if (k + 1) % frequency:
@@ -106,9 +124,11 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> List[float]:
     finally:
         for (s, _), state in zip(group, saved):
             s.load_state_dict(state)
-        for g, lr in zip(groups, lrs):
+        for g, lr, values in zip(groups, lrs, kept):
             g["lr"] = lr
-    return out
+            g.update(values)
+    moved = momenta and momenta[0] is not None and any(m != momenta[0] for m in momenta)
+    return out, (momenta if moved else None)
 
 
 def is_torch_scheduler(x: Any) -> bool:
@@ -383,9 +403,6 @@ def _onecycle(s: Any, unit: str) -> Entry:
     if "cos" not in kind:
         raise _no_form(s, "anneals linearly (anneal_strategy='linear'); Tessera's onecycle anneals by a cosine: give "
                          "anneal_strategy='cos'")
-    if s.cycle_momentum:
-        raise _refuse(s, "cycles the momentum too (cycle_momentum=True, the default); Tessera's onecycle schedules "
-                         "the lr only: give cycle_momentum=False (the momentum then stays the optimizer's)")
     if len(s._schedule_phases) != 2:
         raise _no_form(s, "has three phases (three_phase=True); Tessera's onecycle rises then falls: give "
                          "three_phase=False")
@@ -398,8 +415,16 @@ def _onecycle(s: Any, unit: str) -> Entry:
     div = [g["max_lr"] / g["initial_lr"] for g in groups]
     final_div = [g["initial_lr"] / g["min_lr"] for g in groups]
     # torch's phases end at steps pct_start * total - 1 and total - 1: Tessera's t_max and pct_start are those.
-    return {"onecycle": {"max_alpha": div[0], "div_factor": div[0], "final_div_factor": final_div[0],
-                         "pct_start": up / (total - 1), "t_max": f"{total - 1}{unit}"}}
+    entry = {"max_alpha": div[0], "div_factor": div[0], "final_div_factor": final_div[0],
+             "pct_start": up / (total - 1), "t_max": f"{total - 1}{unit}"}
+    if s.cycle_momentum:  # the momentum (SGD's) or beta1 (Adam's) from max_momentum to base_momentum and back
+        momenta = {(float(g["base_momentum"]), float(g["max_momentum"])) for g in groups}
+        if len(momenta) != 1:
+            raise _refuse(s, f"cycles different momenta in its groups ({sorted(momenta)}, base and max); Tessera's "
+                             "optimizers have one momentum for all groups: give one base_momentum and max_momentum")
+        base, top = momenta.pop()
+        entry.update({"cycle_momentum": True, "base_momentum": base, "max_momentum": top})
+    return {"onecycle": entry}
 
 
 def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
@@ -455,6 +480,9 @@ def _one(s: Any, unit: str, chained: bool, watched: Any = None) -> List[Entry]:
         parts = []
         for child in s._schedulers:
             entries = _one(child, unit, chained=False)
+            if any(e.get("cycle_momentum") for entry in entries for e in entry.values()):
+                raise _no_form(child, "cycles the momentum inside a SequentialLR, where Tessera's onecycle cannot "
+                                      "(it sets the momentum over the whole run)")
             if len(entries) != 1:
                 raise _no_form(child, "becomes several Tessera schedules (a chain, or milestones given more than "
                                      "once), which a SequentialLR part cannot be: give it as one schedule")

@@ -179,6 +179,77 @@ def test_a_torch_scheduler_trains_as_in_a_plain_loop(tmp_path):
     assert not torch.equal(model.head.weight, Net().head.weight)
 
 
+class MomentumRecorder(tessera.Callback):
+    name = "momentum_recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.momenta = []
+
+    def batch_start(self, state, logger):
+        self.momenta.append(state.optimizer.momentum)
+
+
+def torch_momentum(optimizer):
+    group = optimizer.param_groups[0]
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+# torch's schedulers that cycle the momentum (cycle_momentum=True, their default), by optimizer: SGD's momentum or
+# the Adams' beta1 moves against the lr; the closed form (onecycle's cycle_momentum) or followed as torch steps them.
+MOMENTUM_CASES = {
+    "onecycle": lambda o: lr.OneCycleLR(o, max_lr=0.5, total_steps=8),
+    "onecycle_own_momenta": lambda o: lr.OneCycleLR(o, max_lr=0.5, total_steps=8, pct_start=0.5, base_momentum=0.7,
+                                                    max_momentum=0.9),
+    "table_cyclic": lambda o: lr.CyclicLR(o, base_lr=0.01, max_lr=0.3, step_size_up=3, base_momentum=0.7,
+                                          max_momentum=0.9),
+    "table_onecycle_in_sequential": lambda o: lr.SequentialLR(
+        o, [lr.LinearLR(o, start_factor=0.5, total_iters=2), lr.OneCycleLR(o, max_lr=0.5, total_steps=6)],
+        milestones=[2]),
+}
+MOMENTUM_OPTIMIZERS = {
+    "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+    "sgd_nesterov": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True),
+    "adam": lambda m: torch.optim.Adam(m.parameters(), lr=0.01),
+    "adamw": lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MOMENTUM_OPTIMIZERS))
+@pytest.mark.parametrize("case", sorted(MOMENTUM_CASES))
+def test_a_scheduler_that_cycles_the_momentum_trains_as_in_a_plain_loop(case, kind, tmp_path):
+    plain = Net()
+    optimizer = MOMENTUM_OPTIMIZERS[kind](plain)
+    try:
+        scheduler = MOMENTUM_CASES[case](optimizer)
+    except ValueError as e:  # torch 1.13's CyclicLR: "optimizer must support momentum ..." (not betas)
+        assert case == "table_cyclic" and kind.startswith("adam") and torch.__version__.startswith("1."), e
+        pytest.skip(f"torch {torch.__version__}'s CyclicLR cycles no beta1")
+    momenta = []
+    for x, y in list(loader()) * 2:
+        momenta.append(torch_momentum(optimizer))
+        optimizer.zero_grad()
+        F.cross_entropy(plain(x), y).backward()
+        optimizer.step()
+        scheduler.step()
+    model = Net()
+    optimizer = MOMENTUM_OPTIMIZERS[kind](model)
+    recorder = MomentumRecorder()
+    trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
+                              schedulers=MOMENTUM_CASES[case](optimizer), callbacks=[recorder],
+                              step_schedulers_every_batch=True, max_duration="2ep", threads=1, run_dir=str(tmp_path))
+    entries = trainer.recipe.to_dict().get("schedulers") or []
+    assert bool(entries) != case.startswith("table_")
+    if entries:
+        assert entries[0]["onecycle"]["cycle_momentum"] is True
+    trainer.fit()
+    assert len(set(momenta)) > 2  # the momentum moved
+    assert recorder.momenta == pytest.approx(momenta, rel=1e-12, abs=1e-15)
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (name, (a - b).abs().max().item())
+    assert [torch_momentum(optimizer)] == [momenta[0]]  # the user's optimizer is left as it was
+
+
 def test_tessera_schedules_and_torch_schedulers_multiply(tmp_path):
     model = Net()
     optimizer = sgd(model)
@@ -200,9 +271,12 @@ def refusal(tmp_path, make, optimizer_entry=None, max_duration="1ep", **kw):
 
 
 def test_what_cannot_be_translated_is_refused_with_the_reason(tmp_path):
-    assert "give cycle_momentum=False" in refusal(tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10))
-    assert "cycles the momentum too (cycle_momentum=True, the default)" in refusal(
-        tmp_path, lambda o: lr.CyclicLR(o, 0.01, 0.1))
+    # Tessera's optimizers have one momentum for all groups.
+    assert "cycles different momenta in its groups ([(0.8, 0.95), (0.85, 0.95)], base and max)" in refusal(
+        tmp_path, lambda o: lr.OneCycleLR(o, max_lr=1.0, total_steps=10, base_momentum=[0.8, 0.85]))
+    assert "set(s) different momenta in the groups at step 1 (0.92, 0.93)" in refusal(
+        tmp_path, lambda o: lr.CyclicLR(o, 0.01, 0.1, step_size_up=5, base_momentum=[0.8, 0.85], max_momentum=0.95),
+        step_schedulers_every_batch=True)
     # eta_min is an absolute lr: a different fraction of each group's.
     assert "ends at eta_min=0.01 in groups of different lrs" in refusal(
         tmp_path, lambda o: lr.CosineAnnealingLR(o, T_max=4, eta_min=0.01))
@@ -331,7 +405,9 @@ def test_muons_pair_followed_as_torch_steps_it_shares_one_table():
     same = from_torch([lr.LambdaLR(a, lambda k: 1.0 / (k + 1)), lr.LambdaLR(b, lambda k: 1.0 / (k + 1))], [a, b],
                       every_batch=True)
     assert len(same) == 1 and isinstance(same[0], TorchTable) and same[0].name == "torch LambdaLR"
-    assert same[0](4) == pytest.approx([1.0, 0.5, 1 / 3, 0.25], rel=1e-12)
+    factors, momenta = same[0](4)
+    assert factors == pytest.approx([1.0, 0.5, 1 / 3, 0.25], rel=1e-12)
+    assert momenta is None  # (SGD's momentum, which LambdaLR keeps)
     assert [g["lr"] for g in a.param_groups + b.param_groups] == [0.1, 0.2]  # put back as they were
     different = from_torch([lr.LambdaLR(a, lambda k: 1.0 / (k + 1)), lr.LambdaLR(b, lambda k: 0.5 ** k)], [a, b],
                            every_batch=True)

@@ -335,6 +335,9 @@ void LrMonitor::run_event(Event event, State& state, Logger& logger) {
   for (size_t i = 0; i < groups.size(); ++i) {
     values[fmt::format("lr-{}/group{}", state.optimizer->name(), i)] = groups[i].lr;
   }
+  if (const std::optional<double> momentum = state.optimizer->momentum()) {  // set by a schedule (cycle_momentum)
+    values[fmt::format("{}-{}", state.optimizer->momentum_option(), state.optimizer->name())] = *momentum;
+  }
   logger.log_metrics(values, state.timestamp);
 }
 

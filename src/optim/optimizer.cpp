@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -166,6 +168,29 @@ void check_combination(const MuonOptions& options) {
 
 }  // namespace
 
+/// Whether an optimizer's options have a beta1, or a momentum.
+template <class O, class = void>
+struct HasBeta1 : std::false_type {};
+template <class O>
+struct HasBeta1<O, std::void_t<decltype(std::declval<const O&>().beta1())>> : std::true_type {};
+template <class O, class = void>
+struct HasMomentum : std::false_type {};
+template <class O>
+struct HasMomentum<O, std::void_t<decltype(std::declval<const O&>().momentum())>> : std::true_type {};
+
+template <class Options>
+std::string OptimizerWith<Options>::momentum_option() const {
+  if constexpr (std::is_same_v<Options, MuonOptions>) {
+    return {};  // two momenta (its own, its AdamW's beta1): which one a schedule would set is not clear
+  } else if constexpr (HasBeta1<Options>::value) {
+    return "beta1";
+  } else if constexpr (HasMomentum<Options>::value) {
+    return "momentum";
+  } else {
+    return {};
+  }
+}
+
 template <class Options>
 OptimizerWith<Options>::OptimizerWith(std::vector<at::Tensor> params, Options options)
     : OptimizerWith(by_position(params, options.groups()), options) {}  // (a copy: the arguments' order is unspecified)
@@ -257,6 +282,23 @@ void Optimizer::zero_grad(bool set_to_none) {
 
 void Optimizer::set_lr_factor(double alpha) {
   for (auto& group : groups_) group.lr = group.initial_lr * alpha;
+}
+
+void Optimizer::set_momentum(std::optional<double> momentum) {
+  if (momentum) {
+    const std::string option = momentum_option();
+    if (option.empty()) {
+      throw InputError(fmt::format("optimizer: {} has no momentum for a schedule to set; momentum schedules (onecycle's "
+                                   "cycle_momentum) set sgd's, rmsprop's or lars's momentum, or the Adams', lion's or "
+                                   "lamb's beta1",
+                                   name()));
+    }
+    if (!(*momentum >= 0 && *momentum < 1)) {
+      throw InputError(fmt::format("optimizer.{}: a schedule set it to {}; expected a value in [0, 1)", option,
+                                   *momentum));
+    }
+  }
+  momentum_ = momentum;
 }
 
 void Optimizer::remove_parameters(const std::vector<at::Tensor>& params) {
@@ -359,7 +401,7 @@ at::Tensor apply_momentum(at::Tensor d, bool owned, at::Tensor& buf, const Momen
 
 void SGD::step() {
   at::NoGradGuard no_grad;
-  const Momentum m{options_.momentum(), options_.dampening(), options_.nesterov()};
+  const Momentum m{momentum_or(options_.momentum()), options_.dampening(), options_.nesterov()};
   const bool decoupled = options_.decoupled_weight_decay();
   for (auto& group : groups_) {
     const double lr = group.lr;
@@ -456,7 +498,8 @@ void adam_steps(std::vector<ParamGroup>& groups, const AdamSettings& a, StateFor
 void Adam::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
-  const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), true, false};
+  const AdamSettings a{momentum_or(options_.beta1()), options_.beta2(), options_.eps(), options_.amsgrad(), true,
+                       false};
   adam_steps(groups_, a, [this](const at::Tensor& p, size_t slots) -> auto& { return state_for(p, slots); });
   ++steps_;
 }
@@ -464,7 +507,7 @@ void Adam::step() {
 void AdamW::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
-  const AdamSettings a{options_.beta1(), options_.beta2(), options_.eps(), options_.amsgrad(), false,
+  const AdamSettings a{momentum_or(options_.beta1()), options_.beta2(), options_.eps(), options_.amsgrad(), false,
                        options_.decoupled_weight_decay()};
   adam_steps(groups_, a, [this](const at::Tensor& p, size_t slots) -> auto& { return state_for(p, slots); });
   ++steps_;
@@ -475,7 +518,7 @@ void AdamW::step() {
 void Lion::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
-  const double beta1 = options_.beta1();
+  const double beta1 = momentum_or(options_.beta1());
   const double beta2 = options_.beta2();
   for (auto& group : groups_) {
     const double decay = decoupled_decay_factor(group, options_.decoupled_weight_decay());
@@ -498,7 +541,7 @@ void RMSprop::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const double alpha = options_.alpha();
-  const double momentum = options_.momentum();
+  const double momentum = momentum_or(options_.momentum());
   const bool centered = options_.centered();
   for (auto& group : groups_) {
     for (auto& p : group.params) {
@@ -584,20 +627,21 @@ void NAdam::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const NAdamOptions& o = options_;
+  const double beta1 = momentum_or(o.beta1());
   for (auto& group : groups_) {
     const double lr = group.lr;
     for (auto& p : group.params) {
       if (!p.grad().defined()) continue;
       std::vector<at::Tensor>& st = state_for(p, 4);
-      const auto [grad, k] = torch2_moments(st, p, p.grad(), o.beta1(), o.beta2(), lr, group.weight_decay,
+      const auto [grad, k] = torch2_moments(st, p, p.grad(), beta1, o.beta2(), lr, group.weight_decay,
                                             o.decoupled_weight_decay());
       // mu_product is a float32 scalar on the host, as torch keeps it (its rounding is part of the update).
       if (!st[3].defined()) st[3] = at::ones({}, at::TensorOptions().dtype(at::kFloat));
       if (!st[3].device().is_cpu()) st[3] = st[3].cpu();
       const double step = static_cast<double>(k);
       const double bias_correction2 = 1 - std::pow(o.beta2(), step);
-      const double mu = o.beta1() * (1.0 - 0.5 * std::pow(0.96, step * o.momentum_decay()));
-      const double mu_next = o.beta1() * (1.0 - 0.5 * std::pow(0.96, (step + 1) * o.momentum_decay()));
+      const double mu = beta1 * (1.0 - 0.5 * std::pow(0.96, step * o.momentum_decay()));
+      const double mu_next = beta1 * (1.0 - 0.5 * std::pow(0.96, (step + 1) * o.momentum_decay()));
       st[3].mul_(mu);
       const double mu_product = st[3].item<double>();
       const double mu_product_next = mu_product * mu_next;
@@ -614,17 +658,18 @@ void RAdam::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const RAdamOptions& o = options_;
+  const double beta1 = momentum_or(o.beta1());
   const double rho_inf = 2 / (1 - o.beta2()) - 1;
   for (auto& group : groups_) {
     const double lr = group.lr;
     for (auto& p : group.params) {
       if (!p.grad().defined()) continue;
       std::vector<at::Tensor>& st = state_for(p, 3);
-      const int64_t k = torch2_moments(st, p, p.grad(), o.beta1(), o.beta2(), lr, group.weight_decay,
+      const int64_t k = torch2_moments(st, p, p.grad(), beta1, o.beta2(), lr, group.weight_decay,
                                        o.decoupled_weight_decay())
                             .second;
       const double step = static_cast<double>(k);
-      const double bias_correction1 = 1 - std::pow(o.beta1(), step);
+      const double bias_correction1 = 1 - std::pow(beta1, step);
       const double bias_correction2 = 1 - std::pow(o.beta2(), step);
       const at::Tensor bias_corrected_exp_avg = st[0] / bias_correction1;
       // The length of the approximated simple moving average of the second moment.
@@ -650,6 +695,7 @@ void Adamax::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
   const AdamaxOptions& o = options_;
+  const double beta1 = momentum_or(o.beta1());
   for (auto& group : groups_) {
     for (auto& p : group.params) {
       if (!p.grad().defined()) continue;
@@ -657,9 +703,9 @@ void Adamax::step() {
       const int64_t k = adam_state_step(st, p);
       at::Tensor grad = p.grad();
       if (group.weight_decay != 0) grad = grad.add(p, group.weight_decay);
-      st[0].lerp_(grad, 1 - o.beta1());
+      st[0].lerp_(grad, 1 - beta1);
       at::maximum_out(st[1], st[1].mul_(o.beta2()), grad.abs().add_(o.eps()));
-      const double clr = group.lr / (1 - std::pow(o.beta1(), static_cast<double>(k)));
+      const double clr = group.lr / (1 - std::pow(beta1, static_cast<double>(k)));
       p.addcdiv_(st[0], st[1], -clr);
     }
   }
@@ -781,7 +827,7 @@ at::Tensor guarded_ratio(const at::Tensor& ratio, const at::Tensor& weight_norm,
 void Lamb::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
-  const double beta1 = options_.beta1();
+  const double beta1 = momentum_or(options_.beta1());
   const double beta2 = options_.beta2();
   for (auto& group : groups_) {
     const double weight_decay = group.weight_decay;
@@ -812,7 +858,7 @@ void Lamb::step() {
 void Lars::step() {
   refuse_sparse_gradients(groups_, name());
   at::NoGradGuard no_grad;
-  const Momentum m{options_.momentum(), options_.dampening(), options_.nesterov()};
+  const Momentum m{momentum_or(options_.momentum()), options_.dampening(), options_.nesterov()};
   for (auto& group : groups_) {
     const double weight_decay = group.weight_decay;
     const bool adapt = weight_decay != 0 || options_.always_adapt();

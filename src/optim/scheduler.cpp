@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -168,18 +169,30 @@ class OneCycleScheduler : public Scheduler {
  public:
   explicit OneCycleScheduler(OneCycleSchedulerOptions o) : o_(std::move(o)) {}
   double alpha(const Timestamp& now, const TimeContext& ctx) const override {
-    const double t = static_cast<double>(now.batch);
-    const double end = positive_batches(o_.t_max(), "t_max", ctx);
     const double peak = o_.max_alpha();
     const double initial = peak / o_.div_factor();
-    const double final_alpha = initial / o_.final_div_factor();
-    const double up = o_.pct_start() * end;
-    if (t <= up) return cosine_anneal(initial, peak, t / up);
-    return cosine_anneal(peak, final_alpha, std::min(1.0, (t - up) / (end - up)));
+    const auto [rising, p] = phase(now, ctx);
+    return rising ? cosine_anneal(initial, peak, p) : cosine_anneal(peak, initial / o_.final_div_factor(), p);
   }
   std::string name() const override { return "onecycle"; }
+  bool sets_momentum() const override { return o_.cycle_momentum(); }
+  std::optional<double> momentum(const Timestamp& now, const TimeContext& ctx) const override {
+    if (!o_.cycle_momentum()) return std::nullopt;
+    const auto [rising, p] = phase(now, ctx);
+    return rising ? cosine_anneal(o_.max_momentum(), o_.base_momentum(), p)
+                  : cosine_anneal(o_.base_momentum(), o_.max_momentum(), p);
+  }
 
  private:
+  /// Whether `now` is in the rising phase, and the fraction of its phase done (held at 1 past t_max).
+  std::pair<bool, double> phase(const Timestamp& now, const TimeContext& ctx) const {
+    const double t = static_cast<double>(now.batch);
+    const double end = positive_batches(o_.t_max(), "t_max", ctx);
+    const double up = o_.pct_start() * end;
+    if (t <= up) return {true, t / up};
+    return {false, std::min(1.0, (t - up) / (end - up))};
+  }
+
   OneCycleSchedulerOptions o_;
 };
 
@@ -482,6 +495,12 @@ std::unique_ptr<Scheduler> make_sequential_scheduler(std::vector<std::shared_ptr
           "]: a plateau follows a metric, not time, so it "
           "has no place in a sequence of schedules; put it beside the sequential in schedulers: (the "
           "schedules multiply)");
+    }
+    if (schedulers[i]->sets_momentum()) {
+      throw InputError("scheduler.schedulers[" + std::to_string(i) + "]: " + schedulers[i]->name() +
+                       " sets the optimizer's momentum (cycle_momentum), which a sequence could not hand on to the "
+                       "next schedule; put it beside the sequential in schedulers: (the schedules multiply; it "
+                       "sets the momentum over the whole run)");
     }
   }
   if (milestones.size() + 1 != schedulers.size()) {

@@ -75,10 +75,12 @@ std::vector<double> reference_sgd(std::vector<double> p, const std::vector<doubl
 
 /// Runs `ours` and torch's `reference` side by side for `steps` steps with the same random gradients and asserts the
 /// parameters stay bitwise equal.
+/// `before_step` (if given) runs before each step, with its index.
 void expect_bitwise_equal_runs(tessera::optim::Optimizer& ours_opt, std::vector<at::Tensor>& ours,
                                torch::optim::Optimizer& reference, std::vector<at::Tensor>& theirs, int steps,
-                               const std::string& what) {
+                               const std::string& what, const std::function<void(int)>& before_step = {}) {
   for (int step = 0; step < steps; ++step) {
+    if (before_step) before_step(step);
     for (size_t i = 0; i < ours.size(); ++i) {
       at::Tensor g = at::randn(ours[i].sizes());
       ours[i].mutable_grad() = g.clone();
@@ -219,6 +221,78 @@ TEST(SGD, BitwiseEqualToTorchSGD) {
     expect_bitwise_equal_runs(opt, ours, reference, theirs, 5,
                               "sgd momentum " + std::to_string(c.momentum) + " nesterov " + std::to_string(c.nesterov));
   }
+}
+
+TEST(Optimizer, AMomentumScheduleChangesTheMomentumOfTheNextStepsAsTorchsOwnOptionDoes) {
+  // The momentum a schedule sets each step (onecycle's cycle_momentum) against torch::optim with its group's option
+  // changed before each step: bitwise equal, including SGD with no momentum configured (the buffer starts then).
+  const std::vector<double> momenta = {0.95, 0.9, 0.85, 0.88, 0.93, 0.95};
+  auto momentum_at = [&](int step) { return momenta[static_cast<size_t>(step)]; };
+  for (const bool nesterov : {false, true}) {
+    for (const double configured : {0.0, 0.9}) {
+      if (nesterov && configured == 0) continue;
+      auto [ours, theirs] = twin_parameters();
+      SGD opt(ours, SGDOptions().lr(0.1).momentum(configured).nesterov(nesterov).weight_decay(1e-3));
+      torch::optim::SGD reference(
+          theirs, torch::optim::SGDOptions(0.1).momentum(configured).nesterov(nesterov).weight_decay(1e-3));
+      EXPECT_EQ(opt.momentum_option(), "momentum");
+      expect_bitwise_equal_runs(opt, ours, reference, theirs, 6,
+                                fmt::format("sgd nesterov {} momentum {}", nesterov, configured), [&](int step) {
+                                  opt.set_momentum(momentum_at(step));
+                                  static_cast<torch::optim::SGDOptions&>(reference.param_groups()[0].options())
+                                      .momentum(momentum_at(step));
+                                });
+    }
+  }
+  {
+    auto [ours, theirs] = twin_parameters();
+    Adam opt(ours, AdamOptions().lr(0.01).beta2(0.95));
+    torch::optim::Adam reference(theirs, torch::optim::AdamOptions(0.01).betas({0.9, 0.95}));
+    EXPECT_EQ(opt.momentum_option(), "beta1");
+    expect_bitwise_equal_runs(opt, ours, reference, theirs, 6, "adam", [&](int step) {
+      opt.set_momentum(momentum_at(step));  // beta1, in the bias correction too
+      static_cast<torch::optim::AdamOptions&>(reference.param_groups()[0].options()).betas({momentum_at(step), 0.95});
+    });
+  }
+  {
+    auto [ours, theirs] = twin_parameters();
+    AdamW opt(ours, AdamWOptions().lr(0.01).weight_decay(0.1));
+    torch::optim::AdamW reference(theirs, torch::optim::AdamWOptions(0.01).weight_decay(0.1));
+    expect_bitwise_equal_runs(opt, ours, reference, theirs, 6, "adamw", [&](int step) {
+      opt.set_momentum(momentum_at(step));
+      static_cast<torch::optim::AdamWOptions&>(reference.param_groups()[0].options()).betas({momentum_at(step), 0.999});
+    });
+  }
+  {
+    auto [ours, theirs] = twin_parameters();
+    RMSprop opt(ours, RMSpropOptions().lr(0.01).momentum(0.5));
+    torch::optim::RMSprop reference(theirs, torch::optim::RMSpropOptions(0.01).momentum(0.5));
+    expect_bitwise_equal_runs(opt, ours, reference, theirs, 6, "rmsprop", [&](int step) {
+      opt.set_momentum(momentum_at(step));
+      static_cast<torch::optim::RMSpropOptions&>(reference.param_groups()[0].options()).momentum(momentum_at(step));
+    });
+    // Unset, the options' momentum is back.
+    opt.set_momentum(std::nullopt);
+    static_cast<torch::optim::RMSpropOptions&>(reference.param_groups()[0].options()).momentum(0.5);
+    expect_bitwise_equal_runs(opt, ours, reference, theirs, 2, "rmsprop, unset");
+  }
+}
+
+TEST(Optimizer, AMomentumIsSetOnlyWhereThereIsOneAndInItsRange) {
+  EXPECT_EQ(Lion(std::vector<at::Tensor>{param({1})}, LionOptions()).momentum_option(), "beta1");
+  EXPECT_EQ(Lamb(std::vector<at::Tensor>{param({1})}, LambOptions()).momentum_option(), "beta1");
+  EXPECT_EQ(Lars(std::vector<at::Tensor>{param({1})}, LarsOptions()).momentum_option(), "momentum");
+  Adagrad adagrad(std::vector<at::Tensor>{param({1})}, AdagradOptions());
+  EXPECT_EQ(adagrad.momentum_option(), "");
+  EXPECT_THAT(input_error_of([&] { adagrad.set_momentum(0.9); }),
+              ::testing::HasSubstr("optimizer: adagrad has no momentum for a schedule to set"));
+  adagrad.set_momentum(std::nullopt);  // unsetting what is not set is fine
+  SGD sgd(std::vector<at::Tensor>{param({1})}, SGDOptions());
+  EXPECT_THAT(input_error_of([&] { sgd.set_momentum(1.0); }),
+              ::testing::HasSubstr("optimizer.momentum: a schedule set it to 1; expected a value in [0, 1)"));
+  EXPECT_EQ(sgd.momentum(), std::nullopt);  // a refused value is not kept
+  sgd.set_momentum(0.8);
+  EXPECT_EQ(sgd.momentum(), 0.8);
 }
 
 TEST(SGD, SkipsParametersWithoutGradients) {

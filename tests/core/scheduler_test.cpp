@@ -183,6 +183,38 @@ TEST(Scheduler, OneCycleRisesThenFalls) {
                tessera::InputError);
 }
 
+TEST(Scheduler, OneCycleCyclesTheMomentumTheOtherWayWhenAsked) {
+  auto plain = make_onecycle_scheduler(OneCycleSchedulerOptions().t_max(Time::parse("80ba")));
+  EXPECT_FALSE(plain->sets_momentum());
+  EXPECT_EQ(plain->momentum(Timestamp(), context()), std::nullopt);
+  auto s = make_onecycle_scheduler(OneCycleSchedulerOptions().t_max(Time::parse("80ba")).cycle_momentum(true));
+  EXPECT_TRUE(s->sets_momentum());
+  auto momentum_at = [&](int64_t batch) {
+    Timestamp ts;
+    ts.batch = batch;
+    return s->momentum(ts, context()).value();
+  };
+  EXPECT_DOUBLE_EQ(momentum_at(0), 0.95);                // max_momentum while alpha starts low
+  EXPECT_NEAR(momentum_at(10), (0.95 + 0.85) / 2, 1e-12);  // halfway down as alpha is halfway up
+  EXPECT_DOUBLE_EQ(momentum_at(20), 0.85);               // base_momentum at alpha's peak
+  EXPECT_NEAR(momentum_at(50), (0.85 + 0.95) / 2, 1e-12);
+  EXPECT_DOUBLE_EQ(momentum_at(80), 0.95);
+  EXPECT_DOUBLE_EQ(momentum_at(200), 0.95);  // held past t_max, as alpha
+  Timestamp ts;
+  ts.batch = 10;
+  EXPECT_DOUBLE_EQ(s->alpha(ts, context()), plain->alpha(ts, context()));  // the lr is the same either way
+  auto custom = make_onecycle_scheduler(
+      OneCycleSchedulerOptions().t_max(Time::parse("80ba")).cycle_momentum(true).base_momentum(0.5).max_momentum(0.7));
+  EXPECT_DOUBLE_EQ(custom->momentum(Timestamp(), context()).value(), 0.7);
+  EXPECT_THROW(make_onecycle_scheduler(OneCycleSchedulerOptions().base_momentum(1.0)), tessera::InputError);
+  // In a sequence it could not hand the momentum on: refused, with where it goes instead.
+  const std::string msg = message_of<tessera::InputError>([&] {
+    make_sequential_scheduler({make_constant_scheduler({}), std::move(s)}, {Time::parse("1ep")});
+  });
+  EXPECT_THAT(msg, HasSubstr("scheduler.schedulers[1]: onecycle sets the optimizer's momentum (cycle_momentum)"));
+  EXPECT_THAT(msg, HasSubstr("put it beside the sequential"));
+}
+
 TEST(Scheduler, ExponentialDecaysSmoothly) {
   auto s = make_exponential_scheduler(ExponentialSchedulerOptions().gamma(0.5).decay_period(Time::parse("1ep")));
   EXPECT_EQ(s->name(), "exponential");

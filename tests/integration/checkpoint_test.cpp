@@ -82,6 +82,7 @@ struct RunSpec {
   std::vector<std::string> algorithms;
   bool scheduler = false;  ///< a linear learning-rate decay over the run
   bool inverse_sqrt = false;  ///< an inverse square root decay after a warmup
+  bool one_cycle_momentum = false;  ///< a one-cycle schedule that cycles the momentum (or beta1) too
   /// torch's warmup-then-cosine (a sequential schedule), the lr set once per epoch (step_schedulers_every_batch false)
   bool per_epoch_schedule = false;
   /// torch's ReduceLROnPlateau on the evaluator's accuracy (evaluator true), reducing at each epoch end that
@@ -317,6 +318,10 @@ Components components(const RunSpec& s) {
   if (s.inverse_sqrt) {
     c.schedulers.push_back(optim::make_inverse_sqrt_scheduler(
         optim::InverseSqrtSchedulerOptions().warmup(Time::parse("3ba")).timescale(Time::parse("2ba"))));
+  }
+  if (s.one_cycle_momentum) {
+    c.schedulers.push_back(optim::make_onecycle_scheduler(
+        optim::OneCycleSchedulerOptions().pct_start(0.4).cycle_momentum(true).base_momentum(0.6).max_momentum(0.95)));
   }
   if (s.per_epoch_schedule) {
     c.schedulers.push_back(optim::make_sequential_scheduler(
@@ -842,6 +847,16 @@ std::vector<RunSpec> resume_specs() {
   inverse_sqrt.scheduler = false;
   inverse_sqrt.inverse_sqrt = true;
   specs.push_back(inverse_sqrt);
+
+  RunSpec one_cycle = sgd;  // the momentum is the schedule's at the resumed batch, not the options'
+  one_cycle.name = "sgd_onecycle_cycled_momentum";
+  one_cycle.scheduler = false;
+  one_cycle.one_cycle_momentum = true;
+  specs.push_back(one_cycle);
+  RunSpec one_cycle_adamw = one_cycle;  // beta1, in Adam's bias correction too
+  one_cycle_adamw.name = "adamw_onecycle_cycled_beta1";
+  one_cycle_adamw.optimizer = "adamw";
+  specs.push_back(one_cycle_adamw);
 
   RunSpec per_epoch;  // the lr of a resumed mid-epoch batch is its epoch's
   per_epoch.name = "sgd_sequential_schedule_per_epoch";

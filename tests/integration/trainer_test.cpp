@@ -160,8 +160,12 @@ class LrRecorder : public Algorithm {
  public:
   LrRecorder() { spec_ = spec_on("lr_recorder", {Event::BeforeTrainBatch}); }
   const AlgorithmSpec& spec() const override { return spec_; }
-  void apply(Event, State& s, Logger&) override { lrs.push_back(s.optimizer->param_groups()[0].lr); }
+  void apply(Event, State& s, Logger&) override {
+    lrs.push_back(s.optimizer->param_groups()[0].lr);
+    momenta.push_back(s.optimizer->momentum().value_or(-1));
+  }
   std::vector<double> lrs;
+  std::vector<double> momenta;  ///< set by a schedule, or -1
 
  private:
   AlgorithmSpec spec_;
@@ -193,6 +197,43 @@ TEST(Trainer, SchedulersSteppedPerEpochHoldTheRateOfTheEpochsFirstBatch) {
     EXPECT_NEAR(rec->lrs[t], 0.1 * (1 + std::cos(M_PI * (t / 4) / 4.0)) / 2, 1e-15) << "batch " << t;
   }
   EXPECT_NE(rec->lrs[3], rec->lrs[4]);
+}
+
+TEST(Trainer, AOneCycleThatCyclesTheMomentumSetsEachBatchsMomentumAgainstItsRate) {
+  Components c = testing::tiny_components(32, 8);  // 4 batches per epoch
+  c.schedulers.push_back(optim::make_onecycle_scheduler(
+      optim::OneCycleSchedulerOptions().pct_start(0.5).cycle_momentum(true).base_momentum(0.8).max_momentum(0.9)));
+  c.schedulers.push_back(optim::make_constant_scheduler(optim::ConstantSchedulerOptions().alpha(0.5)));
+  auto rec = std::make_shared<LrRecorder>();
+  c.algorithms.push_back(rec);
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("2ep")).threads(1), std::move(c));
+  trainer.fit();
+  ASSERT_EQ(rec->momenta.size(), 8u);
+  // t_max 1dur = 8 batches, the peak at batch 4: the momentum falls from 0.9 to 0.8 as the rate rises, then back.
+  for (int t = 0; t < 8; ++t) {
+    const double p = t <= 4 ? t / 4.0 : (t - 4) / 4.0;
+    const double cos_part = (1 + std::cos(M_PI * p)) / 2;
+    const double momentum = t <= 4 ? 0.8 + 0.1 * cos_part : 0.9 - 0.1 * cos_part;
+    EXPECT_NEAR(rec->momenta[t], momentum, 1e-15) << "batch " << t;
+    const double alpha = t <= 4 ? 1 - (1 - 1 / 25.0) * cos_part : 1 / 25e4 + (1 - 1 / 25e4) * cos_part;
+    EXPECT_NEAR(rec->lrs[t], 0.1 * 0.5 * alpha, 1e-15) << "batch " << t;
+  }
+  // Refused before step 1: an optimizer without a momentum, or two schedules that would both set it.
+  Components adagrad = testing::tiny_components();
+  adagrad.optimizer = std::make_shared<optim::Adagrad>(adagrad.model->parameters(), optim::AdagradOptions());
+  adagrad.schedulers.push_back(
+      optim::make_onecycle_scheduler(optim::OneCycleSchedulerOptions().cycle_momentum(true)));
+  EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), adagrad); }),
+              ::testing::HasSubstr("trainer: schedulers[0] (onecycle) sets the optimizer's momentum, but adagrad has "
+                                   "none to set"));
+  Components two = testing::tiny_components();
+  for (int i = 0; i < 2; ++i) {
+    two.schedulers.push_back(
+        optim::make_onecycle_scheduler(optim::OneCycleSchedulerOptions().cycle_momentum(true)));
+  }
+  EXPECT_THAT(testing::input_error_of([&] { Trainer(TrainerOptions(), two); }),
+              ::testing::HasSubstr("trainer: schedulers[0] (onecycle), schedulers[1] (onecycle) all set the "
+                                   "optimizer's momentum; expected at most one"));
 }
 
 TEST(Trainer, APlateauReducesTheRateAfterTheEvaluationsThatDoNotImprove) {

@@ -123,7 +123,9 @@ struct IntervalOptions {
 using LrMonitorOptions = IntervalOptions;
 
 /// The learning rate of every parameter group ("lr_monitor" in recipes): lr-<optimizer>/group<i> (lr-sgd/group0,
-/// lr-adamw/group1, ...), logged at batch start, when the schedulers have set the rate this batch uses.
+/// lr-adamw/group1, ...), logged at batch start, when the schedulers have set the rate this batch uses; with a
+/// schedule that sets the momentum (onecycle's cycle_momentum) also that momentum: momentum-<optimizer> or
+/// beta1-<optimizer> (momentum-sgd, beta1-adamw).
 class LrMonitor : public Callback {
  public:
   explicit LrMonitor(LrMonitorOptions options = {});

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -84,6 +85,16 @@ class Optimizer {
   const std::vector<ParamGroup>& param_groups() const noexcept { return groups_; }
   /// Sets every group's lr to initial_lr * alpha.
   void set_lr_factor(double alpha);
+  /// The option a momentum schedule sets (onecycle's `cycle_momentum`, torch's cycled momentum): "momentum" (SGD,
+  /// RMSprop, LARS) or "beta1" (Adam, AdamW, NAdam, RAdam, Adamax, Lion, LAMB); "" for an optimizer without one
+  /// (Adagrad, Adadelta, Adafactor) or with two (Muon: its own and its AdamW's beta1).
+  virtual std::string momentum_option() const { return {}; }
+  /// Sets the momentum_option() of the steps that follow (every group's), in place of the options' value;
+  /// std::nullopt goes back to the options' value. InputError for an optimizer without a momentum_option() or a
+  /// value outside [0, 1).
+  void set_momentum(std::optional<double> momentum);
+  /// The momentum set by set_momentum (std::nullopt: the options' value is used).
+  std::optional<double> momentum() const noexcept { return momentum_; }
 
   /// Removes parameters from every group and drops their state (layer freezing).
   void remove_parameters(const std::vector<at::Tensor>& params);
@@ -119,10 +130,13 @@ class Optimizer {
   virtual void on_added(const std::string& /*name*/, const at::Tensor& /*param*/) {}
   virtual void on_replaced(const at::Tensor& /*old_param*/, const at::Tensor& /*new_param*/) {}
   virtual void on_removed(const at::Tensor& /*param*/) {}
+  /// The momentum (or beta1) of this step: the one set_momentum set, else the options' `configured` value.
+  double momentum_or(double configured) const noexcept { return momentum_.value_or(configured); }
 
   std::vector<ParamGroup> groups_;
   std::unordered_map<const void*, std::vector<at::Tensor>> state_;
   int64_t steps_ = 0;
+  std::optional<double> momentum_;  ///< set_momentum's value
 };
 
 /// The optimizers' constructors, from an options struct `Options` with lr, weight_decay and groups: group 0 with the
@@ -136,6 +150,7 @@ class OptimizerWith : public Optimizer {
   OptimizerWith(std::vector<at::Tensor> params, Options options);
   OptimizerWith(const NamedParameters& params, Options options);
   const Options& options() const noexcept { return options_; }
+  std::string momentum_option() const override;
 
  protected:
   Options options_;

@@ -9,6 +9,7 @@
 /// schedule is evaluated at the first batch of the current epoch, so the lr changes only between epochs.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,11 @@ class Scheduler {
   /// The lr multiplier at `now`.
   virtual double alpha(const Timestamp& now, const TimeContext& ctx) const = 0;
   virtual std::string name() const = 0;
+  /// Whether the schedule also sets the optimizer's momentum (SGD's momentum, Adam's beta1): onecycle with
+  /// cycle_momentum. Known once check() has run. A run takes at most one such schedule.
+  virtual bool sets_momentum() const { return false; }
+  /// The momentum at `now`, where sets_momentum(); std::nullopt otherwise (the optimizer's own).
+  virtual std::optional<double> momentum(const Timestamp& now, const TimeContext& ctx) const { return std::nullopt; }
   /// Before step 1 (the trainer, and the recipe loader at the entry's line): InputError when the schedule
   /// cannot be followed over the run `ctx` describes (a horizon that ends before its warmup). By default,
   /// alpha at the start.
@@ -168,12 +174,18 @@ struct InverseSqrtSchedulerOptions {
 /// falls to max_alpha/(div_factor*final_div_factor) (cosine) at t_max and stays there. With T = t_max in
 /// batches and U = pct_start * T: alpha(t) = anneal(initial, max, t/U) for t <= U, else
 /// anneal(max, final, min(1, (t-U)/(T-U))), where anneal(a, b, p) = b + (a - b)(1 + cos(pi p))/2.
+/// With cycle_momentum the momentum moves the other way (torch's OneCycleLR, Smith 2018): anneal(max_momentum,
+/// base_momentum, t/U) while alpha rises, then anneal(base_momentum, max_momentum, ...) as it falls, set as the
+/// optimizer's momentum (SGD's, RMSprop's, LARS's) or beta1 (the Adams', Lion's, LAMB's) in place of its own.
 struct OneCycleSchedulerOptions {
   TESSERA_OPTION(double, max_alpha) = 1.0;
   TESSERA_OPTION(double, pct_start) = 0.25;
   TESSERA_OPTION(double, div_factor) = 25.0;
   TESSERA_OPTION(double, final_div_factor) = 1e4;
   TESSERA_OPTION(Time, t_max) = Time::fraction(1.0);
+  TESSERA_OPTION(bool, cycle_momentum) = false;
+  TESSERA_OPTION(double, base_momentum) = 0.85;
+  TESSERA_OPTION(double, max_momentum) = 0.95;
   template <class V>
   void visit(V& v) {
     v("max_alpha", max_alpha_, "peak multiplier", Range::positive());
@@ -181,6 +193,13 @@ struct OneCycleSchedulerOptions {
     v("div_factor", div_factor_, "initial = max_alpha / div_factor", Range::at_least(1));
     v("final_div_factor", final_div_factor_, "final = initial / final_div_factor", Range::at_least(1));
     v("t_max", t_max_, "end of the schedule (a Time)", Any{});
+    v("cycle_momentum", cycle_momentum_,
+      "also set the optimizer's momentum (or beta1): from max_momentum down to base_momentum as alpha rises, then "
+      "back up",
+      Any{});
+    v("base_momentum", base_momentum_, "the momentum at alpha's peak (with cycle_momentum)", Range::closed_open(0, 1));
+    v("max_momentum", max_momentum_, "the momentum at the start and the end (with cycle_momentum)",
+      Range::closed_open(0, 1));
   }
 };
 
@@ -252,7 +271,8 @@ std::unique_ptr<Scheduler> make_plateau_scheduler(PlateauSchedulerOptions option
 /// milestone at 100ba ends at batch 1000). Needs one milestone fewer than schedulers, strictly increasing
 /// when of one unit, in ep, ba, sp or dur (a milestone is a horizon: scale_schedule_ratio scales it). Its
 /// check checks every schedule's, so a bad horizon of a later one is an error before training. A plateau
-/// follows a metric, not time: it goes beside a sequential, not in it (InputError). Name: "sequential".
+/// follows a metric, not time, and a schedule that sets the momentum sets it for the whole run: they go beside a
+/// sequential, not in it (InputError). Name: "sequential".
 std::unique_ptr<Scheduler> make_sequential_scheduler(std::vector<std::shared_ptr<Scheduler>> schedulers,
                                                      std::vector<Time> milestones);
 
