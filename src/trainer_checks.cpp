@@ -62,20 +62,25 @@ void check_optimizer_matches_model(const Model& model, const optim::Optimizer& o
 void check_momentum_schedules(const std::vector<std::shared_ptr<optim::Scheduler>>& schedulers,
                               const optim::Optimizer& optimizer) {
   std::vector<std::string> setting;
+  std::vector<const void*> where;  // the schedules, which a recipe's error names by their line
   for (size_t i = 0; i < schedulers.size(); ++i) {
-    if (schedulers[i]->sets_momentum()) setting.push_back(fmt::format("schedulers[{}] ({})", i, schedulers[i]->name()));
+    if (!schedulers[i]->sets_momentum()) continue;
+    setting.push_back(fmt::format("schedulers[{}] ({})", i, schedulers[i]->name()));
+    where.push_back(schedulers[i].get());
   }
   if (setting.size() > 1) {
     throw InputError(fmt::format("trainer: {} all set the optimizer's momentum; expected at most one schedule that "
                                  "does (give cycle_momentum to one of them)",
-                                 first_items(setting)));
+                                 first_items(setting)),
+                     where[1]);
   }
   if (!setting.empty() && optimizer.momentum_option().empty()) {
     throw InputError(fmt::format("trainer: {} sets the optimizer's momentum, but {} has none to set (a momentum "
                                  "schedule sets sgd's, rmsprop's or lars's momentum, or the beta1 of adam, adamw, "
                                  "nadam, radam, adamax, lion or lamb); give cycle_momentum false, or one of those "
                                  "optimizers",
-                                 setting[0], optimizer.name()));
+                                 setting[0], optimizer.name()),
+                     where[0]);
   }
 }
 

@@ -233,6 +233,12 @@ std::vector<BadRecipe> bad_recipes() {
        {},
        {"<string>:12:",
         "schedulers[1]: a plateau follows a metric, not time, so it has no place in a sequence"}},
+      {"cycled_momentum_in_a_sequence",
+       append("schedulers:\n  - sequential: {schedulers: [constant, {onecycle: {cycle_momentum: true}}], "
+              "milestones: [1ba]}\n"),
+       {},
+       {"<string>:12:", "schedulers[1]: onecycle sets the optimizer's momentum (cycle_momentum)",
+        "put it beside the sequential"}},
       {"plateau_factor_out_of_range",
        append("schedulers: [{plateau: {monitor: loss, label: train, factor: 1.5}}]\n"),
        {},
@@ -716,6 +722,11 @@ TEST(RecipeTest, TrainerErrorsPointAtTheRecipeLine) {
   EXPECT_THAT(trainer_error(append("schedulers: [{plateau: {monitor: accuracy}}]\n")),
               ::testing::HasSubstr("<string>:11:14: schedulers[0]: plateau.label: no evaluator is labelled \"eval\" "
                                    "(the run's: none)"));
+  // A momentum schedule with an optimizer that has none: at the schedule.
+  EXPECT_THAT(trainer_error(edit("  sgd: {lr: 0.1, momentum: 0.9}", "  adagrad: {lr: 0.1}") +
+                            "schedulers: [constant, {onecycle: {cycle_momentum: true}}]\n"),
+              ::testing::HasSubstr("<string>:11:24: schedulers[1]: trainer: schedulers[1] (onecycle) sets the "
+                                   "optimizer's momentum, but adagrad has none to set"));
   // Algorithms that cannot run together: at the first one refused.
   EXPECT_THAT(trainer_error(append("algorithms: [label_smoothing, blurpool, label_smoothing]\n")),
               ::testing::HasSubstr("<string>:11:41: algorithms[2]: the algorithms of this run cannot run together:\n"
