@@ -38,9 +38,9 @@ class TorchTable:
     step 1, by the Trainer's check of its schedules), it steps them as a training loop would — each optimizer's, in the
     order given — and returns lr / initial lr of every step, one factor for every parameter group (Tessera scales
     every group's lr by one), and the momentum of every step (SGD's momentum or Adam's beta1, one for all groups)
-    when the schedulers move it (cycle_momentum), else None. The schedulers are put back as they were. `groups`: (scheduler, stepped every how many
-    steps) for each scheduler of each torch optimizer (Muon's pair: two, which must set the same factors); `why`: why
-    there is no closed form (named where they cannot be followed either)."""
+    when the schedulers move it (cycle_momentum), else None. The schedulers are put back as they were. `groups`:
+    (scheduler, stepped every how many steps) for each scheduler of each torch optimizer (Muon's pair: two, which must
+    set the same factors); `why`: why there is no closed form (named where they cannot be followed either)."""
 
     def __init__(self, groups: List[List[Tuple[Any, int]]], why: str) -> None:
         for group in groups:

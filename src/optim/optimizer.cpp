@@ -288,9 +288,9 @@ void Optimizer::set_momentum(std::optional<double> momentum) {
   if (momentum) {
     const std::string option = momentum_option();
     if (option.empty()) {
-      throw InputError(fmt::format("optimizer: {} has no momentum for a schedule to set; momentum schedules (onecycle's "
-                                   "cycle_momentum) set sgd's, rmsprop's or lars's momentum, or the Adams', lion's or "
-                                   "lamb's beta1",
+      throw InputError(fmt::format("optimizer: {} has no momentum for a schedule to set; momentum schedules "
+                                   "(onecycle's cycle_momentum) set sgd's, rmsprop's or lars's momentum, or the Adams', "
+                                   "lion's or lamb's beta1",
                                    name()));
     }
     if (!(*momentum >= 0 && *momentum < 1)) {

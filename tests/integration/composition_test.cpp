@@ -578,6 +578,19 @@ TEST(Composition, EveryCompatibleAlgorithmOnGroupNormsUnderAutocastTrainsAndResu
                                     "[{max_dims: 1, weight_decay: 0}]}}");
 }
 
+TEST(Composition, EveryCompatibleAlgorithmUnderACycledMomentumTrainsAndResumesBitwise) {
+  if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  // onecycle sets AdamW's beta1 every batch (a function of time, so the resumed runs set the same), beside what the
+  // algorithms do to the optimizer: SAM's second step, layer freezing, surgery's new parameters, SWA's lr.
+  const auto with_one_cycle = [](std::vector<std::string> overrides) {
+    overrides.push_back("schedulers=[{onecycle: {pct_start: 0.3, cycle_momentum: true, base_momentum: 0.8}}]");
+    return everything_recipe(overrides);
+  };
+  expect_trains_and_resumes_bitwise(
+      with_one_cycle, "everything_cycled_momentum", false,
+      "{adamw: {lr: 1.0e-3, weight_decay: 0.05, groups: [{max_dims: 1, weight_decay: 0}]}}");
+}
+
 /// Every other optimizer (the tests above train SGD, Adam with AMSGrad, Muon and LAMB) with every compatible
 /// algorithm: each keeps its own kind of state (second moments, factored moments, accumulators, momentum buffers,
 /// trust ratios) through surgery, freezing, SAM's second step, SWA and EMA, in parameter groups, and resumes it
