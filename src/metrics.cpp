@@ -173,30 +173,39 @@ double CrossEntropyMetric::compute() const {
 
 double Perplexity::compute() const { return std::exp(CrossEntropyMetric::compute()); }
 
-// ------------------------------------------------------------------------------------------------ MacroAveraged
+// ------------------------------------------------------------------------------------------------ ClassAveraged
 
-MacroAveraged::MacroAveraged(Score score, int64_t num_classes)
-    : score_(score), num_classes_(num_classes), stated_classes_(num_classes) {
+ClassAveraged::ClassAveraged(Score score, int64_t num_classes, Average average)
+    : score_(score), average_(average), num_classes_(num_classes), stated_classes_(num_classes) {
   if (num_classes < 0) {
     throw InputError(fmt::format("{} metric: num_classes is {}; expected >= 0", name(), num_classes));
   }
 }
 
 namespace {
-/// Each score's recipe name: name() and make_macro_averaged read this one table.
-constexpr std::pair<MacroAveraged::Score, const char*> kMacroScores[] = {
-    {MacroAveraged::Score::Precision, "precision"}, {MacroAveraged::Score::Recall, "recall"},
-    {MacroAveraged::Score::F1, "f1"}};
+/// Each score and average's recipe name: name() and make_class_averaged read this one table.
+struct ClassScoreName {
+  ClassAveraged::Score score;
+  ClassAveraged::Average average;
+  const char* name;
+};
+constexpr ClassScoreName kClassScores[] = {
+    {ClassAveraged::Score::Precision, ClassAveraged::Average::Macro, "precision"},
+    {ClassAveraged::Score::Recall, ClassAveraged::Average::Macro, "recall"},
+    {ClassAveraged::Score::F1, ClassAveraged::Average::Macro, "f1"},
+    {ClassAveraged::Score::Precision, ClassAveraged::Average::Weighted, "weighted_precision"},
+    {ClassAveraged::Score::Recall, ClassAveraged::Average::Weighted, "weighted_recall"},
+    {ClassAveraged::Score::F1, ClassAveraged::Average::Weighted, "weighted_f1"}};
 }  // namespace
 
-std::string MacroAveraged::name() const {
-  for (const auto& [score, name] : kMacroScores) {
-    if (score == score_) return name;
+std::string ClassAveraged::name() const {
+  for (const auto& entry : kClassScores) {
+    if (entry.score == score_ && entry.average == average_) return entry.name;
   }
-  return "f1";  // (every Score is in the table)
+  return "f1";  // (every Score and Average is in the table)
 }
 
-void MacroAveraged::reset() {
+void ClassAveraged::reset() {
   num_classes_ = stated_classes_;
   counts_ = at::Tensor();
   invalid_ = at::Tensor();
@@ -210,7 +219,7 @@ std::string targets_outside(const std::string& metric, int64_t count, int64_t cl
 }
 }  // namespace
 
-void MacroAveraged::update(const at::Tensor& outputs, const Batch& batch) {
+void ClassAveraged::update(const at::Tensor& outputs, const Batch& batch) {
   at::NoGradGuard no_grad;
   const std::string metric = name();
   const auto [rows, target] = prediction_rows(outputs, batch, metric.c_str());
@@ -239,12 +248,12 @@ void MacroAveraged::update(const at::Tensor& outputs, const Batch& batch) {
   counts_ = counts_.defined() ? counts_ + host : host;
 }
 
-at::Tensor MacroAveraged::read_counts() const {
+at::Tensor ClassAveraged::read_counts() const {
   if (!counts_.defined()) return at::zeros({3, num_classes_}, at::kLong);
   return counts_.cpu();
 }
 
-double MacroAveraged::compute() const {
+double ClassAveraged::compute() const {
   if (invalid_.defined()) {
     const int64_t bad = invalid_.item<int64_t>();
     if (bad > 0) throw InputError(targets_outside(name(), bad, num_classes_));
@@ -252,32 +261,33 @@ double MacroAveraged::compute() const {
   if (num_classes_ == 0) return 0.0;
   const at::Tensor c = read_counts();
   const auto a = c.accessor<int64_t, 2>();
-  double sum = 0.0;
-  int64_t occurring = 0;
+  double sum = 0.0, weights = 0.0;
   for (int64_t k = 0; k < c.size(1); ++k) {
     const auto tp = static_cast<double>(a[0][k]), fp = static_cast<double>(a[1][k]),
                fn = static_cast<double>(a[2][k]);
-    if (tp + fp + fn == 0) continue;  // neither predicted nor a target: not averaged
-    ++occurring;
+    // Macro: every class that occurs (neither predicted nor a target: not averaged); weighted: by its targets.
+    const double weight = average_ == Average::Weighted ? tp + fn : (tp + fp + fn > 0 ? 1.0 : 0.0);
+    if (weight == 0) continue;
+    weights += weight;
     const double numerator = score_ == Score::F1 ? 2 * tp : tp;
     const double denominator = score_ == Score::Precision ? tp + fp
                                : score_ == Score::Recall  ? tp + fn
                                                           : 2 * tp + fp + fn;
-    sum += denominator > 0 ? numerator / denominator : 0.0;
+    sum += weight * (denominator > 0 ? numerator / denominator : 0.0);
   }
-  return occurring == 0 ? 0.0 : sum / static_cast<double>(occurring);
+  return weights == 0 ? 0.0 : sum / weights;
 }
 
-std::vector<double> MacroAveraged::counts() const {
+std::vector<double> ClassAveraged::counts() const {
   if (num_classes_ == 0) return {};
   const at::Tensor c = read_counts().to(at::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-void MacroAveraged::set_counts(const std::vector<double>& counts) {
+void ClassAveraged::set_counts(const std::vector<double>& counts) {
   const auto n = static_cast<int64_t>(counts.size());
   if (n == 0 || n % 3 != 0 || (num_classes_ > 0 && n != 3 * num_classes_)) {
-    throw Error(fmt::format("MacroAveraged::set_counts: expected 3 x {} counts (tp, fp, fn of each class), got {}",
+    throw Error(fmt::format("ClassAveraged::set_counts: expected 3 x {} counts (tp, fp, fn of each class), got {}",
                             num_classes_, n));
   }
   num_classes_ = n / 3;
@@ -286,16 +296,16 @@ void MacroAveraged::set_counts(const std::vector<double>& counts) {
   counts_ = at::tensor(whole, at::kLong).reshape({3, num_classes_});
 }
 
-std::string MacroAveraged::how_to_count() const {
+std::string ClassAveraged::how_to_count() const {
   if (stated_classes_ > 0) return {};
   return fmt::format("give its class count, {{{0}: {{num_classes: 10}}}} (from Python {{\"{0}\": {{\"num_classes\": "
                      "10}}}}), so that every rank counts every class",
                      name());
 }
 
-std::unique_ptr<Metric> make_macro_averaged(const std::string& name, int64_t num_classes) {
-  for (const auto& [score, score_name] : kMacroScores) {
-    if (name == score_name) return std::make_unique<MacroAveraged>(score, num_classes);
+std::unique_ptr<Metric> make_class_averaged(const std::string& name, int64_t num_classes) {
+  for (const auto& entry : kClassScores) {
+    if (name == entry.name) return std::make_unique<ClassAveraged>(entry.score, num_classes, entry.average);
   }
   return nullptr;
 }
@@ -306,7 +316,7 @@ std::unique_ptr<Metric> make_metric(const std::string& name) {
   if (name == "accuracy") return std::make_unique<Accuracy>(1);
   if (name == "cross_entropy") return std::make_unique<CrossEntropyMetric>();
   if (name == "perplexity") return std::make_unique<Perplexity>();
-  if (auto macro = make_macro_averaged(name)) return macro;
+  if (auto macro = make_class_averaged(name)) return macro;
   // "top<K>_accuracy"
   const std::string prefix = "top", suffix = "_accuracy";
   if (name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
@@ -319,7 +329,7 @@ std::unique_ptr<Metric> make_metric(const std::string& name) {
   }
   throw InputError(fmt::format(
       "unknown metric \"{}\"; expected one of: accuracy, top5_accuracy (any topK_accuracy with K >= 1), "
-      "cross_entropy, perplexity, precision, recall, f1",
+      "cross_entropy, perplexity, precision, recall, f1, weighted_precision, weighted_recall, weighted_f1",
       name));
 }
 

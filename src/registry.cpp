@@ -518,12 +518,12 @@ Entry<std::shared_ptr<Metric>> metric(std::string name) {
           }};
 }
 
-/// precision, recall, f1: macro averages, with their num_classes option.
-Entry<std::shared_ptr<Metric>> macro_averaged(std::string name) {
+/// precision, recall, f1 and their weighted averages, with their num_classes option.
+Entry<std::shared_ptr<Metric>> class_averaged(std::string name) {
   return {name, [name](const ConfigNode& node, Context&) -> std::shared_ptr<Metric> {
-            const auto options = read<MacroAveragedOptions>(node);
+            const auto options = read<ClassAveragedOptions>(node);
             return construct(node,
-                             [&] { return std::shared_ptr<Metric>(make_macro_averaged(name, options.num_classes())); });
+                             [&] { return std::shared_ptr<Metric>(make_class_averaged(name, options.num_classes())); });
           }};
 }
 
@@ -533,11 +533,14 @@ const Kind<std::shared_ptr<Metric>>& metrics() {
                                                   {
                                                       metric("accuracy"),
                                                       metric("cross_entropy"),
-                                                      macro_averaged("f1"),
+                                                      class_averaged("f1"),
                                                       metric("perplexity"),
-                                                      macro_averaged("precision"),
-                                                      macro_averaged("recall"),
+                                                      class_averaged("precision"),
+                                                      class_averaged("recall"),
                                                       metric("top5_accuracy"),
+                                                      class_averaged("weighted_f1"),
+                                                      class_averaged("weighted_precision"),
+                                                      class_averaged("weighted_recall"),
                                                   }};
   return kind;
 }

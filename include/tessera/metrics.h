@@ -1,6 +1,6 @@
 #pragma once
-/// Metrics accumulated over batches: top-k accuracy, cross-entropy and perplexity (macro precision, recall and F1:
-/// class_metrics.h).
+/// Metrics accumulated over batches: top-k accuracy, cross-entropy and perplexity (precision, recall and F1, macro or
+/// weighted averages: class_metrics.h).
 ///
 /// Outputs are logits [N, C] (one prediction per example) or [N, C, d...] (one per position, e.g. next-token
 /// logits [N, vocab, S] of a language model): every position is then counted as one prediction, so accuracy is
@@ -95,7 +95,8 @@ class Perplexity : public CrossEntropyMetric {
 };
 
 /// Builds a metric from its recipe name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", and the macro
-/// averages "precision", "recall", "f1" of class_metrics.h); InputError otherwise.
+/// averages "precision", "recall", "f1" and the weighted "weighted_precision", "weighted_recall", "weighted_f1" of
+/// class_metrics.h); InputError otherwise.
 std::unique_ptr<Metric> make_metric(const std::string& name);
 
 }  // namespace tessera

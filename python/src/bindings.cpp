@@ -329,15 +329,16 @@ std::string user_text(const py::dict& user, const char* key, const char* fallbac
   return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
 }
 
-/// precision, recall or f1 with its options ({"num_classes": 10}), given under its name in a dict of metrics.
-std::shared_ptr<Metric> macro_averaged_from(const py::dict& options, const std::string& name,
+/// precision, recall or f1 (or a weighted one) with its options ({"num_classes": 10}), given under its name in a dict
+/// of metrics.
+std::shared_ptr<Metric> class_averaged_from(const py::dict& options, const std::string& name,
                                             const std::string& keyword) {
   const std::string where = keyword + "['" + name + "']";
-  if (!make_macro_averaged(name)) {
-    throw InputError(where + ": options are given, but only precision, recall and f1 take any (num_classes); give " +
-                     name + " by name in a list");
+  if (!make_class_averaged(name)) {
+    throw InputError(where + ": options are given, but only precision, recall, f1 and their weighted_ averages take "
+                     "any (num_classes); give " + name + " by name in a list");
   }
-  return make_macro_averaged(name, options_from_kwargs<MacroAveragedOptions>(options, where).num_classes());
+  return make_class_averaged(name, options_from_kwargs<ClassAveragedOptions>(options, where).num_classes());
 }
 
 /// The metrics of a `train_metrics` or `eval_metrics` keyword (tessera/_metrics.py): (name, None) for Tessera's own,
@@ -348,7 +349,7 @@ std::vector<std::shared_ptr<Metric>> metrics_from(py::handle entries, const std:
     const py::tuple entry = m.cast<py::tuple>();
     const std::string name = entry[0].cast<std::string>();
     if (py::isinstance<py::dict>(entry[1])) {  // a Tessera metric with options: {"f1": {"num_classes": 10}}
-      out.push_back(macro_averaged_from(entry[1].cast<py::dict>(), name, keyword));
+      out.push_back(class_averaged_from(entry[1].cast<py::dict>(), name, keyword));
       continue;
     }
     if (!entry[1].is_none()) {

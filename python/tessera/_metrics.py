@@ -1,6 +1,7 @@
 """The Trainer's `eval_metrics` and `train_metrics`: the metrics of the evaluators made from `eval_dataloader`, and of
 the training on `train_dataloader`. Each is a Tessera metric
-by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1"), in a dict by name
+by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1", and the weighted
+averages "weighted_precision", "weighted_recall", "weighted_f1"), in a dict by name
 with its options ({"f1": {"num_classes": 10}}), or a Python object with update(outputs, target), compute() and
 reset(), as a torchmetrics Metric has; a class of one's own may add counts() and set_counts(counts), the sums behind
 its value, so that data-parallel runs add them up over the ranks exactly."""

@@ -133,7 +133,8 @@ class Trainer(_C._Trainer):
     `model_call` says "input" or "batch"). `output_key` names the outputs in a dict output ("logits").
     `eval_metrics` chooses what the evaluators of `eval_dataloader` compute (default: accuracy), and `train_metrics`
     what the training on `train_dataloader` computes (metrics/train/<name>; default: accuracy): Tessera's metrics by
-    name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1"; options in a dict
+    name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1", and
+    "weighted_precision", "weighted_recall", "weighted_f1"; options in a dict
     by name: {"f1": {"num_classes": 10}}) and Python objects with update(outputs, target), compute() and reset() (a
     torchmetrics Metric, or a class of your own), in a list or a dict by name.
     `dataloader_resume`: what resuming inside an epoch does with a loader that has no ResumableSampler:

@@ -157,7 +157,8 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
         set_counts = None
     assert "has only one of counts() and set_counts()" in message([OnlyCounts()])
     # Options, under a Tessera metric's name.
-    assert "eval_metrics['accuracy']: options are given, but only precision, recall and f1 take any" in message(
+    assert "eval_metrics['accuracy']: options are given, but only precision, recall, f1 and their weighted_ " \
+           "averages take any" in message(
         {"accuracy": {"num_classes": 3}})
     assert "eval_metrics['f1']: unknown option \"num_clases\"" in message({"f1": {"num_clases": 3}})
     assert "eval_metrics['recall'].num_classes: -3 is out of range" in message({"recall": {"num_classes": -3}})
@@ -171,10 +172,11 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
         trainer.evaluate()
 
 
-def macro_average(logits, y, score):
-    """An independent count of precision, recall or F1 per class, averaged over the classes that occur."""
+def macro_average(logits, y, score, weighted=False):
+    """An independent count of precision, recall or F1 per class, averaged over the classes that occur, or weighted by
+    each class's targets."""
     predicted = logits.argmax(1)
-    values = []
+    values, weights = [], []
     for c in range(logits.shape[1]):
         tp = int(((predicted == c) & (y == c)).sum())
         fp = int(((predicted == c) & (y != c)).sum())
@@ -184,13 +186,15 @@ def macro_average(logits, y, score):
         numerator, denominator = {"precision": (tp, tp + fp), "recall": (tp, tp + fn),
                                   "f1": (2 * tp, 2 * tp + fp + fn)}[score]
         values.append(numerator / denominator if denominator else 0.0)
-    return sum(values) / len(values) if values else 0.0
+        weights.append(tp + fn if weighted else 1)
+    return sum(v * w for v, w in zip(values, weights)) / sum(weights) if sum(weights) else 0.0
 
 
 @pytest.mark.parametrize("form", ["names", "options"])
 def test_macro_precision_recall_and_f1_match_an_independent_count(form, tmp_path):
-    metrics = ["precision", "recall", "f1"] if form == "names" else {
-        "precision": {}, "recall": {"num_classes": 3}, "f1": {"num_classes": 3}}
+    metrics = ["precision", "recall", "f1", "weighted_precision", "weighted_recall", "weighted_f1"] \
+        if form == "names" else {"precision": {}, "recall": {"num_classes": 3}, "f1": {"num_classes": 3},
+                                 "weighted_precision": {}, "weighted_recall": {}, "weighted_f1": {"num_classes": 3}}
     model, trainer = trainer_for(tmp_path, loader(40, 7, batch_size=6), metrics)
     trainer.fit()
     got = trainer.evaluate()
@@ -200,6 +204,9 @@ def test_macro_precision_recall_and_f1_match_an_independent_count(form, tmp_path
     assert len(set(logits.argmax(1).tolist())) > 1 and len(set(y.tolist())) == 3  # a real mix of right and wrong
     for score in ("precision", "recall", "f1"):
         assert got[f"metrics/eval/{score}"] == pytest.approx(macro_average(logits, y, score), rel=1e-12), score
+        assert got[f"metrics/eval/weighted_{score}"] == pytest.approx(
+            macro_average(logits, y, score, weighted=True), rel=1e-12), score
+        assert got[f"metrics/eval/weighted_{score}"] != pytest.approx(got[f"metrics/eval/{score}"])
     assert got["metrics/eval/precision"] != pytest.approx(got["metrics/eval/recall"])
 
 

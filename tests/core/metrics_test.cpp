@@ -97,11 +97,11 @@ TEST(Metrics, MakeMetricByName) {
   EXPECT_EQ(tessera::make_metric("top5_accuracy")->name(), "top5_accuracy");
   EXPECT_EQ(tessera::make_metric("top3_accuracy")->name(), "top3_accuracy");
   EXPECT_EQ(tessera::make_metric("cross_entropy")->name(), "cross_entropy");
-  for (const char* name : {"precision", "recall", "f1"}) {
+  for (const char* name : {"precision", "recall", "f1", "weighted_precision", "weighted_recall", "weighted_f1"}) {
     EXPECT_EQ(tessera::make_metric(name)->name(), name);
-    EXPECT_EQ(tessera::make_macro_averaged(name, 5)->counts().size(), 15u) << "5 classes stated";
+    EXPECT_EQ(tessera::make_class_averaged(name, 5)->counts().size(), 15u) << "5 classes stated";
   }
-  EXPECT_EQ(tessera::make_macro_averaged("accuracy"), nullptr);
+  EXPECT_EQ(tessera::make_class_averaged("accuracy"), nullptr);
   for (const char* bad : {"acc", "top0_accuracy", "topx_accuracy", "top_accuracy", ""}) {
     try {
       tessera::make_metric(bad);
@@ -117,9 +117,9 @@ TEST(Metrics, MakeMetricByName) {
 
 namespace {
 
-using tessera::MacroAveraged;
+using tessera::ClassAveraged;
 using tessera::testing::input_error_of;
-using Score = MacroAveraged::Score;
+using Score = ClassAveraged::Score;
 
 /// Logits whose argmax is `predicted` (one row each), over `classes` classes.
 at::Tensor predicting(const std::vector<int64_t>& predicted, int64_t classes) {
@@ -139,14 +139,14 @@ TEST(Metrics, MacroPrecisionRecallAndF1AverageTheClassesThatOccur) {
                                               std::tuple{Score::Recall, "recall", 4.0 / 9.0},
                                               std::tuple{Score::F1, "f1", 22.0 / 45.0}}) {
     SCOPED_TRACE(name);
-    MacroAveraged m(score);
+    ClassAveraged m(score);
     EXPECT_EQ(m.name(), name);
     EXPECT_DOUBLE_EQ(m.compute(), 0.0);
     EXPECT_TRUE(m.counts().empty()) << "the class count is not known before the first update";
     m.update(logits, batch);
     EXPECT_NEAR(m.compute(), expected, 1e-15);
     // In two batches: the same counts, so the same value.
-    MacroAveraged split(score);
+    ClassAveraged split(score);
     split.update(logits.narrow(0, 0, 4), Batch(at::zeros({4, 1}), labels({0, 1, 1, 1})));
     split.update(logits.narrow(0, 4, 2), Batch(at::zeros({2, 1}), labels({0, 0})));
     EXPECT_EQ(split.counts(), m.counts());
@@ -156,59 +156,93 @@ TEST(Metrics, MacroPrecisionRecallAndF1AverageTheClassesThatOccur) {
     EXPECT_TRUE(m.counts().empty());
   }
   // tp, fp, fn of classes 0..3.
-  MacroAveraged f1(Score::F1);
+  ClassAveraged f1(Score::F1);
   f1.update(logits, batch);
   EXPECT_EQ(f1.counts(), (std::vector<double>{2, 2, 0, 0, /**/ 1, 0, 1, 0, /**/ 1, 1, 0, 0}));
+}
+
+// The same predictions weighted by each class's targets (torchmetrics' and scikit-learn's average="weighted"): classes
+// 0 and 1 are 3 targets each, classes 2 and 3 none, so weigh nothing (class 2's wrong prediction still lowers class
+// 0's recall). Precision (3 x 2/3 + 3 x 1) / 6, recall (3 x 2/3 + 3 x 2/3) / 6, F1 (3 x 2/3 + 3 x 4/5) / 6.
+TEST(Metrics, WeightedPrecisionRecallAndF1WeighEachClassByItsTargets) {
+  const at::Tensor logits = predicting({0, 0, 1, 1, 2, 0}, 4);
+  const Batch batch(at::zeros({6, 1}), labels({0, 1, 1, 1, 0, 0}));
+  for (const auto& [score, name, expected] : {std::tuple{Score::Precision, "weighted_precision", 5.0 / 6.0},
+                                              std::tuple{Score::Recall, "weighted_recall", 2.0 / 3.0},
+                                              std::tuple{Score::F1, "weighted_f1", 11.0 / 15.0}}) {
+    SCOPED_TRACE(name);
+    const std::unique_ptr<tessera::Metric> m = tessera::make_metric(name);
+    EXPECT_EQ(m->name(), name);
+    EXPECT_DOUBLE_EQ(m->compute(), 0.0);
+    m->update(logits, batch);
+    EXPECT_NEAR(m->compute(), expected, 1e-15);
+    // The counts are the macro average's: data-parallel sums hold for both.
+    ClassAveraged macro(score);
+    macro.update(logits, batch);
+    EXPECT_EQ(m->counts(), macro.counts());
+    EXPECT_NE(m->compute(), macro.compute());
+  }
+  // Recall weighted by the targets is the accuracy (each target counts once).
+  const std::unique_ptr<tessera::Metric> recall = tessera::make_class_averaged("weighted_recall", 4);
+  tessera::Accuracy accuracy;
+  recall->update(logits, batch);
+  accuracy.update(logits, batch);
+  EXPECT_DOUBLE_EQ(recall->compute(), accuracy.compute());
+  EXPECT_EQ(recall->counts().size(), 12u) << "4 classes stated";
+  // No targets at all (every position ignored): 0, as torchmetrics.
+  ClassAveraged none(Score::F1, 0, ClassAveraged::Average::Weighted);
+  none.update(predicting({0}, 2), Batch(at::zeros({1, 1}), labels({tessera::kIgnoreTarget})));
+  EXPECT_DOUBLE_EQ(none.compute(), 0.0);
 }
 
 TEST(Metrics, MacroAveragesCountEveryPositionButThoseWithNothingToPredict) {
   // [N=1, C=3, S=4] logits predicting 2, 0, 1, 1 at the four positions; the third has nothing to predict.
   const at::Tensor logits = predicting({2, 0, 1, 1}, 3).t().unsqueeze(0);
-  MacroAveraged recall(Score::Recall);
+  ClassAveraged recall(Score::Recall);
   recall.update(logits, Batch(at::zeros({1, 4}), labels({2, 1, tessera::kIgnoreTarget, 1}).view({1, 4})));
   // Class 1: one of two positions found; class 2: its one; class 0: predicted only (fp), recall 0.
   EXPECT_EQ(recall.counts(), (std::vector<double>{0, 1, 1, /**/ 1, 0, 0, /**/ 0, 1, 0}));
   EXPECT_DOUBLE_EQ(recall.compute(), (0.0 + 0.5 + 1.0) / 3);
   // Dense targets: their argmax.
-  MacroAveraged precision(Score::Precision);
+  ClassAveraged precision(Score::Precision);
   precision.update(predicting({0, 1}, 2), Batch(at::zeros({2, 1}), at::tensor({0.9f, 0.1f, 0.8f, 0.2f}).view({2, 2})));
   EXPECT_DOUBLE_EQ(precision.compute(), (1.0 + 0.0) / 2);  // class 0: its one prediction right; class 1: wrong
 }
 
 TEST(Metrics, MacroAveragesRefuseTargetsOutsideTheClassesAndAnotherClassCount) {
-  MacroAveraged f1(Score::F1);
+  ClassAveraged f1(Score::F1);
   EXPECT_THAT(input_error_of([&] { f1.update(predicting({0, 1}, 3), Batch(at::zeros({2, 1}), labels({0, 3}))); }),
               HasSubstr("f1 metric: 1 target(s) outside the outputs' 3 classes [0, 3)"));
   EXPECT_THAT(input_error_of([&] { f1.update(predicting({0, 1}, 3), Batch(at::zeros({2, 1}), labels({-2, 1}))); }),
               HasSubstr("outside the outputs' 3 classes"));
   // Deferred (on CUDA the sums stay on the device): found when the value is read.
-  MacroAveraged deferred(Score::Precision);
+  ClassAveraged deferred(Score::Precision);
   deferred.set_deferred(true);
   deferred.update(predicting({0, 1}, 3), Batch(at::zeros({2, 1}), labels({0, 7})));
   EXPECT_THAT(input_error_of([&] { deferred.compute(); }), HasSubstr("precision metric: 1 target(s) outside"));
   // A class count stated in advance, or learned from the first outputs, is kept until reset.
-  MacroAveraged stated(Score::Recall, 4);
+  ClassAveraged stated(Score::Recall, 4);
   EXPECT_EQ(stated.counts(), std::vector<double>(12, 0.0)) << "known in advance: counts for data-parallel sums";
   EXPECT_EQ(stated.how_to_count(), "");
-  EXPECT_TRUE(MacroAveraged(Score::F1).counts().empty());  // not yet known: what data-parallel training says
-  EXPECT_THAT(MacroAveraged(Score::F1).how_to_count(), HasSubstr("give its class count, {f1: {num_classes: 10}}"));
+  EXPECT_TRUE(ClassAveraged(Score::F1).counts().empty());  // not yet known: what data-parallel training says
+  EXPECT_THAT(ClassAveraged(Score::F1).how_to_count(), HasSubstr("give its class count, {f1: {num_classes: 10}}"));
   EXPECT_EQ(tessera::Accuracy().how_to_count(), "");
   EXPECT_THAT(input_error_of([&] { stated.update(predicting({0}, 3), Batch(at::zeros({1, 1}), labels({0}))); }),
               HasSubstr("recall metric: the outputs have 3 classes, 4 before (its num_classes)"));
-  MacroAveraged learned(Score::Recall);
+  ClassAveraged learned(Score::Recall);
   learned.update(predicting({0}, 3), Batch(at::zeros({1, 1}), labels({0})));
   EXPECT_THAT(input_error_of([&] { learned.update(predicting({0}, 2), Batch(at::zeros({1, 1}), labels({0}))); }),
               HasSubstr("the outputs have 2 classes, 3 before (its earlier outputs)"));
   learned.reset();
   learned.update(predicting({0}, 2), Batch(at::zeros({1, 1}), labels({0})));
-  EXPECT_THROW(MacroAveraged(Score::F1, -1), tessera::InputError);
+  EXPECT_THROW(ClassAveraged(Score::F1, -1), tessera::InputError);
 }
 
 TEST(Metrics, MacroAveragesAddUpOverRanksAsOneRankWouldCount) {
   // Two ranks' counts summed (as data-parallel training sums them) give the value of all examples on one rank.
   const at::Tensor logits = predicting({0, 0, 1, 1, 2, 0}, 4);
   const at::Tensor target = labels({0, 1, 1, 1, 0, 0});
-  MacroAveraged whole(Score::F1, 4), first(Score::F1, 4), second(Score::F1, 4);
+  ClassAveraged whole(Score::F1, 4), first(Score::F1, 4), second(Score::F1, 4);
   whole.update(logits, Batch(at::zeros({6, 1}), target));
   first.update(logits.narrow(0, 0, 3), Batch(at::zeros({3, 1}), target.narrow(0, 0, 3)));
   second.update(logits.narrow(0, 3, 3), Batch(at::zeros({3, 1}), target.narrow(0, 3, 3)));

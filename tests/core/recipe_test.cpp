@@ -961,7 +961,7 @@ TEST(RegistryTest, RegisteredNames) {
   EXPECT_EQ(registered_names("loggers"), (std::vector<std::string>{"csv", "jsonl", "tensorboard"}));
   EXPECT_EQ(registered_names("metrics"),
             (std::vector<std::string>{"accuracy", "cross_entropy", "f1", "perplexity", "precision", "recall",
-                                      "top5_accuracy"}));
+                                      "top5_accuracy", "weighted_f1", "weighted_precision", "weighted_recall"}));
   EXPECT_NO_THROW(registered_names("algorithms"));
   try {
     registered_names("modles");
