@@ -44,14 +44,17 @@ def sgd(model, momentum=0.0):
 
 
 class LrRecorder(tessera.Callback):
+    """Each batch's lrs, and the momentum a schedule set (None: the optimizer's own)."""
     name = "lr_recorder"
 
     def __init__(self):
         super().__init__()
         self.lrs = []
+        self.momenta = []
 
     def batch_start(self, state, logger):
         self.lrs.append([g["lr"] for g in state.optimizer.param_groups])
+        self.momenta.append(state.optimizer.momentum)
 
 
 def checkpointed_run(tmp_path, folder, make_schedulers, stop_after=None, resume=False, check=None, **options):
@@ -145,6 +148,7 @@ def test_a_torch_scheduler_sets_the_lrs_it_sets_in_torch(case, every_batch, tmp_
     for batch, (got, want) in enumerate(zip(recorder.lrs, expected)):
         assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (case, batch, got, want)
     assert len({tuple(x) for x in expected}) > 1  # the schedule moved
+    assert set(recorder.momenta) == {None}  # the optimizer's own momentum throughout
 
 
 def test_torch_schedulers_step_once_per_epoch_unless_told_as_composer_steps_them(tmp_path):
@@ -177,17 +181,6 @@ def test_a_torch_scheduler_trains_as_in_a_plain_loop(tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (name, (a - b).abs().max().item())
     assert not torch.equal(model.head.weight, Net().head.weight)
-
-
-class MomentumRecorder(tessera.Callback):
-    name = "momentum_recorder"
-
-    def __init__(self):
-        super().__init__()
-        self.momenta = []
-
-    def batch_start(self, state, logger):
-        self.momenta.append(state.optimizer.momentum)
 
 
 def torch_momentum(optimizer):
@@ -234,7 +227,7 @@ def test_a_scheduler_that_cycles_the_momentum_trains_as_in_a_plain_loop(case, ki
         scheduler.step()
     model = Net()
     optimizer = MOMENTUM_OPTIMIZERS[kind](model)
-    recorder = MomentumRecorder()
+    recorder = LrRecorder()
     trainer = tessera.Trainer(model=model, train_dataloader=loader(), optimizer=optimizer,
                               schedulers=MOMENTUM_CASES[case](optimizer), callbacks=[recorder],
                               step_schedulers_every_batch=True, max_duration="2ep", threads=1, run_dir=str(tmp_path))
