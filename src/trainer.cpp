@@ -456,9 +456,29 @@ void Trainer::check_callable(const char* what, DuringFit during_fit) const {
   }
 }
 
-void Trainer::fit() {
+void Trainer::fit() { run_fit(nullptr); }
+
+void Trainer::fit(const Time& until) { run_fit(&until); }
+
+void Trainer::run_fit(const Time* until) {
   check_callable("fit", DuringFit::Refused);
   State& s = state_;
+  if (until != nullptr) {
+    double batches = 0;
+    try {
+      batches = s.time.to_batches(*until);
+    } catch (const Error& e) {
+      throw InputError(std::string("trainer.fit: until: ") + e.what());
+    }
+    if (batches > s.time.total_batches() + 1e-9) {
+      throw InputError("trainer.fit: until " + until->str() + " is past max_duration " + s.time.max_duration.str() +
+                       "; give a time within the run");
+    }
+    if (s.time.reached(s.timestamp, *until)) {
+      throw InputError("trainer.fit: until " + until->str() + " is already reached: the run is at " +
+                       std::to_string(s.timestamp.batch) + " batches; give a later time");
+    }
+  }
   Engine& engine = *engine_;
   const RuntimeScope runtime(options_.threads(), options_.deterministic());
   fit_thread_ = std::this_thread::get_id();
@@ -495,6 +515,7 @@ void Trainer::fit() {
     return n;
   };
   auto finished = [&] { return s.stop_requested() || s.time.reached(s.timestamp, s.time.max_duration); };
+  auto pause_due = [&] { return until != nullptr && s.time.reached(s.timestamp, *until); };
   // Resumed from a checkpoint of the last batch, written before the epoch's end, the final evaluation and the
   // final checkpoint: those are still to do (the loop below does the epoch's end even when no batch is left).
   auto epoch_end_due = [&] { return s.timestamp.batch_in_epoch >= batches_per_epoch; };
@@ -525,18 +546,21 @@ void Trainer::fit() {
   };
   const std::optional<Event> pending = std::exchange(pending_evaluations_, std::nullopt);
   try {
-    engine.run_event(Event::FitStart, s);
+    // A run paused by fit(until) continues: its fit started already, and its loader stands where it paused.
+    const bool continuing = std::exchange(paused_, false);
+    bool positioned = continuing && s.timestamp.batch_in_epoch > 0;
+    if (!continuing) engine.run_event(Event::FitStart, s);
     s.model->train();
     if (pending == Event::BatchEnd) after_batch_end();
     if (pending == Event::EpochEnd) after_epoch_end();
-    while (!finished() || epoch_end_due()) {
+    while ((!finished() && !pause_due()) || epoch_end_due()) {
       if (profiler_) profiler_->batch_begins(s.timestamp, batches_per_epoch, engine.logger());
       if (s.timestamp.epoch_in_iteration == 0 && s.timestamp.batch_in_epoch == 0) engine.run_event(Event::IterationStart, s);
       if (s.timestamp.batch_in_epoch == 0) engine.run_event(Event::EpochStart, s);
       const auto epoch_t0 = Clock::now();
       const double epoch_wct0 = s.timestamp.epoch_wct;
-      loader.start_epoch(s.seed, s.timestamp.epoch, s.timestamp.batch_in_epoch);
-      while (s.timestamp.batch_in_epoch < batches_per_epoch && !finished()) {
+      if (!std::exchange(positioned, false)) loader.start_epoch(s.seed, s.timestamp.epoch, s.timestamp.batch_in_epoch);
+      while (s.timestamp.batch_in_epoch < batches_per_epoch && !finished() && !pause_due()) {
         if (profiler_) profiler_->batch_begins(s.timestamp, batches_per_epoch, engine.logger());
         const auto t0 = Clock::now();
         engine.run_event(Event::BeforeDataloader, s);
@@ -583,6 +607,11 @@ void Trainer::fit() {
       }
     }
     read_back();  // deferred: the last loss, and a non-finite one since the last log
+    if (!finished()) {  // paused by fit(until) before the run's end: the next fit continues from here
+      paused_ = true;
+      if (profiler_) profiler_->finish(engine.logger());
+      return;
+    }
     if (s.time.reached(s.timestamp, s.time.max_duration) && pending != Event::FitEnd) {
       engine.run_event(Event::IterationEnd, s);
       engine.run_event(Event::IterationCheckpoint, s);

@@ -164,6 +164,12 @@ class Trainer {
   /// naming the failure, since the state may be in the middle of a batch; a new Trainer with autoresume
   /// continues from the last checkpoint.
   void fit();
+  /// Trains until `until` (a time of the run: `3ba`, `1ep`, `0.5dur`; at most max_duration) and returns there, at
+  /// that batch's end (its evaluations and checkpoints done), with the run paused: no IterationEnd, final evaluation
+  /// or FitEnd. The next fit() or fit(until) continues the same run without firing FitStart again, so a run trained in
+  /// parts takes the steps of the run in one go (its weights bitwise). While paused, evaluate, predict and
+  /// save_checkpoint may be called. An `until` already reached, or past max_duration, is an InputError.
+  void fit(const Time& until);
   /// Runs every evaluator once (EvalStandaloneStart/End) and returns "metrics/<label>/<name>" values. Not while
   /// fit() runs (evaluators run at their intervals there): InputError.
   std::map<std::string, double> evaluate();
@@ -254,6 +260,8 @@ class Trainer {
   void run_evaluators(Event event);
   /// One run of the evaluator s.evaluators[index] (its label, metrics, events).
   void eval_loop(size_t index);
+  /// fit() (`until` null) and fit(until).
+  void run_fit(const Time* until);
   /// The batches of `data` (at most `limit`; < 0: all) through the model without gradients and in eval_precision:
   /// per batch, the four `events` (batch start, before forward, after forward, batch end) with `use` after the third.
   /// Stops early at a stop signal (without several ranks: they stop at a training batch boundary). Returns the
@@ -311,6 +319,7 @@ class Trainer {
   std::optional<Event> evaluating_;
   /// Loaded from a checkpoint forced during evaluations at this event: fit() first runs those not done.
   std::optional<Event> pending_evaluations_;
+  bool paused_ = false;  ///< fit(until) returned before max_duration: the next fit continues without FitStart
   int64_t last_checkpoint_batch_ = -1;
   int64_t skipped_batches_ = 0;
   int64_t skipped_steps_ = 0;

@@ -481,9 +481,15 @@ class PyTrainer {
     plugins_.clear();
   }
 
-  void fit() {
+  void fit(const std::optional<Time>& until) {
     const OwnerScope scope(slot_);
-    call_with_signals(*signals_, *trainer_, true, [&] { trainer_->fit(); });
+    call_with_signals(*signals_, *trainer_, true, [&] {
+      if (until) {
+        trainer_->fit(*until);
+      } else {
+        trainer_->fit();
+      }
+    });
   }
 
   std::map<std::string, double> evaluate() {
@@ -723,8 +729,10 @@ void bind_recipe_trainer(py::module_& m) {
       .def(py::init<const Recipe&, const std::vector<py::object>&, const std::vector<py::object>&, const py::dict&>(),
            py::arg("recipe"), py::arg("algorithms") = std::vector<py::object>{},
            py::arg("callbacks") = std::vector<py::object>{}, py::arg("user") = py::dict())
-      .def("fit", &PyTrainer::fit,
-           "Trains until max_duration or state.stop_training(). The GIL is released; Python plugins take it "
+      .def("fit", &PyTrainer::fit, py::arg("until") = py::none(),
+           "Trains until max_duration or state.stop_training(); with `until` (a time of the run: '3ba', '1ep', "
+           "'0.5dur') it returns there, the run paused, and the next fit() continues it as if it had not stopped "
+           "(no second fit_start; the weights of the run in one go). The GIL is released; Python plugins take it "
            "for their own calls. Ctrl-C (SIGINT) and SIGTERM stop it at the next batch, after a checkpoint when it has a "
            "folder, and raise tessera.Interrupted / tessera.Terminated.")
       .def("evaluate", &PyTrainer::evaluate,

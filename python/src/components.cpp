@@ -300,7 +300,10 @@ void bind_state(py::module_& m) {
       .def_readonly("world_size", &State::world_size)
       .def_readwrite("rng", &State::rng, "The run's generator for algorithms.")
       .def("stop_training", &State::stop_training, "Ends training after the current batch.")
-      .def_property_readonly("stop_requested", &State::stop_requested);
+      .def_property_readonly("stop_requested", &State::stop_requested)
+      .def_readonly("fit_complete", &State::fit_complete,
+                    "The run reached max_duration and its fit ended; false before, while paused by fit(until=...) "
+                    "and after an early stop.");
 }
 /// Calls f(rng) with the generator `rng` names: a tessera.Rng itself (advanced in place), or a new one from a seed
 /// (default 0).

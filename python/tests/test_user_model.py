@@ -172,6 +172,46 @@ def test_killed_and_resumed_python_model_equals_the_run_in_one_go(train_set, tmp
         assert torch.equal(value, expected_state[name]), name
 
 
+def test_a_run_trained_in_parts_with_fit_until_equals_the_run_in_one_go(train_set, tmp_path):
+    """fit(until=...) pauses at a batch boundary; the next fit() goes on from the batch the loader stands at (a plain
+    shuffling DataLoader with workers: nothing to reposition) without a second fit_start."""
+    class FitEvents(tessera.Callback):
+        name = "fit_events"
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def fit_start(self, state, logger):
+            self.seen.append("fit_start")
+
+        def fit_end(self, state, logger):
+            self.seen.append("fit_end")
+
+    events = FitEvents()
+
+    def make(folder, callbacks=()):
+        torch.manual_seed(11)  # the DataLoader's shuffle draws from torch's generator
+        data = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, num_workers=2)
+        return tessera.Trainer(model=make_model(1), train_dataloader=data, optimizer={"sgd": {"lr": 0.05}},
+                               algorithms=all_five(), callbacks=list(callbacks), max_duration="3ep", seed=9,
+                               run_dir=str(tmp_path / folder))
+
+    one_go = make("one")
+    one_go.fit()
+    parts = make("parts", [events])
+    parts.fit(until="4ba")  # inside epoch 0 of 6 batches
+    assert parts.state.timestamp.batch == 4 and not parts.state.fit_complete
+    parts.fit(until=tessera.Time.parse("1ep"))
+    assert parts.state.timestamp.batch == 6
+    with pytest.raises(tessera.InputError, match="until 3ba is already reached"):
+        parts.fit(until="3ba")
+    parts.fit()
+    assert parts.state.fit_complete
+    assert parts.weights_fingerprint() == one_go.weights_fingerprint()
+    assert events.seen == ["fit_start", "fit_end"]
+
+
 def test_resuming_inside_an_epoch_without_a_resumable_sampler_is_refused_or_skips(train_set, tmp_path):
     def make(resume, run_dir, callbacks=(), checkpoint=True):
         data = torch.utils.data.DataLoader(train_set, batch_size=64)  # sequential order, no ResumableSampler

@@ -318,6 +318,7 @@ void Trainer::load_checkpoint(const std::string& path, bool weights_only, bool s
     const auto [file_path, file] = checkpoint::read_file_or_newest(path, "load_checkpoint", &rejected);
     for (const auto& r : rejected) engine_->logger().warn(r + "; using an older checkpoint");
     apply_checkpoint(file, file_path, weights_only, strict);
+    paused_ = false;  // a run paused by fit(until) is replaced: the next fit starts (FitStart) where the file says
   } catch (...) {
     loading_by_call_ = false;
     throw;

@@ -1,11 +1,13 @@
 // What a Trainer may be asked, and when: save_checkpoint only at batch boundaries, load_checkpoint and evaluate
 // not while fit() runs, nothing from another thread during fit(), and nothing after a failed fit().
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -81,6 +83,66 @@ TEST(TrainerCalls, SaveCheckpointInsideABatchIsRefusedAndAtItsEndWorks) {
   EXPECT_EQ(resumed->state().timestamp.batch, 4);
   resumed->fit();
   EXPECT_EQ(weights_fingerprint(*resumed->state().model), weights_fingerprint(*u->state().model));
+}
+
+/// A run of 3 epochs of 5 batches (an evaluation at each epoch's end) trained by fit(until) to each of `untils`, then
+/// fit(): every event the run fired and its weights. `between` runs at each pause.
+std::pair<std::vector<std::string>, std::string> run_in_parts(const std::vector<std::string>& untils,
+                                                              const fs::path& dir,
+                                                              const std::function<void(Trainer&)>& between = {}) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  Components c = testing::tiny_components(40, 8);
+  c.algorithms.push_back(std::make_shared<testing::FakeAlgorithm>(
+      testing::spec_on("rec", std::vector<Event>(all_events().begin(), all_events().end())), log));
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("3ep")).threads(1).run_dir(dir.string()), std::move(c));
+  for (const auto& until : untils) {
+    trainer.fit(Time::parse(until));
+    EXPECT_FALSE(trainer.state().fit_complete);
+    if (between) between(trainer);
+  }
+  trainer.fit();
+  EXPECT_TRUE(trainer.state().fit_complete);
+  return {*log, weights_fingerprint(*trainer.state().model)};
+}
+
+TEST(TrainerCalls, FitUntilPausesTheRunAndTheNextFitContinuesItAsIfUnbroken) {
+  Fixture f;
+  const auto whole = run_in_parts({}, f.dir);
+  ASSERT_EQ(std::count(whole.first.begin(), whole.first.end(), "rec@fit_start"), 1);
+  // Mid-epoch, at an epoch's last batch (its end and evaluation done before the pause), in epochs, in fractions.
+  for (const std::vector<std::string>& untils : std::vector<std::vector<std::string>>{
+           {"3ba"}, {"5ba"}, {"1ep", "7ba", "0.8dur"}, {"2ba", "3ba", "4ba", "5ba", "6ba", "14ba"}}) {
+    SCOPED_TRACE(::testing::PrintToString(untils));
+    EXPECT_EQ(run_in_parts(untils, f.dir), whole);  // the same events in the same order, the same weights
+  }
+  // Paused, the trainer answers: where it stands, an evaluation, a checkpoint that a new trainer resumes from.
+  const fs::path saved = f.dir / "paused.ckpt";
+  const auto evaluated = run_in_parts({"7ba"}, f.dir, [&](Trainer& t) {
+    EXPECT_EQ(t.state().timestamp.batch, 7);
+    EXPECT_TRUE(t.evaluate().count("metrics/eval/accuracy"));
+    t.save_checkpoint(saved.string());
+  });
+  EXPECT_EQ(evaluated.second, whole.second);
+  Components c = testing::tiny_components(40, 8);
+  c.algorithms.push_back(std::make_shared<testing::FakeAlgorithm>(
+      testing::spec_on("rec", std::vector<Event>(all_events().begin(), all_events().end())),
+      std::make_shared<std::vector<std::string>>()));
+  Trainer resumed(TrainerOptions().max_duration(Time::parse("3ep")).threads(1).run_dir(f.dir.string()), std::move(c));
+  resumed.load_checkpoint(saved.string());
+  resumed.fit();
+  EXPECT_EQ(weights_fingerprint(*resumed.state().model), whole.second);
+  // What cannot be: a time already reached, past the run, or in a unit the run cannot count.
+  Components d = testing::tiny_components(40, 8);
+  Trainer t(TrainerOptions().max_duration(Time::parse("3ep")).threads(1).run_dir(f.dir.string()), std::move(d));
+  t.fit(Time::parse("6ba"));
+  EXPECT_THAT(testing::input_error_of([&] { t.fit(Time::parse("1ep")); }),
+              ::testing::HasSubstr("trainer.fit: until 1ep is already reached: the run is at 6 batches"));
+  EXPECT_THAT(testing::input_error_of([&] { t.fit(Time::parse("4ep")); }),
+              ::testing::HasSubstr("trainer.fit: until 4ep is past max_duration 3ep; give a time within the run"));
+  EXPECT_THAT(testing::input_error_of([&] { t.fit(Time::parse("100tok")); }),
+              ::testing::HasSubstr("trainer.fit: until: cannot convert 100tok to batches"));
+  t.fit();  // the refusals changed nothing: it still ends the run
+  EXPECT_EQ(weights_fingerprint(*t.state().model), whole.second);
 }
 
 TEST(TrainerCalls, LoadCheckpointEvaluateAndPredictAreRefusedWhileFitRuns) {
