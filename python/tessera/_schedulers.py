@@ -90,7 +90,7 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
     kept = [{k: g[k] for k in ("momentum", "betas") if k in g} for g in groups]
     bases = [g["initial_lr"] for g in groups]
     out: List[float] = []
-    momenta: List[float] = []
+    momenta: List[Optional[float]] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "step() before optimizer.step()"
