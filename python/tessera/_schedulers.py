@@ -90,7 +90,7 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
     kept = [{k: g[k] for k in ("momentum", "betas") if k in g} for g in groups]
     bases = [g["initial_lr"] for g in groups]
     out: List[float] = []
-    momenta: List[Optional[float]] = []
+    momenta: List[float] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "step() before optimizer.step()"
@@ -104,14 +104,15 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
                         f"step {k} ({factors}); Tessera scales every group's lr by one factor: give every group one "
                         "schedule (one lr_lambda), or groups of one lr")
                 out.append(first)
-                moments = {_momentum_of(optimizer, g) for g in groups}
+                moments = {m for m in (_momentum_of(optimizer, g) for g in groups) if m is not None}
                 if len(moments) > 1:
                     names = " + ".join("torch " + type(s).__name__ for s, _ in group)
                     raise _C.InputError(
                         f"schedulers: {names} set(s) different momenta in the groups at step {k} "
                         f"({', '.join(f'{m:.6g}' for m in sorted(moments))}); "
                         "Tessera's optimizers have one momentum for all groups: give one momentum to all groups")
-                momenta.append(moments.pop() if moments else None)
+                if moments:  # (an optimizer without a momentum: none)
+                    momenta.append(moments.pop())
                 if k + 1 < steps:
                     for s, frequency in group:
                         if (k + 1) % frequency:
@@ -127,7 +128,7 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
         for g, lr, values in zip(groups, lrs, kept):
             g["lr"] = lr
             g.update(values)
-    moved = momenta and momenta[0] is not None and any(m != momenta[0] for m in momenta)
+    moved = any(m != momenta[0] for m in momenta)
     return out, (momenta if moved else None)
 
 
