@@ -1105,6 +1105,10 @@ TEST(Muon, RefusesOptionsThatCannotWork) {
               ::testing::HasSubstr("adjust_lr"));
   EXPECT_THAT(input_error_of([&] { Muon(params, MuonOptions().ns_steps(0)); }),
               ::testing::HasSubstr("ns_steps"));
+  // Two momenta (its own, its AdamW's beta1): a momentum schedule has none it could set.
+  Muon muon(params, MuonOptions());
+  EXPECT_EQ(muon.momentum_option(), "");
+  EXPECT_THAT(input_error_of([&] { muon.set_momentum(0.9); }), ::testing::HasSubstr("muon has no momentum"));
   EXPECT_THAT(input_error_of([&] {
                 Muon(std::vector<at::Tensor>{at::randn({4, 4})}, MuonOptions().adamw_names({"embed.*"}));
               }),
