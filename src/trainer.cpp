@@ -610,6 +610,9 @@ void Trainer::run_fit(const Time* until) {
     if (!finished()) {  // paused by fit(until) before the run's end: the next fit continues from here
       paused_ = true;
       if (profiler_) profiler_->finish(engine.logger());
+      // (Also ends a progress bar's open line.)
+      engine.logger().info("paused at batch " + std::to_string(s.timestamp.batch) + " (fit until " + until->str() +
+                           "); the next fit continues the run");
       return;
     }
     if (s.time.reached(s.timestamp, s.time.max_duration) && pending != Event::FitEnd) {
