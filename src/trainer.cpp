@@ -417,7 +417,7 @@ void Trainer::update_learning_rate() {
   std::optional<double> momentum;  // from the one schedule that sets it (checked before step 1)
   for (const auto& s : state_.schedulers) {
     alpha *= s->alpha(at, state_.time);
-    if (s->sets_momentum()) momentum = s->momentum(at, state_.time);
+    if (std::optional<double> m = s->momentum(at, state_.time)) momentum = m;
   }
   state_.optimizer->set_lr_factor(alpha);
   if (momentum) state_.optimizer->set_momentum(momentum);

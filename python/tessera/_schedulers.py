@@ -91,6 +91,7 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
     bases = [g["initial_lr"] for g in groups]
     out: List[float] = []
     momenta: List[float] = []
+    names = " + ".join("torch " + type(s).__name__ for s, _ in group)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "step() before optimizer.step()"
@@ -98,7 +99,6 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
                 factors = [g["lr"] / b for g, b in zip(groups, bases) if b]
                 first = factors[0] if factors else 1.0
                 if any(not math.isclose(f, first, rel_tol=1e-9, abs_tol=0.0) for f in factors):
-                    names = " + ".join("torch " + type(s).__name__ for s, _ in group)
                     raise _C.InputError(
                         f"schedulers: {names} set(s) the groups' lrs to different fractions of their initial lrs at "
                         f"step {k} ({factors}); Tessera scales every group's lr by one factor: give every group one "
@@ -106,7 +106,6 @@ def _stepped_factors(group: List[Tuple[Any, int]], steps: int) -> Tuple[List[flo
                 out.append(first)
                 moments = {m for m in (_momentum_of(optimizer, g) for g in groups) if m is not None}
                 if len(moments) > 1:
-                    names = " + ".join("torch " + type(s).__name__ for s, _ in group)
                     raise _C.InputError(
                         f"schedulers: {names} set(s) different momenta in the groups at step {k} "
                         f"({', '.join(f'{m:.6g}' for m in sorted(moments))}); "
