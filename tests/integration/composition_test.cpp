@@ -591,6 +591,28 @@ TEST(Composition, EveryCompatibleAlgorithmUnderACycledMomentumTrainsAndResumesBi
       "{adamw: {lr: 1.0e-3, weight_decay: 0.05, groups: [{max_dims: 1, weight_decay: 0}]}}");
 }
 
+TEST(Composition, EveryCompatibleAlgorithmTrainedInPartsTakesTheStepsOfTheRunInOneGo) {
+  if (!fashion_mnist_installed()) GTEST_SKIP() << "Fashion-MNIST is not installed (apt install dataset-fashion-mnist)";
+  // fit(until) pauses inside an epoch (batch 7: the schedules running) and at an epoch's end (batch 12: averaging,
+  // layers frozen), with an evaluation at each pause (EMA and SWA swap their weights in and out for it); every
+  // algorithm's state stays as it was, so each batch ends with the weights of the run in one go.
+  const auto trail_of = [](const std::vector<std::string>& untils) {
+    tessera::Run run = build_run(everything_recipe());
+    auto trail = std::make_shared<FingerprintTrail>();
+    run.components.callbacks.push_back(trail);
+    Trainer trainer(run.trainer, std::move(run.components));
+    for (const auto& until : untils) {
+      trainer.fit(Time::parse(until));
+      EXPECT_FALSE(trainer.evaluate().empty());
+    }
+    trainer.fit();
+    return trail->lines;
+  };
+  const std::vector<std::string> whole = trail_of({});
+  ASSERT_EQ(whole.size(), 17u);  // FitStart and 16 batches
+  EXPECT_EQ(trail_of({"7ba", "3ep"}), whole);
+}
+
 /// Every other optimizer (the tests above train SGD, Adam with AMSGrad, Muon and LAMB) with every compatible
 /// algorithm: each keeps its own kind of state (second moments, factored moments, accumulators, momentum buffers,
 /// trust ratios) through surgery, freezing, SAM's second step, SWA and EMA, in parameter groups, and resumes it
