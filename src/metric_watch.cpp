@@ -20,6 +20,11 @@ bool larger_is_better(const std::string& monitor, const std::string& comp) {
   return true;
 }
 
+/// Whether the metric `name` reports `monitor`: its value, or one of its parts ("recall/class_3").
+bool reports(const std::string& name, const std::string& monitor) {
+  return monitor == name || monitor.rfind(name + "/", 0) == 0;
+}
+
 std::string metric_names(const Evaluator& ev) {
   std::string out;
   for (const auto& m : ev.metrics) out += (out.empty() ? "" : ", ") + m->name();
@@ -42,7 +47,10 @@ MetricWatch::MetricWatch(std::string owner, std::string monitor, std::string lab
 void MetricWatch::check_against_run(const State& state) const {
   if (label_ == "train") {
     const auto& names = state.train_metric_names;
-    if (monitor_ == "loss" || std::find(names.begin(), names.end(), monitor_) != names.end()) return;
+    if (monitor_ == "loss" ||
+        std::any_of(names.begin(), names.end(), [&](const std::string& n) { return reports(n, monitor_); })) {
+      return;
+    }
     std::string known = "loss";
     for (const auto& n : names) known += ", " + n;
     throw InputError(
@@ -52,7 +60,7 @@ void MetricWatch::check_against_run(const State& state) const {
   for (const Evaluator& ev : state.evaluators) {
     if (ev.label == label_) {
       for (const auto& m : ev.metrics) {
-        if (m->name() == monitor_) return;
+        if (reports(m->name(), monitor_)) return;
       }
       throw InputError(fmt::format("{}.monitor: the evaluator \"{}\" has no metric \"{}\"; its metrics: {}", owner_,
                                    label_, monitor_, metric_names(ev)));
@@ -71,12 +79,15 @@ std::optional<double> MetricWatch::new_value(Event event, const State& state) co
   if (!computed) return std::nullopt;
   const auto it = state.metrics.find(key_);
   if (it == state.metrics.end()) {
+    // A part a metric did not report (a class beyond its count, a Python metric's key that it does not return).
     std::string known;
     for (const auto& [k, v] : state.metrics) {
-      if (k.rfind("metrics/train/", 0) == 0 || k == "loss/train/total") known += (known.empty() ? "" : ", ") + k;
+      if (k.rfind("metrics/" + label_ + "/", 0) == 0 || (label_ == "train" && k == "loss/train/total")) {
+        known += (known.empty() ? "" : ", ") + k;
+      }
     }
-    throw InputError(fmt::format("{}: the run has no {} to watch; the training values are: {}", owner_, key_,
-                                 known.empty() ? "none" : known));
+    throw InputError(fmt::format("{}: the run has no {} to watch; the {} values are: {}", owner_, key_,
+                                 label_ == "train" ? "training" : "\"" + label_ + "\"", known.empty() ? "none" : known));
   }
   return it->second;
 }

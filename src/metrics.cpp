@@ -175,8 +175,8 @@ double Perplexity::compute() const { return std::exp(CrossEntropyMetric::compute
 
 // ------------------------------------------------------------------------------------------------ ClassAveraged
 
-ClassAveraged::ClassAveraged(Score score, int64_t num_classes, Average average)
-    : score_(score), average_(average), num_classes_(num_classes), stated_classes_(num_classes) {
+ClassAveraged::ClassAveraged(Score score, int64_t num_classes, Average average, bool per_class)
+    : score_(score), average_(average), per_class_(per_class), num_classes_(num_classes), stated_classes_(num_classes) {
   if (num_classes < 0) {
     throw InputError(fmt::format("{} metric: num_classes is {}; expected >= 0", name(), num_classes));
   }
@@ -269,13 +269,27 @@ double ClassAveraged::compute() const {
     const double weight = average_ == Average::Weighted ? tp + fn : (tp + fp + fn > 0 ? 1.0 : 0.0);
     if (weight == 0) continue;
     weights += weight;
-    const double numerator = score_ == Score::F1 ? 2 * tp : tp;
-    const double denominator = score_ == Score::Precision ? tp + fp
-                               : score_ == Score::Recall  ? tp + fn
-                                                          : 2 * tp + fp + fn;
-    sum += weight * (denominator > 0 ? numerator / denominator : 0.0);
+    sum += weight * score_of(tp, fp, fn);
   }
   return weights == 0 ? 0.0 : sum / weights;
+}
+
+double ClassAveraged::score_of(double tp, double fp, double fn) const {
+  const double numerator = score_ == Score::F1 ? 2 * tp : tp;
+  const double denominator = score_ == Score::Precision ? tp + fp : score_ == Score::Recall ? tp + fn : 2 * tp + fp + fn;
+  return denominator > 0 ? numerator / denominator : 0.0;
+}
+
+std::map<std::string, double> ClassAveraged::compute_values() const {
+  std::map<std::string, double> out{{"", compute()}};
+  if (!per_class_ || num_classes_ == 0) return out;
+  const at::Tensor c = read_counts();
+  const auto a = c.accessor<int64_t, 2>();
+  for (int64_t k = 0; k < c.size(1); ++k) {
+    out["class_" + std::to_string(k)] =
+        score_of(static_cast<double>(a[0][k]), static_cast<double>(a[1][k]), static_cast<double>(a[2][k]));
+  }
+  return out;
 }
 
 std::vector<double> ClassAveraged::counts() const {
@@ -303,9 +317,11 @@ std::string ClassAveraged::how_to_count() const {
                      name());
 }
 
-std::unique_ptr<Metric> make_class_averaged(const std::string& name, int64_t num_classes) {
+std::unique_ptr<Metric> make_class_averaged(const std::string& name, const ClassAveragedOptions& options) {
   for (const auto& entry : kClassScores) {
-    if (name == entry.name) return std::make_unique<ClassAveraged>(entry.score, num_classes, entry.average);
+    if (name == entry.name) {
+      return std::make_unique<ClassAveraged>(entry.score, options.num_classes(), entry.average, options.per_class());
+    }
   }
   return nullptr;
 }
@@ -331,6 +347,10 @@ std::unique_ptr<Metric> make_metric(const std::string& name) {
       "unknown metric \"{}\"; expected one of: accuracy, top5_accuracy (any topK_accuracy with K >= 1), "
       "cross_entropy, perplexity, precision, recall, f1, weighted_precision, weighted_recall, weighted_f1",
       name));
+}
+
+void add_metric_values(const Metric& metric, const std::string& key, std::map<std::string, double>& out) {
+  for (const auto& [part, value] : metric.compute_values()) out[part.empty() ? key : key + "/" + part] = value;
 }
 
 }  // namespace tessera

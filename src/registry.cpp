@@ -518,12 +518,12 @@ Entry<std::shared_ptr<Metric>> metric(std::string name) {
           }};
 }
 
-/// precision, recall, f1 and their weighted averages, with their num_classes option.
+/// precision, recall, f1 and their weighted averages, with their options (num_classes, per_class).
 Entry<std::shared_ptr<Metric>> class_averaged(std::string name) {
   return {name, [name](const ConfigNode& node, Context&) -> std::shared_ptr<Metric> {
             const auto options = read<ClassAveragedOptions>(node);
             return construct(node,
-                             [&] { return std::shared_ptr<Metric>(make_class_averaged(name, options.num_classes())); });
+                             [&] { return std::shared_ptr<Metric>(make_class_averaged(name, options)); });
           }};
 }
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -784,10 +785,9 @@ void Trainer::train_batch() {
   std::map<std::string, double> values{{"loss/train/total", loss_value}};
   values["lr"] = s.optimizer->param_groups().empty() ? 0.0 : s.optimizer->param_groups()[0].lr;
   if (ddp_) ddp_->reduce(train_metrics_);
-  for (auto& m : train_metrics_) {
-    const std::string key = "metrics/train/" + m->name();
-    values[key] = s.metrics[key] = m->compute();
-  }
+  std::map<std::string, double> metrics;
+  for (auto& m : train_metrics_) add_metric_values(*m, "metrics/train/" + m->name(), metrics);
+  for (const auto& [k, v] : metrics) values[k] = s.metrics[k] = v;
   engine.logger().log_metrics(values, s.timestamp);
 }
 
@@ -973,7 +973,7 @@ void Trainer::eval_loop(size_t index) {
     }
     if (ddp_) ddp_->reduce(ev.metrics);  // sums over every rank's share
     std::map<std::string, double> values;
-    for (auto& m : ev.metrics) values["metrics/" + ev.label + "/" + m->name()] = m->compute();
+    for (auto& m : ev.metrics) add_metric_values(*m, "metrics/" + ev.label + "/" + m->name(), values);
     for (const auto& [k, v] : values) s.metrics[k] = v;
     engine.logger().log_metrics(values, s.timestamp);
     // In fit (run_evaluators), done before EvalEnd, where a callback may save: a run resumed from that checkpoint
@@ -1041,11 +1041,13 @@ std::map<std::string, double> Trainer::evaluate() {
   engine_->run_event(Event::EvalStandaloneStart, s);
   std::map<std::string, double> out;
   for (size_t i = 0; i < s.evaluators.size(); ++i) {
+    // The evaluator's values ("metrics/<label>/<name>", and parts "<name>/class_3"): this evaluation's only.
+    const std::string prefix = "metrics/" + s.evaluators[i].label + "/";
+    const auto ours = [&](const auto& entry) { return entry.first.rfind(prefix, 0) == 0; };
+    for (auto it = s.metrics.begin(); it != s.metrics.end();) it = ours(*it) ? s.metrics.erase(it) : std::next(it);
     eval_loop(i);
-    const Evaluator& ev = s.evaluators[i];
-    for (auto& m : ev.metrics) {
-      const std::string key = "metrics/" + ev.label + "/" + m->name();
-      out[key] = s.metrics[key];
+    for (const auto& entry : s.metrics) {
+      if (ours(entry)) out.insert(entry);
     }
   }
   engine_->run_event(Event::EvalStandaloneEnd, s);

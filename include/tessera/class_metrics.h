@@ -3,6 +3,7 @@
 /// `precision`, `recall`, `f1`) or weighted by each class's targets (`weighted_precision`, `weighted_recall`,
 /// `weighted_f1`); make_metric builds them. The other metrics are in metrics.h.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,11 +18,13 @@ namespace tessera {
 /// The recipe options of `precision`, `recall`, `f1` and their weighted averages.
 struct ClassAveragedOptions {
   TESSERA_OPTION(int64_t, num_classes) = 0;
+  TESSERA_OPTION(bool, per_class) = false;
   template <class V>
   void visit(V& v) {
     v("num_classes", num_classes_,
       "the class count, checked at every update (0: the outputs' own); data-parallel training needs it",
       Range::at_least(0));
+    v("per_class", per_class_, "also report each class's score, as <name>/class_<c> (class_0, class_1, ...)", Any{});
   }
 };
 
@@ -44,10 +47,14 @@ class ClassAveraged : public Metric {
  public:
   enum class Score { Precision, Recall, F1 };
   enum class Average { Macro, Weighted };
-  explicit ClassAveraged(Score score, int64_t num_classes = 0, Average average = Average::Macro);
+  /// `per_class`: compute_values() also has each class's score, under "class_<c>" (c from 0; every class of the
+  /// count, those that did not occur at 0), as torchmetrics' average=None gives them.
+  explicit ClassAveraged(Score score, int64_t num_classes = 0, Average average = Average::Macro,
+                         bool per_class = false);
   void reset() override;
   void update(const at::Tensor& outputs, const Batch& batch) override;
   double compute() const override;
+  std::map<std::string, double> compute_values() const override;
   /// "precision", "recall", "f1", "weighted_precision", "weighted_recall", "weighted_f1".
   std::string name() const override;
   /// tp, fp and fn of each class (3 × the class count), or empty while the class count is unknown.
@@ -59,9 +66,12 @@ class ClassAveraged : public Metric {
  private:
   /// The counts as [3, C] int64 on the CPU (the deferred ones read back).
   at::Tensor read_counts() const;
+  /// One class's score from its counts (0 where the denominator is).
+  double score_of(double tp, double fp, double fn) const;
 
   Score score_;
   Average average_;
+  bool per_class_;
   int64_t num_classes_;     ///< stated (> 0) or learned; 0 until known
   int64_t stated_classes_;  ///< the constructor's num_classes (0: learned)
   at::Tensor counts_;       ///< [3, C] int64 rows tp, fp, fn (on the outputs' device while deferred)
@@ -69,7 +79,7 @@ class ClassAveraged : public Metric {
 };
 
 /// The average `name` names ("precision", "recall", "f1", "weighted_precision", "weighted_recall", "weighted_f1")
-/// with its class count (0: learned from the outputs), or nullptr for another name.
-std::unique_ptr<Metric> make_class_averaged(const std::string& name, int64_t num_classes = 0);
+/// with its options (num_classes 0: learned from the outputs), or nullptr for another name.
+std::unique_ptr<Metric> make_class_averaged(const std::string& name, const ClassAveragedOptions& options = {});
 
 }  // namespace tessera

@@ -4,7 +4,8 @@
 ///
 /// The value is "metrics/<label>/<monitor>" (an evaluator's metric, new at the end of each of that evaluator's
 /// runs), or with label "train" the training metric "metrics/train/<monitor>" (monitor "loss": the training loss
-/// "loss/train/total"), new at each epoch end. It is the same on every rank (evaluation and training metrics are
+/// "loss/train/total"), new at each epoch end; a monitor may name a part of a metric ("recall/class_3", with
+/// per_class). It is the same on every rank (evaluation and training metrics are
 /// reduced over the ranks), so whatever follows it decides alike on every rank.
 #include <optional>
 #include <string>

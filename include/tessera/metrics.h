@@ -7,6 +7,7 @@
 /// token accuracy and cross-entropy is per token. A position whose integer target is kIgnoreTarget (models/model.h;
 /// the masked language model's unmasked tokens) is not a prediction: it counts nowhere.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,10 @@ class Metric {
   virtual void update(const at::Tensor& outputs, const Batch& batch) = 0;
   /// The value over everything since reset (0 before any update).
   virtual double compute() const = 0;
+  /// What the metric reports, computed together: {"": compute()} (the default). A metric with a breakdown adds its
+  /// parts, each logged as "<name>/<part>" (precision, recall and F1 with per_class: "recall/class_3"); a Python
+  /// metric whose compute() returns several values (a tensor of one per class, a dict) has parts only.
+  virtual std::map<std::string, double> compute_values() const { return {{"", compute()}}; }
   /// "accuracy", "top5_accuracy", "cross_entropy", "perplexity".
   virtual std::string name() const = 0;
 
@@ -98,5 +103,9 @@ class Perplexity : public CrossEntropyMetric {
 /// averages "precision", "recall", "f1" and the weighted "weighted_precision", "weighted_recall", "weighted_f1" of
 /// class_metrics.h); InputError otherwise.
 std::unique_ptr<Metric> make_metric(const std::string& name);
+
+/// Adds what `metric` reports (compute_values()) to `out`: its value under `key` ("metrics/eval/recall"), each
+/// part under "<key>/<part>" ("metrics/eval/recall/class_3").
+void add_metric_values(const Metric& metric, const std::string& key, std::map<std::string, double>& out);
 
 }  // namespace tessera

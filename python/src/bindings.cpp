@@ -329,16 +329,16 @@ std::string user_text(const py::dict& user, const char* key, const char* fallbac
   return user.contains(key) ? user[key].cast<std::string>() : std::string(fallback);
 }
 
-/// precision, recall or f1 (or a weighted one) with its options ({"num_classes": 10}), given under its name in a dict
-/// of metrics.
+/// precision, recall or f1 (or a weighted one) with its options ({"num_classes": 10, "per_class": True}), given under
+/// its name in a dict of metrics.
 std::shared_ptr<Metric> class_averaged_from(const py::dict& options, const std::string& name,
                                             const std::string& keyword) {
   const std::string where = keyword + "['" + name + "']";
   if (!make_class_averaged(name)) {
     throw InputError(where + ": options are given, but only precision, recall, f1 and their weighted_ averages take "
-                     "any (num_classes); give " + name + " by name in a list");
+                     "any (num_classes, per_class); give " + name + " by name in a list");
   }
-  return make_class_averaged(name, options_from_kwargs<ClassAveragedOptions>(options, where).num_classes());
+  return make_class_averaged(name, options_from_kwargs<ClassAveragedOptions>(options, where));
 }
 
 /// The metrics of a `train_metrics` or `eval_metrics` keyword (tessera/_metrics.py): (name, None) for Tessera's own,
@@ -679,6 +679,15 @@ void bind_recipe_trainer(py::module_& m) {
       .def_property_readonly("text", &Recipe::text, "The recipe as run (overrides applied), as YAML.")
       .def("to_dict", [](const Recipe& r) { return node_to_python(r.root()); },
            "The recipe as Python data (scalars typed as YAML would: int, float, bool, None, str).")
+      .def(
+          "location",
+          [](const Recipe& r, const std::string& key) {
+            const ConfigNode node = r.root().child(key);
+            return node.present() ? node.location() : std::string();
+          },
+          py::arg("key"),
+          "Where the top-level `key` is set: \"recipes/x.yaml:12:9\", or \"<command line> override 2\"; \"\" "
+          "when the recipe does not set it.")
       .def("__str__", &Recipe::text)
       .def("__repr__", [](const Recipe& r) { return "Recipe('" + r.path() + "')"; });
 

@@ -1,7 +1,9 @@
 // The user's own evaluation metrics inside the C++ evaluation loop: any Python object with update(outputs,
 // target), compute() and reset() (a torchmetrics Metric, or a class of one's own; tessera/_metrics.py checks
 // and names them), taking the GIL for its own calls only.
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,14 +29,49 @@ class UserMetric : public Metric {
     call("update", outputs, batch.target());
   }
   double compute() const override {
-    py::gil_scoped_acquire gil;
-    py::object value = call("compute");
-    try {
-      return py::module_::import("builtins").attr("float")(value).cast<double>();
-    } catch (py::error_already_set&) {
-      throw InputError("metric \"" + name_ + "\"'s compute() returned " + describe_value(value) +
-                       "; expected a number (a float, or a tensor of one element)");
+    const std::map<std::string, double> values = compute_values();
+    const auto it = values.find("");
+    if (it == values.end()) {
+      throw InputError("metric \"" + name_ + "\"'s compute() returns several values (" + std::to_string(values.size()) +
+                       "), and one is wanted here");
     }
+    return it->second;
+  }
+  /// compute()'s number as {"": value}; a 1-D tensor of several as {"0": ..., "1": ...}; a dict as its entries.
+  std::map<std::string, double> compute_values() const override {
+    py::gil_scoped_acquire gil;
+    const py::object value = call("compute");
+    const std::string expected =
+        "; expected a number (a float, or a tensor of one element), a 1-D tensor (one value per class) or a dict "
+        "of numbers by name";
+    std::map<std::string, double> out;
+    if (is_mapping(value)) {
+      for (const auto& item : py::dict(value)) {
+        if (!py::isinstance<py::str>(item.first) || item.first.cast<std::string>().empty()) {
+          throw InputError("metric \"" + name_ + "\"'s compute() returned a dict with the key " +
+                           describe_value(item.first) + expected);
+        }
+        const std::optional<double> number = number_of(item.second);
+        if (!number) {
+          throw InputError("metric \"" + name_ + "\"'s compute() returned " + describe_value(item.second) + " under \"" +
+                           item.first.cast<std::string>() + "\"" + expected);
+        }
+        out[item.first.cast<std::string>()] = *number;
+      }
+      if (out.empty()) throw InputError("metric \"" + name_ + "\"'s compute() returned an empty dict" + expected);
+      return out;
+    }
+    if (is_tensor(value)) {
+      const at::Tensor t = value.cast<at::Tensor>();
+      if (t.dim() == 1 && t.numel() > 1 && !t.is_complex()) {
+        const at::Tensor cpu = t.detach().to(at::kCPU, at::kDouble).contiguous();
+        for (int64_t i = 0; i < cpu.numel(); ++i) out[std::to_string(i)] = cpu.data_ptr<double>()[i];
+        return out;
+      }
+    }
+    const std::optional<double> number = number_of(value);
+    if (!number) throw InputError("metric \"" + name_ + "\"'s compute() returned " + describe_value(value) + expected);
+    return {{"", *number}};
   }
   std::string name() const override { return name_; }
   std::vector<double> counts() const override {
@@ -54,6 +91,15 @@ class UserMetric : public Metric {
     } catch (py::error_already_set& e) {
       add_note(e, "in metric \"" + name_ + "\", " + method + "()");
       throw;
+    }
+  }
+
+  /// float(value): a number, or a tensor of one element; nullopt for anything else.
+  static std::optional<double> number_of(const py::handle& value) {
+    try {
+      return py::module_::import("builtins").attr("float")(value).cast<double>();
+    } catch (py::error_already_set&) {
+      return std::nullopt;
     }
   }
 

@@ -429,6 +429,9 @@ class Recipe:
     @property
     def text(self) -> str: ...
     def to_dict(self) -> Dict[str, Any]: ...
+    def location(self, key: str) -> str:
+        """Where the top-level `key` is set: "recipes/x.yaml:12:9", or "<command line> override 2"; "" when the
+        recipe does not set it."""
 
 def registered(kind: str) -> List[str]: ...
 def inspect_checkpoint(path: Union[str, os.PathLike[str]]) -> Dict[str, Any]:

@@ -2,9 +2,10 @@
 the training on `train_dataloader`. Each is a Tessera metric
 by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1", and the weighted
 averages "weighted_precision", "weighted_recall", "weighted_f1"), in a dict by name
-with its options ({"f1": {"num_classes": 10}}), or a Python object with update(outputs, target), compute() and
-reset(), as a torchmetrics Metric has; a class of one's own may add counts() and set_counts(counts), the sums behind
-its value, so that data-parallel runs add them up over the ranks exactly."""
+with its options ({"f1": {"num_classes": 10, "per_class": True}}), or a Python object with update(outputs, target),
+compute() and reset(), as a torchmetrics Metric has (compute() returning a number, a 1-D tensor of one value per class,
+or a dict of numbers by name); a class of one's own may add counts() and set_counts(counts), the sums behind its value,
+so that data-parallel runs add them up over the ranks exactly."""
 from __future__ import annotations
 
 import copy

@@ -187,9 +187,10 @@ def stepping(x: Any) -> Tuple[Optional[str], int]:
     return interval, frequency
 
 
-def every_batch_of(schedules: Sequence[Any], given: Optional[bool]) -> Optional[bool]:
+def every_batch_of(schedules: Sequence[Any], given: Optional[bool], where: str = "") -> Optional[bool]:
     """Whether the torch `schedules` step once per batch, from their dicts' intervals; `given`: the Trainer's
-    step_schedulers_every_batch if given. None when neither says. InputError for intervals that disagree."""
+    step_schedulers_every_batch if given (set at `where` in a recipe, when it comes from one). None when neither
+    says. InputError for intervals that disagree, among themselves or with `given`."""
     intervals = {stepping(x)[0] for x in schedules} - {None}
     if len(intervals) > 1:
         raise _C.InputError("schedulers: torch schedulers are given with interval 'step' and interval 'epoch'; "
@@ -199,7 +200,8 @@ def every_batch_of(schedules: Sequence[Any], given: Optional[bool]) -> Optional[
     every_batch = intervals.pop() == "step"
     if given is not None and bool(given) != every_batch:
         raise _C.InputError(f"schedulers: interval={'step' if every_batch else 'epoch'!r} but "
-                            f"step_schedulers_every_batch={given}: leave one of them out, or give them alike")
+                            f"step_schedulers_every_batch={bool(given)}{f' (at {where})' if where else ''}: leave "
+                            "one of them out, or give them alike")
     return every_batch
 
 

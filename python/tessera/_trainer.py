@@ -135,8 +135,9 @@ class Trainer(_C._Trainer):
     what the training on `train_dataloader` computes (metrics/train/<name>; default: accuracy): Tessera's metrics by
     name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision", "recall", "f1", and
     "weighted_precision", "weighted_recall", "weighted_f1"; options in a dict
-    by name: {"f1": {"num_classes": 10}}) and Python objects with update(outputs, target), compute() and reset() (a
-    torchmetrics Metric, or a class of your own), in a list or a dict by name.
+    by name: {"f1": {"num_classes": 10, "per_class": True}}) and Python objects with update(outputs, target),
+    compute() and reset() (a torchmetrics Metric, or a class of your own), in a list or a dict by name; a compute()
+    returning a tensor of one value per class or a dict logs each as metrics/<label>/<name>/<index or key>.
     `dataloader_resume`: what resuming inside an epoch does with a loader that has no ResumableSampler:
     "refuse" (default) or "skip" (read and drop the batches before it). See docs/python.md.
 
@@ -235,10 +236,12 @@ class Trainer(_C._Trainer):
                     "entries, e.g. schedulers=[{'cosine': {'t_max': '1dur'}}] (tessera.registered('schedulers'))")
             # Given, or the schedulers' dicts' interval; else the recipe's, else Composer's default with torch
             # schedulers: stepped once per epoch.
-            every_batch = every_batch_of(torch_schedules, options.get("step_schedulers_every_batch"))
-            if every_batch is None:
-                every_batch = (load_recipe(recipe, overrides_list(overrides)).to_dict().get(
-                    "step_schedulers_every_batch", False) if recipe is not None else False)
+            given, where = options.get("step_schedulers_every_batch"), ""
+            if given is None and recipe is not None:
+                loaded = load_recipe(recipe, overrides_list(overrides))
+                given = loaded.to_dict().get("step_schedulers_every_batch")
+                where = loaded.location("step_schedulers_every_batch")
+            every_batch = bool(every_batch_of(torch_schedules, given, where))
             options["step_schedulers_every_batch"] = every_batch
             optimizers = list(torch_optimizer) if isinstance(torch_optimizer, (list, tuple)) else [torch_optimizer]
             entries = schedules_from_torch(torch_schedules, optimizers, bool(every_batch))

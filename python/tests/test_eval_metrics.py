@@ -227,3 +227,65 @@ def test_a_metrics_own_errors_reach_the_caller_with_its_type(tmp_path):
     _, trainer = trainer_for(tmp_path, loader(8, 2), [NotANumber()])
     with pytest.raises(tessera.InputError, match=r"metric \"error_rate\"'s compute\(\) returned .*expected a number"):
         trainer.evaluate()
+
+
+class RecallPerClass(ErrorRate):
+    """Shaped like torchmetrics' MulticlassRecall(average=None): compute() returns one value per class."""
+    name = "recall_each"
+
+    def reset(self):
+        self.hits, self.targets = torch.zeros(3), torch.zeros(3)
+
+    def update(self, outputs, target):
+        right = outputs.argmax(1) == target
+        self.hits += torch.bincount(target[right], minlength=3).float()
+        self.targets += torch.bincount(target, minlength=3).float()
+
+    def compute(self):
+        return self.hits / self.targets.clamp(min=1)
+
+
+class ClassWise(RecallPerClass):
+    """Shaped like torchmetrics' ClasswiseWrapper: a dict of values by the classes' names."""
+    name = "classwise"
+
+    def compute(self):
+        return {label: value for label, value in zip(("none", "one", "both"), super().compute())}
+
+
+def test_per_class_values_come_with_the_average_and_from_python_metrics_of_several_values(tmp_path):
+    model, trainer = trainer_for(tmp_path, loader(40, 7, batch_size=6),
+                                 {"recall": {"per_class": True}, "f1": {"num_classes": 3, "per_class": True},
+                                  "each": RecallPerClass(), "wise": ClassWise(), "precision": {}})
+    trainer.fit()
+    got = trainer.evaluate()
+    x, y = data(40, 7).tensors
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    for c, label in enumerate(("none", "one", "both")):
+        one = y == c
+        recall = float(((predicted == c) & one).sum()) / float(one.sum())
+        tp, fp, fn = (float(((predicted == c) & one).sum()), float(((predicted == c) & ~one).sum()),
+                      float(((predicted != c) & one).sum()))
+        assert got[f"metrics/eval/recall/class_{c}"] == pytest.approx(recall, rel=1e-12)
+        assert got[f"metrics/eval/f1/class_{c}"] == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-12)
+        assert got[f"metrics/eval/each/{c}"] == pytest.approx(recall, rel=1e-6)
+        assert got[f"metrics/eval/wise/{label}"] == pytest.approx(recall, rel=1e-6)
+    # The averages as before; a Python metric of several values has its parts only; no per_class, no parts.
+    assert got["metrics/eval/recall"] == pytest.approx(macro_average(model(x).detach(), y, "recall"), rel=1e-12)
+    assert "metrics/eval/each" not in got and "metrics/eval/wise" not in got
+    assert not [k for k in got if k.startswith("metrics/eval/precision/")]
+    assert len(got) == 1 + 3 + 1 + 3 + 3 + 3 + 1
+    # What a compute() may return: a number, a 1-D tensor, a dict of numbers by name.
+    for value, why in (([0.5, 0.25], "returned [0.5, 0.25] (list)"), (torch.zeros(2, 2), "(Tensor)"),
+                       ({}, "returned an empty dict"), ({1: 0.5}, "returned a dict with the key 1 (int)"),
+                       ({"a": "x"}, "returned 'x' (str) under \"a\"")):
+        class Bad(ErrorRate):
+            def compute(self):
+                return value
+
+        _, trainer = trainer_for(tmp_path, loader(8, 2), [Bad()])
+        with pytest.raises(tessera.InputError) as e:
+            trainer.evaluate()
+        assert why in str(e.value) and "expected a number (a float, or a tensor of one element), a 1-D tensor (one " \
+            "value per class) or a dict of numbers by name" in str(e.value), str(e.value)

@@ -383,6 +383,14 @@ def test_lightning_style_dicts_say_how_often_a_scheduler_steps(tmp_path):
     assert "interval='step' but step_schedulers_every_batch=False: leave one of them out" in refusal(
         tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "step"},
         step_schedulers_every_batch=False)
+    # The recipe's setting, as the keyword's: not overruled by the dict, but refused where it is written.
+    recipe = tmp_path / "stepping.yaml"
+    recipe.write_text("max_duration: 1ep\nstep_schedulers_every_batch: false\n")
+    assert f"interval='step' but step_schedulers_every_batch=False (at {recipe}:2:30): leave one" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "step"}, recipe=str(recipe))
+    assert "(at <command line> override 1)" in refusal(
+        tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "epoch"}, recipe=str(recipe),
+        overrides=["step_schedulers_every_batch=true"])
     assert "given with interval='batch'; expected 'step' (once per batch) or 'epoch'" in refusal(
         tmp_path, lambda o: {"scheduler": lr.StepLR(o, step_size=2), "interval": "batch"})
     assert "given with frequency=0; expected a whole number of intervals >= 1" in refusal(

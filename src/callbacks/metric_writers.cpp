@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -192,7 +193,6 @@ void MetricFile::open() {
   const int64_t keep = resume_from_ > 0 ? resume_from_ : 0;
   open_for_writing(file_, path_, keep, who_);
   opened_ = true;
-  flushed_ = std::chrono::steady_clock::now();
   resume_from_ = -1;
   bytes_ = keep;
   if (bytes_ == 0) append(header_);
@@ -221,12 +221,10 @@ void MetricFile::event(Event event) {
   // refused at its first batch (a batch the model does not take) leaves that file as it was.
   if (!opened_ && !is_result_event(event)) return;
   if (!opened_) open();
-  const bool due = event == Event::EpochEnd || event == Event::FitEnd ||
-                   (event == Event::BatchEnd && std::chrono::steady_clock::now() - flushed_ >= std::chrono::seconds(5));
-  if (due) {
+  // An ofstream with nothing buffered flushes without a system call.
+  if (event == Event::BatchEnd || event == Event::EvalEnd || event == Event::EpochEnd || event == Event::FitEnd) {
     file_.flush();
     check_written(file_, path_);
-    flushed_ = std::chrono::steady_clock::now();
   }
 }
 

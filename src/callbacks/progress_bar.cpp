@@ -148,7 +148,8 @@ void ProgressBar::log_metrics(const std::map<std::string, double>& values, const
   for (const auto& [key, value] : values) {
     if (key == "loss/train/total") {
       latest_loss_ = value;
-    } else if (key.rfind("metrics/", 0) == 0 && key.rfind("metrics/train/", 0) != 0) {
+    } else if (key.rfind("metrics/", 0) == 0 && key.rfind("metrics/train/", 0) != 0 &&
+               std::count(key.begin(), key.end(), '/') == 2) {  // a metric's value, not its parts (recall/class_3)
       pending_eval_[key] = value;
     }
   }

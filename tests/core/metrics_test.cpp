@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -99,7 +100,7 @@ TEST(Metrics, MakeMetricByName) {
   EXPECT_EQ(tessera::make_metric("cross_entropy")->name(), "cross_entropy");
   for (const char* name : {"precision", "recall", "f1", "weighted_precision", "weighted_recall", "weighted_f1"}) {
     EXPECT_EQ(tessera::make_metric(name)->name(), name);
-    EXPECT_EQ(tessera::make_class_averaged(name, 5)->counts().size(), 15u) << "5 classes stated";
+    EXPECT_EQ(tessera::make_class_averaged(name, tessera::ClassAveragedOptions().num_classes(5))->counts().size(), 15u) << "5 classes stated";
   }
   EXPECT_EQ(tessera::make_class_averaged("accuracy"), nullptr);
   for (const char* bad : {"acc", "top0_accuracy", "topx_accuracy", "top_accuracy", ""}) {
@@ -183,7 +184,7 @@ TEST(Metrics, WeightedPrecisionRecallAndF1WeighEachClassByItsTargets) {
     EXPECT_NE(m->compute(), macro.compute());
   }
   // Recall weighted by the targets is the accuracy (each target counts once).
-  const std::unique_ptr<tessera::Metric> recall = tessera::make_class_averaged("weighted_recall", 4);
+  const std::unique_ptr<tessera::Metric> recall = tessera::make_class_averaged("weighted_recall", tessera::ClassAveragedOptions().num_classes(4));
   tessera::Accuracy accuracy;
   recall->update(logits, batch);
   accuracy.update(logits, batch);
@@ -193,6 +194,37 @@ TEST(Metrics, WeightedPrecisionRecallAndF1WeighEachClassByItsTargets) {
   ClassAveraged none(Score::F1, 0, ClassAveraged::Average::Weighted);
   none.update(predicting({0}, 2), Batch(at::zeros({1, 1}), labels({tessera::kIgnoreTarget})));
   EXPECT_DOUBLE_EQ(none.compute(), 0.0);
+}
+
+// Each class's score beside the average (torchmetrics' average=None), from the same counts: precision of classes 0..3
+// 3/4, 1/1, 0/1, 0 (never predicted); recall 3/3, 1/2, 0 (never a target), 0/1; logged as "<name>/class_<c>".
+TEST(Metrics, PerClassScoresComeWithTheAverage) {
+  const at::Tensor logits = predicting({0, 0, 1, 2, 0, 0}, 4);
+  const Batch batch(at::zeros({6, 1}), labels({0, 0, 1, 1, 3, 0}));
+  const auto options = tessera::ClassAveragedOptions().per_class(true);
+  const std::unique_ptr<tessera::Metric> precision = tessera::make_class_averaged("precision", options);
+  const std::unique_ptr<tessera::Metric> recall = tessera::make_class_averaged("weighted_recall", options);
+  EXPECT_EQ(precision->compute_values(), (std::map<std::string, double>{{"", 0.0}})) << "no class known yet";
+  precision->update(logits, batch);
+  recall->update(logits, batch);
+  EXPECT_EQ(precision->compute_values(),
+            (std::map<std::string, double>{{"", precision->compute()}, {"class_0", 0.75}, {"class_1", 1.0},
+                                           {"class_2", 0.0}, {"class_3", 0.0}}));
+  EXPECT_EQ(recall->compute_values(),
+            (std::map<std::string, double>{{"", recall->compute()}, {"class_0", 1.0}, {"class_1", 0.5},
+                                           {"class_2", 0.0}, {"class_3", 0.0}}));
+  std::map<std::string, double> logged{{"loss", 1.0}};
+  tessera::add_metric_values(*precision, "metrics/eval/precision", logged);
+  EXPECT_EQ(logged.size(), 6u);
+  EXPECT_EQ(logged.at("metrics/eval/precision"), precision->compute());
+  EXPECT_EQ(logged.at("metrics/eval/precision/class_1"), 1.0);
+  // Without per_class: the average alone; with a stated class count, every class before the first update.
+  EXPECT_EQ(tessera::make_metric("f1")->compute_values(), (std::map<std::string, double>{{"", 0.0}}));
+  EXPECT_EQ(tessera::make_class_averaged("f1", tessera::ClassAveragedOptions().num_classes(2).per_class(true))
+                ->compute_values(),
+            (std::map<std::string, double>{{"", 0.0}, {"class_0", 0.0}, {"class_1", 0.0}}));
+  tessera::Accuracy accuracy;
+  EXPECT_EQ(accuracy.compute_values(), (std::map<std::string, double>{{"", 0.0}}));
 }
 
 TEST(Metrics, MacroAveragesCountEveryPositionButThoseWithNothingToPredict) {

@@ -187,5 +187,49 @@ callbacks: [{threshold_stopper: {monitor: loss, label: train, threshold: 1.0e9}}
               HasSubstr("r.yaml:4:55: callbacks[0].early_stopper.comp: \"bigger\" is not allowed"));
 }
 
+/// A run evaluating each class's recall (per_class), whose threshold stopper watches `monitor`.
+std::string per_class_recipe(const std::string& monitor) {
+  return R"(
+model: {mlp: {hidden: [8]}}
+data:
+  train: {dataset: {synthetic: {size: 64, input_shape: [1, 4, 4], num_classes: 3}}, loader: {batch_size: 16}}
+  eval:
+    dataset: {synthetic: {size: 32, input_shape: [1, 4, 4], num_classes: 3, seed: 9}}
+    loader: {batch_size: 16}
+    metrics: [accuracy, {recall: {num_classes: 3, per_class: true}}]
+optimizer: {sgd: {lr: 0.1}}
+max_duration: 4ep
+callbacks: [{threshold_stopper: {monitor: )" +
+         monitor + R"(, threshold: 0.0}}]
+)";
+}
+
+TEST(Stoppers, WatchOneClassOfAPerClassMetric) {
+  auto trainer = make_trainer(Recipe::parse(per_class_recipe("recall/class_1"), "r.yaml"));
+  trainer->fit();
+  EXPECT_EQ(trainer->state().timestamp.epoch, 1) << "any recall is at or above 0: it stops at the first evaluation";
+  const auto& metrics = trainer->state().metrics;
+  for (const char* key : {"metrics/eval/recall", "metrics/eval/recall/class_0", "metrics/eval/recall/class_1",
+                          "metrics/eval/recall/class_2"}) {
+    ASSERT_TRUE(metrics.count(key)) << key;
+    EXPECT_GE(metrics.at(key), 0.0);
+    EXPECT_LE(metrics.at(key), 1.0);
+  }
+  EXPECT_FALSE(metrics.count("metrics/eval/recall/class_3"));
+  // The macro average is the mean of the classes' recalls (each class is a target in 32 random examples).
+  EXPECT_NEAR(metrics.at("metrics/eval/recall"),
+              (metrics.at("metrics/eval/recall/class_0") + metrics.at("metrics/eval/recall/class_1") +
+               metrics.at("metrics/eval/recall/class_2")) / 3, 1e-12);
+  // A metric the run does not have: before step 1; a class it does not report: at the first evaluation.
+  EXPECT_THAT(testing::input_error_of([] { make_trainer(Recipe::parse(per_class_recipe("recal/class_1"), "r.yaml")); }),
+              HasSubstr("threshold_stopper.monitor: the evaluator \"eval\" has no metric \"recal/class_1\"; its metrics: "
+                        "accuracy, recall"));
+  auto beyond = make_trainer(Recipe::parse(per_class_recipe("recall/class_3"), "r.yaml"));
+  EXPECT_THAT(testing::input_error_of([&] { beyond->fit(); }),
+              HasSubstr("threshold_stopper: the run has no metrics/eval/recall/class_3 to watch; the \"eval\" values "
+                        "are: metrics/eval/accuracy, metrics/eval/recall, metrics/eval/recall/class_0, "
+                        "metrics/eval/recall/class_1, metrics/eval/recall/class_2"));
+}
+
 }  // namespace
 }  // namespace tessera

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <string>
@@ -143,6 +144,35 @@ TEST(TrainerCalls, FitUntilPausesTheRunAndTheNextFitContinuesItAsIfUnbroken) {
               ::testing::HasSubstr("trainer.fit: until: cannot convert 100tok to batches"));
   t.fit();  // the refusals changed nothing: it still ends the run
   EXPECT_EQ(weights_fingerprint(*t.state().model), whole.second);
+}
+
+/// The lines of `path` that contain `text`.
+int64_t lines_with(const fs::path& path, const std::string& text) {
+  std::ifstream in(path);
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);) n += line.find(text) != std::string::npos;
+  return n;
+}
+
+TEST(TrainerCalls, FitUntilReturnsWithTheMetricFilesWrittenUpToThePause) {
+  Fixture f;
+  Components c = testing::tiny_components(40, 8);
+  c.callbacks.push_back(std::make_shared<callbacks::JsonlWriter>(
+      callbacks::JsonlWriterOptions().path((f.dir / "m.jsonl").string())));
+  c.callbacks.push_back(std::make_shared<callbacks::CsvWriter>(
+      callbacks::CsvWriterOptions().path((f.dir / "m.csv").string())));
+  c.evaluators[0].interval = Time::parse("4ba");
+  Trainer trainer(TrainerOptions().max_duration(Time::parse("3ep")).threads(1).run_dir(f.dir.string()), std::move(c));
+  // Read while the trainer (and its open files) lives on: every batch's loss and the evaluation at the pause.
+  trainer.fit(Time::parse("4ba"));
+  EXPECT_EQ(lines_with(f.dir / "m.jsonl", "loss/train/total"), 4);
+  EXPECT_EQ(lines_with(f.dir / "m.jsonl", "metrics/eval/accuracy"), 1);
+  EXPECT_EQ(lines_with(f.dir / "m.csv", ",loss/train/total,"), 4);
+  EXPECT_EQ(lines_with(f.dir / "m.csv", ",metrics/eval/accuracy,"), 1);
+  trainer.fit(Time::parse("7ba"));
+  EXPECT_EQ(lines_with(f.dir / "m.jsonl", "loss/train/total"), 7);
+  EXPECT_EQ(lines_with(f.dir / "m.csv", ",loss/train/total,"), 7);
+  EXPECT_EQ(lines_with(f.dir / "m.csv", ",metrics/eval/accuracy,"), 1);
 }
 
 TEST(TrainerCalls, LoadCheckpointEvaluateAndPredictAreRefusedWhileFitRuns) {

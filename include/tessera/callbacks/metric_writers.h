@@ -10,10 +10,11 @@
 /// files alone. What is logged before training starts is held in memory; the file is created (with its
 /// parent folders, truncating an old one) at the first event other than the setup events (init,
 /// before_load, after_load): fit_start, or eval_standalone_start for a Trainer that only evaluates; or by
-/// state_dict(); or by close() for a writer used on its own (one that got no setup events). The file is
-/// flushed at the end of every epoch, of fit and by state_dict(), at the end of a batch when 5 seconds went by
-/// since the last flush (so that `tail -f` and TensorBoard follow a run as it goes), and closed by close(); values
-/// logged after close() are dropped. Relative paths are used as given (the registry resolves them against
+/// state_dict(); or by close() for a writer used on its own (one that got no setup events). What was logged is
+/// flushed at the end of every batch, evaluation, epoch and fit and by state_dict() (one write when there is
+/// something new, none otherwise), so that `tail -f` and TensorBoard follow a run as it goes and a fit() that
+/// returns (finished, or paused by fit(until)) leaves every value it logged in them; close() closes it, and values logged after
+/// close() are dropped. Relative paths are used as given (the registry resolves them against
 /// the run folder).
 ///
 /// Resuming: state_dict() flushes and returns {"bytes": the file's length so far} (an int64 scalar), which
@@ -27,7 +28,6 @@
 #include <tessera/callback.h>
 #include <tessera/options.h>
 
-#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -48,8 +48,8 @@ class MetricFile {
 
   /// Appends `text` (to memory until the file is opened); dropped once closed.
   void write(const std::string& text);
-  /// Setup events are noted; any other event opens the file; epoch_end and fit_end flush it, and batch_end
-  /// when 5 seconds went by since the last flush.
+  /// Setup events are noted; any other event opens the file; batch_end, eval_end, epoch_end and fit_end flush
+  /// what was written.
   void event(Event event);
   /// Opens the file if needed, flushes it and returns its length in bytes (what this run has written).
   int64_t bytes();
@@ -72,7 +72,6 @@ class MetricFile {
   std::string pending_;       ///< logged before the file was opened
   int64_t bytes_ = 0;         ///< length of the file including what the stream has buffered
   int64_t resume_from_ = -1;  ///< length to truncate the file to when it is opened (-1 = start fresh)
-  std::chrono::steady_clock::time_point flushed_;  ///< when the file was last flushed (or opened)
   bool used_ = false;         ///< something was logged or an event arrived
   bool setup_seen_ = false;   ///< init, before_load or after_load arrived (the writer is in a Trainer)
   bool opened_ = false;

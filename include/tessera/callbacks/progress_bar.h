@@ -53,7 +53,8 @@ class ProgressBar : public LoggerDestination {
 
   std::string name() const override { return "progress_bar"; }
   void run_event(Event event, State& state, Logger& logger) override;
-  /// Collects eval values ("metrics/<label>/...", label != "train") to print at EvalEnd.
+  /// Collects eval values ("metrics/<label>/<name>", label != "train"; not the parts "<name>/class_3") to print at
+  /// EvalEnd.
   void log_metrics(const std::map<std::string, double>& values, const Timestamp& ts) override;
   /// Prints "tessera: <level>: <text>" on its own line.
   void log_text(const std::string& level, const std::string& text) override;
