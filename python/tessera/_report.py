@@ -13,8 +13,8 @@ import pathlib
 import sys
 from typing import List, Optional, Sequence, Union
 
-from ._runs import (TRAIN_LOSS, Group, ReportInputError, Run, eval_labels, group_runs, lower_is_better, median,
-                    name_runs, read_run)
+from ._runs import (TRAIN_LOSS, Group, ReportInputError, Run, eval_labels, group_runs, is_metric_part,
+                    lower_is_better, median, name_runs, natural_order, read_run)
 from ._svg import Chart, Line, color, downsample, downsample_indices, render, significant
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -451,6 +451,29 @@ class Report:
             return "every seed better" if above != self.lower else "every seed worse"
         return "ranges overlap"
 
+    def parts_section(self) -> str:
+        """The final value of each part of a metric (each class's score with per_class, each entry of a Python metric
+        of several values), run by run (the median of a run's seeds), and its change from the baseline's."""
+        keys = sorted({k for run in self.runs for k in run.series if is_metric_part(k)}, key=natural_order)
+        if not keys:
+            return ""
+        header = ["metric part"] + [_e(group.name) + (" (baseline)" if group is self.base_group else "")
+                                    for group in self.groups]
+        rows = []
+        for key in keys:
+            base = self.base_group.finals(key)
+            row = [_e(key)]
+            for group in self.groups:
+                finals = group.finals(key)
+                cell = _num(median(finals)) if finals else "—"
+                if finals and base and group is not self.base_group:
+                    cell += f" ({significant(median(finals) - median(base), 4):+g})"
+                row.append(cell)
+            rows.append(row)
+        return ("<h3>Per class</h3><p>The final value of each part of a metric (a class's score, with "
+                "<code>per_class</code>), and in brackets its change from the baseline's: which classes gained and "
+                "which lost.</p>" + _table("parts", header, rows))
+
     def groups_section(self) -> str:
         rows = [[_e(group.name), ", ".join(_e(run.name) for run in group.runs),
                  ", ".join("?" if seed is None else str(seed) for seed in group.seeds)]
@@ -477,6 +500,9 @@ class Report:
         parts.append("</div>")
         parts.append(self.target_section())
         parts.append(self.cost_benefit_section())
+        per_class = self.parts_section()
+        if per_class:
+            parts.append(per_class)
         profiles = self.profile_comparison_section()
         if profiles:
             parts.append(profiles)

@@ -21,6 +21,17 @@ def _per_parameter_norm(key: str) -> bool:
     return key.startswith(("l2_norm/grad/", "l2_norm/param/")) and not key.endswith("/global")
 
 
+def natural_order(key: str) -> List[Any]:
+    """A sort key that puts numbers in their order: class_2 before class_10."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", key)]
+
+
+def is_metric_part(key: str) -> bool:
+    """A part of a metric, metrics/<label>/<name>/<part>: a class's score (per_class), an entry of a Python metric of
+    several values."""
+    return key.startswith("metrics/") and key.count("/") >= 3
+
+
 class ReportInputError(ValueError):
     """A report's input cannot be used: the message says which input, where, and what was expected."""
 
@@ -96,7 +107,7 @@ class Run:
     def final_metrics(self) -> Dict[str, float]:
         """Final values of the run's metrics; optimizer_monitor's per-parameter norms (one a parameter) left out."""
         keys = {k for k in self.series if not _per_parameter_norm(k)} | set((self.summary or {}).get("metrics", {}))
-        values = {k: self.final(k) for k in sorted(keys)}
+        values = {k: self.final(k) for k in sorted(keys, key=natural_order)}
         return {k: v for k, v in values.items() if v is not None}
 
     @property

@@ -273,6 +273,8 @@ EXAMPLES = [  # (runs, baseline, page, title): the reports docs/results.md links
      "Time to accuracy, 1 epoch, Fashion-MNIST (docs/results.md)"),
     ("docs/runs/time_to_accuracy_1ep_3seeds", "baseline-seed1000", "docs/reports/time_to_accuracy_1ep_3seeds.html",
      "Time to accuracy, 1 epoch, 3 seeds, Fashion-MNIST (docs/results.md)"),
+    ("docs/runs/per_class_2ep", "baseline-seed42", "docs/reports/per_class_2ep.html",
+     "Per class, 2 epochs, 3 seeds, Fashion-MNIST (docs/results.md)"),
 ]
 
 
@@ -315,6 +317,33 @@ def test_what_the_monitors_logged_gets_charts_and_no_per_parameter_rows(tmp_path
     # A run without monitors has none of these charts (the fixtures' golden page is unchanged).
     plain = page_data(tessera.report(fixture_runs(tmp_path / "runs")[:1], tmp_path / "p.html").read_text())
     assert not any(k.endswith(("-lr", "-grad-norm", "-param-norm", "-memory")) for k in plain.charts)
+
+
+def test_each_class_of_a_per_class_metric_is_compared_with_the_baseline(tmp_path):
+    """recall with per_class logs metrics/test/recall/class_<c>: a table of each class's final value, run by run, in
+    the classes' order (class_2 before class_10), with the change from the baseline's."""
+    folders = []
+    for name, shift in (("base", 0.0), ("smooth", 0.05)):
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = metric_lines(2, 4, 0.5, 1.0)
+        for entry in lines:
+            if "metrics/test/accuracy" in entry:
+                entry.update({f"metrics/test/recall/class_{c}": round(0.5 + 0.04 * c * entry["epoch"] - shift, 4)
+                              for c in range(11)})
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+        folders.append(folder)
+    data = page_data(tessera.report(folders, tmp_path / "r.html", baseline=folders[0]).read_text())
+    table = data.tables["parts"]
+    assert table[0] == ["metric part", "base (baseline)", "smooth"]
+    assert [row[0] for row in table[1:]] == [f"metrics/test/recall/class_{c}" for c in range(11)]
+    assert table[1][1:] == ["0.5", "0.45 (-0.05)"]
+    assert table[11][1:] == ["1.3", "1.25 (-0.05)"]
+    finals = [row[0] for row in data.tables["run0-final"][1:] if "/recall/" in row[0]]
+    assert finals == [f"metrics/test/recall/class_{c}" for c in range(11)]
+    # Runs without parts have no such table.
+    plain = page_data(tessera.report(fixture_runs(tmp_path / "runs")[:2], tmp_path / "p.html").read_text())
+    assert "parts" not in plain.tables
 
 
 # -- runs of one recipe over several seeds ------------------------------------------------------------------------
