@@ -42,6 +42,9 @@ def _entry(where: str, key: Optional[str], metric: Any) -> MetricEntry:
     name = key if key is not None else getattr(metric, "name", None)
     if not isinstance(name, str) or not name:
         name = type(metric).__name__
+    if "/" in name:
+        raise _C.InputError(f"{where}: the name {name!r} has a '/', which separates a metric's parts in its keys "
+                            f"(metrics/<label>/<name>/<part>); name it without one, e.g. {name.replace('/', '_')!r}")
     return name, metric
 
 

@@ -148,6 +148,8 @@ def test_bad_metrics_are_refused_with_the_reason(tmp_path):
     linear = torch.nn.Linear(1, 1)
     assert "eval_metrics[1]: a Linear has no update(), compute(), reset()" in message(["accuracy", linear])
     assert "two metrics are named 'error_rate'" in message([ErrorRate(), ErrorRate()])
+    assert "eval_metrics['err/top']: the name 'err/top' has a '/', which separates a metric's parts in its keys " \
+           "(metrics/<label>/<name>/<part>); name it without one, e.g. 'err_top'" in message({"err/top": ErrorRate()})
     assert "expected a list of metrics" in message("accuracy")
     assert "applies to the evaluators made from eval_dataloader" in message(["accuracy"], eval_dataloader=None)
     assert "train_metrics[0]: a int has no update()" in message(None, train_metrics=[3])
