@@ -1021,9 +1021,9 @@ TEST_F(DistributedRunner, MacroAveragesOverTwoRanksEqualOneProcessOnTheSameWeigh
             std::string::npos)
       << refused.err;
   // Trained on two ranks, each evaluating its half of the 90 examples: the counts added up give what one process
-  // finds evaluating the same final weights (the checkpoint) on all of them, exactly.
-  const std::string metrics = " 'data.eval.metrics=[{precision: {num_classes: 3}}, {recall: {num_classes: 3}}, "
-                              "{f1: {num_classes: 3}}]' ",
+  // finds evaluating the same final weights (the checkpoint) on all of them, exactly; each class's recall too.
+  const std::string metrics = " 'data.eval.metrics=[{precision: {num_classes: 3}}, "
+                              "{recall: {num_classes: 3, per_class: true}}, {f1: {num_classes: 3}}]' ",
                     folder = (dir_ / "checkpoints").string();
   const Result trained =
       run(env, "--nproc 2 " + recipe_ + metrics + "'loggers=[{jsonl: {}}]' 'checkpoint={folder: " + folder + "}'");
@@ -1032,7 +1032,7 @@ TEST_F(DistributedRunner, MacroAveragesOverTwoRanksEqualOneProcessOnTheSameWeigh
       run(env, recipe_ + metrics + "'checkpoint={folder: " + folder + ", autoresume: true}' --evaluate");
   ASSERT_EQ(evaluated.code, 0) << evaluated.out << evaluated.err;
   const std::string jsonl = slurp(dir_ / "run" / "metrics.jsonl");
-  for (const std::string name : {"precision", "recall", "f1"}) {
+  for (const std::string name : {"precision", "recall", "f1", "recall/class_0", "recall/class_1", "recall/class_2"}) {
     const std::string key = "\"metrics/test/" + name + "\":";
     const size_t at = jsonl.rfind(key);  // the final evaluation
     ASSERT_NE(at, std::string::npos) << jsonl;
