@@ -390,8 +390,9 @@ Recipe everything_recipe(std::vector<std::string> overrides = {}) {
                    {"data.train.dataset={fashion_mnist: {split: train, limit: 128}}", "data.train.loader.batch_size=32",
                     "data.eval.dataset={fashion_mnist: {split: test, limit: 64}}", "max_duration=4ep", "callbacks=[]",
                     "loggers=[]", "run_dir=\"\"", "checkpoint={}",
-                    // the macro averages too: evaluated after every algorithm, and equal in the resumed runs' logs
-                    "data.eval.metrics=[accuracy, cross_entropy, precision, f1]"});
+                    // the macro averages too, and each class's precision: evaluated after every algorithm, and equal
+                    // in the resumed runs' logs
+                    "data.eval.metrics=[accuracy, cross_entropy, {precision: {per_class: true}}, f1]"});
   return Recipe::load(std::string(TESSERA_SOURCE_DIR) + "/examples/recipes/fashion_mnist_everything.yaml", overrides);
 }
 
@@ -517,6 +518,13 @@ void expect_trains_and_resumes_bitwise(const std::function<Recipe(std::vector<st
   EXPECT_TRUE(std::any_of(whole_events.begin(), whole_events.end(), [](const std::string& e) {
     return e.find("metrics/test/f1") != std::string::npos || e.find("metrics/test/recall") != std::string::npos;
   })) << "the macro average the recipes evaluate is in the logs";
+  const auto in_logs = [&](const char* key) {
+    return std::any_of(whole_events.begin(), whole_events.end(),
+                       [&](const std::string& e) { return e.find(key) != std::string::npos; });
+  };
+  if (in_logs("metrics/test/precision")) {  // the image recipes'
+    EXPECT_TRUE(in_logs("metrics/test/precision/class_9")) << "each class's precision is in the logs";
+  }
   EXPECT_EQ(pictures, images ? 6u + 4u : 0u);  // batches 0, 3, ..., 15; the first batch of each of 4 evaluations
   for (const int64_t k : {7, 13}) {
     SCOPED_TRACE("stopped after batch " + std::to_string(k));
