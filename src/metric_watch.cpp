@@ -86,8 +86,9 @@ std::optional<double> MetricWatch::new_value(Event event, const State& state) co
         known += (known.empty() ? "" : ", ") + k;
       }
     }
-    throw InputError(fmt::format("{}: the run has no {} to watch; the {} values are: {}", owner_, key_,
-                                 label_ == "train" ? "training" : "\"" + label_ + "\"", known.empty() ? "none" : known));
+    const std::string whose = label_ == "train" ? "training" : "\"" + label_ + "\"";
+    throw InputError(fmt::format("{}: the run has no {} to watch; the {} values are: {}", owner_, key_, whose,
+                                 known.empty() ? "none" : known));
   }
   return it->second;
 }

@@ -276,7 +276,9 @@ double ClassAveraged::compute() const {
 
 double ClassAveraged::score_of(double tp, double fp, double fn) const {
   const double numerator = score_ == Score::F1 ? 2 * tp : tp;
-  const double denominator = score_ == Score::Precision ? tp + fp : score_ == Score::Recall ? tp + fn : 2 * tp + fp + fn;
+  const double denominator = score_ == Score::Precision ? tp + fp
+                             : score_ == Score::Recall  ? tp + fn
+                                                        : 2 * tp + fp + fn;
   return denominator > 0 ? numerator / denominator : 0.0;
 }
 

@@ -53,8 +53,8 @@ class UserMetric : public Metric {
         }
         const std::optional<double> number = number_of(item.second);
         if (!number) {
-          throw InputError("metric \"" + name_ + "\"'s compute() returned " + describe_value(item.second) + " under \"" +
-                           item.first.cast<std::string>() + "\"" + expected);
+          throw InputError("metric \"" + name_ + "\"'s compute() returned " + describe_value(item.second) +
+                           " under \"" + item.first.cast<std::string>() + "\"" + expected);
         }
         out[item.first.cast<std::string>()] = *number;
       }

@@ -100,7 +100,8 @@ TEST(Metrics, MakeMetricByName) {
   EXPECT_EQ(tessera::make_metric("cross_entropy")->name(), "cross_entropy");
   for (const char* name : {"precision", "recall", "f1", "weighted_precision", "weighted_recall", "weighted_f1"}) {
     EXPECT_EQ(tessera::make_metric(name)->name(), name);
-    EXPECT_EQ(tessera::make_class_averaged(name, tessera::ClassAveragedOptions().num_classes(5))->counts().size(), 15u) << "5 classes stated";
+    EXPECT_EQ(tessera::make_class_averaged(name, tessera::ClassAveragedOptions().num_classes(5))->counts().size(), 15u)
+        << "5 classes stated";
   }
   EXPECT_EQ(tessera::make_class_averaged("accuracy"), nullptr);
   for (const char* bad : {"acc", "top0_accuracy", "topx_accuracy", "top_accuracy", ""}) {
@@ -184,7 +185,8 @@ TEST(Metrics, WeightedPrecisionRecallAndF1WeighEachClassByItsTargets) {
     EXPECT_NE(m->compute(), macro.compute());
   }
   // Recall weighted by the targets is the accuracy (each target counts once).
-  const std::unique_ptr<tessera::Metric> recall = tessera::make_class_averaged("weighted_recall", tessera::ClassAveragedOptions().num_classes(4));
+  const std::unique_ptr<tessera::Metric> recall =
+      tessera::make_class_averaged("weighted_recall", tessera::ClassAveragedOptions().num_classes(4));
   tessera::Accuracy accuracy;
   recall->update(logits, batch);
   accuracy.update(logits, batch);

@@ -222,8 +222,8 @@ TEST(Stoppers, WatchOneClassOfAPerClassMetric) {
                metrics.at("metrics/eval/recall/class_2")) / 3, 1e-12);
   // A metric the run does not have: before step 1; a class it does not report: at the first evaluation.
   EXPECT_THAT(testing::input_error_of([] { make_trainer(Recipe::parse(per_class_recipe("recal/class_1"), "r.yaml")); }),
-              HasSubstr("threshold_stopper.monitor: the evaluator \"eval\" has no metric \"recal/class_1\"; its metrics: "
-                        "accuracy, recall"));
+              HasSubstr("threshold_stopper.monitor: the evaluator \"eval\" has no metric \"recal/class_1\"; its "
+                        "metrics: accuracy, recall"));
   auto beyond = make_trainer(Recipe::parse(per_class_recipe("recall/class_3"), "r.yaml"));
   EXPECT_THAT(testing::input_error_of([&] { beyond->fit(); }),
               HasSubstr("threshold_stopper: the run has no metrics/eval/recall/class_3 to watch; the \"eval\" values "

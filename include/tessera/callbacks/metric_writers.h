@@ -13,8 +13,8 @@
 /// state_dict(); or by close() for a writer used on its own (one that got no setup events). What was logged is
 /// flushed at the end of every batch, evaluation, epoch and fit and by state_dict() (one write when there is
 /// something new, none otherwise), so that `tail -f` and TensorBoard follow a run as it goes and a fit() that
-/// returns (finished, or paused by fit(until)) leaves every value it logged in them; close() closes it, and values logged after
-/// close() are dropped. Relative paths are used as given (the registry resolves them against
+/// returns (finished, or paused by fit(until)) leaves every value it logged in them; close() closes it, and
+/// values logged after close() are dropped. Relative paths are used as given (the registry resolves them against
 /// the run folder).
 ///
 /// Resuming: state_dict() flushes and returns {"bytes": the file's length so far} (an int64 scalar), which
