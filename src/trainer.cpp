@@ -10,7 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
-#include <iterator>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -974,7 +973,13 @@ void Trainer::eval_loop(size_t index) {
     if (ddp_) ddp_->reduce(ev.metrics);  // sums over every rank's share
     std::map<std::string, double> values;
     for (auto& m : ev.metrics) add_metric_values(*m, "metrics/" + ev.label + "/" + m->name(), values);
-    for (const auto& [k, v] : values) s.metrics[k] = v;
+    // They replace all the evaluator's earlier values ("metrics/<label>/..."): a part one evaluation reported and
+    // the next did not (a Python metric's dict) is not left behind as if new.
+    const std::string prefix = "metrics/" + ev.label + "/";
+    for (auto it = s.metrics.lower_bound(prefix); it != s.metrics.end() && it->first.rfind(prefix, 0) == 0;) {
+      it = s.metrics.erase(it);
+    }
+    s.metrics.insert(values.begin(), values.end());
     engine.logger().log_metrics(values, s.timestamp);
     // In fit (run_evaluators), done before EvalEnd, where a callback may save: a run resumed from that checkpoint
     // does the evaluations still pending, not this one again.
@@ -1041,13 +1046,10 @@ std::map<std::string, double> Trainer::evaluate() {
   engine_->run_event(Event::EvalStandaloneStart, s);
   std::map<std::string, double> out;
   for (size_t i = 0; i < s.evaluators.size(); ++i) {
-    // The evaluator's values ("metrics/<label>/<name>", and parts "<name>/class_3"): this evaluation's only.
+    eval_loop(i);  // replaces the evaluator's values ("metrics/<label>/<name>", and parts "<name>/class_3")
     const std::string prefix = "metrics/" + s.evaluators[i].label + "/";
-    const auto ours = [&](const auto& entry) { return entry.first.rfind(prefix, 0) == 0; };
-    for (auto it = s.metrics.begin(); it != s.metrics.end();) it = ours(*it) ? s.metrics.erase(it) : std::next(it);
-    eval_loop(i);
-    for (const auto& entry : s.metrics) {
-      if (ours(entry)) out.insert(entry);
+    for (auto it = s.metrics.lower_bound(prefix); it != s.metrics.end() && it->first.rfind(prefix, 0) == 0; ++it) {
+      out.insert(*it);
     }
   }
   engine_->run_event(Event::EvalStandaloneEnd, s);

@@ -278,6 +278,19 @@ def test_per_class_values_come_with_the_average_and_from_python_metrics_of_sever
     assert "metrics/eval/each" not in got and "metrics/eval/wise" not in got
     assert not [k for k in got if k.startswith("metrics/eval/precision/")]
     assert len(got) == 1 + 3 + 1 + 3 + 3 + 3 + 1
+    # An evaluation's values replace the evaluator's earlier ones: a part no longer reported is gone.
+    class Shifting(ErrorRate):
+        calls = 0
+
+        def compute(self):
+            Shifting.calls += 1
+            return {"first": 1.0} if Shifting.calls == 1 else {"later": 2.0}
+
+    _, trainer = trainer_for(tmp_path, loader(8, 2), {"accuracy": "accuracy", "shift": Shifting()})
+    assert set(trainer.evaluate()) == {"metrics/eval/accuracy", "metrics/eval/shift/first"}
+    assert set(trainer.evaluate()) == {"metrics/eval/accuracy", "metrics/eval/shift/later"}
+    assert "metrics/eval/shift/first" not in trainer.state.metrics
+    assert trainer.state.metrics["metrics/eval/shift/later"] == 2.0
     # What a compute() may return: a number, a 1-D tensor, a dict of numbers by name.
     for value, why in (([0.5, 0.25], "returned [0.5, 0.25] (list)"), (torch.zeros(2, 2), "(Tensor)"),
                        ({}, "returned an empty dict"), ({1: 0.5}, "returned a dict with the key 1 (int)"),
