@@ -18,16 +18,7 @@ cd "$root"
 peers=$(bash scripts/install-peers.sh | tail -n 1)
 site=$root/build/bench-composer/site
 if [ "${TESSERA_BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -d "$site/tessera" ]; then
-  torch_venv=$(bash scripts/install-torch-pypi.sh | tail -n 1)
-  # The library only (the tests are not needed here).
-  make configure TORCH=pypi CMAKE_FLAGS=-DTESSERA_BUILD_BENCHMARKS=OFF >/dev/null
-  cmake --build build/pypi --target tessera tessera-run -j "$(nproc)"
-  rm -rf build/bench-composer/wheels "$site"
-  TESSERA_LIBRARY_BUILD_DIR=$root/build/pypi TESSERA_PYTHON_BUILD_DIR=$root/build/python-pypi \
-    "$torch_venv/bin/python" -m pip wheel --no-build-isolation --no-deps --no-index --disable-pip-version-check -q \
-    -w build/bench-composer/wheels ./python
-  "$peers/bin/python" -m pip install --no-deps --no-index --disable-pip-version-check -q --target "$site" \
-    build/bench-composer/wheels/tessera-*.whl
+  bash benchmarks/pypi_site.sh "$site" "$peers/bin/python"
 fi
 script=benchmarks/bench_composer.py
 if [ "${1:-}" = --profile ]; then script=benchmarks/profile_composer.py; shift; fi

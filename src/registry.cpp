@@ -23,6 +23,7 @@
 #include <tessera/models/bert.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/gpt.h>
+#include <tessera/models/hf_gpt2.h>
 #include <tessera/models/mlp.h>
 #include <tessera/models/resnet.h>
 #include <tessera/optim/optimizer.h>
@@ -271,10 +272,39 @@ struct FillFromData {
   }
 };
 
+/// The gpt model of a Hugging Face GPT-2 checkpoint (`pretrained`): its architecture from the checkpoint (an
+/// option the recipe gives that disagrees refused at its line), not from the data, which must fit it.
+std::shared_ptr<Model> pretrained_gpt(const ConfigNode& node, const Context& ctx, const GPTOptions& given) {
+  const auto model = construct(node, [&] {
+    return std::make_shared<GPT>(
+        gpt2_options(given, [&](const std::string& key) { return node.is_map() && node.has(key); }));
+  });
+  if (ctx.train_dataset == nullptr) return model;
+  const data::Dataset& dataset = *ctx.train_dataset;
+  const GPTOptions& options = model->options();
+  if (dataset.num_classes() > 0 && dataset.num_classes() != options.vocab_size()) {
+    node.child("pretrained").fail(
+        fmt::format("the checkpoint's vocabulary has {} tokens, the training data's {}", options.vocab_size(),
+                    dataset.num_classes()),
+        "text in the checkpoint's tokens: data.<split>.dataset.text.tokenizer set to its tokenizer (the "
+        "tokenizer.json, or vocab.json beside merges.txt, of the model's folder)");
+  }
+  if (dataset.tokens_per_example() > options.max_seq_length()) {
+    node.child("pretrained").fail(
+        fmt::format("the checkpoint's positions end at {} tokens, the training data's sequences have {}",
+                    options.max_seq_length(), dataset.tokens_per_example()),
+        fmt::format("sequences of at most {} tokens (the text dataset's seq_length)", options.max_seq_length()));
+  }
+  return model;
+}
+
 template <class M, class Options>
 Entry<std::shared_ptr<Model>> model(std::string name) {
   return {std::move(name), [](const ConfigNode& node, Context& ctx) -> std::shared_ptr<Model> {
             Options options = read<Options>(node);
+            if constexpr (std::is_same_v<M, GPT>) {
+              if (!options.pretrained().empty()) return pretrained_gpt(node, ctx, options);
+            }
             if (ctx.train_dataset) {
               FillFromData fill{*ctx.train_dataset};
               options.visit(fill);

@@ -23,7 +23,8 @@ nn::Linear gpt_linear(int64_t in, int64_t out, bool bias) {
 
 }  // namespace
 
-GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options) {
+GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options)
+    : activation_(original.activation()) {
   auto* fc = original.slot("fc").ptr()->as<nn::LinearImpl>();
   if (fc == nullptr) {
     throw InputError("gated_linear_units: the feed-forward network's fc slot holds no torch::nn::Linear (another "
@@ -36,12 +37,12 @@ GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnits
 }
 
 at::Tensor GatedFeedForward::forward(const at::Tensor& x) {
-  return call("proj", at::gelu(call("fc_gated", x)) * call("fc_linear", x));
+  return call("proj", gelu_by_name(call("fc_gated", x), activation_) * call("fc_linear", x));
 }
 
 at::Tensor gated_linear_unit(const at::Tensor& x, const at::Tensor& w_gated, const at::Tensor& b_gated,
-                             const at::Tensor& w_linear, const at::Tensor& b_linear) {
-  return at::gelu(at::linear(x, w_gated, b_gated)) * at::linear(x, w_linear, b_linear);
+                             const at::Tensor& w_linear, const at::Tensor& b_linear, const std::string& activation) {
+  return gelu_by_name(at::linear(x, w_gated, b_gated), activation) * at::linear(x, w_linear, b_linear);
 }
 
 int64_t apply_gated_linear_units(torch::nn::Module& model, const GatedLinearUnitsOptions& options,

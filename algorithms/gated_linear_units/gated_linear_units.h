@@ -32,18 +32,24 @@ struct GatedLinearUnitsOptions {
 };
 
 /// The GLU feed-forward network: slots "fc_gated", "fc_linear" (Linear d_model -> d_ff) and "proj" (Linear
-/// d_ff -> d_model); forward(x) = proj(gelu(fc_gated(x)) * fc_linear(x)).
+/// d_ff -> d_model); forward(x) = proj(gelu(fc_gated(x)) * fc_linear(x)), the GELU the original network's
+/// (exact, or the tanh approximation: FeedForward::activation()).
 class GatedFeedForward : public SlottedModule {
  public:
   /// New gated layers for `original`'s sizes; its proj module is shared (the same parameters).
   GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options);
   at::Tensor forward(const at::Tensor& x);
+  const std::string& activation() const noexcept { return activation_; }
+
+ private:
+  std::string activation_;
 };
 
 /// The functional form of the network: proj(gelu(x·W_g^T + b_g) ⊙ (x·W_l^T + b_l)) with the given weights (biases
-/// may be undefined), as GatedFeedForward computes it.
+/// may be undefined), as GatedFeedForward computes it; `activation` "gelu" (exact) or "gelu_tanh".
 at::Tensor gated_linear_unit(const at::Tensor& x, const at::Tensor& w_gated, const at::Tensor& b_gated,
-                             const at::Tensor& w_linear, const at::Tensor& b_linear);
+                             const at::Tensor& w_linear, const at::Tensor& b_linear,
+                             const std::string& activation = "gelu");
 
 /// The surgery: every FeedForward in a slot of `model` replaced by a GatedFeedForward (the optimizer, if given, kept
 /// consistent). Returns how many were replaced.

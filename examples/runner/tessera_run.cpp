@@ -15,6 +15,7 @@
 #include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 #include <tessera/models/generate.h>
+#include <tessera/models/hf_gpt2.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/trainer.h>
@@ -131,7 +132,10 @@ struct Actions {
   std::vector<std::string> prompts;  ///< --generate
   std::string generate_options;      ///< --generate-options: a YAML mapping of generate's options
   std::string export_path;           ///< --export: a safetensors file of the weights
-  bool uses_trained_weights() const { return evaluate || !prompts.empty() || !export_path.empty(); }
+  std::string export_huggingface;    ///< --export-huggingface: a Hugging Face GPT-2 folder
+  bool uses_trained_weights() const {
+    return evaluate || !prompts.empty() || !export_path.empty() || !export_huggingface.empty();
+  }
 };
 
 /// The byte-level BPE tokenizer of the recipe's text data (data.train.dataset.text.tokenizer), or null when its
@@ -142,13 +146,13 @@ std::shared_ptr<const tessera::data::Tokenizer> recipe_tokenizer(const tessera::
   return std::make_shared<const tessera::data::Tokenizer>(tessera::data::Tokenizer::load(path.as_string()));
 }
 
-/// --evaluate, --generate and --export: the weights of the checkpoint the recipe loads, evaluated by every evaluator,
-/// continuing the prompts (in the tokens of the recipe's text data) and written as a safetensors file, without
-/// training.
+/// --evaluate, --generate, --export and --export-huggingface: the weights of the checkpoint the recipe loads,
+/// evaluated by every evaluator, continuing the prompts (in the tokens of the recipe's text data), written as a
+/// safetensors file and as a Hugging Face GPT-2 folder, without training.
 int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const tessera::Recipe& recipe) {
   if (trainer.loaded_checkpoint().empty()) {
     throw tessera::InputError(
-        "--evaluate, --generate and --export use trained weights, and the recipe loads none: give "
+        "--evaluate, --generate and the exports use trained weights, and the recipe loads none: give "
         "checkpoint.load_path=FILE, "
         "or a checkpoint.folder that holds checkpoints with checkpoint.autoresume=true");
   }
@@ -185,6 +189,17 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
     trainer.export_weights(actions.export_path);
     std::cerr << fmt::format("tessera-run: wrote the model's {} weights to {} (safetensors)\n",
                              model.named_parameters().size() + model.named_buffers().size(), actions.export_path);
+  }
+  if (!actions.export_huggingface.empty()) {
+    const auto* gpt = dynamic_cast<const tessera::GPT*>(&model);
+    if (gpt == nullptr) {
+      throw tessera::InputError("--export-huggingface writes a Hugging Face GPT-2 checkpoint, from the gpt model; "
+                                "this recipe's model is another (use --export for its weights)");
+    }
+    tessera::save_gpt2(*gpt, actions.export_huggingface);
+    std::cerr << fmt::format("tessera-run: wrote a Hugging Face GPT-2 checkpoint to {} (config.json, "
+                             "model.safetensors: GPT2LMHeadModel.from_pretrained reads it)\n",
+                             actions.export_huggingface);
   }
   std::cout << std::flush;
   return 0;
@@ -358,6 +373,10 @@ int main(int argc, char** argv) {
                  "do not train: write the weights of the checkpoint the recipe loads to this safetensors file "
                  "(docs/checkpoints.md, \"Weights for other programs\")")
       ->excludes(plan_flag, dry_flag);
+  app.add_option("--export-huggingface", actions.export_huggingface,
+                 "do not train: write the gpt model of the checkpoint the recipe loads to this folder as a Hugging Face "
+                 "GPT-2 checkpoint (docs/language-models.md, \"Hugging Face GPT-2 checkpoints\")")
+      ->excludes(plan_flag, dry_flag);
   app.add_option("--nproc", nproc, "start N local ranks of data-parallel training (Gloo over loopback on the CPU)")
       ->check(CLI::Range(1, 1024));
   app.add_flag("--interactions", interactions,
@@ -378,7 +397,7 @@ int main(int argc, char** argv) {
   }
 
   if (nproc > 0 && actions.uses_trained_weights()) {
-    std::cerr << "tessera-run: error: --evaluate, --generate and --export run in one process; leave out --nproc\n";
+    std::cerr << "tessera-run: error: --evaluate, --generate and the exports run in one process; leave out --nproc\n";
     return 2;
   }
   if (nproc > 0 && !actions.plan && !actions.dry_run) {

@@ -33,6 +33,7 @@
 #include <tessera/models/cnn.h>
 #include <tessera/models/resnet.h>
 #include <tessera/models/gpt.h>
+#include <tessera/models/hf_gpt2.h>
 #include <tessera/models/bert.h>
 #include <tessera/models/branch_gate.h>
 #include <tessera/models/generate.h>

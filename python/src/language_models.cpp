@@ -1,6 +1,7 @@
 // Python bindings of the language-model algorithms: sequence-length warmup, ALiBi, gated linear units and
 // low-precision LayerNorm, with its sibling for GroupNorm (tessera.algorithms), their functional forms
-// (tessera.functional), and text generation (tessera.functional.generate; Trainer.generate wraps it).
+// (tessera.functional), text generation (tessera.functional.generate; Trainer.generate wraps it) and Hugging Face
+// GPT-2 checkpoints written from the gpt model (tessera.functional.save_gpt2; Trainer.export_huggingface).
 #include "common.h"
 
 #include <tessera/algorithms/alibi.h>
@@ -13,6 +14,7 @@
 #include <tessera/data/transforms.h>
 #include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
+#include <tessera/models/hf_gpt2.h>
 
 namespace tessera::python {
 
@@ -103,12 +105,15 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
       "tessera.algorithms.GatedLinearUnits); returns how many feed-forward networks were replaced.");
   f.def("gated_linear_unit",
         [](const at::Tensor& x, const at::Tensor& w_gated, const c10::optional<at::Tensor>& b_gated,
-                       const at::Tensor& w_linear, const c10::optional<at::Tensor>& b_linear) {
-          return alg::gated_linear_unit(x, w_gated, b_gated.value_or(at::Tensor()), w_linear, b_linear.value_or(at::Tensor()));
+                       const at::Tensor& w_linear, const c10::optional<at::Tensor>& b_linear,
+                       const std::string& activation) {
+          return alg::gated_linear_unit(x, w_gated, b_gated.value_or(at::Tensor()), w_linear,
+                                        b_linear.value_or(at::Tensor()), activation);
         },
         py::arg("x"), py::arg("w_gated"), py::arg("b_gated"),
-        py::arg("w_linear"), py::arg("b_linear"),
-        "gelu(x @ w_gated.T + b_gated) * (x @ w_linear.T + b_linear) (biases may be None).");
+        py::arg("w_linear"), py::arg("b_linear"), py::arg("activation") = "gelu",
+        "gelu(x @ w_gated.T + b_gated) * (x @ w_linear.T + b_linear) (biases may be None; activation 'gelu' or "
+        "'gelu_tanh', the tanh approximation).");
   f.def("apply_low_precision_layernorm", [](Model& model) { return alg::apply_low_precision_layernorm(model); },
         py::arg("model"), "Low-precision LayerNorm surgery on a tessera.Model; returns how many were replaced.");
   f.def("low_precision_layer_norm",
@@ -144,6 +149,20 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
         return tessera::generate(model, prompt, options);
       },
       py::arg("model"), py::arg("prompt"), py::arg("tokenizer") = nullptr, generate_doc.c_str());
+  f.def(
+      "save_gpt2",
+      [](Model& model, const std::string& folder) {
+        const auto* gpt = dynamic_cast<const GPT*>(&model);
+        if (gpt == nullptr) {
+          throw InputError("save_gpt2: the model is not the gpt model; a Hugging Face GPT-2 checkpoint holds one");
+        }
+        py::gil_scoped_release release;
+        save_gpt2(*gpt, folder);
+      },
+      py::arg("model"), py::arg("folder"),
+      "Writes the gpt model to `folder` as a Hugging Face GPT-2 checkpoint (config.json and model.safetensors, "
+      "which transformers' GPT2LMHeadModel.from_pretrained reads); refused, writing nothing, for a model GPT-2 "
+      "cannot hold (ALiBi, gated linear units, factorized layers, stochastic depth, a bert model).");
 }
 
 }  // namespace tessera::python

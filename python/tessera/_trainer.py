@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -331,6 +332,14 @@ class Trainer(_C._Trainer):
     def eval(self) -> Dict[str, float]:
         """Alias of evaluate()."""
         return self.evaluate()
+
+    def export_huggingface(self, folder: Union[str, "os.PathLike[str]"]) -> None:
+        """Writes the gpt model as a Hugging Face GPT-2 checkpoint into `folder` (config.json and
+        model.safetensors: transformers' GPT2LMHeadModel.from_pretrained(folder) reads it), the weights as they are
+        now (after a run with ema or swa, the averages). Refused, writing nothing, for a model GPT-2 cannot hold
+        (ALiBi, gated linear units, factorized layers, stochastic depth, a bert model). Call it outside fit() or from
+        a callback at batch end."""
+        _C.functional.save_gpt2(self.model, os.fspath(folder))
 
     def generate(self, prompt: Union[str, bytes, torch.Tensor], tokenizer: Any = None,
                  **options: Any) -> Union[str, bytes, torch.Tensor]:

@@ -90,6 +90,7 @@ alibi_bias = _native.alibi_bias
 apply_alibi = _native.apply_alibi
 apply_gated_linear_units = _native.apply_gated_linear_units
 gated_linear_unit = _native.gated_linear_unit
+save_gpt2 = _native.save_gpt2
 apply_low_precision_groupnorm = _native.apply_low_precision_groupnorm
 apply_low_precision_layernorm = _native.apply_low_precision_layernorm
 low_precision_group_norm = _native.low_precision_group_norm
@@ -226,6 +227,7 @@ __all__ = [
     "resize_batch",
     "sam_gradients",
     "sample_mixing",
+    "save_gpt2",
     "select_by_loss",
     "selection_weights",
     "set_seq_length",

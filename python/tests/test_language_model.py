@@ -2,7 +2,7 @@
 perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
 the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), a GPT with dropout,
 stochastic depth and gyro dropout resumed bitwise, a GPT on token ids written to MDS from Python, text generation, a BERT learning masked bytes, and a BERT text
-classifier fine-tuned from its checkpoint."""
+classifier fine-tuned from its checkpoint, and a GPT written as a Hugging Face GPT-2 folder and read back."""
 import math
 
 import pytest
@@ -351,3 +351,27 @@ def test_mask_tokens_masks_a_users_batch_as_the_transform_does():
         TF.mask_tokens(torch.zeros(2, 4))
     with pytest.raises(tessera.InputError, match='unknown option "probabilty"'):
         TF.mask_tokens(ids, probabilty=0.2)
+
+
+def test_a_gpt_exported_as_a_hugging_face_gpt2_starts_a_new_run_where_it_ended(text, tmp_path):
+    # GPT-2's shape (tied embeddings, tanh GELU) trained 8 batches, written as a Hugging Face GPT-2 folder, read back
+    # as the start of another run: the same weights and evaluation; options that disagree with the folder's
+    # config.json are refused, so is exporting a model GPT-2 cannot hold (writing nothing).
+    gpt2 = {"d_model": 16, "n_layers": 2, "n_heads": 2, "tie_embeddings": True, "activation": "gelu_tanh"}
+    trainer = tessera.Trainer(**gpt_components(text, model={"gpt": gpt2}))
+    trainer.fit()
+    folder = tmp_path / "gpt2"
+    trainer.export_huggingface(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    resumed = tessera.Trainer(**gpt_components(text, model={"gpt": {"pretrained": str(folder)}}))
+    assert "head.weight" not in resumed.model.named_parameters()
+    for name, value in trainer.model.named_parameters().items():
+        assert torch.equal(resumed.model.named_parameters()[name], value), name
+    assert resumed.evaluate() == trainer.evaluate()
+    with pytest.raises(tessera.InputError, match=r"model\.d_model: 32 given, but the pretrained checkpoint's"):
+        tessera.Trainer(**gpt_components(text, model={"gpt": {"pretrained": str(folder), "d_model": 32}}))
+    glu = tessera.Trainer(**gpt_components(text, model={"gpt": gpt2}),
+                          algorithms=[tessera.algorithms.GatedLinearUnits()])
+    with pytest.raises(tessera.InputError, match="fc_gated.weight' has no place in a GPT-2 checkpoint"):
+        glu.export_huggingface(tmp_path / "glu")
+    assert not (tmp_path / "glu").exists()

@@ -17,6 +17,7 @@
 
 #include <tessera/error.h>
 #include <tessera/models/branch_gate.h>
+#include <tessera/models/hf_gpt2.h>
 #include <tessera/ops/dropout.h>
 
 #include "option_checks.h"
@@ -26,7 +27,12 @@ namespace {
 
 namespace nn = torch::nn;
 
-nn::LayerNorm layer_norm(int64_t d) { return nn::LayerNorm(nn::LayerNormOptions({d})); }
+nn::LayerNorm layer_norm(int64_t d, double eps) { return nn::LayerNorm(nn::LayerNormOptions({d}).eps(eps)); }
+
+/// The name of the model a GPT constructor builds, for messages (model_name() is not virtual there yet).
+const char* model_name_of(bool causal, bool language_head) {
+  return causal ? "gpt" : language_head ? "bert" : "bert_classifier";
+}
 
 /// GPT-2's initialisation: every Linear and Embedding weight normal(0, 0.02), biases 0; the projections that
 /// write into the residual stream normal(0, 0.02/sqrt(2·n_layers)).
@@ -162,21 +168,30 @@ at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptio
   return (alibi_slopes(n_heads, options).view({n_heads, 1, 1}) * distance.unsqueeze(0)).to(options.dtype());
 }
 
-FeedForward::FeedForward(int64_t d_model, int64_t d_ff) {
+at::Tensor gelu_by_name(const at::Tensor& x, const std::string& activation) {
+  if (activation == "gelu") return at::gelu(x);
+  if (activation == "gelu_tanh") return at::gelu(x, "tanh");
+  throw InputError(fmt::format("gelu_by_name: activation '{}'; expected gelu or gelu_tanh", activation));
+}
+
+FeedForward::FeedForward(int64_t d_model, int64_t d_ff, std::string activation) : activation_(std::move(activation)) {
+  if (activation_ != "gelu" && activation_ != "gelu_tanh") {
+    throw InputError(fmt::format("FeedForward: activation '{}'; expected gelu or gelu_tanh", activation_));
+  }
   register_slot("fc", nn::AnyModule(nn::Linear(d_model, d_ff)));
   register_slot("proj", nn::AnyModule(nn::Linear(d_ff, d_model)));
 }
 
 at::Tensor FeedForward::forward(const at::Tensor& x) {
-  return call("proj", at::gelu(call("fc", x)));
+  return call("proj", gelu_by_name(call("fc", x), activation_));
 }
 
 GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout, double attention_dropout,
-                   bool causal) {
-  register_slot("ln1", nn::AnyModule(layer_norm(d_model)));
+                   bool causal, const std::string& activation, double layer_norm_eps) {
+  register_slot("ln1", nn::AnyModule(layer_norm(d_model, layer_norm_eps)));
   register_slot("attn", nn::AnyModule(std::make_shared<SelfAttention>(d_model, n_heads, attention_dropout, causal)));
-  register_slot("ln2", nn::AnyModule(layer_norm(d_model)));
-  register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff)));
+  register_slot("ln2", nn::AnyModule(layer_norm(d_model, layer_norm_eps)));
+  register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff, activation)));
   // Modules in slots (not functional calls), so that surgery can replace them (gyro_dropout, stochastic_depth).
   if (dropout > 0) {
     register_slot("attn_dropout", nn::AnyModule(CounterDropout(dropout)));
@@ -214,6 +229,17 @@ GPT::GPT(GPTOptions options) : GPT(std::move(options), /*causal=*/true) {}
 
 GPT::GPT(GPTOptions options, bool causal, bool language_head) : options_(std::move(options)), causal_(causal) {
   validate_options(options_, "model");
+  if (!causal || !language_head) {
+    for (const auto& [option, given] : {std::pair<const char*, bool>{"tie_embeddings", options_.tie_embeddings()},
+                                        {"pretrained", !options_.pretrained().empty()}}) {
+      if (given) {
+        throw InputError(fmt::format("model.{}: given to the {} model; it is the gpt model's (a GPT-2 language "
+                                     "model); leave it out",
+                                     option, model_name_of(causal, language_head)));
+      }
+    }
+  }
+  if (!options_.pretrained().empty()) options_ = gpt2_options(options_);
   require_positive(options_.vocab_size(), "vocab_size");
   require_positive(options_.max_seq_length(), "max_seq_length");
   const int64_t d = options_.d_model();
@@ -229,16 +255,18 @@ GPT::GPT(GPTOptions options, bool causal, bool language_head) : options_(std::mo
   nn::ModuleList blocks;
   for (int64_t i = 0; i < options_.n_layers(); ++i) {
     auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff, options_.dropout(),
-                                            options_.attention_dropout(), causal);
+                                            options_.attention_dropout(), causal, options_.activation(),
+                                            options_.layer_norm_eps());
     blocks->push_back(block);
     blocks_.push_back(std::move(block));
   }
   register_module("blocks", blocks);
-  register_slot("ln_f", nn::AnyModule(layer_norm(d)));
-  if (language_head) {
+  register_slot("ln_f", nn::AnyModule(layer_norm(d, options_.layer_norm_eps())));
+  if (language_head && !options_.tie_embeddings()) {
     register_slot("head", nn::AnyModule(nn::Linear(nn::LinearOptions(d, options_.vocab_size()).bias(false))));
   }
   init_gpt(*this, options_.n_layers());
+  if (!options_.pretrained().empty()) load_gpt2_weights(*this, options_.pretrained());
 }
 
 at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
@@ -272,7 +300,15 @@ at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
   return x;
 }
 
-at::Tensor GPT::head(const at::Tensor& x) { return call("head", x).transpose(1, 2); }
+at::Tensor GPT::head(const at::Tensor& x) {
+  if (!options_.tie_embeddings()) return call("head", x).transpose(1, 2);
+  auto* embedding = slot("embed").ptr()->as<nn::EmbeddingImpl>();
+  if (embedding == nullptr) {
+    throw InputError("gpt: tie_embeddings, but the embed slot holds no torch::nn::Embedding (replaced by surgery), "
+                     "so the head has no weight to share");
+  }
+  return at::linear(x, embedding->weight).transpose(1, 2);
+}
 
 at::Tensor GPT::encode(const at::Tensor& ids) {
   at::Tensor x = embed(ids, 0);

@@ -125,6 +125,11 @@ std::shared_ptr<Model> make_model(const std::string& kind) {
         ResNetOptions().depth(8).width(4).in_channels(3).num_classes(4).norm("group").groups(2));
   }
   if (kind == "gpt") return testing::tiny_gpt();
+  if (kind == "gpt2") {  // as GPT-2 has it: the head is the token embedding, GELU's tanh approximation
+    at::manual_seed(3);
+    return std::make_shared<GPT>(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2)
+                                     .tie_embeddings(true).activation("gelu_tanh"));
+  }
   if (kind == "bert_classifier") {
     BERTClassifierOptions options;
     options.num_classes(3);
@@ -234,7 +239,7 @@ Components components(const RunSpec& s) {
   if (s.model == "cnn" || s.model == "resnet" || s.model == "resnet_group") {
     train = data::make_synthetic(
         data::SyntheticOptions().size(s.train_size).input_shape(std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7));
-  } else if (s.model == "gpt") {
+  } else if (s.model == "gpt" || s.model == "gpt2") {
     train = testing::tiny_text(s.train_size);
   } else if (s.model == "bert_classifier") {
     // tiny_text's sequences (ids 1 to 15) cut to 1 to 8 tokens and padded with 0, in 3 classes.
@@ -1048,6 +1053,12 @@ std::vector<RunSpec> resume_specs() {
   gpt.algorithms = {"seq_length_warmup", "gated_linear_units", "low_precision_layernorm", "label_smoothing",
                     "selective_backprop"};
   specs.push_back(gpt);
+  // GPT-2's tied embeddings (one weight, two uses: its gradient and optimizer state once) with the same methods.
+  RunSpec tied = gpt;
+  tied.name = "gpt2_tied_seq_length_warmup_glu_label_smoothing_selective_backprop_microbatches_amp_bf16";
+  tied.model = "gpt2";
+  tied.algorithms = {"seq_length_warmup", "gated_linear_units", "label_smoothing", "selective_backprop"};
+  specs.push_back(tied);
   // ALiBi's surgery re-applied before loading (its frozen position embedding out of the optimizer), its rows of half
   // the warmup's length.
   RunSpec rechunk = gpt;

@@ -653,6 +653,11 @@ TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResume
       "gpt", "", "{muon: {lr: 0.02, adamw_names: [\"embed.*\", \"pos_embed.*\", \"head.*\"], adamw_lr: 0.003}}");
 }
 
+TEST_F(Distributed, EveryLanguageModelAlgorithmOnAGpt2WithTiedEmbeddingsOnTwoRanksStaysIdenticalAndResumesBitwise) {
+  // GPT-2's tied embeddings: one weight used by the embedding and the head, its gradient reduced once.
+  every_language_model_algorithm_on_two_ranks("gpt", "model.gpt.tie_embeddings=true;model.gpt.activation=gelu_tanh;");
+}
+
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnABertOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // The masks are drawn per global row before the rows are shared out, so each rank masks its rows as one rank would.
   const std::string masked = "data.train.transforms=[mask_tokens];data.eval.transforms=[mask_tokens];";

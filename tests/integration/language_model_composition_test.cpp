@@ -39,12 +39,14 @@ std::string recipe(const std::string& model, const std::string& algorithm) {
   const bool on_tokens = tokenized != tokenizer_of.end();
   const std::string base = on_tokens ? model.substr(0, model.find('_')) : model;
   const std::string tokenizer = on_tokens ? tokenized->second() : "";
+  // "gpt2": the gpt model as GPT-2 has it (tied embeddings, GELU's tanh approximation).
+  const bool gpt2 = model == "gpt2";
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
 threads: 1
 run_dir: {}
-model: {{{}: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1}}}}
+model: {{{}: {{d_model: 16, n_layers: 2, n_heads: 2, dropout: 0.1, attention_dropout: 0.1{}}}}}
 data:
   train:
     dataset: {{{}: {{path: {}, seq_length: 16{}}}}}
@@ -55,7 +57,8 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), base,
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), gpt2 ? "gpt" : base,
+                     gpt2 ? ", tie_embeddings: true, activation: gelu_tanh" : "",
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
                      on_tokens ? ", document_separator: \"\\n\", tokenizer: " + tokenizer : "",
@@ -270,7 +273,7 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "gpt_bpe", "gpt_unigram", "bert", "bert_bpe",
+                         ::testing::Combine(::testing::Values("gpt", "gpt2", "gpt_bpe", "gpt_unigram", "bert", "bert_bpe",
                                                               "bert_wordpiece", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);

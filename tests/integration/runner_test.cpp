@@ -357,7 +357,7 @@ TEST_F(RunnerTest, EvaluateRunsTheEvaluatorsOnTheCheckpointsWeightsWithoutTraini
                  "needs a language model of the recipe's text vocabulary (256 tokens: bytes)");
   expect_refused("'" + recipe + "' --nproc 2 --evaluate", "leave out --nproc");
   expect_refused(quoted(write_recipe()) + " --evaluate",  // the recipe without its checkpoint section
-                 "--evaluate, --generate and --export use trained weights, and the recipe loads none: give "
+                 "--evaluate, --generate and the exports use trained weights, and the recipe loads none: give "
                  "checkpoint.load_path=FILE");
 }
 
@@ -440,6 +440,48 @@ TEST_F(RunnerTest, GenerateContinuesPromptsWithTheCheckpointsLanguageModel) {
                          "\"top_k\"?"),
             std::string::npos)
       << bad.err;
+}
+
+TEST_F(RunnerTest, ExportHuggingfaceWritesTheCheckpointsGptAsAGpt2FolderThatARecipeStartsFrom) {
+  const fs::path text = dir_ / "words.txt";
+  {
+    std::ofstream out(text);
+    for (int i = 0; i < 300; ++i) out << "the quick brown fox " << (i % 7 == 0 ? "jumps\n" : "runs ");
+  }
+  const auto write = [&](const std::string& name, const std::string& model, const std::string& algorithms) {
+    const fs::path recipe = dir_ / (name + ".yaml");
+    std::ofstream(recipe) << "max_duration: 4ba\nseed: 3\nthreads: 1\nrun_dir: " << (dir_ / name).string() << "\n"
+                          << "model: " << model << "\n"
+                          << "data:\n  train:\n    dataset: {text: {path: " << text.string() << ", seq_length: 16}}\n"
+                          << "    loader: {batch_size: 8}\n"
+                          << "optimizer: {adamw: {lr: 0.01}}\nloggers: []\nalgorithms: [" << algorithms << "]\n"
+                          << "checkpoint: {folder: ck, interval: 2ba, autoresume: true}\n";
+    return recipe.string();
+  };
+  const std::string gpt2 = write(
+      "gpt2", "{gpt: {d_model: 16, n_layers: 2, n_heads: 2, tie_embeddings: true, activation: gelu_tanh}}",
+      "label_smoothing");
+  ASSERT_EQ(run(quoted(gpt2)).code, 0);
+  const fs::path folder = dir_ / "exported";
+  const Result exported = run(quoted(gpt2) + " --export-huggingface " + quoted(folder.string()));
+  ASSERT_EQ(exported.code, 0) << exported.out << exported.err;
+  EXPECT_NE(exported.err.find("wrote a Hugging Face GPT-2 checkpoint to"), std::string::npos) << exported.err;
+  // A run from the folder starts on the checkpoint's weights.
+  tessera::Run trained = tessera::build_run(tessera::Recipe::load(gpt2));
+  tessera::Trainer trainer(trained.trainer, std::move(trained.components), trained.checkpoint);
+  const std::string from = write("from", "{gpt: {pretrained: " + folder.string() + "}}", "");
+  tessera::Run started = tessera::build_run(tessera::Recipe::load(from));
+  const auto loaded = started.components.model->named_parameters();
+  for (const auto& item : trainer.state().model->named_parameters()) {
+    EXPECT_TRUE(at::equal(loaded[item.key()], item.value())) << item.key();
+  }
+  // What GPT-2 cannot hold is refused, exit 2, writing nothing.
+  const std::string glu = write("glu", "{gpt: {d_model: 16, n_layers: 2, n_heads: 2}}", "gated_linear_units");
+  ASSERT_EQ(run(quoted(glu)).code, 0);
+  const Result refused = run(quoted(glu) + " --export-huggingface " + quoted((dir_ / "glu_out").string()));
+  EXPECT_EQ(refused.code, 2) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("has no place in a GPT-2 checkpoint"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(dir_ / "glu_out"));
 }
 
 TEST_F(RunnerTest, AutoresumeRefusesARecipeThatChangedWhatTrainsAndAllowsTheRest) {

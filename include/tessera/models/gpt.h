@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <tessera/models/model.h>
@@ -36,6 +37,18 @@ struct GPTOptions {
   TESSERA_OPTION(double, dropout) = 0.0;
   /// GPT-2's attention dropout (attn_pdrop; 0 = none): dropout of the attention probabilities in training.
   TESSERA_OPTION(double, attention_dropout) = 0.0;
+  /// The feed-forward networks' activation: "gelu" (exact, erf) or "gelu_tanh" (the tanh approximation: GPT-2's
+  /// "gelu_new"); gated_linear_units keeps it.
+  TESSERA_OPTION(std::string, activation) = "gelu";
+  /// The epsilon of every LayerNorm (GPT-2's layer_norm_epsilon).
+  TESSERA_OPTION(double, layer_norm_eps) = 1e-5;
+  /// The gpt model's head multiplies by the token embedding's weight (GPT-2's tied embeddings): no "head" slot and
+  /// no weight of its own. Not for bert models.
+  TESSERA_OPTION(bool, tie_embeddings) = false;
+  /// A Hugging Face GPT-2 folder (config.json and model.safetensors, as `save_pretrained` writes them; "" = none):
+  /// the gpt model takes its architecture from config.json and starts from its weights (models/hf_gpt2.h). The
+  /// shape options above must then be left out or equal the checkpoint's. Not for bert models.
+  TESSERA_OPTION(std::string, pretrained) = "";
   template <class V>
   void visit(V& v) {
     v("vocab_size", vocab_size_, "vocabulary size (0 = from the data)", Range::at_least(0));
@@ -47,6 +60,10 @@ struct GPTOptions {
     v("dropout", dropout_, "dropout of the embeddings and of each residual branch (0 = none)", Range::closed_open(0, 1));
     v("attention_dropout", attention_dropout_, "dropout of the attention probabilities (0 = none)",
       Range::closed_open(0, 1));
+    v("activation", activation_, "activation of the feed-forward networks", Choices{{"gelu", "gelu_tanh"}});
+    v("layer_norm_eps", layer_norm_eps_, "epsilon of every LayerNorm", Range::positive());
+    v("tie_embeddings", tie_embeddings_, "the head multiplies by the token embedding's weight (gpt only)", Any{});
+    v("pretrained", pretrained_, "a Hugging Face GPT-2 folder to start from (gpt only; \"\" = none)", Any{});
   }
 };
 
@@ -91,12 +108,21 @@ at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options);
 /// (symmetric: bidirectional attention sees both halves, causal attention the lower one).
 at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptions& options);
 
-/// The feed-forward network of a block: slots "fc" (Linear D -> F), then GELU, then "proj" (Linear F -> D).
+/// The feed-forward network of a block: slots "fc" (Linear D -> F), then GELU (exact for `activation` "gelu", the
+/// tanh approximation for "gelu_tanh"), then "proj" (Linear F -> D).
 class FeedForward : public SlottedModule {
  public:
-  FeedForward(int64_t d_model, int64_t d_ff);
+  FeedForward(int64_t d_model, int64_t d_ff, std::string activation = "gelu");
   at::Tensor forward(const at::Tensor& x);
+  /// "gelu" or "gelu_tanh".
+  const std::string& activation() const noexcept { return activation_; }
+
+ private:
+  std::string activation_;
 };
+
+/// GELU of x, exact for `activation` "gelu", the tanh approximation for "gelu_tanh" (anything else: InputError).
+at::Tensor gelu_by_name(const at::Tensor& x, const std::string& activation);
 
 /// A pre-norm transformer block: slots "ln1" (LayerNorm), "attn" (SelfAttention, causal or not), "ln2" (LayerNorm),
 /// "mlp" (FeedForward); y = x + attn(ln1(x)), then y + mlp(ln2(y)). With dropout > 0 the two branches pass through
@@ -109,7 +135,7 @@ class FeedForward : public SlottedModule {
 class GPTBlock : public SlottedModule {
  public:
   GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout = 0.0, double attention_dropout = 0.0,
-           bool causal = true);
+           bool causal = true, const std::string& activation = "gelu", double layer_norm_eps = 1e-5);
   at::Tensor forward(const at::Tensor& x);
   /// forward for T new positions x [N, T, D] after those whose attention keys and values are cached
   /// (SelfAttention::forward_cached; InputError when the "attn" slot holds another module).
@@ -128,9 +154,11 @@ struct KVCache {
 
 /// The language model. Slots of the model: "embed" (Embedding vocab x D), "pos_embed" (Embedding max_seq_length x D),
 /// "embed_dropout" (with dropout > 0: a torch::nn::Dropout of the embeddings' sum, as rows [N·S, D]),
-/// "ln_f" (LayerNorm), "head" (Linear D -> vocab, no bias); the blocks are the ModuleList "blocks", so parameter
+/// "ln_f" (LayerNorm), "head" (Linear D -> vocab, no bias; none with tie_embeddings, whose head is the embedding's
+/// weight); the blocks are the ModuleList "blocks", so parameter
 /// names read "blocks.0.attn.qkv.weight". Weights start as GPT-2's: normal(0, 0.02), the residual projections
-/// (attn.proj, mlp.proj) normal(0, 0.02/sqrt(2·n_layers)), biases 0, LayerNorms 1 and 0.
+/// (attn.proj, mlp.proj) normal(0, 0.02/sqrt(2·n_layers)), biases 0, LayerNorms 1 and 0; with `pretrained`, as the
+/// Hugging Face checkpoint's (models/hf_gpt2.h).
 class GPT : public Model {
  public:
   /// Throws InputError on invalid options (vocab_size or max_seq_length 0, n_heads not dividing d_model).

@@ -1,0 +1,53 @@
+"""Hugging Face transformers' GPT2LMHeadModel beside Tessera's gpt model (tests/core/hf_gpt2_interop_test.cpp).
+
+    hf_gpt2_interop.py make FOLDER CONFIG_JSON SEED
+        a GPT2LMHeadModel of that configuration whose every weight is random (biases, LayerNorms and all), saved
+        with save_pretrained (config.json, model.safetensors)
+    hf_gpt2_interop.py run FOLDER INPUTS OUTPUTS [FOLDER INPUTS OUTPUTS ...]
+        GPT2LMHeadModel.from_pretrained(FOLDER) in evaluation mode: the float32 logits [N, S, vocab] of INPUTS'
+        "ids" [N, S], and the greedy continuation ("generated", [1, P + T]) of its "prompt" [1, P] by
+        metadata "new_tokens" T tokens, written to OUTPUTS (safetensors; metadata: the transformers version)
+"""
+import json
+import sys
+
+import torch
+import transformers
+from safetensors.torch import load_file, safe_open, save_file
+
+
+def make(folder, config_json, seed):
+    torch.manual_seed(int(seed))
+    config = transformers.GPT2Config(**json.loads(config_json))
+    model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def run(folder, inputs, outputs):
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
+    model.eval()
+    tensors = load_file(inputs)
+    with safe_open(inputs, framework="pt") as f:
+        new_tokens = int(f.metadata()["new_tokens"])
+    with torch.no_grad():
+        logits = model(tensors["ids"]).logits.float().contiguous()
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        generated = model.generate(tensors["prompt"], attention_mask=torch.ones_like(tensors["prompt"]),
+                                   max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    save_file({"logits": logits, "generated": generated.contiguous()}, outputs,
+              metadata={"transformers": transformers.__version__})
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make":
+        make(*sys.argv[2:5])
+    elif sys.argv[1] == "run":
+        args = sys.argv[2:]
+        for i in range(0, len(args), 3):
+            run(*args[i:i + 3])
+    else:
+        sys.exit(f"hf_gpt2_interop.py: unknown command {sys.argv[1]!r}; expected make or run")
