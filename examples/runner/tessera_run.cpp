@@ -165,7 +165,8 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
                           "--generate-options");
   }
   tessera::Model& model = *trainer.state().model;
-  const auto tokenizer = actions.prompts.empty() ? nullptr : recipe_tokenizer(recipe);
+  const auto tokenizer =
+      actions.prompts.empty() && actions.export_huggingface.empty() ? nullptr : recipe_tokenizer(recipe);
   options = tessera::resolve_eos_text(options, tokenizer.get());
   const int64_t vocab = tokenizer ? tokenizer->vocab_size() : 256;
   if (!actions.prompts.empty() && model.num_classes() != vocab) {
@@ -196,10 +197,10 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
       throw tessera::InputError("--export-huggingface writes a Hugging Face GPT-2 checkpoint, from the gpt model; "
                                 "this recipe's model is another (use --export for its weights)");
     }
-    tessera::save_gpt2(*gpt, actions.export_huggingface);
+    tessera::save_gpt2(*gpt, actions.export_huggingface, tokenizer.get());
     std::cerr << fmt::format("tessera-run: wrote a Hugging Face GPT-2 checkpoint to {} (config.json, "
-                             "model.safetensors: GPT2LMHeadModel.from_pretrained reads it)\n",
-                             actions.export_huggingface);
+                             "model.safetensors{}: GPT2LMHeadModel.from_pretrained reads it)\n",
+                             actions.export_huggingface, tokenizer ? ", the data's tokenizer.json" : "");
   }
   std::cout << std::flush;
   return 0;
@@ -374,8 +375,9 @@ int main(int argc, char** argv) {
                  "(docs/checkpoints.md, \"Weights for other programs\")")
       ->excludes(plan_flag, dry_flag);
   app.add_option("--export-huggingface", actions.export_huggingface,
-                 "do not train: write the gpt model of the checkpoint the recipe loads to this folder as a Hugging Face "
-                 "GPT-2 checkpoint (docs/language-models.md, \"Hugging Face GPT-2 checkpoints\")")
+                 "do not train: write the gpt model of the checkpoint the recipe loads to this folder as a Hugging "
+                 "Face GPT-2 checkpoint, with the data's tokenizer.json (docs/language-models.md, \"Hugging Face "
+                 "GPT-2 checkpoints\")")
       ->excludes(plan_flag, dry_flag);
   app.add_option("--nproc", nproc, "start N local ranks of data-parallel training (Gloo over loopback on the CPU)")
       ->check(CLI::Range(1, 1024));

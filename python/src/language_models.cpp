@@ -151,17 +151,18 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
       py::arg("model"), py::arg("prompt"), py::arg("tokenizer") = nullptr, generate_doc.c_str());
   f.def(
       "save_gpt2",
-      [](Model& model, const std::string& folder) {
+      [](Model& model, const std::string& folder, const data::Tokenizer* tokenizer) {
         const auto* gpt = dynamic_cast<const GPT*>(&model);
         if (gpt == nullptr) {
           throw InputError("save_gpt2: the model is not the gpt model; a Hugging Face GPT-2 checkpoint holds one");
         }
         py::gil_scoped_release release;
-        save_gpt2(*gpt, folder);
+        save_gpt2(*gpt, folder, tokenizer);
       },
-      py::arg("model"), py::arg("folder"),
+      py::arg("model"), py::arg("folder"), py::arg("tokenizer") = nullptr,
       "Writes the gpt model to `folder` as a Hugging Face GPT-2 checkpoint (config.json and model.safetensors, "
-      "which transformers' GPT2LMHeadModel.from_pretrained reads); refused, writing nothing, for a model GPT-2 "
+      "which transformers' GPT2LMHeadModel.from_pretrained reads; with `tokenizer`, the tessera.data.Tokenizer of "
+      "the model's text, its tokenizer.json too, for AutoTokenizer); refused, writing nothing, for a model GPT-2 "
       "cannot hold (ALiBi, gated linear units, factorized layers, stochastic depth, a bert model).");
 }
 

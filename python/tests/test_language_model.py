@@ -368,7 +368,7 @@ def test_a_gpt_exported_as_a_hugging_face_gpt2_starts_a_new_run_where_it_ended(t
     for name, value in trainer.model.named_parameters().items():
         assert torch.equal(resumed.model.named_parameters()[name], value), name
     assert resumed.evaluate() == trainer.evaluate()
-    with pytest.raises(tessera.InputError, match=r"model\.d_model: 32 given, but the pretrained checkpoint's"):
+    with pytest.raises(tessera.InputError, match=r"model\.gpt\.d_model: 32 given, but the pretrained checkpoint's"):
         tessera.Trainer(**gpt_components(text, model={"gpt": {"pretrained": str(folder), "d_model": 32}}))
     glu = tessera.Trainer(**gpt_components(text, model={"gpt": gpt2}),
                           algorithms=[tessera.algorithms.GatedLinearUnits()])

@@ -14,6 +14,7 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 #include <tessera/safetensors.h>
 
@@ -238,7 +239,7 @@ void load_gpt2_weights(GPT& model, const std::string& folder) {
   }
 }
 
-void save_gpt2(const GPT& model, const std::string& folder) {
+void save_gpt2(const GPT& model, const std::string& folder, const data::Tokenizer* tokenizer) {
   if (!model.causal()) {
     throw InputError("save_gpt2: a bert model is bidirectional; a GPT-2 checkpoint holds a causal language model "
                      "(the gpt model)");
@@ -258,6 +259,11 @@ void save_gpt2(const GPT& model, const std::string& folder) {
                          "evaluation",
                          i));
     }
+  }
+  if (tokenizer != nullptr && tokenizer->vocab_size() != options.vocab_size()) {
+    refuse(fmt::format("the tokenizer has {} tokens, the model's vocabulary {} (it is not the tokenizer of the "
+                       "model's text)",
+                       tokenizer->vocab_size(), options.vocab_size()));
   }
   const std::vector<WeightName> names = weight_names(options.n_layers(), options.tie_embeddings());
   const auto params = model.named_parameters();
@@ -295,8 +301,14 @@ void save_gpt2(const GPT& model, const std::string& folder) {
                  {"attn_pdrop", options.attention_dropout()},
                  {"initializer_range", 0.02},
                  {"torch_dtype", "float32"}};
-  // GPT-2's <|endoftext|> (50256) starts and ends its texts; a smaller vocabulary has no such token.
-  if (options.vocab_size() <= 50256) config["bos_token_id"] = config["eos_token_id"] = nullptr;
+  // GPT-2's <|endoftext|> starts and ends its texts: the tokenizer's, or GPT-2's id 50256 (transformers' default)
+  // when the vocabulary reaches it.
+  const int64_t end_of_text = tokenizer != nullptr ? tokenizer->string_to_token("<|endoftext|>") : -1;
+  if (end_of_text >= 0) {
+    config["bos_token_id"] = config["eos_token_id"] = end_of_text;
+  } else if (tokenizer != nullptr || options.vocab_size() <= 50256) {
+    config["bos_token_id"] = config["eos_token_id"] = nullptr;
+  }
   std::error_code error;
   fs::create_directories(folder, error);
   if (error || !fs::is_directory(folder)) {
@@ -305,6 +317,7 @@ void save_gpt2(const GPT& model, const std::string& folder) {
   }
   save_safetensors((fs::path(folder) / "model.safetensors").string(), contents);
   checkpoint::write_text_atomically(config_path(folder), config.dump(2) + "\n");
+  if (tokenizer != nullptr) tokenizer->save((fs::path(folder) / "tokenizer.json").string());
 }
 
 }  // namespace tessera

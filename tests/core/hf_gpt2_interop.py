@@ -6,8 +6,11 @@
     hf_gpt2_interop.py run FOLDER INPUTS OUTPUTS [FOLDER INPUTS OUTPUTS ...]
         GPT2LMHeadModel.from_pretrained(FOLDER) in evaluation mode: the float32 logits [N, S, vocab] of INPUTS'
         "ids" [N, S], and the greedy continuation ("generated", [1, P + T]) of its "prompt" [1, P] by
-        metadata "new_tokens" T tokens, written to OUTPUTS (safetensors; metadata: the transformers version)
+        metadata "new_tokens" T tokens, written to OUTPUTS (safetensors; metadata: the transformers version);
+        when FOLDER holds a tokenizer.json, also the ids ("encoded") AutoTokenizer.from_pretrained(FOLDER) gives
+        the text of metadata "text"
 """
+import os
 import json
 import sys
 
@@ -38,8 +41,13 @@ def run(folder, inputs, outputs):
         model.generation_config.pad_token_id = 0
         generated = model.generate(tensors["prompt"], attention_mask=torch.ones_like(tensors["prompt"]),
                                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    save_file({"logits": logits, "generated": generated.contiguous()}, outputs,
-              metadata={"transformers": transformers.__version__})
+    out = {"logits": logits, "generated": generated.contiguous()}
+    if os.path.exists(os.path.join(folder, "tokenizer.json")):
+        with safe_open(inputs, framework="pt") as f:
+            text = f.metadata()["text"]
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        out["encoded"] = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    save_file(out, outputs, metadata={"transformers": transformers.__version__})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <tessera/data/tokenizer.h>
 #include <tessera/models/generate.h>
 #include <tessera/models/hf_gpt2.h>
 #include <tessera/recipe.h>
@@ -44,12 +45,13 @@ struct Inputs {
   at::Tensor ids, prompt;
 };
 
-Inputs write_inputs(const std::string& path, int64_t vocab, int64_t seq_length) {
+Inputs write_inputs(const std::string& path, int64_t vocab, int64_t seq_length, const std::string& text = "") {
   at::manual_seed(17);
   Inputs in{at::randint(vocab, {3, seq_length}, at::kLong), at::randint(vocab, {1, 4}, at::kLong)};
   Safetensors file;
   file.tensors = {{"ids", in.ids}, {"prompt", in.prompt}};
   file.metadata["new_tokens"] = std::to_string(kNewTokens);
+  file.metadata["text"] = text;
   save_safetensors(path, file);
   return in;
 }
@@ -109,6 +111,34 @@ TEST(HuggingFaceGpt2Interop, TransformersCheckpointsGiveTransformersLogitsAndGen
     EXPECT_EQ(model.options().activation(), i == 0 ? "gelu_tanh" : "gelu");
     expect_same(configs[i].first, folder + "/out.safetensors", ours(model, inputs[i]));
   }
+}
+
+TEST(HuggingFaceGpt2Interop, AFolderWithTheTokenizerGivesAutoTokenizerTheSameIds) {
+  REQUIRE_TRANSFORMERS(python);
+  const test::TempDir dir("hf_gpt2_interop");
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) texts.push_back(fmt::format("the fox {} jumps over {} dogs<|endoftext|>", i, i % 9));
+  const data::Tokenizer tokenizer = data::Tokenizer::train(
+      texts, data::TokenizerTrainOptions().vocab_size(320).special_tokens({"<|endoftext|>"}));
+  at::manual_seed(4);
+  GPT model(GPTOptions().vocab_size(tokenizer.vocab_size()).max_seq_length(16).d_model(16).n_layers(2).n_heads(2)
+                .tie_embeddings(true).activation("gelu_tanh"));
+  {
+    at::NoGradGuard no_grad;  // weights of logits large enough to tell a misplaced weight
+    for (auto& p : model.parameters()) p.add_(at::randn_like(p), 0.1);
+  }
+  const std::string folder = dir.path() + "/gpt2";
+  save_gpt2(model, folder, &tokenizer);
+  const std::string text = "the fox 12 jumps over 3 dogs<|endoftext|>the fox";
+  const Inputs in = write_inputs(folder + "/in.safetensors", tokenizer.vocab_size(), 16, text);
+  test::run_python_helper(python, "hf_gpt2_interop.py", fmt::format("run {0} {0}/in.safetensors {0}/out.safetensors",
+                                                                    folder),
+                          dir.path() + "/run.log");
+  expect_same("with its tokenizer", folder + "/out.safetensors", ours(model, in));
+  const Safetensors out = load_safetensors(folder + "/out.safetensors");
+  const std::map<std::string, at::Tensor> theirs(out.tensors.begin(), out.tensors.end());
+  const std::vector<int64_t> ids = tokenizer.encode(text);
+  EXPECT_TRUE(at::equal(theirs.at("encoded"), at::tensor(ids, at::kLong))) << theirs.at("encoded");
 }
 
 /// A small text of words, for the runs below.

@@ -12,6 +12,7 @@
 #include <tessera/algorithms/alibi.h>
 #include <tessera/algorithms/gated_linear_units.h>
 #include <tessera/algorithms/stochastic_depth.h>
+#include <tessera/data/tokenizer.h>
 #include <tessera/models/bert.h>
 #include <tessera/models/hf_gpt2.h>
 #include <tessera/recipe.h>
@@ -120,6 +121,30 @@ TEST(HuggingFaceGpt2, WritesTransformersNamesLayoutAndConfiguration) {
   EXPECT_EQ(config_of(untied.path()).at("activation_function"), "gelu");
 }
 
+TEST(HuggingFaceGpt2, WritesTheTokenizerBesideAndItsEndOfTextAsTheConfigsEos) {
+  std::vector<std::string> texts;
+  for (int i = 0; i < 100; ++i) texts.push_back(fmt::format("a b {} c<|endoftext|>", i));
+  const data::Tokenizer tokenizer =
+      data::Tokenizer::train(texts, data::TokenizerTrainOptions().vocab_size(280).special_tokens({"<|endoftext|>"}));
+  const test::TempDir dir("hf_gpt2");
+  GPTOptions options = small(true, "gelu_tanh");
+  options.vocab_size(tokenizer.vocab_size());
+  save_gpt2(*random_gpt(options), dir.path(), &tokenizer);
+  const json config = config_of(dir.path());
+  EXPECT_EQ(config.at("eos_token_id"), tokenizer.string_to_token("<|endoftext|>"));
+  EXPECT_EQ(config.at("bos_token_id"), config.at("eos_token_id"));
+  EXPECT_EQ(json::parse(std::ifstream(dir.path() + "/tokenizer.json")), json::parse(tokenizer.to_json()));
+  // A tokenizer of another vocabulary is not the model's: refused, nothing written.
+  const test::TempDir other("hf_gpt2");
+  const auto model = random_gpt(small(true, "gelu"));
+  const std::string message =
+      testing::input_error_of([&] { save_gpt2(*model, other.path() + "/out", &tokenizer); });
+  EXPECT_NE(message.find(fmt::format("the tokenizer has {} tokens, the model's vocabulary 40", tokenizer.vocab_size())),
+            std::string::npos)
+      << message;
+  EXPECT_FALSE(fs::exists(other.path() + "/out"));
+}
+
 TEST(HuggingFaceGpt2, TheTiedHeadIsTheTokenEmbedding) {
   const auto tied = random_gpt(small(true, "gelu_tanh"));
   auto untied = std::make_shared<GPT>(small(false, "gelu_tanh"));
@@ -148,8 +173,8 @@ TEST(HuggingFaceGpt2, GeluTanhIsTheTanhApproximation) {
   EXPECT_TRUE(at::allclose(gelu_by_name(x, "gelu_tanh"), expected, 1e-12, 1e-12));
   EXPECT_TRUE(at::equal(gelu_by_name(x, "gelu"), at::gelu(x)));
   EXPECT_GT((gelu_by_name(x, "gelu") - gelu_by_name(x, "gelu_tanh")).abs().max().item<double>(), 1e-4);
-  EXPECT_NE(testing::input_error_of([&] { gelu_by_name(x, "relu"); }).find("activation 'relu'; expected gelu or gelu_tanh"),
-            std::string::npos);
+  const std::string relu = testing::input_error_of([&] { gelu_by_name(x, "relu"); });
+  EXPECT_NE(relu.find("activation 'relu'; expected gelu or gelu_tanh"), std::string::npos) << relu;
   const std::string message = testing::input_error_of([] { GPT model(small(false, "relu")); });
   EXPECT_NE(message.find("activation"), std::string::npos) << message;
   // gated_linear_units keeps the network's GELU.
@@ -317,9 +342,11 @@ optimizer: {{adamw: {{lr: 0.001}}}}
   const auto params = gpt->named_parameters();
   for (const auto& item : saved->named_parameters()) EXPECT_TRUE(at::equal(params[item.key()], item.value()));
 
-  const std::string disagrees = testing::input_error_of([&] { build_run(Recipe::parse(recipe(", d_model: 16, n_heads: 4", 8), "recipe.yaml")); });
+  const std::string disagrees = testing::input_error_of(
+      [&] { build_run(Recipe::parse(recipe(", d_model: 16, n_heads: 4", 8), "recipe.yaml")); });
   EXPECT_NE(disagrees.find("recipe.yaml:3:77: "), std::string::npos) << disagrees;  // at n_heads
-  EXPECT_NE(disagrees.find("model.gpt.n_heads: 4 given, but the pretrained checkpoint's config.json"), std::string::npos)
+  EXPECT_NE(disagrees.find("model.gpt.n_heads: 4 given, but the pretrained checkpoint's config.json"),
+            std::string::npos)
       << disagrees;
   const std::string longer = testing::input_error_of([&] { build_run(Recipe::parse(recipe("", 32), "recipe.yaml")); });
   EXPECT_NE(longer.find("recipe.yaml:3:"), std::string::npos) << longer;

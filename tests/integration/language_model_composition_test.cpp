@@ -273,8 +273,8 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "gpt2", "gpt_bpe", "gpt_unigram", "bert", "bert_bpe",
-                                                              "bert_wordpiece", "bert_classifier"),
+                         ::testing::Combine(::testing::Values("gpt", "gpt2", "gpt_bpe", "gpt_unigram", "bert",
+                                                              "bert_bpe", "bert_wordpiece", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);
 

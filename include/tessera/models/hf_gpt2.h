@@ -20,6 +20,9 @@
 #include <tessera/models/gpt.h>
 
 namespace tessera {
+namespace data {
+class Tokenizer;
+}
 
 /// `given` with the architecture of the checkpoint in the folder given.pretrained() (its config.json):
 /// vocab_size, max_seq_length (n_positions), d_model (n_embd), n_layers, n_heads, d_ff (n_inner, or 4·n_embd),
@@ -43,10 +46,13 @@ void load_gpt2_weights(GPT& model, const std::string& folder);
 
 /// Writes `model` to `folder` (created if missing) as a Hugging Face GPT-2 checkpoint: config.json
 /// (GPT2LMHeadModel, the architecture and the dropouts) and model.safetensors (float32 weights, Hugging Face's
-/// names, Conv1D layout), each file written atomically. Only a model GPT-2 can hold: InputError, before writing
-/// anything, for a bert model, ALiBi, a block that surgery changed into something GPT-2 has not (gated linear
-/// units, factorized layers: named by the weight that has no place), or stochastic depth (its evaluation scales
-/// each block's update). Weights as they are now (after a run with ema or swa, the averages).
-void save_gpt2(const GPT& model, const std::string& folder);
+/// names, Conv1D layout), each file written atomically; with `tokenizer` (the one the model's text was encoded
+/// with, of the model's vocabulary size) also its tokenizer.json, which transformers' AutoTokenizer reads from the
+/// folder, and its <|endoftext|>, if it has one, as the config's bos_token_id and eos_token_id (otherwise null for
+/// a vocabulary without GPT-2's 50256). Only a model GPT-2 can hold: InputError, before writing anything, for a bert
+/// model, ALiBi, a block that surgery changed into something GPT-2 has not (gated linear units, factorized layers:
+/// named by the weight that has no place), stochastic depth (its evaluation scales each block's update), or a
+/// tokenizer of another vocabulary size. Weights as they are now (after a run with ema or swa, the averages).
+void save_gpt2(const GPT& model, const std::string& folder, const data::Tokenizer* tokenizer = nullptr);
 
 }  // namespace tessera
