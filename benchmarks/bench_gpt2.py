@@ -71,7 +71,7 @@ def run_tessera(folder, batches, lr):
         model={"gpt": {"pretrained": folder}},
         train_dataloader=torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False),
         optimizer={"adamw": {"lr": lr, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}},
-        max_duration=f"{len(batches)}ba", threads=1, seed=0, callbacks=[probe], loggers=[], train_metrics=[])
+        max_duration=f"{len(batches)}ba", threads=1, seed=0, callbacks=[probe], loggers=[])
     trainer.fit()
     return probe.ends, probe.losses
 
@@ -85,6 +85,7 @@ def main():
     parser.add_argument("--n-embd", type=int, default=128)
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--n-head", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=256, help="vocabulary (the text is bytes: ids below 256)")
     parser.add_argument("--lr", type=float, default=3e-4)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -92,7 +93,7 @@ def main():
     batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
-        config = transformers.GPT2Config(vocab_size=256, n_positions=args.seq, n_embd=args.n_embd,
+        config = transformers.GPT2Config(vocab_size=args.vocab, n_positions=args.seq, n_embd=args.n_embd,
                                          n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
                                          attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
         transformers.GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
@@ -111,7 +112,7 @@ def main():
     difference = [abs(a - b) for a, b in zip(losses["transformers"], losses["tessera"])]
     result = {
         "torch": torch.__version__, "transformers": transformers.__version__, "tessera": tessera.__version__,
-        "model": {"n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head, "vocab": 256,
+        "model": {"n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head, "vocab": args.vocab,
                   "parameters": sum(p.numel() for p in transformers.GPT2LMHeadModel(config).parameters())},
         "batch": args.batch, "seq": args.seq, "steps": args.steps, "rounds": args.rounds,
         "step_ms": {name: round(1000 * m, 2) for name, m in median.items()},
