@@ -37,13 +37,15 @@ class UserMetric : public Metric {
     }
     return it->second;
   }
-  /// compute()'s number as {"": value}; a 1-D tensor of several as {"0": ..., "1": ...}; a dict as its entries.
+  /// compute()'s number as {"": value}; a tensor of several values as one part per element, named by its indices
+  /// joined by "_" ({"0": ..., "1": ...} for a 1-D tensor, {"0_0": ..., "0_1": ...} for a confusion matrix); a dict
+  /// as its entries.
   std::map<std::string, double> compute_values() const override {
     py::gil_scoped_acquire gil;
     const py::object value = call("compute");
     const std::string expected =
-        "; expected a number (a float, or a tensor of one element), a 1-D tensor (one value per class) or a dict "
-        "of numbers by name";
+        "; expected a number (a float, or a tensor of one element), a tensor of several (one value per class, or a "
+        "confusion matrix) or a dict of numbers by name";
     std::map<std::string, double> out;
     if (is_mapping(value)) {
       for (const auto& item : py::dict(value)) {
@@ -63,9 +65,15 @@ class UserMetric : public Metric {
     }
     if (is_tensor(value)) {
       const at::Tensor t = value.cast<at::Tensor>();
-      if (t.dim() == 1 && t.numel() > 1 && !t.is_complex()) {
+      if (t.numel() > 1 && !t.is_complex()) {
         const at::Tensor cpu = t.detach().to(at::kCPU, at::kDouble).contiguous();
-        for (int64_t i = 0; i < cpu.numel(); ++i) out[std::to_string(i)] = cpu.data_ptr<double>()[i];
+        for (int64_t i = 0; i < cpu.numel(); ++i) {
+          std::string key;  // the element's indices, last dimension fastest (row-major)
+          for (int64_t d = cpu.dim() - 1, rest = i; d >= 0; rest /= cpu.size(d), --d) {
+            key = std::to_string(rest % cpu.size(d)) + (key.empty() ? "" : "_" + key);
+          }
+          out[key] = cpu.data_ptr<double>()[i];
+        }
         return out;
       }
     }

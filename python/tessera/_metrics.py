@@ -4,8 +4,9 @@ by name ("accuracy", "top5_accuracy", "cross_entropy", "perplexity", "precision"
 averages "weighted_precision", "weighted_recall", "weighted_f1"), in a dict by name
 with its options ({"f1": {"num_classes": 10, "per_class": True}}), or a Python object with update(outputs, target),
 compute() and reset(), as a torchmetrics Metric has (compute() returning a number, a 1-D tensor of one value per class,
-or a dict of numbers by name); a class of one's own may add counts() and set_counts(counts), the sums behind its value,
-so that data-parallel runs add them up over the ranks exactly."""
+a tensor of more dimensions (a confusion matrix: parts "<row>_<column>"), or a dict of numbers by name); a class of
+one's own may add counts() and set_counts(counts), the sums behind its value, so that data-parallel runs add them up
+over the ranks exactly."""
 from __future__ import annotations
 
 import copy

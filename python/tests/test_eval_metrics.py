@@ -291,8 +291,28 @@ def test_per_class_values_come_with_the_average_and_from_python_metrics_of_sever
     assert set(trainer.evaluate()) == {"metrics/eval/accuracy", "metrics/eval/shift/later"}
     assert "metrics/eval/shift/first" not in trainer.state.metrics
     assert trainer.state.metrics["metrics/eval/shift/later"] == 2.0
-    # What a compute() may return: a number, a 1-D tensor, a dict of numbers by name.
-    for value, why in (([0.5, 0.25], "returned [0.5, 0.25] (list)"), (torch.zeros(2, 2), "(Tensor)"),
+    # A confusion matrix (rows: true classes, columns: predicted), as torchmetrics' MulticlassConfusionMatrix gives
+    # it: one part per cell, "<row>_<column>".
+    class Confusion(ErrorRate):
+        def reset(self):
+            self.cells = torch.zeros(3, 3)
+
+        def update(self, outputs, target):
+            self.cells += torch.bincount(target * 3 + outputs.argmax(1), minlength=9).view(3, 3).float()
+
+        def compute(self):
+            return self.cells
+
+    model, trainer = trainer_for(tmp_path, loader(40, 7, batch_size=6), {"confusion": Confusion()})
+    got = trainer.evaluate()
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert len(got) == 9
+    for t in range(3):
+        for p in range(3):
+            assert got[f"metrics/eval/confusion/{t}_{p}"] == float(((y == t) & (predicted == p)).sum())
+    # What a compute() may return: a number, a tensor, a dict of numbers by name.
+    for value, why in (([0.5, 0.25], "returned [0.5, 0.25] (list)"), (torch.zeros(2, dtype=torch.cfloat), "(Tensor)"),
                        ({}, "returned an empty dict"), ({1: 0.5}, "returned a dict with the key 1 (int)"),
                        ({"a": "x"}, "returned 'x' (str) under \"a\"")):
         class Bad(ErrorRate):
@@ -302,5 +322,6 @@ def test_per_class_values_come_with_the_average_and_from_python_metrics_of_sever
         _, trainer = trainer_for(tmp_path, loader(8, 2), [Bad()])
         with pytest.raises(tessera.InputError) as e:
             trainer.evaluate()
-        assert why in str(e.value) and "expected a number (a float, or a tensor of one element), a 1-D tensor (one " \
-            "value per class) or a dict of numbers by name" in str(e.value), str(e.value)
+        assert why in str(e.value) and "expected a number (a float, or a tensor of one element), a tensor of " \
+            "several (one value per class, or a confusion matrix) or a dict of numbers by name" in str(e.value), \
+            str(e.value)
