@@ -18,6 +18,7 @@
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/safetensors.h>
+#include <tessera/trainer.h>
 
 #include "mds_support.h"
 #include "support.h"
@@ -353,6 +354,32 @@ optimizer: {{adamw: {{lr: 0.001}}}}
   EXPECT_NE(longer.find("the checkpoint's positions end at 16 tokens, the training data's sequences have 32"),
             std::string::npos)
       << longer;
+  // A run from the folder, with algorithms and dropout, stopped, saved and resumed in a new trainer (which reads the
+  // folder again, then the checkpoint), ends on the uninterrupted run's weights.
+  std::string trained = recipe(", dropout: 0.1", 8);
+  trained.replace(0, std::string("max_duration: 2ba").size(), R"(max_duration: 6ba
+seed: 5
+algorithms: [label_smoothing, {selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}},
+             {seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5}}])");
+  const auto trainer_of = [&] {
+    tessera::Run run = build_run(Recipe::parse(trained, "resume.yaml"));
+    return std::make_unique<Trainer>(run.trainer, std::move(run.components), run.checkpoint);
+  };
+  auto whole = trainer_of();
+  whole->fit();
+  auto first = trainer_of();
+  first->fit(Time::parse("3ba"));
+  first->save_checkpoint(dir.path() + "/half.ckpt");
+  auto second = trainer_of();
+  second->load_checkpoint(dir.path() + "/half.ckpt");
+  second->fit();
+  const auto resumed = second->state().model->named_parameters();
+  for (const auto& item : whole->state().model->named_parameters()) {
+    EXPECT_TRUE(at::equal(resumed[item.key()], item.value())) << item.key();
+  }
+  EXPECT_EQ(second->state().timestamp.batch, 6);
+  EXPECT_FALSE(at::equal(resumed["blocks.0.attn.qkv.weight"], saved->named_parameters()["blocks.0.attn.qkv.weight"]));
+
   const auto small_vocab = random_gpt(small(true, "gelu_tanh"));  // 40 tokens
   save_gpt2(*small_vocab, folder);
   const std::string vocab = testing::input_error_of([&] { build_run(Recipe::parse(recipe("", 8), "recipe.yaml")); });
