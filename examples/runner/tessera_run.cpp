@@ -148,17 +148,25 @@ std::shared_ptr<const tessera::data::Tokenizer> recipe_tokenizer(const tessera::
 
 /// --evaluate, --generate, --export and --export-huggingface: the weights of the checkpoint the recipe loads,
 /// evaluated by every evaluator, continuing the prompts (in the tokens of the recipe's text data), written as a
-/// safetensors file and as a Hugging Face GPT-2 folder, without training.
+/// safetensors file and as a Hugging Face GPT-2 folder, without training. Without a checkpoint, a gpt model that
+/// starts from a Hugging Face GPT-2 folder (`pretrained`) has those weights.
 int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const tessera::Recipe& recipe) {
-  if (trainer.loaded_checkpoint().empty()) {
+  const auto* pretrained = dynamic_cast<const tessera::GPT*>(trainer.state().model.get());
+  const std::string folder = pretrained != nullptr ? pretrained->options().pretrained() : "";
+  if (trainer.loaded_checkpoint().empty() && folder.empty()) {
     throw tessera::InputError(
         "--evaluate, --generate and the exports use trained weights, and the recipe loads none: give "
         "checkpoint.load_path=FILE, "
-        "or a checkpoint.folder that holds checkpoints with checkpoint.autoresume=true");
+        "or a checkpoint.folder that holds checkpoints with checkpoint.autoresume=true (or a gpt model's "
+        "pretrained: a Hugging Face GPT-2 folder)");
   }
   const tessera::Timestamp& ts = trainer.state().timestamp;
-  std::cerr << fmt::format("tessera-run: weights from {} (epoch {}, batch {})\n", trainer.loaded_checkpoint(), ts.epoch,
-                           ts.batch);
+  if (trainer.loaded_checkpoint().empty()) {
+    std::cerr << fmt::format("tessera-run: weights from {} (the pretrained Hugging Face GPT-2 checkpoint)\n", folder);
+  } else {
+    std::cerr << fmt::format("tessera-run: weights from {} (epoch {}, batch {})\n", trainer.loaded_checkpoint(),
+                             ts.epoch, ts.batch);
+  }
   tessera::GenerateOptions options;
   if (!actions.generate_options.empty()) {
     tessera::read_options(tessera::Recipe::parse(actions.generate_options, "--generate-options").root(), options,

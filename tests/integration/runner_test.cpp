@@ -454,6 +454,8 @@ TEST_F(RunnerTest, ExportHuggingfaceWritesTheCheckpointsGptAsAGpt2FolderThatARec
                           << "model: " << model << "\n"
                           << "data:\n  train:\n    dataset: {text: {path: " << text.string() << ", seq_length: 16}}\n"
                           << "    loader: {batch_size: 8}\n"
+                          << "  eval:\n    dataset: {text: {path: " << text.string()
+                          << ", split: test, seq_length: 16}}\n    metrics: [cross_entropy]\n"
                           << "optimizer: {adamw: {lr: 0.01}}\nloggers: []\nalgorithms: [" << algorithms << "]\n"
                           << "checkpoint: {folder: ck, interval: 2ba, autoresume: true}\n";
     return recipe.string();
@@ -475,6 +477,17 @@ TEST_F(RunnerTest, ExportHuggingfaceWritesTheCheckpointsGptAsAGpt2FolderThatARec
   for (const auto& item : trainer.state().model->named_parameters()) {
     EXPECT_TRUE(at::equal(loaded[item.key()], item.value())) << item.key();
   }
+  // Without a checkpoint, the folder's weights are the trained ones: --evaluate evaluates them as the trained run's
+  // checkpoint evaluates.
+  const std::string evaluated = write("evaluated", "{gpt: {pretrained: " + folder.string() + "}}", "");
+  const Result from_folder = run(quoted(evaluated) + " --evaluate");
+  ASSERT_EQ(from_folder.code, 0) << from_folder.out << from_folder.err;
+  EXPECT_NE(from_folder.err.find("(the pretrained Hugging Face GPT-2 checkpoint)"), std::string::npos)
+      << from_folder.err;
+  const Result from_checkpoint = run(quoted(gpt2) + " --evaluate");
+  ASSERT_EQ(from_checkpoint.code, 0) << from_checkpoint.out << from_checkpoint.err;
+  EXPECT_NE(from_folder.out.find("metrics/eval/cross_entropy: "), std::string::npos) << from_folder.out;
+  EXPECT_EQ(from_folder.out, from_checkpoint.out);
   // What GPT-2 cannot hold is refused, exit 2, writing nothing.
   const std::string glu = write("glu", "{gpt: {d_model: 16, n_layers: 2, n_heads: 2}}", "gated_linear_units");
   ASSERT_EQ(run(quoted(glu)).code, 0);
