@@ -200,12 +200,7 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
                              model.named_parameters().size() + model.named_buffers().size(), actions.export_path);
   }
   if (!actions.export_huggingface.empty()) {
-    const auto* gpt = dynamic_cast<const tessera::GPT*>(&model);
-    if (gpt == nullptr) {
-      throw tessera::InputError("--export-huggingface writes a Hugging Face GPT-2 checkpoint, from the gpt model; "
-                                "this recipe's model is another (use --export for its weights)");
-    }
-    tessera::save_gpt2(*gpt, actions.export_huggingface, tokenizer.get());
+    tessera::save_gpt2(model, actions.export_huggingface, tokenizer.get());
     std::cerr << fmt::format("tessera-run: wrote a Hugging Face GPT-2 checkpoint to {} (config.json, "
                              "model.safetensors{}: GPT2LMHeadModel.from_pretrained reads it)\n",
                              actions.export_huggingface, tokenizer ? ", the data's tokenizer.json" : "");

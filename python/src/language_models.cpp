@@ -152,12 +152,8 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
   f.def(
       "save_gpt2",
       [](Model& model, const std::string& folder, const data::Tokenizer* tokenizer) {
-        const auto* gpt = dynamic_cast<const GPT*>(&model);
-        if (gpt == nullptr) {
-          throw InputError("save_gpt2: the model is not the gpt model; a Hugging Face GPT-2 checkpoint holds one");
-        }
         py::gil_scoped_release release;
-        save_gpt2(*gpt, folder, tokenizer);
+        save_gpt2(model, folder, tokenizer);
       },
       py::arg("model"), py::arg("folder"), py::arg("tokenizer") = nullptr,
       "Writes the gpt model to `folder` as a Hugging Face GPT-2 checkpoint (config.json and model.safetensors, "

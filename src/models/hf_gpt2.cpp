@@ -239,7 +239,13 @@ void load_gpt2_weights(GPT& model, const std::string& folder) {
   }
 }
 
-void save_gpt2(const GPT& model, const std::string& folder, const data::Tokenizer* tokenizer) {
+void save_gpt2(const Model& any_model, const std::string& folder, const data::Tokenizer* tokenizer) {
+  const auto* gpt = dynamic_cast<const GPT*>(&any_model);
+  if (gpt == nullptr) {
+    throw InputError("save_gpt2: the model is not the gpt model; a Hugging Face GPT-2 checkpoint holds one (for "
+                     "another model's weights: export_weights, a safetensors file under its own names)");
+  }
+  const GPT& model = *gpt;
   if (!model.causal()) {
     throw InputError("save_gpt2: a bert model is bidirectional; a GPT-2 checkpoint holds a causal language model "
                      "(the gpt model)");

@@ -15,6 +15,7 @@
 #include <tessera/data/tokenizer.h>
 #include <tessera/models/bert.h>
 #include <tessera/models/hf_gpt2.h>
+#include <tessera/models/mlp.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/safetensors.h>
@@ -299,6 +300,10 @@ TEST(HuggingFaceGpt2, ModelsGpt2CannotHoldAreRefusedAndNothingIsWritten) {
   const BERT bert(GPTOptions().vocab_size(40).max_seq_length(12).d_model(16).n_layers(2).n_heads(2));
   EXPECT_NE(testing::input_error_of([&] { save_gpt2(bert, "/tmp/unused"); }).find("a bert model is bidirectional"),
             std::string::npos);
+  const MLP mlp(MLPOptions().in_features(4).num_classes(3));
+  EXPECT_NE(testing::input_error_of([&] { save_gpt2(mlp, "/tmp/unused"); }).find("the model is not the gpt model"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists("/tmp/unused"));
   // The bert models take neither option.
   for (const char* option : {"tie_embeddings", "pretrained"}) {
     GPTOptions o = GPTOptions().vocab_size(40).max_seq_length(12).d_model(16).n_layers(2).n_heads(2);

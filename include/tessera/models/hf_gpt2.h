@@ -52,7 +52,8 @@ void load_gpt2_weights(GPT& model, const std::string& folder);
 /// a vocabulary without GPT-2's 50256). Only a model GPT-2 can hold: InputError, before writing anything, for a bert
 /// model, ALiBi, a block that surgery changed into something GPT-2 has not (gated linear units, factorized layers:
 /// named by the weight that has no place), stochastic depth (its evaluation scales each block's update), or a
-/// tokenizer of another vocabulary size. Weights as they are now (after a run with ema or swa, the averages).
-void save_gpt2(const GPT& model, const std::string& folder, const data::Tokenizer* tokenizer = nullptr);
+/// tokenizer of another vocabulary size, and for a model that is not the gpt model at all. Weights as they are now
+/// (after a run with ema or swa, the averages).
+void save_gpt2(const Model& model, const std::string& folder, const data::Tokenizer* tokenizer = nullptr);
 
 }  // namespace tessera
