@@ -1,9 +1,11 @@
-"""Fine-tuning a Hugging Face GPT-2 checkpoint: Tessera against transformers, side by side in one process on the
-same torch (docs/results.md, "GPT-2 fine-tuning against transformers"). Run it through benchmarks/bench_gpt2.sh.
+"""Fine-tuning a Hugging Face GPT-2 or Llama checkpoint: Tessera against transformers, side by side in one process on
+the same torch (docs/results.md, "Fine-tuning a Hugging Face GPT-2" and "... Llama"). Run it through
+benchmarks/bench_gpt2.sh (--arch llama for Llama's architecture).
 
-A GPT2LMHeadModel (GPT-2's architecture: tied embeddings, gelu_new, pre-norm blocks; a small size, bytes as tokens)
+A GPT2LMHeadModel (GPT-2's architecture: tied embeddings, gelu_new, pre-norm blocks) or a LlamaForCausalLM (RMSNorm,
+rotary positions, SwiGLU, no biases, grouped-query attention with --n-kv-head), of a small size with bytes as tokens,
 is written with save_pretrained; then, in rounds whose order alternates:
-* transformers: GPT2LMHeadModel.from_pretrained(folder) trained by a plain PyTorch loop (torch.optim.AdamW,
+* transformers: AutoModelForCausalLM.from_pretrained(folder) trained by a plain PyTorch loop (torch.optim.AdamW,
   cross-entropy over every position);
 * tessera: tessera.Trainer(model={"gpt": {"pretrained": folder}}) with Tessera's adamw (torch's AdamW update)
   and the same settings,
@@ -50,7 +52,7 @@ class Probe(tessera.Callback):
 
 
 def run_transformers(folder, batches, lr):
-    model = transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     ends, losses = [], []
@@ -78,6 +80,7 @@ def run_tessera(folder, batches, lr):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
@@ -85,6 +88,8 @@ def main():
     parser.add_argument("--n-embd", type=int, default=128)
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--n-head", type=int, default=4)
+    parser.add_argument("--n-kv-head", type=int, default=2, help="Llama's key/value heads")
+    parser.add_argument("--d-ff", type=int, default=0, help="Llama's intermediate_size (0: 8/3 of n_embd, to 32)")
     parser.add_argument("--vocab", type=int, default=256, help="vocabulary (the text is bytes: ids below 256)")
     parser.add_argument("--lr", type=float, default=3e-4)
     args = parser.parse_args()
@@ -93,10 +98,20 @@ def main():
     batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
-        config = transformers.GPT2Config(vocab_size=args.vocab, n_positions=args.seq, n_embd=args.n_embd,
-                                         n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
-                                         attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
-        transformers.GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
+        if args.arch == "gpt2":
+            config = transformers.GPT2Config(vocab_size=args.vocab, n_positions=args.seq, n_embd=args.n_embd,
+                                             n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=0.0,
+                                             embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+        else:
+            d_ff = args.d_ff or (8 * args.n_embd // 3 + 31) // 32 * 32
+            config = transformers.LlamaConfig(vocab_size=args.vocab, max_position_embeddings=args.seq,
+                                              hidden_size=args.n_embd, intermediate_size=d_ff,
+                                              num_hidden_layers=args.n_layer, num_attention_heads=args.n_head,
+                                              num_key_value_heads=args.n_kv_head, bos_token_id=None,
+                                              eos_token_id=None)
+        initial = transformers.AutoModelForCausalLM.from_config(config)
+        parameters = sum(p.numel() for p in initial.parameters())
+        initial.save_pretrained(folder, safe_serialization=True)
         contenders = {"transformers": run_transformers, "tessera": run_tessera}
         steps = {name: [] for name in contenders}
         losses = {}
@@ -112,8 +127,8 @@ def main():
     difference = [abs(a - b) for a, b in zip(losses["transformers"], losses["tessera"])]
     result = {
         "torch": torch.__version__, "transformers": transformers.__version__, "tessera": tessera.__version__,
-        "model": {"n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head, "vocab": args.vocab,
-                  "parameters": sum(p.numel() for p in transformers.GPT2LMHeadModel(config).parameters())},
+        "model": {"arch": args.arch, "n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head,
+                  "vocab": args.vocab, "parameters": parameters},
         "batch": args.batch, "seq": args.seq, "steps": args.steps, "rounds": args.rounds,
         "step_ms": {name: round(1000 * m, 2) for name, m in median.items()},
         "step_ms_range": {name: [round(1000 * min(t), 2), round(1000 * max(t), 2)] for name, t in steps.items()},

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fine-tuning a Hugging Face GPT-2 checkpoint: Tessera against transformers' GPT2LMHeadModel in a plain PyTorch loop,
-# in one process on PyPI's torch 2.15 (docs/results.md, "GPT-2 fine-tuning against transformers").
+# Fine-tuning a Hugging Face GPT-2 or Llama checkpoint: Tessera against transformers in a plain PyTorch loop, in one
+# process on PyPI's torch 2.15 (docs/results.md, "Fine-tuning a Hugging Face GPT-2" and "... Llama").
 #
 #   benchmarks/bench_gpt2.sh --rounds 3 --steps 30        # extra arguments go to benchmarks/bench_gpt2.py
+#   benchmarks/bench_gpt2.sh --arch llama                 # Llama's architecture
 #
 # 1. scripts/install-peers.sh streaming: the venv with transformers, on the project's torch 2.15 venv (idempotent);
 # 2. benchmarks/pypi_site.sh: Tessera built against the same torch, its wheel unpacked into build/bench-gpt2/site;

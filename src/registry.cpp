@@ -23,7 +23,7 @@
 #include <tessera/models/bert.h>
 #include <tessera/models/cnn.h>
 #include <tessera/models/gpt.h>
-#include <tessera/models/hf_gpt2.h>
+#include <tessera/models/huggingface.h>
 #include <tessera/models/mlp.h>
 #include <tessera/models/resnet.h>
 #include <tessera/optim/optimizer.h>
@@ -272,12 +272,12 @@ struct FillFromData {
   }
 };
 
-/// The gpt model of a Hugging Face GPT-2 checkpoint (`pretrained`): its architecture from the checkpoint (an
+/// The gpt model of a Hugging Face GPT-2 or Llama checkpoint (`pretrained`): its architecture from the checkpoint (an
 /// option the recipe gives that disagrees refused at its line), not from the data, which must fit it.
 std::shared_ptr<Model> pretrained_gpt(const ConfigNode& node, const Context& ctx, const GPTOptions& given) {
   const auto model = construct(node, [&] {
     return std::make_shared<GPT>(
-        gpt2_options(given, [&](const std::string& key) { return node.is_map() && node.has(key); }));
+        pretrained_options(given, [&](const std::string& key) { return node.is_map() && node.has(key); }));
   });
   if (ctx.train_dataset == nullptr) return model;
   const data::Dataset& dataset = *ctx.train_dataset;

@@ -54,7 +54,13 @@ Alibi::Alibi(AlibiOptions options) : options_(std::move(options)) {
 void Alibi::check(const State& state) const {
   int64_t attentions = 0;
   for (const auto& module : state.model->modules(/*include_self=*/true)) {
-    attentions += dynamic_cast<SelfAttention*>(module.get()) != nullptr;
+    const auto* attention = dynamic_cast<SelfAttention*>(module.get());
+    if (attention != nullptr && attention->rope_theta() > 0) {
+      throw InputError("alibi: the model encodes positions by rotary embeddings (the gpt model's positions: rotary); "
+                       "ALiBi replaces learned position embeddings, and both together would count each distance "
+                       "twice; use positions: learned or remove alibi");
+    }
+    attentions += attention != nullptr;
   }
   if (attentions == 0) {
     throw InputError(

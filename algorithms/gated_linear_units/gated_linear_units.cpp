@@ -9,40 +9,23 @@
 #include <tessera/surgery.h>
 
 namespace tessera::algorithms {
-namespace {
 
 namespace nn = torch::nn;
 
-nn::Linear gpt_linear(int64_t in, int64_t out, bool bias) {
-  nn::Linear layer(nn::LinearOptions(in, out).bias(bias));
-  at::NoGradGuard no_grad;
-  layer->weight.normal_(0.0, 0.02);
-  if (bias) layer->bias.zero_();
-  return layer;
-}
-
-}  // namespace
-
-GatedFeedForward::GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options)
-    : activation_(original.activation()) {
+std::shared_ptr<GatedFeedForward> gate(FeedForward& original, const GatedLinearUnitsOptions& options) {
   auto* fc = original.slot("fc").ptr()->as<nn::LinearImpl>();
   if (fc == nullptr) {
     throw InputError("gated_linear_units: the feed-forward network's fc slot holds no torch::nn::Linear (another "
                      "surgery replaced it); put gated_linear_units before it");
   }
-  const int64_t d_model = fc->options.in_features(), d_ff = fc->options.out_features();
-  register_slot("fc_gated", nn::AnyModule(gpt_linear(d_model, d_ff, options.gated_layer_bias())));
-  register_slot("fc_linear", nn::AnyModule(gpt_linear(d_model, d_ff, options.non_gated_layer_bias())));
-  register_slot("proj", original.slot("proj"));
-}
-
-at::Tensor GatedFeedForward::forward(const at::Tensor& x) {
-  return call("proj", gelu_by_name(call("fc_gated", x), activation_) * call("fc_linear", x));
+  return std::make_shared<GatedFeedForward>(fc->options.in_features(), fc->options.out_features(),
+                                            original.activation(), options.gated_layer_bias(),
+                                            options.non_gated_layer_bias(), original.slot("proj"));
 }
 
 at::Tensor gated_linear_unit(const at::Tensor& x, const at::Tensor& w_gated, const at::Tensor& b_gated,
                              const at::Tensor& w_linear, const at::Tensor& b_linear, const std::string& activation) {
-  return gelu_by_name(at::linear(x, w_gated, b_gated), activation) * at::linear(x, w_linear, b_linear);
+  return activate(at::linear(x, w_gated, b_gated), activation) * at::linear(x, w_linear, b_linear);
 }
 
 int64_t apply_gated_linear_units(torch::nn::Module& model, const GatedLinearUnitsOptions& options,
@@ -51,7 +34,7 @@ int64_t apply_gated_linear_units(torch::nn::Module& model, const GatedLinearUnit
                        [&](const std::string&, nn::AnyModule& current) -> std::optional<nn::AnyModule> {
                          auto* ff = dynamic_cast<FeedForward*>(current.ptr().get());
                          if (ff == nullptr) return std::nullopt;
-                         return nn::AnyModule(std::make_shared<GatedFeedForward>(*ff, options));
+                         return nn::AnyModule(gate(*ff, options));
                        });
 }
 
@@ -65,6 +48,11 @@ GatedLinearUnits::GatedLinearUnits(GatedLinearUnitsOptions options) : options_(s
 
 void GatedLinearUnits::check(const State& state) const {
   if (count_slots(*state.model, [](torch::nn::Module& m) { return dynamic_cast<FeedForward*>(&m) != nullptr; }) == 0) {
+    const auto gated = [](torch::nn::Module& m) { return dynamic_cast<GatedFeedForward*>(&m) != nullptr; };
+    if (count_slots(*state.model, gated) > 0) {
+      throw InputError("gated_linear_units: the model's feed-forward networks are gated linear units already (the "
+                       "gpt model's gated: true), so it would have no effect; remove it");
+    }
     throw InputError(
         "gated_linear_units: the model has no tessera::FeedForward in a slot (the feed-forward networks of the gpt "
         "model, models/gpt.h), so it would have no effect; use the gpt model or remove it");

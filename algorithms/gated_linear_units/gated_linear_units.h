@@ -10,6 +10,7 @@
 ///
 ///     int64_t n = tessera::algorithms::apply_gated_linear_units(*model, {}, optimizer.get());
 #include <cstdint>
+#include <memory>
 
 #include <torch/nn/modules/container/any.h>
 
@@ -31,22 +32,15 @@ struct GatedLinearUnitsOptions {
   }
 };
 
-/// The GLU feed-forward network: slots "fc_gated", "fc_linear" (Linear d_model -> d_ff) and "proj" (Linear
-/// d_ff -> d_model); forward(x) = proj(gelu(fc_gated(x)) * fc_linear(x)), the GELU the original network's
-/// (exact, or the tanh approximation: FeedForward::activation()).
-class GatedFeedForward : public SlottedModule {
- public:
-  /// New gated layers for `original`'s sizes; its proj module is shared (the same parameters).
-  GatedFeedForward(FeedForward& original, const GatedLinearUnitsOptions& options);
-  at::Tensor forward(const at::Tensor& x);
-  const std::string& activation() const noexcept { return activation_; }
+/// The GLU feed-forward network (models/gpt.h), here in the algorithm's namespace too.
+using tessera::GatedFeedForward;
 
- private:
-  std::string activation_;
-};
+/// A GatedFeedForward for `original`'s sizes and activation: new gated layers per `options`, original's proj
+/// module shared (the same parameters). InputError when surgery replaced original's fc by something else.
+std::shared_ptr<GatedFeedForward> gate(FeedForward& original, const GatedLinearUnitsOptions& options);
 
 /// The functional form of the network: proj(gelu(x·W_g^T + b_g) ⊙ (x·W_l^T + b_l)) with the given weights (biases
-/// may be undefined), as GatedFeedForward computes it; `activation` "gelu" (exact) or "gelu_tanh".
+/// may be undefined), as GatedFeedForward computes it; `activation` "gelu" (exact), "gelu_tanh" or "silu".
 at::Tensor gated_linear_unit(const at::Tensor& x, const at::Tensor& w_gated, const at::Tensor& b_gated,
                              const at::Tensor& w_linear, const at::Tensor& b_linear,
                              const std::string& activation = "gelu");
@@ -62,7 +56,7 @@ class GatedLinearUnits : public Algorithm {
   explicit GatedLinearUnits(GatedLinearUnitsOptions options = GatedLinearUnitsOptions());
   const AlgorithmSpec& spec() const override { return spec_; }
   void apply(Event event, State& state, Logger& logger) override;
-  /// A model with at least one FeedForward in a slot.
+  /// A model with at least one FeedForward in a slot (a model built `gated` has GatedFeedForwards already: refused).
   void check(const State& state) const override;
   const GatedLinearUnitsOptions& options() const noexcept { return options_; }
   /// Feed-forward networks replaced by the last surgery.

@@ -15,7 +15,7 @@
 #include <tessera/data/tokenizer.h>
 #include <tessera/error.h>
 #include <tessera/models/generate.h>
-#include <tessera/models/hf_gpt2.h>
+#include <tessera/models/huggingface.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/trainer.h>
@@ -132,7 +132,7 @@ struct Actions {
   std::vector<std::string> prompts;  ///< --generate
   std::string generate_options;      ///< --generate-options: a YAML mapping of generate's options
   std::string export_path;           ///< --export: a safetensors file of the weights
-  std::string export_huggingface;    ///< --export-huggingface: a Hugging Face GPT-2 folder
+  std::string export_huggingface;    ///< --export-huggingface: a Hugging Face GPT-2 or Llama folder
   bool uses_trained_weights() const {
     return evaluate || !prompts.empty() || !export_path.empty() || !export_huggingface.empty();
   }
@@ -200,9 +200,9 @@ int use_trained_weights(tessera::Trainer& trainer, const Actions& actions, const
                              model.named_parameters().size() + model.named_buffers().size(), actions.export_path);
   }
   if (!actions.export_huggingface.empty()) {
-    tessera::save_gpt2(model, actions.export_huggingface, tokenizer.get());
-    std::cerr << fmt::format("tessera-run: wrote a Hugging Face GPT-2 checkpoint to {} (config.json, "
-                             "model.safetensors{}: GPT2LMHeadModel.from_pretrained reads it)\n",
+    tessera::save_huggingface(model, actions.export_huggingface, tokenizer.get());
+    std::cerr << fmt::format("tessera-run: wrote a Hugging Face checkpoint to {} (config.json, model.safetensors{}: "
+                             "transformers' AutoModelForCausalLM.from_pretrained reads it)\n",
                              actions.export_huggingface, tokenizer ? ", the data's tokenizer.json" : "");
   }
   std::cout << std::flush;
@@ -379,8 +379,8 @@ int main(int argc, char** argv) {
       ->excludes(plan_flag, dry_flag);
   app.add_option("--export-huggingface", actions.export_huggingface,
                  "do not train: write the gpt model of the checkpoint the recipe loads to this folder as a Hugging "
-                 "Face GPT-2 checkpoint, with the data's tokenizer.json (docs/language-models.md, \"Hugging Face "
-                 "GPT-2 checkpoints\")")
+                 "Face GPT-2 or Llama checkpoint (by its architecture), with the data's tokenizer.json "
+                 "(docs/language-models.md, \"Hugging Face checkpoints\")")
       ->excludes(plan_flag, dry_flag);
   app.add_option("--nproc", nproc, "start N local ranks of data-parallel training (Gloo over loopback on the CPU)")
       ->check(CLI::Range(1, 1024));

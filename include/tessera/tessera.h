@@ -34,6 +34,8 @@
 #include <tessera/models/resnet.h>
 #include <tessera/models/gpt.h>
 #include <tessera/models/hf_gpt2.h>
+#include <tessera/models/hf_llama.h>
+#include <tessera/models/huggingface.h>
 #include <tessera/models/bert.h>
 #include <tessera/models/branch_gate.h>
 #include <tessera/models/generate.h>

@@ -1,7 +1,8 @@
 // Python bindings of the language-model algorithms: sequence-length warmup, ALiBi, gated linear units and
 // low-precision LayerNorm, with its sibling for GroupNorm (tessera.algorithms), their functional forms
 // (tessera.functional), text generation (tessera.functional.generate; Trainer.generate wraps it) and Hugging Face
-// GPT-2 checkpoints written from the gpt model (tessera.functional.save_gpt2; Trainer.export_huggingface).
+// GPT-2 and Llama checkpoints written from the gpt model (tessera.functional.save_gpt2 / save_huggingface;
+// Trainer.export_huggingface).
 #include "common.h"
 
 #include <tessera/algorithms/alibi.h>
@@ -15,6 +16,7 @@
 #include <tessera/models/generate.h>
 #include <tessera/models/gpt.h>
 #include <tessera/models/hf_gpt2.h>
+#include <tessera/models/huggingface.h>
 
 namespace tessera::python {
 
@@ -160,6 +162,17 @@ void bind_language_model_algorithms(py::module_& m, py::module_& f) {
       "which transformers' GPT2LMHeadModel.from_pretrained reads; with `tokenizer`, the tessera.data.Tokenizer of "
       "the model's text, its tokenizer.json too, for AutoTokenizer); refused, writing nothing, for a model GPT-2 "
       "cannot hold (ALiBi, gated linear units, factorized layers, stochastic depth, a bert model).");
+  f.def(
+      "save_huggingface",
+      [](Model& model, const std::string& folder, const data::Tokenizer* tokenizer) {
+        py::gil_scoped_release release;
+        save_huggingface(model, folder, tokenizer);
+      },
+      py::arg("model"), py::arg("folder"), py::arg("tokenizer") = nullptr,
+      "Writes the gpt model to `folder` as a Hugging Face checkpoint: Llama's (LlamaForCausalLM) for a model of "
+      "Llama's architecture (rotary positions, RMSNorm, gated feed-forward networks), GPT-2's (as save_gpt2) "
+      "otherwise; with `tokenizer` its tokenizer.json too. Refused, writing nothing, for a model the format cannot "
+      "hold.");
 }
 
 }  // namespace tessera::python

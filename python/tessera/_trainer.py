@@ -334,13 +334,14 @@ class Trainer(_C._Trainer):
         return self.evaluate()
 
     def export_huggingface(self, folder: Union[str, "os.PathLike[str]"], tokenizer: Any = None) -> None:
-        """Writes the gpt model as a Hugging Face GPT-2 checkpoint into `folder` (config.json and
-        model.safetensors: transformers' GPT2LMHeadModel.from_pretrained(folder) reads it), the weights as they are
-        now (after a run with ema or swa, the averages); with `tokenizer` (the tessera.data.Tokenizer of the model's
-        text) its tokenizer.json too, for transformers' AutoTokenizer. Refused, writing nothing, for a model GPT-2
-        cannot hold (ALiBi, gated linear units, factorized layers, stochastic depth, a bert model). Call it outside
-        fit() or from a callback at batch end."""
-        _C.functional.save_gpt2(self.model, os.fspath(folder), tokenizer)
+        """Writes the gpt model as a Hugging Face checkpoint into `folder` (config.json and model.safetensors:
+        transformers' AutoModelForCausalLM.from_pretrained(folder) reads it): Llama's for a model of Llama's
+        architecture (rotary positions, RMSNorm, gated feed-forward networks), GPT-2's otherwise; the weights as they
+        are now (after a run with ema or swa, the averages); with `tokenizer` (the tessera.data.Tokenizer of the
+        model's text) its tokenizer.json too, for transformers' AutoTokenizer. Refused, writing nothing, for a model
+        the format cannot hold (ALiBi, gated linear units on GPT-2, factorized layers, stochastic depth, a bert
+        model). Call it outside fit() or from a callback at batch end."""
+        _C.functional.save_huggingface(self.model, os.fspath(folder), tokenizer)
 
     def generate(self, prompt: Union[str, bytes, torch.Tensor], tokenizer: Any = None,
                  **options: Any) -> Union[str, bytes, torch.Tensor]:

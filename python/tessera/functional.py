@@ -91,6 +91,7 @@ apply_alibi = _native.apply_alibi
 apply_gated_linear_units = _native.apply_gated_linear_units
 gated_linear_unit = _native.gated_linear_unit
 save_gpt2 = _native.save_gpt2
+save_huggingface = _native.save_huggingface
 apply_low_precision_groupnorm = _native.apply_low_precision_groupnorm
 apply_low_precision_layernorm = _native.apply_low_precision_layernorm
 low_precision_group_norm = _native.low_precision_group_norm
@@ -228,6 +229,7 @@ __all__ = [
     "sam_gradients",
     "sample_mixing",
     "save_gpt2",
+    "save_huggingface",
     "select_by_loss",
     "selection_weights",
     "set_seq_length",

@@ -2,7 +2,8 @@
 perplexity, time in tokens, sequence-length warmup (the class, its functional forms, a run whose lengths follow
 the schedule, and one stopped, saved and resumed that ends on the uninterrupted weights), a GPT with dropout,
 stochastic depth and gyro dropout resumed bitwise, a GPT on token ids written to MDS from Python, text generation, a BERT learning masked bytes, and a BERT text
-classifier fine-tuned from its checkpoint, and a GPT written as a Hugging Face GPT-2 folder and read back."""
+classifier fine-tuned from its checkpoint, and GPTs written as Hugging Face GPT-2 and Llama folders and read back."""
+import json
 import math
 
 import pytest
@@ -375,3 +376,25 @@ def test_a_gpt_exported_as_a_hugging_face_gpt2_starts_a_new_run_where_it_ended(t
     with pytest.raises(tessera.InputError, match="fc_gated.weight' has no place in a GPT-2 checkpoint"):
         glu.export_huggingface(tmp_path / "glu")
     assert not (tmp_path / "glu").exists()
+
+
+def test_a_llama_shaped_gpt_exported_as_a_hugging_face_llama_starts_a_new_run_where_it_ended(text, tmp_path):
+    # Llama's architecture (RMSNorm, rotary positions, SwiGLU, no biases, grouped-query attention) trained 8 batches,
+    # written as a Hugging Face Llama folder, read back as the start of another run: the same weights and evaluation.
+    llama = {"d_model": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "norm": "rms_norm", "positions": "rotary",
+             "gated": True, "activation": "silu", "bias": False}
+    trainer = tessera.Trainer(**gpt_components(text, model={"gpt": llama}))
+    assert "pos_embed.weight" not in trainer.model.named_parameters()
+    trainer.fit()
+    folder = tmp_path / "llama"
+    trainer.export_huggingface(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["model_type"], config["num_key_value_heads"], config["hidden_act"]) == ("llama", 2, "silu")
+    resumed = tessera.Trainer(**gpt_components(text, model={"gpt": {"pretrained": str(folder)}}))
+    for name, value in trainer.model.named_parameters().items():
+        assert torch.equal(resumed.model.named_parameters()[name], value), name
+    assert resumed.evaluate() == trainer.evaluate()
+    with pytest.raises(tessera.InputError, match=r"model\.gpt\.n_kv_heads: 4 given, but the pretrained checkpoint's"):
+        tessera.Trainer(**gpt_components(text, model={"gpt": {"pretrained": str(folder), "n_kv_heads": 4}}))
+    with pytest.raises(tessera.InputError, match="the model encodes positions by rotary embeddings"):
+        tessera.Trainer(**gpt_components(text, model={"gpt": llama}), algorithms=[tessera.algorithms.Alibi()])

@@ -17,7 +17,7 @@
 
 #include <tessera/error.h>
 #include <tessera/models/branch_gate.h>
-#include <tessera/models/hf_gpt2.h>
+#include <tessera/models/huggingface.h>
 #include <tessera/ops/dropout.h>
 
 #include "option_checks.h"
@@ -27,7 +27,21 @@ namespace {
 
 namespace nn = torch::nn;
 
-nn::LayerNorm layer_norm(int64_t d, double eps) { return nn::LayerNorm(nn::LayerNormOptions({d}).eps(eps)); }
+/// The norm `options` ask for, over width d_model.
+nn::AnyModule make_norm(const GPTOptions& options) {
+  const int64_t d = options.d_model();
+  if (options.norm() == "rms_norm") return nn::AnyModule(RMSNorm(d, options.layer_norm_eps()));
+  return nn::AnyModule(nn::LayerNorm(nn::LayerNormOptions({d}).eps(options.layer_norm_eps())));
+}
+
+nn::Linear linear(int64_t in, int64_t out, bool bias) { return nn::Linear(nn::LinearOptions(in, out).bias(bias)); }
+
+/// Keys or values [N, KV, S, E] repeated for the H query heads that share them: [N, H, S, E], head h from h / (H/KV).
+at::Tensor for_query_heads(const at::Tensor& x, int64_t h) {
+  const int64_t n = x.size(0), kv = x.size(1), s = x.size(2), e = x.size(3);
+  if (kv == h) return x;
+  return x.unsqueeze(2).expand({n, kv, h / kv, s, e}).reshape({n, h, s, e});
+}
 
 /// The name of the model a GPT constructor builds, for messages (model_name() is not virtual there yet).
 const char* model_name_of(bool causal, bool language_head) {
@@ -102,12 +116,6 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, v);
 }
 
-/// q, k, v [N, H, T, D/H] of x [N, T, D] through the "qkv" slot of `attention`.
-at::Tensor heads_of(SlottedModule& attention, const at::Tensor& x, int64_t h) {
-  const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
-  return attention.call("qkv", x).view({n, t, 3, h, d / h}).permute({2, 0, 3, 1, 4});
-}
-
 /// The dropout of slot `name` applied to x [N, S, D] as rows [N·S, D] (a token per row): what a feature-wise
 /// dropout such as gyro_dropout needs (the same mask as on [N, S, D] for an elementwise dropout).
 at::Tensor dropout_rows(SlottedModule& owner, const std::string& name, const at::Tensor& x) {
@@ -116,10 +124,37 @@ at::Tensor dropout_rows(SlottedModule& owner, const std::string& name, const at:
 
 }  // namespace
 
-SelfAttention::SelfAttention(int64_t d_model, int64_t n_heads, double dropout, bool causal)
-    : n_heads_(n_heads), dropout_(dropout), causal_(causal) {
-  register_slot("qkv", nn::AnyModule(nn::Linear(d_model, 3 * d_model)));
-  register_slot("proj", nn::AnyModule(nn::Linear(d_model, d_model)));
+SelfAttention::SelfAttention(int64_t d_model, int64_t n_heads, double dropout, bool causal, int64_t n_kv_heads,
+                             double rope_theta, bool bias)
+    : n_heads_(n_heads),
+      n_kv_heads_(n_kv_heads > 0 ? n_kv_heads : n_heads),
+      dropout_(dropout),
+      causal_(causal),
+      rope_theta_(rope_theta) {
+  if (n_heads < 1 || d_model % n_heads != 0 || n_heads % n_kv_heads_ != 0 ||
+      (rope_theta > 0 && (d_model / n_heads) % 2 != 0)) {
+    throw InputError(fmt::format("SelfAttention: {} heads of width d_model / n_heads = {} / {} with {} key/value "
+                                 "heads{}; expected n_heads dividing d_model and n_kv_heads dividing n_heads{}",
+                                 n_heads, d_model, n_heads, n_kv_heads_, rope_theta > 0 ? " and rotary positions" : "",
+                                 rope_theta > 0 ? ", and an even head width (rotary embeddings rotate pairs)" : ""));
+  }
+  const int64_t head_width = d_model / n_heads;
+  register_slot("qkv", nn::AnyModule(linear(d_model, (n_heads + 2 * n_kv_heads_) * head_width, bias)));
+  register_slot("proj", nn::AnyModule(linear(d_model, d_model, bias)));
+}
+
+std::array<at::Tensor, 3> SelfAttention::heads(const at::Tensor& x, int64_t past) {
+  const int64_t n = x.size(0), t = x.size(1), e = x.size(2) / n_heads_;
+  const at::Tensor qkv = call("qkv", x);
+  const auto part = [&](int64_t first_head, int64_t heads) {  // [N, heads, T, E]
+    return qkv.narrow(2, first_head * e, heads * e).view({n, t, heads, e}).transpose(1, 2);
+  };
+  at::Tensor q = part(0, n_heads_), k = part(n_heads_, n_kv_heads_), v = part(n_heads_ + n_kv_heads_, n_kv_heads_);
+  if (rope_theta_ > 0) {
+    q = rotary_embedding(q, past, rope_theta_);
+    k = rotary_embedding(k, past, rope_theta_);
+  }
+  return {q, k, v};
 }
 
 at::Tensor SelfAttention::forward(const at::Tensor& x) {
@@ -128,9 +163,9 @@ at::Tensor SelfAttention::forward(const at::Tensor& x) {
                                  "input {}",
                                  c10::str(keep_.sizes()), x.size(0), x.size(1), c10::str(x.sizes())));
   }
-  const at::Tensor qkv = heads_of(*this, x, n_heads_);  // 3 x [N, H, S, D/H]
-  const at::Tensor y =
-      attend(qkv[0], qkv[1], qkv[2], causal_, alibi_, is_training() ? dropout_ : 0.0, /*past=*/0, keep_);
+  const auto [q, k, v] = heads(x, 0);
+  const at::Tensor y = attend(q, for_query_heads(k, n_heads_), for_query_heads(v, n_heads_), causal_, alibi_,
+                              is_training() ? dropout_ : 0.0, /*past=*/0, keep_);
   return call("proj", y.transpose(1, 2).reshape(x.sizes()));
 }
 
@@ -139,14 +174,31 @@ at::Tensor SelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, 
     throw InputError("SelfAttention: bidirectional attention has no key/value cache (a position sees the positions "
                      "after it, which generation has not written yet)");
   }
-  const at::Tensor qkv = heads_of(*this, x, n_heads_);
   const int64_t past = keys.defined() ? keys.size(2) : 0;
-  keys = past > 0 ? at::cat({keys, qkv[1]}, 2) : qkv[1].contiguous();
-  values = past > 0 ? at::cat({values, qkv[2]}, 2) : qkv[2].contiguous();
+  const auto [q, k, v] = heads(x, past);
+  keys = past > 0 ? at::cat({keys, k}, 2) : k.contiguous();
+  values = past > 0 ? at::cat({values, v}, 2) : v.contiguous();
   // The first positions as forward computes them; later ones against the cached keys and values.
-  const at::Tensor y = past == 0 ? attend(qkv[0], qkv[1], qkv[2], true, alibi_, 0.0)
-                                 : attend(qkv[0], keys, values, true, alibi_, 0.0, past);
+  const at::Tensor y = attend(q, for_query_heads(past == 0 ? k : keys, n_heads_),
+                              for_query_heads(past == 0 ? v : values, n_heads_), true, alibi_, 0.0, past);
   return call("proj", y.transpose(1, 2).reshape(x.sizes()));
+}
+
+at::Tensor rotary_embedding(const at::Tensor& x, int64_t past, double theta) {
+  const int64_t t = x.size(-2), e = x.size(-1);
+  if (e % 2 != 0 || theta <= 0) {
+    throw InputError(
+        fmt::format("rotary_embedding: width {} and base {}; expected an even width and a base > 0", e, theta));
+  }
+  const auto f = x.options().dtype(at::kFloat);
+  // transformers' inverse frequencies θ^(−2i/E), computed as 1 / θ^(2i/E) in float32.
+  const at::Tensor inverse_frequencies =
+      at::pow(theta, at::arange(0, e, 2, f).div_(static_cast<double>(e))).reciprocal_();
+  const at::Tensor angles = at::outer(at::arange(past, past + t, f), inverse_frequencies);  // [T, E/2]
+  const at::Tensor both = at::cat({angles, angles}, -1);
+  const at::Tensor cos = both.cos().to(x.scalar_type()), sin = both.sin().to(x.scalar_type());
+  const at::Tensor rotated_half = at::cat({x.narrow(-1, e / 2, e / 2).neg(), x.narrow(-1, 0, e / 2)}, -1);
+  return x * cos + rotated_half * sin;
 }
 
 at::Tensor alibi_slopes(int64_t n_heads, const at::TensorOptions& options) {
@@ -168,34 +220,80 @@ at::Tensor alibi_bias(int64_t n_heads, int64_t seq_length, const at::TensorOptio
   return (alibi_slopes(n_heads, options).view({n_heads, 1, 1}) * distance.unsqueeze(0)).to(options.dtype());
 }
 
-at::Tensor gelu_by_name(const at::Tensor& x, const std::string& activation) {
+at::Tensor activate(const at::Tensor& x, const std::string& activation) {
   if (activation == "gelu") return at::gelu(x);
   if (activation == "gelu_tanh") return at::gelu(x, "tanh");
-  throw InputError(fmt::format("gelu_by_name: activation '{}'; expected gelu or gelu_tanh", activation));
+  if (activation == "silu") return at::silu(x);
+  throw InputError(fmt::format("activate: activation '{}'; expected gelu, gelu_tanh or silu", activation));
 }
 
-FeedForward::FeedForward(int64_t d_model, int64_t d_ff, std::string activation) : activation_(std::move(activation)) {
-  if (activation_ != "gelu" && activation_ != "gelu_tanh") {
-    throw InputError(fmt::format("FeedForward: activation '{}'; expected gelu or gelu_tanh", activation_));
+namespace {
+
+void check_activation(const char* where, const std::string& activation) {
+  if (activation != "gelu" && activation != "gelu_tanh" && activation != "silu") {
+    throw InputError(fmt::format("{}: activation '{}'; expected gelu, gelu_tanh or silu", where, activation));
   }
-  register_slot("fc", nn::AnyModule(nn::Linear(d_model, d_ff)));
-  register_slot("proj", nn::AnyModule(nn::Linear(d_ff, d_model)));
 }
 
-at::Tensor FeedForward::forward(const at::Tensor& x) {
-  return call("proj", gelu_by_name(call("fc", x), activation_));
+}  // namespace
+
+FeedForward::FeedForward(int64_t d_model, int64_t d_ff, std::string activation, bool bias)
+    : activation_(std::move(activation)) {
+  check_activation("FeedForward", activation_);
+  register_slot("fc", nn::AnyModule(linear(d_model, d_ff, bias)));
+  register_slot("proj", nn::AnyModule(linear(d_ff, d_model, bias)));
 }
 
-GPTBlock::GPTBlock(int64_t d_model, int64_t n_heads, int64_t d_ff, double dropout, double attention_dropout,
-                   bool causal, const std::string& activation, double layer_norm_eps) {
-  register_slot("ln1", nn::AnyModule(layer_norm(d_model, layer_norm_eps)));
-  register_slot("attn", nn::AnyModule(std::make_shared<SelfAttention>(d_model, n_heads, attention_dropout, causal)));
-  register_slot("ln2", nn::AnyModule(layer_norm(d_model, layer_norm_eps)));
-  register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d_model, d_ff, activation)));
+at::Tensor FeedForward::forward(const at::Tensor& x) { return call("proj", activate(call("fc", x), activation_)); }
+
+GatedFeedForward::GatedFeedForward(int64_t d_model, int64_t d_ff, std::string activation, bool gated_bias,
+                                   bool linear_bias, nn::AnyModule proj)
+    : activation_(std::move(activation)) {
+  check_activation("GatedFeedForward", activation_);
+  const auto gpt_linear = [](int64_t in, int64_t out, bool bias) {
+    nn::Linear layer = linear(in, out, bias);
+    at::NoGradGuard no_grad;
+    layer->weight.normal_(0.0, 0.02);
+    if (bias) layer->bias.zero_();
+    return layer;
+  };
+  register_slot("fc_gated", nn::AnyModule(gpt_linear(d_model, d_ff, gated_bias)));
+  register_slot("fc_linear", nn::AnyModule(gpt_linear(d_model, d_ff, linear_bias)));
+  register_slot("proj", std::move(proj));
+}
+
+at::Tensor GatedFeedForward::forward(const at::Tensor& x) {
+  return call("proj", activate(call("fc_gated", x), activation_) * call("fc_linear", x));
+}
+
+RMSNormImpl::RMSNormImpl(int64_t d_, double eps_) : d(d_), eps(eps_) { reset(); }
+
+void RMSNormImpl::reset() { weight = register_parameter("weight", at::ones({d})); }
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  const at::Tensor x32 = x.to(at::kFloat);
+  const at::Tensor normalized = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true).add_(eps));
+  return weight * normalized.to(x.scalar_type());
+}
+
+GPTBlock::GPTBlock(const GPTOptions& options, bool causal) {
+  const int64_t d = options.d_model(), d_ff = options.d_ff() > 0 ? options.d_ff() : 4 * d;
+  const bool bias = options.bias();
+  const double rope_theta = options.positions() == "rotary" ? options.rope_theta() : 0.0;
+  register_slot("ln1", make_norm(options));
+  register_slot("attn", nn::AnyModule(std::make_shared<SelfAttention>(d, options.n_heads(), options.attention_dropout(),
+                                                                      causal, options.n_kv_heads(), rope_theta, bias)));
+  register_slot("ln2", make_norm(options));
+  if (options.gated()) {
+    register_slot("mlp", nn::AnyModule(std::make_shared<GatedFeedForward>(d, d_ff, options.activation(), bias, bias,
+                                                                          nn::AnyModule(linear(d_ff, d, bias)))));
+  } else {
+    register_slot("mlp", nn::AnyModule(std::make_shared<FeedForward>(d, d_ff, options.activation(), bias)));
+  }
   // Modules in slots (not functional calls), so that surgery can replace them (gyro_dropout, stochastic_depth).
-  if (dropout > 0) {
-    register_slot("attn_dropout", nn::AnyModule(CounterDropout(dropout)));
-    register_slot("mlp_dropout", nn::AnyModule(CounterDropout(dropout)));
+  if (options.dropout() > 0) {
+    register_slot("attn_dropout", nn::AnyModule(CounterDropout(options.dropout())));
+    register_slot("mlp_dropout", nn::AnyModule(CounterDropout(options.dropout())));
   }
   register_slot("residual_gate", nn::AnyModule(nn::Identity()));
 }
@@ -239,7 +337,7 @@ GPT::GPT(GPTOptions options, bool causal, bool language_head) : options_(std::mo
       }
     }
   }
-  if (!options_.pretrained().empty()) options_ = gpt2_options(options_);
+  if (!options_.pretrained().empty()) options_ = pretrained_options(options_);
   require_positive(options_.vocab_size(), "vocab_size");
   require_positive(options_.max_seq_length(), "max_seq_length");
   const int64_t d = options_.d_model();
@@ -247,26 +345,35 @@ GPT::GPT(GPTOptions options, bool causal, bool language_head) : options_(std::mo
     throw InputError(fmt::format("model.n_heads: {} does not divide d_model = {}; expected a divisor of d_model",
                                  options_.n_heads(), d));
   }
-  const int64_t d_ff = options_.d_ff() > 0 ? options_.d_ff() : 4 * d;
+  if (options_.n_kv_heads() > 0 && options_.n_heads() % options_.n_kv_heads() != 0) {
+    throw InputError(fmt::format("model.n_kv_heads: {} does not divide n_heads = {}; expected a divisor of n_heads "
+                                 "(each key/value head serves the same number of query heads), or 0 for n_heads",
+                                 options_.n_kv_heads(), options_.n_heads()));
+  }
+  if (options_.positions() == "rotary" && (d / options_.n_heads()) % 2 != 0) {
+    throw InputError(fmt::format("model.positions: rotary, but the head width d_model / n_heads = {} / {} = {} is "
+                                 "odd; expected an even head width (rotary embeddings rotate pairs of features)",
+                                 d, options_.n_heads(), d / options_.n_heads()));
+  }
   // The bert model's mask token is the id after the vocabulary.
   register_slot("embed", nn::AnyModule(nn::Embedding(options_.vocab_size() + (causal ? 0 : 1), d)));
-  register_slot("pos_embed", nn::AnyModule(nn::Embedding(options_.max_seq_length(), d)));
+  if (options_.positions() == "learned") {
+    register_slot("pos_embed", nn::AnyModule(nn::Embedding(options_.max_seq_length(), d)));
+  }
   if (options_.dropout() > 0) register_slot("embed_dropout", nn::AnyModule(CounterDropout(options_.dropout())));
   nn::ModuleList blocks;
   for (int64_t i = 0; i < options_.n_layers(); ++i) {
-    auto block = std::make_shared<GPTBlock>(d, options_.n_heads(), d_ff, options_.dropout(),
-                                            options_.attention_dropout(), causal, options_.activation(),
-                                            options_.layer_norm_eps());
+    auto block = std::make_shared<GPTBlock>(options_, causal);
     blocks->push_back(block);
     blocks_.push_back(std::move(block));
   }
   register_module("blocks", blocks);
-  register_slot("ln_f", nn::AnyModule(layer_norm(d, options_.layer_norm_eps())));
+  register_slot("ln_f", make_norm(options_));
   if (language_head && !options_.tie_embeddings()) {
     register_slot("head", nn::AnyModule(nn::Linear(nn::LinearOptions(d, options_.vocab_size()).bias(false))));
   }
   init_gpt(*this, options_.n_layers());
-  if (!options_.pretrained().empty()) load_gpt2_weights(*this, options_.pretrained());
+  if (!options_.pretrained().empty()) load_pretrained_weights(*this, options_.pretrained());
 }
 
 at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
@@ -294,8 +401,10 @@ at::Tensor GPT::embed(const at::Tensor& input, int64_t offset) {
                                    causal_ ? " (vocab_size)" : " (vocab_size, and vocab_size itself: the mask token)"));
     }
   }
-  const at::Tensor positions = at::arange(offset, offset + input.size(1), ids.options());
-  at::Tensor x = call("embed", ids) + call("pos_embed", positions);
+  at::Tensor x = call("embed", ids);
+  if (options_.positions() == "learned") {
+    x = x + call("pos_embed", at::arange(offset, offset + input.size(1), ids.options()));
+  }
   if (slots().count("embed_dropout") > 0) x = dropout_rows(*this, "embed_dropout", x);
   return x;
 }

@@ -1,5 +1,5 @@
 // Hugging Face GPT-2 checkpoints in and out of the gpt model (include/tessera/models/hf_gpt2.h), GPT-2's tied
-// embeddings and tanh GELU; against transformers itself: hf_gpt2_interop_test.cpp.
+// embeddings and tanh GELU; against transformers itself: hf_interop_test.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -172,11 +172,11 @@ TEST(HuggingFaceGpt2, TheTiedHeadIsTheTokenEmbedding) {
 TEST(HuggingFaceGpt2, GeluTanhIsTheTanhApproximation) {
   const at::Tensor x = at::linspace(-6, 6, 241, at::kDouble);
   const at::Tensor expected = 0.5 * x * (1 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x.pow(3))));
-  EXPECT_TRUE(at::allclose(gelu_by_name(x, "gelu_tanh"), expected, 1e-12, 1e-12));
-  EXPECT_TRUE(at::equal(gelu_by_name(x, "gelu"), at::gelu(x)));
-  EXPECT_GT((gelu_by_name(x, "gelu") - gelu_by_name(x, "gelu_tanh")).abs().max().item<double>(), 1e-4);
-  const std::string relu = testing::input_error_of([&] { gelu_by_name(x, "relu"); });
-  EXPECT_NE(relu.find("activation 'relu'; expected gelu or gelu_tanh"), std::string::npos) << relu;
+  EXPECT_TRUE(at::allclose(activate(x, "gelu_tanh"), expected, 1e-12, 1e-12));
+  EXPECT_TRUE(at::equal(activate(x, "gelu"), at::gelu(x)));
+  EXPECT_GT((activate(x, "gelu") - activate(x, "gelu_tanh")).abs().max().item<double>(), 1e-4);
+  const std::string relu = testing::input_error_of([&] { activate(x, "relu"); });
+  EXPECT_NE(relu.find("activation 'relu'; expected gelu, gelu_tanh or silu"), std::string::npos) << relu;
   const std::string message = testing::input_error_of([] { GPT model(small(false, "relu")); });
   EXPECT_NE(message.find("activation"), std::string::npos) << message;
   // gated_linear_units keeps the network's GELU.
@@ -224,14 +224,26 @@ TEST(HuggingFaceGpt2, ErrorsNameTheFileTheKeyAndWhatIsExpected) {
     return error_of_changed_checkpoint(dir, options, [&](const std::string& f) { edit_tensors(f, edit); });
   };
   expect_error(testing::input_error_of([] { GPT model(GPTOptions().pretrained("/nonexistent/gpt2")); }),
-               "model.pretrained: '/nonexistent/gpt2' is not a folder; expected a Hugging Face GPT-2 folder");
+               "model.pretrained: '/nonexistent/gpt2' is not a folder; expected a Hugging Face GPT-2 or Llama folder");
   {
     const test::TempDir empty("hf_gpt2");
     expect_error(testing::input_error_of([&] { GPT model(GPTOptions().pretrained(empty.path())); }),
                  "has no config.json");
   }
-  expect_error(config_change([](json& c) { c["model_type"] = "llama"; }),
-               "model_type is 'llama'; the gpt model reads GPT-2 checkpoints (model_type gpt2)");
+  expect_error(config_change([](json& c) { c["model_type"] = "bert"; }),
+               "model_type is 'bert'; the gpt model reads GPT-2 (model_type gpt2) and Llama (model_type llama) "
+               "checkpoints");
+  expect_error(testing::input_error_of([&] {
+                 const test::TempDir dir("hf_gpt2");
+                 save_gpt2(*random_gpt(tied), dir.path());
+                 edit_config(dir.path(), [](json& c) { c["model_type"] = "llama"; });
+                 gpt2_options(GPTOptions().pretrained(dir.path()));
+               }),
+               "model_type is 'llama'; gpt2_options reads GPT-2 checkpoints (model_type gpt2)");
+  // What GPT-2 is by its model_type: an option that says otherwise is refused.
+  expect_error(config_change([](json&) {}, GPTOptions().norm("rms_norm")),
+               "model.norm: rms_norm given, but the pretrained checkpoint's config.json");
+  expect_error(config_change([](json&) {}, GPTOptions().n_kv_heads(1)), "model.n_kv_heads: 1 given");
   expect_error(config_change([](json& c) { c["activation_function"] = "relu"; }),
                "activation_function is 'relu'; the gpt model computes gelu (exact), gelu_new");
   expect_error(config_change([](json& c) { c["add_cross_attention"] = true; }), "\"add_cross_attention\" is true");

@@ -130,6 +130,12 @@ std::shared_ptr<Model> make_model(const std::string& kind) {
     return std::make_shared<GPT>(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2)
                                      .tie_embeddings(true).activation("gelu_tanh"));
   }
+  if (kind == "llama") {  // as Llama has it: RMSNorm, rotary positions, SwiGLU, no biases; grouped-query attention
+    at::manual_seed(3);
+    return std::make_shared<GPT>(GPTOptions().vocab_size(16).max_seq_length(8).d_model(16).n_layers(2).n_heads(2)
+                                     .n_kv_heads(1).norm("rms_norm").positions("rotary").gated(true)
+                                     .activation("silu").bias(false));
+  }
   if (kind == "bert_classifier") {
     BERTClassifierOptions options;
     options.num_classes(3);
@@ -239,7 +245,7 @@ Components components(const RunSpec& s) {
   if (s.model == "cnn" || s.model == "resnet" || s.model == "resnet_group") {
     train = data::make_synthetic(
         data::SyntheticOptions().size(s.train_size).input_shape(std::vector<int64_t>{3, 8, 8}).num_classes(4).seed(7));
-  } else if (s.model == "gpt" || s.model == "gpt2") {
+  } else if (s.model == "gpt" || s.model == "gpt2" || s.model == "llama") {
     train = testing::tiny_text(s.train_size);
   } else if (s.model == "bert_classifier") {
     // tiny_text's sequences (ids 1 to 15) cut to 1 to 8 tokens and padded with 0, in 3 classes.
@@ -1059,6 +1065,12 @@ std::vector<RunSpec> resume_specs() {
   tied.model = "gpt2";
   tied.algorithms = {"seq_length_warmup", "gated_linear_units", "label_smoothing", "selective_backprop"};
   specs.push_back(tied);
+  // Llama's architecture (RMSNorm, rotary positions, SwiGLU, grouped-query attention) with the methods that fit it.
+  RunSpec llama = gpt;
+  llama.name = "llama_seq_length_warmup_label_smoothing_selective_backprop_microbatches_amp_bf16";
+  llama.model = "llama";
+  llama.algorithms = {"seq_length_warmup", "label_smoothing", "selective_backprop"};
+  specs.push_back(llama);
   // ALiBi's surgery re-applied before loading (its frozen position embedding out of the optimizer), its rows of half
   // the warmup's length.
   RunSpec rechunk = gpt;

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -426,10 +427,38 @@ distributed: {timeout: 30, connect_timeout: 30}
     std::ofstream(corpus) << text;
     return corpus;
   }
+  /// The 14 algorithms that train a language model (fortunes_gpt_everything.yaml's) as recipe entries, but those in
+  /// `without`.
+  static std::string language_model_algorithms(const std::set<std::string>& without) {
+    const std::vector<std::pair<std::string, std::string>> entries = {
+        {"gated_linear_units", "gated_linear_units"},
+        {"low_precision_layernorm", "low_precision_layernorm"},
+        {"alibi", "{alibi: {train_sequence_length_scaling: 0.5}}"},
+        {"factorize", "{factorize: {min_features: 16, latent_features: 0.25}}"},
+        {"stochastic_depth", "{stochastic_depth: {drop_rate: 0.5}}"},
+        {"gyro_dropout", "{gyro_dropout: {p: 0.1, sigma: 8, tau: 2}}"},
+        {"selective_backprop", "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}"},
+        {"seq_length_warmup", "{seq_length_warmup: {duration: 0.5, min_seq_length: 8, step_size: 8}}"},
+        {"label_smoothing", "{label_smoothing: {smoothing: 0.1}}"},
+        {"gradient_clipping", "{gradient_clipping: {clipping_type: norm, clipping_threshold: 1.0}}"},
+        {"sam", "{sam: {rho: 0.05, interval: 3}}"},
+        {"layer_freezing", "{layer_freezing: {freeze_start: 0.1, freeze_level: 0.5}}"},
+        {"ema", "{ema: {half_life: 4ba, ema_start: 0.25dur}}"},
+        {"swa",
+         "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}"}};
+    std::string out;
+    for (const auto& [name, entry] : entries) {
+      if (without.count(name) == 0) out += (out.empty() ? "" : ", ") + entry;
+    }
+    return out;
+  }
+
   void every_language_model_algorithm_on_two_ranks(const std::string& model, const std::string& data,
-                                                   const std::string& optimizer = "{adamw: {lr: 0.003}}") {
-    // A language model (`model`: gpt or bert; `data`: its data overrides) with dropout on 2 epochs of 8 global
-    // batches of 32 byte sequences of 32, under amp_bf16, with the 14 algorithms that train a language model
+                                                   const std::string& optimizer = "{adamw: {lr: 0.003}}",
+                                                   const std::set<std::string>& without = {}) {
+    // A language model (`model`: gpt or bert; `data`: its overrides) with dropout on 2 epochs of 8 global
+    // batches of 32 byte sequences of 32, under amp_bf16, with the 14 algorithms that train a language model (but
+    // those `without`)
     // (fortunes_gpt_everything.yaml's): GLU's, ALiBi's and factorize's surgery before the gradient hooks are set up
     // (ALiBi's frozen position embedding has no gradient to reduce), the warmup's shorter sequences and ALiBi's
     // re-chunking the same on every rank, selective backprop, dropout and stochastic depth's dropped blocks per rank
@@ -443,14 +472,7 @@ distributed: {timeout: 30, connect_timeout: 30}
         "data.eval.dataset={text: {path: " + corpus.string() + ", split: test, seq_length: 32, limit: 30}};"
         "data.eval.loader.batch_size=15;data.eval.metrics=[accuracy, cross_entropy, perplexity];"
         "optimizer=" + optimizer + ";"
-        "algorithms=[gated_linear_units, low_precision_layernorm, {alibi: {train_sequence_length_scaling: 0.5}}, "
-        "{factorize: {min_features: 16, latent_features: 0.25}}, {stochastic_depth: {drop_rate: 0.5}}, "
-        "{gyro_dropout: {p: 0.1, sigma: 8, tau: 2}}, "
-        "{selective_backprop: {start: 0, end: 1, keep: 0.5, interrupt: 2}}, "
-        "{seq_length_warmup: {duration: 0.5, min_seq_length: 8, step_size: 8}}, {label_smoothing: {smoothing: 0.1}}, "
-        "{gradient_clipping: {clipping_type: norm, clipping_threshold: 1.0}}, {sam: {rho: 0.05, interval: 3}}, "
-        "{layer_freezing: {freeze_start: 0.1, freeze_level: 0.5}}, {ema: {half_life: 4ba, ema_start: 0.25dur}}, "
-        "{swa: {swa_start: 2ba, swa_end: 12ba, update_interval: 1ba, schedule_swa_lr: true, anneal_steps: 2}}];";
+        "algorithms=[" + language_model_algorithms(without) + "];";
     ASSERT_EQ(launch(2, "whole", setup).exit_code, 0) << slurp(dir_ / "whole" / "error0.txt");
     const auto whole0 = record("whole", 0), whole1 = record("whole", 1);
     ASSERT_EQ(whole0.size(), 16u);
@@ -656,6 +678,17 @@ TEST_F(Distributed, EveryLanguageModelAlgorithmOnTwoRanksStaysIdenticalAndResume
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnAGpt2WithTiedEmbeddingsOnTwoRanksStaysIdenticalAndResumesBitwise) {
   // GPT-2's tied embeddings: one weight used by the embedding and the head, its gradient reduced once.
   every_language_model_algorithm_on_two_ranks("gpt", "model.gpt.tie_embeddings=true;model.gpt.activation=gelu_tanh;");
+}
+
+TEST_F(Distributed, EveryLanguageModelAlgorithmOnALlamaOnTwoRanksStaysIdenticalAndResumesBitwise) {
+  // Llama's architecture with grouped-query attention, with the 11 algorithms that fit it (alibi and
+  // gated_linear_units are refused before step 1 on rotary positions and gated networks, low_precision_layernorm on
+  // RMSNorms).
+  every_language_model_algorithm_on_two_ranks(
+      "gpt",
+      "model.gpt.norm=rms_norm;model.gpt.positions=rotary;model.gpt.gated=true;model.gpt.activation=silu;"
+      "model.gpt.bias=false;model.gpt.n_kv_heads=1;",
+      "{adamw: {lr: 0.003}}", {"alibi", "gated_linear_units", "low_precision_layernorm"});
 }
 
 TEST_F(Distributed, EveryLanguageModelAlgorithmOnABertOnTwoRanksStaysIdenticalAndResumesBitwise) {

@@ -1,5 +1,5 @@
 // Algorithms on language models: every registered algorithm either trains a small GPT and a small BERT (each on bytes
-// and on byte-level BPE tokens; the BERT also on WordPiece tokens) and a small BERT text classifier on text or is
+// and on byte-level BPE tokens; the BERT also on WordPiece tokens; the GPT also shaped as GPT-2 and as Llama) and a small BERT text classifier on text or is
 // refused before step 1 with its reason (the same for all six); sequence-length
 // warmup composes with each algorithm that trains the GPT and the BERT; a BERT and a GPT on BPE tokens stopped and
 // resumed end on the uninterrupted weights.
@@ -39,8 +39,9 @@ std::string recipe(const std::string& model, const std::string& algorithm) {
   const bool on_tokens = tokenized != tokenizer_of.end();
   const std::string base = on_tokens ? model.substr(0, model.find('_')) : model;
   const std::string tokenizer = on_tokens ? tokenized->second() : "";
-  // "gpt2": the gpt model as GPT-2 has it (tied embeddings, GELU's tanh approximation).
-  const bool gpt2 = model == "gpt2";
+  // "gpt2": the gpt model as GPT-2 has it (tied embeddings, GELU's tanh approximation); "llama": as Llama has it
+  // (RMSNorm, rotary positions, SwiGLU, no biases), with grouped-query attention (one key/value head for two).
+  const bool gpt2 = model == "gpt2", llama = model == "llama";
   return fmt::format(R"(
 max_duration: 6ba
 seed: 1
@@ -57,8 +58,11 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                     (fs::temp_directory_path() / "tessera_lm_runs").string(), gpt2 ? "gpt" : base,
-                     gpt2 ? ", tie_embeddings: true, activation: gelu_tanh" : "",
+                     (fs::temp_directory_path() / "tessera_lm_runs").string(), gpt2 || llama ? "gpt" : base,
+                     gpt2    ? ", tie_embeddings: true, activation: gelu_tanh"
+                     : llama ? ", norm: rms_norm, positions: rotary, gated: true, activation: silu, bias: false, "
+                               "n_kv_heads: 1"
+                             : "",
                      classifier ? "text_classification" : "text",
                      classifier ? testing::small_labelled_text_file() : testing::small_text_file(),
                      on_tokens ? ", document_separator: \"\\n\", tokenizer: " + tokenizer : "",
@@ -116,8 +120,15 @@ TEST_P(OnText, TrainsOrIsRefusedBeforeStepOne) {
   if (model == "bert_classifier" && name == "seq_length_warmup") {
     algorithm = "{seq_length_warmup: {min_seq_length: 4, step_size: 4, duration: 0.5, truncate: true}}";
   }
+  // A Llama-shaped model has rotary positions, which ALiBi would count twice, and gated feed-forward networks.
+  std::map<std::string, std::string> refused = refused_on_text();
+  if (model == "llama") {
+    refused["alibi"] = "alibi: the model encodes positions by rotary embeddings (the gpt model's positions: rotary)";
+    refused["gated_linear_units"] = "gated_linear_units: the model's feed-forward networks are gated linear units "
+                                    "already (the gpt model's gated: true), so it would have no effect; remove it";
+  }
   auto trainer = testing::trainer_unless_refused(
-      name, [&] { return make_trainer(Recipe::parse(recipe(model, algorithm), "<string>")); }, refused_on_text());
+      name, [&] { return make_trainer(Recipe::parse(recipe(model, algorithm), "<string>")); }, refused);
   if (!trainer) return;  // refused, with the expected reason
   trainer->fit();
   EXPECT_EQ(trainer->state().timestamp.batch, 6);
@@ -244,7 +255,7 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
   // and the loader's order continue where they stopped.
   for (const std::string model :
        {"bert_bpe", "bert_wordpiece", "bert", "gpt_bpe", "gpt_llama3", "gpt_sentencepiece", "gpt_o200k",
-        "gpt_unigram"}) {
+        "gpt_unigram", "llama"}) {
     SCOPED_TRACE(model);
     const fs::path folder = fs::temp_directory_path() / "tessera_lm_resume" / model;
     fs::remove_all(folder);
@@ -273,7 +284,7 @@ TEST(OnBpeText, StoppedAndResumedRunsEndOnTheUninterruptedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, OnText,
-                         ::testing::Combine(::testing::Values("gpt", "gpt2", "gpt_bpe", "gpt_unigram", "bert",
+                         ::testing::Combine(::testing::Values("gpt", "gpt2", "llama", "gpt_bpe", "gpt_unigram", "bert",
                                                               "bert_bpe", "bert_wordpiece", "bert_classifier"),
                                             ::testing::ValuesIn(registered_names("algorithms"))),
                          test_name);

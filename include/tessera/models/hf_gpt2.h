@@ -2,7 +2,8 @@
 /// Hugging Face GPT-2 checkpoints (transformers' GPT2LMHeadModel, `save_pretrained`'s folder: config.json and
 /// model.safetensors) into and out of the gpt model (models/gpt.h): fine-tune a published GPT-2 with Tessera's
 /// algorithms, and hand a model trained here to transformers (`GPT2LMHeadModel.from_pretrained(folder)`) for
-/// generation or serving (docs/language-models.md, "Hugging Face GPT-2 checkpoints").
+/// generation or serving (docs/language-models.md, "Hugging Face checkpoints"). models/huggingface.h picks GPT-2's
+/// or Llama's format (models/hf_llama.h) by the folder or the model.
 ///
 ///     // the recipe's  model: {gpt: {pretrained: checkpoints/gpt2}}  is this:
 ///     auto model = std::make_shared<tessera::GPT>(tessera::GPTOptions().pretrained("checkpoints/gpt2"));
@@ -13,7 +14,7 @@
 /// weights ([in, out]) the transposes of the Linear ones, its c_attn's output the query, key and value of every head
 /// in the order of the qkv slot's, its "gelu_new" the tanh approximation (`activation: gelu_tanh`), its tied head the
 /// token embedding (`tie_embeddings`). Tested against transformers on the same weights (logits to 1e-5, greedy
-/// generations token for token), both ways (tests/core/hf_gpt2_interop_test.cpp).
+/// generations token for token), both ways (tests/core/hf_interop_test.cpp).
 #include <functional>
 #include <string>
 

@@ -21,8 +21,9 @@ from safetensors.torch import load_file, safe_open, save_file
 
 def make(folder, config_json, seed):
     torch.manual_seed(int(seed))
-    config = transformers.GPT2Config(**json.loads(config_json))
-    model = transformers.GPT2LMHeadModel(config)
+    values = json.loads(config_json)
+    config = transformers.AutoConfig.for_model(values.pop("model_type", "gpt2"), **values)
+    model = transformers.AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -30,7 +31,7 @@ def make(folder, config_json, seed):
 
 
 def run(folder, inputs, outputs):
-    model = transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model.eval()
     tensors = load_file(inputs)
     with safe_open(inputs, framework="pt") as f:
@@ -58,4 +59,4 @@ if __name__ == "__main__":
         for i in range(0, len(args), 3):
             run(*args[i:i + 3])
     else:
-        sys.exit(f"hf_gpt2_interop.py: unknown command {sys.argv[1]!r}; expected make or run")
+        sys.exit(f"hf_interop.py: unknown command {sys.argv[1]!r}; expected make or run")

@@ -1,7 +1,8 @@
-// The gpt model against Hugging Face transformers' GPT2LMHeadModel, both ways: a checkpoint transformers wrote
-// (save_pretrained) gives transformers' logits and greedy generations in Tessera, and one Tessera wrote
-// (save_gpt2), after training with each algorithm that leaves a model GPT-2 can hold, gives Tessera's in
-// transformers. tests/core/hf_gpt2_interop.py runs transformers in the streaming peers' venv (PyPI's torch 2.x).
+// The gpt model against Hugging Face transformers' GPT2LMHeadModel and LlamaForCausalLM, both ways: a checkpoint
+// transformers wrote (save_pretrained) gives transformers' logits and greedy generations in Tessera, and one Tessera
+// wrote (save_huggingface), after training with each algorithm that leaves a model the format can hold, gives
+// Tessera's in transformers. tests/core/hf_interop.py runs transformers in the streaming peers' venv (PyPI's torch
+// 2.x).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include <tessera/data/tokenizer.h>
 #include <tessera/models/generate.h>
 #include <tessera/models/hf_gpt2.h>
+#include <tessera/models/huggingface.h>
 #include <tessera/recipe.h>
 #include <tessera/registry.h>
 #include <tessera/safetensors.h>
@@ -98,12 +100,12 @@ TEST(HuggingFaceGpt2Interop, TransformersCheckpointsGiveTransformersLogitsAndGen
   for (size_t i = 0; i < configs.size(); ++i) {
     const auto& [label, config] = configs[i];
     const std::string folder = dir.path() + "/" + label;
-    test::run_python_helper(python, "hf_gpt2_interop.py",
+    test::run_python_helper(python, "hf_interop.py",
                             fmt::format("make {} '{}' {}", folder, config.dump(), 40 + i), dir.path() + "/make.log");
     inputs.push_back(write_inputs(folder + "/in.safetensors", config.at("vocab_size"), config.at("n_positions")));
     args += fmt::format(" {0} {0}/in.safetensors {0}/out.safetensors", folder);
   }
-  test::run_python_helper(python, "hf_gpt2_interop.py", "run" + args, dir.path() + "/run.log");
+  test::run_python_helper(python, "hf_interop.py", "run" + args, dir.path() + "/run.log");
   for (size_t i = 0; i < configs.size(); ++i) {
     const std::string folder = dir.path() + "/" + configs[i].first;
     GPT model(GPTOptions().pretrained(folder));
@@ -131,7 +133,7 @@ TEST(HuggingFaceGpt2Interop, AFolderWithTheTokenizerGivesAutoTokenizerTheSameIds
   save_gpt2(model, folder, &tokenizer);
   const std::string text = "the fox 12 jumps over 3 dogs<|endoftext|>the fox";
   const Inputs in = write_inputs(folder + "/in.safetensors", tokenizer.vocab_size(), 16, text);
-  test::run_python_helper(python, "hf_gpt2_interop.py", fmt::format("run {0} {0}/in.safetensors {0}/out.safetensors",
+  test::run_python_helper(python, "hf_interop.py", fmt::format("run {0} {0}/in.safetensors {0}/out.safetensors",
                                                                     folder),
                           dir.path() + "/run.log");
   expect_same("with its tokenizer", folder + "/out.safetensors", ours(model, in));
@@ -139,6 +141,42 @@ TEST(HuggingFaceGpt2Interop, AFolderWithTheTokenizerGivesAutoTokenizerTheSameIds
   const std::map<std::string, at::Tensor> theirs(out.tensors.begin(), out.tensors.end());
   const std::vector<int64_t> ids = tokenizer.encode(text);
   EXPECT_TRUE(at::equal(theirs.at("encoded"), at::tensor(ids, at::kLong))) << theirs.at("encoded");
+}
+
+TEST(HuggingFaceLlamaInterop, TransformersCheckpointsGiveTransformersLogitsAndGenerationsInTessera) {
+  REQUIRE_TRANSFORMERS(python);
+  const test::TempDir dir("hf_llama_interop");
+  // Grouped-query attention, SiLU, no biases, untied (Llama 2/3's shape), and multi-head attention with biases, the
+  // tanh GELU and tied embeddings.
+  const std::vector<std::pair<std::string, nlohmann::json>> configs = {
+      {"grouped_silu", {{"model_type", "llama"}, {"vocab_size", 50}, {"max_position_embeddings", 24},
+                        {"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 3},
+                        {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"rope_theta", 500.0},
+                        {"rms_norm_eps", 1e-6}, {"bos_token_id", nullptr}, {"eos_token_id", nullptr}}},
+      {"biased_tied_gelu", {{"model_type", "llama"}, {"vocab_size", 37}, {"max_position_embeddings", 16},
+                            {"hidden_size", 24}, {"intermediate_size", 40}, {"num_hidden_layers", 2},
+                            {"num_attention_heads", 3}, {"attention_bias", true}, {"mlp_bias", true},
+                            {"hidden_act", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true},
+                            {"bos_token_id", nullptr}, {"eos_token_id", nullptr}}}};
+  std::string args;
+  std::vector<Inputs> inputs;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const auto& [label, config] = configs[i];
+    const std::string folder = dir.path() + "/" + label;
+    test::run_python_helper(python, "hf_interop.py", fmt::format("make {} '{}' {}", folder, config.dump(), 50 + i),
+                            dir.path() + "/make.log");
+    inputs.push_back(
+        write_inputs(folder + "/in.safetensors", config.at("vocab_size"), config.at("max_position_embeddings")));
+    args += fmt::format(" {0} {0}/in.safetensors {0}/out.safetensors", folder);
+  }
+  test::run_python_helper(python, "hf_interop.py", "run" + args, dir.path() + "/run.log");
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const std::string folder = dir.path() + "/" + configs[i].first;
+    GPT model(GPTOptions().pretrained(folder));
+    EXPECT_EQ(model.options().n_kv_heads(), i == 0 ? 2 : 3);
+    EXPECT_EQ(model.options().bias(), i == 1);
+    expect_same(configs[i].first, folder + "/out.safetensors", ours(model, inputs[i]));
+  }
 }
 
 /// A small text of words, for the runs below.
@@ -150,12 +188,13 @@ std::string write_text(const std::string& dir) {
   return path;
 }
 
-TEST(HuggingFaceGpt2Interop, ModelsTrainedWithEachAlgorithmLoadInTransformersOrAreRefused) {
+TEST(HuggingFaceInterop, ModelsTrainedWithEachAlgorithmLoadInTransformersOrAreRefused) {
   REQUIRE_TRANSFORMERS(python);
-  const test::TempDir dir("hf_gpt2_interop");
+  const test::TempDir dir("hf_interop");
   const std::string text = write_text(dir.path());
-  // The algorithms that train a gpt model (EveryAlgorithm/OnText), each for 6 batches from GPT-2's shape; those
-  // whose model GPT-2 cannot hold are refused by save_gpt2 with the reason.
+  // The algorithms that train a gpt model (EveryAlgorithm/OnText), each for 6 batches from GPT-2's shape and from
+  // Llama's; those whose model the format cannot hold are refused by save_huggingface with the reason (on Llama's
+  // shape, alibi and gated_linear_units before step 1).
   const std::map<std::string, std::string> algorithms = {
       {"none", ""},
       {"ema", "{ema: {half_life: 2ba}}"},
@@ -172,19 +211,33 @@ TEST(HuggingFaceGpt2Interop, ModelsTrainedWithEachAlgorithmLoadInTransformersOrA
       {"gated_linear_units", "gated_linear_units"},
       {"stochastic_depth", "{stochastic_depth: {drop_rate: 0.2}}"},
   };
-  const std::map<std::string, std::string> refused = {
-      {"alibi", "ALiBi's biases"},
-      {"factorize", "has no place in a GPT-2 checkpoint"},
-      {"gated_linear_units", "'blocks.0.mlp.fc_gated.weight' has no place in a GPT-2 checkpoint"},
-      {"stochastic_depth", "has a residual gate (stochastic_depth)"}};
+  struct Shape {
+    std::string name, options;
+    std::map<std::string, std::string> refused, refused_before_training;
+  };
+  const std::vector<Shape> shapes = {
+      {"gpt2",
+       "tie_embeddings: true, activation: gelu_tanh",
+       {{"alibi", "ALiBi's biases"},
+        {"factorize", "has no place in a GPT-2 checkpoint"},
+        {"gated_linear_units", "'blocks.0.mlp.fc_gated.weight' has no place in a GPT-2 checkpoint"},
+        {"stochastic_depth", "has a residual gate (stochastic_depth)"}},
+       {}},
+      {"llama",
+       "norm: rms_norm, positions: rotary, gated: true, activation: silu, bias: false, n_kv_heads: 1",
+       {{"factorize", "has no place in a Llama checkpoint"},
+        {"stochastic_depth", "has a residual gate (stochastic_depth)"}},
+       {{"alibi", "the model encodes positions by rotary embeddings"},
+        {"gated_linear_units", "gated linear units already"}}}};
   std::string args;
   std::map<std::string, std::pair<at::Tensor, at::Tensor>> mine;
-  for (const auto& [name, entry] : algorithms) {
-    const std::string recipe = fmt::format(R"(max_duration: 6ba
+  for (const Shape& shape : shapes) {
+    for (const auto& [name, entry] : algorithms) {
+      const std::string label = shape.name + "_" + name;
+      const std::string recipe = fmt::format(R"(max_duration: 6ba
 seed: 3
 threads: 1
-model: {{gpt: {{vocab_size: 256, max_seq_length: 16, d_model: 32, n_layers: 2, n_heads: 2, dropout: 0.1,
-               tie_embeddings: true, activation: gelu_tanh}}}}
+model: {{gpt: {{vocab_size: 256, max_seq_length: 16, d_model: 32, n_layers: 2, n_heads: 2, dropout: 0.1, {}}}}}
 data:
   train:
     dataset: {{text: {{path: {}, seq_length: 16}}}}
@@ -194,26 +247,33 @@ algorithms: [{}]
 callbacks: []
 loggers: []
 )",
-                                           text, entry);
-    tessera::Run run = build_run(Recipe::parse(recipe, name + ".yaml"));
-    Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
-    trainer.fit();
-    const auto& model = dynamic_cast<const GPT&>(*trainer.state().model);
-    const std::string folder = dir.path() + "/" + name;
-    if (refused.count(name) != 0) {
-      const std::string message = testing::input_error_of([&] { save_gpt2(model, folder); });
-      EXPECT_NE(message.find(refused.at(name)), std::string::npos) << name << ": " << message;
-      EXPECT_FALSE(fs::exists(folder)) << name;
-      continue;
+                                             shape.options, text, entry);
+      if (shape.refused_before_training.count(name) != 0) {
+        const std::string message =
+            testing::input_error_of([&] { make_trainer(Recipe::parse(recipe, label + ".yaml")); });
+        EXPECT_NE(message.find(shape.refused_before_training.at(name)), std::string::npos) << label << ": " << message;
+        continue;
+      }
+      tessera::Run run = build_run(Recipe::parse(recipe, label + ".yaml"));
+      Trainer trainer(run.trainer, std::move(run.components), run.checkpoint);
+      trainer.fit();
+      const auto& model = dynamic_cast<const GPT&>(*trainer.state().model);
+      const std::string folder = dir.path() + "/" + label;
+      if (shape.refused.count(name) != 0) {
+        const std::string message = testing::input_error_of([&] { save_huggingface(model, folder); });
+        EXPECT_NE(message.find(shape.refused.at(name)), std::string::npos) << label << ": " << message;
+        EXPECT_FALSE(fs::exists(folder)) << label;
+        continue;
+      }
+      save_huggingface(model, folder);
+      const Inputs in = write_inputs(folder + "/in.safetensors", 256, 16);
+      mine[label] = ours(*trainer.state().model, in);
+      args += fmt::format(" {0} {0}/in.safetensors {0}/out.safetensors", folder);
     }
-    save_gpt2(model, folder);
-    const Inputs in = write_inputs(folder + "/in.safetensors", 256, 16);
-    mine[name] = ours(*trainer.state().model, in);
-    args += fmt::format(" {0} {0}/in.safetensors {0}/out.safetensors", folder);
   }
-  test::run_python_helper(python, "hf_gpt2_interop.py", "run" + args, dir.path() + "/run.log");
-  EXPECT_EQ(mine.size(), algorithms.size() - refused.size());
-  for (const auto& [name, outputs] : mine) expect_same(name, dir.path() + "/" + name + "/out.safetensors", outputs);
+  test::run_python_helper(python, "hf_interop.py", "run" + args, dir.path() + "/run.log");
+  EXPECT_EQ(mine.size(), 2 * algorithms.size() - 8);
+  for (const auto& [label, outputs] : mine) expect_same(label, dir.path() + "/" + label + "/out.safetensors", outputs);
 }
 
 }  // namespace
