@@ -12,7 +12,8 @@
 #   benchmarks/bench_language_models.sh [epochs] [configurations...]
 #   configurations: baseline seq_length_warmup seq_length_warmup_truncate alibi gated_linear_units amp_bf16
 #                   low_precision_layernorm alibi_amp_bf16 dropout stochastic_depth gyro_dropout (default: all GPT
-#                   ones); bert bert_alibi bert_gated_linear_units bert_amp_bf16 bert_muon; optimizers against the
+#                   ones); llama, llama_amp_bf16 (the same GPT with Llama's architecture: RMSNorm, rotary positions,
+#                   SwiGLU of width 352, no biases, 2 key/value heads for 4); bert bert_alibi bert_gated_linear_units bert_amp_bf16 bert_muon; optimizers against the
 #                   baseline's AdamW: adamw_no_decay_groups (no decay on biases and norms), lion (lr 3e-4, weight decay
 #                   1.0), lion_lr1e-3 (weight decay 0.3), lion_lr1e-4, lamb (lr 3e-3, decay 0.1, none on biases and
 #                   norms), lamb_lr1e-2; adamw_lr6e-3, adamw_lr1e-2 (with the no-decay groups); muon (lr 0.02, no
@@ -33,6 +34,9 @@ for cfg in "${configs[@]}"; do
   optimizer=()  # the recipe's (AdamW 3e-3, weight decay 0.1) unless a configuration sets one
   no_decay="groups: [{max_dims: 1, weight_decay: 0}]"  # biases, LayerNorm weights (and nothing else: 1-D only)
   model=gpt
+  architecture=()  # the recipe's (GPT-2's) unless a configuration sets one
+  llama=(model.gpt.norm=rms_norm model.gpt.positions=rotary model.gpt.gated=true model.gpt.activation=silu
+         model.gpt.bias=false model.gpt.n_kv_heads=2 model.gpt.d_ff=352)
   case "$cfg" in bert*) model=bert ;; esac
   case "${cfg#bert_}" in
     bert) algs="[]" ;;
@@ -44,6 +48,8 @@ for cfg in "${configs[@]}"; do
     alibi_amp_bf16) algs="[{alibi: {train_sequence_length_scaling: 0.25}}]"; precision=amp_bf16 ;;
     gated_linear_units) algs="[gated_linear_units]" ;;
     amp_bf16) algs="[]"; precision=amp_bf16 ;;
+    llama) algs="[]"; architecture=("${llama[@]}") ;;
+    llama_amp_bf16) algs="[]"; architecture=("${llama[@]}"); precision=amp_bf16 ;;
     low_precision_layernorm) algs="[low_precision_layernorm]"; precision=amp_bf16 ;;
     dropout) algs="[]"; dropout=0.1 ;;  # GPT-2's residual and embedding dropout
     stochastic_depth) algs="[{stochastic_depth: {drop_rate: 0.1}}]" ;;  # whole blocks, linear in depth
@@ -69,7 +75,7 @@ for cfg in "${configs[@]}"; do
   esac
   "$root/build/release/tessera-run" "$root/examples/recipes/fortunes_$model.yaml" max_duration="${epochs}ep" \
     precision="$precision" model.$model.dropout="$dropout" "algorithms=$algs" run_dir="$out/$cfg" eval_interval=100ba "callbacks=[]" \
-    "loggers=[{jsonl: {}}]" "${optimizer[@]}" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
+    "loggers=[{jsonl: {}}]" "${optimizer[@]}" "${architecture[@]}" >"$out/$cfg.log" 2>&1 || { tail -3 "$out/$cfg.log"; exit 1; }
   echo "$cfg done" >&2
 done
 python3 - "$out" "${configs[@]}" <<'PY'

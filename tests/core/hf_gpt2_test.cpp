@@ -21,6 +21,7 @@
 #include <tessera/safetensors.h>
 #include <tessera/trainer.h>
 
+#include "core/hf_support.h"
 #include "mds_support.h"
 #include "support.h"
 
@@ -35,15 +36,7 @@ GPTOptions small(bool tied, const std::string& activation, int64_t d_ff = 0) {
       tied).activation(activation);
 }
 
-/// A gpt model whose every weight is random (LayerNorms and biases too, so that a weight in the wrong place shows).
-std::shared_ptr<GPT> random_gpt(const GPTOptions& options, uint64_t seed = 5) {
-  at::manual_seed(seed);
-  auto model = std::make_shared<GPT>(options);
-  at::NoGradGuard no_grad;
-  for (auto& p : model->parameters()) p.add_(at::randn_like(p), 0.1);
-  model->eval();
-  return model;
-}
+using testing::random_gpt;
 
 at::Tensor ids(int64_t vocab = 40) {
   at::manual_seed(11);

@@ -18,6 +18,7 @@
 #include <tessera/models/huggingface.h>
 #include <tessera/safetensors.h>
 
+#include "core/hf_support.h"
 #include "mds_support.h"
 #include "support.h"
 
@@ -47,15 +48,7 @@ GPTOptions llama(int64_t kv = 2, bool tied = false, bool bias = false) {
       .layer_norm_eps(1e-6);
 }
 
-/// A gpt model whose every weight is random (norms too, so that a weight in the wrong place shows).
-std::shared_ptr<GPT> random_gpt(const GPTOptions& options, uint64_t seed = 5) {
-  at::manual_seed(seed);
-  auto model = std::make_shared<GPT>(options);
-  at::NoGradGuard no_grad;
-  for (auto& p : model->parameters()) p.add_(at::randn_like(p), 0.1);
-  model->eval();
-  return model;
-}
+using testing::random_gpt;
 
 at::Tensor ids() {
   at::manual_seed(11);
