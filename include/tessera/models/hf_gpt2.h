@@ -50,7 +50,8 @@ void load_gpt2_weights(GPT& model, const std::string& folder);
 /// names, Conv1D layout), each file written atomically; with `tokenizer` (the one the model's text was encoded
 /// with, of the model's vocabulary size) also its tokenizer.json, which transformers' AutoTokenizer reads from the
 /// folder, and its <|endoftext|>, if it has one, as the config's bos_token_id and eos_token_id (otherwise null for
-/// a vocabulary without GPT-2's 50256). Only a model GPT-2 can hold: InputError, before writing anything, for a bert
+/// a vocabulary without GPT-2's 50256). Only a model GPT-2 can hold: InputError, before writing anything, for
+/// Llama's options (rotary positions, RMSNorm, gated networks, silu, no biases, grouped attention: save_llama), a bert
 /// model, ALiBi, a block that surgery changed into something GPT-2 has not (gated linear units, factorized layers:
 /// named by the weight that has no place), stochastic depth (its evaluation scales each block's update), or a
 /// tokenizer of another vocabulary size, and for a model that is not the gpt model at all. Weights as they are now
