@@ -65,10 +65,10 @@ void init_gpt(nn::Module& model, int64_t n_layers) {
 }
 
 /// softmax(q·kᵀ/√(D/H) + mask)·v for queries q [N, H, T, D/H] at positions past .. past + T − 1 and keys and values
-/// k, v [N, H, past + T, D/H], the mask holding the causal mask when `causal` and ALiBi's biases when `alibi`, the
-/// probabilities dropped with probability `dropout` (> 0 in training only): PyTorch's fused attention with LibTorch
-/// 2.x (but on CUDA in deterministic mode), the explicit product and softmax otherwise. past > 0 (cached keys:
-/// generation) takes the explicit form.
+/// k, v [N, KV, past + T, D/H] (KV dividing H: query head i sees key/value head i / (H/KV)), the mask holding the
+/// causal mask when `causal` and ALiBi's biases when `alibi`, the probabilities dropped with probability `dropout`
+/// (> 0 in training only): PyTorch's fused attention with LibTorch 2.x (but on CUDA in deterministic mode), the
+/// explicit product and softmax otherwise. past > 0 (cached keys: generation) takes the explicit form.
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, bool alibi,
                   double dropout, int64_t past = 0, const at::Tensor& keep = at::Tensor()) {
   const int64_t n = q.size(0), h = q.size(1), t = q.size(2), dh = q.size(3), s = past + t;
@@ -90,30 +90,39 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   };
 #if TORCH_VERSION_MAJOR >= 2
   // PyTorch's fused attention (flash attention on the CPU and CUDA), but for CUDA in deterministic mode, where its
-  // backward kernels may accumulate atomically.
+  // backward kernels may accumulate atomically. Grouped key/value heads go in as they are where it takes them
+  // (torch >= 2.5, causal without a mask: no copy per query group); otherwise they are repeated first.
   if (past == 0 && !(q.is_cuda() && at::globalContext().deterministicAlgorithms())) {
     if (causal && !alibi && !padded) {
-      return at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true);
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 5
+      return at::scaled_dot_product_attention(q, k, v, c10::nullopt, dropout, /*is_causal=*/true, c10::nullopt,
+                                              /*enable_gqa=*/k.size(1) != h);
+#else
+      return at::scaled_dot_product_attention(q, for_query_heads(k, h), for_query_heads(v, h), c10::nullopt, dropout,
+                                              /*is_causal=*/true);
+#endif
     }
     const at::Tensor m = mask();
-    return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
-                                            dropout, /*is_causal=*/false);
+    return at::scaled_dot_product_attention(q, for_query_heads(k, h), for_query_heads(v, h),
+                                            m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt, dropout,
+                                            /*is_causal=*/false);
   }
 #endif
   // softmax(q·kᵀ/√(D/H) + mask)·v with one matrix product and one softmax over the [N, H, T, S] scores: the scale
   // and a [T, S] mask go into the product (baddbmm); ALiBi's per-head biases and padding take one pass more.
+  const at::Tensor keys = for_query_heads(k, h), values = for_query_heads(v, h);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   at::Tensor scores;
   if (causal && !alibi && !padded) {
-    scores = at::baddbmm(mask(), q.reshape({n * h, t, dh}), k.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
+    scores = at::baddbmm(mask(), q.reshape({n * h, t, dh}), keys.reshape({n * h, s, dh}).transpose(1, 2), 1.0, scale)
                  .view({n, h, t, s});
   } else {
-    scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
+    scores = at::matmul(q, keys.transpose(-2, -1)).mul_(scale);
     const at::Tensor m = mask();
     if (m.defined()) scores.add_(m);
   }
   const at::Tensor probabilities = at::softmax(scores, -1);
-  return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, v);
+  return at::matmul(dropout > 0 ? at::dropout(probabilities, dropout, /*train=*/true) : probabilities, values);
 }
 
 /// The dropout of slot `name` applied to x [N, S, D] as rows [N·S, D] (a token per row): what a feature-wise
@@ -164,8 +173,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x) {
                                  c10::str(keep_.sizes()), x.size(0), x.size(1), c10::str(x.sizes())));
   }
   const auto [q, k, v] = heads(x, 0);
-  const at::Tensor y = attend(q, for_query_heads(k, n_heads_), for_query_heads(v, n_heads_), causal_, alibi_,
-                              is_training() ? dropout_ : 0.0, /*past=*/0, keep_);
+  const at::Tensor y = attend(q, k, v, causal_, alibi_, is_training() ? dropout_ : 0.0, /*past=*/0, keep_);
   return call("proj", y.transpose(1, 2).reshape(x.sizes()));
 }
 
@@ -179,8 +187,8 @@ at::Tensor SelfAttention::forward_cached(const at::Tensor& x, at::Tensor& keys, 
   keys = past > 0 ? at::cat({keys, k}, 2) : k.contiguous();
   values = past > 0 ? at::cat({values, v}, 2) : v.contiguous();
   // The first positions as forward computes them; later ones against the cached keys and values.
-  const at::Tensor y = attend(q, for_query_heads(past == 0 ? k : keys, n_heads_),
-                              for_query_heads(past == 0 ? v : values, n_heads_), true, alibi_, 0.0, past);
+  const at::Tensor y =
+      past == 0 ? attend(q, k, v, true, alibi_, 0.0) : attend(q, keys, values, true, alibi_, 0.0, past);
   return call("proj", y.transpose(1, 2).reshape(x.sizes()));
 }
 
